@@ -214,7 +214,9 @@ void Iterator::Next() {
                                    std::to_string(next.offset) +
                                    " is not greater than the key before it"));
   }
-  Land(next, true);
+  // Keys only grow, so the lower bound needs no check here.
+  valid_ = !upper_ || next.key.compare(*upper_) < 0;
+  if (valid_) node_ = next;
 }
 
 void Iterator::Prev() {
