@@ -1,0 +1,51 @@
+# Thin front door over CMake. The two commands a user needs:
+#   make run    install what is missing, build, start a broker if none, run komoku
+#   make test   install what is missing, build, run every unit and integration test
+BUILD_DIR ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+CONFIG ?= $(wildcard config/komoku.yaml)
+
+.PHONY: all deps build run test bench fuzz test-asan test-tsan clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD_DIR) $(CMAKE_FLAGS)
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+run: build
+	@scripts/run.sh $(BUILD_DIR)/src/app/komoku $(CONFIG)
+
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+bench:
+	@scripts/install-deps.sh bench
+	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DKOMOKU_BUILD_TESTS=OFF -DKOMOKU_BUILD_BENCH=ON
+	cmake --build build-bench -j $(JOBS)
+	cmake --build build-bench --target run-bench
+
+fuzz:
+	@scripts/install-deps.sh fuzz
+	CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKOMOKU_BUILD_TESTS=OFF -DKOMOKU_BUILD_FUZZERS=ON
+	cmake --build build-fuzz -j $(JOBS)
+	cmake --build build-fuzz --target run-fuzz
+
+# Unit and integration tests under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan: deps
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKOMOKU_SANITIZE=address,undefined
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ctest --output-on-failure -j $(JOBS)
+
+# Unit tests under ThreadSanitizer.
+test-tsan: deps
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DKOMOKU_SANITIZE=thread
+	cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && ctest --output-on-failure -j $(JOBS) -L unit
+
+clean:
+	rm -rf $(BUILD_DIR) build-bench build-fuzz build-asan build-tsan

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what Komoku needs to build, run and test, from Debian packages.
+# This is the only place that lists them. Idempotent: installs only what is
+# missing, through sudo when not root.
+#
+#   scripts/install-deps.sh            build + run + test
+#   scripts/install-deps.sh bench      also Google Benchmark
+#   scripts/install-deps.sh fuzz       also clang (libFuzzer)
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential cmake pkg-config
+  # libraries
+  libpaho-mqttpp-dev libpaho-mqtt-dev
+  nlohmann-json3-dev libsqlite3-dev libspdlog-dev
+  libcpp-httplib-dev libyaml-cpp-dev libcli11-dev
+  # test
+  libgtest-dev
+  # run: the broker and its command-line clients; curl for the quick start
+  mosquitto mosquitto-clients curl
+)
+for extra in "$@"; do
+  case "$extra" in
+    bench) packages+=(libbenchmark-dev) ;;
+    fuzz) packages+=(clang libclang-rt-14-dev) ;;
+    *) echo "install-deps: unknown group '$extra' (known: bench, fuzz)" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+echo "install-deps: installing ${missing[*]}" >&2
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

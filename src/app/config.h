@@ -1,0 +1,61 @@
+// Komoku's configuration: one YAML file, every key declared once in a table
+// (name, type, default, range, description). That table drives validation,
+// `komoku check-config`, the commented example config/komoku.yaml
+// (`komoku config-example`) and docs/config.md (`komoku config-docs`).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/status.h"
+
+namespace komoku::app {
+
+struct Config {
+  // mqtt
+  std::string mqtt_broker;
+  std::string mqtt_client_id;
+  std::string mqtt_username;
+  std::string mqtt_password;
+  std::string mqtt_password_file;
+  std::string mqtt_prefix;
+  int64_t mqtt_session_expiry_s = 0;
+  int64_t mqtt_keep_alive_s = 0;
+  int64_t mqtt_max_payload_bytes = 0;
+  // store
+  std::string store_data_dir;
+  int64_t store_commit_interval_ms = 0;
+  int64_t store_commit_max_rows = 0;
+  int64_t store_checkpoint_interval_s = 0;
+  // http
+  std::string http_listen;
+  int64_t http_max_points = 0;
+  // log
+  std::string log_level;
+
+  // Derived from http_listen by validation.
+  std::string http_host;
+  int http_port = 0;
+  // Where the config came from ("built-in defaults" or the file name).
+  std::string source;
+};
+
+// The built-in defaults.
+Config DefaultConfig();
+
+// Reads and validates `path`. Errors name the file, the line and the field:
+// "komoku.yaml:7: mqtt.keep_alive: expected an integer, got 'often'".
+// A password_file is read here, so a missing secret stops the start too.
+Result<Config> LoadConfig(const std::string& path);
+
+// Validates a YAML document given as text; `name` stands for the file in
+// messages. (LoadConfig reads the file and calls this.)
+Result<Config> ParseConfig(const std::string& text, const std::string& name);
+
+// The commented example configuration, every key at its default.
+std::string ConfigExample();
+
+// The Markdown reference of every key.
+std::string ConfigDocs();
+
+}  // namespace komoku::app

@@ -1,0 +1,70 @@
+// The komoku executable: parse the command line, then hand over to the
+// subcommand (run, check-config, config-example, config-docs, keyka).
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "app/config.h"
+#include "app/keyka_cli.h"
+#include "app/service.h"
+
+namespace {
+
+// Loads the given file, or the defaults when none is given; prints the error.
+bool LoadOrDefault(const std::string& path, komoku::app::Config* config) {
+  if (path.empty()) {
+    *config = komoku::app::DefaultConfig();
+    return true;
+  }
+  komoku::Result<komoku::app::Config> loaded = komoku::app::LoadConfig(path);
+  if (!loaded.ok()) {
+    std::cerr << "komoku: " << loaded.status().message() << "\n";
+    return false;
+  }
+  *config = std::move(loaded.value());
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Komoku: home-automation history over MQTT, with HTTP queries"};
+  app.set_version_flag("--version", std::string("komoku ") + KOMOKU_VERSION);
+  app.require_subcommand(1);
+  int exit_code = 0;
+
+  std::string config_path;
+  komoku::app::RunOptions run_options;
+  auto* run = app.add_subcommand("run", "Run the service until SIGINT or SIGTERM");
+  run->add_option("-c,--config", config_path, "YAML configuration (default: built-in defaults)");
+  run->add_option("--ready-file", run_options.ready_file,
+                  "Write {\"pid\", \"http_port\"} here once ready");
+  run->callback([&] {
+    komoku::app::Config config;
+    if (!LoadOrDefault(config_path, &config)) {
+      exit_code = 2;
+      return;
+    }
+    exit_code = komoku::app::RunService(config, run_options);
+  });
+
+  auto* check = app.add_subcommand("check-config", "Validate a configuration file and exit");
+  check->add_option("-c,--config", config_path, "YAML configuration")->required();
+  check->callback([&] {
+    komoku::app::Config config;
+    if (!LoadOrDefault(config_path, &config)) {
+      exit_code = 2;
+      return;
+    }
+    std::cout << config_path << ": OK\n";
+  });
+
+  app.add_subcommand("config-example", "Print the commented example configuration")
+      ->callback([] { std::cout << komoku::app::ConfigExample(); });
+  app.add_subcommand("config-docs", "Print the configuration reference (Markdown)")
+      ->callback([] { std::cout << komoku::app::ConfigDocs(); });
+
+  komoku::app::AddKeykaCommand(app, &exit_code);
+
+  CLI11_PARSE(app, argc, argv);
+  return exit_code;
+}

@@ -1,0 +1,142 @@
+#include "app/service.h"
+
+#include <signal.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+
+#include "bridge/bridge.h"
+#include "query/server.h"
+#include "store/store.h"
+
+namespace komoku::app {
+namespace {
+
+struct Loggers {
+  std::shared_ptr<spdlog::logger> main, store, bridge, query;
+};
+
+// One line per event on stderr; journald adds its own timestamps.
+Loggers MakeLoggers(const std::string& level) {
+  auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  bool journal = std::getenv("JOURNAL_STREAM") != nullptr;
+  sink->set_pattern(journal ? "[%n] %l: %v" : "%Y-%m-%d %H:%M:%S.%e [%n] %l: %v");
+  auto make = [&](const char* name) {
+    auto log = std::make_shared<spdlog::logger>(name, sink);
+    log->set_level(spdlog::level::from_str(level));
+    log->flush_on(spdlog::level::trace);
+    return log;
+  };
+  return {make("main"), make("store"), make("bridge"), make("query")};
+}
+
+Status WriteReadyFile(const std::string& path, int http_port) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << "{\"pid\": " << getpid() << ", \"http_port\": " << http_port << "}\n";
+    if (!out) return Status::IOError("cannot write " + tmp);
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return Status::IOError("cannot rename " + tmp + ": " + ec.message());
+  return Status::Ok();
+}
+
+}  // namespace
+
+int RunService(const Config& config, const RunOptions& options) {
+  // Signals are taken synchronously by this thread (sigtimedwait below);
+  // every thread started from here on inherits the blocked mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  Loggers log = MakeLoggers(config.log_level);
+  log.main->info("komoku {} starting; config: {}", KOMOKU_VERSION, config.source);
+
+  store::StoreOptions store_options;
+  store_options.data_dir = config.store_data_dir;
+  store_options.hot.commit_interval = std::chrono::milliseconds(config.store_commit_interval_ms);
+  store_options.hot.commit_max_rows = static_cast<size_t>(config.store_commit_max_rows);
+  store_options.hot.checkpoint_interval =
+      std::chrono::seconds(config.store_checkpoint_interval_s);
+  Result<std::unique_ptr<store::Store>> store = store::Store::Open(store_options, log.store);
+  if (!store.ok()) {
+    log.main->error("cannot open the store: {}", store.status().ToString());
+    return 1;
+  }
+  log.main->info("data in {} ({} keys)", (*store)->db_path(), (*store)->Keys().size());
+
+  bridge::BridgeOptions bridge_options;
+  bridge_options.broker = config.mqtt_broker;
+  bridge_options.client_id = config.mqtt_client_id;
+  bridge_options.username = config.mqtt_username;
+  bridge_options.password = config.mqtt_password;
+  bridge_options.prefix = config.mqtt_prefix;
+  bridge_options.session_expiry = std::chrono::seconds(config.mqtt_session_expiry_s);
+  bridge_options.keep_alive = std::chrono::seconds(config.mqtt_keep_alive_s);
+  bridge_options.max_payload_bytes = static_cast<size_t>(config.mqtt_max_payload_bytes);
+  Result<std::unique_ptr<bridge::Bridge>> bridge =
+      bridge::Bridge::Create(bridge_options, store->get(), log.bridge);
+  if (!bridge.ok()) {
+    log.main->error("{}", bridge.status().ToString());
+    return 1;
+  }
+
+  query::ServerOptions http_options;
+  http_options.host = config.http_host;
+  http_options.port = config.http_port;
+  http_options.max_points = static_cast<size_t>(config.http_max_points);
+  bridge::Bridge* bridge_ptr = bridge->get();
+  Result<std::unique_ptr<query::Server>> http = query::Server::Create(
+      http_options, store->get(),
+      [bridge_ptr] { return query::Health{bridge_ptr->connected(), bridge_ptr->subscribed()}; },
+      log.query);
+  if (!http.ok()) {
+    log.main->error("{}", http.status().ToString());
+    return 1;
+  }
+  Status st = (*http)->Start();
+  if (!st.ok()) {
+    log.main->error("{}", st.ToString());
+    return 1;
+  }
+
+  (*bridge)->Start();
+
+  if (!options.ready_file.empty()) {
+    st = WriteReadyFile(options.ready_file, (*http)->port());
+    if (!st.ok()) log.main->warn("{}", st.ToString());
+  }
+  log.main->info("ready");
+
+  for (;;) {
+    timespec timeout{1, 0};
+    int sig = sigtimedwait(&stop_signals, nullptr, &timeout);
+    if (sig == SIGINT || sig == SIGTERM) {
+      log.main->info("{} received; stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      break;
+    }
+  }
+
+  // Disconnecting first means no message arrives after the store closes;
+  // every message received so far was committed before it was acknowledged
+  // to the callback, and Close() commits what else is queued.
+  (*bridge)->Stop();
+  (*http)->Stop();
+  (*store)->Close();
+  log.main->info("stopped");
+  return 0;
+}
+
+}  // namespace komoku::app

@@ -1,0 +1,261 @@
+#include "bridge/bridge.h"
+
+#include <mqtt/async_client.h>
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <condition_variable>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "store/input.h"
+
+namespace komoku::bridge {
+namespace {
+
+using nlohmann::json;
+using store::ValueToJson;
+
+constexpr int kQos = 1;
+
+}  // namespace
+
+class Bridge::Impl {
+ public:
+  Impl(const BridgeOptions& options, store::Store* store, std::shared_ptr<spdlog::logger> log)
+      : options_(options),
+        store_(store),
+        log_(std::move(log)),
+        set_prefix_(options.prefix + "/set/"),
+        status_topic_(options.prefix + "/status") {}
+
+  ~Impl() { Stop(); }
+
+  Status Init() {
+    try {
+      // Offline buffering lets state publications made while the broker is
+      // away go out on reconnect instead of failing.
+      client_ = std::make_unique<mqtt::async_client>(
+          options_.broker, options_.client_id, mqtt::create_options(MQTTVERSION_5, 10000),
+          nullptr);
+    } catch (const mqtt::exception& e) {
+      return Status::InvalidArgument("cannot create MQTT client for '" + options_.broker +
+                                     "': " + e.what());
+    }
+    client_->set_message_callback([this](mqtt::const_message_ptr msg) { OnMessage(msg); });
+    client_->set_connected_handler([this](const std::string&) { OnConnected(); });
+    client_->set_connection_lost_handler([this](const std::string& cause) {
+      connected_ = false;
+      subscribed_ = false;
+      log_->warn("lost connection to {}: {}; reconnecting", options_.broker,
+                 cause.empty() ? "no reason given" : cause);
+    });
+    if (options_.publish_state) {
+      listener_id_ = store_->AddListener([this](const store::Change& c) { PublishState(c); });
+    }
+    return Status::Ok();
+  }
+
+  void Start() {
+    connector_ = std::thread([this] { ConnectLoop(); });
+  }
+
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopped_) return;
+      stopped_ = true;
+    }
+    cv_.notify_all();
+    if (connector_.joinable()) connector_.join();
+    if (listener_id_) store_->RemoveListener(listener_id_);
+    if (!client_) return;
+    try {
+      if (client_->is_connected()) {
+        client_->publish(status_topic_, "offline", 7, kQos, true)->wait_for(std::chrono::seconds(2));
+      }
+      client_->disconnect()->wait_for(std::chrono::seconds(5));
+    } catch (const mqtt::exception& e) {
+      log_->warn("disconnect: {}", e.what());
+    }
+    connected_ = false;
+    subscribed_ = false;
+  }
+
+  bool connected() const { return connected_; }
+  bool subscribed() const { return subscribed_; }
+
+  Result<std::string> KeyFromTopic(std::string_view topic) const {
+    if (topic.size() <= set_prefix_.size() || topic.substr(0, set_prefix_.size()) != set_prefix_) {
+      return Status::InvalidArgument("topic '" + std::string(topic) + "' is not under " +
+                                     set_prefix_);
+    }
+    return std::string(topic.substr(set_prefix_.size()));
+  }
+
+ private:
+  // Built field by field, not through connect_options_builder: Paho C++
+  // 1.2.0's builder loses the pointer to the MQTT 5 properties when it
+  // copies the options (a crash in MQTTProperties_copy; fixed upstream in 1.3).
+  mqtt::connect_options ConnectOptions() const {
+    mqtt::connect_options opts;
+    opts.set_mqtt_version(MQTTVERSION_5);
+    opts.set_clean_start(false);
+    opts.set_properties(mqtt::properties{
+        {mqtt::property::SESSION_EXPIRY_INTERVAL,
+         static_cast<int>(options_.session_expiry.count())}});
+    opts.set_keep_alive_interval(options_.keep_alive);
+    opts.set_connect_timeout(std::chrono::seconds(10));
+    opts.set_automatic_reconnect(options_.reconnect_min, options_.reconnect_max);
+    opts.set_will(mqtt::will_options(status_topic_, std::string("offline"), kQos, true));
+    if (!options_.username.empty()) opts.set_user_name(options_.username);
+    if (!options_.password.empty()) opts.set_password(options_.password);
+    return opts;
+  }
+
+  // Tries the first connection until it succeeds; Paho's automatic reconnect
+  // takes over after that.
+  void ConnectLoop() {
+    auto backoff = options_.reconnect_min;
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stopped_) return;
+      }
+      try {
+        log_->info("connecting to {} as '{}'", options_.broker, options_.client_id);
+        client_->connect(ConnectOptions())->wait();
+        return;
+      } catch (const mqtt::exception& e) {
+        log_->warn("cannot connect to {}: {}; retrying in {} ms", options_.broker, e.what(),
+                   backoff.count());
+      }
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, backoff, [&] { return stopped_; });
+      backoff = std::min(backoff * 2, options_.reconnect_max);
+    }
+  }
+
+  // Runs on Paho's thread: must not wait for a token.
+  void OnConnected() {
+    connected_ = true;
+    log_->info("connected to {}", options_.broker);
+    try {
+      client_->subscribe(set_prefix_ + "#", kQos, nullptr, subscribe_listener_);
+      client_->publish(status_topic_, "online", 6, kQos, true);
+    } catch (const mqtt::exception& e) {
+      log_->error("subscribe after connect failed: {}", e.what());
+    }
+  }
+
+  // Runs on Paho's receive thread. Paho C sends the QoS 1 PUBACK as the
+  // message arrives, before this callback; returning only after the commit
+  // keeps the next message unread (and unacknowledged) until this one is
+  // stored. See docs/storage.md for the window that leaves.
+  void OnMessage(const mqtt::const_message_ptr& msg) noexcept {
+    try {
+      HandleMessage(*msg);
+    } catch (const std::exception& e) {
+      Refuse("internal", msg->get_topic(), e.what());
+    }
+  }
+
+  void HandleMessage(const mqtt::message& msg) {
+    store_->metrics().Add("komoku_mqtt_messages_total");
+    const std::string& topic = msg.get_topic();
+    Result<std::string> key = KeyFromTopic(topic);
+    if (!key.ok()) return Refuse("bad_topic", topic, key.status().message());
+    const std::string& payload = msg.get_payload_str();
+    Result<store::ValueMessage> parsed = store::ParseValuePayload(payload, options_.max_payload_bytes);
+    if (!parsed.ok()) {
+      const char* reason = payload.size() > options_.max_payload_bytes ? "too_large"
+                           : payload.empty()                           ? "empty"
+                                                                       : "bad_payload";
+      return Refuse(reason, topic, parsed.status().message());
+    }
+    store::PutOptions put;
+    put.time_ms = parsed->time_ms;
+    put.wait_committed = true;
+    Result<store::Change> change = store_->Put(*key, parsed->value, put);
+    if (!change.ok()) {
+      // The store counted it; the bridge logs it once.
+      log_->warn("refused {}: {}", topic, change.status().message());
+    }
+  }
+
+  void Refuse(const char* reason, const std::string& topic, const std::string& why) {
+    store_->metrics().Add(std::string("komoku_refused_total{reason=\"") + reason + "\"}");
+    std::string shown = topic.size() > 300 ? topic.substr(0, 300) + "..." : topic;
+    log_->warn("refused message on '{}' ({}): {}", shown, reason, why);
+  }
+
+  void PublishState(const store::Change& c) {
+    if (!c.is_current) return;
+    json j = {{"value", ValueToJson(c.sample.value)},
+              {"time", static_cast<double>(c.sample.time_ms) / 1000.0},
+              {"previous", c.previous ? ValueToJson(c.previous->value) : json(nullptr)}};
+    std::string payload = j.dump();
+    try {
+      client_->publish(options_.prefix + "/state/" + c.key, payload.data(), payload.size(), kQos,
+                       true);
+    } catch (const mqtt::exception& e) {
+      store_->metrics().Add("komoku_mqtt_publish_errors_total");
+      log_->debug("state publish for '{}' failed: {}", c.key, e.what());
+    }
+  }
+
+  class SubscribeListener : public mqtt::iaction_listener {
+   public:
+    explicit SubscribeListener(Impl* impl) : impl_(impl) {}
+    void on_success(const mqtt::token&) override {
+      impl_->subscribed_ = true;
+      impl_->log_->info("subscribed to {}#", impl_->set_prefix_);
+    }
+    void on_failure(const mqtt::token& tok) override {
+      impl_->log_->error("subscription to {}# refused (reason code {})", impl_->set_prefix_,
+                         static_cast<int>(tok.get_reason_code()));
+    }
+
+   private:
+    Impl* impl_;
+  };
+
+  // Constant after construction.
+  const BridgeOptions options_;
+  store::Store* const store_;
+  const std::shared_ptr<spdlog::logger> log_;
+  const std::string set_prefix_;
+  const std::string status_topic_;
+
+  std::unique_ptr<mqtt::async_client> client_;  // thread-safe itself
+  SubscribeListener subscribe_listener_{this};
+  int listener_id_ = 0;
+  std::atomic<bool> connected_{false};
+  std::atomic<bool> subscribed_{false};
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopped_ = false;  // guarded by mu_
+  std::thread connector_;
+};
+
+Bridge::Bridge(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Bridge::~Bridge() = default;
+
+Result<std::unique_ptr<Bridge>> Bridge::Create(const BridgeOptions& options, store::Store* store,
+                                               std::shared_ptr<spdlog::logger> log) {
+  auto impl = std::make_unique<Impl>(options, store, log ? std::move(log) : spdlog::default_logger());
+  KOMOKU_RETURN_IF_ERROR(impl->Init());
+  return std::unique_ptr<Bridge>(new Bridge(std::move(impl)));
+}
+
+void Bridge::Start() { impl_->Start(); }
+void Bridge::Stop() { impl_->Stop(); }
+bool Bridge::connected() const { return impl_->connected(); }
+bool Bridge::subscribed() const { return impl_->subscribed(); }
+Result<std::string> Bridge::KeyFromTopic(std::string_view topic) const {
+  return impl_->KeyFromTopic(topic);
+}
+
+}  // namespace komoku::bridge

@@ -1,0 +1,70 @@
+// The MQTT bridge: subscribes to <prefix>/set/# and turns each message into a
+// put on the Store; publishes <prefix>/state/<key> on every accepted change
+// and <prefix>/status (online, and offline as the last will).
+//
+// Thread-safe. Owns the Paho client and its threads.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "store/store.h"
+
+namespace komoku::bridge {
+
+struct BridgeOptions {
+  std::string broker = "tcp://localhost:1883";
+  // Stable, so the broker keeps the session (and queues messages) across restarts.
+  std::string client_id = "komoku";
+  std::string username;
+  std::string password;
+  std::string prefix = "komoku";
+  // How long the broker keeps the session while Komoku is away.
+  std::chrono::seconds session_expiry{7 * 24 * 3600};
+  std::chrono::seconds keep_alive{30};
+  std::chrono::milliseconds reconnect_min{500};
+  std::chrono::milliseconds reconnect_max{30000};
+  // A larger payload is refused unread.
+  size_t max_payload_bytes = 64 * 1024;
+  // Publish <prefix>/state/<key> on every change of the current value.
+  bool publish_state = true;
+};
+
+class Bridge {
+ public:
+  // `store` must outlive the Bridge.
+  static Result<std::unique_ptr<Bridge>> Create(const BridgeOptions& options, store::Store* store,
+                                                std::shared_ptr<spdlog::logger> log);
+  ~Bridge();
+  Bridge(const Bridge&) = delete;
+  Bridge& operator=(const Bridge&) = delete;
+
+  // Starts connecting in the background and keeps retrying with backoff;
+  // returns at once.
+  void Start();
+
+  // Publishes `offline`, disconnects (after which no message callback runs)
+  // and stops retrying. Idempotent.
+  void Stop();
+
+  bool connected() const;
+  // True once the set subscription is acknowledged on the current connection.
+  bool subscribed() const;
+
+  // The key a set topic names, or InvalidArgument when the topic is not
+  // <prefix>/set/<key>.
+  Result<std::string> KeyFromTopic(std::string_view topic) const;
+
+ private:
+  class Impl;
+  explicit Bridge(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace komoku::bridge

@@ -1,0 +1,333 @@
+#include "query/server.h"
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include <initializer_list>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "query/time_param.h"
+#include "store/input.h"
+
+namespace komoku::query {
+namespace {
+
+using nlohmann::json;
+using store::MsToSeconds;
+using store::ValueToJson;
+
+constexpr const char* kJson = "application/json";
+
+void SendJson(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump(), kJson);
+}
+
+void SendError(httplib::Response& res, int status, const std::string& code,
+               const std::string& message) {
+  SendJson(res, status, {{"error", {{"code", code}, {"message", message}}}});
+}
+
+// Maps a library Status onto an HTTP answer.
+void SendStatus(httplib::Response& res, const Status& st) {
+  switch (st.code()) {
+    case Status::Code::kNotFound: return SendError(res, 404, "not_found", st.message());
+    case Status::Code::kInvalidArgument: return SendError(res, 400, "bad_request", st.message());
+    case Status::Code::kBusy: return SendError(res, 503, "busy", st.message());
+    default: return SendError(res, 500, "internal", st.message());
+  }
+}
+
+// Query parameters, checked against the names a route knows so that a typo
+// ("form=" for "from=") is an error instead of a silent default.
+class Params {
+ public:
+  Params(const httplib::Request& req, std::initializer_list<const char*> known) : req_(req) {
+    std::set<std::string> names(known.begin(), known.end());
+    for (const auto& [name, value] : req.params) {
+      if (!names.count(name)) {
+        error_ = Status::InvalidArgument("unknown parameter '" + name + "'");
+        return;
+      }
+      if (req.get_param_value_count(name) > 1) {
+        error_ = Status::InvalidArgument("parameter '" + name + "' is given more than once");
+        return;
+      }
+    }
+  }
+  const Status& error() const { return error_; }
+
+  std::optional<std::string> Get(const char* name) const {
+    if (!req_.has_param(name)) return std::nullopt;
+    return req_.get_param_value(name);
+  }
+  Result<std::string> Required(const char* name) const {
+    auto v = Get(name);
+    if (!v) return Status::InvalidArgument(std::string("missing parameter '") + name + "'");
+    return *v;
+  }
+  Result<int64_t> Time(const char* name, int64_t fallback, int64_t now_ms) const {
+    auto v = Get(name);
+    if (!v) return fallback;
+    Result<int64_t> t = ParseTimeParam(*v, now_ms);
+    if (!t.ok()) return t.status().WithContext(std::string("parameter '") + name + "'");
+    return t;
+  }
+  Result<bool> Flag(const char* name) const {
+    auto v = Get(name);
+    if (!v) return false;
+    if (*v == "" || *v == "1" || *v == "true" || *v == "yes") return true;
+    if (*v == "0" || *v == "false" || *v == "no") return false;
+    return Status::InvalidArgument(std::string("parameter '") + name + "' must be true or false");
+  }
+  Result<size_t> Count(const char* name, size_t fallback, size_t max) const {
+    auto v = Get(name);
+    if (!v) return fallback;
+    if (v->empty() || v->size() > 12 || v->find_first_not_of("0123456789") != std::string::npos) {
+      return Status::InvalidArgument(std::string("parameter '") + name +
+                                     "' must be a positive whole number");
+    }
+    size_t n = std::stoull(*v);
+    if (n == 0 || n > max) {
+      return Status::InvalidArgument(std::string("parameter '") + name + "' must be 1.." +
+                                     std::to_string(max));
+    }
+    return n;
+  }
+
+ private:
+  const httplib::Request& req_;
+  Status error_;
+};
+
+json SampleJson(const store::Sample& s) {
+  return {{"value", ValueToJson(s.value)}, {"time", MsToSeconds(s.time_ms)}};
+}
+
+}  // namespace
+
+class Server::Impl {
+ public:
+  Impl(const ServerOptions& options, store::Store* store, std::function<Health()> health,
+       std::shared_ptr<spdlog::logger> log)
+      : options_(options), store_(store), health_(std::move(health)), log_(std::move(log)) {
+    Routes();
+  }
+  ~Impl() { Stop(); }
+
+  Status Start() {
+    int port = options_.port;
+    if (port == 0) {
+      port = http_.bind_to_any_port(options_.host);
+      if (port < 0) port = 0;
+    } else if (!http_.bind_to_port(options_.host, port)) {
+      port = 0;
+    }
+    if (port <= 0) {
+      return Status::IOError("cannot listen on " + options_.host + ":" +
+                             std::to_string(options_.port) + " (address in use or not local?)");
+    }
+    port_ = port;
+    thread_ = std::thread([this] { http_.listen_after_bind(); });
+    log_->info("HTTP API on http://{}:{}/api/v1/", options_.host, port_);
+    return Status::Ok();
+  }
+
+  void Stop() {
+    http_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  int port() const { return port_; }
+
+ private:
+  void Routes() {
+    http_.set_payload_max_length(options_.max_body_bytes);
+    http_.set_exception_handler(
+        [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+          std::string what = "unknown exception";
+          try {
+            std::rethrow_exception(ep);
+          } catch (const std::exception& e) {
+            what = e.what();
+          } catch (...) {
+          }
+          log_->error("{} {}: {}", req.method, req.path, what);
+          SendError(res, 500, "internal", what);
+        });
+    http_.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+      if (!res.body.empty()) return;
+      if (res.status == 404) {
+        SendError(res, 404, "no_route", "no such endpoint: " + req.method + " " + req.path);
+      } else if (res.status == 413) {
+        SendError(res, 413, "too_large", "request body is too large");
+      } else {
+        SendError(res, res.status, "http_error", "HTTP error " + std::to_string(res.status));
+      }
+    });
+
+    http_.Get("/api/v1/keys", [this](const auto& req, auto& res) { GetKeys(req, res); });
+    http_.Get("/api/v1/value", [this](const auto& req, auto& res) { GetValue(req, res); });
+    http_.Put("/api/v1/value", [this](const auto& req, auto& res) { PutValue(req, res); });
+    http_.Post("/api/v1/value", [this](const auto& req, auto& res) { PutValue(req, res); });
+    http_.Get("/api/v1/history", [this](const auto& req, auto& res) { GetHistory(req, res); });
+    http_.Get("/healthz", [this](const auto& req, auto& res) { GetHealth(req, res); });
+    http_.Get("/metrics", [this](const auto& req, auto& res) { GetMetrics(req, res); });
+  }
+
+  void GetKeys(const httplib::Request& req, httplib::Response& res) {
+    Params p(req, {"values"});
+    if (!p.error().ok()) return SendStatus(res, p.error());
+    Result<bool> values = p.Flag("values");
+    if (!values.ok()) return SendStatus(res, values.status());
+    json keys = json::array();
+    for (const store::KeyInfo& k : store_->Keys()) {
+      json j = {{"key", k.name}, {"type", store::KeyTypeName(k.type)}};
+      if (*values && k.last) {
+        j["value"] = ValueToJson(k.last->value);
+        j["time"] = MsToSeconds(k.last->time_ms);
+      }
+      keys.push_back(std::move(j));
+    }
+    SendJson(res, 200, {{"keys", std::move(keys)}});
+  }
+
+  void GetValue(const httplib::Request& req, httplib::Response& res) {
+    Params p(req, {"key"});
+    if (!p.error().ok()) return SendStatus(res, p.error());
+    Result<std::string> key = p.Required("key");
+    if (!key.ok()) return SendStatus(res, key.status());
+    Result<store::KeyInfo> info = store_->Get(*key);
+    if (!info.ok()) return SendStatus(res, info.status());
+    json j = {{"key", info->name}, {"type", store::KeyTypeName(info->type)}};
+    j["value"] = info->last ? ValueToJson(info->last->value) : json(nullptr);
+    j["time"] = info->last ? json(MsToSeconds(info->last->time_ms)) : json(nullptr);
+    j["previous"] = info->previous ? SampleJson(*info->previous) : json(nullptr);
+    SendJson(res, 200, j);
+  }
+
+  void PutValue(const httplib::Request& req, httplib::Response& res) {
+    Params p(req, {"key", "value", "time"});
+    if (!p.error().ok()) return SendStatus(res, p.error());
+    Result<std::string> key = p.Required("key");
+    if (!key.ok()) return SendStatus(res, key.status());
+    const int64_t now = store_->clock().NowMs();
+    store::ValueMessage msg;
+    if (auto v = p.Get("value")) {
+      if (!req.body.empty()) {
+        return SendError(res, 400, "bad_request", "give the value as parameter or body, not both");
+      }
+      msg.value = *v;
+    } else {
+      Result<store::ValueMessage> parsed =
+          store::ParseValuePayload(req.body, options_.max_body_bytes);
+      if (!parsed.ok()) return SendStatus(res, parsed.status().WithContext("body"));
+      msg = std::move(parsed.value());
+    }
+    if (p.Get("time")) {
+      if (msg.time_ms) return SendError(res, 400, "bad_request", "time given twice");
+      Result<int64_t> t = p.Time("time", now, now);
+      if (!t.ok()) return SendStatus(res, t.status());
+      msg.time_ms = *t;
+    }
+    store::PutOptions put;
+    put.time_ms = msg.time_ms;
+    Result<store::Change> change = store_->Put(*key, msg.value, put);
+    if (!change.ok()) return SendStatus(res, change.status());
+    json j = {{"key", change->key},
+              {"type", store::KeyTypeName(change->type)},
+              {"value", ValueToJson(change->sample.value)},
+              {"time", MsToSeconds(change->sample.time_ms)},
+              {"current", change->is_current},
+              {"created", change->created_key}};
+    SendJson(res, change->created_key ? 201 : 200, j);
+  }
+
+  void GetHistory(const httplib::Request& req, httplib::Response& res) {
+    Params p(req, {"key", "from", "to", "limit"});
+    if (!p.error().ok()) return SendStatus(res, p.error());
+    Result<std::string> key = p.Required("key");
+    if (!key.ok()) return SendStatus(res, key.status());
+    const int64_t now = store_->clock().NowMs();
+    Result<int64_t> from = p.Time("from", now - 24 * 3600 * 1000LL, now);
+    if (!from.ok()) return SendStatus(res, from.status());
+    // `to` is exclusive; the default takes in a change made this millisecond.
+    Result<int64_t> to = p.Time("to", now + 1, now);
+    if (!to.ok()) return SendStatus(res, to.status());
+    if (*to < *from) return SendError(res, 400, "bad_request", "'to' is before 'from'");
+    Result<size_t> limit = p.Count("limit", options_.max_points, options_.max_points);
+    if (!limit.ok()) return SendStatus(res, limit.status());
+    Result<store::KeyInfo> info = store_->Get(*key);
+    if (!info.ok()) return SendStatus(res, info.status());
+    Result<std::vector<store::Sample>> rows = store_->History(*key, *from, *to, *limit + 1);
+    if (!rows.ok()) return SendStatus(res, rows.status());
+    if (rows->size() > *limit) {
+      return SendError(res, 400, "too_many_points",
+                       "more than " + std::to_string(*limit) +
+                           " changes in the range; narrow from/to or raise limit (at most " +
+                           std::to_string(options_.max_points) + ")");
+    }
+    json out = json::array();
+    for (const store::Sample& s : *rows) {
+      out.push_back(json::array({MsToSeconds(s.time_ms), ValueToJson(s.value)}));
+    }
+    SendJson(res, 200,
+             {{"key", info->name},
+              {"type", store::KeyTypeName(info->type)},
+              {"from", MsToSeconds(*from)},
+              {"to", MsToSeconds(*to)},
+              {"rows", std::move(out)}});
+  }
+
+  void GetHealth(const httplib::Request&, httplib::Response& res) {
+    Health h = health_ ? health_() : Health{};
+    json j = {{"status", "ok"},
+              {"mqtt", {{"connected", h.mqtt_connected}, {"subscribed", h.mqtt_subscribed}}},
+              {"store", {{"queue", store_->QueueDepth()}}}};
+    SendJson(res, 200, j);
+  }
+
+  void GetMetrics(const httplib::Request&, httplib::Response& res) {
+    Health h = health_ ? health_() : Health{};
+    std::string out;
+    auto line = [&out](const std::string& series, int64_t v) {
+      out += series;
+      out += ' ';
+      out += std::to_string(v);
+      out += '\n';
+    };
+    for (const auto& [series, value] : store_->metrics().Snapshot()) line(series, value);
+    line("komoku_writer_queue_depth", static_cast<int64_t>(store_->QueueDepth()));
+    line("komoku_mqtt_connected", h.mqtt_connected ? 1 : 0);
+    res.set_content(out, "text/plain; version=0.0.4");
+  }
+
+  // Constant after construction.
+  const ServerOptions options_;
+  store::Store* const store_;
+  const std::function<Health()> health_;
+  const std::shared_ptr<spdlog::logger> log_;
+
+  httplib::Server http_;  // thread-safe for stop()
+  std::thread thread_;
+  int port_ = 0;
+};
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Server::~Server() = default;
+
+Result<std::unique_ptr<Server>> Server::Create(const ServerOptions& options, store::Store* store,
+                                               std::function<Health()> health,
+                                               std::shared_ptr<spdlog::logger> log) {
+  auto impl = std::make_unique<Impl>(options, store, std::move(health),
+                                     log ? std::move(log) : spdlog::default_logger());
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+Status Server::Start() { return impl_->Start(); }
+void Server::Stop() { impl_->Stop(); }
+int Server::port() const { return impl_->port(); }
+
+}  // namespace komoku::query

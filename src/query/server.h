@@ -1,0 +1,59 @@
+// The HTTP query server: the Komoku API over loopback or the LAN, JSON in and
+// out, errors as {"error": {"code", "message"}} with 400 (bad or missing
+// parameter, saying which) or 404 (unknown key). See docs/http-api.md.
+//
+// Thread-safe; owns its listening thread and cpp-httplib's worker pool.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "store/store.h"
+
+namespace komoku::query {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;  // 0: a port the OS chooses (see Server::port())
+  // Raw history answers hold at most this many rows; more is a 400.
+  size_t max_points = 10000;
+  // A PUT/POST body larger than this is refused.
+  size_t max_body_bytes = 64 * 1024;
+};
+
+// What the rest of the service reports to /healthz and /metrics.
+struct Health {
+  bool mqtt_connected = false;
+  bool mqtt_subscribed = false;
+};
+
+class Server {
+ public:
+  // `store` must outlive the Server; `health` is called from worker threads.
+  static Result<std::unique_ptr<Server>> Create(const ServerOptions& options, store::Store* store,
+                                                std::function<Health()> health,
+                                                std::shared_ptr<spdlog::logger> log);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds the address (IOError naming it when that fails) and serves on a
+  // thread of its own.
+  Status Start();
+  // Stops accepting and waits for the serving thread. Idempotent.
+  void Stop();
+
+  // The bound port (the chosen one when options.port was 0).
+  int port() const;
+
+ private:
+  class Impl;
+  explicit Server(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace komoku::query

@@ -1,0 +1,137 @@
+#include "query/time_param.h"
+
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+
+namespace komoku::query {
+namespace {
+
+// Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar
+// (Howard Hinnant's days_from_civil).
+int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+bool IsLeap(int64_t y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+// Reads exactly `n` digits at text[*pos].
+bool Digits(std::string_view text, size_t* pos, size_t n, int* out) {
+  if (*pos + n > text.size()) return false;
+  int v = 0;
+  for (size_t i = 0; i < n; ++i) {
+    char c = text[*pos + i];
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  *pos += n;
+  *out = v;
+  return true;
+}
+
+Status Bad(std::string_view text, const char* why) {
+  return Status::InvalidArgument("time '" + std::string(text.substr(0, 64)) + "' " + why +
+                                 " (expected epoch seconds, now, -24h or ISO 8601)");
+}
+
+Result<int64_t> ParseIso(std::string_view t) {
+  size_t p = 0;
+  int year, month, day, hour = 0, minute = 0, second = 0;
+  int64_t millis = 0;
+  if (!Digits(t, &p, 4, &year) || p >= t.size() || t[p++] != '-' || !Digits(t, &p, 2, &month) ||
+      p >= t.size() || t[p++] != '-' || !Digits(t, &p, 2, &day)) {
+    return Bad(t, "is not a date");
+  }
+  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (month < 1 || month > 12) return Bad(t, "has no such month");
+  int max_day = kDays[month - 1] + (month == 2 && IsLeap(year) ? 1 : 0);
+  if (day < 1 || day > max_day) return Bad(t, "has no such day");
+  int64_t offset_minutes = 0;
+  if (p < t.size() && (t[p] == 'T' || t[p] == ' ')) {
+    ++p;
+    if (!Digits(t, &p, 2, &hour) || p >= t.size() || t[p++] != ':' || !Digits(t, &p, 2, &minute)) {
+      return Bad(t, "has a bad time of day");
+    }
+    if (p < t.size() && t[p] == ':') {
+      ++p;
+      if (!Digits(t, &p, 2, &second)) return Bad(t, "has bad seconds");
+      if (p < t.size() && t[p] == '.') {
+        ++p;
+        size_t start = p;
+        int64_t scale = 100;
+        while (p < t.size() && std::isdigit(static_cast<unsigned char>(t[p]))) {
+          millis += (t[p] - '0') * scale;
+          scale /= 10;
+          ++p;
+        }
+        if (p == start) return Bad(t, "has an empty fraction");
+      }
+    }
+    if (hour > 23 || minute > 59 || second > 60) return Bad(t, "has a bad time of day");
+    if (p < t.size()) {
+      char c = t[p];
+      if (c == 'Z' || c == 'z') {
+        ++p;
+      } else if (c == '+' || c == '-') {
+        ++p;
+        int oh, om = 0;
+        if (!Digits(t, &p, 2, &oh)) return Bad(t, "has a bad UTC offset");
+        if (p < t.size() && t[p] == ':') ++p;
+        if (p < t.size() && !Digits(t, &p, 2, &om)) return Bad(t, "has a bad UTC offset");
+        if (oh > 23 || om > 59) return Bad(t, "has a bad UTC offset");
+        offset_minutes = (c == '+' ? 1 : -1) * (oh * 60 + om);
+      }
+    }
+  }
+  if (p != t.size()) return Bad(t, "has trailing text");
+  int64_t days = DaysFromCivil(year, static_cast<unsigned>(month), static_cast<unsigned>(day));
+  int64_t secs = days * 86400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
+  return secs * 1000 + millis;
+}
+
+}  // namespace
+
+Result<int64_t> ParseTimeParam(std::string_view text, int64_t now_ms) {
+  if (text.empty()) return Bad(text, "is empty");
+  if (text == "now") return now_ms;
+  char c0 = text[0];
+  if ((c0 == '-' || c0 == '+') && text.size() >= 3) {
+    char unit = text.back();
+    int64_t unit_ms;
+    switch (unit) {
+      case 's': unit_ms = 1000; break;
+      case 'm': unit_ms = 60 * 1000; break;
+      case 'h': unit_ms = 3600 * 1000; break;
+      case 'd': unit_ms = 86400 * 1000; break;
+      case 'w': unit_ms = 7 * 86400 * 1000LL; break;
+      default: return Bad(text, "has an unknown unit (s, m, h, d or w)");
+    }
+    std::string_view digits = text.substr(1, text.size() - 2);
+    if (digits.empty() || digits.size() > 9) return Bad(text, "has a bad amount");
+    int64_t n = 0;
+    for (char c : digits) {
+      if (c < '0' || c > '9') return Bad(text, "has a bad amount");
+      n = n * 10 + (c - '0');
+    }
+    return now_ms + (c0 == '-' ? -1 : 1) * n * unit_ms;
+  }
+  if (text.size() >= 10 && text[4] == '-') return ParseIso(text);
+  // Epoch seconds.
+  std::string copy(text);
+  char* end = nullptr;
+  if (!(std::isdigit(static_cast<unsigned char>(copy[0])) || copy[0] == '.')) {
+    return Bad(text, "is not a time");
+  }
+  double seconds = std::strtod(copy.c_str(), &end);
+  if (end != copy.c_str() + copy.size()) return Bad(text, "is not a time");
+  if (!std::isfinite(seconds) || seconds > 1e11) return Bad(text, "is out of range");
+  return static_cast<int64_t>(std::llround(seconds * 1000.0));
+}
+
+}  // namespace komoku::query

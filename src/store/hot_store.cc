@@ -1,0 +1,348 @@
+#include "store/hot_store.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+
+namespace komoku::store {
+namespace {
+
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE IF NOT EXISTS keys(
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  type TEXT NOT NULL,
+  created_ms INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS changes(
+  key_id INTEGER NOT NULL,
+  time_ms INTEGER NOT NULL,
+  value ANY NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS changes_by_key_time ON changes(key_id, time_ms);
+)sql";
+
+Status ApplyConnectionPragmas(Db& db) {
+  KOMOKU_RETURN_IF_ERROR(db.Exec("PRAGMA busy_timeout=5000"));
+  KOMOKU_RETURN_IF_ERROR(db.Exec("PRAGMA synchronous=NORMAL"));
+  return Status::Ok();
+}
+
+void BindValue(Stmt& stmt, int index, const Value& value) {
+  if (const double* d = std::get_if<double>(&value)) {
+    stmt.BindDouble(index, *d);
+  } else if (const bool* b = std::get_if<bool>(&value)) {
+    stmt.BindInt64(index, *b ? 1 : 0);
+  } else {
+    stmt.BindText(index, std::get<std::string>(value));
+  }
+}
+
+Value ColumnValue(const Stmt& stmt, int col) {
+  switch (stmt.ColumnType(col)) {
+    case SQLITE_FLOAT: return Value(stmt.ColumnDouble(col));
+    case SQLITE_INTEGER: return Value(stmt.ColumnInt64(col) != 0);
+    default: return Value(stmt.ColumnText(col));
+  }
+}
+
+}  // namespace
+
+HotStore::HotStore(const std::string& path, const HotStoreOptions& options,
+                   std::shared_ptr<spdlog::logger> log, Metrics* metrics)
+    : path_(path), options_(options), log_(std::move(log)), metrics_(metrics) {}
+
+Result<std::unique_ptr<HotStore>> HotStore::Open(const std::string& path,
+                                                 const HotStoreOptions& options,
+                                                 std::shared_ptr<spdlog::logger> log,
+                                                 Metrics* metrics) {
+  std::unique_ptr<HotStore> hs(new HotStore(path, options, std::move(log), metrics));
+  KOMOKU_RETURN_IF_ERROR(hs->Init());
+  hs->writer_ = std::thread([p = hs.get()] { p->WriterLoop(); });
+  hs->checkpointer_ = std::thread([p = hs.get()] { p->CheckpointLoop(); });
+  return hs;
+}
+
+Status HotStore::Init() {
+  Result<std::unique_ptr<Db>> w = Db::Open(path_, /*create=*/true);
+  if (!w.ok()) return w.status();
+  writer_db_ = std::move(w.value());
+  Result<int64_t> mode = writer_db_->QueryInt("PRAGMA user_version");
+  if (!mode.ok()) return mode.status().WithContext(path_);
+  // journal_mode returns text; Exec is enough, and the mode is checked below.
+  KOMOKU_RETURN_IF_ERROR(writer_db_->Exec("PRAGMA journal_mode=WAL"));
+  KOMOKU_RETURN_IF_ERROR(ApplyConnectionPragmas(*writer_db_));
+  // Checkpoints belong to the checkpoint thread, never to a commit that a
+  // caller is waiting for.
+  KOMOKU_RETURN_IF_ERROR(writer_db_->Exec("PRAGMA wal_autocheckpoint=0"));
+  KOMOKU_RETURN_IF_ERROR(Migrate(*writer_db_));
+  KOMOKU_RETURN_IF_ERROR(PrepareWriter());
+
+  Result<std::unique_ptr<Db>> r = Db::Open(path_, /*create=*/false);
+  if (!r.ok()) return r.status();
+  reader_db_ = std::move(r.value());
+  KOMOKU_RETURN_IF_ERROR(ApplyConnectionPragmas(*reader_db_));
+  Result<Stmt> rh = reader_db_->Prepare(
+      "SELECT time_ms, value FROM changes WHERE key_id=?1 AND time_ms>=?2 AND time_ms<?3 "
+      "ORDER BY time_ms, rowid LIMIT ?4");
+  if (!rh.ok()) return rh.status();
+  read_history_ = std::move(rh.value());
+  return Status::Ok();
+}
+
+Status HotStore::Migrate(Db& db) {
+  Result<int64_t> version = db.QueryInt("PRAGMA user_version");
+  if (!version.ok()) return version.status();
+  if (*version > kSchemaVersion) {
+    return Status::InvalidArgument(path_ + ": schema version " + std::to_string(*version) +
+                                   " was written by a newer Komoku (this one knows up to " +
+                                   std::to_string(kSchemaVersion) + ")");
+  }
+  if (*version == kSchemaVersion) return Status::Ok();
+  KOMOKU_RETURN_IF_ERROR(db.Exec("BEGIN IMMEDIATE"));
+  Status st = db.Exec(kSchemaV1);
+  if (st.ok()) st = db.Exec("PRAGMA user_version=" + std::to_string(kSchemaVersion));
+  if (!st.ok()) {
+    (void)db.Exec("ROLLBACK");
+    return st;
+  }
+  KOMOKU_RETURN_IF_ERROR(db.Exec("COMMIT"));
+  if (log_) log_->info("created schema version {} in {}", kSchemaVersion, path_);
+  return Status::Ok();
+}
+
+Status HotStore::PrepareWriter() {
+  struct {
+    Stmt* stmt;
+    const char* sql;
+  } statements[] = {
+      {&insert_key_, "INSERT INTO keys(id, name, type, created_ms) VALUES(?1, ?2, ?3, ?4)"},
+      {&insert_change_, "INSERT INTO changes(key_id, time_ms, value) VALUES(?1, ?2, ?3)"},
+      {&delete_changes_, "DELETE FROM changes WHERE key_id=?1"},
+      {&delete_key_, "DELETE FROM keys WHERE id=?1"},
+  };
+  for (auto& s : statements) {
+    Result<Stmt> stmt = writer_db_->Prepare(s.sql);
+    if (!stmt.ok()) return stmt.status();
+    *s.stmt = std::move(stmt.value());
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<HotStore::LoadedKey>> HotStore::LoadKeys() {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  Result<Stmt> keys = reader_db_->Prepare("SELECT id, name, type FROM keys ORDER BY id");
+  if (!keys.ok()) return keys.status();
+  Result<Stmt> last = reader_db_->Prepare(
+      "SELECT time_ms, value FROM changes WHERE key_id=?1 ORDER BY time_ms DESC, rowid DESC "
+      "LIMIT 2");
+  if (!last.ok()) return last.status();
+  std::vector<LoadedKey> out;
+  Status st;
+  while (keys->Step(&st)) {
+    LoadedKey k;
+    k.id = keys->ColumnInt64(0);
+    k.name = keys->ColumnText(1);
+    Result<KeyType> type = ParseKeyType(keys->ColumnText(2));
+    if (!type.ok()) {
+      return Status::Corruption(path_ + ": key '" + k.name + "': " + type.status().message());
+    }
+    k.type = *type;
+    last->BindInt64(1, k.id);
+    std::vector<Sample> newest;
+    while (last->Step(&st)) newest.push_back({last->ColumnInt64(0), ColumnValue(*last, 1)});
+    last->Reset();
+    if (!st.ok()) return st;
+    if (!newest.empty()) k.last = newest[0];
+    if (newest.size() > 1) k.previous = newest[1];
+    out.push_back(std::move(k));
+  }
+  if (!st.ok()) return st;
+  return out;
+}
+
+uint64_t HotStore::Enqueue(Op op) {
+  std::lock_guard<std::mutex> lock(mu_);
+  queue_.push_back(std::move(op));
+  if (queue_.size() >= options_.commit_max_rows) work_cv_.notify_one();
+  return next_seq_++;
+}
+
+uint64_t HotStore::EnqueueNewKey(int64_t id, const std::string& name, KeyType type,
+                                 int64_t created_ms) {
+  return Enqueue(NewKey{id, name, type, created_ms});
+}
+
+uint64_t HotStore::EnqueueChange(int64_t key_id, const Sample& sample) {
+  return Enqueue(ChangeRow{key_id, sample});
+}
+
+uint64_t HotStore::EnqueueDeleteKey(int64_t key_id) { return Enqueue(DeleteKey{key_id}); }
+
+Status HotStore::WaitCommitted(uint64_t seq) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (committed_seq_ >= seq) return Status::Ok();
+  ++waiters_;
+  work_cv_.notify_one();
+  committed_cv_.wait(lock, [&] { return committed_seq_ >= seq || failed_seq_ >= seq; });
+  --waiters_;
+  if (committed_seq_ >= seq) return Status::Ok();
+  return Status::IOError(path_ + ": change could not be committed before shutdown");
+}
+
+size_t HotStore::QueueDepth() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queue_.size();
+}
+
+void HotStore::WriterLoop() {
+  std::vector<Op> batch;
+  auto backoff = std::chrono::milliseconds(100);
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    // Someone waiting means a caller (an MQTT acknowledgement, an HTTP
+    // answer) is blocked on this commit: commit at once, taking whatever else
+    // queued meanwhile. Otherwise let rows gather for commit_interval.
+    work_cv_.wait_for(lock, options_.commit_interval, [&] {
+      return stopping_ || (waiters_ > 0 && !queue_.empty()) ||
+             queue_.size() >= options_.commit_max_rows;
+    });
+    if (queue_.empty()) {
+      if (stopping_) break;
+      continue;
+    }
+    batch.swap(queue_);
+    uint64_t last_seq = next_seq_ - 1;
+    bool stopping = stopping_;
+    lock.unlock();
+
+    auto start = std::chrono::steady_clock::now();
+    Status st = CommitBatch(batch);
+    auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::steady_clock::now() - start)
+                      .count();
+    lock.lock();
+    if (st.ok()) {
+      committed_seq_ = last_seq;
+      metrics_->Add("komoku_commit_batches_total");
+      metrics_->Add("komoku_commit_rows_total", static_cast<int64_t>(batch.size()));
+      metrics_->Add("komoku_commit_micros_total", micros);
+      batch.clear();
+      backoff = std::chrono::milliseconds(100);
+      committed_cv_.notify_all();
+      continue;
+    }
+    metrics_->Add("komoku_commit_errors_total");
+    if (stopping) {
+      log_->error("giving up on {} queued rows at shutdown: {}", batch.size(), st.ToString());
+      failed_seq_ = last_seq;
+      committed_cv_.notify_all();
+      batch.clear();
+      continue;
+    }
+    // Keep the rows and try again: callers stay blocked, so nothing is
+    // acknowledged that is not stored.
+    log_->error("commit of {} rows failed, retrying in {} ms: {}", batch.size(), backoff.count(),
+                st.ToString());
+    batch.insert(batch.end(), std::make_move_iterator(queue_.begin()),
+                 std::make_move_iterator(queue_.end()));
+    queue_.swap(batch);
+    batch.clear();
+    committed_cv_.wait_for(lock, backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+  }
+}
+
+Status HotStore::CommitBatch(const std::vector<Op>& batch) {
+  KOMOKU_RETURN_IF_ERROR(writer_db_->Exec("BEGIN IMMEDIATE"));
+  Status st;
+  for (const Op& op : batch) {
+    if (const auto* row = std::get_if<ChangeRow>(&op)) {
+      insert_change_.BindInt64(1, row->key_id);
+      insert_change_.BindInt64(2, row->sample.time_ms);
+      BindValue(insert_change_, 3, row->sample.value);
+      st = insert_change_.Run();
+    } else if (const auto* key = std::get_if<NewKey>(&op)) {
+      insert_key_.BindInt64(1, key->id);
+      insert_key_.BindText(2, key->name);
+      insert_key_.BindText(3, KeyTypeName(key->type));
+      insert_key_.BindInt64(4, key->created_ms);
+      st = insert_key_.Run();
+    } else {
+      const auto& del = std::get<DeleteKey>(op);
+      delete_changes_.BindInt64(1, del.key_id);
+      st = delete_changes_.Run();
+      if (st.ok()) {
+        delete_key_.BindInt64(1, del.key_id);
+        st = delete_key_.Run();
+      }
+    }
+    if (!st.ok()) break;
+  }
+  if (st.ok()) st = writer_db_->Exec("COMMIT");
+  if (!st.ok()) (void)writer_db_->Exec("ROLLBACK");
+  return st;
+}
+
+void HotStore::CheckpointLoop() {
+  Result<std::unique_ptr<Db>> db = Db::Open(path_, /*create=*/false);
+  if (!db.ok()) {
+    log_->error("checkpoint thread cannot open the database: {}", db.status().ToString());
+    return;
+  }
+  (void)ApplyConnectionPragmas(**db);
+  std::unique_lock<std::mutex> lock(checkpoint_mu_);
+  while (!checkpoint_stop_) {
+    checkpoint_cv_.wait_for(lock, options_.checkpoint_interval, [&] { return checkpoint_stop_; });
+    if (checkpoint_stop_) break;
+    lock.unlock();
+    // PASSIVE never blocks the writer; it copies what it can and fsyncs.
+    Status st = (*db)->Exec("PRAGMA wal_checkpoint(PASSIVE)");
+    if (!st.ok()) log_->warn("checkpoint failed: {}", st.ToString());
+    metrics_->Add("komoku_checkpoints_total");
+    lock.lock();
+  }
+}
+
+Result<std::vector<Sample>> HotStore::ReadHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
+                                                  size_t limit) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  read_history_.BindInt64(1, key_id);
+  read_history_.BindInt64(2, from_ms);
+  read_history_.BindInt64(3, to_ms);
+  read_history_.BindInt64(4, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
+  std::vector<Sample> out;
+  Status st;
+  while (read_history_.Step(&st)) {
+    out.push_back({read_history_.ColumnInt64(0), ColumnValue(read_history_, 1)});
+  }
+  read_history_.Reset();
+  if (!st.ok()) return st;
+  return out;
+}
+
+void HotStore::Close() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return;
+    closed_ = true;
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+  {
+    std::lock_guard<std::mutex> lock(checkpoint_mu_);
+    checkpoint_stop_ = true;
+  }
+  checkpoint_cv_.notify_all();
+  if (checkpointer_.joinable()) checkpointer_.join();
+  // The last word: fold the WAL into the database so the files at rest are
+  // one complete database.
+  Status st = writer_db_->Exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  if (!st.ok()) log_->warn("final checkpoint failed: {}", st.ToString());
+}
+
+HotStore::~HotStore() { Close(); }
+
+}  // namespace komoku::store

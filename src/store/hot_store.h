@@ -1,0 +1,142 @@
+// The SQLite hot store: the keys table and the change history, written by one
+// writer thread in group transactions, read through a separate connection.
+// Internal to src/store; the Store owns it. Thread-safe.
+//
+// Durability: the database runs in WAL mode with synchronous=NORMAL and no
+// automatic checkpoint on the writer connection. A commit appends to the WAL
+// (a write(), no fsync), so a crash of the process loses nothing committed; a
+// background thread checkpoints every `checkpoint_interval`, which is when the
+// WAL is fsynced, so a power cut may lose at most the commits of that
+// interval. See docs/storage.md.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "common/status.h"
+#include "store/metrics.h"
+#include "store/sqlite.h"
+#include "store/store.h"
+#include "store/value.h"
+
+namespace komoku::store {
+
+class HotStore {
+ public:
+  // The schema version this build writes; older versions are migrated on
+  // open, newer ones refused.
+  static constexpr int64_t kSchemaVersion = 1;
+
+  struct LoadedKey {
+    int64_t id = 0;
+    std::string name;
+    KeyType type = KeyType::kNumeric;
+    std::optional<Sample> last;      // newest change
+    std::optional<Sample> previous;  // the one before it
+  };
+
+  // Opens or creates `path`, migrates the schema, and starts the writer and
+  // checkpoint threads.
+  static Result<std::unique_ptr<HotStore>> Open(const std::string& path,
+                                                const HotStoreOptions& options,
+                                                std::shared_ptr<spdlog::logger> log,
+                                                Metrics* metrics);
+  ~HotStore();
+  HotStore(const HotStore&) = delete;
+  HotStore& operator=(const HotStore&) = delete;
+
+  // Every key with its last two changes. Called once at open by the Store.
+  Result<std::vector<LoadedKey>> LoadKeys();
+
+  // Queue a write; returns a sequence number for WaitCommitted. The order of
+  // calls is the order of the rows in the transaction.
+  uint64_t EnqueueNewKey(int64_t id, const std::string& name, KeyType type, int64_t created_ms);
+  uint64_t EnqueueChange(int64_t key_id, const Sample& sample);
+  uint64_t EnqueueDeleteKey(int64_t key_id);
+
+  // Blocks until everything up to `seq` is committed. An IOError only when
+  // the store is closing and the rows could not be committed.
+  Status WaitCommitted(uint64_t seq);
+
+  // Changes of a key with from_ms <= time < to_ms in time order, at most
+  // `limit` of them.
+  Result<std::vector<Sample>> ReadHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
+                                          size_t limit);
+
+  // Rows waiting for the writer.
+  size_t QueueDepth() const;
+
+  // Commits everything queued, checkpoints, and stops the threads. Idempotent.
+  void Close();
+
+ private:
+  struct NewKey {
+    int64_t id;
+    std::string name;
+    KeyType type;
+    int64_t created_ms;
+  };
+  struct ChangeRow {
+    int64_t key_id;
+    Sample sample;
+  };
+  struct DeleteKey {
+    int64_t key_id;
+  };
+  using Op = std::variant<NewKey, ChangeRow, DeleteKey>;
+
+  HotStore(const std::string& path, const HotStoreOptions& options,
+           std::shared_ptr<spdlog::logger> log, Metrics* metrics);
+  Status Init();
+  Status Migrate(Db& db);
+  Status PrepareWriter();
+  uint64_t Enqueue(Op op);
+  void WriterLoop();
+  Status CommitBatch(const std::vector<Op>& batch);
+  void CheckpointLoop();
+
+  // Constant after construction.
+  const std::string path_;
+  const HotStoreOptions options_;
+  const std::shared_ptr<spdlog::logger> log_;
+  Metrics* const metrics_;
+
+  // Owned by the writer thread after Init().
+  std::unique_ptr<Db> writer_db_;
+  Stmt insert_key_, insert_change_, delete_changes_, delete_key_;
+
+  // The read connection and its statements, guarded by read_mu_.
+  std::mutex read_mu_;
+  std::unique_ptr<Db> reader_db_;
+  Stmt read_history_;
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;      // the writer waits for work
+  std::condition_variable committed_cv_;  // callers wait for commits
+  std::vector<Op> queue_;                // guarded by mu_
+  uint64_t next_seq_ = 1;                // guarded by mu_; seq of the next op
+  uint64_t committed_seq_ = 0;           // guarded by mu_
+  uint64_t failed_seq_ = 0;              // guarded by mu_; ops <= this were given up
+  size_t waiters_ = 0;                   // guarded by mu_
+  bool stopping_ = false;                // guarded by mu_
+  bool closed_ = false;                  // guarded by mu_
+
+  std::mutex checkpoint_mu_;
+  std::condition_variable checkpoint_cv_;
+  bool checkpoint_stop_ = false;  // guarded by checkpoint_mu_
+
+  std::thread writer_;
+  std::thread checkpointer_;
+};
+
+}  // namespace komoku::store

@@ -1,0 +1,40 @@
+// Values as they arrive from outside, whichever transport carries them: a
+// bare value ("21.5", "on", "some text") or JSON {"value": ..., "time": ...}
+// with the time in epoch seconds (Komoku's convention). Both the MQTT bridge
+// and the HTTP server parse with this, so a put means the same either way.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string_view>
+
+#include "common/status.h"
+#include "store/value.h"
+
+namespace komoku::store {
+
+struct ValueMessage {
+  InputValue value;
+  std::optional<int64_t> time_ms;
+};
+
+// Refuses (InvalidArgument, saying why) a payload over `max_bytes`, an empty
+// or blank one, malformed JSON, a JSON object without "value" or with an
+// unknown field, a non-scalar value, and a time that is not a finite number of
+// seconds in 1970..5138.
+Result<ValueMessage> ParseValuePayload(std::string_view payload, size_t max_bytes);
+
+// A JSON scalar as an input value.
+Result<InputValue> JsonToInput(const nlohmann::json& j);
+
+// Epoch seconds (a JSON number) as milliseconds.
+Result<int64_t> JsonSecondsToMs(const nlohmann::json& j);
+
+// The JSON form of a value: a number, a boolean or a string.
+nlohmann::json ValueToJson(const Value& v);
+
+// Milliseconds as epoch seconds with three decimals.
+inline double MsToSeconds(int64_t ms) { return static_cast<double>(ms) / 1000.0; }
+
+}  // namespace komoku::store
