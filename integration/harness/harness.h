@@ -1,0 +1,176 @@
+// The integration harness: real processes on loopback ports the OS chose.
+// A Mosquitto broker, the real komoku binary, an MQTT client (Paho) and an
+// HTTP client (cpp-httplib). Every process is stopped by its PID (SIGTERM,
+// then SIGKILL) when its owner goes away, also when a test fails, and its
+// output is printed when the test failed.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace komoku::testing {
+
+// A temporary directory, removed with everything in it.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// A child process with stdout and stderr going to a file.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, std::string log_path);
+  ~Process();  // Stop()
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool Running();
+  // SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status
+  // (128+signal when killed by a signal), -1 if it was not running.
+  int Stop(std::chrono::milliseconds grace = std::chrono::milliseconds(10000));
+  // SIGKILL at once (a crash), then reap.
+  void Kill();
+  // Waits for the process to exit by itself; its exit status or -1 on timeout.
+  int Wait(std::chrono::milliseconds timeout);
+  std::string Output() const;
+  const std::string& log_path() const { return log_path_; }
+
+ private:
+  int Reap(bool block);
+  pid_t pid_ = -1;
+  int status_ = -1;
+  std::string log_path_;
+};
+
+// A port on 127.0.0.1 that was free a moment ago.
+int FreeLoopbackPort();
+
+// Polls `cond` until it holds or `timeout` passes.
+bool WaitFor(const std::function<bool()>& cond,
+             std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
+
+// A Mosquitto broker on 127.0.0.1 and a free port, in-memory persistence.
+class Broker {
+ public:
+  explicit Broker(const TempDir& dir);
+  int port() const { return port_; }
+  std::string url() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
+  std::string Output() const { return process_ ? process_->Output() : ""; }
+
+ private:
+  int port_ = 0;
+  std::unique_ptr<Process> process_;
+};
+
+// The komoku binary with its own config and data dir inside `dir`.
+class Komoku {
+ public:
+  // `extra_yaml` is appended to the generated config (e.g. more sections).
+  Komoku(const TempDir& dir, const Broker& broker, std::string extra_yaml = "");
+  ~Komoku();
+
+  // Starts the process and waits until HTTP answers and the set
+  // subscription is acknowledged. False on timeout or early exit.
+  bool Start();
+  int Stop() { return process_ ? process_->Stop() : -1; }
+  void Kill() {
+    if (process_) process_->Kill();
+  }
+  int http_port() const { return http_port_; }
+  std::string Output() const { return process_ ? process_->Output() : ""; }
+  Process* process() { return process_.get(); }
+  const std::string& config_path() const { return config_path_; }
+
+  // HTTP GET/PUT against the running komoku: status code and body.
+  struct Reply {
+    int status = 0;
+    std::string body;
+    nlohmann::json Json() const;
+  };
+  Reply Get(const std::string& path_and_query) const;
+  Reply Put(const std::string& path_and_query, const std::string& body) const;
+  // A series value of GET /metrics (0 when absent).
+  long long Metric(const std::string& series) const;
+
+ private:
+  const TempDir& dir_;
+  std::string config_path_;
+  std::string ready_path_;
+  int runs_ = 0;
+  int http_port_ = 0;
+  std::unique_ptr<Process> process_;
+};
+
+// A plain MQTT 3.1.1 client for publishing and subscribing in tests.
+class MqttClient {
+ public:
+  MqttClient(const std::string& url, const std::string& client_id);
+  ~MqttClient();
+  // Publishes and waits for the broker's acknowledgement (QoS 1).
+  void Publish(const std::string& topic, const std::string& payload, int qos = 1,
+               bool retained = false);
+  // Subscribes; received messages are kept and returned by Received().
+  void Subscribe(const std::string& filter);
+  std::vector<std::pair<std::string, std::string>> Received();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Prints the outputs of the given processes when the current test failed.
+void DumpOnFailure(const Broker& broker, const Komoku& komoku);
+
+}  // namespace komoku::testing
+
+#include <gtest/gtest.h>
+
+namespace komoku::testing {
+
+// A broker and a started komoku per test, stopped (and their output printed
+// on failure) when the test ends.
+class KomokuTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    broker_ = std::make_unique<Broker>(dir_);
+    komoku_ = std::make_unique<Komoku>(dir_, *broker_, ExtraConfig());
+    ASSERT_TRUE(komoku_->Start()) << komoku_->Output();
+    mqtt_ = std::make_unique<MqttClient>(broker_->url(), "it-publisher");
+  }
+  void TearDown() override {
+    DumpOnFailure(*broker_, *komoku_);
+    mqtt_.reset();
+  }
+  virtual std::string ExtraConfig() const { return ""; }
+
+  // Waits until `key` has `count` changes in its history.
+  bool WaitForHistory(const std::string& key, size_t count,
+                      std::chrono::milliseconds timeout = std::chrono::milliseconds(10000)) {
+    return WaitFor(
+        [&] {
+          auto r = komoku_->Get("/api/v1/history?key=" + key + "&from=0");
+          return r.status == 200 && r.Json()["rows"].size() >= count;
+        },
+        timeout);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Broker> broker_;
+  std::unique_ptr<Komoku> komoku_;
+  std::unique_ptr<MqttClient> mqtt_;
+};
+
+}  // namespace komoku::testing
