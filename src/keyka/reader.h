@@ -9,6 +9,10 @@
 // file may still succeed when the nodes it visits are sound; Verify() checks
 // the whole file.
 //
+// The mapped file must not shrink while a Reader maps it (the OS would kill
+// the process on the next read past the new end). KeyKa files are never
+// modified in place; replacing one by rename, as Packer does, is safe.
+//
 // A Reader is immutable after open and safe to share between threads. Keys
 // returned as std::string_view, and Iterators, point into the mapping: the
 // Reader must outlive them (moving the Reader keeps them valid).
