@@ -1,0 +1,52 @@
+// Helpers for the store tests: a temporary directory and a clock the test
+// drives.
+#pragma once
+
+#include <stdlib.h> // mkdtemp
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "store/clock.h"
+
+namespace komoku::store::testing {
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its files.
+class TempDir {
+public:
+  TempDir() {
+    const char *base = std::getenv("TMPDIR");
+    std::string tmpl =
+        std::string(base && *base ? base : "/tmp") + "/komoku-test-XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr)
+      std::abort();
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir &) = delete;
+  TempDir &operator=(const TempDir &) = delete;
+  const std::string &path() const { return path_; }
+  std::string File(const std::string &name) const { return path_ + "/" + name; }
+
+private:
+  std::string path_;
+};
+
+// A clock that stands still until the test moves it. Thread-safe.
+class FakeClock final : public Clock {
+public:
+  explicit FakeClock(int64_t now_ms) : now_ms_(now_ms) {}
+  int64_t NowMs() const override { return now_ms_.load(); }
+  void Set(int64_t now_ms) { now_ms_.store(now_ms); }
+
+private:
+  std::atomic<int64_t> now_ms_;
+};
+
+} // namespace komoku::store::testing
