@@ -11,23 +11,22 @@
 namespace komoku::query {
 namespace {
 
-constexpr int64_t kNow = 1700000000000; // 2023-11-14T22:13:20Z
+constexpr int64_t kNow = 1700000000000;  // 2023-11-14T22:13:20Z
 constexpr int64_t kS = 1000;
 constexpr int64_t kMin = 60 * kS;
 constexpr int64_t kHour = 60 * kMin;
 constexpr int64_t kDay = 24 * kHour;
 
 struct Case {
-  const char *text;
+  const char* text;
   int64_t want_ms;
 };
 
-void ExpectAll(const std::vector<Case> &cases) {
-  for (const Case &c : cases) {
+void ExpectAll(const std::vector<Case>& cases) {
+  for (const Case& c : cases) {
     Result<int64_t> r = ParseTimeParam(c.text, kNow);
     ASSERT_TRUE(r.ok()) << "'" << c.text << "': " << r.status().ToString();
-    EXPECT_EQ(*r, c.want_ms)
-        << "'" << c.text << "' is off by " << (*r - c.want_ms) << " ms";
+    EXPECT_EQ(*r, c.want_ms) << "'" << c.text << "' is off by " << (*r - c.want_ms) << " ms";
   }
 }
 
@@ -55,7 +54,7 @@ TEST(ParseTimeParamTest, EpochSeconds) {
       {"1700000000.001", 1700000000001},
       {"1.5", 1500},
       {".5", 500},
-      {"100000000000", 100000000000000}, // the year 5138, the last one allowed
+      {"100000000000", 100000000000000},  // the year 5138, the last one allowed
   });
 }
 
@@ -66,37 +65,35 @@ TEST(ParseTimeParamTest, IsoDatesAndTimes) {
       {"2026-11-21", 1795219200000},
       {"2026-11-21T10:00:00Z", 1795255200000},
       {"2026-11-21T10:00:00z", 1795255200000},
-      {"2026-11-21T10:00:00", 1795255200000}, // no offset means UTC
+      {"2026-11-21T10:00:00", 1795255200000},  // no offset means UTC
       {"2026-11-21 10:00:00Z", 1795255200000},
-      {"2026-11-21T10:00Z", 1795255200000}, // seconds may be left out
+      {"2026-11-21T10:00Z", 1795255200000},  // seconds may be left out
       {"2026-11-21T10:00", 1795255200000},
       {"2023-11-14T22:13:20Z", 1700000000000},
       // Fractions.
       {"2026-11-21T10:00:00.5Z", 1795255200500},
       {"2026-11-21T10:00:00.25Z", 1795255200250},
       {"2026-11-21T10:00:00.123Z", 1795255200123},
-      {"2026-11-21T10:00:00.123999Z",
-       1795255200123}, // below a millisecond is cut
+      {"2026-11-21T10:00:00.123999Z", 1795255200123},  // below a millisecond is cut
       // Offsets: the local time minus the offset.
       {"2026-11-21T10:00:00+01:00", 1795255200000 - kHour},
       {"2026-11-21T10:00:00.5+01:00", 1795255200500 - kHour},
       {"2026-11-21T10:00:00-05:30", 1795255200000 + 5 * kHour + 30 * kMin},
       {"2026-11-21T10:00:00+0100", 1795255200000 - kHour},
       {"2026-11-21T10:00:00+01", 1795255200000 - kHour},
-      {"2026-11-21T00:30:00+01:00",
-       1795219200000 - 30 * kMin}, // the day before in UTC
+      {"2026-11-21T00:30:00+01:00", 1795219200000 - 30 * kMin},  // the day before in UTC
       {"2026-11-21T23:59:59Z", 1795219200000 + kDay - kS},
       // Leap days.
       {"2024-02-29", 1709164800000},
       {"2024-02-29T12:00:00Z", 1709164800000 + 12 * kHour},
-      {"2000-02-29", 951782400000}, // divisible by 400: a leap year
+      {"2000-02-29", 951782400000},  // divisible by 400: a leap year
       {"2024-03-01", 1709164800000 + kDay},
       {"2023-12-31", 1703980800000},
   });
 }
 
 TEST(ParseTimeParamTest, Refuses) {
-  for (const char *text : {
+  for (const char* text : {
            "",
            "yesterday",
            "Now",
@@ -111,22 +108,21 @@ TEST(ParseTimeParamTest, Refuses) {
            "-1.5h",
            "--5m",
            "- 5m",
-           "-1234567890s", // more than nine digits
+           "-1234567890s",  // more than nine digits
            "+m",
            // Epoch seconds.
            "-5",
            "1e400",
-           "100000000001", // after the year 5138
+           "100000000001",  // after the year 5138
            "17000000000x",
            "1700000000 ",
            " 1700000000",
            "nan",
            "inf",
-           "0x10", // hex is not a decimal time
            "1,5",
            // Dates.
            "2023-02-29",
-           "1900-02-29", // divisible by 100, not by 400
+           "1900-02-29",  // divisible by 100, not by 400
            "2026-13-01",
            "2026-00-10",
            "2026-04-31",
@@ -164,7 +160,7 @@ TEST(ParseTimeParamTest, Refuses) {
 
 // strtod reads hex floats; epoch seconds are decimal, as in ParseNumber.
 TEST(ParseTimeParamTest, RefusesHexEpochSeconds) {
-  for (const char *text : {"0x10", "0X1p3", "0x6553f100"}) {
+  for (const char* text : {"0x10", "0X1p3", "0x6553f100"}) {
     Result<int64_t> r = ParseTimeParam(text, kNow);
     EXPECT_FALSE(r.ok()) << "'" << text << "' gave " << (r.ok() ? *r : 0);
   }
@@ -174,8 +170,7 @@ TEST(ParseTimeParamTest, MessageQuotesTheTextShortened) {
   std::string text = "2026-11-21T10:00:00" + std::string(10000, 'Z');
   Result<int64_t> r = ParseTimeParam(text, kNow);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("'2026-11-21T10:00:00ZZ"),
-            std::string::npos)
+  EXPECT_NE(r.status().message().find("'2026-11-21T10:00:00ZZ"), std::string::npos)
       << r.status().message();
   EXPECT_LT(r.status().message().size(), 300u);
 }
@@ -189,5 +184,5 @@ TEST(ParseTimeParamTest, RelativeTimesFollowNow) {
   }
 }
 
-} // namespace
-} // namespace komoku::query
+}  // namespace
+}  // namespace komoku::query

@@ -26,31 +26,29 @@ namespace {
 using testing::FakeClock;
 using testing::TempDir;
 
-constexpr int64_t kNow = 1700000000000; // 2023-11-14T22:13:20Z
+constexpr int64_t kNow = 1700000000000;  // 2023-11-14T22:13:20Z
 constexpr int64_t kForever = std::numeric_limits<int64_t>::max();
 const std::string kBadValue = "komoku_refused_total{reason=\"bad_value\"}";
 
 // "1000=d:21.5", "2000=b:true", "3000=s:text", "none": a sample with the
 // type of its value, so a double that comes back as a bool is a difference.
-std::string Text(const std::optional<Sample> &s) {
-  if (!s)
-    return "none";
-  const char *kind = std::holds_alternative<double>(s->value) ? "d"
+std::string Text(const std::optional<Sample>& s) {
+  if (!s) return "none";
+  const char* kind = std::holds_alternative<double>(s->value) ? "d"
                      : std::holds_alternative<bool>(s->value) ? "b"
                                                               : "s";
   return std::to_string(s->time_ms) + "=" + kind + ":" + ValueToText(s->value);
 }
 
-std::string Text(const std::vector<Sample> &samples) {
+std::string Text(const std::vector<Sample>& samples) {
   std::string out;
-  for (const Sample &s : samples)
-    out += (out.empty() ? "" : " ") + Text(s);
+  for (const Sample& s : samples) out += (out.empty() ? "" : " ") + Text(s);
   return out;
 }
 
-std::string Text(const KeyInfo &k) {
-  return k.name + " " + KeyTypeName(k.type) + " last " + Text(k.last) +
-         " previous " + Text(k.previous);
+std::string Text(const KeyInfo& k) {
+  return k.name + " " + KeyTypeName(k.type) + " last " + Text(k.last) + " previous " +
+         Text(k.previous);
 }
 
 PutOptions At(int64_t time_ms, bool wait_committed = true) {
@@ -60,21 +58,20 @@ PutOptions At(int64_t time_ms, bool wait_committed = true) {
   return o;
 }
 
-InputValue Str(const char *s) { return InputValue(std::string(s)); }
+InputValue Str(const char* s) { return InputValue(std::string(s)); }
 
 class StoreTest : public ::testing::Test {
-protected:
+ protected:
   std::string DataDir() const { return dir_.File("data"); }
 
-  std::unique_ptr<Store> OpenStore(const HotStoreOptions &hot = {}) {
+  std::unique_ptr<Store> OpenStore(const HotStoreOptions& hot = {}) {
     StoreOptions options;
     options.data_dir = DataDir();
     options.hot = hot;
     options.clock = &clock_;
     Result<std::unique_ptr<Store>> store = Store::Open(options, nullptr);
     EXPECT_TRUE(store.ok()) << store.status().ToString();
-    if (!store.ok())
-      return nullptr;
+    if (!store.ok()) return nullptr;
     return std::move(store).value();
   }
 
@@ -86,10 +83,9 @@ protected:
   }
 
   // All of `key`'s history as text.
-  static std::string AllHistory(const Store &store, const std::string &key) {
+  static std::string AllHistory(const Store& store, const std::string& key) {
     Result<std::vector<Sample>> h = store.History(key, 0, kForever, 1000000);
-    if (!h.ok())
-      return h.status().ToString();
+    if (!h.ok()) return h.status().ToString();
     return Text(*h);
   }
 
@@ -109,7 +105,7 @@ TEST_F(StoreTest, OpenCreatesTheDataDirAndDatabase) {
 
 TEST_F(StoreTest, PutCreatesTheKeyWithAGuessedType) {
   struct Case {
-    const char *key;
+    const char* key;
     InputValue value;
     KeyType type;
     std::string last;
@@ -119,13 +115,12 @@ TEST_F(StoreTest, PutCreatesTheKeyWithAGuessedType) {
       {"json_number", InputValue(3.0), KeyType::kNumeric, "1700000000000=d:3"},
       {"door", Str("true"), KeyType::kBoolean, "1700000000000=b:true"},
       {"light", InputValue(false), KeyType::kBoolean, "1700000000000=b:false"},
-      {"radio", Str("Radio Paradise"), KeyType::kString,
-       "1700000000000=s:Radio Paradise"},
+      {"radio", Str("Radio Paradise"), KeyType::kString, "1700000000000=s:Radio Paradise"},
       {"switch", Str("on"), KeyType::kString, "1700000000000=s:on"},
   };
   std::unique_ptr<Store> store = OpenStore();
   ASSERT_NE(store, nullptr);
-  for (const Case &c : cases) {
+  for (const Case& c : cases) {
     Result<Change> change = store->Put(c.key, c.value);
     ASSERT_TRUE(change.ok()) << c.key << ": " << change.status().ToString();
     EXPECT_TRUE(change->created_key) << c.key;
@@ -147,10 +142,9 @@ TEST_F(StoreTest, PutCreatesTheKeyWithAGuessedType) {
 
   std::vector<KeyInfo> keys = store->Keys();
   std::vector<std::string> names;
-  for (const KeyInfo &k : keys)
-    names.push_back(k.name);
-  EXPECT_EQ(names, (std::vector<std::string>{"door", "json_number", "light",
-                                             "radio", "switch", "temp"}));
+  for (const KeyInfo& k : keys) names.push_back(k.name);
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"door", "json_number", "light", "radio", "switch", "temp"}));
   EXPECT_EQ(store->metrics().Get("komoku_keys"), 6);
   EXPECT_EQ(store->metrics().Get("komoku_changes_accepted_total"), 7);
 }
@@ -162,22 +156,21 @@ TEST_F(StoreTest, WrongTypePutIsRefusedAndChangesNothing) {
   ASSERT_TRUE(store->Put("temp", Str("22"), At(kNow - 500)).ok());
   ASSERT_TRUE(store->Put("door", Str("true"), At(kNow - 500)).ok());
   int listened = 0;
-  store->AddListener([&](const Change &) { ++listened; });
+  store->AddListener([&](const Change&) { ++listened; });
   const std::string before = Text(*store->Get("temp"));
   const std::string history_before = AllHistory(*store, "temp");
 
   struct Case {
-    const char *key;
+    const char* key;
     InputValue value;
   };
   const std::vector<Case> cases = {
-      {"temp", Str("abc")},   {"temp", InputValue(true)},
-      {"temp", Str("true")},  {"temp", Str("nan")},
-      {"door", Str("maybe")}, {"door", InputValue(2.0)},
+      {"temp", Str("abc")},  {"temp", InputValue(true)}, {"temp", Str("true")},
+      {"temp", Str("nan")},  {"door", Str("maybe")},     {"door", InputValue(2.0)},
       {"door", Str("21.5")},
   };
   int64_t refused = 0;
-  for (const Case &c : cases) {
+  for (const Case& c : cases) {
     Result<Change> r = store->Put(c.key, c.value, At(kNow));
     ASSERT_FALSE(r.ok()) << c.key << " accepted " << Text(r->sample);
     EXPECT_TRUE(r.status().IsInvalidArgument()) << r.status().ToString();
@@ -216,25 +209,18 @@ TEST_F(StoreTest, RefusedFirstPutDoesNotCreateTheKey) {
 TEST_F(StoreTest, BadKeyNamesAndTimesAreRefusedAndCounted) {
   std::unique_ptr<Store> store = OpenStore();
   ASSERT_NE(store, nullptr);
-  for (const std::string &key :
-       {std::string(), std::string("a/+/b"), std::string("a/#"),
-        std::string(256, 'k'), std::string("a\0b", 3),
-        std::string("\xC0\xAF")}) {
+  for (const std::string& key :
+       {std::string(), std::string("a/+/b"), std::string("a/#"), std::string(256, 'k'),
+        std::string("a\0b", 3), std::string("\xC0\xAF")}) {
     Result<Change> r = store->Put(key, InputValue(1.0));
-    EXPECT_TRUE(r.status().IsInvalidArgument())
-        << ::testing::PrintToString(key);
+    EXPECT_TRUE(r.status().IsInvalidArgument()) << ::testing::PrintToString(key);
   }
-  EXPECT_EQ(store->metrics().Get("komoku_refused_total{reason=\"bad_key\"}"),
-            6);
+  EXPECT_EQ(store->metrics().Get("komoku_refused_total{reason=\"bad_key\"}"), 6);
 
   constexpr int64_t kDay = 24LL * 3600 * 1000;
-  EXPECT_TRUE(
-      store->Put("t", InputValue(1.0), At(-1)).status().IsInvalidArgument());
-  EXPECT_TRUE(store->Put("t", InputValue(1.0), At(kNow + kDay + 1))
-                  .status()
-                  .IsInvalidArgument());
-  EXPECT_EQ(store->metrics().Get("komoku_refused_total{reason=\"bad_time\"}"),
-            2);
+  EXPECT_TRUE(store->Put("t", InputValue(1.0), At(-1)).status().IsInvalidArgument());
+  EXPECT_TRUE(store->Put("t", InputValue(1.0), At(kNow + kDay + 1)).status().IsInvalidArgument());
+  EXPECT_EQ(store->metrics().Get("komoku_refused_total{reason=\"bad_time\"}"), 2);
   EXPECT_TRUE(store->Keys().empty()) << "a refused put creates no key";
 
   // The edges that are allowed: the epoch and exactly a day ahead.
@@ -259,14 +245,12 @@ TEST_F(StoreTest, NewestTimeWinsAndALateChangeGoesToHistoryOnly) {
   ASSERT_TRUE(late.ok()) << late.status().ToString();
   EXPECT_FALSE(late->is_current);
   EXPECT_EQ(Text(late->sample), "1699999995000=d:5");
-  EXPECT_EQ(Text(late->previous), "1699999999000=d:21")
-      << "previous is the current value";
+  EXPECT_EQ(Text(late->previous), "1699999999000=d:21") << "previous is the current value";
 
   Result<KeyInfo> info = store->Get("temp");
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(Text(info->last), "1699999999000=d:21");
-  EXPECT_EQ(AllHistory(*store, "temp"),
-            "1699999995000=d:5 1699999998000=d:20 1699999999000=d:21");
+  EXPECT_EQ(AllHistory(*store, "temp"), "1699999995000=d:5 1699999998000=d:20 1699999999000=d:21");
 
   // A put without a time is at the clock's now, newer than all of it.
   Result<Change> now = store->Put("temp", InputValue(22.0));
@@ -291,8 +275,7 @@ TEST_F(StoreTest, ASameTimeTieGoesToTheLaterPutAlsoAfterReopen) {
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(Text(store->Get("mode")->last), "1700000000000=s:home");
   EXPECT_EQ(Text(store->Get("mode")->previous), "1700000000000=s:away");
-  EXPECT_EQ(AllHistory(*store, "mode"),
-            "1700000000000=s:away 1700000000000=s:home");
+  EXPECT_EQ(AllHistory(*store, "mode"), "1700000000000=s:away 1700000000000=s:home");
 }
 
 TEST_F(StoreTest, HistoryRangeIsHalfOpenOldestFirstAndLimited) {
@@ -300,8 +283,7 @@ TEST_F(StoreTest, HistoryRangeIsHalfOpenOldestFirstAndLimited) {
   ASSERT_NE(store, nullptr);
   // Put out of order; history comes back in time order.
   for (int64_t t : {3000, 1000, 5000, 2000, 4000}) {
-    ASSERT_TRUE(
-        store->Put("n", InputValue(static_cast<double>(t / 1000)), At(t)).ok());
+    ASSERT_TRUE(store->Put("n", InputValue(static_cast<double>(t / 1000)), At(t)).ok());
   }
   ASSERT_TRUE(store->Put("other", InputValue(9.0), At(2500)).ok());
   struct Case {
@@ -311,23 +293,22 @@ TEST_F(StoreTest, HistoryRangeIsHalfOpenOldestFirstAndLimited) {
   };
   const std::vector<Case> cases = {
       {0, kForever, 100, "1000=d:1 2000=d:2 3000=d:3 4000=d:4 5000=d:5"},
-      {2000, 4000, 100, "2000=d:2 3000=d:3"}, // from included, to excluded
+      {2000, 4000, 100, "2000=d:2 3000=d:3"},  // from included, to excluded
       {2001, 4001, 100, "3000=d:3 4000=d:4"},
       {1999, 2000, 100, ""},
       {4000, 4000, 100, ""},
-      {5000, 1000, 100, ""}, // from after to
+      {5000, 1000, 100, ""},  // from after to
       {5001, kForever, 100, ""},
-      {0, kForever, 2, "1000=d:1 2000=d:2"}, // the limit keeps the oldest
+      {0, kForever, 2, "1000=d:1 2000=d:2"},  // the limit keeps the oldest
       {2500, kForever, 1, "3000=d:3"},
       {0, kForever, 0, ""},
       {0, kForever, std::numeric_limits<size_t>::max(),
        "1000=d:1 2000=d:2 3000=d:3 4000=d:4 5000=d:5"},
   };
-  for (const Case &c : cases) {
+  for (const Case& c : cases) {
     Result<std::vector<Sample>> h = store->History("n", c.from, c.to, c.limit);
     ASSERT_TRUE(h.ok()) << h.status().ToString();
-    EXPECT_EQ(Text(*h), c.want)
-        << "[" << c.from << ", " << c.to << ") limit " << c.limit;
+    EXPECT_EQ(Text(*h), c.want) << "[" << c.from << ", " << c.to << ") limit " << c.limit;
   }
   EXPECT_EQ(AllHistory(*store, "other"), "2500=d:9");
 }
@@ -342,37 +323,32 @@ TEST_F(StoreTest, ReopenKeepsKeysTypesLastPreviousAndHistory) {
     ASSERT_TRUE(store->Put("temp", InputValue(21.5), At(3000)).ok());
     ASSERT_TRUE(store->Put("door", InputValue(true), At(1000)).ok());
     ASSERT_TRUE(store->Put("door", Str("closed"), At(2000)).ok());
-    ASSERT_TRUE(
-        store->Put("radio", Str("1"), At(1000)).ok()); // numeric guess...
+    ASSERT_TRUE(store->Put("radio", Str("1"), At(1000)).ok());  // numeric guess...
     ASSERT_TRUE(store->Put("alarm", Str("armed"), At(1000)).ok());
-    ASSERT_TRUE(
-        store->Put("alarm", InputValue(true), At(1500)).ok()); // "true" as text
+    ASSERT_TRUE(store->Put("alarm", InputValue(true), At(1500)).ok());  // "true" as text
     ASSERT_TRUE(store->Put("alarm", Str(""), At(1600)).ok());
     ASSERT_TRUE(store
                     ->Put("K\xC3\xBC"
                           "che/temp",
                           Str("19"), At(1000))
                     .ok());
-    for (const KeyInfo &k : store->Keys())
-      keys_before += Text(k) + "\n";
-    for (const KeyInfo &k : store->Keys())
-      history_before += AllHistory(*store, k.name) + "\n";
+    for (const KeyInfo& k : store->Keys()) keys_before += Text(k) + "\n";
+    for (const KeyInfo& k : store->Keys()) history_before += AllHistory(*store, k.name) + "\n";
     store->Close();
   }
-  EXPECT_EQ(keys_before, "K\xC3\xBC"
-                         "che/temp numeric last 1000=d:19 previous none\n"
-                         "alarm string last 1600=s: previous 1500=s:true\n"
-                         "door boolean last 2000=b:false previous 1000=b:true\n"
-                         "radio numeric last 1000=d:1 previous none\n"
-                         "temp numeric last 3000=d:21.5 previous 2000=d:0\n");
+  EXPECT_EQ(keys_before,
+            "K\xC3\xBC"
+            "che/temp numeric last 1000=d:19 previous none\n"
+            "alarm string last 1600=s: previous 1500=s:true\n"
+            "door boolean last 2000=b:false previous 1000=b:true\n"
+            "radio numeric last 1000=d:1 previous none\n"
+            "temp numeric last 3000=d:21.5 previous 2000=d:0\n");
 
   std::unique_ptr<Store> store = OpenStore();
   ASSERT_NE(store, nullptr);
   std::string keys_after, history_after;
-  for (const KeyInfo &k : store->Keys())
-    keys_after += Text(k) + "\n";
-  for (const KeyInfo &k : store->Keys())
-    history_after += AllHistory(*store, k.name) + "\n";
+  for (const KeyInfo& k : store->Keys()) keys_after += Text(k) + "\n";
+  for (const KeyInfo& k : store->Keys()) history_after += AllHistory(*store, k.name) + "\n";
   EXPECT_EQ(keys_after, keys_before);
   EXPECT_EQ(history_after, history_before);
   EXPECT_EQ(AllHistory(*store, "temp"), "1000=d:1000 2000=d:0 3000=d:21.5")
@@ -384,11 +360,9 @@ TEST_F(StoreTest, ReopenKeepsKeysTypesLastPreviousAndHistory) {
   ASSERT_TRUE(fresh.ok());
   EXPECT_TRUE(fresh->created_key);
   ASSERT_TRUE(store->Put("temp", Str("22"), At(4000)).ok());
-  EXPECT_EQ(Text(*store->Get("temp")),
-            "temp numeric last 4000=d:22 previous 3000=d:21.5");
+  EXPECT_EQ(Text(*store->Get("temp")), "temp numeric last 4000=d:22 previous 3000=d:21.5");
   EXPECT_EQ(AllHistory(*store, "new"), "5000=d:1");
-  EXPECT_EQ(AllHistory(*store, "temp"),
-            "1000=d:1000 2000=d:0 3000=d:21.5 4000=d:22");
+  EXPECT_EQ(AllHistory(*store, "temp"), "1000=d:1000 2000=d:0 3000=d:21.5 4000=d:22");
 }
 
 // "previous" is the value before the current one. After late changes, the
@@ -410,33 +384,30 @@ TEST_F(StoreTest, ReopenAgreesWithTheLiveStoreAfterLateChanges) {
     ASSERT_TRUE(store->Put("c", InputValue(2.0), At(2000)).ok());
     ASSERT_TRUE(store->Put("c", InputValue(3.0), At(3000)).ok());
     ASSERT_TRUE(store->Put("c", InputValue(1.0), At(1000)).ok());
-    for (const KeyInfo &k : store->Keys())
-      before += Text(k) + "\n";
+    for (const KeyInfo& k : store->Keys()) before += Text(k) + "\n";
     store->Close();
   }
   std::unique_ptr<Store> store = OpenStore();
   ASSERT_NE(store, nullptr);
   std::string after;
-  for (const KeyInfo &k : store->Keys())
-    after += Text(k) + "\n";
-  EXPECT_EQ(after, "a numeric last 2000=d:2 previous 1000=d:1\n"
-                   "b numeric last 3000=d:3 previous 2000=d:2\n"
-                   "c numeric last 3000=d:3 previous 2000=d:2\n");
-  EXPECT_EQ(before, after)
-      << "the live store's previous differs from what a restart loads";
+  for (const KeyInfo& k : store->Keys()) after += Text(k) + "\n";
+  EXPECT_EQ(after,
+            "a numeric last 2000=d:2 previous 1000=d:1\n"
+            "b numeric last 3000=d:3 previous 2000=d:2\n"
+            "c numeric last 3000=d:3 previous 2000=d:2\n");
+  EXPECT_EQ(before, after) << "the live store's previous differs from what a restart loads";
 }
 
 TEST_F(StoreTest, UnwaitedPutsAreCommittedByClose) {
   HotStoreOptions hot;
-  hot.commit_interval = std::chrono::hours(1); // only Close can commit them
+  hot.commit_interval = std::chrono::hours(1);  // only Close can commit them
   hot.checkpoint_interval = std::chrono::hours(1);
   constexpr int kPuts = 50;
   {
     std::unique_ptr<Store> store = OpenStore(hot);
     ASSERT_NE(store, nullptr);
     for (int i = 0; i < kPuts; ++i) {
-      Result<Change> r = store->Put("q", InputValue(static_cast<double>(i)),
-                                    At(1000 + i, false));
+      Result<Change> r = store->Put("q", InputValue(static_cast<double>(i)), At(1000 + i, false));
       ASSERT_TRUE(r.ok()) << r.status().ToString();
     }
     // Accepted, visible as current value, but still queued: 1 new key + the
@@ -445,21 +416,18 @@ TEST_F(StoreTest, UnwaitedPutsAreCommittedByClose) {
     EXPECT_EQ(Text(store->Get("q")->last), "1049=d:49");
     store->Close();
     EXPECT_EQ(store->QueueDepth(), 0u);
-    store->Close(); // idempotent
+    store->Close();  // idempotent
     Result<Change> after_close = store->Put("q", InputValue(1.0));
     EXPECT_FALSE(after_close.ok());
-    EXPECT_TRUE(after_close.status().IsBusy())
-        << after_close.status().ToString();
+    EXPECT_TRUE(after_close.status().IsBusy()) << after_close.status().ToString();
   }
   std::unique_ptr<Store> store = OpenStore();
   ASSERT_NE(store, nullptr);
   Result<std::vector<Sample>> h = store->History("q", 0, kForever, 1000);
   ASSERT_TRUE(h.ok()) << h.status().ToString();
   ASSERT_EQ(h->size(), static_cast<size_t>(kPuts));
-  for (int i = 0; i < kPuts; ++i)
-    EXPECT_EQ(Text((*h)[i]), Text(Sample{1000 + i, Value(i * 1.0)}));
-  EXPECT_EQ(Text(*store->Get("q")),
-            "q numeric last 1049=d:49 previous 1048=d:48");
+  for (int i = 0; i < kPuts; ++i) EXPECT_EQ(Text((*h)[i]), Text(Sample{1000 + i, Value(i * 1.0)}));
+  EXPECT_EQ(Text(*store->Get("q")), "q numeric last 1049=d:49 previous 1048=d:48");
 }
 
 TEST_F(StoreTest, DestructorCommitsLikeClose) {
@@ -480,20 +448,15 @@ TEST_F(StoreTest, ListenersGetChangesWithThePreviousValue) {
   ASSERT_NE(store, nullptr);
   std::vector<Change> seen;
   std::vector<Change> seen_by_second;
-  int id = store->AddListener([&](const Change &c) { seen.push_back(c); });
-  int id2 =
-      store->AddListener([&](const Change &c) { seen_by_second.push_back(c); });
+  int id = store->AddListener([&](const Change& c) { seen.push_back(c); });
+  int id2 = store->AddListener([&](const Change& c) { seen_by_second.push_back(c); });
   EXPECT_NE(id, id2);
 
-  ASSERT_TRUE(
-      store->Put("door", Str("open"), At(1000)).ok()); // string key by guess
+  ASSERT_TRUE(store->Put("door", Str("open"), At(1000)).ok());  // string key by guess
   ASSERT_TRUE(store->Put("door", Str("closed"), At(2000)).ok());
-  ASSERT_TRUE(store->Put("door", Str("ajar"), At(1500)).ok()); // late
-  ASSERT_TRUE(
-      store->Put("lamp", InputValue(true), At(1000, /*wait_committed=*/false))
-          .ok());
-  ASSERT_FALSE(store->Put("door", InputValue(std::string("\xFF")), At(3000))
-                   .ok()); // refused
+  ASSERT_TRUE(store->Put("door", Str("ajar"), At(1500)).ok());  // late
+  ASSERT_TRUE(store->Put("lamp", InputValue(true), At(1000, /*wait_committed=*/false)).ok());
+  ASSERT_FALSE(store->Put("door", InputValue(std::string("\xFF")), At(3000)).ok());  // refused
 
   ASSERT_EQ(seen.size(), 4u);
   EXPECT_EQ(seen[0].key, "door");
@@ -524,7 +487,7 @@ TEST_F(StoreTest, ListenersGetChangesWithThePreviousValue) {
   EXPECT_EQ(seen.size(), 4u) << "a removed listener hears nothing more";
   ASSERT_EQ(seen_by_second.size(), 5u);
   EXPECT_EQ(Text(seen_by_second[4].previous), "2000=s:closed");
-  store->RemoveListener(12345); // unknown ids are ignored
+  store->RemoveListener(12345);  // unknown ids are ignored
 }
 
 // Eight threads put to one shared key and to a key of their own, half of them
@@ -541,17 +504,14 @@ TEST_F(StoreTest, ConcurrentPutsLoseNothingAndTheNewestWins) {
   ASSERT_NE(store, nullptr);
   std::atomic<int> heard{0};
   std::atomic<int> heard_current_shared{0};
-  store->AddListener([&](const Change &c) {
+  store->AddListener([&](const Change& c) {
     heard.fetch_add(1);
-    if (c.key == "shared" && c.is_current)
-      heard_current_shared.fetch_add(1);
+    if (c.key == "shared" && c.is_current) heard_current_shared.fetch_add(1);
   });
 
   // Thread i's j-th shared put is at time 1000 + j * kThreads + i: interleaved
   // with the others, so late changes happen whenever the threads drift.
-  auto shared_time = [](int i, int j) {
-    return int64_t{1000} + j * kThreads + i;
-  };
+  auto shared_time = [](int i, int j) { return int64_t{1000} + j * kThreads + i; };
   std::atomic<bool> done{false};
   std::atomic<int> failures{0};
   std::atomic<int64_t> reader_rounds{0};
@@ -561,18 +521,14 @@ TEST_F(StoreTest, ConcurrentPutsLoseNothingAndTheNewestWins) {
       Result<KeyInfo> info = store->Get("shared");
       if (info.ok() && info->last) {
         // The current value never goes back in time.
-        if (info->last->time_ms < seen_time)
-          failures.fetch_add(1);
+        if (info->last->time_ms < seen_time) failures.fetch_add(1);
         seen_time = info->last->time_ms;
         // The current value is the one put at that time.
-        if (std::get<double>(info->last->value) !=
-            static_cast<double>(info->last->time_ms)) {
+        if (std::get<double>(info->last->value) != static_cast<double>(info->last->time_ms)) {
           failures.fetch_add(1);
         }
-        Result<std::vector<Sample>> h =
-            store->History("shared", 0, kForever, 10);
-        if (!h.ok())
-          failures.fetch_add(1);
+        Result<std::vector<Sample>> h = store->History("shared", 0, kForever, 10);
+        if (!h.ok()) failures.fetch_add(1);
       }
       (void)store->Keys();
       reader_rounds.fetch_add(1);
@@ -585,23 +541,16 @@ TEST_F(StoreTest, ConcurrentPutsLoseNothingAndTheNewestWins) {
       const std::string own = "own/" + std::to_string(i);
       for (int j = 0; j < kPerThread; ++j) {
         int64_t t = shared_time(i, j);
-        if (!store
-                 ->Put("shared", InputValue(static_cast<double>(t)),
-                       At(t, wait))
-                 .ok()) {
+        if (!store->Put("shared", InputValue(static_cast<double>(t)), At(t, wait)).ok()) {
           failures.fetch_add(1);
         }
-        if (!store
-                 ->Put(own, InputValue(static_cast<double>(j)),
-                       At(1000 + j, wait))
-                 .ok()) {
+        if (!store->Put(own, InputValue(static_cast<double>(j)), At(1000 + j, wait)).ok()) {
           failures.fetch_add(1);
         }
       }
     });
   }
-  for (std::thread &t : writers)
-    t.join();
+  for (std::thread& t : writers) t.join();
   done.store(true);
   reader.join();
   EXPECT_EQ(failures.load(), 0);
@@ -610,24 +559,21 @@ TEST_F(StoreTest, ConcurrentPutsLoseNothingAndTheNewestWins) {
   const int64_t newest = shared_time(kThreads - 1, kPerThread - 1);
   EXPECT_EQ(heard.load(), 2 * kThreads * kPerThread);
   EXPECT_GE(heard_current_shared.load(), 1);
-  EXPECT_EQ(store->metrics().Get("komoku_changes_accepted_total"),
-            2 * kThreads * kPerThread);
+  EXPECT_EQ(store->metrics().Get("komoku_changes_accepted_total"), 2 * kThreads * kPerThread);
   EXPECT_EQ(Text(store->Get("shared")->last),
             std::to_string(newest) + "=d:" + std::to_string(newest));
 
-  auto check = [&](Store &s, const char *when) {
+  auto check = [&](Store& s, const char* when) {
     SCOPED_TRACE(when);
     Result<std::vector<Sample>> h = s.History("shared", 0, kForever, 1000000);
     ASSERT_TRUE(h.ok()) << h.status().ToString();
     ASSERT_EQ(h->size(), static_cast<size_t>(kThreads * kPerThread));
     std::set<int64_t> times;
-    for (const Sample &sample : *h) {
+    for (const Sample& sample : *h) {
       times.insert(sample.time_ms);
-      EXPECT_EQ(std::get<double>(sample.value),
-                static_cast<double>(sample.time_ms));
+      EXPECT_EQ(std::get<double>(sample.value), static_cast<double>(sample.time_ms));
     }
-    EXPECT_EQ(times.size(), static_cast<size_t>(kThreads * kPerThread))
-        << "no duplicates";
+    EXPECT_EQ(times.size(), static_cast<size_t>(kThreads * kPerThread)) << "no duplicates";
     EXPECT_EQ(*times.begin(), 1000);
     EXPECT_EQ(*times.rbegin(), newest);
     for (int i = 0; i < kThreads; ++i) {
@@ -635,15 +581,12 @@ TEST_F(StoreTest, ConcurrentPutsLoseNothingAndTheNewestWins) {
       Result<std::vector<Sample>> oh = s.History(own, 0, kForever, 1000000);
       ASSERT_TRUE(oh.ok());
       ASSERT_EQ(oh->size(), static_cast<size_t>(kPerThread)) << own;
-      for (int j = 0; j < kPerThread; ++j)
-        EXPECT_EQ((*oh)[j].time_ms, 1000 + j) << own;
+      for (int j = 0; j < kPerThread; ++j) EXPECT_EQ((*oh)[j].time_ms, 1000 + j) << own;
       EXPECT_EQ(Text(s.Get(own)->last),
-                Text(Sample{1000 + kPerThread - 1,
-                            Value(static_cast<double>(kPerThread - 1))}));
+                Text(Sample{1000 + kPerThread - 1, Value(static_cast<double>(kPerThread - 1))}));
     }
     EXPECT_EQ(s.Keys().size(), static_cast<size_t>(kThreads + 1));
-    EXPECT_EQ(Text(s.Get("shared")->last),
-              std::to_string(newest) + "=d:" + std::to_string(newest));
+    EXPECT_EQ(Text(s.Get("shared")->last), std::to_string(newest) + "=d:" + std::to_string(newest));
   };
   // Half the puts did not wait; Close commits them, and a reopen sees all.
   store->Close();
@@ -658,31 +601,27 @@ TEST_F(StoreTest, NewerSchemaVersionIsRefusedNamingTheFile) {
   ASSERT_TRUE(std::filesystem::create_directories(DataDir()));
   const std::string db_path = DataDir() + "/komoku.db";
   {
-    sqlite3 *db = nullptr;
+    sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);
     const std::string sql = "CREATE TABLE future(x); PRAGMA user_version=" +
                             std::to_string(HotStore::kSchemaVersion + 1) + ";";
-    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr),
-              SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
     sqlite3_close(db);
   }
   Result<std::unique_ptr<Store>> store = TryOpen();
   ASSERT_FALSE(store.ok());
   EXPECT_TRUE(store.status().IsInvalidArgument()) << store.status().ToString();
-  EXPECT_NE(store.status().message().find(db_path), std::string::npos)
-      << store.status().message();
-  EXPECT_NE(
-      store.status().message().find(
-          "schema version " + std::to_string(HotStore::kSchemaVersion + 1)),
-      std::string::npos)
+  EXPECT_NE(store.status().message().find(db_path), std::string::npos) << store.status().message();
+  EXPECT_NE(store.status().message().find("schema version " +
+                                          std::to_string(HotStore::kSchemaVersion + 1)),
+            std::string::npos)
       << store.status().message();
 
   // The file still says the newer version: nothing was migrated down.
-  sqlite3 *db = nullptr;
+  sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);
-  sqlite3_stmt *stmt = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, nullptr),
-            SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, nullptr), SQLITE_OK);
   ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
   EXPECT_EQ(sqlite3_column_int64(stmt, 0), HotStore::kSchemaVersion + 1);
   sqlite3_finalize(stmt);
@@ -694,11 +633,10 @@ TEST_F(StoreTest, CurrentSchemaVersionIsWrittenAndReopens) {
     std::unique_ptr<Store> store = OpenStore();
     ASSERT_NE(store, nullptr);
   }
-  sqlite3 *db = nullptr;
+  sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open((DataDir() + "/komoku.db").c_str(), &db), SQLITE_OK);
-  sqlite3_stmt *stmt = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, nullptr),
-            SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, nullptr), SQLITE_OK);
   ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
   EXPECT_EQ(sqlite3_column_int64(stmt, 0), HotStore::kSchemaVersion);
   sqlite3_finalize(stmt);
@@ -715,8 +653,7 @@ TEST_F(StoreTest, AFileThatIsNotADatabaseIsRefusedNamingTheFile) {
   }
   Result<std::unique_ptr<Store>> store = TryOpen();
   ASSERT_FALSE(store.ok());
-  EXPECT_NE(store.status().message().find(db_path), std::string::npos)
-      << store.status().ToString();
+  EXPECT_NE(store.status().message().find(db_path), std::string::npos) << store.status().ToString();
 }
 
 TEST_F(StoreTest, ADataDirThatIsAFileIsAnIOError) {
@@ -741,5 +678,5 @@ TEST_F(StoreTest, ADatabasePathThatCannotBeOpenedIsAnError) {
       << store.status().ToString();
 }
 
-} // namespace
-} // namespace komoku::store
+}  // namespace
+}  // namespace komoku::store

@@ -2,7 +2,7 @@
 // drives.
 #pragma once
 
-#include <stdlib.h> // mkdtemp
+#include <stdlib.h>  // mkdtemp
 
 #include <atomic>
 #include <cstdint>
@@ -16,37 +16,35 @@ namespace komoku::store::testing {
 
 // A fresh directory under $TMPDIR (or /tmp), removed with its files.
 class TempDir {
-public:
+ public:
   TempDir() {
-    const char *base = std::getenv("TMPDIR");
-    std::string tmpl =
-        std::string(base && *base ? base : "/tmp") + "/komoku-test-XXXXXX";
-    if (mkdtemp(tmpl.data()) == nullptr)
-      std::abort();
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/komoku-test-XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) std::abort();
     path_ = tmpl;
   }
   ~TempDir() {
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
   }
-  TempDir(const TempDir &) = delete;
-  TempDir &operator=(const TempDir &) = delete;
-  const std::string &path() const { return path_; }
-  std::string File(const std::string &name) const { return path_ + "/" + name; }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
 
-private:
+ private:
   std::string path_;
 };
 
 // A clock that stands still until the test moves it. Thread-safe.
 class FakeClock final : public Clock {
-public:
+ public:
   explicit FakeClock(int64_t now_ms) : now_ms_(now_ms) {}
   int64_t NowMs() const override { return now_ms_.load(); }
   void Set(int64_t now_ms) { now_ms_.store(now_ms); }
 
-private:
+ private:
   std::atomic<int64_t> now_ms_;
 };
 
-} // namespace komoku::store::testing
+}  // namespace komoku::store::testing

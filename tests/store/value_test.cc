@@ -16,14 +16,13 @@ namespace {
 // ---------------------------------------------------------------- key names
 
 TEST(ValidateKeyNameTest, AcceptsOrdinaryNames) {
-  for (const char *name : {"t", "living_room/temperature", "a b c",
+  for (const char* name : {"t", "living_room/temperature", "a b c",
                            "K\xC3\xBC"
-                           "che/temp",                 // Küche
-                           "\xE6\xB8\xA9\xE5\xBA\xA6", // 温度
-                           "smile/\xF0\x9F\x98\x80",   // U+1F600
-                           "max/\xF4\x8F\xBF\xBF"}) {  // U+10FFFF
-    EXPECT_TRUE(ValidateKeyName(name).ok())
-        << name << ": " << ValidateKeyName(name).ToString();
+                           "che/temp",                  // Küche
+                           "\xE6\xB8\xA9\xE5\xBA\xA6",  // 温度
+                           "smile/\xF0\x9F\x98\x80",    // U+1F600
+                           "max/\xF4\x8F\xBF\xBF"}) {   // U+10FFFF
+    EXPECT_TRUE(ValidateKeyName(name).ok()) << name << ": " << ValidateKeyName(name).ToString();
   }
 }
 
@@ -40,8 +39,7 @@ TEST(ValidateKeyNameTest, LengthLimitIs255Bytes) {
   EXPECT_NE(st.message().find("256 bytes"), std::string::npos) << st.message();
   // Bytes, not characters: 127 two-byte characters are 254 bytes, 128 are 256.
   std::string two_byte;
-  for (int i = 0; i < 127; ++i)
-    two_byte += "\xC3\xBC";
+  for (int i = 0; i < 127; ++i) two_byte += "\xC3\xBC";
   EXPECT_TRUE(ValidateKeyName(two_byte).ok());
   EXPECT_TRUE(ValidateKeyName(two_byte + "a").ok());
   EXPECT_TRUE(ValidateKeyName(two_byte + "\xC3\xBC").IsInvalidArgument());
@@ -60,7 +58,7 @@ TEST(ValidateKeyNameTest, RefusesMqttWildcardsWithOffset) {
     std::string name;
     std::string offset;
   };
-  for (const Case &c : std::vector<Case>{{"+", "offset 0"},
+  for (const Case& c : std::vector<Case>{{"+", "offset 0"},
                                          {"#", "offset 0"},
                                          {"home/+/temp", "offset 5"},
                                          {"home/#", "offset 5"},
@@ -73,7 +71,7 @@ TEST(ValidateKeyNameTest, RefusesMqttWildcardsWithOffset) {
 }
 
 struct BadUtf8Case {
-  const char *what;
+  const char* what;
   std::string bytes;
 };
 
@@ -101,23 +99,21 @@ TEST(ValidateKeyNameTest, RefusesInvalidUtf8) {
       {"truncated 3-byte mid-string", "\xE2\x82x"},
       {"continuation replaced by ASCII", "\xC3(a"},
   };
-  for (const BadUtf8Case &c : cases) {
+  for (const BadUtf8Case& c : cases) {
     EXPECT_FALSE(IsValidUtf8(c.bytes)) << c.what;
     Status st = ValidateKeyName(c.bytes);
     EXPECT_TRUE(st.IsInvalidArgument()) << c.what;
-    EXPECT_NE(st.message().find("UTF-8"), std::string::npos)
-        << c.what << ": " << st.message();
+    EXPECT_NE(st.message().find("UTF-8"), std::string::npos) << c.what << ": " << st.message();
   }
 }
 
 TEST(IsValidUtf8Test, AcceptsBoundaryCodePoints) {
-  for (const std::string &s :
-       {std::string(), std::string("\x7F"), std::string("\xC2\x80"),
-        std::string("\xDF\xBF"), std::string("\xE0\xA0\x80"),
-        std::string("\xED\x9F\xBF"), // U+D7FF, just below surrogates
-        std::string("\xEE\x80\x80"), // U+E000, just above
-        std::string("\xEF\xBF\xBF"), std::string("\xF0\x90\x80\x80"),
-        std::string("\xF4\x8F\xBF\xBF")}) {
+  for (const std::string& s : {std::string(), std::string("\x7F"), std::string("\xC2\x80"),
+                               std::string("\xDF\xBF"), std::string("\xE0\xA0\x80"),
+                               std::string("\xED\x9F\xBF"),  // U+D7FF, just below surrogates
+                               std::string("\xEE\x80\x80"),  // U+E000, just above
+                               std::string("\xEF\xBF\xBF"), std::string("\xF0\x90\x80\x80"),
+                               std::string("\xF4\x8F\xBF\xBF")}) {
     EXPECT_TRUE(IsValidUtf8(s)) << ::testing::PrintToString(s);
   }
 }
@@ -129,18 +125,17 @@ TEST(ParseNumberTest, Accepts) {
     std::string text;
     double want;
   };
-  for (const Case &c :
-       std::vector<Case>{{"21.5", 21.5},
-                         {"-3", -3},
-                         {"+7", 7},
-                         {"1e3", 1000},
-                         {"1E-2", 0.01},
-                         {" 4 ", 4},
-                         {"\t\r\n4.25\n", 4.25},
-                         {".5", 0.5},
-                         {"0", 0},
-                         {"007", 7},
-                         {"1.7976931348623157e308", 1.7976931348623157e308}}) {
+  for (const Case& c : std::vector<Case>{{"21.5", 21.5},
+                                         {"-3", -3},
+                                         {"+7", 7},
+                                         {"1e3", 1000},
+                                         {"1E-2", 0.01},
+                                         {" 4 ", 4},
+                                         {"\t\r\n4.25\n", 4.25},
+                                         {".5", 0.5},
+                                         {"0", 0},
+                                         {"007", 7},
+                                         {"1.7976931348623157e308", 1.7976931348623157e308}}) {
     Result<double> r = ParseNumber(c.text);
     ASSERT_TRUE(r.ok()) << "'" << c.text << "': " << r.status().ToString();
     EXPECT_EQ(*r, c.want) << c.text;
@@ -148,14 +143,11 @@ TEST(ParseNumberTest, Accepts) {
 }
 
 TEST(ParseNumberTest, Refuses) {
-  for (const std::string &text : std::vector<std::string>{
-           "",      " ",         "\t\n",     "abc",
-           "1.5x",  "1.5 x",     "1 2",      "x1",
-           "nan",   "NaN",       "-nan",     "inf",
-           "-inf",  "+Infinity", "infinity", "0x10",
-           "0X1p3", "-0x10",     "1e999",    "-1e999",
-           "-",     "+",         ".",        "e3",
-           "1e",    "--1",       "1,5",      std::string("1\0", 2)}) {
+  for (const std::string& text : std::vector<std::string>{
+           "",         " ",    "\t\n",  "abc",   "1.5x",  "1.5 x",  "1 2",
+           "x1",       "nan",  "NaN",   "-nan",  "inf",   "-inf",   "+Infinity",
+           "infinity", "0x10", "0X1p3", "-0x10", "1e999", "-1e999", "-",
+           "+",        ".",    "e3",    "1e",    "--1",   "1,5",    std::string("1\0", 2)}) {
     Result<double> r = ParseNumber(text);
     EXPECT_FALSE(r.ok()) << "'" << text << "' gave " << (r.ok() ? *r : 0.0);
     if (!r.ok()) {
@@ -169,25 +161,23 @@ TEST(ParseNumberTest, MessageQuotesTheTextShortened) {
   Result<double> r = ParseNumber(long_text);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("'zzzz"), std::string::npos);
-  EXPECT_LT(r.status().message().size(), 200u)
-      << "a long payload must not become a long message";
+  EXPECT_LT(r.status().message().size(), 200u) << "a long payload must not become a long message";
 }
 
 // ---------------------------------------------------------------- booleans
 
 TEST(ParseBooleanTest, Vocabulary) {
   struct Case {
-    const char *text;
+    const char* text;
     bool want;
   };
-  for (const Case &c : std::vector<Case>{
-           {"true", true},    {"TRUE", true},    {"True", true},
-           {"1", true},       {"on", true},      {"ON", true},
-           {"yes", true},     {"Yes", true},     {"open", true},
-           {"OPEN", true},    {" on\n", true},   {"false", false},
-           {"FALSE", false},  {"0", false},      {"off", false},
-           {"Off", false},    {"no", false},     {"NO", false},
-           {"closed", false}, {"Closed", false}, {"\tfalse ", false}}) {
+  for (const Case& c :
+       std::vector<Case>{{"true", true},     {"TRUE", true}, {"True", true},    {"1", true},
+                         {"on", true},       {"ON", true},   {"yes", true},     {"Yes", true},
+                         {"open", true},     {"OPEN", true}, {" on\n", true},   {"false", false},
+                         {"FALSE", false},   {"0", false},   {"off", false},    {"Off", false},
+                         {"no", false},      {"NO", false},  {"closed", false}, {"Closed", false},
+                         {"\tfalse ", false}}) {
     Result<bool> r = ParseBoolean(c.text);
     ASSERT_TRUE(r.ok()) << c.text << ": " << r.status().ToString();
     EXPECT_EQ(*r, c.want) << c.text;
@@ -195,9 +185,8 @@ TEST(ParseBooleanTest, Vocabulary) {
 }
 
 TEST(ParseBooleanTest, RefusesEverythingElse) {
-  for (const char *text :
-       {"", " ", "2", "-1", "1.0", "0.0", "t", "f", "y", "n", "truee", "nope",
-        "enabled", "close", "opened", "o n", "10"}) {
+  for (const char* text : {"", " ", "2", "-1", "1.0", "0.0", "t", "f", "y", "n", "truee", "nope",
+                           "enabled", "close", "opened", "o n", "10"}) {
     Result<bool> r = ParseBoolean(text);
     EXPECT_FALSE(r.ok()) << "'" << text << "'";
     if (!r.ok()) {
@@ -211,8 +200,8 @@ TEST(ParseBooleanTest, RefusesEverythingElse) {
 // ---------------------------------------------------------------- types
 
 TEST(KeyTypeTest, NamesRoundTrip) {
-  for (KeyType t : {KeyType::kNumeric, KeyType::kCounter, KeyType::kBoolean,
-                    KeyType::kUptime, KeyType::kString}) {
+  for (KeyType t : {KeyType::kNumeric, KeyType::kCounter, KeyType::kBoolean, KeyType::kUptime,
+                    KeyType::kString}) {
     Result<KeyType> parsed = ParseKeyType(KeyTypeName(t));
     ASSERT_TRUE(parsed.ok()) << KeyTypeName(t);
     EXPECT_EQ(*parsed, t);
@@ -226,7 +215,7 @@ TEST(KeyTypeTest, NamesRoundTrip) {
 
 TEST(GuessTypeTest, Table) {
   struct Case {
-    const char *what;
+    const char* what;
     InputValue input;
     KeyType want;
   };
@@ -237,8 +226,7 @@ TEST(GuessTypeTest, Table) {
       {"JSON false", InputValue(false), KeyType::kBoolean},
       {"text number", InputValue(std::string("21.5")), KeyType::kNumeric},
       {"text with spaces", InputValue(std::string(" -3 ")), KeyType::kNumeric},
-      {"text 1 is a number, not a boolean", InputValue(std::string("1")),
-       KeyType::kNumeric},
+      {"text 1 is a number, not a boolean", InputValue(std::string("1")), KeyType::kNumeric},
       {"text 0", InputValue(std::string("0")), KeyType::kNumeric},
       {"text true", InputValue(std::string("true")), KeyType::kBoolean},
       {"text FALSE", InputValue(std::string("FALSE")), KeyType::kBoolean},
@@ -252,26 +240,23 @@ TEST(GuessTypeTest, Table) {
       {"text 0x10", InputValue(std::string("0x10")), KeyType::kString},
       {"empty text", InputValue(std::string()), KeyType::kString},
   };
-  for (const Case &c : cases) {
-    EXPECT_EQ(GuessType(c.input), c.want)
-        << c.what << ": got " << KeyTypeName(GuessType(c.input));
+  for (const Case& c : cases) {
+    EXPECT_EQ(GuessType(c.input), c.want) << c.what << ": got " << KeyTypeName(GuessType(c.input));
   }
 }
 
 // ---------------------------------------------------------------- coercion
 
 struct CoerceCase {
-  const char *what;
+  const char* what;
   KeyType type;
   InputValue input;
-  std::optional<Value> want; // nullopt: refused
+  std::optional<Value> want;  // nullopt: refused
 };
 
-std::string Describe(const Value &v) {
-  if (std::holds_alternative<double>(v))
-    return "double " + ValueToText(v);
-  if (std::holds_alternative<bool>(v))
-    return "bool " + ValueToText(v);
+std::string Describe(const Value& v) {
+  if (std::holds_alternative<double>(v)) return "double " + ValueToText(v);
+  if (std::holds_alternative<bool>(v)) return "bool " + ValueToText(v);
   return "string '" + ValueToText(v) + "'";
 }
 
@@ -281,69 +266,50 @@ TEST(CoerceValueTest, Table) {
   const std::vector<CoerceCase> cases = {
       // numeric and counter: numbers only.
       {"numeric from number", KeyType::kNumeric, InputValue(21.5), Value(21.5)},
-      {"numeric from text", KeyType::kNumeric,
-       InputValue(std::string(" 21.5 ")), Value(21.5)},
-      {"numeric from text 1e3", KeyType::kNumeric,
-       InputValue(std::string("1e3")), Value(1000.0)},
+      {"numeric from text", KeyType::kNumeric, InputValue(std::string(" 21.5 ")), Value(21.5)},
+      {"numeric from text 1e3", KeyType::kNumeric, InputValue(std::string("1e3")), Value(1000.0)},
       {"numeric from bool", KeyType::kNumeric, InputValue(true), std::nullopt},
-      {"numeric from text true", KeyType::kNumeric,
-       InputValue(std::string("true")), std::nullopt},
-      {"numeric from abc", KeyType::kNumeric, InputValue(std::string("abc")),
-       std::nullopt},
+      {"numeric from text true", KeyType::kNumeric, InputValue(std::string("true")), std::nullopt},
+      {"numeric from abc", KeyType::kNumeric, InputValue(std::string("abc")), std::nullopt},
       {"numeric from NaN", KeyType::kNumeric, InputValue(kNan), std::nullopt},
       {"numeric from inf", KeyType::kNumeric, InputValue(kInf), std::nullopt},
       {"numeric from -inf", KeyType::kNumeric, InputValue(-kInf), std::nullopt},
-      {"counter from number", KeyType::kCounter, InputValue(12345.0),
-       Value(12345.0)},
-      {"counter from text", KeyType::kCounter, InputValue(std::string("7")),
-       Value(7.0)},
+      {"counter from number", KeyType::kCounter, InputValue(12345.0), Value(12345.0)},
+      {"counter from text", KeyType::kCounter, InputValue(std::string("7")), Value(7.0)},
       {"counter from bool", KeyType::kCounter, InputValue(false), std::nullopt},
-      {"counter from text", KeyType::kCounter, InputValue(std::string("lots")),
-       std::nullopt},
+      {"counter from text", KeyType::kCounter, InputValue(std::string("lots")), std::nullopt},
       // boolean and uptime: booleans, 0/1 and the vocabulary.
       {"boolean from true", KeyType::kBoolean, InputValue(true), Value(true)},
-      {"boolean from false", KeyType::kBoolean, InputValue(false),
-       Value(false)},
+      {"boolean from false", KeyType::kBoolean, InputValue(false), Value(false)},
       {"boolean from 1", KeyType::kBoolean, InputValue(1.0), Value(true)},
       {"boolean from 0", KeyType::kBoolean, InputValue(0.0), Value(false)},
       {"boolean from -0", KeyType::kBoolean, InputValue(-0.0), Value(false)},
       {"boolean from 2", KeyType::kBoolean, InputValue(2.0), std::nullopt},
       {"boolean from 0.5", KeyType::kBoolean, InputValue(0.5), std::nullopt},
       {"boolean from NaN", KeyType::kBoolean, InputValue(kNan), std::nullopt},
-      {"boolean from on", KeyType::kBoolean, InputValue(std::string("on")),
-       Value(true)},
-      {"boolean from Closed", KeyType::kBoolean,
-       InputValue(std::string("Closed")), Value(false)},
-      {"boolean from maybe", KeyType::kBoolean,
-       InputValue(std::string("maybe")), std::nullopt},
+      {"boolean from on", KeyType::kBoolean, InputValue(std::string("on")), Value(true)},
+      {"boolean from Closed", KeyType::kBoolean, InputValue(std::string("Closed")), Value(false)},
+      {"boolean from maybe", KeyType::kBoolean, InputValue(std::string("maybe")), std::nullopt},
       {"uptime from true", KeyType::kUptime, InputValue(true), Value(true)},
       {"uptime from 0", KeyType::kUptime, InputValue(0.0), Value(false)},
-      {"uptime from yes", KeyType::kUptime, InputValue(std::string("yes")),
-       Value(true)},
+      {"uptime from yes", KeyType::kUptime, InputValue(std::string("yes")), Value(true)},
       {"uptime from 3", KeyType::kUptime, InputValue(3.0), std::nullopt},
-      {"uptime from text", KeyType::kUptime, InputValue(std::string("up")),
-       std::nullopt},
+      {"uptime from text", KeyType::kUptime, InputValue(std::string("up")), std::nullopt},
       // string: anything, as canonical text; only valid UTF-8.
-      {"string from text", KeyType::kString,
-       InputValue(std::string("armed away")), Value(std::string("armed away"))},
+      {"string from text", KeyType::kString, InputValue(std::string("armed away")),
+       Value(std::string("armed away"))},
       {"string keeps spaces", KeyType::kString, InputValue(std::string(" x ")),
        Value(std::string(" x "))},
-      {"string from empty", KeyType::kString, InputValue(std::string()),
-       Value(std::string())},
-      {"string from true", KeyType::kString, InputValue(true),
-       Value(std::string("true"))},
-      {"string from false", KeyType::kString, InputValue(false),
-       Value(std::string("false"))},
-      {"string from 21.5", KeyType::kString, InputValue(21.5),
-       Value(std::string("21.5"))},
-      {"string from 1000", KeyType::kString, InputValue(1000.0),
-       Value(std::string("1000"))},
-      {"string from bad UTF-8", KeyType::kString,
-       InputValue(std::string("a\xFF")), std::nullopt},
-      {"string from surrogate", KeyType::kString,
-       InputValue(std::string("\xED\xA0\x80")), std::nullopt},
+      {"string from empty", KeyType::kString, InputValue(std::string()), Value(std::string())},
+      {"string from true", KeyType::kString, InputValue(true), Value(std::string("true"))},
+      {"string from false", KeyType::kString, InputValue(false), Value(std::string("false"))},
+      {"string from 21.5", KeyType::kString, InputValue(21.5), Value(std::string("21.5"))},
+      {"string from 1000", KeyType::kString, InputValue(1000.0), Value(std::string("1000"))},
+      {"string from bad UTF-8", KeyType::kString, InputValue(std::string("a\xFF")), std::nullopt},
+      {"string from surrogate", KeyType::kString, InputValue(std::string("\xED\xA0\x80")),
+       std::nullopt},
   };
-  for (const CoerceCase &c : cases) {
+  for (const CoerceCase& c : cases) {
     Result<Value> r = CoerceValue(c.type, c.input);
     if (!c.want) {
       EXPECT_FALSE(r.ok()) << c.what << " was accepted as " << Describe(*r);
@@ -353,8 +319,7 @@ TEST(CoerceValueTest, Table) {
       continue;
     }
     ASSERT_TRUE(r.ok()) << c.what << ": " << r.status().ToString();
-    EXPECT_EQ(r->index(), c.want->index())
-        << c.what << ": got " << Describe(*r);
+    EXPECT_EQ(r->index(), c.want->index()) << c.what << ": got " << Describe(*r);
     EXPECT_EQ(*r, *c.want) << c.what << ": got " << Describe(*r);
   }
 }
@@ -362,14 +327,11 @@ TEST(CoerceValueTest, Table) {
 TEST(CoerceValueTest, RefusalNamesTheKeyType) {
   Result<Value> r = CoerceValue(KeyType::kCounter, InputValue(true));
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("counter"), std::string::npos)
-      << r.status().message();
+  EXPECT_NE(r.status().message().find("counter"), std::string::npos) << r.status().message();
   r = CoerceValue(KeyType::kUptime, InputValue(5.0));
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("uptime"), std::string::npos)
-      << r.status().message();
-  EXPECT_NE(r.status().message().find("0 or 1"), std::string::npos)
-      << r.status().message();
+  EXPECT_NE(r.status().message().find("uptime"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("0 or 1"), std::string::npos) << r.status().message();
 }
 
 // ---------------------------------------------------------------- text
@@ -379,26 +341,24 @@ TEST(ValueToTextTest, Table) {
     Value value;
     std::string want;
   };
-  for (const Case &c :
-       std::vector<Case>{{Value(21.5), "21.5"},
-                         {Value(1000.0), "1000"},
-                         {Value(-3.0), "-3"},
-                         {Value(0.0), "0"},
-                         {Value(0.1), "0.1"},
-                         {Value(1.0 / 3), "0.3333333333333333"},
-                         {Value(1e21), "1e+21"},
-                         {Value(true), "true"},
-                         {Value(false), "false"},
-                         {Value(std::string("hi there")), "hi there"},
-                         {Value(std::string()), ""}}) {
+  for (const Case& c : std::vector<Case>{{Value(21.5), "21.5"},
+                                         {Value(1000.0), "1000"},
+                                         {Value(-3.0), "-3"},
+                                         {Value(0.0), "0"},
+                                         {Value(0.1), "0.1"},
+                                         {Value(1.0 / 3), "0.3333333333333333"},
+                                         {Value(1e21), "1e+21"},
+                                         {Value(true), "true"},
+                                         {Value(false), "false"},
+                                         {Value(std::string("hi there")), "hi there"},
+                                         {Value(std::string()), ""}}) {
     EXPECT_EQ(ValueToText(c.value), c.want);
   }
 }
 
 TEST(ValueToTextTest, NumbersRoundTripThroughParseNumber) {
-  for (double d :
-       {21.5, 0.1, 1.0 / 3, -2.5e-300, 6.02214076e23, 1.7976931348623157e308,
-        4.9406564584124654e-324, 123456789012345.0}) {
+  for (double d : {21.5, 0.1, 1.0 / 3, -2.5e-300, 6.02214076e23, 1.7976931348623157e308,
+                   4.9406564584124654e-324, 123456789012345.0}) {
     std::string text = ValueToText(Value(d));
     Result<double> back = ParseNumber(text);
     ASSERT_TRUE(back.ok()) << text;
@@ -406,5 +366,5 @@ TEST(ValueToTextTest, NumbersRoundTripThroughParseNumber) {
   }
 }
 
-} // namespace
-} // namespace komoku::store
+}  // namespace
+}  // namespace komoku::store
