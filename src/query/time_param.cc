@@ -122,12 +122,14 @@ Result<int64_t> ParseTimeParam(std::string_view text, int64_t now_ms) {
     return now_ms + (c0 == '-' ? -1 : 1) * n * unit_ms;
   }
   if (text.size() >= 10 && text[4] == '-') return ParseIso(text);
-  // Epoch seconds.
-  std::string copy(text);
-  char* end = nullptr;
-  if (!(std::isdigit(static_cast<unsigned char>(copy[0])) || copy[0] == '.')) {
+  // Epoch seconds: decimal digits with at most one point (strtod alone would
+  // also take hex, exponents, "inf" and "nan").
+  if (text.find_first_not_of("0123456789.") != std::string_view::npos ||
+      text.find('.') != text.rfind('.') || text == ".") {
     return Bad(text, "is not a time");
   }
+  std::string copy(text);
+  char* end = nullptr;
   double seconds = std::strtod(copy.c_str(), &end);
   if (end != copy.c_str() + copy.size()) return Bad(text, "is not a time");
   if (!std::isfinite(seconds) || seconds > 1e11) return Bad(text, "is out of range");

@@ -337,6 +337,7 @@ void HotStore::Close() {
   }
   checkpoint_cv_.notify_all();
   if (checkpointer_.joinable()) checkpointer_.join();
+  if (!writer_db_) return;  // Open failed before there was a database
   // The last word: fold the WAL into the database so the files at rest are
   // one complete database.
   Status st = writer_db_->Exec("PRAGMA wal_checkpoint(TRUNCATE)");

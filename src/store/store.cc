@@ -95,6 +95,10 @@ Result<Change> Store::Put(std::string_view key, const InputValue& value,
     if (change.is_current) {
       state.previous = std::move(state.last);
       state.last = change.sample;
+    } else if (!state.previous || time >= state.previous->time_ms) {
+      // A late change between the previous and the current value becomes the
+      // previous one, as a restart would load it (newest time, then newest put).
+      state.previous = change.sample;
     }
     seq = hot_->EnqueueChange(state.id, change.sample);
   }
