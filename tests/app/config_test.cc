@@ -1,0 +1,446 @@
+// The configuration table: defaults, validation with file:line: field errors,
+// secrets from files, and the generated example and reference kept in step
+// with the code.
+#include "app/config.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>  // mkdtemp
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace komoku::app {
+namespace {
+
+const char kName[] = "k.yaml";
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its files.
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/komoku-config-XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) std::abort();
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+void WriteFile(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out << bytes;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Every field of a Config, one per line, so two configs compare with a diff.
+std::string Dump(const Config& c) {
+  std::ostringstream out;
+  out << "mqtt.broker=" << c.mqtt_broker << "\n"
+      << "mqtt.client_id=" << c.mqtt_client_id << "\n"
+      << "mqtt.username=" << c.mqtt_username << "\n"
+      << "mqtt.password=" << c.mqtt_password << "\n"
+      << "mqtt.password_file=" << c.mqtt_password_file << "\n"
+      << "mqtt.prefix=" << c.mqtt_prefix << "\n"
+      << "mqtt.session_expiry=" << c.mqtt_session_expiry_s << "\n"
+      << "mqtt.keep_alive=" << c.mqtt_keep_alive_s << "\n"
+      << "mqtt.max_payload_bytes=" << c.mqtt_max_payload_bytes << "\n"
+      << "store.data_dir=" << c.store_data_dir << "\n"
+      << "store.commit_interval_ms=" << c.store_commit_interval_ms << "\n"
+      << "store.commit_max_rows=" << c.store_commit_max_rows << "\n"
+      << "store.checkpoint_interval=" << c.store_checkpoint_interval_s << "\n"
+      << "http.listen=" << c.http_listen << "\n"
+      << "http.max_points=" << c.http_max_points << "\n"
+      << "log.level=" << c.log_level << "\n"
+      << "http_host=" << c.http_host << "\n"
+      << "http_port=" << c.http_port << "\n";
+  return out.str();
+}
+
+Config ParseOk(const std::string& text) {
+  Result<Config> c = ParseConfig(text, kName);
+  EXPECT_TRUE(c.ok()) << text << "\n-> " << c.status().ToString();
+  return c.ok() ? *c : Config{};
+}
+
+TEST(ConfigTest, DefaultValues) {
+  Config c = DefaultConfig();
+  EXPECT_EQ(c.mqtt_broker, "tcp://localhost:1883");
+  EXPECT_EQ(c.mqtt_client_id, "komoku");
+  EXPECT_EQ(c.mqtt_username, "");
+  EXPECT_EQ(c.mqtt_password, "");
+  EXPECT_EQ(c.mqtt_password_file, "");
+  EXPECT_EQ(c.mqtt_prefix, "komoku");
+  EXPECT_EQ(c.mqtt_session_expiry_s, 604800);
+  EXPECT_EQ(c.mqtt_keep_alive_s, 30);
+  EXPECT_EQ(c.mqtt_max_payload_bytes, 65536);
+  EXPECT_EQ(c.store_data_dir, "./komoku-data");
+  EXPECT_EQ(c.store_commit_interval_ms, 250);
+  EXPECT_EQ(c.store_commit_max_rows, 4000);
+  EXPECT_EQ(c.store_checkpoint_interval_s, 10);
+  EXPECT_EQ(c.http_listen, "127.0.0.1:8080");
+  EXPECT_EQ(c.http_host, "127.0.0.1");
+  EXPECT_EQ(c.http_port, 8080);
+  EXPECT_EQ(c.http_max_points, 10000);
+  EXPECT_EQ(c.log_level, "info");
+  EXPECT_EQ(c.source, "built-in defaults");
+}
+
+TEST(ConfigTest, EmptyDocumentsGiveTheDefaults) {
+  const std::string defaults = Dump(DefaultConfig());
+  for (const char* text : {"", "\n", "# only a comment\n", "---\n", "mqtt:\n", "mqtt:\nstore:\n"}) {
+    Config c = ParseOk(text);
+    EXPECT_EQ(Dump(c), defaults) << "'" << text << "'";
+    EXPECT_EQ(c.source, kName);
+  }
+}
+
+TEST(ConfigTest, SetsEveryField) {
+  Config c = ParseOk(
+      "mqtt:\n"
+      "  broker: ssl://broker.lan:8883\n"
+      "  client_id: komoku-2\n"
+      "  username: ko\n"
+      "  password: s3cret\n"
+      "  prefix: home/komoku\n"
+      "  session_expiry: 0\n"
+      "  keep_alive: 5\n"
+      "  max_payload_bytes: 16777216\n"
+      "store:\n"
+      "  data_dir: /var/lib/komoku\n"
+      "  commit_interval_ms: 60000\n"
+      "  commit_max_rows: 1\n"
+      "  checkpoint_interval: 3600\n"
+      "http:\n"
+      "  listen: 0.0.0.0:9000\n"
+      "  max_points: 5\n"
+      "log:\n"
+      "  level: debug\n");
+  EXPECT_EQ(Dump(c),
+            "mqtt.broker=ssl://broker.lan:8883\n"
+            "mqtt.client_id=komoku-2\n"
+            "mqtt.username=ko\n"
+            "mqtt.password=s3cret\n"
+            "mqtt.password_file=\n"
+            "mqtt.prefix=home/komoku\n"
+            "mqtt.session_expiry=0\n"
+            "mqtt.keep_alive=5\n"
+            "mqtt.max_payload_bytes=16777216\n"
+            "store.data_dir=/var/lib/komoku\n"
+            "store.commit_interval_ms=60000\n"
+            "store.commit_max_rows=1\n"
+            "store.checkpoint_interval=3600\n"
+            "http.listen=0.0.0.0:9000\n"
+            "http.max_points=5\n"
+            "log.level=debug\n"
+            "http_host=0.0.0.0\n"
+            "http_port=9000\n");
+}
+
+struct ErrorCase {
+  const char* what;
+  std::string text;
+  std::vector<std::string> parts;  // the message must contain each
+};
+
+void ExpectErrors(const std::vector<ErrorCase>& cases) {
+  for (const ErrorCase& c : cases) {
+    Result<Config> r = ParseConfig(c.text, kName);
+    if (r.ok()) {
+      ADD_FAILURE() << c.what << " was accepted";
+      continue;
+    }
+    EXPECT_TRUE(r.status().IsInvalidArgument()) << c.what << ": " << r.status().ToString();
+    for (const std::string& part : c.parts) {
+      EXPECT_NE(r.status().message().find(part), std::string::npos)
+          << c.what << ": '" << part << "' not in: " << r.status().message();
+    }
+  }
+}
+
+TEST(ConfigTest, UnknownSectionsAndFieldsNameTheLine) {
+  ExpectErrors({
+      {"unknown section",
+       "mqtt:\n  broker: tcp://a:1\nmqqt:\n  broker: x\n",
+       {"k.yaml:3:", "unknown section 'mqqt'"}},
+      {"unknown field",
+       "mqtt:\n  keepalive: 30\n",
+       {"k.yaml:2:", "unknown field 'mqtt.keepalive'"}},
+      {"field in the wrong section",
+       "store:\n  data_dir: d\n\n  listen: 1.2.3.4:5\n",
+       {"k.yaml:4:", "store.listen"}},
+      {"field in the wrong case", "log:\n  Level: info\n", {"k.yaml:2:", "log.Level"}},
+  });
+}
+
+TEST(ConfigTest, WrongTypesAndRangesNameTheLineAndField) {
+  ExpectErrors({
+      {"word for an integer",
+       "mqtt:\n  keep_alive: often\n",
+       {"k.yaml:2:", "mqtt.keep_alive", "expected an integer", "'often'"}},
+      {"fraction",
+       "store:\n  commit_interval_ms: 2.5\n",
+       {"k.yaml:2:", "store.commit_interval_ms"}},
+      {"unit suffix",
+       "store:\n  checkpoint_interval: 10s\n",
+       {"k.yaml:2:", "store.checkpoint_interval"}},
+      {"hex", "http:\n  max_points: 0x10\n", {"k.yaml:2:", "http.max_points"}},
+      {"empty string", "mqtt:\n  keep_alive: \"\"\n", {"k.yaml:2:", "mqtt.keep_alive"}},
+      {"past int64",
+       "mqtt:\n  session_expiry: 99999999999999999999\n",
+       {"k.yaml:2:", "mqtt.session_expiry"}},
+      {"below the minimum",
+       "mqtt:\n  keep_alive: 4\n",
+       {"k.yaml:2:", "mqtt.keep_alive", "out of range 5..3600"}},
+      {"above the maximum",
+       "\n\nmqtt:\n  keep_alive: 3601\n",
+       {"k.yaml:4:", "mqtt.keep_alive", "out of range"}},
+      {"negative", "mqtt:\n  session_expiry: -1\n", {"k.yaml:2:", "mqtt.session_expiry"}},
+      {"zero rows", "store:\n  commit_max_rows: 0\n", {"k.yaml:2:", "store.commit_max_rows"}},
+      {"huge payload limit",
+       "mqtt:\n  max_payload_bytes: 16777217\n",
+       {"k.yaml:2:", "mqtt.max_payload_bytes"}},
+      {"a list for a value",
+       "mqtt:\n  broker: [a, b]\n",
+       {"k.yaml:2:", "mqtt.broker", "single value"}},
+      {"a map for a value", "mqtt:\n  broker:\n    host: a\n", {"k.yaml:", "mqtt.broker"}},
+      {"a section that is not a map", "mqtt: 5\n", {"k.yaml:1:", "mqtt", "map"}},
+      {"a document that is not a map", "just text\n", {"k.yaml:1:", "sections"}},
+  });
+}
+
+TEST(ConfigTest, ErrorMessageHasTheDocumentedShape) {
+  Result<Config> r =
+      ParseConfig("mqtt:\n  broker: tcp://a:1\n  keep_alive: often\n", "komoku.yaml");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(),
+            "komoku.yaml:3: mqtt.keep_alive: expected an integer, got 'often'");
+}
+
+TEST(ConfigTest, RangeEdgesAreAccepted) {
+  Config c = ParseOk(
+      "mqtt:\n  keep_alive: 3600\n  session_expiry: 4294967295\n  max_payload_bytes: 16\n"
+      "store:\n  commit_interval_ms: 1\n  commit_max_rows: 1000000\n  checkpoint_interval: 1\n"
+      "http:\n  max_points: 10000000\n");
+  EXPECT_EQ(c.mqtt_keep_alive_s, 3600);
+  EXPECT_EQ(c.mqtt_session_expiry_s, 4294967295);
+  EXPECT_EQ(c.mqtt_max_payload_bytes, 16);
+  EXPECT_EQ(c.store_commit_interval_ms, 1);
+  EXPECT_EQ(c.store_commit_max_rows, 1000000);
+  EXPECT_EQ(c.store_checkpoint_interval_s, 1);
+  EXPECT_EQ(c.http_max_points, 10000000);
+}
+
+TEST(ConfigTest, HttpListen) {
+  struct Case {
+    const char* listen;
+    const char* host;
+    int port;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"127.0.0.1:8080", "127.0.0.1", 8080},
+           {"0.0.0.0:0", "0.0.0.0", 0},  // the OS picks the port
+           {"localhost:65535", "localhost", 65535},
+           {"komoku.lan:1", "komoku.lan", 1},
+           {"\"[::1]:8080\"", "::1", 8080},
+           {"\"[::]:0\"", "::", 0},
+       }) {
+    Config config = ParseOk(std::string("http:\n  listen: ") + c.listen + "\n");
+    EXPECT_EQ(config.http_host, c.host) << c.listen;
+    EXPECT_EQ(config.http_port, c.port) << c.listen;
+  }
+}
+
+TEST(ConfigTest, BadHttpListenIsRefused) {
+  for (const char* listen : {"localhost", ":8080", "localhost:", "localhost:65536",
+                             "localhost:99999", "localhost:123456", "localhost:http",
+                             "localhost:-1", "localhost:80a", "localhost:+80", "[::1]"}) {
+    Result<Config> r = ParseConfig(std::string("http:\n  listen: \"") + listen + "\"\n", kName);
+    ASSERT_FALSE(r.ok()) << listen << " was accepted, port " << r->http_port;
+    EXPECT_TRUE(r.status().IsInvalidArgument());
+    EXPECT_NE(r.status().message().find("http.listen"), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find(kName), std::string::npos) << r.status().message();
+  }
+}
+
+// config.h promises "file:line: field" for every error. The checks that look at
+// a value after parsing (http.listen, log.level, mqtt.broker, ...) must say the
+// line too, or a user with a long file has to search for it.
+TEST(ConfigTest, ValueChecksNameTheLineToo) {
+  ExpectErrors({
+      {"bad port",
+       "mqtt:\n  client_id: x\nhttp:\n  listen: localhost:99999\n",
+       {"k.yaml:4:", "http.listen"}},
+      {"no port", "http:\n  max_points: 5\n  listen: localhost\n", {"k.yaml:3:", "http.listen"}},
+      {"bad level", "log:\n  level: verbose\n", {"k.yaml:2:", "log.level", "verbose"}},
+      {"bad broker", "mqtt:\n  broker: http://x\n", {"k.yaml:2:", "mqtt.broker"}},
+      {"bad prefix", "mqtt:\n  prefix: a/#\n", {"k.yaml:2:", "mqtt.prefix"}},
+      {"empty data_dir", "store:\n  data_dir: \"\"\n", {"k.yaml:2:", "store.data_dir"}},
+  });
+}
+
+TEST(ConfigTest, OtherValueChecks) {
+  ExpectErrors({
+      {"bad level", "log:\n  level: verbose\n", {"log.level", "verbose"}},
+      {"level in capitals", "log:\n  level: INFO\n", {"log.level"}},
+      {"broker without scheme", "mqtt:\n  broker: localhost:1883\n", {"mqtt.broker"}},
+      {"empty client id", "mqtt:\n  client_id: \"\"\n", {"mqtt.client_id"}},
+      {"long client id", "mqtt:\n  client_id: " + std::string(129, 'c') + "\n", {"mqtt.client_id"}},
+      {"prefix with +", "mqtt:\n  prefix: a/+/b\n", {"mqtt.prefix"}},
+      {"empty prefix", "mqtt:\n  prefix: \"\"\n", {"mqtt.prefix"}},
+      {"empty data_dir", "store:\n  data_dir: \"\"\n", {"store.data_dir"}},
+  });
+  for (const char* broker : {"tcp://a:1", "ssl://a:1", "mqtt://a", "mqtts://a"}) {
+    EXPECT_EQ(ParseOk(std::string("mqtt:\n  broker: ") + broker + "\n").mqtt_broker, broker);
+  }
+  for (const char* level : {"trace", "debug", "info", "warn", "error", "off"}) {
+    EXPECT_EQ(ParseOk(std::string("log:\n  level: ") + level + "\n").log_level, level);
+  }
+  EXPECT_EQ(ParseOk("mqtt:\n  client_id: " + std::string(128, 'c') + "\n").mqtt_client_id.size(),
+            128u);
+}
+
+TEST(ConfigTest, PasswordFileIsReadWithoutTheTrailingNewline) {
+  TempDir dir;
+  struct Case {
+    const char* content;
+    const char* want;
+  };
+  for (const Case& c : std::vector<Case>{{"s3cret\n", "s3cret"},
+                                         {"s3cret", "s3cret"},
+                                         {"s3cret\r\n", "s3cret"},
+                                         {"s3cret\n\n", "s3cret"},
+                                         {" two words \n", " two words "},
+                                         {"line1\nline2\n", "line1\nline2"}}) {
+    const std::string path = dir.File("password");
+    WriteFile(path, c.content);
+    Config config = ParseOk("mqtt:\n  password_file: " + path + "\n");
+    EXPECT_EQ(config.mqtt_password, c.want) << ::testing::PrintToString(std::string(c.content));
+    EXPECT_EQ(config.mqtt_password_file, path);
+  }
+}
+
+TEST(ConfigTest, PasswordFileProblemsAreErrors) {
+  TempDir dir;
+  const std::string path = dir.File("password");
+  WriteFile(path, "s3cret\n");
+  ExpectErrors({
+      {"both password and password_file",
+       "mqtt:\n  password: inline\n  password_file: " + path + "\n",
+       {"mqtt.password", "mqtt.password_file", "both"}},
+      {"missing file",
+       "mqtt:\n  password_file: " + dir.File("nope") + "\n",
+       {"mqtt.password_file", dir.File("nope")}},
+  });
+}
+
+TEST(ConfigTest, YamlSyntaxErrorsNameTheLine) {
+  ExpectErrors({
+      {"unclosed flow sequence",
+       "mqtt:\n  broker: tcp://a:1\n  keep_alive: [30\n",
+       {"k.yaml:4:", "end of sequence flow not found"}},
+      {"unclosed flow map", "mqtt: {broker: tcp://a:1\n", {"k.yaml:2:"}},
+      {"sequence and map mixed", "mqtt:\n  - a\n  b: c\n", {"k.yaml:3:"}},
+      {"bad indentation", "mqtt:\n  broker: tcp://a:1\n keep_alive: 30\n", {"k.yaml:3:"}},
+      {"tab indentation", "mqtt:\n\tbroker: tcp://a:1\n", {"k.yaml:2:"}},
+  });
+}
+
+// yaml-cpp reads only the first document and lets a later duplicate key win.
+// Either way a line the user wrote is silently ignored; the strict loader
+// should refuse it like an unknown field.
+TEST(ConfigTest, NothingTheUserWroteIsSilentlyIgnored) {
+  ExpectErrors({
+      {"a second document", "mqtt:\n  keep_alive: 30\n---\nlog:\n  level: debug\n", {"k.yaml:3:"}},
+      {"a field set twice",
+       "mqtt:\n  broker: tcp://a:1\n  broker: tcp://b:1\n",
+       {"k.yaml:3:", "mqtt.broker"}},
+      {"a section given twice",
+       "log:\n  level: warn\nhttp:\n  max_points: 5\nlog:\n  level: debug\n",
+       {"k.yaml:5:", "log"}},
+  });
+}
+
+TEST(ConfigTest, LoadConfigReadsTheFileAndNamesIt) {
+  TempDir dir;
+  const std::string path = dir.File("komoku.yaml");
+  WriteFile(path, "log:\n  level: warn\n");
+  Result<Config> c = LoadConfig(path);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->log_level, "warn");
+  EXPECT_EQ(c->source, path);
+
+  WriteFile(path, "log:\n  level: warn\n  colour: yes\n");
+  c = LoadConfig(path);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find(path + ":3:"), std::string::npos) << c.status().message();
+
+  Result<Config> missing = LoadConfig(dir.File("nope.yaml"));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("nope.yaml"), std::string::npos);
+}
+
+// Uncommenting every key of the example gives exactly the defaults: the
+// example shows the real defaults, and every default passes validation.
+TEST(ConfigTest, ExampleUncommentedParsesToTheDefaults) {
+  std::istringstream in(ConfigExample());
+  std::string line, uncommented;
+  int keys = 0;
+  while (std::getline(in, line)) {
+    // "  #name: value" is a key; "  # text" is help.
+    if (line.rfind("  #", 0) == 0 && line.size() > 3 && line[3] != ' ') {
+      uncommented += "  " + line.substr(3) + "\n";
+      ++keys;
+    } else {
+      uncommented += line + "\n";
+    }
+  }
+  EXPECT_EQ(keys, 16);
+  Config c = ParseOk(uncommented);
+  EXPECT_EQ(Dump(c), Dump(DefaultConfig())) << uncommented;
+}
+
+TEST(ConfigTest, DocsListEveryKey) {
+  const std::string docs = ConfigDocs();
+  for (const char* key :
+       {"mqtt.broker", "mqtt.client_id", "mqtt.username", "mqtt.password", "mqtt.password_file",
+        "mqtt.prefix", "mqtt.session_expiry", "mqtt.keep_alive", "mqtt.max_payload_bytes",
+        "store.data_dir", "store.commit_interval_ms", "store.commit_max_rows",
+        "store.checkpoint_interval", "http.listen", "http.max_points", "log.level"}) {
+    EXPECT_NE(docs.find(std::string("| `") + key + "` |"), std::string::npos) << key;
+  }
+  EXPECT_NE(docs.find("| `mqtt.keep_alive` | integer | `30` | 5..3600 |"), std::string::npos);
+}
+
+// config/komoku.yaml and docs/config.md are generated (`komoku config-example`,
+// `komoku config-docs`); a change to the table must regenerate them.
+TEST(ConfigTest, CheckedInExampleAndDocsAreUpToDate) {
+  const std::string root = KOMOKU_SOURCE_DIR;
+  ASSERT_TRUE(std::filesystem::exists(root + "/config/komoku.yaml"));
+  ASSERT_TRUE(std::filesystem::exists(root + "/docs/config.md"));
+  EXPECT_EQ(ReadFile(root + "/config/komoku.yaml"), ConfigExample())
+      << "run: ./build/src/app/komoku config-example > config/komoku.yaml";
+  EXPECT_EQ(ReadFile(root + "/docs/config.md"), ConfigDocs())
+      << "run: ./build/src/app/komoku config-docs > docs/config.md";
+}
+
+}  // namespace
+}  // namespace komoku::app
