@@ -8,6 +8,12 @@
 namespace komoku::store {
 namespace {
 
+int64_t SteadyNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 constexpr const char* kSchemaV1 = R"sql(
 CREATE TABLE IF NOT EXISTS keys(
   id INTEGER PRIMARY KEY,
@@ -196,6 +202,12 @@ size_t HotStore::QueueDepth() const {
   return queue_.size();
 }
 
+std::chrono::milliseconds HotStore::StalledFor() const {
+  int64_t since = busy_since_ms_.load(std::memory_order_relaxed);
+  if (since == 0) return std::chrono::milliseconds(0);
+  return std::chrono::milliseconds(std::max<int64_t>(0, SteadyNowMs() - since));
+}
+
 void HotStore::WriterLoop() {
   std::vector<Op> batch;
   auto backoff = std::chrono::milliseconds(100);
@@ -213,6 +225,9 @@ void HotStore::WriterLoop() {
       continue;
     }
     batch.swap(queue_);
+    if (busy_since_ms_.load(std::memory_order_relaxed) == 0) {
+      busy_since_ms_.store(std::max<int64_t>(1, SteadyNowMs()), std::memory_order_relaxed);
+    }
     uint64_t last_seq = next_seq_ - 1;
     bool stopping = stopping_;
     lock.unlock();
@@ -229,6 +244,7 @@ void HotStore::WriterLoop() {
       metrics_->Add("komoku_commit_rows_total", static_cast<int64_t>(batch.size()));
       metrics_->Add("komoku_commit_micros_total", micros);
       batch.clear();
+      busy_since_ms_.store(0, std::memory_order_relaxed);
       backoff = std::chrono::milliseconds(100);
       committed_cv_.notify_all();
       continue;
@@ -239,6 +255,7 @@ void HotStore::WriterLoop() {
       failed_seq_ = last_seq;
       committed_cv_.notify_all();
       batch.clear();
+      busy_since_ms_.store(0, std::memory_order_relaxed);
       continue;
     }
     // Keep the rows and try again: callers stay blocked, so nothing is

@@ -12,6 +12,7 @@
 
 #include <spdlog/logger.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -76,6 +77,10 @@ class HotStore {
   // Rows waiting for the writer.
   size_t QueueDepth() const;
 
+  // How long the writer has held rows it could not yet commit: zero while
+  // idle, growing while a commit is slow or failing and being retried.
+  std::chrono::milliseconds StalledFor() const;
+
   // Commits everything queued, checkpoints, and stops the threads. Idempotent.
   void Close();
 
@@ -130,6 +135,9 @@ class HotStore {
   size_t waiters_ = 0;                   // guarded by mu_
   bool stopping_ = false;                // guarded by mu_
   bool closed_ = false;                  // guarded by mu_
+  // Steady-clock ms when the writer took rows it has not committed yet; 0
+  // when it holds none. Written by the writer, read by anyone.
+  std::atomic<int64_t> busy_since_ms_{0};
 
   std::mutex checkpoint_mu_;
   std::condition_variable checkpoint_cv_;

@@ -142,6 +142,7 @@ Result<std::vector<Sample>> Store::History(std::string_view key, int64_t from_ms
 }
 
 size_t Store::QueueDepth() const { return hot_->QueueDepth(); }
+std::chrono::milliseconds Store::WriterStalledFor() const { return hot_->StalledFor(); }
 
 int Store::AddListener(Listener listener) {
   std::lock_guard<std::mutex> lock(listeners_mu_);

@@ -109,6 +109,9 @@ class Store {
   const Clock& clock() const { return *clock_; }
   Metrics& metrics() { return metrics_; }
   size_t QueueDepth() const;
+  // How long the writer has held changes it could not yet commit: zero while
+  // it keeps up. Health checks and the systemd watchdog read it.
+  std::chrono::milliseconds WriterStalledFor() const;
   const std::string& db_path() const { return db_path_; }
 
  private:
