@@ -174,6 +174,7 @@ class Server::Impl {
     http_.Post("/api/v1/value", [this](const auto& req, auto& res) { PutValue(req, res); });
     http_.Get("/api/v1/history", [this](const auto& req, auto& res) { GetHistory(req, res); });
     http_.Get("/healthz", [this](const auto& req, auto& res) { GetHealth(req, res); });
+    http_.Get("/readyz", [this](const auto& req, auto& res) { GetReady(req, res); });
     http_.Get("/metrics", [this](const auto& req, auto& res) { GetMetrics(req, res); });
   }
 
@@ -287,6 +288,31 @@ class Server::Impl {
               {"mqtt", {{"connected", h.mqtt_connected}, {"subscribed", h.mqtt_subscribed}}},
               {"store", {{"queue", store_->QueueDepth()}}}};
     SendJson(res, 200, j);
+  }
+
+  // Readiness: 200 when the store takes changes, the broker is connected and
+  // the subscription is in place; otherwise 503 and, in "problems", each
+  // reason. Liveness is /healthz.
+  void GetReady(const httplib::Request&, httplib::Response& res) {
+    Health h = health_ ? health_() : Health{};
+    auto stalled = store_->WriterStalledFor();
+    json problems = json::array();
+    if (stalled >= options_.writer_stall_limit) {
+      problems.push_back("store writer has not committed for " +
+                         std::to_string(stalled.count() / 1000) + " s");
+    }
+    if (!h.mqtt_connected) {
+      problems.push_back("not connected to the MQTT broker");
+    } else if (!h.mqtt_subscribed) {
+      problems.push_back("not subscribed on the MQTT broker yet");
+    }
+    json j = {{"status", problems.empty() ? "ready" : "not_ready"},
+              {"problems", problems},
+              {"mqtt", {{"connected", h.mqtt_connected}, {"subscribed", h.mqtt_subscribed}}},
+              {"store",
+               {{"queue", store_->QueueDepth()},
+                {"writer_stalled_ms", static_cast<int64_t>(stalled.count())}}}};
+    SendJson(res, problems.empty() ? 200 : 503, j);
   }
 
   void GetMetrics(const httplib::Request&, httplib::Response& res) {

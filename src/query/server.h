@@ -7,6 +7,7 @@
 
 #include <spdlog/logger.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -23,9 +24,12 @@ struct ServerOptions {
   size_t max_points = 10000;
   // A PUT/POST body larger than this is refused.
   size_t max_body_bytes = 64 * 1024;
+  // /readyz calls the writer stuck once it has held uncommitted changes this
+  // long (see Store::WriterStalledFor).
+  std::chrono::milliseconds writer_stall_limit{10000};
 };
 
-// What the rest of the service reports to /healthz and /metrics.
+// What the rest of the service reports to /healthz, /readyz and /metrics.
 struct Health {
   bool mqtt_connected = false;
   bool mqtt_subscribed = false;
