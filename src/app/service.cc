@@ -5,12 +5,14 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 
+#include "app/systemd_notify.h"
 #include "bridge/bridge.h"
 #include "query/server.h"
 #include "store/store.h"
@@ -49,6 +51,22 @@ Status WriteReadyFile(const std::string& path, int http_port) {
   return Status::Ok();
 }
 
+// /readyz reports the writer stuck, and the systemd watchdog goes unfed,
+// once it has held uncommitted changes this long.
+constexpr std::chrono::seconds kWriterStallLimit{10};
+
+// The STATUS= line systemctl status shows.
+std::string StatusLine(store::Store& store, const bridge::Bridge& bridge) {
+  int64_t refused = 0;
+  for (const auto& [series, value] : store.metrics().Snapshot()) {
+    if (series.rfind("komoku_refused_total", 0) == 0) refused += value;
+  }
+  return std::to_string(store.metrics().Get("komoku_keys")) + " keys, " +
+         std::to_string(store.metrics().Get("komoku_changes_accepted_total")) +
+         " changes accepted, " + std::to_string(refused) + " refused; MQTT " +
+         (bridge.subscribed() ? "subscribed" : bridge.connected() ? "connected" : "connecting");
+}
+
 }  // namespace
 
 int RunService(const Config& config, const RunOptions& options) {
@@ -61,6 +79,7 @@ int RunService(const Config& config, const RunOptions& options) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  SystemdNotifier systemd;
   Loggers log = MakeLoggers(config.log_level);
   log.main->info("komoku {} starting; config: {}", KOMOKU_VERSION, config.source);
 
@@ -73,6 +92,7 @@ int RunService(const Config& config, const RunOptions& options) {
   Result<std::unique_ptr<store::Store>> store = store::Store::Open(store_options, log.store);
   if (!store.ok()) {
     log.main->error("cannot open the store: {}", store.status().ToString());
+    systemd.SetStatus("cannot open the store: " + store.status().ToString());
     return 1;
   }
   log.main->info("data in {} ({} keys)", (*store)->db_path(), (*store)->Keys().size());
@@ -97,6 +117,7 @@ int RunService(const Config& config, const RunOptions& options) {
   http_options.host = config.http_host;
   http_options.port = config.http_port;
   http_options.max_points = static_cast<size_t>(config.http_max_points);
+  http_options.writer_stall_limit = kWriterStallLimit;
   bridge::Bridge* bridge_ptr = bridge->get();
   Result<std::unique_ptr<query::Server>> http = query::Server::Create(
       http_options, store->get(),
@@ -109,6 +130,7 @@ int RunService(const Config& config, const RunOptions& options) {
   Status st = (*http)->Start();
   if (!st.ok()) {
     log.main->error("{}", st.ToString());
+    systemd.SetStatus(st.ToString());
     return 1;
   }
 
@@ -119,15 +141,42 @@ int RunService(const Config& config, const RunOptions& options) {
     if (!st.ok()) log.main->warn("{}", st.ToString());
   }
   log.main->info("ready");
+  systemd.Ready(StatusLine(**store, **bridge));
 
+  // The loop wakes at least twice per watchdog interval; the ping proves that
+  // this thread runs and that the writer commits.
+  auto tick = std::chrono::microseconds(std::chrono::seconds(1));
+  if (systemd.watchdog_enabled()) tick = std::min(tick, systemd.watchdog_interval() / 2);
+  bool writer_stalled = false;
   for (;;) {
-    timespec timeout{1, 0};
+    timespec timeout{static_cast<time_t>(tick.count() / 1000000),
+                     static_cast<long>(tick.count() % 1000000 * 1000)};
     int sig = sigtimedwait(&stop_signals, nullptr, &timeout);
     if (sig == SIGINT || sig == SIGTERM) {
       log.main->info("{} received; stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
       break;
     }
+    auto stalled = (*store)->WriterStalledFor();
+    if (stalled < kWriterStallLimit) {
+      if (writer_stalled) log.main->info("store writer commits again");
+      writer_stalled = false;
+      systemd.WatchdogPing();
+      systemd.SetStatus(StatusLine(**store, **bridge));
+    } else {
+      if (!writer_stalled) {
+        log.main->error("store writer has not committed for {} s{}",
+                        std::chrono::duration_cast<std::chrono::seconds>(stalled).count(),
+                        systemd.watchdog_enabled() ? "; no longer feeding the systemd watchdog"
+                                                   : "");
+      }
+      writer_stalled = true;
+      systemd.SetStatus("store writer stuck for " +
+                     std::to_string(
+                         std::chrono::duration_cast<std::chrono::seconds>(stalled).count()) +
+                     " s");
+    }
   }
+  systemd.Stopping();
 
   // Disconnecting first means no message arrives after the store closes;
   // every message received so far was committed before it was acknowledged
