@@ -23,6 +23,17 @@ run: build
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
+# Installs the binary, the systemd unit, /etc/komoku/komoku.yaml (kept when it
+# exists) and the docs: make install [PREFIX=/usr/local] [DESTDIR=/tmp/root]
+PREFIX ?= /usr/local
+.PHONY: install deb
+install: build
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD_DIR) --prefix $(PREFIX) --strip
+
+# The Debian package, in $(BUILD_DIR)/komoku_<version>_<arch>.deb.
+deb: build
+	cd $(BUILD_DIR) && cpack -G DEB
+
 bench:
 	@scripts/install-deps.sh bench
 	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DKOMOKU_BUILD_TESTS=OFF -DKOMOKU_BUILD_BENCH=ON
