@@ -21,9 +21,9 @@ TEST_F(BadInputTest, EachBadMessageIsRefusedAndCounted) {
   };
   const std::string long_key(300, 'k');
   const std::vector<Case> cases = {
-      {"komoku/set/temp", "warm", "bad_value", "value 'warm' is not a number"},
-      {"komoku/set/temp", "21.5abc", "bad_value", "trailing text"},
-      {"komoku/set/temp", "nan", "bad_value", "not a number"},
+      {"komoku/set/temp", "warm", "wrong_type", "value 'warm' is not a number"},
+      {"komoku/set/temp", "21.5abc", "wrong_type", "trailing text"},
+      {"komoku/set/temp", "nan", "wrong_type", "not a number"},
       {"komoku/set/temp", "", "empty", "empty payload"},
       {"komoku/set/temp", std::string(1 << 20, '7'), "too_large", "over the limit"},
       {"komoku/set/temp", "{\"value\": ", "bad_payload", "not valid JSON"},

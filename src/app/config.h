@@ -5,9 +5,13 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
+#include "store/value.h"
 
 namespace komoku::app {
 
@@ -32,6 +36,15 @@ struct Config {
   int64_t http_max_points = 0;
   // log
   std::string log_level;
+
+  // keys: definitions applied at start (Store::Define), in file order.
+  struct KeyDefinition {
+    std::string name;
+    std::optional<store::KeyType> type;
+    nlohmann::json options;  // Komoku option names, validated for the type
+    std::string where;       // "file:line" of the key, for messages at start
+  };
+  std::vector<KeyDefinition> keys;
 
   // Derived from http_listen by validation.
   std::string http_host;

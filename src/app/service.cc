@@ -96,6 +96,14 @@ int RunService(const Config& config, const RunOptions& options) {
     return 1;
   }
   log.main->info("data in {} ({} keys)", (*store)->db_path(), (*store)->Keys().size());
+  for (const Config::KeyDefinition& def : config.keys) {
+    Result<store::KeyInfo> defined = (*store)->Define(def.name, def.type, def.options);
+    if (!defined.ok()) {
+      log.main->error("{}: keys.{}: {}", def.where, def.name, defined.status().message());
+      return 2;
+    }
+  }
+  if (!config.keys.empty()) log.main->info("{} keys defined by the config", config.keys.size());
 
   bridge::BridgeOptions bridge_options;
   bridge_options.broker = config.mqtt_broker;

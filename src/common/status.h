@@ -55,7 +55,30 @@ class Status {
   // Prefixes the message with context, e.g. the file name: "f.keyka: bad magic".
   Status WithContext(std::string_view context) const {
     if (ok()) return *this;
-    return Status(code_, std::string(context) + ": " + message_);
+    Status st(code_, std::string(context) + ": " + message_);
+    st.reason_ = reason_;
+    return st;
+  }
+
+  // A machine-readable reason for clients and counters, finer than the code:
+  // "wrong_type", "value_not_allowed", "unknown_key", ...
+  Status WithReason(std::string reason) const {
+    Status st = *this;
+    st.reason_ = std::move(reason);
+    return st;
+  }
+  // The reason given, else one derived from the code ("not_found", ...).
+  std::string reason() const {
+    if (!reason_.empty()) return reason_;
+    switch (code_) {
+      case Code::kOk: return "ok";
+      case Code::kNotFound: return "not_found";
+      case Code::kInvalidArgument: return "bad_request";
+      case Code::kCorruption: return "corruption";
+      case Code::kIOError: return "io_error";
+      case Code::kBusy: return "busy";
+    }
+    return "unknown";
   }
 
   static const char* CodeName(Code code) {
@@ -75,6 +98,7 @@ class Status {
 
   Code code_ = Code::kOk;
   std::string message_;
+  std::string reason_;
 };
 
 // A value or the Status that explains why there is none.

@@ -29,6 +29,17 @@ CREATE TABLE IF NOT EXISTS changes(
 CREATE INDEX IF NOT EXISTS changes_by_key_time ON changes(key_id, time_ms);
 )sql";
 
+// v2: per-key options (JSON, as define gave them) and an uptime key's last
+// refresh, which a restart needs to re-arm its timeout.
+constexpr const char* kSchemaV2 = R"sql(
+ALTER TABLE keys ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE keys ADD COLUMN last_seen_ms INTEGER;
+)sql";
+
+// Migrations in order: kMigrations[v] takes a database from version v to v+1.
+constexpr const char* kMigrations[] = {kSchemaV1, kSchemaV2};
+static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == HotStore::kSchemaVersion);
+
 Status ApplyConnectionPragmas(Db& db) {
   KOMOKU_RETURN_IF_ERROR(db.Exec("PRAGMA busy_timeout=5000"));
   KOMOKU_RETURN_IF_ERROR(db.Exec("PRAGMA synchronous=NORMAL"));
@@ -91,7 +102,7 @@ Status HotStore::Init() {
   KOMOKU_RETURN_IF_ERROR(ApplyConnectionPragmas(*reader_db_));
   Result<Stmt> rh = reader_db_->Prepare(
       "SELECT time_ms, value FROM changes WHERE key_id=?1 AND time_ms>=?2 AND time_ms<?3 "
-      "ORDER BY time_ms, rowid LIMIT ?4");
+      "AND rowid<=?5 ORDER BY time_ms, rowid LIMIT ?4");
   if (!rh.ok()) return rh.status();
   read_history_ = std::move(rh.value());
   return Status::Ok();
@@ -106,15 +117,20 @@ Status HotStore::Migrate(Db& db) {
                                    std::to_string(kSchemaVersion) + ")");
   }
   if (*version == kSchemaVersion) return Status::Ok();
+  // All steps in one transaction: a crash leaves the old version whole.
   KOMOKU_RETURN_IF_ERROR(db.Exec("BEGIN IMMEDIATE"));
-  Status st = db.Exec(kSchemaV1);
+  Status st;
+  for (int64_t v = *version; v < kSchemaVersion && st.ok(); ++v) st = db.Exec(kMigrations[v]);
   if (st.ok()) st = db.Exec("PRAGMA user_version=" + std::to_string(kSchemaVersion));
   if (!st.ok()) {
     (void)db.Exec("ROLLBACK");
-    return st;
+    return st.WithContext(path_ + ": migrating schema " + std::to_string(*version) + " to " +
+                          std::to_string(kSchemaVersion));
   }
   KOMOKU_RETURN_IF_ERROR(db.Exec("COMMIT"));
-  if (log_) log_->info("created schema version {} in {}", kSchemaVersion, path_);
+  if (log_) {
+    log_->info("schema of {} at version {} (was {})", path_, kSchemaVersion, *version);
+  }
   return Status::Ok();
 }
 
@@ -123,8 +139,12 @@ Status HotStore::PrepareWriter() {
     Stmt* stmt;
     const char* sql;
   } statements[] = {
-      {&insert_key_, "INSERT INTO keys(id, name, type, created_ms) VALUES(?1, ?2, ?3, ?4)"},
-      {&insert_change_, "INSERT INTO changes(key_id, time_ms, value) VALUES(?1, ?2, ?3)"},
+      {&upsert_key_,
+       "INSERT INTO keys(id, name, type, options, created_ms) VALUES(?1, ?2, ?3, ?4, ?5) "
+       "ON CONFLICT(id) DO UPDATE SET type=excluded.type, options=excluded.options"},
+      {&insert_change_,
+       "INSERT INTO changes(rowid, key_id, time_ms, value) VALUES(?4, ?1, ?2, ?3)"},
+      {&touch_key_, "UPDATE keys SET last_seen_ms=?2 WHERE id=?1"},
       {&delete_changes_, "DELETE FROM changes WHERE key_id=?1"},
       {&delete_key_, "DELETE FROM keys WHERE id=?1"},
   };
@@ -138,7 +158,8 @@ Status HotStore::PrepareWriter() {
 
 Result<std::vector<HotStore::LoadedKey>> HotStore::LoadKeys() {
   std::lock_guard<std::mutex> lock(read_mu_);
-  Result<Stmt> keys = reader_db_->Prepare("SELECT id, name, type FROM keys ORDER BY id");
+  Result<Stmt> keys =
+      reader_db_->Prepare("SELECT id, name, type, options, last_seen_ms FROM keys ORDER BY id");
   if (!keys.ok()) return keys.status();
   Result<Stmt> last = reader_db_->Prepare(
       "SELECT time_ms, value FROM changes WHERE key_id=?1 ORDER BY time_ms DESC, rowid DESC "
@@ -155,6 +176,8 @@ Result<std::vector<HotStore::LoadedKey>> HotStore::LoadKeys() {
       return Status::Corruption(path_ + ": key '" + k.name + "': " + type.status().message());
     }
     k.type = *type;
+    k.options_json = keys->ColumnText(3);
+    if (keys->ColumnType(4) != SQLITE_NULL) k.last_seen_ms = keys->ColumnInt64(4);
     last->BindInt64(1, k.id);
     std::vector<Sample> newest;
     while (last->Step(&st)) newest.push_back({last->ColumnInt64(0), ColumnValue(*last, 1)});
@@ -175,13 +198,24 @@ uint64_t HotStore::Enqueue(Op op) {
   return next_seq_++;
 }
 
-uint64_t HotStore::EnqueueNewKey(int64_t id, const std::string& name, KeyType type,
-                                 int64_t created_ms) {
-  return Enqueue(NewKey{id, name, type, created_ms});
+Result<uint64_t> HotStore::MaxChangeSeq() {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  Result<int64_t> max = reader_db_->QueryInt("SELECT coalesce(max(rowid), 0) FROM changes");
+  if (!max.ok()) return max.status();
+  return static_cast<uint64_t>(*max);
 }
 
-uint64_t HotStore::EnqueueChange(int64_t key_id, const Sample& sample) {
-  return Enqueue(ChangeRow{key_id, sample});
+uint64_t HotStore::EnqueueUpsertKey(int64_t id, const std::string& name, KeyType type,
+                                    std::string options_json, int64_t created_ms) {
+  return Enqueue(UpsertKey{id, name, type, std::move(options_json), created_ms});
+}
+
+uint64_t HotStore::EnqueueChange(int64_t key_id, uint64_t change_seq, const Sample& sample) {
+  return Enqueue(ChangeRow{key_id, change_seq, sample});
+}
+
+uint64_t HotStore::EnqueueTouch(int64_t key_id, int64_t last_seen_ms) {
+  return Enqueue(Touch{key_id, last_seen_ms});
 }
 
 uint64_t HotStore::EnqueueDeleteKey(int64_t key_id) { return Enqueue(DeleteKey{key_id}); }
@@ -279,13 +313,19 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch) {
       insert_change_.BindInt64(1, row->key_id);
       insert_change_.BindInt64(2, row->sample.time_ms);
       BindValue(insert_change_, 3, row->sample.value);
+      insert_change_.BindInt64(4, static_cast<int64_t>(row->seq));
       st = insert_change_.Run();
-    } else if (const auto* key = std::get_if<NewKey>(&op)) {
-      insert_key_.BindInt64(1, key->id);
-      insert_key_.BindText(2, key->name);
-      insert_key_.BindText(3, KeyTypeName(key->type));
-      insert_key_.BindInt64(4, key->created_ms);
-      st = insert_key_.Run();
+    } else if (const auto* touch = std::get_if<Touch>(&op)) {
+      touch_key_.BindInt64(1, touch->key_id);
+      touch_key_.BindInt64(2, touch->last_seen_ms);
+      st = touch_key_.Run();
+    } else if (const auto* key = std::get_if<UpsertKey>(&op)) {
+      upsert_key_.BindInt64(1, key->id);
+      upsert_key_.BindText(2, key->name);
+      upsert_key_.BindText(3, KeyTypeName(key->type));
+      upsert_key_.BindText(4, key->options_json);
+      upsert_key_.BindInt64(5, key->created_ms);
+      st = upsert_key_.Run();
     } else {
       const auto& del = std::get<DeleteKey>(op);
       delete_changes_.BindInt64(1, del.key_id);
@@ -323,12 +363,13 @@ void HotStore::CheckpointLoop() {
 }
 
 Result<std::vector<Sample>> HotStore::ReadHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
-                                                  size_t limit) {
+                                                  size_t limit, uint64_t max_seq) {
   std::lock_guard<std::mutex> lock(read_mu_);
   read_history_.BindInt64(1, key_id);
   read_history_.BindInt64(2, from_ms);
   read_history_.BindInt64(3, to_ms);
-  read_history_.BindInt64(4, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
+  read_history_.BindInt64(4, static_cast<int64_t>(std::min<uint64_t>(limit, INT64_MAX)));
+  read_history_.BindInt64(5, static_cast<int64_t>(std::min<uint64_t>(max_seq, INT64_MAX)));
   std::vector<Sample> out;
   Status st;
   while (read_history_.Step(&st)) {

@@ -36,12 +36,14 @@ class HotStore {
  public:
   // The schema version this build writes; older versions are migrated on
   // open, newer ones refused.
-  static constexpr int64_t kSchemaVersion = 1;
+  static constexpr int64_t kSchemaVersion = 2;
 
   struct LoadedKey {
     int64_t id = 0;
     std::string name;
     KeyType type = KeyType::kNumeric;
+    std::string options_json;  // as define stored it
+    std::optional<int64_t> last_seen_ms;  // uptime: the last refresh
     std::optional<Sample> last;      // newest change
     std::optional<Sample> previous;  // the one before it
   };
@@ -58,21 +60,29 @@ class HotStore {
 
   // Every key with its last two changes. Called once at open by the Store.
   Result<std::vector<LoadedKey>> LoadKeys();
+  // The highest change sequence number stored (0 for none).
+  Result<uint64_t> MaxChangeSeq();
 
   // Queue a write; returns a sequence number for WaitCommitted. The order of
   // calls is the order of the rows in the transaction.
-  uint64_t EnqueueNewKey(int64_t id, const std::string& name, KeyType type, int64_t created_ms);
-  uint64_t EnqueueChange(int64_t key_id, const Sample& sample);
+  // Creates the key or updates its type and options.
+  uint64_t EnqueueUpsertKey(int64_t id, const std::string& name, KeyType type,
+                            std::string options_json, int64_t created_ms);
+  // `change_seq` becomes the row's rowid: the Store's sequence number of the
+  // change, so readers can cut history exactly where a live feed begins.
+  uint64_t EnqueueChange(int64_t key_id, uint64_t change_seq, const Sample& sample);
+  // Records an uptime key's last refresh (coalesced per commit).
+  uint64_t EnqueueTouch(int64_t key_id, int64_t last_seen_ms);
   uint64_t EnqueueDeleteKey(int64_t key_id);
 
   // Blocks until everything up to `seq` is committed. An IOError only when
   // the store is closing and the rows could not be committed.
   Status WaitCommitted(uint64_t seq);
 
-  // Changes of a key with from_ms <= time < to_ms in time order, at most
-  // `limit` of them.
+  // Changes of a key with from_ms <= time < to_ms and sequence number <=
+  // max_seq, in time order (ties in put order), at most `limit` of them.
   Result<std::vector<Sample>> ReadHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
-                                          size_t limit);
+                                          size_t limit, uint64_t max_seq = UINT64_MAX);
 
   // Rows waiting for the writer.
   size_t QueueDepth() const;
@@ -85,20 +95,26 @@ class HotStore {
   void Close();
 
  private:
-  struct NewKey {
+  struct UpsertKey {
     int64_t id;
     std::string name;
     KeyType type;
+    std::string options_json;
     int64_t created_ms;
   };
   struct ChangeRow {
     int64_t key_id;
+    uint64_t seq;
     Sample sample;
+  };
+  struct Touch {
+    int64_t key_id;
+    int64_t last_seen_ms;
   };
   struct DeleteKey {
     int64_t key_id;
   };
-  using Op = std::variant<NewKey, ChangeRow, DeleteKey>;
+  using Op = std::variant<UpsertKey, ChangeRow, Touch, DeleteKey>;
 
   HotStore(const std::string& path, const HotStoreOptions& options,
            std::shared_ptr<spdlog::logger> log, Metrics* metrics);
@@ -118,7 +134,7 @@ class HotStore {
 
   // Owned by the writer thread after Init().
   std::unique_ptr<Db> writer_db_;
-  Stmt insert_key_, insert_change_, delete_changes_, delete_key_;
+  Stmt upsert_key_, insert_change_, touch_key_, delete_changes_, delete_key_;
 
   // The read connection and its statements, guarded by read_mu_.
   std::mutex read_mu_;

@@ -12,7 +12,7 @@ namespace komoku::store {
 class Metrics {
  public:
   // `series` is a Prometheus series name with optional labels, e.g.
-  // komoku_refused_total{reason="bad_value"}.
+  // komoku_refused_total{reason="wrong_type"}.
   void Add(const std::string& series, int64_t delta = 1) {
     std::lock_guard<std::mutex> lock(mu_);
     values_[series] += delta;

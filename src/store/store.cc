@@ -2,10 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
-#include "store/hot_store.h"
-
+#include <algorithm>
 #include <filesystem>
 #include <system_error>
+
+#include "store/hot_store.h"
 
 namespace komoku::store {
 namespace {
@@ -13,6 +14,24 @@ namespace {
 // A change may come from the past (a late reading) but not from further in the
 // future than a clock that is off by a day.
 constexpr int64_t kMaxFutureMs = 24LL * 3600 * 1000;
+
+// Types whose values have the same representation: a define may switch
+// between them under existing data.
+bool SameRepresentation(KeyType a, KeyType b) {
+  auto group = [](KeyType t) {
+    switch (t) {
+      case KeyType::kNumeric:
+      case KeyType::kCounter: return 0;
+      case KeyType::kBoolean:
+      case KeyType::kUptime: return 1;
+      case KeyType::kString: return 2;
+    }
+    return 3;
+  };
+  return group(a) == group(b);
+}
+
+std::string Quoted(std::string_view key) { return "key '" + std::string(key) + "'"; }
 
 }  // namespace
 
@@ -38,122 +57,361 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
 
   Result<std::vector<HotStore::LoadedKey>> loaded = store->hot_->LoadKeys();
   if (!loaded.ok()) return loaded.status();
-  for (auto& k : *loaded) {
-    store->next_key_id_ = std::max(store->next_key_id_, k.id + 1);
-    store->keys_.emplace(std::move(k.name), KeyState{k.id, k.type, std::move(k.last),
-                                                     std::move(k.previous)});
+  Result<uint64_t> max_seq = store->hot_->MaxChangeSeq();
+  if (!max_seq.ok()) return max_seq.status();
+  store->last_change_seq_ = *max_seq;
+  {
+    std::lock_guard<std::mutex> lock(store->mu_);
+    for (auto& k : *loaded) {
+      store->next_key_id_ = std::max(store->next_key_id_, k.id + 1);
+      KeyState state{k.id, k.type, KeyOptions{}, std::move(k.last), std::move(k.previous), 0, 0};
+      nlohmann::json opts =
+          nlohmann::json::parse(k.options_json, nullptr, /*allow_exceptions=*/false);
+      Result<KeyOptions> options = ApplyKeyOptions(KeyOptions{}, k.type, opts);
+      if (!options.ok()) {
+        return Status::Corruption(store->db_path_ + ": options of key '" + k.name +
+                                  "': " + options.status().message());
+      }
+      state.options = *options;
+      if (state.last) state.last_seen_ms = state.last->time_ms;
+      if (k.last_seen_ms) state.last_seen_ms = std::max(state.last_seen_ms, *k.last_seen_ms);
+      auto it = store->keys_.emplace(std::move(k.name), std::move(state)).first;
+      // A timeout that fell while Komoku was down is recorded at its due
+      // time by the first timer run.
+      store->ArmUptime(it->first, it->second);
+    }
+    store->metrics_.Set("komoku_keys", static_cast<int64_t>(store->keys_.size()));
   }
-  store->metrics_.Set("komoku_keys", static_cast<int64_t>(store->keys_.size()));
+  store->timer_ = std::thread([s = store.get()] { s->TimerLoop(); });
   return store;
 }
 
 Store::~Store() { Close(); }
 
-Status Store::Refuse(const char* reason, Status status) {
-  metrics_.Add(std::string("komoku_refused_total{reason=\"") + reason + "\"}");
+Status Store::Refuse(Status status) {
+  metrics_.Add("komoku_refused_total{reason=\"" + status.reason() + "\"}");
   return status;
+}
+
+void Store::ArmUptime(const std::string& name, KeyState& state) {
+  if (state.due_ms) uptime_due_.erase({state.due_ms, name});
+  state.due_ms = 0;
+  if (state.type != KeyType::kUptime || !state.last) return;
+  const bool* on = std::get_if<bool>(&state.last->value);
+  if (!on || !*on) return;
+  state.due_ms = state.last_seen_ms + state.options.max_time_ms;
+  bool earliest = uptime_due_.empty() || state.due_ms < uptime_due_.begin()->first;
+  uptime_due_.insert({state.due_ms, name});
+  if (earliest) timer_cv_.notify_one();
 }
 
 Result<Change> Store::Put(std::string_view key, const InputValue& value,
                           const PutOptions& options) {
+  return Apply(
+      key,
+      [&](const KeyState* state, KeyType* type) -> Result<Value> {
+        *type = state ? state->type : GuessType(value);
+        Result<Value> v = CoerceValue(*type, value);
+        if (!v.ok()) return v.status().WithReason("wrong_type");
+        if (state && state->options.values) {
+          const auto& allowed = *state->options.values;
+          const std::string& s = std::get<std::string>(*v);
+          if (std::find(allowed.begin(), allowed.end(), s) == allowed.end()) {
+            std::string list;
+            for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+            return Status::InvalidArgument("value '" + s + "' is not allowed (allowed: " + list +
+                                           ")")
+                .WithReason("value_not_allowed");
+          }
+        }
+        return v;
+      },
+      options);
+}
+
+Result<Change> Store::Increment(std::string_view key, double delta, const PutOptions& options) {
+  return Apply(
+      key,
+      [&](const KeyState* state, KeyType* type) -> Result<Value> {
+        if (state && state->type != KeyType::kCounter && state->type != KeyType::kNumeric) {
+          return Status::InvalidArgument(std::string("increment needs a counter or numeric key, "
+                                                     "not ") +
+                                         KeyTypeName(state->type))
+              .WithReason("wrong_type");
+        }
+        *type = state ? state->type : KeyType::kCounter;
+        double base = state && state->last ? std::get<double>(state->last->value) : 0.0;
+        double v = base + delta;
+        if (!std::isfinite(v)) {
+          return Status::InvalidArgument("increment overflows").WithReason("wrong_type");
+        }
+        return Value(v);
+      },
+      options);
+}
+
+Result<Change> Store::Apply(std::string_view key, const ValueFn& make_value,
+                            const PutOptions& options) {
   Status name_ok = ValidateKeyName(key);
-  if (!name_ok.ok()) return Refuse("bad_key", name_ok);
+  if (!name_ok.ok()) return Refuse(name_ok.WithReason("bad_key"));
   const int64_t now = clock_->NowMs();
   const int64_t time = options.time_ms.value_or(now);
   if (time < 0 || time > now + kMaxFutureMs) {
-    return Refuse("bad_time", Status::InvalidArgument(
-                                  "key '" + std::string(key) + "': time " + std::to_string(time) +
-                                  " ms is before 1970 or more than a day in the future"));
+    return Refuse(Status::InvalidArgument(Quoted(key) + ": time " + std::to_string(time) +
+                                          " ms is before 1970 or more than a day in the future")
+                      .WithReason("bad_time"));
   }
 
   Change change;
-  uint64_t seq = 0;
+  uint64_t op_seq = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return Status::Busy("store is closing");
     auto it = keys_.find(key);
-    KeyType type = it != keys_.end() ? it->second.type : GuessType(value);
-    Result<Value> coerced = CoerceValue(type, value);
-    if (!coerced.ok()) {
-      return Refuse("bad_value", coerced.status().WithContext(
-                                     "key '" + std::string(key) + "' (" + KeyTypeName(type) + ")"));
+    KeyType type;
+    Result<Value> value = make_value(it == keys_.end() ? nullptr : &it->second, &type);
+    if (!value.ok()) {
+      return Refuse(value.status().WithContext(Quoted(key) + " (" + KeyTypeName(type) + ")"));
     }
     if (it == keys_.end()) {
       int64_t id = next_key_id_++;
-      it = keys_.emplace(std::string(key), KeyState{id, type, std::nullopt, std::nullopt}).first;
-      hot_->EnqueueNewKey(id, it->first, type, now);
+      it = keys_.emplace(std::string(key), KeyState{id, type, KeyOptions{}, {}, {}, 0, 0}).first;
+      hot_->EnqueueUpsertKey(id, it->first, type, KeyOptionsToJson(it->second.options, type).dump(),
+                             now);
       change.created_key = true;
       metrics_.Set("komoku_keys", static_cast<int64_t>(keys_.size()));
     }
     KeyState& state = it->second;
     change.key = it->first;
     change.type = type;
-    change.sample = Sample{time, std::move(coerced.value())};
+    change.sample = Sample{time, std::move(value.value())};
     change.previous = state.last;
     // The newest time wins the current value; a tie goes to the later put.
     change.is_current = !state.last || time >= state.last->time_ms;
-    if (change.is_current) {
-      state.previous = std::move(state.last);
-      state.last = change.sample;
-    } else if (!state.previous || time >= state.previous->time_ms) {
-      // A late change between the previous and the current value becomes the
-      // previous one, as a restart would load it (newest time, then newest put).
-      state.previous = change.sample;
+    // A repeat of the current value within same_value_resolution of its
+    // stored time is not stored again; it still refreshes an uptime key.
+    change.stored = !(change.is_current && state.last && state.last->value == change.sample.value &&
+                      time - state.last->time_ms < state.options.same_value_resolution_ms);
+    if (change.stored) {
+      change.seq = ++last_change_seq_;
+      if (change.is_current) {
+        state.previous = std::move(state.last);
+        state.last = change.sample;
+      } else if (!state.previous || time >= state.previous->time_ms) {
+        // A late change between the previous and the current value becomes
+        // the previous one, as a restart would load it.
+        state.previous = change.sample;
+      }
+      op_seq = hot_->EnqueueChange(state.id, change.seq, change.sample);
+      last_op_seq_ = op_seq;
     }
-    seq = hot_->EnqueueChange(state.id, change.sample);
+    if (type == KeyType::kUptime && change.is_current) {
+      const bool* on = std::get_if<bool>(&change.sample.value);
+      if (on && *on && time > state.last_seen_ms) {
+        state.last_seen_ms = time;
+        // Persist the refresh so a restart re-arms the timeout from it.
+        if (!change.stored) op_seq = hot_->EnqueueTouch(state.id, time);
+      }
+      ArmUptime(it->first, state);
+    }
   }
   metrics_.Add("komoku_changes_accepted_total");
-  if (options.wait_committed) {
-    Status st = hot_->WaitCommitted(seq);
+  if (change.stored) {
+    metrics_.Add("komoku_changes_stored_total");
+  } else {
+    metrics_.Add("komoku_changes_repeated_total");
+  }
+  if (options.wait_committed && op_seq) {
+    Status st = hot_->WaitCommitted(op_seq);
     if (!st.ok()) return st;
   }
+  if (change.stored) Notify(change);
+  return change;
+}
+
+void Store::Notify(const Change& change) {
   std::lock_guard<std::mutex> lock(listeners_mu_);
   for (auto& [id, listener] : listeners_) listener(change);
-  return change;
+}
+
+Result<KeyInfo> Store::Define(std::string_view key, std::optional<KeyType> type,
+                              const nlohmann::json& options) {
+  Status name_ok = ValidateKeyName(key);
+  if (!name_ok.ok()) return Refuse(name_ok.WithReason("bad_key"));
+  const int64_t now = clock_->NowMs();
+  KeyInfo info;
+  uint64_t op_seq;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return Status::Busy("store is closing");
+    auto it = keys_.find(key);
+    if (it == keys_.end() && !type) {
+      return Refuse(Status::InvalidArgument(Quoted(key) + " does not exist; give its type")
+                        .WithReason("unknown_key"));
+    }
+    KeyType new_type = type ? *type : it->second.type;
+    KeyOptions base;
+    if (it != keys_.end()) {
+      const KeyState& old = it->second;
+      if (new_type != old.type && old.last && !SameRepresentation(new_type, old.type)) {
+        return Refuse(Status::InvalidArgument(Quoted(key) + " holds " + KeyTypeName(old.type) +
+                                              " data; its type cannot become " +
+                                              KeyTypeName(new_type))
+                          .WithReason("type_change"));
+      }
+      base = old.options;
+      // Options of the old type that the new one does not take are dropped.
+      if (new_type != KeyType::kString) base.values.reset();
+    }
+    Result<KeyOptions> opts = ApplyKeyOptions(base, new_type, options);
+    if (!opts.ok()) return Refuse(opts.status().WithContext(Quoted(key)));
+    if (it == keys_.end()) {
+      it = keys_.emplace(std::string(key),
+                         KeyState{next_key_id_++, new_type, KeyOptions{}, {}, {}, 0, 0})
+               .first;
+      metrics_.Set("komoku_keys", static_cast<int64_t>(keys_.size()));
+    }
+    KeyState& state = it->second;
+    state.type = new_type;
+    state.options = *opts;
+    ArmUptime(it->first, state);
+    op_seq = hot_->EnqueueUpsertKey(state.id, it->first, new_type,
+                                    KeyOptionsToJson(state.options, new_type).dump(), now);
+    info = KeyInfo{it->first, state.type, state.options, state.last, state.previous};
+  }
+  Status st = hot_->WaitCommitted(op_seq);
+  if (!st.ok()) return st;
+  return info;
+}
+
+Status Store::Delete(std::string_view key) {
+  Change change;
+  uint64_t op_seq;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return Status::Busy("store is closing");
+    auto it = keys_.find(key);
+    if (it == keys_.end()) {
+      return Status::NotFound("no " + Quoted(key)).WithReason("unknown_key");
+    }
+    if (it->second.due_ms) uptime_due_.erase({it->second.due_ms, it->first});
+    op_seq = hot_->EnqueueDeleteKey(it->second.id);
+    change.key = it->first;
+    change.type = it->second.type;
+    change.previous = it->second.last;
+    change.deleted = true;
+    keys_.erase(it);
+    metrics_.Set("komoku_keys", static_cast<int64_t>(keys_.size()));
+  }
+  KOMOKU_RETURN_IF_ERROR(hot_->WaitCommitted(op_seq));
+  Notify(change);
+  return Status::Ok();
 }
 
 Result<KeyInfo> Store::Get(std::string_view key) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = keys_.find(key);
-  if (it == keys_.end()) return Status::NotFound("no key '" + std::string(key) + "'");
-  return KeyInfo{it->first, it->second.type, it->second.last, it->second.previous};
+  if (it == keys_.end()) return Status::NotFound("no " + Quoted(key)).WithReason("unknown_key");
+  const KeyState& s = it->second;
+  return KeyInfo{it->first, s.type, s.options, s.last, s.previous};
 }
 
 std::vector<KeyInfo> Store::Keys() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<KeyInfo> out;
   out.reserve(keys_.size());
-  for (const auto& [name, state] : keys_) {
-    out.push_back(KeyInfo{name, state.type, state.last, state.previous});
+  for (const auto& [name, s] : keys_) {
+    out.push_back(KeyInfo{name, s.type, s.options, s.last, s.previous});
   }
   return out;
 }
 
 Result<std::vector<Sample>> Store::History(std::string_view key, int64_t from_ms, int64_t to_ms,
-                                           size_t limit) const {
+                                           size_t limit, uint64_t max_seq) const {
   int64_t id;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = keys_.find(key);
-    if (it == keys_.end()) return Status::NotFound("no key '" + std::string(key) + "'");
+    if (it == keys_.end()) return Status::NotFound("no " + Quoted(key)).WithReason("unknown_key");
     id = it->second.id;
   }
-  return hot_->ReadHistory(id, from_ms, to_ms, limit);
+  return hot_->ReadHistory(id, from_ms, to_ms, limit, max_seq);
 }
 
 size_t Store::QueueDepth() const { return hot_->QueueDepth(); }
+
 std::chrono::milliseconds Store::WriterStalledFor() const { return hot_->StalledFor(); }
 
-int Store::AddListener(Listener listener) {
-  std::lock_guard<std::mutex> lock(listeners_mu_);
+int Store::AddListener(Listener listener) { return AddListenerAtSeq(std::move(listener)).first; }
+
+std::pair<int, uint64_t> Store::AddListenerAtSeq(Listener listener) {
+  // Holding mu_ keeps the sequence number from moving while the listener is
+  // added: every change numbered after it reaches the listener.
+  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock2(listeners_mu_);
   int id = next_listener_id_++;
   listeners_.emplace(id, std::move(listener));
-  return id;
+  return {id, last_change_seq_};
 }
 
 void Store::RemoveListener(int id) {
   std::lock_guard<std::mutex> lock(listeners_mu_);
   listeners_.erase(id);
+}
+
+Status Store::WaitCommitted(uint64_t change_seq) {
+  uint64_t op_seq;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Every change up to change_seq was enqueued no later than the newest
+    // op; waiting for that op covers them all.
+    op_seq = change_seq ? last_op_seq_ : 0;
+  }
+  return op_seq ? hot_->WaitCommitted(op_seq) : Status::Ok();
+}
+
+void Store::RunDueTimers() {
+  for (;;) {
+    std::string name;
+    int64_t due;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (closed_ || uptime_due_.empty()) return;
+      auto first = uptime_due_.begin();
+      if (first->first > clock_->NowMs()) return;
+      due = first->first;
+      name = first->second;
+      uptime_due_.erase(first);
+      auto it = keys_.find(name);
+      if (it == keys_.end() || it->second.due_ms != due) continue;
+      it->second.due_ms = 0;
+    }
+    PutOptions put;
+    put.time_ms = due;
+    Result<Change> c = Put(name, InputValue(false), put);
+    if (!c.ok()) {
+      log_->warn("uptime timeout of '{}' not recorded: {}", name, c.status().ToString());
+    } else {
+      metrics_.Add("komoku_uptime_timeouts_total");
+      log_->debug("uptime key '{}' timed out", name);
+    }
+  }
+}
+
+void Store::TimerLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!closed_) {
+    auto wait = std::chrono::milliseconds(1000);
+    if (!uptime_due_.empty()) {
+      int64_t in = uptime_due_.begin()->first - clock_->NowMs();
+      wait = std::chrono::milliseconds(std::clamp<int64_t>(in, 0, 1000));
+    }
+    if (wait.count() > 0) timer_cv_.wait_for(lock, wait);
+    if (closed_) break;
+    lock.unlock();
+    RunDueTimers();
+    lock.lock();
+  }
 }
 
 void Store::Close() {
@@ -162,6 +420,8 @@ void Store::Close() {
     if (closed_) return;
     closed_ = true;
   }
+  timer_cv_.notify_all();
+  if (timer_.joinable()) timer_.join();
   if (hot_) hot_->Close();
 }
 

@@ -15,13 +15,17 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
+#include <thread>
+#include <condition_variable>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
 #include "store/clock.h"
+#include "store/key_options.h"
 #include "store/metrics.h"
 #include "store/value.h"
 
@@ -49,6 +53,7 @@ struct StoreOptions {
 struct KeyInfo {
   std::string name;
   KeyType type = KeyType::kNumeric;
+  KeyOptions options;
   std::optional<Sample> last;      // the current value: the newest change
   std::optional<Sample> previous;  // the value before it
 };
@@ -59,8 +64,13 @@ struct Change {
   KeyType type = KeyType::kNumeric;
   Sample sample;
   std::optional<Sample> previous;  // the current value before this change
-  bool is_current = true;          // false for a late change that went into history only
-  bool created_key = false;        // this put created the key
+  // The change's place in the order of all changes (its rowid in the hot
+  // store); 0 when nothing was stored.
+  uint64_t seq = 0;
+  bool is_current = true;   // false for a late change that went into history only
+  bool stored = true;       // false for a repeat within same_value_resolution
+  bool created_key = false;  // this put created the key
+  bool deleted = false;      // the key and its history were deleted
 };
 
 struct PutOptions {
@@ -85,6 +95,22 @@ class Store {
   // hold, or a bad time.
   Result<Change> Put(std::string_view key, const InputValue& value, const PutOptions& options = {});
 
+  // Adds `delta` to a counter's current value (0 when the key is new; the
+  // key is created as a counter), atomically under concurrent callers.
+  // Refused with reason "wrong_type" for a key of another type.
+  Result<Change> Increment(std::string_view key, double delta, const PutOptions& options = {});
+
+  // Creates a key or updates its type and options (`options` is a JSON object
+  // of Komoku option names, applied over the current ones; see key_options.h).
+  // The type cannot change under existing data (reason "type_change"), except
+  // between types that hold the same values (numeric and counter, boolean and
+  // uptime).
+  Result<KeyInfo> Define(std::string_view key, std::optional<KeyType> type,
+                         const nlohmann::json& options);
+
+  // Deletes a key and all its history. NotFound for an unknown key.
+  Status Delete(std::string_view key);
+
   // The key and its current value; NotFound for an unknown key.
   Result<KeyInfo> Get(std::string_view key) const;
 
@@ -93,14 +119,29 @@ class Store {
 
   // Changes of `key` with from_ms <= time < to_ms, oldest first, at most
   // `limit`. NotFound for an unknown key.
+  // With `max_seq`, only changes up to that sequence number (see AddListener).
   Result<std::vector<Sample>> History(std::string_view key, int64_t from_ms, int64_t to_ms,
-                                      size_t limit) const;
+                                      size_t limit, uint64_t max_seq = UINT64_MAX) const;
 
-  // Called with every accepted change, after it is committed when the put
-  // waited for that. Listeners run on the putting thread and must be quick.
+  // Called with every accepted change (and deletion), after it is committed
+  // when the put waited for that. Listeners run on the putting thread and
+  // must be quick; they may be called out of sequence order by concurrent
+  // puts.
   using Listener = std::function<void(const Change&)>;
   int AddListener(Listener listener);
+  // The same, and the sequence number of the last change accepted before the
+  // listener: it gets exactly the changes after that one, and
+  // History(..., max_seq = that number) exactly those up to it, once
+  // WaitCommitted(that number) returned: no gap, no duplicate.
+  std::pair<int, uint64_t> AddListenerAtSeq(Listener listener);
   void RemoveListener(int id);
+
+  // Blocks until every change up to `change_seq` is committed.
+  Status WaitCommitted(uint64_t change_seq);
+
+  // Turns uptime keys whose max_time has run out false, each at its due time.
+  // The store's timer thread calls this; tests with their own Clock may too.
+  void RunDueTimers();
 
   // Commits everything accepted so far, then stops the writer. Idempotent;
   // puts after Close are refused.
@@ -118,12 +159,23 @@ class Store {
   struct KeyState {
     int64_t id = 0;
     KeyType type = KeyType::kNumeric;
+    KeyOptions options;
     std::optional<Sample> last;
     std::optional<Sample> previous;
+    int64_t last_seen_ms = 0;  // uptime: the last true, stored or not
+    int64_t due_ms = 0;        // uptime: when it turns false; 0 when not armed
   };
 
   Store(const StoreOptions& options, std::shared_ptr<spdlog::logger> log);
-  Status Refuse(const char* reason, Status status);
+  Status Refuse(Status status);
+  // The common path of Put and Increment. `make_value` computes the value
+  // under mu_ from the key's state (nullptr when the key is new).
+  using ValueFn = std::function<Result<Value>(const KeyState* state, KeyType* type)>;
+  Result<Change> Apply(std::string_view key, const ValueFn& make_value, const PutOptions& options);
+  // Arms or disarms an uptime key's timeout. Requires mu_.
+  void ArmUptime(const std::string& name, KeyState& state);
+  void Notify(const Change& change);
+  void TimerLoop();
 
   // Constant after Open.
   const Clock* clock_;
@@ -135,7 +187,14 @@ class Store {
   mutable std::mutex mu_;
   std::map<std::string, KeyState, std::less<>> keys_;  // guarded by mu_
   int64_t next_key_id_ = 1;                            // guarded by mu_
+  uint64_t last_change_seq_ = 0;                       // guarded by mu_
+  // Change sequence number -> hot store op sequence number, for
+  // WaitCommitted; only the newest matters.
+  uint64_t last_op_seq_ = 0;                           // guarded by mu_
+  std::set<std::pair<int64_t, std::string>> uptime_due_;  // guarded by mu_
   bool closed_ = false;                                // guarded by mu_
+  std::condition_variable timer_cv_;                   // with mu_
+  std::thread timer_;
 
   std::mutex listeners_mu_;
   std::map<int, Listener> listeners_;  // guarded by listeners_mu_

@@ -28,7 +28,7 @@ using testing::TempDir;
 
 constexpr int64_t kNow = 1700000000000;  // 2023-11-14T22:13:20Z
 constexpr int64_t kForever = std::numeric_limits<int64_t>::max();
-const std::string kBadValue = "komoku_refused_total{reason=\"bad_value\"}";
+const std::string kBadValue = "komoku_refused_total{reason=\"wrong_type\"}";
 
 // "1000=d:21.5", "2000=b:true", "3000=s:text", "none": a sample with the
 // type of its value, so a double that comes back as a bool is a difference.

@@ -1,0 +1,98 @@
+#include "store/key_options.h"
+
+#include <cmath>
+
+namespace komoku::store {
+namespace {
+
+using nlohmann::json;
+
+// Ten years: more is a mistake, and keeps milliseconds far from overflow.
+constexpr double kMaxDurationSeconds = 10 * 366 * 86400.0;
+
+Status BadOption(const std::string& message) {
+  return Status::InvalidArgument(message).WithReason("bad_option");
+}
+
+Result<int64_t> Duration(const std::string& name, const json& value) {
+  if (!value.is_number()) {
+    return BadOption("option '" + name + "' must be a number of seconds");
+  }
+  double seconds = value.get<double>();
+  if (!std::isfinite(seconds) || seconds < 0 || seconds > kMaxDurationSeconds) {
+    return BadOption("option '" + name + "' must be 0.." +
+                     std::to_string(static_cast<int64_t>(kMaxDurationSeconds)) + " seconds");
+  }
+  return static_cast<int64_t>(std::llround(seconds * 1000.0));
+}
+
+}  // namespace
+
+json KeyOptionsToJson(const KeyOptions& options, KeyType type) {
+  json j = {{"same_value_resolution", static_cast<double>(options.same_value_resolution_ms) / 1000}};
+  if (type == KeyType::kUptime) j["max_time"] = static_cast<double>(options.max_time_ms) / 1000;
+  if (options.values) j["values"] = *options.values;
+  return j;
+}
+
+Result<KeyOptions> ApplyKeyOptions(KeyOptions base, KeyType type, const json& opts) {
+  if (opts.is_null()) return base;
+  if (!opts.is_object()) return BadOption("options must be an object");
+  const KeyOptions defaults;
+  for (auto it = opts.begin(); it != opts.end(); ++it) {
+    const std::string& name = it.key();
+    const json& value = it.value();
+    if (name == "same_value_resolution") {
+      if (value.is_null()) {
+        base.same_value_resolution_ms = defaults.same_value_resolution_ms;
+        continue;
+      }
+      Result<int64_t> ms = Duration(name, value);
+      if (!ms.ok()) return ms.status();
+      base.same_value_resolution_ms = *ms;
+    } else if (name == "max_time") {
+      if (type != KeyType::kUptime) {
+        return BadOption(std::string("option 'max_time' is for uptime keys, not ") +
+                         KeyTypeName(type));
+      }
+      if (value.is_null()) {
+        base.max_time_ms = defaults.max_time_ms;
+        continue;
+      }
+      Result<int64_t> ms = Duration(name, value);
+      if (!ms.ok()) return ms.status();
+      if (*ms == 0) return BadOption("option 'max_time' must be more than 0 seconds");
+      base.max_time_ms = *ms;
+    } else if (name == "values") {
+      if (type != KeyType::kString) {
+        return BadOption(std::string("option 'values' is for string keys, not ") +
+                         KeyTypeName(type));
+      }
+      if (value.is_null()) {
+        base.values.reset();
+        continue;
+      }
+      if (!value.is_array() || value.empty()) {
+        return BadOption("option 'values' must be a non-empty list of strings");
+      }
+      std::vector<std::string> values;
+      for (const json& v : value) {
+        if (!v.is_string() || !IsValidUtf8(v.get<std::string>())) {
+          return BadOption("option 'values' must be a list of UTF-8 strings");
+        }
+        values.push_back(v.get<std::string>());
+      }
+      base.values = std::move(values);
+    } else if (name == "min_resolution") {
+      return BadOption(
+          "option 'min_resolution' is not supported yet: it needs the aggregates of the "
+          "rollup stage so that values in between still count");
+    } else {
+      return BadOption("unknown option '" + name +
+                       "' (known: same_value_resolution, max_time, values)");
+    }
+  }
+  return base;
+}
+
+}  // namespace komoku::store
