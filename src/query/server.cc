@@ -8,7 +8,7 @@
 #include <set>
 #include <thread>
 
-#include "query/time_param.h"
+#include "store/time_param.h"
 #include "store/input.h"
 
 namespace komoku::query {
@@ -71,7 +71,7 @@ class Params {
   Result<int64_t> Time(const char* name, int64_t fallback, int64_t now_ms) const {
     auto v = Get(name);
     if (!v) return fallback;
-    Result<int64_t> t = ParseTimeParam(*v, now_ms);
+    Result<int64_t> t = store::ParseTimeParam(*v, now_ms);
     if (!t.ok()) return t.status().WithContext(std::string("parameter '") + name + "'");
     return t;
   }
@@ -89,12 +89,12 @@ class Params {
       return Status::InvalidArgument(std::string("parameter '") + name +
                                      "' must be a positive whole number");
     }
-    size_t n = std::stoull(*v);
+    unsigned long long n = std::stoull(*v);  // may exceed size_t on 32-bit
     if (n == 0 || n > max) {
       return Status::InvalidArgument(std::string("parameter '") + name + "' must be 1.." +
                                      std::to_string(max));
     }
-    return n;
+    return static_cast<size_t>(n);
   }
 
  private:
