@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "store/api.h"
 #include "store/input.h"
 
 namespace komoku::bridge {
@@ -28,7 +29,14 @@ class Bridge::Impl {
         store_(store),
         log_(std::move(log)),
         set_prefix_(options.prefix + "/set/"),
-        status_topic_(options.prefix + "/status") {}
+        status_topic_(options.prefix + "/status"),
+        request_topic_(options.prefix + "/api/request"),
+        response_topic_(options.prefix + "/api/response"),
+        api_(store, [this](bool subscribe, const std::string& key) {
+          // Over MQTT a client subscribes to the state topic itself.
+          return Result<json>(json{{"topic", options_.prefix + "/state/" + key},
+                                   {"subscribe", subscribe}});
+        }) {}
 
   ~Impl() { Stop(); }
 
@@ -142,7 +150,8 @@ class Bridge::Impl {
     connected_ = true;
     log_->info("connected to {}", options_.broker);
     try {
-      client_->subscribe(set_prefix_ + "#", kQos, nullptr, subscribe_listener_);
+      auto filters = mqtt::string_collection::create({set_prefix_ + "#", request_topic_});
+      client_->subscribe(filters, mqtt::iasync_client::qos_collection{kQos, kQos}, nullptr, subscribe_listener_);
       client_->publish(status_topic_, "online", 6, kQos, true);
     } catch (const mqtt::exception& e) {
       log_->error("subscribe after connect failed: {}", e.what());
@@ -164,6 +173,7 @@ class Bridge::Impl {
   void HandleMessage(const mqtt::message& msg) {
     store_->metrics().Add("komoku_mqtt_messages_total");
     const std::string& topic = msg.get_topic();
+    if (topic == request_topic_) return HandleRequest(msg);
     Result<std::string> key = KeyFromTopic(topic);
     if (!key.ok()) return Refuse("bad_topic", topic, key.status().message());
     const std::string& payload = msg.get_payload_str();
@@ -184,6 +194,36 @@ class Bridge::Impl {
     }
   }
 
+  // A Komoku JSON query: the answer goes to the MQTT 5 response topic with
+  // the request's correlation data, or to <prefix>/api/response.
+  void HandleRequest(const mqtt::message& msg) {
+    json answer = api_.HandleText(msg.get_payload_str());
+    if (answer.contains("error")) {
+      log_->warn("API request refused ({}): {}", answer["error"]["code"].get<std::string>(),
+                 answer["error"]["message"].get<std::string>());
+    }
+    const mqtt::properties& props = msg.get_properties();
+    std::string topic = response_topic_;
+    mqtt::properties reply_props;
+    if (props.contains(mqtt::property::RESPONSE_TOPIC)) {
+      topic = mqtt::get<std::string>(props, mqtt::property::RESPONSE_TOPIC);
+      if (props.contains(mqtt::property::CORRELATION_DATA)) {
+        reply_props.add(mqtt::property(
+            mqtt::property::CORRELATION_DATA,
+            mqtt::get<mqtt::binary>(props, mqtt::property::CORRELATION_DATA)));
+      }
+    }
+    std::string payload = answer.dump();
+    auto reply = mqtt::make_message(topic, payload, kQos, false);
+    reply->set_properties(reply_props);
+    try {
+      client_->publish(reply);
+    } catch (const mqtt::exception& e) {
+      store_->metrics().Add("komoku_mqtt_publish_errors_total");
+      log_->warn("API reply to '{}' failed: {}", topic, e.what());
+    }
+  }
+
   void Refuse(const char* reason, const std::string& topic, const std::string& why) {
     store_->metrics().Add(std::string("komoku_refused_total{reason=\"") + reason + "\"}");
     std::string shown = topic.size() > 300 ? topic.substr(0, 300) + "..." : topic;
@@ -191,6 +231,15 @@ class Bridge::Impl {
   }
 
   void PublishState(const store::Change& c) {
+    if (c.deleted) {
+      // An empty retained message clears the broker's retained state.
+      try {
+        client_->publish(options_.prefix + "/state/" + c.key, "", 0, kQos, true);
+      } catch (const mqtt::exception& e) {
+        store_->metrics().Add("komoku_mqtt_publish_errors_total");
+      }
+      return;
+    }
     if (!c.is_current) return;
     json j = {{"value", ValueToJson(c.sample.value)},
               {"time", static_cast<double>(c.sample.time_ms) / 1000.0},
@@ -210,7 +259,7 @@ class Bridge::Impl {
     explicit SubscribeListener(Impl* impl) : impl_(impl) {}
     void on_success(const mqtt::token&) override {
       impl_->subscribed_ = true;
-      impl_->log_->info("subscribed to {}#", impl_->set_prefix_);
+      impl_->log_->info("subscribed to {}# and {}", impl_->set_prefix_, impl_->request_topic_);
     }
     void on_failure(const mqtt::token& tok) override {
       impl_->log_->error("subscription to {}# refused (reason code {})", impl_->set_prefix_,
@@ -227,6 +276,9 @@ class Bridge::Impl {
   const std::shared_ptr<spdlog::logger> log_;
   const std::string set_prefix_;
   const std::string status_topic_;
+  const std::string request_topic_;
+  const std::string response_topic_;
+  store::Api api_;
 
   std::unique_ptr<mqtt::async_client> client_;  // thread-safe itself
   SubscribeListener subscribe_listener_{this};

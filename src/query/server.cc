@@ -8,8 +8,10 @@
 #include <set>
 #include <thread>
 
-#include "store/time_param.h"
+#include "query/stream.h"
+#include "store/api.h"
 #include "store/input.h"
+#include "store/time_param.h"
 
 namespace komoku::query {
 namespace {
@@ -30,28 +32,42 @@ void SendError(httplib::Response& res, int status, const std::string& code,
   SendJson(res, status, {{"error", {{"code", code}, {"message", message}}}});
 }
 
-// Maps a library Status onto an HTTP answer.
+// Maps a library Status onto an HTTP answer; the error code is the Status's
+// machine-readable reason ("wrong_type", "unknown_key", ...).
 void SendStatus(httplib::Response& res, const Status& st) {
+  int status = 500;
   switch (st.code()) {
-    case Status::Code::kNotFound: return SendError(res, 404, "not_found", st.message());
-    case Status::Code::kInvalidArgument: return SendError(res, 400, "bad_request", st.message());
-    case Status::Code::kBusy: return SendError(res, 503, "busy", st.message());
-    default: return SendError(res, 500, "internal", st.message());
+    case Status::Code::kNotFound: status = 404; break;
+    case Status::Code::kInvalidArgument: status = 400; break;
+    case Status::Code::kBusy: status = 503; break;
+    default: break;
   }
+  SendError(res, status, st.reason(), st.message());
+}
+
+// The parameters of the URL's query string only. cpp-httplib also files the
+// fields of a form-encoded body under params, and `curl -d 21.5` sends its
+// body as a form: a value in the body must not turn into a parameter.
+httplib::Params QueryParams(const httplib::Request& req) {
+  httplib::Params params;
+  auto q = req.target.find('?');
+  if (q != std::string::npos) httplib::detail::parse_query_text(req.target.substr(q + 1), params);
+  return params;
 }
 
 // Query parameters, checked against the names a route knows so that a typo
 // ("form=" for "from=") is an error instead of a silent default.
 class Params {
  public:
-  Params(const httplib::Request& req, std::initializer_list<const char*> known) : req_(req) {
+  Params(const httplib::Request& req, std::initializer_list<const char*> known)
+      : params_(QueryParams(req)) {
     std::set<std::string> names(known.begin(), known.end());
-    for (const auto& [name, value] : req.params) {
+    for (const auto& [name, value] : params_) {
       if (!names.count(name)) {
         error_ = Status::InvalidArgument("unknown parameter '" + name + "'");
         return;
       }
-      if (req.get_param_value_count(name) > 1) {
+      if (params_.count(name) > 1) {
         error_ = Status::InvalidArgument("parameter '" + name + "' is given more than once");
         return;
       }
@@ -60,8 +76,9 @@ class Params {
   const Status& error() const { return error_; }
 
   std::optional<std::string> Get(const char* name) const {
-    if (!req_.has_param(name)) return std::nullopt;
-    return req_.get_param_value(name);
+    auto it = params_.find(name);
+    if (it == params_.end()) return std::nullopt;
+    return it->second;
   }
   Result<std::string> Required(const char* name) const {
     auto v = Get(name);
@@ -98,7 +115,7 @@ class Params {
   }
 
  private:
-  const httplib::Request& req_;
+  httplib::Params params_;
   Status error_;
 };
 
@@ -112,7 +129,15 @@ class Server::Impl {
  public:
   Impl(const ServerOptions& options, store::Store* store, std::function<Health()> health,
        std::shared_ptr<spdlog::logger> log)
-      : options_(options), store_(store), health_(std::move(health)), log_(std::move(log)) {
+      : options_(options),
+        store_(store),
+        health_(std::move(health)),
+        log_(std::move(log)),
+        api_(store,
+             [](bool, const std::string& key) -> Result<json> {
+               return json{{"stream", "/api/v1/stream?key=" + key}};
+             }),
+        streams_(store, options.max_stream_clients, log_) {
     Routes();
   }
   ~Impl() { Stop(); }
@@ -136,6 +161,7 @@ class Server::Impl {
   }
 
   void Stop() {
+    streams_.StopAll();
     http_.stop();
     if (thread_.joinable()) thread_.join();
   }
@@ -145,6 +171,9 @@ class Server::Impl {
  private:
   void Routes() {
     http_.set_payload_max_length(options_.max_body_bytes);
+    // Each open stream holds a worker; leave room for ordinary requests.
+    const size_t workers = options_.max_stream_clients + 8;
+    http_.new_task_queue = [workers] { return new httplib::ThreadPool(workers); };
     http_.set_exception_handler(
         [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
           std::string what = "unknown exception";
@@ -173,6 +202,10 @@ class Server::Impl {
     http_.Put("/api/v1/value", [this](const auto& req, auto& res) { PutValue(req, res); });
     http_.Post("/api/v1/value", [this](const auto& req, auto& res) { PutValue(req, res); });
     http_.Get("/api/v1/history", [this](const auto& req, auto& res) { GetHistory(req, res); });
+    http_.Post("/api/v1/komoku", [this](const auto& req, auto& res) { PostKomoku(req, res); });
+    http_.Post("/api/v1/define", [this](const auto& req, auto& res) { PostDefine(req, res); });
+    http_.Delete("/api/v1/key", [this](const auto& req, auto& res) { DeleteKey(req, res); });
+    http_.Get("/api/v1/stream", [this](const auto& req, auto& res) { GetStream(req, res); });
     http_.Get("/healthz", [this](const auto& req, auto& res) { GetHealth(req, res); });
     http_.Get("/readyz", [this](const auto& req, auto& res) { GetReady(req, res); });
     http_.Get("/metrics", [this](const auto& req, auto& res) { GetMetrics(req, res); });
@@ -282,6 +315,77 @@ class Server::Impl {
               {"rows", std::move(out)}});
   }
 
+  // Sends a Komoku API answer with the HTTP status its error calls for.
+  void SendApiAnswer(httplib::Response& res, const json& answer) {
+    int status = 200;
+    if (auto err = answer.find("error"); err != answer.end()) {
+      const std::string code = (*err)["code"].get<std::string>();
+      status = code == "unknown_key" ? 404 : code == "busy" ? 503 : code == "io_error" ? 500 : 400;
+    }
+    SendJson(res, status, answer);
+  }
+
+  void PostKomoku(const httplib::Request& req, httplib::Response& res) {
+    Params p(req, {});
+    if (!p.error().ok()) return SendStatus(res, p.error());
+    SendApiAnswer(res, api_.HandleText(req.body));
+  }
+
+  // Body: {"<key>": {"type": ..., "opts": {...}}, ...} as Komoku's define,
+  // or with ?key=K just {"type": ..., "opts": {...}}.
+  void PostDefine(const httplib::Request& req, httplib::Response& res) {
+    Params p(req, {"key"});
+    if (!p.error().ok()) return SendStatus(res, p.error());
+    json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+    if (body.is_discarded() || !body.is_object()) {
+      return SendError(res, 400, "bad_json", "body must be a JSON object");
+    }
+    if (auto key = p.Get("key")) body = json{{*key, body}};
+    SendApiAnswer(res, api_.Handle(json{{"define", body}}));
+  }
+
+  void DeleteKey(const httplib::Request& req, httplib::Response& res) {
+    Params p(req, {"key", "confirm"});
+    if (!p.error().ok()) return SendStatus(res, p.error());
+    Result<std::string> key = p.Required("key");
+    if (!key.ok()) return SendStatus(res, key.status());
+    if (p.Get("confirm").value_or("") != "yes") {
+      return SendError(res, 400, "not_confirmed",
+                       "deleting removes the key and all its history: add confirm=yes");
+    }
+    Status st = store_->Delete(*key);
+    if (!st.ok()) return SendStatus(res, st);
+    SendJson(res, 200, {{"deleted", *key}});
+  }
+
+  void GetStream(const httplib::Request& req, httplib::Response& res) {
+    httplib::Params params = QueryParams(req);
+    for (const auto& [name, value] : params) {
+      if (name != "key" && name != "since") {
+        return SendError(res, 400, "bad_request", "unknown parameter '" + name + "'");
+      }
+    }
+    std::vector<std::string> keys;
+    auto [first, last] = params.equal_range("key");
+    for (auto it = first; it != last; ++it) {
+      Status ok = store::ValidateKeyName(it->second);
+      if (!ok.ok()) return SendStatus(res, ok.WithContext("parameter 'key'"));
+      keys.push_back(it->second);
+    }
+    if (keys.empty()) return SendError(res, 400, "bad_request", "missing parameter 'key'");
+    std::optional<int64_t> since;
+    if (params.count("since") > 1) {
+      return SendError(res, 400, "bad_request", "parameter 'since' is given more than once");
+    }
+    if (auto it = params.find("since"); it != params.end()) {
+      Result<int64_t> t = store::ParseTimeParam(it->second, store_->clock().NowMs());
+      if (!t.ok()) return SendStatus(res, t.status().WithContext("parameter 'since'"));
+      since = *t;
+    }
+    Status st = streams_.Serve(std::move(keys), since, res);
+    if (!st.ok()) return SendStatus(res, st);
+  }
+
   void GetHealth(const httplib::Request&, httplib::Response& res) {
     Health h = health_ ? health_() : Health{};
     json j = {{"status", "ok"},
@@ -336,6 +440,8 @@ class Server::Impl {
   const std::function<Health()> health_;
   const std::shared_ptr<spdlog::logger> log_;
 
+  store::Api api_;
+  StreamHub streams_;
   httplib::Server http_;  // thread-safe for stop()
   std::thread thread_;
   int port_ = 0;

@@ -22,6 +22,8 @@ struct ServerOptions {
   int port = 8080;  // 0: a port the OS chooses (see Server::port())
   // Raw history answers hold at most this many rows; more is a 400.
   size_t max_points = 10000;
+  // Server-Sent Event streams open at once; each holds a worker thread.
+  size_t max_stream_clients = 8;
   // A PUT/POST body larger than this is refused.
   size_t max_body_bytes = 64 * 1024;
   // /readyz calls the writer stuck once it has held uncommitted changes this

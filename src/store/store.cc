@@ -342,15 +342,17 @@ size_t Store::QueueDepth() const { return hot_->QueueDepth(); }
 
 std::chrono::milliseconds Store::WriterStalledFor() const { return hot_->StalledFor(); }
 
-int Store::AddListener(Listener listener) { return AddListenerAtSeq(std::move(listener)).first; }
+int Store::AddListener(Listener listener) {
+  return AddListenerAtSeq([&listener](uint64_t) { return std::move(listener); }).first;
+}
 
-std::pair<int, uint64_t> Store::AddListenerAtSeq(Listener listener) {
+std::pair<int, uint64_t> Store::AddListenerAtSeq(const std::function<Listener(uint64_t)>& make) {
   // Holding mu_ keeps the sequence number from moving while the listener is
   // added: every change numbered after it reaches the listener.
   std::lock_guard<std::mutex> lock(mu_);
   std::lock_guard<std::mutex> lock2(listeners_mu_);
   int id = next_listener_id_++;
-  listeners_.emplace(id, std::move(listener));
+  listeners_.emplace(id, make(last_change_seq_));
   return {id, last_change_seq_};
 }
 

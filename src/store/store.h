@@ -129,11 +129,12 @@ class Store {
   // puts.
   using Listener = std::function<void(const Change&)>;
   int AddListener(Listener listener);
-  // The same, and the sequence number of the last change accepted before the
-  // listener: it gets exactly the changes after that one, and
-  // History(..., max_seq = that number) exactly those up to it, once
-  // WaitCommitted(that number) returned: no gap, no duplicate.
-  std::pair<int, uint64_t> AddListenerAtSeq(Listener listener);
+  // The same, made by `make` from the sequence number S of the last change
+  // accepted before the listener: a listener that drops changes numbered <= S
+  // gets exactly the changes after S, and History(..., max_seq = S) exactly
+  // those up to it once WaitCommitted(S) returned: no gap, no duplicate.
+  // Returns the listener id and S.
+  std::pair<int, uint64_t> AddListenerAtSeq(const std::function<Listener(uint64_t)>& make);
   void RemoveListener(int id);
 
   // Blocks until every change up to `change_seq` is committed.

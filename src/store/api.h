@@ -1,0 +1,48 @@
+// Komoku JSON queries, as the original Komoku websocket protocol (v2) had
+// them, over any transport: MQTT's <prefix>/api/request and HTTP's
+// POST /api/v1/komoku both hand the request here. One operation per
+// request, e.g.
+//   {"get": {"key": "x"}, "query_id": 7}  ->  {"query_id": 7, "result": 21.5}
+//   {"put": {"key": "x", "value": 1}}     ->  {"result": {"stored": true, ...}}
+// and every failure as {"query_id": 7, "error": {"code": "...", "message": "..."}}.
+// docs/komoku-api.md lists every operation with an example.
+//
+// Thread-safe (the Store is); stateless between requests.
+#pragma once
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/status.h"
+#include "store/store.h"
+
+namespace komoku::store {
+
+class Api {
+ public:
+  // What `sub` and `unsub` mean depends on the transport: over MQTT the
+  // answer names the state topic to subscribe to, over HTTP the stream URL.
+  using SubHandler =
+      std::function<Result<nlohmann::json>(bool subscribe, const std::string& key)>;
+
+  // `store` must outlive the Api.
+  Api(Store* store, SubHandler sub_handler);
+
+  // Handles one request given as text; never throws. The answer echoes the
+  // request's query_id when it had one.
+  nlohmann::json HandleText(std::string_view request);
+  nlohmann::json Handle(const nlohmann::json& request);
+
+  // The largest request accepted, in bytes.
+  static constexpr size_t kMaxRequestBytes = 64 * 1024;
+
+ private:
+  Result<nlohmann::json> Route(const nlohmann::json& request);
+  Result<nlohmann::json> Dispatch(const std::string& op, const nlohmann::json& args);
+
+  Store* const store_;
+  const SubHandler sub_handler_;
+};
+
+}  // namespace komoku::store
