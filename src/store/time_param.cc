@@ -1,11 +1,11 @@
-#include "query/time_param.h"
+#include "store/time_param.h"
 
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <string>
 
-namespace komoku::query {
+namespace komoku::store {
 namespace {
 
 // Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar
@@ -136,4 +136,4 @@ Result<int64_t> ParseTimeParam(std::string_view text, int64_t now_ms) {
   return static_cast<int64_t>(std::llround(seconds * 1000.0));
 }
 
-}  // namespace komoku::query
+}  // namespace komoku::store

@@ -9,9 +9,9 @@
 
 #include "common/status.h"
 
-namespace komoku::query {
+namespace komoku::store {
 
 // Milliseconds since the epoch, or InvalidArgument naming what was wrong.
 Result<int64_t> ParseTimeParam(std::string_view text, int64_t now_ms);
 
-}  // namespace komoku::query
+}  // namespace komoku::store

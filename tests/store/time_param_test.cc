@@ -1,6 +1,6 @@
 // ParseTimeParam against epoch values computed independently (Python's
 // calendar.timegm), for every form the HTTP API takes, and the refusals.
-#include "query/time_param.h"
+#include "store/time_param.h"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace komoku::query {
+namespace komoku::store {
 namespace {
 
 constexpr int64_t kNow = 1700000000000;  // 2023-11-14T22:13:20Z
@@ -185,4 +185,4 @@ TEST(ParseTimeParamTest, RelativeTimesFollowNow) {
 }
 
 }  // namespace
-}  // namespace komoku::query
+}  // namespace komoku::store
