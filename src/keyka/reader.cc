@@ -308,6 +308,11 @@ Result<Reader> Reader::Open(const std::string& path) {
     std::string head(size, '\0');
     return FromBytes(head, path).status();
   }
+  if (static_cast<uint64_t>(static_cast<size_t>(size)) != size) {
+    ::close(fd);
+    return Status::IOError(path + ": " + std::to_string(size) +
+                           " bytes is too large to map in this address space");
+  }
   void* addr = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
   const int err = errno;
   ::close(fd);
