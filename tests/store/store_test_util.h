@@ -2,15 +2,18 @@
 // drives.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <stdlib.h>  // mkdtemp
 
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <string>
 
 #include "store/clock.h"
+#include "store/store.h"
 
 namespace komoku::store::testing {
 
@@ -46,5 +49,21 @@ class FakeClock final : public Clock {
  private:
   std::atomic<int64_t> now_ms_;
 };
+
+// Opens a Store on `data_dir` with `clock`, or null (with a test failure)
+// when it cannot be opened.
+inline std::unique_ptr<Store> OpenTestStore(const std::string& data_dir, const Clock* clock,
+                                            const HotStoreOptions& hot = {}) {
+  StoreOptions options;
+  options.data_dir = data_dir;
+  options.hot = hot;
+  options.clock = clock;
+  Result<std::unique_ptr<Store>> store = Store::Open(options, nullptr);
+  if (!store.ok()) {
+    ADD_FAILURE() << "Store::Open(" << data_dir << "): " << store.status().ToString();
+    return nullptr;
+  }
+  return std::move(store).value();
+}
 
 }  // namespace komoku::store::testing
