@@ -14,7 +14,7 @@ packages=(
   # libraries
   libpaho-mqttpp-dev libpaho-mqtt-dev
   nlohmann-json3-dev libsqlite3-dev libspdlog-dev
-  libcpp-httplib-dev libyaml-cpp-dev libcli11-dev libsystemd-dev
+  libcpp-httplib-dev libyaml-cpp-dev libcli11-dev libhowardhinnant-date-dev tzdata libsystemd-dev
   # test
   libgtest-dev
   # run: the broker and its command-line clients; curl for the quick start

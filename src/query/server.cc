@@ -10,6 +10,7 @@
 
 #include "query/stream.h"
 #include "store/api.h"
+#include "store/history.h"
 #include "store/input.h"
 #include "store/time_param.h"
 
@@ -202,6 +203,9 @@ class Server::Impl {
     http_.Put("/api/v1/value", [this](const auto& req, auto& res) { PutValue(req, res); });
     http_.Post("/api/v1/value", [this](const auto& req, auto& res) { PutValue(req, res); });
     http_.Get("/api/v1/history", [this](const auto& req, auto& res) { GetHistory(req, res); });
+    http_.Get("/api/v1/at", [this](const auto& req, auto& res) { GetAt(req, res); });
+    http_.Get("/api/v1/timespans", [this](const auto& req, auto& res) { GetTimespans(req, res); });
+    http_.Get("/api/v1/stats", [this](const auto& req, auto& res) { GetStats(req, res); });
     http_.Post("/api/v1/komoku", [this](const auto& req, auto& res) { PostKomoku(req, res); });
     http_.Post("/api/v1/define", [this](const auto& req, auto& res) { PostDefine(req, res); });
     http_.Delete("/api/v1/key", [this](const auto& req, auto& res) { DeleteKey(req, res); });
@@ -279,40 +283,179 @@ class Server::Impl {
     SendJson(res, change->created_key ? 201 : 200, j);
   }
 
-  void GetHistory(const httplib::Request& req, httplib::Response& res) {
-    Params p(req, {"key", "from", "to", "limit"});
-    if (!p.error().ok()) return SendStatus(res, p.error());
+  // The key, range and buckets shared by history, stats and timespans.
+  struct Range {
+    store::KeyInfo info;
+    store::HistoryQuery q;
+    std::optional<int64_t> step_ms;
+  };
+  Result<Range> ParseRange(const Params& p, bool step_allowed) {
     Result<std::string> key = p.Required("key");
-    if (!key.ok()) return SendStatus(res, key.status());
+    if (!key.ok()) return key.status();
+    Result<store::KeyInfo> info = store_->Get(*key);
+    if (!info.ok()) return info.status();
     const int64_t now = store_->clock().NowMs();
     Result<int64_t> from = p.Time("from", now - 24 * 3600 * 1000LL, now);
-    if (!from.ok()) return SendStatus(res, from.status());
+    if (!from.ok()) return from.status();
     // `to` is exclusive; the default takes in a change made this millisecond.
     Result<int64_t> to = p.Time("to", now + 1, now);
-    if (!to.ok()) return SendStatus(res, to.status());
-    if (*to < *from) return SendError(res, 400, "bad_request", "'to' is before 'from'");
+    if (!to.ok()) return to.status();
+    if (*to <= *from) {
+      return Status::InvalidArgument("parameter 'to' must be after 'from'").WithReason("bad_request");
+    }
+    Range r{std::move(info.value()), {}, std::nullopt};
+    r.q.key = *key;
+    r.q.from_ms = *from;
+    r.q.to_ms = *to;
+    auto step = step_allowed ? p.Get("step") : std::nullopt;
+    if (step) {
+      Result<int64_t> ms = store::ParseStep(*step, *from, *to);
+      if (!ms.ok()) return ms.status();
+      r.step_ms = *ms;
+      Result<std::vector<int64_t>> buckets =
+          store::BucketStarts(*from, *to, *ms, p.Get("tz").value_or(""), options_.max_points);
+      if (!buckets.ok()) return buckets.status();
+      r.q.buckets = std::move(buckets.value());
+      // Whole buckets: the first starts at its aligned start, before `from`.
+      r.q.from_ms = r.q.buckets.front();
+    } else {
+      if (p.Get("tz")) {
+        Result<std::vector<int64_t>> check = store::BucketStarts(*from, *to, *to - *from, *p.Get("tz"), 1);
+        if (!check.ok()) return check.status();
+      }
+      r.q.buckets = {*from};
+    }
+    return r;
+  }
+
+  // JSON, or CSV with format=csv: a header of `columns`, then the rows.
+  void SendRows(httplib::Response& res, const Params& p, json meta, const json& columns,
+                json rows) {
+    auto format = p.Get("format").value_or("json");
+    if (format == "csv") {
+      std::string out;
+      for (size_t i = 0; i < columns.size(); ++i) out += (i ? "," : "") + columns[i].get<std::string>();
+      out += "\n";
+      for (const json& row : rows) {
+        for (size_t i = 0; i < row.size(); ++i) {
+          if (i) out += ",";
+          if (row[i].is_string()) {
+            std::string cell = row[i].get<std::string>();
+            std::string quoted = "\"";
+            for (char c : cell) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+            out += quoted + "\"";
+          } else if (!row[i].is_null()) {
+            out += row[i].dump();
+          }
+        }
+        out += "\n";
+      }
+      res.set_content(out, "text/csv");
+      return;
+    }
+    if (format != "json") return SendError(res, 400, "bad_request", "parameter 'format' must be json or csv");
+    meta["columns"] = columns;
+    meta["rows"] = std::move(rows);
+    SendJson(res, 200, meta);
+  }
+
+  void GetHistory(const httplib::Request& req, httplib::Response& res) {
+    Params p(req, {"key", "from", "to", "limit", "step", "agg", "tz", "format"});
+    if (!p.error().ok()) return SendStatus(res, p.error());
+    Result<Range> r = ParseRange(p, /*step_allowed=*/true);
+    if (!r.ok()) return SendStatus(res, r.status());
+    const store::KeyInfo& info = r->info;
+    json meta = {{"key", info.name},
+                 {"type", store::KeyTypeName(info.type)},
+                 {"from", MsToSeconds(r->q.from_ms)},
+                 {"to", MsToSeconds(r->q.to_ms)}};
+    if (r->step_ms) {
+      if (p.Get("limit")) return SendError(res, 400, "bad_request", "parameter 'limit' is for raw history (no step)");
+      bool numeric = info.type == store::KeyType::kNumeric || info.type == store::KeyType::kCounter;
+      std::string def = info.type == store::KeyType::kCounter ? "increase" : numeric ? "avg" : "last";
+      Result<std::vector<store::Agg>> aggs = store::ParseAggs(p.Get("agg").value_or(def), info.type);
+      if (!aggs.ok()) return SendStatus(res, aggs.status());
+      Result<json> rows = store::Downsample(*store_, r->q, *aggs);
+      if (!rows.ok()) return SendStatus(res, rows.status());
+      json columns = json::array({"time"});
+      for (store::Agg a : *aggs) columns.push_back(store::AggName(a));
+      meta["step"] = static_cast<double>(*r->step_ms) / 1000.0;
+      return SendRows(res, p, std::move(meta), columns, std::move(rows.value()));
+    }
+    if (p.Get("agg")) return SendError(res, 400, "bad_request", "parameter 'agg' needs a 'step'");
     Result<size_t> limit = p.Count("limit", options_.max_points, options_.max_points);
     if (!limit.ok()) return SendStatus(res, limit.status());
-    Result<store::KeyInfo> info = store_->Get(*key);
-    if (!info.ok()) return SendStatus(res, info.status());
-    Result<std::vector<store::Sample>> rows = store_->History(*key, *from, *to, *limit + 1);
+    Result<std::vector<store::Sample>> rows =
+        store_->History(r->q.key, r->q.from_ms, r->q.to_ms, *limit + 1);
     if (!rows.ok()) return SendStatus(res, rows.status());
     if (rows->size() > *limit) {
       return SendError(res, 400, "too_many_points",
                        "more than " + std::to_string(*limit) +
-                           " changes in the range; narrow from/to or raise limit (at most " +
-                           std::to_string(options_.max_points) + ")");
+                           " changes in the range; narrow from/to, raise limit (at most " +
+                           std::to_string(options_.max_points) + ") or give a step");
     }
     json out = json::array();
     for (const store::Sample& s : *rows) {
       out.push_back(json::array({MsToSeconds(s.time_ms), ValueToJson(s.value)}));
     }
-    SendJson(res, 200,
-             {{"key", info->name},
-              {"type", store::KeyTypeName(info->type)},
-              {"from", MsToSeconds(*from)},
-              {"to", MsToSeconds(*to)},
-              {"rows", std::move(out)}});
+    SendRows(res, p, std::move(meta), json::array({"time", "value"}), std::move(out));
+  }
+
+  void GetAt(const httplib::Request& req, httplib::Response& res) {
+    Params p(req, {"key", "time"});
+    if (!p.error().ok()) return SendStatus(res, p.error());
+    Result<std::string> key = p.Required("key");
+    if (!key.ok()) return SendStatus(res, key.status());
+    if (!p.Get("time")) return SendError(res, 400, "bad_request", "missing parameter 'time'");
+    const int64_t now = store_->clock().NowMs();
+    Result<int64_t> time = p.Time("time", now, now);
+    if (!time.ok()) return SendStatus(res, time.status());
+    Result<store::KeyInfo> info = store_->Get(*key);
+    if (!info.ok()) return SendStatus(res, info.status());
+    Result<std::optional<store::Sample>> at = store_->At(*key, *time);
+    if (!at.ok()) return SendStatus(res, at.status());
+    json j = {{"key", info->name}, {"time", MsToSeconds(*time)}};
+    const int64_t stale = info->options.stale_after_ms;
+    bool known = at->has_value() && (stale == 0 || *time - (*at)->time_ms < stale);
+    j["value"] = known ? ValueToJson((*at)->value) : json(nullptr);
+    j["since"] = at->has_value() ? json(MsToSeconds((*at)->time_ms)) : json(nullptr);
+    j["known"] = known;
+    SendJson(res, 200, j);
+  }
+
+  void GetTimespans(const httplib::Request& req, httplib::Response& res) {
+    Params p(req, {"key", "value", "from", "to"});
+    if (!p.error().ok()) return SendStatus(res, p.error());
+    Result<Range> r = ParseRange(p, /*step_allowed=*/false);
+    if (!r.ok()) return SendStatus(res, r.status());
+    auto value = p.Get("value");
+    if (!value) return SendError(res, 400, "bad_request", "missing parameter 'value'");
+    Result<json> spans = store::Timespans(*store_, r->q, store::InputValue(*value));
+    if (!spans.ok()) return SendStatus(res, spans.status());
+    json out = *spans;
+    out["key"] = r->info.name;
+    out["from"] = MsToSeconds(r->q.from_ms);
+    out["to"] = MsToSeconds(r->q.to_ms);
+    SendJson(res, 200, out);
+  }
+
+  void GetStats(const httplib::Request& req, httplib::Response& res) {
+    Params p(req, {"key", "from", "to", "step", "tz", "distribution"});
+    if (!p.error().ok()) return SendStatus(res, p.error());
+    Result<Range> r = ParseRange(p, /*step_allowed=*/true);
+    if (!r.ok()) return SendStatus(res, r.status());
+    auto dist = p.Get("distribution");
+    if (dist && *dist != "hour_of_day") {
+      return SendError(res, 400, "bad_request", "parameter 'distribution' must be hour_of_day");
+    }
+    Result<json> stats = store::Stats(*store_, r->q, dist.has_value(), p.Get("tz").value_or(""));
+    if (!stats.ok()) return SendStatus(res, stats.status());
+    json out = *stats;
+    out["key"] = r->info.name;
+    out["type"] = store::KeyTypeName(r->info.type);
+    out["from"] = MsToSeconds(r->q.from_ms);
+    out["to"] = MsToSeconds(r->q.to_ms);
+    SendJson(res, 200, out);
   }
 
   // Sends a Komoku API answer with the HTTP status its error calls for.

@@ -105,6 +105,11 @@ Status HotStore::Init() {
       "AND rowid<=?5 ORDER BY time_ms, rowid LIMIT ?4");
   if (!rh.ok()) return rh.status();
   read_history_ = std::move(rh.value());
+  Result<Stmt> ra = reader_db_->Prepare(
+      "SELECT time_ms, value FROM changes WHERE key_id=?1 AND time_ms<=?2 "
+      "ORDER BY time_ms DESC, rowid DESC LIMIT 1");
+  if (!ra.ok()) return ra.status();
+  read_at_ = std::move(ra.value());
   return Status::Ok();
 }
 
@@ -376,6 +381,37 @@ Result<std::vector<Sample>> HotStore::ReadHistory(int64_t key_id, int64_t from_m
     out.push_back({read_history_.ColumnInt64(0), ColumnValue(read_history_, 1)});
   }
   read_history_.Reset();
+  if (!st.ok()) return st;
+  return out;
+}
+
+Status HotStore::ScanHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
+                             const std::function<bool(const Sample&)>& fn) {
+  Result<std::unique_ptr<Db>> db = Db::Open(path_, /*create=*/false);
+  if (!db.ok()) return db.status();
+  KOMOKU_RETURN_IF_ERROR(ApplyConnectionPragmas(**db));
+  Result<Stmt> scan = (*db)->Prepare(
+      "SELECT time_ms, value FROM changes WHERE key_id=?1 AND time_ms>=?2 AND time_ms<?3 "
+      "ORDER BY time_ms, rowid");
+  if (!scan.ok()) return scan.status();
+  scan->BindInt64(1, key_id);
+  scan->BindInt64(2, from_ms);
+  scan->BindInt64(3, to_ms);
+  Status st;
+  while (scan->Step(&st)) {
+    if (!fn(Sample{scan->ColumnInt64(0), ColumnValue(*scan, 1)})) break;
+  }
+  return st;
+}
+
+Result<std::optional<Sample>> HotStore::ReadAt(int64_t key_id, int64_t time_ms) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  read_at_.BindInt64(1, key_id);
+  read_at_.BindInt64(2, time_ms);
+  Status st;
+  std::optional<Sample> out;
+  if (read_at_.Step(&st)) out = Sample{read_at_.ColumnInt64(0), ColumnValue(read_at_, 1)};
+  read_at_.Reset();
   if (!st.ok()) return st;
   return out;
 }

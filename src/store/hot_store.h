@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -84,6 +85,16 @@ class HotStore {
   Result<std::vector<Sample>> ReadHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
                                           size_t limit, uint64_t max_seq = UINT64_MAX);
 
+  // Calls `fn` with each change of a key with from_ms <= time < to_ms in
+  // time order (ties in put order) until it returns false. Reads on a
+  // connection of its own, so a long scan holds up no other reader.
+  Status ScanHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
+                     const std::function<bool(const Sample&)>& fn);
+
+  // The last change of a key at or before `time_ms` (the value in force
+  // then), if any.
+  Result<std::optional<Sample>> ReadAt(int64_t key_id, int64_t time_ms);
+
   // Rows waiting for the writer.
   size_t QueueDepth() const;
 
@@ -139,7 +150,7 @@ class HotStore {
   // The read connection and its statements, guarded by read_mu_.
   std::mutex read_mu_;
   std::unique_ptr<Db> reader_db_;
-  Stmt read_history_;
+  Stmt read_history_, read_at_;
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_;      // the writer waits for work

@@ -32,6 +32,8 @@ json KeyOptionsToJson(const KeyOptions& options, KeyType type) {
   json j = {{"same_value_resolution", static_cast<double>(options.same_value_resolution_ms) / 1000}};
   if (type == KeyType::kUptime) j["max_time"] = static_cast<double>(options.max_time_ms) / 1000;
   if (options.values) j["values"] = *options.values;
+  if (options.stale_after_ms) j["stale_after"] = static_cast<double>(options.stale_after_ms) / 1000;
+  if (type == KeyType::kCounter) j["reset_tolerance"] = options.reset_tolerance;
   return j;
 }
 
@@ -83,13 +85,35 @@ Result<KeyOptions> ApplyKeyOptions(KeyOptions base, KeyType type, const json& op
         values.push_back(v.get<std::string>());
       }
       base.values = std::move(values);
+    } else if (name == "stale_after") {
+      if (value.is_null()) {
+        base.stale_after_ms = defaults.stale_after_ms;
+        continue;
+      }
+      Result<int64_t> ms = Duration(name, value);
+      if (!ms.ok()) return ms.status();
+      base.stale_after_ms = *ms;
+    } else if (name == "reset_tolerance") {
+      if (type != KeyType::kCounter) {
+        return BadOption(std::string("option 'reset_tolerance' is for counter keys, not ") +
+                         KeyTypeName(type));
+      }
+      if (value.is_null()) {
+        base.reset_tolerance = defaults.reset_tolerance;
+        continue;
+      }
+      if (!value.is_number() || !std::isfinite(value.get<double>()) || value.get<double>() < 0) {
+        return BadOption("option 'reset_tolerance' must be a number >= 0");
+      }
+      base.reset_tolerance = value.get<double>();
     } else if (name == "min_resolution") {
       return BadOption(
           "option 'min_resolution' is not supported yet: it needs the aggregates of the "
           "rollup stage so that values in between still count");
     } else {
       return BadOption("unknown option '" + name +
-                       "' (known: same_value_resolution, max_time, values)");
+                       "' (known: same_value_resolution, max_time, values, stale_after, "
+                       "reset_tolerance)");
     }
   }
   return base;

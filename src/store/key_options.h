@@ -22,10 +22,16 @@ struct KeyOptions {
   int64_t max_time_ms = 60 * 1000;
   // string: the allowed values; any value when unset.
   std::optional<std::vector<std::string>> values;
+  // History treats a value older than this as unknown (a sensor that went
+  // quiet); 0: a value lasts until the next change.
+  int64_t stale_after_ms = 0;
+  // counter: a drop smaller than this is a glitch, not a reset.
+  double reset_tolerance = 0;
 
   bool operator==(const KeyOptions& o) const {
     return same_value_resolution_ms == o.same_value_resolution_ms &&
-           max_time_ms == o.max_time_ms && values == o.values;
+           max_time_ms == o.max_time_ms && values == o.values &&
+           stale_after_ms == o.stale_after_ms && reset_tolerance == o.reset_tolerance;
   }
 };
 

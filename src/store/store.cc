@@ -326,16 +326,31 @@ std::vector<KeyInfo> Store::Keys() const {
   return out;
 }
 
+Result<int64_t> Store::IdOf(std::string_view key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = keys_.find(key);
+  if (it == keys_.end()) return Status::NotFound("no " + Quoted(key)).WithReason("unknown_key");
+  return it->second.id;
+}
+
 Result<std::vector<Sample>> Store::History(std::string_view key, int64_t from_ms, int64_t to_ms,
                                            size_t limit, uint64_t max_seq) const {
-  int64_t id;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = keys_.find(key);
-    if (it == keys_.end()) return Status::NotFound("no " + Quoted(key)).WithReason("unknown_key");
-    id = it->second.id;
-  }
-  return hot_->ReadHistory(id, from_ms, to_ms, limit, max_seq);
+  Result<int64_t> id = IdOf(key);
+  if (!id.ok()) return id.status();
+  return hot_->ReadHistory(*id, from_ms, to_ms, limit, max_seq);
+}
+
+Status Store::Scan(std::string_view key, int64_t from_ms, int64_t to_ms,
+                   const std::function<bool(const Sample&)>& fn) const {
+  Result<int64_t> id = IdOf(key);
+  if (!id.ok()) return id.status();
+  return hot_->ScanHistory(*id, from_ms, to_ms, fn);
+}
+
+Result<std::optional<Sample>> Store::At(std::string_view key, int64_t time_ms) const {
+  Result<int64_t> id = IdOf(key);
+  if (!id.ok()) return id.status();
+  return hot_->ReadAt(*id, time_ms);
 }
 
 size_t Store::QueueDepth() const { return hot_->QueueDepth(); }

@@ -123,6 +123,15 @@ class Store {
   Result<std::vector<Sample>> History(std::string_view key, int64_t from_ms, int64_t to_ms,
                                       size_t limit, uint64_t max_seq = UINT64_MAX) const;
 
+  // Calls `fn` with each change of `key` with from_ms <= time < to_ms,
+  // oldest first, until it returns false. NotFound for an unknown key.
+  Status Scan(std::string_view key, int64_t from_ms, int64_t to_ms,
+              const std::function<bool(const Sample&)>& fn) const;
+
+  // The change in force at `time_ms`: the last one at or before it; nullopt
+  // when the key had no value yet. NotFound for an unknown key.
+  Result<std::optional<Sample>> At(std::string_view key, int64_t time_ms) const;
+
   // Called with every accepted change (and deletion), after it is committed
   // when the put waited for that. Listeners run on the putting thread and
   // must be quick; they may be called out of sequence order by concurrent
@@ -169,6 +178,8 @@ class Store {
 
   Store(const StoreOptions& options, std::shared_ptr<spdlog::logger> log);
   Status Refuse(Status status);
+  // The hot store's id of a key; NotFound (reason unknown_key) when none.
+  Result<int64_t> IdOf(std::string_view key) const;
   // The common path of Put and Increment. `make_value` computes the value
   // under mu_ from the key's state (nullptr when the key is new).
   using ValueFn = std::function<Result<Value>(const KeyState* state, KeyType* type)>;

@@ -1,0 +1,579 @@
+#include "store/history.h"
+
+#include <date/tz.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "store/input.h"
+
+namespace komoku::store {
+namespace {
+
+using nlohmann::json;
+
+constexpr int64_t kMinute = 60 * 1000;
+constexpr int64_t kHour = 60 * kMinute;
+constexpr int64_t kDay = 24 * kHour;
+constexpr int64_t kWeek = 7 * kDay;
+
+Status BadParam(const std::string& name, const std::string& why) {
+  return Status::InvalidArgument("parameter '" + name + "': " + why).WithReason("bad_request");
+}
+
+bool IsNumeric(KeyType t) { return t == KeyType::kNumeric || t == KeyType::kCounter; }
+
+// The step function of a key: changes as points, and the time between them
+// as segments holding a value (or unknown).
+class Visitor {
+ public:
+  virtual ~Visitor() = default;
+  // A change at t; `prev` is the value in force just before it, if known.
+  virtual void Point(int64_t t, const Value& v, const Value* prev) = 0;
+  // [start, end) holds `v`; null means unknown.
+  virtual void Segment(int64_t start, int64_t end, const Value* v) = 0;
+};
+
+// Walks [from, to) of `key`: the value in force at `from` carries in; time
+// after now is not visited; a value older than stale_after turns unknown.
+Status Walk(const Store& store, const std::string& key, int64_t from, int64_t to,
+            Visitor& visitor) {
+  Result<KeyInfo> info = store.Get(key);
+  if (!info.ok()) return info.status();
+  const int64_t stale = info->options.stale_after_ms;
+  const int64_t end = std::min(to, store.clock().NowMs());
+  Result<std::optional<Sample>> before = store.At(key, from - 1);
+  if (!before.ok()) return before.status();
+  std::optional<Value> cur;
+  int64_t cur_since = 0;
+  if (*before) {
+    cur = (*before)->value;
+    cur_since = (*before)->time_ms;
+  }
+  int64_t cursor = from;
+  auto emit = [&](int64_t upto) {
+    upto = std::min(upto, end);
+    if (upto <= cursor) return;
+    if (!cur) {
+      visitor.Segment(cursor, upto, nullptr);
+    } else {
+      int64_t known_until = stale > 0 ? cur_since + stale : std::numeric_limits<int64_t>::max();
+      if (known_until > cursor) visitor.Segment(cursor, std::min(upto, known_until), &*cur);
+      if (known_until < upto) visitor.Segment(std::max(cursor, known_until), upto, nullptr);
+    }
+    cursor = upto;
+  };
+  Status st = store.Scan(key, from, to, [&](const Sample& s) {
+    emit(s.time_ms);
+    visitor.Point(s.time_ms, s.value, cur ? &*cur : nullptr);
+    cur = s.value;
+    cur_since = s.time_ms;
+    return true;
+  });
+  if (!st.ok()) return st;
+  emit(end);
+  return Status::Ok();
+}
+
+// Buckets [b_i, b_i+1), the last ending at `to`.
+class Buckets {
+ public:
+  Buckets(const std::vector<int64_t>& starts, int64_t to) : starts_(starts), to_(to) {}
+  size_t size() const { return starts_.size(); }
+  int64_t start(size_t i) const { return starts_[i]; }
+  int64_t end(size_t i) const { return i + 1 < starts_.size() ? starts_[i + 1] : to_; }
+  // The bucket holding t; size() when outside.
+  size_t Find(int64_t t) const {
+    if (starts_.empty() || t < starts_.front() || t >= to_) return size();
+    return static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), t) -
+                               starts_.begin()) -
+           1;
+  }
+  // Calls fn(bucket, start, end) for the parts of [start, end) in each bucket.
+  template <typename Fn>
+  void Split(int64_t start, int64_t end, Fn fn) const {
+    for (size_t i = Find(start); i < size() && start < end; ++i) {
+      int64_t e = std::min(end, this->end(i));
+      fn(i, start, e);
+      start = e;
+    }
+  }
+
+ private:
+  const std::vector<int64_t>& starts_;
+  int64_t to_;
+};
+
+struct NumericAcc {
+  int64_t count = 0;
+  double sum = 0;
+  double min = std::numeric_limits<double>::infinity();
+  double max = -std::numeric_limits<double>::infinity();
+  std::optional<double> first, last;
+  double integral = 0;  // value x ms over the known time
+  int64_t known_ms = 0;
+  double increase = 0;
+
+  void Point(double v) {
+    ++count;
+    sum += v;
+    min = std::min(min, v);
+    max = std::max(max, v);
+    if (!first) first = v;
+    last = v;
+  }
+  void Segment(int64_t ms, double v) {
+    integral += v * static_cast<double>(ms);
+    known_ms += ms;
+  }
+  json Get(Agg agg, int64_t bucket_ms) const {
+    switch (agg) {
+      case Agg::kAvg: return count ? json(sum / static_cast<double>(count)) : json(nullptr);
+      case Agg::kTwavg:
+        return known_ms ? json(integral / static_cast<double>(known_ms)) : json(nullptr);
+      case Agg::kMin: return count ? json(min) : json(nullptr);
+      case Agg::kMax: return count ? json(max) : json(nullptr);
+      case Agg::kFirst: return first ? json(*first) : json(nullptr);
+      case Agg::kLast: return last ? json(*last) : json(nullptr);
+      case Agg::kCount: return count;
+      case Agg::kSum: return sum;
+      case Agg::kIncrease: return increase;
+      case Agg::kRate: return increase / (static_cast<double>(bucket_ms) / 1000.0);
+    }
+    return nullptr;
+  }
+};
+
+// Counter increase across the whole walk: rises add up, a drop is a reset
+// unless within `tolerance` of the highest value since the last reset.
+class IncreaseTracker {
+ public:
+  explicit IncreaseTracker(double tolerance) : tolerance_(tolerance) {}
+  double Add(double v) {
+    if (!high_) {
+      high_ = v;
+      return 0;
+    }
+    if (v >= *high_) {
+      double inc = v - *high_;
+      high_ = v;
+      return inc;
+    }
+    if (*high_ - v <= tolerance_) return 0;  // a glitch
+    high_ = v;                                // a reset: counts from 0
+    return v;
+  }
+
+ private:
+  double tolerance_;
+  std::optional<double> high_;
+};
+
+class DownsampleVisitor : public Visitor {
+ public:
+  DownsampleVisitor(const Buckets& buckets, double tolerance)
+      : buckets_(buckets), accs_(buckets.size()), increase_(tolerance) {}
+  void Carry(const Value* v) {
+    if (v) increase_.Add(AsDouble(*v));
+  }
+  void Point(int64_t t, const Value& v, const Value*) override {
+    double d = AsDouble(v);
+    double inc = increase_.Add(d);
+    size_t i = buckets_.Find(t);
+    if (i == buckets_.size()) return;
+    accs_[i].Point(d);
+    accs_[i].increase += inc;
+  }
+  void Segment(int64_t start, int64_t end, const Value* v) override {
+    if (!v) return;
+    double d = AsDouble(*v);
+    buckets_.Split(start, end, [&](size_t i, int64_t s, int64_t e) { accs_[i].Segment(e - s, d); });
+  }
+  const std::vector<NumericAcc>& accs() const { return accs_; }
+
+  // Booleans count as 0/1 and strings are not numbers: count/first/last of
+  // them are answered from the text form elsewhere.
+  static double AsDouble(const Value& v) {
+    if (const double* d = std::get_if<double>(&v)) return *d;
+    if (const bool* b = std::get_if<bool>(&v)) return *b ? 1 : 0;
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+
+ private:
+  const Buckets& buckets_;
+  std::vector<NumericAcc> accs_;
+  IncreaseTracker increase_;
+};
+
+// Point aggregates that make sense for any type: first, last, count.
+class PointVisitor : public Visitor {
+ public:
+  explicit PointVisitor(const Buckets& buckets)
+      : buckets_(buckets), first_(buckets.size()), last_(buckets.size()), count_(buckets.size()) {}
+  void Point(int64_t t, const Value& v, const Value*) override {
+    size_t i = buckets_.Find(t);
+    if (i == buckets_.size()) return;
+    if (!first_[i]) first_[i] = v;
+    last_[i] = v;
+    ++count_[i];
+  }
+  void Segment(int64_t, int64_t, const Value*) override {}
+  json Get(size_t i, Agg agg) const {
+    if (agg == Agg::kCount) return count_[i];
+    const auto& v = agg == Agg::kFirst ? first_[i] : last_[i];
+    return v ? ValueToJson(*v) : json(nullptr);
+  }
+
+ private:
+  const Buckets& buckets_;
+  std::vector<std::optional<Value>> first_, last_;
+  std::vector<int64_t> count_;
+};
+
+struct StateAcc {
+  std::map<std::string, int64_t> ms_per_value;
+  int64_t unknown_ms = 0;
+  int64_t changes = 0;
+
+  json ToJson() const {
+    json time = json::object();
+    json share = json::object();
+    int64_t known = 0;
+    for (const auto& [v, ms] : ms_per_value) known += ms;
+    for (const auto& [v, ms] : ms_per_value) {
+      time[v] = static_cast<double>(ms) / 1000.0;
+      share[v] = known ? json(static_cast<double>(ms) / static_cast<double>(known)) : json(nullptr);
+    }
+    time["unknown"] = static_cast<double>(unknown_ms) / 1000.0;
+    return {{"time", time}, {"share", share}, {"changes", changes}};
+  }
+};
+
+const date::time_zone* ZoneOrNull(std::string_view tz, Status* st) {
+  if (tz.empty() || tz == "UTC") return nullptr;
+  try {
+    return date::locate_zone(std::string(tz));
+  } catch (const std::exception&) {
+    *st = BadParam("tz", "unknown time zone '" + std::string(tz) + "'");
+    return nullptr;
+  }
+}
+
+class StateVisitor : public Visitor {
+ public:
+  StateVisitor(const Buckets& buckets, const date::time_zone* zone, bool hour_of_day)
+      : buckets_(buckets), accs_(buckets.size()), zone_(zone), hour_of_day_(hour_of_day) {}
+  void Point(int64_t t, const Value& v, const Value* prev) override {
+    if (!prev || *prev == v) return;  // the first known value is no change
+    size_t i = buckets_.Find(t);
+    if (i < buckets_.size()) ++accs_[i].changes;
+    ++total_.changes;
+  }
+  void Segment(int64_t start, int64_t end, const Value* v) override {
+    std::string text = v ? ValueToText(*v) : "";
+    buckets_.Split(start, end, [&](size_t i, int64_t s, int64_t e) {
+      Add(accs_[i], v, text, e - s);
+      Add(total_, v, text, e - s);
+    });
+    if (hour_of_day_ && v) SplitHours(start, end, text);
+  }
+  const std::vector<StateAcc>& accs() const { return accs_; }
+  const StateAcc& total() const { return total_; }
+  json HourOfDay() const {
+    json out = json::array();
+    for (int h = 0; h < 24; ++h) {
+      int64_t known = 0;
+      for (const auto& [v, ms] : hours_[h]) known += ms;
+      json share = json::object();
+      for (const auto& [v, ms] : hours_[h]) {
+        share[v] = static_cast<double>(ms) / static_cast<double>(known);
+      }
+      out.push_back({{"hour", h}, {"share", share}});
+    }
+    return out;
+  }
+
+ private:
+  static void Add(StateAcc& acc, const Value* v, const std::string& text, int64_t ms) {
+    if (v) {
+      acc.ms_per_value[text] += ms;
+    } else {
+      acc.unknown_ms += ms;
+    }
+  }
+  // Splits a known segment at local hour boundaries.
+  void SplitHours(int64_t start, int64_t end, const std::string& text) {
+    using namespace std::chrono;
+    while (start < end) {
+      date::sys_time<milliseconds> t{milliseconds(start)};
+      int hour;
+      int64_t next;
+      if (zone_) {
+        auto local = zone_->to_local(t);
+        auto hour_start = date::floor<hours>(local);
+        hour = static_cast<int>(date::make_time(hour_start - date::floor<date::days>(hour_start))
+                                    .hours()
+                                    .count());
+        auto next_local = hour_start + hours(1);
+        auto next_sys = zone_->to_sys(next_local, date::choose::earliest);
+        next = duration_cast<milliseconds>(next_sys.time_since_epoch()).count();
+        if (next <= start) next = start + kHour;  // never stand still at a DST edge
+      } else {
+        hour = static_cast<int>((start % kDay + kDay) % kDay / kHour);
+        next = (start / kHour + 1) * kHour;
+      }
+      int64_t e = std::min(end, next);
+      hours_[hour][text] += e - start;
+      start = e;
+    }
+  }
+
+  const Buckets& buckets_;
+  std::vector<StateAcc> accs_;
+  StateAcc total_;
+  const date::time_zone* zone_;
+  bool hour_of_day_;
+  std::map<std::string, int64_t> hours_[24];
+};
+
+}  // namespace
+
+const char* AggName(Agg agg) {
+  switch (agg) {
+    case Agg::kAvg: return "avg";
+    case Agg::kTwavg: return "twavg";
+    case Agg::kMin: return "min";
+    case Agg::kMax: return "max";
+    case Agg::kFirst: return "first";
+    case Agg::kLast: return "last";
+    case Agg::kCount: return "count";
+    case Agg::kSum: return "sum";
+    case Agg::kIncrease: return "increase";
+    case Agg::kRate: return "rate";
+  }
+  return "?";
+}
+
+Result<std::vector<Agg>> ParseAggs(std::string_view list, KeyType type) {
+  std::vector<Agg> out;
+  size_t pos = 0;
+  while (pos <= list.size()) {
+    size_t comma = list.find(',', pos);
+    std::string_view name = list.substr(pos, comma == std::string_view::npos ? list.npos : comma - pos);
+    bool found = false;
+    for (Agg a : {Agg::kAvg, Agg::kTwavg, Agg::kMin, Agg::kMax, Agg::kFirst, Agg::kLast,
+                  Agg::kCount, Agg::kSum, Agg::kIncrease, Agg::kRate}) {
+      if (name != AggName(a)) continue;
+      found = true;
+      bool point = a == Agg::kFirst || a == Agg::kLast || a == Agg::kCount;
+      bool counter_only = a == Agg::kIncrease || a == Agg::kRate;
+      if ((counter_only && type != KeyType::kCounter) || (!point && !IsNumeric(type))) {
+        return BadParam("agg", "'" + std::string(name) + "' does not apply to a " +
+                                   KeyTypeName(type) + " key" +
+                                   (IsNumeric(type) ? "" : " (use stats for time in state)"));
+      }
+      if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
+    }
+    if (!found) {
+      return BadParam("agg", "unknown aggregate '" + std::string(name) +
+                                 "' (avg, twavg, min, max, first, last, count, sum, increase, rate)");
+    }
+    if (comma == std::string_view::npos) break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
+Result<int64_t> ParseStep(std::string_view text, int64_t from_ms, int64_t to_ms) {
+  if (text == "auto") {
+    for (int64_t s : {kMinute, 5 * kMinute, 15 * kMinute, kHour, 6 * kHour, kDay, kWeek}) {
+      if ((to_ms - from_ms) / s <= 600) return s;
+    }
+    return 30 * kDay;
+  }
+  if (text.empty() || text.size() > 12) return BadParam("step", "expected e.g. 5m, 1h, 1d or auto");
+  int64_t unit = 1000;
+  std::string_view digits = text;
+  switch (text.back()) {
+    case 's': unit = 1000; digits.remove_suffix(1); break;
+    case 'm': unit = kMinute; digits.remove_suffix(1); break;
+    case 'h': unit = kHour; digits.remove_suffix(1); break;
+    case 'd': unit = kDay; digits.remove_suffix(1); break;
+    case 'w': unit = kWeek; digits.remove_suffix(1); break;
+    default: break;
+  }
+  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string_view::npos) {
+    return BadParam("step", "'" + std::string(text) + "' is not a step (e.g. 5m, 1h, 1d, auto)");
+  }
+  int64_t n = std::stoll(std::string(digits));
+  if (n <= 0) return BadParam("step", "must be more than 0");
+  if (unit == 1000 && n < 1) return BadParam("step", "must be at least 1s");
+  return n * unit;
+}
+
+Result<std::vector<int64_t>> BucketStarts(int64_t from_ms, int64_t to_ms, int64_t step_ms,
+                                          std::string_view tz, size_t max_buckets) {
+  if (step_ms <= 0) return BadParam("step", "must be more than 0");
+  if (to_ms <= from_ms) return BadParam("to", "must be after 'from'");
+  Status st;
+  const date::time_zone* zone = ZoneOrNull(tz, &st);
+  if (!st.ok()) return st;
+  const uint64_t estimate = static_cast<uint64_t>((to_ms - from_ms) / step_ms) + 1;
+  if (estimate > max_buckets) {
+    return BadParam("step", "too fine for the range: " + std::to_string(estimate) +
+                                " buckets, at most " + std::to_string(max_buckets));
+  }
+  std::vector<int64_t> out;
+  if (!zone || step_ms % kDay != 0) {
+    int64_t b = from_ms >= 0 ? from_ms / step_ms * step_ms
+                             : -((-from_ms + step_ms - 1) / step_ms) * step_ms;
+    if (step_ms % kWeek == 0) b -= ((b / kDay + 3) % 7) * kDay;  // back to Monday (epoch: Thu)
+    for (; b < to_ms; b += step_ms) out.push_back(b);
+    return out;
+  }
+  // Whole days in local time: buckets start at local midnight.
+  using namespace std::chrono;
+  const int64_t days = step_ms / kDay;
+  auto local_from = zone->to_local(date::sys_time<milliseconds>(milliseconds(from_ms)));
+  date::local_days day = date::floor<date::days>(local_from);
+  if (step_ms % kWeek == 0) {
+    date::weekday wd{day};
+    day -= date::days((wd.c_encoding() + 6) % 7);  // back to Monday
+  }
+  for (;;) {
+    auto start = zone->to_sys(date::local_time<milliseconds>(day.time_since_epoch()),
+                              date::choose::earliest);
+    int64_t ms = duration_cast<milliseconds>(start.time_since_epoch()).count();
+    if (ms >= to_ms) break;
+    out.push_back(ms);
+    day += date::days(days);
+  }
+  return out;
+}
+
+Result<json> Downsample(const Store& store, const HistoryQuery& q, const std::vector<Agg>& aggs) {
+  Result<KeyInfo> info = store.Get(q.key);
+  if (!info.ok()) return info.status();
+  Buckets buckets(q.buckets, q.to_ms);
+  json rows = json::array();
+  if (!IsNumeric(info->type)) {
+    PointVisitor points(buckets);
+    KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, points));
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      json row = json::array({MsToSeconds(buckets.start(i))});
+      for (Agg a : aggs) row.push_back(points.Get(i, a));
+      rows.push_back(std::move(row));
+    }
+    return rows;
+  }
+  DownsampleVisitor visitor(buckets, info->options.reset_tolerance);
+  Result<std::optional<Sample>> before = store.At(q.key, q.from_ms - 1);
+  if (!before.ok()) return before.status();
+  if (*before) visitor.Carry(&(*before)->value);
+  KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor));
+  for (size_t i = 0; i < buckets.size(); ++i) {
+    json row = json::array({MsToSeconds(buckets.start(i))});
+    for (Agg a : aggs) row.push_back(visitor.accs()[i].Get(a, buckets.end(i) - buckets.start(i)));
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+Result<json> Stats(const Store& store, const HistoryQuery& q, bool hour_of_day,
+                   std::string_view tz) {
+  Result<KeyInfo> info = store.Get(q.key);
+  if (!info.ok()) return info.status();
+  Buckets buckets(q.buckets, q.to_ms);
+  if (IsNumeric(info->type)) {
+    if (hour_of_day) {
+      return BadParam("distribution", "hour_of_day is for boolean, uptime and string keys");
+    }
+    std::vector<int64_t> whole = {q.from_ms};
+    Buckets one(whole, q.to_ms);
+    DownsampleVisitor total(one, info->options.reset_tolerance);
+    DownsampleVisitor per(buckets, info->options.reset_tolerance);
+    struct Both : Visitor {
+      Visitor* a;
+      Visitor* b;
+      void Point(int64_t t, const Value& v, const Value* p) override {
+        a->Point(t, v, p);
+        b->Point(t, v, p);
+      }
+      void Segment(int64_t s, int64_t e, const Value* v) override {
+        a->Segment(s, e, v);
+        b->Segment(s, e, v);
+      }
+    } both;
+    both.a = &total;
+    both.b = &per;
+    KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, both));
+    auto summary = [](const NumericAcc& acc, int64_t ms) {
+      return json{{"min", acc.Get(Agg::kMin, ms)},   {"max", acc.Get(Agg::kMax, ms)},
+                  {"mean", acc.Get(Agg::kAvg, ms)},  {"twavg", acc.Get(Agg::kTwavg, ms)},
+                  {"count", acc.count},              {"known", static_cast<double>(acc.known_ms) / 1000.0}};
+    };
+    json out = summary(total.accs()[0], q.to_ms - q.from_ms);
+    if (q.buckets.size() > 1 || (!q.buckets.empty() && q.buckets[0] != q.from_ms)) {
+      json rows = json::array();
+      for (size_t i = 0; i < buckets.size(); ++i) {
+        json row = summary(per.accs()[i], buckets.end(i) - buckets.start(i));
+        row["start"] = MsToSeconds(buckets.start(i));
+        rows.push_back(std::move(row));
+      }
+      out["buckets"] = std::move(rows);
+    }
+    return out;
+  }
+  Status st;
+  const date::time_zone* zone = ZoneOrNull(tz, &st);
+  if (!st.ok()) return st;
+  StateVisitor visitor(buckets, zone, hour_of_day);
+  KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor));
+  json out = visitor.total().ToJson();
+  if (q.buckets.size() > 1 || (!q.buckets.empty() && q.buckets[0] != q.from_ms)) {
+    json rows = json::array();
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      json row = visitor.accs()[i].ToJson();
+      row["start"] = MsToSeconds(buckets.start(i));
+      rows.push_back(std::move(row));
+    }
+    out["buckets"] = std::move(rows);
+  }
+  if (hour_of_day) out["hour_of_day"] = visitor.HourOfDay();
+  return out;
+}
+
+Result<json> Timespans(const Store& store, const HistoryQuery& q, const InputValue& value) {
+  Result<KeyInfo> info = store.Get(q.key);
+  if (!info.ok()) return info.status();
+  if (IsNumeric(info->type)) {
+    return BadParam("key", "timespans are for boolean, uptime and string keys");
+  }
+  Result<Value> target = CoerceValue(info->type, value);
+  if (!target.ok()) return BadParam("value", target.status().message());
+  struct SpanVisitor : Visitor {
+    Value target;
+    std::vector<std::pair<int64_t, int64_t>> spans;
+    void Point(int64_t, const Value&, const Value*) override {}
+    void Segment(int64_t s, int64_t e, const Value* v) override {
+      if (!v || *v != target) return;
+      if (!spans.empty() && spans.back().second == s) {
+        spans.back().second = e;  // a repeat of the value: the same span goes on
+      } else {
+        spans.push_back({s, e});
+      }
+    }
+  } visitor;
+  visitor.target = *target;
+  KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor));
+  const int64_t end = std::min(q.to_ms, store.clock().NowMs());
+  json spans = json::array();
+  for (const auto& [s, e] : visitor.spans) {
+    spans.push_back(json::array({MsToSeconds(s), static_cast<double>(e - s) / 1000.0}));
+  }
+  bool open = !visitor.spans.empty() && visitor.spans.back().second == end;
+  return json{{"spans", spans}, {"open", open}};
+}
+
+}  // namespace komoku::store
