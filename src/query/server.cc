@@ -25,7 +25,7 @@ constexpr const char* kJson = "application/json";
 
 void SendJson(httplib::Response& res, int status, const json& body) {
   res.status = status;
-  res.set_content(body.dump(), kJson);
+  res.set_content(store::DumpJson(body), kJson);
 }
 
 void SendError(httplib::Response& res, int status, const std::string& code,

@@ -26,7 +26,7 @@ std::string Event(const char* name, uint64_t id, const json& data) {
   out += name;
   out += "\n";
   if (id) out += "id: " + std::to_string(id) + "\n";
-  out += "data: " + data.dump() + "\n\n";
+  out += "data: " + store::DumpJson(data) + "\n\n";
   return out;
 }
 

@@ -205,24 +205,25 @@ Result<json> Api::Dispatch(const std::string& op, const json& args) {
   if (op == "define") {
     // {"define": {"name": {"type": "uptime", "opts": {"max_time": 30}}, ...}}
     if (args.empty()) return Bad("\"define\" names at least one key");
-    json out = json::object();
+    std::vector<Store::KeyDefinition> defs;
     for (auto it = args.begin(); it != args.end(); ++it) {
       const json& spec = it.value();
       if (!spec.is_object()) return Bad("definition of \"" + it.key() + "\" must be an object");
       KOMOKU_RETURN_IF_ERROR(OnlyArgs(spec, {"type", "opts"}));
-      std::optional<KeyType> type;
+      Store::KeyDefinition def{it.key(), std::nullopt, json::object()};
       if (auto t = spec.find("type"); t != spec.end()) {
         if (!t->is_string()) return Bad("\"type\" must be a string");
         Result<KeyType> parsed = ParseKeyType(t->get<std::string>());
         if (!parsed.ok()) return parsed.status().WithReason("bad_request");
-        type = *parsed;
+        def.type = *parsed;
       }
-      static const json kNoOptions = json::object();
-      auto opts = spec.find("opts");
-      Result<KeyInfo> info = store_->Define(it.key(), type, opts == spec.end() ? kNoOptions : *opts);
-      if (!info.ok()) return info.status();
-      out[it.key()] = KeyJson(*info, false);
+      if (auto opts = spec.find("opts"); opts != spec.end()) def.options = *opts;
+      defs.push_back(std::move(def));
     }
+    Result<std::vector<KeyInfo>> infos = store_->DefineAll(defs);
+    if (!infos.ok()) return infos.status();
+    json out = json::object();
+    for (const KeyInfo& info : *infos) out[info.name] = KeyJson(info, false);
     return out;
   }
   if (op == "delete") {

@@ -236,52 +236,73 @@ void Store::Notify(const Change& change) {
 
 Result<KeyInfo> Store::Define(std::string_view key, std::optional<KeyType> type,
                               const nlohmann::json& options) {
-  Status name_ok = ValidateKeyName(key);
-  if (!name_ok.ok()) return Refuse(name_ok.WithReason("bad_key"));
+  Result<std::vector<KeyInfo>> infos = DefineAll({{std::string(key), type, options}});
+  if (!infos.ok()) return infos.status();
+  return std::move(infos->front());
+}
+
+Result<std::vector<KeyInfo>> Store::DefineAll(const std::vector<KeyDefinition>& defs) {
+  for (const KeyDefinition& d : defs) {
+    Status name_ok = ValidateKeyName(d.key);
+    if (!name_ok.ok()) return Refuse(name_ok.WithReason("bad_key"));
+  }
   const int64_t now = clock_->NowMs();
-  KeyInfo info;
-  uint64_t op_seq;
+  std::vector<KeyInfo> infos;
+  uint64_t op_seq = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return Status::Busy("store is closing");
-    auto it = keys_.find(key);
-    if (it == keys_.end() && !type) {
-      return Refuse(Status::InvalidArgument(Quoted(key) + " does not exist; give its type")
-                        .WithReason("unknown_key"));
-    }
-    KeyType new_type = type ? *type : it->second.type;
-    KeyOptions base;
-    if (it != keys_.end()) {
-      const KeyState& old = it->second;
-      if (new_type != old.type && old.last && !SameRepresentation(new_type, old.type)) {
-        return Refuse(Status::InvalidArgument(Quoted(key) + " holds " + KeyTypeName(old.type) +
-                                              " data; its type cannot become " +
-                                              KeyTypeName(new_type))
-                          .WithReason("type_change"));
+    // Every definition is checked before any is applied: a refusal changes
+    // nothing.
+    std::vector<std::pair<KeyType, KeyOptions>> planned;
+    for (const KeyDefinition& d : defs) {
+      auto it = keys_.find(d.key);
+      if (it == keys_.end() && !d.type) {
+        return Refuse(Status::NotFound(Quoted(d.key) + " does not exist; give its type")
+                          .WithReason("unknown_key"));
       }
-      base = old.options;
-      // Options of the old type that the new one does not take are dropped.
-      if (new_type != KeyType::kString) base.values.reset();
+      KeyType new_type = d.type ? *d.type : it->second.type;
+      KeyOptions base;
+      if (it != keys_.end()) {
+        const KeyState& old = it->second;
+        if (new_type != old.type && old.last && !SameRepresentation(new_type, old.type)) {
+          return Refuse(Status::InvalidArgument(Quoted(d.key) + " holds " +
+                                                KeyTypeName(old.type) +
+                                                " data; its type cannot become " +
+                                                KeyTypeName(new_type))
+                            .WithReason("type_change"));
+        }
+        base = old.options;
+        // Options of the old type that the new one does not take are dropped.
+        if (new_type != KeyType::kString) base.values.reset();
+      }
+      Result<KeyOptions> opts = ApplyKeyOptions(base, new_type, d.options);
+      if (!opts.ok()) return Refuse(opts.status().WithContext(Quoted(d.key)));
+      planned.emplace_back(new_type, std::move(opts.value()));
     }
-    Result<KeyOptions> opts = ApplyKeyOptions(base, new_type, options);
-    if (!opts.ok()) return Refuse(opts.status().WithContext(Quoted(key)));
-    if (it == keys_.end()) {
-      it = keys_.emplace(std::string(key),
-                         KeyState{next_key_id_++, new_type, KeyOptions{}, {}, {}, 0, 0})
-               .first;
-      metrics_.Set("komoku_keys", static_cast<int64_t>(keys_.size()));
+    for (size_t i = 0; i < defs.size(); ++i) {
+      auto it = keys_.find(defs[i].key);
+      if (it == keys_.end()) {
+        it = keys_.emplace(defs[i].key,
+                           KeyState{next_key_id_++, planned[i].first, KeyOptions{}, {}, {}, 0, 0})
+                 .first;
+      }
+      KeyState& state = it->second;
+      state.type = planned[i].first;
+      state.options = std::move(planned[i].second);
+      if (state.type == KeyType::kUptime && state.last) {
+        // A key that becomes uptime times out from its last change, not the epoch.
+        state.last_seen_ms = std::max(state.last_seen_ms, state.last->time_ms);
+      }
+      ArmUptime(it->first, state);
+      op_seq = hot_->EnqueueUpsertKey(state.id, it->first, state.type,
+                                      KeyOptionsToJson(state.options, state.type).dump(), now);
+      infos.push_back(KeyInfo{it->first, state.type, state.options, state.last, state.previous});
     }
-    KeyState& state = it->second;
-    state.type = new_type;
-    state.options = *opts;
-    ArmUptime(it->first, state);
-    op_seq = hot_->EnqueueUpsertKey(state.id, it->first, new_type,
-                                    KeyOptionsToJson(state.options, new_type).dump(), now);
-    info = KeyInfo{it->first, state.type, state.options, state.last, state.previous};
+    metrics_.Set("komoku_keys", static_cast<int64_t>(keys_.size()));
   }
-  Status st = hot_->WaitCommitted(op_seq);
-  if (!st.ok()) return st;
-  return info;
+  if (op_seq) KOMOKU_RETURN_IF_ERROR(hot_->WaitCommitted(op_seq));
+  return infos;
 }
 
 Status Store::Delete(std::string_view key) {

@@ -107,6 +107,13 @@ class Store {
   // uptime).
   Result<KeyInfo> Define(std::string_view key, std::optional<KeyType> type,
                          const nlohmann::json& options);
+  // Several definitions at once, all or none: any refusal changes nothing.
+  struct KeyDefinition {
+    std::string key;
+    std::optional<KeyType> type;
+    nlohmann::json options;
+  };
+  Result<std::vector<KeyInfo>> DefineAll(const std::vector<KeyDefinition>& defs);
 
   // Deletes a key and all its history. NotFound for an unknown key.
   Status Delete(std::string_view key);

@@ -1,5 +1,6 @@
 #include "store/value.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -30,20 +31,60 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
 
 // Quotes outside text for a message, cut short so a 1 MB payload does not
 // become a 1 MB log line.
+// The length of the well-formed UTF-8 sequence at p (no overlongs, no
+// surrogates, at most U+10FFFF), or 0.
+size_t Utf8SequenceLength(const unsigned char* p, const unsigned char* end) {
+  unsigned char c = *p;
+  if (c < 0x80) return 1;
+  size_t extra;
+  uint32_t cp;
+  if ((c & 0xE0) == 0xC0) {
+    extra = 1;
+    cp = c & 0x1F;
+  } else if ((c & 0xF0) == 0xE0) {
+    extra = 2;
+    cp = c & 0x0F;
+  } else if ((c & 0xF8) == 0xF0) {
+    extra = 3;
+    cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (static_cast<size_t>(end - p) <= extra) return 0;
+  for (size_t i = 1; i <= extra; ++i) {
+    if ((p[i] & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (p[i] & 0x3F);
+  }
+  static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return extra + 1;
+}
+
+// Quotes outside text for a message: at most 40 bytes, never cut inside a
+// character, control characters and bytes that are not UTF-8 as \xNN, so
+// the message is valid UTF-8 whatever came in.
 std::string Quote(std::string_view text) {
   constexpr size_t kMax = 40;
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const unsigned char* end = p + text.size();
   std::string out = "'";
-  for (size_t i = 0; i < text.size() && i < kMax; ++i) {
-    unsigned char c = static_cast<unsigned char>(text[i]);
-    if (c < 0x20 || c == 0x7f) {
+  size_t i = 0;
+  while (i < text.size() && i < kMax) {
+    size_t len = Utf8SequenceLength(p + i, end);
+    unsigned char c = p[i];
+    if (len == 0 || c < 0x20 || c == 0x7f) {
       char buf[8];
       std::snprintf(buf, sizeof buf, "\\x%02x", c);
       out += buf;
+      ++i;
+    } else if (i + len > kMax) {
+      break;
     } else {
-      out += static_cast<char>(c);
+      out.append(text.substr(i, len));
+      i += len;
     }
   }
-  if (text.size() > kMax) out += "...";
+  if (i < text.size()) out += "...";
   out += "'";
   return out;
 }
@@ -74,33 +115,9 @@ bool IsValidUtf8(std::string_view text) {
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
   const unsigned char* end = p + text.size();
   while (p < end) {
-    unsigned char c = *p;
-    if (c < 0x80) {
-      ++p;
-      continue;
-    }
-    int extra;
-    uint32_t cp;
-    if ((c & 0xE0) == 0xC0) {
-      extra = 1;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      extra = 2;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      extra = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (end - p <= extra) return false;
-    for (int i = 1; i <= extra; ++i) {
-      if ((p[i] & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    p += extra + 1;
+    size_t len = Utf8SequenceLength(p, end);
+    if (len == 0) return false;
+    p += len;
   }
   return true;
 }

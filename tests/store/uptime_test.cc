@@ -229,11 +229,7 @@ TEST_F(UptimeTest, ATimeoutThatFellWhileClosedIsRecordedAtItsDueTime) {
   EXPECT_EQ(AdvanceAndRun(*store, clock_, kNow + 7200000, "-"), "0=true 40000=false");
 }
 
-// Disabled: fails on src as of this commit. Store::Apply keeps
-// last_seen_ms only for uptime keys, so a boolean key redefined as uptime is
-// armed at 0 + max_time (src/store/store.cc, Define -> ArmUptime) and the
-// timer records false at 1970-01-01T00:00:30Z instead of kNow + 30 s.
-TEST_F(UptimeTest, DISABLED_ABooleanKeyRedefinedAsUptimeTimesOutFromItsLastTrue) {
+TEST_F(UptimeTest, ABooleanKeyRedefinedAsUptimeTimesOutFromItsLastTrue) {
   // A boolean key that was true for a while becomes an uptime key: its
   // timeout runs from the last true (kNow), not from the epoch.
   auto store = Open();
