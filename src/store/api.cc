@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "store/history.h"
 #include "store/input.h"
 #include "store/time_param.h"
 
@@ -240,7 +241,7 @@ Result<json> Api::Dispatch(const std::string& op, const json& args) {
     return json({{"deleted", *key}});
   }
   if (op == "fetch") {
-    KOMOKU_RETURN_IF_ERROR(OnlyArgs(args, {"key", "from", "to", "limit"}));
+    KOMOKU_RETURN_IF_ERROR(OnlyArgs(args, {"key", "from", "to", "limit", "step", "agg", "tz"}));
     Result<std::string> key = KeyArg(args);
     if (!key.ok()) return key.status();
     Result<std::optional<int64_t>> from = TimeArg(args, "from", now);
@@ -250,6 +251,24 @@ Result<json> Api::Dispatch(const std::string& op, const json& args) {
     int64_t from_ms = from->value_or(now - 24 * 3600 * 1000LL);
     int64_t to_ms = to->value_or(now + 1);
     if (to_ms < from_ms) return Bad("\"to\" is before \"from\"");
+    if (auto step = args.find("step"); step != args.end()) {
+      // Downsampled: one row per bucket, [start, agg1, agg2, ...].
+      if (!step->is_string()) return Bad("\"step\" must be a string such as \"1h\" or \"auto\"");
+      Result<KeyInfo> info = store_->Get(*key);
+      if (!info.ok()) return info.status();
+      Result<int64_t> step_ms = ParseStep(step->get<std::string>(), from_ms, to_ms);
+      if (!step_ms.ok()) return step_ms.status();
+      std::string tz = args.value("tz", std::string());
+      Result<std::vector<int64_t>> buckets = BucketStarts(from_ms, to_ms, *step_ms, tz, kMaxFetchRows);
+      if (!buckets.ok()) return buckets.status();
+      bool numeric = info->type == KeyType::kNumeric || info->type == KeyType::kCounter;
+      std::string def = info->type == KeyType::kCounter ? "increase" : numeric ? "avg" : "last";
+      Result<std::vector<Agg>> aggs = ParseAggs(args.value("agg", def), info->type);
+      if (!aggs.ok()) return aggs.status();
+      HistoryQuery q{*key, buckets->front(), to_ms, std::move(buckets.value())};
+      return Downsample(*store_, q, *aggs);
+    }
+    if (args.contains("agg") || args.contains("tz")) return Bad("\"agg\" and \"tz\" need a \"step\"");
     size_t limit = kMaxFetchRows;
     if (auto l = args.find("limit"); l != args.end()) {
       if (!l->is_number_unsigned() || l->get<uint64_t>() == 0 || l->get<uint64_t>() > kMaxFetchRows) {

@@ -3,6 +3,8 @@
 // millisecond by millisecond.
 #include "store/history.h"
 
+#include "store/api.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -199,6 +201,19 @@ TEST_F(HistoryTest, AggregatesRefusedForTheWrongType) {
   EXPECT_FALSE(ParseStep("0m", 0, 1).ok());
   EXPECT_FALSE(ParseStep("5x", 0, 1).ok());
   EXPECT_EQ(*ParseStep("auto", 0, 86'400'000), 5 * 60'000);
+}
+
+TEST_F(HistoryTest, FetchWithAStepOverTheJsonApi) {
+  Define("t", KeyType::kNumeric);
+  Put("t", 1000, 10.0);
+  Put("t", 61000, 20.0);
+  Api api(store_.get(), nullptr);
+  json a = api.HandleText(R"({"fetch": {"key": "t", "from": 0, "to": 120, "step": "1m", "agg": "max,count"}})");
+  EXPECT_EQ(a, json::parse(R"({"result": [[0, 10, 1], [60, 20, 1]]})")) << a.dump();
+  a = api.HandleText(R"({"fetch": {"key": "t", "from": 0, "to": 120, "agg": "max"}})");
+  EXPECT_EQ(a["error"]["code"], "bad_request") << a.dump();
+  a = api.HandleText(R"({"fetch": {"key": "t", "from": 0, "to": 120, "step": "1m", "tz": "Nowhere/Land"}})");
+  EXPECT_NE(a["error"]["message"].get<std::string>().find("tz"), std::string::npos) << a.dump();
 }
 
 // Random histories, out-of-order puts included, against the step function
