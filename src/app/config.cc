@@ -272,6 +272,171 @@ Status ParseKeys(const YAML::Node& body, const std::string& name, Config& c) {
   return Status::Ok();
 }
 
+// mappings: a list of rules (docs/mapping.md). Errors name the rule by its
+// index: "k.yaml:12: mappings[2].type: ...".
+Status ParseMappings(const YAML::Node& body, const std::string& name, Config& c) {
+  if (!body.IsSequence()) {
+    return Status::InvalidArgument(Where(name, body.Mark()) +
+                                   "mappings: expected a list of rules (- topic: ...)");
+  }
+  static const std::set<std::string> kOptionNames = {"same_value_resolution", "max_time", "values",
+                                                     "min_resolution", "retention"};
+  static const char* kFieldList =
+      "name, topic, exclude, key, payload, fields, ignore, type, true, false, scale, offset, "
+      "time, availability, continue, publish_errors, same_value_resolution, max_time, values";
+  std::vector<bridge::MappingRule> rules;
+  size_t index = 0;
+  for (auto item = body.begin(); item != body.end(); ++item, ++index) {
+    const YAML::Node& spec = *item;
+    const std::string at = "mappings[" + std::to_string(index) + "]";
+    if (!spec.IsMap()) {
+      return Status::InvalidArgument(Where(name, spec.Mark()) + at +
+                                     ": expected a rule (a map with topic:, key:, ...)");
+    }
+    bridge::MappingRule rule;
+    rule.where = name + ":" + std::to_string(spec.Mark().line + 1);
+    std::map<std::string, int> seen;
+    for (auto f = spec.begin(); f != spec.end(); ++f) {
+      const std::string field = f->first.as<std::string>();
+      const YAML::Node& v = f->second;
+      const std::string where = Where(name, f->first.Mark()) + at + "." + field + ": ";
+      auto [first, fresh] = seen.emplace(field, f->first.Mark().line + 1);
+      if (!fresh) {
+        return Status::InvalidArgument(where + "set twice (first on line " +
+                                       std::to_string(first->second) + ")");
+      }
+      auto text = [&](std::string* out) -> Status {
+        if (!v.IsScalar()) {
+          return Status::InvalidArgument(
+              where + "expected text" +
+              (field == "key" ? " (quote a template: key: \"{1}/{field}\")" : ""));
+        }
+        *out = v.as<std::string>();
+        return Status::Ok();
+      };
+      auto list = [&](std::vector<std::string>* out) -> Status {
+        if (v.IsScalar()) {
+          out->push_back(v.as<std::string>());
+          return Status::Ok();
+        }
+        if (!v.IsSequence() || v.size() == 0) {
+          return Status::InvalidArgument(where + "expected text or a non-empty list of text");
+        }
+        for (const YAML::Node& e : v) {
+          if (!e.IsScalar()) return Status::InvalidArgument(where + "expected a list of text");
+          out->push_back(e.as<std::string>());
+        }
+        return Status::Ok();
+      };
+      auto boolean = [&](bool* out) -> Status {
+        if (!v.IsScalar()) return Status::InvalidArgument(where + "expected true or false");
+        const std::string t = v.as<std::string>();
+        if (t != "true" && t != "false") {
+          return Status::InvalidArgument(where + "expected true or false, got '" + t + "'");
+        }
+        *out = t == "true";
+        return Status::Ok();
+      };
+      auto number = [&](std::optional<double>* out) -> Status {
+        std::string t;
+        KOMOKU_RETURN_IF_ERROR(text(&t));
+        char* end = nullptr;
+        double d = std::strtod(t.c_str(), &end);
+        if (t.empty() || end != t.c_str() + t.size() || !std::isfinite(d)) {
+          return Status::InvalidArgument(where + "expected a number, got '" + t + "'");
+        }
+        *out = d;
+        return Status::Ok();
+      };
+      if (field == "name") {
+        KOMOKU_RETURN_IF_ERROR(text(&rule.name));
+        if (rule.name.empty() || rule.name.find_first_of("\"\\\n") != std::string::npos) {
+          return Status::InvalidArgument(where + "must be non-empty, without quotes, backslashes "
+                                                 "or newlines (it is a metrics label)");
+        }
+      } else if (field == "topic") {
+        KOMOKU_RETURN_IF_ERROR(list(&rule.topics));
+      } else if (field == "exclude") {
+        KOMOKU_RETURN_IF_ERROR(list(&rule.exclude));
+      } else if (field == "key") {
+        KOMOKU_RETURN_IF_ERROR(text(&rule.key));
+      } else if (field == "payload") {
+        std::string t;
+        KOMOKU_RETURN_IF_ERROR(text(&t));
+        if (t == "auto") {
+          rule.payload = bridge::PayloadFormat::kAuto;
+        } else if (t == "json") {
+          rule.payload = bridge::PayloadFormat::kJson;
+        } else if (t == "text") {
+          rule.payload = bridge::PayloadFormat::kText;
+        } else {
+          return Status::InvalidArgument(where + "'" + t + "' is not one of auto, json, text");
+        }
+      } else if (field == "fields") {
+        if (v.IsScalar() && v.as<std::string>() == "*") {
+          rule.all_fields = true;
+        } else if (v.IsSequence() && v.size() > 0) {
+          for (const YAML::Node& e : v) {
+            if (!e.IsScalar()) return Status::InvalidArgument(where + "expected a list of paths");
+            rule.fields.emplace_back(e.as<std::string>(), "");
+          }
+        } else if (v.IsMap() && v.size() > 0) {
+          for (auto e = v.begin(); e != v.end(); ++e) {
+            if (!e->second.IsNull() && !e->second.IsScalar()) {
+              return Status::InvalidArgument(where + e->first.as<std::string>() +
+                                             ": expected a key suffix");
+            }
+            rule.fields.emplace_back(e->first.as<std::string>(),
+                                     e->second.IsNull() ? "" : e->second.as<std::string>());
+          }
+        } else {
+          return Status::InvalidArgument(where +
+                                         "expected \"*\", a list of paths or a map path: suffix");
+        }
+      } else if (field == "ignore") {
+        KOMOKU_RETURN_IF_ERROR(list(&rule.ignore));
+      } else if (field == "type") {
+        std::string t;
+        KOMOKU_RETURN_IF_ERROR(text(&t));
+        Result<store::KeyType> type = store::ParseKeyType(t);
+        if (!type.ok()) return Status::InvalidArgument(where + type.status().message());
+        rule.type = *type;
+      } else if (field == "true") {
+        KOMOKU_RETURN_IF_ERROR(list(&rule.true_words));
+      } else if (field == "false") {
+        KOMOKU_RETURN_IF_ERROR(list(&rule.false_words));
+      } else if (field == "scale") {
+        KOMOKU_RETURN_IF_ERROR(number(&rule.scale));
+      } else if (field == "offset") {
+        KOMOKU_RETURN_IF_ERROR(number(&rule.offset));
+      } else if (field == "time") {
+        KOMOKU_RETURN_IF_ERROR(text(&rule.time_field));
+      } else if (field == "availability") {
+        KOMOKU_RETURN_IF_ERROR(boolean(&rule.availability));
+      } else if (field == "continue") {
+        KOMOKU_RETURN_IF_ERROR(boolean(&rule.continue_matching));
+      } else if (field == "publish_errors") {
+        KOMOKU_RETURN_IF_ERROR(boolean(&rule.publish_errors));
+      } else if (kOptionNames.count(field)) {
+        Result<nlohmann::json> value = ScalarToJson(v, where);
+        if (!value.ok()) return value.status();
+        rule.options[field] = *value;
+      } else {
+        return Status::InvalidArgument(Where(name, f->first.Mark()) + at + "." + field +
+                                       ": unknown field (expected " + kFieldList + ")");
+      }
+    }
+    if (rule.topics.empty()) {
+      return Status::InvalidArgument(Where(name, spec.Mark()) + at + ".topic: missing");
+    }
+    rules.push_back(std::move(rule));
+  }
+  Result<std::unique_ptr<bridge::MappingEngine>> compiled = bridge::MappingEngine::Compile(rules);
+  if (!compiled.ok()) return compiled.status();
+  c.mappings = std::move(rules);
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<Config> ParseConfig(const std::string& text, const std::string& name) {
@@ -303,13 +468,13 @@ Result<Config> ParseConfig(const std::string& text, const std::string& name) {
   const YAML::Node& root = docs[0];
   if (!root.IsMap()) {
     return Status::InvalidArgument(Where(name, root.Mark()) +
-                                   "expected sections (mqtt:, store:, http:, log:, keys:)");
+                                   "expected sections (mqtt:, store:, http:, log:, keys:, mappings:)");
   }
   try {
     std::map<std::string, int> sections;
     for (auto sec = root.begin(); sec != root.end(); ++sec) {
       std::string section = sec->first.as<std::string>();
-      if (!IsKnownSection(section) && section != "keys") {
+      if (!IsKnownSection(section) && section != "keys" && section != "mappings") {
         return Status::InvalidArgument(Where(name, sec->first.Mark()) + "unknown section '" +
                                        section + "'");
       }
@@ -321,6 +486,10 @@ Result<Config> ParseConfig(const std::string& text, const std::string& name) {
       }
       const YAML::Node& body = sec->second;
       if (body.IsNull()) continue;
+      if (section == "mappings") {
+        KOMOKU_RETURN_IF_ERROR(ParseMappings(body, name, c));
+        continue;
+      }
       if (!body.IsMap()) {
         return Status::InvalidArgument(Where(name, body.Mark()) + section +
                                        ": expected a map of fields");
@@ -366,6 +535,101 @@ Result<Config> LoadConfig(const std::string& path) {
   return ParseConfig(ss.str(), path);
 }
 
+namespace {
+
+// The mapping rules of the issue's devices, shown commented out in the
+// example config (each line prefixed with '#'); tests/bridge runs every
+// payload named here through them.
+const char kMappingExample[] =
+    "mappings:\n"
+    "  # zigbee2mqtt. zigbee2mqtt/front_door/availability {\"state\":\"online\"}\n"
+    "  #   -> front_door/available = true (boolean)\n"
+    "  - name: z2m_availability\n"
+    "    topic: zigbee2mqtt/+/availability\n"
+    "    key: \"{1}/available\"\n"
+    "    availability: true\n"
+    "  # zigbee2mqtt/kitchen_sensor\n"
+    "  #   {\"temperature\":21.43,\"humidity\":48.1,\"battery\":97,\"linkquality\":120}\n"
+    "  #   -> kitchen_sensor/temperature = 21.43, kitchen_sensor/humidity = 48.1,\n"
+    "  #      kitchen_sensor/battery = 97 (numeric)\n"
+    "  # zigbee2mqtt/front_door {\"contact\":false,\"battery\":100}\n"
+    "  #   -> front_door/contact = false (boolean), front_door/battery = 100\n"
+    "  - name: zigbee2mqtt\n"
+    "    topic: zigbee2mqtt/+\n"
+    "    exclude: zigbee2mqtt/bridge/#\n"
+    "    key: \"{1}/{field}\"\n"
+    "    fields: \"*\"\n"
+    "    ignore: [linkquality, last_seen, update]\n"
+    "    true: [\"ON\", open, LOCK]\n"
+    "    false: [\"OFF\", closed, UNLOCK]\n"
+    "  # Tasmota. tele/plug1/SENSOR\n"
+    "  #   {\"Time\":\"2026-11-20T10:00:00\",\"ENERGY\":{\"Total\":12.345,\"Power\":57,\"Voltage\":231}}\n"
+    "  #   -> plug1/energy_total = 12.345, plug1/power = 57, plug1/voltage = 231,\n"
+    "  #      at 2026-11-20 10:00:00 UTC (Tasmota sends local time without a zone)\n"
+    "  - name: tasmota_sensor\n"
+    "    topic: tele/+/SENSOR\n"
+    "    key: \"{1}/{field}\"\n"
+    "    fields:\n"
+    "      ENERGY.Total: energy_total\n"
+    "      ENERGY.Power: power\n"
+    "      ENERGY.Voltage: voltage\n"
+    "    time: Time\n"
+    "  # stat/plug1/POWER ON -> plug1/relay = true (boolean)\n"
+    "  - name: tasmota_power\n"
+    "    topic: stat/+/POWER\n"
+    "    key: \"{1}/relay\"\n"
+    "    type: boolean\n"
+    "  # tele/plug1/LWT Online / Offline -> plug1/online = true / false\n"
+    "  - name: tasmota_lwt\n"
+    "    topic: tele/+/LWT\n"
+    "    key: \"{1}/online\"\n"
+    "    availability: true\n"
+    "  # Shelly (Gen 1). shellies/shelly1-ABC/relay/0 on -> shelly1-ABC/relay/0 = true\n"
+    "  - name: shelly_relay\n"
+    "    topic: shellies/+/relay/+\n"
+    "    key: \"{1}/relay/{2}\"\n"
+    "    type: boolean\n"
+    "  # shellies/shellyht-XYZ/sensor/temperature 21.5 -> shellyht-XYZ/temperature = 21.5\n"
+    "  - name: shelly_sensor\n"
+    "    topic: shellies/+/sensor/+\n"
+    "    key: \"{1}/{2}\"\n"
+    "    type: numeric\n"
+    "  # ESPHome. livingroom/sensor/temperature/state 21.50 -> livingroom/temperature = 21.5\n"
+    "  - name: esphome_sensor\n"
+    "    topic: +/sensor/+/state\n"
+    "    key: \"{1}/{2}\"\n"
+    "    type: numeric\n"
+    "  # livingroom/binary_sensor/motion/state ON -> livingroom/motion = true\n"
+    "  - name: esphome_binary_sensor\n"
+    "    topic: +/binary_sensor/+/state\n"
+    "    key: \"{1}/{2}\"\n"
+    "    type: boolean\n"
+    "  # livingroom/status online -> livingroom/online = true\n"
+    "  - name: esphome_status\n"
+    "    topic: +/status\n"
+    "    key: \"{1}/online\"\n"
+    "    availability: true\n"
+    "  # Homie 3/4. homie/weather/outside/temperature 3.5 -> weather/outside/temperature = 3.5;\n"
+    "  # the $-attributes (homie/weather/$name, .../outside/$properties) are skipped.\n"
+    "  - name: homie\n"
+    "    topic: homie/+/+/+\n"
+    "    exclude: [\"homie/+/$*/#\", \"homie/+/+/$*\"]\n"
+    "    key: \"{1}/{2}/{3}\"\n"
+    "  # homie/weather/$state ready / lost -> weather/online = true / false\n"
+    "  - name: homie_state\n"
+    "    topic: homie/+/$state\n"
+    "    key: \"{1}/online\"\n"
+    "    availability: true\n"
+    "  # A plain script. home/boiler/state heating -> boiler/state = heating (string)\n"
+    "  - name: script_state\n"
+    "    topic: home/+/state\n"
+    "    key: \"{1}/state\"\n"
+    "    type: string\n";
+
+}  // namespace
+
+std::string MappingExampleYaml() { return kMappingExample; }
+
 std::string ConfigExample() {
   std::string out =
       "# Komoku configuration. Every key is shown at its default, commented out;\n"
@@ -394,7 +658,14 @@ std::string ConfigExample() {
       "#    max_time: 30\n"
       "#  alarm/state:\n"
       "#    type: string\n"
-      "#    values: [disarmed, armed_home, armed_away, triggered]\n";
+      "#    values: [disarmed, armed_home, armed_away, triggered]\n"
+      "\n# Topic mapping: rules that turn the topics of real devices into keys, applied\n"
+      "# in order (the first rule that matches wins, unless it says continue: true).\n"
+      "# Every option and how to find out why a message was refused: docs/mapping.md.\n"
+      "# Try a rule without storing anything:\n"
+      "#   komoku mappings test -c FILE zigbee2mqtt/kitchen_sensor '{\"temperature\":21.4}'\n";
+  std::istringstream lines(kMappingExample);
+  for (std::string line; std::getline(lines, line);) out += "#" + line + "\n";
   return out;
 }
 
@@ -438,7 +709,27 @@ std::string ConfigDocs() {
       "```\n\n"
       "A type that cannot hold the key's existing data (say `string` for a key with\n"
       "numeric history) stops the start with exit status 2; numeric and counter, and\n"
-      "boolean and uptime, may be switched, since their values are the same.\n";
+      "boolean and uptime, may be switched, since their values are the same.\n"
+      "\n## mappings\n\n"
+      "Topic mapping rules, applied in order to every message on their topics: the\n"
+      "first rule that matches wins, unless it says `continue: true`. Each rule turns\n"
+      "a device's topic and payload into changes of typed keys. Options: `name`,\n"
+      "`topic`, `exclude`, `key`, `payload`, `fields`, `ignore`, `type`, `true`,\n"
+      "`false`, `scale`, `offset`, `time`, `availability`, `continue`,\n"
+      "`publish_errors`, and the key options `same_value_resolution`, `max_time`,\n"
+      "`values` for the keys a rule creates. docs/mapping.md describes each, with\n"
+      "examples for zigbee2mqtt, Tasmota, Shelly, ESPHome, Homie and plain scripts\n"
+      "(also in config/komoku.yaml, commented out). `komoku mappings test -c FILE\n"
+      "TOPIC PAYLOAD` shows what a message would become without storing it.\n\n"
+      "```yaml\n"
+      "mappings:\n"
+      "  - name: zigbee2mqtt\n"
+      "    topic: zigbee2mqtt/+\n"
+      "    exclude: zigbee2mqtt/bridge/#\n"
+      "    key: \"{1}/{field}\"\n"
+      "    fields: \"*\"\n"
+      "    ignore: [linkquality, last_seen]\n"
+      "```\n";
   return out;
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bridge/mapping.h"
 #include "common/status.h"
 #include "store/value.h"
 
@@ -46,6 +47,10 @@ struct Config {
   };
   std::vector<KeyDefinition> keys;
 
+  // mappings: topic mapping rules, in file order (docs/mapping.md); checked
+  // by compiling them, so a loaded config's rules compile.
+  std::vector<bridge::MappingRule> mappings;
+
   // Derived from http_listen by validation.
   std::string http_host;
   int http_port = 0;
@@ -67,6 +72,10 @@ Result<Config> ParseConfig(const std::string& text, const std::string& name);
 
 // The commented example configuration, every key at its default.
 std::string ConfigExample();
+
+// The example mapping rules (uncommented YAML: a `mappings:` section), as
+// shown commented out at the end of the example configuration.
+std::string MappingExampleYaml();
 
 // The Markdown reference of every key.
 std::string ConfigDocs();

@@ -1,10 +1,12 @@
 // The komoku executable: parse the command line, then hand over to the
-// subcommand (run, check-config, config-example, config-docs, keyka).
+// subcommand (run, check-config, config-example, config-docs, keyka,
+// mappings).
 #include <CLI/CLI.hpp>
 #include <iostream>
 
 #include "app/config.h"
 #include "app/keyka_cli.h"
+#include "app/mappings_cli.h"
 #include "app/service.h"
 
 namespace {
@@ -64,6 +66,7 @@ int main(int argc, char** argv) {
       ->callback([] { std::cout << komoku::app::ConfigDocs(); });
 
   komoku::app::AddKeykaCommand(app, &exit_code);
+  komoku::app::AddMappingsCommand(app, &exit_code);
 
   CLI11_PARSE(app, argc, argv);
   return exit_code;

@@ -114,6 +114,8 @@ int RunService(const Config& config, const RunOptions& options) {
   bridge_options.session_expiry = std::chrono::seconds(config.mqtt_session_expiry_s);
   bridge_options.keep_alive = std::chrono::seconds(config.mqtt_keep_alive_s);
   bridge_options.max_payload_bytes = static_cast<size_t>(config.mqtt_max_payload_bytes);
+  bridge_options.rules = config.mappings;
+  if (!config.mappings.empty()) log.main->info("{} mapping rules", config.mappings.size());
   Result<std::unique_ptr<bridge::Bridge>> bridge =
       bridge::Bridge::Create(bridge_options, store->get(), log.bridge);
   if (!bridge.ok()) {

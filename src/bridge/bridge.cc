@@ -3,8 +3,10 @@
 #include <mqtt/async_client.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -19,6 +21,10 @@ using nlohmann::json;
 using store::ValueToJson;
 
 constexpr int kQos = 1;
+
+// At most one log line per rule and reason in this time; the others are
+// counted and the count shown with the next line.
+constexpr std::chrono::seconds kRefusalLogInterval{10};
 
 }  // namespace
 
@@ -41,6 +47,12 @@ class Bridge::Impl {
   ~Impl() { Stop(); }
 
   Status Init() {
+    if (!options_.rules.empty()) {
+      Result<std::unique_ptr<MappingEngine>> engine = MappingEngine::Compile(options_.rules);
+      if (!engine.ok()) return engine.status();
+      mapping_ = std::move(engine.value());
+      mapping_->set_max_payload_bytes(options_.max_payload_bytes);
+    }
     try {
       // Offline buffering lets state publications made while the broker is
       // away go out on reconnect instead of failing.
@@ -150,8 +162,15 @@ class Bridge::Impl {
     connected_ = true;
     log_->info("connected to {}", options_.broker);
     try {
-      auto filters = mqtt::string_collection::create({set_prefix_ + "#", request_topic_});
-      client_->subscribe(filters, mqtt::iasync_client::qos_collection{kQos, kQos}, nullptr, subscribe_listener_);
+      std::vector<std::string> topics = {set_prefix_ + "#", request_topic_};
+      if (mapping_) {
+        for (const std::string& f : mapping_->Filters()) {
+          if (std::find(topics.begin(), topics.end(), f) == topics.end()) topics.push_back(f);
+        }
+      }
+      auto filters = mqtt::string_collection::create(topics);
+      client_->subscribe(filters, mqtt::iasync_client::qos_collection(topics.size(), kQos), nullptr,
+                         subscribe_listener_);
       client_->publish(status_topic_, "online", 6, kQos, true);
     } catch (const mqtt::exception& e) {
       log_->error("subscribe after connect failed: {}", e.what());
@@ -174,6 +193,13 @@ class Bridge::Impl {
     store_->metrics().Add("komoku_mqtt_messages_total");
     const std::string& topic = msg.get_topic();
     if (topic == request_topic_) return HandleRequest(msg);
+    const bool own = topic.size() > options_.prefix.size() &&
+                     topic.compare(0, options_.prefix.size(), options_.prefix) == 0 &&
+                     topic[options_.prefix.size()] == '/';
+    if (mapping_ && !own) return HandleMapped(msg);
+    // Komoku's own topics (komoku/status, ...) also match broad mapping
+    // filters such as +/status; they are never mapped.
+    if (mapping_ && own && topic.compare(0, set_prefix_.size(), set_prefix_) != 0) return;
     Result<std::string> key = KeyFromTopic(topic);
     if (!key.ok()) return Refuse("bad_topic", topic, key.status().message());
     const std::string& payload = msg.get_payload_str();
@@ -191,6 +217,117 @@ class Bridge::Impl {
     if (!change.ok()) {
       // The store counted it; the bridge logs it once.
       log_->warn("refused {}: {}", topic, change.status().message());
+    }
+  }
+
+  // A message on a mapped topic: resolved to all its changes first, checked
+  // against the keys that exist, then put; committed before returning.
+  void HandleMapped(const mqtt::message& msg) {
+    const std::string& topic = msg.get_topic();
+    MappingResult result = mapping_->Map(topic, msg.get_payload_str(), store_->clock().NowMs());
+    if (result.matched.empty()) return;  // an excluded topic of a subscribed filter
+    if (result.refusal) return RefuseMapped(*result.refusal, topic);
+    struct Planned {
+      const MappedChange* change;
+      bool create;
+    };
+    std::vector<Planned> plan;
+    plan.reserve(result.changes.size());
+    for (const MappedChange& c : result.changes) {
+      Result<store::KeyInfo> info = store_->Get(c.key);
+      if (!info.ok()) {
+        plan.push_back({&c, true});
+        continue;
+      }
+      Result<store::Value> v = store::CoerceValue(info->type, c.value);
+      if (!v.ok()) {
+        return RefuseMapped({c.rule, "wrong_type",
+                             "key '" + c.key + "' (" + store::KeyTypeName(info->type) + "): " +
+                                 v.status().message()},
+                            topic);
+      }
+      if (info->options.values) {
+        const auto& allowed = *info->options.values;
+        if (std::find(allowed.begin(), allowed.end(), std::get<std::string>(*v)) == allowed.end()) {
+          return RefuseMapped({c.rule, "value_not_allowed",
+                               "key '" + c.key + "': value '" + std::get<std::string>(*v) +
+                                   "' is not one of its values"},
+                              topic);
+        }
+      }
+      // A retained message seen again on (re)subscribe is no new change.
+      if (msg.is_retained() && info->last && info->last->value == *v) {
+        store_->metrics().Add("komoku_mapping_retained_skipped_total");
+        continue;
+      }
+      plan.push_back({&c, false});
+    }
+    uint64_t last_seq = 0;
+    for (const Planned& p : plan) {
+      const MappedChange& c = *p.change;
+      const MappingRule& rule = mapping_->rule(c.rule);
+      if (p.create && rule.type) {
+        Result<store::KeyInfo> defined = store_->Define(c.key, rule.type, rule.options);
+        if (!defined.ok()) log_->warn("define '{}' for rule {}: {}", c.key,
+                                      mapping_->RuleLabel(c.rule), defined.status().message());
+      }
+      store::PutOptions put;
+      put.time_ms = c.time_ms;
+      put.wait_committed = false;
+      Result<store::Change> change = store_->Put(c.key, c.value, put);
+      if (!change.ok()) {
+        // The store counted it; the bridge logs it once.
+        log_->warn("refused {} -> {}: {}", topic, c.key, change.status().message());
+        continue;
+      }
+      last_seq = std::max(last_seq, change->seq);
+      if (p.create && !rule.type && !rule.options.empty() && change->created_key) {
+        Result<store::KeyInfo> defined = store_->Define(c.key, std::nullopt, rule.options);
+        if (!defined.ok()) log_->warn("options of '{}' for rule {}: {}", c.key,
+                                      mapping_->RuleLabel(c.rule), defined.status().message());
+      }
+    }
+    store_->metrics().Add("komoku_mapping_messages_total");
+    if (last_seq) {
+      Status st = store_->WaitCommitted(last_seq);
+      if (!st.ok()) log_->warn("commit of {}: {}", topic, st.message());
+    }
+  }
+
+  // Counted always; logged at most once per rule and reason per
+  // kRefusalLogInterval, with the number of refusals not logged since.
+  void RefuseMapped(const MappingRefusal& r, const std::string& topic) {
+    const std::string label = mapping_->RuleLabel(r.rule);
+    store_->metrics().Add("komoku_mapping_refused_total{rule=\"" + label + "\",reason=\"" +
+                          r.reason + "\"}");
+    std::string shown = topic.size() > 300 ? topic.substr(0, 300) + "..." : topic;
+    int64_t suppressed = -1;
+    {
+      std::lock_guard<std::mutex> lock(refusal_log_mu_);
+      RefusalLog& entry = refusal_log_[label + "\n" + r.reason];
+      auto now = std::chrono::steady_clock::now();
+      if (entry.logged_once && now - entry.last < kRefusalLogInterval) {
+        ++entry.suppressed;
+      } else {
+        suppressed = entry.suppressed;
+        entry = RefusalLog{now, 0, true};
+      }
+    }
+    if (suppressed >= 0) {
+      log_->warn("mapping rule {} refused '{}' ({}): {}{}", label, shown, r.reason, r.message,
+                 suppressed > 0 ? " [" + std::to_string(suppressed) +
+                                      " more refusals of this rule and reason not logged]"
+                                : std::string());
+    }
+    if (mapping_->rule(r.rule).publish_errors) {
+      std::string payload =
+          json{{"topic", topic}, {"rule", label}, {"reason", r.reason}, {"message", r.message}}
+              .dump();
+      try {
+        client_->publish(options_.prefix + "/error", payload.data(), payload.size(), 0, false);
+      } catch (const mqtt::exception& e) {
+        store_->metrics().Add("komoku_mqtt_publish_errors_total");
+      }
     }
   }
 
@@ -213,7 +350,7 @@ class Bridge::Impl {
             mqtt::get<mqtt::binary>(props, mqtt::property::CORRELATION_DATA)));
       }
     }
-    std::string payload = answer.dump();
+    std::string payload = store::DumpJson(answer);
     auto reply = mqtt::make_message(topic, payload, kQos, false);
     reply->set_properties(reply_props);
     try {
@@ -244,7 +381,7 @@ class Bridge::Impl {
     json j = {{"value", ValueToJson(c.sample.value)},
               {"time", static_cast<double>(c.sample.time_ms) / 1000.0},
               {"previous", c.previous ? ValueToJson(c.previous->value) : json(nullptr)}};
-    std::string payload = j.dump();
+    std::string payload = store::DumpJson(j);
     try {
       client_->publish(options_.prefix + "/state/" + c.key, payload.data(), payload.size(), kQos,
                        true);
@@ -259,7 +396,10 @@ class Bridge::Impl {
     explicit SubscribeListener(Impl* impl) : impl_(impl) {}
     void on_success(const mqtt::token&) override {
       impl_->subscribed_ = true;
-      impl_->log_->info("subscribed to {}# and {}", impl_->set_prefix_, impl_->request_topic_);
+      impl_->log_->info("subscribed to {}# and {}{}", impl_->set_prefix_, impl_->request_topic_,
+                        impl_->mapping_ ? " and " + std::to_string(impl_->mapping_->Filters().size()) +
+                                              " mapping filters"
+                                        : std::string());
     }
     void on_failure(const mqtt::token& tok) override {
       impl_->log_->error("subscription to {}# refused (reason code {})", impl_->set_prefix_,
@@ -280,11 +420,20 @@ class Bridge::Impl {
   const std::string response_topic_;
   store::Api api_;
 
+  std::unique_ptr<MappingEngine> mapping_;      // null without rules; immutable
   std::unique_ptr<mqtt::async_client> client_;  // thread-safe itself
   SubscribeListener subscribe_listener_{this};
   int listener_id_ = 0;
   std::atomic<bool> connected_{false};
   std::atomic<bool> subscribed_{false};
+
+  struct RefusalLog {
+    std::chrono::steady_clock::time_point last;
+    int64_t suppressed = 0;
+    bool logged_once = false;
+  };
+  std::mutex refusal_log_mu_;
+  std::map<std::string, RefusalLog> refusal_log_;  // guarded by refusal_log_mu_
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -1,5 +1,5 @@
-// The MQTT bridge: subscribes to <prefix>/set/# and turns each message into a
-// put on the Store; publishes <prefix>/state/<key> on every accepted change
+// The MQTT bridge: subscribes to <prefix>/set/# and the topic filters of the
+// mapping rules and turns each message into puts on the Store; publishes <prefix>/state/<key> on every accepted change
 // and <prefix>/status (online, and offline as the last will).
 //
 // Thread-safe. Owns the Paho client and its threads.
@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "bridge/mapping.h"
 #include "common/status.h"
 #include "store/store.h"
 
@@ -34,6 +35,9 @@ struct BridgeOptions {
   size_t max_payload_bytes = 64 * 1024;
   // Publish <prefix>/state/<key> on every change of the current value.
   bool publish_state = true;
+  // Topic mapping rules (docs/mapping.md): their filters are subscribed too,
+  // and a message on a mapped topic becomes puts of the keys they make.
+  std::vector<MappingRule> rules;
 };
 
 class Bridge {

@@ -1,0 +1,118 @@
+#include "app/mappings_cli.h"
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "app/config.h"
+#include "bridge/mapping.h"
+#include "store/input.h"
+#include "store/value.h"
+
+namespace komoku::app {
+namespace {
+
+struct TestArgs {
+  std::string config_path;
+  std::string topic;
+  std::string payload;
+};
+
+std::string IsoUtc(int64_t ms) {
+  std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[40];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  char frac[8];
+  std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(ms % 1000));
+  return std::string(buf) + frac;
+}
+
+int RunTest(const TestArgs& args) {
+  Config config = DefaultConfig();
+  if (!args.config_path.empty()) {
+    Result<Config> loaded = LoadConfig(args.config_path);
+    if (!loaded.ok()) {
+      std::cerr << "komoku: " << loaded.status().message() << "\n";
+      return 2;
+    }
+    config = std::move(loaded.value());
+  }
+  Result<std::unique_ptr<bridge::MappingEngine>> engine =
+      bridge::MappingEngine::Compile(config.mappings);
+  if (!engine.ok()) {
+    std::cerr << "komoku: " << engine.status().message() << "\n";
+    return 2;
+  }
+  (*engine)->set_max_payload_bytes(static_cast<size_t>(config.mqtt_max_payload_bytes));
+  const bridge::MappingEngine& e = **engine;
+  const std::string& prefix = config.mqtt_prefix;
+  if (args.topic.compare(0, prefix.size() + 1, prefix + "/") == 0) {
+    std::cout << "'" << args.topic << "' is under Komoku's own prefix '" << prefix
+              << "/': mapping rules never see it"
+              << (args.topic.compare(0, prefix.size() + 5, prefix + "/set/") == 0
+                      ? " (komoku/set/<key> is a plain put of that key)"
+                      : "")
+              << "\n";
+    return 1;
+  }
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  bridge::MappingResult r = e.Map(args.topic, args.payload, now_ms);
+  if (r.matched.empty()) {
+    std::cout << "no rule matches '" << args.topic << "' (" << e.size()
+              << " rules); it would not be stored\n";
+    return 1;
+  }
+  for (size_t i : r.matched) {
+    const bridge::MappingRule& rule = e.rule(i);
+    std::cout << "matched rule " << e.RuleLabel(i) << " (mappings[" << i << "]"
+              << (rule.where.empty() ? "" : ", " + rule.where) << ")\n";
+  }
+  if (r.refusal) {
+    std::cout << "refused by rule " << e.RuleLabel(r.refusal->rule) << " (" << r.refusal->reason
+              << "): " << r.refusal->message << "\n"
+              << "nothing would be stored; counted as komoku_mapping_refused_total{rule=\""
+              << e.RuleLabel(r.refusal->rule) << "\",reason=\"" << r.refusal->reason << "\"}\n";
+    return 1;
+  }
+  if (r.changes.empty()) {
+    std::cout << "no changes (no field to store)\n";
+    return 0;
+  }
+  std::cout << r.changes.size() << (r.changes.size() == 1 ? " change" : " changes") << ":\n";
+  for (const bridge::MappedChange& c : r.changes) {
+    const bridge::MappingRule& rule = e.rule(c.rule);
+    store::KeyType type = rule.type ? *rule.type : store::GuessType(c.value);
+    std::cout << "  " << c.key << " = " << store::ValueToJson(c.value).dump() << " ("
+              << store::KeyTypeName(type) << (rule.type ? "" : ", guessed") << ")";
+    std::cout << " at " << (c.time_ms ? IsoUtc(*c.time_ms) + " (from the payload)" : "arrival time");
+    if (!rule.options.empty()) std::cout << "; a new key gets " << rule.options.dump();
+    std::cout << "\n";
+  }
+  std::cout << "(a retained message equal to a key's current value, and a repeat within the "
+               "key's same_value_resolution, would not be stored again)\n";
+  return 0;
+}
+
+}  // namespace
+
+void AddMappingsCommand(CLI::App& parent, int* exit_code) {
+  auto* mappings = parent.add_subcommand("mappings", "Topic mapping rules (docs/mapping.md)");
+  mappings->require_subcommand(1);
+  auto args = std::make_shared<TestArgs>();
+  auto* test = mappings->add_subcommand(
+      "test", "Show which rule a message matches and the changes it would make (stores nothing)");
+  test->add_option("TOPIC", args->topic, "MQTT topic")->required();
+  test->add_option("PAYLOAD", args->payload, "Payload, e.g. '{\"temperature\":21.4}'")->required();
+  test->add_option("-c,--config", args->config_path, "YAML configuration with mappings:");
+  test->callback([args, exit_code] { *exit_code = RunTest(*args); });
+}
+
+}  // namespace komoku::app

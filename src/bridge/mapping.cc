@@ -1,0 +1,756 @@
+// Topic mapping (docs/mapping.md). Everything a rule needs at message time is
+// compiled once: filters into levels, the key template into segments, field
+// paths into tokens. A message is split into topic levels once, and its
+// payload parsed at most once, whatever the number of rules that match it.
+#include "bridge/mapping.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <set>
+
+#include "store/key_options.h"
+#include "store/time_param.h"
+
+namespace komoku::bridge {
+namespace {
+
+using nlohmann::json;
+
+struct Level {
+  enum Kind { kLiteral, kPlus, kHash, kPrefix } kind = kLiteral;
+  std::string text;
+};
+
+struct Filter {
+  std::string text;
+  std::vector<Level> levels;
+  size_t wildcards = 0;  // + and # levels: what {1}, {2}, ... can name
+};
+
+struct Segment {
+  enum Kind { kLiteral, kLevel, kTopic, kField } kind = kLiteral;
+  std::string text;
+  size_t level = 0;  // 0-based
+};
+
+struct Path {
+  std::vector<std::string> tokens;
+  std::string dotted;  // tokens joined by '.'
+};
+
+struct FieldSpec {
+  Path path;
+  std::string suffix;
+};
+
+// The levels of a topic, without allocating for the usual depths.
+class Levels {
+ public:
+  explicit Levels(std::string_view topic) {
+    size_t start = 0;
+    for (;;) {
+      size_t slash = topic.find('/', start);
+      Push(topic.substr(start, slash == std::string_view::npos ? std::string_view::npos
+                                                                : slash - start));
+      if (slash == std::string_view::npos) break;
+      start = slash + 1;
+    }
+  }
+  size_t size() const { return size_; }
+  std::string_view operator[](size_t i) const { return i < kInline ? inline_[i] : more_[i - kInline]; }
+
+ private:
+  static constexpr size_t kInline = 16;
+  void Push(std::string_view level) {
+    if (size_ < kInline) {
+      inline_[size_] = level;
+    } else {
+      more_.push_back(level);
+    }
+    ++size_;
+  }
+  std::array<std::string_view, kInline> inline_;
+  std::vector<std::string_view> more_;
+  size_t size_ = 0;
+};
+
+Result<Filter> CompileFilter(const std::string& text, bool allow_prefix) {
+  if (text.empty()) return Status::InvalidArgument("an empty topic filter");
+  Filter f;
+  f.text = text;
+  size_t start = 0;
+  for (;;) {
+    size_t slash = text.find('/', start);
+    std::string level = text.substr(start, slash == std::string::npos ? std::string::npos
+                                                                       : slash - start);
+    Level l;
+    if (level == "+") {
+      l.kind = Level::kPlus;
+      ++f.wildcards;
+    } else if (level == "#") {
+      if (slash != std::string::npos) {
+        return Status::InvalidArgument("'" + text + "': # must be the last level");
+      }
+      l.kind = Level::kHash;
+      ++f.wildcards;
+    } else if (level.find_first_of("+#") != std::string::npos) {
+      return Status::InvalidArgument("'" + text + "': + and # must stand alone in a level");
+    } else if (allow_prefix && !level.empty() && level.back() == '*') {
+      l.kind = Level::kPrefix;
+      l.text = level.substr(0, level.size() - 1);
+    } else {
+      l.text = level;
+    }
+    f.levels.push_back(std::move(l));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  if (f.wildcards > 16) return Status::InvalidArgument("'" + text + "': more than 16 wildcards");
+  return f;
+}
+
+// What the wildcards of a matching filter matched: one level per +, the
+// rest of the topic for # (empty when # matched the parent level).
+struct Captures {
+  static constexpr size_t kMax = 16;
+  std::array<std::string_view, kMax> at;
+  size_t size = 0;
+};
+
+// Matches `topic` (split into `t`) against `f`; fills `captures` when given.
+bool Matches(const Filter& f, std::string_view topic, const Levels& t, Captures* captures) {
+  // MQTT: a wildcard in the first level does not match a $-topic ($SYS).
+  if (!topic.empty() && topic[0] == '$' && f.levels[0].kind != Level::kLiteral &&
+      f.levels[0].kind != Level::kPrefix) {
+    return false;
+  }
+  if (captures) captures->size = 0;
+  size_t i = 0;
+  for (; i < f.levels.size(); ++i) {
+    const Level& l = f.levels[i];
+    if (l.kind == Level::kHash) {  // also the parent: a/# matches a
+      if (captures) {
+        std::string_view rest;
+        if (i < t.size()) rest = topic.substr(static_cast<size_t>(t[i].data() - topic.data()));
+        captures->at[captures->size++] = rest;
+      }
+      return true;
+    }
+    if (i >= t.size()) return false;
+    switch (l.kind) {
+      case Level::kPlus:
+        if (captures) captures->at[captures->size++] = t[i];
+        break;
+      case Level::kLiteral:
+        if (t[i] != l.text) return false;
+        break;
+      case Level::kPrefix:
+        if (t[i].substr(0, l.text.size()) != l.text) return false;
+        break;
+      case Level::kHash:
+        break;
+    }
+  }
+  return i == t.size();
+}
+
+Result<std::vector<Segment>> CompileTemplate(const std::string& text) {
+  std::vector<Segment> out;
+  std::string literal;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '}') return Status::InvalidArgument("'}' without '{' in '" + text + "'");
+    if (c != '{') {
+      literal += c;
+      continue;
+    }
+    size_t close = text.find('}', i);
+    if (close == std::string::npos) {
+      return Status::InvalidArgument("'{' without '}' in '" + text + "'");
+    }
+    std::string name = text.substr(i + 1, close - i - 1);
+    Segment s;
+    if (name == "topic") {
+      s.kind = Segment::kTopic;
+    } else if (name == "field") {
+      s.kind = Segment::kField;
+    } else if (!name.empty() && name.size() <= 3 &&
+               name.find_first_not_of("0123456789") == std::string::npos && std::stoi(name) >= 1) {
+      s.kind = Segment::kLevel;
+      s.level = static_cast<size_t>(std::stoi(name)) - 1;
+    } else {
+      return Status::InvalidArgument("unknown placeholder {" + name + "} in '" + text +
+                                     "' (expected {1}, {2}, ..., {topic} or {field})");
+    }
+    if (!literal.empty()) out.push_back(Segment{Segment::kLiteral, std::move(literal), 0});
+    literal.clear();
+    out.push_back(std::move(s));
+    i = close;
+  }
+  if (!literal.empty()) out.push_back(Segment{Segment::kLiteral, std::move(literal), 0});
+  return out;
+}
+
+// "ENERGY.Total" or "/ENERGY/Total" (RFC 6901, with ~1 and ~0).
+Result<Path> CompilePath(const std::string& text) {
+  Path p;
+  if (text.empty()) return Status::InvalidArgument("an empty field path");
+  if (text[0] == '/') {
+    size_t start = 1;
+    for (;;) {
+      size_t slash = text.find('/', start);
+      std::string raw = text.substr(start, slash == std::string::npos ? std::string::npos
+                                                                       : slash - start);
+      std::string token;
+      for (size_t i = 0; i < raw.size(); ++i) {
+        if (raw[i] == '~') {
+          if (i + 1 < raw.size() && (raw[i + 1] == '0' || raw[i + 1] == '1')) {
+            token += raw[i + 1] == '0' ? '~' : '/';
+            ++i;
+            continue;
+          }
+          return Status::InvalidArgument("'" + text + "': bad ~ escape in a JSON pointer");
+        }
+        token += raw[i];
+      }
+      p.tokens.push_back(std::move(token));
+      if (slash == std::string::npos) break;
+      start = slash + 1;
+    }
+  } else {
+    size_t start = 0;
+    for (;;) {
+      size_t dot = text.find('.', start);
+      p.tokens.push_back(text.substr(start, dot == std::string::npos ? std::string::npos
+                                                                      : dot - start));
+      if (dot == std::string::npos) break;
+      start = dot + 1;
+    }
+    for (const std::string& t : p.tokens) {
+      if (t.empty()) return Status::InvalidArgument("'" + text + "': an empty part in a dotted path");
+    }
+  }
+  for (const std::string& t : p.tokens) p.dotted += (p.dotted.empty() ? "" : ".") + t;
+  return p;
+}
+
+const json* Find(const json& doc, const Path& path) {
+  const json* at = &doc;
+  for (const std::string& t : path.tokens) {
+    if (!at->is_object()) return nullptr;
+    auto it = at->find(t);
+    if (it == at->end()) return nullptr;
+    at = &*it;
+  }
+  return at;
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
+std::string_view TrimAscii(std::string_view s) {
+  size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string_view::npos) return {};
+  size_t e = s.find_last_not_of(" \t\r\n");
+  return s.substr(b, e - b + 1);
+}
+
+std::string Shown(std::string_view s) {
+  return "'" + std::string(s.substr(0, 64)) + (s.size() > 64 ? "...'" : "'");
+}
+
+bool IsBooleanType(std::optional<store::KeyType> t) {
+  return t && (*t == store::KeyType::kBoolean || *t == store::KeyType::kUptime);
+}
+
+}  // namespace
+
+struct MappingEngine::Compiled {
+  MappingRule rule;
+  std::string label;
+  std::vector<Filter> topics;
+  std::vector<Filter> exclude;
+  std::vector<Segment> key;
+  bool key_has_field = false;
+  std::vector<FieldSpec> fields;
+  std::vector<std::string> ignore;  // dotted
+  std::optional<Path> time;
+  bool json_only = false;  // payload: json
+  bool text_only = false;  // payload: text
+};
+
+MappingEngine::MappingEngine() = default;
+MappingEngine::~MappingEngine() = default;
+
+Result<std::unique_ptr<MappingEngine>> MappingEngine::Compile(std::vector<MappingRule> rules) {
+  std::unique_ptr<MappingEngine> engine(new MappingEngine());
+  for (size_t i = 0; i < rules.size(); ++i) {
+    Compiled c;
+    c.rule = std::move(rules[i]);
+    MappingRule& r = c.rule;
+    c.label = r.name.empty() ? std::to_string(i) : r.name;
+    std::string at = (r.where.empty() ? "" : r.where + ": ") + "mappings[" + std::to_string(i) + "]";
+    auto bad = [&](const std::string& field, const std::string& why) {
+      return Status::InvalidArgument(at + "." + field + ": " + why);
+    };
+    if (r.topics.empty()) return bad("topic", "give at least one topic filter");
+    for (const std::string& t : r.topics) {
+      Result<Filter> f = CompileFilter(t, false);
+      if (!f.ok()) return bad("topic", f.status().message());
+      c.topics.push_back(std::move(f.value()));
+    }
+    for (const std::string& t : r.exclude) {
+      Result<Filter> f = CompileFilter(t, true);
+      if (!f.ok()) return bad("exclude", f.status().message());
+      c.exclude.push_back(std::move(f.value()));
+    }
+    if (r.availability) {
+      if (!r.type) r.type = store::KeyType::kBoolean;
+      if (!IsBooleanType(r.type)) return bad("type", "an availability rule makes boolean or uptime keys");
+      if (r.true_words.empty() && r.false_words.empty()) {
+        r.true_words = {"online", "ready", "connected", "up", "true"};
+        r.false_words = {"offline", "lost", "disconnected", "sleeping", "init", "down", "false"};
+      }
+    }
+    const bool several_fields = r.all_fields || r.fields.size() > 1;
+    std::string key = r.key;
+    if (key.empty()) key = (r.all_fields || !r.fields.empty()) ? "{topic}/{field}" : "{topic}";
+    Result<std::vector<Segment>> segs = CompileTemplate(key);
+    if (!segs.ok()) return bad("key", segs.status().message());
+    c.key = std::move(segs.value());
+    for (const Segment& s : c.key) {
+      if (s.kind == Segment::kField) c.key_has_field = true;
+      if (s.kind != Segment::kLevel) continue;
+      for (const Filter& f : c.topics) {
+        if (s.level >= f.wildcards) {
+          return bad("key", "{" + std::to_string(s.level + 1) + "} but topic '" + f.text +
+                                "' has " + std::to_string(f.wildcards) + " wildcards (+ or #)");
+        }
+      }
+    }
+    if (several_fields && !c.key_has_field) {
+      return bad("key", "'" + key + "' needs {field}: the rule maps several fields");
+    }
+    if (r.payload == PayloadFormat::kText && (r.all_fields || !r.fields.empty())) {
+      return bad("fields", "a text payload has no fields");
+    }
+    for (const auto& [path, suffix] : r.fields) {
+      Result<Path> p = CompilePath(path);
+      if (!p.ok()) return bad("fields", p.status().message());
+      FieldSpec spec{std::move(p.value()), suffix};
+      if (spec.suffix.empty()) spec.suffix = spec.path.dotted;
+      c.fields.push_back(std::move(spec));
+    }
+    for (const std::string& ig : r.ignore) {
+      Result<Path> p = CompilePath(ig);
+      if (!p.ok()) return bad("ignore", p.status().message());
+      c.ignore.push_back(p->dotted);
+    }
+    if (!r.time_field.empty()) {
+      if (r.payload == PayloadFormat::kText) return bad("time", "a text payload has no fields");
+      Result<Path> p = CompilePath(r.time_field);
+      if (!p.ok()) return bad("time", p.status().message());
+      c.time = std::move(p.value());
+    }
+    if ((!r.true_words.empty() || !r.false_words.empty()) && r.type && !IsBooleanType(r.type)) {
+      return bad("true", std::string("boolean words need a boolean or uptime type, not ") +
+                             store::KeyTypeName(*r.type));
+    }
+    for (const std::string& w : r.true_words) {
+      if (std::find(r.false_words.begin(), r.false_words.end(), w) != r.false_words.end()) {
+        return bad("false", "'" + w + "' is both true and false");
+      }
+    }
+    if ((r.scale || r.offset) && r.type && *r.type != store::KeyType::kNumeric &&
+        *r.type != store::KeyType::kCounter) {
+      return bad(r.scale ? "scale" : "offset",
+                 std::string("needs a numeric or counter type, not ") + store::KeyTypeName(*r.type));
+    }
+    if ((r.scale && !std::isfinite(*r.scale)) || (r.offset && !std::isfinite(*r.offset))) {
+      return bad(r.scale ? "scale" : "offset", "must be a finite number");
+    }
+    if (!r.options.is_object()) return bad("options", "expected an object of key options");
+    if (!r.options.empty()) {
+      Result<store::KeyOptions> o = store::ApplyKeyOptions(
+          store::KeyOptions{}, r.type.value_or(store::KeyType::kNumeric), r.options);
+      if (!o.ok()) {
+        return Status::InvalidArgument(
+            at + ": " + o.status().message() +
+            (r.type ? "" : " (without `type`, options are checked for a numeric key)"));
+      }
+    }
+    c.json_only = r.payload == PayloadFormat::kJson;
+    c.text_only = r.payload == PayloadFormat::kText;
+    engine->rules_.push_back(std::move(c));
+  }
+  return engine;
+}
+
+size_t MappingEngine::size() const { return rules_.size(); }
+const MappingRule& MappingEngine::rule(size_t i) const { return rules_[i].rule; }
+std::string MappingEngine::RuleLabel(size_t i) const { return rules_[i].label; }
+
+std::vector<std::string> MappingEngine::Filters() const {
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  for (const Compiled& c : rules_) {
+    for (const Filter& f : c.topics) {
+      if (seen.insert(f.text).second) out.push_back(f.text);
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// The state of mapping one message: its topic, levels and payload, parsed
+// at most once.
+struct MessageContext {
+  std::string_view topic;
+  const Levels& levels;
+  Captures captures;  // of the rule being applied
+  std::string_view payload;
+  int64_t now_ms;
+  bool parsed = false;
+  bool parse_failed = false;
+  json doc;
+
+  const json* Json() {
+    if (!parsed) {
+      parsed = true;
+      doc = json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
+      parse_failed = doc.is_discarded();
+    }
+    return parse_failed ? nullptr : &doc;
+  }
+};
+
+}  // namespace
+
+// The work of one rule on one message. Appends its changes to `out`, or
+// returns a refusal (the caller drops every change of the message then).
+class RuleApplier {
+ public:
+  using Compiled = MappingEngine::Compiled;
+  RuleApplier(const Compiled& c, size_t index, MessageContext& m, std::vector<MappedChange>* out)
+      : c_(c), r_(c.rule), index_(index), m_(m), out_(out) {}
+
+  std::optional<MappingRefusal> Run() {
+    std::string_view trimmed = TrimAscii(m_.payload);
+    if (trimmed.empty()) return std::nullopt;  // clears a retained message; nothing to store
+    bool as_json = c_.json_only || (!c_.text_only && (trimmed[0] == '{' || trimmed[0] == '[' ||
+                                                      trimmed[0] == '"'));
+    if (!as_json) {
+      if (c_.key_has_field || !c_.fields.empty() || r_.all_fields) {
+        return Refuse("not_object", "payload " + Shown(trimmed) + " is not a JSON object");
+      }
+      if (c_.time) return Refuse("not_object", "payload " + Shown(trimmed) + " has no time field");
+      if (!FromText(trimmed, "payload") || !Emit("")) return refusal_;
+      return std::nullopt;
+    }
+    const json* doc = m_.Json();
+    if (!doc) return Refuse("bad_json", "payload " + Shown(trimmed) + " is not valid JSON");
+    if (c_.time && doc->is_object()) {
+      if (const json* t = Find(*doc, *c_.time)) {
+        if (!ReadTime(*t)) return refusal_;
+      }
+    }
+    if (doc->is_object()) {
+      if (!c_.fields.empty()) {
+        for (const FieldSpec& f : c_.fields) {
+          const json* v = Find(*doc, f.path);
+          if (!v || v->is_null()) continue;  // devices often leave fields out
+          if (!v->is_primitive()) {
+            return Refuse("not_scalar", "field '" + f.path.dotted + "' is " + v->type_name() +
+                                            ", not a number, boolean or string");
+          }
+          bool skip = false;
+          if (!FromJson(*v, f.path.dotted, &skip)) return refusal_;
+          if (!skip && !Emit(f.suffix)) return refusal_;
+        }
+        return std::nullopt;
+      }
+      if (r_.all_fields || c_.key_has_field) {
+        std::string prefix;
+        if (!Expand(*doc, &prefix)) return refusal_;
+        return std::nullopt;
+      }
+      if (r_.availability) {
+        auto it = doc->find("state");
+        if (it != doc->end() && it->is_primitive()) {
+          bool skip = false;
+          if (!FromJson(*it, "state", &skip)) return refusal_;
+          return skip || Emit("") ? std::nullopt : refusal_;
+        }
+      }
+      return Refuse("not_scalar", "payload is a JSON object; the rule names no fields");
+    }
+    if (c_.key_has_field || !c_.fields.empty() || r_.all_fields) {
+      return Refuse("not_object", std::string("payload is a JSON ") + doc->type_name() +
+                                      ", not an object with fields");
+    }
+    if (!doc->is_primitive()) {
+      return Refuse("not_scalar", std::string("payload is a JSON ") + doc->type_name() +
+                                      ", not a number, boolean or string");
+    }
+    bool skip = false;
+    if (!FromJson(*doc, "payload", &skip)) return refusal_;
+    if (skip) return std::nullopt;
+    return Emit("") ? std::nullopt : refusal_;
+  }
+
+ private:
+  std::optional<MappingRefusal> Refuse(const char* reason, std::string message) {
+    refusal_ = MappingRefusal{index_, reason, std::move(message)};
+    return refusal_;
+  }
+
+  bool Ignored(const std::string& dotted) const {
+    for (const std::string& ig : c_.ignore) {
+      if (ig == dotted) return true;
+    }
+    return c_.time && c_.time->dotted == dotted;
+  }
+
+  // "*": every scalar below `obj`, nested names dotted.
+  bool Expand(const json& obj, std::string* prefix) {
+    const size_t base = prefix->size();
+    for (auto it = obj.begin(); it != obj.end(); ++it) {
+      if (base) prefix->push_back('.');
+      prefix->append(it.key());
+      const json& v = it.value();
+      bool ok = true;
+      if (!Ignored(*prefix)) {
+        if (v.is_object()) {
+          ok = Expand(v, prefix);
+        } else if (v.is_primitive() && !v.is_null()) {
+          bool skip = false;
+          ok = FromJson(v, *prefix, &skip) && (skip || Emit(*prefix));
+        }
+      }
+      prefix->resize(base);
+      if (!ok) return false;
+    }
+    return true;
+  }
+
+  bool ReadTime(const json& t) {
+    if (t.is_null()) return true;
+    if (t.is_number()) {
+      double v = t.get<double>();
+      if (!std::isfinite(v) || v < 0 || v > 1e14) {
+        Refuse("bad_time", "time field '" + c_.time->dotted + "' is out of range");
+        return false;
+      }
+      time_ms_ = v > 1e11 ? std::llround(v) : std::llround(v * 1000.0);
+      return true;
+    }
+    if (t.is_string()) {
+      Result<int64_t> ms = store::ParseTimeParam(t.get_ref<const std::string&>(), m_.now_ms);
+      if (!ms.ok()) {
+        Refuse("bad_time", "time field '" + c_.time->dotted + "': " + ms.status().message());
+        return false;
+      }
+      time_ms_ = *ms;
+      return true;
+    }
+    Refuse("bad_time", "time field '" + c_.time->dotted + "' is " + t.type_name() +
+                           ", not a number or text");
+    return false;
+  }
+
+  bool FromJson(const json& v, std::string_view what, bool* skip) {
+    switch (v.type()) {
+      case json::value_t::null:
+        *skip = true;
+        return true;
+      case json::value_t::boolean:
+        value_ = v.get<bool>();
+        return Finish(what);
+      case json::value_t::number_integer:
+      case json::value_t::number_unsigned:
+      case json::value_t::number_float:
+        value_ = v.get<double>();
+        return Finish(what);
+      case json::value_t::string:
+        return FromText(v.get_ref<const std::string&>(), what);
+      default:
+        Refuse("not_scalar", std::string(what) + " is " + v.type_name());
+        return false;
+    }
+  }
+
+  bool FromText(std::string_view s, std::string_view what) {
+    for (const std::string& w : r_.true_words) {
+      if (w == s) return SetBool(true, what);
+    }
+    for (const std::string& w : r_.false_words) {
+      if (w == s) return SetBool(false, what);
+    }
+    for (const std::string& w : r_.true_words) {
+      if (EqualsIgnoreCase(w, s)) return SetBool(true, what);
+    }
+    for (const std::string& w : r_.false_words) {
+      if (EqualsIgnoreCase(w, s)) return SetBool(false, what);
+    }
+    if (IsBooleanType(r_.type)) {
+      if (!r_.true_words.empty() || !r_.false_words.empty()) {
+        std::string words;
+        for (const auto& w : r_.true_words) words += (words.empty() ? "" : ", ") + w;
+        words += " / ";
+        for (const auto& w : r_.false_words) words += w + (&w == &r_.false_words.back() ? "" : ", ");
+        Refuse("bad_boolean", std::string(what) + " " + Shown(s) +
+                                  " is not a boolean word of this rule (" + words + ")");
+        return false;
+      }
+      Result<bool> b = store::ParseBoolean(s);
+      if (!b.ok()) {
+        Refuse("bad_boolean", std::string(what) + ": " + b.status().message());
+        return false;
+      }
+      value_ = *b;
+      return Finish(what);
+    }
+    if (!r_.type || *r_.type == store::KeyType::kNumeric || *r_.type == store::KeyType::kCounter) {
+      Result<double> d = store::ParseNumber(s);
+      if (d.ok()) {
+        value_ = *d;
+        return Finish(what);
+      }
+      if (r_.type) {
+        Refuse("wrong_type", std::string(what) + ": " + d.status().message());
+        return false;
+      }
+    }
+    value_ = std::string(s);
+    return Finish(what);
+  }
+
+  bool SetBool(bool b, std::string_view what) {
+    value_ = b;
+    return Finish(what);
+  }
+
+  // Scale, offset and the rule's type.
+  bool Finish(std::string_view what) {
+    if (double* d = std::get_if<double>(&value_)) {
+      if (r_.scale) *d *= *r_.scale;
+      if (r_.offset) *d += *r_.offset;
+      if (!std::isfinite(*d)) {
+        Refuse("wrong_type", std::string(what) + " is not a finite number after scale and offset");
+        return false;
+      }
+    }
+    if (r_.type) {
+      Result<store::Value> v = store::CoerceValue(*r_.type, value_);
+      if (!v.ok()) {
+        Refuse(IsBooleanType(r_.type) ? "bad_boolean" : "wrong_type",
+               std::string(what) + ": " + v.status().message());
+        return false;
+      }
+      value_ = std::move(v.value());
+    } else if (const std::string* s = std::get_if<std::string>(&value_)) {
+      if (!store::IsValidUtf8(*s)) {
+        Refuse("wrong_type", std::string(what) + " is not valid UTF-8");
+        return false;
+      }
+    }
+    return true;
+  }
+
+  bool Emit(std::string_view field) {
+    std::string key;
+    key.reserve(64);
+    for (const Segment& s : c_.key) {
+      switch (s.kind) {
+        case Segment::kLiteral:
+          key += s.text;
+          break;
+        case Segment::kTopic:
+          key += m_.topic;
+          break;
+        case Segment::kField:
+          key += field;
+          break;
+        case Segment::kLevel:  // checked by Compile: every filter has the wildcard
+          key += m_.captures.at[s.level];
+          break;
+      }
+    }
+    Status ok = store::ValidateKeyName(key);
+    if (!ok.ok()) {
+      Refuse("bad_key", "key " + Shown(key) + ": " + ok.message());
+      return false;
+    }
+    out_->push_back(MappedChange{std::move(key), std::move(value_), time_ms_, index_});
+    return true;
+  }
+
+  const Compiled& c_;
+  const MappingRule& r_;
+  const size_t index_;
+  MessageContext& m_;
+  std::vector<MappedChange>* out_;
+  store::InputValue value_;
+  std::optional<int64_t> time_ms_;
+  std::optional<MappingRefusal> refusal_;
+};
+
+MappingResult MappingEngine::Map(std::string_view topic, std::string_view payload,
+                                 int64_t now_ms) const {
+  MappingResult result;
+  const Levels levels(topic);
+  MessageContext m{topic, levels, {}, payload, now_ms, false, false, json()};
+  for (size_t i = 0; i < rules_.size(); ++i) {
+    const Compiled& c = rules_[i];
+    bool hit = false;
+    for (const Filter& f : c.topics) {
+      if (Matches(f, topic, levels, &m.captures)) {
+        hit = true;
+        break;
+      }
+    }
+    if (!hit) continue;
+    for (const Filter& f : c.exclude) {
+      if (Matches(f, topic, levels, nullptr)) {
+        hit = false;
+        break;
+      }
+    }
+    if (!hit) continue;
+    result.matched.push_back(i);
+    std::optional<MappingRefusal> refused;
+    if (payload.size() > max_payload_bytes_) {
+      refused = MappingRefusal{i, "too_large",
+                               "payload of " + std::to_string(payload.size()) +
+                                   " bytes is over the limit of " +
+                                   std::to_string(max_payload_bytes_)};
+    } else {
+      refused = RuleApplier(c, i, m, &result.changes).Run();
+    }
+    if (refused) {
+      result.changes.clear();
+      result.refusal = std::move(refused);
+      return result;
+    }
+    if (!c.rule.continue_matching) break;
+  }
+  return result;
+}
+
+bool TopicMatchesFilter(std::string_view filter, std::string_view topic) {
+  Result<Filter> f = CompileFilter(std::string(filter), false);
+  if (!f.ok()) return false;
+  return Matches(*f, topic, Levels(topic), nullptr);
+}
+
+}  // namespace komoku::bridge

@@ -1,0 +1,320 @@
+// The mapping engine on its own: filters, key templates, fields, payload
+// formats, types, vocabularies, times, availability, continue, refusals.
+#include "bridge/mapping.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace komoku::bridge {
+namespace {
+
+using store::InputValue;
+using store::KeyType;
+
+constexpr int64_t kNow = 1795306000000;  // 2026-11-22
+
+std::unique_ptr<MappingEngine> Engine(std::vector<MappingRule> rules) {
+  auto e = MappingEngine::Compile(std::move(rules));
+  EXPECT_TRUE(e.ok()) << e.status().ToString();
+  return e.ok() ? std::move(e.value()) : nullptr;
+}
+
+MappingRule Rule(std::string topic, std::string key = "") {
+  MappingRule r;
+  r.topics = {std::move(topic)};
+  r.key = std::move(key);
+  return r;
+}
+
+std::string CompileError(MappingRule r) {
+  auto e = MappingEngine::Compile({std::move(r)});
+  return e.ok() ? "" : e.status().message();
+}
+
+// "key=value" lines, values in their JSON form with their C++ kind:
+// 21.5 (d), true (b), "x" (s).
+std::string Show(const MappingResult& r) {
+  if (r.refusal) return "refused " + r.refusal->reason + ": " + r.refusal->message;
+  std::string out;
+  for (const MappedChange& c : r.changes) {
+    out += c.key + "=";
+    if (auto* d = std::get_if<double>(&c.value)) {
+      std::string n = std::to_string(*d);
+      n.erase(n.find_last_not_of('0') + 1);
+      if (n.back() == '.') n.pop_back();
+      out += n + "(d)";
+    } else if (auto* b = std::get_if<bool>(&c.value)) {
+      out += *b ? "true(b)" : "false(b)";
+    } else {
+      out += "\"" + std::get<std::string>(c.value) + "\"(s)";
+    }
+    if (c.time_ms) out += "@" + std::to_string(*c.time_ms);
+    out += ";";
+  }
+  return out;
+}
+
+TEST(MappingFilterTest, MatchesLikeMqtt) {
+  struct Case {
+    const char* filter;
+    const char* topic;
+    bool match;
+  };
+  const Case cases[] = {
+      {"a/b", "a/b", true},      {"a/b", "a/c", false},       {"a/+", "a/b", true},
+      {"a/+", "a/b/c", false},   {"a/+", "a", false},         {"a/+", "a/", true},
+      {"a/#", "a", true},        {"a/#", "a/b/c", true},      {"#", "a/b", true},
+      {"+/+", "a/b", true},      {"+/b/#", "x/b", true},      {"+/b/#", "x/c/d", false},
+      {"#", "$SYS/x", false},    {"+/x", "$SYS/x", false},    {"$SYS/#", "$SYS/x", true},
+      {"a/b", "a/b/", false},    {"/+", "/x", true},          {"+", "a", true},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(TopicMatchesFilter(c.filter, c.topic), c.match) << c.filter << " vs " << c.topic;
+  }
+}
+
+TEST(MappingFilterTest, SeveralTopicsAndExclude) {
+  MappingRule r = Rule("zigbee2mqtt/+", "{1}");
+  r.topics.push_back("z2m/+");
+  r.exclude = {"zigbee2mqtt/bridge/#", "z2m/$*"};
+  auto e = Engine({r});
+  EXPECT_EQ(Show(e->Map("zigbee2mqtt/lamp", "1", kNow)), "lamp=1(d);");
+  EXPECT_EQ(Show(e->Map("z2m/lamp", "2", kNow)), "lamp=2(d);");
+  EXPECT_TRUE(e->Map("zigbee2mqtt/bridge", "x", kNow).matched.empty());
+  EXPECT_TRUE(e->Map("z2m/$state", "x", kNow).matched.empty());
+  EXPECT_TRUE(e->Map("other/lamp", "1", kNow).matched.empty());
+  EXPECT_EQ(e->Filters(), (std::vector<std::string>{"zigbee2mqtt/+", "z2m/+"}));
+}
+
+TEST(MappingFilterTest, BadFiltersAreRefused) {
+  EXPECT_NE(CompileError(Rule("a/#/b")), "");
+  EXPECT_NE(CompileError(Rule("a/b+")), "");
+  EXPECT_NE(CompileError(Rule("")), "");
+  EXPECT_NE(CompileError(MappingRule{}).find("topic"), std::string::npos);
+}
+
+TEST(MappingTemplateTest, WildcardsTopicAndField) {
+  auto e = Engine({Rule("home/+/+/#", "{2}@{1}/{3}|{topic}")});
+  EXPECT_EQ(Show(e->Map("home/kitchen/temp/a/b", "1", kNow)),
+            "temp@kitchen/a/b|home/kitchen/temp/a/b=1(d);");
+  // # matching the parent level captures nothing.
+  EXPECT_EQ(Show(e->Map("home/kitchen/temp", "1", kNow)), "temp@kitchen/|home/kitchen/temp=1(d);");
+  auto def = Engine({Rule("x/+")});
+  EXPECT_EQ(Show(def->Map("x/y", "on", kNow)), "x/y=\"on\"(s);");
+}
+
+TEST(MappingTemplateTest, BadTemplatesAreRefused) {
+  EXPECT_NE(CompileError(Rule("a/+", "{2}")).find("has 1 wildcards"), std::string::npos);
+  EXPECT_NE(CompileError(Rule("a/+", "{0}")).find("unknown placeholder"), std::string::npos);
+  EXPECT_NE(CompileError(Rule("a/+", "{name}")).find("unknown placeholder"), std::string::npos);
+  EXPECT_NE(CompileError(Rule("a/+", "{1")).find("without '}'"), std::string::npos);
+  EXPECT_NE(CompileError(Rule("a/+", "1}")).find("without '{'"), std::string::npos);
+  MappingRule several = Rule("a/+", "{1}");
+  several.all_fields = true;
+  EXPECT_NE(CompileError(several).find("needs {field}"), std::string::npos);
+  MappingRule named = Rule("a/+", "{1}");
+  named.name = "mine";
+  named.where = "k.yaml:7";
+  named.key = "{9}";
+  EXPECT_EQ(CompileError(named).rfind("k.yaml:7: mappings[0].key: ", 0), 0u) << CompileError(named);
+}
+
+// Fields come in the order nlohmann::json keeps them: sorted by name.
+TEST(MappingFieldsTest, StarExpandsNestedScalars) {
+  MappingRule r = Rule("t/+", "{1}/{field}");
+  r.all_fields = true;
+  r.ignore = {"linkquality", "update", "/a/skip"};
+  auto e = Engine({r});
+  EXPECT_EQ(Show(e->Map("t/d",
+                        R"({"temperature":21.43,"on":true,"mode":"eco","linkquality":120,)"
+                        R"("AM2301":{"Temperature":20.1,"Humidity":40},"update":{"state":"idle"},)"
+                        R"("list":[1,2],"gone":null,"a":{"skip":1,"keep":2}})",
+                        kNow)),
+            "d/AM2301.Humidity=40(d);d/AM2301.Temperature=20.1(d);d/a.keep=2(d);"
+            "d/mode=\"eco\"(s);d/on=true(b);d/temperature=21.43(d);");
+}
+
+TEST(MappingFieldsTest, MapOfPathsToSuffixes) {
+  MappingRule r = Rule("tele/+/SENSOR", "{1}/{field}");
+  r.fields = {{"ENERGY.Total", "energy"}, {"/ENERGY/Power", "power"}, {"ENERGY.Missing", "x"},
+              {"Plain", ""}};
+  auto e = Engine({r});
+  EXPECT_EQ(Show(e->Map("tele/p/SENSOR", R"({"ENERGY":{"Total":1.5,"Power":57},"Plain":"y"})", kNow)),
+            "p/energy=1.5(d);p/power=57(d);p/Plain=\"y\"(s);");
+  // A field that is an object, a scalar payload, and no JSON at all.
+  EXPECT_EQ(Show(e->Map("tele/p/SENSOR", R"({"ENERGY":{"Total":{"a":1}}})", kNow)).substr(0, 19),
+            "refused not_scalar:");
+  EXPECT_EQ(Show(e->Map("tele/p/SENSOR", "21", kNow)).substr(0, 19), "refused not_object:");
+  EXPECT_EQ(Show(e->Map("tele/p/SENSOR", "{bad", kNow)).substr(0, 17), "refused bad_json:");
+  // A single mapped field may go to a key without {field}.
+  MappingRule one = Rule("tele/+/SENSOR", "{1}/power");
+  one.fields = {{"ENERGY.Power", ""}};
+  EXPECT_EQ(Show(Engine({one})->Map("tele/p/SENSOR", R"({"ENERGY":{"Power":5}})", kNow)),
+            "p/power=5(d);");
+}
+
+TEST(MappingFieldsTest, JsonPointerEscapes) {
+  MappingRule r = Rule("t", "k/{field}");
+  r.fields = {{"/a~1b/c~0d", "x"}};
+  EXPECT_EQ(Show(Engine({r})->Map("t", R"({"a/b":{"c~d":3}})", kNow)), "k/x=3(d);");
+  r.fields = {{"/a~2", "x"}};
+  EXPECT_NE(CompileError(r).find("escape"), std::string::npos);
+}
+
+TEST(MappingPayloadTest, AutoJsonAndText) {
+  auto e = Engine({Rule("t")});
+  EXPECT_EQ(Show(e->Map("t", "21.50", kNow)), "t=21.5(d);");
+  EXPECT_EQ(Show(e->Map("t", " heating\n", kNow)), "t=\"heating\"(s);");
+  EXPECT_EQ(Show(e->Map("t", "\"21\"", kNow)), "t=21(d);");
+  EXPECT_EQ(Show(e->Map("t", "true", kNow)), "t=\"true\"(s);");  // the store guesses boolean
+  EXPECT_EQ(Show(e->Map("t", "{\"a\":1}", kNow)).substr(0, 19), "refused not_scalar:");
+  EXPECT_EQ(Show(e->Map("t", "[1]", kNow)).substr(0, 19), "refused not_scalar:");
+  EXPECT_EQ(Show(e->Map("t", "", kNow)), "");  // clears a retained message: nothing to store
+  EXPECT_EQ(e->Map("t", "", kNow).refusal, std::nullopt);
+  MappingRule text = Rule("t");
+  text.payload = PayloadFormat::kText;
+  EXPECT_EQ(Show(Engine({text})->Map("t", "{\"a\":1}", kNow)), "t=\"{\"a\":1}\"(s);");
+  MappingRule json = Rule("t");
+  json.payload = PayloadFormat::kJson;
+  EXPECT_EQ(Show(Engine({json})->Map("t", "hello", kNow)).substr(0, 17), "refused bad_json:");
+  EXPECT_EQ(Show(Engine({json})->Map("t", "12", kNow)), "t=12(d);");
+  e->set_max_payload_bytes(4);
+  EXPECT_EQ(Show(e->Map("t", "12345", kNow)).substr(0, 18), "refused too_large:");
+}
+
+TEST(MappingTypeTest, TypesVocabularyScaleOffset) {
+  MappingRule b = Rule("b");
+  b.type = KeyType::kBoolean;
+  auto eb = Engine({b});
+  EXPECT_EQ(Show(eb->Map("b", "ON", kNow)), "b=true(b);");
+  EXPECT_EQ(Show(eb->Map("b", "off", kNow)), "b=false(b);");
+  EXPECT_EQ(Show(eb->Map("b", "maybe", kNow)).substr(0, 20), "refused bad_boolean:");
+
+  MappingRule v = Rule("v");
+  v.true_words = {"open", "ON"};
+  v.false_words = {"closed", "OFF"};
+  auto ev = Engine({v});
+  EXPECT_EQ(Show(ev->Map("v", "ON", kNow)), "v=true(b);");
+  EXPECT_EQ(Show(ev->Map("v", "Closed", kNow)), "v=false(b);");
+  EXPECT_EQ(Show(ev->Map("v", "ajar", kNow)), "v=\"ajar\"(s);");  // no type: stays text
+  v.type = KeyType::kBoolean;
+  EXPECT_EQ(Show(Engine({v})->Map("v", "ajar", kNow)).substr(0, 20), "refused bad_boolean:");
+  EXPECT_NE(Show(Engine({v})->Map("v", "ajar", kNow)).find("open, ON / closed, OFF"),
+            std::string::npos);
+
+  MappingRule n = Rule("n");
+  n.type = KeyType::kNumeric;
+  n.scale = 0.1;
+  n.offset = -1;
+  auto en = Engine({n});
+  EXPECT_EQ(Show(en->Map("n", "215", kNow)), "n=20.5(d);");
+  EXPECT_EQ(Show(en->Map("n", "warm", kNow)).substr(0, 19), "refused wrong_type:");
+
+  MappingRule s = Rule("s");
+  s.type = KeyType::kString;
+  EXPECT_EQ(Show(Engine({s})->Map("s", "21.5", kNow)), "s=\"21.5\"(s);");
+
+  MappingRule bad = Rule("x");
+  bad.type = KeyType::kNumeric;
+  bad.true_words = {"on"};
+  EXPECT_NE(CompileError(bad).find("boolean words"), std::string::npos);
+  bad = Rule("x");
+  bad.type = KeyType::kString;
+  bad.scale = 2;
+  EXPECT_NE(CompileError(bad).find("scale"), std::string::npos);
+  bad = Rule("x");
+  bad.true_words = {"a"};
+  bad.false_words = {"a"};
+  EXPECT_NE(CompileError(bad).find("both true and false"), std::string::npos);
+  bad = Rule("x");
+  bad.options = {{"max_time", 30}};
+  EXPECT_NE(CompileError(bad).find("max_time"), std::string::npos);
+  bad.type = KeyType::kUptime;
+  EXPECT_EQ(CompileError(bad), "");
+}
+
+TEST(MappingTimeTest, EpochSecondsMillisecondsIso) {
+  MappingRule r = Rule("t", "k/{field}");
+  r.all_fields = true;
+  r.time_field = "ts";
+  auto e = Engine({r});
+  EXPECT_EQ(Show(e->Map("t", R"({"ts":1795300000,"v":1})", kNow)), "k/v=1(d)@1795300000000;");
+  EXPECT_EQ(Show(e->Map("t", R"({"ts":1795300000123,"v":1})", kNow)), "k/v=1(d)@1795300000123;");
+  EXPECT_EQ(Show(e->Map("t", R"({"ts":"2026-11-20T10:00:00","v":1})", kNow)),
+            "k/v=1(d)@1795168800000;");
+  EXPECT_EQ(Show(e->Map("t", R"({"ts":"2026-11-20T10:00:00+01:00","v":1})", kNow)),
+            "k/v=1(d)@1795165200000;");
+  EXPECT_EQ(Show(e->Map("t", R"({"v":1})", kNow)), "k/v=1(d);");  // arrival time
+  EXPECT_EQ(Show(e->Map("t", R"({"ts":"yesterday","v":1})", kNow)).substr(0, 17),
+            "refused bad_time:");
+  EXPECT_EQ(Show(e->Map("t", R"({"ts":[1],"v":1})", kNow)).substr(0, 17), "refused bad_time:");
+  EXPECT_EQ(Show(e->Map("t", R"({"ts":-5,"v":1})", kNow)).substr(0, 17), "refused bad_time:");
+}
+
+TEST(MappingAvailabilityTest, OnlineOfflineLwtAndJsonState) {
+  MappingRule r = Rule("+/status", "{1}/online");
+  r.availability = true;
+  auto e = Engine({r});
+  EXPECT_EQ(Show(e->Map("dev/status", "online", kNow)), "dev/online=true(b);");
+  EXPECT_EQ(Show(e->Map("dev/status", "Offline", kNow)), "dev/online=false(b);");
+  EXPECT_EQ(Show(e->Map("dev/status", R"({"state":"online"})", kNow)), "dev/online=true(b);");
+  EXPECT_EQ(Show(e->Map("dev/status", "lost", kNow)), "dev/online=false(b);");
+  EXPECT_EQ(Show(e->Map("dev/status", "perhaps", kNow)).substr(0, 20), "refused bad_boolean:");
+  r.type = KeyType::kUptime;
+  EXPECT_EQ(Show(Engine({r})->Map("dev/status", "ready", kNow)), "dev/online=true(b);");
+  r.type = KeyType::kString;
+  EXPECT_NE(CompileError(r).find("availability"), std::string::npos);
+}
+
+TEST(MappingRulesTest, FirstMatchWinsUnlessContinue) {
+  MappingRule a = Rule("x/+", "a/{1}");
+  MappingRule b = Rule("x/#", "b/{1}");
+  auto e = Engine({a, b});
+  EXPECT_EQ(Show(e->Map("x/y", "1", kNow)), "a/y=1(d);");
+  EXPECT_EQ(Show(e->Map("x/y/z", "1", kNow)), "b/y/z=1(d);");
+  a.continue_matching = true;
+  auto c = Engine({a, b});
+  MappingResult r = c->Map("x/y", "1", kNow);
+  EXPECT_EQ(Show(r), "a/y=1(d);b/y=1(d);");
+  EXPECT_EQ(r.matched, (std::vector<size_t>{0, 1}));
+  EXPECT_EQ(r.changes[1].rule, 1u);
+}
+
+TEST(MappingRulesTest, ARefusalDropsEveryChangeOfTheMessage) {
+  MappingRule a = Rule("x/+", "a/{1}/{field}");
+  a.all_fields = true;
+  a.type = KeyType::kNumeric;
+  auto e = Engine({a});
+  MappingResult r = e->Map("x/y", R"({"t":1,"u":2,"mode":"eco"})", kNow);
+  ASSERT_TRUE(r.refusal);
+  EXPECT_EQ(r.refusal->reason, "wrong_type");
+  EXPECT_NE(r.refusal->message.find("mode"), std::string::npos) << r.refusal->message;
+  EXPECT_TRUE(r.changes.empty());
+  // Also when a later rule (continue) refuses.
+  MappingRule first = Rule("x/+", "ok/{1}");
+  first.continue_matching = true;
+  MappingRule second = Rule("x/+", "b/{1}");
+  second.type = KeyType::kBoolean;
+  second.name = "strict";
+  auto e2 = Engine({first, second});
+  MappingResult r2 = e2->Map("x/y", "7.5", kNow);
+  ASSERT_TRUE(r2.refusal);
+  EXPECT_EQ(r2.refusal->rule, 1u);
+  EXPECT_EQ(e2->RuleLabel(1), "strict");
+  EXPECT_EQ(e2->RuleLabel(0), "0");
+  EXPECT_TRUE(r2.changes.empty());
+}
+
+TEST(MappingRulesTest, BadKeysAreRefused) {
+  MappingRule r = Rule("t", "k/{field}");
+  r.all_fields = true;
+  auto e = Engine({r});
+  EXPECT_EQ(Show(e->Map("t", R"({"a+b":1})", kNow)).substr(0, 16), "refused bad_key:");
+  EXPECT_EQ(Show(e->Map("t", "{\"" + std::string(300, 'x') + "\":1}", kNow)).substr(0, 16),
+            "refused bad_key:");
+}
+
+}  // namespace
+}  // namespace komoku::bridge
