@@ -90,7 +90,9 @@ int RunTest(const TestArgs& args) {
   for (const bridge::MappedChange& c : r.changes) {
     const bridge::MappingRule& rule = e.rule(c.rule);
     store::KeyType type = rule.type ? *rule.type : store::GuessType(c.value);
-    std::cout << "  " << c.key << " = " << store::ValueToJson(c.value).dump() << " ("
+    const std::string* text = std::get_if<std::string>(&c.value);
+    std::cout << "  " << c.key << " = "
+              << (text ? nlohmann::json(*text).dump() : store::ValueToText(c.value)) << " ("
               << store::KeyTypeName(type) << (rule.type ? "" : ", guessed") << ")";
     std::cout << " at " << (c.time_ms ? IsoUtc(*c.time_ms) + " (from the payload)" : "arrival time");
     if (!rule.options.empty()) std::cout << "; a new key gets " << rule.options.dump();

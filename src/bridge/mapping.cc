@@ -480,6 +480,7 @@ class RuleApplier {
         return std::nullopt;
       }
       if (r_.all_fields || c_.key_has_field) {
+        out_->reserve(out_->size() + doc->size());
         std::string prefix;
         if (!Expand(*doc, &prefix)) return refusal_;
         return std::nullopt;

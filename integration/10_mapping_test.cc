@@ -1,0 +1,198 @@
+// 10: topic mapping against a real Mosquitto. The device examples of
+// docs/mapping.md (zigbee2mqtt, Tasmota, Shelly, ESPHome) become typed keys;
+// a bad payload on a mapped topic is refused and counted per rule and reason
+// while the next good one is stored; retained messages seen again when
+// Komoku resubscribes after a restart are not stored twice.
+#include <gtest/gtest.h>
+
+#include "harness/harness.h"
+
+namespace komoku::testing {
+namespace {
+
+// The example rules of config/komoku.yaml for these devices, plus one rule
+// whose keys keep every repeat (same_value_resolution: 0), so that only the
+// retained check can keep a replayed retained message out.
+const char kRules[] = R"(mappings:
+  - name: z2m_availability
+    topic: zigbee2mqtt/+/availability
+    key: "{1}/available"
+    availability: true
+  - name: zigbee2mqtt
+    topic: zigbee2mqtt/+
+    exclude: zigbee2mqtt/bridge/#
+    key: "{1}/{field}"
+    fields: "*"
+    ignore: [linkquality, last_seen, update]
+    true: ["ON", open, LOCK]
+    false: ["OFF", closed, UNLOCK]
+  - name: tasmota_sensor
+    topic: tele/+/SENSOR
+    key: "{1}/{field}"
+    fields:
+      ENERGY.Total: energy_total
+      ENERGY.Power: power
+      ENERGY.Voltage: voltage
+    time: Time
+  - name: tasmota_power
+    topic: stat/+/POWER
+    key: "{1}/relay"
+    type: boolean
+  - name: tasmota_lwt
+    topic: tele/+/LWT
+    key: "{1}/online"
+    availability: true
+  - name: shelly_relay
+    topic: shellies/+/relay/+
+    key: "{1}/relay/{2}"
+    type: boolean
+  - name: shelly_sensor
+    topic: shellies/+/sensor/+
+    key: "{1}/{2}"
+    type: numeric
+  - name: esphome_sensor
+    topic: +/sensor/+/state
+    key: "{1}/{2}"
+    type: numeric
+  - name: esphome_binary_sensor
+    topic: +/binary_sensor/+/state
+    key: "{1}/{2}"
+    type: boolean
+  - name: esphome_status
+    topic: +/status
+    key: "{1}/online"
+    availability: true
+  - name: every_repeat
+    topic: meter/+
+    key: "meter/{1}"
+    type: numeric
+    same_value_resolution: 0
+)";
+
+class MappingTest : public KomokuTest {
+ protected:
+  std::string ExtraConfig() const override { return kRules; }
+
+  nlohmann::json Value(const std::string& key) {
+    auto r = komoku_->Get("/api/v1/value?key=" + key);
+    return r.status == 200 ? r.Json() : nlohmann::json();
+  }
+  // The current value; history may lag it by one commit.
+  bool WaitForValue(const std::string& key, const nlohmann::json& value) {
+    return WaitFor([&] {
+      nlohmann::json v = Value(key);
+      return v.is_object() && v["value"] == value;
+    });
+  }
+  size_t HistorySize(const std::string& key) {
+    auto r = komoku_->Get("/api/v1/history?key=" + key + "&from=0");
+    return r.status == 200 ? r.Json()["rows"].size() : 0;
+  }
+};
+
+TEST_F(MappingTest, DeviceExamplesBecomeTypedKeys) {
+  mqtt_->Publish("zigbee2mqtt/kitchen_sensor",
+                 R"({"temperature":21.43,"humidity":48.1,"battery":97,"linkquality":120})");
+  mqtt_->Publish("zigbee2mqtt/front_door", R"({"contact":false,"battery":100})");
+  mqtt_->Publish("zigbee2mqtt/front_door/availability", R"({"state":"online"})");
+  mqtt_->Publish("zigbee2mqtt/bridge/state", "online");
+  mqtt_->Publish("tele/plug1/SENSOR",
+                 R"({"Time":"2026-11-20T10:00:00","ENERGY":{"Total":12.345,"Power":57,"Voltage":231}})");
+  mqtt_->Publish("stat/plug1/POWER", "ON");
+  mqtt_->Publish("tele/plug1/LWT", "Online");
+  mqtt_->Publish("shellies/shelly1-ABC/relay/0", "on");
+  mqtt_->Publish("shellies/shellyht-XYZ/sensor/temperature", "21.5");
+  mqtt_->Publish("livingroom/sensor/temperature/state", "21.50");
+  mqtt_->Publish("livingroom/binary_sensor/motion/state", "ON");
+  mqtt_->Publish("livingroom/status", "online");
+
+  struct Expected {
+    const char* key;
+    nlohmann::json value;
+    const char* type;
+  };
+  const std::vector<Expected> expected = {
+      {"kitchen_sensor/temperature", 21.43, "numeric"},
+      {"kitchen_sensor/humidity", 48.1, "numeric"},
+      {"kitchen_sensor/battery", 97, "numeric"},
+      {"front_door/contact", false, "boolean"},
+      {"front_door/battery", 100, "numeric"},
+      {"front_door/available", true, "boolean"},
+      {"plug1/energy_total", 12.345, "numeric"},
+      {"plug1/power", 57, "numeric"},
+      {"plug1/voltage", 231, "numeric"},
+      {"plug1/relay", true, "boolean"},
+      {"plug1/online", true, "boolean"},
+      {"shelly1-ABC/relay/0", true, "boolean"},
+      {"shellyht-XYZ/temperature", 21.5, "numeric"},
+      {"livingroom/temperature", 21.5, "numeric"},
+      {"livingroom/motion", true, "boolean"},
+      {"livingroom/online", true, "boolean"},
+  };
+  for (const Expected& e : expected) {
+    ASSERT_TRUE(WaitForValue(e.key, e.value)) << e.key << ": " << Value(e.key).dump();
+    EXPECT_EQ(Value(e.key)["type"], e.type) << e.key;
+  }
+  // Tasmota's Time field is the change's time.
+  EXPECT_DOUBLE_EQ(Value("plug1/power")["time"].get<double>(), 1795168800.0);
+  auto keys = komoku_->Get("/api/v1/keys").Json()["keys"];
+  EXPECT_EQ(keys.size(), expected.size()) << "linkquality and bridge topics are not keys: "
+                                          << keys.dump();
+  // Komoku's own komoku/status matches +/status but is never mapped.
+  EXPECT_EQ(Value("komoku/online"), nlohmann::json());
+}
+
+TEST_F(MappingTest, BadPayloadIsRefusedAndCountedAndTheNextIsStored) {
+  const std::string counter =
+      "komoku_mapping_refused_total{rule=\"zigbee2mqtt\",reason=\"bad_json\"}";
+  mqtt_->Publish("zigbee2mqtt/kitchen_sensor", R"({"temperature":21.0,"humidity":50})");
+  ASSERT_TRUE(WaitForValue("kitchen_sensor/humidity", 50));
+  mqtt_->Publish("zigbee2mqtt/kitchen_sensor", R"({"temperature":22.0,"humidity":)");
+  EXPECT_TRUE(WaitFor([&] { return komoku_->Metric(counter) == 1; }));
+  EXPECT_NE(komoku_->Output().find("mapping rule zigbee2mqtt refused 'zigbee2mqtt/kitchen_sensor' "
+                                   "(bad_json)"),
+            std::string::npos);
+  // A field of the wrong type refuses the whole message: no partial change.
+  mqtt_->Publish("shellies/shellyht-XYZ/sensor/temperature", "warm");
+  EXPECT_TRUE(WaitFor([&] {
+    return komoku_->Metric(
+               "komoku_mapping_refused_total{rule=\"shelly_sensor\",reason=\"wrong_type\"}") == 1;
+  }));
+  mqtt_->Publish("zigbee2mqtt/kitchen_sensor", R"({"temperature":23.5,"humidity":51})");
+  ASSERT_TRUE(WaitForValue("kitchen_sensor/temperature", 23.5));
+  // The value is current at once; history shows it once committed.
+  EXPECT_TRUE(WaitFor([&] { return HistorySize("kitchen_sensor/humidity") == 2; }));
+  EXPECT_EQ(HistorySize("kitchen_sensor/temperature"), 2u);
+  EXPECT_EQ(HistorySize("kitchen_sensor/humidity"), 2u);
+  EXPECT_EQ(Value("shellyht-XYZ/temperature"), nlohmann::json());
+  EXPECT_TRUE(komoku_->process()->Running());
+}
+
+TEST_F(MappingTest, RetainedMessagesAreNotStoredAgainAfterARestart) {
+  mqtt_->Publish("meter/water", "42", 1, /*retained=*/true);
+  mqtt_->Publish("tele/plug1/LWT", "Online", 1, /*retained=*/true);
+  ASSERT_TRUE(WaitForValue("meter/water", 42));
+  ASSERT_TRUE(WaitForValue("plug1/online", true));
+  // A repeat that is not retained is stored: the rule keeps every repeat.
+  mqtt_->Publish("meter/water", "42");
+  ASSERT_TRUE(WaitFor([&] { return HistorySize("meter/water") == 2; }));
+
+  ASSERT_EQ(komoku_->Stop(), 0);
+  ASSERT_TRUE(komoku_->Start()) << komoku_->Output();
+  // The broker sends the retained messages again on resubscribe; wait until
+  // Komoku has seen them, then make sure they added nothing.
+  EXPECT_TRUE(WaitFor([&] {
+    return komoku_->Metric("komoku_mapping_retained_skipped_total") >= 2;
+  })) << komoku_->Output();
+  EXPECT_EQ(HistorySize("meter/water"), 2u);
+  EXPECT_EQ(HistorySize("plug1/online"), 1u);
+
+  // A retained message with a new value is stored.
+  mqtt_->Publish("meter/water", "43", 1, /*retained=*/true);
+  ASSERT_TRUE(WaitForValue("meter/water", 43));
+  EXPECT_TRUE(WaitFor([&] { return HistorySize("meter/water") == 3; }));
+  EXPECT_EQ(HistorySize("meter/water"), 3u);
+}
+
+}  // namespace
+}  // namespace komoku::testing
