@@ -319,10 +319,7 @@ class Server::Impl {
       // Whole buckets: the first starts at its aligned start, before `from`.
       r.q.from_ms = r.q.buckets.front();
     } else {
-      if (p.Get("tz")) {
-        Result<std::vector<int64_t>> check = store::BucketStarts(*from, *to, *to - *from, *p.Get("tz"), 1);
-        if (!check.ok()) return check.status();
-      }
+      KOMOKU_RETURN_IF_ERROR(store::CheckTimeZone(p.Get("tz").value_or("")));
       r.q.buckets = {*from};
     }
     return r;

@@ -385,6 +385,12 @@ Result<std::vector<Agg>> ParseAggs(std::string_view list, KeyType type) {
   return out;
 }
 
+Status CheckTimeZone(std::string_view tz) {
+  Status st;
+  (void)ZoneOrNull(tz, &st);
+  return st;
+}
+
 Result<int64_t> ParseStep(std::string_view text, int64_t from_ms, int64_t to_ms) {
   if (text == "auto") {
     for (int64_t s : {kMinute, 5 * kMinute, 15 * kMinute, kHour, 6 * kHour, kDay, kWeek}) {

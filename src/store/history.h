@@ -46,6 +46,10 @@ Result<std::vector<Agg>> ParseAggs(std::string_view list, KeyType type);
 Result<std::vector<int64_t>> BucketStarts(int64_t from_ms, int64_t to_ms, int64_t step_ms,
                                           std::string_view tz, size_t max_buckets);
 
+// OK for "", "UTC" and IANA names the system's zoneinfo knows; otherwise a
+// bad_request naming the parameter 'tz'.
+Status CheckTimeZone(std::string_view tz);
+
 // "5m", "1h", "1d", "1w", "30s", or seconds ("300"); "auto" picks the
 // smallest of 1m, 5m, 15m, 1h, 6h, 1d, 1w giving at most 600 buckets.
 Result<int64_t> ParseStep(std::string_view text, int64_t from_ms, int64_t to_ms);

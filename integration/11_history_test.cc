@@ -1,0 +1,102 @@
+// 11: history questions over HTTP against the real binary: downsampled
+// history, CSV, at, timespans, stats with buckets and hour of day, and the
+// 400s that name the bad parameter.
+#include <gtest/gtest.h>
+
+#include "harness/harness.h"
+
+namespace komoku::testing {
+namespace {
+
+class HistoryHttpTest : public KomokuTest {
+ protected:
+  // Puts a value at `t` (epoch seconds) over HTTP.
+  void PutAt(const std::string& key, const std::string& value, double t) {
+    auto r = komoku_->Put("/api/v1/value?key=" + key + "&time=" + std::to_string(t), value);
+    ASSERT_TRUE(r.status == 200 || r.status == 201) << r.body;
+  }
+  nlohmann::json GetJson(const std::string& q) {
+    auto r = komoku_->Get(q);
+    EXPECT_EQ(r.status, 200) << q << " -> " << r.body;
+    return r.Json();
+  }
+  // A day well in the past: 2026-01-05 00:00 UTC (a Monday).
+  static constexpr double kDay0 = 1767571200;
+};
+
+TEST_F(HistoryHttpTest, DownsampledNumericAndCsv) {
+  PutAt("temp", "20", kDay0);
+  PutAt("temp", "22", kDay0 + 1800);
+  PutAt("temp", "21", kDay0 + 3600 + 600);
+  std::string q = "/api/v1/history?key=temp&from=" + std::to_string(kDay0) +
+                  "&to=" + std::to_string(kDay0 + 7200) + "&step=1h&agg=avg,twavg,min,max,count";
+  auto j = GetJson(q);
+  ASSERT_EQ(j["rows"].size(), 2u) << j.dump();
+  EXPECT_EQ(j["columns"], nlohmann::json::parse(R"(["time","avg","twavg","min","max","count"])"));
+  EXPECT_DOUBLE_EQ(j["rows"][0][1].get<double>(), 21);
+  EXPECT_DOUBLE_EQ(j["rows"][0][2].get<double>(), 21);  // 20 for 30 min, 22 for 30 min
+  EXPECT_DOUBLE_EQ(j["rows"][1][2].get<double>(), (22.0 * 600 + 21.0 * 3000) / 3600);
+  EXPECT_EQ(j["rows"][1][5], 1);
+  auto csv = komoku_->Get(q + "&format=csv");
+  ASSERT_EQ(csv.status, 200);
+  EXPECT_EQ(csv.body.substr(0, csv.body.find('\n')), "time,avg,twavg,min,max,count");
+  EXPECT_EQ(std::count(csv.body.begin(), csv.body.end(), '\n'), 3);
+}
+
+TEST_F(HistoryHttpTest, DoorStatsTimespansAndAt) {
+  PutAt("door", "false", kDay0);  // the first value makes the key boolean
+  PutAt("door", "open", kDay0 + 3600);
+  PutAt("door", "closed", kDay0 + 3600 + 900);
+  const std::string range =
+      "&from=" + std::to_string(kDay0) + "&to=" + std::to_string(kDay0 + 2 * 3600);
+  auto stats = GetJson("/api/v1/stats?key=door" + range);
+  EXPECT_EQ(stats["type"], "boolean");
+  EXPECT_DOUBLE_EQ(stats["time"]["true"].get<double>(), 900);
+  EXPECT_DOUBLE_EQ(stats["share"]["true"].get<double>(), 900.0 / 7200);
+  EXPECT_EQ(stats["changes"], 2);
+  auto hourly = GetJson("/api/v1/stats?key=door&step=1h" + range);
+  ASSERT_EQ(hourly["buckets"].size(), 2u);
+  EXPECT_DOUBLE_EQ(hourly["buckets"][1]["time"]["false"].get<double>(), 2700);
+  auto dist = GetJson("/api/v1/stats?key=door&distribution=hour_of_day&tz=Europe/Warsaw" + range);
+  // 01:00-02:00 UTC is 02:00-03:00 in Warsaw in January.
+  EXPECT_DOUBLE_EQ(dist["hour_of_day"][2]["share"]["true"].get<double>(), 0.25);
+  auto spans = GetJson("/api/v1/timespans?key=door&value=open" + range);
+  EXPECT_EQ(spans["spans"], nlohmann::json::parse("[[" + std::to_string(kDay0 + 3600) + ", 900.0]]"));
+  EXPECT_EQ(spans["open"], false);
+  auto at = GetJson("/api/v1/at?key=door&time=" + std::to_string(kDay0 + 3700));
+  EXPECT_EQ(at["value"], true);
+  EXPECT_EQ(at["known"], true);
+  at = GetJson("/api/v1/at?key=door&time=" + std::to_string(kDay0 - 1));
+  EXPECT_TRUE(at["value"].is_null());
+  EXPECT_EQ(at["known"], false);
+}
+
+TEST_F(HistoryHttpTest, BadParametersNameThemselves) {
+  PutAt("t", "1", kDay0);
+  PutAt("flag", "true", kDay0);
+  struct Case {
+    std::string query;
+    std::string says;
+  } cases[] = {
+      {"/api/v1/history?key=t&step=1h&agg=median", "parameter 'agg'"},
+      {"/api/v1/history?key=t&step=1h&agg=increase", "does not apply"},
+      {"/api/v1/history?key=t&step=0m", "parameter 'step'"},
+      {"/api/v1/history?key=t&step=1s&from=0", "too fine"},
+      {"/api/v1/history?key=t&step=1d&tz=Mars/Olympus", "unknown time zone"},
+      {"/api/v1/history?key=t&agg=avg", "needs a 'step'"},
+      {"/api/v1/history?key=t&from=-1h&to=-2h", "'to' must be after 'from'"},
+      {"/api/v1/history?key=t&format=xml", "parameter 'format'"},
+      {"/api/v1/stats?key=flag&distribution=weekday", "parameter 'distribution'"},
+      {"/api/v1/timespans?key=t&value=1", "timespans are for"},
+      {"/api/v1/timespans?key=flag", "missing parameter 'value'"},
+      {"/api/v1/at?key=t", "missing parameter 'time'"},
+  };
+  for (const Case& c : cases) {
+    auto r = komoku_->Get(c.query);
+    EXPECT_EQ(r.status, 400) << c.query << " -> " << r.body;
+    EXPECT_NE(r.body.find(c.says), std::string::npos) << c.query << " -> " << r.body;
+  }
+}
+
+}  // namespace
+}  // namespace komoku::testing
