@@ -687,7 +687,14 @@ class RuleApplier {
           break;
       }
     }
-    Status ok = store::ValidateKeyName(key);
+    // Plain ASCII without NUL and wildcards (nearly every key) is a valid
+    // name of the right length; anything else gets the full check.
+    bool plain = !key.empty() && key.size() <= store::kMaxKeyNameBytes;
+    for (size_t i = 0; plain && i < key.size(); ++i) {
+      const unsigned char b = static_cast<unsigned char>(key[i]);
+      plain = b != 0 && b < 0x80 && b != '+' && b != '#';
+    }
+    Status ok = plain ? Status::Ok() : store::ValidateKeyName(key);
     if (!ok.ok()) {
       Refuse("bad_key", "key " + Shown(key) + ": " + ok.message());
       return false;
