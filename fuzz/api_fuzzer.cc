@@ -1,0 +1,95 @@
+// libFuzzer target: store::Api::HandleText, the Komoku JSON queries that
+// MQTT's komoku/api/request and HTTP's POST /api/v1/komoku hand over.
+//
+// One Store per process, in a fresh directory (under /dev/shm when there is
+// one, so commits stay cheap), removed at exit; the inputs accumulate keys
+// and history in it, which is what a long-running service sees too. Any
+// crash or sanitizer report is a bug; so is an answer without exactly one of
+// "result" and "error", and one that the transports cannot send: they call
+// json::dump(), which throws on invalid UTF-8 (the target lets it escape).
+#include <stdlib.h>  // mkdtemp
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include <spdlog/spdlog.h>
+
+#include "store/api.h"
+#include "store/store.h"
+
+namespace {
+
+using komoku::Result;
+using nlohmann::json;
+using namespace komoku::store;
+
+void Require(bool condition) {
+  if (!condition) __builtin_trap();
+}
+
+// The transports' json::dump() throws on invalid UTF-8, so the target lets
+// that escape: a message a transport cannot send is a bug. With
+// KOMOKU_FUZZ_LENIENT_UTF8=1 it is replaced instead, so that a run can look
+// past that one known finding (tests/store/fuzz_regression_test.cc).
+void Dump(const nlohmann::json& j) {
+  static const bool lenient = std::getenv("KOMOKU_FUZZ_LENIENT_UTF8") != nullptr;
+  (void)j.dump(-1, ' ', false,
+               lenient ? nlohmann::json::error_handler_t::replace
+                       : nlohmann::json::error_handler_t::strict);
+}
+
+struct Fixture {
+  std::string dir;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Api> api;
+
+  Fixture() {
+    spdlog::set_level(spdlog::level::off);
+    std::string base = std::filesystem::is_directory("/dev/shm") ? "/dev/shm" : "/tmp";
+    std::string tmpl = base + "/komoku-api-fuzz-XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) std::abort();
+    dir = tmpl;
+    StoreOptions options;
+    options.data_dir = dir;
+    Result<std::unique_ptr<Store>> s = Store::Open(options, nullptr);
+    if (!s.ok()) std::abort();
+    store = std::move(s).value();
+    api = std::make_unique<Api>(store.get(), [](bool subscribe, const std::string& key) {
+      return Result<json>(json{{"topic", "komoku/state/" + key}, {"sub", subscribe}});
+    });
+  }
+  ~Fixture() {
+    api.reset();
+    store.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
+
+Fixture& TheFixture() {
+  static Fixture fixture;
+  return fixture;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  Fixture& f = TheFixture();
+  std::string_view request(reinterpret_cast<const char*>(data), size);
+  json answer = f.api->HandleText(request);
+  Require(answer.is_object());
+  Require(answer.contains("result") != answer.contains("error"));
+  if (answer.contains("error")) {
+    Require(answer["error"]["code"].is_string());
+    Require(answer["error"]["message"].is_string());
+  }
+  Dump(answer);
+  return 0;
+}
