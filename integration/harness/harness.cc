@@ -12,7 +12,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -235,6 +238,25 @@ Komoku::Reply Komoku::Put(const std::string& path_and_query, const std::string& 
   return {res->status, res->body};
 }
 
+Komoku::Reply Komoku::Post(const std::string& path_and_query, const std::string& body,
+                           const std::string& content_type) const {
+  httplib::Client cli("127.0.0.1", http_port_);
+  cli.set_connection_timeout(std::chrono::seconds(5));
+  cli.set_read_timeout(std::chrono::seconds(10));
+  auto res = cli.Post(path_and_query, body, content_type);
+  if (!res) return {0, "no answer: " + httplib::to_string(res.error())};
+  return {res->status, res->body};
+}
+
+Komoku::Reply Komoku::Delete(const std::string& path_and_query) const {
+  httplib::Client cli("127.0.0.1", http_port_);
+  cli.set_connection_timeout(std::chrono::seconds(5));
+  cli.set_read_timeout(std::chrono::seconds(10));
+  auto res = cli.Delete(path_and_query);
+  if (!res) return {0, "no answer: " + httplib::to_string(res.error())};
+  return {res->status, res->body};
+}
+
 long long Komoku::Metric(const std::string& series) const {
   Reply r = Get("/metrics");
   std::istringstream in(r.body);
@@ -252,8 +274,9 @@ class MqttClient::Impl {
  public:
   Impl(const std::string& url, const std::string& client_id) : client(url, client_id) {
     client.set_message_callback([this](mqtt::const_message_ptr m) {
+      auto now = std::chrono::system_clock::now();
       std::lock_guard<std::mutex> lock(mu);
-      received.emplace_back(m->get_topic(), m->get_payload_str());
+      received.push_back({m->get_topic(), m->get_payload_str(), now});
     });
     mqtt::connect_options opts;
     opts.set_clean_session(true);
@@ -261,7 +284,7 @@ class MqttClient::Impl {
   }
   mqtt::async_client client;
   std::mutex mu;
-  std::vector<std::pair<std::string, std::string>> received;
+  std::vector<MqttClient::TimedMessage> received;  // guarded by mu
 };
 
 MqttClient::MqttClient(const std::string& url, const std::string& client_id)
@@ -285,8 +308,269 @@ void MqttClient::Subscribe(const std::string& filter) {
 
 std::vector<std::pair<std::string, std::string>> MqttClient::Received() {
   std::lock_guard<std::mutex> lock(impl_->mu);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& m : impl_->received) out.emplace_back(m.topic, m.payload);
+  return out;
+}
+
+std::vector<MqttClient::TimedMessage> MqttClient::ReceivedWithTimes() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
   return impl_->received;
 }
+
+class Mqtt5Client::Impl {
+ public:
+  Impl(const std::string& url, const std::string& client_id)
+      : client(url, client_id, mqtt::create_options(MQTTVERSION_5)) {
+    client.set_message_callback([this](mqtt::const_message_ptr m) {
+      Message msg{m->get_topic(), m->get_payload_str(), "", "", false};
+      const mqtt::properties& props = m->get_properties();
+      if (props.contains(mqtt::property::RESPONSE_TOPIC)) {
+        msg.response_topic = mqtt::get<std::string>(props, mqtt::property::RESPONSE_TOPIC);
+      }
+      if (props.contains(mqtt::property::CORRELATION_DATA)) {
+        msg.correlation_data = mqtt::get<mqtt::binary>(props, mqtt::property::CORRELATION_DATA);
+        msg.has_correlation_data = true;
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      received.push_back(std::move(msg));
+    });
+    // Field by field: Paho C++ 1.2.0's connect_options_builder loses the MQTT
+    // 5 properties when it copies the options.
+    mqtt::connect_options opts;
+    opts.set_mqtt_version(MQTTVERSION_5);
+    opts.set_clean_start(true);
+    client.connect(opts)->wait();
+  }
+  mqtt::async_client client;
+  std::mutex mu;
+  std::vector<Message> received;  // guarded by mu
+};
+
+Mqtt5Client::Mqtt5Client(const std::string& url, const std::string& client_id)
+    : impl_(std::make_unique<Impl>(url, client_id)) {}
+
+Mqtt5Client::~Mqtt5Client() {
+  try {
+    impl_->client.disconnect()->wait_for(std::chrono::seconds(5));
+  } catch (const std::exception&) {
+  }
+}
+
+void Mqtt5Client::Publish(const std::string& topic, const std::string& payload,
+                          const std::string& response_topic,
+                          const std::string& correlation_data) {
+  auto msg = mqtt::make_message(topic, payload, 1, false);
+  mqtt::properties props;
+  if (!response_topic.empty()) {
+    props.add(mqtt::property(mqtt::property::RESPONSE_TOPIC, response_topic));
+  }
+  if (!correlation_data.empty()) {
+    props.add(mqtt::property(mqtt::property::CORRELATION_DATA, mqtt::binary(correlation_data)));
+  }
+  msg->set_properties(props);
+  impl_->client.publish(msg)->wait();
+}
+
+void Mqtt5Client::Subscribe(const std::string& filter) {
+  impl_->client.subscribe(filter, 1)->wait();
+}
+
+std::vector<Mqtt5Client::Message> Mqtt5Client::Received() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->received;
+}
+
+std::optional<Mqtt5Client::Message> Mqtt5Client::WaitForMessage(
+    const std::function<bool(const Message&)>& match, std::chrono::milliseconds timeout) {
+  std::optional<Message> found;
+  WaitFor(
+      [&] {
+        for (const Message& m : Received()) {
+          if (match(m)) {
+            found = m;
+            return true;
+          }
+        }
+        return false;
+      },
+      timeout);
+  return found;
+}
+
+class SseClient::Impl {
+ public:
+  Impl(int port, const std::string& path_and_query) {
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      Finish();
+      return;
+    }
+    std::string request = "GET " + path_and_query +
+                          " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                          "Connection: close\r\n\r\n";
+    if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(request.size())) {
+      Finish();
+      return;
+    }
+    reader = std::thread([this] { Read(); });
+  }
+
+  ~Impl() { Stop(); }
+
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (fd >= 0) shutdown(fd, SHUT_RDWR);
+    }
+    if (reader.joinable()) reader.join();
+    std::lock_guard<std::mutex> lock(mu);
+    if (fd >= 0) close(fd);
+    fd = -1;
+    closed = true;
+    cv.notify_all();
+  }
+
+  void Finish() {
+    std::lock_guard<std::mutex> lock(mu);
+    closed = true;
+    cv.notify_all();
+  }
+
+  // Reads the answer: status line and headers, then the body, decoding the
+  // chunked transfer encoding, and feeds it to the event parser.
+  void Read() {
+    std::string raw;
+    char buf[4096];
+    bool have_headers = false;
+    bool chunked = false;
+    for (;;) {
+      ssize_t n = recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      raw.append(buf, static_cast<size_t>(n));
+      if (!have_headers) {
+        size_t end = raw.find("\r\n\r\n");
+        if (end == std::string::npos) continue;
+        std::string head = raw.substr(0, end);
+        raw.erase(0, end + 4);
+        have_headers = true;
+        std::string lower = head;
+        for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        chunked = lower.find("transfer-encoding: chunked") != std::string::npos;
+        int code = 0;
+        if (head.size() > 12) code = std::atoi(head.c_str() + 9);
+        std::lock_guard<std::mutex> lock(mu);
+        status = code;
+        cv.notify_all();
+      }
+      if (!chunked) {
+        Feed(raw);
+        raw.clear();
+        continue;
+      }
+      // Decode every complete chunk in `raw`.
+      for (;;) {
+        size_t line_end = raw.find("\r\n");
+        if (line_end == std::string::npos) break;
+        size_t size = std::strtoul(raw.substr(0, line_end).c_str(), nullptr, 16);
+        if (raw.size() < line_end + 2 + size + 2) break;
+        Feed(raw.substr(line_end + 2, size));
+        raw.erase(0, line_end + 2 + size + 2);
+        if (size == 0) {
+          Finish();
+          return;
+        }
+      }
+    }
+    Finish();
+  }
+
+  void Feed(const std::string& data) {
+    std::lock_guard<std::mutex> lock(mu);
+    body += data;
+    pending += data;
+    size_t pos;
+    while ((pos = pending.find('\n')) != std::string::npos) {
+      std::string line = pending.substr(0, pos);
+      pending.erase(0, pos + 1);
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.empty()) {
+        if (has_field) {
+          if (current.event.empty()) current.event = "message";
+          events.push_back(current);
+        }
+        current = Event{};
+        has_field = false;
+        continue;
+      }
+      if (line[0] == ':') continue;  // a comment (keepalive)
+      size_t colon = line.find(':');
+      std::string field = line.substr(0, colon);
+      std::string value = colon == std::string::npos ? "" : line.substr(colon + 1);
+      if (!value.empty() && value[0] == ' ') value.erase(0, 1);
+      has_field = true;
+      if (field == "event") {
+        current.event = value;
+      } else if (field == "id") {
+        current.id = value;
+      } else if (field == "data") {
+        current.data += (current.data.empty() ? "" : "\n") + value;
+      }
+    }
+    cv.notify_all();
+  }
+
+  int fd = -1;  // written only before the reader starts and after it ends
+  std::thread reader;
+  std::mutex mu;
+  std::condition_variable cv;
+  int status = 0;             // guarded by mu
+  bool closed = false;        // guarded by mu
+  std::string body;           // guarded by mu
+  std::string pending;        // guarded by mu: an incomplete line
+  Event current;              // guarded by mu
+  bool has_field = false;     // guarded by mu
+  std::vector<Event> events;  // guarded by mu
+};
+
+SseClient::SseClient(int port, const std::string& path_and_query)
+    : impl_(std::make_unique<Impl>(port, path_and_query)) {}
+
+SseClient::~SseClient() = default;
+
+int SseClient::WaitStatus(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  impl_->cv.wait_for(lock, timeout, [&] { return impl_->status != 0 || impl_->closed; });
+  return impl_->status;
+}
+
+std::string SseClient::Body() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->body;
+}
+
+std::vector<SseClient::Event> SseClient::Events() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->events;
+}
+
+bool SseClient::WaitForEvents(const std::function<bool(const std::vector<Event>&)>& cond,
+                              std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  return impl_->cv.wait_for(lock, timeout, [&] { return cond(impl_->events); });
+}
+
+bool SseClient::Closed() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->closed;
+}
+
+void SseClient::Stop() { impl_->Stop(); }
 
 void DumpOnFailure(const Broker& broker, const Komoku& komoku) {
   if (!::testing::Test::HasFailure()) return;

@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -102,6 +103,9 @@ class Komoku {
   };
   Reply Get(const std::string& path_and_query) const;
   Reply Put(const std::string& path_and_query, const std::string& body) const;
+  Reply Post(const std::string& path_and_query, const std::string& body,
+             const std::string& content_type = "application/json") const;
+  Reply Delete(const std::string& path_and_query) const;
   // A series value of GET /metrics (0 when absent).
   long long Metric(const std::string& series) const;
 
@@ -125,6 +129,73 @@ class MqttClient {
   // Subscribes; received messages are kept and returned by Received().
   void Subscribe(const std::string& filter);
   std::vector<std::pair<std::string, std::string>> Received();
+  // The same, with the moment each message arrived here.
+  struct TimedMessage {
+    std::string topic;
+    std::string payload;
+    std::chrono::system_clock::time_point arrived;
+  };
+  std::vector<TimedMessage> ReceivedWithTimes();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// An MQTT 5 client that can publish with a response topic and correlation
+// data, and sees those properties on what it receives.
+class Mqtt5Client {
+ public:
+  struct Message {
+    std::string topic;
+    std::string payload;
+    std::string response_topic;    // empty when absent
+    std::string correlation_data;  // empty when absent
+    bool has_correlation_data = false;
+  };
+  Mqtt5Client(const std::string& url, const std::string& client_id);
+  ~Mqtt5Client();
+  // QoS 1, waits for the acknowledgement. Properties are set when not empty.
+  void Publish(const std::string& topic, const std::string& payload,
+               const std::string& response_topic = "", const std::string& correlation_data = "");
+  void Subscribe(const std::string& filter);
+  std::vector<Message> Received();
+  // Waits for a received message that `match` accepts; nullopt on timeout.
+  std::optional<Message> WaitForMessage(
+      const std::function<bool(const Message&)>& match,
+      std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A Server-Sent Events client over a raw loopback socket, reading on its own
+// thread. Stop() (and the destructor) closes the socket and joins the thread,
+// so a test ends a stream at a moment it chooses.
+class SseClient {
+ public:
+  struct Event {
+    std::string event;  // "message" when the stream did not name it
+    std::string id;
+    std::string data;
+  };
+  SseClient(int port, const std::string& path_and_query);
+  ~SseClient();
+  SseClient(const SseClient&) = delete;
+  SseClient& operator=(const SseClient&) = delete;
+
+  // Waits until the status line arrived; the HTTP status, 0 on timeout or
+  // when the connection failed.
+  int WaitStatus(std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
+  // The body when the answer was not a stream (e.g. a 503 with an error).
+  std::string Body();
+  std::vector<Event> Events();
+  // Waits until `cond` holds for the events received so far.
+  bool WaitForEvents(const std::function<bool(const std::vector<Event>&)>& cond,
+                     std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
+  bool Closed();  // the server ended the stream or the connection failed
+  void Stop();
 
  private:
   class Impl;
