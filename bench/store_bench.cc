@@ -108,20 +108,23 @@ void BM_StorePut(benchmark::State& state) {
     }
     (void)g_store_run->store->WaitCommitted(1);
   }
-  StoreRun& run = *g_store_run;  // set before any thread passes the start barrier
   const int per_iteration = wait ? kWaitedPuts : kBatchRows;
   PutOptions options;
   options.wait_committed = wait;
   int64_t failures = 0;
+  // Read only inside the loop: the other threads pass the start barrier (the
+  // first iteration) only after thread 0 has set it.
+  StoreRun* run = nullptr;
   for (auto _ : state) {
+    if (!run) run = g_store_run;
     for (int i = 0; i < per_iteration; ++i) {
-      uint64_t n = run.next.fetch_add(1, std::memory_order_relaxed);
+      uint64_t n = run->next.fetch_add(1, std::memory_order_relaxed);
       Result<komoku::store::Change> c =
-          run.store->Put(run.keys[n % run.keys.size()], InputValue(static_cast<double>(n)),
-                         options);
+          run->store->Put(run->keys[n % run->keys.size()], InputValue(static_cast<double>(n)),
+                          options);
       if (!c.ok() || !c->stored) ++failures;
     }
-    if (!wait) (void)run.store->WaitCommitted(1);  // the newest op: all of ours
+    if (!wait) (void)run->store->WaitCommitted(1);  // the newest op: all of ours
   }
   state.SetItemsProcessed(state.iterations() * per_iteration);
   if (failures) state.SkipWithError("a put failed or was not stored");
