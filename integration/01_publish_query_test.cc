@@ -101,7 +101,7 @@ TEST_F(PublishQueryTest, BadParametersAreClear400s) {
       {"/api/v1/value?key=nope", 404, "no key 'nope'"},
       {"/api/v1/history?key=t&from=yesterday", 400, "parameter 'from'"},
       {"/api/v1/history?key=t&form=-1h", 400, "unknown parameter 'form'"},
-      {"/api/v1/history?key=t&from=-1h&to=-2h", 400, "'to' is before 'from'"},
+      {"/api/v1/history?key=t&from=-1h&to=-2h", 400, "'to' must be after 'from'"},
       {"/api/v1/history?key=t&limit=0", 400, "parameter 'limit'"},
       {"/api/v1/history?key=t&limit=abc", 400, "parameter 'limit'"},
       {"/api/v1/history?key=t&from=2026-02-30", 400, "no such day"},

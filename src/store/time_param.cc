@@ -1,5 +1,7 @@
 #include "store/time_param.h"
 
+#include "store/value.h"
+
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -36,7 +38,7 @@ bool Digits(std::string_view text, size_t* pos, size_t n, int* out) {
 }
 
 Status Bad(std::string_view text, const char* why) {
-  return Status::InvalidArgument("time '" + std::string(text.substr(0, 64)) + "' " + why +
+  return Status::InvalidArgument("time " + QuoteForMessage(text) + " " + why +
                                  " (expected epoch seconds, now, -24h or ISO 8601)");
 }
 

@@ -91,6 +91,8 @@ std::string Quote(std::string_view text) {
 
 }  // namespace
 
+std::string QuoteForMessage(std::string_view text) { return Quote(text); }
+
 const char* KeyTypeName(KeyType type) {
   switch (type) {
     case KeyType::kNumeric: return "numeric";

@@ -36,6 +36,11 @@ inline constexpr size_t kMaxKeyNameBytes = 255;
 // the byte offset.
 Status ValidateKeyName(std::string_view name);
 
+// Outside text quoted for a message: '...' around at most 40 bytes, never
+// cut inside a character, control characters and bytes that are not UTF-8 as
+// \xNN; the result is always valid UTF-8.
+std::string QuoteForMessage(std::string_view text);
+
 // True when `text` is well-formed UTF-8 (no overlongs, no surrogates).
 bool IsValidUtf8(std::string_view text);
 
