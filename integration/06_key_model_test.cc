@@ -5,6 +5,7 @@
 // time wins the current value.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <map>
 #include <thread>
 
@@ -253,6 +254,52 @@ TEST_F(KeyModelTest, SameValueResolution) {
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   ASSERT_EQ(komoku_->Put("/api/v1/value?key=fan", "low").status, 200);
   EXPECT_EQ(Rows("fan").size(), 2u) << Rows("fan").dump();
+}
+
+TEST_F(KeyModelTest, IncrementAndDecrementAreAtomicUnderConcurrentClients) {
+  constexpr int kClients = 4;
+  constexpr int kEach = 50;
+  std::vector<std::thread> threads;
+  std::atomic<int> http_failures{0};
+  for (int c = 0; c < kClients; ++c) {
+    // MQTT: +1 each (the default step), every other one as increment of 3
+    // and decrement of 2.
+    threads.emplace_back([&, c] {
+      MqttClient client(broker_->url(), "it-incr-" + std::to_string(c));
+      for (int i = 0; i < kEach; ++i) {
+        if (i % 2 == 0) {
+          client.Publish("komoku/api/request", R"({"increment": {"key": "visits"}})");
+        } else {
+          client.Publish("komoku/api/request", R"({"increment": {"key": "visits", "step": 3}})");
+          client.Publish("komoku/api/request", R"({"decrement": {"key": "visits", "step": 2}})");
+        }
+      }
+    });
+    // HTTP: +2 then -1.
+    threads.emplace_back([&] {
+      for (int i = 0; i < kEach; ++i) {
+        const char *body = i % 2 == 0 ? R"({"increment": {"key": "visits", "step": 2}})"
+                                      : R"({"decrement": {"key": "visits"}})";
+        auto r = komoku_->Post("/api/v1/komoku", body);
+        if (r.status != 200) {
+          ++http_failures;
+          ADD_FAILURE() << r.status << " " << r.body;
+        }
+      }
+    });
+  }
+  for (auto &t : threads) t.join();
+  EXPECT_EQ(http_failures, 0);
+  // MQTT: 4 * 50 * 1; HTTP: 4 * 25 * (2 - 1).
+  const double expected = kClients * kEach + kClients * (kEach / 2);
+  const int changes = kClients * (kEach + kEach / 2) + kClients * kEach;
+  ASSERT_TRUE(WaitForHistory("visits", changes, std::chrono::milliseconds(30000)))
+      << Rows("visits").size();
+  auto v = komoku_->Get("/api/v1/value?key=visits").Json();
+  EXPECT_EQ(v["type"], "counter");
+  EXPECT_DOUBLE_EQ(v["value"].get<double>(), expected) << v.dump();
+  // Every step is its own stored change: nothing lost, nothing merged.
+  EXPECT_EQ(Rows("visits").size(), static_cast<size_t>(changes));
 }
 
 TEST_F(KeyModelTest, IncrementOfAnotherTypeIsRefused) {

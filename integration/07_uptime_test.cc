@@ -185,5 +185,23 @@ TEST_F(UptimeTest, TimeoutThatFellWhileDownIsRecordedAtItsDueTime) {
   EXPECT_NEAR(v["time"].get<double>(), due, kOneMs);
 }
 
+TEST_F(UptimeTest, TimeoutThatFellWhileDownIsPublishedAsTheState) {
+  const double last = PutTrue("down");
+  ASSERT_EQ(komoku_->Stop(), 0);
+  const double due = last + 1;
+  std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+  ASSERT_TRUE(komoku_->Start()) << komoku_->Output();
+  ASSERT_TRUE(WaitForHistory("down", 2, std::chrono::milliseconds(5000)));
+  // Whoever asks the broker afterwards sees the key false, at its due time.
+  MqttClient late(broker_->url(), "it-late");
+  late.Subscribe("komoku/state/down");
+  json state;
+  double arrived = 0;
+  ASSERT_TRUE(WaitForFalseState(late, "down", &state, &arrived, std::chrono::milliseconds(3000)))
+      << "komoku/state/down still says: "
+      << (late.Received().empty() ? "(nothing)" : late.Received().back().second);
+  EXPECT_NEAR(state["time"].get<double>(), due, kOneMs);
+}
+
 }  // namespace
 }  // namespace komoku::testing

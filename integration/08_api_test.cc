@@ -283,7 +283,8 @@ TEST_F(ApiErrorTest, RefusalsAnswerTheirCodeOverMqttAndHttp) {
   EXPECT_EQ(AskMqtt(R"({"ping": {}})")["result"], "pong");
 }
 
-// Counts per reason, both transports.
+// Counts per reason, both transports; unknown_key and bad_time have their
+// own tests below.
 TEST_F(ApiErrorTest, RefusalsAreCountedPerReason) {
   for (const char *reason :
        {"bad_json", "unknown_operation", "wrong_type", "not_confirmed", "bad_request"}) {
@@ -297,6 +298,20 @@ TEST_F(ApiErrorTest, RefusalsAreCountedPerReason) {
     }
     EXPECT_EQ(komoku_->Metric(Refused(reason)) - before, sent) << reason;
   }
+}
+
+TEST_F(ApiErrorTest, UnknownKeyIsCounted) {
+  const long long before = komoku_->Metric(Refused("unknown_key"));
+  AskMqtt(R"({"get": {"key": "missing"}})");
+  AskHttp(R"({"last": {"key": "missing"}})");
+  EXPECT_EQ(komoku_->Metric(Refused("unknown_key")) - before, 2) << komoku_->Get("/metrics").body;
+}
+
+TEST_F(ApiErrorTest, BadTimeIsCounted) {
+  const long long before = komoku_->Metric(Refused("bad_time"));
+  AskMqtt(R"({"fetch": {"key": "t", "from": "yesterday"}})");
+  AskHttp(R"({"put": {"key": "t", "value": 1, "time": "soon"}})");
+  EXPECT_EQ(komoku_->Metric(Refused("bad_time")) - before, 2) << komoku_->Get("/metrics").body;
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <functional>
 
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -212,6 +213,45 @@ Result<nlohmann::json> ScalarToJson(const YAML::Node& node, const std::string& w
   return nlohmann::json(text);
 }
 
+// booleans: {true: [words], false: [words]}; each list given replaces the
+// default one.
+Status ParseBooleans(const YAML::Node& body, const std::string& name, Config& c) {
+  std::set<std::string> seen_words;
+  std::set<std::string> seen_fields;
+  for (auto kv = body.begin(); kv != body.end(); ++kv) {
+    const std::string where = Where(name, kv->first.Mark());
+    std::string field = kv->first.as<std::string>();
+    if (field != "true" && field != "false") {
+      return Status::InvalidArgument(where + "unknown field 'booleans." + field +
+                                     "' (true or false)");
+    }
+    if (!seen_fields.insert(field).second) {
+      return Status::InvalidArgument(where + "booleans." + field + ": set twice");
+    }
+    const YAML::Node list = kv->second;
+    if (!list.IsSequence()) {
+      return Status::InvalidArgument(where + "booleans." + field + ": expected a list of words");
+    }
+    std::vector<std::string> words;
+    for (const YAML::Node& w : list) {
+      if (!w.IsScalar() || w.as<std::string>().empty()) {
+        return Status::InvalidArgument(Where(name, w.Mark()) + "booleans." + field +
+                                       ": expected a word");
+      }
+      std::string word = w.as<std::string>();
+      std::string lower = word;
+      for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (!seen_words.insert(lower).second) {
+        return Status::InvalidArgument(Where(name, w.Mark()) + "booleans." + field + ": '" + word +
+                                       "' is listed twice");
+      }
+      words.push_back(word);
+    }
+    (field == "true" ? c.boolean_words.true_words : c.boolean_words.false_words) = words;
+  }
+  return Status::Ok();
+}
+
 // keys: name -> {type: ..., option: value, ...}
 Status ParseKeys(const YAML::Node& body, const std::string& name, Config& c) {
   std::map<std::string, int> seen;
@@ -229,7 +269,7 @@ Status ParseKeys(const YAML::Node& body, const std::string& name, Config& c) {
     def.name = key;
     def.where = where.substr(0, where.size() - 2);
     def.options = nlohmann::json::object();
-    const YAML::Node& spec = kv->second;
+    const YAML::Node spec = kv->second;
     if (!spec.IsNull() && !spec.IsMap()) {
       return Status::InvalidArgument(where + "keys." + key +
                                      ": expected a map of type and options");
@@ -298,7 +338,7 @@ Status ParseMappings(const YAML::Node& body, const std::string& name, Config& c)
     std::map<std::string, int> seen;
     for (auto f = spec.begin(); f != spec.end(); ++f) {
       const std::string field = f->first.as<std::string>();
-      const YAML::Node& v = f->second;
+      const YAML::Node v = f->second;
       const std::string where = Where(name, f->first.Mark()) + at + "." + field + ": ";
       auto [first, fresh] = seen.emplace(field, f->first.Mark().line + 1);
       if (!fresh) {
@@ -474,7 +514,8 @@ Result<Config> ParseConfig(const std::string& text, const std::string& name) {
     std::map<std::string, int> sections;
     for (auto sec = root.begin(); sec != root.end(); ++sec) {
       std::string section = sec->first.as<std::string>();
-      if (!IsKnownSection(section) && section != "keys" && section != "mappings") {
+      if (!IsKnownSection(section) && section != "keys" && section != "mappings" &&
+          section != "booleans") {
         return Status::InvalidArgument(Where(name, sec->first.Mark()) + "unknown section '" +
                                        section + "'");
       }
@@ -484,7 +525,7 @@ Result<Config> ParseConfig(const std::string& text, const std::string& name) {
                                        "' given twice (first on line " +
                                        std::to_string(seen->second) + ")");
       }
-      const YAML::Node& body = sec->second;
+      const YAML::Node body = sec->second;
       if (body.IsNull()) continue;
       if (section == "mappings") {
         KOMOKU_RETURN_IF_ERROR(ParseMappings(body, name, c));
@@ -496,6 +537,10 @@ Result<Config> ParseConfig(const std::string& text, const std::string& name) {
       }
       if (section == "keys") {
         KOMOKU_RETURN_IF_ERROR(ParseKeys(body, name, c));
+        continue;
+      }
+      if (section == "booleans") {
+        KOMOKU_RETURN_IF_ERROR(ParseBooleans(body, name, c));
         continue;
       }
       for (auto kv = body.begin(); kv != body.end(); ++kv) {
@@ -646,6 +691,11 @@ std::string ConfigExample() {
     out += "  #" + std::string(f.name) + ": " + (def.empty() ? "\"\"" : def) + "\n";
   }
   out +=
+      "\n# Words read as booleans (any case), besides true/false and 1/0; a list\n"
+      "# given replaces the default one.\n"
+      "#booleans:\n"
+      "#  true: [on, yes, open]\n"
+      "#  false: [off, no, closed]\n"
       "\n# Keys defined at start (like POST /api/v1/define): a type and Komoku's\n"
       "# options, durations in seconds. Keys not listed are created on first put,\n"
       "# their type guessed from the value.\n"
@@ -688,6 +738,11 @@ std::string ConfigDocs() {
            " | `" + (def.empty() ? "\"\"" : def) + "` | " + range + " | " + f.help + " |\n";
   }
   out +=
+      "\n## booleans\n\n"
+      "The words boolean and uptime keys read as true and false, in any case, besides\n"
+      "`true`/`false` and `1`/`0`, which are always read. Default: `true: [on, yes, open]`,\n"
+      "`false: [off, no, closed]`; a list given replaces the default one. A word may\n"
+      "stand in one list only.\n"
       "\n## keys\n\n"
       "Keys defined at start, each with a `type` (numeric, counter, boolean, uptime,\n"
       "string) and Komoku's options, applied in file order as `POST /api/v1/define`\n"

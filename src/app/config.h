@@ -47,6 +47,9 @@ struct Config {
   };
   std::vector<KeyDefinition> keys;
 
+  // booleans: the words read as true and false (besides true/false/1/0).
+  store::BooleanWords boolean_words;
+
   // mappings: topic mapping rules, in file order (docs/mapping.md); checked
   // by compiling them, so a loaded config's rules compile.
   std::vector<bridge::MappingRule> mappings;

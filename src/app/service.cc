@@ -89,6 +89,8 @@ int RunService(const Config& config, const RunOptions& options) {
   store_options.hot.commit_max_rows = static_cast<size_t>(config.store_commit_max_rows);
   store_options.hot.checkpoint_interval =
       std::chrono::seconds(config.store_checkpoint_interval_s);
+  store_options.start_timers = false;  // started once the bridge listens
+  store_options.boolean_words = config.boolean_words;
   Result<std::unique_ptr<store::Store>> store = store::Store::Open(store_options, log.store);
   if (!store.ok()) {
     log.main->error("cannot open the store: {}", store.status().ToString());
@@ -145,6 +147,8 @@ int RunService(const Config& config, const RunOptions& options) {
   }
 
   (*bridge)->Start();
+  // Timeouts (also those that fell while Komoku was down) now reach MQTT.
+  (*store)->StartTimers();
 
   if (!options.ready_file.empty()) {
     st = WriteReadyFile(options.ready_file, (*http)->port());

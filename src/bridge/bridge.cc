@@ -56,9 +56,12 @@ class Bridge::Impl {
     try {
       // Offline buffering lets state publications made while the broker is
       // away go out on reconnect instead of failing.
-      client_ = std::make_unique<mqtt::async_client>(
-          options_.broker, options_.client_id, mqtt::create_options(MQTTVERSION_5, 10000),
-          nullptr);
+      // Publications queue while disconnected, also before the first
+      // connection (a timeout recorded at start-up), up to 10,000.
+      mqtt::create_options create(MQTTVERSION_5, 10000);
+      create.set_send_while_disconnected(true, /*anyTime=*/true);
+      client_ = std::make_unique<mqtt::async_client>(options_.broker, options_.client_id, create,
+                                                     nullptr);
     } catch (const mqtt::exception& e) {
       return Status::InvalidArgument("cannot create MQTT client for '" + options_.broker +
                                      "': " + e.what());
@@ -239,7 +242,7 @@ class Bridge::Impl {
         plan.push_back({&c, true});
         continue;
       }
-      Result<store::Value> v = store::CoerceValue(info->type, c.value);
+      Result<store::Value> v = store::CoerceValue(info->type, c.value, store_->boolean_words());
       if (!v.ok()) {
         return RefuseMapped({c.rule, "wrong_type",
                              "key '" + c.key + "' (" + store::KeyTypeName(info->type) + "): " +

@@ -28,14 +28,20 @@ void SendJson(httplib::Response& res, int status, const json& body) {
   res.set_content(store::DumpJson(body), kJson);
 }
 
+// Every refusal carries its code in a header, so that one place (the
+// server's logger hook) counts it; a refusal the store already counted says
+// so in another.
+constexpr const char* kErrorHeader = "X-Komoku-Error";
+constexpr const char* kCountedHeader = "X-Komoku-Counted";
+
 void SendError(httplib::Response& res, int status, const std::string& code,
                const std::string& message) {
+  res.set_header(kErrorHeader, code);
   SendJson(res, status, {{"error", {{"code", code}, {"message", message}}}});
 }
 
-// Maps a library Status onto an HTTP answer; the error code is the Status's
-// machine-readable reason ("wrong_type", "unknown_key", ...).
-void SendStatus(httplib::Response& res, const Status& st) {
+void SendStatus(httplib::Response& res, const Status& st, bool counted = false) {
+  if (counted) res.set_header(kCountedHeader, "1");
   int status = 500;
   switch (st.code()) {
     case Status::Code::kNotFound: status = 404; break;
@@ -187,6 +193,12 @@ class Server::Impl {
           log_->error("{} {}: {}", req.method, req.path, what);
           SendError(res, 500, "internal", what);
         });
+    http_.set_logger([this](const httplib::Request&, const httplib::Response& res) {
+      if (res.has_header(kErrorHeader) && !res.has_header(kCountedHeader)) {
+        store_->metrics().Add("komoku_refused_total{reason=\"" +
+                              res.get_header_value(kErrorHeader) + "\"}");
+      }
+    });
     http_.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
       if (res.status == 404) {
@@ -273,7 +285,7 @@ class Server::Impl {
     store::PutOptions put;
     put.time_ms = msg.time_ms;
     Result<store::Change> change = store_->Put(*key, msg.value, put);
-    if (!change.ok()) return SendStatus(res, change.status());
+    if (!change.ok()) return SendStatus(res, change.status(), /*counted=*/true);
     json j = {{"key", change->key},
               {"type", store::KeyTypeName(change->type)},
               {"value", ValueToJson(change->sample.value)},
@@ -457,6 +469,7 @@ class Server::Impl {
 
   // Sends a Komoku API answer with the HTTP status its error calls for.
   void SendApiAnswer(httplib::Response& res, const json& answer) {
+    res.set_header(kCountedHeader, "1");  // the Api counted its refusals
     int status = 200;
     if (auto err = answer.find("error"); err != answer.end()) {
       const std::string code = (*err)["code"].get<std::string>();

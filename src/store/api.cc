@@ -101,23 +101,22 @@ json Api::Handle(const json& request) {
   if (request.is_object()) {
     if (auto qid = request.find("query_id"); qid != request.end()) answer["query_id"] = *qid;
   }
-  Result<json> result = Route(request);
+  bool counted = false;
+  Result<json> result = Route(request, &counted);
   if (result.ok()) {
     answer["result"] = std::move(result.value());
     return answer;
   }
   const Status& st = result.status();
-  // The store counted its own refusals; the protocol's are counted here.
   const std::string reason = st.reason();
-  if (reason == "bad_request" || reason == "bad_json" || reason == "unknown_operation" ||
-      reason == "not_confirmed") {
-    store_->metrics().Add("komoku_refused_total{reason=\"" + reason + "\"}");
-  }
+  // The store counts the refusals of its writes; every other refusal is
+  // counted here, once.
+  if (!counted) store_->metrics().Add("komoku_refused_total{reason=\"" + reason + "\"}");
   answer["error"] = {{"code", reason}, {"message", st.message()}};
   return answer;
 }
 
-Result<json> Api::Route(const json& request) {
+Result<json> Api::Route(const json& request, bool* counted) {
   if (!request.is_object()) {
     return Status::InvalidArgument("a request is a JSON object: {\"<operation>\": {...}}")
         .WithReason("bad_json");
@@ -138,13 +137,18 @@ Result<json> Api::Route(const json& request) {
   }
   static const json kEmpty = json::object();
   try {
-    return Dispatch(op, args->is_null() ? kEmpty : *args);
+    return Dispatch(op, args->is_null() ? kEmpty : *args, counted);
   } catch (const std::exception& e) {  // nlohmann type errors on odd input
     return Bad(std::string("bad request: ") + e.what());
   }
 }
 
-Result<json> Api::Dispatch(const std::string& op, const json& args) {
+Result<json> Api::Dispatch(const std::string& op, const json& args, bool* counted) {
+  // Errors of the store's writes (put, increment, define) were counted by it.
+  auto written = [counted](const Status& st) {
+    *counted = true;
+    return st;
+  };
   const int64_t now = store_->clock().NowMs();
   if (op == "ping") {
     KOMOKU_RETURN_IF_ERROR(OnlyArgs(args, {}));
@@ -172,7 +176,7 @@ Result<json> Api::Dispatch(const std::string& op, const json& args) {
     PutOptions put;
     put.time_ms = *time;
     Result<Change> c = store_->Put(*key, *input, put);
-    if (!c.ok()) return c.status();
+    if (!c.ok()) return written(c.status());
     return ChangeJson(*c);
   }
   if (op == "increment" || op == "decrement") {
@@ -189,7 +193,7 @@ Result<json> Api::Dispatch(const std::string& op, const json& args) {
     PutOptions put;
     put.time_ms = *time;
     Result<Change> c = store_->Increment(*key, op == "increment" ? step : -step, put);
-    if (!c.ok()) return c.status();
+    if (!c.ok()) return written(c.status());
     return ChangeJson(*c);
   }
   if (op == "keys") {
@@ -222,7 +226,7 @@ Result<json> Api::Dispatch(const std::string& op, const json& args) {
       defs.push_back(std::move(def));
     }
     Result<std::vector<KeyInfo>> infos = store_->DefineAll(defs);
-    if (!infos.ok()) return infos.status();
+    if (!infos.ok()) return written(infos.status());
     json out = json::object();
     for (const KeyInfo& info : *infos) out[info.name] = KeyJson(info, false);
     return out;

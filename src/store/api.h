@@ -38,8 +38,10 @@ class Api {
   static constexpr size_t kMaxRequestBytes = 64 * 1024;
 
  private:
-  Result<nlohmann::json> Route(const nlohmann::json& request);
-  Result<nlohmann::json> Dispatch(const std::string& op, const nlohmann::json& args);
+  // `*counted` is set when the store already counted the refusal.
+  Result<nlohmann::json> Route(const nlohmann::json& request, bool* counted);
+  Result<nlohmann::json> Dispatch(const std::string& op, const nlohmann::json& args,
+                                  bool* counted);
 
   Store* const store_;
   const SubHandler sub_handler_;

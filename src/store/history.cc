@@ -556,7 +556,7 @@ Result<json> Timespans(const Store& store, const HistoryQuery& q, const InputVal
   if (IsNumeric(info->type)) {
     return BadParam("key", "timespans are for boolean, uptime and string keys");
   }
-  Result<Value> target = CoerceValue(info->type, value);
+  Result<Value> target = CoerceValue(info->type, value, store.boolean_words());
   if (!target.ok()) return BadParam("value", target.status().message());
   struct SpanVisitor : Visitor {
     Value target;

@@ -36,7 +36,9 @@ std::string Quoted(std::string_view key) { return "key '" + std::string(key) + "
 }  // namespace
 
 Store::Store(const StoreOptions& options, std::shared_ptr<spdlog::logger> log)
-    : clock_(options.clock ? options.clock : SystemClock::Get()), log_(std::move(log)) {
+    : clock_(options.clock ? options.clock : SystemClock::Get()),
+      boolean_words_(options.boolean_words),
+      log_(std::move(log)) {
   if (!log_) log_ = spdlog::default_logger();
 }
 
@@ -82,7 +84,7 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
     }
     store->metrics_.Set("komoku_keys", static_cast<int64_t>(store->keys_.size()));
   }
-  store->timer_ = std::thread([s = store.get()] { s->TimerLoop(); });
+  if (options.start_timers) store->StartTimers();
   return store;
 }
 
@@ -111,7 +113,7 @@ Result<Change> Store::Put(std::string_view key, const InputValue& value,
       key,
       [&](const KeyState* state, KeyType* type) -> Result<Value> {
         *type = state ? state->type : GuessType(value);
-        Result<Value> v = CoerceValue(*type, value);
+        Result<Value> v = CoerceValue(*type, value, boolean_words_);
         if (!v.ok()) return v.status().WithReason("wrong_type");
         if (state && state->options.values) {
           const auto& allowed = *state->options.values;
@@ -155,9 +157,9 @@ Result<Change> Store::Apply(std::string_view key, const ValueFn& make_value,
   Status name_ok = ValidateKeyName(key);
   if (!name_ok.ok()) return Refuse(name_ok.WithReason("bad_key"));
   const int64_t now = clock_->NowMs();
-  const int64_t time = options.time_ms.value_or(now);
-  if (time < 0 || time > now + kMaxFutureMs) {
-    return Refuse(Status::InvalidArgument(Quoted(key) + ": time " + std::to_string(time) +
+  if (options.time_ms && (*options.time_ms < 0 || *options.time_ms > now + kMaxFutureMs)) {
+    return Refuse(Status::InvalidArgument(Quoted(key) + ": time " +
+                                          std::to_string(*options.time_ms) +
                                           " ms is before 1970 or more than a day in the future")
                       .WithReason("bad_time"));
   }
@@ -167,6 +169,10 @@ Result<Change> Store::Apply(std::string_view key, const ValueFn& make_value,
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return Status::Busy("store is closing");
+    // Without a time of its own, a change is stamped under the lock, so puts
+    // are stamped in the order they apply: a put that comes later is never
+    // older (an increment always builds on the current value).
+    const int64_t time = options.time_ms ? *options.time_ms : clock_->NowMs();
     auto it = keys_.find(key);
     KeyType type;
     Result<Value> value = make_value(it == keys_.end() ? nullptr : &it->second, &type);
@@ -434,6 +440,12 @@ void Store::RunDueTimers() {
       log_->debug("uptime key '{}' timed out", name);
     }
   }
+}
+
+void Store::StartTimers() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (timer_.joinable() || closed_) return;
+  timer_ = std::thread([this] { TimerLoop(); });
 }
 
 void Store::TimerLoop() {

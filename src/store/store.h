@@ -48,6 +48,12 @@ struct StoreOptions {
   HotStoreOptions hot;
   // Time source; the system clock when null. Must outlive the Store.
   const Clock* clock = nullptr;
+  // The words boolean and uptime keys read as true and false.
+  BooleanWords boolean_words;
+  // Start the uptime timer thread at open. The service starts it itself once
+  // the MQTT bridge listens, so a timeout that fell while Komoku was down is
+  // published too.
+  bool start_timers = true;
 };
 
 struct KeyInfo {
@@ -159,12 +165,15 @@ class Store {
   // Turns uptime keys whose max_time has run out false, each at its due time.
   // The store's timer thread calls this; tests with their own Clock may too.
   void RunDueTimers();
+  // Starts the timer thread (see StoreOptions::start_timers). Idempotent.
+  void StartTimers();
 
   // Commits everything accepted so far, then stops the writer. Idempotent;
   // puts after Close are refused.
   void Close();
 
   const Clock& clock() const { return *clock_; }
+  const BooleanWords& boolean_words() const { return boolean_words_; }
   Metrics& metrics() { return metrics_; }
   size_t QueueDepth() const;
   // How long the writer has held changes it could not yet commit: zero while
@@ -198,6 +207,7 @@ class Store {
 
   // Constant after Open.
   const Clock* clock_;
+  const BooleanWords boolean_words_;
   std::shared_ptr<spdlog::logger> log_;
   std::string db_path_;
   Metrics metrics_;

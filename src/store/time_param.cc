@@ -44,7 +44,7 @@ Status Bad(std::string_view text, const char* why) {
 
 Result<int64_t> ParseIso(std::string_view t) {
   size_t p = 0;
-  int year, month, day, hour = 0, minute = 0, second = 0;
+  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
   int64_t millis = 0;
   if (!Digits(t, &p, 4, &year) || p >= t.size() || t[p++] != '-' || !Digits(t, &p, 2, &month) ||
       p >= t.size() || t[p++] != '-' || !Digits(t, &p, 2, &day)) {

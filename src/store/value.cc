@@ -171,17 +171,30 @@ Result<double> ParseNumber(std::string_view text) {
   return v;
 }
 
-Result<bool> ParseBoolean(std::string_view text) {
+const BooleanWords& BooleanWords::Default() {
+  static const BooleanWords words;
+  return words;
+}
+
+Result<bool> ParseBoolean(std::string_view text, const BooleanWords& words) {
   std::string_view t = TrimAscii(text);
-  for (const char* s : {"true", "1", "on", "yes", "open"}) {
-    if (EqualsIgnoreCase(t, s)) return true;
+  if (EqualsIgnoreCase(t, "true") || t == "1") return true;
+  if (EqualsIgnoreCase(t, "false") || t == "0") return false;
+  for (const std::string& w : words.true_words) {
+    if (EqualsIgnoreCase(t, w)) return true;
   }
-  for (const char* s : {"false", "0", "off", "no", "closed"}) {
-    if (EqualsIgnoreCase(t, s)) return false;
+  for (const std::string& w : words.false_words) {
+    if (EqualsIgnoreCase(t, w)) return false;
   }
-  return Status::InvalidArgument("value " + Quote(text) +
-                                 " is not a boolean (expected true/false, 1/0, on/off, yes/no, "
-                                 "open/closed)");
+  std::string known = "true/false, 1/0";
+  for (size_t i = 0; i < words.true_words.size() || i < words.false_words.size(); ++i) {
+    known += ", ";
+    known += i < words.true_words.size() ? words.true_words[i] : "-";
+    known += "/";
+    known += i < words.false_words.size() ? words.false_words[i] : "-";
+  }
+  return Status::InvalidArgument("value " + Quote(text) + " is not a boolean (expected " + known +
+                                 ")");
 }
 
 KeyType GuessType(const InputValue& input) {
@@ -194,7 +207,7 @@ KeyType GuessType(const InputValue& input) {
   return KeyType::kString;
 }
 
-Result<Value> CoerceValue(KeyType type, const InputValue& input) {
+Result<Value> CoerceValue(KeyType type, const InputValue& input, const BooleanWords& words) {
   switch (type) {
     case KeyType::kNumeric:
     case KeyType::kCounter: {
@@ -219,7 +232,7 @@ Result<Value> CoerceValue(KeyType type, const InputValue& input) {
         return Status::InvalidArgument(std::string("number is not a value for a ") +
                                        KeyTypeName(type) + " key (expected 0 or 1)");
       }
-      Result<bool> b = ParseBoolean(std::get<std::string>(input));
+      Result<bool> b = ParseBoolean(std::get<std::string>(input), words);
       if (!b.ok()) return b.status();
       return Value(*b);
     }

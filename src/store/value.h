@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "common/status.h"
 
@@ -48,8 +49,17 @@ bool IsValidUtf8(std::string_view text);
 // is ignored; anything else after the number, NaN and infinities are refused.
 Result<double> ParseNumber(std::string_view text);
 
-// true/false, 1/0, on/off, yes/no, open/closed (any case).
-Result<bool> ParseBoolean(std::string_view text);
+// The words read as booleans, compared without regard to case. "true",
+// "false", "1" and "0" are always read, whatever the lists say.
+struct BooleanWords {
+  std::vector<std::string> true_words = {"on", "yes", "open"};
+  std::vector<std::string> false_words = {"off", "no", "closed"};
+  static const BooleanWords& Default();
+};
+
+// true/false, 1/0, and `words` (by default on/off, yes/no, open/closed).
+Result<bool> ParseBoolean(std::string_view text,
+                          const BooleanWords& words = BooleanWords::Default());
 
 // The value as sent, before it is known what type the key has: a JSON number
 // or bool keeps its type; bare text and JSON strings stay text.
@@ -61,7 +71,8 @@ KeyType GuessType(const InputValue& input);
 
 // Converts an input to the representation of `type`, or refuses it with a
 // message that says what was expected.
-Result<Value> CoerceValue(KeyType type, const InputValue& input);
+Result<Value> CoerceValue(KeyType type, const InputValue& input,
+                          const BooleanWords& words = BooleanWords::Default());
 
 // Canonical text of a value: numbers in shortest round-trip form
 // ("21.5", "1000"), booleans "true"/"false", strings as they are.

@@ -379,6 +379,17 @@ TEST(ConfigTest, NothingTheUserWroteIsSilentlyIgnored) {
   });
 }
 
+TEST(ConfigTest, BooleanWords) {
+  Config c = ParseOk("booleans:\n  true: [an, Ein]\n");
+  EXPECT_EQ(c.boolean_words.true_words, (std::vector<std::string>{"an", "Ein"}));
+  EXPECT_EQ(c.boolean_words.false_words, store::BooleanWords().false_words);
+  ExpectErrors({
+      {"unknown field", "booleans:\n  maybe: [x]\n", {"k.yaml:2:", "booleans.maybe"}},
+      {"not a list", "booleans:\n  true: on\n", {"k.yaml:2:", "booleans.true"}},
+      {"a word twice", "booleans:\n  true: [an]\n  false: [AN]\n", {"k.yaml:3:", "listed twice"}},
+  });
+}
+
 TEST(ConfigTest, LoadConfigReadsTheFileAndNamesIt) {
   TempDir dir;
   const std::string path = dir.File("komoku.yaml");

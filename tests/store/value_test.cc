@@ -184,6 +184,21 @@ TEST(ParseBooleanTest, Vocabulary) {
   }
 }
 
+TEST(ParseBooleanTest, ConfiguredWordsReplaceTheDefaults) {
+  BooleanWords words;
+  words.true_words = {"an"};
+  words.false_words = {"aus"};
+  EXPECT_TRUE(*ParseBoolean("AN", words));
+  EXPECT_FALSE(*ParseBoolean("aus", words));
+  EXPECT_TRUE(*ParseBoolean("true", words));  // always read
+  EXPECT_FALSE(*ParseBoolean("0", words));
+  Result<bool> on = ParseBoolean("on", words);
+  ASSERT_FALSE(on.ok());
+  EXPECT_NE(on.status().message().find("an/aus"), std::string::npos) << on.status().message();
+  EXPECT_TRUE(*CoerceValue(KeyType::kBoolean, InputValue(std::string("an")), words) ==
+              Value(true));
+}
+
 TEST(ParseBooleanTest, RefusesEverythingElse) {
   for (const char* text : {"", " ", "2", "-1", "1.0", "0.0", "t", "f", "y", "n", "truee", "nope",
                            "enabled", "close", "opened", "o n", "10"}) {
