@@ -323,9 +323,8 @@ class Bridge::Impl {
                                 : std::string());
     }
     if (mapping_->rule(r.rule).publish_errors) {
-      std::string payload =
-          json{{"topic", topic}, {"rule", label}, {"reason", r.reason}, {"message", r.message}}
-              .dump();
+      std::string payload = store::DumpJson(
+          json{{"topic", topic}, {"rule", label}, {"reason", r.reason}, {"message", r.message}});
       try {
         client_->publish(options_.prefix + "/error", payload.data(), payload.size(), 0, false);
       } catch (const mqtt::exception& e) {

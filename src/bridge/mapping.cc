@@ -246,27 +246,7 @@ const json* Find(const json& doc, const Path& path) {
   return at;
 }
 
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
-}
-
-std::string_view TrimAscii(std::string_view s) {
-  size_t b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string_view::npos) return {};
-  size_t e = s.find_last_not_of(" \t\r\n");
-  return s.substr(b, e - b + 1);
-}
-
-std::string Shown(std::string_view s) {
-  return "'" + std::string(s.substr(0, 64)) + (s.size() > 64 ? "...'" : "'");
-}
+std::string Shown(std::string_view s) { return store::QuoteForMessage(s); }
 
 bool IsBooleanType(std::optional<store::KeyType> t) {
   return t && (*t == store::KeyType::kBoolean || *t == store::KeyType::kUptime);
@@ -445,7 +425,7 @@ class RuleApplier {
       : c_(c), r_(c.rule), index_(index), m_(m), out_(out) {}
 
   std::optional<MappingRefusal> Run() {
-    std::string_view trimmed = TrimAscii(m_.payload);
+    std::string_view trimmed = store::TrimAscii(m_.payload);
     if (trimmed.empty()) return std::nullopt;  // clears a retained message; nothing to store
     bool as_json = c_.json_only || (!c_.text_only && (trimmed[0] == '{' || trimmed[0] == '[' ||
                                                       trimmed[0] == '"'));
@@ -598,10 +578,10 @@ class RuleApplier {
       if (w == s) return SetBool(false, what);
     }
     for (const std::string& w : r_.true_words) {
-      if (EqualsIgnoreCase(w, s)) return SetBool(true, what);
+      if (store::EqualsIgnoreCase(w, s)) return SetBool(true, what);
     }
     for (const std::string& w : r_.false_words) {
-      if (EqualsIgnoreCase(w, s)) return SetBool(false, what);
+      if (store::EqualsIgnoreCase(w, s)) return SetBool(false, what);
     }
     if (IsBooleanType(r_.type)) {
       if (!r_.true_words.empty() || !r_.false_words.empty()) {

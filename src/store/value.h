@@ -37,6 +37,12 @@ inline constexpr size_t kMaxKeyNameBytes = 255;
 // the byte offset.
 Status ValidateKeyName(std::string_view name);
 
+// `s` without leading and trailing ASCII whitespace.
+std::string_view TrimAscii(std::string_view s);
+
+// ASCII letters compared without regard to case; other bytes exactly.
+bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+
 // Outside text quoted for a message: '...' around at most 40 bytes, never
 // cut inside a character, control characters and bytes that are not UTF-8 as
 // \xNN; the result is always valid UTF-8.
