@@ -32,6 +32,10 @@ persistence_location $(pwd)/komoku-data/broker/
 # Keep what arrives while komoku is stopped (the default of 1000 is small).
 max_queued_messages 100000
 CONF
+  # Started as root, mosquitto drops to its own user: let it write its data.
+  if [[ $(id -u) -eq 0 ]] && id mosquitto >/dev/null 2>&1; then
+    chown mosquitto: komoku-data/broker
+  fi
   echo "run: starting mosquitto on 127.0.0.1:1883 (data in komoku-data/broker)" >&2
   mosquitto -c komoku-data/broker/mosquitto.conf &
   broker_pid=$!
