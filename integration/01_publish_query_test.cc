@@ -118,6 +118,20 @@ TEST_F(PublishQueryTest, BadParametersAreClear400s) {
   EXPECT_EQ(komoku_->Get("/api/v1/value?key=t").status, 200);
 }
 
+TEST_F(PublishQueryTest, MetricsCountCommitsMemoryAndUptime) {
+  mqtt_->Publish("komoku/set/m", "1");
+  ASSERT_TRUE(WaitForHistory("m", 1));
+  long long batches = komoku_->Metric("komoku_commit_seconds_count");
+  EXPECT_GE(batches, 1);
+  EXPECT_EQ(komoku_->Metric("komoku_commit_seconds_bucket{le=\"+Inf\"}"), batches);
+  EXPECT_LE(komoku_->Metric("komoku_commit_seconds_bucket{le=\"0.0001\"}"),
+            komoku_->Metric("komoku_commit_seconds_bucket{le=\"1\"}"));
+  EXPECT_GT(komoku_->Metric("komoku_resident_memory_bytes"), 1'000'000);
+  EXPECT_GE(komoku_->Metric("komoku_uptime_seconds"), 0);
+  EXPECT_NE(komoku_->Get("/metrics").body.find("# TYPE komoku_commit_seconds histogram"),
+            std::string::npos);
+}
+
 TEST_F(PublishQueryTest, HistoryOverTheLimitIsRefusedNotCut) {
   for (int i = 0; i < 5; ++i) mqtt_->Publish("komoku/set/n", std::to_string(i));
   ASSERT_TRUE(WaitForHistory("n", 5));

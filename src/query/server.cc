@@ -1,8 +1,10 @@
 #include "query/server.h"
 
 #include <httplib.h>
+#include <unistd.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdio>
 #include <initializer_list>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -581,13 +583,37 @@ class Server::Impl {
       out += std::to_string(v);
       out += '\n';
     };
-    for (const auto& [series, value] : store_->metrics().Snapshot()) line(series, value);
+    auto snapshot = store_->metrics().Snapshot();
+    out += "# TYPE komoku_commit_seconds histogram\n";
+    for (const auto& [series, value] : snapshot) {
+      if (series.rfind("komoku_commit_seconds_bucket", 0) == 0) line(series, value);
+    }
+    line("komoku_commit_seconds_bucket{le=\"+Inf\"}", snapshot["komoku_commit_batches_total"]);
+    out += "komoku_commit_seconds_sum " +
+           std::to_string(static_cast<double>(snapshot["komoku_commit_micros_total"]) / 1e6) + "\n";
+    line("komoku_commit_seconds_count", snapshot["komoku_commit_batches_total"]);
+    for (const auto& [series, value] : snapshot) {
+      if (series.rfind("komoku_commit_seconds_bucket", 0) != 0) line(series, value);
+    }
     line("komoku_writer_queue_depth", static_cast<int64_t>(store_->QueueDepth()));
     line("komoku_mqtt_connected", h.mqtt_connected ? 1 : 0);
+    line("komoku_uptime_seconds",
+         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)
+             .count());
+    // Resident memory: the second field of /proc/self/statm, in pages.
+    if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+      long pages_total = 0, pages_resident = 0;
+      if (std::fscanf(f, "%ld %ld", &pages_total, &pages_resident) == 2) {
+        line("komoku_resident_memory_bytes",
+             static_cast<int64_t>(pages_resident) * static_cast<int64_t>(sysconf(_SC_PAGESIZE)));
+      }
+      std::fclose(f);
+    }
     res.set_content(out, "text/plain; version=0.0.4");
   }
 
   // Constant after construction.
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   const ServerOptions options_;
   store::Store* const store_;
   const std::function<Health()> health_;
