@@ -3,6 +3,8 @@
 // 400s that name the bad parameter.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "harness/harness.h"
 
 namespace komoku::testing {
@@ -69,6 +71,15 @@ TEST_F(HistoryHttpTest, DoorStatsTimespansAndAt) {
   at = GetJson("/api/v1/at?key=door&time=" + std::to_string(kDay0 - 1));
   EXPECT_TRUE(at["value"].is_null());
   EXPECT_EQ(at["known"], false);
+}
+
+TEST_F(HistoryHttpTest, ASpanThatHasNotEndedIsOpenUpToNow) {
+  ASSERT_EQ(komoku_->Put("/api/v1/value?key=light", "true").status, 201);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto spans = GetJson("/api/v1/timespans?key=light&value=true&from=-1h");
+  ASSERT_EQ(spans["spans"].size(), 1u) << spans.dump();
+  EXPECT_EQ(spans["open"], true) << spans.dump();
+  EXPECT_GT(spans["spans"][0][1].get<double>(), 0.0);
 }
 
 TEST_F(HistoryHttpTest, BadParametersNameThemselves) {

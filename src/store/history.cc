@@ -37,12 +37,14 @@ class Visitor {
 
 // Walks [from, to) of `key`: the value in force at `from` carries in; time
 // after now is not visited; a value older than stale_after turns unknown.
+// `*walked_to`, when given, receives where the walk ended: min(to, now).
 Status Walk(const Store& store, const std::string& key, int64_t from, int64_t to,
-            Visitor& visitor) {
+            Visitor& visitor, int64_t* walked_to = nullptr) {
   Result<KeyInfo> info = store.Get(key);
   if (!info.ok()) return info.status();
   const int64_t stale = info->options.stale_after_ms;
   const int64_t end = std::min(to, store.clock().NowMs());
+  if (walked_to) *walked_to = end;
   Result<std::optional<Sample>> before = store.At(key, from - 1);
   if (!before.ok()) return before.status();
   std::optional<Value> cur;
@@ -572,8 +574,8 @@ Result<json> Timespans(const Store& store, const HistoryQuery& q, const InputVal
     }
   } visitor;
   visitor.target = *target;
-  KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor));
-  const int64_t end = std::min(q.to_ms, store.clock().NowMs());
+  int64_t end = 0;
+  KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor, &end));
   json spans = json::array();
   for (const auto& [s, e] : visitor.spans) {
     spans.push_back(json::array({MsToSeconds(s), static_cast<double>(e - s) / 1000.0}));
