@@ -301,7 +301,6 @@ class Server::Impl {
   struct Range {
     store::KeyInfo info;
     store::HistoryQuery q;
-    std::optional<int64_t> step_ms;
   };
   Result<Range> ParseRange(const Params& p, bool step_allowed) {
     Result<std::string> key = p.Required("key");
@@ -317,24 +316,16 @@ class Server::Impl {
     if (*to <= *from) {
       return Status::InvalidArgument("parameter 'to' must be after 'from'").WithReason("bad_request");
     }
-    Range r{std::move(info.value()), {}, std::nullopt};
-    r.q.key = *key;
-    r.q.from_ms = *from;
-    r.q.to_ms = *to;
+    Range r{std::move(info.value()), {}};
     auto step = step_allowed ? p.Get("step") : std::nullopt;
     if (step) {
-      Result<int64_t> ms = store::ParseStep(*step, *from, *to);
-      if (!ms.ok()) return ms.status();
-      r.step_ms = *ms;
-      Result<std::vector<int64_t>> buckets =
-          store::BucketStarts(*from, *to, *ms, p.Get("tz").value_or(""), options_.max_points);
-      if (!buckets.ok()) return buckets.status();
-      r.q.buckets = std::move(buckets.value());
-      // Whole buckets: the first starts at its aligned start, before `from`.
-      r.q.from_ms = r.q.buckets.front();
+      Result<store::HistoryQuery> q = store::PlanBuckets(*key, *from, *to, *step,
+                                                         p.Get("tz").value_or(""), options_.max_points);
+      if (!q.ok()) return q.status();
+      r.q = std::move(q.value());
     } else {
       KOMOKU_RETURN_IF_ERROR(store::CheckTimeZone(p.Get("tz").value_or("")));
-      r.q.buckets = {*from};
+      r.q = store::HistoryQuery{*key, *from, *to, {*from}, 0};
     }
     return r;
   }
@@ -380,17 +371,16 @@ class Server::Impl {
                  {"type", store::KeyTypeName(info.type)},
                  {"from", MsToSeconds(r->q.from_ms)},
                  {"to", MsToSeconds(r->q.to_ms)}};
-    if (r->step_ms) {
+    if (r->q.step_ms) {
       if (p.Get("limit")) return SendError(res, 400, "bad_request", "parameter 'limit' is for raw history (no step)");
-      bool numeric = info.type == store::KeyType::kNumeric || info.type == store::KeyType::kCounter;
-      std::string def = info.type == store::KeyType::kCounter ? "increase" : numeric ? "avg" : "last";
-      Result<std::vector<store::Agg>> aggs = store::ParseAggs(p.Get("agg").value_or(def), info.type);
+      Result<std::vector<store::Agg>> aggs =
+          store::ParseAggs(p.Get("agg").value_or(store::DefaultAgg(info.type)), info.type);
       if (!aggs.ok()) return SendStatus(res, aggs.status());
       Result<json> rows = store::Downsample(*store_, r->q, *aggs);
       if (!rows.ok()) return SendStatus(res, rows.status());
       json columns = json::array({"time"});
       for (store::Agg a : *aggs) columns.push_back(store::AggName(a));
-      meta["step"] = static_cast<double>(*r->step_ms) / 1000.0;
+      meta["step"] = static_cast<double>(r->q.step_ms) / 1000.0;
       return SendRows(res, p, std::move(meta), columns, std::move(rows.value()));
     }
     if (p.Get("agg")) return SendError(res, 400, "bad_request", "parameter 'agg' needs a 'step'");

@@ -260,17 +260,13 @@ Result<json> Api::Dispatch(const std::string& op, const json& args, bool* counte
       if (!step->is_string()) return Bad("\"step\" must be a string such as \"1h\" or \"auto\"");
       Result<KeyInfo> info = store_->Get(*key);
       if (!info.ok()) return info.status();
-      Result<int64_t> step_ms = ParseStep(step->get<std::string>(), from_ms, to_ms);
-      if (!step_ms.ok()) return step_ms.status();
-      std::string tz = args.value("tz", std::string());
-      Result<std::vector<int64_t>> buckets = BucketStarts(from_ms, to_ms, *step_ms, tz, kMaxFetchRows);
-      if (!buckets.ok()) return buckets.status();
-      bool numeric = info->type == KeyType::kNumeric || info->type == KeyType::kCounter;
-      std::string def = info->type == KeyType::kCounter ? "increase" : numeric ? "avg" : "last";
-      Result<std::vector<Agg>> aggs = ParseAggs(args.value("agg", def), info->type);
+      Result<HistoryQuery> q = PlanBuckets(*key, from_ms, to_ms, step->get<std::string>(),
+                                           args.value("tz", std::string()), kMaxFetchRows);
+      if (!q.ok()) return q.status();
+      Result<std::vector<Agg>> aggs =
+          ParseAggs(args.value("agg", std::string(DefaultAgg(info->type))), info->type);
       if (!aggs.ok()) return aggs.status();
-      HistoryQuery q{*key, buckets->front(), to_ms, std::move(buckets.value())};
-      return Downsample(*store_, q, *aggs);
+      return Downsample(*store_, *q, *aggs);
     }
     if (args.contains("agg") || args.contains("tz")) return Bad("\"agg\" and \"tz\" need a \"step\"");
     size_t limit = kMaxFetchRows;

@@ -33,6 +33,8 @@ class Visitor {
   virtual void Point(int64_t t, const Value& v, const Value* prev) = 0;
   // [start, end) holds `v`; null means unknown.
   virtual void Segment(int64_t start, int64_t end, const Value* v) = 0;
+  // The value in force just before the range, if any; called first.
+  virtual void Carry(const Value*) {}
 };
 
 // Walks [from, to) of `key`: the value in force at `from` carries in; time
@@ -53,6 +55,7 @@ Status Walk(const Store& store, const std::string& key, int64_t from, int64_t to
     cur = (*before)->value;
     cur_since = (*before)->time_ms;
   }
+  visitor.Carry(cur ? &*cur : nullptr);
   int64_t cursor = from;
   auto emit = [&](int64_t upto) {
     upto = std::min(upto, end);
@@ -176,7 +179,7 @@ class DownsampleVisitor : public Visitor {
  public:
   DownsampleVisitor(const Buckets& buckets, double tolerance)
       : buckets_(buckets), accs_(buckets.size()), increase_(tolerance) {}
-  void Carry(const Value* v) {
+  void Carry(const Value* v) override {
     if (v) increase_.Add(AsDouble(*v));
   }
   void Point(int64_t t, const Value& v, const Value*) override {
@@ -460,6 +463,26 @@ Result<std::vector<int64_t>> BucketStarts(int64_t from_ms, int64_t to_ms, int64_
   return out;
 }
 
+Result<HistoryQuery> PlanBuckets(std::string key, int64_t from_ms, int64_t to_ms,
+                                 std::string_view step, std::string_view tz, size_t max_buckets) {
+  Result<int64_t> step_ms = ParseStep(step, from_ms, to_ms);
+  if (!step_ms.ok()) return step_ms.status();
+  Result<std::vector<int64_t>> buckets = BucketStarts(from_ms, to_ms, *step_ms, tz, max_buckets);
+  if (!buckets.ok()) return buckets.status();
+  HistoryQuery q;
+  q.key = std::move(key);
+  q.from_ms = buckets->front();
+  q.to_ms = to_ms;
+  q.buckets = std::move(buckets.value());
+  q.step_ms = *step_ms;
+  return q;
+}
+
+const char* DefaultAgg(KeyType type) {
+  if (type == KeyType::kCounter) return "increase";
+  return type == KeyType::kNumeric ? "avg" : "last";
+}
+
 Result<json> Downsample(const Store& store, const HistoryQuery& q, const std::vector<Agg>& aggs) {
   Result<KeyInfo> info = store.Get(q.key);
   if (!info.ok()) return info.status();
@@ -476,9 +499,6 @@ Result<json> Downsample(const Store& store, const HistoryQuery& q, const std::ve
     return rows;
   }
   DownsampleVisitor visitor(buckets, info->options.reset_tolerance);
-  Result<std::optional<Sample>> before = store.At(q.key, q.from_ms - 1);
-  if (!before.ok()) return before.status();
-  if (*before) visitor.Carry(&(*before)->value);
   KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor));
   for (size_t i = 0; i < buckets.size(); ++i) {
     json row = json::array({MsToSeconds(buckets.start(i))});
@@ -511,6 +531,10 @@ Result<json> Stats(const Store& store, const HistoryQuery& q, bool hour_of_day,
       void Segment(int64_t s, int64_t e, const Value* v) override {
         a->Segment(s, e, v);
         b->Segment(s, e, v);
+      }
+      void Carry(const Value* v) override {
+        a->Carry(v);
+        b->Carry(v);
       }
     } both;
     both.a = &total;

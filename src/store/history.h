@@ -59,7 +59,19 @@ struct HistoryQuery {
   int64_t from_ms = 0;
   int64_t to_ms = 0;
   std::vector<int64_t> buckets;  // bucket starts (BucketStarts)
+  int64_t step_ms = 0;           // 0: one bucket, [from, to)
 };
+
+// The query of [from_ms, to_ms) in buckets of `step` ("1h", "auto", ...; see
+// ParseStep) aligned in `tz` (see BucketStarts): whole buckets, so from_ms
+// moves back to the first bucket's start. The one place HTTP and the JSON
+// API turn their parameters into buckets.
+Result<HistoryQuery> PlanBuckets(std::string key, int64_t from_ms, int64_t to_ms,
+                                 std::string_view step, std::string_view tz, size_t max_buckets);
+
+// The aggregate a downsampled history gives when none is asked for: increase
+// for counters, avg for numeric keys, last for the others.
+const char* DefaultAgg(KeyType type);
 
 // One row per bucket: [start_s, agg1, agg2, ...], null where a bucket has no
 // answer (no change inside for point aggregates, nothing known for twavg).
