@@ -37,5 +37,33 @@ TEST_F(PersistentSessionTest, MessagesSentWhileDownAreStoredAfterRestart) {
   }));
 }
 
+TEST_F(PersistentSessionTest, ReconnectsAfterTheBrokerRestarts) {
+  mqtt_->Publish("komoku/set/meter", "1");
+  ASSERT_TRUE(WaitForHistory("meter", 1));
+  mqtt_.reset();
+  ASSERT_TRUE(broker_->Restart()) << broker_->Output();
+  // The broker lost every session; komoku notices, reconnects with backoff
+  // and subscribes again.
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Output().find("lost connection") != std::string::npos; },
+                      std::chrono::milliseconds(30000)));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto r = komoku_->Get("/healthz");
+        return r.status == 200 && r.Json()["mqtt"]["subscribed"] == true;
+      },
+      std::chrono::milliseconds(30000)))
+      << komoku_->Get("/healthz").body;
+  mqtt_ = std::make_unique<MqttClient>(broker_->url(), "it-publisher-2");
+  mqtt_->Publish("komoku/set/meter", "2");
+  ASSERT_TRUE(WaitForHistory("meter", 2));
+  // The retained status is online again on the new broker.
+  MqttClient watcher(broker_->url(), "it-watcher");
+  watcher.Subscribe("komoku/status");
+  ASSERT_TRUE(WaitFor([&] {
+    auto got = watcher.Received();
+    return !got.empty() && got.back().second == "online";
+  }));
+}
+
 }  // namespace
 }  // namespace komoku::testing

@@ -156,25 +156,36 @@ bool TcpOpen(int port) {
 
 }  // namespace
 
-Broker::Broker(const TempDir& dir) {
+Broker::Broker(const TempDir& dir) : dir_(dir) {
   // The port can be taken between FreeLoopbackPort() and mosquitto's bind;
   // try a few.
   for (int attempt = 0; attempt < 5; ++attempt) {
     port_ = FreeLoopbackPort();
-    std::string conf = dir.File("mosquitto-" + std::to_string(attempt) + ".conf");
-    std::ofstream(conf) << "listener " << port_ << " 127.0.0.1\n"
-                        << "allow_anonymous true\n"
-                        << "max_queued_messages 100000\n";
-    process_ = std::make_unique<Process>(std::vector<std::string>{MOSQUITTO_BINARY, "-c", conf},
-                                         dir.File("mosquitto.log"));
-    if (WaitFor([&] { return TcpOpen(port_) || !process_->Running(); },
-                std::chrono::milliseconds(5000)) &&
-        process_->Running()) {
-      return;
-    }
-    process_->Stop();
+    conf_ = dir.File("mosquitto-" + std::to_string(attempt) + ".conf");
+    std::ofstream(conf_) << "listener " << port_ << " 127.0.0.1\n"
+                         << "allow_anonymous true\n"
+                         << "max_queued_messages 100000\n";
+    if (Launch()) return;
   }
   throw std::runtime_error("mosquitto did not start: " + Output());
+}
+
+bool Broker::Launch() {
+  process_ = std::make_unique<Process>(std::vector<std::string>{MOSQUITTO_BINARY, "-c", conf_},
+                                       dir_.File("mosquitto.log"));
+  if (WaitFor([&] { return TcpOpen(port_) || !process_->Running(); },
+              std::chrono::milliseconds(5000)) &&
+      process_->Running()) {
+    return true;
+  }
+  process_->Stop();
+  return false;
+}
+
+bool Broker::Restart() {
+  process_->Stop();
+  // The port may linger a moment after the old listener closed.
+  return WaitFor([&] { return Launch(); }, std::chrono::milliseconds(10000));
 }
 
 Komoku::Komoku(const TempDir& dir, const Broker& broker, std::string extra_yaml) : dir_(dir) {

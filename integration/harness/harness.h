@@ -70,8 +70,15 @@ class Broker {
   int port() const { return port_; }
   std::string url() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
   std::string Output() const { return process_ ? process_->Output() : ""; }
+  // Stops the broker (losing its in-memory sessions) and starts it again on
+  // the same port; false when it does not come back.
+  bool Restart();
 
  private:
+  bool Launch();
+
+  const TempDir& dir_;
+  std::string conf_;
   int port_ = 0;
   std::unique_ptr<Process> process_;
 };
