@@ -1,0 +1,170 @@
+// Cold segments: immutable files holding the compacted history of many keys
+// over one time range [from_ms, to_ms): raw changes, compactly encoded, and
+// rollups (per-bucket summaries) at a few resolutions. See
+// docs/segment-format.md for the bytes.
+//
+// A segment is two files written once and never edited:
+//   <name>.kkd  the data file: a header and checksummed blocks;
+//   <name>.kki  the index: a KeyKa v0 file (src/keyka) whose keys are
+//               "<key name>\0<record kind><big-endian time>" and whose values
+//               locate blocks in the data file.
+// The cold store (cold_store.h) decides which segments are live; this file
+// only writes and reads one.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "store/value.h"
+
+namespace komoku::store {
+
+// A summary of one key over one bucket [start_ms, start_ms + resolution):
+// what the history queries need (history.h) without the raw changes. Which
+// fields are meaningful depends on the key type:
+// - every type: count, first, last, unknown_ms, changes;
+// - numeric and counter: sum, min, max, integral, known_ms;
+// - counter: increase, high;
+// - boolean, uptime, string: ms_per_value (the value's text form: "true",
+//   "false", or the string) .
+// The numbers follow the rules of history.h exactly (a value lasts until the
+// next change; unknown before the first change and past stale_after), so a
+// bucket answered from rollups equals the same bucket answered from raw.
+struct Rollup {
+  int64_t start_ms = 0;
+  int64_t count = 0;    // changes with a time inside the bucket
+  int64_t changes = 0;  // of those, the ones whose value differs from the one before
+  std::optional<Value> first, last;  // the first and last change inside
+  double sum = 0;
+  double min = std::numeric_limits<double>::infinity();
+  double max = -std::numeric_limits<double>::infinity();
+  double integral = 0;    // value x ms over the known time
+  int64_t known_ms = 0;   // time with a known value
+  int64_t unknown_ms = 0;  // time with no known value
+  double increase = 0;    // counter: rises, resets counted from 0
+  // Counter: the highest value since the last reset, at the bucket's end
+  // (the state the increase of the next bucket continues from); NaN when no
+  // value was known yet.
+  double high = std::numeric_limits<double>::quiet_NaN();
+  // Boolean, uptime, string: ms per value's text, sorted by text.
+  std::vector<std::pair<std::string, int64_t>> ms_per_value;
+
+  friend bool operator==(const Rollup&, const Rollup&) = default;
+};
+
+// Resolutions rollups are kept at, finest first.
+inline constexpr int64_t kRollupResolutionsMs[] = {5 * 60 * 1000, 60 * 60 * 1000,
+                                                   24 * 60 * 60 * 1000};
+
+// Everything a segment holds of one key.
+struct SegmentKeyData {
+  std::string key;
+  KeyType type = KeyType::kNumeric;
+  // The options the rollups were computed with; a reader whose key now has
+  // other values must not answer from these rollups.
+  int64_t stale_after_ms = 0;
+  double reset_tolerance = 0;
+  // The change in force at the segment's from_ms (its time is before
+  // from_ms), kept so that the state at the start of the segment is known
+  // even when older segments are gone.
+  std::optional<Sample> carry;
+  // Raw changes with from_ms <= time < to_ms, oldest first (ties in the
+  // order they were put). May be empty when retention dropped them
+  // (raw_dropped) or the key did not change in the range.
+  std::vector<Sample> changes;
+  // True when the raw changes of this range were dropped by retention; the
+  // rollups (and carry) are then all that is left.
+  bool raw_dropped = false;
+  // Rollups per resolution (kRollupResolutionsMs), each sorted by start_ms,
+  // covering the buckets of [from_ms, to_ms) where the key was known or
+  // changed. Resolutions retention dropped are absent.
+  std::vector<std::pair<int64_t, std::vector<Rollup>>> rollups;
+};
+
+struct SegmentMeta {
+  int64_t from_ms = 0;
+  int64_t to_ms = 0;
+  // Every change with a sequence number up to this, and a time in the range,
+  // is in the segment (or was dropped by retention).
+  uint64_t max_seq = 0;
+};
+
+struct SegmentWriteOptions {
+  // fsync the files (and their directory) before returning. Tests may turn it off.
+  bool sync = true;
+};
+
+// Writes a segment as `<base>.kkd` and `<base>.kki`: keys are added in
+// increasing order of name; each file is written under a temporary name,
+// synced and renamed into place by Finish(). Destroying an unfinished writer
+// removes its temporary files.
+class SegmentWriter {
+ public:
+  static Result<std::unique_ptr<SegmentWriter>> Create(const std::string& base,
+                                                       const SegmentMeta& meta,
+                                                       const SegmentWriteOptions& options = {});
+  virtual ~SegmentWriter() = default;
+  // Refused (InvalidArgument) for a name not greater than the last one, or
+  // changes out of time order or outside the range.
+  virtual Status AddKey(const SegmentKeyData& data) = 0;
+  virtual Status Finish() = 0;
+  // Bytes written so far to both files.
+  virtual uint64_t bytes() const = 0;
+};
+
+// What a segment holds of one key, for listings.
+struct SegmentKeyInfo {
+  std::string key;
+  KeyType type = KeyType::kNumeric;
+  uint64_t changes = 0;       // raw changes
+  uint64_t raw_bytes = 0;     // bytes of raw blocks
+  uint64_t rollup_bytes = 0;  // bytes of rollup blocks
+  std::optional<int64_t> first_ms, last_ms;  // times of the first and last raw change
+};
+
+// A segment open for reading: both files mapped. Thread-safe (immutable).
+// Every read checks the checksum of each block it decodes and returns
+// DataLoss naming the file and offset when one is wrong.
+class Segment {
+ public:
+  static Result<std::shared_ptr<const Segment>> Open(const std::string& base);
+  virtual ~Segment() = default;
+
+  virtual const SegmentMeta& meta() const = 0;
+  virtual const std::string& base() const = 0;
+  // Bytes of both files.
+  virtual uint64_t file_bytes() const = 0;
+
+  // Checks everything: the index is valid KeyKa, every block's checksum,
+  // every block decodes. DataLoss with the place of the first problem.
+  virtual Status Verify() const = 0;
+
+  virtual std::vector<SegmentKeyInfo> Keys() const = 0;
+  virtual bool HasKey(std::string_view key) const = 0;
+
+  // Raw changes of `key` with from_ms <= time < to_ms, oldest first, until
+  // `fn` returns false. OK and nothing for a key the segment lacks.
+  virtual Status Scan(std::string_view key, int64_t from_ms, int64_t to_ms,
+                      const std::function<bool(const Sample&)>& fn) const = 0;
+  // The last raw change of `key` at or before `time_ms` in this segment; if
+  // there is none, the key's carry when it is at or before time_ms; else
+  // nullopt.
+  virtual Result<std::optional<Sample>> At(std::string_view key, int64_t time_ms) const = 0;
+  // The rollups of `key` at `resolution_ms` with from_ms <= start < to_ms,
+  // oldest first, until `fn` returns false.
+  virtual Status ScanRollups(std::string_view key, int64_t resolution_ms, int64_t from_ms,
+                             int64_t to_ms,
+                             const std::function<bool(const Rollup&)>& fn) const = 0;
+  // Everything of one key (for rewriting segments); NotFound when absent.
+  virtual Result<SegmentKeyData> ReadKey(std::string_view key) const = 0;
+};
+
+}  // namespace komoku::store
