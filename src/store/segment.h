@@ -57,8 +57,11 @@ struct Rollup {
   // Boolean, uptime, string: ms per value's text, sorted by text.
   std::vector<std::pair<std::string, int64_t>> ms_per_value;
 
-  friend bool operator==(const Rollup&, const Rollup&) = default;
 };
+
+// Field by field; a NaN `high` equals a NaN `high`.
+bool operator==(const Rollup& a, const Rollup& b);
+inline bool operator!=(const Rollup& a, const Rollup& b) { return !(a == b); }
 
 // Resolutions rollups are kept at, finest first.
 inline constexpr int64_t kRollupResolutionsMs[] = {5 * 60 * 1000, 60 * 60 * 1000,
@@ -130,6 +133,17 @@ struct SegmentKeyInfo {
   std::optional<int64_t> first_ms, last_ms;  // times of the first and last raw change
 };
 
+// The per-key record of a segment: what a reader needs to know before
+// using the key's rollups (were they computed with the options the key has
+// now?) or its state at the start of the segment.
+struct SegmentKeyMeta {
+  KeyType type = KeyType::kNumeric;
+  int64_t stale_after_ms = 0;
+  double reset_tolerance = 0;
+  bool raw_dropped = false;
+  std::optional<Sample> carry;
+};
+
 // A segment open for reading: both files mapped. Thread-safe (immutable).
 // Every read checks the checksum of each block it decodes and returns
 // DataLoss naming the file and offset when one is wrong.
@@ -149,6 +163,9 @@ class Segment {
 
   virtual std::vector<SegmentKeyInfo> Keys() const = 0;
   virtual bool HasKey(std::string_view key) const = 0;
+  // The key's record (one index lookup and one small block); nullopt when the
+  // segment lacks the key.
+  virtual Result<std::optional<SegmentKeyMeta>> KeyMeta(std::string_view key) const = 0;
 
   // Raw changes of `key` with from_ms <= time < to_ms, oldest first, until
   // `fn` returns false. OK and nothing for a key the segment lacks.
