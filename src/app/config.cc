@@ -59,6 +59,16 @@ const std::vector<Field>& Fields() {
        "A commit starts as soon as this many changes wait."},
       {"store", "checkpoint_interval", &Config::store_checkpoint_interval_s, "10", 1, 3600,
        "Seconds between WAL checkpoints: the most a power cut can take back."},
+      {"store", "hot_window_hours", &Config::store_hot_window_h, "48", 1, 8760,
+       "Changes older than this (rounded down to a UTC day) move from SQLite into compact, "
+       "immutable segment files."},
+      {"store", "compact_interval", &Config::store_compact_interval_s, "3600", 0, 604800,
+       "Seconds between background compactions; 0 runs them only on `komoku compact`."},
+      {"store", "raw_retention_days", &Config::store_raw_retention_d, "365", 0, 36500,
+       "Days raw changes are kept; older history is answered from rollups (hourly and daily "
+       "forever). 0 keeps them forever."},
+      {"store", "rollup_5m_retention_days", &Config::store_rollup_5m_retention_d, "730", 0, 36500,
+       "Days 5-minute rollups are kept; 0 keeps them forever."},
       {"http", "listen", &Config::http_listen, "127.0.0.1:8080", 0, 0,
        "Address of the HTTP API: host:port (port 0 lets the OS choose)."},
       {"http", "max_points", &Config::http_max_points, "10000", 1, 10000000,
@@ -174,6 +184,21 @@ Status Validate(Config& c, const WhereFn& at) {
 }
 
 }  // namespace
+
+store::StoreOptions StoreOptionsOf(const Config& config) {
+  constexpr int64_t kHourMs = 3600LL * 1000;
+  store::StoreOptions o;
+  o.data_dir = config.store_data_dir;
+  o.hot.commit_interval = std::chrono::milliseconds(config.store_commit_interval_ms);
+  o.hot.commit_max_rows = static_cast<size_t>(config.store_commit_max_rows);
+  o.hot.checkpoint_interval = std::chrono::seconds(config.store_checkpoint_interval_s);
+  o.cold.hot_window_ms = config.store_hot_window_h * kHourMs;
+  o.cold.compact_interval = std::chrono::seconds(config.store_compact_interval_s);
+  o.cold.raw_retention_ms = config.store_raw_retention_d * 24 * kHourMs;
+  o.cold.rollup_5m_retention_ms = config.store_rollup_5m_retention_d * 24 * kHourMs;
+  o.boolean_words = config.boolean_words;
+  return o;
+}
 
 Config DefaultConfig() {
   Config c;

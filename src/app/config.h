@@ -12,6 +12,7 @@
 
 #include "bridge/mapping.h"
 #include "common/status.h"
+#include "store/store.h"
 #include "store/value.h"
 
 namespace komoku::app {
@@ -32,6 +33,10 @@ struct Config {
   int64_t store_commit_interval_ms = 0;
   int64_t store_commit_max_rows = 0;
   int64_t store_checkpoint_interval_s = 0;
+  int64_t store_hot_window_h = 0;
+  int64_t store_compact_interval_s = 0;
+  int64_t store_raw_retention_d = 0;
+  int64_t store_rollup_5m_retention_d = 0;
   // http
   std::string http_listen;
   int64_t http_max_points = 0;
@@ -63,6 +68,9 @@ struct Config {
 
 // The built-in defaults.
 Config DefaultConfig();
+
+// The store's options as the config sets them.
+store::StoreOptions StoreOptionsOf(const Config& config);
 
 // Reads and validates `path`. Errors name the file, the line and the field:
 // "komoku.yaml:7: mqtt.keep_alive: expected an integer, got 'often'".

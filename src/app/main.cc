@@ -8,6 +8,7 @@
 #include "app/keyka_cli.h"
 #include "app/mappings_cli.h"
 #include "app/service.h"
+#include "app/store_cli.h"
 
 namespace {
 
@@ -67,6 +68,7 @@ int main(int argc, char** argv) {
 
   komoku::app::AddKeykaCommand(app, &exit_code);
   komoku::app::AddMappingsCommand(app, &exit_code);
+  komoku::app::AddStoreCommands(app, &exit_code);
 
   CLI11_PARSE(app, argc, argv);
   return exit_code;

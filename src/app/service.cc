@@ -83,14 +83,8 @@ int RunService(const Config& config, const RunOptions& options) {
   Loggers log = MakeLoggers(config.log_level);
   log.main->info("komoku {} starting; config: {}", KOMOKU_VERSION, config.source);
 
-  store::StoreOptions store_options;
-  store_options.data_dir = config.store_data_dir;
-  store_options.hot.commit_interval = std::chrono::milliseconds(config.store_commit_interval_ms);
-  store_options.hot.commit_max_rows = static_cast<size_t>(config.store_commit_max_rows);
-  store_options.hot.checkpoint_interval =
-      std::chrono::seconds(config.store_checkpoint_interval_s);
+  store::StoreOptions store_options = StoreOptionsOf(config);
   store_options.start_timers = false;  // started once the bridge listens
-  store_options.boolean_words = config.boolean_words;
   Result<std::unique_ptr<store::Store>> store = store::Store::Open(store_options, log.store);
   if (!store.ok()) {
     log.main->error("cannot open the store: {}", store.status().ToString());

@@ -224,6 +224,8 @@ class Server::Impl {
     http_.Post("/api/v1/define", [this](const auto& req, auto& res) { PostDefine(req, res); });
     http_.Delete("/api/v1/key", [this](const auto& req, auto& res) { DeleteKey(req, res); });
     http_.Get("/api/v1/stream", [this](const auto& req, auto& res) { GetStream(req, res); });
+    http_.Get("/api/v1/segments", [this](const auto& req, auto& res) { GetSegments(req, res); });
+    http_.Post("/api/v1/compact", [this](const auto& req, auto& res) { PostCompact(req, res); });
     http_.Get("/healthz", [this](const auto& req, auto& res) { GetHealth(req, res); });
     http_.Get("/readyz", [this](const auto& req, auto& res) { GetReady(req, res); });
     http_.Get("/metrics", [this](const auto& req, auto& res) { GetMetrics(req, res); });
@@ -531,11 +533,33 @@ class Server::Impl {
     if (!st.ok()) return SendStatus(res, st);
   }
 
+  // The live cold segments, oldest first; `keys=true` lists each one's keys.
+  void GetSegments(const httplib::Request& req, httplib::Response& res) {
+    Params p(req, {"keys"});
+    if (!p.error().ok()) return SendStatus(res, p.error());
+    Result<bool> keys = p.Flag("keys");
+    if (!keys.ok()) return SendStatus(res, keys.status());
+    SendJson(res, 200, SegmentsJson(store_->Segments(), *keys));
+  }
+
+  // Runs a compaction now and answers what it did (`komoku compact` calls
+  // this when the service holds the data directory).
+  void PostCompact(const httplib::Request& req, httplib::Response& res) {
+    Params p(req, {});
+    if (!p.error().ok()) return SendStatus(res, p.error());
+    Result<store::CompactionReport> r = store_->Compact();
+    if (!r.ok()) return SendStatus(res, r.status());
+    SendJson(res, 200, CompactionJson(*r));
+  }
+
+  // Liveness; "warnings" lists what is wrong without stopping the service
+  // (a quarantined segment).
   void GetHealth(const httplib::Request&, httplib::Response& res) {
     Health h = health_ ? health_() : Health{};
     json j = {{"status", "ok"},
               {"mqtt", {{"connected", h.mqtt_connected}, {"subscribed", h.mqtt_subscribed}}},
-              {"store", {{"queue", store_->QueueDepth()}}}};
+              {"store", {{"queue", store_->QueueDepth()}}},
+              {"warnings", store_->ColdWarnings()}};
     SendJson(res, 200, j);
   }
 

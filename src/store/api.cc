@@ -302,4 +302,49 @@ Result<json> Api::Dispatch(const std::string& op, const json& args, bool* counte
       .WithReason("unknown_operation");
 }
 
+nlohmann::json SegmentsJson(const std::vector<SegmentListing>& segments, bool keys) {
+  nlohmann::json list = nlohmann::json::array();
+  uint64_t total = 0;
+  for (const SegmentListing& seg : segments) {
+    total += seg.bytes;
+    nlohmann::json j = {{"name", seg.name},
+                        {"from", MsToSeconds(seg.from_ms)},
+                        {"to", MsToSeconds(seg.to_ms)},
+                        {"bytes", seg.bytes}};
+    uint64_t changes = 0;
+    nlohmann::json key_list = nlohmann::json::array();
+    for (const SegmentKeyInfo& k : seg.keys) {
+      changes += k.changes;
+      if (!keys) continue;
+      nlohmann::json kj = {{"key", k.key},
+                           {"type", KeyTypeName(k.type)},
+                           {"changes", k.changes},
+                           {"raw_bytes", k.raw_bytes},
+                           {"rollup_bytes", k.rollup_bytes}};
+      if (k.first_ms) kj["first"] = MsToSeconds(*k.first_ms);
+      if (k.last_ms) kj["last"] = MsToSeconds(*k.last_ms);
+      key_list.push_back(std::move(kj));
+    }
+    j["changes"] = changes;
+    if (keys) {
+      j["keys"] = std::move(key_list);
+    } else {
+      j["keys"] = seg.keys.size();
+    }
+    list.push_back(std::move(j));
+  }
+  return {{"segments", std::move(list)}, {"count", segments.size()}, {"bytes", total}};
+}
+
+nlohmann::json CompactionJson(const CompactionReport& r) {
+  nlohmann::json j = {{"segments_written", r.segments_written},
+                      {"segments_removed", r.segments_removed},
+                      {"changes", r.changes},
+                      {"bytes_written", r.bytes_written},
+                      {"seconds", r.seconds}};
+  j["cold_to"] = r.cold_to_ms == INT64_MIN ? nlohmann::json(nullptr)
+                                           : nlohmann::json(MsToSeconds(r.cold_to_ms));
+  return j;
+}
+
 }  // namespace komoku::store

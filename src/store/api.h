@@ -47,4 +47,12 @@ class Api {
   const SubHandler sub_handler_;
 };
 
+// {"segments": [{"name", "from", "to", "bytes", "keys": n or [...]}], "count",
+// "bytes"}: times in seconds; with `keys`, each key's changes and bytes.
+// GET /api/v1/segments and `komoku segments --json` answer this.
+nlohmann::json SegmentsJson(const std::vector<SegmentListing>& segments, bool keys);
+
+// What a compaction did, for POST /api/v1/compact and `komoku compact`.
+nlohmann::json CompactionJson(const CompactionReport& report);
+
 }  // namespace komoku::store

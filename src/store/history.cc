@@ -17,6 +17,8 @@ constexpr int64_t kMinute = 60 * 1000;
 constexpr int64_t kHour = 60 * kMinute;
 constexpr int64_t kDay = 24 * kHour;
 constexpr int64_t kWeek = 7 * kDay;
+// The coarsest rollup a query may be answered from.
+constexpr int64_t kMaxRollupMs = kDay;
 
 Status BadParam(const std::string& name, const std::string& why) {
   return Status::InvalidArgument("parameter '" + name + "': " + why).WithReason("bad_request");
@@ -24,8 +26,12 @@ Status BadParam(const std::string& name, const std::string& why) {
 
 bool IsNumeric(KeyType t) { return t == KeyType::kNumeric || t == KeyType::kCounter; }
 
+int64_t FloorTo(int64_t t, int64_t r) { return t >= 0 ? t / r * r : -((-t + r - 1) / r) * r; }
+int64_t CeilTo(int64_t t, int64_t r) { return -FloorTo(-t, r); }
+
 // The step function of a key: changes as points, and the time between them
-// as segments holding a value (or unknown).
+// as segments holding a value (or unknown); where rollups answer, whole
+// rollup buckets as chunks.
 class Visitor {
  public:
   virtual ~Visitor() = default;
@@ -35,28 +41,152 @@ class Visitor {
   virtual void Segment(int64_t start, int64_t end, const Value* v) = 0;
   // The value in force just before the range, if any; called first.
   virtual void Carry(const Value*) {}
+  // [start, end) summed up by a rollup: the points and segments in it, as
+  // one. Only visitors that accept chunks (max_rollup_ms > 0) get them, and
+  // a chunk always lies inside one of their buckets.
+  virtual void Chunk(int64_t /*start*/, int64_t /*end*/, const Rollup& /*r*/) {}
 };
 
-// Walks [from, to) of `key`: the value in force at `from` carries in; time
-// after now is not visited; a value older than stale_after turns unknown.
-// `*walked_to`, when given, receives where the walk ended: min(to, now).
-Status Walk(const Store& store, const std::string& key, int64_t from, int64_t to,
-            Visitor& visitor, int64_t* walked_to = nullptr) {
-  Result<KeyInfo> info = store.Get(key);
-  if (!info.ok()) return info.status();
-  const int64_t stale = info->options.stale_after_ms;
-  const int64_t end = std::min(to, store.clock().NowMs());
-  if (walked_to) *walked_to = end;
-  Result<std::optional<Sample>> before = store.At(key, from - 1);
-  if (!before.ok()) return before.status();
+// Where a walk reads a key's history: raw changes everywhere, rollups where
+// they are exact.
+class WalkSource {
+ public:
+  virtual ~WalkSource() = default;
+  // The change in force at t (the last at or before it).
+  virtual Result<std::optional<Sample>> At(int64_t t) const = 0;
+  virtual Status Scan(int64_t from, int64_t to,
+                      const std::function<bool(const Sample&)>& fn) const = 0;
+  // [first, second) where rollups answer exactly; nullopt for nowhere.
+  virtual std::optional<std::pair<int64_t, int64_t>> RollupCoverage() const { return {}; }
+  virtual Status ScanRollups(int64_t, int64_t, int64_t,
+                             const std::function<bool(const Rollup&)>&) const {
+    return Status::Ok();
+  }
+};
+
+class StoreSource : public WalkSource {
+ public:
+  StoreSource(const Store& store, const std::string& key) : store_(store), key_(key) {}
+  Result<std::optional<Sample>> At(int64_t t) const override { return store_.At(key_, t); }
+  Status Scan(int64_t from, int64_t to,
+              const std::function<bool(const Sample&)>& fn) const override {
+    return store_.Scan(key_, from, to, fn);
+  }
+  std::optional<std::pair<int64_t, int64_t>> RollupCoverage() const override {
+    return store_.RollupCoverage(key_);
+  }
+  Status ScanRollups(int64_t res, int64_t from, int64_t to,
+                     const std::function<bool(const Rollup&)>& fn) const override {
+    return store_.ScanRollups(key_, res, from, to, fn);
+  }
+
+ private:
+  const Store& store_;
+  const std::string& key_;
+};
+
+// Changes held in memory, with the one in force before them.
+class VectorSource : public WalkSource {
+ public:
+  VectorSource(const std::optional<Sample>& carry, const std::vector<Sample>& changes)
+      : carry_(carry), changes_(changes) {}
+  Result<std::optional<Sample>> At(int64_t t) const override {
+    auto it = std::upper_bound(changes_.begin(), changes_.end(), t,
+                               [](int64_t v, const Sample& s) { return v < s.time_ms; });
+    if (it != changes_.begin()) return std::optional<Sample>(*std::prev(it));
+    if (carry_ && carry_->time_ms <= t) return carry_;
+    return std::optional<Sample>();
+  }
+  Status Scan(int64_t from, int64_t to,
+              const std::function<bool(const Sample&)>& fn) const override {
+    auto it = std::lower_bound(changes_.begin(), changes_.end(), from,
+                               [](const Sample& s, int64_t v) { return s.time_ms < v; });
+    for (; it != changes_.end() && it->time_ms < to; ++it) {
+      if (!fn(*it)) break;
+    }
+    return Status::Ok();
+  }
+
+ private:
+  const std::optional<Sample>& carry_;
+  const std::vector<Sample>& changes_;
+};
+
+// A stretch of a walk: raw changes (res 0) or rollups of `res`.
+struct Region {
+  int64_t start, end, res;
+};
+
+// Covers [s, e) with the coarsest rollups that fit inside `cover`, finer
+// ones at the edges, and raw changes where none fit.
+void Cover(std::vector<Region>& out, int64_t s, int64_t e, const std::vector<int64_t>& res,
+           size_t levels, std::pair<int64_t, int64_t> cover) {
+  if (s >= e) return;
+  auto push = [&](Region r) {
+    if (!out.empty() && out.back().end == r.start && out.back().res == r.res) {
+      out.back().end = r.end;
+    } else {
+      out.push_back(r);
+    }
+  };
+  if (levels == 0) {
+    push({s, e, 0});
+    return;
+  }
+  const int64_t r = res[levels - 1];
+  const int64_t a = CeilTo(std::max(s, cover.first), r);
+  const int64_t b = FloorTo(std::min(e, cover.second), r);
+  if (a >= b) {
+    Cover(out, s, e, res, levels - 1, cover);
+    return;
+  }
+  Cover(out, s, a, res, levels - 1, cover);
+  push({a, b, r});
+  Cover(out, b, e, res, levels - 1, cover);
+}
+
+struct WalkOptions {
+  // Bucket starts: rollup chunks never straddle a bucket; empty for one
+  // bucket [from, to).
+  const std::vector<int64_t>* buckets = nullptr;
+  // The coarsest rollup the visitor may be given; 0 for raw changes only.
+  int64_t max_rollup_ms = 0;
+  // Receives where the walk ended: min(to, now).
+  int64_t* walked_to = nullptr;
+};
+
+// Walks [from, to) of a key: the value in force at `from` carries in; time
+// after `now` is not visited; a value older than `stale` (when > 0) turns
+// unknown. Where the source has exact rollups and the visitor takes them,
+// whole rollup buckets go by as chunks instead of changes.
+Status WalkRegions(const WalkSource& source, int64_t stale, int64_t from, int64_t to,
+                   int64_t now, Visitor& visitor, const WalkOptions& opt) {
+  const int64_t end = std::min(to, now);
+  if (opt.walked_to) *opt.walked_to = end;
+  std::vector<Region> regions;
+  std::optional<std::pair<int64_t, int64_t>> cover;
+  if (opt.max_rollup_ms > 0) cover = source.RollupCoverage();
+  if (cover && cover->first < cover->second) {
+    std::vector<int64_t> res;
+    for (int64_t r : kRollupResolutionsMs) {
+      if (r <= opt.max_rollup_ms) res.push_back(r);
+    }
+    std::vector<int64_t> one = {from};
+    const std::vector<int64_t>& starts = opt.buckets && !opt.buckets->empty() ? *opt.buckets : one;
+    for (size_t i = 0; i < starts.size(); ++i) {
+      int64_t bs = std::max(from, starts[i]);
+      int64_t be = i + 1 < starts.size() ? starts[i + 1] : to;
+      Cover(regions, bs, std::min(be, to), res, res.size(), *cover);
+    }
+  } else {
+    regions.push_back({from, to, 0});
+  }
+
   std::optional<Value> cur;
   int64_t cur_since = 0;
-  if (*before) {
-    cur = (*before)->value;
-    cur_since = (*before)->time_ms;
-  }
-  visitor.Carry(cur ? &*cur : nullptr);
   int64_t cursor = from;
+  bool need_carry = true;
+  bool first = true;
   auto emit = [&](int64_t upto) {
     upto = std::min(upto, end);
     if (upto <= cursor) return;
@@ -69,16 +199,69 @@ Status Walk(const Store& store, const std::string& key, int64_t from, int64_t to
     }
     cursor = upto;
   };
-  Status st = store.Scan(key, from, to, [&](const Sample& s) {
-    emit(s.time_ms);
-    visitor.Point(s.time_ms, s.value, cur ? &*cur : nullptr);
-    cur = s.value;
-    cur_since = s.time_ms;
-    return true;
-  });
-  if (!st.ok()) return st;
-  emit(end);
+  for (const Region& region : regions) {
+    if (need_carry) {
+      Result<std::optional<Sample>> before = source.At(region.start - 1);
+      if (!before.ok()) return before.status();
+      cur.reset();
+      if (*before) {
+        cur = (*before)->value;
+        cur_since = (*before)->time_ms;
+      }
+      if (first) visitor.Carry(cur ? &*cur : nullptr);
+      need_carry = false;
+      first = false;
+    }
+    cursor = region.start;
+    if (region.res == 0) {
+      Status st = source.Scan(region.start, region.end, [&](const Sample& s) {
+        emit(s.time_ms);
+        visitor.Point(s.time_ms, s.value, cur ? &*cur : nullptr);
+        cur = s.value;
+        cur_since = s.time_ms;
+        return true;
+      });
+      if (!st.ok()) return st;
+      emit(region.end);
+      continue;
+    }
+    // A rollup bucket that is missing had nothing known and no change.
+    int64_t next = region.start;
+    Status st = source.ScanRollups(region.res, region.start, region.end, [&](const Rollup& r) {
+      if (r.start_ms > next) visitor.Segment(next, r.start_ms, nullptr);
+      visitor.Chunk(r.start_ms, r.start_ms + region.res, r);
+      next = r.start_ms + region.res;
+      return true;
+    });
+    if (!st.ok()) return st;
+    if (next < region.end) visitor.Segment(next, region.end, nullptr);
+    cursor = region.end;
+    need_carry = true;  // the next stretch starts from the value in force there
+  }
   return Status::Ok();
+}
+
+WalkOptions Rollups(const HistoryQuery& q, int64_t max_rollup_ms) {
+  WalkOptions o;
+  o.buckets = &q.buckets;
+  o.max_rollup_ms = max_rollup_ms;
+  return o;
+}
+
+WalkOptions WalkedTo(int64_t* end) {
+  WalkOptions o;
+  o.walked_to = end;
+  return o;
+}
+
+// Walks [from, to) of `key` in the store (see WalkRegions).
+Status Walk(const Store& store, const std::string& key, int64_t from, int64_t to,
+            Visitor& visitor, const WalkOptions& opt = {}) {
+  Result<KeyInfo> info = store.Get(key);
+  if (!info.ok()) return info.status();
+  StoreSource source(store, key);
+  return WalkRegions(source, info->options.stale_after_ms, from, to, store.clock().NowMs(),
+                     visitor, opt);
 }
 
 // Buckets [b_i, b_i+1), the last ending at `to`.
@@ -132,6 +315,22 @@ struct NumericAcc {
     integral += v * static_cast<double>(ms);
     known_ms += ms;
   }
+  void Chunk(const Rollup& r) {
+    count += r.count;
+    sum += r.sum;
+    min = std::min(min, r.min);
+    max = std::max(max, r.max);
+    if (!first && r.first) first = AsNumber(*r.first);
+    if (r.last) last = AsNumber(*r.last);
+    integral += r.integral;
+    known_ms += r.known_ms;
+    increase += r.increase;
+  }
+  static double AsNumber(const Value& v) {
+    if (const double* d = std::get_if<double>(&v)) return *d;
+    if (const bool* b = std::get_if<bool>(&v)) return *b ? 1 : 0;
+    return std::numeric_limits<double>::quiet_NaN();
+  }
   json Get(Agg agg, int64_t bucket_ms) const {
     switch (agg) {
       case Agg::kAvg: return count ? json(sum / static_cast<double>(count)) : json(nullptr);
@@ -169,6 +368,12 @@ class IncreaseTracker {
     high_ = v;                                // a reset: counts from 0
     return v;
   }
+  // The highest value since the last reset; NaN before any value.
+  double high() const { return high_ ? *high_ : std::numeric_limits<double>::quiet_NaN(); }
+  // Continues from a rollup's state.
+  void SetHigh(double high) {
+    if (!std::isnan(high)) high_ = high;
+  }
 
  private:
   double tolerance_;
@@ -195,15 +400,16 @@ class DownsampleVisitor : public Visitor {
     double d = AsDouble(*v);
     buckets_.Split(start, end, [&](size_t i, int64_t s, int64_t e) { accs_[i].Segment(e - s, d); });
   }
+  void Chunk(int64_t start, int64_t, const Rollup& r) override {
+    increase_.SetHigh(r.high);
+    size_t i = buckets_.Find(start);
+    if (i < buckets_.size()) accs_[i].Chunk(r);
+  }
   const std::vector<NumericAcc>& accs() const { return accs_; }
 
   // Booleans count as 0/1 and strings are not numbers: count/first/last of
   // them are answered from the text form elsewhere.
-  static double AsDouble(const Value& v) {
-    if (const double* d = std::get_if<double>(&v)) return *d;
-    if (const bool* b = std::get_if<bool>(&v)) return *b ? 1 : 0;
-    return std::numeric_limits<double>::quiet_NaN();
-  }
+  static double AsDouble(const Value& v) { return NumericAcc::AsNumber(v); }
 
  private:
   const Buckets& buckets_;
@@ -224,6 +430,13 @@ class PointVisitor : public Visitor {
     ++count_[i];
   }
   void Segment(int64_t, int64_t, const Value*) override {}
+  void Chunk(int64_t start, int64_t, const Rollup& r) override {
+    size_t i = buckets_.Find(start);
+    if (i == buckets_.size() || r.count == 0) return;
+    if (!first_[i]) first_[i] = r.first;
+    last_[i] = r.last;
+    count_[i] += r.count;
+  }
   json Get(size_t i, Agg agg) const {
     if (agg == Agg::kCount) return count_[i];
     const auto& v = agg == Agg::kFirst ? first_[i] : last_[i];
@@ -283,6 +496,21 @@ class StateVisitor : public Visitor {
     });
     if (hour_of_day_ && v) SplitHours(start, end, text);
   }
+  // Chunks are at most 5 minutes long when hour_of_day is asked for, so each
+  // lies inside one local hour (zone offsets are whole quarter hours).
+  void Chunk(int64_t start, int64_t end, const Rollup& r) override {
+    auto add = [&r](StateAcc& acc) {
+      for (const auto& [v, ms] : r.ms_per_value) acc.ms_per_value[v] += ms;
+      acc.unknown_ms += r.unknown_ms;
+      acc.changes += r.changes;
+    };
+    size_t i = buckets_.Find(start);
+    if (i < accs_.size()) add(accs_[i]);
+    add(total_);
+    if (hour_of_day_) {
+      for (const auto& [v, ms] : r.ms_per_value) SplitHours(start, start + ms, v, end);
+    }
+  }
   const std::vector<StateAcc>& accs() const { return accs_; }
   const StateAcc& total() const { return total_; }
   json HourOfDay() const {
@@ -308,7 +536,9 @@ class StateVisitor : public Visitor {
     }
   }
   // Splits a known segment at local hour boundaries.
-  void SplitHours(int64_t start, int64_t end, const std::string& text) {
+  // `limit`, when given, is where the chunk being added ends: its time is
+  // added to the hour it starts in.
+  void SplitHours(int64_t start, int64_t end, const std::string& text, int64_t limit = 0) {
     using namespace std::chrono;
     while (start < end) {
       date::sys_time<milliseconds> t{milliseconds(start)};
@@ -328,6 +558,10 @@ class StateVisitor : public Visitor {
         hour = static_cast<int>((start % kDay + kDay) % kDay / kHour);
         next = (start / kHour + 1) * kHour;
       }
+      if (limit) {
+        hours_[hour][text] += end - start;
+        return;
+      }
       int64_t e = std::min(end, next);
       hours_[hour][text] += e - start;
       start = e;
@@ -342,7 +576,102 @@ class StateVisitor : public Visitor {
   std::map<std::string, int64_t> hours_[24];
 };
 
+// Sums a key's history up into rollups (segment.h), bucket by bucket, by the
+// same rules as the visitors above, so a chunk equals what its changes give.
+class RollupVisitor : public Visitor {
+ public:
+  RollupVisitor(KeyType type, const Buckets& buckets, double tolerance)
+      : numeric_(IsNumeric(type)),
+        counter_(type == KeyType::kCounter),
+        buckets_(buckets),
+        rolls_(buckets.size()),
+        states_(buckets.size()),
+        increase_(tolerance) {
+    for (size_t i = 0; i < buckets.size(); ++i) rolls_[i].start_ms = buckets.start(i);
+  }
+  void Carry(const Value* v) override {
+    if (counter_ && v) increase_.Add(NumericAcc::AsNumber(*v));
+    carry_high_ = increase_.high();
+  }
+  void Point(int64_t t, const Value& v, const Value* prev) override {
+    double inc = counter_ ? increase_.Add(NumericAcc::AsNumber(v)) : 0;
+    size_t i = buckets_.Find(t);
+    if (i == buckets_.size()) return;
+    Rollup& r = rolls_[i];
+    ++r.count;
+    if (!r.first) r.first = v;
+    r.last = v;
+    if (prev && *prev != v) ++r.changes;
+    if (numeric_) {
+      double d = NumericAcc::AsNumber(v);
+      r.sum += d;
+      r.min = std::min(r.min, d);
+      r.max = std::max(r.max, d);
+    }
+    if (counter_) {
+      r.increase += inc;
+      r.high = increase_.high();
+    }
+  }
+  void Segment(int64_t start, int64_t end, const Value* v) override {
+    std::string text = v && !numeric_ ? ValueToText(*v) : "";
+    buckets_.Split(start, end, [&](size_t i, int64_t s, int64_t e) {
+      Rollup& r = rolls_[i];
+      if (!v) {
+        r.unknown_ms += e - s;
+        return;
+      }
+      r.known_ms += e - s;
+      if (numeric_) {
+        r.integral += NumericAcc::AsNumber(*v) * static_cast<double>(e - s);
+      } else {
+        states_[i][text] += e - s;
+      }
+    });
+  }
+  // The buckets where something was known or changed.
+  std::vector<Rollup> Finish() {
+    std::vector<Rollup> out;
+    double high = carry_high_;
+    for (size_t i = 0; i < rolls_.size(); ++i) {
+      Rollup& r = rolls_[i];
+      if (counter_) {
+        if (r.count > 0) high = r.high;
+        r.high = high;
+      }
+      if (r.count == 0 && r.known_ms == 0) continue;
+      r.ms_per_value.assign(states_[i].begin(), states_[i].end());
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+ private:
+  const bool numeric_;
+  const bool counter_;
+  const Buckets& buckets_;
+  std::vector<Rollup> rolls_;
+  std::vector<std::map<std::string, int64_t>> states_;
+  IncreaseTracker increase_;
+  double carry_high_ = std::numeric_limits<double>::quiet_NaN();
+};
+
 }  // namespace
+
+std::vector<Rollup> ComputeRollups(const RollupParams& params, const std::optional<Sample>& carry,
+                                   const std::vector<Sample>& changes, int64_t from_ms,
+                                   int64_t to_ms, int64_t resolution_ms) {
+  std::vector<int64_t> starts;
+  for (int64_t b = FloorTo(from_ms, resolution_ms); b < to_ms; b += resolution_ms) {
+    starts.push_back(std::max(b, from_ms));
+  }
+  Buckets buckets(starts, to_ms);
+  RollupVisitor visitor(params.type, buckets, params.reset_tolerance);
+  VectorSource source(carry, changes);
+  // Everything in the range is past: nothing is cut at "now".
+  (void)WalkRegions(source, params.stale_after_ms, from_ms, to_ms, to_ms, visitor, {});
+  return visitor.Finish();
+}
 
 const char* AggName(Agg agg) {
   switch (agg) {
@@ -490,7 +819,8 @@ Result<json> Downsample(const Store& store, const HistoryQuery& q, const std::ve
   json rows = json::array();
   if (!IsNumeric(info->type)) {
     PointVisitor points(buckets);
-    KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, points));
+    KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, points,
+                                Rollups(q, kMaxRollupMs)));
     for (size_t i = 0; i < buckets.size(); ++i) {
       json row = json::array({MsToSeconds(buckets.start(i))});
       for (Agg a : aggs) row.push_back(points.Get(i, a));
@@ -499,7 +829,8 @@ Result<json> Downsample(const Store& store, const HistoryQuery& q, const std::ve
     return rows;
   }
   DownsampleVisitor visitor(buckets, info->options.reset_tolerance);
-  KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor));
+  KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor,
+                              Rollups(q, kMaxRollupMs)));
   for (size_t i = 0; i < buckets.size(); ++i) {
     json row = json::array({MsToSeconds(buckets.start(i))});
     for (Agg a : aggs) row.push_back(visitor.accs()[i].Get(a, buckets.end(i) - buckets.start(i)));
@@ -536,10 +867,15 @@ Result<json> Stats(const Store& store, const HistoryQuery& q, bool hour_of_day,
         a->Carry(v);
         b->Carry(v);
       }
+      void Chunk(int64_t s, int64_t e, const Rollup& r) override {
+        a->Chunk(s, e, r);
+        b->Chunk(s, e, r);
+      }
     } both;
     both.a = &total;
     both.b = &per;
-    KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, both));
+    KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, both,
+                                Rollups(q, kMaxRollupMs)));
     auto summary = [](const NumericAcc& acc, int64_t ms) {
       return json{{"min", acc.Get(Agg::kMin, ms)},   {"max", acc.Get(Agg::kMax, ms)},
                   {"mean", acc.Get(Agg::kAvg, ms)},  {"twavg", acc.Get(Agg::kTwavg, ms)},
@@ -561,7 +897,9 @@ Result<json> Stats(const Store& store, const HistoryQuery& q, bool hour_of_day,
   const date::time_zone* zone = ZoneOrNull(tz, &st);
   if (!st.ok()) return st;
   StateVisitor visitor(buckets, zone, hour_of_day);
-  KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor));
+  KOMOKU_RETURN_IF_ERROR(
+      Walk(store, q.key, q.from_ms, q.to_ms, visitor,
+           Rollups(q, hour_of_day ? 5 * kMinute : kMaxRollupMs)));
   json out = visitor.total().ToJson();
   if (q.buckets.size() > 1 || (!q.buckets.empty() && q.buckets[0] != q.from_ms)) {
     json rows = json::array();
@@ -599,7 +937,7 @@ Result<json> Timespans(const Store& store, const HistoryQuery& q, const InputVal
   } visitor;
   visitor.target = *target;
   int64_t end = 0;
-  KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor, &end));
+  KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor, WalkedTo(&end)));
   json spans = json::array();
   for (const auto& [s, e] : visitor.spans) {
     spans.push_back(json::array({MsToSeconds(s), static_cast<double>(e - s) / 1000.0}));

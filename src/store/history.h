@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "store/segment.h"
 #include "store/store.h"
 
 namespace komoku::store {
@@ -90,5 +91,22 @@ Result<nlohmann::json> Stats(const Store& store, const HistoryQuery& q, bool hou
 // range, and whether the last one is still open at the end of the range.
 Result<nlohmann::json> Timespans(const Store& store, const HistoryQuery& q,
                                  const InputValue& value);
+
+// What rollups are computed from besides the changes: the key's type and the
+// options that change the answers.
+struct RollupParams {
+  KeyType type = KeyType::kNumeric;
+  int64_t stale_after_ms = 0;
+  double reset_tolerance = 0;
+};
+
+// The rollups of [from_ms, to_ms) at `resolution_ms` (buckets aligned to the
+// epoch; the first and last may be cut by the range): `carry` is the change
+// in force before from_ms, `changes` those inside, oldest first. Only buckets
+// in which something was known or changed are returned. The walk is the one
+// the queries make, so a rollup equals what its bucket's changes give.
+std::vector<Rollup> ComputeRollups(const RollupParams& params, const std::optional<Sample>& carry,
+                                   const std::vector<Sample>& changes, int64_t from_ms,
+                                   int64_t to_ms, int64_t resolution_ms);
 
 }  // namespace komoku::store

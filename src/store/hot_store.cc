@@ -40,6 +40,9 @@ ALTER TABLE keys ADD COLUMN last_seen_ms INTEGER;
 constexpr const char* kMigrations[] = {kSchemaV1, kSchemaV2};
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == HotStore::kSchemaVersion);
 
+// A sequence number as SQLite's signed integer.
+int64_t SeqParam(uint64_t seq) { return static_cast<int64_t>(std::min<uint64_t>(seq, INT64_MAX)); }
+
 Status ApplyConnectionPragmas(Db& db) {
   KOMOKU_RETURN_IF_ERROR(db.Exec("PRAGMA busy_timeout=5000"));
   KOMOKU_RETURN_IF_ERROR(db.Exec("PRAGMA synchronous=NORMAL"));
@@ -102,12 +105,12 @@ Status HotStore::Init() {
   KOMOKU_RETURN_IF_ERROR(ApplyConnectionPragmas(*reader_db_));
   Result<Stmt> rh = reader_db_->Prepare(
       "SELECT time_ms, value FROM changes WHERE key_id=?1 AND time_ms>=?2 AND time_ms<?3 "
-      "AND rowid<=?5 ORDER BY time_ms, rowid LIMIT ?4");
+      "AND rowid<=?5 AND NOT (time_ms<?6 AND rowid<=?7) ORDER BY time_ms, rowid LIMIT ?4");
   if (!rh.ok()) return rh.status();
   read_history_ = std::move(rh.value());
   Result<Stmt> ra = reader_db_->Prepare(
       "SELECT time_ms, value FROM changes WHERE key_id=?1 AND time_ms<=?2 "
-      "ORDER BY time_ms DESC, rowid DESC LIMIT 1");
+      "AND NOT (time_ms<?3 AND rowid<=?4) ORDER BY time_ms DESC, rowid DESC LIMIT 1");
   if (!ra.ok()) return ra.status();
   read_at_ = std::move(ra.value());
   return Status::Ok();
@@ -152,6 +155,7 @@ Status HotStore::PrepareWriter() {
       {&touch_key_, "UPDATE keys SET last_seen_ms=?2 WHERE id=?1"},
       {&delete_changes_, "DELETE FROM changes WHERE key_id=?1"},
       {&delete_key_, "DELETE FROM keys WHERE id=?1"},
+      {&delete_compacted_, "DELETE FROM changes WHERE time_ms<?1 AND rowid<=?2"},
   };
   for (auto& s : statements) {
     Result<Stmt> stmt = writer_db_->Prepare(s.sql);
@@ -161,14 +165,14 @@ Status HotStore::PrepareWriter() {
   return Status::Ok();
 }
 
-Result<std::vector<HotStore::LoadedKey>> HotStore::LoadKeys() {
+Result<std::vector<HotStore::LoadedKey>> HotStore::LoadKeys(const ColdMark& mark) {
   std::lock_guard<std::mutex> lock(read_mu_);
   Result<Stmt> keys =
       reader_db_->Prepare("SELECT id, name, type, options, last_seen_ms FROM keys ORDER BY id");
   if (!keys.ok()) return keys.status();
   Result<Stmt> last = reader_db_->Prepare(
-      "SELECT time_ms, value FROM changes WHERE key_id=?1 ORDER BY time_ms DESC, rowid DESC "
-      "LIMIT 2");
+      "SELECT time_ms, value FROM changes WHERE key_id=?1 AND NOT (time_ms<?2 AND rowid<=?3) "
+      "ORDER BY time_ms DESC, rowid DESC LIMIT 2");
   if (!last.ok()) return last.status();
   std::vector<LoadedKey> out;
   Status st;
@@ -184,6 +188,8 @@ Result<std::vector<HotStore::LoadedKey>> HotStore::LoadKeys() {
     k.options_json = keys->ColumnText(3);
     if (keys->ColumnType(4) != SQLITE_NULL) k.last_seen_ms = keys->ColumnInt64(4);
     last->BindInt64(1, k.id);
+    last->BindInt64(2, mark.cold_to);
+    last->BindInt64(3, SeqParam(mark.cold_seq));
     std::vector<Sample> newest;
     while (last->Step(&st)) newest.push_back({last->ColumnInt64(0), ColumnValue(*last, 1)});
     last->Reset();
@@ -208,6 +214,10 @@ Result<uint64_t> HotStore::MaxChangeSeq() {
   Result<int64_t> max = reader_db_->QueryInt("SELECT coalesce(max(rowid), 0) FROM changes");
   if (!max.ok()) return max.status();
   return static_cast<uint64_t>(*max);
+}
+
+uint64_t HotStore::EnqueueDeleteCompacted(const ColdMark& mark) {
+  return Enqueue(DeleteCompacted{mark});
 }
 
 uint64_t HotStore::EnqueueUpsertKey(int64_t id, const std::string& name, KeyType type,
@@ -343,6 +353,10 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch) {
       upsert_key_.BindText(4, key->options_json);
       upsert_key_.BindInt64(5, key->created_ms);
       st = upsert_key_.Run();
+    } else if (const auto* compacted = std::get_if<DeleteCompacted>(&op)) {
+      delete_compacted_.BindInt64(1, compacted->mark.cold_to);
+      delete_compacted_.BindInt64(2, SeqParam(compacted->mark.cold_seq));
+      st = delete_compacted_.Run();
     } else {
       const auto& del = std::get<DeleteKey>(op);
       delete_changes_.BindInt64(1, del.key_id);
@@ -380,13 +394,16 @@ void HotStore::CheckpointLoop() {
 }
 
 Result<std::vector<Sample>> HotStore::ReadHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
-                                                  size_t limit, uint64_t max_seq) {
+                                                  size_t limit, uint64_t max_seq,
+                                                  const ColdMark& mark) {
   std::lock_guard<std::mutex> lock(read_mu_);
   read_history_.BindInt64(1, key_id);
   read_history_.BindInt64(2, from_ms);
   read_history_.BindInt64(3, to_ms);
   read_history_.BindInt64(4, static_cast<int64_t>(std::min<uint64_t>(limit, INT64_MAX)));
-  read_history_.BindInt64(5, static_cast<int64_t>(std::min<uint64_t>(max_seq, INT64_MAX)));
+  read_history_.BindInt64(5, SeqParam(max_seq));
+  read_history_.BindInt64(6, mark.cold_to);
+  read_history_.BindInt64(7, SeqParam(mark.cold_seq));
   std::vector<Sample> out;
   Status st;
   while (read_history_.Step(&st)) {
@@ -398,17 +415,21 @@ Result<std::vector<Sample>> HotStore::ReadHistory(int64_t key_id, int64_t from_m
 }
 
 Status HotStore::ScanHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
-                             const std::function<bool(const Sample&)>& fn) {
+                             const std::function<bool(const Sample&)>& fn, const ColdMark& mark,
+                             uint64_t max_seq) {
   Result<std::unique_ptr<Db>> db = Db::Open(path_, /*create=*/false);
   if (!db.ok()) return db.status();
   KOMOKU_RETURN_IF_ERROR(ApplyConnectionPragmas(**db));
   Result<Stmt> scan = (*db)->Prepare(
       "SELECT time_ms, value FROM changes WHERE key_id=?1 AND time_ms>=?2 AND time_ms<?3 "
-      "ORDER BY time_ms, rowid");
+      "AND NOT (time_ms<?4 AND rowid<=?5) AND rowid<=?6 ORDER BY time_ms, rowid");
   if (!scan.ok()) return scan.status();
   scan->BindInt64(1, key_id);
   scan->BindInt64(2, from_ms);
   scan->BindInt64(3, to_ms);
+  scan->BindInt64(4, mark.cold_to);
+  scan->BindInt64(5, SeqParam(mark.cold_seq));
+  scan->BindInt64(6, SeqParam(max_seq));
   Status st;
   while (scan->Step(&st)) {
     if (!fn(Sample{scan->ColumnInt64(0), ColumnValue(*scan, 1)})) break;
@@ -416,14 +437,39 @@ Status HotStore::ScanHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
   return st;
 }
 
-Result<std::optional<Sample>> HotStore::ReadAt(int64_t key_id, int64_t time_ms) {
+Result<std::optional<Sample>> HotStore::ReadAt(int64_t key_id, int64_t time_ms,
+                                               const ColdMark& mark) {
   std::lock_guard<std::mutex> lock(read_mu_);
   read_at_.BindInt64(1, key_id);
   read_at_.BindInt64(2, time_ms);
+  read_at_.BindInt64(3, mark.cold_to);
+  read_at_.BindInt64(4, SeqParam(mark.cold_seq));
   Status st;
   std::optional<Sample> out;
   if (read_at_.Step(&st)) out = Sample{read_at_.ColumnInt64(0), ColumnValue(read_at_, 1)};
   read_at_.Reset();
+  if (!st.ok()) return st;
+  return out;
+}
+
+Result<std::optional<int64_t>> HotStore::EarliestLate(int64_t key_id, const ColdMark& mark,
+                                                      uint64_t max_seq) {
+  if (mark.cold_to == INT64_MIN) return std::optional<int64_t>();
+  std::lock_guard<std::mutex> lock(read_mu_);
+  // With a key, the (key_id, time_ms) index bounds the search to the key's
+  // rows before cold_to, which are few once compaction has deleted its own.
+  Result<Stmt> q = reader_db_->Prepare(
+      key_id ? "SELECT min(time_ms) FROM changes WHERE key_id=?1 AND time_ms<?2 AND rowid>?3 "
+               "AND rowid<=?4"
+             : "SELECT min(time_ms) FROM changes WHERE time_ms<?2 AND rowid>?3 AND rowid<=?4");
+  if (!q.ok()) return q.status();
+  if (key_id) q->BindInt64(1, key_id);
+  q->BindInt64(2, mark.cold_to);
+  q->BindInt64(3, SeqParam(mark.cold_seq));
+  q->BindInt64(4, SeqParam(max_seq));
+  Status st;
+  std::optional<int64_t> out;
+  if (q->Step(&st) && q->ColumnType(0) != SQLITE_NULL) out = q->ColumnInt64(0);
   if (!st.ok()) return st;
   return out;
 }

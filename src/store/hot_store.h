@@ -33,6 +33,15 @@
 
 namespace komoku::store {
 
+// The part of the hot store's changes that the cold store already holds:
+// rows with time < cold_to and sequence number <= cold_seq. Reads skip them
+// (they are deleted soon after a compaction, and at the next open at the
+// latest); rows newer, or later than cold_seq (late changes), are read.
+struct ColdMark {
+  int64_t cold_to = INT64_MIN;
+  uint64_t cold_seq = 0;
+};
+
 class HotStore {
  public:
   // The schema version this build writes; older versions are migrated on
@@ -59,8 +68,9 @@ class HotStore {
   HotStore(const HotStore&) = delete;
   HotStore& operator=(const HotStore&) = delete;
 
-  // Every key with its last two changes. Called once at open by the Store.
-  Result<std::vector<LoadedKey>> LoadKeys();
+  // Every key with its last two changes not under `mark`. Called once at
+  // open by the Store.
+  Result<std::vector<LoadedKey>> LoadKeys(const ColdMark& mark = {});
   // The highest change sequence number stored (0 for none).
   Result<uint64_t> MaxChangeSeq();
 
@@ -75,6 +85,8 @@ class HotStore {
   // Records an uptime key's last refresh (coalesced per commit).
   uint64_t EnqueueTouch(int64_t key_id, int64_t last_seen_ms);
   uint64_t EnqueueDeleteKey(int64_t key_id);
+  // Deletes the rows the cold store holds now (see ColdMark).
+  uint64_t EnqueueDeleteCompacted(const ColdMark& mark);
 
   // Blocks until everything up to `seq` is committed. An IOError only when
   // the store is closing and the rows could not be committed.
@@ -83,17 +95,26 @@ class HotStore {
   // Changes of a key with from_ms <= time < to_ms and sequence number <=
   // max_seq, in time order (ties in put order), at most `limit` of them.
   Result<std::vector<Sample>> ReadHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
-                                          size_t limit, uint64_t max_seq = UINT64_MAX);
+                                          size_t limit, uint64_t max_seq = UINT64_MAX,
+                                          const ColdMark& mark = {});
 
   // Calls `fn` with each change of a key with from_ms <= time < to_ms in
   // time order (ties in put order) until it returns false. Reads on a
   // connection of its own, so a long scan holds up no other reader.
   Status ScanHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
-                     const std::function<bool(const Sample&)>& fn);
+                     const std::function<bool(const Sample&)>& fn, const ColdMark& mark = {},
+                     uint64_t max_seq = UINT64_MAX);
 
   // The last change of a key at or before `time_ms` (the value in force
   // then), if any.
-  Result<std::optional<Sample>> ReadAt(int64_t key_id, int64_t time_ms);
+  Result<std::optional<Sample>> ReadAt(int64_t key_id, int64_t time_ms,
+                                       const ColdMark& mark = {});
+
+  // The earliest time of a late change: a row with time < mark.cold_to that
+  // the cold store does not hold (sequence number in (cold_seq, max_seq]);
+  // of one key, or of any key when key_id is 0. nullopt when none.
+  Result<std::optional<int64_t>> EarliestLate(int64_t key_id, const ColdMark& mark,
+                                              uint64_t max_seq = UINT64_MAX);
 
   // Rows waiting for the writer.
   size_t QueueDepth() const;
@@ -125,7 +146,10 @@ class HotStore {
   struct DeleteKey {
     int64_t key_id;
   };
-  using Op = std::variant<UpsertKey, ChangeRow, Touch, DeleteKey>;
+  struct DeleteCompacted {
+    ColdMark mark;
+  };
+  using Op = std::variant<UpsertKey, ChangeRow, Touch, DeleteKey, DeleteCompacted>;
 
   HotStore(const std::string& path, const HotStoreOptions& options,
            std::shared_ptr<spdlog::logger> log, Metrics* metrics);
@@ -145,7 +169,7 @@ class HotStore {
 
   // Owned by the writer thread after Init().
   std::unique_ptr<Db> writer_db_;
-  Stmt upsert_key_, insert_change_, touch_key_, delete_changes_, delete_key_;
+  Stmt upsert_key_, insert_change_, touch_key_, delete_changes_, delete_key_, delete_compacted_;
 
   // The read connection and its statements, guarded by read_mu_.
   std::mutex read_mu_;

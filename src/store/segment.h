@@ -146,7 +146,7 @@ struct SegmentKeyMeta {
 
 // A segment open for reading: both files mapped. Thread-safe (immutable).
 // Every read checks the checksum of each block it decodes and returns
-// DataLoss naming the file and offset when one is wrong.
+// Corruption naming the file and offset when one is wrong.
 class Segment {
  public:
   static Result<std::shared_ptr<const Segment>> Open(const std::string& base);
@@ -158,7 +158,7 @@ class Segment {
   virtual uint64_t file_bytes() const = 0;
 
   // Checks everything: the index is valid KeyKa, every block's checksum,
-  // every block decodes. DataLoss with the place of the first problem.
+  // every block decodes. Corruption with the place of the first problem.
   virtual Status Verify() const = 0;
 
   virtual std::vector<SegmentKeyInfo> Keys() const = 0;

@@ -2,10 +2,17 @@
 
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 
+#include "store/cold_store.h"
 #include "store/hot_store.h"
 
 namespace komoku::store {
@@ -51,17 +58,65 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
     return Status::IOError("cannot create data directory " + options.data_dir + ": " +
                            ec.message());
   }
+  const std::string lock_path = LockPath(options.data_dir);
+  store->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (store->lock_fd_ < 0) {
+    return Status::IOError("cannot open " + lock_path + ": " + std::strerror(errno));
+  }
+  if (::flock(store->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return Status::Busy(options.data_dir + " is in use by another komoku process (" + lock_path +
+                        " is locked)")
+        .WithReason("locked");
+  }
   store->db_path_ = (std::filesystem::path(options.data_dir) / "komoku.db").string();
   Result<std::unique_ptr<HotStore>> hot =
       HotStore::Open(store->db_path_, options.hot, store->log_, &store->metrics_);
   if (!hot.ok()) return hot.status();
   store->hot_ = std::move(hot.value());
 
-  Result<std::vector<HotStore::LoadedKey>> loaded = store->hot_->LoadKeys();
+  ColdStoreOptions cold_options;
+  cold_options.dir = (std::filesystem::path(options.data_dir) / "segments").string();
+  cold_options.quarantine_dir = (std::filesystem::path(options.data_dir) / "quarantine").string();
+  cold_options.sync = options.cold.sync;
+  store->cold_options_ = options.cold;
+  Result<std::unique_ptr<ColdStore>> cold =
+      ColdStore::Open(cold_options, store->log_, &store->metrics_);
+  if (!cold.ok()) return cold.status();
+  store->cold_ = std::move(cold.value());
+  std::shared_ptr<const ColdState> snap = store->cold_->state();
+  const ColdMark mark = snap->mark();
+  // A compaction that committed but did not get to delete its hot rows
+  // finishes here (reads skip those rows meanwhile).
+  if (mark.cold_to != INT64_MIN) store->hot_->EnqueueDeleteCompacted(mark);
+
+  Result<std::vector<HotStore::LoadedKey>> loaded = store->hot_->LoadKeys(mark);
   if (!loaded.ok()) return loaded.status();
   Result<uint64_t> max_seq = store->hot_->MaxChangeSeq();
   if (!max_seq.ok()) return max_seq.status();
-  store->last_change_seq_ = *max_seq;
+  // Sequence numbers never go back, even when every row moved to segments.
+  store->last_change_seq_ = std::max<uint64_t>(*max_seq, mark.cold_seq);
+  for (auto& k : *loaded) {
+    if (k.last && k.previous) continue;
+    // The newest changes of a key that has been quiet longer than the hot
+    // window are in segments.
+    std::vector<Sample> newest;
+    if (k.last) newest.push_back(*k.last);
+    Result<std::optional<Sample>> c = snap->At(k.name, INT64_MAX);
+    if (!c.ok()) return c.status();
+    if (*c) {
+      int64_t t = (*c)->time_ms;
+      newest.push_back(**c);
+      Result<std::optional<Sample>> p = snap->At(k.name, t - 1);
+      if (!p.ok()) return p.status();
+      if (*p) newest.push_back(**p);
+    }
+    std::stable_sort(newest.begin(), newest.end(),
+                     [](const Sample& a, const Sample& b) { return a.time_ms > b.time_ms; });
+    k.last.reset();
+    k.previous.reset();
+    if (!newest.empty()) k.last = newest[0];
+    if (newest.size() > 1) k.previous = newest[1];
+  }
   {
     std::lock_guard<std::mutex> lock(store->mu_);
     for (auto& k : *loaded) {
@@ -85,10 +140,21 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
     store->metrics_.Set("komoku_keys", static_cast<int64_t>(store->keys_.size()));
   }
   if (options.start_timers) store->StartTimers();
+  if (options.cold.compact_interval.count() > 0) {
+    Store* raw = store.get();
+    store->compactor_ = std::thread([raw] { raw->CompactorLoop(); });
+  }
   return store;
 }
 
-Store::~Store() { Close(); }
+Store::~Store() {
+  Close();
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
+
+std::string Store::LockPath(const std::string& data_dir) {
+  return (std::filesystem::path(data_dir) / "LOCK").string();
+}
 
 Status Store::Refuse(Status status) {
   metrics_.Add("komoku_refused_total{reason=\"" + status.reason() + "\"}");
@@ -331,6 +397,25 @@ Status Store::Delete(std::string_view key) {
     metrics_.Set("komoku_keys", static_cast<int64_t>(keys_.size()));
   }
   KOMOKU_RETURN_IF_ERROR(hot_->WaitCommitted(op_seq));
+  {
+    // Segments written before now no longer show the key (a key of the same
+    // name made later starts afresh).
+    std::lock_guard<std::mutex> compact(compact_mu_);
+    std::shared_ptr<const ColdState> cur = cold_->state();
+    bool held = false;
+    for (const auto& seg : cur->segments) held = held || seg->HasKey(change.key);
+    if (held) {
+      auto next = std::make_shared<ColdState>(*cur);
+      uint64_t seq;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        seq = last_change_seq_ + 1;
+      }
+      next->tombstones.push_back({change.key, seq});
+      std::unique_lock<std::shared_mutex> swap(cold_rw_);
+      KOMOKU_RETURN_IF_ERROR(cold_->Commit(std::move(next)));
+    }
+  }
   Notify(change);
   return Status::Ok();
 }
@@ -360,25 +445,140 @@ Result<int64_t> Store::IdOf(std::string_view key) const {
   return it->second.id;
 }
 
+Status Store::ScanMerged(int64_t id, std::string_view key, const ColdState& cold,
+                         int64_t from_ms, int64_t to_ms, uint64_t max_seq,
+                         const std::function<bool(const Sample&)>& fn) const {
+  const ColdMark mark = cold.mark();
+  if (from_ms < mark.cold_to) {
+    const int64_t mid = std::min(to_ms, mark.cold_to);
+    // Late changes (put after their time was compacted) wait in the hot
+    // store for the next compaction; merged in by time, after cold changes
+    // of the same time, which were put before them.
+    Result<std::vector<Sample>> late = hot_->ReadHistory(id, from_ms, mid, SIZE_MAX, max_seq, mark);
+    if (!late.ok()) return late.status();
+    size_t i = 0;
+    bool go_on = true;
+    Status st = cold.Scan(key, from_ms, mid, [&](const Sample& s) {
+      while (go_on && i < late->size() && (*late)[i].time_ms < s.time_ms) go_on = fn((*late)[i++]);
+      if (go_on) go_on = fn(s);
+      return go_on;
+    });
+    if (!st.ok()) {
+      if (st.IsCorruption()) CheckSegments();
+      return st;
+    }
+    while (go_on && i < late->size()) go_on = fn((*late)[i++]);
+    if (!go_on) return Status::Ok();
+  }
+  if (to_ms <= mark.cold_to) return Status::Ok();
+  return hot_->ScanHistory(id, std::max(from_ms, mark.cold_to), to_ms, fn, mark, max_seq);
+}
+
+Result<std::optional<Sample>> Store::AtMerged(int64_t id, std::string_view key,
+                                              const ColdState& cold, int64_t time_ms) const {
+  const ColdMark mark = cold.mark();
+  Result<std::optional<Sample>> hot = hot_->ReadAt(id, time_ms, mark);
+  if (!hot.ok() || mark.cold_to == INT64_MIN) return hot;
+  // A hot row at or after cold_to is newer than anything cold.
+  if (*hot && (*hot)->time_ms >= mark.cold_to) return hot;
+  Result<std::optional<Sample>> cold_at = cold.At(key, time_ms);
+  if (!cold_at.ok()) {
+    if (cold_at.status().IsCorruption()) CheckSegments();
+    return cold_at.status();
+  }
+  // The later of the two; at the same time the hot one was put later.
+  if (!*hot) return cold_at;
+  if (!*cold_at || (*cold_at)->time_ms <= (*hot)->time_ms) return hot;
+  return cold_at;
+}
+
 Result<std::vector<Sample>> Store::History(std::string_view key, int64_t from_ms, int64_t to_ms,
                                            size_t limit, uint64_t max_seq) const {
   Result<int64_t> id = IdOf(key);
   if (!id.ok()) return id.status();
-  return hot_->ReadHistory(*id, from_ms, to_ms, limit, max_seq);
+  std::shared_lock<std::shared_mutex> lock(cold_rw_);
+  std::shared_ptr<const ColdState> cold = cold_->state();
+  if (from_ms >= cold->cold_to) return hot_->ReadHistory(*id, from_ms, to_ms, limit, max_seq);
+  std::vector<Sample> out;
+  if (limit == 0) return out;
+  Status st = ScanMerged(*id, key, *cold, from_ms, to_ms, max_seq, [&](const Sample& s) {
+    out.push_back(s);
+    return out.size() < limit;
+  });
+  if (!st.ok()) return st;
+  return out;
 }
 
 Status Store::Scan(std::string_view key, int64_t from_ms, int64_t to_ms,
                    const std::function<bool(const Sample&)>& fn) const {
   Result<int64_t> id = IdOf(key);
   if (!id.ok()) return id.status();
-  return hot_->ScanHistory(*id, from_ms, to_ms, fn);
+  std::shared_lock<std::shared_mutex> lock(cold_rw_);
+  std::shared_ptr<const ColdState> cold = cold_->state();
+  return ScanMerged(*id, key, *cold, from_ms, to_ms, UINT64_MAX, fn);
 }
 
 Result<std::optional<Sample>> Store::At(std::string_view key, int64_t time_ms) const {
   Result<int64_t> id = IdOf(key);
   if (!id.ok()) return id.status();
-  return hot_->ReadAt(*id, time_ms);
+  std::shared_lock<std::shared_mutex> lock(cold_rw_);
+  std::shared_ptr<const ColdState> cold = cold_->state();
+  return AtMerged(*id, key, *cold, time_ms);
 }
+
+std::optional<std::pair<int64_t, int64_t>> Store::RollupCoverage(std::string_view key) const {
+  Result<KeyInfo> info = Get(key);
+  Result<int64_t> id = IdOf(key);
+  if (!info.ok() || !id.ok()) return std::nullopt;
+  std::shared_lock<std::shared_mutex> lock(cold_rw_);
+  std::shared_ptr<const ColdState> cold = cold_->state();
+  if (cold->segments.empty()) return std::nullopt;
+  int64_t to = cold->cold_to;
+  // A late change makes the rollups of its bucket and every later one
+  // inexact until the next compaction rewrites them.
+  Result<std::optional<int64_t>> late = hot_->EarliestLate(*id, cold->mark());
+  if (!late.ok()) return std::nullopt;
+  if (*late) to = std::min(to, **late);
+  int64_t from = to;
+  for (auto it = cold->segments.rbegin(); it != cold->segments.rend(); ++it) {
+    const Segment& seg = **it;
+    if (seg.meta().from_ms >= to) continue;
+    if (seg.meta().to_ms < from) break;  // a gap (a quarantined segment)
+    if (!cold->Hidden(seg, key)) {
+      Result<std::optional<SegmentKeyMeta>> meta = seg.KeyMeta(key);
+      if (!meta.ok()) break;
+      if (*meta && ((*meta)->type != info->type ||
+                    (*meta)->stale_after_ms != info->options.stale_after_ms ||
+                    (*meta)->reset_tolerance != info->options.reset_tolerance)) {
+        break;  // computed under other options: only the raw changes are exact
+      }
+    }
+    from = seg.meta().from_ms;
+  }
+  if (from >= to) return std::nullopt;
+  return std::make_pair(from, to);
+}
+
+Status Store::ScanRollups(std::string_view key, int64_t resolution_ms, int64_t from_ms,
+                          int64_t to_ms, const std::function<bool(const Rollup&)>& fn) const {
+  std::shared_lock<std::shared_mutex> lock(cold_rw_);
+  std::shared_ptr<const ColdState> cold = cold_->state();
+  Status st = cold->ScanRollups(key, resolution_ms, from_ms, to_ms, fn);
+  if (st.IsCorruption()) CheckSegments();
+  return st;
+}
+
+void Store::CheckSegments() const {
+  std::shared_ptr<const ColdState> cold = cold_->state();
+  for (const auto& seg : cold->segments) {
+    Status st = seg->Verify();
+    if (!st.ok()) cold_->Quarantine(*seg, st);
+  }
+}
+
+std::vector<SegmentListing> Store::Segments() const { return ListSegments(*cold_->state()); }
+
+std::vector<std::string> Store::ColdWarnings() const { return cold_->Warnings(); }
 
 size_t Store::QueueDepth() const { return hot_->QueueDepth(); }
 
@@ -471,7 +671,9 @@ void Store::Close() {
     closed_ = true;
   }
   timer_cv_.notify_all();
+  compactor_cv_.notify_all();
   if (timer_.joinable()) timer_.join();
+  if (compactor_.joinable()) compactor_.join();
   if (hot_) hot_->Close();
 }
 

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <condition_variable>
@@ -27,11 +28,14 @@
 #include "store/clock.h"
 #include "store/key_options.h"
 #include "store/metrics.h"
+#include "store/segment.h"
 #include "store/value.h"
 
 namespace komoku::store {
 
 class HotStore;
+class ColdStore;
+struct ColdState;
 
 struct HotStoreOptions {
   // Commit at least this often while changes wait and nobody waits for them.
@@ -42,10 +46,48 @@ struct HotStoreOptions {
   std::chrono::milliseconds checkpoint_interval{10000};
 };
 
+// Cold history: what compaction moves out of the hot store, and when. See
+// docs/storage.md, "Cold history".
+struct ColdOptions {
+  // Changes older than this (rounded down to a UTC day) move to segments.
+  int64_t hot_window_ms = 2LL * 24 * 3600 * 1000;
+  // How often compaction runs in the background; 0: only when asked
+  // (Store::Compact, `komoku compact`).
+  std::chrono::milliseconds compact_interval{3600 * 1000};
+  // Whole UTC months of day segments are merged into one segment.
+  bool merge_months = true;
+  // How long raw changes and 5-minute rollups are kept; 0: forever. Hourly
+  // and daily rollups are kept forever.
+  int64_t raw_retention_ms = 365LL * 24 * 3600 * 1000;
+  int64_t rollup_5m_retention_ms = 730LL * 24 * 3600 * 1000;
+  // fsync segments and the manifest (tests may turn it off).
+  bool sync = true;
+};
+
+// What one compaction did.
+struct CompactionReport {
+  int segments_written = 0;
+  int segments_removed = 0;
+  uint64_t changes = 0;        // raw changes written to segments
+  uint64_t bytes_written = 0;  // segment bytes written
+  int64_t cold_to_ms = 0;      // everything before this is cold now
+  double seconds = 0;
+};
+
+// A live segment, for listings.
+struct SegmentListing {
+  std::string name;
+  int64_t from_ms = 0, to_ms = 0;
+  uint64_t bytes = 0;
+  uint64_t max_seq = 0;
+  std::vector<SegmentKeyInfo> keys;
+};
+
 struct StoreOptions {
   // Directory of the database (komoku.db and its WAL); created if missing.
   std::string data_dir = "./komoku-data";
   HotStoreOptions hot;
+  ColdOptions cold;
   // Time source; the system clock when null. Must outlive the Store.
   const Clock* clock = nullptr;
   // The words boolean and uptime keys read as true and false.
@@ -145,6 +187,27 @@ class Store {
   // when the key had no value yet. NotFound for an unknown key.
   Result<std::optional<Sample>> At(std::string_view key, int64_t time_ms) const;
 
+  // Where `key`'s rollups answer exactly, [first, second): cold time with no
+  // late change since, whose rollups were computed with the options the key
+  // has now. nullopt when nowhere.
+  std::optional<std::pair<int64_t, int64_t>> RollupCoverage(std::string_view key) const;
+  // The rollups of `key` at `resolution_ms` with from_ms <= start < to_ms.
+  Status ScanRollups(std::string_view key, int64_t resolution_ms, int64_t from_ms, int64_t to_ms,
+                     const std::function<bool(const Rollup&)>& fn) const;
+
+  // The lock file of a data directory: an open Store holds an exclusive flock
+  // on it, so a second Komoku on the same data is refused (reason "locked").
+  static std::string LockPath(const std::string& data_dir);
+
+  // Moves changes older than the hot window into segments, merges whole
+  // months and applies retention, now. One at a time; the background
+  // compactor calls it every ColdOptions::compact_interval.
+  Result<CompactionReport> Compact();
+  // The live segments, oldest first.
+  std::vector<SegmentListing> Segments() const;
+  // Problems with cold history (quarantined segments), for health checks.
+  std::vector<std::string> ColdWarnings() const;
+
   // Called with every accepted change (and deletion), after it is committed
   // when the put waited for that. Listeners run on the putting thread and
   // must be quick; they may be called out of sequence order by concurrent
@@ -204,6 +267,21 @@ class Store {
   void ArmUptime(const std::string& name, KeyState& state);
   void Notify(const Change& change);
   void TimerLoop();
+  void CompactorLoop();
+  // Merged reads of hot and cold history (a shared lock on cold_rw_ held by
+  // the caller): hot rows with a sequence number above max_seq are left out.
+  Status ScanMerged(int64_t id, std::string_view key, const ColdState& cold, int64_t from_ms,
+                    int64_t to_ms, uint64_t max_seq,
+                    const std::function<bool(const Sample&)>& fn) const;
+  Result<std::optional<Sample>> AtMerged(int64_t id, std::string_view key, const ColdState& cold,
+                                         int64_t time_ms) const;
+  // After a DataLoss from cold reads: verifies the segments and quarantines
+  // the damaged ones.
+  void CheckSegments() const;
+  // The compaction steps (compaction.cc); require compact_mu_.
+  Status CompactHot(CompactionReport& report);
+  Status MergeMonths(CompactionReport& report);
+  Status ApplyRetention(CompactionReport& report);
 
   // Constant after Open.
   const Clock* clock_;
@@ -212,6 +290,15 @@ class Store {
   std::string db_path_;
   Metrics metrics_;
   std::unique_ptr<HotStore> hot_;
+  std::unique_ptr<ColdStore> cold_;
+  ColdOptions cold_options_;
+  int lock_fd_ = -1;  // flock on <data_dir>/LOCK while open
+  // Readers of merged history hold it shared; switching the cold state
+  // (which makes hot rows invisible) holds it exclusively, so no reader sees
+  // a change twice or not at all.
+  mutable std::shared_mutex cold_rw_;
+  // One compaction (or tombstone) at a time.
+  mutable std::mutex compact_mu_;
 
   mutable std::mutex mu_;
   std::map<std::string, KeyState, std::less<>> keys_;  // guarded by mu_
@@ -224,6 +311,8 @@ class Store {
   bool closed_ = false;                                // guarded by mu_
   std::condition_variable timer_cv_;                   // with mu_
   std::thread timer_;
+  std::thread compactor_;
+  std::condition_variable compactor_cv_;  // with mu_
 
   std::mutex listeners_mu_;
   std::map<int, Listener> listeners_;  // guarded by listeners_mu_

@@ -1,0 +1,152 @@
+#include "app/store_cli.h"
+
+#include <httplib.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+
+#include "app/config.h"
+#include "store/api.h"
+#include "store/cold_store.h"
+#include "store/store.h"
+
+namespace komoku::app {
+namespace {
+
+Result<Config> ConfigOrDefault(const std::string& path) {
+  if (path.empty()) return DefaultConfig();
+  return LoadConfig(path);
+}
+
+std::string UtcDay(int64_t ms) {
+  std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M", &tm);
+  return buf;
+}
+
+// Compacts in this process when no service holds the data directory, else
+// asks the running service over its HTTP API.
+int Compact(const Config& config) {
+  store::StoreOptions options = StoreOptionsOf(config);
+  options.start_timers = false;
+  options.cold.compact_interval = std::chrono::milliseconds(0);
+  Result<std::unique_ptr<store::Store>> store = store::Store::Open(options, nullptr);
+  if (store.ok()) {
+    Result<store::CompactionReport> r = (*store)->Compact();
+    if (!r.ok()) {
+      std::cerr << "komoku compact: " << r.status().ToString() << "\n";
+      return 1;
+    }
+    std::cout << store::CompactionJson(*r).dump() << "\n";
+    return 0;
+  }
+  if (store.status().reason() != "locked") {
+    std::cerr << "komoku compact: " << store.status().ToString() << "\n";
+    return 1;
+  }
+  httplib::Client client(config.http_host, config.http_port);
+  client.set_read_timeout(3600, 0);  // a first compaction of much history takes a while
+  httplib::Result res = client.Post("/api/v1/compact");
+  if (!res) {
+    std::cerr << "komoku compact: " << store.status().message() << ", and its HTTP API at "
+              << config.http_host << ":" << config.http_port
+              << " does not answer: " << httplib::to_string(res.error()) << "\n";
+    return 1;
+  }
+  if (res->status != 200) {
+    std::cerr << "komoku compact: the service answered " << res->status << ": " << res->body
+              << "\n";
+    return 1;
+  }
+  std::cout << res->body << "\n";
+  return 0;
+}
+
+// Lists the live segments; reads only, so it may run beside the service.
+int Segments(const Config& config, bool json, bool keys) {
+  store::ColdStoreOptions options;
+  options.dir = (std::filesystem::path(config.store_data_dir) / "segments").string();
+  options.read_only = true;
+  if (!std::filesystem::exists(options.dir)) {
+    if (json) {
+      std::cout << store::SegmentsJson({}, keys).dump() << "\n";
+    } else {
+      std::cout << "no segments in " << options.dir << "\n";
+    }
+    return 0;
+  }
+  Result<std::unique_ptr<store::ColdStore>> cold = store::ColdStore::Open(options, nullptr, nullptr);
+  if (!cold.ok()) {
+    std::cerr << "komoku segments: " << cold.status().ToString() << "\n";
+    return 1;
+  }
+  std::vector<store::SegmentListing> list = store::ListSegments(*(*cold)->state());
+  for (const std::string& w : (*cold)->Warnings()) std::cerr << "komoku segments: " << w << "\n";
+  if (json) {
+    std::cout << store::SegmentsJson(list, keys).dump(1) << "\n";
+    return 0;
+  }
+  std::printf("%-44s %-16s %-16s %6s %10s %10s\n", "segment", "from (UTC)", "to (UTC)", "keys",
+              "changes", "bytes");
+  uint64_t total = 0;
+  for (const store::SegmentListing& seg : list) {
+    uint64_t changes = 0;
+    for (const auto& k : seg.keys) changes += k.changes;
+    total += seg.bytes;
+    std::printf("%-44s %-16s %-16s %6zu %10llu %10llu\n", seg.name.c_str(),
+                UtcDay(seg.from_ms).c_str(), UtcDay(seg.to_ms).c_str(), seg.keys.size(),
+                static_cast<unsigned long long>(changes), static_cast<unsigned long long>(seg.bytes));
+    if (!keys) continue;
+    for (const auto& k : seg.keys) {
+      std::printf("    %-40s %-8s %10llu changes %10llu raw bytes %10llu rollup bytes\n",
+                  k.key.c_str(), store::KeyTypeName(k.type),
+                  static_cast<unsigned long long>(k.changes),
+                  static_cast<unsigned long long>(k.raw_bytes),
+                  static_cast<unsigned long long>(k.rollup_bytes));
+    }
+  }
+  std::printf("%zu segments, %llu bytes\n", list.size(), static_cast<unsigned long long>(total));
+  return 0;
+}
+
+}  // namespace
+
+void AddStoreCommands(CLI::App& parent, int* exit_code) {
+  static std::string config_path;
+  auto* compact = parent.add_subcommand(
+      "compact", "Move history older than the hot window into segments now, merge and expire");
+  compact->add_option("-c,--config", config_path, "YAML configuration (default: built-in)");
+  compact->callback([exit_code] {
+    Result<Config> config = ConfigOrDefault(config_path);
+    if (!config.ok()) {
+      std::cerr << "komoku: " << config.status().message() << "\n";
+      *exit_code = 2;
+      return;
+    }
+    *exit_code = Compact(*config);
+  });
+
+  static bool json = false;
+  static bool keys = false;
+  auto* segments = parent.add_subcommand("segments", "List the cold segments: key, range, sizes");
+  segments->add_option("-c,--config", config_path, "YAML configuration (default: built-in)");
+  segments->add_flag("--json", json, "Print JSON (as GET /api/v1/segments)");
+  segments->add_flag("--keys", keys, "List each segment's keys with their sizes");
+  segments->callback([exit_code] {
+    Result<Config> config = ConfigOrDefault(config_path);
+    if (!config.ok()) {
+      std::cerr << "komoku: " << config.status().message() << "\n";
+      *exit_code = 2;
+      return;
+    }
+    *exit_code = Segments(*config, json, keys);
+  });
+}
+
+}  // namespace komoku::app

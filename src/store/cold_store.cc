@@ -1,0 +1,338 @@
+#include "store/cold_store.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+namespace komoku::store {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr const char* kManifest = "MANIFEST";
+constexpr int kManifestVersion = 1;
+
+Status Errno(const std::string& what, const std::string& path, int err) {
+  return Status::IOError(what + " " + path + ": " + std::strerror(err));
+}
+
+Status SyncPath(const std::string& path, bool directory) {
+  int fd = ::open(path.c_str(), (directory ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno("open", path, errno);
+  Status st;
+  if (::fsync(fd) != 0) st = Errno("fsync", path, errno);
+  ::close(fd);
+  return st;
+}
+
+// "20260105T000000Z"-style UTC stamp of a time in ms, for file names people read.
+std::string Stamp(int64_t ms) {
+  std::time_t secs = static_cast<std::time_t>(ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000));
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+  return buf;
+}
+
+std::string FileName(const std::string& base) { return fs::path(base).filename().string(); }
+
+}  // namespace
+
+bool ColdState::Hidden(const Segment& segment, std::string_view key) const {
+  for (const Tombstone& t : tombstones) {
+    if (t.key == key && segment.meta().max_seq < t.seq) return true;
+  }
+  return false;
+}
+
+Status ColdState::Scan(std::string_view key, int64_t from_ms, int64_t to_ms,
+                       const std::function<bool(const Sample&)>& fn) const {
+  bool go_on = true;
+  for (const auto& seg : segments) {
+    if (seg->meta().to_ms <= from_ms) continue;
+    if (seg->meta().from_ms >= to_ms) break;
+    if (Hidden(*seg, key)) continue;
+    KOMOKU_RETURN_IF_ERROR(seg->Scan(key, from_ms, to_ms, [&](const Sample& s) {
+      go_on = fn(s);
+      return go_on;
+    }));
+    if (!go_on) break;
+  }
+  return Status::Ok();
+}
+
+Result<std::optional<Sample>> ColdState::At(std::string_view key, int64_t time_ms) const {
+  // Newest first: the first segment that knows a value at time_ms answers
+  // (its carry covers the time before its first change).
+  for (auto it = segments.rbegin(); it != segments.rend(); ++it) {
+    const Segment& seg = **it;
+    if (seg.meta().from_ms > time_ms) continue;
+    if (Hidden(seg, key)) continue;
+    Result<std::optional<Sample>> found = seg.At(key, time_ms);
+    if (!found.ok()) return found.status();
+    if (*found) return found;
+  }
+  return std::optional<Sample>();
+}
+
+Status ColdState::ScanRollups(std::string_view key, int64_t resolution_ms, int64_t from_ms,
+                              int64_t to_ms,
+                              const std::function<bool(const Rollup&)>& fn) const {
+  bool go_on = true;
+  for (const auto& seg : segments) {
+    if (seg->meta().to_ms <= from_ms) continue;
+    if (seg->meta().from_ms >= to_ms) break;
+    if (Hidden(*seg, key)) continue;
+    KOMOKU_RETURN_IF_ERROR(
+        seg->ScanRollups(key, resolution_ms, from_ms, to_ms, [&](const Rollup& r) {
+          go_on = fn(r);
+          return go_on;
+        }));
+    if (!go_on) break;
+  }
+  return Status::Ok();
+}
+
+std::vector<SegmentListing> ListSegments(const ColdState& state) {
+  std::vector<SegmentListing> out;
+  for (const auto& seg : state.segments) {
+    SegmentListing l;
+    l.name = FileName(seg->base());
+    l.from_ms = seg->meta().from_ms;
+    l.to_ms = seg->meta().to_ms;
+    l.max_seq = seg->meta().max_seq;
+    l.bytes = seg->file_bytes();
+    for (SegmentKeyInfo& k : seg->Keys()) {
+      if (!state.Hidden(*seg, k.key)) l.keys.push_back(std::move(k));
+    }
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+ColdStore::ColdStore(const ColdStoreOptions& options, std::shared_ptr<spdlog::logger> log,
+                     Metrics* metrics)
+    : options_(options), log_(std::move(log)), metrics_(metrics) {}
+
+Result<std::unique_ptr<ColdStore>> ColdStore::Open(const ColdStoreOptions& options,
+                                                   std::shared_ptr<spdlog::logger> log,
+                                                   Metrics* metrics) {
+  std::unique_ptr<ColdStore> cold(new ColdStore(options, std::move(log), metrics));
+  std::error_code ec;
+  if (!options.read_only) fs::create_directories(options.dir, ec);
+  if (ec) return Status::IOError("cannot create " + options.dir + ": " + ec.message());
+
+  auto state = std::make_shared<ColdState>();
+  const std::string manifest_path = (fs::path(options.dir) / kManifest).string();
+  std::set<std::string> live;  // file names of live segments, without extension
+  bool rewrite = false;
+  if (fs::exists(manifest_path, ec)) {
+    std::ifstream in(manifest_path);
+    std::stringstream text;
+    text << in.rdbuf();
+    json m = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+    auto bad = [&](const std::string& why) {
+      return Status::Corruption(manifest_path + ": " + why +
+                                " (the cold store cannot tell which segments are live; "
+                                "restore the file from a backup)");
+    };
+    if (!m.is_object()) return bad("not a JSON object");
+    if (m.value("version", 0) != kManifestVersion) {
+      return bad("version " + m.value("version", json(nullptr)).dump() + ", this Komoku reads " +
+                 std::to_string(kManifestVersion));
+    }
+    try {
+      state->cold_to = m.at("cold_to").get<int64_t>();
+      state->cold_seq = m.at("cold_seq").get<uint64_t>();
+      state->next_gen = m.at("next_gen").get<uint64_t>();
+      for (const json& t : m.at("tombstones")) {
+        state->tombstones.push_back({t.at("key").get<std::string>(), t.at("seq").get<uint64_t>()});
+      }
+      for (const json& s : m.at("segments")) {
+        std::string name = s.get<std::string>();
+        if (name.empty() || name.find('/') != std::string::npos) return bad("bad segment name");
+        live.insert(name);
+      }
+    } catch (const json::exception& e) {
+      return bad(e.what());
+    }
+  }
+  for (const std::string& name : live) {
+    std::string base = (fs::path(options.dir) / name).string();
+    Result<std::shared_ptr<const Segment>> seg = Segment::Open(base);
+    if (!seg.ok() && options.read_only) {
+      cold->warnings_.push_back("segment " + name + " cannot be read: " + seg.status().ToString());
+      continue;
+    }
+    if (!seg.ok()) {
+      // Keep serving the rest: the segment goes to quarantine.
+      cold->log_->error("segment {} cannot be read: {}", name, seg.status().ToString());
+      cold->warnings_.push_back("segment " + name + " quarantined: " + seg.status().ToString());
+      std::error_code qec;
+      fs::create_directories(options.quarantine_dir, qec);
+      for (const char* ext : {".kkd", ".kki"}) {
+        fs::rename(base + ext, (fs::path(options.quarantine_dir) / (name + ext)).string(), qec);
+      }
+      if (metrics) metrics->Add("komoku_segments_quarantined_total");
+      rewrite = true;
+      continue;
+    }
+    state->segments.push_back(std::move(seg.value()));
+  }
+  std::sort(state->segments.begin(), state->segments.end(),
+            [](const auto& a, const auto& b) { return a->meta().from_ms < b->meta().from_ms; });
+  // Leftovers of a step that never committed (or was committed and not
+  // cleaned up): files no live segment owns.
+  for (const auto& entry : fs::directory_iterator(options.dir, ec)) {
+    if (options.read_only) break;
+    std::string file = entry.path().filename().string();
+    if (file == kManifest) continue;
+    std::string stem = entry.path().stem().string();
+    std::string ext = entry.path().extension().string();
+    bool segment_file = ext == ".kkd" || ext == ".kki";
+    if (segment_file && live.count(stem)) continue;
+    std::error_code rec;
+    fs::remove(entry.path(), rec);
+    cold->log_->info("removed {} (left over from an unfinished compaction)", file);
+  }
+  if (rewrite) KOMOKU_RETURN_IF_ERROR(cold->WriteManifest(*state));
+  cold->UpdateMetrics(*state);
+  cold->state_ = std::move(state);
+  return cold;
+}
+
+std::shared_ptr<const ColdState> ColdStore::state() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return state_;
+}
+
+std::string ColdStore::NewSegmentBase(const ColdState& state, int64_t from_ms,
+                                      int64_t to_ms) const {
+  return (fs::path(options_.dir) /
+          (Stamp(from_ms) + "-" + Stamp(to_ms) + "-g" + std::to_string(state.next_gen)))
+      .string();
+}
+
+Status ColdStore::WriteManifest(const ColdState& state) {
+  json m = {{"version", kManifestVersion},
+            {"cold_to", state.cold_to},
+            {"cold_seq", state.cold_seq},
+            {"next_gen", state.next_gen}};
+  json segs = json::array();
+  for (const auto& seg : state.segments) segs.push_back(FileName(seg->base()));
+  m["segments"] = std::move(segs);
+  json tombs = json::array();
+  for (const Tombstone& t : state.tombstones) tombs.push_back({{"key", t.key}, {"seq", t.seq}});
+  m["tombstones"] = std::move(tombs);
+  const std::string path = (fs::path(options_.dir) / kManifest).string();
+  const std::string tmp = path + ".tmp";
+  std::string text = m.dump(1) + "\n";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno("create", tmp, errno);
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return Errno("write", tmp, err);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (options_.sync && ::fsync(fd) != 0) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return Errno("fsync", tmp, err);
+  }
+  ::close(fd);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return Errno("rename to " + path, tmp, err);
+  }
+  if (options_.sync) KOMOKU_RETURN_IF_ERROR(SyncPath(options_.dir, /*directory=*/true));
+  return Status::Ok();
+}
+
+Status ColdStore::Commit(std::shared_ptr<const ColdState> next) {
+  std::lock_guard<std::mutex> commit(commit_mu_);
+  std::shared_ptr<const ColdState> old = state();
+  KOMOKU_RETURN_IF_ERROR(WriteManifest(*next));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    state_ = next;
+  }
+  std::set<std::string> keep;
+  for (const auto& seg : next->segments) keep.insert(seg->base());
+  for (const auto& seg : old->segments) {
+    if (!keep.count(seg->base())) RemoveSegmentFiles(seg->base());
+  }
+  UpdateMetrics(*next);
+  return Status::Ok();
+}
+
+void ColdStore::RemoveSegmentFiles(const std::string& base) {
+  for (const char* ext : {".kkd", ".kki"}) {
+    std::error_code ec;
+    fs::remove(base + ext, ec);
+    if (ec) log_->warn("cannot remove {}{}: {}", base, ext, ec.message());
+  }
+}
+
+void ColdStore::Quarantine(const Segment& segment, const Status& why) {
+  std::lock_guard<std::mutex> commit(commit_mu_);
+  std::shared_ptr<const ColdState> old = state();
+  auto next = std::make_shared<ColdState>(*old);
+  auto& segs = next->segments;
+  auto it = std::find_if(segs.begin(), segs.end(),
+                         [&](const auto& s) { return s->base() == segment.base(); });
+  if (it == segs.end()) return;  // already done by another reader
+  segs.erase(it);
+  const std::string name = FileName(segment.base());
+  log_->error("segment {} is damaged and was moved to {}: {}", name, options_.quarantine_dir,
+              why.ToString());
+  std::error_code ec;
+  fs::create_directories(options_.quarantine_dir, ec);
+  for (const char* ext : {".kkd", ".kki"}) {
+    fs::rename(segment.base() + ext,
+               (fs::path(options_.quarantine_dir) / (name + ext)).string(), ec);
+  }
+  Status st = WriteManifest(*next);
+  if (!st.ok()) log_->error("cannot record the quarantine in the manifest: {}", st.ToString());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    state_ = next;
+    warnings_.push_back("segment " + name + " quarantined: " + why.ToString());
+  }
+  if (metrics_) metrics_->Add("komoku_segments_quarantined_total");
+  UpdateMetrics(*next);
+}
+
+std::vector<std::string> ColdStore::Warnings() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return warnings_;
+}
+
+void ColdStore::UpdateMetrics(const ColdState& state) {
+  if (!metrics_) return;
+  uint64_t bytes = 0;
+  for (const auto& seg : state.segments) bytes += seg->file_bytes();
+  metrics_->Set("komoku_segments", static_cast<int64_t>(state.segments.size()));
+  metrics_->Set("komoku_segment_bytes", static_cast<int64_t>(bytes));
+}
+
+}  // namespace komoku::store

@@ -1,0 +1,389 @@
+// Compaction: moving hot changes into cold segments, merging day segments
+// into month segments, and retention. Store members kept apart from the
+// ingest path in store.cc. See docs/storage.md, "Cold history".
+#include <date/date.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <map>
+
+#include "store/cold_store.h"
+#include "store/history.h"
+#include "store/hot_store.h"
+#include "store/store.h"
+
+namespace komoku::store {
+namespace {
+
+constexpr int64_t kDayMs = 24LL * 3600 * 1000;
+
+int64_t FloorDay(int64_t t) {
+  return t >= 0 ? t / kDayMs * kDayMs : -((-t + kDayMs - 1) / kDayMs) * kDayMs;
+}
+
+// The start of the UTC month holding `t`, and of the one after.
+std::pair<int64_t, int64_t> MonthOf(int64_t t) {
+  using std::chrono::milliseconds;
+  date::sys_days days = date::floor<date::days>(date::sys_time<milliseconds>(milliseconds(t)));
+  date::year_month_day ymd{days};
+  date::year_month_day first{ymd.year(), ymd.month(), date::day{1}};
+  date::year_month_day next = first + date::months{1};
+  auto ms = [](date::year_month_day d) {
+    return std::chrono::duration_cast<milliseconds>(date::sys_days(d).time_since_epoch()).count();
+  };
+  return {ms(first), ms(next)};
+}
+
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// All of one key in one segment: its rollups at every resolution, from its
+// carry and changes.
+void AddRollups(SegmentKeyData& data, const RollupParams& params, int64_t from_ms, int64_t to_ms) {
+  data.rollups.clear();
+  for (int64_t res : kRollupResolutionsMs) {
+    data.rollups.emplace_back(res,
+                              ComputeRollups(params, data.carry, data.changes, from_ms, to_ms, res));
+  }
+}
+
+}  // namespace
+
+Result<CompactionReport> Store::Compact() {
+  std::lock_guard<std::mutex> compact(compact_mu_);
+  const int64_t started = SteadyMs();
+  CompactionReport report;
+  KOMOKU_RETURN_IF_ERROR(CompactHot(report));
+  if (cold_options_.merge_months) KOMOKU_RETURN_IF_ERROR(MergeMonths(report));
+  KOMOKU_RETURN_IF_ERROR(ApplyRetention(report));
+  report.cold_to_ms = cold_->state()->cold_to;
+  report.seconds = static_cast<double>(SteadyMs() - started) / 1000.0;
+  metrics_.Add("komoku_compactions_total");
+  metrics_.Add("komoku_compaction_changes_total", static_cast<int64_t>(report.changes));
+  metrics_.Add("komoku_compaction_bytes_total", static_cast<int64_t>(report.bytes_written));
+  if (report.segments_written || report.segments_removed) {
+    log_->info("compaction: {} segments written ({} bytes, {} changes), {} removed, in {:.2f} s",
+               report.segments_written, report.bytes_written, report.changes,
+               report.segments_removed, report.seconds);
+  }
+  return report;
+}
+
+Status Store::CompactHot(CompactionReport& report) {
+  std::shared_ptr<const ColdState> old = cold_->state();
+  const int64_t cut = FloorDay(clock_->NowMs() - cold_options_.hot_window_ms);
+  // Everything accepted so far is committed, so a hot read up to S sees all
+  // changes numbered up to S.
+  uint64_t max_seq;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    max_seq = last_change_seq_;
+  }
+  KOMOKU_RETURN_IF_ERROR(WaitCommitted(max_seq));
+
+  // Where to start: the end of cold time, or earlier where late changes
+  // arrived (their segments are written again), or the oldest hot change on
+  // a first compaction.
+  Result<std::optional<int64_t>> late = hot_->EarliestLate(0, old->mark(), max_seq);
+  if (!late.ok()) return late.status();
+  int64_t start = old->cold_to;
+  if (start == INT64_MIN) {
+    std::optional<int64_t> oldest;
+    for (const KeyInfo& k : Keys()) {
+      Result<std::vector<Sample>> first = History(k.name, INT64_MIN, cut, 1, max_seq);
+      if (!first.ok()) return first.status();
+      if (!first->empty() && (!oldest || first->front().time_ms < *oldest)) {
+        oldest = first->front().time_ms;
+      }
+    }
+    if (!oldest) return Status::Ok();  // nothing old enough yet
+    start = FloorDay(*oldest);
+  }
+  if (*late) start = std::min(start, FloorDay(**late));
+  for (const auto& seg : old->segments) {
+    if (seg->meta().from_ms <= start && start < seg->meta().to_ms) start = seg->meta().from_ms;
+  }
+  const int64_t end = std::max(cut, old->cold_to);
+  if (start >= end) return Status::Ok();
+
+  struct KeyWork {
+    std::string name;
+    int64_t id;
+    KeyType type;
+    KeyOptions options;
+    std::optional<Sample> carry;
+  };
+  std::vector<KeyWork> keys;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [name, st] : keys_) keys.push_back({name, st.id, st.type, st.options, {}});
+  }
+  {
+    std::shared_lock<std::shared_mutex> read(cold_rw_);
+    for (KeyWork& k : keys) {
+      Result<std::optional<Sample>> carry = AtMerged(k.id, k.name, *old, start - 1);
+      if (!carry.ok()) return carry.status();
+      k.carry = *carry;
+    }
+  }
+
+  auto next = std::make_shared<ColdState>(*old);
+  next->segments.clear();
+  for (const auto& seg : old->segments) {
+    // Segments from `start` on are replaced by the ones written now.
+    if (seg->meta().to_ms <= start) next->segments.push_back(seg);
+  }
+  int written = 0;
+  for (int64_t day = start; day < end; day += kDayMs) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (closed_) return Status::Busy("store is closing; compaction stopped");
+    }
+    const std::string base = cold_->NewSegmentBase(*next, day, day + kDayMs);
+    SegmentWriteOptions wopts;
+    wopts.sync = cold_options_.sync;
+    Result<std::unique_ptr<SegmentWriter>> writer =
+        SegmentWriter::Create(base, {day, day + kDayMs, max_seq}, wopts);
+    if (!writer.ok()) return writer.status();
+    int added = 0;
+    for (KeyWork& k : keys) {
+      SegmentKeyData data;
+      data.key = k.name;
+      data.type = k.type;
+      data.stale_after_ms = k.options.stale_after_ms;
+      data.reset_tolerance = k.options.reset_tolerance;
+      data.carry = k.carry;
+      {
+        std::shared_lock<std::shared_mutex> read(cold_rw_);
+        Status st = ScanMerged(k.id, k.name, *old, day, day + kDayMs, max_seq, [&](const Sample& s) {
+          data.changes.push_back(s);
+          return true;
+        });
+        if (!st.ok()) return st;
+      }
+      if (!data.carry && data.changes.empty()) continue;  // no value known yet
+      AddRollups(data, {k.type, k.options.stale_after_ms, k.options.reset_tolerance}, day,
+                 day + kDayMs);
+      KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(data));
+      report.changes += data.changes.size();
+      if (!data.changes.empty()) k.carry = data.changes.back();
+      ++added;
+    }
+    if (added == 0) continue;  // the unfinished writer removes its files
+    KOMOKU_RETURN_IF_ERROR((*writer)->Finish());
+    report.bytes_written += (*writer)->bytes();
+    Result<std::shared_ptr<const Segment>> seg = Segment::Open(base);
+    if (!seg.ok()) return seg.status();
+    next->segments.push_back(std::move(seg.value()));
+    ++next->next_gen;
+    ++written;
+  }
+  next->cold_to = end;
+  next->cold_seq = max_seq;
+  report.segments_written += written;
+  for (const auto& seg : old->segments) report.segments_removed += seg->meta().to_ms > start;
+  {
+    // The commit point: from here readers skip the hot rows now cold.
+    std::unique_lock<std::shared_mutex> swap(cold_rw_);
+    KOMOKU_RETURN_IF_ERROR(cold_->Commit(next));
+  }
+  hot_->EnqueueDeleteCompacted(next->mark());
+  return Status::Ok();
+}
+
+Status Store::MergeMonths(CompactionReport& report) {
+  std::shared_ptr<const ColdState> old = cold_->state();
+  // Runs of day segments that make up a whole UTC month.
+  std::vector<std::pair<size_t, size_t>> runs;  // [first, last) indexes into segments
+  const auto& segs = old->segments;
+  auto is_day = [](const Segment& s) { return s.meta().to_ms - s.meta().from_ms == kDayMs; };
+  for (size_t i = 0; i < segs.size();) {
+    if (!is_day(*segs[i])) {
+      ++i;
+      continue;
+    }
+    // A month's day segments, some days possibly missing (nothing was known
+    // on them), merge once the whole month is cold.
+    const int64_t month_end = MonthOf(segs[i]->meta().from_ms).second;
+    size_t j = i;
+    while (j < segs.size() && is_day(*segs[j]) && segs[j]->meta().to_ms <= month_end) ++j;
+    if (month_end <= old->cold_to && j - i > 1) runs.push_back({i, j});
+    i = std::max(j, i + 1);
+  }
+  if (runs.empty()) return Status::Ok();
+
+  auto next = std::make_shared<ColdState>(*old);
+  next->segments.clear();
+  size_t r = 0;
+  for (size_t i = 0; i < segs.size();) {
+    if (r == runs.size() || i < runs[r].first) {
+      next->segments.push_back(segs[i++]);
+      continue;
+    }
+    const auto [first, last] = runs[r++];
+    const auto [from, to] = MonthOf(segs[first]->meta().from_ms);
+    uint64_t max_seq = 0;
+    std::map<std::string, std::vector<const Segment*>> by_key;
+    for (size_t k = first; k < last; ++k) {
+      max_seq = std::max(max_seq, segs[k]->meta().max_seq);
+      for (const SegmentKeyInfo& info : segs[k]->Keys()) {
+        if (!old->Hidden(*segs[k], info.key)) by_key[info.key].push_back(segs[k].get());
+      }
+    }
+    const std::string base = cold_->NewSegmentBase(*next, from, to);
+    SegmentWriteOptions wopts;
+    wopts.sync = cold_options_.sync;
+    Result<std::unique_ptr<SegmentWriter>> writer =
+        SegmentWriter::Create(base, {from, to, max_seq}, wopts);
+    if (!writer.ok()) return writer.status();
+    for (const auto& [key, parts] : by_key) {
+      SegmentKeyData merged;
+      bool same_options = true;
+      for (size_t p = 0; p < parts.size(); ++p) {
+        Result<SegmentKeyData> d = parts[p]->ReadKey(key);
+        if (!d.ok()) return d.status();
+        if (p == 0) {
+          merged.key = d->key;
+          merged.type = d->type;
+          merged.stale_after_ms = d->stale_after_ms;
+          merged.reset_tolerance = d->reset_tolerance;
+          merged.carry = d->carry;
+          merged.raw_dropped = d->raw_dropped;
+          merged.rollups = d->rollups;
+        } else {
+          same_options = same_options && d->type == merged.type &&
+                         d->stale_after_ms == merged.stale_after_ms &&
+                         d->reset_tolerance == merged.reset_tolerance;
+          merged.raw_dropped = merged.raw_dropped || d->raw_dropped;
+          for (auto& [res, rolls] : d->rollups) {
+            auto it = std::find_if(merged.rollups.begin(), merged.rollups.end(),
+                                   [res = res](const auto& x) { return x.first == res; });
+            if (it == merged.rollups.end()) continue;
+            it->second.insert(it->second.end(), rolls.begin(), rolls.end());
+          }
+        }
+        merged.changes.insert(merged.changes.end(), d->changes.begin(), d->changes.end());
+      }
+      if (!same_options && !merged.raw_dropped) {
+        // Days compacted under other options: the month's rollups are
+        // computed afresh from the raw changes, under the newest options.
+        Result<SegmentKeyData> newest = parts.back()->ReadKey(key);
+        if (!newest.ok()) return newest.status();
+        merged.type = newest->type;
+        merged.stale_after_ms = newest->stale_after_ms;
+        merged.reset_tolerance = newest->reset_tolerance;
+        AddRollups(merged, {merged.type, merged.stale_after_ms, merged.reset_tolerance}, from, to);
+      }
+      KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(merged));
+    }
+    KOMOKU_RETURN_IF_ERROR((*writer)->Finish());
+    report.bytes_written += (*writer)->bytes();
+    Result<std::shared_ptr<const Segment>> seg = Segment::Open(base);
+    if (!seg.ok()) return seg.status();
+    next->segments.push_back(std::move(seg.value()));
+    ++next->next_gen;
+    ++report.segments_written;
+    report.segments_removed += static_cast<int>(last - first);
+    i = last;
+  }
+  std::unique_lock<std::shared_mutex> swap(cold_rw_);
+  return cold_->Commit(next);
+}
+
+Status Store::ApplyRetention(CompactionReport& report) {
+  const int64_t now = clock_->NowMs();
+  const ColdOptions& o = cold_options_;
+  std::shared_ptr<const ColdState> old = cold_->state();
+  auto expired = [now](const Segment& seg, int64_t keep_ms) {
+    return keep_ms > 0 && seg.meta().to_ms <= now - keep_ms;
+  };
+  auto next = std::make_shared<ColdState>(*old);
+  bool changed = false;
+  for (auto& slot : next->segments) {
+    const Segment& seg = *slot;
+    const bool drop_raw = expired(seg, o.raw_retention_ms);
+    const bool drop_5m = expired(seg, o.rollup_5m_retention_ms);
+    if (!drop_raw && !drop_5m) continue;
+    // Is there anything left to drop?
+    bool work = false;
+    for (const SegmentKeyInfo& info : seg.Keys()) {
+      Result<std::optional<SegmentKeyMeta>> meta = seg.KeyMeta(info.key);
+      if (!meta.ok()) return meta.status();
+      if (drop_raw && *meta && !(*meta)->raw_dropped) work = true;
+      if (drop_5m && info.rollup_bytes > 0) {
+        Result<SegmentKeyData> d = seg.ReadKey(info.key);
+        if (!d.ok()) return d.status();
+        for (const auto& [res, rolls] : d->rollups) {
+          if (res == kRollupResolutionsMs[0] && !rolls.empty()) work = true;
+        }
+      }
+      if (work) break;
+    }
+    if (!work) continue;
+    const std::string base = cold_->NewSegmentBase(*next, seg.meta().from_ms, seg.meta().to_ms);
+    SegmentWriteOptions wopts;
+    wopts.sync = o.sync;
+    Result<std::unique_ptr<SegmentWriter>> writer = SegmentWriter::Create(base, seg.meta(), wopts);
+    if (!writer.ok()) return writer.status();
+    for (const SegmentKeyInfo& info : seg.Keys()) {
+      if (old->Hidden(seg, info.key)) continue;
+      Result<SegmentKeyData> d = seg.ReadKey(info.key);
+      if (!d.ok()) return d.status();
+      if (drop_raw) {
+        d->changes.clear();
+        d->raw_dropped = true;
+      }
+      if (drop_5m) {
+        d->rollups.erase(std::remove_if(d->rollups.begin(), d->rollups.end(),
+                                        [](const auto& x) { return x.first == kRollupResolutionsMs[0]; }),
+                         d->rollups.end());
+      }
+      KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(*d));
+    }
+    KOMOKU_RETURN_IF_ERROR((*writer)->Finish());
+    report.bytes_written += (*writer)->bytes();
+    Result<std::shared_ptr<const Segment>> fresh = Segment::Open(base);
+    if (!fresh.ok()) return fresh.status();
+    slot = std::move(fresh.value());
+    ++next->next_gen;
+    ++report.segments_written;
+    ++report.segments_removed;
+    changed = true;
+  }
+  if (!changed) return Status::Ok();
+  std::unique_lock<std::shared_mutex> swap(cold_rw_);
+  return cold_->Commit(next);
+}
+
+void Store::CompactorLoop() {
+  // The first run comes soon after the start (a service that was down for
+  // days has catching up to do), then every compact_interval.
+  auto wait = std::min<std::chrono::milliseconds>(cold_options_.compact_interval,
+                                                  std::chrono::milliseconds(60 * 1000));
+  bool verified = false;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!closed_) {
+    compactor_cv_.wait_for(lock, wait, [this] { return closed_; });
+    if (closed_) break;
+    lock.unlock();
+    Result<CompactionReport> r = Compact();
+    if (!r.ok() && !r.status().IsBusy()) {
+      log_->error("compaction failed (it will be tried again): {}", r.status().ToString());
+      metrics_.Add("komoku_compaction_errors_total");
+    }
+    if (!verified) {
+      // Once after the start: every segment's checksums, in the background.
+      CheckSegments();
+      verified = true;
+    }
+    lock.lock();
+    wait = cold_options_.compact_interval;
+  }
+}
+
+}  // namespace komoku::store

@@ -1,0 +1,389 @@
+// Cold history: the same random history of every key type in two stores,
+// one never compacted (the reference) and one compacted, merged, restarted,
+// given late changes and aged past retention. Every question asked of both
+// must get the same answer (numbers to 1e-9 relative: rollups add sums in
+// another order).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "store/api.h"
+#include "store/history.h"
+#include "store_test_util.h"
+
+namespace komoku::store {
+namespace {
+
+using nlohmann::json;
+using testing::FakeClock;
+using testing::TempDir;
+
+constexpr int64_t kMin = 60'000;
+constexpr int64_t kHour = 60 * kMin;
+constexpr int64_t kDay = 24 * kHour;
+// 2026-03-20 00:00:00 UTC: a week before Europe's switch to summer time.
+constexpr int64_t kNow = 1'773'964'800'000;
+constexpr int64_t kSpan = 75 * kDay;  // history from two and a half months back
+
+// Equal, with doubles compared to 1e-9 relative; `where` names the place.
+::testing::AssertionResult SameJson(const json& a, const json& b, const std::string& where = "") {
+  if (a.is_number() && b.is_number()) {
+    double x = a.get<double>(), y = b.get<double>();
+    if (x == y || std::fabs(x - y) <= 1e-9 * std::max(std::fabs(x), std::fabs(y))) {
+      return ::testing::AssertionSuccess();
+    }
+    return ::testing::AssertionFailure() << where << ": " << a << " != " << b;
+  }
+  if (a.type() != b.type() || a.size() != b.size()) {
+    return ::testing::AssertionFailure() << where << ": " << a.dump().substr(0, 300)
+                                         << " != " << b.dump().substr(0, 300);
+  }
+  if (a.is_array()) {
+    for (size_t i = 0; i < a.size(); ++i) {
+      auto r = SameJson(a[i], b[i], where + "[" + std::to_string(i) + "]");
+      if (!r) return r;
+    }
+    return ::testing::AssertionSuccess();
+  }
+  if (a.is_object()) {
+    for (auto it = a.begin(); it != a.end(); ++it) {
+      if (!b.contains(it.key())) return ::testing::AssertionFailure() << where << ": no " << it.key();
+      auto r = SameJson(it.value(), b[it.key()], where + "." + it.key());
+      if (!r) return r;
+    }
+    return ::testing::AssertionSuccess();
+  }
+  if (a == b) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << where << ": " << a << " != " << b;
+}
+
+std::unique_ptr<Store> Open(const std::string& dir, const Clock* clock, ColdOptions cold = {}) {
+  StoreOptions o;
+  o.data_dir = dir;
+  o.clock = clock;
+  o.start_timers = false;
+  cold.compact_interval = std::chrono::milliseconds(0);
+  cold.sync = false;
+  o.cold = cold;
+  Result<std::unique_ptr<Store>> s = Store::Open(o, nullptr);
+  if (!s.ok()) {
+    ADD_FAILURE() << s.status().ToString();
+    return nullptr;
+  }
+  return std::move(s).value();
+}
+
+class ColdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ref_ = Open(dir_.path() + "/ref", &clock_);
+    cold_ = Open(dir_.path() + "/cold", &clock_);
+    ASSERT_TRUE(ref_ && cold_);
+    json no_repeat = {{"same_value_resolution", 0}};
+    for (Store* s : {ref_.get(), cold_.get()}) {
+      ASSERT_TRUE(s->Define("temp", KeyType::kNumeric, no_repeat).ok());
+      ASSERT_TRUE(s->Define("energy", KeyType::kCounter,
+                            {{"same_value_resolution", 0}, {"reset_tolerance", 0.5}})
+                      .ok());
+      ASSERT_TRUE(s->Define("door", KeyType::kBoolean, no_repeat).ok());
+      ASSERT_TRUE(s->Define("mode", KeyType::kString, no_repeat).ok());
+      ASSERT_TRUE(s->Define("hum", KeyType::kNumeric,
+                            {{"same_value_resolution", 0}, {"stale_after", 3 * 3600}})
+                      .ok());
+    }
+  }
+
+  // The same change in both stores.
+  void Put(const std::string& key, int64_t t, InputValue v) {
+    PutOptions o;
+    o.time_ms = t;
+    for (Store* s : {ref_.get(), cold_.get()}) {
+      Result<Change> c = s->Put(key, v, o);
+      ASSERT_TRUE(c.ok()) << c.status().ToString();
+    }
+  }
+
+  void Generate(unsigned seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_int_distribution<int> jitter(-30'000, 30'000);
+    std::uniform_real_distribution<double> unit(0, 1);
+    const int64_t start = kNow - kSpan;
+    double temp = 20, energy = 1000;
+    for (int64_t t = start; t < kNow - kHour; t += 7 * kMin + jitter(rng)) {
+      temp += (unit(rng) - 0.5) * 0.4;
+      Put("temp", t, std::round(temp * 100) / 100);
+      energy += unit(rng) * 0.3;
+      if (unit(rng) < 0.001) energy = 0;  // a reset
+      double glitch = unit(rng) < 0.002 ? -0.2 : 0;  // within reset_tolerance
+      Put("energy", t + 1000, std::round((energy + glitch) * 1000) / 1000);
+      if (unit(rng) < 0.05) Put("door", t + 2000, unit(rng) < 0.5);
+      if (unit(rng) < 0.02) {
+        const char* modes[] = {"heating", "idle", "eco"};
+        Put("mode", t + 3000, std::string(modes[rng() % 3]));
+      }
+      // Humidity stops for hours at a time: stale spells.
+      if ((t / (9 * kHour)) % 3 != 0) Put("hum", t + 4000, std::round(unit(rng) * 1000) / 10);
+    }
+  }
+
+  // A battery of questions over both stores; fails on the first difference.
+  void ExpectSameAnswers(const std::string& when, bool raw_too = true) {
+    SCOPED_TRACE(when);
+    struct Step {
+      const char* step;
+      const char* tz;
+    };
+    const Step steps[] = {{"5m", ""},         {"1h", ""},   {"90m", ""},
+                          {"1d", ""},         {"1d", "Europe/Berlin"},
+                          {"1d", "Asia/Kolkata"}, {"1w", ""}, {"auto", ""}};
+    const std::pair<int64_t, int64_t> ranges[] = {
+        {kNow - kSpan - kDay, kNow},               // everything, and a day before
+        {kNow - 40 * kDay + 17 * kMin, kNow - 3 * kDay + 5},  // unaligned edges
+        {kNow - 5 * kDay, kNow},                   // across the hot/cold border
+    };
+    for (const char* key : {"temp", "energy", "door", "mode", "hum"}) {
+      KeyType type = ref_->Get(key)->type;
+      for (auto [from, to] : ranges) {
+        for (const Step& st : steps) {
+          std::string what = std::string(key) + " " + st.step + " " + st.tz + " from " +
+                             std::to_string(from);
+          Result<HistoryQuery> q = PlanBuckets(key, from, to, st.step, st.tz, 100000);
+          ASSERT_TRUE(q.ok()) << what << ": " << q.status().ToString();
+          std::vector<Agg> aggs;
+          if (type == KeyType::kCounter) {
+            aggs = *ParseAggs("increase,rate,min,max,first,last,count,avg,twavg,sum", type);
+          } else if (type == KeyType::kNumeric) {
+            aggs = *ParseAggs("avg,twavg,min,max,first,last,count,sum", type);
+          } else {
+            aggs = *ParseAggs("first,last,count", type);
+          }
+          Result<json> a = Downsample(*ref_, *q, aggs);
+          Result<json> b = Downsample(*cold_, *q, aggs);
+          ASSERT_TRUE(a.ok() && b.ok()) << what;
+          ASSERT_TRUE(SameJson(*a, *b, "downsample " + what));
+          bool hours = type == KeyType::kBoolean || type == KeyType::kString;
+          Result<json> sa = Stats(*ref_, *q, hours, st.tz);
+          Result<json> sb = Stats(*cold_, *q, hours, st.tz);
+          ASSERT_TRUE(sa.ok() && sb.ok()) << what;
+          ASSERT_TRUE(SameJson(*sa, *sb, "stats " + what));
+        }
+        if (!raw_too) continue;
+        Result<std::vector<Sample>> ha = ref_->History(key, from, to, 1'000'000);
+        Result<std::vector<Sample>> hb = cold_->History(key, from, to, 1'000'000);
+        ASSERT_TRUE(ha.ok() && hb.ok());
+        ASSERT_EQ(ha->size(), hb->size()) << key;
+        for (size_t i = 0; i < ha->size(); ++i) {
+          ASSERT_EQ((*ha)[i].time_ms, (*hb)[i].time_ms) << key << " #" << i;
+          ASSERT_TRUE((*ha)[i].value == (*hb)[i].value) << key << " #" << i;
+        }
+        if (type == KeyType::kBoolean) {
+          Result<HistoryQuery> q = PlanBuckets(key, from, to, "1d", "", 100000);
+          Result<json> ta = Timespans(*ref_, *q, InputValue(true));
+          Result<json> tb = Timespans(*cold_, *q, InputValue(true));
+          ASSERT_TRUE(ta.ok() && tb.ok());
+          ASSERT_TRUE(SameJson(*ta, *tb, "timespans"));
+        }
+      }
+      if (!raw_too) continue;
+      std::mt19937 rng(7);
+      for (int i = 0; i < 200; ++i) {
+        int64_t t = kNow - kSpan - kDay + static_cast<int64_t>(rng() % (kSpan + kDay));
+        Result<std::optional<Sample>> a = ref_->At(key, t);
+        Result<std::optional<Sample>> b = cold_->At(key, t);
+        ASSERT_TRUE(a.ok() && b.ok());
+        ASSERT_EQ(a->has_value(), b->has_value()) << key << " at " << t;
+        if (*a) {
+          ASSERT_EQ((*a)->time_ms, (*b)->time_ms) << key << " at " << t;
+          ASSERT_TRUE((*a)->value == (*b)->value) << key << " at " << t;
+        }
+      }
+    }
+  }
+
+  TempDir dir_;
+  FakeClock clock_{kNow};
+  std::unique_ptr<Store> ref_, cold_;
+};
+
+TEST_F(ColdTest, CompactedHistoryAnswersLikeHotHistory) {
+  Generate(1);
+  ExpectSameAnswers("before compaction");
+  Result<CompactionReport> r = cold_->Compact();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GT(r->segments_written, 0);
+  EXPECT_GT(r->changes, 10000u);
+  // The cold store now holds all but the hot window (two days, from midnight).
+  EXPECT_EQ(r->cold_to_ms, kNow - 2 * kDay);
+  std::vector<SegmentListing> segs = cold_->Segments();
+  ASSERT_FALSE(segs.empty());
+  // Whole months were merged: January and February 2026 are one segment each.
+  int months = 0;
+  for (const auto& s : segs) months += s.to_ms - s.from_ms > 27 * kDay;
+  EXPECT_EQ(months, 2);
+  ExpectSameAnswers("after compaction");
+
+  // Nothing more to do: a second compaction writes nothing.
+  Result<CompactionReport> again = cold_->Compact();
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->segments_written, 0);
+
+  // A late change inside cold time is seen at once, and the next
+  // compaction folds it in.
+  Put("temp", kNow - 20 * kDay + 123, 99.25);
+  Put("door", kNow - 50 * kDay + 456, true);
+  ExpectSameAnswers("late changes, before they are compacted");
+  ASSERT_TRUE(cold_->Compact().ok());
+  ExpectSameAnswers("late changes compacted");
+
+  // A day later, the next day moves.
+  clock_.Set(kNow + kDay);
+  Put("temp", kNow + kHour, 21.5);
+  r = cold_->Compact();
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->cold_to_ms, kNow - kDay);
+  ExpectSameAnswers("a day later");
+
+  // After a restart: the same answers, and the current values came back
+  // from segments for keys that were quiet for longer than the hot window.
+  cold_.reset();
+  cold_ = Open(dir_.path() + "/cold", &clock_);
+  ASSERT_NE(cold_, nullptr);
+  for (const char* key : {"temp", "energy", "door", "mode", "hum"}) {
+    Result<KeyInfo> a = ref_->Get(key);
+    Result<KeyInfo> b = cold_->Get(key);
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_TRUE(a->last && b->last) << key;
+    EXPECT_EQ(a->last->time_ms, b->last->time_ms) << key;
+    ASSERT_TRUE(a->previous && b->previous) << key;
+    EXPECT_EQ(a->previous->time_ms, b->previous->time_ms) << key;
+  }
+  ExpectSameAnswers("after a restart");
+}
+
+TEST_F(ColdTest, ChangedOptionsFallBackToRawChanges) {
+  Generate(2);
+  ASSERT_TRUE(cold_->Compact().ok());
+  // stale_after changes what the rollups hold: they must not answer now.
+  for (Store* s : {ref_.get(), cold_.get()}) {
+    ASSERT_TRUE(s->Define("hum", std::nullopt, {{"stale_after", 3600}}).ok());
+    ASSERT_TRUE(s->Define("energy", std::nullopt, {{"reset_tolerance", 0}}).ok());
+  }
+  ExpectSameAnswers("after a change of options");
+}
+
+TEST_F(ColdTest, RetentionDropsRawChangesButRollupsStillAnswer) {
+  Generate(3);
+  ASSERT_TRUE(cold_->Compact().ok());
+  cold_.reset();
+  ColdOptions keep;
+  keep.raw_retention_ms = 30 * kDay;
+  keep.rollup_5m_retention_ms = 0;
+  cold_ = Open(dir_.path() + "/cold", &clock_, keep);
+  ASSERT_NE(cold_, nullptr);
+  Result<CompactionReport> r = cold_->Compact();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GT(r->segments_written, 0);
+  // Raw changes older than 30 days are gone ...
+  Result<std::vector<Sample>> old = cold_->History("temp", kNow - kSpan, kNow - 40 * kDay, 10);
+  ASSERT_TRUE(old.ok());
+  EXPECT_TRUE(old->empty());
+  // ... but every aggregate still equals the reference's, and the state of
+  // a key at the start of what is kept is still known.
+  ExpectSameAnswers("after retention", /*raw_too=*/false);
+  Result<std::optional<Sample>> door = cold_->At("door", kNow - 29 * kDay);
+  ASSERT_TRUE(door.ok() && door->has_value());
+}
+
+TEST_F(ColdTest, DeletedKeyLeavesNothingBehindInSegments) {
+  Generate(4);
+  ASSERT_TRUE(cold_->Compact().ok());
+  ASSERT_TRUE(cold_->Delete("temp").ok());
+  EXPECT_FALSE(cold_->Get("temp").ok());
+  PutOptions o;
+  o.time_ms = kNow - kHour;
+  ASSERT_TRUE(cold_->Put("temp", InputValue(5.0), o).ok());
+  Result<std::vector<Sample>> h = cold_->History("temp", 0, kNow + 1, 100);
+  ASSERT_TRUE(h.ok());
+  ASSERT_EQ(h->size(), 1u);
+  Result<std::optional<Sample>> at = cold_->At("temp", kNow - 10 * kDay);
+  ASSERT_TRUE(at.ok());
+  EXPECT_FALSE(at->has_value());
+  for (const SegmentListing& s : cold_->Segments()) {
+    for (const SegmentKeyInfo& k : s.keys) EXPECT_NE(k.key, "temp") << s.name;
+  }
+  // Still so after a restart and a compaction.
+  cold_.reset();
+  cold_ = Open(dir_.path() + "/cold", &clock_);
+  ASSERT_NE(cold_, nullptr);
+  ASSERT_TRUE(cold_->Compact().ok());
+  h = cold_->History("temp", 0, kNow + 1, 100);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->size(), 1u);
+}
+
+TEST_F(ColdTest, DamagedSegmentIsQuarantinedAndTheRestServed) {
+  Generate(5);
+  ASSERT_TRUE(cold_->Compact().ok());
+  std::vector<SegmentListing> segs = cold_->Segments();
+  ASSERT_GE(segs.size(), 3u);
+  cold_.reset();
+  // Flip bytes in the middle of the last day segment's data file.
+  const std::string victim = dir_.path() + "/cold/segments/" + segs.back().name + ".kkd";
+  {
+    std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f.good());
+    f.seekg(0, std::ios::end);
+    auto size = static_cast<int64_t>(f.tellg());
+    for (int64_t at = size / 3; at < size; at += size / 7) {
+      f.seekp(at);
+      f.put('\x5a');
+    }
+  }
+  cold_ = Open(dir_.path() + "/cold", &clock_);
+  ASSERT_NE(cold_, nullptr);
+  // Reads of the damaged range fail or find it quarantined; afterwards the
+  // segment is in quarantine and everything else still answers.
+  (void)cold_->History("temp", segs.back().from_ms, segs.back().to_ms, 100000);
+  (void)cold_->History("temp", segs.back().from_ms, segs.back().to_ms, 100000);
+  EXPECT_FALSE(cold_->ColdWarnings().empty());
+  EXPECT_TRUE(std::filesystem::exists(dir_.path() + "/cold/quarantine/" + segs.back().name +
+                                      ".kkd"));
+  Result<std::vector<Sample>> first = cold_->History("temp", segs[0].from_ms, segs[0].to_ms, 10);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->size(), 10u);
+}
+
+TEST_F(ColdTest, LeftoversOfAnUnfinishedCompactionAreRemovedAtOpen) {
+  Generate(6);
+  ASSERT_TRUE(cold_->Compact().ok());
+  cold_.reset();
+  const std::string dir = dir_.path() + "/cold/segments/";
+  for (const char* name : {"20990101T000000Z-20990102T000000Z-g999.kkd",
+                           "20990101T000000Z-20990102T000000Z-g999.kki", "MANIFEST.tmp"}) {
+    std::ofstream(dir + name) << "half-written";
+  }
+  cold_ = Open(dir_.path() + "/cold", &clock_);
+  ASSERT_NE(cold_, nullptr);
+  EXPECT_FALSE(std::filesystem::exists(dir + "20990101T000000Z-20990102T000000Z-g999.kkd"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "MANIFEST.tmp"));
+  ExpectSameAnswers("after removing leftovers");
+}
+
+TEST_F(ColdTest, SecondStoreOnTheSameDataIsRefused) {
+  Result<std::unique_ptr<Store>> again = Store::Open(
+      [&] {
+        StoreOptions o;
+        o.data_dir = dir_.path() + "/cold";
+        return o;
+      }(),
+      nullptr);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.status().reason(), "locked");
+}
+
+}  // namespace
+}  // namespace komoku::store
