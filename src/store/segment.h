@@ -116,7 +116,9 @@ class SegmentWriter {
                                                        const SegmentWriteOptions& options = {});
   virtual ~SegmentWriter() = default;
   // Refused (InvalidArgument) for a name not greater than the last one, or
-  // changes out of time order or outside the range.
+  // changes out of time order or outside the range, values not of the key's
+  // type, rollup starts not increasing; a refused key writes nothing and the
+  // writer stays usable. An I/O error is sticky: later calls return it.
   virtual Status AddKey(const SegmentKeyData& data) = 0;
   virtual Status Finish() = 0;
   // Bytes written so far to both files.
@@ -145,8 +147,9 @@ struct SegmentKeyMeta {
 };
 
 // A segment open for reading: both files mapped. Thread-safe (immutable).
-// Every read checks the checksum of each block it decodes and returns
-// Corruption naming the file and offset when one is wrong.
+// Every read checks the bounds and checksum of each block it decodes and
+// returns Corruption (the "data loss" of a damaged file) naming the file and
+// offset when one is wrong; a damaged file never crashes a reader.
 class Segment {
  public:
   static Result<std::shared_ptr<const Segment>> Open(const std::string& base);
@@ -158,7 +161,8 @@ class Segment {
   virtual uint64_t file_bytes() const = 0;
 
   // Checks everything: the index is valid KeyKa, every block's checksum,
-  // every block decodes. Corruption with the place of the first problem.
+  // every block decodes and agrees with the index and the key's metadata.
+  // Corruption with the place of the first problem.
   virtual Status Verify() const = 0;
 
   virtual std::vector<SegmentKeyInfo> Keys() const = 0;

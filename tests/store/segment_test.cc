@@ -1,0 +1,625 @@
+// Cold segment files: round trips of every key type, the read paths against
+// brute force over the written data, writer refusals, and damaged files
+// (truncations and bit flips in both files), which must give an error and
+// never a crash.
+#include "store/segment.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <filesystem>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "keyka/reader.h"
+#include "store_test_util.h"
+
+namespace komoku::store {
+namespace {
+
+using testing::TempDir;
+
+constexpr int64_t kFrom = 1'700'000'000'000;
+constexpr int64_t kTo = kFrom + 7 * 86'400'000;
+
+uint64_t Bits(double d) {
+  uint64_t b;
+  std::memcpy(&b, &d, 8);
+  return b;
+}
+
+// Values equal bit for bit (doubles compared by their bits).
+void ExpectSameValue(const Value& a, const Value& b, const std::string& where) {
+  ASSERT_EQ(a.index(), b.index()) << where;
+  if (const auto* d = std::get_if<double>(&a)) {
+    EXPECT_EQ(Bits(*d), Bits(std::get<double>(b))) << where << ": " << *d << " vs "
+                                                    << std::get<double>(b);
+  } else {
+    EXPECT_EQ(a, b) << where;
+  }
+}
+
+void ExpectSameRollup(const Rollup& a, const Rollup& b, const std::string& where) {
+  EXPECT_TRUE(a == b) << where << " start " << a.start_ms;
+  for (auto [x, y] : {std::pair{a.sum, b.sum}, {a.min, b.min}, {a.max, b.max},
+                      {a.integral, b.integral}, {a.increase, b.increase}, {a.high, b.high}}) {
+    EXPECT_EQ(Bits(x), Bits(y)) << where << " start " << a.start_ms;
+  }
+  ASSERT_EQ(a.first.has_value(), b.first.has_value()) << where;
+  if (a.first) ExpectSameValue(*a.first, *b.first, where + " first");
+  ASSERT_EQ(a.last.has_value(), b.last.has_value()) << where;
+  if (a.last) ExpectSameValue(*a.last, *b.last, where + " last");
+}
+
+void ExpectSameKey(const SegmentKeyData& a, const SegmentKeyData& b) {
+  const std::string w = "key " + a.key;
+  EXPECT_EQ(a.key, b.key);
+  EXPECT_EQ(a.type, b.type) << w;
+  EXPECT_EQ(a.stale_after_ms, b.stale_after_ms) << w;
+  EXPECT_EQ(Bits(a.reset_tolerance), Bits(b.reset_tolerance)) << w;
+  EXPECT_EQ(a.raw_dropped, b.raw_dropped) << w;
+  ASSERT_EQ(a.carry.has_value(), b.carry.has_value()) << w;
+  if (a.carry) {
+    EXPECT_EQ(a.carry->time_ms, b.carry->time_ms) << w;
+    ExpectSameValue(a.carry->value, b.carry->value, w + " carry");
+  }
+  ASSERT_EQ(a.changes.size(), b.changes.size()) << w;
+  for (size_t i = 0; i < a.changes.size(); ++i) {
+    ASSERT_EQ(a.changes[i].time_ms, b.changes[i].time_ms) << w << " change " << i;
+    ExpectSameValue(a.changes[i].value, b.changes[i].value, w + " change " + std::to_string(i));
+  }
+  ASSERT_EQ(a.rollups.size(), b.rollups.size()) << w;
+  for (size_t r = 0; r < a.rollups.size(); ++r) {
+    EXPECT_EQ(a.rollups[r].first, b.rollups[r].first) << w;
+    ASSERT_EQ(a.rollups[r].second.size(), b.rollups[r].second.size()) << w;
+    for (size_t i = 0; i < a.rollups[r].second.size(); ++i) {
+      ExpectSameRollup(a.rollups[r].second[i], b.rollups[r].second[i], w);
+    }
+  }
+}
+
+// Times from kFrom, about `step_ms` apart with jitter, some repeated.
+std::vector<int64_t> Times(std::mt19937_64& rng, size_t n, int64_t step_ms) {
+  std::vector<int64_t> t;
+  int64_t now = kFrom + 1234;
+  for (size_t i = 0; i < n; ++i) {
+    t.push_back(now);
+    if (rng() % 50 != 0) now += step_ms + static_cast<int64_t>(rng() % 600) - 300;
+  }
+  return t;
+}
+
+std::vector<Sample> Numbers(std::mt19937_64& rng, size_t n, const std::function<double(size_t)>& f) {
+  std::vector<Sample> out;
+  std::vector<int64_t> t = Times(rng, n, 10'000);
+  for (size_t i = 0; i < n; ++i) out.push_back({t[i], f(i)});
+  return out;
+}
+
+std::vector<Rollup> MakeRollups(std::mt19937_64& rng, KeyType type, int64_t res, size_t n) {
+  std::vector<Rollup> out;
+  int64_t start = kFrom - kFrom % res;
+  std::uniform_int_distribution<int> cents(1500, 2500);
+  for (size_t i = 0; i < n; ++i) {
+    Rollup r;
+    r.start_ms = start;
+    start += res * (rng() % 10 == 0 ? 3 : 1);
+    r.count = static_cast<int64_t>(rng() % 40);
+    r.changes = r.count - (r.count > 0 ? static_cast<int64_t>(rng() % 2) : 0);
+    r.known_ms = rng() % 7 == 0 ? static_cast<int64_t>(rng() % res) : res;
+    r.unknown_ms = res - r.known_ms;
+    if (type == KeyType::kNumeric || type == KeyType::kCounter) {
+      if (r.count > 0) {
+        double sum = 0;
+        for (int64_t c = 0; c < r.count; ++c) sum += cents(rng) / 100.0;
+        r.sum = sum;
+        r.min = cents(rng) / 100.0;
+        r.max = r.min + cents(rng) / 100.0;
+        r.first = cents(rng) / 100.0;
+        r.last = cents(rng) / 100.0;
+        r.integral = (cents(rng) / 100.0) * static_cast<double>(r.known_ms);
+      }
+      if (type == KeyType::kCounter) {
+        r.increase = (rng() % 100) / 10.0;
+        if (i > 0) r.high = 1000 + static_cast<double>(i) / 4;
+      }
+    } else {
+      const bool boolean = type != KeyType::kString;
+      auto text = [&](uint64_t v) {
+        return boolean ? std::string(v % 2 ? "true" : "false") : "state-" + std::to_string(v % 5);
+      };
+      auto value = [&](uint64_t v) {
+        return boolean ? Value(v % 2 == 1) : Value(text(v));
+      };
+      if (r.count > 0) {
+        r.first = value(rng());
+        r.last = value(rng());
+      }
+      std::set<std::string> seen;
+      for (int e = static_cast<int>(rng() % 3); e >= 0; --e) seen.insert(text(rng()));
+      for (const auto& s : seen) r.ms_per_value.emplace_back(s, static_cast<int64_t>(rng() % res));
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::vector<std::pair<int64_t, std::vector<Rollup>>> AllRollups(std::mt19937_64& rng, KeyType type,
+                                                                size_t n5m) {
+  return {{kRollupResolutionsMs[0], MakeRollups(rng, type, kRollupResolutionsMs[0], n5m)},
+          {kRollupResolutionsMs[1], MakeRollups(rng, type, kRollupResolutionsMs[1], n5m / 12 + 1)},
+          {kRollupResolutionsMs[2], MakeRollups(rng, type, kRollupResolutionsMs[2], 7)}};
+}
+
+// One key of each shape the format cares about, names in order.
+std::vector<SegmentKeyData> TestKeys(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<SegmentKeyData> keys;
+  auto add = [&](std::string name, KeyType type) -> SegmentKeyData& {
+    SegmentKeyData d;
+    d.key = std::move(name);
+    d.type = type;
+    d.stale_after_ms = 3'600'000;
+    keys.push_back(std::move(d));
+    return keys.back();
+  };
+  std::normal_distribution<double> noise(0, 0.05);
+  {
+    auto& d = add("a/temperature", KeyType::kNumeric);
+    double v = 21;
+    d.changes = Numbers(rng, 5000, [&](size_t) {
+      v += noise(rng);
+      return std::round(v * 100) / 100;
+    });
+    d.carry = Sample{kFrom - 5000, 20.5};
+    d.rollups = AllRollups(rng, KeyType::kNumeric, 300);
+  }
+  {
+    auto& d = add("b/doubles", KeyType::kNumeric);
+    std::uniform_real_distribution<double> u(-1e6, 1e6);
+    d.changes = Numbers(rng, 3000, [&](size_t) { return u(rng); });
+  }
+  {
+    auto& d = add("c/negative", KeyType::kNumeric);
+    d.changes = Numbers(rng, 2100, [&](size_t i) { return -40.0 - static_cast<double>(i % 97) / 10; });
+  }
+  {
+    auto& d = add("d/huge", KeyType::kNumeric);
+    const double specials[] = {1e300, -1e300, std::numeric_limits<double>::max(),
+                               std::numeric_limits<double>::denorm_min(), -0.0, 0.0,
+                               4611686018427387904.0, 9007199254740993.0, 1e-300, 123456.789012,
+                               std::numeric_limits<double>::infinity()};
+    d.changes = Numbers(rng, 1100, [&](size_t i) { return specials[i % std::size(specials)]; });
+  }
+  {
+    auto& d = add("e/energy", KeyType::kCounter);
+    double total = 1000;
+    d.changes = Numbers(rng, 2500, [&](size_t i) {
+      total = i % 700 == 699 ? 0.001 : total + static_cast<double>(rng() % 50) / 1000;
+      return total;
+    });
+    d.reset_tolerance = 0.5;
+    d.rollups = AllRollups(rng, KeyType::kCounter, 100);
+  }
+  {
+    auto& d = add("f/door", KeyType::kBoolean);
+    std::vector<int64_t> t = Times(rng, 3000, 100'000);
+    for (size_t i = 0; i < t.size(); ++i) d.changes.push_back({t[i], rng() % 3 != 0});
+    d.carry = Sample{kFrom - 1, false};
+    d.rollups = AllRollups(rng, KeyType::kBoolean, 50);
+  }
+  {
+    auto& d = add("g/heartbeat", KeyType::kUptime);
+    std::vector<int64_t> t = Times(rng, 100, 60'000);
+    for (size_t i = 0; i < t.size(); ++i) d.changes.push_back({t[i], i % 2 == 0});
+  }
+  {
+    auto& d = add("h/alarm", KeyType::kString);
+    const char* states[] = {"armed_home", "armed_away", "disarmed", "triggered", ""};
+    std::vector<int64_t> t = Times(rng, 2000, 30'000);
+    for (size_t i = 0; i < t.size(); ++i) d.changes.push_back({t[i], std::string(states[rng() % 5])});
+    d.rollups = AllRollups(rng, KeyType::kString, 40);
+  }
+  {
+    auto& d = add("i/log", KeyType::kString);
+    std::vector<int64_t> t = Times(rng, 1500, 1'000);
+    for (size_t i = 0; i < t.size(); ++i) {
+      d.changes.push_back({t[i], "line " + std::to_string(rng()) + std::string(rng() % 30, 'x')});
+    }
+  }
+  add("j/empty", KeyType::kNumeric);
+  add("k/carry-only", KeyType::kString).carry = Sample{kFrom - 86'400'000, std::string("idle")};
+  {
+    auto& d = add("l/dropped", KeyType::kNumeric);
+    d.raw_dropped = true;
+    d.carry = Sample{kFrom - 10, 3.25};
+    d.rollups = AllRollups(rng, KeyType::kNumeric, 200);
+    d.rollups.erase(d.rollups.begin());  // retention dropped the finest too
+  }
+  {
+    // A prefix of the next name: the index must keep their records apart.
+    add("m", KeyType::kNumeric).changes = {{kFrom, 1.0}, {kFrom + 1, 2.0}};
+    add("m/x", KeyType::kNumeric).changes = {{kFrom, 3.0}};
+  }
+  {
+    // A long run of equal times crosses the block size.
+    auto& d = add("n/burst", KeyType::kNumeric);
+    for (int i = 0; i < 1500; ++i) d.changes.push_back({kFrom + 100 + (i < 1000 ? 0 : i), i * 0.5});
+  }
+  return keys;
+}
+
+SegmentMeta TestMeta() { return SegmentMeta{kFrom, kTo, 4242}; }
+
+std::string WriteSegment(const std::string& base, const std::vector<SegmentKeyData>& keys,
+                         const SegmentMeta& meta = TestMeta()) {
+  Result<std::unique_ptr<SegmentWriter>> w = SegmentWriter::Create(base, meta, {false});
+  EXPECT_TRUE(w.ok()) << w.status().ToString();
+  if (!w.ok()) return base;
+  for (const auto& k : keys) {
+    Status st = (*w)->AddKey(k);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+  }
+  Status st = (*w)->Finish();
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return base;
+}
+
+std::shared_ptr<const Segment> OpenOk(const std::string& base) {
+  Result<std::shared_ptr<const Segment>> s = Segment::Open(base);
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  return s.ok() ? *s : nullptr;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void WriteFile(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+TEST(SegmentTest, RoundTripEveryType) {
+  TempDir dir;
+  const std::vector<SegmentKeyData> keys = TestKeys(1);
+  const std::string base = WriteSegment(dir.File("seg"), keys);
+  auto seg = OpenOk(base);
+  ASSERT_NE(seg, nullptr);
+  EXPECT_EQ(seg->meta().from_ms, kFrom);
+  EXPECT_EQ(seg->meta().to_ms, kTo);
+  EXPECT_EQ(seg->meta().max_seq, 4242u);
+  Status st = seg->Verify();
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  for (const auto& k : keys) {
+    EXPECT_TRUE(seg->HasKey(k.key)) << k.key;
+    Result<std::optional<SegmentKeyMeta>> meta = seg->KeyMeta(k.key);
+    ASSERT_TRUE(meta.ok() && meta->has_value()) << k.key;
+    EXPECT_EQ((*meta)->type, k.type);
+    EXPECT_EQ((*meta)->stale_after_ms, k.stale_after_ms);
+    EXPECT_EQ(Bits((*meta)->reset_tolerance), Bits(k.reset_tolerance));
+    EXPECT_EQ((*meta)->raw_dropped, k.raw_dropped);
+    EXPECT_EQ((*meta)->carry.has_value(), k.carry.has_value());
+    Result<SegmentKeyData> got = seg->ReadKey(k.key);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    ExpectSameKey(k, *got);
+  }
+  EXPECT_FALSE(seg->HasKey("a"));
+  Result<std::optional<SegmentKeyMeta>> absent = seg->KeyMeta("a");
+  ASSERT_TRUE(absent.ok());
+  EXPECT_FALSE(absent->has_value());
+  EXPECT_FALSE(seg->HasKey("m/"));
+  EXPECT_TRUE(seg->ReadKey("zz").status().IsNotFound());
+}
+
+TEST(SegmentTest, IndexIsValidKeyKa) {
+  TempDir dir;
+  const std::string base = WriteSegment(dir.File("seg"), TestKeys(2));
+  Result<keyka::Reader> r = keyka::Reader::Open(base + ".kki");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  keyka::Stats stats;
+  Status st = r->Verify(&stats);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  EXPECT_GT(stats.keys, 20u);
+}
+
+TEST(SegmentTest, KeysListsCountsAndBytes) {
+  TempDir dir;
+  const std::vector<SegmentKeyData> keys = TestKeys(3);
+  auto seg = OpenOk(WriteSegment(dir.File("seg"), keys));
+  ASSERT_NE(seg, nullptr);
+  std::vector<SegmentKeyInfo> infos = seg->Keys();
+  ASSERT_EQ(infos.size(), keys.size());
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_EQ(infos[i].key, keys[i].key);
+    EXPECT_EQ(infos[i].type, keys[i].type);
+    EXPECT_EQ(infos[i].changes, keys[i].changes.size());
+    EXPECT_EQ(infos[i].raw_bytes > 0, !keys[i].changes.empty()) << keys[i].key;
+    bool has_rollups = false;
+    for (const auto& r : keys[i].rollups) has_rollups |= !r.second.empty();
+    EXPECT_EQ(infos[i].rollup_bytes > 0, has_rollups) << keys[i].key;
+    if (keys[i].changes.empty()) {
+      EXPECT_FALSE(infos[i].first_ms);
+    } else {
+      EXPECT_EQ(infos[i].first_ms, keys[i].changes.front().time_ms);
+      EXPECT_EQ(infos[i].last_ms, keys[i].changes.back().time_ms);
+    }
+    bytes += infos[i].raw_bytes + infos[i].rollup_bytes;
+  }
+  EXPECT_LT(bytes, seg->file_bytes());
+}
+
+TEST(SegmentTest, ScanAndAtMatchBruteForce) {
+  TempDir dir;
+  const std::vector<SegmentKeyData> keys = TestKeys(4);
+  auto seg = OpenOk(WriteSegment(dir.File("seg"), keys));
+  ASSERT_NE(seg, nullptr);
+  std::mt19937_64 rng(99);
+  for (const auto& k : keys) {
+    if (k.changes.empty() && !k.carry) continue;
+    const int64_t lo = k.changes.empty() ? kFrom : k.changes.front().time_ms;
+    const int64_t hi = k.changes.empty() ? kFrom + 1000 : k.changes.back().time_ms + 1;
+    for (int trial = 0; trial < 40; ++trial) {
+      std::uniform_int_distribution<int64_t> when(lo - 5000, hi + 5000);
+      int64_t a = when(rng), b = when(rng);
+      if (trial == 0) a = b = lo;
+      if (a > b) std::swap(a, b);
+      if (trial % 7 == 3) b = a + 1;
+      // Scan: every change in [a, b) in order.
+      std::vector<Sample> want;
+      for (const auto& s : k.changes) {
+        if (s.time_ms >= a && s.time_ms < b) want.push_back(s);
+      }
+      std::vector<Sample> got;
+      ASSERT_TRUE(seg->Scan(k.key, a, b, [&](const Sample& s) {
+                       got.push_back(s);
+                       return true;
+                     }).ok());
+      ASSERT_EQ(got.size(), want.size()) << k.key << " [" << a << ", " << b << ")";
+      for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_EQ(got[i].time_ms, want[i].time_ms);
+        ExpectSameValue(got[i].value, want[i].value, k.key);
+      }
+      // Early stop after 3.
+      size_t calls = 0;
+      ASSERT_TRUE(seg->Scan(k.key, a, b, [&](const Sample&) { return ++calls < 3; }).ok());
+      EXPECT_EQ(calls, std::min<size_t>(3, want.size()));
+      // At: the last change at or before a, else the carry.
+      std::optional<Sample> at;
+      for (const auto& s : k.changes) {
+        if (s.time_ms <= a) at = s;
+      }
+      if (!at && k.carry && k.carry->time_ms <= a) at = k.carry;
+      Result<std::optional<Sample>> got_at = seg->At(k.key, a);
+      ASSERT_TRUE(got_at.ok()) << got_at.status().ToString();
+      ASSERT_EQ(got_at->has_value(), at.has_value()) << k.key << " at " << a;
+      if (at) {
+        EXPECT_EQ((*got_at)->time_ms, at->time_ms);
+        ExpectSameValue((*got_at)->value, at->value, k.key);
+      }
+    }
+  }
+  Result<std::optional<Sample>> none = seg->At("a/temperature", kFrom - 6000);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  Result<std::optional<Sample>> carry = seg->At("k/carry-only", kTo);
+  ASSERT_TRUE(carry.ok());
+  ASSERT_TRUE(carry->has_value());
+  EXPECT_EQ(std::get<std::string>((*carry)->value), "idle");
+  EXPECT_TRUE(seg->Scan("nope", kFrom, kTo, [](const Sample&) { return true; }).ok());
+}
+
+TEST(SegmentTest, ScanRollupsRanges) {
+  TempDir dir;
+  const std::vector<SegmentKeyData> keys = TestKeys(5);
+  auto seg = OpenOk(WriteSegment(dir.File("seg"), keys));
+  ASSERT_NE(seg, nullptr);
+  std::mt19937_64 rng(7);
+  for (const auto& k : keys) {
+    for (const auto& [res, rollups] : k.rollups) {
+      if (rollups.empty()) continue;
+      for (int trial = 0; trial < 20; ++trial) {
+        std::uniform_int_distribution<int64_t> when(rollups.front().start_ms - res,
+                                                    rollups.back().start_ms + res);
+        int64_t a = when(rng), b = when(rng);
+        if (trial == 0) a = rollups.front().start_ms, b = rollups.back().start_ms + 1;
+        if (a > b) std::swap(a, b);
+        std::vector<Rollup> want, got;
+        for (const auto& r : rollups) {
+          if (r.start_ms >= a && r.start_ms < b) want.push_back(r);
+        }
+        ASSERT_TRUE(seg->ScanRollups(k.key, res, a, b, [&](const Rollup& r) {
+                         got.push_back(r);
+                         return true;
+                       }).ok());
+        ASSERT_EQ(got.size(), want.size()) << k.key << " " << res;
+        for (size_t i = 0; i < got.size(); ++i) ExpectSameRollup(got[i], want[i], k.key);
+        size_t calls = 0;
+        ASSERT_TRUE(seg->ScanRollups(k.key, res, a, b, [&](const Rollup&) { return ++calls < 2; })
+                        .ok());
+        EXPECT_EQ(calls, std::min<size_t>(2, want.size()));
+      }
+    }
+    size_t calls = 0;
+    ASSERT_TRUE(seg->ScanRollups(k.key, 12345, kFrom, kTo, [&](const Rollup&) { return ++calls; })
+                    .ok());
+    EXPECT_EQ(calls, 0u);
+  }
+}
+
+TEST(SegmentTest, RollupEqualityTreatsNanHighAsEqual) {
+  Rollup a, b;
+  EXPECT_TRUE(a == b);
+  b.high = 1;
+  EXPECT_FALSE(a == b);
+  a.high = 1;
+  EXPECT_TRUE(a == b);
+}
+
+TEST(SegmentTest, EmptySegment) {
+  TempDir dir;
+  auto seg = OpenOk(WriteSegment(dir.File("seg"), {}));
+  ASSERT_NE(seg, nullptr);
+  EXPECT_TRUE(seg->Verify().ok());
+  EXPECT_TRUE(seg->Keys().empty());
+}
+
+TEST(SegmentTest, WriterRefusals) {
+  TempDir dir;
+  auto w = SegmentWriter::Create(dir.File("seg"), TestMeta(), {false});
+  ASSERT_TRUE(w.ok());
+  SegmentKeyData b;
+  b.key = "b";
+  ASSERT_TRUE((*w)->AddKey(b).ok());
+  auto refused = [&](SegmentKeyData d, const char* why) {
+    Status st = (*w)->AddKey(d);
+    EXPECT_TRUE(st.IsInvalidArgument()) << why << ": " << st.ToString();
+  };
+  SegmentKeyData d;
+  d.key = "a";
+  refused(d, "name before the last");
+  d.key = "b";
+  refused(d, "same name");
+  d.key = "c";
+  d.changes = {{kFrom + 10, 1.0}, {kFrom + 5, 2.0}};
+  refused(d, "out of order");
+  d.changes = {{kFrom - 1, 1.0}};
+  refused(d, "before from_ms");
+  d.changes = {{kTo, 1.0}};
+  refused(d, "at to_ms");
+  d.changes = {{kFrom, true}};
+  refused(d, "wrong type");
+  d.changes = {};
+  d.carry = Sample{kFrom, 1.0};
+  refused(d, "carry inside the range");
+  d.carry.reset();
+  d.rollups = {{300'000, {Rollup{}, Rollup{}}}};
+  refused(d, "rollup starts repeat");
+  d.rollups = {{0, {}}};
+  refused(d, "zero resolution");
+  d.rollups = {};
+  d.key = "with\0nul";
+  d.key.push_back('\0');
+  refused(d, "NUL in name");
+  d.key = "c";
+  d.changes = {{kFrom, 1.0}};
+  EXPECT_TRUE((*w)->AddKey(d).ok()) << "a refusal does not poison the writer";
+  ASSERT_TRUE((*w)->Finish().ok());
+  auto seg = OpenOk(dir.File("seg"));
+  ASSERT_NE(seg, nullptr);
+  EXPECT_EQ(seg->Keys().size(), 2u);
+  EXPECT_TRUE(SegmentWriter::Create(dir.File("x"), SegmentMeta{kTo, kFrom, 0}).status().IsInvalidArgument());
+}
+
+TEST(SegmentTest, UnfinishedWriterLeavesNothing) {
+  TempDir dir;
+  {
+    auto w = SegmentWriter::Create(dir.File("seg"), TestMeta(), {false});
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->AddKey(TestKeys(6)[0]).ok());
+    EXPECT_GT((*w)->bytes(), 0u);
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
+  EXPECT_TRUE(Segment::Open(dir.File("seg")).status().IsNotFound());
+}
+
+// A damaged copy must fail Open or Verify, and no read may crash on it.
+void ExpectDamageFound(const std::string& base, const std::string& what) {
+  Result<std::shared_ptr<const Segment>> seg = Segment::Open(base);
+  if (!seg.ok()) {
+    EXPECT_FALSE(seg.status().message().empty());
+    return;
+  }
+  Status verify = (*seg)->Verify();
+  EXPECT_FALSE(verify.ok()) << what;
+  // Whatever the reads say, they must return.
+  for (const auto& info : (*seg)->Keys()) {
+    (void)(*seg)->ReadKey(info.key);
+    (void)(*seg)->At(info.key, kFrom + 3'600'000);
+  }
+  for (const char* key : {"a/temperature", "h/alarm", "f/door"}) {
+    (void)(*seg)->Scan(key, kFrom, kTo, [](const Sample&) { return true; });
+    (void)(*seg)->ScanRollups(key, kRollupResolutionsMs[0], kFrom - 86'400'000, kTo,
+                              [](const Rollup&) { return true; });
+  }
+}
+
+// Small keys so that a few thousand damaged copies stay fast.
+std::vector<SegmentKeyData> SmallKeys() {
+  std::vector<SegmentKeyData> keys = TestKeys(8);
+  for (auto& k : keys) {
+    if (k.changes.size() > 1100) k.changes.resize(1100);
+    for (auto& r : k.rollups) {
+      if (r.second.size() > 20) r.second.resize(20);
+    }
+  }
+  return keys;
+}
+
+TEST(SegmentTest, TruncationIsCorruption) {
+  TempDir dir;
+  const std::string base = WriteSegment(dir.File("seg"), SmallKeys());
+  for (const char* ext : {".kkd", ".kki"}) {
+    const std::string path = base + ext;
+    const std::string good = ReadFile(path);
+    for (size_t len = 0; len < good.size(); len += 1 + len / 16) {
+      WriteFile(path, good.substr(0, len));
+      ExpectDamageFound(base, std::string(ext) + " cut at " + std::to_string(len));
+    }
+    WriteFile(path, good + "x");
+    ExpectDamageFound(base, std::string(ext) + " extended");
+    WriteFile(path, good);
+  }
+  EXPECT_TRUE(OpenOk(base)->Verify().ok());
+}
+
+// Flips bits of one byte of `path` in place.
+void FlipByte(const std::string& path, size_t offset, unsigned char mask) {
+  std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  f.get(c);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.put(static_cast<char>(c ^ mask));
+}
+
+TEST(SegmentTest, BitFlipsAreFound) {
+  TempDir dir;
+  const std::string base = WriteSegment(dir.File("seg"), SmallKeys());
+  std::mt19937_64 rng(12345);
+  for (const char* ext : {".kkd", ".kki"}) {
+    const std::string path = base + ext;
+    const size_t size = std::filesystem::file_size(path);
+    for (int i = 0; i < 1500; ++i) {
+      const size_t at = rng() % size;
+      const auto mask = static_cast<unsigned char>(1 << (rng() % 8));
+      FlipByte(path, at, mask);
+      ExpectDamageFound(base, std::string(ext) + " flip at " + std::to_string(at));
+      FlipByte(path, at, mask);
+      if (::testing::Test::HasFailure()) return;
+    }
+  }
+  EXPECT_TRUE(OpenOk(base)->Verify().ok());
+}
+
+TEST(SegmentTest, MismatchedFilesAreRefused) {
+  TempDir dir;
+  const std::string a = WriteSegment(dir.File("a"), SmallKeys());
+  const std::string b = WriteSegment(dir.File("b"), SmallKeys());
+  WriteFile(a + ".kki", ReadFile(b + ".kki"));
+  Result<std::shared_ptr<const Segment>> seg = Segment::Open(a);
+  EXPECT_TRUE(seg.status().IsCorruption()) << seg.status().ToString();
+}
+
+}  // namespace
+}  // namespace komoku::store
