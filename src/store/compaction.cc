@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <limits>
 #include <map>
 
 #include "store/cold_store.h"
@@ -117,6 +118,8 @@ Status Store::CompactHot(CompactionReport& report) {
     KeyType type;
     KeyOptions options;
     std::optional<Sample> carry;
+    // Counter: the highest value since the last reset where the day begins.
+    double high = std::numeric_limits<double>::quiet_NaN();
   };
   std::vector<KeyWork> keys;
   {
@@ -129,6 +132,12 @@ Status Store::CompactHot(CompactionReport& report) {
       Result<std::optional<Sample>> carry = AtMerged(k.id, k.name, *old, start - 1);
       if (!carry.ok()) return carry.status();
       k.carry = *carry;
+      if (k.type != KeyType::kCounter) continue;
+      KOMOKU_RETURN_IF_ERROR(old->ScanRollups(k.name, kDayMs, INT64_MIN / 4, start,
+                                              [&k](const Rollup& r) {
+                                                k.high = r.high;
+                                                return true;
+                                              }));
     }
   }
 
@@ -167,8 +176,11 @@ Status Store::CompactHot(CompactionReport& report) {
         if (!st.ok()) return st;
       }
       if (!data.carry && data.changes.empty()) continue;  // no value known yet
-      AddRollups(data, {k.type, k.options.stale_after_ms, k.options.reset_tolerance}, day,
-                 day + kDayMs);
+      RollupParams params{k.type, k.options.stale_after_ms, k.options.reset_tolerance, k.high};
+      AddRollups(data, params, day, day + kDayMs);
+      for (const auto& [res, rolls] : data.rollups) {
+        if (res == kDayMs && !rolls.empty()) k.high = rolls.back().high;
+      }
       KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(data));
       report.changes += data.changes.size();
       if (!data.changes.empty()) k.carry = data.changes.back();
@@ -378,7 +390,7 @@ void Store::CompactorLoop() {
     }
     if (!verified) {
       // Once after the start: every segment's checksums, in the background.
-      CheckSegments();
+      (void)VerifySegments();
       verified = true;
     }
     lock.lock();

@@ -580,8 +580,9 @@ class StateVisitor : public Visitor {
 // same rules as the visitors above, so a chunk equals what its changes give.
 class RollupVisitor : public Visitor {
  public:
-  RollupVisitor(KeyType type, const Buckets& buckets, double tolerance)
-      : numeric_(IsNumeric(type)),
+  RollupVisitor(KeyType type, const Buckets& buckets, double tolerance, double start_high)
+      : start_high_(start_high),
+        numeric_(IsNumeric(type)),
         counter_(type == KeyType::kCounter),
         buckets_(buckets),
         rolls_(buckets.size()),
@@ -591,6 +592,7 @@ class RollupVisitor : public Visitor {
   }
   void Carry(const Value* v) override {
     if (counter_ && v) increase_.Add(NumericAcc::AsNumber(*v));
+    if (counter_) increase_.SetHigh(start_high_);
     carry_high_ = increase_.high();
   }
   void Point(int64_t t, const Value& v, const Value* prev) override {
@@ -647,6 +649,7 @@ class RollupVisitor : public Visitor {
   }
 
  private:
+  const double start_high_;
   const bool numeric_;
   const bool counter_;
   const Buckets& buckets_;
@@ -666,7 +669,7 @@ std::vector<Rollup> ComputeRollups(const RollupParams& params, const std::option
     starts.push_back(std::max(b, from_ms));
   }
   Buckets buckets(starts, to_ms);
-  RollupVisitor visitor(params.type, buckets, params.reset_tolerance);
+  RollupVisitor visitor(params.type, buckets, params.reset_tolerance, params.start_high);
   VectorSource source(carry, changes);
   // Everything in the range is past: nothing is cut at "now".
   (void)WalkRegions(source, params.stale_after_ms, from_ms, to_ms, to_ms, visitor, {});

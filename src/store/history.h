@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -98,6 +99,10 @@ struct RollupParams {
   KeyType type = KeyType::kNumeric;
   int64_t stale_after_ms = 0;
   double reset_tolerance = 0;
+  // Counter: the highest value since the last reset at from_ms, as the
+  // rollups before it left it (Rollup::high), so that a glitch across the
+  // border is judged as one walk over both would; NaN: the carry's value.
+  double start_high = std::numeric_limits<double>::quiet_NaN();
 };
 
 // The rollups of [from_ms, to_ms) at `resolution_ms` (buckets aligned to the

@@ -464,7 +464,7 @@ Status Store::ScanMerged(int64_t id, std::string_view key, const ColdState& cold
       return go_on;
     });
     if (!st.ok()) {
-      if (st.IsCorruption()) CheckSegments();
+      if (st.IsCorruption()) (void)VerifySegments();
       return st;
     }
     while (go_on && i < late->size()) go_on = fn((*late)[i++]);
@@ -483,7 +483,7 @@ Result<std::optional<Sample>> Store::AtMerged(int64_t id, std::string_view key,
   if (*hot && (*hot)->time_ms >= mark.cold_to) return hot;
   Result<std::optional<Sample>> cold_at = cold.At(key, time_ms);
   if (!cold_at.ok()) {
-    if (cold_at.status().IsCorruption()) CheckSegments();
+    if (cold_at.status().IsCorruption()) (void)VerifySegments();
     return cold_at.status();
   }
   // The later of the two; at the same time the hot one was put later.
@@ -564,16 +564,20 @@ Status Store::ScanRollups(std::string_view key, int64_t resolution_ms, int64_t f
   std::shared_lock<std::shared_mutex> lock(cold_rw_);
   std::shared_ptr<const ColdState> cold = cold_->state();
   Status st = cold->ScanRollups(key, resolution_ms, from_ms, to_ms, fn);
-  if (st.IsCorruption()) CheckSegments();
+  if (st.IsCorruption()) (void)VerifySegments();
   return st;
 }
 
-void Store::CheckSegments() const {
+int Store::VerifySegments() const {
   std::shared_ptr<const ColdState> cold = cold_->state();
+  int damaged = 0;
   for (const auto& seg : cold->segments) {
     Status st = seg->Verify();
-    if (!st.ok()) cold_->Quarantine(*seg, st);
+    if (st.ok()) continue;
+    cold_->Quarantine(*seg, st);
+    ++damaged;
   }
+  return damaged;
 }
 
 std::vector<SegmentListing> Store::Segments() const { return ListSegments(*cold_->state()); }

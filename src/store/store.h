@@ -205,6 +205,9 @@ class Store {
   Result<CompactionReport> Compact();
   // The live segments, oldest first.
   std::vector<SegmentListing> Segments() const;
+  // Checks every live segment's checksums (the compactor does so once after
+  // the start); a damaged one goes to quarantine. Returns how many did.
+  int VerifySegments() const;
   // Problems with cold history (quarantined segments), for health checks.
   std::vector<std::string> ColdWarnings() const;
 
@@ -275,9 +278,6 @@ class Store {
                     const std::function<bool(const Sample&)>& fn) const;
   Result<std::optional<Sample>> AtMerged(int64_t id, std::string_view key, const ColdState& cold,
                                          int64_t time_ms) const;
-  // After a DataLoss from cold reads: verifies the segments and quarantines
-  // the damaged ones.
-  void CheckSegments() const;
   // The compaction steps (compaction.cc); require compact_mu_.
   Status CompactHot(CompactionReport& report);
   Status MergeMonths(CompactionReport& report);
