@@ -147,10 +147,7 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
   return store;
 }
 
-Store::~Store() {
-  Close();
-  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
-}
+Store::~Store() { Close(); }
 
 std::string Store::LockPath(const std::string& data_dir) {
   return (std::filesystem::path(data_dir) / "LOCK").string();
@@ -679,6 +676,8 @@ void Store::Close() {
   if (timer_.joinable()) timer_.join();
   if (compactor_.joinable()) compactor_.join();
   if (hot_) hot_->Close();
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock: the directory is free
+  lock_fd_ = -1;
 }
 
 }  // namespace komoku::store

@@ -405,7 +405,7 @@ TEST(ConfigTest, ExampleUncommentedParsesToTheDefaults) {
       uncommented += line + "\n";
     }
   }
-  EXPECT_EQ(keys, 16);
+  EXPECT_EQ(keys, 20);
   Config c = ParseOk(uncommented);
   EXPECT_EQ(Dump(c), Dump(DefaultConfig())) << uncommented;
 }
@@ -416,7 +416,9 @@ TEST(ConfigTest, DocsListEveryKey) {
        {"mqtt.broker", "mqtt.client_id", "mqtt.username", "mqtt.password", "mqtt.password_file",
         "mqtt.prefix", "mqtt.session_expiry", "mqtt.keep_alive", "mqtt.max_payload_bytes",
         "store.data_dir", "store.commit_interval_ms", "store.commit_max_rows",
-        "store.checkpoint_interval", "http.listen", "http.max_points", "log.level"}) {
+        "store.checkpoint_interval", "store.hot_window_hours", "store.compact_interval",
+        "store.raw_retention_days", "store.rollup_5m_retention_days", "http.listen",
+        "http.max_points", "log.level"}) {
     EXPECT_NE(docs.find(std::string("| `") + key + "` |"), std::string::npos) << key;
   }
   EXPECT_NE(docs.find("| `mqtt.keep_alive` | integer | `30` | 5..3600 |"), std::string::npos);
