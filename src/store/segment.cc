@@ -294,7 +294,7 @@ class SegmentWriterImpl final : public SegmentWriter {
         text += TextBytes(c[j].value);
         ++j;
       }
-      uint64_t loc;
+      uint64_t loc = 0;
       KOMOKU_RETURN_IF_ERROR(
           WriteBlock(kBlockRaw, segment_internal::EncodeRawBlock(d.type, &c[i], j - i), &loc));
       m.raw_bytes += loc >> kLocatorOffsetBits;
@@ -316,7 +316,7 @@ class SegmentWriterImpl final : public SegmentWriter {
           entries_in += rollups[j].ms_per_value.size();
           ++j;
         }
-        uint64_t loc;
+        uint64_t loc = 0;
         KOMOKU_RETURN_IF_ERROR(WriteBlock(
             kBlockRollup, segment_internal::EncodeRollupBlock(d.type, &rollups[i], j - i), &loc));
         m.rollup_bytes += loc >> kLocatorOffsetBits;
@@ -327,7 +327,7 @@ class SegmentWriterImpl final : public SegmentWriter {
     }
     // Rollup records sort by resolution position, then time: the order they
     // were made in. Raw records come before them (0x01 < 0x10).
-    uint64_t meta_loc;
+    uint64_t meta_loc = 0;
     KOMOKU_RETURN_IF_ERROR(WriteBlock(kBlockMeta, segment_internal::EncodeKeyMeta(m), &meta_loc));
     KOMOKU_RETURN_IF_ERROR(packer_.Add(MetaKey(d.key), meta_loc));
     for (const auto& [key, loc] : entries) KOMOKU_RETURN_IF_ERROR(packer_.Add(key, loc));
