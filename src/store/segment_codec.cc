@@ -45,9 +45,14 @@ const CrcTables& Tables() {
 
 // ---------------------------------------------------------------- limits
 
-// Most items (samples, rollups, ms_per_value entries) one block may decode
-// to; the writer stays far below (segment.cc cuts blocks at 1024).
-constexpr uint64_t kMaxItems = uint64_t{1} << 20;
+// Most items (samples, ms_per_value entries) one block may decode to, and
+// most rollups: the writer cuts blocks at 1024 items, 65,536 ms_per_value
+// entries, or after a run of at most 60,000 changes at one time
+// (segment.cc). The limits bound what a crafted payload that passes the CRC
+// can make a reader allocate (a Rollup is ~200 bytes, all-zero columns cost
+// no bits).
+constexpr uint64_t kMaxItems = uint64_t{1} << 17;
+constexpr uint64_t kMaxRollups = uint64_t{1} << 12;
 // Most string bytes one block may decode to (the writer cuts blocks at about
 // 1 MiB of text and refuses single strings over 16 MiB).
 constexpr uint64_t kMaxTextBytes = uint64_t{64} << 20;
@@ -912,7 +917,7 @@ std::string EncodeRollupBlock(KeyType type, const Rollup* rollups, size_t n) {
 Status DecodeRollupBlock(KeyType type, std::string_view payload, std::vector<Rollup>* out) {
   BitReader r(payload);
   uint64_t n;
-  if (!ReadCount(r, &n)) return Bad("rollup block: count");
+  if (!ReadCount(r, &n) || n > kMaxRollups) return Bad("rollup block: count");
   std::vector<Rollup> v(n);
   std::vector<uint64_t> x;
   auto ints = [&](auto set) {
