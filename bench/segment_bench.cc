@@ -255,8 +255,24 @@ int main() {
   rollups_only.changes.clear();
   rollups_only.raw_dropped = true;
 
+  // The same values on an exact 10 s grid: what the values alone cost.
+  komoku::bench::SensorOptions steady_opt = opt;
+  steady_opt.jitter_ms = 0;
+  SegmentKeyData steady = raw;
+  steady.changes.clear();
+  for (const auto& r : komoku::bench::GenerateSensorYear(steady_opt)) {
+    steady.changes.push_back({r.time_ms, r.value});
+  }
+
   double write_s = 0;
   const uint64_t raw_bytes = WriteSegment(dir + "/raw", meta, raw, &write_s);
+  const uint64_t steady_bytes = WriteSegment(dir + "/steady", meta, steady, nullptr);
+  uint64_t raw_block_bytes = 0;
+  {
+    auto seg = Segment::Open(dir + "/raw");
+    Check(seg.status(), "open");
+    for (const auto& info : (*seg)->Keys()) raw_block_bytes += info.raw_bytes;
+  }
   const uint64_t full_bytes = WriteSegment(dir + "/full", meta, full, nullptr);
   const uint64_t rollup_bytes = WriteSegment(dir + "/rollups", meta, rollups_only, nullptr);
   const uint64_t sqlite_bytes = LoadSqlite(dir + "/hot.db", changes);
@@ -291,11 +307,15 @@ int main() {
   row("segment: raw (both files)", static_cast<double>(raw_bytes));
   row("segment: raw + rollups 5m/1h/1d", static_cast<double>(full_bytes));
   row("segment: rollups only (raw dropped)", static_cast<double>(rollup_bytes));
+  row("segment: raw, the same without time jitter", static_cast<double>(steady_bytes));
   row("baseline: SQLite hot-store changes table", static_cast<double>(sqlite_bytes));
   row("baseline: zigzag varints of the deltas", static_cast<double>(varint_bytes));
   row("baseline: order-0 entropy of the deltas", entropy_bps * dn);
   std::printf("\n  time deltas %.2f bits, value deltas %.2f bits (order-0, per reading)\n", h_t,
               h_v);
+  std::printf("  raw: blocks %.3f B/reading, index + header + key metadata %.3f B/reading\n",
+              static_cast<double>(raw_block_bytes) / dn,
+              static_cast<double>(raw_bytes - raw_block_bytes) / dn);
   std::printf("  rollups: %zu records, %.2f bytes each\n", rollup_records,
               static_cast<double>(rollup_bytes) / static_cast<double>(rollup_records));
   std::printf("  raw / entropy %.3f, raw / SQLite %.4f (SQLite is %.1fx larger)\n",
