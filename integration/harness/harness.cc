@@ -188,7 +188,9 @@ bool Broker::Restart() {
   return WaitFor([&] { return Launch(); }, std::chrono::milliseconds(10000));
 }
 
-Komoku::Komoku(const TempDir& dir, const Broker& broker, std::string extra_yaml) : dir_(dir) {
+Komoku::Komoku(const TempDir& dir, const Broker& broker, std::string extra_yaml,
+               std::string store_yaml)
+    : dir_(dir) {
   config_path_ = dir.File("komoku.yaml");
   ready_path_ = dir.File("komoku.ready");
   std::ofstream(config_path_) << "mqtt:\n"
@@ -196,6 +198,7 @@ Komoku::Komoku(const TempDir& dir, const Broker& broker, std::string extra_yaml)
                               << "  client_id: komoku-it\n"
                               << "store:\n"
                               << "  data_dir: " << dir.File("data") << "\n"
+                              << store_yaml
                               << "http:\n"
                               << "  listen: 127.0.0.1:0\n"
                               << "log:\n"

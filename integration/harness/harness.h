@@ -86,8 +86,10 @@ class Broker {
 // The komoku binary with its own config and data dir inside `dir`.
 class Komoku {
  public:
-  // `extra_yaml` is appended to the generated config (e.g. more sections).
-  Komoku(const TempDir& dir, const Broker& broker, std::string extra_yaml = "");
+  // `extra_yaml` is appended to the generated config (e.g. more sections);
+  // `store_yaml` holds more keys of its `store:` section ("  key: value\n").
+  Komoku(const TempDir& dir, const Broker& broker, std::string extra_yaml = "",
+         std::string store_yaml = "");
   ~Komoku();
 
   // Starts the process and waits until HTTP answers and the set

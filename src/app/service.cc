@@ -148,6 +148,15 @@ int RunService(const Config& config, const RunOptions& options) {
     st = WriteReadyFile(options.ready_file, (*http)->port());
     if (!st.ok()) log.main->warn("{}", st.ToString());
   }
+  // The data directory's lock file says who holds it and where its HTTP API
+  // is, so `komoku compact` can ask this process (also with port 0).
+  // Written in place: a rename would put a new, unlocked file at the path.
+  {
+    std::ofstream lock(store::Store::LockPath(config.store_data_dir), std::ios::trunc);
+    lock << "{\"pid\": " << getpid() << ", \"http_host\": \"" << config.http_host
+         << "\", \"http_port\": " << (*http)->port() << "}\n";
+    if (!lock) log.main->warn("cannot write {}", store::Store::LockPath(config.store_data_dir));
+  }
   log.main->info("ready");
   systemd.Ready(StatusLine(**store, **bridge));
 

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <iostream>
 
 #include "app/config.h"
@@ -36,6 +38,7 @@ int Compact(const Config& config) {
   store::StoreOptions options = StoreOptionsOf(config);
   options.start_timers = false;
   options.cold.compact_interval = std::chrono::milliseconds(0);
+  options.cold.background = false;  // this process compacts once, in the foreground
   Result<std::unique_ptr<store::Store>> store = store::Store::Open(options, nullptr);
   if (store.ok()) {
     Result<store::CompactionReport> r = (*store)->Compact();
@@ -50,12 +53,26 @@ int Compact(const Config& config) {
     std::cerr << "komoku compact: " << store.status().ToString() << "\n";
     return 1;
   }
-  httplib::Client client(config.http_host, config.http_port);
+  // The service wrote where it listens into the lock file it holds.
+  std::string host = config.http_host;
+  int port = config.http_port;
+  {
+    std::ifstream in(store::Store::LockPath(config.store_data_dir));
+    std::stringstream text;
+    text << in.rdbuf();
+    nlohmann::json who = nlohmann::json::parse(text.str(), nullptr, false);
+    if (who.is_object() && who.value("http_port", 0) > 0) {
+      host = who.value("http_host", host);
+      port = who.value("http_port", port);
+    }
+  }
+  if (host == "0.0.0.0" || host.empty()) host = "127.0.0.1";
+  httplib::Client client(host, port);
   client.set_read_timeout(3600, 0);  // a first compaction of much history takes a while
   httplib::Result res = client.Post("/api/v1/compact");
   if (!res) {
     std::cerr << "komoku compact: " << store.status().message() << ", and its HTTP API at "
-              << config.http_host << ":" << config.http_port
+              << host << ":" << port
               << " does not answer: " << httplib::to_string(res.error()) << "\n";
     return 1;
   }

@@ -373,25 +373,24 @@ Status Store::ApplyRetention(CompactionReport& report) {
 }
 
 void Store::CompactorLoop() {
-  // The first run comes soon after the start (a service that was down for
-  // days has catching up to do), then every compact_interval.
-  auto wait = std::min<std::chrono::milliseconds>(cold_options_.compact_interval,
-                                                  std::chrono::milliseconds(60 * 1000));
-  bool verified = false;
+  // First, every segment's checksums, in the background: a damaged one goes
+  // to quarantine before a reader trips on it.
+  (void)VerifySegments();
+  const bool compacting = cold_options_.compact_interval.count() > 0;
+  // The first compaction comes soon after the start (a service that was
+  // down for days has catching up to do), then every compact_interval.
+  auto wait = compacting ? std::min<std::chrono::milliseconds>(cold_options_.compact_interval,
+                                                               std::chrono::milliseconds(60000))
+                         : std::chrono::milliseconds(3600000);
   std::unique_lock<std::mutex> lock(mu_);
   while (!closed_) {
     compactor_cv_.wait_for(lock, wait, [this] { return closed_; });
-    if (closed_) break;
+    if (closed_ || !compacting) continue;
     lock.unlock();
     Result<CompactionReport> r = Compact();
     if (!r.ok() && !r.status().IsBusy()) {
       log_->error("compaction failed (it will be tried again): {}", r.status().ToString());
       metrics_.Add("komoku_compaction_errors_total");
-    }
-    if (!verified) {
-      // Once after the start: every segment's checksums, in the background.
-      (void)VerifySegments();
-      verified = true;
     }
     lock.lock();
     wait = cold_options_.compact_interval;

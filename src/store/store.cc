@@ -140,7 +140,7 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
     store->metrics_.Set("komoku_keys", static_cast<int64_t>(store->keys_.size()));
   }
   if (options.start_timers) store->StartTimers();
-  if (options.cold.compact_interval.count() > 0) {
+  if (options.cold.background) {
     Store* raw = store.get();
     store->compactor_ = std::thread([raw] { raw->CompactorLoop(); });
   }

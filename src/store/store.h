@@ -62,6 +62,10 @@ struct ColdOptions {
   int64_t rollup_5m_retention_ms = 730LL * 24 * 3600 * 1000;
   // fsync segments and the manifest (tests may turn it off).
   bool sync = true;
+  // Run the background thread that verifies segments once after the start
+  // and compacts every compact_interval. Tests that drive compaction
+  // themselves turn it off.
+  bool background = true;
 };
 
 // What one compaction did.

@@ -68,6 +68,7 @@ std::unique_ptr<Store> Open(const std::string& dir, const Clock* clock, ColdOpti
   o.clock = clock;
   o.start_timers = false;
   cold.compact_interval = std::chrono::milliseconds(0);
+  cold.background = false;
   cold.sync = false;
   o.cold = cold;
   Result<std::unique_ptr<Store>> s = Store::Open(o, nullptr);

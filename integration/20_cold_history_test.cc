@@ -1,0 +1,237 @@
+// 20: cold history against the real binary: compaction killed with SIGKILL at
+// random moments loses and duplicates nothing; `komoku compact` and
+// `komoku segments` beside a running service and without one; a damaged
+// segment is quarantined with a warning on /healthz.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "harness/harness.h"
+
+namespace komoku::testing {
+namespace {
+
+using nlohmann::json;
+
+constexpr int64_t kMin = 60'000;
+constexpr int64_t kDay = 24 * 60 * kMin;
+const char* const kKeys[] = {"cold/temp", "cold/door", "cold/mode"};
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+class ColdHistoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    broker_ = std::make_unique<Broker>(dir_);
+    // No background compaction: the test says when.
+    komoku_ = std::make_unique<Komoku>(dir_, *broker_, "",
+                                       "  hot_window_hours: 24\n  compact_interval: 0\n");
+    ASSERT_TRUE(komoku_->Start()) << komoku_->Output();
+    ASSERT_EQ(komoku_->Post("/api/v1/define",
+                            R"({"cold/temp": {"type": "numeric", "opts": {"same_value_resolution": 0}},
+                                "cold/door": {"type": "boolean", "opts": {"same_value_resolution": 0}},
+                                "cold/mode": {"type": "string", "opts": {"same_value_resolution": 0}}})")
+                  .status,
+              200)
+        << komoku_->Output();
+  }
+  void TearDown() override { DumpOnFailure(*broker_, *komoku_); }
+
+  // Puts a change at time t (ms) and remembers it as acknowledged.
+  void Put(int key, int64_t t) {
+    std::string value;
+    switch (key) {
+      case 0: value = std::to_string(next_value_++ % 4000 / 100.0).substr(0, 5); break;
+      case 1: value = (next_value_++ % 2) ? "true" : "false"; break;
+      default: value = std::string("m") + std::to_string(next_value_++ % 5); break;
+    }
+    char time[32];
+    std::snprintf(time, sizeof time, "%.3f", static_cast<double>(t) / 1000.0);
+    auto r = komoku_->Put(std::string("/api/v1/value?key=") + kKeys[key] + "&time=" + time +
+                              "&value=" + value,
+                          "");
+    ASSERT_EQ(r.status, 200) << r.body;
+    expected_[key].insert({t, value});
+  }
+
+  // A time not used yet by `key`, between from and to.
+  int64_t FreshTime(int key, int64_t from, int64_t to) {
+    for (;;) {
+      int64_t t = from + static_cast<int64_t>(rng_() % static_cast<uint64_t>(to - from));
+      bool used = false;
+      for (const auto& [et, v] : expected_[key]) used = used || et == t;
+      if (!used) return t;
+    }
+  }
+
+  // Every key's raw history equals what was acknowledged: each change once.
+  void ExpectExactlyOnce(const std::string& when) {
+    for (int k = 0; k < 3; ++k) {
+      auto r = komoku_->Get(std::string("/api/v1/history?key=") + kKeys[k] + "&from=0");
+      ASSERT_EQ(r.status, 200) << when << ": " << r.body;
+      std::multiset<std::pair<int64_t, std::string>> got;
+      const json body = r.Json();
+      for (const json& row : body["rows"]) {
+        int64_t t = static_cast<int64_t>(std::llround(row[0].get<double>() * 1000));
+        std::string v = row[1].is_string() ? row[1].get<std::string>()
+                        : row[1].is_boolean() ? (row[1].get<bool>() ? "true" : "false")
+                                              : "";
+        if (row[1].is_number()) {
+          // Numbers come back as JSON numbers: compare as the value put.
+          for (const auto& [et, ev] : expected_[k]) {
+            if (et == t && std::stod(ev) == row[1].get<double>()) v = ev;
+          }
+        }
+        got.insert({t, v});
+      }
+      ASSERT_EQ(got.size(), expected_[k].size()) << when << ": " << kKeys[k] << " " << r.body.substr(0, 300);
+      std::multiset<std::pair<int64_t, std::string>> want(expected_[k].begin(),
+                                                          expected_[k].end());
+      ASSERT_TRUE(got == want) << when << ": " << kKeys[k] << " differs";
+    }
+  }
+
+  std::vector<std::string> SegmentFiles() const {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e :
+         std::filesystem::directory_iterator(dir_.File("data") + "/segments", ec)) {
+      out.push_back(e.path().filename().string());
+    }
+    return out;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Broker> broker_;
+  std::unique_ptr<Komoku> komoku_;
+  std::mt19937_64 rng_{20261122};
+  int next_value_ = 0;
+  std::set<std::pair<int64_t, std::string>> expected_[3];
+};
+
+TEST_F(ColdHistoryTest, KilledCompactionsLoseAndDuplicateNothing) {
+  const int64_t now = NowMs();
+  const int64_t start = now - 70 * kDay;  // more than two calendar months
+  for (int64_t t = start; t < now - kMin; t += 97 * kMin) {
+    Put(0, t);
+    if (t / (97 * kMin) % 5 == 0) Put(1, t + 1);
+    if (t / (97 * kMin) % 11 == 0) Put(2, t + 2);
+  }
+  ExpectExactlyOnce("before any compaction");
+
+  std::uniform_int_distribution<int> delay_ms(0, 400);
+  int killed_while_busy = 0;
+  constexpr int kRounds = 50;
+  for (int round = 0; round < kRounds; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    // Late changes all over the cold past (their segments are written
+    // again), and new ones.
+    for (int i = 0; i < 6; ++i) {
+      int key = static_cast<int>(rng_() % 3);
+      Put(key, FreshTime(key, start, now - 2 * kDay));
+    }
+    Put(0, FreshTime(0, now - kDay / 2, NowMs() - 1));
+    std::atomic<int> answer{-1};
+    std::thread compact([&] { answer = komoku_->Post("/api/v1/compact", "").status; });
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng_)));
+    komoku_->Kill();
+    compact.join();
+    if (answer != 200) ++killed_while_busy;
+    ASSERT_TRUE(komoku_->Start()) << komoku_->Output();
+    ExpectExactlyOnce("after a kill");
+    auto health = komoku_->Get("/healthz").Json();
+    ASSERT_TRUE(health["warnings"].empty()) << health.dump();
+  }
+  // The kills must have hit compactions at work, not only idle services.
+  EXPECT_GT(killed_while_busy, kRounds / 4);
+  std::cerr << killed_while_busy << " of " << kRounds << " kills hit a compaction at work\n";
+
+  // A finished compaction leaves the hot store holding the hot window only,
+  // and no file that is not a live segment.
+  auto r = komoku_->Post("/api/v1/compact", "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  ExpectExactlyOnce("after a whole compaction");
+  const json segs = komoku_->Get("/api/v1/segments").Json();
+  std::set<std::string> live;
+  for (const json& s : segs["segments"]) live.insert(s["name"].get<std::string>());
+  EXPECT_GE(live.size(), 2u);
+  for (const std::string& f : SegmentFiles()) {
+    if (f == "MANIFEST") continue;
+    EXPECT_TRUE(live.count(f.substr(0, f.size() - 4))) << f << " is not a live segment";
+  }
+  // Two whole months were merged into one segment each.
+  int months = 0;
+  for (const json& s : segs["segments"]) {
+    months += s["to"].get<double>() - s["from"].get<double>() > 27 * 86400;
+  }
+  EXPECT_GE(months, 1);
+}
+
+TEST_F(ColdHistoryTest, CompactAndSegmentsCommandsWithAndWithoutTheService) {
+  const int64_t now = NowMs();
+  for (int64_t t = now - 10 * kDay; t < now; t += 131 * kMin) Put(0, t);
+  // Beside the running service, `komoku compact` asks it over HTTP.
+  Process compact({KOMOKU_BINARY, "compact", "-c", komoku_->config_path()},
+                  dir_.File("compact.log"));
+  ASSERT_EQ(compact.Wait(std::chrono::seconds(60)), 0) << compact.Output();
+  json report = json::parse(compact.Output().substr(compact.Output().find('{')));
+  EXPECT_GE(report["segments_written"].get<int>(), 8);
+  Process list({KOMOKU_BINARY, "segments", "-c", komoku_->config_path(), "--keys"},
+               dir_.File("segments.log"));
+  ASSERT_EQ(list.Wait(std::chrono::seconds(60)), 0) << list.Output();
+  EXPECT_NE(list.Output().find("cold/temp"), std::string::npos) << list.Output();
+  EXPECT_NE(list.Output().find("segments,"), std::string::npos) << list.Output();
+  ExpectExactlyOnce("after komoku compact");
+
+  // A second service on the same data is refused with a clear message.
+  Process second({KOMOKU_BINARY, "run", "-c", komoku_->config_path()}, dir_.File("second.log"));
+  EXPECT_NE(second.Wait(std::chrono::seconds(30)), 0);
+  EXPECT_NE(second.Output().find("in use by another komoku"), std::string::npos)
+      << second.Output();
+
+  // Without the service, `komoku compact` does the work itself.
+  ASSERT_EQ(komoku_->Stop(), 0);
+  Process offline({KOMOKU_BINARY, "compact", "-c", komoku_->config_path()},
+                  dir_.File("offline.log"));
+  ASSERT_EQ(offline.Wait(std::chrono::seconds(60)), 0) << offline.Output();
+
+  // Damage one segment while the service is down: it is quarantined at the
+  // next start, /healthz says so, and the rest is served.
+  json segs;
+  {
+    Process json_list({KOMOKU_BINARY, "segments", "-c", komoku_->config_path(), "--json"},
+                      dir_.File("segments-json.log"));
+    ASSERT_EQ(json_list.Wait(std::chrono::seconds(60)), 0) << json_list.Output();
+    segs = json::parse(json_list.Output().substr(json_list.Output().find('{')));
+  }
+  ASSERT_GE(segs["segments"].size(), 3u);
+  const std::string victim = segs["segments"][1]["name"].get<std::string>();
+  {
+    std::fstream f(dir_.File("data") + "/segments/" + victim + ".kkd",
+                   std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(40);
+    f.write("\xde\xad\xbe\xef\xde\xad\xbe\xef", 8);
+  }
+  ASSERT_TRUE(komoku_->Start()) << komoku_->Output();
+  ASSERT_TRUE(WaitFor([&] { return !komoku_->Get("/healthz").Json()["warnings"].empty(); }))
+      << komoku_->Get("/healthz").body;
+  EXPECT_NE(komoku_->Get("/healthz").body.find(victim), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(dir_.File("data") + "/quarantine/" + victim + ".kkd"));
+  EXPECT_EQ(komoku_->Get("/api/v1/segments").Json()["segments"].size(),
+            segs["segments"].size() - 1);
+  auto h = komoku_->Get("/api/v1/history?key=cold/temp&from=-30d&step=1d");
+  EXPECT_EQ(h.status, 200) << h.body;
+}
+
+}  // namespace
+}  // namespace komoku::testing
