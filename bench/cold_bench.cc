@@ -1,0 +1,210 @@
+// Cold history at the scale of issue #5: one temperature sensor for a year at
+// 10 s (bench/sensor_gen.h), put through the Store, then compacted into
+// segments. Prints, each beside its baseline from the same run:
+// - the hourly mean/min/max of the whole year (8,760 buckets) answered from
+//   cold storage, beside the same question as a SQL GROUP BY over the raw
+//   SQLite table and beside the store's own walk over the raw hot rows;
+// - bytes per sample on disk, cold segments vs the SQLite hot store;
+// - compaction speed (samples per second) and peak memory while compacting.
+// Prints figures only; it never fails for being slow.
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "sensor_gen.h"
+#include "store/history.h"
+#include "store/store.h"
+
+namespace {
+
+using komoku::store::Agg;
+using komoku::store::Store;
+
+constexpr int64_t kHour = 3'600'000;
+constexpr int64_t kDay = 24 * kHour;
+
+class FixedClock : public komoku::store::Clock {
+ public:
+  explicit FixedClock(int64_t now) : now_(now) {}
+  int64_t NowMs() const override { return now_; }
+
+ private:
+  int64_t now_;
+};
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+template <typename Fn>
+double MedianMs(int runs, Fn fn) {
+  std::vector<double> ms;
+  for (int i = 0; i < runs; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    ms.push_back(Seconds(t0) * 1000);
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+// kB of a /proc/self/status line ("VmHWM", "VmRSS").
+long StatusKb(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field, 0) == 0) return std::atol(line.c_str() + std::strlen(field) + 1);
+  }
+  return -1;
+}
+
+uint64_t DirBytes(const std::string& dir) {
+  uint64_t n = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec)) {
+    if (e.is_regular_file()) n += e.file_size();
+  }
+  return n;
+}
+
+void Die(const std::string& what) {
+  std::fprintf(stderr, "cold_bench: %s\n", what.c_str());
+  std::exit(1);
+}
+
+}  // namespace
+
+int main() {
+  const std::vector<komoku::bench::SensorReading> year = komoku::bench::GenerateSensorYear();
+  const int64_t from = year.front().time_ms / kDay * kDay;
+  const int64_t to = from + 366 * kDay;
+  FixedClock clock(to + 3 * kDay);  // the whole year older than the hot window
+
+  char tmpl[] = "/tmp/komoku-cold-bench-XXXXXX";
+  if (!mkdtemp(tmpl)) Die("mkdtemp failed");
+  const std::string dir = tmpl;
+  komoku::store::StoreOptions options;
+  options.data_dir = dir;
+  options.clock = &clock;
+  options.start_timers = false;
+  options.cold.background = false;
+  options.cold.raw_retention_ms = 0;  // keep everything: the size is the year's
+  auto opened = Store::Open(options, nullptr);
+  if (!opened.ok()) Die(opened.status().ToString());
+  std::unique_ptr<Store> store = std::move(opened.value());
+  if (!store->Define("temp", komoku::store::KeyType::kNumeric, {{"same_value_resolution", 0}})
+           .ok()) {
+    Die("define failed");
+  }
+
+  auto t0 = std::chrono::steady_clock::now();
+  uint64_t last = 0;
+  for (const auto& r : year) {
+    komoku::store::PutOptions put;
+    put.time_ms = r.time_ms;
+    put.wait_committed = false;
+    auto c = store->Put("temp", komoku::store::InputValue(r.value), put);
+    if (!c.ok()) Die(c.status().ToString());
+    last = c->seq;
+  }
+  if (!store->WaitCommitted(last).ok()) Die("commit failed");
+  const double put_s = Seconds(t0);
+  const uint64_t hot_bytes = DirBytes(dir);  // komoku.db and its WAL
+
+  // The question: hourly mean, min and max over the whole year.
+  auto query = komoku::store::PlanBuckets("temp", from, to, "1h", "", 100000);
+  if (!query.ok()) Die(query.status().ToString());
+  std::vector<Agg> aggs = {Agg::kAvg, Agg::kMin, Agg::kMax};
+  nlohmann::json hot_answer;
+  const double hot_walk_ms = MedianMs(3, [&] {
+    auto r = komoku::store::Downsample(*store, *query, aggs);
+    if (!r.ok()) Die(r.status().ToString());
+    hot_answer = *r;
+  });
+
+  // Baseline: SQL GROUP BY over the raw rows, on a connection of its own.
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(store->db_path().c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    Die("cannot open the database");
+  }
+  const std::string sql =
+      "SELECT time_ms / 3600000, avg(value), min(value), max(value) FROM changes "
+      "WHERE key_id = (SELECT id FROM keys WHERE name = 'temp') AND time_ms >= " +
+      std::to_string(from) + " AND time_ms < " + std::to_string(to) + " GROUP BY 1";
+  size_t sql_rows = 0;
+  const double sql_ms = MedianMs(5, [&] {
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr);
+    sql_rows = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) ++sql_rows;
+    sqlite3_finalize(st);
+  });
+  sqlite3_close(db);
+
+  // Compaction, with the peak of resident memory reset just before it.
+  { std::ofstream("/proc/self/clear_refs") << "5"; }
+  const long rss_before = StatusKb("VmRSS");
+  t0 = std::chrono::steady_clock::now();
+  auto report = store->Compact();
+  if (!report.ok()) Die(report.status().ToString());
+  const double compact_s = Seconds(t0);
+  const long peak = StatusKb("VmHWM");
+
+  uint64_t seg_bytes = 0;
+  for (const auto& s : store->Segments()) seg_bytes += s.bytes;
+
+  nlohmann::json cold_answer;
+  const double cold_ms = MedianMs(21, [&] {
+    auto r = komoku::store::Downsample(*store, *query, aggs);
+    if (!r.ok()) Die(r.status().ToString());
+    cold_answer = *r;
+  });
+  // The cold answer must be the hot one (rollups add sums in another order).
+  double worst = 0;
+  size_t buckets = 0;
+  for (size_t i = 0; i < hot_answer.size(); ++i) {
+    for (size_t j = 1; j < hot_answer[i].size(); ++j) {
+      if (hot_answer[i][j].is_null() != cold_answer[i][j].is_null()) Die("answers differ");
+      if (hot_answer[i][j].is_null()) continue;
+      double a = hot_answer[i][j].get<double>(), b = cold_answer[i][j].get<double>();
+      worst = std::max(worst, std::fabs(a - b) / std::max(1e-12, std::fabs(a)));
+    }
+    buckets += !hot_answer[i][1].is_null();
+  }
+
+  const double n = static_cast<double>(year.size());
+  std::printf("cold_bench: one sensor, a year at 10 s: %zu samples, %zu hourly buckets with data\n",
+              year.size(), buckets);
+  std::printf("  put through the Store (hot, group commits)   %10.0f samples/s\n", n / put_s);
+  std::printf("  hourly avg/min/max over the year:\n");
+  std::printf("    cold (rollups)                              %10.2f ms  (median of 21)\n", cold_ms);
+  std::printf("    SQL GROUP BY over the raw SQLite rows       %10.2f ms  (%zu rows; %.0fx the cold time)\n",
+              sql_ms, sql_rows, sql_ms / cold_ms);
+  std::printf("    the store's walk over the raw hot rows      %10.2f ms  (%.0fx)\n", hot_walk_ms,
+              hot_walk_ms / cold_ms);
+  std::printf("    largest relative difference cold vs hot     %10.2g\n", worst);
+  std::printf("  size on disk:\n");
+  std::printf("    cold segments (raw + 5m/1h/1d rollups)      %10.2f bytes/sample (%llu bytes, %zu segments)\n",
+              static_cast<double>(seg_bytes) / n, static_cast<unsigned long long>(seg_bytes),
+              store->Segments().size());
+  std::printf("    SQLite hot store before compaction          %10.2f bytes/sample\n",
+              static_cast<double>(hot_bytes) / n);
+  std::printf("  compaction (day segments, then month merges) %10.0f samples/s (%.2f s)\n",
+              n / compact_s, compact_s);
+  std::printf("    peak resident memory while compacting       %10.1f MB (%.1f MB before)\n",
+              static_cast<double>(peak) / 1024, static_cast<double>(rss_before) / 1024);
+  store.reset();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  return 0;
+}
