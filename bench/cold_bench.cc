@@ -169,6 +169,17 @@ int main() {
     if (!r.ok()) Die(r.status().ToString());
     cold_answer = *r;
   });
+  // Where the time goes: deciding where rollups are exact, and reading the
+  // year's hourly rollups alone.
+  const double coverage_ms = MedianMs(21, [&] { (void)store->RollupCoverage("temp"); });
+  size_t rollups = 0;
+  const double scan_ms = MedianMs(21, [&] {
+    rollups = 0;
+    (void)store->ScanRollups("temp", kHour, from, to, [&](const komoku::store::Rollup&) {
+      ++rollups;
+      return true;
+    });
+  });
   // The cold answer must be the hot one (rollups add sums in another order).
   double worst = 0;
   size_t buckets = 0;
@@ -188,6 +199,8 @@ int main() {
   std::printf("  put through the Store (hot, group commits)   %10.0f samples/s\n", n / put_s);
   std::printf("  hourly avg/min/max over the year:\n");
   std::printf("    cold (rollups)                              %10.2f ms  (median of 21)\n", cold_ms);
+  std::printf("      of which: where rollups are exact           %10.2f ms\n", coverage_ms);
+  std::printf("      of which: reading %zu hourly rollups       %10.2f ms\n", rollups, scan_ms);
   std::printf("    SQL GROUP BY over the raw SQLite rows       %10.2f ms  (%zu rows; %.0fx the cold time)\n",
               sql_ms, sql_rows, sql_ms / cold_ms);
   std::printf("    the store's walk over the raw hot rows      %10.2f ms  (%.0fx)\n", hot_walk_ms,
