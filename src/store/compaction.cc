@@ -314,19 +314,28 @@ Status Store::ApplyRetention(CompactionReport& report) {
   auto expired = [now](const Segment& seg, int64_t keep_ms) {
     return keep_ms > 0 && seg.meta().to_ms <= now - keep_ms;
   };
+  // Each key's raw retention: its own option, else the store's.
+  std::map<std::string, int64_t, std::less<>> raw_keep;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [name, st] : keys_) {
+      raw_keep[name] = st.options.raw_retention_ms.value_or(o.raw_retention_ms);
+    }
+  }
+  auto keep_of = [&](std::string_view key) {
+    auto it = raw_keep.find(key);
+    return it == raw_keep.end() ? o.raw_retention_ms : it->second;
+  };
   auto next = std::make_shared<ColdState>(*old);
   bool changed = false;
   for (auto& slot : next->segments) {
     const Segment& seg = *slot;
-    const bool drop_raw = expired(seg, o.raw_retention_ms);
     const bool drop_5m = expired(seg, o.rollup_5m_retention_ms);
-    if (!drop_raw && !drop_5m) continue;
     // Is there anything left to drop?
     bool work = false;
     for (const SegmentKeyInfo& info : seg.Keys()) {
-      Result<std::optional<SegmentKeyMeta>> meta = seg.KeyMeta(info.key);
-      if (!meta.ok()) return meta.status();
-      if (drop_raw && *meta && !(*meta)->raw_dropped) work = true;
+      if (old->Hidden(seg, info.key)) continue;
+      if (expired(seg, keep_of(info.key)) && info.changes > 0) work = true;
       if (drop_5m && info.rollup_bytes > 0) {
         Result<SegmentKeyData> d = seg.ReadKey(info.key);
         if (!d.ok()) return d.status();
@@ -346,7 +355,7 @@ Status Store::ApplyRetention(CompactionReport& report) {
       if (old->Hidden(seg, info.key)) continue;
       Result<SegmentKeyData> d = seg.ReadKey(info.key);
       if (!d.ok()) return d.status();
-      if (drop_raw) {
+      if (expired(seg, keep_of(info.key))) {
         d->changes.clear();
         d->raw_dropped = true;
       }

@@ -34,6 +34,9 @@ json KeyOptionsToJson(const KeyOptions& options, KeyType type) {
   if (options.values) j["values"] = *options.values;
   if (options.stale_after_ms) j["stale_after"] = static_cast<double>(options.stale_after_ms) / 1000;
   if (type == KeyType::kCounter) j["reset_tolerance"] = options.reset_tolerance;
+  if (options.raw_retention_ms) {
+    j["raw_retention"] = static_cast<double>(*options.raw_retention_ms) / 1000;
+  }
   return j;
 }
 
@@ -106,6 +109,14 @@ Result<KeyOptions> ApplyKeyOptions(KeyOptions base, KeyType type, const json& op
         return BadOption("option 'reset_tolerance' must be a number >= 0");
       }
       base.reset_tolerance = value.get<double>();
+    } else if (name == "raw_retention") {
+      if (value.is_null()) {
+        base.raw_retention_ms.reset();
+        continue;
+      }
+      Result<int64_t> ms = Duration(name, value);
+      if (!ms.ok()) return ms.status();
+      base.raw_retention_ms = *ms;
     } else if (name == "min_resolution") {
       return BadOption(
           "option 'min_resolution' is not supported yet: it needs the aggregates of the "
@@ -113,7 +124,7 @@ Result<KeyOptions> ApplyKeyOptions(KeyOptions base, KeyType type, const json& op
     } else {
       return BadOption("unknown option '" + name +
                        "' (known: same_value_resolution, max_time, values, stale_after, "
-                       "reset_tolerance)");
+                       "reset_tolerance, raw_retention)");
     }
   }
   return base;

@@ -27,11 +27,15 @@ struct KeyOptions {
   int64_t stale_after_ms = 0;
   // counter: a drop smaller than this is a glitch, not a reset.
   double reset_tolerance = 0;
+  // How long this key's raw changes are kept in cold history (rollups stay);
+  // unset: the store's default (store.raw_retention_days); 0: forever.
+  std::optional<int64_t> raw_retention_ms;
 
   bool operator==(const KeyOptions& o) const {
     return same_value_resolution_ms == o.same_value_resolution_ms &&
            max_time_ms == o.max_time_ms && values == o.values &&
-           stale_after_ms == o.stale_after_ms && reset_tolerance == o.reset_tolerance;
+           stale_after_ms == o.stale_after_ms && reset_tolerance == o.reset_tolerance &&
+           raw_retention_ms == o.raw_retention_ms;
   }
 };
 

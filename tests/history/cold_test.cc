@@ -317,6 +317,28 @@ TEST_F(ColdTest, RetentionDropsRawChangesButRollupsStillAnswer) {
   ASSERT_TRUE(door.ok() && door->has_value());
 }
 
+TEST_F(ColdTest, RawRetentionPerKey) {
+  Generate(7);
+  // The store keeps raw changes forever by default here; "door" only 30 days.
+  cold_.reset();
+  ColdOptions keep;
+  keep.raw_retention_ms = 0;
+  cold_ = Open(dir_.path() + "/cold", &clock_, keep);
+  ASSERT_NE(cold_, nullptr);
+  ASSERT_TRUE(cold_->Define("door", std::nullopt, {{"raw_retention", 30 * 86400}}).ok());
+  ASSERT_TRUE(cold_->Compact().ok());
+  constexpr int64_t kFeb1 = 1'769'904'000'000;
+  Result<std::vector<Sample>> door = cold_->History("door", 0, kFeb1, 10);
+  Result<std::vector<Sample>> temp = cold_->History("temp", 0, kFeb1, 10);
+  ASSERT_TRUE(door.ok() && temp.ok());
+  EXPECT_TRUE(door->empty());
+  EXPECT_EQ(temp->size(), 10u);
+  // A bad value is refused, naming the option.
+  Result<KeyInfo> bad = cold_->Define("door", std::nullopt, {{"raw_retention", -1}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("raw_retention"), std::string::npos);
+}
+
 TEST_F(ColdTest, DeletedKeyLeavesNothingBehindInSegments) {
   Generate(4);
   ASSERT_TRUE(cold_->Compact().ok());
