@@ -82,6 +82,39 @@ TEST_F(HistoryHttpTest, ASpanThatHasNotEndedIsOpenUpToNow) {
   EXPECT_GT(spans["spans"][0][1].get<double>(), 0.0);
 }
 
+TEST_F(HistoryHttpTest, SeveralKeysInOneRequest) {
+  PutAt("living/temp", "20", kDay0);
+  PutAt("living/temp", "22", kDay0 + 1800);
+  PutAt("kitchen/temp", "18", kDay0 + 600);
+  PutAt("front/door", "true", kDay0 + 60);
+  const std::string range =
+      "&from=" + std::to_string(kDay0) + "&to=" + std::to_string(kDay0 + 3600);
+  auto j = GetJson("/api/v1/history?key=living/temp&key=kitchen/temp&step=1h&agg=max" + range);
+  ASSERT_EQ(j["results"].size(), 2u) << j.dump();
+  EXPECT_EQ(j["results"][0]["key"], "living/temp");
+  EXPECT_EQ(j["results"][0]["rows"][0][1], 22.0);
+  EXPECT_EQ(j["results"][1]["key"], "kitchen/temp");
+  EXPECT_EQ(j["results"][1]["rows"][0][1], 18.0);
+  // Each answer is the one-key answer.
+  auto one = GetJson("/api/v1/history?key=kitchen/temp&step=1h&agg=max" + range);
+  EXPECT_EQ(j["results"][1], one);
+  auto at = GetJson("/api/v1/at?key=living/temp&key=front/door&time=" +
+                    std::to_string(kDay0 + 3000));
+  ASSERT_EQ(at["results"].size(), 2u) << at.dump();
+  EXPECT_EQ(at["results"][0]["value"], 22.0);
+  EXPECT_EQ(at["results"][1]["value"], true);
+  auto stats = GetJson("/api/v1/stats?key=front/door&key=living/temp" + range);
+  ASSERT_EQ(stats["results"].size(), 2u) << stats.dump();
+  EXPECT_TRUE(stats["results"][0].contains("share"));
+  EXPECT_TRUE(stats["results"][1].contains("twavg"));
+  // One unknown key refuses the request, naming it; CSV takes one key.
+  auto bad = komoku_->Get("/api/v1/history?key=living/temp&key=no/such" + range);
+  EXPECT_EQ(bad.status, 404) << bad.body;
+  EXPECT_NE(bad.body.find("no/such"), std::string::npos) << bad.body;
+  auto csv = komoku_->Get("/api/v1/history?key=living/temp&key=kitchen/temp&format=csv" + range);
+  EXPECT_EQ(csv.status, 400) << csv.body;
+}
+
 TEST_F(HistoryHttpTest, BadParametersNameThemselves) {
   PutAt("t", "1", kDay0);
   PutAt("flag", "true", kDay0);

@@ -216,10 +216,19 @@ class Server::Impl {
     http_.Get("/api/v1/value", [this](const auto& req, auto& res) { GetValue(req, res); });
     http_.Put("/api/v1/value", [this](const auto& req, auto& res) { PutValue(req, res); });
     http_.Post("/api/v1/value", [this](const auto& req, auto& res) { PutValue(req, res); });
-    http_.Get("/api/v1/history", [this](const auto& req, auto& res) { GetHistory(req, res); });
-    http_.Get("/api/v1/at", [this](const auto& req, auto& res) { GetAt(req, res); });
-    http_.Get("/api/v1/timespans", [this](const auto& req, auto& res) { GetTimespans(req, res); });
-    http_.Get("/api/v1/stats", [this](const auto& req, auto& res) { GetStats(req, res); });
+    // Several `key=` in one request: one answer per key, in "results".
+    http_.Get("/api/v1/history", [this](const auto& req, auto& res) {
+      PerKey(req, res, [this](const auto& r, auto& o) { GetHistory(r, o); });
+    });
+    http_.Get("/api/v1/at", [this](const auto& req, auto& res) {
+      PerKey(req, res, [this](const auto& r, auto& o) { GetAt(r, o); });
+    });
+    http_.Get("/api/v1/timespans", [this](const auto& req, auto& res) {
+      PerKey(req, res, [this](const auto& r, auto& o) { GetTimespans(r, o); });
+    });
+    http_.Get("/api/v1/stats", [this](const auto& req, auto& res) {
+      PerKey(req, res, [this](const auto& r, auto& o) { GetStats(r, o); });
+    });
     http_.Post("/api/v1/komoku", [this](const auto& req, auto& res) { PostKomoku(req, res); });
     http_.Post("/api/v1/define", [this](const auto& req, auto& res) { PostDefine(req, res); });
     http_.Delete("/api/v1/key", [this](const auto& req, auto& res) { DeleteKey(req, res); });
@@ -298,6 +307,51 @@ class Server::Impl {
               {"created", change->created_key}};
     SendJson(res, change->created_key ? 201 : 200, j);
   }
+
+  // With one `key=`, the handler answers as it is. With several (at most
+  // kMaxKeysPerRequest), it runs once per key on the same other parameters
+  // and the answer is {"results": [<its answer for each key>, ...]} in the
+  // order given; the first key refused answers for the request (it names the
+  // key). CSV takes one key.
+  template <typename Handler>
+  void PerKey(const httplib::Request& req, httplib::Response& res, Handler handler) {
+    httplib::Params params = QueryParams(req);
+    const size_t keys = params.count("key");
+    if (keys <= 1) return handler(req, res);
+    if (keys > kMaxKeysPerRequest) {
+      return SendError(res, 400, "bad_request",
+                       "parameter 'key' is given " + std::to_string(keys) + " times, at most " +
+                           std::to_string(kMaxKeysPerRequest));
+    }
+    auto format = params.find("format");
+    if (format != params.end() && format->second == "csv") {
+      return SendError(res, 400, "bad_request", "format=csv takes one key");
+    }
+    std::string rest;  // every parameter but `key`
+    for (const auto& [name, value] : params) {
+      if (name == "key") continue;
+      rest += "&" + httplib::detail::encode_query_param(name) + "=" +
+              httplib::detail::encode_query_param(value);
+    }
+    const std::string path = req.target.substr(0, req.target.find('?'));
+    json results = json::array();
+    auto range = params.equal_range("key");
+    for (auto it = range.first; it != range.second; ++it) {
+      httplib::Request one = req;
+      one.target = path + "?key=" + httplib::detail::encode_query_param(it->second) + rest;
+      httplib::Response out;
+      handler(one, out);
+      if (out.status != 200) {  // with its headers: the refusal is counted once, as its own
+        res.status = out.status;
+        res.headers = out.headers;
+        res.body = out.body;
+        return;
+      }
+      results.push_back(json::parse(out.body));
+    }
+    SendJson(res, 200, {{"results", std::move(results)}});
+  }
+  static constexpr size_t kMaxKeysPerRequest = 100;
 
   // The key, range and buckets shared by history, stats and timespans.
   struct Range {
