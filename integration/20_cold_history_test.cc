@@ -233,5 +233,38 @@ TEST_F(ColdHistoryTest, CompactAndSegmentsCommandsWithAndWithoutTheService) {
   EXPECT_EQ(h.status, 200) << h.body;
 }
 
+TEST_F(ColdHistoryTest, TopKeysByWritesAndSizeAndPerKeyMetrics) {
+  const int64_t now = NowMs();
+  for (int64_t t = now - 5 * kDay; t < now; t += 37 * kMin) Put(0, t);
+  for (int64_t t = now - 5 * kDay; t < now; t += 301 * kMin) Put(2, t);
+  ASSERT_EQ(komoku_->Put("/api/v1/value?key=odd%22name&value=1", "").status, 201);  // created
+  auto top = komoku_->Get("/api/v1/top?by=writes").Json();
+  ASSERT_GE(top["keys"].size(), 3u) << top.dump();
+  // cold/temp changed most, so it wrote most; its rate is per hour of uptime.
+  EXPECT_EQ(top["keys"][0]["key"], "cold/temp") << top.dump();
+  EXPECT_EQ(top["keys"][0]["changes"].get<size_t>(), expected_[0].size());
+  EXPECT_GT(top["keys"][0]["hot_bytes_written"].get<double>(),
+            top["keys"][1]["hot_bytes_written"].get<double>());
+  EXPECT_GT(top["keys"][0]["changes_per_hour"].get<double>(), 0);
+  EXPECT_EQ(top["keys"][0]["segment_bytes"], 0);
+  // After a compaction, by=size ranks the keys by their bytes in segments.
+  ASSERT_EQ(komoku_->Post("/api/v1/compact", "").status, 200);
+  auto size = komoku_->Get("/api/v1/top?by=size&limit=1").Json();
+  ASSERT_EQ(size["keys"].size(), 1u) << size.dump();
+  EXPECT_EQ(size["keys"][0]["key"], "cold/temp");
+  EXPECT_GT(size["keys"][0]["segment_bytes"].get<double>(), 0);
+  EXPECT_EQ(komoku_->Get("/api/v1/top?by=color").status, 400);
+  // The same per key in /metrics, label values escaped.
+  auto metrics = komoku_->Get("/metrics").body;
+  EXPECT_NE(metrics.find("komoku_key_changes_stored_total{key=\"cold/temp\"} " +
+                         std::to_string(expected_[0].size())),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("komoku_key_hot_bytes_written_total{key=\"odd\\\"name\"}"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("komoku_key_segment_bytes{key=\"cold/temp\"} "), std::string::npos);
+}
+
 }  // namespace
 }  // namespace komoku::testing

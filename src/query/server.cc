@@ -128,6 +128,22 @@ class Params {
   Status error_;
 };
 
+// A Prometheus label value: backslash, double quote and newline escaped.
+std::string PromLabel(std::string_view v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 json SampleJson(const store::Sample& s) {
   return {{"value", ValueToJson(s.value)}, {"time", MsToSeconds(s.time_ms)}};
 }
@@ -234,6 +250,7 @@ class Server::Impl {
     http_.Delete("/api/v1/key", [this](const auto& req, auto& res) { DeleteKey(req, res); });
     http_.Get("/api/v1/stream", [this](const auto& req, auto& res) { GetStream(req, res); });
     http_.Get("/api/v1/segments", [this](const auto& req, auto& res) { GetSegments(req, res); });
+    http_.Get("/api/v1/top", [this](const auto& req, auto& res) { GetTop(req, res); });
     http_.Post("/api/v1/compact", [this](const auto& req, auto& res) { PostCompact(req, res); });
     http_.Get("/healthz", [this](const auto& req, auto& res) { GetHealth(req, res); });
     http_.Get("/readyz", [this](const auto& req, auto& res) { GetReady(req, res); });
@@ -596,6 +613,42 @@ class Server::Impl {
     SendJson(res, 200, SegmentsJson(store_->Segments(), *keys));
   }
 
+  // The keys that cost the disk most: by=writes (bytes written to the hot
+  // store since the start, the SD card's wear) or by=size (bytes in cold
+  // segments), with each key's change rate.
+  void GetTop(const httplib::Request& req, httplib::Response& res) {
+    Params p(req, {"by", "limit"});
+    if (!p.error().ok()) return SendStatus(res, p.error());
+    const std::string by = p.Get("by").value_or("writes");
+    if (by != "writes" && by != "size") {
+      return SendError(res, 400, "bad_request", "parameter 'by' must be writes or size");
+    }
+    Result<size_t> limit = p.Count("limit", 20, 100000);
+    if (!limit.ok()) return SendStatus(res, limit.status());
+    int64_t since = 0;
+    std::vector<store::KeyWrites> keys = store_->Writes(&since);
+    auto cost = [&by](const store::KeyWrites& k) {
+      return by == "writes" ? std::make_pair(k.hot_bytes, k.cold_bytes)
+                            : std::make_pair(k.cold_bytes, k.hot_bytes);
+    };
+    std::stable_sort(keys.begin(), keys.end(),
+                     [&](const auto& a, const auto& b) { return cost(a) > cost(b); });
+    const double hours =
+        std::max(1.0, static_cast<double>(store_->clock().NowMs() - since)) / 3'600'000.0;
+    json list = json::array();
+    for (size_t i = 0; i < keys.size() && i < *limit; ++i) {
+      const store::KeyWrites& k = keys[i];
+      list.push_back({{"key", k.key},
+                      {"type", store::KeyTypeName(k.type)},
+                      {"changes", k.changes_stored},
+                      {"changes_per_hour", static_cast<double>(k.changes_stored) / hours},
+                      {"hot_bytes_written", k.hot_bytes},
+                      {"hot_bytes_per_hour", static_cast<double>(k.hot_bytes) / hours},
+                      {"segment_bytes", k.cold_bytes}});
+    }
+    SendJson(res, 200, {{"by", by}, {"since", MsToSeconds(since)}, {"keys", std::move(list)}});
+  }
+
   // Runs a compaction now and answers what it did (`komoku compact` calls
   // this when the service holds the data directory).
   void PostCompact(const httplib::Request& req, httplib::Response& res) {
@@ -664,6 +717,13 @@ class Server::Impl {
       if (series.rfind("komoku_commit_seconds_bucket", 0) != 0) line(series, value);
     }
     line("komoku_writer_queue_depth", static_cast<int64_t>(store_->QueueDepth()));
+    // Per key: what it writes and holds (the SD-card question; /api/v1/top).
+    for (const store::KeyWrites& k : store_->Writes(nullptr)) {
+      const std::string label = "{key=\"" + PromLabel(k.key) + "\"}";
+      line("komoku_key_changes_stored_total" + label, static_cast<int64_t>(k.changes_stored));
+      line("komoku_key_hot_bytes_written_total" + label, static_cast<int64_t>(k.hot_bytes));
+      line("komoku_key_segment_bytes" + label, static_cast<int64_t>(k.cold_bytes));
+    }
     line("komoku_mqtt_connected", h.mqtt_connected ? 1 : 0);
     line("komoku_uptime_seconds",
          std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)

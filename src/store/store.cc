@@ -40,6 +40,30 @@ bool SameRepresentation(KeyType a, KeyType b) {
 
 std::string Quoted(std::string_view key) { return "key '" + std::string(key) + "'"; }
 
+// Bytes of a SQLite integer in a record (its serial type's size).
+uint64_t IntBytes(int64_t v) {
+  if (v == 0 || v == 1) return 0;  // serial types 8 and 9 hold no bytes
+  uint64_t u = v < 0 ? ~static_cast<uint64_t>(v) : static_cast<uint64_t>(v);
+  if (u < 0x80) return 1;
+  if (u < 0x8000) return 2;
+  if (u < 0x800000) return 3;
+  if (u < 0x80000000ULL) return 4;
+  if (u < 0x800000000000ULL) return 6;
+  return 8;
+}
+
+// What a stored change adds to the hot store: the table row (header, key id,
+// time, value; rowid and cell size as varints) and the index entry (key id,
+// time, rowid).
+uint64_t HotRowBytes(int64_t key_id, uint64_t seq, const Sample& s) {
+  uint64_t value = 8;  // a REAL
+  if (const bool* b = std::get_if<bool>(&s.value)) value = IntBytes(*b);
+  if (const std::string* t = std::get_if<std::string>(&s.value)) value = t->size();
+  const uint64_t id = IntBytes(key_id), time = IntBytes(s.time_ms);
+  const uint64_t rowid = IntBytes(static_cast<int64_t>(seq));
+  return (4 + id + time + value + 2 + rowid) + (4 + id + time + rowid + 2);
+}
+
 }  // namespace
 
 Store::Store(const StoreOptions& options, std::shared_ptr<spdlog::logger> log)
@@ -139,6 +163,7 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
     }
     store->metrics_.Set("komoku_keys", static_cast<int64_t>(store->keys_.size()));
   }
+  store->opened_ms_ = store->clock_->NowMs();
   if (options.start_timers) store->StartTimers();
   if (options.cold.background) {
     Store* raw = store.get();
@@ -273,6 +298,8 @@ Result<Change> Store::Apply(std::string_view key, const ValueFn& make_value,
       }
       op_seq = hot_->EnqueueChange(state.id, change.seq, change.sample);
       last_op_seq_ = op_seq;
+      ++state.changes_stored;
+      state.hot_bytes += HotRowBytes(state.id, change.seq, change.sample);
     }
     if (type == KeyType::kUptime && change.is_current) {
       const bool* on = std::get_if<bool>(&change.sample.value);
@@ -580,6 +607,32 @@ int Store::VerifySegments() const {
 std::vector<SegmentListing> Store::Segments() const { return ListSegments(*cold_->state()); }
 
 std::vector<std::string> Store::ColdWarnings() const { return cold_->Warnings(); }
+
+std::vector<KeyWrites> Store::Writes(int64_t* since_ms) const {
+  std::map<std::string, uint64_t, std::less<>> cold;
+  {
+    std::lock_guard<std::mutex> lock(cold_bytes_mu_);
+    std::shared_ptr<const ColdState> state = cold_->state();
+    if (state != cold_bytes_state_) {
+      cold_bytes_.clear();
+      for (const SegmentListing& seg : ListSegments(*state)) {
+        for (const SegmentKeyInfo& k : seg.keys) cold_bytes_[k.key] += k.raw_bytes + k.rollup_bytes;
+      }
+      cold_bytes_state_ = state;
+    }
+    cold = cold_bytes_;
+  }
+  std::vector<KeyWrites> out;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (since_ms) *since_ms = opened_ms_;
+  out.reserve(keys_.size());
+  for (const auto& [name, st] : keys_) {
+    auto it = cold.find(name);
+    out.push_back({name, st.type, st.changes_stored, st.hot_bytes,
+                   it == cold.end() ? 0 : it->second});
+  }
+  return out;
+}
 
 size_t Store::QueueDepth() const { return hot_->QueueDepth(); }
 

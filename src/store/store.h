@@ -78,6 +78,18 @@ struct CompactionReport {
   double seconds = 0;
 };
 
+// What one key costs the disk (the SD-card question): see Store::Writes.
+struct KeyWrites {
+  std::string key;
+  KeyType type = KeyType::kNumeric;
+  uint64_t changes_stored = 0;  // since this process started
+  // Bytes written to the hot store for those changes: the row and its index
+  // entry as SQLite stores them, before the WAL's and pages' overhead (which
+  // multiply it alike for every key).
+  uint64_t hot_bytes = 0;
+  uint64_t cold_bytes = 0;  // bytes of the key's blocks in live segments
+};
+
 // A live segment, for listings.
 struct SegmentListing {
   std::string name;
@@ -209,6 +221,9 @@ class Store {
   Result<CompactionReport> Compact();
   // The live segments, oldest first.
   std::vector<SegmentListing> Segments() const;
+  // Every key's writes, and the time they were counted from (this process's
+  // start, ms).
+  std::vector<KeyWrites> Writes(int64_t* since_ms) const;
   // Checks every live segment's checksums (the compactor does so once after
   // the start); a damaged one goes to quarantine. Returns how many did.
   int VerifySegments() const;
@@ -260,6 +275,8 @@ class Store {
     std::optional<Sample> previous;
     int64_t last_seen_ms = 0;  // uptime: the last true, stored or not
     int64_t due_ms = 0;        // uptime: when it turns false; 0 when not armed
+    uint64_t changes_stored = 0;  // since the start
+    uint64_t hot_bytes = 0;       // see KeyWrites
   };
 
   Store(const StoreOptions& options, std::shared_ptr<spdlog::logger> log);
@@ -297,6 +314,11 @@ class Store {
   std::unique_ptr<ColdStore> cold_;
   ColdOptions cold_options_;
   int lock_fd_ = -1;  // flock on <data_dir>/LOCK while open
+  int64_t opened_ms_ = 0;
+  // Bytes per key in the live segments, computed once per cold state.
+  mutable std::mutex cold_bytes_mu_;
+  mutable std::shared_ptr<const ColdState> cold_bytes_state_;  // guarded
+  mutable std::map<std::string, uint64_t, std::less<>> cold_bytes_;  // guarded
   // Readers of merged history hold it shared; switching the cold state
   // (which makes hot rows invisible) holds it exclusively, so no reader sees
   // a change twice or not at all.
