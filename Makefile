@@ -10,8 +10,11 @@ CONFIG ?= $(wildcard config/komoku.yaml)
 
 all: build
 
+# Extra package groups of scripts/install-deps.sh; `make test` adds its own.
+DEPS_GROUPS ?=
+
 deps:
-	@scripts/install-deps.sh
+	@scripts/install-deps.sh $(DEPS_GROUPS)
 
 build: deps
 	cmake -S . -B $(BUILD_DIR) $(CMAKE_FLAGS)
@@ -20,6 +23,7 @@ build: deps
 run: build
 	@scripts/run.sh $(BUILD_DIR)/src/app/komoku $(CONFIG)
 
+test: DEPS_GROUPS += test
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
@@ -47,6 +51,7 @@ fuzz:
 	cmake --build build-fuzz --target run-fuzz
 
 # Unit and integration tests under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan: DEPS_GROUPS += test
 test-asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKOMOKU_SANITIZE=address,undefined
 	cmake --build build-asan -j $(JOBS)

@@ -3,7 +3,8 @@
 # This is the only place that lists them. Idempotent: installs only what is
 # missing, through sudo when not root.
 #
-#   scripts/install-deps.sh            build + run + test
+#   scripts/install-deps.sh            build + run
+#   scripts/install-deps.sh test       also what the tests run against (Prometheus)
 #   scripts/install-deps.sh bench      also Google Benchmark
 #   scripts/install-deps.sh fuzz       also clang (libFuzzer)
 set -euo pipefail
@@ -22,9 +23,10 @@ packages=(
 )
 for extra in "$@"; do
   case "$extra" in
+    test) packages+=(prometheus) ;;
     bench) packages+=(libbenchmark-dev) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;
-    *) echo "install-deps: unknown group '$extra' (known: bench, fuzz)" >&2; exit 2 ;;
+    *) echo "install-deps: unknown group '$extra' (known: test, bench, fuzz)" >&2; exit 2 ;;
   esac
 done
 

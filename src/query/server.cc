@@ -718,11 +718,19 @@ class Server::Impl {
     }
     line("komoku_writer_queue_depth", static_cast<int64_t>(store_->QueueDepth()));
     // Per key: what it writes and holds (the SD-card question; /api/v1/top).
-    for (const store::KeyWrites& k : store_->Writes(nullptr)) {
-      const std::string label = "{key=\"" + PromLabel(k.key) + "\"}";
-      line("komoku_key_changes_stored_total" + label, static_cast<int64_t>(k.changes_stored));
-      line("komoku_key_hot_bytes_written_total" + label, static_cast<int64_t>(k.hot_bytes));
-      line("komoku_key_segment_bytes" + label, static_cast<int64_t>(k.cold_bytes));
+    // Each family's lines together, as the text format wants them.
+    const std::vector<store::KeyWrites> writes = store_->Writes(nullptr);
+    for (const store::KeyWrites& k : writes) {
+      line("komoku_key_changes_stored_total{key=\"" + PromLabel(k.key) + "\"}",
+           static_cast<int64_t>(k.changes_stored));
+    }
+    for (const store::KeyWrites& k : writes) {
+      line("komoku_key_hot_bytes_written_total{key=\"" + PromLabel(k.key) + "\"}",
+           static_cast<int64_t>(k.hot_bytes));
+    }
+    for (const store::KeyWrites& k : writes) {
+      line("komoku_key_segment_bytes{key=\"" + PromLabel(k.key) + "\"}",
+           static_cast<int64_t>(k.cold_bytes));
     }
     line("komoku_mqtt_connected", h.mqtt_connected ? 1 : 0);
     line("komoku_uptime_seconds",
