@@ -53,6 +53,23 @@ void AddRollups(SegmentKeyData& data, const RollupParams& params, int64_t from_m
   }
 }
 
+Result<std::unique_ptr<SegmentWriter>> StartSegment(const std::string& base,
+                                                    const SegmentMeta& meta, bool sync) {
+  SegmentWriteOptions options;
+  options.sync = sync;
+  return SegmentWriter::Create(base, meta, options);
+}
+
+// Finishes a segment, opens what was written, and counts it in `report`.
+Result<std::shared_ptr<const Segment>> FinishSegment(SegmentWriter& writer,
+                                                     const std::string& base,
+                                                     CompactionReport& report) {
+  KOMOKU_RETURN_IF_ERROR(writer.Finish());
+  report.bytes_written += writer.bytes();
+  ++report.segments_written;
+  return Segment::Open(base);
+}
+
 }  // namespace
 
 Result<CompactionReport> Store::Compact() {
@@ -147,17 +164,14 @@ Status Store::CompactHot(CompactionReport& report) {
     // Segments from `start` on are replaced by the ones written now.
     if (seg->meta().to_ms <= start) next->segments.push_back(seg);
   }
-  int written = 0;
   for (int64_t day = start; day < end; day += kDayMs) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (closed_) return Status::Busy("store is closing; compaction stopped");
     }
     const std::string base = cold_->NewSegmentBase(*next, day, day + kDayMs);
-    SegmentWriteOptions wopts;
-    wopts.sync = cold_options_.sync;
     Result<std::unique_ptr<SegmentWriter>> writer =
-        SegmentWriter::Create(base, {day, day + kDayMs, max_seq}, wopts);
+        StartSegment(base, {day, day + kDayMs, max_seq}, cold_options_.sync);
     if (!writer.ok()) return writer.status();
     int added = 0;
     for (KeyWork& k : keys) {
@@ -187,17 +201,13 @@ Status Store::CompactHot(CompactionReport& report) {
       ++added;
     }
     if (added == 0) continue;  // the unfinished writer removes its files
-    KOMOKU_RETURN_IF_ERROR((*writer)->Finish());
-    report.bytes_written += (*writer)->bytes();
-    Result<std::shared_ptr<const Segment>> seg = Segment::Open(base);
+    Result<std::shared_ptr<const Segment>> seg = FinishSegment(**writer, base, report);
     if (!seg.ok()) return seg.status();
     next->segments.push_back(std::move(seg.value()));
     ++next->next_gen;
-    ++written;
   }
   next->cold_to = end;
   next->cold_seq = max_seq;
-  report.segments_written += written;
   for (const auto& seg : old->segments) report.segments_removed += seg->meta().to_ms > start;
   {
     // The commit point: from here readers skip the hot rows now cold.
@@ -248,10 +258,8 @@ Status Store::MergeMonths(CompactionReport& report) {
       }
     }
     const std::string base = cold_->NewSegmentBase(*next, from, to);
-    SegmentWriteOptions wopts;
-    wopts.sync = cold_options_.sync;
     Result<std::unique_ptr<SegmentWriter>> writer =
-        SegmentWriter::Create(base, {from, to, max_seq}, wopts);
+        StartSegment(base, {from, to, max_seq}, cold_options_.sync);
     if (!writer.ok()) return writer.status();
     for (const auto& [key, parts] : by_key) {
       SegmentKeyData merged;
@@ -293,13 +301,10 @@ Status Store::MergeMonths(CompactionReport& report) {
       }
       KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(merged));
     }
-    KOMOKU_RETURN_IF_ERROR((*writer)->Finish());
-    report.bytes_written += (*writer)->bytes();
-    Result<std::shared_ptr<const Segment>> seg = Segment::Open(base);
+    Result<std::shared_ptr<const Segment>> seg = FinishSegment(**writer, base, report);
     if (!seg.ok()) return seg.status();
     next->segments.push_back(std::move(seg.value()));
     ++next->next_gen;
-    ++report.segments_written;
     report.segments_removed += static_cast<int>(last - first);
     i = last;
   }
@@ -347,9 +352,7 @@ Status Store::ApplyRetention(CompactionReport& report) {
     }
     if (!work) continue;
     const std::string base = cold_->NewSegmentBase(*next, seg.meta().from_ms, seg.meta().to_ms);
-    SegmentWriteOptions wopts;
-    wopts.sync = o.sync;
-    Result<std::unique_ptr<SegmentWriter>> writer = SegmentWriter::Create(base, seg.meta(), wopts);
+    Result<std::unique_ptr<SegmentWriter>> writer = StartSegment(base, seg.meta(), o.sync);
     if (!writer.ok()) return writer.status();
     for (const SegmentKeyInfo& info : seg.Keys()) {
       if (old->Hidden(seg, info.key)) continue;
@@ -366,13 +369,10 @@ Status Store::ApplyRetention(CompactionReport& report) {
       }
       KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(*d));
     }
-    KOMOKU_RETURN_IF_ERROR((*writer)->Finish());
-    report.bytes_written += (*writer)->bytes();
-    Result<std::shared_ptr<const Segment>> fresh = Segment::Open(base);
+    Result<std::shared_ptr<const Segment>> fresh = FinishSegment(**writer, base, report);
     if (!fresh.ok()) return fresh.status();
     slot = std::move(fresh.value());
     ++next->next_gen;
-    ++report.segments_written;
     ++report.segments_removed;
     changed = true;
   }
