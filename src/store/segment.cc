@@ -764,12 +764,19 @@ Status SegmentImpl::Verify() const {
   uint64_t changes = 0, raw_bytes = 0, rollup_bytes = 0;
   std::vector<uint64_t> rollups;
   int64_t last_time = 0;
+  int64_t first_ms = 0, last_raw_ms = 0;  // of the key's raw changes
   char last_record = 0;
   auto finish_key = [&]() -> Status {
     if (!cur) return Status::Ok();
     const std::string who = data_name_ + ": key " + QuoteForMessage(name);
     if (changes != cur->changes || raw_bytes != cur->raw_bytes || rollup_bytes != cur->rollup_bytes) {
       return Status::Corruption(who + ": raw changes or block bytes differ from its metadata");
+    }
+    if (changes > 0 && (first_ms != cur->first_ms || last_raw_ms != cur->last_ms)) {
+      return Status::Corruption(who + ": first or last change time differs from its metadata");
+    }
+    if (cur->raw_dropped && changes > 0) {
+      return Status::Corruption(who + ": raw changes although marked raw_dropped");
     }
     for (size_t r = 0; r < rollups.size(); ++r) {
       if (rollups[r] != cur->resolutions[r].rollups) {
@@ -836,7 +843,8 @@ Status SegmentImpl::Verify() const {
           return Status::Corruption(what + ": change times out of order or range");
         }
       }
-      last_time = samples.back().time_ms;
+      if (changes == 0) first_ms = samples.front().time_ms;
+      last_time = last_raw_ms = samples.back().time_ms;
       changes += samples.size();
       raw_bytes += loc >> kLocatorOffsetBits;
     } else if (record >= kRecordRollup0 &&

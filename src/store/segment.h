@@ -165,6 +165,8 @@ class Segment {
   // Corruption with the place of the first problem.
   virtual Status Verify() const = 0;
 
+  // Every key in name order, from the index and each key's metadata block
+  // (one lookup per key). Stops at the first damaged record; Verify() names it.
   virtual std::vector<SegmentKeyInfo> Keys() const = 0;
   virtual bool HasKey(std::string_view key) const = 0;
   // The key's record (one index lookup and one small block); nullopt when the
