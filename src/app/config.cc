@@ -23,9 +23,9 @@ enum class Kind { kString, kInt };
 struct Field {
   const char* section;
   const char* name;
-  std::variant<std::string Config::*, int64_t Config::*> member;
+  std::variant<std::string Config::*, int64_t Config::*, bool Config::*> member;
   const char* default_value;
-  int64_t min = 0;  // for kInt
+  int64_t min = 0;  // for integers
   int64_t max = 0;
   const char* help;
 };
@@ -75,6 +75,20 @@ const std::vector<Field>& Fields() {
        "Most rows one history answer may hold."},
       {"log", "level", &Config::log_level, "info", 0, 0,
        "trace, debug, info, warn, error or off."},
+      {"discovery", "enabled", &Config::discovery_enabled, "false", 0, 0,
+       "Map the topics that Home Assistant discovery configs and Homie attributes describe, "
+       "without mapping rules (docs/mapping.md#discovery). Configured mappings win."},
+      {"discovery", "home_assistant", &Config::discovery_home_assistant, "true", 0, 0,
+       "Read Home Assistant discovery configs (<prefix>/+/+/config, <prefix>/+/+/+/config)."},
+      {"discovery", "prefix", &Config::discovery_prefix, "homeassistant", 0, 0,
+       "Home Assistant's discovery prefix."},
+      {"discovery", "homie", &Config::discovery_homie, "true", 0, 0,
+       "Read Homie 3/4 property attributes ($datatype, $unit, $format, $name)."},
+      {"discovery", "homie_prefix", &Config::discovery_homie_prefix, "homie", 0, 0,
+       "Homie's base topic."},
+      {"discovery", "key_prefix", &Config::discovery_key_prefix, "", 0, 0,
+       "Put before every discovered key (a key is named after its state topic: "
+       "zigbee2mqtt/kitchen_sensor/temperature)."},
   };
   return fields;
 }
@@ -97,6 +111,13 @@ Status Set(Config& c, const Field& f, const std::string& text, const std::string
   std::string path = std::string(f.section) + "." + f.name;
   if (auto* s = std::get_if<std::string Config::*>(&f.member)) {
     c.*(*s) = text;
+    return Status::Ok();
+  }
+  if (auto* b = std::get_if<bool Config::*>(&f.member)) {
+    if (text != "true" && text != "false") {
+      return Status::InvalidArgument(where + path + ": expected true or false, got '" + text + "'");
+    }
+    c.*(*b) = text == "true";
     return Status::Ok();
   }
   auto m = std::get<int64_t Config::*>(f.member);
@@ -160,6 +181,20 @@ Status Validate(Config& c, const WhereFn& at) {
   }
   if (c.mqtt_prefix.empty() || c.mqtt_prefix.find_first_of("+#") != std::string::npos) {
     return Status::InvalidArgument(at("mqtt.prefix") + "mqtt.prefix: must be non-empty, without + or #");
+  }
+  for (const auto& [field, prefix] :
+       {std::pair<const char*, const std::string*>{"discovery.prefix", &c.discovery_prefix},
+        {"discovery.homie_prefix", &c.discovery_homie_prefix}}) {
+    if (prefix->empty() || prefix->find_first_of("+#") != std::string::npos ||
+        prefix->front() == '/' || prefix->back() == '/') {
+      return Status::InvalidArgument(at(field) + field +
+                                     ": must be a topic without + or # and without a leading or "
+                                     "trailing /");
+    }
+  }
+  if (c.discovery_key_prefix.find_first_of("+#{}") != std::string::npos) {
+    return Status::InvalidArgument(at("discovery.key_prefix") +
+                                   "discovery.key_prefix: must not hold + # { or }");
   }
   if (c.store_data_dir.empty()) {
     return Status::InvalidArgument(at("store.data_dir") + "store.data_dir: must not be empty");
@@ -533,7 +568,8 @@ Result<Config> ParseConfig(const std::string& text, const std::string& name) {
   const YAML::Node& root = docs[0];
   if (!root.IsMap()) {
     return Status::InvalidArgument(Where(name, root.Mark()) +
-                                   "expected sections (mqtt:, store:, http:, log:, keys:, mappings:)");
+                                   "expected sections (mqtt:, store:, http:, log:, discovery:, keys:, "
+                                   "mappings:)");
   }
   try {
     std::map<std::string, int> sections;
@@ -757,9 +793,11 @@ std::string ConfigDocs() {
       "| --- | --- | --- | --- | --- |\n";
   for (const Field& f : Fields()) {
     bool is_int = std::holds_alternative<int64_t Config::*>(f.member);
+    bool is_bool = std::holds_alternative<bool Config::*>(f.member);
     std::string range = is_int ? std::to_string(f.min) + ".." + std::to_string(f.max) : "";
     std::string def = f.default_value;
-    out += "| `" + std::string(f.section) + "." + f.name + "` | " + (is_int ? "integer" : "string") +
+    out += "| `" + std::string(f.section) + "." + f.name + "` | " +
+           (is_int ? "integer" : is_bool ? "boolean" : "string") +
            " | `" + (def.empty() ? "\"\"" : def) + "` | " + range + " | " + f.help + " |\n";
   }
   out +=
@@ -814,7 +852,17 @@ std::string ConfigDocs() {
       "    key: \"{1}/{field}\"\n"
       "    fields: \"*\"\n"
       "    ignore: [linkquality, last_seen]\n"
-      "```\n";
+      "```\n"
+      "\n## discovery\n\n"
+      "With `discovery.enabled: true`, Komoku reads Home Assistant MQTT discovery configs\n"
+      "and Homie `$datatype` attributes and maps the topics they describe to typed keys\n"
+      "without rules: a sensor with a unit or a measurement state class is numeric,\n"
+      "`total_increasing` a counter, a binary sensor boolean (its `payload_on`/`payload_off`),\n"
+      "the rest string; `expire_after` becomes `stale_after`; availability topics become\n"
+      "boolean keys. A key is named after its state topic (plus `/<field>` for a template\n"
+      "that reads a JSON field). Configured `mappings:` win for every topic they match.\n"
+      "`GET /api/v1/discovery` lists every entity, mapped or refused with the reason;\n"
+      "docs/mapping.md#discovery has the details.\n";
   return out;
 }
 

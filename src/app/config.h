@@ -42,6 +42,13 @@ struct Config {
   int64_t http_max_points = 0;
   // log
   std::string log_level;
+  // discovery (docs/mapping.md#discovery)
+  bool discovery_enabled = false;
+  bool discovery_home_assistant = false;
+  std::string discovery_prefix;
+  bool discovery_homie = false;
+  std::string discovery_homie_prefix;
+  std::string discovery_key_prefix;
 
   // keys: definitions applied at start (Store::Define), in file order.
   struct KeyDefinition {

@@ -112,6 +112,20 @@ int RunService(const Config& config, const RunOptions& options) {
   bridge_options.max_payload_bytes = static_cast<size_t>(config.mqtt_max_payload_bytes);
   bridge_options.rules = config.mappings;
   if (!config.mappings.empty()) log.main->info("{} mapping rules", config.mappings.size());
+  if (config.discovery_enabled) {
+    bridge::DiscoveryOptions discovery;
+    discovery.home_assistant = config.discovery_home_assistant;
+    discovery.ha_prefix = config.discovery_prefix;
+    discovery.homie = config.discovery_homie;
+    discovery.homie_prefix = config.discovery_homie_prefix;
+    discovery.key_prefix = config.discovery_key_prefix;
+    bridge_options.discovery = discovery;
+    log.main->info("discovery on: {}{}{}; entities at GET /api/v1/discovery",
+                   discovery.home_assistant ? "Home Assistant under " + discovery.ha_prefix + "/"
+                                            : std::string(),
+                   discovery.home_assistant && discovery.homie ? ", " : "",
+                   discovery.homie ? "Homie under " + discovery.homie_prefix + "/" : std::string());
+  }
   Result<std::unique_ptr<bridge::Bridge>> bridge =
       bridge::Bridge::Create(bridge_options, store->get(), log.bridge);
   if (!bridge.ok()) {
@@ -125,6 +139,7 @@ int RunService(const Config& config, const RunOptions& options) {
   http_options.max_points = static_cast<size_t>(config.http_max_points);
   http_options.writer_stall_limit = kWriterStallLimit;
   bridge::Bridge* bridge_ptr = bridge->get();
+  http_options.discovery = [bridge_ptr] { return bridge_ptr->DiscoveryJson(); };
   Result<std::unique_ptr<query::Server>> http = query::Server::Create(
       http_options, store->get(),
       [bridge_ptr] { return query::Health{bridge_ptr->connected(), bridge_ptr->subscribed()}; },

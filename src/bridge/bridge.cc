@@ -53,6 +53,11 @@ class Bridge::Impl {
       mapping_ = std::move(engine.value());
       mapping_->set_max_payload_bytes(options_.max_payload_bytes);
     }
+    if (options_.discovery) {
+      DiscoveryOptions d = *options_.discovery;
+      d.own_prefix = options_.prefix;
+      discovery_ = std::make_unique<Discovery>(std::move(d));
+    }
     try {
       // Offline buffering lets state publications made while the broker is
       // away go out on reconnect instead of failing.
@@ -108,6 +113,7 @@ class Bridge::Impl {
 
   bool connected() const { return connected_; }
   bool subscribed() const { return subscribed_; }
+  json DiscoveryJson() const { return discovery_ ? discovery_->Describe() : json(nullptr); }
 
   Result<std::string> KeyFromTopic(std::string_view topic) const {
     if (topic.size() <= set_prefix_.size() || topic.substr(0, set_prefix_.size()) != set_prefix_) {
@@ -171,6 +177,18 @@ class Bridge::Impl {
           if (std::find(topics.begin(), topics.end(), f) == topics.end()) topics.push_back(f);
         }
       }
+      if (discovery_) {
+        for (const std::string& f : discovery_->ConfigFilters()) {
+          if (std::find(topics.begin(), topics.end(), f) == topics.end()) topics.push_back(f);
+        }
+        // Known entities' topics; after a restart these are learnt again
+        // from the retained configs, which subscribe them then.
+        for (const std::string& t : discovery_->Topics()) {
+          if (!Covered(t) && std::find(topics.begin(), topics.end(), t) == topics.end()) {
+            topics.push_back(t);
+          }
+        }
+      }
       auto filters = mqtt::string_collection::create(topics);
       client_->subscribe(filters, mqtt::iasync_client::qos_collection(topics.size(), kQos), nullptr,
                          subscribe_listener_);
@@ -196,13 +214,14 @@ class Bridge::Impl {
     store_->metrics().Add("komoku_mqtt_messages_total");
     const std::string& topic = msg.get_topic();
     if (topic == request_topic_) return HandleRequest(msg);
-    const bool own = topic.size() > options_.prefix.size() &&
-                     topic.compare(0, options_.prefix.size(), options_.prefix) == 0 &&
-                     topic[options_.prefix.size()] == '/';
-    if (mapping_ && !own) return HandleMapped(msg);
+    const bool own = IsOwn(topic);
+    // Discovery configs are never data, whatever rule matches them.
+    if (discovery_ && !own && discovery_->IsDiscoveryTopic(topic)) return HandleDiscovery(msg);
+    const bool mapped = mapping_ || discovery_;
+    if (mapped && !own) return HandleMapped(msg);
     // Komoku's own topics (komoku/status, ...) also match broad mapping
     // filters such as +/status; they are never mapped.
-    if (mapping_ && own && topic.compare(0, set_prefix_.size(), set_prefix_) != 0) return;
+    if (mapped && own && topic.compare(0, set_prefix_.size(), set_prefix_) != 0) return;
     Result<std::string> key = KeyFromTopic(topic);
     if (!key.ok()) return Refuse("bad_topic", topic, key.status().message());
     const std::string& payload = msg.get_payload_str();
@@ -223,40 +242,85 @@ class Bridge::Impl {
     }
   }
 
-  // A message on a mapped topic: resolved to all its changes first, checked
-  // against the keys that exist, then put; committed before returning.
+  bool IsOwn(std::string_view topic) const {
+    return topic.size() > options_.prefix.size() &&
+           topic.compare(0, options_.prefix.size(), options_.prefix) == 0 &&
+           topic[options_.prefix.size()] == '/';
+  }
+
+  // A topic the broker already sends for another subscription (Komoku's
+  // own, a configured rule's filter, a discovery filter): subscribing it
+  // again would only bring each message twice.
+  bool Covered(const std::string& topic) const {
+    if (IsOwn(topic)) return true;
+    if (discovery_ && discovery_->IsDiscoveryTopic(topic)) return true;
+    if (mapping_) {
+      for (const std::string& f : mapping_->Filters()) {
+        if (TopicMatchesFilter(f, topic)) return true;
+      }
+    }
+    return false;
+  }
+
+  // A message on a mapped topic. Configured rules win: discovered entities
+  // see only a topic that no configured rule matches.
   void HandleMapped(const mqtt::message& msg) {
     const std::string& topic = msg.get_topic();
-    MappingResult result = mapping_->Map(topic, msg.get_payload_str(), store_->clock().NowMs());
-    if (result.matched.empty()) return;  // an excluded topic of a subscribed filter
-    if (result.refusal) return RefuseMapped(*result.refusal, topic);
+    const int64_t now = store_->clock().NowMs();
+    if (mapping_) {
+      MappingResult result = mapping_->Map(topic, msg.get_payload_str(), now);
+      if (!result.matched.empty()) {
+        if (result.refusal) return RefuseMapped(*mapping_, *result.refusal, topic, false);
+        StoreMapped(*mapping_, result.changes, msg, false);
+        return;
+      }
+    }
+    if (!discovery_) return;  // an excluded topic of a subscribed filter
+    Discovery::Mapped d = discovery_->Map(topic, msg.get_payload_str(), now);
+    if (!d.engine) return;  // an entity removed while its messages were on the way
+    for (const MappingRefusal& r : d.result.refusals) RefuseMapped(*d.engine, r, topic, true);
+    if (!d.result.changes.empty() || d.result.refusals.empty()) {
+      StoreMapped(*d.engine, d.result.changes, msg, true);
+    }
+  }
+
+  // Resolved changes: checked against the keys that exist, then put;
+  // committed before returning. For configured rules a change the key
+  // refuses refuses the whole message; discovered entities are independent
+  // (`each`), so only that entity's change is dropped.
+  void StoreMapped(const MappingEngine& engine, const std::vector<MappedChange>& changes,
+                   const mqtt::message& msg, bool each) {
+    const std::string& topic = msg.get_topic();
     struct Planned {
       const MappedChange* change;
       bool create;
     };
     std::vector<Planned> plan;
-    plan.reserve(result.changes.size());
-    for (const MappedChange& c : result.changes) {
+    plan.reserve(changes.size());
+    for (const MappedChange& c : changes) {
       Result<store::KeyInfo> info = store_->Get(c.key);
       if (!info.ok()) {
         plan.push_back({&c, true});
         continue;
       }
+      std::optional<MappingRefusal> refused;
       Result<store::Value> v = store::CoerceValue(info->type, c.value, store_->boolean_words());
       if (!v.ok()) {
-        return RefuseMapped({c.rule, "wrong_type",
-                             "key '" + c.key + "' (" + store::KeyTypeName(info->type) + "): " +
-                                 v.status().message()},
-                            topic);
-      }
-      if (info->options.values) {
+        refused = MappingRefusal{c.rule, "wrong_type",
+                                 "key '" + c.key + "' (" + store::KeyTypeName(info->type) +
+                                     "): " + v.status().message()};
+      } else if (info->options.values) {
         const auto& allowed = *info->options.values;
         if (std::find(allowed.begin(), allowed.end(), std::get<std::string>(*v)) == allowed.end()) {
-          return RefuseMapped({c.rule, "value_not_allowed",
-                               "key '" + c.key + "': value '" + std::get<std::string>(*v) +
-                                   "' is not one of its values"},
-                              topic);
+          refused = MappingRefusal{c.rule, "value_not_allowed",
+                                   "key '" + c.key + "': value '" + std::get<std::string>(*v) +
+                                       "' is not one of its values"};
         }
+      }
+      if (refused) {
+        RefuseMapped(engine, *refused, topic, each);
+        if (each) continue;
+        return;
       }
       // A retained message seen again on (re)subscribe is no new change.
       if (msg.is_retained() && info->last && info->last->value == *v) {
@@ -268,11 +332,11 @@ class Bridge::Impl {
     uint64_t last_seq = 0;
     for (const Planned& p : plan) {
       const MappedChange& c = *p.change;
-      const MappingRule& rule = mapping_->rule(c.rule);
+      const MappingRule& rule = engine.rule(c.rule);
       if (p.create && rule.type) {
         Result<store::KeyInfo> defined = store_->Define(c.key, rule.type, rule.options);
         if (!defined.ok()) log_->warn("define '{}' for rule {}: {}", c.key,
-                                      mapping_->RuleLabel(c.rule), defined.status().message());
+                                      engine.RuleLabel(c.rule), defined.status().message());
       }
       store::PutOptions put;
       put.time_ms = c.time_ms;
@@ -287,42 +351,102 @@ class Bridge::Impl {
       if (p.create && !rule.type && !rule.options.empty() && change->created_key) {
         Result<store::KeyInfo> defined = store_->Define(c.key, std::nullopt, rule.options);
         if (!defined.ok()) log_->warn("options of '{}' for rule {}: {}", c.key,
-                                      mapping_->RuleLabel(c.rule), defined.status().message());
+                                      engine.RuleLabel(c.rule), defined.status().message());
       }
     }
-    store_->metrics().Add("komoku_mapping_messages_total");
+    store_->metrics().Add(each ? "komoku_discovery_messages_total" : "komoku_mapping_messages_total");
     if (last_seq) {
       Status st = store_->WaitCommitted(last_seq);
       if (!st.ok()) log_->warn("commit of {}: {}", topic, st.message());
     }
   }
 
-  // Counted always; logged at most once per rule and reason per
-  // kRefusalLogInterval, with the number of refusals not logged since.
-  void RefuseMapped(const MappingRefusal& r, const std::string& topic) {
-    const std::string label = mapping_->RuleLabel(r.rule);
-    store_->metrics().Add("komoku_mapping_refused_total{rule=\"" + label + "\",reason=\"" +
-                          r.reason + "\"}");
-    std::string shown = topic.size() > 300 ? topic.substr(0, 300) + "..." : topic;
-    int64_t suppressed = -1;
-    {
-      std::lock_guard<std::mutex> lock(refusal_log_mu_);
-      RefusalLog& entry = refusal_log_[label + "\n" + r.reason];
-      auto now = std::chrono::steady_clock::now();
-      if (entry.logged_once && now - entry.last < kRefusalLogInterval) {
-        ++entry.suppressed;
-      } else {
-        suppressed = entry.suppressed;
-        entry = RefusalLog{now, 0, true};
+  // A Home Assistant discovery config or a Homie attribute: the entities
+  // change, and with them the topics Komoku subscribes to.
+  void HandleDiscovery(const mqtt::message& msg) {
+    const std::string& topic = msg.get_topic();
+    Discovery::Update u = discovery_->Handle(topic, msg.get_payload_str());
+    if (!u.changed) return;  // a retained config seen again
+    store_->metrics().Set("komoku_discovery_entities",
+                          static_cast<int64_t>(discovery_->mapped_count()));
+    if (u.removed) {
+      log_->info("discovery: '{}' removed; its keys are no longer written (their history stays)",
+                 topic);
+    } else if (u.entity && u.entity->mapped()) {
+      const DiscoveredEntity& e = *u.entity;
+      std::string unit;
+      if (e.info.contains("unit_of_measurement")) unit = ", " + e.info["unit_of_measurement"].get<std::string>();
+      if (e.info.contains("unit")) unit = ", " + e.info["unit"].get<std::string>();
+      log_->info("discovered {} '{}': {}{} -> key '{}' ({}{}{})", e.component, e.id, e.state_topic,
+                 e.field.empty() ? std::string() : " field " + e.field, e.key,
+                 store::KeyTypeName(e.type), unit,
+                 e.availability.empty() ? std::string()
+                                        : "; availability " + e.availability[0].topic);
+    } else if (u.entity) {
+      store_->metrics().Add("komoku_discovery_refused_total{reason=\"" + u.entity->reason + "\"}");
+      int64_t suppressed = 0;
+      if (ShouldLog("discovery\n" + u.entity->reason, &suppressed)) {
+        log_->warn("discovery: '{}' not mapped ({}): {}{}", topic, u.entity->reason,
+                   u.entity->message, NotLogged(suppressed, "discovery refusals of this reason"));
       }
     }
-    if (suppressed >= 0) {
-      log_->warn("mapping rule {} refused '{}' ({}): {}{}", label, shown, r.reason, r.message,
-                 suppressed > 0 ? " [" + std::to_string(suppressed) +
-                                      " more refusals of this rule and reason not logged]"
-                                : std::string());
+    for (const std::string& t : u.subscribe) {
+      if (Covered(t)) continue;
+      try {
+        client_->subscribe(t, kQos);
+      } catch (const mqtt::exception& e) {
+        // Not connected: OnConnected subscribes every discovered topic.
+        log_->debug("subscribe to discovered topic '{}': {}", t, e.what());
+      }
     }
-    if (mapping_->rule(r.rule).publish_errors) {
+    for (const std::string& t : u.unsubscribe) {
+      if (Covered(t)) continue;
+      try {
+        client_->unsubscribe(t);
+      } catch (const mqtt::exception& e) {
+        log_->debug("unsubscribe from '{}': {}", t, e.what());
+      }
+    }
+  }
+
+  // At most one log line per `what` per kRefusalLogInterval; the others are
+  // counted into `*suppressed` of the next line that is logged.
+  bool ShouldLog(const std::string& what, int64_t* suppressed) {
+    std::lock_guard<std::mutex> lock(refusal_log_mu_);
+    RefusalLog& entry = refusal_log_[what];
+    auto now = std::chrono::steady_clock::now();
+    if (entry.logged_once && now - entry.last < kRefusalLogInterval) {
+      ++entry.suppressed;
+      return false;
+    }
+    *suppressed = entry.suppressed;
+    entry = RefusalLog{now, 0, true};
+    return true;
+  }
+
+  static std::string NotLogged(int64_t suppressed, const char* what) {
+    if (suppressed <= 0) return "";
+    return " [" + std::to_string(suppressed) + " more " + what + " not logged]";
+  }
+
+  // Counted always; logged at most once per rule and reason per
+  // kRefusalLogInterval, with the number of refusals not logged since.
+  // Discovered entities count under rule="discovery" (one series, however
+  // many entities) and are named in the log line.
+  void RefuseMapped(const MappingEngine& engine, const MappingRefusal& r,
+                    const std::string& topic, bool discovered) {
+    const std::string label = engine.RuleLabel(r.rule);
+    store_->metrics().Add("komoku_mapping_refused_total{rule=\"" +
+                          (discovered ? std::string("discovery") : label) + "\",reason=\"" +
+                          r.reason + "\"}");
+    std::string shown = topic.size() > 300 ? topic.substr(0, 300) + "..." : topic;
+    int64_t suppressed = 0;
+    if (ShouldLog(label + "\n" + r.reason, &suppressed)) {
+      log_->warn("{} {} refused '{}' ({}): {}{}",
+                 discovered ? "discovered entity" : "mapping rule", label, shown, r.reason,
+                 r.message, NotLogged(suppressed, "refusals of this rule and reason"));
+    }
+    if (engine.rule(r.rule).publish_errors) {
       std::string payload = store::DumpJson(
           json{{"topic", topic}, {"rule", label}, {"reason", r.reason}, {"message", r.message}});
       try {
@@ -398,10 +522,11 @@ class Bridge::Impl {
     explicit SubscribeListener(Impl* impl) : impl_(impl) {}
     void on_success(const mqtt::token&) override {
       impl_->subscribed_ = true;
-      impl_->log_->info("subscribed to {}# and {}{}", impl_->set_prefix_, impl_->request_topic_,
+      impl_->log_->info("subscribed to {}# and {}{}{}", impl_->set_prefix_, impl_->request_topic_,
                         impl_->mapping_ ? " and " + std::to_string(impl_->mapping_->Filters().size()) +
                                               " mapping filters"
-                                        : std::string());
+                                        : std::string(),
+                        impl_->discovery_ ? " and the discovery filters" : "");
     }
     void on_failure(const mqtt::token& tok) override {
       impl_->log_->error("subscription to {}# refused (reason code {})", impl_->set_prefix_,
@@ -423,6 +548,7 @@ class Bridge::Impl {
   store::Api api_;
 
   std::unique_ptr<MappingEngine> mapping_;      // null without rules; immutable
+  std::unique_ptr<Discovery> discovery_;        // null when off; thread-safe
   std::unique_ptr<mqtt::async_client> client_;  // thread-safe itself
   SubscribeListener subscribe_listener_{this};
   int listener_id_ = 0;
@@ -460,5 +586,6 @@ bool Bridge::subscribed() const { return impl_->subscribed(); }
 Result<std::string> Bridge::KeyFromTopic(std::string_view topic) const {
   return impl_->KeyFromTopic(topic);
 }
+nlohmann::json Bridge::DiscoveryJson() const { return impl_->DiscoveryJson(); }
 
 }  // namespace komoku::bridge

@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "bridge/discovery.h"
 #include "bridge/mapping.h"
 #include "common/status.h"
 #include "store/store.h"
@@ -38,6 +39,9 @@ struct BridgeOptions {
   // Topic mapping rules (docs/mapping.md): their filters are subscribed too,
   // and a message on a mapped topic becomes puts of the keys they make.
   std::vector<MappingRule> rules;
+  // Self-describing devices (docs/mapping.md#discovery): off when unset.
+  // Configured rules win over discovered entities for a topic they match.
+  std::optional<DiscoveryOptions> discovery;
 };
 
 class Bridge {
@@ -60,6 +64,10 @@ class Bridge {
   bool connected() const;
   // True once the set subscription is acknowledged on the current connection.
   bool subscribed() const;
+
+  // The discovered entities (Discovery::Describe), or null when discovery
+  // is off. Thread-safe.
+  nlohmann::json DiscoveryJson() const;
 
   // The key a set topic names, or InvalidArgument when the topic is not
   // <prefix>/set/<key>.

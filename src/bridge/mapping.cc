@@ -345,6 +345,9 @@ Result<std::unique_ptr<MappingEngine>> MappingEngine::Compile(std::vector<Mappin
       return bad("true", std::string("boolean words need a boolean or uptime type, not ") +
                              store::KeyTypeName(*r.type));
     }
+    if (r.strict_words && (r.true_words.empty() || r.false_words.empty() || !IsBooleanType(r.type))) {
+      return bad("true", "strict boolean words need true and false words and a boolean type");
+    }
     for (const std::string& w : r.true_words) {
       if (std::find(r.false_words.begin(), r.false_words.end(), w) != r.false_words.end()) {
         return bad("false", "'" + w + "' is both true and false");
@@ -550,6 +553,7 @@ class RuleApplier {
   }
 
   bool FromJson(const json& v, std::string_view what, bool* skip) {
+    if (r_.strict_words && !v.is_null()) return FromStrict(v, what);
     switch (v.type()) {
       case json::value_t::null:
         *skip = true;
@@ -570,6 +574,34 @@ class RuleApplier {
     }
   }
 
+  // A JSON scalar in its text form against the words only (strict_words).
+  bool FromStrict(const json& v, std::string_view what) {
+    if (v.is_boolean()) {
+      const char* text = v.get<bool>() ? "true" : "false";
+      for (const std::string& w : r_.true_words) {
+        if (store::EqualsIgnoreCase(w, text)) return SetBool(true, what);
+      }
+      for (const std::string& w : r_.false_words) {
+        if (store::EqualsIgnoreCase(w, text)) return SetBool(false, what);
+      }
+      return RefuseWord(text, what);
+    }
+    if (v.is_number()) return FromText(v.dump(), what);
+    if (v.is_string()) return FromText(v.get_ref<const std::string&>(), what);
+    Refuse("not_scalar", std::string(what) + " is " + v.type_name());
+    return false;
+  }
+
+  bool RefuseWord(std::string_view s, std::string_view what) {
+    std::string words;
+    for (const auto& w : r_.true_words) words += (words.empty() ? "" : ", ") + w;
+    words += " / ";
+    for (const auto& w : r_.false_words) words += w + (&w == &r_.false_words.back() ? "" : ", ");
+    Refuse("bad_boolean", std::string(what) + " " + Shown(s) +
+                              " is not a boolean word of this rule (" + words + ")");
+    return false;
+  }
+
   bool FromText(std::string_view s, std::string_view what) {
     for (const std::string& w : r_.true_words) {
       if (w == s) return SetBool(true, what);
@@ -577,6 +609,7 @@ class RuleApplier {
     for (const std::string& w : r_.false_words) {
       if (w == s) return SetBool(false, what);
     }
+    if (r_.strict_words) return RefuseWord(s, what);
     for (const std::string& w : r_.true_words) {
       if (store::EqualsIgnoreCase(w, s)) return SetBool(true, what);
     }
@@ -584,15 +617,7 @@ class RuleApplier {
       if (store::EqualsIgnoreCase(w, s)) return SetBool(false, what);
     }
     if (IsBooleanType(r_.type)) {
-      if (!r_.true_words.empty() || !r_.false_words.empty()) {
-        std::string words;
-        for (const auto& w : r_.true_words) words += (words.empty() ? "" : ", ") + w;
-        words += " / ";
-        for (const auto& w : r_.false_words) words += w + (&w == &r_.false_words.back() ? "" : ", ");
-        Refuse("bad_boolean", std::string(what) + " " + Shown(s) +
-                                  " is not a boolean word of this rule (" + words + ")");
-        return false;
-      }
+      if (!r_.true_words.empty() || !r_.false_words.empty()) return RefuseWord(s, what);
       Result<bool> b = store::ParseBoolean(s);
       if (!b.ok()) {
         Refuse("bad_boolean", std::string(what) + ": " + b.status().message());
@@ -695,6 +720,16 @@ class RuleApplier {
 
 MappingResult MappingEngine::Map(std::string_view topic, std::string_view payload,
                                  int64_t now_ms) const {
+  return MapImpl(topic, payload, now_ms, /*each=*/false);
+}
+
+MappingResult MappingEngine::MapEach(std::string_view topic, std::string_view payload,
+                                     int64_t now_ms) const {
+  return MapImpl(topic, payload, now_ms, /*each=*/true);
+}
+
+MappingResult MappingEngine::MapImpl(std::string_view topic, std::string_view payload,
+                                     int64_t now_ms, bool each) const {
   MappingResult result;
   const Levels levels(topic);
   MessageContext m{topic, levels, {}, payload, now_ms, false, false, json()};
@@ -716,6 +751,7 @@ MappingResult MappingEngine::Map(std::string_view topic, std::string_view payloa
     }
     if (!hit) continue;
     result.matched.push_back(i);
+    const size_t changes_before = result.changes.size();
     std::optional<MappingRefusal> refused;
     if (payload.size() > max_payload_bytes_) {
       refused = MappingRefusal{i, "too_large",
@@ -725,12 +761,17 @@ MappingResult MappingEngine::Map(std::string_view topic, std::string_view payloa
     } else {
       refused = RuleApplier(c, i, m, &result.changes).Run();
     }
+    if (refused && each) {
+      result.changes.resize(changes_before);
+      result.refusals.push_back(std::move(*refused));
+      continue;
+    }
     if (refused) {
       result.changes.clear();
       result.refusal = std::move(refused);
       return result;
     }
-    if (!c.rule.continue_matching) break;
+    if (!c.rule.continue_matching && !each) break;
   }
   return result;
 }

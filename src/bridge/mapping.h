@@ -56,6 +56,11 @@ struct MappingRule {
   // false.
   std::vector<std::string> true_words;
   std::vector<std::string> false_words;
+  // Home Assistant's payload_on/payload_off: every value, a JSON boolean or
+  // number too, is read as text and must be one of the words exactly (a JSON
+  // boolean ignoring case); anything else is refused (bad_boolean). Needs
+  // words and a boolean or uptime type.
+  bool strict_words = false;
   // A number becomes number * scale + offset.
   std::optional<double> scale;
   std::optional<double> offset;
@@ -99,6 +104,9 @@ struct MappingResult {
   std::vector<size_t> matched;       // the rules that matched, in order
   std::vector<MappedChange> changes;  // all of them, or none when refused
   std::optional<MappingRefusal> refusal;
+  // MapEach only: the refusals of the rules whose changes were dropped (the
+  // other rules' changes stand); `refusal` stays empty.
+  std::vector<MappingRefusal> refusals;
 };
 
 class MappingEngine {
@@ -115,6 +123,12 @@ class MappingEngine {
   // number of rules that match. `now_ms` resolves relative payload times.
   MappingResult Map(std::string_view topic, std::string_view payload, int64_t now_ms) const;
 
+  // Every matching rule applies, whatever its `continue`, and on its own: a
+  // rule that refuses drops only its own changes (listed in `refusals`).
+  // For discovered entities, which share a state topic without knowing of
+  // each other. The payload is still parsed once.
+  MappingResult MapEach(std::string_view topic, std::string_view payload, int64_t now_ms) const;
+
   // Every rule's topic filters, without duplicates, for subscribing.
   std::vector<std::string> Filters() const;
 
@@ -130,6 +144,8 @@ class MappingEngine {
   friend class RuleApplier;
   struct Compiled;
   MappingEngine();
+  MappingResult MapImpl(std::string_view topic, std::string_view payload, int64_t now_ms,
+                        bool each) const;
   std::vector<Compiled> rules_;
   size_t max_payload_bytes_ = 64 * 1024;
 };

@@ -252,6 +252,7 @@ class Server::Impl {
     http_.Get("/api/v1/segments", [this](const auto& req, auto& res) { GetSegments(req, res); });
     http_.Get("/api/v1/top", [this](const auto& req, auto& res) { GetTop(req, res); });
     http_.Post("/api/v1/compact", [this](const auto& req, auto& res) { PostCompact(req, res); });
+    http_.Get("/api/v1/discovery", [this](const auto& req, auto& res) { GetDiscovery(req, res); });
     http_.Get("/healthz", [this](const auto& req, auto& res) { GetHealth(req, res); });
     http_.Get("/readyz", [this](const auto& req, auto& res) { GetReady(req, res); });
     http_.Get("/metrics", [this](const auto& req, auto& res) { GetMetrics(req, res); });
@@ -657,6 +658,17 @@ class Server::Impl {
     Result<store::CompactionReport> r = store_->Compact();
     if (!r.ok()) return SendStatus(res, r.status());
     SendJson(res, 200, CompactionJson(*r));
+  }
+
+  // The entities discovery read (docs/mapping.md#discovery), mapped and
+  // refused, with the reason of each refusal.
+  void GetDiscovery(const httplib::Request&, httplib::Response& res) {
+    json j = options_.discovery ? options_.discovery() : json(nullptr);
+    if (j.is_null()) {
+      return SendError(res, 404, "not_found",
+                       "discovery is off (set discovery.enabled: true in the config)");
+    }
+    SendJson(res, 200, j);
   }
 
   // Liveness; "warnings" lists what is wrong without stopping the service

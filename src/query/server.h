@@ -10,6 +10,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "common/status.h"
@@ -29,6 +30,9 @@ struct ServerOptions {
   // /readyz calls the writer stuck once it has held uncommitted changes this
   // long (see Store::WriterStalledFor).
   std::chrono::milliseconds writer_stall_limit{10000};
+  // GET /api/v1/discovery answers what this returns (called from worker
+  // threads); 404 when unset or it returns null (discovery is off).
+  std::function<nlohmann::json()> discovery;
 };
 
 // What the rest of the service reports to /healthz, /readyz and /metrics.

@@ -1,0 +1,743 @@
+// Discovery (docs/mapping.md#discovery). Home Assistant's discovery configs
+// are read the way Home Assistant reads them (abbreviated keys expanded, `~`
+// replaced), but only what Komoku can follow exactly is mapped: a template
+// that Komoku cannot evaluate exactly refuses the entity rather than guess.
+#include "bridge/discovery.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+
+namespace komoku::bridge {
+namespace {
+
+using nlohmann::json;
+
+// Home Assistant's abbreviations of the keys Komoku reads (and a few it
+// shows), so that `stat_t` and `state_topic` mean the same.
+const std::map<std::string, std::string>& Abbreviations() {
+  static const std::map<std::string, std::string> kAbbreviations = {
+      {"avty", "availability"},
+      {"avty_mode", "availability_mode"},
+      {"avty_t", "availability_topic"},
+      {"avty_tpl", "availability_template"},
+      {"dev", "device"},
+      {"dev_cla", "device_class"},
+      {"exp_aft", "expire_after"},
+      {"json_attr_t", "json_attributes_topic"},
+      {"obj_id", "object_id"},
+      {"pl_avail", "payload_available"},
+      {"pl_not_avail", "payload_not_available"},
+      {"pl_off", "payload_off"},
+      {"pl_on", "payload_on"},
+      {"stat_cla", "state_class"},
+      {"stat_t", "state_topic"},
+      {"stat_val_tpl", "state_value_template"},
+      {"t", "topic"},
+      {"uniq_id", "unique_id"},
+      {"unit_of_meas", "unit_of_measurement"},
+      {"val_tpl", "value_template"},
+      {"cmd_t", "command_topic"},
+      {"ids", "identifiers"},
+      {"mf", "manufacturer"},
+      {"mdl", "model"},
+      {"sw", "sw_version"},
+      {"o", "origin"},
+  };
+  return kAbbreviations;
+}
+
+// The object with its keys expanded and `~` replaced by `base` in every
+// topic (a key ending in "topic": at the start or the end of the value).
+json Expand(const json& in, const std::string& base) {
+  json out = json::object();
+  for (auto it = in.begin(); it != in.end(); ++it) {
+    auto abbr = Abbreviations().find(it.key());
+    const std::string& name = abbr == Abbreviations().end() ? it.key() : abbr->second;
+    json value = it.value();
+    const bool is_topic = name == "topic" ||
+                          (name.size() > 6 && name.compare(name.size() - 6, 6, "_topic") == 0);
+    if (is_topic && value.is_string() && !base.empty()) {
+      std::string s = value.get<std::string>();
+      if (!s.empty() && s.front() == '~') {
+        s = base + s.substr(1);
+      } else if (!s.empty() && s.back() == '~') {
+        s = s.substr(0, s.size() - 1) + base;
+      }
+      value = s;
+    }
+    if (value.is_object() && (name == "device" || name == "origin")) value = Expand(value, "");
+    if (value.is_array() && name == "availability") {
+      json list = json::array();
+      for (const json& e : value) list.push_back(e.is_object() ? Expand(e, base) : e);
+      value = std::move(list);
+    }
+    out[name] = std::move(value);
+  }
+  return out;
+}
+
+std::string Text(const json& obj, const char* name) {
+  auto it = obj.find(name);
+  if (it == obj.end() || it->is_null()) return "";
+  if (it->is_string()) return it->get<std::string>();
+  return it->dump();
+}
+
+// payload_on and friends as the text Home Assistant compares the rendered
+// state with; a JSON boolean stays "true"/"false" (compared ignoring case).
+std::string WordOf(const json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
+  return v.dump();
+}
+
+std::string Word(const json& obj, const char* name, const char* fallback) {
+  auto it = obj.find(name);
+  return it == obj.end() || it->is_null() ? fallback : WordOf(*it);
+}
+
+bool IsPublishTopic(const std::string& t) {
+  return !t.empty() && t.size() <= 65535 && t.find_first_of("+#") == std::string::npos &&
+         t.find('\0') == std::string::npos;
+}
+
+std::string Pointer(const std::vector<std::string>& tokens) {
+  std::string out;
+  for (const std::string& t : tokens) {
+    out += '/';
+    for (char c : t) {
+      if (c == '~') {
+        out += "~0";
+      } else if (c == '/') {
+        out += "~1";
+      } else {
+        out += c;
+      }
+    }
+  }
+  return out;
+}
+
+std::string Dotted(const std::vector<std::string>& tokens) {
+  std::string out;
+  for (const std::string& t : tokens) out += (out.empty() ? "" : ".") + t;
+  return out;
+}
+
+bool IsIdentStart(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
+bool IsIdent(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
+
+// The grammar Komoku evaluates exactly:
+//   "{{" ws ( "value" | "value_json" access+ ) ( ws "|" ws "float" )? ws "}}"
+//   access = "." ident | "[" quote text quote "]"
+Status ParseTemplateTokens(std::string_view text, std::vector<std::string>* tokens,
+                           bool* to_float) {
+  const std::string shown = "'" + std::string(text) + "'";
+  std::string_view s = store::TrimAscii(text);
+  auto refuse = [&](const std::string& why) {
+    return Status::InvalidArgument("value template " + shown + " " + why +
+                                   "; Komoku evaluates only {{ value }}, "
+                                   "{{ value_json.<field> }} and {{ value_json['<field>'] }} "
+                                   "(optionally | float)");
+  };
+  if (s.size() < 4 || s.substr(0, 2) != "{{" || s.substr(s.size() - 2) != "}}") {
+    return refuse("is not one {{ ... }} expression");
+  }
+  std::string_view e = store::TrimAscii(s.substr(2, s.size() - 4));
+  if (e.find("{{") != std::string_view::npos || e.find("{%") != std::string_view::npos) {
+    return refuse("has more than one expression");
+  }
+  *to_float = false;
+  const size_t bar = e.find('|');
+  if (bar != std::string_view::npos) {
+    std::string_view filter = store::TrimAscii(e.substr(bar + 1));
+    if (filter != "float") return refuse("has a filter other than float");
+    *to_float = true;
+    e = store::TrimAscii(e.substr(0, bar));
+  }
+  tokens->clear();
+  if (e == "value") return Status::Ok();
+  constexpr std::string_view kJson = "value_json";
+  if (e.substr(0, kJson.size()) != kJson) return refuse("reads neither value nor value_json");
+  size_t i = kJson.size();
+  while (i < e.size()) {
+    if (e[i] == '.') {
+      size_t start = ++i;
+      if (i >= e.size() || !IsIdentStart(e[i])) return refuse("has a bad field name");
+      while (i < e.size() && IsIdent(e[i])) ++i;
+      tokens->emplace_back(e.substr(start, i - start));
+    } else if (e[i] == '[') {
+      ++i;
+      if (i >= e.size() || (e[i] != '\'' && e[i] != '"')) {
+        return refuse("indexes with something other than a quoted field name");
+      }
+      const char quote = e[i++];
+      size_t close = e.find(quote, i);
+      if (close == std::string_view::npos || close + 1 >= e.size() || e[close + 1] != ']') {
+        return refuse("has an unclosed [ ]");
+      }
+      std::string_view name = e.substr(i, close - i);
+      if (name.empty() || name.find('\\') != std::string_view::npos) {
+        return refuse("has an empty or escaped field name");
+      }
+      tokens->emplace_back(name);
+      i = close + 2;
+    } else {
+      return refuse("has arithmetic, a test or a call");
+    }
+  }
+  if (tokens->empty()) return refuse("reads the whole JSON document, not a field");
+  return Status::Ok();
+}
+
+const char* const kHomieFalse[] = {"init", "disconnected", "sleeping", "lost", "alert"};
+
+// The one-rule engine an entity makes: refuses options the store would not
+// take before the entity is listed as mapped.
+MappingRule StateRule(const DiscoveredEntity& e) {
+  MappingRule r;
+  r.name = e.id;
+  r.topics = {e.state_topic};
+  r.key = e.key;
+  r.type = e.type;
+  if (e.field.empty()) {
+    r.payload = PayloadFormat::kText;
+  } else {
+    r.payload = PayloadFormat::kJson;
+    r.fields = {{e.field, ""}};
+  }
+  r.true_words = e.true_words;
+  r.false_words = e.false_words;
+  r.strict_words = !e.true_words.empty();
+  if (e.stale_after_s) r.options["stale_after"] = *e.stale_after_s;
+  r.continue_matching = true;
+  return r;
+}
+
+MappingRule AvailabilityRule(const DiscoveredEntity::Availability& a, const std::string& key) {
+  MappingRule r;
+  r.name = "availability " + a.topic;
+  r.topics = {a.topic};
+  r.key = key;
+  r.type = store::KeyType::kBoolean;
+  if (a.field.empty()) {
+    r.payload = PayloadFormat::kText;
+  } else {
+    r.payload = PayloadFormat::kJson;
+    r.fields = {{a.field, ""}};
+  }
+  r.true_words = a.true_words;
+  r.false_words = a.false_words;
+  r.strict_words = true;
+  r.continue_matching = true;
+  return r;
+}
+
+// Sets the key (refusing one that is no key name or would read as a
+// template) and checks that the entity's rule compiles.
+void FinishEntity(DiscoveredEntity* e, const std::string& key) {
+  e->key = key;
+  Status ok = store::ValidateKeyName(key);
+  if (ok.ok() && key.find_first_of("{}") != std::string::npos) {
+    ok = Status::InvalidArgument("'{' and '}' are not allowed in a discovered key");
+  }
+  if (!ok.ok()) {
+    e->reason = "bad_key";
+    e->message = "key " + store::QuoteForMessage(key) + ": " + ok.message();
+    return;
+  }
+  std::vector<MappingRule> rules = {StateRule(*e)};
+  for (const auto& a : e->availability) rules.push_back(AvailabilityRule(a, a.topic));
+  Result<std::unique_ptr<MappingEngine>> compiled = MappingEngine::Compile(std::move(rules));
+  if (!compiled.ok()) {
+    e->reason = "bad_option";
+    e->message = compiled.status().message();
+  }
+}
+
+DiscoveredEntity Refused(DiscoveredEntity e, const char* reason, std::string message) {
+  e.reason = reason;
+  e.message = std::move(message);
+  return e;
+}
+
+json EntityJson(const DiscoveredEntity& e) {
+  json j = {{"id", e.id}, {"source", e.source}, {"component", e.component}};
+  if (!e.state_topic.empty()) j["state_topic"] = e.state_topic;
+  if (!e.value_template.empty()) j["value_template"] = e.value_template;
+  if (e.mapped()) {
+    j["status"] = "mapped";
+    j["key"] = e.key;
+    j["type"] = store::KeyTypeName(e.type);
+    if (!e.true_words.empty()) {
+      j["true"] = e.true_words;
+      j["false"] = e.false_words;
+    }
+    if (e.stale_after_s) j["stale_after"] = *e.stale_after_s;
+    json avail = json::array();
+    for (const auto& a : e.availability) avail.push_back(a.topic);
+    if (!avail.empty()) j["availability"] = avail;
+  } else {
+    j["status"] = "refused";
+    j["reason"] = e.reason;
+    j["message"] = e.message;
+  }
+  for (auto it = e.info.begin(); it != e.info.end(); ++it) j[it.key()] = it.value();
+  return j;
+}
+
+}  // namespace
+
+Status ParseValueTemplate(std::string_view text, std::string* field, bool* to_float) {
+  std::vector<std::string> tokens;
+  KOMOKU_RETURN_IF_ERROR(ParseTemplateTokens(text, &tokens, to_float));
+  *field = Pointer(tokens);
+  return Status::Ok();
+}
+
+DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view payload,
+                                  const DiscoveryOptions& options) {
+  DiscoveredEntity e;
+  e.id = std::string(topic);
+  e.source = "home_assistant";
+  // <prefix>/<component>/[<node_id>/]<object_id>/config
+  std::vector<std::string> levels;
+  const std::string prefix = options.ha_prefix + "/";
+  std::string rest = topic.substr(0, prefix.size()) == prefix
+                         ? std::string(topic.substr(prefix.size()))
+                         : std::string();
+  for (size_t start = 0;;) {
+    size_t slash = rest.find('/', start);
+    levels.push_back(rest.substr(start, slash == std::string::npos ? std::string::npos
+                                                                    : slash - start));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  if (levels.size() < 3 || levels.size() > 4 || levels.back() != "config") {
+    return Refused(std::move(e), "bad_topic",
+                   "'" + e.id + "' is not " + prefix + "<component>/[<node_id>/]<object_id>/config");
+  }
+  e.component = levels[0];
+  e.info["object_id"] = levels[levels.size() - 2];
+  if (levels.size() == 4) e.info["node_id"] = levels[1];
+
+  json raw = json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
+  if (raw.is_discarded()) {
+    return Refused(std::move(e), "bad_json",
+                   "config " + store::QuoteForMessage(payload) + " is not valid JSON");
+  }
+  if (!raw.is_object()) {
+    return Refused(std::move(e), "not_object",
+                   std::string("config is a JSON ") + raw.type_name() + ", not an object");
+  }
+  const std::string base = raw.contains("~") && raw["~"].is_string() ? raw["~"].get<std::string>()
+                                                                      : "";
+  const json c = Expand(raw, base);
+  for (const char* shown : {"name", "unique_id", "object_id", "device_class", "state_class",
+                            "unit_of_measurement"}) {
+    std::string v = Text(c, shown);
+    if (!v.empty()) e.info[shown] = v;
+  }
+  if (c.contains("device") && c["device"].is_object()) {
+    const json& d = c["device"];
+    for (const char* shown : {"name", "model", "manufacturer"}) {
+      std::string v = Text(d, shown);
+      if (!v.empty()) e.info[std::string("device_") + shown] = v;
+    }
+  }
+  auto topic_of = [&](const char* name) -> Result<std::string> {
+    auto it = c.find(name);
+    if (it == c.end() || it->is_null()) return std::string();
+    if (!it->is_string() || !IsPublishTopic(it->get<std::string>())) {
+      return Status::InvalidArgument(std::string(name) + " " +
+                                     store::QuoteForMessage(it->dump()) +
+                                     " is not a topic (text without + and #)");
+    }
+    return it->get<std::string>();
+  };
+
+  // The type, from the component and what it says of its values.
+  const std::string device_class = Text(c, "device_class");
+  const std::string state_class = Text(c, "state_class");
+  const std::string unit = Text(c, "unit_of_measurement");
+  std::string template_name = "value_template";
+  if (e.component == "sensor") {
+    if (device_class == "timestamp" || device_class == "date" || device_class == "enum") {
+      e.type = store::KeyType::kString;
+    } else if (state_class == "total_increasing") {
+      e.type = store::KeyType::kCounter;
+    } else if (state_class == "measurement" || state_class == "total" || !unit.empty()) {
+      e.type = store::KeyType::kNumeric;
+    } else {
+      e.type = store::KeyType::kString;
+    }
+  } else if (e.component == "binary_sensor") {
+    e.type = store::KeyType::kBoolean;
+    e.true_words = {Word(c, "payload_on", "ON")};
+    e.false_words = {Word(c, "payload_off", "OFF")};
+    if (e.true_words[0] == e.false_words[0]) {
+      return Refused(std::move(e), "bad_option", "payload_on and payload_off are both '" +
+                                                     e.true_words[0] + "'");
+    }
+  } else if (e.component == "number") {
+    e.type = store::KeyType::kNumeric;
+  } else if (e.component == "device") {
+    return Refused(std::move(e), "unsupported",
+                   "device discovery (several components in one config) is not read yet; "
+                   "announce each component on its own config topic");
+  } else {
+    e.type = store::KeyType::kString;
+    if (e.component == "light") {
+      const std::string schema = Text(c, "schema");
+      if (!schema.empty() && schema != "default" && schema != "basic") {
+        return Refused(std::move(e), "unsupported",
+                       "a light with schema '" + schema + "' publishes its state as JSON; "
+                       "Komoku reads only the default schema's state topic");
+      }
+      template_name = "state_value_template";
+    }
+  }
+
+  Result<std::string> state_topic = topic_of("state_topic");
+  if (!state_topic.ok()) return Refused(std::move(e), "bad_topic", state_topic.status().message());
+  if (state_topic->empty()) {
+    return Refused(std::move(e), "no_state_topic",
+                   "a " + e.component + " without state_topic has no values to store");
+  }
+  e.state_topic = *state_topic;
+  auto own = [&](const std::string& t) {
+    return t.size() > options.own_prefix.size() &&
+           t.compare(0, options.own_prefix.size(), options.own_prefix) == 0 &&
+           t[options.own_prefix.size()] == '/';
+  };
+  if (own(e.state_topic)) {
+    return Refused(std::move(e), "own_topic",
+                   "state topic '" + e.state_topic + "' is under Komoku's own prefix '" +
+                       options.own_prefix + "/'; Komoku never maps what it publishes");
+  }
+
+  e.value_template = Text(c, template_name.c_str());
+  std::string dotted;
+  if (!e.value_template.empty()) {
+    std::vector<std::string> tokens;
+    bool to_float = false;
+    Status st = ParseTemplateTokens(e.value_template, &tokens, &to_float);
+    if (!st.ok()) return Refused(std::move(e), "bad_template", st.message());
+    if (to_float && e.type != store::KeyType::kNumeric && e.type != store::KeyType::kCounter) {
+      return Refused(std::move(e), "bad_template",
+                     "value template '" + e.value_template + "' converts to float, but a " +
+                         e.component + " here is a " + store::KeyTypeName(e.type) + " key");
+    }
+    e.field = Pointer(tokens);
+    dotted = Dotted(tokens);
+  }
+
+  auto expire = c.find("expire_after");
+  if (expire != c.end() && !expire->is_null()) {
+    if (!expire->is_number() || !std::isfinite(expire->get<double>()) ||
+        expire->get<double>() < 0) {
+      return Refused(std::move(e), "bad_option",
+                     "expire_after " + expire->dump() + " is not a number of seconds");
+    }
+    if (expire->get<double>() > 0) e.stale_after_s = expire->get<double>();
+  }
+
+  // Availability: one topic (availability_topic) or a list of them.
+  auto add_availability = [&](const std::string& topic_text, const json& spec,
+                              const char* template_key) -> Status {
+    DiscoveredEntity::Availability a;
+    a.topic = topic_text;
+    std::string tpl = Text(spec, template_key);
+    if (!tpl.empty()) {
+      std::vector<std::string> tokens;
+      bool to_float = false;
+      Status st = ParseTemplateTokens(tpl, &tokens, &to_float);
+      if (!st.ok()) return Status::InvalidArgument("availability of '" + a.topic + "': " +
+                                                   st.message());
+      if (to_float) {
+        return Status::InvalidArgument("availability template '" + tpl + "' converts to float");
+      }
+      a.field = Pointer(tokens);
+    }
+    a.true_words = {Word(spec, "payload_available", "online")};
+    a.false_words = {Word(spec, "payload_not_available", "offline")};
+    if (a.true_words[0] == a.false_words[0]) {
+      return Status::InvalidArgument("availability of '" + a.topic +
+                                     "': payload_available and payload_not_available are equal");
+    }
+    e.availability.push_back(std::move(a));
+    return Status::Ok();
+  };
+  Result<std::string> avty_topic = topic_of("availability_topic");
+  if (!avty_topic.ok()) return Refused(std::move(e), "bad_topic", avty_topic.status().message());
+  if (!avty_topic->empty()) {
+    Status st = add_availability(*avty_topic, c, "availability_template");
+    if (!st.ok()) return Refused(std::move(e), "bad_template", st.message());
+  }
+  auto list = c.find("availability");
+  if (list != c.end() && list->is_array()) {
+    for (const json& spec : *list) {
+      const std::string t = spec.is_object() ? Text(spec, "topic") : "";
+      if (!spec.is_object() || !IsPublishTopic(t)) {
+        return Refused(std::move(e), "bad_topic",
+                       "availability entry " + store::QuoteForMessage(spec.dump()) +
+                           " has no topic");
+      }
+      Status st = add_availability(t, spec, "value_template");
+      if (!st.ok()) return Refused(std::move(e), "bad_template", st.message());
+    }
+  }
+
+  for (const auto& a : e.availability) {
+    if (own(a.topic)) {
+      return Refused(std::move(e), "own_topic",
+                     "availability topic '" + a.topic + "' is under Komoku's own prefix '" +
+                         options.own_prefix + "/'");
+    }
+  }
+  FinishEntity(&e, options.key_prefix + e.state_topic + (dotted.empty() ? "" : "/" + dotted));
+  return e;
+}
+
+DiscoveredEntity ParseHomieProperty(const std::string& property_topic,
+                                    const std::map<std::string, std::string>& attributes,
+                                    const DiscoveryOptions& options) {
+  DiscoveredEntity e;
+  e.id = property_topic;
+  e.source = "homie";
+  e.component = "property";
+  e.state_topic = property_topic;
+  auto attr = [&](const char* name) {
+    auto it = attributes.find(name);
+    return it == attributes.end() ? std::string() : it->second;
+  };
+  const std::string datatype = attr("$datatype");
+  for (const char* shown : {"$datatype", "$unit", "$format", "$name"}) {
+    std::string v = attr(shown);
+    if (!v.empty()) e.info[shown + 1] = v;
+  }
+  if (datatype == "integer" || datatype == "float") {
+    e.type = store::KeyType::kNumeric;
+  } else if (datatype == "boolean") {
+    e.type = store::KeyType::kBoolean;
+    e.true_words = {"true"};
+    e.false_words = {"false"};
+  } else if (datatype == "string" || datatype == "enum" || datatype == "color" ||
+             datatype == "datetime" || datatype == "duration") {
+    e.type = store::KeyType::kString;
+  } else {
+    return Refused(std::move(e), "unsupported",
+                   "$datatype '" + datatype +
+                       "' is not a Homie datatype (integer, float, boolean, string, enum, color, "
+                       "datetime, duration)");
+  }
+  // homie/<device>/$state: ready, or one of the states of a device that is
+  // not there (init counts as not yet there).
+  const size_t device_end = property_topic.find('/', options.homie_prefix.size() + 1);
+  DiscoveredEntity::Availability a;
+  a.topic = property_topic.substr(0, device_end) + "/$state";
+  a.true_words = {"ready"};
+  a.false_words.assign(std::begin(kHomieFalse), std::end(kHomieFalse));
+  e.availability.push_back(std::move(a));
+  FinishEntity(&e, options.key_prefix + property_topic);
+  return e;
+}
+
+Discovery::Discovery(DiscoveryOptions options) : options_(std::move(options)) {}
+Discovery::~Discovery() = default;
+
+std::vector<std::string> Discovery::ConfigFilters() const {
+  std::vector<std::string> out;
+  if (options_.home_assistant) {
+    out.push_back(options_.ha_prefix + "/+/+/config");
+    out.push_back(options_.ha_prefix + "/+/+/+/config");
+  }
+  if (options_.homie) {
+    for (const char* attr : {"$datatype", "$unit", "$format", "$name"}) {
+      out.push_back(options_.homie_prefix + "/+/+/+/" + attr);
+    }
+  }
+  return out;
+}
+
+bool Discovery::IsDiscoveryTopic(std::string_view topic) const {
+  for (const std::string& f : ConfigFilters()) {
+    if (TopicMatchesFilter(f, topic)) return true;
+  }
+  return false;
+}
+
+Discovery::Update Discovery::Handle(std::string_view topic, std::string_view payload) {
+  const std::string_view ha = options_.ha_prefix;
+  const bool is_ha = options_.home_assistant && topic.size() > ha.size() &&
+                     topic.substr(0, ha.size()) == ha && topic[ha.size()] == '/';
+  if (is_ha) {
+    const std::string id(topic);
+    std::string_view trimmed = store::TrimAscii(payload);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = entities_.find(id);
+      if (trimmed.empty() ? it == entities_.end() : it != entities_.end() && it->second.raw == payload) {
+        return Update{};  // a retained config seen again, or a removal of nothing
+      }
+    }
+    if (trimmed.empty()) return Replace(id, std::nullopt, "");
+    return Replace(id, ParseHaDiscovery(topic, payload, options_), std::string(payload));
+  }
+  // Homie: <prefix>/<device>/<node>/<property>/$<attribute>
+  const size_t slash = topic.rfind('/');
+  const std::string property(topic.substr(0, slash));
+  const std::string attribute(topic.substr(slash + 1));
+  std::map<std::string, std::string> attributes;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& known = homie_[property];
+    auto it = known.find(attribute);
+    if (payload.empty() ? it == known.end() : it != known.end() && it->second == payload) {
+      if (known.empty()) homie_.erase(property);
+      return Update{};
+    }
+    if (payload.empty()) {
+      known.erase(attribute);
+    } else {
+      known[attribute] = std::string(payload);
+    }
+    attributes = known;
+    if (known.empty()) homie_.erase(property);
+  }
+  if (!attributes.count("$datatype")) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!entities_.count(property)) return Update{};  // attributes before $datatype
+  }
+  if (!attributes.count("$datatype")) return Replace(property, std::nullopt, "");
+  std::string raw;
+  for (const auto& [name, value] : attributes) raw += name + "=" + value + "\n";
+  return Replace(property, ParseHomieProperty(property, attributes, options_), raw);
+}
+
+Discovery::Update Discovery::Replace(const std::string& id, std::optional<DiscoveredEntity> entity,
+                                     const std::string& raw) {
+  Update update;
+  update.changed = true;
+  std::lock_guard<std::mutex> lock(mu_);
+  std::set<std::string> touched;
+  auto old = entities_.find(id);
+  if (old != entities_.end()) {
+    touched.insert(old->second.entity.state_topic);
+    for (const auto& a : old->second.entity.availability) touched.insert(a.topic);
+  }
+  if (!entity) {
+    if (old == entities_.end()) return Update{};
+    entities_.erase(old);
+    update.removed = true;
+  } else {
+    if (entity->mapped()) {
+      for (const auto& [other_id, other] : entities_) {
+        if (other_id != id && other.entity.mapped() && other.entity.key == entity->key) {
+          entity->reason = "duplicate_key";
+          entity->message = "key '" + entity->key + "' is already made by " + other_id;
+          break;
+        }
+      }
+    }
+    if (entity->mapped()) {
+      touched.insert(entity->state_topic);
+      for (const auto& a : entity->availability) touched.insert(a.topic);
+    }
+    entities_[id] = Known{*entity, raw};
+    update.entity = std::move(entity);
+  }
+  for (const std::string& topic : touched) {
+    const bool had = engines_.count(topic) > 0;
+    Rebuild(topic);
+    const bool has = engines_.count(topic) > 0;
+    if (has && !had) update.subscribe.push_back(topic);
+    if (had && !has) update.unsubscribe.push_back(topic);
+  }
+  return update;
+}
+
+void Discovery::Rebuild(const std::string& topic) {
+  std::vector<MappingRule> rules;
+  std::set<std::string> keys;
+  for (const auto& [id, known] : entities_) {
+    const DiscoveredEntity& e = known.entity;
+    if (e.mapped() && e.state_topic == topic) {
+      rules.push_back(StateRule(e));
+      keys.insert(e.key);
+    }
+  }
+  // One availability rule per topic, however many entities share it; the
+  // first entity (by id) gives the words.
+  for (const auto& [id, known] : entities_) {
+    const DiscoveredEntity& e = known.entity;
+    if (!e.mapped()) continue;
+    auto a = std::find_if(e.availability.begin(), e.availability.end(),
+                          [&](const auto& x) { return x.topic == topic; });
+    if (a == e.availability.end()) continue;
+    const std::string key = options_.key_prefix + topic;
+    if (!keys.count(key)) rules.push_back(AvailabilityRule(*a, key));
+    break;
+  }
+  if (rules.empty()) {
+    engines_.erase(topic);
+    return;
+  }
+  Result<std::unique_ptr<MappingEngine>> engine = MappingEngine::Compile(std::move(rules));
+  if (engine.ok()) {
+    engines_[topic] = std::shared_ptr<const MappingEngine>(std::move(engine.value()));
+  } else {
+    engines_.erase(topic);  // each rule compiled alone (FinishEntity): not expected
+  }
+}
+
+Discovery::Mapped Discovery::Map(std::string_view topic, std::string_view payload,
+                                 int64_t now_ms) const {
+  Mapped out;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = engines_.find(std::string(topic));
+    if (it == engines_.end()) return out;
+    out.engine = it->second;
+  }
+  out.result = out.engine->MapEach(topic, payload, now_ms);
+  return out;
+}
+
+std::vector<std::string> Discovery::Topics() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& [topic, engine] : engines_) out.push_back(topic);
+  return out;
+}
+
+size_t Discovery::mapped_count() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<size_t>(std::count_if(entities_.begin(), entities_.end(),
+                                           [](const auto& e) { return e.second.entity.mapped(); }));
+}
+
+json Discovery::Describe() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  json entities = json::array();
+  size_t mapped = 0;
+  std::map<std::string, std::vector<std::string>> availability;  // topic -> entity ids
+  for (const auto& [id, known] : entities_) {
+    entities.push_back(EntityJson(known.entity));
+    if (!known.entity.mapped()) continue;
+    ++mapped;
+    for (const auto& a : known.entity.availability) availability[a.topic].push_back(id);
+  }
+  json avail = json::array();
+  for (const auto& [topic, ids] : availability) {
+    avail.push_back({{"topic", topic}, {"key", options_.key_prefix + topic}, {"entities", ids.size()}});
+  }
+  return json{{"entities", entities},
+              {"availability", avail},
+              {"mapped", mapped},
+              {"refused", entities_.size() - mapped},
+              {"filters", ConfigFilters()}};
+}
+
+}  // namespace komoku::bridge

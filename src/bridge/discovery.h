@@ -1,0 +1,151 @@
+// Self-describing devices (docs/mapping.md#discovery): Home Assistant MQTT
+// discovery configs (homeassistant/<component>/[<node_id>/]<object_id>/config)
+// and Homie 3/4 property attributes ($datatype, $unit, $format, $name) become
+// typed mapping rules for the topics they describe, so that a house already
+// announced to Home Assistant needs no `mappings:` at all.
+//
+// Discovery turns each discovery message into an entity (or a refusal with a
+// reason, kept for GET /api/v1/discovery), and keeps one compiled
+// MappingEngine per state or availability topic. A discovered key is named
+// after the topic its values come from: the state topic, plus "/<field>"
+// when the value template reads a JSON field ("zigbee2mqtt/kitchen_sensor/
+// temperature"); an availability key is its availability topic.
+//
+// Thread-safe: Handle* and Map may run on the MQTT thread while Describe
+// runs on an HTTP worker; a Map in progress keeps its engine alive.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bridge/mapping.h"
+#include "store/value.h"
+
+namespace komoku::bridge {
+
+struct DiscoveryOptions {
+  bool home_assistant = true;
+  std::string ha_prefix = "homeassistant";
+  bool homie = true;
+  std::string homie_prefix = "homie";
+  // Put before every discovered key ("ha/" makes "ha/zigbee2mqtt/...").
+  std::string key_prefix;
+  // Komoku's own MQTT prefix: an entity whose state or availability topic is
+  // under it is refused (own_topic), so Komoku never maps what it publishes.
+  std::string own_prefix = "komoku";
+};
+
+// What one discovery message described: a mapped entity, or one refused
+// with a reason (bad_json, not_object, bad_topic, no_state_topic,
+// bad_template, unsupported, own_topic, duplicate_key, bad_key, bad_option).
+struct DiscoveredEntity {
+  std::string id;         // the config topic (HA) or the property topic (Homie)
+  std::string source;     // "home_assistant" or "homie"
+  std::string component;  // sensor, binary_sensor, ...; for Homie "property"
+  std::string state_topic;
+  std::string value_template;  // as announced; empty when none
+  std::string field;           // the JSON field it reads (a JSON pointer); empty: the payload
+  std::string key;
+  store::KeyType type = store::KeyType::kString;
+  std::vector<std::string> true_words, false_words;
+  std::optional<double> stale_after_s;  // from expire_after
+  struct Availability {
+    std::string topic;
+    std::string field;  // a JSON pointer; empty: the payload
+    std::vector<std::string> true_words, false_words;
+  };
+  std::vector<Availability> availability;
+  nlohmann::json info = nlohmann::json::object();  // name, unit, device_class, ...
+  // Empty when mapped.
+  std::string reason;
+  std::string message;
+
+  bool mapped() const { return reason.empty(); }
+};
+
+// Parses one Home Assistant discovery config. `topic` is the config topic,
+// `payload` its JSON (full or abbreviated keys, `~` as topic base). Always
+// returns an entity; a refused one has `reason` and `message` set.
+DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view payload,
+                                  const DiscoveryOptions& options);
+
+// The entity a Homie property announces with its attributes so far
+// ($datatype is required; $unit, $format, $name are shown).
+DiscoveredEntity ParseHomieProperty(const std::string& property_topic,
+                                    const std::map<std::string, std::string>& attributes,
+                                    const DiscoveryOptions& options);
+
+// A value template Komoku can evaluate exactly: "{{ value }}",
+// "{{ value_json.a.b }}", "{{ value_json['a'] }}" (and mixes), optionally
+// "| float" for a numeric key. Sets `*field` to the JSON pointer of the
+// field ("" for the whole payload) and `*to_float`; InvalidArgument with the
+// reason otherwise.
+Status ParseValueTemplate(std::string_view text, std::string* field, bool* to_float);
+
+class Discovery {
+ public:
+  explicit Discovery(DiscoveryOptions options);
+  ~Discovery();
+  Discovery(const Discovery&) = delete;
+  Discovery& operator=(const Discovery&) = delete;
+
+  // The filters of the discovery messages themselves.
+  std::vector<std::string> ConfigFilters() const;
+  // True for a topic one of ConfigFilters() matches.
+  bool IsDiscoveryTopic(std::string_view topic) const;
+
+  // What a discovery message did. `changed` is false when it repeated what
+  // was known (a retained config seen again): nothing else happens then.
+  struct Update {
+    bool changed = false;
+    std::optional<DiscoveredEntity> entity;  // the new state; none when removed
+    bool removed = false;
+    std::vector<std::string> subscribe;    // topics that now have entities
+    std::vector<std::string> unsubscribe;  // topics that no longer have any
+  };
+  Update Handle(std::string_view topic, std::string_view payload);
+
+  // A state or availability message: the changes of every entity on the
+  // topic (MapEach). `engine` names the rules of the changes and refusals;
+  // null when no entity reads the topic.
+  struct Mapped {
+    std::shared_ptr<const MappingEngine> engine;
+    MappingResult result;
+  };
+  Mapped Map(std::string_view topic, std::string_view payload, int64_t now_ms) const;
+
+  // Every topic that has entities now, for subscribing after a (re)connect.
+  std::vector<std::string> Topics() const;
+
+  // The entities (mapped and refused) and availability keys, for
+  // GET /api/v1/discovery.
+  nlohmann::json Describe() const;
+  size_t mapped_count() const;
+
+ private:
+  Update Replace(const std::string& id, std::optional<DiscoveredEntity> entity,
+                 const std::string& raw);
+  void Rebuild(const std::string& topic);  // mu_ held
+
+  const DiscoveryOptions options_;
+
+  mutable std::mutex mu_;
+  struct Known {
+    DiscoveredEntity entity;
+    std::string raw;  // the payload it came from, to see repeats
+  };
+  std::map<std::string, Known> entities_;  // by id; guarded by mu_
+  // Homie property topic -> attribute ($datatype, ...) -> value.
+  std::map<std::string, std::map<std::string, std::string>> homie_;  // guarded by mu_
+  std::map<std::string, std::shared_ptr<const MappingEngine>> engines_;  // by topic; guarded by mu_
+};
+
+}  // namespace komoku::bridge
