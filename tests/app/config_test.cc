@@ -51,6 +51,12 @@ std::string Dump(const Config& c) {
       << "http.listen=" << c.http_listen << "\n"
       << "http.max_points=" << c.http_max_points << "\n"
       << "log.level=" << c.log_level << "\n"
+      << "discovery.enabled=" << c.discovery_enabled << "\n"
+      << "discovery.home_assistant=" << c.discovery_home_assistant << "\n"
+      << "discovery.prefix=" << c.discovery_prefix << "\n"
+      << "discovery.homie=" << c.discovery_homie << "\n"
+      << "discovery.homie_prefix=" << c.discovery_homie_prefix << "\n"
+      << "discovery.key_prefix=" << c.discovery_key_prefix << "\n"
       << "http_host=" << c.http_host << "\n"
       << "http_port=" << c.http_port << "\n";
   return out.str();
@@ -405,7 +411,7 @@ TEST(ConfigTest, ExampleUncommentedParsesToTheDefaults) {
       uncommented += line + "\n";
     }
   }
-  EXPECT_EQ(keys, 20);
+  EXPECT_EQ(keys, 26);
   Config c = ParseOk(uncommented);
   EXPECT_EQ(Dump(c), Dump(DefaultConfig())) << uncommented;
 }
@@ -418,10 +424,32 @@ TEST(ConfigTest, DocsListEveryKey) {
         "store.data_dir", "store.commit_interval_ms", "store.commit_max_rows",
         "store.checkpoint_interval", "store.hot_window_hours", "store.compact_interval",
         "store.raw_retention_days", "store.rollup_5m_retention_days", "http.listen",
-        "http.max_points", "log.level"}) {
+        "http.max_points", "log.level", "discovery.enabled", "discovery.home_assistant",
+        "discovery.prefix", "discovery.homie", "discovery.homie_prefix", "discovery.key_prefix"}) {
     EXPECT_NE(docs.find(std::string("| `") + key + "` |"), std::string::npos) << key;
   }
   EXPECT_NE(docs.find("| `mqtt.keep_alive` | integer | `30` | 5..3600 |"), std::string::npos);
+  EXPECT_NE(docs.find("| `discovery.enabled` | boolean | `false` |  |"), std::string::npos);
+}
+
+TEST(ConfigTest, DiscoverySection) {
+  Config c = ParseOk("discovery:\n  enabled: true\n  prefix: ha\n  homie: false\n"
+                     "  key_prefix: dev/\n");
+  EXPECT_TRUE(c.discovery_enabled);
+  EXPECT_TRUE(c.discovery_home_assistant);
+  EXPECT_EQ(c.discovery_prefix, "ha");
+  EXPECT_FALSE(c.discovery_homie);
+  EXPECT_EQ(c.discovery_key_prefix, "dev/");
+  EXPECT_FALSE(DefaultConfig().discovery_enabled);
+  auto bad = ParseConfig("discovery:\n  enabled: yes\n", "k.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(),
+            "k.yaml:2: discovery.enabled: expected true or false, got 'yes'");
+  bad = ParseConfig("discovery:\n  prefix: ha/#\n", "k.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("k.yaml:2: discovery.prefix: must be a topic"),
+            std::string::npos)
+      << bad.status().message();
 }
 
 // config/komoku.yaml and docs/config.md are generated (`komoku config-example`,

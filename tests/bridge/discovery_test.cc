@@ -1,0 +1,452 @@
+// Discovery: Home Assistant discovery configs as zigbee2mqtt, Tasmota,
+// ESPHome and Shelly (shellies-discovery) publish them, Homie attributes,
+// value templates, refusals, and the registry's repeats, removals and
+// per-topic engines.
+#include "bridge/discovery.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace komoku::bridge {
+namespace {
+
+using store::KeyType;
+
+constexpr int64_t kNow = 1795306000000;
+
+// zigbee2mqtt 1.40, an Aqara temperature sensor (full keys, availability list).
+constexpr char kZ2mTemperatureTopic[] =
+    "homeassistant/sensor/0x00158d0001a2b3c4/temperature/config";
+constexpr char kZ2mTemperature[] = R"js({"availability":[{"topic":"zigbee2mqtt/bridge/state",
+"value_template":"{{ value_json.state }}"},{"topic":"zigbee2mqtt/kitchen_sensor/availability",
+"value_template":"{{ value_json.state }}"}],"availability_mode":"all","device":{"identifiers":
+["zigbee2mqtt_0x00158d0001a2b3c4"],"manufacturer":"Aqara","model":
+"Temperature and humidity sensor (WSDCGQ11LM)","name":"kitchen_sensor","via_device":
+"zigbee2mqtt_bridge_0x00124b0022aabbcc"},"device_class":"temperature","enabled_by_default":true,
+"name":"Temperature","object_id":"kitchen_sensor_temperature","origin":{"name":"Zigbee2MQTT",
+"sw":"1.40.0","url":"https://www.zigbee2mqtt.io"},"state_class":"measurement","state_topic":
+"zigbee2mqtt/kitchen_sensor","unique_id":"0x00158d0001a2b3c4_temperature_zigbee2mqtt",
+"unit_of_measurement":"°C","value_template":"{{ value_json.temperature }}"})js";
+constexpr char kZ2mHumidityTopic[] = "homeassistant/sensor/0x00158d0001a2b3c4/humidity/config";
+constexpr char kZ2mHumidity[] = R"({"availability":[{"topic":"zigbee2mqtt/bridge/state",
+"value_template":"{{ value_json.state }}"}],"device":{"name":"kitchen_sensor"},
+"device_class":"humidity","name":"Humidity","state_class":"measurement","state_topic":
+"zigbee2mqtt/kitchen_sensor","unique_id":"0x00158d0001a2b3c4_humidity_zigbee2mqtt",
+"unit_of_measurement":"%","value_template":"{{ value_json.humidity }}"})";
+// A door contact: Home Assistant's "on" (open) is contact == false.
+constexpr char kZ2mDoorTopic[] = "homeassistant/binary_sensor/0x00158d0001d4e5f6/contact/config";
+constexpr char kZ2mDoor[] = R"({"availability":[{"topic":"zigbee2mqtt/bridge/state",
+"value_template":"{{ value_json.state }}"}],"device":{"name":"front_door"},"device_class":"door",
+"name":"Door","payload_off":true,"payload_on":false,"state_topic":"zigbee2mqtt/front_door",
+"unique_id":"0x00158d0001d4e5f6_contact_zigbee2mqtt","value_template":"{{ value_json.contact }}"})";
+// Tasmota 13 (abbreviated keys).
+constexpr char kTasmotaEnergyTopic[] = "homeassistant/sensor/8C8E1A_ENERGY_Total/config";
+constexpr char kTasmotaEnergy[] = R"({"name":"Tasmota ENERGY Total",
+"stat_t":"tele/tasmota_8C8E1A/SENSOR","avty_t":"tele/tasmota_8C8E1A/LWT","pl_avail":"Online",
+"pl_not_avail":"Offline","uniq_id":"8C8E1A_ENERGY_Total","dev":{"ids":["8C8E1A"]},
+"unit_of_meas":"kWh","val_tpl":"{{value_json['ENERGY']['Total']}}","dev_cla":"energy",
+"stat_cla":"total_increasing"})";
+// Tasmota's relay, with `~` as topic base.
+constexpr char kTasmotaRelayTopic[] = "homeassistant/switch/8C8E1A_RL_1/config";
+constexpr char kTasmotaRelay[] = R"({"name":"Tasmota","cmd_t":"~cmnd/POWER","stat_t":"~tele/STATE",
+"val_tpl":"{{value_json.POWER}}","pl_off":"OFF","pl_on":"ON","avty_t":"~tele/LWT",
+"pl_avail":"Online","pl_not_avail":"Offline","uniq_id":"8C8E1A_RL_1","dev":{"ids":["8C8E1A"]},
+"~":"tasmota_8C8E1A/"})";
+// ESPHome 2024 (abbreviated keys, no template).
+constexpr char kEsphomeTemperatureTopic[] = "homeassistant/sensor/livingroom/temperature/config";
+constexpr char kEsphomeTemperature[] = R"({"dev_cla":"temperature","unit_of_meas":"°C",
+"stat_cla":"measurement","name":"Temperature","stat_t":"livingroom/sensor/temperature/state",
+"avty_t":"livingroom/status","uniq_id":"ESPsensortemperature","dev":{"ids":"a4cf12abcdef",
+"name":"livingroom","sw":"esphome v2024.2.0","mdl":"esp32dev","mf":"espressif"}})";
+constexpr char kEsphomeMotionTopic[] = "homeassistant/binary_sensor/livingroom/motion/config";
+constexpr char kEsphomeMotion[] = R"({"dev_cla":"motion","name":"Motion",
+"stat_t":"livingroom/binary_sensor/motion/state","avty_t":"livingroom/status",
+"uniq_id":"ESPbinary_sensormotion","dev":{"ids":"a4cf12abcdef","name":"livingroom"}})";
+// Shelly H&T (Gen 1) as shellies-discovery announces it: `~` base, expire_after.
+constexpr char kShellyTopic[] = "homeassistant/sensor/shellyht-XYZ-temperature/config";
+constexpr char kShelly[] = R"({"name":"Shelly H&T Temperature","stat_t":"~sensor/temperature",
+"unit_of_meas":"°C","dev_cla":"temperature","stat_cla":"measurement","exp_aft":86400,
+"uniq_id":"shellyht-xyz-temperature","~":"shellies/shellyht-XYZ/","avty_t":"~online",
+"pl_avail":"true","pl_not_avail":"false"})";
+
+DiscoveredEntity Ha(const char* topic, const std::string& payload) {
+  return ParseHaDiscovery(topic, payload, DiscoveryOptions{});
+}
+
+// "key=value(kind)" per change, then "!reason" per refusal.
+std::string Show(const Discovery::Mapped& m) {
+  std::string out;
+  for (const MappedChange& c : m.result.changes) {
+    out += c.key + "=";
+    if (auto* d = std::get_if<double>(&c.value)) {
+      std::string n = std::to_string(*d);
+      n.erase(n.find_last_not_of('0') + 1);
+      if (n.back() == '.') n.pop_back();
+      out += n + "(d)";
+    } else if (auto* b = std::get_if<bool>(&c.value)) {
+      out += *b ? "true(b)" : "false(b)";
+    } else {
+      out += "\"" + std::get<std::string>(c.value) + "\"(s)";
+    }
+    out += ";";
+  }
+  for (const MappingRefusal& r : m.result.refusals) out += "!" + r.reason + ";";
+  return out;
+}
+
+TEST(ValueTemplateTest, WhatKomokuEvaluatesExactly) {
+  struct Case {
+    const char* text;
+    const char* field;  // nullptr: refused
+    bool to_float;
+  };
+  const Case cases[] = {
+      {"{{ value }}", "", false},
+      {"{{value}}", "", false},
+      {"{{ value_json.temperature }}", "/temperature", false},
+      {"{{value_json['ENERGY']['Total']}}", "/ENERGY/Total", false},
+      {"{{ value_json[\"a/b\"].c }}", "/a~1b/c", false},
+      {"{{ value_json.AM2301.Temperature }}", "/AM2301/Temperature", false},
+      {" {{ value_json.temperature | float }} ", "/temperature", true},
+      {"{{ value_json.temperature | round(1) }}", nullptr, false},
+      {"{{ value_json.temperature | float | round(1) }}", nullptr, false},
+      {"{{ value_json.power * 1000 }}", nullptr, false},
+      {"{{ (value_json.x) }}", nullptr, false},
+      {"{{ value_json.x if value_json.x is defined else 0 }}", nullptr, false},
+      {"{{ value_json }}", nullptr, false},
+      {"{{ value_json[0] }}", nullptr, false},
+      {"{{ states('sensor.x') }}", nullptr, false},
+      {"{% if value == 'on' %}ON{% endif %}", nullptr, false},
+      {"{{ value }} W", nullptr, false},
+      {"{{ value_json.a }}{{ value_json.b }}", nullptr, false},
+      {"value_json.a", nullptr, false},
+  };
+  for (const Case& c : cases) {
+    std::string field;
+    bool to_float = false;
+    Status st = ParseValueTemplate(c.text, &field, &to_float);
+    if (!c.field) {
+      EXPECT_FALSE(st.ok()) << c.text << " -> " << field;
+      continue;
+    }
+    ASSERT_TRUE(st.ok()) << c.text << ": " << st.message();
+    EXPECT_EQ(field, c.field) << c.text;
+    EXPECT_EQ(to_float, c.to_float) << c.text;
+  }
+}
+
+TEST(HaDiscoveryTest, Zigbee2mqttSensor) {
+  DiscoveredEntity e = Ha(kZ2mTemperatureTopic, kZ2mTemperature);
+  ASSERT_TRUE(e.mapped()) << e.reason << ": " << e.message;
+  EXPECT_EQ(e.component, "sensor");
+  EXPECT_EQ(e.state_topic, "zigbee2mqtt/kitchen_sensor");
+  EXPECT_EQ(e.field, "/temperature");
+  EXPECT_EQ(e.key, "zigbee2mqtt/kitchen_sensor/temperature");
+  EXPECT_EQ(e.type, KeyType::kNumeric);
+  ASSERT_EQ(e.availability.size(), 2u);
+  EXPECT_EQ(e.availability[0].topic, "zigbee2mqtt/bridge/state");
+  EXPECT_EQ(e.availability[0].field, "/state");
+  EXPECT_EQ(e.availability[1].true_words, std::vector<std::string>{"online"});
+  EXPECT_EQ(e.info["unit_of_measurement"], "°C");
+  EXPECT_EQ(e.info["device_name"], "kitchen_sensor");
+  EXPECT_EQ(e.info["node_id"], "0x00158d0001a2b3c4");
+}
+
+TEST(HaDiscoveryTest, Zigbee2mqttDoorIsOnWhenTheContactIsOpen) {
+  DiscoveredEntity e = Ha(kZ2mDoorTopic, kZ2mDoor);
+  ASSERT_TRUE(e.mapped()) << e.message;
+  EXPECT_EQ(e.type, KeyType::kBoolean);
+  EXPECT_EQ(e.true_words, std::vector<std::string>{"false"});
+  EXPECT_EQ(e.false_words, std::vector<std::string>{"true"});
+  EXPECT_EQ(e.key, "zigbee2mqtt/front_door/contact");
+}
+
+TEST(HaDiscoveryTest, TasmotaAbbreviatedKeysAndTopicBase) {
+  DiscoveredEntity energy = Ha(kTasmotaEnergyTopic, kTasmotaEnergy);
+  ASSERT_TRUE(energy.mapped()) << energy.message;
+  EXPECT_EQ(energy.type, KeyType::kCounter);
+  EXPECT_EQ(energy.key, "tele/tasmota_8C8E1A/SENSOR/ENERGY.Total");
+  ASSERT_EQ(energy.availability.size(), 1u);
+  EXPECT_EQ(energy.availability[0].topic, "tele/tasmota_8C8E1A/LWT");
+  EXPECT_EQ(energy.availability[0].true_words, std::vector<std::string>{"Online"});
+  EXPECT_EQ(energy.availability[0].false_words, std::vector<std::string>{"Offline"});
+  EXPECT_EQ(energy.info.value("object_id", ""), "8C8E1A_ENERGY_Total");
+
+  DiscoveredEntity relay = Ha(kTasmotaRelayTopic, kTasmotaRelay);
+  ASSERT_TRUE(relay.mapped()) << relay.message;
+  EXPECT_EQ(relay.component, "switch");
+  EXPECT_EQ(relay.state_topic, "tasmota_8C8E1A/tele/STATE");
+  EXPECT_EQ(relay.availability[0].topic, "tasmota_8C8E1A/tele/LWT");
+  EXPECT_EQ(relay.type, KeyType::kString);
+  EXPECT_EQ(relay.key, "tasmota_8C8E1A/tele/STATE/POWER");
+}
+
+TEST(HaDiscoveryTest, EsphomeAndShelly) {
+  DiscoveredEntity t = Ha(kEsphomeTemperatureTopic, kEsphomeTemperature);
+  ASSERT_TRUE(t.mapped()) << t.message;
+  EXPECT_EQ(t.key, "livingroom/sensor/temperature/state");
+  EXPECT_EQ(t.field, "");
+  EXPECT_EQ(t.type, KeyType::kNumeric);
+  EXPECT_EQ(t.availability[0].topic, "livingroom/status");
+  DiscoveredEntity m = Ha(kEsphomeMotionTopic, kEsphomeMotion);
+  ASSERT_TRUE(m.mapped()) << m.message;
+  EXPECT_EQ(m.type, KeyType::kBoolean);
+  EXPECT_EQ(m.true_words, std::vector<std::string>{"ON"});
+  DiscoveredEntity s = Ha(kShellyTopic, kShelly);
+  ASSERT_TRUE(s.mapped()) << s.message;
+  EXPECT_EQ(s.key, "shellies/shellyht-XYZ/sensor/temperature");
+  EXPECT_EQ(s.availability[0].topic, "shellies/shellyht-XYZ/online");
+  ASSERT_TRUE(s.stale_after_s);
+  EXPECT_EQ(*s.stale_after_s, 86400);
+}
+
+TEST(HaDiscoveryTest, TypesFromComponentAndClasses) {
+  struct Case {
+    const char* component;
+    const char* extra;  // JSON members
+    KeyType type;
+  };
+  const Case cases[] = {
+      {"sensor", R"("unit_of_measurement":"W")", KeyType::kNumeric},
+      {"sensor", R"("state_class":"measurement")", KeyType::kNumeric},
+      {"sensor", R"("state_class":"total")", KeyType::kNumeric},
+      {"sensor", R"("state_class":"total_increasing","unit_of_measurement":"kWh")",
+       KeyType::kCounter},
+      {"sensor", R"("device_class":"timestamp")", KeyType::kString},
+      {"sensor", R"("device_class":"enum")", KeyType::kString},
+      {"sensor", R"("icon":"mdi:remote")", KeyType::kString},
+      {"binary_sensor", R"("device_class":"motion")", KeyType::kBoolean},
+      {"number", R"("min":0)", KeyType::kNumeric},
+      {"select", R"("options":["a","b"])", KeyType::kString},
+      {"light", R"("brightness":true)", KeyType::kString},
+  };
+  for (const Case& c : cases) {
+    std::string topic = std::string("homeassistant/") + c.component + "/dev/x/config";
+    DiscoveredEntity e =
+        Ha(topic.c_str(), std::string(R"({"state_topic":"dev/x",)") + c.extra + "}");
+    ASSERT_TRUE(e.mapped()) << c.component << " " << c.extra << ": " << e.message;
+    EXPECT_EQ(e.type, c.type) << c.component << " " << c.extra;
+  }
+}
+
+TEST(HaDiscoveryTest, RefusedWithAReason) {
+  struct Case {
+    const char* topic;
+    const char* payload;
+    const char* reason;
+  };
+  const Case cases[] = {
+      {"homeassistant/sensor/x/config", R"({"state_topic":"a/b",)", "bad_json"},
+      {"homeassistant/sensor/x/config", R"(["state_topic"])", "not_object"},
+      {"homeassistant/sensor/x/y/z/config", R"({"state_topic":"a/b"})", "bad_topic"},
+      {"homeassistant/button/x/config", R"({"command_topic":"a/b/set"})", "no_state_topic"},
+      {"homeassistant/sensor/x/config", R"({"state_topic":"a/+/b"})", "bad_topic"},
+      {"homeassistant/sensor/x/config", R"({"state_topic":42})", "bad_topic"},
+      {"homeassistant/sensor/x/config",
+       R"({"state_topic":"a/b","unit_of_measurement":"W","value_template":"{{ value_json.p | round(1) }}"})",
+       "bad_template"},
+      {"homeassistant/sensor/x/config",
+       R"({"state_topic":"a/b","value_template":"{{ value_json.p * 1000 }}"})", "bad_template"},
+      {"homeassistant/sensor/x/config",
+       R"({"state_topic":"a/b","value_template":"{{ value_json.p | float }}"})",
+       "bad_template"},  // float for a string sensor (no unit, no state class)
+      {"homeassistant/sensor/x/config",
+       R"({"state_topic":"a/b","availability_topic":"a/s","availability_template":"{{ value_json.s | lower }}"})",
+       "bad_template"},
+      {"homeassistant/light/x/config", R"({"state_topic":"a/b","schema":"json"})", "unsupported"},
+      {"homeassistant/device/x/config", R"({"cmps":{}})", "unsupported"},
+      {"homeassistant/sensor/x/config", R"({"state_topic":"komoku/state/x"})", "own_topic"},
+      {"homeassistant/sensor/x/config", R"({"state_topic":"a/b","expire_after":"soon"})",
+       "bad_option"},
+      {"homeassistant/binary_sensor/x/config",
+       R"({"state_topic":"a/b","payload_on":"1","payload_off":"1"})", "bad_option"},
+      {"homeassistant/sensor/x/config", R"({"state_topic":"a/{b}"})", "bad_key"},
+  };
+  for (const Case& c : cases) {
+    DiscoveredEntity e = Ha(c.topic, c.payload);
+    EXPECT_EQ(e.reason, c.reason) << c.topic << " " << c.payload << ": " << e.message;
+    EXPECT_FALSE(e.message.empty()) << c.payload;
+  }
+  DiscoveredEntity e = Ha("homeassistant/sensor/x/config",
+                          R"({"state_topic":"a/b","value_template":"{{ value_json.p | int }}"})");
+  EXPECT_NE(e.message.find("value template '{{ value_json.p | int }}' has a filter other than "
+                           "float"),
+            std::string::npos)
+      << e.message;
+}
+
+TEST(DiscoveryTest, Zigbee2mqttDeviceMapsEveryEntityOfItsTopic) {
+  Discovery d(DiscoveryOptions{});
+  Discovery::Update u = d.Handle(kZ2mTemperatureTopic, kZ2mTemperature);
+  EXPECT_TRUE(u.changed);
+  EXPECT_EQ(u.subscribe, (std::vector<std::string>{"zigbee2mqtt/bridge/state",
+                                                   "zigbee2mqtt/kitchen_sensor",
+                                                   "zigbee2mqtt/kitchen_sensor/availability"}));
+  u = d.Handle(kZ2mHumidityTopic, kZ2mHumidity);
+  EXPECT_TRUE(u.changed);
+  EXPECT_TRUE(u.subscribe.empty());  // the topics are there already
+  EXPECT_EQ(d.mapped_count(), 2u);
+
+  const std::string payload =
+      R"({"temperature":21.43,"humidity":48.1,"battery":97,"linkquality":120})";
+  Discovery::Mapped m = d.Map("zigbee2mqtt/kitchen_sensor", payload, kNow);
+  ASSERT_TRUE(m.engine);
+  EXPECT_EQ(Show(m),
+            "zigbee2mqtt/kitchen_sensor/humidity=48.1(d);"
+            "zigbee2mqtt/kitchen_sensor/temperature=21.43(d);");
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/bridge/state", R"({"state":"online"})", kNow)),
+            "zigbee2mqtt/bridge/state=true(b);");
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/kitchen_sensor/availability", R"({"state":"offline"})", kNow)),
+            "zigbee2mqtt/kitchen_sensor/availability=false(b);");
+  // One entity's bad value drops only its own change.
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/kitchen_sensor", R"({"temperature":"warm","humidity":50})",
+                       kNow)),
+            "zigbee2mqtt/kitchen_sensor/humidity=50(d);!wrong_type;");
+  EXPECT_FALSE(d.Map("zigbee2mqtt/other", payload, kNow).engine);
+
+  // The same retained config again is no change.
+  EXPECT_FALSE(d.Handle(kZ2mTemperatureTopic, kZ2mTemperature).changed);
+  // Removed: its topic stays for humidity; the temperature is no longer mapped.
+  u = d.Handle(kZ2mTemperatureTopic, "");
+  EXPECT_TRUE(u.changed);
+  EXPECT_TRUE(u.removed);
+  EXPECT_EQ(u.unsubscribe, std::vector<std::string>{"zigbee2mqtt/kitchen_sensor/availability"});
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/kitchen_sensor", payload, kNow)),
+            "zigbee2mqtt/kitchen_sensor/humidity=48.1(d);");
+  EXPECT_FALSE(d.Handle(kZ2mTemperatureTopic, "").changed);
+  u = d.Handle(kZ2mHumidityTopic, "");
+  EXPECT_EQ(u.unsubscribe,
+            (std::vector<std::string>{"zigbee2mqtt/bridge/state", "zigbee2mqtt/kitchen_sensor"}));
+  EXPECT_TRUE(d.Topics().empty());
+}
+
+TEST(DiscoveryTest, DevicesOfEachKindMapTheirMessages) {
+  Discovery d(DiscoveryOptions{});
+  for (auto [topic, payload] : {std::pair{kZ2mDoorTopic, kZ2mDoor},
+                                {kTasmotaEnergyTopic, kTasmotaEnergy},
+                                {kTasmotaRelayTopic, kTasmotaRelay},
+                                {kEsphomeTemperatureTopic, kEsphomeTemperature},
+                                {kEsphomeMotionTopic, kEsphomeMotion},
+                                {kShellyTopic, kShelly}}) {
+    Discovery::Update u = d.Handle(topic, payload);
+    ASSERT_TRUE(u.entity && u.entity->mapped()) << topic;
+  }
+  struct Case {
+    const char* topic;
+    const char* payload;
+    const char* changes;
+  };
+  const Case cases[] = {
+      {"zigbee2mqtt/front_door", R"({"contact":false,"battery":100})",
+       "zigbee2mqtt/front_door/contact=true(b);"},
+      {"zigbee2mqtt/front_door", R"({"contact":true,"battery":100})",
+       "zigbee2mqtt/front_door/contact=false(b);"},
+      {"tele/tasmota_8C8E1A/SENSOR",
+       R"({"Time":"2026-11-20T10:00:00","ENERGY":{"Total":12.345,"Power":57}})",
+       "tele/tasmota_8C8E1A/SENSOR/ENERGY.Total=12.345(d);"},
+      {"tele/tasmota_8C8E1A/LWT", "Online", "tele/tasmota_8C8E1A/LWT=true(b);"},
+      {"tele/tasmota_8C8E1A/LWT", "offline", "!bad_boolean;"},  // Tasmota's words, exactly
+      {"tasmota_8C8E1A/tele/STATE", R"({"POWER":"ON","Heap":25})",
+       "tasmota_8C8E1A/tele/STATE/POWER=\"ON\"(s);"},
+      {"livingroom/sensor/temperature/state", "21.50", "livingroom/sensor/temperature/state=21.5(d);"},
+      {"livingroom/binary_sensor/motion/state", "ON", "livingroom/binary_sensor/motion/state=true(b);"},
+      {"livingroom/status", "online", "livingroom/status=true(b);"},
+      {"shellies/shellyht-XYZ/sensor/temperature", "21.5",
+       "shellies/shellyht-XYZ/sensor/temperature=21.5(d);"},
+      {"shellies/shellyht-XYZ/online", "false", "shellies/shellyht-XYZ/online=false(b);"},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(Show(d.Map(c.topic, c.payload, kNow)), c.changes) << c.topic << " " << c.payload;
+  }
+  // expire_after becomes the key's stale_after.
+  Discovery::Mapped m = d.Map("shellies/shellyht-XYZ/sensor/temperature", "21.5", kNow);
+  EXPECT_EQ(m.engine->rule(m.result.changes[0].rule).options, nlohmann::json({{"stale_after", 86400.0}}));
+  EXPECT_EQ(m.engine->rule(m.result.changes[0].rule).type, KeyType::kNumeric);
+  // Listed with what they were read from.
+  nlohmann::json listing = d.Describe();
+  EXPECT_EQ(listing["mapped"], 6);
+  EXPECT_EQ(listing["refused"], 0);
+  EXPECT_EQ(listing["availability"].size(), 5u) << listing.dump(2);
+}
+
+TEST(DiscoveryTest, RefusedEntitiesAreListedAndADuplicateKeyIsRefused) {
+  Discovery d(DiscoveryOptions{});
+  Discovery::Update u = d.Handle("homeassistant/sensor/x/p/config",
+                                 R"({"state_topic":"x/state","unit_of_measurement":"W",
+                                     "value_template":"{{ value_json.power | round(1) }}"})");
+  ASSERT_TRUE(u.entity);
+  EXPECT_EQ(u.entity->reason, "bad_template");
+  EXPECT_TRUE(u.subscribe.empty());
+  EXPECT_FALSE(d.Map("x/state", R"({"power":5})", kNow).engine);
+
+  ASSERT_TRUE(d.Handle("homeassistant/sensor/x/a/config",
+                       R"({"state_topic":"x/state","value_template":"{{ value_json.v }}"})")
+                  .entity->mapped());
+  u = d.Handle("homeassistant/sensor/x/b/config",
+               R"({"state_topic":"x/state","value_template":"{{ value_json['v'] }}"})");
+  EXPECT_EQ(u.entity->reason, "duplicate_key");
+  nlohmann::json listing = d.Describe();
+  EXPECT_EQ(listing["mapped"], 1);
+  EXPECT_EQ(listing["refused"], 2);
+  EXPECT_EQ(listing["entities"][0]["status"], "mapped");
+  EXPECT_EQ(listing["entities"][1]["reason"], "duplicate_key");
+  EXPECT_EQ(listing["entities"][2]["reason"], "bad_template");
+  // A refused config that is fixed maps.
+  u = d.Handle("homeassistant/sensor/x/p/config",
+               R"({"state_topic":"x/state","unit_of_measurement":"W",
+                   "value_template":"{{ value_json.power | float }}"})");
+  ASSERT_TRUE(u.entity->mapped()) << u.entity->message;
+  EXPECT_EQ(Show(d.Map("x/state", R"({"power":"5.5","v":"a"})", kNow)),
+            "x/state/v=\"a\"(s);x/state/power=5.5(d);");
+}
+
+TEST(DiscoveryTest, KeyPrefix) {
+  DiscoveryOptions o;
+  o.key_prefix = "ha/";
+  Discovery d(o);
+  ASSERT_TRUE(d.Handle(kEsphomeTemperatureTopic, kEsphomeTemperature).entity->mapped());
+  EXPECT_EQ(Show(d.Map("livingroom/sensor/temperature/state", "21.5", kNow)),
+            "ha/livingroom/sensor/temperature/state=21.5(d);");
+  EXPECT_EQ(Show(d.Map("livingroom/status", "offline", kNow)), "ha/livingroom/status=false(b);");
+}
+
+TEST(DiscoveryTest, Homie) {
+  Discovery d(DiscoveryOptions{});
+  EXPECT_TRUE(d.IsDiscoveryTopic("homie/weather/outside/temperature/$datatype"));
+  EXPECT_TRUE(d.IsDiscoveryTopic("homeassistant/sensor/x/y/config"));
+  EXPECT_FALSE(d.IsDiscoveryTopic("homie/weather/outside/temperature"));
+  // Attributes may come before $datatype; the property exists with it.
+  EXPECT_FALSE(d.Handle("homie/weather/outside/temperature/$unit", "°C").changed);
+  Discovery::Update u = d.Handle("homie/weather/outside/temperature/$datatype", "float");
+  ASSERT_TRUE(u.entity && u.entity->mapped()) << (u.entity ? u.entity->message : "");
+  EXPECT_EQ(u.entity->info["unit"], "°C");
+  EXPECT_EQ(u.subscribe, (std::vector<std::string>{"homie/weather/$state",
+                                                   "homie/weather/outside/temperature"}));
+  EXPECT_TRUE(d.Handle("homie/weather/outside/temperature/$name", "Temperature").changed);
+  EXPECT_FALSE(d.Handle("homie/weather/outside/temperature/$name", "Temperature").changed);
+  ASSERT_TRUE(d.Handle("homie/weather/outside/raining/$datatype", "boolean").entity->mapped());
+  ASSERT_TRUE(d.Handle("homie/weather/outside/sky/$datatype", "enum").entity->mapped());
+  d.Handle("homie/weather/outside/sky/$format", "clear,cloudy,rain");
+  EXPECT_EQ(d.Handle("homie/weather/outside/odd/$datatype", "quaternion").entity->reason,
+            "unsupported");
+
+  EXPECT_EQ(Show(d.Map("homie/weather/outside/temperature", "3.5", kNow)),
+            "homie/weather/outside/temperature=3.5(d);");
+  EXPECT_EQ(Show(d.Map("homie/weather/outside/raining", "true", kNow)),
+            "homie/weather/outside/raining=true(b);");
+  EXPECT_EQ(Show(d.Map("homie/weather/outside/raining", "yes", kNow)), "!bad_boolean;");
+  EXPECT_EQ(Show(d.Map("homie/weather/outside/sky", "cloudy", kNow)),
+            "homie/weather/outside/sky=\"cloudy\"(s);");
+  EXPECT_EQ(Show(d.Map("homie/weather/$state", "ready", kNow)), "homie/weather/$state=true(b);");
+  EXPECT_EQ(Show(d.Map("homie/weather/$state", "lost", kNow)), "homie/weather/$state=false(b);");
+
+  // An empty $datatype removes the property.
+  u = d.Handle("homie/weather/outside/temperature/$datatype", "");
+  EXPECT_TRUE(u.removed);
+  EXPECT_EQ(u.unsubscribe, std::vector<std::string>{"homie/weather/outside/temperature"});
+  EXPECT_FALSE(d.Map("homie/weather/outside/temperature", "3.5", kNow).engine);
+}
+
+}  // namespace
+}  // namespace komoku::bridge
