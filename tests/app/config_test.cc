@@ -120,7 +120,14 @@ TEST(ConfigTest, SetsEveryField) {
       "  listen: 0.0.0.0:9000\n"
       "  max_points: 5\n"
       "log:\n"
-      "  level: debug\n");
+      "  level: debug\n"
+      "discovery:\n"
+      "  enabled: true\n"
+      "  home_assistant: false\n"
+      "  prefix: ha\n"
+      "  homie: false\n"
+      "  homie_prefix: devices/homie\n"
+      "  key_prefix: found/\n");
   EXPECT_EQ(Dump(c),
             "mqtt.broker=ssl://broker.lan:8883\n"
             "mqtt.client_id=komoku-2\n"
@@ -138,6 +145,12 @@ TEST(ConfigTest, SetsEveryField) {
             "http.listen=0.0.0.0:9000\n"
             "http.max_points=5\n"
             "log.level=debug\n"
+            "discovery.enabled=1\n"
+            "discovery.home_assistant=0\n"
+            "discovery.prefix=ha\n"
+            "discovery.homie=0\n"
+            "discovery.homie_prefix=devices/homie\n"
+            "discovery.key_prefix=found/\n"
             "http_host=0.0.0.0\n"
             "http_port=9000\n");
 }
