@@ -7,6 +7,8 @@
 // and states come again and add no change.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "harness/harness.h"
 
 namespace komoku::testing {
@@ -264,6 +266,37 @@ TEST_F(SelfDescribingTest, ARestartGivesTheSameKeysAndNoNewChanges) {
   mqtt_->Publish("livingroom/sensor/energy/state", "13.25");
   ASSERT_TRUE(WaitForValue("livingroom/sensor/energy/state", 13.25));
   EXPECT_TRUE(WaitFor([&] { return HistorySize("livingroom/sensor/energy/state") == 2; }));
+}
+
+// `komoku mappings test` reads discovery messages given with --discovery
+// before the message, as the service would.
+TEST(MappingsCliDiscoveryTest, ShowsDiscoveredEntitiesAndTheirChanges) {
+  TempDir dir;
+  {
+    std::ofstream(dir.File("k.yaml")) << "discovery:\n  enabled: true\n";
+  }
+  auto run = [&](std::vector<std::string> args, std::string* out) {
+    args.insert(args.begin(), {KOMOKU_BINARY, "mappings", "test", "-c", dir.File("k.yaml")});
+    Process p(args, dir.File("out.txt"));
+    int status = p.Wait(std::chrono::seconds(30));
+    *out = p.Output();
+    return status;
+  };
+  const std::string config = kConfigs[3].payload;  // the ESPHome energy counter
+  std::string out;
+  EXPECT_EQ(run({"--discovery", kConfigs[3].topic, config, "livingroom/sensor/energy/state",
+                 "12.5"},
+                &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("livingroom/sensor/energy/state = 12.5 (counter) from "
+                     "homeassistant/sensor/livingroom/energy/config"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(run({kConfigs[6].topic, kConfigs[6].payload}, &out), 1) << out;
+  EXPECT_NE(out.find("not mapped (bad_template)"), std::string::npos) << out;
+  EXPECT_EQ(run({"livingroom/sensor/energy/state", "12.5"}, &out), 1) << out;
+  EXPECT_NE(out.find("unless a discovered entity reads it"), std::string::npos) << out;
 }
 
 }  // namespace

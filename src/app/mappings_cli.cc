@@ -9,6 +9,7 @@
 #include <string>
 
 #include "app/config.h"
+#include "bridge/discovery.h"
 #include "bridge/mapping.h"
 #include "store/input.h"
 #include "store/value.h"
@@ -20,7 +21,42 @@ struct TestArgs {
   std::string config_path;
   std::string topic;
   std::string payload;
+  // --discovery TOPIC PAYLOAD, repeated: discovery messages read first.
+  std::vector<std::string> discovery;
 };
+
+bridge::DiscoveryOptions DiscoveryOptionsOf(const Config& c) {
+  bridge::DiscoveryOptions d;
+  d.home_assistant = c.discovery_home_assistant;
+  d.ha_prefix = c.discovery_prefix;
+  d.homie = c.discovery_homie;
+  d.homie_prefix = c.discovery_homie_prefix;
+  d.key_prefix = c.discovery_key_prefix;
+  d.own_prefix = c.mqtt_prefix;
+  return d;
+}
+
+void PrintEntity(const bridge::DiscoveredEntity& e) {
+  if (!e.mapped()) {
+    std::cout << "not mapped (" << e.reason << "): " << e.message << "\n"
+              << "counted as komoku_discovery_refused_total{reason=\"" << e.reason << "\"}\n";
+    return;
+  }
+  std::cout << e.component << " " << e.id << "\n"
+            << "  state topic " << e.state_topic
+            << (e.field.empty() ? std::string(" (the payload)") : " field " + e.field) << "\n"
+            << "  key " << e.key << " (" << store::KeyTypeName(e.type) << ")";
+  if (!e.true_words.empty()) {
+    std::cout << ", true when " << nlohmann::json(e.true_words[0]).dump() << ", false when "
+              << nlohmann::json(e.false_words[0]).dump();
+  }
+  if (e.stale_after_s) std::cout << ", stale_after " << *e.stale_after_s << " s";
+  std::cout << "\n";
+  for (const auto& a : e.availability) {
+    std::cout << "  availability " << a.topic << (a.field.empty() ? "" : " field " + a.field)
+              << " -> key " << a.topic << " (boolean)\n";
+  }
+}
 
 std::string IsoUtc(int64_t ms) {
   std::time_t secs = static_cast<std::time_t>(ms / 1000);
@@ -31,6 +67,25 @@ std::string IsoUtc(int64_t ms) {
   char frac[8];
   std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(ms % 1000));
   return std::string(buf) + frac;
+}
+
+// A message that no configured rule matches, through discovered entities.
+int PrintDiscovered(const bridge::Discovery::Mapped& d, const char* off_note) {
+  std::cout << "no configured rule matches; discovered entities read it\n" << off_note;
+  for (const bridge::MappingRefusal& r : d.result.refusals) {
+    std::cout << "refused by " << d.engine->RuleLabel(r.rule) << " (" << r.reason
+              << "): " << r.message << "\n";
+  }
+  std::cout << d.result.changes.size() << (d.result.changes.size() == 1 ? " change" : " changes")
+            << ":\n";
+  for (const bridge::MappedChange& c : d.result.changes) {
+    const std::string* text = std::get_if<std::string>(&c.value);
+    std::cout << "  " << c.key << " = "
+              << (text ? nlohmann::json(*text).dump() : store::ValueToText(c.value)) << " ("
+              << store::KeyTypeName(*d.engine->rule(c.rule).type) << ") from "
+              << d.engine->RuleLabel(c.rule) << "\n";
+  }
+  return d.result.changes.empty() ? 1 : 0;
 }
 
 int RunTest(const TestArgs& args) {
@@ -64,10 +119,46 @@ int RunTest(const TestArgs& args) {
   const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                              std::chrono::system_clock::now().time_since_epoch())
                              .count();
+  // Discovery, as the service would run it with this config (or, to try a
+  // config, as if it were on).
+  bridge::Discovery discovery(DiscoveryOptionsOf(config));
+  const char* off_note =
+      config.discovery_enabled ? "" : "(discovery is off in this config: discovery.enabled: true)\n";
+  for (size_t i = 0; i + 1 < args.discovery.size(); i += 2) {
+    if (!discovery.IsDiscoveryTopic(args.discovery[i])) {
+      std::cerr << "komoku: --discovery '" << args.discovery[i]
+                << "' is not a discovery topic of this config\n";
+      return 2;
+    }
+    bridge::Discovery::Update u = discovery.Handle(args.discovery[i], args.discovery[i + 1]);
+    if (u.entity && !u.entity->mapped()) {
+      std::cout << "discovery " << args.discovery[i] << " ";
+      PrintEntity(*u.entity);
+    }
+  }
+  if (discovery.IsDiscoveryTopic(args.topic)) {
+    std::cout << "'" << args.topic << "' is a discovery message\n"
+              << off_note;
+    bridge::Discovery::Update u = discovery.Handle(args.topic, args.payload);
+    if (!u.entity) {
+      std::cout << (u.removed ? "it removes the entity\n"
+                              : "it describes no entity yet (a Homie property needs $datatype)\n");
+      return u.removed ? 0 : 1;
+    }
+    PrintEntity(*u.entity);
+    return u.entity->mapped() ? 0 : 1;
+  }
   bridge::MappingResult r = e.Map(args.topic, args.payload, now_ms);
   if (r.matched.empty()) {
+    bridge::Discovery::Mapped d = discovery.Map(args.topic, args.payload, now_ms);
+    if (d.engine) return PrintDiscovered(d, off_note);
     std::cout << "no rule matches '" << args.topic << "' (" << e.size()
-              << " rules); it would not be stored\n";
+              << " rules); it would not be stored";
+    if (config.discovery_enabled) {
+      std::cout << " unless a discovered entity reads it (see GET /api/v1/discovery; try "
+                   "--discovery CONFIG_TOPIC CONFIG_PAYLOAD)";
+    }
+    std::cout << "\n";
     return 1;
   }
   for (size_t i : r.matched) {
@@ -114,6 +205,12 @@ void AddMappingsCommand(CLI::App& parent, int* exit_code) {
   test->add_option("TOPIC", args->topic, "MQTT topic")->required();
   test->add_option("PAYLOAD", args->payload, "Payload, e.g. '{\"temperature\":21.4}'")->required();
   test->add_option("-c,--config", args->config_path, "YAML configuration with mappings:");
+  test->add_option("--discovery", args->discovery,
+                   "A discovery message (Home Assistant config or Homie attribute) read first: "
+                   "TOPIC PAYLOAD; repeatable")
+      ->type_size(2)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->allow_extra_args(false);
   test->callback([args, exit_code] { *exit_code = RunTest(*args); });
 }
 
