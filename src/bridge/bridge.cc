@@ -268,7 +268,10 @@ class Bridge::Impl {
     const std::string& topic = msg.get_topic();
     const int64_t now = store_->clock().NowMs();
     if (mapping_) {
-      MappingResult result = mapping_->Map(topic, msg.get_payload_str(), now);
+      // One result, reused message after message (this runs on Paho's one
+      // receive thread): its key buffers are not allocated again.
+      MappingResult& result = mapped_;
+      mapping_->MapInto(topic, msg.get_payload_str(), now, &result);
       if (!result.matched.empty()) {
         if (result.refusal) return RefuseMapped(*mapping_, *result.refusal, topic, false);
         StoreMapped(*mapping_, result.changes, msg, false);
@@ -549,6 +552,7 @@ class Bridge::Impl {
 
   std::unique_ptr<MappingEngine> mapping_;      // null without rules; immutable
   std::unique_ptr<Discovery> discovery_;        // null when off; thread-safe
+  MappingResult mapped_;                        // owned by Paho's receive thread
   std::unique_ptr<mqtt::async_client> client_;  // thread-safe itself
   SubscribeListener subscribe_listener_{this};
   int listener_id_ = 0;

@@ -424,8 +424,9 @@ struct MessageContext {
 class RuleApplier {
  public:
   using Compiled = MappingEngine::Compiled;
-  RuleApplier(const Compiled& c, size_t index, MessageContext& m, std::vector<MappedChange>* out)
-      : c_(c), r_(c.rule), index_(index), m_(m), out_(out) {}
+  RuleApplier(const Compiled& c, size_t index, MessageContext& m, std::vector<MappedChange>* out,
+              std::vector<std::string>* spare_keys)
+      : c_(c), r_(c.rule), index_(index), m_(m), out_(out), spare_keys_(spare_keys) {}
 
   std::optional<MappingRefusal> Run() {
     std::string_view trimmed = store::TrimAscii(m_.payload);
@@ -675,7 +676,13 @@ class RuleApplier {
 
   bool Emit(std::string_view field) {
     std::string key;
-    key.reserve(64);
+    if (!spare_keys_->empty()) {  // a buffer of an earlier message: no allocation
+      key = std::move(spare_keys_->back());
+      spare_keys_->pop_back();
+      key.clear();
+    } else {
+      key.reserve(64);
+    }
     for (const Segment& s : c_.key) {
       switch (s.kind) {
         case Segment::kLiteral:
@@ -713,6 +720,7 @@ class RuleApplier {
   const size_t index_;
   MessageContext& m_;
   std::vector<MappedChange>* out_;
+  std::vector<std::string>* spare_keys_;
   store::InputValue value_;
   std::optional<int64_t> time_ms_;
   std::optional<MappingRefusal> refusal_;
@@ -720,17 +728,31 @@ class RuleApplier {
 
 MappingResult MappingEngine::Map(std::string_view topic, std::string_view payload,
                                  int64_t now_ms) const {
-  return MapImpl(topic, payload, now_ms, /*each=*/false);
+  MappingResult result;
+  MapImpl(topic, payload, now_ms, /*each=*/false, &result);
+  return result;
+}
+
+void MappingEngine::MapInto(std::string_view topic, std::string_view payload, int64_t now_ms,
+                            MappingResult* out) const {
+  for (MappedChange& c : out->changes) out->spare_keys.push_back(std::move(c.key));
+  out->changes.clear();
+  out->matched.clear();
+  out->refusal.reset();
+  out->refusals.clear();
+  MapImpl(topic, payload, now_ms, /*each=*/false, out);
 }
 
 MappingResult MappingEngine::MapEach(std::string_view topic, std::string_view payload,
                                      int64_t now_ms) const {
-  return MapImpl(topic, payload, now_ms, /*each=*/true);
+  MappingResult result;
+  MapImpl(topic, payload, now_ms, /*each=*/true, &result);
+  return result;
 }
 
-MappingResult MappingEngine::MapImpl(std::string_view topic, std::string_view payload,
-                                     int64_t now_ms, bool each) const {
-  MappingResult result;
+void MappingEngine::MapImpl(std::string_view topic, std::string_view payload, int64_t now_ms,
+                            bool each, MappingResult* out) const {
+  MappingResult& result = *out;
   const Levels levels(topic);
   MessageContext m{topic, levels, {}, payload, now_ms, false, false, json()};
   for (size_t i = 0; i < rules_.size(); ++i) {
@@ -759,7 +781,7 @@ MappingResult MappingEngine::MapImpl(std::string_view topic, std::string_view pa
                                    " bytes is over the limit of " +
                                    std::to_string(max_payload_bytes_)};
     } else {
-      refused = RuleApplier(c, i, m, &result.changes).Run();
+      refused = RuleApplier(c, i, m, &result.changes, &result.spare_keys).Run();
     }
     if (refused && each) {
       result.changes.resize(changes_before);
@@ -769,11 +791,10 @@ MappingResult MappingEngine::MapImpl(std::string_view topic, std::string_view pa
     if (refused) {
       result.changes.clear();
       result.refusal = std::move(refused);
-      return result;
+      return;
     }
     if (!c.rule.continue_matching && !each) break;
   }
-  return result;
 }
 
 bool TopicMatchesFilter(std::string_view filter, std::string_view topic) {

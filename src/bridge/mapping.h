@@ -107,6 +107,9 @@ struct MappingResult {
   // MapEach only: the refusals of the rules whose changes were dropped (the
   // other rules' changes stand); `refusal` stays empty.
   std::vector<MappingRefusal> refusals;
+  // Key buffers MapInto keeps from the previous message, so that a result
+  // reused message after message builds its keys without allocating.
+  std::vector<std::string> spare_keys;
 };
 
 class MappingEngine {
@@ -122,6 +125,12 @@ class MappingEngine {
   // The changes a message makes. The payload is parsed once, whatever the
   // number of rules that match. `now_ms` resolves relative payload times.
   MappingResult Map(std::string_view topic, std::string_view payload, int64_t now_ms) const;
+
+  // As Map, into `*out`, reusing its vectors and the key strings of its
+  // previous changes: with one result per thread, mapping a message
+  // allocates nothing beyond the parsed JSON once the buffers have grown.
+  void MapInto(std::string_view topic, std::string_view payload, int64_t now_ms,
+               MappingResult* out) const;
 
   // Every matching rule applies, whatever its `continue`, and on its own: a
   // rule that refuses drops only its own changes (listed in `refusals`).
@@ -144,8 +153,8 @@ class MappingEngine {
   friend class RuleApplier;
   struct Compiled;
   MappingEngine();
-  MappingResult MapImpl(std::string_view topic, std::string_view payload, int64_t now_ms,
-                        bool each) const;
+  void MapImpl(std::string_view topic, std::string_view payload, int64_t now_ms, bool each,
+               MappingResult* out) const;
   std::vector<Compiled> rules_;
   size_t max_payload_bytes_ = 64 * 1024;
 };
