@@ -13,6 +13,7 @@
 #include <variant>
 #include <vector>
 
+#include "store/history.h"
 #include "store/key_options.h"
 
 namespace komoku::app {
@@ -89,6 +90,17 @@ const std::vector<Field>& Fields() {
       {"discovery", "key_prefix", &Config::discovery_key_prefix, "", 0, 0,
        "Put before every discovered key (a key is named after its state topic: "
        "zigbee2mqtt/kitchen_sensor/temperature)."},
+      {"derived", "retain", &Config::derived_retain, "true", 0, 0,
+       "Publish derived topics (<prefix>/derived/...) retained."},
+      {"derived", "queue_max", &Config::derived_queue_max, "10000", 1, 10000000,
+       "Derived publications kept while the broker is away; past this the oldest are dropped "
+       "(komoku_derived_dropped_total)."},
+      {"derived", "discovery", &Config::derived_discovery, "false", 0, 0,
+       "Publish Home Assistant MQTT discovery configs for derived values and discovery_keys."},
+      {"derived", "discovery_prefix", &Config::derived_discovery_prefix, "homeassistant", 0, 0,
+       "Home Assistant's discovery prefix."},
+      {"derived", "tz", &Config::derived_tz, "UTC", 0, 0,
+       "IANA time zone of day and week buckets and of 'today' windows."},
   };
   return fields;
 }
@@ -195,6 +207,10 @@ Status Validate(Config& c, const WhereFn& at) {
   if (c.discovery_key_prefix.find_first_of("+#{}") != std::string::npos) {
     return Status::InvalidArgument(at("discovery.key_prefix") +
                                    "discovery.key_prefix: must not hold + # { or }");
+  }
+  if (!store::CheckTimeZone(c.derived_tz).ok()) {
+    return Status::InvalidArgument(at("derived.tz") + "derived.tz: unknown time zone '" +
+                                   c.derived_tz + "'");
   }
   if (c.store_data_dir.empty()) {
     return Status::InvalidArgument(at("store.data_dir") + "store.data_dir: must not be empty");
@@ -537,6 +553,177 @@ Status ParseMappings(const YAML::Node& body, const std::string& name, Config& c)
   return Status::Ok();
 }
 
+
+// One item of a derived list: a map of scalar fields (lists for `every`).
+// `fields` names what is allowed, for the message.
+Status CheckItemFields(const YAML::Node& item, const std::string& name, const std::string& at,
+                       const std::set<std::string>& allowed, const char* list) {
+  if (!item.IsMap()) {
+    return Status::InvalidArgument(Where(name, item.Mark()) + at + ": expected a map (" + list +
+                                   ")");
+  }
+  std::set<std::string> seen;
+  for (auto f = item.begin(); f != item.end(); ++f) {
+    const std::string field = f->first.as<std::string>();
+    if (!allowed.count(field)) {
+      return Status::InvalidArgument(Where(name, f->first.Mark()) + at + "." + field +
+                                     ": unknown field (expected " + list + ")");
+    }
+    if (!seen.insert(field).second) {
+      return Status::InvalidArgument(Where(name, f->first.Mark()) + at + "." + field +
+                                     ": set twice");
+    }
+    if (field != "every" && !f->second.IsScalar()) {
+      return Status::InvalidArgument(Where(name, f->second.Mark()) + at + "." + field +
+                                     ": expected a single value");
+    }
+  }
+  return Status::Ok();
+}
+
+std::string ScalarText(const YAML::Node& item, const char* field) {
+  const YAML::Node v = item[field];
+  return v && v.IsScalar() ? v.as<std::string>() : "";
+}
+
+// derived.aggregates, derived.rolling, derived.discovery_keys (docs/derived.md).
+Status ParseDerivedList(const std::string& list_name, const YAML::Node& body,
+                        const std::string& name, Config& c) {
+  const std::string path = "derived." + list_name;
+  if (!body.IsSequence()) {
+    return Status::InvalidArgument(Where(name, body.Mark()) + path + ": expected a list");
+  }
+  for (size_t i = 0; i < body.size(); ++i) {
+    const YAML::Node item = body[i];
+    const std::string at = path + "[" + std::to_string(i) + "]";
+    const std::string where = Where(name, item.Mark()) + at;
+    auto key_of = [&](std::string* key) -> Status {
+      *key = ScalarText(item, "key");
+      if (key->empty()) return Status::InvalidArgument(where + ".key: missing");
+      Status ok = store::ValidateKeyName(*key);
+      if (!ok.ok()) return Status::InvalidArgument(where + ".key: " + ok.message());
+      return Status::Ok();
+    };
+    if (list_name == "discovery_keys" && item.IsScalar()) {
+      derived::DiscoveryKey k;
+      k.key = item.as<std::string>();
+      k.where = where;
+      Status ok = store::ValidateKeyName(k.key);
+      if (!ok.ok()) return Status::InvalidArgument(where + ": " + ok.message());
+      c.derived_discovery_keys.push_back(std::move(k));
+      continue;
+    }
+    if (list_name == "aggregates") {
+      KOMOKU_RETURN_IF_ERROR(CheckItemFields(item, name, at, {"key", "every", "unit", "device_class"},
+                                             "key, every, unit, device_class"));
+      std::string key;
+      KOMOKU_RETURN_IF_ERROR(key_of(&key));
+      const YAML::Node every = item["every"];
+      if (!every) return Status::InvalidArgument(where + ".every: missing (e.g. 1m or [1m, 1h])");
+      std::vector<std::string> resolutions;
+      if (every.IsScalar()) {
+        resolutions.push_back(every.as<std::string>());
+      } else if (every.IsSequence() && every.size() > 0) {
+        for (const YAML::Node& r : every) {
+          if (!r.IsScalar()) {
+            return Status::InvalidArgument(where + ".every: expected resolutions (1m, 1h, 1d)");
+          }
+          resolutions.push_back(r.as<std::string>());
+        }
+      } else {
+        return Status::InvalidArgument(where + ".every: expected a resolution or a list of them");
+      }
+      for (const std::string& res : resolutions) {
+        Result<int64_t> step = derived::ParseResolution(res);
+        if (!step.ok()) return Status::InvalidArgument(where + ".every: " + step.status().message());
+        derived::AggregateDef def;
+        def.key = key;
+        def.resolution = res;
+        def.step_ms = *step;
+        def.unit = ScalarText(item, "unit");
+        def.device_class = ScalarText(item, "device_class");
+        def.where = where;
+        // Checks that do not depend on the key's type (the same for all).
+        Status fits = derived::CheckAggregate(def, store::KeyType::kNumeric);
+        if (!fits.ok()) return fits;
+        c.derived_aggregates.push_back(std::move(def));
+      }
+    } else if (list_name == "rolling") {
+      KOMOKU_RETURN_IF_ERROR(CheckItemFields(
+          item, name, at,
+          {"key", "stat", "value", "window", "name", "refresh", "unit", "device_class"},
+          "key, stat, value, window, name, refresh, unit, device_class"));
+      derived::RollingDef def;
+      KOMOKU_RETURN_IF_ERROR(key_of(&def.key));
+      def.where = where;
+      Result<derived::RollingStat> stat = derived::ParseRollingStat(ScalarText(item, "stat"));
+      if (!stat.ok()) return Status::InvalidArgument(where + ".stat: " + stat.status().message());
+      def.stat = *stat;
+      def.value = ScalarText(item, "value");
+      def.window = ScalarText(item, "window");
+      if (def.window.empty()) return Status::InvalidArgument(where + ".window: missing (e.g. 24h or today)");
+      Result<int64_t> window = derived::ParseWindow(def.window);
+      if (!window.ok()) return Status::InvalidArgument(where + ".window: " + window.status().message());
+      def.window_ms = *window;
+      if (item["refresh"]) {
+        const std::string t = ScalarText(item, "refresh");
+        char* end = nullptr;
+        double secs = std::strtod(t.c_str(), &end);
+        if (t.empty() || end != t.c_str() + t.size() || !std::isfinite(secs) || secs < 0 ||
+            secs > 86400) {
+          return Status::InvalidArgument(where + ".refresh: expected seconds 0..86400, got '" + t +
+                                         "'");
+        }
+        def.refresh_ms = static_cast<int64_t>(std::llround(secs * 1000));
+      }
+      def.name = ScalarText(item, "name");
+      if (def.name.empty()) {
+        def.name = (def.value.empty() ? "" : def.value + "_") +
+                   derived::RollingStatName(def.stat) + "_" + def.window;
+      }
+      def.unit = ScalarText(item, "unit");
+      def.device_class = ScalarText(item, "device_class");
+      c.derived_rolling.push_back(std::move(def));
+    } else {
+      KOMOKU_RETURN_IF_ERROR(CheckItemFields(item, name, at, {"key", "unit", "device_class"},
+                                             "key, unit, device_class"));
+      derived::DiscoveryKey k;
+      KOMOKU_RETURN_IF_ERROR(key_of(&k.key));
+      k.unit = ScalarText(item, "unit");
+      k.device_class = ScalarText(item, "device_class");
+      k.where = where;
+      c.derived_discovery_keys.push_back(std::move(k));
+    }
+  }
+  return Status::Ok();
+}
+
+// What can be known before the store opens: a definition against the type
+// its key is given under keys:, and names that would collide. A key not
+// under keys: is checked at start, against the database.
+Status CheckDerived(Config& c) {
+  auto type_of = [&](const std::string& key) -> std::optional<store::KeyType> {
+    for (const Config::KeyDefinition& k : c.keys) {
+      if (k.name == key) return k.type;
+    }
+    return std::nullopt;
+  };
+  for (const derived::AggregateDef& a : c.derived_aggregates) {
+    if (auto t = type_of(a.key)) KOMOKU_RETURN_IF_ERROR(derived::CheckAggregate(a, *t));
+  }
+  for (derived::RollingDef& r : c.derived_rolling) {
+    if (auto t = type_of(r.key)) {
+      KOMOKU_RETURN_IF_ERROR(derived::CheckRolling(r, *t, c.boolean_words));
+    }
+  }
+  derived::DerivedOptions names;
+  names.prefix = c.mqtt_prefix;
+  names.discovery = c.derived_discovery;
+  names.aggregates = c.derived_aggregates;
+  names.rolling = c.derived_rolling;
+  names.discovery_keys = c.derived_discovery_keys;
+  return derived::CheckNames(names);
+}
 }  // namespace
 
 Result<Config> ParseConfig(const std::string& text, const std::string& name) {
@@ -568,8 +755,8 @@ Result<Config> ParseConfig(const std::string& text, const std::string& name) {
   const YAML::Node& root = docs[0];
   if (!root.IsMap()) {
     return Status::InvalidArgument(Where(name, root.Mark()) +
-                                   "expected sections (mqtt:, store:, http:, log:, discovery:, keys:, "
-                                   "mappings:)");
+                                   "expected sections (mqtt:, store:, http:, log:, discovery:, derived:, "
+                                   "keys:, mappings:)");
   }
   try {
     std::map<std::string, int> sections;
@@ -606,6 +793,18 @@ Result<Config> ParseConfig(const std::string& text, const std::string& name) {
       }
       for (auto kv = body.begin(); kv != body.end(); ++kv) {
         std::string key = kv->first.as<std::string>();
+        if (section == "derived" &&
+            (key == "aggregates" || key == "rolling" || key == "discovery_keys")) {
+          auto [line, first] = lines.emplace("derived." + key, kv->first.Mark().line + 1);
+          if (!first) {
+            return Status::InvalidArgument(Where(name, kv->first.Mark()) + "derived." + key +
+                                           ": set twice (first on line " +
+                                           std::to_string(line->second) + ")");
+          }
+          if (kv->second.IsNull()) continue;
+          KOMOKU_RETURN_IF_ERROR(ParseDerivedList(key, kv->second, name, c));
+          continue;
+        }
         const Field* f = FindField(section, key);
         if (!f) {
           return Status::InvalidArgument(Where(name, kv->first.Mark()) + "unknown field '" +
@@ -630,6 +829,7 @@ Result<Config> ParseConfig(const std::string& text, const std::string& name) {
     return Status::InvalidArgument(Where(name, e.mark) + e.msg);
   }
   KOMOKU_RETURN_IF_ERROR(Validate(c, at));
+  KOMOKU_RETURN_IF_ERROR(CheckDerived(c));
   return c;
 }
 
@@ -752,6 +952,36 @@ std::string ConfigExample() {
     out += "  #" + std::string(f.name) + ": " + (def.empty() ? "\"\"" : def) + "\n";
   }
   out +=
+      "# Bucket aggregates, rolling statistics and staleness published back to MQTT\n"
+      "# under <prefix>/derived/<key>/..., and keys announced to Home Assistant\n"
+      "# (docs/derived.md). A key named here must be defined under keys: or exist.\n"
+      "#  aggregates:\n"
+      "#    - key: living_room/temperature   # -> komoku/derived/living_room/temperature/1h\n"
+      "#      every: [1m, 1h]\n"
+      "#      unit: \"\u00b0C\"\n"
+      "#      device_class: temperature\n"
+      "#    - key: front_door                # time true/false, changes per day\n"
+      "#      every: 1d\n"
+      "#  rolling:\n"
+      "#    - key: front_door                # -> komoku/derived/front_door/open_share_24h\n"
+      "#      name: open_share_24h\n"
+      "#      stat: share\n"
+      "#      value: true\n"
+      "#      window: 24h\n"
+      "#      refresh: 60\n"
+      "#    - key: living_room/temperature   # -> .../living_room/temperature/max_24h\n"
+      "#      stat: max\n"
+      "#      window: 24h\n"
+      "#    - key: boiler/heating            # -> komoku/derived/boiler/heating/heating_hours_today\n"
+      "#      name: heating_hours_today\n"
+      "#      stat: hours\n"
+      "#      value: true\n"
+      "#      window: today\n"
+      "#  discovery_keys:\n"
+      "#    - key: living_room/temperature\n"
+      "#      unit: \"\u00b0C\"\n"
+      "#      device_class: temperature\n";
+  out +=
       "\n# Words read as booleans (any case), besides true/false and 1/0; a list\n"
       "# given replaces the default one.\n"
       "#booleans:\n"
@@ -833,6 +1063,38 @@ std::string ConfigDocs() {
       "A type that cannot hold the key's existing data (say `string` for a key with\n"
       "numeric history) stops the start with exit status 2; numeric and counter, and\n"
       "boolean and uptime, may be switched, since their values are the same.\n"
+      "\n## derived\n\n"
+      "Derived state published back to MQTT (docs/derived.md, topics in\n"
+      "docs/mqtt-topics.md). Besides the fields in the table above, three lists:\n\n"
+      "| list | fields | |\n"
+      "| --- | --- | --- |\n"
+      "| `aggregates` | `key`, `every` (a resolution or a list: `1m`, `5m`, `1h`, `1d`, `1w`, ...), "
+      "`unit`, `device_class` | one bucket aggregate per key and resolution, published at "
+      "bucket close on `<prefix>/derived/<key>/<every>` |\n"
+      "| `rolling` | `key`, `stat`, `value`, `window` (`24h`, `7d`, ... or `today`), `name`, "
+      "`refresh` (seconds, default 60; 0: on change only), `unit`, `device_class` | a statistic "
+      "over the window ending now on `<prefix>/derived/<key>/<name>`; `name` defaults to "
+      "`[<value>_]<stat>_<window>` |\n"
+      "| `discovery_keys` | `key`, `unit`, `device_class` (or just the key name) | keys announced "
+      "to Home Assistant themselves (with `discovery: true`) |\n\n"
+      "`stat` is `avg`, `twavg`, `min`, `max`, `count` (numeric and counter keys), `increase`,\n"
+      "`rate` (counters), `share`, `time`, `hours` (of `value`) and `changes` (boolean,\n"
+      "uptime and string keys). A key named in a definition must be defined under\n"
+      "`keys:` (then `check-config` checks the definition against its type) or already\n"
+      "exist in the database (checked at start, which stops with exit status 2 and a\n"
+      "message naming the definition otherwise).\n\n"
+      "```yaml\n"
+      "derived:\n"
+      "  aggregates:\n"
+      "    - key: living_room/temperature\n"
+      "      every: [1m, 1h]\n"
+      "  rolling:\n"
+      "    - key: front_door\n"
+      "      name: open_share_24h\n"
+      "      stat: share\n"
+      "      value: true\n"
+      "      window: 24h\n"
+      "```\n"
       "\n## mappings\n\n"
       "Topic mapping rules, applied in order to every message on their topics: the\n"
       "first rule that matches wins, unless it says `continue: true`. Each rule turns\n"

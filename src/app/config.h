@@ -12,6 +12,7 @@
 
 #include "bridge/mapping.h"
 #include "common/status.h"
+#include "derived/derived.h"
 #include "store/store.h"
 #include "store/value.h"
 
@@ -49,6 +50,18 @@ struct Config {
   bool discovery_homie = false;
   std::string discovery_homie_prefix;
   std::string discovery_key_prefix;
+  // derived (docs/derived.md)
+  bool derived_retain = true;
+  int64_t derived_queue_max = 0;
+  bool derived_discovery = false;
+  std::string derived_discovery_prefix;
+  std::string derived_tz;
+  // derived.aggregates (one entry per key and resolution), derived.rolling,
+  // derived.discovery_keys: checked for syntax and, for keys given a type
+  // under keys:, against that type; against the store's keys at start.
+  std::vector<derived::AggregateDef> derived_aggregates;
+  std::vector<derived::RollingDef> derived_rolling;
+  std::vector<derived::DiscoveryKey> derived_discovery_keys;
 
   // keys: definitions applied at start (Store::Define), in file order.
   struct KeyDefinition {

@@ -14,6 +14,7 @@
 
 #include "app/systemd_notify.h"
 #include "bridge/bridge.h"
+#include "derived/derived.h"
 #include "query/server.h"
 #include "store/store.h"
 
@@ -21,7 +22,7 @@ namespace komoku::app {
 namespace {
 
 struct Loggers {
-  std::shared_ptr<spdlog::logger> main, store, bridge, query;
+  std::shared_ptr<spdlog::logger> main, store, bridge, query, derived;
 };
 
 // One line per event on stderr; journald adds its own timestamps.
@@ -35,7 +36,7 @@ Loggers MakeLoggers(const std::string& level) {
     log->flush_on(spdlog::level::trace);
     return log;
   };
-  return {make("main"), make("store"), make("bridge"), make("query")};
+  return {make("main"), make("store"), make("bridge"), make("query"), make("derived")};
 }
 
 Status WriteReadyFile(const std::string& path, int http_port) {
@@ -133,6 +134,33 @@ int RunService(const Config& config, const RunOptions& options) {
     return 1;
   }
 
+  // Derived state: checked against the keys now defined (an unknown key or a
+  // definition that does not fit its key's type stops the start).
+  derived::DerivedOptions derived_options;
+  derived_options.prefix = config.mqtt_prefix;
+  derived_options.retain = config.derived_retain;
+  derived_options.queue_max = static_cast<size_t>(config.derived_queue_max);
+  derived_options.discovery = config.derived_discovery;
+  derived_options.discovery_prefix = config.derived_discovery_prefix;
+  derived_options.tz = config.derived_tz;
+  derived_options.aggregates = config.derived_aggregates;
+  derived_options.rolling = config.derived_rolling;
+  derived_options.discovery_keys = config.derived_discovery_keys;
+  derived_options.state_path =
+      (std::filesystem::path(config.store_data_dir) / "derived-state.json").string();
+  bridge::Bridge* bridge_for_derived = bridge->get();
+  Result<std::unique_ptr<derived::Publisher>> derived = derived::Publisher::Create(
+      derived_options, store->get(),
+      [bridge_for_derived](const std::string& topic, const std::string& payload, bool retain) {
+        return bridge_for_derived->Publish(topic, payload, retain);
+      },
+      log.derived);
+  if (!derived.ok()) {
+    log.main->error("{}", derived.status().message());
+    systemd.SetStatus(derived.status().message());
+    return 2;
+  }
+
   query::ServerOptions http_options;
   http_options.host = config.http_host;
   http_options.port = config.http_port;
@@ -156,6 +184,15 @@ int RunService(const Config& config, const RunOptions& options) {
   }
 
   (*bridge)->Start();
+  st = (*derived)->Start();
+  if (!st.ok()) {
+    log.main->error("{}", st.ToString());
+    systemd.SetStatus(st.ToString());
+    (*bridge)->Stop();
+    (*http)->Stop();
+    (*store)->Close();
+    return 1;
+  }
   // Timeouts (also those that fell while Komoku was down) now reach MQTT.
   (*store)->StartTimers();
 
@@ -213,6 +250,8 @@ int RunService(const Config& config, const RunOptions& options) {
   // Disconnecting first means no message arrives after the store closes;
   // every message received so far was committed before it was acknowledged
   // to the callback, and Close() commits what else is queued.
+  // Derived state first, while the bridge can still send what is queued.
+  (*derived)->Stop();
   (*bridge)->Stop();
   (*http)->Stop();
   (*store)->Close();

@@ -115,6 +115,20 @@ class Bridge::Impl {
   bool subscribed() const { return subscribed_; }
   json DiscoveryJson() const { return discovery_ ? discovery_->Describe() : json(nullptr); }
 
+  Status Publish(const std::string& topic, const std::string& payload, bool retain) {
+    if (!connected_) return Status::Busy("not connected to " + options_.broker);
+    try {
+      auto token = client_->publish(topic, payload.data(), payload.size(), kQos, retain);
+      if (!token->wait_for(std::chrono::seconds(10))) {
+        return Status::Busy("no acknowledgement for '" + topic + "' within 10 s");
+      }
+      return Status::Ok();
+    } catch (const mqtt::exception& e) {
+      store_->metrics().Add("komoku_mqtt_publish_errors_total");
+      return Status::Busy("publish to '" + topic + "' failed: " + e.what());
+    }
+  }
+
   Result<std::string> KeyFromTopic(std::string_view topic) const {
     if (topic.size() <= set_prefix_.size() || topic.substr(0, set_prefix_.size()) != set_prefix_) {
       return Status::InvalidArgument("topic '" + std::string(topic) + "' is not under " +
@@ -587,6 +601,9 @@ void Bridge::Start() { impl_->Start(); }
 void Bridge::Stop() { impl_->Stop(); }
 bool Bridge::connected() const { return impl_->connected(); }
 bool Bridge::subscribed() const { return impl_->subscribed(); }
+Status Bridge::Publish(const std::string& topic, const std::string& payload, bool retain) {
+  return impl_->Publish(topic, payload, retain);
+}
 Result<std::string> Bridge::KeyFromTopic(std::string_view topic) const {
   return impl_->KeyFromTopic(topic);
 }

@@ -68,6 +68,11 @@ class Bridge {
   // The discovered entities (Discovery::Describe), or null when discovery
   // is off. Thread-safe.
   nlohmann::json DiscoveryJson() const;
+  // Publishes with QoS 1 and waits (up to 10 s) for the broker's
+  // acknowledgement, for publishers that keep their own queue (derived
+  // state): Busy while not connected or when the acknowledgement does not
+  // come, so the caller keeps the message and tries again.
+  Status Publish(const std::string& topic, const std::string& payload, bool retain);
 
   // The key a set topic names, or InvalidArgument when the topic is not
   // <prefix>/set/<key>.
