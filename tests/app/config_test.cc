@@ -390,6 +390,55 @@ TEST(ConfigTest, BooleanWords) {
   });
 }
 
+// The derived section's lists, as the example config shows them uncommented.
+TEST(ConfigTest, DerivedDefinitions) {
+  std::string example;
+  bool in_derived = false;
+  std::istringstream lines(ConfigExample());
+  for (std::string line; std::getline(lines, line);) {
+    if (line == "#  aggregates:") in_derived = true;
+    if (in_derived && line.empty()) break;
+    if (in_derived) example += line.substr(1) + "\n";
+  }
+  ASSERT_FALSE(example.empty());
+  Config c = ParseOk("derived:\n  discovery: true\n" + example);
+  EXPECT_TRUE(c.derived_discovery);
+  ASSERT_EQ(c.derived_aggregates.size(), 3u);  // 1m and 1h, then 1d
+  EXPECT_EQ(c.derived_aggregates[1].resolution, "1h");
+  EXPECT_EQ(c.derived_aggregates[1].step_ms, 3600000);
+  EXPECT_EQ(c.derived_aggregates[0].unit, "\u00b0C");
+  ASSERT_EQ(c.derived_rolling.size(), 3u);
+  EXPECT_EQ(c.derived_rolling[0].name, "open_share_24h");
+  EXPECT_EQ(c.derived_rolling[1].name, "max_24h");  // the default name
+  EXPECT_EQ(c.derived_rolling[2].window_ms, 0);      // today
+  ASSERT_EQ(c.derived_discovery_keys.size(), 1u);
+  EXPECT_EQ(c.derived_discovery_keys[0].device_class, "temperature");
+
+  ExpectErrors({
+      {"bad window", "derived:\n  rolling:\n    - key: a\n      stat: max\n      window: soon\n",
+       {"k.yaml:3:", "derived.rolling[0].window", "soon"}},
+      {"unknown stat", "derived:\n  rolling:\n    - key: a\n      stat: median\n      window: 1h\n",
+       {"k.yaml:3:", "derived.rolling[0].stat", "median"}},
+      {"unknown field", "derived:\n  aggregates:\n    - key: a\n      every: 1m\n      agg: x\n",
+       {"k.yaml:5:", "derived.aggregates[0].agg"}},
+      {"bad resolution", "derived:\n  aggregates:\n    - key: a\n      every: [1m, 7m]\n",
+       {"k.yaml:3:", "derived.aggregates[0]", "7m"}},
+      {"no every", "derived:\n  aggregates:\n    - key: a\n", {"derived.aggregates[0].every"}},
+      {"stat that does not fit the type under keys:",
+       "keys:\n  t:\n    type: numeric\nderived:\n  rolling:\n    - key: t\n"
+       "      stat: share\n      value: true\n      window: 24h\n",
+       {"k.yaml:6:", "derived.rolling[0]", "share", "not numeric"}},
+      {"value that does not fit the type under keys:",
+       "keys:\n  d:\n    type: boolean\nderived:\n  rolling:\n    - key: d\n"
+       "      stat: share\n      value: ajar\n      window: 24h\n",
+       {"k.yaml:6:", "ajar"}},
+      {"a topic twice", "derived:\n  aggregates:\n    - key: a\n      every: [1m, 1m]\n",
+       {"derived.aggregates[0]", "already published"}},
+      {"bad tz", "derived:\n  tz: Mars/Olympus\n", {"k.yaml:2:", "derived.tz"}},
+      {"bad retain", "derived:\n  retain: maybe\n", {"k.yaml:2:", "derived.retain"}},
+  });
+}
+
 TEST(ConfigTest, LoadConfigReadsTheFileAndNamesIt) {
   TempDir dir;
   const std::string path = dir.File("komoku.yaml");
@@ -424,7 +473,7 @@ TEST(ConfigTest, ExampleUncommentedParsesToTheDefaults) {
       uncommented += line + "\n";
     }
   }
-  EXPECT_EQ(keys, 26);
+  EXPECT_EQ(keys, 31);
   Config c = ParseOk(uncommented);
   EXPECT_EQ(Dump(c), Dump(DefaultConfig())) << uncommented;
 }
