@@ -486,7 +486,10 @@ class Publisher::Impl {
   }
 
   Result<json> RollingBody(const Roll& r, int64_t now) const {
-    const int64_t to = now + 1;  // takes in a change made this millisecond, like HTTP's `to`
+    // `to` is now itself, not now + 1 as HTTP's default: history's walk ends
+    // at min(to, now), so an answer given later for [from, to) is the same.
+    // A change made this very millisecond comes in with the next refresh.
+    const int64_t to = now;
     const int64_t from = r.def.window_ms ? to - r.def.window_ms : Bucket(now, kDay).first;
     store::HistoryQuery q{r.def.key, from, to, {from}, 0};
     json value;

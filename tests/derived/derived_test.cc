@@ -356,10 +356,10 @@ TEST_F(DerivedTest, RollingStatisticsEqualStats) {
   std::vector<Sent> all = At(*p, kT0);
   std::vector<Sent> s = On(all, "komoku/derived/door/open_share_24h");
   ASSERT_EQ(s.size(), 1u);
-  const int64_t from = kT0 + 1 - 24 * 3600 * 1000LL;
+  const int64_t from = kT0 - 24 * 3600 * 1000LL;
   EXPECT_EQ(s[0].payload["from"], from / 1000.0);
   EXPECT_DOUBLE_EQ(s[0].payload["value"].get<double>(), 0.25);  // 15 of 60 known minutes
-  EXPECT_EQ(s[0].payload["value"], StatsOf("door", from, kT0 + 1)["share"]["true"]);
+  EXPECT_EQ(s[0].payload["value"], StatsOf("door", from, kT0)["share"]["true"]);
   std::vector<Sent> m = On(all, "komoku/derived/temp/max_24h");
   ASSERT_EQ(m.size(), 1u);
   EXPECT_EQ(m[0].payload["value"], 23.5);
@@ -373,7 +373,7 @@ TEST_F(DerivedTest, RollingStatisticsEqualStats) {
   s = On(At(*p, kT0 + 3000), "komoku/derived/door/open_share_24h");
   ASSERT_EQ(s.size(), 1u);
   EXPECT_EQ(s[0].payload["value"],
-            StatsOf("door", kT0 + 3001 - 24 * 3600 * 1000LL, kT0 + 3001)["share"]["true"]);
+            StatsOf("door", kT0 + 3000 - 24 * 3600 * 1000LL, kT0 + 3000)["share"]["true"]);
   // And at the refresh interval.
   EXPECT_EQ(On(At(*p, kT0 + 61000), "komoku/derived/temp/max_24h").size(), 1u);
 }
