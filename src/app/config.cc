@@ -236,6 +236,11 @@ Status Validate(Config& c, const WhereFn& at) {
 
 }  // namespace
 
+Result<Config> LoadConfigOrDefaults(const std::string& path) {
+  if (path.empty()) return DefaultConfig();
+  return LoadConfig(path);
+}
+
 store::StoreOptions StoreOptionsOf(const Config& config) {
   constexpr int64_t kHourMs = 3600LL * 1000;
   store::StoreOptions o;

@@ -97,6 +97,10 @@ store::StoreOptions StoreOptionsOf(const Config& config);
 // A password_file is read here, so a missing secret stops the start too.
 Result<Config> LoadConfig(const std::string& path);
 
+// LoadConfig, or the built-in defaults when `path` is empty (the command
+// line's `-c` left out).
+Result<Config> LoadConfigOrDefaults(const std::string& path);
+
 // Validates a YAML document given as text; `name` stands for the file in
 // messages. (LoadConfig reads the file and calls this.)
 Result<Config> ParseConfig(const std::string& text, const std::string& name);

@@ -14,11 +14,7 @@ namespace {
 
 // Loads the given file, or the defaults when none is given; prints the error.
 bool LoadOrDefault(const std::string& path, komoku::app::Config* config) {
-  if (path.empty()) {
-    *config = komoku::app::DefaultConfig();
-    return true;
-  }
-  komoku::Result<komoku::app::Config> loaded = komoku::app::LoadConfig(path);
+  komoku::Result<komoku::app::Config> loaded = komoku::app::LoadConfigOrDefaults(path);
   if (!loaded.ok()) {
     std::cerr << "komoku: " << loaded.status().message() << "\n";
     return false;

@@ -3,7 +3,6 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
-#include <ctime>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -12,6 +11,7 @@
 #include "bridge/discovery.h"
 #include "bridge/mapping.h"
 #include "store/input.h"
+#include "store/time_param.h"
 #include "store/value.h"
 
 namespace komoku::app {
@@ -59,14 +59,9 @@ void PrintEntity(const bridge::DiscoveredEntity& e) {
 }
 
 std::string IsoUtc(int64_t ms) {
-  std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
   char frac[8];
-  std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(ms % 1000));
-  return std::string(buf) + frac;
+  std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>((ms % 1000 + 1000) % 1000));
+  return store::FormatUtc(ms, "%Y-%m-%dT%H:%M:%S") + frac;
 }
 
 // A message that no configured rule matches, through discovered entities.
@@ -89,15 +84,12 @@ int PrintDiscovered(const bridge::Discovery::Mapped& d, const char* off_note) {
 }
 
 int RunTest(const TestArgs& args) {
-  Config config = DefaultConfig();
-  if (!args.config_path.empty()) {
-    Result<Config> loaded = LoadConfig(args.config_path);
-    if (!loaded.ok()) {
-      std::cerr << "komoku: " << loaded.status().message() << "\n";
-      return 2;
-    }
-    config = std::move(loaded.value());
+  Result<Config> loaded = LoadConfigOrDefaults(args.config_path);
+  if (!loaded.ok()) {
+    std::cerr << "komoku: " << loaded.status().message() << "\n";
+    return 2;
   }
+  Config config = std::move(loaded.value());
   Result<std::unique_ptr<bridge::MappingEngine>> engine =
       bridge::MappingEngine::Compile(config.mappings);
   if (!engine.ok()) {

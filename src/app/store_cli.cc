@@ -4,8 +4,8 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <ctime>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <sstream>
 #include <iostream>
@@ -14,23 +14,12 @@
 #include "store/api.h"
 #include "store/cold_store.h"
 #include "store/store.h"
+#include "store/time_param.h"
 
 namespace komoku::app {
 namespace {
 
-Result<Config> ConfigOrDefault(const std::string& path) {
-  if (path.empty()) return DefaultConfig();
-  return LoadConfig(path);
-}
-
-std::string UtcDay(int64_t ms) {
-  std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M", &tm);
-  return buf;
-}
+constexpr const char* kDay = "%Y-%m-%d %H:%M";
 
 // Compacts in this process when no service holds the data directory, else
 // asks the running service over its HTTP API.
@@ -117,7 +106,8 @@ int Segments(const Config& config, bool json, bool keys) {
     for (const auto& k : seg.keys) changes += k.changes;
     total += seg.bytes;
     std::printf("%-44s %-16s %-16s %6zu %10llu %10llu\n", seg.name.c_str(),
-                UtcDay(seg.from_ms).c_str(), UtcDay(seg.to_ms).c_str(), seg.keys.size(),
+                store::FormatUtc(seg.from_ms, kDay).c_str(),
+                store::FormatUtc(seg.to_ms, kDay).c_str(), seg.keys.size(),
                 static_cast<unsigned long long>(changes), static_cast<unsigned long long>(seg.bytes));
     if (!keys) continue;
     for (const auto& k : seg.keys) {
@@ -136,18 +126,22 @@ int Segments(const Config& config, bool json, bool keys) {
 
 void AddStoreCommands(CLI::App& parent, int* exit_code) {
   static std::string config_path;
+  // Loads the config (exit status 2 when it is bad), then runs `fn`.
+  auto with_config = [exit_code](std::function<int(const Config&)> fn) {
+    return [exit_code, fn] {
+      Result<Config> config = LoadConfigOrDefaults(config_path);
+      if (!config.ok()) {
+        std::cerr << "komoku: " << config.status().message() << "\n";
+        *exit_code = 2;
+        return;
+      }
+      *exit_code = fn(*config);
+    };
+  };
   auto* compact = parent.add_subcommand(
       "compact", "Move history older than the hot window into segments now, merge and expire");
   compact->add_option("-c,--config", config_path, "YAML configuration (default: built-in)");
-  compact->callback([exit_code] {
-    Result<Config> config = ConfigOrDefault(config_path);
-    if (!config.ok()) {
-      std::cerr << "komoku: " << config.status().message() << "\n";
-      *exit_code = 2;
-      return;
-    }
-    *exit_code = Compact(*config);
-  });
+  compact->callback(with_config(Compact));
 
   static bool json = false;
   static bool keys = false;
@@ -155,15 +149,7 @@ void AddStoreCommands(CLI::App& parent, int* exit_code) {
   segments->add_option("-c,--config", config_path, "YAML configuration (default: built-in)");
   segments->add_flag("--json", json, "Print JSON (as GET /api/v1/segments)");
   segments->add_flag("--keys", keys, "List each segment's keys with their sizes");
-  segments->callback([exit_code] {
-    Result<Config> config = ConfigOrDefault(config_path);
-    if (!config.ok()) {
-      std::cerr << "komoku: " << config.status().message() << "\n";
-      *exit_code = 2;
-      return;
-    }
-    *exit_code = Segments(*config, json, keys);
-  });
+  segments->callback(with_config([](const Config& c) { return Segments(c, json, keys); }));
 }
 
 }  // namespace komoku::app

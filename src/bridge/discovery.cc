@@ -195,42 +195,40 @@ const char* const kHomieFalse[] = {"init", "disconnected", "sleeping", "lost", "
 
 // The one-rule engine an entity makes: refuses options the store would not
 // take before the entity is listed as mapped.
-MappingRule StateRule(const DiscoveredEntity& e) {
+// A rule reading one topic into one key: the whole payload as text, or one
+// field of a JSON payload. Discovered rules let the others match too.
+MappingRule TopicRule(std::string name, const std::string& topic, const std::string& key,
+                      std::optional<store::KeyType> type, const std::string& field) {
   MappingRule r;
-  r.name = e.id;
-  r.topics = {e.state_topic};
-  r.key = e.key;
-  r.type = e.type;
-  if (e.field.empty()) {
+  r.name = std::move(name);
+  r.topics = {topic};
+  r.key = key;
+  r.type = type;
+  if (field.empty()) {
     r.payload = PayloadFormat::kText;
   } else {
     r.payload = PayloadFormat::kJson;
-    r.fields = {{e.field, ""}};
+    r.fields = {{field, ""}};
   }
-  r.true_words = e.true_words;
-  r.false_words = e.false_words;
-  r.strict_words = !e.true_words.empty();
-  if (e.stale_after_s) r.options["stale_after"] = *e.stale_after_s;
   r.continue_matching = true;
   return r;
 }
 
+MappingRule StateRule(const DiscoveredEntity& e) {
+  MappingRule r = TopicRule(e.id, e.state_topic, e.key, e.type, e.field);
+  r.true_words = e.true_words;
+  r.false_words = e.false_words;
+  r.strict_words = !e.true_words.empty();
+  if (e.stale_after_s) r.options["stale_after"] = *e.stale_after_s;
+  return r;
+}
+
 MappingRule AvailabilityRule(const DiscoveredEntity::Availability& a, const std::string& key) {
-  MappingRule r;
-  r.name = "availability " + a.topic;
-  r.topics = {a.topic};
-  r.key = key;
-  r.type = store::KeyType::kBoolean;
-  if (a.field.empty()) {
-    r.payload = PayloadFormat::kText;
-  } else {
-    r.payload = PayloadFormat::kJson;
-    r.fields = {{a.field, ""}};
-  }
+  MappingRule r =
+      TopicRule("availability " + a.topic, a.topic, key, store::KeyType::kBoolean, a.field);
   r.true_words = a.true_words;
   r.false_words = a.false_words;
   r.strict_words = true;
-  r.continue_matching = true;
   return r;
 }
 

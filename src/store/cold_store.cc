@@ -1,17 +1,19 @@
 #include "store/cold_store.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+
+#include "store/time_param.h"
 
 namespace komoku::store {
 namespace {
@@ -21,6 +23,8 @@ using nlohmann::json;
 
 constexpr const char* kManifest = "MANIFEST";
 constexpr int kManifestVersion = 1;
+// Segment file names carry their range in UTC, for people: 20260105T000000Z.
+constexpr const char* kStamp = "%Y%m%dT%H%M%SZ";
 
 Status Errno(const std::string& what, const std::string& path, int err) {
   return Status::IOError(what + " " + path + ": " + std::strerror(err));
@@ -33,16 +37,6 @@ Status SyncPath(const std::string& path, bool directory) {
   if (::fsync(fd) != 0) st = Errno("fsync", path, errno);
   ::close(fd);
   return st;
-}
-
-// "20260105T000000Z"-style UTC stamp of a time in ms, for file names people read.
-std::string Stamp(int64_t ms) {
-  std::time_t secs = static_cast<std::time_t>(ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000));
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
 }
 
 std::string FileName(const std::string& base) { return fs::path(base).filename().string(); }
@@ -123,7 +117,7 @@ std::vector<SegmentListing> ListSegments(const ColdState& state) {
 
 ColdStore::ColdStore(const ColdStoreOptions& options, std::shared_ptr<spdlog::logger> log,
                      Metrics* metrics)
-    : options_(options), log_(std::move(log)), metrics_(metrics) {}
+    : options_(options), log_(log ? std::move(log) : spdlog::default_logger()), metrics_(metrics) {}
 
 Result<std::unique_ptr<ColdStore>> ColdStore::Open(const ColdStoreOptions& options,
                                                    std::shared_ptr<spdlog::logger> log,
@@ -177,14 +171,7 @@ Result<std::unique_ptr<ColdStore>> ColdStore::Open(const ColdStoreOptions& optio
     }
     if (!seg.ok()) {
       // Keep serving the rest: the segment goes to quarantine.
-      cold->log_->error("segment {} cannot be read: {}", name, seg.status().ToString());
-      cold->warnings_.push_back("segment " + name + " quarantined: " + seg.status().ToString());
-      std::error_code qec;
-      fs::create_directories(options.quarantine_dir, qec);
-      for (const char* ext : {".kkd", ".kki"}) {
-        fs::rename(base + ext, (fs::path(options.quarantine_dir) / (name + ext)).string(), qec);
-      }
-      if (metrics) metrics->Add("komoku_segments_quarantined_total");
+      cold->MoveToQuarantine(base, seg.status());
       rewrite = true;
       continue;
     }
@@ -220,7 +207,7 @@ std::shared_ptr<const ColdState> ColdStore::state() const {
 std::string ColdStore::NewSegmentBase(const ColdState& state, int64_t from_ms,
                                       int64_t to_ms) const {
   return (fs::path(options_.dir) /
-          (Stamp(from_ms) + "-" + Stamp(to_ms) + "-g" + std::to_string(state.next_gen)))
+          (FormatUtc(from_ms, kStamp) + "-" + FormatUtc(to_ms, kStamp) + "-g" + std::to_string(state.next_gen)))
       .string();
 }
 
@@ -302,24 +289,30 @@ void ColdStore::Quarantine(const Segment& segment, const Status& why) {
                          [&](const auto& s) { return s->base() == segment.base(); });
   if (it == segs.end()) return;  // already done by another reader
   segs.erase(it);
-  const std::string name = FileName(segment.base());
-  log_->error("segment {} is damaged and was moved to {}: {}", name, options_.quarantine_dir,
-              why.ToString());
-  std::error_code ec;
-  fs::create_directories(options_.quarantine_dir, ec);
-  for (const char* ext : {".kkd", ".kki"}) {
-    fs::rename(segment.base() + ext,
-               (fs::path(options_.quarantine_dir) / (name + ext)).string(), ec);
-  }
+  MoveToQuarantine(segment.base(), why);
   Status st = WriteManifest(*next);
   if (!st.ok()) log_->error("cannot record the quarantine in the manifest: {}", st.ToString());
   {
     std::lock_guard<std::mutex> lock(mu_);
     state_ = next;
+  }
+  UpdateMetrics(*next);
+}
+
+void ColdStore::MoveToQuarantine(const std::string& base, const Status& why) {
+  const std::string name = FileName(base);
+  log_->error("segment {} is damaged and was moved to {}: {}", name, options_.quarantine_dir,
+              why.ToString());
+  std::error_code ec;
+  fs::create_directories(options_.quarantine_dir, ec);
+  for (const char* ext : {".kkd", ".kki"}) {
+    fs::rename(base + ext, (fs::path(options_.quarantine_dir) / (name + ext)).string(), ec);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
     warnings_.push_back("segment " + name + " quarantined: " + why.ToString());
   }
   if (metrics_) metrics_->Add("komoku_segments_quarantined_total");
-  UpdateMetrics(*next);
 }
 
 std::vector<std::string> ColdStore::Warnings() const {

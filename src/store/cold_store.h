@@ -112,6 +112,9 @@ class ColdStore {
   ColdStore(const ColdStoreOptions& options, std::shared_ptr<spdlog::logger> log,
             Metrics* metrics);
   Status WriteManifest(const ColdState& state);
+  // Moves a segment's files to the quarantine directory, with a log line, a
+  // warning and a count.
+  void MoveToQuarantine(const std::string& base, const Status& why);
   void RemoveSegmentFiles(const std::string& base);
   void UpdateMetrics(const ColdState& state);
 

@@ -264,6 +264,7 @@ Status Store::MergeMonths(CompactionReport& report) {
     for (const auto& [key, parts] : by_key) {
       SegmentKeyData merged;
       bool same_options = true;
+      RollupParams newest;  // the options of the last day, which the key has now
       for (size_t p = 0; p < parts.size(); ++p) {
         Result<SegmentKeyData> d = parts[p]->ReadKey(key);
         if (!d.ok()) return d.status();
@@ -288,16 +289,15 @@ Status Store::MergeMonths(CompactionReport& report) {
           }
         }
         merged.changes.insert(merged.changes.end(), d->changes.begin(), d->changes.end());
+        newest = {d->type, d->stale_after_ms, d->reset_tolerance};
       }
       if (!same_options && !merged.raw_dropped) {
         // Days compacted under other options: the month's rollups are
         // computed afresh from the raw changes, under the newest options.
-        Result<SegmentKeyData> newest = parts.back()->ReadKey(key);
-        if (!newest.ok()) return newest.status();
-        merged.type = newest->type;
-        merged.stale_after_ms = newest->stale_after_ms;
-        merged.reset_tolerance = newest->reset_tolerance;
-        AddRollups(merged, {merged.type, merged.stale_after_ms, merged.reset_tolerance}, from, to);
+        merged.type = newest.type;
+        merged.stale_after_ms = newest.stale_after_ms;
+        merged.reset_tolerance = newest.reset_tolerance;
+        AddRollups(merged, newest, from, to);
       }
       KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(merged));
     }
@@ -342,11 +342,13 @@ Status Store::ApplyRetention(CompactionReport& report) {
       if (old->Hidden(seg, info.key)) continue;
       if (expired(seg, keep_of(info.key)) && info.changes > 0) work = true;
       if (drop_5m && info.rollup_bytes > 0) {
-        Result<SegmentKeyData> d = seg.ReadKey(info.key);
-        if (!d.ok()) return d.status();
-        for (const auto& [res, rolls] : d->rollups) {
-          if (res == kRollupResolutionsMs[0] && !rolls.empty()) work = true;
-        }
+        // One index lookup, not the key's whole data: this runs for every
+        // old segment at every compaction.
+        KOMOKU_RETURN_IF_ERROR(seg.ScanRollups(info.key, kRollupResolutionsMs[0], INT64_MIN / 4,
+                                               INT64_MAX / 4, [&work](const Rollup&) {
+                                                 work = true;
+                                                 return false;
+                                               }));
       }
       if (work) break;
     }

@@ -326,6 +326,8 @@ struct NumericAcc {
     known_ms += r.known_ms;
     increase += r.increase;
   }
+  // Booleans count as 0/1 and strings are not numbers: count/first/last of
+  // them are answered from the text form elsewhere.
   static double AsNumber(const Value& v) {
     if (const double* d = std::get_if<double>(&v)) return *d;
     if (const bool* b = std::get_if<bool>(&v)) return *b ? 1 : 0;
@@ -385,10 +387,10 @@ class DownsampleVisitor : public Visitor {
   DownsampleVisitor(const Buckets& buckets, double tolerance)
       : buckets_(buckets), accs_(buckets.size()), increase_(tolerance) {}
   void Carry(const Value* v) override {
-    if (v) increase_.Add(AsDouble(*v));
+    if (v) increase_.Add(NumericAcc::AsNumber(*v));
   }
   void Point(int64_t t, const Value& v, const Value*) override {
-    double d = AsDouble(v);
+    double d = NumericAcc::AsNumber(v);
     double inc = increase_.Add(d);
     size_t i = buckets_.Find(t);
     if (i == buckets_.size()) return;
@@ -397,7 +399,7 @@ class DownsampleVisitor : public Visitor {
   }
   void Segment(int64_t start, int64_t end, const Value* v) override {
     if (!v) return;
-    double d = AsDouble(*v);
+    double d = NumericAcc::AsNumber(*v);
     buckets_.Split(start, end, [&](size_t i, int64_t s, int64_t e) { accs_[i].Segment(e - s, d); });
   }
   void Chunk(int64_t start, int64_t, const Rollup& r) override {
@@ -406,10 +408,6 @@ class DownsampleVisitor : public Visitor {
     if (i < buckets_.size()) accs_[i].Chunk(r);
   }
   const std::vector<NumericAcc>& accs() const { return accs_; }
-
-  // Booleans count as 0/1 and strings are not numbers: count/first/last of
-  // them are answered from the text form elsewhere.
-  static double AsDouble(const Value& v) { return NumericAcc::AsNumber(v); }
 
  private:
   const Buckets& buckets_;
@@ -498,7 +496,7 @@ class StateVisitor : public Visitor {
   }
   // Chunks are at most 5 minutes long when hour_of_day is asked for, so each
   // lies inside one local hour (zone offsets are whole quarter hours).
-  void Chunk(int64_t start, int64_t end, const Rollup& r) override {
+  void Chunk(int64_t start, int64_t, const Rollup& r) override {
     auto add = [&r](StateAcc& acc) {
       for (const auto& [v, ms] : r.ms_per_value) acc.ms_per_value[v] += ms;
       acc.unknown_ms += r.unknown_ms;
@@ -508,7 +506,9 @@ class StateVisitor : public Visitor {
     if (i < accs_.size()) add(accs_[i]);
     add(total_);
     if (hour_of_day_) {
-      for (const auto& [v, ms] : r.ms_per_value) SplitHours(start, start + ms, v, end);
+      int64_t next;
+      int hour = LocalHour(start, &next);
+      for (const auto& [v, ms] : r.ms_per_value) hours_[hour][v] += ms;
     }
   }
   const std::vector<StateAcc>& accs() const { return accs_; }
@@ -535,33 +535,26 @@ class StateVisitor : public Visitor {
       acc.unknown_ms += ms;
     }
   }
-  // Splits a known segment at local hour boundaries.
-  // `limit`, when given, is where the chunk being added ends: its time is
-  // added to the hour it starts in.
-  void SplitHours(int64_t start, int64_t end, const std::string& text, int64_t limit = 0) {
+  // The local hour of day holding `t`, and where the next local hour starts.
+  int LocalHour(int64_t t, int64_t* next) const {
     using namespace std::chrono;
+    if (!zone_) {
+      *next = (t / kHour + 1) * kHour;
+      return static_cast<int>((t % kDay + kDay) % kDay / kHour);
+    }
+    auto local = zone_->to_local(date::sys_time<milliseconds>{milliseconds(t)});
+    auto hour_start = date::floor<hours>(local);
+    auto next_sys = zone_->to_sys(hour_start + hours(1), date::choose::earliest);
+    *next = duration_cast<milliseconds>(next_sys.time_since_epoch()).count();
+    if (*next <= t) *next = t + kHour;  // never stand still at a DST edge
+    return static_cast<int>(
+        date::make_time(hour_start - date::floor<date::days>(hour_start)).hours().count());
+  }
+  // Splits a known segment at local hour boundaries.
+  void SplitHours(int64_t start, int64_t end, const std::string& text) {
     while (start < end) {
-      date::sys_time<milliseconds> t{milliseconds(start)};
-      int hour;
       int64_t next;
-      if (zone_) {
-        auto local = zone_->to_local(t);
-        auto hour_start = date::floor<hours>(local);
-        hour = static_cast<int>(date::make_time(hour_start - date::floor<date::days>(hour_start))
-                                    .hours()
-                                    .count());
-        auto next_local = hour_start + hours(1);
-        auto next_sys = zone_->to_sys(next_local, date::choose::earliest);
-        next = duration_cast<milliseconds>(next_sys.time_since_epoch()).count();
-        if (next <= start) next = start + kHour;  // never stand still at a DST edge
-      } else {
-        hour = static_cast<int>((start % kDay + kDay) % kDay / kHour);
-        next = (start / kHour + 1) * kHour;
-      }
-      if (limit) {
-        hours_[hour][text] += end - start;
-        return;
-      }
+      int hour = LocalHour(start, &next);
       int64_t e = std::min(end, next);
       hours_[hour][text] += e - start;
       start = e;

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <ctime>
 #include <string>
 
 namespace komoku::store {
@@ -136,6 +137,16 @@ Result<int64_t> ParseTimeParam(std::string_view text, int64_t now_ms) {
   if (end != copy.c_str() + copy.size()) return Bad(text, "is not a time");
   if (!std::isfinite(seconds) || seconds > 1e11) return Bad(text, "is out of range");
   return static_cast<int64_t>(std::llround(seconds * 1000.0));
+}
+
+std::string FormatUtc(int64_t ms, const char* format) {
+  const int64_t secs = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
+  std::time_t t = static_cast<std::time_t>(secs);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  size_t n = std::strftime(buf, sizeof buf, format, &tm);
+  return std::string(buf, n);
 }
 
 }  // namespace komoku::store
