@@ -193,17 +193,24 @@ Komoku::Komoku(const TempDir& dir, const Broker& broker, std::string extra_yaml,
     : dir_(dir) {
   config_path_ = dir.File("komoku.yaml");
   ready_path_ = dir.File("komoku.ready");
-  std::ofstream(config_path_) << "mqtt:\n"
-                              << "  broker: " << broker.url() << "\n"
-                              << "  client_id: komoku-it\n"
-                              << "store:\n"
-                              << "  data_dir: " << dir.File("data") << "\n"
-                              << store_yaml
-                              << "http:\n"
-                              << "  listen: 127.0.0.1:0\n"
-                              << "log:\n"
-                              << "  level: debug\n"
-                              << extra_yaml;
+  base_yaml_ = "mqtt:\n"
+               "  broker: " + broker.url() + "\n"
+               "  client_id: komoku-it\n"
+               "store:\n"
+               "  data_dir: " + dir.File("data") + "\n" +
+               store_yaml +
+               "http:\n"
+               "  listen: 127.0.0.1:0\n"
+               "log:\n"
+               "  level: debug\n";
+  RewriteConfig(extra_yaml);
+}
+
+void Komoku::RewriteConfig(const std::string& extra_yaml) {
+  // A new file renamed over the old: the service never reads half of it.
+  std::string tmp = config_path_ + ".tmp";
+  std::ofstream(tmp) << base_yaml_ << extra_yaml;
+  std::filesystem::rename(tmp, config_path_);
 }
 
 Komoku::~Komoku() {

@@ -103,6 +103,9 @@ class Komoku {
   std::string Output() const { return process_ ? process_->Output() : ""; }
   Process* process() { return process_.get(); }
   const std::string& config_path() const { return config_path_; }
+  // Writes the config file again with `extra_yaml` in place of the one
+  // given at construction (for a reload); the rest stays as generated.
+  void RewriteConfig(const std::string& extra_yaml);
 
   // HTTP GET/PUT against the running komoku: status code and body.
   struct Reply {
@@ -121,6 +124,7 @@ class Komoku {
  private:
   const TempDir& dir_;
   std::string config_path_;
+  std::string base_yaml_;  // the generated part of the config
   std::string ready_path_;
   int runs_ = 0;
   int http_port_ = 0;

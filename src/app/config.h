@@ -105,6 +105,11 @@ Result<Config> LoadConfigOrDefaults(const std::string& path);
 // messages. (LoadConfig reads the file and calls this.)
 Result<Config> ParseConfig(const std::string& text, const std::string& name);
 
+// What SIGHUP reloads: log.level, keys:, mappings: and derived:. Every
+// other setting differing between `running` and `loaded` is named here
+// ("mqtt.broker", "booleans"), in table order: those wait for a restart.
+std::vector<std::string> RestartOnlyChanges(const Config& running, const Config& loaded);
+
 // The commented example configuration, every key at its default.
 std::string ConfigExample();
 

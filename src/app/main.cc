@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
       exit_code = 2;
       return;
     }
+    run_options.config_path = config_path;
     exit_code = komoku::app::RunService(config, run_options);
   });
 

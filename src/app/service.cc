@@ -11,6 +11,9 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
+#include <vector>
 
 #include "app/systemd_notify.h"
 #include "bridge/bridge.h"
@@ -68,6 +71,120 @@ std::string StatusLine(store::Store& store, const bridge::Bridge& bridge) {
          (bridge.subscribed() ? "subscribed" : bridge.connected() ? "connected" : "connecting");
 }
 
+derived::DerivedOptions DerivedOptionsOf(const Config& config) {
+  derived::DerivedOptions o;
+  o.prefix = config.mqtt_prefix;
+  o.retain = config.derived_retain;
+  o.queue_max = static_cast<size_t>(config.derived_queue_max);
+  o.discovery = config.derived_discovery;
+  o.discovery_prefix = config.derived_discovery_prefix;
+  o.tz = config.derived_tz;
+  o.aggregates = config.derived_aggregates;
+  o.rolling = config.derived_rolling;
+  o.discovery_keys = config.derived_discovery_keys;
+  o.state_path = (std::filesystem::path(config.store_data_dir) / "derived-state.json").string();
+  return o;
+}
+
+std::vector<store::Store::KeyDefinition> KeyDefinitionsOf(const Config& config) {
+  std::vector<store::Store::KeyDefinition> defs;
+  for (const Config::KeyDefinition& def : config.keys) {
+    defs.push_back({def.name, def.type, def.options});
+  }
+  return defs;
+}
+
+// The parts of a running service that a reload touches.
+struct Running {
+  Config config;  // as running: what the next reload compares with
+  store::Store* store;
+  bridge::Bridge* bridge;
+  std::unique_ptr<derived::Publisher> derived;
+  derived::PublishFn publish;
+  const Loggers* log;
+};
+
+// SIGHUP: reads the config file again and applies what can change while
+// running: log.level, keys:, mappings: and derived:. All or none: a file
+// that does not load, a definition the store refuses or a derived
+// definition that does not fit its key changes nothing. Settings that need a
+// restart are named in the log and otherwise ignored. The bridge keeps
+// receiving throughout: each message is mapped by the old rules or the new.
+Status Reload(const std::string& path, Running& run) {
+  if (path.empty()) {
+    return Status::InvalidArgument("started without a configuration file (-c): nothing to reload");
+  }
+  Result<Config> loaded = LoadConfig(path);
+  if (!loaded.ok()) return loaded.status();
+  const Config& config = loaded.value();
+
+  // Derived definitions are checked against the types the keys will have
+  // once the keys: section is applied, before anything changes.
+  std::map<std::string, store::KeyType> planned;
+  for (const Config::KeyDefinition& def : config.keys) {
+    if (def.type) planned[def.name] = *def.type;
+  }
+  derived::KeyTypeFn key_type = [&planned](const std::string& key) {
+    auto it = planned.find(key);
+    return it == planned.end() ? std::nullopt : std::optional<store::KeyType>(it->second);
+  };
+  derived::DerivedOptions derived_options = DerivedOptionsOf(config);
+  // The state file stays beside the running store (data_dir needs a restart).
+  derived_options.state_path = DerivedOptionsOf(run.config).state_path;
+  derived_options.prefix = run.config.mqtt_prefix;
+  Result<std::unique_ptr<derived::Publisher>> derived = derived::Publisher::Create(
+      derived_options, run.store, run.publish, run.log->derived, key_type);
+  if (!derived.ok()) return derived.status();
+
+  // DefineAll changes nothing when one definition is refused.
+  Result<std::vector<store::KeyInfo>> defined = run.store->DefineAll(KeyDefinitionsOf(config));
+  if (!defined.ok()) return defined.status().WithContext(path + ": keys");
+  KOMOKU_RETURN_IF_ERROR(run.bridge->ReplaceRules(config.mappings));
+
+  // The new publisher takes over from the saved state: buckets the old one
+  // published are not published again; rolling values and discovery
+  // configs are sent afresh.
+  run.derived->Stop();
+  run.derived = std::move(derived.value());
+  Status started = run.derived->Start();
+  if (!started.ok()) {
+    run.log->main->error("derived state not restarted (no derived topics until the next "
+                         "start): {}", started.message());
+  }
+
+  for (const auto& logger : {run.log->main, run.log->store, run.log->bridge, run.log->query,
+                             run.log->derived}) {
+    logger->set_level(spdlog::level::from_str(config.log_level));
+  }
+  std::vector<std::string> restart = RestartOnlyChanges(run.config, config);
+  if (!restart.empty()) {
+    std::string names;
+    for (const std::string& n : restart) names += (names.empty() ? "" : ", ") + n;
+    run.log->main->warn("{}: changed settings that take effect at the next restart: {}", path,
+                        names);
+  }
+  run.log->main->info("configuration reloaded from {}: {} keys defined, {} mapping rules, {} "
+                      "derived aggregates, {} rolling statistics",
+                      path, config.keys.size(), config.mappings.size(),
+                      config.derived_aggregates.size(), config.derived_rolling.size());
+  // Restart-only settings keep their running values for the next comparison.
+  Config kept = run.config;
+  kept.log_level = config.log_level;
+  kept.keys = config.keys;
+  kept.mappings = config.mappings;
+  kept.derived_retain = config.derived_retain;
+  kept.derived_queue_max = config.derived_queue_max;
+  kept.derived_discovery = config.derived_discovery;
+  kept.derived_discovery_prefix = config.derived_discovery_prefix;
+  kept.derived_tz = config.derived_tz;
+  kept.derived_aggregates = config.derived_aggregates;
+  kept.derived_rolling = config.derived_rolling;
+  kept.derived_discovery_keys = config.derived_discovery_keys;
+  run.config = std::move(kept);
+  // Applied, even when derived publishing could not start again (logged).
+  return Status::Ok();
+}
+
 }  // namespace
 
 int RunService(const Config& config, const RunOptions& options) {
@@ -77,6 +194,7 @@ int RunService(const Config& config, const RunOptions& options) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -136,25 +254,14 @@ int RunService(const Config& config, const RunOptions& options) {
 
   // Derived state: checked against the keys now defined (an unknown key or a
   // definition that does not fit its key's type stops the start).
-  derived::DerivedOptions derived_options;
-  derived_options.prefix = config.mqtt_prefix;
-  derived_options.retain = config.derived_retain;
-  derived_options.queue_max = static_cast<size_t>(config.derived_queue_max);
-  derived_options.discovery = config.derived_discovery;
-  derived_options.discovery_prefix = config.derived_discovery_prefix;
-  derived_options.tz = config.derived_tz;
-  derived_options.aggregates = config.derived_aggregates;
-  derived_options.rolling = config.derived_rolling;
-  derived_options.discovery_keys = config.derived_discovery_keys;
-  derived_options.state_path =
-      (std::filesystem::path(config.store_data_dir) / "derived-state.json").string();
+  derived::DerivedOptions derived_options = DerivedOptionsOf(config);
   bridge::Bridge* bridge_for_derived = bridge->get();
-  Result<std::unique_ptr<derived::Publisher>> derived = derived::Publisher::Create(
-      derived_options, store->get(),
-      [bridge_for_derived](const std::string& topic, const std::string& payload, bool retain) {
-        return bridge_for_derived->Publish(topic, payload, retain);
-      },
-      log.derived);
+  derived::PublishFn publish = [bridge_for_derived](const std::string& topic,
+                                                    const std::string& payload, bool retain) {
+    return bridge_for_derived->Publish(topic, payload, retain);
+  };
+  Result<std::unique_ptr<derived::Publisher>> derived =
+      derived::Publisher::Create(derived_options, store->get(), publish, log.derived);
   if (!derived.ok()) {
     log.main->error("{}", derived.status().message());
     systemd.SetStatus(derived.status().message());
@@ -211,6 +318,8 @@ int RunService(const Config& config, const RunOptions& options) {
   }
   log.main->info("ready");
   systemd.Ready(StatusLine(**store, **bridge));
+  Running running{config, store->get(), bridge->get(), std::move(derived.value()), publish, &log};
+  (*store)->metrics().Set("komoku_config_last_reload_successful", 1);
 
   // The loop wakes at least twice per watchdog interval; the ping proves that
   // this thread runs and that the writer commits.
@@ -224,6 +333,22 @@ int RunService(const Config& config, const RunOptions& options) {
     if (sig == SIGINT || sig == SIGTERM) {
       log.main->info("{} received; stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
       break;
+    }
+    if (sig == SIGHUP) {
+      log.main->info("SIGHUP received; reloading {}", options.config_path.empty()
+                                                          ? std::string("the configuration")
+                                                          : options.config_path);
+      systemd.Reloading();
+      Status reloaded = Reload(options.config_path, running);
+      const bool ok = reloaded.ok();
+      if (!ok) {
+        log.main->error("reload refused, the running configuration stays: {}", reloaded.message());
+      }
+      (*store)->metrics().Add(std::string("komoku_config_reloads_total{result=\"") +
+                              (ok ? "ok" : "refused") + "\"}");
+      (*store)->metrics().Set("komoku_config_last_reload_successful", ok ? 1 : 0);
+      systemd.Ready(StatusLine(**store, **bridge));
+      continue;
     }
     auto stalled = (*store)->WriterStalledFor();
     if (stalled < kWriterStallLimit) {
@@ -251,7 +376,7 @@ int RunService(const Config& config, const RunOptions& options) {
   // every message received so far was committed before it was acknowledged
   // to the callback, and Close() commits what else is queued.
   // Derived state first, while the bridge can still send what is queued.
-  (*derived)->Stop();
+  running.derived->Stop();
   (*bridge)->Stop();
   (*http)->Stop();
   (*store)->Close();

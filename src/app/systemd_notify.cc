@@ -33,6 +33,8 @@ void SystemdNotifier::SetStatus(const std::string& status) {
 
 void SystemdNotifier::WatchdogPing() { Send("WATCHDOG=1"); }
 
+void SystemdNotifier::Reloading() { Send("RELOADING=1\nSTATUS=reloading the configuration"); }
+
 void SystemdNotifier::Stopping() { Send("STOPPING=1\nSTATUS=stopping"); }
 
 }  // namespace komoku::app

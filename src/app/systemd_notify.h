@@ -23,6 +23,8 @@ class SystemdNotifier {
   // Sends STATUS= only when `status` differs from the last one sent.
   void SetStatus(const std::string& status);
   void WatchdogPing();
+  // Around a configuration reload (SIGHUP): RELOADING=1, then Ready() again.
+  void Reloading();
   void Stopping();
 
  private:

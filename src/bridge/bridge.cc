@@ -47,12 +47,9 @@ class Bridge::Impl {
   ~Impl() { Stop(); }
 
   Status Init() {
-    if (!options_.rules.empty()) {
-      Result<std::unique_ptr<MappingEngine>> engine = MappingEngine::Compile(options_.rules);
-      if (!engine.ok()) return engine.status();
-      mapping_ = std::move(engine.value());
-      mapping_->set_max_payload_bytes(options_.max_payload_bytes);
-    }
+    Result<std::shared_ptr<const MappingEngine>> engine = CompileRules(options_.rules);
+    if (!engine.ok()) return engine.status();
+    mapping_ = std::move(engine.value());
     if (options_.discovery) {
       DiscoveryOptions d = *options_.discovery;
       d.own_prefix = options_.prefix;
@@ -129,6 +126,51 @@ class Bridge::Impl {
     }
   }
 
+  // Compiles `rules` and swaps them in; the topics they no longer need are
+  // unsubscribed and the new ones subscribed once the new rules are in
+  // place, so every message is mapped by the old rules or the new ones.
+  Status ReplaceRules(const std::vector<MappingRule>& rules) {
+    Result<std::shared_ptr<const MappingEngine>> engine = CompileRules(rules);
+    if (!engine.ok()) return engine.status();
+    std::lock_guard<std::mutex> one_at_a_time(replace_mu_);
+    const std::vector<std::string> before = WantedTopics(Mapping().get());
+    {
+      std::lock_guard<std::mutex> lock(mapping_mu_);
+      mapping_ = std::move(engine.value());
+    }
+    const std::vector<std::string> after = WantedTopics(Mapping().get());
+    std::vector<std::string> subscribe, unsubscribe;
+    for (const std::string& t : after) {
+      if (std::find(before.begin(), before.end(), t) == before.end()) subscribe.push_back(t);
+    }
+    for (const std::string& t : before) {
+      if (std::find(after.begin(), after.end(), t) == after.end()) unsubscribe.push_back(t);
+    }
+    log_->info("mapping rules replaced: {} rules; {} filters subscribed, {} unsubscribed",
+               rules.size(), subscribe.size(), unsubscribe.size());
+    if (!connected_) return Status::Ok();  // OnConnected subscribes what the new rules want
+    // Waits for the broker (this is not Paho's thread), so that once the
+    // reload is done, messages on the new topics reach Komoku.
+    try {
+      if (!subscribe.empty()) {
+        auto token =
+            client_->subscribe(mqtt::string_collection::create(subscribe),
+                               mqtt::iasync_client::qos_collection(subscribe.size(), kQos));
+        if (!token->wait_for(std::chrono::seconds(10))) {
+          log_->warn("the broker has not acknowledged the new rules' subscriptions within 10 s");
+        }
+      }
+      if (!unsubscribe.empty()) {
+        client_->unsubscribe(mqtt::string_collection::create(unsubscribe))
+            ->wait_for(std::chrono::seconds(10));
+      }
+    } catch (const mqtt::exception& e) {
+      // The connection went meanwhile; OnConnected subscribes them again.
+      log_->warn("changing subscriptions for the new rules: {}", e.what());
+    }
+    return Status::Ok();
+  }
+
   Result<std::string> KeyFromTopic(std::string_view topic) const {
     if (topic.size() <= set_prefix_.size() || topic.substr(0, set_prefix_.size()) != set_prefix_) {
       return Status::InvalidArgument("topic '" + std::string(topic) + "' is not under " +
@@ -185,24 +227,9 @@ class Bridge::Impl {
     connected_ = true;
     log_->info("connected to {}", options_.broker);
     try {
-      std::vector<std::string> topics = {set_prefix_ + "#", request_topic_};
-      if (mapping_) {
-        for (const std::string& f : mapping_->Filters()) {
-          if (std::find(topics.begin(), topics.end(), f) == topics.end()) topics.push_back(f);
-        }
-      }
-      if (discovery_) {
-        for (const std::string& f : discovery_->ConfigFilters()) {
-          if (std::find(topics.begin(), topics.end(), f) == topics.end()) topics.push_back(f);
-        }
-        // Known entities' topics; after a restart these are learnt again
-        // from the retained configs, which subscribe them then.
-        for (const std::string& t : discovery_->Topics()) {
-          if (!Covered(t) && std::find(topics.begin(), topics.end(), t) == topics.end()) {
-            topics.push_back(t);
-          }
-        }
-      }
+      // No lock against ReplaceRules: whichever rules this reads, a swap
+      // after it subscribes the difference itself.
+      const std::vector<std::string> topics = WantedTopics(Mapping().get());
       auto filters = mqtt::string_collection::create(topics);
       client_->subscribe(filters, mqtt::iasync_client::qos_collection(topics.size(), kQos), nullptr,
                          subscribe_listener_);
@@ -210,6 +237,43 @@ class Bridge::Impl {
     } catch (const mqtt::exception& e) {
       log_->error("subscribe after connect failed: {}", e.what());
     }
+  }
+
+  // Every topic Komoku subscribes to with `mapping` as its rules: its own,
+  // the rules' filters, the discovery filters and the discovered entities'
+  // topics that no other filter covers.
+  std::vector<std::string> WantedTopics(const MappingEngine* mapping) const {
+    std::vector<std::string> topics = {set_prefix_ + "#", request_topic_};
+    auto add = [&](const std::string& t) {
+      if (std::find(topics.begin(), topics.end(), t) == topics.end()) topics.push_back(t);
+    };
+    if (mapping) {
+      for (const std::string& f : mapping->Filters()) add(f);
+    }
+    if (discovery_) {
+      for (const std::string& f : discovery_->ConfigFilters()) add(f);
+      // Known entities' topics; after a restart these are learnt again
+      // from the retained configs, which subscribe them then.
+      for (const std::string& t : discovery_->Topics()) {
+        if (!Covered(t, mapping)) add(t);
+      }
+    }
+    return topics;
+  }
+
+  // The rules in force; a message is mapped by one set of rules throughout.
+  std::shared_ptr<const MappingEngine> Mapping() const {
+    std::lock_guard<std::mutex> lock(mapping_mu_);
+    return mapping_;
+  }
+
+  Result<std::shared_ptr<const MappingEngine>> CompileRules(
+      const std::vector<MappingRule>& rules) const {
+    if (rules.empty()) return std::shared_ptr<const MappingEngine>();
+    Result<std::unique_ptr<MappingEngine>> engine = MappingEngine::Compile(rules);
+    if (!engine.ok()) return engine.status();
+    (*engine)->set_max_payload_bytes(options_.max_payload_bytes);
+    return std::shared_ptr<const MappingEngine>(std::move(engine.value()));
   }
 
   // Runs on Paho's receive thread. Paho C sends the QoS 1 PUBACK as the
@@ -231,8 +295,9 @@ class Bridge::Impl {
     const bool own = IsOwn(topic);
     // Discovery configs are never data, whatever rule matches them.
     if (discovery_ && !own && discovery_->IsDiscoveryTopic(topic)) return HandleDiscovery(msg);
-    const bool mapped = mapping_ || discovery_;
-    if (mapped && !own) return HandleMapped(msg);
+    const std::shared_ptr<const MappingEngine> mapping = Mapping();
+    const bool mapped = mapping || discovery_;
+    if (mapped && !own) return HandleMapped(mapping.get(), msg);
     // Komoku's own topics (komoku/status, ...) also match broad mapping
     // filters such as +/status; they are never mapped.
     if (mapped && own && topic.compare(0, set_prefix_.size(), set_prefix_) != 0) return;
@@ -265,11 +330,11 @@ class Bridge::Impl {
   // A topic the broker already sends for another subscription (Komoku's
   // own, a configured rule's filter, a discovery filter): subscribing it
   // again would only bring each message twice.
-  bool Covered(const std::string& topic) const {
+  bool Covered(const std::string& topic, const MappingEngine* mapping) const {
     if (IsOwn(topic)) return true;
     if (discovery_ && discovery_->IsDiscoveryTopic(topic)) return true;
-    if (mapping_) {
-      for (const std::string& f : mapping_->Filters()) {
+    if (mapping) {
+      for (const std::string& f : mapping->Filters()) {
         if (TopicMatchesFilter(f, topic)) return true;
       }
     }
@@ -278,17 +343,17 @@ class Bridge::Impl {
 
   // A message on a mapped topic. Configured rules win: discovered entities
   // see only a topic that no configured rule matches.
-  void HandleMapped(const mqtt::message& msg) {
+  void HandleMapped(const MappingEngine* mapping, const mqtt::message& msg) {
     const std::string& topic = msg.get_topic();
     const int64_t now = store_->clock().NowMs();
-    if (mapping_) {
+    if (mapping) {
       // One result, reused message after message (this runs on Paho's one
       // receive thread): its key buffers are not allocated again.
       MappingResult& result = mapped_;
-      mapping_->MapInto(topic, msg.get_payload_str(), now, &result);
+      mapping->MapInto(topic, msg.get_payload_str(), now, &result);
       if (!result.matched.empty()) {
-        if (result.refusal) return RefuseMapped(*mapping_, *result.refusal, topic, false);
-        StoreMapped(*mapping_, result.changes, msg, false);
+        if (result.refusal) return RefuseMapped(*mapping, *result.refusal, topic, false);
+        StoreMapped(*mapping, result.changes, msg, false);
         return;
       }
     }
@@ -407,8 +472,9 @@ class Bridge::Impl {
                    u.entity->message, NotLogged(suppressed, "discovery refusals of this reason"));
       }
     }
+    const std::shared_ptr<const MappingEngine> mapping = Mapping();
     for (const std::string& t : u.subscribe) {
-      if (Covered(t)) continue;
+      if (Covered(t, mapping.get())) continue;
       try {
         client_->subscribe(t, kQos);
       } catch (const mqtt::exception& e) {
@@ -417,7 +483,7 @@ class Bridge::Impl {
       }
     }
     for (const std::string& t : u.unsubscribe) {
-      if (Covered(t)) continue;
+      if (Covered(t, mapping.get())) continue;
       try {
         client_->unsubscribe(t);
       } catch (const mqtt::exception& e) {
@@ -539,10 +605,11 @@ class Bridge::Impl {
     explicit SubscribeListener(Impl* impl) : impl_(impl) {}
     void on_success(const mqtt::token&) override {
       impl_->subscribed_ = true;
+      const std::shared_ptr<const MappingEngine> mapping = impl_->Mapping();
       impl_->log_->info("subscribed to {}# and {}{}{}", impl_->set_prefix_, impl_->request_topic_,
-                        impl_->mapping_ ? " and " + std::to_string(impl_->mapping_->Filters().size()) +
-                                              " mapping filters"
-                                        : std::string(),
+                        mapping ? " and " + std::to_string(mapping->Filters().size()) +
+                                      " mapping filters"
+                                : std::string(),
                         impl_->discovery_ ? " and the discovery filters" : "");
     }
     void on_failure(const mqtt::token& tok) override {
@@ -564,7 +631,11 @@ class Bridge::Impl {
   const std::string response_topic_;
   store::Api api_;
 
-  std::unique_ptr<MappingEngine> mapping_;      // null without rules; immutable
+  // Null without rules; each engine is immutable, replaced whole by
+  // ReplaceRules. Guarded by mapping_mu_.
+  std::shared_ptr<const MappingEngine> mapping_;
+  mutable std::mutex mapping_mu_;
+  std::mutex replace_mu_;  // one ReplaceRules at a time
   std::unique_ptr<Discovery> discovery_;        // null when off; thread-safe
   MappingResult mapped_;                        // owned by Paho's receive thread
   std::unique_ptr<mqtt::async_client> client_;  // thread-safe itself
@@ -606,6 +677,9 @@ Status Bridge::Publish(const std::string& topic, const std::string& payload, boo
 }
 Result<std::string> Bridge::KeyFromTopic(std::string_view topic) const {
   return impl_->KeyFromTopic(topic);
+}
+Status Bridge::ReplaceRules(const std::vector<MappingRule>& rules) {
+  return impl_->ReplaceRules(rules);
 }
 nlohmann::json Bridge::DiscoveryJson() const { return impl_->DiscoveryJson(); }
 

@@ -74,6 +74,13 @@ class Bridge {
   // come, so the caller keeps the message and tries again.
   Status Publish(const std::string& topic, const std::string& payload, bool retain);
 
+  // Replaces the mapping rules (a reload): compiles `rules` (InvalidArgument
+  // and no change when they do not compile), swaps them in, subscribes the
+  // filters only they need and unsubscribes those only the old ones needed.
+  // A message is mapped wholly by the old rules or wholly by the new ones;
+  // none is dropped for the swap. Thread-safe.
+  Status ReplaceRules(const std::vector<MappingRule>& rules);
+
   // The key a set topic names, or InvalidArgument when the topic is not
   // <prefix>/set/<key>.
   Result<std::string> KeyFromTopic(std::string_view topic) const;

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -112,6 +113,10 @@ Status CheckNames(const DerivedOptions& options);
 using PublishFn =
     std::function<Status(const std::string& topic, const std::string& payload, bool retain)>;
 
+// The type a key is about to have (a reload checks its new definitions
+// before it applies the keys: section); nullopt for "as the store has it".
+using KeyTypeFn = std::function<std::optional<store::KeyType>(const std::string& key)>;
+
 // Thread-safe. Owns a worker thread (computes what is due) and a sender
 // thread (drains the queue in order) once started.
 class Publisher {
@@ -119,10 +124,13 @@ class Publisher {
   // Checks every definition against the store's keys: an unknown key, a
   // definition that does not fit its key's type, or a name collision is
   // refused with a message naming the definition. `store` must outlive the
-  // Publisher.
+  // Publisher. With `key_type`, the keys it knows are checked against the
+  // type it gives instead of the store's. A Publisher that was never
+  // started touches nothing (not the state file) when it goes away.
   static Result<std::unique_ptr<Publisher>> Create(DerivedOptions options, store::Store* store,
                                                    PublishFn publish,
-                                                   std::shared_ptr<spdlog::logger> log);
+                                                   std::shared_ptr<spdlog::logger> log,
+                                                   const KeyTypeFn& key_type = nullptr);
   ~Publisher();
   Publisher(const Publisher&) = delete;
   Publisher& operator=(const Publisher&) = delete;

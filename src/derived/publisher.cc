@@ -91,29 +91,29 @@ class Publisher::Impl {
 
   ~Impl() { Stop(); }
 
-  Status Init() {
+  Status Init(const KeyTypeFn& key_type) {
     KOMOKU_RETURN_IF_ERROR(store::CheckTimeZone(options_.tz));
     for (const AggregateDef& def : options_.aggregates) {
-      Result<store::KeyInfo> info = KnownKey(def.key, def.where);
-      if (!info.ok()) return info.status();
-      KOMOKU_RETURN_IF_ERROR(CheckAggregate(def, info->type));
+      Result<store::KeyType> type = TypeOf(key_type, def.key, def.where);
+      if (!type.ok()) return type.status();
+      KOMOKU_RETURN_IF_ERROR(CheckAggregate(def, *type));
       Agg a;
       a.def = def;
-      a.type = info->type;
+      a.type = *type;
       aggs_.push_back(std::move(a));
     }
     for (RollingDef def : options_.rolling) {
-      Result<store::KeyInfo> info = KnownKey(def.key, def.where);
-      if (!info.ok()) return info.status();
-      KOMOKU_RETURN_IF_ERROR(CheckRolling(def, info->type, store_->boolean_words()));
+      Result<store::KeyType> type = TypeOf(key_type, def.key, def.where);
+      if (!type.ok()) return type.status();
+      KOMOKU_RETURN_IF_ERROR(CheckRolling(def, *type, store_->boolean_words()));
       Roll r;
       r.def = def;
-      r.type = info->type;
+      r.type = *type;
       rolls_.push_back(std::move(r));
     }
     for (const DiscoveryKey& k : options_.discovery_keys) {
-      Result<store::KeyInfo> info = KnownKey(k.key, k.where);
-      if (!info.ok()) return info.status();
+      Result<store::KeyType> type = TypeOf(key_type, k.key, k.where);
+      if (!type.ok()) return type.status();
     }
     KOMOKU_RETURN_IF_ERROR(CheckNames(options_));
     for (size_t i = 0; i < aggs_.size(); ++i) by_key_[aggs_[i].def.key].aggs.push_back(i);
@@ -155,6 +155,7 @@ class Publisher::Impl {
         a.next_close = Bucket(a.next_start, a.def.step_ms).second + options_.close_delay_ms;
       }
       for (Roll& r : rolls_) r.next_refresh = now;
+      started_ = true;
     }
     if (options_.discovery) QueueDiscovery();
     listener_id_ = store_->AddListener([this](const store::Change& c) { OnChange(c); });
@@ -172,6 +173,9 @@ class Publisher::Impl {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopped_) return;
       stopped_ = true;
+      // Never started: its buckets were never set up, and the state file
+      // belongs to the publisher that runs.
+      if (!started_) return;
     }
     cv_.notify_all();
     {
@@ -298,13 +302,18 @@ class Publisher::Impl {
     std::vector<size_t> rolls;
   };
 
-  Result<store::KeyInfo> KnownKey(const std::string& key, const std::string& where) const {
+  // The type `key_type` gives, else the store's.
+  Result<store::KeyType> TypeOf(const KeyTypeFn& key_type, const std::string& key,
+                                const std::string& where) const {
+    if (key_type) {
+      if (std::optional<store::KeyType> t = key_type(key)) return *t;
+    }
     Result<store::KeyInfo> info = store_->Get(key);
     if (!info.ok()) {
       return Status::InvalidArgument(where + ": unknown key '" + key +
                                      "' (define it under keys:, or put a value first)");
     }
-    return info;
+    return info->type;
   }
 
   // The bucket [start, end) of `step_ms` holding `t`, aligned as history
@@ -815,6 +824,7 @@ class Publisher::Impl {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stopped_ = false;                 // guarded by mu_
+  bool started_ = false;                 // guarded by mu_
   bool wake_ = false;                    // guarded by mu_
   uint64_t pending_seq_ = 0;             // guarded by mu_
   std::map<std::string, Stale> stale_;   // guarded by mu_
@@ -841,10 +851,11 @@ Publisher::~Publisher() = default;
 
 Result<std::unique_ptr<Publisher>> Publisher::Create(DerivedOptions options, store::Store* store,
                                                      PublishFn publish,
-                                                     std::shared_ptr<spdlog::logger> log) {
+                                                     std::shared_ptr<spdlog::logger> log,
+                                                     const KeyTypeFn& key_type) {
   auto impl = std::make_unique<Impl>(std::move(options), store, std::move(publish),
                                      log ? std::move(log) : spdlog::default_logger());
-  KOMOKU_RETURN_IF_ERROR(impl->Init());
+  KOMOKU_RETURN_IF_ERROR(impl->Init(key_type));
   return std::unique_ptr<Publisher>(new Publisher(std::move(impl)));
 }
 

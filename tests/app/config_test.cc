@@ -526,5 +526,25 @@ TEST(ConfigTest, CheckedInExampleAndDocsAreUpToDate) {
       << "run: ./build/src/app/komoku config-docs > docs/config.md";
 }
 
+// SIGHUP applies log.level, keys:, mappings: and derived:; everything else
+// waits for a restart and is named.
+TEST(ConfigTest, RestartOnlyChangesNameWhatAReloadLeaves) {
+  Config running = ParseOk("mqtt:\n  broker: tcp://a:1\n");
+  EXPECT_TRUE(RestartOnlyChanges(running, running).empty());
+  Config reloadable = ParseOk(
+      "mqtt:\n  broker: tcp://a:1\nlog:\n  level: debug\n"
+      "keys:\n  t:\n    type: numeric\n"
+      "mappings:\n  - topic: a/+\n    key: \"{1}\"\n"
+      "derived:\n  tz: Europe/Berlin\n  aggregates:\n    - key: t\n      every: 1h\n");
+  EXPECT_TRUE(RestartOnlyChanges(running, reloadable).empty());
+  Config restart = ParseOk(
+      "mqtt:\n  broker: tcp://b:1\n  keep_alive: 7\nhttp:\n  max_points: 5\n"
+      "store:\n  hot_window_hours: 24\ndiscovery:\n  enabled: true\n"
+      "booleans:\n  true: [ja]\n");
+  EXPECT_EQ(RestartOnlyChanges(running, restart),
+            (std::vector<std::string>{"mqtt.broker", "mqtt.keep_alive", "store.hot_window_hours",
+                                      "http.max_points", "discovery.enabled", "booleans"}));
+}
+
 }  // namespace
 }  // namespace komoku::app

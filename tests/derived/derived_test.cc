@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -71,7 +72,7 @@ class DerivedTest : public ::testing::Test {
     return o;
   }
 
-  Result<std::unique_ptr<Publisher>> Make(DerivedOptions o) {
+  Result<std::unique_ptr<Publisher>> Make(DerivedOptions o, const KeyTypeFn& key_type = nullptr) {
     return Publisher::Create(
         std::move(o), store_.get(),
         [this](const std::string& topic, const std::string& payload, bool retain) {
@@ -81,7 +82,7 @@ class DerivedTest : public ::testing::Test {
           sent_.push_back({topic, p.is_discarded() ? json(payload) : p, retain});
           return Status::Ok();
         },
-        nullptr);
+        nullptr, key_type);
   }
 
   std::unique_ptr<Publisher> Started(DerivedOptions o) {
@@ -300,6 +301,59 @@ TEST_F(DerivedTest, BucketsNotSentBeforeStopAreCaughtUpNotLost) {
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0].payload["start"], kT0 / 1000.0);
   EXPECT_EQ(sent[0].payload["catchup"], true);
+}
+
+// A reload checks the new definitions against the types the keys will have
+// and may throw the checked publisher away: one never started must leave the
+// running one's state file alone.
+TEST_F(DerivedTest, PlannedKeyTypesAndAPublisherNeverStartedTouchNothing) {
+  Define("t", store::KeyType::kNumeric);
+  Put("t", kT0 - 1000, 1.0);
+  DerivedOptions o = Options();
+  o.aggregates = {Aggregate("t", "1m")};
+  auto running = Started(o);
+  ASSERT_EQ(On(At(*running, kT0 + kMinute + 200), "komoku/derived/t/1m").size(), 1u);
+  std::string state;
+  {
+    std::ifstream in(o.state_path);
+    state.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  ASSERT_FALSE(state.empty());
+
+  RollingDef increase;
+  increase.key = "t";
+  increase.name = "increase_24h";
+  increase.stat = RollingStat::kIncrease;
+  increase.window = "24h";
+  increase.window_ms = 86400000;
+  increase.where = "test: rolling";
+  DerivedOptions next = Options();
+  next.aggregates = {Aggregate("t", "1m"), Aggregate("planned", "1h")};
+  next.rolling = {increase};
+  // Against the store: 'planned' is unknown and increase needs a counter.
+  EXPECT_FALSE(Make(next).ok());
+  KeyTypeFn planned = [](const std::string& key) -> std::optional<store::KeyType> {
+    if (key == "t") return store::KeyType::kCounter;
+    if (key == "planned") return store::KeyType::kNumeric;
+    return std::nullopt;
+  };
+  {
+    Result<std::unique_ptr<Publisher>> checked = Make(next, planned);
+    ASSERT_TRUE(checked.ok()) << checked.status().ToString();
+    // Destroyed unstarted.
+  }
+  // Unknown to both the plan and the store.
+  next.aggregates.push_back(Aggregate("nope", "1m"));
+  EXPECT_FALSE(Make(next, planned).ok());
+
+  std::string after;
+  {
+    std::ifstream in(o.state_path);
+    after.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  EXPECT_EQ(after, state);
+  // The running publisher goes on from where it was.
+  EXPECT_EQ(On(At(*running, kT0 + 2 * kMinute + 200), "komoku/derived/t/1m").size(), 1u);
 }
 
 TEST_F(DerivedTest, QueueWhileBrokerAwayIsBoundedAndDrainsInOrder) {
