@@ -469,6 +469,12 @@ class Server::Impl {
                            " changes in the range; narrow from/to, raise limit (at most " +
                            std::to_string(options_.max_points) + ") or give a step");
     }
+    // Raw changes past retention are gone, not absent: say so, and where
+    // the rollups (a step) still answer.
+    if (std::optional<int64_t> expired = store_->RawExpiredBefore(r->q.key);
+        expired && *expired > r->q.from_ms) {
+      meta["raw_expired_before"] = MsToSeconds(*expired);
+    }
     json out = json::array();
     for (const store::Sample& s : *rows) {
       out.push_back(json::array({MsToSeconds(s.time_ms), ValueToJson(s.value)}));

@@ -583,6 +583,20 @@ std::optional<std::pair<int64_t, int64_t>> Store::RollupCoverage(std::string_vie
   return std::make_pair(from, to);
 }
 
+std::optional<int64_t> Store::RawExpiredBefore(std::string_view key) const {
+  std::shared_lock<std::shared_mutex> lock(cold_rw_);
+  std::shared_ptr<const ColdState> cold = cold_->state();
+  // Retention strips whole segments, oldest first: the newest stripped one
+  // ends where the raw changes kept begin.
+  for (auto it = cold->segments.rbegin(); it != cold->segments.rend(); ++it) {
+    const Segment& seg = **it;
+    if (cold->Hidden(seg, key)) continue;
+    Result<std::optional<SegmentKeyMeta>> meta = seg.KeyMeta(key);
+    if (meta.ok() && *meta && (*meta)->raw_dropped) return seg.meta().to_ms;
+  }
+  return std::nullopt;
+}
+
 Status Store::ScanRollups(std::string_view key, int64_t resolution_ms, int64_t from_ms,
                           int64_t to_ms, const std::function<bool(const Rollup&)>& fn) const {
   std::shared_lock<std::shared_mutex> lock(cold_rw_);

@@ -207,6 +207,9 @@ class Store {
   // late change since, whose rollups were computed with the options the key
   // has now. nullopt when nowhere.
   std::optional<std::pair<int64_t, int64_t>> RollupCoverage(std::string_view key) const;
+  // Raw changes of `key` before this time were dropped by retention (their
+  // rollups remain); nullopt when retention has dropped none of them.
+  std::optional<int64_t> RawExpiredBefore(std::string_view key) const;
   // The rollups of `key` at `resolution_ms` with from_ms <= start < to_ms.
   Status ScanRollups(std::string_view key, int64_t resolution_ms, int64_t from_ms, int64_t to_ms,
                      const std::function<bool(const Rollup&)>& fn) const;
