@@ -123,9 +123,9 @@ class Publisher::Impl {
 
   Status Start() {
     const int64_t now = store_->clock().NowMs();
-    std::map<std::string, int64_t> saved;
+    SavedState saved;
     if (!options_.state_path.empty()) {
-      Result<std::map<std::string, int64_t>> loaded = LoadState();
+      Result<SavedState> loaded = LoadState();
       if (!loaded.ok()) return loaded.status();
       saved = std::move(loaded.value());
     }
@@ -133,8 +133,8 @@ class Publisher::Impl {
       std::lock_guard<std::mutex> lock(mu_);
       for (Agg& a : aggs_) {
         const int64_t current = Bucket(now, a.def.step_ms).first;
-        auto it = saved.find(StateName(a.def));
-        if (it == saved.end()) {
+        auto it = saved.next.find(StateName(a.def));
+        if (it == saved.next.end()) {
           a.next_start = current;  // a new definition starts with the bucket now open
         } else {
           a.next_start = it->second;
@@ -158,6 +158,15 @@ class Publisher::Impl {
       started_ = true;
     }
     if (options_.discovery) QueueDiscovery();
+    ClearDiscovery(saved.discovery);
+    bool discovery_changed = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      discovery_changed = discovery_topics_ != saved.discovery;
+    }
+    // Known at once, so that a crash before the next save cannot leave a
+    // config behind that no later start knows to clear.
+    if (discovery_changed) SaveState();
     listener_id_ = store_->AddListener([this](const store::Change& c) { OnChange(c); });
     if (options_.start_threads) {
       worker_ = std::thread([this] { WorkerLoop(); });
@@ -236,6 +245,11 @@ class Publisher::Impl {
         m.agg->sent_next = std::max(m.agg->sent_next, m.bucket_end);
         sent_bucket = true;
       }
+      if (m.clears_discovery) {
+        std::lock_guard<std::mutex> lock(mu_);
+        discovery_to_clear_.erase(m.topic);
+        sent_bucket = true;  // the state file forgets the topic
+      }
     }
     if (sent_bucket) SaveState();
     return ok;
@@ -296,6 +310,13 @@ class Publisher::Impl {
     bool retain = false;
     Agg* agg = nullptr;  // set for a bucket aggregate: its sending is remembered
     int64_t bucket_end = 0;
+    bool clears_discovery = false;  // an empty retained config: remembered when sent
+  };
+  // What the state file holds.
+  struct SavedState {
+    std::map<std::string, int64_t> next;  // StateName -> end of the newest bucket sent
+    // Home Assistant config topics published and not cleared since.
+    std::set<std::string> discovery;
   };
   struct KeyDefs {
     std::vector<size_t> aggs;
@@ -667,6 +688,10 @@ class Publisher::Impl {
       m.topic = options_.discovery_prefix + "/" + component + "/" + id + "/config";
       m.payload = store::DumpJson(config);
       m.retain = true;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        discovery_topics_.insert(m.topic);
+      }
       Enqueue(std::move(m));
     };
     auto set_if = [](json& j, const char* field, const std::string& v) {
@@ -765,10 +790,37 @@ class Publisher::Impl {
     }
   }
 
+  // Home Assistant configs published before (by an earlier start or before
+  // a reload) that this one does not publish: an empty retained message
+  // removes each from Home Assistant and the broker. Remembered in the state
+  // file until sent, so a broker that is away does not leave them behind.
+  void ClearDiscovery(const std::set<std::string>& before) {
+    std::vector<std::string> clear;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const std::string& topic : before) {
+        if (discovery_topics_.count(topic) == 0) clear.push_back(topic);
+      }
+      discovery_to_clear_.insert(clear.begin(), clear.end());
+    }
+    if (!clear.empty()) {
+      log_->info("derived: clearing {} Home Assistant configs no longer defined", clear.size());
+    }
+    for (const std::string& topic : clear) {
+      Message m;
+      m.topic = topic;
+      m.retain = true;
+      m.clears_discovery = true;
+      Enqueue(std::move(m));
+    }
+  }
+
   // The state file: {"version": 1, "aggregates": [{"key", "resolution",
-  // "next"}]}, "next" the end of the newest bucket sent (epoch ms).
-  Result<std::map<std::string, int64_t>> LoadState() const {
-    std::map<std::string, int64_t> out;
+  // "next"}], "discovery": [config topics]}, "next" the end of the newest
+  // bucket sent (epoch ms); "discovery" (optional) the Home Assistant
+  // configs published and not cleared since.
+  Result<SavedState> LoadState() const {
+    SavedState out;
     std::ifstream in(options_.state_path, std::ios::binary);
     if (!in) return out;  // first start
     std::stringstream ss;
@@ -785,8 +837,17 @@ class Publisher::Impl {
         return Status::Corruption("derived state file '" + options_.state_path +
                                   "': bad entry " + store::DumpJson(a));
       }
-      out[a["key"].get<std::string>() + "\n" + a["resolution"].get<std::string>()] =
+      out.next[a["key"].get<std::string>() + "\n" + a["resolution"].get<std::string>()] =
           a["next"].get<int64_t>();
+    }
+    if (j.contains("discovery")) {
+      if (!j["discovery"].is_array()) {
+        return Status::Corruption("derived state file '" + options_.state_path +
+                                  "': \"discovery\" is not a list");
+      }
+      for (const json& t : j["discovery"]) {
+        if (t.is_string()) out.discovery.insert(t.get<std::string>());
+      }
     }
     return out;
   }
@@ -794,15 +855,20 @@ class Publisher::Impl {
   void SaveState() {
     if (options_.state_path.empty()) return;
     json list = json::array();
+    json discovery = json::array();
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const Agg& a : aggs_) {
         list.push_back({{"key", a.def.key}, {"resolution", a.def.resolution}, {"next", a.sent_next}});
       }
+      std::set<std::string> topics = discovery_topics_;
+      topics.insert(discovery_to_clear_.begin(), discovery_to_clear_.end());
+      for (const std::string& t : topics) discovery.push_back(t);
     }
     std::lock_guard<std::mutex> lock(state_file_mu_);
-    Status st = WriteFileAtomically(options_.state_path,
-                                    store::DumpJson({{"version", 1}, {"aggregates", list}}) + "\n");
+    Status st = WriteFileAtomically(
+        options_.state_path,
+        store::DumpJson({{"version", 1}, {"aggregates", list}, {"discovery", discovery}}) + "\n");
     if (!st.ok()) {
       store_->metrics().Add("komoku_derived_errors_total");
       log_->warn("derived: {}", st.message());
@@ -828,6 +894,8 @@ class Publisher::Impl {
   bool wake_ = false;                    // guarded by mu_
   uint64_t pending_seq_ = 0;             // guarded by mu_
   std::map<std::string, Stale> stale_;   // guarded by mu_
+  std::set<std::string> discovery_topics_;    // configs published; guarded by mu_
+  std::set<std::string> discovery_to_clear_;  // clears not yet sent; guarded by mu_
   int64_t next_stale_scan_ = 0;          // guarded by mu_ (written by the worker)
 
   std::mutex run_mu_;       // one RunDue at a time

@@ -535,5 +535,57 @@ TEST_F(DerivedTest, HomeAssistantDiscoveryConfigs) {
   EXPECT_EQ(stale[0].payload["payload_on"], "true");
 }
 
+// A definition removed (by a reload or a restart with another config) takes
+// its Home Assistant config with it: an empty retained message on its topic,
+// sent once, and kept in the state file until sent.
+TEST_F(DerivedTest, HomeAssistantConfigsOfRemovedDefinitionsAreCleared) {
+  Define("t", store::KeyType::kNumeric);
+  Define("u", store::KeyType::kNumeric);
+  const std::string t_topic = "homeassistant/sensor/komoku_t_1h/config";
+  const std::string u_topic = "homeassistant/sensor/komoku_u_1h/config";
+  DerivedOptions both = Options();
+  both.discovery = true;
+  both.aggregates = {Aggregate("t", "1h"), Aggregate("u", "1h")};
+  {
+    auto p = Started(both);
+    std::vector<Sent> all = At(*p, kT0);
+    ASSERT_EQ(On(all, t_topic).size(), 1u);
+    ASSERT_EQ(On(all, u_topic).size(), 1u);
+  }
+  DerivedOptions only_t = Options();
+  only_t.discovery = true;
+  only_t.aggregates = {Aggregate("t", "1h")};
+  {
+    // The broker is away at first: the clear waits, also across a stop.
+    broker_up_ = false;
+    auto p = Started(only_t);
+    EXPECT_TRUE(At(*p, kT0 + 1000).empty());
+    p->Stop();
+  }
+  broker_up_ = true;
+  {
+    auto p = Started(only_t);
+    std::vector<Sent> all = At(*p, kT0 + 2000);
+    std::vector<Sent> cleared = On(all, u_topic);
+    ASSERT_EQ(cleared.size(), 1u);
+    EXPECT_TRUE(cleared[0].retain);
+    EXPECT_EQ(cleared[0].payload, json("")) << "an empty payload removes the config";
+    EXPECT_EQ(On(all, t_topic).size(), 1u);
+    EXPECT_EQ(On(all, t_topic)[0].payload["state_topic"], "komoku/derived/t/1h");
+  }
+  {
+    // Cleared once: not again at the next start.
+    auto p = Started(only_t);
+    EXPECT_TRUE(On(At(*p, kT0 + 3000), u_topic).empty());
+  }
+  // Discovery turned off clears every config published.
+  DerivedOptions off = Options();
+  off.aggregates = {Aggregate("t", "1h")};
+  auto p = Started(off);
+  std::vector<Sent> all = At(*p, kT0 + 4000);
+  ASSERT_EQ(On(all, t_topic).size(), 1u);
+  EXPECT_EQ(On(all, t_topic)[0].payload, json(""));
+}
+
 }  // namespace
 }  // namespace komoku::derived
