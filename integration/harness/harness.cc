@@ -189,7 +189,7 @@ bool Broker::Restart() {
 }
 
 Komoku::Komoku(const TempDir& dir, const Broker& broker, std::string extra_yaml,
-               std::string store_yaml)
+               std::string store_yaml, std::string http_yaml)
     : dir_(dir) {
   config_path_ = dir.File("komoku.yaml");
   ready_path_ = dir.File("komoku.ready");
@@ -200,7 +200,8 @@ Komoku::Komoku(const TempDir& dir, const Broker& broker, std::string extra_yaml,
                "  data_dir: " + dir.File("data") + "\n" +
                store_yaml +
                "http:\n"
-               "  listen: 127.0.0.1:0\n"
+               "  listen: 127.0.0.1:0\n" +
+               http_yaml +
                "log:\n"
                "  level: debug\n";
   RewriteConfig(extra_yaml);
@@ -241,10 +242,17 @@ nlohmann::json Komoku::Reply::Json() const {
   return nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
 }
 
-Komoku::Reply Komoku::Get(const std::string& path_and_query) const {
-  httplib::Client cli("127.0.0.1", http_port_);
+namespace {
+void Prepare(httplib::Client& cli, const std::string& token) {
   cli.set_connection_timeout(std::chrono::seconds(5));
   cli.set_read_timeout(std::chrono::seconds(10));
+  if (!token.empty()) cli.set_bearer_token_auth(token);
+}
+}  // namespace
+
+Komoku::Reply Komoku::Get(const std::string& path_and_query) const {
+  httplib::Client cli("127.0.0.1", http_port_);
+  Prepare(cli, token_);
   auto res = cli.Get(path_and_query);
   if (!res) return {0, "no answer: " + httplib::to_string(res.error())};
   return {res->status, res->body};
@@ -252,8 +260,7 @@ Komoku::Reply Komoku::Get(const std::string& path_and_query) const {
 
 Komoku::Reply Komoku::Put(const std::string& path_and_query, const std::string& body) const {
   httplib::Client cli("127.0.0.1", http_port_);
-  cli.set_connection_timeout(std::chrono::seconds(5));
-  cli.set_read_timeout(std::chrono::seconds(10));
+  Prepare(cli, token_);
   auto res = cli.Put(path_and_query, body, "text/plain");
   if (!res) return {0, "no answer: " + httplib::to_string(res.error())};
   return {res->status, res->body};
@@ -262,8 +269,7 @@ Komoku::Reply Komoku::Put(const std::string& path_and_query, const std::string& 
 Komoku::Reply Komoku::Post(const std::string& path_and_query, const std::string& body,
                            const std::string& content_type) const {
   httplib::Client cli("127.0.0.1", http_port_);
-  cli.set_connection_timeout(std::chrono::seconds(5));
-  cli.set_read_timeout(std::chrono::seconds(10));
+  Prepare(cli, token_);
   auto res = cli.Post(path_and_query, body, content_type);
   if (!res) return {0, "no answer: " + httplib::to_string(res.error())};
   return {res->status, res->body};
@@ -271,8 +277,7 @@ Komoku::Reply Komoku::Post(const std::string& path_and_query, const std::string&
 
 Komoku::Reply Komoku::Delete(const std::string& path_and_query) const {
   httplib::Client cli("127.0.0.1", http_port_);
-  cli.set_connection_timeout(std::chrono::seconds(5));
-  cli.set_read_timeout(std::chrono::seconds(10));
+  Prepare(cli, token_);
   auto res = cli.Delete(path_and_query);
   if (!res) return {0, "no answer: " + httplib::to_string(res.error())};
   return {res->status, res->body};

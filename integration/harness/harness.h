@@ -88,8 +88,9 @@ class Komoku {
  public:
   // `extra_yaml` is appended to the generated config (e.g. more sections);
   // `store_yaml` holds more keys of its `store:` section ("  key: value\n").
+  // `http_yaml` holds more keys of its `http:` section.
   Komoku(const TempDir& dir, const Broker& broker, std::string extra_yaml = "",
-         std::string store_yaml = "");
+         std::string store_yaml = "", std::string http_yaml = "");
   ~Komoku();
 
   // Starts the process and waits until HTTP answers and the set
@@ -118,6 +119,8 @@ class Komoku {
   Reply Post(const std::string& path_and_query, const std::string& body,
              const std::string& content_type = "application/json") const;
   Reply Delete(const std::string& path_and_query) const;
+  // Sent as `Authorization: Bearer <token>` with every request from now on.
+  void set_token(std::string token) { token_ = std::move(token); }
   // A series value of GET /metrics (0 when absent).
   long long Metric(const std::string& series) const;
 
@@ -125,6 +128,7 @@ class Komoku {
   const TempDir& dir_;
   std::string config_path_;
   std::string base_yaml_;  // the generated part of the config
+  std::string token_;
   std::string ready_path_;
   int runs_ = 0;
   int http_port_ = 0;

@@ -74,6 +74,12 @@ const std::vector<Field>& Fields() {
        "Address of the HTTP API: host:port (port 0 lets the OS choose)."},
       {"http", "max_points", &Config::http_max_points, "10000", 1, 10000000,
        "Most rows one history answer may hold."},
+      {"http", "token", &Config::http_token, "", 0, 0,
+       "Bearer token every request must carry (`Authorization: Bearer <token>`), except "
+       "/healthz and /readyz; at least 16 characters. Empty: no authentication (keep "
+       "http.listen on 127.0.0.1 then). Prefer token_file."},
+      {"http", "token_file", &Config::http_token_file, "", 0, 0,
+       "File holding the bearer token (one line), which keeps the secret out of this file."},
       {"log", "level", &Config::log_level, "info", 0, 0,
        "trace, debug, info, warn, error or off."},
       {"discovery", "enabled", &Config::discovery_enabled, "false", 0, 0,
@@ -230,6 +236,39 @@ Status Validate(Config& c, const WhereFn& at) {
     std::string pw = ss.str();
     while (!pw.empty() && (pw.back() == '\n' || pw.back() == '\r')) pw.pop_back();
     c.mqtt_password = pw;
+  }
+  if (!c.http_token_file.empty()) {
+    if (!c.http_token.empty()) {
+      return Status::InvalidArgument(at("http.token_file") +
+                                     "http.token and http.token_file are both set");
+    }
+    std::ifstream in(c.http_token_file, std::ios::binary);
+    if (!in) {
+      return Status::InvalidArgument(at("http.token_file") + "http.token_file: cannot read '" +
+                                     c.http_token_file + "'");
+    }
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string token = ss.str();
+    while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
+    if (token.empty()) {
+      return Status::InvalidArgument(at("http.token_file") + "http.token_file: '" +
+                                     c.http_token_file + "' is empty");
+    }
+    c.http_token = token;
+  }
+  if (!c.http_token.empty()) {
+    const char* field = c.http_token_file.empty() ? "http.token" : "http.token_file";
+    if (c.http_token.size() < 16) {
+      return Status::InvalidArgument(at(field) + field +
+                                     ": the token must have at least 16 characters");
+    }
+    for (char ch : c.http_token) {
+      if (static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f) {
+        return Status::InvalidArgument(at(field) + field +
+                                       ": the token must not hold spaces or control characters");
+      }
+    }
   }
   return Status::Ok();
 }

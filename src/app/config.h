@@ -41,6 +41,8 @@ struct Config {
   // http
   std::string http_listen;
   int64_t http_max_points = 0;
+  std::string http_token;       // from http.token or the file http.token_file names
+  std::string http_token_file;
   // log
   std::string log_level;
   // discovery (docs/mapping.md#discovery)

@@ -273,6 +273,12 @@ int RunService(const Config& config, const RunOptions& options) {
   http_options.port = config.http_port;
   http_options.max_points = static_cast<size_t>(config.http_max_points);
   http_options.writer_stall_limit = kWriterStallLimit;
+  http_options.token = config.http_token;
+  if (config.http_token.empty() && !query::IsLoopbackHost(config.http_host)) {
+    log.main->warn("the HTTP API on {} has no authentication: anyone who can reach it may read "
+                   "and write every key; set http.token_file, or listen on 127.0.0.1",
+                   config.http_listen);
+  }
   bridge::Bridge* bridge_ptr = bridge->get();
   http_options.discovery = [bridge_ptr] { return bridge_ptr->DiscoveryJson(); };
   Result<std::unique_ptr<query::Server>> http = query::Server::Create(

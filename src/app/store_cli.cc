@@ -58,6 +58,7 @@ int Compact(const Config& config) {
   if (host == "0.0.0.0" || host.empty()) host = "127.0.0.1";
   httplib::Client client(host, port);
   client.set_read_timeout(3600, 0);  // a first compaction of much history takes a while
+  if (!config.http_token.empty()) client.set_bearer_token_auth(config.http_token);
   httplib::Result res = client.Post("/api/v1/compact");
   if (!res) {
     std::cerr << "komoku compact: " << store.status().message() << ", and its HTTP API at "

@@ -1,5 +1,7 @@
 #include "query/server.h"
 
+#include <arpa/inet.h>
+
 #include <httplib.h>
 #include <unistd.h>
 #include <spdlog/spdlog.h>
@@ -194,6 +196,17 @@ class Server::Impl {
   int port() const { return port_; }
 
  private:
+  // Compares in time independent of where the tokens differ.
+  bool Authorized(const httplib::Request& req) const {
+    const std::string given = req.get_header_value("Authorization");
+    const std::string want = "Bearer " + options_.token;
+    unsigned char diff = given.size() == want.size() ? 0 : 1;
+    for (size_t i = 0; i < want.size(); ++i) {
+      diff |= static_cast<unsigned char>(want[i] ^ (i < given.size() ? given[i] : 0));
+    }
+    return diff == 0;
+  }
+
   void Routes() {
     http_.set_payload_max_length(options_.max_body_bytes);
     // Each open stream holds a worker; leave room for ordinary requests.
@@ -227,6 +240,20 @@ class Server::Impl {
         SendError(res, res.status, "http_error", "HTTP error " + std::to_string(res.status));
       }
     });
+
+    if (!options_.token.empty()) {
+      http_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+        if (req.path == "/healthz" || req.path == "/readyz" || Authorized(req)) {
+          return httplib::Server::HandlerResponse::Unhandled;
+        }
+        res.set_header("WWW-Authenticate", "Bearer realm=\"komoku\"");
+        SendError(res, 401, "unauthorized",
+                  req.has_header("Authorization")
+                      ? "wrong token in the Authorization header"
+                      : "this API needs 'Authorization: Bearer <token>' (http.token)");
+        return httplib::Server::HandlerResponse::Handled;
+      });
+    }
 
     http_.Get("/api/v1/keys", [this](const auto& req, auto& res) { GetKeys(req, res); });
     http_.Get("/api/v1/value", [this](const auto& req, auto& res) { GetValue(req, res); });
@@ -794,5 +821,14 @@ Result<std::unique_ptr<Server>> Server::Create(const ServerOptions& options, sto
 Status Server::Start() { return impl_->Start(); }
 void Server::Stop() { impl_->Stop(); }
 int Server::port() const { return impl_->port(); }
+
+bool IsLoopbackHost(const std::string& host) {
+  if (host == "localhost" || host == "::1") return true;
+  in_addr v4{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) {
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  }
+  return false;
+}
 
 }  // namespace komoku::query

@@ -33,7 +33,13 @@ struct ServerOptions {
   // GET /api/v1/discovery answers what this returns (called from worker
   // threads); 404 when unset or it returns null (discovery is off).
   std::function<nlohmann::json()> discovery;
+  // When set, every request but /healthz and /readyz must carry
+  // `Authorization: Bearer <token>`; others get 401 "unauthorized".
+  std::string token;
 };
+
+// True for 127.0.0.0/8, ::1 and "localhost": where an open API is safe.
+bool IsLoopbackHost(const std::string& host);
 
 // What the rest of the service reports to /healthz, /readyz and /metrics.
 struct Health {

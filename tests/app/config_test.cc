@@ -2,6 +2,7 @@
 // secrets from files, and the generated example and reference kept in step
 // with the code.
 #include "app/config.h"
+#include "query/server.h"
 #include "store_test_util.h"
 
 #include <gtest/gtest.h>
@@ -473,7 +474,7 @@ TEST(ConfigTest, ExampleUncommentedParsesToTheDefaults) {
       uncommented += line + "\n";
     }
   }
-  EXPECT_EQ(keys, 31);
+  EXPECT_EQ(keys, 33);
   Config c = ParseOk(uncommented);
   EXPECT_EQ(Dump(c), Dump(DefaultConfig())) << uncommented;
 }
@@ -544,6 +545,35 @@ TEST(ConfigTest, RestartOnlyChangesNameWhatAReloadLeaves) {
   EXPECT_EQ(RestartOnlyChanges(running, restart),
             (std::vector<std::string>{"mqtt.broker", "mqtt.keep_alive", "store.hot_window_hours",
                                       "http.max_points", "discovery.enabled", "booleans"}));
+}
+
+TEST(ConfigTest, HttpTokenRules) {
+  EXPECT_EQ(ParseOk("http:\n  token: abcdefghijklmnop\n").http_token, "abcdefghijklmnop");
+  Result<Config> r = ParseConfig("http:\n  token: short\n", kName);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("k.yaml:2: http.token: the token must have at least 16"),
+            std::string::npos)
+      << r.status().message();
+  r = ParseConfig("http:\n  token: \"abcdefgh ijklmnop\"\n", kName);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("spaces"), std::string::npos);
+  r = ParseConfig("http:\n  token: abcdefghijklmnop\n  token_file: /nonexistent\n", kName);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("both set"), std::string::npos);
+  r = ParseConfig("http:\n  token_file: /nonexistent/komoku-token\n", kName);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("cannot read '/nonexistent/komoku-token'"),
+            std::string::npos);
+}
+
+// The start warns about an open API on any address but these.
+TEST(ConfigTest, LoopbackHostsNeedNoToken) {
+  for (const char* host : {"127.0.0.1", "127.1.2.3", "::1", "localhost"}) {
+    EXPECT_TRUE(query::IsLoopbackHost(host)) << host;
+  }
+  for (const char* host : {"0.0.0.0", "192.168.1.10", "::", "", "128.0.0.1", "example.org"}) {
+    EXPECT_FALSE(query::IsLoopbackHost(host)) << host;
+  }
 }
 
 }  // namespace
