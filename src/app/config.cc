@@ -165,6 +165,28 @@ std::string Where(const std::string& name, const YAML::Mark& mark) {
 // it kept its default.
 using WhereFn = std::function<std::string(const std::string& field)>;
 
+// A secret given as `<field>_file`: read into `*secret` (one line, its line
+// end dropped); refused when `<field>` is set as well.
+Status ReadSecretFile(const std::string& field, const std::string& path, const WhereFn& at,
+                      std::string* secret) {
+  if (path.empty()) return Status::Ok();
+  const std::string file_field = field + "_file";
+  if (!secret->empty()) {
+    return Status::InvalidArgument(at(file_field) + field + " and " + file_field +
+                                   " are both set");
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return Status::InvalidArgument(at(file_field) + file_field + ": cannot read '" + path + "'");
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string text = ss.str();
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  *secret = text;
+  return Status::Ok();
+}
+
 // Checks what is not a matter of one field's type.
 Status Validate(Config& c, const WhereFn& at) {
   auto colon = c.http_listen.rfind(':');
@@ -221,41 +243,12 @@ Status Validate(Config& c, const WhereFn& at) {
   if (c.store_data_dir.empty()) {
     return Status::InvalidArgument(at("store.data_dir") + "store.data_dir: must not be empty");
   }
-  if (!c.mqtt_password_file.empty()) {
-    if (!c.mqtt_password.empty()) {
-      return Status::InvalidArgument(at("mqtt.password_file") +
-                                     "mqtt.password and mqtt.password_file are both set");
-    }
-    std::ifstream in(c.mqtt_password_file, std::ios::binary);
-    if (!in) {
-      return Status::InvalidArgument(at("mqtt.password_file") + "mqtt.password_file: cannot read '" +
-                                     c.mqtt_password_file + "'");
-    }
-    std::stringstream ss;
-    ss << in.rdbuf();
-    std::string pw = ss.str();
-    while (!pw.empty() && (pw.back() == '\n' || pw.back() == '\r')) pw.pop_back();
-    c.mqtt_password = pw;
-  }
-  if (!c.http_token_file.empty()) {
-    if (!c.http_token.empty()) {
-      return Status::InvalidArgument(at("http.token_file") +
-                                     "http.token and http.token_file are both set");
-    }
-    std::ifstream in(c.http_token_file, std::ios::binary);
-    if (!in) {
-      return Status::InvalidArgument(at("http.token_file") + "http.token_file: cannot read '" +
-                                     c.http_token_file + "'");
-    }
-    std::stringstream ss;
-    ss << in.rdbuf();
-    std::string token = ss.str();
-    while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
-    if (token.empty()) {
-      return Status::InvalidArgument(at("http.token_file") + "http.token_file: '" +
-                                     c.http_token_file + "' is empty");
-    }
-    c.http_token = token;
+  KOMOKU_RETURN_IF_ERROR(ReadSecretFile("mqtt.password", c.mqtt_password_file, at,
+                                        &c.mqtt_password));
+  KOMOKU_RETURN_IF_ERROR(ReadSecretFile("http.token", c.http_token_file, at, &c.http_token));
+  if (!c.http_token_file.empty() && c.http_token.empty()) {
+    return Status::InvalidArgument(at("http.token_file") + "http.token_file: '" +
+                                   c.http_token_file + "' is empty");
   }
   if (!c.http_token.empty()) {
     const char* field = c.http_token_file.empty() ? "http.token" : "http.token_file";
