@@ -4,7 +4,9 @@
 // measured in the same run, on one core. After the run a line prints
 // mapping's rate divided by the bare parse rate (the aim: at least 0.8 --
 // the rules add little on top of parsing). Also a text payload (ESPHome,
-// matched by a later rule) and a topic no rule matches, for scale.
+// matched by a later rule), a topic no rule matches, and the same
+// zigbee2mqtt message read by discovered entities instead of rules (its
+// three Home Assistant configs), for scale.
 // Benchmarks never fail for being slow; the figures are for
 // docs/benchmarks.md.
 #include <benchmark/benchmark.h>
@@ -17,6 +19,7 @@
 #include <string>
 
 #include "app/config.h"
+#include "bridge/discovery.h"
 #include "bridge/mapping.h"
 
 namespace {
@@ -103,11 +106,34 @@ void BM_MapNoMatch(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }
 
+// The kitchen sensor announced to Home Assistant (as zigbee2mqtt does) and
+// no rules: three entities read the topic, each its own field (MapEach),
+// with one result reused as the bridge does.
+void BM_MapDiscoveredZigbee2mqtt(benchmark::State& state) {
+  komoku::bridge::Discovery discovery{komoku::bridge::DiscoveryOptions{}};
+  for (const char* field : {"temperature", "humidity", "battery"}) {
+    const std::string config = std::string(R"({"state_topic":"zigbee2mqtt/kitchen_sensor",)") +
+                               R"("state_class":"measurement","unit_of_measurement":"x",)" +
+                               R"("value_template":"{{ value_json.)" + field + R"( }}"})";
+    discovery.Handle(std::string("homeassistant/sensor/0x00158d0001a2b3c4/") + field + "/config",
+                     config);
+  }
+  const std::string topic = kTopic, payload = kPayload;
+  komoku::bridge::Discovery::Mapped d;
+  for (auto _ : state) {
+    discovery.MapInto(topic, payload, kNow, &d);
+    benchmark::DoNotOptimize(d);
+  }
+  if (d.result.changes.size() != 3) state.SkipWithError("the entities no longer map 3 changes");
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+
 BENCHMARK(BM_JsonParse);
 BENCHMARK(BM_MapZigbee2mqtt);
 BENCHMARK(BM_MapZigbee2mqttReused);
 BENCHMARK(BM_MapEsphomeText);
 BENCHMARK(BM_MapNoMatch);
+BENCHMARK(BM_MapDiscoveredZigbee2mqtt);
 
 // Remembers each benchmark's items/s for the ratio line. On a busy machine
 // run with --benchmark_repetitions=9: the ratio then uses the medians.
@@ -143,12 +169,14 @@ int main(int argc, char** argv) {
   const double map = reporter.Rate("BM_MapZigbee2mqtt");
   const double reused = reporter.Rate("BM_MapZigbee2mqttReused");
   const double parse = reporter.Rate("BM_JsonParse");
+  const double discovered = reporter.Rate("BM_MapDiscoveredZigbee2mqtt");
   std::printf(
       "\nzigbee2mqtt example through %zu rules: %.0f messages/s with a reused result "
       "(MapInto, as the bridge maps), %.0f/s with a new result per message (Map); "
-      "bare json::parse: %.0f/s\nratio %.2f reused, %.2f new (aim >= 0.8)\n",
+      "bare json::parse: %.0f/s\nratio %.2f reused, %.2f new (aim >= 0.8)\n"
+      "the same message through 3 discovered entities: %.0f/s, ratio %.2f\n",
       Engine().size(), reused, map, parse, parse > 0 ? reused / parse : 0.0,
-      parse > 0 ? map / parse : 0.0);
+      parse > 0 ? map / parse : 0.0, discovered, parse > 0 ? discovered / parse : 0.0);
   benchmark::Shutdown();
   return 0;
 }

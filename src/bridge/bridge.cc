@@ -358,7 +358,8 @@ class Bridge::Impl {
       }
     }
     if (!discovery_) return;  // an excluded topic of a subscribed filter
-    Discovery::Mapped d = discovery_->Map(topic, msg.get_payload_str(), now);
+    Discovery::Mapped& d = discovered_;  // reused, as mapped_ is
+    discovery_->MapInto(topic, msg.get_payload_str(), now, &d);
     if (!d.engine) return;  // an entity removed while its messages were on the way
     for (const MappingRefusal& r : d.result.refusals) RefuseMapped(*d.engine, r, topic, true);
     if (!d.result.changes.empty() || d.result.refusals.empty()) {
@@ -638,6 +639,7 @@ class Bridge::Impl {
   std::mutex replace_mu_;  // one ReplaceRules at a time
   std::unique_ptr<Discovery> discovery_;        // null when off; thread-safe
   MappingResult mapped_;                        // owned by Paho's receive thread
+  Discovery::Mapped discovered_;                // owned by Paho's receive thread
   std::unique_ptr<mqtt::async_client> client_;  // thread-safe itself
   SubscribeListener subscribe_listener_{this};
   int listener_id_ = 0;

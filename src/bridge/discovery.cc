@@ -693,14 +693,25 @@ void Discovery::Rebuild(const std::string& topic) {
 Discovery::Mapped Discovery::Map(std::string_view topic, std::string_view payload,
                                  int64_t now_ms) const {
   Mapped out;
+  MapInto(topic, payload, now_ms, &out);
+  return out;
+}
+
+void Discovery::MapInto(std::string_view topic, std::string_view payload, int64_t now_ms,
+                        Mapped* out) const {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = engines_.find(std::string(topic));
-    if (it == engines_.end()) return out;
-    out.engine = it->second;
+    auto it = engines_.find(topic);
+    out->engine = it == engines_.end() ? nullptr : it->second;
   }
-  out.result = out.engine->MapEach(topic, payload, now_ms);
-  return out;
+  if (!out->engine) {
+    out->result.matched.clear();
+    out->result.changes.clear();
+    out->result.refusal.reset();
+    out->result.refusals.clear();
+    return;
+  }
+  out->engine->MapEachInto(topic, payload, now_ms, &out->result);
 }
 
 std::vector<std::string> Discovery::Topics() const {

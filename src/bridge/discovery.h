@@ -121,6 +121,10 @@ class Discovery {
     MappingResult result;
   };
   Mapped Map(std::string_view topic, std::string_view payload, int64_t now_ms) const;
+  // As Map, into `*out`, reusing its result's buffers (MapEachInto): one
+  // Mapped per thread, message after message.
+  void MapInto(std::string_view topic, std::string_view payload, int64_t now_ms,
+               Mapped* out) const;
 
   // Every topic that has entities now, for subscribing after a (re)connect.
   std::vector<std::string> Topics() const;
@@ -145,7 +149,8 @@ class Discovery {
   std::map<std::string, Known> entities_;  // by id; guarded by mu_
   // Homie property topic -> attribute ($datatype, ...) -> value.
   std::map<std::string, std::map<std::string, std::string>> homie_;  // guarded by mu_
-  std::map<std::string, std::shared_ptr<const MappingEngine>> engines_;  // by topic; guarded by mu_
+  // By topic; guarded by mu_. std::less<> finds a string_view without a copy.
+  std::map<std::string, std::shared_ptr<const MappingEngine>, std::less<>> engines_;
 };
 
 }  // namespace komoku::bridge

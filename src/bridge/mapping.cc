@@ -1,7 +1,8 @@
 // Topic mapping (docs/mapping.md). Everything a rule needs at message time is
 // compiled once: filters into levels, the key template into segments, field
 // paths into tokens. A message is split into topic levels once, and its
-// payload parsed at most once, whatever the number of rules that match it.
+// payload parsed at most once, whatever the number of rules that match it:
+// by SAX into a flat list of fields (FlatJson), not into a DOM.
 #include "bridge/mapping.h"
 
 #include <algorithm>
@@ -9,13 +10,12 @@
 #include <cmath>
 #include <set>
 
+#include "bridge/flat_json.h"
 #include "store/key_options.h"
 #include "store/time_param.h"
 
 namespace komoku::bridge {
 namespace {
-
-using nlohmann::json;
 
 struct Level {
   enum Kind { kLiteral, kPlus, kHash, kPrefix } kind = kLiteral;
@@ -235,13 +235,13 @@ Result<Path> CompilePath(const std::string& text) {
   return p;
 }
 
-const json* Find(const json& doc, const Path& path) {
-  const json* at = &doc;
+// The node a path names, or kNone when a part of it is missing or not an
+// object.
+FlatJson::Index Find(const FlatJson& doc, const Path& path) {
+  FlatJson::Index at = FlatJson::kRoot;
   for (const std::string& t : path.tokens) {
-    if (!at->is_object()) return nullptr;
-    auto it = at->find(t);
-    if (it == at->end()) return nullptr;
-    at = &*it;
+    at = doc.Member(at, t);
+    if (at == FlatJson::kNone) break;
   }
   return at;
 }
@@ -393,27 +393,39 @@ std::vector<std::string> MappingEngine::Filters() const {
   return out;
 }
 
+struct MappingScratch {
+  FlatJson json;
+  std::vector<FlatJson::Index> members;  // Expand's stack of sorted members
+  std::string path;                      // Expand's dotted path
+};
+
+void MappingScratchDeleter::operator()(MappingScratch* scratch) const { delete scratch; }
+
 namespace {
 
 // The state of mapping one message: its topic, levels and payload, parsed
-// at most once.
+// at most once, into the result's scratch (made when first needed: a text
+// payload needs none).
 struct MessageContext {
   std::string_view topic;
   const Levels& levels;
   Captures captures;  // of the rule being applied
   std::string_view payload;
   int64_t now_ms;
+  std::unique_ptr<MappingScratch, MappingScratchDeleter>* scratch;
   bool parsed = false;
   bool parse_failed = false;
-  json doc;
 
-  const json* Json() {
+  MappingScratch& Scratch() {
+    if (!*scratch) scratch->reset(new MappingScratch());
+    return **scratch;
+  }
+  const FlatJson* Json() {
     if (!parsed) {
       parsed = true;
-      doc = json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
-      parse_failed = doc.is_discarded();
+      parse_failed = !Scratch().json.Parse(payload);
     }
-    return parse_failed ? nullptr : &doc;
+    return parse_failed ? nullptr : &Scratch().json;
   }
 };
 
@@ -441,54 +453,57 @@ class RuleApplier {
       if (!FromText(trimmed, "payload") || !Emit("")) return refusal_;
       return std::nullopt;
     }
-    const json* doc = m_.Json();
-    if (!doc) return Refuse("bad_json", "payload " + Shown(trimmed) + " is not valid JSON");
-    if (c_.time && doc->is_object()) {
-      if (const json* t = Find(*doc, *c_.time)) {
-        if (!ReadTime(*t)) return refusal_;
-      }
+    doc_ = m_.Json();
+    if (!doc_) return Refuse("bad_json", "payload " + Shown(trimmed) + " is not valid JSON");
+    const FlatJson& doc = *doc_;
+    constexpr FlatJson::Index kRoot = FlatJson::kRoot;
+    const bool is_object = doc.kind(kRoot) == FlatJson::Kind::kObject;
+    if (c_.time && is_object) {
+      const FlatJson::Index t = Find(doc, *c_.time);
+      if (t != FlatJson::kNone && !ReadTime(t)) return refusal_;
     }
-    if (doc->is_object()) {
+    if (is_object) {
       if (!c_.fields.empty()) {
         for (const FieldSpec& f : c_.fields) {
-          const json* v = Find(*doc, f.path);
-          if (!v || v->is_null()) continue;  // devices often leave fields out
-          if (!v->is_primitive()) {
-            return Refuse("not_scalar", "field '" + f.path.dotted + "' is " + v->type_name() +
+          const FlatJson::Index v = Find(doc, f.path);
+          // Devices often leave fields out.
+          if (v == FlatJson::kNone || doc.kind(v) == FlatJson::Kind::kNull) continue;
+          if (!doc.IsScalar(v)) {
+            return Refuse("not_scalar", "field '" + f.path.dotted + "' is " + doc.TypeName(v) +
                                             ", not a number, boolean or string");
           }
           bool skip = false;
-          if (!FromJson(*v, f.path.dotted, &skip)) return refusal_;
+          if (!FromJson(v, f.path.dotted, &skip)) return refusal_;
           if (!skip && !Emit(f.suffix)) return refusal_;
         }
         return std::nullopt;
       }
       if (r_.all_fields || c_.key_has_field) {
-        out_->reserve(out_->size() + doc->size());
-        std::string prefix;
-        if (!Expand(*doc, &prefix)) return refusal_;
+        std::string& path = m_.Scratch().path;
+        path.clear();
+        if (!Expand(kRoot, &path)) return refusal_;
         return std::nullopt;
       }
       if (r_.availability) {
-        auto it = doc->find("state");
-        if (it != doc->end() && it->is_primitive()) {
+        const FlatJson::Index state = doc.Member(kRoot, "state");
+        if (state != FlatJson::kNone && doc.IsScalar(state)) {
           bool skip = false;
-          if (!FromJson(*it, "state", &skip)) return refusal_;
+          if (!FromJson(state, "state", &skip)) return refusal_;
           return skip || Emit("") ? std::nullopt : refusal_;
         }
       }
       return Refuse("not_scalar", "payload is a JSON object; the rule names no fields");
     }
     if (c_.key_has_field || !c_.fields.empty() || r_.all_fields) {
-      return Refuse("not_object", std::string("payload is a JSON ") + doc->type_name() +
+      return Refuse("not_object", std::string("payload is a JSON ") + doc.TypeName(kRoot) +
                                       ", not an object with fields");
     }
-    if (!doc->is_primitive()) {
-      return Refuse("not_scalar", std::string("payload is a JSON ") + doc->type_name() +
+    if (!doc.IsScalar(kRoot)) {
+      return Refuse("not_scalar", std::string("payload is a JSON ") + doc.TypeName(kRoot) +
                                       ", not a number, boolean or string");
     }
     bool skip = false;
-    if (!FromJson(*doc, "payload", &skip)) return refusal_;
+    if (!FromJson(kRoot, "payload", &skip)) return refusal_;
     if (skip) return std::nullopt;
     return Emit("") ? std::nullopt : refusal_;
   }
@@ -506,32 +521,43 @@ class RuleApplier {
     return c_.time && c_.time->dotted == dotted;
   }
 
-  // "*": every scalar below `obj`, nested names dotted.
-  bool Expand(const json& obj, std::string* prefix) {
-    const size_t base = prefix->size();
-    for (auto it = obj.begin(); it != obj.end(); ++it) {
-      if (base) prefix->push_back('.');
-      prefix->append(it.key());
-      const json& v = it.value();
-      bool ok = true;
-      if (!Ignored(*prefix)) {
-        if (v.is_object()) {
-          ok = Expand(v, prefix);
-        } else if (v.is_primitive() && !v.is_null()) {
+  // "*": every scalar below object `obj`, nested names dotted, in the order
+  // of the names (as nlohmann's DOM, a std::map, iterated them).
+  bool Expand(FlatJson::Index obj, std::string* path) {
+    const FlatJson& doc = *doc_;
+    std::vector<FlatJson::Index>& members = m_.Scratch().members;
+    const size_t first = members.size();
+    doc.AppendMembersSorted(obj, &members);
+    const size_t last = members.size();
+    if (obj == FlatJson::kRoot) out_->reserve(out_->size() + (last - first));
+    const size_t base = path->size();
+    bool ok = true;
+    for (size_t i = first; ok && i < last; ++i) {
+      const FlatJson::Index v = members[i];
+      if (base) path->push_back('.');
+      path->append(doc.Name(v));
+      if (!Ignored(*path)) {
+        const FlatJson::Kind kind = doc.kind(v);
+        if (kind == FlatJson::Kind::kObject) {
+          ok = Expand(v, path);
+        } else if (kind != FlatJson::Kind::kArray && kind != FlatJson::Kind::kNull) {
           bool skip = false;
-          ok = FromJson(v, *prefix, &skip) && (skip || Emit(*prefix));
+          ok = FromJson(v, *path, &skip) && (skip || Emit(*path));
         }
       }
-      prefix->resize(base);
-      if (!ok) return false;
+      path->resize(base);
     }
-    return true;
+    members.resize(first);
+    return ok;
   }
 
-  bool ReadTime(const json& t) {
-    if (t.is_null()) return true;
-    if (t.is_number()) {
-      double v = t.get<double>();
+  bool ReadTime(FlatJson::Index t) {
+    const FlatJson& doc = *doc_;
+    const FlatJson::Kind kind = doc.kind(t);
+    if (kind == FlatJson::Kind::kNull) return true;
+    if (kind == FlatJson::Kind::kInteger || kind == FlatJson::Kind::kUnsigned ||
+        kind == FlatJson::Kind::kFloat) {
+      double v = doc.Number(t);
       if (!std::isfinite(v) || v < 0 || v > 1e14) {
         Refuse("bad_time", "time field '" + c_.time->dotted + "' is out of range");
         return false;
@@ -539,8 +565,8 @@ class RuleApplier {
       time_ms_ = v > 1e11 ? std::llround(v) : std::llround(v * 1000.0);
       return true;
     }
-    if (t.is_string()) {
-      Result<int64_t> ms = store::ParseTimeParam(t.get_ref<const std::string&>(), m_.now_ms);
+    if (kind == FlatJson::Kind::kString) {
+      Result<int64_t> ms = store::ParseTimeParam(doc.String(t), m_.now_ms);
       if (!ms.ok()) {
         Refuse("bad_time", "time field '" + c_.time->dotted + "': " + ms.status().message());
         return false;
@@ -548,48 +574,64 @@ class RuleApplier {
       time_ms_ = *ms;
       return true;
     }
-    Refuse("bad_time", "time field '" + c_.time->dotted + "' is " + t.type_name() +
+    Refuse("bad_time", "time field '" + c_.time->dotted + "' is " + doc.TypeName(t) +
                            ", not a number or text");
     return false;
   }
 
-  bool FromJson(const json& v, std::string_view what, bool* skip) {
-    if (r_.strict_words && !v.is_null()) return FromStrict(v, what);
-    switch (v.type()) {
-      case json::value_t::null:
+  // A scalar node of the payload.
+  bool FromJson(FlatJson::Index v, std::string_view what, bool* skip) {
+    const FlatJson& doc = *doc_;
+    const FlatJson::Kind kind = doc.kind(v);
+    if (r_.strict_words && kind != FlatJson::Kind::kNull) return FromStrict(v, what);
+    switch (kind) {
+      case FlatJson::Kind::kNull:
         *skip = true;
         return true;
-      case json::value_t::boolean:
-        value_ = v.get<bool>();
+      case FlatJson::Kind::kBoolean:
+        value_ = doc.Boolean(v);
         return Finish(what);
-      case json::value_t::number_integer:
-      case json::value_t::number_unsigned:
-      case json::value_t::number_float:
-        value_ = v.get<double>();
+      case FlatJson::Kind::kInteger:
+      case FlatJson::Kind::kUnsigned:
+      case FlatJson::Kind::kFloat:
+        value_ = doc.Number(v);
         return Finish(what);
-      case json::value_t::string:
-        return FromText(v.get_ref<const std::string&>(), what);
-      default:
-        Refuse("not_scalar", std::string(what) + " is " + v.type_name());
-        return false;
+      case FlatJson::Kind::kString:
+        return FromText(doc.String(v), what);
+      case FlatJson::Kind::kObject:
+      case FlatJson::Kind::kArray:
+        break;
     }
+    Refuse("not_scalar", std::string(what) + " is " + doc.TypeName(v));
+    return false;
   }
 
   // A JSON scalar in its text form against the words only (strict_words).
-  bool FromStrict(const json& v, std::string_view what) {
-    if (v.is_boolean()) {
-      const char* text = v.get<bool>() ? "true" : "false";
-      for (const std::string& w : r_.true_words) {
-        if (store::EqualsIgnoreCase(w, text)) return SetBool(true, what);
+  bool FromStrict(FlatJson::Index v, std::string_view what) {
+    const FlatJson& doc = *doc_;
+    switch (doc.kind(v)) {
+      case FlatJson::Kind::kBoolean: {
+        const char* text = doc.Boolean(v) ? "true" : "false";
+        for (const std::string& w : r_.true_words) {
+          if (store::EqualsIgnoreCase(w, text)) return SetBool(true, what);
+        }
+        for (const std::string& w : r_.false_words) {
+          if (store::EqualsIgnoreCase(w, text)) return SetBool(false, what);
+        }
+        return RefuseWord(text, what);
       }
-      for (const std::string& w : r_.false_words) {
-        if (store::EqualsIgnoreCase(w, text)) return SetBool(false, what);
-      }
-      return RefuseWord(text, what);
+      case FlatJson::Kind::kInteger:
+      case FlatJson::Kind::kUnsigned:
+      case FlatJson::Kind::kFloat:
+        return FromText(doc.NumberText(v), what);
+      case FlatJson::Kind::kString:
+        return FromText(doc.String(v), what);
+      case FlatJson::Kind::kNull:
+      case FlatJson::Kind::kObject:
+      case FlatJson::Kind::kArray:
+        break;
     }
-    if (v.is_number()) return FromText(v.dump(), what);
-    if (v.is_string()) return FromText(v.get_ref<const std::string&>(), what);
-    Refuse("not_scalar", std::string(what) + " is " + v.type_name());
+    Refuse("not_scalar", std::string(what) + " is " + doc.TypeName(v));
     return false;
   }
 
@@ -701,12 +743,13 @@ class RuleApplier {
     }
     // Plain ASCII without NUL and wildcards (nearly every key) is a valid
     // name of the right length; anything else gets the full check.
-    bool plain = !key.empty() && key.size() <= store::kMaxKeyNameBytes;
-    for (size_t i = 0; plain && i < key.size(); ++i) {
-      const unsigned char b = static_cast<unsigned char>(key[i]);
-      plain = b != 0 && b < 0x80 && b != '+' && b != '#';
+    // Without an early exit the loop is branch-free (and vectorized).
+    bool odd = key.empty() || key.size() > store::kMaxKeyNameBytes;
+    for (const char ch : key) {
+      const unsigned char b = static_cast<unsigned char>(ch);
+      odd |= (b == 0) | (b >= 0x80) | (b == '+') | (b == '#');
     }
-    Status ok = plain ? Status::Ok() : store::ValidateKeyName(key);
+    Status ok = odd ? store::ValidateKeyName(key) : Status::Ok();
     if (!ok.ok()) {
       Refuse("bad_key", "key " + Shown(key) + ": " + ok.message());
       return false;
@@ -721,6 +764,7 @@ class RuleApplier {
   MessageContext& m_;
   std::vector<MappedChange>* out_;
   std::vector<std::string>* spare_keys_;
+  const FlatJson* doc_ = nullptr;  // the parsed payload, once Run has parsed it
   store::InputValue value_;
   std::optional<int64_t> time_ms_;
   std::optional<MappingRefusal> refusal_;
@@ -733,13 +777,22 @@ MappingResult MappingEngine::Map(std::string_view topic, std::string_view payloa
   return result;
 }
 
-void MappingEngine::MapInto(std::string_view topic, std::string_view payload, int64_t now_ms,
-                            MappingResult* out) const {
+namespace {
+
+// Empties a result for the next message, keeping its buffers.
+void Recycle(MappingResult* out) {
   for (MappedChange& c : out->changes) out->spare_keys.push_back(std::move(c.key));
   out->changes.clear();
   out->matched.clear();
   out->refusal.reset();
   out->refusals.clear();
+}
+
+}  // namespace
+
+void MappingEngine::MapInto(std::string_view topic, std::string_view payload, int64_t now_ms,
+                            MappingResult* out) const {
+  Recycle(out);
   MapImpl(topic, payload, now_ms, /*each=*/false, out);
 }
 
@@ -750,11 +803,17 @@ MappingResult MappingEngine::MapEach(std::string_view topic, std::string_view pa
   return result;
 }
 
+void MappingEngine::MapEachInto(std::string_view topic, std::string_view payload, int64_t now_ms,
+                                MappingResult* out) const {
+  Recycle(out);
+  MapImpl(topic, payload, now_ms, /*each=*/true, out);
+}
+
 void MappingEngine::MapImpl(std::string_view topic, std::string_view payload, int64_t now_ms,
                             bool each, MappingResult* out) const {
   MappingResult& result = *out;
   const Levels levels(topic);
-  MessageContext m{topic, levels, {}, payload, now_ms, false, false, json()};
+  MessageContext m{topic, levels, {}, payload, now_ms, &result.scratch};
   for (size_t i = 0; i < rules_.size(); ++i) {
     const Compiled& c = rules_[i];
     bool hit = false;

@@ -100,6 +100,13 @@ struct MappingRefusal {
   std::string message;
 };
 
+// What MapInto keeps from message to message besides the keys: the parsed
+// payload's buffers. Its contents are the engine's business.
+struct MappingScratch;
+struct MappingScratchDeleter {
+  void operator()(MappingScratch* scratch) const;
+};
+
 struct MappingResult {
   std::vector<size_t> matched;       // the rules that matched, in order
   std::vector<MappedChange> changes;  // all of them, or none when refused
@@ -110,6 +117,7 @@ struct MappingResult {
   // Key buffers MapInto keeps from the previous message, so that a result
   // reused message after message builds its keys without allocating.
   std::vector<std::string> spare_keys;
+  std::unique_ptr<MappingScratch, MappingScratchDeleter> scratch;
 };
 
 class MappingEngine {
@@ -126,9 +134,10 @@ class MappingEngine {
   // number of rules that match. `now_ms` resolves relative payload times.
   MappingResult Map(std::string_view topic, std::string_view payload, int64_t now_ms) const;
 
-  // As Map, into `*out`, reusing its vectors and the key strings of its
-  // previous changes: with one result per thread, mapping a message
-  // allocates nothing beyond the parsed JSON once the buffers have grown.
+  // As Map, into `*out`, reusing its vectors, the key strings of its
+  // previous changes and the parsed payload's buffers: with one result per
+  // thread, mapping a message allocates only what nlohmann's lexer
+  // allocates for itself once the buffers have grown.
   void MapInto(std::string_view topic, std::string_view payload, int64_t now_ms,
                MappingResult* out) const;
 
@@ -137,6 +146,9 @@ class MappingEngine {
   // For discovered entities, which share a state topic without knowing of
   // each other. The payload is still parsed once.
   MappingResult MapEach(std::string_view topic, std::string_view payload, int64_t now_ms) const;
+  // As MapEach, into `*out`, reusing its buffers as MapInto does.
+  void MapEachInto(std::string_view topic, std::string_view payload, int64_t now_ms,
+                   MappingResult* out) const;
 
   // Every rule's topic filters, without duplicates, for subscribing.
   std::vector<std::string> Filters() const;

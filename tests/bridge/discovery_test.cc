@@ -448,5 +448,24 @@ TEST(DiscoveryTest, Homie) {
   EXPECT_FALSE(d.Map("homie/weather/outside/temperature", "3.5", kNow).engine);
 }
 
+// Mapping into one Mapped message after message gives what Map gives.
+TEST(DiscoveryTest, MapIntoReusesOneResult) {
+  Discovery d(DiscoveryOptions{});
+  d.Handle(kZ2mTemperatureTopic, kZ2mTemperature);
+  d.Handle(kZ2mHumidityTopic, kZ2mHumidity);
+  Discovery::Mapped reused;
+  for (auto [topic, payload] :
+       {std::pair{"zigbee2mqtt/kitchen_sensor", R"({"temperature":21.43,"humidity":48.1})"},
+        {"zigbee2mqtt/kitchen_sensor", R"({"temperature":"warm","humidity":50})"},
+        {"zigbee2mqtt/other", "1"},
+        {"zigbee2mqtt/bridge/state", R"({"state":"online"})"},
+        {"zigbee2mqtt/kitchen_sensor", "{bad"}}) {
+    d.MapInto(topic, payload, kNow, &reused);
+    Discovery::Mapped fresh = d.Map(topic, payload, kNow);
+    EXPECT_EQ(reused.engine, fresh.engine) << topic;
+    EXPECT_EQ(Show(reused), Show(fresh)) << topic << " " << payload;
+  }
+}
+
 }  // namespace
 }  // namespace komoku::bridge

@@ -163,6 +163,87 @@ TEST(MappingFieldsTest, JsonPointerEscapes) {
   EXPECT_NE(CompileError(r).find("escape"), std::string::npos);
 }
 
+// The payload is read by SAX (not into a DOM), but answers as the DOM did:
+// a name given twice counts with its last value, arrays are never entered,
+// escapes are undone before names become keys.
+TEST(MappingFieldsTest, EdgesOfJsonPayloads) {
+  MappingRule star = Rule("t", "k/{field}");
+  star.all_fields = true;
+  auto e = Engine({star});
+  // Arrays (with objects inside them) are skipped, at any depth.
+  EXPECT_EQ(Show(e->Map("t", R"({"a":[{"b":1},[2]],"c":{"d":[{"e":{"f":3}}],"g":4},"h":[]})", kNow)),
+            "k/c.g=4(d);");
+  // Duplicates: the last value, in the place of its name; also when the
+  // last is an array (skipped) or an object (its members), or null.
+  EXPECT_EQ(Show(e->Map("t", R"({"t":1,"s":"x","t":2})", kNow)), "k/s=\"x\"(s);k/t=2(d);");
+  EXPECT_EQ(Show(e->Map("t", R"({"t":1,"t":[5]})", kNow)), "");
+  EXPECT_EQ(Show(e->Map("t", R"({"t":{"a":1},"t":{"b":2}})", kNow)), "k/t.b=2(d);");
+  EXPECT_EQ(Show(e->Map("t", R"({"t":1,"t":null})", kNow)), "");
+  // Escaped names and values; a name that becomes a wildcard is refused.
+  EXPECT_EQ(Show(e->Map("t", R"({"caf\u00e9":"\u00e9t\u00e9","a\"b":"\u0031"})", kNow)),
+            "k/a\"b=1(d);k/café=\"été\"(s);");
+  EXPECT_EQ(Show(e->Map("t", R"({"\u002b":1})", kNow)).substr(0, 16), "refused bad_key:");
+  EXPECT_EQ(Show(e->Map("t", R"({"\u0000":1})", kNow)).substr(0, 16), "refused bad_key:");
+  // Names with dots and slashes are dotted as they are.
+  EXPECT_EQ(Show(e->Map("t", R"({"a.b":1,"a":{"b":2},"x/y":3})", kNow)),
+            "k/a.b=2(d);k/a.b=1(d);k/x/y=3(d);");
+
+  MappingRule fields = Rule("t", "k/{field}");
+  fields.fields = {{"/list", "l"}, {"/list/0", "first"}, {"/a.b", "dot"}, {"a.b", "nested"},
+                   {"/t", "t"}};
+  auto f = Engine({fields});
+  // A path into an array is missing; one naming an array is refused.
+  EXPECT_EQ(Show(f->Map("t", R"({"a.b":1,"a":{"b":2},"t":3,"t":4})", kNow)),
+            "k/dot=1(d);k/nested=2(d);k/t=4(d);");
+  MappingResult r = f->Map("t", R"({"list":[1,2]})", kNow);
+  ASSERT_TRUE(r.refusal);
+  EXPECT_EQ(r.refusal->reason, "not_scalar");
+  EXPECT_EQ(r.refusal->message, "field 'list' is array, not a number, boolean or string");
+
+  // A time field given twice: the last; a payload of one escaped string.
+  MappingRule timed = Rule("t", "k/{field}");
+  timed.all_fields = true;
+  timed.time_field = "ts";
+  EXPECT_EQ(Show(Engine({timed})->Map("t", R"({"ts":1,"v":1,"ts":1795300000})", kNow)),
+            "k/v=1(d)@1795300000000;");
+  EXPECT_EQ(Show(Engine({Rule("t")})->Map("t", R"("\u0032\u0031.5")", kNow)), "t=21.5(d);");
+
+  // Strict words (Home Assistant's payload_on) read a number as JSON writes it.
+  MappingRule strict = Rule("t", "k");
+  strict.payload = PayloadFormat::kJson;
+  strict.type = KeyType::kBoolean;
+  strict.true_words = {"1"};
+  strict.false_words = {"0"};
+  strict.strict_words = true;
+  auto st = Engine({strict});
+  EXPECT_EQ(Show(st->Map("t", "1", kNow)), "k=true(b);");
+  EXPECT_EQ(Show(st->Map("t", "0", kNow)), "k=false(b);");
+  EXPECT_EQ(Show(st->Map("t", "1.0", kNow)).substr(0, 20), "refused bad_boolean:");
+}
+
+// Mapping into one result message after message (as the bridge does)
+// gives what a new result gives, whatever the message before it was.
+TEST(MappingFieldsTest, AReusedResultMapsAsANewOne) {
+  MappingRule star = Rule("t/+", "{1}/{field}");
+  star.all_fields = true;
+  star.ignore = {"linkquality"};
+  auto e = Engine({star, Rule("s/+", "{1}")});
+  const std::pair<const char*, const char*> messages[] = {
+      {"t/a", R"({"temperature":21.43,"humidity":48.1,"battery":97,"linkquality":120})"},
+      {"t/b", R"({"x":{"y":{"z":1}},"list":[{"q":1}],"s":"text"})"},
+      {"t/c", "{bad"},
+      {"s/d", "heating"},
+      {"t/e", R"({"a+b":1})"},
+      {"t/f", R"({"n":1,"n":2})"},
+      {"t/a", R"({"temperature":21.43,"humidity":48.1,"battery":97,"linkquality":120})"},
+  };
+  MappingResult reused;
+  for (const auto& [topic, payload] : messages) {
+    e->MapInto(topic, payload, kNow, &reused);
+    EXPECT_EQ(Show(reused), Show(e->Map(topic, payload, kNow))) << topic << " " << payload;
+  }
+}
+
 TEST(MappingPayloadTest, AutoJsonAndText) {
   auto e = Engine({Rule("t")});
   EXPECT_EQ(Show(e->Map("t", "21.50", kNow)), "t=21.5(d);");
