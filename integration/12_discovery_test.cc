@@ -4,10 +4,13 @@
 // right values; a configured rule wins over a discovered entity on its
 // topic; a config that Komoku cannot follow is refused and counted; a
 // deleted config stops the storing; after a restart the retained configs
-// and states come again and add no change.
+// and states come again and add no change; the entities are kept in
+// <data_dir>/discovery.json, so that the messages the broker queued while
+// Komoku was down are stored too, and a broken file is only warned about.
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <sstream>
 
 #include "harness/harness.h"
 
@@ -266,6 +269,70 @@ TEST_F(SelfDescribingTest, ARestartGivesTheSameKeysAndNoNewChanges) {
   mqtt_->Publish("livingroom/sensor/energy/state", "13.25");
   ASSERT_TRUE(WaitForValue("livingroom/sensor/energy/state", 13.25));
   EXPECT_TRUE(WaitFor([&] { return HistorySize("livingroom/sensor/energy/state") == 2; }));
+}
+
+// Messages the broker queued for Komoku's persistent session while it was
+// down come right after it reconnects, before the retained configs: they
+// are mapped because the entities were read from the state file at start.
+TEST_F(SelfDescribingTest, MessagesQueuedWhileDownForDiscoveredTopicsAreStored) {
+  mqtt_->Publish(kConfigs[3].topic, kConfigs[3].payload, 1, /*retained=*/true);  // energy
+  mqtt_->Publish(kConfigs[1].topic, kConfigs[1].payload, 1, /*retained=*/true);  // humidity
+  ASSERT_TRUE(WaitForMapped(2)) << Discovered().dump(2);
+  // Saved a moment after the change.
+  const std::string state_file = dir_.File("data/discovery.json");
+  ASSERT_TRUE(WaitFor([&] {
+    std::ifstream in(state_file);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str().find(kConfigs[3].topic) != std::string::npos &&
+           text.str().find(kConfigs[1].topic) != std::string::npos;
+  })) << komoku_->Output();
+  ASSERT_EQ(komoku_->Stop(), 0);
+
+  constexpr int kQueued = 30;
+  for (int i = 1; i <= kQueued; ++i) {
+    mqtt_->Publish("livingroom/sensor/energy/state", std::to_string(100 + i));
+    mqtt_->Publish("zigbee2mqtt/kitchen_sensor", "{\"humidity\":" + std::to_string(i) + "}");
+  }
+  ASSERT_TRUE(komoku_->Start()) << komoku_->Output();
+  ASSERT_TRUE(WaitFor([&] {
+    return HistorySize("livingroom/sensor/energy/state") == kQueued &&
+           HistorySize("zigbee2mqtt/kitchen_sensor/humidity") == kQueued;
+  })) << HistorySize("livingroom/sensor/energy/state") << " and "
+      << HistorySize("zigbee2mqtt/kitchen_sensor/humidity") << " of " << kQueued << " stored\n"
+      << komoku_->Output();
+  auto rows = komoku_->Get("/api/v1/history?key=livingroom/sensor/energy/state&from=0").Json()["rows"];
+  for (int i = 0; i < kQueued; ++i) EXPECT_EQ(rows[i][1], 101 + i) << i;
+  EXPECT_EQ(Value("livingroom/sensor/energy/state")["type"], "counter");
+  EXPECT_EQ(Value("zigbee2mqtt/kitchen_sensor/humidity")["value"], kQueued);
+  EXPECT_NE(komoku_->Output().find("discovery: 2 entities (2 mapped) read from"), std::string::npos)
+      << komoku_->Output();
+  // The retained configs came again: the same entities, nothing forgotten.
+  EXPECT_TRUE(WaitForMapped(2));
+}
+
+// A state file that cannot be read is warned about and ignored: Komoku
+// starts, learns the entities from the retained configs and writes the
+// file again.
+TEST_F(SelfDescribingTest, ABrokenStateFileIsWarnedAboutAndIgnored) {
+  ASSERT_EQ(komoku_->Stop(), 0);
+  const std::string state_file = dir_.File("data/discovery.json");
+  std::ofstream(state_file) << R"({"version": 1, "entities": [{"id": 7}]})";
+  ASSERT_TRUE(komoku_->Start()) << komoku_->Output();
+  EXPECT_NE(komoku_->Output().find("discovery state file '" + state_file +
+                                   "' has an entity without id or source"),
+            std::string::npos)
+      << komoku_->Output();
+  EXPECT_NE(komoku_->Output().find("ignored: the entities are learnt again"), std::string::npos);
+  PublishAll();
+  ASSERT_TRUE(WaitForMapped(7)) << Discovered().dump(2);
+  ASSERT_TRUE(WaitFor([&] {
+    std::ifstream in(state_file);
+    std::stringstream text;
+    text << in.rdbuf();
+    nlohmann::json j = nlohmann::json::parse(text.str(), nullptr, false);
+    return j.is_object() && j["entities"].size() == 8;  // 7 mapped, 1 refused
+  })) << komoku_->Output();
 }
 
 // `komoku mappings test` reads discovery messages given with --discovery

@@ -238,6 +238,8 @@ int RunService(const Config& config, const RunOptions& options) {
     discovery.homie = config.discovery_homie;
     discovery.homie_prefix = config.discovery_homie_prefix;
     discovery.key_prefix = config.discovery_key_prefix;
+    discovery.state_path =
+        (std::filesystem::path(config.store_data_dir) / "discovery.json").string();
     bridge_options.discovery = discovery;
     log.main->info("discovery on: {}{}{}; entities at GET /api/v1/discovery",
                    discovery.home_assistant ? "Home Assistant under " + discovery.ha_prefix + "/"

@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "store/api.h"
@@ -25,6 +26,16 @@ constexpr int kQos = 1;
 // At most one log line per rule and reason in this time; the others are
 // counted and the count shown with the next line.
 constexpr std::chrono::seconds kRefusalLogInterval{10};
+
+// Discovered entities are saved this long after a change, so that the
+// burst of retained configs after a subscription is one write; after a
+// failed save, the next try comes kDiscoverySaveRetry later.
+constexpr std::chrono::seconds kDiscoverySaveDelay{1};
+constexpr std::chrono::seconds kDiscoverySaveRetry{30};
+// An entity read from the state file whose retained config has not come
+// again this long after the discovery filters were subscribed is
+// forgotten: the broker no longer has it.
+constexpr std::chrono::seconds kDiscoveryConfirmTime{60};
 
 }  // namespace
 
@@ -54,6 +65,7 @@ class Bridge::Impl {
       DiscoveryOptions d = *options_.discovery;
       d.own_prefix = options_.prefix;
       discovery_ = std::make_unique<Discovery>(std::move(d));
+      LoadDiscovery();
     }
     try {
       // Offline buffering lets state publications made while the broker is
@@ -84,6 +96,7 @@ class Bridge::Impl {
 
   void Start() {
     connector_ = std::thread([this] { ConnectLoop(); });
+    if (discovery_) discovery_keeper_ = std::thread([this] { KeepDiscovery(); });
   }
 
   void Stop() {
@@ -94,6 +107,7 @@ class Bridge::Impl {
     }
     cv_.notify_all();
     if (connector_.joinable()) connector_.join();
+    if (discovery_keeper_.joinable()) discovery_keeper_.join();
     if (listener_id_) store_->RemoveListener(listener_id_);
     if (!client_) return;
     try {
@@ -106,6 +120,8 @@ class Bridge::Impl {
     }
     connected_ = false;
     subscribed_ = false;
+    // No message callback runs any more: the last changes are saved now.
+    if (discovery_) SaveDiscovery();
   }
 
   bool connected() const { return connected_; }
@@ -252,8 +268,9 @@ class Bridge::Impl {
     }
     if (discovery_) {
       for (const std::string& f : discovery_->ConfigFilters()) add(f);
-      // Known entities' topics; after a restart these are learnt again
-      // from the retained configs, which subscribe them then.
+      // Known entities' topics, also those read from the state file at
+      // start (the broker may have kept the subscriptions in the session
+      // anyway).
       for (const std::string& t : discovery_->Topics()) {
         if (!Covered(t, mapping)) add(t);
       }
@@ -447,14 +464,27 @@ class Bridge::Impl {
   // A Home Assistant discovery config or a Homie attribute: the entities
   // change, and with them the topics Komoku subscribes to.
   void HandleDiscovery(const mqtt::message& msg) {
-    const std::string& topic = msg.get_topic();
-    Discovery::Update u = discovery_->Handle(topic, msg.get_payload_str());
+    Discovery::Update u = discovery_->Handle(msg.get_topic(), msg.get_payload_str());
     if (!u.changed) return;  // a retained config seen again
+    ReportDiscovery(u);
+    Resubscribe(u);
+    if (!discovery_->NeedsSave()) return;  // no state file
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!save_discovery_at_) {
+        save_discovery_at_ = std::chrono::steady_clock::now() + kDiscoverySaveDelay;
+      }
+    }
+    cv_.notify_all();
+  }
+
+  // The log line (and counters) of a discovery update.
+  void ReportDiscovery(const Discovery::Update& u) {
     store_->metrics().Set("komoku_discovery_entities",
                           static_cast<int64_t>(discovery_->mapped_count()));
     if (u.removed) {
       log_->info("discovery: '{}' removed; its keys are no longer written (their history stays)",
-                 topic);
+                 u.id);
     } else if (u.entity && u.entity->mapped()) {
       const DiscoveredEntity& e = *u.entity;
       std::string unit;
@@ -469,10 +499,13 @@ class Bridge::Impl {
       store_->metrics().Add("komoku_discovery_refused_total{reason=\"" + u.entity->reason + "\"}");
       int64_t suppressed = 0;
       if (ShouldLog("discovery\n" + u.entity->reason, &suppressed)) {
-        log_->warn("discovery: '{}' not mapped ({}): {}{}", topic, u.entity->reason,
+        log_->warn("discovery: '{}' not mapped ({}): {}{}", u.id, u.entity->reason,
                    u.entity->message, NotLogged(suppressed, "discovery refusals of this reason"));
       }
     }
+  }
+
+  void Resubscribe(const Discovery::Update& u) {
     const std::shared_ptr<const MappingEngine> mapping = Mapping();
     for (const std::string& t : u.subscribe) {
       if (Covered(t, mapping.get())) continue;
@@ -491,6 +524,92 @@ class Bridge::Impl {
         log_->debug("unsubscribe from '{}': {}", t, e.what());
       }
     }
+  }
+
+  // At start, before connecting: the entities of the state file, so that
+  // the messages the broker queued for them map before their retained
+  // configs come again. A file that cannot be used is no reason not to
+  // start: the retained configs teach the entities again.
+  void LoadDiscovery() {
+    Result<std::vector<Discovery::Update>> loaded = discovery_->Load();
+    if (!loaded.ok()) {
+      log_->warn("discovery: {}; ignored: the entities are learnt again from the retained configs",
+                 loaded.status().message());
+      return;
+    }
+    if (loaded->empty()) return;
+    for (const Discovery::Update& u : *loaded) ReportDiscovery(u);
+    log_->info("discovery: {} entities ({} mapped) read from '{}'; one whose retained config does "
+               "not come again within {} s of subscribing is forgotten",
+               loaded->size(), discovery_->mapped_count(), options_.discovery->state_path,
+               kDiscoveryConfirmTime.count());
+  }
+
+  // Its own thread: saves the discovered entities a moment after they
+  // change (never on Paho's thread, which must not wait for a disk), and
+  // forgets the ones read at start that the broker did not confirm.
+  void KeepDiscovery() {
+    using Clock = std::chrono::steady_clock;
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stopped_) {
+      std::optional<Clock::time_point> next = save_discovery_at_;
+      if (confirm_discovery_at_ && (!next || *confirm_discovery_at_ < *next)) {
+        next = confirm_discovery_at_;
+      }
+      if (next) {
+        cv_.wait_until(lock, *next);
+      } else {
+        cv_.wait(lock);
+      }
+      if (stopped_) break;
+      const Clock::time_point now = Clock::now();
+      const bool save = save_discovery_at_ && *save_discovery_at_ <= now;
+      const bool confirm = confirm_discovery_at_ && *confirm_discovery_at_ <= now;
+      if (save) save_discovery_at_.reset();
+      if (confirm) confirm_discovery_at_.reset();
+      if (!save && !confirm) continue;
+      lock.unlock();
+      if (confirm) {
+        for (const Discovery::Update& u : discovery_->ForgetUnconfirmed()) {
+          log_->info("discovery: '{}' forgotten: its retained config did not come again within {} s "
+                     "(removed while Komoku was away)",
+                     u.id, kDiscoveryConfirmTime.count());
+          store_->metrics().Set("komoku_discovery_entities",
+                                static_cast<int64_t>(discovery_->mapped_count()));
+          Resubscribe(u);
+        }
+      }
+      SaveDiscovery();
+      lock.lock();
+    }
+  }
+
+  // Saves when there is something to save; on failure warns and tries again
+  // later (the entities stay in memory either way).
+  void SaveDiscovery() {
+    Status st = discovery_->Save();
+    if (st.ok()) return;
+    log_->warn("discovery: cannot save the entities: {}; trying again in {} s", st.message(),
+               kDiscoverySaveRetry.count());
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!save_discovery_at_) {
+      save_discovery_at_ = std::chrono::steady_clock::now() + kDiscoverySaveRetry;
+    }
+  }
+
+  // The subscription (of the discovery filters too) is acknowledged: the
+  // retained configs are on their way; what has not come within
+  // kDiscoveryConfirmTime is gone from the broker.
+  void OnSubscribed() {
+    subscribed_ = true;
+    if (!discovery_ || !discovery_->HasUnconfirmed()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!confirm_discovery_at_) {
+        confirm_discovery_at_ = std::chrono::steady_clock::now() + kDiscoveryConfirmTime;
+      }
+    }
+    cv_.notify_all();
   }
 
   // At most one log line per `what` per kRefusalLogInterval; the others are
@@ -605,7 +724,7 @@ class Bridge::Impl {
    public:
     explicit SubscribeListener(Impl* impl) : impl_(impl) {}
     void on_success(const mqtt::token&) override {
-      impl_->subscribed_ = true;
+      impl_->OnSubscribed();
       const std::shared_ptr<const MappingEngine> mapping = impl_->Mapping();
       impl_->log_->info("subscribed to {}# and {}{}{}", impl_->set_prefix_, impl_->request_topic_,
                         mapping ? " and " + std::to_string(mapping->Filters().size()) +
@@ -657,7 +776,11 @@ class Bridge::Impl {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopped_ = false;  // guarded by mu_
+  // When KeepDiscovery saves next, and forgets unconfirmed entities.
+  std::optional<std::chrono::steady_clock::time_point> save_discovery_at_;     // guarded by mu_
+  std::optional<std::chrono::steady_clock::time_point> confirm_discovery_at_;  // guarded by mu_
   std::thread connector_;
+  std::thread discovery_keeper_;  // with discovery only
 };
 
 Bridge::Bridge(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

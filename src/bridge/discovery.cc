@@ -8,6 +8,9 @@
 #include <cctype>
 #include <cmath>
 
+#include "store/files.h"
+#include "store/input.h"
+
 namespace komoku::bridge {
 namespace {
 
@@ -192,6 +195,13 @@ Status ParseTemplateTokens(std::string_view text, std::vector<std::string>* toke
 }
 
 const char* const kHomieFalse[] = {"init", "disconnected", "sleeping", "lost", "alert"};
+
+// What a Homie entity is learnt from, as one text (to see repeats).
+std::string HomieRaw(const std::map<std::string, std::string>& attributes) {
+  std::string raw;
+  for (const auto& [name, value] : attributes) raw += name + "=" + value + "\n";
+  return raw;
+}
 
 // The one-rule engine an entity makes: refuses options the store would not
 // take before the entity is listed as mapped.
@@ -566,15 +576,19 @@ bool Discovery::IsDiscoveryTopic(std::string_view topic) const {
   return false;
 }
 
-Discovery::Update Discovery::Handle(std::string_view topic, std::string_view payload) {
+bool Discovery::IsHaTopic(std::string_view topic) const {
   const std::string_view ha = options_.ha_prefix;
-  const bool is_ha = options_.home_assistant && topic.size() > ha.size() &&
-                     topic.substr(0, ha.size()) == ha && topic[ha.size()] == '/';
-  if (is_ha) {
+  return options_.home_assistant && topic.size() > ha.size() && topic.substr(0, ha.size()) == ha &&
+         topic[ha.size()] == '/';
+}
+
+Discovery::Update Discovery::Handle(std::string_view topic, std::string_view payload) {
+  if (IsHaTopic(topic)) {
     const std::string id(topic);
     std::string_view trimmed = store::TrimAscii(payload);
     {
       std::lock_guard<std::mutex> lock(mu_);
+      unconfirmed_.erase(id);
       auto it = entities_.find(id);
       if (trimmed.empty() ? it == entities_.end() : it != entities_.end() && it->second.raw == payload) {
         return Update{};  // a retained config seen again, or a removal of nothing
@@ -590,6 +604,7 @@ Discovery::Update Discovery::Handle(std::string_view topic, std::string_view pay
   std::map<std::string, std::string> attributes;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    unconfirmed_.erase(property);
     auto& known = homie_[property];
     auto it = known.find(attribute);
     if (payload.empty() ? it == known.end() : it != known.end() && it->second == payload) {
@@ -609,16 +624,22 @@ Discovery::Update Discovery::Handle(std::string_view topic, std::string_view pay
     if (!entities_.count(property)) return Update{};  // attributes before $datatype
   }
   if (!attributes.count("$datatype")) return Replace(property, std::nullopt, "");
-  std::string raw;
-  for (const auto& [name, value] : attributes) raw += name + "=" + value + "\n";
-  return Replace(property, ParseHomieProperty(property, attributes, options_), raw);
+  return Replace(property, ParseHomieProperty(property, attributes, options_),
+                 HomieRaw(attributes));
 }
 
 Discovery::Update Discovery::Replace(const std::string& id, std::optional<DiscoveredEntity> entity,
                                      const std::string& raw) {
-  Update update;
-  update.changed = true;
   std::lock_guard<std::mutex> lock(mu_);
+  return ReplaceLocked(id, std::move(entity), raw);
+}
+
+Discovery::Update Discovery::ReplaceLocked(const std::string& id,
+                                           std::optional<DiscoveredEntity> entity,
+                                           const std::string& raw) {
+  Update update;
+  update.id = id;
+  update.changed = true;
   std::set<std::string> touched;
   auto old = entities_.find(id);
   if (old != entities_.end()) {
@@ -646,6 +667,7 @@ Discovery::Update Discovery::Replace(const std::string& id, std::optional<Discov
     entities_[id] = Known{*entity, raw};
     update.entity = std::move(entity);
   }
+  ++generation_;
   for (const std::string& topic : touched) {
     const bool had = engines_.count(topic) > 0;
     Rebuild(topic);
@@ -747,6 +769,138 @@ json Discovery::Describe() const {
               {"mapped", mapped},
               {"refused", entities_.size() - mapped},
               {"filters", ConfigFilters()}};
+}
+
+// The state file (docs/mapping.md#restarts-and-removals):
+//   {"version": 1, "entities": [
+//     {"source": "home_assistant", "id": <config topic>, "config": <payload text>},
+//     {"source": "homie", "id": <property topic>, "attributes": {"$datatype": ..., ...}}]}
+// Mapped entities first, each group by id: learnt again in this order, an
+// entity refused as a duplicate key stays refused.
+std::string Discovery::StateText() const {
+  json list = json::array();
+  for (const bool mapped : {true, false}) {
+    for (const auto& [id, known] : entities_) {
+      if (known.entity.mapped() != mapped) continue;
+      if (known.entity.source == "homie") {
+        auto attributes = homie_.find(id);
+        if (attributes == homie_.end()) continue;
+        list.push_back({{"source", "homie"}, {"id", id}, {"attributes", attributes->second}});
+      } else {
+        list.push_back({{"source", "home_assistant"}, {"id", id}, {"config", known.raw}});
+      }
+    }
+  }
+  return store::DumpJson(json{{"version", 1}, {"entities", std::move(list)}}) + "\n";
+}
+
+Status Discovery::Save() {
+  if (options_.state_path.empty()) return Status::Ok();
+  std::lock_guard<std::mutex> saving(save_mu_);
+  uint64_t generation = 0;
+  std::string text;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (generation_ == saved_generation_) return Status::Ok();
+    generation = generation_;
+    text = StateText();
+  }
+  KOMOKU_RETURN_IF_ERROR(store::WriteFileAtomically(options_.state_path, text));
+  std::lock_guard<std::mutex> lock(mu_);
+  saved_generation_ = generation;
+  return Status::Ok();
+}
+
+bool Discovery::NeedsSave() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return !options_.state_path.empty() && generation_ != saved_generation_;
+}
+
+Result<std::vector<Discovery::Update>> Discovery::Load() {
+  std::vector<Update> updates;
+  if (options_.state_path.empty()) return updates;
+  Result<std::string> text = store::ReadWholeFile(options_.state_path);
+  if (!text.ok()) {
+    if (text.status().IsNotFound()) return updates;  // the first start
+    return text.status();
+  }
+  const auto bad = [&](const std::string& why) {
+    return Status::Corruption("discovery state file '" + options_.state_path + "' " + why);
+  };
+  // Checked whole before anything is learnt.
+  const json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || j.value("version", json()) != 1 || !j.contains("entities") ||
+      !j["entities"].is_array()) {
+    return bad("is not a Komoku discovery state (an object with version 1 and entities)");
+  }
+  struct Entry {
+    bool homie = false;
+    std::string id;
+    std::string config;
+    std::map<std::string, std::string> attributes;
+  };
+  std::vector<Entry> entries;
+  for (const json& e : j["entities"]) {
+    const std::string shown = store::QuoteForMessage(store::DumpJson(e));
+    if (!e.is_object() || !e.contains("id") || !e["id"].is_string() || !e.contains("source")) {
+      return bad("has an entity without id or source: " + shown);
+    }
+    Entry entry;
+    entry.id = e["id"].get<std::string>();
+    if (e["source"] == "home_assistant" && e.contains("config") && e["config"].is_string()) {
+      entry.config = e["config"].get<std::string>();
+    } else if (e["source"] == "homie" && e.contains("attributes") && e["attributes"].is_object()) {
+      entry.homie = true;
+      for (auto a = e["attributes"].begin(); a != e["attributes"].end(); ++a) {
+        if (!a.value().is_string()) return bad("has a Homie attribute that is not text: " + shown);
+        entry.attributes[a.key()] = a.value().get<std::string>();
+      }
+    } else {
+      return bad("has an entity that is neither a Home Assistant config nor Homie attributes: " +
+                 shown);
+    }
+    entries.push_back(std::move(entry));
+  }
+  bool dropped = false;  // entities the options no longer read
+  for (Entry& entry : entries) {
+    std::optional<DiscoveredEntity> entity;
+    std::string raw;
+    if (!entry.homie && IsHaTopic(entry.id)) {
+      entity = ParseHaDiscovery(entry.id, entry.config, options_);
+      raw = std::move(entry.config);
+    } else if (entry.homie && options_.homie && IsDiscoveryTopic(entry.id + "/$datatype")) {
+      entity = ParseHomieProperty(entry.id, entry.attributes, options_);
+      raw = HomieRaw(entry.attributes);
+    } else {
+      dropped = true;
+      continue;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (entry.homie) homie_[entry.id] = std::move(entry.attributes);
+    updates.push_back(ReplaceLocked(entry.id, std::move(entity), raw));
+    unconfirmed_.insert(entry.id);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  saved_generation_ = generation_;  // what the file holds...
+  if (dropped) ++generation_;       // ...but for the dropped ones: save again without them
+  return updates;
+}
+
+std::vector<Discovery::Update> Discovery::ForgetUnconfirmed() {
+  std::vector<Update> out;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const std::string& id : unconfirmed_) {
+    homie_.erase(id);
+    Update u = ReplaceLocked(id, std::nullopt, "");
+    if (u.changed) out.push_back(std::move(u));
+  }
+  unconfirmed_.clear();
+  return out;
+}
+
+bool Discovery::HasUnconfirmed() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return !unconfirmed_.empty();
 }
 
 }  // namespace komoku::bridge

@@ -11,8 +11,14 @@
 // when the value template reads a JSON field ("zigbee2mqtt/kitchen_sensor/
 // temperature"); an availability key is its availability topic.
 //
+// With a state path, what each entity was learnt from (a config, Homie
+// attributes) is saved there and learnt again at the next start, so that
+// messages the broker queued while Komoku was away map before the retained
+// configs come again (docs/mapping.md#restarts-and-removals).
+//
 // Thread-safe: Handle* and Map may run on the MQTT thread while Describe
-// runs on an HTTP worker; a Map in progress keeps its engine alive.
+// runs on an HTTP worker and Save on a timer; a Map in progress keeps its
+// engine alive.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +47,9 @@ struct DiscoveryOptions {
   // Komoku's own MQTT prefix: an entity whose state or availability topic is
   // under it is refused (own_topic), so Komoku never maps what it publishes.
   std::string own_prefix = "komoku";
+  // Where the entities are saved (<data_dir>/discovery.json); empty: they
+  // live in memory only.
+  std::string state_path;
 };
 
 // What one discovery message described: a mapped entity, or one refused
@@ -105,6 +114,7 @@ class Discovery {
   // What a discovery message did. `changed` is false when it repeated what
   // was known (a retained config seen again): nothing else happens then.
   struct Update {
+    std::string id;  // the entity's (DiscoveredEntity::id)
     bool changed = false;
     std::optional<DiscoveredEntity> entity;  // the new state; none when removed
     bool removed = false;
@@ -129,6 +139,25 @@ class Discovery {
   // Every topic that has entities now, for subscribing after a (re)connect.
   std::vector<std::string> Topics() const;
 
+  // Learns the entities saved in the state file, in the file's order, as
+  // if their discovery messages had come again; the updates, for the log.
+  // Nothing (no updates) without a state path or file. Corruption, or
+  // IOError, when the file cannot be used: nothing is learnt then, and the
+  // caller warns and goes on (the retained configs teach the entities
+  // again). Call before the first Handle.
+  Result<std::vector<Update>> Load();
+  // Writes the entities (mapped ones first) to the state file, by temporary
+  // file and rename, when they changed since the last Load or Save; Ok at
+  // once when they did not. On failure they stay unsaved, for the next try.
+  Status Save();
+  bool NeedsSave() const;
+  // The entities Load learnt whose discovery message has not come again
+  // since: the broker no longer has their retained config (removed while
+  // Komoku was away, without a queued removal). Removes them and returns
+  // the updates (removals).
+  std::vector<Update> ForgetUnconfirmed();
+  bool HasUnconfirmed() const;
+
   // The entities (mapped and refused) and availability keys, for
   // GET /api/v1/discovery.
   nlohmann::json Describe() const;
@@ -137,7 +166,11 @@ class Discovery {
  private:
   Update Replace(const std::string& id, std::optional<DiscoveredEntity> entity,
                  const std::string& raw);
+  Update ReplaceLocked(const std::string& id, std::optional<DiscoveredEntity> entity,
+                       const std::string& raw);  // mu_ held
   void Rebuild(const std::string& topic);  // mu_ held
+  bool IsHaTopic(std::string_view topic) const;
+  std::string StateText() const;  // mu_ held
 
   const DiscoveryOptions options_;
 
@@ -151,6 +184,11 @@ class Discovery {
   std::map<std::string, std::map<std::string, std::string>> homie_;  // guarded by mu_
   // By topic; guarded by mu_. std::less<> finds a string_view without a copy.
   std::map<std::string, std::shared_ptr<const MappingEngine>, std::less<>> engines_;
+  std::set<std::string> unconfirmed_;  // ids from Load not seen since; guarded by mu_
+  // Bumped by every change of entities_; the one the state file holds.
+  uint64_t generation_ = 0;        // guarded by mu_
+  uint64_t saved_generation_ = 0;  // guarded by mu_
+  std::mutex save_mu_;             // one Save at a time
 };
 
 }  // namespace komoku::bridge

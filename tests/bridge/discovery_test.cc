@@ -1,12 +1,16 @@
 // Discovery: Home Assistant discovery configs as zigbee2mqtt, Tasmota,
 // ESPHome and Shelly (shellies-discovery) publish them, Homie attributes,
-// value templates, refusals, and the registry's repeats, removals and
-// per-topic engines.
+// value templates, refusals, the registry's repeats, removals and per-topic
+// engines, and its state file.
 #include "bridge/discovery.h"
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <string>
+
+#include "../store/store_test_util.h"
+#include "store/files.h"
 
 namespace komoku::bridge {
 namespace {
@@ -465,6 +469,154 @@ TEST(DiscoveryTest, MapIntoReusesOneResult) {
     EXPECT_EQ(reused.engine, fresh.engine) << topic;
     EXPECT_EQ(Show(reused), Show(fresh)) << topic << " " << payload;
   }
+}
+
+DiscoveryOptions WithStateFile(const store::testing::TempDir& dir) {
+  DiscoveryOptions o;
+  o.state_path = dir.File("discovery.json");
+  return o;
+}
+
+// What a restart keeps: every entity (mapped and refused, a duplicate still
+// the duplicate), Homie attributes, the subscribed topics; a config that
+// comes again unchanged is no change; a removed one leaves the file.
+TEST(DiscoveryStateTest, EntitiesComeBackAfterARestart) {
+  store::testing::TempDir dir;
+  nlohmann::json before;
+  std::vector<std::string> topics;
+  {
+    Discovery d(WithStateFile(dir));
+    ASSERT_TRUE(d.Load().ok());  // no file yet: nothing
+    EXPECT_FALSE(d.NeedsSave());
+    d.Handle(kZ2mTemperatureTopic, kZ2mTemperature);
+    d.Handle(kZ2mHumidityTopic, kZ2mHumidity);
+    d.Handle(kTasmotaEnergyTopic, kTasmotaEnergy);
+    d.Handle("homeassistant/sensor/x/p/config", R"({"state_topic":"x/p","val_tpl":"{{ value | round }}"})");
+    // Same key as the humidity entity: refused, and so it must stay.
+    d.Handle("homeassistant/sensor/0x00158d0001a2b3c4/a_humidity/config", kZ2mHumidity);
+    d.Handle("homie/weather/outside/temperature/$unit", "°C");
+    d.Handle("homie/weather/outside/temperature/$datatype", "float");
+    EXPECT_TRUE(d.NeedsSave());
+    ASSERT_TRUE(d.Save().ok());
+    EXPECT_FALSE(d.NeedsSave());
+    ASSERT_TRUE(d.Save().ok());  // nothing new: no write
+    before = d.Describe();
+    topics = d.Topics();
+  }
+  ASSERT_EQ(before["mapped"], 4) << before.dump(2);
+  ASSERT_EQ(before["refused"], 2) << before.dump(2);
+
+  Discovery d(WithStateFile(dir));
+  Result<std::vector<Discovery::Update>> loaded = d.Load();
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ(loaded->size(), 6u);
+  EXPECT_EQ(d.Describe(), before);
+  EXPECT_EQ(d.Topics(), topics);
+  EXPECT_FALSE(d.NeedsSave());
+  EXPECT_TRUE(d.HasUnconfirmed());
+  // The queued messages of the topics map at once.
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/kitchen_sensor", R"({"temperature":21.43,"humidity":48.1})",
+                       kNow)),
+            "zigbee2mqtt/kitchen_sensor/humidity=48.1(d);"
+            "zigbee2mqtt/kitchen_sensor/temperature=21.43(d);");
+  EXPECT_EQ(Show(d.Map("homie/weather/outside/temperature", "3.5", kNow)),
+            "homie/weather/outside/temperature=3.5(d);");
+  // The retained messages come again: no change.
+  EXPECT_FALSE(d.Handle(kZ2mTemperatureTopic, kZ2mTemperature).changed);
+  EXPECT_FALSE(d.Handle("homie/weather/outside/temperature/$datatype", "float").changed);
+  EXPECT_FALSE(d.Handle("homie/weather/outside/temperature/$unit", "°C").changed);
+  EXPECT_FALSE(d.NeedsSave());
+
+  // A removal reaches the file.
+  EXPECT_TRUE(d.Handle(kTasmotaEnergyTopic, "").removed);
+  EXPECT_TRUE(d.NeedsSave());
+  ASSERT_TRUE(d.Save().ok());
+  Result<std::string> text = store::ReadWholeFile(dir.File("discovery.json"));
+  ASSERT_TRUE(text.ok());
+  EXPECT_EQ(text->find(kTasmotaEnergyTopic), std::string::npos) << *text;
+  EXPECT_NE(text->find(kZ2mTemperatureTopic), std::string::npos) << *text;
+  Discovery again(WithStateFile(dir));
+  ASSERT_TRUE(again.Load().ok());
+  EXPECT_EQ(again.mapped_count(), 3u);
+}
+
+// Entities read from the file whose configs the broker does not send again
+// are forgotten, and their topics given up.
+TEST(DiscoveryStateTest, UnconfirmedEntitiesAreForgotten) {
+  store::testing::TempDir dir;
+  {
+    Discovery d(WithStateFile(dir));
+    d.Handle(kZ2mTemperatureTopic, kZ2mTemperature);
+    d.Handle(kEsphomeTemperatureTopic, kEsphomeTemperature);
+    d.Handle("homie/weather/outside/temperature/$datatype", "float");
+    ASSERT_TRUE(d.Save().ok());
+  }
+  Discovery d(WithStateFile(dir));
+  ASSERT_TRUE(d.Load().ok());
+  EXPECT_EQ(d.mapped_count(), 3u);
+  EXPECT_FALSE(d.Handle(kZ2mTemperatureTopic, kZ2mTemperature).changed);  // confirmed
+  std::vector<Discovery::Update> gone = d.ForgetUnconfirmed();
+  ASSERT_EQ(gone.size(), 2u);
+  EXPECT_EQ(gone[0].id, "homeassistant/sensor/livingroom/temperature/config");
+  EXPECT_TRUE(gone[0].removed);
+  EXPECT_EQ(gone[0].unsubscribe, (std::vector<std::string>{"livingroom/sensor/temperature/state",
+                                                           "livingroom/status"}));
+  EXPECT_EQ(gone[1].id, "homie/weather/outside/temperature");
+  EXPECT_EQ(d.mapped_count(), 1u);
+  EXPECT_FALSE(d.HasUnconfirmed());
+  EXPECT_TRUE(d.ForgetUnconfirmed().empty());
+  EXPECT_TRUE(d.NeedsSave());
+  // A Homie property forgotten is learnt again from its attribute.
+  EXPECT_TRUE(d.Handle("homie/weather/outside/temperature/$datatype", "float").entity->mapped());
+}
+
+// A file that cannot be used teaches nothing and says why; a file of other
+// options loses what those options no longer read.
+TEST(DiscoveryStateTest, BrokenFilesAreRefusedWhole) {
+  store::testing::TempDir dir;
+  const std::string path = dir.File("discovery.json");
+  const std::pair<const char*, const char*> broken[] = {
+      {"{\"version\": 1, \"entities\": [", "is not a Komoku discovery state"},
+      {"[]", "is not a Komoku discovery state"},
+      {R"({"version": 2, "entities": []})", "is not a Komoku discovery state"},
+      {R"({"version": 1, "entities": [{"source": "home_assistant", "id": "homeassistant/sensor/a/b/config", "config": "{}"}, {"source": "home_assistant"}]})",
+       "has an entity without id or source"},
+      {R"({"version": 1, "entities": [{"source": "zwave", "id": "x"}]})",
+       "has an entity that is neither a Home Assistant config nor Homie attributes"},
+      {R"({"version": 1, "entities": [{"source": "homie", "id": "homie/a/b/c", "attributes": {"$datatype": 1}}]})",
+       "has a Homie attribute that is not text"},
+  };
+  for (const auto& [text, why] : broken) {
+    ASSERT_TRUE(store::WriteFileAtomically(path, text).ok());
+    Discovery d(WithStateFile(dir));
+    Result<std::vector<Discovery::Update>> loaded = d.Load();
+    ASSERT_FALSE(loaded.ok()) << text;
+    EXPECT_TRUE(loaded.status().IsCorruption()) << loaded.status().ToString();
+    EXPECT_NE(loaded.status().message().find("discovery state file '" + path + "' " + why),
+              std::string::npos)
+        << loaded.status().message();
+    EXPECT_EQ(d.Describe()["entities"].size(), 0u) << text;  // nothing half-learnt
+  }
+  // An unreadable file (a directory here) is an I/O error.
+  DiscoveryOptions o;
+  o.state_path = dir.path();
+  EXPECT_TRUE(Discovery(o).Load().status().IsIOError());
+
+  // Saved with Homie on; read with Homie off: the property is dropped, and
+  // the file is to be saved again without it.
+  {
+    Discovery d(WithStateFile(dir));
+    d.Handle(kZ2mTemperatureTopic, kZ2mTemperature);
+    d.Handle("homie/weather/outside/temperature/$datatype", "float");
+    ASSERT_TRUE(d.Save().ok());
+  }
+  DiscoveryOptions no_homie = WithStateFile(dir);
+  no_homie.homie = false;
+  Discovery d(no_homie);
+  Result<std::vector<Discovery::Update>> loaded = d.Load();
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ(loaded->size(), 1u);
+  EXPECT_TRUE(d.NeedsSave());
 }
 
 }  // namespace
