@@ -32,11 +32,13 @@
 #include <system_error>
 #include <vector>
 
+#include "hot_schema.h"
 #include "store/store.h"
 
 namespace {
 
 using komoku::Result;
+using komoku::bench::kHotSchema;
 using komoku::store::InputValue;
 using komoku::store::PutOptions;
 using komoku::store::Store;
@@ -138,24 +140,6 @@ void BM_StorePut(benchmark::State& state) {
 
 // --- bare SQLite --------------------------------------------------------------
 
-// The hot store's schema (src/store/hot_store.cc kSchemaV1 and kSchemaV2).
-constexpr const char* kSchema = R"sql(
-CREATE TABLE keys(
-  id INTEGER PRIMARY KEY,
-  name TEXT NOT NULL UNIQUE,
-  type TEXT NOT NULL,
-  created_ms INTEGER NOT NULL
-) STRICT;
-CREATE TABLE changes(
-  key_id INTEGER NOT NULL,
-  time_ms INTEGER NOT NULL,
-  value ANY NOT NULL
-) STRICT;
-CREATE INDEX changes_by_key_time ON changes(key_id, time_ms);
-ALTER TABLE keys ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
-ALTER TABLE keys ADD COLUMN last_seen_ms INTEGER;
-)sql";
-
 void Check(sqlite3* db, int rc, const char* what) {
   if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) {
     Die(std::string(what) + ": " + sqlite3_errmsg(db));
@@ -173,7 +157,7 @@ void BM_SqliteInsert(benchmark::State& state) {
   Exec(db, "PRAGMA journal_mode=WAL");
   Exec(db, "PRAGMA synchronous=NORMAL");
   Exec(db, "PRAGMA wal_autocheckpoint=0");
-  Exec(db, kSchema);
+  Exec(db, kHotSchema);
   sqlite3_stmt* key_stmt = nullptr;
   Check(db,
         sqlite3_prepare_v2(db,

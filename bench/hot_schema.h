@@ -1,0 +1,26 @@
+// The hot store's schema as src/store/hot_store.cc creates it (kSchemaV1
+// then kSchemaV2, user_version 2), for benchmarks that write its tables
+// directly. Keep in step with hot_store.cc.
+#pragma once
+
+namespace komoku::bench {
+
+inline constexpr const char* kHotSchema = R"sql(
+CREATE TABLE keys(
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  type TEXT NOT NULL,
+  created_ms INTEGER NOT NULL
+) STRICT;
+CREATE TABLE changes(
+  key_id INTEGER NOT NULL,
+  time_ms INTEGER NOT NULL,
+  value ANY NOT NULL
+) STRICT;
+CREATE INDEX changes_by_key_time ON changes(key_id, time_ms);
+ALTER TABLE keys ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE keys ADD COLUMN last_seen_ms INTEGER;
+PRAGMA user_version=2;
+)sql";
+
+}  // namespace komoku::bench

@@ -1,0 +1,451 @@
+#include "real_service.h"
+
+#include "hot_schema.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <httplib.h>
+#include <mqtt/async_client.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>  // mkdtemp, getloadavg
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+#include <system_error>
+
+extern char** environ;
+
+namespace komoku::bench {
+
+using std::chrono::milliseconds;
+
+void Fail(const std::string& what) { throw std::runtime_error(what); }
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+bool WaitFor(const std::function<bool()>& cond, milliseconds timeout, milliseconds poll) {
+  auto deadline = Clock::now() + timeout;
+  for (;;) {
+    if (cond()) return true;
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(poll);
+  }
+}
+
+std::string BenchBase() {
+  const char* dir = std::getenv("KOMOKU_BENCH_DIR");
+  return dir && *dir ? dir : KOMOKU_BENCH_BUILD_DIR;
+}
+
+std::string MachineLine() {
+  std::ifstream cpu("/proc/cpuinfo");
+  std::string line, model = "unknown CPU";
+  while (std::getline(cpu, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  double load[3] = {0, 0, 0};
+  getloadavg(load, 3);
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%u CPUs (%s), load average %.2f at start",
+                std::thread::hardware_concurrency(), model.c_str(), load[0]);
+  return buf;
+}
+
+std::string LoadLine() {
+  double load[3] = {0, 0, 0};
+  getloadavg(load, 3);
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "load average at the end: %.2f (1 min), %.2f (5 min)", load[0],
+                load[1]);
+  return buf;
+}
+
+ScratchDir::ScratchDir(const std::string& base, const std::string& prefix) {
+  std::string tmpl = base + "/" + prefix + "-XXXXXX";
+  if (mkdtemp(tmpl.data()) == nullptr) Fail("cannot create a directory from " + tmpl);
+  path_ = tmpl;
+}
+
+ScratchDir::~ScratchDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+// --- SQLite -------------------------------------------------------------------
+
+Sqlite::Sqlite(const std::string& path) : path_(path) {
+  if (sqlite3_open(path.c_str(), &db_) != SQLITE_OK) Fail(path + ": " + sqlite3_errmsg(db_));
+}
+
+Sqlite::~Sqlite() { sqlite3_close(db_); }
+
+void Sqlite::Check(int rc, const char* what) const {
+  if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+    Fail(path_ + ": " + what + ": " + sqlite3_errmsg(db_));
+  }
+}
+
+void Sqlite::Exec(const char* sql) const {
+  Check(sqlite3_exec(db_, sql, nullptr, nullptr, nullptr), sql);
+}
+
+Statement::Statement(const Sqlite& db, const char* sql) : db_(db) {
+  db.Check(sqlite3_prepare_v2(db.get(), sql, -1, &stmt_, nullptr), sql);
+}
+
+Statement::~Statement() { sqlite3_finalize(stmt_); }
+
+void Statement::Run() {
+  const int rc = sqlite3_step(stmt_);
+  sqlite3_reset(stmt_);
+  if (rc != SQLITE_DONE) db_.Check(rc == SQLITE_ROW ? SQLITE_MISUSE : rc, sqlite3_sql(stmt_));
+}
+
+HotDbBuilder::HotDbBuilder(const std::string& path) : path_(path), tmp_(path + ".tmp") {
+  std::filesystem::remove(tmp_);
+  db_ = std::make_unique<Sqlite>(tmp_);
+  db_->Exec("PRAGMA journal_mode=OFF");
+  db_->Exec("PRAGMA synchronous=OFF");
+  db_->Exec("PRAGMA cache_size=-262144");
+  db_->Exec(kHotSchema);
+  db_->Exec("BEGIN");
+  key_ = std::make_unique<Statement>(
+      *db_, "INSERT INTO keys(id, name, type, options, created_ms) VALUES(?1, ?2, ?3, '{}', ?4)");
+  change_ = std::make_unique<Statement>(
+      *db_, "INSERT INTO changes(rowid, key_id, time_ms, value) VALUES(?1, ?2, ?3, ?4)");
+}
+
+HotDbBuilder::~HotDbBuilder() {
+  change_.reset();
+  key_.reset();
+  if (db_) {
+    db_.reset();
+    std::error_code ec;
+    std::filesystem::remove(tmp_, ec);
+  }
+}
+
+void HotDbBuilder::AddKey(int64_t id, const std::string& name, const char* type,
+                          int64_t created_ms) {
+  sqlite3_bind_int64(key_->get(), 1, id);
+  sqlite3_bind_text(key_->get(), 2, name.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(key_->get(), 3, type, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(key_->get(), 4, created_ms);
+  key_->Run();
+}
+
+void HotDbBuilder::AddChange(int64_t key_id, int64_t time_ms, double value) {
+  sqlite3_bind_int64(change_->get(), 1, ++seq_);
+  sqlite3_bind_int64(change_->get(), 2, key_id);
+  sqlite3_bind_int64(change_->get(), 3, time_ms);
+  sqlite3_bind_double(change_->get(), 4, value);
+  change_->Run();
+}
+
+void HotDbBuilder::AddChange(int64_t key_id, int64_t time_ms, bool value) {
+  sqlite3_bind_int64(change_->get(), 1, ++seq_);
+  sqlite3_bind_int64(change_->get(), 2, key_id);
+  sqlite3_bind_int64(change_->get(), 3, time_ms);
+  sqlite3_bind_int64(change_->get(), 4, value ? 1 : 0);  // the store's form of a boolean
+  change_->Run();
+}
+
+void HotDbBuilder::Finish() {
+  db_->Exec("COMMIT");
+  change_.reset();
+  key_.reset();
+  db_.reset();
+  std::filesystem::rename(tmp_, path_);
+}
+
+// --- processes ----------------------------------------------------------------
+
+Process::Process(std::vector<std::string> argv, const std::string& log_path)
+    : log_path_(log_path) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                   0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGTERM);
+  sigaddset(&defaults, SIGINT);
+  sigaddset(&defaults, SIGPIPE);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  std::vector<char*> args;
+  for (std::string& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  int rc = posix_spawn(&pid_, args[0], &actions, &attr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    pid_ = -1;
+    Fail("cannot start " + argv[0] + ": " + std::strerror(rc));
+  }
+}
+
+bool Process::Running() {
+  if (pid_ <= 0) return false;
+  int st = 0;
+  if (waitpid(pid_, &st, WNOHANG) == pid_) {
+    status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    pid_ = -1;
+  }
+  return pid_ > 0;
+}
+
+int Process::Stop() {
+  if (!Running()) return status_;
+  kill(pid_, SIGTERM);
+  if (WaitFor([&] { return !Running(); }, milliseconds(10000))) return status_;
+  kill(pid_, SIGKILL);
+  int st = 0;
+  waitpid(pid_, &st, 0);
+  pid_ = -1;
+  status_ = 128 + SIGKILL;
+  return status_;
+}
+
+int Process::Wait(milliseconds timeout) {
+  if (!WaitFor([&] { return !Running(); }, timeout)) return -1;
+  return status_;
+}
+
+std::string Process::Output() const {
+  std::ifstream in(log_path_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+namespace {
+
+bool TcpOpen(int port) {
+  httplib::Client probe("127.0.0.1", port);
+  probe.set_connection_timeout(milliseconds(200));
+  // Any answer, even a refused HTTP parse, means something listens.
+  auto res = probe.Get("/");
+  return res || res.error() != httplib::Error::Connection;
+}
+
+int FreeLoopbackPort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(fd);
+    Fail("cannot find a free loopback port");
+  }
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+}  // namespace
+
+std::unique_ptr<Process> StartBroker(const ScratchDir& dir, int* port) {
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    *port = FreeLoopbackPort();
+    std::string conf = dir.File("mosquitto-" + std::to_string(attempt) + ".conf");
+    std::ofstream(conf) << "listener " << *port << " 127.0.0.1\nallow_anonymous true\n";
+    auto broker = std::make_unique<Process>(
+        std::vector<std::string>{MOSQUITTO_BINARY, "-c", conf}, dir.File("mosquitto.log"));
+    if (WaitFor([&] { return TcpOpen(*port) || !broker->Running(); }, milliseconds(5000)) &&
+        broker->Running()) {
+      return broker;
+    }
+  }
+  Fail("mosquitto did not start");
+}
+
+void Komoku::FailWithLog(const std::string& what) const {
+  Fail(what + "\n--- komoku output ---\n" + (process ? process->Output() : std::string()));
+}
+
+Komoku StartKomoku(const ScratchDir& dir, const std::string& config_yaml, milliseconds poll) {
+  static int runs = 0;
+  const std::string n = std::to_string(runs++);
+  const std::string config = dir.File("komoku-" + n + ".yaml");
+  const std::string ready = dir.File("komoku-" + n + ".ready");
+  std::ofstream(config) << config_yaml;
+  Komoku k;
+  const auto t0 = Clock::now();
+  k.process = std::make_unique<Process>(
+      std::vector<std::string>{KOMOKU_BINARY, "run", "-c", config, "--ready-file", ready},
+      dir.File("komoku-" + n + ".log"));
+  if (!WaitFor([&] { return std::filesystem::exists(ready) || !k.process->Running(); },
+               milliseconds(120000), poll) ||
+      !k.process->Running()) {
+    k.FailWithLog("komoku did not get ready");
+  }
+  k.ready_file_seconds = SecondsSince(t0);
+  {
+    std::ifstream in(ready);
+    k.port = nlohmann::json::parse(in).at("http_port").get<int>();
+  }
+  auto probe = NewClient(k.port);
+  if (!WaitFor(
+          [&] {
+            auto res = probe->Get("/readyz");
+            return res && res->status == 200;
+          },
+          milliseconds(30000), poll)) {
+    k.FailWithLog("komoku's /readyz did not answer 200 (broker not connected or subscribed?)");
+  }
+  k.readyz_seconds = SecondsSince(t0);
+  return k;
+}
+
+// --- HTTP and MQTT ------------------------------------------------------------
+
+std::unique_ptr<httplib::Client> NewClient(int port) {
+  auto cli = std::make_unique<httplib::Client>("127.0.0.1", port);
+  cli->set_keep_alive(true);
+  cli->set_connection_timeout(std::chrono::seconds(10));
+  cli->set_read_timeout(std::chrono::seconds(300));
+  return cli;
+}
+
+int64_t Metric(int port, const std::string& series) {
+  auto cli = NewClient(port);
+  auto res = cli->Get("/metrics");
+  if (!res || res->status != 200) return -1;
+  std::istringstream in(res->body);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ') {
+      return std::stoll(line.substr(series.size() + 1));
+    }
+  }
+  return 0;
+}
+
+Ingest::Ingest(const std::string& url, const std::string& client_id, int rate,
+               std::vector<std::string> keys, int64_t first, int64_t count)
+    : client_(std::make_unique<mqtt::async_client>(url, client_id)),
+      rate_(rate),
+      keys_(std::move(keys)),
+      first_(first),
+      count_(count) {
+  if (keys_.empty()) Fail("ingest without keys");
+  mqtt::connect_options opts;
+  opts.set_clean_session(true);
+  client_->connect(opts)->wait();
+  thread_ = std::thread([this] { Loop(); });
+}
+
+Ingest::~Ingest() { Stop(); }
+
+void Ingest::Stop() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+  try {
+    if (client_->is_connected()) client_->disconnect()->wait_for(std::chrono::seconds(5));
+  } catch (const std::exception&) {
+  }
+}
+
+void Ingest::Loop() {
+  const auto period = std::chrono::nanoseconds(1000000000LL / std::max(rate_, 1));
+  auto next = Clock::now();
+  for (int64_t n = first_; !stop_.load() && (count_ <= 0 || n < first_ + count_); ++n) {
+    const std::string topic = "komoku/set/" + keys_[static_cast<size_t>(n) % keys_.size()];
+    char payload[32];
+    const int len = std::snprintf(payload, sizeof payload, "%.2f",
+                                  static_cast<double>(n / static_cast<int64_t>(keys_.size()) % 1000) /
+                                          10.0 + 0.05);
+    try {
+      client_->publish(topic, payload, static_cast<size_t>(len), 1, false)->wait();
+      ++published_;
+      bytes_ += static_cast<int64_t>(topic.size()) + len;
+    } catch (const std::exception&) {
+      ++failed_;
+    }
+    next += period;
+    std::this_thread::sleep_until(next);
+  }
+}
+
+// --- /proc --------------------------------------------------------------------
+
+std::map<std::string, int64_t> ProcStatus(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::map<std::string, int64_t> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos || line.size() < 3 || line.compare(line.size() - 3, 3, " kB") != 0) {
+      continue;
+    }
+    out[line.substr(0, colon)] = std::stoll(line.substr(colon + 1)) * 1024;
+  }
+  return out;
+}
+
+void ParseIntFlags(int argc, char** argv, const std::vector<std::pair<std::string, int*>>& flags) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    bool known = false;
+    for (const auto& [name, out] : flags) {
+      const std::string prefix = name + "=";
+      if (a.rfind(prefix, 0) != 0) continue;
+      *out = std::atoi(a.c_str() + prefix.size());
+      if (*out <= 0) Fail("bad " + a);
+      known = true;
+    }
+    if (known) continue;
+    std::string list;
+    for (const auto& flag : flags) list += (list.empty() ? "" : ", ") + flag.first + "=N";
+    Fail("unknown argument " + a + " (known: " + list + ")");
+  }
+}
+
+int BenchMain(const char* name, const std::function<int()>& run) {
+  // A closed connection must not kill the benchmark; the failed request counts.
+  signal(SIGPIPE, SIG_IGN);
+  // Each line as it comes, also into a log: a run takes minutes.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  try {
+    return run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", name, e.what());
+    return 1;
+  }
+}
+
+int64_t ProcIo(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/io");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
+  }
+  return -1;
+}
+
+}  // namespace komoku::bench
