@@ -264,10 +264,14 @@ void FinishEntity(DiscoveredEntity* e, const std::string& key) {
   }
 }
 
-DiscoveredEntity Refused(DiscoveredEntity e, const char* reason, std::string message) {
+// Takes `e` by rvalue reference, not by value: callers build `message` from
+// e's fields in the same call, and a by-value parameter may be move-constructed
+// before that argument is evaluated (the order is unspecified; GCC for armhf
+// does so and read a moved-from e).
+DiscoveredEntity Refused(DiscoveredEntity&& e, const char* reason, std::string message) {
   e.reason = reason;
   e.message = std::move(message);
-  return e;
+  return std::move(e);
 }
 
 json EntityJson(const DiscoveredEntity& e) {

@@ -280,6 +280,40 @@ TEST(HaDiscoveryTest, RefusedWithAReason) {
       << e.message;
 }
 
+// Each message quotes what the entity itself said. They are built from the
+// entity's fields in the same call that hands the entity on; armhf's GCC once
+// moved the entity first, leaving messages empty-quoted or crashing.
+TEST(HaDiscoveryTest, RefusalMessagesQuoteTheEntity) {
+  struct Case {
+    const char* topic;
+    const char* payload;
+    const char* quote;
+  };
+  const Case cases[] = {
+      {"homeassistant/sensor/x/y/z/config", R"({"state_topic":"a/b"})",
+       "'homeassistant/sensor/x/y/z/config' is not homeassistant/"},
+      {"homeassistant/binary_sensor/x/config",
+       R"({"state_topic":"a/b","payload_on":"1","payload_off":"1"})",
+       "payload_on and payload_off are both '1'"},
+      {"homeassistant/button/x/config", R"({"command_topic":"a/b/set"})",
+       "a button without state_topic"},
+      {"homeassistant/sensor/x/config", R"({"state_topic":"komoku/state/x"})",
+       "state topic 'komoku/state/x' is under"},
+      {"homeassistant/sensor/x/config",
+       R"({"state_topic":"a/b","value_template":"{{ value_json.p | float }}"})",
+       "value template '{{ value_json.p | float }}' converts to float, but a sensor here is a "
+       "string key"},
+      {"homeassistant/sensor/x/config",
+       R"({"state_topic":"a/b","availability_topic":"komoku/status"})",
+       "availability topic 'komoku/status' is under"},
+  };
+  for (const Case& c : cases) {
+    DiscoveredEntity e = Ha(c.topic, c.payload);
+    EXPECT_NE(e.message.find(c.quote), std::string::npos) << c.payload << ": " << e.message;
+    EXPECT_EQ(e.id, c.topic);
+  }
+}
+
 TEST(DiscoveryTest, Zigbee2mqttDeviceMapsEveryEntityOfItsTopic) {
   Discovery d(DiscoveryOptions{});
   Discovery::Update u = d.Handle(kZ2mTemperatureTopic, kZ2mTemperature);
