@@ -184,5 +184,33 @@ TEST(ParseTimeParamTest, RelativeTimesFollowNow) {
   }
 }
 
+// FormatUtc against Python's calendar.timegm, on both sides of the 32-bit
+// time_t range (2038-01-19T03:14:07Z and 1901-12-13T20:45:52Z): time_t is 32
+// bits on armhf (Debian 12), so a formatter through gmtime_r wraps there.
+TEST(FormatUtcTest, WholeRangeOn32BitTimeT) {
+  struct Want {
+    int64_t secs;
+    const char* text;  // "%Y-%m-%dT%H:%M:%S %a %j"
+  };
+  const Want wants[] = {
+      {1700000000, "2023-11-14T22:13:20 Tue 318"},
+      {2147483647, "2038-01-19T03:14:07 Tue 019"},
+      {2147483648, "2038-01-19T03:14:08 Tue 019"},
+      {2214131696, "2040-02-29T12:34:56 Wed 060"},
+      {4294967296, "2106-02-07T06:28:16 Sun 038"},
+      {7289654399, "2200-12-31T23:59:59 Wed 365"},
+      {253402300799, "9999-12-31T23:59:59 Fri 365"},
+      {-1, "1969-12-31T23:59:59 Wed 365"},
+      {-2147483649, "1901-12-13T20:45:51 Fri 347"},
+      {-2203891200, "1900-03-01T00:00:00 Thu 060"},
+      {-11670912001, "1600-02-29T23:59:59 Tue 060"},
+  };
+  for (const Want& w : wants) {
+    EXPECT_EQ(FormatUtc(w.secs * 1000, "%Y-%m-%dT%H:%M:%S %a %j"), w.text) << w.secs << " s";
+    // The second that holds the time, also before 1970.
+    EXPECT_EQ(FormatUtc(w.secs * 1000 + 999, "%Y-%m-%dT%H:%M:%S %a %j"), w.text) << w.secs << " s";
+  }
+}
+
 }  // namespace
 }  // namespace komoku::store
