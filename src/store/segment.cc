@@ -441,6 +441,13 @@ class MappedFile {
     }
     auto f = std::unique_ptr<MappedFile>(new MappedFile());
     f->size_ = static_cast<uint64_t>(st.st_size);
+    // On a 32-bit target mmap's size_t length would drop the high bits and
+    // map the file short.
+    if (static_cast<uint64_t>(static_cast<size_t>(f->size_)) != f->size_) {
+      ::close(fd);
+      return Status::IOError(path + ": " + std::to_string(f->size_) +
+                             " bytes is too large to map in this address space");
+    }
     if (f->size_ > 0) {
       void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_SHARED, fd, 0);
       if (p == MAP_FAILED) {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
@@ -216,6 +217,29 @@ TEST(ReaderTest, OpenErrorsNameTheFileAndReason) {
   Result<Reader> text = Reader::Open(dir.File("text.keyka"));
   EXPECT_TRUE(text.status().IsCorruption());
   EXPECT_NE(text.status().message().find("not a KeyKa v0 file (bad magic)"), std::string::npos);
+}
+
+// A file 4 GiB longer than a good one (sparse, so it costs no disk): a
+// 32-bit target (armhf) must refuse it rather than map it short, which would
+// hand FromBytes exactly the good file; a 64-bit one maps all of it (Open
+// reads only the root, so the zeros after the tree are for Verify to find).
+TEST(ReaderTest, FileLargerThanTheAddressSpaceIsRefused) {
+  TempDir dir;
+  const std::string path = dir.File("big.keyka");
+  const std::string good = testing::ReadFile(testing::DataDir() + "/example-abc.keyka");
+  testing::WriteFile(path, good);
+  const uint64_t size = good.size() + (uint64_t{1} << 32);
+  std::filesystem::resize_file(path, size);
+  Result<Reader> big = Reader::Open(path);
+  if (sizeof(size_t) < 8) {
+    ASSERT_FALSE(big.ok());
+    EXPECT_TRUE(big.status().IsIOError()) << big.status().ToString();
+    EXPECT_NE(big.status().message().find("too large to map"), std::string::npos)
+        << big.status().ToString();
+  } else {
+    ASSERT_TRUE(big.ok()) << big.status().ToString();
+    EXPECT_EQ(big->file_size(), size);
+  }
 }
 
 TEST(ReaderTest, FromBytesReadsAnImage) {
