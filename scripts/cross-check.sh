@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Cross-builds Komoku for armhf or arm64 on an x86-64 Debian 12 machine and
+# runs every test under qemu user-mode emulation: the unit tests, then the
+# integration tests, whose target-architecture test programs start the
+# target's komoku through the emulator (integration/CMakeLists.txt) and this
+# machine's own Mosquitto and Prometheus. Not part of `make test`; see
+# docs/operations.md, "Architectures".
+#
+#   scripts/cross-check.sh armhf|arm64
+#
+# Environment:
+#   JOBS=2                       parallel compile jobs
+#   KOMOKU_CROSS_ROOT=/var/cache/komoku-cross   where the sysroots are kept
+#   BUILD_DIR=build-<arch>       the build tree (relative to the source tree)
+#   SKIP_INSTALL=1               use the tools and sysroot already there
+#
+# What it installs: crossbuild-essential-<arch> and qemu-user-static (host
+# packages, through apt, only after a simulated install shows that nothing
+# would be removed). The target's libraries are NOT installed with dpkg as
+# <pkg>:<arch>: Multi-Arch co-installation needs the same version for both
+# architectures of libc6, libssl3, libsystemd0, ..., which a mirror part-way
+# through a point release or a security update does not always offer, and
+# apt would then want to change the host's own libraries. Instead the target
+# packages and their dependencies are downloaded (`apt-get download`) and
+# unpacked with `dpkg -x` into a sysroot that dpkg knows nothing about.
+set -euo pipefail
+
+arch=${1:-}
+case "$arch" in
+  armhf) triplet=arm-linux-gnueabihf; qemu=qemu-arm-static ;;
+  arm64) triplet=aarch64-linux-gnu; qemu=qemu-aarch64-static ;;
+  *) echo "usage: $0 armhf|arm64" >&2; exit 2 ;;
+esac
+
+src=$(cd "$(dirname "$0")/.." && pwd)
+jobs=${JOBS:-2}
+root=${KOMOKU_CROSS_ROOT:-/var/cache/komoku-cross}/$arch
+sysroot=$root/sysroot
+build=$src/${BUILD_DIR:-build-$arch}
+log() { echo "cross-check[$arch]: $*" >&2; }
+
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
+export DEBIAN_FRONTEND=noninteractive
+
+# The target's build dependencies: the libraries of scripts/install-deps.sh
+# (keep the two in step), fmt (spdlog's), and the C and C++ runtimes.
+target_packages=(
+  libpaho-mqttpp-dev libpaho-mqtt-dev nlohmann-json3-dev libsqlite3-dev libspdlog-dev
+  libfmt-dev libcpp-httplib-dev libyaml-cpp-dev libcli11-dev libhowardhinnant-date-dev
+  libsystemd-dev libgtest-dev libstdc++-12-dev libc6-dev
+)
+
+# Installs host packages, refusing when apt would remove anything.
+install_host() {
+  local missing=() p status
+  for p in "$@"; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [[ "$status" == "install ok installed" ]] || missing+=("$p")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  local plan
+  plan=$(apt-get -s install -y --no-install-recommends "${missing[@]}")
+  if grep -q '^Remv' <<< "$plan"; then
+    grep '^Remv' <<< "$plan" >&2
+    log "installing ${missing[*]} would remove the packages above; not done"
+    exit 1
+  fi
+  log "installing ${missing[*]}"
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+make_sysroot() {
+  rm -rf "$root/debs"
+  mkdir -p "$root/debs"
+  : > "$root/status"
+  # The whole dependency closure, as if nothing were installed: a status
+  # file of our own keeps the host's installed packages out of the answer.
+  local specs=() p
+  for p in "${target_packages[@]}"; do specs+=("$p:$arch"); done
+  apt-get -s -o Dir::State::status="$root/status" -o APT::Install-Recommends=false \
+    install "${specs[@]}" | awk '/^Inst /{ v=$3; gsub(/[()]/, "", v); print $2 "=" v }' \
+    > "$root/packages.txt"
+  # Host-architecture names in the closure (tzdata, debconf, ...) are not
+  # needed in the sysroot, except architecture-independent headers.
+  local want=()
+  while IFS= read -r spec; do
+    name=${spec%%=*}
+    case "$name" in
+      *:"$arch") want+=("$spec") ;;
+      *) if apt-cache show "$spec" 2>/dev/null | grep -qx 'Architecture: all'; then
+           want+=("$spec")
+         fi ;;
+    esac
+  done < "$root/packages.txt"
+  log "downloading ${#want[@]} packages into $root/debs"
+  (cd "$root/debs" && apt-get download -qq -o APT::Sandbox::User=root "${want[@]}")
+  rm -rf "$sysroot.new"
+  mkdir -p "$sysroot.new"
+  for deb in "$root"/debs/*.deb; do dpkg -x "$deb" "$sysroot.new"; done
+  # Absolute symbolic links (libz.so -> /lib/<triplet>/libz.so.1) would point
+  # at the host's files: make them relative, inside the sysroot.
+  find "$sysroot.new" -type l -lname '/*' | while IFS= read -r link; do
+    ln -sfn "$(realpath -m --relative-to="$(dirname "$link")" "$sysroot.new$(readlink "$link")")" \
+      "$link"
+  done
+  rm -rf "$sysroot"
+  mv "$sysroot.new" "$sysroot"
+}
+
+if [[ -z "${SKIP_INSTALL:-}" ]]; then
+  # The host's own tools (cmake, pkg-config) and what the integration tests
+  # start (Mosquitto, Prometheus).
+  "$src/scripts/install-deps.sh" test
+  if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+    log "dpkg --add-architecture $arch (so that apt lists its packages; none is installed)"
+    "${sudo[@]}" dpkg --add-architecture "$arch"
+  fi
+  # An index that fails (a mirror mid-sync) is reported and skipped: the
+  # sysroot then takes the versions of the indexes that did load.
+  "${sudo[@]}" apt-get update -qq || log "apt-get update reported errors (above); going on"
+  install_host "crossbuild-essential-$arch" qemu-user-static
+  make_sysroot
+fi
+
+log "configure $build"
+mkdir -p "$build"
+cmake -S "$src" -B "$build" -DCMAKE_TOOLCHAIN_FILE="$src/cmake/toolchain-debian-cross.cmake" \
+  -DKOMOKU_CROSS_ARCH="$arch" -DKOMOKU_SYSROOT="$sysroot" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DKOMOKU_WERROR=ON > "$build/configure.log" ||
+  { cat "$build/configure.log" >&2; exit 1; }
+start=$(date +%s)
+cmake --build "$build" -j "$jobs"
+log "build took $(( $(date +%s) - start )) s with -j $jobs"
+
+komoku=$build/src/app/komoku
+log "komoku: $(stat -c %s "$komoku") bytes; stripped: $(
+  "$triplet-strip" -o "$build/komoku.stripped" "$komoku" && stat -c %s "$build/komoku.stripped") bytes"
+file "$komoku" | sed 's/^/  /' >&2 || true
+
+failed=0
+log "komoku --version and check-config under $qemu"
+"$build/komoku-emulated" --version || failed=1
+"$build/komoku-emulated" check-config -c "$src/config/komoku.yaml" || failed=1
+
+for label in unit integration; do
+  log "$label tests under $qemu"
+  start=$(date +%s)
+  (cd "$build" && ctest -L "$label" --output-on-failure -j "$jobs") || failed=1
+  log "$label tests took $(( $(date +%s) - start )) s"
+done
+
+if [[ $failed -ne 0 ]]; then
+  log "FAILED (see above)"
+  exit 1
+fi
+log "all passed"
