@@ -112,15 +112,25 @@ if [[ -z "${SKIP_INSTALL:-}" ]]; then
   # The host's own tools (cmake, pkg-config) and what the integration tests
   # start (Mosquitto, Prometheus).
   "$src/scripts/install-deps.sh" test
+  # The architecture is added only while the sysroot is made, so that apt
+  # lists its packages (none is installed), and removed again: a target
+  # index that fails to load would otherwise make every later
+  # `apt-get update` on this machine exit non-zero.
   if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
-    log "dpkg --add-architecture $arch (so that apt lists its packages; none is installed)"
+    log "dpkg --add-architecture $arch, until the sysroot is made"
     "${sudo[@]}" dpkg --add-architecture "$arch"
+    trap '"${sudo[@]}" dpkg --remove-architecture "$arch"' EXIT
   fi
   # An index that fails (a mirror mid-sync) is reported and skipped: the
   # sysroot then takes the versions of the indexes that did load.
   "${sudo[@]}" apt-get update -qq || log "apt-get update reported errors (above); going on"
   install_host "crossbuild-essential-$arch" qemu-user-static
   make_sysroot
+  if [[ -n "$(trap -p EXIT)" ]]; then
+    "${sudo[@]}" dpkg --remove-architecture "$arch"
+    trap - EXIT
+    log "dpkg --remove-architecture $arch"
+  fi
 fi
 
 log "configure $build"
