@@ -179,7 +179,10 @@ TEST_F(ColdHistoryTest, KilledCompactionsLoseAndDuplicateNothing) {
 
 TEST_F(ColdHistoryTest, CompactAndSegmentsCommandsWithAndWithoutTheService) {
   const int64_t now = NowMs();
-  for (int64_t t = now - 10 * kDay; t < now; t += 131 * kMin) Put(0, t);
+  // 75 days touch at least three calendar months whatever today's date, so
+  // the cold store holds at least three segments after its month merges
+  // (ten days on the 3rd of a month left two: one merged month and a day).
+  for (int64_t t = now - 75 * kDay; t < now; t += 131 * kMin) Put(0, t);
   // Beside the running service, `komoku compact` asks it over HTTP.
   Process compact({KOMOKU_BINARY, "compact", "-c", komoku_->config_path()},
                   dir_.File("compact.log"));
