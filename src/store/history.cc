@@ -225,16 +225,22 @@ Status WalkRegions(const WalkSource& source, int64_t stale, int64_t from, int64_
       emit(region.end);
       continue;
     }
-    // A rollup bucket that is missing had nothing known and no change.
+    // A rollup bucket that is missing had no change in it (ComputeRollups):
+    // without stale_after, the value in force held all through it (none
+    // before the first change); with stale_after, nothing was known in it.
     int64_t next = region.start;
+    auto gap = [&](int64_t upto) {
+      if (upto > next) visitor.Segment(next, upto, stale == 0 && cur ? &*cur : nullptr);
+    };
     Status st = source.ScanRollups(region.res, region.start, region.end, [&](const Rollup& r) {
-      if (r.start_ms > next) visitor.Segment(next, r.start_ms, nullptr);
+      gap(r.start_ms);
       visitor.Chunk(r.start_ms, r.start_ms + region.res, r);
+      if (r.last) cur = *r.last;
       next = r.start_ms + region.res;
       return true;
     });
     if (!st.ok()) return st;
-    if (next < region.end) visitor.Segment(next, region.end, nullptr);
+    gap(region.end);
     cursor = region.end;
     need_carry = true;  // the next stretch starts from the value in force there
   }
@@ -666,7 +672,15 @@ std::vector<Rollup> ComputeRollups(const RollupParams& params, const std::option
   VectorSource source(carry, changes);
   // Everything in the range is past: nothing is cut at "now".
   (void)WalkRegions(source, params.stale_after_ms, from_ms, to_ms, to_ms, visitor, {});
-  return visitor.Finish();
+  std::vector<Rollup> out = visitor.Finish();
+  if (params.stale_after_ms == 0) {
+    // A bucket without a change holds the value in force all through it,
+    // which a reader knows from the bucket before: leaving it out makes a
+    // key that changes once an hour cost 12 times fewer 5-minute rollups.
+    out.erase(std::remove_if(out.begin(), out.end(), [](const Rollup& r) { return r.count == 0; }),
+              out.end());
+  }
+  return out;
 }
 
 const char* AggName(Agg agg) {

@@ -108,8 +108,10 @@ struct RollupParams {
 // The rollups of [from_ms, to_ms) at `resolution_ms` (buckets aligned to the
 // epoch; the first and last may be cut by the range): `carry` is the change
 // in force before from_ms, `changes` those inside, oldest first. Only buckets
-// in which something was known or changed are returned. The walk is the one
-// the queries make, so a rollup equals what its bucket's changes give.
+// with a change in them are returned, and with a stale_after also those in
+// which something was known: a reader fills a missing bucket with the value
+// in force (or unknown with a stale_after). The walk is the one the queries
+// make, so a rollup equals what its bucket's changes give.
 std::vector<Rollup> ComputeRollups(const RollupParams& params, const std::optional<Sample>& carry,
                                    const std::vector<Sample>& changes, int64_t from_ms,
                                    int64_t to_ms, int64_t resolution_ms);

@@ -414,9 +414,19 @@ Result<std::vector<Sample>> HotStore::ReadHistory(int64_t key_id, int64_t from_m
   return out;
 }
 
-Status HotStore::ScanHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
-                             const std::function<bool(const Sample&)>& fn, const ColdMark& mark,
-                             uint64_t max_seq) {
+// Idle scan connections kept: the history workers and compaction rarely
+// scan more at once; a connection is a few pages of cache.
+constexpr size_t kMaxIdleScans = 4;
+
+Result<std::unique_ptr<HotStore::ScanConn>> HotStore::TakeScanConn() {
+  {
+    std::lock_guard<std::mutex> lock(scan_mu_);
+    if (!idle_scans_.empty()) {
+      std::unique_ptr<ScanConn> conn = std::move(idle_scans_.back());
+      idle_scans_.pop_back();
+      return conn;
+    }
+  }
   Result<std::unique_ptr<Db>> db = Db::Open(path_, /*create=*/false);
   if (!db.ok()) return db.status();
   KOMOKU_RETURN_IF_ERROR(ApplyConnectionPragmas(**db));
@@ -424,16 +434,38 @@ Status HotStore::ScanHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
       "SELECT time_ms, value FROM changes WHERE key_id=?1 AND time_ms>=?2 AND time_ms<?3 "
       "AND NOT (time_ms<?4 AND rowid<=?5) AND rowid<=?6 ORDER BY time_ms, rowid");
   if (!scan.ok()) return scan.status();
-  scan->BindInt64(1, key_id);
-  scan->BindInt64(2, from_ms);
-  scan->BindInt64(3, to_ms);
-  scan->BindInt64(4, mark.cold_to);
-  scan->BindInt64(5, SeqParam(mark.cold_seq));
-  scan->BindInt64(6, SeqParam(max_seq));
+  auto conn = std::make_unique<ScanConn>();
+  conn->db = std::move(db.value());
+  conn->scan = std::move(scan.value());
+  return conn;
+}
+
+void HotStore::ReturnScanConn(std::unique_ptr<ScanConn> conn) {
+  std::lock_guard<std::mutex> lock(scan_mu_);
+  if (idle_scans_.size() < kMaxIdleScans && !closed_scans_) idle_scans_.push_back(std::move(conn));
+}
+
+Status HotStore::ScanHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
+                             const std::function<bool(const Sample&)>& fn, const ColdMark& mark,
+                             uint64_t max_seq) {
+  Result<std::unique_ptr<ScanConn>> conn = TakeScanConn();
+  if (!conn.ok()) return conn.status();
+  Stmt& scan = (*conn)->scan;
+  scan.BindInt64(1, key_id);
+  scan.BindInt64(2, from_ms);
+  scan.BindInt64(3, to_ms);
+  scan.BindInt64(4, mark.cold_to);
+  scan.BindInt64(5, SeqParam(mark.cold_seq));
+  scan.BindInt64(6, SeqParam(max_seq));
   Status st;
-  while (scan->Step(&st)) {
-    if (!fn(Sample{scan->ColumnInt64(0), ColumnValue(*scan, 1)})) break;
+  while (scan.Step(&st)) {
+    if (!fn(Sample{scan.ColumnInt64(0), ColumnValue(scan, 1)})) break;
   }
+  // The reset ends the statement's read transaction, so the next scan on
+  // this connection sees what was committed since.
+  scan.Reset();
+  // A connection that failed is not trusted again.
+  if (st.ok()) ReturnScanConn(std::move(conn.value()));
   return st;
 }
 
@@ -489,6 +521,11 @@ void HotStore::Close() {
   }
   checkpoint_cv_.notify_all();
   if (checkpointer_.joinable()) checkpointer_.join();
+  {
+    std::lock_guard<std::mutex> lock(scan_mu_);
+    closed_scans_ = true;
+    idle_scans_.clear();
+  }
   if (!writer_db_) return;  // Open failed before there was a database
   // The last word: fold the WAL into the database so the files at rest are
   // one complete database.

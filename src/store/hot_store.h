@@ -100,7 +100,8 @@ class HotStore {
 
   // Calls `fn` with each change of a key with from_ms <= time < to_ms in
   // time order (ties in put order) until it returns false. Reads on a
-  // connection of its own, so a long scan holds up no other reader.
+  // connection of its own (kept for the next scan), so a long scan holds up
+  // no other reader.
   Status ScanHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
                      const std::function<bool(const Sample&)>& fn, const ColdMark& mark = {},
                      uint64_t max_seq = UINT64_MAX);
@@ -175,6 +176,19 @@ class HotStore {
   std::mutex read_mu_;
   std::unique_ptr<Db> reader_db_;
   Stmt read_history_, read_at_;
+
+  // Connections for ScanHistory, each with its statement prepared: a scan
+  // takes an idle one (or opens one) and gives it back, so compaction's scan
+  // per key and day and each history query skip opening a connection.
+  struct ScanConn {
+    std::unique_ptr<Db> db;
+    Stmt scan;
+  };
+  Result<std::unique_ptr<ScanConn>> TakeScanConn();
+  void ReturnScanConn(std::unique_ptr<ScanConn> conn);
+  std::mutex scan_mu_;
+  std::vector<std::unique_ptr<ScanConn>> idle_scans_;  // guarded by scan_mu_
+  bool closed_scans_ = false;                           // guarded by scan_mu_
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_;      // the writer waits for work

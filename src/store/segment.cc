@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <random>
 #include <set>
 
@@ -655,9 +656,33 @@ Result<std::optional<Sample>> SegmentImpl::At(std::string_view key, int64_t time
     }
     return std::optional<Sample>(std::move(*(it - 1)));
   }
+  std::optional<Sample> found;
   const auto& carry = (*m)->carry;
-  if (carry && carry->time_ms <= time_ms) return std::optional<Sample>(*carry);
-  return std::optional<Sample>();
+  if (carry && carry->time_ms <= time_ms) found = *carry;
+  if (!(*m)->raw_dropped) return found;
+  // Raw changes dropped by retention: the last rollup with a change that
+  // ended by time_ms says the value. Coarse to fine, so that few are
+  // decoded: each finer resolution looks only from the start of the last
+  // coarser bucket with a change (buckets are aligned to the epoch). Its
+  // time is the finest bucket's start: when in it the change came is no
+  // longer kept.
+  int64_t lo = meta_.from_ms;
+  for (auto res = std::rbegin(kRollupResolutionsMs); res != std::rend(kRollupResolutionsMs);
+       ++res) {
+    const int64_t r = *res;
+    const int64_t hi = (time_ms + 1) - (((time_ms + 1) % r) + r) % r;  // floor to r
+    if (!RollupRecord(**m, r) || hi <= lo) continue;
+    std::optional<int64_t> last_start;
+    KOMOKU_RETURN_IF_ERROR(ScanRollups(key, r, lo, hi, [&](const Rollup& roll) {
+      if (roll.count > 0 && roll.last) {
+        found = Sample{roll.start_ms, *roll.last};
+        last_start = roll.start_ms;
+      }
+      return true;
+    }));
+    lo = last_start ? *last_start : hi;
+  }
+  return found;
 }
 
 Status SegmentImpl::ScanRollups(std::string_view key, int64_t resolution_ms, int64_t from_ms,

@@ -315,6 +315,23 @@ TEST_F(ColdTest, RetentionDropsRawChangesButRollupsStillAnswer) {
   ExpectSameAnswers("after retention", /*raw_too=*/false);
   Result<std::optional<Sample>> door = cold_->At("door", kNow - 29 * kDay);
   ASSERT_TRUE(door.ok() && door->has_value());
+  // Where raw changes are gone, the value in force at the end of each hour
+  // still comes from the rollups; its time is the start of the 5-minute
+  // bucket the change came in
+  for (const char* key : {"temp", "door", "mode"}) {
+    for (int64_t t = kNow - kSpan + kHour - 1; t < kFeb1 - kDay; t += 5 * kHour) {
+      Result<std::optional<Sample>> a = ref_->At(key, t);
+      Result<std::optional<Sample>> b = cold_->At(key, t);
+      ASSERT_TRUE(a.ok() && b.ok()) << key;
+      ASSERT_EQ(a->has_value(), b->has_value()) << key << " at " << t;
+      if (!*a) continue;
+      EXPECT_TRUE((*a)->value == (*b)->value) << key << " at " << t;
+      // (or exact, when it is the change carried in from an earlier segment)
+      const int64_t exact = (*a)->time_ms, bucket = exact / (5 * kMin) * (5 * kMin);
+      EXPECT_TRUE((*b)->time_ms == exact || (*b)->time_ms == bucket)
+          << key << " at " << t << ": " << (*b)->time_ms << " for " << exact;
+    }
+  }
 }
 
 TEST_F(ColdTest, RawRetentionPerKey) {
