@@ -21,6 +21,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "fuzz_util.h"
 #include "store/api.h"
 #include "store/store.h"
 
@@ -30,20 +31,8 @@ using komoku::Result;
 using nlohmann::json;
 using namespace komoku::store;
 
-void Require(bool condition) {
-  if (!condition) __builtin_trap();
-}
-
-// The transports' json::dump() throws on invalid UTF-8, so the target lets
-// that escape: a message a transport cannot send is a bug. With
-// KOMOKU_FUZZ_LENIENT_UTF8=1 it is replaced instead, so that a run can look
-// past that one known finding (tests/store/fuzz_regression_test.cc).
-void Dump(const nlohmann::json& j) {
-  static const bool lenient = std::getenv("KOMOKU_FUZZ_LENIENT_UTF8") != nullptr;
-  (void)j.dump(-1, ' ', false,
-               lenient ? nlohmann::json::error_handler_t::replace
-                       : nlohmann::json::error_handler_t::strict);
-}
+using komoku::fuzz::Require;
+using komoku::fuzz::Dump;
 
 struct Fixture {
   std::string dir;

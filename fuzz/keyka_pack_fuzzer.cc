@@ -13,14 +13,13 @@
 #include <string>
 #include <string_view>
 
+#include "fuzz_util.h"
 #include "keyka/packer.h"
 #include "keyka/reader.h"
 
 namespace {
 
-void Require(bool condition) {
-  if (!condition) __builtin_trap();
-}
+using komoku::fuzz::Require;
 
 const std::string& ScratchPath() {
   static const std::string path = [] {

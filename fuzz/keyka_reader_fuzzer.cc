@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz_util.h"
 #include "keyka/format.h"
 #include "keyka/reader.h"
 
@@ -25,9 +26,7 @@ using komoku::keyka::Nearest;
 using komoku::keyka::Reader;
 using komoku::Result;
 
-void Require(bool condition) {
-  if (!condition) __builtin_trap();
-}
+using komoku::fuzz::Require;
 
 // For a verified file: every answer matches `oracle`.
 void CheckProbe(const Reader& reader, const std::map<std::string, uint64_t>& oracle,

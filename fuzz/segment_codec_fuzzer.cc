@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz_util.h"
 #include "store/segment_codec.h"
 
 namespace {
@@ -24,9 +25,7 @@ using komoku::store::Sample;
 using komoku::store::Value;
 namespace si = komoku::store::segment_internal;
 
-void Require(bool condition) {
-  if (!condition) __builtin_trap();
-}
+using komoku::fuzz::Require;
 
 bool SameDouble(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 

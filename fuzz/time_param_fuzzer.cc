@@ -11,24 +11,13 @@
 #include <nlohmann/json.hpp>
 #include <string_view>
 
+#include "fuzz_util.h"
 #include "store/time_param.h"
 
 namespace {
 
-void Require(bool condition) {
-  if (!condition) __builtin_trap();
-}
-
-// The transports' json::dump() throws on invalid UTF-8, so the target lets
-// that escape: a message a transport cannot send is a bug. With
-// KOMOKU_FUZZ_LENIENT_UTF8=1 it is replaced instead, so that a run can look
-// past that one known finding (tests/store/fuzz_regression_test.cc).
-void Dump(const nlohmann::json& j) {
-  static const bool lenient = std::getenv("KOMOKU_FUZZ_LENIENT_UTF8") != nullptr;
-  (void)j.dump(-1, ' ', false,
-               lenient ? nlohmann::json::error_handler_t::replace
-                       : nlohmann::json::error_handler_t::strict);
-}
+using komoku::fuzz::Require;
+using komoku::fuzz::Dump;
 
 constexpr int64_t kNowMs = 1700000000000;  // a fixed "now"
 // Relative forms reach +-999,999,999 weeks; ISO years 0000..9999.

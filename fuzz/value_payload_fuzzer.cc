@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "fuzz_util.h"
 #include "store/input.h"
 #include "store/value.h"
 
@@ -25,20 +26,8 @@ using namespace komoku::store;
 // than any sensor sends and keeps the fuzzer on the parser.
 constexpr size_t kMaxBytes = 64 * 1024;
 
-void Require(bool condition) {
-  if (!condition) __builtin_trap();
-}
-
-// The transports' json::dump() throws on invalid UTF-8, so the target lets
-// that escape: a message a transport cannot send is a bug. With
-// KOMOKU_FUZZ_LENIENT_UTF8=1 it is replaced instead, so that a run can look
-// past that one known finding (tests/store/fuzz_regression_test.cc).
-void Dump(const nlohmann::json& j) {
-  static const bool lenient = std::getenv("KOMOKU_FUZZ_LENIENT_UTF8") != nullptr;
-  (void)j.dump(-1, ' ', false,
-               lenient ? nlohmann::json::error_handler_t::replace
-                       : nlohmann::json::error_handler_t::strict);
-}
+using komoku::fuzz::Require;
+using komoku::fuzz::Dump;
 
 // What the transports do with a refusal: put the message in a JSON answer.
 void Answer(const Status& st) {
