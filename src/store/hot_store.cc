@@ -155,7 +155,13 @@ Status HotStore::PrepareWriter() {
       {&touch_key_, "UPDATE keys SET last_seen_ms=?2 WHERE id=?1"},
       {&delete_changes_, "DELETE FROM changes WHERE key_id=?1"},
       {&delete_key_, "DELETE FROM keys WHERE id=?1"},
-      {&delete_compacted_, "DELETE FROM changes WHERE time_ms<?1 AND rowid<=?2"},
+      {&delete_compacted_,
+       "DELETE FROM changes WHERE rowid>?1 AND rowid<=?2 AND time_ms<?3"},
+      // The rowid `?3` rows on from ?1 (the end of a chunk), if there are
+      // that many up to ?2.
+      {&chunk_end_,
+       "SELECT rowid FROM changes WHERE rowid>?1 AND rowid<=?2 ORDER BY rowid LIMIT 1 "
+       "OFFSET ?3"},
   };
   for (auto& s : statements) {
     Result<Stmt> stmt = writer_db_->Prepare(s.sql);
@@ -265,11 +271,17 @@ void HotStore::WriterLoop() {
     // Someone waiting means a caller (an MQTT acknowledgement, an HTTP
     // answer) is blocked on this commit: commit at once, taking whatever else
     // queued meanwhile. Otherwise let rows gather for commit_interval.
-    work_cv_.wait_for(lock, options_.commit_interval, [&] {
-      return stopping_ || (waiters_ > 0 && !queue_.empty()) ||
-             queue_.size() >= options_.commit_max_rows;
-    });
-    if (queue_.empty()) {
+    // A deletion of compacted rows in progress goes on chunk by chunk
+    // without waiting; whatever queues meanwhile joins the next chunk's
+    // commit.
+    work_cv_.wait_for(lock, pending_delete_ ? std::chrono::milliseconds(0) : options_.commit_interval,
+                      [&] {
+                        return stopping_ || (waiters_ > 0 && !queue_.empty()) ||
+                               queue_.size() >= options_.commit_max_rows;
+                      });
+    if (queue_.empty() && (stopping_ || !pending_delete_)) {
+      // At shutdown a deletion left unfinished is done again after the
+      // next start (Store::Open queues it).
       if (stopping_) break;
       continue;
     }
@@ -287,6 +299,12 @@ void HotStore::WriterLoop() {
                       std::chrono::steady_clock::now() - start)
                       .count();
     lock.lock();
+    if (st.ok() && batch.empty()) {
+      // A chunk of a deletion alone: no change was waiting for it.
+      busy_since_ms_.store(0, std::memory_order_relaxed);
+      backoff = std::chrono::milliseconds(100);
+      continue;
+    }
     if (st.ok()) {
       committed_seq_ = last_seq;
       metrics_->Add("komoku_commit_batches_total");
@@ -332,9 +350,34 @@ void HotStore::WriterLoop() {
   }
 }
 
+Status HotStore::DeleteChunk(const PendingDelete& pending,
+                             std::optional<PendingDelete>* next) {
+  const int64_t last = SeqParam(pending.mark.cold_seq);
+  chunk_end_.BindInt64(1, pending.after_rowid);
+  chunk_end_.BindInt64(2, last);
+  chunk_end_.BindInt64(3, std::max<int64_t>(0, options_.delete_chunk_rows - 1));
+  Status st;
+  int64_t end = last;
+  if (chunk_end_.Step(&st)) end = chunk_end_.ColumnInt64(0);
+  chunk_end_.Reset();
+  KOMOKU_RETURN_IF_ERROR(st);
+  delete_compacted_.BindInt64(1, pending.after_rowid);
+  delete_compacted_.BindInt64(2, end);
+  delete_compacted_.BindInt64(3, pending.mark.cold_to);
+  KOMOKU_RETURN_IF_ERROR(delete_compacted_.Run());
+  if (end >= last) {
+    next->reset();
+  } else {
+    *next = PendingDelete{pending.mark, end};
+  }
+  return Status::Ok();
+}
+
 Status HotStore::CommitBatch(const std::vector<Op>& batch) {
   KOMOKU_RETURN_IF_ERROR(writer_db_->Exec("BEGIN IMMEDIATE"));
   Status st;
+  // Taken over only when the commit succeeds.
+  std::optional<PendingDelete> pending = pending_delete_;
   for (const Op& op : batch) {
     if (const auto* row = std::get_if<ChangeRow>(&op)) {
       insert_change_.BindInt64(1, row->key_id);
@@ -354,9 +397,8 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch) {
       upsert_key_.BindInt64(5, key->created_ms);
       st = upsert_key_.Run();
     } else if (const auto* compacted = std::get_if<DeleteCompacted>(&op)) {
-      delete_compacted_.BindInt64(1, compacted->mark.cold_to);
-      delete_compacted_.BindInt64(2, SeqParam(compacted->mark.cold_seq));
-      st = delete_compacted_.Run();
+      // Marks only grow: the newest covers every earlier one.
+      pending = PendingDelete{compacted->mark, 0};
     } else {
       const auto& del = std::get<DeleteKey>(op);
       delete_changes_.BindInt64(1, del.key_id);
@@ -368,8 +410,13 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch) {
     }
     if (!st.ok()) break;
   }
+  if (st.ok() && pending) st = DeleteChunk(*pending, &pending);
   if (st.ok()) st = writer_db_->Exec("COMMIT");
-  if (!st.ok()) (void)writer_db_->Exec("ROLLBACK");
+  if (!st.ok()) {
+    (void)writer_db_->Exec("ROLLBACK");
+    return st;
+  }
+  pending_delete_ = std::move(pending);
   return st;
 }
 

@@ -170,7 +170,19 @@ class HotStore {
 
   // Owned by the writer thread after Init().
   std::unique_ptr<Db> writer_db_;
-  Stmt upsert_key_, insert_change_, touch_key_, delete_changes_, delete_key_, delete_compacted_;
+  Stmt upsert_key_, insert_change_, touch_key_, delete_changes_, delete_key_, delete_compacted_,
+      chunk_end_;
+  // The deletion of compacted rows still to do: rows with time < cold_to and
+  // after_rowid < rowid <= cold_seq. One chunk goes with each commit
+  // (CommitBatch); a newer mark starts it again from the first row.
+  struct PendingDelete {
+    ColdMark mark;
+    int64_t after_rowid = 0;
+  };
+  std::optional<PendingDelete> pending_delete_;
+  // Deletes the next chunk inside the open transaction; *next is where the
+  // deletion stands after it (nullopt: done).
+  Status DeleteChunk(const PendingDelete& pending, std::optional<PendingDelete>* next);
 
   // The read connection and its statements, guarded by read_mu_.
   std::mutex read_mu_;

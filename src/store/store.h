@@ -44,6 +44,10 @@ struct HotStoreOptions {
   size_t commit_max_rows = 4000;
   // How often the WAL is checkpointed (and so fsynced) in the background.
   std::chrono::milliseconds checkpoint_interval{10000};
+  // Rows compaction made cold are deleted at most this many (by rowid
+  // range) per commit, beside the changes of that commit, so a big deletion
+  // never holds up ingest for long.
+  int64_t delete_chunk_rows = 20000;
 };
 
 // Cold history: what compaction moves out of the hot store, and when. See

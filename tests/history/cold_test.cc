@@ -4,13 +4,16 @@
 // must get the same answer (numbers to 1e-9 relative: rollups add sums in
 // another order).
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
+#include <thread>
 
 #include "store/api.h"
 #include "store/history.h"
@@ -62,9 +65,11 @@ constexpr int64_t kSpan = 75 * kDay;  // history from two and a half months back
   return ::testing::AssertionFailure() << where << ": " << a << " != " << b;
 }
 
-std::unique_ptr<Store> Open(const std::string& dir, const Clock* clock, ColdOptions cold = {}) {
+std::unique_ptr<Store> Open(const std::string& dir, const Clock* clock, ColdOptions cold = {},
+                            HotStoreOptions hot = {}) {
   StoreOptions o;
   o.data_dir = dir;
+  o.hot = hot;
   o.clock = clock;
   o.start_timers = false;
   cold.compact_interval = std::chrono::milliseconds(0);
@@ -275,6 +280,57 @@ TEST_F(ColdTest, CompactedHistoryAnswersLikeHotHistory) {
     EXPECT_EQ(a->previous->time_ms, b->previous->time_ms) << key;
   }
   ExpectSameAnswers("after a restart");
+}
+
+// Rows compaction made cold leave SQLite a chunk per commit, so a change put
+// meanwhile commits between two chunks instead of after the whole deletion,
+// and in the end the hot store holds only what cold time does not.
+TEST_F(ColdTest, CompactedRowsLeaveSqliteInChunksBesideNewChanges) {
+  cold_.reset();
+  HotStoreOptions hot;
+  hot.delete_chunk_rows = 16;
+  cold_ = Open(dir_.path() + "/cold", &clock_, {}, hot);
+  ASSERT_NE(cold_, nullptr);
+  Generate(5);
+  const std::string db_path = dir_.path() + "/cold/komoku.db";
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  auto count = [&](const std::string& where) {
+    sqlite3_stmt* stmt = nullptr;
+    std::string sql = "SELECT count(*) FROM changes WHERE " + where;
+    EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK);
+    int64_t n = sqlite3_step(stmt) == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : -1;
+    sqlite3_finalize(stmt);
+    return n;
+  };
+  const int64_t total = count("1");
+
+  Result<CompactionReport> r = cold_->Compact();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const std::string cold = "time_ms<" + std::to_string(r->cold_to_ms);
+  const int64_t cold_rows = count(cold);
+  ASSERT_GT(cold_rows, 10000);  // about a thousand chunks to go
+
+  // A change waited for commits while most compacted rows are still there.
+  PutOptions now;
+  now.time_ms = kNow - kMin;
+  ASSERT_TRUE(cold_->Put("temp", InputValue(30.5), now).ok());
+  EXPECT_GT(count(cold), cold_rows / 2) << "the deletion ran ahead of the put";
+  ASSERT_TRUE(ref_->Put("temp", InputValue(30.5), now).ok());
+  Result<std::vector<Sample>> a = ref_->History("temp", kNow - 10 * kDay, kNow, 100000);
+  Result<std::vector<Sample>> b = cold_->History("temp", kNow - 10 * kDay, kNow, 100000);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->size(), b->size());
+
+  // Then every compacted row goes, and nothing else.
+  for (int i = 0; i < 600 && count(cold) > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(count(cold), 0);
+  EXPECT_EQ(count("1"), total - cold_rows + 1);
+  sqlite3_close(db);
+  ExpectSameAnswers("after the deletion");
 }
 
 TEST_F(ColdTest, ChangedOptionsFallBackToRawChanges) {
