@@ -35,6 +35,8 @@ int Compact(const Config& config) {
       std::cerr << "komoku compact: " << r.status().ToString() << "\n";
       return 1;
     }
+    // Nothing else writes here: leave SQLite without the rows made cold.
+    (*store)->WaitColdRowsDeleted();
     std::cout << store::CompactionJson(*r).dump() << "\n";
     return 0;
   }

@@ -223,7 +223,16 @@ Result<uint64_t> HotStore::MaxChangeSeq() {
 }
 
 uint64_t HotStore::EnqueueDeleteCompacted(const ColdMark& mark) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++deletions_queued_;
+  }
   return Enqueue(DeleteCompacted{mark});
+}
+
+void HotStore::WaitDeletions() {
+  std::unique_lock<std::mutex> lock(mu_);
+  committed_cv_.wait(lock, [&] { return closed_ || deletions_done_ >= deletions_queued_; });
 }
 
 uint64_t HotStore::EnqueueUpsertKey(int64_t id, const std::string& name, KeyType type,
@@ -295,10 +304,19 @@ void HotStore::WriterLoop() {
 
     auto start = std::chrono::steady_clock::now();
     Status st = CommitBatch(batch);
+    if (st.ok()) {
+      deletions_taken_ += static_cast<uint64_t>(std::count_if(
+          batch.begin(), batch.end(),
+          [](const Op& op) { return std::holds_alternative<DeleteCompacted>(op); }));
+    }
     auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
                       std::chrono::steady_clock::now() - start)
                       .count();
     lock.lock();
+    if (st.ok() && !pending_delete_ && deletions_done_ < deletions_taken_) {
+      deletions_done_ = deletions_taken_;
+      committed_cv_.notify_all();
+    }
     if (st.ok() && batch.empty()) {
       // A chunk of a deletion alone: no change was waiting for it.
       busy_since_ms_.store(0, std::memory_order_relaxed);
@@ -561,6 +579,7 @@ void HotStore::Close() {
     stopping_ = true;
   }
   work_cv_.notify_all();
+  committed_cv_.notify_all();  // WaitDeletions gives up
   if (writer_.joinable()) writer_.join();
   {
     std::lock_guard<std::mutex> lock(checkpoint_mu_);

@@ -88,6 +88,10 @@ class HotStore {
   // Deletes the rows the cold store holds now (see ColdMark).
   uint64_t EnqueueDeleteCompacted(const ColdMark& mark);
 
+  // Blocks until every deletion of compacted rows queued so far is done (or
+  // the store closes).
+  void WaitDeletions();
+
   // Blocks until everything up to `seq` is committed. An IOError only when
   // the store is closing and the rows could not be committed.
   Status WaitCommitted(uint64_t seq);
@@ -209,6 +213,11 @@ class HotStore {
   uint64_t next_seq_ = 1;                // guarded by mu_; seq of the next op
   uint64_t committed_seq_ = 0;           // guarded by mu_
   uint64_t failed_seq_ = 0;              // guarded by mu_; ops <= this were given up
+  // Deletions of compacted rows queued, and of those the ones done (a newer
+  // one supersedes the older ones still going).
+  uint64_t deletions_queued_ = 0;  // guarded by mu_
+  uint64_t deletions_done_ = 0;    // guarded by mu_
+  uint64_t deletions_taken_ = 0;   // writer thread: in committed batches
   size_t waiters_ = 0;                   // guarded by mu_
   bool stopping_ = false;                // guarded by mu_
   bool closed_ = false;                  // guarded by mu_

@@ -671,6 +671,8 @@ void Store::RemoveListener(int id) {
   listeners_.erase(id);
 }
 
+void Store::WaitColdRowsDeleted() { hot_->WaitDeletions(); }
+
 Status Store::WaitCommitted(uint64_t change_seq) {
   uint64_t op_seq;
   {

@@ -226,6 +226,10 @@ class Store {
   // months and applies retention, now. One at a time; the background
   // compactor calls it every ColdOptions::compact_interval.
   Result<CompactionReport> Compact();
+  // Waits until the hot rows every compaction so far made cold are deleted
+  // from SQLite (the writer deletes them a chunk per commit after each
+  // compaction); for `komoku compact`, which leaves a tidy database.
+  void WaitColdRowsDeleted();
   // The live segments, oldest first.
   std::vector<SegmentListing> Segments() const;
   // Every key's writes, and the time they were counted from (this process's
