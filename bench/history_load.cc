@@ -227,39 +227,27 @@ void CheckAnswer(int port, const std::string& target, size_t rows, const char* w
 
 // POST /api/v1/compact and wait for its answer: everything older than the
 // hot window goes into segments.
-void Compact(int port) {
-  auto cli = NewClient(port);
-  cli->set_read_timeout(std::chrono::seconds(3600));  // a first compaction of a year
-  auto t0 = Clock::now();
-  auto res = cli->Post("/api/v1/compact");
-  const double s = SecondsSince(t0);
-  if (!res) Fail("compact: no answer: " + httplib::to_string(res.error()));
-  if (res->status != 200) Fail("compact: HTTP " + std::to_string(res->status) + ": " + res->body);
-  nlohmann::json j = nlohmann::json::parse(res->body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) Fail("compact: not JSON: " + res->body);
-  std::printf("compaction: POST /api/v1/compact answered in %.1f s: %lld changes, %d segments "
-              "written, %d removed, %.1f MB\n",
-              s, j.value("changes", 0LL), j.value("segments_written", 0),
-              j.value("segments_removed", 0), j.value("bytes_written", 0.0) / 1e6);
+void RunCompaction(int port) {
+  // A first compaction of a year takes a while.
+  const CompactAnswer a = Compact(port, std::chrono::seconds(3600));
+  std::printf("compaction: POST /api/v1/compact answered in %.1f s: %lld changes, %lld segments "
+              "written, %lld removed, %.1f MB\n",
+              a.seconds, static_cast<long long>(a.changes),
+              static_cast<long long>(a.segments_written),
+              static_cast<long long>(a.segments_removed), static_cast<double>(a.bytes_written) / 1e6);
 }
 
 // GET /api/v1/segments: there are segments, and they hold every row of the
 // year (ingest is newer than the hot window and stays hot).
 void CheckSegments(int port) {
-  auto res = NewClient(port)->Get("/api/v1/segments");
-  if (!res || res->status != 200) Fail("GET /api/v1/segments failed");
-  nlohmann::json j = nlohmann::json::parse(res->body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j["segments"].is_array()) Fail("segments: not a list: " + res->body);
-  int64_t changes = 0;
-  for (const nlohmann::json& seg : j["segments"]) changes += seg.value("changes", 0LL);
-  const int64_t count = j.value("count", 0LL);
-  if (count == 0 || changes != kRows) {
-    Fail("segments: " + std::to_string(count) + " segments holding " + std::to_string(changes) +
-         " changes, expected all " + std::to_string(kRows));
+  const SegmentTotals t = Segments(port);
+  if (t.count == 0 || t.changes != kRows) {
+    Fail("segments: " + std::to_string(t.count) + " segments holding " +
+         std::to_string(t.changes) + " changes, expected all " + std::to_string(kRows));
   }
   std::printf("segments: %lld live, %.1f MB, holding all %lld changes\n",
-              static_cast<long long>(count), j.value("bytes", 0.0) / 1e6,
-              static_cast<long long>(changes));
+              static_cast<long long>(t.count), static_cast<double>(t.bytes) / 1e6,
+              static_cast<long long>(t.changes));
 }
 
 // The bench key's rows left in the hot store. After a compaction the writer
@@ -378,7 +366,7 @@ int Run(const Options& opt) {
 
   // Cold: the whole year into segments, while ingest goes on.
   std::printf("\n");
-  Compact(port);
+  RunCompaction(port);
   t0 = Clock::now();
   CheckSegments(port);
   if (!WaitFor([&] { return HotRows(dir.File("data/komoku.db")) == 0; }, milliseconds(600000))) {

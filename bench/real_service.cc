@@ -117,7 +117,8 @@ void Statement::Run() {
   if (rc != SQLITE_DONE) db_.Check(rc == SQLITE_ROW ? SQLITE_MISUSE : rc, sqlite3_sql(stmt_));
 }
 
-HotDbBuilder::HotDbBuilder(const std::string& path) : path_(path), tmp_(path + ".tmp") {
+HotDbBuilder::HotDbBuilder(const std::string& path, int64_t first_seq)
+    : path_(path), tmp_(path + ".tmp"), first_seq_(first_seq), seq_(first_seq - 1) {
   std::filesystem::remove(tmp_);
   db_ = std::make_unique<Sqlite>(tmp_);
   db_->Exec("PRAGMA journal_mode=OFF");
@@ -163,6 +164,15 @@ void HotDbBuilder::AddChange(int64_t key_id, int64_t time_ms, bool value) {
   sqlite3_bind_int64(change_->get(), 2, key_id);
   sqlite3_bind_int64(change_->get(), 3, time_ms);
   sqlite3_bind_int64(change_->get(), 4, value ? 1 : 0);  // the store's form of a boolean
+  change_->Run();
+}
+
+void HotDbBuilder::AddChange(int64_t key_id, int64_t time_ms, const std::string& value) {
+  sqlite3_bind_int64(change_->get(), 1, ++seq_);
+  sqlite3_bind_int64(change_->get(), 2, key_id);
+  sqlite3_bind_int64(change_->get(), 3, time_ms);
+  sqlite3_bind_text(change_->get(), 4, value.data(), static_cast<int>(value.size()),
+                    SQLITE_TRANSIENT);
   change_->Run();
 }
 
@@ -331,6 +341,52 @@ std::unique_ptr<httplib::Client> NewClient(int port) {
   return cli;
 }
 
+namespace {
+
+nlohmann::json ParseAnswer(const httplib::Result& res, const std::string& what) {
+  if (!res) Fail(what + ": no answer: " + httplib::to_string(res.error()));
+  if (res->status != 200) Fail(what + ": HTTP " + std::to_string(res->status) + ": " + res->body);
+  nlohmann::json j = nlohmann::json::parse(res->body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) Fail(what + ": not JSON: " + res->body.substr(0, 200));
+  return j;
+}
+
+}  // namespace
+
+CompactAnswer Compact(int port, std::chrono::seconds timeout) {
+  auto cli = NewClient(port);
+  cli->set_read_timeout(timeout);
+  const auto t0 = Clock::now();
+  auto res = cli->Post("/api/v1/compact");
+  CompactAnswer a;
+  a.seconds = SecondsSince(t0);
+  const nlohmann::json j = ParseAnswer(res, "compact");
+  a.changes = j.value("changes", int64_t{0});
+  a.segments_written = j.value("segments_written", int64_t{0});
+  a.segments_removed = j.value("segments_removed", int64_t{0});
+  a.bytes_written = j.value("bytes_written", int64_t{0});
+  return a;
+}
+
+SegmentTotals Segments(int port, bool per_key) {
+  const nlohmann::json j = ParseAnswer(
+      NewClient(port)->Get(per_key ? "/api/v1/segments?keys=true" : "/api/v1/segments"),
+      "segments");
+  if (!j["segments"].is_array()) Fail("segments: not a list");
+  SegmentTotals t;
+  t.count = j.value("count", int64_t{0});
+  t.bytes = j.value("bytes", int64_t{0});
+  for (const nlohmann::json& seg : j["segments"]) {
+    t.changes += seg.value("changes", int64_t{0});
+    if (!per_key || !seg["keys"].is_array()) continue;
+    for (const nlohmann::json& k : seg["keys"]) {
+      t.raw_bytes += k.value("raw_bytes", int64_t{0});
+      t.rollup_bytes += k.value("rollup_bytes", int64_t{0});
+    }
+  }
+  return t;
+}
+
 int64_t Metric(int port, const std::string& series) {
   auto cli = NewClient(port);
   auto res = cli->Get("/metrics");
@@ -347,12 +403,11 @@ int64_t Metric(int port, const std::string& series) {
 }
 
 Ingest::Ingest(const std::string& url, const std::string& client_id, int rate,
-               std::vector<std::string> keys, int64_t first, int64_t count)
+               std::vector<std::string> keys, IngestOptions options)
     : client_(std::make_unique<mqtt::async_client>(url, client_id)),
       rate_(rate),
       keys_(std::move(keys)),
-      first_(first),
-      count_(count) {
+      options_(std::move(options)) {
   if (keys_.empty()) Fail("ingest without keys");
   mqtt::connect_options opts;
   opts.set_clean_session(true);
@@ -374,16 +429,23 @@ void Ingest::Stop() {
 void Ingest::Loop() {
   const auto period = std::chrono::nanoseconds(1000000000LL / std::max(rate_, 1));
   auto next = Clock::now();
-  for (int64_t n = first_; !stop_.load() && (count_ <= 0 || n < first_ + count_); ++n) {
-    const std::string topic = "komoku/set/" + keys_[static_cast<size_t>(n) % keys_.size()];
-    char payload[32];
-    const int len = std::snprintf(payload, sizeof payload, "%.2f",
-                                  static_cast<double>(n / static_cast<int64_t>(keys_.size()) % 1000) /
-                                          10.0 + 0.05);
+  const int64_t keys = static_cast<int64_t>(keys_.size());
+  const int64_t first = options_.first, count = options_.count;
+  for (int64_t n = first; !stop_.load() && (count <= 0 || n < first + count); ++n) {
+    const size_t key = static_cast<size_t>(n % keys);
+    const std::string topic = options_.topic_prefix + keys_[key];
+    std::string payload;
+    if (options_.payload) {
+      payload = options_.payload(key, n / keys);
+    } else {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.2f", static_cast<double>(n / keys % 1000) / 10.0 + 0.05);
+      payload = buf;
+    }
     try {
-      client_->publish(topic, payload, static_cast<size_t>(len), 1, false)->wait();
+      client_->publish(topic, payload.data(), payload.size(), 1, false)->wait();
       ++published_;
-      bytes_ += static_cast<int64_t>(topic.size()) + len;
+      bytes_ += static_cast<int64_t>(topic.size() + payload.size());
     } catch (const std::exception&) {
       ++failed_;
     }
@@ -439,13 +501,15 @@ int BenchMain(const char* name, const std::function<int()>& run) {
   }
 }
 
-int64_t ProcIo(pid_t pid, const std::string& field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/io");
+int64_t ProcField(pid_t pid, const std::string& file, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/" + file);
   std::string line;
   while (std::getline(in, line)) {
     if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
   }
   return -1;
 }
+
+int64_t ProcIo(pid_t pid, const std::string& field) { return ProcField(pid, "io", field); }
 
 }  // namespace komoku::bench

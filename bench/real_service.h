@@ -102,10 +102,12 @@ class Statement {
 // Writes a database in the hot store's schema to `path`.tmp, one
 // transaction, and renames it to `path` in Finish(), so an interrupted build
 // never leaves a file that looks complete. Changes are numbered (rowid) in
-// the order they are added, as the store numbers what it accepts.
+// the order they are added, as the store numbers what it accepts, from
+// `first_seq` (a hot store that follows a compaction numbers on from the
+// manifest's cold_seq).
 class HotDbBuilder {
  public:
-  explicit HotDbBuilder(const std::string& path);
+  explicit HotDbBuilder(const std::string& path, int64_t first_seq = 1);
   ~HotDbBuilder();
   HotDbBuilder(const HotDbBuilder&) = delete;
   HotDbBuilder& operator=(const HotDbBuilder&) = delete;
@@ -113,14 +115,16 @@ class HotDbBuilder {
   void AddKey(int64_t id, const std::string& name, const char* type, int64_t created_ms);
   void AddChange(int64_t key_id, int64_t time_ms, double value);
   void AddChange(int64_t key_id, int64_t time_ms, bool value);
-  int64_t changes() const { return seq_; }
+  void AddChange(int64_t key_id, int64_t time_ms, const std::string& value);
+  int64_t changes() const { return seq_ - first_seq_ + 1; }
   void Finish();
 
  private:
   const std::string path_, tmp_;
   std::unique_ptr<Sqlite> db_;
   std::unique_ptr<Statement> key_, change_;
-  int64_t seq_ = 0;
+  const int64_t first_seq_;
+  int64_t seq_;
 };
 
 // --- processes ----------------------------------------------------------------
@@ -173,19 +177,49 @@ Komoku StartKomoku(const ScratchDir& dir, const std::string& config_yaml,
 // A keep-alive client on 127.0.0.1:port with generous timeouts.
 std::unique_ptr<httplib::Client> NewClient(int port);
 
+// What POST /api/v1/compact answered, and how long it took to answer.
+struct CompactAnswer {
+  double seconds = 0;
+  int64_t changes = 0;
+  int64_t segments_written = 0, segments_removed = 0;
+  int64_t bytes_written = 0;  // day segments and month merges alike
+};
+// Runs a compaction through the API and waits up to `timeout` for it.
+CompactAnswer Compact(int port, std::chrono::seconds timeout);
+
+// GET /api/v1/segments summed over the live segments; with `per_key`
+// (keys=true) also the raw and rollup blocks' bytes of every key.
+struct SegmentTotals {
+  int64_t count = 0, bytes = 0, changes = 0;
+  int64_t raw_bytes = 0, rollup_bytes = 0;  // per_key only
+};
+SegmentTotals Segments(int port, bool per_key = false);
+
 // One series of GET /metrics, -1 when it does not answer.
 int64_t Metric(int port, const std::string& series);
 
-// Publishes `rate` changes/s (QoS 1, each acknowledged by the broker) to
-// komoku/set/<key>, round robin over `keys`, until stopped. Values are
-// numbers with two decimals; publication n sends key n % keys.size() the
-// value (n / keys.size()) % 1000 / 10 + 0.05, counting from `first`, so a
-// key's value changes from one round to the next. Stops by itself after
-// `count` publications when count > 0.
+// The payload of publication n: `key` = n % keys.size(), `round` =
+// n / keys.size().
+using PayloadFn = std::function<std::string(size_t key, int64_t round)>;
+
+struct IngestOptions {
+  int64_t first = 0;  // the number of the first publication
+  int64_t count = 0;  // stop by itself after this many, when > 0
+  // Without one, values are numbers with two decimals, round % 1000 / 10 +
+  // 0.05, so a key's value changes from one round to the next.
+  PayloadFn payload;
+  // Where a key's changes go: komoku/set/<key>, or a topic a mapping rule
+  // turns into the key.
+  std::string topic_prefix = "komoku/set/";
+};
+
+// Publishes `rate` changes/s to <topic_prefix><key>, round robin over
+// `keys`, until stopped: QoS 1, each waiting for the broker's
+// acknowledgement.
 class Ingest {
  public:
   Ingest(const std::string& url, const std::string& client_id, int rate,
-         std::vector<std::string> keys, int64_t first = 0, int64_t count = 0);
+         std::vector<std::string> keys, IngestOptions options = {});
   ~Ingest();
   void Stop();
   int64_t published() const { return published_.load(); }
@@ -199,7 +233,7 @@ class Ingest {
   std::unique_ptr<mqtt::async_client> client_;
   const int rate_;
   const std::vector<std::string> keys_;
-  const int64_t first_, count_;
+  const IngestOptions options_;
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> published_{0}, failed_{0}, bytes_{0};
   std::thread thread_;
@@ -218,6 +252,10 @@ void ParseIntFlags(int argc, char** argv, const std::vector<std::pair<std::strin
 // main() of a benchmark: SIGPIPE ignored, stdout line-buffered, and an
 // exception from `run` printed after `name` as exit status 1.
 int BenchMain(const char* name, const std::function<int()>& run);
+
+// The number of a "field: N" line of /proc/PID/`file` as written there (the
+// unit is the file's), -1 when unreadable.
+int64_t ProcField(pid_t pid, const std::string& file, const std::string& field);
 
 // A field of /proc/PID/io (write_bytes, read_bytes, ...), -1 when unreadable.
 int64_t ProcIo(pid_t pid, const std::string& field);
