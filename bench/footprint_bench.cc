@@ -287,8 +287,7 @@ std::string KomokuConfig(const std::string& broker_url, const std::string& clien
          "\nstore:\n  data_dir: " + data_dir +
          "\n  compact_interval: 0\n  raw_retention_days: 0\n  checkpoint_interval: " +
          std::to_string(kCheckpointSeconds) + "\n" + extra_store +
-         "http:\n  listen: 127.0.0.1:0\nlog:\n  level: warn\n"
-         "mappings:\n  - name: devices\n    topic: home/#\n";
+         "http:\n  listen: 127.0.0.1:0\nlog:\n  level: warn\n";
 }
 
 // The hot window that puts the compaction's cut (now - window, rounded down
@@ -608,8 +607,7 @@ struct Ingested {
 // kind) for `seconds`, from publication `first`; waits until komoku accepted
 // every one.
 Ingested RunIngest(const Komoku& k, const std::string& broker_url, const std::vector<KeySpec>& keys,
-                   int rate, int seconds, int64_t first, const char* client_id,
-                   const char* topic_prefix = "komoku/set/") {
+                   int rate, int seconds, int64_t first, const char* client_id) {
   std::vector<std::string> names;
   for (const KeySpec& key : keys) names.push_back(key.name);
   const int64_t accepted0 = Metric(k.port, "komoku_changes_accepted_total");
@@ -621,7 +619,6 @@ Ingested RunIngest(const Komoku& k, const std::string& broker_url, const std::ve
     o.payload = [&keys](size_t key, int64_t round) {
       return IngestPayload(keys[key].q->kind, round);
     };
-    o.topic_prefix = topic_prefix;
     Ingest ingest(broker_url, client_id, rate, names, o);
     std::this_thread::sleep_for(std::chrono::seconds(seconds));
     ingest.Stop();
@@ -707,7 +704,6 @@ int64_t HotBytesWritten(int port) {
 
 // What komoku wrote while changes came in at a fixed rate.
 struct WriteWindow {
-  std::string via;
   Ingested ingest;
   int64_t written = 0, cancelled = 0, checkpoints = 0, commits = 0, estimate = 0;
 };
@@ -716,20 +712,17 @@ struct WriteWindow {
 // `opt.seconds`; /proc/PID/io and the store's counters from before the
 // window to the checkpoint after it.
 WriteWindow MeasureWrites(const Komoku& k, const std::string& broker_url,
-                          const std::vector<KeySpec>& keys, const Options& opt, bool mapped,
-                          int64_t first) {
+                          const std::vector<KeySpec>& keys, const Options& opt, int64_t first) {
   std::this_thread::sleep_for(std::chrono::seconds(2 * kCheckpointSeconds + 1));
   const pid_t pid = k.process->pid();
   WriteWindow w;
-  w.via = mapped ? "a mapped topic (home/...)" : "komoku/set/<key>";
   const int64_t written0 = ProcIo(pid, "write_bytes");
   const int64_t cancelled0 = ProcIo(pid, "cancelled_write_bytes");
   const int64_t checkpoints0 = Metric(k.port, "komoku_checkpoints_total");
   const int64_t commits0 = Metric(k.port, "komoku_commit_batches_total");
   const int64_t estimate0 = HotBytesWritten(k.port);
   w.ingest = RunIngest(k, broker_url, keys, opt.write_rate, opt.seconds, first,
-                       mapped ? "footprint-writes-mapped" : "footprint-writes-set",
-                       mapped ? "" : "komoku/set/");
+                       "footprint-writes");
   // The checkpoint that copies the window's last commits into komoku.db.
   std::this_thread::sleep_for(std::chrono::seconds(kCheckpointSeconds + 1));
   w.written = ProcIo(pid, "write_bytes") - written0;
@@ -743,9 +736,9 @@ WriteWindow MeasureWrites(const Komoku& k, const std::string& broker_url,
 void PrintWrites(const WriteWindow& w, int rate) {
   const double per_hour = 3600.0 / w.ingest.seconds;
   const double changes = static_cast<double>(w.ingest.published);
-  std::printf("\ndisk writes at %d changes/s to %s (/proc/PID/io write_bytes of komoku over "
-              "%.0f s: %lld changes, %lld commits, %lld checkpoints):\n",
-              rate, w.via.c_str(), w.ingest.seconds, static_cast<long long>(w.ingest.published),
+  std::printf("\ndisk writes at %d changes/s (/proc/PID/io write_bytes of komoku over %.0f s: "
+              "%lld changes, %lld commits, %lld checkpoints):\n",
+              rate, w.ingest.seconds, static_cast<long long>(w.ingest.published),
               static_cast<long long>(w.commits), static_cast<long long>(w.checkpoints));
   auto row = [&](const char* what, int64_t bytes) {
     std::printf("  %-48s %9.2f MB/h  %8.1f B/change\n", what, Mb(bytes) * per_hour,
@@ -846,18 +839,12 @@ int Run(const Options& opt) {
                             " changes, expected " + std::to_string(built.changes));
   }
 
-  // 3. Disk writes at --write-rate: to komoku/set/<key>, whose changes are
-  // each committed before the next message is read, and to a mapped topic,
-  // whose changes are committed in groups.
-  std::vector<WriteWindow> windows;
-  int64_t first = year.published;
-  for (bool mapped : {false, true}) {
-    std::printf("\ndisk writes: %d changes/s to %s for %d s round robin over the keys ...\n",
-                opt.write_rate, mapped ? "a mapped topic" : "komoku/set/<key>", opt.seconds);
-    windows.push_back(MeasureWrites(year.komoku, broker_url, ingest_keys, opt, mapped, first));
-    first += windows.back().ingest.published;
-  }
-  const MemorySample after_writes{"after the write windows", ProcStatus(pid)};
+  // 3. Disk writes at --write-rate.
+  std::printf("\ndisk writes: %d changes/s for %d s round robin over the keys ...\n",
+              opt.write_rate, opt.seconds);
+  const WriteWindow writes =
+      MeasureWrites(year.komoku, broker_url, ingest_keys, opt, year.published);
+  const MemorySample after_writes{"after the write window", ProcStatus(pid)};
   year.komoku.process->Stop();
   broker->Stop();
 
@@ -886,7 +873,7 @@ int Run(const Options& opt) {
               static_cast<double>(last(year, "RssAnon")) / last(empty, "RssAnon"),
               static_cast<double>(last(year, "RssFile")) / last(empty, "RssFile"));
 
-  for (const WriteWindow& w : windows) PrintWrites(w, opt.write_rate);
+  PrintWrites(writes, opt.write_rate);
 
   // Compaction's share, estimated: a day segment costs, per key, what a
   // key-day of the year cost beside its raw changes (metadata, carry,

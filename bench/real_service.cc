@@ -433,7 +433,7 @@ void Ingest::Loop() {
   const int64_t first = options_.first, count = options_.count;
   for (int64_t n = first; !stop_.load() && (count <= 0 || n < first + count); ++n) {
     const size_t key = static_cast<size_t>(n % keys);
-    const std::string topic = options_.topic_prefix + keys_[key];
+    const std::string topic = "komoku/set/" + keys_[key];
     std::string payload;
     if (options_.payload) {
       payload = options_.payload(key, n / keys);

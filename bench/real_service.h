@@ -208,14 +208,10 @@ struct IngestOptions {
   // Without one, values are numbers with two decimals, round % 1000 / 10 +
   // 0.05, so a key's value changes from one round to the next.
   PayloadFn payload;
-  // Where a key's changes go: komoku/set/<key>, or a topic a mapping rule
-  // turns into the key.
-  std::string topic_prefix = "komoku/set/";
 };
 
-// Publishes `rate` changes/s to <topic_prefix><key>, round robin over
-// `keys`, until stopped: QoS 1, each waiting for the broker's
-// acknowledgement.
+// Publishes `rate` changes/s to komoku/set/<key>, round robin over `keys`,
+// until stopped: QoS 1, each waiting for the broker's acknowledgement.
 class Ingest {
  public:
   Ingest(const std::string& url, const std::string& client_id, int rate,
