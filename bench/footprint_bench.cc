@@ -9,7 +9,7 @@
 //   as after a Pi's boot), "not measured" when this process may not do that.
 // - resident memory: VmRSS, RssAnon, RssFile and VmHWM of the komoku process
 //   (/proc/PID/status) at ready, once the background segment check that
-//   follows every start is done (RssFile steady for 2 s), after --rate
+//   follows every start is done (the process idle for 2 s), after --rate
 //   (1,000) changes/s over MQTT for --ingest-seconds (30) round robin over
 //   every key, and after queries that read cold history (the key listing
 //   with values, a year of hourly averages and a raw day for 5 keys). The
@@ -17,19 +17,19 @@
 //   keys) and the same queries. Then where the year process's resident pages
 //   are, by mapping (/proc/PID/smaps).
 // - disk writes: the year process takes --write-rate (10) changes/s round
-//   robin over the keys for --seconds (300); write_bytes of /proc/PID/io
+//   robin over the keys for --seconds (240); write_bytes of /proc/PID/io
 //   (bytes this process sent towards the block layer: the SD card's share)
 //   from before the window to one checkpoint after it, scaled to an hour;
 //   beside the bytes of the changes themselves (MQTT topic + payload, and
 //   16 bytes a change for a time and a value) and komoku's own per-key
 //   estimate (GET /api/v1/top). store.checkpoint_interval is set to its
-//   default, 10 s, so the window holds about 30 checkpoints. Compaction's
+//   default, 10 s, so the window holds about 25 checkpoints. Compaction's
 //   share is estimated from the year's build (segment bytes per key-day and
 //   per raw change, and the bytes compaction wrote per byte it kept).
 //
-// The data, built once and cached as footprint-v1-k<keys>/ in
-// $KOMOKU_BENCH_DIR, else the build directory (about 1.5 GB for 10,000
-// keys): --keys (10,000) keys, 20 per device (home/device-NNNN/<quantity>):
+// The data, built once and cached as footprint-v2-k<keys>/ in
+// $KOMOKU_BENCH_DIR, else the build directory (the segments and a small
+// hot store; the build needs about 4 GB more for a while): --keys (10,000) keys, 20 per device (home/device-NNNN/<quantity>):
 // 14 numeric, 4 boolean, 1 counter (energy) and 1 string (mode: heat, cool,
 // auto, eco). Each key changes once an hour at a minute of its own (±1 min),
 // every change a new value, for the 365 days before kEndMs (2026-12-01
@@ -41,11 +41,12 @@
 // store.raw_retention_days: 0 (the year keeps its raw changes) and
 // store.compact_interval: 0, POSTs /api/v1/compact (day segments, then
 // month merges), checks that /api/v1/segments holds every change, and kills
-// komoku: the year's SQLite file would keep its 3.8 GB of freed pages, so it
+// komoku: the year's SQLite file would keep its 4 GB of freed pages, so it
 // is replaced by a new hot store holding the keys and the 48 hours, numbered
 // on from the compaction's cold_seq, as komoku would have left them.
 //
-// Each run copies the cache into a scratch directory; komoku runs with the
+// Each run copies the cache into a scratch directory (segment files
+// hard-linked: they are immutable); komoku runs with the
 // defaults but store.compact_interval: 0 (a compaction in the middle of a
 // measurement would move the 48 hours into segments) and log.level: warn.
 // Never fails for being slow; exits 1 only when something does not work.
@@ -395,7 +396,7 @@ BuildFigures BuildCache(const std::string& base, const std::string& cache,
   Step(b, "   check the segments (GET /api/v1/segments?keys=true)", t0);
 
   // 4. The year's SQLite file goes: after the writer deleted the compacted
-  //    rows it would keep their 3.8 GB as free pages, and the deletion
+  //    rows it would keep their 4 GB as free pages, and the deletion
   //    itself (queued, one statement) would take minutes. The manifest is
   //    committed, so killing komoku here is a crash its design survives. The
   //    new hot store numbers its changes on from the year's (cold_seq).
@@ -454,16 +455,22 @@ double Median(std::vector<double> v) {
 }
 
 struct StartTimes {
-  std::vector<double> ready_file, readyz;
+  std::vector<double> ready_file, readyz, stop;
 };
 
+// Each start is stopped at once by SIGTERM, which is also timed: a stop
+// waits for the background segment check that every start begins.
 StartTimes TimeStarts(const ScratchDir& dir, const std::string& config, int n) {
   StartTimes t;
   for (int i = 0; i < n; ++i) {
     Komoku k = StartKomoku(dir, config, milliseconds(5));
     t.ready_file.push_back(k.ready_file_seconds);
     t.readyz.push_back(k.readyz_seconds);
-    if (k.process->Stop() != 0) k.FailWithLog("komoku did not stop cleanly");
+    const auto t0 = Clock::now();
+    kill(k.process->pid(), SIGTERM);
+    const int status = k.process->Wait(milliseconds(600000));
+    t.stop.push_back(SecondsSince(t0));
+    if (status != 0) k.FailWithLog("komoku did not stop cleanly (status " + std::to_string(status) + ")");
   }
   return t;
 }
@@ -543,6 +550,22 @@ std::map<std::string, int64_t> RssByMapping(pid_t pid) {
     }
   }
   return out;
+}
+
+// User and system CPU time of `pid` (/proc/PID/stat), in seconds.
+double CpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(in, stat);
+  // Fields after the command name (which may hold spaces) in parentheses;
+  // utime and stime are the 14th and 15th fields of the line.
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i >= 14) ticks += std::stod(field);
+  }
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 // GET target: 200 and JSON, or Fail. The seconds it took in *seconds.
@@ -653,21 +676,22 @@ MemoryRun RunMemory(const char* label, const ScratchDir& dir, const std::string&
   m.samples.push_back({"at ready", ProcStatus(pid)});
 
   // Every start checks each segment's checksums in the background, which
-  // maps every page of them; done when RssFile stops growing.
+  // maps every page of them; done when the process is idle (under 2% of a
+  // core over 2 s), as nothing else runs before the ingest.
   const auto t0 = Clock::now();
-  int64_t last = -1;
-  auto steady_since = Clock::now();
+  double cpu = CpuSeconds(pid);
+  auto since = Clock::now();
   WaitFor(
       [&] {
-        const int64_t file = ProcStatus(pid)["RssFile"];
-        if (file != last) {
-          last = file;
-          steady_since = Clock::now();
-        }
-        return SecondsSince(steady_since) >= 2.0;
+        if (SecondsSince(since) < 2.0) return false;
+        const double now = CpuSeconds(pid);
+        const bool idle = now - cpu < 0.04;
+        cpu = now;
+        since = Clock::now();
+        return idle;
       },
       milliseconds(600000), milliseconds(100));
-  std::printf("  RssFile steady %.1f s after ready (the background segment check)\n",
+  std::printf("  idle %.1f s after ready (the background segment check)\n",
               SecondsSince(t0) - 2.0);
   m.samples.push_back({"segment check done", ProcStatus(pid)});
 
@@ -769,9 +793,15 @@ Options ParseOptions(int argc, char** argv) {
 }
 
 void PrintStarts(const char* what, const StartTimes& t) {
-  std::printf("%-34s %7.3f %7.3f %9.3f %7.3f   (%zu starts)\n", what, Median(t.ready_file),
-              *std::max_element(t.ready_file.begin(), t.ready_file.end()), Median(t.readyz),
-              *std::max_element(t.readyz.begin(), t.readyz.end()), t.readyz.size());
+  auto max = [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); };
+  std::printf("%-34s %7.3f %7.3f %9.3f %7.3f %8.2f %7.2f  (%zu starts)\n", what,
+              Median(t.ready_file), max(t.ready_file), Median(t.readyz), max(t.readyz),
+              Median(t.stop), max(t.stop), t.readyz.size());
+}
+
+void PrintStartHeader() {
+  std::printf("%-34s %7s %7s %9s %7s %8s %7s\n", "data", "file", "max", "/readyz", "max",
+              "SIGTERM", "max");
 }
 
 int Run(const Options& opt) {
@@ -806,8 +836,8 @@ int Run(const Options& opt) {
   const std::string empty_config = KomokuConfig(broker_url, "komoku-footprint-empty", empty_data);
 
   // 1. Start-up.
-  std::printf("\nstart-up to ready, seconds from the spawn:\n");
-  std::printf("%-34s %7s %7s %9s %7s\n", "data", "file", "max", "/readyz", "max");
+  std::printf("\nstart-up to ready, seconds from the spawn; then the stop, from SIGTERM:\n");
+  PrintStartHeader();
   const StartTimes empty_starts = TimeStarts(dir, empty_config, opt.starts);
   PrintStarts("empty data dir (baseline)", empty_starts);
   const StartTimes year_starts = TimeStarts(dir, year_config, opt.starts);
@@ -816,8 +846,8 @@ int Run(const Options& opt) {
   if (DropPageCache()) {
     const StartTimes cold = TimeStarts(dir, year_config, 1);
     char buf[128];
-    std::snprintf(buf, sizeof buf, "%.3f s to the ready file, %.3f s to /readyz",
-                  cold.ready_file[0], cold.readyz[0]);
+    std::snprintf(buf, sizeof buf, "%.3f s to the ready file, %.3f s to /readyz, stop %.2f s",
+                  cold.ready_file[0], cold.readyz[0], cold.stop[0]);
     cold_line = buf;
   }
   std::printf("a year, page cache dropped first: %s\n", cold_line.c_str());
@@ -854,8 +884,8 @@ int Run(const Options& opt) {
               opt.keys, static_cast<long long>(built.changes),
               static_cast<long long>(built.segments), Mb(built.segment_bytes),
               static_cast<long long>(built.hot_changes));
-  std::printf("\nstart-up to ready (aim <= 1 s), seconds:\n");
-  std::printf("%-34s %7s %7s %9s %7s\n", "data", "file", "max", "/readyz", "max");
+  std::printf("\nstart-up to ready (aim <= 1 s), seconds; then the stop, from SIGTERM:\n");
+  PrintStartHeader();
   PrintStarts("empty data dir (baseline)", empty_starts);
   PrintStarts("a year of data (page cache warm)", year_starts);
   std::printf("a year, page cache dropped first: %s\n", cold_line.c_str());
