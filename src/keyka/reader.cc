@@ -238,6 +238,12 @@ Reader::~Reader() {
   if (map_ != nullptr) ::munmap(map_, map_size_);
 }
 
+void Reader::ReleasePages() const {
+  // A read-only shared mapping of a file: MADV_DONTNEED drops the process's
+  // page table entries only; the file and its cached pages are untouched.
+  if (map_ != nullptr) (void)::madvise(map_, map_size_, MADV_DONTNEED);
+}
+
 Reader::Reader(Reader&& other) noexcept
     : name_(std::move(other.name_)),
       view_(std::exchange(other.view_, TreeView{})),

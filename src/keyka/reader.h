@@ -146,6 +146,12 @@ class Reader {
   // it got.
   Status Verify(Stats* stats = nullptr) const;
 
+  // Gives back this process's resident pages of the mapping (after a scan
+  // of the whole file, such as Verify): the next read maps them in again,
+  // from the page cache while the kernel keeps them there. Nothing for
+  // FromBytes, whose bytes the caller owns.
+  void ReleasePages() const;
+
   const std::string& name() const { return name_; }
   uint64_t file_size() const { return view_.size + 8; }
   bool empty() const { return root_ == 0; }

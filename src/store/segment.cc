@@ -467,6 +467,10 @@ class MappedFile {
   std::string_view bytes() const {
     return {static_cast<const char*>(addr_), static_cast<size_t>(size_)};
   }
+  // See keyka::Reader::ReleasePages.
+  void ReleasePages() const {
+    if (addr_ != nullptr) (void)::madvise(addr_, size_, MADV_DONTNEED);
+  }
 
  private:
   MappedFile() = default;
@@ -491,6 +495,10 @@ class SegmentImpl final : public Segment {
   uint64_t file_bytes() const override { return data_.size() + index_.file_size(); }
 
   Status Verify() const override;
+  void ReleasePages() const override {
+    data_file_->ReleasePages();
+    index_.ReleasePages();
+  }
   std::vector<SegmentKeyInfo> Keys() const override;
   bool HasKey(std::string_view key) const override { return index_.Get(MetaKey(key)).ok(); }
   Result<std::optional<SegmentKeyMeta>> KeyMeta(std::string_view key) const override {

@@ -164,6 +164,9 @@ class Segment {
   // every block decodes and agrees with the index and the key's metadata.
   // Corruption with the place of the first problem.
   virtual Status Verify() const = 0;
+  // Gives back the resident pages of both mapped files (after Verify, which
+  // reads them all); later reads map what they need again.
+  virtual void ReleasePages() const = 0;
 
   // Every key in name order, from the index and each key's metadata block
   // (one lookup per key). Stops at the first damaged record; Verify() names it.

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -320,6 +321,49 @@ TEST(SegmentTest, RoundTripEveryType) {
   EXPECT_FALSE(absent->has_value());
   EXPECT_FALSE(seg->HasKey("m/"));
   EXPECT_TRUE(seg->ReadKey("zz").status().IsNotFound());
+}
+
+// Resident bytes of this process's mappings of `path` (/proc/self/smaps).
+int64_t ResidentBytesOf(const std::string& path) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool in_file = false;
+  int64_t kb = 0;
+  while (std::getline(smaps, line)) {
+    // A mapping's header line: "start-end perms offset dev inode path".
+    if (!line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) &&
+        line.find('-') < line.find(' ')) {
+      in_file = line.size() >= path.size() &&
+                line.compare(line.size() - path.size(), path.size(), path) == 0;
+    } else if (in_file && line.rfind("Rss:", 0) == 0) {
+      kb += std::stoll(line.substr(4));
+    }
+  }
+  return kb * 1024;
+}
+
+// Verify reads every page of both files; ReleasePages gives them back, and
+// what is read afterwards is still right.
+TEST(SegmentTest, ReleasePagesAfterVerifyDropsResidentPages) {
+  TempDir dir;
+  const std::vector<SegmentKeyData> keys = TestKeys(1);
+  const std::string base = WriteSegment(dir.File("seg"), keys);
+  auto seg = OpenOk(base);
+  ASSERT_NE(seg, nullptr);
+  const std::string data = std::filesystem::canonical(base + ".kkd").string();
+  const std::string index = std::filesystem::canonical(base + ".kki").string();
+  ASSERT_TRUE(seg->Verify().ok());
+  EXPECT_GT(ResidentBytesOf(data), 0);
+  EXPECT_GT(ResidentBytesOf(index), 0);
+  seg->ReleasePages();
+  EXPECT_EQ(ResidentBytesOf(data), 0);
+  EXPECT_EQ(ResidentBytesOf(index), 0);
+  for (const auto& k : keys) {
+    Result<SegmentKeyData> got = seg->ReadKey(k.key);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    ExpectSameKey(k, *got);
+  }
+  EXPECT_TRUE(seg->Verify().ok());
 }
 
 TEST(SegmentTest, IndexIsValidKeyKa) {
