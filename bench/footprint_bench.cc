@@ -53,6 +53,8 @@
 #include <fcntl.h>
 #include <httplib.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -730,16 +732,34 @@ int64_t HotBytesWritten(int port) {
 struct WriteWindow {
   Ingested ingest;
   int64_t written = 0, cancelled = 0, checkpoints = 0, commits = 0, estimate = 0;
+  int64_t wchar = 0;   // bytes komoku passed to write calls (files and sockets)
+  int64_t device = -1;  // bytes written to the data directory's block device, -1: unknown
 };
+
+// Bytes written so far to the block device holding `path`
+// (/sys/dev/block/MAJ:MIN/stat, sectors of 512 bytes): the whole machine's
+// writes there, the filesystem's journal included. -1 when unreadable.
+int64_t DeviceWrittenBytes(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return -1;
+  std::ifstream in("/sys/dev/block/" + std::to_string(major(st.st_dev)) + ":" +
+                   std::to_string(minor(st.st_dev)) + "/stat");
+  int64_t field = 0, sectors = -1;
+  for (int i = 0; i < 7 && (in >> field); ++i) sectors = field;
+  return in ? sectors * 512 : -1;
+}
 
 // After a quiet spell of two checkpoints, `opt.write_rate` changes/s for
 // `opt.seconds`; /proc/PID/io and the store's counters from before the
 // window to the checkpoint after it.
 WriteWindow MeasureWrites(const Komoku& k, const std::string& broker_url,
-                          const std::vector<KeySpec>& keys, const Options& opt, int64_t first) {
+                          const std::vector<KeySpec>& keys, const Options& opt, int64_t first,
+                          const std::string& data_dir) {
   std::this_thread::sleep_for(std::chrono::seconds(2 * kCheckpointSeconds + 1));
   const pid_t pid = k.process->pid();
   WriteWindow w;
+  const int64_t device0 = DeviceWrittenBytes(data_dir);
+  const int64_t wchar0 = ProcIo(pid, "wchar");
   const int64_t written0 = ProcIo(pid, "write_bytes");
   const int64_t cancelled0 = ProcIo(pid, "cancelled_write_bytes");
   const int64_t checkpoints0 = Metric(k.port, "komoku_checkpoints_total");
@@ -750,6 +770,9 @@ WriteWindow MeasureWrites(const Komoku& k, const std::string& broker_url,
   // The checkpoint that copies the window's last commits into komoku.db.
   std::this_thread::sleep_for(std::chrono::seconds(kCheckpointSeconds + 1));
   w.written = ProcIo(pid, "write_bytes") - written0;
+  w.wchar = ProcIo(pid, "wchar") - wchar0;
+  const int64_t device1 = DeviceWrittenBytes(data_dir);
+  if (device0 >= 0 && device1 >= 0) w.device = device1 - device0;
   w.cancelled = ProcIo(pid, "cancelled_write_bytes") - cancelled0;
   w.checkpoints = Metric(k.port, "komoku_checkpoints_total") - checkpoints0;
   w.commits = Metric(k.port, "komoku_commit_batches_total") - commits0;
@@ -770,6 +793,16 @@ void PrintWrites(const WriteWindow& w, int rate) {
   };
   row("written by komoku (write_bytes)", w.written);
   row("  of which cancelled before writeback", w.cancelled);
+  // write_bytes counts whole page-cache folios as they turn dirty; on
+  // kernels that cache files in large folios (ext4 since Linux 6.16) a 4 KB
+  // page write into a folio read in by a copy counts the whole folio, so
+  // it can be far above what reaches the device. These two bound the truth.
+  row("passed to write calls by komoku (wchar)", w.wchar);
+  if (w.device >= 0) {
+    row("reached the data directory's device (all processes)", w.device);
+  } else {
+    std::printf("  reached the data directory's device: not measured (no /sys/dev/block)\n");
+  }
   row("komoku's own estimate (GET /api/v1/top)", w.estimate);
   row("baseline: the changes, MQTT topic + payload", w.ingest.bytes);
   row("baseline: the changes, 16 B (time + value)", 16 * w.ingest.published);
@@ -873,7 +906,7 @@ int Run(const Options& opt) {
   std::printf("\ndisk writes: %d changes/s for %d s round robin over the keys ...\n",
               opt.write_rate, opt.seconds);
   const WriteWindow writes =
-      MeasureWrites(year.komoku, broker_url, ingest_keys, opt, year.published);
+      MeasureWrites(year.komoku, broker_url, ingest_keys, opt, year.published, dir.path());
   const MemorySample after_writes{"after the write window", ProcStatus(pid)};
   year.komoku.process->Stop();
   broker->Stop();

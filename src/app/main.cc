@@ -2,7 +2,11 @@
 // subcommand (run, check-config, config-example, config-docs, keyka,
 // mappings).
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <iostream>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "app/config.h"
 #include "app/keyka_cli.h"
@@ -26,6 +30,14 @@ bool LoadOrDefault(const std::string& path, komoku::app::Config* config) {
 }  // namespace
 
 int main(int argc, char** argv) {
+#if defined(__GLIBC__)
+  // glibc gives each thread that allocates an arena of its own and keeps
+  // what they freed: komoku's 26 threads (16 HTTP workers) held twice the
+  // heap they use (footprint_bench: 66 -> 28 MB RssAnon with 10,000 keys).
+  // Two arenas are plenty for its two busy threads, the MQTT callback and
+  // the store writer. MALLOC_ARENA_MAX in the environment still wins.
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) (void)mallopt(M_ARENA_MAX, 2);
+#endif
   CLI::App app{"Komoku: home-automation history over MQTT, with HTTP queries"};
   app.set_version_flag("--version", std::string("komoku ") + KOMOKU_VERSION);
   app.require_subcommand(1);

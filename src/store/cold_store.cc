@@ -110,6 +110,10 @@ std::vector<SegmentListing> ListSegments(const ColdState& state) {
     for (SegmentKeyInfo& k : seg->Keys()) {
       if (!state.Hidden(*seg, k.key)) l.keys.push_back(std::move(k));
     }
+    // One metadata record per key, but the kernel maps the cached pages
+    // around each one as well (fault-around): a listing of every key would
+    // leave most of every segment resident.
+    seg->ReleasePages();
     out.push_back(std::move(l));
   }
   return out;
