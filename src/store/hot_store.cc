@@ -304,11 +304,6 @@ void HotStore::WriterLoop() {
 
     auto start = std::chrono::steady_clock::now();
     Status st = CommitBatch(batch);
-    if (st.ok()) {
-      deletions_taken_ += static_cast<uint64_t>(std::count_if(
-          batch.begin(), batch.end(),
-          [](const Op& op) { return std::holds_alternative<DeleteCompacted>(op); }));
-    }
     auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
                       std::chrono::steady_clock::now() - start)
                       .count();
@@ -396,6 +391,7 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch) {
   Status st;
   // Taken over only when the commit succeeds.
   std::optional<PendingDelete> pending = pending_delete_;
+  uint64_t taken = 0;  // deletions this batch starts
   for (const Op& op : batch) {
     if (const auto* row = std::get_if<ChangeRow>(&op)) {
       insert_change_.BindInt64(1, row->key_id);
@@ -417,6 +413,7 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch) {
     } else if (const auto* compacted = std::get_if<DeleteCompacted>(&op)) {
       // Marks only grow: the newest covers every earlier one.
       pending = PendingDelete{compacted->mark, 0};
+      ++taken;
     } else {
       const auto& del = std::get<DeleteKey>(op);
       delete_changes_.BindInt64(1, del.key_id);
@@ -435,6 +432,7 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch) {
     return st;
   }
   pending_delete_ = std::move(pending);
+  deletions_taken_ += taken;
   return st;
 }
 

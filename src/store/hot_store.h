@@ -217,7 +217,7 @@ class HotStore {
   // one supersedes the older ones still going).
   uint64_t deletions_queued_ = 0;  // guarded by mu_
   uint64_t deletions_done_ = 0;    // guarded by mu_
-  uint64_t deletions_taken_ = 0;   // writer thread: in committed batches
+  uint64_t deletions_taken_ = 0;   // writer thread: in committed batches (CommitBatch)
   size_t waiters_ = 0;                   // guarded by mu_
   bool stopping_ = false;                // guarded by mu_
   bool closed_ = false;                  // guarded by mu_
