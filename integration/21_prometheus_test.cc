@@ -99,6 +99,10 @@ TEST_F(PrometheusTest, ScrapesKomokuMetrics) {
   double p99 = Value("histogram_quantile(0.99, komoku_commit_seconds_bucket)");
   EXPECT_GE(p99, 0) << Query("komoku_commit_seconds_bucket").body.dump();
   EXPECT_GT(Value("komoku_resident_memory_bytes"), 1e6);
+  // SQLite holds at least its prepared statements, and never more than the
+  // most it has held.
+  EXPECT_GT(Value("komoku_sqlite_memory_bytes"), 0);
+  EXPECT_GE(Value("komoku_sqlite_memory_highwater_bytes"), Value("komoku_sqlite_memory_bytes"));
 }
 
 }  // namespace

@@ -1,6 +1,9 @@
 #include "app/service.h"
 
 #include <signal.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -58,6 +61,27 @@ Status WriteReadyFile(const std::string& path, int http_port) {
 // /readyz reports the writer stuck, and the systemd watchdog goes unfed,
 // once it has held uncommitted changes this long.
 constexpr std::chrono::seconds kWriterStallLimit{10};
+
+// How often the heap's free pages go back to the kernel.
+constexpr std::chrono::seconds kTrimInterval{10};
+
+// glibc keeps memory freed in the middle of an arena's heap; only the top
+// of the heap is given back on its own. A /metrics answer or a segment
+// listing for 10,000 keys frees megabytes that stayed resident, so RssAnon
+// grew with every scrape to several times what komoku uses (footprint_bench:
+// 37.7 MB resident for 7.8 MB in use; 10.0 MB after malloc_trim).
+// malloc_trim(0) returns every free page of every arena (madvise).
+void GiveBackFreedMemory(spdlog::logger& log) {
+#if defined(__GLIBC__)
+  const auto t0 = std::chrono::steady_clock::now();
+  (void)malloc_trim(0);
+  log.debug("malloc_trim took {} us", std::chrono::duration_cast<std::chrono::microseconds>(
+                                          std::chrono::steady_clock::now() - t0)
+                                          .count());
+#else
+  (void)log;
+#endif
+}
 
 // The STATUS= line systemctl status shows.
 std::string StatusLine(store::Store& store, const bridge::Bridge& bridge) {
@@ -334,6 +358,7 @@ int RunService(const Config& config, const RunOptions& options) {
   auto tick = std::chrono::microseconds(std::chrono::seconds(1));
   if (systemd.watchdog_enabled()) tick = std::min(tick, systemd.watchdog_interval() / 2);
   bool writer_stalled = false;
+  auto next_trim = std::chrono::steady_clock::now() + kTrimInterval;
   for (;;) {
     timespec timeout{static_cast<time_t>(tick.count() / 1000000),
                      static_cast<long>(tick.count() % 1000000 * 1000)};
@@ -357,6 +382,10 @@ int RunService(const Config& config, const RunOptions& options) {
       (*store)->metrics().Set("komoku_config_last_reload_successful", ok ? 1 : 0);
       systemd.Ready(StatusLine(**store, **bridge));
       continue;
+    }
+    if (std::chrono::steady_clock::now() >= next_trim) {
+      GiveBackFreedMemory(*log.main);
+      next_trim = std::chrono::steady_clock::now() + kTrimInterval;
     }
     auto stalled = (*store)->WriterStalledFor();
     if (stalled < kWriterStallLimit) {

@@ -784,6 +784,8 @@ class Server::Impl {
       line("komoku_key_segment_bytes{key=\"" + PromLabel(k.key) + "\"}",
            static_cast<int64_t>(k.cold_bytes));
     }
+    line("komoku_sqlite_memory_bytes", store_->SqliteMemoryBytes());
+    line("komoku_sqlite_memory_highwater_bytes", store_->SqliteMemoryHighwater());
     line("komoku_mqtt_connected", h.mqtt_connected ? 1 : 0);
     line("komoku_uptime_seconds",
          std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)

@@ -272,6 +272,10 @@ class Store {
   const BooleanWords& boolean_words() const { return boolean_words_; }
   Metrics& metrics() { return metrics_; }
   size_t QueueDepth() const;
+  // The heap SQLite holds now, all connections together (page caches,
+  // prepared statements); and the most it has held since the start.
+  int64_t SqliteMemoryBytes() const;
+  int64_t SqliteMemoryHighwater() const;
   // How long the writer has held changes it could not yet commit: zero while
   // it keeps up. Health checks and the systemd watchdog read it.
   std::chrono::milliseconds WriterStalledFor() const;
@@ -329,7 +333,8 @@ class Store {
   // Bytes per key in the live segments, computed once per cold state.
   mutable std::mutex cold_bytes_mu_;
   mutable std::shared_ptr<const ColdState> cold_bytes_state_;  // guarded
-  mutable std::map<std::string, uint64_t, std::less<>> cold_bytes_;  // guarded
+  // Shared with the callers of Writes rather than copied for each.
+  mutable std::shared_ptr<const std::map<std::string, uint64_t, std::less<>>> cold_bytes_;  // guarded
   // Readers of merged history hold it shared; switching the cold state
   // (which makes hot rows invisible) holds it exclusively, so no reader sees
   // a change twice or not at all.
