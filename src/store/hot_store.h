@@ -47,6 +47,8 @@ class HotStore {
   // The schema version this build writes; older versions are migrated on
   // open, newer ones refused.
   static constexpr int64_t kSchemaVersion = 2;
+  // The page size of a database this build creates.
+  static constexpr int kPageSize = 1024;
 
   struct LoadedKey {
     int64_t id = 0;

@@ -689,6 +689,54 @@ TEST_F(StoreTest, CurrentSchemaVersionIsWrittenAndReopens) {
   EXPECT_NE(OpenStore(), nullptr);
 }
 
+int64_t PragmaInt(const std::string& path, const char* pragma) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  const std::string sql = std::string("PRAGMA ") + pragma;
+  EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK);
+  int64_t v = -1;
+  if (sqlite3_step(stmt) == SQLITE_ROW) v = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return v;
+}
+
+// A new hot store gets small pages (what a change costs the disk, docs/
+// storage.md); one made with SQLite's default 4 KB pages keeps them and works.
+TEST_F(StoreTest, ANewDatabaseHasSmallPagesAndAnOldOneKeepsItsOwn) {
+  {
+    std::unique_ptr<Store> store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->Put("t", InputValue(1.5), At(1000)).ok());
+  }
+  EXPECT_EQ(PragmaInt(DataDir() + "/komoku.db", "page_size"), HotStore::kPageSize);
+
+  std::filesystem::remove_all(DataDir());
+  ASSERT_TRUE(std::filesystem::create_directories(DataDir()));
+  const std::string db_path = DataDir() + "/komoku.db";
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "PRAGMA page_size=4096; CREATE TABLE older(x);", nullptr, nullptr,
+                           nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  {
+    std::unique_ptr<Store> store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->Put("t", InputValue(2.5), At(2000)).ok());
+  }
+  EXPECT_EQ(PragmaInt(db_path, "page_size"), 4096);
+  std::unique_ptr<Store> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  Result<std::vector<Sample>> h = store->History("t", 0, kForever, 10);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_EQ(h->size(), 1u);
+  EXPECT_EQ(h->front().time_ms, 2000);
+}
+
 TEST_F(StoreTest, AFileThatIsNotADatabaseIsRefusedNamingTheFile) {
   ASSERT_TRUE(std::filesystem::create_directories(DataDir()));
   const std::string db_path = DataDir() + "/komoku.db";
