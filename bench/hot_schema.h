@@ -1,11 +1,15 @@
 // The hot store's schema as src/store/hot_store.cc creates it (kSchemaV1
-// then kSchemaV2, user_version 2), for benchmarks that write its tables
-// directly. Keep in step with hot_store.cc.
+// then kSchemaV2, user_version 2, HotStore::kPageSize), for benchmarks that
+// write its tables directly. Keep in step with hot_store.cc.
 #pragma once
 
 namespace komoku::bench {
 
+inline constexpr int kHotPageSize = 1024;
+
+// For a new, empty file (the page size comes first).
 inline constexpr const char* kHotSchema = R"sql(
+PRAGMA page_size=1024;
 CREATE TABLE keys(
   id INTEGER PRIMARY KEY,
   name TEXT NOT NULL UNIQUE,
