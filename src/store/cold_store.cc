@@ -276,6 +276,19 @@ Status ColdStore::Commit(std::shared_ptr<const ColdState> next) {
   return Status::Ok();
 }
 
+void ColdStore::DiscardUncommitted(const ColdState& next) {
+  std::lock_guard<std::mutex> commit(commit_mu_);
+  std::set<std::string> live;
+  for (const auto& seg : state()->segments) live.insert(seg->base());
+  int removed = 0;
+  for (const auto& seg : next.segments) {
+    if (live.count(seg->base())) continue;
+    RemoveSegmentFiles(seg->base());
+    ++removed;
+  }
+  if (removed) log_->info("removed {} segments written by a compaction that did not commit", removed);
+}
+
 void ColdStore::RemoveSegmentFiles(const std::string& base) {
   for (const char* ext : {".kkd", ".kki"}) {
     std::error_code ec;

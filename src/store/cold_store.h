@@ -98,6 +98,10 @@ class ColdStore {
   // the files of segments no longer live (after the swap, a reader still
   // holding the old state keeps its mapped files).
   Status Commit(std::shared_ptr<const ColdState> next);
+  // Deletes the files of the segments in `next` that the live state does
+  // not hold: what a step wrote and then did not commit (an error, or a stop
+  // that cut it short). After a successful Commit(next) it deletes nothing.
+  void DiscardUncommitted(const ColdState& next);
 
   // Takes a damaged segment out of the live state and moves its files to
   // the quarantine directory, with an error in the log. `why` says what

@@ -70,10 +70,25 @@ Result<std::shared_ptr<const Segment>> FinishSegment(SegmentWriter& writer,
   return Segment::Open(base);
 }
 
+// Deletes, when a step ends, the segments it wrote and did not commit (it
+// stopped, or failed): nothing half-done stays behind until the next start.
+class DiscardUncommitted {
+ public:
+  DiscardUncommitted(ColdStore& cold, const ColdState& next) : cold_(cold), next_(next) {}
+  DiscardUncommitted(const DiscardUncommitted&) = delete;
+  DiscardUncommitted& operator=(const DiscardUncommitted&) = delete;
+  ~DiscardUncommitted() { cold_.DiscardUncommitted(next_); }
+
+ private:
+  ColdStore& cold_;
+  const ColdState& next_;
+};
+
 }  // namespace
 
 Result<CompactionReport> Store::Compact() {
   std::lock_guard<std::mutex> compact(compact_mu_);
+  KOMOKU_RETURN_IF_ERROR(NextStep());  // a stopping store starts none
   const int64_t started = SteadyMs();
   CompactionReport report;
   KOMOKU_RETURN_IF_ERROR(CompactHot(report));
@@ -113,6 +128,7 @@ Status Store::CompactHot(CompactionReport& report) {
   if (start == INT64_MIN) {
     std::optional<int64_t> oldest;
     for (const KeyInfo& k : Keys()) {
+      KOMOKU_RETURN_IF_ERROR(NextStep());
       Result<std::vector<Sample>> first = History(k.name, INT64_MIN, cut, 1, max_seq);
       if (!first.ok()) return first.status();
       if (!first->empty() && (!oldest || first->front().time_ms < *oldest)) {
@@ -146,6 +162,7 @@ Status Store::CompactHot(CompactionReport& report) {
   {
     std::shared_lock<std::shared_mutex> read(cold_rw_);
     for (KeyWork& k : keys) {
+      KOMOKU_RETURN_IF_ERROR(NextStep());
       Result<std::optional<Sample>> carry = AtMerged(k.id, k.name, *old, start - 1);
       if (!carry.ok()) return carry.status();
       k.carry = *carry;
@@ -164,17 +181,15 @@ Status Store::CompactHot(CompactionReport& report) {
     // Segments from `start` on are replaced by the ones written now.
     if (seg->meta().to_ms <= start) next->segments.push_back(seg);
   }
+  DiscardUncommitted discard(*cold_, *next);
   for (int64_t day = start; day < end; day += kDayMs) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (closed_) return Status::Busy("store is closing; compaction stopped");
-    }
     const std::string base = cold_->NewSegmentBase(*next, day, day + kDayMs);
     Result<std::unique_ptr<SegmentWriter>> writer =
         StartSegment(base, {day, day + kDayMs, max_seq}, cold_options_.sync);
     if (!writer.ok()) return writer.status();
     int added = 0;
     for (KeyWork& k : keys) {
+      KOMOKU_RETURN_IF_ERROR(NextStep());
       SegmentKeyData data;
       data.key = k.name;
       data.type = k.type;
@@ -241,6 +256,7 @@ Status Store::MergeMonths(CompactionReport& report) {
 
   auto next = std::make_shared<ColdState>(*old);
   next->segments.clear();
+  DiscardUncommitted discard(*cold_, *next);
   size_t r = 0;
   for (size_t i = 0; i < segs.size();) {
     if (r == runs.size() || i < runs[r].first) {
@@ -262,6 +278,7 @@ Status Store::MergeMonths(CompactionReport& report) {
         StartSegment(base, {from, to, max_seq}, cold_options_.sync);
     if (!writer.ok()) return writer.status();
     for (const auto& [key, parts] : by_key) {
+      KOMOKU_RETURN_IF_ERROR(NextStep());
       SegmentKeyData merged;
       bool same_options = true;
       RollupParams newest;  // the options of the last day, which the key has now
@@ -332,8 +349,10 @@ Status Store::ApplyRetention(CompactionReport& report) {
     return it == raw_keep.end() ? o.raw_retention_ms : it->second;
   };
   auto next = std::make_shared<ColdState>(*old);
+  DiscardUncommitted discard(*cold_, *next);
   bool changed = false;
   for (auto& slot : next->segments) {
+    KOMOKU_RETURN_IF_ERROR(NextStep());
     const Segment& seg = *slot;
     const bool drop_5m = expired(seg, o.rollup_5m_retention_ms);
     // Is there anything left to drop?
@@ -358,6 +377,7 @@ Status Store::ApplyRetention(CompactionReport& report) {
     if (!writer.ok()) return writer.status();
     for (const SegmentKeyInfo& info : seg.Keys()) {
       if (old->Hidden(seg, info.key)) continue;
+      KOMOKU_RETURN_IF_ERROR(NextStep());
       Result<SegmentKeyData> d = seg.ReadKey(info.key);
       if (!d.ok()) return d.status();
       if (expired(seg, keep_of(info.key))) {

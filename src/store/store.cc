@@ -610,6 +610,7 @@ int Store::VerifySegments() const {
   std::shared_ptr<const ColdState> cold = cold_->state();
   int damaged = 0;
   for (const auto& seg : cold->segments) {
+    if (!NextStep().ok()) break;  // the rest is checked at the next start
     Status st = seg->Verify();
     // Verify read every page: a year of segments would stay resident.
     seg->ReleasePages();
@@ -746,7 +747,16 @@ void Store::TimerLoop() {
   }
 }
 
+void Store::RequestStop() { stopping_ = true; }
+
+Status Store::NextStep() const {
+  if (cold_options_.before_step) cold_options_.before_step();
+  if (stopping_) return Status::Busy("store is stopping; compaction stopped");
+  return Status::Ok();
+}
+
 void Store::Close() {
+  RequestStop();
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return;

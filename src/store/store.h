@@ -8,6 +8,7 @@
 
 #include <spdlog/logger.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -70,6 +71,9 @@ struct ColdOptions {
   // and compacts every compact_interval. Tests that drive compaction
   // themselves turn it off.
   bool background = true;
+  // Called before each step of a compaction or segment check, where a stop
+  // is looked for (tests stop the store there).
+  std::function<void()> before_step;
 };
 
 // What one compaction did.
@@ -265,8 +269,15 @@ class Store {
   void StartTimers();
 
   // Commits everything accepted so far, then stops the writer. Idempotent;
-  // puts after Close are refused.
+  // puts after Close are refused. A compaction or segment check under way
+  // stops at its next step (see RequestStop), so Close does not wait for it.
   void Close();
+  // Asks a compaction or segment check under way, and every later one, to
+  // stop at its next step: a compaction deletes what it wrote and returns
+  // Busy, with nothing committed; a check leaves the rest unchecked. Close
+  // does this first; callable from any thread.
+  void RequestStop();
+  bool stopping() const { return stopping_; }
 
   const Clock& clock() const { return *clock_; }
   const BooleanWords& boolean_words() const { return boolean_words_; }
@@ -341,6 +352,10 @@ class Store {
   mutable std::shared_mutex cold_rw_;
   // One compaction (or tombstone) at a time.
   mutable std::mutex compact_mu_;
+  // Set by RequestStop: compactions and checks stop at their next step.
+  std::atomic<bool> stopping_{false};
+  // Ok to go on with the next step of a compaction, or Busy once stopping.
+  Status NextStep() const;
 
   mutable std::mutex mu_;
   std::map<std::string, KeyState, std::less<>> keys_;  // guarded by mu_

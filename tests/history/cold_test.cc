@@ -6,11 +6,13 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <random>
 #include <thread>
@@ -488,6 +490,92 @@ TEST_F(ColdTest, LeftoversOfAnUnfinishedCompactionAreRemovedAtOpen) {
   EXPECT_FALSE(std::filesystem::exists(dir + "20990101T000000Z-20990102T000000Z-g999.kkd"));
   EXPECT_FALSE(std::filesystem::exists(dir + "MANIFEST.tmp"));
   ExpectSameAnswers("after removing leftovers");
+}
+
+// The segment files in a store's segment directory.
+int SegmentFiles(const std::string& dir) {
+  int n = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string ext = e.path().extension().string();
+    n += ext == ".kkd" || ext == ".kki";
+  }
+  return n;
+}
+
+// A stop does not wait for the background compaction: the compaction stops
+// at its next step, deletes the segments it wrote and commits nothing, and
+// the hot store still holds every change; the next start compacts it all.
+TEST_F(ColdTest, AStopCutsTheBackgroundCompactionShortAndLeavesNothingWritten) {
+  Generate(8);
+  cold_.reset();
+  std::atomic<int> steps{0};
+  std::promise<void> under_way;
+  std::atomic<Store*> store{nullptr};
+  StoreOptions o;
+  o.data_dir = dir_.path() + "/cold";
+  o.clock = &clock_;
+  o.start_timers = false;
+  o.cold.compact_interval = std::chrono::milliseconds(1);
+  o.cold.sync = false;
+  o.cold.merge_months = false;
+  // 5 keys are looked at twice before the first day; then 5 a day. Step 100
+  // falls in the third week of the two and a half months to compact, with
+  // segments written and none committed. There the compactor waits until
+  // the stop has begun.
+  o.cold.before_step = [&] {
+    if (++steps != 100) return;
+    under_way.set_value();
+    for (int i = 0; i < 60000; ++i) {
+      Store* s = store.load();
+      if (s && s->stopping()) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  };
+  {
+    Result<std::unique_ptr<Store>> s = Store::Open(o, nullptr);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    store = s->get();
+    ASSERT_EQ(under_way.get_future().wait_for(std::chrono::seconds(60)),
+              std::future_status::ready);
+    EXPECT_GT(SegmentFiles(o.data_dir + "/segments"), 0);  // written, not committed
+    (*s)->Close();  // returns without the rest of the compaction
+    EXPECT_EQ(steps, 100) << "the compaction went on after the stop";
+    EXPECT_TRUE((*s)->Segments().empty());
+  }
+  EXPECT_EQ(SegmentFiles(o.data_dir + "/segments"), 0);
+  cold_ = Open(dir_.path() + "/cold", &clock_);
+  ASSERT_NE(cold_, nullptr);
+  ExpectSameAnswers("after a stopped compaction");
+  Result<CompactionReport> r = cold_->Compact();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->cold_to_ms, kNow - 2 * kDay);
+  ExpectSameAnswers("compacted after the restart");
+}
+
+// A stop also cuts short the check of every segment that follows a start.
+TEST_F(ColdTest, AStopCutsTheSegmentCheckShort) {
+  Generate(9);
+  ASSERT_TRUE(cold_->Compact().ok());
+  const size_t segments = cold_->Segments().size();
+  ASSERT_GE(segments, 3u);
+  cold_.reset();
+  int steps = 0;
+  Store* store = nullptr;
+  ColdOptions cold;
+  cold.before_step = [&] {
+    if (++steps == 2) store->RequestStop();
+  };
+  cold_ = Open(dir_.path() + "/cold", &clock_, cold);
+  ASSERT_NE(cold_, nullptr);
+  store = cold_.get();
+  EXPECT_EQ(cold_->VerifySegments(), 0);
+  EXPECT_EQ(steps, 2);  // one segment checked, then the stop was seen
+  // A stopped store refuses to compact, and says why.
+  Result<CompactionReport> r = cold_->Compact();
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsBusy()) << r.status().ToString();
+  EXPECT_EQ(cold_->Segments().size(), segments);
 }
 
 TEST_F(ColdTest, SecondStoreOnTheSameDataIsRefused) {
