@@ -494,7 +494,8 @@ class SegmentImpl final : public Segment {
   const std::string& base() const override { return base_; }
   uint64_t file_bytes() const override { return data_.size() + index_.file_size(); }
 
-  Status Verify() const override;
+  using Segment::Verify;
+  Status Verify(const std::function<bool()>& go_on) const override;
   void ReleasePages() const override {
     data_file_->ReleasePages();
     index_.ReleasePages();
@@ -774,12 +775,18 @@ std::vector<SegmentKeyInfo> SegmentImpl::Keys() const {
   return out;
 }
 
-Status SegmentImpl::Verify() const {
+Status SegmentImpl::Verify(const std::function<bool()>& go_on) const {
+  // A month's segment takes seconds to check: a stop must not wait for it.
+  constexpr uint64_t kAskEvery = 256;
+  uint64_t steps = 0;
+  auto stopped = [&] { return go_on && ++steps % kAskEvery == 0 && !go_on(); };
+  auto stop_status = [] { return Status::Busy("check stopped"); };
   KOMOKU_RETURN_IF_ERROR(index_.Verify());
   // Every block in file order: framing and checksum.
   std::vector<std::pair<uint64_t, uint64_t>> blocks;  // offset, length
   uint64_t off = kHeaderSize;
   while (off < data_.size()) {
+    if (stopped()) return stop_status();
     if (data_.size() - off < kBlockOverhead) return DataCorrupt(off, "truncated block header");
     const uint64_t len = GetU32(data_.data() + off) + kBlockOverhead;
     if (len > data_.size() - off) return DataCorrupt(off, "block runs past the end of the file");
@@ -833,6 +840,7 @@ Status SegmentImpl::Verify() const {
   std::vector<Sample> samples;
   std::vector<Rollup> rs;
   for (it.Next(); it.Valid(); it.Next()) {
+    if (stopped()) return stop_status();
     const std::string_view k = it.key();
     const uint64_t loc = it.value();
     const std::string what = index_.name() + ": record " + QuoteForMessage(k);

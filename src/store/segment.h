@@ -163,7 +163,10 @@ class Segment {
   // Checks everything: the index is valid KeyKa, every block's checksum,
   // every block decodes and agrees with the index and the key's metadata.
   // Corruption with the place of the first problem.
-  virtual Status Verify() const = 0;
+  Status Verify() const { return Verify({}); }
+  // The same, asking `go_on` every few hundred blocks and records whether to
+  // go on: once it says no, Busy ("check stopped"), and nothing is known.
+  virtual Status Verify(const std::function<bool()>& go_on) const = 0;
   // Gives back the resident pages of both mapped files (after Verify, which
   // reads them all); later reads map what they need again.
   virtual void ReleasePages() const = 0;

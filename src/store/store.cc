@@ -611,10 +611,11 @@ int Store::VerifySegments() const {
   int damaged = 0;
   for (const auto& seg : cold->segments) {
     if (!NextStep().ok()) break;  // the rest is checked at the next start
-    Status st = seg->Verify();
+    Status st = seg->Verify([this] { return !stopping_; });
     // Verify read every page: a year of segments would stay resident.
     seg->ReleasePages();
     if (st.ok()) continue;
+    if (st.IsBusy()) break;  // stopped part way: nothing known about this one
     cold_->Quarantine(*seg, st);
     ++damaged;
   }

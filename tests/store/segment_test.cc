@@ -366,6 +366,37 @@ TEST(SegmentTest, ReleasePagesAfterVerifyDropsResidentPages) {
   EXPECT_TRUE(seg->Verify().ok());
 }
 
+// A check asked to stop ends with Busy, having asked every 256 blocks or
+// records, and finds nothing wrong with a sound segment meanwhile.
+TEST(SegmentTest, VerifyStopsWhenAsked) {
+  TempDir dir;
+  std::vector<SegmentKeyData> keys;
+  for (int i = 0; i < 600; ++i) {
+    SegmentKeyData d;
+    d.key = "k/" + std::to_string(1000 + i);
+    d.type = KeyType::kNumeric;
+    d.changes = {Sample{kFrom + i, 1.0 * i}, Sample{kFrom + i + 1000, 2.0 * i}};
+    keys.push_back(std::move(d));
+  }
+  const std::string base = WriteSegment(dir.File("seg"), keys);
+  auto seg = OpenOk(base);
+  ASSERT_NE(seg, nullptr);
+  int asked = 0;
+  Status all = seg->Verify([&] {
+    ++asked;
+    return true;
+  });
+  EXPECT_TRUE(all.ok()) << all.ToString();
+  EXPECT_GE(asked, 4);  // 600 keys: at least 1,200 blocks and records
+  int asked_once = 0;
+  Status stopped = seg->Verify([&] {
+    ++asked_once;
+    return false;
+  });
+  EXPECT_TRUE(stopped.IsBusy()) << stopped.ToString();
+  EXPECT_EQ(asked_once, 1);
+}
+
 TEST(SegmentTest, IndexIsValidKeyKa) {
   TempDir dir;
   const std::string base = WriteSegment(dir.File("seg"), TestKeys(2));
