@@ -1,6 +1,10 @@
 // 01: a value published over MQTT is answered over HTTP: value, history, keys;
 // the state comes back on komoku/state; bad HTTP parameters are 400s.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "harness/harness.h"
 
@@ -10,6 +14,11 @@ namespace {
 class PublishQueryTest : public KomokuTest {};
 
 TEST_F(PublishQueryTest, PublishedValueIsAnsweredOverHttp) {
+  // A new store has no keys: the list is there, and empty.
+  auto none = komoku_->Get("/api/v1/keys?values=true");
+  ASSERT_EQ(none.status, 200);
+  EXPECT_EQ(none.Json(), nlohmann::json::parse(R"({"keys": []})")) << none.body;
+
   mqtt_->Publish("komoku/set/kitchen/temperature", "21.5");
   ASSERT_TRUE(WaitForHistory("kitchen/temperature", 1));
 
@@ -116,6 +125,47 @@ TEST_F(PublishQueryTest, BadParametersAreClear400s) {
   }
   // Still serving.
   EXPECT_EQ(komoku_->Get("/api/v1/value?key=t").status, 200);
+}
+
+// Whether `answer` holds a whole HTTP response (headers and Content-Length
+// bytes of body).
+bool WholeAnswer(const std::string& answer) {
+  const size_t end = answer.find("\r\n\r\n");
+  if (end == std::string::npos) return false;
+  const size_t at = answer.find("Content-Length: ");
+  if (at == std::string::npos || at > end) return true;
+  return answer.size() - end - 4 >= std::stoul(answer.substr(at + 16));
+}
+
+// Sends `request` as it is to 127.0.0.1:port and returns the response.
+std::string RawHttp(int port, const std::string& request) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string answer;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size())) {
+    char buf[4096];
+    for (ssize_t n; !WholeAnswer(answer) && (n = recv(fd, buf, sizeof buf, 0)) > 0;) {
+      answer.append(buf, static_cast<size_t>(n));
+    }
+  }
+  close(fd);
+  return answer;
+}
+
+// `curl -X POST URL` sends no Content-Length; the HTTP library refuses such
+// a request after its read timeout, and the answer says what to do.
+TEST_F(PublishQueryTest, APostWithoutContentLengthIsAClear400) {
+  const std::string answer = RawHttp(
+      komoku_->http_port(), "POST /api/v1/compact HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  EXPECT_EQ(answer.rfind("HTTP/1.1 400", 0), 0u) << answer;
+  EXPECT_NE(answer.find("POST without a Content-Length header"), std::string::npos) << answer;
+  EXPECT_NE(answer.find("-d ''"), std::string::npos) << answer;
+  // With an empty body, the same request is done.
+  EXPECT_EQ(komoku_->Post("/api/v1/compact", "").status, 200);
 }
 
 TEST_F(PublishQueryTest, MetricsCountCommitsMemoryAndUptime) {

@@ -4,9 +4,12 @@
 // segment is quarantined with a warning on /healthz.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <random>
 #include <set>
@@ -177,6 +180,54 @@ TEST_F(ColdHistoryTest, KilledCompactionsLoseAndDuplicateNothing) {
   EXPECT_GE(months, 1);
 }
 
+// A stop while a compaction asked for over HTTP is at work ends it at its
+// next step: the HTTP worker running it does not hold the stop up, nothing
+// it wrote stays, and every change is still there after a restart.
+TEST_F(ColdHistoryTest, AStopEndsACompactionAskedForOverHttp) {
+  // Keys whose one change is 400 days old: the compaction writes a day
+  // segment for every day since, each carrying their values (hundreds of
+  // steps), then merges the months.
+  constexpr int kOld = 300;
+  char time[32];
+  std::snprintf(time, sizeof time, "%.3f", static_cast<double>(NowMs() - 400 * kDay) / 1000.0);
+  for (int i = 0; i < kOld; ++i) {
+    auto r = komoku_->Put("/api/v1/value?key=old/" + std::to_string(i) + "&time=" + time +
+                              "&value=" + std::to_string(i),
+                          "");
+    ASSERT_EQ(r.status, 201) << r.body;
+  }
+  std::atomic<int> answer{-1};
+  std::thread compact([&] { answer = komoku_->Post("/api/v1/compact", "").status; });
+  auto written = [&] {
+    for (const std::string& f : SegmentFiles()) {
+      if (f != "MANIFEST") return true;
+    }
+    return false;
+  };
+  // The first segment file: the compaction is at work.
+  const bool at_work = WaitFor(written, std::chrono::seconds(120));
+  const auto sigterm = std::chrono::steady_clock::now();
+  const int status = komoku_->process()->Stop(std::chrono::seconds(120));
+  std::cerr << "stopped "
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - sigterm).count()
+            << " s after SIGTERM, in the middle of a compaction\n";
+  compact.join();
+  ASSERT_TRUE(at_work) << komoku_->Output();
+  EXPECT_EQ(status, 0) << komoku_->Output();
+  EXPECT_NE(answer, 200) << "the compaction finished: the stop waited for it";
+  EXPECT_FALSE(written()) << "left behind: " << SegmentFiles().size() << " files";
+  EXPECT_NE(komoku_->Output().find("written by a compaction that did not commit"),
+            std::string::npos)
+      << komoku_->Output();
+
+  ASSERT_TRUE(komoku_->Start()) << komoku_->Output();
+  for (int i = 0; i < kOld; i += 37) {
+    auto v = komoku_->Get("/api/v1/value?key=old/" + std::to_string(i)).Json();
+    EXPECT_DOUBLE_EQ(v["value"].get<double>(), i) << v.dump();
+  }
+  EXPECT_EQ(komoku_->Get("/api/v1/segments").Json()["count"], 0);
+}
+
 TEST_F(ColdHistoryTest, CompactAndSegmentsCommandsWithAndWithoutTheService) {
   const int64_t now = NowMs();
   // 75 days touch at least three calendar months whatever today's date, so
@@ -243,6 +294,8 @@ TEST_F(ColdHistoryTest, TopKeysByWritesAndSizeAndPerKeyMetrics) {
   ASSERT_EQ(komoku_->Put("/api/v1/value?key=odd%22name&value=1", "").status, 201);  // created
   auto top = komoku_->Get("/api/v1/top?by=writes").Json();
   ASSERT_GE(top["keys"].size(), 3u) << top.dump();
+  EXPECT_EQ(top["by"], "writes") << top.dump();
+  EXPECT_NEAR(top["since"].get<double>(), static_cast<double>(now) / 1000.0, 600) << top.dump();
   // cold/temp changed most, so it wrote most; its rate is per hour of uptime.
   EXPECT_EQ(top["keys"][0]["key"], "cold/temp") << top.dump();
   EXPECT_EQ(top["keys"][0]["changes"].get<size_t>(), expected_[0].size());

@@ -408,6 +408,10 @@ int RunService(const Config& config, const RunOptions& options) {
     }
   }
   systemd.Stopping();
+  // A compaction asked for over HTTP (POST /api/v1/compact) runs in an HTTP
+  // worker, which the HTTP server's Stop waits for: tell the store first, so
+  // that the compaction ends at its next step and the stop does not wait.
+  (*store)->RequestStop();
 
   // Disconnecting first means no message arrives after the store closes;
   // every message received so far was committed before it was acknowledged

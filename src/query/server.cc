@@ -263,6 +263,15 @@ class Server::Impl {
         SendError(res, 404, "no_route", "no such endpoint: " + req.method + " " + req.path);
       } else if (res.status == 413) {
         SendError(res, 413, "too_large", "request body is too large");
+      } else if (res.status == 400 && !req.has_header("Content-Length") &&
+                 !req.has_header("Transfer-Encoding") &&
+                 (req.method == "POST" || req.method == "PUT" || req.method == "PATCH")) {
+        // cpp-httplib 0.11 (Debian 12) reads a POST or PUT without either
+        // header until its 5 s read timeout, then refuses it; `curl -X POST
+        // URL` sends such a request.
+        SendError(res, 400, "bad_request",
+                  req.method + " without a Content-Length header: send a body, or an empty "
+                               "one (with curl, add -d '')");
       } else {
         SendError(res, res.status, "http_error", "HTTP error " + std::to_string(res.status));
       }
