@@ -9,6 +9,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <cerrno>
 #include <cstdlib>
 #include <ctime>
@@ -61,6 +64,40 @@ Status WriteReadyFile(const std::string& path, int http_port) {
 // /readyz reports the writer stuck, and the systemd watchdog goes unfed,
 // once it has held uncommitted changes this long.
 constexpr std::chrono::seconds kWriterStallLimit{10};
+
+// SIGTERM to exit, at most (systemd's default TimeoutStopSec is 90 s).
+constexpr std::chrono::seconds kStopDeadline{10};
+
+// Exits the process if it is still running kStopDeadline after being made.
+class StopDeadline {
+ public:
+  explicit StopDeadline(std::shared_ptr<spdlog::logger> log) : log_(std::move(log)) {
+    thread_ = std::thread([this] {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (cv_.wait_for(lock, kStopDeadline, [&] { return done_; })) return;
+      log_->error("the stop has not finished within {} s; exiting now (messages not yet stored "
+                  "are in the ingest log and are stored at the next start)",
+                  kStopDeadline.count());
+      log_->flush();
+      std::_Exit(3);
+    });
+  }
+  ~StopDeadline() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::shared_ptr<spdlog::logger> log_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
 
 // How often the heap's free pages go back to the kernel.
 constexpr std::chrono::seconds kTrimInterval{10};
@@ -254,6 +291,7 @@ int RunService(const Config& config, const RunOptions& options) {
   bridge_options.keep_alive = std::chrono::seconds(config.mqtt_keep_alive_s);
   bridge_options.max_payload_bytes = static_cast<size_t>(config.mqtt_max_payload_bytes);
   bridge_options.rules = config.mappings;
+  bridge_options.ingest_dir = config.store_data_dir;
   if (!config.mappings.empty()) log.main->info("{} mapping rules", config.mappings.size());
   if (config.discovery_enabled) {
     bridge::DiscoveryOptions discovery;
@@ -309,7 +347,10 @@ int RunService(const Config& config, const RunOptions& options) {
   http_options.discovery = [bridge_ptr] { return bridge_ptr->DiscoveryJson(); };
   Result<std::unique_ptr<query::Server>> http = query::Server::Create(
       http_options, store->get(),
-      [bridge_ptr] { return query::Health{bridge_ptr->connected(), bridge_ptr->subscribed()}; },
+      [bridge_ptr] {
+        return query::Health{bridge_ptr->connected(), bridge_ptr->subscribed(),
+                             bridge_ptr->IngestStalledFor(), bridge_ptr->IngestBacklog()};
+      },
       log.query);
   if (!http.ok()) {
     log.main->error("{}", http.status().ToString());
@@ -387,35 +428,51 @@ int RunService(const Config& config, const RunOptions& options) {
       GiveBackFreedMemory(*log.main);
       next_trim = std::chrono::steady_clock::now() + kTrimInterval;
     }
-    auto stalled = (*store)->WriterStalledFor();
+    // The writer and the MQTT ingest thread are the two that can stop making
+    // progress; either one stuck stops the watchdog's food.
+    const auto writer_stalled_for = (*store)->WriterStalledFor();
+    const auto ingest_stalled_for = (*bridge)->IngestStalledFor();
+    const bool ingest_stuck = ingest_stalled_for >= kWriterStallLimit;
+    const auto stalled = ingest_stuck && writer_stalled_for < kWriterStallLimit
+                             ? ingest_stalled_for
+                             : writer_stalled_for;
+    const char* who = ingest_stuck && writer_stalled_for < kWriterStallLimit
+                          ? "MQTT ingest has not finished a batch"
+                          : "store writer has not committed";
     if (stalled < kWriterStallLimit) {
-      if (writer_stalled) log.main->info("store writer commits again");
+      if (writer_stalled) log.main->info("store writer and MQTT ingest make progress again");
       writer_stalled = false;
       systemd.WatchdogPing();
       systemd.SetStatus(StatusLine(**store, **bridge));
     } else {
       if (!writer_stalled) {
-        log.main->error("store writer has not committed for {} s{}",
+        log.main->error("{} for {} s{}", who,
                         std::chrono::duration_cast<std::chrono::seconds>(stalled).count(),
                         systemd.watchdog_enabled() ? "; no longer feeding the systemd watchdog"
                                                    : "");
       }
       writer_stalled = true;
-      systemd.SetStatus("store writer stuck for " +
+      systemd.SetStatus(std::string(who) + " for " +
                      std::to_string(
                          std::chrono::duration_cast<std::chrono::seconds>(stalled).count()) +
                      " s");
     }
   }
   systemd.Stopping();
+  // A stop always ends: if draining and committing take longer than
+  // kStopDeadline (a disk that does not answer, a broker that does not let
+  // go), komoku exits anyway. What MQTT delivered and is not yet stored is
+  // in the ingest log and is stored at the next start.
+  StopDeadline deadline(log.main);
   // A compaction asked for over HTTP (POST /api/v1/compact) runs in an HTTP
   // worker, which the HTTP server's Stop waits for: tell the store first, so
   // that the compaction ends at its next step and the stop does not wait.
   (*store)->RequestStop();
 
-  // Disconnecting first means no message arrives after the store closes;
-  // every message received so far was committed before it was acknowledged
-  // to the callback, and Close() commits what else is queued.
+  // The bridge disconnects first, so no message arrives after the store
+  // closes; it then stores what its ingest log holds (for at most
+  // mqtt drain_timeout; the rest stays in the log for the next start), and
+  // Close() commits what else is queued.
   // Derived state first, while the bridge can still send what is queued.
   running.derived->Stop();
   (*bridge)->Stop();

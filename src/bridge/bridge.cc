@@ -6,12 +6,15 @@
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
+#include <deque>
 #include <map>
+#include <unordered_map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
 
+#include "bridge/ingest_log.h"
 #include "store/api.h"
 #include "store/input.h"
 
@@ -36,6 +39,19 @@ constexpr std::chrono::seconds kDiscoverySaveRetry{30};
 // again this long after the discovery filters were subscribed is
 // forgotten: the broker no longer has it.
 constexpr std::chrono::seconds kDiscoveryConfirmTime{60};
+
+// The ingest thread takes at most this many messages from the log at a time.
+constexpr size_t kIngestBatch = 1024;
+// State publications not yet acknowledged by the broker, at most.
+constexpr size_t kStateInFlight = 256;
+// A subscription not acknowledged within this time is asked for again.
+constexpr std::chrono::seconds kSubscribeTimeout{10};
+
+int64_t SteadyNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 }  // namespace
 
@@ -67,6 +83,19 @@ class Bridge::Impl {
       discovery_ = std::make_unique<Discovery>(std::move(d));
       LoadDiscovery();
     }
+    if (options_.ingest_dir.empty()) return Status::InvalidArgument("no ingest log directory");
+    Result<std::unique_ptr<IngestLog>> ingest = IngestLog::Open(options_.ingest_dir);
+    if (!ingest.ok()) return ingest.status();
+    ingest_ = std::move(ingest.value());
+    const IngestLog::Recovered& found = ingest_->recovered();
+    if (found.records > 0 || found.torn_bytes > 0) {
+      log_->info("ingest log: {} messages received by an earlier run are stored first{}",
+                 found.records,
+                 found.torn_bytes ? " (a torn tail of " + std::to_string(found.torn_bytes) +
+                                        " bytes cut off: a write the process did not finish)"
+                                  : std::string());
+      store_->metrics().Add("komoku_ingest_recovered_total", static_cast<int64_t>(found.records));
+    }
     try {
       // Offline buffering lets state publications made while the broker is
       // away go out on reconnect instead of failing.
@@ -89,16 +118,24 @@ class Bridge::Impl {
                  cause.empty() ? "no reason given" : cause);
     });
     if (options_.publish_state) {
-      listener_id_ = store_->AddListener([this](const store::Change& c) { PublishState(c); });
+      listener_id_ = store_->AddListener([this](const store::Change& c) { OnChange(c); });
     }
     return Status::Ok();
   }
 
   void Start() {
+    // The ingest thread first stores what an earlier run left in the log.
+    ingest_thread_ = std::thread([this] { IngestLoop(); });
+    if (options_.publish_state) state_thread_ = std::thread([this] { StateLoop(); });
     connector_ = std::thread([this] { ConnectLoop(); });
     if (discovery_) discovery_keeper_ = std::thread([this] { KeepDiscovery(); });
   }
 
+  // Stops publishing state, says offline, disconnects (no message arrives
+  // after that), then stores what the ingest log holds, for at most
+  // drain_timeout: what is left stays in the log for the next start. The
+  // retained states of the last changes go out at the next connect, which
+  // republishes every key.
   void Stop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -106,26 +143,53 @@ class Bridge::Impl {
       stopped_ = true;
     }
     cv_.notify_all();
+    {
+      std::lock_guard<std::mutex> lock(state_mu_);
+      state_stop_ = true;
+    }
+    state_cv_.notify_all();
+    if (state_thread_.joinable()) state_thread_.join();
     if (connector_.joinable()) connector_.join();
     if (discovery_keeper_.joinable()) discovery_keeper_.join();
-    if (listener_id_) store_->RemoveListener(listener_id_);
-    if (!client_) return;
-    try {
-      if (client_->is_connected()) {
-        client_->publish(status_topic_, "offline", 7, kQos, true)->wait_for(std::chrono::seconds(2));
+    if (client_) {
+      try {
+        if (client_->is_connected()) {
+          client_->publish(status_topic_, "offline", 7, kQos, true)
+              ->wait_for(std::chrono::seconds(2));
+        }
+        client_->disconnect()->wait_for(std::chrono::seconds(5));
+      } catch (const mqtt::exception& e) {
+        log_->warn("disconnect: {}", e.what());
       }
-      client_->disconnect()->wait_for(std::chrono::seconds(5));
-    } catch (const mqtt::exception& e) {
-      log_->warn("disconnect: {}", e.what());
     }
     connected_ = false;
     subscribed_ = false;
+    if (ingest_thread_.joinable()) {
+      drain_until_ms_.store(SteadyNowMs() + options_.drain_timeout.count());
+      ingest_stop_.store(true);
+      ingest_->Wake();
+      ingest_thread_.join();
+      const uint64_t left = ingest_->Unread();
+      if (left > 0) {
+        log_->warn("{} messages received were not stored within {} ms; they stay in the ingest "
+                   "log and are stored at the next start",
+                   left, options_.drain_timeout.count());
+      }
+    }
+    if (listener_id_) store_->RemoveListener(listener_id_);
+    listener_id_ = 0;
     // No message callback runs any more: the last changes are saved now.
     if (discovery_) SaveDiscovery();
   }
 
   bool connected() const { return connected_; }
   bool subscribed() const { return subscribed_; }
+  std::chrono::milliseconds IngestStalledFor() const {
+    const int64_t since = ingest_busy_since_ms_.load();
+    if (since == 0) return std::chrono::milliseconds(0);
+    return std::chrono::milliseconds(std::max<int64_t>(0, SteadyNowMs() - since));
+  }
+  uint64_t IngestBacklog() const { return ingest_ ? ingest_->Unread() : 0; }
   json DiscoveryJson() const { return discovery_ ? discovery_->Describe() : json(nullptr); }
 
   Status Publish(const std::string& topic, const std::string& payload, bool retain) {
@@ -215,8 +279,9 @@ class Bridge::Impl {
     return opts;
   }
 
-  // Tries the first connection until it succeeds; Paho's automatic reconnect
-  // takes over after that.
+  // Tries the first connection until it succeeds (Paho's automatic
+  // reconnect takes over after that), then subscribes after every
+  // (re)connect, asking again until the broker acknowledges it.
   void ConnectLoop() {
     auto backoff = options_.reconnect_min;
     for (;;) {
@@ -227,7 +292,7 @@ class Bridge::Impl {
       try {
         log_->info("connecting to {} as '{}'", options_.broker, options_.client_id);
         client_->connect(ConnectOptions())->wait();
-        return;
+        break;
       } catch (const mqtt::exception& e) {
         log_->warn("cannot connect to {}: {}; retrying in {} ms", options_.broker, e.what(),
                    backoff.count());
@@ -236,23 +301,82 @@ class Bridge::Impl {
       cv_.wait_for(lock, backoff, [&] { return stopped_; });
       backoff = std::min(backoff * 2, options_.reconnect_max);
     }
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stopped_) {
+      cv_.wait_for(lock, std::chrono::seconds(1),
+                   [&] { return stopped_ || subscribed_gen_ != connect_gen_; });
+      if (stopped_) break;
+      if (subscribed_gen_ == connect_gen_ || !connected_) continue;
+      const uint64_t gen = connect_gen_;
+      lock.unlock();
+      const bool ok = SubscribeAll();
+      lock.lock();
+      if (ok) {
+        subscribed_gen_ = gen;
+        // A reconnect meanwhile asks again.
+        subscribed_ = gen == connect_gen_ && connected_;
+        continue;
+      }
+      cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stopped_; });
+    }
   }
 
-  // Runs on Paho's thread: must not wait for a token.
-  void OnConnected() {
-    connected_ = true;
-    log_->info("connected to {}", options_.broker);
+  // Subscribes to every wanted topic and waits for the broker's answer
+  // (this is the connector thread, not Paho's). False when it did not come
+  // or refused, to be tried again.
+  bool SubscribeAll() {
+    // No lock against ReplaceRules: whichever rules this reads, a swap
+    // after it subscribes the difference itself.
+    const std::shared_ptr<const MappingEngine> mapping = Mapping();
+    const std::vector<std::string> topics = WantedTopics(mapping.get());
     try {
-      // No lock against ReplaceRules: whichever rules this reads, a swap
-      // after it subscribes the difference itself.
-      const std::vector<std::string> topics = WantedTopics(Mapping().get());
-      auto filters = mqtt::string_collection::create(topics);
-      client_->subscribe(filters, mqtt::iasync_client::qos_collection(topics.size(), kQos), nullptr,
-                         subscribe_listener_);
+      auto token = client_->subscribe(mqtt::string_collection::create(topics),
+                                      mqtt::iasync_client::qos_collection(topics.size(), kQos));
+      if (!token->wait_for(kSubscribeTimeout)) {
+        log_->warn("the broker did not acknowledge the subscription within {} s; asking again",
+                   kSubscribeTimeout.count());
+        store_->metrics().Add("komoku_mqtt_subscribe_failures_total");
+        return false;
+      }
+      const mqtt::subscribe_response response = token->get_subscribe_response();
+      for (mqtt::ReasonCode rc : response.get_reason_codes()) {
+        if (static_cast<int>(rc) >= 0x80) {
+          log_->error("subscription to {}# refused (reason code {}); asking again", set_prefix_,
+                      static_cast<int>(rc));
+          store_->metrics().Add("komoku_mqtt_subscribe_failures_total");
+          return false;
+        }
+      }
       client_->publish(status_topic_, "online", 6, kQos, true);
     } catch (const mqtt::exception& e) {
-      log_->error("subscribe after connect failed: {}", e.what());
+      log_->warn("subscribe after connect failed: {}; asking again", e.what());
+      store_->metrics().Add("komoku_mqtt_subscribe_failures_total");
+      return false;
     }
+    OnSubscribed();
+    log_->info("subscribed to {}# and {}{}{}", set_prefix_, request_topic_,
+               mapping ? " and " + std::to_string(mapping->Filters().size()) + " mapping filters"
+                       : std::string(),
+               discovery_ ? " and the discovery filters" : "");
+    return true;
+  }
+
+  // Runs on Paho's thread: must not wait for a token. The connector thread
+  // subscribes; the state thread republishes every key.
+  void OnConnected() {
+    connected_ = true;
+    subscribed_ = false;
+    log_->info("connected to {}", options_.broker);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++connect_gen_;
+    }
+    cv_.notify_all();
+    {
+      std::lock_guard<std::mutex> lock(state_mu_);
+      republish_all_ = true;
+    }
+    state_cv_.notify_all();
   }
 
   // Every topic Komoku subscribes to with `mapping` as its rules: its own,
@@ -294,33 +418,111 @@ class Bridge::Impl {
   }
 
   // Runs on Paho's receive thread. Paho C sends the QoS 1 PUBACK as the
-  // message arrives, before this callback; returning only after the commit
-  // keeps the next message unread (and unacknowledged) until this one is
-  // stored. See docs/storage.md for the window that leaves.
+  // message arrives, before this callback; the message is appended to the
+  // ingest log (one write(), which survives a crash of the process) and
+  // this returns at once, so Paho reads on at the speed of the socket. See
+  // docs/storage.md for what a crash, a stop and a power cut can take back.
   void OnMessage(const mqtt::const_message_ptr& msg) noexcept {
     try {
-      HandleMessage(*msg);
+      IngestRecord& rec = incoming_;  // reused: its buffers are not allocated again
+      rec.topic = msg->get_topic();
+      rec.payload = msg->get_payload_str();
+      rec.retained = msg->is_retained();
+      rec.received_ms = store_->clock().NowMs();
+      rec.response_topic.clear();
+      rec.correlation_data.clear();
+      rec.has_correlation_data = false;
+      if (rec.topic == request_topic_) {
+        const mqtt::properties& props = msg->get_properties();
+        if (props.contains(mqtt::property::RESPONSE_TOPIC)) {
+          rec.response_topic = mqtt::get<std::string>(props, mqtt::property::RESPONSE_TOPIC);
+        }
+        if (props.contains(mqtt::property::CORRELATION_DATA)) {
+          rec.correlation_data = mqtt::get<mqtt::binary>(props, mqtt::property::CORRELATION_DATA);
+          rec.has_correlation_data = true;
+        }
+      }
+      Status st = ingest_->Append(rec);
+      if (!st.ok()) {
+        store_->metrics().Add("komoku_ingest_log_errors_total");
+        int64_t suppressed = 0;
+        if (ShouldLog("ingest log", &suppressed)) {
+          log_->error("{}; the message is kept in memory until it is stored (lost if komoku "
+                      "crashes before){}",
+                      st.message(), NotLogged(suppressed, "failed appends"));
+        }
+      }
     } catch (const std::exception& e) {
       Refuse("internal", msg->get_topic(), e.what());
     }
   }
 
-  void HandleMessage(const mqtt::message& msg) {
-    store_->metrics().Add("komoku_mqtt_messages_total");
-    const std::string& topic = msg.get_topic();
-    if (topic == request_topic_) return HandleRequest(msg);
+  // The ingest thread: stores the messages of the log in order and releases
+  // them once committed. It never waits for a commit while messages wait,
+  // so the store commits them in groups.
+  void IngestLoop() {
+    std::vector<IngestRecord> batch;
+    // Where the log stood after a batch, and the commit that covers it.
+    struct Covered {
+      IngestPosition pos;
+      uint64_t mark;
+    };
+    std::deque<Covered> uncommitted;
+    for (;;) {
+      const bool stopping = ingest_stop_.load();
+      const size_t n = ingest_->Read(&batch, kIngestBatch,
+                                     stopping ? std::chrono::milliseconds(0)
+                                              : std::chrono::milliseconds(100));
+      if (n > 0) {
+        ingest_busy_since_ms_.store(std::max<int64_t>(1, SteadyNowMs()));
+        for (const IngestRecord& rec : batch) {
+          try {
+            HandleRecord(rec);
+          } catch (const std::exception& e) {
+            Refuse("internal", rec.topic, e.what());
+          }
+        }
+        ingest_busy_since_ms_.store(0);
+        store_->metrics().Add("komoku_mqtt_messages_total", static_cast<int64_t>(n));
+        uncommitted.push_back({ingest_->ReadPosition(), store_->CommitMark()});
+      }
+      std::optional<IngestPosition> release;
+      while (!uncommitted.empty() && store_->Committed(uncommitted.front().mark)) {
+        release = uncommitted.front().pos;
+        uncommitted.pop_front();
+      }
+      const bool past_deadline = stopping && SteadyNowMs() >= drain_until_ms_.load();
+      if (stopping && n == 0 && !uncommitted.empty() && !past_deadline) {
+        // Everything is read: have the last of it committed now.
+        const auto left = std::chrono::milliseconds(
+            std::max<int64_t>(1, drain_until_ms_.load() - SteadyNowMs()));
+        if (store_->WaitCommittedFor(uncommitted.back().mark, left)) {
+          release = uncommitted.back().pos;
+          uncommitted.clear();
+        }
+      }
+      if (release) ingest_->Release(*release);
+      store_->metrics().Set("komoku_ingest_backlog", static_cast<int64_t>(ingest_->Unread()));
+      store_->metrics().Set("komoku_ingest_log_bytes", static_cast<int64_t>(ingest_->FileBytes()));
+      if (stopping && ((n == 0 && uncommitted.empty()) || past_deadline)) break;
+    }
+  }
+
+  void HandleRecord(const IngestRecord& rec) {
+    const std::string& topic = rec.topic;
+    if (topic == request_topic_) return HandleRequest(rec);
     const bool own = IsOwn(topic);
     // Discovery configs are never data, whatever rule matches them.
-    if (discovery_ && !own && discovery_->IsDiscoveryTopic(topic)) return HandleDiscovery(msg);
+    if (discovery_ && !own && discovery_->IsDiscoveryTopic(topic)) return HandleDiscovery(rec);
     const std::shared_ptr<const MappingEngine> mapping = Mapping();
     const bool mapped = mapping || discovery_;
-    if (mapped && !own) return HandleMapped(mapping.get(), msg);
+    if (mapped && !own) return HandleMapped(mapping.get(), rec);
     // Komoku's own topics (komoku/status, ...) also match broad mapping
     // filters such as +/status; they are never mapped.
     if (mapped && own && topic.compare(0, set_prefix_.size(), set_prefix_) != 0) return;
     Result<std::string> key = KeyFromTopic(topic);
     if (!key.ok()) return Refuse("bad_topic", topic, key.status().message());
-    const std::string& payload = msg.get_payload_str();
+    const std::string& payload = rec.payload;
     Result<store::ValueMessage> parsed = store::ParseValuePayload(payload, options_.max_payload_bytes);
     if (!parsed.ok()) {
       const char* reason = payload.size() > options_.max_payload_bytes ? "too_large"
@@ -329,8 +531,10 @@ class Bridge::Impl {
       return Refuse(reason, topic, parsed.status().message());
     }
     store::PutOptions put;
-    put.time_ms = parsed->time_ms;
-    put.wait_committed = true;
+    // Without a time of its own, a change has the time it arrived, also
+    // when it is stored after a restart from the log.
+    put.time_ms = parsed->time_ms ? *parsed->time_ms : rec.received_ms;
+    put.wait_committed = false;
     Result<store::Change> change = store_->Put(*key, parsed->value, put);
     if (!change.ok()) {
       // The store counted it; the bridge logs it once.
@@ -360,14 +564,14 @@ class Bridge::Impl {
 
   // A message on a mapped topic. Configured rules win: discovered entities
   // see only a topic that no configured rule matches.
-  void HandleMapped(const MappingEngine* mapping, const mqtt::message& msg) {
-    const std::string& topic = msg.get_topic();
-    const int64_t now = store_->clock().NowMs();
+  void HandleMapped(const MappingEngine* mapping, const IngestRecord& msg) {
+    const std::string& topic = msg.topic;
+    const int64_t now = msg.received_ms;
     if (mapping) {
       // One result, reused message after message (this runs on Paho's one
       // receive thread): its key buffers are not allocated again.
       MappingResult& result = mapped_;
-      mapping->MapInto(topic, msg.get_payload_str(), now, &result);
+      mapping->MapInto(topic, msg.payload, now, &result);
       if (!result.matched.empty()) {
         if (result.refusal) return RefuseMapped(*mapping, *result.refusal, topic, false);
         StoreMapped(*mapping, result.changes, msg, false);
@@ -376,7 +580,7 @@ class Bridge::Impl {
     }
     if (!discovery_) return;  // an excluded topic of a subscribed filter
     Discovery::Mapped& d = discovered_;  // reused, as mapped_ is
-    discovery_->MapInto(topic, msg.get_payload_str(), now, &d);
+    discovery_->MapInto(topic, msg.payload, now, &d);
     if (!d.engine) return;  // an entity removed while its messages were on the way
     for (const MappingRefusal& r : d.result.refusals) RefuseMapped(*d.engine, r, topic, true);
     if (!d.result.changes.empty() || d.result.refusals.empty()) {
@@ -384,13 +588,13 @@ class Bridge::Impl {
     }
   }
 
-  // Resolved changes: checked against the keys that exist, then put;
-  // committed before returning. For configured rules a change the key
-  // refuses refuses the whole message; discovered entities are independent
-  // (`each`), so only that entity's change is dropped.
+  // Resolved changes: checked against the keys that exist, then put (the
+  // store commits them with the next group). For configured rules a change
+  // the key refuses refuses the whole message; discovered entities are
+  // independent (`each`), so only that entity's change is dropped.
   void StoreMapped(const MappingEngine& engine, const std::vector<MappedChange>& changes,
-                   const mqtt::message& msg, bool each) {
-    const std::string& topic = msg.get_topic();
+                   const IngestRecord& msg, bool each) {
+    const std::string& topic = msg.topic;
     struct Planned {
       const MappedChange* change;
       bool create;
@@ -423,13 +627,12 @@ class Bridge::Impl {
         return;
       }
       // A retained message seen again on (re)subscribe is no new change.
-      if (msg.is_retained() && info->last && info->last->value == *v) {
+      if (msg.retained && info->last && info->last->value == *v) {
         store_->metrics().Add("komoku_mapping_retained_skipped_total");
         continue;
       }
       plan.push_back({&c, false});
     }
-    uint64_t last_seq = 0;
     for (const Planned& p : plan) {
       const MappedChange& c = *p.change;
       const MappingRule& rule = engine.rule(c.rule);
@@ -439,7 +642,7 @@ class Bridge::Impl {
                                       engine.RuleLabel(c.rule), defined.status().message());
       }
       store::PutOptions put;
-      put.time_ms = c.time_ms;
+      put.time_ms = c.time_ms ? *c.time_ms : msg.received_ms;
       put.wait_committed = false;
       Result<store::Change> change = store_->Put(c.key, c.value, put);
       if (!change.ok()) {
@@ -447,7 +650,6 @@ class Bridge::Impl {
         log_->warn("refused {} -> {}: {}", topic, c.key, change.status().message());
         continue;
       }
-      last_seq = std::max(last_seq, change->seq);
       if (p.create && !rule.type && !rule.options.empty() && change->created_key) {
         Result<store::KeyInfo> defined = store_->Define(c.key, std::nullopt, rule.options);
         if (!defined.ok()) log_->warn("options of '{}' for rule {}: {}", c.key,
@@ -455,16 +657,12 @@ class Bridge::Impl {
       }
     }
     store_->metrics().Add(each ? "komoku_discovery_messages_total" : "komoku_mapping_messages_total");
-    if (last_seq) {
-      Status st = store_->WaitCommitted(last_seq);
-      if (!st.ok()) log_->warn("commit of {}: {}", topic, st.message());
-    }
   }
 
   // A Home Assistant discovery config or a Homie attribute: the entities
   // change, and with them the topics Komoku subscribes to.
-  void HandleDiscovery(const mqtt::message& msg) {
-    Discovery::Update u = discovery_->Handle(msg.get_topic(), msg.get_payload_str());
+  void HandleDiscovery(const IngestRecord& msg) {
+    Discovery::Update u = discovery_->Handle(msg.topic, msg.payload);
     if (!u.changed) return;  // a retained config seen again
     ReportDiscovery(u);
     Resubscribe(u);
@@ -662,21 +860,19 @@ class Bridge::Impl {
 
   // A Komoku JSON query: the answer goes to the MQTT 5 response topic with
   // the request's correlation data, or to <prefix>/api/response.
-  void HandleRequest(const mqtt::message& msg) {
-    json answer = api_.HandleText(msg.get_payload_str());
+  void HandleRequest(const IngestRecord& msg) {
+    json answer = api_.HandleText(msg.payload);
     if (answer.contains("error")) {
       log_->warn("API request refused ({}): {}", answer["error"]["code"].get<std::string>(),
                  answer["error"]["message"].get<std::string>());
     }
-    const mqtt::properties& props = msg.get_properties();
     std::string topic = response_topic_;
     mqtt::properties reply_props;
-    if (props.contains(mqtt::property::RESPONSE_TOPIC)) {
-      topic = mqtt::get<std::string>(props, mqtt::property::RESPONSE_TOPIC);
-      if (props.contains(mqtt::property::CORRELATION_DATA)) {
-        reply_props.add(mqtt::property(
-            mqtt::property::CORRELATION_DATA,
-            mqtt::get<mqtt::binary>(props, mqtt::property::CORRELATION_DATA)));
+    if (!msg.response_topic.empty()) {
+      topic = msg.response_topic;
+      if (msg.has_correlation_data) {
+        reply_props.add(mqtt::property(mqtt::property::CORRELATION_DATA,
+                                       mqtt::binary(msg.correlation_data)));
       }
     }
     std::string payload = store::DumpJson(answer);
@@ -696,50 +892,152 @@ class Bridge::Impl {
     log_->warn("refused message on '{}' ({}): {}", shown, reason, why);
   }
 
-  void PublishState(const store::Change& c) {
-    if (c.deleted) {
-      // An empty retained message clears the broker's retained state.
-      try {
-        client_->publish(options_.prefix + "/state/" + c.key, "", 0, kQos, true);
-      } catch (const mqtt::exception& e) {
-        store_->metrics().Add("komoku_mqtt_publish_errors_total");
+  // The state of a key to publish on <prefix>/state/<key>.
+  struct StateItem {
+    store::Value value;
+    int64_t time_ms = 0;
+    std::optional<store::Value> previous;
+    bool deleted = false;  // an empty retained message clears the state
+  };
+
+  // The store's listener (on the putting thread): records the newest state
+  // of the key for the state thread; never calls Paho.
+  void OnChange(const store::Change& c) {
+    if (!c.deleted && !c.is_current) return;
+    bool wake = false;
+    {
+      std::lock_guard<std::mutex> lock(state_mu_);
+      wake = state_waiting_;
+      auto [it, fresh] = state_pending_.try_emplace(c.key);
+      StateItem& item = it->second;
+      if (c.deleted) {
+        item = StateItem{};
+        item.deleted = true;
+      } else {
+        // Concurrent puts may notify out of order: the newest time wins.
+        if (!fresh && !item.deleted && c.sample.time_ms < item.time_ms) return;
+        item.value = c.sample.value;
+        item.time_ms = c.sample.time_ms;
+        item.previous.reset();
+        if (c.previous) item.previous = c.previous->value;
+        item.deleted = false;
       }
-      return;
     }
-    if (!c.is_current) return;
-    json j = {{"value", ValueToJson(c.sample.value)},
-              {"time", static_cast<double>(c.sample.time_ms) / 1000.0},
-              {"previous", c.previous ? ValueToJson(c.previous->value) : json(nullptr)}};
-    std::string payload = store::DumpJson(j);
-    try {
-      client_->publish(options_.prefix + "/state/" + c.key, payload.data(), payload.size(), kQos,
-                       true);
-    } catch (const mqtt::exception& e) {
-      store_->metrics().Add("komoku_mqtt_publish_errors_total");
-      log_->debug("state publish for '{}' failed: {}", c.key, e.what());
-    }
+    // A busy state thread takes what waits when it is done: no wake-up (a
+    // system call) per change during a burst.
+    if (wake) state_cv_.notify_one();
   }
 
-  class SubscribeListener : public mqtt::iaction_listener {
-   public:
-    explicit SubscribeListener(Impl* impl) : impl_(impl) {}
-    void on_success(const mqtt::token&) override {
-      impl_->OnSubscribed();
-      const std::shared_ptr<const MappingEngine> mapping = impl_->Mapping();
-      impl_->log_->info("subscribed to {}# and {}{}{}", impl_->set_prefix_, impl_->request_topic_,
-                        mapping ? " and " + std::to_string(mapping->Filters().size()) +
-                                      " mapping filters"
-                                : std::string(),
-                        impl_->discovery_ ? " and the discovery filters" : "");
-    }
-    void on_failure(const mqtt::token& tok) override {
-      impl_->log_->error("subscription to {}# refused (reason code {})", impl_->set_prefix_,
-                         static_cast<int>(tok.get_reason_code()));
-    }
+  // Puts a state that did not go out back in line, unless a newer one of
+  // the key is already waiting.
+  void Requeue(std::string key, StateItem item) {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    state_pending_.try_emplace(std::move(key), std::move(item));
+  }
 
-   private:
-    Impl* impl_;
-  };
+  // The state thread: publishes the newest state of each key that changed
+  // (a burst of one key publishes its last value), QoS 1 and retained, at
+  // most kStateInFlight unacknowledged; what fails goes back in line. After
+  // every connect, every key's current state is published again.
+  void StateLoop() {
+    std::vector<std::pair<std::string, StateItem>> batch;
+    struct InFlight {
+      std::string key;
+      StateItem item;
+      mqtt::delivery_token_ptr token;
+    };
+    std::deque<InFlight> in_flight;
+    // Waits for the oldest publication; false when it failed (requeued).
+    auto settle_oldest = [&]() {
+      InFlight f = std::move(in_flight.front());
+      in_flight.pop_front();
+      bool ok = false;
+      try {
+        for (int i = 0; i < 20 && !ok; ++i) {
+          ok = f.token->wait_for(std::chrono::milliseconds(500));
+          if (!ok && (state_stopping() || !connected_)) break;
+        }
+      } catch (const mqtt::exception&) {
+        ok = false;
+      }
+      if (ok) {
+        store_->metrics().Add("komoku_state_published_total");
+      } else {
+        store_->metrics().Add("komoku_mqtt_publish_errors_total");
+        Requeue(std::move(f.key), std::move(f.item));
+      }
+      return ok;
+    };
+    for (;;) {
+      bool all = false;
+      batch.clear();
+      {
+        std::unique_lock<std::mutex> lock(state_mu_);
+        state_waiting_ = true;
+        state_cv_.wait_for(lock, std::chrono::milliseconds(500), [&] {
+          return state_stop_ || (connected_ && (republish_all_ || !state_pending_.empty()));
+        });
+        state_waiting_ = false;
+        if (state_stop_) break;
+        if (connected_) {
+          all = republish_all_;
+          republish_all_ = false;
+          batch.reserve(state_pending_.size());
+          for (auto& kv : state_pending_) batch.emplace_back(kv.first, std::move(kv.second));
+          state_pending_.clear();
+        }
+        store_->metrics().Set("komoku_state_pending", static_cast<int64_t>(state_pending_.size()));
+      }
+      if (all) {
+        // Read after the pending states were taken: at least as new.
+        std::unordered_map<std::string, size_t> index;
+        for (size_t i = 0; i < batch.size(); ++i) index[batch[i].first] = i;
+        for (store::KeyInfo& k : store_->Keys()) {
+          if (!k.last) continue;
+          StateItem item;
+          item.value = std::move(k.last->value);
+          item.time_ms = k.last->time_ms;
+          if (k.previous) item.previous = std::move(k.previous->value);
+          auto it = index.find(k.name);
+          if (it == index.end()) {
+            batch.emplace_back(std::move(k.name), std::move(item));
+          } else {
+            batch[it->second].second = std::move(item);
+          }
+        }
+      }
+      size_t i = 0;
+      for (; i < batch.size(); ++i) {
+        if (state_stopping() || !connected_) break;
+        while (in_flight.size() >= kStateInFlight) settle_oldest();
+        auto& [key, item] = batch[i];
+        std::string payload;
+        if (!item.deleted) {
+          payload = store::DumpJson(
+              json{{"value", ValueToJson(item.value)},
+                   {"time", static_cast<double>(item.time_ms) / 1000.0},
+                   {"previous", item.previous ? ValueToJson(*item.previous) : json(nullptr)}});
+        }
+        try {
+          auto token = client_->publish(options_.prefix + "/state/" + key, payload.data(),
+                                        payload.size(), kQos, true);
+          in_flight.push_back({std::move(key), std::move(item), std::move(token)});
+        } catch (const mqtt::exception& e) {
+          store_->metrics().Add("komoku_mqtt_publish_errors_total");
+          log_->debug("state publish for '{}' failed: {}", key, e.what());
+          break;  // not connected, or Paho's buffer is full: again later
+        }
+      }
+      for (; i < batch.size(); ++i) Requeue(std::move(batch[i].first), std::move(batch[i].second));
+      while (!in_flight.empty()) settle_oldest();
+    }
+    // Stopping: what is left is published at the next start (every key).
+  }
+
+  bool state_stopping() {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    return state_stop_;
+  }
 
   // Constant after construction.
   const BridgeOptions options_;
@@ -757,13 +1055,31 @@ class Bridge::Impl {
   mutable std::mutex mapping_mu_;
   std::mutex replace_mu_;  // one ReplaceRules at a time
   std::unique_ptr<Discovery> discovery_;        // null when off; thread-safe
-  MappingResult mapped_;                        // owned by Paho's receive thread
-  Discovery::Mapped discovered_;                // owned by Paho's receive thread
+  MappingResult mapped_;                        // owned by the ingest thread
+  Discovery::Mapped discovered_;                // owned by the ingest thread
   std::unique_ptr<mqtt::async_client> client_;  // thread-safe itself
-  SubscribeListener subscribe_listener_{this};
   int listener_id_ = 0;
   std::atomic<bool> connected_{false};
   std::atomic<bool> subscribed_{false};
+
+  // The ingest log and its thread.
+  std::unique_ptr<IngestLog> ingest_;  // thread-safe: Paho appends, the ingest thread reads
+  IngestRecord incoming_;              // owned by Paho's receive thread
+  std::thread ingest_thread_;
+  std::atomic<bool> ingest_stop_{false};
+  std::atomic<int64_t> drain_until_ms_{0};  // steady-clock ms; set with ingest_stop_
+  // Steady-clock ms when the ingest thread took the batch it is storing; 0
+  // when it is not storing one.
+  std::atomic<int64_t> ingest_busy_since_ms_{0};
+
+  // State publishing (StateLoop).
+  std::mutex state_mu_;
+  std::condition_variable state_cv_;
+  std::unordered_map<std::string, StateItem> state_pending_;  // guarded by state_mu_
+  bool republish_all_ = false;                                // guarded by state_mu_
+  bool state_stop_ = false;                                   // guarded by state_mu_
+  bool state_waiting_ = false;  // the state thread waits for work; guarded by state_mu_
+  std::thread state_thread_;
 
   struct RefusalLog {
     std::chrono::steady_clock::time_point last;
@@ -776,6 +1092,10 @@ class Bridge::Impl {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopped_ = false;  // guarded by mu_
+  // Connections made, and the one whose subscription the broker
+  // acknowledged: the connector subscribes while they differ.
+  uint64_t connect_gen_ = 0;     // guarded by mu_
+  uint64_t subscribed_gen_ = 0;  // guarded by mu_
   // When KeepDiscovery saves next, and forgets unconfirmed entities.
   std::optional<std::chrono::steady_clock::time_point> save_discovery_at_;     // guarded by mu_
   std::optional<std::chrono::steady_clock::time_point> confirm_discovery_at_;  // guarded by mu_
@@ -797,6 +1117,8 @@ void Bridge::Start() { impl_->Start(); }
 void Bridge::Stop() { impl_->Stop(); }
 bool Bridge::connected() const { return impl_->connected(); }
 bool Bridge::subscribed() const { return impl_->subscribed(); }
+std::chrono::milliseconds Bridge::IngestStalledFor() const { return impl_->IngestStalledFor(); }
+uint64_t Bridge::IngestBacklog() const { return impl_->IngestBacklog(); }
 Status Bridge::Publish(const std::string& topic, const std::string& payload, bool retain) {
   return impl_->Publish(topic, payload, retain);
 }

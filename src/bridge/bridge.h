@@ -1,6 +1,18 @@
 // The MQTT bridge: subscribes to <prefix>/set/# and the topic filters of the
-// mapping rules and turns each message into puts on the Store; publishes <prefix>/state/<key> on every accepted change
-// and <prefix>/status (online, and offline as the last will).
+// mapping rules and turns each message into puts on the Store; publishes
+// <prefix>/state/<key> (the latest value of each key that changed) and
+// <prefix>/status (online, and offline as the last will).
+//
+// Threads (docs/storage.md, "From the socket to the commit"):
+// - Paho's receive thread only appends each message to the ingest log
+//   (one write()) and returns, so it reads as fast as the broker sends;
+// - the ingest thread reads the log in order, maps and puts the messages
+//   (the store commits them in groups) and releases the log once committed;
+// - the state thread publishes the newest state of each key that changed,
+//   coalescing bursts, retrying, and republishing every key on each connect;
+// - the connector thread connects, and subscribes again after every
+//   (re)connect until the broker acknowledges it.
+// No lock of the bridge or the store is held while calling Paho.
 //
 // Thread-safe. Owns the Paho client and its threads.
 #pragma once
@@ -30,8 +42,11 @@ struct BridgeOptions {
   // How long the broker keeps the session while Komoku is away.
   std::chrono::seconds session_expiry{7 * 24 * 3600};
   std::chrono::seconds keep_alive{30};
-  std::chrono::milliseconds reconnect_min{500};
-  std::chrono::milliseconds reconnect_max{30000};
+  // Paho retries a lost connection after reconnect_min, doubling up to
+  // reconnect_max: a broker that restarts is connected to (and subscribed
+  // to) again within about reconnect_max.
+  std::chrono::milliseconds reconnect_min{1000};  // Paho counts whole seconds
+  std::chrono::milliseconds reconnect_max{2000};
   // A larger payload is refused unread.
   size_t max_payload_bytes = 64 * 1024;
   // Publish <prefix>/state/<key> on every change of the current value.
@@ -39,6 +54,13 @@ struct BridgeOptions {
   // Topic mapping rules (docs/mapping.md): their filters are subscribed too,
   // and a message on a mapped topic becomes puts of the keys they make.
   std::vector<MappingRule> rules;
+  // Directory of the ingest log (bridge/ingest_log.h): every message
+  // received is appended there before Paho's callback returns, and stored
+  // from there by the ingest thread. Required.
+  std::string ingest_dir;
+  // A stop stores what the ingest log still holds for at most this long;
+  // the rest stays in the log for the next start.
+  std::chrono::milliseconds drain_timeout{5000};
   // Self-describing devices (docs/mapping.md#discovery): off when unset.
   // Configured rules win over discovered entities for a topic they match.
   std::optional<DiscoveryOptions> discovery;
@@ -64,6 +86,12 @@ class Bridge {
   bool connected() const;
   // True once the set subscription is acknowledged on the current connection.
   bool subscribed() const;
+  // How long the ingest thread has been working on one batch of messages:
+  // zero while it keeps up or has nothing to do. Health checks and the
+  // systemd watchdog read it.
+  std::chrono::milliseconds IngestStalledFor() const;
+  // Messages received (or left by an earlier run) and not yet stored.
+  uint64_t IngestBacklog() const;
 
   // The discovered entities (Discovery::Describe), or null when discovery
   // is off. Thread-safe.

@@ -769,6 +769,10 @@ class Server::Impl {
       problems.push_back("store writer has not committed for " +
                          std::to_string(stalled.count() / 1000) + " s");
     }
+    if (h.ingest_stalled >= options_.writer_stall_limit) {
+      problems.push_back("MQTT ingest has been storing one batch of messages for " +
+                         std::to_string(h.ingest_stalled.count() / 1000) + " s");
+    }
     if (!h.mqtt_connected) {
       problems.push_back("not connected to the MQTT broker");
     } else if (!h.mqtt_subscribed) {
@@ -776,7 +780,11 @@ class Server::Impl {
     }
     json j = {{"status", problems.empty() ? "ready" : "not_ready"},
               {"problems", problems},
-              {"mqtt", {{"connected", h.mqtt_connected}, {"subscribed", h.mqtt_subscribed}}},
+              {"mqtt",
+               {{"connected", h.mqtt_connected},
+                {"subscribed", h.mqtt_subscribed},
+                {"ingest_backlog", h.ingest_backlog},
+                {"ingest_stalled_ms", static_cast<int64_t>(h.ingest_stalled.count())}}},
               {"store",
                {{"queue", store_->QueueDepth()},
                 {"writer_stalled_ms", static_cast<int64_t>(stalled.count())}}}};

@@ -45,6 +45,10 @@ bool IsLoopbackHost(const std::string& host);
 struct Health {
   bool mqtt_connected = false;
   bool mqtt_subscribed = false;
+  // How long the MQTT ingest thread has been on one batch (zero while it
+  // keeps up), and the messages received and not yet stored.
+  std::chrono::milliseconds ingest_stalled{0};
+  uint64_t ingest_backlog = 0;
 };
 
 class Server {

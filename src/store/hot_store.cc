@@ -159,6 +159,10 @@ Status HotStore::PrepareWriter() {
        "ON CONFLICT(id) DO UPDATE SET type=excluded.type, options=excluded.options"},
       {&insert_change_,
        "INSERT INTO changes(rowid, key_id, time_ms, value) VALUES(?4, ?1, ?2, ?3)"},
+      // The index on (key_id, time_ms) finds a row of the same time at once.
+      {&insert_change_unless_stored_,
+       "INSERT INTO changes(rowid, key_id, time_ms, value) SELECT ?4, ?1, ?2, ?3 WHERE NOT "
+       "EXISTS (SELECT 1 FROM changes WHERE key_id=?1 AND time_ms=?2 AND value IS ?3)"},
       {&touch_key_, "UPDATE keys SET last_seen_ms=?2 WHERE id=?1"},
       {&delete_changes_, "DELETE FROM changes WHERE key_id=?1"},
       {&delete_key_, "DELETE FROM keys WHERE id=?1"},
@@ -247,8 +251,9 @@ uint64_t HotStore::EnqueueUpsertKey(int64_t id, const std::string& name, KeyType
   return Enqueue(UpsertKey{id, name, type, std::move(options_json), created_ms});
 }
 
-uint64_t HotStore::EnqueueChange(int64_t key_id, uint64_t change_seq, const Sample& sample) {
-  return Enqueue(ChangeRow{key_id, change_seq, sample});
+uint64_t HotStore::EnqueueChange(int64_t key_id, uint64_t change_seq, const Sample& sample,
+                                 bool skip_if_stored) {
+  return Enqueue(ChangeRow{key_id, change_seq, sample, skip_if_stored});
 }
 
 uint64_t HotStore::EnqueueTouch(int64_t key_id, int64_t last_seen_ms) {
@@ -266,6 +271,22 @@ Status HotStore::WaitCommitted(uint64_t seq) {
   --waiters_;
   if (committed_seq_ >= seq) return Status::Ok();
   return Status::IOError(path_ + ": change could not be committed before shutdown");
+}
+
+uint64_t HotStore::CommittedSeq() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return committed_seq_;
+}
+
+bool HotStore::WaitCommittedFor(uint64_t seq, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (committed_seq_ >= seq) return true;
+  ++waiters_;
+  work_cv_.notify_one();
+  committed_cv_.wait_for(lock, timeout,
+                         [&] { return committed_seq_ >= seq || failed_seq_ >= seq || closed_; });
+  --waiters_;
+  return committed_seq_ >= seq;
 }
 
 size_t HotStore::QueueDepth() const {
@@ -401,11 +422,15 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch) {
   uint64_t taken = 0;  // deletions this batch starts
   for (const Op& op : batch) {
     if (const auto* row = std::get_if<ChangeRow>(&op)) {
-      insert_change_.BindInt64(1, row->key_id);
-      insert_change_.BindInt64(2, row->sample.time_ms);
-      BindValue(insert_change_, 3, row->sample.value);
-      insert_change_.BindInt64(4, static_cast<int64_t>(row->seq));
-      st = insert_change_.Run();
+      Stmt& insert = row->skip_if_stored ? insert_change_unless_stored_ : insert_change_;
+      insert.BindInt64(1, row->key_id);
+      insert.BindInt64(2, row->sample.time_ms);
+      BindValue(insert, 3, row->sample.value);
+      insert.BindInt64(4, static_cast<int64_t>(row->seq));
+      st = insert.Run();
+      if (st.ok() && row->skip_if_stored && sqlite3_changes(writer_db_->handle()) == 0) {
+        metrics_->Add("komoku_changes_duplicate_total");
+      }
     } else if (const auto* touch = std::get_if<Touch>(&op)) {
       touch_key_.BindInt64(1, touch->key_id);
       touch_key_.BindInt64(2, touch->last_seen_ms);

@@ -83,7 +83,11 @@ class HotStore {
                             std::string options_json, int64_t created_ms);
   // `change_seq` becomes the row's rowid: the Store's sequence number of the
   // change, so readers can cut history exactly where a live feed begins.
-  uint64_t EnqueueChange(int64_t key_id, uint64_t change_seq, const Sample& sample);
+  // With `skip_if_stored`, nothing is inserted when the key already has a
+  // change of the same time and value (committed, or earlier in the same
+  // commit); each skip counts in komoku_changes_duplicate_total.
+  uint64_t EnqueueChange(int64_t key_id, uint64_t change_seq, const Sample& sample,
+                         bool skip_if_stored = false);
   // Records an uptime key's last refresh (coalesced per commit).
   uint64_t EnqueueTouch(int64_t key_id, int64_t last_seen_ms);
   uint64_t EnqueueDeleteKey(int64_t key_id);
@@ -97,6 +101,11 @@ class HotStore {
   // Blocks until everything up to `seq` is committed. An IOError only when
   // the store is closing and the rows could not be committed.
   Status WaitCommitted(uint64_t seq);
+  // Everything up to this sequence number is committed.
+  uint64_t CommittedSeq() const;
+  // Waits at most `timeout` for everything up to `seq` to be committed
+  // (asking the writer to commit now); true when it is.
+  bool WaitCommittedFor(uint64_t seq, std::chrono::milliseconds timeout);
 
   // Changes of a key with from_ms <= time < to_ms and sequence number <=
   // max_seq, in time order (ties in put order), at most `limit` of them.
@@ -145,6 +154,7 @@ class HotStore {
     int64_t key_id;
     uint64_t seq;
     Sample sample;
+    bool skip_if_stored = false;
   };
   struct Touch {
     int64_t key_id;
@@ -176,7 +186,7 @@ class HotStore {
 
   // Owned by the writer thread after Init().
   std::unique_ptr<Db> writer_db_;
-  Stmt upsert_key_, insert_change_, touch_key_, delete_changes_, delete_key_, delete_compacted_,
+  Stmt upsert_key_, insert_change_, insert_change_unless_stored_, touch_key_, delete_changes_, delete_key_, delete_compacted_,
       chunk_end_;
   // The deletion of compacted rows still to do: rows with time < cold_to and
   // after_rowid < rowid <= cold_seq. One chunk goes with each commit

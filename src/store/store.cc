@@ -252,6 +252,27 @@ Result<Change> Store::Apply(std::string_view key, const ValueFn& make_value,
                       .WithReason("bad_time"));
   }
 
+  // A change with a time of its own may repeat one stored already (a
+  // broker redelivering after a reconnect, an ingest log replayed after a
+  // crash, a backfill sent twice). The current and previous values are
+  // compared under the lock below; an older time is looked up in history
+  // here, before taking it. A repeat of a change not yet committed is caught
+  // by the hot store's writer instead (HotStore::EnqueueChange's dedup).
+  std::optional<Sample> stored_at_time;
+  if (options.time_ms) {
+    bool look_up = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = keys_.find(key);
+      look_up = it != keys_.end() && it->second.last && *options.time_ms < it->second.last->time_ms &&
+                !(it->second.previous && it->second.previous->time_ms == *options.time_ms);
+    }
+    if (look_up) {
+      Result<std::optional<Sample>> at = At(key, *options.time_ms);
+      if (at.ok() && *at && (*at)->time_ms == *options.time_ms) stored_at_time = std::move(**at);
+    }
+  }
+
   Change change;
   uint64_t op_seq = 0;
   {
@@ -280,6 +301,20 @@ Result<Change> Store::Apply(std::string_view key, const ValueFn& make_value,
     change.type = type;
     change.sample = Sample{time, std::move(value.value())};
     change.previous = state.last;
+    if (options.time_ms) {
+      auto same = [&](const std::optional<Sample>& s) {
+        return s && s->time_ms == time && s->value == change.sample.value;
+      };
+      if (same(state.last) || same(state.previous) || same(stored_at_time)) {
+        change.duplicate = true;
+        change.stored = false;
+        change.is_current = same(state.last);
+      }
+    }
+    if (change.duplicate) {
+      metrics_.Add("komoku_changes_duplicate_total");
+      return change;
+    }
     // The newest time wins the current value; a tie goes to the later put.
     change.is_current = !state.last || time >= state.last->time_ms;
     // A repeat of the current value within same_value_resolution of its
@@ -296,8 +331,9 @@ Result<Change> Store::Apply(std::string_view key, const ValueFn& make_value,
         // the previous one, as a restart would load it.
         state.previous = change.sample;
       }
-      op_seq = hot_->EnqueueChange(state.id, change.seq, change.sample);
-      last_op_seq_ = op_seq;
+      // A late change may repeat one the writer has not committed yet.
+      op_seq = hot_->EnqueueChange(state.id, change.seq, change.sample,
+                                   /*skip_if_stored=*/!change.is_current && options.time_ms);
       ++state.changes_stored;
       state.hot_bytes += HotRowBytes(state.id, change.seq, change.sample);
     }
@@ -310,6 +346,7 @@ Result<Change> Store::Apply(std::string_view key, const ValueFn& make_value,
       }
       ArmUptime(it->first, state);
     }
+    if (op_seq) last_op_seq_ = op_seq;
   }
   metrics_.Add("komoku_changes_accepted_total");
   if (change.stored) {
@@ -326,8 +363,23 @@ Result<Change> Store::Apply(std::string_view key, const ValueFn& make_value,
 }
 
 void Store::Notify(const Change& change) {
-  std::lock_guard<std::mutex> lock(listeners_mu_);
-  for (auto& [id, listener] : listeners_) listener(change);
+  std::vector<std::shared_ptr<ListenerSlot>> slots;
+  {
+    std::lock_guard<std::mutex> lock(listeners_mu_);
+    if (listeners_.empty()) return;
+    slots.reserve(listeners_.size());
+    for (auto& [id, slot] : listeners_) {
+      ++slot->calls;
+      slots.push_back(slot);
+    }
+  }
+  // No lock held: a listener may publish, take its own locks or wait.
+  for (const auto& slot : slots) slot->fn(change);
+  {
+    std::lock_guard<std::mutex> lock(listeners_mu_);
+    for (const auto& slot : slots) --slot->calls;
+  }
+  listeners_cv_.notify_all();
 }
 
 Result<KeyInfo> Store::Define(std::string_view key, std::optional<KeyType> type,
@@ -676,16 +728,33 @@ std::pair<int, uint64_t> Store::AddListenerAtSeq(const std::function<Listener(ui
   std::lock_guard<std::mutex> lock(mu_);
   std::lock_guard<std::mutex> lock2(listeners_mu_);
   int id = next_listener_id_++;
-  listeners_.emplace(id, make(last_change_seq_));
+  auto slot = std::make_shared<ListenerSlot>();
+  slot->fn = make(last_change_seq_);
+  listeners_.emplace(id, std::move(slot));
   return {id, last_change_seq_};
 }
 
 void Store::RemoveListener(int id) {
-  std::lock_guard<std::mutex> lock(listeners_mu_);
-  listeners_.erase(id);
+  std::unique_lock<std::mutex> lock(listeners_mu_);
+  auto it = listeners_.find(id);
+  if (it == listeners_.end()) return;
+  std::shared_ptr<ListenerSlot> slot = std::move(it->second);
+  listeners_.erase(it);
+  listeners_cv_.wait(lock, [&] { return slot->calls == 0; });
 }
 
 void Store::WaitColdRowsDeleted() { hot_->WaitDeletions(); }
+
+uint64_t Store::CommitMark() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return last_op_seq_;
+}
+
+bool Store::Committed(uint64_t mark) const { return hot_->CommittedSeq() >= mark; }
+
+bool Store::WaitCommittedFor(uint64_t mark, std::chrono::milliseconds timeout) {
+  return hot_->WaitCommittedFor(mark, timeout);
+}
 
 Status Store::WaitCommitted(uint64_t change_seq) {
   uint64_t op_seq;

@@ -143,6 +143,10 @@ struct Change {
   bool stored = true;       // false for a repeat within same_value_resolution
   bool created_key = false;  // this put created the key
   bool deleted = false;      // the key and its history were deleted
+  // The same key, time and value are stored already (a broker's redelivery,
+  // a replayed ingest log, a backfill sent twice): nothing was stored and
+  // listeners are not called. Counted in komoku_changes_duplicate_total.
+  bool duplicate = false;
 };
 
 struct PutOptions {
@@ -246,9 +250,10 @@ class Store {
   std::vector<std::string> ColdWarnings() const;
 
   // Called with every accepted change (and deletion), after it is committed
-  // when the put waited for that. Listeners run on the putting thread and
-  // must be quick; they may be called out of sequence order by concurrent
-  // puts.
+  // when the put waited for that. Listeners run on the putting thread, with
+  // no lock of the store held, and must be quick: they must not wait for
+  // another thread (hand the change to a queue instead). They may be called
+  // out of sequence order by concurrent puts.
   using Listener = std::function<void(const Change&)>;
   int AddListener(Listener listener);
   // The same, made by `make` from the sequence number S of the last change
@@ -257,10 +262,19 @@ class Store {
   // those up to it once WaitCommitted(S) returned: no gap, no duplicate.
   // Returns the listener id and S.
   std::pair<int, uint64_t> AddListenerAtSeq(const std::function<Listener(uint64_t)>& make);
+  // Removes a listener and waits until no call of it is running, so what it
+  // uses may be destroyed afterwards. Must not be called from a listener.
   void RemoveListener(int id);
 
   // Blocks until every change up to `change_seq` is committed.
   Status WaitCommitted(uint64_t change_seq);
+  // A mark covering every change accepted so far, for callers that must not
+  // block on a commit (the MQTT ingest thread): Committed(mark) tells,
+  // without waiting, whether they are all committed; WaitCommittedFor waits
+  // at most `timeout` (true when they are).
+  uint64_t CommitMark() const;
+  bool Committed(uint64_t mark) const;
+  bool WaitCommittedFor(uint64_t mark, std::chrono::milliseconds timeout);
 
   // Turns uptime keys whose max_time has run out false, each at its due time.
   // The store's timer thread calls this; tests with their own Clock may too.
@@ -371,9 +385,18 @@ class Store {
   std::thread compactor_;
   std::condition_variable compactor_cv_;  // with mu_
 
+  // Listeners are called with no lock held (a listener may take locks of
+  // its own, and those locks' holders may call the store): Notify copies
+  // the slots under listeners_mu_, counts the calls in flight, and calls
+  // them after letting go. RemoveListener waits for a slot's calls to end.
+  struct ListenerSlot {
+    Listener fn;
+    int calls = 0;  // guarded by listeners_mu_
+  };
   std::mutex listeners_mu_;
-  std::map<int, Listener> listeners_;  // guarded by listeners_mu_
-  int next_listener_id_ = 1;           // guarded by listeners_mu_
+  std::condition_variable listeners_cv_;                       // with listeners_mu_
+  std::map<int, std::shared_ptr<ListenerSlot>> listeners_;  // guarded by listeners_mu_
+  int next_listener_id_ = 1;                                // guarded by listeners_mu_
 };
 
 }  // namespace komoku::store
