@@ -4,7 +4,7 @@
 # missing, through sudo when not root.
 #
 #   scripts/install-deps.sh            build + run
-#   scripts/install-deps.sh test       also what the tests run against (Prometheus)
+#   scripts/install-deps.sh test       also what the tests run against (Prometheus, openssl)
 #   scripts/install-deps.sh bench      also Google Benchmark
 #   scripts/install-deps.sh fuzz       also clang (libFuzzer)
 set -euo pipefail
@@ -13,7 +13,7 @@ packages=(
   # build
   build-essential cmake pkg-config
   # libraries
-  libpaho-mqttpp-dev libpaho-mqtt-dev
+  libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev
   nlohmann-json3-dev libsqlite3-dev libspdlog-dev
   libcpp-httplib-dev libyaml-cpp-dev libcli11-dev libhowardhinnant-date-dev tzdata libsystemd-dev
   # test
@@ -23,7 +23,7 @@ packages=(
 )
 for extra in "$@"; do
   case "$extra" in
-    test) packages+=(prometheus) ;;
+    test) packages+=(prometheus openssl) ;;
     bench) packages+=(libbenchmark-dev) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;
     *) echo "install-deps: unknown group '$extra' (known: test, bench, fuzz)" >&2; exit 2 ;;

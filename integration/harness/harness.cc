@@ -214,6 +214,21 @@ void Komoku::RewriteConfig(const std::string& extra_yaml) {
   std::filesystem::rename(tmp, config_path_);
 }
 
+Komoku::Komoku(const TempDir& dir, const std::string& mqtt_yaml, std::string extra_yaml)
+    : dir_(dir) {
+  config_path_ = dir.File("komoku.yaml");
+  ready_path_ = dir.File("komoku.ready");
+  base_yaml_ = "mqtt:\n" + mqtt_yaml +
+               "  client_id: komoku-it\n"
+               "store:\n"
+               "  data_dir: " + dir.File("data") + "\n"
+               "http:\n"
+               "  listen: 127.0.0.1:0\n"
+               "log:\n"
+               "  level: debug\n";
+  RewriteConfig(extra_yaml);
+}
+
 Komoku::~Komoku() {
   if (process_) process_->Stop();
 }

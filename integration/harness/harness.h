@@ -133,6 +133,12 @@ class Komoku {
   int runs_ = 0;
   int http_port_ = 0;
   std::unique_ptr<Process> process_;
+
+ public:
+  // A komoku whose mqtt: section holds `mqtt_yaml` (its lines, indented two
+  // spaces, broker: included) besides client_id, for a broker the harness
+  // Broker does not start (a TLS listener); the rest as above.
+  Komoku(const TempDir& dir, const std::string& mqtt_yaml, std::string extra_yaml);
 };
 
 // A plain MQTT 3.1.1 client for publishing and subscribing in tests.

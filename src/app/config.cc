@@ -13,6 +13,7 @@
 #include <variant>
 #include <vector>
 
+#include "bridge/tls.h"
 #include "store/history.h"
 #include "store/key_options.h"
 
@@ -35,7 +36,7 @@ struct Field {
 const std::vector<Field>& Fields() {
   static const std::vector<Field> fields = {
       {"mqtt", "broker", &Config::mqtt_broker, "tcp://localhost:1883", 0, 0,
-       "Broker URL: tcp://host:port (ssl:// for TLS)."},
+       "Broker URL: tcp://host:port or mqtt://host:port; ssl:// or mqtts:// for TLS (mqtt.tls)."},
       {"mqtt", "client_id", &Config::mqtt_client_id, "komoku", 0, 0,
        "Client id; keep it stable so the broker keeps Komoku's session and queues "
        "messages while it is down."},
@@ -52,6 +53,20 @@ const std::vector<Field>& Fields() {
        "MQTT keep-alive interval in seconds."},
       {"mqtt", "max_payload_bytes", &Config::mqtt_max_payload_bytes, "65536", 16, 16777216,
        "A larger message is refused unread."},
+      {"mqtt.tls", "ca_file", &Config::mqtt_tls_ca_file, "", 0, 0,
+       "PEM file of the CA certificate(s) the broker's certificate must chain to. Empty: the "
+       "system's CA store (/etc/ssl/certs), right for a broker with a public certificate."},
+      {"mqtt.tls", "cert_file", &Config::mqtt_tls_cert_file, "", 0, 0,
+       "PEM file of Komoku's client certificate, for a broker that asks for one "
+       "(require_certificate); give key_file too unless this file holds the key."},
+      {"mqtt.tls", "key_file", &Config::mqtt_tls_key_file, "", 0, 0,
+       "PEM file of the client certificate's private key; keep it readable by Komoku only."},
+      {"mqtt.tls", "key_password_file", &Config::mqtt_tls_key_password_file, "", 0, 0,
+       "A file whose content (one line) is the password of an encrypted key_file."},
+      {"mqtt.tls", "verify", &Config::mqtt_tls_verify, "true", 0, 0,
+       "Check that the broker's certificate chains to a trusted CA and names the broker's host "
+       "(a DNS name or IP address in subjectAltName). false: encrypted, but any certificate is "
+       "accepted, so a man in the middle is not noticed; for a first test only."},
       {"store", "data_dir", &Config::store_data_dir, "./komoku-data", 0, 0,
        "Directory of the database; created if missing."},
       {"store", "commit_interval_ms", &Config::store_commit_interval_ms, "250", 1, 60000,
@@ -125,6 +140,15 @@ bool IsKnownSection(const std::string& section) {
   return false;
 }
 
+// A section inside a section ("mqtt.tls"), shown in the example with this
+// help above it.
+const char* SubsectionHelp(const std::string& section) {
+  if (section == "mqtt.tls") {
+    return "TLS, for an ssl:// or mqtts:// broker (docs/operations.md#tls-to-the-broker).";
+  }
+  return "";
+}
+
 Status Set(Config& c, const Field& f, const std::string& text, const std::string& where) {
   std::string path = std::string(f.section) + "." + f.name;
   if (auto* s = std::get_if<std::string Config::*>(&f.member)) {
@@ -187,6 +211,128 @@ Status ReadSecretFile(const std::string& field, const std::string& path, const W
   return Status::Ok();
 }
 
+// The text of a file mqtt.tls names, or an error naming the field.
+Status ReadTlsFile(const std::string& field, const std::string& path, const WhereFn& at,
+                   std::string* text) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return Status::InvalidArgument(at(field) + field + ": cannot read '" + path + "'");
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  *text = ss.str();
+  return Status::Ok();
+}
+
+bool HoldsCertificate(const std::string& pem) {
+  return pem.find("-----BEGIN CERTIFICATE-----") != std::string::npos ||
+         pem.find("-----BEGIN TRUSTED CERTIFICATE-----") != std::string::npos;
+}
+
+bool HoldsPrivateKey(const std::string& pem) {
+  for (size_t at = pem.find("-----BEGIN "); at != std::string::npos;
+       at = pem.find("-----BEGIN ", at + 1)) {
+    size_t end = pem.find("-----", at + 11);
+    if (end != std::string::npos && pem.compare(end - 11, 11, "PRIVATE KEY") == 0) return true;
+  }
+  return false;
+}
+
+bool EncryptedKey(const std::string& pem) {
+  return pem.find("-----BEGIN ENCRYPTED PRIVATE KEY-----") != std::string::npos ||
+         pem.find("Proc-Type: 4,ENCRYPTED") != std::string::npos;
+}
+
+// mqtt.tls: only with an ssl:// or mqtts:// broker; each file readable and
+// holding what it should; then loaded as the TLS client will load it, so a
+// wrong file stops the start (and check-config) with its name and reason.
+Status CheckTls(Config& c, const WhereFn& at) {
+  struct Given {
+    const char* field;
+    bool set;
+  };
+  const Given given[] = {{"mqtt.tls.ca_file", !c.mqtt_tls_ca_file.empty()},
+                         {"mqtt.tls.cert_file", !c.mqtt_tls_cert_file.empty()},
+                         {"mqtt.tls.key_file", !c.mqtt_tls_key_file.empty()},
+                         {"mqtt.tls.key_password_file", !c.mqtt_tls_key_password_file.empty()},
+                         {"mqtt.tls.verify", !c.mqtt_tls_verify}};
+  if (!bridge::IsTlsUrl(c.mqtt_broker)) {
+    for (const Given& g : given) {
+      if (!g.set) continue;
+      return Status::InvalidArgument(at(g.field) + g.field + ": set, but mqtt.broker '" +
+                                     c.mqtt_broker +
+                                     "' is not a TLS URL (use ssl:// or mqtts://)");
+    }
+    return Status::Ok();
+  }
+  std::string pem;
+  std::string key_pem;  // the file the key is read from
+  if (!c.mqtt_tls_ca_file.empty()) {
+    KOMOKU_RETURN_IF_ERROR(ReadTlsFile("mqtt.tls.ca_file", c.mqtt_tls_ca_file, at, &pem));
+    if (!HoldsCertificate(pem)) {
+      return Status::InvalidArgument(at("mqtt.tls.ca_file") + "mqtt.tls.ca_file: '" +
+                                     c.mqtt_tls_ca_file +
+                                     "' holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+    }
+  }
+  bool key_in_cert_file = false;
+  if (!c.mqtt_tls_cert_file.empty()) {
+    KOMOKU_RETURN_IF_ERROR(ReadTlsFile("mqtt.tls.cert_file", c.mqtt_tls_cert_file, at, &pem));
+    if (!HoldsCertificate(pem)) {
+      return Status::InvalidArgument(at("mqtt.tls.cert_file") + "mqtt.tls.cert_file: '" +
+                                     c.mqtt_tls_cert_file +
+                                     "' holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+    }
+    key_in_cert_file = HoldsPrivateKey(pem);
+    if (key_in_cert_file) key_pem = pem;
+    if (c.mqtt_tls_key_file.empty() && !key_in_cert_file) {
+      return Status::InvalidArgument(at("mqtt.tls.cert_file") +
+                                     "mqtt.tls.cert_file: give mqtt.tls.key_file too (the "
+                                     "certificate's private key)");
+    }
+  }
+  if (!c.mqtt_tls_key_file.empty()) {
+    if (c.mqtt_tls_cert_file.empty()) {
+      return Status::InvalidArgument(at("mqtt.tls.key_file") +
+                                     "mqtt.tls.key_file: give mqtt.tls.cert_file too (the "
+                                     "client certificate of this key)");
+    }
+    KOMOKU_RETURN_IF_ERROR(ReadTlsFile("mqtt.tls.key_file", c.mqtt_tls_key_file, at, &pem));
+    if (!HoldsPrivateKey(pem)) {
+      return Status::InvalidArgument(at("mqtt.tls.key_file") + "mqtt.tls.key_file: '" +
+                                     c.mqtt_tls_key_file +
+                                     "' holds no PEM private key (-----BEGIN PRIVATE KEY-----)");
+    }
+    key_pem = pem;
+  }
+  if (!c.mqtt_tls_key_password_file.empty() && c.mqtt_tls_cert_file.empty()) {
+    return Status::InvalidArgument(at("mqtt.tls.key_password_file") +
+                                   "mqtt.tls.key_password_file: set without a key "
+                                   "(mqtt.tls.cert_file and key_file)");
+  }
+  KOMOKU_RETURN_IF_ERROR(ReadSecretFile("mqtt.tls.key_password", c.mqtt_tls_key_password_file, at,
+                                        &c.mqtt_tls_key_password));
+  if (!c.mqtt_tls_cert_file.empty() && c.mqtt_tls_key_password.empty() && EncryptedKey(key_pem)) {
+    const char* field = key_in_cert_file && c.mqtt_tls_key_file.empty() ? "mqtt.tls.cert_file"
+                                                                          : "mqtt.tls.key_file";
+    return Status::InvalidArgument(at(field) + field +
+                                   ": the key is encrypted: give mqtt.tls.key_password_file");
+  }
+  bridge::TlsOptions tls;
+  tls.ca_file = c.mqtt_tls_ca_file;
+  tls.cert_file = c.mqtt_tls_cert_file;
+  tls.key_file = c.mqtt_tls_key_file;
+  tls.key_password = c.mqtt_tls_key_password;
+  tls.verify = c.mqtt_tls_verify;
+  std::string field;
+  Status loaded = bridge::CheckTlsFiles(tls, &field);
+  if (!loaded.ok()) {
+    const std::string path = "mqtt.tls." + (field.empty() ? std::string("ca_file") : field);
+    return Status::InvalidArgument(at(path) + path + ": " + loaded.message());
+  }
+  return Status::Ok();
+}
+
 // Checks what is not a matter of one field's type.
 Status Validate(Config& c, const WhereFn& at) {
   auto colon = c.http_listen.rfind(':');
@@ -245,6 +391,7 @@ Status Validate(Config& c, const WhereFn& at) {
   }
   KOMOKU_RETURN_IF_ERROR(ReadSecretFile("mqtt.password", c.mqtt_password_file, at,
                                         &c.mqtt_password));
+  KOMOKU_RETURN_IF_ERROR(CheckTls(c, at));
   KOMOKU_RETURN_IF_ERROR(ReadSecretFile("http.token", c.http_token_file, at, &c.http_token));
   if (!c.http_token_file.empty() && c.http_token.empty()) {
     return Status::InvalidArgument(at("http.token_file") + "http.token_file: '" +
@@ -799,8 +946,8 @@ Result<Config> ParseConfig(const std::string& text, const std::string& name) {
     std::map<std::string, int> sections;
     for (auto sec = root.begin(); sec != root.end(); ++sec) {
       std::string section = sec->first.as<std::string>();
-      if (!IsKnownSection(section) && section != "keys" && section != "mappings" &&
-          section != "booleans") {
+      if ((!IsKnownSection(section) || section.find('.') != std::string::npos) &&
+          section != "keys" && section != "mappings" && section != "booleans") {
         return Status::InvalidArgument(Where(name, sec->first.Mark()) + "unknown section '" +
                                        section + "'");
       }
@@ -828,8 +975,48 @@ Result<Config> ParseConfig(const std::string& text, const std::string& name) {
         KOMOKU_RETURN_IF_ERROR(ParseBooleans(body, name, c));
         continue;
       }
+      // Sets section.key from a scalar, once.
+      auto set_field = [&](const std::string& in_section, const YAML::Node& key_node,
+                           const YAML::Node& value) -> Status {
+        const std::string key = key_node.as<std::string>();
+        const Field* f = FindField(in_section, key);
+        if (!f) {
+          return Status::InvalidArgument(Where(name, key_node.Mark()) + "unknown field '" +
+                                         in_section + "." + key + "'");
+        }
+        std::string path = in_section + "." + key;
+        auto [line, first] = lines.emplace(path, key_node.Mark().line + 1);
+        if (!first) {
+          return Status::InvalidArgument(Where(name, key_node.Mark()) + path +
+                                         ": set twice (first on line " +
+                                         std::to_string(line->second) + ")");
+        }
+        if (!value.IsScalar()) {
+          return Status::InvalidArgument(Where(name, value.Mark()) + path +
+                                         ": expected a single value");
+        }
+        return Set(c, *f, value.as<std::string>(), Where(name, value.Mark()));
+      };
       for (auto kv = body.begin(); kv != body.end(); ++kv) {
         std::string key = kv->first.as<std::string>();
+        const std::string subsection = section + "." + key;
+        if (IsKnownSection(subsection)) {  // mqtt.tls: a map of its own fields
+          auto [line, first] = lines.emplace(subsection, kv->first.Mark().line + 1);
+          if (!first) {
+            return Status::InvalidArgument(Where(name, kv->first.Mark()) + subsection +
+                                           ": set twice (first on line " +
+                                           std::to_string(line->second) + ")");
+          }
+          if (kv->second.IsNull()) continue;
+          if (!kv->second.IsMap()) {
+            return Status::InvalidArgument(Where(name, kv->second.Mark()) + subsection +
+                                           ": expected a map of fields");
+          }
+          for (auto sub = kv->second.begin(); sub != kv->second.end(); ++sub) {
+            KOMOKU_RETURN_IF_ERROR(set_field(subsection, sub->first, sub->second));
+          }
+          continue;
+        }
         if (section == "derived" &&
             (key == "aggregates" || key == "rolling" || key == "discovery_keys")) {
           auto [line, first] = lines.emplace("derived." + key, kv->first.Mark().line + 1);
@@ -842,24 +1029,7 @@ Result<Config> ParseConfig(const std::string& text, const std::string& name) {
           KOMOKU_RETURN_IF_ERROR(ParseDerivedList(key, kv->second, name, c));
           continue;
         }
-        const Field* f = FindField(section, key);
-        if (!f) {
-          return Status::InvalidArgument(Where(name, kv->first.Mark()) + "unknown field '" +
-                                         section + "." + key + "'");
-        }
-        std::string path = section + "." + key;
-        auto [line, first] = lines.emplace(path, kv->first.Mark().line + 1);
-        if (!first) {
-          return Status::InvalidArgument(Where(name, kv->first.Mark()) + path +
-                                         ": set twice (first on line " +
-                                         std::to_string(line->second) + ")");
-        }
-        if (!kv->second.IsScalar()) {
-          return Status::InvalidArgument(Where(name, kv->second.Mark()) + path +
-                                         ": expected a single value");
-        }
-        KOMOKU_RETURN_IF_ERROR(
-            Set(c, *f, kv->second.as<std::string>(), Where(name, kv->second.Mark())));
+        KOMOKU_RETURN_IF_ERROR(set_field(section, kv->first, kv->second));
       }
     }
   } catch (const YAML::Exception& e) {
@@ -995,14 +1165,23 @@ std::string ConfigExample() {
       "# uncomment and change what you need. `komoku check-config -c FILE` checks it.\n"
       "# Generated by `komoku config-example`; the reference is docs/config.md.\n";
   std::string section;
+  std::string indent;
   for (const Field& f : Fields()) {
     if (section != f.section) {
       section = f.section;
-      out += "\n" + section + ":\n";
+      auto dot = section.find('.');
+      if (dot == std::string::npos) {
+        out += "\n" + section + ":\n";
+        indent = "  ";
+      } else {  // a subsection: uncommenting its lines gives the right indentation
+        out += "  # " + std::string(SubsectionHelp(section)) + "\n";
+        out += "  #" + section.substr(dot + 1) + ":\n";
+        indent = "    ";
+      }
     }
-    out += "  # " + std::string(f.help) + "\n";
+    out += indent + "# " + std::string(f.help) + "\n";
     std::string def = f.default_value;
-    out += "  #" + std::string(f.name) + ": " + (def.empty() ? "\"\"" : def) + "\n";
+    out += indent + "#" + std::string(f.name) + ": " + (def.empty() ? "\"\"" : def) + "\n";
   }
   out +=
       "# Bucket aggregates, rolling statistics and staleness published back to MQTT\n"
@@ -1087,6 +1266,23 @@ std::string ConfigDocs() {
            (is_int ? "integer" : is_bool ? "boolean" : "string") +
            " | `" + (def.empty() ? "\"\"" : def) + "` | " + range + " | " + f.help + " |\n";
   }
+  out +=
+      "\n## mqtt.tls\n\n"
+      "The `mqtt.tls.*` keys sit in a map inside `mqtt:` and are used only with an\n"
+      "`ssl://` or `mqtts://` broker (setting one with a `tcp://` or `mqtt://` broker is an\n"
+      "error). Each file is read and loaded at start and by `check-config`: a file that\n"
+      "cannot be read, holds no PEM certificate or key, a key that does not belong to the\n"
+      "certificate, an expired certificate or an encrypted key without its password stops\n"
+      "the start with `file:line: mqtt.tls.<field>: reason`. Without `ca_file` the\n"
+      "system's CA store is used. docs/operations.md#tls-to-the-broker has a worked example.\n\n"
+      "```yaml\n"
+      "mqtt:\n"
+      "  broker: mqtts://broker.lan:8883\n"
+      "  tls:\n"
+      "    ca_file: /etc/komoku/ca.crt\n"
+      "    cert_file: /etc/komoku/komoku.crt\n"
+      "    key_file: /run/credentials/komoku.service/komoku-key\n"
+      "```\n";
   out +=
       "\n## booleans\n\n"
       "The words boolean and uptime keys read as true and false, in any case, besides\n"

@@ -29,6 +29,13 @@ struct Config {
   int64_t mqtt_session_expiry_s = 0;
   int64_t mqtt_keep_alive_s = 0;
   int64_t mqtt_max_payload_bytes = 0;
+  // mqtt.tls: used with an ssl:// or mqtts:// broker (docs/operations.md#tls).
+  std::string mqtt_tls_ca_file;    // empty: the system's CA store
+  std::string mqtt_tls_cert_file;  // client certificate (PEM), empty: none
+  std::string mqtt_tls_key_file;   // its private key (PEM)
+  std::string mqtt_tls_key_password_file;
+  std::string mqtt_tls_key_password;  // read from key_password_file
+  bool mqtt_tls_verify = true;
   // store
   std::string store_data_dir;
   int64_t store_commit_interval_ms = 0;

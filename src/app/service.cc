@@ -286,6 +286,11 @@ int RunService(const Config& config, const RunOptions& options) {
   bridge_options.client_id = config.mqtt_client_id;
   bridge_options.username = config.mqtt_username;
   bridge_options.password = config.mqtt_password;
+  bridge_options.tls.ca_file = config.mqtt_tls_ca_file;
+  bridge_options.tls.cert_file = config.mqtt_tls_cert_file;
+  bridge_options.tls.key_file = config.mqtt_tls_key_file;
+  bridge_options.tls.key_password = config.mqtt_tls_key_password;
+  bridge_options.tls.verify = config.mqtt_tls_verify;
   bridge_options.prefix = config.mqtt_prefix;
   bridge_options.session_expiry = std::chrono::seconds(config.mqtt_session_expiry_s);
   bridge_options.keep_alive = std::chrono::seconds(config.mqtt_keep_alive_s);

@@ -276,6 +276,33 @@ class Bridge::Impl {
     opts.set_will(mqtt::will_options(status_topic_, std::string("offline"), kQos, true));
     if (!options_.username.empty()) opts.set_user_name(options_.username);
     if (!options_.password.empty()) opts.set_password(options_.password);
+    if (IsTlsUrl(options_.broker)) {
+      // Paho C++ 1.2.0's TLS error callback is a use after free and, without
+      // it, Paho says only "TCP/TLS connect failure" (bridge/tls.h). So the
+      // handshake is tried here first, with the same settings, to log
+      // OpenSSL's reason when it fails ("certificate verify failed: unable
+      // to get local issuer certificate"). This runs on the connecting
+      // thread before each attempt of the first connection; Paho's own
+      // attempt follows whatever the check found.
+      Status handshake = CheckTlsHandshake(options_.broker, options_.tls, std::chrono::seconds(3));
+      if (handshake.IsInvalidArgument()) {
+        log_->error("TLS to {}: {}", options_.broker, handshake.message());
+      } else if (!handshake.ok()) {
+        log_->debug("TLS check of {}: {}", options_.broker, handshake.message());
+      }
+      mqtt::ssl_options ssl;
+      // Without a CA file Paho C loads the system's CA store
+      // (SSL_CTX_set_default_verify_paths).
+      if (!options_.tls.ca_file.empty()) ssl.set_trust_store(options_.tls.ca_file);
+      if (!options_.tls.cert_file.empty()) ssl.set_key_store(options_.tls.cert_file);
+      if (!options_.tls.key_file.empty()) ssl.set_private_key(options_.tls.key_file);
+      if (!options_.tls.key_password.empty()) {
+        ssl.set_private_key_password(options_.tls.key_password);
+      }
+      ssl.set_enable_server_cert_auth(options_.tls.verify);  // the chain
+      ssl.set_verify(options_.tls.verify);                   // the host name or IP
+      opts.set_ssl(std::move(ssl));
+    }
     return opts;
   }
 

@@ -27,17 +27,21 @@
 
 #include "bridge/discovery.h"
 #include "bridge/mapping.h"
+#include "bridge/tls.h"
 #include "common/status.h"
 #include "store/store.h"
 
 namespace komoku::bridge {
 
 struct BridgeOptions {
+  // tcp:// or mqtt://; ssl:// or mqtts:// for TLS with `tls`.
   std::string broker = "tcp://localhost:1883";
   // Stable, so the broker keeps the session (and queues messages) across restarts.
   std::string client_id = "komoku";
   std::string username;
   std::string password;
+  // Used when `broker` is an ssl:// or mqtts:// URL.
+  TlsOptions tls;
   std::string prefix = "komoku";
   // How long the broker keeps the session while Komoku is away.
   std::chrono::seconds session_expiry{7 * 24 * 3600};

@@ -45,6 +45,11 @@ std::string Dump(const Config& c) {
       << "mqtt.session_expiry=" << c.mqtt_session_expiry_s << "\n"
       << "mqtt.keep_alive=" << c.mqtt_keep_alive_s << "\n"
       << "mqtt.max_payload_bytes=" << c.mqtt_max_payload_bytes << "\n"
+      << "mqtt.tls.ca_file=" << c.mqtt_tls_ca_file << "\n"
+      << "mqtt.tls.cert_file=" << c.mqtt_tls_cert_file << "\n"
+      << "mqtt.tls.key_file=" << c.mqtt_tls_key_file << "\n"
+      << "mqtt.tls.key_password_file=" << c.mqtt_tls_key_password_file << "\n"
+      << "mqtt.tls.verify=" << c.mqtt_tls_verify << "\n"
       << "store.data_dir=" << c.store_data_dir << "\n"
       << "store.commit_interval_ms=" << c.store_commit_interval_ms << "\n"
       << "store.commit_max_rows=" << c.store_commit_max_rows << "\n"
@@ -112,6 +117,8 @@ TEST(ConfigTest, SetsEveryField) {
       "  session_expiry: 0\n"
       "  keep_alive: 5\n"
       "  max_payload_bytes: 16777216\n"
+      "  tls:\n"
+      "    verify: false\n"
       "store:\n"
       "  data_dir: /var/lib/komoku\n"
       "  commit_interval_ms: 60000\n"
@@ -139,6 +146,11 @@ TEST(ConfigTest, SetsEveryField) {
             "mqtt.session_expiry=0\n"
             "mqtt.keep_alive=5\n"
             "mqtt.max_payload_bytes=16777216\n"
+            "mqtt.tls.ca_file=\n"
+            "mqtt.tls.cert_file=\n"
+            "mqtt.tls.key_file=\n"
+            "mqtt.tls.key_password_file=\n"
+            "mqtt.tls.verify=0\n"
             "store.data_dir=/var/lib/komoku\n"
             "store.commit_interval_ms=60000\n"
             "store.commit_max_rows=1\n"
@@ -466,15 +478,19 @@ TEST(ConfigTest, ExampleUncommentedParsesToTheDefaults) {
   std::string line, uncommented;
   int keys = 0;
   while (std::getline(in, line)) {
-    // "  #name: value" is a key; "  # text" is help.
-    if (line.rfind("  #", 0) == 0 && line.size() > 3 && line[3] != ' ') {
-      uncommented += "  " + line.substr(3) + "\n";
+    // "  #name: value" is a key, "    #name: value" one of a subsection
+    // (mqtt.tls); "  # text" and "    # text" are help.
+    const size_t hash = line.find_first_not_of(' ');
+    if ((hash == 2 || hash == 4) && line[hash] == '#' && line.size() > hash + 1 &&
+        line[hash + 1] != ' ') {
+      uncommented += line.substr(0, hash) + line.substr(hash + 1) + "\n";
       ++keys;
     } else {
       uncommented += line + "\n";
     }
   }
-  EXPECT_EQ(keys, 33);
+  EXPECT_EQ(keys, 39);  // 38 keys and the tls: of mqtt.tls
+  EXPECT_NE(uncommented.find("\n  tls:\n    # PEM file"), std::string::npos) << uncommented;
   Config c = ParseOk(uncommented);
   EXPECT_EQ(Dump(c), Dump(DefaultConfig())) << uncommented;
 }
@@ -488,7 +504,9 @@ TEST(ConfigTest, DocsListEveryKey) {
         "store.checkpoint_interval", "store.hot_window_hours", "store.compact_interval",
         "store.raw_retention_days", "store.rollup_5m_retention_days", "http.listen",
         "http.max_points", "log.level", "discovery.enabled", "discovery.home_assistant",
-        "discovery.prefix", "discovery.homie", "discovery.homie_prefix", "discovery.key_prefix"}) {
+        "discovery.prefix", "discovery.homie", "discovery.homie_prefix", "discovery.key_prefix",
+        "mqtt.tls.ca_file", "mqtt.tls.cert_file", "mqtt.tls.key_file",
+        "mqtt.tls.key_password_file", "mqtt.tls.verify"}) {
     EXPECT_NE(docs.find(std::string("| `") + key + "` |"), std::string::npos) << key;
   }
   EXPECT_NE(docs.find("| `mqtt.keep_alive` | integer | `30` | 5..3600 |"), std::string::npos);
@@ -545,6 +563,74 @@ TEST(ConfigTest, RestartOnlyChangesNameWhatAReloadLeaves) {
   EXPECT_EQ(RestartOnlyChanges(running, restart),
             (std::vector<std::string>{"mqtt.broker", "mqtt.keep_alive", "store.hot_window_hours",
                                       "http.max_points", "discovery.enabled", "booleans"}));
+}
+
+// mqtt.tls: a map inside mqtt:, only with an ssl:// or mqtts:// broker, its
+// files checked at load. (Real certificates and a TLS broker: integration 26.)
+TEST(ConfigTest, TlsSettings) {
+  TempDir dir;
+  const std::string cert = dir.File("c.crt");
+  const std::string key = dir.File("c.key");
+  const std::string both = dir.File("both.pem");
+  const std::string encrypted = dir.File("enc.key");
+  const std::string password = dir.File("password");
+  // Headers right, content not: passes the quick look, fails OpenSSL's load.
+  WriteFile(cert, "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n");
+  WriteFile(key, "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n");
+  WriteFile(both, "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
+                  "-----BEGIN EC PRIVATE KEY-----\nx\n-----END EC PRIVATE KEY-----\n");
+  WriteFile(encrypted, "-----BEGIN ENCRYPTED PRIVATE KEY-----\nx\n"
+                       "-----END ENCRYPTED PRIVATE KEY-----\n");
+  WriteFile(password, "pw\n");
+
+  // No files: the system's CA store; ssl:// and mqtts:// alike.
+  Config c = ParseOk("mqtt:\n  broker: mqtts://b:8883\n  tls:\n");
+  EXPECT_TRUE(c.mqtt_tls_verify);
+  EXPECT_EQ(c.mqtt_tls_ca_file, "");
+  EXPECT_FALSE(ParseOk("mqtt:\n  broker: ssl://b:8883\n  tls: {verify: false}\n").mqtt_tls_verify);
+
+  const std::string tls = "mqtt:\n  broker: ssl://b:8883\n  tls:\n";
+  ExpectErrors({
+      {"tls with tcp://", "mqtt:\n  broker: tcp://b:1883\n  tls:\n    ca_file: " + cert + "\n",
+       {"k.yaml:4:", "mqtt.tls.ca_file: set, but mqtt.broker 'tcp://b:1883' is not a TLS URL"}},
+      {"verify: false with mqtt://", "mqtt:\n  broker: mqtt://b:1883\n  tls:\n    verify: false\n",
+       {"k.yaml:4:", "mqtt.tls.verify: set, but"}},
+      {"unknown tls field", tls + "    ca: x\n", {"k.yaml:4:", "unknown field 'mqtt.tls.ca'"}},
+      {"tls not a map",
+       tls.substr(0, tls.size() - 1) + " yes\n",
+       {"k.yaml:3:", "mqtt.tls: expected a map"}},
+      {"tls twice", tls + "    verify: true\n  tls:\n    verify: true\n",
+       {"k.yaml:5:", "mqtt.tls: set twice"}},
+      {"tls field twice", tls + "    verify: true\n    verify: false\n",
+       {"k.yaml:5:", "mqtt.tls.verify: set twice"}},
+      {"tls as a top-level section", "mqtt.tls:\n  verify: true\n", {"unknown section 'mqtt.tls'"}},
+      {"verify not a boolean", tls + "    verify: maybe\n", {"k.yaml:4:", "mqtt.tls.verify"}},
+      {"missing ca file", tls + "    ca_file: " + dir.File("nope") + "\n",
+       {"k.yaml:4:", "mqtt.tls.ca_file: cannot read '" + dir.File("nope") + "'"}},
+      {"a key as the ca file", tls + "    ca_file: " + key + "\n",
+       {"k.yaml:4:", "mqtt.tls.ca_file: '" + key + "' holds no PEM certificate"}},
+      {"a certificate as the key",
+       tls + "    cert_file: " + cert + "\n    key_file: " + cert + "\n",
+       {"k.yaml:5:", "mqtt.tls.key_file: '" + cert + "' holds no PEM private key"}},
+      {"cert without key", tls + "    cert_file: " + cert + "\n",
+       {"k.yaml:4:", "mqtt.tls.cert_file: give mqtt.tls.key_file too"}},
+      {"key without cert", tls + "    key_file: " + key + "\n",
+       {"k.yaml:4:", "mqtt.tls.key_file: give mqtt.tls.cert_file too"}},
+      {"password without key", tls + "    key_password_file: " + password + "\n",
+       {"k.yaml:4:", "mqtt.tls.key_password_file: set without a key"}},
+      {"encrypted key without password",
+       tls + "    cert_file: " + cert + "\n    key_file: " + encrypted + "\n",
+       {"k.yaml:5:", "mqtt.tls.key_file: the key is encrypted"}},
+      {"missing password file",
+       tls + "    cert_file: " + cert + "\n    key_file: " + encrypted +
+           "\n    key_password_file: " + dir.File("nope") + "\n",
+       {"k.yaml:6:", "mqtt.tls.key_password_file: cannot read"}},
+      {"a CA file OpenSSL cannot load", tls + "    ca_file: " + cert + "\n",
+       {"k.yaml:4:", "mqtt.tls.ca_file: '" + cert + "': no CA certificate loaded"}},
+      {"a certificate OpenSSL cannot load (key in the same file)",
+       tls + "    cert_file: " + both + "\n",
+       {"k.yaml:4:", "mqtt.tls.cert_file: '" + both + "': no certificate loaded"}},
+  });
 }
 
 TEST(ConfigTest, HttpTokenRules) {
