@@ -561,6 +561,10 @@ class Bridge::Impl {
     // Without a time of its own, a change has the time it arrived, also
     // when it is stored after a restart from the log.
     put.time_ms = parsed->time_ms ? *parsed->time_ms : rec.received_ms;
+    // A message with its own time that repeats a stored change is the
+    // broker's redelivery; one read again from the log after a crash may be
+    // stored already. Messages with only their arrival time are distinct.
+    put.skip_duplicate = parsed->time_ms.has_value() || rec.recovered;
     put.wait_committed = false;
     Result<store::Change> change = store_->Put(*key, parsed->value, put);
     if (!change.ok()) {
@@ -670,6 +674,7 @@ class Bridge::Impl {
       }
       store::PutOptions put;
       put.time_ms = c.time_ms ? *c.time_ms : msg.received_ms;
+      put.skip_duplicate = c.time_ms.has_value() || msg.recovered;
       put.wait_committed = false;
       Result<store::Change> change = store_->Put(c.key, c.value, put);
       if (!change.ok()) {

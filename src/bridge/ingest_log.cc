@@ -258,6 +258,7 @@ Result<std::unique_ptr<IngestLog>> IngestLog::Open(const std::string& dir) {
     std::lock_guard<std::mutex> lock(log->mu_);
     KOMOKU_RETURN_IF_ERROR(log->OpenWriteFile(next));
   }
+  log->first_gen_ = next;
   log->read_ = IngestPosition{log->closed_sizes_.empty() ? next : log->closed_sizes_.begin()->first, 0};
   return log;
 }
@@ -353,6 +354,9 @@ size_t IngestLog::ReadFile(uint64_t end, bool closed, std::vector<IngestRecord>*
     }
     read_.offset += used;
     taken += count;
+    if (read_.gen < first_gen_) {
+      for (size_t i = out->size() - count; i < out->size(); ++i) (*out)[i].recovered = true;
+    }
     if (s == Scan::kDamaged || (s == Scan::kNeedMore && read_.offset + need > end)) {
       // Open checked the files of earlier runs and this run writes whole
       // records: only an I/O error gets here. The rest of the file is lost.

@@ -48,6 +48,8 @@ struct IngestRecord {
   std::string response_topic;
   std::string correlation_data;
   bool has_correlation_data = false;
+  // Read from a file an earlier run left: it may have been stored already.
+  bool recovered = false;
 };
 
 // A place in the log: the file's generation and an offset in it.
@@ -117,6 +119,7 @@ class IngestLog {
   // Constant after Open.
   const std::string dir_;
   Recovered recovered_;
+  uint64_t first_gen_ = 0;  // the first file of this run; older ones are recovered
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -259,7 +259,8 @@ Result<Change> Store::Apply(std::string_view key, const ValueFn& make_value,
   // here, before taking it. A repeat of a change not yet committed is caught
   // by the hot store's writer instead (HotStore::EnqueueChange's dedup).
   std::optional<Sample> stored_at_time;
-  if (options.time_ms) {
+  const bool dedup = options.time_ms && options.skip_duplicate;
+  if (dedup) {
     bool look_up = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -301,7 +302,7 @@ Result<Change> Store::Apply(std::string_view key, const ValueFn& make_value,
     change.type = type;
     change.sample = Sample{time, std::move(value.value())};
     change.previous = state.last;
-    if (options.time_ms) {
+    if (dedup) {
       auto same = [&](const std::optional<Sample>& s) {
         return s && s->time_ms == time && s->value == change.sample.value;
       };
@@ -333,7 +334,7 @@ Result<Change> Store::Apply(std::string_view key, const ValueFn& make_value,
       }
       // A late change may repeat one the writer has not committed yet.
       op_seq = hot_->EnqueueChange(state.id, change.seq, change.sample,
-                                   /*skip_if_stored=*/!change.is_current && options.time_ms);
+                                   /*skip_if_stored=*/!change.is_current && dedup);
       ++state.changes_stored;
       state.hot_bytes += HotRowBytes(state.id, change.seq, change.sample);
     }

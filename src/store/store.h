@@ -155,6 +155,10 @@ struct PutOptions {
   std::optional<int64_t> time_ms;
   // Return only once the change is committed to the hot store.
   bool wait_committed = true;
+  // With time_ms: a change whose key, time and value are stored already is
+  // a no-op (Change::duplicate). Off for MQTT messages that have only their
+  // arrival time, which are distinct events even within one millisecond.
+  bool skip_duplicate = true;
 };
 
 class Store {

@@ -109,12 +109,16 @@ TEST(IngestLogTest, UnreleasedRecordsAreReadAgainAfterReopening) {
   EXPECT_EQ((*log)->recovered().records, 20u);
   std::vector<IngestRecord> all = ReadAll(**log);
   ASSERT_EQ(all.size(), 20u);
-  for (int i = 0; i < 20; ++i) ExpectSame(all[i], Rec(i));
+  for (int i = 0; i < 20; ++i) {
+    ExpectSame(all[i], Rec(i));
+    EXPECT_TRUE(all[i].recovered);
+  }
   // New appends come after the recovered ones, in a new file.
   ASSERT_TRUE((*log)->Append(Rec(100)).ok());
   std::vector<IngestRecord> more = ReadAll(**log);
   ASSERT_EQ(more.size(), 1u);
   ExpectSame(more[0], Rec(100));
+  EXPECT_FALSE(more[0].recovered);
   (*log)->Release((*log)->ReadPosition());
   EXPECT_EQ((*log)->FileBytes(), 0u);
   EXPECT_EQ(LogFiles(dir.path()).size(), 1u);  // the old file is deleted

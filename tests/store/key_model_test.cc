@@ -419,10 +419,16 @@ TEST_F(KeyModelTest, ZeroSameValueResolutionStoresEveryRepeat) {
   int calls = 0;
   store->AddListener([&](const Change&) { ++calls; });
   for (int i = 0; i < 4; ++i) {
-    Result<Change> c = store->Put("b", true, At(kNow));  // even at the same time
+    Result<Change> c = store->Put("b", true, At(kNow + i));  // a millisecond apart
     ASSERT_TRUE(c.ok());
     EXPECT_TRUE(c->stored);
   }
+  // The same time and value again is the same change, not a repeat: a
+  // no-op (a broker's redelivery), whatever the resolution.
+  Result<Change> twin = store->Put("b", true, At(kNow + 3));
+  ASSERT_TRUE(twin.ok());
+  EXPECT_FALSE(twin->stored);
+  EXPECT_TRUE(twin->duplicate);
   EXPECT_EQ(calls, 4);
   EXPECT_EQ(HistorySize(*store, "b"), 4u);
 }
