@@ -5,12 +5,18 @@
 //   cold storage, beside the same question as a SQL GROUP BY over the raw
 //   SQLite table and beside the store's own walk over the raw hot rows;
 // - bytes per sample on disk, cold segments vs the SQLite hot store;
-// - compaction speed (samples per second) and peak memory while compacting.
+// - compaction speed (samples per second) and peak memory while compacting;
+// - the space the hot store gives back (issue 18): komoku.db before and after
+//   the compacted rows are deleted and their pages given back in vacuum
+//   steps, beside what the file would keep without them, and the data
+//   directory beside segments + live hot rows; and the one-time conversion
+//   of a database made without auto_vacuum (a VACUUM of the whole year).
 // Prints figures only; it never fails for being slow.
 #include <sqlite3.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -19,6 +25,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "sensor_gen.h"
@@ -68,6 +75,30 @@ long StatusKb(const char* field) {
   return -1;
 }
 
+uint64_t FileBytes(const std::string& path) {
+  std::error_code ec;
+  uint64_t n = std::filesystem::file_size(path, ec);
+  return ec ? 0 : n;
+}
+
+// A PRAGMA's integer answer on a connection of its own.
+int64_t Pragma(const std::string& path, const std::string& pragma) {
+  sqlite3* db = nullptr;
+  int64_t v = -1;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt* st = nullptr;
+    const std::string sql = "PRAGMA " + pragma;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+      v = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(db);
+  return v;
+}
+
 uint64_t DirBytes(const std::string& dir) {
   uint64_t n = 0;
   std::error_code ec;
@@ -99,9 +130,12 @@ int main() {
   options.start_timers = false;
   options.cold.background = false;
   options.cold.raw_retention_ms = 0;  // keep everything: the size is the year's
-  auto opened = Store::Open(options, nullptr);
-  if (!opened.ok()) Die(opened.status().ToString());
-  std::unique_ptr<Store> store = std::move(opened.value());
+  auto open = [&] {
+    auto opened = Store::Open(options, nullptr);
+    if (!opened.ok()) Die(opened.status().ToString());
+    return std::move(opened.value());
+  };
+  std::unique_ptr<Store> store = open();
   if (!store->Define("temp", komoku::store::KeyType::kNumeric, {{"same_value_resolution", 0}})
            .ok()) {
     Die("define failed");
@@ -120,6 +154,28 @@ int main() {
   if (!store->WaitCommitted(last).ok()) Die("commit failed");
   const double put_s = Seconds(t0);
   const uint64_t hot_bytes = DirBytes(dir);  // komoku.db and its WAL
+
+  // The one-time conversion (issue 18): the year's database as an earlier
+  // Komoku made it, without auto_vacuum, then opened again.
+  const std::string db_path = store->db_path();
+  store.reset();
+  const uint64_t year_db_bytes = FileBytes(db_path);
+  {
+    sqlite3* db = nullptr;
+    if (sqlite3_open(db_path.c_str(), &db) != SQLITE_OK) Die("cannot open the database");
+    t0 = std::chrono::steady_clock::now();
+    if (sqlite3_exec(db, "PRAGMA auto_vacuum=NONE; VACUUM; PRAGMA wal_checkpoint(TRUNCATE);",
+                     nullptr, nullptr, nullptr) != SQLITE_OK) {
+      Die(std::string("VACUUM to auto_vacuum=NONE: ") + sqlite3_errmsg(db));
+    }
+    sqlite3_close(db);
+  }
+  const double unconvert_s = Seconds(t0);
+  if (Pragma(db_path, "auto_vacuum") != 0) Die("the database still has auto_vacuum");
+  t0 = std::chrono::steady_clock::now();
+  store = open();
+  const double convert_s = Seconds(t0);
+  if (Pragma(db_path, "auto_vacuum") != 2) Die("the database was not converted");
 
   // The question: hourly mean, min and max over the whole year.
   auto query = komoku::store::PlanBuckets("temp", from, to, "1h", "", 100000);
@@ -159,6 +215,44 @@ int main() {
   if (!report.ok()) Die(report.status().ToString());
   const double compact_s = Seconds(t0);
   const long peak = StatusKb("VmHWM");
+
+  // The deletion of the compacted rows and the vacuum steps after it.
+  const int64_t page_size = Pragma(db_path, "page_size");
+  // The WAL's largest size meanwhile, sampled every 10 ms.
+  std::atomic<bool> deleted{false};
+  uint64_t wal_peak = FileBytes(db_path + "-wal");
+  std::thread sampler([&] {
+    while (!deleted.load()) {
+      wal_peak = std::max(wal_peak, FileBytes(db_path + "-wal"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+  t0 = std::chrono::steady_clock::now();
+  store->WaitColdRowsDeleted();
+  const double delete_s = Seconds(t0);
+  deleted.store(true);
+  sampler.join();
+  const auto& m = store->metrics();
+  const int64_t steps = m.Get("komoku_hot_vacuum_steps_total");
+  const int64_t vacuumed = m.Get("komoku_hot_vacuumed_pages_total");
+  const int64_t vacuum_us = m.Get("komoku_hot_vacuum_micros_total");
+  const int64_t step_max_us = m.Get("komoku_hot_vacuum_step_max_micros");
+  const int64_t pages_after = Pragma(db_path, "page_count");
+  const int64_t free_after = Pragma(db_path, "freelist_count");
+  const uint64_t wal_after_deletion = FileBytes(db_path + "-wal");
+  // The WAL on a running service: the sensor goes on reporting, so a commit
+  // follows the next checkpoint (every 10 s) and cuts the WAL back.
+  const int64_t checkpoints = m.Get("komoku_checkpoints_total");
+  for (int i = 0; i < 300 && m.Get("komoku_checkpoints_total") <= checkpoints; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  {
+    komoku::store::PutOptions put;
+    put.time_ms = to + 3 * kDay - 1000;
+    auto c = store->Put("temp", komoku::store::InputValue(20.5), put);
+    if (!c.ok()) Die(c.status().ToString());
+  }
+  const uint64_t wal_running = FileBytes(db_path + "-wal");
 
   uint64_t seg_bytes = 0;
   for (const auto& s : store->Segments()) seg_bytes += s.bytes;
@@ -216,7 +310,31 @@ int main() {
               n / compact_s, compact_s);
   std::printf("    peak resident memory while compacting       %10.1f MB (%.1f MB before)\n",
               static_cast<double>(peak) / 1024, static_cast<double>(rss_before) / 1024);
-  store.reset();
+  std::printf("  giving space back (issue 18):\n");
+  std::printf("    converting the year's database to auto_vacuum  %8.2f s  (%.1f MB; %.2f s per 100 MB;\n"
+              "      the VACUUM back to auto_vacuum=NONE took %.2f s)\n",
+              convert_s, year_db_bytes / 1e6, convert_s / (year_db_bytes / 1e8), unconvert_s);
+  std::printf("    deleting the compacted rows and vacuuming      %8.2f s after compaction\n",
+              delete_s);
+  std::printf("    vacuum steps                                   %8lld  (%lld pages, %.2f s in all, "
+              "%.1f ms the longest step, %.1f ms on average)\n",
+              static_cast<long long>(steps), static_cast<long long>(vacuumed), vacuum_us / 1e6,
+              step_max_us / 1e3, steps ? vacuum_us / 1e3 / static_cast<double>(steps) : 0.0);
+  std::printf("    komoku.db while running                        %8.2f MB  (%lld pages, %lld free)\n",
+              pages_after * page_size / 1e6, static_cast<long long>(pages_after),
+              static_cast<long long>(free_after));
+  std::printf("      WAL                                          %8.2f MB  (%.2f MB at its largest "
+              "during the deletion, %.2f MB right after it)\n",
+              wal_running / 1e6, wal_peak / 1e6, wal_after_deletion / 1e6);
+  std::printf("      without giving pages back it would keep      %8.2f MB\n",
+              (pages_after + vacuumed) * page_size / 1e6);
+  const int64_t live_hot = (pages_after - free_after) * page_size;
+  store.reset();  // the last checkpoint folds the WAL in
+  const uint64_t dir_bytes = DirBytes(dir);
+  std::printf("    after a stop: komoku.db %.3f MB, data directory %.3f MB, segments + live hot "
+              "pages %.3f MB: %.3fx\n",
+              FileBytes(db_path) / 1e6, dir_bytes / 1e6, (seg_bytes + live_hot) / 1e6,
+              static_cast<double>(dir_bytes) / static_cast<double>(seg_bytes + live_hot));
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   return 0;

@@ -97,14 +97,40 @@ Status HotStore::Init() {
   // where 4 KB pages write 13.8 KB (docs/storage.md, "What a change costs
   // the disk"). Must come before the first write and the switch to WAL.
   KOMOKU_RETURN_IF_ERROR(writer_db_->Exec("PRAGMA page_size=" + std::to_string(kPageSize)));
+  // Freed pages can be given back (VacuumStep). This takes effect only on a
+  // database without tables yet; one made without it is converted below.
+  // It must come after page_size: setting it fixes the page size of a new
+  // database.
+  KOMOKU_RETURN_IF_ERROR(writer_db_->Exec("PRAGMA auto_vacuum=INCREMENTAL"));
   // journal_mode returns text; Exec is enough, and the mode is checked below.
   KOMOKU_RETURN_IF_ERROR(writer_db_->Exec("PRAGMA journal_mode=WAL"));
   KOMOKU_RETURN_IF_ERROR(ApplyConnectionPragmas(*writer_db_));
   // Checkpoints belong to the checkpoint thread, never to a commit that a
   // caller is waiting for.
   KOMOKU_RETURN_IF_ERROR(writer_db_->Exec("PRAGMA wal_autocheckpoint=0"));
+  KOMOKU_RETURN_IF_ERROR(
+      writer_db_->Exec("PRAGMA journal_size_limit=" + std::to_string(kWalKeepBytes)));
   KOMOKU_RETURN_IF_ERROR(Migrate(*writer_db_));
+  // 0 NONE, 1 FULL, 2 INCREMENTAL. Only the writer is open: VACUUM needs no
+  // other connection in the middle of a statement.
+  Result<int64_t> auto_vacuum = writer_db_->QueryInt("PRAGMA auto_vacuum");
+  if (!auto_vacuum.ok()) return auto_vacuum.status().WithContext(path_);
+  if (*auto_vacuum == 0) {
+    ConvertToIncrementalVacuum();
+    auto_vacuum = writer_db_->QueryInt("PRAGMA auto_vacuum");
+    if (!auto_vacuum.ok()) return auto_vacuum.status().WithContext(path_);
+  }
+  incremental_vacuum_ = *auto_vacuum == 2;
   KOMOKU_RETURN_IF_ERROR(PrepareWriter());
+  Result<int64_t> page_size = writer_db_->QueryInt("PRAGMA page_size");
+  if (!page_size.ok()) return page_size.status().WithContext(path_);
+  wal_checkpoint_frames_ = kWalCheckpointBytes / std::max<int64_t>(512, *page_size);
+  // Replaces the automatic checkpoint's hook, which wal_autocheckpoint=0
+  // turned off.
+  sqlite3_wal_hook(writer_db_->handle(), &HotStore::OnWalCommit, this);
+  // Pages a stop left free (a deletion or its vacuum cut short) go back
+  // from the start on.
+  vacuum_due_ = UpdateFreePages() > kVacuumSlackPages && incremental_vacuum_;
 
   Result<std::unique_ptr<Db>> r = Db::Open(path_, /*create=*/false);
   if (!r.ok()) return r.status();
@@ -149,6 +175,37 @@ Status HotStore::Migrate(Db& db) {
   return Status::Ok();
 }
 
+void HotStore::ConvertToIncrementalVacuum() {
+  auto megabytes = [this]() -> double {
+    Result<int64_t> pages = writer_db_->QueryInt("PRAGMA page_count");
+    Result<int64_t> size = writer_db_->QueryInt("PRAGMA page_size");
+    return pages.ok() && size.ok() ? static_cast<double>(*pages) * *size / 1e6 : -1;
+  };
+  Result<int64_t> free_pages = writer_db_->QueryInt("PRAGMA freelist_count");
+  const double before = megabytes();
+  log_->info(
+      "{}: rewriting the database once ({:.1f} MB, {} free pages) to turn on "
+      "auto_vacuum=INCREMENTAL, so pages that deletions free go back to the file system",
+      path_, before, free_pages.ok() ? *free_pages : -1);
+  const auto start = std::chrono::steady_clock::now();
+  // VACUUM writes the new database through the WAL; the checkpoint folds it
+  // back, so the WAL does not stay as large as the database.
+  Status st = writer_db_->Exec("PRAGMA auto_vacuum=INCREMENTAL");
+  if (st.ok()) st = writer_db_->Exec("VACUUM");
+  if (st.ok()) st = writer_db_->Exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!st.ok()) {
+    log_->warn(
+        "{}: turning on auto_vacuum failed after {:.1f} s (free pages stay in the file; the next "
+        "start tries again): {}",
+        path_, seconds, st.ToString());
+    return;
+  }
+  log_->info("{}: auto_vacuum=INCREMENTAL on after {:.1f} s: {:.1f} MB before, {:.1f} MB after",
+             path_, seconds, before, megabytes());
+}
+
 Status HotStore::PrepareWriter() {
   struct {
     Stmt* stmt;
@@ -173,6 +230,8 @@ Status HotStore::PrepareWriter() {
       {&chunk_end_,
        "SELECT rowid FROM changes WHERE rowid>?1 AND rowid<=?2 ORDER BY rowid LIMIT 1 "
        "OFFSET ?3"},
+      {&freelist_count_, "PRAGMA freelist_count"},
+      {&page_count_, "PRAGMA page_count"},
   };
   for (auto& s : statements) {
     Result<Stmt> stmt = writer_db_->Prepare(s.sql);
@@ -243,7 +302,8 @@ uint64_t HotStore::EnqueueDeleteCompacted(const ColdMark& mark) {
 
 void HotStore::WaitDeletions() {
   std::unique_lock<std::mutex> lock(mu_);
-  committed_cv_.wait(lock, [&] { return closed_ || deletions_done_ >= deletions_queued_; });
+  committed_cv_.wait(
+      lock, [&] { return closed_ || (deletions_done_ >= deletions_queued_ && !vacuum_due_); });
 }
 
 uint64_t HotStore::EnqueueUpsertKey(int64_t id, const std::string& name, KeyType type,
@@ -310,16 +370,23 @@ void HotStore::WriterLoop() {
     // queued meanwhile. Otherwise let rows gather for commit_interval.
     // A deletion of compacted rows in progress goes on chunk by chunk
     // without waiting; whatever queues meanwhile joins the next chunk's
+    // commit. Giving free pages back goes on likewise, a step after each
     // commit.
-    work_cv_.wait_for(lock, pending_delete_ ? std::chrono::milliseconds(0) : options_.commit_interval,
+    // Both wait while the WAL is full until the checkpoint thread has
+    // caught up (OnWalCommit).
+    auto background = [&] { return (pending_delete_ || vacuum_due_) && BackgroundMayWrite(); };
+    work_cv_.wait_for(lock, background() ? std::chrono::milliseconds(0) : options_.commit_interval,
                       [&] {
                         return stopping_ || (waiters_ > 0 && !queue_.empty()) ||
-                               queue_.size() >= options_.commit_max_rows;
+                               queue_.size() >= options_.commit_max_rows || background();
                       });
-    if (queue_.empty() && (stopping_ || !pending_delete_)) {
-      // At shutdown a deletion left unfinished is done again after the
-      // next start (Store::Open queues it).
+    const bool with_chunk = pending_delete_ && BackgroundMayWrite();
+    if (queue_.empty() && (stopping_ || !with_chunk)) {
+      // At shutdown a deletion or vacuum left unfinished is done again
+      // after the next start (Store::Open queues the deletion; Init finds
+      // the free pages).
       if (stopping_) break;
+      if (vacuum_due_ && BackgroundMayWrite()) RunVacuumStep(lock);
       continue;
     }
     batch.swap(queue_);
@@ -331,11 +398,13 @@ void HotStore::WriterLoop() {
     lock.unlock();
 
     auto start = std::chrono::steady_clock::now();
-    Status st = CommitBatch(batch);
+    bool freed = false;
+    Status st = CommitBatch(batch, &freed);
     auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
                       std::chrono::steady_clock::now() - start)
                       .count();
     lock.lock();
+    if (st.ok() && freed && incremental_vacuum_) vacuum_due_ = true;
     if (st.ok() && !pending_delete_ && deletions_done_ < deletions_taken_) {
       deletions_done_ = deletions_taken_;
       committed_cv_.notify_all();
@@ -344,6 +413,7 @@ void HotStore::WriterLoop() {
       // A chunk of a deletion alone: no change was waiting for it.
       busy_since_ms_.store(0, std::memory_order_relaxed);
       backoff = std::chrono::milliseconds(100);
+      if (vacuum_due_ && !stopping_ && BackgroundMayWrite()) RunVacuumStep(lock);
       continue;
     }
     if (st.ok()) {
@@ -367,6 +437,10 @@ void HotStore::WriterLoop() {
       busy_since_ms_.store(0, std::memory_order_relaxed);
       backoff = std::chrono::milliseconds(100);
       committed_cv_.notify_all();
+      // One step after each commit, with the callers of this one already
+      // released, so a flood of changes does not starve it and it holds up
+      // the next commit by one step at most.
+      if (vacuum_due_ && !stopping_ && BackgroundMayWrite()) RunVacuumStep(lock);
       continue;
     }
     metrics_->Add("komoku_commit_errors_total");
@@ -389,6 +463,60 @@ void HotStore::WriterLoop() {
     committed_cv_.wait_for(lock, backoff);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
   }
+}
+
+void HotStore::RunVacuumStep(std::unique_lock<std::mutex>& lock) {
+  lock.unlock();
+  const bool more = VacuumStep();
+  lock.lock();
+  vacuum_due_ = more;
+  if (!more) committed_cv_.notify_all();  // WaitDeletions
+}
+
+int64_t HotStore::UpdateFreePages() {
+  Status st;
+  int64_t free_pages = -1, pages = -1;
+  if (freelist_count_.Step(&st)) free_pages = freelist_count_.ColumnInt64(0);
+  freelist_count_.Reset();
+  if (page_count_.Step(&st)) pages = page_count_.ColumnInt64(0);
+  page_count_.Reset();
+  if (!st.ok() || free_pages < 0 || pages < 0) {
+    log_->warn("{}: cannot count free pages: {}", path_, st.ToString());
+    return -1;
+  }
+  metrics_->Set("komoku_hot_free_pages", free_pages);
+  metrics_->Set("komoku_hot_pages", pages);
+  return free_pages;
+}
+
+bool HotStore::VacuumStep() {
+  if (!incremental_vacuum_) return false;
+  const int64_t before = UpdateFreePages();
+  if (before <= kVacuumSlackPages) return false;
+  const int64_t pages = std::min(kVacuumStepPages, before - kVacuumSlackPages);
+  const auto start = std::chrono::steady_clock::now();
+  // Its own transaction: moves pages from the end of the file into free
+  // ones and truncates the file (at the next checkpoint, in WAL mode).
+  Status st = writer_db_->Exec("PRAGMA incremental_vacuum(" + std::to_string(pages) + ")");
+  const int64_t micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                             std::chrono::steady_clock::now() - start)
+                             .count();
+  if (!st.ok()) {
+    metrics_->Add("komoku_hot_vacuum_errors_total");
+    log_->warn("{}: giving free pages back failed (tried again after the next deletion): {}",
+               path_, st.ToString());
+    return false;
+  }
+  const int64_t after = UpdateFreePages();
+  metrics_->Add("komoku_hot_vacuum_steps_total");
+  metrics_->Add("komoku_hot_vacuumed_pages_total", std::max<int64_t>(0, before - after));
+  metrics_->Add("komoku_hot_vacuum_micros_total", micros);
+  // Only the writer sets it: no other update comes between Get and Set.
+  if (micros > metrics_->Get("komoku_hot_vacuum_step_max_micros")) {
+    metrics_->Set("komoku_hot_vacuum_step_max_micros", micros);
+  }
+  // A step that gave nothing back would give nothing back again.
+  return after > kVacuumSlackPages && after < before;
 }
 
 Status HotStore::DeleteChunk(const PendingDelete& pending,
@@ -414,7 +542,7 @@ Status HotStore::DeleteChunk(const PendingDelete& pending,
   return Status::Ok();
 }
 
-Status HotStore::CommitBatch(const std::vector<Op>& batch) {
+Status HotStore::CommitBatch(const std::vector<Op>& batch, bool* freed) {
   KOMOKU_RETURN_IF_ERROR(writer_db_->Exec("BEGIN IMMEDIATE"));
   Status st;
   // Taken over only when the commit succeeds.
@@ -448,6 +576,7 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch) {
       ++taken;
     } else {
       const auto& del = std::get<DeleteKey>(op);
+      *freed = true;
       delete_changes_.BindInt64(1, del.key_id);
       st = delete_changes_.Run();
       if (st.ok()) {
@@ -457,7 +586,11 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch) {
     }
     if (!st.ok()) break;
   }
-  if (st.ok() && pending) st = DeleteChunk(*pending, &pending);
+  // While the WAL is full, the deletion waits (OnWalCommit).
+  if (st.ok() && pending && BackgroundMayWrite()) {
+    st = DeleteChunk(*pending, &pending);
+    *freed = true;
+  }
   if (st.ok()) st = writer_db_->Exec("COMMIT");
   if (!st.ok()) {
     (void)writer_db_->Exec("ROLLBACK");
@@ -466,6 +599,30 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch) {
   pending_delete_ = std::move(pending);
   deletions_taken_ += taken;
   return st;
+}
+
+int HotStore::OnWalCommit(void* self, sqlite3*, const char*, int frames) {
+  auto* hs = static_cast<HotStore*>(self);
+  if (frames < hs->wal_checkpoint_frames_) {
+    hs->wal_full_ = false;
+    return SQLITE_OK;
+  }
+  // Newly full, or full still after the checkpoint waited for (it could not
+  // copy everything, or began before the frames that filled it): wait for
+  // the next one.
+  const uint64_t done = hs->checkpoints_done_.load();
+  if (!hs->wal_full_ || done >= hs->wal_wait_checkpoints_) {
+    hs->wal_full_ = true;
+    hs->wal_wait_checkpoints_ = done + 1;
+    std::lock_guard<std::mutex> lock(hs->checkpoint_mu_);
+    hs->checkpoint_now_ = true;
+    hs->checkpoint_cv_.notify_all();
+  }
+  return SQLITE_OK;
+}
+
+bool HotStore::BackgroundMayWrite() const {
+  return !wal_full_ || checkpoints_done_.load() >= wal_wait_checkpoints_;
 }
 
 void HotStore::CheckpointLoop() {
@@ -477,13 +634,21 @@ void HotStore::CheckpointLoop() {
   (void)ApplyConnectionPragmas(**db);
   std::unique_lock<std::mutex> lock(checkpoint_mu_);
   while (!checkpoint_stop_) {
-    checkpoint_cv_.wait_for(lock, options_.checkpoint_interval, [&] { return checkpoint_stop_; });
+    checkpoint_cv_.wait_for(lock, options_.checkpoint_interval,
+                            [&] { return checkpoint_stop_ || checkpoint_now_; });
     if (checkpoint_stop_) break;
+    checkpoint_now_ = false;
     lock.unlock();
     // PASSIVE never blocks the writer; it copies what it can and fsyncs.
     Status st = (*db)->Exec("PRAGMA wal_checkpoint(PASSIVE)");
     if (!st.ok()) log_->warn("checkpoint failed: {}", st.ToString());
     metrics_->Add("komoku_checkpoints_total");
+    checkpoints_done_.fetch_add(1);
+    {
+      // A writer holding back background work for this checkpoint goes on.
+      std::lock_guard<std::mutex> writer_lock(mu_);
+    }
+    work_cv_.notify_all();
     lock.lock();
   }
 }

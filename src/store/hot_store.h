@@ -5,9 +5,17 @@
 // Durability: the database runs in WAL mode with synchronous=NORMAL and no
 // automatic checkpoint on the writer connection. A commit appends to the WAL
 // (a write(), no fsync), so a crash of the process loses nothing committed; a
-// background thread checkpoints every `checkpoint_interval`, which is when the
-// WAL is fsynced, so a power cut may lose at most the commits of that
-// interval. See docs/storage.md.
+// background thread checkpoints every `checkpoint_interval` (sooner when the
+// WAL grows past kWalCheckpointBytes), which is when the WAL is fsynced, so
+// a power cut may lose at most the commits of that interval. See
+// docs/storage.md.
+//
+// Space: the database runs with auto_vacuum=INCREMENTAL (one made without
+// it is converted once at open, by a VACUUM). Pages that deletions free go
+// back to the file system in bounded steps, `PRAGMA incremental_vacuum`, run
+// by the writer between commits, so the file shrinks to the live rows after
+// compaction without a step holding up ingest for long. See
+// docs/storage.md, "Giving space back".
 #pragma once
 
 #include <spdlog/logger.h>
@@ -49,6 +57,20 @@ class HotStore {
   static constexpr int64_t kSchemaVersion = 2;
   // The page size of a database this build creates.
   static constexpr int kPageSize = 1024;
+  // Free pages the writer leaves in the file (a few are soon reused by new
+  // rows); above this, after a commit that deleted rows, it gives them back.
+  static constexpr int64_t kVacuumSlackPages = 256;
+  // Pages one vacuum step gives back at most (a step is its own
+  // transaction between two commits; docs/storage.md has its duration).
+  static constexpr int64_t kVacuumStepPages = 1000;
+  // Once the WAL holds this much, the checkpoint thread checkpoints at once
+  // and the writer holds back deletion chunks and vacuum steps (not
+  // changes) until that checkpoint is done; the WAL file is cut back to
+  // kWalKeepBytes when a commit starts it over. Without this, deleting a
+  // year's rows and giving their pages back wrote a WAL twice the size of
+  // the database before the next checkpoint could catch up.
+  static constexpr int64_t kWalCheckpointBytes = 32 << 20;
+  static constexpr int64_t kWalKeepBytes = 1 << 20;
 
   struct LoadedKey {
     int64_t id = 0;
@@ -94,8 +116,9 @@ class HotStore {
   // Deletes the rows the cold store holds now (see ColdMark).
   uint64_t EnqueueDeleteCompacted(const ColdMark& mark);
 
-  // Blocks until every deletion of compacted rows queued so far is done (or
-  // the store closes).
+  // Blocks until every deletion of compacted rows queued so far is done and
+  // the pages it freed are given back down to kVacuumSlackPages (or the
+  // store closes).
   void WaitDeletions();
 
   // Blocks until everything up to `seq` is committed. An IOError only when
@@ -172,11 +195,29 @@ class HotStore {
            std::shared_ptr<spdlog::logger> log, Metrics* metrics);
   Status Init();
   Status Migrate(Db& db);
+  // Turns a database without auto_vacuum into one with it (a VACUUM, once);
+  // a failure is logged and leaves the database as it was.
+  void ConvertToIncrementalVacuum();
   Status PrepareWriter();
   uint64_t Enqueue(Op op);
   void WriterLoop();
-  Status CommitBatch(const std::vector<Op>& batch);
+  // *freed: whether the batch deleted rows (a chunk of compacted rows or a
+  // key), so pages may have become free.
+  Status CommitBatch(const std::vector<Op>& batch, bool* freed);
+  // Free pages of the database now, also set as the komoku_hot_free_pages
+  // gauge (and komoku_hot_pages); -1 when the query failed.
+  int64_t UpdateFreePages();
+  // One bounded step of giving free pages back; returns whether more is due.
+  bool VacuumStep();
+  // VacuumStep with `lock` (on mu_) released meanwhile; updates vacuum_due_.
+  void RunVacuumStep(std::unique_lock<std::mutex>& lock);
   void CheckpointLoop();
+  // SQLite's WAL hook on the writer connection, called in the writer thread
+  // after each commit: once the WAL holds wal_checkpoint_frames_, asks the
+  // checkpoint thread for a checkpoint now and holds back background work.
+  static int OnWalCommit(void* self, sqlite3* db, const char* name, int frames);
+  // Whether deletion chunks and vacuum steps may go on (writer thread).
+  bool BackgroundMayWrite() const;
 
   // Constant after construction.
   const std::string path_;
@@ -196,6 +237,14 @@ class HotStore {
     int64_t after_rowid = 0;
   };
   std::optional<PendingDelete> pending_delete_;
+  // Whether the database has auto_vacuum=INCREMENTAL (false when the
+  // conversion at open failed: nothing is given back then).
+  bool incremental_vacuum_ = false;
+  // The WAL is full (kWalCheckpointBytes): background work waits until the
+  // checkpoint thread has done wal_wait_checkpoints_ checkpoints.
+  bool wal_full_ = false;
+  uint64_t wal_wait_checkpoints_ = 0;
+  Stmt freelist_count_, page_count_;
   // Deletes the next chunk inside the open transaction; *next is where the
   // deletion stands after it (nullopt: done).
   Status DeleteChunk(const PendingDelete& pending, std::optional<PendingDelete>* next);
@@ -231,6 +280,9 @@ class HotStore {
   uint64_t deletions_done_ = 0;    // guarded by mu_
   uint64_t deletions_taken_ = 0;   // writer thread: in committed batches (CommitBatch)
   size_t waiters_ = 0;                   // guarded by mu_
+  // Free pages are to be given back (VacuumStep) between commits. Written by
+  // the writer under mu_.
+  bool vacuum_due_ = false;  // guarded by mu_
   bool stopping_ = false;                // guarded by mu_
   bool closed_ = false;                  // guarded by mu_
   // Steady-clock ms when the writer took rows it has not committed yet; 0
@@ -240,6 +292,9 @@ class HotStore {
   std::mutex checkpoint_mu_;
   std::condition_variable checkpoint_cv_;
   bool checkpoint_stop_ = false;  // guarded by checkpoint_mu_
+  bool checkpoint_now_ = false;   // guarded by checkpoint_mu_
+  std::atomic<uint64_t> checkpoints_done_{0};
+  int64_t wal_checkpoint_frames_ = 0;  // constant after Init()
 
   std::thread writer_;
   std::thread checkpointer_;
