@@ -435,7 +435,13 @@ int RunService(const Config& config, const RunOptions& options) {
     }
     // The writer and the MQTT ingest thread are the two that can stop making
     // progress; either one stuck stops the watchdog's food.
-    const auto writer_stalled_for = (*store)->WriterStalledFor();
+    // A full disk is a known state, not a hang: the writer retries, changes
+    // are refused (HTTP 507) and MQTT messages wait in the ingest log;
+    // /readyz says so. A restart by the watchdog would not free any space.
+    const Status write_health = (*store)->WriteHealth();
+    const bool disk_full = write_health.reason() == "disk_full";
+    const auto writer_stalled_for =
+        disk_full ? std::chrono::milliseconds(0) : (*store)->WriterStalledFor();
     const auto ingest_stalled_for = (*bridge)->IngestStalledFor();
     const bool ingest_stuck = ingest_stalled_for >= kWriterStallLimit;
     const auto stalled = ingest_stuck && writer_stalled_for < kWriterStallLimit
@@ -448,7 +454,7 @@ int RunService(const Config& config, const RunOptions& options) {
       if (writer_stalled) log.main->info("store writer and MQTT ingest make progress again");
       writer_stalled = false;
       systemd.WatchdogPing();
-      systemd.SetStatus(StatusLine(**store, **bridge));
+      systemd.SetStatus(disk_full ? write_health.message() : StatusLine(**store, **bridge));
     } else {
       if (!writer_stalled) {
         log.main->error("{} for {} s{}", who,

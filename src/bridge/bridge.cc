@@ -495,23 +495,47 @@ class Bridge::Impl {
       uint64_t mark;
     };
     std::deque<Covered> uncommitted;
+    // batch[next...] are read and not yet stored: after the store refused
+    // one for a full disk, they are tried again, in order, until it takes
+    // them (the log keeps them meanwhile: nothing is released past them).
+    size_t next = 0;
+    bool waiting_for_disk = false;
     for (;;) {
       const bool stopping = ingest_stop_.load();
-      const size_t n = ingest_->Read(&batch, kIngestBatch,
-                                     stopping ? std::chrono::milliseconds(0)
-                                              : std::chrono::milliseconds(100));
+      size_t n = batch.size() - next;
+      if (n == 0) {
+        next = 0;
+        n = ingest_->Read(&batch, kIngestBatch,
+                          stopping ? std::chrono::milliseconds(0) : std::chrono::milliseconds(100));
+      }
       if (n > 0) {
         ingest_busy_since_ms_.store(std::max<int64_t>(1, SteadyNowMs()));
-        for (const IngestRecord& rec : batch) {
+        const size_t first = next;
+        for (; next < batch.size(); ++next) {
+          bool stored = true;
           try {
-            HandleRecord(rec);
+            stored = HandleRecord(batch[next]);
           } catch (const std::exception& e) {
-            Refuse("internal", rec.topic, e.what());
+            Refuse("internal", batch[next].topic, e.what());
           }
+          if (!stored) break;
         }
         ingest_busy_since_ms_.store(0);
-        store_->metrics().Add("komoku_mqtt_messages_total", static_cast<int64_t>(n));
-        uncommitted.push_back({ingest_->ReadPosition(), store_->CommitMark()});
+        store_->metrics().Add("komoku_mqtt_messages_total", static_cast<int64_t>(next - first));
+        if (next == batch.size()) {
+          uncommitted.push_back({ingest_->ReadPosition(), store_->CommitMark()});
+          if (waiting_for_disk) log_->info("the store takes changes again; MQTT ingest goes on");
+          waiting_for_disk = false;
+        } else {
+          if (!waiting_for_disk) {
+            log_->error("the store refuses changes ({}); {} MQTT messages wait in the ingest log "
+                        "and are stored once it takes them again",
+                        store_->WriteHealth().message(), ingest_->Unread() + batch.size() - next);
+          }
+          waiting_for_disk = true;
+          std::unique_lock<std::mutex> lock(mu_);
+          cv_.wait_for(lock, std::chrono::seconds(1), [&] { return ingest_stop_.load(); });
+        }
       }
       std::optional<IngestPosition> release;
       while (!uncommitted.empty() && store_->Committed(uncommitted.front().mark)) {
@@ -535,27 +559,45 @@ class Bridge::Impl {
     }
   }
 
-  void HandleRecord(const IngestRecord& rec) {
+  // A refusal that is no fault of the message: it is tried again later.
+  static bool RefusedForNow(const Status& st) {
+    return st.reason() == "disk_full" || st.reason() == "write_failed";
+  }
+
+  // Stores one message (or refuses it, counted and logged). False when the
+  // store cannot take changes now (a full disk): the message is to be tried
+  // again.
+  bool HandleRecord(const IngestRecord& rec) {
     const std::string& topic = rec.topic;
-    if (topic == request_topic_) return HandleRequest(rec);
+    if (topic == request_topic_) {
+      HandleRequest(rec);
+      return true;
+    }
     const bool own = IsOwn(topic);
     // Discovery configs are never data, whatever rule matches them.
-    if (discovery_ && !own && discovery_->IsDiscoveryTopic(topic)) return HandleDiscovery(rec);
+    if (discovery_ && !own && discovery_->IsDiscoveryTopic(topic)) {
+      HandleDiscovery(rec);
+      return true;
+    }
     const std::shared_ptr<const MappingEngine> mapping = Mapping();
     const bool mapped = mapping || discovery_;
     if (mapped && !own) return HandleMapped(mapping.get(), rec);
     // Komoku's own topics (komoku/status, ...) also match broad mapping
     // filters such as +/status; they are never mapped.
-    if (mapped && own && topic.compare(0, set_prefix_.size(), set_prefix_) != 0) return;
+    if (mapped && own && topic.compare(0, set_prefix_.size(), set_prefix_) != 0) return true;
     Result<std::string> key = KeyFromTopic(topic);
-    if (!key.ok()) return Refuse("bad_topic", topic, key.status().message());
+    if (!key.ok()) {
+      Refuse("bad_topic", topic, key.status().message());
+      return true;
+    }
     const std::string& payload = rec.payload;
     Result<store::ValueMessage> parsed = store::ParseValuePayload(payload, options_.max_payload_bytes);
     if (!parsed.ok()) {
       const char* reason = payload.size() > options_.max_payload_bytes ? "too_large"
                            : payload.empty()                           ? "empty"
                                                                        : "bad_payload";
-      return Refuse(reason, topic, parsed.status().message());
+      Refuse(reason, topic, parsed.status().message());
+      return true;
     }
     store::PutOptions put;
     // Without a time of its own, a change has the time it arrived, also
@@ -568,9 +610,11 @@ class Bridge::Impl {
     put.wait_committed = false;
     Result<store::Change> change = store_->Put(*key, parsed->value, put);
     if (!change.ok()) {
+      if (RefusedForNow(change.status())) return false;
       // The store counted it; the bridge logs it once.
       log_->warn("refused {}: {}", topic, change.status().message());
     }
+    return true;
   }
 
   bool IsOwn(std::string_view topic) const {
@@ -595,7 +639,7 @@ class Bridge::Impl {
 
   // A message on a mapped topic. Configured rules win: discovered entities
   // see only a topic that no configured rule matches.
-  void HandleMapped(const MappingEngine* mapping, const IngestRecord& msg) {
+  bool HandleMapped(const MappingEngine* mapping, const IngestRecord& msg) {
     const std::string& topic = msg.topic;
     const int64_t now = msg.received_ms;
     if (mapping) {
@@ -604,26 +648,31 @@ class Bridge::Impl {
       MappingResult& result = mapped_;
       mapping->MapInto(topic, msg.payload, now, &result);
       if (!result.matched.empty()) {
-        if (result.refusal) return RefuseMapped(*mapping, *result.refusal, topic, false);
-        StoreMapped(*mapping, result.changes, msg, false);
-        return;
+        if (result.refusal) {
+          RefuseMapped(*mapping, *result.refusal, topic, false);
+          return true;
+        }
+        return StoreMapped(*mapping, result.changes, msg, false);
       }
     }
-    if (!discovery_) return;  // an excluded topic of a subscribed filter
+    if (!discovery_) return true;  // an excluded topic of a subscribed filter
     Discovery::Mapped& d = discovered_;  // reused, as mapped_ is
     discovery_->MapInto(topic, msg.payload, now, &d);
-    if (!d.engine) return;  // an entity removed while its messages were on the way
+    if (!d.engine) return true;  // an entity removed while its messages were on the way
     for (const MappingRefusal& r : d.result.refusals) RefuseMapped(*d.engine, r, topic, true);
     if (!d.result.changes.empty() || d.result.refusals.empty()) {
-      StoreMapped(*d.engine, d.result.changes, msg, true);
+      return StoreMapped(*d.engine, d.result.changes, msg, true);
     }
+    return true;
   }
 
   // Resolved changes: checked against the keys that exist, then put (the
   // store commits them with the next group). For configured rules a change
   // the key refuses refuses the whole message; discovered entities are
   // independent (`each`), so only that entity's change is dropped.
-  void StoreMapped(const MappingEngine& engine, const std::vector<MappedChange>& changes,
+  // False when the store cannot take changes now (see HandleRecord); the
+  // changes put before that are then put again with the message.
+  bool StoreMapped(const MappingEngine& engine, const std::vector<MappedChange>& changes,
                    const IngestRecord& msg, bool each) {
     const std::string& topic = msg.topic;
     struct Planned {
@@ -655,7 +704,7 @@ class Bridge::Impl {
       if (refused) {
         RefuseMapped(engine, *refused, topic, each);
         if (each) continue;
-        return;
+        return true;
       }
       // A retained message seen again on (re)subscribe is no new change.
       if (msg.retained && info->last && info->last->value == *v) {
@@ -678,6 +727,7 @@ class Bridge::Impl {
       put.wait_committed = false;
       Result<store::Change> change = store_->Put(c.key, c.value, put);
       if (!change.ok()) {
+        if (RefusedForNow(change.status())) return false;
         // The store counted it; the bridge logs it once.
         log_->warn("refused {} -> {}: {}", topic, c.key, change.status().message());
         continue;
@@ -689,6 +739,7 @@ class Bridge::Impl {
       }
     }
     store_->metrics().Add(each ? "komoku_discovery_messages_total" : "komoku_mapping_messages_total");
+    return true;
   }
 
   // A Home Assistant discovery config or a Homie attribute: the entities

@@ -80,6 +80,8 @@ void SendStatus(httplib::Response& res, const Status& st, bool counted = false) 
     case Status::Code::kBusy: status = 503; break;
     default: break;
   }
+  if (st.reason() == "disk_full") status = 507;  // Insufficient Storage
+  if (st.reason() == "write_failed") status = 503;
   SendError(res, status, st.reason(), st.message());
 }
 
@@ -615,7 +617,12 @@ class Server::Impl {
     int status = 200;
     if (auto err = answer.find("error"); err != answer.end()) {
       const std::string code = (*err)["code"].get<std::string>();
-      status = code == "unknown_key" ? 404 : code == "busy" ? 503 : code == "io_error" ? 500 : 400;
+      status = code == "unknown_key"    ? 404
+               : code == "busy"         ? 503
+               : code == "disk_full"    ? 507
+               : code == "write_failed" ? 503
+               : code == "io_error"     ? 500
+                                        : 400;
     }
     SendJson(res, status, answer);
   }
@@ -769,6 +776,7 @@ class Server::Impl {
       problems.push_back("store writer has not committed for " +
                          std::to_string(stalled.count() / 1000) + " s");
     }
+    if (Status w = store_->WriteHealth(); !w.ok()) problems.push_back(w.message());
     if (h.ingest_stalled >= options_.writer_stall_limit) {
       problems.push_back("MQTT ingest has been storing one batch of messages for " +
                          std::to_string(h.ingest_stalled.count() / 1000) + " s");

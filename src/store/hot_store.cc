@@ -333,6 +333,11 @@ Status HotStore::WaitCommitted(uint64_t seq) {
   return Status::IOError(path_ + ": change could not be committed before shutdown");
 }
 
+Status HotStore::WriteHealth() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return write_error_;
+}
+
 uint64_t HotStore::CommittedSeq() const {
   std::lock_guard<std::mutex> lock(mu_);
   return committed_seq_;
@@ -418,6 +423,11 @@ void HotStore::WriterLoop() {
     }
     if (st.ok()) {
       committed_seq_ = last_seq;
+      if (!write_error_.ok()) {
+        log_->info("commits succeed again; changes are taken again");
+        write_error_ = Status::Ok();
+        metrics_->Set("komoku_store_write_failing", 0);
+      }
       metrics_->Add("komoku_commit_batches_total");
       metrics_->Add("komoku_commit_rows_total", static_cast<int64_t>(batch.size()));
       metrics_->Add("komoku_commit_micros_total", micros);
@@ -453,7 +463,18 @@ void HotStore::WriterLoop() {
       continue;
     }
     // Keep the rows and try again: callers stay blocked, so nothing is
-    // acknowledged that is not stored.
+    // acknowledged that is not stored. Until a commit succeeds, the Store
+    // refuses new changes (WriteHealth) instead of queueing them.
+    {
+      const int code = sqlite3_extended_errcode(writer_db_->handle()) & 0xFF;
+      const bool full = code == SQLITE_FULL || st.message().find("disk is full") != std::string::npos;
+      write_error_ = Status::IOError(path_ + ": " +
+                                     (full ? "the disk is full" : "cannot write") +
+                                     "; changes are refused until a commit succeeds (" +
+                                     st.message() + ")")
+                         .WithReason(full ? "disk_full" : "write_failed");
+      metrics_->Set("komoku_store_write_failing", 1);
+    }
     log_->error("commit of {} rows failed, retrying in {} ms: {}", batch.size(), backoff.count(),
                 st.ToString());
     batch.insert(batch.end(), std::make_move_iterator(queue_.begin()),

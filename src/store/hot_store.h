@@ -155,6 +155,11 @@ class HotStore {
   Result<std::optional<int64_t>> EarliestLate(int64_t key_id, const ColdMark& mark,
                                               uint64_t max_seq = UINT64_MAX);
 
+  // Ok while commits succeed; while the last one failed (a full disk, an
+  // I/O error), an IOError with reason "disk_full" or "write_failed" that
+  // says so, for the Store to refuse new changes with until one succeeds.
+  Status WriteHealth() const;
+
   // Rows waiting for the writer.
   size_t QueueDepth() const;
 
@@ -274,6 +279,8 @@ class HotStore {
   uint64_t next_seq_ = 1;                // guarded by mu_; seq of the next op
   uint64_t committed_seq_ = 0;           // guarded by mu_
   uint64_t failed_seq_ = 0;              // guarded by mu_; ops <= this were given up
+  // The error of the last commit while it keeps failing; ok otherwise.
+  Status write_error_;                   // guarded by mu_
   // Deletions of compacted rows queued, and of those the ones done (a newer
   // one supersedes the older ones still going).
   uint64_t deletions_queued_ = 0;  // guarded by mu_

@@ -252,6 +252,8 @@ Result<Change> Store::Apply(std::string_view key, const ValueFn& make_value,
                       .WithReason("bad_time"));
   }
 
+  if (Status health = hot_->WriteHealth(); !health.ok()) return Refuse(health);
+
   // A change with a time of its own may repeat one stored already (a
   // broker redelivering after a reconnect, an ingest log replayed after a
   // crash, a backfill sent twice). The current and previous values are
@@ -395,6 +397,7 @@ Result<std::vector<KeyInfo>> Store::DefineAll(const std::vector<KeyDefinition>& 
     Status name_ok = ValidateKeyName(d.key);
     if (!name_ok.ok()) return Refuse(name_ok.WithReason("bad_key"));
   }
+  if (Status health = hot_->WriteHealth(); !health.ok()) return Refuse(health);
   const int64_t now = clock_->NowMs();
   std::vector<KeyInfo> infos;
   uint64_t op_seq = 0;
@@ -455,6 +458,7 @@ Result<std::vector<KeyInfo>> Store::DefineAll(const std::vector<KeyDefinition>& 
 }
 
 Status Store::Delete(std::string_view key) {
+  if (Status health = hot_->WriteHealth(); !health.ok()) return Refuse(health);
   Change change;
   uint64_t op_seq;
   {
@@ -718,6 +722,8 @@ int64_t Store::SqliteMemoryBytes() const { return sqlite3_memory_used(); }
 int64_t Store::SqliteMemoryHighwater() const { return sqlite3_memory_highwater(/*reset=*/0); }
 
 std::chrono::milliseconds Store::WriterStalledFor() const { return hot_->StalledFor(); }
+
+Status Store::WriteHealth() const { return hot_->WriteHealth(); }
 
 int Store::AddListener(Listener listener) {
   return AddListenerAtSeq([&listener](uint64_t) { return std::move(listener); }).first;

@@ -308,6 +308,11 @@ class Store {
   // How long the writer has held changes it could not yet commit: zero while
   // it keeps up. Health checks and the systemd watchdog read it.
   std::chrono::milliseconds WriterStalledFor() const;
+  // Ok while commits succeed; after a failed one (a full disk: reason
+  // "disk_full"; another write error: "write_failed") the error, until a
+  // commit succeeds. Meanwhile Put, Increment, Define and Delete refuse with
+  // it (counted), so callers fail fast instead of queueing.
+  Status WriteHealth() const;
   const std::string& db_path() const { return db_path_; }
 
  private:
