@@ -156,7 +156,13 @@ bool TcpOpen(int port) {
 
 }  // namespace
 
-Broker::Broker(const TempDir& dir) : dir_(dir) {
+Broker::Broker(const TempDir& dir, BrokerOptions options) : dir_(dir) {
+  std::string persistence;
+  if (options.persistence) {
+    // Mosquitto wants the directory to exist and the trailing slash.
+    std::filesystem::create_directories(dir.File("mosquitto-data"));
+    persistence = "persistence true\npersistence_location " + dir.File("mosquitto-data") + "/\n";
+  }
   // The port can be taken between FreeLoopbackPort() and mosquitto's bind;
   // try a few.
   for (int attempt = 0; attempt < 5; ++attempt) {
@@ -164,7 +170,8 @@ Broker::Broker(const TempDir& dir) : dir_(dir) {
     conf_ = dir.File("mosquitto-" + std::to_string(attempt) + ".conf");
     std::ofstream(conf_) << "listener " << port_ << " 127.0.0.1\n"
                          << "allow_anonymous true\n"
-                         << "max_queued_messages 100000\n";
+                         << "max_queued_messages " << options.max_queued_messages << "\n"
+                         << persistence;
     if (Launch()) return;
   }
   throw std::runtime_error("mosquitto did not start: " + Output());
@@ -183,7 +190,13 @@ bool Broker::Launch() {
 }
 
 bool Broker::Restart() {
-  process_->Stop();
+  Stop();
+  return Start();
+}
+
+void Broker::Stop() { process_->Stop(); }
+
+bool Broker::Start() {
   // The port may linger a moment after the old listener closed.
   return WaitFor([&] { return Launch(); }, std::chrono::milliseconds(10000));
 }

@@ -63,16 +63,30 @@ int FreeLoopbackPort();
 bool WaitFor(const std::function<bool()>& cond,
              std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
 
-// A Mosquitto broker on 127.0.0.1 and a free port, in-memory persistence.
+// How the test broker runs.
+struct BrokerOptions {
+  // Off: sessions and queued messages live in memory and a restart loses
+  // them. On: Mosquitto saves them in the temp dir when it stops (SIGTERM)
+  // and reads them at the next start, like a broker installed as a service.
+  bool persistence = false;
+  // QoS 1 and 2 messages queued per client beyond those in flight; 0 is no
+  // limit. Mosquitto's default is 1,000; the tests queue far more.
+  int max_queued_messages = 100000;
+};
+
+// A Mosquitto broker on 127.0.0.1 and a free port.
 class Broker {
  public:
-  explicit Broker(const TempDir& dir);
+  explicit Broker(const TempDir& dir, BrokerOptions options = {});
   int port() const { return port_; }
   std::string url() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
   std::string Output() const { return process_ ? process_->Output() : ""; }
-  // Stops the broker (losing its in-memory sessions) and starts it again on
-  // the same port; false when it does not come back.
+  // Stops the broker (losing its sessions unless it runs with persistence)
+  // and starts it again on the same port; false when it does not come back.
   bool Restart();
+  // The two halves of Restart(), for a test that acts while it is down.
+  void Stop();
+  bool Start();
 
  private:
   bool Launch();
