@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -42,6 +43,34 @@ bool WaitFor(const std::function<bool()>& cond, milliseconds timeout, millisecon
     if (cond()) return true;
     if (Clock::now() >= deadline) return false;
     std::this_thread::sleep_for(poll);
+  }
+}
+
+Progress WaitProgress(const std::function<int64_t()>& read, int64_t target, Clock::time_point start,
+                      milliseconds stall, milliseconds limit, milliseconds poll,
+                      const std::function<bool()>& complete, const std::function<bool()>& active) {
+  Progress p;
+  p.count = read();
+  Clock::time_point grew = Clock::now();  // when the count last changed
+  p.seconds = std::chrono::duration<double>(grew - start).count();
+  for (;;) {
+    const Clock::time_point now = Clock::now();
+    if (p.count >= target && (!complete || complete())) {
+      p.reached = true;
+      p.seconds = std::chrono::duration<double>(now - start).count();
+      return p;
+    }
+    if (now - start >= limit) return p;
+    if (now - grew >= stall && !(active && active())) return p;
+    std::this_thread::sleep_for(poll);
+    const int64_t c = read();
+    if (c != p.count) {
+      p.count = c;
+      grew = Clock::now();
+      p.seconds = std::chrono::duration<double>(grew - start).count();
+    } else if (active && active()) {
+      grew = Clock::now();  // a pause while the source still runs is no stall yet
+    }
   }
 }
 
@@ -186,11 +215,13 @@ void HotDbBuilder::Finish() {
 
 // --- processes ----------------------------------------------------------------
 
-Process::Process(std::vector<std::string> argv, const std::string& log_path)
+Process::Process(std::vector<std::string> argv, const std::string& log_path,
+                 const std::string& stdin_path)
     : log_path_(log_path) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(
+      &actions, 0, stdin_path.empty() ? "/dev/null" : stdin_path.c_str(), O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND,
                                    0644);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
@@ -278,11 +309,13 @@ int FreeLoopbackPort() {
 
 }  // namespace
 
-std::unique_ptr<Process> StartBroker(const ScratchDir& dir, int* port) {
+std::unique_ptr<Process> StartBroker(const ScratchDir& dir, int* port,
+                                     const std::string& extra_config) {
   for (int attempt = 0; attempt < 5; ++attempt) {
     *port = FreeLoopbackPort();
     std::string conf = dir.File("mosquitto-" + std::to_string(attempt) + ".conf");
-    std::ofstream(conf) << "listener " << *port << " 127.0.0.1\nallow_anonymous true\n";
+    std::ofstream(conf) << "listener " << *port << " 127.0.0.1\nallow_anonymous true\n"
+                        << extra_config;
     auto broker = std::make_unique<Process>(
         std::vector<std::string>{MOSQUITTO_BINARY, "-c", conf}, dir.File("mosquitto.log"));
     if (WaitFor([&] { return TcpOpen(*port) || !broker->Running(); }, milliseconds(5000)) &&
@@ -402,6 +435,21 @@ int64_t Metric(int port, const std::string& series) {
   return 0;
 }
 
+std::map<std::string, double> Metrics(int port) {
+  std::map<std::string, double> out;
+  auto res = NewClient(port)->Get("/metrics");
+  if (!res || res->status != 200) return out;
+  std::istringstream in(res->body);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t space = line.rfind(' ');
+    if (space == std::string::npos) continue;
+    out[line.substr(0, space)] = std::strtod(line.c_str() + space + 1, nullptr);
+  }
+  return out;
+}
+
 Ingest::Ingest(const std::string& url, const std::string& client_id, int rate,
                std::vector<std::string> keys, IngestOptions options)
     : client_(std::make_unique<mqtt::async_client>(url, client_id)),
@@ -442,15 +490,169 @@ void Ingest::Loop() {
       std::snprintf(buf, sizeof buf, "%.2f", static_cast<double>(n / keys % 1000) / 10.0 + 0.05);
       payload = buf;
     }
+    if (options_.before_publish) options_.before_publish(n);
     try {
-      client_->publish(topic, payload.data(), payload.size(), 1, false)->wait();
-      ++published_;
-      bytes_ += static_cast<int64_t>(topic.size() + payload.size());
+      if (client_->publish(topic, payload.data(), payload.size(), 1, false)
+              ->wait_for(std::chrono::seconds(30))) {
+        ++published_;
+        bytes_ += static_cast<int64_t>(topic.size() + payload.size());
+      } else {
+        ++failed_;
+      }
     } catch (const std::exception&) {
       ++failed_;
     }
     next += period;
     std::this_thread::sleep_until(next);
+  }
+}
+
+struct Flood::Lane {
+  std::unique_ptr<mqtt::async_client> client;
+  std::vector<mqtt::message_ptr> messages;
+  Clock::time_point end;  // written by the lane's thread, read after the join
+};
+
+Flood::Flood(const std::string& url, const std::vector<std::vector<Publication>>& lanes,
+             FloodOptions options)
+    : options_(std::move(options)) {
+  for (size_t i = 0; i < lanes.size(); ++i) {
+    auto lane = std::make_unique<Lane>();
+    // Paho C refuses a publication while max_buffered_messages (100 unless
+    // told) of the client's are queued inside it, connected or not.
+    lane->client = std::make_unique<mqtt::async_client>(
+        url, options_.client_id + "-" + std::to_string(i),
+        mqtt::create_options(MQTTVERSION_3_1_1, options_.inflight + 1), nullptr);
+    mqtt::connect_options opts;
+    opts.set_mqtt_version(MQTTVERSION_3_1_1);
+    opts.set_clean_session(true);
+    opts.set_max_inflight(options_.inflight);
+    opts.set_connect_timeout(std::chrono::seconds(10));
+    if (!lane->client->connect(opts)->wait_for(std::chrono::seconds(15))) {
+      Fail("flood publisher " + std::to_string(i) + " did not connect to " + url);
+    }
+    lane->messages.reserve(lanes[i].size());
+    for (const Publication& p : lanes[i]) {
+      lane->messages.push_back(mqtt::make_message(p.topic, p.payload, options_.qos, false));
+    }
+    total_ += static_cast<int64_t>(lanes[i].size());
+    lanes_.push_back(std::move(lane));
+  }
+  running_lanes_ = static_cast<int>(lanes_.size());
+  std::atomic<int> waiting{static_cast<int>(lanes_.size())};
+  for (auto& lane : lanes_) {
+    threads_.emplace_back([this, &waiting, l = lane.get()] {
+      --waiting;  // the last touch of the constructor's stack
+      while (!go_.load()) std::this_thread::yield();
+      Run(*l);
+    });
+  }
+  while (waiting.load() > 0) std::this_thread::sleep_for(milliseconds(1));
+  start_ = Clock::now();
+  go_ = true;
+}
+
+Flood::~Flood() { Wait(); }
+
+void Flood::Run(Lane& lane) {
+  std::deque<mqtt::delivery_token_ptr> outstanding;
+  bool stalled = false;
+  // Done when the token completed in time; a failure or a timeout counts.
+  auto finish = [&](const mqtt::delivery_token_ptr& tok) {
+    if (stalled) {
+      ++failed_;
+      return;
+    }
+    try {
+      if (tok->wait_for(options_.stall)) {
+        ++published_;
+        return;
+      }
+      stalled = true;
+    } catch (const std::exception&) {
+    }
+    ++failed_;
+  };
+  for (const mqtt::message_ptr& m : lane.messages) {
+    if (stalled) {
+      ++failed_;
+      continue;
+    }
+    while (static_cast<int>(outstanding.size()) >= options_.inflight) {
+      finish(outstanding.front());
+      outstanding.pop_front();
+    }
+    try {
+      outstanding.push_back(lane.client->publish(m));
+    } catch (const std::exception&) {
+      ++failed_;
+    }
+  }
+  for (const auto& tok : outstanding) finish(tok);
+  lane.end = Clock::now();
+  --running_lanes_;
+}
+
+double Flood::Wait() {
+  if (!waited_) {
+    waited_ = true;
+    for (std::thread& t : threads_) t.join();
+    for (auto& lane : lanes_) {
+      try {
+        if (lane->client->is_connected())
+          lane->client->disconnect()->wait_for(std::chrono::seconds(5));
+      } catch (const std::exception&) {
+      }
+    }
+  }
+  Clock::time_point end = start_;
+  for (const auto& lane : lanes_) end = std::max(end, lane->end);
+  return std::chrono::duration<double>(end - start_).count();
+}
+
+Consumer::Consumer(const std::string& url, const std::string& client_id, const std::string& filter,
+                   int qos, Handler handler, int receive_maximum)
+    : filter_(filter), handler_(std::move(handler)) {
+  client_ = std::make_unique<mqtt::async_client>(url, client_id,
+                                                 mqtt::create_options(MQTTVERSION_5), nullptr);
+  client_->set_message_callback([this](mqtt::const_message_ptr msg) {
+    const Clock::time_point now = Clock::now();
+    if (handler_) handler_(*msg, now);
+    last_ns_.store(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count(),
+        std::memory_order_relaxed);
+    count_.fetch_add(1, std::memory_order_relaxed);
+  });
+  // Field by field, as the bridge does (Paho C++ 1.2.0's builder loses the
+  // MQTT 5 properties when it copies the options).
+  mqtt::connect_options opts;
+  opts.set_mqtt_version(MQTTVERSION_5);
+  opts.set_clean_start(false);
+  mqtt::properties props{{mqtt::property::SESSION_EXPIRY_INTERVAL, 604800}};
+  if (receive_maximum > 0) props.add({mqtt::property::RECEIVE_MAXIMUM, receive_maximum});
+  opts.set_properties(props);
+  opts.set_connect_timeout(std::chrono::seconds(10));
+  if (!client_->connect(opts)->wait_for(std::chrono::seconds(15))) {
+    Fail("consumer " + client_id + " did not connect to " + url);
+  }
+  if (!client_->subscribe(filter, qos)->wait_for(std::chrono::seconds(15))) {
+    Fail("consumer " + client_id + " did not subscribe to " + filter);
+  }
+}
+
+Consumer::~Consumer() { Close(); }
+
+Clock::time_point Consumer::last() const {
+  return Clock::time_point{std::chrono::nanoseconds(last_ns_.load())};
+}
+
+void Consumer::Close() {
+  try {
+    if (client_->is_connected()) {
+      client_->unsubscribe(filter_)->wait_for(std::chrono::seconds(5));
+      client_->disconnect()->wait_for(std::chrono::seconds(5));
+    }
+  } catch (const std::exception&) {
   }
 }
 

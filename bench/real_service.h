@@ -1,8 +1,9 @@
 // What the benchmarks that run the real service share (history_load,
-// footprint_bench): scratch directories, SQLite in the hot store's schema,
-// child processes stopped by PID, a Mosquitto broker and the komoku binary on
-// loopback ports the OS chose, HTTP clients, an MQTT publisher at a fixed
-// rate, and what /proc says about a process.
+// footprint_bench, ingest_bench): scratch directories, SQLite in the hot
+// store's schema, child processes stopped by PID, a Mosquitto broker and the
+// komoku binary on loopback ports the OS chose, HTTP clients, MQTT publishers
+// (at a fixed rate, or a flood as fast as the broker takes it), a bare
+// counting MQTT consumer, and what /proc says about a process.
 //
 // Every failure throws std::runtime_error with what went wrong; a benchmark
 // catches it in main and exits 1. Slowness is never a failure.
@@ -27,6 +28,7 @@ class Client;
 }
 namespace mqtt {
 class async_client;
+class message;
 }
 
 namespace komoku::bench {
@@ -40,6 +42,27 @@ double SecondsSince(Clock::time_point start);
 // Polls `cond` every `poll` until it holds (true) or `timeout` passes (false).
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout,
              std::chrono::milliseconds poll = std::chrono::milliseconds(20));
+
+// How a count that grows towards a target went (WaitProgress).
+struct Progress {
+  int64_t count = 0;     // the last count read
+  bool reached = false;  // it reached the target and `complete` agreed
+  // From `start` to the read that found the target reached, else to the
+  // first read that showed the final count (when it last grew).
+  double seconds = 0;
+};
+
+// Polls `read` every `poll` until it returns at least `target` and
+// `complete` (when given) holds, or until the count has not grown for
+// `stall` while `active` (when given) no longer holds, or `limit` passed
+// since `start`. `active` is what is still feeding the count (a publisher):
+// while it runs, a pause is not yet a stall. Every wait is bounded: a stalled
+// count ends the wait after `stall`, whatever it stalls at.
+Progress WaitProgress(const std::function<int64_t()>& read, int64_t target, Clock::time_point start,
+                      std::chrono::milliseconds stall, std::chrono::milliseconds limit,
+                      std::chrono::milliseconds poll,
+                      const std::function<bool()>& complete = nullptr,
+                      const std::function<bool()>& active = nullptr);
 
 // Where cached data and scratch directories go: $KOMOKU_BENCH_DIR, else the
 // build directory.
@@ -129,11 +152,13 @@ class HotDbBuilder {
 
 // --- processes ----------------------------------------------------------------
 
-// A child process with stdout and stderr going to a file; stopped by PID
-// (SIGTERM, then SIGKILL after 10 s) when it goes away.
+// A child process with stdout and stderr going to a file and stdin read from
+// `stdin_path` (/dev/null when empty); stopped by PID (SIGTERM, then SIGKILL
+// after 10 s) when it goes away.
 class Process {
  public:
-  Process(std::vector<std::string> argv, const std::string& log_path);
+  Process(std::vector<std::string> argv, const std::string& log_path,
+          const std::string& stdin_path = "");
   ~Process() { Stop(); }
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
@@ -154,8 +179,10 @@ class Process {
 };
 
 // Mosquitto on 127.0.0.1 and a port that was free a moment ago (retried, as
-// another process may take it first).
-std::unique_ptr<Process> StartBroker(const ScratchDir& dir, int* port);
+// another process may take it first), with Mosquitto's defaults and the
+// lines of `extra_config` (e.g. "max_queued_messages 0\n").
+std::unique_ptr<Process> StartBroker(const ScratchDir& dir, int* port,
+                                     const std::string& extra_config = "");
 
 // The komoku binary (`komoku run`) with `config_yaml` as its config, started
 // in `dir`, after /readyz answered 200 (store open, HTTP listening, MQTT
@@ -198,6 +225,10 @@ SegmentTotals Segments(int port, bool per_key = false);
 // One series of GET /metrics, -1 when it does not answer.
 int64_t Metric(int port, const std::string& series);
 
+// Every series of one GET /metrics (name with labels -> value); empty when
+// it does not answer.
+std::map<std::string, double> Metrics(int port);
+
 // The payload of publication n: `key` = n % keys.size(), `round` =
 // n / keys.size().
 using PayloadFn = std::function<std::string(size_t key, int64_t round)>;
@@ -208,10 +239,14 @@ struct IngestOptions {
   // Without one, values are numbers with two decimals, round % 1000 / 10 +
   // 0.05, so a key's value changes from one round to the next.
   PayloadFn payload;
+  // Called with the publication's number just before it is handed to the
+  // client (e.g. to note when it was sent).
+  std::function<void(int64_t n)> before_publish;
 };
 
 // Publishes `rate` changes/s to komoku/set/<key>, round robin over `keys`,
-// until stopped: QoS 1, each waiting for the broker's acknowledgement.
+// until stopped: QoS 1, each waiting for the broker's acknowledgement (up to
+// 30 s; one that does not come counts as failed).
 class Ingest {
  public:
   Ingest(const std::string& url, const std::string& client_id, int rate,
@@ -233,6 +268,94 @@ class Ingest {
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> published_{0}, failed_{0}, bytes_{0};
   std::thread thread_;
+};
+
+// One MQTT publication of a flood, made before the clock starts.
+struct Publication {
+  std::string topic;
+  std::string payload;
+};
+
+struct FloodOptions {
+  int qos = 1;
+  // Publications handed to the client and not yet acknowledged (QoS 1) or
+  // written (QoS 0), per publisher; Paho's max-inflight is set to it.
+  int inflight = 1000;
+  // A publisher gives up when the oldest of its publications is not done
+  // after this long, and counts the rest as failed.
+  std::chrono::seconds stall{30};
+  std::string client_id = "bench-flood";  // publisher i is <client_id>-i
+};
+
+// Publishes every lane as fast as the broker takes it: one Paho C++ async
+// client (MQTT 3.1.1, so the broker's receive maximum does not cap its
+// window) and thread per lane, each keeping `inflight` publications
+// outstanding, in the lane's order. The clients connect and the messages
+// are built in the constructor; the clock starts when the threads are
+// released. Not thread-safe: one owner.
+class Flood {
+ public:
+  Flood(const std::string& url, const std::vector<std::vector<Publication>>& lanes,
+        FloodOptions options);
+  ~Flood();
+  Flood(const Flood&) = delete;
+  Flood& operator=(const Flood&) = delete;
+
+  Clock::time_point start() const { return start_; }
+  bool running() const { return running_lanes_.load() > 0; }
+  // Waits for every lane to finish (each bounded by the stall timeout) and
+  // disconnects: seconds from the start until the last lane finished.
+  double Wait();
+  int64_t total() const { return total_; }
+  int64_t published() const { return published_.load(); }
+  int64_t failed() const { return failed_.load(); }
+
+ private:
+  struct Lane;
+  void Run(Lane& lane);
+
+  const FloodOptions options_;
+  std::vector<std::unique_ptr<Lane>> lanes_;
+  std::vector<std::thread> threads_;
+  int64_t total_ = 0;
+  Clock::time_point start_;
+  std::atomic<bool> go_{false};  // releases the lanes' threads
+  std::atomic<int64_t> published_{0}, failed_{0};
+  std::atomic<int> running_lanes_{0};
+  bool waited_ = false;
+};
+
+// A bare MQTT consumer, what Komoku's own client is without Komoku: a Paho
+// C++ async_client, MQTT 5, a persistent session (clean start off, a week's
+// session expiry, as komoku connects), one filter subscribed at `qos`, and a
+// message callback that counts (and calls `handler`, when given, on Paho's
+// receive thread). Thread-safe counters.
+class Consumer {
+ public:
+  using Handler = std::function<void(const mqtt::message&, Clock::time_point arrived)>;
+  // `receive_maximum` > 0 is sent in CONNECT (MQTT 5 Receive Maximum): how
+  // many QoS 1 messages the broker may have unacknowledged at this client.
+  // Without it Mosquitto allows its max_inflight_messages (20), queues the
+  // rest up to max_queued_messages (1,000) and drops what comes after.
+  Consumer(const std::string& url, const std::string& client_id, const std::string& filter, int qos,
+           Handler handler = nullptr, int receive_maximum = 0);
+  ~Consumer();
+  Consumer(const Consumer&) = delete;
+  Consumer& operator=(const Consumer&) = delete;
+
+  int64_t count() const { return count_.load(); }
+  // When the last message arrived (the epoch of Clock before the first).
+  Clock::time_point last() const;
+  // Unsubscribes (so the session the broker keeps takes nothing more) and
+  // disconnects; bounded waits.
+  void Close();
+
+ private:
+  std::unique_ptr<mqtt::async_client> client_;
+  const std::string filter_;
+  const Handler handler_;
+  std::atomic<int64_t> count_{0};
+  std::atomic<int64_t> last_ns_{0};
 };
 
 // --- /proc --------------------------------------------------------------------

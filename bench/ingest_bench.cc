@@ -1,0 +1,681 @@
+// The MQTT ingest bars of issue 18 (docs/benchmarks.md, "MQTT ingest"): the
+// real komoku binary and a real Mosquitto on loopback, each figure beside a
+// baseline measured in the same run.
+//
+// 1. Flood throughput. A fast publisher in this process (FloodOptions: Paho
+//    C++ async clients, --publishers (1) of them, --inflight (1,000)
+//    publications outstanding each, every message built before the clock
+//    starts) publishes --messages (200,000) as fast as the broker takes
+//    them, in four cases:
+//      set     komoku/set/bench/kNNNN round robin over --keys (1,000) keys,
+//              plain numbers (20.37), a key's value new every round;
+//      mapped  zigbee2mqtt/devNNNN round robin over --keys / 2 devices,
+//              {"temperature":21.50,"humidity":40.1,"linkquality":120}
+//              through the zigbee2mqtt rule of docs/mapping.md (linkquality
+//              ignored): 2 changes a message, new values every round;
+//    each at QoS 0 and at QoS 1 (publisher QoS; Komoku and the baseline
+//    subscribe at QoS 1, and a message is delivered at the lower of the two).
+//    Each case has its own broker, with max_queued_messages 0 (no limit): a
+//    stock Mosquitto drops what a slow subscriber has not taken past 1,000
+//    queued messages (QoS 0 past 1,000 unsent packets), and this part
+//    measures how fast Komoku takes a flood, not how much the broker
+//    throws away (part 3 measures that).
+//    Baseline: a bare Paho C++ consumer (Consumer: MQTT 5, persistent
+//    session as komoku's, a callback that counts) on the case's filter,
+//    timed from the first publish to its last message. Then a fresh komoku
+//    (its own data dir and client id) takes the same flood from the same
+//    broker, timed from the first publish until every message is committed
+//    and queryable: komoku_changes_stored_total has grown by every change
+//    sent, komoku_writer_queue_depth is 0 (the writer committed them) and
+//    GET /api/v1/value of the last message's key answers its value.
+//    Polled every 50 ms. Printed: messages/s of each and komoku/bare.
+// 2. Latency. --rate (1,000) messages/s over --keys keys for
+//    --latency-seconds (10) to komoku/set/<key>, QoS 1, each value the
+//    publication's number; a subscriber to komoku/state/# in this process
+//    matches each state's value to when it was sent: p50, p99, max.
+//    Baseline: a subscriber to komoku/set/# on the same broker in the same
+//    run (the broker's own round trip).
+// 3. Backfill. A year of one key at 1-minute spacing (--backfill, 525,600
+//    lines of {"value":v,"time":t}, every value different from the one
+//    before) published by `mosquitto_pub -q 1 -l -t komoku/set/backfill`
+//    into a Mosquitto with default settings. Baselines: bare consumers
+//    (QoS 1) receiving the same file from the same broker, one connected as
+//    komoku connects and one with MQTT 5 Receive Maximum 65,535; then
+//    komoku. Printed: how many each got or stored, and how long it took.
+//    Mosquitto 2.0.11's mosquitto_pub -l sends only about 65,535 + (lines
+//    mod 65,535) lines of a large file at QoS 1 (its message ids wrap; see
+//    docs/benchmarks.md): the bare rows show that ceiling.
+//
+// Every wait is bounded: a count that has not grown for --stall-seconds
+// (30) once its source has finished ends the wait, and the figures say what
+// was stored by then. Options: --messages=N --keys=N --publishers=N
+// --inflight=N --rate=N --latency-seconds=N --backfill=N --stall-seconds=N,
+// --only=flood,latency,backfill (a comma list; all three by default).
+// Never fails for being slow; exits 1 only when something does not work.
+#include <httplib.h>
+#include <mqtt/message.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "real_service.h"
+
+namespace {
+
+using namespace komoku::bench;  // NOLINT(google-build-using-namespace): a program's own helpers
+using std::chrono::milliseconds;
+
+constexpr milliseconds kPoll{50};
+// No wait outlasts this, whatever the counts do.
+constexpr milliseconds kLimit{30 * 60 * 1000};
+
+struct Options {
+  int messages = 200000;
+  int keys = 1000;
+  int publishers = 1;
+  int inflight = 1000;
+  int rate = 1000;
+  int latency_seconds = 10;
+  int backfill = 525600;
+  int stall_seconds = 30;
+  bool flood = true, latency = true, backfill_part = true;
+  milliseconds stall() const { return milliseconds(1000LL * stall_seconds); }
+};
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+std::string Thousands(int64_t n) {
+  std::string s = std::to_string(n < 0 ? -n : n);
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
+  return n < 0 ? "-" + s : s;
+}
+
+std::string Rate(double count, double seconds) {
+  if (seconds <= 0 || count <= 0) return "-";
+  return Thousands(std::llround(count / seconds));
+}
+
+double Percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size())));
+  return v[std::clamp<size_t>(rank, 1, v.size()) - 1];
+}
+
+// --- komoku -------------------------------------------------------------------
+
+constexpr const char* kZigbeeRule =
+    "mappings:\n"
+    "  - name: zigbee2mqtt\n"
+    "    topic: zigbee2mqtt/+\n"
+    "    exclude: zigbee2mqtt/bridge/#\n"
+    "    key: \"{1}/{field}\"\n"
+    "    fields: \"*\"\n"
+    "    ignore: [linkquality, last_seen, update]\n";
+
+// The defaults, but no background compaction (none of this history is old
+// enough to move, and a compaction would only add noise) and warnings only.
+std::string KomokuConfig(const std::string& url, const std::string& client_id,
+                         const std::string& data_dir, bool mapped) {
+  return "mqtt:\n  broker: " + url + "\n  client_id: " + client_id +
+         "\nstore:\n  data_dir: " + data_dir +
+         "\n  compact_interval: 0\nhttp:\n  listen: 127.0.0.1:0\nlog:\n  level: warn\n" +
+         (mapped ? kZigbeeRule : "");
+}
+
+// GET /api/v1/value of `key` answers `value`.
+bool ValueIs(httplib::Client* http, const std::string& key, double value) {
+  auto res = http->Get("/api/v1/value?key=" + key);
+  if (!res || res->status != 200) return false;
+  const nlohmann::json j = nlohmann::json::parse(res->body, nullptr, false);
+  if (!j.is_object() || !j.contains("value") || !j["value"].is_number()) return false;
+  return std::fabs(j["value"].get<double>() - value) < 1e-9;
+}
+
+// What komoku's /metrics said last, read as a count for WaitProgress.
+struct KomokuWatch {
+  int port = 0;
+  std::map<std::string, double> last;
+  int64_t Stored() {
+    std::map<std::string, double> m = Metrics(port);
+    if (!m.empty()) last = std::move(m);
+    return Get("komoku_changes_stored_total");
+  }
+  int64_t Get(const std::string& series) const {
+    auto it = last.find(series);
+    return it == last.end() ? 0 : static_cast<int64_t>(it->second);
+  }
+};
+
+// --- 1. flood -------------------------------------------------------------------
+
+struct FloodCase {
+  bool mapped = false;
+  int qos = 1;
+  std::string name() const {
+    return std::string(mapped ? "mapped" : "set") + " QoS " + std::to_string(qos);
+  }
+};
+
+struct Messages {
+  std::vector<std::vector<Publication>> lanes;
+  int64_t count = 0;
+  int changes_per_message = 1;
+  std::string filter;    // what Komoku and the baseline subscribe to
+  std::string last_key;  // the key of the last message's (first) change
+  double last_value = 0;
+};
+
+// Message i goes to key (or device) i % n, in lane (i % n) % publishers, so
+// each key's messages stay in order.
+Messages BuildMessages(const Options& o, bool mapped) {
+  Messages m;
+  m.count = o.messages;
+  m.lanes.resize(static_cast<size_t>(o.publishers));
+  const int64_t n = mapped ? std::max(1, o.keys / 2) : o.keys;
+  m.changes_per_message = mapped ? 2 : 1;
+  m.filter = mapped ? "zigbee2mqtt/+" : "komoku/set/#";
+  char topic[64], payload[128];
+  for (int64_t i = 0; i < m.count; ++i) {
+    const int64_t k = i % n;
+    const int64_t step = i / n % 1000;  // differs from the round before
+    double value;
+    if (mapped) {
+      value = 15.0 + static_cast<double>(step) * 0.01;
+      std::snprintf(topic, sizeof topic, "zigbee2mqtt/dev%04lld", static_cast<long long>(k));
+      std::snprintf(payload, sizeof payload,
+                    R"({"temperature":%.2f,"humidity":%.1f,"linkquality":120})", value,
+                    40.0 + static_cast<double>(step) * 0.1);
+      if (i == m.count - 1) m.last_key = std::string(topic + 12) + "/temperature";
+    } else {
+      value = 20.0 + static_cast<double>(step) * 0.01;
+      std::snprintf(topic, sizeof topic, "komoku/set/bench/k%04lld", static_cast<long long>(k));
+      std::snprintf(payload, sizeof payload, "%.2f", value);
+      if (i == m.count - 1) m.last_key = topic + 11;
+    }
+    if (i == m.count - 1) m.last_value = std::round(value * 100) / 100;
+    m.lanes[static_cast<size_t>(k % o.publishers)].push_back({topic, payload});
+  }
+  return m;
+}
+
+struct FloodRow {
+  FloodCase c;
+  int64_t sent = 0, publish_failed = 0;
+  double publish_seconds = 0;
+  int64_t bare_got = 0;
+  double bare_seconds = 0;
+  int64_t komoku_messages = 0;  // messages whose changes were all stored
+  int64_t komoku_received = 0, komoku_state_errors = 0;
+  double komoku_seconds = 0;
+  bool komoku_done = false;
+};
+
+FloodRow RunFloodCase(const Options& o, const FloodCase& c, const Messages& m) {
+  FloodRow row;
+  row.c = c;
+  row.sent = m.count;
+  ScratchDir dir(BenchBase(), "ingest-flood");
+  int broker_port = 0;
+  std::unique_ptr<Process> broker = StartBroker(dir, &broker_port, "max_queued_messages 0\n");
+  const std::string url = "tcp://127.0.0.1:" + std::to_string(broker_port);
+  FloodOptions fo;
+  fo.qos = c.qos;
+  fo.inflight = o.inflight;
+  fo.stall = std::chrono::seconds(o.stall_seconds);
+
+  {
+    Consumer bare(url, "bare-consumer", m.filter, 1);
+    fo.client_id = "flood-bare";
+    Flood flood(url, m.lanes, fo);
+    const Progress p =
+        WaitProgress([&] { return bare.count(); }, m.count, flood.start(), o.stall(), kLimit,
+                     milliseconds(5), nullptr, [&] { return flood.running(); });
+    row.publish_seconds = flood.Wait();
+    row.publish_failed = flood.failed();
+    row.bare_got = p.count;
+    row.bare_seconds =
+        p.count > 0 ? std::chrono::duration<double>(bare.last() - flood.start()).count() : 0;
+    bare.Close();
+  }
+  std::printf("  %-13s bare consumer: %s of %s in %.2f s (%s msg/s); publisher done in %.2f s\n",
+              c.name().c_str(), Thousands(row.bare_got).c_str(), Thousands(m.count).c_str(),
+              row.bare_seconds, Rate(static_cast<double>(row.bare_got), row.bare_seconds).c_str(),
+              row.publish_seconds);
+
+  Komoku komoku = StartKomoku(dir, KomokuConfig(url, "komoku-bench", dir.File("data"), c.mapped));
+  auto http = NewClient(komoku.port);
+  http->set_read_timeout(std::chrono::seconds(10));
+  KomokuWatch watch{komoku.port, {}};
+  fo.client_id = "flood-komoku";
+  Flood flood(url, m.lanes, fo);
+  const Progress p = WaitProgress([&] { return watch.Stored(); }, m.count * m.changes_per_message,
+                                  flood.start(), o.stall(), kLimit, kPoll,
+                                  [&] {
+                                    return watch.Get("komoku_writer_queue_depth") == 0 &&
+                                           ValueIs(http.get(), m.last_key, m.last_value);
+                                  },
+                                  [&] { return flood.running(); });
+  flood.Wait();
+  row.komoku_done = p.reached;
+  row.komoku_seconds = p.seconds;
+  row.komoku_messages = p.count / m.changes_per_message;
+  row.komoku_received = watch.Get("komoku_mqtt_messages_total");
+  row.komoku_state_errors = watch.Get("komoku_mqtt_publish_errors_total");
+  const bool alive = komoku.process->Running();
+  std::printf("  %-13s komoku: %s of %s messages stored in %.2f s (%s msg/s)%s%s\n",
+              c.name().c_str(), Thousands(row.komoku_messages).c_str(), Thousands(m.count).c_str(),
+              row.komoku_seconds,
+              Rate(static_cast<double>(row.komoku_messages), row.komoku_seconds).c_str(),
+              p.reached ? "" : ", then no progress: gave up", alive ? "" : ", komoku exited");
+  komoku.process->Stop();
+  return row;
+}
+
+std::vector<FloodRow> RunFlood(const Options& o) {
+  std::printf(
+      "\n1. Flood: %s messages, %d keys (set) or %d devices x 2 fields (mapped), "
+      "%d publisher(s), %d in flight each; broker max_queued_messages 0\n",
+      Thousands(o.messages).c_str(), o.keys, std::max(1, o.keys / 2), o.publishers, o.inflight);
+  std::vector<FloodRow> rows;
+  for (bool mapped : {false, true}) {
+    const Messages m = BuildMessages(o, mapped);
+    for (int qos : {0, 1}) rows.push_back(RunFloodCase(o, FloodCase{mapped, qos}, m));
+  }
+  return rows;
+}
+
+// --- 2. latency -------------------------------------------------------------------
+
+// Latencies of the publications a subscriber saw, matched by number.
+class LatencyLog {
+ public:
+  explicit LatencyLog(const std::vector<std::atomic<int64_t>>* sent_ns)
+      : sent_ns_(sent_ns), seen_(sent_ns->size(), 0) {}
+  void Add(int64_t n, Clock::time_point arrived) {
+    const int64_t at = NowNsOf(arrived);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (n < 0 || n >= static_cast<int64_t>(seen_.size()) ||
+        (*sent_ns_)[static_cast<size_t>(n)] == 0) {
+      ++unmatched_;
+      return;
+    }
+    if (seen_[static_cast<size_t>(n)]++) {
+      ++duplicates_;
+      return;
+    }
+    ms_.push_back(static_cast<double>(at - (*sent_ns_)[static_cast<size_t>(n)].load()) / 1e6);
+  }
+  void Unmatched() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++unmatched_;
+  }
+  struct Summary {
+    int64_t matched = 0, unmatched = 0, duplicates = 0;
+    double p50 = 0, p99 = 0, max = 0;
+  };
+  Summary Get() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    Summary s;
+    s.matched = static_cast<int64_t>(ms_.size());
+    s.unmatched = unmatched_;
+    s.duplicates = duplicates_;
+    s.p50 = Percentile(ms_, 0.50);
+    s.p99 = Percentile(ms_, 0.99);
+    s.max = ms_.empty() ? 0 : *std::max_element(ms_.begin(), ms_.end());
+    return s;
+  }
+  int64_t count() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return static_cast<int64_t>(ms_.size());
+  }
+
+ private:
+  static int64_t NowNsOf(Clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  }
+  const std::vector<std::atomic<int64_t>>* sent_ns_;
+  mutable std::mutex mu_;
+  std::vector<uint8_t> seen_;  // guarded by mu_
+  std::vector<double> ms_;     // guarded by mu_
+  int64_t unmatched_ = 0, duplicates_ = 0;
+};
+
+struct LatencyResult {
+  int64_t sent = 0, failed = 0;
+  double seconds = 0;
+  LatencyLog::Summary broker, komoku;
+};
+
+LatencyResult RunLatency(const Options& o) {
+  const int64_t total = static_cast<int64_t>(o.rate) * o.latency_seconds;
+  std::printf("\n2. Latency: %s messages/s over %d keys for %d s (%s messages), QoS 1\n",
+              Thousands(o.rate).c_str(), o.keys, o.latency_seconds, Thousands(total).c_str());
+  ScratchDir dir(BenchBase(), "ingest-latency");
+  int broker_port = 0;
+  std::unique_ptr<Process> broker = StartBroker(dir, &broker_port);
+  const std::string url = "tcp://127.0.0.1:" + std::to_string(broker_port);
+  Komoku komoku = StartKomoku(dir, KomokuConfig(url, "komoku-bench", dir.File("data"), false));
+
+  std::vector<std::atomic<int64_t>> sent_ns(static_cast<size_t>(total));
+  for (auto& s : sent_ns) s = 0;
+  LatencyLog on_set(&sent_ns), on_state(&sent_ns);
+  Consumer set_sub(url, "latency-set", "komoku/set/#", 1,
+                   [&](const mqtt::message& msg, Clock::time_point at) {
+                     const std::string& p = msg.get_payload_str();
+                     char* end = nullptr;
+                     const long long n = std::strtoll(p.c_str(), &end, 10);
+                     if (end == p.c_str()) return on_set.Unmatched();
+                     on_set.Add(n, at);
+                   });
+  Consumer state_sub(url, "latency-state", "komoku/state/#", 1,
+                     [&](const mqtt::message& msg, Clock::time_point at) {
+                       const nlohmann::json j =
+                           nlohmann::json::parse(msg.get_payload_str(), nullptr, false);
+                       if (!j.is_object() || !j.contains("value") || !j["value"].is_number()) {
+                         return on_state.Unmatched();
+                       }
+                       on_state.Add(std::llround(j["value"].get<double>()), at);
+                     });
+
+  std::vector<std::string> keys;
+  char name[32];
+  for (int k = 0; k < o.keys; ++k) {
+    std::snprintf(name, sizeof name, "bench/k%04d", k);
+    keys.emplace_back(name);
+  }
+  IngestOptions io;
+  io.count = total;
+  const int64_t nkeys = o.keys;
+  io.payload = [nkeys](size_t key, int64_t round) {
+    return std::to_string(round * nkeys + static_cast<int64_t>(key));
+  };
+  io.before_publish = [&](int64_t n) { sent_ns[static_cast<size_t>(n)] = NowNs(); };
+  const Clock::time_point start = Clock::now();
+  Ingest ingest(url, "latency-pub", o.rate, keys, io);
+  auto publishing = [&] { return ingest.published() + ingest.failed() < total; };
+  WaitProgress([&] { return on_set.count(); }, total, start, o.stall(), kLimit, kPoll, nullptr,
+               publishing);
+  WaitProgress([&] { return on_state.count(); }, total, start, o.stall(), kLimit, kPoll, nullptr,
+               publishing);
+  LatencyResult r;
+  r.seconds = SecondsSince(start);
+  ingest.Stop();
+  r.sent = ingest.published();
+  r.failed = ingest.failed();
+  set_sub.Close();
+  state_sub.Close();
+  r.broker = on_set.Get();
+  r.komoku = on_state.Get();
+  komoku.process->Stop();
+  return r;
+}
+
+// --- 3. backfill -------------------------------------------------------------------
+
+// Receive Maximum of the second bare consumer: the most MQTT 5 allows.
+constexpr int kWideReceiveMaximum = 65535;
+
+struct BareBackfill {
+  int receive_maximum = 0;  // 0: not sent, as komoku connects today
+  int64_t got = 0;
+  double seconds = 0, pub_seconds = 0;
+};
+
+struct BackfillRow {
+  int64_t lines = 0;
+  std::vector<BareBackfill> bare;
+  int64_t komoku_stored = 0;
+  double komoku_seconds = 0, komoku_pub_seconds = 0;
+  bool komoku_done = false, komoku_current_is_last = false;
+};
+
+// Runs mosquitto_pub on `file` and waits until `read` reaches `lines` (and
+// `complete` holds) or stops growing after mosquitto_pub ended.
+Progress Backfill(const ScratchDir& dir, int broker_port, const std::string& file, int64_t lines,
+                  const std::string& tag, const Options& o, const std::function<int64_t()>& read,
+                  const std::function<bool()>& complete, double* pub_seconds) {
+  const Clock::time_point start = Clock::now();
+  Process pub({MOSQUITTO_PUB_BINARY, "-h", "127.0.0.1", "-p", std::to_string(broker_port), "-q",
+               "1", "-l", "-t", "komoku/set/backfill", "-i", "backfill-" + tag},
+              dir.File("mosquitto_pub-" + tag + ".log"), file);
+  *pub_seconds = -1;
+  const Progress p = WaitProgress(read, lines, start, o.stall(), kLimit, kPoll, complete, [&] {
+    if (pub.Running()) return true;
+    if (*pub_seconds < 0) *pub_seconds = SecondsSince(start);
+    return false;
+  });
+  // The count can reach the target a moment before mosquitto_pub has its
+  // last acknowledgement and exits.
+  const int rc = pub.Wait(milliseconds(1000LL * o.stall_seconds));
+  if (rc < 0) {
+    pub.Stop();
+    std::printf("  mosquitto_pub (%s) did not finish; stopped\n", tag.c_str());
+  } else if (rc > 0) {
+    std::printf("  mosquitto_pub (%s) exited with %d: %s\n", tag.c_str(), rc, pub.Output().c_str());
+  }
+  if (*pub_seconds < 0) *pub_seconds = SecondsSince(start);
+  return p;
+}
+
+BackfillRow RunBackfill(const Options& o) {
+  BackfillRow row;
+  row.lines = o.backfill;
+  std::printf(
+      "\n3. Backfill: %s lines of {\"value\":v,\"time\":t}, 1 min apart, "
+      "mosquitto_pub -q 1 -l, broker defaults\n",
+      Thousands(row.lines).c_str());
+  ScratchDir dir(BenchBase(), "ingest-backfill");
+  const std::string file = dir.File("backfill.txt");
+  const int64_t end_s = std::time(nullptr) / 60 * 60 - 60;
+  double last_value = 0;
+  int64_t last_time = 0;
+  {
+    std::ofstream out(file);
+    char line[96];
+    for (int64_t i = 0; i < row.lines; ++i) {
+      last_value = 15.0 + static_cast<double>(i % 1000) * 0.01;  // never the value before
+      last_time = end_s - (row.lines - 1 - i) * 60;
+      std::snprintf(line, sizeof line, "{\"value\":%.2f,\"time\":%lld}\n", last_value,
+                    static_cast<long long>(last_time));
+      out << line;
+    }
+    if (!out.flush()) Fail("cannot write " + file);
+  }
+  int broker_port = 0;
+  std::unique_ptr<Process> broker = StartBroker(dir, &broker_port);
+  const std::string url = "tcp://127.0.0.1:" + std::to_string(broker_port);
+  for (int receive_maximum : {0, kWideReceiveMaximum}) {
+    BareBackfill b;
+    b.receive_maximum = receive_maximum;
+    const std::string tag = "bare-rm" + std::to_string(receive_maximum);
+    Consumer bare(url, tag, "komoku/set/#", 1, nullptr, receive_maximum);
+    const Clock::time_point start = Clock::now();
+    const Progress p = Backfill(
+        dir, broker_port, file, row.lines, tag, o, [&] { return bare.count(); }, nullptr,
+        &b.pub_seconds);
+    b.got = p.count;
+    b.seconds = p.count > 0 ? std::chrono::duration<double>(bare.last() - start).count() : 0;
+    bare.Close();
+    std::printf("  bare consumer, receive maximum %s: %s of %s in %.2f s (mosquitto_pub %.2f s)\n",
+                receive_maximum ? std::to_string(receive_maximum).c_str() : "not sent",
+                Thousands(b.got).c_str(), Thousands(row.lines).c_str(), b.seconds, b.pub_seconds);
+    row.bare.push_back(b);
+  }
+
+  Komoku komoku = StartKomoku(dir, KomokuConfig(url, "komoku-bench", dir.File("data"), false));
+  KomokuWatch watch{komoku.port, {}};
+  const Progress p = Backfill(
+      dir, broker_port, file, row.lines, "komoku", o, [&] { return watch.Stored(); },
+      [&] { return watch.Get("komoku_writer_queue_depth") == 0; }, &row.komoku_pub_seconds);
+  row.komoku_done = p.reached;
+  row.komoku_stored = p.count;
+  row.komoku_seconds = p.seconds;
+  {
+    auto http = NewClient(komoku.port);
+    http->set_read_timeout(std::chrono::seconds(10));
+    auto res = http->Get("/api/v1/value?key=backfill");
+    if (res && res->status == 200) {
+      const nlohmann::json j = nlohmann::json::parse(res->body, nullptr, false);
+      row.komoku_current_is_last = j.is_object() &&
+                                   j.value("value", -1.0) == std::round(last_value * 100) / 100 &&
+                                   std::llround(j.value("time", 0.0)) == last_time;
+    }
+  }
+  std::printf("  komoku: %s of %s stored in %.2f s%s (mosquitto_pub %.2f s); current value %s\n",
+              Thousands(row.komoku_stored).c_str(), Thousands(row.lines).c_str(),
+              row.komoku_seconds, p.reached ? "" : ", then no progress: gave up",
+              row.komoku_pub_seconds,
+              row.komoku_current_is_last ? "is the last line's" : "is NOT the last line's");
+  komoku.process->Stop();
+  return row;
+}
+
+// --- main -------------------------------------------------------------------
+
+std::string Ratio(double a, double b) {
+  if (a <= 0 || b <= 0) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2fx", a / b);
+  return buf;
+}
+
+void PrintSummary(const Options& o, const std::vector<FloodRow>& flood, const LatencyResult* lat,
+                  const BackfillRow* back) {
+  std::printf("\n=== ingest_bench summary ===\n");
+  if (!flood.empty()) {
+    std::printf("\nFlood throughput (%s messages; komoku timed until committed and queryable)\n",
+                Thousands(o.messages).c_str());
+    std::printf("%-13s %9s %9s %8s %10s | %9s %8s %10s %7s | %s\n", "case", "sent", "bare got",
+                "bare s", "bare msg/s", "komoku", "komoku s", "msg/s", "ratio", "komoku notes");
+    for (const FloodRow& r : flood) {
+      const double bare_rate = r.bare_seconds > 0 ? r.bare_got / r.bare_seconds : 0;
+      const double komoku_rate = r.komoku_seconds > 0 ? r.komoku_messages / r.komoku_seconds : 0;
+      std::string notes = r.komoku_done ? "all stored" : "gave up (no progress)";
+      notes += "; received " + Thousands(r.komoku_received);
+      if (r.komoku_state_errors > 0) {
+        notes += "; " + Thousands(r.komoku_state_errors) + " publish errors";
+      }
+      if (r.publish_failed > 0) notes += "; publisher failed " + Thousands(r.publish_failed);
+      std::printf("%-13s %9s %9s %8.2f %10s | %9s %8.2f %10s %7s | %s\n", r.c.name().c_str(),
+                  Thousands(r.sent).c_str(), Thousands(r.bare_got).c_str(), r.bare_seconds,
+                  Rate(static_cast<double>(r.bare_got), r.bare_seconds).c_str(),
+                  Thousands(r.komoku_messages).c_str(), r.komoku_seconds,
+                  Rate(static_cast<double>(r.komoku_messages), r.komoku_seconds).c_str(),
+                  Ratio(komoku_rate, bare_rate).c_str(), notes.c_str());
+    }
+    std::printf(
+        "(mapped: 2 changes a message; messages/s counts messages. Bars: >= 0.9x at QoS 0, "
+        ">= 0.7x at QoS 1.)\n");
+  }
+  if (lat) {
+    std::printf(
+        "\nPublish -> receive latency, %s msg/s over %d keys, %s published (%s failed) "
+        "in %.1f s\n",
+        Thousands(o.rate).c_str(), o.keys, Thousands(lat->sent).c_str(),
+        Thousands(lat->failed).c_str(), lat->seconds);
+    std::printf("%-28s %9s %9s %9s %9s %9s\n", "path", "received", "p50 ms", "p99 ms", "max ms",
+                "dup/bad");
+    auto line = [](const char* name, const LatencyLog::Summary& s) {
+      std::printf("%-28s %9s %9.2f %9.2f %9.2f %4s/%-4s\n", name, Thousands(s.matched).c_str(),
+                  s.p50, s.p99, s.max, Thousands(s.duplicates).c_str(),
+                  Thousands(s.unmatched).c_str());
+    };
+    line("broker: komoku/set/#", lat->broker);
+    line("komoku: komoku/state/#", lat->komoku);
+    std::printf("p99 komoku/broker: %s (bar: komoku p99 <= 5 ms)\n",
+                Ratio(lat->komoku.p99, lat->broker.p99).c_str());
+  }
+  if (back) {
+    std::printf("\nBackfill of %s lines, mosquitto_pub -q 1 -l, default Mosquitto\n",
+                Thousands(back->lines).c_str());
+    std::printf("%-26s %9s %8s %10s %16s\n", "consumer", "got", "seconds", "msg/s",
+                "mosquitto_pub s");
+    for (const BareBackfill& b : back->bare) {
+      const std::string name = b.receive_maximum
+                                   ? "bare, receive max " + std::to_string(b.receive_maximum)
+                                   : "bare (as komoku connects)";
+      std::printf("%-26s %9s %8.2f %10s %16.2f\n", name.c_str(), Thousands(b.got).c_str(),
+                  b.seconds, Rate(static_cast<double>(b.got), b.seconds).c_str(), b.pub_seconds);
+    }
+    std::printf("%-26s %9s %8.2f %10s %16.2f  %s; current value %s\n", "komoku (stored)",
+                Thousands(back->komoku_stored).c_str(), back->komoku_seconds,
+                Rate(static_cast<double>(back->komoku_stored), back->komoku_seconds).c_str(),
+                back->komoku_pub_seconds,
+                back->komoku_done ? "all stored" : "gave up (no progress)",
+                back->komoku_current_is_last ? "right" : "wrong");
+    std::printf("(bar: all %s stored)\n", Thousands(back->lines).c_str());
+  }
+}
+
+// Takes --only=a,b out of argv; the rest are int flags.
+void ParseOptions(int argc, char** argv, Options* o) {
+  std::vector<char*> rest{argv[0]};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--only=", 0) != 0) {
+      rest.push_back(argv[i]);
+      continue;
+    }
+    o->flood = o->latency = o->backfill_part = false;
+    std::string list = a.substr(7) + ",";
+    for (size_t pos = 0, comma; (comma = list.find(',', pos)) != std::string::npos;
+         pos = comma + 1) {
+      const std::string part = list.substr(pos, comma - pos);
+      if (part == "flood") {
+        o->flood = true;
+      } else if (part == "latency") {
+        o->latency = true;
+      } else if (part == "backfill") {
+        o->backfill_part = true;
+      } else {
+        Fail("unknown part '" + part + "' in " + a + " (known: flood, latency, backfill)");
+      }
+    }
+  }
+  ParseIntFlags(static_cast<int>(rest.size()), rest.data(),
+                {{"--messages", &o->messages},
+                 {"--keys", &o->keys},
+                 {"--publishers", &o->publishers},
+                 {"--inflight", &o->inflight},
+                 {"--rate", &o->rate},
+                 {"--latency-seconds", &o->latency_seconds},
+                 {"--backfill", &o->backfill},
+                 {"--stall-seconds", &o->stall_seconds}});
+}
+
+int Run(int argc, char** argv) {
+  Options o;
+  ParseOptions(argc, argv, &o);
+  std::printf("ingest_bench: %s\n", MachineLine().c_str());
+  std::vector<FloodRow> flood;
+  LatencyResult lat;
+  BackfillRow back;
+  if (o.flood) flood = RunFlood(o);
+  if (o.latency) lat = RunLatency(o);
+  if (o.backfill_part) back = RunBackfill(o);
+  PrintSummary(o, flood, o.latency ? &lat : nullptr, o.backfill_part ? &back : nullptr);
+  std::printf("\n%s\n", LoadLine().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return BenchMain("ingest_bench", [&] { return Run(argc, argv); });
+}
