@@ -161,6 +161,12 @@ Broker::Broker(const TempDir& dir, BrokerOptions options) : dir_(dir) {
   if (options.persistence) {
     // Mosquitto wants the directory to exist and the trailing slash.
     std::filesystem::create_directories(dir.File("mosquitto-data"));
+    // Started as root, Mosquitto drops to its own user before it saves its
+    // database: that user must reach the directory and write in it.
+    namespace fs = std::filesystem;
+    fs::permissions(dir.path(), fs::perms::group_exec | fs::perms::others_exec,
+                    fs::perm_options::add);
+    fs::permissions(dir.File("mosquitto-data"), fs::perms::all, fs::perm_options::add);
     persistence = "persistence true\npersistence_location " + dir.File("mosquitto-data") + "/\n";
   }
   // The port can be taken between FreeLoopbackPort() and mosquitto's bind;

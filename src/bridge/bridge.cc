@@ -42,6 +42,8 @@ constexpr std::chrono::seconds kDiscoveryConfirmTime{60};
 
 // The ingest thread takes at most this many messages from the log at a time.
 constexpr size_t kIngestBatch = 1024;
+// The MQTT 5 Receive Maximum Komoku announces (the protocol's largest).
+constexpr int kReceiveMaximum = 65535;
 // State publications not yet acknowledged by the broker, at most.
 constexpr size_t kStateInFlight = 256;
 // A subscription not acknowledged within this time is asked for again.
@@ -112,8 +114,12 @@ class Bridge::Impl {
     client_->set_message_callback([this](mqtt::const_message_ptr msg) { OnMessage(msg); });
     client_->set_connected_handler([this](const std::string&) { OnConnected(); });
     client_->set_connection_lost_handler([this](const std::string& cause) {
-      connected_ = false;
-      subscribed_ = false;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        connected_ = false;
+        subscribed_ = false;
+      }
+      cv_.notify_all();  // the connector reconnects
       log_->warn("lost connection to {}: {}; reconnecting", options_.broker,
                  cause.empty() ? "no reason given" : cause);
     });
@@ -267,12 +273,20 @@ class Bridge::Impl {
     mqtt::connect_options opts;
     opts.set_mqtt_version(MQTTVERSION_5);
     opts.set_clean_start(false);
+    // Receive Maximum: the broker may have this many QoS 1 messages
+    // unacknowledged to Komoku at once. Mosquitto's default for a client
+    // that does not say is 20, with at most 1,000 more queued behind them
+    // and the rest dropped; Paho acknowledges each message as it reads it
+    // (and the callback only appends to the ingest log), so a wide window
+    // costs nothing and keeps a burst flowing instead of dropped.
     opts.set_properties(mqtt::properties{
         {mqtt::property::SESSION_EXPIRY_INTERVAL,
-         static_cast<int>(options_.session_expiry.count())}});
+         static_cast<int>(options_.session_expiry.count())},
+        {mqtt::property::RECEIVE_MAXIMUM, kReceiveMaximum}});
     opts.set_keep_alive_interval(options_.keep_alive);
     opts.set_connect_timeout(std::chrono::seconds(10));
-    opts.set_automatic_reconnect(options_.reconnect_min, options_.reconnect_max);
+    // No automatic reconnect: Paho's waits whole seconds and was seen to
+    // take 2-5 s after a broker restart; ConnectLoop reconnects itself.
     opts.set_will(mqtt::will_options(status_topic_, std::string("offline"), kQos, true));
     if (!options_.username.empty()) opts.set_user_name(options_.username);
     if (!options_.password.empty()) opts.set_password(options_.password);
@@ -306,32 +320,49 @@ class Bridge::Impl {
     return opts;
   }
 
-  // Tries the first connection until it succeeds (Paho's automatic
-  // reconnect takes over after that), then subscribes after every
-  // (re)connect, asking again until the broker acknowledges it.
+  // Connects, and connects again whenever the connection is lost, trying
+  // after reconnect_min, doubling up to reconnect_max; subscribes after
+  // every (re)connect, asking again until the broker acknowledges it.
   void ConnectLoop() {
     auto backoff = options_.reconnect_min;
-    for (;;) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (stopped_) return;
-      }
-      try {
-        log_->info("connecting to {} as '{}'", options_.broker, options_.client_id);
-        client_->connect(ConnectOptions())->wait();
-        break;
-      } catch (const mqtt::exception& e) {
-        log_->warn("cannot connect to {}: {}; retrying in {} ms", options_.broker, e.what(),
-                   backoff.count());
-      }
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, backoff, [&] { return stopped_; });
-      backoff = std::min(backoff * 2, options_.reconnect_max);
-    }
+    int failures = 0;
     std::unique_lock<std::mutex> lock(mu_);
     while (!stopped_) {
+      if (!connected_) {
+        lock.unlock();
+        bool ok = false;
+        std::string why;
+        try {
+          if (failures == 0) {
+            log_->info("connecting to {} as '{}'", options_.broker, options_.client_id);
+          }
+          auto token = client_->connect(ConnectOptions());
+          ok = token->wait_for(std::chrono::seconds(15));
+          if (!ok) why = "no answer within 15 s";
+        } catch (const mqtt::exception& e) {
+          why = e.what();
+        }
+        // Paho calls OnConnected for every successful connect, maybe just
+        // after completing the token: do not take that moment for a loss.
+        const bool up = ok && client_->is_connected();
+        lock.lock();
+        if (ok) {
+          if (up) connected_ = true;
+          failures = 0;
+          backoff = options_.reconnect_min;
+          continue;
+        }
+        // The first failure and then one a minute are logged.
+        if (failures++ % std::max<int64_t>(1, 60000 / options_.reconnect_max.count()) == 0) {
+          log_->warn("cannot connect to {}: {}; trying again every {} ms at most", options_.broker,
+                     why, options_.reconnect_max.count());
+        }
+        cv_.wait_for(lock, backoff, [&] { return stopped_; });
+        backoff = std::min(backoff * 2, options_.reconnect_max);
+        continue;
+      }
       cv_.wait_for(lock, std::chrono::seconds(1),
-                   [&] { return stopped_ || subscribed_gen_ != connect_gen_; });
+                   [&] { return stopped_ || !connected_ || subscribed_gen_ != connect_gen_; });
       if (stopped_) break;
       if (subscribed_gen_ == connect_gen_ || !connected_) continue;
       const uint64_t gen = connect_gen_;
@@ -391,11 +422,11 @@ class Bridge::Impl {
   // Runs on Paho's thread: must not wait for a token. The connector thread
   // subscribes; the state thread republishes every key.
   void OnConnected() {
-    connected_ = true;
-    subscribed_ = false;
     log_->info("connected to {}", options_.broker);
     {
       std::lock_guard<std::mutex> lock(mu_);
+      connected_ = true;
+      subscribed_ = false;
       ++connect_gen_;
     }
     cv_.notify_all();
@@ -882,7 +913,6 @@ class Bridge::Impl {
   // retained configs are on their way; what has not come within
   // kDiscoveryConfirmTime is gone from the broker.
   void OnSubscribed() {
-    subscribed_ = true;
     if (!discovery_ || !discovery_->HasUnconfirmed()) return;
     {
       std::lock_guard<std::mutex> lock(mu_);

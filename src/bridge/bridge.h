@@ -46,11 +46,12 @@ struct BridgeOptions {
   // How long the broker keeps the session while Komoku is away.
   std::chrono::seconds session_expiry{7 * 24 * 3600};
   std::chrono::seconds keep_alive{30};
-  // Paho retries a lost connection after reconnect_min, doubling up to
-  // reconnect_max: a broker that restarts is connected to (and subscribed
-  // to) again within about reconnect_max.
-  std::chrono::milliseconds reconnect_min{1000};  // Paho counts whole seconds
-  std::chrono::milliseconds reconnect_max{2000};
+  // A lost (or first) connection is tried again after reconnect_min,
+  // doubling up to reconnect_max: a broker that restarts is connected to,
+  // and subscribed to, again within about reconnect_max of coming back. A
+  // try a second costs a refused TCP connection while the broker is away.
+  std::chrono::milliseconds reconnect_min{100};
+  std::chrono::milliseconds reconnect_max{1000};
   // A larger payload is refused unread.
   size_t max_payload_bytes = 64 * 1024;
   // Publish <prefix>/state/<key> on every change of the current value.
