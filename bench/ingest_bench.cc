@@ -50,7 +50,14 @@
 // (30) once its source has finished ends the wait, and the figures say what
 // was stored by then. Options: --messages=N --keys=N --publishers=N
 // --inflight=N --rate=N --latency-seconds=N --backfill=N --stall-seconds=N,
-// --only=flood,latency,backfill (a comma list; all three by default).
+// --only=flood,latency,backfill,writes (a comma list; all four by default).
+//
+// 4. Writes: 10 changes/s over 1,000 keys on komoku/set/<key> for
+//    --writes-seconds (120): the bytes komoku hands to write() (wchar) and
+//    those /proc counts as written to the device (write_bytes), per change,
+//    beside the MQTT topic and payload bytes of the same changes (the data
+//    itself) and the 3.3 KB a change measured before the ingest log
+//    (docs/benchmarks.md, footprint of 2026-12-05).
 // Never fails for being slow; exits 1 only when something does not work.
 #include <httplib.h>
 #include <mqtt/message.h>
@@ -90,7 +97,9 @@ struct Options {
   int latency_seconds = 10;
   int backfill = 525600;
   int stall_seconds = 30;
-  bool flood = true, latency = true, backfill_part = true;
+  int writes_rate = 10;
+  int writes_seconds = 120;
+  bool flood = true, latency = true, backfill_part = true, writes = true;
   milliseconds stall() const { return milliseconds(1000LL * stall_seconds); }
 };
 
@@ -426,6 +435,66 @@ LatencyResult RunLatency(const Options& o) {
   return r;
 }
 
+// --- 4. writes ---------------------------------------------------------------------
+
+struct WritesResult {
+  int64_t changes = 0;     // acknowledged by the broker
+  int64_t stored = 0;      // komoku_changes_stored_total
+  int64_t mqtt_bytes = 0;  // their topics and payloads
+  int64_t wchar = 0, write_bytes = 0;
+  double seconds = 0;
+};
+
+WritesResult RunWrites(const Options& o) {
+  std::printf("\n4. Writes: %d changes/s over %d keys for %d s\n", o.writes_rate, o.keys,
+              o.writes_seconds);
+  ScratchDir dir(BenchBase(), "ingest-writes");
+  int broker_port = 0;
+  std::unique_ptr<Process> broker = StartBroker(dir, &broker_port);
+  const std::string url = "tcp://127.0.0.1:" + std::to_string(broker_port);
+  Komoku komoku = StartKomoku(dir, KomokuConfig(url, "komoku-bench", dir.File("data"), false));
+  std::vector<std::string> keys;
+  char name[32];
+  for (int k = 0; k < o.keys; ++k) {
+    std::snprintf(name, sizeof name, "bench/k%04d", k);
+    keys.emplace_back(name);
+  }
+  // One round over every key first, so each key and its first rows exist
+  // and what is measured is the steady state.
+  {
+    IngestOptions warm;
+    warm.count = o.keys;
+    Ingest first(url, "writes-warm", 2000, keys, warm);
+    WaitFor([&] { return first.published() + first.failed() >= o.keys; }, std::chrono::seconds(60));
+    first.Stop();
+    WaitFor([&] { return Metric(komoku.port, "komoku_changes_stored_total") >= o.keys; },
+            std::chrono::seconds(60));
+    std::this_thread::sleep_for(std::chrono::seconds(12));  // a checkpoint
+  }
+  const pid_t pid = komoku.process->pid();
+  const int64_t wchar0 = ProcIo(pid, "wchar"), wb0 = ProcIo(pid, "write_bytes");
+  const int64_t stored0 = Metric(komoku.port, "komoku_changes_stored_total");
+  const Clock::time_point start = Clock::now();
+  IngestOptions io;
+  io.first = o.keys;
+  io.count = static_cast<int64_t>(o.writes_rate) * o.writes_seconds;
+  Ingest ingest(url, "writes-pub", o.writes_rate, keys, io);
+  WaitFor([&] { return ingest.published() + ingest.failed() >= io.count; },
+          std::chrono::seconds(o.writes_seconds * 2 + 60));
+  // The commits and one checkpoint of the last changes.
+  std::this_thread::sleep_for(std::chrono::seconds(12));
+  WritesResult r;
+  r.seconds = SecondsSince(start);
+  r.changes = ingest.published();
+  r.mqtt_bytes = ingest.bytes();
+  r.stored = Metric(komoku.port, "komoku_changes_stored_total") - stored0;
+  r.wchar = ProcIo(pid, "wchar") - wchar0;
+  r.write_bytes = ProcIo(pid, "write_bytes") - wb0;
+  ingest.Stop();
+  komoku.process->Stop();
+  return r;
+}
+
 // --- 3. backfill -------------------------------------------------------------------
 
 // Receive Maximum of the second bare consumer: the most MQTT 5 allows.
@@ -556,7 +625,7 @@ std::string Ratio(double a, double b) {
 }
 
 void PrintSummary(const Options& o, const std::vector<FloodRow>& flood, const LatencyResult* lat,
-                  const BackfillRow* back) {
+                  const BackfillRow* back, const WritesResult* writes) {
   std::printf("\n=== ingest_bench summary ===\n");
   if (!flood.empty()) {
     std::printf("\nFlood throughput (%s messages; komoku timed until committed and queryable)\n",
@@ -621,6 +690,21 @@ void PrintSummary(const Options& o, const std::vector<FloodRow>& flood, const La
                 back->komoku_current_is_last ? "right" : "wrong");
     std::printf("(bar: all %s stored)\n", Thousands(back->lines).c_str());
   }
+  if (writes) {
+    const double n = static_cast<double>(std::max<int64_t>(1, writes->stored));
+    std::printf("\nWrites at %d changes/s over %d keys: %s changes acknowledged, %s stored in "
+                "%.0f s\n",
+                o.writes_rate, o.keys, Thousands(writes->changes).c_str(),
+                Thousands(writes->stored).c_str(), writes->seconds);
+    std::printf("%-44s %12s\n", "bytes a change", "");
+    std::printf("%-44s %12.0f\n", "komoku: handed to write() (wchar)", writes->wchar / n);
+    std::printf("%-44s %12.0f\n", "komoku: to the device (write_bytes)", writes->write_bytes / n);
+    std::printf("%-44s %12.0f\n", "baseline: MQTT topic + payload",
+                writes->mqtt_bytes / static_cast<double>(std::max<int64_t>(1, writes->changes)));
+    std::printf("%-44s %12d\n", "baseline: komoku before the ingest log", 3300);
+    std::printf("(bar: wchar <= 1/5 of 3,300 = 660 bytes a change. write_bytes counts whole\n"
+                " page-cache folios on recent kernels: see docs/benchmarks.md, Footprint.)\n");
+  }
 }
 
 // Takes --only=a,b out of argv; the rest are int flags.
@@ -632,7 +716,7 @@ void ParseOptions(int argc, char** argv, Options* o) {
       rest.push_back(argv[i]);
       continue;
     }
-    o->flood = o->latency = o->backfill_part = false;
+    o->flood = o->latency = o->backfill_part = o->writes = false;
     std::string list = a.substr(7) + ",";
     for (size_t pos = 0, comma; (comma = list.find(',', pos)) != std::string::npos;
          pos = comma + 1) {
@@ -643,8 +727,10 @@ void ParseOptions(int argc, char** argv, Options* o) {
         o->latency = true;
       } else if (part == "backfill") {
         o->backfill_part = true;
+      } else if (part == "writes") {
+        o->writes = true;
       } else {
-        Fail("unknown part '" + part + "' in " + a + " (known: flood, latency, backfill)");
+        Fail("unknown part '" + part + "' in " + a + " (known: flood, latency, backfill, writes)");
       }
     }
   }
@@ -656,7 +742,9 @@ void ParseOptions(int argc, char** argv, Options* o) {
                  {"--rate", &o->rate},
                  {"--latency-seconds", &o->latency_seconds},
                  {"--backfill", &o->backfill},
-                 {"--stall-seconds", &o->stall_seconds}});
+                 {"--stall-seconds", &o->stall_seconds},
+                 {"--writes-rate", &o->writes_rate},
+                 {"--writes-seconds", &o->writes_seconds}});
 }
 
 int Run(int argc, char** argv) {
@@ -666,10 +754,13 @@ int Run(int argc, char** argv) {
   std::vector<FloodRow> flood;
   LatencyResult lat;
   BackfillRow back;
+  WritesResult writes;
   if (o.flood) flood = RunFlood(o);
   if (o.latency) lat = RunLatency(o);
   if (o.backfill_part) back = RunBackfill(o);
-  PrintSummary(o, flood, o.latency ? &lat : nullptr, o.backfill_part ? &back : nullptr);
+  if (o.writes) writes = RunWrites(o);
+  PrintSummary(o, flood, o.latency ? &lat : nullptr, o.backfill_part ? &back : nullptr,
+               o.writes ? &writes : nullptr);
   std::printf("\n%s\n", LoadLine().c_str());
   return 0;
 }

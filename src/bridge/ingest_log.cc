@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "common/coding.h"
 #include "store/segment_codec.h"
 
 namespace komoku::bridge {
@@ -34,32 +35,8 @@ constexpr size_t kMinBodyBytes = 1 + 1 + 8 + 4 * 4;
 // The reader reads the files in pieces of this size.
 constexpr size_t kReadChunk = 256 << 10;
 
-void PutU32(std::string* out, uint32_t v) {
-  char b[4];
-  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xFF);
-  out->append(b, 4);
-}
-
-void PutU64(std::string* out, uint64_t v) {
-  char b[8];
-  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xFF);
-  out->append(b, 8);
-}
-
-uint32_t GetU32(const char* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<unsigned char>(p[i])) << (8 * i);
-  return v;
-}
-
-uint64_t GetU64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
-  return v;
-}
-
 void PutBytes(std::string* out, const std::string& s) {
-  PutU32(out, static_cast<uint32_t>(s.size()));
+  PutFixed32(out, static_cast<uint32_t>(s.size()));
   out->append(s);
 }
 
@@ -69,7 +46,7 @@ void Encode(const IngestRecord& r, std::string* out) {
   out->push_back(static_cast<char>(kVersion));
   out->push_back(static_cast<char>((r.retained ? kRetained : 0) |
                                    (r.has_correlation_data ? kCorrelation : 0)));
-  PutU64(out, static_cast<uint64_t>(r.received_ms));
+  PutFixed64(out, static_cast<uint64_t>(r.received_ms));
   PutBytes(out, r.topic);
   PutBytes(out, r.payload);
   PutBytes(out, r.response_topic);
@@ -88,11 +65,11 @@ bool Decode(const char* p, size_t n, IngestRecord* r) {
   const uint8_t flags = static_cast<uint8_t>(p[1]);
   r->retained = flags & kRetained;
   r->has_correlation_data = flags & kCorrelation;
-  r->received_ms = static_cast<int64_t>(GetU64(p + 2));
+  r->received_ms = static_cast<int64_t>(DecodeFixed64(p + 2));
   size_t at = 10;
   for (std::string* s : {&r->topic, &r->payload, &r->response_topic, &r->correlation_data}) {
     if (n - at < 4) return false;
-    const uint32_t len = GetU32(p + at);
+    const uint32_t len = DecodeFixed32(p + at);
     at += 4;
     if (n - at < len) return false;
     s->assign(p + at, len);
@@ -121,13 +98,13 @@ Scan ScanRecords(const char* p, size_t n, size_t max_records, size_t* used, size
       return Scan::kNeedMore;
     }
     const char* h = p + *used;
-    const uint32_t len = GetU32(h);
+    const uint32_t len = DecodeFixed32(h);
     if (len < kMinBodyBytes || len > IngestLog::kMaxRecordBytes) return Scan::kDamaged;
     if (left - kHeaderBytes < len) {
       *need = kHeaderBytes + len;
       return Scan::kNeedMore;
     }
-    if (store::segment_internal::Crc32c(h + kHeaderBytes, len) != GetU32(h + 4)) return Scan::kDamaged;
+    if (store::segment_internal::Crc32c(h + kHeaderBytes, len) != DecodeFixed32(h + 4)) return Scan::kDamaged;
     if (!Decode(h + kHeaderBytes, len, &r)) return Scan::kDamaged;
     fn(r);
     *used += kHeaderBytes + len;

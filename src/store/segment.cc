@@ -11,6 +11,8 @@
 //               is time order); values are locators: offset | length << 40.
 #include "store/segment.h"
 
+#include "common/coding.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -76,22 +78,10 @@ constexpr size_t kBlockEntries = 1 << 16;  // ms_per_value entries per rollup bl
 
 // ---------------------------------------------------------------- encoding helpers
 
-void PutU32(char* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (8 * i));
-}
-void PutU64(char* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (8 * i));
-}
-uint32_t GetU32(const char* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<unsigned char>(p[i])) << (8 * i);
-  return v;
-}
-uint64_t GetU64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
-  return v;
-}
+void PutU32(char* p, uint32_t v) { EncodeFixed32(p, v); }
+void PutU64(char* p, uint64_t v) { EncodeFixed64(p, v); }
+uint32_t GetU32(const char* p) { return DecodeFixed32(p); }
+uint64_t GetU64(const char* p) { return DecodeFixed64(p); }
 
 std::string MetaKey(std::string_view name) {
   std::string k(name);
