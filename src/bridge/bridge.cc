@@ -44,8 +44,12 @@ constexpr std::chrono::seconds kDiscoveryConfirmTime{60};
 constexpr size_t kIngestBatch = 1024;
 // The MQTT 5 Receive Maximum Komoku announces (the protocol's largest).
 constexpr int kReceiveMaximum = 65535;
-// State publications not yet acknowledged by the broker, at most.
+// State publications not yet acknowledged by the broker, at most; fewer
+// when the broker's Receive Maximum is smaller (StateInFlightLimit).
 constexpr size_t kStateInFlight = 256;
+// Of the broker's Receive Maximum, this many are left to the other QoS 1
+// publications (status, derived state, API replies).
+constexpr int kReservedInFlight = 4;
 // A subscription not acknowledged within this time is asked for again.
 constexpr std::chrono::seconds kSubscribeTimeout{10};
 
@@ -339,6 +343,16 @@ class Bridge::Impl {
           auto token = client_->connect(ConnectOptions());
           ok = token->wait_for(std::chrono::seconds(15));
           if (!ok) why = "no answer within 15 s";
+          if (ok) {
+            // MQTT 5: how many QoS 1 publications the broker takes
+            // unacknowledged (Mosquitto: 20); 65,535 when it does not say.
+            const mqtt::connect_response response = token->get_connect_response();
+            const mqtt::properties& props = response.get_properties();
+            server_receive_max_ =
+                props.contains(mqtt::property::RECEIVE_MAXIMUM)
+                    ? mqtt::get<int>(props, mqtt::property::RECEIVE_MAXIMUM)
+                    : 65535;
+          }
         } catch (const mqtt::exception& e) {
           why = e.what();
         }
@@ -1011,6 +1025,10 @@ class Bridge::Impl {
     int64_t time_ms = 0;
     std::optional<store::Value> previous;
     bool deleted = false;  // an empty retained message clears the state
+    // Publish the key's state as the store has it when it goes out: a
+    // publication that failed is sent again this way, so it can never
+    // overtake a newer one of the same key that went out meanwhile.
+    bool refresh = false;
   };
 
   // The store's listener (on the putting thread): records the newest state
@@ -1077,7 +1095,9 @@ class Bridge::Impl {
         store_->metrics().Add("komoku_state_published_total");
       } else {
         store_->metrics().Add("komoku_mqtt_publish_errors_total");
-        Requeue(std::move(f.key), std::move(f.item));
+        StateItem again;
+        again.refresh = true;
+        Requeue(std::move(f.key), std::move(again));
       }
       return ok;
     };
@@ -1087,9 +1107,13 @@ class Bridge::Impl {
       {
         std::unique_lock<std::mutex> lock(state_mu_);
         state_waiting_ = true;
-        state_cv_.wait_for(lock, std::chrono::milliseconds(500), [&] {
-          return state_stop_ || (connected_ && (republish_all_ || !state_pending_.empty()));
-        });
+        // Publications still out are looked at again soon, to requeue any
+        // that failed.
+        state_cv_.wait_for(
+            lock, in_flight.empty() ? std::chrono::milliseconds(500) : std::chrono::milliseconds(20),
+            [&] {
+              return state_stop_ || (connected_ && (republish_all_ || !state_pending_.empty()));
+            });
         state_waiting_ = false;
         if (state_stop_) break;
         if (connected_) {
@@ -1119,11 +1143,28 @@ class Bridge::Impl {
           }
         }
       }
+      // Paho C 1.3.12 (Debian 12), with as many QoS 1 publications out as
+      // the broker's Receive Maximum, queues the next and sends it only when
+      // its send thread wakes, up to a second later (fixed in Paho C 1.3.14):
+      // about 20 states a second against Mosquitto. Staying below that
+      // limit keeps every publication going out at once.
+      const size_t limit = StateInFlightLimit();
       size_t i = 0;
       for (; i < batch.size(); ++i) {
         if (state_stopping() || !connected_) break;
-        while (in_flight.size() >= kStateInFlight) settle_oldest();
+        while (in_flight.size() >= limit) settle_oldest();
         auto& [key, item] = batch[i];
+        if (item.refresh) {
+          Result<store::KeyInfo> info = store_->Get(key);
+          if (info.ok() && !info->last) continue;
+          item = StateItem{};
+          item.deleted = !info.ok();
+          if (info.ok()) {
+            item.value = info->last->value;
+            item.time_ms = info->last->time_ms;
+            if (info->previous) item.previous = info->previous->value;
+          }
+        }
         std::string payload;
         if (!item.deleted) {
           payload = store::DumpJson(
@@ -1142,9 +1183,19 @@ class Bridge::Impl {
         }
       }
       for (; i < batch.size(); ++i) Requeue(std::move(batch[i].first), std::move(batch[i].second));
-      while (!in_flight.empty()) settle_oldest();
+      // Acknowledged publications are settled as they complete, without
+      // waiting for them: a new change goes out while earlier ones are
+      // still on their way.
+      while (!in_flight.empty() && in_flight.front().token->is_complete()) settle_oldest();
     }
+    while (!in_flight.empty()) settle_oldest();
     // Stopping: what is left is published at the next start (every key).
+  }
+
+  size_t StateInFlightLimit() const {
+    const int broker = server_receive_max_.load();
+    return static_cast<size_t>(
+        std::clamp<int>(broker - kReservedInFlight, 1, static_cast<int>(kStateInFlight)));
   }
 
   bool state_stopping() {
@@ -1174,6 +1225,8 @@ class Bridge::Impl {
   int listener_id_ = 0;
   std::atomic<bool> connected_{false};
   std::atomic<bool> subscribed_{false};
+  // The broker's Receive Maximum on the current connection.
+  std::atomic<int> server_receive_max_{65535};
 
   // The ingest log and its thread.
   std::unique_ptr<IngestLog> ingest_;  // thread-safe: Paho appends, the ingest thread reads
