@@ -1154,6 +1154,18 @@ class Bridge::Impl {
         if (state_stopping() || !connected_) break;
         while (in_flight.size() >= limit) settle_oldest();
         auto& [key, item] = batch[i];
+        // A name an older Komoku accepted may not be one MQTT allows: the
+        // broker would drop the connection, and every connect would publish
+        // it again. Such a key keeps its history but has no state topic.
+        if (Status name = store::ValidateKeyName(key); !name.ok()) {
+          store_->metrics().Add("komoku_state_unpublishable_total");
+          int64_t suppressed = 0;
+          if (ShouldLog("state name", &suppressed)) {
+            log_->warn("no state published for {}{}", name.message(),
+                       NotLogged(suppressed, "keys with such names"));
+          }
+          continue;
+        }
         if (item.refresh) {
           Result<store::KeyInfo> info = store_->Get(key);
           if (info.ok() && !info->last) continue;

@@ -144,6 +144,31 @@ Status ValidateKeyName(std::string_view name) {
     }
   }
   if (!IsValidUtf8(name)) return Status::InvalidArgument("key name is not valid UTF-8");
+  // A key name is part of MQTT topics (<prefix>/state/<key>): MQTT 5
+  // (1.5.4) says a topic should hold no control character and no Unicode
+  // noncharacter, and Mosquitto drops the connection of a client that
+  // publishes one, so such a name would take Komoku off the broker.
+  const auto* p = reinterpret_cast<const unsigned char*>(name.data());
+  const unsigned char* end = p + name.size();
+  while (p < end) {
+    const size_t len = Utf8SequenceLength(p, end);
+    uint32_t cp = len == 1 ? p[0] : (p[0] & (0x7F >> len));
+    for (size_t i = 1; i < len; ++i) cp = (cp << 6) | (p[i] & 0x3F);
+    const size_t offset = static_cast<size_t>(p - reinterpret_cast<const unsigned char*>(name.data()));
+    char code[16];
+    std::snprintf(code, sizeof code, "U+%04X", static_cast<unsigned>(cp));
+    if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F)) {
+      return Status::InvalidArgument("key name " + Quote(name) + " contains the control character " +
+                                     code + " at offset " + std::to_string(offset) +
+                                     " (not allowed in MQTT topics)");
+    }
+    if ((cp >= 0xFDD0 && cp <= 0xFDEF) || (cp & 0xFFFE) == 0xFFFE) {
+      return Status::InvalidArgument("key name " + Quote(name) + " contains the noncharacter " +
+                                     code + " at offset " + std::to_string(offset) +
+                                     " (not allowed in MQTT topics)");
+    }
+    p += len;
+  }
   return Status::Ok();
 }
 

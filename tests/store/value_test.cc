@@ -21,8 +21,25 @@ TEST(ValidateKeyNameTest, AcceptsOrdinaryNames) {
                            "che/temp",                  // Küche
                            "\xE6\xB8\xA9\xE5\xBA\xA6",  // 温度
                            "smile/\xF0\x9F\x98\x80",    // U+1F600
-                           "max/\xF4\x8F\xBF\xBF"}) {   // U+10FFFF
+                           "max/\xF4\x8F\xBF\xBD"}) {   // U+10FFFD (U+10FFFF is a noncharacter)
     EXPECT_TRUE(ValidateKeyName(name).ok()) << name << ": " << ValidateKeyName(name).ToString();
+  }
+}
+
+TEST(ValidateKeyNameTest, RefusesWhatMqttTopicsMustNotHold) {
+  // Control characters (C0, DEL, C1) and Unicode noncharacters: Mosquitto
+  // disconnects a client that publishes a topic with one.
+  for (const char* bad : {"a\x01b", "tab\tkey", "new\nline", "del\x7f", "c1\xc2\x85x",
+                          "c1\xc2\x9f", "nc\xef\xb7\x90", "nc\xef\xbf\xbe", "nc\xef\xbf\xbf",
+                          "nc\xf0\x9f\xbf\xbf", "max\xf4\x8f\xbf\xbf"}) {
+    Status st = ValidateKeyName(bad);
+    EXPECT_TRUE(st.IsInvalidArgument()) << bad;
+    EXPECT_NE(st.message().find("not allowed in MQTT topics"), std::string::npos) << st.message();
+  }
+  // Ordinary text around them is fine: accents, CJK, emoji, U+00A0.
+  for (const char* good : {"caf\xc3\xa9", "\xe6\xb8\xa9\xe5\xba\xa6", "\xf0\x9f\x8c\xa1", "nb\xc2\xa0sp",
+                           "\xef\xbf\xbd"}) {
+    EXPECT_TRUE(ValidateKeyName(good).ok()) << good << ": " << ValidateKeyName(good).ToString();
   }
 }
 
