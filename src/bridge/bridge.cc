@@ -387,6 +387,14 @@ class Bridge::Impl {
         subscribed_gen_ = gen;
         // A reconnect meanwhile asks again.
         subscribed_ = gen == connect_gen_ && connected_;
+        if (subscribed_) {
+          // The state thread waits for the subscription (StateLoop); taking
+          // its lock orders this with its look at subscribed_.
+          lock.unlock();
+          { std::lock_guard<std::mutex> state_lock(state_mu_); }
+          state_cv_.notify_all();
+          lock.lock();
+        }
         continue;
       }
       cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stopped_; });
@@ -1112,11 +1120,15 @@ class Bridge::Impl {
         state_cv_.wait_for(
             lock, in_flight.empty() ? std::chrono::milliseconds(500) : std::chrono::milliseconds(20),
             [&] {
-              return state_stop_ || (connected_ && (republish_all_ || !state_pending_.empty()));
+              return state_stop_ ||
+                     (subscribed_ && (republish_all_ || !state_pending_.empty()));
             });
         state_waiting_ = false;
         if (state_stop_) break;
-        if (connected_) {
+        // Only once subscribed: Paho sends its commands in order, and a
+        // subscription queued behind every key's state (republished after
+        // each connect) was seen to wait for over 10 s under load.
+        if (subscribed_) {
           all = republish_all_;
           republish_all_ = false;
           batch.reserve(state_pending_.size());
@@ -1151,7 +1163,7 @@ class Bridge::Impl {
       const size_t limit = StateInFlightLimit();
       size_t i = 0;
       for (; i < batch.size(); ++i) {
-        if (state_stopping() || !connected_) break;
+        if (state_stopping() || !subscribed_) break;
         while (in_flight.size() >= limit) settle_oldest();
         auto& [key, item] = batch[i];
         // A name an older Komoku accepted may not be one MQTT allows: the

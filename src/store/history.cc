@@ -776,9 +776,14 @@ Result<std::vector<int64_t>> BucketStarts(int64_t from_ms, int64_t to_ms, int64_
   }
   std::vector<int64_t> out;
   if (!zone || step_ms % kDay != 0) {
-    int64_t b = from_ms >= 0 ? from_ms / step_ms * step_ms
-                             : -((-from_ms + step_ms - 1) / step_ms) * step_ms;
-    if (step_ms % kWeek == 0) b -= ((b / kDay + 3) % 7) * kDay;  // back to Monday (epoch: Thu)
+    // Buckets of whole weeks start on a Monday: they count from Monday
+    // 1970-01-05, as others count from the epoch (a Thursday). Flooring to
+    // the epoch's weeks first and then going back to Monday started a week
+    // early whenever `from` fell on a Monday to Wednesday.
+    const int64_t origin = step_ms % kWeek == 0 ? 4 * kDay : 0;
+    const int64_t rel = from_ms - origin;
+    int64_t b = (rel >= 0 ? rel / step_ms * step_ms : -((-rel + step_ms - 1) / step_ms) * step_ms) +
+                origin;
     for (; b < to_ms; b += step_ms) out.push_back(b);
     return out;
   }

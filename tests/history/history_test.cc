@@ -163,6 +163,32 @@ TEST_F(HistoryTest, DayBucketsFollowLocalMidnightAcrossDst) {
   ASSERT_EQ(b->size(), 2u);
   EXPECT_EQ((*b)[1] - (*b)[0], 25 * 3'600'000);
   EXPECT_FALSE(BucketStarts(0, 1000, 86'400'000, "Mars/Olympus", 10).ok());
+}
+
+TEST(BucketStartsTest, WeeksInUtcStartOnTheMondayOfFrom) {
+  // Issue 19: from Wednesday 2025-04-30 (1746000000 s) the first weekly
+  // bucket began on 2025-04-21, wholly before `from`; it is Monday 04-28,
+  // as with tz=Etc/UTC. Every day of a week maps to that week's Monday.
+  constexpr int64_t kDayMs = 86'400'000;
+  constexpr int64_t kMonday0428 = 1745798400000;  // 2025-04-28T00:00:00Z
+  for (int d = 0; d < 7; ++d) {
+    const int64_t from = kMonday0428 + d * kDayMs + 12 * 3'600'000;
+    for (const char* tz : {"", "Etc/UTC"}) {
+      Result<std::vector<int64_t>> b = BucketStarts(from, from + 8 * kDayMs, 7 * kDayMs, tz, 10);
+      ASSERT_TRUE(b.ok()) << b.status().ToString();
+      ASSERT_FALSE(b->empty());
+      EXPECT_EQ(b->front(), kMonday0428) << "from day " << d << " tz '" << tz << "'";
+      EXPECT_EQ((*b)[1], kMonday0428 + 7 * kDayMs);
+    }
+  }
+  // The issue's own numbers.
+  Result<std::vector<int64_t>> b = BucketStarts(1746000000000, 1746557041000, 7 * kDayMs, "", 10);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->front(), kMonday0428);
+  // Before the epoch too.
+  b = BucketStarts(-kDayMs, kDayMs, 7 * kDayMs, "", 10);  // Wednesday 1969-12-31
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->front(), -3 * kDayMs);  // Monday 1969-12-29
   EXPECT_FALSE(BucketStarts(0, 1'000'000, 1, "", 10).ok());  // too fine
 }
 
