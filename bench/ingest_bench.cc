@@ -149,6 +149,17 @@ std::string KomokuConfig(const std::string& url, const std::string& client_id,
 }
 
 // GET /api/v1/value of `key` answers `value`.
+// bench/k0000, bench/k0001, ...: the keys of the latency and writes parts.
+std::vector<std::string> BenchKeys(int n) {
+  std::vector<std::string> keys;
+  char name[32];
+  for (int k = 0; k < n; ++k) {
+    std::snprintf(name, sizeof name, "bench/k%04d", k);
+    keys.emplace_back(name);
+  }
+  return keys;
+}
+
 bool ValueIs(httplib::Client* http, const std::string& key, double value) {
   auto res = http->Get("/api/v1/value?key=" + key);
   if (!res || res->status != 200) return false;
@@ -403,12 +414,7 @@ LatencyResult RunLatency(const Options& o) {
                        on_state.Add(std::llround(j["value"].get<double>()), at);
                      });
 
-  std::vector<std::string> keys;
-  char name[32];
-  for (int k = 0; k < o.keys; ++k) {
-    std::snprintf(name, sizeof name, "bench/k%04d", k);
-    keys.emplace_back(name);
-  }
+  const std::vector<std::string> keys = BenchKeys(o.keys);
   IngestOptions io;
   io.count = total;
   const int64_t nkeys = o.keys;
@@ -454,12 +460,7 @@ WritesResult RunWrites(const Options& o) {
   std::unique_ptr<Process> broker = StartBroker(dir, &broker_port);
   const std::string url = "tcp://127.0.0.1:" + std::to_string(broker_port);
   Komoku komoku = StartKomoku(dir, KomokuConfig(url, "komoku-bench", dir.File("data"), false));
-  std::vector<std::string> keys;
-  char name[32];
-  for (int k = 0; k < o.keys; ++k) {
-    std::snprintf(name, sizeof name, "bench/k%04d", k);
-    keys.emplace_back(name);
-  }
+  const std::vector<std::string> keys = BenchKeys(o.keys);
   // One round over every key first, so each key and its first rows exist
   // and what is measured is the steady state.
   {

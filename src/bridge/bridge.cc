@@ -295,19 +295,6 @@ class Bridge::Impl {
     if (!options_.username.empty()) opts.set_user_name(options_.username);
     if (!options_.password.empty()) opts.set_password(options_.password);
     if (IsTlsUrl(options_.broker)) {
-      // Paho C++ 1.2.0's TLS error callback is a use after free and, without
-      // it, Paho says only "TCP/TLS connect failure" (bridge/tls.h). So the
-      // handshake is tried here first, with the same settings, to log
-      // OpenSSL's reason when it fails ("certificate verify failed: unable
-      // to get local issuer certificate"). This runs on the connecting
-      // thread before each attempt of the first connection; Paho's own
-      // attempt follows whatever the check found.
-      Status handshake = CheckTlsHandshake(options_.broker, options_.tls, std::chrono::seconds(3));
-      if (handshake.IsInvalidArgument()) {
-        log_->error("TLS to {}: {}", options_.broker, handshake.message());
-      } else if (!handshake.ok()) {
-        log_->debug("TLS check of {}: {}", options_.broker, handshake.message());
-      }
       mqtt::ssl_options ssl;
       // Without a CA file Paho C loads the system's CA store
       // (SSL_CTX_set_default_verify_paths).
@@ -370,6 +357,7 @@ class Bridge::Impl {
         if (failures++ % std::max<int64_t>(1, 60000 / options_.reconnect_max.count()) == 0) {
           log_->warn("cannot connect to {}: {}; trying again every {} ms at most", options_.broker,
                      why, options_.reconnect_max.count());
+          if (IsTlsUrl(options_.broker)) ExplainTlsFailure();
         }
         cv_.wait_for(lock, backoff, [&] { return stopped_; });
         backoff = std::min(backoff * 2, options_.reconnect_max);
@@ -398,6 +386,21 @@ class Bridge::Impl {
         continue;
       }
       cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stopped_; });
+    }
+  }
+
+  // Paho C++ 1.2.0's TLS error callback is a use after free and, without
+  // it, Paho says only "TCP/TLS connect failure" (bridge/tls.h). So when a
+  // connection fails (and its failure is logged), the handshake is tried
+  // once with the same settings to log OpenSSL's reason ("certificate
+  // verify failed: unable to get local issuer certificate"). A connection
+  // that succeeds costs no second handshake.
+  void ExplainTlsFailure() {
+    Status handshake = CheckTlsHandshake(options_.broker, options_.tls, std::chrono::seconds(3));
+    if (handshake.IsInvalidArgument()) {
+      log_->error("TLS to {}: {}", options_.broker, handshake.message());
+    } else if (!handshake.ok()) {
+      log_->debug("TLS check of {}: {}", options_.broker, handshake.message());
     }
   }
 
@@ -1082,7 +1085,6 @@ class Bridge::Impl {
     std::vector<std::pair<std::string, StateItem>> batch;
     struct InFlight {
       std::string key;
-      StateItem item;
       mqtt::delivery_token_ptr token;
     };
     std::deque<InFlight> in_flight;
@@ -1143,6 +1145,19 @@ class Bridge::Impl {
         for (size_t i = 0; i < batch.size(); ++i) index[batch[i].first] = i;
         for (store::KeyInfo& k : store_->Keys()) {
           if (!k.last) continue;
+          // Every put checks its key's name, so only a name an older Komoku
+          // accepted can fail here: MQTT does not allow it, the broker would
+          // drop the connection, and every connect would publish it again.
+          // Such a key keeps its history but has no state topic.
+          if (Status name = store::ValidateKeyName(k.name); !name.ok()) {
+            store_->metrics().Add("komoku_state_unpublishable_total");
+            int64_t suppressed = 0;
+            if (ShouldLog("state name", &suppressed)) {
+              log_->warn("no state published for {}{}", name.message(),
+                         NotLogged(suppressed, "keys with such names"));
+            }
+            continue;
+          }
           StateItem item;
           item.value = std::move(k.last->value);
           item.time_ms = k.last->time_ms;
@@ -1166,18 +1181,6 @@ class Bridge::Impl {
         if (state_stopping() || !subscribed_) break;
         while (in_flight.size() >= limit) settle_oldest();
         auto& [key, item] = batch[i];
-        // A name an older Komoku accepted may not be one MQTT allows: the
-        // broker would drop the connection, and every connect would publish
-        // it again. Such a key keeps its history but has no state topic.
-        if (Status name = store::ValidateKeyName(key); !name.ok()) {
-          store_->metrics().Add("komoku_state_unpublishable_total");
-          int64_t suppressed = 0;
-          if (ShouldLog("state name", &suppressed)) {
-            log_->warn("no state published for {}{}", name.message(),
-                       NotLogged(suppressed, "keys with such names"));
-          }
-          continue;
-        }
         if (item.refresh) {
           Result<store::KeyInfo> info = store_->Get(key);
           if (info.ok() && !info->last) continue;
@@ -1199,7 +1202,7 @@ class Bridge::Impl {
         try {
           auto token = client_->publish(options_.prefix + "/state/" + key, payload.data(),
                                         payload.size(), kQos, true);
-          in_flight.push_back({std::move(key), std::move(item), std::move(token)});
+          in_flight.push_back({std::move(key), std::move(token)});
         } catch (const mqtt::exception& e) {
           store_->metrics().Add("komoku_mqtt_publish_errors_total");
           log_->debug("state publish for '{}' failed: {}", key, e.what());

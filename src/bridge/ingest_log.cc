@@ -309,8 +309,7 @@ void IngestLog::Wake() {
   cv_.notify_one();
 }
 
-size_t IngestLog::ReadFile(uint64_t end, bool closed, std::vector<IngestRecord>* out,
-                           size_t max_records) {
+size_t IngestLog::ReadFile(uint64_t end, std::vector<IngestRecord>* out, size_t max_records) {
   const std::string path = PathOf(read_.gen);
   if (read_fd_ < 0 || read_fd_gen_ != read_.gen) {
     if (read_fd_ >= 0) ::close(read_fd_);
@@ -341,7 +340,6 @@ size_t IngestLog::ReadFile(uint64_t end, bool closed, std::vector<IngestRecord>*
       read_.offset = end;
       break;
     }
-    (void)closed;
   }
   return taken;
 }
@@ -358,7 +356,6 @@ size_t IngestLog::Read(std::vector<IngestRecord>* out, size_t max_records,
   }
   while (out->size() < max_records) {
     uint64_t end = 0;
-    bool closed = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (read_.gen < write_gen_) {
@@ -372,7 +369,6 @@ size_t IngestLog::Read(std::vector<IngestRecord>* out, size_t max_records,
           continue;
         }
         end = it->second;
-        closed = true;
       } else {
         end = write_size_;
         if (read_.offset >= end) {
@@ -386,7 +382,7 @@ size_t IngestLog::Read(std::vector<IngestRecord>* out, size_t max_records,
       }
     }
     if (read_.offset < end) {
-      ReadFile(end, closed, out, max_records);
+      ReadFile(end, out, max_records);
       continue;
     }
     // A closed file read to its end: on to the next.

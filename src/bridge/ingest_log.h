@@ -114,7 +114,7 @@ class IngestLog {
   std::string PathOf(uint64_t gen) const;
   Status OpenWriteFile(uint64_t gen);  // requires mu_
   // Reads records of file read_.gen from read_.offset up to `end`.
-  size_t ReadFile(uint64_t end, bool closed, std::vector<IngestRecord>* out, size_t max_records);
+  size_t ReadFile(uint64_t end, std::vector<IngestRecord>* out, size_t max_records);
 
   // Constant after Open.
   const std::string dir_;

@@ -334,6 +334,7 @@ Status HotStore::WaitCommitted(uint64_t seq) {
 }
 
 Status HotStore::WriteHealth() const {
+  if (!write_failing_.load(std::memory_order_acquire)) return Status::Ok();
   std::lock_guard<std::mutex> lock(mu_);
   return write_error_;
 }
@@ -426,6 +427,7 @@ void HotStore::WriterLoop() {
       if (!write_error_.ok()) {
         log_->info("commits succeed again; changes are taken again");
         write_error_ = Status::Ok();
+        write_failing_.store(false, std::memory_order_release);
         metrics_->Set("komoku_store_write_failing", 0);
       }
       metrics_->Add("komoku_commit_batches_total");
@@ -473,6 +475,7 @@ void HotStore::WriterLoop() {
                                      "; changes are refused until a commit succeeds (" +
                                      st.message() + ")")
                          .WithReason(full ? "disk_full" : "write_failed");
+      write_failing_.store(true, std::memory_order_release);
       metrics_->Set("komoku_store_write_failing", 1);
     }
     log_->error("commit of {} rows failed, retrying in {} ms: {}", batch.size(), backoff.count(),

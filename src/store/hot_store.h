@@ -281,6 +281,8 @@ class HotStore {
   uint64_t failed_seq_ = 0;              // guarded by mu_; ops <= this were given up
   // The error of the last commit while it keeps failing; ok otherwise.
   Status write_error_;                   // guarded by mu_
+  // Whether write_error_ holds an error: read on every put without mu_.
+  std::atomic<bool> write_failing_{false};
   // Deletions of compacted rows queued, and of those the ones done (a newer
   // one supersedes the older ones still going).
   uint64_t deletions_queued_ = 0;  // guarded by mu_

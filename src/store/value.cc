@@ -14,10 +14,15 @@ namespace {
 // Quotes outside text for a message, cut short so a 1 MB payload does not
 // become a 1 MB log line.
 // The length of the well-formed UTF-8 sequence at p (no overlongs, no
-// surrogates, at most U+10FFFF), or 0.
-size_t Utf8SequenceLength(const unsigned char* p, const unsigned char* end) {
+// surrogates, at most U+10FFFF), or 0; its code point in *code_point when
+// given.
+size_t Utf8SequenceLength(const unsigned char* p, const unsigned char* end,
+                          uint32_t* code_point = nullptr) {
   unsigned char c = *p;
-  if (c < 0x80) return 1;
+  if (c < 0x80) {
+    if (code_point) *code_point = c;
+    return 1;
+  }
   size_t extra;
   uint32_t cp;
   if ((c & 0xE0) == 0xC0) {
@@ -39,6 +44,7 @@ size_t Utf8SequenceLength(const unsigned char* p, const unsigned char* end) {
   }
   static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
   if (cp < kMin[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  if (code_point) *code_point = cp;
   return extra + 1;
 }
 
@@ -148,23 +154,20 @@ Status ValidateKeyName(std::string_view name) {
   // (1.5.4) says a topic should hold no control character and no Unicode
   // noncharacter, and Mosquitto drops the connection of a client that
   // publishes one, so such a name would take Komoku off the broker.
-  const auto* p = reinterpret_cast<const unsigned char*>(name.data());
-  const unsigned char* end = p + name.size();
-  while (p < end) {
-    const size_t len = Utf8SequenceLength(p, end);
-    uint32_t cp = len == 1 ? p[0] : (p[0] & (0x7F >> len));
-    for (size_t i = 1; i < len; ++i) cp = (cp << 6) | (p[i] & 0x3F);
-    const size_t offset = static_cast<size_t>(p - reinterpret_cast<const unsigned char*>(name.data()));
-    char code[16];
-    std::snprintf(code, sizeof code, "U+%04X", static_cast<unsigned>(cp));
-    if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F)) {
-      return Status::InvalidArgument("key name " + Quote(name) + " contains the control character " +
-                                     code + " at offset " + std::to_string(offset) +
-                                     " (not allowed in MQTT topics)");
-    }
-    if ((cp >= 0xFDD0 && cp <= 0xFDEF) || (cp & 0xFFFE) == 0xFFFE) {
-      return Status::InvalidArgument("key name " + Quote(name) + " contains the noncharacter " +
-                                     code + " at offset " + std::to_string(offset) +
+  // One pass decodes and checks (this runs for every change stored).
+  const auto* begin = reinterpret_cast<const unsigned char*>(name.data());
+  const unsigned char* end = begin + name.size();
+  for (const unsigned char* p = begin; p < end;) {
+    uint32_t cp = 0;
+    const size_t len = Utf8SequenceLength(p, end, &cp);
+    const bool control = cp < 0x20 || (cp >= 0x7F && cp <= 0x9F);
+    const bool noncharacter = (cp >= 0xFDD0 && cp <= 0xFDEF) || (cp & 0xFFFE) == 0xFFFE;
+    if (control || noncharacter) {
+      char code[16];
+      std::snprintf(code, sizeof code, "U+%04X", static_cast<unsigned>(cp));
+      return Status::InvalidArgument("key name " + Quote(name) + " contains the " +
+                                     (control ? "control character " : "noncharacter ") + code +
+                                     " at offset " + std::to_string(p - begin) +
                                      " (not allowed in MQTT topics)");
     }
     p += len;
