@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/coding.h"
+#include "common/fd.h"
 #include "store/segment_codec.h"
 
 namespace komoku::bridge {
@@ -161,11 +162,10 @@ Result<std::unique_ptr<IngestLog>> IngestLog::Open(const std::string& dir) {
   std::string buf;
   for (uint64_t gen : gens) {
     const std::string path = log->PathOf(gen);
-    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) return Status::IOError("cannot open " + path + ": " + std::strerror(errno));
+    Fd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    if (fd.get() < 0) return Status::IOError("cannot open " + path + ": " + std::strerror(errno));
     struct stat st;
-    if (::fstat(fd, &st) != 0) {
-      ::close(fd);
+    if (::fstat(fd.get(), &st) != 0) {
       return Status::IOError("cannot stat " + path + ": " + std::strerror(errno));
     }
     const uint64_t size = static_cast<uint64_t>(st.st_size);
@@ -174,11 +174,8 @@ Result<std::unique_ptr<IngestLog>> IngestLog::Open(const std::string& dir) {
     bool damaged = false;
     while (offset < size) {
       size_t want = static_cast<size_t>(std::min<uint64_t>(size - offset, kReadChunk));
-      Status read = ReadAllAt(fd, &buf, want, offset, path);
-      if (!read.ok()) {
-        ::close(fd);
-        return read;
-      }
+      Status read = ReadAllAt(fd.get(), &buf, want, offset, path);
+      if (!read.ok()) return read;
       size_t used = 0, need = 0, count = 0;
       Scan s = ScanRecords(buf.data(), want, SIZE_MAX, &used, &need, &count,
                            [](const IngestRecord&) {});
@@ -195,11 +192,8 @@ Result<std::unique_ptr<IngestLog>> IngestLog::Open(const std::string& dir) {
         }
         if (used == 0) {
           // One record larger than a chunk: read it whole.
-          Status whole = ReadAllAt(fd, &buf, need, offset, path);
-          if (!whole.ok()) {
-            ::close(fd);
-            return whole;
-          }
+          Status whole = ReadAllAt(fd.get(), &buf, need, offset, path);
+          if (!whole.ok()) return whole;
           Scan one = ScanRecords(buf.data(), need, 1, &used, &need, &count,
                                  [](const IngestRecord&) {});
           if (one != Scan::kEnd || count != 1) {
@@ -213,13 +207,12 @@ Result<std::unique_ptr<IngestLog>> IngestLog::Open(const std::string& dir) {
     }
     if (damaged) {
       log->recovered_.torn_bytes += size - offset;
-      if (::ftruncate(fd, static_cast<off_t>(offset)) != 0) {
-        ::close(fd);
+      if (::ftruncate(fd.get(), static_cast<off_t>(offset)) != 0) {
         return Status::IOError("cannot cut the damaged tail of " + path + ": " +
                                std::strerror(errno));
       }
     }
-    ::close(fd);
+    fd.Close();
     if (offset == 0) {
       ::unlink(path.c_str());
       continue;

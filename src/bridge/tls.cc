@@ -1,5 +1,7 @@
 #include "bridge/tls.h"
 
+#include "common/fd.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -27,21 +29,6 @@ struct SslFree {
 };
 using CtxPtr = std::unique_ptr<SSL_CTX, CtxFree>;
 using SslPtr = std::unique_ptr<SSL, SslFree>;
-
-// A socket closed when it goes out of scope.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 // OpenSSL's queued errors, their reasons joined ("certificate verify
 // failed"), emptying the queue; `fallback` when it is empty.

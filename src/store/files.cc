@@ -1,5 +1,7 @@
 #include "store/files.h"
 
+#include "common/fd.h"
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -13,27 +15,6 @@ namespace {
 Status Failed(const char* step, const std::string& path, int err) {
   return Status::IOError(std::string("cannot ") + step + " '" + path + "': " + std::strerror(err));
 }
-
-// Closes the descriptor when it goes out of scope.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  // Closes now, to see close's own error (a delayed write error on NFS).
-  int Close() {
-    const int rc = ::close(fd_);
-    fd_ = -1;
-    return rc;
-  }
-
- private:
-  int fd_;
-};
 
 Status WriteAndSync(const std::string& tmp, std::string_view contents) {
   Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
