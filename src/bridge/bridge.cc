@@ -42,6 +42,8 @@ constexpr std::chrono::seconds kDiscoveryConfirmTime{60};
 
 // The ingest thread takes at most this many messages from the log at a time.
 constexpr size_t kIngestBatch = 1024;
+// The QoS of <prefix>/state/<key> (see StateLoop).
+constexpr int kStateQos = 0;
 // The MQTT 5 Receive Maximum Komoku announces (the protocol's largest).
 constexpr int kReceiveMaximum = 65535;
 // State publications not yet acknowledged by the broker, at most; fewer
@@ -1093,11 +1095,15 @@ class Bridge::Impl {
       InFlight f = std::move(in_flight.front());
       in_flight.pop_front();
       bool ok = false;
+      // A lost connection does not end a publication: the session is kept,
+      // and Paho sends it again after the reconnect, where it still counts
+      // against the broker's Receive Maximum. Publishing its state anew
+      // meanwhile put more in flight than the broker allows after each
+      // reconnect, and Mosquitto dropped the connection every time for a
+      // protocol error (integration 25, broker restarts). So the wait ends
+      // only when Paho completes or fails the publication, or at a stop.
       try {
-        for (int i = 0; i < 20 && !ok; ++i) {
-          ok = f.token->wait_for(std::chrono::milliseconds(500));
-          if (!ok && (state_stopping() || !connected_)) break;
-        }
+        while (!ok && !state_stopping()) ok = f.token->wait_for(std::chrono::milliseconds(500));
       } catch (const mqtt::exception&) {
         ok = false;
       }
@@ -1200,8 +1206,13 @@ class Bridge::Impl {
                    {"previous", item.previous ? ValueToJson(*item.previous) : json(nullptr)}});
         }
         try {
+          // QoS 0: a state that a lost connection takes is published again
+          // after the reconnect (every key is), and Paho C 1.3.12 resends
+          // QoS 1 publications of an MQTT 5 session after a reconnect in a
+          // way Mosquitto refuses ("malformed packet", then "protocol
+          // error" at every reconnect: integration 25, broker restarts).
           auto token = client_->publish(options_.prefix + "/state/" + key, payload.data(),
-                                        payload.size(), kQos, true);
+                                        payload.size(), kStateQos, true);
           in_flight.push_back({std::move(key), std::move(token)});
         } catch (const mqtt::exception& e) {
           store_->metrics().Add("komoku_mqtt_publish_errors_total");
