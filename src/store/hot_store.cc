@@ -36,8 +36,18 @@ ALTER TABLE keys ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE keys ADD COLUMN last_seen_ms INTEGER;
 )sql";
 
+// v3: changes arrive in `recent`, in arrival order and without an index,
+// and move to `changes` in folds (hot_store.h). A row is in one of the two.
+constexpr const char* kSchemaV3 = R"sql(
+CREATE TABLE IF NOT EXISTS recent(
+  key_id INTEGER NOT NULL,
+  time_ms INTEGER NOT NULL,
+  value ANY NOT NULL
+) STRICT;
+)sql";
+
 // Migrations in order: kMigrations[v] takes a database from version v to v+1.
-constexpr const char* kMigrations[] = {kSchemaV1, kSchemaV2};
+constexpr const char* kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3};
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == HotStore::kSchemaVersion);
 
 // A sequence number as SQLite's signed integer.
@@ -65,6 +75,16 @@ Value ColumnValue(const Stmt& stmt, int col) {
     case SQLITE_INTEGER: return Value(stmt.ColumnInt64(col) != 0);
     default: return Value(stmt.ColumnText(col));
   }
+}
+
+// A query over both tables of changes: `where` (with the same parameters)
+// on `changes` and on `recent`, which is scanned only when parameter
+// `recent_param` is 1; `tail` orders and limits the union. The columns are
+// time_ms, value and the sequence number, seq.
+std::string BothTables(const std::string& where, int recent_param, const std::string& tail) {
+  return "SELECT time_ms, value, rowid AS seq FROM changes WHERE " + where +
+         " UNION ALL SELECT time_ms, value, rowid FROM recent WHERE ?" +
+         std::to_string(recent_param) + " AND " + where + " " + tail;
 }
 
 }  // namespace
@@ -122,6 +142,23 @@ Status HotStore::Init() {
   }
   incremental_vacuum_ = *auto_vacuum == 2;
   KOMOKU_RETURN_IF_ERROR(PrepareWriter());
+  {
+    // What `recent` holds from the last run, for the writer's bookkeeping.
+    Result<Stmt> q = writer_db_->Prepare("SELECT key_id, time_ms FROM recent");
+    if (!q.ok()) return q.status();
+    Status st;
+    int64_t min_time = INT64_MAX;
+    while (q->Step(&st)) {
+      const KeyTime kt{q->ColumnInt64(0), q->ColumnInt64(1)};
+      recent_times_.insert(kt);
+      min_time = std::min(min_time, kt.time_ms);
+      ++recent_rows_;
+    }
+    if (!st.ok()) return st.WithContext(path_);
+    recent_min_time_.store(min_time);
+    if (recent_rows_ > 0) recent_since_ms_ = SteadyNowMs();
+    metrics_->Set("komoku_hot_recent_rows", recent_rows_);
+  }
   Result<int64_t> page_size = writer_db_->QueryInt("PRAGMA page_size");
   if (!page_size.ok()) return page_size.status().WithContext(path_);
   wal_checkpoint_frames_ = kWalCheckpointBytes / std::max<int64_t>(512, *page_size);
@@ -137,13 +174,14 @@ Status HotStore::Init() {
   reader_db_ = std::move(r.value());
   KOMOKU_RETURN_IF_ERROR(ApplyConnectionPragmas(*reader_db_));
   Result<Stmt> rh = reader_db_->Prepare(
-      "SELECT time_ms, value FROM changes WHERE key_id=?1 AND time_ms>=?2 AND time_ms<?3 "
-      "AND rowid<=?5 AND NOT (time_ms<?6 AND rowid<=?7) ORDER BY time_ms, rowid LIMIT ?4");
+      BothTables("key_id=?1 AND time_ms>=?2 AND time_ms<?3 AND rowid<=?5 AND NOT (time_ms<?6 "
+                 "AND rowid<=?7)",
+                 8, "ORDER BY time_ms, seq LIMIT ?4"));
   if (!rh.ok()) return rh.status();
   read_history_ = std::move(rh.value());
   Result<Stmt> ra = reader_db_->Prepare(
-      "SELECT time_ms, value FROM changes WHERE key_id=?1 AND time_ms<=?2 "
-      "AND NOT (time_ms<?3 AND rowid<=?4) ORDER BY time_ms DESC, rowid DESC LIMIT 1");
+      BothTables("key_id=?1 AND time_ms<=?2 AND NOT (time_ms<?3 AND rowid<=?4)", 5,
+                 "ORDER BY time_ms DESC, seq DESC LIMIT 1"));
   if (!ra.ok()) return ra.status();
   read_at_ = std::move(ra.value());
   return Status::Ok();
@@ -215,11 +253,24 @@ Status HotStore::PrepareWriter() {
        "INSERT INTO keys(id, name, type, options, created_ms) VALUES(?1, ?2, ?3, ?4, ?5) "
        "ON CONFLICT(id) DO UPDATE SET type=excluded.type, options=excluded.options"},
       {&insert_change_,
-       "INSERT INTO changes(rowid, key_id, time_ms, value) VALUES(?4, ?1, ?2, ?3)"},
-      // The index on (key_id, time_ms) finds a row of the same time at once.
+       "INSERT INTO recent(rowid, key_id, time_ms, value) VALUES(?4, ?1, ?2, ?3)"},
+      // The index on (key_id, time_ms) finds a row of the same time in
+      // `changes` at once; `recent` is scanned only when recent_times_ says
+      // it may hold one.
       {&insert_change_unless_stored_,
-       "INSERT INTO changes(rowid, key_id, time_ms, value) SELECT ?4, ?1, ?2, ?3 WHERE NOT "
+       "INSERT INTO recent(rowid, key_id, time_ms, value) SELECT ?4, ?1, ?2, ?3 WHERE NOT "
+       "EXISTS (SELECT 1 FROM changes WHERE key_id=?1 AND time_ms=?2 AND value IS ?3) AND NOT "
+       "EXISTS (SELECT 1 FROM recent WHERE key_id=?1 AND time_ms=?2 AND value IS ?3)"},
+      {&insert_recent_unless_in_changes_,
+       "INSERT INTO recent(rowid, key_id, time_ms, value) SELECT ?4, ?1, ?2, ?3 WHERE NOT "
        "EXISTS (SELECT 1 FROM changes WHERE key_id=?1 AND time_ms=?2 AND value IS ?3)"},
+      {&delete_recent_key_, "DELETE FROM recent WHERE key_id=?1"},
+      // In rowid order: `changes` grows at its end, and the index leaves
+      // each key's rows go to stay in the page cache until the commit.
+      {&fold_move_,
+       "INSERT INTO changes(rowid, key_id, time_ms, value) SELECT rowid, key_id, time_ms, value "
+       "FROM recent ORDER BY rowid"},
+      {&fold_clear_, "DELETE FROM recent"},
       {&touch_key_, "UPDATE keys SET last_seen_ms=?2 WHERE id=?1"},
       {&delete_changes_, "DELETE FROM changes WHERE key_id=?1"},
       {&delete_key_, "DELETE FROM keys WHERE id=?1"},
@@ -247,11 +298,39 @@ Result<std::vector<HotStore::LoadedKey>> HotStore::LoadKeys(const ColdMark& mark
       reader_db_->Prepare("SELECT id, name, type, options, last_seen_ms FROM keys ORDER BY id");
   if (!keys.ok()) return keys.status();
   Result<Stmt> last = reader_db_->Prepare(
-      "SELECT time_ms, value FROM changes WHERE key_id=?1 AND NOT (time_ms<?2 AND rowid<=?3) "
-      "ORDER BY time_ms DESC, rowid DESC LIMIT 2");
+      "SELECT time_ms, value, rowid FROM changes WHERE key_id=?1 AND NOT (time_ms<?2 AND "
+      "rowid<=?3) ORDER BY time_ms DESC, rowid DESC LIMIT 2");
   if (!last.ok()) return last.status();
-  std::vector<LoadedKey> out;
+  // The newest two of each key: from `changes` by its index, and from
+  // `recent` in one scan for all keys (not one a key).
+  struct Newest {
+    int64_t time_ms;
+    int64_t seq;
+    Value value;
+    bool operator>(const Newest& o) const {
+      return time_ms != o.time_ms ? time_ms > o.time_ms : seq > o.seq;
+    }
+  };
+  auto keep_two = [](std::vector<Newest>* v, Newest n) {
+    v->push_back(std::move(n));
+    std::sort(v->begin(), v->end(), std::greater<Newest>());
+    if (v->size() > 2) v->resize(2);
+  };
+  std::unordered_map<int64_t, std::vector<Newest>> from_recent;
   Status st;
+  {
+    Result<Stmt> recent = reader_db_->Prepare(
+        "SELECT key_id, time_ms, value, rowid FROM recent WHERE NOT (time_ms<?1 AND rowid<=?2)");
+    if (!recent.ok()) return recent.status();
+    recent->BindInt64(1, mark.cold_to);
+    recent->BindInt64(2, SeqParam(mark.cold_seq));
+    while (recent->Step(&st)) {
+      keep_two(&from_recent[recent->ColumnInt64(0)],
+               Newest{recent->ColumnInt64(1), recent->ColumnInt64(3), ColumnValue(*recent, 2)});
+    }
+    if (!st.ok()) return st;
+  }
+  std::vector<LoadedKey> out;
   while (keys->Step(&st)) {
     LoadedKey k;
     k.id = keys->ColumnInt64(0);
@@ -266,12 +345,15 @@ Result<std::vector<HotStore::LoadedKey>> HotStore::LoadKeys(const ColdMark& mark
     last->BindInt64(1, k.id);
     last->BindInt64(2, mark.cold_to);
     last->BindInt64(3, SeqParam(mark.cold_seq));
-    std::vector<Sample> newest;
-    while (last->Step(&st)) newest.push_back({last->ColumnInt64(0), ColumnValue(*last, 1)});
+    std::vector<Newest> newest;
+    if (auto it = from_recent.find(k.id); it != from_recent.end()) newest = std::move(it->second);
+    while (last->Step(&st)) {
+      keep_two(&newest, Newest{last->ColumnInt64(0), last->ColumnInt64(2), ColumnValue(*last, 1)});
+    }
     last->Reset();
     if (!st.ok()) return st;
-    if (!newest.empty()) k.last = newest[0];
-    if (newest.size() > 1) k.previous = newest[1];
+    if (!newest.empty()) k.last = Sample{newest[0].time_ms, std::move(newest[0].value)};
+    if (newest.size() > 1) k.previous = Sample{newest[1].time_ms, std::move(newest[1].value)};
     out.push_back(std::move(k));
   }
   if (!st.ok()) return st;
@@ -287,7 +369,9 @@ uint64_t HotStore::Enqueue(Op op) {
 
 Result<uint64_t> HotStore::MaxChangeSeq() {
   std::lock_guard<std::mutex> lock(read_mu_);
-  Result<int64_t> max = reader_db_->QueryInt("SELECT coalesce(max(rowid), 0) FROM changes");
+  Result<int64_t> max = reader_db_->QueryInt(
+      "SELECT max((SELECT coalesce(max(rowid), 0) FROM changes), "
+      "(SELECT coalesce(max(rowid), 0) FROM recent))");
   if (!max.ok()) return max.status();
   return static_cast<uint64_t>(*max);
 }
@@ -566,22 +650,73 @@ Status HotStore::DeleteChunk(const PendingDelete& pending,
   return Status::Ok();
 }
 
+int64_t HotStore::RecentMayHoldBefore(int64_t to_ms) const {
+  return recent_min_time_.load() < to_ms ? 1 : 0;
+}
+
+bool HotStore::FoldDue(const std::vector<Op>& batch) const {
+  if (recent_rows_ >= options_.fold_rows) return true;
+  if (recent_rows_ > 0 && SteadyNowMs() - recent_since_ms_ >= options_.fold_interval.count()) {
+    return true;
+  }
+  // A deletion of compacted rows looks at `changes` alone.
+  for (const Op& op : batch) {
+    if (std::holds_alternative<DeleteCompacted>(op)) return recent_rows_ > 0;
+  }
+  return false;
+}
+
+Status HotStore::Fold() {
+  KOMOKU_RETURN_IF_ERROR(fold_move_.Run());
+  return fold_clear_.Run();
+}
+
 Status HotStore::CommitBatch(const std::vector<Op>& batch, bool* freed) {
   KOMOKU_RETURN_IF_ERROR(writer_db_->Exec("BEGIN IMMEDIATE"));
   Status st;
   // Taken over only when the commit succeeds.
   std::optional<PendingDelete> pending = pending_delete_;
   uint64_t taken = 0;  // deletions this batch starts
+  // The fold goes first, in this transaction: what follows lands in an
+  // empty `recent`.
+  const bool fold = FoldDue(batch);
+  const auto fold_start = std::chrono::steady_clock::now();
+  if (fold) st = Fold();
+  const int64_t fold_micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                                  std::chrono::steady_clock::now() - fold_start)
+                                  .count();
+  // The rows this batch adds to `recent`, and the oldest time among them.
+  std::vector<KeyTime> added;
+  int64_t added_min = INT64_MAX;
+  int64_t removed = 0;  // rows of `recent` a deleted key took along
   for (const Op& op : batch) {
+    if (!st.ok()) break;
     if (const auto* row = std::get_if<ChangeRow>(&op)) {
-      Stmt& insert = row->skip_if_stored ? insert_change_unless_stored_ : insert_change_;
+      const KeyTime kt{row->key_id, row->sample.time_ms};
+      // A duplicate can be in `recent` only where a row of the same key and
+      // time is (or was).
+      Stmt& insert = !row->skip_if_stored             ? insert_change_
+                     : recent_times_.count(kt) != 0 ? insert_change_unless_stored_
+                                                    : insert_recent_unless_in_changes_;
       insert.BindInt64(1, row->key_id);
       insert.BindInt64(2, row->sample.time_ms);
       BindValue(insert, 3, row->sample.value);
       insert.BindInt64(4, static_cast<int64_t>(row->seq));
       st = insert.Run();
-      if (st.ok() && row->skip_if_stored && sqlite3_changes(writer_db_->handle()) == 0) {
+      if (!st.ok()) break;
+      if (sqlite3_changes(writer_db_->handle()) == 0) {
         metrics_->Add("komoku_changes_duplicate_total");
+        continue;
+      }
+      recent_times_.insert(kt);
+      added.push_back(kt);
+      if (kt.time_ms < added_min) {
+        added_min = kt.time_ms;
+        // Before the commit: a reader that sees this row also sees it in
+        // its range (RecentMayHoldBefore).
+        int64_t cur = recent_min_time_.load();
+        while (added_min < cur && !recent_min_time_.compare_exchange_weak(cur, added_min)) {
+        }
       }
     } else if (const auto* touch = std::get_if<Touch>(&op)) {
       touch_key_.BindInt64(1, touch->key_id);
@@ -604,6 +739,11 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch, bool* freed) {
       delete_changes_.BindInt64(1, del.key_id);
       st = delete_changes_.Run();
       if (st.ok()) {
+        delete_recent_key_.BindInt64(1, del.key_id);
+        st = delete_recent_key_.Run();
+        removed += sqlite3_changes(writer_db_->handle());
+      }
+      if (st.ok()) {
         delete_key_.BindInt64(1, del.key_id);
         st = delete_key_.Run();
       }
@@ -622,6 +762,19 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch, bool* freed) {
   }
   pending_delete_ = std::move(pending);
   deletions_taken_ += taken;
+  if (fold) {
+    metrics_->Add("komoku_hot_folds_total");
+    metrics_->Add("komoku_hot_folded_rows_total", recent_rows_);
+    metrics_->Add("komoku_hot_fold_micros_total", fold_micros);
+    recent_rows_ = 0;
+    recent_since_ms_ = 0;
+    recent_times_.clear();
+    recent_times_.insert(added.begin(), added.end());
+    recent_min_time_.store(added_min);
+  }
+  recent_rows_ = std::max<int64_t>(0, recent_rows_ - removed) + static_cast<int64_t>(added.size());
+  if (recent_rows_ > 0 && recent_since_ms_ == 0) recent_since_ms_ = SteadyNowMs();
+  metrics_->Set("komoku_hot_recent_rows", recent_rows_);
   return st;
 }
 
@@ -688,6 +841,7 @@ Result<std::vector<Sample>> HotStore::ReadHistory(int64_t key_id, int64_t from_m
   read_history_.BindInt64(5, SeqParam(max_seq));
   read_history_.BindInt64(6, mark.cold_to);
   read_history_.BindInt64(7, SeqParam(mark.cold_seq));
+  read_history_.BindInt64(8, RecentMayHoldBefore(to_ms));
   std::vector<Sample> out;
   Status st;
   while (read_history_.Step(&st)) {
@@ -715,8 +869,9 @@ Result<std::unique_ptr<HotStore::ScanConn>> HotStore::TakeScanConn() {
   if (!db.ok()) return db.status();
   KOMOKU_RETURN_IF_ERROR(ApplyConnectionPragmas(**db));
   Result<Stmt> scan = (*db)->Prepare(
-      "SELECT time_ms, value FROM changes WHERE key_id=?1 AND time_ms>=?2 AND time_ms<?3 "
-      "AND NOT (time_ms<?4 AND rowid<=?5) AND rowid<=?6 ORDER BY time_ms, rowid");
+      BothTables("key_id=?1 AND time_ms>=?2 AND time_ms<?3 AND NOT (time_ms<?4 AND rowid<=?5) "
+                 "AND rowid<=?6",
+                 7, "ORDER BY time_ms, seq"));
   if (!scan.ok()) return scan.status();
   auto conn = std::make_unique<ScanConn>();
   conn->db = std::move(db.value());
@@ -741,6 +896,7 @@ Status HotStore::ScanHistory(int64_t key_id, int64_t from_ms, int64_t to_ms,
   scan.BindInt64(4, mark.cold_to);
   scan.BindInt64(5, SeqParam(mark.cold_seq));
   scan.BindInt64(6, SeqParam(max_seq));
+  scan.BindInt64(7, RecentMayHoldBefore(to_ms));
   Status st;
   while (scan.Step(&st)) {
     if (!fn(Sample{scan.ColumnInt64(0), ColumnValue(scan, 1)})) break;
@@ -760,6 +916,7 @@ Result<std::optional<Sample>> HotStore::ReadAt(int64_t key_id, int64_t time_ms,
   read_at_.BindInt64(2, time_ms);
   read_at_.BindInt64(3, mark.cold_to);
   read_at_.BindInt64(4, SeqParam(mark.cold_seq));
+  read_at_.BindInt64(5, RecentMayHoldBefore(time_ms == INT64_MAX ? time_ms : time_ms + 1));
   Status st;
   std::optional<Sample> out;
   if (read_at_.Step(&st)) out = Sample{read_at_.ColumnInt64(0), ColumnValue(read_at_, 1)};
@@ -774,10 +931,11 @@ Result<std::optional<int64_t>> HotStore::EarliestLate(int64_t key_id, const Cold
   std::lock_guard<std::mutex> lock(read_mu_);
   // With a key, the (key_id, time_ms) index bounds the search to the key's
   // rows before cold_to, which are few once compaction has deleted its own.
-  Result<Stmt> q = reader_db_->Prepare(
-      key_id ? "SELECT min(time_ms) FROM changes WHERE key_id=?1 AND time_ms<?2 AND rowid>?3 "
-               "AND rowid<=?4"
-             : "SELECT min(time_ms) FROM changes WHERE time_ms<?2 AND rowid>?3 AND rowid<=?4");
+  const std::string where = key_id ? "key_id=?1 AND time_ms<?2 AND rowid>?3 AND rowid<=?4"
+                                   : "time_ms<?2 AND rowid>?3 AND rowid<=?4";
+  Result<Stmt> q = reader_db_->Prepare("SELECT min(t) FROM (SELECT min(time_ms) AS t FROM changes "
+                                       "WHERE " + where + " UNION ALL SELECT min(time_ms) FROM "
+                                       "recent WHERE " + where + ")");
   if (!q.ok()) return q.status();
   if (key_id) q->BindInt64(1, key_id);
   q->BindInt64(2, mark.cold_to);

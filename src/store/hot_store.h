@@ -10,6 +10,16 @@
 // a power cut may lose at most the commits of that interval. See
 // docs/storage.md.
 //
+// Layout: a change goes first into the table `recent` (rowid = sequence
+// number, no other index), whose pages fill in arrival order, so a commit
+// writes one page for many changes of many keys. The writer moves them into
+// `changes`, indexed by (key_id, time_ms), in one transaction (a fold) once
+// HotStoreOptions::fold_rows wait or the oldest is fold_interval old, and
+// before a deletion of compacted rows. A row is in one table or the other,
+// never both; every read looks at both in one statement (one snapshot), and
+// skips scanning `recent` when no row there can be in its time range
+// (recent_min_time_).
+//
 // Space: the database runs with auto_vacuum=INCREMENTAL (one made without
 // it is converted once at open, by a VACUUM). Pages that deletions free go
 // back to the file system in bounded steps, `PRAGMA incremental_vacuum`, run
@@ -30,6 +40,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <variant>
 #include <vector>
 
@@ -54,7 +65,7 @@ class HotStore {
  public:
   // The schema version this build writes; older versions are migrated on
   // open, newer ones refused.
-  static constexpr int64_t kSchemaVersion = 2;
+  static constexpr int64_t kSchemaVersion = 3;
   // The page size of a database this build creates.
   static constexpr int kPageSize = 1024;
   // Free pages the writer leaves in the file (a few are soon reused by new
@@ -253,6 +264,36 @@ class HotStore {
   // Deletes the next chunk inside the open transaction; *next is where the
   // deletion stands after it (nullopt: done).
   Status DeleteChunk(const PendingDelete& pending, std::optional<PendingDelete>* next);
+
+  // The fold (see the top of this file). Writer thread, inside a
+  // transaction.
+  bool FoldDue(const std::vector<Op>& batch) const;
+  Status Fold();
+  Stmt insert_recent_unless_in_changes_, delete_recent_key_, fold_move_, fold_clear_;
+  // What the writer knows of `recent` (writer thread): its rows, when the
+  // first of them came (steady ms; 0 when empty), and the (key_id, time_ms)
+  // of each row, kept to check for a duplicate there only when one may be
+  // (an entry of a row that is gone costs a scan, never an answer).
+  struct KeyTime {
+    int64_t key_id;
+    int64_t time_ms;
+    bool operator==(const KeyTime& o) const { return key_id == o.key_id && time_ms == o.time_ms; }
+  };
+  struct KeyTimeHash {
+    size_t operator()(const KeyTime& k) const {
+      return std::hash<int64_t>()(k.key_id * 1000003 ^ k.time_ms);
+    }
+  };
+  int64_t recent_rows_ = 0;
+  int64_t recent_since_ms_ = 0;
+  std::unordered_set<KeyTime, KeyTimeHash> recent_times_;
+  // No row of `recent` has a time below this (INT64_MAX: none there). The
+  // writer lowers it before a commit adds an older row and raises it only
+  // after a fold has committed, so a reader that finds its range below it
+  // may leave `recent` out. Read by any thread.
+  std::atomic<int64_t> recent_min_time_{INT64_MAX};
+  // 1 when `recent` may hold a row with time < to_ms, for binding.
+  int64_t RecentMayHoldBefore(int64_t to_ms) const;
 
   // The read connection and its statements, guarded by read_mu_.
   std::mutex read_mu_;

@@ -49,6 +49,14 @@ struct HotStoreOptions {
   // range) per commit, beside the changes of that commit, so a big deletion
   // never holds up ingest for long.
   int64_t delete_chunk_rows = 20000;
+  // Changes land first in a table kept in arrival order without an index
+  // ("recent"), where the changes of one commit share pages whatever their
+  // keys; they move into the indexed table in one go ("a fold") once this
+  // many wait there, or the oldest has waited fold_interval. A key's index
+  // leaf is then written once for many of its changes instead of once a
+  // change. See docs/storage.md, "What a change costs the disk".
+  int64_t fold_rows = 20000;
+  std::chrono::milliseconds fold_interval{30 * 60 * 1000};
 };
 
 // Cold history: what compaction moves out of the hot store, and when. See
