@@ -1,5 +1,5 @@
 // The hot store's schema as src/store/hot_store.cc creates it (kSchemaV1
-// then kSchemaV2, user_version 2, HotStore::kPageSize), for benchmarks that
+// to kSchemaV3, user_version 3, HotStore::kPageSize), for benchmarks that
 // write its tables directly. Keep in step with hot_store.cc.
 #pragma once
 
@@ -24,7 +24,12 @@ CREATE TABLE changes(
 CREATE INDEX changes_by_key_time ON changes(key_id, time_ms);
 ALTER TABLE keys ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE keys ADD COLUMN last_seen_ms INTEGER;
-PRAGMA user_version=2;
+CREATE TABLE recent(
+  key_id INTEGER NOT NULL,
+  time_ms INTEGER NOT NULL,
+  value ANY NOT NULL
+) STRICT;
+PRAGMA user_version=3;
 )sql";
 
 }  // namespace komoku::bench

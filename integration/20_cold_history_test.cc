@@ -204,8 +204,17 @@ TEST_F(ColdHistoryTest, AStopEndsACompactionAskedForOverHttp) {
     }
     return false;
   };
-  // The first segment file: the compaction is at work.
-  const bool at_work = WaitFor(written, std::chrono::seconds(120));
+  // A finished segment (not a .tmp one being written): the compaction is at
+  // work and has written something it has not committed yet. A stop while
+  // only the first segment's .tmp file was there left nothing to remove and
+  // nothing to log, and failed this test under load.
+  auto finished = [&] {
+    for (const std::string& f : SegmentFiles()) {
+      if (f != "MANIFEST" && f.size() > 4 && f.compare(f.size() - 4, 4, ".tmp") != 0) return true;
+    }
+    return false;
+  };
+  const bool at_work = WaitFor(finished, std::chrono::seconds(120));
   const auto sigterm = std::chrono::steady_clock::now();
   const int status = komoku_->process()->Stop(std::chrono::seconds(120));
   std::cerr << "stopped "

@@ -69,7 +69,7 @@ const std::vector<Field>& Fields() {
        "accepted, so a man in the middle is not noticed; for a first test only."},
       {"store", "data_dir", &Config::store_data_dir, "./komoku-data", 0, 0,
        "Directory of the database; created if missing."},
-      {"store", "commit_interval_ms", &Config::store_commit_interval_ms, "250", 1, 60000,
+      {"store", "commit_interval_ms", &Config::store_commit_interval_ms, "1000", 1, 60000,
        "Changes nobody waits for are committed at least this often."},
       {"store", "commit_max_rows", &Config::store_commit_max_rows, "4000", 1, 1000000,
        "A commit starts as soon as this many changes wait."},

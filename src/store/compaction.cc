@@ -118,6 +118,9 @@ Status Store::CompactHot(CompactionReport& report) {
     max_seq = last_change_seq_;
   }
   KOMOKU_RETURN_IF_ERROR(WaitCommitted(max_seq));
+  // Every committed change into the indexed table: the scans of past days
+  // below then leave out the unindexed `recent` (HotStore::FoldNow).
+  KOMOKU_RETURN_IF_ERROR(hot_->FoldNow());
 
   // Where to start: the end of cold time, or earlier where late changes
   // arrived (their segments are written again), or the oldest hot change on

@@ -406,6 +406,8 @@ uint64_t HotStore::EnqueueTouch(int64_t key_id, int64_t last_seen_ms) {
 
 uint64_t HotStore::EnqueueDeleteKey(int64_t key_id) { return Enqueue(DeleteKey{key_id}); }
 
+Status HotStore::FoldNow() { return WaitCommitted(Enqueue(FoldRecent{})); }
+
 Status HotStore::WaitCommitted(uint64_t seq) {
   std::unique_lock<std::mutex> lock(mu_);
   if (committed_seq_ >= seq) return Status::Ok();
@@ -661,7 +663,9 @@ bool HotStore::FoldDue(const std::vector<Op>& batch) const {
   }
   // A deletion of compacted rows looks at `changes` alone.
   for (const Op& op : batch) {
-    if (std::holds_alternative<DeleteCompacted>(op)) return recent_rows_ > 0;
+    if (std::holds_alternative<DeleteCompacted>(op) || std::holds_alternative<FoldRecent>(op)) {
+      return recent_rows_ > 0;
+    }
   }
   return false;
 }
@@ -733,6 +737,8 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch, bool* freed) {
       // Marks only grow: the newest covers every earlier one.
       pending = PendingDelete{compacted->mark, 0};
       ++taken;
+    } else if (std::holds_alternative<FoldRecent>(op)) {
+      // Done before the batch's rows (FoldDue).
     } else {
       const auto& del = std::get<DeleteKey>(op);
       *freed = true;

@@ -126,6 +126,11 @@ class HotStore {
   uint64_t EnqueueDeleteKey(int64_t key_id);
   // Deletes the rows the cold store holds now (see ColdMark).
   uint64_t EnqueueDeleteCompacted(const ColdMark& mark);
+  // Moves every row of `recent` into `changes` with the next commit, and
+  // waits for it. Compaction calls it first: its scans of past days then
+  // skip `recent`, which a late change would otherwise make every one of
+  // them scan.
+  Status FoldNow();
 
   // Blocks until every deletion of compacted rows queued so far is done and
   // the pages it freed are given back down to kVacuumSlackPages (or the
@@ -205,7 +210,8 @@ class HotStore {
   struct DeleteCompacted {
     ColdMark mark;
   };
-  using Op = std::variant<UpsertKey, ChangeRow, Touch, DeleteKey, DeleteCompacted>;
+  struct FoldRecent {};
+  using Op = std::variant<UpsertKey, ChangeRow, Touch, DeleteKey, DeleteCompacted, FoldRecent>;
 
   HotStore(const std::string& path, const HotStoreOptions& options,
            std::shared_ptr<spdlog::logger> log, Metrics* metrics);

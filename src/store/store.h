@@ -40,7 +40,7 @@ struct ColdState;
 
 struct HotStoreOptions {
   // Commit at least this often while changes wait and nobody waits for them.
-  std::chrono::milliseconds commit_interval{250};
+  std::chrono::milliseconds commit_interval{1000};
   // Commit as soon as this many rows wait.
   size_t commit_max_rows = 4000;
   // How often the WAL is checkpointed (and so fsynced) in the background.

@@ -86,7 +86,7 @@ TEST(ConfigTest, DefaultValues) {
   EXPECT_EQ(c.mqtt_keep_alive_s, 30);
   EXPECT_EQ(c.mqtt_max_payload_bytes, 65536);
   EXPECT_EQ(c.store_data_dir, "./komoku-data");
-  EXPECT_EQ(c.store_commit_interval_ms, 250);
+  EXPECT_EQ(c.store_commit_interval_ms, 1000);
   EXPECT_EQ(c.store_commit_max_rows, 4000);
   EXPECT_EQ(c.store_checkpoint_interval_s, 10);
   EXPECT_EQ(c.http_listen, "127.0.0.1:8080");

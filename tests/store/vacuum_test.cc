@@ -137,7 +137,9 @@ TEST_F(VacuumTest, CompactedRowsGiveTheirPagesBackInBoundedSteps) {
   const std::string before_history = AllHistory(*store, "temp");
   const int64_t pages_before = Pragma(DbPath(), "page_count");
   ASSERT_GT(pages_before, 5000);  // about 7 MB of 1 KB pages
-  ASSERT_LT(Pragma(DbPath(), "freelist_count"), HotStore::kVacuumSlackPages);
+  // Free pages before compacting are those the last fold took from
+  // `recent` (the next rows reuse them), far fewer than compaction frees.
+  ASSERT_LT(Pragma(DbPath(), "freelist_count"), pages_before / 5);
 
   Result<CompactionReport> r = store->Compact();
   ASSERT_TRUE(r.ok()) << r.status().ToString();
