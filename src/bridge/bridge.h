@@ -10,7 +10,8 @@
 //   (the store commits them in groups) and releases the log once committed;
 // - the state thread publishes the newest state of each key that changed,
 //   coalescing bursts, retrying, and republishing every key on each connect;
-// - the connector thread connects, and subscribes again after every
+// - the connector thread connects, turns Nagle's algorithm off on Paho's
+//   socket (bridge/broker_socket.h), and subscribes again after every
 //   (re)connect until the broker acknowledges it.
 // No lock of the bridge or the store is held while calling Paho.
 //

@@ -1,5 +1,6 @@
 #include "bridge/tls.h"
 
+#include "bridge/broker_socket.h"
 #include "common/fd.h"
 
 #include <arpa/inet.h>
@@ -119,36 +120,6 @@ Result<CtxPtr> NewContext(const TlsOptions& tls, std::string* field) {
   return ctx;
 }
 
-struct HostPort {
-  std::string host;
-  std::string port;
-};
-
-// "ssl://host:port", "mqtts://[::1]:8883", "ssl://host" (port 8883).
-Result<HostPort> ParseUrl(const std::string& url) {
-  auto scheme = url.find("://");
-  if (scheme == std::string::npos) return Status::InvalidArgument("not a URL: '" + url + "'");
-  std::string rest = url.substr(scheme + 3);
-  auto slash = rest.find('/');
-  if (slash != std::string::npos) rest.resize(slash);
-  HostPort hp;
-  hp.port = "8883";
-  if (!rest.empty() && rest.front() == '[') {
-    auto close = rest.find(']');
-    if (close == std::string::npos) return Status::InvalidArgument("bad host in '" + url + "'");
-    hp.host = rest.substr(1, close - 1);
-    if (close + 1 < rest.size() && rest[close + 1] == ':') hp.port = rest.substr(close + 2);
-  } else {
-    auto colon = rest.rfind(':');
-    hp.host = rest.substr(0, colon);
-    if (colon != std::string::npos) hp.port = rest.substr(colon + 1);
-  }
-  if (hp.host.empty() || hp.port.empty()) {
-    return Status::InvalidArgument("bad host or port in '" + url + "'");
-  }
-  return hp;
-}
-
 bool IsIpAddress(const std::string& host) {
   unsigned char buf[sizeof(struct in6_addr)];
   return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
@@ -163,7 +134,7 @@ void SetTimeouts(int fd, std::chrono::milliseconds timeout) {
 }
 
 // A connected blocking TCP socket, or IOError.
-Result<int> Connect(const HostPort& hp, std::chrono::milliseconds timeout) {
+Result<int> Connect(const BrokerAddress& hp, std::chrono::milliseconds timeout) {
   struct addrinfo hints;
   std::memset(&hints, 0, sizeof(hints));
   hints.ai_family = AF_UNSPEC;
@@ -219,7 +190,7 @@ Status CheckTlsFiles(const TlsOptions& tls, std::string* field) {
 
 Status CheckTlsHandshake(const std::string& url, const TlsOptions& tls,
                          std::chrono::milliseconds timeout) {
-  Result<HostPort> hp = ParseUrl(url);
+  Result<BrokerAddress> hp = ParseBrokerUrl(url);
   if (!hp.ok()) return hp.status();
   std::string field;
   Result<CtxPtr> ctx = NewContext(tls, &field);
