@@ -155,9 +155,11 @@ double Percentile(const std::vector<double>& sorted, double q) {
   return sorted[std::clamp<size_t>(rank, 1, sorted.size()) - 1];
 }
 
-// `clients` threads, each with its own keep-alive connection, ask `target`
-// until `seconds` have passed; requests in flight then are waited for.
-PhaseResult RunPhase(int port, const std::string& target, int clients, int seconds) {
+// `clients` threads, each with its own keep-alive connection (or, with
+// `fresh`, a new connection for every request), ask `target` until
+// `seconds` have passed; requests in flight then are waited for.
+PhaseResult RunPhase(int port, const std::string& target, int clients, int seconds,
+                     bool fresh = false) {
   std::vector<std::vector<double>> latencies(clients);
   std::vector<size_t> errors(clients, 0);
   std::vector<std::unique_ptr<httplib::Client>> conns;
@@ -173,8 +175,10 @@ PhaseResult RunPhase(int port, const std::string& target, int clients, int secon
       while (!go.load()) std::this_thread::yield();
       while (Clock::now() < deadline) {
         auto t0 = Clock::now();
-        auto res = conns[c]->Get(target);
+        std::unique_ptr<httplib::Client> one = fresh ? NewClient(port) : nullptr;
+        auto res = (fresh ? one : conns[c])->Get(target);
         auto t1 = Clock::now();
+        if (one) one->stop();
         if (!res || res->status != 200) {
           ++errors[c];
           continue;
@@ -361,6 +365,17 @@ int Run(const Options& opt) {
   std::printf("ingest: %d changes/s over MQTT to %d other keys; %d s per phase\n\n", opt.rate,
               kIngestKeys, opt.seconds);
 
+  // A small answer, asked on one kept-alive connection and on a new
+  // connection each time (the baseline): what a keep-alive client such as
+  // Grafana or a browser pays a request.
+  const std::string value = "/api/v1/value?key=" + key;
+  PrintHeader();
+  const PhaseResult value_keep = RunPhase(port, value, 1, opt.seconds);
+  PrintRow("any", "value, keep-alive", value_keep);
+  const PhaseResult value_fresh = RunPhase(port, value, 1, opt.seconds, /*fresh=*/true);
+  PrintRow("any", "value, new connection", value_fresh);
+  std::printf("\n");
+
   PrintHeader();
   const StorePhases hot = RunPhases("hot", port, raw, year, opt);
 
@@ -387,6 +402,8 @@ int Run(const Options& opt) {
 
   std::printf("\nall phases:\n");
   PrintHeader();
+  PrintRow("any", "value, keep-alive", value_keep);
+  PrintRow("any", "value, new connection", value_fresh);
   for (const auto& [label, p] : {std::make_pair("hot", &hot), std::make_pair("cold", &cold)}) {
     PrintRow(label, "raw day (8,640 rows)", p->raw1);
     PrintRow(label, "raw day (8,640 rows)", p->rawn);

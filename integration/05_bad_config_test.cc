@@ -63,5 +63,26 @@ TEST(ConfigFileTest, PortInUseIsAClearStartError) {
       << p.Output();
 }
 
+// A port another Komoku listens on is in use too: the HTTP server must not
+// share it (SO_REUSEPORT let two processes split the requests between them).
+TEST(ConfigFileTest, APortAnotherKomokuListensOnIsInUse) {
+  TempDir dir;
+  Broker broker(dir);
+  Komoku first(dir, broker);
+  ASSERT_TRUE(first.Start()) << first.Output();
+  std::ofstream(dir.File("second.yaml"))
+      << "mqtt:\n  broker: " << broker.url() << "\n  client_id: second\nstore:\n  data_dir: "
+      << dir.File("data2") << "\nhttp:\n  listen: 127.0.0.1:" << first.http_port() << "\n";
+  Process p({KOMOKU_BINARY, "run", "-c", dir.File("second.yaml")}, dir.File("second.log"));
+  const int status = p.Wait(std::chrono::seconds(10));
+  if (status < 0) p.Stop();
+  EXPECT_EQ(status, 1) << p.Output();
+  EXPECT_NE(p.Output().find("cannot listen on 127.0.0.1:" + std::to_string(first.http_port())),
+            std::string::npos)
+      << p.Output();
+  // The first one still answers.
+  EXPECT_EQ(first.Get("/healthz").status, 200);
+}
+
 }  // namespace
 }  // namespace komoku::testing
