@@ -2,6 +2,7 @@
 // line and field, and a non-zero exit status; check-config says the same.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "harness/harness.h"
@@ -61,6 +62,47 @@ TEST(ConfigFileTest, PortInUseIsAClearStartError) {
   EXPECT_NE(p.Output().find("cannot listen on 127.0.0.1:" + std::to_string(broker.port())),
             std::string::npos)
       << p.Output();
+}
+
+// A broker that refuses Komoku's credentials: the log says who was refused
+// and which settings to check (not "MQTT error [135]"), Komoku is not
+// ready, and it keeps trying; with the right password it connects.
+TEST(ConfigFileTest, RefusedCredentialsAreNamedInTheLog) {
+  TempDir dir;
+  const std::string passwords = dir.File("passwords");
+  Process passwd({MOSQUITTO_PASSWD_BINARY, "-b", "-c", passwords, "komoku", "right-password"},
+                 dir.File("passwd.log"));
+  ASSERT_EQ(passwd.Wait(std::chrono::seconds(10)), 0) << passwd.Output();
+  std::filesystem::permissions(passwords, std::filesystem::perms::owner_read |
+                                              std::filesystem::perms::owner_write |
+                                              std::filesystem::perms::group_read |
+                                              std::filesystem::perms::others_read);
+  BrokerOptions options;
+  options.allow_anonymous = false;
+  options.password_file = passwords;
+  Broker broker(dir, options);
+  for (const char* password : {"wrong-password", "right-password"}) {
+    std::ofstream(dir.File("secret")) << password << "\n";
+    std::ofstream(dir.File("k.yaml"))
+        << "mqtt:\n  broker: " << broker.url()
+        << "\n  username: komoku\n  password_file: " << dir.File("secret")
+        << "\nstore:\n  data_dir: " << dir.File("data") << "\nhttp:\n  listen: 127.0.0.1:0\n";
+    Process p({KOMOKU_BINARY, "run", "-c", dir.File("k.yaml")},
+              dir.File(std::string("run-") + password + ".log"));
+    const std::string says = password == std::string("wrong-password")
+                                 ? "the broker refused user 'komoku': "
+                                 : "connected to " + broker.url();
+    EXPECT_TRUE(WaitFor([&] { return p.Output().find(says) != std::string::npos; },
+                        std::chrono::seconds(20)))
+        << password << ": " << p.Output();
+    if (password == std::string("wrong-password")) {
+      EXPECT_NE(p.Output().find("check mqtt.username and mqtt.password_file"), std::string::npos)
+          << p.Output();
+      EXPECT_EQ(p.Output().find("MQTT error [13"), std::string::npos) << p.Output();
+      EXPECT_TRUE(p.Running());
+    }
+    EXPECT_EQ(p.Stop(), 0) << p.Output();
+  }
 }
 
 // A port another Komoku listens on is in use too: the HTTP server must not

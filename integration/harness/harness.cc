@@ -169,13 +169,24 @@ Broker::Broker(const TempDir& dir, BrokerOptions options) : dir_(dir) {
     fs::permissions(dir.File("mosquitto-data"), fs::perms::all, fs::perm_options::add);
     persistence = "persistence true\npersistence_location " + dir.File("mosquitto-data") + "/\n";
   }
+  if (!options.password_file.empty()) {
+    // Read by the mosquitto user, whom Mosquitto becomes when started as
+    // root: the directory must let it through.
+    namespace fs = std::filesystem;
+    fs::permissions(dir.path(), fs::perms::group_exec | fs::perms::others_exec,
+                    fs::perm_options::add);
+  }
   // The port can be taken between FreeLoopbackPort() and mosquitto's bind;
   // try a few.
   for (int attempt = 0; attempt < 5; ++attempt) {
     port_ = FreeLoopbackPort();
     conf_ = dir.File("mosquitto-" + std::to_string(attempt) + ".conf");
     std::ofstream(conf_) << "listener " << port_ << " 127.0.0.1\n"
-                         << "allow_anonymous true\n"
+                         << "allow_anonymous " << (options.allow_anonymous ? "true" : "false")
+                         << "\n"
+                         << (options.password_file.empty()
+                                 ? std::string()
+                                 : "password_file " + options.password_file + "\n")
                          << "max_queued_messages " << options.max_queued_messages << "\n"
                          << persistence;
     if (Launch()) return;

@@ -72,6 +72,10 @@ struct BrokerOptions {
   // QoS 1 and 2 messages queued per client beyond those in flight; 0 is no
   // limit. Mosquitto's default is 1,000; the tests queue far more.
   int max_queued_messages = 100000;
+  // Whether clients without a user name may connect, and the file of user
+  // names and password hashes (mosquitto_passwd) of those that may.
+  bool allow_anonymous = true;
+  std::string password_file;
 };
 
 // A Mosquitto broker on 127.0.0.1 and a free port.

@@ -345,7 +345,7 @@ class Bridge::Impl {
                     : 65535;
           }
         } catch (const mqtt::exception& e) {
-          why = e.what();
+          why = ExplainConnectFailure(e);
         }
         // Paho calls OnConnected for every successful connect, maybe just
         // after completing the token: do not take that moment for a loss.
@@ -396,6 +396,39 @@ class Bridge::Impl {
         continue;
       }
       cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stopped_; });
+    }
+  }
+
+  // What a failed connect says in the log. A broker's refusal (an MQTT 5
+  // CONNACK reason code, which Paho reports as "MQTT error [135]: CONNACK
+  // return code") says what was refused and which setting to check.
+  std::string ExplainConnectFailure(const mqtt::exception& e) const {
+    int code = e.get_reason_code();
+    if (code < 128) code = e.get_return_code();
+    const std::string who = options_.username.empty()
+                                ? std::string("a connection without a user name")
+                                : "user '" + options_.username + "'";
+    const char* check = options_.username.empty()
+                            ? "set mqtt.username and mqtt.password_file"
+                            : "check mqtt.username and mqtt.password_file";
+    switch (code) {
+      case 134:  // Bad User Name or Password
+        return "the broker refused " + who + ": bad user name or password (" + check + ")";
+      case 135:  // Not authorized
+        return "the broker refused " + who + ": not authorized (" + check + ")";
+      case 133:  // Client Identifier not valid
+        return "the broker refused client id '" + options_.client_id +
+               "': not valid (check mqtt.client_id)";
+      case 138:  // Banned
+        return "the broker refused " + who + ": banned";
+      case 140:  // Bad authentication method
+        return "the broker refused " + who + ": bad authentication method";
+      case 136:  // Server unavailable
+      case 137:  // Server busy
+        return std::string("the broker refused the connection: ") +
+               (code == 136 ? "server unavailable" : "server busy");
+      default:
+        return e.what();
     }
   }
 
@@ -671,8 +704,11 @@ class Bridge::Impl {
     const std::string& payload = rec.payload;
     Result<store::ValueMessage> parsed = store::ParseValuePayload(payload, options_.max_payload_bytes);
     if (!parsed.ok()) {
+      // Blank (only spaces, tabs and line ends) counts as empty, as
+      // ParseValuePayload says.
+      const bool blank = payload.find_first_not_of(" \t\r\n") == std::string::npos;
       const char* reason = payload.size() > options_.max_payload_bytes ? "too_large"
-                           : payload.empty()                           ? "empty"
+                           : blank                                     ? "empty"
                                                                        : "bad_payload";
       Refuse(reason, topic, parsed.status().message());
       return true;

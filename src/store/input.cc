@@ -43,7 +43,7 @@ Result<ValueMessage> ParseValuePayload(std::string_view payload, size_t max_byte
                                    " bytes is over the limit of " + std::to_string(max_bytes));
   }
   size_t first = payload.find_first_not_of(" \t\r\n");
-  if (first == std::string_view::npos) return Status::InvalidArgument("empty payload");
+  if (first == std::string_view::npos) return Status::InvalidArgument("empty or blank payload");
   ValueMessage msg;
   if (payload[first] != '{' && payload[first] != '"') {
     msg.value = std::string(payload);
