@@ -64,6 +64,31 @@ TEST(ConfigFileTest, PortInUseIsAClearStartError) {
       << p.Output();
 }
 
+// Usage errors name what is wrong and exit 2; help and version exit 0.
+TEST(CommandLineTest, UnknownCommandsAndBadUsageExit2) {
+  TempDir dir;
+  struct Run {
+    std::vector<std::string> args;
+    int status;
+    const char* says;
+  };
+  const std::vector<Run> runs = {
+      {{"frobnicate"}, 2, "unknown command 'frobnicate'"},
+      {{}, 2, "A subcommand is required"},
+      {{"run", "--no-such-flag"}, 2, "--no-such-flag"},
+      {{"check-config"}, 2, "--config is required"},
+      {{"--version"}, 0, "komoku "},
+      {{"--help"}, 0, "compact"},
+  };
+  for (const Run& r : runs) {
+    std::vector<std::string> argv = {KOMOKU_BINARY};
+    argv.insert(argv.end(), r.args.begin(), r.args.end());
+    Process p(argv, dir.File("cli.log"));
+    EXPECT_EQ(p.Wait(std::chrono::seconds(10)), r.status) << argv.size() << ": " << p.Output();
+    EXPECT_NE(p.Output().find(r.says), std::string::npos) << p.Output();
+  }
+}
+
 // A broker that refuses Komoku's credentials: the log says who was refused
 // and which settings to check (not "MQTT error [135]"), Komoku is not
 // ready, and it keeps trying; with the right password it connects.

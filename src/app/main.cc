@@ -88,6 +88,26 @@ int main(int argc, char** argv) {
   komoku::app::AddMappingsCommand(app, &exit_code);
   komoku::app::AddStoreCommands(app, &exit_code);
 
-  CLI11_PARSE(app, argc, argv);
+  // An unknown command is named as such (CLI11 would say "A subcommand is
+  // required"), and every usage error exits 2, as getopt tools do.
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      known = known || sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::cerr << "komoku: unknown command '" << argv[1] << "' (commands: " << names
+                << "; komoku --help says more)\n";
+      return 2;
+    }
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
   return exit_code;
 }
