@@ -73,6 +73,41 @@ TEST_F(HistoryHttpTest, DoorStatsTimespansAndAt) {
   EXPECT_EQ(at["known"], false);
 }
 
+// A boolean key lists both states, also one that never held (Home
+// Assistant templates read value_json.time['true']); and a step always
+// gives the buckets, also when the range fits in one.
+TEST_F(HistoryHttpTest, BothBooleanStatesAndBucketsWheneverAStepIsGiven) {
+  PutAt("shut", "false", kDay0);
+  const std::string hour =
+      "&from=" + std::to_string(kDay0) + "&to=" + std::to_string(kDay0 + 3600);
+  auto stats = GetJson("/api/v1/stats?key=shut" + hour);
+  EXPECT_DOUBLE_EQ(stats["time"]["false"].get<double>(), 3600) << stats.dump();
+  ASSERT_TRUE(stats["time"].contains("true")) << stats.dump();
+  EXPECT_DOUBLE_EQ(stats["time"]["true"].get<double>(), 0);
+  EXPECT_DOUBLE_EQ(stats["share"]["true"].get<double>(), 0);
+  EXPECT_DOUBLE_EQ(stats["time"]["unknown"].get<double>(), 0);
+  // Before the first change nothing is known: no share of either state.
+  auto before = GetJson("/api/v1/stats?key=shut&from=" + std::to_string(kDay0 - 3600) +
+                        "&to=" + std::to_string(kDay0));
+  ASSERT_TRUE(before["share"].contains("true") && before["share"].contains("false"))
+      << before.dump();
+  EXPECT_TRUE(before["share"]["true"].is_null()) << before.dump();
+  EXPECT_DOUBLE_EQ(before["time"]["unknown"].get<double>(), 3600);
+
+  for (const std::string key : {"shut", "temp"}) {
+    if (key == "temp") PutAt("temp", "20", kDay0);
+    auto one = GetJson("/api/v1/stats?key=" + key + "&step=1d" + hour);
+    ASSERT_TRUE(one.contains("buckets")) << key << ": " << one.dump();
+    ASSERT_EQ(one["buckets"].size(), 1u) << one.dump();
+    EXPECT_DOUBLE_EQ(one["buckets"][0]["start"].get<double>(), kDay0) << one.dump();
+    if (key == "shut") {
+      EXPECT_TRUE(one["buckets"][0]["time"].contains("true")) << one.dump();
+    }
+    // Without a step, no buckets.
+    EXPECT_FALSE(GetJson("/api/v1/stats?key=" + key + hour).contains("buckets"));
+  }
+}
+
 TEST_F(HistoryHttpTest, ASpanThatHasNotEndedIsOpenUpToNow) {
   ASSERT_EQ(komoku_->Put("/api/v1/value?key=light", "true").status, 201);
   std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -431,21 +431,9 @@ class Publisher::Impl {
     }
     Result<json> stats = store::Stats(*store_, q, false, options_.tz);
     if (!stats.ok()) return stats.status();
-    json time = (*stats)["time"];
-    json share = (*stats)["share"];
-    if (IsBoolean(a.type)) {
-      // Both states always appear, so a subscriber can read time.true.
-      double known = 0;
-      for (const auto& [k, v] : time.items()) {
-        if (k != "unknown") known += v.get<double>();
-      }
-      for (const char* s : {"true", "false"}) {
-        if (!time.contains(s)) time[s] = 0.0;
-        if (!share.contains(s)) share[s] = known > 0 ? json(0.0) : json(nullptr);
-      }
-    }
-    body["time"] = time;
-    body["share"] = share;
+    // Stats lists both states of a boolean key, so time.true is always there.
+    body["time"] = (*stats)["time"];
+    body["share"] = (*stats)["share"];
     body["changes"] = (*stats)["changes"];
     return body;
   }

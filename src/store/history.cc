@@ -458,15 +458,23 @@ struct StateAcc {
   int64_t unknown_ms = 0;
   int64_t changes = 0;
 
-  json ToJson() const {
+  // `both_states`: a boolean (or uptime) key lists true and false even when
+  // one of them never held, so `time.true` is always there to read.
+  json ToJson(bool both_states) const {
     json time = json::object();
     json share = json::object();
     int64_t known = 0;
     for (const auto& [v, ms] : ms_per_value) known += ms;
-    for (const auto& [v, ms] : ms_per_value) {
+    auto put = [&](const std::string& v, int64_t ms) {
       time[v] = static_cast<double>(ms) / 1000.0;
       share[v] = known ? json(static_cast<double>(ms) / static_cast<double>(known)) : json(nullptr);
+    };
+    if (both_states) {
+      for (const char* v : {"false", "true"}) {
+        if (!ms_per_value.count(v)) put(v, 0);
+      }
     }
+    for (const auto& [v, ms] : ms_per_value) put(v, ms);
     time["unknown"] = static_cast<double>(unknown_ms) / 1000.0;
     return {{"time", time}, {"share", share}, {"changes", changes}};
   }
@@ -897,7 +905,8 @@ Result<json> Stats(const Store& store, const HistoryQuery& q, bool hour_of_day,
                   {"count", acc.count},              {"known", static_cast<double>(acc.known_ms) / 1000.0}};
     };
     json out = summary(total.accs()[0], q.to_ms - q.from_ms);
-    if (q.buckets.size() > 1 || (!q.buckets.empty() && q.buckets[0] != q.from_ms)) {
+    // With a step, the buckets are listed, one bucket or many.
+    if (q.step_ms != 0) {
       json rows = json::array();
       for (size_t i = 0; i < buckets.size(); ++i) {
         json row = summary(per.accs()[i], buckets.end(i) - buckets.start(i));
@@ -915,11 +924,13 @@ Result<json> Stats(const Store& store, const HistoryQuery& q, bool hour_of_day,
   KOMOKU_RETURN_IF_ERROR(
       Walk(store, q.key, q.from_ms, q.to_ms, visitor,
            Rollups(q, hour_of_day ? 5 * kMinute : kMaxRollupMs)));
-  json out = visitor.total().ToJson();
-  if (q.buckets.size() > 1 || (!q.buckets.empty() && q.buckets[0] != q.from_ms)) {
+  const bool both_states =
+      info->type == KeyType::kBoolean || info->type == KeyType::kUptime;
+  json out = visitor.total().ToJson(both_states);
+  if (q.step_ms != 0) {
     json rows = json::array();
     for (size_t i = 0; i < buckets.size(); ++i) {
-      json row = visitor.accs()[i].ToJson();
+      json row = visitor.accs()[i].ToJson(both_states);
       row["start"] = MsToSeconds(buckets.start(i));
       rows.push_back(std::move(row));
     }

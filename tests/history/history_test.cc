@@ -48,6 +48,7 @@ class HistoryTest : public ::testing::Test {
     EXPECT_TRUE(b.ok()) << b.status().ToString();
     q.buckets = *b;
     q.from_ms = q.buckets.front();
+    q.step_ms = step;
     return q;
   }
 
@@ -123,7 +124,9 @@ TEST_F(HistoryTest, BooleanStatsAndTimespansByHand) {
   Result<json> hourly = Stats(*store_, Query("door", 0, 7'200'000, 3'600'000), false, "");
   ASSERT_TRUE(hourly.ok());
   ASSERT_EQ((*hourly)["buckets"].size(), 2u);
-  EXPECT_EQ((*hourly)["buckets"][0]["time"], json::parse(R"({"false": 3600, "unknown": 0})"));
+  // Both states of a boolean, also one that never held.
+  EXPECT_EQ((*hourly)["buckets"][0]["time"],
+            json::parse(R"({"false": 3600, "true": 0, "unknown": 0})"));
   EXPECT_EQ((*hourly)["buckets"][1]["time"], json::parse(R"({"false": 1800, "true": 1800, "unknown": 0})"));
   EXPECT_EQ((*hourly)["buckets"][1]["changes"], 2);
 
@@ -146,7 +149,7 @@ TEST_F(HistoryTest, BeforeTheFirstChangeAndPastStaleAfterIsUnknown) {
   q.buckets = {0};
   Result<json> stats = Stats(*store_, q, false, "");
   ASSERT_TRUE(stats.ok());
-  EXPECT_EQ((*stats)["time"], json::parse(R"({"true": 10, "unknown": 50})"));
+  EXPECT_EQ((*stats)["time"], json::parse(R"({"false": 0, "true": 10, "unknown": 50})"));
   EXPECT_DOUBLE_EQ((*stats)["share"]["true"].get<double>(), 1.0);
 }
 
