@@ -62,6 +62,10 @@ const char kRules[] = R"(mappings:
     topic: +/status
     key: "{1}/online"
     availability: true
+  - name: homie_state
+    topic: homie/+/$state
+    key: "{1}/online"
+    availability: true
   - name: every_repeat
     topic: meter/+
     key: "meter/{1}"
@@ -105,6 +109,7 @@ TEST_F(MappingTest, DeviceExamplesBecomeTypedKeys) {
   mqtt_->Publish("livingroom/sensor/temperature/state", "21.50");
   mqtt_->Publish("livingroom/binary_sensor/motion/state", "ON");
   mqtt_->Publish("livingroom/status", "online");
+  mqtt_->Publish("homie/weather/$state", "alert");  // Homie 4: not ready
 
   struct Expected {
     const char* key;
@@ -128,6 +133,7 @@ TEST_F(MappingTest, DeviceExamplesBecomeTypedKeys) {
       {"livingroom/temperature", 21.5, "numeric"},
       {"livingroom/motion", true, "boolean"},
       {"livingroom/online", true, "boolean"},
+      {"weather/online", false, "boolean"},
   };
   for (const Expected& e : expected) {
     ASSERT_TRUE(WaitForValue(e.key, e.value)) << e.key << ": " << Value(e.key).dump();

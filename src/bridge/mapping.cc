@@ -298,7 +298,10 @@ Result<std::unique_ptr<MappingEngine>> MappingEngine::Compile(std::vector<Mappin
       if (!IsBooleanType(r.type)) return bad("type", "an availability rule makes boolean or uptime keys");
       if (r.true_words.empty() && r.false_words.empty()) {
         r.true_words = {"online", "ready", "connected", "up", "true"};
-        r.false_words = {"offline", "lost", "disconnected", "sleeping", "init", "down", "false"};
+        // Homie 4's $state: ready, or init, disconnected, sleeping, lost,
+        // alert (as discovery reads it).
+        r.false_words = {"offline", "lost", "disconnected", "sleeping", "init",
+                         "alert",   "down", "false"};
       }
     }
     const bool several_fields = r.all_fields || r.fields.size() > 1;

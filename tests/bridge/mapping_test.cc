@@ -342,6 +342,10 @@ TEST(MappingAvailabilityTest, OnlineOfflineLwtAndJsonState) {
   EXPECT_EQ(Show(e->Map("dev/status", "Offline", kNow)), "dev/online=false(b);");
   EXPECT_EQ(Show(e->Map("dev/status", R"({"state":"online"})", kNow)), "dev/online=true(b);");
   EXPECT_EQ(Show(e->Map("dev/status", "lost", kNow)), "dev/online=false(b);");
+  // Every Homie 4 $state other than ready.
+  for (const char* state : {"init", "disconnected", "sleeping", "lost", "alert"}) {
+    EXPECT_EQ(Show(e->Map("dev/status", state, kNow)), "dev/online=false(b);") << state;
+  }
   EXPECT_EQ(Show(e->Map("dev/status", "perhaps", kNow)).substr(0, 20), "refused bad_boolean:");
   r.type = KeyType::kUptime;
   EXPECT_EQ(Show(Engine({r})->Map("dev/status", "ready", kNow)), "dev/online=true(b);");
