@@ -98,6 +98,25 @@ TEST_F(PublishQueryTest, HttpPutIsTheSameAsMqttSet) {
   EXPECT_NE(r.body.find("not a number"), std::string::npos) << r.body;
 }
 
+// A JSON string is text: "1.10" (a firmware version) makes a string key
+// and stays "1.10", over MQTT and HTTP alike; the same text bare is a number.
+TEST_F(PublishQueryTest, AJsonStringIsText) {
+  mqtt_->Publish("komoku/set/plug/firmware", R"("1.10")");
+  mqtt_->Publish("komoku/set/plug/build", R"({"value": "2.0"})");
+  mqtt_->Publish("komoku/set/plug/power", "1.10");
+  ASSERT_TRUE(WaitForHistory("plug/power", 1));
+  ASSERT_TRUE(WaitForHistory("plug/build", 1));
+  auto firmware = komoku_->Get("/api/v1/value?key=plug/firmware").Json();
+  EXPECT_EQ(firmware["type"], "string") << firmware.dump();
+  EXPECT_EQ(firmware["value"], "1.10") << firmware.dump();
+  EXPECT_EQ(komoku_->Get("/api/v1/value?key=plug/build").Json()["value"], "2.0");
+  EXPECT_EQ(komoku_->Get("/api/v1/value?key=plug/power").Json()["type"], "numeric");
+  auto r = komoku_->Put("/api/v1/value?key=plug/serial", R"("007")");
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(r.Json()["type"], "string") << r.body;
+  EXPECT_EQ(r.Json()["value"], "007") << r.body;
+}
+
 TEST_F(PublishQueryTest, BadParametersAreClear400s) {
   mqtt_->Publish("komoku/set/t", "1");
   ASSERT_TRUE(WaitForHistory("t", 1));

@@ -722,6 +722,7 @@ class Bridge::Impl {
     // stored already. Messages with only their arrival time are distinct.
     put.skip_duplicate = parsed->time_ms.has_value() || rec.recovered;
     put.wait_committed = false;
+    if (parsed->text) put.new_key_type = store::KeyType::kString;
     Result<store::Change> change = store_->Put(*key, parsed->value, put);
     if (!change.ok()) {
       if (RefusedForNow(change.status())) return false;

@@ -395,6 +395,7 @@ class Server::Impl {
     }
     store::PutOptions put;
     put.time_ms = msg.time_ms;
+    if (msg.text) put.new_key_type = store::KeyType::kString;
     Result<store::Change> change = store_->Put(*key, msg.value, put);
     if (!change.ok()) return SendStatus(res, change.status(), /*counted=*/true);
     json j = {{"key", change->key},

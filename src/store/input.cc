@@ -53,6 +53,7 @@ Result<ValueMessage> ParseValuePayload(std::string_view payload, size_t max_byte
   if (j.is_discarded()) return Status::InvalidArgument("payload is not valid JSON");
   if (j.is_string()) {
     msg.value = j.get<std::string>();
+    msg.text = true;
     return msg;
   }
   auto value = j.find("value");
@@ -65,6 +66,7 @@ Result<ValueMessage> ParseValuePayload(std::string_view payload, size_t max_byte
   Result<InputValue> input = JsonToInput(*value);
   if (!input.ok()) return input.status();
   msg.value = std::move(input.value());
+  msg.text = value->is_string();
   auto time = j.find("time");
   if (time != j.end()) {
     Result<int64_t> ms = JsonSecondsToMs(*time);

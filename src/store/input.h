@@ -17,6 +17,9 @@ namespace komoku::store {
 struct ValueMessage {
   InputValue value;
   std::optional<int64_t> time_ms;
+  // The value was a JSON string ("1.10", or {"value": "1.10"}): text, so a
+  // key it creates is a string key (PutOptions::new_key_type).
+  bool text = false;
 };
 
 // Refuses (InvalidArgument, saying why) a payload over `max_bytes`, an empty

@@ -167,6 +167,10 @@ struct PutOptions {
   // a no-op (Change::duplicate). Off for MQTT messages that have only their
   // arrival time, which are distinct events even within one millisecond.
   bool skip_duplicate = true;
+  // The type a key this put creates gets, instead of the one guessed from
+  // the value: a JSON string ("1.10", a firmware version) makes a string
+  // key, where the same text bare would make a numeric one.
+  std::optional<KeyType> new_key_type;
 };
 
 class Store {
