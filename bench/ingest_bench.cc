@@ -329,6 +329,14 @@ FloodRow RunFloodCase(const Options& o, const FloodCase& c, const Messages& m) {
               row.komoku_seconds,
               Rate(static_cast<double>(row.komoku_messages), row.komoku_seconds).c_str(),
               p.reached ? "" : ", then no progress: gave up", alive ? "" : ", komoku exited");
+  // How the writer grouped them: big commits go straight into the indexed
+  // table, small ones through `recent` and its folds (docs/storage.md).
+  const int64_t batches = Metric(komoku.port, "komoku_commit_batches_total");
+  const int64_t rows = Metric(komoku.port, "komoku_commit_rows_total");
+  std::printf("  %-13s komoku: %s commits, %.0f rows a commit, %s folds\n", c.name().c_str(),
+              Thousands(batches).c_str(),
+              batches > 0 ? static_cast<double>(rows) / static_cast<double>(batches) : 0.0,
+              Thousands(Metric(komoku.port, "komoku_hot_folds_total")).c_str());
   komoku.process->Stop();
   return row;
 }

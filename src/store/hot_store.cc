@@ -264,6 +264,15 @@ Status HotStore::PrepareWriter() {
       {&insert_recent_unless_in_changes_,
        "INSERT INTO recent(rowid, key_id, time_ms, value) SELECT ?4, ?1, ?2, ?3 WHERE NOT "
        "EXISTS (SELECT 1 FROM changes WHERE key_id=?1 AND time_ms=?2 AND value IS ?3)"},
+      {&insert_direct_,
+       "INSERT INTO changes(rowid, key_id, time_ms, value) VALUES(?4, ?1, ?2, ?3)"},
+      {&insert_direct_unless_stored_,
+       "INSERT INTO changes(rowid, key_id, time_ms, value) SELECT ?4, ?1, ?2, ?3 WHERE NOT "
+       "EXISTS (SELECT 1 FROM changes WHERE key_id=?1 AND time_ms=?2 AND value IS ?3) AND NOT "
+       "EXISTS (SELECT 1 FROM recent WHERE key_id=?1 AND time_ms=?2 AND value IS ?3)"},
+      {&insert_direct_unless_in_changes_,
+       "INSERT INTO changes(rowid, key_id, time_ms, value) SELECT ?4, ?1, ?2, ?3 WHERE NOT "
+       "EXISTS (SELECT 1 FROM changes WHERE key_id=?1 AND time_ms=?2 AND value IS ?3)"},
       {&delete_recent_key_, "DELETE FROM recent WHERE key_id=?1"},
       // In rowid order: `changes` grows at its end, and the index leaves
       // each key's rows go to stay in the page cache until the commit.
@@ -689,6 +698,10 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch, bool* freed) {
   const int64_t fold_micros = std::chrono::duration_cast<std::chrono::microseconds>(
                                   std::chrono::steady_clock::now() - fold_start)
                                   .count();
+  // A big batch goes straight into `changes` (kDirectRows).
+  const size_t change_rows = static_cast<size_t>(std::count_if(
+      batch.begin(), batch.end(), [](const Op& op) { return std::holds_alternative<ChangeRow>(op); }));
+  const bool direct = change_rows >= kDirectRows;
   // The rows this batch adds to `recent`, and the oldest time among them.
   std::vector<KeyTime> added;
   int64_t added_min = INT64_MAX;
@@ -699,9 +712,13 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch, bool* freed) {
       const KeyTime kt{row->key_id, row->sample.time_ms};
       // A duplicate can be in `recent` only where a row of the same key and
       // time is (or was).
-      Stmt& insert = !row->skip_if_stored             ? insert_change_
-                     : recent_times_.count(kt) != 0 ? insert_change_unless_stored_
-                                                    : insert_recent_unless_in_changes_;
+      const bool maybe_in_recent = recent_times_.count(kt) != 0;
+      Stmt& insert = direct ? (!row->skip_if_stored ? insert_direct_
+                               : maybe_in_recent    ? insert_direct_unless_stored_
+                                                    : insert_direct_unless_in_changes_)
+                            : (!row->skip_if_stored ? insert_change_
+                               : maybe_in_recent    ? insert_change_unless_stored_
+                                                    : insert_recent_unless_in_changes_);
       insert.BindInt64(1, row->key_id);
       insert.BindInt64(2, row->sample.time_ms);
       BindValue(insert, 3, row->sample.value);
@@ -712,6 +729,7 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch, bool* freed) {
         metrics_->Add("komoku_changes_duplicate_total");
         continue;
       }
+      if (direct) continue;
       recent_times_.insert(kt);
       added.push_back(kt);
       if (kt.time_ms < added_min) {

@@ -71,6 +71,10 @@ class HotStore {
   // Free pages the writer leaves in the file (a few are soon reused by new
   // rows); above this, after a commit that deleted rows, it gives them back.
   static constexpr int64_t kVacuumSlackPages = 256;
+  // A commit of at least this many changes (a flood, a backfill) puts them
+  // straight into `changes`: they share index leaves anyway, and going
+  // through `recent` would write each of them twice.
+  static constexpr size_t kDirectRows = 1000;
   // Pages one vacuum step gives back at most (a step is its own
   // transaction between two commits; docs/storage.md has its duration).
   static constexpr int64_t kVacuumStepPages = 1000;
@@ -276,6 +280,9 @@ class HotStore {
   bool FoldDue(const std::vector<Op>& batch) const;
   Status Fold();
   Stmt insert_recent_unless_in_changes_, delete_recent_key_, fold_move_, fold_clear_;
+  // The same three statements as for `recent`, for a batch of at least
+  // kDirectRows changes.
+  Stmt insert_direct_, insert_direct_unless_stored_, insert_direct_unless_in_changes_;
   // What the writer knows of `recent` (writer thread): its rows, when the
   // first of them came (steady ms; 0 when empty), and the (key_id, time_ms)
   // of each row, kept to check for a duplicate there only when one may be

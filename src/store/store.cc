@@ -200,7 +200,9 @@ Result<Change> Store::Put(std::string_view key, const InputValue& value,
   return Apply(
       key,
       [&](const KeyState* state, KeyType* type) -> Result<Value> {
-        *type = state ? state->type : options.new_key_type.value_or(GuessType(value));
+        *type = state                  ? state->type
+                : options.new_key_type ? *options.new_key_type
+                                       : GuessType(value);
         Result<Value> v = CoerceValue(*type, value, boolean_words_);
         if (!v.ok()) return v.status().WithReason("wrong_type");
         if (state && state->options.values) {

@@ -205,6 +205,37 @@ TEST(RecentTableTest, ADeletedKeyTakesItsRowsInBothTables) {
   EXPECT_EQ(Values(*store, "b"), (std::vector<double>{7}));
 }
 
+// A flood commits thousands of changes at once: they go straight into
+// `changes` (HotStore::kDirectRows), not twice through `recent`, and
+// every read and duplicate check still sees both tables.
+TEST(RecentTableTest, ABigBatchGoesStraightIntoChanges) {
+  TempDir dir;
+  FakeClock clock(kNow);
+  HotStoreOptions hot;
+  hot.commit_interval = std::chrono::milliseconds(60000);  // one commit, when asked
+  auto store = OpenTestStore(dir.File("data"), &clock, hot);
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(PutAt(*store, "a", -1, kNow - 900000).ok());
+  ASSERT_TRUE(store->WaitCommitted(UINT64_MAX).ok());
+  ASSERT_EQ(Rows(dir, "recent"), 1);
+  constexpr int kRows = static_cast<int>(HotStore::kDirectRows) + 200;
+  for (int i = 0; i < kRows; ++i) {
+    ASSERT_TRUE(PutAt(*store, i % 2 ? "a" : "b", i, kNow - 800000 + i * 100).ok());
+  }
+  ASSERT_TRUE(store->WaitCommitted(UINT64_MAX).ok());
+  EXPECT_EQ(Rows(dir, "changes"), kRows);
+  EXPECT_EQ(Rows(dir, "recent"), 1);
+  EXPECT_EQ(store->metrics().Get("komoku_hot_folds_total"), 0);
+  const std::vector<double> a = Values(*store, "a");
+  ASSERT_EQ(a.size(), static_cast<size_t>(kRows / 2 + 1));
+  EXPECT_EQ(a.front(), -1);
+  EXPECT_EQ(a.back(), kRows - 1);
+  // The row in `recent` is still found as a duplicate.
+  Result<Change> again = PutAt(*store, "a", -1, kNow - 900000);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->duplicate);
+}
+
 TEST(RecentTableTest, TheOldestRowWaitsAtMostTheFoldInterval) {
   TempDir dir;
   FakeClock clock(kNow);
