@@ -117,6 +117,21 @@ TEST_F(PublishQueryTest, AJsonStringIsText) {
   EXPECT_EQ(r.Json()["value"], "007") << r.body;
 }
 
+// A clean stop says what it does at info level and nothing at warn or
+// error (issue 19 saw "disconnect: MQTT error [-3]" and a refused
+// subscription logged after "stopped"): journalctl -p warning stays empty.
+TEST_F(PublishQueryTest, ACleanStopLogsNoWarningOrError) {
+  mqtt_->Publish("komoku/set/hall/light", "on");
+  ASSERT_TRUE(WaitForHistory("hall/light", 1));
+  ASSERT_EQ(komoku_->Stop(), 0) << komoku_->Output();
+  const std::string out = komoku_->Output();
+  EXPECT_NE(out.find("info: stopped"), std::string::npos) << out;
+  EXPECT_EQ(out.find("] warning: "), std::string::npos) << out;
+  EXPECT_EQ(out.find("] warn: "), std::string::npos) << out;
+  EXPECT_EQ(out.find("] error: "), std::string::npos) << out;
+  EXPECT_EQ(out.find("] critical: "), std::string::npos) << out;
+}
+
 TEST_F(PublishQueryTest, BadParametersAreClear400s) {
   mqtt_->Publish("komoku/set/t", "1");
   ASSERT_TRUE(WaitForHistory("t", 1));
