@@ -3,6 +3,7 @@
 // 400s that name the bad parameter.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <thread>
 
 #include "harness/harness.h"
@@ -106,6 +107,28 @@ TEST_F(HistoryHttpTest, BothBooleanStatesAndBucketsWheneverAStepIsGiven) {
     // Without a step, no buckets.
     EXPECT_FALSE(GetJson("/api/v1/stats?key=" + key + hour).contains("buckets"));
   }
+}
+
+// One rule for stale_after in at, stats and the derived stale topic: a
+// value is known for stale_after from its change, [t, t + stale_after),
+// and unknown from t + stale_after on, that very instant included.
+TEST_F(HistoryHttpTest, AValueIsUnknownFromStaleAfterOn) {
+  auto r = komoku_->Post("/api/v1/define?key=pir",
+                         R"({"type": "boolean", "opts": {"stale_after": 60}})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  PutAt("pir", "true", kDay0);
+  auto at = [&](double t) {
+    char q[128];
+    std::snprintf(q, sizeof q, "/api/v1/at?key=pir&time=%.3f", t);
+    return GetJson(q);
+  };
+  EXPECT_EQ(at(kDay0 + 59.999)["known"], true);
+  EXPECT_EQ(at(kDay0 + 60)["known"], false);
+  EXPECT_TRUE(at(kDay0 + 60)["value"].is_null());
+  auto stats = GetJson("/api/v1/stats?key=pir&from=" + std::to_string(kDay0) +
+                       "&to=" + std::to_string(kDay0 + 120));
+  EXPECT_DOUBLE_EQ(stats["time"]["true"].get<double>(), 60) << stats.dump();
+  EXPECT_DOUBLE_EQ(stats["time"]["unknown"].get<double>(), 60) << stats.dump();
 }
 
 TEST_F(HistoryHttpTest, ASpanThatHasNotEndedIsOpenUpToNow) {
