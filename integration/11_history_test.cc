@@ -3,6 +3,7 @@
 // 400s that name the bad parameter.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
 #include <thread>
 
@@ -129,6 +130,19 @@ TEST_F(HistoryHttpTest, AValueIsUnknownFromStaleAfterOn) {
                        "&to=" + std::to_string(kDay0 + 120));
   EXPECT_DOUBLE_EQ(stats["time"]["true"].get<double>(), 60) << stats.dump();
   EXPECT_DOUBLE_EQ(stats["time"]["unknown"].get<double>(), 60) << stats.dump();
+}
+
+// The future is unknown: an hour back and an hour ahead is an hour of the
+// door's state and an hour unknown, not an hour in all.
+TEST_F(HistoryHttpTest, TimeAfterNowIsUnknown) {
+  const double now = static_cast<double>(
+      std::chrono::duration_cast<std::chrono::seconds>(
+          std::chrono::system_clock::now().time_since_epoch()).count());
+  PutAt("gate", "false", now - 7200);
+  auto stats = GetJson("/api/v1/stats?key=gate&from=-1h&to=%2B1h");
+  EXPECT_NEAR(stats["time"]["false"].get<double>(), 3600, 1) << stats.dump();
+  EXPECT_NEAR(stats["time"]["unknown"].get<double>(), 3600, 1) << stats.dump();
+  EXPECT_DOUBLE_EQ(stats["share"]["false"].get<double>(), 1.0) << stats.dump();
 }
 
 TEST_F(HistoryHttpTest, ASpanThatHasNotEndedIsOpenUpToNow) {

@@ -924,6 +924,10 @@ Result<json> Stats(const Store& store, const HistoryQuery& q, bool hour_of_day,
   KOMOKU_RETURN_IF_ERROR(
       Walk(store, q.key, q.from_ms, q.to_ms, visitor,
            Rollups(q, hour_of_day ? 5 * kMinute : kMaxRollupMs)));
+  // The walk stops at now; what the range holds after it is not yet known,
+  // and counts as unknown time (to=+1h over a door says 3,600 s unknown).
+  const int64_t now = store.clock().NowMs();
+  if (q.to_ms > now) visitor.Segment(std::max(q.from_ms, now), q.to_ms, nullptr);
   const bool both_states =
       info->type == KeyType::kBoolean || info->type == KeyType::kUptime;
   json out = visitor.total().ToJson(both_states);
