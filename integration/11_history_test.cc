@@ -145,6 +145,27 @@ TEST_F(HistoryHttpTest, TimeAfterNowIsUnknown) {
   EXPECT_DOUBLE_EQ(stats["share"]["false"].get<double>(), 1.0) << stats.dump();
 }
 
+// sum is null in a bucket without a change (like avg); a counter's
+// increase is null before anything is known and 0 while it stands still.
+TEST_F(HistoryHttpTest, EmptyBucketsAnswerNullForSumAndIncrease) {
+  PutAt("rain", "2", kDay0 + 600);
+  auto r = komoku_->Post("/api/v1/define?key=meter", R"({"type": "counter"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  PutAt("meter", "100", kDay0 + 3600 + 60);
+  const std::string range =
+      "&from=" + std::to_string(kDay0) + "&to=" + std::to_string(kDay0 + 3 * 3600);
+  auto sum = GetJson("/api/v1/history?key=rain&step=1h&agg=sum,count" + range);
+  ASSERT_EQ(sum["rows"].size(), 3u) << sum.dump();
+  EXPECT_DOUBLE_EQ(sum["rows"][0][1].get<double>(), 2) << sum.dump();
+  EXPECT_TRUE(sum["rows"][1][1].is_null()) << sum.dump();
+  EXPECT_EQ(sum["rows"][1][2], 0) << sum.dump();
+  auto inc = GetJson("/api/v1/history?key=meter&step=1h&agg=increase" + range);
+  ASSERT_EQ(inc["rows"].size(), 3u) << inc.dump();
+  EXPECT_TRUE(inc["rows"][0][1].is_null()) << inc.dump();
+  EXPECT_DOUBLE_EQ(inc["rows"][1][1].get<double>(), 0) << inc.dump();
+  EXPECT_DOUBLE_EQ(inc["rows"][2][1].get<double>(), 0) << inc.dump();
+}
+
 TEST_F(HistoryHttpTest, ASpanThatHasNotEndedIsOpenUpToNow) {
   ASSERT_EQ(komoku_->Put("/api/v1/value?key=light", "true").status, 201);
   std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -349,9 +349,14 @@ struct NumericAcc {
       case Agg::kFirst: return first ? json(*first) : json(nullptr);
       case Agg::kLast: return last ? json(*last) : json(nullptr);
       case Agg::kCount: return count;
-      case Agg::kSum: return sum;
-      case Agg::kIncrease: return increase;
-      case Agg::kRate: return increase / (static_cast<double>(bucket_ms) / 1000.0);
+      // A point aggregate: null without a change in the bucket, like avg.
+      case Agg::kSum: return count ? json(sum) : json(nullptr);
+      // Null where nothing was known all through the bucket (before the
+      // first change, or stale); 0 where the counter was known and still.
+      case Agg::kIncrease: return known_ms ? json(increase) : json(nullptr);
+      case Agg::kRate:
+        return known_ms ? json(increase / (static_cast<double>(bucket_ms) / 1000.0))
+                        : json(nullptr);
     }
     return nullptr;
   }

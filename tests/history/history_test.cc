@@ -76,11 +76,24 @@ TEST_F(HistoryTest, NumericBucketsByHand) {
 TEST_F(HistoryTest, EmptyBucketsAreNullNotZeroAndTheValueCarriesIn) {
   Define("t", KeyType::kNumeric);
   Put("t", 1000, 4.0);
-  Result<json> rows =
-      Downsample(*store_, Query("t", 60000, 180000, 60000), *ParseAggs("avg,twavg,count", KeyType::kNumeric));
+  Result<json> rows = Downsample(*store_, Query("t", 60000, 180000, 60000),
+                                 *ParseAggs("avg,twavg,count,sum", KeyType::kNumeric));
   ASSERT_TRUE(rows.ok());
-  EXPECT_EQ((*rows)[0], json::parse("[60, null, 4, 0]"));
-  EXPECT_EQ((*rows)[1], json::parse("[120, null, 4, 0]"));
+  EXPECT_EQ((*rows)[0], json::parse("[60, null, 4, 0, null]"));
+  EXPECT_EQ((*rows)[1], json::parse("[120, null, 4, 0, null]"));
+}
+
+// A counter's increase is null where nothing was known (before its first
+// change) and 0 where it was known and did not move.
+TEST_F(HistoryTest, IncreaseIsNullWhereNothingIsKnown) {
+  Define("c", KeyType::kCounter);
+  Put("c", 65000, 7.0);
+  Result<json> rows = Downsample(*store_, Query("c", 0, 180000, 60000),
+                                 *ParseAggs("increase,rate", KeyType::kCounter));
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ((*rows)[0], json::parse("[0, null, null]"));
+  EXPECT_EQ((*rows)[1], json::parse("[60, 0.0, 0.0]"));
+  EXPECT_EQ((*rows)[2], json::parse("[120, 0.0, 0.0]"));
 }
 
 TEST_F(HistoryTest, CounterIncreaseHandlesResetsAndGlitches) {
