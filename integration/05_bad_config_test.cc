@@ -89,6 +89,27 @@ TEST(CommandLineTest, UnknownCommandsAndBadUsageExit2) {
   }
 }
 
+// Under systemd (JOURNAL_STREAM set) every line starts with its sd-daemon
+// priority, so `journalctl -p warning` finds the warnings: here the broker
+// that is not there.
+TEST(JournalTest, LinesCarryTheirPriorityUnderSystemd) {
+  TempDir dir;
+  std::ofstream(dir.File("k.yaml")) << "mqtt:\n  broker: tcp://127.0.0.1:1\nstore:\n  data_dir: "
+                                    << dir.File("data") << "\nhttp:\n  listen: 127.0.0.1:0\n";
+  Process p({"/usr/bin/env", "JOURNAL_STREAM=8:12345", KOMOKU_BINARY, "run", "-c",
+             dir.File("k.yaml")},
+            dir.File("run.log"));
+  EXPECT_TRUE(WaitFor([&] { return p.Output().find("cannot connect") != std::string::npos; },
+                      std::chrono::seconds(20)))
+      << p.Output();
+  EXPECT_EQ(p.Stop(), 0) << p.Output();
+  const std::string out = p.Output();
+  EXPECT_NE(out.find("<6>[main] info: "), std::string::npos) << out;
+  EXPECT_NE(out.find("<4>[bridge] warning: cannot connect"), std::string::npos) << out;
+  // No timestamps: journald has its own.
+  EXPECT_EQ(out.find("\n20"), std::string::npos) << out;
+}
+
 // A broker that refuses Komoku's credentials: the log says who was refused
 // and which settings to check (not "MQTT error [135]"), Komoku is not
 // ready, and it keeps trying; with the right password it connects.

@@ -4,6 +4,7 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -34,11 +35,38 @@ struct Loggers {
   std::shared_ptr<spdlog::logger> main, store, bridge, query, derived;
 };
 
-// One line per event on stderr; journald adds its own timestamps.
+// "<N>", the sd-daemon(3) prefix that tells journald a line's priority
+// (syslog levels: 3 err, 4 warning, 6 info, 7 debug), so that
+// `journalctl -p warning` shows Komoku's warnings and errors.
+class JournalPriority : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    char prefix[4] = {'<', '6', '>', '\0'};
+    switch (msg.level) {
+      case spdlog::level::trace:
+      case spdlog::level::debug: prefix[1] = '7'; break;
+      case spdlog::level::warn: prefix[1] = '4'; break;
+      case spdlog::level::err: prefix[1] = '3'; break;
+      case spdlog::level::critical: prefix[1] = '2'; break;
+      default: break;
+    }
+    dest.append(prefix, prefix + 3);
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<JournalPriority>();
+  }
+};
+
+// One line per event on stderr. Under systemd (JOURNAL_STREAM set), each
+// line starts with its priority and has no timestamp: journald adds its own.
 Loggers MakeLoggers(const std::string& level) {
   auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   bool journal = std::getenv("JOURNAL_STREAM") != nullptr;
-  sink->set_pattern(journal ? "[%n] %l: %v" : "%Y-%m-%d %H:%M:%S.%e [%n] %l: %v");
+  auto formatter = std::make_unique<spdlog::pattern_formatter>();
+  formatter->add_flag<JournalPriority>('*');
+  formatter->set_pattern(journal ? "%*[%n] %l: %v" : "%Y-%m-%d %H:%M:%S.%e [%n] %l: %v");
+  sink->set_formatter(std::move(formatter));
   auto make = [&](const char* name) {
     auto log = std::make_shared<spdlog::logger>(name, sink);
     log->set_level(spdlog::level::from_str(level));
