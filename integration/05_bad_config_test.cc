@@ -110,6 +110,30 @@ TEST(JournalTest, LinesCarryTheirPriorityUnderSystemd) {
   EXPECT_EQ(out.find("\n20"), std::string::npos) << out;
 }
 
+// Admin commands never make a data directory: one pointed at a missing
+// directory says so and exits 1; one run without -c in an empty directory
+// leaves it empty (it reads /etc/komoku/komoku.yaml or
+// ./config/komoku.yaml, else the defaults, whose ./komoku-data is missing).
+TEST(AdminCommandTest, NoDataDirectoryIsMadeByCompactOrSegments) {
+  TempDir dir;
+  std::ofstream(dir.File("k.yaml")) << "store:\n  data_dir: " << dir.File("missing") << "\n";
+  for (const char* cmd : {"compact", "segments"}) {
+    Process p({KOMOKU_BINARY, cmd, "-c", dir.File("k.yaml")}, dir.File("admin.log"));
+    EXPECT_EQ(p.Wait(std::chrono::seconds(30)), 1) << cmd << ": " << p.Output();
+    EXPECT_NE(p.Output().find("no data directory at " + dir.File("missing")), std::string::npos)
+        << p.Output();
+    EXPECT_FALSE(std::filesystem::exists(dir.File("missing"))) << cmd;
+  }
+  std::filesystem::create_directory(dir.File("empty"));
+  for (const char* cmd : {"compact", "segments"}) {
+    Process p({"/bin/sh", "-c", "cd '" + dir.File("empty") + "' && exec " + KOMOKU_BINARY + " " + cmd},
+              dir.File("admin-cwd.log"));
+    p.Wait(std::chrono::seconds(30));
+    EXPECT_FALSE(std::filesystem::exists(dir.File("empty") + "/komoku-data"))
+        << cmd << ": " << p.Output();
+  }
+}
+
 // A broker that refuses Komoku's credentials: the log says who was refused
 // and which settings to check (not "MQTT error [135]"), Komoku is not
 // ready, and it keeps trying; with the right password it connects.

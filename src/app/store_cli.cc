@@ -125,17 +125,40 @@ int Segments(const Config& config, bool json, bool keys) {
   return 0;
 }
 
+// The configuration an admin command uses without -c: the installed one
+// (/etc/komoku/komoku.yaml), else ./config/komoku.yaml (a checkout), else
+// none (the built-in defaults).
+std::string FindInstalledConfig() {
+  for (const char* path : {"/etc/komoku/komoku.yaml", "config/komoku.yaml"}) {
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(path, ec)) return path;
+  }
+  return "";
+}
+
 }  // namespace
 
 void AddStoreCommands(CLI::App& parent, int* exit_code) {
   static std::string config_path;
-  // Loads the config (exit status 2 when it is bad), then runs `fn`.
+  // Loads the config (exit status 2 when it is bad), checks that its data
+  // directory exists (an admin command never makes one: `sudo komoku
+  // compact` in the wrong directory used to create an empty ./komoku-data
+  // and report success), then runs `fn`.
   auto with_config = [exit_code](std::function<int(const Config&)> fn) {
     return [exit_code, fn] {
-      Result<Config> config = LoadConfigOrDefaults(config_path);
+      const std::string path = config_path.empty() ? FindInstalledConfig() : config_path;
+      Result<Config> config = LoadConfigOrDefaults(path);
       if (!config.ok()) {
         std::cerr << "komoku: " << config.status().message() << "\n";
         *exit_code = 2;
+        return;
+      }
+      std::error_code ec;
+      if (!std::filesystem::is_directory(config->store_data_dir, ec)) {
+        std::cerr << "komoku: no data directory at " << config->store_data_dir << " (from "
+                  << (path.empty() ? std::string("the built-in defaults") : path)
+                  << "); give the service's configuration with -c\n";
+        *exit_code = 1;
         return;
       }
       *exit_code = fn(*config);
@@ -143,13 +166,13 @@ void AddStoreCommands(CLI::App& parent, int* exit_code) {
   };
   auto* compact = parent.add_subcommand(
       "compact", "Move history older than the hot window into segments now, merge and expire");
-  compact->add_option("-c,--config", config_path, "YAML configuration (default: built-in)");
+  compact->add_option("-c,--config", config_path, "YAML configuration (default: /etc/komoku/komoku.yaml, else ./config/komoku.yaml)");
   compact->callback(with_config(Compact));
 
   static bool json = false;
   static bool keys = false;
   auto* segments = parent.add_subcommand("segments", "List the cold segments: key, range, sizes");
-  segments->add_option("-c,--config", config_path, "YAML configuration (default: built-in)");
+  segments->add_option("-c,--config", config_path, "YAML configuration (default: /etc/komoku/komoku.yaml, else ./config/komoku.yaml)");
   segments->add_flag("--json", json, "Print JSON (as GET /api/v1/segments)");
   segments->add_flag("--keys", keys, "List each segment's keys with their sizes");
   segments->callback(with_config([](const Config& c) { return Segments(c, json, keys); }));
