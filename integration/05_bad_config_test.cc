@@ -50,6 +50,22 @@ TEST(ConfigFileTest, CheckConfigAcceptsTheExample) {
   EXPECT_EQ(p.Wait(std::chrono::seconds(10)), 0) << p.Output();
 }
 
+// A key's durations take units in the config as in steps and windows.
+TEST(ConfigFileTest, KeyDurationsTakeUnits) {
+  TempDir dir;
+  std::ofstream(dir.File("k.yaml"))
+      << "keys:\n  hall/pir:\n    type: boolean\n    stale_after: 10m\n"
+      << "  boiler/heartbeat:\n    type: uptime\n    max_time: 2h\n";
+  Process p({KOMOKU_BINARY, "check-config", "-c", dir.File("k.yaml")}, dir.File("check.log"));
+  EXPECT_EQ(p.Wait(std::chrono::seconds(10)), 0) << p.Output();
+  std::ofstream(dir.File("bad.yaml"))
+      << "keys:\n  hall/pir:\n    type: boolean\n    stale_after: ten minutes\n";
+  Process bad({KOMOKU_BINARY, "check-config", "-c", dir.File("bad.yaml")}, dir.File("bad.log"));
+  EXPECT_EQ(bad.Wait(std::chrono::seconds(10)), 2) << bad.Output();
+  EXPECT_NE(bad.Output().find("'ten minutes' is not a duration"), std::string::npos)
+      << bad.Output();
+}
+
 TEST(ConfigFileTest, PortInUseIsAClearStartError) {
   TempDir dir;
   Broker broker(dir);

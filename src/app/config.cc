@@ -1220,7 +1220,7 @@ std::string ConfigExample() {
       "#  true: [on, yes, open]\n"
       "#  false: [off, no, closed]\n"
       "\n# Keys defined at start (like POST /api/v1/define): a type and Komoku's\n"
-      "# options, durations in seconds. Keys not listed are created on first put,\n"
+      "# options, durations in seconds or as 10m, 24h. Keys not listed are created on first put,\n"
       "# their type guessed from the value.\n"
       "#keys:\n"
       "#  living_room/temperature:\n"

@@ -756,23 +756,34 @@ Result<int64_t> ParseStep(std::string_view text, int64_t from_ms, int64_t to_ms)
     return 30 * kDay;
   }
   if (text.empty() || text.size() > 12) return BadParam("step", "expected e.g. 5m, 1h, 1d or auto");
-  int64_t unit = 1000;
-  std::string_view digits = text;
-  switch (text.back()) {
-    case 's': unit = 1000; digits.remove_suffix(1); break;
-    case 'm': unit = kMinute; digits.remove_suffix(1); break;
-    case 'h': unit = kHour; digits.remove_suffix(1); break;
-    case 'd': unit = kDay; digits.remove_suffix(1); break;
-    case 'w': unit = kWeek; digits.remove_suffix(1); break;
-    default: break;
-  }
-  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string_view::npos) {
+  Result<int64_t> ms = ParseDuration(text);
+  if (!ms.ok()) {
     return BadParam("step", "'" + std::string(text) + "' is not a step (e.g. 5m, 1h, 1d, auto)");
   }
-  int64_t n = std::stoll(std::string(digits));
-  if (n <= 0) return BadParam("step", "must be more than 0");
-  if (unit == 1000 && n < 1) return BadParam("step", "must be at least 1s");
-  return n * unit;
+  if (*ms <= 0) return BadParam("step", "must be more than 0");
+  return *ms;
+}
+
+Result<int64_t> ParseDuration(std::string_view text) {
+  int64_t unit = 1000;
+  std::string_view digits = text;
+  if (!text.empty()) {
+    switch (text.back()) {
+      case 's': unit = 1000; digits.remove_suffix(1); break;
+      case 'm': unit = kMinute; digits.remove_suffix(1); break;
+      case 'h': unit = kHour; digits.remove_suffix(1); break;
+      case 'd': unit = kDay; digits.remove_suffix(1); break;
+      case 'w': unit = kWeek; digits.remove_suffix(1); break;
+      default: break;
+    }
+  }
+  // At most 9 digits: a billion weeks is still far from overflow.
+  if (digits.empty() || digits.size() > 9 ||
+      digits.find_first_not_of("0123456789") != std::string_view::npos) {
+    return Status::InvalidArgument("'" + std::string(text) +
+                                   "' is not a duration (e.g. 30s, 10m, 24h, 7d, 1w, or seconds)");
+  }
+  return std::stoll(std::string(digits)) * unit;
 }
 
 Result<std::vector<int64_t>> BucketStarts(int64_t from_ms, int64_t to_ms, int64_t step_ms,

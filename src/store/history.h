@@ -52,7 +52,13 @@ Result<std::vector<int64_t>> BucketStarts(int64_t from_ms, int64_t to_ms, int64_
 // bad_request naming the parameter 'tz'.
 Status CheckTimeZone(std::string_view tz);
 
-// "5m", "1h", "1d", "1w", "30s", or seconds ("300"); "auto" picks the
+// A duration in milliseconds: a whole number with a unit, "30s", "10m",
+// "24h", "7d", "1w", or bare seconds ("300"). The one grammar of steps,
+// derived windows and key options (stale_after: 10m). InvalidArgument
+// saying what it expected otherwise.
+Result<int64_t> ParseDuration(std::string_view text);
+
+// A step: a duration (ParseDuration), more than 0; "auto" picks the
 // smallest of 1m, 5m, 15m, 1h, 6h, 1d, 1w giving at most 600 buckets.
 Result<int64_t> ParseStep(std::string_view text, int64_t from_ms, int64_t to_ms);
 

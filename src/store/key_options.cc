@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "store/history.h"
+
 namespace komoku::store {
 namespace {
 
@@ -14,11 +16,19 @@ Status BadOption(const std::string& message) {
   return Status::InvalidArgument(message).WithReason("bad_option");
 }
 
+// Seconds as a number (1.5), or a duration as steps and windows take it
+// ("10m", "24h"; ParseDuration).
 Result<int64_t> Duration(const std::string& name, const json& value) {
-  if (!value.is_number()) {
-    return BadOption("option '" + name + "' must be a number of seconds");
+  double seconds = 0;
+  if (value.is_string()) {
+    Result<int64_t> ms = ParseDuration(value.get<std::string>());
+    if (!ms.ok()) return BadOption("option '" + name + "': " + ms.status().message());
+    seconds = static_cast<double>(*ms) / 1000.0;
+  } else if (value.is_number()) {
+    seconds = value.get<double>();
+  } else {
+    return BadOption("option '" + name + "' must be seconds or a duration such as 10m");
   }
-  double seconds = value.get<double>();
   if (!std::isfinite(seconds) || seconds < 0 || seconds > kMaxDurationSeconds) {
     return BadOption("option '" + name + "' must be 0.." +
                      std::to_string(static_cast<int64_t>(kMaxDurationSeconds)) + " seconds");

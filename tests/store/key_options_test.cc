@@ -83,6 +83,25 @@ TEST(KeyOptionsTest, MaxTimeAppliesOnlyToUptime) {
   }
 }
 
+// Durations take the grammar of steps and windows too ("10m", "24h"),
+// beside seconds as a number.
+TEST(KeyOptionsTest, DurationsTakeUnits) {
+  Result<KeyOptions> r =
+      Apply(KeyType::kUptime, R"({"stale_after": "10m", "max_time": "2h", "same_value_resolution": "30s"})");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->stale_after_ms, 600'000);
+  EXPECT_EQ(r->max_time_ms, 7'200'000);
+  EXPECT_EQ(r->same_value_resolution_ms, 30'000);
+  r = Apply(KeyType::kNumeric, R"({"stale_after": "1d"})");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->stale_after_ms, 86'400'000);
+  std::string m = Refusal(Apply(KeyType::kNumeric, R"({"stale_after": "ten minutes"})"));
+  EXPECT_NE(m.find("option 'stale_after': 'ten minutes' is not a duration"), std::string::npos) << m;
+  Refusal(Apply(KeyType::kNumeric, R"({"stale_after": "1.5h"})"));
+  Refusal(Apply(KeyType::kNumeric, R"({"stale_after": "9999999999w"})"));
+  Refusal(Apply(KeyType::kNumeric, R"({"stale_after": [10]})"));
+}
+
 TEST(KeyOptionsTest, MaxTimeMustBeMoreThanZero) {
   std::string m = Refusal(Apply(KeyType::kUptime, R"({"max_time": 0})"));
   EXPECT_NE(m.find("more than 0"), std::string::npos) << m;
@@ -152,7 +171,7 @@ TEST(KeyOptionsTest, OptionsNotGivenKeepTheirBaseValue) {
 
 TEST(KeyOptionsTest, DurationsOfTheWrongTypeOrOutOfRangeAreRefused) {
   for (const char* name : {"same_value_resolution", "max_time"}) {
-    for (const char* value : {"\"60\"", "true", "[1]", "{}", "-1", "-0.5", "1e12",
+    for (const char* value : {"\"sixty\"", "true", "[1]", "{}", "-1", "-0.5", "1e12",
                               "316224001"}) {
       std::string text = std::string("{\"") + name + "\": " + value + "}";
       SCOPED_TRACE(text);
