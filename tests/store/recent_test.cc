@@ -20,17 +20,11 @@ namespace {
 
 using testing::FakeClock;
 using testing::OpenTestStore;
+using testing::PutAt;
 using testing::TempDir;
 
 constexpr int64_t kNow = 1700000000000;
 constexpr int64_t kDay = 24LL * 3600 * 1000;
-
-Result<Change> PutAt(Store& store, const std::string& key, double v, int64_t t) {
-  PutOptions put;
-  put.time_ms = t;
-  put.wait_committed = false;
-  return store.Put(key, InputValue(v), put);
-}
 
 // Rows of `table` in the store's database, read on a connection of its own.
 int64_t Rows(const TempDir& dir, const std::string& table) {

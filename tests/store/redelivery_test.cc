@@ -20,16 +20,10 @@ namespace {
 
 using testing::FakeClock;
 using testing::OpenTestStore;
+using testing::PutAt;
 using testing::TempDir;
 
 constexpr int64_t kNow = 1700000000000;
-
-Result<Change> PutAt(Store& store, const std::string& key, double v, int64_t t) {
-  PutOptions put;
-  put.time_ms = t;
-  put.wait_committed = false;
-  return store.Put(key, InputValue(v), put);
-}
 
 size_t CountHistory(Store& store, const std::string& key) {
   Result<std::vector<Sample>> h = store.History(key, 0, INT64_MAX, SIZE_MAX);

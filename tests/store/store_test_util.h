@@ -66,4 +66,13 @@ inline std::unique_ptr<Store> OpenTestStore(const std::string& data_dir, const C
   return std::move(store).value();
 }
 
+// Puts `v` at time `t` without waiting for the commit, as MQTT ingest does
+// (an explicit time: a repeat of a stored change is a duplicate).
+inline Result<Change> PutAt(Store& store, const std::string& key, double v, int64_t t) {
+  PutOptions put;
+  put.time_ms = t;
+  put.wait_committed = false;
+  return store.Put(key, InputValue(v), put);
+}
+
 }  // namespace komoku::store::testing
