@@ -711,8 +711,8 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch, bool* freed) {
     if (const auto* row = std::get_if<ChangeRow>(&op)) {
       const KeyTime kt{row->key_id, row->sample.time_ms};
       // A duplicate can be in `recent` only where a row of the same key and
-      // time is (or was).
-      const bool maybe_in_recent = recent_times_.count(kt) != 0;
+      // time is (or was); looked up only for rows that are checked at all.
+      const bool maybe_in_recent = row->skip_if_stored && recent_times_.count(kt) != 0;
       Stmt& insert = direct ? (!row->skip_if_stored ? insert_direct_
                                : maybe_in_recent    ? insert_direct_unless_stored_
                                                     : insert_direct_unless_in_changes_)
