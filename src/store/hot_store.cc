@@ -244,6 +244,24 @@ void HotStore::ConvertToIncrementalVacuum() {
              path_, seconds, before, megabytes());
 }
 
+// The row is ?1 key_id, ?2 time_ms, ?3 value, ?4 rowid (its sequence
+// number). A checked row goes in only where no row of the same key, time and
+// value is: the index on (key_id, time_ms) finds one in `changes` at once;
+// `recent` is scanned, so it is asked only when recent_times_ says it may
+// hold one.
+std::string HotStore::InsertSql(InsertInto into, DuplicateCheck check) {
+  std::string sql = into == InsertInto::kRecent ? "INSERT INTO recent" : "INSERT INTO changes";
+  sql += "(rowid, key_id, time_ms, value) ";
+  if (check == DuplicateCheck::kNone) return sql + "VALUES(?4, ?1, ?2, ?3)";
+  sql +=
+      "SELECT ?4, ?1, ?2, ?3 WHERE NOT EXISTS "
+      "(SELECT 1 FROM changes WHERE key_id=?1 AND time_ms=?2 AND value IS ?3)";
+  if (check == DuplicateCheck::kBothTables) {
+    sql += " AND NOT EXISTS (SELECT 1 FROM recent WHERE key_id=?1 AND time_ms=?2 AND value IS ?3)";
+  }
+  return sql;
+}
+
 Status HotStore::PrepareWriter() {
   struct {
     Stmt* stmt;
@@ -252,27 +270,6 @@ Status HotStore::PrepareWriter() {
       {&upsert_key_,
        "INSERT INTO keys(id, name, type, options, created_ms) VALUES(?1, ?2, ?3, ?4, ?5) "
        "ON CONFLICT(id) DO UPDATE SET type=excluded.type, options=excluded.options"},
-      {&insert_change_,
-       "INSERT INTO recent(rowid, key_id, time_ms, value) VALUES(?4, ?1, ?2, ?3)"},
-      // The index on (key_id, time_ms) finds a row of the same time in
-      // `changes` at once; `recent` is scanned only when recent_times_ says
-      // it may hold one.
-      {&insert_change_unless_stored_,
-       "INSERT INTO recent(rowid, key_id, time_ms, value) SELECT ?4, ?1, ?2, ?3 WHERE NOT "
-       "EXISTS (SELECT 1 FROM changes WHERE key_id=?1 AND time_ms=?2 AND value IS ?3) AND NOT "
-       "EXISTS (SELECT 1 FROM recent WHERE key_id=?1 AND time_ms=?2 AND value IS ?3)"},
-      {&insert_recent_unless_in_changes_,
-       "INSERT INTO recent(rowid, key_id, time_ms, value) SELECT ?4, ?1, ?2, ?3 WHERE NOT "
-       "EXISTS (SELECT 1 FROM changes WHERE key_id=?1 AND time_ms=?2 AND value IS ?3)"},
-      {&insert_direct_,
-       "INSERT INTO changes(rowid, key_id, time_ms, value) VALUES(?4, ?1, ?2, ?3)"},
-      {&insert_direct_unless_stored_,
-       "INSERT INTO changes(rowid, key_id, time_ms, value) SELECT ?4, ?1, ?2, ?3 WHERE NOT "
-       "EXISTS (SELECT 1 FROM changes WHERE key_id=?1 AND time_ms=?2 AND value IS ?3) AND NOT "
-       "EXISTS (SELECT 1 FROM recent WHERE key_id=?1 AND time_ms=?2 AND value IS ?3)"},
-      {&insert_direct_unless_in_changes_,
-       "INSERT INTO changes(rowid, key_id, time_ms, value) SELECT ?4, ?1, ?2, ?3 WHERE NOT "
-       "EXISTS (SELECT 1 FROM changes WHERE key_id=?1 AND time_ms=?2 AND value IS ?3)"},
       {&delete_recent_key_, "DELETE FROM recent WHERE key_id=?1"},
       // In rowid order: `changes` grows at its end, and the index leaves
       // each key's rows go to stay in the page cache until the commit.
@@ -297,6 +294,14 @@ Status HotStore::PrepareWriter() {
     Result<Stmt> stmt = writer_db_->Prepare(s.sql);
     if (!stmt.ok()) return stmt.status();
     *s.stmt = std::move(stmt.value());
+  }
+  for (InsertInto into : {InsertInto::kRecent, InsertInto::kChanges}) {
+    for (DuplicateCheck check :
+         {DuplicateCheck::kNone, DuplicateCheck::kChanges, DuplicateCheck::kBothTables}) {
+      Result<Stmt> stmt = writer_db_->Prepare(InsertSql(into, check));
+      if (!stmt.ok()) return stmt.status();
+      insert_[static_cast<int>(into)][static_cast<int>(check)] = std::move(stmt.value());
+    }
   }
   return Status::Ok();
 }
@@ -713,12 +718,11 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch, bool* freed) {
       // A duplicate can be in `recent` only where a row of the same key and
       // time is (or was); looked up only for rows that are checked at all.
       const bool maybe_in_recent = row->skip_if_stored && recent_times_.count(kt) != 0;
-      Stmt& insert = direct ? (!row->skip_if_stored ? insert_direct_
-                               : maybe_in_recent    ? insert_direct_unless_stored_
-                                                    : insert_direct_unless_in_changes_)
-                            : (!row->skip_if_stored ? insert_change_
-                               : maybe_in_recent    ? insert_change_unless_stored_
-                                                    : insert_recent_unless_in_changes_);
+      const DuplicateCheck check = !row->skip_if_stored ? DuplicateCheck::kNone
+                                   : maybe_in_recent     ? DuplicateCheck::kBothTables
+                                                         : DuplicateCheck::kChanges;
+      Stmt& insert = insert_[static_cast<int>(direct ? InsertInto::kChanges : InsertInto::kRecent)]
+                            [static_cast<int>(check)];
       insert.BindInt64(1, row->key_id);
       insert.BindInt64(2, row->sample.time_ms);
       BindValue(insert, 3, row->sample.value);

@@ -253,8 +253,14 @@ class HotStore {
 
   // Owned by the writer thread after Init().
   std::unique_ptr<Db> writer_db_;
-  Stmt upsert_key_, insert_change_, insert_change_unless_stored_, touch_key_, delete_changes_, delete_key_, delete_compacted_,
-      chunk_end_;
+  Stmt upsert_key_, touch_key_, delete_changes_, delete_key_, delete_compacted_, chunk_end_;
+  // Where a change goes (a batch of at least kDirectRows goes straight into
+  // `changes`), and where a row of the same key, time and value is looked
+  // for first (a replayed change is stored once).
+  enum class InsertInto { kRecent = 0, kChanges = 1 };
+  enum class DuplicateCheck { kNone = 0, kChanges = 1, kBothTables = 2 };
+  static std::string InsertSql(InsertInto into, DuplicateCheck check);
+  Stmt insert_[2][3];
   // The deletion of compacted rows still to do: rows with time < cold_to and
   // after_rowid < rowid <= cold_seq. One chunk goes with each commit
   // (CommitBatch); a newer mark starts it again from the first row.
@@ -279,10 +285,7 @@ class HotStore {
   // transaction.
   bool FoldDue(const std::vector<Op>& batch) const;
   Status Fold();
-  Stmt insert_recent_unless_in_changes_, delete_recent_key_, fold_move_, fold_clear_;
-  // The same three statements as for `recent`, for a batch of at least
-  // kDirectRows changes.
-  Stmt insert_direct_, insert_direct_unless_stored_, insert_direct_unless_in_changes_;
+  Stmt delete_recent_key_, fold_move_, fold_clear_;
   // What the writer knows of `recent` (writer thread): its rows, when the
   // first of them came (steady ms; 0 when empty), and the (key_id, time_ms)
   // of each row, kept to check for a duplicate there only when one may be
