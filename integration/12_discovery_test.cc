@@ -160,6 +160,68 @@ class SelfDescribingTest : public KomokuTest {
   int barriers_ = 0;
 };
 
+// Configs that make several keys each: a device config (Home Assistant
+// 2024.11, `cmps`), a zigbee2mqtt JSON-schema light and thermostat. A
+// component announced with only its platform is removed, the others stay.
+TEST_F(SelfDescribingTest, DeviceConfigsLightsAndThermostatsMakeSeveralKeys) {
+  const char* device_topic = "homeassistant/device/0AFFD2/config";
+  const std::string device =
+      R"({"dev":{"ids":"ea334450945afc","name":"Kitchen"},"o":{"name":"bla2mqtt"},)"
+      R"("cmps":{"t":{"p":"sensor","device_class":"temperature","unit_of_measurement":"°C",)"
+      R"("value_template":"{{ value_json.temperature }}"},)"
+      R"("h":{"p":"sensor","unit_of_measurement":"%","value_template":"{{ value_json.humidity }}"},)"
+      R"("door":{"p":"binary_sensor","stat_t":"kitchen/door","pl_on":"open","pl_off":"closed"}},)"
+      R"("state_topic":"kitchen/climate"})";
+  mqtt_->Publish(device_topic, device, 1, /*retained=*/true);
+  mqtt_->Publish(
+      "homeassistant/light/0x0017880104aabbcc/light/config",
+      R"({"brightness":true,"schema":"json","state_topic":"zigbee2mqtt/hall_light",)"
+      R"("supported_color_modes":["color_temp"],"command_topic":"zigbee2mqtt/hall_light/set"})",
+      1, true);
+  mqtt_->Publish("homeassistant/climate/0x0c4314fffe112233/climate/config",
+                 R"({"current_temperature_topic":"zigbee2mqtt/thermostat",)"
+                 R"("current_temperature_template":"{{ value_json.local_temperature }}",)"
+                 R"("temperature_state_topic":"zigbee2mqtt/thermostat",)"
+                 R"("temperature_state_template":"{{ value_json.occupied_heating_setpoint }}",)"
+                 R"("mode_state_topic":"zigbee2mqtt/thermostat",)"
+                 R"("mode_state_template":"{{ value_json.system_mode }}"})",
+                 1, true);
+  ASSERT_TRUE(WaitForMapped(3 + 3 + 3)) << Discovered().dump(2);
+  mqtt_->Publish("kitchen/climate", R"({"temperature":23.2,"humidity":43.5})");
+  mqtt_->Publish("kitchen/door", "open");
+  mqtt_->Publish("zigbee2mqtt/hall_light", R"({"state":"ON","brightness":200,"color_temp":370})");
+  mqtt_->Publish(
+      "zigbee2mqtt/thermostat",
+      R"({"local_temperature":19.5,"occupied_heating_setpoint":21,"system_mode":"heat"})");
+  const Expected expected[] = {
+      {"kitchen/climate/temperature", 23.2, "numeric"},
+      {"kitchen/climate/humidity", 43.5, "numeric"},
+      {"kitchen/door", true, "boolean"},
+      {"zigbee2mqtt/hall_light/state", true, "boolean"},
+      {"zigbee2mqtt/hall_light/brightness", 200, "numeric"},
+      {"zigbee2mqtt/hall_light/color_temp", 370, "numeric"},
+      {"zigbee2mqtt/thermostat/local_temperature", 19.5, "numeric"},
+      {"zigbee2mqtt/thermostat/occupied_heating_setpoint", 21, "numeric"},
+      {"zigbee2mqtt/thermostat/system_mode", "heat", "string"},
+  };
+  for (const Expected& e : expected) {
+    ASSERT_TRUE(WaitForValue(e.key, e.value)) << e.key << ": " << Value(e.key).dump();
+    EXPECT_EQ(Value(e.key)["type"], e.type) << e.key;
+  }
+  // The door component is removed: its topic is no longer stored.
+  std::string fewer = device;
+  const std::string door =
+      R"("door":{"p":"binary_sensor","stat_t":"kitchen/door","pl_on":"open","pl_off":"closed"})";
+  fewer.replace(fewer.find(door), door.size(), R"("door":{"p":"binary_sensor"})");
+  mqtt_->Publish(device_topic, fewer, 1, true);
+  ASSERT_TRUE(WaitForMapped(8)) << Discovered().dump(2);
+  mqtt_->Publish("kitchen/door", "closed");
+  mqtt_->Publish("kitchen/climate", R"({"temperature":23.4,"humidity":43.5})");
+  ASSERT_TRUE(WaitForValue("kitchen/climate/temperature", 23.4));
+  Barrier();
+  EXPECT_EQ(Value("kitchen/door")["value"], true);  // "closed" was not stored
+}
+
 TEST_F(SelfDescribingTest, AnnouncedDevicesBecomeTypedKeys) {
   PublishAll();
   ASSERT_TRUE(WaitForMapped(7)) << Discovered().dump(2);

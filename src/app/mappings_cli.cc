@@ -122,23 +122,34 @@ int RunTest(const TestArgs& args) {
                 << "' is not a discovery topic of this config\n";
       return 2;
     }
-    bridge::Discovery::Update u = discovery.Handle(args.discovery[i], args.discovery[i + 1]);
-    if (u.entity && !u.entity->mapped()) {
-      std::cout << "discovery " << args.discovery[i] << " ";
-      PrintEntity(*u.entity);
+    for (const bridge::Discovery::Update& u :
+         discovery.Handle(args.discovery[i], args.discovery[i + 1])) {
+      if (u.entity && !u.entity->mapped()) {
+        std::cout << "discovery " << u.id << " ";
+        PrintEntity(*u.entity);
+      }
     }
   }
   if (discovery.IsDiscoveryTopic(args.topic)) {
     std::cout << "'" << args.topic << "' is a discovery message\n"
               << off_note;
-    bridge::Discovery::Update u = discovery.Handle(args.topic, args.payload);
-    if (!u.entity) {
-      std::cout << (u.removed ? "it removes the entity\n"
-                              : "it describes no entity yet (a Homie property needs $datatype)\n");
-      return u.removed ? 0 : 1;
+    const std::vector<bridge::Discovery::Update> updates =
+        discovery.Handle(args.topic, args.payload);
+    if (updates.empty()) {
+      std::cout << "it describes no entity yet (a Homie property needs $datatype)\n";
+      return 1;
     }
-    PrintEntity(*u.entity);
-    return u.entity->mapped() ? 0 : 1;
+    bool all_mapped = true;
+    for (const bridge::Discovery::Update& u : updates) {
+      if (!u.entity) {
+        std::cout << "it removes the entity '" << u.id << "'\n";
+        continue;
+      }
+      if (updates.size() > 1) std::cout << u.id << ": ";
+      PrintEntity(*u.entity);
+      all_mapped = all_mapped && u.entity->mapped();
+    }
+    return all_mapped ? 0 : 1;
   }
   bridge::MappingResult r = e.Map(args.topic, args.payload, now_ms);
   if (r.matched.empty()) {

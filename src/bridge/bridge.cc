@@ -860,10 +860,12 @@ class Bridge::Impl {
   // A Home Assistant discovery config or a Homie attribute: the entities
   // change, and with them the topics Komoku subscribes to.
   void HandleDiscovery(const IngestRecord& msg) {
-    Discovery::Update u = discovery_->Handle(msg.topic, msg.payload);
-    if (!u.changed) return;  // a retained config seen again
-    ReportDiscovery(u);
-    Resubscribe(u);
+    const std::vector<Discovery::Update> updates = discovery_->Handle(msg.topic, msg.payload);
+    if (updates.empty()) return;  // a retained config seen again
+    for (const Discovery::Update& u : updates) {
+      ReportDiscovery(u);
+      Resubscribe(u);
+    }
     if (!discovery_->NeedsSave()) return;  // no state file
     {
       std::lock_guard<std::mutex> lock(mu_);

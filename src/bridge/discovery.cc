@@ -46,6 +46,8 @@ const std::map<std::string, std::string>& Abbreviations() {
       {"mdl", "model"},
       {"sw", "sw_version"},
       {"o", "origin"},
+      {"cmps", "components"},
+      {"p", "platform"},
   };
   return kAbbreviations;
 }
@@ -308,114 +310,32 @@ Status ParseValueTemplate(std::string_view text, std::string* field, bool* to_fl
   return Status::Ok();
 }
 
-DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view payload,
-                                  const DiscoveryOptions& options) {
-  DiscoveredEntity e;
-  e.id = std::string(topic);
-  e.source = "home_assistant";
-  // <prefix>/<component>/[<node_id>/]<object_id>/config
-  std::vector<std::string> levels;
-  const std::string prefix = options.ha_prefix + "/";
-  std::string rest = topic.substr(0, prefix.size()) == prefix
-                         ? std::string(topic.substr(prefix.size()))
-                         : std::string();
-  for (size_t start = 0;;) {
-    size_t slash = rest.find('/', start);
-    levels.push_back(rest.substr(start, slash == std::string::npos ? std::string::npos
-                                                                    : slash - start));
-    if (slash == std::string::npos) break;
-    start = slash + 1;
-  }
-  if (levels.size() < 3 || levels.size() > 4 || levels.back() != "config") {
-    return Refused(std::move(e), "bad_topic",
-                   "'" + e.id + "' is not " + prefix + "<component>/[<node_id>/]<object_id>/config");
-  }
-  e.component = levels[0];
-  e.info["object_id"] = levels[levels.size() - 2];
-  if (levels.size() == 4) e.info["node_id"] = levels[1];
+namespace {
 
-  json raw = json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
-  if (raw.is_discarded()) {
-    return Refused(std::move(e), "bad_json",
-                   "config " + store::QuoteForMessage(payload) + " is not valid JSON");
+// A topic option of config `c`: empty when absent, InvalidArgument when it
+// is no topic to subscribe to.
+Result<std::string> TopicOf(const json& c, const char* name) {
+  auto it = c.find(name);
+  if (it == c.end() || it->is_null()) return std::string();
+  if (!it->is_string() || !IsPublishTopic(it->get<std::string>())) {
+    return Status::InvalidArgument(std::string(name) + " " + store::QuoteForMessage(it->dump()) +
+                                   " is not a topic (text without + and #)");
   }
-  if (!raw.is_object()) {
-    return Refused(std::move(e), "not_object",
-                   std::string("config is a JSON ") + raw.type_name() + ", not an object");
-  }
-  const std::string base = raw.contains("~") && raw["~"].is_string() ? raw["~"].get<std::string>()
-                                                                      : "";
-  const json c = Expand(raw, base);
-  for (const char* shown : {"name", "unique_id", "object_id", "device_class", "state_class",
-                            "unit_of_measurement"}) {
-    std::string v = Text(c, shown);
-    if (!v.empty()) e.info[shown] = v;
-  }
-  if (c.contains("device") && c["device"].is_object()) {
-    const json& d = c["device"];
-    for (const char* shown : {"name", "model", "manufacturer"}) {
-      std::string v = Text(d, shown);
-      if (!v.empty()) e.info[std::string("device_") + shown] = v;
-    }
-  }
-  auto topic_of = [&](const char* name) -> Result<std::string> {
-    auto it = c.find(name);
-    if (it == c.end() || it->is_null()) return std::string();
-    if (!it->is_string() || !IsPublishTopic(it->get<std::string>())) {
-      return Status::InvalidArgument(std::string(name) + " " +
-                                     store::QuoteForMessage(it->dump()) +
-                                     " is not a topic (text without + and #)");
-    }
-    return it->get<std::string>();
-  };
+  return it->get<std::string>();
+}
 
-  // The type, from the component and what it says of its values.
-  const std::string device_class = Text(c, "device_class");
-  const std::string state_class = Text(c, "state_class");
-  const std::string unit = Text(c, "unit_of_measurement");
-  std::string template_name = "value_template";
-  if (e.component == "sensor") {
-    if (device_class == "timestamp" || device_class == "date" || device_class == "enum") {
-      e.type = store::KeyType::kString;
-    } else if (state_class == "total_increasing") {
-      e.type = store::KeyType::kCounter;
-    } else if (state_class == "measurement" || state_class == "total" || !unit.empty()) {
-      e.type = store::KeyType::kNumeric;
-    } else {
-      e.type = store::KeyType::kString;
-    }
-  } else if (e.component == "binary_sensor") {
-    e.type = store::KeyType::kBoolean;
-    e.true_words = {Word(c, "payload_on", "ON")};
-    e.false_words = {Word(c, "payload_off", "OFF")};
-    if (e.true_words[0] == e.false_words[0]) {
-      return Refused(std::move(e), "bad_option", "payload_on and payload_off are both '" +
-                                                     e.true_words[0] + "'");
-    }
-  } else if (e.component == "number") {
-    e.type = store::KeyType::kNumeric;
-  } else if (e.component == "device") {
-    return Refused(std::move(e), "unsupported",
-                   "device discovery (several components in one config) is not read yet; "
-                   "announce each component on its own config topic");
-  } else {
-    e.type = store::KeyType::kString;
-    if (e.component == "light") {
-      const std::string schema = Text(c, "schema");
-      if (!schema.empty() && schema != "default" && schema != "basic") {
-        return Refused(std::move(e), "unsupported",
-                       "a light with schema '" + schema + "' publishes its state as JSON; "
-                       "Komoku reads only the default schema's state topic");
-      }
-      template_name = "state_value_template";
-    }
-  }
-
-  Result<std::string> state_topic = topic_of("state_topic");
+// What each entity of a config reads besides its type: the state topic
+// (option `topic_name`), the value template (option `template_name`, or
+// the JSON field `default_field` where there is no template: a JSON-schema
+// light's "state"), expire_after and availability; then the key.
+DiscoveredEntity FinishHaEntity(DiscoveredEntity&& e, const json& c, const char* topic_name,
+                                const char* template_name, const std::string& default_field,
+                                const DiscoveryOptions& options) {
+  Result<std::string> state_topic = TopicOf(c, topic_name);
   if (!state_topic.ok()) return Refused(std::move(e), "bad_topic", state_topic.status().message());
   if (state_topic->empty()) {
     return Refused(std::move(e), "no_state_topic",
-                   "a " + e.component + " without state_topic has no values to store");
+                   "a " + e.component + " without " + topic_name + " has no values to store");
   }
   e.state_topic = *state_topic;
   auto own = [&](const std::string& t) {
@@ -429,10 +349,9 @@ DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view paylo
                        options.own_prefix + "/'; Komoku never maps what it publishes");
   }
 
-  e.value_template = Text(c, template_name.c_str());
-  std::string dotted;
+  e.value_template = template_name ? Text(c, template_name) : "";
+  std::vector<std::string> tokens;
   if (!e.value_template.empty()) {
-    std::vector<std::string> tokens;
     bool to_float = false;
     Status st = ParseTemplateTokens(e.value_template, &tokens, &to_float);
     if (!st.ok()) return Refused(std::move(e), "bad_template", st.message());
@@ -441,9 +360,11 @@ DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view paylo
                      "value template '" + e.value_template + "' converts to float, but a " +
                          e.component + " here is a " + store::KeyTypeName(e.type) + " key");
     }
-    e.field = Pointer(tokens);
-    dotted = Dotted(tokens);
+  } else if (!default_field.empty()) {
+    tokens = {default_field};
   }
+  e.field = Pointer(tokens);
+  const std::string dotted = Dotted(tokens);
 
   auto expire = c.find("expire_after");
   if (expire != c.end() && !expire->is_null()) {
@@ -462,15 +383,15 @@ DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view paylo
     a.topic = topic_text;
     std::string tpl = Text(spec, template_key);
     if (!tpl.empty()) {
-      std::vector<std::string> tokens;
+      std::vector<std::string> avail_tokens;
       bool to_float = false;
-      Status st = ParseTemplateTokens(tpl, &tokens, &to_float);
+      Status st = ParseTemplateTokens(tpl, &avail_tokens, &to_float);
       if (!st.ok()) return Status::InvalidArgument("availability of '" + a.topic + "': " +
                                                    st.message());
       if (to_float) {
         return Status::InvalidArgument("availability template '" + tpl + "' converts to float");
       }
-      a.field = Pointer(tokens);
+      a.field = Pointer(avail_tokens);
     }
     a.true_words = {Word(spec, "payload_available", "online")};
     a.false_words = {Word(spec, "payload_not_available", "offline")};
@@ -481,7 +402,7 @@ DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view paylo
     e.availability.push_back(std::move(a));
     return Status::Ok();
   };
-  Result<std::string> avty_topic = topic_of("availability_topic");
+  Result<std::string> avty_topic = TopicOf(c, "availability_topic");
   if (!avty_topic.ok()) return Refused(std::move(e), "bad_topic", avty_topic.status().message());
   if (!avty_topic->empty()) {
     Status st = add_availability(*avty_topic, c, "availability_template");
@@ -509,7 +430,264 @@ DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view paylo
     }
   }
   FinishEntity(&e, options.key_prefix + e.state_topic + (dotted.empty() ? "" : "/" + dotted));
-  return e;
+  return std::move(e);
+}
+
+// One part of a config that has several state topics (a climate) or one
+// JSON state with several values (a JSON-schema light): its own entity,
+// "<id>#<part>".
+struct HaPart {
+  const char* part;
+  const char* topic_name;
+  const char* template_name;  // null: read default_field
+  store::KeyType type;
+  const char* default_field = "";
+};
+
+// The climate's state topics (Home Assistant's MQTT climate), each with its
+// template: temperatures and humidities are numbers, modes and the action
+// text.
+constexpr HaPart kClimateParts[] = {
+    {"current_temperature", "current_temperature_topic", "current_temperature_template",
+     store::KeyType::kNumeric},
+    {"temperature", "temperature_state_topic", "temperature_state_template",
+     store::KeyType::kNumeric},
+    {"temperature_low", "temperature_low_state_topic", "temperature_low_state_template",
+     store::KeyType::kNumeric},
+    {"temperature_high", "temperature_high_state_topic", "temperature_high_state_template",
+     store::KeyType::kNumeric},
+    {"current_humidity", "current_humidity_topic", "current_humidity_template",
+     store::KeyType::kNumeric},
+    {"target_humidity", "target_humidity_state_topic", "target_humidity_state_template",
+     store::KeyType::kNumeric},
+    {"mode", "mode_state_topic", "mode_state_template", store::KeyType::kString},
+    {"action", "action_topic", "action_template", store::KeyType::kString},
+    {"preset_mode", "preset_mode_state_topic", "preset_mode_value_template",
+     store::KeyType::kString},
+    {"fan_mode", "fan_mode_state_topic", "fan_mode_state_template", store::KeyType::kString},
+    {"swing_mode", "swing_mode_state_topic", "swing_mode_state_template", store::KeyType::kString},
+};
+
+bool HasOption(const json& c, const char* name) {
+  auto it = c.find(name);
+  return it != c.end() && !it->is_null();
+}
+
+// The entities of one component's config `c` (keys expanded), announced on
+// `id` (a config topic, or "<config topic>#<component id>" inside a device
+// config). `base` holds what every entity shares (id, source, info).
+std::vector<DiscoveredEntity> HaEntities(const DiscoveredEntity& base, const json& c,
+                                         const DiscoveryOptions& options) {
+  std::vector<DiscoveredEntity> out;
+  DiscoveredEntity e = base;
+  for (const char* shown :
+       {"name", "unique_id", "object_id", "device_class", "state_class", "unit_of_measurement"}) {
+    std::string v = Text(c, shown);
+    if (!v.empty()) e.info[shown] = v;
+  }
+  if (c.contains("device") && c["device"].is_object()) {
+    const json& d = c["device"];
+    for (const char* shown : {"name", "model", "manufacturer"}) {
+      std::string v = Text(d, shown);
+      if (!v.empty()) e.info[std::string("device_") + shown] = v;
+    }
+  }
+  auto parts = [&](const HaPart* begin, const HaPart* end) {
+    for (const HaPart* p = begin; p != end; ++p) {
+      if (!HasOption(c, p->topic_name)) continue;
+      DiscoveredEntity part = e;
+      part.id += std::string("#") + p->part;
+      part.type = p->type;
+      if (p->type == store::KeyType::kBoolean) {
+        part.true_words = {"ON"};
+        part.false_words = {"OFF"};
+      }
+      out.push_back(FinishHaEntity(std::move(part), c, p->topic_name, p->template_name,
+                                   p->default_field, options));
+    }
+  };
+
+  const std::string device_class = Text(c, "device_class");
+  const std::string state_class = Text(c, "state_class");
+  const std::string unit = Text(c, "unit_of_measurement");
+  const char* template_name = "value_template";
+  if (e.component == "climate") {
+    parts(std::begin(kClimateParts), std::end(kClimateParts));
+    if (out.empty()) {
+      out.push_back(Refused(std::move(e), "no_state_topic",
+                            "a climate without current_temperature_topic, "
+                            "temperature_state_topic, mode_state_topic, action_topic or another "
+                            "state topic has no values to store"));
+    }
+    return out;
+  }
+  if (e.component == "sensor") {
+    if (device_class == "timestamp" || device_class == "date" || device_class == "enum") {
+      e.type = store::KeyType::kString;
+    } else if (state_class == "total_increasing") {
+      e.type = store::KeyType::kCounter;
+    } else if (state_class == "measurement" || state_class == "total" || !unit.empty()) {
+      e.type = store::KeyType::kNumeric;
+    } else {
+      e.type = store::KeyType::kString;
+    }
+  } else if (e.component == "binary_sensor") {
+    e.type = store::KeyType::kBoolean;
+    e.true_words = {Word(c, "payload_on", "ON")};
+    e.false_words = {Word(c, "payload_off", "OFF")};
+    if (e.true_words[0] == e.false_words[0]) {
+      out.push_back(Refused(std::move(e), "bad_option",
+                            "payload_on and payload_off are both '" + e.true_words[0] + "'"));
+      return out;
+    }
+  } else if (e.component == "number") {
+    e.type = store::KeyType::kNumeric;
+  } else {
+    e.type = store::KeyType::kString;
+    if (e.component == "light") {
+      const std::string schema = Text(c, "schema");
+      if (schema == "json") {
+        // The state topic carries {"state":"ON","brightness":254,...}: the
+        // state as a boolean, and the brightness and colour temperature
+        // when the light says it has them.
+        e.type = store::KeyType::kBoolean;
+        e.true_words = {"ON"};
+        e.false_words = {"OFF"};
+        out.push_back(FinishHaEntity(std::move(e), c, "state_topic", nullptr, "state", options));
+        const DiscoveredEntity& state = out.front();
+        if (!state.mapped()) return out;
+        const bool brightness = c.value("brightness", json(false)) == json(true);
+        bool color_temp = c.value("color_temp", json(false)) == json(true);
+        auto modes = c.find("supported_color_modes");
+        if (modes != c.end() && modes->is_array()) {
+          for (const json& m : *modes) color_temp = color_temp || m == "color_temp";
+        }
+        DiscoveredEntity b = base;
+        b.info = state.info;
+        for (auto [wanted, part] :
+             {std::pair{brightness, "brightness"}, std::pair{color_temp, "color_temp"}}) {
+          if (!wanted) continue;
+          DiscoveredEntity p = b;
+          p.id += std::string("#") + part;
+          p.type = store::KeyType::kNumeric;
+          out.push_back(FinishHaEntity(std::move(p), c, "state_topic", nullptr, part, options));
+        }
+        return out;
+      }
+      if (!schema.empty() && schema != "default" && schema != "basic") {
+        out.push_back(Refused(std::move(e), "unsupported",
+                              "a light with schema '" + schema +
+                                  "' renders its state with templates; Komoku reads the default "
+                                  "and the json schema"));
+        return out;
+      }
+      template_name = "state_value_template";
+    }
+  }
+  out.push_back(FinishHaEntity(std::move(e), c, "state_topic", template_name, "", options));
+  return out;
+}
+
+}  // namespace
+
+std::vector<DiscoveredEntity> ParseHaConfig(std::string_view topic, std::string_view payload,
+                                            const DiscoveryOptions& options) {
+  std::vector<DiscoveredEntity> out;
+  DiscoveredEntity e;
+  e.id = std::string(topic);
+  e.source = "home_assistant";
+  // <prefix>/<component>/[<node_id>/]<object_id>/config
+  std::vector<std::string> levels;
+  const std::string prefix = options.ha_prefix + "/";
+  std::string rest = topic.substr(0, prefix.size()) == prefix
+                         ? std::string(topic.substr(prefix.size()))
+                         : std::string();
+  for (size_t start = 0;;) {
+    size_t slash = rest.find('/', start);
+    levels.push_back(
+        rest.substr(start, slash == std::string::npos ? std::string::npos : slash - start));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  if (levels.size() < 3 || levels.size() > 4 || levels.back() != "config") {
+    out.push_back(
+        Refused(std::move(e), "bad_topic",
+                "'" + e.id + "' is not " + prefix + "<component>/[<node_id>/]<object_id>/config"));
+    return out;
+  }
+  e.component = levels[0];
+  e.info["object_id"] = levels[levels.size() - 2];
+  if (levels.size() == 4) e.info["node_id"] = levels[1];
+
+  json raw = json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
+  if (raw.is_discarded()) {
+    out.push_back(Refused(std::move(e), "bad_json",
+                          "config " + store::QuoteForMessage(payload) + " is not valid JSON"));
+    return out;
+  }
+  if (!raw.is_object()) {
+    out.push_back(Refused(std::move(e), "not_object",
+                          std::string("config is a JSON ") + raw.type_name() + ", not an object"));
+    return out;
+  }
+  const std::string base =
+      raw.contains("~") && raw["~"].is_string() ? raw["~"].get<std::string>() : "";
+  json c = Expand(raw, base);
+  if (e.component != "device") return HaEntities(e, c, options);
+
+  // Device discovery (Home Assistant 2024.11): one config for a device's
+  // components, each in `cmps` with its platform in `p`; the options outside
+  // `cmps` (state_topic, availability, device, ...) are shared, and a
+  // component's own options win. A component announced with only its
+  // platform is one Home Assistant is told to remove: it makes no entity.
+  auto components = c.find("components");
+  if (components == c.end() || !components->is_object() || components->empty()) {
+    out.push_back(Refused(std::move(e), "bad_option",
+                          "a device config needs \"cmps\": an object of components"));
+    return out;
+  }
+  json shared = c;
+  shared.erase("components");
+  for (auto it = components->begin(); it != components->end(); ++it) {
+    DiscoveredEntity part = e;
+    part.id += "#" + it.key();
+    part.info = json::object();
+    part.info["object_id"] = it.key();
+    if (!it.value().is_object()) {
+      out.push_back(
+          Refused(std::move(part), "not_object", "component '" + it.key() + "' is not an object"));
+      continue;
+    }
+    const std::string own_base = it.value().contains("~") && it.value()["~"].is_string()
+                                     ? it.value()["~"].get<std::string>()
+                                     : base;
+    json merged = shared;
+    const json own = Expand(it.value(), own_base);
+    for (auto o = own.begin(); o != own.end(); ++o) merged[o.key()] = o.value();
+    const std::string platform = Text(own, "platform");
+    if (platform.empty()) {
+      out.push_back(Refused(std::move(part), "bad_option",
+                            "component '" + it.key() + "' has no platform (\"p\")"));
+      continue;
+    }
+    if (own.size() == 1) continue;  // {"p": ...} alone: removed
+    part.component = platform;
+    for (DiscoveredEntity& x : HaEntities(part, merged, options)) out.push_back(std::move(x));
+  }
+  return out;
+}
+
+DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view payload,
+                                  const DiscoveryOptions& options) {
+  std::vector<DiscoveredEntity> all = ParseHaConfig(topic, payload, options);
+  if (all.empty()) {
+    DiscoveredEntity e;
+    e.id = std::string(topic);
+    e.source = "home_assistant";
+    e.component = "device";
+    return Refused(std::move(e), "no_state_topic", "the device config has no components");
+  }
+  return std::move(all.front());
 }
 
 DiscoveredEntity ParseHomieProperty(const std::string& property_topic,
@@ -586,20 +764,52 @@ bool Discovery::IsHaTopic(std::string_view topic) const {
          topic[ha.size()] == '/';
 }
 
-Discovery::Update Discovery::Handle(std::string_view topic, std::string_view payload) {
+// The ids of the entities one discovery message made: `id` itself and, for a
+// config that makes several, "<id>#<part>" (mu_ held).
+std::vector<std::string> Discovery::GroupLocked(const std::string& id) const {
+  std::vector<std::string> out;
+  for (auto it = entities_.lower_bound(id); it != entities_.end(); ++it) {
+    if (it->first.compare(0, id.size(), id) != 0) break;
+    if (it->first.size() == id.size() || it->first[id.size()] == '#') out.push_back(it->first);
+  }
+  return out;
+}
+
+std::vector<Discovery::Update> Discovery::ReplaceGroupLocked(const std::string& id,
+                                                             std::vector<DiscoveredEntity> entities,
+                                                             const std::string& raw) {
+  std::vector<Update> out;
+  std::set<std::string> now;
+  for (const DiscoveredEntity& e : entities) now.insert(e.id);
+  for (const std::string& old : GroupLocked(id)) {
+    if (now.count(old)) continue;
+    Update u = ReplaceLocked(old, std::nullopt, "");
+    if (u.changed) out.push_back(std::move(u));
+  }
+  for (DiscoveredEntity& e : entities) {
+    const std::string entity_id = e.id;
+    out.push_back(ReplaceLocked(entity_id, std::move(e), raw));
+  }
+  return out;
+}
+
+std::vector<Discovery::Update> Discovery::Handle(std::string_view topic, std::string_view payload) {
   if (IsHaTopic(topic)) {
     const std::string id(topic);
     std::string_view trimmed = store::TrimAscii(payload);
     {
       std::lock_guard<std::mutex> lock(mu_);
       unconfirmed_.erase(id);
-      auto it = entities_.find(id);
-      if (trimmed.empty() ? it == entities_.end() : it != entities_.end() && it->second.raw == payload) {
-        return Update{};  // a retained config seen again, or a removal of nothing
+      const std::vector<std::string> group = GroupLocked(id);
+      if (trimmed.empty() ? group.empty()
+                          : !group.empty() && entities_.at(group.front()).raw == payload) {
+        return {};  // a retained config seen again, or a removal of nothing
       }
     }
-    if (trimmed.empty()) return Replace(id, std::nullopt, "");
-    return Replace(id, ParseHaDiscovery(topic, payload, options_), std::string(payload));
+    std::vector<DiscoveredEntity> entities;
+    if (!trimmed.empty()) entities = ParseHaConfig(topic, payload, options_);
+    std::lock_guard<std::mutex> lock(mu_);
+    return ReplaceGroupLocked(id, std::move(entities), std::string(payload));
   }
   // Homie: <prefix>/<device>/<node>/<property>/$<attribute>
   const size_t slash = topic.rfind('/');
@@ -613,7 +823,7 @@ Discovery::Update Discovery::Handle(std::string_view topic, std::string_view pay
     auto it = known.find(attribute);
     if (payload.empty() ? it == known.end() : it != known.end() && it->second == payload) {
       if (known.empty()) homie_.erase(property);
-      return Update{};
+      return {};
     }
     if (payload.empty()) {
       known.erase(attribute);
@@ -625,11 +835,14 @@ Discovery::Update Discovery::Handle(std::string_view topic, std::string_view pay
   }
   if (!attributes.count("$datatype")) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!entities_.count(property)) return Update{};  // attributes before $datatype
+    if (!entities_.count(property)) return {};  // attributes before $datatype
   }
-  if (!attributes.count("$datatype")) return Replace(property, std::nullopt, "");
-  return Replace(property, ParseHomieProperty(property, attributes, options_),
-                 HomieRaw(attributes));
+  Update u = attributes.count("$datatype")
+                 ? Replace(property, ParseHomieProperty(property, attributes, options_),
+                           HomieRaw(attributes))
+                 : Replace(property, std::nullopt, "");
+  if (!u.changed) return {};
+  return {std::move(u)};
 }
 
 Discovery::Update Discovery::Replace(const std::string& id, std::optional<DiscoveredEntity> entity,
@@ -782,16 +995,21 @@ json Discovery::Describe() const {
 // Mapped entities first, each group by id: learnt again in this order, an
 // entity refused as a duplicate key stays refused.
 std::string Discovery::StateText() const {
+  // One entry per discovery message: a config that made several entities
+  // ("<config topic>#<part>") is saved once, with the mapped ones.
   json list = json::array();
+  std::set<std::string> saved;
   for (const bool mapped : {true, false}) {
     for (const auto& [id, known] : entities_) {
       if (known.entity.mapped() != mapped) continue;
+      const std::string message_id = id.substr(0, id.find('#'));
+      if (!saved.insert(message_id).second) continue;
       if (known.entity.source == "homie") {
         auto attributes = homie_.find(id);
         if (attributes == homie_.end()) continue;
         list.push_back({{"source", "homie"}, {"id", id}, {"attributes", attributes->second}});
       } else {
-        list.push_back({{"source", "home_assistant"}, {"id", id}, {"config", known.raw}});
+        list.push_back({{"source", "home_assistant"}, {"id", message_id}, {"config", known.raw}});
       }
     }
   }
@@ -867,13 +1085,13 @@ Result<std::vector<Discovery::Update>> Discovery::Load() {
   }
   bool dropped = false;  // entities the options no longer read
   for (Entry& entry : entries) {
-    std::optional<DiscoveredEntity> entity;
+    std::vector<DiscoveredEntity> entities;
     std::string raw;
     if (!entry.homie && IsHaTopic(entry.id)) {
-      entity = ParseHaDiscovery(entry.id, entry.config, options_);
+      entities = ParseHaConfig(entry.id, entry.config, options_);
       raw = std::move(entry.config);
     } else if (entry.homie && options_.homie && IsDiscoveryTopic(entry.id + "/$datatype")) {
-      entity = ParseHomieProperty(entry.id, entry.attributes, options_);
+      entities.push_back(ParseHomieProperty(entry.id, entry.attributes, options_));
       raw = HomieRaw(entry.attributes);
     } else {
       dropped = true;
@@ -881,7 +1099,9 @@ Result<std::vector<Discovery::Update>> Discovery::Load() {
     }
     std::lock_guard<std::mutex> lock(mu_);
     if (entry.homie) homie_[entry.id] = std::move(entry.attributes);
-    updates.push_back(ReplaceLocked(entry.id, std::move(entity), raw));
+    for (Update& u : ReplaceGroupLocked(entry.id, std::move(entities), raw)) {
+      updates.push_back(std::move(u));
+    }
     unconfirmed_.insert(entry.id);
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -895,8 +1115,7 @@ std::vector<Discovery::Update> Discovery::ForgetUnconfirmed() {
   std::lock_guard<std::mutex> lock(mu_);
   for (const std::string& id : unconfirmed_) {
     homie_.erase(id);
-    Update u = ReplaceLocked(id, std::nullopt, "");
-    if (u.changed) out.push_back(std::move(u));
+    for (Update& u : ReplaceGroupLocked(id, {}, "")) out.push_back(std::move(u));
   }
   unconfirmed_.clear();
   return out;

@@ -56,7 +56,7 @@ struct DiscoveryOptions {
 // with a reason (bad_json, not_object, bad_topic, no_state_topic,
 // bad_template, unsupported, own_topic, duplicate_key, bad_key, bad_option).
 struct DiscoveredEntity {
-  std::string id;         // the config topic (HA) or the property topic (Homie)
+  std::string id;  // the config topic (HA; "<topic>#<part>" for a part) or the property topic
   std::string source;     // "home_assistant" or "homie"
   std::string component;  // sensor, binary_sensor, ...; for Homie "property"
   std::string state_topic;
@@ -80,6 +80,17 @@ struct DiscoveredEntity {
   bool mapped() const { return reason.empty(); }
 };
 
+// The entities of one Home Assistant discovery config: one for most
+// components; one per value for a climate (current temperature, setpoint,
+// mode, action, ...: "<topic>#<part>") and a JSON-schema light (state,
+// brightness, colour temperature); one or more per component of a device
+// config (<prefix>/device/<id>/config with `cmps`: "<topic>#<component id>",
+// none for a component announced with only its platform). Refused entities
+// carry their reason.
+std::vector<DiscoveredEntity> ParseHaConfig(std::string_view topic, std::string_view payload,
+                                            const DiscoveryOptions& options);
+
+// The first of ParseHaConfig's entities (tests and single-entity configs).
 // Parses one Home Assistant discovery config. `topic` is the config topic,
 // `payload` its JSON (full or abbreviated keys, `~` as topic base). Always
 // returns an entity; a refused one has `reason` and `message` set.
@@ -121,7 +132,10 @@ class Discovery {
     std::vector<std::string> subscribe;    // topics that now have entities
     std::vector<std::string> unsubscribe;  // topics that no longer have any
   };
-  Update Handle(std::string_view topic, std::string_view payload);
+  // One update per entity the message made, changed or removed (a device
+  // config makes one entity per component; a climate, or a JSON-schema
+  // light, one per value); empty when the message repeated what was known.
+  std::vector<Update> Handle(std::string_view topic, std::string_view payload);
 
   // A state or availability message: the changes of every entity on the
   // topic (MapEach). `engine` names the rules of the changes and refusals;
@@ -168,6 +182,13 @@ class Discovery {
                  const std::string& raw);
   Update ReplaceLocked(const std::string& id, std::optional<DiscoveredEntity> entity,
                        const std::string& raw);  // mu_ held
+  // The entities of one discovery message: `id` and "<id>#<part>" (mu_ held).
+  std::vector<std::string> GroupLocked(const std::string& id) const;
+  // Replaces the entities of message `id` by `entities` (removing those
+  // it no longer makes); mu_ held.
+  std::vector<Update> ReplaceGroupLocked(const std::string& id,
+                                         std::vector<DiscoveredEntity> entities,
+                                         const std::string& raw);
   void Rebuild(const std::string& topic);  // mu_ held
   bool IsHaTopic(std::string_view topic) const;
   std::string StateText() const;  // mu_ held

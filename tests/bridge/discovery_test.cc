@@ -74,6 +74,13 @@ constexpr char kShelly[] = R"({"name":"Shelly H&T Temperature","stat_t":"~sensor
 "uniq_id":"shellyht-xyz-temperature","~":"shellies/shellyht-XYZ/","avty_t":"~online",
 "pl_avail":"true","pl_not_avail":"false"})";
 
+// The one update a single-entity message makes ("changed" false when none).
+Discovery::Update Handle1(Discovery& d, std::string_view topic, std::string_view payload) {
+  std::vector<Discovery::Update> u = d.Handle(topic, payload);
+  EXPECT_LE(u.size(), 1u) << topic;
+  return u.empty() ? Discovery::Update{} : std::move(u.front());
+}
+
 DiscoveredEntity Ha(const char* topic, const std::string& payload) {
   return ParseHaDiscovery(topic, payload, DiscoveryOptions{});
 }
@@ -258,8 +265,12 @@ TEST(HaDiscoveryTest, RefusedWithAReason) {
       {"homeassistant/sensor/x/config",
        R"({"state_topic":"a/b","availability_topic":"a/s","availability_template":"{{ value_json.s | lower }}"})",
        "bad_template"},
-      {"homeassistant/light/x/config", R"({"state_topic":"a/b","schema":"json"})", "unsupported"},
-      {"homeassistant/device/x/config", R"({"cmps":{}})", "unsupported"},
+      {"homeassistant/light/x/config", R"({"state_topic":"a/b","schema":"template"})",
+       "unsupported"},
+      {"homeassistant/device/x/config", R"({"cmps":{}})", "bad_option"},
+      {"homeassistant/device/x/config", R"({"state_topic":"a/b","cmps":{"t":{"dev_cla":"x"}}})",
+       "bad_option"},  // a component without its platform
+      {"homeassistant/climate/x/config", R"({"modes":["heat"]})", "no_state_topic"},
       {"homeassistant/sensor/x/config", R"({"state_topic":"komoku/state/x"})", "own_topic"},
       {"homeassistant/sensor/x/config", R"({"state_topic":"a/b","expire_after":"soon"})",
        "bad_option"},
@@ -316,12 +327,12 @@ TEST(HaDiscoveryTest, RefusalMessagesQuoteTheEntity) {
 
 TEST(DiscoveryTest, Zigbee2mqttDeviceMapsEveryEntityOfItsTopic) {
   Discovery d(DiscoveryOptions{});
-  Discovery::Update u = d.Handle(kZ2mTemperatureTopic, kZ2mTemperature);
+  Discovery::Update u = Handle1(d, kZ2mTemperatureTopic, kZ2mTemperature);
   EXPECT_TRUE(u.changed);
   EXPECT_EQ(u.subscribe, (std::vector<std::string>{"zigbee2mqtt/bridge/state",
                                                    "zigbee2mqtt/kitchen_sensor",
                                                    "zigbee2mqtt/kitchen_sensor/availability"}));
-  u = d.Handle(kZ2mHumidityTopic, kZ2mHumidity);
+  u = Handle1(d, kZ2mHumidityTopic, kZ2mHumidity);
   EXPECT_TRUE(u.changed);
   EXPECT_TRUE(u.subscribe.empty());  // the topics are there already
   EXPECT_EQ(d.mapped_count(), 2u);
@@ -344,16 +355,16 @@ TEST(DiscoveryTest, Zigbee2mqttDeviceMapsEveryEntityOfItsTopic) {
   EXPECT_FALSE(d.Map("zigbee2mqtt/other", payload, kNow).engine);
 
   // The same retained config again is no change.
-  EXPECT_FALSE(d.Handle(kZ2mTemperatureTopic, kZ2mTemperature).changed);
+  EXPECT_FALSE(Handle1(d, kZ2mTemperatureTopic, kZ2mTemperature).changed);
   // Removed: its topic stays for humidity; the temperature is no longer mapped.
-  u = d.Handle(kZ2mTemperatureTopic, "");
+  u = Handle1(d, kZ2mTemperatureTopic, "");
   EXPECT_TRUE(u.changed);
   EXPECT_TRUE(u.removed);
   EXPECT_EQ(u.unsubscribe, std::vector<std::string>{"zigbee2mqtt/kitchen_sensor/availability"});
   EXPECT_EQ(Show(d.Map("zigbee2mqtt/kitchen_sensor", payload, kNow)),
             "zigbee2mqtt/kitchen_sensor/humidity=48.1(d);");
-  EXPECT_FALSE(d.Handle(kZ2mTemperatureTopic, "").changed);
-  u = d.Handle(kZ2mHumidityTopic, "");
+  EXPECT_FALSE(Handle1(d, kZ2mTemperatureTopic, "").changed);
+  u = Handle1(d, kZ2mHumidityTopic, "");
   EXPECT_EQ(u.unsubscribe,
             (std::vector<std::string>{"zigbee2mqtt/bridge/state", "zigbee2mqtt/kitchen_sensor"}));
   EXPECT_TRUE(d.Topics().empty());
@@ -367,7 +378,7 @@ TEST(DiscoveryTest, DevicesOfEachKindMapTheirMessages) {
                                 {kEsphomeTemperatureTopic, kEsphomeTemperature},
                                 {kEsphomeMotionTopic, kEsphomeMotion},
                                 {kShellyTopic, kShelly}}) {
-    Discovery::Update u = d.Handle(topic, payload);
+    Discovery::Update u = Handle1(d, topic, payload);
     ASSERT_TRUE(u.entity && u.entity->mapped()) << topic;
   }
   struct Case {
@@ -410,19 +421,19 @@ TEST(DiscoveryTest, DevicesOfEachKindMapTheirMessages) {
 
 TEST(DiscoveryTest, RefusedEntitiesAreListedAndADuplicateKeyIsRefused) {
   Discovery d(DiscoveryOptions{});
-  Discovery::Update u = d.Handle("homeassistant/sensor/x/p/config",
-                                 R"({"state_topic":"x/state","unit_of_measurement":"W",
+  Discovery::Update u = Handle1(d, "homeassistant/sensor/x/p/config",
+                                R"({"state_topic":"x/state","unit_of_measurement":"W",
                                      "value_template":"{{ value_json.power | round(1) }}"})");
   ASSERT_TRUE(u.entity);
   EXPECT_EQ(u.entity->reason, "bad_template");
   EXPECT_TRUE(u.subscribe.empty());
   EXPECT_FALSE(d.Map("x/state", R"({"power":5})", kNow).engine);
 
-  ASSERT_TRUE(d.Handle("homeassistant/sensor/x/a/config",
-                       R"({"state_topic":"x/state","value_template":"{{ value_json.v }}"})")
+  ASSERT_TRUE(Handle1(d, "homeassistant/sensor/x/a/config",
+                      R"({"state_topic":"x/state","value_template":"{{ value_json.v }}"})")
                   .entity->mapped());
-  u = d.Handle("homeassistant/sensor/x/b/config",
-               R"({"state_topic":"x/state","value_template":"{{ value_json['v'] }}"})");
+  u = Handle1(d, "homeassistant/sensor/x/b/config",
+              R"({"state_topic":"x/state","value_template":"{{ value_json['v'] }}"})");
   EXPECT_EQ(u.entity->reason, "duplicate_key");
   nlohmann::json listing = d.Describe();
   EXPECT_EQ(listing["mapped"], 1);
@@ -431,8 +442,8 @@ TEST(DiscoveryTest, RefusedEntitiesAreListedAndADuplicateKeyIsRefused) {
   EXPECT_EQ(listing["entities"][1]["reason"], "duplicate_key");
   EXPECT_EQ(listing["entities"][2]["reason"], "bad_template");
   // A refused config that is fixed maps.
-  u = d.Handle("homeassistant/sensor/x/p/config",
-               R"({"state_topic":"x/state","unit_of_measurement":"W",
+  u = Handle1(d, "homeassistant/sensor/x/p/config",
+              R"({"state_topic":"x/state","unit_of_measurement":"W",
                    "value_template":"{{ value_json.power | float }}"})");
   ASSERT_TRUE(u.entity->mapped()) << u.entity->message;
   EXPECT_EQ(Show(d.Map("x/state", R"({"power":"5.5","v":"a"})", kNow)),
@@ -443,7 +454,7 @@ TEST(DiscoveryTest, KeyPrefix) {
   DiscoveryOptions o;
   o.key_prefix = "ha/";
   Discovery d(o);
-  ASSERT_TRUE(d.Handle(kEsphomeTemperatureTopic, kEsphomeTemperature).entity->mapped());
+  ASSERT_TRUE(Handle1(d, kEsphomeTemperatureTopic, kEsphomeTemperature).entity->mapped());
   EXPECT_EQ(Show(d.Map("livingroom/sensor/temperature/state", "21.5", kNow)),
             "ha/livingroom/sensor/temperature/state=21.5(d);");
   EXPECT_EQ(Show(d.Map("livingroom/status", "offline", kNow)), "ha/livingroom/status=false(b);");
@@ -455,18 +466,18 @@ TEST(DiscoveryTest, Homie) {
   EXPECT_TRUE(d.IsDiscoveryTopic("homeassistant/sensor/x/y/config"));
   EXPECT_FALSE(d.IsDiscoveryTopic("homie/weather/outside/temperature"));
   // Attributes may come before $datatype; the property exists with it.
-  EXPECT_FALSE(d.Handle("homie/weather/outside/temperature/$unit", "°C").changed);
-  Discovery::Update u = d.Handle("homie/weather/outside/temperature/$datatype", "float");
+  EXPECT_FALSE(Handle1(d, "homie/weather/outside/temperature/$unit", "°C").changed);
+  Discovery::Update u = Handle1(d, "homie/weather/outside/temperature/$datatype", "float");
   ASSERT_TRUE(u.entity && u.entity->mapped()) << (u.entity ? u.entity->message : "");
   EXPECT_EQ(u.entity->info["unit"], "°C");
   EXPECT_EQ(u.subscribe, (std::vector<std::string>{"homie/weather/$state",
                                                    "homie/weather/outside/temperature"}));
-  EXPECT_TRUE(d.Handle("homie/weather/outside/temperature/$name", "Temperature").changed);
-  EXPECT_FALSE(d.Handle("homie/weather/outside/temperature/$name", "Temperature").changed);
-  ASSERT_TRUE(d.Handle("homie/weather/outside/raining/$datatype", "boolean").entity->mapped());
-  ASSERT_TRUE(d.Handle("homie/weather/outside/sky/$datatype", "enum").entity->mapped());
-  d.Handle("homie/weather/outside/sky/$format", "clear,cloudy,rain");
-  EXPECT_EQ(d.Handle("homie/weather/outside/odd/$datatype", "quaternion").entity->reason,
+  EXPECT_TRUE(Handle1(d, "homie/weather/outside/temperature/$name", "Temperature").changed);
+  EXPECT_FALSE(Handle1(d, "homie/weather/outside/temperature/$name", "Temperature").changed);
+  ASSERT_TRUE(Handle1(d, "homie/weather/outside/raining/$datatype", "boolean").entity->mapped());
+  ASSERT_TRUE(Handle1(d, "homie/weather/outside/sky/$datatype", "enum").entity->mapped());
+  Handle1(d, "homie/weather/outside/sky/$format", "clear,cloudy,rain");
+  EXPECT_EQ(Handle1(d, "homie/weather/outside/odd/$datatype", "quaternion").entity->reason,
             "unsupported");
 
   EXPECT_EQ(Show(d.Map("homie/weather/outside/temperature", "3.5", kNow)),
@@ -480,7 +491,7 @@ TEST(DiscoveryTest, Homie) {
   EXPECT_EQ(Show(d.Map("homie/weather/$state", "lost", kNow)), "homie/weather/$state=false(b);");
 
   // An empty $datatype removes the property.
-  u = d.Handle("homie/weather/outside/temperature/$datatype", "");
+  u = Handle1(d, "homie/weather/outside/temperature/$datatype", "");
   EXPECT_TRUE(u.removed);
   EXPECT_EQ(u.unsubscribe, std::vector<std::string>{"homie/weather/outside/temperature"});
   EXPECT_FALSE(d.Map("homie/weather/outside/temperature", "3.5", kNow).engine);
@@ -489,8 +500,8 @@ TEST(DiscoveryTest, Homie) {
 // Mapping into one Mapped message after message gives what Map gives.
 TEST(DiscoveryTest, MapIntoReusesOneResult) {
   Discovery d(DiscoveryOptions{});
-  d.Handle(kZ2mTemperatureTopic, kZ2mTemperature);
-  d.Handle(kZ2mHumidityTopic, kZ2mHumidity);
+  Handle1(d, kZ2mTemperatureTopic, kZ2mTemperature);
+  Handle1(d, kZ2mHumidityTopic, kZ2mHumidity);
   Discovery::Mapped reused;
   for (auto [topic, payload] :
        {std::pair{"zigbee2mqtt/kitchen_sensor", R"({"temperature":21.43,"humidity":48.1})"},
@@ -511,6 +522,143 @@ DiscoveryOptions WithStateFile(const store::testing::TempDir& dir) {
   return o;
 }
 
+// Messages as zigbee2mqtt 1.40-2.x announces a colour-temperature bulb and a
+// thermostat (lib/extension/homeassistant.ts: a light with schema json, a
+// climate with one state topic and a template per value), and Home
+// Assistant's own example of device discovery (MQTT integration docs,
+// "Device discovery payload", HA 2024.11).
+constexpr char kZ2mLightTopic[] = "homeassistant/light/0x0017880104aabbcc/light/config";
+constexpr char kZ2mLight[] = R"({"availability":[{"topic":"zigbee2mqtt/bridge/state",
+"value_template":"{{ value_json.state }}"}],"brightness":true,"brightness_scale":254,
+"command_topic":"zigbee2mqtt/hall_light/set","device":{"name":"hall_light"},"max_mireds":454,
+"min_mireds":250,"name":null,"object_id":"hall_light","schema":"json",
+"state_topic":"zigbee2mqtt/hall_light","supported_color_modes":["color_temp","xy"],
+"unique_id":"0x0017880104aabbcc_light_zigbee2mqtt"})";
+constexpr char kZ2mThermostatTopic[] = "homeassistant/climate/0x0c4314fffe112233/climate/config";
+constexpr char kZ2mThermostat[] =
+    R"({"action_template":"{% set values = {None:None,'idle':'idle','heat':'heating'} %}{{ values[value_json.running_state] }}",
+"action_topic":"zigbee2mqtt/thermostat","current_temperature_template":
+"{{ value_json.local_temperature }}","current_temperature_topic":"zigbee2mqtt/thermostat",
+"max_temp":"30","min_temp":"5","mode_command_topic":"zigbee2mqtt/thermostat/set/system_mode",
+"mode_state_template":"{{ value_json.system_mode }}","mode_state_topic":"zigbee2mqtt/thermostat",
+"modes":["off","heat"],"name":null,"temperature_command_topic":
+"zigbee2mqtt/thermostat/set/occupied_heating_setpoint","temperature_state_template":
+"{{ value_json.occupied_heating_setpoint }}","temperature_state_topic":"zigbee2mqtt/thermostat",
+"temp_step":0.5,"unique_id":"0x0c4314fffe112233_climate_zigbee2mqtt"})";
+constexpr char kHaDeviceTopic[] = "homeassistant/device/0AFFD2/config";
+constexpr char kHaDevice[] = R"({"dev":{"ids":"ea334450945afc","name":"Kitchen",
+"mf":"Bla electronics","mdl":"xya","sw":"1.0"},"o":{"name":"bla2mqtt","sw":"2.1"},
+"cmps":{"some_unique_component_id1":{"p":"sensor","device_class":"temperature",
+"unit_of_measurement":"°C","value_template":"{{ value_json.temperature}}","unique_id":"temp01ae_t"},
+"some_unique_id2":{"p":"sensor","device_class":"humidity","unit_of_measurement":"%",
+"value_template":"{{ value_json.humidity}}","unique_id":"temp01ae_h"},
+"door":{"p":"binary_sensor","stat_t":"sensorBedroom/door","pl_on":"open","pl_off":"closed"}},
+"state_topic":"sensorBedroom/state","qos":2})";
+
+std::vector<std::string> Ids(const std::vector<Discovery::Update>& updates) {
+  std::vector<std::string> out;
+  for (const Discovery::Update& u : updates) {
+    out.push_back(u.id + (u.removed                        ? " removed"
+                          : u.entity && u.entity->mapped() ? ""
+                                                           : " refused"));
+  }
+  return out;
+}
+
+TEST(DiscoveryTest, JsonSchemaLightRecordsStateBrightnessAndColourTemperature) {
+  Discovery d(DiscoveryOptions{});
+  const std::vector<Discovery::Update> u = d.Handle(kZ2mLightTopic, kZ2mLight);
+  const std::string t = kZ2mLightTopic;
+  EXPECT_EQ(Ids(u), (std::vector<std::string>{t, t + "#brightness", t + "#color_temp"}));
+  EXPECT_EQ(
+      Show(d.Map("zigbee2mqtt/hall_light",
+                 R"({"state":"ON","brightness":254,"color_temp":370,"linkquality":90})", kNow)),
+      "zigbee2mqtt/hall_light/state=true(b);"
+      "zigbee2mqtt/hall_light/brightness=254(d);"
+      "zigbee2mqtt/hall_light/color_temp=370(d);");
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/hall_light", R"({"state":"OFF"})", kNow)),
+            "zigbee2mqtt/hall_light/state=false(b);");
+  // Without brightness or colour modes: the state only.
+  Discovery plain(DiscoveryOptions{});
+  EXPECT_EQ(Ids(plain.Handle("homeassistant/light/plug/config",
+                             R"({"schema":"json","state_topic":"zigbee2mqtt/plug"})")),
+            std::vector<std::string>{"homeassistant/light/plug/config"});
+}
+
+TEST(DiscoveryTest, ClimateRecordsEachValueItHasATemplateFor) {
+  Discovery d(DiscoveryOptions{});
+  const std::vector<Discovery::Update> u = d.Handle(kZ2mThermostatTopic, kZ2mThermostat);
+  const std::string t = kZ2mThermostatTopic;
+  // The action's template maps values through a dict: refused, the rest kept.
+  EXPECT_EQ(Ids(u), (std::vector<std::string>{t + "#current_temperature", t + "#temperature",
+                                              t + "#mode", t + "#action refused"}));
+  EXPECT_EQ(u.back().entity->reason, "bad_template");
+  EXPECT_EQ(d.mapped_count(), 3u);
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/thermostat",
+                       R"({"local_temperature":19.5,"occupied_heating_setpoint":21,)"
+                       R"("system_mode":"heat","running_state":"heat"})",
+                       kNow)),
+            "zigbee2mqtt/thermostat/local_temperature=19.5(d);"
+            "zigbee2mqtt/thermostat/system_mode=\"heat\"(s);"
+            "zigbee2mqtt/thermostat/occupied_heating_setpoint=21(d);");
+}
+
+TEST(DiscoveryTest, DeviceDiscoveryMakesOneEntityPerComponent) {
+  Discovery d(DiscoveryOptions{});
+  const std::string t = kHaDeviceTopic;
+  std::vector<Discovery::Update> u = d.Handle(kHaDeviceTopic, kHaDevice);
+  EXPECT_EQ(Ids(u), (std::vector<std::string>{t + "#door", t + "#some_unique_component_id1",
+                                              t + "#some_unique_id2"}));
+  EXPECT_EQ(u[1].entity->info["device_name"], "Kitchen");
+  EXPECT_EQ(u[1].entity->info["object_id"], "some_unique_component_id1");
+  // The shared state topic, two fields of it; the door has its own topic.
+  EXPECT_EQ(Show(d.Map("sensorBedroom/state", R"({"temperature":23.2,"humidity":43.5})", kNow)),
+            "sensorBedroom/state/temperature=23.2(d);sensorBedroom/state/humidity=43.5(d);");
+  EXPECT_EQ(Show(d.Map("sensorBedroom/door", "open", kNow)), "sensorBedroom/door=true(b);");
+  EXPECT_TRUE(d.Handle(kHaDeviceTopic, kHaDevice).empty());  // retained again: no change
+
+  // A component announced with its platform alone is removed; the others stay.
+  std::string fewer = kHaDevice;
+  const std::string door =
+      R"("door":{"p":"binary_sensor","stat_t":"sensorBedroom/door","pl_on":"open","pl_off":"closed"})";
+  ASSERT_NE(fewer.find(door), std::string::npos);
+  fewer.replace(fewer.find(door), door.size(), R"("door":{"p":"binary_sensor"})");
+  u = d.Handle(kHaDeviceTopic, fewer);
+  ASSERT_EQ(Ids(u).front(), t + "#door removed");
+  EXPECT_EQ(u.front().unsubscribe, std::vector<std::string>{"sensorBedroom/door"});
+  EXPECT_EQ(d.mapped_count(), 2u);
+  // An empty config removes the device.
+  u = d.Handle(kHaDeviceTopic, "");
+  EXPECT_EQ(Ids(u), (std::vector<std::string>{t + "#some_unique_component_id1 removed",
+                                              t + "#some_unique_id2 removed"}));
+  EXPECT_TRUE(d.Topics().empty());
+}
+
+TEST(DiscoveryStateTest, SeveralEntitiesOfOneConfigComeBackAfterARestart) {
+  store::testing::TempDir dir;
+  nlohmann::json before;
+  {
+    Discovery d(WithStateFile(dir));
+    ASSERT_TRUE(d.Load().ok());
+    d.Handle(kHaDeviceTopic, kHaDevice);
+    d.Handle(kZ2mThermostatTopic, kZ2mThermostat);
+    ASSERT_TRUE(d.Save().ok());
+    before = d.Describe();
+  }
+  // Saved once per config, not once per entity.
+  const nlohmann::json file =
+      nlohmann::json::parse(*store::ReadWholeFile(dir.File("discovery.json")));
+  ASSERT_EQ(file["entities"].size(), 2u) << file.dump();
+  Discovery d(WithStateFile(dir));
+  ASSERT_TRUE(d.Load().ok());
+  EXPECT_EQ(d.Describe(), before);
+  EXPECT_EQ(d.mapped_count(), 6u);
+  EXPECT_TRUE(d.Handle(kZ2mThermostatTopic, kZ2mThermostat).empty());  // the same: no change
+  // The device's config did not come again: all of its entities go.
+  EXPECT_EQ(d.ForgetUnconfirmed().size(), 3u);
+  EXPECT_EQ(d.mapped_count(), 3u);
+}
+
 // What a restart keeps: every entity (mapped and refused, a duplicate still
 // the duplicate), Homie attributes, the subscribed topics; a config that
 // comes again unchanged is no change; a removed one leaves the file.
@@ -522,14 +670,15 @@ TEST(DiscoveryStateTest, EntitiesComeBackAfterARestart) {
     Discovery d(WithStateFile(dir));
     ASSERT_TRUE(d.Load().ok());  // no file yet: nothing
     EXPECT_FALSE(d.NeedsSave());
-    d.Handle(kZ2mTemperatureTopic, kZ2mTemperature);
-    d.Handle(kZ2mHumidityTopic, kZ2mHumidity);
-    d.Handle(kTasmotaEnergyTopic, kTasmotaEnergy);
-    d.Handle("homeassistant/sensor/x/p/config", R"({"state_topic":"x/p","val_tpl":"{{ value | round }}"})");
+    Handle1(d, kZ2mTemperatureTopic, kZ2mTemperature);
+    Handle1(d, kZ2mHumidityTopic, kZ2mHumidity);
+    Handle1(d, kTasmotaEnergyTopic, kTasmotaEnergy);
+    Handle1(d, "homeassistant/sensor/x/p/config",
+            R"({"state_topic":"x/p","val_tpl":"{{ value | round }}"})");
     // Same key as the humidity entity: refused, and so it must stay.
-    d.Handle("homeassistant/sensor/0x00158d0001a2b3c4/a_humidity/config", kZ2mHumidity);
-    d.Handle("homie/weather/outside/temperature/$unit", "°C");
-    d.Handle("homie/weather/outside/temperature/$datatype", "float");
+    Handle1(d, "homeassistant/sensor/0x00158d0001a2b3c4/a_humidity/config", kZ2mHumidity);
+    Handle1(d, "homie/weather/outside/temperature/$unit", "°C");
+    Handle1(d, "homie/weather/outside/temperature/$datatype", "float");
     EXPECT_TRUE(d.NeedsSave());
     ASSERT_TRUE(d.Save().ok());
     EXPECT_FALSE(d.NeedsSave());
@@ -556,13 +705,13 @@ TEST(DiscoveryStateTest, EntitiesComeBackAfterARestart) {
   EXPECT_EQ(Show(d.Map("homie/weather/outside/temperature", "3.5", kNow)),
             "homie/weather/outside/temperature=3.5(d);");
   // The retained messages come again: no change.
-  EXPECT_FALSE(d.Handle(kZ2mTemperatureTopic, kZ2mTemperature).changed);
-  EXPECT_FALSE(d.Handle("homie/weather/outside/temperature/$datatype", "float").changed);
-  EXPECT_FALSE(d.Handle("homie/weather/outside/temperature/$unit", "°C").changed);
+  EXPECT_FALSE(Handle1(d, kZ2mTemperatureTopic, kZ2mTemperature).changed);
+  EXPECT_FALSE(Handle1(d, "homie/weather/outside/temperature/$datatype", "float").changed);
+  EXPECT_FALSE(Handle1(d, "homie/weather/outside/temperature/$unit", "°C").changed);
   EXPECT_FALSE(d.NeedsSave());
 
   // A removal reaches the file.
-  EXPECT_TRUE(d.Handle(kTasmotaEnergyTopic, "").removed);
+  EXPECT_TRUE(Handle1(d, kTasmotaEnergyTopic, "").removed);
   EXPECT_TRUE(d.NeedsSave());
   ASSERT_TRUE(d.Save().ok());
   Result<std::string> text = store::ReadWholeFile(dir.File("discovery.json"));
@@ -580,15 +729,15 @@ TEST(DiscoveryStateTest, UnconfirmedEntitiesAreForgotten) {
   store::testing::TempDir dir;
   {
     Discovery d(WithStateFile(dir));
-    d.Handle(kZ2mTemperatureTopic, kZ2mTemperature);
-    d.Handle(kEsphomeTemperatureTopic, kEsphomeTemperature);
-    d.Handle("homie/weather/outside/temperature/$datatype", "float");
+    Handle1(d, kZ2mTemperatureTopic, kZ2mTemperature);
+    Handle1(d, kEsphomeTemperatureTopic, kEsphomeTemperature);
+    Handle1(d, "homie/weather/outside/temperature/$datatype", "float");
     ASSERT_TRUE(d.Save().ok());
   }
   Discovery d(WithStateFile(dir));
   ASSERT_TRUE(d.Load().ok());
   EXPECT_EQ(d.mapped_count(), 3u);
-  EXPECT_FALSE(d.Handle(kZ2mTemperatureTopic, kZ2mTemperature).changed);  // confirmed
+  EXPECT_FALSE(Handle1(d, kZ2mTemperatureTopic, kZ2mTemperature).changed);  // confirmed
   std::vector<Discovery::Update> gone = d.ForgetUnconfirmed();
   ASSERT_EQ(gone.size(), 2u);
   EXPECT_EQ(gone[0].id, "homeassistant/sensor/livingroom/temperature/config");
@@ -601,7 +750,7 @@ TEST(DiscoveryStateTest, UnconfirmedEntitiesAreForgotten) {
   EXPECT_TRUE(d.ForgetUnconfirmed().empty());
   EXPECT_TRUE(d.NeedsSave());
   // A Homie property forgotten is learnt again from its attribute.
-  EXPECT_TRUE(d.Handle("homie/weather/outside/temperature/$datatype", "float").entity->mapped());
+  EXPECT_TRUE(Handle1(d, "homie/weather/outside/temperature/$datatype", "float").entity->mapped());
 }
 
 // A file that cannot be used teaches nothing and says why; a file of other
@@ -640,8 +789,8 @@ TEST(DiscoveryStateTest, BrokenFilesAreRefusedWhole) {
   // the file is to be saved again without it.
   {
     Discovery d(WithStateFile(dir));
-    d.Handle(kZ2mTemperatureTopic, kZ2mTemperature);
-    d.Handle("homie/weather/outside/temperature/$datatype", "float");
+    Handle1(d, kZ2mTemperatureTopic, kZ2mTemperature);
+    Handle1(d, "homie/weather/outside/temperature/$datatype", "float");
     ASSERT_TRUE(d.Save().ok());
   }
   DiscoveryOptions no_homie = WithStateFile(dir);
