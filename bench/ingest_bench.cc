@@ -270,6 +270,9 @@ struct FloodRow {
   int64_t komoku_received = 0, komoku_state_errors = 0;
   double komoku_seconds = 0;
   bool komoku_done = false;
+  // CPU time (user + system) of Komoku and of the broker from the flood's
+  // start to the last change stored (Process::CpuSeconds).
+  double komoku_cpu = 0, broker_cpu = 0;
 };
 
 FloodRow RunFloodCase(const Options& o, const FloodCase& c, const Messages& m) {
@@ -309,6 +312,8 @@ FloodRow RunFloodCase(const Options& o, const FloodCase& c, const Messages& m) {
   http->set_read_timeout(std::chrono::seconds(10));
   KomokuWatch watch{komoku.port, {}};
   fo.client_id = "flood-komoku";
+  const double komoku_cpu_before = komoku.process->CpuSeconds();
+  const double broker_cpu_before = broker->CpuSeconds();
   Flood flood(url, m.lanes, fo);
   const Progress p = WaitProgress([&] { return watch.Stored(); }, m.count * m.changes_per_message,
                                   flood.start(), o.stall(), kLimit, kPoll,
@@ -317,6 +322,8 @@ FloodRow RunFloodCase(const Options& o, const FloodCase& c, const Messages& m) {
                                            ValueIs(http.get(), m.last_key, m.last_value);
                                   },
                                   [&] { return flood.running(); });
+  row.komoku_cpu = komoku.process->CpuSeconds() - komoku_cpu_before;
+  row.broker_cpu = broker->CpuSeconds() - broker_cpu_before;
   flood.Wait();
   row.komoku_done = p.reached;
   row.komoku_seconds = p.seconds;
@@ -329,6 +336,12 @@ FloodRow RunFloodCase(const Options& o, const FloodCase& c, const Messages& m) {
               row.komoku_seconds,
               Rate(static_cast<double>(row.komoku_messages), row.komoku_seconds).c_str(),
               p.reached ? "" : ", then no progress: gave up", alive ? "" : ", komoku exited");
+  std::printf("  %-13s cpu: komoku %.2f s (%.1f us a message), broker %.2f s\n", c.name().c_str(),
+              row.komoku_cpu,
+              row.komoku_messages > 0
+                  ? row.komoku_cpu * 1e6 / static_cast<double>(row.komoku_messages)
+                  : 0.0,
+              row.broker_cpu);
   // How the writer grouped them: big commits go straight into the indexed
   // table, small ones through `recent` and its folds (docs/storage.md).
   const int64_t batches = Metric(komoku.port, "komoku_commit_batches_total");

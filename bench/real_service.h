@@ -171,6 +171,11 @@ class Process {
   // Waits for the process to end by itself: its exit status, -1 on timeout.
   int Wait(std::chrono::milliseconds timeout);
   std::string Output() const;
+  // User plus system CPU time the process has used so far (/proc/PID/stat),
+  // 0 when it cannot be read. A second view beside wall time: it does not
+  // count time spent waiting for a core, but cache and SMT contention still
+  // move it (up to 70 % between runs of one binary at load 10-14).
+  double CpuSeconds() const;
 
  private:
   pid_t pid_ = -1;
