@@ -60,7 +60,7 @@ const Retained kConfigs[] = {
     // Refused: a template Komoku cannot evaluate exactly.
     {"homeassistant/sensor/livingroom/power/config",
      R"({"stat_t":"livingroom/sensor/power/state","unit_of_meas":"W",
-"val_tpl":"{{ value | float * 1000 }}"})"},
+"val_tpl":"{{ value | float(0) * 1000 }}"})"},
     {"homie/weather/outside/temperature/$datatype", "float"},
     {"homie/weather/outside/temperature/$unit", "°C"},
 };
@@ -161,8 +161,9 @@ class SelfDescribingTest : public KomokuTest {
 };
 
 // Configs that make several keys each: a device config (Home Assistant
-// 2024.11, `cmps`), a zigbee2mqtt JSON-schema light and thermostat. A
-// component announced with only its platform is removed, the others stay.
+// 2024.11, `cmps`), a zigbee2mqtt JSON-schema light and thermostat; and a
+// template that computes (shellies-discovery). A component announced with
+// only its platform is removed, the others stay.
 TEST_F(SelfDescribingTest, DeviceConfigsLightsAndThermostatsMakeSeveralKeys) {
   const char* device_topic = "homeassistant/device/0AFFD2/config";
   const std::string device =
@@ -186,7 +187,13 @@ TEST_F(SelfDescribingTest, DeviceConfigsLightsAndThermostatsMakeSeveralKeys) {
                  R"("mode_state_topic":"zigbee2mqtt/thermostat",)"
                  R"("mode_state_template":"{{ value_json.system_mode }}"})",
                  1, true);
-  ASSERT_TRUE(WaitForMapped(3 + 3 + 3)) << Discovered().dump(2);
+  // shellies-discovery: the text payload through float and round.
+  mqtt_->Publish("homeassistant/sensor/shellyht-AABBCC-temperature/config",
+                 R"({"stat_t":"~sensor/temperature","unit_of_meas":"°C","stat_cla":"measurement",)"
+                 R"("val_tpl":"{{value|float|round(1)}}","~":"shellies/shellyht-AABBCC/"})",
+                 1, true);
+  ASSERT_TRUE(WaitForMapped(3 + 3 + 3 + 1)) << Discovered().dump(2);
+  mqtt_->Publish("shellies/shellyht-AABBCC/sensor/temperature", "21.37");
   mqtt_->Publish("kitchen/climate", R"({"temperature":23.2,"humidity":43.5})");
   mqtt_->Publish("kitchen/door", "open");
   mqtt_->Publish("zigbee2mqtt/hall_light", R"({"state":"ON","brightness":200,"color_temp":370})");
@@ -203,6 +210,7 @@ TEST_F(SelfDescribingTest, DeviceConfigsLightsAndThermostatsMakeSeveralKeys) {
       {"zigbee2mqtt/thermostat/local_temperature", 19.5, "numeric"},
       {"zigbee2mqtt/thermostat/occupied_heating_setpoint", 21, "numeric"},
       {"zigbee2mqtt/thermostat/system_mode", "heat", "string"},
+      {"shellies/shellyht-AABBCC/sensor/temperature", 21.4, "numeric"},
   };
   for (const Expected& e : expected) {
     ASSERT_TRUE(WaitForValue(e.key, e.value)) << e.key << ": " << Value(e.key).dump();
@@ -214,7 +222,7 @@ TEST_F(SelfDescribingTest, DeviceConfigsLightsAndThermostatsMakeSeveralKeys) {
       R"("door":{"p":"binary_sensor","stat_t":"kitchen/door","pl_on":"open","pl_off":"closed"})";
   fewer.replace(fewer.find(door), door.size(), R"("door":{"p":"binary_sensor"})");
   mqtt_->Publish(device_topic, fewer, 1, true);
-  ASSERT_TRUE(WaitForMapped(8)) << Discovered().dump(2);
+  ASSERT_TRUE(WaitForMapped(9)) << Discovered().dump(2);
   mqtt_->Publish("kitchen/door", "closed");
   mqtt_->Publish("kitchen/climate", R"({"temperature":23.4,"humidity":43.5})");
   ASSERT_TRUE(WaitForValue("kitchen/climate/temperature", 23.4));

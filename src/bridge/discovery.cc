@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cmath>
 
+#include "bridge/ha_template.h"
 #include "store/files.h"
 #include "store/input.h"
 
@@ -130,72 +131,6 @@ std::string Dotted(const std::vector<std::string>& tokens) {
   return out;
 }
 
-bool IsIdentStart(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
-bool IsIdent(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
-
-// The grammar Komoku evaluates exactly:
-//   "{{" ws ( "value" | "value_json" access+ ) ( ws "|" ws "float" )? ws "}}"
-//   access = "." ident | "[" quote text quote "]"
-Status ParseTemplateTokens(std::string_view text, std::vector<std::string>* tokens,
-                           bool* to_float) {
-  const std::string shown = "'" + std::string(text) + "'";
-  std::string_view s = store::TrimAscii(text);
-  auto refuse = [&](const std::string& why) {
-    return Status::InvalidArgument("value template " + shown + " " + why +
-                                   "; Komoku evaluates only {{ value }}, "
-                                   "{{ value_json.<field> }} and {{ value_json['<field>'] }} "
-                                   "(optionally | float)");
-  };
-  if (s.size() < 4 || s.substr(0, 2) != "{{" || s.substr(s.size() - 2) != "}}") {
-    return refuse("is not one {{ ... }} expression");
-  }
-  std::string_view e = store::TrimAscii(s.substr(2, s.size() - 4));
-  if (e.find("{{") != std::string_view::npos || e.find("{%") != std::string_view::npos) {
-    return refuse("has more than one expression");
-  }
-  *to_float = false;
-  const size_t bar = e.find('|');
-  if (bar != std::string_view::npos) {
-    std::string_view filter = store::TrimAscii(e.substr(bar + 1));
-    if (filter != "float") return refuse("has a filter other than float");
-    *to_float = true;
-    e = store::TrimAscii(e.substr(0, bar));
-  }
-  tokens->clear();
-  if (e == "value") return Status::Ok();
-  constexpr std::string_view kJson = "value_json";
-  if (e.substr(0, kJson.size()) != kJson) return refuse("reads neither value nor value_json");
-  size_t i = kJson.size();
-  while (i < e.size()) {
-    if (e[i] == '.') {
-      size_t start = ++i;
-      if (i >= e.size() || !IsIdentStart(e[i])) return refuse("has a bad field name");
-      while (i < e.size() && IsIdent(e[i])) ++i;
-      tokens->emplace_back(e.substr(start, i - start));
-    } else if (e[i] == '[') {
-      ++i;
-      if (i >= e.size() || (e[i] != '\'' && e[i] != '"')) {
-        return refuse("indexes with something other than a quoted field name");
-      }
-      const char quote = e[i++];
-      size_t close = e.find(quote, i);
-      if (close == std::string_view::npos || close + 1 >= e.size() || e[close + 1] != ']') {
-        return refuse("has an unclosed [ ]");
-      }
-      std::string_view name = e.substr(i, close - i);
-      if (name.empty() || name.find('\\') != std::string_view::npos) {
-        return refuse("has an empty or escaped field name");
-      }
-      tokens->emplace_back(name);
-      i = close + 2;
-    } else {
-      return refuse("has arithmetic, a test or a call");
-    }
-  }
-  if (tokens->empty()) return refuse("reads the whole JSON document, not a field");
-  return Status::Ok();
-}
-
 const char* const kHomieFalse[] = {"init", "disconnected", "sleeping", "lost", "alert"};
 
 // What a Homie entity is learnt from, as one text (to see repeats).
@@ -228,6 +163,7 @@ MappingRule TopicRule(std::string name, const std::string& topic, const std::str
 
 MappingRule StateRule(const DiscoveredEntity& e) {
   MappingRule r = TopicRule(e.id, e.state_topic, e.key, e.type, e.field);
+  r.number_ops = e.number_ops;
   r.true_words = e.true_words;
   r.false_words = e.false_words;
   r.strict_words = !e.true_words.empty();
@@ -303,13 +239,6 @@ json EntityJson(const DiscoveredEntity& e) {
 
 }  // namespace
 
-Status ParseValueTemplate(std::string_view text, std::string* field, bool* to_float) {
-  std::vector<std::string> tokens;
-  KOMOKU_RETURN_IF_ERROR(ParseTemplateTokens(text, &tokens, to_float));
-  *field = Pointer(tokens);
-  return Status::Ok();
-}
-
 namespace {
 
 // A topic option of config `c`: empty when absent, InvalidArgument when it
@@ -352,14 +281,15 @@ DiscoveredEntity FinishHaEntity(DiscoveredEntity&& e, const json& c, const char*
   e.value_template = template_name ? Text(c, template_name) : "";
   std::vector<std::string> tokens;
   if (!e.value_template.empty()) {
-    bool to_float = false;
-    Status st = ParseTemplateTokens(e.value_template, &tokens, &to_float);
-    if (!st.ok()) return Refused(std::move(e), "bad_template", st.message());
-    if (to_float && e.type != store::KeyType::kNumeric && e.type != store::KeyType::kCounter) {
+    Result<HaTemplate> t = ParseHaTemplate(e.value_template);
+    if (!t.ok()) return Refused(std::move(e), "bad_template", t.status().message());
+    if (t->numeric && e.type != store::KeyType::kNumeric && e.type != store::KeyType::kCounter) {
       return Refused(std::move(e), "bad_template",
-                     "value template '" + e.value_template + "' converts to float, but a " +
+                     "value template '" + e.value_template + "' computes a number, but a " +
                          e.component + " here is a " + store::KeyTypeName(e.type) + " key");
     }
+    tokens = std::move(t->path);
+    e.number_ops = std::move(t->ops);
   } else if (!default_field.empty()) {
     tokens = {default_field};
   }
@@ -383,15 +313,15 @@ DiscoveredEntity FinishHaEntity(DiscoveredEntity&& e, const json& c, const char*
     a.topic = topic_text;
     std::string tpl = Text(spec, template_key);
     if (!tpl.empty()) {
-      std::vector<std::string> avail_tokens;
-      bool to_float = false;
-      Status st = ParseTemplateTokens(tpl, &avail_tokens, &to_float);
-      if (!st.ok()) return Status::InvalidArgument("availability of '" + a.topic + "': " +
-                                                   st.message());
-      if (to_float) {
-        return Status::InvalidArgument("availability template '" + tpl + "' converts to float");
+      Result<HaTemplate> t = ParseHaTemplate(tpl);
+      if (!t.ok()) {
+        return Status::InvalidArgument("availability of '" + a.topic +
+                                       "': " + t.status().message());
       }
-      a.field = Pointer(avail_tokens);
+      if (t->numeric) {
+        return Status::InvalidArgument("availability template '" + tpl + "' computes a number");
+      }
+      a.field = Pointer(t->path);
     }
     a.true_words = {Word(spec, "payload_available", "online")};
     a.false_words = {Word(spec, "payload_not_available", "offline")};

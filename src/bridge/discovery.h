@@ -62,6 +62,7 @@ struct DiscoveredEntity {
   std::string state_topic;
   std::string value_template;  // as announced; empty when none
   std::string field;           // the JSON field it reads (a JSON pointer); empty: the payload
+  std::vector<NumberOp> number_ops;  // what the template computes (bridge/ha_template.h)
   std::string key;
   store::KeyType type = store::KeyType::kString;
   std::vector<std::string> true_words, false_words;
@@ -102,13 +103,6 @@ DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view paylo
 DiscoveredEntity ParseHomieProperty(const std::string& property_topic,
                                     const std::map<std::string, std::string>& attributes,
                                     const DiscoveryOptions& options);
-
-// A value template Komoku can evaluate exactly: "{{ value }}",
-// "{{ value_json.a.b }}", "{{ value_json['a'] }}" (and mixes), optionally
-// "| float" for a numeric key. Sets `*field` to the JSON pointer of the
-// field ("" for the whole payload) and `*to_float`; InvalidArgument with the
-// reason otherwise.
-Status ParseValueTemplate(std::string_view text, std::string* field, bool* to_float);
 
 class Discovery {
  public:

@@ -361,6 +361,11 @@ Result<std::unique_ptr<MappingEngine>> MappingEngine::Compile(std::vector<Mappin
       return bad(r.scale ? "scale" : "offset",
                  std::string("needs a numeric or counter type, not ") + store::KeyTypeName(*r.type));
     }
+    if (!r.number_ops.empty() && r.type && *r.type != store::KeyType::kNumeric &&
+        *r.type != store::KeyType::kCounter) {
+      return bad("template",
+                 std::string("computes a number, but the key is ") + store::KeyTypeName(*r.type));
+    }
     if ((r.scale && !std::isfinite(*r.scale)) || (r.offset && !std::isfinite(*r.offset))) {
       return bad(r.scale ? "scale" : "offset", "must be a finite number");
     }
@@ -701,6 +706,19 @@ class RuleApplier {
         Refuse("wrong_type", std::string(what) + " is not a finite number after scale and offset");
         return false;
       }
+    }
+    if (!r_.number_ops.empty()) {
+      double* d = std::get_if<double>(&value_);
+      if (!d) {
+        Refuse("wrong_type", std::string(what) + " is no number for the template to compute with");
+        return false;
+      }
+      Result<double> x = ApplyNumberOps(r_.number_ops, *d);
+      if (!x.ok()) {
+        Refuse("wrong_type", std::string(what) + ": " + x.status().message());
+        return false;
+      }
+      *d = *x;
     }
     if (r_.type) {
       Result<store::Value> v = store::CoerceValue(*r_.type, value_);

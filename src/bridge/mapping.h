@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "bridge/ha_template.h"
 #include "common/status.h"
 #include "store/value.h"
 
@@ -64,6 +65,10 @@ struct MappingRule {
   // A number becomes number * scale + offset.
   std::optional<double> scale;
   std::optional<double> offset;
+  // Then these steps, in order (a discovered Home Assistant template's
+  // arithmetic and rounding, bridge/ha_template.h); a value that is no
+  // number is refused (wrong_type).
+  std::vector<NumberOp> number_ops;
   // Key options (Komoku names: same_value_resolution, max_time, values)
   // for the keys this rule creates; an object, empty for none.
   nlohmann::json options = nlohmann::json::object();

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "../store/store_test_util.h"
+#include "bridge/ha_template.h"
 #include "store/files.h"
 
 namespace komoku::bridge {
@@ -110,7 +111,7 @@ TEST(ValueTemplateTest, WhatKomokuEvaluatesExactly) {
   struct Case {
     const char* text;
     const char* field;  // nullptr: refused
-    bool to_float;
+    bool numeric;
   };
   const Case cases[] = {
       {"{{ value }}", "", false},
@@ -120,10 +121,23 @@ TEST(ValueTemplateTest, WhatKomokuEvaluatesExactly) {
       {"{{ value_json[\"a/b\"].c }}", "/a~1b/c", false},
       {"{{ value_json.AM2301.Temperature }}", "/AM2301/Temperature", false},
       {" {{ value_json.temperature | float }} ", "/temperature", true},
-      {"{{ value_json.temperature | round(1) }}", nullptr, false},
-      {"{{ value_json.temperature | float | round(1) }}", nullptr, false},
-      {"{{ value_json.power * 1000 }}", nullptr, false},
-      {"{{ (value_json.x) }}", nullptr, false},
+      {"{{ value_json.temperature | round(1) }}", "/temperature", true},
+      {"{{ value_json.temperature | float | round(1) }}", "/temperature", true},
+      {"{{ value_json.power * 1000 }}", "/power", true},
+      {"{{ (value_json.x) }}", "/x", false},
+      // shellies-discovery's templates.
+      {"{{value|float|round(1)}}", "", true},
+      {"{{value|float*100|round}}", "", true},
+      {"{{(value|float/60/1000)|round(2)}}", "", true},
+      {"{{value_json.temperature.tC|round(1)}}", "/temperature/tC", true},
+      {"{{ value | int }}", "", true},
+      // Refused: Home Assistant would fail, or Komoku would have to guess.
+      {"{{ value | round(1) }}", nullptr, false},  // round of text
+      {"{{ value * 2 }}", nullptr, false},         // text repeated
+      {"{{ value_json.a + value_json.b }}", nullptr, false},
+      {"{{ value_json.x | float(0) }}", nullptr, false},
+      {"{{ value_json.x | default(0) }}", nullptr, false},
+      {"{{ value_json.x ** 2 }}", nullptr, false},
       {"{{ value_json.x if value_json.x is defined else 0 }}", nullptr, false},
       {"{{ value_json }}", nullptr, false},
       {"{{ value_json[0] }}", nullptr, false},
@@ -131,20 +145,82 @@ TEST(ValueTemplateTest, WhatKomokuEvaluatesExactly) {
       {"{% if value == 'on' %}ON{% endif %}", nullptr, false},
       {"{{ value }} W", nullptr, false},
       {"{{ value_json.a }}{{ value_json.b }}", nullptr, false},
+      {"{{ 42 }}", nullptr, false},
       {"value_json.a", nullptr, false},
   };
   for (const Case& c : cases) {
-    std::string field;
-    bool to_float = false;
-    Status st = ParseValueTemplate(c.text, &field, &to_float);
+    Result<HaTemplate> t = ParseHaTemplate(c.text);
     if (!c.field) {
-      EXPECT_FALSE(st.ok()) << c.text << " -> " << field;
+      EXPECT_FALSE(t.ok()) << c.text;
       continue;
     }
-    ASSERT_TRUE(st.ok()) << c.text << ": " << st.message();
-    EXPECT_EQ(field, c.field) << c.text;
-    EXPECT_EQ(to_float, c.to_float) << c.text;
+    ASSERT_TRUE(t.ok()) << c.text << ": " << t.status().message();
+    std::string pointer;
+    for (const std::string& p : t->path) pointer += "/" + (p == "a/b" ? std::string("a~1b") : p);
+    EXPECT_EQ(pointer, c.field) << c.text;
+    EXPECT_EQ(t->numeric, c.numeric) << c.text;
   }
+}
+
+// What the templates compute, against Python 3 (which Home Assistant runs
+// them in): round is to the nearest of the exact binary value, ties to even;
+// a filter binds to the operand before it.
+TEST(ValueTemplateTest, ComputesAsJinjaDoes) {
+  struct Case {
+    const char* text;
+    double in;
+    double out;  // python3 -c 'print(<expression>)'
+  };
+  const Case cases[] = {
+      {"{{ value_json.x | round(2) }}", 2.675, 2.67},  // 2.67499999...
+      {"{{ value_json.x | round(2) }}", 0.125, 0.12},  // an exact tie: to even
+      {"{{ value_json.x | round(2) }}", 0.375, 0.38},
+      {"{{ value_json.x | round }}", 2.5, 2.0},
+      {"{{ value_json.x | round }}", 3.5, 4.0},
+      {"{{ value_json.x | round(1, 'floor') }}", 21.39, 21.3},
+      {"{{ value_json.x | round(1, 'ceil') }}", 21.31, 21.4},
+      {"{{ value|float*100|round }}", 0.935, 0.935 * 100},  // round(100), not the product
+      {"{{ (value|float/60/1000)|round(2) }}", 123456, 2.06},
+      {"{{ (value|float/60/1000)|round(5) }}", 123456, 2.0576},
+      {"{{ value | int }}", 21.7, 21},
+      {"{{ value | int }}", -21.7, -21},
+      {"{{ 100 - value_json.x }}", 30, 70},
+      {"{{ 1 / value_json.x }}", 4, 0.25},
+      {"{{ -value_json.x | abs }}", 5, -5},  // -(x|abs)
+      {"{{ value_json.x * 9 / 5 + 32 }}", 21.5, 21.5 * 9 / 5 + 32},
+  };
+  for (const Case& c : cases) {
+    Result<HaTemplate> t = ParseHaTemplate(c.text);
+    ASSERT_TRUE(t.ok()) << c.text << ": " << t.status().message();
+    Result<double> out = ApplyNumberOps(t->ops, c.in);
+    ASSERT_TRUE(out.ok()) << c.text;
+    EXPECT_EQ(*out, c.out) << c.text << " of " << c.in;
+  }
+  Result<HaTemplate> t = ParseHaTemplate("{{ 10 / value_json.x }}");
+  ASSERT_TRUE(t.ok());
+  EXPECT_FALSE(ApplyNumberOps(t->ops, 0).ok());  // Jinja fails too
+}
+
+// A Shelly H&T as shellies-discovery announces it: the text payload through
+// float and round.
+TEST(DiscoveryTest, ShelliesDiscoveryTemplatesMapTheirValues) {
+  Discovery d(DiscoveryOptions{});
+  ASSERT_TRUE(Handle1(d, "homeassistant/sensor/shellyht-AABBCC-temperature/config",
+                      R"({"name":"Temperature","stat_t":"~sensor/temperature","unit_of_meas":"°C",)"
+                      R"("dev_cla":"temperature","stat_cla":"measurement",)"
+                      R"("val_tpl":"{{value|float|round(1)}}","~":"shellies/shellyht-AABBCC/"})")
+                  .entity->mapped());
+  ASSERT_TRUE(Handle1(d, "homeassistant/sensor/shelly1pm-DDEEFF-energy/config",
+                      R"({"name":"Energy","stat_t":"shellies/shelly1pm-DDEEFF/relay/0/energy",)"
+                      R"("unit_of_meas":"kWh","stat_cla":"total_increasing",)"
+                      R"("val_tpl":"{{(value|float/60/1000)|round(2)}}"})")
+                  .entity->mapped());
+  EXPECT_EQ(Show(d.Map("shellies/shellyht-AABBCC/sensor/temperature", "21.37", kNow)),
+            "shellies/shellyht-AABBCC/sensor/temperature=21.4(d);");
+  EXPECT_EQ(Show(d.Map("shellies/shelly1pm-DDEEFF/relay/0/energy", "123456", kNow)),
+            "shellies/shelly1pm-DDEEFF/relay/0/energy=2.06(d);");
+  EXPECT_EQ(Show(d.Map("shellies/shellyht-AABBCC/sensor/temperature", "warm", kNow)),
+            "!wrong_type;");
 }
 
 TEST(HaDiscoveryTest, Zigbee2mqttSensor) {
@@ -255,10 +331,11 @@ TEST(HaDiscoveryTest, RefusedWithAReason) {
       {"homeassistant/sensor/x/config", R"({"state_topic":"a/+/b"})", "bad_topic"},
       {"homeassistant/sensor/x/config", R"({"state_topic":42})", "bad_topic"},
       {"homeassistant/sensor/x/config",
-       R"({"state_topic":"a/b","unit_of_measurement":"W","value_template":"{{ value_json.p | round(1) }}"})",
+       R"({"state_topic":"a/b","unit_of_measurement":"W","value_template":"{{ value | round(1) }}"})",
        "bad_template"},
       {"homeassistant/sensor/x/config",
-       R"({"state_topic":"a/b","value_template":"{{ value_json.p * 1000 }}"})", "bad_template"},
+       R"({"state_topic":"a/b","value_template":"{{ value_json.p * 1000 }}"})",
+       "bad_template"},  // a number for a string sensor
       {"homeassistant/sensor/x/config",
        R"({"state_topic":"a/b","value_template":"{{ value_json.p | float }}"})",
        "bad_template"},  // float for a string sensor (no unit, no state class)
@@ -284,9 +361,8 @@ TEST(HaDiscoveryTest, RefusedWithAReason) {
     EXPECT_FALSE(e.message.empty()) << c.payload;
   }
   DiscoveredEntity e = Ha("homeassistant/sensor/x/config",
-                          R"({"state_topic":"a/b","value_template":"{{ value_json.p | int }}"})");
-  EXPECT_NE(e.message.find("value template '{{ value_json.p | int }}' has a filter other than "
-                           "float"),
+                          R"({"state_topic":"a/b","value_template":"{{ value_json.p | lower }}"})");
+  EXPECT_NE(e.message.find("value template '{{ value_json.p | lower }}' has the filter 'lower'"),
             std::string::npos)
       << e.message;
 }
@@ -312,7 +388,7 @@ TEST(HaDiscoveryTest, RefusalMessagesQuoteTheEntity) {
        "state topic 'komoku/state/x' is under"},
       {"homeassistant/sensor/x/config",
        R"({"state_topic":"a/b","value_template":"{{ value_json.p | float }}"})",
-       "value template '{{ value_json.p | float }}' converts to float, but a sensor here is a "
+       "value template '{{ value_json.p | float }}' computes a number, but a sensor here is a "
        "string key"},
       {"homeassistant/sensor/x/config",
        R"({"state_topic":"a/b","availability_topic":"komoku/status"})",
@@ -423,7 +499,7 @@ TEST(DiscoveryTest, RefusedEntitiesAreListedAndADuplicateKeyIsRefused) {
   Discovery d(DiscoveryOptions{});
   Discovery::Update u = Handle1(d, "homeassistant/sensor/x/p/config",
                                 R"({"state_topic":"x/state","unit_of_measurement":"W",
-                                     "value_template":"{{ value_json.power | round(1) }}"})");
+                                     "value_template":"{{ value_json.power | lower }}"})");
   ASSERT_TRUE(u.entity);
   EXPECT_EQ(u.entity->reason, "bad_template");
   EXPECT_TRUE(u.subscribe.empty());
