@@ -836,6 +836,7 @@ class Bridge::Impl {
         if (!defined.ok()) log_->warn("define '{}' for rule {}: {}", c.key,
                                       engine.RuleLabel(c.rule), defined.status().message());
       }
+      if (c.clock_unset) store_->metrics().Add("komoku_mapping_clock_unset_total");
       store::PutOptions put;
       put.time_ms = c.time_ms ? *c.time_ms : msg.received_ms;
       put.skip_duplicate = c.time_ms.has_value() || msg.recovered;

@@ -571,7 +571,7 @@ class RuleApplier {
         return false;
       }
       time_ms_ = v > 1e11 ? std::llround(v) : std::llround(v * 1000.0);
-      return true;
+      return CheckClock();
     }
     if (kind == FlatJson::Kind::kString) {
       Result<int64_t> ms = store::ParseTimeParam(doc.String(t), m_.now_ms);
@@ -580,11 +580,21 @@ class RuleApplier {
         return false;
       }
       time_ms_ = *ms;
-      return true;
+      return CheckClock();
     }
     Refuse("bad_time", "time field '" + c_.time->dotted + "' is " + doc.TypeName(t) +
                            ", not a number or text");
     return false;
+  }
+
+  // A time before 2000 is a device clock not set yet: the arrival time
+  // stands in for it (docs/mapping.md#times).
+  bool CheckClock() {
+    if (*time_ms_ < kEarliestDeviceTimeMs) {
+      time_ms_.reset();
+      clock_unset_ = true;
+    }
+    return true;
   }
 
   // A scalar node of the payload.
@@ -775,7 +785,8 @@ class RuleApplier {
       Refuse("bad_key", "key " + Shown(key) + ": " + ok.message());
       return false;
     }
-    out_->push_back(MappedChange{std::move(key), std::move(value_), time_ms_, index_});
+    out_->push_back(
+        MappedChange{std::move(key), std::move(value_), time_ms_, index_, clock_unset_});
     return true;
   }
 
@@ -788,6 +799,7 @@ class RuleApplier {
   const FlatJson* doc_ = nullptr;  // the parsed payload, once Run has parsed it
   store::InputValue value_;
   std::optional<int64_t> time_ms_;
+  bool clock_unset_ = false;
   std::optional<MappingRefusal> refusal_;
 };
 

@@ -94,7 +94,15 @@ struct MappedChange {
   store::InputValue value;
   std::optional<int64_t> time_ms;  // from the payload; arrival time when unset
   size_t rule = 0;                 // index of the rule that made it
+  // The payload's time was before 2000-01-01: a device whose clock is not
+  // set yet (Tasmota before NTP says "1970-01-01T00:00:23"). time_ms is
+  // unset then, so the arrival time is used; counted by the bridge.
+  bool clock_unset = false;
 };
+
+// Times before this (2000-01-01T00:00:00Z) come from a device clock that
+// was never set.
+inline constexpr int64_t kEarliestDeviceTimeMs = 946684800000;
 
 // Why a message was refused: the rule that refused it, a machine-readable
 // reason (bad_json, not_object, not_scalar, wrong_type, bad_boolean,

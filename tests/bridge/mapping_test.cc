@@ -334,6 +334,26 @@ TEST(MappingTimeTest, EpochSecondsMillisecondsIso) {
   EXPECT_EQ(Show(e->Map("t", R"({"ts":-5,"v":1})", kNow)).substr(0, 17), "refused bad_time:");
 }
 
+// Tasmota before NTP has synced says "1970-01-01T00:00:23": a clock not set
+// yet. Such a change takes the arrival time, flagged (the bridge counts it);
+// 2000-01-01 itself is a time.
+TEST(MappingTimeTest, ATimeBefore2000IsAClockNotSetYet) {
+  MappingRule r = Rule("tele/+/SENSOR", "{1}/{field}");
+  r.fields = {{"ENERGY.Power", "power"}};
+  r.time_field = "Time";
+  auto e = Engine({r});
+  MappingResult m =
+      e->Map("tele/plug1/SENSOR", R"({"Time":"1970-01-01T00:00:23","ENERGY":{"Power":57}})", kNow);
+  EXPECT_EQ(Show(m), "plug1/power=57(d);");  // arrival time
+  ASSERT_EQ(m.changes.size(), 1u);
+  EXPECT_TRUE(m.changes[0].clock_unset);
+  EXPECT_EQ(Show(e->Map("tele/plug1/SENSOR", R"({"Time":23,"ENERGY":{"Power":57}})", kNow)),
+            "plug1/power=57(d);");
+  m = e->Map("tele/plug1/SENSOR", R"({"Time":"2000-01-01T00:00:00","ENERGY":{"Power":57}})", kNow);
+  EXPECT_EQ(Show(m), "plug1/power=57(d)@946684800000;");
+  EXPECT_FALSE(m.changes[0].clock_unset);
+}
+
 TEST(MappingAvailabilityTest, OnlineOfflineLwtAndJsonState) {
   MappingRule r = Rule("+/status", "{1}/online");
   r.availability = true;
