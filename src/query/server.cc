@@ -317,6 +317,9 @@ class Server::Impl {
     http_.Get("/api/v1/segments", [this](const auto& req, auto& res) { GetSegments(req, res); });
     http_.Get("/api/v1/top", [this](const auto& req, auto& res) { GetTop(req, res); });
     http_.Post("/api/v1/compact", [this](const auto& req, auto& res) { PostCompact(req, res); });
+    http_.Get("/api/v1/compact", [this](const auto&, auto& res) {
+      SendJson(res, 200, store::CompactionProgressJson(store_->CompactionProgressNow()));
+    });
     http_.Get("/api/v1/discovery", [this](const auto& req, auto& res) { GetDiscovery(req, res); });
     http_.Get("/healthz", [this](const auto& req, auto& res) { GetHealth(req, res); });
     http_.Get("/readyz", [this](const auto& req, auto& res) { GetReady(req, res); });
