@@ -210,7 +210,7 @@ TEST_F(PublishQueryTest, MetricsCountCommitsMemoryAndUptime) {
   EXPECT_EQ(komoku_->Metric("komoku_commit_seconds_bucket{le=\"+Inf\"}"), batches);
   EXPECT_LE(komoku_->Metric("komoku_commit_seconds_bucket{le=\"0.0001\"}"),
             komoku_->Metric("komoku_commit_seconds_bucket{le=\"1\"}"));
-  EXPECT_GT(komoku_->Metric("komoku_resident_memory_bytes"), 1'000'000);
+  EXPECT_GT(komoku_->Metric("process_resident_memory_bytes"), 1'000'000);
   EXPECT_GE(komoku_->Metric("komoku_uptime_seconds"), 0);
   EXPECT_NE(komoku_->Get("/metrics").body.find("# TYPE komoku_commit_seconds histogram"),
             std::string::npos);

@@ -33,7 +33,8 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, BadConfigTest,
     ::testing::Values(Case{"mqtt:\n  brokr: tcp://x:1\n", "bad.yaml:2: unknown field 'mqtt.brokr'"},
                       Case{"mqtt:\n  keep_alive: often\n",
-                           "bad.yaml:2: mqtt.keep_alive: expected an integer, got 'often'"},
+                           "bad.yaml:2: mqtt.keep_alive: expected seconds or a duration (e.g. 30s, 10m, "
+                           "24h, 7d, 1w), got 'often'"},
                       Case{"mqtt:\n  keep_alive: 1\n", "bad.yaml:2: mqtt.keep_alive: 1 is out of range"},
                       Case{"storage:\n  data_dir: x\n", "bad.yaml:1: unknown section 'storage'"},
                       Case{"http:\n  listen: localhost\n", "http.listen: expected host:port"},

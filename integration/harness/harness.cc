@@ -335,7 +335,8 @@ long long Komoku::Metric(const std::string& series) const {
   while (std::getline(in, line)) {
     if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
         line[series.size()] == ' ') {
-      return std::stoll(line.substr(series.size() + 1));
+      // Seconds are floats ("0.25", "1e-05"): their whole part.
+      return static_cast<long long>(std::stod(line.substr(series.size() + 1)));
     }
   }
   return 0;

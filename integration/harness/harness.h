@@ -139,7 +139,7 @@ class Komoku {
   Reply Delete(const std::string& path_and_query) const;
   // Sent as `Authorization: Bearer <token>` with every request from now on.
   void set_token(std::string token) { token_ = std::move(token); }
-  // A series value of GET /metrics (0 when absent).
+  // A series value of GET /metrics (0 when absent; the whole part of a float).
   long long Metric(const std::string& series) const;
 
  private:

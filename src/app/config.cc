@@ -30,7 +30,28 @@ struct Field {
   int64_t min = 0;  // for integers
   int64_t max = 0;
   const char* help;
+  // A duration: the milliseconds of one unit of a bare number (kSeconds for
+  // a field in seconds). The value may then also be written with a unit,
+  // "10m", "2d" (store::ParseDuration, the grammar of key options, steps and
+  // windows), and must come to a whole number of the field's units.
+  int64_t unit_ms = 0;
 };
+
+constexpr int64_t kMillis = 1;
+constexpr int64_t kSeconds = 1000;
+constexpr int64_t kHours = 3600 * kSeconds;
+constexpr int64_t kDays = 24 * kHours;
+
+// How the docs and errors name a duration field's unit.
+const char* UnitName(int64_t unit_ms) {
+  switch (unit_ms) {
+    case kMillis: return "milliseconds";
+    case kSeconds: return "seconds";
+    case kHours: return "hours";
+    case kDays: return "days";
+    default: return "units";
+  }
+}
 
 // Every configuration key, once. Order here is the order of the example file.
 const std::vector<Field>& Fields() {
@@ -48,9 +69,10 @@ const std::vector<Field>& Fields() {
       {"mqtt", "prefix", &Config::mqtt_prefix, "komoku", 0, 0,
        "Topic prefix: <prefix>/set/<key>, <prefix>/state/<key>, <prefix>/status."},
       {"mqtt", "session_expiry", &Config::mqtt_session_expiry_s, "604800", 0, 4294967295LL,
-       "Seconds the broker keeps the session (and queues messages) while Komoku is away."},
+       "Seconds the broker keeps the session (and queues messages) while Komoku is away (or 7d).",
+       kSeconds},
       {"mqtt", "keep_alive", &Config::mqtt_keep_alive_s, "30", 5, 3600,
-       "MQTT keep-alive interval in seconds."},
+       "MQTT keep-alive interval in seconds.", kSeconds},
       {"mqtt", "max_payload_bytes", &Config::mqtt_max_payload_bytes, "65536", 16, 16777216,
        "A larger message is refused unread."},
       {"mqtt.tls", "ca_file", &Config::mqtt_tls_ca_file, "", 0, 0,
@@ -70,21 +92,25 @@ const std::vector<Field>& Fields() {
       {"store", "data_dir", &Config::store_data_dir, "./komoku-data", 0, 0,
        "Directory of the database; created if missing."},
       {"store", "commit_interval_ms", &Config::store_commit_interval_ms, "1000", 1, 60000,
-       "Changes nobody waits for are committed at least this often."},
+       "Changes nobody waits for are committed at least this often (milliseconds, or 2s).",
+       kMillis},
       {"store", "commit_max_rows", &Config::store_commit_max_rows, "4000", 1, 1000000,
        "A commit starts as soon as this many changes wait."},
       {"store", "checkpoint_interval", &Config::store_checkpoint_interval_s, "10", 1, 3600,
-       "Seconds between WAL checkpoints: the most a power cut can take back."},
+       "Seconds between WAL checkpoints: the most a power cut can take back.", kSeconds},
       {"store", "hot_window_hours", &Config::store_hot_window_h, "48", 1, 8760,
-       "Changes older than this (rounded down to a UTC day) move from SQLite into compact, "
-       "immutable segment files."},
+       "Hours (or 2d): changes older than this (rounded down to a UTC day) move from SQLite "
+       "into compact, immutable segment files.",
+       kHours},
       {"store", "compact_interval", &Config::store_compact_interval_s, "3600", 0, 604800,
-       "Seconds between background compactions; 0 runs them only on `komoku compact`."},
+       "Seconds (or 1h) between background compactions; 0 runs them only on `komoku compact`.",
+       kSeconds},
       {"store", "raw_retention_days", &Config::store_raw_retention_d, "365", 0, 36500,
-       "Days raw changes are kept; older history is answered from rollups (hourly and daily "
-       "forever). 0 keeps them forever."},
+       "Days (or 52w) raw changes are kept; older history is answered from rollups (hourly and "
+       "daily forever). 0 keeps them forever.",
+       kDays},
       {"store", "rollup_5m_retention_days", &Config::store_rollup_5m_retention_d, "730", 0, 36500,
-       "Days 5-minute rollups are kept; 0 keeps them forever."},
+       "Days 5-minute rollups are kept; 0 keeps them forever.", kDays},
       {"http", "listen", &Config::http_listen, "127.0.0.1:8080", 0, 0,
        "Address of the HTTP API: host:port (port 0 lets the OS choose)."},
       {"http", "max_points", &Config::http_max_points, "10000", 1, 10000000,
@@ -170,11 +196,26 @@ Status Set(Config& c, const Field& f, const std::string& text, const std::string
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used == 0 || used != text.size()) {
+  std::string shown = std::to_string(v);
+  if ((used == 0 || used != text.size()) && f.unit_ms > 0) {
+    // Not a bare number: a duration with its unit.
+    Result<int64_t> ms = store::ParseDuration(text);
+    if (!ms.ok()) {
+      return Status::InvalidArgument(where + path + ": expected " + UnitName(f.unit_ms) +
+                                     " or a duration (e.g. 30s, 10m, 24h, 7d, 1w), got '" + text +
+                                     "'");
+    }
+    if (*ms % f.unit_ms != 0) {
+      return Status::InvalidArgument(where + path + ": '" + text + "' is not a whole number of " +
+                                     UnitName(f.unit_ms));
+    }
+    v = *ms / f.unit_ms;
+    shown = "'" + text + "' (" + std::to_string(v) + " " + UnitName(f.unit_ms) + ")";
+  } else if (used == 0 || used != text.size()) {
     return Status::InvalidArgument(where + path + ": expected an integer, got '" + text + "'");
   }
   if (v < f.min || v > f.max) {
-    return Status::InvalidArgument(where + path + ": " + std::to_string(v) + " is out of range " +
+    return Status::InvalidArgument(where + path + ": " + shown + " is out of range " +
                                    std::to_string(f.min) + ".." + std::to_string(f.max));
   }
   c.*m = v;
@@ -850,13 +891,17 @@ Status ParseDerivedList(const std::string& list_name, const YAML::Node& body,
       if (!window.ok()) return Status::InvalidArgument(where + ".window: " + window.status().message());
       def.window_ms = *window;
       if (item["refresh"]) {
+        // Seconds (fractions allowed) or a duration with its unit (5m).
         const std::string t = ScalarText(item, "refresh");
         char* end = nullptr;
         double secs = std::strtod(t.c_str(), &end);
-        if (t.empty() || end != t.c_str() + t.size() || !std::isfinite(secs) || secs < 0 ||
-            secs > 86400) {
-          return Status::InvalidArgument(where + ".refresh: expected seconds 0..86400, got '" + t +
-                                         "'");
+        if (t.empty() || end != t.c_str() + t.size()) {
+          Result<int64_t> ms = store::ParseDuration(t);
+          secs = ms.ok() ? static_cast<double>(*ms) / 1000 : -1;
+        }
+        if (!std::isfinite(secs) || secs < 0 || secs > 86400) {
+          return Status::InvalidArgument(where + ".refresh: expected seconds 0..86400 or a "
+                                         "duration up to 1d (e.g. 30s, 5m), got '" + t + "'");
         }
         def.refresh_ms = static_cast<int64_t>(std::llround(secs * 1000));
       }
@@ -1255,6 +1300,12 @@ std::string ConfigDocs() {
       "and `derived:` from the file again, all or none; the other settings take\n"
       "effect at the next restart (docs/operations.md, \"Reloading the\n"
       "configuration\").\n\n"
+      "A *duration* is a bare number in the unit its type names (`duration (s)`:\n"
+      "seconds), or a whole number with a unit: `30s`, `10m`, `24h`, `7d`, `1w`. It is\n"
+      "the one grammar of durations in Komoku: key options (`stale_after: 10m`),\n"
+      "derived `every`, `window` and `refresh`, the API's `step` and relative times\n"
+      "(`-24h`). A duration must come to a whole number of the field's unit\n"
+      "(`hot_window_hours: 90m` is an error); the range is in that unit.\n\n"
       "| key | type | default | range | description |\n"
       "| --- | --- | --- | --- | --- |\n";
   for (const Field& f : Fields()) {
@@ -1262,8 +1313,14 @@ std::string ConfigDocs() {
     bool is_bool = std::holds_alternative<bool Config::*>(f.member);
     std::string range = is_int ? std::to_string(f.min) + ".." + std::to_string(f.max) : "";
     std::string def = f.default_value;
-    out += "| `" + std::string(f.section) + "." + f.name + "` | " +
-           (is_int ? "integer" : is_bool ? "boolean" : "string") +
+    static const std::map<int64_t, const char*> kUnitShort = {
+        {kMillis, "ms"}, {kSeconds, "s"}, {kHours, "h"}, {kDays, "d"}};
+    const std::string type = f.unit_ms > 0 ? std::string("duration (") +
+                                                 kUnitShort.at(f.unit_ms) + ")"
+                             : is_int  ? "integer"
+                             : is_bool ? "boolean"
+                                       : "string";
+    out += "| `" + std::string(f.section) + "." + f.name + "` | " + type +
            " | `" + (def.empty() ? "\"\"" : def) + "` | " + range + " | " + f.help + " |\n";
   }
   out +=
@@ -1292,7 +1349,8 @@ std::string ConfigDocs() {
       "\n## keys\n\n"
       "Keys defined at start, each with a `type` (numeric, counter, boolean, uptime,\n"
       "string) and Komoku's options, applied in file order as `POST /api/v1/define`\n"
-      "would (docs/http-api.md). Durations are seconds.\n\n"
+      "would (docs/http-api.md). Durations are seconds or a whole number with a unit\n"
+      "(`10m`, `24h`, `7d`), as everywhere in Komoku.\n\n"
       "| option | types | default | meaning |\n"
       "| --- | --- | --- | --- |\n"
       "| `same_value_resolution` | all | 60 | a repeat of the current value is not stored again "
@@ -1325,7 +1383,7 @@ std::string ConfigDocs() {
       "`unit`, `device_class` | one bucket aggregate per key and resolution, published at "
       "bucket close on `<prefix>/derived/<key>/<every>` |\n"
       "| `rolling` | `key`, `stat`, `value`, `window` (`24h`, `7d`, ... or `today`), `name`, "
-      "`refresh` (seconds, default 60; 0: on change only), `unit`, `device_class` | a statistic "
+      "`refresh` (seconds or a duration, default 60; 0: on change only), `unit`, `device_class` | a statistic "
       "over the window ending now on `<prefix>/derived/<key>/<name>`; `name` defaults to "
       "`[<value>_]<stat>_<window>` |\n"
       "| `discovery_keys` | `key`, `unit`, `device_class` (or just the key name) | keys announced "

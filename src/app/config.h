@@ -102,7 +102,8 @@ Config DefaultConfig();
 store::StoreOptions StoreOptionsOf(const Config& config);
 
 // Reads and validates `path`. Errors name the file, the line and the field:
-// "komoku.yaml:7: mqtt.keep_alive: expected an integer, got 'often'".
+// "komoku.yaml:7: mqtt.keep_alive: expected seconds or a duration (e.g. 30s,
+// 10m, 24h, 7d, 1w), got 'often'".
 // A password_file is read here, so a missing secret stops the start too.
 Result<Config> LoadConfig(const std::string& path);
 

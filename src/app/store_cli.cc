@@ -1,14 +1,21 @@
 #include "app/store_cli.h"
 
 #include <httplib.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <functional>
 #include <fstream>
-#include <sstream>
+#include <functional>
 #include <iostream>
+#include <optional>
+#include <sstream>
+#include <thread>
 
 #include "app/config.h"
 #include "store/api.h"
@@ -21,23 +28,125 @@ namespace {
 
 constexpr const char* kDay = "%Y-%m-%d %H:%M";
 
+// Shows a compaction's progress on stderr, so stdout keeps only the JSON
+// report: on a terminal a bar redrawn in place; otherwise (a log, a pipe, a
+// cron mail) a line per month of days written, per month merged, per phase,
+// and at least every 10 s. It sees what polling Store::CompactionProgressNow
+// (or GET /api/v1/compact) shows, so a step shorter than the polling
+// interval may pass unseen.
+class ProgressPrinter {
+ public:
+  explicit ProgressPrinter(bool terminal) : terminal_(terminal) {}
+
+  void Show(const std::optional<store::CompactionProgress>& p) {
+    if (!p || (p->phase == "days" && p->total == 0)) return;  // nothing known yet
+    const auto now = std::chrono::steady_clock::now();
+    if (terminal_) {
+      // A phase keeps its own line; \033[K clears what a longer one left.
+      if (shown_ && p->phase != last_.phase) std::fputc('\n', stderr);
+      std::fprintf(stderr, "\r%s%s\033[K", Bar(*p).c_str(), Describe(*p).c_str());
+      std::fflush(stderr);
+    } else {
+      const bool new_phase = !shown_ || p->phase != last_.phase;
+      const bool new_month = p->phase == "days" && p->at_ms != 0 &&
+                             (last_.at_ms == 0 || Month(p->at_ms) != Month(last_.at_ms));
+      const bool new_merge = p->phase == "months" && p->done != last_.done;
+      const bool moved =
+          p->done != last_.done || p->phase != last_.phase || p->at_ms != last_.at_ms;
+      const bool due = moved && now - last_line_ >= std::chrono::seconds(10);
+      if (!new_phase && !new_month && !new_merge && !due) return;
+      std::fprintf(stderr, "komoku compact: %s\n", Describe(*p).c_str());
+      last_line_ = now;
+    }
+    shown_ = true;
+    last_ = *p;
+  }
+
+  // Ends the bar's line and says what follows the compaction.
+  void Done(const char* next) {
+    if (terminal_ && shown_) std::fputc('\n', stderr);
+    if (next != nullptr) std::fprintf(stderr, "komoku compact: %s\n", next);
+    std::fflush(stderr);
+  }
+
+ private:
+  static std::string Month(int64_t ms) { return store::FormatUtc(ms, "%Y-%m"); }
+
+  static std::string Describe(const store::CompactionProgress& p) {
+    const std::string of = std::to_string(p.done) + " of " + std::to_string(p.total);
+    if (p.phase == "days") {
+      return "writing day segments: " + of + " days" +
+             (p.at_ms != 0 ? ", through " + store::FormatUtc(p.at_ms, "%Y-%m-%d") : "");
+    }
+    if (p.phase == "months") {
+      return "merging whole months: " + of + " merged" +
+             (p.at_ms != 0 ? ", now " + Month(p.at_ms) : "");
+    }
+    if (p.phase == "retention") return "expiring what retention no longer keeps";
+    return p.phase + ": " + of;
+  }
+
+  static std::string Bar(const store::CompactionProgress& p) {
+    constexpr int kWidth = 30;
+    if (p.total <= 0) return "";
+    const int filled = static_cast<int>(std::min<int64_t>(kWidth, p.done * kWidth / p.total));
+    return "[" + std::string(filled, '#') + std::string(kWidth - filled, '.') + "] ";
+  }
+
+  const bool terminal_;
+  bool shown_ = false;
+  store::CompactionProgress last_;
+  std::chrono::steady_clock::time_point last_line_{};
+};
+
+// Polls `progress` into `printer` until `finished`.
+void ShowUntil(const std::atomic<bool>& finished, std::chrono::milliseconds every,
+               ProgressPrinter& printer,
+               const std::function<std::optional<store::CompactionProgress>()>& progress) {
+  while (!finished.load()) {
+    printer.Show(progress());
+    const auto until = std::chrono::steady_clock::now() + every;
+    while (!finished.load() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+}
+
 // Compacts in this process when no service holds the data directory, else
-// asks the running service over its HTTP API.
+// asks the running service over its HTTP API. Either way progress goes to
+// stderr (ProgressPrinter) and the report, as JSON, to stdout.
 int Compact(const Config& config) {
   store::StoreOptions options = StoreOptionsOf(config);
   options.start_timers = false;
   options.cold.compact_interval = std::chrono::milliseconds(0);
   options.cold.background = false;  // this process compacts once, in the foreground
-  Result<std::unique_ptr<store::Store>> store = store::Store::Open(options, nullptr);
+  // The store's log lines go to stderr beside the progress: stdout is the
+  // report's alone.
+  auto log =
+      std::make_shared<spdlog::logger>("store", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  log->set_pattern("komoku compact: %v");
+  Result<std::unique_ptr<store::Store>> store = store::Store::Open(options, log);
+  ProgressPrinter printer(isatty(STDERR_FILENO) == 1);
   if (store.ok()) {
-    Result<store::CompactionReport> r = (*store)->Compact();
-    if (!r.ok()) {
-      std::cerr << "komoku compact: " << r.status().ToString() << "\n";
+    store::Store& s = **store;
+    std::atomic<bool> finished{false};
+    std::optional<Result<store::CompactionReport>> r;
+    std::thread worker([&] {
+      r = s.Compact();
+      finished.store(true);
+    });
+    ShowUntil(finished, std::chrono::milliseconds(100), printer,
+              [&s] { return s.CompactionProgressNow(); });
+    worker.join();
+    if (!r->ok()) {
+      printer.Done(nullptr);
+      std::cerr << "komoku compact: " << r->status().ToString() << "\n";
       return 1;
     }
     // Nothing else writes here: leave SQLite without the rows made cold.
-    (*store)->WaitColdRowsDeleted();
-    std::cout << store::CompactionJson(*r).dump() << "\n";
+    printer.Done((*r)->changes > 0 ? "deleting the compacted changes from the hot store" : nullptr);
+    s.WaitColdRowsDeleted();
+    std::cout << store::CompactionJson(**r).dump() << "\n";
     return 0;
   }
   if (store.status().reason() != "locked") {
@@ -58,10 +167,30 @@ int Compact(const Config& config) {
     }
   }
   if (host == "0.0.0.0" || host.empty()) host = "127.0.0.1";
-  httplib::Client client(host, port);
-  client.set_read_timeout(3600, 0);  // a first compaction of much history takes a while
-  if (!config.http_token.empty()) client.set_bearer_token_auth(config.http_token);
-  httplib::Result res = client.Post("/api/v1/compact");
+  std::atomic<bool> finished{false};
+  std::optional<httplib::Result> posted;
+  std::thread worker([&] {
+    httplib::Client client(host, port);
+    client.set_read_timeout(3600, 0);  // a first compaction of much history takes a while
+    if (!config.http_token.empty()) client.set_bearer_token_auth(config.http_token);
+    posted = client.Post("/api/v1/compact");
+    finished.store(true);
+  });
+  // The service tells how far it has come (GET /api/v1/compact); one that
+  // does not answer that shows no progress, only the report.
+  httplib::Client poll(host, port);
+  poll.set_read_timeout(5, 0);
+  if (!config.http_token.empty()) poll.set_bearer_token_auth(config.http_token);
+  ShowUntil(
+      finished, std::chrono::milliseconds(200), printer,
+      [&poll]() -> std::optional<store::CompactionProgress> {
+        httplib::Result got = poll.Get("/api/v1/compact");
+        if (!got || got->status != 200) return std::nullopt;
+        return store::CompactionProgressFromJson(nlohmann::json::parse(got->body, nullptr, false));
+      });
+  worker.join();
+  printer.Done(nullptr);
+  httplib::Result& res = *posted;
   if (!res) {
     std::cerr << "komoku compact: " << store.status().message() << ", and its HTTP API at "
               << host << ":" << port

@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "query/metrics.h"
 #include "query/stream.h"
 #include "store/api.h"
 #include "store/history.h"
@@ -161,22 +162,6 @@ class Params {
   httplib::Params params_;
   Status error_;
 };
-
-// A Prometheus label value: backslash, double quote and newline escaped.
-std::string PromLabel(std::string_view v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
 
 json SampleJson(const store::Sample& s) {
   return {{"value", ValueToJson(s.value)}, {"time", MsToSeconds(s.time_ms)}};
@@ -332,6 +317,9 @@ class Server::Impl {
     http_.Get("/api/v1/segments", [this](const auto& req, auto& res) { GetSegments(req, res); });
     http_.Get("/api/v1/top", [this](const auto& req, auto& res) { GetTop(req, res); });
     http_.Post("/api/v1/compact", [this](const auto& req, auto& res) { PostCompact(req, res); });
+    http_.Get("/api/v1/compact", [this](const auto&, auto& res) {
+      SendJson(res, 200, store::CompactionProgressJson(store_->CompactionProgressNow()));
+    });
     http_.Get("/api/v1/discovery", [this](const auto& req, auto& res) { GetDiscovery(req, res); });
     http_.Get("/healthz", [this](const auto& req, auto& res) { GetHealth(req, res); });
     http_.Get("/readyz", [this](const auto& req, auto& res) { GetReady(req, res); });
@@ -816,58 +804,8 @@ class Server::Impl {
   }
 
   void GetMetrics(const httplib::Request&, httplib::Response& res) {
-    Health h = health_ ? health_() : Health{};
-    std::string out;
-    auto line = [&out](const std::string& series, int64_t v) {
-      out += series;
-      out += ' ';
-      out += std::to_string(v);
-      out += '\n';
-    };
-    auto snapshot = store_->metrics().Snapshot();
-    out += "# TYPE komoku_commit_seconds histogram\n";
-    for (const auto& [series, value] : snapshot) {
-      if (series.rfind("komoku_commit_seconds_bucket", 0) == 0) line(series, value);
-    }
-    line("komoku_commit_seconds_bucket{le=\"+Inf\"}", snapshot["komoku_commit_batches_total"]);
-    out += "komoku_commit_seconds_sum " +
-           std::to_string(static_cast<double>(snapshot["komoku_commit_micros_total"]) / 1e6) + "\n";
-    line("komoku_commit_seconds_count", snapshot["komoku_commit_batches_total"]);
-    for (const auto& [series, value] : snapshot) {
-      if (series.rfind("komoku_commit_seconds_bucket", 0) != 0) line(series, value);
-    }
-    line("komoku_writer_queue_depth", static_cast<int64_t>(store_->QueueDepth()));
-    // Per key: what it writes and holds (the SD-card question; /api/v1/top).
-    // Each family's lines together, as the text format wants them.
-    const std::vector<store::KeyWrites> writes = store_->Writes(nullptr);
-    for (const store::KeyWrites& k : writes) {
-      line("komoku_key_changes_stored_total{key=\"" + PromLabel(k.key) + "\"}",
-           static_cast<int64_t>(k.changes_stored));
-    }
-    for (const store::KeyWrites& k : writes) {
-      line("komoku_key_hot_bytes_written_total{key=\"" + PromLabel(k.key) + "\"}",
-           static_cast<int64_t>(k.hot_bytes));
-    }
-    for (const store::KeyWrites& k : writes) {
-      line("komoku_key_segment_bytes{key=\"" + PromLabel(k.key) + "\"}",
-           static_cast<int64_t>(k.cold_bytes));
-    }
-    line("komoku_sqlite_memory_bytes", store_->SqliteMemoryBytes());
-    line("komoku_sqlite_memory_highwater_bytes", store_->SqliteMemoryHighwater());
-    line("komoku_mqtt_connected", h.mqtt_connected ? 1 : 0);
-    line("komoku_uptime_seconds",
-         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)
-             .count());
-    // Resident memory: the second field of /proc/self/statm, in pages.
-    if (FILE* f = std::fopen("/proc/self/statm", "r")) {
-      long pages_total = 0, pages_resident = 0;
-      if (std::fscanf(f, "%ld %ld", &pages_total, &pages_resident) == 2) {
-        line("komoku_resident_memory_bytes",
-             static_cast<int64_t>(pages_resident) * static_cast<int64_t>(sysconf(_SC_PAGESIZE)));
-      }
-      std::fclose(f);
-    }
-    res.set_content(out, "text/plain; version=0.0.4");
+    res.set_content(RenderMetrics(*store_, health_ ? health_() : Health{}, started_, *log_),
+                    kMetricsContentType);
   }
 
   // Constant after construction.

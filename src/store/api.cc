@@ -347,4 +347,30 @@ nlohmann::json CompactionJson(const CompactionReport& r) {
   return j;
 }
 
+nlohmann::json CompactionProgressJson(const std::optional<CompactionProgress>& p) {
+  if (!p) return {{"running", false}};
+  return {{"running", true},
+          {"phase", p->phase},
+          {"done", p->done},
+          {"total", p->total},
+          {"at", p->at_ms == 0 ? nlohmann::json(nullptr) : nlohmann::json(MsToSeconds(p->at_ms))}};
+}
+
+std::optional<CompactionProgress> CompactionProgressFromJson(const nlohmann::json& j) {
+  if (!j.is_object() || !j.value("running", false)) return std::nullopt;
+  const nlohmann::json& phase = j["phase"];
+  const nlohmann::json& done = j["done"];
+  const nlohmann::json& total = j["total"];
+  const nlohmann::json& at = j["at"];
+  if (!phase.is_string() || !done.is_number_integer() || !total.is_number_integer()) {
+    return std::nullopt;
+  }
+  CompactionProgress p;
+  p.phase = phase.get<std::string>();
+  p.done = done.get<int64_t>();
+  p.total = total.get<int64_t>();
+  p.at_ms = at.is_number() ? static_cast<int64_t>(std::llround(at.get<double>() * 1000)) : 0;
+  return p;
+}
+
 }  // namespace komoku::store

@@ -55,4 +55,12 @@ nlohmann::json SegmentsJson(const std::vector<SegmentListing>& segments, bool ke
 // What a compaction did, for POST /api/v1/compact and `komoku compact`.
 nlohmann::json CompactionJson(const CompactionReport& report);
 
+// The compaction running now, for GET /api/v1/compact: {"running": false},
+// or {"running": true, "phase", "done", "total", "at"} (at: epoch seconds of
+// the day or month last done, null before the first).
+nlohmann::json CompactionProgressJson(const std::optional<CompactionProgress>& progress);
+// The reverse, for `komoku compact` asking a running service; nullopt for
+// {"running": false} or anything it does not understand.
+std::optional<CompactionProgress> CompactionProgressFromJson(const nlohmann::json& j);
+
 }  // namespace komoku::store

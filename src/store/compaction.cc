@@ -86,9 +86,24 @@ class DiscardUncommitted {
 
 }  // namespace
 
+void Store::SetProgress(std::optional<CompactionProgress> progress) {
+  std::lock_guard<std::mutex> lock(progress_mu_);
+  progress_ = std::move(progress);
+}
+
+std::optional<CompactionProgress> Store::CompactionProgressNow() const {
+  std::lock_guard<std::mutex> lock(progress_mu_);
+  return progress_;
+}
+
 Result<CompactionReport> Store::Compact() {
   std::lock_guard<std::mutex> compact(compact_mu_);
   KOMOKU_RETURN_IF_ERROR(NextStep());  // a stopping store starts none
+  SetProgress(CompactionProgress{"days", 0, 0, 0});
+  struct ClearProgress {
+    Store* store;
+    ~ClearProgress() { store->SetProgress(std::nullopt); }
+  } clear_progress{this};
   const int64_t started = SteadyMs();
   CompactionReport report;
   KOMOKU_RETURN_IF_ERROR(CompactHot(report));
@@ -185,7 +200,12 @@ Status Store::CompactHot(CompactionReport& report) {
     if (seg->meta().to_ms <= start) next->segments.push_back(seg);
   }
   DiscardUncommitted discard(*cold_, *next);
+  const int64_t days = (end - start + kDayMs - 1) / kDayMs;
+  SetProgress(CompactionProgress{"days", 0, days, 0});
   for (int64_t day = start; day < end; day += kDayMs) {
+    if (day > start) {
+      SetProgress(CompactionProgress{"days", (day - start) / kDayMs, days, day - kDayMs});
+    }
     const std::string base = cold_->NewSegmentBase(*next, day, day + kDayMs);
     Result<std::unique_ptr<SegmentWriter>> writer =
         StartSegment(base, {day, day + kDayMs, max_seq}, cold_options_.sync);
@@ -224,6 +244,7 @@ Status Store::CompactHot(CompactionReport& report) {
     next->segments.push_back(std::move(seg.value()));
     ++next->next_gen;
   }
+  SetProgress(CompactionProgress{"days", days, days, end - kDayMs});
   next->cold_to = end;
   next->cold_seq = max_seq;
   for (const auto& seg : old->segments) report.segments_removed += seg->meta().to_ms > start;
@@ -268,6 +289,8 @@ Status Store::MergeMonths(CompactionReport& report) {
     }
     const auto [first, last] = runs[r++];
     const auto [from, to] = MonthOf(segs[first]->meta().from_ms);
+    SetProgress(CompactionProgress{"months", static_cast<int64_t>(r - 1),
+                                   static_cast<int64_t>(runs.size()), from});
     uint64_t max_seq = 0;
     std::map<std::string, std::vector<const Segment*>> by_key;
     for (size_t k = first; k < last; ++k) {
@@ -333,6 +356,7 @@ Status Store::MergeMonths(CompactionReport& report) {
 }
 
 Status Store::ApplyRetention(CompactionReport& report) {
+  SetProgress(CompactionProgress{"retention", 0, 1, 0});
   const int64_t now = clock_->NowMs();
   const ColdOptions& o = cold_options_;
   std::shared_ptr<const ColdState> old = cold_->state();

@@ -534,13 +534,7 @@ void HotStore::WriterLoop() {
       metrics_->Add("komoku_commit_rows_total", static_cast<int64_t>(batch.size()));
       metrics_->Add("komoku_commit_micros_total", micros);
       // Commit latency histogram (cumulative buckets, Prometheus style).
-      static constexpr struct {
-        int64_t micros;
-        const char* le;
-      } kBuckets[] = {{100, "0.0001"}, {250, "0.00025"}, {500, "0.0005"}, {1000, "0.001"},
-                      {2500, "0.0025"}, {5000, "0.005"}, {10000, "0.01"}, {25000, "0.025"},
-                      {100000, "0.1"},  {1000000, "1"}};
-      for (const auto& b : kBuckets) {
+      for (const HistogramBound& b : kCommitSecondsBounds) {
         if (micros <= b.micros) {
           metrics_->Add(std::string("komoku_commit_seconds_bucket{le=\"") + b.le + "\"}");
         }

@@ -10,6 +10,18 @@
 
 namespace komoku::store {
 
+// The upper bounds of the commit latency histogram: the hot store counts a
+// commit of `micros` or less in komoku_commit_seconds_bucket{le="<le>"}
+// (cumulative, as Prometheus wants); /metrics writes every bound, 0 before
+// the first commit.
+struct HistogramBound {
+  int64_t micros;
+  const char* le;
+};
+inline constexpr HistogramBound kCommitSecondsBounds[] = {
+    {100, "0.0001"}, {250, "0.00025"}, {500, "0.0005"}, {1000, "0.001"},  {2500, "0.0025"},
+    {5000, "0.005"}, {10000, "0.01"},  {25000, "0.025"}, {100000, "0.1"}, {1000000, "1"}};
+
 class Metrics {
  public:
   // `series` is a Prometheus series name with optional labels, e.g.

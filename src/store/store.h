@@ -94,6 +94,17 @@ struct CompactionReport {
   double seconds = 0;
 };
 
+// How far the running compaction has come (Store::CompactionProgressNow;
+// `komoku compact` shows it, GET /api/v1/compact answers it).
+struct CompactionProgress {
+  // "days": writing day segments; "months": merging whole months;
+  // "retention": dropping what retention expired.
+  std::string phase;
+  int64_t done = 0;   // steps of the phase done: days written, months merged
+  int64_t total = 0;  // steps of the phase
+  int64_t at_ms = 0;  // start of the day or month last done (0 before the first)
+};
+
 // What one key costs the disk (the SD-card question): see Store::Writes.
 struct KeyWrites {
   std::string key;
@@ -250,6 +261,9 @@ class Store {
   // months and applies retention, now. One at a time; the background
   // compactor calls it every ColdOptions::compact_interval.
   Result<CompactionReport> Compact();
+  // The progress of the compaction running now (nullopt when none runs),
+  // for a caller polling it from another thread.
+  std::optional<CompactionProgress> CompactionProgressNow() const;
   // Waits until the hot rows every compaction so far made cold are deleted
   // from SQLite (the writer deletes them a chunk per commit after each
   // compaction); for `komoku compact`, which leaves a tidy database.
@@ -387,6 +401,10 @@ class Store {
   mutable std::shared_mutex cold_rw_;
   // One compaction (or tombstone) at a time.
   mutable std::mutex compact_mu_;
+  // The running compaction's progress; written by it, read by pollers.
+  mutable std::mutex progress_mu_;
+  std::optional<CompactionProgress> progress_;  // guarded by progress_mu_
+  void SetProgress(std::optional<CompactionProgress> progress);
   // Set by RequestStop: compactions and checks stop at their next step.
   std::atomic<bool> stopping_{false};
   // Ok to go on with the next step of a compaction, or Busy once stopping.

@@ -1,5 +1,6 @@
 #include "store/time_param.h"
 
+#include "store/history.h"
 #include "store/value.h"
 
 #include <cctype>
@@ -117,25 +118,13 @@ Result<int64_t> ParseTimeParam(std::string_view text, int64_t now_ms) {
   if (text.empty()) return Bad(text, "is empty");
   if (text == "now") return now_ms;
   char c0 = text[0];
-  if ((c0 == '-' || c0 == '+') && text.size() >= 3) {
-    char unit = text.back();
-    int64_t unit_ms;
-    switch (unit) {
-      case 's': unit_ms = 1000; break;
-      case 'm': unit_ms = 60 * 1000; break;
-      case 'h': unit_ms = 3600 * 1000; break;
-      case 'd': unit_ms = 86400 * 1000; break;
-      case 'w': unit_ms = 7 * 86400 * 1000LL; break;
-      default: return Bad(text, "has an unknown unit (s, m, h, d or w)");
-    }
-    std::string_view digits = text.substr(1, text.size() - 2);
-    if (digits.empty() || digits.size() > 9) return Bad(text, "has a bad amount");
-    int64_t n = 0;
-    for (char c : digits) {
-      if (c < '0' || c > '9') return Bad(text, "has a bad amount");
-      n = n * 10 + (c - '0');
-    }
-    return now_ms + (c0 == '-' ? -1 : 1) * n * unit_ms;
+  // A relative time: a sign and a duration with its unit (ParseDuration, the
+  // one duration grammar; the unit is required here, so "-24" is no time).
+  if ((c0 == '-' || c0 == '+') && text.size() >= 2 &&
+      std::isalpha(static_cast<unsigned char>(text.back()))) {
+    Result<int64_t> d = ParseDuration(text.substr(1));
+    if (!d.ok()) return Bad(text, "has a bad amount or unit (s, m, h, d or w)");
+    return now_ms + (c0 == '-' ? -1 : 1) * *d;
   }
   if (text.size() >= 10 && text[4] == '-') return ParseIso(text);
   // Epoch seconds: decimal digits with at most one point (strtod alone would

@@ -208,13 +208,16 @@ TEST(ConfigTest, WrongTypesAndRangesNameTheLineAndField) {
   ExpectErrors({
       {"word for an integer",
        "mqtt:\n  keep_alive: often\n",
-       {"k.yaml:2:", "mqtt.keep_alive", "expected an integer", "'often'"}},
+       {"k.yaml:2:", "mqtt.keep_alive", "expected seconds or a duration", "'often'"}},
+      {"word for a plain integer",
+       "http:\n  max_points: many\n",
+       {"k.yaml:2:", "http.max_points", "expected an integer", "'many'"}},
       {"fraction",
        "store:\n  commit_interval_ms: 2.5\n",
        {"k.yaml:2:", "store.commit_interval_ms"}},
-      {"unit suffix",
-       "store:\n  checkpoint_interval: 10s\n",
-       {"k.yaml:2:", "store.checkpoint_interval"}},
+      {"unit suffix on a count",
+       "store:\n  commit_max_rows: 10s\n",
+       {"k.yaml:2:", "store.commit_max_rows"}},
       {"hex", "http:\n  max_points: 0x10\n", {"k.yaml:2:", "http.max_points"}},
       {"empty string", "mqtt:\n  keep_alive: \"\"\n", {"k.yaml:2:", "mqtt.keep_alive"}},
       {"past int64",
@@ -245,7 +248,8 @@ TEST(ConfigTest, ErrorMessageHasTheDocumentedShape) {
       ParseConfig("mqtt:\n  broker: tcp://a:1\n  keep_alive: often\n", "komoku.yaml");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().message(),
-            "komoku.yaml:3: mqtt.keep_alive: expected an integer, got 'often'");
+            "komoku.yaml:3: mqtt.keep_alive: expected seconds or a duration (e.g. 30s, 10m, 24h, "
+            "7d, 1w), got 'often'");
 }
 
 TEST(ConfigTest, RangeEdgesAreAccepted) {
@@ -260,6 +264,72 @@ TEST(ConfigTest, RangeEdgesAreAccepted) {
   EXPECT_EQ(c.store_commit_max_rows, 1000000);
   EXPECT_EQ(c.store_checkpoint_interval_s, 1);
   EXPECT_EQ(c.http_max_points, 10000000);
+}
+
+// Every duration of the file takes what key options (stale_after: 10m),
+// steps and windows take (store::ParseDuration); a bare number keeps the
+// unit the field always had.
+TEST(ConfigTest, DurationFieldsTakeTheOneDurationGrammar) {
+  struct Case {
+    const char* section;
+    const char* field;
+    const char* text;
+    int64_t Config::*member;
+    int64_t want;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"mqtt", "keep_alive", "2m", &Config::mqtt_keep_alive_s, 120},
+           {"mqtt", "keep_alive", "45", &Config::mqtt_keep_alive_s, 45},
+           {"mqtt", "session_expiry", "7d", &Config::mqtt_session_expiry_s, 604800},
+           {"mqtt", "session_expiry", "1w", &Config::mqtt_session_expiry_s, 604800},
+           {"mqtt", "session_expiry", "0s", &Config::mqtt_session_expiry_s, 0},
+           {"store", "commit_interval_ms", "2s", &Config::store_commit_interval_ms, 2000},
+           {"store", "commit_interval_ms", "250", &Config::store_commit_interval_ms, 250},
+           {"store", "checkpoint_interval", "10s", &Config::store_checkpoint_interval_s, 10},
+           {"store", "checkpoint_interval", "1m", &Config::store_checkpoint_interval_s, 60},
+           {"store", "hot_window_hours", "2d", &Config::store_hot_window_h, 48},
+           {"store", "hot_window_hours", "36h", &Config::store_hot_window_h, 36},
+           {"store", "hot_window_hours", "72", &Config::store_hot_window_h, 72},
+           {"store", "hot_window_hours", "120m", &Config::store_hot_window_h, 2},
+           {"store", "compact_interval", "1h", &Config::store_compact_interval_s, 3600},
+           {"store", "compact_interval", "0", &Config::store_compact_interval_s, 0},
+           {"store", "raw_retention_days", "52w", &Config::store_raw_retention_d, 364},
+           {"store", "raw_retention_days", "720h", &Config::store_raw_retention_d, 30},
+           {"store", "raw_retention_days", "90", &Config::store_raw_retention_d, 90},
+           {"store", "rollup_5m_retention_days", "2w", &Config::store_rollup_5m_retention_d, 14},
+       }) {
+    const std::string yaml =
+        std::string(c.section) + ":\n  " + c.field + ": " + c.text + "\n";
+    Config config = ParseOk(yaml);
+    EXPECT_EQ(config.*c.member, c.want) << yaml;
+  }
+  ExpectErrors({
+      {"part of an hour", "store:\n  hot_window_hours: 90m\n",
+       {"k.yaml:2:", "store.hot_window_hours", "'90m' is not a whole number of hours"}},
+      {"part of a day", "store:\n  raw_retention_days: 36h\n",
+       {"k.yaml:2:", "store.raw_retention_days", "whole number of days"}},
+      {"a duration out of range", "mqtt:\n  keep_alive: 2h\n",
+       {"k.yaml:2:", "mqtt.keep_alive", "'2h' (7200 seconds) is out of range 5..3600"}},
+      {"a fraction with a unit", "store:\n  commit_interval_ms: 1.5s\n",
+       {"k.yaml:2:", "store.commit_interval_ms", "'1.5s'"}},
+      {"an unknown unit", "store:\n  compact_interval: 1y\n",
+       {"k.yaml:2:", "store.compact_interval", "'1y'"}},
+      {"a capital unit", "mqtt:\n  keep_alive: 10M\n", {"k.yaml:2:", "mqtt.keep_alive"}},
+      {"a negative duration", "store:\n  compact_interval: -1h\n",
+       {"k.yaml:2:", "store.compact_interval"}},
+      {"a refresh past a day",
+       "derived:\n  rolling:\n    - key: a\n      stat: max\n      window: 1h\n"
+       "      refresh: 2d\n",
+       {"k.yaml:3:", "derived.rolling[0].refresh", "'2d'"}},
+  });
+  // A rolling statistic's refresh: seconds (fractions too) or a duration.
+  for (const auto& [text, ms] : std::vector<std::pair<std::string, int64_t>>{
+           {"5m", 300000}, {"30", 30000}, {"1.5", 1500}, {"0", 0}, {"1d", 86400000}}) {
+    Config config = ParseOk("derived:\n  rolling:\n    - key: a\n      stat: max\n"
+                            "      window: 1h\n      refresh: " + text + "\n");
+    ASSERT_EQ(config.derived_rolling.size(), 1u) << text;
+    EXPECT_EQ(config.derived_rolling[0].refresh_ms, ms) << text;
+  }
 }
 
 TEST(ConfigTest, HttpListen) {
@@ -509,7 +579,8 @@ TEST(ConfigTest, DocsListEveryKey) {
         "mqtt.tls.key_password_file", "mqtt.tls.verify"}) {
     EXPECT_NE(docs.find(std::string("| `") + key + "` |"), std::string::npos) << key;
   }
-  EXPECT_NE(docs.find("| `mqtt.keep_alive` | integer | `30` | 5..3600 |"), std::string::npos);
+  EXPECT_NE(docs.find("| `mqtt.keep_alive` | duration (s) | `30` | 5..3600 |"), std::string::npos);
+  EXPECT_NE(docs.find("| `http.max_points` | integer | `10000` |"), std::string::npos);
   EXPECT_NE(docs.find("| `discovery.enabled` | boolean | `false` |  |"), std::string::npos);
 }
 
