@@ -77,6 +77,10 @@ const Declared kFamilies[] = {
     {{"komoku_mapping_retained_skipped_total", MT::kCounter,
       "Retained messages a mapping rule skipped as repeats of what is stored."},
      From::kStore},
+    {{"komoku_mapping_clock_unset_total", MT::kCounter,
+      "Mapped changes whose payload time was before 2000 (a device clock not set yet), "
+      "stored at their arrival time."},
+     From::kStore},
     {{"komoku_mapping_refused_total", MT::kCounter, "Mapped messages refused, by rule and reason."},
      From::kStore,
      {},
