@@ -133,6 +133,11 @@ struct SegmentKeyInfo {
   uint64_t raw_bytes = 0;     // bytes of raw blocks
   uint64_t rollup_bytes = 0;  // bytes of rollup blocks
   std::optional<int64_t> first_ms, last_ms;  // times of the first and last raw change
+  // The options the rollups were computed with, and whether retention
+  // dropped the raw changes (SegmentKeyData).
+  int64_t stale_after_ms = 0;
+  double reset_tolerance = 0;
+  bool raw_dropped = false;
 };
 
 // The per-key record of a segment: what a reader needs to know before

@@ -396,6 +396,157 @@ TEST_F(ColdTest, RetentionDropsRawChangesButRollupsStillAnswer) {
   }
 }
 
+// Options that change what rollups hold, changed after the segments were
+// written: the next compaction computes the rollups again from the raw
+// changes, so that once retention drops those, the rollups still answer as
+// the raw changes did under the new options (issue 19: the expired time
+// answered as empty).
+TEST_F(ColdTest, RollupsOfChangedOptionsAreComputedAgainBeforeRawChangesExpire) {
+  Generate(2);
+  ASSERT_TRUE(cold_->Compact().ok());
+  for (Store* s : {ref_.get(), cold_.get()}) {
+    ASSERT_TRUE(s->Define("hum", std::nullopt, {{"stale_after", 3600}}).ok());
+    ASSERT_TRUE(s->Define("energy", std::nullopt, {{"reset_tolerance", 0}}).ok());
+    ASSERT_TRUE(s->Define("door", std::nullopt, {{"stale_after", 6 * 3600}}).ok());
+  }
+  Result<CompactionReport> r = cold_->Compact();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GT(r->segments_written, 0) << "nothing recomputed";
+  // Every cold segment now answers from rollups under the new options.
+  for (const char* key : {"hum", "energy", "door"}) {
+    std::vector<RollupStretch> cover = cold_->RollupCoverage(key);
+    ASSERT_EQ(cover.size(), 1u) << key;
+    EXPECT_TRUE(cover[0].current_options) << key;
+    EXPECT_EQ(cover[0].to_ms, kNow - 2 * kDay) << key;
+  }
+  ExpectSameAnswers("options changed, rollups computed again");
+  // Nothing left to recompute.
+  r = cold_->Compact();
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->segments_written, 0);
+
+  cold_.reset();
+  ColdOptions keep;
+  keep.raw_retention_ms = 30 * kDay;
+  cold_ = Open(dir_.path() + "/cold", &clock_, keep);
+  ASSERT_NE(cold_, nullptr);
+  ASSERT_TRUE(cold_->Compact().ok());
+  ASSERT_TRUE(cold_->RawExpiredBefore("hum").has_value());
+  ExpectSameAnswers("after retention", /*raw_too=*/false);
+  for (const char* key : {"hum", "energy", "door"}) {
+    EXPECT_TRUE(RollupsUnderOldOptions(*cold_, key, 0, kNow).empty()) << key;
+  }
+}
+
+// Options changed after retention dropped the raw changes: the rollups
+// cannot be computed again, so they answer as under the options of their
+// time, and RollupsUnderOldOptions says where and which.
+TEST_F(ColdTest, OptionsChangedAfterRetentionAnswerUnderTheOptionsOfTheirTime) {
+  Generate(3);
+  ASSERT_TRUE(cold_->Compact().ok());
+  cold_.reset();
+  ColdOptions keep;
+  keep.raw_retention_ms = 30 * kDay;
+  cold_ = Open(dir_.path() + "/cold", &clock_, keep);
+  ASSERT_NE(cold_, nullptr);
+  ASSERT_TRUE(cold_->Compact().ok());
+  constexpr int64_t kFeb1 = 1'769'904'000'000;
+  ASSERT_EQ(cold_->RawExpiredBefore("hum"), kFeb1);
+  struct Asked {
+    json hum, hum_stats, energy, door;
+  };
+  auto ask = [&](Store& s) {
+    Result<HistoryQuery> q = PlanBuckets("", kNow - kSpan - kDay, kFeb1, "1d", "", 1000);
+    EXPECT_TRUE(q.ok());
+    Asked a;
+    q->key = "hum";
+    a.hum = Downsample(s, *q, *ParseAggs("avg,twavg,min,max,count", KeyType::kNumeric)).value();
+    a.hum_stats = Stats(s, *q, false, "").value();
+    q->key = "energy";
+    a.energy = Downsample(s, *q, *ParseAggs("increase,twavg,count", KeyType::kCounter)).value();
+    q->key = "door";
+    a.door = Stats(s, *q, false, "").value();
+    return a;
+  };
+  const Asked before = ask(*cold_);
+  ASSERT_GT(before.hum_stats["count"].get<int64_t>(), 1000);
+  ASSERT_GT(before.hum_stats["known"].get<double>(), 0);
+
+  ASSERT_TRUE(cold_->Define("hum", std::nullopt, {{"stale_after", 600}}).ok());
+  ASSERT_TRUE(cold_->Define("energy", std::nullopt, {{"reset_tolerance", 0}}).ok());
+  ASSERT_TRUE(cold_->Define("door", std::nullopt, {{"stale_after", 3600}}).ok());
+  ASSERT_TRUE(ref_->Define("hum", std::nullopt, {{"stale_after", 600}}).ok());
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE(round == 0 ? "options changed" : "and compacted");
+    const Asked after = ask(*cold_);
+    EXPECT_TRUE(SameJson(before.hum, after.hum, "hum"));
+    EXPECT_TRUE(SameJson(before.hum_stats, after.hum_stats, "hum stats"));
+    EXPECT_TRUE(SameJson(before.energy, after.energy, "energy"));
+    EXPECT_TRUE(SameJson(before.door, after.door, "door"));
+    const json hum = RollupsUnderOldOptions(*cold_, "hum", kNow - kSpan - kDay, kNow);
+    ASSERT_EQ(hum.size(), 1u) << hum.dump();
+    EXPECT_EQ(hum[0]["to"].get<double>() * 1000, static_cast<double>(kFeb1));
+    EXPECT_EQ(hum[0]["stale_after"].get<double>(), 3 * 3600.0);
+    const json energy = RollupsUnderOldOptions(*cold_, "energy", 0, kNow);
+    ASSERT_EQ(energy.size(), 1u) << energy.dump();
+    EXPECT_EQ(energy[0]["reset_tolerance"].get<double>(), 0.5);
+    // Not where the question does not reach, nor for a key whose options
+    // stayed.
+    EXPECT_TRUE(RollupsUnderOldOptions(*cold_, "hum", kFeb1, kNow).empty());
+    EXPECT_TRUE(RollupsUnderOldOptions(*cold_, "temp", 0, kNow).empty());
+    // The time with raw changes answers under the new options (as the
+    // reference, with the same options, does).
+    Result<HistoryQuery> q = PlanBuckets("hum", kFeb1, kNow, "1d", "", 1000);
+    EXPECT_TRUE(SameJson(Stats(*ref_, *q, false, "").value(), Stats(*cold_, *q, false, "").value(),
+                         "hum since the raw changes kept"));
+    ASSERT_TRUE(cold_->Compact().ok());
+  }
+}
+
+// Timespans need the times of changes: where retention dropped them, none
+// is made up from rollups, and the answer says from when spans are given
+// (issue 19: a fully expired month came back as one span, or none, with no
+// word of why).
+TEST_F(ColdTest, TimespansOverExpiredRawChangesSayWhereTheyBegin) {
+  Generate(3);
+  ASSERT_TRUE(cold_->Compact().ok());
+  cold_.reset();
+  ColdOptions keep;
+  keep.raw_retention_ms = 30 * kDay;
+  cold_ = Open(dir_.path() + "/cold", &clock_, keep);
+  ASSERT_NE(cold_, nullptr);
+  ASSERT_TRUE(cold_->Compact().ok());
+  constexpr int64_t kFeb1 = 1'769'904'000'000;
+  ASSERT_EQ(cold_->RawExpiredBefore("door"), kFeb1);
+  auto spans = [](Store& s, int64_t from, int64_t to) {
+    HistoryQuery q{"door", from, to, {from}, 0};
+    Result<json> r = Timespans(s, q, InputValue(true));
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : json();
+  };
+  // All of it expired: no span, and where they would begin.
+  const int64_t a = kNow - kSpan + kDay, b = kFeb1 - kDay;
+  ASSERT_GT(spans(*ref_, a, b)["spans"].size(), 10u);
+  const json expired = spans(*cold_, a, b);
+  EXPECT_TRUE(expired["spans"].empty()) << expired.dump();
+  EXPECT_EQ(expired["open"], false);
+  ASSERT_TRUE(expired.contains("raw_expired_before")) << expired.dump();
+  EXPECT_EQ(expired["raw_expired_before"].get<double>() * 1000, static_cast<double>(kFeb1));
+  // Across the border: exactly the spans from the border on (one in force
+  // there starts at it).
+  const json across = spans(*cold_, kFeb1 - 10 * kDay, kFeb1 + 10 * kDay);
+  const json truth = spans(*ref_, kFeb1, kFeb1 + 10 * kDay);
+  ASSERT_FALSE(truth["spans"].empty());
+  EXPECT_TRUE(SameJson(truth["spans"], across["spans"], "spans"));
+  EXPECT_EQ(truth["open"], across["open"]);
+  ASSERT_TRUE(across.contains("raw_expired_before")) << across.dump();
+  EXPECT_EQ(across["raw_expired_before"].get<double>() * 1000, static_cast<double>(kFeb1));
+  // After the border, nothing is said of retention.
+  const json kept = spans(*cold_, kFeb1, kFeb1 + 10 * kDay);
+  EXPECT_FALSE(kept.contains("raw_expired_before"));
+  EXPECT_TRUE(SameJson(truth, kept, "kept"));
+}
+
 TEST_F(ColdTest, RawRetentionPerKey) {
   Generate(7);
   // The store keeps raw changes forever by default here; "door" only 30 days.
