@@ -150,6 +150,11 @@ Status Store::RefreshRollups(CompactionReport& report) {
                      [&](const SegmentKeyInfo& info) { return outdated(*seg, info); })) {
       continue;
     }
+    // Keys() stops at a damaged key record, and a rewrite would leave out
+    // every key after it: a segment that fails its check is left as it is
+    // (its raw changes keep answering) for the segment check to quarantine.
+    // Rare: only after a change of options, and the rewrite reads it all.
+    if (!seg->Verify([this] { return !stopping_; }).ok()) continue;
     const SegmentMeta& meta = seg->meta();
     const std::string base = cold_->NewSegmentBase(*next, meta.from_ms, meta.to_ms);
     Result<std::unique_ptr<SegmentWriter>> writer = StartSegment(base, meta, cold_options_.sync);
@@ -330,13 +335,17 @@ Status Store::MergeMonths(CompactionReport& report) {
   std::vector<std::pair<size_t, size_t>> runs;  // [first, last) indexes into segments
   const auto& segs = old->segments;
   auto is_day = [](const Segment& s) { return s.meta().to_ms - s.meta().from_ms == kDayMs; };
-  // A segment records one set of options per key. A month whose days hold a
-  // key's rollups under different options, some of them without the raw
-  // changes to compute them again, stays in days, each answering under its
-  // own options (RollupCoverage).
+  // A segment records one set of options per key, and has a key's raw
+  // changes or not. A month stays in days (and is merged at a later
+  // compaction) while one of its keys has raw changes on some days and
+  // none, dropped by retention, on others: merging would lose the raw
+  // changes before their time; retention soon drops them too. It stays in
+  // days for good where a key's days hold rollups under different options,
+  // some without the raw changes to compute them again: each day then
+  // answers under its own options (RollupCoverage).
   auto mergeable = [&](size_t first, size_t last) {
     std::map<std::string, std::tuple<KeyType, int64_t, double>> seen;
-    std::set<std::string> mixed, dropped;
+    std::set<std::string> mixed, dropped, kept;
     for (size_t k = first; k < last; ++k) {
       for (const SegmentKeyInfo& info : segs[k]->Keys()) {
         if (old->Hidden(*segs[k], info.key)) continue;
@@ -344,10 +353,11 @@ Status Store::MergeMonths(CompactionReport& report) {
         auto [it, fresh] = seen.emplace(info.key, options);
         if (!fresh && it->second != options) mixed.insert(info.key);
         if (info.raw_dropped) dropped.insert(info.key);
+        if (info.changes > 0) kept.insert(info.key);
       }
     }
-    for (const std::string& key : mixed) {
-      if (dropped.count(key)) return false;
+    for (const std::string& key : dropped) {
+      if (mixed.count(key) || kept.count(key)) return false;
     }
     return true;
   };
