@@ -113,6 +113,16 @@ Result<CompactionReport> Store::Compact() {
 }
 
 Status Store::RefreshRollups(CompactionReport& report) {
+  // Segments are looked through only when a define may have changed
+  // options: an hourly compaction of a store whose options stay costs no
+  // pass over every segment's keys.
+  if (!rollups_may_be_outdated_.exchange(false)) return Status::Ok();
+  Status st = RewriteOutdatedRollups(report);
+  if (!st.ok()) rollups_may_be_outdated_ = true;  // tried again next time
+  return st;
+}
+
+Status Store::RewriteOutdatedRollups(CompactionReport& report) {
   std::shared_ptr<const ColdState> old = cold_->state();
   struct Current {
     KeyType type;

@@ -71,8 +71,10 @@ inline constexpr int64_t kRollupResolutionsMs[] = {5 * 60 * 1000, 60 * 60 * 1000
 struct SegmentKeyData {
   std::string key;
   KeyType type = KeyType::kNumeric;
-  // The options the rollups were computed with; a reader whose key now has
-  // other values must not answer from these rollups.
+  // The options the rollups were computed with. When the key's change, a
+  // compaction computes the rollups again while the raw changes are kept;
+  // until then the raw changes answer, and once they are gone these
+  // rollups answer as under these options (Store::RollupCoverage).
   int64_t stale_after_ms = 0;
   double reset_tolerance = 0;
   // The change in force at the segment's from_ms (its time is before

@@ -454,6 +454,7 @@ Result<std::vector<KeyInfo>> Store::DefineAll(const std::vector<KeyDefinition>& 
       infos.push_back(KeyInfo{it->first, state.type, state.options, state.last, state.previous});
     }
     metrics_.Set("komoku_keys", static_cast<int64_t>(keys_.size()));
+    rollups_may_be_outdated_ = true;  // the next compaction looks
   }
   if (op_seq) KOMOKU_RETURN_IF_ERROR(hot_->WaitCommitted(op_seq));
   return infos;

@@ -377,7 +377,10 @@ class Store {
   Result<std::optional<Sample>> AtMerged(int64_t id, std::string_view key, const ColdState& cold,
                                          int64_t time_ms) const;
   // The compaction steps (compaction.cc); require compact_mu_.
+  // Recomputes rollups of options a key no longer has, when a define may
+  // have changed some since the last look (and once after each start).
   Status RefreshRollups(CompactionReport& report);
+  Status RewriteOutdatedRollups(CompactionReport& report);
   Status CompactHot(CompactionReport& report);
   Status MergeMonths(CompactionReport& report);
   Status ApplyRetention(CompactionReport& report);
@@ -406,6 +409,9 @@ class Store {
   mutable std::mutex compact_mu_;
   // Set by RequestStop: compactions and checks stop at their next step.
   std::atomic<bool> stopping_{false};
+  // A define since the last RefreshRollups (true at open): segments may
+  // hold rollups of options their keys no longer have.
+  std::atomic<bool> rollups_may_be_outdated_{true};
   // Ok to go on with the next step of a compaction, or Busy once stopping.
   Status NextStep() const;
 
