@@ -531,6 +531,11 @@ class Server::Impl {
       json columns = json::array({"time"});
       for (store::Agg a : *aggs) columns.push_back(store::AggName(a));
       meta["step"] = static_cast<double>(r->q.step_ms) / 1000.0;
+      // Rollups that answer as under the options of their time: say where.
+      if (json old = store::RollupsUnderOldOptions(*store_, r->q.key, r->q.from_ms, r->q.to_ms);
+          !old.empty()) {
+        meta["rollups_under_old_options"] = std::move(old);
+      }
       return SendRows(res, p, std::move(meta), columns, std::move(rows.value()));
     }
     if (p.Get("agg")) return SendError(res, 400, "bad_request", "parameter 'agg' needs a 'step'");
@@ -612,6 +617,10 @@ class Server::Impl {
     out["type"] = store::KeyTypeName(r->info.type);
     out["from"] = MsToSeconds(r->q.from_ms);
     out["to"] = MsToSeconds(r->q.to_ms);
+    if (json old = store::RollupsUnderOldOptions(*store_, r->q.key, r->q.from_ms, r->q.to_ms);
+        !old.empty()) {
+      out["rollups_under_old_options"] = std::move(old);
+    }
     SendJson(res, 200, out);
   }
 

@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <set>
+#include <tuple>
 
 #include "store/cold_store.h"
 #include "store/history.h"
@@ -106,6 +108,9 @@ Result<CompactionReport> Store::Compact() {
   } clear_progress{this};
   const int64_t started = SteadyMs();
   CompactionReport report;
+  // Rollups first: the days compacted next carry a counter's state on from
+  // them, and retention must find them current before it drops raw changes.
+  KOMOKU_RETURN_IF_ERROR(RefreshRollups(report));
   KOMOKU_RETURN_IF_ERROR(CompactHot(report));
   if (cold_options_.merge_months) KOMOKU_RETURN_IF_ERROR(MergeMonths(report));
   KOMOKU_RETURN_IF_ERROR(ApplyRetention(report));
@@ -120,6 +125,104 @@ Result<CompactionReport> Store::Compact() {
                report.segments_removed, report.seconds);
   }
   return report;
+}
+
+Status Store::RefreshRollups(CompactionReport& report) {
+  // Segments are looked through only when a define may have changed
+  // options: an hourly compaction of a store whose options stay costs no
+  // pass over every segment's keys.
+  if (!rollups_may_be_outdated_.exchange(false)) return Status::Ok();
+  Status st = RewriteOutdatedRollups(report);
+  if (!st.ok()) rollups_may_be_outdated_ = true;  // tried again next time
+  return st;
+}
+
+Status Store::RewriteOutdatedRollups(CompactionReport& report) {
+  std::shared_ptr<const ColdState> old = cold_->state();
+  struct Current {
+    KeyType type;
+    int64_t stale_after_ms;
+    double reset_tolerance;
+  };
+  std::map<std::string, Current, std::less<>> keys;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [name, st] : keys_) {
+      keys[name] = {st.type, st.options.stale_after_ms, st.options.reset_tolerance};
+    }
+  }
+  // A key's rollups in a segment are recomputed when they were computed
+  // under a stale_after or reset_tolerance the key no longer has and the
+  // raw changes are still there to compute them from. (Once retention
+  // dropped those, the rollups stay as they are: RollupCoverage.)
+  auto outdated = [&](const Segment& seg, const SegmentKeyInfo& info) {
+    if (info.raw_dropped || old->Hidden(seg, info.key)) return false;
+    auto it = keys.find(info.key);
+    return it != keys.end() && it->second.type == info.type &&
+           (it->second.stale_after_ms != info.stale_after_ms ||
+            it->second.reset_tolerance != info.reset_tolerance);
+  };
+  auto next = std::make_shared<ColdState>(*old);
+  DiscardUncommitted discard(*cold_, *next);
+  bool changed = false;
+  // Oldest first: a counter's rollups continue from the highest value since
+  // its last reset that the rollups before them (recomputed already) leave.
+  for (auto& slot : next->segments) {
+    KOMOKU_RETURN_IF_ERROR(NextStep());
+    const std::shared_ptr<const Segment> seg = slot;
+    const std::vector<SegmentKeyInfo> infos = seg->Keys();
+    if (std::none_of(infos.begin(), infos.end(),
+                     [&](const SegmentKeyInfo& info) { return outdated(*seg, info); })) {
+      continue;
+    }
+    // Keys() stops at a damaged key record, and a rewrite would leave out
+    // every key after it: a segment that fails its check is left as it is
+    // (its raw changes keep answering) for the segment check to quarantine.
+    // Rare: only after a change of options, and the rewrite reads it all.
+    if (!seg->Verify([this] { return !stopping_; }).ok()) continue;
+    const SegmentMeta& meta = seg->meta();
+    const std::string base = cold_->NewSegmentBase(*next, meta.from_ms, meta.to_ms);
+    Result<std::unique_ptr<SegmentWriter>> writer = StartSegment(base, meta, cold_options_.sync);
+    if (!writer.ok()) return writer.status();
+    for (const SegmentKeyInfo& info : infos) {
+      if (old->Hidden(*seg, info.key)) continue;
+      KOMOKU_RETURN_IF_ERROR(NextStep());
+      Result<SegmentKeyData> d = seg->ReadKey(info.key);
+      if (!d.ok()) return d.status();
+      if (outdated(*seg, info)) {
+        const Current& now = keys.find(info.key)->second;
+        RollupParams params{d->type, now.stale_after_ms, now.reset_tolerance};
+        if (d->type == KeyType::kCounter) {
+          KOMOKU_RETURN_IF_ERROR(next->ScanRollups(info.key, kDayMs, INT64_MIN / 4, meta.from_ms,
+                                                   [&params](const Rollup& r) {
+                                                     params.start_high = r.high;
+                                                     return true;
+                                                   }));
+        }
+        std::vector<int64_t> kept;  // resolutions retention has not dropped
+        for (const auto& [res, rolls] : d->rollups) kept.push_back(res);
+        d->stale_after_ms = now.stale_after_ms;
+        d->reset_tolerance = now.reset_tolerance;
+        AddRollups(*d, params, meta.from_ms, meta.to_ms);
+        d->rollups.erase(std::remove_if(d->rollups.begin(), d->rollups.end(),
+                                        [&kept](const auto& x) {
+                                          return std::find(kept.begin(), kept.end(), x.first) ==
+                                                 kept.end();
+                                        }),
+                         d->rollups.end());
+      }
+      KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(*d));
+    }
+    Result<std::shared_ptr<const Segment>> fresh = FinishSegment(**writer, base, report);
+    if (!fresh.ok()) return fresh.status();
+    slot = std::move(fresh.value());
+    ++next->next_gen;
+    ++report.segments_removed;
+    changed = true;
+  }
+  if (!changed) return Status::Ok();
+  std::unique_lock<std::shared_mutex> swap(cold_rw_);
+  return cold_->Commit(next);
 }
 
 Status Store::CompactHot(CompactionReport& report) {
@@ -263,6 +366,32 @@ Status Store::MergeMonths(CompactionReport& report) {
   std::vector<std::pair<size_t, size_t>> runs;  // [first, last) indexes into segments
   const auto& segs = old->segments;
   auto is_day = [](const Segment& s) { return s.meta().to_ms - s.meta().from_ms == kDayMs; };
+  // A segment records one set of options per key, and has a key's raw
+  // changes or not. A month stays in days (and is merged at a later
+  // compaction) while one of its keys has raw changes on some days and
+  // none, dropped by retention, on others: merging would lose the raw
+  // changes before their time; retention soon drops them too. It stays in
+  // days for good where a key's days hold rollups under different options,
+  // some without the raw changes to compute them again: each day then
+  // answers under its own options (RollupCoverage).
+  auto mergeable = [&](size_t first, size_t last) {
+    std::map<std::string, std::tuple<KeyType, int64_t, double>> seen;
+    std::set<std::string> mixed, dropped, kept;
+    for (size_t k = first; k < last; ++k) {
+      for (const SegmentKeyInfo& info : segs[k]->Keys()) {
+        if (old->Hidden(*segs[k], info.key)) continue;
+        const auto options = std::make_tuple(info.type, info.stale_after_ms, info.reset_tolerance);
+        auto [it, fresh] = seen.emplace(info.key, options);
+        if (!fresh && it->second != options) mixed.insert(info.key);
+        if (info.raw_dropped) dropped.insert(info.key);
+        if (info.changes > 0) kept.insert(info.key);
+      }
+    }
+    for (const std::string& key : dropped) {
+      if (mixed.count(key) || kept.count(key)) return false;
+    }
+    return true;
+  };
   for (size_t i = 0; i < segs.size();) {
     if (!is_day(*segs[i])) {
       ++i;
@@ -273,7 +402,7 @@ Status Store::MergeMonths(CompactionReport& report) {
     const int64_t month_end = MonthOf(segs[i]->meta().from_ms).second;
     size_t j = i;
     while (j < segs.size() && is_day(*segs[j]) && segs[j]->meta().to_ms <= month_end) ++j;
-    if (month_end <= old->cold_to && j - i > 1) runs.push_back({i, j});
+    if (month_end <= old->cold_to && j - i > 1 && mergeable(i, j)) runs.push_back({i, j});
     i = std::max(j, i + 1);
   }
   if (runs.empty()) return Status::Ok();

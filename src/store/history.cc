@@ -56,8 +56,9 @@ class WalkSource {
   virtual Result<std::optional<Sample>> At(int64_t t) const = 0;
   virtual Status Scan(int64_t from, int64_t to,
                       const std::function<bool(const Sample&)>& fn) const = 0;
-  // [first, second) where rollups answer exactly; nullopt for nowhere.
-  virtual std::optional<std::pair<int64_t, int64_t>> RollupCoverage() const { return {}; }
+  // Where rollups answer, oldest first (Store::RollupCoverage); empty for
+  // nowhere.
+  virtual std::vector<RollupStretch> RollupCoverage() const { return {}; }
   virtual Status ScanRollups(int64_t, int64_t, int64_t,
                              const std::function<bool(const Rollup&)>&) const {
     return Status::Ok();
@@ -72,7 +73,7 @@ class StoreSource : public WalkSource {
               const std::function<bool(const Sample&)>& fn) const override {
     return store_.Scan(key_, from, to, fn);
   }
-  std::optional<std::pair<int64_t, int64_t>> RollupCoverage() const override {
+  std::vector<RollupStretch> RollupCoverage() const override {
     return store_.RollupCoverage(key_);
   }
   Status ScanRollups(int64_t res, int64_t from, int64_t to,
@@ -112,37 +113,58 @@ class VectorSource : public WalkSource {
   const std::vector<Sample>& changes_;
 };
 
-// A stretch of a walk: raw changes (res 0) or rollups of `res`.
+// A stretch of a walk: raw changes (res 0) or rollups of `res` computed
+// with `stale` as the key's stale_after (which says what a missing rollup
+// bucket held).
 struct Region {
   int64_t start, end, res;
+  int64_t stale = 0;
 };
+
+void Push(std::vector<Region>& out, Region r) {
+  if (r.start >= r.end) return;
+  if (!out.empty() && out.back().end == r.start && out.back().res == r.res &&
+      out.back().stale == r.stale) {
+    out.back().end = r.end;
+  } else {
+    out.push_back(r);
+  }
+}
 
 // Covers [s, e) with the coarsest rollups that fit inside `cover`, finer
 // ones at the edges, and raw changes where none fit.
 void Cover(std::vector<Region>& out, int64_t s, int64_t e, const std::vector<int64_t>& res,
-           size_t levels, std::pair<int64_t, int64_t> cover) {
+           size_t levels, const RollupStretch& cover) {
   if (s >= e) return;
-  auto push = [&](Region r) {
-    if (!out.empty() && out.back().end == r.start && out.back().res == r.res) {
-      out.back().end = r.end;
-    } else {
-      out.push_back(r);
-    }
-  };
   if (levels == 0) {
-    push({s, e, 0});
+    Push(out, {s, e, 0});
     return;
   }
   const int64_t r = res[levels - 1];
-  const int64_t a = CeilTo(std::max(s, cover.first), r);
-  const int64_t b = FloorTo(std::min(e, cover.second), r);
+  const int64_t a = CeilTo(std::max(s, cover.from_ms), r);
+  const int64_t b = FloorTo(std::min(e, cover.to_ms), r);
   if (a >= b) {
     Cover(out, s, e, res, levels - 1, cover);
     return;
   }
   Cover(out, s, a, res, levels - 1, cover);
-  push({a, b, r});
+  Push(out, {a, b, r, cover.stale_after_ms});
   Cover(out, b, e, res, levels - 1, cover);
+}
+
+// Covers [s, e) stretch by stretch (sorted, not overlapping), raw changes
+// between them.
+void CoverStretches(std::vector<Region>& out, int64_t s, int64_t e,
+                    const std::vector<int64_t>& res, const std::vector<RollupStretch>& cover) {
+  for (const RollupStretch& c : cover) {
+    if (c.to_ms <= s) continue;
+    if (c.from_ms >= e) break;
+    Push(out, {s, c.from_ms, 0});
+    const int64_t upto = std::min(c.to_ms, e);
+    Cover(out, std::max(s, c.from_ms), upto, res, res.size(), c);
+    s = upto;
+  }
+  Push(out, {s, e, 0});
 }
 
 struct WalkOptions {
@@ -164,9 +186,9 @@ Status WalkRegions(const WalkSource& source, int64_t stale, int64_t from, int64_
   const int64_t end = std::min(to, now);
   if (opt.walked_to) *opt.walked_to = end;
   std::vector<Region> regions;
-  std::optional<std::pair<int64_t, int64_t>> cover;
+  std::vector<RollupStretch> cover;
   if (opt.max_rollup_ms > 0) cover = source.RollupCoverage();
-  if (cover && cover->first < cover->second) {
+  if (!cover.empty()) {
     std::vector<int64_t> res;
     for (int64_t r : kRollupResolutionsMs) {
       if (r <= opt.max_rollup_ms) res.push_back(r);
@@ -176,7 +198,7 @@ Status WalkRegions(const WalkSource& source, int64_t stale, int64_t from, int64_
     for (size_t i = 0; i < starts.size(); ++i) {
       int64_t bs = std::max(from, starts[i]);
       int64_t be = i + 1 < starts.size() ? starts[i + 1] : to;
-      Cover(regions, bs, std::min(be, to), res, res.size(), *cover);
+      CoverStretches(regions, bs, std::min(be, to), res, cover);
     }
   } else {
     regions.push_back({from, to, 0});
@@ -228,9 +250,10 @@ Status WalkRegions(const WalkSource& source, int64_t stale, int64_t from, int64_
     // A rollup bucket that is missing had no change in it (ComputeRollups):
     // without stale_after, the value in force held all through it (none
     // before the first change); with stale_after, nothing was known in it.
+    // The stale_after is the one the rollups were computed with.
     int64_t next = region.start;
     auto gap = [&](int64_t upto) {
-      if (upto > next) visitor.Segment(next, upto, stale == 0 && cur ? &*cur : nullptr);
+      if (upto > next) visitor.Segment(next, upto, region.stale == 0 && cur ? &*cur : nullptr);
     };
     Status st = source.ScanRollups(region.res, region.start, region.end, [&](const Rollup& r) {
       gap(r.start_ms);
@@ -982,14 +1005,41 @@ Result<json> Timespans(const Store& store, const HistoryQuery& q, const InputVal
     }
   } visitor;
   visitor.target = *target;
+  // Spans need the time of each change. Where retention dropped the raw
+  // changes, rollups know how long a value held per bucket but not when in
+  // the bucket it changed, so no span there can be proven: the spans start
+  // where the raw changes kept begin, and the answer says where that is. A
+  // span in force there starts at that time; its value (and, with a
+  // stale_after, whether it was still known) comes from the last rollup
+  // with a change before it, whose bucket start stands for the change's
+  // time: a span is never made longer than it was.
+  const std::optional<int64_t> expired = store.RawExpiredBefore(q.key);
+  const int64_t from = expired ? std::max(q.from_ms, std::min(*expired, q.to_ms)) : q.from_ms;
   int64_t end = 0;
-  KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor, WalkedTo(&end)));
+  if (from < q.to_ms) {
+    KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, from, q.to_ms, visitor, WalkedTo(&end)));
+  }
   json spans = json::array();
   for (const auto& [s, e] : visitor.spans) {
     spans.push_back(json::array({MsToSeconds(s), static_cast<double>(e - s) / 1000.0}));
   }
   bool open = !visitor.spans.empty() && visitor.spans.back().second == end;
-  return json{{"spans", spans}, {"open", open}};
+  json out = {{"spans", spans}, {"open", open}};
+  if (expired && *expired > q.from_ms) out["raw_expired_before"] = MsToSeconds(*expired);
+  return out;
+}
+
+json RollupsUnderOldOptions(const Store& store, const std::string& key, int64_t from_ms,
+                            int64_t to_ms) {
+  json out = json::array();
+  for (const RollupStretch& s : store.RollupCoverage(key)) {
+    if (s.current_options || s.to_ms <= from_ms || s.from_ms >= to_ms) continue;
+    out.push_back({{"from", MsToSeconds(std::max(s.from_ms, from_ms))},
+                   {"to", MsToSeconds(std::min(s.to_ms, to_ms))},
+                   {"stale_after", static_cast<double>(s.stale_after_ms) / 1000.0},
+                   {"reset_tolerance", s.reset_tolerance}});
+  }
+  return out;
 }
 
 }  // namespace komoku::store

@@ -96,8 +96,19 @@ Result<nlohmann::json> Stats(const Store& store, const HistoryQuery& q, bool hou
 
 // [[start_s, duration_s], ...] of the spans holding `value` within the
 // range, and whether the last one is still open at the end of the range.
+// Spans need raw changes: where retention dropped them, none is given, and
+// "raw_expired_before" says from when the spans are answered.
 Result<nlohmann::json> Timespans(const Store& store, const HistoryQuery& q,
                                  const InputValue& value);
+
+// The parts of [from_ms, to_ms) that downsampled history and stats answer
+// from rollups computed under options other than the key's current
+// stale_after and reset_tolerance (their raw changes were dropped by
+// retention before the options changed, so they cannot be recomputed):
+// [{"from", "to", "stale_after", "reset_tolerance"}, ...] with the options
+// they were computed with; empty when there are none.
+nlohmann::json RollupsUnderOldOptions(const Store& store, const std::string& key,
+                                      int64_t from_ms, int64_t to_ms);
 
 // What rollups are computed from besides the changes: the key's type and the
 // options that change the answers.

@@ -755,6 +755,9 @@ std::vector<SegmentKeyInfo> SegmentImpl::Keys() const {
     info.changes = (*m)->changes;
     info.raw_bytes = (*m)->raw_bytes;
     info.rollup_bytes = (*m)->rollup_bytes;
+    info.stale_after_ms = (*m)->stale_after_ms;
+    info.reset_tolerance = (*m)->reset_tolerance;
+    info.raw_dropped = (*m)->raw_dropped;
     if ((*m)->changes > 0) {
       info.first_ms = (*m)->first_ms;
       info.last_ms = (*m)->last_ms;

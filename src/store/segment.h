@@ -71,8 +71,10 @@ inline constexpr int64_t kRollupResolutionsMs[] = {5 * 60 * 1000, 60 * 60 * 1000
 struct SegmentKeyData {
   std::string key;
   KeyType type = KeyType::kNumeric;
-  // The options the rollups were computed with; a reader whose key now has
-  // other values must not answer from these rollups.
+  // The options the rollups were computed with. When the key's change, a
+  // compaction computes the rollups again while the raw changes are kept;
+  // until then the raw changes answer, and once they are gone these
+  // rollups answer as under these options (Store::RollupCoverage).
   int64_t stale_after_ms = 0;
   double reset_tolerance = 0;
   // The change in force at the segment's from_ms (its time is before
@@ -133,6 +135,11 @@ struct SegmentKeyInfo {
   uint64_t raw_bytes = 0;     // bytes of raw blocks
   uint64_t rollup_bytes = 0;  // bytes of rollup blocks
   std::optional<int64_t> first_ms, last_ms;  // times of the first and last raw change
+  // The options the rollups were computed with, and whether retention
+  // dropped the raw changes (SegmentKeyData).
+  int64_t stale_after_ms = 0;
+  double reset_tolerance = 0;
+  bool raw_dropped = false;
 };
 
 // The per-key record of a segment: what a reader needs to know before

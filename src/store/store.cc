@@ -454,6 +454,7 @@ Result<std::vector<KeyInfo>> Store::DefineAll(const std::vector<KeyDefinition>& 
       infos.push_back(KeyInfo{it->first, state.type, state.options, state.last, state.previous});
     }
     metrics_.Set("komoku_keys", static_cast<int64_t>(keys_.size()));
+    rollups_may_be_outdated_ = true;  // the next compaction looks
   }
   if (op_seq) KOMOKU_RETURN_IF_ERROR(hot_->WaitCommitted(op_seq));
   return infos;
@@ -609,37 +610,54 @@ Result<std::optional<Sample>> Store::At(std::string_view key, int64_t time_ms) c
   return AtMerged(*id, key, *cold, time_ms);
 }
 
-std::optional<std::pair<int64_t, int64_t>> Store::RollupCoverage(std::string_view key) const {
+std::vector<RollupStretch> Store::RollupCoverage(std::string_view key) const {
+  std::vector<RollupStretch> out;
   Result<KeyInfo> info = Get(key);
   Result<int64_t> id = IdOf(key);
-  if (!info.ok() || !id.ok()) return std::nullopt;
+  if (!info.ok() || !id.ok()) return out;
   std::shared_lock<std::shared_mutex> lock(cold_rw_);
   std::shared_ptr<const ColdState> cold = cold_->state();
-  if (cold->segments.empty()) return std::nullopt;
+  if (cold->segments.empty()) return out;
   int64_t to = cold->cold_to;
   // A late change makes the rollups of its bucket and every later one
   // inexact until the next compaction rewrites them.
   Result<std::optional<int64_t>> late = hot_->EarliestLate(*id, cold->mark());
-  if (!late.ok()) return std::nullopt;
+  if (!late.ok()) return out;
   if (*late) to = std::min(to, **late);
-  int64_t from = to;
-  for (auto it = cold->segments.rbegin(); it != cold->segments.rend(); ++it) {
-    const Segment& seg = **it;
-    if (seg.meta().from_ms >= to) continue;
-    if (seg.meta().to_ms < from) break;  // a gap (a quarantined segment)
-    if (!cold->Hidden(seg, key)) {
-      Result<std::optional<SegmentKeyMeta>> meta = seg.KeyMeta(key);
-      if (!meta.ok()) break;
-      if (*meta && ((*meta)->type != info->type ||
-                    (*meta)->stale_after_ms != info->options.stale_after_ms ||
-                    (*meta)->reset_tolerance != info->options.reset_tolerance)) {
-        break;  // computed under other options: only the raw changes are exact
+  const KeyOptions& now = info->options;
+  for (const auto& seg : cold->segments) {
+    if (seg->meta().from_ms >= to) break;
+    RollupStretch s{seg->meta().from_ms, std::min(seg->meta().to_ms, to), now.stale_after_ms,
+                    now.reset_tolerance, true};
+    if (!cold->Hidden(*seg, key)) {
+      Result<std::optional<SegmentKeyMeta>> meta = seg->KeyMeta(key);
+      if (!meta.ok()) continue;  // damaged: neither rollups nor raw changes answer
+      // A segment without the key knew nothing of it: with the current
+      // options, its rollups (none) are exact.
+      if (*meta) {
+        if ((*meta)->type != info->type) continue;  // another key of the same name
+        if ((*meta)->stale_after_ms != now.stale_after_ms ||
+            (*meta)->reset_tolerance != now.reset_tolerance) {
+          // Computed under other options: the raw changes answer exactly
+          // while they are kept; once retention dropped them, these rollups
+          // are all that is left, and they answer as under their options.
+          if (!(*meta)->raw_dropped) continue;
+          s.stale_after_ms = (*meta)->stale_after_ms;
+          s.reset_tolerance = (*meta)->reset_tolerance;
+          s.current_options = false;
+        }
       }
     }
-    from = seg.meta().from_ms;
+    if (!out.empty() && out.back().to_ms == s.from_ms &&
+        out.back().stale_after_ms == s.stale_after_ms &&
+        out.back().reset_tolerance == s.reset_tolerance &&
+        out.back().current_options == s.current_options) {
+      out.back().to_ms = s.to_ms;
+    } else {
+      out.push_back(s);
+    }
   }
-  if (from >= to) return std::nullopt;
-  return std::make_pair(from, to);
+  return out;
 }
 
 std::optional<int64_t> Store::RawExpiredBefore(std::string_view key) const {

@@ -84,6 +84,18 @@ struct ColdOptions {
   std::function<void()> before_step;
 };
 
+// A stretch [from_ms, to_ms) of a key's cold history answered by rollups,
+// and the options they were computed with (Store::RollupCoverage).
+struct RollupStretch {
+  int64_t from_ms = 0;
+  int64_t to_ms = 0;
+  int64_t stale_after_ms = 0;
+  double reset_tolerance = 0;
+  // False: the key's options changed after retention dropped the raw
+  // changes, so these rollups answer as under the options of their time.
+  bool current_options = true;
+};
+
 // What one compaction did.
 struct CompactionReport {
   int segments_written = 0;
@@ -242,10 +254,14 @@ class Store {
   // when the key had no value yet. NotFound for an unknown key.
   Result<std::optional<Sample>> At(std::string_view key, int64_t time_ms) const;
 
-  // Where `key`'s rollups answer exactly, [first, second): cold time with no
-  // late change since, whose rollups were computed with the options the key
-  // has now. nullopt when nowhere.
-  std::optional<std::pair<int64_t, int64_t>> RollupCoverage(std::string_view key) const;
+  // Where `key`'s rollups answer, oldest first, not overlapping (empty:
+  // nowhere): cold time with no late change since, whose rollups were
+  // computed with the options the key has now, or, where retention dropped
+  // the raw changes that would recompute them, with the options of their
+  // time (current_options false). Cold time whose rollups are of other
+  // options while its raw changes are kept is left out: the raw changes
+  // answer it exactly until the next compaction recomputes its rollups.
+  std::vector<RollupStretch> RollupCoverage(std::string_view key) const;
   // Raw changes of `key` before this time were dropped by retention (their
   // rollups remain); nullopt when retention has dropped none of them.
   std::optional<int64_t> RawExpiredBefore(std::string_view key) const;
@@ -375,6 +391,10 @@ class Store {
   Result<std::optional<Sample>> AtMerged(int64_t id, std::string_view key, const ColdState& cold,
                                          int64_t time_ms) const;
   // The compaction steps (compaction.cc); require compact_mu_.
+  // Recomputes rollups of options a key no longer has, when a define may
+  // have changed some since the last look (and once after each start).
+  Status RefreshRollups(CompactionReport& report);
+  Status RewriteOutdatedRollups(CompactionReport& report);
   Status CompactHot(CompactionReport& report);
   Status MergeMonths(CompactionReport& report);
   Status ApplyRetention(CompactionReport& report);
@@ -407,6 +427,9 @@ class Store {
   void SetProgress(std::optional<CompactionProgress> progress);
   // Set by RequestStop: compactions and checks stop at their next step.
   std::atomic<bool> stopping_{false};
+  // A define since the last RefreshRollups (true at open): segments may
+  // hold rollups of options their keys no longer have.
+  std::atomic<bool> rollups_may_be_outdated_{true};
   // Ok to go on with the next step of a compaction, or Busy once stopping.
   Status NextStep() const;
 
