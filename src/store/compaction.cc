@@ -72,6 +72,19 @@ Result<std::shared_ptr<const Segment>> FinishSegment(SegmentWriter& writer,
 
 // Deletes, when a step ends, the segments it wrote and did not commit (it
 // stopped, or failed): nothing half-done stays behind until the next start.
+// A segment with damaged blocks is not rewritten by compaction: what a
+// rewrite read would silently leave the lost history out, and the damage
+// would no longer be reported. `komoku segments --salvage` rewrites it and
+// records what is lost; until then compaction leaves it as it is.
+Status RefuseDamaged(const Segment& seg) {
+  if (seg.Damage().empty()) return Status::Ok();
+  const std::string name = std::filesystem::path(seg.base()).filename().string();
+  return Status::Corruption("segment " + name +
+                            " has damaged blocks; it is not rewritten until `komoku segments "
+                            "--salvage " + name + "` (with the service stopped)")
+      .WithReason("damaged_segment");
+}
+
 class DiscardUncommitted {
  public:
   DiscardUncommitted(ColdStore& cold, const ColdState& next) : cold_(cold), next_(next) {}
@@ -147,6 +160,9 @@ Status Store::CompactHot(CompactionReport& report) {
   }
   const int64_t end = std::max(cut, old->cold_to);
   if (start >= end) return Status::Ok();
+  for (const auto& seg : old->segments) {
+    if (seg->meta().to_ms > start) KOMOKU_RETURN_IF_ERROR(RefuseDamaged(*seg));
+  }
 
   struct KeyWork {
     std::string name;
@@ -224,6 +240,10 @@ Status Store::CompactHot(CompactionReport& report) {
     next->segments.push_back(std::move(seg.value()));
     ++next->next_gen;
   }
+  // Damage a read came upon while this step ran.
+  for (const auto& seg : old->segments) {
+    if (seg->meta().to_ms > start) KOMOKU_RETURN_IF_ERROR(RefuseDamaged(*seg));
+  }
   next->cold_to = end;
   next->cold_seq = max_seq;
   for (const auto& seg : old->segments) report.segments_removed += seg->meta().to_ms > start;
@@ -252,7 +272,9 @@ Status Store::MergeMonths(CompactionReport& report) {
     const int64_t month_end = MonthOf(segs[i]->meta().from_ms).second;
     size_t j = i;
     while (j < segs.size() && is_day(*segs[j]) && segs[j]->meta().to_ms <= month_end) ++j;
-    if (month_end <= old->cold_to && j - i > 1) runs.push_back({i, j});
+    bool damaged = false;
+    for (size_t k = i; k < j; ++k) damaged = damaged || !RefuseDamaged(*segs[k]).ok();
+    if (month_end <= old->cold_to && j - i > 1 && !damaged) runs.push_back({i, j});
     i = std::max(j, i + 1);
   }
   if (runs.empty()) return Status::Ok();
@@ -357,6 +379,7 @@ Status Store::ApplyRetention(CompactionReport& report) {
   for (auto& slot : next->segments) {
     KOMOKU_RETURN_IF_ERROR(NextStep());
     const Segment& seg = *slot;
+    if (!RefuseDamaged(seg).ok()) continue;  // kept whole until salvaged
     const bool drop_5m = expired(seg, o.rollup_5m_retention_ms);
     // Is there anything left to drop?
     bool work = false;
