@@ -92,7 +92,7 @@ bool ColdState::RollupsDamaged(const Segment& segment, std::string_view key) con
     if (hole(d)) return true;
   }
   for (const ColdDamage& d : lost) {
-    if (hole(d.block) && d.block.from_ms < segment.meta().to_ms &&
+    if (hole(d.block) && !LostRecordHidden(d) && d.block.from_ms < segment.meta().to_ms &&
         segment.meta().from_ms < d.block.to_ms) {
       return true;
     }
@@ -109,11 +109,7 @@ std::vector<ColdDamage> ColdState::Damage() const {
     }
   }
   for (const ColdDamage& d : lost) {
-    bool deleted = false;  // the key was deleted since (as Hidden)
-    for (const Tombstone& t : tombstones) {
-      deleted = deleted || (t.key == d.block.key && d.max_seq < t.seq);
-    }
-    if (!deleted) out.push_back(d);
+    if (!LostRecordHidden(d)) out.push_back(d);
   }
   return out;
 }
@@ -134,7 +130,21 @@ Status ColdState::Scan(std::string_view key, int64_t from_ms, int64_t to_ms,
   return Status::Ok();
 }
 
+bool ColdState::LostRecordHidden(const ColdDamage& d) const {
+  for (const Tombstone& t : tombstones) {
+    if (t.key == d.block.key && d.max_seq < t.seq) return true;
+  }
+  return false;
+}
+
 Result<std::optional<Sample>> ColdState::At(std::string_view key, int64_t time_ms) const {
+  // Raw changes a salvage left out: the value in force there is not known.
+  for (const ColdDamage& d : lost) {
+    if (d.block.key == key && d.block.part != BlockDamage::Part::kRollups &&
+        d.block.from_ms <= time_ms && time_ms < d.block.to_ms && !LostRecordHidden(d)) {
+      return std::optional<Sample>();
+    }
+  }
   // Newest first: the first segment that knows a value at time_ms answers
   // (its carry covers the time before its first change).
   for (auto it = segments.rbegin(); it != segments.rend(); ++it) {

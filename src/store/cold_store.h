@@ -65,6 +65,8 @@ struct ColdState {
   // Every damaged block of the live segments found so far and every lost
   // range recorded by salvages, without keys deleted since.
   std::vector<ColdDamage> Damage() const;
+  // True when the key of a salvage's record was deleted since (as Hidden).
+  bool LostRecordHidden(const ColdDamage& d) const;
 
   // Raw changes of `key` with from <= time < to, oldest first; a damaged
   // block's changes are left out (see Damage()).
