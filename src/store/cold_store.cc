@@ -453,6 +453,11 @@ Result<ColdStore::SalvageReport> ColdStore::Salvage(const std::string& name) {
   }
   for (const SegmentKeyInfo& info : seg.Keys()) {
     if (old->Hidden(seg, info.key)) continue;  // deleted: nothing to keep
+    // A key whose blocks disagree with its metadata: none of it is trusted.
+    const bool whole_key = std::any_of(damage->begin(), damage->end(), [&](const BlockDamage& d) {
+      return d.key == info.key && d.part == BlockDamage::Part::kKey;
+    });
+    if (whole_key) continue;
     Result<SegmentKeyData> data = seg.ReadKey(info.key, /*skip_damaged=*/true);
     if (!data.ok()) return data.status();
     bool raw_whole = !data->raw_dropped;

@@ -343,6 +343,8 @@ Status Store::MergeMonths(CompactionReport& report) {
       }
       KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(merged));
     }
+    // A damaged metadata block a listing came upon leaves its key out.
+    for (size_t k = first; k < last; ++k) KOMOKU_RETURN_IF_ERROR(RefuseDamaged(*segs[k]));
     Result<std::shared_ptr<const Segment>> seg = FinishSegment(**writer, base, report);
     if (!seg.ok()) return seg.status();
     next->segments.push_back(std::move(seg.value()));
@@ -417,6 +419,7 @@ Status Store::ApplyRetention(CompactionReport& report) {
       }
       KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(*d));
     }
+    KOMOKU_RETURN_IF_ERROR(RefuseDamaged(seg));  // as in MergeMonths
     Result<std::shared_ptr<const Segment>> fresh = FinishSegment(**writer, base, report);
     if (!fresh.ok()) return fresh.status();
     slot = std::move(fresh.value());

@@ -531,6 +531,17 @@ class SegmentImpl final : public Segment {
 
   static bool IsBlockDamage(const Status& st) { return st.reason() == kDamagedBlock; }
 
+  // What failed, without the file and offset a BlockDamage names anyway.
+  std::string ReasonOf(const Status& why) const {
+    const std::string& m = why.message();
+    const std::string prefix = data_name_ + ": block at offset ";
+    if (m.rfind(prefix, 0) == 0) {
+      const size_t colon = m.find(": ", prefix.size());
+      if (colon != std::string::npos) return m.substr(colon + 2);
+    }
+    return m;
+  }
+
   // Records a damaged block (once per offset) and returns its description.
   BlockDamage NoteDamage(BlockDamage d) const {
     std::lock_guard<std::mutex> lock(damage_mu_);
@@ -545,7 +556,7 @@ class SegmentImpl final : public Segment {
     d.from_ms = meta_.from_ms;
     d.to_ms = meta_.to_ms;
     d.offset = offset;
-    d.reason = why.message();
+    d.reason = ReasonOf(why);
     NoteDamage(std::move(d));
   }
   void NoteKeyDamage(std::string_view key, const Status& why) const {
@@ -567,7 +578,7 @@ class SegmentImpl final : public Segment {
     Result<keyka::Entry> next = index_.Find(BlockKey(key, record, first_ms), keyka::Nearest::kGt);
     if (next.ok() && IsBlockOf(next->key, key, record)) d.to_ms = KeyTime(next->key);
     d.offset = locator & (kMaxDataBytes - 1);
-    d.reason = why.message();
+    d.reason = ReasonOf(why);
     return NoteDamage(std::move(d));
   }
 
@@ -731,7 +742,10 @@ Result<std::optional<Sample>> SegmentImpl::At(std::string_view key, int64_t time
     auto it = std::upper_bound(samples.begin(), samples.end(), time_ms,
                                [](int64_t t, const Sample& s) { return t < s.time_ms; });
     if (it == samples.begin()) {
-      return DataCorrupt(e->value & (kMaxDataBytes - 1), "first change is after the index's time");
+      NoteBlockDamage(key, kRecordRaw, 0, KeyTime(e->key), e->value,
+                      DataCorrupt(e->value & (kMaxDataBytes - 1),
+                                  "first change is after the index's time"));
+      return lost();
     }
     return std::optional<Sample>(std::move(*(it - 1)));
   }
@@ -1009,7 +1023,7 @@ Result<std::vector<BlockDamage>> SegmentImpl::Check(const std::function<bool()>&
       Result<std::optional<KeyRecord>> m = LoadMeta(name);
       if (!m.ok()) {
         if (!IsBlockDamage(m.status())) return m.status();
-        key_damage(m.status().message());
+        key_damage(ReasonOf(m.status()));
         key_damaged = skip_key = true;
         continue;
       }
