@@ -584,7 +584,7 @@ TEST_F(ColdTest, OneFlippedByteInAMonthLosesOnlyItsBlock) {
   r = cold_->Compact();
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().reason(), "damaged_segment") << r.status().ToString();
-  ExpectSameAnswers("a late change waits in the hot store", true, {"energy", "door", "mode", "hum"});
+  ExpectSameAnswers("a late change waits in the hot store", true, {"door"});
 
   // Salvage, with the store closed (as `komoku segments --salvage` does).
   cold_.reset();
@@ -614,7 +614,7 @@ TEST_F(ColdTest, OneFlippedByteInAMonthLosesOnlyItsBlock) {
   r = cold_->Compact();
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   expect_named(true);
-  ExpectSameAnswers("after salvage and compaction", true, {"energy", "door", "mode", "hum"});
+  ExpectSameAnswers("after salvage and compaction", true, {"energy", "door"});
 }
 
 // A damaged rollup block: its rollups stop answering (the raw changes answer
@@ -645,7 +645,7 @@ TEST_F(ColdTest, ADamagedRollupBlockIsRecomputedBySalvage) {
   EXPECT_EQ(damage[0].block.resolution_ms, 5 * kMin);
   EXPECT_EQ(damage[0].block.from_ms, blocks[0].second);
   EXPECT_EQ(damage[0].block.to_ms, blocks[1].second);
-  ExpectSameAnswers("rollups with a hole do not answer");
+  ExpectSameAnswers("rollups with a hole do not answer", true, {"energy"});
   cold_.reset();
   {
     ColdStoreOptions o;
