@@ -255,6 +255,15 @@ TEST_F(SegmentDamageTest, OneFlippedByteLosesOneBlockOfOneKey) {
     EXPECT_NE(verify.Output().find(kKeys[kVictim]), std::string::npos) << verify.Output();
     EXPECT_NE(verify.Output().find(month), std::string::npos) << verify.Output();
     EXPECT_NE(verify.Output().find("raw changes"), std::string::npos) << verify.Output();
+    Process as_json = Cli({"segments", "--verify", "--json", "-c", komoku_->config_path()},
+                          "verify-json.log");
+    EXPECT_EQ(as_json.Wait(std::chrono::seconds(120)), 1) << as_json.Output();
+    const json j = json::parse(as_json.Output().substr(as_json.Output().find('{')));
+    ASSERT_EQ(j["damaged"].size(), 1u) << j.dump();
+    EXPECT_EQ(j["damaged"][0]["key"], kKeys[kVictim]);
+    EXPECT_EQ(std::llround(j["damaged"][0]["from"].get<double>() * 1000), lost_from);
+    EXPECT_EQ(std::llround(j["damaged"][0]["to"].get<double>() * 1000), lost_to);
+    EXPECT_EQ(j["damaged"][0]["offset"].get<uint64_t>(), hit.offset);
   }
   // Salvage needs the service stopped.
   {
