@@ -70,8 +70,6 @@ Result<std::shared_ptr<const Segment>> FinishSegment(SegmentWriter& writer,
   return Segment::Open(base);
 }
 
-// Deletes, when a step ends, the segments it wrote and did not commit (it
-// stopped, or failed): nothing half-done stays behind until the next start.
 // A segment with damaged blocks is not rewritten by compaction: what a
 // rewrite read would silently leave the lost history out, and the damage
 // would no longer be reported. `komoku segments --salvage` rewrites it and
@@ -85,6 +83,8 @@ Status RefuseDamaged(const Segment& seg) {
       .WithReason("damaged_segment");
 }
 
+// Deletes, when a step ends, the segments it wrote and did not commit (it
+// stopped, or failed): nothing half-done stays behind until the next start.
 class DiscardUncommitted {
  public:
   DiscardUncommitted(ColdStore& cold, const ColdState& next) : cold_(cold), next_(next) {}
