@@ -65,8 +65,9 @@ class SegmentDamageTest : public ::testing::Test {
     komoku_ = std::make_unique<Komoku>(dir_, *broker_, "",
                                        "  hot_window_hours: 24\n  compact_interval: 0\n");
     ASSERT_TRUE(komoku_->Start()) << komoku_->Output();
-    ASSERT_EQ(komoku_->Post("/api/v1/define",
-                            R"({"dmg/temp": {"type": "numeric", "opts": {"same_value_resolution": 0}},
+    ASSERT_EQ(komoku_
+                  ->Post("/api/v1/define",
+                         R"({"dmg/temp": {"type": "numeric", "opts": {"same_value_resolution": 0}},
                                 "dmg/door": {"type": "boolean", "opts": {"same_value_resolution": 0}},
                                 "dmg/mode": {"type": "string", "opts": {"same_value_resolution": 0}}})")
                   .status,
@@ -89,8 +90,8 @@ class SegmentDamageTest : public ::testing::Test {
     from.push_back('\x01');
     to.push_back('\0');
     to.push_back('\x02');
-    Process range = Cli({"keyka", "range", "--hex", dir_.File("data") + "/segments/" + name + ".kki",
-                         Hex(from), Hex(to)},
+    Process range = Cli({"keyka", "range", "--hex",
+                         dir_.File("data") + "/segments/" + name + ".kki", Hex(from), Hex(to)},
                         "keyka-range.log");
     EXPECT_EQ(range.Wait(std::chrono::seconds(60)), 0) << range.Output();
     std::vector<RawBlock> out;
@@ -110,11 +111,11 @@ class SegmentDamageTest : public ::testing::Test {
   // Answers that must not change: raw history, stats and a downsampled
   // history over the whole span.
   json Answers(int key) {
-    const std::string k = std::string("key=") + kKeys[key] + "&from=" + Seconds(start_) +
-                          "&to=" + Seconds(end_);
+    const std::string k =
+        std::string("key=") + kKeys[key] + "&from=" + Seconds(start_) + "&to=" + Seconds(end_);
     json out;
-    for (const std::string& path : {"/api/v1/history?" + k, "/api/v1/stats?" + k,
-                                   "/api/v1/history?" + k + "&step=1d"}) {
+    for (const std::string& path :
+         {"/api/v1/history?" + k, "/api/v1/stats?" + k, "/api/v1/history?" + k + "&step=1d"}) {
       auto r = komoku_->Get(path);
       EXPECT_EQ(r.status, 200) << path << ": " << r.body;
       out[path] = r.Json();
@@ -142,20 +143,19 @@ TEST_F(SegmentDamageTest, OneFlippedByteLosesOneBlockOfOneKey) {
     int i = 0;
     for (int64_t t = start_; t < now - kMin; t += 20 * kMin, ++i) {
       const std::string time = Seconds(t);
-      mqtt.Publish("komoku/set/dmg/temp",
-                   R"({"value": )" + std::to_string(18 + (i % 97) / 10.0) + R"(, "time": )" + time + "}");
+      mqtt.Publish("komoku/set/dmg/temp", R"({"value": )" + std::to_string(18 + (i % 97) / 10.0) +
+                                              R"(, "time": )" + time + "}");
       ++counts[2];
       if (i % 9 == 0) {
-        mqtt.Publish("komoku/set/dmg/door",
-                     std::string(R"({"value": )") + (i % 18 ? "true" : "false") +
-                         R"(, "time": )" + Seconds(t + 1) + "}");
+        mqtt.Publish("komoku/set/dmg/door", std::string(R"({"value": )") +
+                                                (i % 18 ? "true" : "false") + R"(, "time": )" +
+                                                Seconds(t + 1) + "}");
         ++counts[0];
       }
       if (i % 21 == 0) {
         const char* modes[] = {"\"heat\"", "\"idle\"", "\"eco\""};
-        mqtt.Publish("komoku/set/dmg/mode",
-                     std::string(R"({"value": )") + modes[(i / 21) % 3] + R"(, "time": )" +
-                         Seconds(t + 2) + "}");
+        mqtt.Publish("komoku/set/dmg/mode", std::string(R"({"value": )") + modes[(i / 21) % 3] +
+                                                R"(, "time": )" + Seconds(t + 2) + "}");
         ++counts[1];
       }
     }
@@ -167,7 +167,9 @@ TEST_F(SegmentDamageTest, OneFlippedByteLosesOneBlockOfOneKey) {
           return r.status == 200 && r.Json()["rows"].size() == counts[k];
         },
         std::chrono::seconds(120)))
-        << kKeys[k] << " " << komoku_->Get(std::string("/api/v1/history?key=") + kKeys[k] + "&from=0").body.substr(0, 200);
+        << kKeys[k] << " "
+        << komoku_->Get(std::string("/api/v1/history?key=") + kKeys[k] + "&from=0")
+               .body.substr(0, 200);
   }
   {
     // Through `komoku compact`, which waits as long as the compaction takes
@@ -259,8 +261,8 @@ TEST_F(SegmentDamageTest, OneFlippedByteLosesOneBlockOfOneKey) {
     EXPECT_NE(verify.Output().find(kKeys[kVictim]), std::string::npos) << verify.Output();
     EXPECT_NE(verify.Output().find(month), std::string::npos) << verify.Output();
     EXPECT_NE(verify.Output().find("raw changes"), std::string::npos) << verify.Output();
-    Process as_json = Cli({"segments", "--verify", "--json", "-c", komoku_->config_path()},
-                          "verify-json.log");
+    Process as_json =
+        Cli({"segments", "--verify", "--json", "-c", komoku_->config_path()}, "verify-json.log");
     EXPECT_EQ(as_json.Wait(std::chrono::seconds(120)), 1) << as_json.Output();
     const json j = json::parse(as_json.Output().substr(as_json.Output().find('{')));
     ASSERT_EQ(j["damaged"].size(), 1u) << j.dump();
@@ -271,15 +273,15 @@ TEST_F(SegmentDamageTest, OneFlippedByteLosesOneBlockOfOneKey) {
   }
   // Salvage needs the service stopped.
   {
-    Process salvage = Cli({"segments", "--salvage", month, "-c", komoku_->config_path()},
-                          "salvage-running.log");
+    Process salvage =
+        Cli({"segments", "--salvage", month, "-c", komoku_->config_path()}, "salvage-running.log");
     EXPECT_EQ(salvage.Wait(std::chrono::seconds(120)), 1) << salvage.Output();
     EXPECT_NE(salvage.Output().find("stop it first"), std::string::npos) << salvage.Output();
   }
   ASSERT_EQ(komoku_->Stop(), 0);
   {
-    Process salvage = Cli({"segments", "--salvage", month, "-c", komoku_->config_path()},
-                          "salvage.log");
+    Process salvage =
+        Cli({"segments", "--salvage", month, "-c", komoku_->config_path()}, "salvage.log");
     ASSERT_EQ(salvage.Wait(std::chrono::seconds(120)), 0) << salvage.Output();
     EXPECT_NE(salvage.Output().find(kKeys[kVictim]), std::string::npos) << salvage.Output();
   }

@@ -7,13 +7,13 @@
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <functional>
 #include <fstream>
-#include <sstream>
+#include <functional>
 #include <iostream>
+#include <sstream>
 
 #include "app/config.h"
 #include "store/api.h"
@@ -135,16 +135,15 @@ std::string SegmentsDir(const Config& config) {
 }
 
 void PrintDamage(const store::ColdDamage& d) {
-  std::printf("%-44s %-22s %-18s %-20s %-20s %s\n", d.segment.c_str(), d.block.key.c_str(),
-              (d.salvaged ? "lost: " + store::DamagedPartName(d.block)
-                          : store::DamagedPartName(d.block))
-                  .c_str(),
-              store::FormatUtc(d.block.from_ms, "%Y-%m-%dT%H:%M:%SZ").c_str(),
-              store::FormatUtc(d.block.to_ms, "%Y-%m-%dT%H:%M:%SZ").c_str(),
-              d.salvaged ? "(salvaged)"
-                         : ("block at offset " + std::to_string(d.block.offset) + ": " +
-                            d.block.reason)
-                               .c_str());
+  std::printf(
+      "%-44s %-22s %-18s %-20s %-20s %s\n", d.segment.c_str(), d.block.key.c_str(),
+      (d.salvaged ? "lost: " + store::DamagedPartName(d.block) : store::DamagedPartName(d.block))
+          .c_str(),
+      store::FormatUtc(d.block.from_ms, "%Y-%m-%dT%H:%M:%SZ").c_str(),
+      store::FormatUtc(d.block.to_ms, "%Y-%m-%dT%H:%M:%SZ").c_str(),
+      d.salvaged
+          ? "(salvaged)"
+          : ("block at offset " + std::to_string(d.block.offset) + ": " + d.block.reason).c_str());
 }
 
 // Checks every block of every live segment; reads only, so it may run
@@ -157,7 +156,8 @@ int VerifySegments(const Config& config, bool json) {
   options.read_only = true;
   if (!std::filesystem::exists(options.dir)) {
     if (json) {
-      std::cout << nlohmann::json{{"segments", 0}, {"damaged", nlohmann::json::array()},
+      std::cout << nlohmann::json{{"segments", 0},
+                                  {"damaged", nlohmann::json::array()},
                                   {"unreadable", nlohmann::json::array()}}
                        .dump()
                 << "\n";
@@ -166,7 +166,8 @@ int VerifySegments(const Config& config, bool json) {
     }
     return 0;
   }
-  Result<std::unique_ptr<store::ColdStore>> cold = store::ColdStore::Open(options, nullptr, nullptr);
+  Result<std::unique_ptr<store::ColdStore>> cold =
+      store::ColdStore::Open(options, nullptr, nullptr);
   if (!cold.ok()) {
     std::cerr << "komoku segments: " << cold.status().ToString() << "\n";
     return 1;
@@ -214,7 +215,8 @@ int SalvageSegments(const Config& config, const std::string& which) {
   const std::string lock_path = store::Store::LockPath(config.store_data_dir);
   const int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (lock_fd < 0) {
-    std::cerr << "komoku segments: cannot open " << lock_path << ": " << std::strerror(errno) << "\n";
+    std::cerr << "komoku segments: cannot open " << lock_path << ": " << std::strerror(errno)
+              << "\n";
     return 1;
   }
   struct Unlock {
@@ -230,7 +232,8 @@ int SalvageSegments(const Config& config, const std::string& which) {
   store::ColdStoreOptions options;
   options.dir = SegmentsDir(config);
   options.quarantine_dir = (std::filesystem::path(config.store_data_dir) / "quarantine").string();
-  Result<std::unique_ptr<store::ColdStore>> cold = store::ColdStore::Open(options, nullptr, nullptr);
+  Result<std::unique_ptr<store::ColdStore>> cold =
+      store::ColdStore::Open(options, nullptr, nullptr);
   if (!cold.ok()) {
     std::cerr << "komoku segments: " << cold.status().ToString() << "\n";
     return 1;
@@ -324,9 +327,9 @@ void AddStoreCommands(CLI::App& parent, int* exit_code) {
   segments->add_option("-c,--config", config_path, "YAML configuration (default: /etc/komoku/komoku.yaml, else ./config/komoku.yaml)");
   segments->add_flag("--json", json, "Print JSON (as GET /api/v1/segments)");
   segments->add_flag("--keys", keys, "List each segment's keys with their sizes");
-  auto* verify_flag = segments->add_flag(
-      "--verify", verify,
-      "Check every block of every segment; list the damaged ones with key and range (exit 1 when any)");
+  auto* verify_flag = segments->add_flag("--verify", verify,
+                                         "Check every block of every segment; list the damaged "
+                                         "ones with key and range (exit 1 when any)");
   segments
       ->add_option("--salvage", salvage,
                    "Rewrite a damaged segment (its name, or 'all') without its damaged blocks; "

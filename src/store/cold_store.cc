@@ -44,18 +44,21 @@ std::string FileName(const std::string& base) { return fs::path(base).filename()
 
 const char* PartKey(BlockDamage::Part part) {
   switch (part) {
-    case BlockDamage::Part::kKey: return "all";
-    case BlockDamage::Part::kRaw: return "raw";
-    case BlockDamage::Part::kRollups: return "rollups";
+    case BlockDamage::Part::kKey:
+      return "all";
+    case BlockDamage::Part::kRaw:
+      return "raw";
+    case BlockDamage::Part::kRollups:
+      return "rollups";
   }
   return "all";
 }
 
 json LostJson(const ColdDamage& d) {
-  return {{"segment", d.segment},        {"key", d.block.key},
+  return {{"segment", d.segment},          {"key", d.block.key},
           {"part", PartKey(d.block.part)}, {"resolution_ms", d.block.resolution_ms},
-          {"from", d.block.from_ms},      {"to", d.block.to_ms},
-          {"reason", d.block.reason},     {"max_seq", d.max_seq}};
+          {"from", d.block.from_ms},       {"to", d.block.to_ms},
+          {"reason", d.block.reason},      {"max_seq", d.max_seq}};
 }
 
 ColdDamage LostFromJson(const json& j) {
@@ -420,7 +423,8 @@ void ColdStore::MoveToQuarantine(const std::string& base, const Status& why) {
 }
 
 Result<ColdStore::SalvageReport> ColdStore::Salvage(const std::string& name) {
-  if (options_.read_only) return Status::InvalidArgument("salvage: the cold store is open read-only");
+  if (options_.read_only)
+    return Status::InvalidArgument("salvage: the cold store is open read-only");
   std::lock_guard<std::mutex> commit(commit_mu_);
   std::shared_ptr<const ColdState> old = state();
   auto it = std::find_if(old->segments.begin(), old->segments.end(),
@@ -537,10 +541,10 @@ Result<ColdStore::SalvageReport> ColdStore::Salvage(const std::string& name) {
   RemoveSegmentFiles(seg.base());
   UpdateMetrics(*next);
   UpdateDamageMetric();
-  log_->warn("segment {} salvaged as {}: {} keys kept, {} damaged blocks lost, {} recomputed; "
-             "the damaged files are kept as {}.kkd/.kki",
-             name, FileName(base), report.keys, lost.size(), report.recovered.size(),
-             report.kept_aside);
+  log_->warn(
+      "segment {} salvaged as {}: {} keys kept, {} damaged blocks lost, {} recomputed; "
+      "the damaged files are kept as {}.kkd/.kki",
+      name, FileName(base), report.keys, lost.size(), report.recovered.size(), report.kept_aside);
   report.replacement = FileName(base);
   report.lost = std::move(lost);
   return report;

@@ -128,10 +128,10 @@ class ColdStore {
 
   // What Salvage() did.
   struct SalvageReport {
-    std::string segment;      // the damaged segment
-    std::string replacement;  // the segment written without the damaged blocks
-    std::string kept_aside;   // where the damaged files are kept (path without extension)
-    std::vector<BlockDamage> lost;       // history left out, now recorded in the manifest
+    std::string segment;            // the damaged segment
+    std::string replacement;        // the segment written without the damaged blocks
+    std::string kept_aside;         // where the damaged files are kept (path without extension)
+    std::vector<BlockDamage> lost;  // history left out, now recorded in the manifest
     std::vector<BlockDamage> recovered;  // damaged rollups computed again from intact raw changes
     size_t keys = 0;                     // keys written to the replacement
   };

@@ -79,7 +79,8 @@ Status RefuseDamaged(const Segment& seg) {
   const std::string name = std::filesystem::path(seg.base()).filename().string();
   return Status::Corruption("segment " + name +
                             " has damaged blocks; it is not rewritten until `komoku segments "
-                            "--salvage " + name + "` (with the service stopped)")
+                            "--salvage " +
+                            name + "` (with the service stopped)")
       .WithReason("damaged_segment");
 }
 

@@ -702,18 +702,19 @@ Status SegmentImpl::Scan(std::string_view key, int64_t from_ms, int64_t to_ms,
   if (!*m) return Status::Ok();
   const KeyType type = (*m)->type;
   std::vector<Sample> samples;
-  return ForBlocks(key, kRecordRaw, from_ms, to_ms, [&](uint64_t loc, int64_t first) -> Result<bool> {
-    if (Status st = DecodeRaw(type, loc, &samples); !st.ok()) {
-      if (!IsBlockDamage(st)) return st;
-      NoteBlockDamage(key, kRecordRaw, 0, first, loc, st);
-      return true;  // the other blocks still answer
-    }
-    for (const Sample& s : samples) {
-      if (s.time_ms < from_ms) continue;
-      if (s.time_ms >= to_ms || !fn(s)) return false;
-    }
-    return true;
-  });
+  return ForBlocks(key, kRecordRaw, from_ms, to_ms,
+                   [&](uint64_t loc, int64_t first) -> Result<bool> {
+                     if (Status st = DecodeRaw(type, loc, &samples); !st.ok()) {
+                       if (!IsBlockDamage(st)) return st;
+                       NoteBlockDamage(key, kRecordRaw, 0, first, loc, st);
+                       return true;  // the other blocks still answer
+                     }
+                     for (const Sample& s : samples) {
+                       if (s.time_ms < from_ms) continue;
+                       if (s.time_ms >= to_ms || !fn(s)) return false;
+                     }
+                     return true;
+                   });
 }
 
 Result<std::optional<Sample>> SegmentImpl::At(std::string_view key, int64_t time_ms) const {
@@ -742,9 +743,9 @@ Result<std::optional<Sample>> SegmentImpl::At(std::string_view key, int64_t time
     auto it = std::upper_bound(samples.begin(), samples.end(), time_ms,
                                [](int64_t t, const Sample& s) { return t < s.time_ms; });
     if (it == samples.begin()) {
-      NoteBlockDamage(key, kRecordRaw, 0, KeyTime(e->key), e->value,
-                      DataCorrupt(e->value & (kMaxDataBytes - 1),
-                                  "first change is after the index's time"));
+      NoteBlockDamage(
+          key, kRecordRaw, 0, KeyTime(e->key), e->value,
+          DataCorrupt(e->value & (kMaxDataBytes - 1), "first change is after the index's time"));
       return lost();
     }
     return std::optional<Sample>(std::move(*(it - 1)));
@@ -830,26 +831,28 @@ Result<SegmentKeyData> SegmentImpl::ReadKey(std::string_view key, bool skip_dama
     if (IsBlockDamage(st)) NoteBlockDamage(key, record, res, first, loc, st);
     return skip_damaged && IsBlockDamage(st);
   };
-  KOMOKU_RETURN_IF_ERROR(ForBlocks(key, kRecordRaw, kMin, kMax, [&](uint64_t loc, int64_t first) -> Result<bool> {
-    if (Status st = DecodeRaw(meta.type, loc, &samples); !st.ok()) {
-      if (damaged(st, kRecordRaw, 0, first, loc)) return true;
-      return st;
-    }
-    for (Sample& s : samples) d.changes.push_back(std::move(s));
-    return true;
-  }));
+  KOMOKU_RETURN_IF_ERROR(
+      ForBlocks(key, kRecordRaw, kMin, kMax, [&](uint64_t loc, int64_t first) -> Result<bool> {
+        if (Status st = DecodeRaw(meta.type, loc, &samples); !st.ok()) {
+          if (damaged(st, kRecordRaw, 0, first, loc)) return true;
+          return st;
+        }
+        for (Sample& s : samples) d.changes.push_back(std::move(s));
+        return true;
+      }));
   for (size_t r = 0; r < meta.resolutions.size(); ++r) {
     std::vector<Rollup> all, part;
     const char record = static_cast<char>(kRecordRollup0 + r);
     const int64_t res = meta.resolutions[r].resolution_ms;
-    KOMOKU_RETURN_IF_ERROR(ForBlocks(key, record, kMin, kMax, [&](uint64_t loc, int64_t first) -> Result<bool> {
-      if (Status st = DecodeRollups(meta.type, loc, &part); !st.ok()) {
-        if (damaged(st, record, res, first, loc)) return true;
-        return st;
-      }
-      for (Rollup& ro : part) all.push_back(std::move(ro));
-      return true;
-    }));
+    KOMOKU_RETURN_IF_ERROR(
+        ForBlocks(key, record, kMin, kMax, [&](uint64_t loc, int64_t first) -> Result<bool> {
+          if (Status st = DecodeRollups(meta.type, loc, &part); !st.ok()) {
+            if (damaged(st, record, res, first, loc)) return true;
+            return st;
+          }
+          for (Rollup& ro : part) all.push_back(std::move(ro));
+          return true;
+        }));
     d.rollups.emplace_back(meta.resolutions[r].resolution_ms, std::move(all));
   }
   return d;
@@ -893,12 +896,12 @@ Status SegmentImpl::Verify(const std::function<bool()>& go_on) const {
   if (!damage.ok()) return damage.status();
   if (damage->empty()) return Status::Ok();
   const BlockDamage& d = damage->front();
-  return Status::Corruption(data_name_ + ": block at " + OffsetText(d.offset) + " (" +
-                            DamagedPartName(d) + " of " + QuoteForMessage(d.key) + "): " +
-                            d.reason + (damage->size() > 1
-                                            ? " (and " + std::to_string(damage->size() - 1) +
-                                                  " more damaged blocks)"
-                                            : ""))
+  return Status::Corruption(
+             data_name_ + ": block at " + OffsetText(d.offset) + " (" + DamagedPartName(d) +
+             " of " + QuoteForMessage(d.key) + "): " + d.reason +
+             (damage->size() > 1
+                  ? " (and " + std::to_string(damage->size() - 1) + " more damaged blocks)"
+                  : ""))
       .WithReason(kDamagedBlock);
 }
 
@@ -933,8 +936,10 @@ Result<std::vector<BlockDamage>> SegmentImpl::Check(const std::function<bool()>&
     if (stopped()) return stop_status();
     const std::string_view k = it.key();
     const size_t nul = k.find('\0');
-    const bool meta = nul != std::string_view::npos && k.size() == nul + 2 && k[nul + 1] == kRecordMeta;
-    const bool block = nul != std::string_view::npos && k.size() == nul + 10 && k[nul + 1] != kRecordMeta;
+    const bool meta =
+        nul != std::string_view::npos && k.size() == nul + 2 && k[nul + 1] == kRecordMeta;
+    const bool block =
+        nul != std::string_view::npos && k.size() == nul + 10 && k[nul + 1] != kRecordMeta;
     if (nul == 0 || (!meta && !block)) {
       return Status::Corruption(index_.name() + ": record " + QuoteForMessage(k) +
                                 ": not a segment record");
@@ -971,8 +976,8 @@ Result<std::vector<BlockDamage>> SegmentImpl::Check(const std::function<bool()>&
   auto note = [&](BlockDamage d) { found.push_back(NoteDamage(std::move(d))); };
   std::optional<KeyRecord> cur;
   std::string name;
-  bool key_damaged = false;   // some block of the current key failed
-  bool skip_key = false;      // its metadata failed: its other blocks mean nothing
+  bool key_damaged = false;  // some block of the current key failed
+  bool skip_key = false;     // its metadata failed: its other blocks mean nothing
   uint64_t meta_offset = 0;
   uint64_t changes = 0, raw_bytes = 0, rollup_bytes = 0;
   std::vector<uint64_t> rollups;
@@ -1079,7 +1084,8 @@ Result<std::vector<BlockDamage>> SegmentImpl::Check(const std::function<bool()>&
       raw_bytes += loc >> kLocatorOffsetBits;
     } else if (record >= kRecordRollup0 &&
                static_cast<size_t>(record - kRecordRollup0) < cur->resolutions.size()) {
-      const int64_t res = cur->resolutions[static_cast<size_t>(record - kRecordRollup0)].resolution_ms;
+      const int64_t res =
+          cur->resolutions[static_cast<size_t>(record - kRecordRollup0)].resolution_ms;
       if (Status st = DecodeRollups(cur->type, loc, &rs); !st.ok()) {
         if (!IsBlockDamage(st)) return st;
         block_damage(st, res);
@@ -1117,8 +1123,10 @@ Result<std::vector<BlockDamage>> SegmentImpl::Check(const std::function<bool()>&
 
 std::string DamagedPartName(const BlockDamage& damage) {
   switch (damage.part) {
-    case BlockDamage::Part::kKey: return "all history";
-    case BlockDamage::Part::kRaw: return "raw changes";
+    case BlockDamage::Part::kKey:
+      return "all history";
+    case BlockDamage::Part::kRaw:
+      return "raw changes";
     case BlockDamage::Part::kRollups: {
       const int64_t r = damage.resolution_ms;
       if (r % 86'400'000 == 0) return std::to_string(r / 86'400'000) + " d rollups";

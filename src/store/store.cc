@@ -1,8 +1,7 @@
 #include "store/store.h"
 
-#include <spdlog/spdlog.h>
-
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -691,31 +690,30 @@ int Store::VerifySegments() const {
     ++damaged;
     if (known == blocks->size()) continue;  // logged when first found
     for (const BlockDamage& d : *blocks) {
-      log_->error("segment {}: damaged block at offset {}: {} of {} from {} to {} are missing "
-                  "from answers ({}); `komoku segments --salvage` rewrites the segment without it",
-                  std::filesystem::path(seg->base()).filename().string(), d.offset,
-                  DamagedPartName(d), QuoteForMessage(d.key), FormatUtc(d.from_ms, kIsoUtc),
-                  FormatUtc(d.to_ms, kIsoUtc), d.reason);
+      log_->error(
+          "segment {}: damaged block at offset {}: {} of {} from {} to {} are missing "
+          "from answers ({}); `komoku segments --salvage` rewrites the segment without it",
+          std::filesystem::path(seg->base()).filename().string(), d.offset, DamagedPartName(d),
+          QuoteForMessage(d.key), FormatUtc(d.from_ms, kIsoUtc), FormatUtc(d.to_ms, kIsoUtc),
+          d.reason);
     }
   }
   cold_->UpdateDamageMetric();
   return damaged;
 }
 
-std::vector<ColdDamage> Store::DamagedHistory() const {
-  return cold_->state()->Damage();
-}
-
+std::vector<ColdDamage> Store::DamagedHistory() const { return cold_->state()->Damage(); }
 
 std::vector<SegmentListing> Store::Segments() const { return ListSegments(*cold_->state()); }
 
 std::vector<std::string> Store::ColdWarnings() const {
   std::vector<std::string> out = cold_->Warnings();
   for (const ColdDamage& d : DamagedHistory()) {
-    out.push_back(std::string(d.salvaged ? "lost (salvaged) from segment " : "damaged block in segment ") +
-                  d.segment + ": " + DamagedPartName(d.block) + " of " + QuoteForMessage(d.block.key) +
-                  " from " + FormatUtc(d.block.from_ms, kIsoUtc) + " to " +
-                  FormatUtc(d.block.to_ms, kIsoUtc));
+    out.push_back(
+        std::string(d.salvaged ? "lost (salvaged) from segment " : "damaged block in segment ") +
+        d.segment + ": " + DamagedPartName(d.block) + " of " + QuoteForMessage(d.block.key) +
+        " from " + FormatUtc(d.block.from_ms, kIsoUtc) + " to " +
+        FormatUtc(d.block.to_ms, kIsoUtc));
   }
   return out;
 }

@@ -118,9 +118,9 @@ struct SegmentListing {
 // History known to be missing from the cold store: a damaged block of a live
 // segment (found by a check or a read), or one a salvage left out.
 struct ColdDamage {
-  std::string segment;     // the segment file's name (without extension) the block was in
-  bool salvaged = false;   // the segment was rewritten without it; the history stays lost
-  uint64_t max_seq = 0;    // the segment's: a later deletion of the key hides the record
+  std::string segment;    // the segment file's name (without extension) the block was in
+  bool salvaged = false;  // the segment was rewritten without it; the history stays lost
+  uint64_t max_seq = 0;   // the segment's: a later deletion of the key hides the record
   BlockDamage block;
 };
 

@@ -508,8 +508,9 @@ TEST_F(ColdTest, OneFlippedByteInAMonthLosesOnlyItsBlock) {
   Generate(8);
   ASSERT_TRUE(cold_->Compact().ok());
   std::vector<SegmentListing> segs = cold_->Segments();
-  auto month = std::find_if(segs.begin(), segs.end(),
-                            [](const SegmentListing& s) { return s.to_ms - s.from_ms > 27 * kDay; });
+  auto month = std::find_if(segs.begin(), segs.end(), [](const SegmentListing& s) {
+    return s.to_ms - s.from_ms > 27 * kDay;
+  });
   ASSERT_NE(month, segs.end());
   const std::string name = month->name;
   const std::string base = dir_.path() + "/cold/segments/" + name;
@@ -623,8 +624,9 @@ TEST_F(ColdTest, ADamagedRollupBlockIsRecomputedBySalvage) {
   Generate(9);
   ASSERT_TRUE(cold_->Compact().ok());
   std::vector<SegmentListing> segs = cold_->Segments();
-  auto month = std::find_if(segs.begin(), segs.end(),
-                            [](const SegmentListing& s) { return s.to_ms - s.from_ms > 27 * kDay; });
+  auto month = std::find_if(segs.begin(), segs.end(), [](const SegmentListing& s) {
+    return s.to_ms - s.from_ms > 27 * kDay;
+  });
   ASSERT_NE(month, segs.end());
   const std::string base = dir_.path() + "/cold/segments/" + month->name;
   std::vector<std::pair<uint64_t, int64_t>> blocks = RawBlocks(base, "energy", '\x10');  // 5 min

@@ -871,7 +871,8 @@ std::vector<BlockAt> BlocksOf(const std::string& base, const std::string& name, 
     b.length = it.value() >> 40;
     if (record != 0) {
       uint64_t t = 0;
-      for (size_t i = prefix.size(); i < k.size(); ++i) t = (t << 8) | static_cast<unsigned char>(k[i]);
+      for (size_t i = prefix.size(); i < k.size(); ++i)
+        t = (t << 8) | static_cast<unsigned char>(k[i]);
       b.first_ms = static_cast<int64_t>(t ^ (uint64_t{1} << 63));
     }
     out.push_back(b);
