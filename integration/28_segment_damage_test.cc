@@ -58,7 +58,7 @@ struct RawBlock {
   int64_t first_ms = 0;
 };
 
-class SegmentDamageTest : public ::testing::Test {
+class DamagedSegmentTest : public ::testing::Test {
  protected:
   void SetUp() override {
     broker_ = std::make_unique<Broker>(dir_);
@@ -131,7 +131,7 @@ class SegmentDamageTest : public ::testing::Test {
   int64_t start_ = 0, end_ = 0;
 };
 
-TEST_F(SegmentDamageTest, OneFlippedByteLosesOneBlockOfOneKey) {
+TEST_F(DamagedSegmentTest, OneFlippedByteLosesOneBlockOfOneKey) {
   // 62 days (so one whole calendar month is cold): temp every 20 minutes
   // (three or four raw blocks a month), door every 3 hours, mode every 7.
   const int64_t now = NowMs();
