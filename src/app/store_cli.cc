@@ -1,14 +1,18 @@
 #include "app/store_cli.h"
 
+#include <fcntl.h>
 #include <httplib.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -254,6 +258,151 @@ int Segments(const Config& config, bool json, bool keys) {
   return 0;
 }
 
+std::string SegmentsDir(const Config& config) {
+  return (std::filesystem::path(config.store_data_dir) / "segments").string();
+}
+
+void PrintDamage(const store::ColdDamage& d) {
+  std::printf(
+      "%-44s %-22s %-18s %-20s %-20s %s\n", d.segment.c_str(), d.block.key.c_str(),
+      (d.salvaged ? "lost: " + store::DamagedPartName(d.block) : store::DamagedPartName(d.block))
+          .c_str(),
+      store::FormatUtc(d.block.from_ms, "%Y-%m-%dT%H:%M:%SZ").c_str(),
+      store::FormatUtc(d.block.to_ms, "%Y-%m-%dT%H:%M:%SZ").c_str(),
+      d.salvaged
+          ? "(salvaged)"
+          : ("block at offset " + std::to_string(d.block.offset) + ": " + d.block.reason).c_str());
+}
+
+// Checks every block of every live segment; reads only, so it may run
+// beside the service. Exit status 1 when a segment has a damaged block or
+// cannot be read at all (something to salvage or restore), 0 otherwise; the
+// history earlier salvages left out is listed but is no longer a fault.
+int VerifySegments(const Config& config, bool json) {
+  store::ColdStoreOptions options;
+  options.dir = SegmentsDir(config);
+  options.read_only = true;
+  if (!std::filesystem::exists(options.dir)) {
+    if (json) {
+      std::cout << nlohmann::json{{"segments", 0},
+                                  {"damaged", nlohmann::json::array()},
+                                  {"unreadable", nlohmann::json::array()}}
+                       .dump()
+                << "\n";
+    } else {
+      std::cout << "no segments in " << options.dir << "\n";
+    }
+    return 0;
+  }
+  Result<std::unique_ptr<store::ColdStore>> cold =
+      store::ColdStore::Open(options, nullptr, nullptr);
+  if (!cold.ok()) {
+    std::cerr << "komoku segments: " << cold.status().ToString() << "\n";
+    return 1;
+  }
+  std::shared_ptr<const store::ColdState> state = (*cold)->state();
+  std::vector<std::string> unreadable = (*cold)->Warnings();  // segments Open refused
+  for (const auto& seg : state->segments) {
+    Result<std::vector<store::BlockDamage>> blocks = seg->Check({});
+    seg->ReleasePages();
+    if (!blocks.ok()) {
+      unreadable.push_back("segment " + std::filesystem::path(seg->base()).filename().string() +
+                           " cannot be read: " + blocks.status().ToString());
+    }
+  }
+  const std::vector<store::ColdDamage> damage = state->Damage();
+  size_t live = 0;
+  for (const auto& d : damage) live += !d.salvaged;
+  if (json) {
+    std::cout << nlohmann::json{{"segments", state->segments.size()},
+                                {"damaged", store::DamageJson(damage)},
+                                {"unreadable", unreadable}}
+                     .dump(1)
+              << "\n";
+  } else {
+    for (const std::string& u : unreadable) std::cout << u << "\n";
+    if (!damage.empty()) {
+      std::printf("%-44s %-22s %-18s %-20s %-20s %s\n", "segment", "key", "missing", "from (UTC)",
+                  "to (UTC)", "where");
+      for (const auto& d : damage) PrintDamage(d);
+    }
+    std::printf("%zu segments checked: %zu damaged blocks, %zu unreadable segments%s\n",
+                state->segments.size(), live, unreadable.size(),
+                live ? "; `komoku segments --salvage <segment>` (service stopped) rewrites a "
+                       "segment without its damaged blocks"
+                     : "");
+  }
+  return live > 0 || !unreadable.empty() ? 1 : 0;
+}
+
+// Rewrites damaged segments without their damaged blocks (ColdStore::
+// Salvage). Needs the data directory to itself: the service keeps segments
+// mapped and rewrites the manifest, so it must be stopped first. `which` is
+// a segment's name (a path or an extension is accepted) or "all".
+int SalvageSegments(const Config& config, const std::string& which) {
+  const std::string lock_path = store::Store::LockPath(config.store_data_dir);
+  const int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd < 0) {
+    std::cerr << "komoku segments: cannot open " << lock_path << ": " << std::strerror(errno)
+              << "\n";
+    return 1;
+  }
+  struct Unlock {
+    int fd;
+    ~Unlock() { ::close(fd); }
+  } unlock{lock_fd};
+  if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    std::cerr << "komoku segments: " << config.store_data_dir
+              << " is in use by a running komoku; stop it first (systemctl stop komoku), salvage, "
+                 "then start it again\n";
+    return 1;
+  }
+  store::ColdStoreOptions options;
+  options.dir = SegmentsDir(config);
+  options.quarantine_dir = (std::filesystem::path(config.store_data_dir) / "quarantine").string();
+  Result<std::unique_ptr<store::ColdStore>> cold =
+      store::ColdStore::Open(options, nullptr, nullptr);
+  if (!cold.ok()) {
+    std::cerr << "komoku segments: " << cold.status().ToString() << "\n";
+    return 1;
+  }
+  std::vector<std::string> names;
+  if (which == "all") {
+    for (const auto& seg : (*cold)->state()->segments) {
+      Result<std::vector<store::BlockDamage>> blocks = seg->Check({});
+      seg->ReleasePages();
+      if (!blocks.ok() || !blocks->empty()) {
+        names.push_back(std::filesystem::path(seg->base()).filename().string());
+      }
+    }
+    if (names.empty()) std::cout << "no segment has a damaged block\n";
+  } else {
+    std::filesystem::path p(which);
+    std::string name = p.filename().string();
+    if (p.extension() == ".kkd" || p.extension() == ".kki") name = p.stem().string();
+    names.push_back(name);
+  }
+  int rc = 0;
+  for (const std::string& name : names) {
+    Result<store::ColdStore::SalvageReport> r = (*cold)->Salvage(name);
+    if (!r.ok()) {
+      std::cerr << "komoku segments: " << r.status().ToString() << "\n";
+      rc = 1;
+      continue;
+    }
+    std::cout << "salvaged " << r->segment << " as " << r->replacement << ": " << r->keys
+              << " keys kept; the damaged files are kept as " << r->kept_aside << ".kkd/.kki\n";
+    for (const store::BlockDamage& d : r->recovered) {
+      std::cout << "  recomputed from intact raw changes: " << store::DamagedPartName(d) << " of "
+                << d.key << "\n";
+    }
+    for (const store::BlockDamage& d : r->lost) {
+      PrintDamage({r->segment, true, 0, d});
+    }
+  }
+  return rc;
+}
+
 // The configuration an admin command uses without -c: the installed one
 // (/etc/komoku/komoku.yaml), else ./config/komoku.yaml (a checkout), else
 // none (the built-in defaults).
@@ -300,11 +449,25 @@ void AddStoreCommands(CLI::App& parent, int* exit_code) {
 
   static bool json = false;
   static bool keys = false;
+  static bool verify = false;
+  static std::string salvage;
   auto* segments = parent.add_subcommand("segments", "List the cold segments: key, range, sizes");
   segments->add_option("-c,--config", config_path, "YAML configuration (default: /etc/komoku/komoku.yaml, else ./config/komoku.yaml)");
   segments->add_flag("--json", json, "Print JSON (as GET /api/v1/segments)");
   segments->add_flag("--keys", keys, "List each segment's keys with their sizes");
-  segments->callback(with_config([](const Config& c) { return Segments(c, json, keys); }));
+  auto* verify_flag = segments->add_flag("--verify", verify,
+                                         "Check every block of every segment; list the damaged "
+                                         "ones with key and range (exit 1 when any)");
+  segments
+      ->add_option("--salvage", salvage,
+                   "Rewrite a damaged segment (its name, or 'all') without its damaged blocks; "
+                   "the service must be stopped")
+      ->excludes(verify_flag);
+  segments->callback(with_config([](const Config& c) {
+    if (!salvage.empty()) return SalvageSegments(c, salvage);
+    if (verify) return VerifySegments(c, json);
+    return Segments(c, json, keys);
+  }));
 }
 
 }  // namespace komoku::app

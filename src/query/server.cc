@@ -768,13 +768,15 @@ class Server::Impl {
   }
 
   // Liveness; "warnings" lists what is wrong without stopping the service
-  // (a quarantined segment).
+  // (a quarantined segment, a damaged block), "damaged" the history missing
+  // because of damage, key by key (docs/storage.md, "Damage").
   void GetHealth(const httplib::Request&, httplib::Response& res) {
     Health h = health_ ? health_() : Health{};
     json j = {{"status", "ok"},
               {"mqtt", {{"connected", h.mqtt_connected}, {"subscribed", h.mqtt_subscribed}}},
               {"store", {{"queue", store_->QueueDepth()}}},
-              {"warnings", store_->ColdWarnings()}};
+              {"warnings", store_->ColdWarnings()},
+              {"damaged", store::DamageJson(store_->DamagedHistory())}};
     SendJson(res, 200, j);
   }
 

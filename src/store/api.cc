@@ -336,6 +336,28 @@ nlohmann::json SegmentsJson(const std::vector<SegmentListing>& segments, bool ke
   return {{"segments", std::move(list)}, {"count", segments.size()}, {"bytes", total}};
 }
 
+nlohmann::json DamageJson(const std::vector<ColdDamage>& damage) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const ColdDamage& d : damage) {
+    const BlockDamage& b = d.block;
+    const char* part = b.part == BlockDamage::Part::kRaw       ? "raw"
+                       : b.part == BlockDamage::Part::kRollups ? "rollups"
+                                                               : "all";
+    nlohmann::json j = {{"key", b.key},
+                        {"from", MsToSeconds(b.from_ms)},
+                        {"to", MsToSeconds(b.to_ms)},
+                        {"part", part},
+                        {"what", DamagedPartName(b)},
+                        {"segment", d.segment},
+                        {"salvaged", d.salvaged},
+                        {"reason", b.reason}};
+    if (b.part == BlockDamage::Part::kRollups) j["resolution"] = MsToSeconds(b.resolution_ms);
+    if (!d.salvaged) j["offset"] = b.offset;
+    list.push_back(std::move(j));
+  }
+  return list;
+}
+
 nlohmann::json CompactionJson(const CompactionReport& r) {
   nlohmann::json j = {{"segments_written", r.segments_written},
                       {"segments_removed", r.segments_removed},

@@ -52,6 +52,12 @@ class Api {
 // GET /api/v1/segments and `komoku segments --json` answer this.
 nlohmann::json SegmentsJson(const std::vector<SegmentListing>& segments, bool keys);
 
+// History missing because of damage, for GET /healthz ("damaged") and
+// `komoku segments --verify --json`: [{"key", "from", "to" (seconds),
+// "part" ("raw", "rollups", "all"), "what", "resolution" (rollups),
+// "segment", "salvaged", "offset" (until salvaged), "reason"}].
+nlohmann::json DamageJson(const std::vector<ColdDamage>& damage);
+
 // What a compaction did, for POST /api/v1/compact and `komoku compact`.
 nlohmann::json CompactionJson(const CompactionReport& report);
 

@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include "store/history.h"
 #include "store/time_param.h"
 
 namespace komoku::store {
@@ -41,6 +42,42 @@ Status SyncPath(const std::string& path, bool directory) {
 
 std::string FileName(const std::string& base) { return fs::path(base).filename().string(); }
 
+const char* PartKey(BlockDamage::Part part) {
+  switch (part) {
+    case BlockDamage::Part::kKey:
+      return "all";
+    case BlockDamage::Part::kRaw:
+      return "raw";
+    case BlockDamage::Part::kRollups:
+      return "rollups";
+  }
+  return "all";
+}
+
+json LostJson(const ColdDamage& d) {
+  return {{"segment", d.segment},          {"key", d.block.key},
+          {"part", PartKey(d.block.part)}, {"resolution_ms", d.block.resolution_ms},
+          {"from", d.block.from_ms},       {"to", d.block.to_ms},
+          {"reason", d.block.reason},      {"max_seq", d.max_seq}};
+}
+
+ColdDamage LostFromJson(const json& j) {
+  ColdDamage d;
+  d.salvaged = true;
+  d.segment = j.at("segment").get<std::string>();
+  d.block.key = j.at("key").get<std::string>();
+  const std::string part = j.at("part").get<std::string>();
+  d.block.part = part == "raw"       ? BlockDamage::Part::kRaw
+                 : part == "rollups" ? BlockDamage::Part::kRollups
+                                     : BlockDamage::Part::kKey;
+  d.block.resolution_ms = j.at("resolution_ms").get<int64_t>();
+  d.block.from_ms = j.at("from").get<int64_t>();
+  d.block.to_ms = j.at("to").get<int64_t>();
+  d.block.reason = j.value("reason", "");
+  d.max_seq = j.value("max_seq", uint64_t{0});
+  return d;
+}
+
 }  // namespace
 
 bool ColdState::Hidden(const Segment& segment, std::string_view key) const {
@@ -48,6 +85,36 @@ bool ColdState::Hidden(const Segment& segment, std::string_view key) const {
     if (t.key == key && segment.meta().max_seq < t.seq) return true;
   }
   return false;
+}
+
+bool ColdState::RollupsDamaged(const Segment& segment, std::string_view key) const {
+  auto hole = [&](const BlockDamage& d) {
+    return d.key == key && d.part != BlockDamage::Part::kRaw;
+  };
+  for (const BlockDamage& d : segment.Damage()) {
+    if (hole(d)) return true;
+  }
+  for (const ColdDamage& d : lost) {
+    if (hole(d.block) && !LostRecordHidden(d) && d.block.from_ms < segment.meta().to_ms &&
+        segment.meta().from_ms < d.block.to_ms) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::vector<ColdDamage> ColdState::Damage() const {
+  std::vector<ColdDamage> out;
+  for (const auto& seg : segments) {
+    for (BlockDamage& d : seg->Damage()) {
+      if (Hidden(*seg, d.key)) continue;
+      out.push_back({FileName(seg->base()), false, seg->meta().max_seq, std::move(d)});
+    }
+  }
+  for (const ColdDamage& d : lost) {
+    if (!LostRecordHidden(d)) out.push_back(d);
+  }
+  return out;
 }
 
 Status ColdState::Scan(std::string_view key, int64_t from_ms, int64_t to_ms,
@@ -66,7 +133,21 @@ Status ColdState::Scan(std::string_view key, int64_t from_ms, int64_t to_ms,
   return Status::Ok();
 }
 
+bool ColdState::LostRecordHidden(const ColdDamage& d) const {
+  for (const Tombstone& t : tombstones) {
+    if (t.key == d.block.key && d.max_seq < t.seq) return true;
+  }
+  return false;
+}
+
 Result<std::optional<Sample>> ColdState::At(std::string_view key, int64_t time_ms) const {
+  // Raw changes a salvage left out: the value in force there is not known.
+  for (const ColdDamage& d : lost) {
+    if (d.block.key == key && d.block.part != BlockDamage::Part::kRollups &&
+        d.block.from_ms <= time_ms && time_ms < d.block.to_ms && !LostRecordHidden(d)) {
+      return std::optional<Sample>();
+    }
+  }
   // Newest first: the first segment that knows a value at time_ms answers
   // (its carry covers the time before its first change).
   for (auto it = segments.rbegin(); it != segments.rend(); ++it) {
@@ -74,6 +155,9 @@ Result<std::optional<Sample>> ColdState::At(std::string_view key, int64_t time_m
     if (seg.meta().from_ms > time_ms) continue;
     if (Hidden(seg, key)) continue;
     Result<std::optional<Sample>> found = seg.At(key, time_ms);
+    // The block that says is damaged: the value is not known (an older
+    // segment's would be the value before a lost change).
+    if (!found.ok() && found.status().reason() == kDataLost) return std::optional<Sample>();
     if (!found.ok()) return found.status();
     if (*found) return found;
   }
@@ -157,6 +241,7 @@ Result<std::unique_ptr<ColdStore>> ColdStore::Open(const ColdStoreOptions& optio
       for (const json& t : m.at("tombstones")) {
         state->tombstones.push_back({t.at("key").get<std::string>(), t.at("seq").get<uint64_t>()});
       }
+      for (const json& l : m.value("lost", json::array())) state->lost.push_back(LostFromJson(l));
       for (const json& s : m.at("segments")) {
         std::string name = s.get<std::string>();
         if (name.empty() || name.find('/') != std::string::npos) return bad("bad segment name");
@@ -226,6 +311,11 @@ Status ColdStore::WriteManifest(const ColdState& state) {
   json tombs = json::array();
   for (const Tombstone& t : state.tombstones) tombs.push_back({{"key", t.key}, {"seq", t.seq}});
   m["tombstones"] = std::move(tombs);
+  if (!state.lost.empty()) {
+    json lost = json::array();
+    for (const ColdDamage& d : state.lost) lost.push_back(LostJson(d));
+    m["lost"] = std::move(lost);
+  }
   const std::string path = (fs::path(options_.dir) / kManifest).string();
   const std::string tmp = path + ".tmp";
   std::string text = m.dump(1) + "\n";
@@ -332,9 +422,143 @@ void ColdStore::MoveToQuarantine(const std::string& base, const Status& why) {
   if (metrics_) metrics_->Add("komoku_segments_quarantined_total");
 }
 
+Result<ColdStore::SalvageReport> ColdStore::Salvage(const std::string& name) {
+  if (options_.read_only)
+    return Status::InvalidArgument("salvage: the cold store is open read-only");
+  std::lock_guard<std::mutex> commit(commit_mu_);
+  std::shared_ptr<const ColdState> old = state();
+  auto it = std::find_if(old->segments.begin(), old->segments.end(),
+                         [&](const auto& s) { return FileName(s->base()) == name; });
+  if (it == old->segments.end()) {
+    return Status::NotFound("no live segment " + name + " in " + options_.dir +
+                            " (`komoku segments` lists them)");
+  }
+  const Segment& seg = **it;
+  Result<std::vector<BlockDamage>> damage = seg.Check({});
+  if (!damage.ok()) {
+    return damage.status().WithContext("cannot salvage " + name +
+                                       " (its damage is not limited to blocks)");
+  }
+  if (damage->empty()) return Status::InvalidArgument(name + " has no damaged block");
+  SalvageReport report;
+  report.segment = name;
+
+  const SegmentMeta meta = seg.meta();
+  const std::string base = NewSegmentBase(*old, meta.from_ms, meta.to_ms);
+  SegmentWriteOptions wo;
+  wo.sync = options_.sync;
+  Result<std::unique_ptr<SegmentWriter>> writer = SegmentWriter::Create(base, meta, wo);
+  if (!writer.ok()) return writer.status();
+  // Keys whose metadata block is damaged are not listed by Keys(): all of
+  // them in this segment is lost.
+  std::vector<BlockDamage> lost;
+  for (const BlockDamage& d : *damage) {
+    if (d.part == BlockDamage::Part::kKey) lost.push_back(d);
+  }
+  for (const SegmentKeyInfo& info : seg.Keys()) {
+    if (old->Hidden(seg, info.key)) continue;  // deleted: nothing to keep
+    // A key whose blocks disagree with its metadata: none of it is trusted.
+    const bool whole_key = std::any_of(damage->begin(), damage->end(), [&](const BlockDamage& d) {
+      return d.key == info.key && d.part == BlockDamage::Part::kKey;
+    });
+    if (whole_key) continue;
+    Result<SegmentKeyData> data = seg.ReadKey(info.key, /*skip_damaged=*/true);
+    if (!data.ok()) return data.status();
+    bool raw_whole = !data->raw_dropped;
+    std::vector<BlockDamage> rollup_damage;
+    for (const BlockDamage& d : *damage) {
+      if (d.key != info.key) continue;
+      if (d.part == BlockDamage::Part::kRaw) {
+        raw_whole = false;
+        lost.push_back(d);
+      } else if (d.part == BlockDamage::Part::kRollups) {
+        rollup_damage.push_back(d);
+      }
+    }
+    if (!rollup_damage.empty() && raw_whole) {
+      // Every raw change is here: the rollups come out as compaction made
+      // them (a counter's walk goes on from the rollups before the segment).
+      RollupParams params{data->type, data->stale_after_ms, data->reset_tolerance};
+      if (data->type == KeyType::kCounter) {
+        Status st = old->ScanRollups(info.key, 24 * 3600 * 1000, INT64_MIN / 4, meta.from_ms,
+                                     [&](const Rollup& r) {
+                                       params.start_high = r.high;
+                                       return true;
+                                     });
+        if (!st.ok()) return st;
+      }
+      for (auto& [res, rolls] : data->rollups) {
+        rolls = ComputeRollups(params, data->carry, data->changes, meta.from_ms, meta.to_ms, res);
+      }
+      report.recovered.insert(report.recovered.end(), rollup_damage.begin(), rollup_damage.end());
+    } else {
+      lost.insert(lost.end(), rollup_damage.begin(), rollup_damage.end());
+    }
+    KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(*data));
+    ++report.keys;
+  }
+  KOMOKU_RETURN_IF_ERROR((*writer)->Finish());
+  Result<std::shared_ptr<const Segment>> fresh = Segment::Open(base);
+  if (!fresh.ok()) return fresh.status();
+  if (Status st = (*fresh)->Verify(); !st.ok()) {
+    RemoveSegmentFiles(base);
+    return st.WithContext("the salvaged segment does not verify");
+  }
+
+  // The damaged files stay, under another name: hard links, so that they
+  // are kept whichever way a crash goes (the commit below removes the names
+  // in the segment directory).
+  std::error_code ec;
+  fs::create_directories(options_.quarantine_dir, ec);
+  if (ec) return Status::IOError("cannot create " + options_.quarantine_dir + ": " + ec.message());
+  report.kept_aside = (fs::path(options_.quarantine_dir) / (name + ".damaged")).string();
+  for (const char* ext : {".kkd", ".kki"}) {
+    const std::string from = seg.base() + ext, to = report.kept_aside + ext;
+    fs::remove(to, ec);
+    fs::create_hard_link(from, to, ec);
+    if (ec) fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec);
+    if (ec) {
+      return Status::IOError("cannot keep " + from + " as " + to + ": " + ec.message());
+    }
+  }
+  if (options_.sync) KOMOKU_RETURN_IF_ERROR(SyncPath(options_.quarantine_dir, /*directory=*/true));
+
+  auto next = std::make_shared<ColdState>(*old);
+  for (auto& slot : next->segments) {
+    if (slot->base() == seg.base()) slot = *fresh;
+  }
+  ++next->next_gen;
+  for (const BlockDamage& d : lost) next->lost.push_back({name, true, meta.max_seq, d});
+  Status st = WriteManifest(*next);
+  if (!st.ok()) {
+    RemoveSegmentFiles(base);
+    return st;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    state_ = next;
+  }
+  RemoveSegmentFiles(seg.base());
+  UpdateMetrics(*next);
+  UpdateDamageMetric();
+  log_->warn(
+      "segment {} salvaged as {}: {} keys kept, {} damaged blocks lost, {} recomputed; "
+      "the damaged files are kept as {}.kkd/.kki",
+      name, FileName(base), report.keys, lost.size(), report.recovered.size(), report.kept_aside);
+  report.replacement = FileName(base);
+  report.lost = std::move(lost);
+  return report;
+}
+
 std::vector<std::string> ColdStore::Warnings() const {
   std::lock_guard<std::mutex> lock(mu_);
   return warnings_;
+}
+
+void ColdStore::UpdateDamageMetric() {
+  if (metrics_) {
+    metrics_->Set("komoku_segment_damaged_blocks", static_cast<int64_t>(state()->Damage().size()));
+  }
 }
 
 void ColdStore::UpdateMetrics(const ColdState& state) {

@@ -49,18 +49,31 @@ struct ColdState {
   // Live segments sorted by from_ms; their ranges do not overlap.
   std::vector<std::shared_ptr<const Segment>> segments;
   std::vector<Tombstone> tombstones;
+  // History lost to damage and left out by a salvage (recorded in the
+  // manifest, so that it stays known across rewrites and restarts).
+  std::vector<ColdDamage> lost;
   // The next segment file's generation number.
   uint64_t next_gen = 1;
 
   ColdMark mark() const { return {cold_to, cold_seq}; }
   // True when `segment` shows nothing of `key` (deleted since it was written).
   bool Hidden(const Segment& segment, std::string_view key) const;
+  // True when `key`'s rollups in `segment` have a hole: a damaged rollup or
+  // metadata block, or one a salvage left out in its range. Such rollups
+  // must not answer (Store::RollupCoverage).
+  bool RollupsDamaged(const Segment& segment, std::string_view key) const;
+  // Every damaged block of the live segments found so far and every lost
+  // range recorded by salvages, without keys deleted since.
+  std::vector<ColdDamage> Damage() const;
+  // True when the key of a salvage's record was deleted since (as Hidden).
+  bool LostRecordHidden(const ColdDamage& d) const;
 
-  // Raw changes of `key` with from <= time < to, oldest first.
+  // Raw changes of `key` with from <= time < to, oldest first; a damaged
+  // block's changes are left out (see Damage()).
   Status Scan(std::string_view key, int64_t from_ms, int64_t to_ms,
               const std::function<bool(const Sample&)>& fn) const;
   // The last change of `key` at or before `time_ms` (a segment's carry
-  // counts).
+  // counts); nullopt also when the block that would say is damaged.
   Result<std::optional<Sample>> At(std::string_view key, int64_t time_ms) const;
   Status ScanRollups(std::string_view key, int64_t resolution_ms, int64_t from_ms, int64_t to_ms,
                      const std::function<bool(const Rollup&)>& fn) const;
@@ -109,6 +122,30 @@ class ColdStore {
   void Quarantine(const Segment& segment, const Status& why);
   // Messages about quarantined segments since the start (for health checks).
   std::vector<std::string> Warnings() const;
+  // Sets komoku_segment_damaged_blocks to the blocks of the live state known
+  // damaged (after a check, which may have found more).
+  void UpdateDamageMetric();
+
+  // What Salvage() did.
+  struct SalvageReport {
+    std::string segment;            // the damaged segment
+    std::string replacement;        // the segment written without the damaged blocks
+    std::string kept_aside;         // where the damaged files are kept (path without extension)
+    std::vector<BlockDamage> lost;  // history left out, now recorded in the manifest
+    std::vector<BlockDamage> recovered;  // damaged rollups computed again from intact raw changes
+    size_t keys = 0;                     // keys written to the replacement
+  };
+  // Rewrites the live segment `name` (a file name without extension)
+  // without its damaged blocks: every intact block is kept; a key's damaged
+  // rollups are computed again when its raw changes in the segment are all
+  // intact; what cannot be recovered is recorded as lost. Crash-safe like a
+  // compaction: the replacement is written and synced, the damaged files are
+  // hard-linked into the quarantine directory as `<name>.damaged.kkd/.kki`
+  // (never deleted), then the manifest commits the switch. InvalidArgument
+  // when the segment has no damaged block; Corruption when its damage cannot
+  // be pinned on blocks (nothing to keep). Not for a running service: the
+  // caller holds the data directory (komoku segments --salvage).
+  Result<SalvageReport> Salvage(const std::string& name);
 
   const ColdStoreOptions& options() const { return options_; }
 

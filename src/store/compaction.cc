@@ -72,6 +72,20 @@ Result<std::shared_ptr<const Segment>> FinishSegment(SegmentWriter& writer,
   return Segment::Open(base);
 }
 
+// A segment with damaged blocks is not rewritten by compaction: what a
+// rewrite read would silently leave the lost history out, and the damage
+// would no longer be reported. `komoku segments --salvage` rewrites it and
+// records what is lost; until then compaction leaves it as it is.
+Status RefuseDamaged(const Segment& seg) {
+  if (seg.Damage().empty()) return Status::Ok();
+  const std::string name = std::filesystem::path(seg.base()).filename().string();
+  return Status::Corruption("segment " + name +
+                            " has damaged blocks; it is not rewritten until `komoku segments "
+                            "--salvage " +
+                            name + "` (with the service stopped)")
+      .WithReason("damaged_segment");
+}
+
 // Deletes, when a step ends, the segments it wrote and did not commit (it
 // stopped, or failed): nothing half-done stays behind until the next start.
 class DiscardUncommitted {
@@ -265,6 +279,9 @@ Status Store::CompactHot(CompactionReport& report) {
   }
   const int64_t end = std::max(cut, old->cold_to);
   if (start >= end) return Status::Ok();
+  for (const auto& seg : old->segments) {
+    if (seg->meta().to_ms > start) KOMOKU_RETURN_IF_ERROR(RefuseDamaged(*seg));
+  }
 
   struct KeyWork {
     std::string name;
@@ -347,6 +364,10 @@ Status Store::CompactHot(CompactionReport& report) {
     next->segments.push_back(std::move(seg.value()));
     ++next->next_gen;
   }
+  // Damage a read came upon while this step ran.
+  for (const auto& seg : old->segments) {
+    if (seg->meta().to_ms > start) KOMOKU_RETURN_IF_ERROR(RefuseDamaged(*seg));
+  }
   SetProgress(CompactionProgress{"days", days, days, end - kDayMs});
   next->cold_to = end;
   next->cold_seq = max_seq;
@@ -402,7 +423,12 @@ Status Store::MergeMonths(CompactionReport& report) {
     const int64_t month_end = MonthOf(segs[i]->meta().from_ms).second;
     size_t j = i;
     while (j < segs.size() && is_day(*segs[j]) && segs[j]->meta().to_ms <= month_end) ++j;
-    if (month_end <= old->cold_to && j - i > 1 && mergeable(i, j)) runs.push_back({i, j});
+    // A damaged day stays as it is (salvage first); its keys are not read.
+    bool damaged = false;
+    for (size_t k = i; k < j; ++k) damaged = damaged || !RefuseDamaged(*segs[k]).ok();
+    if (month_end <= old->cold_to && j - i > 1 && !damaged && mergeable(i, j)) {
+      runs.push_back({i, j});
+    }
     i = std::max(j, i + 1);
   }
   if (runs.empty()) return Status::Ok();
@@ -473,6 +499,8 @@ Status Store::MergeMonths(CompactionReport& report) {
       }
       KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(merged));
     }
+    // A damaged metadata block a listing came upon leaves its key out.
+    for (size_t k = first; k < last; ++k) KOMOKU_RETURN_IF_ERROR(RefuseDamaged(*segs[k]));
     Result<std::shared_ptr<const Segment>> seg = FinishSegment(**writer, base, report);
     if (!seg.ok()) return seg.status();
     next->segments.push_back(std::move(seg.value()));
@@ -510,6 +538,7 @@ Status Store::ApplyRetention(CompactionReport& report) {
   for (auto& slot : next->segments) {
     KOMOKU_RETURN_IF_ERROR(NextStep());
     const Segment& seg = *slot;
+    if (!RefuseDamaged(seg).ok()) continue;  // kept whole until salvaged
     const bool drop_5m = expired(seg, o.rollup_5m_retention_ms);
     // Is there anything left to drop?
     bool work = false;
@@ -547,6 +576,7 @@ Status Store::ApplyRetention(CompactionReport& report) {
       }
       KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(*d));
     }
+    KOMOKU_RETURN_IF_ERROR(RefuseDamaged(seg));  // as in MergeMonths
     Result<std::shared_ptr<const Segment>> fresh = FinishSegment(**writer, base, report);
     if (!fresh.ok()) return fresh.status();
     slot = std::move(fresh.value());

@@ -25,6 +25,8 @@
 #include <cstdio>
 #include <cstring>
 #include <iterator>
+#include <map>
+#include <mutex>
 #include <random>
 #include <set>
 
@@ -486,6 +488,13 @@ class SegmentImpl final : public Segment {
 
   using Segment::Verify;
   Status Verify(const std::function<bool()>& go_on) const override;
+  Result<std::vector<BlockDamage>> Check(const std::function<bool()>& go_on) const override;
+  std::vector<BlockDamage> Damage() const override {
+    std::lock_guard<std::mutex> lock(damage_mu_);
+    std::vector<BlockDamage> out;
+    for (const auto& [offset, d] : damage_) out.push_back(d);
+    return out;
+  }
   void ReleasePages() const override {
     data_file_->ReleasePages();
     index_.ReleasePages();
@@ -494,7 +503,10 @@ class SegmentImpl final : public Segment {
   bool HasKey(std::string_view key) const override { return index_.Get(MetaKey(key)).ok(); }
   Result<std::optional<SegmentKeyMeta>> KeyMeta(std::string_view key) const override {
     Result<std::optional<KeyRecord>> m = LoadMeta(key);
-    if (!m.ok()) return m.status();
+    if (!m.ok()) {
+      if (IsBlockDamage(m.status())) NoteKeyDamage(key, m.status());
+      return m.status();
+    }
     if (!*m) return std::optional<SegmentKeyMeta>();
     SegmentKeyMeta out;
     out.type = (*m)->type;
@@ -509,11 +521,65 @@ class SegmentImpl final : public Segment {
   Result<std::optional<Sample>> At(std::string_view key, int64_t time_ms) const override;
   Status ScanRollups(std::string_view key, int64_t resolution_ms, int64_t from_ms, int64_t to_ms,
                      const std::function<bool(const Rollup&)>& fn) const override;
-  Result<SegmentKeyData> ReadKey(std::string_view key) const override;
+  Result<SegmentKeyData> ReadKey(std::string_view key, bool skip_damaged) const override;
 
  private:
   Status DataCorrupt(uint64_t offset, const std::string& what) const {
-    return Status::Corruption(data_name_ + ": block at " + OffsetText(offset) + ": " + what);
+    return Status::Corruption(data_name_ + ": block at " + OffsetText(offset) + ": " + what)
+        .WithReason(kDamagedBlock);
+  }
+
+  static bool IsBlockDamage(const Status& st) { return st.reason() == kDamagedBlock; }
+
+  // What failed, without the file and offset a BlockDamage names anyway.
+  std::string ReasonOf(const Status& why) const {
+    const std::string& m = why.message();
+    const std::string prefix = data_name_ + ": block at offset ";
+    if (m.rfind(prefix, 0) == 0) {
+      const size_t colon = m.find(": ", prefix.size());
+      if (colon != std::string::npos) return m.substr(colon + 2);
+    }
+    return m;
+  }
+
+  // Records a damaged block (once per offset) and returns its description.
+  BlockDamage NoteDamage(BlockDamage d) const {
+    std::lock_guard<std::mutex> lock(damage_mu_);
+    return damage_.emplace(d.offset, std::move(d)).first->second;
+  }
+
+  // A damaged metadata block: all of `key` in this segment is lost.
+  void NoteKeyDamage(std::string_view key, uint64_t offset, const Status& why) const {
+    BlockDamage d;
+    d.key = std::string(key);
+    d.part = BlockDamage::Part::kKey;
+    d.from_ms = meta_.from_ms;
+    d.to_ms = meta_.to_ms;
+    d.offset = offset;
+    d.reason = ReasonOf(why);
+    NoteDamage(std::move(d));
+  }
+  void NoteKeyDamage(std::string_view key, const Status& why) const {
+    Result<uint64_t> loc = index_.Get(MetaKey(key));
+    NoteKeyDamage(key, loc.ok() ? (*loc & (kMaxDataBytes - 1)) : 0, why);
+  }
+
+  // A damaged raw or rollup block of `key`, the `record` whose first time is
+  // `first_ms`: what it held runs to the next block of the same record, or
+  // to the end of the segment.
+  BlockDamage NoteBlockDamage(std::string_view key, char record, int64_t resolution_ms,
+                              int64_t first_ms, uint64_t locator, const Status& why) const {
+    BlockDamage d;
+    d.key = std::string(key);
+    d.part = record == kRecordRaw ? BlockDamage::Part::kRaw : BlockDamage::Part::kRollups;
+    d.resolution_ms = record == kRecordRaw ? 0 : resolution_ms;
+    d.from_ms = first_ms;
+    d.to_ms = meta_.to_ms;
+    Result<keyka::Entry> next = index_.Find(BlockKey(key, record, first_ms), keyka::Nearest::kGt);
+    if (next.ok() && IsBlockOf(next->key, key, record)) d.to_ms = KeyTime(next->key);
+    d.offset = locator & (kMaxDataBytes - 1);
+    d.reason = ReasonOf(why);
+    return NoteDamage(std::move(d));
   }
 
   // The payload of the block `locator` names, after checking its bounds,
@@ -538,8 +604,8 @@ class SegmentImpl final : public Segment {
 
   Status WithBlock(uint64_t locator, const Status& st) const {
     if (st.ok()) return st;
-    return st.WithContext(data_name_ + ": block at " +
-                          OffsetText(locator & (kMaxDataBytes - 1)));
+    return st.WithContext(data_name_ + ": block at " + OffsetText(locator & (kMaxDataBytes - 1)))
+        .WithReason(kDamagedBlock);
   }
 
   // The key's metadata; nullopt when the segment lacks the key.
@@ -620,38 +686,67 @@ class SegmentImpl final : public Segment {
   const keyka::Reader index_;
   const SegmentMeta meta_;
   const uint64_t blocks_;
+
+  mutable std::mutex damage_mu_;
+  mutable std::map<uint64_t, BlockDamage> damage_;  // by offset; guarded by damage_mu_
 };
 
 Status SegmentImpl::Scan(std::string_view key, int64_t from_ms, int64_t to_ms,
                          const std::function<bool(const Sample&)>& fn) const {
   Result<std::optional<KeyRecord>> m = LoadMeta(key);
-  if (!m.ok()) return m.status();
+  if (!m.ok()) {
+    if (!IsBlockDamage(m.status())) return m.status();
+    NoteKeyDamage(key, m.status());
+    return Status::Ok();
+  }
   if (!*m) return Status::Ok();
   const KeyType type = (*m)->type;
   std::vector<Sample> samples;
-  return ForBlocks(key, kRecordRaw, from_ms, to_ms, [&](uint64_t loc, int64_t) -> Result<bool> {
-    KOMOKU_RETURN_IF_ERROR(DecodeRaw(type, loc, &samples));
-    for (const Sample& s : samples) {
-      if (s.time_ms < from_ms) continue;
-      if (s.time_ms >= to_ms || !fn(s)) return false;
-    }
-    return true;
-  });
+  return ForBlocks(key, kRecordRaw, from_ms, to_ms,
+                   [&](uint64_t loc, int64_t first) -> Result<bool> {
+                     if (Status st = DecodeRaw(type, loc, &samples); !st.ok()) {
+                       if (!IsBlockDamage(st)) return st;
+                       NoteBlockDamage(key, kRecordRaw, 0, first, loc, st);
+                       return true;  // the other blocks still answer
+                     }
+                     for (const Sample& s : samples) {
+                       if (s.time_ms < from_ms) continue;
+                       if (s.time_ms >= to_ms || !fn(s)) return false;
+                     }
+                     return true;
+                   });
 }
 
 Result<std::optional<Sample>> SegmentImpl::At(std::string_view key, int64_t time_ms) const {
+  auto lost = [&] {
+    return Status::NotFound(data_name_ + ": the value of " + QuoteForMessage(key) + " at " +
+                            std::to_string(time_ms) + " was in a damaged block")
+        .WithReason(kDataLost);
+  };
   Result<std::optional<KeyRecord>> m = LoadMeta(key);
-  if (!m.ok()) return m.status();
+  if (!m.ok()) {
+    if (!IsBlockDamage(m.status())) return m.status();
+    NoteKeyDamage(key, m.status());
+    if (time_ms < meta_.from_ms) return std::optional<Sample>();  // not this segment's time
+    return lost();
+  }
   if (!*m) return std::optional<Sample>();
   Result<keyka::Entry> e = index_.Find(BlockKey(key, kRecordRaw, time_ms), keyka::Nearest::kLe);
   if (!e.ok() && !e.status().IsNotFound()) return e.status();
   if (e.ok() && IsBlockOf(e->key, key, kRecordRaw)) {
     std::vector<Sample> samples;
-    KOMOKU_RETURN_IF_ERROR(DecodeRaw((*m)->type, e->value, &samples));
+    if (Status st = DecodeRaw((*m)->type, e->value, &samples); !st.ok()) {
+      if (!IsBlockDamage(st)) return st;
+      NoteBlockDamage(key, kRecordRaw, 0, KeyTime(e->key), e->value, st);
+      return lost();
+    }
     auto it = std::upper_bound(samples.begin(), samples.end(), time_ms,
                                [](int64_t t, const Sample& s) { return t < s.time_ms; });
     if (it == samples.begin()) {
-      return DataCorrupt(e->value & (kMaxDataBytes - 1), "first change is after the index's time");
+      NoteBlockDamage(
+          key, kRecordRaw, 0, KeyTime(e->key), e->value,
+          DataCorrupt(e->value & (kMaxDataBytes - 1), "first change is after the index's time"));
+      return lost();
     }
     return std::optional<Sample>(std::move(*(it - 1)));
   }
@@ -688,14 +783,22 @@ Status SegmentImpl::ScanRollups(std::string_view key, int64_t resolution_ms, int
                                 int64_t to_ms,
                                 const std::function<bool(const Rollup&)>& fn) const {
   Result<std::optional<KeyRecord>> m = LoadMeta(key);
-  if (!m.ok()) return m.status();
+  if (!m.ok()) {
+    if (!IsBlockDamage(m.status())) return m.status();
+    NoteKeyDamage(key, m.status());
+    return Status::Ok();
+  }
   if (!*m) return Status::Ok();
   const std::optional<char> record = RollupRecord(**m, resolution_ms);
   if (!record) return Status::Ok();
   const KeyType type = (*m)->type;
   std::vector<Rollup> rollups;
-  return ForBlocks(key, *record, from_ms, to_ms, [&](uint64_t loc, int64_t) -> Result<bool> {
-    KOMOKU_RETURN_IF_ERROR(DecodeRollups(type, loc, &rollups));
+  return ForBlocks(key, *record, from_ms, to_ms, [&](uint64_t loc, int64_t first) -> Result<bool> {
+    if (Status st = DecodeRollups(type, loc, &rollups); !st.ok()) {
+      if (!IsBlockDamage(st)) return st;
+      NoteBlockDamage(key, *record, resolution_ms, first, loc, st);
+      return true;
+    }
     for (const Rollup& r : rollups) {
       if (r.start_ms < from_ms) continue;
       if (r.start_ms >= to_ms || !fn(r)) return false;
@@ -704,9 +807,12 @@ Status SegmentImpl::ScanRollups(std::string_view key, int64_t resolution_ms, int
   });
 }
 
-Result<SegmentKeyData> SegmentImpl::ReadKey(std::string_view key) const {
+Result<SegmentKeyData> SegmentImpl::ReadKey(std::string_view key, bool skip_damaged) const {
   Result<std::optional<KeyRecord>> m = LoadMeta(key);
-  if (!m.ok()) return m.status();
+  if (!m.ok()) {
+    if (IsBlockDamage(m.status())) NoteKeyDamage(key, m.status());
+    return m.status();
+  }
   if (!*m) return Status::NotFound(base_ + ": no key " + QuoteForMessage(key));
   const KeyRecord& meta = **m;
   SegmentKeyData d;
@@ -719,19 +825,34 @@ Result<SegmentKeyData> SegmentImpl::ReadKey(std::string_view key) const {
   constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   std::vector<Sample> samples;
-  KOMOKU_RETURN_IF_ERROR(ForBlocks(key, kRecordRaw, kMin, kMax, [&](uint64_t loc, int64_t) -> Result<bool> {
-    KOMOKU_RETURN_IF_ERROR(DecodeRaw(meta.type, loc, &samples));
-    for (Sample& s : samples) d.changes.push_back(std::move(s));
-    return true;
-  }));
+  // A damaged block is recorded either way; `skip_damaged` says whether it
+  // ends the read.
+  auto damaged = [&](const Status& st, char record, int64_t res, int64_t first, uint64_t loc) {
+    if (IsBlockDamage(st)) NoteBlockDamage(key, record, res, first, loc, st);
+    return skip_damaged && IsBlockDamage(st);
+  };
+  KOMOKU_RETURN_IF_ERROR(
+      ForBlocks(key, kRecordRaw, kMin, kMax, [&](uint64_t loc, int64_t first) -> Result<bool> {
+        if (Status st = DecodeRaw(meta.type, loc, &samples); !st.ok()) {
+          if (damaged(st, kRecordRaw, 0, first, loc)) return true;
+          return st;
+        }
+        for (Sample& s : samples) d.changes.push_back(std::move(s));
+        return true;
+      }));
   for (size_t r = 0; r < meta.resolutions.size(); ++r) {
     std::vector<Rollup> all, part;
     const char record = static_cast<char>(kRecordRollup0 + r);
-    KOMOKU_RETURN_IF_ERROR(ForBlocks(key, record, kMin, kMax, [&](uint64_t loc, int64_t) -> Result<bool> {
-      KOMOKU_RETURN_IF_ERROR(DecodeRollups(meta.type, loc, &part));
-      for (Rollup& ro : part) all.push_back(std::move(ro));
-      return true;
-    }));
+    const int64_t res = meta.resolutions[r].resolution_ms;
+    KOMOKU_RETURN_IF_ERROR(
+        ForBlocks(key, record, kMin, kMax, [&](uint64_t loc, int64_t first) -> Result<bool> {
+          if (Status st = DecodeRollups(meta.type, loc, &part); !st.ok()) {
+            if (damaged(st, record, res, first, loc)) return true;
+            return st;
+          }
+          for (Rollup& ro : part) all.push_back(std::move(ro));
+          return true;
+        }));
     d.rollups.emplace_back(meta.resolutions[r].resolution_ms, std::move(all));
   }
   return d;
@@ -748,7 +869,12 @@ std::vector<SegmentKeyInfo> SegmentImpl::Keys() const {
     if (nul == std::string_view::npos) break;
     const std::string_view name = k.substr(0, nul);
     Result<std::optional<KeyRecord>> m = LoadMeta(name);
-    if (!m.ok() || !*m) break;  // Verify() reports it
+    if (!m.ok() && IsBlockDamage(m.status())) {
+      NoteKeyDamage(name, m.status());
+      from = std::string(name) + '\x01';  // the other keys are unharmed
+      continue;
+    }
+    if (!m.ok() || !*m) break;  // a damaged index: Check() reports it
     SegmentKeyInfo info;
     info.key = std::string(name);
     info.type = (*m)->type;
@@ -769,120 +895,191 @@ std::vector<SegmentKeyInfo> SegmentImpl::Keys() const {
 }
 
 Status SegmentImpl::Verify(const std::function<bool()>& go_on) const {
+  Result<std::vector<BlockDamage>> damage = Check(go_on);
+  if (!damage.ok()) return damage.status();
+  if (damage->empty()) return Status::Ok();
+  const BlockDamage& d = damage->front();
+  return Status::Corruption(
+             data_name_ + ": block at " + OffsetText(d.offset) + " (" + DamagedPartName(d) +
+             " of " + QuoteForMessage(d.key) + "): " + d.reason +
+             (damage->size() > 1
+                  ? " (and " + std::to_string(damage->size() - 1) + " more damaged blocks)"
+                  : ""))
+      .WithReason(kDamagedBlock);
+}
+
+Result<std::vector<BlockDamage>> SegmentImpl::Check(const std::function<bool()>& go_on) const {
   // A month's segment takes seconds to check: a stop must not wait for it.
   constexpr uint64_t kAskEvery = 256;
   uint64_t steps = 0;
   auto stopped = [&] { return go_on && ++steps % kAskEvery == 0 && !go_on(); };
   auto stop_status = [] { return Status::Busy("check stopped"); };
+  // The index first: without it no block can be told from another.
   KOMOKU_RETURN_IF_ERROR(index_.Verify());
-  // Every block in file order: framing and checksum.
-  std::vector<std::pair<uint64_t, uint64_t>> blocks;  // offset, length
-  uint64_t off = kHeaderSize;
-  while (off < data_.size()) {
-    if (stopped()) return stop_status();
-    if (data_.size() - off < kBlockOverhead) return DataCorrupt(off, "truncated block header");
-    const uint64_t len = GetU32(data_.data() + off) + kBlockOverhead;
-    if (len > data_.size() - off) return DataCorrupt(off, "block runs past the end of the file");
-    const unsigned char kind = static_cast<unsigned char>(data_[off + 4]);
-    if (kind < kBlockMeta || kind > kBlockRollup) return DataCorrupt(off, "unknown block kind");
-    if (Crc32c(data_.data() + off, len - 4) != GetU32(data_.data() + off + len - 4)) {
-      return DataCorrupt(off, "checksum mismatch");
-    }
-    blocks.emplace_back(off, len);
-    off += len;
-  }
-  if (blocks.size() != blocks_) {
-    return Status::Corruption(data_name_ + ": " + std::to_string(blocks.size()) +
-                              " blocks, the header says " + std::to_string(blocks_));
-  }
-  std::vector<bool> used(blocks.size());
-
-  // Every index record: its block exists, is used once, decodes, and agrees
-  // with the key's metadata.
-  std::optional<KeyRecord> cur;
-  std::string name;
-  uint64_t changes = 0, raw_bytes = 0, rollup_bytes = 0;
-  std::vector<uint64_t> rollups;
-  int64_t last_time = 0;
-  int64_t first_ms = 0, last_raw_ms = 0;  // of the key's raw changes
-  char last_record = 0;
-  auto finish_key = [&]() -> Status {
-    if (!cur) return Status::Ok();
-    const std::string who = data_name_ + ": key " + QuoteForMessage(name);
-    if (changes != cur->changes || raw_bytes != cur->raw_bytes || rollup_bytes != cur->rollup_bytes) {
-      return Status::Corruption(who + ": raw changes or block bytes differ from its metadata");
-    }
-    if (changes > 0 && (first_ms != cur->first_ms || last_raw_ms != cur->last_ms)) {
-      return Status::Corruption(who + ": first or last change time differs from its metadata");
-    }
-    if (cur->raw_dropped && changes > 0) {
-      return Status::Corruption(who + ": raw changes although marked raw_dropped");
-    }
-    for (size_t r = 0; r < rollups.size(); ++r) {
-      if (rollups[r] != cur->resolutions[r].rollups) {
-        return Status::Corruption(who + ": rollup count differs from its metadata");
-      }
-    }
-    return Status::Ok();
+  auto structure = [&](const std::string& why) {
+    return Status::Corruption(data_name_ + ": " + why + " (the blocks cannot be told apart)");
   };
+
+  // Every index record locates a block; together they must tile the data
+  // file exactly. A block's own framing and checksum are checked below, one
+  // block at a time, so that a damaged one loses only itself: the locators
+  // still find every other block even when a damaged length field would
+  // derail a walk in file order.
+  struct Record {
+    std::string_view key;
+    uint64_t loc;
+  };
+  std::vector<Record> records;
   keyka::Iterator it = index_.All();
   if (!it.Valid() || it.key() != kIdKey) {
     KOMOKU_RETURN_IF_ERROR(it.status());
     return Status::Corruption(index_.name() + ": no segment id record");
   }
-  std::vector<Sample> samples;
-  std::vector<Rollup> rs;
   for (it.Next(); it.Valid(); it.Next()) {
     if (stopped()) return stop_status();
     const std::string_view k = it.key();
-    const uint64_t loc = it.value();
+    const size_t nul = k.find('\0');
+    const bool meta =
+        nul != std::string_view::npos && k.size() == nul + 2 && k[nul + 1] == kRecordMeta;
+    const bool block =
+        nul != std::string_view::npos && k.size() == nul + 10 && k[nul + 1] != kRecordMeta;
+    if (nul == 0 || (!meta && !block)) {
+      return Status::Corruption(index_.name() + ": record " + QuoteForMessage(k) +
+                                ": not a segment record");
+    }
+    records.push_back({k, it.value()});
+  }
+  KOMOKU_RETURN_IF_ERROR(it.status());
+  {
+    std::vector<std::pair<uint64_t, uint64_t>> located;  // offset, length
+    located.reserve(records.size());
+    for (const Record& r : records) {
+      located.emplace_back(r.loc & (kMaxDataBytes - 1), r.loc >> kLocatorOffsetBits);
+    }
+    std::sort(located.begin(), located.end());
+    uint64_t off = kHeaderSize;
+    for (const auto& [o, len] : located) {
+      if (o != off || len < kBlockOverhead || len > data_.size() - off) {
+        return structure("index records do not tile the file at " + OffsetText(off));
+      }
+      off += len;
+    }
+    if (off != data_.size()) return structure("index records do not reach the end of the file");
+    if (located.size() != blocks_) {
+      return structure(std::to_string(located.size()) + " blocks, the header says " +
+                       std::to_string(blocks_));
+    }
+  }
+
+  // Every record's block: framing, kind, checksum, decoding, and agreement
+  // with the index and the key's metadata. A failure is pinned on the block
+  // (a raw or rollup block loses its range, a metadata block all of its
+  // key) and the check goes on with the next one.
+  std::vector<BlockDamage> found;
+  auto note = [&](BlockDamage d) { found.push_back(NoteDamage(std::move(d))); };
+  std::optional<KeyRecord> cur;
+  std::string name;
+  bool key_damaged = false;  // some block of the current key failed
+  bool skip_key = false;     // its metadata failed: its other blocks mean nothing
+  uint64_t meta_offset = 0;
+  uint64_t changes = 0, raw_bytes = 0, rollup_bytes = 0;
+  std::vector<uint64_t> rollups;
+  int64_t last_time = 0;
+  int64_t first_ms = 0, last_raw_ms = 0;  // of the key's raw changes
+  char last_record = 0;
+  auto key_damage = [&](const std::string& why) {
+    BlockDamage d;
+    d.key = name;
+    d.part = BlockDamage::Part::kKey;
+    d.from_ms = meta_.from_ms;
+    d.to_ms = meta_.to_ms;
+    d.offset = meta_offset;
+    d.reason = why;
+    note(std::move(d));
+  };
+  auto finish_key = [&] {
+    if (!cur || key_damaged) return;
+    std::string why;
+    if (changes != cur->changes || raw_bytes != cur->raw_bytes || rollup_bytes != cur->rollup_bytes) {
+      why = "raw changes or block bytes differ from its metadata";
+    } else if (changes > 0 && (first_ms != cur->first_ms || last_raw_ms != cur->last_ms)) {
+      why = "first or last change time differs from its metadata";
+    } else if (cur->raw_dropped && changes > 0) {
+      why = "raw changes although marked raw_dropped";
+    }
+    for (size_t r = 0; r < rollups.size() && why.empty(); ++r) {
+      if (rollups[r] != cur->resolutions[r].rollups) why = "rollup count differs from its metadata";
+    }
+    if (!why.empty()) key_damage(data_name_ + ": key " + QuoteForMessage(name) + ": " + why);
+  };
+  std::vector<Sample> samples;
+  std::vector<Rollup> rs;
+  for (const Record& rec : records) {
+    if (stopped()) return stop_status();
+    const std::string_view k = rec.key;
+    const uint64_t loc = rec.loc;
     const std::string what = index_.name() + ": record " + QuoteForMessage(k);
     const size_t nul = k.find('\0');
-    if (nul == std::string_view::npos || nul + 2 > k.size()) {
-      return Status::Corruption(what + ": not a segment record");
-    }
-    const uint64_t boff = loc & (kMaxDataBytes - 1);
-    auto b = std::lower_bound(blocks.begin(), blocks.end(), std::make_pair(boff, uint64_t{0}));
-    if (b == blocks.end() || b->first != boff || b->second != (loc >> kLocatorOffsetBits)) {
-      return Status::Corruption(what + ": does not locate a block");
-    }
-    const size_t bi = static_cast<size_t>(b - blocks.begin());
-    if (used[bi]) return Status::Corruption(what + ": block used twice");
-    used[bi] = true;
     const char record = k[nul + 1];
+    const std::string_view rec_name = k.substr(0, nul);
     if (record == kRecordMeta) {
-      if (k.size() != nul + 2) return Status::Corruption(what + ": not a segment record");
-      KOMOKU_RETURN_IF_ERROR(finish_key());
-      name = std::string(k.substr(0, nul));
+      finish_key();
+      name = std::string(rec_name);
+      meta_offset = loc & (kMaxDataBytes - 1);
+      cur.reset();
+      key_damaged = skip_key = false;
       Result<std::optional<KeyRecord>> m = LoadMeta(name);
-      if (!m.ok()) return m.status();
+      if (!m.ok()) {
+        if (!IsBlockDamage(m.status())) return m.status();
+        key_damage(ReasonOf(m.status()));
+        key_damaged = skip_key = true;
+        continue;
+      }
       if (!*m) return Status::Corruption(what + ": metadata not found by lookup");
       cur = std::move(*m);
       if (cur->carry && cur->carry->time_ms >= meta_.from_ms) {
-        return Status::Corruption(what + ": carry not before the segment");
+        key_damage(what + ": carry not before the segment");
+        key_damaged = skip_key = true;
+        continue;
       }
       changes = raw_bytes = rollup_bytes = 0;
       rollups.assign(cur->resolutions.size(), 0);
       last_record = kRecordMeta;
       continue;
     }
-    if (!cur || k.substr(0, nul) != name || k.size() != nul + 10) {
+    if (rec_name != name) {
       return Status::Corruption(what + ": not after its key's metadata record");
     }
+    if (skip_key) continue;
     const int64_t t = KeyTime(k);
     const bool first_of_kind = record != last_record;
     last_record = record;
+    auto block_damage = [&](const Status& st, int64_t res) {
+      found.push_back(NoteBlockDamage(name, record, res, t, loc, st));
+      key_damaged = true;
+      // The next block of the kind starts after this one's index time.
+      last_time = t;
+    };
     if (record == kRecordRaw) {
-      KOMOKU_RETURN_IF_ERROR(DecodeRaw(cur->type, loc, &samples));
-      if (samples.empty() || samples.front().time_ms != t) {
-        return Status::Corruption(what + ": first change differs from the index");
+      if (Status st = DecodeRaw(cur->type, loc, &samples); !st.ok()) {
+        if (!IsBlockDamage(st)) return st;
+        block_damage(st, 0);
+        continue;
       }
-      for (size_t i = 0; i < samples.size(); ++i) {
+      Status bad;
+      if (samples.empty() || samples.front().time_ms != t) {
+        bad = DataCorrupt(loc & (kMaxDataBytes - 1), "first change differs from the index");
+      }
+      for (size_t i = 0; i < samples.size() && bad.ok(); ++i) {
         const int64_t st = samples[i].time_ms;
         if (st < meta_.from_ms || st >= meta_.to_ms ||
             (i > 0 && st < samples[i - 1].time_ms) || (i == 0 && !first_of_kind && st <= last_time)) {
-          return Status::Corruption(what + ": change times out of order or range");
+          bad = DataCorrupt(loc & (kMaxDataBytes - 1), "change times out of order or range");
         }
+      }
+      if (!bad.ok()) {
+        block_damage(bad, 0);
+        continue;
       }
       if (changes == 0) first_ms = samples.front().time_ms;
       last_time = last_raw_ms = samples.back().time_ms;
@@ -890,30 +1087,61 @@ Status SegmentImpl::Verify(const std::function<bool()>& go_on) const {
       raw_bytes += loc >> kLocatorOffsetBits;
     } else if (record >= kRecordRollup0 &&
                static_cast<size_t>(record - kRecordRollup0) < cur->resolutions.size()) {
-      KOMOKU_RETURN_IF_ERROR(DecodeRollups(cur->type, loc, &rs));
-      if (rs.empty() || rs.front().start_ms != t) {
-        return Status::Corruption(what + ": first rollup differs from the index");
+      const int64_t res =
+          cur->resolutions[static_cast<size_t>(record - kRecordRollup0)].resolution_ms;
+      if (Status st = DecodeRollups(cur->type, loc, &rs); !st.ok()) {
+        if (!IsBlockDamage(st)) return st;
+        block_damage(st, res);
+        continue;
       }
-      for (size_t i = 0; i < rs.size(); ++i) {
+      Status bad;
+      if (rs.empty() || rs.front().start_ms != t) {
+        bad = DataCorrupt(loc & (kMaxDataBytes - 1), "first rollup differs from the index");
+      }
+      for (size_t i = 0; i < rs.size() && bad.ok(); ++i) {
         if ((i > 0 && rs[i].start_ms <= rs[i - 1].start_ms) ||
             (i == 0 && !first_of_kind && rs[i].start_ms <= last_time)) {
-          return Status::Corruption(what + ": rollup starts out of order");
+          bad = DataCorrupt(loc & (kMaxDataBytes - 1), "rollup starts out of order");
         }
+      }
+      if (!bad.ok()) {
+        block_damage(bad, res);
+        continue;
       }
       last_time = rs.back().start_ms;
       rollups[static_cast<size_t>(record - kRecordRollup0)] += rs.size();
       rollup_bytes += loc >> kLocatorOffsetBits;
     } else {
-      return Status::Corruption(what + ": unknown record kind");
+      key_damage(what + ": unknown record kind");
+      key_damaged = skip_key = true;
     }
   }
-  KOMOKU_RETURN_IF_ERROR(it.status());
-  KOMOKU_RETURN_IF_ERROR(finish_key());
-  for (size_t i = 0; i < used.size(); ++i) {
-    if (!used[i]) return DataCorrupt(blocks[i].first, "no index record uses this block");
-  }
-  return Status::Ok();
+  finish_key();
+  std::sort(found.begin(), found.end(),
+            [](const BlockDamage& a, const BlockDamage& b) { return a.offset < b.offset; });
+  return found;
 }
+
+}  // namespace
+
+std::string DamagedPartName(const BlockDamage& damage) {
+  switch (damage.part) {
+    case BlockDamage::Part::kKey:
+      return "all history";
+    case BlockDamage::Part::kRaw:
+      return "raw changes";
+    case BlockDamage::Part::kRollups: {
+      const int64_t r = damage.resolution_ms;
+      if (r % 86'400'000 == 0) return std::to_string(r / 86'400'000) + " d rollups";
+      if (r % 3'600'000 == 0) return std::to_string(r / 3'600'000) + " h rollups";
+      if (r % 60'000 == 0) return std::to_string(r / 60'000) + " min rollups";
+      return std::to_string(r) + " ms rollups";
+    }
+  }
+  return "?";
+}
+
+namespace {
 
 uint64_t NewSegmentId() {
   std::random_device rd;

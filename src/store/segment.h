@@ -153,10 +153,36 @@ struct SegmentKeyMeta {
   std::optional<Sample> carry;
 };
 
-// A segment open for reading: both files mapped. Thread-safe (immutable).
-// Every read checks the bounds and checksum of each block it decodes and
-// returns Corruption (the "data loss" of a damaged file) naming the file and
-// offset when one is wrong; a damaged file never crashes a reader.
+// A block of a segment that failed its checks (bounds, framing, checksum,
+// decoding, agreement with the index and the key's metadata), and the
+// history it held, now missing from answers: `key`'s `part` over
+// [from_ms, to_ms).
+struct BlockDamage {
+  enum class Part {
+    kKey,      // the key's metadata block: all of the key in this segment
+    kRaw,      // a raw block: the key's changes from its first time to the next block's
+    kRollups,  // a rollup block: the key's rollups at resolution_ms over the range
+  };
+  std::string key;
+  Part part = Part::kKey;
+  int64_t resolution_ms = 0;  // kRollups only
+  int64_t from_ms = 0, to_ms = 0;
+  uint64_t offset = 0;  // of the block in the data file
+  std::string reason;   // what failed, e.g. "checksum mismatch"
+};
+
+// "raw changes", "5 min rollups", "all history".
+std::string DamagedPartName(const BlockDamage& damage);
+
+// A segment open for reading: both files mapped. Thread-safe: immutable but
+// for the record of damaged blocks found so far, which has its own lock.
+//
+// Damage stays small (docs/segment-format.md, "Damage"): every read checks
+// the bounds and checksum of each block it decodes. A data block that fails
+// is left out of the answer and recorded (Damage()); the rest of the key and
+// every other key answer as before. Only damage that cannot be pinned on a
+// block (the index, the header) makes reads return Corruption, naming the
+// file and the place; a damaged file never crashes a reader.
 class Segment {
  public:
   static Result<std::shared_ptr<const Segment>> Open(const std::string& base);
@@ -174,16 +200,26 @@ class Segment {
   // The same, asking `go_on` every few hundred blocks and records whether to
   // go on: once it says no, Busy ("check stopped"), and nothing is known.
   virtual Status Verify(const std::function<bool()>& go_on) const = 0;
+  // Checks everything as Verify does, and says what is lost: each damaged
+  // block with the key and range it held (also recorded, see Damage()); an
+  // empty list when all is well. Corruption when the damage cannot be pinned
+  // on blocks (the index is not valid KeyKa, the blocks do not tile the data
+  // file): then nothing of the segment can be trusted. Busy when `go_on`
+  // said stop.
+  virtual Result<std::vector<BlockDamage>> Check(const std::function<bool()>& go_on) const = 0;
+  // The damaged blocks found so far, by Check() or by reads, in file order.
+  virtual std::vector<BlockDamage> Damage() const = 0;
   // Gives back the resident pages of both mapped files (after Verify, which
   // reads them all); later reads map what they need again.
   virtual void ReleasePages() const = 0;
 
   // Every key in name order, from the index and each key's metadata block
-  // (one lookup per key). Stops at the first damaged record; Verify() names it.
+  // (one lookup per key). A key whose metadata block is damaged is left out
+  // (and recorded); a damaged index stops the listing.
   virtual std::vector<SegmentKeyInfo> Keys() const = 0;
   virtual bool HasKey(std::string_view key) const = 0;
   // The key's record (one index lookup and one small block); nullopt when the
-  // segment lacks the key.
+  // segment lacks the key; Corruption when its block is damaged.
   virtual Result<std::optional<SegmentKeyMeta>> KeyMeta(std::string_view key) const = 0;
 
   // Raw changes of `key` with from_ms <= time < to_ms, oldest first, until
@@ -192,7 +228,9 @@ class Segment {
                       const std::function<bool(const Sample&)>& fn) const = 0;
   // The last raw change of `key` at or before `time_ms` in this segment; if
   // there is none, the key's carry when it is at or before time_ms; else
-  // nullopt.
+  // nullopt. When the block that would say is damaged, NotFound with reason
+  // kDataLost: the value at time_ms is not known (an older segment does not
+  // know better).
   virtual Result<std::optional<Sample>> At(std::string_view key, int64_t time_ms) const = 0;
   // The rollups of `key` at `resolution_ms` with from_ms <= start < to_ms,
   // oldest first, until `fn` returns false.
@@ -200,7 +238,16 @@ class Segment {
                              int64_t to_ms,
                              const std::function<bool(const Rollup&)>& fn) const = 0;
   // Everything of one key (for rewriting segments); NotFound when absent.
-  virtual Result<SegmentKeyData> ReadKey(std::string_view key) const = 0;
+  // Corruption for a damaged block of the key, unless `skip_damaged`: then
+  // damaged raw and rollup blocks are left out (and recorded), and only a
+  // damaged metadata block is an error (salvage, cold_store.h).
+  virtual Result<SegmentKeyData> ReadKey(std::string_view key, bool skip_damaged = false) const = 0;
 };
+
+// The reason (Status::reason()) of a read that cannot answer because the
+// block holding the answer is damaged.
+inline constexpr const char* kDataLost = "data_lost";
+// The reason of a Corruption pinned on one data block.
+inline constexpr const char* kDamagedBlock = "damaged_block";
 
 }  // namespace komoku::store

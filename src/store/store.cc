@@ -1,8 +1,7 @@
 #include "store/store.h"
 
-#include <spdlog/spdlog.h>
-
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 
 #include "store/cold_store.h"
 #include "store/hot_store.h"
+#include "store/time_param.h"
 
 namespace komoku::store {
 namespace {
@@ -630,6 +630,9 @@ std::vector<RollupStretch> Store::RollupCoverage(std::string_view key) const {
     RollupStretch s{seg->meta().from_ms, std::min(seg->meta().to_ms, to), now.stale_after_ms,
                     now.reset_tolerance, true};
     if (!cold->Hidden(*seg, key)) {
+      // A damaged rollup block: the raw changes answer there (salvage
+      // recomputes the rollups).
+      if (cold->RollupsDamaged(*seg, key)) continue;
       Result<std::optional<SegmentKeyMeta>> meta = seg->KeyMeta(key);
       if (!meta.ok()) continue;  // damaged: neither rollups nor raw changes answer
       // A segment without the key knew nothing of it: with the current
@@ -683,25 +686,57 @@ Status Store::ScanRollups(std::string_view key, int64_t resolution_ms, int64_t f
   return st;
 }
 
+namespace {
+constexpr const char* kIsoUtc = "%Y-%m-%dT%H:%M:%SZ";
+}  // namespace
+
 int Store::VerifySegments() const {
   std::shared_ptr<const ColdState> cold = cold_->state();
   int damaged = 0;
   for (const auto& seg : cold->segments) {
     if (!NextStep().ok()) break;  // the rest is checked at the next start
-    Status st = seg->Verify([this] { return !stopping_; });
-    // Verify read every page: a year of segments would stay resident.
+    const size_t known = seg->Damage().size();
+    Result<std::vector<BlockDamage>> blocks = seg->Check([this] { return !stopping_; });
+    // Check read every page: a year of segments would stay resident.
     seg->ReleasePages();
-    if (st.ok()) continue;
-    if (st.IsBusy()) break;  // stopped part way: nothing known about this one
-    cold_->Quarantine(*seg, st);
+    if (!blocks.ok() && blocks.status().IsBusy()) break;  // stopped part way
+    if (!blocks.ok()) {
+      // Not limited to blocks: nothing of the segment can be trusted.
+      cold_->Quarantine(*seg, blocks.status());
+      ++damaged;
+      continue;
+    }
+    if (blocks->empty()) continue;
     ++damaged;
+    if (known == blocks->size()) continue;  // logged when first found
+    for (const BlockDamage& d : *blocks) {
+      log_->error(
+          "segment {}: damaged block at offset {}: {} of {} from {} to {} are missing "
+          "from answers ({}); `komoku segments --salvage` rewrites the segment without it",
+          std::filesystem::path(seg->base()).filename().string(), d.offset, DamagedPartName(d),
+          QuoteForMessage(d.key), FormatUtc(d.from_ms, kIsoUtc), FormatUtc(d.to_ms, kIsoUtc),
+          d.reason);
+    }
   }
+  cold_->UpdateDamageMetric();
   return damaged;
 }
 
+std::vector<ColdDamage> Store::DamagedHistory() const { return cold_->state()->Damage(); }
+
 std::vector<SegmentListing> Store::Segments() const { return ListSegments(*cold_->state()); }
 
-std::vector<std::string> Store::ColdWarnings() const { return cold_->Warnings(); }
+std::vector<std::string> Store::ColdWarnings() const {
+  std::vector<std::string> out = cold_->Warnings();
+  for (const ColdDamage& d : DamagedHistory()) {
+    out.push_back(
+        std::string(d.salvaged ? "lost (salvaged) from segment " : "damaged block in segment ") +
+        d.segment + ": " + DamagedPartName(d.block) + " of " + QuoteForMessage(d.block.key) +
+        " from " + FormatUtc(d.block.from_ms, kIsoUtc) + " to " +
+        FormatUtc(d.block.to_ms, kIsoUtc));
+  }
+  return out;
+}
 
 std::vector<KeyWrites> Store::Writes(int64_t* since_ms) const {
   std::shared_ptr<const std::map<std::string, uint64_t, std::less<>>> cold;

@@ -138,6 +138,15 @@ struct SegmentListing {
   std::vector<SegmentKeyInfo> keys;
 };
 
+// History known to be missing from the cold store: a damaged block of a live
+// segment (found by a check or a read), or one a salvage left out.
+struct ColdDamage {
+  std::string segment;    // the segment file's name (without extension) the block was in
+  bool salvaged = false;  // the segment was rewritten without it; the history stays lost
+  uint64_t max_seq = 0;   // the segment's: a later deletion of the key hides the record
+  BlockDamage block;
+};
+
 struct StoreOptions {
   // Directory of the database (komoku.db and its WAL); created if missing.
   std::string data_dir = "./komoku-data";
@@ -289,11 +298,18 @@ class Store {
   // Every key's writes, and the time they were counted from (this process's
   // start, ms).
   std::vector<KeyWrites> Writes(int64_t* since_ms) const;
-  // Checks every live segment's checksums (the compactor does so once after
-  // the start); a damaged one goes to quarantine. Returns how many did.
+  // Checks every live segment's blocks (the compactor does so once after the
+  // start). A damaged block is recorded and left out of answers (see
+  // DamagedHistory()); a segment whose damage cannot be pinned on blocks (its
+  // index, its header) goes to quarantine. Returns how many segments had
+  // damage of either kind.
   int VerifySegments() const;
-  // Problems with cold history (quarantined segments), for health checks.
+  // Problems with cold history (quarantined segments, damaged blocks), for
+  // health checks, one line each.
   std::vector<std::string> ColdWarnings() const;
+  // History missing because of damage: each damaged block of a live segment
+  // found so far, with its key and range, and what salvages left out.
+  std::vector<ColdDamage> DamagedHistory() const;
 
   // Called with every accepted change (and deletion), after it is committed
   // when the put waited for that. Listeners run on the putting thread, with

@@ -17,7 +17,9 @@
 #include <random>
 #include <thread>
 
+#include "keyka/reader.h"
 #include "store/api.h"
+#include "store/cold_store.h"
 #include "store/history.h"
 #include "store_test_util.h"
 
@@ -148,7 +150,9 @@ class ColdTest : public ::testing::Test {
   }
 
   // A battery of questions over both stores; fails on the first difference.
-  void ExpectSameAnswers(const std::string& when, bool raw_too = true) {
+  void ExpectSameAnswers(const std::string& when, bool raw_too = true,
+                         std::vector<std::string> keys = {"temp", "energy", "door", "mode",
+                                                          "hum"}) {
     SCOPED_TRACE(when);
     Flush();
     struct Step {
@@ -163,7 +167,8 @@ class ColdTest : public ::testing::Test {
         {kNow - 40 * kDay + 17 * kMin, kNow - 3 * kDay + 5},  // unaligned edges
         {kNow - 5 * kDay, kNow},                   // across the hot/cold border
     };
-    for (const char* key : {"temp", "energy", "door", "mode", "hum"}) {
+    for (const std::string& key_name : keys) {
+      const char* key = key_name.c_str();
       KeyType type = ref_->Get(key)->type;
       for (auto [from, to] : ranges) {
         for (const Step& st : steps) {
@@ -667,29 +672,24 @@ TEST_F(ColdTest, DeletedKeyLeavesNothingBehindInSegments) {
   EXPECT_EQ(h->size(), 1u);
 }
 
-TEST_F(ColdTest, DamagedSegmentIsQuarantinedAndTheRestServed) {
+TEST_F(ColdTest, DamagedHeaderQuarantinesTheSegmentAndTheRestIsServed) {
   Generate(5);
   ASSERT_TRUE(cold_->Compact().ok());
   std::vector<SegmentListing> segs = cold_->Segments();
   ASSERT_GE(segs.size(), 3u);
   cold_.reset();
-  // Flip bytes in the middle of the last day segment's data file.
+  // The header names the range of every block: damage there cannot be
+  // pinned on one block.
   const std::string victim = dir_.path() + "/cold/segments/" + segs.back().name + ".kkd";
   {
     std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
     ASSERT_TRUE(f.good());
-    f.seekg(0, std::ios::end);
-    auto size = static_cast<int64_t>(f.tellg());
-    for (int64_t at = size / 3; at < size; at += size / 7) {
-      f.seekp(at);
-      f.put('\x5a');
-    }
+    f.seekp(40);
+    f.put('\x5a');
   }
   cold_ = Open(dir_.path() + "/cold", &clock_);
   ASSERT_NE(cold_, nullptr);
-  // Verification (run in the background after a start) finds it; the
-  // segment goes to quarantine and everything else still answers.
-  EXPECT_EQ(cold_->VerifySegments(), 1);
+  EXPECT_EQ(cold_->VerifySegments(), 0);  // quarantined at open already
   ASSERT_EQ(cold_->ColdWarnings().size(), 1u);
   EXPECT_NE(cold_->ColdWarnings()[0].find(segs.back().name), std::string::npos);
   EXPECT_EQ(cold_->Segments().size(), segs.size() - 1);
@@ -698,6 +698,197 @@ TEST_F(ColdTest, DamagedSegmentIsQuarantinedAndTheRestServed) {
   Result<std::vector<Sample>> first = cold_->History("temp", segs[0].from_ms, segs[0].to_ms, 10);
   ASSERT_TRUE(first.ok()) << first.status().ToString();
   EXPECT_EQ(first->size(), 10u);
+}
+
+// The offset and first time of `key`'s raw blocks in a segment, from its
+// index (docs/segment-format.md).
+std::vector<std::pair<uint64_t, int64_t>> RawBlocks(const std::string& base, const std::string& key,
+                                                    char record = '\x01') {
+  std::vector<std::pair<uint64_t, int64_t>> out;
+  Result<keyka::Reader> index = keyka::Reader::Open(base + ".kki");
+  EXPECT_TRUE(index.ok()) << index.status().ToString();
+  if (!index.ok()) return out;
+  std::string prefix = key;
+  prefix.push_back('\0');
+  prefix.push_back(record);
+  for (keyka::Iterator it = index->Prefix(prefix); it.Valid(); it.Next()) {
+    uint64_t t = 0;
+    for (size_t i = prefix.size(); i < it.key().size(); ++i) {
+      t = (t << 8) | static_cast<unsigned char>(it.key()[i]);
+    }
+    out.emplace_back(it.value() & ((uint64_t{1} << 40) - 1),
+                     static_cast<int64_t>(t ^ (uint64_t{1} << 63)));
+  }
+  return out;
+}
+
+// One byte flipped in one block of a month segment: that block's key and
+// range are named and missing; every other key, and the rest of that key,
+// answer exactly as before; a salvage rewrites the segment without the block
+// and everything stays so.
+TEST_F(ColdTest, OneFlippedByteInAMonthLosesOnlyItsBlock) {
+  Generate(8);
+  ASSERT_TRUE(cold_->Compact().ok());
+  std::vector<SegmentListing> segs = cold_->Segments();
+  auto month = std::find_if(segs.begin(), segs.end(), [](const SegmentListing& s) {
+    return s.to_ms - s.from_ms > 27 * kDay;
+  });
+  ASSERT_NE(month, segs.end());
+  const std::string name = month->name;
+  const std::string base = dir_.path() + "/cold/segments/" + name;
+  std::vector<std::pair<uint64_t, int64_t>> blocks = RawBlocks(base, "temp");
+  ASSERT_GE(blocks.size(), 3u);
+  const int64_t lost_from = blocks[1].second, lost_to = blocks[2].second;
+  cold_.reset();
+  {
+    std::fstream f(base + ".kkd", std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f.good());
+    f.seekg(static_cast<std::streamoff>(blocks[1].first + 40));
+    const char c = static_cast<char>(f.get());
+    f.seekp(static_cast<std::streamoff>(blocks[1].first + 40));
+    f.put(static_cast<char>(c ^ 0x01));
+  }
+  cold_ = Open(dir_.path() + "/cold", &clock_);
+  ASSERT_NE(cold_, nullptr);
+  EXPECT_EQ(cold_->VerifySegments(), 1);
+  EXPECT_EQ(cold_->Segments().size(), segs.size());  // nothing quarantined
+  auto expect_named = [&](bool salvaged) {
+    std::vector<ColdDamage> damage = cold_->DamagedHistory();
+    ASSERT_EQ(damage.size(), 1u);
+    EXPECT_EQ(damage[0].block.key, "temp");
+    EXPECT_EQ(damage[0].block.part, BlockDamage::Part::kRaw);
+    EXPECT_EQ(damage[0].block.from_ms, lost_from);
+    EXPECT_EQ(damage[0].block.to_ms, lost_to);
+    EXPECT_EQ(damage[0].segment, name);
+    EXPECT_EQ(damage[0].salvaged, salvaged);
+    std::vector<std::string> warnings = cold_->ColdWarnings();
+    ASSERT_EQ(warnings.size(), 1u);
+    EXPECT_NE(warnings[0].find("'temp'"), std::string::npos) << warnings[0];
+  };
+  expect_named(false);
+  // The raw history of temp: all of it but the lost block's.
+  auto expect_temp = [&] {
+    Result<std::vector<Sample>> all = ref_->History("temp", 0, kNow, 1'000'000);
+    Result<std::vector<Sample>> got = cold_->History("temp", 0, kNow, 1'000'000);
+    ASSERT_TRUE(all.ok() && got.ok());
+    std::vector<Sample> expected;
+    for (const Sample& s : *all) {
+      if (s.time_ms < lost_from || s.time_ms >= lost_to) expected.push_back(s);
+    }
+    ASSERT_EQ(got->size(), expected.size());
+    for (size_t i = 0; i < expected.size(); ++i) {
+      ASSERT_EQ((*got)[i].time_ms, expected[i].time_ms) << i;
+      ASSERT_TRUE((*got)[i].value == expected[i].value) << i;
+    }
+    EXPECT_GT(all->size(), expected.size());
+    // Inside the lost range the value is not known; outside it is.
+    Result<std::optional<Sample>> inside = cold_->At("temp", lost_from + 1);
+    ASSERT_TRUE(inside.ok()) << inside.status().ToString();
+    EXPECT_FALSE(inside->has_value());
+    Result<std::optional<Sample>> a = ref_->At("temp", lost_to + kMin);
+    Result<std::optional<Sample>> b = cold_->At("temp", lost_to + kMin);
+    ASSERT_TRUE(a.ok() && b.ok() && a->has_value() && b->has_value());
+    EXPECT_EQ((*a)->time_ms, (*b)->time_ms);
+  };
+  expect_temp();
+  ExpectSameAnswers("other keys, with a damaged block of temp", true,
+                    {"energy", "door", "mode", "hum"});
+
+  // Compaction leaves the damaged month alone: new days go on being
+  // compacted, and a late change into the month waits in the hot store.
+  clock_.Set(kNow + 2 * kDay);
+  Put("door", kNow + kDay, true);
+  Flush();
+  Result<CompactionReport> r = cold_->Compact();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  expect_named(false);
+  Put("door", lost_from + 1234, false);
+  Flush();
+  r = cold_->Compact();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().reason(), "damaged_segment") << r.status().ToString();
+  ExpectSameAnswers("a late change waits in the hot store", true, {"door"});
+
+  // Salvage, with the store closed (as `komoku segments --salvage` does).
+  cold_.reset();
+  {
+    ColdStoreOptions o;
+    o.dir = dir_.path() + "/cold/segments";
+    o.quarantine_dir = dir_.path() + "/cold/quarantine";
+    o.sync = false;
+    Result<std::unique_ptr<ColdStore>> store = ColdStore::Open(o, nullptr, nullptr);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    Result<ColdStore::SalvageReport> salvage = (*store)->Salvage(name);
+    ASSERT_TRUE(salvage.ok()) << salvage.status().ToString();
+    ASSERT_EQ(salvage->lost.size(), 1u);
+    EXPECT_EQ(salvage->lost[0].key, "temp");
+    EXPECT_EQ(salvage->keys, 5u);
+    EXPECT_TRUE(std::filesystem::exists(salvage->kept_aside + ".kkd"));
+    EXPECT_TRUE(std::filesystem::exists(salvage->kept_aside + ".kki"));
+    EXPECT_FALSE(std::filesystem::exists(base + ".kkd"));
+    EXPECT_TRUE((*store)->Salvage(salvage->replacement).status().IsInvalidArgument());
+  }
+  cold_ = Open(dir_.path() + "/cold", &clock_);
+  ASSERT_NE(cold_, nullptr);
+  EXPECT_EQ(cold_->VerifySegments(), 0);
+  expect_named(true);  // the history stays lost, and says so
+  expect_temp();
+  // Compaction works again: the late change goes into the month.
+  r = cold_->Compact();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  expect_named(true);
+  ExpectSameAnswers("after salvage and compaction", true, {"energy", "door"});
+}
+
+// A damaged rollup block: its rollups stop answering (the raw changes answer
+// instead, exactly), and a salvage computes them again from the raw changes.
+TEST_F(ColdTest, ADamagedRollupBlockIsRecomputedBySalvage) {
+  Generate(9);
+  ASSERT_TRUE(cold_->Compact().ok());
+  std::vector<SegmentListing> segs = cold_->Segments();
+  auto month = std::find_if(segs.begin(), segs.end(), [](const SegmentListing& s) {
+    return s.to_ms - s.from_ms > 27 * kDay;
+  });
+  ASSERT_NE(month, segs.end());
+  const std::string base = dir_.path() + "/cold/segments/" + month->name;
+  std::vector<std::pair<uint64_t, int64_t>> blocks = RawBlocks(base, "energy", '\x10');  // 5 min
+  ASSERT_GE(blocks.size(), 2u);
+  cold_.reset();
+  {
+    std::fstream f(base + ".kkd", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(blocks[0].first + 30));
+    f.put('\x77');
+  }
+  cold_ = Open(dir_.path() + "/cold", &clock_);
+  ASSERT_NE(cold_, nullptr);
+  EXPECT_EQ(cold_->VerifySegments(), 1);
+  std::vector<ColdDamage> damage = cold_->DamagedHistory();
+  ASSERT_EQ(damage.size(), 1u);
+  EXPECT_EQ(damage[0].block.key, "energy");
+  EXPECT_EQ(damage[0].block.part, BlockDamage::Part::kRollups);
+  EXPECT_EQ(damage[0].block.resolution_ms, 5 * kMin);
+  EXPECT_EQ(damage[0].block.from_ms, blocks[0].second);
+  EXPECT_EQ(damage[0].block.to_ms, blocks[1].second);
+  ExpectSameAnswers("rollups with a hole do not answer", true, {"energy"});
+  cold_.reset();
+  {
+    ColdStoreOptions o;
+    o.dir = dir_.path() + "/cold/segments";
+    o.quarantine_dir = dir_.path() + "/cold/quarantine";
+    o.sync = false;
+    Result<std::unique_ptr<ColdStore>> store = ColdStore::Open(o, nullptr, nullptr);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    Result<ColdStore::SalvageReport> salvage = (*store)->Salvage(month->name);
+    ASSERT_TRUE(salvage.ok()) << salvage.status().ToString();
+    EXPECT_TRUE(salvage->lost.empty());
+    ASSERT_EQ(salvage->recovered.size(), 1u);
+  }
+  cold_ = Open(dir_.path() + "/cold", &clock_);
+  ASSERT_NE(cold_, nullptr);
+  EXPECT_EQ(cold_->VerifySegments(), 0);
+  EXPECT_TRUE(cold_->DamagedHistory().empty());
+  EXPECT_TRUE(cold_->RollupCoverage("energy").has_value());
+  ExpectSameAnswers("after salvage");
 }
 
 TEST_F(ColdTest, LeftoversOfAnUnfinishedCompactionAreRemovedAtOpen) {

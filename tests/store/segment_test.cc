@@ -842,5 +842,289 @@ TEST(SegmentTest, GoldenExample) {
   }
 }
 
+// ---------------------------------------------------------------- damage stays small
+
+namespace damage {
+
+// One block of a segment, from its index record (docs/segment-format.md).
+struct BlockAt {
+  uint64_t offset = 0, length = 0;
+  int64_t first_ms = 0;  // the index's time; 0 for a metadata block
+};
+
+// The blocks of `name` whose index record kind is `record` (0 metadata, 1
+// raw, 0x10 + r rollups), in time order.
+std::vector<BlockAt> BlocksOf(const std::string& base, const std::string& name, char record) {
+  Result<keyka::Reader> index = keyka::Reader::Open(base + ".kki");
+  EXPECT_TRUE(index.ok()) << index.status().ToString();
+  std::vector<BlockAt> out;
+  if (!index.ok()) return out;
+  std::string prefix = name;
+  prefix.push_back('\0');
+  prefix.push_back(record);
+  for (keyka::Iterator it = index->Prefix(prefix); it.Valid(); it.Next()) {
+    const std::string_view k = it.key();
+    if (record != 0 && k.size() != prefix.size() + 8) continue;
+    if (record == 0 && k.size() != prefix.size()) continue;
+    BlockAt b;
+    b.offset = it.value() & ((uint64_t{1} << 40) - 1);
+    b.length = it.value() >> 40;
+    if (record != 0) {
+      uint64_t t = 0;
+      for (size_t i = prefix.size(); i < k.size(); ++i)
+        t = (t << 8) | static_cast<unsigned char>(k[i]);
+      b.first_ms = static_cast<int64_t>(t ^ (uint64_t{1} << 63));
+    }
+    out.push_back(b);
+  }
+  return out;
+}
+
+void FlipByte(const std::string& path, uint64_t offset) {
+  std::string bytes = ReadFile(path);
+  ASSERT_LT(offset, bytes.size());
+  bytes[offset] = static_cast<char>(bytes[offset] ^ 0x5a);
+  WriteFile(path, bytes);
+}
+
+std::vector<Sample> ScanAll(const Segment& seg, const std::string& key, int64_t from = kFrom,
+                            int64_t to = kTo) {
+  std::vector<Sample> out;
+  Status st = seg.Scan(key, from, to, [&](const Sample& s) {
+    out.push_back(s);
+    return true;
+  });
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return out;
+}
+
+std::vector<Rollup> RollupsOf(const Segment& seg, const std::string& key, int64_t res) {
+  std::vector<Rollup> out;
+  Status st = seg.ScanRollups(key, res, INT64_MIN / 4, INT64_MAX / 4, [&](const Rollup& r) {
+    out.push_back(r);
+    return true;
+  });
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return out;
+}
+
+bool SameSamples(const std::vector<Sample>& a, const std::vector<Sample>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].time_ms != b[i].time_ms || !(a[i].value == b[i].value)) return false;
+  }
+  return true;
+}
+
+// Every key but `except` reads exactly as written, by every read there is.
+void ExpectOthersWhole(const Segment& seg, const std::vector<SegmentKeyData>& keys,
+                       const std::string& except) {
+  size_t listed = 0;
+  for (const SegmentKeyInfo& info : seg.Keys()) listed += info.key != except;
+  EXPECT_EQ(listed, keys.size() - 1);
+  for (const SegmentKeyData& k : keys) {
+    if (k.key == except) continue;
+    SCOPED_TRACE(k.key);
+    Result<SegmentKeyData> got = seg.ReadKey(k.key);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    ExpectSameKey(k, *got);
+    EXPECT_TRUE(SameSamples(ScanAll(seg, k.key), k.changes));
+    for (const auto& [res, rolls] : k.rollups) {
+      EXPECT_EQ(RollupsOf(seg, k.key, res), rolls) << res;
+    }
+    for (size_t i = 0; i < k.changes.size(); i += 97) {
+      Result<std::optional<Sample>> at = seg.At(k.key, k.changes[i].time_ms);
+      ASSERT_TRUE(at.ok() && at->has_value()) << at.status().ToString();
+    }
+  }
+}
+
+}  // namespace damage
+
+TEST(SegmentDamageTest, OneFlippedByteInARawBlockLosesOnlyThatBlock) {
+  using namespace damage;
+  TempDir dir;
+  const std::vector<SegmentKeyData> keys = TestKeys(3);
+  const std::string base = WriteSegment(dir.File("seg"), keys);
+  const std::string victim = "a/temperature";  // 5000 changes: five raw blocks
+  const SegmentKeyData& orig = keys[0];
+  ASSERT_EQ(orig.key, victim);
+  const std::vector<BlockAt> raw = BlocksOf(base, victim, 1);
+  ASSERT_GE(raw.size(), 3u);
+  const BlockAt& hit = raw[1];
+  FlipByte(base + ".kkd", hit.offset + hit.length / 2);
+
+  auto seg = OpenOk(base);
+  ASSERT_NE(seg, nullptr);
+  Result<std::vector<BlockDamage>> damage = seg->Check({});
+  ASSERT_TRUE(damage.ok()) << damage.status().ToString();
+  ASSERT_EQ(damage->size(), 1u);
+  const BlockDamage& d = damage->front();
+  EXPECT_EQ(d.key, victim);
+  EXPECT_EQ(d.part, BlockDamage::Part::kRaw);
+  EXPECT_EQ(d.offset, hit.offset);
+  EXPECT_EQ(d.from_ms, hit.first_ms);
+  EXPECT_EQ(d.to_ms, raw[2].first_ms);
+  EXPECT_NE(d.reason.find("checksum"), std::string::npos) << d.reason;
+  EXPECT_EQ(seg->Damage().size(), 1u);
+  Status verify = seg->Verify();
+  EXPECT_TRUE(verify.IsCorruption());
+  EXPECT_NE(verify.message().find(victim), std::string::npos) << verify.ToString();
+
+  ExpectOthersWhole(*seg, keys, victim);
+
+  // The damaged key: every change outside the lost range, and nothing else.
+  std::vector<Sample> expected;
+  for (const Sample& s : orig.changes) {
+    if (s.time_ms < d.from_ms || s.time_ms >= d.to_ms) expected.push_back(s);
+  }
+  EXPECT_TRUE(SameSamples(ScanAll(*seg, victim), expected));
+  std::vector<Sample> head;
+  for (const Sample& s : orig.changes) {
+    if (s.time_ms < d.from_ms) head.push_back(s);
+  }
+  EXPECT_TRUE(SameSamples(ScanAll(*seg, victim, kFrom, d.from_ms), head));
+  auto last_at = [&](int64_t t) {
+    int64_t found = INT64_MIN;
+    for (const Sample& s : orig.changes) {
+      if (s.time_ms <= t) found = s.time_ms;
+    }
+    return found;
+  };
+  // Its rollups live in other blocks: whole.
+  for (const auto& [res, rolls] : orig.rollups) EXPECT_EQ(RollupsOf(*seg, victim, res), rolls);
+  // The value at a time inside the lost range is not known; before and after it is.
+  Result<std::optional<Sample>> inside = seg->At(victim, d.from_ms + 1);
+  EXPECT_TRUE(inside.status().IsNotFound());
+  EXPECT_EQ(inside.status().reason(), kDataLost);
+  Result<std::optional<Sample>> before = seg->At(victim, d.from_ms - 1);
+  ASSERT_TRUE(before.ok() && before->has_value());
+  EXPECT_EQ((*before)->time_ms, last_at(d.from_ms - 1));
+  Result<std::optional<Sample>> after = seg->At(victim, d.to_ms);
+  ASSERT_TRUE(after.ok() && after->has_value());
+  EXPECT_EQ((*after)->time_ms, last_at(d.to_ms));
+  // Rewriting reads: strict says Corruption, a salvage read leaves the block out.
+  EXPECT_TRUE(seg->ReadKey(victim).status().IsCorruption());
+  Result<SegmentKeyData> salvaged = seg->ReadKey(victim, /*skip_damaged=*/true);
+  ASSERT_TRUE(salvaged.ok()) << salvaged.status().ToString();
+  EXPECT_TRUE(SameSamples(salvaged->changes, expected));
+}
+
+TEST(SegmentDamageTest, ADamagedRollupBlockLosesItsRangeAtItsResolution) {
+  using namespace damage;
+  TempDir dir;
+  const std::vector<SegmentKeyData> keys = TestKeys(4);
+  const std::string base = WriteSegment(dir.File("seg"), keys);
+  const std::string victim = "f/door";
+  const SegmentKeyData* orig = nullptr;
+  for (const auto& k : keys) {
+    if (k.key == victim) orig = &k;
+  }
+  ASSERT_NE(orig, nullptr);
+  // The hourly rollups (the key's second resolution).
+  const std::vector<BlockAt> blocks = BlocksOf(base, victim, 0x11);
+  ASSERT_EQ(blocks.size(), 1u);
+  FlipByte(base + ".kkd", blocks[0].offset + 7);
+  auto seg = OpenOk(base);
+  ASSERT_NE(seg, nullptr);
+  Result<std::vector<BlockDamage>> damage = seg->Check({});
+  ASSERT_TRUE(damage.ok()) << damage.status().ToString();
+  ASSERT_EQ(damage->size(), 1u);
+  EXPECT_EQ(damage->front().key, victim);
+  EXPECT_EQ(damage->front().part, BlockDamage::Part::kRollups);
+  EXPECT_EQ(damage->front().resolution_ms, kRollupResolutionsMs[1]);
+  EXPECT_EQ(damage->front().from_ms, blocks[0].first_ms);
+  EXPECT_EQ(damage->front().to_ms, kTo);
+  EXPECT_EQ(DamagedPartName(damage->front()), "1 h rollups");
+  ExpectOthersWhole(*seg, keys, victim);
+  EXPECT_TRUE(SameSamples(ScanAll(*seg, victim), orig->changes));
+  EXPECT_TRUE(RollupsOf(*seg, victim, kRollupResolutionsMs[1]).empty());
+  EXPECT_EQ(RollupsOf(*seg, victim, kRollupResolutionsMs[0]), orig->rollups[0].second);
+}
+
+TEST(SegmentDamageTest, ADamagedMetadataBlockLosesTheKeyInThisSegmentOnly) {
+  using namespace damage;
+  TempDir dir;
+  const std::vector<SegmentKeyData> keys = TestKeys(5);
+  const std::string base = WriteSegment(dir.File("seg"), keys);
+  const std::string victim = "e/energy";
+  const std::vector<BlockAt> meta = BlocksOf(base, victim, 0);
+  ASSERT_EQ(meta.size(), 1u);
+  FlipByte(base + ".kkd", meta[0].offset + 6);
+  auto seg = OpenOk(base);
+  ASSERT_NE(seg, nullptr);
+  Result<std::vector<BlockDamage>> damage = seg->Check({});
+  ASSERT_TRUE(damage.ok()) << damage.status().ToString();
+  ASSERT_EQ(damage->size(), 1u);
+  EXPECT_EQ(damage->front().key, victim);
+  EXPECT_EQ(damage->front().part, BlockDamage::Part::kKey);
+  EXPECT_EQ(damage->front().from_ms, kFrom);
+  EXPECT_EQ(damage->front().to_ms, kTo);
+  ExpectOthersWhole(*seg, keys, victim);
+  EXPECT_TRUE(ScanAll(*seg, victim).empty());
+  EXPECT_EQ(seg->At(victim, kFrom + 1000).status().reason(), kDataLost);
+  // Before the segment's range, it has nothing to say (an older segment does).
+  Result<std::optional<Sample>> older = seg->At(victim, kFrom - 1);
+  ASSERT_TRUE(older.ok());
+  EXPECT_FALSE(older->has_value());
+}
+
+TEST(SegmentDamageTest, ADamagedLengthFieldStillLosesOnlyItsBlock) {
+  using namespace damage;
+  TempDir dir;
+  const std::vector<SegmentKeyData> keys = TestKeys(6);
+  const std::string base = WriteSegment(dir.File("seg"), keys);
+  const std::string victim = "b/doubles";
+  const std::vector<BlockAt> raw = BlocksOf(base, victim, 1);
+  ASSERT_GE(raw.size(), 2u);
+  FlipByte(base + ".kkd", raw[0].offset + 1);  // the block's length field
+  auto seg = OpenOk(base);
+  ASSERT_NE(seg, nullptr);
+  Result<std::vector<BlockDamage>> damage = seg->Check({});
+  ASSERT_TRUE(damage.ok()) << damage.status().ToString();
+  ASSERT_EQ(damage->size(), 1u) << damage->front().reason << " / " << damage->back().reason;
+  EXPECT_EQ(damage->front().key, victim);
+  EXPECT_EQ(damage->front().from_ms, raw[0].first_ms);
+  EXPECT_EQ(damage->front().to_ms, raw[1].first_ms);
+  ExpectOthersWhole(*seg, keys, victim);
+}
+
+// One flipped byte anywhere past the header, at many places in turn: Open
+// still works, exactly one block is damaged, and every other key reads
+// exactly as written.
+TEST(SegmentDamageTest, EveryFlippedByteLosesExactlyOneBlock) {
+  using namespace damage;
+  TempDir dir;
+  std::vector<SegmentKeyData> keys = SmallKeys();
+  const std::string base = WriteSegment(dir.File("seg"), keys);
+  const std::string good = ReadFile(base + ".kkd");
+  int checked = 0;
+  for (uint64_t at = 64; at < good.size(); at += 211) {
+    std::string bytes = good;
+    bytes[at] = static_cast<char>(bytes[at] ^ (1 << (at % 8)));
+    WriteFile(base + ".kkd", bytes);
+    SCOPED_TRACE("flipped byte at " + std::to_string(at));
+    auto seg = OpenOk(base);
+    ASSERT_NE(seg, nullptr);
+    Result<std::vector<BlockDamage>> damage = seg->Check({});
+    ASSERT_TRUE(damage.ok()) << damage.status().ToString();
+    ASSERT_EQ(damage->size(), 1u) << damage->front().reason << " / " << damage->back().reason;
+    const BlockDamage& d = damage->front();
+    EXPECT_LE(d.offset, at);
+    size_t listed = 0;
+    for (const SegmentKeyInfo& info : seg->Keys()) listed += info.key != d.key;
+    EXPECT_EQ(listed, keys.size() - 1);
+    for (const SegmentKeyData& k : keys) {
+      if (k.key == d.key) continue;
+      Result<SegmentKeyData> got = seg->ReadKey(k.key);
+      ASSERT_TRUE(got.ok()) << k.key << ": " << got.status().ToString();
+      ExpectSameKey(k, *got);
+    }
+    ++checked;
+  }
+  EXPECT_GT(checked, 50);
+  WriteFile(base + ".kkd", good);
+}
+
 }  // namespace
 }  // namespace komoku::store
