@@ -280,6 +280,10 @@ class HttpServer::Impl {
   std::mutex sessions_mu_;
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;  // guarded by sessions_mu_
 
+  // What lingering and stream connections read is dropped here (the io
+  // thread's alone; overlapping reads into it do not matter).
+  std::array<char, 16384> discard_{};
+
   net::io_context ioc_{1};
   tcp::acceptor acceptor_;          // io thread (and Start)
   net::steady_timer accept_timer_;  // io thread
@@ -365,10 +369,9 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
 
   void ReadRequest() {
     head_ = false;
-    parser_.emplace();
-    parser_->header_limit(static_cast<std::uint32_t>(opt().max_header_bytes));
-    parser_->body_limit(opt().max_body_bytes);
     if (buffer_.size() > 0) return ReadHeader();
+    // An idle connection keeps no buffer.
+    buffer_.shrink_to_fit();
     // Waiting for a request's first byte costs no timeout of a request: an
     // idle keep-alive connection closes quietly.
     Arm(overflow_ ? std::chrono::duration_cast<std::chrono::milliseconds>(kOverflowTimeout)
@@ -383,6 +386,9 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   }
 
   void ReadHeader() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(opt().max_header_bytes));
+    parser_->body_limit(opt().max_body_bytes);
     Arm(overflow_ ? std::chrono::duration_cast<std::chrono::milliseconds>(kOverflowTimeout)
                   : opt().header_timeout);
     http::async_read_header(socket_, buffer_, *parser_,
@@ -576,7 +582,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     LingerRead();
   }
   void LingerRead() {
-    socket_.async_read_some(net::buffer(drain_),
+    socket_.async_read_some(net::buffer(server_->discard_),
                             [self = shared_from_this()](error_code ec, size_t n) {
                               self->lingered_ += n;
                               if (ec || self->lingered_ > kLingerBytes) {
@@ -628,7 +634,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   // A read that completes when the client goes away, so that its stream is
   // released at once rather than at the next write.
   void WatchClient() {
-    socket_.async_read_some(net::buffer(drain_),
+    socket_.async_read_some(net::buffer(server_->discard_),
                             [self = shared_from_this()](error_code ec, size_t) {
                               if (ec) return self->Close();
                               self->WatchClient();  // bytes after the request are ignored
@@ -692,7 +698,6 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   bool close_after_ = false;
   bool head_ = false;
   std::string path_;
-  std::array<char, 4096> drain_{};
   size_t lingered_ = 0;
   std::shared_ptr<EventStream> events_;
   bool chunked_ = true;
