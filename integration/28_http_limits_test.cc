@@ -11,14 +11,13 @@
 // under 64 MB through each flood. No timing is asserted: every wait is
 // generous.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
@@ -125,8 +124,8 @@ class Conn {
           return a;
         }
       }
-      const auto left = std::chrono::duration_cast<milliseconds>(deadline -
-                                                                 std::chrono::steady_clock::now());
+      const auto left =
+          std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) return a;
       pollfd p{fd_, POLLIN, 0};
       if (poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
@@ -213,8 +212,9 @@ TEST_F(HttpLimitsTest, ChunkedBodiesPastTheLimitAre413) {
   EXPECT_TRUE(big.JsonError("too_large")) << big.body;
   // A Content-Length past the limit is refused before a body byte.
   Conn d(port());
-  Answer cl = d.Ask("PUT /api/v1/value?key=flood HTTP/1.1\r\nHost: x\r\nContent-Length: "
-                    "1000000000\r\n\r\n");
+  Answer cl = d.Ask(
+      "PUT /api/v1/value?key=flood HTTP/1.1\r\nHost: x\r\nContent-Length: "
+      "1000000000\r\n\r\n");
   EXPECT_EQ(cl.status, 413) << cl.head;
   EXPECT_TRUE(cl.JsonError("too_large")) << cl.body;
   EXPECT_LT(Rss(), kRssLimitKb);
@@ -298,8 +298,9 @@ TEST_F(HttpLimitsTest, RangeIsIgnoredAndErrorsStayJson) {
 TEST_F(HttpLimitsTest, TheBearerSchemeIsCaseInsensitive) {
   for (const char* scheme : {"bearer", "BEARER", "Bearer", "bEaReR"}) {
     Conn c(port());
-    Answer a = c.Ask("GET /api/v1/keys HTTP/1.1\r\nHost: x\r\nauthorization: " +
-                     std::string(scheme) + " " + kToken + "\r\n\r\n");
+    Answer a =
+        c.Ask("GET /api/v1/keys HTTP/1.1\r\nHost: x\r\nauthorization: " + std::string(scheme) +
+              " " + kToken + "\r\n\r\n");
     EXPECT_EQ(a.status, 200) << scheme << ": " << a.body;
   }
   Conn c(port());
@@ -386,8 +387,8 @@ TEST_F(HttpLimitsTest, AStreamClientThatDoesNotReadIsDropped) {
     ASSERT_EQ(komoku_->Put("/api/v1/value?key=big", value + std::to_string(i)).status / 100, 2);
     if (i % 50 == 0) dropped = komoku_->Metric("komoku_sse_dropped_total") >= 1;
   }
-  EXPECT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_sse_dropped_total") >= 1; },
-                      seconds(60)));
+  EXPECT_TRUE(
+      WaitFor([&] { return komoku_->Metric("komoku_sse_dropped_total") >= 1; }, seconds(60)));
   EXPECT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_sse_clients") == 0; }, seconds(60)));
   EXPECT_LT(Rss(), kRssLimitKb);
 }

@@ -4,12 +4,12 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdio>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -452,8 +452,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
                       "' is not accepted: send the body uncompressed");
     }
     const auto method = req.method();
-    if ((method == http::verb::post || method == http::verb::put ||
-         method == http::verb::patch) &&
+    if ((method == http::verb::post || method == http::verb::put || method == http::verb::patch) &&
         !req.has_content_length() && !req.chunked()) {
       return Fail(411, "length_required",
                   std::string(SV(req.method_string())) +
@@ -467,12 +466,12 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
         Response res;
         res.SetHeader("WWW-Authenticate", "Bearer realm=\"komoku\"");
         res.status = 401;
-        res.SetContent(ErrorJson("unauthorized",
-                                 auth != req.end()
-                                     ? "wrong token in the Authorization header"
-                                     : "this API needs 'Authorization: Bearer <token>' "
-                                       "(http.token)"),
-                       "application/json");
+        res.SetContent(
+            ErrorJson("unauthorized", auth != req.end()
+                                          ? "wrong token in the Authorization header"
+                                          : "this API needs 'Authorization: Bearer <token>' "
+                                            "(http.token)"),
+            "application/json");
         close_after_ = !parser_->is_done();
         return Write(std::move(res));
       }
@@ -523,9 +522,8 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     auto task = [self = shared_from_this(), req = std::move(req)]() {
       Response res;
       self->server_->handler_(req, res);
-      net::post(self->server_->ioc_, [self, res = std::move(res)]() mutable {
-        self->Write(std::move(res));
-      });
+      net::post(self->server_->ioc_,
+                [self, res = std::move(res)]() mutable { self->Write(std::move(res)); });
     };
     const bool queued = probe ? server_->probes_.Submit(std::move(task))
                               : server_->workers_.Submit(std::move(task));
@@ -707,8 +705,8 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
 
 Status HttpServer::Impl::Start() {
   error_code ec;
-  auto address = net::ip::make_address(options_.host == "localhost" ? "127.0.0.1" : options_.host,
-                                       ec);
+  auto address =
+      net::ip::make_address(options_.host == "localhost" ? "127.0.0.1" : options_.host, ec);
   const std::string where = options_.host + ":" + std::to_string(options_.port);
   if (ec) {
     return Status::IOError("cannot listen on " + where + ": not an IP address (" + ec.message() +
@@ -725,8 +723,8 @@ Status HttpServer::Impl::Start() {
   if (ec) {
     error_code ignored;
     acceptor_.close(ignored);
-    return Status::IOError("cannot listen on " + where + " (address in use or not local?): " +
-                           ec.message());
+    return Status::IOError("cannot listen on " + where +
+                           " (address in use or not local?): " + ec.message());
   }
   port_ = acceptor_.local_endpoint().port();
 
@@ -739,10 +737,11 @@ Status HttpServer::Impl::Start() {
     raised.rlim_cur = std::min(want, rl.rlim_max);
     if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
     if (rl.rlim_cur < want) {
-      log_->warn("http.max_connections {} wants {} open files, the limit is {} (LimitNOFILE= "
-                 "under systemd, ulimit -n otherwise); past it new connections wait",
-                 options_.max_connections, static_cast<unsigned long long>(want),
-                 static_cast<unsigned long long>(rl.rlim_cur));
+      log_->warn(
+          "http.max_connections {} wants {} open files, the limit is {} (LimitNOFILE= "
+          "under systemd, ulimit -n otherwise); past it new connections wait",
+          options_.max_connections, static_cast<unsigned long long>(want),
+          static_cast<unsigned long long>(rl.rlim_cur));
     }
   }
 
@@ -758,8 +757,8 @@ void HttpServer::Impl::Accept() {
   acceptor_.async_accept([this](error_code ec, tcp::socket socket) {
     if (!acceptor_.is_open()) return;
     if (ec) {
-      if (ec == net::error::no_descriptors || ec.value() == ENFILE || ec == net::error::no_buffer_space ||
-          ec == net::error::no_memory) {
+      if (ec == net::error::no_descriptors || ec.value() == ENFILE ||
+          ec == net::error::no_buffer_space || ec == net::error::no_memory) {
         // Out of file descriptors: waiting connections stay in the backlog.
         log_->warn("HTTP accept: {}; retrying in 100 ms", ec.message());
         accept_timer_.expires_after(std::chrono::milliseconds(100));
@@ -782,8 +781,8 @@ void HttpServer::Impl::Accept() {
       // Past the overflow too: a 503 written without reading the request.
       Refused("too_many_connections");
       static const std::string kBusy = [] {
-        std::string body = ErrorJson("too_many_connections",
-                                     "too many connections open; try again later");
+        std::string body =
+            ErrorJson("too_many_connections", "too many connections open; try again later");
         return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                "Connection: close\r\nContent-Length: " +
                std::to_string(body.size()) + "\r\n\r\n" + body;

@@ -88,15 +88,15 @@ struct HttpOptions {
   // Connections served at once; past it, a connection may still ask a probe
   // path, anything else gets 503 too_many_connections.
   size_t max_connections = 1000;
-  size_t max_header_bytes = 16 * 1024;  // request line and fields (431)
-  size_t max_header_fields = 100;       // (431)
-  size_t max_body_bytes = 64 * 1024;    // any transfer encoding (413)
+  size_t max_header_bytes = 16 * 1024;              // request line and fields (431)
+  size_t max_header_fields = 100;                   // (431)
+  size_t max_body_bytes = 64 * 1024;                // any transfer encoding (413)
   std::chrono::milliseconds idle_timeout{60000};    // to a request's first byte
   std::chrono::milliseconds header_timeout{10000};  // first byte to the header's end (408)
   std::chrono::milliseconds body_timeout{30000};    // header's end to the body's end (408)
   std::chrono::milliseconds write_timeout{30000};   // one write of an answer or event
-  size_t workers = 4;        // threads running handlers
-  size_t max_queued = 256;   // requests waiting for a worker (past it: 503 busy)
+  size_t workers = 4;                               // threads running handlers
+  size_t max_queued = 256;  // requests waiting for a worker (past it: 503 busy)
   // Answered on a thread of their own, without the token, also past
   // max_connections.
   std::vector<std::string> probe_paths = {"/healthz", "/readyz"};

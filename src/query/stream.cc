@@ -212,8 +212,9 @@ Result<std::shared_ptr<EventStream>> StreamHub::Open(std::vector<std::string> ke
     std::stable_sort(rows.begin(), rows.end(),
                      [](const Row& a, const Row& b) { return a.time < b.time; });
     for (const Row& r : rows) {
-      replay += Event("history", 0,
-                      {{"key", r.key}, {"value", ValueToJson(r.value)}, {"time", MsToSeconds(r.time)}});
+      replay +=
+          Event("history", 0,
+                {{"key", r.key}, {"value", ValueToJson(r.value)}, {"time", MsToSeconds(r.time)}});
     }
     replay += Event("live", 0, json::object());
   }
