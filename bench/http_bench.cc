@@ -14,14 +14,16 @@
 //                  /healthz answered of 5 asked (5 s timeout each) and the
 //                  slowest; komoku's RssAnon at the end
 //
-// and the ratio of this build to the baseline for each figure. The clients
+// Both servers run side by side; the rounds (--rounds, 3) alternate between
+// them so that the machine's busy moments fall on both, and the medians of
+// the rounds are compared: the ratio of this build to the baseline. The clients
 // are cpp-httplib's (keep-alive; a server that closes a connection costs a
 // reconnect). The bench raises its RLIMIT_NOFILE to the hard limit, which
 // the komoku it starts inherits. Without KOMOKU_BASELINE_BINARY only this
 // build is measured (and it says so).
 //
 // Options: --seconds=N per phase (5), --clients=N (50), --idle=N (2000),
-// --slow=N (100). Never fails for being slow; exits 1 only when something
+// --slow=N (100), --rounds=N (3). Never fails for being slow; exits 1 only when something
 // does not work.
 #include <fcntl.h>
 #include <httplib.h>
@@ -48,6 +50,7 @@ struct Options {
   int clients = 50;
   int idle = 2000;
   int slow = 100;
+  int rounds = 3;
 };
 
 struct Figures {
@@ -85,7 +88,11 @@ Figures Load(int port, const std::string& path, int threads, int seconds) {
         const auto t0 = Clock::now();
         auto res = cli->Get(path.c_str());
         if (!res || res->status != 200) {
-          ++failed;
+          if (failed++ == 0) {
+            std::printf("    first failed request: %s\n",
+                        res ? ("status " + std::to_string(res->status)).c_str()
+                            : httplib::to_string(res.error()).c_str());
+          }
           continue;
         }
         lat[static_cast<size_t>(t)].push_back(
@@ -167,36 +174,52 @@ class Siege {
   std::thread thread_;
 };
 
-Result Measure(const std::string& name, const std::string& binary, const std::string& http_yaml,
-               const Options& o) {
-  Result r;
-  r.name = name;
-  ScratchDir dir(BenchBase(), "http_bench-" + name);
+// A broker and a komoku (this build's, or `binary`) with one key holding a
+// value.
+struct Server {
+  std::string name;
+  std::unique_ptr<ScratchDir> dir;
+  std::unique_ptr<Process> broker;
+  Komoku komoku;
+};
+
+std::unique_ptr<Server> StartServer(const std::string& name, const std::string& binary,
+                                    const std::string& http_yaml) {
+  auto s = std::make_unique<Server>();
+  s->name = name;
+  s->dir = std::make_unique<ScratchDir>(BenchBase(), "http_bench-" + name);
   int broker_port = 0;
-  std::unique_ptr<Process> broker = StartBroker(dir, &broker_port);
-  Komoku komoku = StartKomoku(dir,
-                              "mqtt:\n  broker: tcp://127.0.0.1:" + std::to_string(broker_port) +
-                                  "\n  client_id: komoku-bench\n"
-                                  "store:\n  data_dir: " +
-                                  dir.File("data") +
-                                  "\n"
-                                  "http:\n  listen: 127.0.0.1:0\n" +
-                                  http_yaml + "log:\n  level: warn\n",
-                              std::chrono::milliseconds(20), binary);
-  const int port = komoku.port;
-  {
-    auto cli = NewClient(port);
-    auto res = cli->Put("/api/v1/value?key=bench", "21.5", "text/plain");
-    if (!res || res->status / 100 != 2) komoku.FailWithLog("PUT /api/v1/value did not answer 2xx");
+  s->broker = StartBroker(*s->dir, &broker_port);
+  s->komoku = StartKomoku(*s->dir,
+                          "mqtt:\n  broker: tcp://127.0.0.1:" + std::to_string(broker_port) +
+                              "\n  client_id: komoku-bench\n"
+                              "store:\n  data_dir: " +
+                              s->dir->File("data") +
+                              "\n"
+                              "http:\n  listen: 127.0.0.1:0\n" +
+                              http_yaml + "log:\n  level: warn\n",
+                          std::chrono::milliseconds(20), binary);
+  auto cli = NewClient(s->komoku.port);
+  auto res = cli->Put("/api/v1/value?key=bench", "21.5", "text/plain");
+  if (!res || res->status / 100 != 2) {
+    s->komoku.FailWithLog("PUT /api/v1/value did not answer 2xx");
   }
+  return s;
+}
+
+// One round of the three phases against `s`.
+Result Measure(Server& s, const Options& o) {
+  Result r;
+  r.name = s.name;
+  const int port = s.komoku.port;
+  const char* name = s.name.c_str();
   const std::string path = "/api/v1/value?key=bench";
   r.one = Load(port, path, 1, o.seconds);
-  std::printf("  %-8s 1 client:   %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  failed %lld\n",
-              name.c_str(), r.one.rate, r.one.p50_ms, r.one.p99_ms,
-              static_cast<long long>(r.one.failed));
+  std::printf("  %-8s 1 client:   %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  failed %lld\n", name,
+              r.one.rate, r.one.p50_ms, r.one.p99_ms, static_cast<long long>(r.one.failed));
   r.many = Load(port, path, o.clients, o.seconds);
-  std::printf("  %-8s %d clients: %7.0f req/s  p50 %6.2f ms  p99 %6.2f ms  failed %lld\n",
-              name.c_str(), o.clients, r.many.rate, r.many.p50_ms, r.many.p99_ms,
+  std::printf("  %-8s %d clients: %7.0f req/s  p50 %6.2f ms  p99 %6.2f ms  failed %lld\n", name,
+              o.clients, r.many.rate, r.many.p50_ms, r.many.p99_ms,
               static_cast<long long>(r.many.failed));
   {
     Siege siege(port, o.idle, o.slow);
@@ -212,18 +235,34 @@ Result Measure(const std::string& name, const std::string& binary, const std::st
       r.healthz_max_ms = std::max(
           r.healthz_max_ms, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     }
-    r.rss_anon_kb = ProcStatus(komoku.process->pid())["RssAnon"] / 1024;
+    r.rss_anon_kb = ProcStatus(s.komoku.process->pid())["RssAnon"] / 1024;
     std::printf(
         "  %-8s siege (%d idle, %d slow): %6.0f req/s  p50 %6.2f ms  p99 %6.2f ms  "
         "failed %lld  /healthz %d of 5 (slowest %.1f ms)  RssAnon %lld kB  slow reconnects "
         "%lld\n",
-        name.c_str(), o.idle, o.slow, r.siege.rate, r.siege.p50_ms, r.siege.p99_ms,
+        name, o.idle, o.slow, r.siege.rate, r.siege.p50_ms, r.siege.p99_ms,
         static_cast<long long>(r.siege.failed), r.healthz_answered, r.healthz_max_ms,
         static_cast<long long>(r.rss_anon_kb), static_cast<long long>(siege.reconnects()));
   }
-  komoku.process->Stop();
-  broker->Stop();
+  // The siege's connections go before the next phase.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
   return r;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::string Ratio(double a, double b) {
+  char out[32];
+  if (b > 0) {
+    std::snprintf(out, sizeof out, "%.2fx", a / b);
+  } else {
+    std::snprintf(out, sizeof out, "n/a (baseline: none)");
+  }
+  return out;
 }
 
 int Run(const Options& o) {
@@ -233,35 +272,62 @@ int Run(const Options& o) {
     setrlimit(RLIMIT_NOFILE, &rl);
     getrlimit(RLIMIT_NOFILE, &rl);
   }
-  std::printf("http_bench: %s; RLIMIT_NOFILE %llu; %d s per phase\n", MachineLine().c_str(),
-              static_cast<unsigned long long>(rl.rlim_cur), o.seconds);
+  std::printf("http_bench: %s; RLIMIT_NOFILE %llu; %d s per phase, %d rounds\n",
+              MachineLine().c_str(), static_cast<unsigned long long>(rl.rlim_cur), o.seconds,
+              o.rounds);
   const char* baseline = std::getenv("KOMOKU_BASELINE_BINARY");
   // Room for the siege: its idle and slow connections are under the cap.
   const std::string http_yaml =
       "  max_connections: " + std::to_string(o.idle + o.slow + 200) + "\n";
-  Result now = Measure("this", "", http_yaml, o);
-  if (!baseline || !*baseline) {
+  std::vector<std::unique_ptr<Server>> servers;
+  servers.push_back(StartServer("this", "", http_yaml));
+  if (baseline && *baseline) {
+    servers.push_back(StartServer("baseline", baseline, ""));
+  } else {
     std::printf("no baseline: set KOMOKU_BASELINE_BINARY to a komoku built before the change\n");
-    std::printf("%s\n", LoadLine().c_str());
-    return 0;
   }
-  Result base = Measure("baseline", baseline, "", o);
-  auto ratio = [](double a, double b) {
-    char out[32];
-    if (b > 0) {
-      std::snprintf(out, sizeof out, "%.2fx", a / b);
-    } else {
-      std::snprintf(out, sizeof out, "n/a (baseline: none)");
-    }
-    return std::string(out);
+  // Rounds alternate the servers, so that a busy moment of the machine
+  // falls on both; the medians of the rounds are compared.
+  std::vector<std::vector<Result>> results(servers.size());
+  for (int round = 0; round < o.rounds; ++round) {
+    std::printf("round %d\n", round + 1);
+    for (size_t i = 0; i < servers.size(); ++i) results[i].push_back(Measure(*servers[i], o));
+  }
+  struct Medians {
+    double one_rate, many_rate, siege_rate, siege_p50, siege_p99, one_p99;
   };
-  std::printf(
-      "this / baseline: 1 client rate %s, %d clients rate %s, siege rate %s, "
-      "siege p50 %s, siege p99 %s\n",
-      ratio(now.one.rate, base.one.rate).c_str(), o.clients,
-      ratio(now.many.rate, base.many.rate).c_str(), ratio(now.siege.rate, base.siege.rate).c_str(),
-      ratio(now.siege.p50_ms, base.siege.p50_ms).c_str(),
-      ratio(now.siege.p99_ms, base.siege.p99_ms).c_str());
+  std::vector<Medians> m;
+  for (size_t i = 0; i < servers.size(); ++i) {
+    std::vector<double> a, b, c, d, e, f;
+    for (const Result& r : results[i]) {
+      a.push_back(r.one.rate);
+      b.push_back(r.many.rate);
+      c.push_back(r.siege.rate);
+      d.push_back(r.siege.p50_ms);
+      e.push_back(r.siege.p99_ms);
+      f.push_back(r.one.p99_ms);
+    }
+    m.push_back({Median(a), Median(b), Median(c), Median(d), Median(e), Median(f)});
+    std::printf(
+        "median %-8s 1 client %.0f req/s (p99 %.2f ms), %d clients %.0f req/s, siege %.0f req/s "
+        "p50 %.2f ms p99 %.2f ms\n",
+        servers[i]->name.c_str(), m[i].one_rate, m[i].one_p99, o.clients, m[i].many_rate,
+        m[i].siege_rate, m[i].siege_p50, m[i].siege_p99);
+  }
+  if (m.size() == 2) {
+    std::printf(
+        "this / baseline (medians): 1 client rate %s, %d clients rate %s, siege rate %s, "
+        "siege p50 %s, siege p99 %s\n",
+        Ratio(m[0].one_rate, m[1].one_rate).c_str(), o.clients,
+        Ratio(m[0].many_rate, m[1].many_rate).c_str(),
+        Ratio(m[0].siege_rate, m[1].siege_rate).c_str(),
+        Ratio(m[0].siege_p50, m[1].siege_p50).c_str(),
+        Ratio(m[0].siege_p99, m[1].siege_p99).c_str());
+  }
+  for (auto& s : servers) {
+    s->komoku.process->Stop();
+    s->broker->Stop();
+  }
   std::printf("%s\n", LoadLine().c_str());
   return 0;
 }
@@ -277,7 +343,8 @@ int main(int argc, char** argv) {
                   {{"--seconds", &o.seconds},
                    {"--clients", &o.clients},
                    {"--idle", &o.idle},
-                   {"--slow", &o.slow}});
+                   {"--slow", &o.slow},
+                   {"--rounds", &o.rounds}});
     return Run(o);
   });
 }

@@ -17,7 +17,11 @@
 //   write the answer (write_timeout), keep alive or close
 //
 // The handler runs on a worker thread and fills a Response; an event stream
-// (Response::stream) is then driven by the io thread. Internal to src/query.
+// (Response::stream) is then driven by the io thread. A WebSocket (a later
+// issue, same port) fits at the point where the header has passed the
+// limits and the token: a request with `Upgrade: websocket` hands its socket
+// and parsed header to a WebSocket session on the same io thread, counted
+// against the same max_connections. Internal to src/query.
 #pragma once
 
 #include <spdlog/logger.h>
