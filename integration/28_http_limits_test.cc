@@ -337,6 +337,49 @@ TEST_F(HttpLimitsTest, MalformedRequestsGetJsonErrors) {
   EXPECT_EQ(komoku_->Get("/healthz").status, 200);
 }
 
+// 500 at once, each with a malformed request (issue 19: 529 MB then).
+TEST_F(HttpLimitsTest, AFloodOfMalformedRequestsAtOnceStaysSmall) {
+  std::vector<std::unique_ptr<Conn>> conns;
+  for (int i = 0; i < 500; ++i) {
+    conns.push_back(std::make_unique<Conn>(port()));
+    ASSERT_TRUE(conns.back()->ok()) << i;
+  }
+  const std::string bad = "GET /api/v1/keys HTTP/1.1\r\nHost: x\r\nBroken header line\r\n\r\n";
+  for (auto& c : conns) c->Send(bad);
+  int json_errors = 0;
+  for (auto& c : conns) {
+    Answer a = c->Read(seconds(60));
+    json_errors += a.status == 400 && a.JsonError("bad_request");
+  }
+  EXPECT_EQ(json_errors, 500);
+  EXPECT_LT(Rss(), kRssLimitKb);
+  EXPECT_EQ(komoku_->Get("/healthz").status, 200);
+}
+
+// curl sends `Expect: 100-continue` before a body over 1 KB.
+TEST_F(HttpLimitsTest, ExpectContinueIsAnsweredBeforeTheBody) {
+  const std::string body = "{\"value\": \"" + std::string(2000, 'v') + "\"}";
+  Conn c(port());
+  Answer go = c.Ask("PUT /api/v1/value?key=cont HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                    std::string(kToken) + "\r\nExpect: 100-continue\r\nContent-Length: " +
+                    std::to_string(body.size()) + "\r\n\r\n");
+  EXPECT_EQ(go.status, 100) << go.head;
+  Answer done = c.Ask(body);
+  EXPECT_EQ(done.status, 201) << done.head << done.body;
+  // Without the token, the answer is 401 and the body is never asked for.
+  Conn d(port());
+  Answer no = d.Ask(
+      "PUT /api/v1/value?key=cont HTTP/1.1\r\nHost: x\r\nExpect: "
+      "100-continue\r\nContent-Length: 5000000\r\n\r\n");
+  EXPECT_EQ(no.status, 413) << no.head;  // past the body limit: before the token
+  Conn e(port());
+  Answer unauth = e.Ask(
+      "PUT /api/v1/value?key=cont HTTP/1.1\r\nHost: x\r\nExpect: "
+      "100-continue\r\nContent-Length: 10\r\n\r\n");
+  EXPECT_EQ(unauth.status, 401) << unauth.head;
+  EXPECT_TRUE(unauth.JsonError("unauthorized")) << unauth.body;
+}
+
 TEST_F(HttpLimitsTest, IdleAndSlowClientsLeaveTheServiceAnswering) {
   std::vector<std::unique_ptr<Conn>> idle;
   for (int i = 0; i < 500; ++i) {

@@ -253,6 +253,10 @@ class Server::Impl {
       log_->error("{} {}: {}", req.method, req.path, e.what());
       res = Response();
       SendError(res, 500, "internal", e.what());
+    } catch (...) {
+      log_->error("{} {}: unknown exception", req.method, req.path);
+      res = Response();
+      SendError(res, 500, "internal", "unknown exception");
     }
     if (res.HasHeader(kErrorHeader) && !res.HasHeader(kCountedHeader)) {
       store_->metrics().Add("komoku_refused_total{reason=\"" + res.Header(kErrorHeader) + "\"}");
