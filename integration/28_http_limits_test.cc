@@ -104,8 +104,9 @@ class Conn {
     return true;
   }
 
-  // One answer, waiting up to `timeout` in all.
-  Answer Read(milliseconds timeout = seconds(60)) {
+  // One answer, waiting up to `timeout` in all; `head`: the answer to a
+  // HEAD request, whose Content-Length has no body after it.
+  Answer Read(milliseconds timeout = seconds(60), bool head = false) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     Answer a;
     for (;;) {
@@ -115,7 +116,7 @@ class Conn {
         size_t length = 0;
         for (const char* name : {"Content-Length: ", "content-length: "}) {
           const size_t at = a.head.find(name);
-          if (at != std::string::npos) length = std::stoul(a.head.substr(at + 16));
+          if (at != std::string::npos && !head) length = std::stoul(a.head.substr(at + 16));
         }
         if (data_.size() >= end + 4 + length) {
           a.body = data_.substr(end + 4, length);
@@ -293,6 +294,25 @@ TEST_F(HttpLimitsTest, RangeIsIgnoredAndErrorsStayJson) {
   Answer bad = c.Ask(Get("/api/v1/history?key=r/1&from=never", "Range: bytes=-1\r\n"));
   EXPECT_EQ(bad.status, 400) << bad.head;
   EXPECT_TRUE(bad.JsonError("bad_time") || bad.JsonError("bad_request")) << bad.body;
+}
+
+TEST_F(HttpLimitsTest, HeadAnswersTheHeaderAlone) {
+  Conn c(port());
+  c.Send("HEAD /api/v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + std::string(kToken) +
+         "\r\n\r\n");
+  Answer keys = c.Read(seconds(60), /*head=*/true);
+  EXPECT_EQ(keys.status, 200) << keys.head;
+  // The same connection goes on: the next answer is not mixed with a body.
+  Answer again = c.Ask(Get("/api/v1/keys"));
+  EXPECT_EQ(again.status, 200) << again.head;
+  EXPECT_TRUE(json::parse(again.body, nullptr, false).is_object()) << again.body;
+  // HEAD of a stream opens none.
+  Conn d(port());
+  d.Send("HEAD /api/v1/stream?key=a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+         std::string(kToken) + "\r\n\r\n");
+  Answer stream = d.Read(seconds(60), /*head=*/true);
+  EXPECT_EQ(stream.status, 200) << stream.head;
+  EXPECT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_sse_clients") == 0; }, seconds(60)));
 }
 
 TEST_F(HttpLimitsTest, TheBearerSchemeIsCaseInsensitive) {

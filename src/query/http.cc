@@ -546,6 +546,10 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   }
 
   void Write(Response r) {
+    if (r.stream && head_) {  // HEAD of a stream: its header alone
+      r.stream->Close();
+      r.stream.reset();
+    }
     if (r.stream) return StartStream(std::move(r));
     auto res = std::make_shared<http::response<http::string_body>>(
         static_cast<http::status>(r.status), version_ ? version_ : 11);
