@@ -348,7 +348,8 @@ void Komoku::FailWithLog(const std::string& what) const {
   Fail(what + "\n--- komoku output ---\n" + (process ? process->Output() : std::string()));
 }
 
-Komoku StartKomoku(const ScratchDir& dir, const std::string& config_yaml, milliseconds poll) {
+Komoku StartKomoku(const ScratchDir& dir, const std::string& config_yaml, milliseconds poll,
+                   const std::string& binary) {
   static int runs = 0;
   const std::string n = std::to_string(runs++);
   const std::string config = dir.File("komoku-" + n + ".yaml");
@@ -357,7 +358,8 @@ Komoku StartKomoku(const ScratchDir& dir, const std::string& config_yaml, millis
   Komoku k;
   const auto t0 = Clock::now();
   k.process = std::make_unique<Process>(
-      std::vector<std::string>{KOMOKU_BINARY, "run", "-c", config, "--ready-file", ready},
+      std::vector<std::string>{binary.empty() ? KOMOKU_BINARY : binary, "run", "-c", config,
+                               "--ready-file", ready},
       dir.File("komoku-" + n + ".log"));
   if (!WaitFor([&] { return std::filesystem::exists(ready) || !k.process->Running(); },
                milliseconds(120000), poll) ||

@@ -200,9 +200,11 @@ struct Komoku {
   double readyz_seconds = 0;      // GET /readyz answered 200
   [[noreturn]] void FailWithLog(const std::string& what) const;
 };
-// Polls every `poll`, which bounds how exact the times are.
+// Polls every `poll`, which bounds how exact the times are. `binary`: another
+// komoku executable (a baseline build) instead of this build's.
 Komoku StartKomoku(const ScratchDir& dir, const std::string& config_yaml,
-                   std::chrono::milliseconds poll = std::chrono::milliseconds(20));
+                   std::chrono::milliseconds poll = std::chrono::milliseconds(20),
+                   const std::string& binary = "");
 
 // --- HTTP and MQTT ------------------------------------------------------------
 

@@ -190,12 +190,12 @@ std::string RawHttp(int port, const std::string& request) {
   return answer;
 }
 
-// `curl -X POST URL` sends no Content-Length; the HTTP library refuses such
-// a request after its read timeout, and the answer says what to do.
-TEST_F(PublishQueryTest, APostWithoutContentLengthIsAClear400) {
+// `curl -X POST URL` sends no Content-Length; such a request is refused at
+// once (411 Length Required), and the answer says what to do.
+TEST_F(PublishQueryTest, APostWithoutContentLengthIsAClear411) {
   const std::string answer = RawHttp(
       komoku_->http_port(), "POST /api/v1/compact HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-  EXPECT_EQ(answer.rfind("HTTP/1.1 400", 0), 0u) << answer;
+  EXPECT_EQ(answer.rfind("HTTP/1.1 411", 0), 0u) << answer;
   EXPECT_NE(answer.find("POST without a Content-Length header"), std::string::npos) << answer;
   EXPECT_NE(answer.find("-d ''"), std::string::npos) << answer;
   // With an empty body, the same request is done.

@@ -50,6 +50,18 @@ struct Config {
   int64_t http_max_points = 0;
   std::string http_token;       // from http.token or the file http.token_file names
   std::string http_token_file;
+  int64_t http_max_connections = 0;
+  int64_t http_max_header_bytes = 0;
+  int64_t http_max_header_fields = 0;
+  int64_t http_max_body_bytes = 0;
+  int64_t http_idle_timeout_s = 0;
+  int64_t http_header_timeout_s = 0;
+  int64_t http_body_timeout_s = 0;
+  int64_t http_write_timeout_s = 0;
+  int64_t http_workers = 0;
+  int64_t http_max_queued_requests = 0;
+  int64_t http_max_stream_clients = 0;
+  int64_t http_stream_queue_bytes = 0;
   // log
   std::string log_level;
   // discovery (docs/mapping.md#discovery)

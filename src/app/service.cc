@@ -371,6 +371,18 @@ int RunService(const Config& config, const RunOptions& options) {
   http_options.max_points = static_cast<size_t>(config.http_max_points);
   http_options.writer_stall_limit = kWriterStallLimit;
   http_options.token = config.http_token;
+  http_options.max_connections = static_cast<size_t>(config.http_max_connections);
+  http_options.max_header_bytes = static_cast<size_t>(config.http_max_header_bytes);
+  http_options.max_header_fields = static_cast<size_t>(config.http_max_header_fields);
+  http_options.max_body_bytes = static_cast<size_t>(config.http_max_body_bytes);
+  http_options.idle_timeout = std::chrono::seconds(config.http_idle_timeout_s);
+  http_options.header_timeout = std::chrono::seconds(config.http_header_timeout_s);
+  http_options.body_timeout = std::chrono::seconds(config.http_body_timeout_s);
+  http_options.write_timeout = std::chrono::seconds(config.http_write_timeout_s);
+  http_options.workers = static_cast<size_t>(config.http_workers);
+  http_options.max_queued_requests = static_cast<size_t>(config.http_max_queued_requests);
+  http_options.max_stream_clients = static_cast<size_t>(config.http_max_stream_clients);
+  http_options.stream_queue_bytes = static_cast<size_t>(config.http_stream_queue_bytes);
   if (config.http_token.empty() && !query::IsLoopbackHost(config.http_host)) {
     log.main->warn("the HTTP API on {} has no authentication: anyone who can reach it may read "
                    "and write every key; set http.token_file, or listen on 127.0.0.1",

@@ -196,6 +196,13 @@ const Declared kFamilies[] = {
     {{"komoku_key_segment_bytes", MT::kGauge, "Bytes of each key's blocks in live segments."}},
     // --- SSE, configuration, the service.
     {{"komoku_sse_clients", MT::kGauge, "Server-Sent Events streams open."}, From::kStore},
+    {{"komoku_sse_dropped_total", MT::kCounter,
+      "Server-Sent Events clients dropped for leaving too much unread."},
+     From::kStore},
+    {{"komoku_http_connections", MT::kGauge, "Open HTTP connections."}, From::kStore},
+    {{"komoku_segment_damaged_blocks", MT::kGauge,
+      "Damaged blocks found in live segments (GET /healthz names them)."},
+     From::kStore},
     {{"komoku_config_reloads_total", MT::kCounter,
       "Configuration reloads (SIGHUP), by result: ok or refused."},
      From::kStore,

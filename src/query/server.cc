@@ -5,16 +5,17 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-#include <httplib.h>
 #include <unistd.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <initializer_list>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
+#include "query/http.h"
 #include "query/metrics.h"
 #include "query/stream.h"
 #include "store/api.h"
@@ -31,9 +32,9 @@ using store::ValueToJson;
 
 constexpr const char* kJson = "application/json";
 
-void SendJson(httplib::Response& res, int status, const json& body) {
+void SendJson(Response& res, int status, const json& body) {
   res.status = status;
-  res.set_content(store::DumpJson(body), kJson);
+  res.SetContent(store::DumpJson(body), kJson);
 }
 
 // A JSON object answered with one long list (10,000 keys) written item by
@@ -52,10 +53,10 @@ class JsonListBody {
     if (items_++ > 0) text_ += ',';
     text_ += store::DumpJson(item);
   }
-  void Send(httplib::Response& res) {
+  void Send(Response& res) {
     text_ += "]}";
     res.status = 200;
-    res.set_content(text_, kJson);
+    res.SetContent(text_, kJson);
   }
 
  private:
@@ -69,14 +70,14 @@ class JsonListBody {
 constexpr const char* kErrorHeader = "X-Komoku-Error";
 constexpr const char* kCountedHeader = "X-Komoku-Counted";
 
-void SendError(httplib::Response& res, int status, const std::string& code,
+void SendError(Response& res, int status, const std::string& code,
                const std::string& message) {
-  res.set_header(kErrorHeader, code);
+  res.SetHeader(kErrorHeader, code);
   SendJson(res, status, {{"error", {{"code", code}, {"message", message}}}});
 }
 
-void SendStatus(httplib::Response& res, const Status& st, bool counted = false) {
-  if (counted) res.set_header(kCountedHeader, "1");
+void SendStatus(Response& res, const Status& st, bool counted = false) {
+  if (counted) res.SetHeader(kCountedHeader, "1");
   int status = 500;
   switch (st.code()) {
     case Status::Code::kNotFound: status = 404; break;
@@ -89,13 +90,17 @@ void SendStatus(httplib::Response& res, const Status& st, bool counted = false) 
   SendError(res, status, st.reason(), st.message());
 }
 
-// The parameters of the URL's query string only. cpp-httplib also files the
-// fields of a form-encoded body under params, and `curl -d 21.5` sends its
-// body as a form: a value in the body must not turn into a parameter.
-httplib::Params QueryParams(const httplib::Request& req) {
-  httplib::Params params;
+using QueryMap = std::multimap<std::string, std::string>;
+
+// The parameters of the URL's query string only: a form-encoded body (`curl
+// -d 21.5` sends its body as a form) is a value, never parameters.
+QueryMap QueryParams(const Request& req) {
+  QueryMap params;
   auto q = req.target.find('?');
-  if (q != std::string::npos) httplib::detail::parse_query_text(req.target.substr(q + 1), params);
+  if (q == std::string::npos) return params;
+  for (auto& [name, value] : ParseQuery(std::string_view(req.target).substr(q + 1))) {
+    params.emplace(std::move(name), std::move(value));
+  }
   return params;
 }
 
@@ -103,7 +108,7 @@ httplib::Params QueryParams(const httplib::Request& req) {
 // ("form=" for "from=") is an error instead of a silent default.
 class Params {
  public:
-  Params(const httplib::Request& req, std::initializer_list<const char*> known)
+  Params(const Request& req, std::initializer_list<const char*> known)
       : params_(QueryParams(req)) {
     std::set<std::string> names(known.begin(), known.end());
     for (const auto& [name, value] : params_) {
@@ -159,7 +164,7 @@ class Params {
   }
 
  private:
-  httplib::Params params_;
+  QueryMap params_;
   Status error_;
 };
 
@@ -181,152 +186,108 @@ class Server::Impl {
              [](bool, const std::string& key) -> Result<json> {
                return json{{"stream", "/api/v1/stream?key=" + key}};
              }),
-        streams_(store, options.max_stream_clients, log_) {
+        streams_(store, options.max_stream_clients, options.stream_queue_bytes, log_) {
     Routes();
+    HttpOptions http;
+    http.host = options_.host;
+    http.port = options_.port;
+    http.max_connections = options_.max_connections;
+    http.max_header_bytes = options_.max_header_bytes;
+    http.max_header_fields = options_.max_header_fields;
+    http.max_body_bytes = options_.max_body_bytes;
+    http.idle_timeout = options_.idle_timeout;
+    http.header_timeout = options_.header_timeout;
+    http.body_timeout = options_.body_timeout;
+    http.write_timeout = options_.write_timeout;
+    http.workers = options_.workers;
+    http.max_queued = options_.max_queued_requests;
+    http.token = options_.token;
+    http_ = std::make_unique<HttpServer>(
+        std::move(http), [this](const Request& req, Response& res) { Handle(req, res); },
+        [this](const std::string& series, int64_t delta) { store_->metrics().Add(series, delta); },
+        log_);
   }
   ~Impl() { Stop(); }
 
   Status Start() {
-    int port = options_.port;
-    if (port == 0) {
-      port = http_.bind_to_any_port(options_.host);
-      if (port < 0) port = 0;
-    } else if (!http_.bind_to_port(options_.host, port)) {
-      port = 0;
-    }
-    if (port <= 0) {
-      return Status::IOError("cannot listen on " + options_.host + ":" +
-                             std::to_string(options_.port) + " (address in use or not local?)");
-    }
-    port_ = port;
-    thread_ = std::thread([this] { http_.listen_after_bind(); });
-    log_->info("HTTP API on http://{}:{}/api/v1/", options_.host, port_);
+    KOMOKU_RETURN_IF_ERROR(http_->Start());
+    log_->info("HTTP API on http://{}:{}/api/v1/", options_.host, http_->port());
     return Status::Ok();
   }
 
   void Stop() {
     streams_.StopAll();
-    http_.stop();
-    if (thread_.joinable()) thread_.join();
+    http_->Stop();
   }
 
-  int port() const { return port_; }
+  int port() const { return http_->port(); }
 
  private:
-  // Compares in time independent of where the tokens differ.
-  bool Authorized(const httplib::Request& req) const {
-    const std::string given = req.get_header_value("Authorization");
-    const std::string want = "Bearer " + options_.token;
-    unsigned char diff = given.size() == want.size() ? 0 : 1;
-    for (size_t i = 0; i < want.size(); ++i) {
-      diff |= static_cast<unsigned char>(want[i] ^ (i < given.size() ? given[i] : 0));
+  using Handler = std::function<void(const Request&, Response&)>;
+
+  // Runs the route of `req` (on a worker thread) and counts a refusal once.
+  void Handle(const Request& req, Response& res) {
+    auto route = routes_.find({req.method, req.path});
+    try {
+      if (route != routes_.end()) {
+        route->second(req, res);
+      } else {
+        SendError(res, 404, "no_route", "no such endpoint: " + req.method + " " + req.path);
+      }
+    } catch (const std::exception& e) {
+      log_->error("{} {}: {}", req.method, req.path, e.what());
+      res = Response();
+      SendError(res, 500, "internal", e.what());
+    } catch (...) {
+      log_->error("{} {}: unknown exception", req.method, req.path);
+      res = Response();
+      SendError(res, 500, "internal", "unknown exception");
     }
-    return diff == 0;
+    if (res.HasHeader(kErrorHeader) && !res.HasHeader(kCountedHeader)) {
+      store_->metrics().Add("komoku_refused_total{reason=\"" + res.Header(kErrorHeader) + "\"}");
+    }
+  }
+
+  void Route(const char* method, const char* path, Handler handler) {
+    routes_[{method, path}] = std::move(handler);
   }
 
   void Routes() {
-    // Without Nagle's algorithm: a kept-alive connection's answer otherwise
-    // waited for the client's delayed ACK, about 40 ms a request.
-    http_.set_tcp_nodelay(true);
-    // cpp-httplib's default sets SO_REUSEPORT, with which a second Komoku
-    // (or anything else) on the same port started without an error and
-    // took half the requests. SO_REUSEADDR alone still allows a restart
-    // while old connections are in TIME_WAIT.
-    http_.set_socket_options([](socket_t sock) {
-      const int yes = 1;
-      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-      setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof yes);
-    });
-    http_.set_payload_max_length(options_.max_body_bytes);
-    // Each open stream holds a worker; leave room for ordinary requests.
-    const size_t workers = options_.max_stream_clients + 8;
-    http_.new_task_queue = [workers] { return new httplib::ThreadPool(workers); };
-    http_.set_exception_handler(
-        [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-          std::string what = "unknown exception";
-          try {
-            std::rethrow_exception(ep);
-          } catch (const std::exception& e) {
-            what = e.what();
-          } catch (...) {
-          }
-          log_->error("{} {}: {}", req.method, req.path, what);
-          SendError(res, 500, "internal", what);
-        });
-    http_.set_logger([this](const httplib::Request&, const httplib::Response& res) {
-      if (res.has_header(kErrorHeader) && !res.has_header(kCountedHeader)) {
-        store_->metrics().Add("komoku_refused_total{reason=\"" +
-                              res.get_header_value(kErrorHeader) + "\"}");
-      }
-    });
-    http_.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-      if (!res.body.empty()) return;
-      if (res.status == 404) {
-        SendError(res, 404, "no_route", "no such endpoint: " + req.method + " " + req.path);
-      } else if (res.status == 413) {
-        SendError(res, 413, "too_large", "request body is too large");
-      } else if (res.status == 400 && !req.has_header("Content-Length") &&
-                 !req.has_header("Transfer-Encoding") &&
-                 (req.method == "POST" || req.method == "PUT" || req.method == "PATCH")) {
-        // cpp-httplib 0.11 (Debian 12) reads a POST or PUT without either
-        // header until its 5 s read timeout, then refuses it; `curl -X POST
-        // URL` sends such a request.
-        SendError(res, 400, "bad_request",
-                  req.method + " without a Content-Length header: send a body, or an empty "
-                               "one (with curl, add -d '')");
-      } else {
-        SendError(res, res.status, "http_error", "HTTP error " + std::to_string(res.status));
-      }
-    });
-
-    if (!options_.token.empty()) {
-      http_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-        if (req.path == "/healthz" || req.path == "/readyz" || Authorized(req)) {
-          return httplib::Server::HandlerResponse::Unhandled;
-        }
-        res.set_header("WWW-Authenticate", "Bearer realm=\"komoku\"");
-        SendError(res, 401, "unauthorized",
-                  req.has_header("Authorization")
-                      ? "wrong token in the Authorization header"
-                      : "this API needs 'Authorization: Bearer <token>' (http.token)");
-        return httplib::Server::HandlerResponse::Handled;
-      });
-    }
-
-    http_.Get("/api/v1/keys", [this](const auto& req, auto& res) { GetKeys(req, res); });
-    http_.Get("/api/v1/value", [this](const auto& req, auto& res) { GetValue(req, res); });
-    http_.Put("/api/v1/value", [this](const auto& req, auto& res) { PutValue(req, res); });
-    http_.Post("/api/v1/value", [this](const auto& req, auto& res) { PutValue(req, res); });
+    Route("GET", "/api/v1/keys", [this](const auto& req, auto& res) { GetKeys(req, res); });
+    Route("GET", "/api/v1/value", [this](const auto& req, auto& res) { GetValue(req, res); });
+    Route("PUT", "/api/v1/value", [this](const auto& req, auto& res) { PutValue(req, res); });
+    Route("POST", "/api/v1/value", [this](const auto& req, auto& res) { PutValue(req, res); });
     // Several `key=` in one request: one answer per key, in "results".
-    http_.Get("/api/v1/history", [this](const auto& req, auto& res) {
+    Route("GET", "/api/v1/history", [this](const auto& req, auto& res) {
       PerKey(req, res, [this](const auto& r, auto& o) { GetHistory(r, o); });
     });
-    http_.Get("/api/v1/at", [this](const auto& req, auto& res) {
+    Route("GET", "/api/v1/at", [this](const auto& req, auto& res) {
       PerKey(req, res, [this](const auto& r, auto& o) { GetAt(r, o); });
     });
-    http_.Get("/api/v1/timespans", [this](const auto& req, auto& res) {
+    Route("GET", "/api/v1/timespans", [this](const auto& req, auto& res) {
       PerKey(req, res, [this](const auto& r, auto& o) { GetTimespans(r, o); });
     });
-    http_.Get("/api/v1/stats", [this](const auto& req, auto& res) {
+    Route("GET", "/api/v1/stats", [this](const auto& req, auto& res) {
       PerKey(req, res, [this](const auto& r, auto& o) { GetStats(r, o); });
     });
-    http_.Post("/api/v1/komoku", [this](const auto& req, auto& res) { PostKomoku(req, res); });
-    http_.Post("/api/v1/define", [this](const auto& req, auto& res) { PostDefine(req, res); });
-    http_.Delete("/api/v1/key", [this](const auto& req, auto& res) { DeleteKey(req, res); });
-    http_.Get("/api/v1/stream", [this](const auto& req, auto& res) { GetStream(req, res); });
-    http_.Get("/api/v1/segments", [this](const auto& req, auto& res) { GetSegments(req, res); });
-    http_.Get("/api/v1/top", [this](const auto& req, auto& res) { GetTop(req, res); });
-    http_.Post("/api/v1/compact", [this](const auto& req, auto& res) { PostCompact(req, res); });
-    http_.Get("/api/v1/compact", [this](const auto&, auto& res) {
+    Route("POST", "/api/v1/komoku", [this](const auto& req, auto& res) { PostKomoku(req, res); });
+    Route("POST", "/api/v1/define", [this](const auto& req, auto& res) { PostDefine(req, res); });
+    Route("DELETE", "/api/v1/key", [this](const auto& req, auto& res) { DeleteKey(req, res); });
+    Route("GET", "/api/v1/stream", [this](const auto& req, auto& res) { GetStream(req, res); });
+    Route("GET", "/api/v1/segments", [this](const auto& req, auto& res) { GetSegments(req, res); });
+    Route("GET", "/api/v1/top", [this](const auto& req, auto& res) { GetTop(req, res); });
+    Route("POST", "/api/v1/compact", [this](const auto& req, auto& res) { PostCompact(req, res); });
+    Route("GET", "/api/v1/compact", [this](const auto&, auto& res) {
       SendJson(res, 200, store::CompactionProgressJson(store_->CompactionProgressNow()));
     });
-    http_.Get("/api/v1/discovery", [this](const auto& req, auto& res) { GetDiscovery(req, res); });
-    http_.Get("/healthz", [this](const auto& req, auto& res) { GetHealth(req, res); });
-    http_.Get("/readyz", [this](const auto& req, auto& res) { GetReady(req, res); });
-    http_.Get("/metrics", [this](const auto& req, auto& res) { GetMetrics(req, res); });
+    Route("GET", "/api/v1/discovery",
+          [this](const auto& req, auto& res) { GetDiscovery(req, res); });
+    Route("GET", "/healthz", [this](const auto& req, auto& res) { GetHealth(req, res); });
+    Route("GET", "/readyz", [this](const auto& req, auto& res) { GetReady(req, res); });
+    Route("GET", "/metrics", [this](const auto& req, auto& res) { GetMetrics(req, res); });
   }
 
-  void GetKeys(const httplib::Request& req, httplib::Response& res) {
+  void GetKeys(const Request& req, Response& res) {
     Params p(req, {"values"});
     if (!p.error().ok()) return SendStatus(res, p.error());
     Result<bool> values = p.Flag("values");
@@ -343,7 +304,7 @@ class Server::Impl {
     body.Send(res);
   }
 
-  void GetValue(const httplib::Request& req, httplib::Response& res) {
+  void GetValue(const Request& req, Response& res) {
     Params p(req, {"key"});
     if (!p.error().ok()) return SendStatus(res, p.error());
     Result<std::string> key = p.Required("key");
@@ -357,7 +318,7 @@ class Server::Impl {
     SendJson(res, 200, j);
   }
 
-  void PutValue(const httplib::Request& req, httplib::Response& res) {
+  void PutValue(const Request& req, Response& res) {
     Params p(req, {"key", "value", "time"});
     if (!p.error().ok()) return SendStatus(res, p.error());
     Result<std::string> key = p.Required("key");
@@ -401,8 +362,8 @@ class Server::Impl {
   // order given; the first key refused answers for the request (it names the
   // key). CSV takes one key.
   template <typename Handler>
-  void PerKey(const httplib::Request& req, httplib::Response& res, Handler handler) {
-    httplib::Params params = QueryParams(req);
+  void PerKey(const Request& req, Response& res, Handler handler) {
+    QueryMap params = QueryParams(req);
     const size_t keys = params.count("key");
     if (keys <= 1) return handler(req, res);
     if (keys > kMaxKeysPerRequest) {
@@ -417,8 +378,8 @@ class Server::Impl {
     std::string rest;  // every parameter but `key`
     for (const auto& [name, value] : params) {
       if (name == "key") continue;
-      rest += "&" + httplib::detail::encode_query_param(name) + "=" +
-              httplib::detail::encode_query_param(value);
+      rest += "&" + EncodeQueryParam(name) + "=" +
+              EncodeQueryParam(value);
     }
     const std::string path = req.target.substr(0, req.target.find('?'));
     // Each answer is spliced in as the text its one-key request gives, not
@@ -427,14 +388,12 @@ class Server::Impl {
     bool first = true;
     auto range = params.equal_range("key");
     for (auto it = range.first; it != range.second; ++it) {
-      httplib::Request one = req;
-      one.target = path + "?key=" + httplib::detail::encode_query_param(it->second) + rest;
-      httplib::Response out;
+      Request one = req;
+      one.target = path + "?key=" + EncodeQueryParam(it->second) + rest;
+      Response out;
       handler(one, out);
       if (out.status != 200) {  // with its headers: the refusal is counted once, as its own
-        res.status = out.status;
-        res.headers = out.headers;
-        res.body = out.body;
+        res = std::move(out);
         return;
       }
       if (!first) body += ',';
@@ -443,7 +402,7 @@ class Server::Impl {
     }
     body += "]}";
     res.status = 200;
-    res.set_content(body, kJson);
+    res.SetContent(body, kJson);
   }
   static constexpr size_t kMaxKeysPerRequest = 100;
 
@@ -481,7 +440,7 @@ class Server::Impl {
   }
 
   // JSON, or CSV with format=csv: a header of `columns`, then the rows.
-  void SendRows(httplib::Response& res, const Params& p, json meta, const json& columns,
+  void SendRows(Response& res, const Params& p, json meta, const json& columns,
                 json rows) {
     auto format = p.Get("format").value_or("json");
     if (format == "csv") {
@@ -502,7 +461,7 @@ class Server::Impl {
         }
         out += "\n";
       }
-      res.set_content(out, "text/csv");
+      res.SetContent(out, "text/csv");
       return;
     }
     if (format != "json") return SendError(res, 400, "bad_request", "parameter 'format' must be json or csv");
@@ -511,7 +470,7 @@ class Server::Impl {
     SendJson(res, 200, meta);
   }
 
-  void GetHistory(const httplib::Request& req, httplib::Response& res) {
+  void GetHistory(const Request& req, Response& res) {
     Params p(req, {"key", "from", "to", "limit", "step", "agg", "tz", "format"});
     if (!p.error().ok()) return SendStatus(res, p.error());
     Result<Range> r = ParseRange(p, /*step_allowed=*/true);
@@ -563,7 +522,7 @@ class Server::Impl {
     SendRows(res, p, std::move(meta), json::array({"time", "value"}), std::move(out));
   }
 
-  void GetAt(const httplib::Request& req, httplib::Response& res) {
+  void GetAt(const Request& req, Response& res) {
     Params p(req, {"key", "time"});
     if (!p.error().ok()) return SendStatus(res, p.error());
     Result<std::string> key = p.Required("key");
@@ -585,7 +544,7 @@ class Server::Impl {
     SendJson(res, 200, j);
   }
 
-  void GetTimespans(const httplib::Request& req, httplib::Response& res) {
+  void GetTimespans(const Request& req, Response& res) {
     Params p(req, {"key", "value", "from", "to"});
     if (!p.error().ok()) return SendStatus(res, p.error());
     Result<Range> r = ParseRange(p, /*step_allowed=*/false);
@@ -601,7 +560,7 @@ class Server::Impl {
     SendJson(res, 200, out);
   }
 
-  void GetStats(const httplib::Request& req, httplib::Response& res) {
+  void GetStats(const Request& req, Response& res) {
     Params p(req, {"key", "from", "to", "step", "tz", "distribution"});
     if (!p.error().ok()) return SendStatus(res, p.error());
     Result<Range> r = ParseRange(p, /*step_allowed=*/true);
@@ -625,8 +584,8 @@ class Server::Impl {
   }
 
   // Sends a Komoku API answer with the HTTP status its error calls for.
-  void SendApiAnswer(httplib::Response& res, const json& answer) {
-    res.set_header(kCountedHeader, "1");  // the Api counted its refusals
+  void SendApiAnswer(Response& res, const json& answer) {
+    res.SetHeader(kCountedHeader, "1");  // the Api counted its refusals
     int status = 200;
     if (auto err = answer.find("error"); err != answer.end()) {
       const std::string code = (*err)["code"].get<std::string>();
@@ -640,7 +599,7 @@ class Server::Impl {
     SendJson(res, status, answer);
   }
 
-  void PostKomoku(const httplib::Request& req, httplib::Response& res) {
+  void PostKomoku(const Request& req, Response& res) {
     Params p(req, {});
     if (!p.error().ok()) return SendStatus(res, p.error());
     SendApiAnswer(res, api_.HandleText(req.body));
@@ -648,7 +607,7 @@ class Server::Impl {
 
   // Body: {"<key>": {"type": ..., "opts": {...}}, ...} as Komoku's define,
   // or with ?key=K just {"type": ..., "opts": {...}}.
-  void PostDefine(const httplib::Request& req, httplib::Response& res) {
+  void PostDefine(const Request& req, Response& res) {
     Params p(req, {"key"});
     if (!p.error().ok()) return SendStatus(res, p.error());
     json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
@@ -659,7 +618,7 @@ class Server::Impl {
     SendApiAnswer(res, api_.Handle(json{{"define", body}}));
   }
 
-  void DeleteKey(const httplib::Request& req, httplib::Response& res) {
+  void DeleteKey(const Request& req, Response& res) {
     Params p(req, {"key", "confirm"});
     if (!p.error().ok()) return SendStatus(res, p.error());
     Result<std::string> key = p.Required("key");
@@ -673,8 +632,8 @@ class Server::Impl {
     SendJson(res, 200, {{"deleted", *key}});
   }
 
-  void GetStream(const httplib::Request& req, httplib::Response& res) {
-    httplib::Params params = QueryParams(req);
+  void GetStream(const Request& req, Response& res) {
+    QueryMap params = QueryParams(req);
     for (const auto& [name, value] : params) {
       if (name != "key" && name != "since") {
         return SendError(res, 400, "bad_request", "unknown parameter '" + name + "'");
@@ -697,12 +656,16 @@ class Server::Impl {
       if (!t.ok()) return SendStatus(res, t.status().WithContext("parameter 'since'"));
       since = *t;
     }
-    Status st = streams_.Serve(std::move(keys), since, res);
-    if (!st.ok()) return SendStatus(res, st);
+    Result<std::shared_ptr<EventStream>> stream = streams_.Open(std::move(keys), since);
+    if (!stream.ok()) return SendStatus(res, stream.status());
+    res.SetHeader("Cache-Control", "no-cache");
+    res.SetHeader("X-Accel-Buffering", "no");
+    res.content_type = "text/event-stream";
+    res.stream = std::move(stream.value());
   }
 
   // The live cold segments, oldest first; `keys=true` lists each one's keys.
-  void GetSegments(const httplib::Request& req, httplib::Response& res) {
+  void GetSegments(const Request& req, Response& res) {
     Params p(req, {"keys"});
     if (!p.error().ok()) return SendStatus(res, p.error());
     Result<bool> keys = p.Flag("keys");
@@ -713,7 +676,7 @@ class Server::Impl {
   // The keys that cost the disk most: by=writes (bytes written to the hot
   // store since the start, the SD card's wear) or by=size (bytes in cold
   // segments), with each key's change rate.
-  void GetTop(const httplib::Request& req, httplib::Response& res) {
+  void GetTop(const Request& req, Response& res) {
     Params p(req, {"by", "limit"});
     if (!p.error().ok()) return SendStatus(res, p.error());
     const std::string by = p.Get("by").value_or("writes");
@@ -748,7 +711,7 @@ class Server::Impl {
 
   // Runs a compaction now and answers what it did (`komoku compact` calls
   // this when the service holds the data directory).
-  void PostCompact(const httplib::Request& req, httplib::Response& res) {
+  void PostCompact(const Request& req, Response& res) {
     Params p(req, {});
     if (!p.error().ok()) return SendStatus(res, p.error());
     Result<store::CompactionReport> r = store_->Compact();
@@ -758,7 +721,7 @@ class Server::Impl {
 
   // The entities discovery read (docs/mapping.md#discovery), mapped and
   // refused, with the reason of each refusal.
-  void GetDiscovery(const httplib::Request&, httplib::Response& res) {
+  void GetDiscovery(const Request&, Response& res) {
     json j = options_.discovery ? options_.discovery() : json(nullptr);
     if (j.is_null()) {
       return SendError(res, 404, "not_found",
@@ -770,7 +733,7 @@ class Server::Impl {
   // Liveness; "warnings" lists what is wrong without stopping the service
   // (a quarantined segment, a damaged block), "damaged" the history missing
   // because of damage, key by key (docs/storage.md, "Damage").
-  void GetHealth(const httplib::Request&, httplib::Response& res) {
+  void GetHealth(const Request&, Response& res) {
     Health h = health_ ? health_() : Health{};
     json j = {{"status", "ok"},
               {"mqtt", {{"connected", h.mqtt_connected}, {"subscribed", h.mqtt_subscribed}}},
@@ -783,7 +746,7 @@ class Server::Impl {
   // Readiness: 200 when the store takes changes, the broker is connected and
   // the subscription is in place; otherwise 503 and, in "problems", each
   // reason. Liveness is /healthz.
-  void GetReady(const httplib::Request&, httplib::Response& res) {
+  void GetReady(const Request&, Response& res) {
     Health h = health_ ? health_() : Health{};
     auto stalled = store_->WriterStalledFor();
     json problems = json::array();
@@ -814,9 +777,9 @@ class Server::Impl {
     SendJson(res, problems.empty() ? 200 : 503, j);
   }
 
-  void GetMetrics(const httplib::Request&, httplib::Response& res) {
-    res.set_content(RenderMetrics(*store_, health_ ? health_() : Health{}, started_, *log_),
-                    kMetricsContentType);
+  void GetMetrics(const Request&, Response& res) {
+    res.SetContent(RenderMetrics(*store_, health_ ? health_() : Health{}, started_, *log_),
+                   kMetricsContentType);
   }
 
   // Constant after construction.
@@ -826,11 +789,10 @@ class Server::Impl {
   const std::function<Health()> health_;
   const std::shared_ptr<spdlog::logger> log_;
 
+  std::map<std::pair<std::string, std::string>, Handler> routes_;  // constant after construction
   store::Api api_;
   StreamHub streams_;
-  httplib::Server http_;  // thread-safe for stop()
-  std::thread thread_;
-  int port_ = 0;
+  std::unique_ptr<HttpServer> http_;  // thread-safe
 };
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -2,7 +2,10 @@
 // out, errors as {"error": {"code", "message"}} with 400 (bad or missing
 // parameter, saying which) or 404 (unknown key). See docs/http-api.md.
 //
-// Thread-safe; owns its listening thread and cpp-httplib's worker pool.
+// Thread-safe; owns its io thread (Boost.Beast: every connection on one
+// event loop), a bounded pool of worker threads that run the requests, and
+// a thread for the probes. The limits below are checked before the bytes
+// they guard are read (docs/http-api.md, "Limits").
 #pragma once
 
 #include <spdlog/logger.h>
@@ -23,10 +26,31 @@ struct ServerOptions {
   int port = 8080;  // 0: a port the OS chooses (see Server::port())
   // Raw history answers hold at most this many rows; more is a 400.
   size_t max_points = 10000;
-  // Server-Sent Event streams open at once; each holds a worker thread.
+  // Server-Sent Event streams open at once.
   size_t max_stream_clients = 8;
-  // A PUT/POST body larger than this is refused.
+  // Bytes of events a stream client may have unsent; past them it is dropped
+  // (komoku_sse_dropped_total).
+  size_t stream_queue_bytes = 1024 * 1024;
+  // A request body larger than this is refused (413), whatever its transfer
+  // encoding.
   size_t max_body_bytes = 64 * 1024;
+  // The request line and header fields (431 past either).
+  size_t max_header_bytes = 16 * 1024;
+  size_t max_header_fields = 100;
+  // Connections open at once; past them, only /healthz and /readyz are
+  // answered, anything else gets 503.
+  size_t max_connections = 1000;
+  // An idle connection closes after idle_timeout; a request's header must
+  // arrive within header_timeout of its first byte, its body within
+  // body_timeout (408 otherwise); one write may take write_timeout.
+  std::chrono::milliseconds idle_timeout{60000};
+  std::chrono::milliseconds header_timeout{10000};
+  std::chrono::milliseconds body_timeout{30000};
+  std::chrono::milliseconds write_timeout{30000};
+  // Threads that run requests, and requests that may wait for one (503
+  // busy past them).
+  size_t workers = 4;
+  size_t max_queued_requests = 256;
   // /readyz calls the writer stuck once it has held uncommitted changes this
   // long (see Store::WriterStalledFor).
   std::chrono::milliseconds writer_stall_limit{10000};

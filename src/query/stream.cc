@@ -1,7 +1,5 @@
 #include "query/stream.h"
 
-#include <httplib.h>
-
 #include <algorithm>
 #include <deque>
 #include <nlohmann/json.hpp>
@@ -15,9 +13,6 @@ using nlohmann::json;
 using store::MsToSeconds;
 using store::ValueToJson;
 
-// A comment line this often lets a dead client be noticed and keeps proxies
-// from closing an idle stream.
-constexpr auto kKeepAlive = std::chrono::seconds(15);
 // The most rows a `since` replay sends.
 constexpr size_t kMaxReplay = 100000;
 
@@ -42,21 +37,104 @@ std::string ChangeEvent(const store::Change& c) {
 
 }  // namespace
 
-struct StreamHub::Client {
+// One open stream. The store's listener fills `pending` (from the writer's
+// thread); the transport takes it on its io thread.
+struct StreamHub::Client : EventStream {
+  StreamHub* hub = nullptr;
   std::set<std::string, std::less<>> keys;
-  std::optional<int64_t> since_ms;
   uint64_t cutoff_seq = 0;  // changes up to here come from history
   int listener_id = 0;
 
   std::mutex mu;
-  std::condition_variable cv;
+  std::string opening;              // guarded by mu: the comment line and the replay
   std::deque<std::string> pending;  // guarded by mu: events to send
-  bool replayed = false;            // guarded by mu
-  bool closed = false;              // guarded by mu
+  size_t pending_bytes = 0;         // guarded by mu
+  bool ended = false;               // guarded by mu: StopAll, or dropped
+  bool closed = false;              // guarded by mu: Close ran
+  bool wake_due = true;             // guarded by mu: Take ran since the last wake
+  std::function<void()> wake;       // guarded by mu
+
+  // From the store's listener: queues `event`, or drops the client when
+  // too much waits already.
+  void Push(std::string event) {
+    std::function<void()> to_call;
+    bool dropped = false;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (ended || closed) return;
+      // One event is always taken, however large: the bound is on a backlog.
+      if (!pending.empty() && pending_bytes + event.size() > hub->max_queued_bytes_) {
+        ended = true;
+        dropped = true;
+        pending.clear();
+        pending_bytes = 0;
+      } else {
+        pending_bytes += event.size();
+        pending.push_back(std::move(event));
+      }
+      if ((wake_due || dropped) && wake) {
+        wake_due = false;
+        to_call = wake;
+      }
+    }
+    if (dropped) {
+      hub->store_->metrics().Add("komoku_sse_dropped_total");
+      hub->log_->warn("event stream client dropped: it fell more than {} bytes behind",
+                      hub->max_queued_bytes_);
+    }
+    if (to_call) to_call();
+  }
+
+  void End() {
+    std::function<void()> to_call;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ended = true;
+      to_call = wake;
+    }
+    if (to_call) to_call();
+  }
+
+  void SetWake(std::function<void()> w) override {
+    std::lock_guard<std::mutex> lock(mu);
+    wake = std::move(w);
+  }
+
+  bool Ended() override {
+    std::lock_guard<std::mutex> lock(mu);
+    return ended;
+  }
+
+  std::string Take() override {
+    std::lock_guard<std::mutex> lock(mu);
+    std::string out = std::move(opening);
+    opening.clear();
+    while (!pending.empty()) {
+      out += pending.front();
+      pending.pop_front();
+    }
+    pending_bytes = 0;
+    wake_due = true;
+    return out;
+  }
+
+  void Close() override {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (closed) return;
+      closed = true;
+      wake = nullptr;
+    }
+    hub->Release(this);
+  }
 };
 
-StreamHub::StreamHub(store::Store* store, size_t max_clients, std::shared_ptr<spdlog::logger> log)
-    : store_(store), max_clients_(max_clients), log_(std::move(log)) {}
+StreamHub::StreamHub(store::Store* store, size_t max_clients, size_t max_queued_bytes,
+                     std::shared_ptr<spdlog::logger> log)
+    : store_(store),
+      max_clients_(max_clients),
+      max_queued_bytes_(max_queued_bytes),
+      log_(std::move(log)) {}
 
 StreamHub::~StreamHub() { StopAll(); }
 
@@ -72,18 +150,28 @@ void StreamHub::StopAll() {
     stopped_ = true;
     clients = clients_;
   }
-  for (const auto& c : clients) {
-    std::lock_guard<std::mutex> lock(c->mu);
-    c->closed = true;
-    c->cv.notify_all();
-  }
+  for (const auto& c : clients) c->End();
 }
 
-Status StreamHub::Serve(std::vector<std::string> keys, std::optional<int64_t> since_ms,
-                        httplib::Response& res) {
+void StreamHub::Release(Client* client) {
+  std::shared_ptr<Client> found;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& c : clients_) {
+      if (c.get() == client) found = c;
+    }
+    if (found) clients_.erase(found);
+  }
+  if (!found) return;
+  store_->RemoveListener(client->listener_id);
+  store_->metrics().Add("komoku_sse_clients", -1);
+}
+
+Result<std::shared_ptr<EventStream>> StreamHub::Open(std::vector<std::string> keys,
+                                                     std::optional<int64_t> since_ms) {
   auto client = std::make_shared<Client>();
+  client->hub = this;
   client->keys.insert(keys.begin(), keys.end());
-  client->since_ms = since_ms;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopped_) return Status::Busy("shutting down");
@@ -98,77 +186,43 @@ Status StreamHub::Serve(std::vector<std::string> keys, std::optional<int64_t> si
       auto cl = weak.lock();
       if (!cl || !cl->keys.count(c.key)) return;
       if (c.seq && c.seq <= cutoff) return;  // the replay has it
-      std::lock_guard<std::mutex> lock(cl->mu);
-      cl->pending.push_back(ChangeEvent(c));
-      cl->cv.notify_all();
+      cl->Push(ChangeEvent(c));
     };
   });
   client->listener_id = id;
   client->cutoff_seq = seq;
   store_->metrics().Add("komoku_sse_clients");
 
-  res.set_header("Cache-Control", "no-cache");
-  res.set_header("X-Accel-Buffering", "no");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [this, client](size_t, httplib::DataSink& sink) {
-        std::unique_lock<std::mutex> lock(client->mu);
-        if (!client->replayed) {
-          client->replayed = true;
-          lock.unlock();
-          std::string replay = ": komoku stream\n\n";
-          if (client->since_ms) {
-            // Everything up to the cutoff is committed, then read: exactly the
-            // changes the listener skips.
-            Status st = store_->WaitCommitted(client->cutoff_seq);
-            struct Row {
-              int64_t time;
-              std::string key;
-              store::Value value;
-            };
-            std::vector<Row> rows;
-            for (const std::string& key : client->keys) {
-              auto h = store_->History(key, *client->since_ms, INT64_MAX, kMaxReplay,
-                                       client->cutoff_seq);
-              if (!h.ok()) continue;  // a key that does not exist (yet)
-              for (auto& s : *h) rows.push_back({s.time_ms, key, std::move(s.value)});
-            }
-            std::stable_sort(rows.begin(), rows.end(),
-                             [](const Row& a, const Row& b) { return a.time < b.time; });
-            for (const Row& r : rows) {
-              replay += Event("history", 0,
-                              {{"key", r.key},
-                               {"value", ValueToJson(r.value)},
-                               {"time", MsToSeconds(r.time)}});
-            }
-            replay += Event("live", 0, json::object());
-          }
-          if (!sink.write(replay.data(), replay.size())) return false;
-          lock.lock();
-        }
-        client->cv.wait_for(lock, kKeepAlive,
-                            [&] { return client->closed || !client->pending.empty(); });
-        if (client->closed) return false;
-        std::string out;
-        if (client->pending.empty()) {
-          out = ": keepalive\n\n";
-        } else {
-          while (!client->pending.empty()) {
-            out += client->pending.front();
-            client->pending.pop_front();
-          }
-        }
-        lock.unlock();
-        return sink.write(out.data(), out.size());
-      },
-      [this, client](bool) {
-        // The client went away (or the server stops): release everything.
-        store_->RemoveListener(client->listener_id);
-        store_->metrics().Add("komoku_sse_clients", -1);
-        std::lock_guard<std::mutex> lock(mu_);
-        clients_.erase(client);
-      });
-  return Status::Ok();
+  std::string replay = ": komoku stream\n\n";
+  if (since_ms) {
+    // Everything up to the cutoff is committed, then read: exactly the
+    // changes the listener skips.
+    Status st = store_->WaitCommitted(client->cutoff_seq);
+    struct Row {
+      int64_t time;
+      std::string key;
+      store::Value value;
+    };
+    std::vector<Row> rows;
+    for (const std::string& key : client->keys) {
+      auto h = store_->History(key, *since_ms, INT64_MAX, kMaxReplay, client->cutoff_seq);
+      if (!h.ok()) continue;  // a key that does not exist (yet)
+      for (auto& s : *h) rows.push_back({s.time_ms, key, std::move(s.value)});
+    }
+    std::stable_sort(rows.begin(), rows.end(),
+                     [](const Row& a, const Row& b) { return a.time < b.time; });
+    for (const Row& r : rows) {
+      replay +=
+          Event("history", 0,
+                {{"key", r.key}, {"value", ValueToJson(r.value)}, {"time", MsToSeconds(r.time)}});
+    }
+    replay += Event("live", 0, json::object());
+  }
+  {
+    std::lock_guard<std::mutex> lock(client->mu);
+    client->opening = std::move(replay);
+  }
+  return std::shared_ptr<EventStream>(client);
 }
 
 }  // namespace komoku::query

@@ -2,7 +2,9 @@
 // GET /api/v1/stream?key=a&key=b[&since=T]. With `since`, the stored changes
 // since then are replayed first and the live feed continues with no gap and
 // no duplicate at the seam (Store::AddListenerAtSeq). A client that goes away
-// releases its listener. Internal to src/query. Thread-safe.
+// releases its listener. Each client's queue of unsent events is bounded: a
+// client that does not read as fast as changes come is dropped and counted
+// (komoku_sse_dropped_total). Internal to src/query. Thread-safe.
 #pragma once
 
 #include <spdlog/logger.h>
@@ -17,23 +19,23 @@
 #include <vector>
 
 #include "common/status.h"
+#include "query/http.h"
 #include "store/store.h"
-
-namespace httplib {
-struct Response;
-}
 
 namespace komoku::query {
 
 class StreamHub {
  public:
-  StreamHub(store::Store* store, size_t max_clients, std::shared_ptr<spdlog::logger> log);
+  // A client whose unsent events pass `max_queued_bytes` is dropped.
+  StreamHub(store::Store* store, size_t max_clients, size_t max_queued_bytes,
+            std::shared_ptr<spdlog::logger> log);
   ~StreamHub();
 
-  // Turns `res` into an event stream of `keys`. Busy when max_clients
-  // streams are open already.
-  Status Serve(std::vector<std::string> keys, std::optional<int64_t> since_ms,
-               httplib::Response& res);
+  // Opens an event stream of `keys` (the replay since `since_ms` is read
+  // here, on the caller's thread). Busy when max_clients streams are open
+  // already.
+  Result<std::shared_ptr<EventStream>> Open(std::vector<std::string> keys,
+                                            std::optional<int64_t> since_ms);
 
   // Ends every open stream (at shutdown) and refuses new ones.
   void StopAll();
@@ -42,9 +44,12 @@ class StreamHub {
 
  private:
   struct Client;
+  // A client's stream closed: its listener goes.
+  void Release(Client* client);
 
   store::Store* const store_;
   const size_t max_clients_;
+  const size_t max_queued_bytes_;
   const std::shared_ptr<spdlog::logger> log_;
 
   mutable std::mutex mu_;

@@ -559,7 +559,7 @@ TEST(ConfigTest, ExampleUncommentedParsesToTheDefaults) {
       uncommented += line + "\n";
     }
   }
-  EXPECT_EQ(keys, 39);  // 38 keys and the tls: of mqtt.tls
+  EXPECT_EQ(keys, 51);  // 50 keys and the tls: of mqtt.tls
   EXPECT_NE(uncommented.find("\n  tls:\n    # PEM file"), std::string::npos) << uncommented;
   Config c = ParseOk(uncommented);
   EXPECT_EQ(Dump(c), Dump(DefaultConfig())) << uncommented;
