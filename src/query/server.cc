@@ -686,7 +686,14 @@ class Server::Impl {
     std::vector<std::string> keys;
     auto [first, last] = params.equal_range("key");
     for (auto it = first; it != last; ++it) {
-      Status ok = store::ValidateKeyName(it->second);
+      // A filter: `#`, or a key name then `/#`.
+      std::string_view name = it->second;
+      if (name == "#") {
+        keys.push_back(it->second);
+        continue;
+      }
+      if (name.size() > 2 && name.substr(name.size() - 2) == "/#") name.remove_suffix(2);
+      Status ok = store::ValidateKeyName(name);
       if (!ok.ok()) return SendStatus(res, ok.WithContext("parameter 'key'"));
       keys.push_back(it->second);
     }

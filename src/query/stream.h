@@ -1,5 +1,5 @@
 // Server-Sent Events of key changes (Komoku's `sub` over HTTP):
-// GET /api/v1/stream?key=a&key=b[&since=T]. With `since`, the stored changes
+// GET /api/v1/stream?key=a&key=b[&key=c/#][&since=T]. With `since`, the stored changes
 // since then are replayed first and the live feed continues with no gap and
 // no duplicate at the seam (Store::AddListenerAtSeq). A client that goes away
 // releases its listener. Internal to src/query. Thread-safe.
@@ -30,7 +30,9 @@ class StreamHub {
   StreamHub(store::Store* store, size_t max_clients, std::shared_ptr<spdlog::logger> log);
   ~StreamHub();
 
-  // Turns `res` into an event stream of `keys`. Busy when max_clients
+  // Turns `res` into an event stream of `keys`, each a key name or a filter:
+  // `#` (every key, also those created later) or `<prefix>/#` (the key
+  // <prefix> and every key under it). Busy when max_clients
   // streams are open already.
   Status Serve(std::vector<std::string> keys, std::optional<int64_t> since_ms,
                httplib::Response& res);
