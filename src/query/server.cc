@@ -20,6 +20,7 @@
 #include "store/history.h"
 #include "store/input.h"
 #include "store/time_param.h"
+#include "web/assets.h"
 
 namespace komoku::query {
 namespace {
@@ -296,7 +297,10 @@ class Server::Impl {
 
     if (!options_.token.empty()) {
       http_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-        if (req.path == "/healthz" || req.path == "/readyz" || Authorized(req)) {
+        // The page's files hold no data (docs/web.md): the page asks for the
+        // token and sends it with its API requests.
+        if (req.path == "/healthz" || req.path == "/readyz" || req.path == "/" ||
+            req.path.rfind("/ui/", 0) == 0 || Authorized(req)) {
           return httplib::Server::HandlerResponse::Unhandled;
         }
         res.set_header("WWW-Authenticate", "Bearer realm=\"komoku\"");
@@ -336,6 +340,24 @@ class Server::Impl {
     http_.Get("/healthz", [this](const auto& req, auto& res) { GetHealth(req, res); });
     http_.Get("/readyz", [this](const auto& req, auto& res) { GetReady(req, res); });
     http_.Get("/metrics", [this](const auto& req, auto& res) { GetMetrics(req, res); });
+    http_.Get("/", GetPage);
+    http_.Get("/ui/.*", GetPage);
+  }
+
+  // The web page's files (src/web, docs/web.md).
+  static void GetPage(const httplib::Request& req, httplib::Response& res) {
+    std::optional<web::Answer> page = web::Serve(req.path, req.get_header_value("If-None-Match"));
+    if (!page) return SendError(res, 404, "no_route", "no such endpoint: GET " + req.path);
+    res.status = page->status;
+    std::string type;
+    for (auto& [name, value] : page->headers) {
+      if (name == "Content-Type") {
+        type = value;
+      } else {
+        res.set_header(name, value);
+      }
+    }
+    if (page->status == 200) res.set_content(std::move(page->body), type);
   }
 
   void GetKeys(const httplib::Request& req, httplib::Response& res) {
