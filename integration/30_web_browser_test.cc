@@ -356,6 +356,48 @@ TEST_F(WebBrowserTest, ABooleansShareOfTimeIsThatOfTheApi) {
   EXPECT_EQ(browser_->Eval("return document.querySelectorAll('svg.hours').length;"), 1);
 }
 
+TEST_F(WebBrowserTest, ACounterIsDrawnAsBarsWithItsResetAndALogAsLines) {
+  Start();
+  ASSERT_EQ(komoku_->Post("/api/v1/define?key=meter", R"({"type": "counter"})").status, 200);
+  const double now = Now();
+  // Rises by 2 every 5 min for 2 h, a reset to 0 an hour ago, then rises on.
+  double v = 100;
+  for (int i = 0; i < 24; ++i) {
+    v = i == 12 ? 0 : v + 2;
+    PublishAt("meter", v, now - 7200 + i * 300);
+  }
+  // More than 12 different lines and no `values`: a log.
+  for (int i = 0; i < 20; ++i) PublishAt("syslog", "line " + std::to_string(i), now - 3000 + i * 60);
+  ASSERT_TRUE(WaitForHistory("meter", 24));
+  ASSERT_TRUE(WaitForHistory("syslog", 20));
+
+  browser_->Go(Url("/#/chart?key=meter&from=-3h&to=now"));
+  json bars = browser_->WaitFor("return document.querySelectorAll('#chart g.bars rect').length;");
+  ASSERT_FALSE(bars.is_null()) << browser_->Eval("return document.body.innerText;");
+  EXPECT_GE(bars.get<int>(), 10);
+  EXPECT_EQ(browser_->Eval("return document.querySelectorAll('#chart g.bars path.reset').length;"), 1);
+  // The increase shown is the sum of the API's buckets.
+  auto h = komoku_->Get("/api/v1/history?key=meter&from=-3h&step=auto&agg=increase");
+  ASSERT_EQ(h.status, 200) << h.body;
+  double total = 0;
+  const json buckets = h.Json();
+  for (const json& row : buckets["rows"]) {
+    if (!row[1].is_null()) total += row[1].get<double>();
+  }
+  json shown = browser_->Eval(
+      "for (const r of document.querySelectorAll('#stats tr'))"
+      "  if (r.querySelector('th').textContent === 'increase') return r.querySelector('td').textContent;"
+      "return '';");
+  EXPECT_EQ(shown, std::to_string(static_cast<int>(total))) << h.body;
+
+  browser_->Go(Url("/#/chart?key=syslog&from=-3h&to=now"));
+  json lines = browser_->WaitFor("return document.querySelectorAll('table.log tr').length;");
+  ASSERT_FALSE(lines.is_null()) << browser_->Eval("return document.body.innerText;");
+  EXPECT_EQ(lines, 20);
+  EXPECT_EQ(browser_->Eval("return document.querySelector('table.log tr td:last-child').textContent;"),
+            "line 19") << "newest first";
+}
+
 TEST_F(WebBrowserTest, AUrlReproducesAViewOfSeveralKeysAndDragZooms) {
   Start();
   const double now = Now();

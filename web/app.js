@@ -546,8 +546,11 @@ function chartView(main, params) {
         if (r.stats.hour_of_day) side.append(hourOfDay(r, order, cls2));
       }
     });
-    note.textContent = notes.join(' · ') + (notes.length ? '. ' : '') + 'Drag across the chart to zoom in.';
-    if (spec.lines.length || spec.bars.length || spec.lanes.length) {
+    const drawn = spec.lines.length || spec.bars.length || spec.lanes.length;
+    note.textContent = notes.join(' · ') + (notes.length ? '. ' : '') +
+        (drawn ? 'Drag across the chart to zoom in.' : '');
+    chartBox.hidden = !drawn;
+    if (drawn) {
       drawChart(chartBox, spec, {onZoom: (a, b) => setView({from: a.toFixed(3), to: b.toFixed(3)})});
     } else {
       chartBox.textContent = '';

@@ -234,7 +234,8 @@ export function drawChart(host, spec, {onZoom} = {}) {
       if (d) el('path', {class: 'line', d, 'data-points': s.points.length}, g);
       if (s.dots) {
         for (const [t, v] of s.points) {
-          if (v === null || v === undefined || t < from) continue;
+          // The value in force at `from` is not a change: no dot.
+          if (v === null || v === undefined || t <= from) continue;
           const c = el('circle', {class: 'dot', cx: X(t).toFixed(1), cy: Y(v).toFixed(1), r: 2.5}, g);
           el('title', {}, c).textContent = `${formatTick(t, 1)}: ${formatNumber(v)}`;
         }
