@@ -105,6 +105,22 @@ TEST_F(WebPageTest, ThePageAndEveryFileItReferences) {
   EXPECT_LE(bytes, 150u * 1024) << "the page weighs " << bytes << " bytes";
 }
 
+// The bar: served compressed where the client accepts it.
+TEST_F(WebPageTest, FilesAreCompressedForAClientThatAcceptsIt) {
+  Start();
+  for (const char* path : {"/", "/ui/app.js", "/ui/style.css"}) {
+    httplib::Client cli("127.0.0.1", komoku_->http_port());
+    cli.set_decompress(false);
+    auto plain = cli.Get(path);
+    auto packed = cli.Get(path, {{"Accept-Encoding", "gzip"}});
+    ASSERT_TRUE(plain && packed) << path;
+    ASSERT_EQ(packed->status, 200) << path;
+    EXPECT_EQ(plain->get_header_value("Content-Encoding"), "") << path;
+    EXPECT_EQ(packed->get_header_value("Content-Encoding"), "gzip") << path;
+    EXPECT_LT(packed->body.size(), plain->body.size()) << path;
+  }
+}
+
 TEST_F(WebPageTest, UnchangedFilesRevalidateAndMissingOnesAre404) {
   Start();
   auto first = Get("/ui/app.js");
