@@ -480,7 +480,7 @@ function chartView(main, params) {
   }
 
   function render(results, from, to) {
-    const spec = {from, to, lines: [], bars: [], lanes: []};
+    const spec = {from, to, lines: [], bars: [], lanes: [], labelLanes: names.length > 1};
     const notes = [];
     side.textContent = '';
     extra.textContent = '';

@@ -7,7 +7,7 @@
 //   lines: [{name, cls, points: [[t, v|null]], band: [[t, lo, hi]], step, dots}]
 //     step: the value holds until the next point (raw changes), drawn as steps
 //   bars:  [{name, cls, width, points: [[t, v|null]], resets: [t]}]
-//   lanes: [{name, spans: [[t0, t1, value]], cls(value)}]
+//   lanes: [{name, spans: [[t0, t1, value]], cls(value)}], named when labelLanes
 // Times are epoch seconds; null values break a line.
 
 const NS = 'http://www.w3.org/2000/svg';
@@ -255,7 +255,7 @@ export function drawChart(host, spec, {onZoom} = {}) {
       const r = el('rect', {class: 'state ' + lane.cls(value), x: xa, y, width: Math.max(0.5, xb - xa), height: laneH}, g);
       el('title', {}, r).textContent = `${value}: ${formatTick(a, 1)} – ${formatTick(b, 1)}`;
     }
-    if (lanes.length > 1) {
+    if (lanes.length > 1 || spec.labelLanes) {
       const label = el('text', {class: 'lane-label', x: x0 + 4, y: y + laneH / 2 + 4}, g);
       label.textContent = lane.name;
     }
