@@ -91,7 +91,8 @@ TEST_F(WebPageTest, ThePageAndEveryFileItReferences) {
     EXPECT_FALSE(r->body.empty()) << path;
     // No file names anything outside the origin (the SVG namespace is a
     // name, not a request).
-    std::string text = std::regex_replace(r->body, std::regex("http://www\\.w3\\.org/2000/svg"), "");
+    std::string text =
+        std::regex_replace(r->body, std::regex("http://www\\.w3\\.org/2000/svg"), "");
     EXPECT_EQ(text.find("http://"), std::string::npos) << path;
     EXPECT_EQ(text.find("https://"), std::string::npos) << path;
     bytes += r->body.size();

@@ -52,8 +52,7 @@ std::string Base64Decode(const std::string& in) {
 }
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 // A WebDriver session with a headless Chromium, through chromedriver on a
@@ -70,20 +69,20 @@ class Browser {
         [&] {
           httplib::Client cli("127.0.0.1", port_);
           auto r = cli.Get("/status");
-          return r && r->status == 200 && json::parse(r->body, nullptr, false)["value"]["ready"] == true;
+          return r && r->status == 200 &&
+                 json::parse(r->body, nullptr, false)["value"]["ready"] == true;
         },
         kPageTimeout);
     if (!ready_) return;
-    json caps = {
-        {"capabilities",
-         {{"alwaysMatch",
-           {{"browserName", "chrome"},
-            {"goog:chromeOptions",
-             {{"binary", CHROMIUM_BINARY},
-              {"args",
-               {"--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1200,900", "--lang=en-US",
-                "--user-data-dir=" + dir.File("chromium-profile")}}}}}}}}};
+    json caps = {{"capabilities",
+                  {{"alwaysMatch",
+                    {{"browserName", "chrome"},
+                     {"goog:chromeOptions",
+                      {{"binary", CHROMIUM_BINARY},
+                       {"args",
+                        {"--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1200,900", "--lang=en-US",
+                         "--user-data-dir=" + dir.File("chromium-profile")}}}}}}}}};
     json r = Call("POST", "/session", caps);
     if (r.contains("sessionId")) session_ = r["sessionId"];
     if (r.contains("value") && r["value"].is_object() && r["value"].contains("sessionId")) {
@@ -130,22 +129,27 @@ class Browser {
   void Type(const std::string& css, const std::string& text) {
     Session("POST", "/element/" + Find(css) + "/value", {{"text", text}});
   }
-  void Click(const std::string& css) { Session("POST", "/element/" + Find(css) + "/click", json::object()); }
+  void Click(const std::string& css) {
+    Session("POST", "/element/" + Find(css) + "/click", json::object());
+  }
 
   // Presses the mouse at `from_x` pixels from the element's centre, moves to
   // `to_x` and releases it: a drag across.
   void Drag(const std::string& css, int from_x, int to_x) {
     json origin = {{kElement, Find(css)}};
-    json actions = {
-        {"actions",
-         {{{"type", "pointer"},
-           {"id", "mouse"},
-           {"parameters", {{"pointerType", "mouse"}}},
-           {"actions",
-            {{{"type", "pointerMove"}, {"origin", origin}, {"x", from_x}, {"y", 0}},
-             {{"type", "pointerDown"}, {"button", 0}},
-             {{"type", "pointerMove"}, {"duration", 300}, {"origin", origin}, {"x", to_x}, {"y", 0}},
-             {{"type", "pointerUp"}, {"button", 0}}}}}}}};
+    json actions = {{"actions",
+                     {{{"type", "pointer"},
+                       {"id", "mouse"},
+                       {"parameters", {{"pointerType", "mouse"}}},
+                       {"actions",
+                        {{{"type", "pointerMove"}, {"origin", origin}, {"x", from_x}, {"y", 0}},
+                         {{"type", "pointerDown"}, {"button", 0}},
+                         {{"type", "pointerMove"},
+                          {"duration", 300},
+                          {"origin", origin},
+                          {"x", to_x},
+                          {"y", 0}},
+                         {{"type", "pointerUp"}, {"button", 0}}}}}}}};
     Session("POST", "/actions", actions);
   }
 
@@ -193,7 +197,9 @@ class WebBrowserTest : public ::testing::Test {
     browser_ = nullptr;
   }
 
-  void SetUp() override { ASSERT_TRUE(browser_->ok()) << "Chromium did not start: " << browser_->Why(); }
+  void SetUp() override {
+    ASSERT_TRUE(browser_->ok()) << "Chromium did not start: " << browser_->Why();
+  }
   void Start(const std::string& http_yaml = "") {
     broker_ = std::make_unique<Broker>(dir_);
     komoku_ = std::make_unique<Komoku>(dir_, *broker_, "", "", http_yaml);
@@ -250,35 +256,60 @@ TEST_F(WebBrowserTest, TheKeyListShowsTheKeysAndFollowsNewChanges) {
   ASSERT_TRUE(WaitForHistory("hall/door", 1));
 
   browser_->Go(Url());
-  ASSERT_FALSE(browser_->WaitFor("return document.querySelectorAll('tr.key').length === 3 && "
-                                 "document.querySelector('#live').textContent === 'live';")
+  ASSERT_FALSE(browser_
+                   ->WaitFor("return document.querySelectorAll('tr.key').length === 3 && "
+                             "document.querySelector('#live').textContent === 'live';")
                    .is_null())
       << browser_->Eval("return document.body.innerText;");
   EXPECT_EQ(ValueOf("kitchen/temperature"), "21.5");
   EXPECT_EQ(ValueOf("hall/door"), "true");
   EXPECT_EQ(ValueOf("radio"), "jazz");
   // Folders by '/': a heading for each.
-  json folders = browser_->Eval(
-      "return [...document.querySelectorAll('tr.folder')].map(r => r.textContent);");
+  json folders =
+      browser_->Eval("return [...document.querySelectorAll('tr.folder')].map(r => r.textContent);");
   EXPECT_EQ(folders, json::array({"hall/", "kitchen/"}));
 
   // A mark that a reload would wipe out.
   browser_->Eval("window.komokuTestMark = 42; return 0;");
   mqtt_->Publish("komoku/set/kitchen/temperature", "23.25");
   mqtt_->Publish("komoku/set/garden/rain", "0.4");
-  EXPECT_FALSE(browser_->WaitFor("const r = document.querySelector("
-                                 "'tr.key[data-key=\"kitchen/temperature\"] .value');"
-                                 "return r && r.textContent === '23.25';")
+  EXPECT_FALSE(browser_
+                   ->WaitFor("const r = document.querySelector("
+                             "'tr.key[data-key=\"kitchen/temperature\"] .value');"
+                             "return r && r.textContent === '23.25';")
                    .is_null())
       << ValueOf("kitchen/temperature");
-  EXPECT_FALSE(browser_->WaitFor("return !!document.querySelector('tr.key[data-key=\"garden/rain\"]');")
-                   .is_null());
+  EXPECT_FALSE(
+      browser_->WaitFor("return !!document.querySelector('tr.key[data-key=\"garden/rain\"]');")
+          .is_null());
   EXPECT_EQ(ValueOf("garden/rain"), "0.4");
   EXPECT_EQ(browser_->Eval("return window.komokuTestMark;"), 42) << "the page was reloaded";
 
+  // A key whose value is older than its stale_after is marked stale; a key
+  // defined without a value yet, unknown.
+  ASSERT_EQ(komoku_
+                ->Post("/api/v1/define?key=attic/humidity",
+                       R"({"type": "numeric", "opts": {"stale_after": "10m"}})")
+                .status,
+            200);
+  PublishAt("attic/humidity", 55, Now() - 3600);
+  ASSERT_EQ(komoku_->Post("/api/v1/define?key=attic/window", R"({"type": "boolean"})").status, 200);
+  ASSERT_TRUE(WaitForHistory("attic/humidity", 1));
+  browser_->Go(Url());
+  auto badge = [&](const std::string& key) {
+    return browser_->WaitFor("const b = document.querySelector('tr.key[data-key=\"" + key +
+                             "\"] .badge'); return b && b.textContent;");
+  };
+  EXPECT_EQ(badge("attic/humidity"), "stale");
+  EXPECT_EQ(badge("attic/window"), "unknown");
+  EXPECT_EQ(browser_->Eval(
+                "return document.querySelector('tr.key[data-key=\"radio\"] .badge').textContent;"),
+            "");
+
   // The filter box keeps the rows holding its words.
   browser_->Type("#filter", "kitchen");
-  EXPECT_FALSE(browser_->WaitFor("return document.querySelectorAll('tr.key').length === 1;").is_null());
+  EXPECT_FALSE(
+      browser_->WaitFor("return document.querySelectorAll('tr.key').length === 1;").is_null());
 }
 
 TEST_F(WebBrowserTest, ANumericKeysChartAndItsStatistics) {
@@ -314,12 +345,14 @@ TEST_F(WebBrowserTest, ANumericKeysChartAndItsStatistics) {
   // Live: a new reading is drawn without a reload.
   browser_->Eval("window.komokuTestMark = 7; return 0;");
   mqtt_->Publish("komoku/set/garden/temp", "55");
-  EXPECT_FALSE(browser_->WaitFor("const p = document.querySelector('#chart path.line');"
-                                 "return p && Number(p.getAttribute('data-points')) > " +
-                                 std::to_string(points.get<int>()) + ";")
+  EXPECT_FALSE(browser_
+                   ->WaitFor("const p = document.querySelector('#chart path.line');"
+                             "return p && Number(p.getAttribute('data-points')) > " +
+                             std::to_string(points.get<int>()) + ";")
                    .is_null());
-  EXPECT_FALSE(browser_->WaitFor("return [...document.querySelectorAll('#stats tr')].some("
-                                 "r => r.textContent === 'max55');")
+  EXPECT_FALSE(browser_
+                   ->WaitFor("return [...document.querySelectorAll('#stats tr')].some("
+                             "r => r.textContent === 'max55');")
                    .is_null());
   EXPECT_EQ(browser_->Eval("return window.komokuTestMark;"), 7) << "the page was reloaded";
 }
@@ -334,11 +367,13 @@ TEST_F(WebBrowserTest, ABooleansShareOfTimeIsThatOfTheApi) {
   PublishAt("hall/door", false, now - 3600);
   ASSERT_TRUE(WaitForHistory("hall/door", 4));
   // One window of time for the page and the API alike.
-  const std::string range = "from=" + std::to_string(now - 7500) + "&to=" + std::to_string(now - 600);
+  const std::string range =
+      "from=" + std::to_string(now - 7500) + "&to=" + std::to_string(now - 600);
   browser_->Go(Url("/#/chart?key=hall/door&" + range));
   json share = browser_->WaitFor(
       "for (const r of document.querySelectorAll('#stats tr'))"
-      "  if (r.querySelector('th').textContent === 'true') return r.querySelector('td').textContent;"
+      "  if (r.querySelector('th').textContent === 'true') return "
+      "r.querySelector('td').textContent;"
       "return '';");
   ASSERT_TRUE(share.is_string()) << browser_->Eval("return document.body.innerText;");
   auto stats = komoku_->Get("/api/v1/stats?key=hall/door&" + range);
@@ -350,8 +385,10 @@ TEST_F(WebBrowserTest, ABooleansShareOfTimeIsThatOfTheApi) {
   ASSERT_NE(open, std::string::npos) << text;
   EXPECT_NEAR(std::stod(text.substr(open + 1)), api, 0.01) << text;
   // The state band: a rectangle per span, both states drawn.
-  EXPECT_GE(browser_->Eval("return document.querySelectorAll('#chart .lane rect.st-true').length;"), 2);
-  EXPECT_GE(browser_->Eval("return document.querySelectorAll('#chart .lane rect.st-false').length;"), 2);
+  EXPECT_GE(browser_->Eval("return document.querySelectorAll('#chart .lane rect.st-true').length;"),
+            2);
+  EXPECT_GE(
+      browser_->Eval("return document.querySelectorAll('#chart .lane rect.st-false').length;"), 2);
   // And the share per hour of the day.
   EXPECT_EQ(browser_->Eval("return document.querySelectorAll('svg.hours').length;"), 1);
 }
@@ -367,7 +404,8 @@ TEST_F(WebBrowserTest, ACounterIsDrawnAsBarsWithItsResetAndALogAsLines) {
     PublishAt("meter", v, now - 7200 + i * 300);
   }
   // More than 12 different lines and no `values`: a log.
-  for (int i = 0; i < 20; ++i) PublishAt("syslog", "line " + std::to_string(i), now - 3000 + i * 60);
+  for (int i = 0; i < 20; ++i)
+    PublishAt("syslog", "line " + std::to_string(i), now - 3000 + i * 60);
   ASSERT_TRUE(WaitForHistory("meter", 24));
   ASSERT_TRUE(WaitForHistory("syslog", 20));
 
@@ -375,7 +413,8 @@ TEST_F(WebBrowserTest, ACounterIsDrawnAsBarsWithItsResetAndALogAsLines) {
   json bars = browser_->WaitFor("return document.querySelectorAll('#chart g.bars rect').length;");
   ASSERT_FALSE(bars.is_null()) << browser_->Eval("return document.body.innerText;");
   EXPECT_GE(bars.get<int>(), 10);
-  EXPECT_EQ(browser_->Eval("return document.querySelectorAll('#chart g.bars path.reset').length;"), 1);
+  EXPECT_EQ(browser_->Eval("return document.querySelectorAll('#chart g.bars path.reset').length;"),
+            1);
   // The increase shown is the sum of the API's buckets.
   auto h = komoku_->Get("/api/v1/history?key=meter&from=-3h&step=auto&agg=increase");
   ASSERT_EQ(h.status, 200) << h.body;
@@ -386,7 +425,8 @@ TEST_F(WebBrowserTest, ACounterIsDrawnAsBarsWithItsResetAndALogAsLines) {
   }
   json shown = browser_->Eval(
       "for (const r of document.querySelectorAll('#stats tr'))"
-      "  if (r.querySelector('th').textContent === 'increase') return r.querySelector('td').textContent;"
+      "  if (r.querySelector('th').textContent === 'increase') return "
+      "r.querySelector('td').textContent;"
       "return '';");
   EXPECT_EQ(shown, std::to_string(static_cast<int>(total))) << h.body;
 
@@ -394,8 +434,10 @@ TEST_F(WebBrowserTest, ACounterIsDrawnAsBarsWithItsResetAndALogAsLines) {
   json lines = browser_->WaitFor("return document.querySelectorAll('table.log tr').length;");
   ASSERT_FALSE(lines.is_null()) << browser_->Eval("return document.body.innerText;");
   EXPECT_EQ(lines, 20);
-  EXPECT_EQ(browser_->Eval("return document.querySelector('table.log tr td:last-child').textContent;"),
-            "line 19") << "newest first";
+  EXPECT_EQ(
+      browser_->Eval("return document.querySelector('table.log tr td:last-child').textContent;"),
+      "line 19")
+      << "newest first";
 }
 
 TEST_F(WebBrowserTest, AUrlReproducesAViewOfSeveralKeysAndDragZooms) {
@@ -409,20 +451,27 @@ TEST_F(WebBrowserTest, AUrlReproducesAViewOfSeveralKeysAndDragZooms) {
   ASSERT_TRUE(WaitForHistory("room/b", 30));
   const double from = std::floor(now - 6500);
   const double to = std::floor(now - 100);
-  const std::string view = "/#/chart?key=room%2Fa&key=room%2Fb&from=" + std::to_string(static_cast<long>(from)) +
-                           "&to=" + std::to_string(static_cast<long>(to));
+  const std::string view =
+      "/#/chart?key=room%2Fa&key=room%2Fb&from=" + std::to_string(static_cast<long>(from)) +
+      "&to=" + std::to_string(static_cast<long>(to));
   browser_->Go(Url(view));
-  ASSERT_FALSE(browser_->WaitFor("return document.querySelectorAll('#chart g.series path.line').length === 2;")
-                   .is_null())
+  ASSERT_FALSE(
+      browser_
+          ->WaitFor("return document.querySelectorAll('#chart g.series path.line').length === 2;")
+          .is_null())
       << browser_->Eval("return document.body.innerText;");
-  EXPECT_EQ(browser_->Eval("return [...document.querySelectorAll('#chart g.series')].map(g => g.dataset.key);"),
-            json::array({"room/a", "room/b"}));
-  EXPECT_EQ(browser_->Eval("return document.querySelector('h1.title').textContent;"), "room/a, room/b");
+  EXPECT_EQ(
+      browser_->Eval(
+          "return [...document.querySelectorAll('#chart g.series')].map(g => g.dataset.key);"),
+      json::array({"room/a", "room/b"}));
+  EXPECT_EQ(browser_->Eval("return document.querySelector('h1.title').textContent;"),
+            "room/a, room/b");
 
   // Drag across the middle: the URL takes the narrower range, the chart
   // follows it.
   browser_->Drag("#chart rect.hit", -150, 150);
-  json hash = browser_->WaitFor("return location.hash !== '" + view.substr(1) + "' && location.hash;");
+  json hash =
+      browser_->WaitFor("return location.hash !== '" + view.substr(1) + "' && location.hash;");
   ASSERT_TRUE(hash.is_string()) << "no zoom";
   const std::string h = hash.get<std::string>();
   auto param = [&](const std::string& name) {
@@ -437,9 +486,11 @@ TEST_F(WebBrowserTest, AUrlReproducesAViewOfSeveralKeysAndDragZooms) {
   // That link, opened afresh, shows the same two keys over the zoomed range.
   browser_->Go("about:blank");
   browser_->Go(Url("/" + h));
-  EXPECT_FALSE(browser_->WaitFor("return document.querySelectorAll('#chart g.series path.line').length === 2 && "
-                                 "document.querySelector('#main').dataset.loaded === 'true';")
-                   .is_null());
+  EXPECT_FALSE(
+      browser_
+          ->WaitFor("return document.querySelectorAll('#chart g.series path.line').length === 2 && "
+                    "document.querySelector('#main').dataset.loaded === 'true';")
+          .is_null());
   EXPECT_EQ(browser_->Eval("return location.hash;"), h);
 }
 
@@ -467,16 +518,20 @@ TEST_F(WebBrowserTest, BehindATokenThePageAsksAndSaysWhenItIsWrong) {
 
   browser_->Type("#auth-token", token);
   browser_->Click("#auth-form button[type=submit]");
-  EXPECT_FALSE(browser_->WaitFor("const r = document.querySelector('tr.key[data-key=\"office/co2\"] .value');"
-                                 "return r && r.textContent === '612';")
-                   .is_null())
+  EXPECT_FALSE(
+      browser_
+          ->WaitFor("const r = document.querySelector('tr.key[data-key=\"office/co2\"] .value');"
+                    "return r && r.textContent === '612';")
+          .is_null())
       << browser_->Eval("return document.body.innerText;");
   EXPECT_EQ(browser_->Eval("return document.querySelector('#auth').hidden;"), true);
   // Live behind the token too: the stream is read with the bearer header.
   mqtt_->Publish("komoku/set/office/co2", "640");
-  EXPECT_FALSE(browser_->WaitFor("const r = document.querySelector('tr.key[data-key=\"office/co2\"] .value');"
-                                 "return r && r.textContent === '640';")
-                   .is_null());
+  EXPECT_FALSE(
+      browser_
+          ->WaitFor("const r = document.querySelector('tr.key[data-key=\"office/co2\"] .value');"
+                    "return r && r.textContent === '640';")
+          .is_null());
 }
 
 }  // namespace
