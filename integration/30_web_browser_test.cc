@@ -153,6 +153,18 @@ class Browser {
     Session("POST", "/actions", actions);
   }
 
+  // Moves the mouse to `x` pixels from the element's centre.
+  void Hover(const std::string& css, int x) {
+    json origin = {{kElement, Find(css)}};
+    Session(
+        "POST", "/actions",
+        {{"actions",
+          {{{"type", "pointer"},
+            {"id", "mouse"},
+            {"parameters", {{"pointerType", "mouse"}}},
+            {"actions", {{{"type", "pointerMove"}, {"origin", origin}, {"x", x}, {"y", 0}}}}}}}});
+  }
+
   // Saves a screenshot (PNG) as a test artifact.
   void Screenshot(const std::string& path) {
     json r = Session("GET", "/screenshot", nullptr);
@@ -341,6 +353,18 @@ TEST_F(WebBrowserTest, ANumericKeysChartAndItsStatistics) {
   EXPECT_EQ(shown["max"], "49") << shown.dump();
   EXPECT_EQ(stats.Json()["min"], 10);
   EXPECT_EQ(shown["changes"], std::to_string(stats.Json()["count"].get<int>())) << shown.dump();
+
+  // Under the pointer, the time and the value there.
+  browser_->Hover("#chart rect.hit", 0);
+  json readout = browser_->WaitFor(
+      "const g = document.querySelector('#chart g.readout');"
+      "return g && g.getAttribute('visibility') === 'visible' && g.textContent;");
+  ASSERT_TRUE(readout.is_string());
+  auto at = readout.get<std::string>().find("garden/temp: ");
+  ASSERT_NE(at, std::string::npos) << readout;
+  const double hovered = std::stod(readout.get<std::string>().substr(at + 13));
+  EXPECT_GE(hovered, 10) << readout;
+  EXPECT_LE(hovered, 49) << readout;
 
   // Live: a new reading is drawn without a reload.
   browser_->Eval("window.komokuTestMark = 7; return 0;");

@@ -275,9 +275,12 @@ export function drawChart(host, spec, {onZoom} = {}) {
     sel.setAttribute('x', start);
     sel.setAttribute('width', 0);
   });
+  const readout = hoverReadout(svg, spec, {X, x0, x1, top, bottom: axisY, width});
+  hit.addEventListener('pointerleave', () => readout(null));
   hit.addEventListener('pointermove', (e) => {
-    if (start === null) return;
     const x = pointX(e);
+    readout(x);
+    if (start === null) return;
     sel.setAttribute('x', Math.min(start, x));
     sel.setAttribute('width', Math.abs(x - start));
   });
@@ -298,4 +301,67 @@ export function drawChart(host, spec, {onZoom} = {}) {
     sel.setAttribute('width', 0);
   });
   return svg;
+}
+
+// The value in force at `t` in time-ordered [t, v…] rows: the last row at or
+// before it (for buckets, the bucket holding it).
+function rowAt(rows, t) {
+  let lo = 0;
+  let hi = rows.length - 1;
+  if (hi < 0 || rows[0][0] > t) return null;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (rows[mid][0] <= t) lo = mid;
+    else hi = mid - 1;
+  }
+  return rows[lo];
+}
+
+// A vertical line under the pointer and, beside it, the time and each
+// series' value there. Returns show(x) (null hides it).
+function hoverReadout(svg, spec, {X, x0, x1, top, bottom, width}) {
+  const g = el('g', {class: 'readout', visibility: 'hidden'}, svg);
+  const line = el('line', {class: 'cursor', y1: top, y2: bottom}, g);
+  const box = el('rect', {class: 'readout-box', rx: 3}, g);
+  const text = el('text', {}, g);
+  const T = (px) => spec.from + ((px - x0) / (x1 - x0)) * (spec.to - spec.from);
+  return (x) => {
+    if (x === null) {
+      g.setAttribute('visibility', 'hidden');
+      return;
+    }
+    const t = T(x);
+    const rows = [formatTick(t, 1)];
+    for (const s of spec.lines || []) {
+      // Buckets are drawn at their middles: look up by their start.
+      const half = s.step ? 0 : (s.points.length > 1 ? (s.points[1][0] - s.points[0][0]) / 2 : 0);
+      const r = rowAt(s.points, t + half);
+      rows.push(`${s.name}: ${r ? formatNumber(r[1]) : '–'}`);
+    }
+    for (const s of spec.bars || []) {
+      const r = rowAt(s.points, t);
+      rows.push(`${s.name}: ${r && t < r[0] + s.width ? formatNumber(r[1]) : '–'}`);
+    }
+    for (const lane of spec.lanes || []) {
+      const span = lane.spans.find(([a, b]) => a <= t && t < b);
+      rows.push(`${lane.name}: ${span ? span[2] : 'unknown'}`);
+    }
+    text.textContent = '';
+    rows.forEach((r, i) => {
+      const ts = el('tspan', {x: 0, dy: i ? 14 : 0}, text);
+      ts.textContent = r;
+    });
+    g.setAttribute('visibility', 'visible');
+    line.setAttribute('x1', x);
+    line.setAttribute('x2', x);
+    const w = Math.max(...rows.map((r) => r.length)) * 6.5 + 12;
+    const h = rows.length * 14 + 8;
+    const bx = x + 10 + w > width ? x - 10 - w : x + 10;
+    box.setAttribute('x', bx);
+    box.setAttribute('y', top + 4);
+    box.setAttribute('width', w);
+    box.setAttribute('height', h);
+    text.setAttribute('transform', `translate(${bx + 6},${top + 18})`);
+    for (const ts of text.children) ts.setAttribute('x', 0);
+  };
 }
