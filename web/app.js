@@ -598,16 +598,17 @@ function chartView(main, params) {
     return h('figure', {class: 'hour-of-day'}, h('figcaption', {}, 'share per hour of the day'), svg);
   }
 
-  // New changes redraw the view while it ends now; a reconnection reloads
-  // it, so a change made while the stream was down is drawn too.
+  // New changes redraw the view while it ends now. Each time the stream
+  // opens (the first time too) the range is read again, so a change made
+  // before the stream listened (between the first read and the stream's
+  // start, or while it was reconnecting) is drawn too.
   if (live) {
-    let opened = 0;
     let timer = null;
     const soon = () => {
       if (!timer) timer = setTimeout(() => { timer = null; load(); }, 500);
     };
     api.stream(names, {
-      open: () => { if (opened++) soon(); },
+      open: () => soon(),
       event: (name, data) => {
         if (name === 'delete') { info = new Map(); soon(); }
         if (name === 'change' && names.includes(data.key)) soon();
