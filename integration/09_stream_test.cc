@@ -90,7 +90,8 @@ TEST_F(StreamTest, LiveChangesOfTheListedKeysOnly) {
 }
 
 TEST_F(StreamTest, BadRequestsAreClear400s) {
-  for (const char *q : {"", "since=-1h", "key=a&since=yesterday", "key=a&kye=b", "key=a%2B%23"}) {
+  for (const char *q : {"", "since=-1h", "key=a&since=yesterday", "key=a&kye=b", "key=a%2B%23",
+                        "key=a%23", "key=%2F%23", "key=a%2F%23%2F%23"}) {
     auto sse = Open(q);
     EXPECT_EQ(sse->WaitStatus(), 400) << q << " -> " << sse->Body();
     EXPECT_TRUE(WaitFor([&] { return sse->Closed(); }, std::chrono::milliseconds(5000))) << q;
@@ -212,6 +213,51 @@ TEST_F(StreamTest, SinceReplaysOnlyFromThatTime) {
   EXPECT_EQ(events[3].event, "live");
   EXPECT_EQ(events[4].event, "change");
   EXPECT_EQ(json::parse(events[4].data)["key"], "notyet");
+}
+
+// `key=#` follows every key, also those created after the stream opened
+// (the web page's key list); `key=<prefix>/#` the key <prefix> and the keys
+// under it, as an MQTT filter does; `since` replays what they match.
+TEST_F(StreamTest, FiltersFollowEveryKeyOrAFolder) {
+  const double now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  ASSERT_EQ(komoku_->Put("/api/v1/value?key=hall", json{{"value", 1}, {"time", now - 50}}.dump())
+                .status,
+            201);
+  ASSERT_EQ(
+      komoku_->Put("/api/v1/value?key=hall/door", json{{"value", true}, {"time", now - 40}}.dump())
+          .status,
+      201);
+  ASSERT_EQ(
+      komoku_->Put("/api/v1/value?key=hallway", json{{"value", 2}, {"time", now - 30}}.dump())
+          .status,
+      201);
+  auto all = Open("key=%23");
+  auto folder = Open("key=hall%2F%23&since=" + std::to_string(now - 60));
+  ASSERT_EQ(all->WaitStatus(), 200) << all->Body();
+  ASSERT_EQ(folder->WaitStatus(), 200) << folder->Body();
+  ASSERT_TRUE(folder->WaitForEvents([](const auto &ev) { return Count(ev, "live") == 1; }))
+      << folder->Body();
+  ASSERT_EQ(komoku_->Put("/api/v1/value?key=new%2Fkey", "3").status, 201);
+  mqtt_->Publish("komoku/set/hall/light", "on");
+  ASSERT_TRUE(all->WaitForEvents([](const auto &ev) { return Count(ev, "change") == 2; }))
+      << all->Body();
+  ASSERT_TRUE(folder->WaitForEvents([](const auto &ev) { return Count(ev, "change") == 1; }))
+      << folder->Body();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+
+  auto keys = [](const std::vector<Event> &events) {
+    std::vector<std::string> out;
+    for (const Event &e : events) {
+      if (e.event != "live") out.push_back(e.event + " " + json::parse(e.data)["key"].get<std::string>());
+    }
+    return out;
+  };
+  EXPECT_EQ(keys(all->Events()),
+            (std::vector<std::string>{"change new/key", "change hall/light"}));
+  // hallway is not under hall/.
+  EXPECT_EQ(keys(folder->Events()),
+            (std::vector<std::string>{"history hall", "history hall/door", "change hall/light"}));
 }
 
 TEST_F(StreamTest, AClientThatGoesAwayReleasesItsListener) {

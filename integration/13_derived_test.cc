@@ -229,6 +229,9 @@ TEST_F(DerivedTest, HomeAssistantDiscoveryConfigsAreValidJson) {
     EXPECT_EQ(c["payload_not_available"], "offline");
     EXPECT_TRUE(c["device"]["identifiers"].is_array());
     EXPECT_TRUE(c["device"]["name"].is_string());
+    // The device page in Home Assistant links to Komoku's web page.
+    EXPECT_EQ(c["device"]["configuration_url"],
+              "http://127.0.0.1:" + std::to_string(komoku_->http_port()) + "/");
   }
   const json& temp = configs["homeassistant/sensor/komoku_temp_1m/config"];
   EXPECT_EQ(temp["state_topic"], "komoku/derived/temp/1m");

@@ -4,7 +4,8 @@
 # missing, through sudo when not root.
 #
 #   scripts/install-deps.sh            build + run
-#   scripts/install-deps.sh test       also what the tests run against (Prometheus, openssl)
+#   scripts/install-deps.sh test       also what the tests run against (Prometheus, openssl,
+#                                      headless Chromium and its WebDriver for the web page)
 #   scripts/install-deps.sh bench      also Google Benchmark
 #   scripts/install-deps.sh fuzz       also clang (libFuzzer)
 set -euo pipefail
@@ -23,7 +24,7 @@ packages=(
 )
 for extra in "$@"; do
   case "$extra" in
-    test) packages+=(prometheus openssl) ;;
+    test) packages+=(prometheus openssl chromium chromium-driver) ;;
     bench) packages+=(libbenchmark-dev) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;
     *) echo "install-deps: unknown group '$extra' (known: test, bench, fuzz)" >&2; exit 2 ;;

@@ -160,6 +160,18 @@ std::string StatusLine(store::Store& store, const bridge::Bridge& bridge) {
          (bridge.subscribed() ? "subscribed" : bridge.connected() ? "connected" : "connecting");
 }
 
+// The web page's address as a browser elsewhere reaches it: the listen
+// host, or this machine's name when listening on every address.
+std::string PageUrl(const std::string& host, int port) {
+  std::string h = host;
+  if (h.empty() || h == "0.0.0.0" || h == "::") {
+    char name[256] = {};
+    h = gethostname(name, sizeof name - 1) == 0 && name[0] ? name : "localhost";
+  }
+  if (h.find(':') != std::string::npos) h = "[" + h + "]";
+  return "http://" + h + ":" + std::to_string(port) + "/";
+}
+
 derived::DerivedOptions DerivedOptionsOf(const Config& config) {
   derived::DerivedOptions o;
   o.prefix = config.mqtt_prefix;
@@ -186,6 +198,7 @@ std::vector<store::Store::KeyDefinition> KeyDefinitionsOf(const Config& config) 
 // The parts of a running service that a reload touches.
 struct Running {
   Config config;  // as running: what the next reload compares with
+  std::string page_url;  // the web page, for Home Assistant's configuration_url
   store::Store* store;
   bridge::Bridge* bridge;
   std::unique_ptr<derived::Publisher> derived;
@@ -235,6 +248,7 @@ Status Reload(const std::string& path, Running& run) {
   // configs are sent afresh.
   run.derived->Stop();
   run.derived = std::move(derived.value());
+  run.derived->SetConfigurationUrl(run.page_url);
   Status started = run.derived->Start();
   if (!started.ok()) {
     run.log->main->error("derived state not restarted (no derived topics until the next "
@@ -409,6 +423,8 @@ int RunService(const Config& config, const RunOptions& options) {
   }
 
   (*bridge)->Start();
+  const std::string page_url = PageUrl(config.http_host, (*http)->port());
+  (*derived)->SetConfigurationUrl(page_url);
   st = (*derived)->Start();
   if (!st.ok()) {
     log.main->error("{}", st.ToString());
@@ -436,7 +452,7 @@ int RunService(const Config& config, const RunOptions& options) {
   }
   log.main->info("ready");
   systemd.Ready(StatusLine(**store, **bridge));
-  Running running{config, store->get(), bridge->get(), std::move(derived.value()), publish, &log};
+  Running running{config, page_url, store->get(), bridge->get(), std::move(derived.value()), publish, &log};
   (*store)->metrics().Set("komoku_config_last_reload_successful", 1);
 
   // The loop wakes at least twice per watchdog interval; the ping proves that

@@ -135,6 +135,11 @@ class Publisher {
   Publisher(const Publisher&) = delete;
   Publisher& operator=(const Publisher&) = delete;
 
+  // The web page's address (http://host:port/), sent as the Home Assistant
+  // device's configuration_url so its device page links to Komoku's page.
+  // Call before Start(); empty (the default) sends none.
+  void SetConfigurationUrl(std::string url);
+
   // Reads the state file, queues the discovery configs, and starts the
   // threads (with options.start_threads); buckets that closed while Komoku
   // was down are published by the first RunDue, marked catch-up.

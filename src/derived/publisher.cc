@@ -121,6 +121,8 @@ class Publisher::Impl {
     return Status::Ok();
   }
 
+  void SetConfigurationUrl(std::string url) { configuration_url_ = std::move(url); }
+
   Status Start() {
     const int64_t now = store_->clock().NowMs();
     SavedState saved;
@@ -660,9 +662,10 @@ class Publisher::Impl {
   // Assistant reads them when it starts.
   void QueueDiscovery() {
     const std::string status = options_.prefix + "/status";
-    const json device = {{"identifiers", json::array({"komoku"})},
-                         {"name", "Komoku"},
-                         {"manufacturer", "Komoku"}};
+    json device = {{"identifiers", json::array({"komoku"})},
+                   {"name", "Komoku"},
+                   {"manufacturer", "Komoku"}};
+    if (!configuration_url_.empty()) device["configuration_url"] = configuration_url_;
     auto emit = [&](const std::string& component, const std::string& key, const std::string& name,
                     json config) {
       const std::string id = DiscoveryId(key, name);
@@ -863,6 +866,8 @@ class Publisher::Impl {
     }
   }
 
+  // Set before Start, constant after.
+  std::string configuration_url_;
   // Constant after Init.
   const DerivedOptions options_;
   store::Store* const store_;
@@ -915,6 +920,7 @@ Result<std::unique_ptr<Publisher>> Publisher::Create(DerivedOptions options, sto
   return std::unique_ptr<Publisher>(new Publisher(std::move(impl)));
 }
 
+void Publisher::SetConfigurationUrl(std::string url) { impl_->SetConfigurationUrl(std::move(url)); }
 Status Publisher::Start() { return impl_->Start(); }
 void Publisher::Stop() { impl_->Stop(); }
 void Publisher::RunDue() { impl_->RunDue(); }

@@ -247,6 +247,17 @@ class HttpServer::Impl {
     return std::find(options_.probe_paths.begin(), options_.probe_paths.end(), path) !=
            options_.probe_paths.end();
   }
+  // Answered without the token (HttpOptions::open_paths, open_prefixes).
+  bool IsOpen(const std::string& path) const {
+    if (std::find(options_.open_paths.begin(), options_.open_paths.end(), path) !=
+        options_.open_paths.end()) {
+      return true;
+    }
+    for (const std::string& prefix : options_.open_prefixes) {
+      if (path.compare(0, prefix.size(), prefix) == 0) return true;
+    }
+    return false;
+  }
   // The Authorization header's credentials: scheme "Bearer" in any case
   // (RFC 7235), then the token, compared in time independent of where it
   // differs.
@@ -459,7 +470,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
                       " without a Content-Length header: send a body, or an empty one (with "
                       "curl, add -d '')");
     }
-    if (!opt().token.empty() && !probe) {
+    if (!opt().token.empty() && !probe && !server_->IsOpen(path_)) {
       auto auth = req.find(http::field::authorization);
       if (auth == req.end() || !server_->Authorized(SV(auth->value()))) {
         server_->Refused("unauthorized");

@@ -104,8 +104,12 @@ struct HttpOptions {
   // Answered on a thread of their own, without the token, also past
   // max_connections.
   std::vector<std::string> probe_paths = {"/healthz", "/readyz"};
-  // When set, every other path needs `Authorization: Bearer <token>`.
+  // When set, every other path needs `Authorization: Bearer <token>`, but
+  // for these paths and the paths starting with one of `open_prefixes`
+  // (the web page's files, which hold no data).
   std::string token;
+  std::vector<std::string> open_paths;
+  std::vector<std::string> open_prefixes;
   std::chrono::milliseconds keepalive_interval{15000};  // comment line on an idle event stream
 };
 

@@ -22,6 +22,7 @@
 #include "store/history.h"
 #include "store/input.h"
 #include "store/time_param.h"
+#include "web/assets.h"
 
 namespace komoku::query {
 namespace {
@@ -202,6 +203,10 @@ class Server::Impl {
     http.workers = options_.workers;
     http.max_queued = options_.max_queued_requests;
     http.token = options_.token;
+    // The page's files hold no data (docs/web.md): the page asks for the
+    // token and sends it with its API requests.
+    http.open_paths = {"/"};
+    http.open_prefixes = {"/ui/"};
     http_ = std::make_unique<HttpServer>(
         std::move(http), [this](const Request& req, Response& res) { Handle(req, res); },
         [this](const std::string& series, int64_t delta) { store_->metrics().Add(series, delta); },
@@ -231,6 +236,8 @@ class Server::Impl {
     try {
       if (route != routes_.end()) {
         route->second(req, res);
+      } else if (req.method == "GET" && req.path.rfind("/ui/", 0) == 0) {
+        GetPage(req, res);
       } else {
         SendError(res, 404, "no_route", "no such endpoint: " + req.method + " " + req.path);
       }
@@ -246,6 +253,21 @@ class Server::Impl {
     if (res.HasHeader(kErrorHeader) && !res.HasHeader(kCountedHeader)) {
       store_->metrics().Add("komoku_refused_total{reason=\"" + res.Header(kErrorHeader) + "\"}");
     }
+  }
+
+  // The web page's files (src/web, docs/web.md).
+  static void GetPage(const Request& req, Response& res) {
+    std::optional<web::Answer> page = web::Serve(req.path, req.Header("If-None-Match"));
+    if (!page) return SendError(res, 404, "no_route", "no such endpoint: GET " + req.path);
+    res.status = page->status;
+    for (auto& [name, value] : page->headers) {
+      if (name == "Content-Type") {
+        res.content_type = value;
+      } else {
+        res.SetHeader(name, value);
+      }
+    }
+    if (page->status == 200) res.body = std::move(page->body);
   }
 
   void Route(const char* method, const char* path, Handler handler) {
@@ -285,6 +307,7 @@ class Server::Impl {
     Route("GET", "/healthz", [this](const auto& req, auto& res) { GetHealth(req, res); });
     Route("GET", "/readyz", [this](const auto& req, auto& res) { GetReady(req, res); });
     Route("GET", "/metrics", [this](const auto& req, auto& res) { GetMetrics(req, res); });
+    Route("GET", "/", GetPage);  // and every /ui/<file>: Handle
   }
 
   void GetKeys(const Request& req, Response& res) {
@@ -642,7 +665,14 @@ class Server::Impl {
     std::vector<std::string> keys;
     auto [first, last] = params.equal_range("key");
     for (auto it = first; it != last; ++it) {
-      Status ok = store::ValidateKeyName(it->second);
+      // A filter: `#`, or a key name then `/#`.
+      std::string_view name = it->second;
+      if (name == "#") {
+        keys.push_back(it->second);
+        continue;
+      }
+      if (name.size() > 2 && name.substr(name.size() - 2) == "/#") name.remove_suffix(2);
+      Status ok = store::ValidateKeyName(name);
       if (!ok.ok()) return SendStatus(res, ok.WithContext("parameter 'key'"));
       keys.push_back(it->second);
     }

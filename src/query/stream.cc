@@ -42,6 +42,19 @@ std::string ChangeEvent(const store::Change& c) {
 struct StreamHub::Client : EventStream {
   StreamHub* hub = nullptr;
   std::set<std::string, std::less<>> keys;
+  // From filters: "" for `#` (every key), "a/b" for `a/b/#` (a/b and all
+  // under it, as in MQTT).
+  std::vector<std::string> prefixes;
+  bool Matches(const std::string& key) const {
+    if (keys.count(key)) return true;
+    for (const std::string& p : prefixes) {
+      if (p.empty()) return true;
+      if (key.compare(0, p.size(), p) == 0 && (key.size() == p.size() || key[p.size()] == '/')) {
+        return true;
+      }
+    }
+    return false;
+  }
   uint64_t cutoff_seq = 0;  // changes up to here come from history
   int listener_id = 0;
 
@@ -171,7 +184,15 @@ Result<std::shared_ptr<EventStream>> StreamHub::Open(std::vector<std::string> ke
                                                      std::optional<int64_t> since_ms) {
   auto client = std::make_shared<Client>();
   client->hub = this;
-  client->keys.insert(keys.begin(), keys.end());
+  for (std::string& k : keys) {
+    if (k == "#") {
+      client->prefixes.emplace_back();
+    } else if (k.size() > 2 && k.compare(k.size() - 2, 2, "/#") == 0) {
+      client->prefixes.push_back(k.substr(0, k.size() - 2));
+    } else {
+      client->keys.insert(std::move(k));
+    }
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopped_) return Status::Busy("shutting down");
@@ -184,7 +205,7 @@ Result<std::shared_ptr<EventStream>> StreamHub::Open(std::vector<std::string> ke
   auto [id, seq] = store_->AddListenerAtSeq([weak](uint64_t cutoff) {
     return [weak, cutoff](const store::Change& c) {
       auto cl = weak.lock();
-      if (!cl || !cl->keys.count(c.key)) return;
+      if (!cl || !cl->Matches(c.key)) return;
       if (c.seq && c.seq <= cutoff) return;  // the replay has it
       cl->Push(ChangeEvent(c));
     };
@@ -204,7 +225,13 @@ Result<std::shared_ptr<EventStream>> StreamHub::Open(std::vector<std::string> ke
       store::Value value;
     };
     std::vector<Row> rows;
-    for (const std::string& key : client->keys) {
+    std::set<std::string> keys(client->keys.begin(), client->keys.end());
+    if (!client->prefixes.empty()) {
+      for (const store::KeyInfo& k : store_->Keys()) {
+        if (client->Matches(k.name)) keys.insert(k.name);
+      }
+    }
+    for (const std::string& key : keys) {
       auto h = store_->History(key, *since_ms, INT64_MAX, kMaxReplay, client->cutoff_seq);
       if (!h.ok()) continue;  // a key that does not exist (yet)
       for (auto& s : *h) rows.push_back({s.time_ms, key, std::move(s.value)});

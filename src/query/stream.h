@@ -1,5 +1,5 @@
 // Server-Sent Events of key changes (Komoku's `sub` over HTTP):
-// GET /api/v1/stream?key=a&key=b[&since=T]. With `since`, the stored changes
+// GET /api/v1/stream?key=a&key=b[&key=c/#][&since=T]. With `since`, the stored changes
 // since then are replayed first and the live feed continues with no gap and
 // no duplicate at the seam (Store::AddListenerAtSeq). A client that goes away
 // releases its listener. Each client's queue of unsent events is bounded: a
@@ -31,9 +31,10 @@ class StreamHub {
             std::shared_ptr<spdlog::logger> log);
   ~StreamHub();
 
-  // Opens an event stream of `keys` (the replay since `since_ms` is read
-  // here, on the caller's thread). Busy when max_clients streams are open
-  // already.
+  // Opens an event stream of `keys`, each a key name or a filter: `#`
+  // (every key, also those created later) or `<prefix>/#` (the key <prefix>
+  // and every key under it). The replay since `since_ms` is read here, on
+  // the caller's thread. Busy when max_clients streams are open already.
   Result<std::shared_ptr<EventStream>> Open(std::vector<std::string> keys,
                                             std::optional<int64_t> since_ms);
 

@@ -1,0 +1,562 @@
+// 30: the web page in a real browser: headless Chromium, driven over the W3C
+// WebDriver protocol by chromedriver (Debian's `chromium` and
+// `chromium-driver`, scripts/install-deps.sh test), against the real komoku
+// with data published through a real Mosquitto. It checks what a user sees:
+// the keys with their values, a change appearing without a reload, a chart
+// drawn with the statistics of /api/v1/stats beside it, a link that
+// reproduces a view of several keys, drag to zoom, and a page behind a token
+// that asks for it and says when it is wrong.
+//
+// One browser serves every test of the binary (started in SetUpTestSuite);
+// each test has its own broker and komoku, so its own origin and storage.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+
+#include "harness/harness.h"
+
+namespace komoku::testing {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+constexpr char kElement[] = "element-6066-11e4-a52e-4f735466cecf";
+constexpr milliseconds kPageTimeout(60000);
+
+// WebDriver sends screenshots in base64.
+std::string Base64Decode(const std::string& in) {
+  std::string out;
+  int bits = 0;
+  unsigned acc = 0;
+  for (char c : in) {
+    int v = c >= 'A' && c <= 'Z'   ? c - 'A'
+            : c >= 'a' && c <= 'z' ? c - 'a' + 26
+            : c >= '0' && c <= '9' ? c - '0' + 52
+            : c == '+'             ? 62
+            : c == '/'             ? 63
+                                   : -1;
+    if (v < 0) continue;
+    acc = (acc << 6) | static_cast<unsigned>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// A WebDriver session with a headless Chromium, through chromedriver on a
+// free loopback port. Every call fails the test (with what the driver said)
+// rather than throwing.
+class Browser {
+ public:
+  explicit Browser(const TempDir& dir) {
+    port_ = FreeLoopbackPort();
+    driver_ = std::make_unique<Process>(
+        std::vector<std::string>{CHROMEDRIVER_BINARY, "--port=" + std::to_string(port_)},
+        dir.File("chromedriver.log"));
+    ready_ = komoku::testing::WaitFor(
+        [&] {
+          httplib::Client cli("127.0.0.1", port_);
+          auto r = cli.Get("/status");
+          return r && r->status == 200 &&
+                 json::parse(r->body, nullptr, false)["value"]["ready"] == true;
+        },
+        kPageTimeout);
+    if (!ready_) return;
+    json caps = {{"capabilities",
+                  {{"alwaysMatch",
+                    {{"browserName", "chrome"},
+                     {"goog:chromeOptions",
+                      {{"binary", CHROMIUM_BINARY},
+                       {"args",
+                        {"--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1200,900", "--lang=en-US",
+                         "--user-data-dir=" + dir.File("chromium-profile")}}}}}}}}};
+    json r = Call("POST", "/session", caps);
+    if (r.contains("sessionId")) session_ = r["sessionId"];
+    if (r.contains("value") && r["value"].is_object() && r["value"].contains("sessionId")) {
+      session_ = r["value"]["sessionId"];
+    }
+  }
+  ~Browser() {
+    if (!session_.empty()) Call("DELETE", "/session/" + session_, nullptr);
+    if (driver_) driver_->Stop();
+  }
+
+  bool ok() const { return ready_ && !session_.empty(); }
+  std::string Why() const { return driver_ ? driver_->Output() : "chromedriver did not start"; }
+
+  void Go(const std::string& url) { Session("POST", "/url", {{"url", url}}); }
+
+  // Runs `script` (a function body: `return …`) in the page; its value.
+  json Eval(const std::string& script) {
+    json r = Session("POST", "/execute/sync", {{"script", script}, {"args", json::array()}});
+    return r.contains("value") ? r["value"] : json();
+  }
+
+  // Polls `script` until it returns something truthy (true, a non-empty
+  // string, a non-zero number); that value, or null on timeout.
+  json WaitFor(const std::string& script, milliseconds timeout = kPageTimeout) {
+    json last;
+    komoku::testing::WaitFor(
+        [&] {
+          last = Eval(script);
+          return !(last.is_null() || last == false || last == "" || last == 0);
+        },
+        timeout);
+    return last.is_null() || last == false || last == "" || last == 0 ? json() : last;
+  }
+
+  std::string Find(const std::string& css) {
+    json r = Session("POST", "/element", {{"using", "css selector"}, {"value", css}});
+    if (!r.contains("value") || !r["value"].is_object() || !r["value"].contains(kElement)) {
+      ADD_FAILURE() << "no element " << css << ": " << r.dump();
+      return "";
+    }
+    return r["value"][kElement];
+  }
+  void Type(const std::string& css, const std::string& text) {
+    Session("POST", "/element/" + Find(css) + "/value", {{"text", text}});
+  }
+  void Click(const std::string& css) {
+    Session("POST", "/element/" + Find(css) + "/click", json::object());
+  }
+
+  // Presses the mouse at `from_x` pixels from the element's centre, moves to
+  // `to_x` and releases it: a drag across.
+  void Drag(const std::string& css, int from_x, int to_x) {
+    json origin = {{kElement, Find(css)}};
+    json actions = {{"actions",
+                     {{{"type", "pointer"},
+                       {"id", "mouse"},
+                       {"parameters", {{"pointerType", "mouse"}}},
+                       {"actions",
+                        {{{"type", "pointerMove"}, {"origin", origin}, {"x", from_x}, {"y", 0}},
+                         {{"type", "pointerDown"}, {"button", 0}},
+                         {{"type", "pointerMove"},
+                          {"duration", 300},
+                          {"origin", origin},
+                          {"x", to_x},
+                          {"y", 0}},
+                         {{"type", "pointerUp"}, {"button", 0}}}}}}}};
+    Session("POST", "/actions", actions);
+  }
+
+  // Moves the mouse to `x` pixels from the element's centre.
+  void Hover(const std::string& css, int x) {
+    json origin = {{kElement, Find(css)}};
+    Session(
+        "POST", "/actions",
+        {{"actions",
+          {{{"type", "pointer"},
+            {"id", "mouse"},
+            {"parameters", {{"pointerType", "mouse"}}},
+            {"actions", {{{"type", "pointerMove"}, {"origin", origin}, {"x", x}, {"y", 0}}}}}}}});
+  }
+
+  // Saves a screenshot (PNG) as a test artifact.
+  void Screenshot(const std::string& path) {
+    json r = Session("GET", "/screenshot", nullptr);
+    if (!r.contains("value") || !r["value"].is_string()) return;
+    std::ofstream(path, std::ios::binary) << Base64Decode(r["value"].get<std::string>());
+  }
+
+ private:
+  json Session(const std::string& method, const std::string& path, const json& body) {
+    return Call(method, "/session/" + session_ + path, body);
+  }
+  json Call(const std::string& method, const std::string& path, const json& body) {
+    httplib::Client cli("127.0.0.1", port_);
+    cli.set_read_timeout(120, 0);
+    httplib::Result r = method == "GET"      ? cli.Get(path)
+                        : method == "DELETE" ? cli.Delete(path)
+                                             : cli.Post(path, body.dump(), "application/json");
+    if (!r) {
+      ADD_FAILURE() << method << " " << path << ": no answer from chromedriver";
+      return json();
+    }
+    json j = json::parse(r->body, nullptr, false);
+    if (r->status != 200) ADD_FAILURE() << method << " " << path << ": " << r->body;
+    return j.is_discarded() ? json() : j;
+  }
+
+  int port_ = 0;
+  bool ready_ = false;
+  std::unique_ptr<Process> driver_;
+  std::string session_;
+};
+
+class WebBrowserTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    browser_dir_ = new TempDir();
+    browser_ = new Browser(*browser_dir_);
+  }
+  static void TearDownTestSuite() {
+    delete browser_;
+    delete browser_dir_;
+    browser_ = nullptr;
+  }
+
+  void SetUp() override {
+    ASSERT_TRUE(browser_->ok()) << "Chromium did not start: " << browser_->Why();
+  }
+  void Start(const std::string& http_yaml = "") {
+    broker_ = std::make_unique<Broker>(dir_);
+    komoku_ = std::make_unique<Komoku>(dir_, *broker_, "", "", http_yaml);
+    ASSERT_TRUE(komoku_->Start()) << komoku_->Output();
+    mqtt_ = std::make_unique<MqttClient>(broker_->url(), "it-web-publisher");
+  }
+  void TearDown() override {
+    if (!komoku_) return;
+    // The page as the test left it, kept beside the build for a look.
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    browser_->Screenshot(std::string(KOMOKU_ARTIFACT_DIR) + "/web-" + info->name() + ".png");
+    DumpOnFailure(*broker_, *komoku_);
+  }
+  std::string Url(const std::string& rest = "/") const {
+    return "http://127.0.0.1:" + std::to_string(komoku_->http_port()) + rest;
+  }
+  // Publishes `value` for `key` at `time` (epoch seconds) through the broker.
+  void PublishAt(const std::string& key, const json& value, double time) {
+    mqtt_->Publish("komoku/set/" + key, json{{"value", value}, {"time", time}}.dump());
+  }
+  bool WaitForHistory(const std::string& key, size_t count) {
+    return WaitFor(
+        [&] {
+          auto r = komoku_->Get("/api/v1/history?key=" + key + "&from=0&limit=10000");
+          return r.status == 200 && r.Json()["rows"].size() >= count;
+        },
+        kPageTimeout);
+  }
+  // The text of the value cell of `key`'s row in the key list ("" if none).
+  std::string ValueOf(const std::string& key) {
+    json v = browser_->Eval("const r = document.querySelector('tr.key[data-key=\"" + key +
+                            "\"] .value'); return r ? r.textContent : '';");
+    return v.is_string() ? v.get<std::string>() : "";
+  }
+
+  static TempDir* browser_dir_;
+  static Browser* browser_;
+  TempDir dir_;
+  std::unique_ptr<Broker> broker_;
+  std::unique_ptr<Komoku> komoku_;
+  std::unique_ptr<MqttClient> mqtt_;
+};
+
+TempDir* WebBrowserTest::browser_dir_ = nullptr;
+Browser* WebBrowserTest::browser_ = nullptr;
+
+TEST_F(WebBrowserTest, TheKeyListShowsTheKeysAndFollowsNewChanges) {
+  Start();
+  mqtt_->Publish("komoku/set/kitchen/temperature", "21.5");
+  mqtt_->Publish("komoku/set/hall/door", "true");
+  mqtt_->Publish("komoku/set/radio", "jazz");
+  ASSERT_TRUE(WaitForHistory("radio", 1));
+  ASSERT_TRUE(WaitForHistory("kitchen/temperature", 1));
+  ASSERT_TRUE(WaitForHistory("hall/door", 1));
+
+  browser_->Go(Url());
+  ASSERT_FALSE(browser_
+                   ->WaitFor("return document.querySelectorAll('tr.key').length === 3 && "
+                             "document.querySelector('#live').textContent === 'live';")
+                   .is_null())
+      << browser_->Eval("return document.body.innerText;");
+  EXPECT_EQ(ValueOf("kitchen/temperature"), "21.5");
+  EXPECT_EQ(ValueOf("hall/door"), "true");
+  EXPECT_EQ(ValueOf("radio"), "jazz");
+  // Folders by '/': a heading for each.
+  json folders =
+      browser_->Eval("return [...document.querySelectorAll('tr.folder')].map(r => r.textContent);");
+  EXPECT_EQ(folders, json::array({"hall/", "kitchen/"}));
+
+  // A mark that a reload would wipe out.
+  browser_->Eval("window.komokuTestMark = 42; return 0;");
+  mqtt_->Publish("komoku/set/kitchen/temperature", "23.25");
+  mqtt_->Publish("komoku/set/garden/rain", "0.4");
+  EXPECT_FALSE(browser_
+                   ->WaitFor("const r = document.querySelector("
+                             "'tr.key[data-key=\"kitchen/temperature\"] .value');"
+                             "return r && r.textContent === '23.25';")
+                   .is_null())
+      << ValueOf("kitchen/temperature");
+  EXPECT_FALSE(
+      browser_->WaitFor("return !!document.querySelector('tr.key[data-key=\"garden/rain\"]');")
+          .is_null());
+  EXPECT_EQ(ValueOf("garden/rain"), "0.4");
+  EXPECT_EQ(browser_->Eval("return window.komokuTestMark;"), 42) << "the page was reloaded";
+
+  // A key whose value is older than its stale_after is marked stale; a key
+  // defined without a value yet, unknown.
+  ASSERT_EQ(komoku_
+                ->Post("/api/v1/define?key=attic/humidity",
+                       R"({"type": "numeric", "opts": {"stale_after": "10m"}})")
+                .status,
+            200);
+  PublishAt("attic/humidity", 55, Now() - 3600);
+  ASSERT_EQ(komoku_->Post("/api/v1/define?key=attic/window", R"({"type": "boolean"})").status, 200);
+  ASSERT_TRUE(WaitForHistory("attic/humidity", 1));
+  browser_->Go(Url());
+  auto badge = [&](const std::string& key) {
+    return browser_->WaitFor("const b = document.querySelector('tr.key[data-key=\"" + key +
+                             "\"] .badge'); return b && b.textContent;");
+  };
+  EXPECT_EQ(badge("attic/humidity"), "stale");
+  EXPECT_EQ(badge("attic/window"), "unknown");
+  EXPECT_EQ(browser_->Eval(
+                "return document.querySelector('tr.key[data-key=\"radio\"] .badge').textContent;"),
+            "");
+
+  // The filter box keeps the rows holding its words.
+  browser_->Type("#filter", "kitchen");
+  EXPECT_FALSE(
+      browser_->WaitFor("return document.querySelectorAll('tr.key').length === 1;").is_null());
+}
+
+TEST_F(WebBrowserTest, ANumericKeysChartAndItsStatistics) {
+  Start();
+  const double now = Now();
+  // 40 readings over the last 2 hours, 10 to 49.
+  for (int i = 0; i < 40; ++i) PublishAt("garden/temp", 10 + i, now - 7200 + i * 180);
+  ASSERT_TRUE(WaitForHistory("garden/temp", 40));
+
+  browser_->Go(Url("/#/chart?key=garden/temp&from=-3h&to=now"));
+  json points = browser_->WaitFor(
+      "const p = document.querySelector('#chart svg.chart g.series path.line');"
+      "return p ? Number(p.getAttribute('data-points')) : 0;");
+  ASSERT_FALSE(points.is_null()) << browser_->Eval("return document.body.innerText;");
+  EXPECT_GE(points.get<int>(), 40);
+  // The path really goes through them: a command per point.
+  json commands = browser_->Eval(
+      "const d = document.querySelector('#chart path.line').getAttribute('d');"
+      "return (d.match(/[MLHV]/g) || []).length;");
+  EXPECT_GE(commands.get<int>(), 40);
+
+  auto stats = komoku_->Get("/api/v1/stats?key=garden/temp&from=-3h");
+  ASSERT_EQ(stats.status, 200) << stats.body;
+  json shown = browser_->Eval(
+      "const o = {}; for (const r of document.querySelectorAll('#stats tr'))"
+      "  o[r.querySelector('th').textContent] = r.querySelector('td').textContent;"
+      "return o;");
+  EXPECT_EQ(shown["min"], "10") << shown.dump();
+  EXPECT_EQ(shown["max"], "49") << shown.dump();
+  EXPECT_EQ(stats.Json()["min"], 10);
+  EXPECT_EQ(shown["changes"], std::to_string(stats.Json()["count"].get<int>())) << shown.dump();
+
+  // Under the pointer, the time and the value there.
+  browser_->Hover("#chart rect.hit", 0);
+  json readout = browser_->WaitFor(
+      "const g = document.querySelector('#chart g.readout');"
+      "return g && g.getAttribute('visibility') === 'visible' && g.textContent;");
+  ASSERT_TRUE(readout.is_string());
+  auto at = readout.get<std::string>().find("garden/temp: ");
+  ASSERT_NE(at, std::string::npos) << readout;
+  const double hovered = std::stod(readout.get<std::string>().substr(at + 13));
+  EXPECT_GE(hovered, 10) << readout;
+  EXPECT_LE(hovered, 49) << readout;
+
+  // Live: a new reading is drawn without a reload.
+  browser_->Eval("window.komokuTestMark = 7; return 0;");
+  mqtt_->Publish("komoku/set/garden/temp", "55");
+  EXPECT_FALSE(browser_
+                   ->WaitFor("const p = document.querySelector('#chart path.line');"
+                             "return p && Number(p.getAttribute('data-points')) > " +
+                             std::to_string(points.get<int>()) + ";")
+                   .is_null());
+  EXPECT_FALSE(browser_
+                   ->WaitFor("return [...document.querySelectorAll('#stats tr')].some("
+                             "r => r.textContent === 'max55');")
+                   .is_null());
+  EXPECT_EQ(browser_->Eval("return window.komokuTestMark;"), 7) << "the page was reloaded";
+}
+
+TEST_F(WebBrowserTest, ABooleansShareOfTimeIsThatOfTheApi) {
+  Start();
+  const double now = Now();
+  // Open 10 min, closed 30 min, open 20 min, then closed: in the last 2 h.
+  PublishAt("hall/door", true, now - 7200);
+  PublishAt("hall/door", false, now - 6600);
+  PublishAt("hall/door", true, now - 4800);
+  PublishAt("hall/door", false, now - 3600);
+  ASSERT_TRUE(WaitForHistory("hall/door", 4));
+  // One window of time for the page and the API alike.
+  const std::string range =
+      "from=" + std::to_string(now - 7500) + "&to=" + std::to_string(now - 600);
+  browser_->Go(Url("/#/chart?key=hall/door&" + range));
+  json share = browser_->WaitFor(
+      "for (const r of document.querySelectorAll('#stats tr'))"
+      "  if (r.querySelector('th').textContent === 'true') return "
+      "r.querySelector('td').textContent;"
+      "return '';");
+  ASSERT_TRUE(share.is_string()) << browser_->Eval("return document.body.innerText;");
+  auto stats = komoku_->Get("/api/v1/stats?key=hall/door&" + range);
+  ASSERT_EQ(stats.status, 200) << stats.body;
+  const double api = stats.Json()["share"]["true"].get<double>() * 100;
+  // "30 min (33.333 %)"
+  const std::string text = share.get<std::string>();
+  auto open = text.find('(');
+  ASSERT_NE(open, std::string::npos) << text;
+  EXPECT_NEAR(std::stod(text.substr(open + 1)), api, 0.01) << text;
+  // The state band: a rectangle per span, both states drawn.
+  EXPECT_GE(browser_->Eval("return document.querySelectorAll('#chart .lane rect.st-true').length;"),
+            2);
+  EXPECT_GE(
+      browser_->Eval("return document.querySelectorAll('#chart .lane rect.st-false').length;"), 2);
+  // And the share per hour of the day.
+  EXPECT_EQ(browser_->Eval("return document.querySelectorAll('svg.hours').length;"), 1);
+}
+
+TEST_F(WebBrowserTest, ACounterIsDrawnAsBarsWithItsResetAndALogAsLines) {
+  Start();
+  ASSERT_EQ(komoku_->Post("/api/v1/define?key=meter", R"({"type": "counter"})").status, 200);
+  const double now = Now();
+  // Rises by 2 every 5 min for 2 h, a reset to 0 an hour ago, then rises on.
+  double v = 100;
+  for (int i = 0; i < 24; ++i) {
+    v = i == 12 ? 0 : v + 2;
+    PublishAt("meter", v, now - 7200 + i * 300);
+  }
+  // More than 12 different lines and no `values`: a log.
+  for (int i = 0; i < 20; ++i)
+    PublishAt("syslog", "line " + std::to_string(i), now - 3000 + i * 60);
+  ASSERT_TRUE(WaitForHistory("meter", 24));
+  ASSERT_TRUE(WaitForHistory("syslog", 20));
+
+  browser_->Go(Url("/#/chart?key=meter&from=-3h&to=now"));
+  json bars = browser_->WaitFor("return document.querySelectorAll('#chart g.bars rect').length;");
+  ASSERT_FALSE(bars.is_null()) << browser_->Eval("return document.body.innerText;");
+  EXPECT_GE(bars.get<int>(), 10);
+  EXPECT_EQ(browser_->Eval("return document.querySelectorAll('#chart g.bars path.reset').length;"),
+            1);
+  // The increase shown is the sum of the API's buckets.
+  auto h = komoku_->Get("/api/v1/history?key=meter&from=-3h&step=auto&agg=increase");
+  ASSERT_EQ(h.status, 200) << h.body;
+  double total = 0;
+  const json buckets = h.Json();
+  for (const json& row : buckets["rows"]) {
+    if (!row[1].is_null()) total += row[1].get<double>();
+  }
+  json shown = browser_->Eval(
+      "for (const r of document.querySelectorAll('#stats tr'))"
+      "  if (r.querySelector('th').textContent === 'increase') return "
+      "r.querySelector('td').textContent;"
+      "return '';");
+  EXPECT_EQ(shown, std::to_string(static_cast<int>(total))) << h.body;
+
+  browser_->Go(Url("/#/chart?key=syslog&from=-3h&to=now"));
+  json lines = browser_->WaitFor("return document.querySelectorAll('table.log tr').length;");
+  ASSERT_FALSE(lines.is_null()) << browser_->Eval("return document.body.innerText;");
+  EXPECT_EQ(lines, 20);
+  EXPECT_EQ(
+      browser_->Eval("return document.querySelector('table.log tr td:last-child').textContent;"),
+      "line 19")
+      << "newest first";
+}
+
+TEST_F(WebBrowserTest, AUrlReproducesAViewOfSeveralKeysAndDragZooms) {
+  Start();
+  const double now = Now();
+  for (int i = 0; i < 30; ++i) {
+    PublishAt("room/a", 20 + i % 5, now - 6000 + i * 200);
+    PublishAt("room/b", 15 + i % 3, now - 6000 + i * 200 + 50);
+  }
+  ASSERT_TRUE(WaitForHistory("room/a", 30));
+  ASSERT_TRUE(WaitForHistory("room/b", 30));
+  const double from = std::floor(now - 6500);
+  const double to = std::floor(now - 100);
+  const std::string view =
+      "/#/chart?key=room%2Fa&key=room%2Fb&from=" + std::to_string(static_cast<long>(from)) +
+      "&to=" + std::to_string(static_cast<long>(to));
+  browser_->Go(Url(view));
+  ASSERT_FALSE(
+      browser_
+          ->WaitFor("return document.querySelectorAll('#chart g.series path.line').length === 2;")
+          .is_null())
+      << browser_->Eval("return document.body.innerText;");
+  EXPECT_EQ(
+      browser_->Eval(
+          "return [...document.querySelectorAll('#chart g.series')].map(g => g.dataset.key);"),
+      json::array({"room/a", "room/b"}));
+  EXPECT_EQ(browser_->Eval("return document.querySelector('h1.title').textContent;"),
+            "room/a, room/b");
+
+  // Drag across the middle: the URL takes the narrower range, the chart
+  // follows it.
+  browser_->Drag("#chart rect.hit", -150, 150);
+  json hash =
+      browser_->WaitFor("return location.hash !== '" + view.substr(1) + "' && location.hash;");
+  ASSERT_TRUE(hash.is_string()) << "no zoom";
+  const std::string h = hash.get<std::string>();
+  auto param = [&](const std::string& name) {
+    auto at = h.find("&" + name + "=");
+    return at == std::string::npos ? 0.0 : std::stod(h.substr(at + name.size() + 2));
+  };
+  EXPECT_GT(param("from"), from) << h;
+  EXPECT_LT(param("to"), to) << h;
+  EXPECT_LT(param("to") - param("from"), (to - from) * 0.8) << h;
+  EXPECT_NE(h.find("key=room%2Fa&key=room%2Fb"), std::string::npos) << h;
+
+  // That link, opened afresh, shows the same two keys over the zoomed range.
+  browser_->Go("about:blank");
+  browser_->Go(Url("/" + h));
+  EXPECT_FALSE(
+      browser_
+          ->WaitFor("return document.querySelectorAll('#chart g.series path.line').length === 2 && "
+                    "document.querySelector('#main').dataset.loaded === 'true';")
+          .is_null());
+  EXPECT_EQ(browser_->Eval("return location.hash;"), h);
+}
+
+TEST_F(WebBrowserTest, BehindATokenThePageAsksAndSaysWhenItIsWrong) {
+  const std::string token = "browser-token-0123456789";
+  std::ofstream(dir_.File("token")) << token << "\n";
+  Start("  token_file: " + dir_.File("token") + "\n");
+  mqtt_->Publish("komoku/set/office/co2", "612");
+  komoku_->set_token(token);
+  ASSERT_TRUE(WaitForHistory("office/co2", 1));
+
+  browser_->Go(Url());
+  ASSERT_FALSE(browser_->WaitFor("return !document.querySelector('#auth').hidden;").is_null());
+  EXPECT_NE(browser_->Eval("return document.querySelector('#auth-message').textContent;")
+                .get<std::string>()
+                .find("Bearer"),
+            std::string::npos);
+  browser_->Type("#auth-token", "not-the-token-0000");
+  browser_->Click("#auth-form button[type=submit]");
+  json refused = browser_->WaitFor(
+      "const m = document.querySelector('#auth-message').textContent;"
+      "return !document.querySelector('#auth').hidden && m.includes('refused') && m;");
+  ASSERT_TRUE(refused.is_string());
+  EXPECT_NE(refused.get<std::string>().find("wrong token"), std::string::npos) << refused;
+
+  browser_->Type("#auth-token", token);
+  browser_->Click("#auth-form button[type=submit]");
+  EXPECT_FALSE(
+      browser_
+          ->WaitFor("const r = document.querySelector('tr.key[data-key=\"office/co2\"] .value');"
+                    "return r && r.textContent === '612';")
+          .is_null())
+      << browser_->Eval("return document.body.innerText;");
+  EXPECT_EQ(browser_->Eval("return document.querySelector('#auth').hidden;"), true);
+  // Live behind the token too: the stream is read with the bearer header.
+  mqtt_->Publish("komoku/set/office/co2", "640");
+  EXPECT_FALSE(
+      browser_
+          ->WaitFor("const r = document.querySelector('tr.key[data-key=\"office/co2\"] .value');"
+                    "return r && r.textContent === '640';")
+          .is_null());
+}
+
+}  // namespace
+}  // namespace komoku::testing
