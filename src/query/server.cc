@@ -448,6 +448,13 @@ class Server::Impl {
     if (*to <= *from) {
       return Status::InvalidArgument("parameter 'to' must be after 'from'").WithReason("bad_request");
     }
+    // A range that reaches the key's newest change answers once every
+    // change accepted so far is committed (at most a commit interval): a
+    // change a client saw on the stream, or published over MQTT, is then
+    // in the answer. A stalled writer does not hold the answer for long.
+    if (info->last && info->last->time_ms < *to) {
+      store_->WaitCommittedFor(store_->CommitMark(), std::chrono::seconds(2));
+    }
     Range r{std::move(info.value()), {}};
     auto step = step_allowed ? p.Get("step") : std::nullopt;
     if (step) {
