@@ -86,6 +86,21 @@ Status RefuseDamaged(const Segment& seg) {
       .WithReason("damaged_segment");
 }
 
+// A segment rewritten in place of `old` (retention, rollups under new
+// options): refused when reading it came upon damage (RefuseDamaged),
+// else finished into `slot`.
+Status ReplaceSegment(SegmentWriter& writer, const std::string& base, const Segment& old,
+                      std::shared_ptr<const Segment>& slot, ColdState& next,
+                      CompactionReport& report) {
+  KOMOKU_RETURN_IF_ERROR(RefuseDamaged(old));
+  Result<std::shared_ptr<const Segment>> fresh = FinishSegment(writer, base, report);
+  if (!fresh.ok()) return fresh.status();
+  slot = std::move(fresh.value());
+  ++next.next_gen;
+  ++report.segments_removed;
+  return Status::Ok();
+}
+
 // Deletes, when a step ends, the segments it wrote and did not commit (it
 // stopped, or failed): nothing half-done stays behind until the next start.
 class DiscardUncommitted {
@@ -189,11 +204,7 @@ Status Store::RewriteOutdatedRollups(CompactionReport& report) {
                      [&](const SegmentKeyInfo& info) { return outdated(*seg, info); })) {
       continue;
     }
-    // Keys() stops at a damaged key record, and a rewrite would leave out
-    // every key after it: a segment that fails its check is left as it is
-    // (its raw changes keep answering) for the segment check to quarantine.
-    // Rare: only after a change of options, and the rewrite reads it all.
-    if (!seg->Verify([this] { return !stopping_; }).ok()) continue;
+    if (!RefuseDamaged(*seg).ok()) continue;  // kept whole until salvaged
     const SegmentMeta& meta = seg->meta();
     const std::string base = cold_->NewSegmentBase(*next, meta.from_ms, meta.to_ms);
     Result<std::unique_ptr<SegmentWriter>> writer = StartSegment(base, meta, cold_options_.sync);
@@ -227,11 +238,7 @@ Status Store::RewriteOutdatedRollups(CompactionReport& report) {
       }
       KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(*d));
     }
-    Result<std::shared_ptr<const Segment>> fresh = FinishSegment(**writer, base, report);
-    if (!fresh.ok()) return fresh.status();
-    slot = std::move(fresh.value());
-    ++next->next_gen;
-    ++report.segments_removed;
+    KOMOKU_RETURN_IF_ERROR(ReplaceSegment(**writer, base, *seg, slot, *next, report));
     changed = true;
   }
   if (!changed) return Status::Ok();
@@ -576,12 +583,7 @@ Status Store::ApplyRetention(CompactionReport& report) {
       }
       KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(*d));
     }
-    KOMOKU_RETURN_IF_ERROR(RefuseDamaged(seg));  // as in MergeMonths
-    Result<std::shared_ptr<const Segment>> fresh = FinishSegment(**writer, base, report);
-    if (!fresh.ok()) return fresh.status();
-    slot = std::move(fresh.value());
-    ++next->next_gen;
-    ++report.segments_removed;
+    KOMOKU_RETURN_IF_ERROR(ReplaceSegment(**writer, base, seg, slot, *next, report));
     changed = true;
   }
   if (!changed) return Status::Ok();
