@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 CONFIG ?= $(wildcard config/komoku.yaml)
 
-.PHONY: all deps build run test bench fuzz test-asan test-tsan clean
+.PHONY: all deps build run test bench fuzz test-asan test-tsan clean format lint
 
 all: build
 
@@ -26,6 +26,17 @@ run: build
 test: DEPS_GROUPS += test
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+# The code's habits (scripts/lint.sh): `make format` formats every C++ file
+# as .clang-format says; `make lint` fails on a file that differs and runs
+# clang-tidy on the files changed since LINT_BASE (default: the parent commit).
+format: DEPS_GROUPS += lint
+format: deps
+	@scripts/lint.sh --fix
+
+lint: DEPS_GROUPS += lint
+lint: build
+	@BUILD_DIR=$(BUILD_DIR) scripts/lint.sh
 
 # Installs the binary, the systemd unit, /etc/komoku/komoku.yaml (kept when it
 # exists) and the docs: make install [PREFIX=/usr/local] [DESTDIR=/tmp/root]

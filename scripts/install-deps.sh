@@ -8,6 +8,7 @@
 #                                      headless Chromium and its WebDriver for the web page)
 #   scripts/install-deps.sh bench      also Google Benchmark
 #   scripts/install-deps.sh fuzz       also clang (libFuzzer)
+#   scripts/install-deps.sh lint       also clang-format and clang-tidy
 set -euo pipefail
 
 packages=(
@@ -27,7 +28,8 @@ for extra in "$@"; do
     test) packages+=(prometheus openssl chromium chromium-driver) ;;
     bench) packages+=(libbenchmark-dev) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;
-    *) echo "install-deps: unknown group '$extra' (known: test, bench, fuzz)" >&2; exit 2 ;;
+    lint) packages+=(clang-format clang-tidy) ;;
+    *) echo "install-deps: unknown group '$extra' (known: test, bench, fuzz, lint)" >&2; exit 2 ;;
   esac
 done
 
