@@ -292,18 +292,23 @@ int main() {
               year.size(), buckets);
   std::printf("  put through the Store (hot, group commits)   %10.0f samples/s\n", n / put_s);
   std::printf("  hourly avg/min/max over the year:\n");
-  std::printf("    cold (rollups)                              %10.2f ms  (median of 21)\n", cold_ms);
+  std::printf("    cold (rollups)                              %10.2f ms  (median of 21)\n",
+              cold_ms);
   std::printf("      of which: where rollups are exact           %10.2f ms\n", coverage_ms);
   std::printf("      of which: reading %zu hourly rollups       %10.2f ms\n", rollups, scan_ms);
-  std::printf("    SQL GROUP BY over the raw SQLite rows       %10.2f ms  (%zu rows; %.0fx the cold time)\n",
-              sql_ms, sql_rows, sql_ms / cold_ms);
+  std::printf(
+      "    SQL GROUP BY over the raw SQLite rows       %10.2f ms  (%zu rows; %.0fx the cold "
+      "time)\n",
+      sql_ms, sql_rows, sql_ms / cold_ms);
   std::printf("    the store's walk over the raw hot rows      %10.2f ms  (%.0fx)\n", hot_walk_ms,
               hot_walk_ms / cold_ms);
   std::printf("    largest relative difference cold vs hot     %10.2g\n", worst);
   std::printf("  size on disk:\n");
-  std::printf("    cold segments (raw + 5m/1h/1d rollups)      %10.2f bytes/sample (%llu bytes, %zu segments)\n",
-              static_cast<double>(seg_bytes) / n, static_cast<unsigned long long>(seg_bytes),
-              store->Segments().size());
+  std::printf(
+      "    cold segments (raw + 5m/1h/1d rollups)      %10.2f bytes/sample (%llu bytes, %zu "
+      "segments)\n",
+      static_cast<double>(seg_bytes) / n, static_cast<unsigned long long>(seg_bytes),
+      store->Segments().size());
   std::printf("    SQLite hot store before compaction          %10.2f bytes/sample\n",
               static_cast<double>(hot_bytes) / n);
   std::printf("  compaction (day segments, then month merges) %10.0f samples/s (%.2f s)\n",
@@ -311,30 +316,35 @@ int main() {
   std::printf("    peak resident memory while compacting       %10.1f MB (%.1f MB before)\n",
               static_cast<double>(peak) / 1024, static_cast<double>(rss_before) / 1024);
   std::printf("  giving space back (issue 18):\n");
-  std::printf("    converting the year's database to auto_vacuum  %8.2f s  (%.1f MB; %.2f s per 100 MB;\n"
-              "      the VACUUM back to auto_vacuum=NONE took %.2f s)\n",
-              convert_s, year_db_bytes / 1e6, convert_s / (year_db_bytes / 1e8), unconvert_s);
+  std::printf(
+      "    converting the year's database to auto_vacuum  %8.2f s  (%.1f MB; %.2f s per 100 MB;\n"
+      "      the VACUUM back to auto_vacuum=NONE took %.2f s)\n",
+      convert_s, year_db_bytes / 1e6, convert_s / (year_db_bytes / 1e8), unconvert_s);
   std::printf("    deleting the compacted rows and vacuuming      %8.2f s after compaction\n",
               delete_s);
-  std::printf("    vacuum steps                                   %8lld  (%lld pages, %.2f s in all, "
-              "%.1f ms the longest step, %.1f ms on average)\n",
-              static_cast<long long>(steps), static_cast<long long>(vacuumed), vacuum_us / 1e6,
-              step_max_us / 1e3, steps ? vacuum_us / 1e3 / static_cast<double>(steps) : 0.0);
-  std::printf("    komoku.db while running                        %8.2f MB  (%lld pages, %lld free)\n",
-              pages_after * page_size / 1e6, static_cast<long long>(pages_after),
-              static_cast<long long>(free_after));
-  std::printf("      WAL                                          %8.2f MB  (%.2f MB at its largest "
-              "during the deletion, %.2f MB right after it)\n",
-              wal_running / 1e6, wal_peak / 1e6, wal_after_deletion / 1e6);
+  std::printf(
+      "    vacuum steps                                   %8lld  (%lld pages, %.2f s in all, "
+      "%.1f ms the longest step, %.1f ms on average)\n",
+      static_cast<long long>(steps), static_cast<long long>(vacuumed), vacuum_us / 1e6,
+      step_max_us / 1e3, steps ? vacuum_us / 1e3 / static_cast<double>(steps) : 0.0);
+  std::printf(
+      "    komoku.db while running                        %8.2f MB  (%lld pages, %lld free)\n",
+      pages_after * page_size / 1e6, static_cast<long long>(pages_after),
+      static_cast<long long>(free_after));
+  std::printf(
+      "      WAL                                          %8.2f MB  (%.2f MB at its largest "
+      "during the deletion, %.2f MB right after it)\n",
+      wal_running / 1e6, wal_peak / 1e6, wal_after_deletion / 1e6);
   std::printf("      without giving pages back it would keep      %8.2f MB\n",
               (pages_after + vacuumed) * page_size / 1e6);
   const int64_t live_hot = (pages_after - free_after) * page_size;
   store.reset();  // the last checkpoint folds the WAL in
   const uint64_t dir_bytes = DirBytes(dir);
-  std::printf("    after a stop: komoku.db %.3f MB, data directory %.3f MB, segments + live hot "
-              "pages %.3f MB: %.3fx\n",
-              FileBytes(db_path) / 1e6, dir_bytes / 1e6, (seg_bytes + live_hot) / 1e6,
-              static_cast<double>(dir_bytes) / static_cast<double>(seg_bytes + live_hot));
+  std::printf(
+      "    after a stop: komoku.db %.3f MB, data directory %.3f MB, segments + live hot "
+      "pages %.3f MB: %.3fx\n",
+      FileBytes(db_path) / 1e6, dir_bytes / 1e6, (seg_bytes + live_hot) / 1e6,
+      static_cast<double>(dir_bytes) / static_cast<double>(seg_bytes + live_hot));
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   return 0;

@@ -30,21 +30,18 @@
 //
 // The data, built once and cached as footprint-v2-k<keys>/ in
 // $KOMOKU_BENCH_DIR, else the build directory (the segments and a small
-// hot store; the build needs about 4 GB more for a while): --keys (10,000) keys, 20 per device (home/device-NNNN/<quantity>):
-// 14 numeric, 4 boolean, 1 counter (energy) and 1 string (mode: heat, cool,
-// auto, eco). Each key changes once an hour at a minute of its own (±1 min),
-// every change a new value, for the 365 days before kEndMs (2026-12-01
-// 00:00 UTC): 87.6 M changes, cold; and the 48 hours after it (480,000
-// changes), hot, as the default 48-hour hot window holds. The build writes
-// the year straight into the hot store's schema (HotDbBuilder, key by key),
-// starts komoku on it with store.hot_window_hours set so that the cut falls
-// on kEndMs whatever the date (no carried-value days after the year),
-// store.raw_retention_days: 0 (the year keeps its raw changes) and
-// store.compact_interval: 0, POSTs /api/v1/compact (day segments, then
-// month merges), checks that /api/v1/segments holds every change, and kills
-// komoku: the year's SQLite file would keep its 4 GB of freed pages, so it
-// is replaced by a new hot store holding the keys and the 48 hours, numbered
-// on from the compaction's cold_seq, as komoku would have left them.
+// hot store; the build needs about 4 GB more for a while): --keys (10,000) keys, 20 per device
+// (home/device-NNNN/<quantity>): 14 numeric, 4 boolean, 1 counter (energy) and 1 string (mode:
+// heat, cool, auto, eco). Each key changes once an hour at a minute of its own (±1 min), every
+// change a new value, for the 365 days before kEndMs (2026-12-01 00:00 UTC): 87.6 M changes, cold;
+// and the 48 hours after it (480,000 changes), hot, as the default 48-hour hot window holds. The
+// build writes the year straight into the hot store's schema (HotDbBuilder, key by key), starts
+// komoku on it with store.hot_window_hours set so that the cut falls on kEndMs whatever the date
+// (no carried-value days after the year), store.raw_retention_days: 0 (the year keeps its raw
+// changes) and store.compact_interval: 0, POSTs /api/v1/compact (day segments, then month merges),
+// checks that /api/v1/segments holds every change, and kills komoku: the year's SQLite file would
+// keep its 4 GB of freed pages, so it is replaced by a new hot store holding the keys and the 48
+// hours, numbered on from the compaction's cold_seq, as komoku would have left them.
 //
 // Each run copies the cache into a scratch directory (segment files
 // hard-linked: they are immutable); komoku runs with the
@@ -116,26 +113,30 @@ struct Quantity {
 
 // One device's keys: 14 numeric, 4 boolean, 1 counter, 1 string.
 constexpr Quantity kQuantities[] = {
-    {"temperature", Kind::kNumeric, 20, 3},   {"humidity", Kind::kNumeric, 50, 10},
-    {"pressure", Kind::kNumeric, 1013, 8},    {"power", Kind::kNumeric, 120, 100},
-    {"voltage", Kind::kNumeric, 230, 3},      {"current", Kind::kNumeric, 0.6, 0.5},
+    {"temperature", Kind::kNumeric, 20, 3},    {"humidity", Kind::kNumeric, 50, 10},
+    {"pressure", Kind::kNumeric, 1013, 8},     {"power", Kind::kNumeric, 120, 100},
+    {"voltage", Kind::kNumeric, 230, 3},       {"current", Kind::kNumeric, 0.6, 0.5},
     {"illuminance", Kind::kNumeric, 300, 290}, {"battery", Kind::kNumeric, 80, 15},
-    {"linkquality", Kind::kNumeric, 120, 40}, {"co2", Kind::kNumeric, 700, 300},
-    {"pm25", Kind::kNumeric, 12, 8},          {"noise", Kind::kNumeric, 40, 10},
-    {"setpoint", Kind::kNumeric, 20.5, 1.5},  {"valve", Kind::kNumeric, 40, 35},
-    {"contact", Kind::kBoolean, 0, 0},        {"occupancy", Kind::kBoolean, 0, 0},
-    {"state", Kind::kBoolean, 0, 0},          {"water_leak", Kind::kBoolean, 0, 0},
-    {"energy", Kind::kCounter, 0, 0},         {"mode", Kind::kString, 0, 0},
+    {"linkquality", Kind::kNumeric, 120, 40},  {"co2", Kind::kNumeric, 700, 300},
+    {"pm25", Kind::kNumeric, 12, 8},           {"noise", Kind::kNumeric, 40, 10},
+    {"setpoint", Kind::kNumeric, 20.5, 1.5},   {"valve", Kind::kNumeric, 40, 35},
+    {"contact", Kind::kBoolean, 0, 0},         {"occupancy", Kind::kBoolean, 0, 0},
+    {"state", Kind::kBoolean, 0, 0},           {"water_leak", Kind::kBoolean, 0, 0},
+    {"energy", Kind::kCounter, 0, 0},          {"mode", Kind::kString, 0, 0},
 };
 constexpr int kPerDevice = sizeof(kQuantities) / sizeof(kQuantities[0]);
 constexpr const char* kModes[] = {"heat", "cool", "auto", "eco"};
 
 const char* TypeName(Kind k) {
   switch (k) {
-    case Kind::kNumeric: return "numeric";
-    case Kind::kBoolean: return "boolean";
-    case Kind::kCounter: return "counter";
-    case Kind::kString: return "string";
+    case Kind::kNumeric:
+      return "numeric";
+    case Kind::kBoolean:
+      return "boolean";
+    case Kind::kCounter:
+      return "counter";
+    case Kind::kString:
+      return "string";
   }
   return "numeric";
 }
@@ -190,8 +191,12 @@ class KeyHistory {
       case Kind::kCounter:
         number_ = std::round((number_ + 0.001 + 0.5 * rng_.Uniform()) * 1000) / 1000;
         break;
-      case Kind::kBoolean: choice_ = 1 - choice_; break;
-      case Kind::kString: choice_ = static_cast<int>((choice_ + rng_.Between(1, 3)) % 4); break;
+      case Kind::kBoolean:
+        choice_ = 1 - choice_;
+        break;
+      case Kind::kString:
+        choice_ = static_cast<int>((choice_ + rng_.Between(1, 3)) % 4);
+        break;
     }
     return {t, number_, choice_};
   }
@@ -209,9 +214,15 @@ class KeyHistory {
 void AddChange(HotDbBuilder& db, int64_t id, Kind kind, const KeyHistory::Change& c) {
   switch (kind) {
     case Kind::kNumeric:
-    case Kind::kCounter: db.AddChange(id, c.time_ms, c.number); break;
-    case Kind::kBoolean: db.AddChange(id, c.time_ms, c.choice != 0); break;
-    case Kind::kString: db.AddChange(id, c.time_ms, std::string(kModes[c.choice])); break;
+    case Kind::kCounter:
+      db.AddChange(id, c.time_ms, c.number);
+      break;
+    case Kind::kBoolean:
+      db.AddChange(id, c.time_ms, c.choice != 0);
+      break;
+    case Kind::kString:
+      db.AddChange(id, c.time_ms, std::string(kModes[c.choice]));
+      break;
   }
 }
 
@@ -226,8 +237,10 @@ std::string IngestPayload(Kind kind, int64_t round) {
     case Kind::kCounter:
       std::snprintf(buf, sizeof buf, "%.3f", 100000.125 + static_cast<double>(round) / 4);
       return buf;
-    case Kind::kBoolean: return round % 2 ? "true" : "false";
-    case Kind::kString: return kModes[round % 4];
+    case Kind::kBoolean:
+      return round % 2 ? "true" : "false";
+    case Kind::kString:
+      return kModes[round % 4];
   }
   return "0";
 }
@@ -272,7 +285,8 @@ BuildFigures FromJson(const nlohmann::json& j) {
   b.rollup_bytes = j.at("rollup_bytes").get<int64_t>();
   b.compaction_bytes_written = j.at("compaction_bytes_written").get<int64_t>();
   b.sqlite_bytes = j.at("sqlite_bytes").get<double>();
-  for (const auto& s : j.at("steps")) b.steps.emplace_back(s[0].get<std::string>(), s[1].get<double>());
+  for (const auto& s : j.at("steps"))
+    b.steps.emplace_back(s[0].get<std::string>(), s[1].get<double>());
   b.built = j.at("built").get<std::string>();
   return b;
 }
@@ -304,9 +318,10 @@ int HotWindowHoursForCut() {
   const int64_t hours = (now_ms - kEndMs) / kHourMs;
   if (hours < 1) Fail("the clock is before the data's end (2026-12-01); move kEndMs");
   if (hours > 8760) {
-    std::printf("note: more than a year since kEndMs: the cut falls %lld days after it, so "
-                "compaction also writes days that only carry each key's last value\n",
-                static_cast<long long>((hours - 8760) / 24));
+    std::printf(
+        "note: more than a year since kEndMs: the cut falls %lld days after it, so "
+        "compaction also writes days that only carry each key's last value\n",
+        static_cast<long long>((hours - 8760) / 24));
     return 8760;
   }
   return static_cast<int>(hours);
@@ -372,11 +387,11 @@ BuildFigures BuildCache(const std::string& base, const std::string& cache,
 
   // 3. Everything before the cut into segments.
   const CompactAnswer c = Compact(komoku.port, std::chrono::hours(12));
-  std::printf("  POST /api/v1/compact: %lld changes, %lld segments written, %lld removed, "
-              "%.1f MB written\n",
-              static_cast<long long>(c.changes), static_cast<long long>(c.segments_written),
-              static_cast<long long>(c.segments_removed),
-              static_cast<double>(c.bytes_written) / 1e6);
+  std::printf(
+      "  POST /api/v1/compact: %lld changes, %lld segments written, %lld removed, "
+      "%.1f MB written\n",
+      static_cast<long long>(c.changes), static_cast<long long>(c.segments_written),
+      static_cast<long long>(c.segments_removed), static_cast<double>(c.bytes_written) / 1e6);
   b.steps.emplace_back("3. compact the year (POST /api/v1/compact)", c.seconds);
   std::printf("  %-52s %8.1f s\n", "3. compact the year (POST /api/v1/compact)", c.seconds);
   b.compaction_bytes_written = c.bytes_written;
@@ -392,11 +407,12 @@ BuildFigures BuildCache(const std::string& base, const std::string& cache,
   b.segment_bytes = seg.bytes;
   b.raw_bytes = seg.raw_bytes;
   b.rollup_bytes = seg.rollup_bytes;
-  std::printf("  GET /api/v1/segments: %lld segments, %.1f MB (raw blocks %.1f MB, rollup "
-              "blocks %.1f MB), holding all %lld changes\n",
-              static_cast<long long>(seg.count), static_cast<double>(seg.bytes) / 1e6,
-              static_cast<double>(seg.raw_bytes) / 1e6,
-              static_cast<double>(seg.rollup_bytes) / 1e6, static_cast<long long>(seg.changes));
+  std::printf(
+      "  GET /api/v1/segments: %lld segments, %.1f MB (raw blocks %.1f MB, rollup "
+      "blocks %.1f MB), holding all %lld changes\n",
+      static_cast<long long>(seg.count), static_cast<double>(seg.bytes) / 1e6,
+      static_cast<double>(seg.raw_bytes) / 1e6, static_cast<double>(seg.rollup_bytes) / 1e6,
+      static_cast<long long>(seg.changes));
   Step(b, "   check the segments (GET /api/v1/segments?keys=true)", t0);
 
   // 4. The year's SQLite file goes: after the writer deleted the compacted
@@ -456,9 +472,10 @@ void ConvertPageSize(const std::string& db_path) {
   db.Exec("PRAGMA journal_mode=DELETE");
   db.Exec(("PRAGMA page_size=" + std::to_string(kHotPageSize)).c_str());
   db.Exec("VACUUM");
-  std::printf("the cached hot store had %lld-byte pages: rewritten with %d (as komoku creates it) "
-              "in %.1f s\n",
-              static_cast<long long>(size), kHotPageSize, SecondsSince(t0));
+  std::printf(
+      "the cached hot store had %lld-byte pages: rewritten with %d (as komoku creates it) "
+      "in %.1f s\n",
+      static_cast<long long>(size), kHotPageSize, SecondsSince(t0));
 }
 
 BuildFigures EnsureCache(const std::string& cache, const std::vector<KeySpec>& keys) {
@@ -494,7 +511,8 @@ StartTimes TimeStarts(const ScratchDir& dir, const std::string& config, int n) {
     kill(k.process->pid(), SIGTERM);
     const int status = k.process->Wait(milliseconds(600000));
     t.stop.push_back(SecondsSince(t0));
-    if (status != 0) k.FailWithLog("komoku did not stop cleanly (status " + std::to_string(status) + ")");
+    if (status != 0)
+      k.FailWithLog("komoku did not stop cleanly (status " + std::to_string(status) + ")");
   }
   return t;
 }
@@ -638,12 +656,14 @@ void RunQueries(int port, const std::vector<KeySpec>& keys, bool year) {
                                          "&to=" + Seconds(kEndMs) + "&step=1h&agg=avg",
                                      &s);
     year_s += s;
-    const nlohmann::json d = GetJson(
-        port,
-        "/api/v1/history?key=" + key + "&from=" + Seconds(kEndMs - kDayMs) + "&to=" + Seconds(kEndMs),
-        &s);
+    const nlohmann::json d =
+        GetJson(port,
+                "/api/v1/history?key=" + key + "&from=" + Seconds(kEndMs - kDayMs) +
+                    "&to=" + Seconds(kEndMs),
+                &s);
     day_s += s;
-    if (year && (y.at("rows").size() != static_cast<size_t>(kYearHours) || d.at("rows").size() != 24)) {
+    if (year &&
+        (y.at("rows").size() != static_cast<size_t>(kYearHours) || d.at("rows").size() != 24)) {
       Fail(key + ": the year answered " + std::to_string(y.at("rows").size()) +
            " hourly rows and the last day " + std::to_string(d.at("rows").size()) +
            " raw rows, expected 8760 and 24");
@@ -682,8 +702,11 @@ Ingested RunIngest(const Komoku& k, const std::string& broker_url, const std::ve
     r.bytes = ingest.bytes();
     if (ingest.failed() > 0) Fail(std::to_string(ingest.failed()) + " publications failed");
   }
-  if (!WaitFor([&] { return Metric(k.port, "komoku_changes_accepted_total") - accepted0 >= r.published; },
-               milliseconds(60000), milliseconds(100))) {
+  if (!WaitFor(
+          [&] {
+            return Metric(k.port, "komoku_changes_accepted_total") - accepted0 >= r.published;
+          },
+          milliseconds(60000), milliseconds(100))) {
     k.FailWithLog("komoku accepted " +
                   std::to_string(Metric(k.port, "komoku_changes_accepted_total") - accepted0) +
                   " of " + std::to_string(r.published) + " published changes");
@@ -723,8 +746,7 @@ MemoryRun RunMemory(const char* label, const ScratchDir& dir, const std::string&
         return idle;
       },
       milliseconds(600000), milliseconds(100));
-  std::printf("  idle %.1f s after ready (the background segment check)\n",
-              SecondsSince(t0) - 2.0);
+  std::printf("  idle %.1f s after ready (the background segment check)\n", SecondsSince(t0) - 2.0);
   m.samples.push_back(TakeSample("segment check done", m.komoku));
 
   const Ingested in = RunIngest(m.komoku, broker_url, ingest_keys, opt.rate, opt.ingest_seconds, 0,
@@ -762,7 +784,7 @@ int64_t HotBytesWritten(int port) {
 struct WriteWindow {
   Ingested ingest;
   int64_t written = 0, cancelled = 0, checkpoints = 0, commits = 0, estimate = 0;
-  int64_t wchar = 0;   // bytes komoku passed to write calls (files and sockets)
+  int64_t wchar = 0;    // bytes komoku passed to write calls (files and sockets)
   int64_t device = -1;  // bytes written to the data directory's block device, -1: unknown
 };
 
@@ -795,8 +817,7 @@ WriteWindow MeasureWrites(const Komoku& k, const std::string& broker_url,
   const int64_t checkpoints0 = Metric(k.port, "komoku_checkpoints_total");
   const int64_t commits0 = Metric(k.port, "komoku_commit_batches_total");
   const int64_t estimate0 = HotBytesWritten(k.port);
-  w.ingest = RunIngest(k, broker_url, keys, opt.write_rate, opt.seconds, first,
-                       "footprint-writes");
+  w.ingest = RunIngest(k, broker_url, keys, opt.write_rate, opt.seconds, first, "footprint-writes");
   // The checkpoint that copies the window's last commits into komoku.db.
   std::this_thread::sleep_for(std::chrono::seconds(kCheckpointSeconds + 1));
   w.written = ProcIo(pid, "write_bytes") - written0;
@@ -813,10 +834,11 @@ WriteWindow MeasureWrites(const Komoku& k, const std::string& broker_url,
 void PrintWrites(const WriteWindow& w, int rate) {
   const double per_hour = 3600.0 / w.ingest.seconds;
   const double changes = static_cast<double>(w.ingest.published);
-  std::printf("\ndisk writes at %d changes/s (/proc/PID/io write_bytes of komoku over %.0f s: "
-              "%lld changes, %lld commits, %lld checkpoints):\n",
-              rate, w.ingest.seconds, static_cast<long long>(w.ingest.published),
-              static_cast<long long>(w.commits), static_cast<long long>(w.checkpoints));
+  std::printf(
+      "\ndisk writes at %d changes/s (/proc/PID/io write_bytes of komoku over %.0f s: "
+      "%lld changes, %lld commits, %lld checkpoints):\n",
+      rate, w.ingest.seconds, static_cast<long long>(w.ingest.published),
+      static_cast<long long>(w.commits), static_cast<long long>(w.checkpoints));
   auto row = [&](const char* what, int64_t bytes) {
     std::printf("  %-48s %9.2f MB/h  %8.1f B/change\n", what, Mb(bytes) * per_hour,
                 static_cast<double>(bytes) / changes);
@@ -863,8 +885,8 @@ void PrintStarts(const char* what, const StartTimes& t) {
 }
 
 void PrintStartHeader() {
-  std::printf("%-34s %7s %7s %9s %7s %8s %7s\n", "data", "file", "max", "/readyz", "max",
-              "SIGTERM", "max");
+  std::printf("%-34s %7s %7s %9s %7s %8s %7s\n", "data", "file", "max", "/readyz", "max", "SIGTERM",
+              "max");
 }
 
 int Run(const Options& opt) {
@@ -872,8 +894,7 @@ int Run(const Options& opt) {
   const std::vector<KeySpec> keys = MakeKeys(opt.keys);
   const std::string base = BenchBase();
   fs::create_directories(base);
-  const std::string cache =
-      base + "/footprint-" + kCacheVersion + "-k" + std::to_string(opt.keys);
+  const std::string cache = base + "/footprint-" + kCacheVersion + "-k" + std::to_string(opt.keys);
   const BuildFigures built = EnsureCache(cache, keys);
 
   ScratchDir dir(base, "komoku-footprint");
@@ -923,8 +944,8 @@ int Run(const Options& opt) {
   PrintRssByMapping("empty data dir", empty.komoku.process->pid());
   empty.komoku.process->Stop();
   std::printf("\n");
-  MemoryRun year = RunMemory("a year of data", dir, year_config, broker_url, ingest_keys, keys,
-                             opt, /*year=*/true);
+  MemoryRun year = RunMemory("a year of data", dir, year_config, broker_url, ingest_keys, keys, opt,
+                             /*year=*/true);
   const pid_t pid = year.komoku.process->pid();
   PrintRssByMapping("a year of data", pid);
   const SegmentTotals segs = Segments(year.komoku.port);
@@ -947,11 +968,11 @@ int Run(const Options& opt) {
   broker->Stop();
 
   // --- the summary -----------------------------------------------------------
-  std::printf("\n== footprint: %d keys, a year of cold history (%lld changes, %lld segments, "
-              "%.1f MB) and %lld hot changes ==\n",
-              opt.keys, static_cast<long long>(built.changes),
-              static_cast<long long>(built.segments), Mb(built.segment_bytes),
-              static_cast<long long>(built.hot_changes));
+  std::printf(
+      "\n== footprint: %d keys, a year of cold history (%lld changes, %lld segments, "
+      "%.1f MB) and %lld hot changes ==\n",
+      opt.keys, static_cast<long long>(built.changes), static_cast<long long>(built.segments),
+      Mb(built.segment_bytes), static_cast<long long>(built.hot_changes));
   std::printf("\nstart-up to ready (aim <= 1 s), seconds; then the stop, from SIGTERM:\n");
   PrintStartHeader();
   PrintStarts("empty data dir (baseline)", empty_starts);
@@ -981,15 +1002,18 @@ int Run(const Options& opt) {
   // year's build).
   const double key_day = static_cast<double>(built.segment_bytes - built.raw_bytes) /
                          static_cast<double>(built.keys * kDays);
-  const double raw_change = static_cast<double>(built.raw_bytes) / static_cast<double>(built.changes);
+  const double raw_change =
+      static_cast<double>(built.raw_bytes) / static_cast<double>(built.changes);
   const double rewrite = static_cast<double>(built.compaction_bytes_written) /
                          static_cast<double>(built.segment_bytes);
   const double day_changes = opt.write_rate * 86400.0;
-  const double per_day = rewrite * (key_day * static_cast<double>(opt.keys) + raw_change * day_changes);
-  std::printf("  compaction, estimated from the year's build: %.0f B per key-day besides raw "
-              "changes, %.2f B per raw change, written %.2f times (day segment, month merge):\n"
-              "    %.1f MB a day at %d changes/s = %.2f MB/h averaged\n",
-              key_day, raw_change, rewrite, per_day / 1e6, opt.write_rate, per_day / 1e6 / 24);
+  const double per_day =
+      rewrite * (key_day * static_cast<double>(opt.keys) + raw_change * day_changes);
+  std::printf(
+      "  compaction, estimated from the year's build: %.0f B per key-day besides raw "
+      "changes, %.2f B per raw change, written %.2f times (day segment, month merge):\n"
+      "    %.1f MB a day at %d changes/s = %.2f MB/h averaged\n",
+      key_day, raw_change, rewrite, per_day / 1e6, opt.write_rate, per_day / 1e6 / 24);
   std::printf("%s\n", LoadLine().c_str());
   return 0;
 }

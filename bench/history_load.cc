@@ -64,11 +64,11 @@ using namespace komoku::bench;  // NOLINT(google-build-using-namespace): a progr
 using std::chrono::milliseconds;
 
 constexpr const char* kKey = "bench/temperature";
-constexpr int64_t kStepMs = 10000;                    // one change every 10 s
+constexpr int64_t kStepMs = 10000;  // one change every 10 s
 constexpr int64_t kDayMs = 24 * 3600 * 1000LL;
-constexpr int64_t kDays = 366;                        // a year, and the day before it
-constexpr int64_t kEndMs = 1767225600000;             // 2026-01-01T00:00:00Z, hour-aligned
-constexpr int64_t kRows = kDays * kDayMs / kStepMs;   // 3,162,240
+constexpr int64_t kDays = 366;                       // a year, and the day before it
+constexpr int64_t kEndMs = 1767225600000;            // 2026-01-01T00:00:00Z, hour-aligned
+constexpr int64_t kRows = kDays * kDayMs / kStepMs;  // 3,162,240
 constexpr const char* kCacheName = "history_load-v1.db";
 constexpr int kIngestKeys = 10;
 
@@ -136,7 +136,8 @@ double BareScanSeconds(const std::string& path) {
     best = std::min(best, SecondsSince(t0));
   }
   sqlite3_finalize(scan);
-  if (rows != 365 * kDayMs / kStepMs || !(sum > 0)) Fail("bare scan read " + std::to_string(rows) + " rows");
+  if (rows != 365 * kDayMs / kStepMs || !(sum > 0))
+    Fail("bare scan read " + std::to_string(rows) + " rows");
   return best;
 }
 
@@ -218,7 +219,8 @@ void CheckAnswer(int port, const std::string& target, size_t rows, const char* w
   auto res = cli->Get(target);
   double s = SecondsSince(t0);
   if (!res) Fail(std::string(what) + ": no answer: " + httplib::to_string(res.error()));
-  if (res->status != 200) Fail(std::string(what) + ": HTTP " + std::to_string(res->status) + ": " + res->body);
+  if (res->status != 200)
+    Fail(std::string(what) + ": HTTP " + std::to_string(res->status) + ": " + res->body);
   nlohmann::json j = nlohmann::json::parse(res->body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j["rows"].is_array() || j["rows"].size() != rows) {
     Fail(std::string(what) + ": expected " + std::to_string(rows) + " rows, got " +
@@ -234,11 +236,11 @@ void CheckAnswer(int port, const std::string& target, size_t rows, const char* w
 void RunCompaction(int port) {
   // A first compaction of a year takes a while.
   const CompactAnswer a = Compact(port, std::chrono::seconds(3600));
-  std::printf("compaction: POST /api/v1/compact answered in %.1f s: %lld changes, %lld segments "
-              "written, %lld removed, %.1f MB\n",
-              a.seconds, static_cast<long long>(a.changes),
-              static_cast<long long>(a.segments_written),
-              static_cast<long long>(a.segments_removed), static_cast<double>(a.bytes_written) / 1e6);
+  std::printf(
+      "compaction: POST /api/v1/compact answered in %.1f s: %lld changes, %lld segments "
+      "written, %lld removed, %.1f MB\n",
+      a.seconds, static_cast<long long>(a.changes), static_cast<long long>(a.segments_written),
+      static_cast<long long>(a.segments_removed), static_cast<double>(a.bytes_written) / 1e6);
 }
 
 // GET /api/v1/segments: there are segments, and they hold every row of the
@@ -246,8 +248,8 @@ void RunCompaction(int port) {
 void CheckSegments(int port) {
   const SegmentTotals t = Segments(port);
   if (t.count == 0 || t.changes != kRows) {
-    Fail("segments: " + std::to_string(t.count) + " segments holding " +
-         std::to_string(t.changes) + " changes, expected all " + std::to_string(kRows));
+    Fail("segments: " + std::to_string(t.count) + " segments holding " + std::to_string(t.changes) +
+         " changes, expected all " + std::to_string(kRows));
   }
   std::printf("segments: %lld live, %.1f MB, holding all %lld changes\n",
               static_cast<long long>(t.count), static_cast<double>(t.bytes) / 1e6,
@@ -336,7 +338,9 @@ int Run(const Options& opt) {
   const std::string broker_url = "tcp://127.0.0.1:" + std::to_string(broker_port);
   Komoku komoku = StartKomoku(dir, "mqtt:\n  broker: " + broker_url +
                                        "\n  client_id: komoku-bench\n"
-                                       "store:\n  data_dir: " + dir.File("data") + "\n"
+                                       "store:\n  data_dir: " +
+                                       dir.File("data") +
+                                       "\n"
                                        "  compact_interval: 0\n  raw_retention_days: 0\n"
                                        "http:\n  listen: 127.0.0.1:0\n"
                                        "log:\n  level: warn\n");
@@ -345,17 +349,18 @@ int Run(const Options& opt) {
               SecondsSince(t0));
 
   const std::string key = kKey;
-  const std::string raw = "/api/v1/history?key=" + key + "&from=" +
-                          std::to_string((kEndMs - kDayMs) / 1000) +
+  const std::string raw = "/api/v1/history?key=" + key +
+                          "&from=" + std::to_string((kEndMs - kDayMs) / 1000) +
                           "&to=" + std::to_string(kEndMs / 1000);
-  const std::string year = "/api/v1/history?key=" + key + "&from=" +
-                           std::to_string((kEndMs - 365 * kDayMs) / 1000) +
+  const std::string year = "/api/v1/history?key=" + key +
+                           "&from=" + std::to_string((kEndMs - 365 * kDayMs) / 1000) +
                            "&to=" + std::to_string(kEndMs / 1000) + "&step=1h&agg=avg";
   CheckAnswer(port, raw, kDayMs / kStepMs, "raw day");
   CheckAnswer(port, year, 365 * 24, "year");
   const double bare_scan = BareScanSeconds(dir.File("data/komoku.db"));
-  std::printf("  baseline: bare SQLite scan of the year (the store's statement), best of 3: %.3f s\n",
-              bare_scan);
+  std::printf(
+      "  baseline: bare SQLite scan of the year (the store's statement), best of 3: %.3f s\n",
+      bare_scan);
 
   const int64_t accepted_before = Metric(port, "komoku_changes_accepted_total");
   std::vector<std::string> ingest_keys;

@@ -727,10 +727,27 @@ struct RetainedSnapshot {
 RetainedSnapshot TakeRetained(const ScratchDir& dir, int broker_port, const std::string& client_id,
                               size_t expect) {
   const std::string log = dir.File(client_id + ".log");
-  Process sub({MOSQUITTO_SUB_BINARY, "-h", "127.0.0.1", "-p", std::to_string(broker_port), "-V",
-               "5", "-D", "connect", "receive-maximum", "65535", "-i", client_id, "-t",
-               std::string(kStatePrefix) + "#", "-v", "--retained-only", "-C",
-               std::to_string(expect), "-W", "5"},
+  Process sub({MOSQUITTO_SUB_BINARY,
+               "-h",
+               "127.0.0.1",
+               "-p",
+               std::to_string(broker_port),
+               "-V",
+               "5",
+               "-D",
+               "connect",
+               "receive-maximum",
+               "65535",
+               "-i",
+               client_id,
+               "-t",
+               std::string(kStatePrefix) + "#",
+               "-v",
+               "--retained-only",
+               "-C",
+               std::to_string(expect),
+               "-W",
+               "5"},
               log);
   if (!WaitFor([&] { return !sub.Running(); }, milliseconds(10000), milliseconds(2))) sub.Stop();
   RetainedSnapshot snap;
@@ -1081,18 +1098,20 @@ void PrintSummary(const Options& o, const std::vector<FloodRow>& flood,
   }
   if (writes) {
     const double n = static_cast<double>(std::max<int64_t>(1, writes->stored));
-    std::printf("\nWrites at %d changes/s over %d keys: %s changes acknowledged, %s stored in "
-                "%.0f s\n",
-                o.writes_rate, o.keys, Thousands(writes->changes).c_str(),
-                Thousands(writes->stored).c_str(), writes->seconds);
+    std::printf(
+        "\nWrites at %d changes/s over %d keys: %s changes acknowledged, %s stored in "
+        "%.0f s\n",
+        o.writes_rate, o.keys, Thousands(writes->changes).c_str(),
+        Thousands(writes->stored).c_str(), writes->seconds);
     std::printf("%-44s %12s\n", "bytes a change", "");
     std::printf("%-44s %12.0f\n", "komoku: handed to write() (wchar)", writes->wchar / n);
     std::printf("%-44s %12.0f\n", "komoku: to the device (write_bytes)", writes->write_bytes / n);
     std::printf("%-44s %12.0f\n", "baseline: MQTT topic + payload",
                 writes->mqtt_bytes / static_cast<double>(std::max<int64_t>(1, writes->changes)));
     std::printf("%-44s %12d\n", "baseline: komoku before the ingest log", 3300);
-    std::printf("(bar: wchar <= 1/5 of 3,300 = 660 bytes a change. write_bytes counts whole\n"
-                " page-cache folios on recent kernels: see docs/benchmarks.md, Footprint.)\n");
+    std::printf(
+        "(bar: wchar <= 1/5 of 3,300 = 660 bytes a change. write_bytes counts whole\n"
+        " page-cache folios on recent kernels: see docs/benchmarks.md, Footprint.)\n");
   }
   if (burst) PrintBurst(*burst);
 }

@@ -54,10 +54,10 @@ std::string SeriesKey(const std::string& name, uint64_t ms) {
 struct Data {
   size_t count = 0;
   std::string dir;
-  std::vector<std::string> names;   // the series, sorted
-  std::vector<std::string> keys;    // sorted, as packed
+  std::vector<std::string> names;  // the series, sorted
+  std::vector<std::string> keys;   // sorted, as packed
   std::vector<uint64_t> values;
-  std::vector<uint32_t> probes;     // random key indexes
+  std::vector<uint32_t> probes;  // random key indexes
   // Probe keys, laid out in probe order so that fetching the probe itself is
   // not a cache miss: copies of stored keys, and keys between two stored keys.
   std::vector<std::string> stored;
@@ -405,8 +405,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
   void PrintRatios() const {
     std::printf("\nKeyKa rate / baseline rate (%zu keys; above 1 means KeyKa is faster)\n",
                 TheData().count);
-    std::printf("%-12s %14s %14s %14s %10s %10s\n", "operation", "keyka/s", "vector/s",
-                "sqlite/s", "vs vector", "vs sqlite");
+    std::printf("%-12s %14s %14s %14s %10s %10s\n", "operation", "keyka/s", "vector/s", "sqlite/s",
+                "vs vector", "vs sqlite");
     for (const char* op : {"Get", "Nearest", "RangeScan"}) {
       const double k = Rate(std::string("BM_Keyka") + op);
       const double v = Rate(std::string("BM_Vector") + op);

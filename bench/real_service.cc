@@ -1,7 +1,5 @@
 #include "real_service.h"
 
-#include "hot_schema.h"
-
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <httplib.h>
@@ -24,6 +22,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <system_error>
+
+#include "hot_schema.h"
 
 extern char** environ;
 
@@ -334,8 +334,8 @@ std::unique_ptr<Process> StartBroker(const ScratchDir& dir, int* port,
     std::string conf = dir.File("mosquitto-" + std::to_string(attempt) + ".conf");
     std::ofstream(conf) << "listener " << *port << " 127.0.0.1\nallow_anonymous true\n"
                         << extra_config;
-    auto broker = std::make_unique<Process>(
-        std::vector<std::string>{MOSQUITTO_BINARY, "-c", conf}, dir.File("mosquitto.log"));
+    auto broker = std::make_unique<Process>(std::vector<std::string>{MOSQUITTO_BINARY, "-c", conf},
+                                            dir.File("mosquitto.log"));
     if (WaitFor([&] { return TcpOpen(*port) || !broker->Running(); }, milliseconds(5000)) &&
         broker->Running()) {
       return broker;
@@ -422,9 +422,9 @@ CompactAnswer Compact(int port, std::chrono::seconds timeout) {
 }
 
 SegmentTotals Segments(int port, bool per_key) {
-  const nlohmann::json j = ParseAnswer(
-      NewClient(port)->Get(per_key ? "/api/v1/segments?keys=true" : "/api/v1/segments"),
-      "segments");
+  const nlohmann::json j =
+      ParseAnswer(NewClient(port)->Get(per_key ? "/api/v1/segments?keys=true" : "/api/v1/segments"),
+                  "segments");
   if (!j["segments"].is_array()) Fail("segments: not a list");
   SegmentTotals t;
   t.count = j.value("count", int64_t{0});
@@ -684,7 +684,8 @@ std::map<std::string, int64_t> ProcStatus(pid_t pid) {
   std::string line;
   while (std::getline(in, line)) {
     const size_t colon = line.find(':');
-    if (colon == std::string::npos || line.size() < 3 || line.compare(line.size() - 3, 3, " kB") != 0) {
+    if (colon == std::string::npos || line.size() < 3 ||
+        line.compare(line.size() - 3, 3, " kB") != 0) {
       continue;
     }
     out[line.substr(0, colon)] = std::stoll(line.substr(colon + 1)) * 1024;

@@ -29,7 +29,7 @@ class Client;
 namespace mqtt {
 class async_client;
 class message;
-}
+}  // namespace mqtt
 
 namespace komoku::bench {
 

@@ -70,7 +70,8 @@ std::vector<Rollup> ComputeRollups(const std::vector<Sample>& v, int64_t res, in
                                    int64_t to_ms) {
   const int64_t first_bucket = from_ms - from_ms % res;
   std::vector<Rollup> b(static_cast<size_t>((to_ms - first_bucket + res - 1) / res));
-  for (size_t i = 0; i < b.size(); ++i) b[i].start_ms = first_bucket + static_cast<int64_t>(i) * res;
+  for (size_t i = 0; i < b.size(); ++i)
+    b[i].start_ms = first_bucket + static_cast<int64_t>(i) * res;
   auto at = [&](int64_t t) -> Rollup& { return b[static_cast<size_t>((t - first_bucket) / res)]; };
   for (size_t i = 0; i < v.size(); ++i) {
     const double x = std::get<double>(v[i].value);
@@ -296,10 +297,10 @@ int main() {
   const double sql_s = TimeSqliteRead(dir + "/hot.db", meta.from_ms, meta.to_ms, 3, &sql_sum);
 
   const double dn = static_cast<double>(n);
-  std::printf("segment_bench: one sensor, %llu readings (a year at 10 s, 2 decimals, +-%lld ms "
-              "jitter, noise sigma %.2f)\n\n",
-              static_cast<unsigned long long>(n), static_cast<long long>(opt.jitter_ms),
-              opt.noise_sigma);
+  std::printf(
+      "segment_bench: one sensor, %llu readings (a year at 10 s, 2 decimals, +-%lld ms "
+      "jitter, noise sigma %.2f)\n\n",
+      static_cast<unsigned long long>(n), static_cast<long long>(opt.jitter_ms), opt.noise_sigma);
   std::printf("%-44s %12s %14s\n", "storage", "bytes", "bytes/reading");
   auto row = [&](const char* what, double bytes) {
     std::printf("%-44s %12.0f %14.3f\n", what, bytes, bytes / dn);

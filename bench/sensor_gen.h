@@ -24,12 +24,12 @@ struct SensorReading {
 struct SensorOptions {
   int64_t start_ms = 1'704'067'200'000;  // 2024-01-01T00:00:00Z
   int64_t interval_ms = 10'000;
-  int64_t count = 365 * 8'640;           // a year at 10 s
-  int64_t jitter_ms = 300;               // uniform in [-jitter, +jitter]
+  int64_t count = 365 * 8'640;  // a year at 10 s
+  int64_t jitter_ms = 300;      // uniform in [-jitter, +jitter]
   double mean = 19.0;
-  double daily_amplitude = 3.0;          // peak to mean, °C
-  double seasonal_amplitude = 6.0;       // peak to mean over the year
-  double noise_sigma = 0.05;             // °C, independent per reading
+  double daily_amplitude = 3.0;     // peak to mean, °C
+  double seasonal_amplitude = 6.0;  // peak to mean over the year
+  double noise_sigma = 0.05;        // °C, independent per reading
   uint64_t seed = 20240101;
 };
 

@@ -44,8 +44,8 @@ using komoku::store::PutOptions;
 using komoku::store::Store;
 using komoku::store::StoreOptions;
 
-constexpr int kBatchRows = 4000;   // the hot store's commit_max_rows default
-constexpr int kWaitedPuts = 200;   // puts per iteration when each one waits
+constexpr int kBatchRows = 4000;  // the hot store's commit_max_rows default
+constexpr int kWaitedPuts = 200;  // puts per iteration when each one waits
 constexpr int64_t kBaseTimeMs = 1700000000000;
 
 [[noreturn]] void Die(const std::string& what) {
@@ -121,9 +121,8 @@ void BM_StorePut(benchmark::State& state) {
     if (!run) run = g_store_run;
     for (int i = 0; i < per_iteration; ++i) {
       uint64_t n = run->next.fetch_add(1, std::memory_order_relaxed);
-      Result<komoku::store::Change> c =
-          run->store->Put(run->keys[n % run->keys.size()], InputValue(static_cast<double>(n)),
-                          options);
+      Result<komoku::store::Change> c = run->store->Put(
+          run->keys[n % run->keys.size()], InputValue(static_cast<double>(n)), options);
       if (!c.ok() || !c->stored) ++failures;
     }
     if (!wait) (void)run->store->WaitCommitted(1);  // the newest op: all of ours
@@ -146,7 +145,9 @@ void Check(sqlite3* db, int rc, const char* what) {
   }
 }
 
-void Exec(sqlite3* db, const char* sql) { Check(db, sqlite3_exec(db, sql, nullptr, nullptr, nullptr), sql); }
+void Exec(sqlite3* db, const char* sql) {
+  Check(db, sqlite3_exec(db, sql, nullptr, nullptr, nullptr), sql);
+}
 
 void BM_SqliteInsert(benchmark::State& state) {
   const int key_count = static_cast<int>(state.range(0));
@@ -167,8 +168,9 @@ void BM_SqliteInsert(benchmark::State& state) {
         "prepare keys");
   sqlite3_stmt* insert = nullptr;
   Check(db,
-        sqlite3_prepare_v2(db, "INSERT INTO changes(rowid, key_id, time_ms, value) VALUES(?4, ?1, ?2, ?3)",
-                           -1, &insert, nullptr),
+        sqlite3_prepare_v2(
+            db, "INSERT INTO changes(rowid, key_id, time_ms, value) VALUES(?4, ?1, ?2, ?3)", -1,
+            &insert, nullptr),
         "prepare changes");
   // The same setup as the store: every key with one first value.
   const std::vector<std::string> names = KeyNames(key_count);
@@ -223,8 +225,9 @@ class RatioReporter : public benchmark::ConsoleReporter {
   }
 
   void PrintRatios() const {
-    std::printf("\nStore::Put rate / bare batched SQLite insert rate (aim: at least 0.7 with "
-                "wait_committed=false)\n");
+    std::printf(
+        "\nStore::Put rate / bare batched SQLite insert rate (aim: at least 0.7 with "
+        "wait_committed=false)\n");
     std::printf("%-44s %14s %14s %8s\n", "benchmark", "changes/s", "sqlite/s", "ratio");
     for (const auto& [name, rate] : rates_) {
       if (name.rfind("BM_StorePut/", 0) != 0) continue;
@@ -250,7 +253,12 @@ class RatioReporter : public benchmark::ConsoleReporter {
 
 }  // namespace
 
-BENCHMARK(BM_SqliteInsert)->ArgName("keys")->Arg(1)->Arg(10000)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SqliteInsert)
+    ->ArgName("keys")
+    ->Arg(1)
+    ->Arg(10000)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_StorePut)
     ->ArgNames({"keys", "wait"})
     ->Args({1, 0})

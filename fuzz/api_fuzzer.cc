@@ -7,6 +7,7 @@
 // crash or sanitizer report is a bug; so is an answer without exactly one of
 // "result" and "error", and one that the transports cannot send: they call
 // json::dump(), which throws on invalid UTF-8 (the target lets it escape).
+#include <spdlog/spdlog.h>
 #include <stdlib.h>  // mkdtemp
 
 #include <cstddef>
@@ -19,8 +20,6 @@
 #include <string_view>
 #include <system_error>
 
-#include <spdlog/spdlog.h>
-
 #include "fuzz_util.h"
 #include "store/api.h"
 #include "store/store.h"
@@ -31,8 +30,8 @@ using komoku::Result;
 using nlohmann::json;
 using namespace komoku::store;
 
-using komoku::fuzz::Require;
 using komoku::fuzz::Dump;
+using komoku::fuzz::Require;
 
 struct Fixture {
   std::string dir;

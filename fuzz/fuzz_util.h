@@ -17,9 +17,9 @@ inline void Require(bool condition) {
 // past that one known finding (tests/store/fuzz_regression_test.cc).
 inline void Dump(const nlohmann::json& j) {
   static const bool lenient = std::getenv("KOMOKU_FUZZ_LENIENT_UTF8") != nullptr;
-  (void)j.dump(-1, ' ', false,
-               lenient ? nlohmann::json::error_handler_t::replace
-                       : nlohmann::json::error_handler_t::strict);
+  (void)j.dump(
+      -1, ' ', false,
+      lenient ? nlohmann::json::error_handler_t::replace : nlohmann::json::error_handler_t::strict);
 }
 
 }  // namespace komoku::fuzz

@@ -20,11 +20,11 @@
 
 namespace {
 
+using komoku::Result;
 using komoku::keyka::Entry;
 using komoku::keyka::Iterator;
 using komoku::keyka::Nearest;
 using komoku::keyka::Reader;
-using komoku::Result;
 
 using komoku::fuzz::Require;
 

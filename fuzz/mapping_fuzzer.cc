@@ -59,9 +59,9 @@ constexpr const char* kTopics[] = {
 constexpr size_t kTopicCount = sizeof(kTopics) / sizeof(kTopics[0]);
 
 const std::set<std::string>& Reasons() {
-  static const std::set<std::string> reasons = {"bad_json",    "not_object", "not_scalar",
-                                                "wrong_type",  "bad_boolean", "bad_time",
-                                                "bad_key",     "too_large"};
+  static const std::set<std::string> reasons = {"bad_json",   "not_object",  "not_scalar",
+                                                "wrong_type", "bad_boolean", "bad_time",
+                                                "bad_key",    "too_large"};
   return reasons;
 }
 
@@ -87,9 +87,9 @@ bool SameResult(const MappingResult& a, const MappingResult& b) {
     if (!SameChange(a.changes[i], b.changes[i])) return false;
   }
   if (a.refusal.has_value() != b.refusal.has_value()) return false;
-  return !a.refusal || (a.refusal->rule == b.refusal->rule &&
-                        a.refusal->reason == b.refusal->reason &&
-                        a.refusal->message == b.refusal->message);
+  return !a.refusal ||
+         (a.refusal->rule == b.refusal->rule && a.refusal->reason == b.refusal->reason &&
+          a.refusal->message == b.refusal->message);
 }
 
 void Check(const MappingEngine& engine, const MappingResult& r) {

@@ -44,8 +44,8 @@ bool SameRollup(const Rollup& a, const Rollup& b) {
          SameOptional(a.first, b.first) && SameOptional(a.last, b.last) &&
          SameDouble(a.sum, b.sum) && SameDouble(a.min, b.min) && SameDouble(a.max, b.max) &&
          SameDouble(a.integral, b.integral) && SameDouble(a.increase, b.increase) &&
-         SameDouble(a.high, b.high) && a.known_ms == b.known_ms &&
-         a.unknown_ms == b.unknown_ms && a.ms_per_value == b.ms_per_value;
+         SameDouble(a.high, b.high) && a.known_ms == b.known_ms && a.unknown_ms == b.unknown_ms &&
+         a.ms_per_value == b.ms_per_value;
 }
 
 }  // namespace
@@ -67,7 +67,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Require(si::DecodeRawBlock(type, again, &back).ok());
       Require(back.size() == samples.size());
       for (size_t i = 0; i < back.size(); ++i) {
-        Require(back[i].time_ms == samples[i].time_ms && SameValue(back[i].value, samples[i].value));
+        Require(back[i].time_ms == samples[i].time_ms &&
+                SameValue(back[i].value, samples[i].value));
       }
       return 0;
     }
@@ -87,7 +88,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!meta.ok()) return 0;
       komoku::Result<si::KeyRecord> back = si::DecodeKeyMeta(si::EncodeKeyMeta(*meta));
       Require(back.ok() && back->name == meta->name && back->type == meta->type &&
-              back->changes == meta->changes && back->resolutions.size() == meta->resolutions.size());
+              back->changes == meta->changes &&
+              back->resolutions.size() == meta->resolutions.size());
       return 0;
     }
   }

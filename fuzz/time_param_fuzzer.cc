@@ -16,8 +16,8 @@
 
 namespace {
 
-using komoku::fuzz::Require;
 using komoku::fuzz::Dump;
+using komoku::fuzz::Require;
 
 constexpr int64_t kNowMs = 1700000000000;  // a fixed "now"
 // Relative forms reach +-999,999,999 weeks; ISO years 0000..9999.

@@ -26,8 +26,8 @@ using namespace komoku::store;
 // than any sensor sends and keeps the fuzzer on the parser.
 constexpr size_t kMaxBytes = 64 * 1024;
 
-using komoku::fuzz::Require;
 using komoku::fuzz::Dump;
+using komoku::fuzz::Require;
 
 // What the transports do with a refusal: put the message in a JSON answer.
 void Answer(const Status& st) {

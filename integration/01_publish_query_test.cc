@@ -28,9 +28,8 @@ TEST_F(PublishQueryTest, PublishedValueIsAnsweredOverHttp) {
   EXPECT_EQ(v["key"], "kitchen/temperature");
   EXPECT_EQ(v["type"], "numeric");
   EXPECT_DOUBLE_EQ(v["value"].get<double>(), 21.5);
-  double now = std::chrono::duration<double>(
-                   std::chrono::system_clock::now().time_since_epoch())
-                   .count();
+  double now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   EXPECT_NEAR(v["time"].get<double>(), now, 60);
 
   mqtt_->Publish("komoku/set/kitchen/temperature", "22");
@@ -56,8 +55,8 @@ TEST_F(PublishQueryTest, JsonPayloadWithTimeGoesIntoHistoryInOrder) {
   mqtt_->Publish("komoku/set/garden/rain", R"({"value": 1.5, "time": 1700000100})");
   mqtt_->Publish("komoku/set/garden/rain", R"({"value": 0.5, "time": 1700000000.25})");
   ASSERT_TRUE(WaitForHistory("garden/rain", 2));
-  auto rows = komoku_->Get("/api/v1/history?key=garden/rain&from=1700000000&to=1700000200")
-                  .Json()["rows"];
+  auto rows =
+      komoku_->Get("/api/v1/history?key=garden/rain&from=1700000000&to=1700000200").Json()["rows"];
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_DOUBLE_EQ(rows[0][0].get<double>(), 1700000000.25);
   EXPECT_DOUBLE_EQ(rows[0][1].get<double>(), 0.5);
@@ -193,8 +192,8 @@ std::string RawHttp(int port, const std::string& request) {
 // `curl -X POST URL` sends no Content-Length; such a request is refused at
 // once (411 Length Required), and the answer says what to do.
 TEST_F(PublishQueryTest, APostWithoutContentLengthIsAClear411) {
-  const std::string answer = RawHttp(
-      komoku_->http_port(), "POST /api/v1/compact HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  const std::string answer =
+      RawHttp(komoku_->http_port(), "POST /api/v1/compact HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
   EXPECT_EQ(answer.rfind("HTTP/1.1 411", 0), 0u) << answer;
   EXPECT_NE(answer.find("POST without a Content-Length header"), std::string::npos) << answer;
   EXPECT_NE(answer.find("-d ''"), std::string::npos) << answer;

@@ -44,8 +44,9 @@ TEST_F(PersistentSessionTest, ReconnectsAfterTheBrokerRestarts) {
   ASSERT_TRUE(broker_->Restart()) << broker_->Output();
   // The broker lost every session; komoku notices, reconnects with backoff
   // and subscribes again.
-  ASSERT_TRUE(WaitFor([&] { return komoku_->Output().find("lost connection") != std::string::npos; },
-                      std::chrono::milliseconds(30000)));
+  ASSERT_TRUE(
+      WaitFor([&] { return komoku_->Output().find("lost connection") != std::string::npos; },
+              std::chrono::milliseconds(30000)));
   ASSERT_TRUE(WaitFor(
       [&] {
         auto r = komoku_->Get("/healthz");

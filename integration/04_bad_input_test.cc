@@ -16,8 +16,8 @@ TEST_F(BadInputTest, EachBadMessageIsRefusedAndCounted) {
   struct Case {
     std::string topic;
     std::string payload;
-    std::string reason;     // komoku_refused_total{reason=...}
-    std::string log_says;   // in komoku's log
+    std::string reason;    // komoku_refused_total{reason=...}
+    std::string log_says;  // in komoku's log
   };
   const std::string long_key(300, 'k');
   const std::vector<Case> cases = {
@@ -38,7 +38,8 @@ TEST_F(BadInputTest, EachBadMessageIsRefusedAndCounted) {
     mqtt_->Publish(c.topic, c.payload);
     EXPECT_TRUE(WaitFor([&] {
       return komoku_->Metric("komoku_refused_total{reason=\"" + c.reason + "\"}") == before + 1;
-    })) << c.reason << " for payload of " << c.payload.size() << " bytes";
+    })) << c.reason
+        << " for payload of " << c.payload.size() << " bytes";
     EXPECT_NE(komoku_->Output().find(c.log_says), std::string::npos) << c.log_says;
   }
   // MQTT itself forbids topics that are not UTF-8 (client and broker refuse

@@ -31,17 +31,17 @@ TEST_P(BadConfigTest, RunAndCheckConfigRefuseIt) {
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, BadConfigTest,
-    ::testing::Values(Case{"mqtt:\n  brokr: tcp://x:1\n", "bad.yaml:2: unknown field 'mqtt.brokr'"},
-                      Case{"mqtt:\n  keep_alive: often\n",
-                           "bad.yaml:2: mqtt.keep_alive: expected seconds or a duration (e.g. 30s, 10m, "
-                           "24h, 7d, 1w), got 'often'"},
-                      Case{"mqtt:\n  keep_alive: 1\n", "bad.yaml:2: mqtt.keep_alive: 1 is out of range"},
-                      Case{"storage:\n  data_dir: x\n", "bad.yaml:1: unknown section 'storage'"},
-                      Case{"http:\n  listen: localhost\n", "http.listen: expected host:port"},
-                      Case{"log:\n  level: loud\n", "log.level: 'loud' is not one of"},
-                      Case{"mqtt: [1, 2\n", "bad.yaml:"},
-                      Case{"mqtt:\n  password_file: /nonexistent/secret\n",
-                           "mqtt.password_file: cannot read"}),
+    ::testing::Values(
+        Case{"mqtt:\n  brokr: tcp://x:1\n", "bad.yaml:2: unknown field 'mqtt.brokr'"},
+        Case{"mqtt:\n  keep_alive: often\n",
+             "bad.yaml:2: mqtt.keep_alive: expected seconds or a duration (e.g. 30s, 10m, "
+             "24h, 7d, 1w), got 'often'"},
+        Case{"mqtt:\n  keep_alive: 1\n", "bad.yaml:2: mqtt.keep_alive: 1 is out of range"},
+        Case{"storage:\n  data_dir: x\n", "bad.yaml:1: unknown section 'storage'"},
+        Case{"http:\n  listen: localhost\n", "http.listen: expected host:port"},
+        Case{"log:\n  level: loud\n", "log.level: 'loud' is not one of"},
+        Case{"mqtt: [1, 2\n", "bad.yaml:"},
+        Case{"mqtt:\n  password_file: /nonexistent/secret\n", "mqtt.password_file: cannot read"}),
     [](const ::testing::TestParamInfo<Case>& info) { return "case" + std::to_string(info.index); });
 
 TEST(ConfigFileTest, CheckConfigAcceptsTheExample) {
@@ -71,9 +71,9 @@ TEST(ConfigFileTest, PortInUseIsAClearStartError) {
   TempDir dir;
   Broker broker(dir);
   // The broker's own port is taken for sure.
-  std::ofstream(dir.File("k.yaml")) << "mqtt:\n  broker: " << broker.url() << "\nstore:\n  data_dir: "
-                                    << dir.File("data") << "\nhttp:\n  listen: 127.0.0.1:"
-                                    << broker.port() << "\n";
+  std::ofstream(dir.File("k.yaml"))
+      << "mqtt:\n  broker: " << broker.url() << "\nstore:\n  data_dir: " << dir.File("data")
+      << "\nhttp:\n  listen: 127.0.0.1:" << broker.port() << "\n";
   Process p({KOMOKU_BINARY, "run", "-c", dir.File("k.yaml")}, dir.File("run.log"));
   EXPECT_EQ(p.Wait(std::chrono::seconds(10)), 1) << p.Output();
   EXPECT_NE(p.Output().find("cannot listen on 127.0.0.1:" + std::to_string(broker.port())),
@@ -111,11 +111,12 @@ TEST(CommandLineTest, UnknownCommandsAndBadUsageExit2) {
 // that is not there.
 TEST(JournalTest, LinesCarryTheirPriorityUnderSystemd) {
   TempDir dir;
-  std::ofstream(dir.File("k.yaml")) << "mqtt:\n  broker: tcp://127.0.0.1:1\nstore:\n  data_dir: "
-                                    << dir.File("data") << "\nhttp:\n  listen: 127.0.0.1:0\n";
-  Process p({"/usr/bin/env", "JOURNAL_STREAM=8:12345", KOMOKU_BINARY, "run", "-c",
-             dir.File("k.yaml")},
-            dir.File("run.log"));
+  std::ofstream(dir.File("k.yaml"))
+      << "mqtt:\n  broker: tcp://127.0.0.1:1\nstore:\n  data_dir: " << dir.File("data")
+      << "\nhttp:\n  listen: 127.0.0.1:0\n";
+  Process p(
+      {"/usr/bin/env", "JOURNAL_STREAM=8:12345", KOMOKU_BINARY, "run", "-c", dir.File("k.yaml")},
+      dir.File("run.log"));
   EXPECT_TRUE(WaitFor([&] { return p.Output().find("cannot connect") != std::string::npos; },
                       std::chrono::seconds(20)))
       << p.Output();
@@ -143,8 +144,9 @@ TEST(AdminCommandTest, NoDataDirectoryIsMadeByCompactOrSegments) {
   }
   std::filesystem::create_directory(dir.File("empty"));
   for (const char* cmd : {"compact", "segments"}) {
-    Process p({"/bin/sh", "-c", "cd '" + dir.File("empty") + "' && exec " + KOMOKU_BINARY + " " + cmd},
-              dir.File("admin-cwd.log"));
+    Process p(
+        {"/bin/sh", "-c", "cd '" + dir.File("empty") + "' && exec " + KOMOKU_BINARY + " " + cmd},
+        dir.File("admin-cwd.log"));
     p.Wait(std::chrono::seconds(30));
     EXPECT_FALSE(std::filesystem::exists(dir.File("empty") + "/komoku-data"))
         << cmd << ": " << p.Output();
@@ -160,10 +162,9 @@ TEST(ConfigFileTest, RefusedCredentialsAreNamedInTheLog) {
   Process passwd({MOSQUITTO_PASSWD_BINARY, "-b", "-c", passwords, "komoku", "right-password"},
                  dir.File("passwd.log"));
   ASSERT_EQ(passwd.Wait(std::chrono::seconds(10)), 0) << passwd.Output();
-  std::filesystem::permissions(passwords, std::filesystem::perms::owner_read |
-                                              std::filesystem::perms::owner_write |
-                                              std::filesystem::perms::group_read |
-                                              std::filesystem::perms::others_read);
+  std::filesystem::permissions(
+      passwords, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
+                     std::filesystem::perms::group_read | std::filesystem::perms::others_read);
   BrokerOptions options;
   options.allow_anonymous = false;
   options.password_file = passwords;
@@ -200,8 +201,9 @@ TEST(ConfigFileTest, APortAnotherKomokuListensOnIsInUse) {
   Komoku first(dir, broker);
   ASSERT_TRUE(first.Start()) << first.Output();
   std::ofstream(dir.File("second.yaml"))
-      << "mqtt:\n  broker: " << broker.url() << "\n  client_id: second\nstore:\n  data_dir: "
-      << dir.File("data2") << "\nhttp:\n  listen: 127.0.0.1:" << first.http_port() << "\n";
+      << "mqtt:\n  broker: " << broker.url()
+      << "\n  client_id: second\nstore:\n  data_dir: " << dir.File("data2")
+      << "\nhttp:\n  listen: 127.0.0.1:" << first.http_port() << "\n";
   Process p({KOMOKU_BINARY, "run", "-c", dir.File("second.yaml")}, dir.File("second.log"));
   const int status = p.Wait(std::chrono::seconds(10));
   if (status < 0) p.Stop();

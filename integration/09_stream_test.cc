@@ -221,17 +221,16 @@ TEST_F(StreamTest, SinceReplaysOnlyFromThatTime) {
 TEST_F(StreamTest, FiltersFollowEveryKeyOrAFolder) {
   const double now =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-  ASSERT_EQ(komoku_->Put("/api/v1/value?key=hall", json{{"value", 1}, {"time", now - 50}}.dump())
-                .status,
-            201);
+  ASSERT_EQ(
+      komoku_->Put("/api/v1/value?key=hall", json{{"value", 1}, {"time", now - 50}}.dump()).status,
+      201);
   ASSERT_EQ(
       komoku_->Put("/api/v1/value?key=hall/door", json{{"value", true}, {"time", now - 40}}.dump())
           .status,
       201);
-  ASSERT_EQ(
-      komoku_->Put("/api/v1/value?key=hallway", json{{"value", 2}, {"time", now - 30}}.dump())
-          .status,
-      201);
+  ASSERT_EQ(komoku_->Put("/api/v1/value?key=hallway", json{{"value", 2}, {"time", now - 30}}.dump())
+                .status,
+            201);
   auto all = Open("key=%23");
   auto folder = Open("key=hall%2F%23&since=" + std::to_string(now - 60));
   ASSERT_EQ(all->WaitStatus(), 200) << all->Body();
@@ -249,12 +248,12 @@ TEST_F(StreamTest, FiltersFollowEveryKeyOrAFolder) {
   auto keys = [](const std::vector<Event> &events) {
     std::vector<std::string> out;
     for (const Event &e : events) {
-      if (e.event != "live") out.push_back(e.event + " " + json::parse(e.data)["key"].get<std::string>());
+      if (e.event != "live")
+        out.push_back(e.event + " " + json::parse(e.data)["key"].get<std::string>());
     }
     return out;
   };
-  EXPECT_EQ(keys(all->Events()),
-            (std::vector<std::string>{"change new/key", "change hall/light"}));
+  EXPECT_EQ(keys(all->Events()), (std::vector<std::string>{"change new/key", "change hall/light"}));
   // hallway is not under hall/.
   EXPECT_EQ(keys(folder->Events()),
             (std::vector<std::string>{"history hall", "history hall/door", "change hall/light"}));

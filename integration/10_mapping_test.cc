@@ -100,8 +100,9 @@ TEST_F(MappingTest, DeviceExamplesBecomeTypedKeys) {
   mqtt_->Publish("zigbee2mqtt/front_door", R"({"contact":false,"battery":100})");
   mqtt_->Publish("zigbee2mqtt/front_door/availability", R"({"state":"online"})");
   mqtt_->Publish("zigbee2mqtt/bridge/state", "online");
-  mqtt_->Publish("tele/plug1/SENSOR",
-                 R"({"Time":"2026-11-20T10:00:00","ENERGY":{"Total":12.345,"Power":57,"Voltage":231}})");
+  mqtt_->Publish(
+      "tele/plug1/SENSOR",
+      R"({"Time":"2026-11-20T10:00:00","ENERGY":{"Total":12.345,"Power":57,"Voltage":231}})");
   mqtt_->Publish("stat/plug1/POWER", "ON");
   mqtt_->Publish("tele/plug1/LWT", "Online");
   mqtt_->Publish("shellies/shelly1-ABC/relay/0", "on");
@@ -142,8 +143,8 @@ TEST_F(MappingTest, DeviceExamplesBecomeTypedKeys) {
   // Tasmota's Time field is the change's time.
   EXPECT_DOUBLE_EQ(Value("plug1/power")["time"].get<double>(), 1795168800.0);
   auto keys = komoku_->Get("/api/v1/keys").Json()["keys"];
-  EXPECT_EQ(keys.size(), expected.size()) << "linkquality and bridge topics are not keys: "
-                                          << keys.dump();
+  EXPECT_EQ(keys.size(), expected.size())
+      << "linkquality and bridge topics are not keys: " << keys.dump();
   // Komoku's own komoku/status matches +/status but is never mapped.
   EXPECT_EQ(Value("komoku/online"), nlohmann::json());
 }

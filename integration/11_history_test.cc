@@ -65,7 +65,8 @@ TEST_F(HistoryHttpTest, DoorStatsTimespansAndAt) {
   // 01:00-02:00 UTC is 02:00-03:00 in Warsaw in January.
   EXPECT_DOUBLE_EQ(dist["hour_of_day"][2]["share"]["true"].get<double>(), 0.25);
   auto spans = GetJson("/api/v1/timespans?key=door&value=open" + range);
-  EXPECT_EQ(spans["spans"], nlohmann::json::parse("[[" + std::to_string(kDay0 + 3600) + ", 900.0]]"));
+  EXPECT_EQ(spans["spans"],
+            nlohmann::json::parse("[[" + std::to_string(kDay0 + 3600) + ", 900.0]]"));
   EXPECT_EQ(spans["open"], false);
   auto at = GetJson("/api/v1/at?key=door&time=" + std::to_string(kDay0 + 3700));
   EXPECT_EQ(at["value"], true);
@@ -80,8 +81,7 @@ TEST_F(HistoryHttpTest, DoorStatsTimespansAndAt) {
 // gives the buckets, also when the range fits in one.
 TEST_F(HistoryHttpTest, BothBooleanStatesAndBucketsWheneverAStepIsGiven) {
   PutAt("shut", "false", kDay0);
-  const std::string hour =
-      "&from=" + std::to_string(kDay0) + "&to=" + std::to_string(kDay0 + 3600);
+  const std::string hour = "&from=" + std::to_string(kDay0) + "&to=" + std::to_string(kDay0 + 3600);
   auto stats = GetJson("/api/v1/stats?key=shut" + hour);
   EXPECT_DOUBLE_EQ(stats["time"]["false"].get<double>(), 3600) << stats.dump();
   ASSERT_TRUE(stats["time"].contains("true")) << stats.dump();
@@ -135,9 +135,9 @@ TEST_F(HistoryHttpTest, AValueIsUnknownFromStaleAfterOn) {
 // The future is unknown: an hour back and an hour ahead is an hour of the
 // door's state and an hour unknown, not an hour in all.
 TEST_F(HistoryHttpTest, TimeAfterNowIsUnknown) {
-  const double now = static_cast<double>(
-      std::chrono::duration_cast<std::chrono::seconds>(
-          std::chrono::system_clock::now().time_since_epoch()).count());
+  const double now = static_cast<double>(std::chrono::duration_cast<std::chrono::seconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count());
   PutAt("gate", "false", now - 7200);
   auto stats = GetJson("/api/v1/stats?key=gate&from=-1h&to=%2B1h");
   EXPECT_NEAR(stats["time"]["false"].get<double>(), 3600, 1) << stats.dump();
@@ -191,8 +191,8 @@ TEST_F(HistoryHttpTest, SeveralKeysInOneRequest) {
   // Each answer is the one-key answer.
   auto one = GetJson("/api/v1/history?key=kitchen/temp&step=1h&agg=max" + range);
   EXPECT_EQ(j["results"][1], one);
-  auto at = GetJson("/api/v1/at?key=living/temp&key=front/door&time=" +
-                    std::to_string(kDay0 + 3000));
+  auto at =
+      GetJson("/api/v1/at?key=living/temp&key=front/door&time=" + std::to_string(kDay0 + 3000));
   ASSERT_EQ(at["results"].size(), 2u) << at.dump();
   EXPECT_EQ(at["results"][0]["value"], 22.0);
   EXPECT_EQ(at["results"][1]["value"], true);

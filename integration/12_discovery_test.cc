@@ -274,9 +274,8 @@ TEST_F(SelfDescribingTest, AnnouncedDevicesBecomeTypedKeys) {
   mqtt_->Publish("zigbee2mqtt/kitchen_sensor", R"({"temperature":"warm","humidity":50})");
   ASSERT_TRUE(WaitForValue("zigbee2mqtt/kitchen_sensor/humidity", 50));
   EXPECT_EQ(Value("zigbee2mqtt/kitchen_sensor/temperature")["value"], 21.43);
-  EXPECT_EQ(komoku_->Metric(
-                "komoku_mapping_refused_total{rule=\"discovery\",reason=\"wrong_type\"}"),
-            1);
+  EXPECT_EQ(
+      komoku_->Metric("komoku_mapping_refused_total{rule=\"discovery\",reason=\"wrong_type\"}"), 1);
   mqtt_->Publish("zigbee2mqtt/front_door", R"({"contact":true,"battery":100})");
   ASSERT_TRUE(WaitForValue("zigbee2mqtt/front_door/contact", false));
   EXPECT_TRUE(komoku_->process()->Running());
@@ -368,10 +367,12 @@ TEST_F(SelfDescribingTest, MessagesQueuedWhileDownForDiscoveredTopicsAreStored) 
   ASSERT_TRUE(WaitFor([&] {
     return HistorySize("livingroom/sensor/energy/state") == kQueued &&
            HistorySize("zigbee2mqtt/kitchen_sensor/humidity") == kQueued;
-  })) << HistorySize("livingroom/sensor/energy/state") << " and "
-      << HistorySize("zigbee2mqtt/kitchen_sensor/humidity") << " of " << kQueued << " stored\n"
+  })) << HistorySize("livingroom/sensor/energy/state")
+      << " and " << HistorySize("zigbee2mqtt/kitchen_sensor/humidity") << " of " << kQueued
+      << " stored\n"
       << komoku_->Output();
-  auto rows = komoku_->Get("/api/v1/history?key=livingroom/sensor/energy/state&from=0").Json()["rows"];
+  auto rows =
+      komoku_->Get("/api/v1/history?key=livingroom/sensor/energy/state&from=0").Json()["rows"];
   for (int i = 0; i < kQueued; ++i) EXPECT_EQ(rows[i][1], 101 + i) << i;
   EXPECT_EQ(Value("livingroom/sensor/energy/state")["type"], "counter");
   EXPECT_EQ(Value("zigbee2mqtt/kitchen_sensor/humidity")["value"], kQueued);
@@ -409,9 +410,7 @@ TEST_F(SelfDescribingTest, ABrokenStateFileIsWarnedAboutAndIgnored) {
 // before the message, as the service would.
 TEST(MappingsCliDiscoveryTest, ShowsDiscoveredEntitiesAndTheirChanges) {
   TempDir dir;
-  {
-    std::ofstream(dir.File("k.yaml")) << "discovery:\n  enabled: true\n";
-  }
+  { std::ofstream(dir.File("k.yaml")) << "discovery:\n  enabled: true\n"; }
   auto run = [&](std::vector<std::string> args, std::string* out) {
     args.insert(args.begin(), {KOMOKU_BINARY, "mappings", "test", "-c", dir.File("k.yaml")});
     Process p(args, dir.File("out.txt"));
@@ -421,10 +420,10 @@ TEST(MappingsCliDiscoveryTest, ShowsDiscoveredEntitiesAndTheirChanges) {
   };
   const std::string config = kConfigs[3].payload;  // the ESPHome energy counter
   std::string out;
-  EXPECT_EQ(run({"--discovery", kConfigs[3].topic, config, "livingroom/sensor/energy/state",
-                 "12.5"},
-                &out),
-            0)
+  EXPECT_EQ(
+      run({"--discovery", kConfigs[3].topic, config, "livingroom/sensor/energy/state", "12.5"},
+          &out),
+      0)
       << out;
   EXPECT_NE(out.find("livingroom/sensor/energy/state = 12.5 (counter) from "
                      "homeassistant/sensor/livingroom/energy/config"),

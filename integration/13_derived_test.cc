@@ -10,9 +10,9 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <thread>
 #include <tuple>
 #include <vector>
-#include <thread>
 
 #include "harness/harness.h"
 
@@ -125,7 +125,8 @@ TEST_F(DerivedTest, OneMinuteAggregatesOfEveryKindAtBucketEndEqualHttp) {
   PutAt("energy", "1", b + 3);  // a reset: counts 1
 
   const double end = b + 60;
-  const auto timeout = std::chrono::milliseconds(static_cast<int>((end - NowSeconds() + 30) * 1000));
+  const auto timeout =
+      std::chrono::milliseconds(static_cast<int>((end - NowSeconds() + 30) * 1000));
   json temp, door, mode, energy;
   double arrived = 0, ignored = 0;
   ASSERT_TRUE(WaitForBucket(watcher, "komoku/derived/temp/1m", b, &temp, &arrived, timeout));
@@ -145,8 +146,8 @@ TEST_F(DerivedTest, OneMinuteAggregatesOfEveryKindAtBucketEndEqualHttp) {
   const std::string range = "&from=" + Fixed(b) + "&to=" + Fixed(end);
   json h = GetJson("/api/v1/history?key=temp&step=1m&agg=avg,twavg,min,max,count" + range);
   ASSERT_EQ(h["rows"].size(), 1u) << h.dump();
-  EXPECT_EQ(h["rows"][0], json::array({b, temp["avg"], temp["twavg"], temp["min"], temp["max"],
-                                       temp["count"]}));
+  EXPECT_EQ(h["rows"][0],
+            json::array({b, temp["avg"], temp["twavg"], temp["min"], temp["max"], temp["count"]}));
 
   ASSERT_TRUE(WaitForBucket(watcher, "komoku/derived/door/1m", b, &door, &ignored,
                             std::chrono::milliseconds(10000)));
@@ -215,7 +216,8 @@ TEST_F(DerivedTest, HomeAssistantDiscoveryConfigsAreValidJson) {
       if (!configs.count(t)) return false;
     }
     return true;
-  })) << configs.size() << " configs";
+  })) << configs.size()
+      << " configs";
   for (const auto& [topic, c] : configs) {
     SCOPED_TRACE(topic);
     ASSERT_TRUE(c.is_object()) << "not JSON";

@@ -40,8 +40,9 @@ class ColdHistoryTest : public ::testing::Test {
     komoku_ = std::make_unique<Komoku>(dir_, *broker_, "",
                                        "  hot_window_hours: 24\n  compact_interval: 0\n");
     ASSERT_TRUE(komoku_->Start()) << komoku_->Output();
-    ASSERT_EQ(komoku_->Post("/api/v1/define",
-                            R"({"cold/temp": {"type": "numeric", "opts": {"same_value_resolution": 0}},
+    ASSERT_EQ(komoku_
+                  ->Post("/api/v1/define",
+                         R"({"cold/temp": {"type": "numeric", "opts": {"same_value_resolution": 0}},
                                 "cold/door": {"type": "boolean", "opts": {"same_value_resolution": 0}},
                                 "cold/mode": {"type": "string", "opts": {"same_value_resolution": 0}}})")
                   .status,
@@ -54,15 +55,20 @@ class ColdHistoryTest : public ::testing::Test {
   void Put(int key, int64_t t) {
     std::string value;
     switch (key) {
-      case 0: value = std::to_string(next_value_++ % 4000 / 100.0).substr(0, 5); break;
-      case 1: value = (next_value_++ % 2) ? "true" : "false"; break;
-      default: value = std::string("m") + std::to_string(next_value_++ % 5); break;
+      case 0:
+        value = std::to_string(next_value_++ % 4000 / 100.0).substr(0, 5);
+        break;
+      case 1:
+        value = (next_value_++ % 2) ? "true" : "false";
+        break;
+      default:
+        value = std::string("m") + std::to_string(next_value_++ % 5);
+        break;
     }
     char time[32];
     std::snprintf(time, sizeof time, "%.3f", static_cast<double>(t) / 1000.0);
-    auto r = komoku_->Put(std::string("/api/v1/value?key=") + kKeys[key] + "&time=" + time +
-                              "&value=" + value,
-                          "");
+    auto r = komoku_->Put(
+        std::string("/api/v1/value?key=") + kKeys[key] + "&time=" + time + "&value=" + value, "");
     ASSERT_EQ(r.status, 200) << r.body;
     expected_[key].insert({t, value});
   }
@@ -86,7 +92,7 @@ class ColdHistoryTest : public ::testing::Test {
       const json body = r.Json();
       for (const json& row : body["rows"]) {
         int64_t t = static_cast<int64_t>(std::llround(row[0].get<double>() * 1000));
-        std::string v = row[1].is_string() ? row[1].get<std::string>()
+        std::string v = row[1].is_string()    ? row[1].get<std::string>()
                         : row[1].is_boolean() ? (row[1].get<bool>() ? "true" : "false")
                                               : "";
         if (row[1].is_number()) {
@@ -97,9 +103,9 @@ class ColdHistoryTest : public ::testing::Test {
         }
         got.insert({t, v});
       }
-      ASSERT_EQ(got.size(), expected_[k].size()) << when << ": " << kKeys[k] << " " << r.body.substr(0, 300);
-      std::multiset<std::pair<int64_t, std::string>> want(expected_[k].begin(),
-                                                          expected_[k].end());
+      ASSERT_EQ(got.size(), expected_[k].size())
+          << when << ": " << kKeys[k] << " " << r.body.substr(0, 300);
+      std::multiset<std::pair<int64_t, std::string>> want(expected_[k].begin(), expected_[k].end());
       ASSERT_TRUE(got == want) << when << ": " << kKeys[k] << " differs";
     }
   }
@@ -107,8 +113,7 @@ class ColdHistoryTest : public ::testing::Test {
   std::vector<std::string> SegmentFiles() const {
     std::vector<std::string> out;
     std::error_code ec;
-    for (const auto& e :
-         std::filesystem::directory_iterator(dir_.File("data") + "/segments", ec)) {
+    for (const auto& e : std::filesystem::directory_iterator(dir_.File("data") + "/segments", ec)) {
       out.push_back(e.path().filename().string());
     }
     return out;
@@ -259,8 +264,7 @@ TEST_F(ColdHistoryTest, CompactAndSegmentsCommandsWithAndWithoutTheService) {
   // A second service on the same data is refused with a clear message.
   Process second({KOMOKU_BINARY, "run", "-c", komoku_->config_path()}, dir_.File("second.log"));
   EXPECT_NE(second.Wait(std::chrono::seconds(30)), 0);
-  EXPECT_NE(second.Output().find("in use by another komoku"), std::string::npos)
-      << second.Output();
+  EXPECT_NE(second.Output().find("in use by another komoku"), std::string::npos) << second.Output();
 
   // Without the service, `komoku compact` does the work itself.
   ASSERT_EQ(komoku_->Stop(), 0);

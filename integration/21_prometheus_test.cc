@@ -6,7 +6,6 @@
 // there at 0) and after it has seen traffic, refusals and a compaction.
 #include <gtest/gtest.h>
 #include <httplib.h>
-
 #include <unistd.h>
 
 #include <ctime>

@@ -71,8 +71,7 @@ class ReloadTest : public KomokuTest {
   // The key as Komoku's "keys" operation lists it (type, opts, value);
   // null when there is no such key.
   json Key(const std::string& key) {
-    const json reply =
-        komoku_->Post("/api/v1/komoku", R"({"keys": {"values": true}})").Json();
+    const json reply = komoku_->Post("/api/v1/komoku", R"({"keys": {"values": true}})").Json();
     for (const json& k : reply["result"]) {
       if (k["key"] == key) return k;
     }
@@ -86,7 +85,8 @@ class ReloadTest : public KomokuTest {
     ASSERT_TRUE(WaitFor([&] {
       json k = Key("sentinel/state");
       return k.is_object() && k["value"] == "s" + std::to_string(n);
-    })) << "sentinel " << n << " not stored";
+    })) << "sentinel "
+        << n << " not stored";
   }
 };
 
@@ -158,8 +158,8 @@ TEST_F(ReloadTest, BadConfigIsRefusedAndTheRunningOneStays) {
   // A YAML error: named with its file and line.
   EXPECT_EQ(Reload("mappings: [\n"), "refused");
   EXPECT_EQ(komoku_->Metric("komoku_config_last_reload_successful"), 0);
-  EXPECT_NE(komoku_->Output().find("reload refused, the running configuration stays: " +
-                                   komoku_->config_path() + ":"),
+  EXPECT_NE(komoku_->Output().find(
+                "reload refused, the running configuration stays: " + komoku_->config_path() + ":"),
             std::string::npos)
       << komoku_->Output();
 
@@ -181,8 +181,7 @@ TEST_F(ReloadTest, BadConfigIsRefusedAndTheRunningOneStays) {
   EXPECT_TRUE(Key("extra/one").is_null()) << "a rule of a refused config was applied";
 
   // A derived definition on a key that does not exist.
-  EXPECT_EQ(Reload(good +
-                   "derived:\n  aggregates:\n    - key: no/such/key\n      every: 1m\n"),
+  EXPECT_EQ(Reload(good + "derived:\n  aggregates:\n    - key: no/such/key\n      every: 1m\n"),
             "refused");
   EXPECT_NE(komoku_->Output().find("unknown key 'no/such/key'"), std::string::npos);
 

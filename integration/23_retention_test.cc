@@ -75,8 +75,9 @@ class RetentionTest : public ::testing::Test {
                                        "  raw_retention_days: 365\n"
                                        "  rollup_5m_retention_days: 380\n");
     ASSERT_TRUE(komoku_->Start()) << komoku_->Output();
-    ASSERT_EQ(komoku_->Post("/api/v1/define",
-                            R"({"old/temp": {"type": "numeric"}, "old/door": {"type": "boolean"}})")
+    ASSERT_EQ(komoku_
+                  ->Post("/api/v1/define",
+                         R"({"old/temp": {"type": "numeric"}, "old/door": {"type": "boolean"}})")
                   .status,
               200);
   }
@@ -150,8 +151,8 @@ TEST_F(RetentionTest, MergedMonthsLoseRawChangesPastRetentionButAnswerTheSame) {
   Put("old/temp", "20.5", now - 2 * kHour);
   const Answers before = Ask();
   ASSERT_EQ(before.hourly.size(), static_cast<size_t>(62 * 24));
-  const json raw_before = Get("/api/v1/history?key=old/temp&from=" + Seconds(start_) +
-                              "&to=" + Seconds(start_ + kDay));
+  const json raw_before =
+      Get("/api/v1/history?key=old/temp&from=" + Seconds(start_) + "&to=" + Seconds(start_ + kDay));
   ASSERT_EQ(raw_before["rows"].size(), 24u);
   EXPECT_FALSE(raw_before.contains("raw_expired_before"));
 
@@ -208,8 +209,9 @@ TEST_F(RetentionTest, MergedMonthsLoseRawChangesPastRetentionButAnswerTheSame) {
 TEST_F(RetentionTest, ChangedOptionsSurviveRawRetentionAndExpiredSpansAreFlagged) {
   const int64_t now = NowMs();
   const int64_t day0 = (now - 100 * kDay) / kDay * kDay;
-  ASSERT_EQ(komoku_->Post("/api/v1/define",
-                          R"({"opt/hum": {"type": "numeric", "opts": {"same_value_resolution": 0}},
+  ASSERT_EQ(komoku_
+                ->Post("/api/v1/define",
+                       R"({"opt/hum": {"type": "numeric", "opts": {"same_value_resolution": 0}},
                               "opt/door": {"type": "boolean", "opts": {"same_value_resolution": 0}}})")
                 .status,
             200);
@@ -230,8 +232,9 @@ TEST_F(RetentionTest, ChangedOptionsSurviveRawRetentionAndExpiredSpansAreFlagged
   compact();
   // Readings are an hour apart: a stale_after of 2 hours makes the evening
   // silences unknown time.
-  ASSERT_EQ(komoku_->Post("/api/v1/define?key=opt/hum", R"({"opts": {"stale_after": 7200}})").status,
-            200);
+  ASSERT_EQ(
+      komoku_->Post("/api/v1/define?key=opt/hum", R"({"opts": {"stale_after": 7200}})").status,
+      200);
   const std::string range = "&from=" + Seconds(day0) + "&to=" + Seconds(day0 + 20 * kDay);
   const std::string daily = "/api/v1/history?key=opt/hum&step=1d&agg=count,avg,twavg" + range;
   const std::string stats = "/api/v1/stats?key=opt/hum" + range;
@@ -245,8 +248,9 @@ TEST_F(RetentionTest, ChangedOptionsSurviveRawRetentionAndExpiredSpansAreFlagged
 
   compact();  // computes the rollups again under stale_after 2h
   for (const char* key : {"opt/hum", "opt/door"}) {
-    ASSERT_EQ(komoku_->Post(std::string("/api/v1/define?key=") + key,
-                            R"({"opts": {"raw_retention": 2592000}})")
+    ASSERT_EQ(komoku_
+                  ->Post(std::string("/api/v1/define?key=") + key,
+                         R"({"opts": {"raw_retention": 2592000}})")
                   .status,
               200);
   }

@@ -303,7 +303,8 @@ class IngestTest : public ::testing::Test {
   // The number of changes history holds for `key` (one bucket from 1970 to
   // now), -1 when komoku did not answer.
   long long Count(const std::string& key) const {
-    auto r = komoku_->Get("/api/v1/history?key=" + key + "&from=0&to=4102444800&step=100000d&agg=count");
+    auto r =
+        komoku_->Get("/api/v1/history?key=" + key + "&from=0&to=4102444800&step=100000d&agg=count");
     json j = r.Json();
     if (r.status != 200 || !j.is_object() || !j["rows"].is_array()) return -1;
     long long n = 0;

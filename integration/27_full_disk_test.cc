@@ -108,8 +108,8 @@ TEST(FullDiskTest, WritesAreRefusedClearlyAndEverythingResumesWhenSpaceReturns) 
       << komoku.Get("/api/v1/value?key=sensor").body << "; messages "
       << komoku.Metric("komoku_mqtt_messages_total") << "\n"
       << komoku.Output();
-  EXPECT_TRUE(WaitFor([&] { return komoku.Get("/readyz").status == 200; },
-                      std::chrono::seconds(30)))
+  EXPECT_TRUE(
+      WaitFor([&] { return komoku.Get("/readyz").status == 200; }, std::chrono::seconds(30)))
       << komoku.Get("/readyz").body;
   EXPECT_EQ(komoku.Put("/api/v1/value?key=after", "3").status, 201);
   EXPECT_EQ(komoku.Get("/api/v1/value?key=before").status, 200);

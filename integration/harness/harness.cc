@@ -44,8 +44,8 @@ Process::Process(std::vector<std::string> argv, std::string log_path)
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, log_path_.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_addopen(&actions, 1, log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                   0644);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   // The child must not inherit a blocked or ignored SIGTERM.
   posix_spawnattr_t attr;
@@ -223,17 +223,20 @@ Komoku::Komoku(const TempDir& dir, const Broker& broker, std::string extra_yaml,
     : dir_(dir) {
   config_path_ = dir.File("komoku.yaml");
   ready_path_ = dir.File("komoku.ready");
-  base_yaml_ = "mqtt:\n"
-               "  broker: " + broker.url() + "\n"
-               "  client_id: komoku-it\n"
-               "store:\n"
-               "  data_dir: " + dir.File("data") + "\n" +
-               store_yaml +
-               "http:\n"
-               "  listen: 127.0.0.1:0\n" +
-               http_yaml +
-               "log:\n"
-               "  level: debug\n";
+  base_yaml_ =
+      "mqtt:\n"
+      "  broker: " +
+      broker.url() +
+      "\n"
+      "  client_id: komoku-it\n"
+      "store:\n"
+      "  data_dir: " +
+      dir.File("data") + "\n" + store_yaml +
+      "http:\n"
+      "  listen: 127.0.0.1:0\n" +
+      http_yaml +
+      "log:\n"
+      "  level: debug\n";
   RewriteConfig(extra_yaml);
 }
 
@@ -251,7 +254,9 @@ Komoku::Komoku(const TempDir& dir, const std::string& mqtt_yaml, std::string ext
   base_yaml_ = "mqtt:\n" + mqtt_yaml +
                "  client_id: komoku-it\n"
                "store:\n"
-               "  data_dir: " + dir.File("data") + "\n"
+               "  data_dir: " +
+               dir.File("data") +
+               "\n"
                "http:\n"
                "  listen: 127.0.0.1:0\n"
                "log:\n"
@@ -265,10 +270,10 @@ Komoku::~Komoku() {
 
 bool Komoku::Start() {
   std::filesystem::remove(ready_path_);
-  process_ = std::make_unique<Process>(
-      std::vector<std::string>{KOMOKU_BINARY, "run", "-c", config_path_, "--ready-file",
-                               ready_path_},
-      dir_.File("komoku.log"));
+  process_ =
+      std::make_unique<Process>(std::vector<std::string>{KOMOKU_BINARY, "run", "-c", config_path_,
+                                                         "--ready-file", ready_path_},
+                                dir_.File("komoku.log"));
   ++runs_;
   if (!WaitFor([&] { return std::filesystem::exists(ready_path_) || !process_->Running(); })) {
     return false;
@@ -430,8 +435,7 @@ Mqtt5Client::~Mqtt5Client() {
 }
 
 void Mqtt5Client::Publish(const std::string& topic, const std::string& payload,
-                          const std::string& response_topic,
-                          const std::string& correlation_data) {
+                          const std::string& response_topic, const std::string& correlation_data) {
   auto msg = mqtt::make_message(topic, payload, 1, false);
   mqtt::properties props;
   if (!response_topic.empty()) {

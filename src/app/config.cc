@@ -2,11 +2,10 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include <functional>
-
 #include <cctype>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -45,11 +44,16 @@ constexpr int64_t kDays = 24 * kHours;
 // How the docs and errors name a duration field's unit.
 const char* UnitName(int64_t unit_ms) {
   switch (unit_ms) {
-    case kMillis: return "milliseconds";
-    case kSeconds: return "seconds";
-    case kHours: return "hours";
-    case kDays: return "days";
-    default: return "units";
+    case kMillis:
+      return "milliseconds";
+    case kSeconds:
+      return "seconds";
+    case kHours:
+      return "hours";
+    case kDays:
+      return "days";
+    default:
+      return "units";
   }
 }
 
@@ -147,12 +151,10 @@ const std::vector<Field>& Fields() {
        "Requests that may wait for a worker; past them 503 busy."},
       {"http", "max_stream_clients", &Config::http_max_stream_clients, "8", 1, 10000,
        "Event streams (/api/v1/stream) open at once; past them 503."},
-      {"http", "stream_queue_bytes", &Config::http_stream_queue_bytes, "1048576", 4096,
-       1073741824,
+      {"http", "stream_queue_bytes", &Config::http_stream_queue_bytes, "1048576", 4096, 1073741824,
        "Bytes of events a stream client may leave unread; past them it is dropped and counted "
        "(komoku_sse_dropped_total)."},
-      {"log", "level", &Config::log_level, "info", 0, 0,
-       "trace, debug, info, warn, error or off."},
+      {"log", "level", &Config::log_level, "info", 0, 0, "trace, debug, info, warn, error or off."},
       {"discovery", "enabled", &Config::discovery_enabled, "false", 0, 0,
        "Map the topics that Home Assistant discovery configs and Homie attributes describe, "
        "without mapping rules (docs/mapping.md#discovery). Configured mappings win."},
@@ -267,8 +269,7 @@ Status ReadSecretFile(const std::string& field, const std::string& path, const W
   if (path.empty()) return Status::Ok();
   const std::string file_field = field + "_file";
   if (!secret->empty()) {
-    return Status::InvalidArgument(at(file_field) + field + " and " + file_field +
-                                   " are both set");
+    return Status::InvalidArgument(at(file_field) + field + " and " + file_field + " are both set");
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
@@ -331,8 +332,7 @@ Status CheckTls(Config& c, const WhereFn& at) {
     for (const Given& g : given) {
       if (!g.set) continue;
       return Status::InvalidArgument(at(g.field) + g.field + ": set, but mqtt.broker '" +
-                                     c.mqtt_broker +
-                                     "' is not a TLS URL (use ssl:// or mqtts://)");
+                                     c.mqtt_broker + "' is not a TLS URL (use ssl:// or mqtts://)");
     }
     return Status::Ok();
   }
@@ -385,7 +385,7 @@ Status CheckTls(Config& c, const WhereFn& at) {
                                         &c.mqtt_tls_key_password));
   if (!c.mqtt_tls_cert_file.empty() && c.mqtt_tls_key_password.empty() && EncryptedKey(key_pem)) {
     const char* field = key_in_cert_file && c.mqtt_tls_key_file.empty() ? "mqtt.tls.cert_file"
-                                                                          : "mqtt.tls.key_file";
+                                                                        : "mqtt.tls.key_file";
     return Status::InvalidArgument(at(field) + field +
                                    ": the key is encrypted: give mqtt.tls.key_password_file");
   }
@@ -416,8 +416,8 @@ Status Validate(Config& c, const WhereFn& at) {
   if (c.http_host.size() > 2 && c.http_host.front() == '[' && c.http_host.back() == ']') {
     c.http_host = c.http_host.substr(1, c.http_host.size() - 2);
   }
-  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoi(port) > 65535) {
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) > 65535) {
     return Status::InvalidArgument(at("http.listen") + "http.listen: bad port '" + port + "'");
   }
   c.http_port = std::stoi(port);
@@ -434,10 +434,12 @@ Status Validate(Config& c, const WhereFn& at) {
                                    "' must start with tcp://, ssl://, mqtt:// or mqtts://");
   }
   if (c.mqtt_client_id.empty() || c.mqtt_client_id.size() > 128) {
-    return Status::InvalidArgument(at("mqtt.client_id") + "mqtt.client_id: must be 1..128 characters");
+    return Status::InvalidArgument(at("mqtt.client_id") +
+                                   "mqtt.client_id: must be 1..128 characters");
   }
   if (c.mqtt_prefix.empty() || c.mqtt_prefix.find_first_of("+#") != std::string::npos) {
-    return Status::InvalidArgument(at("mqtt.prefix") + "mqtt.prefix: must be non-empty, without + or #");
+    return Status::InvalidArgument(at("mqtt.prefix") +
+                                   "mqtt.prefix: must be non-empty, without + or #");
   }
   for (const auto& [field, prefix] :
        {std::pair<const char*, const std::string*>{"discovery.prefix", &c.discovery_prefix},
@@ -460,8 +462,8 @@ Status Validate(Config& c, const WhereFn& at) {
   if (c.store_data_dir.empty()) {
     return Status::InvalidArgument(at("store.data_dir") + "store.data_dir: must not be empty");
   }
-  KOMOKU_RETURN_IF_ERROR(ReadSecretFile("mqtt.password", c.mqtt_password_file, at,
-                                        &c.mqtt_password));
+  KOMOKU_RETURN_IF_ERROR(
+      ReadSecretFile("mqtt.password", c.mqtt_password_file, at, &c.mqtt_password));
   KOMOKU_RETURN_IF_ERROR(CheckTls(c, at));
   KOMOKU_RETURN_IF_ERROR(ReadSecretFile("http.token", c.http_token_file, at, &c.http_token));
   if (!c.http_token_file.empty() && c.http_token.empty()) {
@@ -618,14 +620,14 @@ Status ParseKeys(const YAML::Node& body, const std::string& name, Config& c) {
           }
           Result<store::KeyType> type = store::ParseKeyType(f->second.as<std::string>());
           if (!type.ok()) {
-            return Status::InvalidArgument(fwhere + "keys." + key + ".type: " +
-                                           type.status().message());
+            return Status::InvalidArgument(fwhere + "keys." + key +
+                                           ".type: " + type.status().message());
           }
           def.type = *type;
           continue;
         }
-        Result<nlohmann::json> value = ScalarToJson(f->second, fwhere + "keys." + key + "." +
-                                                                   field + ": ");
+        Result<nlohmann::json> value =
+            ScalarToJson(f->second, fwhere + "keys." + key + "." + field + ": ");
         if (!value.ok()) return value.status();
         def.options[field] = *value;
       }
@@ -722,8 +724,9 @@ Status ParseMappings(const YAML::Node& body, const std::string& name, Config& c)
       if (field == "name") {
         KOMOKU_RETURN_IF_ERROR(text(&rule.name));
         if (rule.name.empty() || rule.name.find_first_of("\"\\\n") != std::string::npos) {
-          return Status::InvalidArgument(where + "must be non-empty, without quotes, backslashes "
-                                                 "or newlines (it is a metrics label)");
+          return Status::InvalidArgument(where +
+                                         "must be non-empty, without quotes, backslashes "
+                                         "or newlines (it is a metrics label)");
         }
       } else if (field == "topic") {
         KOMOKU_RETURN_IF_ERROR(list(&rule.topics));
@@ -808,7 +811,6 @@ Status ParseMappings(const YAML::Node& body, const std::string& name, Config& c)
   return Status::Ok();
 }
 
-
 // One item of a derived list: a map of scalar fields (lists for `every`).
 // `fields` names what is allowed, for the message.
 Status CheckItemFields(const YAML::Node& item, const std::string& name, const std::string& at,
@@ -869,7 +871,8 @@ Status ParseDerivedList(const std::string& list_name, const YAML::Node& body,
       continue;
     }
     if (list_name == "aggregates") {
-      KOMOKU_RETURN_IF_ERROR(CheckItemFields(item, name, at, {"key", "every", "unit", "device_class"},
+      KOMOKU_RETURN_IF_ERROR(CheckItemFields(item, name, at,
+                                             {"key", "every", "unit", "device_class"},
                                              "key, every, unit, device_class"));
       std::string key;
       KOMOKU_RETURN_IF_ERROR(key_of(&key));
@@ -890,7 +893,8 @@ Status ParseDerivedList(const std::string& list_name, const YAML::Node& body,
       }
       for (const std::string& res : resolutions) {
         Result<int64_t> step = derived::ParseResolution(res);
-        if (!step.ok()) return Status::InvalidArgument(where + ".every: " + step.status().message());
+        if (!step.ok())
+          return Status::InvalidArgument(where + ".every: " + step.status().message());
         derived::AggregateDef def;
         def.key = key;
         def.resolution = res;
@@ -916,9 +920,11 @@ Status ParseDerivedList(const std::string& list_name, const YAML::Node& body,
       def.stat = *stat;
       def.value = ScalarText(item, "value");
       def.window = ScalarText(item, "window");
-      if (def.window.empty()) return Status::InvalidArgument(where + ".window: missing (e.g. 24h or today)");
+      if (def.window.empty())
+        return Status::InvalidArgument(where + ".window: missing (e.g. 24h or today)");
       Result<int64_t> window = derived::ParseWindow(def.window);
-      if (!window.ok()) return Status::InvalidArgument(where + ".window: " + window.status().message());
+      if (!window.ok())
+        return Status::InvalidArgument(where + ".window: " + window.status().message());
       def.window_ms = *window;
       if (item["refresh"]) {
         // Seconds (fractions allowed) or a duration with its unit (5m).
@@ -930,15 +936,17 @@ Status ParseDerivedList(const std::string& list_name, const YAML::Node& body,
           secs = ms.ok() ? static_cast<double>(*ms) / 1000 : -1;
         }
         if (!std::isfinite(secs) || secs < 0 || secs > 86400) {
-          return Status::InvalidArgument(where + ".refresh: expected seconds 0..86400 or a "
-                                         "duration up to 1d (e.g. 30s, 5m), got '" + t + "'");
+          return Status::InvalidArgument(where +
+                                         ".refresh: expected seconds 0..86400 or a "
+                                         "duration up to 1d (e.g. 30s, 5m), got '" +
+                                         t + "'");
         }
         def.refresh_ms = static_cast<int64_t>(std::llround(secs * 1000));
       }
       def.name = ScalarText(item, "name");
       if (def.name.empty()) {
-        def.name = (def.value.empty() ? "" : def.value + "_") +
-                   derived::RollingStatName(def.stat) + "_" + def.window;
+        def.name = (def.value.empty() ? "" : def.value + "_") + derived::RollingStatName(def.stat) +
+                   "_" + def.window;
       }
       def.unit = ScalarText(item, "unit");
       def.device_class = ScalarText(item, "device_class");
@@ -1013,9 +1021,10 @@ Result<Config> ParseConfig(const std::string& text, const std::string& name) {
   }
   const YAML::Node& root = docs[0];
   if (!root.IsMap()) {
-    return Status::InvalidArgument(Where(name, root.Mark()) +
-                                   "expected sections (mqtt:, store:, http:, log:, discovery:, derived:, "
-                                   "keys:, mappings:)");
+    return Status::InvalidArgument(
+        Where(name, root.Mark()) +
+        "expected sections (mqtt:, store:, http:, log:, discovery:, derived:, "
+        "keys:, mappings:)");
   }
   try {
     std::map<std::string, int> sections;
@@ -1151,7 +1160,9 @@ const char kMappingExample[] =
     "    true: [\"ON\", open, LOCK]\n"
     "    false: [\"OFF\", closed, UNLOCK]\n"
     "  # Tasmota. tele/plug1/SENSOR\n"
-    "  #   {\"Time\":\"2026-11-20T10:00:00\",\"ENERGY\":{\"Total\":12.345,\"Power\":57,\"Voltage\":231}}\n"
+    "  #   "
+    "{\"Time\":\"2026-11-20T10:00:00\",\"ENERGY\":{\"Total\":12.345,\"Power\":57,\"Voltage\":231}}"
+    "\n"
     "  #   -> plug1/energy_total = 12.345, plug1/power = 57, plug1/voltage = 231,\n"
     "  #      at 2026-11-20 10:00:00 UTC (Tasmota sends local time without a zone)\n"
     "  - name: tasmota_sensor\n"
@@ -1223,8 +1234,8 @@ std::vector<std::string> RestartOnlyChanges(const Config& running, const Config&
   for (const Field& f : Fields()) {
     const std::string section = f.section;
     if (section == "log" || section == "derived") continue;  // reloaded
-    bool differs = std::visit(
-        [&](auto member) { return running.*member != loaded.*member; }, f.member);
+    bool differs =
+        std::visit([&](auto member) { return running.*member != loaded.*member; }, f.member);
     if (differs) changed.push_back(section + "." + f.name);
   }
   if (running.boolean_words.true_words != loaded.boolean_words.true_words ||
@@ -1279,7 +1290,8 @@ std::string ConfigExample() {
       "#    - key: living_room/temperature   # -> .../living_room/temperature/max_24h\n"
       "#      stat: max\n"
       "#      window: 24h\n"
-      "#    - key: boiler/heating            # -> komoku/derived/boiler/heating/heating_hours_today\n"
+      "#    - key: boiler/heating            # -> "
+      "komoku/derived/boiler/heating/heating_hours_today\n"
       "#      name: heating_hours_today\n"
       "#      stat: hours\n"
       "#      value: true\n"
@@ -1345,13 +1357,13 @@ std::string ConfigDocs() {
     std::string def = f.default_value;
     static const std::map<int64_t, const char*> kUnitShort = {
         {kMillis, "ms"}, {kSeconds, "s"}, {kHours, "h"}, {kDays, "d"}};
-    const std::string type = f.unit_ms > 0 ? std::string("duration (") +
-                                                 kUnitShort.at(f.unit_ms) + ")"
+    const std::string type = f.unit_ms > 0
+                                 ? std::string("duration (") + kUnitShort.at(f.unit_ms) + ")"
                              : is_int  ? "integer"
                              : is_bool ? "boolean"
                                        : "string";
-    out += "| `" + std::string(f.section) + "." + f.name + "` | " + type +
-           " | `" + (def.empty() ? "\"\"" : def) + "` | " + range + " | " + f.help + " |\n";
+    out += "| `" + std::string(f.section) + "." + f.name + "` | " + type + " | `" +
+           (def.empty() ? "\"\"" : def) + "` | " + range + " | " + f.help + " |\n";
   }
   out +=
       "\n## mqtt.tls\n\n"
@@ -1409,11 +1421,13 @@ std::string ConfigDocs() {
       "docs/mqtt-topics.md). Besides the fields in the table above, three lists:\n\n"
       "| list | fields | |\n"
       "| --- | --- | --- |\n"
-      "| `aggregates` | `key`, `every` (a resolution or a list: `1m`, `5m`, `1h`, `1d`, `1w`, ...), "
+      "| `aggregates` | `key`, `every` (a resolution or a list: `1m`, `5m`, `1h`, `1d`, `1w`, "
+      "...), "
       "`unit`, `device_class` | one bucket aggregate per key and resolution, published at "
       "bucket close on `<prefix>/derived/<key>/<every>` |\n"
       "| `rolling` | `key`, `stat`, `value`, `window` (`24h`, `7d`, ... or `today`), `name`, "
-      "`refresh` (seconds or a duration, default 60; 0: on change only), `unit`, `device_class` | a statistic "
+      "`refresh` (seconds or a duration, default 60; 0: on change only), `unit`, `device_class` | "
+      "a statistic "
       "over the window ending now on `<prefix>/derived/<key>/<name>`; `name` defaults to "
       "`[<value>_]<stat>_<window>` |\n"
       "| `discovery_keys` | `key`, `unit`, `device_class` (or just the key name) | keys announced "

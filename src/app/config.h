@@ -48,7 +48,7 @@ struct Config {
   // http
   std::string http_listen;
   int64_t http_max_points = 0;
-  std::string http_token;       // from http.token or the file http.token_file names
+  std::string http_token;  // from http.token or the file http.token_file names
   std::string http_token_file;
   int64_t http_max_connections = 0;
   int64_t http_max_header_bytes = 0;

@@ -14,7 +14,6 @@
 #include "app/keyka_cli.h"
 
 #include <CLI/CLI.hpp>
-
 #include <charconv>
 #include <cstdint>
 #include <cstdio>
@@ -215,7 +214,7 @@ int RunDump(const KeykaArgs& a) {
     if (!a.hex && it.key().find('\n') != std::string_view::npos) {
       std::fflush(stdout);
       return Fail("dump", Status::InvalidArgument(a.file + ": a key holds a newline, which a "
-                                                  "text line cannot carry; use --hex"));
+                                                           "text line cannot carry; use --hex"));
     }
     PrintPair(it.key(), it.value(), a.hex);
   }
@@ -254,8 +253,7 @@ int RunStats(const KeykaArgs& a) {
   row("min_key_bytes", s.min_key_size);
   row("max_key_bytes", s.max_key_size);
   std::printf("mean_key_bytes\t%.1f\n", s.keys == 0 ? 0.0 : double(s.key_bytes) / double(s.keys));
-  std::printf("bytes_per_key\t%.1f\n",
-              s.keys == 0 ? 0.0 : double(s.file_size) / double(s.keys));
+  std::printf("bytes_per_key\t%.1f\n", s.keys == 0 ? 0.0 : double(s.file_size) / double(s.keys));
   if (!st.ok()) {
     std::fflush(stdout);
     return Fail("stats", st.WithContext("figures cover only the nodes before the damage"));
@@ -311,12 +309,11 @@ void AddKeykaCommand(CLI::App& parent, int* exit_code) {
   CLI::App* dump = add("dump", "print every pair, in the form pack reads", RunDump);
   dump->add_option("file", args->file, "KeyKa file")->required();
 
-  CLI::App* verify = add("verify", "check every node; exit 0 only if the file is sound", RunVerify,
-                         false);
+  CLI::App* verify =
+      add("verify", "check every node; exit 0 only if the file is sound", RunVerify, false);
   verify->add_option("file", args->file, "KeyKa file")->required();
 
-  CLI::App* stats = add("stats", "print the number of keys, tree depth and sizes", RunStats,
-                        false);
+  CLI::App* stats = add("stats", "print the number of keys, tree depth and sizes", RunStats, false);
   stats->add_option("file", args->file, "KeyKa file")->required();
 }
 

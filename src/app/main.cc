@@ -79,10 +79,12 @@ int main(int argc, char** argv) {
     std::cout << config_path << ": OK\n";
   });
 
-  app.add_subcommand("config-example", "Print the commented example configuration")
-      ->callback([] { std::cout << komoku::app::ConfigExample(); });
-  app.add_subcommand("config-docs", "Print the configuration reference (Markdown)")
-      ->callback([] { std::cout << komoku::app::ConfigDocs(); });
+  app.add_subcommand("config-example", "Print the commented example configuration")->callback([] {
+    std::cout << komoku::app::ConfigExample();
+  });
+  app.add_subcommand("config-docs", "Print the configuration reference (Markdown)")->callback([] {
+    std::cout << komoku::app::ConfigDocs();
+  });
 
   komoku::app::AddKeykaCommand(app, &exit_code);
   komoku::app::AddMappingsCommand(app, &exit_code);

@@ -114,8 +114,9 @@ int RunTest(const TestArgs& args) {
   // Discovery, as the service would run it with this config (or, to try a
   // config, as if it were on).
   bridge::Discovery discovery(DiscoveryOptionsOf(config));
-  const char* off_note =
-      config.discovery_enabled ? "" : "(discovery is off in this config: discovery.enabled: true)\n";
+  const char* off_note = config.discovery_enabled
+                             ? ""
+                             : "(discovery is off in this config: discovery.enabled: true)\n";
   for (size_t i = 0; i + 1 < args.discovery.size(); i += 2) {
     if (!discovery.IsDiscoveryTopic(args.discovery[i])) {
       std::cerr << "komoku: --discovery '" << args.discovery[i]
@@ -131,8 +132,7 @@ int RunTest(const TestArgs& args) {
     }
   }
   if (discovery.IsDiscoveryTopic(args.topic)) {
-    std::cout << "'" << args.topic << "' is a discovery message\n"
-              << off_note;
+    std::cout << "'" << args.topic << "' is a discovery message\n" << off_note;
     const std::vector<bridge::Discovery::Update> updates =
         discovery.Handle(args.topic, args.payload);
     if (updates.empty()) {
@@ -188,7 +188,8 @@ int RunTest(const TestArgs& args) {
     std::cout << "  " << c.key << " = "
               << (text ? nlohmann::json(*text).dump() : store::ValueToText(c.value)) << " ("
               << store::KeyTypeName(type) << (rule.type ? "" : ", guessed") << ")";
-    std::cout << " at " << (c.time_ms ? IsoUtc(*c.time_ms) + " (from the payload)" : "arrival time");
+    std::cout << " at "
+              << (c.time_ms ? IsoUtc(*c.time_ms) + " (from the payload)" : "arrival time");
     if (!rule.options.empty()) std::cout << "; a new key gets " << rule.options.dump();
     std::cout << "\n";
   }

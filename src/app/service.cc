@@ -10,16 +10,16 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <condition_variable>
-#include <mutex>
-#include <thread>
 #include <cerrno>
+#include <condition_variable>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "app/systemd_notify.h"
@@ -45,11 +45,20 @@ class JournalPriority : public spdlog::custom_flag_formatter {
     char prefix[4] = {'<', '6', '>', '\0'};
     switch (msg.level) {
       case spdlog::level::trace:
-      case spdlog::level::debug: prefix[1] = '7'; break;
-      case spdlog::level::warn: prefix[1] = '4'; break;
-      case spdlog::level::err: prefix[1] = '3'; break;
-      case spdlog::level::critical: prefix[1] = '2'; break;
-      default: break;
+      case spdlog::level::debug:
+        prefix[1] = '7';
+        break;
+      case spdlog::level::warn:
+        prefix[1] = '4';
+        break;
+      case spdlog::level::err:
+        prefix[1] = '3';
+        break;
+      case spdlog::level::critical:
+        prefix[1] = '2';
+        break;
+      default:
+        break;
     }
     dest.append(prefix, prefix + 3);
   }
@@ -103,9 +112,10 @@ class StopDeadline {
     thread_ = std::thread([this] {
       std::unique_lock<std::mutex> lock(mu_);
       if (cv_.wait_for(lock, kStopDeadline, [&] { return done_; })) return;
-      log_->error("the stop has not finished within {} s; exiting now (messages not yet stored "
-                  "are in the ingest log and are stored at the next start)",
-                  kStopDeadline.count());
+      log_->error(
+          "the stop has not finished within {} s; exiting now (messages not yet stored "
+          "are in the ingest log and are stored at the next start)",
+          kStopDeadline.count());
       log_->flush();
       std::_Exit(3);
     });
@@ -157,7 +167,9 @@ std::string StatusLine(store::Store& store, const bridge::Bridge& bridge) {
   return std::to_string(store.metrics().Get("komoku_keys")) + " keys, " +
          std::to_string(store.metrics().Get("komoku_changes_accepted_total")) +
          " changes accepted, " + std::to_string(refused) + " refused; MQTT " +
-         (bridge.subscribed() ? "subscribed" : bridge.connected() ? "connected" : "connecting");
+         (bridge.subscribed()  ? "subscribed"
+          : bridge.connected() ? "connected"
+                               : "connecting");
 }
 
 // The web page's address as a browser elsewhere reaches it: the listen
@@ -197,7 +209,7 @@ std::vector<store::Store::KeyDefinition> KeyDefinitionsOf(const Config& config) 
 
 // The parts of a running service that a reload touches.
 struct Running {
-  Config config;  // as running: what the next reload compares with
+  Config config;         // as running: what the next reload compares with
   std::string page_url;  // the web page, for Home Assistant's configuration_url
   store::Store* store;
   bridge::Bridge* bridge;
@@ -251,12 +263,14 @@ Status Reload(const std::string& path, Running& run) {
   run.derived->SetConfigurationUrl(run.page_url);
   Status started = run.derived->Start();
   if (!started.ok()) {
-    run.log->main->error("derived state not restarted (no derived topics until the next "
-                         "start): {}", started.message());
+    run.log->main->error(
+        "derived state not restarted (no derived topics until the next "
+        "start): {}",
+        started.message());
   }
 
-  for (const auto& logger : {run.log->main, run.log->store, run.log->bridge, run.log->query,
-                             run.log->derived}) {
+  for (const auto& logger :
+       {run.log->main, run.log->store, run.log->bridge, run.log->query, run.log->derived}) {
     logger->set_level(spdlog::level::from_str(config.log_level));
   }
   std::vector<std::string> restart = RestartOnlyChanges(run.config, config);
@@ -266,10 +280,11 @@ Status Reload(const std::string& path, Running& run) {
     run.log->main->warn("{}: changed settings that take effect at the next restart: {}", path,
                         names);
   }
-  run.log->main->info("configuration reloaded from {}: {} keys defined, {} mapping rules, {} "
-                      "derived aggregates, {} rolling statistics",
-                      path, config.keys.size(), config.mappings.size(),
-                      config.derived_aggregates.size(), config.derived_rolling.size());
+  run.log->main->info(
+      "configuration reloaded from {}: {} keys defined, {} mapping rules, {} "
+      "derived aggregates, {} rolling statistics",
+      path, config.keys.size(), config.mappings.size(), config.derived_aggregates.size(),
+      config.derived_rolling.size());
   // Restart-only settings keep their running values for the next comparison.
   Config kept = run.config;
   kept.log_level = config.log_level;
@@ -398,9 +413,10 @@ int RunService(const Config& config, const RunOptions& options) {
   http_options.max_stream_clients = static_cast<size_t>(config.http_max_stream_clients);
   http_options.stream_queue_bytes = static_cast<size_t>(config.http_stream_queue_bytes);
   if (config.http_token.empty() && !query::IsLoopbackHost(config.http_host)) {
-    log.main->warn("the HTTP API on {} has no authentication: anyone who can reach it may read "
-                   "and write every key; set http.token_file, or listen on 127.0.0.1",
-                   config.http_listen);
+    log.main->warn(
+        "the HTTP API on {} has no authentication: anyone who can reach it may read "
+        "and write every key; set http.token_file, or listen on 127.0.0.1",
+        config.http_listen);
   }
   bridge::Bridge* bridge_ptr = bridge->get();
   http_options.discovery = [bridge_ptr] { return bridge_ptr->DiscoveryJson(); };
@@ -452,7 +468,8 @@ int RunService(const Config& config, const RunOptions& options) {
   }
   log.main->info("ready");
   systemd.Ready(StatusLine(**store, **bridge));
-  Running running{config, page_url, store->get(), bridge->get(), std::move(derived.value()), publish, &log};
+  Running running{config,  page_url, store->get(), bridge->get(), std::move(derived.value()),
+                  publish, &log};
   (*store)->metrics().Set("komoku_config_last_reload_successful", 1);
 
   // The loop wakes at least twice per watchdog interval; the ping proves that
@@ -513,16 +530,14 @@ int RunService(const Config& config, const RunOptions& options) {
       systemd.SetStatus(disk_full ? write_health.message() : StatusLine(**store, **bridge));
     } else {
       if (!writer_stalled) {
-        log.main->error("{} for {} s{}", who,
-                        std::chrono::duration_cast<std::chrono::seconds>(stalled).count(),
-                        systemd.watchdog_enabled() ? "; no longer feeding the systemd watchdog"
-                                                   : "");
+        log.main->error(
+            "{} for {} s{}", who, std::chrono::duration_cast<std::chrono::seconds>(stalled).count(),
+            systemd.watchdog_enabled() ? "; no longer feeding the systemd watchdog" : "");
       }
       writer_stalled = true;
-      systemd.SetStatus(std::string(who) + " for " +
-                     std::to_string(
-                         std::chrono::duration_cast<std::chrono::seconds>(stalled).count()) +
-                     " s");
+      systemd.SetStatus(
+          std::string(who) + " for " +
+          std::to_string(std::chrono::duration_cast<std::chrono::seconds>(stalled).count()) + " s");
     }
   }
   systemd.Stopping();

@@ -196,9 +196,8 @@ int Compact(const Config& config) {
   printer.Done(nullptr);
   httplib::Result& res = *posted;
   if (!res) {
-    std::cerr << "komoku compact: " << store.status().message() << ", and its HTTP API at "
-              << host << ":" << port
-              << " does not answer: " << httplib::to_string(res.error()) << "\n";
+    std::cerr << "komoku compact: " << store.status().message() << ", and its HTTP API at " << host
+              << ":" << port << " does not answer: " << httplib::to_string(res.error()) << "\n";
     return 1;
   }
   if (res->status != 200) {
@@ -223,7 +222,8 @@ int Segments(const Config& config, bool json, bool keys) {
     }
     return 0;
   }
-  Result<std::unique_ptr<store::ColdStore>> cold = store::ColdStore::Open(options, nullptr, nullptr);
+  Result<std::unique_ptr<store::ColdStore>> cold =
+      store::ColdStore::Open(options, nullptr, nullptr);
   if (!cold.ok()) {
     std::cerr << "komoku segments: " << cold.status().ToString() << "\n";
     return 1;
@@ -244,7 +244,8 @@ int Segments(const Config& config, bool json, bool keys) {
     std::printf("%-44s %-16s %-16s %6zu %10llu %10llu\n", seg.name.c_str(),
                 store::FormatUtc(seg.from_ms, kDay).c_str(),
                 store::FormatUtc(seg.to_ms, kDay).c_str(), seg.keys.size(),
-                static_cast<unsigned long long>(changes), static_cast<unsigned long long>(seg.bytes));
+                static_cast<unsigned long long>(changes),
+                static_cast<unsigned long long>(seg.bytes));
     if (!keys) continue;
     for (const auto& k : seg.keys) {
       std::printf("    %-40s %-8s %10llu changes %10llu raw bytes %10llu rollup bytes\n",
@@ -444,7 +445,9 @@ void AddStoreCommands(CLI::App& parent, int* exit_code) {
   };
   auto* compact = parent.add_subcommand(
       "compact", "Move history older than the hot window into segments now, merge and expire");
-  compact->add_option("-c,--config", config_path, "YAML configuration (default: /etc/komoku/komoku.yaml, else ./config/komoku.yaml)");
+  compact->add_option(
+      "-c,--config", config_path,
+      "YAML configuration (default: /etc/komoku/komoku.yaml, else ./config/komoku.yaml)");
   compact->callback(with_config(Compact));
 
   static bool json = false;
@@ -452,7 +455,9 @@ void AddStoreCommands(CLI::App& parent, int* exit_code) {
   static bool verify = false;
   static std::string salvage;
   auto* segments = parent.add_subcommand("segments", "List the cold segments: key, range, sizes");
-  segments->add_option("-c,--config", config_path, "YAML configuration (default: /etc/komoku/komoku.yaml, else ./config/komoku.yaml)");
+  segments->add_option(
+      "-c,--config", config_path,
+      "YAML configuration (default: /etc/komoku/komoku.yaml, else ./config/komoku.yaml)");
   segments->add_flag("--json", json, "Print JSON (as GET /api/v1/segments)");
   segments->add_flag("--keys", keys, "List each segment's keys with their sizes");
   auto* verify_flag = segments->add_flag("--verify", verify,

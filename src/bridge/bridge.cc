@@ -8,11 +8,11 @@
 #include <condition_variable>
 #include <deque>
 #include <map>
-#include <unordered_map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
+#include <unordered_map>
 
 #include "bridge/broker_socket.h"
 #include "bridge/ingest_log.h"
@@ -76,8 +76,8 @@ class Bridge::Impl {
         response_topic_(options.prefix + "/api/response"),
         api_(store, [this](bool subscribe, const std::string& key) {
           // Over MQTT a client subscribes to the state topic itself.
-          return Result<json>(json{{"topic", options_.prefix + "/state/" + key},
-                                   {"subscribe", subscribe}});
+          return Result<json>(
+              json{{"topic", options_.prefix + "/state/" + key}, {"subscribe", subscribe}});
         }) {}
 
   ~Impl() { Stop(); }
@@ -184,9 +184,10 @@ class Bridge::Impl {
       ingest_thread_.join();
       const uint64_t left = ingest_->Unread();
       if (left > 0) {
-        log_->warn("{} messages received were not stored within {} ms; they stay in the ingest "
-                   "log and are stored at the next start",
-                   left, options_.drain_timeout.count());
+        log_->warn(
+            "{} messages received were not stored within {} ms; they stay in the ingest "
+            "log and are stored at the next start",
+            left, options_.drain_timeout.count());
       }
     }
     if (listener_id_) store_->RemoveListener(listener_id_);
@@ -286,10 +287,9 @@ class Bridge::Impl {
     // and the rest dropped; Paho acknowledges each message as it reads it
     // (and the callback only appends to the ingest log), so a wide window
     // costs nothing and keeps a burst flowing instead of dropped.
-    opts.set_properties(mqtt::properties{
-        {mqtt::property::SESSION_EXPIRY_INTERVAL,
-         static_cast<int>(options_.session_expiry.count())},
-        {mqtt::property::RECEIVE_MAXIMUM, kReceiveMaximum}});
+    opts.set_properties(mqtt::properties{{mqtt::property::SESSION_EXPIRY_INTERVAL,
+                                          static_cast<int>(options_.session_expiry.count())},
+                                         {mqtt::property::RECEIVE_MAXIMUM, kReceiveMaximum}});
     opts.set_keep_alive_interval(options_.keep_alive);
     opts.set_connect_timeout(std::chrono::seconds(10));
     // No automatic reconnect: Paho's waits whole seconds and was seen to
@@ -339,10 +339,9 @@ class Bridge::Impl {
             // unacknowledged (Mosquitto: 20); 65,535 when it does not say.
             const mqtt::connect_response response = token->get_connect_response();
             const mqtt::properties& props = response.get_properties();
-            server_receive_max_ =
-                props.contains(mqtt::property::RECEIVE_MAXIMUM)
-                    ? mqtt::get<int>(props, mqtt::property::RECEIVE_MAXIMUM)
-                    : 65535;
+            server_receive_max_ = props.contains(mqtt::property::RECEIVE_MAXIMUM)
+                                      ? mqtt::get<int>(props, mqtt::property::RECEIVE_MAXIMUM)
+                                      : 65535;
           }
         } catch (const mqtt::exception& e) {
           why = ExplainConnectFailure(e);
@@ -408,9 +407,8 @@ class Bridge::Impl {
     const std::string who = options_.username.empty()
                                 ? std::string("a connection without a user name")
                                 : "user '" + options_.username + "'";
-    const char* check = options_.username.empty()
-                            ? "set mqtt.username and mqtt.password_file"
-                            : "check mqtt.username and mqtt.password_file";
+    const char* check = options_.username.empty() ? "set mqtt.username and mqtt.password_file"
+                                                  : "check mqtt.username and mqtt.password_file";
     switch (code) {
       case 134:  // Bad User Name or Password
         return "the broker refused " + who + ": bad user name or password (" + check + ")";
@@ -439,9 +437,10 @@ class Bridge::Impl {
     if (set.ok() && *set > 0) return;
     const std::string why =
         set.ok() ? "no socket of this process is connected to its address" : set.status().message();
-    log_->info("TCP_NODELAY not set on the connection to {} ({}): a state publication may wait "
-               "up to 40 ms for the broker's TCP acknowledgement",
-               options_.broker, why);
+    log_->info(
+        "TCP_NODELAY not set on the connection to {} ({}): a state publication may wait "
+        "up to 40 ms for the broker's TCP acknowledgement",
+        options_.broker, why);
   }
 
   // Paho C++ 1.2.0's TLS error callback is a use after free and, without
@@ -585,9 +584,10 @@ class Bridge::Impl {
         store_->metrics().Add("komoku_ingest_log_errors_total");
         int64_t suppressed = 0;
         if (ShouldLog("ingest log", &suppressed)) {
-          log_->error("{}; the message is kept in memory until it is stored (lost if komoku "
-                      "crashes before){}",
-                      st.message(), NotLogged(suppressed, "failed appends"));
+          log_->error(
+              "{}; the message is kept in memory until it is stored (lost if komoku "
+              "crashes before){}",
+              st.message(), NotLogged(suppressed, "failed appends"));
         }
       }
     } catch (const std::exception& e) {
@@ -639,9 +639,10 @@ class Bridge::Impl {
           waiting_for_disk = false;
         } else {
           if (!waiting_for_disk) {
-            log_->error("the store refuses changes ({}); {} MQTT messages wait in the ingest log "
-                        "and are stored once it takes them again",
-                        store_->WriteHealth().message(), ingest_->Unread() + batch.size() - next);
+            log_->error(
+                "the store refuses changes ({}); {} MQTT messages wait in the ingest log "
+                "and are stored once it takes them again",
+                store_->WriteHealth().message(), ingest_->Unread() + batch.size() - next);
           }
           waiting_for_disk = true;
           std::unique_lock<std::mutex> lock(mu_);
@@ -656,8 +657,8 @@ class Bridge::Impl {
       const bool past_deadline = stopping && SteadyNowMs() >= drain_until_ms_.load();
       if (stopping && n == 0 && !uncommitted.empty() && !past_deadline) {
         // Everything is read: have the last of it committed now.
-        const auto left = std::chrono::milliseconds(
-            std::max<int64_t>(1, drain_until_ms_.load() - SteadyNowMs()));
+        const auto left =
+            std::chrono::milliseconds(std::max<int64_t>(1, drain_until_ms_.load() - SteadyNowMs()));
         if (store_->WaitCommittedFor(uncommitted.back().mark, left)) {
           release = uncommitted.back().pos;
           uncommitted.clear();
@@ -702,7 +703,8 @@ class Bridge::Impl {
       return true;
     }
     const std::string& payload = rec.payload;
-    Result<store::ValueMessage> parsed = store::ParseValuePayload(payload, options_.max_payload_bytes);
+    Result<store::ValueMessage> parsed =
+        store::ParseValuePayload(payload, options_.max_payload_bytes);
     if (!parsed.ok()) {
       // Blank (only spaces, tabs and line ends) counts as empty, as
       // ParseValuePayload says.
@@ -770,7 +772,7 @@ class Bridge::Impl {
         return StoreMapped(*mapping, result.changes, msg, false);
       }
     }
-    if (!discovery_) return true;  // an excluded topic of a subscribed filter
+    if (!discovery_) return true;        // an excluded topic of a subscribed filter
     Discovery::Mapped& d = discovered_;  // reused, as mapped_ is
     discovery_->MapInto(topic, msg.payload, now, &d);
     if (!d.engine) return true;  // an entity removed while its messages were on the way
@@ -833,8 +835,9 @@ class Bridge::Impl {
       const MappingRule& rule = engine.rule(c.rule);
       if (p.create && rule.type) {
         Result<store::KeyInfo> defined = store_->Define(c.key, rule.type, rule.options);
-        if (!defined.ok()) log_->warn("define '{}' for rule {}: {}", c.key,
-                                      engine.RuleLabel(c.rule), defined.status().message());
+        if (!defined.ok())
+          log_->warn("define '{}' for rule {}: {}", c.key, engine.RuleLabel(c.rule),
+                     defined.status().message());
       }
       if (c.clock_unset) store_->metrics().Add("komoku_mapping_clock_unset_total");
       store::PutOptions put;
@@ -850,11 +853,13 @@ class Bridge::Impl {
       }
       if (p.create && !rule.type && !rule.options.empty() && change->created_key) {
         Result<store::KeyInfo> defined = store_->Define(c.key, std::nullopt, rule.options);
-        if (!defined.ok()) log_->warn("options of '{}' for rule {}: {}", c.key,
-                                      engine.RuleLabel(c.rule), defined.status().message());
+        if (!defined.ok())
+          log_->warn("options of '{}' for rule {}: {}", c.key, engine.RuleLabel(c.rule),
+                     defined.status().message());
       }
     }
-    store_->metrics().Add(each ? "komoku_discovery_messages_total" : "komoku_mapping_messages_total");
+    store_->metrics().Add(each ? "komoku_discovery_messages_total"
+                               : "komoku_mapping_messages_total");
     return true;
   }
 
@@ -887,13 +892,14 @@ class Bridge::Impl {
     } else if (u.entity && u.entity->mapped()) {
       const DiscoveredEntity& e = *u.entity;
       std::string unit;
-      if (e.info.contains("unit_of_measurement")) unit = ", " + e.info["unit_of_measurement"].get<std::string>();
+      if (e.info.contains("unit_of_measurement"))
+        unit = ", " + e.info["unit_of_measurement"].get<std::string>();
       if (e.info.contains("unit")) unit = ", " + e.info["unit"].get<std::string>();
-      log_->info("discovered {} '{}': {}{} -> key '{}' ({}{}{})", e.component, e.id, e.state_topic,
-                 e.field.empty() ? std::string() : " field " + e.field, e.key,
-                 store::KeyTypeName(e.type), unit,
-                 e.availability.empty() ? std::string()
-                                        : "; availability " + e.availability[0].topic);
+      log_->info(
+          "discovered {} '{}': {}{} -> key '{}' ({}{}{})", e.component, e.id, e.state_topic,
+          e.field.empty() ? std::string() : " field " + e.field, e.key, store::KeyTypeName(e.type),
+          unit,
+          e.availability.empty() ? std::string() : "; availability " + e.availability[0].topic);
     } else if (u.entity) {
       store_->metrics().Add("komoku_discovery_refused_total{reason=\"" + u.entity->reason + "\"}");
       int64_t suppressed = 0;
@@ -938,10 +944,11 @@ class Bridge::Impl {
     }
     if (loaded->empty()) return;
     for (const Discovery::Update& u : *loaded) ReportDiscovery(u);
-    log_->info("discovery: {} entities ({} mapped) read from '{}'; one whose retained config does "
-               "not come again within {} s of subscribing is forgotten",
-               loaded->size(), discovery_->mapped_count(), options_.discovery->state_path,
-               kDiscoveryConfirmTime.count());
+    log_->info(
+        "discovery: {} entities ({} mapped) read from '{}'; one whose retained config does "
+        "not come again within {} s of subscribing is forgotten",
+        loaded->size(), discovery_->mapped_count(), options_.discovery->state_path,
+        kDiscoveryConfirmTime.count());
   }
 
   // Its own thread: saves the discovered entities a moment after they
@@ -970,9 +977,10 @@ class Bridge::Impl {
       lock.unlock();
       if (confirm) {
         for (const Discovery::Update& u : discovery_->ForgetUnconfirmed()) {
-          log_->info("discovery: '{}' forgotten: its retained config did not come again within {} s "
-                     "(removed while Komoku was away)",
-                     u.id, kDiscoveryConfirmTime.count());
+          log_->info(
+              "discovery: '{}' forgotten: its retained config did not come again within {} s "
+              "(removed while Komoku was away)",
+              u.id, kDiscoveryConfirmTime.count());
           store_->metrics().Set("komoku_discovery_entities",
                                 static_cast<int64_t>(discovery_->mapped_count()));
           Resubscribe(u);
@@ -1034,8 +1042,8 @@ class Bridge::Impl {
   // kRefusalLogInterval, with the number of refusals not logged since.
   // Discovered entities count under rule="discovery" (one series, however
   // many entities) and are named in the log line.
-  void RefuseMapped(const MappingEngine& engine, const MappingRefusal& r,
-                    const std::string& topic, bool discovered) {
+  void RefuseMapped(const MappingEngine& engine, const MappingRefusal& r, const std::string& topic,
+                    bool discovered) {
     const std::string label = engine.RuleLabel(r.rule);
     store_->metrics().Add("komoku_mapping_refused_total{rule=\"" +
                           (discovered ? std::string("discovery") : label) + "\",reason=\"" +
@@ -1043,9 +1051,9 @@ class Bridge::Impl {
     std::string shown = topic.size() > 300 ? topic.substr(0, 300) + "..." : topic;
     int64_t suppressed = 0;
     if (ShouldLog(label + "\n" + r.reason, &suppressed)) {
-      log_->warn("{} {} refused '{}' ({}): {}{}",
-                 discovered ? "discovered entity" : "mapping rule", label, shown, r.reason,
-                 r.message, NotLogged(suppressed, "refusals of this rule and reason"));
+      log_->warn("{} {} refused '{}' ({}): {}{}", discovered ? "discovered entity" : "mapping rule",
+                 label, shown, r.reason, r.message,
+                 NotLogged(suppressed, "refusals of this rule and reason"));
     }
     if (engine.rule(r.rule).publish_errors) {
       std::string payload = store::DumpJson(
@@ -1071,8 +1079,8 @@ class Bridge::Impl {
     if (!msg.response_topic.empty()) {
       topic = msg.response_topic;
       if (msg.has_correlation_data) {
-        reply_props.add(mqtt::property(mqtt::property::CORRELATION_DATA,
-                                       mqtt::binary(msg.correlation_data)));
+        reply_props.add(
+            mqtt::property(mqtt::property::CORRELATION_DATA, mqtt::binary(msg.correlation_data)));
       }
     }
     std::string payload = store::DumpJson(answer);
@@ -1186,10 +1194,10 @@ class Bridge::Impl {
         // Publications still out are looked at again soon, to requeue any
         // that failed.
         state_cv_.wait_for(
-            lock, in_flight.empty() ? std::chrono::milliseconds(500) : std::chrono::milliseconds(20),
+            lock,
+            in_flight.empty() ? std::chrono::milliseconds(500) : std::chrono::milliseconds(20),
             [&] {
-              return state_stop_ ||
-                     (subscribed_ && (republish_all_ || !state_pending_.empty()));
+              return state_stop_ || (subscribed_ && (republish_all_ || !state_pending_.empty()));
             });
         state_waiting_ = false;
         if (state_stop_) break;
@@ -1315,7 +1323,7 @@ class Bridge::Impl {
   // ReplaceRules. Guarded by mapping_mu_.
   std::shared_ptr<const MappingEngine> mapping_;
   mutable std::mutex mapping_mu_;
-  std::mutex replace_mu_;  // one ReplaceRules at a time
+  std::mutex replace_mu_;                       // one ReplaceRules at a time
   std::unique_ptr<Discovery> discovery_;        // null when off; thread-safe
   MappingResult mapped_;                        // owned by the ingest thread
   Discovery::Mapped discovered_;                // owned by the ingest thread
@@ -1372,7 +1380,8 @@ Bridge::~Bridge() = default;
 
 Result<std::unique_ptr<Bridge>> Bridge::Create(const BridgeOptions& options, store::Store* store,
                                                std::shared_ptr<spdlog::logger> log) {
-  auto impl = std::make_unique<Impl>(options, store, log ? std::move(log) : spdlog::default_logger());
+  auto impl =
+      std::make_unique<Impl>(options, store, log ? std::move(log) : spdlog::default_logger());
   KOMOKU_RETURN_IF_ERROR(impl->Init());
   return std::unique_ptr<Bridge>(new Bridge(std::move(impl)));
 }

@@ -61,8 +61,8 @@ json Expand(const json& in, const std::string& base) {
     auto abbr = Abbreviations().find(it.key());
     const std::string& name = abbr == Abbreviations().end() ? it.key() : abbr->second;
     json value = it.value();
-    const bool is_topic = name == "topic" ||
-                          (name.size() > 6 && name.compare(name.size() - 6, 6, "_topic") == 0);
+    const bool is_topic =
+        name == "topic" || (name.size() > 6 && name.compare(name.size() - 6, 6, "_topic") == 0);
     if (is_topic && value.is_string() && !base.empty()) {
       std::string s = value.get<std::string>();
       if (!s.empty() && s.front() == '~') {
@@ -343,9 +343,9 @@ DiscoveredEntity FinishHaEntity(DiscoveredEntity&& e, const json& c, const char*
     for (const json& spec : *list) {
       const std::string t = spec.is_object() ? Text(spec, "topic") : "";
       if (!spec.is_object() || !IsPublishTopic(t)) {
-        return Refused(std::move(e), "bad_topic",
-                       "availability entry " + store::QuoteForMessage(spec.dump()) +
-                           " has no topic");
+        return Refused(
+            std::move(e), "bad_topic",
+            "availability entry " + store::QuoteForMessage(spec.dump()) + " has no topic");
       }
       Status st = add_availability(t, spec, "value_template");
       if (!st.ok()) return Refused(std::move(e), "bad_template", st.message());
@@ -909,7 +909,8 @@ json Discovery::Describe() const {
   }
   json avail = json::array();
   for (const auto& [topic, ids] : availability) {
-    avail.push_back({{"topic", topic}, {"key", options_.key_prefix + topic}, {"entities", ids.size()}});
+    avail.push_back(
+        {{"topic", topic}, {"key", options_.key_prefix + topic}, {"entities", ids.size()}});
   }
   return json{{"entities", entities},
               {"availability", avail},

@@ -56,12 +56,12 @@ struct DiscoveryOptions {
 // with a reason (bad_json, not_object, bad_topic, no_state_topic,
 // bad_template, unsupported, own_topic, duplicate_key, bad_key, bad_option).
 struct DiscoveredEntity {
-  std::string id;  // the config topic (HA; "<topic>#<part>" for a part) or the property topic
-  std::string source;     // "home_assistant" or "homie"
+  std::string id;      // the config topic (HA; "<topic>#<part>" for a part) or the property topic
+  std::string source;  // "home_assistant" or "homie"
   std::string component;  // sensor, binary_sensor, ...; for Homie "property"
   std::string state_topic;
-  std::string value_template;  // as announced; empty when none
-  std::string field;           // the JSON field it reads (a JSON pointer); empty: the payload
+  std::string value_template;        // as announced; empty when none
+  std::string field;                 // the JSON field it reads (a JSON pointer); empty: the payload
   std::vector<NumberOp> number_ops;  // what the template computes (bridge/ha_template.h)
   std::string key;
   store::KeyType type = store::KeyType::kString;
@@ -141,8 +141,7 @@ class Discovery {
   Mapped Map(std::string_view topic, std::string_view payload, int64_t now_ms) const;
   // As Map, into `*out`, reusing its result's buffers (MapEachInto): one
   // Mapped per thread, message after message.
-  void MapInto(std::string_view topic, std::string_view payload, int64_t now_ms,
-               Mapped* out) const;
+  void MapInto(std::string_view topic, std::string_view payload, int64_t now_ms, Mapped* out) const;
 
   // Every topic that has entities now, for subscribing after a (re)connect.
   std::vector<std::string> Topics() const;

@@ -22,7 +22,16 @@ namespace komoku::bridge {
 
 class FlatJson {
  public:
-  enum class Kind : uint8_t { kNull, kBoolean, kInteger, kUnsigned, kFloat, kString, kObject, kArray };
+  enum class Kind : uint8_t {
+    kNull,
+    kBoolean,
+    kInteger,
+    kUnsigned,
+    kFloat,
+    kString,
+    kObject,
+    kArray
+  };
   // Node indices; the root (the whole text's value) is node 0.
   using Index = uint32_t;
   static constexpr Index kNone = UINT32_MAX;
@@ -74,8 +83,8 @@ class FlatJson {
   }
 
   std::vector<Node> nodes_;
-  std::string text_;          // names and string values, back to back
-  std::vector<Index> open_;   // objects being read; only while parsing
+  std::string text_;         // names and string values, back to back
+  std::vector<Index> open_;  // objects being read; only while parsing
 };
 
 }  // namespace komoku::bridge

@@ -105,7 +105,8 @@ Scan ScanRecords(const char* p, size_t n, size_t max_records, size_t* used, size
       *need = kHeaderBytes + len;
       return Scan::kNeedMore;
     }
-    if (store::segment_internal::Crc32c(h + kHeaderBytes, len) != DecodeFixed32(h + 4)) return Scan::kDamaged;
+    if (store::segment_internal::Crc32c(h + kHeaderBytes, len) != DecodeFixed32(h + 4))
+      return Scan::kDamaged;
     if (!Decode(h + kHeaderBytes, len, &r)) return Scan::kDamaged;
     fn(r);
     *used += kHeaderBytes + len;
@@ -177,8 +178,8 @@ Result<std::unique_ptr<IngestLog>> IngestLog::Open(const std::string& dir) {
       Status read = ReadAllAt(fd.get(), &buf, want, offset, path);
       if (!read.ok()) return read;
       size_t used = 0, need = 0, count = 0;
-      Scan s = ScanRecords(buf.data(), want, SIZE_MAX, &used, &need, &count,
-                           [](const IngestRecord&) {});
+      Scan s =
+          ScanRecords(buf.data(), want, SIZE_MAX, &used, &need, &count, [](const IngestRecord&) {});
       offset += used;
       records += count;
       if (s == Scan::kDamaged) {
@@ -194,8 +195,8 @@ Result<std::unique_ptr<IngestLog>> IngestLog::Open(const std::string& dir) {
           // One record larger than a chunk: read it whole.
           Status whole = ReadAllAt(fd.get(), &buf, need, offset, path);
           if (!whole.ok()) return whole;
-          Scan one = ScanRecords(buf.data(), need, 1, &used, &need, &count,
-                                 [](const IngestRecord&) {});
+          Scan one =
+              ScanRecords(buf.data(), need, 1, &used, &need, &count, [](const IngestRecord&) {});
           if (one != Scan::kEnd || count != 1) {
             damaged = true;
             break;
@@ -229,7 +230,8 @@ Result<std::unique_ptr<IngestLog>> IngestLog::Open(const std::string& dir) {
     KOMOKU_RETURN_IF_ERROR(log->OpenWriteFile(next));
   }
   log->first_gen_ = next;
-  log->read_ = IngestPosition{log->closed_sizes_.empty() ? next : log->closed_sizes_.begin()->first, 0};
+  log->read_ =
+      IngestPosition{log->closed_sizes_.empty() ? next : log->closed_sizes_.begin()->first, 0};
   return log;
 }
 
@@ -313,7 +315,8 @@ size_t IngestLog::ReadFile(uint64_t end, std::vector<IngestRecord>* out, size_t 
   size_t need = 0;
   while (out->size() < max_records && read_.offset < end) {
     Status read = Status::IOError("cannot open " + path);
-    size_t want = static_cast<size_t>(std::min<uint64_t>(end - read_.offset, std::max(kReadChunk, need)));
+    size_t want =
+        static_cast<size_t>(std::min<uint64_t>(end - read_.offset, std::max(kReadChunk, need)));
     if (read_fd_ >= 0) read = ReadAllAt(read_fd_, &read_buf_, want, read_.offset, path);
     size_t used = 0, count = 0;
     Scan s = Scan::kDamaged;

@@ -67,7 +67,7 @@ class IngestLog {
 
   struct Recovered {
     uint64_t files = 0;
-    uint64_t records = 0;  // records waiting to be read again
+    uint64_t records = 0;     // records waiting to be read again
     uint64_t torn_bytes = 0;  // a damaged or torn tail, skipped
   };
 
@@ -123,17 +123,17 @@ class IngestLog {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  int write_fd_ = -1;              // guarded by mu_
-  uint64_t write_gen_ = 0;         // guarded by mu_
-  uint64_t write_size_ = 0;        // guarded by mu_
+  int write_fd_ = -1;                          // guarded by mu_
+  uint64_t write_gen_ = 0;                     // guarded by mu_
+  uint64_t write_size_ = 0;                    // guarded by mu_
   std::map<uint64_t, uint64_t> closed_sizes_;  // closed files (gen -> size); guarded by mu_
-  std::deque<IngestRecord> spill_;  // guarded by mu_
-  uint64_t appended_ = 0;           // records appended or recovered; guarded by mu_
-  uint64_t read_count_ = 0;         // records read; guarded by mu_
-  bool woken_ = false;              // guarded by mu_
+  std::deque<IngestRecord> spill_;             // guarded by mu_
+  uint64_t appended_ = 0;                      // records appended or recovered; guarded by mu_
+  uint64_t read_count_ = 0;                    // records read; guarded by mu_
+  bool woken_ = false;                         // guarded by mu_
   // The reader waits in Read: only then does Append pay for a wake-up.
-  bool reader_waiting_ = false;     // guarded by mu_
-  std::string encode_buf_;          // the appender's
+  bool reader_waiting_ = false;  // guarded by mu_
+  std::string encode_buf_;       // the appender's
 
   // The reader's.
   IngestPosition read_;

@@ -51,14 +51,16 @@ class Levels {
     size_t start = 0;
     for (;;) {
       size_t slash = topic.find('/', start);
-      Push(topic.substr(start, slash == std::string_view::npos ? std::string_view::npos
-                                                                : slash - start));
+      Push(topic.substr(start,
+                        slash == std::string_view::npos ? std::string_view::npos : slash - start));
       if (slash == std::string_view::npos) break;
       start = slash + 1;
     }
   }
   size_t size() const { return size_; }
-  std::string_view operator[](size_t i) const { return i < kInline ? inline_[i] : more_[i - kInline]; }
+  std::string_view operator[](size_t i) const {
+    return i < kInline ? inline_[i] : more_[i - kInline];
+  }
 
  private:
   static constexpr size_t kInline = 16;
@@ -82,8 +84,8 @@ Result<Filter> CompileFilter(const std::string& text, bool allow_prefix) {
   size_t start = 0;
   for (;;) {
     size_t slash = text.find('/', start);
-    std::string level = text.substr(start, slash == std::string::npos ? std::string::npos
-                                                                       : slash - start);
+    std::string level =
+        text.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
     Level l;
     if (level == "+") {
       l.kind = Level::kPlus;
@@ -200,8 +202,8 @@ Result<Path> CompilePath(const std::string& text) {
     size_t start = 1;
     for (;;) {
       size_t slash = text.find('/', start);
-      std::string raw = text.substr(start, slash == std::string::npos ? std::string::npos
-                                                                       : slash - start);
+      std::string raw =
+          text.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
       std::string token;
       for (size_t i = 0; i < raw.size(); ++i) {
         if (raw[i] == '~') {
@@ -222,13 +224,14 @@ Result<Path> CompilePath(const std::string& text) {
     size_t start = 0;
     for (;;) {
       size_t dot = text.find('.', start);
-      p.tokens.push_back(text.substr(start, dot == std::string::npos ? std::string::npos
-                                                                      : dot - start));
+      p.tokens.push_back(
+          text.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
       if (dot == std::string::npos) break;
       start = dot + 1;
     }
     for (const std::string& t : p.tokens) {
-      if (t.empty()) return Status::InvalidArgument("'" + text + "': an empty part in a dotted path");
+      if (t.empty())
+        return Status::InvalidArgument("'" + text + "': an empty part in a dotted path");
     }
   }
   for (const std::string& t : p.tokens) p.dotted += (p.dotted.empty() ? "" : ".") + t;
@@ -278,7 +281,8 @@ Result<std::unique_ptr<MappingEngine>> MappingEngine::Compile(std::vector<Mappin
     c.rule = std::move(rules[i]);
     MappingRule& r = c.rule;
     c.label = r.name.empty() ? std::to_string(i) : r.name;
-    std::string at = (r.where.empty() ? "" : r.where + ": ") + "mappings[" + std::to_string(i) + "]";
+    std::string at =
+        (r.where.empty() ? "" : r.where + ": ") + "mappings[" + std::to_string(i) + "]";
     auto bad = [&](const std::string& field, const std::string& why) {
       return Status::InvalidArgument(at + "." + field + ": " + why);
     };
@@ -295,13 +299,14 @@ Result<std::unique_ptr<MappingEngine>> MappingEngine::Compile(std::vector<Mappin
     }
     if (r.availability) {
       if (!r.type) r.type = store::KeyType::kBoolean;
-      if (!IsBooleanType(r.type)) return bad("type", "an availability rule makes boolean or uptime keys");
+      if (!IsBooleanType(r.type))
+        return bad("type", "an availability rule makes boolean or uptime keys");
       if (r.true_words.empty() && r.false_words.empty()) {
         r.true_words = {"online", "ready", "connected", "up", "true"};
         // Homie 4's $state: ready, or init, disconnected, sleeping, lost,
         // alert (as discovery reads it).
-        r.false_words = {"offline", "lost", "disconnected", "sleeping", "init",
-                         "alert",   "down", "false"};
+        r.false_words = {"offline", "lost",  "disconnected", "sleeping",
+                         "init",    "alert", "down",         "false"};
       }
     }
     const bool several_fields = r.all_fields || r.fields.size() > 1;
@@ -348,7 +353,8 @@ Result<std::unique_ptr<MappingEngine>> MappingEngine::Compile(std::vector<Mappin
       return bad("true", std::string("boolean words need a boolean or uptime type, not ") +
                              store::KeyTypeName(*r.type));
     }
-    if (r.strict_words && (r.true_words.empty() || r.false_words.empty() || !IsBooleanType(r.type))) {
+    if (r.strict_words &&
+        (r.true_words.empty() || r.false_words.empty() || !IsBooleanType(r.type))) {
       return bad("true", "strict boolean words need true and false words and a boolean type");
     }
     for (const std::string& w : r.true_words) {
@@ -358,8 +364,9 @@ Result<std::unique_ptr<MappingEngine>> MappingEngine::Compile(std::vector<Mappin
     }
     if ((r.scale || r.offset) && r.type && *r.type != store::KeyType::kNumeric &&
         *r.type != store::KeyType::kCounter) {
-      return bad(r.scale ? "scale" : "offset",
-                 std::string("needs a numeric or counter type, not ") + store::KeyTypeName(*r.type));
+      return bad(
+          r.scale ? "scale" : "offset",
+          std::string("needs a numeric or counter type, not ") + store::KeyTypeName(*r.type));
     }
     if (!r.number_ops.empty() && r.type && *r.type != store::KeyType::kNumeric &&
         *r.type != store::KeyType::kCounter) {
@@ -451,8 +458,8 @@ class RuleApplier {
   std::optional<MappingRefusal> Run() {
     std::string_view trimmed = store::TrimAscii(m_.payload);
     if (trimmed.empty()) return std::nullopt;  // clears a retained message; nothing to store
-    bool as_json = c_.json_only || (!c_.text_only && (trimmed[0] == '{' || trimmed[0] == '[' ||
-                                                      trimmed[0] == '"'));
+    bool as_json = c_.json_only ||
+                   (!c_.text_only && (trimmed[0] == '{' || trimmed[0] == '[' || trimmed[0] == '"'));
     if (!as_json) {
       if (c_.key_has_field || !c_.fields.empty() || r_.all_fields) {
         return Refuse("not_object", "payload " + Shown(trimmed) + " is not a JSON object");
@@ -582,8 +589,8 @@ class RuleApplier {
       time_ms_ = *ms;
       return CheckClock();
     }
-    Refuse("bad_time", "time field '" + c_.time->dotted + "' is " + doc.TypeName(t) +
-                           ", not a number or text");
+    Refuse("bad_time",
+           "time field '" + c_.time->dotted + "' is " + doc.TypeName(t) + ", not a number or text");
     return false;
   }
 
@@ -868,10 +875,10 @@ void MappingEngine::MapImpl(std::string_view topic, std::string_view payload, in
     const size_t changes_before = result.changes.size();
     std::optional<MappingRefusal> refused;
     if (payload.size() > max_payload_bytes_) {
-      refused = MappingRefusal{i, "too_large",
-                               "payload of " + std::to_string(payload.size()) +
-                                   " bytes is over the limit of " +
-                                   std::to_string(max_payload_bytes_)};
+      refused =
+          MappingRefusal{i, "too_large",
+                         "payload of " + std::to_string(payload.size()) +
+                             " bytes is over the limit of " + std::to_string(max_payload_bytes_)};
     } else {
       refused = RuleApplier(c, i, m, &result.changes, &result.spare_keys).Run();
     }

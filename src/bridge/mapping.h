@@ -121,7 +121,7 @@ struct MappingScratchDeleter {
 };
 
 struct MappingResult {
-  std::vector<size_t> matched;       // the rules that matched, in order
+  std::vector<size_t> matched;        // the rules that matched, in order
   std::vector<MappedChange> changes;  // all of them, or none when refused
   std::optional<MappingRefusal> refusal;
   // MapEach only: the refusals of the rules whose changes were dropped (the

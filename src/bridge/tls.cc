@@ -1,8 +1,5 @@
 #include "bridge/tls.h"
 
-#include "bridge/broker_socket.h"
-#include "common/fd.h"
-
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -18,6 +15,9 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+
+#include "bridge/broker_socket.h"
+#include "common/fd.h"
 
 namespace komoku::bridge {
 namespace {

@@ -71,24 +71,36 @@ class Status {
   std::string reason() const {
     if (!reason_.empty()) return reason_;
     switch (code_) {
-      case Code::kOk: return "ok";
-      case Code::kNotFound: return "not_found";
-      case Code::kInvalidArgument: return "bad_request";
-      case Code::kCorruption: return "corruption";
-      case Code::kIOError: return "io_error";
-      case Code::kBusy: return "busy";
+      case Code::kOk:
+        return "ok";
+      case Code::kNotFound:
+        return "not_found";
+      case Code::kInvalidArgument:
+        return "bad_request";
+      case Code::kCorruption:
+        return "corruption";
+      case Code::kIOError:
+        return "io_error";
+      case Code::kBusy:
+        return "busy";
     }
     return "unknown";
   }
 
   static const char* CodeName(Code code) {
     switch (code) {
-      case Code::kOk: return "OK";
-      case Code::kNotFound: return "NotFound";
-      case Code::kInvalidArgument: return "InvalidArgument";
-      case Code::kCorruption: return "Corruption";
-      case Code::kIOError: return "IOError";
-      case Code::kBusy: return "Busy";
+      case Code::kOk:
+        return "OK";
+      case Code::kNotFound:
+        return "NotFound";
+      case Code::kInvalidArgument:
+        return "InvalidArgument";
+      case Code::kCorruption:
+        return "Corruption";
+      case Code::kIOError:
+        return "IOError";
+      case Code::kBusy:
+        return "Busy";
     }
     return "Unknown";
   }
@@ -105,7 +117,7 @@ class Status {
 template <typename T>
 class Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}          // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {}  // NOLINT: implicit by design
 
   bool ok() const { return status_.ok(); }

@@ -103,12 +103,11 @@ Status CheckRolling(RollingDef& def, store::KeyType type, const store::BooleanWo
     return Status::InvalidArgument(def.where + ": stat '" + RollingStatName(def.stat) + "' " + why);
   };
   if (state_stat && IsNumeric(type)) {
-    return refuse("is for boolean, uptime and string keys, not " + type_name + " (key '" +
-                  def.key + "')");
+    return refuse("is for boolean, uptime and string keys, not " + type_name + " (key '" + def.key +
+                  "')");
   }
   if (!state_stat && !IsNumeric(type)) {
-    return refuse("is for numeric and counter keys, not " + type_name + " (key '" + def.key +
-                  "')");
+    return refuse("is for numeric and counter keys, not " + type_name + " (key '" + def.key + "')");
   }
   if (counter_stat && type != store::KeyType::kCounter) {
     return refuse("is for counter keys, not " + type_name + " (key '" + def.key + "')");
@@ -173,7 +172,8 @@ Status CheckNames(const DerivedOptions& options) {
     }
     return Status::Ok();
   };
-  for (const AggregateDef& a : options.aggregates) KOMOKU_RETURN_IF_ERROR(id(a.key, a.resolution, a.where));
+  for (const AggregateDef& a : options.aggregates)
+    KOMOKU_RETURN_IF_ERROR(id(a.key, a.resolution, a.where));
   for (const RollingDef& r : options.rolling) KOMOKU_RETURN_IF_ERROR(id(r.key, r.name, r.where));
   for (const DiscoveryKey& k : options.discovery_keys) {
     KOMOKU_RETURN_IF_ERROR(id(k.key, "state", k.where));

@@ -36,9 +36,17 @@ struct AggregateDef {
 };
 
 enum class RollingStat {
-  kAvg, kTwavg, kMin, kMax, kCount,  // numeric and counter keys
-  kIncrease, kRate,                  // counter keys
-  kShare, kTime, kHours, kChanges,   // boolean, uptime and string keys
+  kAvg,
+  kTwavg,
+  kMin,
+  kMax,
+  kCount,  // numeric and counter keys
+  kIncrease,
+  kRate,  // counter keys
+  kShare,
+  kTime,
+  kHours,
+  kChanges,  // boolean, uptime and string keys
 };
 
 // A rolling statistic over [now - window, now], published on
@@ -48,9 +56,9 @@ struct RollingDef {
   std::string key;
   std::string name;  // the last topic level
   RollingStat stat = RollingStat::kAvg;
-  std::string value;        // share/time/hours: the state counted, as text
-  std::string window;       // as written: "24h", "7d" or "today"
-  int64_t window_ms = 0;    // 0 for "today": since local midnight in `tz`
+  std::string value;               // share/time/hours: the state counted, as text
+  std::string window;              // as written: "24h", "7d" or "today"
+  int64_t window_ms = 0;           // 0 for "today": since local midnight in `tz`
   int64_t refresh_ms = 60 * 1000;  // 0: on change only
   std::string unit;
   std::string device_class;

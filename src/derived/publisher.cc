@@ -2,7 +2,9 @@
 // buckets, corrections, rolling refreshes, staleness) through the history
 // read API, and a sender drains a bounded queue to the broker in order.
 // Decisions and payloads: docs/derived.md.
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -19,9 +21,6 @@
 #include <set>
 #include <sstream>
 #include <thread>
-
-#include <fcntl.h>
-#include <unistd.h>
 
 #include "derived/derived.h"
 #include "derived/internal.h"
@@ -72,7 +71,8 @@ Status WriteFileAtomically(const std::string& path, const std::string& text) {
     return Status::IOError("cannot flush '" + tmp + "': " + std::strerror(errno));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return Status::IOError("cannot rename '" + tmp + "' to '" + path + "': " + std::strerror(errno));
+    return Status::IOError("cannot rename '" + tmp + "' to '" + path +
+                           "': " + std::strerror(errno));
   }
   return Status::Ok();
 }
@@ -202,9 +202,10 @@ class Publisher::Impl {
     size_t left = QueueDepth();
     if (left) {
       store_->metrics().Add("komoku_derived_dropped_total", static_cast<int64_t>(left));
-      log_->warn("derived: {} publications not sent at stop; buckets among them are published "
-                 "as catch-up at the next start",
-                 left);
+      log_->warn(
+          "derived: {} publications not sent at stop; buckets among them are published "
+          "as catch-up at the next start",
+          left);
     }
     SaveState();
   }
@@ -281,11 +282,11 @@ class Publisher::Impl {
     AggregateDef def;
     store::KeyType type = store::KeyType::kNumeric;
     // Guarded by mu_:
-    int64_t next_start = 0;     // the first bucket not yet computed
-    int64_t next_close = 0;     // when that bucket is due (its end + close delay)
-    int64_t last_start = 0;     // the newest bucket computed: what the retained message holds
-    int64_t sent_next = 0;      // the end of the newest bucket sent: kept across restarts
-    int64_t catch_up_until = 0;  // buckets ending by this closed while Komoku was down
+    int64_t next_start = 0;         // the first bucket not yet computed
+    int64_t next_close = 0;         // when that bucket is due (its end + close delay)
+    int64_t last_start = 0;         // the newest bucket computed: what the retained message holds
+    int64_t sent_next = 0;          // the end of the newest bucket sent: kept across restarts
+    int64_t catch_up_until = 0;     // buckets ending by this closed while Komoku was down
     std::set<int64_t> corrections;  // starts of computed buckets that changed late
     bool error_logged = false;
     // Only the worker (under run_mu_):
@@ -516,7 +517,8 @@ class Publisher::Impl {
     switch (r.def.stat) {
       case RollingStat::kIncrease:
       case RollingStat::kRate: {
-        store::Agg agg = r.def.stat == RollingStat::kRate ? store::Agg::kRate : store::Agg::kIncrease;
+        store::Agg agg =
+            r.def.stat == RollingStat::kRate ? store::Agg::kRate : store::Agg::kIncrease;
         Result<json> rows = store::Downsample(*store_, q, {agg});
         if (!rows.ok()) return rows.status();
         value = (*rows)[0][1];
@@ -556,8 +558,8 @@ class Publisher::Impl {
             if (k != "unknown") known += v.get<double>();
           }
           value = share.contains(r.def.value) ? share[r.def.value]
-                  : known > 0                ? json(0.0)
-                                             : json(nullptr);
+                  : known > 0                 ? json(0.0)
+                                              : json(nullptr);
         }
         break;
       }
@@ -662,9 +664,8 @@ class Publisher::Impl {
   // Assistant reads them when it starts.
   void QueueDiscovery() {
     const std::string status = options_.prefix + "/status";
-    json device = {{"identifiers", json::array({"komoku"})},
-                   {"name", "Komoku"},
-                   {"manufacturer", "Komoku"}};
+    json device = {
+        {"identifiers", json::array({"komoku"})}, {"name", "Komoku"}, {"manufacturer", "Komoku"}};
     if (!configuration_url_.empty()) device["configuration_url"] = configuration_url_;
     auto emit = [&](const std::string& component, const std::string& key, const std::string& name,
                     json config) {
@@ -825,8 +826,8 @@ class Publisher::Impl {
     for (const json& a : j["aggregates"]) {
       if (!a.is_object() || !a["key"].is_string() || !a["resolution"].is_string() ||
           !a["next"].is_number_integer()) {
-        return Status::Corruption("derived state file '" + options_.state_path +
-                                  "': bad entry " + store::DumpJson(a));
+        return Status::Corruption("derived state file '" + options_.state_path + "': bad entry " +
+                                  store::DumpJson(a));
       }
       out.next[a["key"].get<std::string>() + "\n" + a["resolution"].get<std::string>()] =
           a["next"].get<int64_t>();
@@ -850,7 +851,8 @@ class Publisher::Impl {
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const Agg& a : aggs_) {
-        list.push_back({{"key", a.def.key}, {"resolution", a.def.resolution}, {"next", a.sent_next}});
+        list.push_back(
+            {{"key", a.def.key}, {"resolution", a.def.resolution}, {"next", a.sent_next}});
       }
       std::set<std::string> topics = discovery_topics_;
       topics.insert(discovery_to_clear_.begin(), discovery_to_clear_.end());
@@ -882,14 +884,14 @@ class Publisher::Impl {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool stopped_ = false;                 // guarded by mu_
-  bool started_ = false;                 // guarded by mu_
-  bool wake_ = false;                    // guarded by mu_
-  uint64_t pending_seq_ = 0;             // guarded by mu_
-  std::map<std::string, Stale> stale_;   // guarded by mu_
+  bool stopped_ = false;                      // guarded by mu_
+  bool started_ = false;                      // guarded by mu_
+  bool wake_ = false;                         // guarded by mu_
+  uint64_t pending_seq_ = 0;                  // guarded by mu_
+  std::map<std::string, Stale> stale_;        // guarded by mu_
   std::set<std::string> discovery_topics_;    // configs published; guarded by mu_
   std::set<std::string> discovery_to_clear_;  // clears not yet sent; guarded by mu_
-  int64_t next_stale_scan_ = 0;          // guarded by mu_ (written by the worker)
+  int64_t next_stale_scan_ = 0;               // guarded by mu_ (written by the worker)
 
   std::mutex run_mu_;       // one RunDue at a time
   bool committed_ = false;  // guarded by run_mu_

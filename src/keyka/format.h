@@ -33,7 +33,7 @@ inline constexpr uint64_t kFirstNodeOffset = kRootRefSize;
 inline constexpr uint64_t kEmptyFileSize = kMagicSize + kRootRefSize;
 
 // Fixed part of each node, before the key bytes.
-inline constexpr uint64_t kLeafHeaderSize = 8 + 2;           // value, key length
+inline constexpr uint64_t kLeafHeaderSize = 8 + 2;            // value, key length
 inline constexpr uint64_t kBranchHeaderSize = 8 + 4 + 4 + 2;  // value, left, right, key length
 // Field positions inside a node, from the node's start.
 inline constexpr uint64_t kValuePos = 0;
@@ -80,7 +80,9 @@ inline uint64_t DecodeFixed64(const unsigned char* p) {
 
 // int32 references go through uint32 so that negative values have a defined
 // two's-complement encoding on every compiler.
-inline void EncodeRef(unsigned char* p, int32_t ref) { EncodeFixed32(p, static_cast<uint32_t>(ref)); }
+inline void EncodeRef(unsigned char* p, int32_t ref) {
+  EncodeFixed32(p, static_cast<uint32_t>(ref));
+}
 inline int32_t DecodeRef(const unsigned char* p) {
   uint32_t u = DecodeFixed32(p);
   return u <= 0x7FFFFFFFu ? static_cast<int32_t>(u)

@@ -93,7 +93,8 @@ class Packer::Impl {
     }
     if (shape_.count() > 0) {
       const int c = key.compare(last_key_);
-      if (c == 0) return Fail(Status::InvalidArgument(path_ + ": duplicate key " + DescribeKey(key)));
+      if (c == 0)
+        return Fail(Status::InvalidArgument(path_ + ": duplicate key " + DescribeKey(key)));
       if (c < 0) {
         return Fail(Status::InvalidArgument(path_ + ": key " + DescribeKey(key) +
                                             " is out of order: not greater than the previous key " +
@@ -156,7 +157,8 @@ class Packer::Impl {
     if (status_.ok()) {
       Status st = PatchRef(0, shape_.RootRef());
       if (st.ok()) st = Flush();
-      if (st.ok() && options_.sync && ::fsync(fd_) != 0) st = ErrnoStatus("fsync", tmp_path_, errno);
+      if (st.ok() && options_.sync && ::fsync(fd_) != 0)
+        st = ErrnoStatus("fsync", tmp_path_, errno);
       if (st.ok()) {
         const int fd = fd_;
         fd_ = -1;
@@ -251,8 +253,7 @@ class Packer::Impl {
   uint64_t buffer_start_ = 0;
 };
 
-Result<Packer> Packer::Create(const std::string& path,
-                                               const PackerOptions& options) {
+Result<Packer> Packer::Create(const std::string& path, const PackerOptions& options) {
   if (options.max_tree_size > kMaxTreeSize || options.max_tree_size < kRootRefSize) {
     return Status::InvalidArgument(path + ": max_tree_size must be between " +
                                    std::to_string(kRootRefSize) + " and " +

@@ -47,8 +47,7 @@ Status DecodeNode(const TreeView& view, uint64_t offset, bool branch, uint64_t l
                               Window(lo, hi));
   }
   const unsigned char* p = view.tree + offset;
-  const uint64_t key_size =
-      DecodeFixed16(p + (branch ? kBranchKeyLengthPos : kLeafKeyLengthPos));
+  const uint64_t key_size = DecodeFixed16(p + (branch ? kBranchKeyLengthPos : kLeafKeyLengthPos));
   if (hi - offset - header < key_size) {
     return Status::Corruption(std::string(KindName(branch)) + " at tree offset " +
                               std::to_string(offset) + ": key of " + std::to_string(key_size) +
@@ -88,7 +87,8 @@ Status Walk(const TreeView& view, int32_t root, Mode mode, std::string_view targ
     if (*depth >= view.max_depth) {
       return Status::Corruption("walk is deeper than " + std::to_string(view.max_depth) +
                                 " levels, more than a tree of this size can have (reached tree "
-                                "offset " + std::to_string(node.offset) + ")");
+                                "offset " +
+                                std::to_string(node.offset) + ")");
     }
     ++*depth;
     Status st = DecodeRefNode(view, ref, lo, hi, &node);
@@ -323,8 +323,7 @@ Result<Reader> Reader::Open(const std::string& path) {
   const int err = errno;
   ::close(fd);
   if (addr == MAP_FAILED) return Status::IOError(path + ": mmap: " + std::strerror(err));
-  Result<Reader> reader =
-      FromBytes(std::string_view(static_cast<const char*>(addr), size), path);
+  Result<Reader> reader = FromBytes(std::string_view(static_cast<const char*>(addr), size), path);
   if (!reader.ok()) {
     ::munmap(addr, size);
     return reader.status();
@@ -352,10 +351,22 @@ Result<Entry> Reader::Find(std::string_view key, Nearest dir) const {
   Mode mode = Mode::kGe;
   const char* relation = ">=";
   switch (dir) {
-    case Nearest::kGe: mode = Mode::kGe; relation = ">="; break;
-    case Nearest::kGt: mode = Mode::kGt; relation = ">"; break;
-    case Nearest::kLe: mode = Mode::kLe; relation = "<="; break;
-    case Nearest::kLt: mode = Mode::kLt; relation = "<"; break;
+    case Nearest::kGe:
+      mode = Mode::kGe;
+      relation = ">=";
+      break;
+    case Nearest::kGt:
+      mode = Mode::kGt;
+      relation = ">";
+      break;
+    case Nearest::kLe:
+      mode = Mode::kLe;
+      relation = "<=";
+      break;
+    case Nearest::kLt:
+      mode = Mode::kLt;
+      relation = "<";
+      break;
   }
   bool found = false;
   Node node;
@@ -420,7 +431,8 @@ Status Reader::Verify(Stats* stats_out) const {
     stats.keys++;
     (branch ? stats.branches : stats.leaves)++;
     stats.key_bytes += node.key.size();
-    if (stats.keys == 1 || node.key.size() < stats.min_key_size) stats.min_key_size = node.key.size();
+    if (stats.keys == 1 || node.key.size() < stats.min_key_size)
+      stats.min_key_size = node.key.size();
     if (node.key.size() > stats.max_key_size) stats.max_key_size = node.key.size();
     previous = node.key;
     offset = node.end;

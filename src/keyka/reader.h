@@ -46,10 +46,10 @@ struct Stats {
   uint64_t leaves = 0;
   uint64_t branches = 0;
   uint64_t file_size = 0;
-  uint64_t key_bytes = 0;        // sum of key lengths
+  uint64_t key_bytes = 0;  // sum of key lengths
   uint64_t min_key_size = 0;
   uint64_t max_key_size = 0;
-  int depth = 0;                 // most nodes on any root-to-node path
+  int depth = 0;  // most nodes on any root-to-node path
 };
 
 namespace internal {

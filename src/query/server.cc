@@ -3,10 +3,9 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/socket.h>
-
-#include <unistd.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <initializer_list>
@@ -71,8 +70,7 @@ class JsonListBody {
 constexpr const char* kErrorHeader = "X-Komoku-Error";
 constexpr const char* kCountedHeader = "X-Komoku-Counted";
 
-void SendError(Response& res, int status, const std::string& code,
-               const std::string& message) {
+void SendError(Response& res, int status, const std::string& code, const std::string& message) {
   res.SetHeader(kErrorHeader, code);
   SendJson(res, status, {{"error", {{"code", code}, {"message", message}}}});
 }
@@ -81,10 +79,17 @@ void SendStatus(Response& res, const Status& st, bool counted = false) {
   if (counted) res.SetHeader(kCountedHeader, "1");
   int status = 500;
   switch (st.code()) {
-    case Status::Code::kNotFound: status = 404; break;
-    case Status::Code::kInvalidArgument: status = 400; break;
-    case Status::Code::kBusy: status = 503; break;
-    default: break;
+    case Status::Code::kNotFound:
+      status = 404;
+      break;
+    case Status::Code::kInvalidArgument:
+      status = 400;
+      break;
+    case Status::Code::kBusy:
+      status = 503;
+      break;
+    default:
+      break;
   }
   if (st.reason() == "disk_full") status = 507;  // Insufficient Storage
   if (st.reason() == "write_failed") status = 503;
@@ -109,8 +114,7 @@ QueryMap QueryParams(const Request& req) {
 // ("form=" for "from=") is an error instead of a silent default.
 class Params {
  public:
-  Params(const Request& req, std::initializer_list<const char*> known)
-      : params_(QueryParams(req)) {
+  Params(const Request& req, std::initializer_list<const char*> known) : params_(QueryParams(req)) {
     std::set<std::string> names(known.begin(), known.end());
     for (const auto& [name, value] : params_) {
       if (!names.count(name)) {
@@ -401,8 +405,7 @@ class Server::Impl {
     std::string rest;  // every parameter but `key`
     for (const auto& [name, value] : params) {
       if (name == "key") continue;
-      rest += "&" + EncodeQueryParam(name) + "=" +
-              EncodeQueryParam(value);
+      rest += "&" + EncodeQueryParam(name) + "=" + EncodeQueryParam(value);
     }
     const std::string path = req.target.substr(0, req.target.find('?'));
     // Each answer is spliced in as the text its one-key request gives, not
@@ -446,7 +449,8 @@ class Server::Impl {
     Result<int64_t> to = p.Time("to", now + 1, now);
     if (!to.ok()) return to.status();
     if (*to <= *from) {
-      return Status::InvalidArgument("parameter 'to' must be after 'from'").WithReason("bad_request");
+      return Status::InvalidArgument("parameter 'to' must be after 'from'")
+          .WithReason("bad_request");
     }
     // A range that reaches the key's newest change answers once every
     // change accepted so far is committed (at most a commit interval): a
@@ -458,8 +462,8 @@ class Server::Impl {
     Range r{std::move(info.value()), {}};
     auto step = step_allowed ? p.Get("step") : std::nullopt;
     if (step) {
-      Result<store::HistoryQuery> q = store::PlanBuckets(*key, *from, *to, *step,
-                                                         p.Get("tz").value_or(""), options_.max_points);
+      Result<store::HistoryQuery> q = store::PlanBuckets(
+          *key, *from, *to, *step, p.Get("tz").value_or(""), options_.max_points);
       if (!q.ok()) return q.status();
       r.q = std::move(q.value());
     } else {
@@ -470,12 +474,12 @@ class Server::Impl {
   }
 
   // JSON, or CSV with format=csv: a header of `columns`, then the rows.
-  void SendRows(Response& res, const Params& p, json meta, const json& columns,
-                json rows) {
+  void SendRows(Response& res, const Params& p, json meta, const json& columns, json rows) {
     auto format = p.Get("format").value_or("json");
     if (format == "csv") {
       std::string out;
-      for (size_t i = 0; i < columns.size(); ++i) out += (i ? "," : "") + columns[i].get<std::string>();
+      for (size_t i = 0; i < columns.size(); ++i)
+        out += (i ? "," : "") + columns[i].get<std::string>();
       out += "\n";
       for (const json& row : rows) {
         for (size_t i = 0; i < row.size(); ++i) {
@@ -494,7 +498,8 @@ class Server::Impl {
       res.SetContent(out, "text/csv");
       return;
     }
-    if (format != "json") return SendError(res, 400, "bad_request", "parameter 'format' must be json or csv");
+    if (format != "json")
+      return SendError(res, 400, "bad_request", "parameter 'format' must be json or csv");
     meta["columns"] = columns;
     meta["rows"] = std::move(rows);
     SendJson(res, 200, meta);
@@ -511,7 +516,8 @@ class Server::Impl {
                  {"from", MsToSeconds(r->q.from_ms)},
                  {"to", MsToSeconds(r->q.to_ms)}};
     if (r->q.step_ms) {
-      if (p.Get("limit")) return SendError(res, 400, "bad_request", "parameter 'limit' is for raw history (no step)");
+      if (p.Get("limit"))
+        return SendError(res, 400, "bad_request", "parameter 'limit' is for raw history (no step)");
       Result<std::vector<store::Agg>> aggs =
           store::ParseAggs(p.Get("agg").value_or(store::DefaultAgg(info.type)), info.type);
       if (!aggs.ok()) return SendStatus(res, aggs.status());

@@ -29,12 +29,14 @@ Result<std::optional<int64_t>> TimeArg(const json& args, const char* name, int64
   if (it == args.end() || it->is_null()) return std::optional<int64_t>();
   if (it->is_string()) {
     Result<int64_t> t = ParseTimeParam(it->get<std::string>(), now_ms);
-    if (!t.ok()) return t.status().WithContext(std::string("\"") + name + "\"").WithReason("bad_time");
+    if (!t.ok())
+      return t.status().WithContext(std::string("\"") + name + "\"").WithReason("bad_time");
     return std::optional<int64_t>(*t);
   }
   Result<int64_t> ms = JsonSecondsToMs(*it);
   if (!ms.ok()) {
-    return Status::InvalidArgument(std::string("\"") + name + "\" must be epoch seconds or a time "
+    return Status::InvalidArgument(std::string("\"") + name +
+                                   "\" must be epoch seconds or a time "
                                    "such as \"-24h\" or ISO 8601")
         .WithReason("bad_time");
   }
@@ -67,7 +69,9 @@ json ChangeJson(const Change& c) {
 }
 
 json KeyJson(const KeyInfo& k, bool with_value) {
-  json j = {{"key", k.name}, {"type", KeyTypeName(k.type)}, {"opts", KeyOptionsToJson(k.options, k.type)}};
+  json j = {{"key", k.name},
+            {"type", KeyTypeName(k.type)},
+            {"opts", KeyOptionsToJson(k.options, k.type)}};
   if (with_value) {
     j["value"] = k.last ? ValueToJson(k.last->value) : json(nullptr);
     j["time"] = k.last ? json(MsToSeconds(k.last->time_ms)) : json(nullptr);
@@ -185,7 +189,8 @@ Result<json> Api::Dispatch(const std::string& op, const json& args, bool* counte
     if (!key.ok()) return key.status();
     double step = 1;
     if (auto s = args.find("step"); s != args.end()) {
-      if (!s->is_number() || !std::isfinite(s->get<double>())) return Bad("\"step\" must be a number");
+      if (!s->is_number() || !std::isfinite(s->get<double>()))
+        return Bad("\"step\" must be a number");
       step = s->get<double>();
     }
     Result<std::optional<int64_t>> time = TimeArg(args, "time", now);
@@ -237,8 +242,9 @@ Result<json> Api::Dispatch(const std::string& op, const json& args, bool* counte
     if (!key.ok()) return key.status();
     auto confirm = args.find("confirm");
     if (confirm == args.end() || *confirm != true) {
-      return Status::InvalidArgument("delete removes the key and all its history: add "
-                                     "\"confirm\": true")
+      return Status::InvalidArgument(
+                 "delete removes the key and all its history: add "
+                 "\"confirm\": true")
           .WithReason("not_confirmed");
     }
     KOMOKU_RETURN_IF_ERROR(store_->Delete(*key));
@@ -268,10 +274,12 @@ Result<json> Api::Dispatch(const std::string& op, const json& args, bool* counte
       if (!aggs.ok()) return aggs.status();
       return Downsample(*store_, *q, *aggs);
     }
-    if (args.contains("agg") || args.contains("tz")) return Bad("\"agg\" and \"tz\" need a \"step\"");
+    if (args.contains("agg") || args.contains("tz"))
+      return Bad("\"agg\" and \"tz\" need a \"step\"");
     size_t limit = kMaxFetchRows;
     if (auto l = args.find("limit"); l != args.end()) {
-      if (!l->is_number_unsigned() || l->get<uint64_t>() == 0 || l->get<uint64_t>() > kMaxFetchRows) {
+      if (!l->is_number_unsigned() || l->get<uint64_t>() == 0 ||
+          l->get<uint64_t>() > kMaxFetchRows) {
         return Bad("\"limit\" must be 1.." + std::to_string(kMaxFetchRows));
       }
       limit = static_cast<size_t>(l->get<uint64_t>());
@@ -284,7 +292,8 @@ Result<json> Api::Dispatch(const std::string& op, const json& args, bool* counte
           .WithReason("too_many_points");
     }
     json out = json::array();
-    for (const Sample& s : *rows) out.push_back(json::array({MsToSeconds(s.time_ms), ValueToJson(s.value)}));
+    for (const Sample& s : *rows)
+      out.push_back(json::array({MsToSeconds(s.time_ms), ValueToJson(s.value)}));
     return out;
   }
   if (op == "sub" || op == "unsub") {

@@ -23,8 +23,7 @@ class Api {
  public:
   // What `sub` and `unsub` mean depends on the transport: over MQTT the
   // answer names the state topic to subscribe to, over HTTP the stream URL.
-  using SubHandler =
-      std::function<Result<nlohmann::json>(bool subscribe, const std::string& key)>;
+  using SubHandler = std::function<Result<nlohmann::json>(bool subscribe, const std::string& key)>;
 
   // `store` must outlive the Api.
   Api(Store* store, SubHandler sub_handler);
@@ -40,8 +39,7 @@ class Api {
  private:
   // `*counted` is set when the store already counted the refusal.
   Result<nlohmann::json> Route(const nlohmann::json& request, bool* counted);
-  Result<nlohmann::json> Dispatch(const std::string& op, const nlohmann::json& args,
-                                  bool* counted);
+  Result<nlohmann::json> Dispatch(const std::string& op, const nlohmann::json& args, bool* counted);
 
   Store* const store_;
   const SubHandler sub_handler_;

@@ -165,8 +165,7 @@ Result<std::optional<Sample>> ColdState::At(std::string_view key, int64_t time_m
 }
 
 Status ColdState::ScanRollups(std::string_view key, int64_t resolution_ms, int64_t from_ms,
-                              int64_t to_ms,
-                              const std::function<bool(const Rollup&)>& fn) const {
+                              int64_t to_ms, const std::function<bool(const Rollup&)>& fn) const {
   bool go_on = true;
   for (const auto& seg : segments) {
     if (seg->meta().to_ms <= from_ms) continue;
@@ -295,8 +294,8 @@ std::shared_ptr<const ColdState> ColdStore::state() const {
 
 std::string ColdStore::NewSegmentBase(const ColdState& state, int64_t from_ms,
                                       int64_t to_ms) const {
-  return (fs::path(options_.dir) /
-          (FormatUtc(from_ms, kStamp) + "-" + FormatUtc(to_ms, kStamp) + "-g" + std::to_string(state.next_gen)))
+  return (fs::path(options_.dir) / (FormatUtc(from_ms, kStamp) + "-" + FormatUtc(to_ms, kStamp) +
+                                    "-g" + std::to_string(state.next_gen)))
       .string();
 }
 
@@ -376,7 +375,8 @@ void ColdStore::DiscardUncommitted(const ColdState& next) {
     RemoveSegmentFiles(seg->base());
     ++removed;
   }
-  if (removed) log_->info("removed {} segments written by a compaction that did not commit", removed);
+  if (removed)
+    log_->info("removed {} segments written by a compaction that did not commit", removed);
 }
 
 void ColdStore::RemoveSegmentFiles(const std::string& base) {

@@ -150,8 +150,7 @@ class ColdStore {
   const ColdStoreOptions& options() const { return options_; }
 
  private:
-  ColdStore(const ColdStoreOptions& options, std::shared_ptr<spdlog::logger> log,
-            Metrics* metrics);
+  ColdStore(const ColdStoreOptions& options, std::shared_ptr<spdlog::logger> log, Metrics* metrics);
   Status WriteManifest(const ColdState& state);
   // Moves a segment's files to the quarantine directory, with a log line, a
   // warning and a count.

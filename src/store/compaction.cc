@@ -50,8 +50,8 @@ int64_t SteadyMs() {
 void AddRollups(SegmentKeyData& data, const RollupParams& params, int64_t from_ms, int64_t to_ms) {
   data.rollups.clear();
   for (int64_t res : kRollupResolutionsMs) {
-    data.rollups.emplace_back(res,
-                              ComputeRollups(params, data.carry, data.changes, from_ms, to_ms, res));
+    data.rollups.emplace_back(
+        res, ComputeRollups(params, data.carry, data.changes, from_ms, to_ms, res));
   }
 }
 
@@ -63,8 +63,7 @@ Result<std::unique_ptr<SegmentWriter>> StartSegment(const std::string& base,
 }
 
 // Finishes a segment, opens what was written, and counts it in `report`.
-Result<std::shared_ptr<const Segment>> FinishSegment(SegmentWriter& writer,
-                                                     const std::string& base,
+Result<std::shared_ptr<const Segment>> FinishSegment(SegmentWriter& writer, const std::string& base,
                                                      CompactionReport& report) {
   KOMOKU_RETURN_IF_ERROR(writer.Finish());
   report.bytes_written += writer.bytes();
@@ -312,11 +311,11 @@ Status Store::CompactHot(CompactionReport& report) {
       if (!carry.ok()) return carry.status();
       k.carry = *carry;
       if (k.type != KeyType::kCounter) continue;
-      KOMOKU_RETURN_IF_ERROR(old->ScanRollups(k.name, kDayMs, INT64_MIN / 4, start,
-                                              [&k](const Rollup& r) {
-                                                k.high = r.high;
-                                                return true;
-                                              }));
+      KOMOKU_RETURN_IF_ERROR(
+          old->ScanRollups(k.name, kDayMs, INT64_MIN / 4, start, [&k](const Rollup& r) {
+            k.high = r.high;
+            return true;
+          }));
     }
   }
 
@@ -348,10 +347,11 @@ Status Store::CompactHot(CompactionReport& report) {
       data.carry = k.carry;
       {
         std::shared_lock<std::shared_mutex> read(cold_rw_);
-        Status st = ScanMerged(k.id, k.name, *old, day, day + kDayMs, max_seq, [&](const Sample& s) {
-          data.changes.push_back(s);
-          return true;
-        });
+        Status st =
+            ScanMerged(k.id, k.name, *old, day, day + kDayMs, max_seq, [&](const Sample& s) {
+              data.changes.push_back(s);
+              return true;
+            });
         if (!st.ok()) return st;
       }
       if (!data.carry && data.changes.empty()) continue;  // no value known yet
@@ -577,9 +577,10 @@ Status Store::ApplyRetention(CompactionReport& report) {
         d->raw_dropped = true;
       }
       if (drop_5m) {
-        d->rollups.erase(std::remove_if(d->rollups.begin(), d->rollups.end(),
-                                        [](const auto& x) { return x.first == kRollupResolutionsMs[0]; }),
-                         d->rollups.end());
+        d->rollups.erase(
+            std::remove_if(d->rollups.begin(), d->rollups.end(),
+                           [](const auto& x) { return x.first == kRollupResolutionsMs[0]; }),
+            d->rollups.end());
       }
       KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(*d));
     }

@@ -1,13 +1,13 @@
 #include "store/files.h"
 
-#include "common/fd.h"
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 
-#include <fcntl.h>
-#include <unistd.h>
+#include "common/fd.h"
 
 namespace komoku::store {
 namespace {

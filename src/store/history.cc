@@ -73,9 +73,7 @@ class StoreSource : public WalkSource {
               const std::function<bool(const Sample&)>& fn) const override {
     return store_.Scan(key_, from, to, fn);
   }
-  std::vector<RollupStretch> RollupCoverage() const override {
-    return store_.RollupCoverage(key_);
-  }
+  std::vector<RollupStretch> RollupCoverage() const override { return store_.RollupCoverage(key_); }
   Status ScanRollups(int64_t res, int64_t from, int64_t to,
                      const std::function<bool(const Rollup&)>& fn) const override {
     return store_.ScanRollups(key_, res, from, to, fn);
@@ -154,8 +152,8 @@ void Cover(std::vector<Region>& out, int64_t s, int64_t e, const std::vector<int
 
 // Covers [s, e) stretch by stretch (sorted, not overlapping), raw changes
 // between them.
-void CoverStretches(std::vector<Region>& out, int64_t s, int64_t e,
-                    const std::vector<int64_t>& res, const std::vector<RollupStretch>& cover) {
+void CoverStretches(std::vector<Region>& out, int64_t s, int64_t e, const std::vector<int64_t>& res,
+                    const std::vector<RollupStretch>& cover) {
   for (const RollupStretch& c : cover) {
     if (c.to_ms <= s) continue;
     if (c.from_ms >= e) break;
@@ -181,8 +179,8 @@ struct WalkOptions {
 // after `now` is not visited; a value older than `stale` (when > 0) turns
 // unknown. Where the source has exact rollups and the visitor takes them,
 // whole rollup buckets go by as chunks instead of changes.
-Status WalkRegions(const WalkSource& source, int64_t stale, int64_t from, int64_t to,
-                   int64_t now, Visitor& visitor, const WalkOptions& opt) {
+Status WalkRegions(const WalkSource& source, int64_t stale, int64_t from, int64_t to, int64_t now,
+                   Visitor& visitor, const WalkOptions& opt) {
   const int64_t end = std::min(to, now);
   if (opt.walked_to) *opt.walked_to = end;
   std::vector<Region> regions;
@@ -284,13 +282,13 @@ WalkOptions WalkedTo(int64_t* end) {
 }
 
 // Walks [from, to) of `key` in the store (see WalkRegions).
-Status Walk(const Store& store, const std::string& key, int64_t from, int64_t to,
-            Visitor& visitor, const WalkOptions& opt = {}) {
+Status Walk(const Store& store, const std::string& key, int64_t from, int64_t to, Visitor& visitor,
+            const WalkOptions& opt = {}) {
   Result<KeyInfo> info = store.Get(key);
   if (!info.ok()) return info.status();
   StoreSource source(store, key);
-  return WalkRegions(source, info->options.stale_after_ms, from, to, store.clock().NowMs(),
-                     visitor, opt);
+  return WalkRegions(source, info->options.stale_after_ms, from, to, store.clock().NowMs(), visitor,
+                     opt);
 }
 
 // Buckets [b_i, b_i+1), the last ending at `to`.
@@ -364,19 +362,27 @@ struct NumericAcc {
   }
   json Get(Agg agg, int64_t bucket_ms) const {
     switch (agg) {
-      case Agg::kAvg: return count ? json(sum / static_cast<double>(count)) : json(nullptr);
+      case Agg::kAvg:
+        return count ? json(sum / static_cast<double>(count)) : json(nullptr);
       case Agg::kTwavg:
         return known_ms ? json(integral / static_cast<double>(known_ms)) : json(nullptr);
-      case Agg::kMin: return count ? json(min) : json(nullptr);
-      case Agg::kMax: return count ? json(max) : json(nullptr);
-      case Agg::kFirst: return first ? json(*first) : json(nullptr);
-      case Agg::kLast: return last ? json(*last) : json(nullptr);
-      case Agg::kCount: return count;
+      case Agg::kMin:
+        return count ? json(min) : json(nullptr);
+      case Agg::kMax:
+        return count ? json(max) : json(nullptr);
+      case Agg::kFirst:
+        return first ? json(*first) : json(nullptr);
+      case Agg::kLast:
+        return last ? json(*last) : json(nullptr);
+      case Agg::kCount:
+        return count;
       // A point aggregate: null without a change in the bucket, like avg.
-      case Agg::kSum: return count ? json(sum) : json(nullptr);
+      case Agg::kSum:
+        return count ? json(sum) : json(nullptr);
       // Null where nothing was known all through the bucket (before the
       // first change, or stale); 0 where the counter was known and still.
-      case Agg::kIncrease: return known_ms ? json(increase) : json(nullptr);
+      case Agg::kIncrease:
+        return known_ms ? json(increase) : json(nullptr);
       case Agg::kRate:
         return known_ms ? json(increase / (static_cast<double>(bucket_ms) / 1000.0))
                         : json(nullptr);
@@ -401,7 +407,7 @@ class IncreaseTracker {
       return inc;
     }
     if (*high_ - v <= tolerance_) return 0;  // a glitch
-    high_ = v;                                // a reset: counts from 0
+    high_ = v;                               // a reset: counts from 0
     return v;
   }
   // The highest value since the last reset; NaN before any value.
@@ -721,16 +727,26 @@ std::vector<Rollup> ComputeRollups(const RollupParams& params, const std::option
 
 const char* AggName(Agg agg) {
   switch (agg) {
-    case Agg::kAvg: return "avg";
-    case Agg::kTwavg: return "twavg";
-    case Agg::kMin: return "min";
-    case Agg::kMax: return "max";
-    case Agg::kFirst: return "first";
-    case Agg::kLast: return "last";
-    case Agg::kCount: return "count";
-    case Agg::kSum: return "sum";
-    case Agg::kIncrease: return "increase";
-    case Agg::kRate: return "rate";
+    case Agg::kAvg:
+      return "avg";
+    case Agg::kTwavg:
+      return "twavg";
+    case Agg::kMin:
+      return "min";
+    case Agg::kMax:
+      return "max";
+    case Agg::kFirst:
+      return "first";
+    case Agg::kLast:
+      return "last";
+    case Agg::kCount:
+      return "count";
+    case Agg::kSum:
+      return "sum";
+    case Agg::kIncrease:
+      return "increase";
+    case Agg::kRate:
+      return "rate";
   }
   return "?";
 }
@@ -740,7 +756,8 @@ Result<std::vector<Agg>> ParseAggs(std::string_view list, KeyType type) {
   size_t pos = 0;
   while (pos <= list.size()) {
     size_t comma = list.find(',', pos);
-    std::string_view name = list.substr(pos, comma == std::string_view::npos ? list.npos : comma - pos);
+    std::string_view name =
+        list.substr(pos, comma == std::string_view::npos ? list.npos : comma - pos);
     bool found = false;
     for (Agg a : {Agg::kAvg, Agg::kTwavg, Agg::kMin, Agg::kMax, Agg::kFirst, Agg::kLast,
                   Agg::kCount, Agg::kSum, Agg::kIncrease, Agg::kRate}) {
@@ -756,8 +773,9 @@ Result<std::vector<Agg>> ParseAggs(std::string_view list, KeyType type) {
       if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
     }
     if (!found) {
-      return BadParam("agg", "unknown aggregate '" + std::string(name) +
-                                 "' (avg, twavg, min, max, first, last, count, sum, increase, rate)");
+      return BadParam("agg",
+                      "unknown aggregate '" + std::string(name) +
+                          "' (avg, twavg, min, max, first, last, count, sum, increase, rate)");
     }
     if (comma == std::string_view::npos) break;
     pos = comma + 1;
@@ -792,12 +810,28 @@ Result<int64_t> ParseDuration(std::string_view text) {
   std::string_view digits = text;
   if (!text.empty()) {
     switch (text.back()) {
-      case 's': unit = 1000; digits.remove_suffix(1); break;
-      case 'm': unit = kMinute; digits.remove_suffix(1); break;
-      case 'h': unit = kHour; digits.remove_suffix(1); break;
-      case 'd': unit = kDay; digits.remove_suffix(1); break;
-      case 'w': unit = kWeek; digits.remove_suffix(1); break;
-      default: break;
+      case 's':
+        unit = 1000;
+        digits.remove_suffix(1);
+        break;
+      case 'm':
+        unit = kMinute;
+        digits.remove_suffix(1);
+        break;
+      case 'h':
+        unit = kHour;
+        digits.remove_suffix(1);
+        break;
+      case 'd':
+        unit = kDay;
+        digits.remove_suffix(1);
+        break;
+      case 'w':
+        unit = kWeek;
+        digits.remove_suffix(1);
+        break;
+      default:
+        break;
     }
   }
   // At most 9 digits: a billion weeks is still far from overflow.
@@ -829,8 +863,8 @@ Result<std::vector<int64_t>> BucketStarts(int64_t from_ms, int64_t to_ms, int64_
     // early whenever `from` fell on a Monday to Wednesday.
     const int64_t origin = step_ms % kWeek == 0 ? 4 * kDay : 0;
     const int64_t rel = from_ms - origin;
-    int64_t b = (rel >= 0 ? rel / step_ms * step_ms : -((-rel + step_ms - 1) / step_ms) * step_ms) +
-                origin;
+    int64_t b =
+        (rel >= 0 ? rel / step_ms * step_ms : -((-rel + step_ms - 1) / step_ms) * step_ms) + origin;
     for (; b < to_ms; b += step_ms) out.push_back(b);
     return out;
   }
@@ -881,8 +915,8 @@ Result<json> Downsample(const Store& store, const HistoryQuery& q, const std::ve
   json rows = json::array();
   if (!IsNumeric(info->type)) {
     PointVisitor points(buckets);
-    KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, points,
-                                Rollups(q, kMaxRollupMs)));
+    KOMOKU_RETURN_IF_ERROR(
+        Walk(store, q.key, q.from_ms, q.to_ms, points, Rollups(q, kMaxRollupMs)));
     for (size_t i = 0; i < buckets.size(); ++i) {
       json row = json::array({MsToSeconds(buckets.start(i))});
       for (Agg a : aggs) row.push_back(points.Get(i, a));
@@ -891,8 +925,7 @@ Result<json> Downsample(const Store& store, const HistoryQuery& q, const std::ve
     return rows;
   }
   DownsampleVisitor visitor(buckets, info->options.reset_tolerance);
-  KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor,
-                              Rollups(q, kMaxRollupMs)));
+  KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor, Rollups(q, kMaxRollupMs)));
   for (size_t i = 0; i < buckets.size(); ++i) {
     json row = json::array({MsToSeconds(buckets.start(i))});
     for (Agg a : aggs) row.push_back(visitor.accs()[i].Get(a, buckets.end(i) - buckets.start(i)));
@@ -936,12 +969,14 @@ Result<json> Stats(const Store& store, const HistoryQuery& q, bool hour_of_day,
     } both;
     both.a = &total;
     both.b = &per;
-    KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, both,
-                                Rollups(q, kMaxRollupMs)));
+    KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, both, Rollups(q, kMaxRollupMs)));
     auto summary = [](const NumericAcc& acc, int64_t ms) {
-      return json{{"min", acc.Get(Agg::kMin, ms)},   {"max", acc.Get(Agg::kMax, ms)},
-                  {"mean", acc.Get(Agg::kAvg, ms)},  {"twavg", acc.Get(Agg::kTwavg, ms)},
-                  {"count", acc.count},              {"known", static_cast<double>(acc.known_ms) / 1000.0}};
+      return json{{"min", acc.Get(Agg::kMin, ms)},
+                  {"max", acc.Get(Agg::kMax, ms)},
+                  {"mean", acc.Get(Agg::kAvg, ms)},
+                  {"twavg", acc.Get(Agg::kTwavg, ms)},
+                  {"count", acc.count},
+                  {"known", static_cast<double>(acc.known_ms) / 1000.0}};
     };
     json out = summary(total.accs()[0], q.to_ms - q.from_ms);
     // With a step, the buckets are listed, one bucket or many.
@@ -960,15 +995,13 @@ Result<json> Stats(const Store& store, const HistoryQuery& q, bool hour_of_day,
   const date::time_zone* zone = ZoneOrNull(tz, &st);
   if (!st.ok()) return st;
   StateVisitor visitor(buckets, zone, hour_of_day);
-  KOMOKU_RETURN_IF_ERROR(
-      Walk(store, q.key, q.from_ms, q.to_ms, visitor,
-           Rollups(q, hour_of_day ? 5 * kMinute : kMaxRollupMs)));
+  KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor,
+                              Rollups(q, hour_of_day ? 5 * kMinute : kMaxRollupMs)));
   // The walk stops at now; what the range holds after it is not yet known,
   // and counts as unknown time (to=+1h over a door says 3,600 s unknown).
   const int64_t now = store.clock().NowMs();
   if (q.to_ms > now) visitor.Segment(std::max(q.from_ms, now), q.to_ms, nullptr);
-  const bool both_states =
-      info->type == KeyType::kBoolean || info->type == KeyType::kUptime;
+  const bool both_states = info->type == KeyType::kBoolean || info->type == KeyType::kUptime;
   json out = visitor.total().ToJson(both_states);
   if (q.step_ms != 0) {
     json rows = json::array();

@@ -107,8 +107,8 @@ Result<nlohmann::json> Timespans(const Store& store, const HistoryQuery& q,
 // retention before the options changed, so they cannot be recomputed):
 // [{"from", "to", "stale_after", "reset_tolerance"}, ...] with the options
 // they were computed with; empty when there are none.
-nlohmann::json RollupsUnderOldOptions(const Store& store, const std::string& key,
-                                      int64_t from_ms, int64_t to_ms);
+nlohmann::json RollupsUnderOldOptions(const Store& store, const std::string& key, int64_t from_ms,
+                                      int64_t to_ms);
 
 // What rollups are computed from besides the changes: the key's type and the
 // options that change the answers.

@@ -71,9 +71,12 @@ void BindValue(Stmt& stmt, int index, const Value& value) {
 
 Value ColumnValue(const Stmt& stmt, int col) {
   switch (stmt.ColumnType(col)) {
-    case SQLITE_FLOAT: return Value(stmt.ColumnDouble(col));
-    case SQLITE_INTEGER: return Value(stmt.ColumnInt64(col) != 0);
-    default: return Value(stmt.ColumnText(col));
+    case SQLITE_FLOAT:
+      return Value(stmt.ColumnDouble(col));
+    case SQLITE_INTEGER:
+      return Value(stmt.ColumnInt64(col) != 0);
+    default:
+      return Value(stmt.ColumnText(col));
   }
 }
 
@@ -179,9 +182,9 @@ Status HotStore::Init() {
                  8, "ORDER BY time_ms, seq LIMIT ?4"));
   if (!rh.ok()) return rh.status();
   read_history_ = std::move(rh.value());
-  Result<Stmt> ra = reader_db_->Prepare(
-      BothTables("key_id=?1 AND time_ms<=?2 AND NOT (time_ms<?3 AND rowid<=?4)", 5,
-                 "ORDER BY time_ms DESC, seq DESC LIMIT 1"));
+  Result<Stmt> ra =
+      reader_db_->Prepare(BothTables("key_id=?1 AND time_ms<=?2 AND NOT (time_ms<?3 AND rowid<=?4)",
+                                     5, "ORDER BY time_ms DESC, seq DESC LIMIT 1"));
   if (!ra.ok()) return ra.status();
   read_at_ = std::move(ra.value());
   return Status::Ok();
@@ -280,8 +283,7 @@ Status HotStore::PrepareWriter() {
       {&touch_key_, "UPDATE keys SET last_seen_ms=?2 WHERE id=?1"},
       {&delete_changes_, "DELETE FROM changes WHERE key_id=?1"},
       {&delete_key_, "DELETE FROM keys WHERE id=?1"},
-      {&delete_compacted_,
-       "DELETE FROM changes WHERE rowid>?1 AND rowid<=?2 AND time_ms<?3"},
+      {&delete_compacted_, "DELETE FROM changes WHERE rowid>?1 AND rowid<=?2 AND time_ms<?3"},
       // The rowid `?3` rows on from ?1 (the end of a chunk), if there are
       // that many up to ?2.
       {&chunk_end_,
@@ -563,12 +565,12 @@ void HotStore::WriterLoop() {
     // refuses new changes (WriteHealth) instead of queueing them.
     {
       const int code = sqlite3_extended_errcode(writer_db_->handle()) & 0xFF;
-      const bool full = code == SQLITE_FULL || st.message().find("disk is full") != std::string::npos;
-      write_error_ = Status::IOError(path_ + ": " +
-                                     (full ? "the disk is full" : "cannot write") +
-                                     "; changes are refused until a commit succeeds (" +
-                                     st.message() + ")")
-                         .WithReason(full ? "disk_full" : "write_failed");
+      const bool full =
+          code == SQLITE_FULL || st.message().find("disk is full") != std::string::npos;
+      write_error_ =
+          Status::IOError(path_ + ": " + (full ? "the disk is full" : "cannot write") +
+                          "; changes are refused until a commit succeeds (" + st.message() + ")")
+              .WithReason(full ? "disk_full" : "write_failed");
       write_failing_.store(true, std::memory_order_release);
       metrics_->Set("komoku_store_write_failing", 1);
     }
@@ -621,8 +623,8 @@ bool HotStore::VacuumStep() {
                              .count();
   if (!st.ok()) {
     metrics_->Add("komoku_hot_vacuum_errors_total");
-    log_->warn("{}: giving free pages back failed (tried again after the next deletion): {}",
-               path_, st.ToString());
+    log_->warn("{}: giving free pages back failed (tried again after the next deletion): {}", path_,
+               st.ToString());
     return false;
   }
   const int64_t after = UpdateFreePages();
@@ -637,8 +639,7 @@ bool HotStore::VacuumStep() {
   return after > kVacuumSlackPages && after < before;
 }
 
-Status HotStore::DeleteChunk(const PendingDelete& pending,
-                             std::optional<PendingDelete>* next) {
+Status HotStore::DeleteChunk(const PendingDelete& pending, std::optional<PendingDelete>* next) {
   const int64_t last = SeqParam(pending.mark.cold_seq);
   chunk_end_.BindInt64(1, pending.after_rowid);
   chunk_end_.BindInt64(2, last);
@@ -698,8 +699,10 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch, bool* freed) {
                                   std::chrono::steady_clock::now() - fold_start)
                                   .count();
   // A big batch goes straight into `changes` (kDirectRows).
-  const size_t change_rows = static_cast<size_t>(std::count_if(
-      batch.begin(), batch.end(), [](const Op& op) { return std::holds_alternative<ChangeRow>(op); }));
+  const size_t change_rows =
+      static_cast<size_t>(std::count_if(batch.begin(), batch.end(), [](const Op& op) {
+        return std::holds_alternative<ChangeRow>(op);
+      }));
   const bool direct = change_rows >= kDirectRows;
   // The rows this batch adds to `recent`, and the oldest time among them.
   std::vector<KeyTime> added;
@@ -713,8 +716,8 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch, bool* freed) {
       // time is (or was); looked up only for rows that are checked at all.
       const bool maybe_in_recent = row->skip_if_stored && recent_times_.count(kt) != 0;
       const DuplicateCheck check = !row->skip_if_stored ? DuplicateCheck::kNone
-                                   : maybe_in_recent     ? DuplicateCheck::kBothTables
-                                                         : DuplicateCheck::kChanges;
+                                   : maybe_in_recent    ? DuplicateCheck::kBothTables
+                                                        : DuplicateCheck::kChanges;
       Stmt& insert = insert_[static_cast<int>(direct ? InsertInto::kChanges : InsertInto::kRecent)]
                             [static_cast<int>(check)];
       insert.BindInt64(1, row->key_id);
@@ -955,9 +958,13 @@ Result<std::optional<int64_t>> HotStore::EarliestLate(int64_t key_id, const Cold
   // rows before cold_to, which are few once compaction has deleted its own.
   const std::string where = key_id ? "key_id=?1 AND time_ms<?2 AND rowid>?3 AND rowid<=?4"
                                    : "time_ms<?2 AND rowid>?3 AND rowid<=?4";
-  Result<Stmt> q = reader_db_->Prepare("SELECT min(t) FROM (SELECT min(time_ms) AS t FROM changes "
-                                       "WHERE " + where + " UNION ALL SELECT min(time_ms) FROM "
-                                       "recent WHERE " + where + ")");
+  Result<Stmt> q = reader_db_->Prepare(
+      "SELECT min(t) FROM (SELECT min(time_ms) AS t FROM changes "
+      "WHERE " +
+      where +
+      " UNION ALL SELECT min(time_ms) FROM "
+      "recent WHERE " +
+      where + ")");
   if (!q.ok()) return q.status();
   if (key_id) q->BindInt64(1, key_id);
   q->BindInt64(2, mark.cold_to);

@@ -91,10 +91,10 @@ class HotStore {
     int64_t id = 0;
     std::string name;
     KeyType type = KeyType::kNumeric;
-    std::string options_json;  // as define stored it
+    std::string options_json;             // as define stored it
     std::optional<int64_t> last_seen_ms;  // uptime: the last refresh
-    std::optional<Sample> last;      // newest change
-    std::optional<Sample> previous;  // the one before it
+    std::optional<Sample> last;           // newest change
+    std::optional<Sample> previous;       // the one before it
   };
 
   // Opens or creates `path`, migrates the schema, and starts the writer and
@@ -166,8 +166,7 @@ class HotStore {
 
   // The last change of a key at or before `time_ms` (the value in force
   // then), if any.
-  Result<std::optional<Sample>> ReadAt(int64_t key_id, int64_t time_ms,
-                                       const ColdMark& mark = {});
+  Result<std::optional<Sample>> ReadAt(int64_t key_id, int64_t time_ms, const ColdMark& mark = {});
 
   // The earliest time of a late change: a row with time < mark.cold_to that
   // the cold store does not hold (sequence number in (cold_seq, max_seq]);
@@ -327,17 +326,17 @@ class HotStore {
   void ReturnScanConn(std::unique_ptr<ScanConn> conn);
   std::mutex scan_mu_;
   std::vector<std::unique_ptr<ScanConn>> idle_scans_;  // guarded by scan_mu_
-  bool closed_scans_ = false;                           // guarded by scan_mu_
+  bool closed_scans_ = false;                          // guarded by scan_mu_
 
   mutable std::mutex mu_;
-  std::condition_variable work_cv_;      // the writer waits for work
+  std::condition_variable work_cv_;       // the writer waits for work
   std::condition_variable committed_cv_;  // callers wait for commits
-  std::vector<Op> queue_;                // guarded by mu_
-  uint64_t next_seq_ = 1;                // guarded by mu_; seq of the next op
-  uint64_t committed_seq_ = 0;           // guarded by mu_
-  uint64_t failed_seq_ = 0;              // guarded by mu_; ops <= this were given up
+  std::vector<Op> queue_;                 // guarded by mu_
+  uint64_t next_seq_ = 1;                 // guarded by mu_; seq of the next op
+  uint64_t committed_seq_ = 0;            // guarded by mu_
+  uint64_t failed_seq_ = 0;               // guarded by mu_; ops <= this were given up
   // The error of the last commit while it keeps failing; ok otherwise.
-  Status write_error_;                   // guarded by mu_
+  Status write_error_;  // guarded by mu_
   // Whether write_error_ holds an error: read on every put without mu_.
   std::atomic<bool> write_failing_{false};
   // Deletions of compacted rows queued, and of those the ones done (a newer
@@ -345,12 +344,12 @@ class HotStore {
   uint64_t deletions_queued_ = 0;  // guarded by mu_
   uint64_t deletions_done_ = 0;    // guarded by mu_
   uint64_t deletions_taken_ = 0;   // writer thread: in committed batches (CommitBatch)
-  size_t waiters_ = 0;                   // guarded by mu_
+  size_t waiters_ = 0;             // guarded by mu_
   // Free pages are to be given back (VacuumStep) between commits. Written by
   // the writer under mu_.
   bool vacuum_due_ = false;  // guarded by mu_
-  bool stopping_ = false;                // guarded by mu_
-  bool closed_ = false;                  // guarded by mu_
+  bool stopping_ = false;    // guarded by mu_
+  bool closed_ = false;      // guarded by mu_
   // Steady-clock ms when the writer took rows it has not committed yet; 0
   // when it holds none. Written by the writer, read by anyone.
   std::atomic<int64_t> busy_since_ms_{0};

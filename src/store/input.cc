@@ -21,8 +21,8 @@ Result<InputValue> JsonToInput(const json& j) {
     return InputValue(d);
   }
   if (j.is_string()) return InputValue(j.get<std::string>());
-  return Status::InvalidArgument(std::string("\"value\" must be a number, boolean or string, not ") +
-                                 j.type_name());
+  return Status::InvalidArgument(
+      std::string("\"value\" must be a number, boolean or string, not ") + j.type_name());
 }
 
 Result<int64_t> JsonSecondsToMs(const json& j) {

@@ -39,7 +39,8 @@ Result<int64_t> Duration(const std::string& name, const json& value) {
 }  // namespace
 
 json KeyOptionsToJson(const KeyOptions& options, KeyType type) {
-  json j = {{"same_value_resolution", static_cast<double>(options.same_value_resolution_ms) / 1000}};
+  json j = {
+      {"same_value_resolution", static_cast<double>(options.same_value_resolution_ms) / 1000}};
   if (type == KeyType::kUptime) j["max_time"] = static_cast<double>(options.max_time_ms) / 1000;
   if (options.values) j["values"] = *options.values;
   if (options.stale_after_ms) j["stale_after"] = static_cast<double>(options.stale_after_ms) / 1000;

@@ -32,10 +32,9 @@ struct KeyOptions {
   std::optional<int64_t> raw_retention_ms;
 
   bool operator==(const KeyOptions& o) const {
-    return same_value_resolution_ms == o.same_value_resolution_ms &&
-           max_time_ms == o.max_time_ms && values == o.values &&
-           stale_after_ms == o.stale_after_ms && reset_tolerance == o.reset_tolerance &&
-           raw_retention_ms == o.raw_retention_ms;
+    return same_value_resolution_ms == o.same_value_resolution_ms && max_time_ms == o.max_time_ms &&
+           values == o.values && stale_after_ms == o.stale_after_ms &&
+           reset_tolerance == o.reset_tolerance && raw_retention_ms == o.raw_retention_ms;
   }
 };
 

@@ -11,8 +11,6 @@
 //               is time order); values are locators: offset | length << 40.
 #include "store/segment.h"
 
-#include "common/coding.h"
-
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -30,6 +28,7 @@
 #include <random>
 #include <set>
 
+#include "common/coding.h"
 #include "keyka/packer.h"
 #include "keyka/reader.h"
 #include "store/segment_codec.h"
@@ -103,7 +102,8 @@ std::string BlockKey(std::string_view name, char record, int64_t time_ms) {
 
 int64_t KeyTime(std::string_view key) {
   uint64_t t = 0;
-  for (size_t i = key.size() - 8; i < key.size(); ++i) t = (t << 8) | static_cast<unsigned char>(key[i]);
+  for (size_t i = key.size() - 8; i < key.size(); ++i)
+    t = (t << 8) | static_cast<unsigned char>(key[i]);
   return static_cast<int64_t>(t ^ (uint64_t{1} << 63));
 }
 
@@ -178,7 +178,8 @@ class SegmentWriterImpl final : public SegmentWriter {
     KOMOKU_RETURN_IF_ERROR(ValidateKeyName(d.key).WithContext(base_));
     if (have_name_ && d.key <= last_name_) {
       return Status::InvalidArgument(who + " is not after the previous key " +
-                                     QuoteForMessage(last_name_) + " (keys must be added in order)");
+                                     QuoteForMessage(last_name_) +
+                                     " (keys must be added in order)");
     }
     if (d.carry) {
       if (!segment_internal::ValueMatchesType(d.type, d.carry->value)) {
@@ -199,8 +200,8 @@ class SegmentWriterImpl final : public SegmentWriter {
     uint64_t run_text = 0;
     for (size_t i = 0; i < d.changes.size(); ++i) {
       const Sample& s = d.changes[i];
-      const std::string at = who + ": change #" + std::to_string(i) + " at " +
-                             std::to_string(s.time_ms);
+      const std::string at =
+          who + ": change #" + std::to_string(i) + " at " + std::to_string(s.time_ms);
       if (!segment_internal::ValueMatchesType(d.type, s.value)) {
         return Status::InvalidArgument(at + " is not " + KeyTypeName(d.type));
       }
@@ -620,9 +621,8 @@ class SegmentImpl final : public Segment {
     Result<KeyRecord> m = segment_internal::DecodeKeyMeta(*payload);
     if (!m.ok()) return WithBlock(*loc, m.status());
     if (m->name != key) {
-      return DataCorrupt(*loc & (kMaxDataBytes - 1),
-                         "metadata of key " + QuoteForMessage(m->name) + " indexed as " +
-                             QuoteForMessage(key));
+      return DataCorrupt(*loc & (kMaxDataBytes - 1), "metadata of key " + QuoteForMessage(m->name) +
+                                                         " indexed as " + QuoteForMessage(key));
     }
     return std::optional<KeyRecord>(std::move(m).value());
   }
@@ -780,8 +780,7 @@ Result<std::optional<Sample>> SegmentImpl::At(std::string_view key, int64_t time
 }
 
 Status SegmentImpl::ScanRollups(std::string_view key, int64_t resolution_ms, int64_t from_ms,
-                                int64_t to_ms,
-                                const std::function<bool(const Rollup&)>& fn) const {
+                                int64_t to_ms, const std::function<bool(const Rollup&)>& fn) const {
   Result<std::optional<KeyRecord>> m = LoadMeta(key);
   if (!m.ok()) {
     if (!IsBlockDamage(m.status())) return m.status();
@@ -1000,7 +999,8 @@ Result<std::vector<BlockDamage>> SegmentImpl::Check(const std::function<bool()>&
   auto finish_key = [&] {
     if (!cur || key_damaged) return;
     std::string why;
-    if (changes != cur->changes || raw_bytes != cur->raw_bytes || rollup_bytes != cur->rollup_bytes) {
+    if (changes != cur->changes || raw_bytes != cur->raw_bytes ||
+        rollup_bytes != cur->rollup_bytes) {
       why = "raw changes or block bytes differ from its metadata";
     } else if (changes > 0 && (first_ms != cur->first_ms || last_raw_ms != cur->last_ms)) {
       why = "first or last change time differs from its metadata";
@@ -1072,8 +1072,8 @@ Result<std::vector<BlockDamage>> SegmentImpl::Check(const std::function<bool()>&
       }
       for (size_t i = 0; i < samples.size() && bad.ok(); ++i) {
         const int64_t st = samples[i].time_ms;
-        if (st < meta_.from_ms || st >= meta_.to_ms ||
-            (i > 0 && st < samples[i - 1].time_ms) || (i == 0 && !first_of_kind && st <= last_time)) {
+        if (st < meta_.from_ms || st >= meta_.to_ms || (i > 0 && st < samples[i - 1].time_ms) ||
+            (i == 0 && !first_of_kind && st <= last_time)) {
           bad = DataCorrupt(loc & (kMaxDataBytes - 1), "change times out of order or range");
         }
       }
@@ -1184,8 +1184,8 @@ Result<std::shared_ptr<const Segment>> Segment::Open(const std::string& base) {
   if (Crc32c(d.data(), 60) != GetU32(d.data() + 60)) return bad("header checksum mismatch");
   const uint32_t version = GetU32(d.data() + 8);
   if (version != kFormatVersion) {
-    return bad("format version " + std::to_string(version) + " is not supported (this build reads " +
-               std::to_string(kFormatVersion) + ")");
+    return bad("format version " + std::to_string(version) +
+               " is not supported (this build reads " + std::to_string(kFormatVersion) + ")");
   }
   if (GetU32(d.data() + 12) != kHeaderSize) return bad("unexpected header size");
   const uint64_t id = GetU64(d.data() + 16);
@@ -1208,7 +1208,8 @@ Result<std::shared_ptr<const Segment>> Segment::Open(const std::string& base) {
     return Status::Corruption(index->name() + ": no segment id record");
   }
   if (first->value != id) {
-    return Status::Corruption(index->name() + ": belongs to another data file (segment id differs)");
+    return Status::Corruption(index->name() +
+                              ": belongs to another data file (segment id differs)");
   }
   return std::shared_ptr<const Segment>(std::make_shared<SegmentImpl>(
       base, std::move(data).value(), std::move(index).value(), meta, blocks));

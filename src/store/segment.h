@@ -40,23 +40,22 @@ namespace komoku::store {
 // bucket answered from rollups equals the same bucket answered from raw.
 struct Rollup {
   int64_t start_ms = 0;
-  int64_t count = 0;    // changes with a time inside the bucket
-  int64_t changes = 0;  // of those, the ones whose value differs from the one before
+  int64_t count = 0;                 // changes with a time inside the bucket
+  int64_t changes = 0;               // of those, the ones whose value differs from the one before
   std::optional<Value> first, last;  // the first and last change inside
   double sum = 0;
   double min = std::numeric_limits<double>::infinity();
   double max = -std::numeric_limits<double>::infinity();
-  double integral = 0;    // value x ms over the known time
-  int64_t known_ms = 0;   // time with a known value
+  double integral = 0;     // value x ms over the known time
+  int64_t known_ms = 0;    // time with a known value
   int64_t unknown_ms = 0;  // time with no known value
-  double increase = 0;    // counter: rises, resets counted from 0
+  double increase = 0;     // counter: rises, resets counted from 0
   // Counter: the highest value since the last reset, at the bucket's end
   // (the state the increase of the next bucket continues from); NaN when no
   // value was known yet.
   double high = std::numeric_limits<double>::quiet_NaN();
   // Boolean, uptime, string: ms per value's text, sorted by text.
   std::vector<std::pair<std::string, int64_t>> ms_per_value;
-
 };
 
 // Field by field; a NaN `high` equals a NaN `high`.
@@ -131,9 +130,9 @@ class SegmentWriter {
 struct SegmentKeyInfo {
   std::string key;
   KeyType type = KeyType::kNumeric;
-  uint64_t changes = 0;       // raw changes
-  uint64_t raw_bytes = 0;     // bytes of raw blocks
-  uint64_t rollup_bytes = 0;  // bytes of rollup blocks
+  uint64_t changes = 0;                      // raw changes
+  uint64_t raw_bytes = 0;                    // bytes of raw blocks
+  uint64_t rollup_bytes = 0;                 // bytes of rollup blocks
   std::optional<int64_t> first_ms, last_ms;  // times of the first and last raw change
   // The options the rollups were computed with, and whether retention
   // dropped the raw changes (SegmentKeyData).
@@ -235,8 +234,7 @@ class Segment {
   // The rollups of `key` at `resolution_ms` with from_ms <= start < to_ms,
   // oldest first, until `fn` returns false.
   virtual Status ScanRollups(std::string_view key, int64_t resolution_ms, int64_t from_ms,
-                             int64_t to_ms,
-                             const std::function<bool(const Rollup&)>& fn) const = 0;
+                             int64_t to_ms, const std::function<bool(const Rollup&)>& fn) const = 0;
   // Everything of one key (for rewriting segments); NotFound when absent.
   // Corruption for a damaged block of the key, unless `skip_damaged`: then
   // damaged raw and rollup blocks are left out (and recorded), and only a

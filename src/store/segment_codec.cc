@@ -126,7 +126,8 @@ class BitReader {
     if (byte + 8 <= size_) {
       std::memcpy(&w, p_ + byte, 8);
     } else {
-      for (uint64_t i = 0; byte + i < size_; ++i) w |= static_cast<uint64_t>(p_[byte + i]) << (8 * i);
+      for (uint64_t i = 0; byte + i < size_; ++i)
+        w |= static_cast<uint64_t>(p_[byte + i]) << (8 * i);
     }
     w >>= (pos_ & 7);
     return n == 0 ? 0 : w & (~uint64_t{0} >> (64 - n));
@@ -340,7 +341,9 @@ bool ReadSeries(BitReader& r, uint64_t n, std::vector<uint64_t>* out) {
   const uint64_t heads = std::min<uint64_t>(static_cast<uint64_t>(order), n);
   uint64_t h[2] = {0, 0};
   for (uint64_t i = 0; i < heads; ++i) h[i] = UnZigZag(r.ReadU64());
-  auto next = [&]() -> uint64_t { return k == kAllZero ? stride : UnZigZag(ReadRice(r, k)) + stride; };
+  auto next = [&]() -> uint64_t {
+    return k == kAllZero ? stride : UnZigZag(ReadRice(r, k)) + stride;
+  };
   if (order == 0) {
     for (uint64_t i = 0; i < n; ++i) x[i] = next();
   } else if (order == 1) {
@@ -696,7 +699,8 @@ bool ReadCount(BitReader& r, uint64_t* n) {
 
 // Optional values (a rollup's first and last): '1' when all are present, else
 // '0' + one presence bit each; then the present values as a column.
-void WriteOptionalValues(BitWriter& w, KeyType type, const std::vector<const std::optional<Value>*>& v) {
+void WriteOptionalValues(BitWriter& w, KeyType type,
+                         const std::vector<const std::optional<Value>*>& v) {
   std::vector<const Value*> present;
   for (const auto* o : v) {
     if (o->has_value()) present.push_back(&**o);
@@ -744,9 +748,8 @@ uint32_t Crc32c(const void* data, size_t size, uint32_t crc) {
     uint64_t w;
     std::memcpy(&w, p, 8);
     w ^= crc;
-    crc = t[7][w & 0xFF] ^ t[6][(w >> 8) & 0xFF] ^ t[5][(w >> 16) & 0xFF] ^
-          t[4][(w >> 24) & 0xFF] ^ t[3][(w >> 32) & 0xFF] ^ t[2][(w >> 40) & 0xFF] ^
-          t[1][(w >> 48) & 0xFF] ^ t[0][w >> 56];
+    crc = t[7][w & 0xFF] ^ t[6][(w >> 8) & 0xFF] ^ t[5][(w >> 16) & 0xFF] ^ t[4][(w >> 24) & 0xFF] ^
+          t[3][(w >> 32) & 0xFF] ^ t[2][(w >> 40) & 0xFF] ^ t[1][(w >> 48) & 0xFF] ^ t[0][w >> 56];
     p += 8;
     size -= 8;
   }
@@ -757,10 +760,13 @@ uint32_t Crc32c(const void* data, size_t size, uint32_t crc) {
 bool ValueMatchesType(KeyType type, const Value& value) {
   switch (type) {
     case KeyType::kNumeric:
-    case KeyType::kCounter: return std::holds_alternative<double>(value);
+    case KeyType::kCounter:
+      return std::holds_alternative<double>(value);
     case KeyType::kBoolean:
-    case KeyType::kUptime: return std::holds_alternative<bool>(value);
-    case KeyType::kString: return std::holds_alternative<std::string>(value);
+    case KeyType::kUptime:
+      return std::holds_alternative<bool>(value);
+    case KeyType::kString:
+      return std::holds_alternative<std::string>(value);
   }
   return false;
 }
@@ -809,7 +815,8 @@ Result<KeyRecord> DecodeKeyMeta(std::string_view payload) {
     Sample carry;
     carry.time_ms = static_cast<int64_t>(UnZigZag(r.ReadU64()));
     uint64_t budget = kMaxTextBytes;
-    if (!ReadValues(r, m.type, 1, &budget, [&](uint64_t, Value&& v) { carry.value = std::move(v); })) {
+    if (!ReadValues(r, m.type, 1, &budget,
+                    [&](uint64_t, Value&& v) { carry.value = std::move(v); })) {
       return Bad("key metadata: carry does not decode");
     }
     m.carry = std::move(carry);
@@ -936,8 +943,10 @@ Status DecodeRollupBlock(KeyType type, std::string_view payload, std::vector<Rol
       ints([](Rollup& o, int64_t i) { o.start_ms = i; }) &&
       ints([](Rollup& o, int64_t i) { o.count = i; }) &&
       ints([](Rollup& o, int64_t i) { o.changes = i; }) &&
-      ReadOptionalValues(r, type, n, &budget, [&](uint64_t i) -> std::optional<Value>& { return v[i].first; }) &&
-      ReadOptionalValues(r, type, n, &budget, [&](uint64_t i) -> std::optional<Value>& { return v[i].last; }) &&
+      ReadOptionalValues(r, type, n, &budget,
+                         [&](uint64_t i) -> std::optional<Value>& { return v[i].first; }) &&
+      ReadOptionalValues(r, type, n, &budget,
+                         [&](uint64_t i) -> std::optional<Value>& { return v[i].last; }) &&
       doubles([](Rollup& o, double f) { o.sum = f; }) &&
       doubles([](Rollup& o, double f) { o.min = f; }) &&
       doubles([](Rollup& o, double f) { o.max = f; }) &&
@@ -951,7 +960,8 @@ Status DecodeRollupBlock(KeyType type, std::string_view payload, std::vector<Rol
   if (!ReadSeries(r, n, &entries)) return Bad("rollup block: ms_per_value counts");
   uint64_t m = 0;
   for (uint64_t e : entries) {
-    if (e > kMaxItems || (m += e) > kMaxItems) return Bad("rollup block: too many ms_per_value entries");
+    if (e > kMaxItems || (m += e) > kMaxItems)
+      return Bad("rollup block: too many ms_per_value entries");
   }
   std::vector<std::string> texts;
   std::vector<uint64_t> ms;

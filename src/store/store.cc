@@ -28,10 +28,13 @@ bool SameRepresentation(KeyType a, KeyType b) {
   auto group = [](KeyType t) {
     switch (t) {
       case KeyType::kNumeric:
-      case KeyType::kCounter: return 0;
+      case KeyType::kCounter:
+        return 0;
       case KeyType::kBoolean:
-      case KeyType::kUptime: return 1;
-      case KeyType::kString: return 2;
+      case KeyType::kUptime:
+        return 1;
+      case KeyType::kString:
+        return 2;
     }
     return 3;
   };
@@ -269,7 +272,8 @@ Result<Change> Store::Apply(std::string_view key, const ValueFn& make_value,
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = keys_.find(key);
-      look_up = it != keys_.end() && it->second.last && *options.time_ms < it->second.last->time_ms &&
+      look_up = it != keys_.end() && it->second.last &&
+                *options.time_ms < it->second.last->time_ms &&
                 !(it->second.previous && it->second.previous->time_ms == *options.time_ms);
     }
     if (look_up) {
@@ -420,8 +424,7 @@ Result<std::vector<KeyInfo>> Store::DefineAll(const std::vector<KeyDefinition>& 
       if (it != keys_.end()) {
         const KeyState& old = it->second;
         if (new_type != old.type && old.last && !SameRepresentation(new_type, old.type)) {
-          return Refuse(Status::InvalidArgument(Quoted(d.key) + " holds " +
-                                                KeyTypeName(old.type) +
+          return Refuse(Status::InvalidArgument(Quoted(d.key) + " holds " + KeyTypeName(old.type) +
                                                 " data; its type cannot become " +
                                                 KeyTypeName(new_type))
                             .WithReason("type_change"));
@@ -437,8 +440,9 @@ Result<std::vector<KeyInfo>> Store::DefineAll(const std::vector<KeyDefinition>& 
     for (size_t i = 0; i < defs.size(); ++i) {
       auto it = keys_.find(defs[i].key);
       if (it == keys_.end()) {
-        it = keys_.emplace(defs[i].key,
-                           KeyState{next_key_id_++, planned[i].first, KeyOptions{}, {}, {}, 0, 0})
+        it = keys_
+                 .emplace(defs[i].key,
+                          KeyState{next_key_id_++, planned[i].first, KeyOptions{}, {}, {}, 0, 0})
                  .first;
       }
       KeyState& state = it->second;
@@ -529,8 +533,8 @@ Result<int64_t> Store::IdOf(std::string_view key) const {
   return it->second.id;
 }
 
-Status Store::ScanMerged(int64_t id, std::string_view key, const ColdState& cold,
-                         int64_t from_ms, int64_t to_ms, uint64_t max_seq,
+Status Store::ScanMerged(int64_t id, std::string_view key, const ColdState& cold, int64_t from_ms,
+                         int64_t to_ms, uint64_t max_seq,
                          const std::function<bool(const Sample&)>& fn) const {
   const ColdMark mark = cold.mark();
   if (from_ms < mark.cold_to) {
@@ -764,8 +768,8 @@ std::vector<KeyWrites> Store::Writes(int64_t* since_ms) const {
   out.reserve(keys_.size());
   for (const auto& [name, st] : keys_) {
     auto it = cold->find(name);
-    out.push_back({name, st.type, st.changes_stored, st.hot_bytes,
-                   it == cold->end() ? 0 : it->second});
+    out.push_back(
+        {name, st.type, st.changes_stored, st.hot_bytes, it == cold->end() ? 0 : it->second});
   }
   return out;
 }

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -19,9 +20,8 @@
 #include <set>
 #include <shared_mutex>
 #include <string>
-#include <thread>
-#include <condition_variable>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -179,8 +179,8 @@ struct Change {
   // The change's place in the order of all changes (its rowid in the hot
   // store); 0 when nothing was stored.
   uint64_t seq = 0;
-  bool is_current = true;   // false for a late change that went into history only
-  bool stored = true;       // false for a repeat within same_value_resolution
+  bool is_current = true;    // false for a late change that went into history only
+  bool stored = true;        // false for a repeat within same_value_resolution
   bool created_key = false;  // this put created the key
   bool deleted = false;      // the key and its history were deleted
   // The same key, time and value are stored already (a broker's redelivery,
@@ -380,8 +380,8 @@ class Store {
     KeyOptions options;
     std::optional<Sample> last;
     std::optional<Sample> previous;
-    int64_t last_seen_ms = 0;  // uptime: the last true, stored or not
-    int64_t due_ms = 0;        // uptime: when it turns false; 0 when not armed
+    int64_t last_seen_ms = 0;     // uptime: the last true, stored or not
+    int64_t due_ms = 0;           // uptime: when it turns false; 0 when not armed
     uint64_t changes_stored = 0;  // since the start
     uint64_t hot_bytes = 0;       // see KeyWrites
   };
@@ -430,7 +430,8 @@ class Store {
   mutable std::mutex cold_bytes_mu_;
   mutable std::shared_ptr<const ColdState> cold_bytes_state_;  // guarded
   // Shared with the callers of Writes rather than copied for each.
-  mutable std::shared_ptr<const std::map<std::string, uint64_t, std::less<>>> cold_bytes_;  // guarded
+  mutable std::shared_ptr<const std::map<std::string, uint64_t, std::less<>>>
+      cold_bytes_;  // guarded
   // Readers of merged history hold it shared; switching the cold state
   // (which makes hot rows invisible) holds it exclusively, so no reader sees
   // a change twice or not at all.
@@ -455,10 +456,10 @@ class Store {
   uint64_t last_change_seq_ = 0;                       // guarded by mu_
   // Change sequence number -> hot store op sequence number, for
   // WaitCommitted; only the newest matters.
-  uint64_t last_op_seq_ = 0;                           // guarded by mu_
+  uint64_t last_op_seq_ = 0;                              // guarded by mu_
   std::set<std::pair<int64_t, std::string>> uptime_due_;  // guarded by mu_
-  bool closed_ = false;                                // guarded by mu_
-  std::condition_variable timer_cv_;                   // with mu_
+  bool closed_ = false;                                   // guarded by mu_
+  std::condition_variable timer_cv_;                      // with mu_
   std::thread timer_;
   std::thread compactor_;
   std::condition_variable compactor_cv_;  // with mu_
@@ -472,7 +473,7 @@ class Store {
     int calls = 0;  // guarded by listeners_mu_
   };
   std::mutex listeners_mu_;
-  std::condition_variable listeners_cv_;                       // with listeners_mu_
+  std::condition_variable listeners_cv_;                    // with listeners_mu_
   std::map<int, std::shared_ptr<ListenerSlot>> listeners_;  // guarded by listeners_mu_
   int next_listener_id_ = 1;                                // guarded by listeners_mu_
 };

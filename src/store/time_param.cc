@@ -1,13 +1,13 @@
 #include "store/time_param.h"
 
-#include "store/history.h"
-#include "store/value.h"
-
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <ctime>
 #include <string>
+
+#include "store/history.h"
+#include "store/value.h"
 
 namespace komoku::store {
 namespace {

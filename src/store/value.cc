@@ -99,14 +99,18 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return true;
 }
 
-
 const char* KeyTypeName(KeyType type) {
   switch (type) {
-    case KeyType::kNumeric: return "numeric";
-    case KeyType::kCounter: return "counter";
-    case KeyType::kBoolean: return "boolean";
-    case KeyType::kUptime: return "uptime";
-    case KeyType::kString: return "string";
+    case KeyType::kNumeric:
+      return "numeric";
+    case KeyType::kCounter:
+      return "counter";
+    case KeyType::kBoolean:
+      return "boolean";
+    case KeyType::kUptime:
+      return "uptime";
+    case KeyType::kString:
+      return "string";
   }
   return "unknown";
 }
@@ -141,8 +145,7 @@ Status ValidateKeyName(std::string_view name) {
   for (size_t i = 0; i < name.size(); ++i) {
     char c = name[i];
     if (c == '\0') {
-      return Status::InvalidArgument("key name contains a NUL byte at offset " +
-                                     std::to_string(i));
+      return Status::InvalidArgument("key name contains a NUL byte at offset " + std::to_string(i));
     }
     if (c == '+' || c == '#') {
       return Status::InvalidArgument("key name " + Quote(name) + " contains the MQTT wildcard '" +

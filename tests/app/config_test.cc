@@ -2,8 +2,6 @@
 // secrets from files, and the generated example and reference kept in step
 // with the code.
 #include "app/config.h"
-#include "query/server.h"
-#include "store_test_util.h"
 
 #include <gtest/gtest.h>
 
@@ -13,6 +11,9 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "query/server.h"
+#include "store_test_util.h"
 
 namespace komoku::app {
 namespace {
@@ -302,24 +303,29 @@ TEST(ConfigTest, DurationFieldsTakeTheOneDurationGrammar) {
            {"store", "raw_retention_days", "90", &Config::store_raw_retention_d, 90},
            {"store", "rollup_5m_retention_days", "2w", &Config::store_rollup_5m_retention_d, 14},
        }) {
-    const std::string yaml =
-        std::string(c.section) + ":\n  " + c.field + ": " + c.text + "\n";
+    const std::string yaml = std::string(c.section) + ":\n  " + c.field + ": " + c.text + "\n";
     Config config = ParseOk(yaml);
     EXPECT_EQ(config.*c.member, c.want) << yaml;
   }
   ExpectErrors({
-      {"part of an hour", "store:\n  hot_window_hours: 90m\n",
+      {"part of an hour",
+       "store:\n  hot_window_hours: 90m\n",
        {"k.yaml:2:", "store.hot_window_hours", "'90m' is not a whole number of hours"}},
-      {"part of a day", "store:\n  raw_retention_days: 36h\n",
+      {"part of a day",
+       "store:\n  raw_retention_days: 36h\n",
        {"k.yaml:2:", "store.raw_retention_days", "whole number of days"}},
-      {"a duration out of range", "mqtt:\n  keep_alive: 2h\n",
+      {"a duration out of range",
+       "mqtt:\n  keep_alive: 2h\n",
        {"k.yaml:2:", "mqtt.keep_alive", "'2h' (7200 seconds) is out of range 5..3600"}},
-      {"a fraction with a unit", "store:\n  commit_interval_ms: 1.5s\n",
+      {"a fraction with a unit",
+       "store:\n  commit_interval_ms: 1.5s\n",
        {"k.yaml:2:", "store.commit_interval_ms", "'1.5s'"}},
-      {"an unknown unit", "store:\n  compact_interval: 1y\n",
+      {"an unknown unit",
+       "store:\n  compact_interval: 1y\n",
        {"k.yaml:2:", "store.compact_interval", "'1y'"}},
       {"a capital unit", "mqtt:\n  keep_alive: 10M\n", {"k.yaml:2:", "mqtt.keep_alive"}},
-      {"a negative duration", "store:\n  compact_interval: -1h\n",
+      {"a negative duration",
+       "store:\n  compact_interval: -1h\n",
        {"k.yaml:2:", "store.compact_interval"}},
       {"a refresh past a day",
        "derived:\n  rolling:\n    - key: a\n      stat: max\n      window: 1h\n"
@@ -329,8 +335,10 @@ TEST(ConfigTest, DurationFieldsTakeTheOneDurationGrammar) {
   // A rolling statistic's refresh: seconds (fractions too) or a duration.
   for (const auto& [text, ms] : std::vector<std::pair<std::string, int64_t>>{
            {"5m", 300000}, {"30", 30000}, {"1.5", 1500}, {"0", 0}, {"1d", 86400000}}) {
-    Config config = ParseOk("derived:\n  rolling:\n    - key: a\n      stat: max\n"
-                            "      window: 1h\n      refresh: " + text + "\n");
+    Config config = ParseOk(
+        "derived:\n  rolling:\n    - key: a\n      stat: max\n"
+        "      window: 1h\n      refresh: " +
+        text + "\n");
     ASSERT_EQ(config.derived_rolling.size(), 1u) << text;
     EXPECT_EQ(config.derived_rolling[0].refresh_ms, ms) << text;
   }
@@ -497,18 +505,22 @@ TEST(ConfigTest, DerivedDefinitions) {
   ASSERT_EQ(c.derived_rolling.size(), 3u);
   EXPECT_EQ(c.derived_rolling[0].name, "open_share_24h");
   EXPECT_EQ(c.derived_rolling[1].name, "max_24h");  // the default name
-  EXPECT_EQ(c.derived_rolling[2].window_ms, 0);      // today
+  EXPECT_EQ(c.derived_rolling[2].window_ms, 0);     // today
   ASSERT_EQ(c.derived_discovery_keys.size(), 1u);
   EXPECT_EQ(c.derived_discovery_keys[0].device_class, "temperature");
 
   ExpectErrors({
-      {"bad window", "derived:\n  rolling:\n    - key: a\n      stat: max\n      window: soon\n",
+      {"bad window",
+       "derived:\n  rolling:\n    - key: a\n      stat: max\n      window: soon\n",
        {"k.yaml:3:", "derived.rolling[0].window", "soon"}},
-      {"unknown stat", "derived:\n  rolling:\n    - key: a\n      stat: median\n      window: 1h\n",
+      {"unknown stat",
+       "derived:\n  rolling:\n    - key: a\n      stat: median\n      window: 1h\n",
        {"k.yaml:3:", "derived.rolling[0].stat", "median"}},
-      {"unknown field", "derived:\n  aggregates:\n    - key: a\n      every: 1m\n      agg: x\n",
+      {"unknown field",
+       "derived:\n  aggregates:\n    - key: a\n      every: 1m\n      agg: x\n",
        {"k.yaml:5:", "derived.aggregates[0].agg"}},
-      {"bad resolution", "derived:\n  aggregates:\n    - key: a\n      every: [1m, 7m]\n",
+      {"bad resolution",
+       "derived:\n  aggregates:\n    - key: a\n      every: [1m, 7m]\n",
        {"k.yaml:3:", "derived.aggregates[0]", "7m"}},
       {"no every", "derived:\n  aggregates:\n    - key: a\n", {"derived.aggregates[0].every"}},
       {"stat that does not fit the type under keys:",
@@ -519,7 +531,8 @@ TEST(ConfigTest, DerivedDefinitions) {
        "keys:\n  d:\n    type: boolean\nderived:\n  rolling:\n    - key: d\n"
        "      stat: share\n      value: ajar\n      window: 24h\n",
        {"k.yaml:6:", "ajar"}},
-      {"a topic twice", "derived:\n  aggregates:\n    - key: a\n      every: [1m, 1m]\n",
+      {"a topic twice",
+       "derived:\n  aggregates:\n    - key: a\n      every: [1m, 1m]\n",
        {"derived.aggregates[0]", "already published"}},
       {"bad tz", "derived:\n  tz: Mars/Olympus\n", {"k.yaml:2:", "derived.tz"}},
       {"bad retain", "derived:\n  retain: maybe\n", {"k.yaml:2:", "derived.retain"}},
@@ -571,16 +584,37 @@ TEST(ConfigTest, ExampleUncommentedParsesToTheDefaults) {
 
 TEST(ConfigTest, DocsListEveryKey) {
   const std::string docs = ConfigDocs();
-  for (const char* key :
-       {"mqtt.broker", "mqtt.client_id", "mqtt.username", "mqtt.password", "mqtt.password_file",
-        "mqtt.prefix", "mqtt.session_expiry", "mqtt.keep_alive", "mqtt.max_payload_bytes",
-        "store.data_dir", "store.commit_interval_ms", "store.commit_max_rows",
-        "store.checkpoint_interval", "store.hot_window_hours", "store.compact_interval",
-        "store.raw_retention_days", "store.rollup_5m_retention_days", "http.listen",
-        "http.max_points", "log.level", "discovery.enabled", "discovery.home_assistant",
-        "discovery.prefix", "discovery.homie", "discovery.homie_prefix", "discovery.key_prefix",
-        "mqtt.tls.ca_file", "mqtt.tls.cert_file", "mqtt.tls.key_file",
-        "mqtt.tls.key_password_file", "mqtt.tls.verify"}) {
+  for (const char* key : {"mqtt.broker",
+                          "mqtt.client_id",
+                          "mqtt.username",
+                          "mqtt.password",
+                          "mqtt.password_file",
+                          "mqtt.prefix",
+                          "mqtt.session_expiry",
+                          "mqtt.keep_alive",
+                          "mqtt.max_payload_bytes",
+                          "store.data_dir",
+                          "store.commit_interval_ms",
+                          "store.commit_max_rows",
+                          "store.checkpoint_interval",
+                          "store.hot_window_hours",
+                          "store.compact_interval",
+                          "store.raw_retention_days",
+                          "store.rollup_5m_retention_days",
+                          "http.listen",
+                          "http.max_points",
+                          "log.level",
+                          "discovery.enabled",
+                          "discovery.home_assistant",
+                          "discovery.prefix",
+                          "discovery.homie",
+                          "discovery.homie_prefix",
+                          "discovery.key_prefix",
+                          "mqtt.tls.ca_file",
+                          "mqtt.tls.cert_file",
+                          "mqtt.tls.key_file",
+                          "mqtt.tls.key_password_file",
+                          "mqtt.tls.verify"}) {
     EXPECT_NE(docs.find(std::string("| `") + key + "` |"), std::string::npos) << key;
   }
   EXPECT_NE(docs.find("| `mqtt.keep_alive` | duration (s) | `30` | 5..3600 |"), std::string::npos);
@@ -589,8 +623,9 @@ TEST(ConfigTest, DocsListEveryKey) {
 }
 
 TEST(ConfigTest, DiscoverySection) {
-  Config c = ParseOk("discovery:\n  enabled: true\n  prefix: ha\n  homie: false\n"
-                     "  key_prefix: dev/\n");
+  Config c = ParseOk(
+      "discovery:\n  enabled: true\n  prefix: ha\n  homie: false\n"
+      "  key_prefix: dev/\n");
   EXPECT_TRUE(c.discovery_enabled);
   EXPECT_TRUE(c.discovery_home_assistant);
   EXPECT_EQ(c.discovery_prefix, "ha");
@@ -652,10 +687,12 @@ TEST(ConfigTest, TlsSettings) {
   // Headers right, content not: passes the quick look, fails OpenSSL's load.
   WriteFile(cert, "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n");
   WriteFile(key, "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n");
-  WriteFile(both, "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
-                  "-----BEGIN EC PRIVATE KEY-----\nx\n-----END EC PRIVATE KEY-----\n");
-  WriteFile(encrypted, "-----BEGIN ENCRYPTED PRIVATE KEY-----\nx\n"
-                       "-----END ENCRYPTED PRIVATE KEY-----\n");
+  WriteFile(both,
+            "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
+            "-----BEGIN EC PRIVATE KEY-----\nx\n-----END EC PRIVATE KEY-----\n");
+  WriteFile(encrypted,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nx\n"
+            "-----END ENCRYPTED PRIVATE KEY-----\n");
   WriteFile(password, "pw\n");
 
   // No files: the system's CA store; ssl:// and mqtts:// alike.
@@ -666,32 +703,41 @@ TEST(ConfigTest, TlsSettings) {
 
   const std::string tls = "mqtt:\n  broker: ssl://b:8883\n  tls:\n";
   ExpectErrors({
-      {"tls with tcp://", "mqtt:\n  broker: tcp://b:1883\n  tls:\n    ca_file: " + cert + "\n",
+      {"tls with tcp://",
+       "mqtt:\n  broker: tcp://b:1883\n  tls:\n    ca_file: " + cert + "\n",
        {"k.yaml:4:", "mqtt.tls.ca_file: set, but mqtt.broker 'tcp://b:1883' is not a TLS URL"}},
-      {"verify: false with mqtt://", "mqtt:\n  broker: mqtt://b:1883\n  tls:\n    verify: false\n",
+      {"verify: false with mqtt://",
+       "mqtt:\n  broker: mqtt://b:1883\n  tls:\n    verify: false\n",
        {"k.yaml:4:", "mqtt.tls.verify: set, but"}},
       {"unknown tls field", tls + "    ca: x\n", {"k.yaml:4:", "unknown field 'mqtt.tls.ca'"}},
       {"tls not a map",
        tls.substr(0, tls.size() - 1) + " yes\n",
        {"k.yaml:3:", "mqtt.tls: expected a map"}},
-      {"tls twice", tls + "    verify: true\n  tls:\n    verify: true\n",
+      {"tls twice",
+       tls + "    verify: true\n  tls:\n    verify: true\n",
        {"k.yaml:5:", "mqtt.tls: set twice"}},
-      {"tls field twice", tls + "    verify: true\n    verify: false\n",
+      {"tls field twice",
+       tls + "    verify: true\n    verify: false\n",
        {"k.yaml:5:", "mqtt.tls.verify: set twice"}},
       {"tls as a top-level section", "mqtt.tls:\n  verify: true\n", {"unknown section 'mqtt.tls'"}},
       {"verify not a boolean", tls + "    verify: maybe\n", {"k.yaml:4:", "mqtt.tls.verify"}},
-      {"missing ca file", tls + "    ca_file: " + dir.File("nope") + "\n",
+      {"missing ca file",
+       tls + "    ca_file: " + dir.File("nope") + "\n",
        {"k.yaml:4:", "mqtt.tls.ca_file: cannot read '" + dir.File("nope") + "'"}},
-      {"a key as the ca file", tls + "    ca_file: " + key + "\n",
+      {"a key as the ca file",
+       tls + "    ca_file: " + key + "\n",
        {"k.yaml:4:", "mqtt.tls.ca_file: '" + key + "' holds no PEM certificate"}},
       {"a certificate as the key",
        tls + "    cert_file: " + cert + "\n    key_file: " + cert + "\n",
        {"k.yaml:5:", "mqtt.tls.key_file: '" + cert + "' holds no PEM private key"}},
-      {"cert without key", tls + "    cert_file: " + cert + "\n",
+      {"cert without key",
+       tls + "    cert_file: " + cert + "\n",
        {"k.yaml:4:", "mqtt.tls.cert_file: give mqtt.tls.key_file too"}},
-      {"key without cert", tls + "    key_file: " + key + "\n",
+      {"key without cert",
+       tls + "    key_file: " + key + "\n",
        {"k.yaml:4:", "mqtt.tls.key_file: give mqtt.tls.cert_file too"}},
-      {"password without key", tls + "    key_password_file: " + password + "\n",
+      {"password without key",
+       tls + "    key_password_file: " + password + "\n",
        {"k.yaml:4:", "mqtt.tls.key_password_file: set without a key"}},
       {"encrypted key without password",
        tls + "    cert_file: " + cert + "\n    key_file: " + encrypted + "\n",
@@ -700,7 +746,8 @@ TEST(ConfigTest, TlsSettings) {
        tls + "    cert_file: " + cert + "\n    key_file: " + encrypted +
            "\n    key_password_file: " + dir.File("nope") + "\n",
        {"k.yaml:6:", "mqtt.tls.key_password_file: cannot read"}},
-      {"a CA file OpenSSL cannot load", tls + "    ca_file: " + cert + "\n",
+      {"a CA file OpenSSL cannot load",
+       tls + "    ca_file: " + cert + "\n",
        {"k.yaml:4:", "mqtt.tls.ca_file: '" + cert + "': no CA certificate loaded"}},
       {"a certificate OpenSSL cannot load (key in the same file)",
        tls + "    cert_file: " + both + "\n",

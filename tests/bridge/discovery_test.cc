@@ -405,9 +405,9 @@ TEST(DiscoveryTest, Zigbee2mqttDeviceMapsEveryEntityOfItsTopic) {
   Discovery d(DiscoveryOptions{});
   Discovery::Update u = Handle1(d, kZ2mTemperatureTopic, kZ2mTemperature);
   EXPECT_TRUE(u.changed);
-  EXPECT_EQ(u.subscribe, (std::vector<std::string>{"zigbee2mqtt/bridge/state",
-                                                   "zigbee2mqtt/kitchen_sensor",
-                                                   "zigbee2mqtt/kitchen_sensor/availability"}));
+  EXPECT_EQ(u.subscribe,
+            (std::vector<std::string>{"zigbee2mqtt/bridge/state", "zigbee2mqtt/kitchen_sensor",
+                                      "zigbee2mqtt/kitchen_sensor/availability"}));
   u = Handle1(d, kZ2mHumidityTopic, kZ2mHumidity);
   EXPECT_TRUE(u.changed);
   EXPECT_TRUE(u.subscribe.empty());  // the topics are there already
@@ -425,9 +425,9 @@ TEST(DiscoveryTest, Zigbee2mqttDeviceMapsEveryEntityOfItsTopic) {
   EXPECT_EQ(Show(d.Map("zigbee2mqtt/kitchen_sensor/availability", R"({"state":"offline"})", kNow)),
             "zigbee2mqtt/kitchen_sensor/availability=false(b);");
   // One entity's bad value drops only its own change.
-  EXPECT_EQ(Show(d.Map("zigbee2mqtt/kitchen_sensor", R"({"temperature":"warm","humidity":50})",
-                       kNow)),
-            "zigbee2mqtt/kitchen_sensor/humidity=50(d);!wrong_type;");
+  EXPECT_EQ(
+      Show(d.Map("zigbee2mqtt/kitchen_sensor", R"({"temperature":"warm","humidity":50})", kNow)),
+      "zigbee2mqtt/kitchen_sensor/humidity=50(d);!wrong_type;");
   EXPECT_FALSE(d.Map("zigbee2mqtt/other", payload, kNow).engine);
 
   // The same retained config again is no change.
@@ -474,8 +474,10 @@ TEST(DiscoveryTest, DevicesOfEachKindMapTheirMessages) {
       {"tele/tasmota_8C8E1A/LWT", "offline", "!bad_boolean;"},  // Tasmota's words, exactly
       {"tasmota_8C8E1A/tele/STATE", R"({"POWER":"ON","Heap":25})",
        "tasmota_8C8E1A/tele/STATE/POWER=\"ON\"(s);"},
-      {"livingroom/sensor/temperature/state", "21.50", "livingroom/sensor/temperature/state=21.5(d);"},
-      {"livingroom/binary_sensor/motion/state", "ON", "livingroom/binary_sensor/motion/state=true(b);"},
+      {"livingroom/sensor/temperature/state", "21.50",
+       "livingroom/sensor/temperature/state=21.5(d);"},
+      {"livingroom/binary_sensor/motion/state", "ON",
+       "livingroom/binary_sensor/motion/state=true(b);"},
       {"livingroom/status", "online", "livingroom/status=true(b);"},
       {"shellies/shellyht-XYZ/sensor/temperature", "21.5",
        "shellies/shellyht-XYZ/sensor/temperature=21.5(d);"},
@@ -486,7 +488,8 @@ TEST(DiscoveryTest, DevicesOfEachKindMapTheirMessages) {
   }
   // expire_after becomes the key's stale_after.
   Discovery::Mapped m = d.Map("shellies/shellyht-XYZ/sensor/temperature", "21.5", kNow);
-  EXPECT_EQ(m.engine->rule(m.result.changes[0].rule).options, nlohmann::json({{"stale_after", 86400.0}}));
+  EXPECT_EQ(m.engine->rule(m.result.changes[0].rule).options,
+            nlohmann::json({{"stale_after", 86400.0}}));
   EXPECT_EQ(m.engine->rule(m.result.changes[0].rule).type, KeyType::kNumeric);
   // Listed with what they were read from.
   nlohmann::json listing = d.Describe();
@@ -774,10 +777,10 @@ TEST(DiscoveryStateTest, EntitiesComeBackAfterARestart) {
   EXPECT_FALSE(d.NeedsSave());
   EXPECT_TRUE(d.HasUnconfirmed());
   // The queued messages of the topics map at once.
-  EXPECT_EQ(Show(d.Map("zigbee2mqtt/kitchen_sensor", R"({"temperature":21.43,"humidity":48.1})",
-                       kNow)),
-            "zigbee2mqtt/kitchen_sensor/humidity=48.1(d);"
-            "zigbee2mqtt/kitchen_sensor/temperature=21.43(d);");
+  EXPECT_EQ(
+      Show(d.Map("zigbee2mqtt/kitchen_sensor", R"({"temperature":21.43,"humidity":48.1})", kNow)),
+      "zigbee2mqtt/kitchen_sensor/humidity=48.1(d);"
+      "zigbee2mqtt/kitchen_sensor/temperature=21.43(d);");
   EXPECT_EQ(Show(d.Map("homie/weather/outside/temperature", "3.5", kNow)),
             "homie/weather/outside/temperature=3.5(d);");
   // The retained messages come again: no change.
@@ -818,8 +821,8 @@ TEST(DiscoveryStateTest, UnconfirmedEntitiesAreForgotten) {
   ASSERT_EQ(gone.size(), 2u);
   EXPECT_EQ(gone[0].id, "homeassistant/sensor/livingroom/temperature/config");
   EXPECT_TRUE(gone[0].removed);
-  EXPECT_EQ(gone[0].unsubscribe, (std::vector<std::string>{"livingroom/sensor/temperature/state",
-                                                           "livingroom/status"}));
+  EXPECT_EQ(gone[0].unsubscribe,
+            (std::vector<std::string>{"livingroom/sensor/temperature/state", "livingroom/status"}));
   EXPECT_EQ(gone[1].id, "homie/weather/outside/temperature");
   EXPECT_EQ(d.mapped_count(), 1u);
   EXPECT_FALSE(d.HasUnconfirmed());

@@ -92,25 +92,64 @@ void Check(FlatJson& flat, const std::string& text) {
 TEST(FlatJsonTest, AnswersAsTheDomDoes) {
   const char* const cases[] = {
       // Scalars at the top, numbers of every kind.
-      "21.43", "-7", "0", "-0", "18446744073709551615", "-9223372036854775808", "1e5", "1.0",
-      "2.5E-3", "true", "false", "null", R"("text")", R"("")", " \n 12 \t",
+      "21.43",
+      "-7",
+      "0",
+      "-0",
+      "18446744073709551615",
+      "-9223372036854775808",
+      "1e5",
+      "1.0",
+      "2.5E-3",
+      "true",
+      "false",
+      "null",
+      R"("text")",
+      R"("")",
+      " \n 12 \t",
       // Objects: nested, empty, with arrays (skipped inside) and nulls.
       R"({"temperature":21.43,"humidity":48.1,"battery":97,"linkquality":120})",
       R"({"Time":"2026-11-20T10:00:00","ENERGY":{"Total":12.345,"Power":57,"Voltage":231}})",
-      R"({})", R"({"a":{}})", R"({"a":{"b":{"c":{"d":1}}}})",
+      R"({})",
+      R"({"a":{}})",
+      R"({"a":{"b":{"c":{"d":1}}}})",
       R"({"list":[1,{"x":{"y":2}},[3,[4]],"s"],"after":{"k":"v"},"n":null})",
-      R"([{"a":1},{"a":2}])", R"([])",
+      R"([{"a":1},{"a":2}])",
+      R"([])",
       // A name given twice: the last value counts, also over an object or array.
-      R"({"a":1,"a":2})", R"({"a":{"x":1},"b":0,"a":{"y":2}})", R"({"a":[1],"a":"s"})",
-      R"({"a":"s","a":{"z":[{"q":1}]}})", R"({"d":{"k":1,"k":null},"d":{"k":3,"k":4}})",
+      R"({"a":1,"a":2})",
+      R"({"a":{"x":1},"b":0,"a":{"y":2}})",
+      R"({"a":[1],"a":"s"})",
+      R"({"a":"s","a":{"z":[{"q":1}]}})",
+      R"({"d":{"k":1,"k":null},"d":{"k":3,"k":4}})",
       // Escapes in names and strings; names that sort before and after.
       R"({"a\"b":1,"c\\d":"e\nf","\u00e9t\u00e9":"caf\u00e9","\ud83d\ude00":"\u0000x"})",
       R"({"B":1,"a":2,"A":3,"b":4,"":5,"a.b":6,"a/b":7,"~":8})",
       R"({"Z":{"y":1},"Z.y":2})",
       // Refused as json::parse refuses them.
-      "", " ", "{", R"({"a":1,})", R"({"a" 1})", "[1,]", "tru", "nul", "01", "1.", ".5", "+1",
-      "1e999", "-1e999", "NaN", R"({"a":1} x)", R"({"a":1}{})", R"("\ud800")", "\"\xff\"",
-      "{\"\xc3\":1}", R"({'a':1})", "/* c */ 1", R"("tab	in string")",
+      "",
+      " ",
+      "{",
+      R"({"a":1,})",
+      R"({"a" 1})",
+      "[1,]",
+      "tru",
+      "nul",
+      "01",
+      "1.",
+      ".5",
+      "+1",
+      "1e999",
+      "-1e999",
+      "NaN",
+      R"({"a":1} x)",
+      R"({"a":1}{})",
+      R"("\ud800")",
+      "\"\xff\"",
+      "{\"\xc3\":1}",
+      R"({'a':1})",
+      "/* c */ 1",
+      R"("tab	in string")",
   };
   FlatJson flat;
   for (const char* text : cases) Check(flat, text);
@@ -134,8 +173,8 @@ class RandomJson {
   int Pick(int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng_); }
 
   void Name(std::string* out) {
-    static const char* const kNames[] = {"a",  "b",  "A",      "temperature", "a.b", "",
-                                         "é",  "x/y", "t~0",   "state",       "Z",   "\\\"q",
+    static const char* const kNames[] = {"a",  "b",   "A",       "temperature", "a.b", "",
+                                         "é",  "x/y", "t~0",     "state",       "Z",   "\\\"q",
                                          "ab", "a b", "\\u00e9", "\\u0000"};
     *out += '"';
     *out += kNames[Pick(16)];
@@ -152,16 +191,26 @@ class RandomJson {
         *out += Chance(2) ? "true" : "false";
         break;
       case 2: {
-        static const char* const kNumbers[] = {"0",     "-1",  "97",   "21.43", "1e3", "-2.5E-2",
-                                               "1.0",   "120", "-0.0", "18446744073709551615",
-                                               "1795306000000", "-9223372036854775808"};
+        static const char* const kNumbers[] = {"0",
+                                               "-1",
+                                               "97",
+                                               "21.43",
+                                               "1e3",
+                                               "-2.5E-2",
+                                               "1.0",
+                                               "120",
+                                               "-0.0",
+                                               "18446744073709551615",
+                                               "1795306000000",
+                                               "-9223372036854775808"};
         *out += kNumbers[Pick(12)];
         break;
       }
       case 3:
       case 4: {
-        static const char* const kStrings[] = {"\"ON\"", "\"\"", "\"caf\\u00e9\"", "\"a\\\"b\"",
-                                               "\"2026-11-20T10:00:00\"", "\"\\n\\t\"", "\"é\""};
+        static const char* const kStrings[] = {
+            "\"ON\"",     "\"\"", "\"caf\\u00e9\"", "\"a\\\"b\"", "\"2026-11-20T10:00:00\"",
+            "\"\\n\\t\"", "\"é\""};
         *out += kStrings[Pick(7)];
         break;
       }

@@ -99,7 +99,7 @@ TEST(IngestLogTest, UnreleasedRecordsAreReadAgainAfterReopening) {
     for (int i = 0; i < 20; ++i) ASSERT_TRUE((*log)->Append(Rec(i)).ok());
     std::vector<IngestRecord> batch;
     ASSERT_EQ((*log)->Read(&batch, 5, std::chrono::milliseconds(0)), 5u);
-    (*log)->Release((*log)->ReadPosition());  // the first 5 are stored
+    (*log)->Release((*log)->ReadPosition());                               // the first 5 are stored
     ASSERT_EQ((*log)->Read(&batch, 5, std::chrono::milliseconds(0)), 5u);  // read, not stored
   }
   auto log = IngestLog::Open(dir.path());
@@ -165,8 +165,8 @@ TEST(IngestLogTest, DamagedRecordEndsTheFileThere) {
     std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     size_t at = 0;
     for (int i = 0; i < 2; ++i) {
-      uint32_t len = static_cast<unsigned char>(bytes[at]) |
-                     static_cast<unsigned char>(bytes[at + 1]) << 8;
+      uint32_t len =
+          static_cast<unsigned char>(bytes[at]) | static_cast<unsigned char>(bytes[at + 1]) << 8;
       at += 8 + len;
     }
     f.seekp(static_cast<std::streamoff>(at + 30));
@@ -185,7 +185,8 @@ TEST(IngestLogTest, FilesRotateAndAreDeletedOnceReleased) {
   ASSERT_TRUE(log.ok());
   // 64 KB records: a new file every 128 of them.
   const size_t n = 3 * IngestLog::kMaxFileBytes / (64 << 10) + 10;
-  for (size_t i = 0; i < n; ++i) ASSERT_TRUE((*log)->Append(Rec(static_cast<int>(i), 64 << 10)).ok());
+  for (size_t i = 0; i < n; ++i)
+    ASSERT_TRUE((*log)->Append(Rec(static_cast<int>(i), 64 << 10)).ok());
   EXPECT_GE(LogFiles(dir.path()).size(), 4u);
   std::vector<IngestRecord> batch;
   size_t read = 0;

@@ -91,9 +91,12 @@ TEST_F(MappingExamplesTest, Zigbee2mqtt) {
          R"({"state":"online"})",
          "z2m_availability",
          {{"front_door/available", "true", "boolean"}}});
-  Check({"zigbee2mqtt/front_door/availability", "offline", "z2m_availability",
+  Check({"zigbee2mqtt/front_door/availability",
+         "offline",
+         "z2m_availability",
          {{"front_door/available", "false", "boolean"}}});
-  Check({"zigbee2mqtt/hall_light", R"({"state":"ON","brightness":254,"update":{"state":"idle"}})",
+  Check({"zigbee2mqtt/hall_light",
+         R"({"state":"ON","brightness":254,"update":{"state":"idle"}})",
          "zigbee2mqtt",
          {{"hall_light/state", "true", "boolean"}, {"hall_light/brightness", "254", "numeric"}}});
   EXPECT_TRUE(engine_->Map("zigbee2mqtt/bridge/state", "online", kNow).matched.empty());
@@ -115,27 +118,43 @@ TEST_F(MappingExamplesTest, Tasmota) {
 }
 
 TEST_F(MappingExamplesTest, Shelly) {
-  Check({"shellies/shelly1-ABC/relay/0", "on", "shelly_relay",
+  Check({"shellies/shelly1-ABC/relay/0",
+         "on",
+         "shelly_relay",
          {{"shelly1-ABC/relay/0", "true", "boolean"}}});
-  Check({"shellies/shellyht-XYZ/sensor/temperature", "21.5", "shelly_sensor",
+  Check({"shellies/shellyht-XYZ/sensor/temperature",
+         "21.5",
+         "shelly_sensor",
          {{"shellyht-XYZ/temperature", "21.5", "numeric"}}});
 }
 
 TEST_F(MappingExamplesTest, EspHome) {
-  Check({"livingroom/sensor/temperature/state", "21.50", "esphome_sensor",
+  Check({"livingroom/sensor/temperature/state",
+         "21.50",
+         "esphome_sensor",
          {{"livingroom/temperature", "21.5", "numeric"}}});
-  Check({"livingroom/binary_sensor/motion/state", "ON", "esphome_binary_sensor",
+  Check({"livingroom/binary_sensor/motion/state",
+         "ON",
+         "esphome_binary_sensor",
          {{"livingroom/motion", "true", "boolean"}}});
-  Check({"livingroom/status", "online", "esphome_status",
+  Check({"livingroom/status",
+         "online",
+         "esphome_status",
          {{"livingroom/online", "true", "boolean"}}});
-  Check({"livingroom/status", "offline", "esphome_status",
+  Check({"livingroom/status",
+         "offline",
+         "esphome_status",
          {{"livingroom/online", "false", "boolean"}}});
 }
 
 TEST_F(MappingExamplesTest, Homie) {
-  Check({"homie/weather/outside/temperature", "3.5", "homie",
+  Check({"homie/weather/outside/temperature",
+         "3.5",
+         "homie",
          {{"weather/outside/temperature", "3.5", "numeric"}}});
-  Check({"homie/weather/outside/condition", "rain", "homie",
+  Check({"homie/weather/outside/condition",
+         "rain",
+         "homie",
          {{"weather/outside/condition", "\"rain\"", "string"}}});
   Check({"homie/weather/$state", "ready", "homie_state", {{"weather/online", "true", "boolean"}}});
   Check({"homie/weather/$state", "lost", "homie_state", {{"weather/online", "false", "boolean"}}});
@@ -147,7 +166,10 @@ TEST_F(MappingExamplesTest, Homie) {
 }
 
 TEST_F(MappingExamplesTest, PlainScript) {
-  Check({"home/boiler/state", "heating", "script_state", {{"boiler/state", "\"heating\"", "string"}}});
+  Check({"home/boiler/state",
+         "heating",
+         "script_state",
+         {{"boiler/state", "\"heating\"", "string"}}});
 }
 
 TEST_F(MappingExamplesTest, BadPayloadsAreRefusedWithAReason) {
@@ -167,8 +189,8 @@ TEST_F(MappingExamplesTest, BadPayloadsAreRefusedWithAReason) {
        }) {
     MappingResult r = engine_->Map(b.topic, b.payload, kNow);
     ASSERT_TRUE(r.refusal) << b.topic << " " << b.payload;
-    EXPECT_EQ(r.refusal->reason, b.reason) << b.topic << " " << b.payload << ": "
-                                           << r.refusal->message;
+    EXPECT_EQ(r.refusal->reason, b.reason)
+        << b.topic << " " << b.payload << ": " << r.refusal->message;
     EXPECT_TRUE(r.changes.empty());
   }
 }

@@ -63,12 +63,12 @@ TEST(MappingFilterTest, MatchesLikeMqtt) {
     bool match;
   };
   const Case cases[] = {
-      {"a/b", "a/b", true},      {"a/b", "a/c", false},       {"a/+", "a/b", true},
-      {"a/+", "a/b/c", false},   {"a/+", "a", false},         {"a/+", "a/", true},
-      {"a/#", "a", true},        {"a/#", "a/b/c", true},      {"#", "a/b", true},
-      {"+/+", "a/b", true},      {"+/b/#", "x/b", true},      {"+/b/#", "x/c/d", false},
-      {"#", "$SYS/x", false},    {"+/x", "$SYS/x", false},    {"$SYS/#", "$SYS/x", true},
-      {"a/b", "a/b/", false},    {"/+", "/x", true},          {"+", "a", true},
+      {"a/b", "a/b", true},    {"a/b", "a/c", false},    {"a/+", "a/b", true},
+      {"a/+", "a/b/c", false}, {"a/+", "a", false},      {"a/+", "a/", true},
+      {"a/#", "a", true},      {"a/#", "a/b/c", true},   {"#", "a/b", true},
+      {"+/+", "a/b", true},    {"+/b/#", "x/b", true},   {"+/b/#", "x/c/d", false},
+      {"#", "$SYS/x", false},  {"+/x", "$SYS/x", false}, {"$SYS/#", "$SYS/x", true},
+      {"a/b", "a/b/", false},  {"/+", "/x", true},       {"+", "a", true},
   };
   for (const Case& c : cases) {
     EXPECT_EQ(TopicMatchesFilter(c.filter, c.topic), c.match) << c.filter << " vs " << c.topic;
@@ -138,11 +138,14 @@ TEST(MappingFieldsTest, StarExpandsNestedScalars) {
 
 TEST(MappingFieldsTest, MapOfPathsToSuffixes) {
   MappingRule r = Rule("tele/+/SENSOR", "{1}/{field}");
-  r.fields = {{"ENERGY.Total", "energy"}, {"/ENERGY/Power", "power"}, {"ENERGY.Missing", "x"},
+  r.fields = {{"ENERGY.Total", "energy"},
+              {"/ENERGY/Power", "power"},
+              {"ENERGY.Missing", "x"},
               {"Plain", ""}};
   auto e = Engine({r});
-  EXPECT_EQ(Show(e->Map("tele/p/SENSOR", R"({"ENERGY":{"Total":1.5,"Power":57},"Plain":"y"})", kNow)),
-            "p/energy=1.5(d);p/power=57(d);p/Plain=\"y\"(s);");
+  EXPECT_EQ(
+      Show(e->Map("tele/p/SENSOR", R"({"ENERGY":{"Total":1.5,"Power":57},"Plain":"y"})", kNow)),
+      "p/energy=1.5(d);p/power=57(d);p/Plain=\"y\"(s);");
   // A field that is an object, a scalar payload, and no JSON at all.
   EXPECT_EQ(Show(e->Map("tele/p/SENSOR", R"({"ENERGY":{"Total":{"a":1}}})", kNow)).substr(0, 19),
             "refused not_scalar:");
@@ -171,8 +174,9 @@ TEST(MappingFieldsTest, EdgesOfJsonPayloads) {
   star.all_fields = true;
   auto e = Engine({star});
   // Arrays (with objects inside them) are skipped, at any depth.
-  EXPECT_EQ(Show(e->Map("t", R"({"a":[{"b":1},[2]],"c":{"d":[{"e":{"f":3}}],"g":4},"h":[]})", kNow)),
-            "k/c.g=4(d);");
+  EXPECT_EQ(
+      Show(e->Map("t", R"({"a":[{"b":1},[2]],"c":{"d":[{"e":{"f":3}}],"g":4},"h":[]})", kNow)),
+      "k/c.g=4(d);");
   // Duplicates: the last value, in the place of its name; also when the
   // last is an array (skipped) or an object (its members), or null.
   EXPECT_EQ(Show(e->Map("t", R"({"t":1,"s":"x","t":2})", kNow)), "k/s=\"x\"(s);k/t=2(d);");
@@ -189,8 +193,8 @@ TEST(MappingFieldsTest, EdgesOfJsonPayloads) {
             "k/a.b=2(d);k/a.b=1(d);k/x/y=3(d);");
 
   MappingRule fields = Rule("t", "k/{field}");
-  fields.fields = {{"/list", "l"}, {"/list/0", "first"}, {"/a.b", "dot"}, {"a.b", "nested"},
-                   {"/t", "t"}};
+  fields.fields = {
+      {"/list", "l"}, {"/list/0", "first"}, {"/a.b", "dot"}, {"a.b", "nested"}, {"/t", "t"}};
   auto f = Engine({fields});
   // A path into an array is missing; one naming an array is refused.
   EXPECT_EQ(Show(f->Map("t", R"({"a.b":1,"a":{"b":2},"t":3,"t":4})", kNow)),

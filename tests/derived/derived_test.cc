@@ -2,6 +2,8 @@
 // RunDue and Flush and captures what would go to the broker. Bucket values
 // are checked by hand and against store::Downsample / store::Stats, the
 // code behind GET /api/v1/history and /stats.
+#include "derived/derived.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,7 +15,6 @@
 #include <string>
 #include <vector>
 
-#include "derived/derived.h"
 #include "store/history.h"
 #include "store/store.h"
 #include "store_test_util.h"
@@ -129,7 +130,8 @@ class DerivedTest : public ::testing::Test {
 
   // GET /api/v1/stats?key=&from=&to= (no step).
   json StatsOf(const std::string& key, int64_t from, int64_t to) {
-    Result<json> s = store::Stats(*store_, store::HistoryQuery{key, from, to, {from}, 0}, false, "");
+    Result<json> s =
+        store::Stats(*store_, store::HistoryQuery{key, from, to, {from}, 0}, false, "");
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     return *s;
   }

@@ -47,8 +47,8 @@ constexpr int64_t kSpan = 75 * kDay;  // history from two and a half months back
     return ::testing::AssertionFailure() << where << ": " << a << " != " << b;
   }
   if (a.type() != b.type() || a.size() != b.size()) {
-    return ::testing::AssertionFailure() << where << ": " << a.dump().substr(0, 300)
-                                         << " != " << b.dump().substr(0, 300);
+    return ::testing::AssertionFailure()
+           << where << ": " << a.dump().substr(0, 300) << " != " << b.dump().substr(0, 300);
   }
   if (a.is_array()) {
     for (size_t i = 0; i < a.size(); ++i) {
@@ -59,7 +59,8 @@ constexpr int64_t kSpan = 75 * kDay;  // history from two and a half months back
   }
   if (a.is_object()) {
     for (auto it = a.begin(); it != a.end(); ++it) {
-      if (!b.contains(it.key())) return ::testing::AssertionFailure() << where << ": no " << it.key();
+      if (!b.contains(it.key()))
+        return ::testing::AssertionFailure() << where << ": no " << it.key();
       auto r = SameJson(it.value(), b[it.key()], where + "." + it.key());
       if (!r) return r;
     }
@@ -135,7 +136,7 @@ class ColdTest : public ::testing::Test {
       temp += (unit(rng) - 0.5) * 0.4;
       Put("temp", t, std::round(temp * 100) / 100);
       energy += unit(rng) * 0.3;
-      if (unit(rng) < 0.001) energy = 0;  // a reset
+      if (unit(rng) < 0.001) energy = 0;             // a reset
       double glitch = unit(rng) < 0.002 ? -0.2 : 0;  // within reset_tolerance
       Put("energy", t + 1000, std::round((energy + glitch) * 1000) / 1000);
       if (unit(rng) < 0.05) Put("door", t + 2000, unit(rng) < 0.5);
@@ -159,13 +160,18 @@ class ColdTest : public ::testing::Test {
       const char* step;
       const char* tz;
     };
-    const Step steps[] = {{"5m", ""},         {"1h", ""},   {"90m", ""},
-                          {"1d", ""},         {"1d", "Europe/Berlin"},
-                          {"1d", "Asia/Kolkata"}, {"1w", ""}, {"auto", ""}};
+    const Step steps[] = {{"5m", ""},
+                          {"1h", ""},
+                          {"90m", ""},
+                          {"1d", ""},
+                          {"1d", "Europe/Berlin"},
+                          {"1d", "Asia/Kolkata"},
+                          {"1w", ""},
+                          {"auto", ""}};
     const std::pair<int64_t, int64_t> ranges[] = {
-        {kNow - kSpan - kDay, kNow},               // everything, and a day before
+        {kNow - kSpan - kDay, kNow},                          // everything, and a day before
         {kNow - 40 * kDay + 17 * kMin, kNow - 3 * kDay + 5},  // unaligned edges
-        {kNow - 5 * kDay, kNow},                   // across the hot/cold border
+        {kNow - 5 * kDay, kNow},                              // across the hot/cold border
     };
     for (const std::string& key_name : keys) {
       const char* key = key_name.c_str();
@@ -174,8 +180,8 @@ class ColdTest : public ::testing::Test {
         for (const Step& st : steps) {
           // 5-minute buckets over the short range only: the test stays quick.
           if (std::string(st.step) == "5m" && to - from > 10 * kDay) continue;
-          std::string what = std::string(key) + " " + st.step + " " + st.tz + " from " +
-                             std::to_string(from);
+          std::string what =
+              std::string(key) + " " + st.step + " " + st.tz + " from " + std::to_string(from);
           Result<HistoryQuery> q = PlanBuckets(key, from, to, st.step, st.tz, 100000);
           ASSERT_TRUE(q.ok()) << what << ": " << q.status().ToString();
           std::vector<Agg> aggs;
@@ -693,8 +699,8 @@ TEST_F(ColdTest, DamagedHeaderQuarantinesTheSegmentAndTheRestIsServed) {
   ASSERT_EQ(cold_->ColdWarnings().size(), 1u);
   EXPECT_NE(cold_->ColdWarnings()[0].find(segs.back().name), std::string::npos);
   EXPECT_EQ(cold_->Segments().size(), segs.size() - 1);
-  EXPECT_TRUE(std::filesystem::exists(dir_.path() + "/cold/quarantine/" + segs.back().name +
-                                      ".kkd"));
+  EXPECT_TRUE(
+      std::filesystem::exists(dir_.path() + "/cold/quarantine/" + segs.back().name + ".kkd"));
   Result<std::vector<Sample>> first = cold_->History("temp", segs[0].from_ms, segs[0].to_ms, 10);
   ASSERT_TRUE(first.ok()) << first.status().ToString();
   EXPECT_EQ(first->size(), 10u);
@@ -951,8 +957,7 @@ TEST_F(ColdTest, AStopCutsTheBackgroundCompactionShortAndLeavesNothingWritten) {
     Result<std::unique_ptr<Store>> s = Store::Open(o, nullptr);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store = s->get();
-    ASSERT_EQ(under_way.get_future().wait_for(std::chrono::seconds(60)),
-              std::future_status::ready);
+    ASSERT_EQ(under_way.get_future().wait_for(std::chrono::seconds(60)), std::future_status::ready);
     EXPECT_GT(SegmentFiles(o.data_dir + "/segments"), 0);  // written, not committed
     (*s)->Close();  // returns without the rest of the compaction
     EXPECT_EQ(steps, 100) << "the compaction went on after the stop";

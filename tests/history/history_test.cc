@@ -3,8 +3,6 @@
 // millisecond by millisecond.
 #include "store/history.h"
 
-#include "store/api.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,6 +10,7 @@
 #include <map>
 #include <random>
 
+#include "store/api.h"
 #include "store_test_util.h"
 
 namespace komoku::store {
@@ -104,11 +103,13 @@ TEST_F(HistoryTest, CounterIncreaseHandlesResetsAndGlitches) {
   Put("c", 4000, 106.0);  // counts 1, not 1.2
   Put("c", 5000, 2.0);    // a reset: counts 2
   Put("c", 6000, 5.0);
-  Result<json> one = Downsample(*store_, Query("c", 0, 10000, 10000), *ParseAggs("increase,rate", KeyType::kCounter));
+  Result<json> one = Downsample(*store_, Query("c", 0, 10000, 10000),
+                                *ParseAggs("increase,rate", KeyType::kCounter));
   ASSERT_TRUE(one.ok());
   EXPECT_NEAR((*one)[0][1].get<double>(), 11.0, 1e-9);
   EXPECT_NEAR((*one)[0][2].get<double>(), 1.1, 1e-9);
-  Result<json> per = Downsample(*store_, Query("c", 0, 10000, 2000), *ParseAggs("increase", KeyType::kCounter));
+  Result<json> per =
+      Downsample(*store_, Query("c", 0, 10000, 2000), *ParseAggs("increase", KeyType::kCounter));
   ASSERT_TRUE(per.ok());
   std::vector<double> got;
   for (const json& row : *per) got.push_back(row[1].get<double>());
@@ -140,7 +141,8 @@ TEST_F(HistoryTest, BooleanStatsAndTimespansByHand) {
   // Both states of a boolean, also one that never held.
   EXPECT_EQ((*hourly)["buckets"][0]["time"],
             json::parse(R"({"false": 3600, "true": 0, "unknown": 0})"));
-  EXPECT_EQ((*hourly)["buckets"][1]["time"], json::parse(R"({"false": 1800, "true": 1800, "unknown": 0})"));
+  EXPECT_EQ((*hourly)["buckets"][1]["time"],
+            json::parse(R"({"false": 1800, "true": 1800, "unknown": 0})"));
   EXPECT_EQ((*hourly)["buckets"][1]["changes"], 2);
 
   Result<json> on = Timespans(*store_, whole, InputValue(std::string("true")));
@@ -168,8 +170,8 @@ TEST_F(HistoryTest, BeforeTheFirstChangeAndPastStaleAfterIsUnknown) {
 
 TEST_F(HistoryTest, DayBucketsFollowLocalMidnightAcrossDst) {
   // Europe/Warsaw springs forward on 2026-03-29: that day has 23 hours.
-  Result<std::vector<int64_t>> b =
-      BucketStarts(1774652400000 + 3'600'000, 1774821600000 + 1000, 86'400'000, "Europe/Warsaw", 10);
+  Result<std::vector<int64_t>> b = BucketStarts(1774652400000 + 3'600'000, 1774821600000 + 1000,
+                                                86'400'000, "Europe/Warsaw", 10);
   ASSERT_TRUE(b.ok()) << b.status().ToString();
   EXPECT_EQ(*b, (std::vector<int64_t>{1774652400000, 1774738800000, 1774821600000}));
   EXPECT_EQ((*b)[2] - (*b)[1], 23 * 3'600'000);
@@ -204,7 +206,7 @@ TEST(BucketStartsTest, WeeksInUtcStartOnTheMondayOfFrom) {
   // Before the epoch too.
   b = BucketStarts(-kDayMs, kDayMs, 7 * kDayMs, "", 10);  // Wednesday 1969-12-31
   ASSERT_TRUE(b.ok());
-  EXPECT_EQ(b->front(), -3 * kDayMs);  // Monday 1969-12-29
+  EXPECT_EQ(b->front(), -3 * kDayMs);                        // Monday 1969-12-29
   EXPECT_FALSE(BucketStarts(0, 1'000'000, 1, "", 10).ok());  // too fine
 }
 
@@ -250,11 +252,13 @@ TEST_F(HistoryTest, FetchWithAStepOverTheJsonApi) {
   Put("t", 1000, 10.0);
   Put("t", 61000, 20.0);
   Api api(store_.get(), nullptr);
-  json a = api.HandleText(R"({"fetch": {"key": "t", "from": 0, "to": 120, "step": "1m", "agg": "max,count"}})");
+  json a = api.HandleText(
+      R"({"fetch": {"key": "t", "from": 0, "to": 120, "step": "1m", "agg": "max,count"}})");
   EXPECT_EQ(a, json::parse(R"({"result": [[0, 10, 1], [60, 20, 1]]})")) << a.dump();
   a = api.HandleText(R"({"fetch": {"key": "t", "from": 0, "to": 120, "agg": "max"}})");
   EXPECT_EQ(a["error"]["code"], "bad_request") << a.dump();
-  a = api.HandleText(R"({"fetch": {"key": "t", "from": 0, "to": 120, "step": "1m", "tz": "Nowhere/Land"}})");
+  a = api.HandleText(
+      R"({"fetch": {"key": "t", "from": 0, "to": 120, "step": "1m", "tz": "Nowhere/Land"}})");
   EXPECT_NE(a["error"]["message"].get<std::string>().find("tz"), std::string::npos) << a.dump();
 }
 
@@ -286,7 +290,8 @@ TEST_F(HistoryTest, RandomHistoriesMatchBruteForce) {
     const int64_t from = static_cast<int64_t>(rng() % (kRange / 2));
     const int64_t step = 500 + static_cast<int64_t>(rng() % 3000);
     HistoryQuery q = Query(num, from, kRange, step);
-    Result<json> rows = Downsample(*store_, q, *ParseAggs("twavg,count,min,max", KeyType::kNumeric));
+    Result<json> rows =
+        Downsample(*store_, q, *ParseAggs("twavg,count,min,max", KeyType::kNumeric));
     ASSERT_TRUE(rows.ok());
     q.key = flag;
     Result<json> stats = Stats(*store_, q, false, "");

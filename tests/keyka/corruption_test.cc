@@ -76,9 +76,9 @@ std::vector<std::string> ProbesFor(const testing::Pairs& pairs) {
 }
 
 testing::Pairs SmallPairs() {
-  return {{"", 1},      {"a", 2},      {"ab", 3},          {std::string("ab\0", 3), 4},
-          {"abc", 5},   {"b", 6},      {"b\xff", 7},       {"c", 8},
-          {"cafe", 9},  {"d", 10},     {"\xfe\xff", 11},   {"\xff", 12},
+  return {{"", 1},         {"a", 2},  {"ab", 3},        {std::string("ab\0", 3), 4},
+          {"abc", 5},      {"b", 6},  {"b\xff", 7},     {"c", 8},
+          {"cafe", 9},     {"d", 10}, {"\xfe\xff", 11}, {"\xff", 12},
           {"\xff\xff", 13}};
 }
 
@@ -153,8 +153,8 @@ TEST(CorruptionTest, RandomBitFlips) {
 
 struct Broken {
   const char* name;
-  bool opens;              // Reader::Open succeeds (the damage is past the root)
-  const char* message;     // in the Open error, else in the Verify error
+  bool opens;           // Reader::Open succeeds (the damage is past the root)
+  const char* message;  // in the Open error, else in the Verify error
 };
 
 const Broken kBroken[] = {
@@ -165,7 +165,8 @@ const Broken kBroken[] = {
     {"cycle", true, "branch at tree offset 15 has left reference 15, the format requires -4"},
     {"truncated", true, "leaf at tree offset 34 lies outside"},
     {"unsorted", true, "key 'b' at tree offset 15 is not greater than the key before it"},
-    {"wrong-right", true, "branch at tree offset 15 has right reference 0, the format requires -34"},
+    {"wrong-right", true,
+     "branch at tree offset 15 has right reference 0, the format requires -34"},
     {"trailing-bytes", true, "branch at tree offset 45 lies outside"},
     {"deep-chain", true, "branch at tree offset 14 has left reference 378"},
 };

@@ -24,16 +24,14 @@ struct Golden {
 };
 
 const Golden kGoldens[] = {
-    {"example-abc", false}, {"text-0", false}, {"text-1", false},     {"text-2", false},
-    {"text-3", false},      {"text-7", false}, {"text-8", false},     {"text-9", false},
+    {"example-abc", false}, {"text-0", false},    {"text-1", false},    {"text-2", false},
+    {"text-3", false},      {"text-7", false},    {"text-8", false},    {"text-9", false},
     {"text-100", false},    {"binary-300", true}, {"series-150", true},
 };
 
 class GoldenTest : public ::testing::TestWithParam<Golden> {
  protected:
-  std::string Path(const char* ext) const {
-    return DataDir() + "/" + GetParam().name + "." + ext;
-  }
+  std::string Path(const char* ext) const { return DataDir() + "/" + GetParam().name + "." + ext; }
 };
 
 TEST_P(GoldenTest, PackGivesIdenticalBytes) {

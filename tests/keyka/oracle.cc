@@ -125,8 +125,8 @@ std::string RandomKey(std::mt19937_64& rng, size_t max_size) {
   const size_t size = rng() % (max_size + 1);
   std::string key;
   for (size_t i = 0; i < size; ++i) {
-    const auto byte = rng() % 10 < 7 ? kFavoured[rng() % sizeof(kFavoured)]
-                                     : static_cast<unsigned char>(rng());
+    const auto byte =
+        rng() % 10 < 7 ? kFavoured[rng() % sizeof(kFavoured)] : static_cast<unsigned char>(rng());
     key.push_back(static_cast<char>(byte));
   }
   return key;

@@ -37,14 +37,14 @@ TEST(PackerTest, SpecExampleByteForByte) {
   TempDir dir;
   const std::string bytes = testing::PackToBytes(dir, {{"a", 1}, {"b", 2}, {"c", 3}});
   const unsigned char expected[] = {
-      0x00, 0x4B, 0x65, 0x79, 0x00, 0x4B, 0x61, 0x08,  // magic
-      0x0F, 0x00, 0x00, 0x00,                          // root: branch at 15
-      0x01, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00, 'a',      // node 0, leaf at 4
-      0x02, 0, 0, 0, 0, 0, 0, 0,                       // node 1, branch at 15
-      0xFC, 0xFF, 0xFF, 0xFF,                          //   left: leaf at 4
-      0xDE, 0xFF, 0xFF, 0xFF,                          //   right: leaf at 34
-      0x01, 0x00, 'b',                                 //
-      0x03, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00, 'c',      // node 2, leaf at 34
+      0x00, 0x4B, 0x65, 0x79, 0x00, 0x4B, 0x61, 0x08,                   // magic
+      0x0F, 0x00, 0x00, 0x00,                                           // root: branch at 15
+      0x01, 0,    0,    0,    0,    0,    0,    0,    0x01, 0x00, 'a',  // node 0, leaf at 4
+      0x02, 0,    0,    0,    0,    0,    0,    0,                      // node 1, branch at 15
+      0xFC, 0xFF, 0xFF, 0xFF,                                           //   left: leaf at 4
+      0xDE, 0xFF, 0xFF, 0xFF,                                           //   right: leaf at 34
+      0x01, 0x00, 'b',                                                  //
+      0x03, 0,    0,    0,    0,    0,    0,    0,    0x01, 0x00, 'c',  // node 2, leaf at 34
   };
   EXPECT_EQ(bytes, std::string(reinterpret_cast<const char*>(expected), sizeof(expected)));
 }

@@ -229,9 +229,10 @@ TEST_F(ApiTest, ARefusedDefineOfSeveralKeysChangesNothing) {
 
 TEST_F(ApiTest, DeleteNeedsConfirmation) {
   Ok(Do(R"({"put": {"key": "t", "value": 1}})"));
-  for (const char* bad : {R"({"delete": {"key": "t"}})", R"({"delete": {"key": "t", "confirm": "yes"}})",
-                          R"({"delete": {"key": "t", "confirm": false}})",
-                          R"({"delete": {"key": "t", "confirm": 1}})"}) {
+  for (const char* bad :
+       {R"({"delete": {"key": "t"}})", R"({"delete": {"key": "t", "confirm": "yes"}})",
+        R"({"delete": {"key": "t", "confirm": false}})",
+        R"({"delete": {"key": "t", "confirm": 1}})"}) {
     SCOPED_TRACE(bad);
     json a = Do(bad);
     EXPECT_EQ(Code(a), "not_confirmed");
@@ -269,12 +270,11 @@ TEST_F(ApiTest, Fetch) {
   json a = Do(R"({"fetch": {"key": "t", "limit": 4}})");
   EXPECT_EQ(Code(a), "too_many_points");
   EXPECT_NE(Message(a).find("more than 4"), std::string::npos) << a.dump();
-  for (const char* bad : {R"({"fetch": {"key": "t", "limit": 0}})",
-                          R"({"fetch": {"key": "t", "limit": -1}})",
-                          R"({"fetch": {"key": "t", "limit": 1.5}})",
-                          R"({"fetch": {"key": "t", "limit": 10001}})",
-                          R"({"fetch": {"key": "t", "from": 1699999930, "to": 1699999910}})",
-                          R"({"fetch": {"key": "t", "step": 60}})"}) {
+  for (const char* bad :
+       {R"({"fetch": {"key": "t", "limit": 0}})", R"({"fetch": {"key": "t", "limit": -1}})",
+        R"({"fetch": {"key": "t", "limit": 1.5}})", R"({"fetch": {"key": "t", "limit": 10001}})",
+        R"({"fetch": {"key": "t", "from": 1699999930, "to": 1699999910}})",
+        R"({"fetch": {"key": "t", "step": 60}})"}) {
     SCOPED_TRACE(bad);
     EXPECT_EQ(Code(Do(bad)), "bad_request");
   }
@@ -326,7 +326,8 @@ TEST_F(ApiTest, BadJson) {
 }
 
 TEST_F(ApiTest, OversizedRequestIsRefusedBeforeParsing) {
-  std::string big = R"({"ping": {}, "query_id": ")" + std::string(Api::kMaxRequestBytes, 'x') + "\"}";
+  std::string big =
+      R"({"ping": {}, "query_id": ")" + std::string(Api::kMaxRequestBytes, 'x') + "\"}";
   json a = Do(big);
   EXPECT_EQ(Code(a), "bad_json");
   EXPECT_NE(Message(a).find("over the limit"), std::string::npos) << a.dump();

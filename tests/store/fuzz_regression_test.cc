@@ -38,7 +38,10 @@ TEST(FuzzRegressionTest, ValuePayloadInvalidUtf8MessageIsSendable) {
 // text as it is into the message (an HTTP query parameter such as
 // from=%B1700000000.25 reaches it so).
 TEST(FuzzRegressionTest, TimeParamInvalidUtf8MessageIsSendable) {
-  Result<int64_t> t = ParseTimeParam("\xb1" "700000000.25", 1700000000000);
+  Result<int64_t> t = ParseTimeParam(
+      "\xb1"
+      "700000000.25",
+      1700000000000);
   ASSERT_FALSE(t.ok());
   ExpectSendable(t.status().message());
 }

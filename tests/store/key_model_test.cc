@@ -66,8 +66,7 @@ TEST_F(KeyModelTest, DefineOfANewKeyNeedsAType) {
   Result<KeyInfo> r = store->Define("new", std::nullopt, json::object());
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().reason(), "unknown_key");
-  EXPECT_NE(r.status().message().find("give its type"), std::string::npos)
-      << r.status().message();
+  EXPECT_NE(r.status().message().find("give its type"), std::string::npos) << r.status().message();
   EXPECT_FALSE(store->Get("new").ok());
   EXPECT_EQ(Refused(*store, "unknown_key"), 1);
 
@@ -185,14 +184,15 @@ TEST_F(KeyModelTest, OptionsAndTypesSurviveAReopen) {
   {
     auto store = Open();
     ASSERT_TRUE(store);
-    ASSERT_TRUE(store->Define("up", KeyType::kUptime,
-                              json{{"max_time", 12.5}, {"same_value_resolution", 3}})
-                    .ok());
+    ASSERT_TRUE(
+        store
+            ->Define("up", KeyType::kUptime, json{{"max_time", 12.5}, {"same_value_resolution", 3}})
+            .ok());
     ASSERT_TRUE(store->Define("mode", KeyType::kString, json{{"values", {"a", "b"}}}).ok());
     ASSERT_TRUE(store->Put("mode", Str("a")).ok());
     ASSERT_TRUE(store->Put("energy", 10.0).ok());
-    ASSERT_TRUE(store->Define("energy", KeyType::kCounter, json{{"same_value_resolution", 0}})
-                    .ok());
+    ASSERT_TRUE(
+        store->Define("energy", KeyType::kCounter, json{{"same_value_resolution", 0}}).ok());
   }
   auto store = Open();
   ASSERT_TRUE(store);

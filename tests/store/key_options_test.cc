@@ -87,7 +87,8 @@ TEST(KeyOptionsTest, MaxTimeAppliesOnlyToUptime) {
 // beside seconds as a number.
 TEST(KeyOptionsTest, DurationsTakeUnits) {
   Result<KeyOptions> r =
-      Apply(KeyType::kUptime, R"({"stale_after": "10m", "max_time": "2h", "same_value_resolution": "30s"})");
+      Apply(KeyType::kUptime,
+            R"({"stale_after": "10m", "max_time": "2h", "same_value_resolution": "30s"})");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->stale_after_ms, 600'000);
   EXPECT_EQ(r->max_time_ms, 7'200'000);
@@ -96,7 +97,8 @@ TEST(KeyOptionsTest, DurationsTakeUnits) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->stale_after_ms, 86'400'000);
   std::string m = Refusal(Apply(KeyType::kNumeric, R"({"stale_after": "ten minutes"})"));
-  EXPECT_NE(m.find("option 'stale_after': 'ten minutes' is not a duration"), std::string::npos) << m;
+  EXPECT_NE(m.find("option 'stale_after': 'ten minutes' is not a duration"), std::string::npos)
+      << m;
   Refusal(Apply(KeyType::kNumeric, R"({"stale_after": "1.5h"})"));
   Refusal(Apply(KeyType::kNumeric, R"({"stale_after": "9999999999w"})"));
   Refusal(Apply(KeyType::kNumeric, R"({"stale_after": [10]})"));
@@ -171,8 +173,8 @@ TEST(KeyOptionsTest, OptionsNotGivenKeepTheirBaseValue) {
 
 TEST(KeyOptionsTest, DurationsOfTheWrongTypeOrOutOfRangeAreRefused) {
   for (const char* name : {"same_value_resolution", "max_time"}) {
-    for (const char* value : {"\"sixty\"", "true", "[1]", "{}", "-1", "-0.5", "1e12",
-                              "316224001"}) {
+    for (const char* value :
+         {"\"sixty\"", "true", "[1]", "{}", "-1", "-0.5", "1e12", "316224001"}) {
       std::string text = std::string("{\"") + name + "\": " + value + "}";
       SCOPED_TRACE(text);
       std::string m = Refusal(Apply(KeyType::kUptime, text.c_str()));
@@ -214,14 +216,14 @@ TEST(KeyOptionsTest, MinResolutionIsRefusedWithAClearMessage) {
 TEST(KeyOptionsTest, ARefusalLeavesNoHalfAppliedOptions) {
   // The result is all or nothing: a good option before a bad one is not
   // returned applied (the Result holds no value at all).
-  Result<KeyOptions> r =
-      Apply(KeyType::kNumeric, R"({"same_value_resolution": 1, "bogus": 2})");
+  Result<KeyOptions> r = Apply(KeyType::kNumeric, R"({"same_value_resolution": 1, "bogus": 2})");
   EXPECT_FALSE(r.ok());
 }
 
 TEST(KeyOptionsTest, ToJsonNamesTheOptionsOfTheType) {
   KeyOptions o;
-  EXPECT_EQ(KeyOptionsToJson(o, KeyType::kNumeric), json::parse(R"({"same_value_resolution": 60})"));
+  EXPECT_EQ(KeyOptionsToJson(o, KeyType::kNumeric),
+            json::parse(R"({"same_value_resolution": 60})"));
   EXPECT_EQ(KeyOptionsToJson(o, KeyType::kUptime),
             json::parse(R"({"same_value_resolution": 60, "max_time": 60})"));
   o.values = std::vector<std::string>{"a", "b"};

@@ -9,9 +9,9 @@
 #include <cctype>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
-#include <filesystem>
 #include <random>
 #include <set>
 #include <sstream>
@@ -40,8 +40,8 @@ uint64_t Bits(double d) {
 void ExpectSameValue(const Value& a, const Value& b, const std::string& where) {
   ASSERT_EQ(a.index(), b.index()) << where;
   if (const auto* d = std::get_if<double>(&a)) {
-    EXPECT_EQ(Bits(*d), Bits(std::get<double>(b))) << where << ": " << *d << " vs "
-                                                    << std::get<double>(b);
+    EXPECT_EQ(Bits(*d), Bits(std::get<double>(b)))
+        << where << ": " << *d << " vs " << std::get<double>(b);
   } else {
     EXPECT_EQ(a, b) << where;
   }
@@ -49,8 +49,12 @@ void ExpectSameValue(const Value& a, const Value& b, const std::string& where) {
 
 void ExpectSameRollup(const Rollup& a, const Rollup& b, const std::string& where) {
   EXPECT_TRUE(a == b) << where << " start " << a.start_ms;
-  for (auto [x, y] : {std::pair{a.sum, b.sum}, {a.min, b.min}, {a.max, b.max},
-                      {a.integral, b.integral}, {a.increase, b.increase}, {a.high, b.high}}) {
+  for (auto [x, y] : {std::pair{a.sum, b.sum},
+                      {a.min, b.min},
+                      {a.max, b.max},
+                      {a.integral, b.integral},
+                      {a.increase, b.increase},
+                      {a.high, b.high}}) {
     EXPECT_EQ(Bits(x), Bits(y)) << where << " start " << a.start_ms;
   }
   ASSERT_EQ(a.first.has_value(), b.first.has_value()) << where;
@@ -97,7 +101,8 @@ std::vector<int64_t> Times(std::mt19937_64& rng, size_t n, int64_t step_ms) {
   return t;
 }
 
-std::vector<Sample> Numbers(std::mt19937_64& rng, size_t n, const std::function<double(size_t)>& f) {
+std::vector<Sample> Numbers(std::mt19937_64& rng, size_t n,
+                            const std::function<double(size_t)>& f) {
   std::vector<Sample> out;
   std::vector<int64_t> t = Times(rng, n, 10'000);
   for (size_t i = 0; i < n; ++i) out.push_back({t[i], f(i)});
@@ -136,9 +141,7 @@ std::vector<Rollup> MakeRollups(std::mt19937_64& rng, KeyType type, int64_t res,
       auto text = [&](uint64_t v) {
         return boolean ? std::string(v % 2 ? "true" : "false") : "state-" + std::to_string(v % 5);
       };
-      auto value = [&](uint64_t v) {
-        return boolean ? Value(v % 2 == 1) : Value(text(v));
-      };
+      auto value = [&](uint64_t v) { return boolean ? Value(v % 2 == 1) : Value(text(v)); };
       if (r.count > 0) {
         r.first = value(rng());
         r.last = value(rng());
@@ -189,13 +192,21 @@ std::vector<SegmentKeyData> TestKeys(uint64_t seed) {
   }
   {
     auto& d = add("c/negative", KeyType::kNumeric);
-    d.changes = Numbers(rng, 2100, [&](size_t i) { return -40.0 - static_cast<double>(i % 97) / 10; });
+    d.changes =
+        Numbers(rng, 2100, [&](size_t i) { return -40.0 - static_cast<double>(i % 97) / 10; });
   }
   {
     auto& d = add("d/huge", KeyType::kNumeric);
-    const double specials[] = {1e300, -1e300, std::numeric_limits<double>::max(),
-                               std::numeric_limits<double>::denorm_min(), -0.0, 0.0,
-                               4611686018427387904.0, 9007199254740993.0, 1e-300, 123456.789012,
+    const double specials[] = {1e300,
+                               -1e300,
+                               std::numeric_limits<double>::max(),
+                               std::numeric_limits<double>::denorm_min(),
+                               -0.0,
+                               0.0,
+                               4611686018427387904.0,
+                               9007199254740993.0,
+                               1e-300,
+                               123456.789012,
                                std::numeric_limits<double>::infinity()};
     d.changes = Numbers(rng, 1100, [&](size_t i) { return specials[i % std::size(specials)]; });
   }
@@ -225,7 +236,8 @@ std::vector<SegmentKeyData> TestKeys(uint64_t seed) {
     auto& d = add("h/alarm", KeyType::kString);
     const char* states[] = {"armed_home", "armed_away", "disarmed", "triggered", ""};
     std::vector<int64_t> t = Times(rng, 2000, 30'000);
-    for (size_t i = 0; i < t.size(); ++i) d.changes.push_back({t[i], std::string(states[rng() % 5])});
+    for (size_t i = 0; i < t.size(); ++i)
+      d.changes.push_back({t[i], std::string(states[rng() % 5])});
     d.rollups = AllRollups(rng, KeyType::kString, 40);
   }
   {
@@ -457,10 +469,12 @@ TEST(SegmentTest, ScanAndAtMatchBruteForce) {
         if (s.time_ms >= a && s.time_ms < b) want.push_back(s);
       }
       std::vector<Sample> got;
-      ASSERT_TRUE(seg->Scan(k.key, a, b, [&](const Sample& s) {
-                       got.push_back(s);
-                       return true;
-                     }).ok());
+      ASSERT_TRUE(seg->Scan(k.key, a, b,
+                            [&](const Sample& s) {
+                              got.push_back(s);
+                              return true;
+                            })
+                      .ok());
       ASSERT_EQ(got.size(), want.size()) << k.key << " [" << a << ", " << b << ")";
       for (size_t i = 0; i < got.size(); ++i) {
         EXPECT_EQ(got[i].time_ms, want[i].time_ms);
@@ -514,21 +528,23 @@ TEST(SegmentTest, ScanRollupsRanges) {
         for (const auto& r : rollups) {
           if (r.start_ms >= a && r.start_ms < b) want.push_back(r);
         }
-        ASSERT_TRUE(seg->ScanRollups(k.key, res, a, b, [&](const Rollup& r) {
-                         got.push_back(r);
-                         return true;
-                       }).ok());
+        ASSERT_TRUE(seg->ScanRollups(k.key, res, a, b,
+                                     [&](const Rollup& r) {
+                                       got.push_back(r);
+                                       return true;
+                                     })
+                        .ok());
         ASSERT_EQ(got.size(), want.size()) << k.key << " " << res;
         for (size_t i = 0; i < got.size(); ++i) ExpectSameRollup(got[i], want[i], k.key);
         size_t calls = 0;
-        ASSERT_TRUE(seg->ScanRollups(k.key, res, a, b, [&](const Rollup&) { return ++calls < 2; })
-                        .ok());
+        ASSERT_TRUE(
+            seg->ScanRollups(k.key, res, a, b, [&](const Rollup&) { return ++calls < 2; }).ok());
         EXPECT_EQ(calls, std::min<size_t>(2, want.size()));
       }
     }
     size_t calls = 0;
-    ASSERT_TRUE(seg->ScanRollups(k.key, 12345, kFrom, kTo, [&](const Rollup&) { return ++calls; })
-                    .ok());
+    ASSERT_TRUE(
+        seg->ScanRollups(k.key, 12345, kFrom, kTo, [&](const Rollup&) { return ++calls; }).ok());
     EXPECT_EQ(calls, 0u);
   }
 }
@@ -594,7 +610,9 @@ TEST(SegmentTest, WriterRefusals) {
   auto seg = OpenOk(dir.File("seg"));
   ASSERT_NE(seg, nullptr);
   EXPECT_EQ(seg->Keys().size(), 2u);
-  EXPECT_TRUE(SegmentWriter::Create(dir.File("x"), SegmentMeta{kTo, kFrom, 0}).status().IsInvalidArgument());
+  EXPECT_TRUE(SegmentWriter::Create(dir.File("x"), SegmentMeta{kTo, kFrom, 0})
+                  .status()
+                  .IsInvalidArgument());
 }
 
 TEST(SegmentTest, UnfinishedWriterLeavesNothing) {
@@ -738,7 +756,8 @@ TEST(SegmentCodecTest, DamagedPayloadsNeverCrash) {
   std::vector<std::string> meta;
   for (const auto& k : keys) {
     const size_t n = std::min<size_t>(k.changes.size(), 300);
-    if (n > 0) raw.emplace_back(k.type, segment_internal::EncodeRawBlock(k.type, k.changes.data(), n));
+    if (n > 0)
+      raw.emplace_back(k.type, segment_internal::EncodeRawBlock(k.type, k.changes.data(), n));
     for (const auto& [res, rs] : k.rollups) {
       if (!rs.empty()) {
         rollup.emplace_back(k.type, segment_internal::EncodeRollupBlock(
@@ -828,7 +847,8 @@ TEST(SegmentTest, GoldenExample) {
   const std::string base = std::string(KOMOKU_SEGMENT_TEST_DATA) + "/example";
   const SegmentMeta meta{1'700'000'000'000 - 1'700'000'000'000 % 86'400'000,
                          1'700'000'000'000 - 1'700'000'000'000 % 86'400'000 + 86'400'000, 7};
-  if (std::getenv("KOMOKU_WRITE_SEGMENT_GOLDEN") != nullptr) WriteSegment(base, ExampleKeys(), meta);
+  if (std::getenv("KOMOKU_WRITE_SEGMENT_GOLDEN") != nullptr)
+    WriteSegment(base, ExampleKeys(), meta);
   auto seg = OpenOk(base);
   ASSERT_NE(seg, nullptr);
   EXPECT_TRUE(seg->Verify().ok());

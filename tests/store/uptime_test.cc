@@ -36,8 +36,7 @@ PutOptions At(int64_t time_ms) {
 std::string Text(const std::vector<Sample>& samples) {
   std::string out;
   for (const Sample& s : samples) {
-    out += (out.empty() ? "" : " ") + std::to_string(s.time_ms - kNow) + "=" +
-           ValueToText(s.value);
+    out += (out.empty() ? "" : " ") + std::to_string(s.time_ms - kNow) + "=" + ValueToText(s.value);
   }
   return out;
 }
@@ -87,9 +86,7 @@ class UptimeTest : public ::testing::Test {
     return Text(*h);
   }
 
-  static bool Current(const Store& store) {
-    return std::get<bool>(store.Get("hb")->last->value);
-  }
+  static bool Current(const Store& store) { return std::get<bool>(store.Get("hb")->last->value); }
 
   TempDir dir_;
   FakeClock clock_{kNow};
@@ -150,8 +147,9 @@ TEST_F(UptimeTest, AnExplicitFalseDisarmsAndANewTrueRearms) {
   ASSERT_TRUE(store->Put("hb", false, At(kNow + 1000)).ok());
   EXPECT_EQ(AdvanceAndRun(*store, clock_, kNow + 100000, "-"), "0=true 1000=false");
   ASSERT_TRUE(store->Put("hb", true, At(kNow + 100000)).ok());
-  EXPECT_EQ(AdvanceAndRun(*store, clock_, kNow + 200000, "0=true 1000=false 100000=true 130000=false"),
-            "0=true 1000=false 100000=true 130000=false");
+  EXPECT_EQ(
+      AdvanceAndRun(*store, clock_, kNow + 200000, "0=true 1000=false 100000=true 130000=false"),
+      "0=true 1000=false 100000=true 130000=false");
 }
 
 TEST_F(UptimeTest, DefineChangesMaxTimeOfAPendingTimeout) {
@@ -254,7 +252,8 @@ TEST_F(UptimeTest, TimeoutsOfManyKeysFireInDueOrder) {
   for (int tries = 0; tries < 300; ++tries) {
     store->RunDueTimers();
     bool all = true;
-    for (int i = 0; i < 5; ++i) all = all && !std::get<bool>(store->Get("dev/" + std::to_string(i))->last->value);
+    for (int i = 0; i < 5; ++i)
+      all = all && !std::get<bool>(store->Get("dev/" + std::to_string(i))->last->value);
     if (all) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

@@ -29,16 +29,16 @@ TEST(ValidateKeyNameTest, AcceptsOrdinaryNames) {
 TEST(ValidateKeyNameTest, RefusesWhatMqttTopicsMustNotHold) {
   // Control characters (C0, DEL, C1) and Unicode noncharacters: Mosquitto
   // disconnects a client that publishes a topic with one.
-  for (const char* bad : {"a\x01b", "tab\tkey", "new\nline", "del\x7f", "c1\xc2\x85x",
-                          "c1\xc2\x9f", "nc\xef\xb7\x90", "nc\xef\xbf\xbe", "nc\xef\xbf\xbf",
-                          "nc\xf0\x9f\xbf\xbf", "max\xf4\x8f\xbf\xbf"}) {
+  for (const char* bad :
+       {"a\x01b", "tab\tkey", "new\nline", "del\x7f", "c1\xc2\x85x", "c1\xc2\x9f", "nc\xef\xb7\x90",
+        "nc\xef\xbf\xbe", "nc\xef\xbf\xbf", "nc\xf0\x9f\xbf\xbf", "max\xf4\x8f\xbf\xbf"}) {
     Status st = ValidateKeyName(bad);
     EXPECT_TRUE(st.IsInvalidArgument()) << bad;
     EXPECT_NE(st.message().find("not allowed in MQTT topics"), std::string::npos) << st.message();
   }
   // Ordinary text around them is fine: accents, CJK, emoji, U+00A0.
-  for (const char* good : {"caf\xc3\xa9", "\xe6\xb8\xa9\xe5\xba\xa6", "\xf0\x9f\x8c\xa1", "nb\xc2\xa0sp",
-                           "\xef\xbf\xbd"}) {
+  for (const char* good : {"caf\xc3\xa9", "\xe6\xb8\xa9\xe5\xba\xa6", "\xf0\x9f\x8c\xa1",
+                           "nb\xc2\xa0sp", "\xef\xbf\xbd"}) {
     EXPECT_TRUE(ValidateKeyName(good).ok()) << good << ": " << ValidateKeyName(good).ToString();
   }
 }
@@ -212,8 +212,7 @@ TEST(ParseBooleanTest, ConfiguredWordsReplaceTheDefaults) {
   Result<bool> on = ParseBoolean("on", words);
   ASSERT_FALSE(on.ok());
   EXPECT_NE(on.status().message().find("an/aus"), std::string::npos) << on.status().message();
-  EXPECT_TRUE(*CoerceValue(KeyType::kBoolean, InputValue(std::string("an")), words) ==
-              Value(true));
+  EXPECT_TRUE(*CoerceValue(KeyType::kBoolean, InputValue(std::string("an")), words) == Value(true));
 }
 
 TEST(ParseBooleanTest, RefusesEverythingElse) {
