@@ -455,9 +455,13 @@ int64_t Metric(int port, const std::string& series) {
   return 0;
 }
 
-std::map<std::string, double> Metrics(int port) {
+std::map<std::string, double> Metrics(int port, const std::vector<std::string>& families) {
   std::map<std::string, double> out;
-  auto res = NewClient(port)->Get("/metrics");
+  std::string target = "/metrics";
+  for (size_t i = 0; i < families.size(); ++i) {
+    target += (i == 0 ? "?name=" : "&name=") + families[i];
+  }
+  auto res = NewClient(port)->Get(target);
   if (!res || res->status != 200) return out;
   std::istringstream in(res->body);
   std::string line;

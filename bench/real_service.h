@@ -233,8 +233,9 @@ SegmentTotals Segments(int port, bool per_key = false);
 int64_t Metric(int port, const std::string& series);
 
 // Every series of one GET /metrics (name with labels -> value); empty when
-// it does not answer.
-std::map<std::string, double> Metrics(int port);
+// it does not answer. With `families`, only theirs (GET /metrics?name=…),
+// which spares komoku rendering every key's series at each poll.
+std::map<std::string, double> Metrics(int port, const std::vector<std::string>& families = {});
 
 // The payload of publication n: `key` = n % keys.size(), `round` =
 // n / keys.size().

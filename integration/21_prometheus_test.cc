@@ -187,6 +187,30 @@ TEST_F(PrometheusTest, PromtoolFindsNothingToSayAndCountersStartAtZero) {
       << busy.body;
   // Nothing counted under a family /metrics does not declare.
   EXPECT_EQ(komoku_->Output().find("no declared family"), std::string::npos) << komoku_->Output();
+
+  // ?name= answers the named families only, each still promtool-clean.
+  const Komoku::Reply some = komoku_->Get(
+      "/metrics?name=komoku_changes_stored_total&name=komoku_key_changes_stored_total");
+  ASSERT_EQ(some.status, 200) << some.body;
+  lint = Promtool(dir_, some.body, "some");
+  EXPECT_EQ(lint.status, 0) << lint.output << "\n---\n" << some.body;
+  EXPECT_EQ(SampleText(some.body, "komoku_changes_stored_total"), std::to_string(kCount + 1));
+  EXPECT_EQ(SampleText(some.body, R"(komoku_key_changes_stored_total{key="lint/temp"})"),
+            std::to_string(kCount));
+  size_t helps = 0;
+  for (size_t at = some.body.find("# HELP "); at != std::string::npos;
+       at = some.body.find("# HELP ", at + 1)) {
+    ++helps;
+  }
+  EXPECT_EQ(helps, 2u) << some.body;
+  EXPECT_EQ(some.body.find("komoku_compactions_total"), std::string::npos) << some.body;
+  // A name that is no family, or another parameter: refused, saying which.
+  const Komoku::Reply unknown = komoku_->Get("/metrics?name=komoku_no_such_total");
+  EXPECT_EQ(unknown.status, 400);
+  EXPECT_NE(unknown.body.find("komoku_no_such_total"), std::string::npos) << unknown.body;
+  const Komoku::Reply typo = komoku_->Get("/metrics?nmae=komoku_changes_stored_total");
+  EXPECT_EQ(typo.status, 400);
+  EXPECT_NE(typo.body.find("nmae"), std::string::npos) << typo.body;
 }
 
 }  // namespace

@@ -346,8 +346,13 @@ std::vector<MetricFamily> DeclaredFamilies() {
 ExpositionWriter::ExpositionWriter(std::vector<MetricFamily> declared)
     : declared_(std::move(declared)) {}
 
+bool ExpositionWriter::Wants(std::string_view name) const {
+  return only_.empty() || std::find(only_.begin(), only_.end(), name) != only_.end();
+}
+
 bool ExpositionWriter::Begin(std::string_view name) {
   current_ = nullptr;
+  if (!Wants(name)) return false;
   auto it = std::find_if(declared_.begin(), declared_.end(),
                          [&](const MetricFamily& f) { return f.name == name; });
   if (it == declared_.end()) {
@@ -489,9 +494,19 @@ void WriteStoreSeries(const std::map<std::string, int64_t>& snapshot, Exposition
   }
 }
 
-std::string RenderMetrics(store::Store& store, const Health& health,
-                          std::chrono::steady_clock::time_point started, spdlog::logger& log) {
-  ExpositionWriter out(DeclaredFamilies());
+Result<std::string> RenderMetrics(store::Store& store, const Health& health,
+                                  std::chrono::steady_clock::time_point started,
+                                  spdlog::logger& log, const std::vector<std::string>& only) {
+  std::vector<MetricFamily> declared = DeclaredFamilies();
+  for (const std::string& name : only) {
+    if (std::none_of(declared.begin(), declared.end(),
+                     [&](const MetricFamily& f) { return f.name == name; })) {
+      return Status::InvalidArgument("no metric family named '" + name +
+                                     "' (docs/http-api.md lists them)");
+    }
+  }
+  ExpositionWriter out(std::move(declared));
+  out.Only(only);
   std::vector<std::string> undeclared;
   WriteStoreSeries(store.metrics().Snapshot(), &out, &undeclared);
 
@@ -506,7 +521,12 @@ std::string RenderMetrics(store::Store& store, const Health& health,
     out.Sample("", "", store.SqliteMemoryHighwater());
   }
   // Per key: what it writes and holds (the SD-card question).
-  const std::vector<store::KeyWrites> writes = store.Writes(nullptr);
+  // Read only when asked for: a copy of every key's figures.
+  const bool per_key = out.Wants("komoku_key_changes_stored_total") ||
+                       out.Wants("komoku_key_hot_bytes_written_total") ||
+                       out.Wants("komoku_key_segment_bytes");
+  const std::vector<store::KeyWrites> writes =
+      per_key ? store.Writes(nullptr) : std::vector<store::KeyWrites>{};
   if (out.Begin("komoku_key_changes_stored_total")) {
     for (const store::KeyWrites& k : writes) {
       out.Sample("", Labels("key", k.key), static_cast<int64_t>(k.changes_stored));

@@ -58,6 +58,11 @@ class ExpositionWriter {
   // error kept and the family's samples dropped, when the name is not
   // declared, was begun before, or breaks CheckFamily.
   bool Begin(std::string_view name);
+  // Limits the answer to these families (GET /metrics?name=…): Begin of any
+  // other returns false without an error. Empty: every family.
+  void Only(std::vector<std::string> names) { only_ = std::move(names); }
+  // Whether Begin(name) would write the family (declared and selected).
+  bool Wants(std::string_view name) const;
   // A sample of the family begun last. `suffix` is "" or, for a histogram,
   // "_bucket", "_sum" or "_count"; `labels` is "" or a label set as
   // Labels() makes it. A sample without a begun family, or with a suffix its
@@ -75,6 +80,7 @@ class ExpositionWriter {
   const std::vector<MetricFamily> declared_;
   const MetricFamily* current_ = nullptr;  // null: no family, or a refused one
   std::vector<std::string_view> begun_;
+  std::vector<std::string> only_;  // empty: all
   std::vector<std::string> errors_;
   std::string text_;
 };
@@ -91,8 +97,11 @@ void WriteStoreSeries(const std::map<std::string, int64_t>& snapshot, Exposition
 // The body of GET /metrics. `started` is when the HTTP server started
 // (komoku_uptime_seconds). Errors (an undeclared series, a refused family)
 // are logged on `log`; the answer carries everything else.
-std::string RenderMetrics(store::Store& store, const Health& health,
-                          std::chrono::steady_clock::time_point started, spdlog::logger& log);
+// `only` limits the answer to the named families (empty: all of them); a
+// name that is not a declared family is an InvalidArgument naming it.
+Result<std::string> RenderMetrics(store::Store& store, const Health& health,
+                                  std::chrono::steady_clock::time_point started,
+                                  spdlog::logger& log, const std::vector<std::string>& only = {});
 
 inline constexpr const char* kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
 

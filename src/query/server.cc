@@ -820,9 +820,24 @@ class Server::Impl {
     SendJson(res, problems.empty() ? 200 : 503, j);
   }
 
-  void GetMetrics(const Request&, Response& res) {
-    res.SetContent(RenderMetrics(*store_, health_ ? health_() : Health{}, started_, *log_),
-                   kMetricsContentType);
+  // `?name=<family>` (repeatable) answers only those families: a poller
+  // that watches one counter need not have every key's series rendered.
+  void GetMetrics(const Request& req, Response& res) {
+    std::vector<std::string> only;
+    for (const auto& [name, value] : QueryParams(req)) {
+      if (name != "name") {
+        SendError(res, 400, "bad_request", "unknown parameter '" + name + "'");
+        return;
+      }
+      only.push_back(value);
+    }
+    Result<std::string> text =
+        RenderMetrics(*store_, health_ ? health_() : Health{}, started_, *log_, only);
+    if (!text.ok()) {
+      SendStatus(res, text.status());
+      return;
+    }
+    res.SetContent(std::move(text.value()), kMetricsContentType);
   }
 
   // Constant after construction.
