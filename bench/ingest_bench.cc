@@ -198,7 +198,9 @@ struct KomokuWatch {
   int port = 0;
   std::map<std::string, double> last;
   int64_t Stored() {
-    std::map<std::string, double> m = Metrics(port);
+    std::map<std::string, double> m =
+        Metrics(port, {"komoku_changes_stored_total", "komoku_writer_queue_depth",
+                       "komoku_mqtt_messages_total", "komoku_mqtt_publish_errors_total"});
     if (!m.empty()) last = std::move(m);
     return Get("komoku_changes_stored_total");
   }
@@ -350,6 +352,10 @@ FloodRow RunFloodCase(const Options& o, const FloodCase& c, const Messages& m) {
               Thousands(batches).c_str(),
               batches > 0 ? static_cast<double>(rows) / static_cast<double>(batches) : 0.0,
               Thousands(Metric(komoku.port, "komoku_hot_folds_total")).c_str());
+  // Each state publication costs komoku and the broker about what a message
+  // does: how many the flood caused (coalesced per key, docs/mqtt.md).
+  std::printf("  %-13s komoku: %s states published\n", c.name().c_str(),
+              Thousands(Metric(komoku.port, "komoku_state_published_total")).c_str());
   komoku.process->Stop();
   return row;
 }

@@ -576,6 +576,40 @@ TEST_F(IngestTest, RetainedStateConvergesAfterBurst) {
   EXPECT_TRUE(converged) << wrong << " keys' retained state is not their value, e.g. " << example;
 }
 
+TEST_F(IngestTest, AKeysStateGoesOutAtMostEvery250Ms) {
+  // Before: nearly every change of a flood was published on
+  // komoku/state/<key>, costing Komoku and the broker a message each.
+  ASSERT_NO_FATAL_FAILURE(Launch());
+  MqttClient watcher(broker_->url(), "state-watcher");
+  watcher.Subscribe("komoku/state/fast");
+  MqttClient sender(broker_->url(), "fast-sender");
+  constexpr int kChanges = 400;
+  for (int i = 1; i <= kChanges; ++i) {  // about a second of changes
+    sender.Publish("komoku/set/fast", std::to_string(i));
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+  // The last value is published, however the changes were coalesced.
+  std::vector<MqttClient::TimedMessage> got;
+  const bool last = WaitFor(
+      [&] {
+        got = watcher.ReceivedWithTimes();
+        if (got.empty()) return false;
+        json j = json::parse(got.back().payload, nullptr, false);
+        return j.is_object() && j["value"] == kChanges;
+      },
+      seconds(60));
+  ASSERT_TRUE(last) << got.size()
+                    << " states, the last: " << (got.empty() ? "none" : got.back().payload);
+  // At most one publication each 250 ms, measured at the sender; arrival
+  // jitter here can bring two a little closer, hence 200 ms.
+  const double span =
+      std::chrono::duration<double>(got.back().arrived - got.front().arrived).count();
+  std::printf("%d changes of one key gave %zu state publications over %.2f s\n", kChanges,
+              got.size(), span);
+  EXPECT_LE(static_cast<double>(got.size()), span / 0.2 + 2) << got.size() << " over " << span;
+  EXPECT_LT(got.size(), static_cast<size_t>(kChanges));
+}
+
 TEST_F(IngestTest, SigtermWithBacklogLosesNothing) {
   // A backlog queued at the broker while komoku was down, and a flood on top
   // of it; SIGTERM while komoku drains them. Today the store closes while

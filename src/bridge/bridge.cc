@@ -53,6 +53,13 @@ constexpr size_t kStateInFlight = 256;
 // Of the broker's Receive Maximum, this many are left to the other QoS 1
 // publications (status, derived state, API replies).
 constexpr int kReservedInFlight = 4;
+// A key's state goes out at most once in this time: a change within it of
+// the last publication waits for its end, and the changes meanwhile coalesce
+// into one publication. Every state costs Komoku and the broker about what
+// a received message does; at QoS 0 with nothing to wait for, the state
+// thread otherwise published nearly every change of a flood. A key changing
+// less often than this is published at once (docs/mqtt-topics.md).
+constexpr int64_t kStateMinGapMs = 250;
 // A subscription not acknowledged within this time is asked for again.
 constexpr std::chrono::seconds kSubscribeTimeout{10};
 
@@ -1119,7 +1126,12 @@ class Bridge::Impl {
     bool wake = false;
     {
       std::lock_guard<std::mutex> lock(state_mu_);
-      wake = state_waiting_;
+      // A key published within kStateMinGapMs waits for the state thread's
+      // timer: no wake-up for it (a flood wakes the thread once a gap).
+      if (c.deleted || StateDueLocked(c.key, SteadyNowMs())) {
+        state_due_ = true;
+        wake = state_waiting_;
+      }
       auto [it, fresh] = state_pending_.try_emplace(c.key);
       StateItem& item = it->second;
       if (c.deleted) {
@@ -1145,6 +1157,14 @@ class Bridge::Impl {
   void Requeue(std::string key, StateItem item) {
     std::lock_guard<std::mutex> lock(state_mu_);
     state_pending_.try_emplace(std::move(key), std::move(item));
+    state_due_ = true;
+  }
+
+  // Whether a change of `key` may go out now: its state was not published
+  // within kStateMinGapMs. Needs state_mu_.
+  bool StateDueLocked(const std::string& key, int64_t now_ms) const {
+    auto it = state_sent_ms_.find(key);
+    return it == state_sent_ms_.end() || now_ms - it->second >= kStateMinGapMs;
   }
 
   // The state thread: publishes the newest state of each key that changed
@@ -1185,6 +1205,8 @@ class Bridge::Impl {
       }
       return ok;
     };
+    // When the earliest key held back by kStateMinGapMs may go out; 0: none.
+    int64_t next_due_ms = 0;
     for (;;) {
       bool all = false;
       batch.clear();
@@ -1192,13 +1214,12 @@ class Bridge::Impl {
         std::unique_lock<std::mutex> lock(state_mu_);
         state_waiting_ = true;
         // Publications still out are looked at again soon, to requeue any
-        // that failed.
-        state_cv_.wait_for(
-            lock,
-            in_flight.empty() ? std::chrono::milliseconds(500) : std::chrono::milliseconds(20),
-            [&] {
-              return state_stop_ || (subscribed_ && (republish_all_ || !state_pending_.empty()));
-            });
+        // that failed; held-back keys when their gap ends.
+        int64_t wait_ms = in_flight.empty() ? 500 : 20;
+        if (next_due_ms > 0) wait_ms = std::clamp<int64_t>(next_due_ms - SteadyNowMs(), 1, wait_ms);
+        state_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] {
+          return state_stop_ || (subscribed_ && (republish_all_ || state_due_));
+        });
         state_waiting_ = false;
         if (state_stop_) break;
         // Only once subscribed: Paho sends its commands in order, and a
@@ -1207,9 +1228,29 @@ class Bridge::Impl {
         if (subscribed_) {
           all = republish_all_;
           republish_all_ = false;
-          batch.reserve(state_pending_.size());
-          for (auto& kv : state_pending_) batch.emplace_back(kv.first, std::move(kv.second));
-          state_pending_.clear();
+          state_due_ = false;
+          next_due_ms = 0;
+          const int64_t now = SteadyNowMs();
+          for (auto it = state_pending_.begin(); it != state_pending_.end();) {
+            auto sent = state_sent_ms_.find(it->first);
+            const bool due = all || it->second.deleted || it->second.refresh ||
+                             sent == state_sent_ms_.end() || now - sent->second >= kStateMinGapMs;
+            if (!due) {
+              const int64_t at = sent->second + kStateMinGapMs;
+              if (next_due_ms == 0 || at < next_due_ms) next_due_ms = at;
+              ++it;
+              continue;
+            }
+            state_sent_ms_[it->first] = now;
+            batch.emplace_back(it->first, std::move(it->second));
+            it = state_pending_.erase(it);
+          }
+          // Forget publications older than the gap once there are many.
+          if (state_sent_ms_.size() > 4096) {
+            for (auto it = state_sent_ms_.begin(); it != state_sent_ms_.end();) {
+              it = now - it->second >= kStateMinGapMs ? state_sent_ms_.erase(it) : std::next(it);
+            }
+          }
         }
         store_->metrics().Set("komoku_state_pending", static_cast<int64_t>(state_pending_.size()));
       }
@@ -1351,6 +1392,11 @@ class Bridge::Impl {
   bool republish_all_ = false;                                // guarded by state_mu_
   bool state_stop_ = false;                                   // guarded by state_mu_
   bool state_waiting_ = false;  // the state thread waits for work; guarded by state_mu_
+  // A pending change may go out now (not held back by kStateMinGapMs).
+  bool state_due_ = false;  // guarded by state_mu_
+  // Steady-clock ms when each key's state was last taken for publishing;
+  // entries older than kStateMinGapMs are pruned. Guarded by state_mu_.
+  std::unordered_map<std::string, int64_t> state_sent_ms_;
   std::thread state_thread_;
 
   struct RefusalLog {
