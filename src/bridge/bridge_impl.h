@@ -180,14 +180,21 @@ class Bridge::Impl {
   // see only a topic that no configured rule matches.
   bool HandleMapped(const MappingEngine* mapping, const IngestRecord& msg);
 
-  // Resolved changes: checked against the keys that exist, then put (the
-  // store commits them with the next group). For configured rules a change
-  // the key refuses refuses the whole message; discovered entities are
-  // independent (`each`), so only that entity's change is dropped.
-  // False when the store cannot take changes now (see HandleRecord); the
-  // changes put before that are then put again with the message.
+  // Resolved changes, put (the store commits them with the next group). For
+  // configured rules the changes of a message are put all or none: a change
+  // its key refuses refuses the whole message. Discovered entities are
+  // independent (`each`), so only that entity's change is dropped. False
+  // when the store cannot take changes now (see HandleRecord): the message
+  // is tried again.
   bool StoreMapped(const MappingEngine& engine, const std::vector<MappedChange>& changes,
                    const IngestRecord& msg, bool each);
+
+  // Puts the changes [begin, end) with Store::PutAll, all or none, after
+  // leaving out retained repeats and defining new keys of typed rules; a
+  // refusal is counted and logged as the rule's (RefuseMapped). False when
+  // the store cannot take changes now.
+  bool PutMapped(const MappingEngine& engine, const MappedChange* begin, const MappedChange* end,
+                 const IngestRecord& msg, bool discovered);
 
   // Counted always; logged at most once per rule and reason per
   // kRefusalLogInterval, with the number of refusals not logged since.

@@ -4,7 +4,6 @@
 
 #include <mqtt/async_client.h>
 
-#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "bridge/bridge_impl.h"
@@ -47,74 +46,84 @@ bool Bridge::Impl::HandleMapped(const MappingEngine* mapping, const IngestRecord
 bool Bridge::Impl::StoreMapped(const MappingEngine& engine,
                                const std::vector<MappedChange>& changes, const IngestRecord& msg,
                                bool each) {
-  const std::string& topic = msg.topic;
-  struct Planned {
-    const MappedChange* change;
-    bool create;
-  };
-  std::vector<Planned> plan;
-  plan.reserve(changes.size());
-  for (const MappedChange& c : changes) {
-    Result<store::KeyInfo> info = store_->Get(c.key);
-    if (!info.ok()) {
-      plan.push_back({&c, true});
-      continue;
+  if (each) {
+    for (const MappedChange& c : changes) {
+      if (!PutMapped(engine, &c, &c + 1, msg, each)) return false;
     }
-    std::optional<MappingRefusal> refused;
-    Result<store::Value> v = store::CoerceValue(info->type, c.value, store_->boolean_words());
-    if (!v.ok()) {
-      refused = MappingRefusal{
-          c.rule, "wrong_type",
-          "key '" + c.key + "' (" + store::KeyTypeName(info->type) + "): " + v.status().message()};
-    } else if (info->options.values) {
-      const auto& allowed = *info->options.values;
-      if (std::find(allowed.begin(), allowed.end(), std::get<std::string>(*v)) == allowed.end()) {
-        refused = MappingRefusal{c.rule, "value_not_allowed",
-                                 "key '" + c.key + "': value '" + std::get<std::string>(*v) +
-                                     "' is not one of its values"};
+  } else if (!PutMapped(engine, changes.data(), changes.data() + changes.size(), msg, each)) {
+    return false;
+  }
+  store_->metrics().Add(each ? "komoku_discovery_messages_total" : "komoku_mapping_messages_total");
+  return true;
+}
+
+bool Bridge::Impl::PutMapped(const MappingEngine& engine, const MappedChange* begin,
+                             const MappedChange* end, const IngestRecord& msg, bool discovered) {
+  const std::string& topic = msg.topic;
+  std::vector<store::Store::KeyPut> puts;
+  std::vector<const MappedChange*> put_changes;  // the change of each put
+  std::vector<bool> creates;                     // each put's key is new
+  puts.reserve(end - begin);
+  put_changes.reserve(end - begin);
+  for (const MappedChange* c = begin; c != end; ++c) {
+    Result<store::KeyInfo> info = store_->Get(c->key);
+    // A retained message seen again on (re)subscribe is no new change.
+    if (info.ok() && msg.retained && info->last) {
+      Result<store::Value> v = store::CoerceValue(info->type, c->value, store_->boolean_words());
+      if (v.ok() && info->last->value == *v) {
+        store_->metrics().Add("komoku_mapping_retained_skipped_total");
+        continue;
       }
     }
-    if (refused) {
-      RefuseMapped(engine, *refused, topic, each);
-      if (each) continue;
-      return true;
-    }
-    // A retained message seen again on (re)subscribe is no new change.
-    if (msg.retained && info->last && info->last->value == *v) {
-      store_->metrics().Add("komoku_mapping_retained_skipped_total");
-      continue;
-    }
-    plan.push_back({&c, false});
+    store::Store::KeyPut put{c->key, &c->value, {}};
+    put.options.time_ms = c->time_ms ? *c->time_ms : msg.received_ms;
+    put.options.skip_duplicate = c->time_ms.has_value() || msg.recovered;
+    put.options.wait_committed = false;
+    puts.push_back(put);
+    put_changes.push_back(c);
+    creates.push_back(!info.ok());
   }
-  for (const Planned& p : plan) {
-    const MappedChange& c = *p.change;
+  // A new key of a rule with a type is defined first, so that it has the
+  // rule's type and options (its allowed values too) when its first value
+  // is checked.
+  for (size_t i = 0; i < puts.size(); ++i) {
+    const MappedChange& c = *put_changes[i];
     const MappingRule& rule = engine.rule(c.rule);
-    if (p.create && rule.type) {
-      Result<store::KeyInfo> defined = store_->Define(c.key, rule.type, rule.options);
-      if (!defined.ok())
-        log_->warn("define '{}' for rule {}: {}", c.key, engine.RuleLabel(c.rule),
-                   defined.status().message());
-    }
-    if (c.clock_unset) store_->metrics().Add("komoku_mapping_clock_unset_total");
-    store::PutOptions put;
-    put.time_ms = c.time_ms ? *c.time_ms : msg.received_ms;
-    put.skip_duplicate = c.time_ms.has_value() || msg.recovered;
-    put.wait_committed = false;
-    Result<store::Change> change = store_->Put(c.key, c.value, put);
-    if (!change.ok()) {
-      if (RefusedForNow(change.status())) return false;
+    if (!creates[i] || !rule.type) continue;
+    Result<store::KeyInfo> defined = store_->Define(c.key, rule.type, rule.options);
+    if (!defined.ok())
+      log_->warn("define '{}' for rule {}: {}", c.key, engine.RuleLabel(c.rule),
+                 defined.status().message());
+  }
+  // All or none: the store checks every change against its key (type,
+  // allowed values) before it applies any.
+  size_t refused = 0;
+  Result<std::vector<store::Change>> stored = store_->PutAll(puts, &refused);
+  if (!stored.ok()) {
+    if (RefusedForNow(stored.status())) return false;
+    const std::string& reason = stored.status().reason();
+    if (reason == "wrong_type" || reason == "value_not_allowed") {
+      RefuseMapped(engine,
+                   MappingRefusal{put_changes[refused]->rule, reason, stored.status().message()},
+                   topic, discovered);
+    } else {
       // The store counted it; the bridge logs it once.
-      log_->warn("refused {} -> {}: {}", topic, c.key, change.status().message());
-      continue;
+      log_->warn("refused {} -> {}: {}", topic, put_changes[refused]->key,
+                 stored.status().message());
     }
-    if (p.create && !rule.type && !rule.options.empty() && change->created_key) {
+    return true;
+  }
+  for (size_t i = 0; i < puts.size(); ++i) {
+    const MappedChange& c = *put_changes[i];
+    const MappingRule& rule = engine.rule(c.rule);
+    if (c.clock_unset) store_->metrics().Add("komoku_mapping_clock_unset_total");
+    if (creates[i] && !rule.type && !rule.options.empty() && (*stored)[i].created_key) {
       Result<store::KeyInfo> defined = store_->Define(c.key, std::nullopt, rule.options);
       if (!defined.ok())
         log_->warn("options of '{}' for rule {}: {}", c.key, engine.RuleLabel(c.rule),
                    defined.status().message());
     }
   }
-  store_->metrics().Add(each ? "komoku_discovery_messages_total" : "komoku_mapping_messages_total");
   return true;
 }
 
