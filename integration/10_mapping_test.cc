@@ -201,5 +201,27 @@ TEST_F(MappingTest, RetainedMessagesAreNotStoredAgainAfterARestart) {
   EXPECT_EQ(HistorySize("meter/water"), 3u);
 }
 
+TEST_F(MappingTest, AChangeItsKeyRefusesRefusesTheWholeMessage) {
+  // The humidity key holds booleans: a number for it refuses the message
+  // (Store::PutAll, all or none), so its temperature is not stored either.
+  ASSERT_EQ(komoku_->Put("/api/v1/value?key=hall_sensor/humidity", "true").status, 201);
+  mqtt_->Publish("zigbee2mqtt/hall_sensor", R"({"temperature":19.5,"humidity":50})");
+  EXPECT_TRUE(WaitFor([&] {
+    return komoku_->Metric(
+               "komoku_mapping_refused_total{rule=\"zigbee2mqtt\",reason=\"wrong_type\"}") == 1;
+  })) << komoku_->Output();
+  // The store refused it, so it counts as every refused change does.
+  EXPECT_EQ(komoku_->Metric("komoku_refused_total{reason=\"wrong_type\"}"), 1);
+  EXPECT_NE(komoku_->Output().find("key 'hall_sensor/humidity' (boolean)"), std::string::npos)
+      << komoku_->Output();
+  EXPECT_EQ(Value("hall_sensor/temperature"), nlohmann::json());
+  EXPECT_EQ(Value("hall_sensor/humidity")["value"], true);
+  // The next message that fits is stored whole.
+  mqtt_->Publish("zigbee2mqtt/hall_sensor", R"({"temperature":20.0,"humidity":false})");
+  ASSERT_TRUE(WaitForValue("hall_sensor/temperature", 20.0));
+  EXPECT_TRUE(WaitForValue("hall_sensor/humidity", false));
+  EXPECT_TRUE(WaitFor([&] { return HistorySize("hall_sensor/temperature") == 1; }));
+}
+
 }  // namespace
 }  // namespace komoku::testing

@@ -645,6 +645,179 @@ Status ParseKeys(const YAML::Node& body, const std::string& name, Config& c) {
   return Status::Ok();
 }
 
+// One field of a mapping rule, its value and where it is ("k.yaml:12:
+// mappings[2].type: "), with the readers of the value's forms.
+struct RuleField {
+  std::string field;
+  YAML::Node v;
+  std::string where;
+
+  Status Text(std::string* out) const {
+    if (!v.IsScalar()) {
+      return Status::InvalidArgument(
+          where + "expected text" +
+          (field == "key" ? " (quote a template: key: \"{1}/{field}\")" : ""));
+    }
+    *out = v.as<std::string>();
+    return Status::Ok();
+  }
+  Status List(std::vector<std::string>* out) const {
+    if (v.IsScalar()) {
+      out->push_back(v.as<std::string>());
+      return Status::Ok();
+    }
+    if (!v.IsSequence() || v.size() == 0) {
+      return Status::InvalidArgument(where + "expected text or a non-empty list of text");
+    }
+    for (const YAML::Node& e : v) {
+      if (!e.IsScalar()) return Status::InvalidArgument(where + "expected a list of text");
+      out->push_back(e.as<std::string>());
+    }
+    return Status::Ok();
+  }
+  Status Boolean(bool* out) const {
+    if (!v.IsScalar()) return Status::InvalidArgument(where + "expected true or false");
+    const std::string t = v.as<std::string>();
+    if (t != "true" && t != "false") {
+      return Status::InvalidArgument(where + "expected true or false, got '" + t + "'");
+    }
+    *out = t == "true";
+    return Status::Ok();
+  }
+  Status Number(std::optional<double>* out) const {
+    std::string t;
+    KOMOKU_RETURN_IF_ERROR(Text(&t));
+    char* end = nullptr;
+    double d = std::strtod(t.c_str(), &end);
+    if (t.empty() || end != t.c_str() + t.size() || !std::isfinite(d)) {
+      return Status::InvalidArgument(where + "expected a number, got '" + t + "'");
+    }
+    *out = d;
+    return Status::Ok();
+  }
+};
+
+// A rule's name: a metrics label.
+Status ParseRuleName(const RuleField& f, bridge::MappingRule& rule) {
+  KOMOKU_RETURN_IF_ERROR(f.Text(&rule.name));
+  if (rule.name.empty() || rule.name.find_first_of("\"\\\n") != std::string::npos) {
+    return Status::InvalidArgument(f.where +
+                                   "must be non-empty, without quotes, backslashes "
+                                   "or newlines (it is a metrics label)");
+  }
+  return Status::Ok();
+}
+
+Status ParsePayloadFormat(const RuleField& f, bridge::MappingRule& rule) {
+  std::string t;
+  KOMOKU_RETURN_IF_ERROR(f.Text(&t));
+  if (t == "auto") {
+    rule.payload = bridge::PayloadFormat::kAuto;
+  } else if (t == "json") {
+    rule.payload = bridge::PayloadFormat::kJson;
+  } else if (t == "text") {
+    rule.payload = bridge::PayloadFormat::kText;
+  } else {
+    return Status::InvalidArgument(f.where + "'" + t + "' is not one of auto, json, text");
+  }
+  return Status::Ok();
+}
+
+// fields: "*", a list of paths, or a map path: key suffix.
+Status ParseRuleFields(const RuleField& f, bridge::MappingRule& rule) {
+  const YAML::Node& v = f.v;
+  if (v.IsScalar() && v.as<std::string>() == "*") {
+    rule.all_fields = true;
+  } else if (v.IsSequence() && v.size() > 0) {
+    for (const YAML::Node& e : v) {
+      if (!e.IsScalar()) return Status::InvalidArgument(f.where + "expected a list of paths");
+      rule.fields.emplace_back(e.as<std::string>(), "");
+    }
+  } else if (v.IsMap() && v.size() > 0) {
+    for (auto e = v.begin(); e != v.end(); ++e) {
+      if (!e->second.IsNull() && !e->second.IsScalar()) {
+        return Status::InvalidArgument(f.where + e->first.as<std::string>() +
+                                       ": expected a key suffix");
+      }
+      rule.fields.emplace_back(e->first.as<std::string>(),
+                               e->second.IsNull() ? "" : e->second.as<std::string>());
+    }
+  } else {
+    return Status::InvalidArgument(f.where +
+                                   "expected \"*\", a list of paths or a map path: suffix");
+  }
+  return Status::Ok();
+}
+
+Status ParseRuleType(const RuleField& f, bridge::MappingRule& rule) {
+  std::string t;
+  KOMOKU_RETURN_IF_ERROR(f.Text(&t));
+  Result<store::KeyType> type = store::ParseKeyType(t);
+  if (!type.ok()) return Status::InvalidArgument(f.where + type.status().message());
+  rule.type = *type;
+  return Status::Ok();
+}
+
+// One field of a rule into `rule`; unknown fields are refused, listing the
+// known ones.
+Status ParseRuleField(const RuleField& f, bridge::MappingRule& rule) {
+  static const std::set<std::string> kOptionNames = {"same_value_resolution", "max_time", "values",
+                                                     "min_resolution", "retention"};
+  static const char* kFieldList =
+      "name, topic, exclude, key, payload, fields, ignore, type, true, false, scale, offset, "
+      "time, availability, continue, publish_errors, same_value_resolution, max_time, values";
+  const std::string& field = f.field;
+  if (field == "name") return ParseRuleName(f, rule);
+  if (field == "topic") return f.List(&rule.topics);
+  if (field == "exclude") return f.List(&rule.exclude);
+  if (field == "key") return f.Text(&rule.key);
+  if (field == "payload") return ParsePayloadFormat(f, rule);
+  if (field == "fields") return ParseRuleFields(f, rule);
+  if (field == "ignore") return f.List(&rule.ignore);
+  if (field == "type") return ParseRuleType(f, rule);
+  if (field == "true") return f.List(&rule.true_words);
+  if (field == "false") return f.List(&rule.false_words);
+  if (field == "scale") return f.Number(&rule.scale);
+  if (field == "offset") return f.Number(&rule.offset);
+  if (field == "time") return f.Text(&rule.time_field);
+  if (field == "availability") return f.Boolean(&rule.availability);
+  if (field == "continue") return f.Boolean(&rule.continue_matching);
+  if (field == "publish_errors") return f.Boolean(&rule.publish_errors);
+  if (kOptionNames.count(field)) {
+    Result<nlohmann::json> value = ScalarToJson(f.v, f.where);
+    if (!value.ok()) return value.status();
+    rule.options[field] = *value;
+    return Status::Ok();
+  }
+  return Status::InvalidArgument(f.where + "unknown field (expected " + kFieldList + ")");
+}
+
+// One rule of mappings:, `at` being "mappings[<index>]".
+Result<bridge::MappingRule> ParseRule(const YAML::Node& spec, const std::string& name,
+                                      const std::string& at) {
+  if (!spec.IsMap()) {
+    return Status::InvalidArgument(Where(name, spec.Mark()) + at +
+                                   ": expected a rule (a map with topic:, key:, ...)");
+  }
+  bridge::MappingRule rule;
+  rule.where = name + ":" + std::to_string(spec.Mark().line + 1);
+  std::map<std::string, int> seen;
+  for (auto f = spec.begin(); f != spec.end(); ++f) {
+    RuleField field{f->first.as<std::string>(), f->second, ""};
+    field.where = Where(name, f->first.Mark()) + at + "." + field.field + ": ";
+    auto [first, fresh] = seen.emplace(field.field, f->first.Mark().line + 1);
+    if (!fresh) {
+      return Status::InvalidArgument(field.where + "set twice (first on line " +
+                                     std::to_string(first->second) + ")");
+    }
+    KOMOKU_RETURN_IF_ERROR(ParseRuleField(field, rule));
+  }
+  if (rule.topics.empty()) {
+    return Status::InvalidArgument(Where(name, spec.Mark()) + at + ".topic: missing");
+  }
+  return rule;
+}
+
 // mappings: a list of rules (docs/mapping.md). Errors name the rule by its
 // index: "k.yaml:12: mappings[2].type: ...".
 Status ParseMappings(const YAML::Node& body, const std::string& name, Config& c) {
@@ -652,158 +825,13 @@ Status ParseMappings(const YAML::Node& body, const std::string& name, Config& c)
     return Status::InvalidArgument(Where(name, body.Mark()) +
                                    "mappings: expected a list of rules (- topic: ...)");
   }
-  static const std::set<std::string> kOptionNames = {"same_value_resolution", "max_time", "values",
-                                                     "min_resolution", "retention"};
-  static const char* kFieldList =
-      "name, topic, exclude, key, payload, fields, ignore, type, true, false, scale, offset, "
-      "time, availability, continue, publish_errors, same_value_resolution, max_time, values";
   std::vector<bridge::MappingRule> rules;
   size_t index = 0;
   for (auto item = body.begin(); item != body.end(); ++item, ++index) {
-    const YAML::Node& spec = *item;
-    const std::string at = "mappings[" + std::to_string(index) + "]";
-    if (!spec.IsMap()) {
-      return Status::InvalidArgument(Where(name, spec.Mark()) + at +
-                                     ": expected a rule (a map with topic:, key:, ...)");
-    }
-    bridge::MappingRule rule;
-    rule.where = name + ":" + std::to_string(spec.Mark().line + 1);
-    std::map<std::string, int> seen;
-    for (auto f = spec.begin(); f != spec.end(); ++f) {
-      const std::string field = f->first.as<std::string>();
-      const YAML::Node v = f->second;
-      const std::string where = Where(name, f->first.Mark()) + at + "." + field + ": ";
-      auto [first, fresh] = seen.emplace(field, f->first.Mark().line + 1);
-      if (!fresh) {
-        return Status::InvalidArgument(where + "set twice (first on line " +
-                                       std::to_string(first->second) + ")");
-      }
-      auto text = [&](std::string* out) -> Status {
-        if (!v.IsScalar()) {
-          return Status::InvalidArgument(
-              where + "expected text" +
-              (field == "key" ? " (quote a template: key: \"{1}/{field}\")" : ""));
-        }
-        *out = v.as<std::string>();
-        return Status::Ok();
-      };
-      auto list = [&](std::vector<std::string>* out) -> Status {
-        if (v.IsScalar()) {
-          out->push_back(v.as<std::string>());
-          return Status::Ok();
-        }
-        if (!v.IsSequence() || v.size() == 0) {
-          return Status::InvalidArgument(where + "expected text or a non-empty list of text");
-        }
-        for (const YAML::Node& e : v) {
-          if (!e.IsScalar()) return Status::InvalidArgument(where + "expected a list of text");
-          out->push_back(e.as<std::string>());
-        }
-        return Status::Ok();
-      };
-      auto boolean = [&](bool* out) -> Status {
-        if (!v.IsScalar()) return Status::InvalidArgument(where + "expected true or false");
-        const std::string t = v.as<std::string>();
-        if (t != "true" && t != "false") {
-          return Status::InvalidArgument(where + "expected true or false, got '" + t + "'");
-        }
-        *out = t == "true";
-        return Status::Ok();
-      };
-      auto number = [&](std::optional<double>* out) -> Status {
-        std::string t;
-        KOMOKU_RETURN_IF_ERROR(text(&t));
-        char* end = nullptr;
-        double d = std::strtod(t.c_str(), &end);
-        if (t.empty() || end != t.c_str() + t.size() || !std::isfinite(d)) {
-          return Status::InvalidArgument(where + "expected a number, got '" + t + "'");
-        }
-        *out = d;
-        return Status::Ok();
-      };
-      if (field == "name") {
-        KOMOKU_RETURN_IF_ERROR(text(&rule.name));
-        if (rule.name.empty() || rule.name.find_first_of("\"\\\n") != std::string::npos) {
-          return Status::InvalidArgument(where +
-                                         "must be non-empty, without quotes, backslashes "
-                                         "or newlines (it is a metrics label)");
-        }
-      } else if (field == "topic") {
-        KOMOKU_RETURN_IF_ERROR(list(&rule.topics));
-      } else if (field == "exclude") {
-        KOMOKU_RETURN_IF_ERROR(list(&rule.exclude));
-      } else if (field == "key") {
-        KOMOKU_RETURN_IF_ERROR(text(&rule.key));
-      } else if (field == "payload") {
-        std::string t;
-        KOMOKU_RETURN_IF_ERROR(text(&t));
-        if (t == "auto") {
-          rule.payload = bridge::PayloadFormat::kAuto;
-        } else if (t == "json") {
-          rule.payload = bridge::PayloadFormat::kJson;
-        } else if (t == "text") {
-          rule.payload = bridge::PayloadFormat::kText;
-        } else {
-          return Status::InvalidArgument(where + "'" + t + "' is not one of auto, json, text");
-        }
-      } else if (field == "fields") {
-        if (v.IsScalar() && v.as<std::string>() == "*") {
-          rule.all_fields = true;
-        } else if (v.IsSequence() && v.size() > 0) {
-          for (const YAML::Node& e : v) {
-            if (!e.IsScalar()) return Status::InvalidArgument(where + "expected a list of paths");
-            rule.fields.emplace_back(e.as<std::string>(), "");
-          }
-        } else if (v.IsMap() && v.size() > 0) {
-          for (auto e = v.begin(); e != v.end(); ++e) {
-            if (!e->second.IsNull() && !e->second.IsScalar()) {
-              return Status::InvalidArgument(where + e->first.as<std::string>() +
-                                             ": expected a key suffix");
-            }
-            rule.fields.emplace_back(e->first.as<std::string>(),
-                                     e->second.IsNull() ? "" : e->second.as<std::string>());
-          }
-        } else {
-          return Status::InvalidArgument(where +
-                                         "expected \"*\", a list of paths or a map path: suffix");
-        }
-      } else if (field == "ignore") {
-        KOMOKU_RETURN_IF_ERROR(list(&rule.ignore));
-      } else if (field == "type") {
-        std::string t;
-        KOMOKU_RETURN_IF_ERROR(text(&t));
-        Result<store::KeyType> type = store::ParseKeyType(t);
-        if (!type.ok()) return Status::InvalidArgument(where + type.status().message());
-        rule.type = *type;
-      } else if (field == "true") {
-        KOMOKU_RETURN_IF_ERROR(list(&rule.true_words));
-      } else if (field == "false") {
-        KOMOKU_RETURN_IF_ERROR(list(&rule.false_words));
-      } else if (field == "scale") {
-        KOMOKU_RETURN_IF_ERROR(number(&rule.scale));
-      } else if (field == "offset") {
-        KOMOKU_RETURN_IF_ERROR(number(&rule.offset));
-      } else if (field == "time") {
-        KOMOKU_RETURN_IF_ERROR(text(&rule.time_field));
-      } else if (field == "availability") {
-        KOMOKU_RETURN_IF_ERROR(boolean(&rule.availability));
-      } else if (field == "continue") {
-        KOMOKU_RETURN_IF_ERROR(boolean(&rule.continue_matching));
-      } else if (field == "publish_errors") {
-        KOMOKU_RETURN_IF_ERROR(boolean(&rule.publish_errors));
-      } else if (kOptionNames.count(field)) {
-        Result<nlohmann::json> value = ScalarToJson(v, where);
-        if (!value.ok()) return value.status();
-        rule.options[field] = *value;
-      } else {
-        return Status::InvalidArgument(Where(name, f->first.Mark()) + at + "." + field +
-                                       ": unknown field (expected " + kFieldList + ")");
-      }
-    }
-    if (rule.topics.empty()) {
-      return Status::InvalidArgument(Where(name, spec.Mark()) + at + ".topic: missing");
-    }
-    rules.push_back(std::move(rule));
+    Result<bridge::MappingRule> rule =
+        ParseRule(*item, name, "mappings[" + std::to_string(index) + "]");
+    if (!rule.ok()) return rule.status();
+    rules.push_back(std::move(rule.value()));
   }
   Result<std::unique_ptr<bridge::MappingEngine>> compiled = bridge::MappingEngine::Compile(rules);
   if (!compiled.ok()) return compiled.status();

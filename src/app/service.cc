@@ -303,11 +303,19 @@ Status Reload(const std::string& path, Running& run) {
   return Status::Ok();
 }
 
-}  // namespace
+// The parts of the service, made in order by the steps of RunService and
+// destroyed in the reverse order (each stops itself if a step failed).
+struct Parts {
+  std::unique_ptr<store::Store> store;
+  std::unique_ptr<bridge::Bridge> bridge;
+  derived::PublishFn publish;
+  std::unique_ptr<derived::Publisher> derived;
+  std::unique_ptr<query::Server> http;
+};
 
-int RunService(const Config& config, const RunOptions& options) {
-  // Signals are taken synchronously by this thread (sigtimedwait below);
-  // every thread started from here on inherits the blocked mask.
+// Signals are taken synchronously by the main thread (sigtimedwait in
+// WaitForStop); every thread started after this inherits the blocked mask.
+sigset_t BlockStopSignals() {
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
@@ -315,11 +323,12 @@ int RunService(const Config& config, const RunOptions& options) {
   sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  return stop_signals;
+}
 
-  SystemdNotifier systemd;
-  Loggers log = MakeLoggers(config.log_level);
-  log.main->info("komoku {} starting; config: {}", KOMOKU_VERSION, config.source);
-
+// Opens the store and applies the config's keys: section. 0, or the exit
+// code.
+int OpenStore(const Config& config, const Loggers& log, SystemdNotifier& systemd, Parts& parts) {
   store::StoreOptions store_options = StoreOptionsOf(config);
   store_options.start_timers = false;  // started once the bridge listens
   Result<std::unique_ptr<store::Store>> store = store::Store::Open(store_options, log.store);
@@ -328,16 +337,22 @@ int RunService(const Config& config, const RunOptions& options) {
     systemd.SetStatus("cannot open the store: " + store.status().ToString());
     return 1;
   }
-  log.main->info("data in {} ({} keys)", (*store)->db_path(), (*store)->Keys().size());
+  parts.store = std::move(store.value());
+  log.main->info("data in {} ({} keys)", parts.store->db_path(), parts.store->Keys().size());
   for (const Config::KeyDefinition& def : config.keys) {
-    Result<store::KeyInfo> defined = (*store)->Define(def.name, def.type, def.options);
+    Result<store::KeyInfo> defined = parts.store->Define(def.name, def.type, def.options);
     if (!defined.ok()) {
       log.main->error("{}: keys.{}: {}", def.where, def.name, defined.status().message());
       return 2;
     }
   }
   if (!config.keys.empty()) log.main->info("{} keys defined by the config", config.keys.size());
+  return 0;
+}
 
+// The bridge's options from the config (and a log line about the mapping
+// rules and discovery).
+bridge::BridgeOptions BridgeOptionsOf(const Config& config, const Loggers& log) {
   bridge::BridgeOptions bridge_options;
   bridge_options.broker = config.mqtt_broker;
   bridge_options.client_id = config.mqtt_client_id;
@@ -371,29 +386,40 @@ int RunService(const Config& config, const RunOptions& options) {
                    discovery.home_assistant && discovery.homie ? ", " : "",
                    discovery.homie ? "Homie under " + discovery.homie_prefix + "/" : std::string());
   }
+  return bridge_options;
+}
+
+// Makes the bridge (not yet connecting) and the derived-state publisher,
+// which publishes through it. 0, or the exit code.
+int CreateBridgeAndDerived(const Config& config, const Loggers& log, SystemdNotifier& systemd,
+                           Parts& parts) {
   Result<std::unique_ptr<bridge::Bridge>> bridge =
-      bridge::Bridge::Create(bridge_options, store->get(), log.bridge);
+      bridge::Bridge::Create(BridgeOptionsOf(config, log), parts.store.get(), log.bridge);
   if (!bridge.ok()) {
     log.main->error("{}", bridge.status().ToString());
     return 1;
   }
+  parts.bridge = std::move(bridge.value());
 
   // Derived state: checked against the keys now defined (an unknown key or a
   // definition that does not fit its key's type stops the start).
-  derived::DerivedOptions derived_options = DerivedOptionsOf(config);
-  bridge::Bridge* bridge_for_derived = bridge->get();
-  derived::PublishFn publish = [bridge_for_derived](const std::string& topic,
-                                                    const std::string& payload, bool retain) {
+  bridge::Bridge* bridge_for_derived = parts.bridge.get();
+  parts.publish = [bridge_for_derived](const std::string& topic, const std::string& payload,
+                                       bool retain) {
     return bridge_for_derived->Publish(topic, payload, retain);
   };
-  Result<std::unique_ptr<derived::Publisher>> derived =
-      derived::Publisher::Create(derived_options, store->get(), publish, log.derived);
+  Result<std::unique_ptr<derived::Publisher>> derived = derived::Publisher::Create(
+      DerivedOptionsOf(config), parts.store.get(), parts.publish, log.derived);
   if (!derived.ok()) {
     log.main->error("{}", derived.status().message());
     systemd.SetStatus(derived.status().message());
     return 2;
   }
+  parts.derived = std::move(derived.value());
+  return 0;
+}
 
+query::ServerOptions ServerOptionsOf(const Config& config) {
   query::ServerOptions http_options;
   http_options.host = config.http_host;
   http_options.port = config.http_port;
@@ -412,16 +438,23 @@ int RunService(const Config& config, const RunOptions& options) {
   http_options.max_queued_requests = static_cast<size_t>(config.http_max_queued_requests);
   http_options.max_stream_clients = static_cast<size_t>(config.http_max_stream_clients);
   http_options.stream_queue_bytes = static_cast<size_t>(config.http_stream_queue_bytes);
+  return http_options;
+}
+
+// Makes and starts the HTTP server, which asks the bridge for health and
+// discovery. 0, or the exit code.
+int StartHttp(const Config& config, const Loggers& log, SystemdNotifier& systemd, Parts& parts) {
+  query::ServerOptions http_options = ServerOptionsOf(config);
   if (config.http_token.empty() && !query::IsLoopbackHost(config.http_host)) {
     log.main->warn(
         "the HTTP API on {} has no authentication: anyone who can reach it may read "
         "and write every key; set http.token_file, or listen on 127.0.0.1",
         config.http_listen);
   }
-  bridge::Bridge* bridge_ptr = bridge->get();
+  bridge::Bridge* bridge_ptr = parts.bridge.get();
   http_options.discovery = [bridge_ptr] { return bridge_ptr->DiscoveryJson(); };
   Result<std::unique_ptr<query::Server>> http = query::Server::Create(
-      http_options, store->get(),
+      http_options, parts.store.get(),
       [bridge_ptr] {
         return query::Health{bridge_ptr->connected(), bridge_ptr->subscribed(),
                              bridge_ptr->IngestStalledFor(), bridge_ptr->IngestBacklog()};
@@ -431,30 +464,42 @@ int RunService(const Config& config, const RunOptions& options) {
     log.main->error("{}", http.status().ToString());
     return 1;
   }
-  Status st = (*http)->Start();
+  parts.http = std::move(http.value());
+  Status st = parts.http->Start();
   if (!st.ok()) {
     log.main->error("{}", st.ToString());
     systemd.SetStatus(st.ToString());
     return 1;
   }
+  return 0;
+}
 
-  (*bridge)->Start();
-  const std::string page_url = PageUrl(config.http_host, (*http)->port());
-  (*derived)->SetConfigurationUrl(page_url);
-  st = (*derived)->Start();
+// Connects MQTT, starts derived state and the store's timers. 0, or the
+// exit code (everything stopped again).
+int StartMqtt(Parts& parts, const std::string& page_url, const Loggers& log,
+              SystemdNotifier& systemd) {
+  parts.bridge->Start();
+  parts.derived->SetConfigurationUrl(page_url);
+  Status st = parts.derived->Start();
   if (!st.ok()) {
     log.main->error("{}", st.ToString());
     systemd.SetStatus(st.ToString());
-    (*bridge)->Stop();
-    (*http)->Stop();
-    (*store)->Close();
+    parts.bridge->Stop();
+    parts.http->Stop();
+    parts.store->Close();
     return 1;
   }
   // Timeouts (also those that fell while Komoku was down) now reach MQTT.
-  (*store)->StartTimers();
+  parts.store->StartTimers();
+  return 0;
+}
 
+// Writes the ready file (--ready-file) and the lock file's contents, logs
+// "ready" and tells systemd.
+void AnnounceReady(const Config& config, const RunOptions& options, Parts& parts,
+                   const Loggers& log, SystemdNotifier& systemd) {
   if (!options.ready_file.empty()) {
-    st = WriteReadyFile(options.ready_file, (*http)->port());
+    Status st = WriteReadyFile(options.ready_file, parts.http->port());
     if (!st.ok()) log.main->warn("{}", st.ToString());
   }
   // The data directory's lock file says who holds it and where its HTTP API
@@ -463,15 +508,73 @@ int RunService(const Config& config, const RunOptions& options) {
   {
     std::ofstream lock(store::Store::LockPath(config.store_data_dir), std::ios::trunc);
     lock << "{\"pid\": " << getpid() << ", \"http_host\": \"" << config.http_host
-         << "\", \"http_port\": " << (*http)->port() << "}\n";
+         << "\", \"http_port\": " << parts.http->port() << "}\n";
     if (!lock) log.main->warn("cannot write {}", store::Store::LockPath(config.store_data_dir));
   }
   log.main->info("ready");
-  systemd.Ready(StatusLine(**store, **bridge));
-  Running running{config,  page_url, store->get(), bridge->get(), std::move(derived.value()),
-                  publish, &log};
-  (*store)->metrics().Set("komoku_config_last_reload_successful", 1);
+  systemd.Ready(StatusLine(*parts.store, *parts.bridge));
+}
 
+// SIGHUP: reloads the configuration (Reload), counts the result and tells
+// systemd.
+void ReloadOnSignal(const RunOptions& options, SystemdNotifier& systemd, Running& run) {
+  run.log->main->info("SIGHUP received; reloading {}", options.config_path.empty()
+                                                           ? std::string("the configuration")
+                                                           : options.config_path);
+  systemd.Reloading();
+  Status reloaded = Reload(options.config_path, run);
+  const bool ok = reloaded.ok();
+  if (!ok) {
+    run.log->main->error("reload refused, the running configuration stays: {}", reloaded.message());
+  }
+  run.store->metrics().Add(std::string("komoku_config_reloads_total{result=\"") +
+                           (ok ? "ok" : "refused") + "\"}");
+  run.store->metrics().Set("komoku_config_last_reload_successful", ok ? 1 : 0);
+  systemd.Ready(StatusLine(*run.store, *run.bridge));
+}
+
+// Feeds the systemd watchdog while the writer and the MQTT ingest thread
+// make progress, and says (once) when one of them stops making it.
+// `*stalled` is whether it said so last time.
+void CheckProgress(SystemdNotifier& systemd, Running& run, bool* stalled_before) {
+  // The writer and the MQTT ingest thread are the two that can stop making
+  // progress; either one stuck stops the watchdog's food.
+  // A full disk is a known state, not a hang: the writer retries, changes
+  // are refused (HTTP 507) and MQTT messages wait in the ingest log;
+  // /readyz says so. A restart by the watchdog would not free any space.
+  const Status write_health = run.store->WriteHealth();
+  const bool disk_full = write_health.reason() == "disk_full";
+  const auto writer_stalled_for =
+      disk_full ? std::chrono::milliseconds(0) : run.store->WriterStalledFor();
+  const auto ingest_stalled_for = run.bridge->IngestStalledFor();
+  const bool ingest_stuck = ingest_stalled_for >= kWriterStallLimit;
+  const auto stalled = ingest_stuck && writer_stalled_for < kWriterStallLimit ? ingest_stalled_for
+                                                                              : writer_stalled_for;
+  const char* who = ingest_stuck && writer_stalled_for < kWriterStallLimit
+                        ? "MQTT ingest has not finished a batch"
+                        : "store writer has not committed";
+  if (stalled < kWriterStallLimit) {
+    if (*stalled_before) run.log->main->info("store writer and MQTT ingest make progress again");
+    *stalled_before = false;
+    systemd.WatchdogPing();
+    systemd.SetStatus(disk_full ? write_health.message() : StatusLine(*run.store, *run.bridge));
+    return;
+  }
+  if (!*stalled_before) {
+    run.log->main->error(
+        "{} for {} s{}", who, std::chrono::duration_cast<std::chrono::seconds>(stalled).count(),
+        systemd.watchdog_enabled() ? "; no longer feeding the systemd watchdog" : "");
+  }
+  *stalled_before = true;
+  systemd.SetStatus(
+      std::string(who) + " for " +
+      std::to_string(std::chrono::duration_cast<std::chrono::seconds>(stalled).count()) + " s");
+}
+
+// Serves until SIGINT or SIGTERM: reloads on SIGHUP, gives freed memory
+// back, and watches progress for the systemd watchdog.
+void WaitForStop(const sigset_t& stop_signals, const RunOptions& options, SystemdNotifier& systemd,
+                 Running& run) {
   // The loop wakes at least twice per watchdog interval; the ping proves that
   // this thread runs and that the writer commits.
   auto tick = std::chrono::microseconds(std::chrono::seconds(1));
@@ -483,84 +586,68 @@ int RunService(const Config& config, const RunOptions& options) {
                      static_cast<long>(tick.count() % 1000000 * 1000)};
     int sig = sigtimedwait(&stop_signals, nullptr, &timeout);
     if (sig == SIGINT || sig == SIGTERM) {
-      log.main->info("{} received; stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
-      break;
+      run.log->main->info("{} received; stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      return;
     }
     if (sig == SIGHUP) {
-      log.main->info("SIGHUP received; reloading {}", options.config_path.empty()
-                                                          ? std::string("the configuration")
-                                                          : options.config_path);
-      systemd.Reloading();
-      Status reloaded = Reload(options.config_path, running);
-      const bool ok = reloaded.ok();
-      if (!ok) {
-        log.main->error("reload refused, the running configuration stays: {}", reloaded.message());
-      }
-      (*store)->metrics().Add(std::string("komoku_config_reloads_total{result=\"") +
-                              (ok ? "ok" : "refused") + "\"}");
-      (*store)->metrics().Set("komoku_config_last_reload_successful", ok ? 1 : 0);
-      systemd.Ready(StatusLine(**store, **bridge));
+      ReloadOnSignal(options, systemd, run);
       continue;
     }
     if (std::chrono::steady_clock::now() >= next_trim) {
-      GiveBackFreedMemory(*log.main);
+      GiveBackFreedMemory(*run.log->main);
       next_trim = std::chrono::steady_clock::now() + kTrimInterval;
     }
-    // The writer and the MQTT ingest thread are the two that can stop making
-    // progress; either one stuck stops the watchdog's food.
-    // A full disk is a known state, not a hang: the writer retries, changes
-    // are refused (HTTP 507) and MQTT messages wait in the ingest log;
-    // /readyz says so. A restart by the watchdog would not free any space.
-    const Status write_health = (*store)->WriteHealth();
-    const bool disk_full = write_health.reason() == "disk_full";
-    const auto writer_stalled_for =
-        disk_full ? std::chrono::milliseconds(0) : (*store)->WriterStalledFor();
-    const auto ingest_stalled_for = (*bridge)->IngestStalledFor();
-    const bool ingest_stuck = ingest_stalled_for >= kWriterStallLimit;
-    const auto stalled = ingest_stuck && writer_stalled_for < kWriterStallLimit
-                             ? ingest_stalled_for
-                             : writer_stalled_for;
-    const char* who = ingest_stuck && writer_stalled_for < kWriterStallLimit
-                          ? "MQTT ingest has not finished a batch"
-                          : "store writer has not committed";
-    if (stalled < kWriterStallLimit) {
-      if (writer_stalled) log.main->info("store writer and MQTT ingest make progress again");
-      writer_stalled = false;
-      systemd.WatchdogPing();
-      systemd.SetStatus(disk_full ? write_health.message() : StatusLine(**store, **bridge));
-    } else {
-      if (!writer_stalled) {
-        log.main->error(
-            "{} for {} s{}", who, std::chrono::duration_cast<std::chrono::seconds>(stalled).count(),
-            systemd.watchdog_enabled() ? "; no longer feeding the systemd watchdog" : "");
-      }
-      writer_stalled = true;
-      systemd.SetStatus(
-          std::string(who) + " for " +
-          std::to_string(std::chrono::duration_cast<std::chrono::seconds>(stalled).count()) + " s");
-    }
+    CheckProgress(systemd, run, &writer_stalled);
   }
+}
+
+// Stops everything in order, within kStopDeadline.
+void StopService(Parts& parts, Running& run, SystemdNotifier& systemd) {
   systemd.Stopping();
   // A stop always ends: if draining and committing take longer than
   // kStopDeadline (a disk that does not answer, a broker that does not let
   // go), komoku exits anyway. What MQTT delivered and is not yet stored is
   // in the ingest log and is stored at the next start.
-  StopDeadline deadline(log.main);
+  StopDeadline deadline(run.log->main);
   // A compaction asked for over HTTP (POST /api/v1/compact) runs in an HTTP
   // worker, which the HTTP server's Stop waits for: tell the store first, so
   // that the compaction ends at its next step and the stop does not wait.
-  (*store)->RequestStop();
+  parts.store->RequestStop();
 
   // The bridge disconnects first, so no message arrives after the store
   // closes; it then stores what its ingest log holds (for at most
   // mqtt drain_timeout; the rest stays in the log for the next start), and
   // Close() commits what else is queued.
   // Derived state first, while the bridge can still send what is queued.
-  running.derived->Stop();
-  (*bridge)->Stop();
-  (*http)->Stop();
-  (*store)->Close();
-  log.main->info("stopped");
+  run.derived->Stop();
+  parts.bridge->Stop();
+  parts.http->Stop();
+  parts.store->Close();
+  run.log->main->info("stopped");
+}
+
+}  // namespace
+
+int RunService(const Config& config, const RunOptions& options) {
+  const sigset_t stop_signals = BlockStopSignals();
+  SystemdNotifier systemd;
+  Loggers log = MakeLoggers(config.log_level);
+  log.main->info("komoku {} starting; config: {}", KOMOKU_VERSION, config.source);
+
+  Parts parts;
+  if (int code = OpenStore(config, log, systemd, parts)) return code;
+  if (int code = CreateBridgeAndDerived(config, log, systemd, parts)) return code;
+  if (int code = StartHttp(config, log, systemd, parts)) return code;
+  const std::string page_url = PageUrl(config.http_host, parts.http->port());
+  if (int code = StartMqtt(parts, page_url, log, systemd)) return code;
+  AnnounceReady(config, options, parts, log, systemd);
+
+  Running running{
+      config,        page_url, parts.store.get(), parts.bridge.get(), std::move(parts.derived),
+      parts.publish, &log};
+  parts.store->metrics().Set("komoku_config_last_reload_successful", 1);
+  WaitForStop(stop_signals, options, systemd, running);
+  StopService(parts, running, systemd);
   return 0;
 }
 

@@ -253,40 +253,49 @@ Result<std::string> TopicOf(const json& c, const char* name) {
   return it->get<std::string>();
 }
 
-// What each entity of a config reads besides its type: the state topic
-// (option `topic_name`), the value template (option `template_name`, or
-// the JSON field `default_field` where there is no template: a JSON-schema
-// light's "state"), expire_after and availability; then the key.
-DiscoveredEntity FinishHaEntity(DiscoveredEntity&& e, const json& c, const char* topic_name,
-                                const char* template_name, const std::string& default_field,
-                                const DiscoveryOptions& options) {
+// The steps of FinishHaEntity. Each reads one thing of the config `c` into
+// the entity, or refuses it: InvalidArgument with the refusal's reason.
+Status Refusal(const char* reason, std::string message) {
+  return Status::InvalidArgument(std::move(message)).WithReason(reason);
+}
+
+bool IsOwnTopic(const std::string& t, const DiscoveryOptions& options) {
+  return t.size() > options.own_prefix.size() &&
+         t.compare(0, options.own_prefix.size(), options.own_prefix) == 0 &&
+         t[options.own_prefix.size()] == '/';
+}
+
+// The state topic (option `topic_name`).
+Status ReadStateTopic(DiscoveredEntity& e, const json& c, const char* topic_name,
+                      const DiscoveryOptions& options) {
   Result<std::string> state_topic = TopicOf(c, topic_name);
-  if (!state_topic.ok()) return Refused(std::move(e), "bad_topic", state_topic.status().message());
+  if (!state_topic.ok()) return Refusal("bad_topic", state_topic.status().message());
   if (state_topic->empty()) {
-    return Refused(std::move(e), "no_state_topic",
+    return Refusal("no_state_topic",
                    "a " + e.component + " without " + topic_name + " has no values to store");
   }
   e.state_topic = *state_topic;
-  auto own = [&](const std::string& t) {
-    return t.size() > options.own_prefix.size() &&
-           t.compare(0, options.own_prefix.size(), options.own_prefix) == 0 &&
-           t[options.own_prefix.size()] == '/';
-  };
-  if (own(e.state_topic)) {
-    return Refused(std::move(e), "own_topic",
-                   "state topic '" + e.state_topic + "' is under Komoku's own prefix '" +
-                       options.own_prefix + "/'; Komoku never maps what it publishes");
+  if (IsOwnTopic(e.state_topic, options)) {
+    return Refusal("own_topic", "state topic '" + e.state_topic +
+                                    "' is under Komoku's own prefix '" + options.own_prefix +
+                                    "/'; Komoku never maps what it publishes");
   }
+  return Status::Ok();
+}
 
+// The value template (option `template_name`), or the JSON field
+// `default_field` where there is none; `*dotted` is the field's dotted path.
+Status ReadValueTemplate(DiscoveredEntity& e, const json& c, const char* template_name,
+                         const std::string& default_field, std::string* dotted) {
   e.value_template = template_name ? Text(c, template_name) : "";
   std::vector<std::string> tokens;
   if (!e.value_template.empty()) {
     Result<HaTemplate> t = ParseHaTemplate(e.value_template);
-    if (!t.ok()) return Refused(std::move(e), "bad_template", t.status().message());
+    if (!t.ok()) return Refusal("bad_template", t.status().message());
     if (t->numeric && e.type != store::KeyType::kNumeric && e.type != store::KeyType::kCounter) {
-      return Refused(std::move(e), "bad_template",
-                     "value template '" + e.value_template + "' computes a number, but a " +
-                         e.component + " here is a " + store::KeyTypeName(e.type) + " key");
+      return Refusal("bad_template", "value template '" + e.value_template +
+                                         "' computes a number, but a " + e.component +
+                                         " here is a " + store::KeyTypeName(e.type) + " key");
     }
     tokens = std::move(t->path);
     e.number_ops = std::move(t->ops);
@@ -294,70 +303,90 @@ DiscoveredEntity FinishHaEntity(DiscoveredEntity&& e, const json& c, const char*
     tokens = {default_field};
   }
   e.field = Pointer(tokens);
-  const std::string dotted = Dotted(tokens);
+  *dotted = Dotted(tokens);
+  return Status::Ok();
+}
 
+Status ReadExpireAfter(DiscoveredEntity& e, const json& c) {
   auto expire = c.find("expire_after");
-  if (expire != c.end() && !expire->is_null()) {
-    if (!expire->is_number() || !std::isfinite(expire->get<double>()) ||
-        expire->get<double>() < 0) {
-      return Refused(std::move(e), "bad_option",
-                     "expire_after " + expire->dump() + " is not a number of seconds");
-    }
-    if (expire->get<double>() > 0) e.stale_after_s = expire->get<double>();
+  if (expire == c.end() || expire->is_null()) return Status::Ok();
+  if (!expire->is_number() || !std::isfinite(expire->get<double>()) || expire->get<double>() < 0) {
+    return Refusal("bad_option", "expire_after " + expire->dump() + " is not a number of seconds");
   }
+  if (expire->get<double>() > 0) e.stale_after_s = expire->get<double>();
+  return Status::Ok();
+}
 
-  // Availability: one topic (availability_topic) or a list of them.
-  auto add_availability = [&](const std::string& topic_text, const json& spec,
-                              const char* template_key) -> Status {
-    DiscoveredEntity::Availability a;
-    a.topic = topic_text;
-    std::string tpl = Text(spec, template_key);
-    if (!tpl.empty()) {
-      Result<HaTemplate> t = ParseHaTemplate(tpl);
-      if (!t.ok()) {
-        return Status::InvalidArgument("availability of '" + a.topic +
-                                       "': " + t.status().message());
-      }
-      if (t->numeric) {
-        return Status::InvalidArgument("availability template '" + tpl + "' computes a number");
-      }
-      a.field = Pointer(t->path);
+// One availability topic, its template (option `template_key` of `spec`)
+// and its words.
+Status AddAvailability(DiscoveredEntity& e, const std::string& topic_text, const json& spec,
+                       const char* template_key) {
+  DiscoveredEntity::Availability a;
+  a.topic = topic_text;
+  std::string tpl = Text(spec, template_key);
+  if (!tpl.empty()) {
+    Result<HaTemplate> t = ParseHaTemplate(tpl);
+    if (!t.ok()) {
+      return Refusal("bad_template", "availability of '" + a.topic + "': " + t.status().message());
     }
-    a.true_words = {Word(spec, "payload_available", "online")};
-    a.false_words = {Word(spec, "payload_not_available", "offline")};
-    if (a.true_words[0] == a.false_words[0]) {
-      return Status::InvalidArgument("availability of '" + a.topic +
-                                     "': payload_available and payload_not_available are equal");
+    if (t->numeric) {
+      return Refusal("bad_template", "availability template '" + tpl + "' computes a number");
     }
-    e.availability.push_back(std::move(a));
-    return Status::Ok();
-  };
+    a.field = Pointer(t->path);
+  }
+  a.true_words = {Word(spec, "payload_available", "online")};
+  a.false_words = {Word(spec, "payload_not_available", "offline")};
+  if (a.true_words[0] == a.false_words[0]) {
+    return Refusal("bad_template", "availability of '" + a.topic +
+                                       "': payload_available and payload_not_available are equal");
+  }
+  e.availability.push_back(std::move(a));
+  return Status::Ok();
+}
+
+// Availability: one topic (availability_topic) or a list of them.
+Status ReadAvailability(DiscoveredEntity& e, const json& c, const DiscoveryOptions& options) {
   Result<std::string> avty_topic = TopicOf(c, "availability_topic");
-  if (!avty_topic.ok()) return Refused(std::move(e), "bad_topic", avty_topic.status().message());
+  if (!avty_topic.ok()) return Refusal("bad_topic", avty_topic.status().message());
   if (!avty_topic->empty()) {
-    Status st = add_availability(*avty_topic, c, "availability_template");
-    if (!st.ok()) return Refused(std::move(e), "bad_template", st.message());
+    KOMOKU_RETURN_IF_ERROR(AddAvailability(e, *avty_topic, c, "availability_template"));
   }
   auto list = c.find("availability");
   if (list != c.end() && list->is_array()) {
     for (const json& spec : *list) {
       const std::string t = spec.is_object() ? Text(spec, "topic") : "";
       if (!spec.is_object() || !IsPublishTopic(t)) {
-        return Refused(
-            std::move(e), "bad_topic",
-            "availability entry " + store::QuoteForMessage(spec.dump()) + " has no topic");
+        return Refusal("bad_topic", "availability entry " + store::QuoteForMessage(spec.dump()) +
+                                        " has no topic");
       }
-      Status st = add_availability(t, spec, "value_template");
-      if (!st.ok()) return Refused(std::move(e), "bad_template", st.message());
+      KOMOKU_RETURN_IF_ERROR(AddAvailability(e, t, spec, "value_template"));
     }
   }
-
   for (const auto& a : e.availability) {
-    if (own(a.topic)) {
-      return Refused(std::move(e), "own_topic",
-                     "availability topic '" + a.topic + "' is under Komoku's own prefix '" +
-                         options.own_prefix + "/'");
+    if (IsOwnTopic(a.topic, options)) {
+      return Refusal("own_topic", "availability topic '" + a.topic +
+                                      "' is under Komoku's own prefix '" + options.own_prefix +
+                                      "/'");
     }
+  }
+  return Status::Ok();
+}
+
+// What each entity of a config reads besides its type: the state topic
+// (option `topic_name`), the value template (option `template_name`, or
+// the JSON field `default_field` where there is no template: a JSON-schema
+// light's "state"), expire_after and availability; then the key.
+DiscoveredEntity FinishHaEntity(DiscoveredEntity&& e, const json& c, const char* topic_name,
+                                const char* template_name, const std::string& default_field,
+                                const DiscoveryOptions& options) {
+  std::string dotted;
+  Status st = ReadStateTopic(e, c, topic_name, options);
+  if (st.ok()) st = ReadValueTemplate(e, c, template_name, default_field, &dotted);
+  if (st.ok()) st = ReadExpireAfter(e, c);
+  if (st.ok()) st = ReadAvailability(e, c, options);
+  if (!st.ok()) {
+    const std::string reason = st.reason();
+    return Refused(std::move(e), reason.c_str(), st.message());
   }
   FinishEntity(&e, options.key_prefix + e.state_topic + (dotted.empty() ? "" : "/" + dotted));
   return std::move(e);
@@ -403,13 +432,9 @@ bool HasOption(const json& c, const char* name) {
   return it != c.end() && !it->is_null();
 }
 
-// The entities of one component's config `c` (keys expanded), announced on
-// `id` (a config topic, or "<config topic>#<component id>" inside a device
-// config). `base` holds what every entity shares (id, source, info).
-std::vector<DiscoveredEntity> HaEntities(const DiscoveredEntity& base, const json& c,
-                                         const DiscoveryOptions& options) {
-  std::vector<DiscoveredEntity> out;
-  DiscoveredEntity e = base;
+// What the entity shows of the config in its description: names, classes
+// and units, and the device's name, model and manufacturer.
+void AddHaInfo(DiscoveredEntity& e, const json& c) {
   for (const char* shown :
        {"name", "unique_id", "object_id", "device_class", "state_class", "unit_of_measurement"}) {
     std::string v = Text(c, shown);
@@ -422,27 +447,82 @@ std::vector<DiscoveredEntity> HaEntities(const DiscoveredEntity& base, const jso
       if (!v.empty()) e.info[std::string("device_") + shown] = v;
     }
   }
-  auto parts = [&](const HaPart* begin, const HaPart* end) {
-    for (const HaPart* p = begin; p != end; ++p) {
-      if (!HasOption(c, p->topic_name)) continue;
-      DiscoveredEntity part = e;
-      part.id += std::string("#") + p->part;
-      part.type = p->type;
-      if (p->type == store::KeyType::kBoolean) {
-        part.true_words = {"ON"};
-        part.false_words = {"OFF"};
-      }
-      out.push_back(FinishHaEntity(std::move(part), c, p->topic_name, p->template_name,
-                                   p->default_field, options));
-    }
-  };
+}
 
+// The entities of the parts [begin, end) whose state topic `c` has.
+void AddHaParts(const DiscoveredEntity& e, const json& c, const HaPart* begin, const HaPart* end,
+                const DiscoveryOptions& options, std::vector<DiscoveredEntity>& out) {
+  for (const HaPart* p = begin; p != end; ++p) {
+    if (!HasOption(c, p->topic_name)) continue;
+    DiscoveredEntity part = e;
+    part.id += std::string("#") + p->part;
+    part.type = p->type;
+    if (p->type == store::KeyType::kBoolean) {
+      part.true_words = {"ON"};
+      part.false_words = {"OFF"};
+    }
+    out.push_back(FinishHaEntity(std::move(part), c, p->topic_name, p->template_name,
+                                 p->default_field, options));
+  }
+}
+
+// A sensor's key type, from its classes and unit.
+store::KeyType HaSensorType(const json& c) {
   const std::string device_class = Text(c, "device_class");
   const std::string state_class = Text(c, "state_class");
   const std::string unit = Text(c, "unit_of_measurement");
+  if (device_class == "timestamp" || device_class == "date" || device_class == "enum") {
+    return store::KeyType::kString;
+  }
+  if (state_class == "total_increasing") return store::KeyType::kCounter;
+  if (state_class == "measurement" || state_class == "total" || !unit.empty()) {
+    return store::KeyType::kNumeric;
+  }
+  return store::KeyType::kString;
+}
+
+// A JSON-schema light: the state topic carries
+// {"state":"ON","brightness":254,...}: the state as a boolean, and the
+// brightness and colour temperature when the light says it has them.
+std::vector<DiscoveredEntity> JsonLightEntities(const DiscoveredEntity& base, DiscoveredEntity e,
+                                                const json& c, const DiscoveryOptions& options) {
+  std::vector<DiscoveredEntity> out;
+  e.type = store::KeyType::kBoolean;
+  e.true_words = {"ON"};
+  e.false_words = {"OFF"};
+  out.push_back(FinishHaEntity(std::move(e), c, "state_topic", nullptr, "state", options));
+  const DiscoveredEntity& state = out.front();
+  if (!state.mapped()) return out;
+  const bool brightness = c.value("brightness", json(false)) == json(true);
+  bool color_temp = c.value("color_temp", json(false)) == json(true);
+  auto modes = c.find("supported_color_modes");
+  if (modes != c.end() && modes->is_array()) {
+    for (const json& m : *modes) color_temp = color_temp || m == "color_temp";
+  }
+  DiscoveredEntity b = base;
+  b.info = state.info;
+  for (auto [wanted, part] :
+       {std::pair{brightness, "brightness"}, std::pair{color_temp, "color_temp"}}) {
+    if (!wanted) continue;
+    DiscoveredEntity p = b;
+    p.id += std::string("#") + part;
+    p.type = store::KeyType::kNumeric;
+    out.push_back(FinishHaEntity(std::move(p), c, "state_topic", nullptr, part, options));
+  }
+  return out;
+}
+
+// The entities of one component's config `c` (keys expanded), announced on
+// `id` (a config topic, or "<config topic>#<component id>" inside a device
+// config). `base` holds what every entity shares (id, source, info).
+std::vector<DiscoveredEntity> HaEntities(const DiscoveredEntity& base, const json& c,
+                                         const DiscoveryOptions& options) {
+  std::vector<DiscoveredEntity> out;
+  DiscoveredEntity e = base;
+  AddHaInfo(e, c);
   const char* template_name = "value_template";
   if (e.component == "climate") {
-    parts(std::begin(kClimateParts), std::end(kClimateParts));
+    AddHaParts(e, c, std::begin(kClimateParts), std::end(kClimateParts), options, out);
     if (out.empty()) {
       out.push_back(Refused(std::move(e), "no_state_topic",
                             "a climate without current_temperature_topic, "
@@ -452,15 +532,7 @@ std::vector<DiscoveredEntity> HaEntities(const DiscoveredEntity& base, const jso
     return out;
   }
   if (e.component == "sensor") {
-    if (device_class == "timestamp" || device_class == "date" || device_class == "enum") {
-      e.type = store::KeyType::kString;
-    } else if (state_class == "total_increasing") {
-      e.type = store::KeyType::kCounter;
-    } else if (state_class == "measurement" || state_class == "total" || !unit.empty()) {
-      e.type = store::KeyType::kNumeric;
-    } else {
-      e.type = store::KeyType::kString;
-    }
+    e.type = HaSensorType(c);
   } else if (e.component == "binary_sensor") {
     e.type = store::KeyType::kBoolean;
     e.true_words = {Word(c, "payload_on", "ON")};
@@ -476,34 +548,7 @@ std::vector<DiscoveredEntity> HaEntities(const DiscoveredEntity& base, const jso
     e.type = store::KeyType::kString;
     if (e.component == "light") {
       const std::string schema = Text(c, "schema");
-      if (schema == "json") {
-        // The state topic carries {"state":"ON","brightness":254,...}: the
-        // state as a boolean, and the brightness and colour temperature
-        // when the light says it has them.
-        e.type = store::KeyType::kBoolean;
-        e.true_words = {"ON"};
-        e.false_words = {"OFF"};
-        out.push_back(FinishHaEntity(std::move(e), c, "state_topic", nullptr, "state", options));
-        const DiscoveredEntity& state = out.front();
-        if (!state.mapped()) return out;
-        const bool brightness = c.value("brightness", json(false)) == json(true);
-        bool color_temp = c.value("color_temp", json(false)) == json(true);
-        auto modes = c.find("supported_color_modes");
-        if (modes != c.end() && modes->is_array()) {
-          for (const json& m : *modes) color_temp = color_temp || m == "color_temp";
-        }
-        DiscoveredEntity b = base;
-        b.info = state.info;
-        for (auto [wanted, part] :
-             {std::pair{brightness, "brightness"}, std::pair{color_temp, "color_temp"}}) {
-          if (!wanted) continue;
-          DiscoveredEntity p = b;
-          p.id += std::string("#") + part;
-          p.type = store::KeyType::kNumeric;
-          out.push_back(FinishHaEntity(std::move(p), c, "state_topic", nullptr, part, options));
-        }
-        return out;
-      }
+      if (schema == "json") return JsonLightEntities(base, std::move(e), c, options);
       if (!schema.empty() && schema != "default" && schema != "basic") {
         out.push_back(Refused(std::move(e), "unsupported",
                               "a light with schema '" + schema +
@@ -515,6 +560,53 @@ std::vector<DiscoveredEntity> HaEntities(const DiscoveredEntity& base, const jso
     }
   }
   out.push_back(FinishHaEntity(std::move(e), c, "state_topic", template_name, "", options));
+  return out;
+}
+
+// Device discovery (Home Assistant 2024.11): one config for a device's
+// components, each in `cmps` with its platform in `p`; the options outside
+// `cmps` (state_topic, availability, device, ...) are shared, and a
+// component's own options win. A component announced with only its
+// platform is one Home Assistant is told to remove: it makes no entity.
+// `c` is the config with its keys expanded, `base` its "~".
+std::vector<DiscoveredEntity> DeviceEntities(DiscoveredEntity e, const json& c,
+                                             const std::string& base,
+                                             const DiscoveryOptions& options) {
+  std::vector<DiscoveredEntity> out;
+  auto components = c.find("components");
+  if (components == c.end() || !components->is_object() || components->empty()) {
+    out.push_back(Refused(std::move(e), "bad_option",
+                          "a device config needs \"cmps\": an object of components"));
+    return out;
+  }
+  json shared = c;
+  shared.erase("components");
+  for (auto it = components->begin(); it != components->end(); ++it) {
+    DiscoveredEntity part = e;
+    part.id += "#" + it.key();
+    part.info = json::object();
+    part.info["object_id"] = it.key();
+    if (!it.value().is_object()) {
+      out.push_back(
+          Refused(std::move(part), "not_object", "component '" + it.key() + "' is not an object"));
+      continue;
+    }
+    const std::string own_base = it.value().contains("~") && it.value()["~"].is_string()
+                                     ? it.value()["~"].get<std::string>()
+                                     : base;
+    json merged = shared;
+    const json own = Expand(it.value(), own_base);
+    for (auto o = own.begin(); o != own.end(); ++o) merged[o.key()] = o.value();
+    const std::string platform = Text(own, "platform");
+    if (platform.empty()) {
+      out.push_back(Refused(std::move(part), "bad_option",
+                            "component '" + it.key() + "' has no platform (\"p\")"));
+      continue;
+    }
+    if (own.size() == 1) continue;  // {"p": ...} alone: removed
+    part.component = platform;
+    for (DiscoveredEntity& x : HaEntities(part, merged, options)) out.push_back(std::move(x));
+  }
   return out;
 }
 
@@ -564,47 +656,7 @@ std::vector<DiscoveredEntity> ParseHaConfig(std::string_view topic, std::string_
       raw.contains("~") && raw["~"].is_string() ? raw["~"].get<std::string>() : "";
   json c = Expand(raw, base);
   if (e.component != "device") return HaEntities(e, c, options);
-
-  // Device discovery (Home Assistant 2024.11): one config for a device's
-  // components, each in `cmps` with its platform in `p`; the options outside
-  // `cmps` (state_topic, availability, device, ...) are shared, and a
-  // component's own options win. A component announced with only its
-  // platform is one Home Assistant is told to remove: it makes no entity.
-  auto components = c.find("components");
-  if (components == c.end() || !components->is_object() || components->empty()) {
-    out.push_back(Refused(std::move(e), "bad_option",
-                          "a device config needs \"cmps\": an object of components"));
-    return out;
-  }
-  json shared = c;
-  shared.erase("components");
-  for (auto it = components->begin(); it != components->end(); ++it) {
-    DiscoveredEntity part = e;
-    part.id += "#" + it.key();
-    part.info = json::object();
-    part.info["object_id"] = it.key();
-    if (!it.value().is_object()) {
-      out.push_back(
-          Refused(std::move(part), "not_object", "component '" + it.key() + "' is not an object"));
-      continue;
-    }
-    const std::string own_base = it.value().contains("~") && it.value()["~"].is_string()
-                                     ? it.value()["~"].get<std::string>()
-                                     : base;
-    json merged = shared;
-    const json own = Expand(it.value(), own_base);
-    for (auto o = own.begin(); o != own.end(); ++o) merged[o.key()] = o.value();
-    const std::string platform = Text(own, "platform");
-    if (platform.empty()) {
-      out.push_back(Refused(std::move(part), "bad_option",
-                            "component '" + it.key() + "' has no platform (\"p\")"));
-      continue;
-    }
-    if (own.size() == 1) continue;  // {"p": ...} alone: removed
-    part.component = platform;
-    for (DiscoveredEntity& x : HaEntities(part, merged, options)) out.push_back(std::move(x));
-  }
-  return out;
+  return DeviceEntities(std::move(e), c, base, options);
 }
 
 DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view payload,

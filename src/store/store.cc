@@ -202,26 +202,75 @@ Result<Change> Store::Put(std::string_view key, const InputValue& value,
                           const PutOptions& options) {
   return Apply(
       key,
-      [&](const KeyState* state, KeyType* type) -> Result<Value> {
-        *type = state                  ? state->type
-                : options.new_key_type ? *options.new_key_type
-                                       : GuessType(value);
-        Result<Value> v = CoerceValue(*type, value, boolean_words_);
-        if (!v.ok()) return v.status().WithReason("wrong_type");
-        if (state && state->options.values) {
-          const auto& allowed = *state->options.values;
-          const std::string& s = std::get<std::string>(*v);
-          if (std::find(allowed.begin(), allowed.end(), s) == allowed.end()) {
-            std::string list;
-            for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-            return Status::InvalidArgument("value '" + s + "' is not allowed (allowed: " + list +
-                                           ")")
-                .WithReason("value_not_allowed");
-          }
-        }
-        return v;
-      },
+      [&](const KeyState* state, KeyType* type) { return CheckValue(state, value, options, type); },
       options);
+}
+
+Result<Value> Store::CheckValue(const KeyState* state, const InputValue& value,
+                                const PutOptions& options, KeyType* type) const {
+  *type = state ? state->type : options.new_key_type ? *options.new_key_type : GuessType(value);
+  Result<Value> v = CoerceValue(*type, value, boolean_words_);
+  if (!v.ok()) return v.status().WithReason("wrong_type");
+  if (state && state->options.values) {
+    const auto& allowed = *state->options.values;
+    const std::string& s = std::get<std::string>(*v);
+    if (std::find(allowed.begin(), allowed.end(), s) == allowed.end()) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      return Status::InvalidArgument("value '" + s + "' is not allowed (allowed: " + list + ")")
+          .WithReason("value_not_allowed");
+    }
+  }
+  return v;
+}
+
+Result<std::vector<Change>> Store::PutAll(const std::vector<KeyPut>& puts, size_t* refused) {
+  std::vector<std::optional<Sample>> stored_at_time(puts.size());
+  for (size_t i = 0; i < puts.size(); ++i) {
+    if (Status st = CheckPut(puts[i].key, puts[i].options); !st.ok()) {
+      if (refused) *refused = i;
+      return st;
+    }
+    stored_at_time[i] = StoredAtTime(puts[i].key, puts[i].options);
+  }
+  std::vector<Change> changes;
+  std::vector<uint64_t> op_seqs(puts.size(), 0);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return Status::Busy("store is closing");
+    // Every value is checked before any change is applied, so a refusal
+    // changes nothing. A key the batch creates has the type its first
+    // change gives it, as it will once that change is applied.
+    std::map<std::string_view, KeyState> created;
+    std::vector<std::pair<KeyType, Value>> checked;
+    checked.reserve(puts.size());
+    for (size_t i = 0; i < puts.size(); ++i) {
+      const KeyPut& p = puts[i];
+      auto it = keys_.find(p.key);
+      const KeyState* state = it == keys_.end() ? nullptr : &it->second;
+      if (!state) {
+        auto c = created.find(p.key);
+        if (c != created.end()) state = &c->second;
+      }
+      KeyType type;
+      Result<Value> value = CheckValue(state, *p.value, p.options, &type);
+      if (!value.ok()) {
+        if (refused) *refused = i;
+        return Refuse(value.status().WithContext(Quoted(p.key) + " (" + KeyTypeName(type) + ")"));
+      }
+      if (!state) created.emplace(p.key, KeyState{0, type, KeyOptions{}, {}, {}, 0, 0});
+      checked.emplace_back(type, std::move(value.value()));
+    }
+    changes.reserve(puts.size());
+    for (size_t i = 0; i < puts.size(); ++i) {
+      changes.push_back(ApplyLocked(puts[i].key, checked[i].first, std::move(checked[i].second),
+                                    puts[i].options, stored_at_time[i], &op_seqs[i]));
+    }
+  }
+  for (size_t i = 0; i < puts.size(); ++i) {
+    KOMOKU_RETURN_IF_ERROR(FinishPut(changes[i], puts[i].options, op_seqs[i]));
+  }
+  return changes;
 }
 
 Result<Change> Store::Increment(std::string_view key, double delta, const PutOptions& options) {
@@ -247,6 +296,26 @@ Result<Change> Store::Increment(std::string_view key, double delta, const PutOpt
 
 Result<Change> Store::Apply(std::string_view key, const ValueFn& make_value,
                             const PutOptions& options) {
+  KOMOKU_RETURN_IF_ERROR(CheckPut(key, options));
+  const std::optional<Sample> stored_at_time = StoredAtTime(key, options);
+  Change change;
+  uint64_t op_seq = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return Status::Busy("store is closing");
+    auto it = keys_.find(key);
+    KeyType type;
+    Result<Value> value = make_value(it == keys_.end() ? nullptr : &it->second, &type);
+    if (!value.ok()) {
+      return Refuse(value.status().WithContext(Quoted(key) + " (" + KeyTypeName(type) + ")"));
+    }
+    change = ApplyLocked(key, type, std::move(value.value()), options, stored_at_time, &op_seq);
+  }
+  KOMOKU_RETURN_IF_ERROR(FinishPut(change, options, op_seq));
+  return change;
+}
+
+Status Store::CheckPut(std::string_view key, const PutOptions& options) {
   Status name_ok = ValidateKeyName(key);
   if (!name_ok.ok()) return Refuse(name_ok.WithReason("bad_key"));
   const int64_t now = clock_->NowMs();
@@ -256,119 +325,120 @@ Result<Change> Store::Apply(std::string_view key, const ValueFn& make_value,
                                           " ms is before 1970 or more than a day in the future")
                       .WithReason("bad_time"));
   }
-
   if (Status health = hot_->WriteHealth(); !health.ok()) return Refuse(health);
+  return Status::Ok();
+}
 
+std::optional<Sample> Store::StoredAtTime(std::string_view key, const PutOptions& options) const {
   // A change with a time of its own may repeat one stored already (a
   // broker redelivering after a reconnect, an ingest log replayed after a
   // crash, a backfill sent twice). The current and previous values are
-  // compared under the lock below; an older time is looked up in history
-  // here, before taking it. A repeat of a change not yet committed is caught
-  // by the hot store's writer instead (HotStore::EnqueueChange's dedup).
-  std::optional<Sample> stored_at_time;
-  const bool dedup = options.time_ms && options.skip_duplicate;
-  if (dedup) {
-    bool look_up = false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = keys_.find(key);
-      look_up = it != keys_.end() && it->second.last &&
-                *options.time_ms < it->second.last->time_ms &&
-                !(it->second.previous && it->second.previous->time_ms == *options.time_ms);
-    }
-    if (look_up) {
-      Result<std::optional<Sample>> at = At(key, *options.time_ms);
-      if (at.ok() && *at && (*at)->time_ms == *options.time_ms) stored_at_time = std::move(**at);
-    }
-  }
-
-  Change change;
-  uint64_t op_seq = 0;
+  // compared under the lock (ApplyLocked); an older time is looked up in
+  // history here, before taking it. A repeat of a change not yet committed
+  // is caught by the hot store's writer instead (HotStore::EnqueueChange's
+  // dedup).
+  if (!options.time_ms || !options.skip_duplicate) return std::nullopt;
+  bool look_up = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (closed_) return Status::Busy("store is closing");
-    // Without a time of its own, a change is stamped under the lock, so puts
-    // are stamped in the order they apply: a put that comes later is never
-    // older (an increment always builds on the current value).
-    const int64_t time = options.time_ms ? *options.time_ms : clock_->NowMs();
     auto it = keys_.find(key);
-    KeyType type;
-    Result<Value> value = make_value(it == keys_.end() ? nullptr : &it->second, &type);
-    if (!value.ok()) {
-      return Refuse(value.status().WithContext(Quoted(key) + " (" + KeyTypeName(type) + ")"));
-    }
-    if (it == keys_.end()) {
-      int64_t id = next_key_id_++;
-      it = keys_.emplace(std::string(key), KeyState{id, type, KeyOptions{}, {}, {}, 0, 0}).first;
-      hot_->EnqueueUpsertKey(id, it->first, type, KeyOptionsToJson(it->second.options, type).dump(),
-                             now);
-      change.created_key = true;
-      metrics_.Set("komoku_keys", static_cast<int64_t>(keys_.size()));
-    }
-    KeyState& state = it->second;
-    change.key = it->first;
-    change.type = type;
-    change.sample = Sample{time, std::move(value.value())};
-    change.previous = state.last;
-    if (dedup) {
-      auto same = [&](const std::optional<Sample>& s) {
-        return s && s->time_ms == time && s->value == change.sample.value;
-      };
-      if (same(state.last) || same(state.previous) || same(stored_at_time)) {
-        change.duplicate = true;
-        change.stored = false;
-        change.is_current = same(state.last);
-      }
-    }
-    if (change.duplicate) {
-      metrics_.Add("komoku_changes_duplicate_total");
-      return change;
-    }
-    // The newest time wins the current value; a tie goes to the later put.
-    change.is_current = !state.last || time >= state.last->time_ms;
-    // A repeat of the current value within same_value_resolution of its
-    // stored time is not stored again; it still refreshes an uptime key.
-    change.stored = !(change.is_current && state.last && state.last->value == change.sample.value &&
-                      time - state.last->time_ms < state.options.same_value_resolution_ms);
-    if (change.stored) {
-      change.seq = ++last_change_seq_;
-      if (change.is_current) {
-        state.previous = std::move(state.last);
-        state.last = change.sample;
-      } else if (!state.previous || time >= state.previous->time_ms) {
-        // A late change between the previous and the current value becomes
-        // the previous one, as a restart would load it.
-        state.previous = change.sample;
-      }
-      // A late change may repeat one the writer has not committed yet.
-      op_seq = hot_->EnqueueChange(state.id, change.seq, change.sample,
-                                   /*skip_if_stored=*/!change.is_current && dedup);
-      ++state.changes_stored;
-      state.hot_bytes += HotRowBytes(state.id, change.seq, change.sample);
-    }
-    if (type == KeyType::kUptime && change.is_current) {
-      const bool* on = std::get_if<bool>(&change.sample.value);
-      if (on && *on && time > state.last_seen_ms) {
-        state.last_seen_ms = time;
-        // Persist the refresh so a restart re-arms the timeout from it.
-        if (!change.stored) op_seq = hot_->EnqueueTouch(state.id, time);
-      }
-      ArmUptime(it->first, state);
-    }
-    if (op_seq) last_op_seq_ = op_seq;
+    look_up = it != keys_.end() && it->second.last && *options.time_ms < it->second.last->time_ms &&
+              !(it->second.previous && it->second.previous->time_ms == *options.time_ms);
   }
+  if (look_up) {
+    Result<std::optional<Sample>> at = At(key, *options.time_ms);
+    if (at.ok() && *at && (*at)->time_ms == *options.time_ms) return std::move(**at);
+  }
+  return std::nullopt;
+}
+
+Change Store::ApplyLocked(std::string_view key, KeyType type, Value value,
+                          const PutOptions& options, const std::optional<Sample>& stored_at_time,
+                          uint64_t* op_seq_out) {
+  const int64_t now = clock_->NowMs();
+  const bool dedup = options.time_ms && options.skip_duplicate;
+  Change change;
+  uint64_t op_seq = 0;
+  // Without a time of its own, a change is stamped under the lock, so puts
+  // are stamped in the order they apply: a put that comes later is never
+  // older (an increment always builds on the current value).
+  const int64_t time = options.time_ms ? *options.time_ms : now;
+  auto it = keys_.find(key);
+  if (it == keys_.end()) {
+    int64_t id = next_key_id_++;
+    it = keys_.emplace(std::string(key), KeyState{id, type, KeyOptions{}, {}, {}, 0, 0}).first;
+    hot_->EnqueueUpsertKey(id, it->first, type, KeyOptionsToJson(it->second.options, type).dump(),
+                           now);
+    change.created_key = true;
+    metrics_.Set("komoku_keys", static_cast<int64_t>(keys_.size()));
+  }
+  KeyState& state = it->second;
+  change.key = it->first;
+  change.type = type;
+  change.sample = Sample{time, std::move(value)};
+  change.previous = state.last;
+  if (dedup) {
+    auto same = [&](const std::optional<Sample>& s) {
+      return s && s->time_ms == time && s->value == change.sample.value;
+    };
+    if (same(state.last) || same(state.previous) || same(stored_at_time)) {
+      change.duplicate = true;
+      change.stored = false;
+      change.is_current = same(state.last);
+    }
+  }
+  if (change.duplicate) {
+    metrics_.Add("komoku_changes_duplicate_total");
+    *op_seq_out = 0;
+    return change;
+  }
+  // The newest time wins the current value; a tie goes to the later put.
+  change.is_current = !state.last || time >= state.last->time_ms;
+  // A repeat of the current value within same_value_resolution of its
+  // stored time is not stored again; it still refreshes an uptime key.
+  change.stored = !(change.is_current && state.last && state.last->value == change.sample.value &&
+                    time - state.last->time_ms < state.options.same_value_resolution_ms);
+  if (change.stored) {
+    change.seq = ++last_change_seq_;
+    if (change.is_current) {
+      state.previous = std::move(state.last);
+      state.last = change.sample;
+    } else if (!state.previous || time >= state.previous->time_ms) {
+      // A late change between the previous and the current value becomes
+      // the previous one, as a restart would load it.
+      state.previous = change.sample;
+    }
+    // A late change may repeat one the writer has not committed yet.
+    op_seq = hot_->EnqueueChange(state.id, change.seq, change.sample,
+                                 /*skip_if_stored=*/!change.is_current && dedup);
+    ++state.changes_stored;
+    state.hot_bytes += HotRowBytes(state.id, change.seq, change.sample);
+  }
+  if (type == KeyType::kUptime && change.is_current) {
+    const bool* on = std::get_if<bool>(&change.sample.value);
+    if (on && *on && time > state.last_seen_ms) {
+      state.last_seen_ms = time;
+      // Persist the refresh so a restart re-arms the timeout from it.
+      if (!change.stored) op_seq = hot_->EnqueueTouch(state.id, time);
+    }
+    ArmUptime(it->first, state);
+  }
+  if (op_seq) last_op_seq_ = op_seq;
+  *op_seq_out = op_seq;
+  return change;
+}
+
+Status Store::FinishPut(const Change& change, const PutOptions& options, uint64_t op_seq) {
+  if (change.duplicate) return Status::Ok();
   metrics_.Add("komoku_changes_accepted_total");
   if (change.stored) {
     metrics_.Add("komoku_changes_stored_total");
   } else {
     metrics_.Add("komoku_changes_repeated_total");
   }
-  if (options.wait_committed && op_seq) {
-    Status st = hot_->WaitCommitted(op_seq);
-    if (!st.ok()) return st;
-  }
+  if (options.wait_committed && op_seq) KOMOKU_RETURN_IF_ERROR(hot_->WaitCommitted(op_seq));
   if (change.stored) Notify(change);
-  return change;
+  return Status::Ok();
 }
 
 void Store::Notify(const Change& change) {

@@ -219,6 +219,22 @@ class Store {
   // hold, or a bad time.
   Result<Change> Put(std::string_view key, const InputValue& value, const PutOptions& options = {});
 
+  // Several changes at once, all or none: every change is checked as Put
+  // checks it (key name, time, the value against its key's type and
+  // allowed values) before any is applied, under one hold of the store's
+  // lock, so a refusal changes nothing. The error names the key and the
+  // reason (counted once in komoku_refused_total). Changes of one key apply
+  // in order; the first creates a new key. Each change's options apply to
+  // it (a wait for the commit too); listeners are called once all are
+  // applied. The values must outlive the call. With `refused`, a refusal
+  // of one change sets it to that change's index (the key named).
+  struct KeyPut {
+    std::string_view key;
+    const InputValue* value = nullptr;
+    PutOptions options;
+  };
+  Result<std::vector<Change>> PutAll(const std::vector<KeyPut>& puts, size_t* refused = nullptr);
+
   // Adds `delta` to a counter's current value (0 when the key is new; the
   // key is created as a counter), atomically under concurrent callers.
   // Refused with reason "wrong_type" for a key of another type.
@@ -390,6 +406,21 @@ class Store {
   Status Refuse(Status status);
   // The hot store's id of a key; NotFound (reason unknown_key) when none.
   Result<int64_t> IdOf(std::string_view key) const;
+  // Put's check of `value` against the key's state (nullptr when the key
+  // is new): the key's type (`*type`, set also on a refusal) can hold it and
+  // it is one of the allowed values.
+  Result<Value> CheckValue(const KeyState* state, const InputValue& value,
+                           const PutOptions& options, KeyType* type) const;
+  // The steps of a put: the checks before taking mu_ (key name, time,
+  // write health; refusals counted); the change stored at options.time_ms
+  // already, for the duplicate check; the change applied under mu_ (held by
+  // the caller), with a value checked already; then counting it, waiting
+  // for its commit when asked and calling the listeners, with no lock held.
+  Status CheckPut(std::string_view key, const PutOptions& options);
+  std::optional<Sample> StoredAtTime(std::string_view key, const PutOptions& options) const;
+  Change ApplyLocked(std::string_view key, KeyType type, Value value, const PutOptions& options,
+                     const std::optional<Sample>& stored_at_time, uint64_t* op_seq);
+  Status FinishPut(const Change& change, const PutOptions& options, uint64_t op_seq);
   // The common path of Put and Increment. `make_value` computes the value
   // under mu_ from the key's state (nullptr when the key is new).
   using ValueFn = std::function<Result<Value>(const KeyState* state, KeyType* type)>;
