@@ -23,6 +23,8 @@
 #include <utility>
 #include <vector>
 
+#include "testing/process.h"
+
 namespace httplib {
 class Client;
 }
@@ -152,36 +154,11 @@ class HotDbBuilder {
 
 // --- processes ----------------------------------------------------------------
 
-// A child process with stdout and stderr going to a file and stdin read from
-// `stdin_path` (/dev/null when empty); stopped by PID (SIGTERM, then SIGKILL
-// after 10 s) when it goes away.
-class Process {
- public:
-  Process(std::vector<std::string> argv, const std::string& log_path,
-          const std::string& stdin_path = "");
-  ~Process() { Stop(); }
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-
-  pid_t pid() const { return pid_; }
-  bool Running();
-  // SIGTERM, then SIGKILL after 10 s. The exit status, -1 when it was not
-  // running.
-  int Stop();
-  // Waits for the process to end by itself: its exit status, -1 on timeout.
-  int Wait(std::chrono::milliseconds timeout);
-  std::string Output() const;
-  // User plus system CPU time the process has used so far (/proc/PID/stat),
-  // 0 when it cannot be read. A second view beside wall time: it does not
-  // count time spent waiting for a core, but cache and SMT contention still
-  // move it (up to 70 % between runs of one binary at load 10-14).
-  double CpuSeconds() const;
-
- private:
-  pid_t pid_ = -1;
-  int status_ = -1;
-  std::string log_path_;
-};
+// Child processes stopped by PID (SIGTERM, then SIGKILL after 10 s by
+// default), and free loopback ports: the launcher the integration tests use
+// too (testing/process.h).
+using process::FreeLoopbackPort;
+using process::Process;
 
 // Mosquitto on 127.0.0.1 and a port that was free a moment ago (retried, as
 // another process may take it first), with Mosquitto's defaults and the

@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <ostream>
+#include <string>
 
 #include "harness/harness.h"
 
@@ -11,9 +13,14 @@ namespace komoku::testing {
 namespace {
 
 struct Case {
+  const char* name;  // the test's name in CTest and gtest output
   const char* yaml;
   const char* says;
 };
+
+// What gtest prints for GetParam(), and so what CTest's name of the test
+// ends with: the case's name, not its bytes.
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class BadConfigTest : public ::testing::TestWithParam<Case> {};
 
@@ -21,6 +28,7 @@ TEST_P(BadConfigTest, RunAndCheckConfigRefuseIt) {
   TempDir dir;
   std::string path = dir.File("bad.yaml");
   std::ofstream(path) << GetParam().yaml;
+  SCOPED_TRACE(std::string("config:\n") + GetParam().yaml);
   for (const char* sub : {"run", "check-config"}) {
     Process p({KOMOKU_BINARY, sub, "-c", path}, dir.File(std::string(sub) + ".log"));
     int status = p.Wait(std::chrono::seconds(10));
@@ -32,17 +40,22 @@ TEST_P(BadConfigTest, RunAndCheckConfigRefuseIt) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, BadConfigTest,
     ::testing::Values(
-        Case{"mqtt:\n  brokr: tcp://x:1\n", "bad.yaml:2: unknown field 'mqtt.brokr'"},
-        Case{"mqtt:\n  keep_alive: often\n",
+        Case{"UnknownField", "mqtt:\n  brokr: tcp://x:1\n",
+             "bad.yaml:2: unknown field 'mqtt.brokr'"},
+        Case{"KeepAliveNotADuration", "mqtt:\n  keep_alive: often\n",
              "bad.yaml:2: mqtt.keep_alive: expected seconds or a duration (e.g. 30s, 10m, "
              "24h, 7d, 1w), got 'often'"},
-        Case{"mqtt:\n  keep_alive: 1\n", "bad.yaml:2: mqtt.keep_alive: 1 is out of range"},
-        Case{"storage:\n  data_dir: x\n", "bad.yaml:1: unknown section 'storage'"},
-        Case{"http:\n  listen: localhost\n", "http.listen: expected host:port"},
-        Case{"log:\n  level: loud\n", "log.level: 'loud' is not one of"},
-        Case{"mqtt: [1, 2\n", "bad.yaml:"},
-        Case{"mqtt:\n  password_file: /nonexistent/secret\n", "mqtt.password_file: cannot read"}),
-    [](const ::testing::TestParamInfo<Case>& info) { return "case" + std::to_string(info.index); });
+        Case{"KeepAliveOutOfRange", "mqtt:\n  keep_alive: 1\n",
+             "bad.yaml:2: mqtt.keep_alive: 1 is out of range"},
+        Case{"UnknownSection", "storage:\n  data_dir: x\n",
+             "bad.yaml:1: unknown section 'storage'"},
+        Case{"ListenWithoutPort", "http:\n  listen: localhost\n",
+             "http.listen: expected host:port"},
+        Case{"UnknownLogLevel", "log:\n  level: loud\n", "log.level: 'loud' is not one of"},
+        Case{"UnclosedYamlList", "mqtt: [1, 2\n", "bad.yaml:"},
+        Case{"UnreadablePasswordFile", "mqtt:\n  password_file: /nonexistent/secret\n",
+             "mqtt.password_file: cannot read"}),
+    [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 TEST(ConfigFileTest, CheckConfigAcceptsTheExample) {
   TempDir dir;

@@ -20,7 +20,7 @@ double NowSeconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-class KeyModelTest : public KomokuTest {
+class KeyModelServiceTest : public KomokuTest {
  protected:
   // A Komoku JSON query over HTTP; the whole answer.
   json Query(const json &request) {
@@ -41,7 +41,7 @@ class KeyModelTest : public KomokuTest {
   }
 };
 
-TEST_F(KeyModelTest, DefineOverHttpWithKeyParameterOrKeyedBody) {
+TEST_F(KeyModelServiceTest, DefineOverHttpWithKeyParameterOrKeyedBody) {
   auto r = komoku_->Post("/api/v1/define?key=boiler/heartbeat",
                          R"({"type": "uptime", "opts": {"max_time": 30}})");
   ASSERT_EQ(r.status, 200) << r.body;
@@ -88,7 +88,7 @@ TEST_F(KeyModelTest, DefineOverHttpWithKeyParameterOrKeyedBody) {
   EXPECT_EQ(Definitions().size(), 3u);
 }
 
-TEST_F(KeyModelTest, DefineOverMqtt) {
+TEST_F(KeyModelServiceTest, DefineOverMqtt) {
   mqtt_->Publish("komoku/api/request",
                  R"({"define": {"boiler": {"type": "uptime", "opts": {"max_time": 30}}}})");
   ASSERT_TRUE(WaitFor([&] { return Definitions().count("boiler") > 0; }));
@@ -106,7 +106,7 @@ TEST_F(KeyModelTest, DefineOverMqtt) {
   EXPECT_DOUBLE_EQ(def["opts"]["max_time"].get<double>(), 30);
 }
 
-class ConfigKeysTest : public KeyModelTest {
+class ConfigKeysTest : public KeyModelServiceTest {
  protected:
   std::string ExtraConfig() const override {
     return "keys:\n"
@@ -162,7 +162,7 @@ TEST_F(ConfigKeysTest, KeysSectionDefinesAtStartAndValuesAreEnforced) {
   EXPECT_EQ(Rows("power/meter").size(), 3u) << Rows("power/meter").dump();
 }
 
-TEST_F(KeyModelTest, TypeChangeUnderDataIsRefusedExceptBetweenSameValues) {
+TEST_F(KeyModelServiceTest, TypeChangeUnderDataIsRefusedExceptBetweenSameValues) {
   ASSERT_EQ(komoku_->Put("/api/v1/value?key=temp", "21.5").status, 201);
   ASSERT_EQ(komoku_->Put("/api/v1/value?key=door", "true").status, 201);
   ASSERT_EQ(komoku_->Put("/api/v1/value?key=radio", "Jazz FM").status, 201);
@@ -213,7 +213,7 @@ TEST_F(KeyModelTest, TypeChangeUnderDataIsRefusedExceptBetweenSameValues) {
   EXPECT_DOUBLE_EQ(komoku_->Get("/api/v1/value?key=temp").Json()["value"].get<double>(), 21.5);
 }
 
-TEST_F(KeyModelTest, SameValueResolution) {
+TEST_F(KeyModelServiceTest, SameValueResolution) {
   // Default 60 s: repeats are accepted but not stored.
   for (int i = 0; i < 3; ++i) {
     auto r = komoku_->Put("/api/v1/value?key=lamp", "true");
@@ -256,7 +256,7 @@ TEST_F(KeyModelTest, SameValueResolution) {
   EXPECT_EQ(Rows("fan").size(), 2u) << Rows("fan").dump();
 }
 
-TEST_F(KeyModelTest, IncrementAndDecrementAreAtomicUnderConcurrentClients) {
+TEST_F(KeyModelServiceTest, IncrementAndDecrementAreAtomicUnderConcurrentClients) {
   constexpr int kClients = 4;
   constexpr int kEach = 50;
   std::vector<std::thread> threads;
@@ -302,14 +302,14 @@ TEST_F(KeyModelTest, IncrementAndDecrementAreAtomicUnderConcurrentClients) {
   EXPECT_EQ(Rows("visits").size(), static_cast<size_t>(changes));
 }
 
-TEST_F(KeyModelTest, IncrementOfAnotherTypeIsRefused) {
+TEST_F(KeyModelServiceTest, IncrementOfAnotherTypeIsRefused) {
   ASSERT_EQ(komoku_->Put("/api/v1/value?key=label", "hello").status, 201);
   auto r = komoku_->Post("/api/v1/komoku", R"({"increment": {"key": "label"}})");
   EXPECT_EQ(r.status, 400) << r.body;
   EXPECT_EQ(r.Json()["error"]["code"], "wrong_type") << r.body;
 }
 
-TEST_F(KeyModelTest, DeleteNeedsConfirmationAndRemovesHistoryAndRetainedState) {
+TEST_F(KeyModelServiceTest, DeleteNeedsConfirmationAndRemovesHistoryAndRetainedState) {
   MqttClient watcher(broker_->url(), "it-watcher");
   watcher.Subscribe("komoku/state/#");
   for (const char *v : {"1", "2", "3"}) {
@@ -377,7 +377,7 @@ TEST_F(KeyModelTest, DeleteNeedsConfirmationAndRemovesHistoryAndRetainedState) {
   }));
 }
 
-TEST_F(KeyModelTest, NewestTimeWinsTheCurrentValueLateChangesGoToHistoryOnly) {
+TEST_F(KeyModelServiceTest, NewestTimeWinsTheCurrentValueLateChangesGoToHistoryOnly) {
   MqttClient watcher(broker_->url(), "it-watcher");
   watcher.Subscribe("komoku/state/garage/temp");
   const double now = NowSeconds();

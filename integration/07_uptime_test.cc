@@ -25,7 +25,7 @@ double ToSeconds(std::chrono::system_clock::time_point t) {
 
 double NowSeconds() { return ToSeconds(std::chrono::system_clock::now()); }
 
-class UptimeTest : public KomokuTest {
+class UptimeServiceTest : public KomokuTest {
  protected:
   std::string ExtraConfig() const override {
     return "keys:\n"
@@ -72,7 +72,7 @@ class UptimeTest : public KomokuTest {
   }
 };
 
-TEST_F(UptimeTest, TurnsFalseAtLastTruePlusMaxTimeAndIsPublishedPromptly) {
+TEST_F(UptimeServiceTest, TurnsFalseAtLastTruePlusMaxTimeAndIsPublishedPromptly) {
   MqttClient watcher(broker_->url(), "it-watcher");
   watcher.Subscribe("komoku/state/hb");
   const double first = PutTrue("hb");
@@ -121,7 +121,7 @@ TEST_F(UptimeTest, TurnsFalseAtLastTruePlusMaxTimeAndIsPublishedPromptly) {
   EXPECT_EQ(komoku_->Metric("komoku_uptime_timeouts_total"), 2);
 }
 
-TEST_F(UptimeTest, RepeatsOverMqttKeepItTrue) {
+TEST_F(UptimeServiceTest, RepeatsOverMqttKeepItTrue) {
   // A heartbeat over MQTT every 100 ms for 1.5 s (three max_times).
   for (int i = 0; i < 15; ++i) {
     mqtt_->Publish("komoku/set/hb", "ON");
@@ -134,7 +134,7 @@ TEST_F(UptimeTest, RepeatsOverMqttKeepItTrue) {
   EXPECT_EQ(Rows("hb")[1][1], false);
 }
 
-TEST_F(UptimeTest, RestartReArmsAPendingTimeoutFromTheLastRefresh) {
+TEST_F(UptimeServiceTest, RestartReArmsAPendingTimeoutFromTheLastRefresh) {
   MqttClient watcher(broker_->url(), "it-watcher");
   watcher.Subscribe("komoku/state/pending");
   const double first = PutTrue("pending");
@@ -169,7 +169,7 @@ TEST_F(UptimeTest, RestartReArmsAPendingTimeoutFromTheLastRefresh) {
   EXPECT_LT(latency, kLatencyBoundSeconds);
 }
 
-TEST_F(UptimeTest, TimeoutThatFellWhileDownIsRecordedAtItsDueTime) {
+TEST_F(UptimeServiceTest, TimeoutThatFellWhileDownIsRecordedAtItsDueTime) {
   const double last = PutTrue("down");
   ASSERT_EQ(komoku_->Stop(), 0);
   const double due = last + 1;
@@ -185,7 +185,7 @@ TEST_F(UptimeTest, TimeoutThatFellWhileDownIsRecordedAtItsDueTime) {
   EXPECT_NEAR(v["time"].get<double>(), due, kOneMs);
 }
 
-TEST_F(UptimeTest, TimeoutThatFellWhileDownIsPublishedAsTheState) {
+TEST_F(UptimeServiceTest, TimeoutThatFellWhileDownIsPublishedAsTheState) {
   const double last = PutTrue("down");
   ASSERT_EQ(komoku_->Stop(), 0);
   const double due = last + 1;

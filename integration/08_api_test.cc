@@ -21,7 +21,7 @@ std::string Refused(const std::string &reason) {
   return "komoku_refused_total{reason=\"" + reason + "\"}";
 }
 
-class ApiTest : public KomokuTest {
+class ApiServiceTest : public KomokuTest {
  protected:
   void SetUp() override {
     KomokuTest::SetUp();
@@ -62,7 +62,7 @@ class ApiTest : public KomokuTest {
   int requests_ = 0;
 };
 
-TEST_F(ApiTest, Mqtt5AnswerGoesToTheResponseTopicWithTheCorrelationData) {
+TEST_F(ApiServiceTest, Mqtt5AnswerGoesToTheResponseTopicWithTheCorrelationData) {
   mqtt5_->Subscribe("komoku/api/response");
   // Correlation data is binary: a zero byte must come back too.
   const std::string correlation("id\0\x01\xff", 5);
@@ -94,7 +94,7 @@ TEST_F(ApiTest, Mqtt5AnswerGoesToTheResponseTopicWithTheCorrelationData) {
   }
 }
 
-TEST_F(ApiTest, Mqtt311AnswerGoesToApiResponse) {
+TEST_F(ApiServiceTest, Mqtt311AnswerGoesToApiResponse) {
   mqtt_->Subscribe("komoku/api/response");
   mqtt_->Publish("komoku/api/request", R"({"put": {"key": "x", "value": 1}, "query_id": "q1"})");
   mqtt_->Publish("komoku/api/request", R"({"get": {"key": "x"}, "query_id": "q2"})");
@@ -109,7 +109,7 @@ TEST_F(ApiTest, Mqtt311AnswerGoesToApiResponse) {
   EXPECT_EQ(second["result"], 1) << second.dump();
 }
 
-TEST_F(ApiTest, EveryOperationOverMqtt) {
+TEST_F(ApiServiceTest, EveryOperationOverMqtt) {
   const double now = NowSeconds();
   // put, with times in the past.
   json a =
@@ -187,7 +187,7 @@ TEST_F(ApiTest, EveryOperationOverMqtt) {
   EXPECT_EQ(a["result"], "pong") << a.dump();
 }
 
-TEST_F(ApiTest, EveryOperationOverHttp) {
+TEST_F(ApiServiceTest, EveryOperationOverHttp) {
   const double now = NowSeconds();
   auto [status, a] = AskHttp(
       json{{"put", {{"key", "t"}, {"value", 20}, {"time", now - 100}}}, {"query_id", 9}}.dump());
@@ -250,10 +250,10 @@ const ErrorCase kErrors[] = {
     {R"({"get": {"key": "t", "kye": 1}})", "bad_request", 400},
 };
 
-class ApiErrorTest : public ApiTest {
+class ApiErrorTest : public ApiServiceTest {
  protected:
   void SetUp() override {
-    ApiTest::SetUp();
+    ApiServiceTest::SetUp();
     if (HasFatalFailure()) return;
     ASSERT_EQ(komoku_->Put("/api/v1/value?key=t", "21").status, 201);
     ASSERT_EQ(komoku_->Put("/api/v1/value?key=s", "text").status, 201);

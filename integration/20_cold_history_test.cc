@@ -209,17 +209,19 @@ TEST_F(ColdHistoryTest, AStopEndsACompactionAskedForOverHttp) {
     }
     return false;
   };
-  // A finished segment (not a .tmp one being written): the compaction is at
-  // work and has written something it has not committed yet. A stop while
-  // only the first segment's .tmp file was there left nothing to remove and
-  // nothing to log, and failed this test under load.
-  auto finished = [&] {
-    for (const std::string& f : SegmentFiles()) {
-      if (f != "MANIFEST" && f.size() > 4 && f.compare(f.size() - 4, 4, ".tmp") != 0) return true;
-    }
-    return false;
+  // The compaction is at work and holds segments it has not committed: it
+  // is in its days phase, past the first day (whose segment, holding every
+  // key, is finished) and far from the last (after which it commits). A
+  // finished segment file alone is no such sign: by the time the test sees
+  // it, the days may have been committed already, or the file may belong to
+  // the next step. GET /api/v1/compact shows the phase and the day.
+  constexpr int kDaysLeft = 50;
+  auto uncommitted = [&] {
+    const json p = komoku_->Get("/api/v1/compact").Json();
+    return p.is_object() && p.value("running", false) && p.value("phase", "") == "days" &&
+           p.value("done", 0) >= 1 && p.value("total", 0) - p.value("done", 0) >= kDaysLeft;
   };
-  const bool at_work = WaitFor(finished, std::chrono::seconds(120));
+  const bool at_work = WaitFor(uncommitted, std::chrono::seconds(120));
   const auto sigterm = std::chrono::steady_clock::now();
   const int status = komoku_->process()->Stop(std::chrono::seconds(120));
   std::cerr << "stopped "

@@ -7,9 +7,7 @@
 #include <mqtt/async_client.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -23,8 +21,6 @@
 #include <sstream>
 #include <thread>
 
-extern char** environ;
-
 namespace komoku::testing {
 
 TempDir::TempDir() {
@@ -37,99 +33,6 @@ TempDir::TempDir() {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
-}
-
-Process::Process(std::vector<std::string> argv, std::string log_path)
-    : log_path_(std::move(log_path)) {
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                   0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  // The child must not inherit a blocked or ignored SIGTERM.
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, defaults;
-  sigemptyset(&none);
-  sigemptyset(&defaults);
-  sigaddset(&defaults, SIGTERM);
-  sigaddset(&defaults, SIGINT);
-  sigaddset(&defaults, SIGPIPE);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  std::vector<char*> args;
-  for (auto& a : argv) args.push_back(a.data());
-  args.push_back(nullptr);
-  int rc = posix_spawn(&pid_, args[0], &actions, &attr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    pid_ = -1;
-    throw std::runtime_error("cannot start " + argv[0] + ": " + std::strerror(rc));
-  }
-}
-
-Process::~Process() { Stop(); }
-
-int Process::Reap(bool block) {
-  if (pid_ <= 0) return status_;
-  int st = 0;
-  pid_t r = waitpid(pid_, &st, block ? 0 : WNOHANG);
-  if (r == pid_) {
-    status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    pid_ = -1;
-  }
-  return status_;
-}
-
-bool Process::Running() {
-  Reap(false);
-  return pid_ > 0;
-}
-
-int Process::Wait(std::chrono::milliseconds timeout) {
-  if (!WaitFor([&] { return !Running(); }, timeout)) return -1;
-  return status_;
-}
-
-int Process::Stop(std::chrono::milliseconds grace) {
-  if (!Running()) return status_;
-  kill(pid_, SIGTERM);
-  if (WaitFor([&] { return !Running(); }, grace)) return status_;
-  kill(pid_, SIGKILL);
-  return Reap(true);
-}
-
-void Process::Kill() {
-  if (!Running()) return;
-  kill(pid_, SIGKILL);
-  Reap(true);
-}
-
-std::string Process::Output() const {
-  std::ifstream in(log_path_);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-int FreeLoopbackPort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(fd);
-    throw std::runtime_error("cannot find a free port");
-  }
-  int port = ntohs(addr.sin_port);
-  close(fd);
-  return port;
 }
 
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {

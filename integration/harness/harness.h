@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "testing/process.h"
+
 namespace komoku::testing {
 
 // A temporary directory, removed with everything in it.
@@ -29,35 +31,10 @@ class TempDir {
   std::string path_;
 };
 
-// A child process with stdout and stderr going to a file.
-class Process {
- public:
-  Process(std::vector<std::string> argv, std::string log_path);
-  ~Process();  // Stop()
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-
-  pid_t pid() const { return pid_; }
-  bool Running();
-  // SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status
-  // (128+signal when killed by a signal), -1 if it was not running.
-  int Stop(std::chrono::milliseconds grace = std::chrono::milliseconds(10000));
-  // SIGKILL at once (a crash), then reap.
-  void Kill();
-  // Waits for the process to exit by itself; its exit status or -1 on timeout.
-  int Wait(std::chrono::milliseconds timeout);
-  std::string Output() const;
-  const std::string& log_path() const { return log_path_; }
-
- private:
-  int Reap(bool block);
-  pid_t pid_ = -1;
-  int status_ = -1;
-  std::string log_path_;
-};
-
-// A port on 127.0.0.1 that was free a moment ago.
-int FreeLoopbackPort();
+// Child processes stopped by PID, and free loopback ports: the launcher the
+// benchmarks use too (testing/process.h).
+using process::FreeLoopbackPort;
+using process::Process;
 
 // Polls `cond` until it holds or `timeout` passes.
 bool WaitFor(const std::function<bool()>& cond,

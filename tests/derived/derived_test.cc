@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <iterator>
@@ -13,6 +14,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "store/history.h"
@@ -587,6 +589,50 @@ TEST_F(DerivedTest, HomeAssistantConfigsOfRemovedDefinitionsAreCleared) {
   std::vector<Sent> all = At(*p, kT0 + 4000);
   ASSERT_EQ(On(all, t_topic).size(), 1u);
   EXPECT_EQ(On(all, t_topic)[0].payload, json(""));
+}
+
+// The worker and sender threads, as the service runs them, with the manual
+// clock: nothing is published while the clock stands before the close, and
+// the bucket and the staleness follow within the worker's poll (a second)
+// once the clock passes them. Real waits are bounded generously; the clock
+// decides what is due.
+TEST_F(DerivedTest, TheWorkerPublishesWhenTheManualClockPassesTheClose) {
+  Define("t", store::KeyType::kNumeric, json{{"stale_after", 90}});
+  Put("t", kT0 + 1000, 20.0);
+  DerivedOptions o = Options();
+  o.start_threads = true;
+  o.aggregates = {Aggregate("t", "1m")};
+  auto p = Started(o);
+  ASSERT_NE(p, nullptr);
+  auto sent_on = [&](const std::string& topic) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return On(sent_, topic);
+  };
+  auto wait_for = [&](const std::string& topic, size_t n) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (sent_on(topic).size() < n && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return sent_on(topic);
+  };
+  ASSERT_EQ(wait_for("komoku/derived/t/stale", 1).size(), 1u);
+  EXPECT_EQ(sent_on("komoku/derived/t/stale")[0].payload, false);
+  clock_.Set(kT0 + 59000);
+  // Two polls of the worker with the clock before the close: nothing.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_TRUE(sent_on("komoku/derived/t/1m").empty());
+  clock_.Set(kT0 + kMinute + 100);
+  std::vector<Sent> b = wait_for("komoku/derived/t/1m", 1);
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(b[0].payload["start"], kT0 / 1000.0);
+  EXPECT_EQ(b[0].payload["count"], 1);
+  EXPECT_EQ(b[0].payload["max"], 20.0);
+  // Stale at the last change + 90 s.
+  clock_.Set(kT0 + 1000 + 90000);
+  std::vector<Sent> s = wait_for("komoku/derived/t/stale", 2);
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s[1].payload, true);
+  p->Stop();
 }
 
 }  // namespace
