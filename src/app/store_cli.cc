@@ -24,6 +24,7 @@
 #include "app/config.h"
 #include "store/api.h"
 #include "store/cold_store.h"
+#include "store/history.h"
 #include "store/store.h"
 #include "store/time_param.h"
 
@@ -385,7 +386,7 @@ int SalvageSegments(const Config& config, const std::string& which) {
   }
   int rc = 0;
   for (const std::string& name : names) {
-    Result<store::ColdStore::SalvageReport> r = (*cold)->Salvage(name);
+    Result<store::ColdStore::SalvageReport> r = (*cold)->Salvage(name, store::ComputeRollups);
     if (!r.ok()) {
       std::cerr << "komoku segments: " << r.status().ToString() << "\n";
       rc = 1;

@@ -13,8 +13,7 @@
 #include <set>
 #include <sstream>
 
-#include "store/history.h"
-#include "store/time_param.h"
+#include "store/civil_time.h"
 
 namespace komoku::store {
 namespace {
@@ -422,7 +421,8 @@ void ColdStore::MoveToQuarantine(const std::string& base, const Status& why) {
   if (metrics_) metrics_->Add("komoku_segments_quarantined_total");
 }
 
-Result<ColdStore::SalvageReport> ColdStore::Salvage(const std::string& name) {
+Result<ColdStore::SalvageReport> ColdStore::Salvage(const std::string& name,
+                                                    const RollupFn& recompute) {
   if (options_.read_only)
     return Status::InvalidArgument("salvage: the cold store is open read-only");
   std::lock_guard<std::mutex> commit(commit_mu_);
@@ -488,7 +488,7 @@ Result<ColdStore::SalvageReport> ColdStore::Salvage(const std::string& name) {
         if (!st.ok()) return st;
       }
       for (auto& [res, rolls] : data->rollups) {
-        rolls = ComputeRollups(params, data->carry, data->changes, meta.from_ms, meta.to_ms, res);
+        rolls = recompute(params, data->carry, data->changes, meta.from_ms, meta.to_ms, res);
       }
       report.recovered.insert(report.recovered.end(), rollup_damage.begin(), rollup_damage.end());
     } else {

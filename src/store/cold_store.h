@@ -25,10 +25,11 @@
 #include <vector>
 
 #include "common/status.h"
-#include "store/hot_store.h"
+#include "store/cold_listing.h"
+#include "store/cold_mark.h"
 #include "store/metrics.h"
+#include "store/rollup.h"
 #include "store/segment.h"
-#include "store/store.h"
 #include "store/value.h"
 
 namespace komoku::store {
@@ -145,7 +146,9 @@ class ColdStore {
   // when the segment has no damaged block; Corruption when its damage cannot
   // be pinned on blocks (nothing to keep). Not for a running service: the
   // caller holds the data directory (komoku segments --salvage).
-  Result<SalvageReport> Salvage(const std::string& name);
+  // `recompute` computes rollups again (history.h ComputeRollups: the cold
+  // store sits below the history mathematics, so it is handed in).
+  Result<SalvageReport> Salvage(const std::string& name, const RollupFn& recompute);
 
   const ColdStoreOptions& options() const { return options_; }
 

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <limits>
 
-#include "store/input.h"
+#include "store/value_json.h"
 
 namespace komoku::store {
 namespace {
@@ -67,7 +67,7 @@ class WalkSource {
 
 class StoreSource : public WalkSource {
  public:
-  StoreSource(const Store& store, const std::string& key) : store_(store), key_(key) {}
+  StoreSource(const ChangeSource& store, const std::string& key) : store_(store), key_(key) {}
   Result<std::optional<Sample>> At(int64_t t) const override { return store_.At(key_, t); }
   Status Scan(int64_t from, int64_t to,
               const std::function<bool(const Sample&)>& fn) const override {
@@ -80,7 +80,7 @@ class StoreSource : public WalkSource {
   }
 
  private:
-  const Store& store_;
+  const ChangeSource& store_;
   const std::string& key_;
 };
 
@@ -282,8 +282,8 @@ WalkOptions WalkedTo(int64_t* end) {
 }
 
 // Walks [from, to) of `key` in the store (see WalkRegions).
-Status Walk(const Store& store, const std::string& key, int64_t from, int64_t to, Visitor& visitor,
-            const WalkOptions& opt = {}) {
+Status Walk(const ChangeSource& store, const std::string& key, int64_t from, int64_t to,
+            Visitor& visitor, const WalkOptions& opt = {}) {
   Result<KeyInfo> info = store.Get(key);
   if (!info.ok()) return info.status();
   StoreSource source(store, key);
@@ -805,44 +805,6 @@ Result<int64_t> ParseStep(std::string_view text, int64_t from_ms, int64_t to_ms)
   return *ms;
 }
 
-Result<int64_t> ParseDuration(std::string_view text) {
-  int64_t unit = 1000;
-  std::string_view digits = text;
-  if (!text.empty()) {
-    switch (text.back()) {
-      case 's':
-        unit = 1000;
-        digits.remove_suffix(1);
-        break;
-      case 'm':
-        unit = kMinute;
-        digits.remove_suffix(1);
-        break;
-      case 'h':
-        unit = kHour;
-        digits.remove_suffix(1);
-        break;
-      case 'd':
-        unit = kDay;
-        digits.remove_suffix(1);
-        break;
-      case 'w':
-        unit = kWeek;
-        digits.remove_suffix(1);
-        break;
-      default:
-        break;
-    }
-  }
-  // At most 9 digits: a billion weeks is still far from overflow.
-  if (digits.empty() || digits.size() > 9 ||
-      digits.find_first_not_of("0123456789") != std::string_view::npos) {
-    return Status::InvalidArgument("'" + std::string(text) +
-                                   "' is not a duration (e.g. 30s, 10m, 24h, 7d, 1w, or seconds)");
-  }
-  return std::stoll(std::string(digits)) * unit;
-}
-
 Result<std::vector<int64_t>> BucketStarts(int64_t from_ms, int64_t to_ms, int64_t step_ms,
                                           std::string_view tz, size_t max_buckets) {
   if (step_ms <= 0) return BadParam("step", "must be more than 0");
@@ -908,7 +870,8 @@ const char* DefaultAgg(KeyType type) {
   return type == KeyType::kNumeric ? "avg" : "last";
 }
 
-Result<json> Downsample(const Store& store, const HistoryQuery& q, const std::vector<Agg>& aggs) {
+Result<json> Downsample(const ChangeSource& store, const HistoryQuery& q,
+                        const std::vector<Agg>& aggs) {
   Result<KeyInfo> info = store.Get(q.key);
   if (!info.ok()) return info.status();
   Buckets buckets(q.buckets, q.to_ms);
@@ -934,7 +897,7 @@ Result<json> Downsample(const Store& store, const HistoryQuery& q, const std::ve
   return rows;
 }
 
-Result<json> Stats(const Store& store, const HistoryQuery& q, bool hour_of_day,
+Result<json> Stats(const ChangeSource& store, const HistoryQuery& q, bool hour_of_day,
                    std::string_view tz) {
   Result<KeyInfo> info = store.Get(q.key);
   if (!info.ok()) return info.status();
@@ -1016,7 +979,7 @@ Result<json> Stats(const Store& store, const HistoryQuery& q, bool hour_of_day,
   return out;
 }
 
-Result<json> Timespans(const Store& store, const HistoryQuery& q, const InputValue& value) {
+Result<json> Timespans(const ChangeSource& store, const HistoryQuery& q, const InputValue& value) {
   Result<KeyInfo> info = store.Get(q.key);
   if (!info.ok()) return info.status();
   if (IsNumeric(info->type)) {
@@ -1062,7 +1025,7 @@ Result<json> Timespans(const Store& store, const HistoryQuery& q, const InputVal
   return out;
 }
 
-json RollupsUnderOldOptions(const Store& store, const std::string& key, int64_t from_ms,
+json RollupsUnderOldOptions(const ChangeSource& store, const std::string& key, int64_t from_ms,
                             int64_t to_ms) {
   json out = json::array();
   for (const RollupStretch& s : store.RollupCoverage(key)) {

@@ -27,8 +27,10 @@
 #include <vector>
 
 #include "common/status.h"
-#include "store/segment.h"
-#include "store/store.h"
+#include "store/change_source.h"
+#include "store/duration.h"
+#include "store/rollup.h"
+#include "store/value.h"
 
 namespace komoku::store {
 
@@ -51,12 +53,6 @@ Result<std::vector<int64_t>> BucketStarts(int64_t from_ms, int64_t to_ms, int64_
 // OK for "", "UTC" and IANA names the system's zoneinfo knows; otherwise a
 // bad_request naming the parameter 'tz'.
 Status CheckTimeZone(std::string_view tz);
-
-// A duration in milliseconds: a whole number with a unit, "30s", "10m",
-// "24h", "7d", "1w", or bare seconds ("300"). The one grammar of steps,
-// derived windows and key options (stale_after: 10m). InvalidArgument
-// saying what it expected otherwise.
-Result<int64_t> ParseDuration(std::string_view text);
 
 // A step: a duration (ParseDuration), more than 0; "auto" picks the
 // smallest of 1m, 5m, 15m, 1h, 6h, 1d, 1w giving at most 600 buckets.
@@ -83,7 +79,7 @@ const char* DefaultAgg(KeyType type);
 
 // One row per bucket: [start_s, agg1, agg2, ...], null where a bucket has no
 // answer (no change inside for point aggregates, nothing known for twavg).
-Result<nlohmann::json> Downsample(const Store& store, const HistoryQuery& q,
+Result<nlohmann::json> Downsample(const ChangeSource& store, const HistoryQuery& q,
                                   const std::vector<Agg>& aggs);
 
 // Time per value (seconds, with "unknown"), share of the known time per value,
@@ -91,14 +87,14 @@ Result<nlohmann::json> Downsample(const Store& store, const HistoryQuery& q,
 // per bucket. For numeric and counter keys: min, max, mean, twavg, count.
 // `hour_of_day` (boolean, uptime, string) adds the average share per local
 // hour of day in `tz`.
-Result<nlohmann::json> Stats(const Store& store, const HistoryQuery& q, bool hour_of_day,
+Result<nlohmann::json> Stats(const ChangeSource& store, const HistoryQuery& q, bool hour_of_day,
                              std::string_view tz);
 
 // [[start_s, duration_s], ...] of the spans holding `value` within the
 // range, and whether the last one is still open at the end of the range.
 // Spans need raw changes: where retention dropped them, none is given, and
 // "raw_expired_before" says from when the spans are answered.
-Result<nlohmann::json> Timespans(const Store& store, const HistoryQuery& q,
+Result<nlohmann::json> Timespans(const ChangeSource& store, const HistoryQuery& q,
                                  const InputValue& value);
 
 // The parts of [from_ms, to_ms) that downsampled history and stats answer
@@ -107,20 +103,8 @@ Result<nlohmann::json> Timespans(const Store& store, const HistoryQuery& q,
 // retention before the options changed, so they cannot be recomputed):
 // [{"from", "to", "stale_after", "reset_tolerance"}, ...] with the options
 // they were computed with; empty when there are none.
-nlohmann::json RollupsUnderOldOptions(const Store& store, const std::string& key, int64_t from_ms,
-                                      int64_t to_ms);
-
-// What rollups are computed from besides the changes: the key's type and the
-// options that change the answers.
-struct RollupParams {
-  KeyType type = KeyType::kNumeric;
-  int64_t stale_after_ms = 0;
-  double reset_tolerance = 0;
-  // Counter: the highest value since the last reset at from_ms, as the
-  // rollups before it left it (Rollup::high), so that a glitch across the
-  // border is judged as one walk over both would; NaN: the carry's value.
-  double start_high = std::numeric_limits<double>::quiet_NaN();
-};
+nlohmann::json RollupsUnderOldOptions(const ChangeSource& store, const std::string& key,
+                                      int64_t from_ms, int64_t to_ms);
 
 // The rollups of [from_ms, to_ms) at `resolution_ms` (buckets aligned to the
 // epoch; the first and last may be cut by the range): `carry` is the change

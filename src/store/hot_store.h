@@ -45,21 +45,13 @@
 #include <vector>
 
 #include "common/status.h"
+#include "store/cold_mark.h"
+#include "store/hot_options.h"
 #include "store/metrics.h"
 #include "store/sqlite.h"
-#include "store/store.h"
 #include "store/value.h"
 
 namespace komoku::store {
-
-// The part of the hot store's changes that the cold store already holds:
-// rows with time < cold_to and sequence number <= cold_seq. Reads skip them
-// (they are deleted soon after a compaction, and at the next open at the
-// latest); rows newer, or later than cold_seq (late changes), are read.
-struct ColdMark {
-  int64_t cold_to = INT64_MIN;
-  uint64_t cold_seq = 0;
-};
 
 class HotStore {
  public:

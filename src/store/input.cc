@@ -7,12 +7,6 @@ namespace komoku::store {
 
 using nlohmann::json;
 
-json ValueToJson(const Value& v) {
-  if (const double* d = std::get_if<double>(&v)) return *d;
-  if (const bool* b = std::get_if<bool>(&v)) return *b;
-  return std::get<std::string>(v);
-}
-
 Result<InputValue> JsonToInput(const json& j) {
   if (j.is_boolean()) return InputValue(j.get<bool>());
   if (j.is_number()) {

@@ -11,6 +11,7 @@
 
 #include "common/status.h"
 #include "store/value.h"
+#include "store/value_json.h"
 
 namespace komoku::store {
 
@@ -34,16 +35,10 @@ Result<InputValue> JsonToInput(const nlohmann::json& j);
 // Epoch seconds (a JSON number) as milliseconds.
 Result<int64_t> JsonSecondsToMs(const nlohmann::json& j);
 
-// The JSON form of a value: a number, a boolean or a string.
-nlohmann::json ValueToJson(const Value& v);
-
 // JSON text for the outside. Invalid UTF-8 (a key or payload quoted in an
 // error message) becomes U+FFFD instead of an exception.
 inline std::string DumpJson(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
-
-// Milliseconds as epoch seconds with three decimals.
-inline double MsToSeconds(int64_t ms) { return static_cast<double>(ms) / 1000.0; }
 
 }  // namespace komoku::store

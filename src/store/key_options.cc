@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "store/history.h"
+#include "store/duration.h"
 
 namespace komoku::store {
 namespace {

@@ -1,6 +1,6 @@
-#include <cmath>
+#include "store/rollup.h"
 
-#include "store/segment.h"
+#include <cmath>
 
 namespace komoku::store {
 

@@ -23,48 +23,10 @@
 #include <vector>
 
 #include "common/status.h"
+#include "store/rollup.h"
 #include "store/value.h"
 
 namespace komoku::store {
-
-// A summary of one key over one bucket [start_ms, start_ms + resolution):
-// what the history queries need (history.h) without the raw changes. Which
-// fields are meaningful depends on the key type:
-// - every type: count, first, last, unknown_ms, changes;
-// - numeric and counter: sum, min, max, integral, known_ms;
-// - counter: increase, high;
-// - boolean, uptime, string: ms_per_value (the value's text form: "true",
-//   "false", or the string) .
-// The numbers follow the rules of history.h exactly (a value lasts until the
-// next change; unknown before the first change and past stale_after), so a
-// bucket answered from rollups equals the same bucket answered from raw.
-struct Rollup {
-  int64_t start_ms = 0;
-  int64_t count = 0;                 // changes with a time inside the bucket
-  int64_t changes = 0;               // of those, the ones whose value differs from the one before
-  std::optional<Value> first, last;  // the first and last change inside
-  double sum = 0;
-  double min = std::numeric_limits<double>::infinity();
-  double max = -std::numeric_limits<double>::infinity();
-  double integral = 0;     // value x ms over the known time
-  int64_t known_ms = 0;    // time with a known value
-  int64_t unknown_ms = 0;  // time with no known value
-  double increase = 0;     // counter: rises, resets counted from 0
-  // Counter: the highest value since the last reset, at the bucket's end
-  // (the state the increase of the next bucket continues from); NaN when no
-  // value was known yet.
-  double high = std::numeric_limits<double>::quiet_NaN();
-  // Boolean, uptime, string: ms per value's text, sorted by text.
-  std::vector<std::pair<std::string, int64_t>> ms_per_value;
-};
-
-// Field by field; a NaN `high` equals a NaN `high`.
-bool operator==(const Rollup& a, const Rollup& b);
-inline bool operator!=(const Rollup& a, const Rollup& b) { return !(a == b); }
-
-// Resolutions rollups are kept at, finest first.
-inline constexpr int64_t kRollupResolutionsMs[] = {5 * 60 * 1000, 60 * 60 * 1000,
-                                                   24 * 60 * 60 * 1000};
 
 // Everything a segment holds of one key.
 struct SegmentKeyData {

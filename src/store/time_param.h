@@ -9,14 +9,11 @@
 #include <string_view>
 
 #include "common/status.h"
+#include "store/civil_time.h"
 
 namespace komoku::store {
 
 // Milliseconds since the epoch, or InvalidArgument naming what was wrong.
 Result<int64_t> ParseTimeParam(std::string_view text, int64_t now_ms);
-
-// A time in ms as UTC text through strftime's `format` (whole seconds; the
-// second holding `ms`, also before 1970).
-std::string FormatUtc(int64_t ms, const char* format);
 
 }  // namespace komoku::store

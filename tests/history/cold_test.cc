@@ -824,7 +824,7 @@ TEST_F(ColdTest, OneFlippedByteInAMonthLosesOnlyItsBlock) {
     o.sync = false;
     Result<std::unique_ptr<ColdStore>> store = ColdStore::Open(o, nullptr, nullptr);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
-    Result<ColdStore::SalvageReport> salvage = (*store)->Salvage(name);
+    Result<ColdStore::SalvageReport> salvage = (*store)->Salvage(name, ComputeRollups);
     ASSERT_TRUE(salvage.ok()) << salvage.status().ToString();
     ASSERT_EQ(salvage->lost.size(), 1u);
     EXPECT_EQ(salvage->lost[0].key, "temp");
@@ -832,7 +832,8 @@ TEST_F(ColdTest, OneFlippedByteInAMonthLosesOnlyItsBlock) {
     EXPECT_TRUE(std::filesystem::exists(salvage->kept_aside + ".kkd"));
     EXPECT_TRUE(std::filesystem::exists(salvage->kept_aside + ".kki"));
     EXPECT_FALSE(std::filesystem::exists(base + ".kkd"));
-    EXPECT_TRUE((*store)->Salvage(salvage->replacement).status().IsInvalidArgument());
+    EXPECT_TRUE(
+        (*store)->Salvage(salvage->replacement, ComputeRollups).status().IsInvalidArgument());
   }
   cold_ = Open(dir_.path() + "/cold", &clock_);
   ASSERT_NE(cold_, nullptr);
@@ -884,7 +885,7 @@ TEST_F(ColdTest, ADamagedRollupBlockIsRecomputedBySalvage) {
     o.sync = false;
     Result<std::unique_ptr<ColdStore>> store = ColdStore::Open(o, nullptr, nullptr);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
-    Result<ColdStore::SalvageReport> salvage = (*store)->Salvage(month->name);
+    Result<ColdStore::SalvageReport> salvage = (*store)->Salvage(month->name, ComputeRollups);
     ASSERT_TRUE(salvage.ok()) << salvage.status().ToString();
     EXPECT_TRUE(salvage->lost.empty());
     ASSERT_EQ(salvage->recovered.size(), 1u);
