@@ -30,8 +30,8 @@
 #include <string>
 #include <vector>
 
+#include "cold/segment.h"
 #include "sensor_gen.h"
-#include "store/segment.h"
 
 namespace {
 

@@ -14,8 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "cold/segment_codec.h"
 #include "fuzz_util.h"
-#include "store/segment_codec.h"
 
 namespace {
 

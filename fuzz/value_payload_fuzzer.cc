@@ -12,9 +12,9 @@
 #include <string>
 #include <string_view>
 
+#include "core/value.h"
 #include "fuzz_util.h"
-#include "store/input.h"
-#include "store/value.h"
+#include "wire/input.h"
 
 namespace {
 

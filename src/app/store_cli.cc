@@ -22,11 +22,11 @@
 #include <thread>
 
 #include "app/config.h"
-#include "store/api.h"
-#include "store/cold_store.h"
-#include "store/history.h"
+#include "cold/cold_store.h"
+#include "series/history.h"
 #include "store/store.h"
-#include "store/time_param.h"
+#include "wire/api.h"
+#include "wire/time_param.h"
 
 namespace komoku::app {
 namespace {

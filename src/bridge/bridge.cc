@@ -16,8 +16,8 @@
 
 #include "bridge/broker_socket.h"
 #include "bridge/ingest_log.h"
-#include "store/api.h"
-#include "store/input.h"
+#include "wire/api.h"
+#include "wire/input.h"
 
 namespace komoku::bridge {
 namespace {

@@ -17,11 +17,11 @@
 #include "query/http.h"
 #include "query/metrics.h"
 #include "query/stream.h"
-#include "store/api.h"
-#include "store/history.h"
-#include "store/input.h"
-#include "store/time_param.h"
+#include "series/history.h"
 #include "web/assets.h"
+#include "wire/api.h"
+#include "wire/input.h"
+#include "wire/time_param.h"
 
 namespace komoku::query {
 namespace {

@@ -25,17 +25,17 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cold/cold_listing.h"
+#include "cold/segment.h"
 #include "common/status.h"
-#include "store/change.h"
-#include "store/change_source.h"
-#include "store/clock.h"
-#include "store/cold_listing.h"
-#include "store/hot_options.h"
-#include "store/key_options.h"
-#include "store/metrics.h"
-#include "store/rollup.h"
-#include "store/segment.h"
-#include "store/value.h"
+#include "core/change.h"
+#include "core/change_source.h"
+#include "core/clock.h"
+#include "core/key_options.h"
+#include "core/metrics.h"
+#include "core/rollup.h"
+#include "core/value.h"
+#include "hot/hot_options.h"
 
 namespace komoku::store {
 

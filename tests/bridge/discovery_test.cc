@@ -11,7 +11,7 @@
 
 #include "../store/store_test_util.h"
 #include "bridge/ha_template.h"
-#include "store/files.h"
+#include "common/files.h"
 
 namespace komoku::bridge {
 namespace {

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "store/history.h"
+#include "series/history.h"
 #include "store/store.h"
 #include "store_test_util.h"
 

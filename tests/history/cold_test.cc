@@ -17,11 +17,11 @@
 #include <random>
 #include <thread>
 
+#include "cold/cold_store.h"
 #include "keyka/reader.h"
-#include "store/api.h"
-#include "store/cold_store.h"
-#include "store/history.h"
+#include "series/history.h"
 #include "store_test_util.h"
+#include "wire/api.h"
 
 namespace komoku::store {
 namespace {

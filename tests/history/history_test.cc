@@ -1,7 +1,7 @@
 // History questions: small hand-built histories with hand-computed answers,
 // and random histories against a brute-force evaluation of the step function
 // millisecond by millisecond.
-#include "store/history.h"
+#include "series/history.h"
 
 #include <gtest/gtest.h>
 
@@ -10,8 +10,8 @@
 #include <map>
 #include <random>
 
-#include "store/api.h"
 #include "store_test_util.h"
+#include "wire/api.h"
 
 namespace komoku::store {
 namespace {

@@ -1,7 +1,7 @@
 // The Komoku JSON query API (store/api.h) over a real Store: every
 // operation, the query_id echo, every protocol error, and sub/unsub with and
 // without a transport's SubHandler.
-#include "store/api.h"
+#include "wire/api.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // WriteFileAtomically and ReadWholeFile on real files in a temporary
 // directory.
-#include "store/files.h"
+#include "common/files.h"
 
 #include <gtest/gtest.h>
 

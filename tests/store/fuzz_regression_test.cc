@@ -8,9 +8,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "store/input.h"
-#include "store/time_param.h"
-#include "store/value.h"
+#include "core/value.h"
+#include "wire/input.h"
+#include "wire/time_param.h"
 
 namespace komoku::store {
 namespace {

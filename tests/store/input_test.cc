@@ -1,6 +1,6 @@
 // Payloads as the MQTT bridge and the HTTP server hand them over: bare
 // values, JSON strings and JSON {"value", "time"} objects, and every refusal.
-#include "store/input.h"
+#include "wire/input.h"
 
 #include <gtest/gtest.h>
 

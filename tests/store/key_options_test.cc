@@ -2,7 +2,7 @@
 // reset, the refusals (unknown option, wrong JSON type, out of range, an
 // option the type does not take, min_resolution), and the round trip through
 // KeyOptionsToJson that a reopen relies on.
-#include "store/key_options.h"
+#include "core/key_options.h"
 
 #include <gtest/gtest.h>
 

@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "store/hot_store.h"
+#include "hot/hot_store.h"
 #include "store/store.h"
 #include "store_test_util.h"
 

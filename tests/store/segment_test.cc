@@ -2,7 +2,7 @@
 // brute force over the written data, writer refusals, and damaged files
 // (truncations and bit flips in both files), which must give an error and
 // never a crash.
-#include "store/segment.h"
+#include "cold/segment.h"
 
 #include <gtest/gtest.h>
 
@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "cold/segment_codec.h"
 #include "keyka/reader.h"
-#include "store/segment_codec.h"
 #include "store_test_util.h"
 
 namespace komoku::store {

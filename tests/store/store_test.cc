@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "store/hot_store.h"
+#include "hot/hot_store.h"
 #include "store_test_util.h"
 
 namespace komoku::store {

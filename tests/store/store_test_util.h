@@ -12,7 +12,7 @@
 #include <memory>
 #include <string>
 
-#include "store/clock.h"
+#include "core/clock.h"
 #include "store/store.h"
 
 namespace komoku::store::testing {

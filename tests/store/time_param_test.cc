@@ -1,6 +1,6 @@
 // ParseTimeParam against epoch values computed independently (Python's
 // calendar.timegm), for every form the HTTP API takes, and the refusals.
-#include "store/time_param.h"
+#include "wire/time_param.h"
 
 #include <gtest/gtest.h>
 

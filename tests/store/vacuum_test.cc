@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "store/hot_store.h"
+#include "hot/hot_store.h"
 #include "store/store.h"
 #include "store_test_util.h"
 

@@ -1,5 +1,5 @@
 // Key names, value parsing, type guessing, coercion and canonical text.
-#include "store/value.h"
+#include "core/value.h"
 
 #include <gtest/gtest.h>
 
