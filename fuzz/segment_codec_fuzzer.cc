@@ -1,5 +1,5 @@
 // libFuzzer target: the block decoders of cold segments
-// (store/segment_codec.h) on arbitrary payloads. In a file every payload sits
+// (cold/segment_codec.h) on arbitrary payloads. In a file every payload sits
 // behind a CRC, so random damage rarely reaches a decoder; a crafted file
 // (or a bug in the writer) does, and this is what it meets.
 //

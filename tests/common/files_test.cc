@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <string>
 
-#include "store_test_util.h"
+#include "temp_dir.h"
 
 namespace komoku::store {
 namespace {

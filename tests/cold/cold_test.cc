@@ -28,6 +28,8 @@ namespace {
 
 using nlohmann::json;
 using testing::FakeClock;
+using testing::ManualCompactionOptions;
+using testing::OpenTestStore;
 using testing::TempDir;
 
 constexpr int64_t kMin = 60'000;
@@ -72,21 +74,7 @@ constexpr int64_t kSpan = 75 * kDay;  // history from two and a half months back
 
 std::unique_ptr<Store> Open(const std::string& dir, const Clock* clock, ColdOptions cold = {},
                             HotStoreOptions hot = {}) {
-  StoreOptions o;
-  o.data_dir = dir;
-  o.hot = hot;
-  o.clock = clock;
-  o.start_timers = false;
-  cold.compact_interval = std::chrono::milliseconds(0);
-  cold.background = false;
-  cold.sync = false;
-  o.cold = cold;
-  Result<std::unique_ptr<Store>> s = Store::Open(o, nullptr);
-  if (!s.ok()) {
-    ADD_FAILURE() << s.status().ToString();
-    return nullptr;
-  }
-  return std::move(s).value();
+  return OpenTestStore(ManualCompactionOptions(dir, clock, std::move(cold), hot));
 }
 
 class ColdTest : public ::testing::Test {

@@ -20,6 +20,8 @@ namespace komoku::store {
 namespace {
 
 using testing::FakeClock;
+using testing::ManualCompactionOptions;
+using testing::OpenTestStore;
 using testing::TempDir;
 
 constexpr int64_t kMinute = 60'000;
@@ -64,21 +66,9 @@ class VacuumTest : public ::testing::Test {
   std::string DbPath() const { return DataDir() + "/komoku.db"; }
 
   std::unique_ptr<Store> Open(const HotStoreOptions& hot = {}) {
-    StoreOptions o;
-    o.data_dir = DataDir();
-    o.hot = hot;
-    o.clock = &clock_;
-    o.start_timers = false;
-    o.cold.compact_interval = std::chrono::milliseconds(0);
-    o.cold.background = false;
-    o.cold.sync = false;
-    o.cold.raw_retention_ms = 0;
-    Result<std::unique_ptr<Store>> s = Store::Open(o, nullptr);
-    if (!s.ok()) {
-      ADD_FAILURE() << s.status().ToString();
-      return nullptr;
-    }
-    return std::move(s).value();
+    ColdOptions cold;
+    cold.raw_retention_ms = 0;
+    return OpenTestStore(ManualCompactionOptions(DataDir(), &clock_, cold, hot));
   }
 
   // `key` every `step_ms` over [from, to), committed.

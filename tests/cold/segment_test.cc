@@ -20,7 +20,7 @@
 
 #include "cold/segment_codec.h"
 #include "keyka/reader.h"
-#include "store_test_util.h"
+#include "temp_dir.h"
 
 namespace komoku::store {
 namespace {
