@@ -1,7 +1,7 @@
 // The cold store: the set of live segments (segment.h) and what they hold,
 // recorded in a MANIFEST file that is the one commit point of every change to
-// the set. Internal to src/store; the Store owns it and decides what goes in
-// (compaction.cc). See docs/storage.md, "Cold history".
+// the set. The Store (src/store) owns it and decides what goes in
+// (store/compaction.cc). See docs/storage.md, "Cold history".
 //
 // Crash safety: new segment files are written and synced first, then the
 // manifest is replaced (temporary file, fsync, rename, fsync of the

@@ -1,6 +1,6 @@
 // The SQLite hot store: the keys table and the change history, written by one
 // writer thread in group transactions, read through a separate connection.
-// Internal to src/store; the Store owns it. Thread-safe.
+// The Store (src/store) owns it. Thread-safe.
 //
 // Durability: the database runs in WAL mode with synchronous=NORMAL and no
 // automatic checkpoint on the writer connection. A commit appends to the WAL

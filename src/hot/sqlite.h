@@ -1,4 +1,4 @@
-// RAII owners for SQLite handles, internal to src/store.
+// RAII owners for SQLite handles, internal to the hot store.
 //
 // A Db and its Stmts belong to one thread at a time (SQLite connections are
 // opened in multi-thread mode); a Stmt must not outlive its Db.

@@ -1,4 +1,4 @@
-// The Komoku JSON query API (store/api.h) over a real Store: every
+// The Komoku JSON query API (wire/api.h) over a real Store: every
 // operation, the query_id echo, every protocol error, and sub/unsub with and
 // without a transport's SubHandler.
 #include "wire/api.h"

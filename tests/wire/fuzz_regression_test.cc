@@ -23,7 +23,7 @@ void ExpectSendable(const std::string& message) {
 
 // value_payload_fuzzer-crash-887afc9d50bbd8f3c40a2bf80cfc7272e0bd66d0: a bare
 // payload of 0xff bytes and "on", coerced to a numeric key. Quote() in
-// src/store/value.cc copies the bytes as they are into the message.
+// src/core/value.cc copies the bytes as they are into the message.
 TEST(FuzzRegressionTest, ValuePayloadInvalidUtf8MessageIsSendable) {
   const std::string payload = std::string(28, '\xff') + "on";
   Result<ValueMessage> msg = ParseValuePayload(payload, 1024);
@@ -34,7 +34,7 @@ TEST(FuzzRegressionTest, ValuePayloadInvalidUtf8MessageIsSendable) {
 }
 
 // time_param_fuzzer-crash-2fd8dbc12954fcf3e4b4f71440ea9134328b013b: an epoch
-// time whose first byte is 0xb1. Bad() in src/store/time_param.cc copies the
+// time whose first byte is 0xb1. Bad() in src/wire/time_param.cc copies the
 // text as it is into the message (an HTTP query parameter such as
 // from=%B1700000000.25 reaches it so).
 TEST(FuzzRegressionTest, TimeParamInvalidUtf8MessageIsSendable) {
@@ -47,7 +47,7 @@ TEST(FuzzRegressionTest, TimeParamInvalidUtf8MessageIsSendable) {
 }
 
 // The same class, from valid UTF-8 input: a long value cut short inside a
-// two-byte character. Quote() (src/store/value.cc) cuts at a boundary.
+// two-byte character. Quote() (src/core/value.cc) cuts at a boundary.
 TEST(FuzzRegressionTest, LongValueIsNotCutInsideACharacter) {
   std::string text = "x";
   for (int i = 0; i < 40; ++i) text += "\xc3\xa9";  // é
@@ -57,7 +57,7 @@ TEST(FuzzRegressionTest, LongValueIsNotCutInsideACharacter) {
   ExpectSendable(v.status().message());
 }
 
-// Bad() in src/store/time_param.cc cut the text at 64 bytes, here inside a
+// Bad() in src/wire/time_param.cc cut the text at 64 bytes, here inside a
 // character.
 TEST(FuzzRegressionTest, LongTimeIsNotCutInsideACharacter) {
   std::string text = "x";
