@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "sensor_gen.h"
-#include "store/history.h"
+#include "series/history.h"
 #include "store/store.h"
 
 namespace {

@@ -26,7 +26,7 @@
 // the cold phases read does not depend on the date the bench runs.
 //
 // The data: one change every 10 s for 366 days (3,162,240 rows) ending at
-// kEndMs, written straight into the hot store's schema (src/store/hot_store.cc
+// kEndMs, written straight into the hot store's schema (src/hot/hot_store.cc
 // kSchemaV1 + kSchemaV2, user_version 2, rowid = change sequence). The times
 // are fixed, and the queries use the same absolute from/to, so the database is
 // built once and cached as history_load-v1.db in $KOMOKU_BENCH_DIR, else the

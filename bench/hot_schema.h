@@ -1,4 +1,4 @@
-// The hot store's schema as src/store/hot_store.cc creates it (kSchemaV1
+// The hot store's schema as src/hot/hot_store.cc creates it (kSchemaV1
 // to kSchemaV3, user_version 3, HotStore::kPageSize), for benchmarks that
 // write its tables directly. Keep in step with hot_store.cc.
 #pragma once

@@ -2,7 +2,7 @@
 // temperature sensor over a year at 10 s (bench/sensor_gen.h, fixed seed),
 // beside baselines measured in the same run:
 // - the same changes in an SQLite table shaped like the hot store's
-//   `changes` (src/store/hot_store.cc: STRICT, key_id/time_ms/value ANY, the
+//   `changes` (src/hot/hot_store.cc: STRICT, key_id/time_ms/value ANY, the
 //   index on (key_id, time_ms)), bulk-loaded in one transaction;
 // - the order-0 entropy of the deltas (time deltas in ms plus value deltas in
 //   hundredths, each from its own histogram): what a coder that sees each
@@ -30,8 +30,8 @@
 #include <string>
 #include <vector>
 
+#include "cold/segment.h"
 #include "sensor_gen.h"
-#include "store/segment.h"
 
 namespace {
 
@@ -151,7 +151,7 @@ uint64_t LoadSqlite(const std::string& path, const std::vector<Sample>& v) {
   Sqlite s;
   sqlite3_open(path.c_str(), &s.db);
   s.Exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;");
-  // The hot store's schema (src/store/hot_store.cc, v1).
+  // The hot store's schema (src/hot/hot_store.cc, v1).
   s.Exec(
       "CREATE TABLE keys(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, type TEXT NOT NULL,"
       " created_ms INTEGER NOT NULL) STRICT;"

@@ -21,8 +21,8 @@
 #include <system_error>
 
 #include "fuzz_util.h"
-#include "store/api.h"
 #include "store/store.h"
+#include "wire/api.h"
 
 namespace {
 

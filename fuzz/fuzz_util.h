@@ -14,7 +14,7 @@ inline void Require(bool condition) {
 // The transports' json::dump() throws on invalid UTF-8, so a target lets
 // that escape: a message a transport cannot send is a bug. With
 // KOMOKU_FUZZ_LENIENT_UTF8=1 it is replaced instead, so that a run can look
-// past that one known finding (tests/store/fuzz_regression_test.cc).
+// past that one known finding (tests/wire/fuzz_regression_test.cc).
 inline void Dump(const nlohmann::json& j) {
   static const bool lenient = std::getenv("KOMOKU_FUZZ_LENIENT_UTF8") != nullptr;
   (void)j.dump(

@@ -24,8 +24,8 @@
 
 #include "app/config.h"
 #include "bridge/mapping.h"
+#include "core/value.h"
 #include "fuzz_util.h"
-#include "store/value.h"
 
 namespace {
 

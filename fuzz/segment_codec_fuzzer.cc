@@ -1,5 +1,5 @@
 // libFuzzer target: the block decoders of cold segments
-// (store/segment_codec.h) on arbitrary payloads. In a file every payload sits
+// (cold/segment_codec.h) on arbitrary payloads. In a file every payload sits
 // behind a CRC, so random damage rarely reaches a decoder; a crafted file
 // (or a bug in the writer) does, and this is what it meets.
 //
@@ -14,8 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "cold/segment_codec.h"
 #include "fuzz_util.h"
-#include "store/segment_codec.h"
 
 namespace {
 

@@ -12,7 +12,7 @@
 #include <string_view>
 
 #include "fuzz_util.h"
-#include "store/time_param.h"
+#include "wire/time_param.h"
 
 namespace {
 

@@ -1,5 +1,5 @@
 // libFuzzer target: store::ParseValuePayload, the parser of every MQTT
-// `komoku/set/<key>` payload and HTTP PUT body (store/input.h).
+// `komoku/set/<key>` payload and HTTP PUT body (wire/input.h).
 //
 // Each accepted payload is coerced to every key type, as a put to a key of
 // that type would. Any crash or sanitizer report is a bug; so is an answer
@@ -12,9 +12,9 @@
 #include <string>
 #include <string_view>
 
+#include "core/value.h"
 #include "fuzz_util.h"
-#include "store/input.h"
-#include "store/value.h"
+#include "wire/input.h"
 
 namespace {
 

@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "bridge/tls.h"
-#include "store/history.h"
-#include "store/key_options.h"
+#include "core/key_options.h"
+#include "series/history.h"
 
 namespace komoku::app {
 namespace {

@@ -12,9 +12,9 @@
 
 #include "bridge/mapping.h"
 #include "common/status.h"
+#include "core/value.h"
 #include "derived/derived.h"
 #include "store/store.h"
-#include "store/value.h"
 
 namespace komoku::app {
 

@@ -10,9 +10,9 @@
 #include "app/config.h"
 #include "bridge/discovery.h"
 #include "bridge/mapping.h"
-#include "store/input.h"
-#include "store/time_param.h"
-#include "store/value.h"
+#include "core/value.h"
+#include "wire/input.h"
+#include "wire/time_param.h"
 
 namespace komoku::app {
 namespace {

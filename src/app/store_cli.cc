@@ -22,10 +22,11 @@
 #include <thread>
 
 #include "app/config.h"
-#include "store/api.h"
-#include "store/cold_store.h"
+#include "cold/cold_store.h"
+#include "series/history.h"
 #include "store/store.h"
-#include "store/time_param.h"
+#include "wire/api.h"
+#include "wire/time_param.h"
 
 namespace komoku::app {
 namespace {
@@ -385,7 +386,7 @@ int SalvageSegments(const Config& config, const std::string& which) {
   }
   int rc = 0;
   for (const std::string& name : names) {
-    Result<store::ColdStore::SalvageReport> r = (*cold)->Salvage(name);
+    Result<store::ColdStore::SalvageReport> r = (*cold)->Salvage(name, store::ComputeRollups);
     if (!r.ok()) {
       std::cerr << "komoku segments: " << r.status().ToString() << "\n";
       rc = 1;

@@ -8,6 +8,8 @@
 
 #include "bridge/bridge_impl.h"
 #include "bridge/ingest_log.h"
+#include "wire/api.h"
+#include "wire/input.h"
 
 namespace komoku::bridge {
 

@@ -39,7 +39,7 @@
 #include "bridge/ingest_log.h"
 #include "bridge/mapping.h"
 #include "common/status.h"
-#include "store/api.h"
+#include "wire/api.h"
 #include "store/store.h"
 
 namespace komoku::bridge {

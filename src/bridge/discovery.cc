@@ -9,8 +9,8 @@
 #include <cmath>
 
 #include "bridge/ha_template.h"
-#include "store/files.h"
-#include "store/input.h"
+#include "common/files.h"
+#include "wire/input.h"
 
 namespace komoku::bridge {
 namespace {

@@ -33,7 +33,7 @@
 #include <vector>
 
 #include "bridge/mapping.h"
-#include "store/value.h"
+#include "core/value.h"
 
 namespace komoku::bridge {
 

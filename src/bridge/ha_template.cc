@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <optional>
 
-#include "store/input.h"
+#include "wire/input.h"
 
 namespace komoku::bridge {
 namespace {

@@ -20,9 +20,9 @@
 #include <filesystem>
 #include <vector>
 
+#include "cold/segment_codec.h"
 #include "common/coding.h"
 #include "common/fd.h"
-#include "store/segment_codec.h"
 
 namespace komoku::bridge {
 namespace {

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bridge/bridge_impl.h"
-#include "store/input.h"
+#include "wire/input.h"
 
 namespace komoku::bridge {
 namespace {

@@ -11,8 +11,8 @@
 #include <set>
 
 #include "bridge/flat_json.h"
-#include "store/key_options.h"
-#include "store/time_param.h"
+#include "core/key_options.h"
+#include "wire/time_param.h"
 
 namespace komoku::bridge {
 namespace {

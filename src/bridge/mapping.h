@@ -20,7 +20,7 @@
 
 #include "bridge/ha_template.h"
 #include "common/status.h"
-#include "store/value.h"
+#include "core/value.h"
 
 namespace komoku::bridge {
 

@@ -5,8 +5,8 @@
 #include <set>
 
 #include "derived/publisher_impl.h"
-#include "store/history.h"
-#include "store/input.h"
+#include "series/history.h"
+#include "wire/input.h"
 
 namespace komoku::derived {
 namespace {

@@ -6,8 +6,8 @@
 
 #include "derived/derived.h"
 #include "derived/internal.h"
-#include "store/history.h"
-#include "store/input.h"
+#include "series/history.h"
+#include "wire/input.h"
 
 namespace komoku::derived {
 namespace {

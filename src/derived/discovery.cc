@@ -8,7 +8,7 @@
 
 #include "derived/internal.h"
 #include "derived/publisher_impl.h"
-#include "store/input.h"
+#include "wire/input.h"
 
 namespace komoku::derived {
 namespace {

@@ -12,7 +12,10 @@
 
 #include "derived/derived.h"
 #include "derived/publisher_impl.h"
-#include "store/history.h"
+#include "series/history.h"
+#include "derived/internal.h"
+#include "series/history.h"
+#include "wire/input.h"
 
 namespace komoku::derived {
 

@@ -3,8 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include "derived/publisher_impl.h"
-#include "store/history.h"
-#include "store/input.h"
+#include "series/history.h"
+#include "wire/input.h"
 
 namespace komoku::derived {
 namespace {

@@ -13,7 +13,7 @@
 #include <sstream>
 
 #include "derived/publisher_impl.h"
-#include "store/input.h"
+#include "wire/input.h"
 
 namespace komoku::derived {
 namespace {

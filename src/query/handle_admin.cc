@@ -5,7 +5,7 @@
 
 #include "query/metrics.h"
 #include "query/server_impl.h"
-#include "store/input.h"
+#include "wire/input.h"
 
 namespace komoku::query {
 

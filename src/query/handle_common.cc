@@ -2,8 +2,8 @@
 
 #include <set>
 
-#include "store/input.h"
-#include "store/time_param.h"
+#include "wire/input.h"
+#include "wire/time_param.h"
 
 namespace komoku::query {
 

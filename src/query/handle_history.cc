@@ -2,7 +2,7 @@
 // or CSV), at, timespans and stats, over one key or several.
 
 #include "query/server_impl.h"
-#include "store/input.h"
+#include "wire/input.h"
 
 namespace komoku::query {
 

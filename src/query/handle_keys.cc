@@ -2,7 +2,7 @@
 // POST komoku (the Komoku JSON API), POST define, DELETE key.
 
 #include "query/server_impl.h"
-#include "store/input.h"
+#include "wire/input.h"
 
 namespace komoku::query {
 

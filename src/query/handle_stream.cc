@@ -2,8 +2,8 @@
 // (query/stream.h).
 
 #include "query/server_impl.h"
-#include "store/input.h"
-#include "store/time_param.h"
+#include "wire/input.h"
+#include "wire/time_param.h"
 
 namespace komoku::query {
 

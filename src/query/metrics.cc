@@ -11,7 +11,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "store/metrics.h"
+#include "core/metrics.h"
 
 #ifndef KOMOKU_VERSION
 #define KOMOKU_VERSION "unknown"

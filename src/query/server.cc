@@ -8,7 +8,14 @@
 #include <optional>
 
 #include "query/server_impl.h"
+#include "query/http.h"
+#include "query/metrics.h"
+#include "query/stream.h"
+#include "series/history.h"
 #include "web/assets.h"
+#include "wire/api.h"
+#include "wire/input.h"
+#include "wire/time_param.h"
 
 namespace komoku::query {
 

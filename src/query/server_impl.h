@@ -25,8 +25,8 @@
 #include "query/http.h"
 #include "query/server.h"
 #include "query/stream.h"
-#include "store/api.h"
-#include "store/history.h"
+#include "wire/api.h"
+#include "series/history.h"
 #include "store/store.h"
 
 namespace komoku::query {

@@ -4,7 +4,7 @@
 #include <deque>
 #include <nlohmann/json.hpp>
 
-#include "store/input.h"
+#include "wire/input.h"
 
 namespace komoku::query {
 namespace {

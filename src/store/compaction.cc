@@ -12,9 +12,9 @@
 #include <set>
 #include <tuple>
 
-#include "store/cold_store.h"
-#include "store/history.h"
-#include "store/hot_store.h"
+#include "cold/cold_store.h"
+#include "hot/hot_store.h"
+#include "series/history.h"
 #include "store/store.h"
 
 namespace komoku::store {

@@ -11,9 +11,9 @@
 #include <filesystem>
 #include <system_error>
 
-#include "store/cold_store.h"
-#include "store/hot_store.h"
-#include "store/time_param.h"
+#include "cold/cold_store.h"
+#include "core/civil_time.h"
+#include "hot/hot_store.h"
 
 namespace komoku::store {
 namespace {

@@ -25,39 +25,23 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cold/cold_listing.h"
+#include "cold/segment.h"
 #include "common/status.h"
-#include "store/clock.h"
-#include "store/key_options.h"
-#include "store/metrics.h"
-#include "store/segment.h"
-#include "store/value.h"
+#include "core/change.h"
+#include "core/change_source.h"
+#include "core/clock.h"
+#include "core/key_options.h"
+#include "core/metrics.h"
+#include "core/rollup.h"
+#include "core/value.h"
+#include "hot/hot_options.h"
 
 namespace komoku::store {
 
 class HotStore;
 class ColdStore;
 struct ColdState;
-
-struct HotStoreOptions {
-  // Commit at least this often while changes wait and nobody waits for them.
-  std::chrono::milliseconds commit_interval{1000};
-  // Commit as soon as this many rows wait.
-  size_t commit_max_rows = 4000;
-  // How often the WAL is checkpointed (and so fsynced) in the background.
-  std::chrono::milliseconds checkpoint_interval{10000};
-  // Rows compaction made cold are deleted at most this many (by rowid
-  // range) per commit, beside the changes of that commit, so a big deletion
-  // never holds up ingest for long.
-  int64_t delete_chunk_rows = 20000;
-  // Changes land first in a table kept in arrival order without an index
-  // ("recent"), where the changes of one commit share pages whatever their
-  // keys; they move into the indexed table in one go ("a fold") once this
-  // many wait there, or the oldest has waited fold_interval. A key's index
-  // leaf is then written once for many of its changes instead of once a
-  // change. See docs/storage.md, "What a change costs the disk".
-  int64_t fold_rows = 20000;
-  std::chrono::milliseconds fold_interval{30 * 60 * 1000};
-};
 
 // Cold history: what compaction moves out of the hot store, and when. See
 // docs/storage.md, "Cold history".
@@ -82,18 +66,6 @@ struct ColdOptions {
   // Called before each step of a compaction or segment check, where a stop
   // is looked for (tests stop the store there).
   std::function<void()> before_step;
-};
-
-// A stretch [from_ms, to_ms) of a key's cold history answered by rollups,
-// and the options they were computed with (Store::RollupCoverage).
-struct RollupStretch {
-  int64_t from_ms = 0;
-  int64_t to_ms = 0;
-  int64_t stale_after_ms = 0;
-  double reset_tolerance = 0;
-  // False: the key's options changed after retention dropped the raw
-  // changes, so these rollups answer as under the options of their time.
-  bool current_options = true;
 };
 
 // What one compaction did.
@@ -129,24 +101,6 @@ struct KeyWrites {
   uint64_t cold_bytes = 0;  // bytes of the key's blocks in live segments
 };
 
-// A live segment, for listings.
-struct SegmentListing {
-  std::string name;
-  int64_t from_ms = 0, to_ms = 0;
-  uint64_t bytes = 0;
-  uint64_t max_seq = 0;
-  std::vector<SegmentKeyInfo> keys;
-};
-
-// History known to be missing from the cold store: a damaged block of a live
-// segment (found by a check or a read), or one a salvage left out.
-struct ColdDamage {
-  std::string segment;    // the segment file's name (without extension) the block was in
-  bool salvaged = false;  // the segment was rewritten without it; the history stays lost
-  uint64_t max_seq = 0;   // the segment's: a later deletion of the key hides the record
-  BlockDamage block;
-};
-
 struct StoreOptions {
   // Directory of the database (komoku.db and its WAL); created if missing.
   std::string data_dir = "./komoku-data";
@@ -160,33 +114,6 @@ struct StoreOptions {
   // the MQTT bridge listens, so a timeout that fell while Komoku was down is
   // published too.
   bool start_timers = true;
-};
-
-struct KeyInfo {
-  std::string name;
-  KeyType type = KeyType::kNumeric;
-  KeyOptions options;
-  std::optional<Sample> last;      // the current value: the newest change
-  std::optional<Sample> previous;  // the value before it
-};
-
-// An accepted change, as subscribers see it.
-struct Change {
-  std::string key;
-  KeyType type = KeyType::kNumeric;
-  Sample sample;
-  std::optional<Sample> previous;  // the current value before this change
-  // The change's place in the order of all changes (its rowid in the hot
-  // store); 0 when nothing was stored.
-  uint64_t seq = 0;
-  bool is_current = true;    // false for a late change that went into history only
-  bool stored = true;        // false for a repeat within same_value_resolution
-  bool created_key = false;  // this put created the key
-  bool deleted = false;      // the key and its history were deleted
-  // The same key, time and value are stored already (a broker's redelivery,
-  // a replayed ingest log, a backfill sent twice): nothing was stored and
-  // listeners are not called. Counted in komoku_changes_duplicate_total.
-  bool duplicate = false;
 };
 
 struct PutOptions {
@@ -205,7 +132,7 @@ struct PutOptions {
   std::optional<KeyType> new_key_type;
 };
 
-class Store {
+class Store final : public ChangeSource {
  public:
   static Result<std::unique_ptr<Store>> Open(const StoreOptions& options,
                                              std::shared_ptr<spdlog::logger> log);
@@ -259,7 +186,7 @@ class Store {
   Status Delete(std::string_view key);
 
   // The key and its current value; NotFound for an unknown key.
-  Result<KeyInfo> Get(std::string_view key) const;
+  Result<KeyInfo> Get(std::string_view key) const override;
 
   // Every key, sorted by name.
   std::vector<KeyInfo> Keys() const;
@@ -273,11 +200,11 @@ class Store {
   // Calls `fn` with each change of `key` with from_ms <= time < to_ms,
   // oldest first, until it returns false. NotFound for an unknown key.
   Status Scan(std::string_view key, int64_t from_ms, int64_t to_ms,
-              const std::function<bool(const Sample&)>& fn) const;
+              const std::function<bool(const Sample&)>& fn) const override;
 
   // The change in force at `time_ms`: the last one at or before it; nullopt
   // when the key had no value yet. NotFound for an unknown key.
-  Result<std::optional<Sample>> At(std::string_view key, int64_t time_ms) const;
+  Result<std::optional<Sample>> At(std::string_view key, int64_t time_ms) const override;
 
   // Where `key`'s rollups answer, oldest first, not overlapping (empty:
   // nowhere): cold time with no late change since, whose rollups were
@@ -286,13 +213,13 @@ class Store {
   // time (current_options false). Cold time whose rollups are of other
   // options while its raw changes are kept is left out: the raw changes
   // answer it exactly until the next compaction recomputes its rollups.
-  std::vector<RollupStretch> RollupCoverage(std::string_view key) const;
+  std::vector<RollupStretch> RollupCoverage(std::string_view key) const override;
   // Raw changes of `key` before this time were dropped by retention (their
   // rollups remain); nullopt when retention has dropped none of them.
-  std::optional<int64_t> RawExpiredBefore(std::string_view key) const;
+  std::optional<int64_t> RawExpiredBefore(std::string_view key) const override;
   // The rollups of `key` at `resolution_ms` with from_ms <= start < to_ms.
   Status ScanRollups(std::string_view key, int64_t resolution_ms, int64_t from_ms, int64_t to_ms,
-                     const std::function<bool(const Rollup&)>& fn) const;
+                     const std::function<bool(const Rollup&)>& fn) const override;
 
   // The lock file of a data directory: an open Store holds an exclusive flock
   // on it, so a second Komoku on the same data is refused (reason "locked").
@@ -371,8 +298,8 @@ class Store {
   void RequestStop();
   bool stopping() const { return stopping_; }
 
-  const Clock& clock() const { return *clock_; }
-  const BooleanWords& boolean_words() const { return boolean_words_; }
+  const Clock& clock() const override { return *clock_; }
+  const BooleanWords& boolean_words() const override { return boolean_words_; }
   Metrics& metrics() { return metrics_; }
   size_t QueueDepth() const;
   // The heap SQLite holds now, all connections together (page caches,

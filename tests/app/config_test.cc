@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "query/server.h"
-#include "store_test_util.h"
+#include "temp_dir.h"
 
 namespace komoku::app {
 namespace {

@@ -9,9 +9,9 @@
 #include <fstream>
 #include <string>
 
-#include "../store/store_test_util.h"
 #include "bridge/ha_template.h"
-#include "store/files.h"
+#include "common/files.h"
+#include "temp_dir.h"
 
 namespace komoku::bridge {
 namespace {

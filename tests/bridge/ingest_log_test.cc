@@ -11,9 +11,10 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
-#include "../store/store_test_util.h"
+#include "temp_dir.h"
 
 namespace komoku::bridge {
 namespace {

@@ -10,7 +10,7 @@
 
 #include "app/config.h"
 #include "bridge/mapping.h"
-#include "store/input.h"
+#include "wire/input.h"
 
 namespace komoku::bridge {
 namespace {

@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "store/history.h"
+#include "series/history.h"
 #include "store/store.h"
 #include "store_test_util.h"
 

@@ -17,14 +17,16 @@
 #include <thread>
 #include <vector>
 
-#include "store/hot_store.h"
+#include "hot/hot_store.h"
 #include "store_test_util.h"
 
 namespace komoku::store {
 namespace {
 
 using testing::FakeClock;
+using testing::OpenTestStore;
 using testing::TempDir;
+using testing::TestStoreOptions;
 
 constexpr int64_t kNow = 1700000000000;  // 2023-11-14T22:13:20Z
 constexpr int64_t kForever = std::numeric_limits<int64_t>::max();
@@ -65,21 +67,11 @@ class StoreTest : public ::testing::Test {
   std::string DataDir() const { return dir_.File("data"); }
 
   std::unique_ptr<Store> OpenStore(const HotStoreOptions& hot = {}) {
-    StoreOptions options;
-    options.data_dir = DataDir();
-    options.hot = hot;
-    options.clock = &clock_;
-    Result<std::unique_ptr<Store>> store = Store::Open(options, nullptr);
-    EXPECT_TRUE(store.ok()) << store.status().ToString();
-    if (!store.ok()) return nullptr;
-    return std::move(store).value();
+    return OpenTestStore(DataDir(), &clock_, hot);
   }
 
   Result<std::unique_ptr<Store>> TryOpen() {
-    StoreOptions options;
-    options.data_dir = DataDir();
-    options.clock = &clock_;
-    return Store::Open(options, nullptr);
+    return Store::Open(TestStoreOptions(DataDir(), &clock_), nullptr);
   }
 
   // All of `key`'s history as text.

@@ -1,0 +1,74 @@
+// The block codecs of cold segments (docs/segment-format.md): how raw
+// changes, rollups and the per-key metadata become block payloads, and back.
+// The container (header, block framing, checksums, the KeyKa index) lives in
+// segment.cc; this file knows nothing of files.
+//
+// Payloads are bit streams (least significant bit first) built from a few
+// coders chosen per block by the bits they cost:
+// - integer series: order 0, 1 or 2 differences minus a per-block stride,
+//   zigzag, Golomb-Rice with a per-block parameter;
+// - doubles: scaled decimal integers (10^k, k <= 6) through the integer
+//   coder, exact or with per-value ULP corrections, else Gorilla XOR;
+// - booleans: one bit each; strings: a per-block dictionary, or plain.
+//
+// Decoders take the payload's bytes and never read past them; every count is
+// checked against the bits left, so a damaged payload gives Corruption, never
+// a crash or a huge allocation. The container checks a CRC first, so these
+// checks guard against bugs and crafted files more than against bit rot.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "cold/segment.h"
+#include "common/status.h"
+#include "core/value.h"
+
+namespace komoku::store::segment_internal {
+
+// CRC-32C (Castagnoli), the checksum of every block and of the header.
+uint32_t Crc32c(const void* data, size_t size, uint32_t crc = 0);
+
+// Everything of a key except its raw changes and rollups, as the metadata
+// block stores it.
+struct KeyRecord {
+  // The key's name, repeated here so that a reader can tell that the index
+  // record leading to this block was not damaged into another valid name.
+  std::string name;
+  KeyType type = KeyType::kNumeric;
+  int64_t stale_after_ms = 0;
+  double reset_tolerance = 0;
+  std::optional<Sample> carry;
+  bool raw_dropped = false;
+  uint64_t changes = 0;
+  int64_t first_ms = 0, last_ms = 0;  // meaningful when changes > 0
+  uint64_t raw_bytes = 0;             // bytes of the raw blocks, framing included
+  uint64_t rollup_bytes = 0;          // bytes of the rollup blocks, framing included
+  struct Resolution {
+    int64_t resolution_ms = 0;
+    uint64_t rollups = 0;
+  };
+  // In the order the writer got them; the index names rollup blocks by the
+  // position in this list.
+  std::vector<Resolution> resolutions;
+};
+
+std::string EncodeKeyMeta(const KeyRecord& meta);
+Result<KeyRecord> DecodeKeyMeta(std::string_view payload);
+
+// True when `value` holds the variant `type` uses.
+bool ValueMatchesType(KeyType type, const Value& value);
+
+// Raw changes, all of `type` (the caller checked), times non-decreasing.
+std::string EncodeRawBlock(KeyType type, const Sample* samples, size_t n);
+// Appends the block's changes to *out.
+Status DecodeRawBlock(KeyType type, std::string_view payload, std::vector<Sample>* out);
+
+// Rollups of one resolution, starts strictly increasing.
+std::string EncodeRollupBlock(KeyType type, const Rollup* rollups, size_t n);
+Status DecodeRollupBlock(KeyType type, std::string_view payload, std::vector<Rollup>* out);
+
+}  // namespace komoku::store::segment_internal
