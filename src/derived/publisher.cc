@@ -50,6 +50,23 @@ bool IsBoolean(store::KeyType t) {
   return t == store::KeyType::kBoolean || t == store::KeyType::kUptime;
 }
 
+json OrNull(const std::optional<double>& d) { return d ? json(*d) : json(nullptr); }
+
+// The time in state of a bucket as GET /api/v1/stats gives it: seconds per
+// value and unknown, the share of the known time per value, and changes.
+void PutStates(const store::StateStats& s, json& body) {
+  json time = json::object();
+  json share = json::object();
+  for (const auto& [v, ms] : s.ms_per_value) {
+    time[v] = static_cast<double>(ms) / 1000.0;
+    share[v] = OrNull(s.Share(v));
+  }
+  time["unknown"] = static_cast<double>(s.unknown_ms) / 1000.0;
+  body["time"] = std::move(time);
+  body["share"] = std::move(share);
+  body["changes"] = s.changes;
+}
+
 // Writes `text` to `path` by temp file, fsync and rename, so a crash leaves
 // the old file or the new one, never half of one.
 Status WriteFileAtomically(const std::string& path, const std::string& text) {
@@ -417,27 +434,26 @@ class Publisher::Impl {
   Result<json> AggregateBody(const Agg& a, int64_t start, int64_t end) const {
     store::HistoryQuery q{a.def.key, start, end, {start}, a.def.step_ms};
     json body = {{"start", MsToSeconds(start)}, {"end", MsToSeconds(end)}};
-    if (a.type == store::KeyType::kNumeric) {
-      const std::vector<store::Agg> aggs = {store::Agg::kAvg, store::Agg::kTwavg, store::Agg::kMin,
-                                            store::Agg::kMax, store::Agg::kCount};
-      Result<json> rows = store::Downsample(*store_, q, aggs);
-      if (!rows.ok()) return rows.status();
-      for (size_t i = 0; i < aggs.size(); ++i) body[store::AggName(aggs[i])] = (*rows)[0][i + 1];
+    if (a.type == store::KeyType::kNumeric || a.type == store::KeyType::kCounter) {
+      Result<std::vector<store::AggregateBucket>> buckets = store::Downsample(*store_, q);
+      if (!buckets.ok()) return buckets.status();
+      const store::AggregateBucket& b = buckets->front();
+      if (a.type == store::KeyType::kCounter) {
+        body["increase"] = OrNull(b.increase);
+        body["rate"] = OrNull(b.rate);
+        return body;
+      }
+      body["avg"] = OrNull(b.avg);
+      body["twavg"] = OrNull(b.twavg);
+      body["min"] = OrNull(b.min);
+      body["max"] = OrNull(b.max);
+      body["count"] = b.count;
       return body;
     }
-    if (a.type == store::KeyType::kCounter) {
-      const std::vector<store::Agg> aggs = {store::Agg::kIncrease, store::Agg::kRate};
-      Result<json> rows = store::Downsample(*store_, q, aggs);
-      if (!rows.ok()) return rows.status();
-      for (size_t i = 0; i < aggs.size(); ++i) body[store::AggName(aggs[i])] = (*rows)[0][i + 1];
-      return body;
-    }
-    Result<json> stats = store::Stats(*store_, q, false, options_.tz);
+    Result<store::KeyStats> stats = store::Stats(*store_, q, false, options_.tz);
     if (!stats.ok()) return stats.status();
     // Stats lists both states of a boolean key, so time.true is always there.
-    body["time"] = (*stats)["time"];
-    body["share"] = (*stats)["share"];
-    body["changes"] = (*stats)["changes"];
+    PutStates(stats->states, body);
     return body;
   }
 
@@ -517,11 +533,10 @@ class Publisher::Impl {
     switch (r.def.stat) {
       case RollingStat::kIncrease:
       case RollingStat::kRate: {
-        store::Agg agg =
-            r.def.stat == RollingStat::kRate ? store::Agg::kRate : store::Agg::kIncrease;
-        Result<json> rows = store::Downsample(*store_, q, {agg});
-        if (!rows.ok()) return rows.status();
-        value = (*rows)[0][1];
+        Result<std::vector<store::AggregateBucket>> buckets = store::Downsample(*store_, q);
+        if (!buckets.ok()) return buckets.status();
+        const store::AggregateBucket& b = buckets->front();
+        value = OrNull(r.def.stat == RollingStat::kRate ? b.rate : b.increase);
         break;
       }
       case RollingStat::kAvg:
@@ -529,37 +544,41 @@ class Publisher::Impl {
       case RollingStat::kMin:
       case RollingStat::kMax:
       case RollingStat::kCount: {
-        Result<json> stats = store::Stats(*store_, q, false, options_.tz);
+        Result<store::KeyStats> stats = store::Stats(*store_, q, false, options_.tz);
         if (!stats.ok()) return stats.status();
-        const char* field = r.def.stat == RollingStat::kAvg ? "mean" : RollingStatName(r.def.stat);
-        value = (*stats)[field];
+        const store::NumericStats& n = stats->numbers;
+        if (!stats->numeric) {
+          value = nullptr;  // no numbers of a key that is no longer numeric
+        } else if (r.def.stat == RollingStat::kCount) {
+          value = n.count;
+        } else {
+          value = OrNull(r.def.stat == RollingStat::kAvg     ? n.mean
+                         : r.def.stat == RollingStat::kTwavg ? n.twavg
+                         : r.def.stat == RollingStat::kMin   ? n.min
+                                                             : n.max);
+        }
         break;
       }
       case RollingStat::kShare:
       case RollingStat::kTime:
       case RollingStat::kHours:
       case RollingStat::kChanges: {
-        Result<json> stats = store::Stats(*store_, q, false, options_.tz);
+        Result<store::KeyStats> stats = store::Stats(*store_, q, false, options_.tz);
         if (!stats.ok()) return stats.status();
+        const store::StateStats& st = stats->states;
         if (r.def.stat == RollingStat::kChanges) {
-          value = (*stats)["changes"];
+          value = stats->numeric ? json(nullptr) : json(st.changes);
           break;
         }
-        const json& time = (*stats)["time"];
-        const double held = time.contains(r.def.value) ? time[r.def.value].get<double>() : 0.0;
+        auto held = st.ms_per_value.find(r.def.value);
+        const double seconds =
+            held == st.ms_per_value.end() ? 0.0 : static_cast<double>(held->second) / 1000.0;
         if (r.def.stat == RollingStat::kTime) {
-          value = held;
+          value = seconds;
         } else if (r.def.stat == RollingStat::kHours) {
-          value = held / 3600.0;
+          value = seconds / 3600.0;
         } else {
-          const json& share = (*stats)["share"];
-          double known = 0;
-          for (const auto& [k, v] : time.items()) {
-            if (k != "unknown") known += v.get<double>();
-          }
-          value = share.contains(r.def.value) ? share[r.def.value]
-                  : known > 0                 ? json(0.0)
-                                              : json(nullptr);
+          value = OrNull(st.Share(r.def.value));
         }
         break;
       }

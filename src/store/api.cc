@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "store/history.h"
+#include "store/history_json.h"
 #include "store/input.h"
 #include "store/time_param.h"
 
@@ -272,7 +273,7 @@ Result<json> Api::Dispatch(const std::string& op, const json& args, bool* counte
       Result<std::vector<Agg>> aggs =
           ParseAggs(args.value("agg", std::string(DefaultAgg(info->type))), info->type);
       if (!aggs.ok()) return aggs.status();
-      return Downsample(*store_, *q, *aggs);
+      return DownsampleJson(*store_, *q, *aggs);
     }
     if (args.contains("agg") || args.contains("tz"))
       return Bad("\"agg\" and \"tz\" need a \"step\"");

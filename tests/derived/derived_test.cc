@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "store/history.h"
+#include "store/history_json.h"
 #include "store/store.h"
 #include "store_test_util.h"
 
@@ -123,7 +124,7 @@ class DerivedTest : public ::testing::Test {
     EXPECT_TRUE(q.ok());
     Result<std::vector<store::Agg>> a = store::ParseAggs(aggs, info->type);
     EXPECT_TRUE(a.ok());
-    Result<json> rows = store::Downsample(*store_, *q, *a);
+    Result<json> rows = store::DownsampleJson(*store_, *q, *a);
     EXPECT_TRUE(rows.ok());
     return *rows;
   }
@@ -131,7 +132,7 @@ class DerivedTest : public ::testing::Test {
   // GET /api/v1/stats?key=&from=&to= (no step).
   json StatsOf(const std::string& key, int64_t from, int64_t to) {
     Result<json> s =
-        store::Stats(*store_, store::HistoryQuery{key, from, to, {from}, 0}, false, "");
+        store::StatsJson(*store_, store::HistoryQuery{key, from, to, {from}, 0}, false, "");
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     return *s;
   }
