@@ -14,7 +14,7 @@
 
 #include "bridge/tls.h"
 #include "store/history.h"
-#include "store/key_options.h"
+#include "store/key_options_json.h"
 
 namespace komoku::app {
 namespace {

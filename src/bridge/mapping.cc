@@ -11,7 +11,7 @@
 #include <set>
 
 #include "bridge/flat_json.h"
-#include "store/key_options.h"
+#include "store/key_options_json.h"
 #include "store/time_param.h"
 
 namespace komoku::bridge {

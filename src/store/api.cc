@@ -5,6 +5,7 @@
 #include "store/history.h"
 #include "store/history_json.h"
 #include "store/input.h"
+#include "store/key_options_json.h"
 #include "store/time_param.h"
 
 namespace komoku::store {

@@ -13,6 +13,7 @@
 
 #include "store/cold_store.h"
 #include "store/hot_store.h"
+#include "store/key_options_json.h"
 #include "store/time_param.h"
 
 namespace komoku::store {

@@ -2,12 +2,12 @@
 // reset, the refusals (unknown option, wrong JSON type, out of range, an
 // option the type does not take, min_resolution), and the round trip through
 // KeyOptionsToJson that a reopen relies on.
-#include "store/key_options.h"
-
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
+
+#include "store/key_options_json.h"
 
 namespace komoku::store {
 namespace {
