@@ -31,6 +31,7 @@
 #include "sensor_gen.h"
 #include "series/history.h"
 #include "store/store.h"
+#include "wire/history_json.h"
 
 namespace {
 
@@ -183,7 +184,7 @@ int main() {
   std::vector<Agg> aggs = {Agg::kAvg, Agg::kMin, Agg::kMax};
   nlohmann::json hot_answer;
   const double hot_walk_ms = MedianMs(3, [&] {
-    auto r = komoku::store::Downsample(*store, *query, aggs);
+    auto r = komoku::store::DownsampleJson(*store, *query, aggs);
     if (!r.ok()) Die(r.status().ToString());
     hot_answer = *r;
   });
@@ -259,7 +260,7 @@ int main() {
 
   nlohmann::json cold_answer;
   const double cold_ms = MedianMs(21, [&] {
-    auto r = komoku::store::Downsample(*store, *query, aggs);
+    auto r = komoku::store::DownsampleJson(*store, *query, aggs);
     if (!r.ok()) Die(r.status().ToString());
     cold_answer = *r;
   });

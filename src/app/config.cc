@@ -14,6 +14,7 @@
 
 #include "bridge/tls.h"
 #include "core/key_options.h"
+#include "core/key_options_json.h"
 #include "series/history.h"
 
 namespace komoku::app {

@@ -1,10 +1,10 @@
-// Per-key options (Komoku's names), their defaults, and their one parser,
-// shared by define over HTTP, over MQTT and from the config file.
-// Durations are seconds (floats) on the outside, milliseconds inside.
+// Per-key options (Komoku's names) and their defaults, typed. Their one
+// parser (and their JSON form), shared by define over HTTP, over MQTT and
+// from the config file, is in key_options_json.h. Durations are seconds
+// (floats) on the outside, milliseconds inside.
 #pragma once
 
 #include <cstdint>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -38,16 +38,13 @@ struct KeyOptions {
   }
 };
 
-// The options as JSON: {"same_value_resolution": 60, "max_time": 60, ...};
-// max_time only for uptime keys, values only when set.
-nlohmann::json KeyOptionsToJson(const KeyOptions& options, KeyType type);
+// The longest duration an option takes: ten years. More is a mistake, and
+// the limit keeps milliseconds far from overflow.
+constexpr double kMaxOptionSeconds = 10 * 366 * 86400.0;
 
-// Applies the fields of `json` (an object) to `base` for a key of `type`.
-// Refuses (InvalidArgument, reason "bad_option") an unknown option, a wrong
-// JSON type, a negative or absurd duration, an option that does not apply to
-// the type (max_time for a non-uptime key, values for a non-string key), and
-// min_resolution, which needs the rollups of a later stage. A null resets the
-// option to its default.
-Result<KeyOptions> ApplyKeyOptions(KeyOptions base, KeyType type, const nlohmann::json& json);
+// `seconds` of option `name` as milliseconds (rounded). Refused
+// (InvalidArgument, reason "bad_option") unless finite and
+// 0..kMaxOptionSeconds.
+Result<int64_t> OptionSecondsToMs(const std::string& name, double seconds);
 
 }  // namespace komoku::store

@@ -38,27 +38,26 @@ std::pair<int64_t, int64_t> Publisher::Impl::Bucket(int64_t t, int64_t step_ms) 
 Result<json> Publisher::Impl::AggregateBody(const Agg& a, int64_t start, int64_t end) const {
   store::HistoryQuery q{a.def.key, start, end, {start}, a.def.step_ms};
   json body = {{"start", MsToSeconds(start)}, {"end", MsToSeconds(end)}};
-  if (a.type == store::KeyType::kNumeric) {
-    const std::vector<store::Agg> aggs = {store::Agg::kAvg, store::Agg::kTwavg, store::Agg::kMin,
-                                          store::Agg::kMax, store::Agg::kCount};
-    Result<json> rows = store::Downsample(*store_, q, aggs);
-    if (!rows.ok()) return rows.status();
-    for (size_t i = 0; i < aggs.size(); ++i) body[store::AggName(aggs[i])] = (*rows)[0][i + 1];
+  if (a.type == store::KeyType::kNumeric || a.type == store::KeyType::kCounter) {
+    Result<std::vector<store::AggregateBucket>> buckets = store::Downsample(*store_, q);
+    if (!buckets.ok()) return buckets.status();
+    const store::AggregateBucket& b = buckets->front();
+    if (a.type == store::KeyType::kCounter) {
+      body["increase"] = OrNull(b.increase);
+      body["rate"] = OrNull(b.rate);
+      return body;
+    }
+    body["avg"] = OrNull(b.avg);
+    body["twavg"] = OrNull(b.twavg);
+    body["min"] = OrNull(b.min);
+    body["max"] = OrNull(b.max);
+    body["count"] = b.count;
     return body;
   }
-  if (a.type == store::KeyType::kCounter) {
-    const std::vector<store::Agg> aggs = {store::Agg::kIncrease, store::Agg::kRate};
-    Result<json> rows = store::Downsample(*store_, q, aggs);
-    if (!rows.ok()) return rows.status();
-    for (size_t i = 0; i < aggs.size(); ++i) body[store::AggName(aggs[i])] = (*rows)[0][i + 1];
-    return body;
-  }
-  Result<json> stats = store::Stats(*store_, q, false, options_.tz);
+  Result<store::KeyStats> stats = store::Stats(*store_, q, false, options_.tz);
   if (!stats.ok()) return stats.status();
   // Stats lists both states of a boolean key, so time.true is always there.
-  body["time"] = (*stats)["time"];
-  body["share"] = (*stats)["share"];
-  body["changes"] = (*stats)["changes"];
+  PutStates(stats->states, body);
   return body;
 }
 

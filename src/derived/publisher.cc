@@ -11,9 +11,8 @@
 #include <thread>
 
 #include "derived/derived.h"
-#include "derived/publisher_impl.h"
-#include "series/history.h"
 #include "derived/internal.h"
+#include "derived/publisher_impl.h"
 #include "series/history.h"
 #include "wire/input.h"
 

@@ -25,10 +25,10 @@ Result<json> Publisher::Impl::RollingBody(const Roll& r, int64_t now) const {
   switch (r.def.stat) {
     case RollingStat::kIncrease:
     case RollingStat::kRate: {
-      store::Agg agg = r.def.stat == RollingStat::kRate ? store::Agg::kRate : store::Agg::kIncrease;
-      Result<json> rows = store::Downsample(*store_, q, {agg});
-      if (!rows.ok()) return rows.status();
-      value = (*rows)[0][1];
+      Result<std::vector<store::AggregateBucket>> buckets = store::Downsample(*store_, q);
+      if (!buckets.ok()) return buckets.status();
+      const store::AggregateBucket& b = buckets->front();
+      value = OrNull(r.def.stat == RollingStat::kRate ? b.rate : b.increase);
       break;
     }
     case RollingStat::kAvg:
@@ -36,37 +36,41 @@ Result<json> Publisher::Impl::RollingBody(const Roll& r, int64_t now) const {
     case RollingStat::kMin:
     case RollingStat::kMax:
     case RollingStat::kCount: {
-      Result<json> stats = store::Stats(*store_, q, false, options_.tz);
+      Result<store::KeyStats> stats = store::Stats(*store_, q, false, options_.tz);
       if (!stats.ok()) return stats.status();
-      const char* field = r.def.stat == RollingStat::kAvg ? "mean" : RollingStatName(r.def.stat);
-      value = (*stats)[field];
+      const store::NumericStats& n = stats->numbers;
+      if (!stats->numeric) {
+        value = nullptr;  // no numbers of a key that is no longer numeric
+      } else if (r.def.stat == RollingStat::kCount) {
+        value = n.count;
+      } else {
+        value = OrNull(r.def.stat == RollingStat::kAvg     ? n.mean
+                       : r.def.stat == RollingStat::kTwavg ? n.twavg
+                       : r.def.stat == RollingStat::kMin   ? n.min
+                                                           : n.max);
+      }
       break;
     }
     case RollingStat::kShare:
     case RollingStat::kTime:
     case RollingStat::kHours:
     case RollingStat::kChanges: {
-      Result<json> stats = store::Stats(*store_, q, false, options_.tz);
+      Result<store::KeyStats> stats = store::Stats(*store_, q, false, options_.tz);
       if (!stats.ok()) return stats.status();
+      const store::StateStats& st = stats->states;
       if (r.def.stat == RollingStat::kChanges) {
-        value = (*stats)["changes"];
+        value = stats->numeric ? json(nullptr) : json(st.changes);
         break;
       }
-      const json& time = (*stats)["time"];
-      const double held = time.contains(r.def.value) ? time[r.def.value].get<double>() : 0.0;
+      auto held = st.ms_per_value.find(r.def.value);
+      const double seconds =
+          held == st.ms_per_value.end() ? 0.0 : static_cast<double>(held->second) / 1000.0;
       if (r.def.stat == RollingStat::kTime) {
-        value = held;
+        value = seconds;
       } else if (r.def.stat == RollingStat::kHours) {
-        value = held / 3600.0;
+        value = seconds / 3600.0;
       } else {
-        const json& share = (*stats)["share"];
-        double known = 0;
-        for (const auto& [k, v] : time.items()) {
-          if (k != "unknown") known += v.get<double>();
-        }
-        value = share.contains(r.def.value) ? share[r.def.value]
-                : known > 0                 ? json(0.0)
-                                            : json(nullptr);
+        value = OrNull(st.Share(r.def.value));
       }
       break;
     }

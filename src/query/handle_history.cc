@@ -2,6 +2,7 @@
 // or CSV), at, timespans and stats, over one key or several.
 
 #include "query/server_impl.h"
+#include "wire/history_json.h"
 #include "wire/input.h"
 
 namespace komoku::query {
@@ -93,13 +94,13 @@ void Server::Impl::GetHistory(const Request& req, Response& res) {
     Result<std::vector<store::Agg>> aggs =
         store::ParseAggs(p.Get("agg").value_or(store::DefaultAgg(info.type)), info.type);
     if (!aggs.ok()) return SendStatus(res, aggs.status());
-    Result<json> rows = store::Downsample(*store_, r->q, *aggs);
+    Result<json> rows = store::DownsampleJson(*store_, r->q, *aggs);
     if (!rows.ok()) return SendStatus(res, rows.status());
     json columns = json::array({"time"});
     for (store::Agg a : *aggs) columns.push_back(store::AggName(a));
     meta["step"] = static_cast<double>(r->q.step_ms) / 1000.0;
     // Rollups that answer as under the options of their time: say where.
-    if (json old = store::RollupsUnderOldOptions(*store_, r->q.key, r->q.from_ms, r->q.to_ms);
+    if (json old = store::RollupsUnderOldOptionsJson(*store_, r->q.key, r->q.from_ms, r->q.to_ms);
         !old.empty()) {
       meta["rollups_under_old_options"] = std::move(old);
     }
@@ -159,7 +160,7 @@ void Server::Impl::GetTimespans(const Request& req, Response& res) {
   if (!r.ok()) return SendStatus(res, r.status());
   auto value = p.Get("value");
   if (!value) return SendError(res, 400, "bad_request", "missing parameter 'value'");
-  Result<json> spans = store::Timespans(*store_, r->q, store::InputValue(*value));
+  Result<json> spans = store::TimespansJson(*store_, r->q, store::InputValue(*value));
   if (!spans.ok()) return SendStatus(res, spans.status());
   json out = *spans;
   out["key"] = r->info.name;
@@ -177,14 +178,14 @@ void Server::Impl::GetStats(const Request& req, Response& res) {
   if (dist && *dist != "hour_of_day") {
     return SendError(res, 400, "bad_request", "parameter 'distribution' must be hour_of_day");
   }
-  Result<json> stats = store::Stats(*store_, r->q, dist.has_value(), p.Get("tz").value_or(""));
+  Result<json> stats = store::StatsJson(*store_, r->q, dist.has_value(), p.Get("tz").value_or(""));
   if (!stats.ok()) return SendStatus(res, stats.status());
   json out = *stats;
   out["key"] = r->info.name;
   out["type"] = store::KeyTypeName(r->info.type);
   out["from"] = MsToSeconds(r->q.from_ms);
   out["to"] = MsToSeconds(r->q.to_ms);
-  if (json old = store::RollupsUnderOldOptions(*store_, r->q.key, r->q.from_ms, r->q.to_ms);
+  if (json old = store::RollupsUnderOldOptionsJson(*store_, r->q.key, r->q.from_ms, r->q.to_ms);
       !old.empty()) {
     out["rollups_under_old_options"] = std::move(old);
   }

@@ -6,12 +6,8 @@
 #include <cmath>
 #include <limits>
 
-#include "core/value_json.h"
-
 namespace komoku::store {
 namespace {
-
-using nlohmann::json;
 
 constexpr int64_t kMinute = 60 * 1000;
 constexpr int64_t kHour = 60 * kMinute;
@@ -360,34 +356,31 @@ struct NumericAcc {
     if (const bool* b = std::get_if<bool>(&v)) return *b ? 1 : 0;
     return std::numeric_limits<double>::quiet_NaN();
   }
-  json Get(Agg agg, int64_t bucket_ms) const {
-    switch (agg) {
-      case Agg::kAvg:
-        return count ? json(sum / static_cast<double>(count)) : json(nullptr);
-      case Agg::kTwavg:
-        return known_ms ? json(integral / static_cast<double>(known_ms)) : json(nullptr);
-      case Agg::kMin:
-        return count ? json(min) : json(nullptr);
-      case Agg::kMax:
-        return count ? json(max) : json(nullptr);
-      case Agg::kFirst:
-        return first ? json(*first) : json(nullptr);
-      case Agg::kLast:
-        return last ? json(*last) : json(nullptr);
-      case Agg::kCount:
-        return count;
-      // A point aggregate: null without a change in the bucket, like avg.
-      case Agg::kSum:
-        return count ? json(sum) : json(nullptr);
-      // Null where nothing was known all through the bucket (before the
-      // first change, or stale); 0 where the counter was known and still.
-      case Agg::kIncrease:
-        return known_ms ? json(increase) : json(nullptr);
-      case Agg::kRate:
-        return known_ms ? json(increase / (static_cast<double>(bucket_ms) / 1000.0))
-                        : json(nullptr);
+  // The aggregates of the bucket [start_ms, end_ms), whose length gives
+  // the rate.
+  AggregateBucket Get(int64_t start_ms, int64_t end_ms) const {
+    const double n = static_cast<double>(count);
+    AggregateBucket b;
+    b.start_ms = start_ms;
+    b.end_ms = end_ms;
+    b.count = count;
+    if (count) {
+      b.avg = sum / n;
+      b.min = min;
+      b.max = max;
+      // A point aggregate: unset without a change in the bucket, like avg.
+      b.sum = sum;
     }
-    return nullptr;
+    if (first) b.first = Value(*first);
+    if (last) b.last = Value(*last);
+    // Unset where nothing was known all through the bucket (before the
+    // first change, or stale); 0 where the counter was known and still.
+    if (known_ms) {
+      b.twavg = integral / static_cast<double>(known_ms);
+      b.increase = increase;
+      b.rate = increase / (static_cast<double>(end_ms - start_ms) / 1000.0);
+    }
+    return b;
   }
 };
 
@@ -475,10 +468,14 @@ class PointVisitor : public Visitor {
     last_[i] = r.last;
     count_[i] += r.count;
   }
-  json Get(size_t i, Agg agg) const {
-    if (agg == Agg::kCount) return count_[i];
-    const auto& v = agg == Agg::kFirst ? first_[i] : last_[i];
-    return v ? ValueToJson(*v) : json(nullptr);
+  AggregateBucket Get(size_t i) const {
+    AggregateBucket b;
+    b.start_ms = buckets_.start(i);
+    b.end_ms = buckets_.end(i);
+    b.count = count_[i];
+    b.first = first_[i];
+    b.last = last_[i];
+    return b;
   }
 
  private:
@@ -494,23 +491,17 @@ struct StateAcc {
 
   // `both_states`: a boolean (or uptime) key lists true and false even when
   // one of them never held, so `time.true` is always there to read.
-  json ToJson(bool both_states) const {
-    json time = json::object();
-    json share = json::object();
-    int64_t known = 0;
-    for (const auto& [v, ms] : ms_per_value) known += ms;
-    auto put = [&](const std::string& v, int64_t ms) {
-      time[v] = static_cast<double>(ms) / 1000.0;
-      share[v] = known ? json(static_cast<double>(ms) / static_cast<double>(known)) : json(nullptr);
-    };
+  StateStats Get(int64_t start_ms, int64_t end_ms, bool both_states) const {
+    StateStats s;
+    s.start_ms = start_ms;
+    s.end_ms = end_ms;
+    s.ms_per_value = ms_per_value;
     if (both_states) {
-      for (const char* v : {"false", "true"}) {
-        if (!ms_per_value.count(v)) put(v, 0);
-      }
+      for (const char* v : {"false", "true"}) s.ms_per_value.emplace(v, 0);
     }
-    for (const auto& [v, ms] : ms_per_value) put(v, ms);
-    time["unknown"] = static_cast<double>(unknown_ms) / 1000.0;
-    return {{"time", time}, {"share", share}, {"changes", changes}};
+    s.unknown_ms = unknown_ms;
+    s.changes = changes;
+    return s;
   }
 };
 
@@ -561,17 +552,9 @@ class StateVisitor : public Visitor {
   }
   const std::vector<StateAcc>& accs() const { return accs_; }
   const StateAcc& total() const { return total_; }
-  json HourOfDay() const {
-    json out = json::array();
-    for (int h = 0; h < 24; ++h) {
-      int64_t known = 0;
-      for (const auto& [v, ms] : hours_[h]) known += ms;
-      json share = json::object();
-      for (const auto& [v, ms] : hours_[h]) {
-        share[v] = static_cast<double>(ms) / static_cast<double>(known);
-      }
-      out.push_back({{"hour", h}, {"share", share}});
-    }
+  std::array<std::map<std::string, int64_t>, 24> HourOfDay() const {
+    std::array<std::map<std::string, int64_t>, 24> out;
+    for (int h = 0; h < 24; ++h) out[h] = hours_[h];
     return out;
   }
 
@@ -870,35 +853,29 @@ const char* DefaultAgg(KeyType type) {
   return type == KeyType::kNumeric ? "avg" : "last";
 }
 
-Result<json> Downsample(const ChangeSource& store, const HistoryQuery& q,
-                        const std::vector<Agg>& aggs) {
+Result<std::vector<AggregateBucket>> Downsample(const ChangeSource& store, const HistoryQuery& q) {
   Result<KeyInfo> info = store.Get(q.key);
   if (!info.ok()) return info.status();
   Buckets buckets(q.buckets, q.to_ms);
-  json rows = json::array();
+  std::vector<AggregateBucket> out;
+  out.reserve(buckets.size());
   if (!IsNumeric(info->type)) {
     PointVisitor points(buckets);
     KOMOKU_RETURN_IF_ERROR(
         Walk(store, q.key, q.from_ms, q.to_ms, points, Rollups(q, kMaxRollupMs)));
-    for (size_t i = 0; i < buckets.size(); ++i) {
-      json row = json::array({MsToSeconds(buckets.start(i))});
-      for (Agg a : aggs) row.push_back(points.Get(i, a));
-      rows.push_back(std::move(row));
-    }
-    return rows;
+    for (size_t i = 0; i < buckets.size(); ++i) out.push_back(points.Get(i));
+    return out;
   }
   DownsampleVisitor visitor(buckets, info->options.reset_tolerance);
   KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor, Rollups(q, kMaxRollupMs)));
   for (size_t i = 0; i < buckets.size(); ++i) {
-    json row = json::array({MsToSeconds(buckets.start(i))});
-    for (Agg a : aggs) row.push_back(visitor.accs()[i].Get(a, buckets.end(i) - buckets.start(i)));
-    rows.push_back(std::move(row));
+    out.push_back(visitor.accs()[i].Get(buckets.start(i), buckets.end(i)));
   }
-  return rows;
+  return out;
 }
 
-Result<json> Stats(const ChangeSource& store, const HistoryQuery& q, bool hour_of_day,
-                   std::string_view tz) {
+Result<KeyStats> Stats(const ChangeSource& store, const HistoryQuery& q, bool hour_of_day,
+                       std::string_view tz) {
   Result<KeyInfo> info = store.Get(q.key);
   if (!info.ok()) return info.status();
   Buckets buckets(q.buckets, q.to_ms);
@@ -933,24 +910,28 @@ Result<json> Stats(const ChangeSource& store, const HistoryQuery& q, bool hour_o
     both.a = &total;
     both.b = &per;
     KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, both, Rollups(q, kMaxRollupMs)));
-    auto summary = [](const NumericAcc& acc, int64_t ms) {
-      return json{{"min", acc.Get(Agg::kMin, ms)},
-                  {"max", acc.Get(Agg::kMax, ms)},
-                  {"mean", acc.Get(Agg::kAvg, ms)},
-                  {"twavg", acc.Get(Agg::kTwavg, ms)},
-                  {"count", acc.count},
-                  {"known", static_cast<double>(acc.known_ms) / 1000.0}};
+    auto summary = [](const NumericAcc& acc, int64_t start_ms, int64_t end_ms) {
+      const AggregateBucket b = acc.Get(start_ms, end_ms);
+      NumericStats s;
+      s.start_ms = start_ms;
+      s.end_ms = end_ms;
+      s.count = b.count;
+      s.min = b.min;
+      s.max = b.max;
+      s.mean = b.avg;
+      s.twavg = b.twavg;
+      s.known_ms = acc.known_ms;
+      return s;
     };
-    json out = summary(total.accs()[0], q.to_ms - q.from_ms);
+    KeyStats out;
+    out.numeric = true;
+    out.numbers = summary(total.accs()[0], q.from_ms, q.to_ms);
     // With a step, the buckets are listed, one bucket or many.
     if (q.step_ms != 0) {
-      json rows = json::array();
+      out.number_buckets.emplace();
       for (size_t i = 0; i < buckets.size(); ++i) {
-        json row = summary(per.accs()[i], buckets.end(i) - buckets.start(i));
-        row["start"] = MsToSeconds(buckets.start(i));
-        rows.push_back(std::move(row));
+        out.number_buckets->push_back(summary(per.accs()[i], buckets.start(i), buckets.end(i)));
       }
-      out["buckets"] = std::move(rows);
     }
     return out;
   }
@@ -965,21 +946,20 @@ Result<json> Stats(const ChangeSource& store, const HistoryQuery& q, bool hour_o
   const int64_t now = store.clock().NowMs();
   if (q.to_ms > now) visitor.Segment(std::max(q.from_ms, now), q.to_ms, nullptr);
   const bool both_states = info->type == KeyType::kBoolean || info->type == KeyType::kUptime;
-  json out = visitor.total().ToJson(both_states);
+  KeyStats out;
+  out.states = visitor.total().Get(q.from_ms, q.to_ms, both_states);
   if (q.step_ms != 0) {
-    json rows = json::array();
+    out.state_buckets.emplace();
     for (size_t i = 0; i < buckets.size(); ++i) {
-      json row = visitor.accs()[i].ToJson(both_states);
-      row["start"] = MsToSeconds(buckets.start(i));
-      rows.push_back(std::move(row));
+      out.state_buckets->push_back(
+          visitor.accs()[i].Get(buckets.start(i), buckets.end(i), both_states));
     }
-    out["buckets"] = std::move(rows);
   }
-  if (hour_of_day) out["hour_of_day"] = visitor.HourOfDay();
+  if (hour_of_day) out.hour_of_day = visitor.HourOfDay();
   return out;
 }
 
-Result<json> Timespans(const ChangeSource& store, const HistoryQuery& q, const InputValue& value) {
+Result<Spans> Timespans(const ChangeSource& store, const HistoryQuery& q, const InputValue& value) {
   Result<KeyInfo> info = store.Get(q.key);
   if (!info.ok()) return info.status();
   if (IsNumeric(info->type)) {
@@ -1015,27 +995,37 @@ Result<json> Timespans(const ChangeSource& store, const HistoryQuery& q, const I
   if (from < q.to_ms) {
     KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, from, q.to_ms, visitor, WalkedTo(&end)));
   }
-  json spans = json::array();
-  for (const auto& [s, e] : visitor.spans) {
-    spans.push_back(json::array({MsToSeconds(s), static_cast<double>(e - s) / 1000.0}));
-  }
-  bool open = !visitor.spans.empty() && visitor.spans.back().second == end;
-  json out = {{"spans", spans}, {"open", open}};
-  if (expired && *expired > q.from_ms) out["raw_expired_before"] = MsToSeconds(*expired);
+  Spans out;
+  for (const auto& [s, e] : visitor.spans) out.spans.push_back({s, e});
+  out.open = !visitor.spans.empty() && visitor.spans.back().second == end;
+  if (expired && *expired > q.from_ms) out.raw_expired_before_ms = *expired;
   return out;
 }
 
-json RollupsUnderOldOptions(const ChangeSource& store, const std::string& key, int64_t from_ms,
-                            int64_t to_ms) {
-  json out = json::array();
-  for (const RollupStretch& s : store.RollupCoverage(key)) {
+std::vector<RollupStretch> RollupsUnderOldOptions(const ChangeSource& store, const std::string& key,
+                                                  int64_t from_ms, int64_t to_ms) {
+  std::vector<RollupStretch> out;
+  for (RollupStretch s : store.RollupCoverage(key)) {
     if (s.current_options || s.to_ms <= from_ms || s.from_ms >= to_ms) continue;
-    out.push_back({{"from", MsToSeconds(std::max(s.from_ms, from_ms))},
-                   {"to", MsToSeconds(std::min(s.to_ms, to_ms))},
-                   {"stale_after", static_cast<double>(s.stale_after_ms) / 1000.0},
-                   {"reset_tolerance", s.reset_tolerance}});
+    s.from_ms = std::max(s.from_ms, from_ms);
+    s.to_ms = std::min(s.to_ms, to_ms);
+    out.push_back(s);
   }
   return out;
+}
+
+int64_t StateStats::KnownMs() const {
+  int64_t known = 0;
+  for (const auto& [v, ms] : ms_per_value) known += ms;
+  return known;
+}
+
+std::optional<double> StateStats::Share(const std::string& value) const {
+  const int64_t known = KnownMs();
+  if (!known) return std::nullopt;
+  auto it = ms_per_value.find(value);
+  return static_cast<double>(it == ms_per_value.end() ? 0 : it->second) /
+         static_cast<double>(known);
 }
 
 }  // namespace komoku::store

@@ -15,12 +15,15 @@
 // - counter increase adds up rises; a drop is a reset (the new value counts
 //   from 0), unless it is within reset_tolerance of the highest value since
 //   the last reset (a glitch, not counted twice); rate = increase / seconds.
+//
+// The answers are plain structs in milliseconds; history_json.h renders
+// them for the wire.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -77,34 +80,98 @@ Result<HistoryQuery> PlanBuckets(std::string key, int64_t from_ms, int64_t to_ms
 // for counters, avg for numeric keys, last for the others.
 const char* DefaultAgg(KeyType type);
 
-// One row per bucket: [start_s, agg1, agg2, ...], null where a bucket has no
-// answer (no change inside for point aggregates, nothing known for twavg).
-Result<nlohmann::json> Downsample(const ChangeSource& store, const HistoryQuery& q,
-                                  const std::vector<Agg>& aggs);
+// One bucket of a downsampled history: every aggregate of its changes, and
+// of the step function over it. An aggregate is unset where the bucket has
+// no answer: the point aggregates (avg, min, max, first, last, sum) without
+// a change inside, twavg, increase and rate where nothing was known.
+struct AggregateBucket {
+  int64_t start_ms = 0;
+  int64_t end_ms = 0;
+  int64_t count = 0;  // changes inside
+  // The first and last change inside, as stored.
+  std::optional<Value> first, last;
+  // Numeric and counter keys only; unset for the others. increase and rate
+  // follow the counter rules (a drop is a reset), so they mean something for
+  // counters only.
+  std::optional<double> avg, twavg, min, max, sum, increase, rate;
+};
 
-// Time per value (seconds, with "unknown"), share of the known time per value,
-// and the number of value changes, for the whole range and, with buckets,
-// per bucket. For numeric and counter keys: min, max, mean, twavg, count.
-// `hour_of_day` (boolean, uptime, string) adds the average share per local
-// hour of day in `tz`.
-Result<nlohmann::json> Stats(const ChangeSource& store, const HistoryQuery& q, bool hour_of_day,
-                             std::string_view tz);
+// The buckets of q.buckets, oldest first. history_json.h renders them as
+// the rows of GET /api/v1/history.
+Result<std::vector<AggregateBucket>> Downsample(const ChangeSource& store, const HistoryQuery& q);
 
-// [[start_s, duration_s], ...] of the spans holding `value` within the
-// range, and whether the last one is still open at the end of the range.
-// Spans need raw changes: where retention dropped them, none is given, and
-// "raw_expired_before" says from when the spans are answered.
-Result<nlohmann::json> Timespans(const ChangeSource& store, const HistoryQuery& q,
-                                 const InputValue& value);
+// The summary of a numeric or counter key over a range or a bucket.
+struct NumericStats {
+  int64_t start_ms = 0;
+  int64_t end_ms = 0;
+  int64_t count = 0;                     // changes inside
+  std::optional<double> min, max, mean;  // unset without a change inside
+  std::optional<double> twavg;           // unset where nothing was known
+  int64_t known_ms = 0;                  // time the value was known
+};
+
+// Time in state of a boolean, uptime or string key over a range or a bucket.
+struct StateStats {
+  int64_t start_ms = 0;
+  int64_t end_ms = 0;
+  // Known time per value, by its text form (ValueToText); a boolean or
+  // uptime key always lists "false" and "true", held or not.
+  std::map<std::string, int64_t> ms_per_value;
+  int64_t unknown_ms = 0;
+  int64_t changes = 0;  // changes of value inside (a repeat is none)
+
+  int64_t KnownMs() const;
+  // The share of the known time `value` held; unset when nothing was known.
+  std::optional<double> Share(const std::string& value) const;
+};
+
+// Stats of a key: one of the two halves, by its type.
+struct KeyStats {
+  bool numeric = false;  // numeric and counter keys: `numbers`; others: `states`
+  NumericStats numbers;
+  StateStats states;
+  // Per bucket, when the query has a step (q.step_ms != 0).
+  std::optional<std::vector<NumericStats>> number_buckets;
+  std::optional<std::vector<StateStats>> state_buckets;
+  // With hour_of_day: the known time per value in each local hour of day,
+  // 0..23, summed over the range.
+  std::optional<std::array<std::map<std::string, int64_t>, 24>> hour_of_day;
+};
+
+// Time per value (with unknown), share of the known time per value, and the
+// number of value changes, for the whole range and, with a step, per
+// bucket. For numeric and counter keys: min, max, mean, twavg, count.
+// `hour_of_day` (boolean, uptime, string) adds the known time per local
+// hour of day in `tz`. The range's time after now counts as unknown.
+Result<KeyStats> Stats(const ChangeSource& store, const HistoryQuery& q, bool hour_of_day,
+                       std::string_view tz);
+
+// The spans holding one value within a range.
+struct Spans {
+  struct Span {
+    int64_t start_ms = 0;
+    int64_t end_ms = 0;
+  };
+  std::vector<Span> spans;  // oldest first, never touching each other
+  bool open = false;        // the last one still holds at the end of the range
+  // Spans need raw changes: where retention dropped them, none is given,
+  // and this says from when the spans are answered (set only when after
+  // the range's start).
+  std::optional<int64_t> raw_expired_before_ms;
+};
+
+// The spans holding `value` within the range. Refused (bad_request) for
+// numeric and counter keys and for a value the key's type cannot hold.
+Result<Spans> Timespans(const ChangeSource& store, const HistoryQuery& q, const InputValue& value);
 
 // The parts of [from_ms, to_ms) that downsampled history and stats answer
 // from rollups computed under options other than the key's current
 // stale_after and reset_tolerance (their raw changes were dropped by
-// retention before the options changed, so they cannot be recomputed):
-// [{"from", "to", "stale_after", "reset_tolerance"}, ...] with the options
-// they were computed with; empty when there are none.
-nlohmann::json RollupsUnderOldOptions(const ChangeSource& store, const std::string& key,
-                                      int64_t from_ms, int64_t to_ms);
+// retention before the options changed, so they cannot be recomputed),
+// cut to the range, with the options they were computed with; empty when
+// there are none.
+std::vector<RollupStretch> RollupsUnderOldOptions(const ChangeSource& store, const std::string& key,
+                                                  int64_t from_ms, int64_t to_ms);
 
 // The rollups of [from_ms, to_ms) at `resolution_ms` (buckets aligned to the
 // epoch; the first and last may be cut by the range): `carry` is the change

@@ -13,6 +13,7 @@
 
 #include "cold/cold_store.h"
 #include "core/civil_time.h"
+#include "core/key_options_json.h"
 #include "hot/hot_store.h"
 
 namespace komoku::store {

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <shared_mutex>
@@ -168,7 +169,8 @@ class Store final : public ChangeSource {
   Result<Change> Increment(std::string_view key, double delta, const PutOptions& options = {});
 
   // Creates a key or updates its type and options (`options` is a JSON object
-  // of Komoku option names, applied over the current ones; see key_options.h).
+  // of Komoku option names, applied over the current ones; see
+  // key_options_json.h).
   // The type cannot change under existing data (reason "type_change"), except
   // between types that hold the same values (numeric and counter, boolean and
   // uptime).

@@ -1,8 +1,12 @@
 #include "wire/api.h"
 
 #include <cmath>
+#include <string_view>
+#include <utility>
 
+#include "core/key_options_json.h"
 #include "series/history.h"
+#include "wire/history_json.h"
 #include "wire/input.h"
 #include "wire/time_param.h"
 
@@ -79,6 +83,216 @@ json KeyJson(const KeyInfo& k, bool with_value) {
   return j;
 }
 
+// One request on its way through an operation's handler.
+struct Call {
+  Store& store;
+  const Api::SubHandler& sub_handler;
+  const std::string& op;
+  const json& args;
+  int64_t now;
+  bool* counted;
+
+  // Errors of the store's writes (put, increment, define) were counted by
+  // it.
+  Status Written(const Status& st) const {
+    *counted = true;
+    return st;
+  }
+};
+
+using Handler = Result<json> (*)(const Call&);
+
+Result<json> OpPing(const Call& c) {
+  KOMOKU_RETURN_IF_ERROR(OnlyArgs(c.args, {}));
+  return json("pong");
+}
+
+// get, last and previous.
+Result<json> OpRead(const Call& c) {
+  KOMOKU_RETURN_IF_ERROR(OnlyArgs(c.args, {"key"}));
+  Result<std::string> key = KeyArg(c.args);
+  if (!key.ok()) return key.status();
+  Result<KeyInfo> info = c.store.Get(*key);
+  if (!info.ok()) return info.status();
+  if (c.op == "get") return info->last ? ValueToJson(info->last->value) : json(nullptr);
+  return SampleJson(c.op == "last" ? info->last : info->previous);
+}
+
+Result<json> OpPut(const Call& c) {
+  KOMOKU_RETURN_IF_ERROR(OnlyArgs(c.args, {"key", "value", "time"}));
+  Result<std::string> key = KeyArg(c.args);
+  if (!key.ok()) return key.status();
+  auto value = c.args.find("value");
+  if (value == c.args.end()) return Bad("\"value\" is required");
+  Result<InputValue> input = JsonToInput(*value);
+  if (!input.ok()) return input.status().WithReason("bad_request");
+  Result<std::optional<int64_t>> time = TimeArg(c.args, "time", c.now);
+  if (!time.ok()) return time.status();
+  PutOptions put;
+  put.time_ms = *time;
+  Result<Change> change = c.store.Put(*key, *input, put);
+  if (!change.ok()) return c.Written(change.status());
+  return ChangeJson(*change);
+}
+
+// increment and decrement.
+Result<json> OpIncrement(const Call& c) {
+  KOMOKU_RETURN_IF_ERROR(OnlyArgs(c.args, {"key", "step", "time"}));
+  Result<std::string> key = KeyArg(c.args);
+  if (!key.ok()) return key.status();
+  double step = 1;
+  if (auto s = c.args.find("step"); s != c.args.end()) {
+    if (!s->is_number() || !std::isfinite(s->get<double>()))
+      return Bad("\"step\" must be a number");
+    step = s->get<double>();
+  }
+  Result<std::optional<int64_t>> time = TimeArg(c.args, "time", c.now);
+  if (!time.ok()) return time.status();
+  PutOptions put;
+  put.time_ms = *time;
+  Result<Change> change = c.store.Increment(*key, c.op == "increment" ? step : -step, put);
+  if (!change.ok()) return c.Written(change.status());
+  return ChangeJson(*change);
+}
+
+Result<json> OpKeys(const Call& c) {
+  KOMOKU_RETURN_IF_ERROR(OnlyArgs(c.args, {"values"}));
+  bool values = false;
+  if (auto v = c.args.find("values"); v != c.args.end()) {
+    if (!v->is_boolean()) return Bad("\"values\" must be true or false");
+    values = v->get<bool>();
+  }
+  json out = json::array();
+  for (const KeyInfo& k : c.store.Keys()) out.push_back(KeyJson(k, values));
+  return out;
+}
+
+// {"define": {"name": {"type": "uptime", "opts": {"max_time": 30}}, ...}}
+Result<json> OpDefine(const Call& c) {
+  if (c.args.empty()) return Bad("\"define\" names at least one key");
+  std::vector<Store::KeyDefinition> defs;
+  for (auto it = c.args.begin(); it != c.args.end(); ++it) {
+    const json& spec = it.value();
+    if (!spec.is_object()) return Bad("definition of \"" + it.key() + "\" must be an object");
+    KOMOKU_RETURN_IF_ERROR(OnlyArgs(spec, {"type", "opts"}));
+    Store::KeyDefinition def{it.key(), std::nullopt, json::object()};
+    if (auto t = spec.find("type"); t != spec.end()) {
+      if (!t->is_string()) return Bad("\"type\" must be a string");
+      Result<KeyType> parsed = ParseKeyType(t->get<std::string>());
+      if (!parsed.ok()) return parsed.status().WithReason("bad_request");
+      def.type = *parsed;
+    }
+    if (auto opts = spec.find("opts"); opts != spec.end()) def.options = *opts;
+    defs.push_back(std::move(def));
+  }
+  Result<std::vector<KeyInfo>> infos = c.store.DefineAll(defs);
+  if (!infos.ok()) return c.Written(infos.status());
+  json out = json::object();
+  for (const KeyInfo& info : *infos) out[info.name] = KeyJson(info, false);
+  return out;
+}
+
+Result<json> OpDelete(const Call& c) {
+  KOMOKU_RETURN_IF_ERROR(OnlyArgs(c.args, {"key", "confirm"}));
+  Result<std::string> key = KeyArg(c.args);
+  if (!key.ok()) return key.status();
+  auto confirm = c.args.find("confirm");
+  if (confirm == c.args.end() || *confirm != true) {
+    return Status::InvalidArgument(
+               "delete removes the key and all its history: add "
+               "\"confirm\": true")
+        .WithReason("not_confirmed");
+  }
+  KOMOKU_RETURN_IF_ERROR(c.store.Delete(*key));
+  return json({{"deleted", *key}});
+}
+
+// Downsampled: one row per bucket, [start, agg1, agg2, ...].
+Result<json> OpFetchDownsampled(const Call& c, const std::string& key, const json& step,
+                                int64_t from_ms, int64_t to_ms) {
+  if (!step.is_string()) return Bad("\"step\" must be a string such as \"1h\" or \"auto\"");
+  Result<KeyInfo> info = c.store.Get(key);
+  if (!info.ok()) return info.status();
+  Result<HistoryQuery> q = PlanBuckets(key, from_ms, to_ms, step.get<std::string>(),
+                                       c.args.value("tz", std::string()), kMaxFetchRows);
+  if (!q.ok()) return q.status();
+  Result<std::vector<Agg>> aggs =
+      ParseAggs(c.args.value("agg", std::string(DefaultAgg(info->type))), info->type);
+  if (!aggs.ok()) return aggs.status();
+  return DownsampleJson(c.store, *q, *aggs);
+}
+
+Result<json> OpFetch(const Call& c) {
+  KOMOKU_RETURN_IF_ERROR(OnlyArgs(c.args, {"key", "from", "to", "limit", "step", "agg", "tz"}));
+  Result<std::string> key = KeyArg(c.args);
+  if (!key.ok()) return key.status();
+  Result<std::optional<int64_t>> from = TimeArg(c.args, "from", c.now);
+  if (!from.ok()) return from.status();
+  Result<std::optional<int64_t>> to = TimeArg(c.args, "to", c.now);
+  if (!to.ok()) return to.status();
+  int64_t from_ms = from->value_or(c.now - 24 * 3600 * 1000LL);
+  int64_t to_ms = to->value_or(c.now + 1);
+  if (to_ms < from_ms) return Bad("\"to\" is before \"from\"");
+  if (auto step = c.args.find("step"); step != c.args.end()) {
+    return OpFetchDownsampled(c, *key, *step, from_ms, to_ms);
+  }
+  if (c.args.contains("agg") || c.args.contains("tz"))
+    return Bad("\"agg\" and \"tz\" need a \"step\"");
+  size_t limit = kMaxFetchRows;
+  if (auto l = c.args.find("limit"); l != c.args.end()) {
+    if (!l->is_number_unsigned() || l->get<uint64_t>() == 0 || l->get<uint64_t>() > kMaxFetchRows) {
+      return Bad("\"limit\" must be 1.." + std::to_string(kMaxFetchRows));
+    }
+    limit = static_cast<size_t>(l->get<uint64_t>());
+  }
+  Result<std::vector<Sample>> rows = c.store.History(*key, from_ms, to_ms, limit + 1);
+  if (!rows.ok()) return rows.status();
+  if (rows->size() > limit) {
+    return Status::InvalidArgument("more than " + std::to_string(limit) +
+                                   " changes in the range; narrow from/to")
+        .WithReason("too_many_points");
+  }
+  json out = json::array();
+  for (const Sample& s : *rows)
+    out.push_back(json::array({MsToSeconds(s.time_ms), ValueToJson(s.value)}));
+  return out;
+}
+
+// sub and unsub: what they answer is the transport's (Api::SubHandler).
+Result<json> OpSub(const Call& c) {
+  KOMOKU_RETURN_IF_ERROR(OnlyArgs(c.args, {"key"}));
+  Result<std::string> key = KeyArg(c.args);
+  if (!key.ok()) return key.status();
+  Status name_ok = ValidateKeyName(*key);
+  if (!name_ok.ok()) return name_ok.WithReason("bad_key");
+  if (!c.sub_handler) return Bad("\"" + c.op + "\" is not available on this transport");
+  return c.sub_handler(c.op == "sub", *key);
+}
+
+// Every operation, in the order the error for an unknown one lists them.
+constexpr std::pair<std::string_view, Handler> kHandlers[] = {
+    {"get", OpRead},
+    {"last", OpRead},
+    {"previous", OpRead},
+    {"put", OpPut},
+    {"increment", OpIncrement},
+    {"decrement", OpIncrement},
+    {"keys", OpKeys},
+    {"define", OpDefine},
+    {"delete", OpDelete},
+    {"fetch", OpFetch},
+    {"sub", OpSub},
+    {"unsub", OpSub},
+    {"ping", OpPing},
+};
+
+const Handler* FindHandler(std::string_view op) {
+  for (const auto& [name, fn] : kHandlers) {
+    if (name == op) return &fn;
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 Api::Api(Store* store, SubHandler sub_handler)
@@ -148,167 +362,16 @@ Result<json> Api::Route(const json& request, bool* counted) {
 }
 
 Result<json> Api::Dispatch(const std::string& op, const json& args, bool* counted) {
-  // Errors of the store's writes (put, increment, define) were counted by it.
-  auto written = [counted](const Status& st) {
-    *counted = true;
-    return st;
-  };
-  const int64_t now = store_->clock().NowMs();
-  if (op == "ping") {
-    KOMOKU_RETURN_IF_ERROR(OnlyArgs(args, {}));
-    return json("pong");
+  const Handler* handler = FindHandler(op);
+  if (!handler) {
+    std::string known;
+    for (const auto& [name, fn] : kHandlers)
+      known += (known.empty() ? "" : ", ") + std::string(name);
+    return Status::InvalidArgument("unknown operation \"" + op + "\" (known: " + known + ")")
+        .WithReason("unknown_operation");
   }
-  if (op == "get" || op == "last" || op == "previous") {
-    KOMOKU_RETURN_IF_ERROR(OnlyArgs(args, {"key"}));
-    Result<std::string> key = KeyArg(args);
-    if (!key.ok()) return key.status();
-    Result<KeyInfo> info = store_->Get(*key);
-    if (!info.ok()) return info.status();
-    if (op == "get") return info->last ? ValueToJson(info->last->value) : json(nullptr);
-    return SampleJson(op == "last" ? info->last : info->previous);
-  }
-  if (op == "put") {
-    KOMOKU_RETURN_IF_ERROR(OnlyArgs(args, {"key", "value", "time"}));
-    Result<std::string> key = KeyArg(args);
-    if (!key.ok()) return key.status();
-    auto value = args.find("value");
-    if (value == args.end()) return Bad("\"value\" is required");
-    Result<InputValue> input = JsonToInput(*value);
-    if (!input.ok()) return input.status().WithReason("bad_request");
-    Result<std::optional<int64_t>> time = TimeArg(args, "time", now);
-    if (!time.ok()) return time.status();
-    PutOptions put;
-    put.time_ms = *time;
-    Result<Change> c = store_->Put(*key, *input, put);
-    if (!c.ok()) return written(c.status());
-    return ChangeJson(*c);
-  }
-  if (op == "increment" || op == "decrement") {
-    KOMOKU_RETURN_IF_ERROR(OnlyArgs(args, {"key", "step", "time"}));
-    Result<std::string> key = KeyArg(args);
-    if (!key.ok()) return key.status();
-    double step = 1;
-    if (auto s = args.find("step"); s != args.end()) {
-      if (!s->is_number() || !std::isfinite(s->get<double>()))
-        return Bad("\"step\" must be a number");
-      step = s->get<double>();
-    }
-    Result<std::optional<int64_t>> time = TimeArg(args, "time", now);
-    if (!time.ok()) return time.status();
-    PutOptions put;
-    put.time_ms = *time;
-    Result<Change> c = store_->Increment(*key, op == "increment" ? step : -step, put);
-    if (!c.ok()) return written(c.status());
-    return ChangeJson(*c);
-  }
-  if (op == "keys") {
-    KOMOKU_RETURN_IF_ERROR(OnlyArgs(args, {"values"}));
-    bool values = false;
-    if (auto v = args.find("values"); v != args.end()) {
-      if (!v->is_boolean()) return Bad("\"values\" must be true or false");
-      values = v->get<bool>();
-    }
-    json out = json::array();
-    for (const KeyInfo& k : store_->Keys()) out.push_back(KeyJson(k, values));
-    return out;
-  }
-  if (op == "define") {
-    // {"define": {"name": {"type": "uptime", "opts": {"max_time": 30}}, ...}}
-    if (args.empty()) return Bad("\"define\" names at least one key");
-    std::vector<Store::KeyDefinition> defs;
-    for (auto it = args.begin(); it != args.end(); ++it) {
-      const json& spec = it.value();
-      if (!spec.is_object()) return Bad("definition of \"" + it.key() + "\" must be an object");
-      KOMOKU_RETURN_IF_ERROR(OnlyArgs(spec, {"type", "opts"}));
-      Store::KeyDefinition def{it.key(), std::nullopt, json::object()};
-      if (auto t = spec.find("type"); t != spec.end()) {
-        if (!t->is_string()) return Bad("\"type\" must be a string");
-        Result<KeyType> parsed = ParseKeyType(t->get<std::string>());
-        if (!parsed.ok()) return parsed.status().WithReason("bad_request");
-        def.type = *parsed;
-      }
-      if (auto opts = spec.find("opts"); opts != spec.end()) def.options = *opts;
-      defs.push_back(std::move(def));
-    }
-    Result<std::vector<KeyInfo>> infos = store_->DefineAll(defs);
-    if (!infos.ok()) return written(infos.status());
-    json out = json::object();
-    for (const KeyInfo& info : *infos) out[info.name] = KeyJson(info, false);
-    return out;
-  }
-  if (op == "delete") {
-    KOMOKU_RETURN_IF_ERROR(OnlyArgs(args, {"key", "confirm"}));
-    Result<std::string> key = KeyArg(args);
-    if (!key.ok()) return key.status();
-    auto confirm = args.find("confirm");
-    if (confirm == args.end() || *confirm != true) {
-      return Status::InvalidArgument(
-                 "delete removes the key and all its history: add "
-                 "\"confirm\": true")
-          .WithReason("not_confirmed");
-    }
-    KOMOKU_RETURN_IF_ERROR(store_->Delete(*key));
-    return json({{"deleted", *key}});
-  }
-  if (op == "fetch") {
-    KOMOKU_RETURN_IF_ERROR(OnlyArgs(args, {"key", "from", "to", "limit", "step", "agg", "tz"}));
-    Result<std::string> key = KeyArg(args);
-    if (!key.ok()) return key.status();
-    Result<std::optional<int64_t>> from = TimeArg(args, "from", now);
-    if (!from.ok()) return from.status();
-    Result<std::optional<int64_t>> to = TimeArg(args, "to", now);
-    if (!to.ok()) return to.status();
-    int64_t from_ms = from->value_or(now - 24 * 3600 * 1000LL);
-    int64_t to_ms = to->value_or(now + 1);
-    if (to_ms < from_ms) return Bad("\"to\" is before \"from\"");
-    if (auto step = args.find("step"); step != args.end()) {
-      // Downsampled: one row per bucket, [start, agg1, agg2, ...].
-      if (!step->is_string()) return Bad("\"step\" must be a string such as \"1h\" or \"auto\"");
-      Result<KeyInfo> info = store_->Get(*key);
-      if (!info.ok()) return info.status();
-      Result<HistoryQuery> q = PlanBuckets(*key, from_ms, to_ms, step->get<std::string>(),
-                                           args.value("tz", std::string()), kMaxFetchRows);
-      if (!q.ok()) return q.status();
-      Result<std::vector<Agg>> aggs =
-          ParseAggs(args.value("agg", std::string(DefaultAgg(info->type))), info->type);
-      if (!aggs.ok()) return aggs.status();
-      return Downsample(*store_, *q, *aggs);
-    }
-    if (args.contains("agg") || args.contains("tz"))
-      return Bad("\"agg\" and \"tz\" need a \"step\"");
-    size_t limit = kMaxFetchRows;
-    if (auto l = args.find("limit"); l != args.end()) {
-      if (!l->is_number_unsigned() || l->get<uint64_t>() == 0 ||
-          l->get<uint64_t>() > kMaxFetchRows) {
-        return Bad("\"limit\" must be 1.." + std::to_string(kMaxFetchRows));
-      }
-      limit = static_cast<size_t>(l->get<uint64_t>());
-    }
-    Result<std::vector<Sample>> rows = store_->History(*key, from_ms, to_ms, limit + 1);
-    if (!rows.ok()) return rows.status();
-    if (rows->size() > limit) {
-      return Status::InvalidArgument("more than " + std::to_string(limit) +
-                                     " changes in the range; narrow from/to")
-          .WithReason("too_many_points");
-    }
-    json out = json::array();
-    for (const Sample& s : *rows)
-      out.push_back(json::array({MsToSeconds(s.time_ms), ValueToJson(s.value)}));
-    return out;
-  }
-  if (op == "sub" || op == "unsub") {
-    KOMOKU_RETURN_IF_ERROR(OnlyArgs(args, {"key"}));
-    Result<std::string> key = KeyArg(args);
-    if (!key.ok()) return key.status();
-    Status name_ok = ValidateKeyName(*key);
-    if (!name_ok.ok()) return name_ok.WithReason("bad_key");
-    if (!sub_handler_) return Bad("\"" + op + "\" is not available on this transport");
-    return sub_handler_(op == "sub", *key);
-  }
-  return Status::InvalidArgument("unknown operation \"" + op +
-                                 "\" (known: get, last, previous, put, increment, decrement, keys, "
-                                 "define, delete, fetch, sub, unsub, ping)")
-      .WithReason("unknown_operation");
+  Call call{*store_, sub_handler_, op, args, store_->clock().NowMs(), counted};
+  return (*handler)(call);
 }
 
 nlohmann::json SegmentsJson(const std::vector<SegmentListing>& segments, bool keys) {

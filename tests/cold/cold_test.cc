@@ -22,6 +22,7 @@
 #include "series/history.h"
 #include "store_test_util.h"
 #include "wire/api.h"
+#include "wire/history_json.h"
 
 namespace komoku::store {
 namespace {
@@ -180,13 +181,13 @@ class ColdTest : public ::testing::Test {
           } else {
             aggs = *ParseAggs("first,last,count", type);
           }
-          Result<json> a = Downsample(*ref_, *q, aggs);
-          Result<json> b = Downsample(*cold_, *q, aggs);
+          Result<json> a = DownsampleJson(*ref_, *q, aggs);
+          Result<json> b = DownsampleJson(*cold_, *q, aggs);
           ASSERT_TRUE(a.ok() && b.ok()) << what;
           ASSERT_TRUE(SameJson(*a, *b, "downsample " + what));
           bool hours = type == KeyType::kBoolean || type == KeyType::kString;
-          Result<json> sa = Stats(*ref_, *q, hours, st.tz);
-          Result<json> sb = Stats(*cold_, *q, hours, st.tz);
+          Result<json> sa = StatsJson(*ref_, *q, hours, st.tz);
+          Result<json> sb = StatsJson(*cold_, *q, hours, st.tz);
           ASSERT_TRUE(sa.ok() && sb.ok()) << what;
           ASSERT_TRUE(SameJson(*sa, *sb, "stats " + what));
         }
@@ -201,8 +202,8 @@ class ColdTest : public ::testing::Test {
         }
         if (type == KeyType::kBoolean) {
           Result<HistoryQuery> q = PlanBuckets(key, from, to, "1d", "", 100000);
-          Result<json> ta = Timespans(*ref_, *q, InputValue(true));
-          Result<json> tb = Timespans(*cold_, *q, InputValue(true));
+          Result<json> ta = TimespansJson(*ref_, *q, InputValue(true));
+          Result<json> tb = TimespansJson(*cold_, *q, InputValue(true));
           ASSERT_TRUE(ta.ok() && tb.ok());
           ASSERT_TRUE(SameJson(*ta, *tb, "timespans"));
         }
@@ -424,7 +425,7 @@ TEST_F(ColdTest, RollupsOfChangedOptionsAreComputedAgainBeforeRawChangesExpire) 
   ASSERT_TRUE(cold_->RawExpiredBefore("hum").has_value());
   ExpectSameAnswers("after retention", /*raw_too=*/false);
   for (const char* key : {"hum", "energy", "door"}) {
-    EXPECT_TRUE(RollupsUnderOldOptions(*cold_, key, 0, kNow).empty()) << key;
+    EXPECT_TRUE(RollupsUnderOldOptionsJson(*cold_, key, 0, kNow).empty()) << key;
   }
 }
 
@@ -450,12 +451,12 @@ TEST_F(ColdTest, OptionsChangedAfterRetentionAnswerUnderTheOptionsOfTheirTime) {
     EXPECT_TRUE(q.ok());
     Asked a;
     q->key = "hum";
-    a.hum = Downsample(s, *q, *ParseAggs("avg,twavg,min,max,count", KeyType::kNumeric)).value();
-    a.hum_stats = Stats(s, *q, false, "").value();
+    a.hum = DownsampleJson(s, *q, *ParseAggs("avg,twavg,min,max,count", KeyType::kNumeric)).value();
+    a.hum_stats = StatsJson(s, *q, false, "").value();
     q->key = "energy";
-    a.energy = Downsample(s, *q, *ParseAggs("increase,twavg,count", KeyType::kCounter)).value();
+    a.energy = DownsampleJson(s, *q, *ParseAggs("increase,twavg,count", KeyType::kCounter)).value();
     q->key = "door";
-    a.door = Stats(s, *q, false, "").value();
+    a.door = StatsJson(s, *q, false, "").value();
     return a;
   };
   const Asked before = ask(*cold_);
@@ -473,21 +474,22 @@ TEST_F(ColdTest, OptionsChangedAfterRetentionAnswerUnderTheOptionsOfTheirTime) {
     EXPECT_TRUE(SameJson(before.hum_stats, after.hum_stats, "hum stats"));
     EXPECT_TRUE(SameJson(before.energy, after.energy, "energy"));
     EXPECT_TRUE(SameJson(before.door, after.door, "door"));
-    const json hum = RollupsUnderOldOptions(*cold_, "hum", kNow - kSpan - kDay, kNow);
+    const json hum = RollupsUnderOldOptionsJson(*cold_, "hum", kNow - kSpan - kDay, kNow);
     ASSERT_EQ(hum.size(), 1u) << hum.dump();
     EXPECT_EQ(hum[0]["to"].get<double>() * 1000, static_cast<double>(kFeb1));
     EXPECT_EQ(hum[0]["stale_after"].get<double>(), 3 * 3600.0);
-    const json energy = RollupsUnderOldOptions(*cold_, "energy", 0, kNow);
+    const json energy = RollupsUnderOldOptionsJson(*cold_, "energy", 0, kNow);
     ASSERT_EQ(energy.size(), 1u) << energy.dump();
     EXPECT_EQ(energy[0]["reset_tolerance"].get<double>(), 0.5);
     // Not where the question does not reach, nor for a key whose options
     // stayed.
-    EXPECT_TRUE(RollupsUnderOldOptions(*cold_, "hum", kFeb1, kNow).empty());
-    EXPECT_TRUE(RollupsUnderOldOptions(*cold_, "temp", 0, kNow).empty());
+    EXPECT_TRUE(RollupsUnderOldOptionsJson(*cold_, "hum", kFeb1, kNow).empty());
+    EXPECT_TRUE(RollupsUnderOldOptionsJson(*cold_, "temp", 0, kNow).empty());
     // The time with raw changes answers under the new options (as the
     // reference, with the same options, does).
     Result<HistoryQuery> q = PlanBuckets("hum", kFeb1, kNow, "1d", "", 1000);
-    EXPECT_TRUE(SameJson(Stats(*ref_, *q, false, "").value(), Stats(*cold_, *q, false, "").value(),
+    EXPECT_TRUE(SameJson(StatsJson(*ref_, *q, false, "").value(),
+                         StatsJson(*cold_, *q, false, "").value(),
                          "hum since the raw changes kept"));
     ASSERT_TRUE(cold_->Compact().ok());
   }
@@ -510,7 +512,7 @@ TEST_F(ColdTest, TimespansOverExpiredRawChangesSayWhereTheyBegin) {
   ASSERT_EQ(cold_->RawExpiredBefore("door"), kFeb1);
   auto spans = [](Store& s, int64_t from, int64_t to) {
     HistoryQuery q{"door", from, to, {from}, 0};
-    Result<json> r = Timespans(s, q, InputValue(true));
+    Result<json> r = TimespansJson(s, q, InputValue(true));
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? *r : json();
   };
@@ -570,16 +572,16 @@ TEST_F(ColdTest, AMonthOfMixedOptionsWithoutRawChangesStaysInDays) {
   // change); from then on, as under 1 h.
   Result<HistoryQuery> q = PlanBuckets("hum", kMar1, kApr1, "1d", "", 100);
   ASSERT_TRUE(q.ok());
-  const json got = Stats(*cold_, *q, false, "").value();
-  const json now_options = Stats(*ref_, *q, false, "").value();
+  const json got = StatsJson(*cold_, *q, false, "").value();
+  const json now_options = StatsJson(*ref_, *q, false, "").value();
   ASSERT_TRUE(ref_->Define("hum", std::nullopt, {{"stale_after", 3 * 3600}}).ok());
-  const json old_options = Stats(*ref_, *q, false, "").value();
+  const json old_options = StatsJson(*ref_, *q, false, "").value();
   ASSERT_EQ(got["buckets"].size(), 31u);
   for (size_t i = 0; i < 31; ++i) {
     const json& want = i < 17 ? old_options["buckets"][i] : now_options["buckets"][i];
     EXPECT_TRUE(SameJson(want, got["buckets"][i], "March " + std::to_string(i + 1)));
   }
-  const json old = RollupsUnderOldOptions(*cold_, "hum", kMar1, kApr1);
+  const json old = RollupsUnderOldOptionsJson(*cold_, "hum", kMar1, kApr1);
   ASSERT_EQ(old.size(), 1u) << old.dump();
   EXPECT_EQ(old[0]["to"].get<double>() * 1000, static_cast<double>(kNow - 2 * kDay));
   EXPECT_EQ(old[0]["stale_after"].get<double>(), 3 * 3600.0);

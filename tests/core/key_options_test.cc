@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "core/key_options_json.h"
+
 namespace komoku::store {
 namespace {
 

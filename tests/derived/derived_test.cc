@@ -20,6 +20,7 @@
 #include "series/history.h"
 #include "store/store.h"
 #include "store_test_util.h"
+#include "wire/history_json.h"
 
 namespace komoku::derived {
 namespace {
@@ -125,7 +126,7 @@ class DerivedTest : public ::testing::Test {
     EXPECT_TRUE(q.ok());
     Result<std::vector<store::Agg>> a = store::ParseAggs(aggs, info->type);
     EXPECT_TRUE(a.ok());
-    Result<json> rows = store::Downsample(*store_, *q, *a);
+    Result<json> rows = store::DownsampleJson(*store_, *q, *a);
     EXPECT_TRUE(rows.ok());
     return *rows;
   }
@@ -133,7 +134,7 @@ class DerivedTest : public ::testing::Test {
   // GET /api/v1/stats?key=&from=&to= (no step).
   json StatsOf(const std::string& key, int64_t from, int64_t to) {
     Result<json> s =
-        store::Stats(*store_, store::HistoryQuery{key, from, to, {from}, 0}, false, "");
+        store::StatsJson(*store_, store::HistoryQuery{key, from, to, {from}, 0}, false, "");
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     return *s;
   }

@@ -12,6 +12,7 @@
 
 #include "store_test_util.h"
 #include "wire/api.h"
+#include "wire/history_json.h"
 
 namespace komoku::store {
 namespace {
@@ -62,7 +63,7 @@ TEST_F(HistoryTest, NumericBucketsByHand) {
   Put("t", 61000, 20.0);
   Put("t", 150000, 30.0);
   std::vector<Agg> aggs = *ParseAggs("avg,twavg,min,max,first,last,count,sum", KeyType::kNumeric);
-  Result<json> rows = Downsample(*store_, Query("t", 0, 180000, 60000), aggs);
+  Result<json> rows = DownsampleJson(*store_, Query("t", 0, 180000, 60000), aggs);
   ASSERT_TRUE(rows.ok()) << rows.status().ToString();
   ASSERT_EQ(rows->size(), 3u);
   EXPECT_EQ((*rows)[0], json::parse("[0, 10, 10, 10, 10, 10, 10, 1, 10]"));
@@ -75,8 +76,8 @@ TEST_F(HistoryTest, NumericBucketsByHand) {
 TEST_F(HistoryTest, EmptyBucketsAreNullNotZeroAndTheValueCarriesIn) {
   Define("t", KeyType::kNumeric);
   Put("t", 1000, 4.0);
-  Result<json> rows = Downsample(*store_, Query("t", 60000, 180000, 60000),
-                                 *ParseAggs("avg,twavg,count,sum", KeyType::kNumeric));
+  Result<json> rows = DownsampleJson(*store_, Query("t", 60000, 180000, 60000),
+                                     *ParseAggs("avg,twavg,count,sum", KeyType::kNumeric));
   ASSERT_TRUE(rows.ok());
   EXPECT_EQ((*rows)[0], json::parse("[60, null, 4, 0, null]"));
   EXPECT_EQ((*rows)[1], json::parse("[120, null, 4, 0, null]"));
@@ -87,8 +88,8 @@ TEST_F(HistoryTest, EmptyBucketsAreNullNotZeroAndTheValueCarriesIn) {
 TEST_F(HistoryTest, IncreaseIsNullWhereNothingIsKnown) {
   Define("c", KeyType::kCounter);
   Put("c", 65000, 7.0);
-  Result<json> rows = Downsample(*store_, Query("c", 0, 180000, 60000),
-                                 *ParseAggs("increase,rate", KeyType::kCounter));
+  Result<json> rows = DownsampleJson(*store_, Query("c", 0, 180000, 60000),
+                                     *ParseAggs("increase,rate", KeyType::kCounter));
   ASSERT_TRUE(rows.ok());
   EXPECT_EQ((*rows)[0], json::parse("[0, null, null]"));
   EXPECT_EQ((*rows)[1], json::parse("[60, 0.0, 0.0]"));
@@ -103,13 +104,13 @@ TEST_F(HistoryTest, CounterIncreaseHandlesResetsAndGlitches) {
   Put("c", 4000, 106.0);  // counts 1, not 1.2
   Put("c", 5000, 2.0);    // a reset: counts 2
   Put("c", 6000, 5.0);
-  Result<json> one = Downsample(*store_, Query("c", 0, 10000, 10000),
-                                *ParseAggs("increase,rate", KeyType::kCounter));
+  Result<json> one = DownsampleJson(*store_, Query("c", 0, 10000, 10000),
+                                    *ParseAggs("increase,rate", KeyType::kCounter));
   ASSERT_TRUE(one.ok());
   EXPECT_NEAR((*one)[0][1].get<double>(), 11.0, 1e-9);
   EXPECT_NEAR((*one)[0][2].get<double>(), 1.1, 1e-9);
-  Result<json> per =
-      Downsample(*store_, Query("c", 0, 10000, 2000), *ParseAggs("increase", KeyType::kCounter));
+  Result<json> per = DownsampleJson(*store_, Query("c", 0, 10000, 2000),
+                                    *ParseAggs("increase", KeyType::kCounter));
   ASSERT_TRUE(per.ok());
   std::vector<double> got;
   for (const json& row : *per) got.push_back(row[1].get<double>());
@@ -129,13 +130,13 @@ TEST_F(HistoryTest, BooleanStatsAndTimespansByHand) {
   whole.from_ms = 0;
   whole.to_ms = 7'200'000;
   whole.buckets = {0};
-  Result<json> stats = Stats(*store_, whole, false, "");
+  Result<json> stats = StatsJson(*store_, whole, false, "");
   ASSERT_TRUE(stats.ok()) << stats.status().ToString();
   EXPECT_EQ((*stats)["time"], json::parse(R"({"false": 5400, "true": 1800, "unknown": 0})"));
   EXPECT_DOUBLE_EQ((*stats)["share"]["true"].get<double>(), 0.25);
   EXPECT_EQ((*stats)["changes"], 2);
 
-  Result<json> hourly = Stats(*store_, Query("door", 0, 7'200'000, 3'600'000), false, "");
+  Result<json> hourly = StatsJson(*store_, Query("door", 0, 7'200'000, 3'600'000), false, "");
   ASSERT_TRUE(hourly.ok());
   ASSERT_EQ((*hourly)["buckets"].size(), 2u);
   // Both states of a boolean, also one that never held.
@@ -145,12 +146,69 @@ TEST_F(HistoryTest, BooleanStatsAndTimespansByHand) {
             json::parse(R"({"false": 1800, "true": 1800, "unknown": 0})"));
   EXPECT_EQ((*hourly)["buckets"][1]["changes"], 2);
 
-  Result<json> on = Timespans(*store_, whole, InputValue(std::string("true")));
+  Result<json> on = TimespansJson(*store_, whole, InputValue(std::string("true")));
   ASSERT_TRUE(on.ok());
   EXPECT_EQ(*on, json::parse(R"({"open": false, "spans": [[3600, 1800]]})"));
-  Result<json> off = Timespans(*store_, whole, InputValue(std::string("off")));
+  Result<json> off = TimespansJson(*store_, whole, InputValue(std::string("off")));
   ASSERT_TRUE(off.ok());
   EXPECT_EQ(*off, json::parse(R"({"open": true, "spans": [[0, 3600], [5400, 1800]]})"));
+}
+
+// The answers as structs, as derived/ reads them: every aggregate of a
+// bucket at once, unset where the JSON says null; time in state with both
+// states of a boolean; spans in milliseconds.
+TEST_F(HistoryTest, AnswersAsStructs) {
+  clock_.Set(7'200'000);
+  Define("t", KeyType::kNumeric);
+  Put("t", 1000, 10.0);
+  Put("t", 61000, 20.0);
+  Result<std::vector<AggregateBucket>> b = Downsample(*store_, Query("t", 0, 180000, 60000));
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  ASSERT_EQ(b->size(), 3u);
+  EXPECT_EQ((*b)[0].start_ms, 0);
+  EXPECT_EQ((*b)[0].end_ms, 60000);
+  EXPECT_EQ((*b)[0].count, 1);
+  EXPECT_EQ((*b)[0].first, Value(10.0));
+  EXPECT_EQ((*b)[0].avg, 10.0);
+  EXPECT_EQ((*b)[0].twavg, 10.0);  // known from 1 s on
+  EXPECT_DOUBLE_EQ((*b)[1].twavg.value(), (10.0 * 1000 + 20.0 * 59000) / 60000);
+  EXPECT_EQ((*b)[1].last, Value(20.0));
+  EXPECT_EQ((*b)[2].count, 0);
+  EXPECT_FALSE((*b)[2].avg.has_value());
+  EXPECT_FALSE((*b)[2].first.has_value());
+  EXPECT_EQ((*b)[2].twavg, 20.0);
+
+  Define("door", KeyType::kBoolean);
+  Put("door", 3'600'000, true);
+  HistoryQuery whole = Query("door", 0, 7'200'000, 7'200'000);
+  whole.step_ms = 0;
+  Result<KeyStats> stats = Stats(*store_, whole, false, "");
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_FALSE(stats->numeric);
+  EXPECT_FALSE(stats->state_buckets.has_value());
+  const std::map<std::string, int64_t> held = {{"false", 0}, {"true", 3'600'000}};
+  EXPECT_EQ(stats->states.ms_per_value, held);
+  EXPECT_EQ(stats->states.unknown_ms, 3'600'000);
+  EXPECT_EQ(stats->states.Share("true"), 1.0);
+  EXPECT_EQ(stats->states.Share("false"), 0.0);
+  EXPECT_EQ(stats->states.Share("other"), 0.0);
+  Result<Spans> spans = Timespans(*store_, whole, InputValue(true));
+  ASSERT_TRUE(spans.ok());
+  ASSERT_EQ(spans->spans.size(), 1u);
+  EXPECT_EQ(spans->spans[0].start_ms, 3'600'000);
+  EXPECT_EQ(spans->spans[0].end_ms, 7'200'000);
+  EXPECT_TRUE(spans->open);
+  EXPECT_FALSE(spans->raw_expired_before_ms.has_value());
+
+  Result<KeyStats> numbers = Stats(*store_, Query("t", 0, 120000, 60000), false, "");
+  ASSERT_TRUE(numbers.ok());
+  EXPECT_TRUE(numbers->numeric);
+  EXPECT_EQ(numbers->numbers.count, 2);
+  EXPECT_EQ(numbers->numbers.min, 10.0);
+  EXPECT_EQ(numbers->numbers.max, 20.0);
+  EXPECT_EQ(numbers->numbers.known_ms, 119000);
+  ASSERT_TRUE(numbers->number_buckets.has_value());
+  EXPECT_EQ(numbers->number_buckets->size(), 2u);
 }
 
 TEST_F(HistoryTest, BeforeTheFirstChangeAndPastStaleAfterIsUnknown) {
@@ -162,7 +220,7 @@ TEST_F(HistoryTest, BeforeTheFirstChangeAndPastStaleAfterIsUnknown) {
   q.from_ms = 0;
   q.to_ms = 120'000;  // past now: the minute after now is unknown too
   q.buckets = {0};
-  Result<json> stats = Stats(*store_, q, false, "");
+  Result<json> stats = StatsJson(*store_, q, false, "");
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ((*stats)["time"], json::parse(R"({"false": 0, "true": 10, "unknown": 110})"));
   EXPECT_DOUBLE_EQ((*stats)["share"]["true"].get<double>(), 1.0);
@@ -223,14 +281,14 @@ TEST_F(HistoryTest, HourOfDayDistribution) {
   q.from_ms = 0;
   q.to_ms = 2 * 86'400'000;
   q.buckets = {0};
-  Result<json> stats = Stats(*store_, q, true, "");
+  Result<json> stats = StatsJson(*store_, q, true, "");
   ASSERT_TRUE(stats.ok());
   const json& hours = (*stats)["hour_of_day"];
   ASSERT_EQ(hours.size(), 24u);
   EXPECT_EQ(hours[10]["share"], json::parse(R"({"true": 1.0})"));
   EXPECT_EQ(hours[9]["share"], json::parse(R"({"false": 1.0})"));
   // In Warsaw (UTC+1 in winter: the epoch's January) the lit hour is 11.
-  stats = Stats(*store_, q, true, "Europe/Warsaw");
+  stats = StatsJson(*store_, q, true, "Europe/Warsaw");
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ((*stats)["hour_of_day"][11]["share"], json::parse(R"({"true": 1.0})"));
 }
@@ -291,10 +349,10 @@ TEST_F(HistoryTest, RandomHistoriesMatchBruteForce) {
     const int64_t step = 500 + static_cast<int64_t>(rng() % 3000);
     HistoryQuery q = Query(num, from, kRange, step);
     Result<json> rows =
-        Downsample(*store_, q, *ParseAggs("twavg,count,min,max", KeyType::kNumeric));
+        DownsampleJson(*store_, q, *ParseAggs("twavg,count,min,max", KeyType::kNumeric));
     ASSERT_TRUE(rows.ok());
     q.key = flag;
-    Result<json> stats = Stats(*store_, q, false, "");
+    Result<json> stats = StatsJson(*store_, q, false, "");
     ASSERT_TRUE(stats.ok());
     for (size_t i = 0; i < q.buckets.size(); ++i) {
       int64_t b0 = q.buckets[i], b1 = i + 1 < q.buckets.size() ? q.buckets[i + 1] : kRange;

@@ -82,6 +82,24 @@ TEST_F(ApiTest, QueryIdIsEchoedOnSuccessAndOnError) {
   EXPECT_FALSE(a.contains("query_id"));
 }
 
+// Every operation is routed to its handler, and only those: the refusal of
+// an unknown one names them all, in this order.
+TEST_F(ApiTest, UnknownOperationNamesEveryOperation) {
+  const std::vector<std::string> ops = {"get",       "last",  "previous", "put",    "increment",
+                                        "decrement", "keys",  "define",   "delete", "fetch",
+                                        "sub",       "unsub", "ping"};
+  std::string list;
+  for (const std::string& op : ops) {
+    list += (list.empty() ? "" : ", ") + op;
+    EXPECT_NE(Code(Do("{\"" + op + "\": {}}")), "unknown_operation") << op;
+  }
+  for (const char* op : {"frobnicate", "ge", "gets", "Get", "query_id2"}) {
+    json a = Do("{\"" + std::string(op) + "\": {}}");
+    EXPECT_EQ(Code(a), "unknown_operation") << op;
+    EXPECT_EQ(Message(a), "unknown operation \"" + std::string(op) + "\" (known: " + list + ")");
+  }
+}
+
 TEST_F(ApiTest, PutGetLastPrevious) {
   json r = Ok(Do(R"({"put": {"key": "t", "value": 21.5}})"));
   EXPECT_EQ(r["key"], "t");
