@@ -39,8 +39,8 @@
 #include "bridge/ingest_log.h"
 #include "bridge/mapping.h"
 #include "common/status.h"
-#include "wire/api.h"
 #include "store/store.h"
+#include "wire/api.h"
 
 namespace komoku::bridge {
 

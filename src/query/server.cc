@@ -7,9 +7,9 @@
 
 #include <optional>
 
-#include "query/server_impl.h"
 #include "query/http.h"
 #include "query/metrics.h"
+#include "query/server_impl.h"
 #include "query/stream.h"
 #include "series/history.h"
 #include "web/assets.h"

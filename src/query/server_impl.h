@@ -25,9 +25,9 @@
 #include "query/http.h"
 #include "query/server.h"
 #include "query/stream.h"
-#include "wire/api.h"
 #include "series/history.h"
 #include "store/store.h"
+#include "wire/api.h"
 
 namespace komoku::query {
 
