@@ -29,7 +29,10 @@ bool LoadOrDefault(const std::string& path, komoku::app::Config* config) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+// The command line (main): a subcommand's exit code, 2 for a usage error.
+int Main(int argc, char** argv) {
 #if defined(__GLIBC__)
   // glibc gives each thread that allocates an arena of its own and keeps
   // what they freed: komoku's 26 threads (16 HTTP workers) held twice the
@@ -112,4 +115,17 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
   return exit_code;
+}
+
+}  // namespace
+
+// An exception no subcommand expected ends komoku with a message and exit
+// code 1 instead of std::terminate.
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "komoku: " << e.what() << "\n";
+    return 1;
+  }
 }

@@ -425,7 +425,7 @@ void AddStoreCommands(CLI::App& parent, int* exit_code) {
   // compact` in the wrong directory used to create an empty ./komoku-data
   // and report success), then runs `fn`.
   auto with_config = [exit_code](std::function<int(const Config&)> fn) {
-    return [exit_code, fn] {
+    return [exit_code, fn = std::move(fn)] {
       const std::string path = config_path.empty() ? FindInstalledConfig() : config_path;
       Result<Config> config = LoadConfigOrDefaults(path);
       if (!config.ok()) {

@@ -72,7 +72,7 @@ Status Bridge::Impl::Init() {
     return Status::InvalidArgument("cannot create MQTT client for '" + options_.broker +
                                    "': " + e.what());
   }
-  client_->set_message_callback([this](mqtt::const_message_ptr msg) { OnMessage(msg); });
+  client_->set_message_callback([this](const mqtt::const_message_ptr& msg) { OnMessage(msg); });
   client_->set_connected_handler([this](const std::string&) { OnConnected(); });
   client_->set_connection_lost_handler([this](const std::string& cause) {
     {

@@ -252,7 +252,7 @@ class Bridge::Impl {
 
   // Puts a state that did not go out back in line, unless a newer one of
   // the key is already waiting.
-  void Requeue(std::string key, StateItem item);
+  void Requeue(std::string key, StateItem&& item);
   // Whether a change of `key` may go out now: its state was not published
   // within kStateMinGapMs. Needs state_mu_.
   bool StateDueLocked(const std::string& key, int64_t now_ms) const;

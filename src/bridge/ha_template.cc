@@ -265,8 +265,8 @@ class Parser {
       return l;
     }
     const bool variable_left = l.variable;
-    Operand var = variable_left ? std::move(l) : std::move(r);
     const double constant = variable_left ? r.constant : l.constant;
+    Operand var = variable_left ? std::move(l) : std::move(r);
     if (!std::isfinite(constant)) return Fail("has a constant that is not a finite number");
     return Numeric(std::move(var), NumberOp{kind, constant, !variable_left}, "arithmetic");
   }

@@ -67,7 +67,7 @@ void Bridge::Impl::OnChange(const store::Change& c) {
   if (wake) state_cv_.notify_one();
 }
 
-void Bridge::Impl::Requeue(std::string key, StateItem item) {
+void Bridge::Impl::Requeue(std::string key, StateItem&& item) {
   std::lock_guard<std::mutex> lock(state_mu_);
   state_pending_.try_emplace(std::move(key), std::move(item));
   state_due_ = true;

@@ -347,7 +347,7 @@ Status ColdStore::WriteManifest(const ColdState& state) {
   return Status::Ok();
 }
 
-Status ColdStore::Commit(std::shared_ptr<const ColdState> next) {
+Status ColdStore::Commit(const std::shared_ptr<const ColdState>& next) {
   std::lock_guard<std::mutex> commit(commit_mu_);
   std::shared_ptr<const ColdState> old = state();
   KOMOKU_RETURN_IF_ERROR(WriteManifest(*next));

@@ -111,7 +111,7 @@ class ColdStore {
   // Makes `next` the live state: writes the manifest, swaps, then deletes
   // the files of segments no longer live (after the swap, a reader still
   // holding the old state keeps its mapped files).
-  Status Commit(std::shared_ptr<const ColdState> next);
+  Status Commit(const std::shared_ptr<const ColdState>& next);
   // Deletes the files of the segments in `next` that the live state does
   // not hold: what a step wrote and then did not commit (an error, or a stop
   // that cut it short). After a successful Commit(next) it deletes nothing.
