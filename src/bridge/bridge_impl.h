@@ -253,9 +253,9 @@ class Bridge::Impl {
   // Puts a state that did not go out back in line, unless a newer one of
   // the key is already waiting.
   void Requeue(std::string key, StateItem&& item);
-  // Whether a change of `key` may go out now: its state was not published
-  // within kStateMinGapMs. Needs state_mu_.
-  bool StateDueLocked(const std::string& key, int64_t now_ms) const;
+  // The steady-clock ms from which a change of `key` may go out: kStateMinGapMs
+  // after its last publication, 0 when it has none. Needs state_mu_.
+  int64_t StateDueAtLocked(const std::string& key) const;
 
   // The state thread: publishes the newest state of each key that changed
   // (a burst of one key publishes its last value), QoS 1 and retained, at

@@ -43,7 +43,7 @@ void Bridge::Impl::OnChange(const store::Change& c) {
     std::lock_guard<std::mutex> lock(state_mu_);
     // A key published within kStateMinGapMs waits for the state thread's
     // timer: no wake-up for it (a flood wakes the thread once a gap).
-    if (c.deleted || StateDueLocked(c.key, SteadyNowMs())) {
+    if (c.deleted || StateDueAtLocked(c.key) <= SteadyNowMs()) {
       state_due_ = true;
       wake = state_waiting_;
     }
@@ -73,9 +73,9 @@ void Bridge::Impl::Requeue(std::string key, StateItem&& item) {
   state_due_ = true;
 }
 
-bool Bridge::Impl::StateDueLocked(const std::string& key, int64_t now_ms) const {
+int64_t Bridge::Impl::StateDueAtLocked(const std::string& key) const {
   auto it = state_sent_ms_.find(key);
-  return it == state_sent_ms_.end() || now_ms - it->second >= kStateMinGapMs;
+  return it == state_sent_ms_.end() ? 0 : it->second + kStateMinGapMs;
 }
 
 void Bridge::Impl::StateLoop() {
@@ -139,11 +139,9 @@ void Bridge::Impl::StateLoop() {
         next_due_ms = 0;
         const int64_t now = SteadyNowMs();
         for (auto it = state_pending_.begin(); it != state_pending_.end();) {
-          auto sent = state_sent_ms_.find(it->first);
-          const bool due = all || it->second.deleted || it->second.refresh ||
-                           sent == state_sent_ms_.end() || now - sent->second >= kStateMinGapMs;
-          if (!due) {
-            const int64_t at = sent->second + kStateMinGapMs;
+          const StateItem& item = it->second;
+          const int64_t at = all || item.deleted || item.refresh ? 0 : StateDueAtLocked(it->first);
+          if (at > now) {
             if (next_due_ms == 0 || at < next_due_ms) next_due_ms = at;
             ++it;
             continue;

@@ -6,6 +6,7 @@
 
 #include "derived/publisher_impl.h"
 #include "series/history.h"
+#include "wire/history_json.h"
 #include "wire/input.h"
 
 namespace komoku::derived {
@@ -41,23 +42,20 @@ Result<json> Publisher::Impl::AggregateBody(const Agg& a, int64_t start, int64_t
   if (a.type == store::KeyType::kNumeric || a.type == store::KeyType::kCounter) {
     Result<std::vector<store::AggregateBucket>> buckets = store::Downsample(*store_, q);
     if (!buckets.ok()) return buckets.status();
-    const store::AggregateBucket& b = buckets->front();
-    if (a.type == store::KeyType::kCounter) {
-      body["increase"] = OrNull(b.increase);
-      body["rate"] = OrNull(b.rate);
-      return body;
-    }
-    body["avg"] = OrNull(b.avg);
-    body["twavg"] = OrNull(b.twavg);
-    body["min"] = OrNull(b.min);
-    body["max"] = OrNull(b.max);
-    body["count"] = b.count;
+    // The fields GET /api/v1/history answers, rendered the same way.
+    const std::vector<store::Agg> fields =
+        a.type == store::KeyType::kCounter
+            ? std::vector<store::Agg>{store::Agg::kIncrease, store::Agg::kRate}
+            : std::vector<store::Agg>{store::Agg::kAvg, store::Agg::kTwavg, store::Agg::kMin,
+                                      store::Agg::kMax, store::Agg::kCount};
+    for (store::Agg f : fields) body[store::AggName(f)] = store::AggregateJson(buckets->front(), f);
     return body;
   }
   Result<store::KeyStats> stats = store::Stats(*store_, q, false, options_.tz);
   if (!stats.ok()) return stats.status();
-  // Stats lists both states of a boolean key, so time.true is always there.
-  PutStates(stats->states, body);
+  // Stats lists both states of a boolean key, so time.true is always there;
+  // time, share and changes as GET /api/v1/stats answers them.
+  body.update(store::StateStatsJson(stats->states));
   return body;
 }
 

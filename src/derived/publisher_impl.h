@@ -49,21 +49,6 @@ inline nlohmann::json OrNull(const std::optional<double>& d) {
   return d ? nlohmann::json(*d) : nlohmann::json(nullptr);
 }
 
-// The time in state of a bucket as GET /api/v1/stats gives it: seconds per
-// value and unknown, the share of the known time per value, and changes.
-inline void PutStates(const store::StateStats& s, nlohmann::json& body) {
-  nlohmann::json time = nlohmann::json::object();
-  nlohmann::json share = nlohmann::json::object();
-  for (const auto& [v, ms] : s.ms_per_value) {
-    time[v] = static_cast<double>(ms) / 1000.0;
-    share[v] = OrNull(s.Share(v));
-  }
-  time["unknown"] = static_cast<double>(s.unknown_ms) / 1000.0;
-  body["time"] = std::move(time);
-  body["share"] = std::move(share);
-  body["changes"] = s.changes;
-}
-
 class Publisher::Impl {
  public:
   Impl(DerivedOptions options, store::Store* store, PublishFn publish,
