@@ -853,24 +853,30 @@ const char* DefaultAgg(KeyType type) {
   return type == KeyType::kNumeric ? "avg" : "last";
 }
 
-Result<std::vector<AggregateBucket>> Downsample(const ChangeSource& store, const HistoryQuery& q) {
+Status Downsample(const ChangeSource& store, const HistoryQuery& q,
+                  const std::function<void(const AggregateBucket&)>& each) {
   Result<KeyInfo> info = store.Get(q.key);
   if (!info.ok()) return info.status();
   Buckets buckets(q.buckets, q.to_ms);
-  std::vector<AggregateBucket> out;
-  out.reserve(buckets.size());
   if (!IsNumeric(info->type)) {
     PointVisitor points(buckets);
     KOMOKU_RETURN_IF_ERROR(
         Walk(store, q.key, q.from_ms, q.to_ms, points, Rollups(q, kMaxRollupMs)));
-    for (size_t i = 0; i < buckets.size(); ++i) out.push_back(points.Get(i));
-    return out;
+    for (size_t i = 0; i < buckets.size(); ++i) each(points.Get(i));
+    return Status::Ok();
   }
   DownsampleVisitor visitor(buckets, info->options.reset_tolerance);
   KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor, Rollups(q, kMaxRollupMs)));
   for (size_t i = 0; i < buckets.size(); ++i) {
-    out.push_back(visitor.accs()[i].Get(buckets.start(i), buckets.end(i)));
+    each(visitor.accs()[i].Get(buckets.start(i), buckets.end(i)));
   }
+  return Status::Ok();
+}
+
+Result<std::vector<AggregateBucket>> Downsample(const ChangeSource& store, const HistoryQuery& q) {
+  std::vector<AggregateBucket> out;
+  out.reserve(q.buckets.size());
+  KOMOKU_RETURN_IF_ERROR(Downsample(store, q, [&](const AggregateBucket& b) { out.push_back(b); }));
   return out;
 }
 

@@ -22,6 +22,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
@@ -99,6 +100,14 @@ struct AggregateBucket {
 // The buckets of q.buckets, oldest first. history_json.h renders them as
 // the rows of GET /api/v1/history.
 Result<std::vector<AggregateBucket>> Downsample(const ChangeSource& store, const HistoryQuery& q);
+
+// The same buckets handed to `each` one at a time, oldest first, without
+// holding them all: a year of hourly buckets is 2 MB as a vector, which
+// glibc maps and unmaps per request (main.cc sets M_MMAP_THRESHOLD), and
+// its page faults cost more than the whole computation (docs/benchmarks.md,
+// "History over HTTP, before and after the split").
+Status Downsample(const ChangeSource& store, const HistoryQuery& q,
+                  const std::function<void(const AggregateBucket&)>& each);
 
 // The summary of a numeric or counter key over a range or a bucket.
 struct NumericStats {

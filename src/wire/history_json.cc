@@ -41,13 +41,19 @@ json AggregateJson(const AggregateBucket& b, Agg agg) {
   return nullptr;
 }
 
+namespace {
+
+json RowJson(const AggregateBucket& b, const std::vector<Agg>& aggs) {
+  json row = json::array({MsToSeconds(b.start_ms)});
+  for (Agg a : aggs) row.push_back(AggregateJson(b, a));
+  return row;
+}
+
+}  // namespace
+
 json DownsampleJson(const std::vector<AggregateBucket>& buckets, const std::vector<Agg>& aggs) {
   json rows = json::array();
-  for (const AggregateBucket& b : buckets) {
-    json row = json::array({MsToSeconds(b.start_ms)});
-    for (Agg a : aggs) row.push_back(AggregateJson(b, a));
-    rows.push_back(std::move(row));
-  }
+  for (const AggregateBucket& b : buckets) rows.push_back(RowJson(b, aggs));
   return rows;
 }
 
@@ -125,9 +131,11 @@ json RollupStretchesJson(const std::vector<RollupStretch>& stretches) {
 
 Result<json> DownsampleJson(const ChangeSource& store, const HistoryQuery& q,
                             const std::vector<Agg>& aggs) {
-  Result<std::vector<AggregateBucket>> buckets = Downsample(store, q);
-  if (!buckets.ok()) return buckets.status();
-  return DownsampleJson(*buckets, aggs);
+  json rows = json::array();
+  rows.get_ref<json::array_t&>().reserve(q.buckets.size());
+  KOMOKU_RETURN_IF_ERROR(
+      Downsample(store, q, [&](const AggregateBucket& b) { rows.push_back(RowJson(b, aggs)); }));
+  return rows;
 }
 
 Result<json> StatsJson(const ChangeSource& store, const HistoryQuery& q, bool hour_of_day,
