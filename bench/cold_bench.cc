@@ -137,8 +137,9 @@ int main() {
     return std::move(opened.value());
   };
   std::unique_ptr<Store> store = open();
-  if (!store->Define("temp", komoku::store::KeyType::kNumeric, {{"same_value_resolution", 0}})
-           .ok()) {
+  komoku::store::KeyOptionsPatch every_value;
+  every_value.same_value_resolution_ms.emplace(0);
+  if (!store->Define("temp", komoku::store::KeyType::kNumeric, every_value).ok()) {
     Die("define failed");
   }
 

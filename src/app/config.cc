@@ -14,8 +14,8 @@
 
 #include "bridge/tls.h"
 #include "core/key_options.h"
-#include "core/key_options_json.h"
 #include "series/history.h"
+#include "wire/key_options_json.h"
 
 namespace komoku::app {
 namespace {

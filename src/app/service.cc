@@ -27,6 +27,7 @@
 #include "derived/derived.h"
 #include "query/server.h"
 #include "store/store.h"
+#include "wire/key_options_json.h"
 
 namespace komoku::app {
 namespace {
@@ -199,10 +200,20 @@ derived::DerivedOptions DerivedOptionsOf(const Config& config) {
   return o;
 }
 
-std::vector<store::Store::KeyDefinition> KeyDefinitionsOf(const Config& config) {
+// The options of a key definition of the config file as a patch (checked
+// when the file was read, so parsing them again does not fail in practice).
+Result<store::KeyOptionsPatch> PatchOf(const Config::KeyDefinition& def) {
+  Result<store::KeyOptionsPatch> patch = store::ParseKeyOptions(def.options);
+  if (!patch.ok()) return patch.status().WithContext(def.where + ": keys." + def.name);
+  return patch;
+}
+
+Result<std::vector<store::Store::KeyDefinition>> KeyDefinitionsOf(const Config& config) {
   std::vector<store::Store::KeyDefinition> defs;
   for (const Config::KeyDefinition& def : config.keys) {
-    defs.push_back({def.name, def.type, def.options});
+    Result<store::KeyOptionsPatch> patch = PatchOf(def);
+    if (!patch.ok()) return patch.status();
+    defs.push_back({def.name, def.type, std::move(patch.value())});
   }
   return defs;
 }
@@ -251,7 +262,9 @@ Status Reload(const std::string& path, Running& run) {
   if (!derived.ok()) return derived.status();
 
   // DefineAll changes nothing when one definition is refused.
-  Result<std::vector<store::KeyInfo>> defined = run.store->DefineAll(KeyDefinitionsOf(config));
+  Result<std::vector<store::Store::KeyDefinition>> defs = KeyDefinitionsOf(config);
+  if (!defs.ok()) return defs.status();
+  Result<std::vector<store::KeyInfo>> defined = run.store->DefineAll(*defs);
   if (!defined.ok()) return defined.status().WithContext(path + ": keys");
   KOMOKU_RETURN_IF_ERROR(run.bridge->ReplaceRules(config.mappings));
 
@@ -340,7 +353,9 @@ int OpenStore(const Config& config, const Loggers& log, SystemdNotifier& systemd
   parts.store = std::move(store.value());
   log.main->info("data in {} ({} keys)", parts.store->db_path(), parts.store->Keys().size());
   for (const Config::KeyDefinition& def : config.keys) {
-    Result<store::KeyInfo> defined = parts.store->Define(def.name, def.type, def.options);
+    Result<store::KeyOptionsPatch> patch = PatchOf(def);
+    Result<store::KeyInfo> defined =
+        patch.ok() ? parts.store->Define(def.name, def.type, *patch) : patch.status();
     if (!defined.ok()) {
       log.main->error("{}: keys.{}: {}", def.where, def.name, defined.status().message());
       return 2;

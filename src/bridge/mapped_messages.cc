@@ -8,11 +8,21 @@
 
 #include "bridge/bridge_impl.h"
 #include "wire/input.h"
+#include "wire/key_options_json.h"
 
 namespace komoku::bridge {
 namespace {
 
 using nlohmann::json;
+
+// Defines `key` with a rule's type and options (checked when the rule was
+// made, so parsing them again does not fail in practice).
+Result<store::KeyInfo> DefineForRule(store::Store& store, const std::string& key,
+                                     std::optional<store::KeyType> type, const json& options) {
+  Result<store::KeyOptionsPatch> patch = store::ParseKeyOptions(options);
+  if (!patch.ok()) return patch.status();
+  return store.Define(key, type, *patch);
+}
 
 }  // namespace
 
@@ -90,7 +100,7 @@ bool Bridge::Impl::PutMapped(const MappingEngine& engine, const MappedChange* be
     const MappedChange& c = *put_changes[i];
     const MappingRule& rule = engine.rule(c.rule);
     if (!creates[i] || !rule.type) continue;
-    Result<store::KeyInfo> defined = store_->Define(c.key, rule.type, rule.options);
+    Result<store::KeyInfo> defined = DefineForRule(*store_, c.key, rule.type, rule.options);
     if (!defined.ok())
       log_->warn("define '{}' for rule {}: {}", c.key, engine.RuleLabel(c.rule),
                  defined.status().message());
@@ -118,7 +128,7 @@ bool Bridge::Impl::PutMapped(const MappingEngine& engine, const MappedChange* be
     const MappingRule& rule = engine.rule(c.rule);
     if (c.clock_unset) store_->metrics().Add("komoku_mapping_clock_unset_total");
     if (creates[i] && !rule.type && !rule.options.empty() && (*stored)[i].created_key) {
-      Result<store::KeyInfo> defined = store_->Define(c.key, std::nullopt, rule.options);
+      Result<store::KeyInfo> defined = DefineForRule(*store_, c.key, std::nullopt, rule.options);
       if (!defined.ok())
         log_->warn("options of '{}' for rule {}: {}", c.key, engine.RuleLabel(c.rule),
                    defined.status().message());

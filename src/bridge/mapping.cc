@@ -12,7 +12,7 @@
 
 #include "bridge/flat_json.h"
 #include "core/key_options.h"
-#include "core/key_options_json.h"
+#include "wire/key_options_json.h"
 #include "wire/time_param.h"
 
 namespace komoku::bridge {

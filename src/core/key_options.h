@@ -1,7 +1,8 @@
-// Per-key options (Komoku's names) and their defaults, typed. Their one
-// parser (and their JSON form), shared by define over HTTP, over MQTT and
-// from the config file, is in key_options_json.h. Durations are seconds
-// (floats) on the outside, milliseconds inside.
+// Per-key options (Komoku's names) and their defaults, typed, and a change
+// to them as define asks for it (KeyOptionsPatch). Their one JSON parser
+// (and their JSON form), shared by define over HTTP, over MQTT and from the
+// config file, is wire/key_options_json.h. Durations are seconds (floats)
+// on the outside, milliseconds inside.
 #pragma once
 
 #include <cstdint>
@@ -37,6 +38,28 @@ struct KeyOptions {
            reset_tolerance == o.reset_tolerance && raw_retention_ms == o.raw_retention_ms;
   }
 };
+
+// A change to a key's options, as define asks for it. Each field is unset
+// (the option is kept), set to nullopt (back to its default) or set to a
+// value. Values are already valid on their own (wire/key_options_json.h
+// parses them); whether an option applies to the key's type is checked by
+// ApplyKeyOptions, which knows the type.
+struct KeyOptionsPatch {
+  template <typename T>
+  using Field = std::optional<std::optional<T>>;
+  Field<int64_t> same_value_resolution_ms;
+  Field<int64_t> max_time_ms;
+  Field<std::vector<std::string>> values;
+  Field<int64_t> stale_after_ms;
+  Field<double> reset_tolerance;
+  Field<int64_t> raw_retention_ms;
+};
+
+// `base` with `patch` applied, for a key of `type`. Refuses
+// (InvalidArgument, reason "bad_option") an option that does not apply to
+// the type (max_time for a non-uptime key, values for a non-string key,
+// reset_tolerance for a non-counter key) and a max_time of 0.
+Result<KeyOptions> ApplyKeyOptions(KeyOptions base, KeyType type, const KeyOptionsPatch& patch);
 
 // The longest duration an option takes: ten years. More is a mistake, and
 // the limit keeps milliseconds far from overflow.

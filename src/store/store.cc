@@ -13,8 +13,8 @@
 
 #include "cold/cold_store.h"
 #include "core/civil_time.h"
-#include "core/key_options_json.h"
 #include "hot/hot_store.h"
+#include "hot/stored_options.h"
 
 namespace komoku::store {
 namespace {
@@ -150,9 +150,7 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
     for (auto& k : *loaded) {
       store->next_key_id_ = std::max(store->next_key_id_, k.id + 1);
       KeyState state{k.id, k.type, KeyOptions{}, std::move(k.last), std::move(k.previous), 0, 0};
-      nlohmann::json opts =
-          nlohmann::json::parse(k.options_json, nullptr, /*allow_exceptions=*/false);
-      Result<KeyOptions> options = ApplyKeyOptions(KeyOptions{}, k.type, opts);
+      Result<KeyOptions> options = DecodeStoredOptions(k.options_json, k.type);
       if (!options.ok()) {
         return Status::Corruption(store->db_path_ + ": options of key '" + k.name +
                                   "': " + options.status().message());
@@ -368,8 +366,7 @@ Change Store::ApplyLocked(std::string_view key, KeyType type, Value value,
   if (it == keys_.end()) {
     int64_t id = next_key_id_++;
     it = keys_.emplace(std::string(key), KeyState{id, type, KeyOptions{}, {}, {}, 0, 0}).first;
-    hot_->EnqueueUpsertKey(id, it->first, type, KeyOptionsToJson(it->second.options, type).dump(),
-                           now);
+    hot_->EnqueueUpsertKey(id, it->first, type, EncodeStoredOptions(it->second.options, type), now);
     change.created_key = true;
     metrics_.Set("komoku_keys", static_cast<int64_t>(keys_.size()));
   }
@@ -463,7 +460,7 @@ void Store::Notify(const Change& change) {
 }
 
 Result<KeyInfo> Store::Define(std::string_view key, std::optional<KeyType> type,
-                              const nlohmann::json& options) {
+                              const KeyOptionsPatch& options) {
   Result<std::vector<KeyInfo>> infos = DefineAll({{std::string(key), type, options}});
   if (!infos.ok()) return infos.status();
   return std::move(infos->front());
@@ -525,7 +522,7 @@ Result<std::vector<KeyInfo>> Store::DefineAll(const std::vector<KeyDefinition>& 
       }
       ArmUptime(it->first, state);
       op_seq = hot_->EnqueueUpsertKey(state.id, it->first, state.type,
-                                      KeyOptionsToJson(state.options, state.type).dump(), now);
+                                      EncodeStoredOptions(state.options, state.type), now);
       infos.push_back(KeyInfo{it->first, state.type, state.options, state.last, state.previous});
     }
     metrics_.Set("komoku_keys", static_cast<int64_t>(keys_.size()));

@@ -16,7 +16,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <shared_mutex>
@@ -168,19 +167,20 @@ class Store final : public ChangeSource {
   // Refused with reason "wrong_type" for a key of another type.
   Result<Change> Increment(std::string_view key, double delta, const PutOptions& options = {});
 
-  // Creates a key or updates its type and options (`options` is a JSON object
-  // of Komoku option names, applied over the current ones; see
-  // key_options_json.h).
+  // Creates a key or updates its type and options (`options` applied over
+  // the current ones; core/key_options.h, ApplyKeyOptions, which refuses an
+  // option the type does not take, reason "bad_option"; the JSON form users
+  // send is parsed by wire/key_options_json.h).
   // The type cannot change under existing data (reason "type_change"), except
   // between types that hold the same values (numeric and counter, boolean and
   // uptime).
   Result<KeyInfo> Define(std::string_view key, std::optional<KeyType> type,
-                         const nlohmann::json& options);
+                         const KeyOptionsPatch& options = {});
   // Several definitions at once, all or none: any refusal changes nothing.
   struct KeyDefinition {
     std::string key;
     std::optional<KeyType> type;
-    nlohmann::json options;
+    KeyOptionsPatch options;
   };
   Result<std::vector<KeyInfo>> DefineAll(const std::vector<KeyDefinition>& defs);
 

@@ -4,10 +4,10 @@
 #include <string_view>
 #include <utility>
 
-#include "core/key_options_json.h"
 #include "series/history.h"
 #include "wire/history_json.h"
 #include "wire/input.h"
+#include "wire/key_options_json.h"
 #include "wire/time_param.h"
 
 namespace komoku::store {
@@ -175,14 +175,18 @@ Result<json> OpDefine(const Call& c) {
     const json& spec = it.value();
     if (!spec.is_object()) return Bad("definition of \"" + it.key() + "\" must be an object");
     KOMOKU_RETURN_IF_ERROR(OnlyArgs(spec, {"type", "opts"}));
-    Store::KeyDefinition def{it.key(), std::nullopt, json::object()};
+    Store::KeyDefinition def{it.key(), std::nullopt, {}};
     if (auto t = spec.find("type"); t != spec.end()) {
       if (!t->is_string()) return Bad("\"type\" must be a string");
       Result<KeyType> parsed = ParseKeyType(t->get<std::string>());
       if (!parsed.ok()) return parsed.status().WithReason("bad_request");
       def.type = *parsed;
     }
-    if (auto opts = spec.find("opts"); opts != spec.end()) def.options = *opts;
+    if (auto opts = spec.find("opts"); opts != spec.end()) {
+      Result<KeyOptionsPatch> patch = ParseKeyOptions(*opts);
+      if (!patch.ok()) return patch.status().WithContext("key '" + it.key() + "'");
+      def.options = std::move(patch.value());
+    }
     defs.push_back(std::move(def));
   }
   Result<std::vector<KeyInfo>> infos = c.store.DefineAll(defs);

@@ -11,7 +11,7 @@
 
 #include "common/status.h"
 #include "core/value.h"
-#include "core/value_json.h"
+#include "wire/value_json.h"
 
 namespace komoku::store {
 

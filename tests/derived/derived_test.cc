@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "key_options_util.h"
 #include "series/history.h"
 #include "store/store.h"
 #include "store_test_util.h"
@@ -28,6 +29,7 @@ namespace {
 using nlohmann::json;
 using store::testing::FakeClock;
 using store::testing::OpenTestStore;
+using store::testing::Opts;
 using store::testing::TempDir;
 
 constexpr int64_t kMinute = 60 * 1000;
@@ -48,7 +50,7 @@ class DerivedTest : public ::testing::Test {
   }
 
   void Define(const std::string& key, store::KeyType type, json options = json::object()) {
-    Result<store::KeyInfo> r = store_->Define(key, type, options);
+    Result<store::KeyInfo> r = store_->Define(key, type, Opts(options));
     ASSERT_TRUE(r.ok()) << r.status().ToString();
   }
 

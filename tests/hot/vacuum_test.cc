@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "hot/hot_store.h"
+#include "key_options_util.h"
 #include "store/store.h"
 #include "store_test_util.h"
 
@@ -22,6 +23,7 @@ namespace {
 using testing::FakeClock;
 using testing::ManualCompactionOptions;
 using testing::OpenTestStore;
+using testing::Opts;
 using testing::TempDir;
 
 constexpr int64_t kMinute = 60'000;
@@ -122,7 +124,7 @@ TEST_F(VacuumTest, CompactedRowsGiveTheirPagesBackInBoundedSteps) {
   hot.delete_chunk_rows = 5000;
   std::unique_ptr<Store> store = Open(hot);
   ASSERT_NE(store, nullptr);
-  ASSERT_TRUE(store->Define("temp", KeyType::kNumeric, {{"same_value_resolution", 0}}).ok());
+  ASSERT_TRUE(store->Define("temp", KeyType::kNumeric, Opts({{"same_value_resolution", 0}})).ok());
   PutSeries(*store, "temp", kNow - 20 * kDay, kNow - kMinute, 10'000);
   const std::string before_history = AllHistory(*store, "temp");
   const int64_t pages_before = Pragma(DbPath(), "page_count");

@@ -10,6 +10,7 @@
 #include <map>
 #include <random>
 
+#include "key_options_util.h"
 #include "store_test_util.h"
 #include "wire/api.h"
 #include "wire/history_json.h"
@@ -20,6 +21,7 @@ namespace {
 using nlohmann::json;
 using testing::FakeClock;
 using testing::OpenTestStore;
+using testing::Opts;
 using testing::TempDir;
 
 class HistoryTest : public ::testing::Test {
@@ -30,7 +32,7 @@ class HistoryTest : public ::testing::Test {
   }
   void Define(const std::string& key, KeyType type, json opts = json::object()) {
     opts["same_value_resolution"] = 0;
-    ASSERT_TRUE(store_->Define(key, type, opts).ok());
+    ASSERT_TRUE(store_->Define(key, type, Opts(opts)).ok());
   }
   void Put(const std::string& key, int64_t t, InputValue v) {
     PutOptions o;

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "key_options_util.h"
 #include "store/store.h"
 #include "store_test_util.h"
 
@@ -20,6 +21,7 @@ namespace {
 using nlohmann::json;
 using testing::FakeClock;
 using testing::OpenTestStore;
+using testing::Opts;
 using testing::TempDir;
 
 constexpr int64_t kNow = 1700000000000;  // 2023-11-14T22:13:20Z
@@ -63,14 +65,14 @@ class KeyModelTest : public ::testing::Test {
 TEST_F(KeyModelTest, DefineOfANewKeyNeedsAType) {
   auto store = Open();
   ASSERT_TRUE(store);
-  Result<KeyInfo> r = store->Define("new", std::nullopt, json::object());
+  Result<KeyInfo> r = store->Define("new", std::nullopt);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().reason(), "unknown_key");
   EXPECT_NE(r.status().message().find("give its type"), std::string::npos) << r.status().message();
   EXPECT_FALSE(store->Get("new").ok());
   EXPECT_EQ(Refused(*store, "unknown_key"), 1);
 
-  r = store->Define("new", KeyType::kUptime, json{{"max_time", 30}});
+  r = store->Define("new", KeyType::kUptime, Opts(json{{"max_time", 30}}));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->name, "new");
   EXPECT_EQ(r->type, KeyType::kUptime);
@@ -86,7 +88,7 @@ TEST_F(KeyModelTest, DefineOfAnExistingKeyWithoutATypeUpdatesOnlyTheOptions) {
   auto store = Open();
   ASSERT_TRUE(store);
   ASSERT_TRUE(store->Put("t", 21.5).ok());
-  Result<KeyInfo> r = store->Define("t", std::nullopt, json{{"same_value_resolution", 5}});
+  Result<KeyInfo> r = store->Define("t", std::nullopt, Opts(json{{"same_value_resolution", 5}}));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->type, KeyType::kNumeric);
   EXPECT_EQ(r->options.same_value_resolution_ms, 5000);
@@ -97,14 +99,18 @@ TEST_F(KeyModelTest, DefineOfAnExistingKeyWithoutATypeUpdatesOnlyTheOptions) {
 TEST_F(KeyModelTest, DefineRefusesABadNameAndBadOptionsAndChangesNothing) {
   auto store = Open();
   ASSERT_TRUE(store);
-  EXPECT_EQ(Refusal(store->Define("a+b", KeyType::kNumeric, json::object())), "bad_key");
-  EXPECT_EQ(Refusal(store->Define("", KeyType::kNumeric, json::object())), "bad_key");
-  EXPECT_EQ(Refusal(store->Define("n", KeyType::kNumeric, json{{"max_time", 5}})), "bad_option");
-  EXPECT_EQ(Refusal(store->Define("n", KeyType::kNumeric, json{{"min_resolution", 5}})),
+  EXPECT_EQ(Refusal(store->Define("a+b", KeyType::kNumeric)), "bad_key");
+  EXPECT_EQ(Refusal(store->Define("", KeyType::kNumeric)), "bad_key");
+  // Options the type does not take (the JSON parser's own refusals are
+  // tests/wire/key_options_test.cc's).
+  EXPECT_EQ(Refusal(store->Define("n", KeyType::kNumeric, Opts(json{{"max_time", 5}}))),
+            "bad_option");
+  EXPECT_EQ(Refusal(store->Define("n", KeyType::kNumeric, Opts(json{{"values", {"a"}}}))),
             "bad_option");
   EXPECT_TRUE(store->Keys().empty());
-  ASSERT_TRUE(store->Define("n", KeyType::kNumeric, json{{"same_value_resolution", 1}}).ok());
-  EXPECT_EQ(Refusal(store->Define("n", std::nullopt, json{{"bogus", 1}})), "bad_option");
+  ASSERT_TRUE(store->Define("n", KeyType::kNumeric, Opts(json{{"same_value_resolution", 1}})).ok());
+  EXPECT_EQ(Refusal(store->Define("n", std::nullopt, Opts(json{{"reset_tolerance", 1}}))),
+            "bad_option");
   EXPECT_EQ(store->Get("n")->options.same_value_resolution_ms, 1000);
 }
 
@@ -136,13 +142,13 @@ TEST_F(KeyModelTest, TypeChangeUnderDataIsRefusedExceptBetweenSameRepresentation
   for (const Case& c : cases) {
     std::string key = "k" + std::to_string(n++);
     SCOPED_TRACE(key + ": " + KeyTypeName(c.from) + " -> " + KeyTypeName(c.to));
-    ASSERT_TRUE(store->Define(key, c.from, json::object()).ok());
+    ASSERT_TRUE(store->Define(key, c.from).ok());
     // Without data any type change is fine.
-    ASSERT_TRUE(store->Define(key, c.to, json::object()).ok());
-    ASSERT_TRUE(store->Define(key, c.from, json::object()).ok());
+    ASSERT_TRUE(store->Define(key, c.to).ok());
+    ASSERT_TRUE(store->Define(key, c.from).ok());
     Result<Change> put = store->Put(key, c.first);
     ASSERT_TRUE(put.ok()) << put.status().ToString();
-    Result<KeyInfo> r = store->Define(key, c.to, json::object());
+    Result<KeyInfo> r = store->Define(key, c.to);
     if (c.allowed) {
       ASSERT_TRUE(r.ok()) << r.status().ToString();
       EXPECT_EQ(r->type, c.to);
@@ -164,7 +170,7 @@ TEST_F(KeyModelTest, ValuesOptionRefusesOtherValues) {
   auto store = Open();
   ASSERT_TRUE(store);
   ASSERT_TRUE(
-      store->Define("alarm", KeyType::kString, json{{"values", {"armed", "disarmed"}}}).ok());
+      store->Define("alarm", KeyType::kString, Opts(json{{"values", {"armed", "disarmed"}}})).ok());
   EXPECT_TRUE(store->Put("alarm", Str("armed")).ok());
   Result<Change> r = store->Put("alarm", Str("triggered"));
   ASSERT_FALSE(r.ok());
@@ -176,7 +182,7 @@ TEST_F(KeyModelTest, ValuesOptionRefusesOtherValues) {
   EXPECT_EQ(std::get<std::string>(store->Get("alarm")->last->value), "armed");
   EXPECT_EQ(HistorySize(*store, "alarm"), 1u);
   // Lifting the restriction lets it through.
-  ASSERT_TRUE(store->Define("alarm", std::nullopt, json{{"values", nullptr}}).ok());
+  ASSERT_TRUE(store->Define("alarm", std::nullopt, Opts(json{{"values", nullptr}})).ok());
   EXPECT_TRUE(store->Put("alarm", Str("triggered")).ok());
 }
 
@@ -184,15 +190,15 @@ TEST_F(KeyModelTest, OptionsAndTypesSurviveAReopen) {
   {
     auto store = Open();
     ASSERT_TRUE(store);
-    ASSERT_TRUE(
-        store
-            ->Define("up", KeyType::kUptime, json{{"max_time", 12.5}, {"same_value_resolution", 3}})
-            .ok());
-    ASSERT_TRUE(store->Define("mode", KeyType::kString, json{{"values", {"a", "b"}}}).ok());
+    ASSERT_TRUE(store
+                    ->Define("up", KeyType::kUptime,
+                             Opts(json{{"max_time", 12.5}, {"same_value_resolution", 3}}))
+                    .ok());
+    ASSERT_TRUE(store->Define("mode", KeyType::kString, Opts(json{{"values", {"a", "b"}}})).ok());
     ASSERT_TRUE(store->Put("mode", Str("a")).ok());
     ASSERT_TRUE(store->Put("energy", 10.0).ok());
     ASSERT_TRUE(
-        store->Define("energy", KeyType::kCounter, json{{"same_value_resolution", 0}}).ok());
+        store->Define("energy", KeyType::kCounter, Opts(json{{"same_value_resolution", 0}})).ok());
   }
   auto store = Open();
   ASSERT_TRUE(store);
@@ -325,7 +331,7 @@ TEST_F(KeyModelTest, IncrementOfAnotherTypeIsRefusedWithWrongType) {
   ASSERT_TRUE(store);
   ASSERT_TRUE(store->Put("s", Str("text")).ok());
   ASSERT_TRUE(store->Put("b", true).ok());
-  ASSERT_TRUE(store->Define("u", KeyType::kUptime, json::object()).ok());
+  ASSERT_TRUE(store->Define("u", KeyType::kUptime).ok());
   for (const char* key : {"s", "b", "u"}) {
     SCOPED_TRACE(key);
     Result<Change> c = store->Increment(key, 1);
@@ -380,7 +386,8 @@ TEST_F(KeyModelTest, IncrementIsExactUnderEightConcurrentThreads) {
 TEST_F(KeyModelTest, RepeatsWithinSameValueResolutionAreNotStored) {
   auto store = Open();
   ASSERT_TRUE(store);
-  ASSERT_TRUE(store->Define("t", KeyType::kNumeric, json{{"same_value_resolution", 10}}).ok());
+  ASSERT_TRUE(
+      store->Define("t", KeyType::kNumeric, Opts(json{{"same_value_resolution", 10}})).ok());
   std::vector<Change> seen;
   store->AddListener([&](const Change& c) { seen.push_back(c); });
 
@@ -415,7 +422,7 @@ TEST_F(KeyModelTest, RepeatsWithinSameValueResolutionAreNotStored) {
 TEST_F(KeyModelTest, ZeroSameValueResolutionStoresEveryRepeat) {
   auto store = Open();
   ASSERT_TRUE(store);
-  ASSERT_TRUE(store->Define("b", KeyType::kBoolean, json{{"same_value_resolution", 0}}).ok());
+  ASSERT_TRUE(store->Define("b", KeyType::kBoolean, Opts(json{{"same_value_resolution", 0}})).ok());
   int calls = 0;
   store->AddListener([&](const Change&) { ++calls; });
   for (int i = 0; i < 4; ++i) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "key_options_util.h"
 #include "store/store.h"
 #include "store_test_util.h"
 
@@ -17,6 +18,7 @@ namespace {
 
 using testing::FakeClock;
 using testing::OpenTestStore;
+using testing::Opts;
 using testing::TempDir;
 
 constexpr int64_t kNow = 1700000000000;  // 2023-11-14T22:13:20Z
@@ -34,7 +36,8 @@ class PutAllTest : public ::testing::Test {
     ASSERT_NE(store_, nullptr);
     ASSERT_TRUE(store_->Put("temp", InputValue(21.5), PutAt(kNow - 1000)).ok());
     ASSERT_TRUE(
-        store_->Define("mode", KeyType::kString, nlohmann::json{{"values", {"auto", "off"}}}).ok());
+        store_->Define("mode", KeyType::kString, Opts(nlohmann::json{{"values", {"auto", "off"}}}))
+            .ok());
     ASSERT_TRUE(store_->Put("mode", InputValue(std::string("auto")), PutAt(kNow - 1000)).ok());
     store_->AddListener([this](const Change& c) { heard_.push_back(c.key); });
   }

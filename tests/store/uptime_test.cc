@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "key_options_util.h"
 #include "store/store.h"
 #include "store_test_util.h"
 
@@ -22,6 +23,7 @@ namespace {
 using nlohmann::json;
 using testing::FakeClock;
 using testing::OpenTestStore;
+using testing::Opts;
 using testing::TempDir;
 
 constexpr int64_t kNow = 1700000000000;
@@ -57,7 +59,8 @@ class UptimeTest : public ::testing::Test {
   // Defines "hb" as uptime with max_time 30 s (and the default 60 s
   // same_value_resolution, longer than max_time, so repeats are not stored).
   static void DefineHeartbeat(Store& store) {
-    Result<KeyInfo> r = store.Define("hb", KeyType::kUptime, json{{"max_time", kMaxTime / 1000}});
+    Result<KeyInfo> r =
+        store.Define("hb", KeyType::kUptime, Opts(json{{"max_time", kMaxTime / 1000}}));
     ASSERT_TRUE(r.ok()) << r.status().ToString();
   }
 
@@ -157,7 +160,7 @@ TEST_F(UptimeTest, DefineChangesMaxTimeOfAPendingTimeout) {
   ASSERT_TRUE(store);
   DefineHeartbeat(*store);
   ASSERT_TRUE(store->Put("hb", true, At(kNow)).ok());
-  ASSERT_TRUE(store->Define("hb", std::nullopt, json{{"max_time", 5}}).ok());
+  ASSERT_TRUE(store->Define("hb", std::nullopt, Opts(json{{"max_time", 5}})).ok());
   EXPECT_EQ(AdvanceAndRun(*store, clock_, kNow + 6000, "0=true 5000=false"), "0=true 5000=false");
 }
 
@@ -233,7 +236,8 @@ TEST_F(UptimeTest, ABooleanKeyRedefinedAsUptimeTimesOutFromItsLastTrue) {
   auto store = Open();
   ASSERT_TRUE(store);
   ASSERT_TRUE(store->Put("hb", true, At(kNow)).ok());
-  ASSERT_TRUE(store->Define("hb", KeyType::kUptime, json{{"max_time", kMaxTime / 1000}}).ok());
+  ASSERT_TRUE(
+      store->Define("hb", KeyType::kUptime, Opts(json{{"max_time", kMaxTime / 1000}})).ok());
   EXPECT_EQ(AdvanceAndRun(*store, clock_, kNow + 1000, "-"), "0=true");
   EXPECT_TRUE(Current(*store));
   EXPECT_EQ(AdvanceAndRun(*store, clock_, kNow + kMaxTime, "0=true 30000=false"),
@@ -245,7 +249,7 @@ TEST_F(UptimeTest, TimeoutsOfManyKeysFireInDueOrder) {
   ASSERT_TRUE(store);
   for (int i = 0; i < 5; ++i) {
     std::string key = "dev/" + std::to_string(i);
-    ASSERT_TRUE(store->Define(key, KeyType::kUptime, json{{"max_time", 10 + i}}).ok());
+    ASSERT_TRUE(store->Define(key, KeyType::kUptime, Opts(json{{"max_time", 10 + i}})).ok());
     ASSERT_TRUE(store->Put(key, true, At(kNow)).ok());
   }
   clock_.Set(kNow + 100000);

@@ -1,4 +1,5 @@
-// Per-key options: ApplyKeyOptions for every option on every type, nulls that
+// Per-key options as JSON (wire/key_options_json.h, parsed and applied by
+// core/key_options.h): every option on every type, nulls that
 // reset, the refusals (unknown option, wrong JSON type, out of range, an
 // option the type does not take, min_resolution), and the round trip through
 // KeyOptionsToJson that a reopen relies on.
@@ -9,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "core/key_options_json.h"
+#include "wire/key_options_json.h"
 
 namespace komoku::store {
 namespace {
@@ -174,7 +175,7 @@ TEST(KeyOptionsTest, OptionsNotGivenKeepTheirBaseValue) {
 }
 
 TEST(KeyOptionsTest, DurationsOfTheWrongTypeOrOutOfRangeAreRefused) {
-  for (const char* name : {"same_value_resolution", "max_time"}) {
+  for (const char* name : {"same_value_resolution", "max_time", "stale_after", "raw_retention"}) {
     for (const char* value :
          {"\"sixty\"", "true", "[1]", "{}", "-1", "-0.5", "1e12", "316224001"}) {
       std::string text = std::string("{\"") + name + "\": " + value + "}";

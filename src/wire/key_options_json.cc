@@ -1,4 +1,4 @@
-#include "core/key_options_json.h"
+#include "wire/key_options_json.h"
 
 #include <cmath>
 
@@ -44,41 +44,36 @@ json KeyOptionsToJson(const KeyOptions& options, KeyType type) {
   return j;
 }
 
-Result<KeyOptions> ApplyKeyOptions(KeyOptions base, KeyType type, const json& opts) {
-  if (opts.is_null()) return base;
+Result<KeyOptionsPatch> ParseKeyOptions(const json& opts) {
+  KeyOptionsPatch patch;
+  if (opts.is_null()) return patch;
   if (!opts.is_object()) return BadOption("options must be an object");
-  const KeyOptions defaults;
+  // A duration option: null resets it.
+  auto duration = [](const std::string& name, const json& value,
+                     KeyOptionsPatch::Field<int64_t>* field) -> Status {
+    if (value.is_null()) {
+      field->emplace();
+      return Status::Ok();
+    }
+    Result<int64_t> ms = Duration(name, value);
+    if (!ms.ok()) return ms.status();
+    field->emplace(*ms);
+    return Status::Ok();
+  };
   for (auto it = opts.begin(); it != opts.end(); ++it) {
     const std::string& name = it.key();
     const json& value = it.value();
     if (name == "same_value_resolution") {
-      if (value.is_null()) {
-        base.same_value_resolution_ms = defaults.same_value_resolution_ms;
-        continue;
-      }
-      Result<int64_t> ms = Duration(name, value);
-      if (!ms.ok()) return ms.status();
-      base.same_value_resolution_ms = *ms;
+      KOMOKU_RETURN_IF_ERROR(duration(name, value, &patch.same_value_resolution_ms));
     } else if (name == "max_time") {
-      if (type != KeyType::kUptime) {
-        return BadOption(std::string("option 'max_time' is for uptime keys, not ") +
-                         KeyTypeName(type));
-      }
-      if (value.is_null()) {
-        base.max_time_ms = defaults.max_time_ms;
-        continue;
-      }
-      Result<int64_t> ms = Duration(name, value);
-      if (!ms.ok()) return ms.status();
-      if (*ms == 0) return BadOption("option 'max_time' must be more than 0 seconds");
-      base.max_time_ms = *ms;
+      KOMOKU_RETURN_IF_ERROR(duration(name, value, &patch.max_time_ms));
+    } else if (name == "stale_after") {
+      KOMOKU_RETURN_IF_ERROR(duration(name, value, &patch.stale_after_ms));
+    } else if (name == "raw_retention") {
+      KOMOKU_RETURN_IF_ERROR(duration(name, value, &patch.raw_retention_ms));
     } else if (name == "values") {
-      if (type != KeyType::kString) {
-        return BadOption(std::string("option 'values' is for string keys, not ") +
-                         KeyTypeName(type));
-      }
       if (value.is_null()) {
-        base.values.reset();
+        patch.values.emplace();
         continue;
       }
       if (!value.is_array() || value.empty()) {
@@ -91,36 +86,16 @@ Result<KeyOptions> ApplyKeyOptions(KeyOptions base, KeyType type, const json& op
         }
         values.push_back(v.get<std::string>());
       }
-      base.values = std::move(values);
-    } else if (name == "stale_after") {
-      if (value.is_null()) {
-        base.stale_after_ms = defaults.stale_after_ms;
-        continue;
-      }
-      Result<int64_t> ms = Duration(name, value);
-      if (!ms.ok()) return ms.status();
-      base.stale_after_ms = *ms;
+      patch.values.emplace(std::move(values));
     } else if (name == "reset_tolerance") {
-      if (type != KeyType::kCounter) {
-        return BadOption(std::string("option 'reset_tolerance' is for counter keys, not ") +
-                         KeyTypeName(type));
-      }
       if (value.is_null()) {
-        base.reset_tolerance = defaults.reset_tolerance;
+        patch.reset_tolerance.emplace();
         continue;
       }
       if (!value.is_number() || !std::isfinite(value.get<double>()) || value.get<double>() < 0) {
         return BadOption("option 'reset_tolerance' must be a number >= 0");
       }
-      base.reset_tolerance = value.get<double>();
-    } else if (name == "raw_retention") {
-      if (value.is_null()) {
-        base.raw_retention_ms.reset();
-        continue;
-      }
-      Result<int64_t> ms = Duration(name, value);
-      if (!ms.ok()) return ms.status();
-      base.raw_retention_ms = *ms;
+      patch.reset_tolerance.emplace(value.get<double>());
     } else if (name == "min_resolution") {
       return BadOption(
           "option 'min_resolution' is not supported yet: it needs the aggregates of the "
@@ -131,7 +106,13 @@ Result<KeyOptions> ApplyKeyOptions(KeyOptions base, KeyType type, const json& op
                        "reset_tolerance, raw_retention)");
     }
   }
-  return base;
+  return patch;
+}
+
+Result<KeyOptions> ApplyKeyOptions(KeyOptions base, KeyType type, const json& opts) {
+  Result<KeyOptionsPatch> patch = ParseKeyOptions(opts);
+  if (!patch.ok()) return patch.status();
+  return ApplyKeyOptions(std::move(base), type, *patch);
 }
 
 }  // namespace komoku::store
