@@ -351,6 +351,7 @@ TEST_F(KeyModelTest, IncrementIsExactUnderEightConcurrentThreads) {
   constexpr int kThreads = 8;
   constexpr int kPerThread = 200;
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   std::atomic<int> failures{0};
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
