@@ -288,7 +288,11 @@ WsReply WsProtocol::HandleV2(const std::string& op, const json& raw_args) {
     return via_api("define", std::move(defs), "ok");
   }
   if (op == "delete") return via_api("delete", std::move(*args), "ok");
-  if (op == "fetch") return via_api("fetch", std::move(*args), nullptr);
+  if (op == "fetch") {
+    // What a client just put is in the answer (at most a commit interval).
+    store_->WaitCommittedFor(store_->CommitMark(), std::chrono::seconds(2));
+    return via_api("fetch", std::move(*args), nullptr);
+  }
   if (op == "stats") {
     for (auto it = args->begin(); it != args->end(); ++it) {
       if (it.key() != "key" && it.key() != "from" && it.key() != "to" && it.key() != "step" &&
