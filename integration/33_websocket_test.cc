@@ -112,5 +112,22 @@ TEST_F(WebSocketTest, TokenInHeaderOrQueryParameter) {
   EXPECT_EQ(komoku_->Output().find(kToken), std::string::npos);
 }
 
+// Stopping the service closes open connections with 1001 (going away) and
+// does not wait for their clients.
+TEST_F(WebSocketTest, StopSaysGoingAway) {
+  Start();
+  Process client({PYTHON3_BINARY, WS_CLIENT_SCRIPT, "hold", std::to_string(komoku_->http_port()),
+                  std::to_string(broker_->port())},
+                 dir_.File("client-hold.log"));
+  ASSERT_TRUE(WaitFor([&] { return client.Output().find("connected") != std::string::npos; },
+                      milliseconds(60000)))
+      << client.Output();
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(komoku_->Stop(), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30));
+  EXPECT_EQ(client.Wait(milliseconds(60000)), 0) << client.Output();
+  EXPECT_NE(client.Output().find("OK hold"), std::string::npos) << client.Output();
+}
+
 }  // namespace
 }  // namespace komoku::testing

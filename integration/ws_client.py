@@ -390,6 +390,18 @@ async def scenario_auth(port, broker_port, token):
         await Conn(ws, "query").ask({"put": {"key": "auth", "value": 1}}, "ack")
 
 
+async def scenario_hold(port, broker_port, token):
+    """Stays connected until the server goes away: it must say so (1001)."""
+    ws = await websockets.connect(url(port, "v2"), ping_interval=None)
+    await Conn(ws, "hold").ask({"sub": {"key": "x"}}, {"result": "ok"})
+    print("connected", flush=True)
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), 120)
+    except websockets.exceptions.ConnectionClosed as e:
+        check(e.code == 1001, f"closed with {e.code}, not 1001 (going away)")
+
+
 SCENARIOS = {
     "v1": scenario_v1,
     "v2": scenario_v2,
@@ -397,6 +409,7 @@ SCENARIOS = {
     "slow": scenario_slow,
     "bad": scenario_bad,
     "auth": scenario_auth,
+    "hold": scenario_hold,
 }
 
 
