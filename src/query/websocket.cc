@@ -151,7 +151,7 @@ class WebSocketHub::Impl::Session : public std::enable_shared_from_this<Session>
     if (done_) done_();
   }
 
-  void Start(Request req) {
+  void Start(const Request& req) {
     {
       std::lock_guard<std::mutex> lock(hub_->mu_);
       hub_->sessions_[this] = weak_from_this();
@@ -396,7 +396,7 @@ void WebSocketHub::Impl::Accept(int fd, Request req, std::function<void()> done)
       return;
     }
     auto session = std::make_shared<Session>(this, std::move(socket), version, std::move(done));
-    session->Start(std::move(req));
+    session->Start(req);
   });
 }
 
