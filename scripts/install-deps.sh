@@ -5,7 +5,8 @@
 #
 #   scripts/install-deps.sh            build + run
 #   scripts/install-deps.sh test       also what the tests run against (Prometheus, openssl,
-#                                      headless Chromium and its WebDriver for the web page)
+#                                      headless Chromium and its WebDriver for the web page,
+#                                      python3-websockets for the WebSocket protocol)
 #   scripts/install-deps.sh bench      also Google Benchmark
 #   scripts/install-deps.sh fuzz       also clang (libFuzzer)
 #   scripts/install-deps.sh lint       also clang-format and clang-tidy
@@ -25,7 +26,7 @@ packages=(
 )
 for extra in "$@"; do
   case "$extra" in
-    test) packages+=(prometheus openssl chromium chromium-driver) ;;
+    test) packages+=(prometheus openssl chromium chromium-driver python3-websockets) ;;
     bench) packages+=(libbenchmark-dev) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;
     lint) packages+=(clang-format clang-tidy) ;;

@@ -135,7 +135,8 @@ const std::vector<Field>& Fields() {
       {"http", "max_header_fields", &Config::http_max_header_fields, "100", 8, 10000,
        "Most header fields in a request; past them 431."},
       {"http", "max_body_bytes", &Config::http_max_body_bytes, "65536", 1024, 67108864,
-       "Most bytes of a request body, chunked or not; past them 413, without reading the rest."},
+       "Most bytes of a request body, chunked or not; past them 413, without reading the rest. "
+       "Also the largest WebSocket message (past it the connection closes with 1009)."},
       {"http", "idle_timeout", &Config::http_idle_timeout_s, "60", 1, 3600,
        "Seconds a connection may wait for its next request before it is closed.", kSeconds},
       {"http", "header_timeout", &Config::http_header_timeout_s, "10", 1, 600,
@@ -153,8 +154,9 @@ const std::vector<Field>& Fields() {
       {"http", "max_stream_clients", &Config::http_max_stream_clients, "8", 1, 10000,
        "Event streams (/api/v1/stream) open at once; past them 503."},
       {"http", "stream_queue_bytes", &Config::http_stream_queue_bytes, "1048576", 4096, 1073741824,
-       "Bytes of events a stream client may leave unread; past them it is dropped and counted "
-       "(komoku_sse_dropped_total)."},
+       "Bytes of events a stream client, or of answers and pushes a WebSocket client, may leave "
+       "unread; past them it is dropped and counted (komoku_sse_dropped_total, "
+       "komoku_ws_dropped_total)."},
       {"log", "level", &Config::log_level, "info", 0, 0, "trace, debug, info, warn, error or off."},
       {"discovery", "enabled", &Config::discovery_enabled, "false", 0, 0,
        "Map the topics that Home Assistant discovery configs and Homie attributes describe, "

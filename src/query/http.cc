@@ -270,12 +270,28 @@ class HttpServer::Impl {
     given.remove_prefix(sp);
     while (!given.empty() && given.front() == ' ') given.remove_prefix(1);
     while (!given.empty() && given.back() == ' ') given.remove_suffix(1);
+    return TokenMatches(given);
+  }
+  bool TokenMatches(std::string_view given) const {
     const std::string& want = options_.token;
     unsigned char diff = given.size() == want.size() ? 0 : 1;
     for (size_t i = 0; i < want.size(); ++i) {
       diff |= static_cast<unsigned char>(want[i] ^ (i < given.size() ? given[i] : 0));
     }
     return diff == 0;
+  }
+  bool IsWebSocket(const std::string& path) const {
+    return std::find(options_.websocket_paths.begin(), options_.websocket_paths.end(), path) !=
+           options_.websocket_paths.end();
+  }
+  // The `token` query parameter of a WebSocket path's target matches.
+  bool QueryTokenMatches(std::string_view target) const {
+    const size_t q = target.find('?');
+    if (q == std::string_view::npos) return false;
+    for (const auto& [name, value] : ParseQuery(target.substr(q + 1))) {
+      if (name == "token") return TokenMatches(value);
+    }
+    return false;
   }
 
   // Constant after construction.
@@ -288,6 +304,10 @@ class HttpServer::Impl {
   // still report here.
   std::atomic<size_t> open_{0};      // sessions within max_connections
   std::atomic<size_t> overflow_{0};  // sessions past it
+  // Connections handed to HttpOptions::upgrade and not yet ended: they
+  // count against max_connections. Shared with their `done` callbacks,
+  // which may outlive the server.
+  const std::shared_ptr<std::atomic<size_t>> upgraded_ = std::make_shared<std::atomic<size_t>>(0);
   std::mutex sessions_mu_;
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;  // guarded by sessions_mu_
 
@@ -470,23 +490,27 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
                       " without a Content-Length header: send a body, or an empty one (with "
                       "curl, add -d '')");
     }
+    const bool websocket = server_->IsWebSocket(path_);
     if (!opt().token.empty() && !probe && !server_->IsOpen(path_)) {
       auto auth = req.find(http::field::authorization);
-      if (auth == req.end() || !server_->Authorized(SV(auth->value()))) {
+      const bool by_query = websocket && server_->QueryTokenMatches(target);
+      if (!by_query && (auth == req.end() || !server_->Authorized(SV(auth->value())))) {
         server_->Refused("unauthorized");
         Response res;
         res.SetHeader("WWW-Authenticate", "Bearer realm=\"komoku\"");
         res.status = 401;
         res.SetContent(
-            ErrorJson("unauthorized", auth != req.end()
-                                          ? "wrong token in the Authorization header"
-                                          : "this API needs 'Authorization: Bearer <token>' "
-                                            "(http.token)"),
+            ErrorJson("unauthorized", auth != req.end() ? "wrong token in the Authorization header"
+                                      : websocket       ? "this API needs 'Authorization: Bearer "
+                                                          "<token>' or ?token=<token> (http.token)"
+                                                        : "this API needs 'Authorization: Bearer "
+                                                          "<token>' (http.token)"),
             "application/json");
         close_after_ = !parser_->is_done();
         return Write(std::move(res));
       }
     }
+    if (websocket) return Upgrade();
     const auto expect = req[http::field::expect];
     if (!expect.empty()) {
       if (!EqualsNoCase(SV(expect), "100-continue")) {
@@ -505,6 +529,40 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
       }
     }
     ReadBody();
+  }
+
+  // A WebSocket path: the socket goes to HttpOptions::upgrade when the
+  // request asks for it, with no body.
+  void Upgrade() {
+    const auto& req = parser_->get();
+    const auto upgrade = req[http::field::upgrade];
+    if (req.method() != http::verb::get || !EqualsNoCase(SV(upgrade), "websocket") ||
+        !opt().upgrade) {
+      Response res;
+      res.SetHeader("Upgrade", "websocket");
+      res.status = 426;
+      res.SetContent(ErrorJson("upgrade_required",
+                               "this path speaks WebSocket (docs/websocket.md): connect with a "
+                               "WebSocket client, e.g. ws://host:port" +
+                                   path_),
+                     "application/json");
+      server_->Refused("upgrade_required");
+      close_after_ = true;
+      return Write(std::move(res));
+    }
+    if (!parser_->is_done()) return Fail(400, "bad_request", "a WebSocket upgrade has no body");
+    Request out;
+    out.method = "GET";
+    out.target = std::string(SV(req.target()));
+    out.path = path_;
+    for (const auto& f : req) out.headers.emplace_back(SV(f.name_string()), SV(f.value()));
+    parser_.reset();
+    Disarm();
+    error_code ec;
+    const int fd = socket_.release(ec);
+    if (ec) return Close();
+    ++*server_->upgraded_;
+    server_->options_.upgrade(fd, std::move(out), [upgraded = server_->upgraded_] { --*upgraded; });
   }
 
   void ReadBody() {
@@ -788,7 +846,7 @@ void HttpServer::Impl::Accept() {
     // Without Nagle's algorithm: a kept-alive connection's answer otherwise
     // waited for the client's delayed ACK, about 40 ms a request.
     socket.set_option(tcp::no_delay(true), ignored);
-    if (open_.load() < options_.max_connections) {
+    if (open_.load() + upgraded_->load() < options_.max_connections) {
       std::make_shared<Session>(this, std::move(socket), false)->Start();
     } else if (overflow_.load() < kMaxOverflow) {
       std::make_shared<Session>(this, std::move(socket), true)->Start();

@@ -17,11 +17,11 @@
 //   write the answer (write_timeout), keep alive or close
 //
 // The handler runs on a worker thread and fills a Response; an event stream
-// (Response::stream) is then driven by the io thread. A WebSocket (a later
-// issue, same port) fits at the point where the header has passed the
-// limits and the token: a request with `Upgrade: websocket` hands its socket
-// and parsed header to a WebSocket session on the same io thread, counted
-// against the same max_connections. Internal to src/query.
+// (Response::stream) is then driven by the io thread. A WebSocket path
+// (HttpOptions::websocket_paths) is taken where the header has passed the
+// limits and the token: a GET with `Upgrade: websocket` hands its socket and
+// header to HttpOptions::upgrade (query/websocket.h), and the connection
+// counts against max_connections until it ends. Internal to src/query.
 #pragma once
 
 #include <spdlog/logger.h>
@@ -111,6 +111,14 @@ struct HttpOptions {
   std::vector<std::string> open_paths;
   std::vector<std::string> open_prefixes;
   std::chrono::milliseconds keepalive_interval{15000};  // comment line on an idle event stream
+  // WebSocket paths: a GET there with `Upgrade: websocket` that passed the
+  // limits and the token (which may also come as a `token` query
+  // parameter, for clients that cannot set headers) is handed to `upgrade`
+  // with the connection's file descriptor (the callee owns it) and its
+  // header; `done` must be called once that connection has ended. Any
+  // other request there gets 426.
+  std::vector<std::string> websocket_paths;
+  std::function<void(int fd, Request request, std::function<void()> done)> upgrade;
 };
 
 class HttpServer {

@@ -21,6 +21,23 @@ namespace komoku::query {
 
 using nlohmann::json;
 
+namespace {
+
+// The WebSocket connections share the HTTP API's limits: a message is a
+// request body, and what a client leaves unread is bounded as an event
+// stream's.
+WebSocketOptions WebSocketHubOptions(const ServerOptions& options) {
+  WebSocketOptions ws;
+  ws.max_message_bytes = options.max_body_bytes;
+  ws.queue_bytes = options.stream_queue_bytes;
+  ws.workers = options.workers;
+  ws.write_timeout = options.write_timeout;
+  ws.idle_timeout = options.idle_timeout;
+  return ws;
+}
+
+}  // namespace
+
 Server::Impl::Impl(const ServerOptions& options, store::Store* store,
                    std::function<Health()> health, std::shared_ptr<spdlog::logger> log)
     : options_(options),
@@ -31,7 +48,8 @@ Server::Impl::Impl(const ServerOptions& options, store::Store* store,
            [](bool, const std::string& key) -> Result<json> {
              return json{{"stream", "/api/v1/stream?key=" + key}};
            }),
-      streams_(store, options.max_stream_clients, options.stream_queue_bytes, log_) {
+      streams_(store, options.max_stream_clients, options.stream_queue_bytes, log_),
+      websockets_(store, WebSocketHubOptions(options), log_) {
   Routes();
   HttpOptions http;
   http.host = options_.host;
@@ -51,6 +69,10 @@ Server::Impl::Impl(const ServerOptions& options, store::Store* store,
   // token and sends it with its API requests.
   http.open_paths = {"/"};
   http.open_prefixes = {"/ui/"};
+  http.websocket_paths = {"/ws/v1", "/ws/v2"};
+  http.upgrade = [this](int fd, Request req, std::function<void()> done) {
+    websockets_.Accept(fd, std::move(req), std::move(done));
+  };
   http_ = std::make_unique<HttpServer>(
       std::move(http), [this](const Request& req, Response& res) { Handle(req, res); },
       [this](const std::string& series, int64_t delta) { store_->metrics().Add(series, delta); },
@@ -58,14 +80,17 @@ Server::Impl::Impl(const ServerOptions& options, store::Store* store,
 }
 
 Status Server::Impl::Start() {
+  websockets_.Start();
   KOMOKU_RETURN_IF_ERROR(http_->Start());
-  log_->info("HTTP API on http://{}:{}/api/v1/", options_.host, http_->port());
+  log_->info("HTTP API on http://{}:{}/api/v1/, WebSocket on ws://{}:{}/ws/v1 and /ws/v2",
+             options_.host, http_->port(), options_.host, http_->port());
   return Status::Ok();
 }
 
 void Server::Impl::Stop() {
   streams_.StopAll();
   http_->Stop();
+  websockets_.Stop();
 }
 
 void Server::Impl::Handle(const Request& req, Response& res) {

@@ -25,6 +25,7 @@
 #include "query/http.h"
 #include "query/server.h"
 #include "query/stream.h"
+#include "query/websocket.h"
 #include "series/history.h"
 #include "store/store.h"
 #include "wire/api.h"
@@ -144,6 +145,8 @@ class Server::Impl {
   std::map<std::pair<std::string, std::string>, Handler> routes_;  // constant after construction
   store::Api api_;
   StreamHub streams_;
+  // Before http_, which hands it connections.
+  WebSocketHub websockets_;
   std::unique_ptr<HttpServer> http_;  // thread-safe
 };
 
