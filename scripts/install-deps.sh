@@ -17,7 +17,7 @@ packages=(
   # libraries
   libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev
   nlohmann-json3-dev libsqlite3-dev libspdlog-dev
-  libboost-dev libcpp-httplib-dev libyaml-cpp-dev libcli11-dev libhowardhinnant-date-dev tzdata libsystemd-dev
+  libboost-dev zlib1g-dev libcpp-httplib-dev libyaml-cpp-dev libcli11-dev libhowardhinnant-date-dev tzdata libsystemd-dev
   # test
   libgtest-dev
   # run: the broker and its command-line clients; curl for the quick start
