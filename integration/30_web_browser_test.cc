@@ -18,190 +18,31 @@
 #include <thread>
 
 #include "harness/harness.h"
+#include "testing/webdriver.h"
 
 namespace komoku::testing {
 namespace {
 
 using nlohmann::json;
 using std::chrono::milliseconds;
+using webdriver::Browser;
 
-constexpr char kElement[] = "element-6066-11e4-a52e-4f735466cecf";
 constexpr milliseconds kPageTimeout(60000);
-
-// WebDriver sends screenshots in base64.
-std::string Base64Decode(const std::string& in) {
-  std::string out;
-  int bits = 0;
-  unsigned acc = 0;
-  for (char c : in) {
-    int v = c >= 'A' && c <= 'Z'   ? c - 'A'
-            : c >= 'a' && c <= 'z' ? c - 'a' + 26
-            : c >= '0' && c <= '9' ? c - '0' + 52
-            : c == '+'             ? 62
-            : c == '/'             ? 63
-                                   : -1;
-    if (v < 0) continue;
-    acc = (acc << 6) | static_cast<unsigned>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xff);
-    }
-  }
-  return out;
-}
 
 double Now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// A WebDriver session with a headless Chromium, through chromedriver on a
-// free loopback port. Every call fails the test (with what the driver said)
-// rather than throwing.
-class Browser {
- public:
-  explicit Browser(const TempDir& dir) {
-    port_ = FreeLoopbackPort();
-    driver_ = std::make_unique<Process>(
-        std::vector<std::string>{CHROMEDRIVER_BINARY, "--port=" + std::to_string(port_)},
-        dir.File("chromedriver.log"));
-    ready_ = komoku::testing::WaitFor(
-        [&] {
-          httplib::Client cli("127.0.0.1", port_);
-          auto r = cli.Get("/status");
-          return r && r->status == 200 &&
-                 json::parse(r->body, nullptr, false)["value"]["ready"] == true;
-        },
-        kPageTimeout);
-    if (!ready_) return;
-    json caps = {{"capabilities",
-                  {{"alwaysMatch",
-                    {{"browserName", "chrome"},
-                     {"goog:chromeOptions",
-                      {{"binary", CHROMIUM_BINARY},
-                       {"args",
-                        {"--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1200,900", "--lang=en-US",
-                         "--user-data-dir=" + dir.File("chromium-profile")}}}}}}}}};
-    json r = Call("POST", "/session", caps);
-    if (r.contains("sessionId")) session_ = r["sessionId"];
-    if (r.contains("value") && r["value"].is_object() && r["value"].contains("sessionId")) {
-      session_ = r["value"]["sessionId"];
-    }
-  }
-  ~Browser() {
-    if (!session_.empty()) Call("DELETE", "/session/" + session_, nullptr);
-    if (driver_) driver_->Stop();
-  }
-
-  bool ok() const { return ready_ && !session_.empty(); }
-  std::string Why() const { return driver_ ? driver_->Output() : "chromedriver did not start"; }
-
-  void Go(const std::string& url) { Session("POST", "/url", {{"url", url}}); }
-
-  // Runs `script` (a function body: `return …`) in the page; its value.
-  json Eval(const std::string& script) {
-    json r = Session("POST", "/execute/sync", {{"script", script}, {"args", json::array()}});
-    return r.contains("value") ? r["value"] : json();
-  }
-
-  // Polls `script` until it returns something truthy (true, a non-empty
-  // string, a non-zero number); that value, or null on timeout.
-  json WaitFor(const std::string& script, milliseconds timeout = kPageTimeout) {
-    json last;
-    komoku::testing::WaitFor(
-        [&] {
-          last = Eval(script);
-          return !(last.is_null() || last == false || last == "" || last == 0);
-        },
-        timeout);
-    return last.is_null() || last == false || last == "" || last == 0 ? json() : last;
-  }
-
-  std::string Find(const std::string& css) {
-    json r = Session("POST", "/element", {{"using", "css selector"}, {"value", css}});
-    if (!r.contains("value") || !r["value"].is_object() || !r["value"].contains(kElement)) {
-      ADD_FAILURE() << "no element " << css << ": " << r.dump();
-      return "";
-    }
-    return r["value"][kElement];
-  }
-  void Type(const std::string& css, const std::string& text) {
-    Session("POST", "/element/" + Find(css) + "/value", {{"text", text}});
-  }
-  void Click(const std::string& css) {
-    Session("POST", "/element/" + Find(css) + "/click", json::object());
-  }
-
-  // Presses the mouse at `from_x` pixels from the element's centre, moves to
-  // `to_x` and releases it: a drag across.
-  void Drag(const std::string& css, int from_x, int to_x) {
-    json origin = {{kElement, Find(css)}};
-    json actions = {{"actions",
-                     {{{"type", "pointer"},
-                       {"id", "mouse"},
-                       {"parameters", {{"pointerType", "mouse"}}},
-                       {"actions",
-                        {{{"type", "pointerMove"}, {"origin", origin}, {"x", from_x}, {"y", 0}},
-                         {{"type", "pointerDown"}, {"button", 0}},
-                         {{"type", "pointerMove"},
-                          {"duration", 300},
-                          {"origin", origin},
-                          {"x", to_x},
-                          {"y", 0}},
-                         {{"type", "pointerUp"}, {"button", 0}}}}}}}};
-    Session("POST", "/actions", actions);
-  }
-
-  // Moves the mouse to `x` pixels from the element's centre.
-  void Hover(const std::string& css, int x) {
-    json origin = {{kElement, Find(css)}};
-    Session(
-        "POST", "/actions",
-        {{"actions",
-          {{{"type", "pointer"},
-            {"id", "mouse"},
-            {"parameters", {{"pointerType", "mouse"}}},
-            {"actions", {{{"type", "pointerMove"}, {"origin", origin}, {"x", x}, {"y", 0}}}}}}}});
-  }
-
-  // Saves a screenshot (PNG) as a test artifact.
-  void Screenshot(const std::string& path) {
-    json r = Session("GET", "/screenshot", nullptr);
-    if (!r.contains("value") || !r["value"].is_string()) return;
-    std::ofstream(path, std::ios::binary) << Base64Decode(r["value"].get<std::string>());
-  }
-
- private:
-  json Session(const std::string& method, const std::string& path, const json& body) {
-    return Call(method, "/session/" + session_ + path, body);
-  }
-  json Call(const std::string& method, const std::string& path, const json& body) {
-    httplib::Client cli("127.0.0.1", port_);
-    cli.set_read_timeout(120, 0);
-    httplib::Result r = method == "GET"      ? cli.Get(path)
-                        : method == "DELETE" ? cli.Delete(path)
-                                             : cli.Post(path, body.dump(), "application/json");
-    if (!r) {
-      ADD_FAILURE() << method << " " << path << ": no answer from chromedriver";
-      return json();
-    }
-    json j = json::parse(r->body, nullptr, false);
-    if (r->status != 200) ADD_FAILURE() << method << " " << path << ": " << r->body;
-    return j.is_discarded() ? json() : j;
-  }
-
-  int port_ = 0;
-  bool ready_ = false;
-  std::unique_ptr<Process> driver_;
-  std::string session_;
-};
-
 class WebBrowserTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     browser_dir_ = new TempDir();
-    browser_ = new Browser(*browser_dir_);
+    webdriver::BrowserOptions options;
+    options.chromedriver = CHROMEDRIVER_BINARY;
+    options.chromium = CHROMIUM_BINARY;
+    options.dir = browser_dir_->path();
+    options.timeout = kPageTimeout;
+    browser_ = new Browser(options, [](const std::string& what) { ADD_FAILURE() << what; });
   }
   static void TearDownTestSuite() {
     delete browser_;
