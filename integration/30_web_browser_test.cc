@@ -4,8 +4,9 @@
 // with data published through a real Mosquitto. It checks what a user sees:
 // the keys with their values, a change appearing without a reload, a chart
 // drawn with the statistics of /api/v1/stats beside it, a link that
-// reproduces a view of several keys, drag to zoom, and a page behind a token
-// that asks for it and says when it is wrong.
+// reproduces a view of several keys, drag to zoom, a page behind a token
+// that asks for it and says when it is wrong, light and dark colours that
+// follow the system, and a phone-sized screen that needs no sideways scroll.
 //
 // One browser serves every test of the binary (started in SetUpTestSuite);
 // each test has its own broker and komoku, so its own origin and storage.
@@ -13,6 +14,7 @@
 #include <httplib.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <thread>
@@ -28,6 +30,19 @@ using std::chrono::milliseconds;
 using webdriver::Browser;
 
 constexpr milliseconds kPageTimeout(60000);
+
+// The relative luminance (0 black … 1 white) of a CSS colour as
+// getComputedStyle gives it ("rgb(20, 24, 28)"); -1 when it is not one.
+double Luminance(const json& css) {
+  if (!css.is_string()) return -1;
+  int r = 0, g = 0, b = 0;
+  if (std::sscanf(css.get<std::string>().c_str(), "rgb(%d, %d, %d", &r, &g, &b) != 3) return -1;
+  auto lin = [](int c) {
+    const double v = c / 255.0;
+    return v <= 0.04045 ? v / 12.92 : std::pow((v + 0.055) / 1.055, 2.4);
+  };
+  return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+}
 
 double Now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -64,6 +79,10 @@ class WebBrowserTest : public ::testing::Test {
     // The page as the test left it, kept beside the build for a look.
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     browser_->Screenshot(std::string(KOMOKU_ARTIFACT_DIR) + "/web-" + info->name() + ".png");
+    // The browser serves the next test too: back to the system's colours and
+    // the desktop window.
+    browser_->Cdp("Emulation.setEmulatedMedia", {{"features", json::array()}});
+    browser_->Cdp("Emulation.clearDeviceMetricsOverride", json::object());
     DumpOnFailure(*broker_, *komoku_);
   }
   std::string Url(const std::string& rest = "/") const {
@@ -397,6 +416,84 @@ TEST_F(WebBrowserTest, BehindATokenThePageAsksAndSaysWhenItIsWrong) {
           ->WaitFor("const r = document.querySelector('tr.key[data-key=\"office/co2\"] .value');"
                     "return r && r.textContent === '640';")
           .is_null());
+}
+
+// Light and dark follow the system (prefers-color-scheme, emulated through
+// the DevTools protocol), and on a phone (390 x 844 CSS pixels, a mobile
+// viewport) the key list and a chart fit the width: nothing to scroll
+// sideways.
+TEST_F(WebBrowserTest, ColoursFollowTheSystemAndAPhoneNeedsNoSidewaysScroll) {
+  Start();
+  const double now = Now();
+  for (int i = 0; i < 40; ++i) {
+    PublishAt("living_room/climate/temperature_of_the_north_wall_sensor", 18 + i % 5,
+              now - 7200 + i * 180);
+  }
+  PublishAt("garden/weather_station/rain_gauge_total_millimetres", 1234.5, now - 60);
+  PublishAt("hall/door", true, now - 30);
+  ASSERT_TRUE(WaitForHistory("living_room/climate/temperature_of_the_north_wall_sensor", 40));
+  ASSERT_TRUE(WaitForHistory("hall/door", 1));
+  const std::string colours =
+      "const s = getComputedStyle(document.body); return [s.backgroundColor, s.color];";
+  auto scheme = [&](const char* value) {
+    browser_->Cdp(
+        "Emulation.setEmulatedMedia",
+        {{"features", json::array({{{"name", "prefers-color-scheme"}, {"value", value}}})}});
+  };
+
+  scheme("dark");
+  browser_->Go(Url());
+  ASSERT_FALSE(
+      browser_->WaitFor("return document.querySelectorAll('tr.key').length === 3;").is_null());
+  EXPECT_EQ(browser_->Eval("return matchMedia('(prefers-color-scheme: dark)').matches;"), true);
+  json dark = browser_->Eval(colours);
+  EXPECT_LT(Luminance(dark[0]), 0.05) << dark.dump();
+  EXPECT_GT(Luminance(dark[1]), 0.6) << dark.dump();
+  browser_->Screenshot(std::string(KOMOKU_ARTIFACT_DIR) + "/web-dark.png");
+
+  scheme("light");
+  json light = browser_->Eval(colours);
+  EXPECT_GT(Luminance(light[0]), 0.9) << light.dump();
+  EXPECT_LT(Luminance(light[1]), 0.1) << light.dump();
+
+  // A phone: the device metrics of a 390 x 844 screen, mobile.
+  browser_->Cdp("Emulation.setDeviceMetricsOverride",
+                {{"width", 390}, {"height", 844}, {"deviceScaleFactor", 3}, {"mobile", true}});
+  const std::string fits = "return [document.documentElement.scrollWidth, innerWidth];";
+  browser_->Go(Url());
+  ASSERT_FALSE(
+      browser_->WaitFor("return document.querySelectorAll('tr.key').length === 3;").is_null());
+  // Content wider than the screen widens a mobile viewport (the browser
+  // zooms out), so innerWidth itself says whether the page fits.
+  // What reaches furthest right, for the message: an element, or the text
+  // that overflows one.
+  const std::string wide =
+      "return [innerWidth, ...[...document.querySelectorAll('body *')].map(e => ["
+      "Math.max(e.getBoundingClientRect().right, e.getBoundingClientRect().left + e.scrollWidth), "
+      "e.tagName + '.' + (e.getAttribute('class') || '')]).sort((a, b) => b[0] - a[0])"
+      ".slice(0, 4)];";
+  EXPECT_EQ(browser_->Eval("return innerWidth;"), 390) << browser_->Eval(wide).dump();
+  json keys = browser_->Eval(fits);
+  EXPECT_LE(keys[0].get<int>(), keys[1].get<int>()) << "the key list scrolls sideways";
+  browser_->Screenshot(std::string(KOMOKU_ARTIFACT_DIR) + "/web-phone-keys.png");
+
+  browser_->Go("about:blank");  // a new document, at the phone's own scale
+  browser_->Go(
+      Url("/#/chart?key=living_room/climate/temperature_of_the_north_wall_sensor"
+          "&key=hall/door&from=-3h&to=now"));
+  ASSERT_FALSE(browser_
+                   ->WaitFor("return !!document.querySelector('#chart path.line') && "
+                             "!!document.querySelector('#chart .lane rect.st-true');")
+                   .is_null())
+      << browser_->Eval("return document.body.innerText;");
+  EXPECT_EQ(browser_->Eval("return innerWidth;"), 390) << browser_->Eval(wide).dump();
+  json chart = browser_->Eval(fits);
+  EXPECT_LE(chart[0].get<int>(), chart[1].get<int>()) << "the chart view scrolls sideways";
+  json svg = browser_->Eval(
+      "const r = document.querySelector('#chart svg.chart').getBoundingClientRect();"
+      "return [r.left, r.right];");
+  EXPECT_GE(svg[0].get<double>(), 0) << svg.dump();
+  EXPECT_LE(svg[1].get<double>(), 390) << svg.dump();
 }
 
 }  // namespace
