@@ -157,14 +157,20 @@ TEST_F(WebBrowserTest, TheKeyListShowsTheKeysAndFollowsNewChanges) {
   EXPECT_EQ(ValueOf("garden/rain"), "0.4");
   EXPECT_EQ(browser_->Eval("return window.komokuTestMark;"), 42) << "the page was reloaded";
 
-  // A key whose value is older than its stale_after is marked stale; a key
-  // defined without a value yet, unknown.
+  // A key whose value is older than its stale_after is marked stale, also
+  // when the key is created after the list was read (its options come with
+  // it, without a reload); a key defined without a value yet, unknown.
   ASSERT_EQ(komoku_
                 ->Post("/api/v1/define?key=attic/humidity",
                        R"({"type": "numeric", "opts": {"stale_after": "10m"}})")
                 .status,
             200);
   PublishAt("attic/humidity", 55, Now() - 3600);
+  EXPECT_EQ(browser_->WaitFor("const b = document.querySelector("
+                              "'tr.key[data-key=\"attic/humidity\"] .badge');"
+                              "return b && b.textContent;"),
+            "stale");
+  EXPECT_EQ(browser_->Eval("return window.komokuTestMark;"), 42) << "the page was reloaded";
   ASSERT_EQ(komoku_->Post("/api/v1/define?key=attic/window", R"({"type": "boolean"})").status, 200);
   ASSERT_TRUE(WaitForHistory("attic/humidity", 1));
   browser_->Go(Url());
