@@ -283,6 +283,57 @@ TEST_F(WebBrowserTest, ABooleansShareOfTimeIsThatOfTheApi) {
   EXPECT_EQ(browser_->Eval("return document.querySelectorAll('svg.hours').length;"), 1);
 }
 
+// More spans than the chart has pixels: each pixel column is drawn in the
+// state that held longest in it, neighbouring columns of one state as one
+// rectangle, while the shares beside the chart are still the API's.
+TEST_F(WebBrowserTest, ABooleanWithMoreSpansThanPixelsIsBucketed) {
+  Start();
+  // 1,200 minutes, each true for 40 s then false for 20 s in the first
+  // half, true for 20 s then false for 40 s in the second: 2,400 spans.
+  const double base = std::floor(Now()) - 1200 * 60 - 600;
+  for (int i = 0; i < 1200; ++i) {
+    const double on = i < 600 ? 40 : 20;
+    PublishAt("lab/pump", true, base + i * 60);
+    PublishAt("lab/pump", false, base + i * 60 + on);
+  }
+  ASSERT_TRUE(WaitForHistory("lab/pump", 2400));
+  const long from = static_cast<long>(base), to = static_cast<long>(base + 1200 * 60);
+  browser_->Go(
+      Url("/#/chart?key=lab/pump&from=" + std::to_string(from) + "&to=" + std::to_string(to)));
+  ASSERT_FALSE(
+      browser_->WaitFor("return !!document.querySelector('#chart .lane[data-bucketed=true]');")
+          .is_null())
+      << browser_->Eval("return document.body.innerText;");
+  json rects = browser_->Eval(
+      "const r = (c) => [...document.querySelectorAll('#chart .lane rect.' + c)].map("
+      "e => [Number(e.getAttribute('x')), Number(e.getAttribute('x')) + "
+      "Number(e.getAttribute('width'))]);"
+      "const hit = document.querySelector('#chart rect.hit');"
+      "return {on: r('st-true'), off: r('st-false'), x0: Number(hit.getAttribute('x')), "
+      "x1: Number(hit.getAttribute('x')) + Number(hit.getAttribute('width'))};");
+  ASSERT_GE(rects["on"].size(), 1u) << rects.dump();
+  ASSERT_GE(rects["off"].size(), 1u) << rects.dump();
+  EXPECT_LE(rects["on"].size() + rects["off"].size(), 6u) << rects.dump();
+  const double mid = (rects["x0"].get<double>() + rects["x1"].get<double>()) / 2;
+  for (const json& r : rects["on"]) EXPECT_LE(r[1].get<double>(), mid + 3) << rects.dump();
+  for (const json& r : rects["off"]) EXPECT_GE(r[0].get<double>(), mid - 3) << rects.dump();
+
+  json share = browser_->WaitFor(
+      "for (const r of document.querySelectorAll('#stats tr'))"
+      "  if (r.querySelector('th').textContent === 'true') return "
+      "r.querySelector('td').textContent;"
+      "return '';");
+  ASSERT_TRUE(share.is_string());
+  auto stats = komoku_->Get("/api/v1/stats?key=lab/pump&from=" + std::to_string(from) +
+                            "&to=" + std::to_string(to));
+  ASSERT_EQ(stats.status, 200) << stats.body;
+  const std::string text = share.get<std::string>();
+  ASSERT_NE(text.find('('), std::string::npos) << text;
+  EXPECT_NEAR(std::stod(text.substr(text.find('(') + 1)),
+              stats.Json()["share"]["true"].get<double>() * 100, 0.01)
+      << text;
+}
+
 TEST_F(WebBrowserTest, ACounterIsDrawnAsBarsWithItsResetAndALogAsLines) {
   Start();
   ASSERT_EQ(komoku_->Post("/api/v1/define?key=meter", R"({"type": "counter"})").status, 200);
