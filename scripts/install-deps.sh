@@ -6,7 +6,8 @@
 #   scripts/install-deps.sh            build + run
 #   scripts/install-deps.sh test       also what the tests run against (Prometheus, openssl,
 #                                      headless Chromium and its WebDriver for the web page)
-#   scripts/install-deps.sh bench      also Google Benchmark
+#   scripts/install-deps.sh bench      also Google Benchmark, and Chromium with its WebDriver
+#                                      for the page's benchmark
 #   scripts/install-deps.sh fuzz       also clang (libFuzzer)
 #   scripts/install-deps.sh lint       also clang-format and clang-tidy
 set -euo pipefail
@@ -26,7 +27,7 @@ packages=(
 for extra in "$@"; do
   case "$extra" in
     test) packages+=(prometheus openssl chromium chromium-driver) ;;
-    bench) packages+=(libbenchmark-dev) ;;
+    bench) packages+=(libbenchmark-dev chromium chromium-driver) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;
     lint) packages+=(clang-format clang-tidy) ;;
     *) echo "install-deps: unknown group '$extra' (known: test, bench, fuzz, lint)" >&2; exit 2 ;;

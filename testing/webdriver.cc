@@ -70,6 +70,7 @@ Browser::Browser(BrowserOptions options, ErrorFn on_error)
       {"capabilities",
        {{"alwaysMatch",
          {{"browserName", "chrome"},
+          {"timeouts", {{"script", options_.script_timeout.count()}}},
           {"goog:chromeOptions",
            {{"binary", options_.chromium},
             {"args",

@@ -30,6 +30,9 @@ struct BrowserOptions {
   int height = 900;
   // For chromedriver to start and for each WaitFor.
   std::chrono::milliseconds timeout{60000};
+  // How long one script may run (WebDriver's "script" timeout; a page busy
+  // for longer makes Eval fail).
+  std::chrono::milliseconds script_timeout{30000};
 };
 
 class Browser {

@@ -556,6 +556,11 @@ function chartView(main, params) {
     } else {
       chartBox.textContent = '';
     }
+    // When the view was last drawn, for bench/page_bench (docs/web.md,
+    // "Speed"); only the last mark is kept, so a live chart does not pile
+    // them up.
+    performance.clearMarks('komoku:drawn');
+    performance.mark('komoku:drawn');
   }
 
   function statsTable(rows, cls = '') {
