@@ -2,12 +2,16 @@
 // page, every file it references (and every module those import) answers
 // 200 with its content type and the page's Content-Security-Policy, an
 // unchanged file revalidates to 304, a file that does not exist is a 404,
-// the whole page stays within its weight, and behind a token the files
-// answer without it while the API still asks for it (docs/web.md).
+// the whole page stays within its weight, the page and a large history
+// answer come gzipped to a client that asks (and only then), and behind a
+// token the files answer without it while the API still asks for it
+// (docs/web.md, docs/http-api.md "Compression").
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <zlib.h>
 
 #include <fstream>
+#include <iostream>
 #include <regex>
 #include <set>
 #include <string>
@@ -36,6 +40,25 @@ std::set<std::string> References(const std::string& text) {
   return out;
 }
 
+// `gz` inflated as a gzip member; "<bad gzip>" when it is not one.
+std::string Gunzip(const std::string& gz) {
+  z_stream z{};
+  if (inflateInit2(&z, 15 + 16) != Z_OK) return "<bad gzip>";
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(gz.data()));
+  z.avail_in = static_cast<uInt>(gz.size());
+  std::string out;
+  char buf[16384];
+  int rc = Z_OK;
+  while (rc == Z_OK) {
+    z.next_out = reinterpret_cast<Bytef*>(buf);
+    z.avail_out = sizeof buf;
+    rc = inflate(&z, Z_NO_FLUSH);
+    out.append(buf, sizeof buf - z.avail_out);
+  }
+  inflateEnd(&z);
+  return rc == Z_STREAM_END && z.avail_in == 0 ? out : "<bad gzip>";
+}
+
 std::string TypeFor(const std::string& path) {
   if (path.size() > 3 && path.compare(path.size() - 3, 3, ".js") == 0) return "text/javascript";
   if (path.size() > 4 && path.compare(path.size() - 4, 4, ".css") == 0) return "text/css";
@@ -54,6 +77,12 @@ class WebPageTest : public ::testing::Test {
   }
   httplib::Result Get(const std::string& path, const httplib::Headers& headers = {}) {
     httplib::Client cli("127.0.0.1", komoku_->http_port());
+    return cli.Get(path, headers);
+  }
+  // The answer's bytes as sent: the client inflates nothing.
+  httplib::Result GetRaw(const std::string& path, const httplib::Headers& headers) {
+    httplib::Client cli("127.0.0.1", komoku_->http_port());
+    cli.set_decompress(false);
     return cli.Get(path, headers);
   }
 
@@ -106,7 +135,6 @@ TEST_F(WebPageTest, ThePageAndEveryFileItReferences) {
   EXPECT_LE(bytes, 150u * 1024) << "the page weighs " << bytes << " bytes";
 }
 
-// The bar: served compressed where the client accepts it.
 TEST_F(WebPageTest, UnchangedFilesRevalidateAndMissingOnesAre404) {
   Start();
   auto first = Get("/ui/app.js");
@@ -128,6 +156,84 @@ TEST_F(WebPageTest, UnchangedFilesRevalidateAndMissingOnesAre404) {
     ASSERT_TRUE(r) << path;
     EXPECT_EQ(r->status, 404) << path << ": " << r->body;
   }
+}
+
+// The bar: served compressed where the client accepts it.
+TEST_F(WebPageTest, TextAnswersComeGzippedWhenAskedAndOnlyThen) {
+  Start();
+  // 1,500 readings: a history answer of about 40 KB of JSON.
+  MqttClient mqtt(broker_->url(), "it-web-gzip");
+  const double t0 = 1.7e9;
+  for (int i = 0; i < 1500; ++i) {
+    mqtt.Publish("komoku/set/cellar/temp",
+                 nlohmann::json{{"value", 10 + (i % 37) * 0.25}, {"time", t0 + i * 10}}.dump(), 0);
+  }
+  const std::string history =
+      "/api/v1/history?key=cellar/temp&from=1699999000&to=1700020000&limit=10000";
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto r = komoku_->Get(history);
+        return r.status == 200 && r.Json()["rows"].size() == 1500;
+      },
+      std::chrono::seconds(60)))
+      << komoku_->Get(history).body;
+
+  size_t plain_total = 0, gzip_total = 0;
+  for (const std::string& path : std::vector<std::string>{"/", "/ui/app.js", "/ui/chart.js",
+                                                          "/ui/api.js", "/ui/style.css", history}) {
+    SCOPED_TRACE(path);
+    auto plain = GetRaw(path, {{"Accept-Encoding", "identity"}});
+    ASSERT_TRUE(plain);
+    ASSERT_EQ(plain->status, 200);
+    EXPECT_FALSE(plain->has_header("Content-Encoding"));
+    EXPECT_EQ(plain->get_header_value("Vary"), "Accept-Encoding");
+    ASSERT_GT(plain->body.size(), 1024u);
+
+    auto gz = GetRaw(path, {{"Accept-Encoding", "deflate, gzip;q=0.9, br;q=0.1"}});
+    ASSERT_TRUE(gz);
+    ASSERT_EQ(gz->status, 200);
+    EXPECT_EQ(gz->get_header_value("Content-Encoding"), "gzip");
+    EXPECT_EQ(gz->get_header_value("Vary"), "Accept-Encoding");
+    EXPECT_EQ(gz->get_header_value("Content-Type"), plain->get_header_value("Content-Type"));
+    const std::string inflated = Gunzip(gz->body);
+    EXPECT_TRUE(inflated == plain->body)
+        << "inflated " << inflated.size() << " bytes, plain " << plain->body.size();
+    EXPECT_LT(gz->body.size(), plain->body.size() * 3 / 4);
+
+    // A weight of 0 refuses gzip.
+    auto refused = GetRaw(path, {{"Accept-Encoding", "gzip;q=0, identity"}});
+    ASSERT_TRUE(refused);
+    EXPECT_FALSE(refused->has_header("Content-Encoding"));
+    EXPECT_TRUE(refused->body == plain->body);
+
+    if (path != history) {
+      plain_total += plain->body.size();
+      gzip_total += gz->body.size();
+      // The gzipped file's ETag is the plain one's made weak, and either
+      // revalidates to a 304 naming what the client holds.
+      const std::string etag = plain->get_header_value("ETag");
+      ASSERT_FALSE(etag.empty());
+      EXPECT_EQ(gz->get_header_value("ETag"), "W/" + etag);
+      auto again = GetRaw(path, {{"Accept-Encoding", "gzip"}, {"If-None-Match", "W/" + etag}});
+      ASSERT_TRUE(again);
+      EXPECT_EQ(again->status, 304);
+      EXPECT_EQ(again->get_header_value("ETag"), "W/" + etag);
+      auto again_plain = GetRaw(path, {{"Accept-Encoding", "identity"}, {"If-None-Match", etag}});
+      ASSERT_TRUE(again_plain);
+      EXPECT_EQ(again_plain->status, 304);
+      EXPECT_EQ(again_plain->get_header_value("ETag"), etag);
+    }
+  }
+  std::cout << "the page: " << plain_total << " bytes, " << gzip_total << " gzipped\n";
+  RecordProperty("page_bytes", static_cast<int>(plain_total));
+  RecordProperty("page_gzip_bytes", static_cast<int>(gzip_total));
+
+  // Small answers go out as they are.
+  auto small = GetRaw("/api/v1/value?key=cellar/temp", {{"Accept-Encoding", "gzip"}});
+  ASSERT_TRUE(small);
+  EXPECT_EQ(small->status, 200) << small->body;
+  EXPECT_FALSE(small->has_header("Content-Encoding"));
+  EXPECT_NE(small->body.find("\"value\""), std::string::npos) << small->body;
 }
 
 TEST_F(WebPageTest, BehindATokenTheFilesAnswerAndTheApiAsks) {

@@ -4,8 +4,9 @@
 // with data published through a real Mosquitto. It checks what a user sees:
 // the keys with their values, a change appearing without a reload, a chart
 // drawn with the statistics of /api/v1/stats beside it, a link that
-// reproduces a view of several keys, drag to zoom, and a page behind a token
-// that asks for it and says when it is wrong.
+// reproduces a view of several keys, drag to zoom, a page behind a token
+// that asks for it and says when it is wrong, light and dark colours that
+// follow the system, and a phone-sized screen that needs no sideways scroll.
 //
 // One browser serves every test of the binary (started in SetUpTestSuite);
 // each test has its own broker and komoku, so its own origin and storage.
@@ -13,195 +14,50 @@
 #include <httplib.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <thread>
 
 #include "harness/harness.h"
+#include "testing/webdriver.h"
 
 namespace komoku::testing {
 namespace {
 
 using nlohmann::json;
 using std::chrono::milliseconds;
+using webdriver::Browser;
 
-constexpr char kElement[] = "element-6066-11e4-a52e-4f735466cecf";
 constexpr milliseconds kPageTimeout(60000);
 
-// WebDriver sends screenshots in base64.
-std::string Base64Decode(const std::string& in) {
-  std::string out;
-  int bits = 0;
-  unsigned acc = 0;
-  for (char c : in) {
-    int v = c >= 'A' && c <= 'Z'   ? c - 'A'
-            : c >= 'a' && c <= 'z' ? c - 'a' + 26
-            : c >= '0' && c <= '9' ? c - '0' + 52
-            : c == '+'             ? 62
-            : c == '/'             ? 63
-                                   : -1;
-    if (v < 0) continue;
-    acc = (acc << 6) | static_cast<unsigned>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xff);
-    }
-  }
-  return out;
+// The relative luminance (0 black … 1 white) of a CSS colour as
+// getComputedStyle gives it ("rgb(20, 24, 28)"); -1 when it is not one.
+double Luminance(const json& css) {
+  if (!css.is_string()) return -1;
+  int r = 0, g = 0, b = 0;
+  if (std::sscanf(css.get<std::string>().c_str(), "rgb(%d, %d, %d", &r, &g, &b) != 3) return -1;
+  auto lin = [](int c) {
+    const double v = c / 255.0;
+    return v <= 0.04045 ? v / 12.92 : std::pow((v + 0.055) / 1.055, 2.4);
+  };
+  return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
 }
 
 double Now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// A WebDriver session with a headless Chromium, through chromedriver on a
-// free loopback port. Every call fails the test (with what the driver said)
-// rather than throwing.
-class Browser {
- public:
-  explicit Browser(const TempDir& dir) {
-    port_ = FreeLoopbackPort();
-    driver_ = std::make_unique<Process>(
-        std::vector<std::string>{CHROMEDRIVER_BINARY, "--port=" + std::to_string(port_)},
-        dir.File("chromedriver.log"));
-    ready_ = komoku::testing::WaitFor(
-        [&] {
-          httplib::Client cli("127.0.0.1", port_);
-          auto r = cli.Get("/status");
-          return r && r->status == 200 &&
-                 json::parse(r->body, nullptr, false)["value"]["ready"] == true;
-        },
-        kPageTimeout);
-    if (!ready_) return;
-    json caps = {{"capabilities",
-                  {{"alwaysMatch",
-                    {{"browserName", "chrome"},
-                     {"goog:chromeOptions",
-                      {{"binary", CHROMIUM_BINARY},
-                       {"args",
-                        {"--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1200,900", "--lang=en-US",
-                         "--user-data-dir=" + dir.File("chromium-profile")}}}}}}}}};
-    json r = Call("POST", "/session", caps);
-    if (r.contains("sessionId")) session_ = r["sessionId"];
-    if (r.contains("value") && r["value"].is_object() && r["value"].contains("sessionId")) {
-      session_ = r["value"]["sessionId"];
-    }
-  }
-  ~Browser() {
-    if (!session_.empty()) Call("DELETE", "/session/" + session_, nullptr);
-    if (driver_) driver_->Stop();
-  }
-
-  bool ok() const { return ready_ && !session_.empty(); }
-  std::string Why() const { return driver_ ? driver_->Output() : "chromedriver did not start"; }
-
-  void Go(const std::string& url) { Session("POST", "/url", {{"url", url}}); }
-
-  // Runs `script` (a function body: `return …`) in the page; its value.
-  json Eval(const std::string& script) {
-    json r = Session("POST", "/execute/sync", {{"script", script}, {"args", json::array()}});
-    return r.contains("value") ? r["value"] : json();
-  }
-
-  // Polls `script` until it returns something truthy (true, a non-empty
-  // string, a non-zero number); that value, or null on timeout.
-  json WaitFor(const std::string& script, milliseconds timeout = kPageTimeout) {
-    json last;
-    komoku::testing::WaitFor(
-        [&] {
-          last = Eval(script);
-          return !(last.is_null() || last == false || last == "" || last == 0);
-        },
-        timeout);
-    return last.is_null() || last == false || last == "" || last == 0 ? json() : last;
-  }
-
-  std::string Find(const std::string& css) {
-    json r = Session("POST", "/element", {{"using", "css selector"}, {"value", css}});
-    if (!r.contains("value") || !r["value"].is_object() || !r["value"].contains(kElement)) {
-      ADD_FAILURE() << "no element " << css << ": " << r.dump();
-      return "";
-    }
-    return r["value"][kElement];
-  }
-  void Type(const std::string& css, const std::string& text) {
-    Session("POST", "/element/" + Find(css) + "/value", {{"text", text}});
-  }
-  void Click(const std::string& css) {
-    Session("POST", "/element/" + Find(css) + "/click", json::object());
-  }
-
-  // Presses the mouse at `from_x` pixels from the element's centre, moves to
-  // `to_x` and releases it: a drag across.
-  void Drag(const std::string& css, int from_x, int to_x) {
-    json origin = {{kElement, Find(css)}};
-    json actions = {{"actions",
-                     {{{"type", "pointer"},
-                       {"id", "mouse"},
-                       {"parameters", {{"pointerType", "mouse"}}},
-                       {"actions",
-                        {{{"type", "pointerMove"}, {"origin", origin}, {"x", from_x}, {"y", 0}},
-                         {{"type", "pointerDown"}, {"button", 0}},
-                         {{"type", "pointerMove"},
-                          {"duration", 300},
-                          {"origin", origin},
-                          {"x", to_x},
-                          {"y", 0}},
-                         {{"type", "pointerUp"}, {"button", 0}}}}}}}};
-    Session("POST", "/actions", actions);
-  }
-
-  // Moves the mouse to `x` pixels from the element's centre.
-  void Hover(const std::string& css, int x) {
-    json origin = {{kElement, Find(css)}};
-    Session(
-        "POST", "/actions",
-        {{"actions",
-          {{{"type", "pointer"},
-            {"id", "mouse"},
-            {"parameters", {{"pointerType", "mouse"}}},
-            {"actions", {{{"type", "pointerMove"}, {"origin", origin}, {"x", x}, {"y", 0}}}}}}}});
-  }
-
-  // Saves a screenshot (PNG) as a test artifact.
-  void Screenshot(const std::string& path) {
-    json r = Session("GET", "/screenshot", nullptr);
-    if (!r.contains("value") || !r["value"].is_string()) return;
-    std::ofstream(path, std::ios::binary) << Base64Decode(r["value"].get<std::string>());
-  }
-
- private:
-  json Session(const std::string& method, const std::string& path, const json& body) {
-    return Call(method, "/session/" + session_ + path, body);
-  }
-  json Call(const std::string& method, const std::string& path, const json& body) {
-    httplib::Client cli("127.0.0.1", port_);
-    cli.set_read_timeout(120, 0);
-    httplib::Result r = method == "GET"      ? cli.Get(path)
-                        : method == "DELETE" ? cli.Delete(path)
-                                             : cli.Post(path, body.dump(), "application/json");
-    if (!r) {
-      ADD_FAILURE() << method << " " << path << ": no answer from chromedriver";
-      return json();
-    }
-    json j = json::parse(r->body, nullptr, false);
-    if (r->status != 200) ADD_FAILURE() << method << " " << path << ": " << r->body;
-    return j.is_discarded() ? json() : j;
-  }
-
-  int port_ = 0;
-  bool ready_ = false;
-  std::unique_ptr<Process> driver_;
-  std::string session_;
-};
-
 class WebBrowserTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     browser_dir_ = new TempDir();
-    browser_ = new Browser(*browser_dir_);
+    webdriver::BrowserOptions options;
+    options.chromedriver = CHROMEDRIVER_BINARY;
+    options.chromium = CHROMIUM_BINARY;
+    options.dir = browser_dir_->path();
+    options.timeout = kPageTimeout;
+    browser_ = new Browser(options, [](const std::string& what) { ADD_FAILURE() << what; });
   }
   static void TearDownTestSuite() {
     delete browser_;
@@ -223,6 +79,10 @@ class WebBrowserTest : public ::testing::Test {
     // The page as the test left it, kept beside the build for a look.
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     browser_->Screenshot(std::string(KOMOKU_ARTIFACT_DIR) + "/web-" + info->name() + ".png");
+    // The browser serves the next test too: back to the system's colours and
+    // the desktop window.
+    browser_->Cdp("Emulation.setEmulatedMedia", {{"features", json::array()}});
+    browser_->Cdp("Emulation.clearDeviceMetricsOverride", json::object());
     DumpOnFailure(*broker_, *komoku_);
   }
   std::string Url(const std::string& rest = "/") const {
@@ -297,14 +157,20 @@ TEST_F(WebBrowserTest, TheKeyListShowsTheKeysAndFollowsNewChanges) {
   EXPECT_EQ(ValueOf("garden/rain"), "0.4");
   EXPECT_EQ(browser_->Eval("return window.komokuTestMark;"), 42) << "the page was reloaded";
 
-  // A key whose value is older than its stale_after is marked stale; a key
-  // defined without a value yet, unknown.
+  // A key whose value is older than its stale_after is marked stale, also
+  // when the key is created after the list was read (its options come with
+  // it, without a reload); a key defined without a value yet, unknown.
   ASSERT_EQ(komoku_
                 ->Post("/api/v1/define?key=attic/humidity",
                        R"({"type": "numeric", "opts": {"stale_after": "10m"}})")
                 .status,
             200);
   PublishAt("attic/humidity", 55, Now() - 3600);
+  EXPECT_EQ(browser_->WaitFor("const b = document.querySelector("
+                              "'tr.key[data-key=\"attic/humidity\"] .badge');"
+                              "return b && b.textContent;"),
+            "stale");
+  EXPECT_EQ(browser_->Eval("return window.komokuTestMark;"), 42) << "the page was reloaded";
   ASSERT_EQ(komoku_->Post("/api/v1/define?key=attic/window", R"({"type": "boolean"})").status, 200);
   ASSERT_TRUE(WaitForHistory("attic/humidity", 1));
   browser_->Go(Url());
@@ -415,6 +281,57 @@ TEST_F(WebBrowserTest, ABooleansShareOfTimeIsThatOfTheApi) {
       browser_->Eval("return document.querySelectorAll('#chart .lane rect.st-false').length;"), 2);
   // And the share per hour of the day.
   EXPECT_EQ(browser_->Eval("return document.querySelectorAll('svg.hours').length;"), 1);
+}
+
+// More spans than the chart has pixels: each pixel column is drawn in the
+// state that held longest in it, neighbouring columns of one state as one
+// rectangle, while the shares beside the chart are still the API's.
+TEST_F(WebBrowserTest, ABooleanWithMoreSpansThanPixelsIsBucketed) {
+  Start();
+  // 1,200 minutes, each true for 40 s then false for 20 s in the first
+  // half, true for 20 s then false for 40 s in the second: 2,400 spans.
+  const double base = std::floor(Now()) - 1200 * 60 - 600;
+  for (int i = 0; i < 1200; ++i) {
+    const double on = i < 600 ? 40 : 20;
+    PublishAt("lab/pump", true, base + i * 60);
+    PublishAt("lab/pump", false, base + i * 60 + on);
+  }
+  ASSERT_TRUE(WaitForHistory("lab/pump", 2400));
+  const long from = static_cast<long>(base), to = static_cast<long>(base + 1200 * 60);
+  browser_->Go(
+      Url("/#/chart?key=lab/pump&from=" + std::to_string(from) + "&to=" + std::to_string(to)));
+  ASSERT_FALSE(
+      browser_->WaitFor("return !!document.querySelector('#chart .lane[data-bucketed=true]');")
+          .is_null())
+      << browser_->Eval("return document.body.innerText;");
+  json rects = browser_->Eval(
+      "const r = (c) => [...document.querySelectorAll('#chart .lane rect.' + c)].map("
+      "e => [Number(e.getAttribute('x')), Number(e.getAttribute('x')) + "
+      "Number(e.getAttribute('width'))]);"
+      "const hit = document.querySelector('#chart rect.hit');"
+      "return {on: r('st-true'), off: r('st-false'), x0: Number(hit.getAttribute('x')), "
+      "x1: Number(hit.getAttribute('x')) + Number(hit.getAttribute('width'))};");
+  ASSERT_GE(rects["on"].size(), 1u) << rects.dump();
+  ASSERT_GE(rects["off"].size(), 1u) << rects.dump();
+  EXPECT_LE(rects["on"].size() + rects["off"].size(), 6u) << rects.dump();
+  const double mid = (rects["x0"].get<double>() + rects["x1"].get<double>()) / 2;
+  for (const json& r : rects["on"]) EXPECT_LE(r[1].get<double>(), mid + 3) << rects.dump();
+  for (const json& r : rects["off"]) EXPECT_GE(r[0].get<double>(), mid - 3) << rects.dump();
+
+  json share = browser_->WaitFor(
+      "for (const r of document.querySelectorAll('#stats tr'))"
+      "  if (r.querySelector('th').textContent === 'true') return "
+      "r.querySelector('td').textContent;"
+      "return '';");
+  ASSERT_TRUE(share.is_string());
+  auto stats = komoku_->Get("/api/v1/stats?key=lab/pump&from=" + std::to_string(from) +
+                            "&to=" + std::to_string(to));
+  ASSERT_EQ(stats.status, 200) << stats.body;
+  const std::string text = share.get<std::string>();
+  ASSERT_NE(text.find('('), std::string::npos) << text;
+  EXPECT_NEAR(std::stod(text.substr(text.find('(') + 1)),
+              stats.Json()["share"]["true"].get<double>() * 100, 0.01)
+      << text;
 }
 
 TEST_F(WebBrowserTest, ACounterIsDrawnAsBarsWithItsResetAndALogAsLines) {
@@ -556,6 +473,84 @@ TEST_F(WebBrowserTest, BehindATokenThePageAsksAndSaysWhenItIsWrong) {
           ->WaitFor("const r = document.querySelector('tr.key[data-key=\"office/co2\"] .value');"
                     "return r && r.textContent === '640';")
           .is_null());
+}
+
+// Light and dark follow the system (prefers-color-scheme, emulated through
+// the DevTools protocol), and on a phone (390 x 844 CSS pixels, a mobile
+// viewport) the key list and a chart fit the width: nothing to scroll
+// sideways.
+TEST_F(WebBrowserTest, ColoursFollowTheSystemAndAPhoneNeedsNoSidewaysScroll) {
+  Start();
+  const double now = Now();
+  for (int i = 0; i < 40; ++i) {
+    PublishAt("living_room/climate/temperature_of_the_north_wall_sensor", 18 + i % 5,
+              now - 7200 + i * 180);
+  }
+  PublishAt("garden/weather_station/rain_gauge_total_millimetres", 1234.5, now - 60);
+  PublishAt("hall/door", true, now - 30);
+  ASSERT_TRUE(WaitForHistory("living_room/climate/temperature_of_the_north_wall_sensor", 40));
+  ASSERT_TRUE(WaitForHistory("hall/door", 1));
+  const std::string colours =
+      "const s = getComputedStyle(document.body); return [s.backgroundColor, s.color];";
+  auto scheme = [&](const char* value) {
+    browser_->Cdp(
+        "Emulation.setEmulatedMedia",
+        {{"features", json::array({{{"name", "prefers-color-scheme"}, {"value", value}}})}});
+  };
+
+  scheme("dark");
+  browser_->Go(Url());
+  ASSERT_FALSE(
+      browser_->WaitFor("return document.querySelectorAll('tr.key').length === 3;").is_null());
+  EXPECT_EQ(browser_->Eval("return matchMedia('(prefers-color-scheme: dark)').matches;"), true);
+  json dark = browser_->Eval(colours);
+  EXPECT_LT(Luminance(dark[0]), 0.05) << dark.dump();
+  EXPECT_GT(Luminance(dark[1]), 0.6) << dark.dump();
+  browser_->Screenshot(std::string(KOMOKU_ARTIFACT_DIR) + "/web-dark.png");
+
+  scheme("light");
+  json light = browser_->Eval(colours);
+  EXPECT_GT(Luminance(light[0]), 0.9) << light.dump();
+  EXPECT_LT(Luminance(light[1]), 0.1) << light.dump();
+
+  // A phone: the device metrics of a 390 x 844 screen, mobile.
+  browser_->Cdp("Emulation.setDeviceMetricsOverride",
+                {{"width", 390}, {"height", 844}, {"deviceScaleFactor", 3}, {"mobile", true}});
+  const std::string fits = "return [document.documentElement.scrollWidth, innerWidth];";
+  browser_->Go(Url());
+  ASSERT_FALSE(
+      browser_->WaitFor("return document.querySelectorAll('tr.key').length === 3;").is_null());
+  // Content wider than the screen widens a mobile viewport (the browser
+  // zooms out), so innerWidth itself says whether the page fits.
+  // What reaches furthest right, for the message: an element, or the text
+  // that overflows one.
+  const std::string wide =
+      "return [innerWidth, ...[...document.querySelectorAll('body *')].map(e => ["
+      "Math.max(e.getBoundingClientRect().right, e.getBoundingClientRect().left + e.scrollWidth), "
+      "e.tagName + '.' + (e.getAttribute('class') || '')]).sort((a, b) => b[0] - a[0])"
+      ".slice(0, 4)];";
+  EXPECT_EQ(browser_->Eval("return innerWidth;"), 390) << browser_->Eval(wide).dump();
+  json keys = browser_->Eval(fits);
+  EXPECT_LE(keys[0].get<int>(), keys[1].get<int>()) << "the key list scrolls sideways";
+  browser_->Screenshot(std::string(KOMOKU_ARTIFACT_DIR) + "/web-phone-keys.png");
+
+  browser_->Go("about:blank");  // a new document, at the phone's own scale
+  browser_->Go(
+      Url("/#/chart?key=living_room/climate/temperature_of_the_north_wall_sensor"
+          "&key=hall/door&from=-3h&to=now"));
+  ASSERT_FALSE(browser_
+                   ->WaitFor("return !!document.querySelector('#chart path.line') && "
+                             "!!document.querySelector('#chart .lane rect.st-true');")
+                   .is_null())
+      << browser_->Eval("return document.body.innerText;");
+  EXPECT_EQ(browser_->Eval("return innerWidth;"), 390) << browser_->Eval(wide).dump();
+  json chart = browser_->Eval(fits);
+  EXPECT_LE(chart[0].get<int>(), chart[1].get<int>()) << "the chart view scrolls sideways";
+  json svg = browser_->Eval(
+      "const r = document.querySelector('#chart svg.chart').getBoundingClientRect();"
+      "return [r.left, r.right];");
+  EXPECT_GE(svg[0].get<double>(), 0) << svg.dump();
+  EXPECT_LE(svg[1].get<double>(), 390) << svg.dump();
 }
 
 }  // namespace

@@ -7,7 +7,8 @@
 #   scripts/install-deps.sh test       also what the tests run against (Prometheus, openssl,
 #                                      headless Chromium and its WebDriver for the web page,
 #                                      python3-websockets for the WebSocket protocol)
-#   scripts/install-deps.sh bench      also Google Benchmark
+#   scripts/install-deps.sh bench      also Google Benchmark, and Chromium with its WebDriver
+#                                      for the page's benchmark
 #   scripts/install-deps.sh fuzz       also clang (libFuzzer)
 #   scripts/install-deps.sh lint       also clang-format and clang-tidy
 set -euo pipefail
@@ -18,7 +19,7 @@ packages=(
   # libraries
   libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev
   nlohmann-json3-dev libsqlite3-dev libspdlog-dev
-  libboost-dev libcpp-httplib-dev libyaml-cpp-dev libcli11-dev libhowardhinnant-date-dev tzdata libsystemd-dev
+  libboost-dev zlib1g-dev libcpp-httplib-dev libyaml-cpp-dev libcli11-dev libhowardhinnant-date-dev tzdata libsystemd-dev
   # test
   libgtest-dev
   # run: the broker and its command-line clients; curl for the quick start
@@ -27,7 +28,7 @@ packages=(
 for extra in "$@"; do
   case "$extra" in
     test) packages+=(prometheus openssl chromium chromium-driver python3-websockets) ;;
-    bench) packages+=(libbenchmark-dev) ;;
+    bench) packages+=(libbenchmark-dev chromium chromium-driver) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;
     lint) packages+=(clang-format clang-tidy) ;;
     *) echo "install-deps: unknown group '$extra' (known: test, bench, fuzz, lint)" >&2; exit 2 ;;

@@ -261,13 +261,14 @@ function keysView(main) {
     }
   }
 
-  async function added(name) {
-    try {
-      const v = await api.get('value', {key: name});
-      if (merge({key: v.key, type: v.type, value: v.value, time: v.time})) render();
-    } catch (e) {
-      // deleted again meanwhile
-    }
+  // A key the list did not have: shown at once with what its change says,
+  // then the list is read again (once for a burst of new keys) for its
+  // type, its options (stale_after, so it is marked stale without a reload)
+  // and its unit, which a change does not carry.
+  let relist = null;
+  function added(data) {
+    if (merge({key: data.key, value: data.value, time: data.time})) render();
+    if (!relist) relist = setTimeout(() => { relist = null; load(); }, 300);
   }
 
   // The stream first, then the list: a change between the two is in both,
@@ -287,7 +288,7 @@ function keysView(main) {
       if (name === 'change') {
         if (!data.current) return;
         if (!keys.has(data.key)) {
-          added(data.key);
+          added(data);
           return;
         }
         merge({key: data.key, value: data.value, time: data.time});
@@ -310,7 +311,7 @@ function keysView(main) {
   }, 5000);
   document.title = 'Komoku';
   filter.focus();
-  return {stop: () => { abort.abort(); clearInterval(timer); }};
+  return {stop: () => { abort.abort(); clearInterval(timer); clearTimeout(relist); }};
 }
 
 // ---- The chart -------------------------------------------------------------
@@ -555,6 +556,11 @@ function chartView(main, params) {
     } else {
       chartBox.textContent = '';
     }
+    // When the view was last drawn, for bench/page_bench (docs/web.md,
+    // "Speed"); only the last mark is kept, so a live chart does not pile
+    // them up.
+    performance.clearMarks('komoku:drawn');
+    performance.mark('komoku:drawn');
   }
 
   function statsTable(rows, cls = '') {

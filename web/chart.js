@@ -243,17 +243,27 @@ export function drawChart(host, spec, {onZoom} = {}) {
     }
   }
 
-  // State lanes: one band per key, a rectangle per span of a value.
+  // State lanes: one band per key, a rectangle per span of a value; with
+  // more spans than pixels, a rectangle per run of pixel columns that one
+  // value held longest (laneRuns).
   lanes.forEach((lane, i) => {
     const y = lanesTop + i * (laneH + 4);
     const g = el('g', {class: 'lane', 'data-key': lane.name}, svg);
     el('rect', {class: 'unknown', x: x0, y, width: x1 - x0, height: laneH}, g);
-    for (const [a, b, value] of lane.spans) {
-      const xa = clipX(X(a));
-      const xb = clipX(X(b));
-      if (xb <= xa) continue;
-      const r = el('rect', {class: 'state ' + lane.cls(value), x: xa, y, width: Math.max(0.5, xb - xa), height: laneH}, g);
-      el('title', {}, r).textContent = `${value}: ${formatTick(a, 1)} – ${formatTick(b, 1)}`;
+    if (lane.spans.length > x1 - x0) {
+      g.setAttribute('data-bucketed', 'true');
+      for (const [xa, xb, value] of laneRuns(lane.spans, X, x0, x1)) {
+        const r = el('rect', {class: 'state ' + lane.cls(value), x: xa, y, width: xb - xa, height: laneH}, g);
+        el('title', {}, r).textContent = `mostly ${value}`;
+      }
+    } else {
+      for (const [a, b, value] of lane.spans) {
+        const xa = clipX(X(a));
+        const xb = clipX(X(b));
+        if (xb <= xa) continue;
+        const r = el('rect', {class: 'state ' + lane.cls(value), x: xa, y, width: Math.max(0.5, xb - xa), height: laneH}, g);
+        el('title', {}, r).textContent = `${value}: ${formatTick(a, 1)} – ${formatTick(b, 1)}`;
+      }
     }
     if (lanes.length > 1 || spec.labelLanes) {
       const label = el('text', {class: 'lane-label', x: x0 + 4, y: y + laneH / 2 + 4}, g);
@@ -301,6 +311,44 @@ export function drawChart(host, spec, {onZoom} = {}) {
     sel.setAttribute('width', 0);
   });
   return svg;
+}
+
+// Spans [[t0, t1, value]] bucketed by pixel column across [x0, x1): each
+// column takes the value that held longest in it (none when the known time
+// covers less than half of it), and neighbouring columns of one value are
+// one run. Returns [[xa, xb, value]]; work in proportion to the spans plus
+// the columns, whatever the spans' count.
+function laneRuns(spans, X, x0, x1) {
+  const columns = Math.max(1, Math.ceil(x1 - x0));
+  const tally = Array.from({length: columns}, () => new Map());
+  for (const [a, b, value] of spans) {
+    const xa = Math.max(x0, X(a)) - x0;
+    const xb = Math.min(x1, X(b)) - x0;
+    if (!(xb > xa)) continue;
+    for (let c = Math.floor(xa); c < Math.min(columns, Math.ceil(xb)); ++c) {
+      const part = Math.min(xb, c + 1) - Math.max(xa, c);
+      if (part > 0) tally[c].set(value, (tally[c].get(value) || 0) + part);
+    }
+  }
+  const runs = [];
+  for (let c = 0; c < columns; ++c) {
+    let best = null;
+    let most = 0;
+    let known = 0;
+    for (const [value, part] of tally[c]) {
+      known += part;
+      if (part > most) {
+        most = part;
+        best = value;
+      }
+    }
+    if (known < 0.5) best = null;
+    const last = runs[runs.length - 1];
+    if (best === null) continue;
+    if (last && last[2] === best && last[1] === x0 + c) last[1] = Math.min(x1, x0 + c + 1);
+    else runs.push([x0 + c, Math.min(x1, x0 + c + 1), best]);
+  }
+  return runs;
 }
 
 // The value in force at `t` in time-ordered [t, v…] rows: the last row at or

@@ -17,6 +17,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include "query/encoding.h"
+
 namespace komoku::query {
 
 namespace net = boost::asio;
@@ -591,6 +593,9 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     auto task = [self = shared_from_this(), req = std::move(req)]() {
       Response res;
       self->server_->handler_(req, res);
+      // Compressed here, on the worker, so a large answer never holds the io
+      // thread that every connection shares.
+      EncodeAnswer(req, res);
       net::post(self->server_->ioc_,
                 [self, res = std::move(res)]() mutable { self->Write(std::move(res)); });
     };
