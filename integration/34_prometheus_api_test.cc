@@ -15,6 +15,7 @@
 #include <cmath>
 #include <ctime>
 #include <fstream>
+#include <iomanip>
 #include <map>
 #include <random>
 #include <set>
@@ -160,6 +161,270 @@ TEST_F(PrometheusApiTest, PromtoolReadsKeysAsSeries) {
   EXPECT_EQ(r.output,
             "{__name__=\"alarm\", key=\"alarm\", state=\"armed\", type=\"string\"}\n"
             "{__name__=\"alarm\", key=\"alarm\", state=\"disarmed\", type=\"string\"}\n");
+}
+
+// The value of a Prometheus answer's sample, NaN and infinities included.
+double SampleValue(const json& point) {
+  const std::string text = point[1].get<std::string>();
+  if (text == "NaN") return NAN;
+  if (text == "+Inf") return HUGE_VAL;
+  if (text == "-Inf") return -HUGE_VAL;
+  return std::stod(text);
+}
+
+bool Close(double a, double b) {
+  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
+  if (std::isinf(a) || std::isinf(b)) return a == b;
+  return std::fabs(a - b) <= 1e-9 * std::max({1.0, std::fabs(a), std::fabs(b)});
+}
+
+// Empty when komoku's answer `got` equals Prometheus's `want` (the same
+// result type, series, timestamps, and values to 1e-9); otherwise what
+// differs.
+std::string Compare(const json& want, const json& got) {
+  if (!want.is_object() || want.value("status", "") != "success") {
+    return "Prometheus did not answer: " + want.dump();
+  }
+  if (!got.is_object() || got.value("status", "") != "success") {
+    return "komoku refused: " + got.dump();
+  }
+  const json& w = want["data"];
+  const json& g = got["data"];
+  if (w["resultType"] != g["resultType"]) {
+    return "result type " + g["resultType"].dump() + ", Prometheus " + w["resultType"].dump();
+  }
+  const std::string type = w["resultType"];
+  if (type == "scalar") {
+    if (w["result"][0] != g["result"][0] ||
+        !Close(SampleValue(w["result"]), SampleValue(g["result"]))) {
+      return "scalar " + g["result"].dump() + ", Prometheus " + w["result"].dump();
+    }
+    return "";
+  }
+  // Series by their labels (json objects print with sorted keys).
+  std::map<std::string, json> ws, gs;
+  const char* points = type == "vector" ? "value" : "values";
+  for (const json& s : w["result"]) ws[s["metric"].dump()] = s[points];
+  for (const json& s : g["result"]) gs[s["metric"].dump()] = s[points];
+  for (const auto& [metric, pts] : ws) {
+    if (!gs.count(metric)) return "missing series " + metric;
+  }
+  for (const auto& [metric, pts] : gs) {
+    if (!ws.count(metric)) return "extra series " + metric;
+    json wp = ws[metric];
+    json gp = pts;
+    if (type == "vector") {
+      wp = json::array({wp});
+      gp = json::array({gp});
+    }
+    if (wp.size() != gp.size()) {
+      return metric + ": " + std::to_string(gp.size()) + " points, Prometheus " +
+             std::to_string(wp.size());
+    }
+    for (size_t i = 0; i < wp.size(); ++i) {
+      if (wp[i][0] != gp[i][0] || !Close(SampleValue(wp[i]), SampleValue(gp[i]))) {
+        return metric + ": point " + gp[i].dump() + ", Prometheus " + wp[i].dump();
+      }
+    }
+  }
+  return "";
+}
+
+// Every supported function, aggregation, matcher and operator, over the
+// random keys of the test below.
+const char* const kQueries[] = {
+    "rand_g1",
+    "rand_g1 offset 7m",
+    "rand_g2 offset -2m",
+    R"({key=~"rand/g.*"})",
+    R"({__name__=~"rand_g[12]"})",
+    R"({__name__=~"rand_.*", key!="rand/g1", type!="string"})",
+    R"({type="numeric", key!~"rand/g[23]"})",
+    R"({__name__=~"(?i)RAND_C.*"})",
+    "rand_s",
+    R"(rand_s{state="armed"})",
+    "rand_b",
+    "avg_over_time(rand_g1[10m])",
+    R"(min_over_time({type="numeric"}[7m]))",
+    R"(max_over_time({type="numeric"}[7m] offset 3m))",
+    "sum_over_time(rand_g2[15m])",
+    R"(count_over_time({key=~"rand/.*"}[5m]))",
+    R"(last_over_time({__name__=~"rand_.*"}[20m]))",
+    R"(changes({__name__=~"rand_.*"}[15m]))",
+    "increase(rand_c1[10m])",
+    R"(rate({type="counter"}[5m]))",
+    R"(rate({type="counter"}[90s]))",
+    R"(increase({type="counter"}[30m] offset 5m))",
+    R"(delta({type="numeric"}[15m]))",
+    "delta(rand_b[20m])",
+    R"(avg_over_time(rand_s{state="idle"}[30m]))",
+    "sum(rand_g1)",
+    R"(sum by (type) ({__name__=~"rand_.*"}))",
+    R"(avg by (type) ({__name__=~"rand_.*"}))",
+    R"(min without (key) ({type="numeric"}))",
+    R"(max without (key, state) ({__name__=~"rand_.*"}))",
+    R"(count by (__name__) ({__name__=~"rand_.*"}))",
+    R"(sum(rate({type="counter"}[10m])) by (type))",
+    R"(avg(avg_over_time({type="numeric"}[10m])))",
+    "rand_g1 * 2 + 1",
+    "-rand_g1",
+    "2 ^ rand_b",
+    "rand_g2 / 3",
+    "rand_g3 % 7",
+    "100 - rand_g1",
+    "time()",
+    "time() - 1000",
+    "1 + 2 * 3 ^ 2",
+    "(rand_g1)",
+};
+
+TEST_F(PrometheusApiTest, AnswersAsARealPrometheusFedTheSameSamples) {
+  ASSERT_EQ(access(PROMETHEUS_BINARY, X_OK), 0)
+      << PROMETHEUS_BINARY << " is missing: scripts/install-deps.sh test installs it";
+  const unsigned seed = std::random_device()();
+  std::cout << "seed " << seed << " (replay: KOMOKU_PROM_SEED=" << seed << ")\n";
+  std::mt19937 rng(getenv("KOMOKU_PROM_SEED") ? std::stoul(getenv("KOMOKU_PROM_SEED")) : seed);
+  auto uniform = [&](double a, double b) { return std::uniform_real_distribution<>(a, b)(rng); };
+  auto chance = [&](double p) { return uniform(0, 1) < p; };
+
+  // 90 minutes of changes ending 10 minutes ago, at random milliseconds,
+  // 5-90 s apart, with gaps of 8-20 minutes (past the lookback), counter
+  // resets and repeated values.
+  const int64_t end_ms = (static_cast<int64_t>(std::time(nullptr)) - 600) * 1000;
+  const int64_t start_ms = end_ms - 90 * 60 * 1000;
+  Define("rand/c1", R"({"type":"counter"})");
+  Define("rand/c2", R"({"type":"counter"})");
+  const std::vector<std::string> keys = {"rand/g1", "rand/g2", "rand/g3", "rand/c1",
+                                         "rand/c2", "rand/b",  "rand/s"};
+  const std::vector<std::string> states = {"idle", "armed", "triggered"};
+  for (const std::string& key : keys) {
+    double counter = uniform(0, 1000);
+    std::string last;
+    for (int64_t t = start_ms + static_cast<int64_t>(uniform(0, 30000)); t < end_ms;) {
+      std::string value;
+      if (chance(0.15) && !last.empty()) {
+        value = last;
+      } else if (key[5] == 'g') {
+        value = std::to_string(std::round(uniform(-50, 50) * 1000) / 1000);
+      } else if (key[5] == 'c') {
+        counter = chance(0.05) ? std::round(uniform(0, 20)) : counter + std::round(uniform(0, 30));
+        value = std::to_string(counter);
+      } else if (key[5] == 'b') {
+        value = chance(0.5) ? "true" : "false";
+      } else {
+        value = states[std::uniform_int_distribution<size_t>(0, 2)(rng)];
+      }
+      PutAt(key, value, static_cast<double>(t) / 1000);
+      last = value;
+      t += chance(0.04) ? static_cast<int64_t>(uniform(8 * 60000, 20 * 60000))
+                        : static_cast<int64_t>(uniform(5000, 90000));
+    }
+  }
+
+  // The same samples for Prometheus: each stored change (read back, since a
+  // repeat may not be stored) by the rules of docs/prometheus.md.
+  const std::string om = dir_.File("samples.om");
+  {
+    std::ofstream out(om);
+    out.precision(17);
+    for (const std::string& key : keys) {
+      auto h = komoku_->Get("/api/v1/history?key=" + Encode(key) + "&from=0&limit=10000");
+      ASSERT_EQ(h.status, 200) << h.body;
+      const json rows = h.Json()["rows"];
+      ASSERT_GT(rows.size(), 20u) << key;
+      std::string name = key;
+      name[4] = '_';
+      const std::string type = key[5] == 'g'   ? "numeric"
+                               : key[5] == 'c' ? "counter"
+                               : key[5] == 'b' ? "boolean"
+                                               : "string";
+      for (const std::string& state : key[5] == 's' ? states : std::vector<std::string>{""}) {
+        for (const json& row : rows) {
+          const int64_t t = std::llround(row[0].get<double>() * 1000);
+          double v = 0;
+          if (row[1].is_boolean()) {
+            v = row[1].get<bool>() ? 1 : 0;
+          } else if (row[1].is_string()) {
+            v = row[1].get<std::string>() == state ? 1 : 0;
+          } else {
+            v = row[1].get<double>();
+          }
+          out << name << "{key=\"" << key << "\"";
+          if (!state.empty()) out << ",state=\"" << state << "\"";
+          out << ",type=\"" << type << "\"} " << v << " " << t / 1000 << "." << std::setw(3)
+              << std::setfill('0') << t % 1000 << std::setfill(' ') << "\n";
+        }
+      }
+    }
+    out << "# EOF\n";
+  }
+  ToolRun blocks = Promtool(
+      dir_, {"tsdb", "create-blocks-from", "openmetrics", om, dir_.File("tsdb")}, "blocks");
+  ASSERT_EQ(blocks.status, 0) << blocks.output;
+
+  const std::string conf = dir_.File("prometheus.yml");
+  std::ofstream(conf) << "global:\n  scrape_interval: 15s\n";
+  // The port may be taken between choosing it and Prometheus's bind: try again.
+  for (int attempt = 0; attempt < 5 && !prometheus_; ++attempt) {
+    prometheus_port_ = FreeLoopbackPort();
+    prometheus_ = std::make_unique<Process>(
+        std::vector<std::string>{
+            PROMETHEUS_BINARY, "--config.file=" + conf, "--storage.tsdb.path=" + dir_.File("tsdb"),
+            "--web.listen-address=127.0.0.1:" + std::to_string(prometheus_port_)},
+        dir_.File("prometheus.log"));
+    bool up = WaitFor(
+        [&] {
+          return GetJson(prometheus_port_, "/api/v1/query?query=1").first == 200 ||
+                 !prometheus_->Running();
+        },
+        std::chrono::seconds(60));
+    if (!up || !prometheus_->Running()) {
+      prometheus_->Stop();
+      prometheus_.reset();
+    }
+  }
+  ASSERT_TRUE(prometheus_) << "Prometheus did not start";
+
+  // Instant queries at random times over the data and past its end (where
+  // the lookback runs out), and range queries at an odd step over it all.
+  std::vector<int64_t> times;
+  for (int i = 0; i < 6; ++i) {
+    times.push_back(start_ms + static_cast<int64_t>(uniform(0, (end_ms - start_ms) + 600000)));
+  }
+  times.push_back(end_ms + 4 * 60000);
+  auto seconds = [](int64_t ms) {
+    return std::to_string(ms / 1000) + "." + std::to_string(1000 + ms % 1000).substr(1);
+  };
+  int compared = 0;
+  int non_empty = 0;  // answers with at least one series: the comparison is not vacuous
+  auto count = [&](const json& want) {
+    const json& r = want["data"]["result"];
+    if (!r.empty()) ++non_empty;
+  };
+  for (const char* query : kQueries) {
+    for (int64_t t : times) {
+      const std::string path = "/api/v1/query?query=" + Encode(query) + "&time=" + seconds(t);
+      auto want = GetJson(prometheus_port_, path);
+      auto got = GetJson(komoku_->http_port(), path);
+      std::string diff = Compare(want.second, got.second);
+      EXPECT_EQ(diff, "") << query << " at " << seconds(t);
+      count(want.second);
+      ++compared;
+    }
+    for (const char* step : {"37", "5m"}) {
+      const std::string path = "/api/v1/query_range?query=" + Encode(query) +
+                               "&start=" + seconds(start_ms - 300000) +
+                               "&end=" + seconds(end_ms + 600000) + "&step=" + step;
+      auto want = GetJson(prometheus_port_, path);
+      auto got = GetJson(komoku_->http_port(), path);
+      std::string diff = Compare(want.second, got.second);
+      EXPECT_EQ(diff, "") << query << " range step " << step;
+      count(want.second);
+      ++compared;
+    }
+  }
+  std::cout << compared << " answers compared with Prometheus, " << non_empty << " not empty\n";
+  EXPECT_GT(non_empty, compared / 2);
 }
 
 }  // namespace
