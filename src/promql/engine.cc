@@ -390,7 +390,7 @@ Result<std::vector<Series>> Engine::Range(const std::string& query, int64_t star
     return Status::InvalidArgument(
         "zero or negative query resolution step widths are not accepted. Try a positive integer");
   }
-  if ((end_ms - start_ms) / step_ms + 1 > options_.max_points) {
+  if ((end_ms - start_ms) / step_ms > options_.max_points) {  // as Prometheus: 11,001 pass
     return Status::InvalidArgument(
         "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query "
         "resolution (?step=XX)");

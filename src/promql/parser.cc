@@ -404,6 +404,10 @@ class Parser {
       e->number = lower == "inf" ? HUGE_VAL : std::nan("");
       return e;
     }
+    if (word == "on" || word == "ignoring" || word == "group_left" || word == "group_right" ||
+        word == "bool") {
+      return Unsupported("vector matching and \"bool\" (\"" + word + "\")");
+    }
     size_t word_start = pos_;
     pos_ += word.size();
     SkipSpace();

@@ -87,7 +87,7 @@ struct InstantResult {
 
 struct Options {
   int64_t lookback_ms = 5 * 60 * 1000;  // Prometheus's default lookback delta
-  // The most points one series of a range query may have (Prometheus: 11,000).
+  // The most steps past the start a range query may have (Prometheus: 11,000).
   int64_t max_points = 11000;
   // The most samples one query may hold in memory at once.
   size_t max_samples = 50'000'000;
