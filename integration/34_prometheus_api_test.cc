@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
 #include <cmath>
 #include <ctime>
@@ -20,6 +21,7 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "harness/harness.h"
 
@@ -458,6 +460,144 @@ TEST_F(PrometheusApiTest, AnswersAsARealPrometheusFedTheSameSamples) {
   }
   std::cout << compared << " answers compared with Prometheus, " << non_empty << " not empty\n";
   EXPECT_GT(non_empty, compared / 2);
+}
+
+TEST_F(PrometheusApiTest, EndpointsAnswerInPrometheusShapes) {
+  const double t0 = std::floor(static_cast<double>(std::time(nullptr))) - 120;
+  Define("power/meter", R"({"type":"counter"})");
+  PutAt("kitchen/temperature", "21.5", t0);
+  PutAt("power/meter", "100", t0);
+  PutAt("alarm", "armed", t0);
+  const int port = komoku_->http_port();
+
+  // An instant vector, its value a string and its time in seconds.
+  auto [status, body] = GetJson(port, "/api/v1/query?query=kitchen_temperature&time=" +
+                                          std::to_string(static_cast<long long>(t0)) + ".5");
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_EQ(body["status"], "success");
+  EXPECT_EQ(body["data"]["resultType"], "vector");
+  ASSERT_EQ(body["data"]["result"].size(), 1u) << body.dump();
+  EXPECT_EQ(body["data"]["result"][0]["metric"], json({{"__name__", "kitchen_temperature"},
+                                                       {"key", "kitchen/temperature"},
+                                                       {"type", "numeric"}}));
+  EXPECT_EQ(body["data"]["result"][0]["value"][0].get<double>(), t0 + 0.5);
+  EXPECT_EQ(body["data"]["result"][0]["value"][1], "21.5");
+
+  // A form-encoded POST, as Grafana and the Go client send.
+  auto post = komoku_->Post("/api/v1/query",
+                            "query=" + Encode("{type=\"counter\"} * 2") +
+                                "&time=" + std::to_string(static_cast<long long>(t0)),
+                            "application/x-www-form-urlencoded");
+  ASSERT_EQ(post.status, 200) << post.body;
+  json answer = json::parse(post.body);
+  ASSERT_EQ(answer["data"]["result"].size(), 1u) << post.body;
+  EXPECT_EQ(answer["data"]["result"][0]["value"][1], "200");
+  EXPECT_EQ(answer["data"]["result"][0]["metric"],
+            json({{"key", "power/meter"}, {"type", "counter"}}));
+
+  // A scalar.
+  std::tie(status, body) = GetJson(port, "/api/v1/query?query=1%2B1&time=100");
+  EXPECT_EQ(body["data"], json({{"resultType", "scalar"}, {"result", {100, "2"}}})) << body.dump();
+
+  // Refusals in Prometheus's shape, naming what is unsupported.
+  std::tie(status, body) = GetJson(port, "/api/v1/query?query=" + Encode("irate(power_meter[5m])"));
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(body["status"], "error");
+  EXPECT_EQ(body["errorType"], "bad_data");
+  EXPECT_NE(body["error"].get<std::string>().find("unsupported: function \"irate\""),
+            std::string::npos)
+      << body.dump();
+  std::tie(status, body) = GetJson(port, "/api/v1/query");
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(body["errorType"], "bad_data");
+  std::tie(status, body) = GetJson(port, "/api/v1/series");
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(body["error"], "no match[] parameter provided");
+  std::tie(status, body) = GetJson(port, "/api/v1/label/bad-name/values");
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(body["errorType"], "bad_data");
+  EXPECT_GE(komoku_->Metric("komoku_refused_total{reason=\"bad_data\"}"), 4);
+
+  // Labels, values, series, metadata, buildinfo.
+  std::tie(status, body) = GetJson(port, "/api/v1/labels");
+  EXPECT_EQ(body["data"], json({"__name__", "key", "state", "type"})) << body.dump();
+  std::tie(status, body) = GetJson(port, "/api/v1/label/key/values");
+  EXPECT_EQ(body["data"], json({"alarm", "kitchen/temperature", "power/meter"})) << body.dump();
+  std::tie(status, body) =
+      GetJson(port, "/api/v1/label/__name__/values?match[]=" + Encode("{type=~\"num.*|counter\"}"));
+  EXPECT_EQ(body["data"], json({"kitchen_temperature", "power_meter"})) << body.dump();
+  std::tie(status, body) = GetJson(port, "/api/v1/series?match[]=alarm&match[]=power_meter");
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_EQ(body["data"],
+            json({{{"__name__", "alarm"}, {"key", "alarm"}, {"state", "armed"}, {"type", "string"}},
+                  {{"__name__", "power_meter"}, {"key", "power/meter"}, {"type", "counter"}}}))
+      << body.dump();
+  std::tie(status, body) = GetJson(port, "/api/v1/metadata");
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_EQ(body["data"]["power_meter"][0]["type"], "counter");
+  EXPECT_EQ(body["data"]["kitchen_temperature"][0]["type"], "gauge");
+  std::tie(status, body) = GetJson(port, "/api/v1/status/buildinfo");
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_EQ(body["data"]["version"], "2.42.0");
+
+  // Komoku's own routes are untouched beside them.
+  EXPECT_EQ(komoku_->Get("/api/v1/value?key=alarm").status, 200);
+}
+
+// The fenced block of `lang` in a docs page.
+std::string DocBlock(const std::string& page, const std::string& lang) {
+  std::ifstream in(std::string(KOMOKU_SOURCE_DIR) + "/docs/" + page);
+  std::stringstream all;
+  all << in.rdbuf();
+  const std::string text = all.str();
+  const std::string open = "```" + lang + "\n";
+  size_t start = text.find(open);
+  if (start == std::string::npos) return "";
+  start += open.size();
+  return text.substr(start, text.find("```", start) - start);
+}
+
+TEST_F(PrometheusApiTest, GrafanaExamplesParseAndRun) {
+  YAML::Node sources = YAML::Load(DocBlock("grafana.md", "yaml"));
+  ASSERT_TRUE(sources["datasources"].IsSequence());
+  const YAML::Node ds = sources["datasources"][0];
+  EXPECT_EQ(ds["type"].as<std::string>(), "prometheus");
+  EXPECT_EQ(ds["uid"].as<std::string>(), "komoku");
+  EXPECT_EQ(ds["jsonData"]["httpMethod"].as<std::string>(), "POST");
+
+  json dashboard = json::parse(DocBlock("grafana.md", "json"));
+  ASSERT_TRUE(dashboard["panels"].is_array());
+  const double t0 = std::floor(static_cast<double>(std::time(nullptr))) - 3600;
+  Define("power/meter", R"({"type":"counter"})");
+  for (int i = 0; i < 60; ++i) {
+    PutAt("kitchen/temperature", std::to_string(20 + i % 3), t0 + i * 60);
+    PutAt("power/meter", std::to_string(1000 + i * 0.02), t0 + i * 60);
+  }
+  PutAt("hall/door", "true", t0);
+  PutAt("alarm", "armed", t0);
+  int queries = 0;
+  for (const json& panel : dashboard["panels"]) {
+    EXPECT_EQ(panel["datasource"]["uid"], ds["uid"].as<std::string>());
+    for (const json& target : panel["targets"]) {
+      std::string expr = target["expr"];
+      // As Grafana fills them in for a 60 s scrape interval and a 1h interval.
+      for (auto [macro, value] :
+           {std::pair<std::string, std::string>{"$__rate_interval", "4m"}, {"$__interval", "1h"}}) {
+        for (size_t p; (p = expr.find(macro)) != std::string::npos;)
+          expr.replace(p, macro.size(), value);
+      }
+      auto post = komoku_->Post(
+          "/api/v1/query_range",
+          "query=" + Encode(expr) + "&start=" + std::to_string(static_cast<long long>(t0)) +
+              "&end=" + std::to_string(static_cast<long long>(t0 + 3600)) + "&step=60",
+          "application/x-www-form-urlencoded");
+      ASSERT_EQ(post.status, 200) << expr << ": " << post.body;
+      json answer = json::parse(post.body);
+      EXPECT_FALSE(answer["data"]["result"].empty()) << expr << ": " << post.body;
+      ++queries;
+    }
+  }
+  EXPECT_EQ(queries, 6);
 }
 
 }  // namespace
