@@ -410,6 +410,7 @@ TEST_F(PrometheusApiTest, AnswersAsARealPrometheusFedTheSameSamples) {
   // Instant queries at random times over the data and past its end (where
   // the lookback runs out), and range queries at an odd step over it all.
   std::vector<int64_t> times;
+  times.reserve(7);
   for (int i = 0; i < 6; ++i) {
     times.push_back(start_ms + static_cast<int64_t>(uniform(0, (end_ms - start_ms) + 600000)));
   }

@@ -351,8 +351,7 @@ class Evaluator {
 
 }  // namespace
 
-Engine::Engine(const Source* source, Options options)
-    : source_(source), options_(std::move(options)) {}
+Engine::Engine(const Source* source, Options options) : source_(source), options_(options) {}
 
 Result<InstantResult> Engine::Instant(const std::string& query, int64_t time_ms) const {
   Result<std::shared_ptr<const Expr>> parsed = Parse(query);

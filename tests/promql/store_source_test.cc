@@ -28,7 +28,7 @@ class PromqlStoreSource : public ::testing::Test {
     store_ = OpenTestStore(dir_.path(), &clock_);
     ASSERT_TRUE(store_);
   }
-  void Put(const std::string& key, store::InputValue v, int64_t t) {
+  void Put(const std::string& key, const store::InputValue& v, int64_t t) {
     store::PutOptions o;
     o.time_ms = t;
     ASSERT_TRUE(store_->Put(key, v, o).ok()) << key;
