@@ -240,7 +240,22 @@ class Parser {
     return w;
   }
 
+  // Bounds the recursion on nested parentheses, calls and unary signs: a
+  // query is outside text, and each level costs stack.
+  class Nest {
+   public:
+    explicit Nest(int& depth) : depth_(depth) { ++depth_; }
+    ~Nest() { --depth_; }
+    bool TooDeep() const { return depth_ > kMaxDepth; }
+
+   private:
+    int& depth_;
+  };
+  static constexpr int kMaxDepth = 256;  // about 120 parentheses deep
+
   Result<ExprPtr> ParseAdditive() {
+    Nest nest(depth_);
+    if (nest.TooDeep()) return Error("expression nested too deeply");
     Result<ExprPtr> lhs = ParseMultiplicative();
     if (!lhs.ok()) return lhs;
     while (true) {
@@ -271,6 +286,8 @@ class Parser {
   }
 
   Result<ExprPtr> ParseUnary() {
+    Nest nest(depth_);
+    if (nest.TooDeep()) return Error("expression nested too deeply");
     SkipSpace();
     if (pos_ < s_.size() && (s_[pos_] == '-' || s_[pos_] == '+')) {
       char op = s_[pos_++];
@@ -663,6 +680,7 @@ class Parser {
   const std::string& s_;
   size_t pos_ = 0;
   bool paren_ = false;  // the primary just parsed was in parentheses
+  int depth_ = 0;
 };
 
 }  // namespace

@@ -114,6 +114,18 @@ TEST(PromqlParser, RefusesBadQueriesWithThePlace) {
       << e.status().message();
 }
 
+// Outside text cannot exhaust the stack: nesting is bounded.
+TEST(PromqlParser, RefusesDeepNesting) {
+  EXPECT_TRUE(Parse(std::string(50, '(') + "x" + std::string(50, ')')).ok());
+  for (const std::string& q : {std::string(100000, '(') + "x" + std::string(100000, ')'),
+                               std::string(100000, '-') + "x", "sum(" + std::string(100000, '(')}) {
+    Result<std::shared_ptr<const Expr>> e = Parse(q);
+    ASSERT_FALSE(e.ok());
+    EXPECT_NE(e.status().message().find("nested too deeply"), std::string::npos)
+        << e.status().message();
+  }
+}
+
 TEST(PromqlParser, DurationsAsPrometheusWritesThem) {
   EXPECT_EQ(*ParseDurationMs("250ms"), 250);
   EXPECT_EQ(*ParseDurationMs("90s"), 90'000);
