@@ -34,21 +34,24 @@ bool MatchesBesidesState(const std::vector<Matcher>& matchers, const Labels& lab
 }
 
 // A string key's states: its allowed values when it has them, otherwise
-// every value its history holds.
+// every value its history holds. None when there are more than
+// kMaxStringStates (a log, not states): the key is then no series, and the
+// scan stops as soon as that is known.
 Result<std::vector<std::string>> States(const store::Store& store, const store::KeyInfo& info) {
   std::set<std::string> states;
+  if (info.last) {
+    if (const auto* text = std::get_if<std::string>(&info.last->value)) states.insert(*text);
+  }
   if (info.options.values) {
     states.insert(info.options.values->begin(), info.options.values->end());
   } else {
     Status st = store.Scan(info.name, kAllTimeFrom, kAllTimeTo, [&](const store::Sample& s) {
       if (const auto* text = std::get_if<std::string>(&s.value)) states.insert(*text);
-      return true;
+      return states.size() <= kMaxStringStates;
     });
     if (!st.ok()) return st;
   }
-  if (info.last) {
-    if (const auto* text = std::get_if<std::string>(&info.last->value)) states.insert(*text);
-  }
+  if (states.size() > kMaxStringStates) return std::vector<std::string>();
   return std::vector<std::string>(states.begin(), states.end());
 }
 

@@ -25,6 +25,10 @@ namespace komoku::promql {
 // "_1st_floor").
 std::string MetricName(std::string_view key);
 
+// A string key with more distinct values than this (a log rather than
+// states) is no series.
+inline constexpr size_t kMaxStringStates = 100;
+
 // Thread-safe as the Store is; the Store must outlive it.
 class StoreSource final : public Source {
  public:

@@ -99,5 +99,17 @@ TEST_F(PromqlStoreSource, AllowedValuesAreStatesBeforeTheyAreSeen) {
   EXPECT_EQ(sets->size(), 2u);
 }
 
+TEST_F(PromqlStoreSource, AStringKeyWithTooManyValuesIsNoSeries) {
+  for (size_t i = 0; i <= kMaxStringStates; ++i) {
+    Put("log", "line " + std::to_string(i), 999'000'000'000 + static_cast<int64_t>(i));
+  }
+  Put("mode", std::string("home"), 999'000'000'000);
+  StoreSource source(store_.get());
+  Result<std::vector<Labels>> sets = source.Labelsets({});
+  ASSERT_TRUE(sets.ok());
+  ASSERT_EQ(sets->size(), 1u);
+  EXPECT_EQ(LabelValue((*sets)[0], "key"), "mode");
+}
+
 }  // namespace
 }  // namespace komoku::promql
