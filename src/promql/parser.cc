@@ -20,6 +20,38 @@ struct Matcher::Regex {
   std::regex re;
 };
 
+namespace {
+
+// RE2's limit on a counted repetition ("a{1000}"). libstdc++'s std::regex
+// builds one state per repetition and reads the count into a long without
+// checking it (promql_fuzzer found "{2222222222222222222}" overflowing), so
+// the count is checked before the pattern reaches it.
+constexpr long kMaxRepeat = 1000;
+
+Status CheckRepeats(const std::string& pattern) {
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] == '\\') {
+      ++i;  // an escaped character, "\{" included
+      continue;
+    }
+    if (pattern[i] != '{') continue;
+    // Each number in "{n}", "{n,}" or "{n,m}".
+    for (size_t j = i + 1; j < pattern.size() && pattern[j] != '}'; ++j) {
+      if (pattern[j] < '0' || pattern[j] > '9') continue;
+      size_t end = j;
+      while (end < pattern.size() && pattern[end] >= '0' && pattern[end] <= '9') ++end;
+      if (end - j > 4 || std::stol(pattern.substr(j, end - j)) > kMaxRepeat) {
+        return Status::InvalidArgument("invalid regular expression \"" + pattern +
+                                       "\": a repetition count over 1000");
+      }
+      j = end - 1;
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<Matcher> Matcher::Make(Op op, std::string name, std::string value) {
   Matcher m;
   m.op_ = op;
@@ -34,6 +66,7 @@ Result<Matcher> Matcher::Make(Op op, std::string name, std::string value) {
       pattern = pattern.substr(4);
       flags |= std::regex::icase;
     }
+    KOMOKU_RETURN_IF_ERROR(CheckRepeats(m.value_));
     try {
       m.regex_ = std::make_shared<const Regex>(Regex{std::regex(pattern, flags)});
     } catch (const std::regex_error& e) {

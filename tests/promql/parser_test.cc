@@ -126,6 +126,22 @@ TEST(PromqlParser, RefusesDeepNesting) {
   }
 }
 
+// promql_fuzzer-crash-6091930197e376c48275438c86ce9dc8dce0522f: a counted
+// repetition too large for libstdc++'s std::regex, which overflowed reading
+// it (and builds one state per repetition): refused over 1000, as RE2 does.
+TEST(PromqlParser, FuzzRegressionHugeRegexRepetition) {
+  const std::string crash =
+      "y{a!~\"\xd8\xd8\xd8\xd8\xd8\xd8{2222222222222222222222222222222222222\"}";
+  Result<std::shared_ptr<const Expr>> e = Parse(crash);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("repetition count over 1000"), std::string::npos)
+      << e.status().message();
+  EXPECT_FALSE(Parse("x{a=~\"b{1001}\"}").ok());
+  EXPECT_FALSE(Parse("x{a=~\"b{1,20000}\"}").ok());
+  EXPECT_TRUE(Parse("x{a=~\"b{1000}\"}").ok());
+  EXPECT_TRUE(Parse("x{a=~\"b{2,5}c\\\\{99999\"}").ok());  // an escaped brace is no count
+}
+
 TEST(PromqlParser, DurationsAsPrometheusWritesThem) {
   EXPECT_EQ(*ParseDurationMs("250ms"), 250);
   EXPECT_EQ(*ParseDurationMs("90s"), 90'000);
