@@ -25,12 +25,19 @@ namespace {
 // RE2's limit on a counted repetition ("a{1000}"). libstdc++'s std::regex
 // builds one state per repetition and reads the count into a long without
 // checking it (promql_fuzzer found "{2222222222222222222}" overflowing), so
-// the count is checked before the pattern reaches it.
+// the count is checked before the pattern reaches it; so are the numbers of
+// back-references, which RE2 does not have.
 constexpr long kMaxRepeat = 1000;
 
 Status CheckRepeats(const std::string& pattern) {
   for (size_t i = 0; i < pattern.size(); ++i) {
     if (pattern[i] == '\\') {
+      // std::regex reads "\<digits>" as a back-reference, its number again
+      // unchecked; RE2 has none.
+      if (i + 1 < pattern.size() && pattern[i + 1] >= '1' && pattern[i + 1] <= '9') {
+        return Status::InvalidArgument("invalid regular expression \"" + pattern +
+                                       "\": back-references are not supported");
+      }
       ++i;  // an escaped character, "\{" included
       continue;
     }
