@@ -98,6 +98,10 @@ void Server::Impl::Handle(const Request& req, Response& res) {
   try {
     if (route != routes_.end()) {
       route->second(req, res);
+    } else if ((req.method == "GET" || req.method == "POST") &&
+               req.path.rfind("/api/v1/label/", 0) == 0 && req.path.size() > 21 &&
+               req.path.compare(req.path.size() - 7, 7, "/values") == 0) {
+      PromLabelValues(req, res);
     } else if (req.method == "GET" && req.path.rfind("/ui/", 0) == 0) {
       GetPage(req, res);
     } else {
@@ -207,6 +211,18 @@ void Server::Impl::Routes() {
     SendJson(res, 200, store::CompactionProgressJson(store_->CompactionProgressNow()));
   });
   Route("GET", "/api/v1/discovery", [this](const auto& req, auto& res) { GetDiscovery(req, res); });
+  // The Prometheus-compatible read API (handle_prometheus.cc); Prometheus
+  // takes GET and form-encoded POST alike.
+  for (const char* method : {"GET", "POST"}) {
+    Route(method, "/api/v1/query", [this](const auto& req, auto& res) { PromQuery(req, res); });
+    Route(method, "/api/v1/query_range",
+          [this](const auto& req, auto& res) { PromQueryRange(req, res); });
+    Route(method, "/api/v1/series", [this](const auto& req, auto& res) { PromSeries(req, res); });
+    Route(method, "/api/v1/labels", [this](const auto& req, auto& res) { PromLabels(req, res); });
+  }
+  Route("GET", "/api/v1/metadata", [this](const auto& req, auto& res) { PromMetadata(req, res); });
+  Route("GET", "/api/v1/status/buildinfo",
+        [this](const auto& req, auto& res) { PromBuildInfo(req, res); });
   Route("GET", "/healthz", [this](const auto& req, auto& res) { GetHealth(req, res); });
   Route("GET", "/readyz", [this](const auto& req, auto& res) { GetReady(req, res); });
   Route("GET", "/metrics", [this](const auto& req, auto& res) { GetMetrics(req, res); });

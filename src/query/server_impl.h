@@ -6,7 +6,8 @@
 // - handle_history.cc: history, at, timespans and stats;
 // - handle_stream.cc: Server-Sent Events;
 // - handle_admin.cc: segments, top, compaction, discovery, health,
-//   readiness and metrics.
+//   readiness and metrics;
+// - handle_prometheus.cc: the Prometheus-compatible read API.
 // What they all use (answers, parameters) is in query/handle_common.h.
 // Not for use outside src/query.
 #pragma once
@@ -134,6 +135,17 @@ class Server::Impl {
   void GetReady(const Request&, Response& res);
 
   void GetMetrics(const Request&, Response& res);
+
+  // handle_prometheus.cc: the Prometheus-compatible read API
+  // (docs/prometheus.md), answered and refused in Prometheus's JSON shapes.
+  void PromQuery(const Request& req, Response& res);
+  void PromQueryRange(const Request& req, Response& res);
+  void PromSeries(const Request& req, Response& res);
+  void PromLabels(const Request& req, Response& res);
+  // GET|POST /api/v1/label/<name>/values, routed by prefix in Handle.
+  void PromLabelValues(const Request& req, Response& res);
+  void PromMetadata(const Request& req, Response& res);
+  void PromBuildInfo(const Request& req, Response& res);
 
   // Constant after construction.
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

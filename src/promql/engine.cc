@@ -1,0 +1,429 @@
+// The evaluator: Prometheus 2.42's semantics for the subset (docs/prometheus.md).
+// - An instant vector selector at t takes each series' newest point in
+//   [t - offset - lookback, t - offset] (both ends included, as 2.42 does).
+// - A range vector selector takes the points in [t - offset - range,
+//   t - offset], both ends included.
+// - rate, increase and delta extrapolate as Prometheus's extrapolatedRate;
+//   sum_over_time and avg_over_time use its Kahan-Neumaier summation; avg
+//   and the other aggregations follow its aggregation() step by step, so
+//   answers agree to the last bits where Prometheus is deterministic.
+// A query's series are read once, over the whole window every step needs,
+// and each step then works on slices of them.
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "promql/expr.h"
+#include "promql/promql.h"
+
+namespace komoku::promql {
+
+namespace {
+
+struct Sample {
+  Labels labels;
+  double v = 0;
+};
+using Vector = std::vector<Sample>;
+
+struct Value {
+  ValueType type = ValueType::kScalar;
+  double scalar = 0;
+  Vector vector;
+};
+
+Labels DropName(Labels labels) {
+  labels.erase(std::remove_if(labels.begin(), labels.end(),
+                              [](const auto& l) { return l.first == kMetricName; }),
+               labels.end());
+  return labels;
+}
+
+// Prometheus's kahanSumInc: one step of Kahan-Neumaier summation.
+void KahanInc(double inc, double& sum, double& c) {
+  double t = sum + inc;
+  if (std::fabs(sum) >= std::fabs(inc)) {
+    c += (sum - t) + inc;
+  } else {
+    c += (inc - t) + sum;
+  }
+  sum = t;
+}
+
+// The points of `s` with from <= t <= to.
+std::pair<const Point*, const Point*> Slice(const Series& s, int64_t from, int64_t to) {
+  auto lo = std::lower_bound(s.points.begin(), s.points.end(), from,
+                             [](const Point& p, int64_t t) { return p.t < t; });
+  auto hi =
+      std::upper_bound(lo, s.points.end(), to, [](int64_t t, const Point& p) { return t < p.t; });
+  return {s.points.data() + (lo - s.points.begin()), s.points.data() + (hi - s.points.begin())};
+}
+
+// Prometheus's extrapolatedRate over the points [b, e) of a range
+// [range_start, range_end]; false when there are fewer than two points.
+bool ExtrapolatedRate(const Point* b, const Point* e, int64_t range_start, int64_t range_end,
+                      int64_t range_ms, bool is_counter, bool is_rate, double* out) {
+  const size_t n = static_cast<size_t>(e - b);
+  if (n < 2) return false;
+  const Point& first = b[0];
+  const Point& last = e[-1];
+  double result = last.v - first.v;
+  if (is_counter) {
+    double prev = first.v;
+    for (const Point* p = b + 1; p != e; ++p) {
+      if (p->v < prev) result += prev;  // a reset: the counter started again
+      prev = p->v;
+    }
+  }
+  double to_start = static_cast<double>(first.t - range_start) / 1000;
+  double to_end = static_cast<double>(range_end - last.t) / 1000;
+  double sampled = static_cast<double>(last.t - first.t) / 1000;
+  double average = sampled / static_cast<double>(n - 1);
+  if (is_counter && result > 0 && first.v >= 0) {
+    double to_zero = sampled * (first.v / result);
+    if (to_zero < to_start) to_start = to_zero;
+  }
+  double threshold = average * 1.1;
+  double interval = sampled;
+  interval += to_start < threshold ? to_start : average / 2;
+  interval += to_end < threshold ? to_end : average / 2;
+  double factor = interval / sampled;
+  if (is_rate) factor /= static_cast<double>(range_ms) / 1000;
+  *out = result * factor;
+  return true;
+}
+
+// The value of `f` over the points [b, e) (at least one); false when the
+// function gives no value (rate and friends with one point).
+bool CallRange(RangeFunc f, const Point* b, const Point* e, int64_t range_start, int64_t range_end,
+               int64_t range_ms, double* out) {
+  switch (f) {
+    case RangeFunc::kRate:
+      return ExtrapolatedRate(b, e, range_start, range_end, range_ms, true, true, out);
+    case RangeFunc::kIncrease:
+      return ExtrapolatedRate(b, e, range_start, range_end, range_ms, true, false, out);
+    case RangeFunc::kDelta:
+      return ExtrapolatedRate(b, e, range_start, range_end, range_ms, false, false, out);
+    case RangeFunc::kChanges: {
+      double changes = 0;
+      for (const Point* p = b + 1; p != e; ++p) {
+        double prev = p[-1].v;
+        if (p->v != prev && !(std::isnan(p->v) && std::isnan(prev))) ++changes;
+      }
+      *out = changes;
+      return true;
+    }
+    case RangeFunc::kAvgOverTime: {
+      double mean = 0, c = 0, count = 0;
+      for (const Point* p = b; p != e; ++p) {
+        ++count;
+        if (std::isinf(mean)) {
+          if (std::isinf(p->v) && (mean > 0) == (p->v > 0)) continue;
+          if (!std::isinf(p->v) && !std::isnan(p->v)) continue;
+        }
+        KahanInc(p->v / count - mean / count, mean, c);
+      }
+      *out = std::isinf(mean) ? mean : mean + c;
+      return true;
+    }
+    case RangeFunc::kMinOverTime: {
+      double m = b->v;
+      for (const Point* p = b; p != e; ++p) {
+        if (p->v < m || std::isnan(m)) m = p->v;
+      }
+      *out = m;
+      return true;
+    }
+    case RangeFunc::kMaxOverTime: {
+      double m = b->v;
+      for (const Point* p = b; p != e; ++p) {
+        if (p->v > m || std::isnan(m)) m = p->v;
+      }
+      *out = m;
+      return true;
+    }
+    case RangeFunc::kSumOverTime: {
+      double sum = 0, c = 0;
+      for (const Point* p = b; p != e; ++p) KahanInc(p->v, sum, c);
+      *out = std::isinf(sum) ? sum : sum + c;
+      return true;
+    }
+    case RangeFunc::kCountOverTime:
+      *out = static_cast<double>(e - b);
+      return true;
+    case RangeFunc::kLastOverTime:
+      *out = e[-1].v;
+      return true;
+  }
+  return false;
+}
+
+double Arithmetic(char op, double l, double r) {
+  switch (op) {
+    case '+':
+      return l + r;
+    case '-':
+      return l - r;
+    case '*':
+      return l * r;
+    case '/':
+      return l / r;
+    case '%':
+      return std::fmod(l, r);
+    case '^':
+      return std::pow(l, r);
+  }
+  return NAN;
+}
+
+Vector Aggregate(const Expr& e, const Vector& in) {
+  struct Group {
+    Labels labels;
+    double value = 0;
+    double mean = 0;
+    double count = 0;
+  };
+  std::vector<Group> groups;  // in the order first seen, as Prometheus
+  std::map<Labels, size_t> index;
+  for (const Sample& s : in) {
+    Labels key;
+    if (e.without) {
+      for (const auto& l : s.labels) {
+        if (l.first == kMetricName) continue;
+        if (std::find(e.grouping.begin(), e.grouping.end(), l.first) != e.grouping.end()) continue;
+        key.push_back(l);
+      }
+    } else {
+      for (const auto& l : s.labels) {
+        if (std::find(e.grouping.begin(), e.grouping.end(), l.first) != e.grouping.end()) {
+          key.push_back(l);
+        }
+      }
+    }
+    auto [it, fresh] = index.emplace(key, groups.size());
+    if (fresh) {
+      groups.push_back(Group{std::move(key), s.v, s.v, 1});
+      continue;
+    }
+    Group& g = groups[it->second];
+    switch (e.agg) {
+      case AggOp::kSum:
+        g.value += s.v;
+        break;
+      case AggOp::kAvg:
+        ++g.count;
+        if (std::isinf(g.mean)) {
+          if (std::isinf(s.v) && (g.mean > 0) == (s.v > 0)) break;
+          if (!std::isinf(s.v) && !std::isnan(s.v)) break;
+        }
+        g.mean += s.v / g.count - g.mean / g.count;
+        break;
+      case AggOp::kMax:
+        if (g.value < s.v || std::isnan(g.value)) g.value = s.v;
+        break;
+      case AggOp::kMin:
+        if (g.value > s.v || std::isnan(g.value)) g.value = s.v;
+        break;
+      case AggOp::kCount:
+        ++g.count;
+        break;
+    }
+  }
+  Vector out;
+  out.reserve(groups.size());
+  for (Group& g : groups) {
+    double v = g.value;
+    if (e.agg == AggOp::kAvg) v = g.mean;
+    if (e.agg == AggOp::kCount) v = g.count;
+    out.push_back(Sample{std::move(g.labels), v});
+  }
+  return out;
+}
+
+class Evaluator {
+ public:
+  Evaluator(const Source* source, const Options& options) : source_(source), options_(options) {}
+
+  // Reads every selector's series over the window steps start..end need.
+  Status Load(const Expr& e, int64_t start, int64_t end) {
+    if (e.kind == Expr::Kind::kSelector) {
+      int64_t back = e.range_ms > 0 ? e.range_ms : options_.lookback_ms;
+      Result<std::vector<Series>> series =
+          source_->Select(e.matchers, start - e.offset_ms - back, end - e.offset_ms);
+      if (!series.ok()) return series.status();
+      for (const Series& s : *series) loaded_points_ += s.points.size();
+      if (loaded_points_ > options_.max_samples) {
+        return Status::InvalidArgument(
+            "query processing would load too many samples into memory in query execution");
+      }
+      data_[&e] = std::move(*series);
+      return Status::Ok();
+    }
+    for (const auto& a : e.args) KOMOKU_RETURN_IF_ERROR(Load(*a, start, end));
+    return Status::Ok();
+  }
+
+  // The series of a range vector selector at t (an instant query's matrix).
+  std::vector<Series> Matrix(const Expr& e, int64_t t) const {
+    std::vector<Series> out;
+    int64_t to = t - e.offset_ms;
+    for (const Series& s : data_.at(&e)) {
+      auto [b, en] = Slice(s, to - e.range_ms, to);
+      if (b == en) continue;
+      out.push_back(Series{s.labels, std::vector<Point>(b, en)});
+    }
+    return out;
+  }
+
+  Value Eval(const Expr& e, int64_t t) const {
+    Value out;
+    out.type = e.type;
+    switch (e.kind) {
+      case Expr::Kind::kNumber:
+        out.scalar = e.number;
+        break;
+      case Expr::Kind::kTime:
+        out.scalar = static_cast<double>(t) / 1000;
+        break;
+      case Expr::Kind::kSelector: {
+        int64_t ref = t - e.offset_ms;
+        for (const Series& s : data_.at(&e)) {
+          auto [b, en] = Slice(s, ref - options_.lookback_ms, ref);
+          if (b == en) continue;
+          out.vector.push_back(Sample{s.labels, en[-1].v});
+        }
+        break;
+      }
+      case Expr::Kind::kRangeCall: {
+        const Expr& sel = *e.args[0];
+        int64_t range_end = t - sel.offset_ms;
+        int64_t range_start = range_end - sel.range_ms;
+        for (const Series& s : data_.at(&sel)) {
+          auto [b, en] = Slice(s, range_start, range_end);
+          if (b == en) continue;
+          double v = 0;
+          if (!CallRange(e.func, b, en, range_start, range_end, sel.range_ms, &v)) continue;
+          // last_over_time acts as an offset and keeps the name; the others
+          // drop it.
+          out.vector.push_back(
+              Sample{e.func == RangeFunc::kLastOverTime ? s.labels : DropName(s.labels), v});
+        }
+        break;
+      }
+      case Expr::Kind::kAggregate:
+        out.vector = Aggregate(e, Eval(*e.args[0], t).vector);
+        break;
+      case Expr::Kind::kNegate: {
+        Value in = Eval(*e.args[0], t);
+        out.scalar = -in.scalar;
+        for (Sample& s : in.vector)
+          out.vector.push_back(Sample{DropName(std::move(s.labels)), -s.v});
+        break;
+      }
+      case Expr::Kind::kBinary: {
+        Value l = Eval(*e.args[0], t);
+        Value r = Eval(*e.args[1], t);
+        if (l.type == ValueType::kScalar && r.type == ValueType::kScalar) {
+          out.scalar = Arithmetic(e.op, l.scalar, r.scalar);
+        } else if (l.type == ValueType::kVector) {
+          for (Sample& s : l.vector) {
+            out.vector.push_back(
+                Sample{DropName(std::move(s.labels)), Arithmetic(e.op, s.v, r.scalar)});
+          }
+        } else {
+          for (Sample& s : r.vector) {
+            out.vector.push_back(
+                Sample{DropName(std::move(s.labels)), Arithmetic(e.op, l.scalar, s.v)});
+          }
+        }
+        break;
+      }
+    }
+    return out;
+  }
+
+ private:
+  const Source* const source_;
+  const Options& options_;
+  std::map<const Expr*, std::vector<Series>> data_;
+  size_t loaded_points_ = 0;
+};
+
+}  // namespace
+
+Engine::Engine(const Source* source, Options options) : source_(source), options_(options) {}
+
+Result<InstantResult> Engine::Instant(const std::string& query, int64_t time_ms) const {
+  Result<std::shared_ptr<const Expr>> parsed = Parse(query);
+  if (!parsed.ok()) return parsed.status();
+  const Expr& e = **parsed;
+  Evaluator ev(source_, options_);
+  KOMOKU_RETURN_IF_ERROR(ev.Load(e, time_ms, time_ms));
+  InstantResult out;
+  out.time_ms = time_ms;
+  if (e.type == ValueType::kMatrix) {
+    out.type = InstantResult::Type::kMatrix;
+    out.series = ev.Matrix(e, time_ms);
+    std::sort(out.series.begin(), out.series.end(),
+              [](const Series& a, const Series& b) { return a.labels < b.labels; });
+    return out;
+  }
+  Value v = ev.Eval(e, time_ms);
+  if (v.type == ValueType::kScalar) {
+    out.type = InstantResult::Type::kScalar;
+    out.scalar = v.scalar;
+    return out;
+  }
+  out.type = InstantResult::Type::kVector;
+  for (Sample& s : v.vector) {
+    out.series.push_back(Series{std::move(s.labels), {Point{time_ms, s.v}}});
+  }
+  return out;
+}
+
+Result<std::vector<Series>> Engine::Range(const std::string& query, int64_t start_ms,
+                                          int64_t end_ms, int64_t step_ms) const {
+  if (end_ms < start_ms)
+    return Status::InvalidArgument("end timestamp must not be before start time");
+  if (step_ms <= 0) {
+    return Status::InvalidArgument(
+        "zero or negative query resolution step widths are not accepted. Try a positive integer");
+  }
+  if ((end_ms - start_ms) / step_ms > options_.max_points) {  // as Prometheus: 11,001 pass
+    return Status::InvalidArgument(
+        "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query "
+        "resolution (?step=XX)");
+  }
+  Result<std::shared_ptr<const Expr>> parsed = Parse(query);
+  if (!parsed.ok()) return parsed.status();
+  const Expr& e = **parsed;
+  if (e.type == ValueType::kMatrix) {
+    return Status::InvalidArgument(
+        "invalid expression type \"range vector\" for range query, must be Scalar or instant "
+        "Vector");
+  }
+  Evaluator ev(source_, options_);
+  KOMOKU_RETURN_IF_ERROR(ev.Load(e, start_ms, end_ms));
+  std::map<Labels, std::vector<Point>> series;
+  size_t points = 0;
+  for (int64_t t = start_ms; t <= end_ms; t += step_ms) {
+    Value v = ev.Eval(e, t);
+    if (v.type == ValueType::kScalar) {
+      series[Labels{}].push_back(Point{t, v.scalar});
+      ++points;
+      continue;
+    }
+    for (Sample& s : v.vector) series[std::move(s.labels)].push_back(Point{t, s.v});
+    points += v.vector.size();
+    if (points > options_.max_samples) {
+      return Status::InvalidArgument(
+          "query processing would load too many samples into memory in query execution");
+    }
+  }
+  std::vector<Series> out;
+  out.reserve(series.size());
+  for (auto& [labels, pts] : series) out.push_back(Series{labels, std::move(pts)});
+  return out;
+}
+
+}  // namespace komoku::promql
