@@ -3,7 +3,7 @@
 #include <cctype>
 #include <utility>
 
-#include "core/key_options_json.h"
+#include "wire/key_options_json.h"
 #include "series/history.h"
 #include "wire/history_json.h"
 #include "wire/input.h"
