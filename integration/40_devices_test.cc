@@ -1,0 +1,150 @@
+// 40: the devices people have, through the example rules of the packaged
+// config/komoku.yaml (its commented mappings: block, uncommented as a user
+// would), a real Mosquitto and the real binary. Every payload is as the
+// firmware publishes it; the comment beside it names the document or source
+// (the same payloads as tests/bridge/mapping_examples_test.cc, which checks
+// each rule alone).
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "harness/harness.h"
+
+namespace komoku::testing {
+namespace {
+
+// The `#mappings:` block of config/komoku.yaml with its leading '#' taken
+// away: the example rules exactly as shipped.
+std::string ExampleMappings() {
+  std::ifstream in(std::string(KOMOKU_SOURCE_DIR) + "/config/komoku.yaml");
+  std::string out;
+  bool inside = false;
+  for (std::string line; std::getline(in, line);) {
+    if (line == "#mappings:") inside = true;
+    if (inside && !line.empty() && line[0] == '#') out += line.substr(1) + "\n";
+  }
+  return out;
+}
+
+class DevicesTest : public KomokuTest {
+ protected:
+  std::string ExtraConfig() const override { return ExampleMappings(); }
+
+  nlohmann::json Value(const std::string& key) {
+    auto r = komoku_->Get("/api/v1/value?key=" + key);
+    return r.status == 200 ? r.Json() : nlohmann::json();
+  }
+  bool WaitForValue(const std::string& key, const nlohmann::json& value) {
+    return WaitFor([&] {
+      nlohmann::json v = Value(key);
+      return v.is_object() && v["value"] == value;
+    });
+  }
+  size_t HistorySize(const std::string& key) {
+    auto r = komoku_->Get("/api/v1/history?key=" + key + "&from=0");
+    return r.status == 200 ? r.Json()["rows"].size() : 0;
+  }
+};
+
+TEST_F(DevicesTest, TheExampleRulesAreThere) {
+  const std::string rules = ExampleMappings();
+  EXPECT_NE(rules.find("name: shelly_gen2_status"), std::string::npos) << rules;
+  EXPECT_NE(rules.find("name: esphome_text_sensor"), std::string::npos) << rules;
+}
+
+TEST_F(DevicesTest, ARealHouseBecomesTypedKeys) {
+  // zigbee2mqtt: zigbee2mqtt.io/guide/usage/mqtt_topics_and_messages.html.
+  mqtt_->Publish("zigbee2mqtt/front_door", R"({"contact":false,"battery":100,"linkquality":87})");
+  mqtt_->Publish("zigbee2mqtt/living/lamp", R"({"state":"ON","brightness":120})");
+  mqtt_->Publish("zigbee2mqtt/living/lamp/availability", R"({"state":"online"})");
+  mqtt_->Publish("zigbee2mqtt/living/lamp/set", R"({"state":"OFF"})");  // a command, not data
+  // Tasmota: tasmota.github.io/docs/MQTT; a two-channel energy monitor
+  // (xdrv_03_energy.ino writes one element per channel).
+  mqtt_->Publish("tele/shelly25/SENSOR",
+                 R"({"Time":"2026-11-20T10:00:00","ENERGY":{"Total":3.051,"Power":[12,34],)"
+                 R"("Voltage":231,"Current":[0.087,0.173]}})");
+  mqtt_->Publish("stat/strip4/POWER2", "ON");
+  // Shelly Gen 1: shelly-api-docs.shelly.cloud/gen1 (1PM, H&T, DW2).
+  mqtt_->Publish("shellies/shelly1pm-ABC/relay/0/power", "42.47");
+  mqtt_->Publish("shellies/shelly1pm-ABC/relay/0/energy", "12345");
+  mqtt_->Publish("shellies/shellyht-XYZ/sensor/ext_power", "true");
+  mqtt_->Publish("shellies/shellydw2-XYZ/sensor/state", "open");
+  // Shelly Gen 2: shelly-api-docs.shelly.cloud/gen2 (Switch status, MQTT).
+  mqtt_->Publish("shellyplus1pm-a8032ab12cd3/status/switch:0",
+                 R"({"id":0,"source":"init","output":true,"apower":8.9,"voltage":237.5,)"
+                 R"("aenergy":{"total":6.532,"by_minute":[45.1,47.1,88.3],"minute_ts":1654511972},)"
+                 R"("temperature":{"tC":41.1,"tF":105.9}})");
+  mqtt_->Publish("shellyplus1pm-a8032ab12cd3/online", "true");
+  // ESPHome: esphome.io/components/mqtt; a sensor without a reading says nan.
+  mqtt_->Publish("livingroom/sensor/temperature/state", "nan");
+  mqtt_->Publish("livingroom/sensor/temperature/state", "21.50");
+  mqtt_->Publish("livingroom/text_sensor/wifi_ssid/state", "home-net");
+  mqtt_->Publish("livingroom/status", "online");
+  // Home Assistant's birth message: no ESPHome device.
+  mqtt_->Publish("homeassistant/status", "online");
+
+  struct Expected {
+    const char* key;
+    nlohmann::json value;
+    const char* type;
+  };
+  const std::vector<Expected> expected = {
+      {"front_door/contact", true, "boolean"},  // true = open, as discovery has it
+      {"front_door/battery", 100, "numeric"},
+      {"living/lamp/state", true, "boolean"},
+      {"living/lamp/brightness", 120, "numeric"},
+      {"living/lamp/available", true, "boolean"},
+      {"shelly25/energy_total", 3.051, "numeric"},
+      {"shelly25/power/1", 12, "numeric"},
+      {"shelly25/power/2", 34, "numeric"},
+      {"shelly25/voltage", 231, "numeric"},
+      {"shelly25/current/1", 0.087, "numeric"},
+      {"shelly25/current/2", 0.173, "numeric"},
+      {"strip4/POWER2", true, "boolean"},
+      {"shelly1pm-ABC/relay/0/power", 42.47, "numeric"},
+      {"shelly1pm-ABC/relay/0/energy", 12345, "counter"},
+      {"shellyht-XYZ/ext_power", true, "boolean"},
+      {"shellydw2-XYZ/state", true, "boolean"},
+      {"shellyplus1pm-a8032ab12cd3/switch:0/output", true, "boolean"},
+      {"shellyplus1pm-a8032ab12cd3/switch:0/apower", 8.9, "numeric"},
+      {"shellyplus1pm-a8032ab12cd3/switch:0/voltage", 237.5, "numeric"},
+      {"shellyplus1pm-a8032ab12cd3/switch:0/aenergy.total", 6.532, "numeric"},
+      {"shellyplus1pm-a8032ab12cd3/switch:0/temperature.tC", 41.1, "numeric"},
+      {"shellyplus1pm-a8032ab12cd3/online", true, "boolean"},
+      {"livingroom/temperature", 21.5, "numeric"},
+      {"livingroom/wifi_ssid", "home-net", "string"},
+      {"livingroom/online", true, "boolean"},
+  };
+  for (const Expected& e : expected) {
+    ASSERT_TRUE(WaitForValue(e.key, e.value)) << e.key << ": " << Value(e.key).dump();
+    EXPECT_EQ(Value(e.key)["type"], e.type) << e.key;
+  }
+  // Tasmota's Time is the changes' time.
+  EXPECT_DOUBLE_EQ(Value("shelly25/power/2")["time"].get<double>(), 1795168800.0);
+  // nan was skipped and counted, not refused, and made no string key.
+  EXPECT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_mapping_unknown_skipped_total") == 1; }))
+      << komoku_->Output();
+  EXPECT_EQ(HistorySize("livingroom/temperature"), 1u);
+  EXPECT_EQ(komoku_->Output().find(" refused '"), std::string::npos) << komoku_->Output();
+  auto keys = komoku_->Get("/api/v1/keys").Json()["keys"];
+  EXPECT_EQ(keys.size(), expected.size())
+      << "no homeassistant/online, no lamp/set, no linkquality: " << keys.dump();
+}
+
+TEST_F(DevicesTest, EveryButtonPressIsRecorded) {
+  // zigbee2mqtt's WXKG11LM button: {"action":"single"} per press
+  // (zigbee2mqtt.io/devices/WXKG11LM.html), the same value twice in a row.
+  mqtt_->Publish("zigbee2mqtt/hall_switch", R"({"action":"single","battery":91})");
+  ASSERT_TRUE(WaitForValue("hall_switch/action", "single"));
+  mqtt_->Publish("zigbee2mqtt/hall_switch", R"({"action":"single","battery":91})");
+  mqtt_->Publish("zigbee2mqtt/hall_switch", R"({"action":"double","battery":91})");
+  ASSERT_TRUE(WaitForValue("hall_switch/action", "double"));
+  EXPECT_TRUE(WaitFor([&] { return HistorySize("hall_switch/action") == 3; }))
+      << HistorySize("hall_switch/action");
+  // The battery's repeat is no event: stored once.
+  EXPECT_EQ(HistorySize("hall_switch/battery"), 1u);
+}
+
+}  // namespace
+}  // namespace komoku::testing
