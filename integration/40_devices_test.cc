@@ -146,5 +146,89 @@ TEST_F(DevicesTest, EveryButtonPressIsRecorded) {
   EXPECT_EQ(HistorySize("hall_switch/battery"), 1u);
 }
 
+// The packaged config/komoku.yaml (every setting a comment) after the
+// harness's broker, data dir and port, less its section lines that the
+// harness writes itself (`mqtt:`, `store:`, `http:`, `log:`: a section may
+// not be given twice): what `make run` and the Debian package start with.
+// zigbee2mqtt announces its devices to Home Assistant (retained configs as
+// lib/extension/homeassistant.ts builds them; this shape is from a
+// zigbee2mqtt 1.x log), and Komoku records them with no edits, because
+// discovery is on by default.
+class FreshConfigTest : public KomokuTest {
+ protected:
+  std::string ExtraConfig() const override {
+    std::ifstream in(std::string(KOMOKU_SOURCE_DIR) + "/config/komoku.yaml");
+    std::string out;
+    for (std::string line; std::getline(in, line);) {
+      if (line == "mqtt:" || line == "store:" || line == "http:" || line == "log:") continue;
+      out += line + "\n";
+    }
+    return out;
+  }
+  nlohmann::json Value(const std::string& key) {
+    auto r = komoku_->Get("/api/v1/value?key=" + key);
+    return r.status == 200 ? r.Json() : nlohmann::json();
+  }
+};
+
+TEST_F(FreshConfigTest, RecordsZigbee2mqttWithNoEdits) {
+  const std::string avail =
+      R"j("availability":[{"topic":"zigbee2mqtt/bridge/state","value_template":"{{ value_json.state }}"}],)j";
+  const std::string device =
+      R"j("device":{"identifiers":["zigbee2mqtt_0x00158d0001a2b3c4"],"manufacturer":"Aqara",)j"
+      R"j("model":"Door and window sensor (MCCGQ11LM)","name":"front_door"},)j";
+  mqtt_->Publish(
+      "homeassistant/sensor/0x00158d0001a2b3c4/temperature/config",
+      "{" + avail + device +
+          R"j("device_class":"temperature","enabled_by_default":true,)j"
+          R"j("object_id":"kitchen_sensor_temperature","state_class":"measurement",)j"
+          R"j("state_topic":"zigbee2mqtt/kitchen_sensor",)j"
+          R"j("unique_id":"0x00158d0001a2b3c4_temperature_zigbee2mqtt",)j"
+          R"j("unit_of_measurement":"°C","value_template":"{{ value_json.temperature }}"})j",
+      1, /*retained=*/true);
+  mqtt_->Publish(
+      "homeassistant/binary_sensor/0x00158d0001d4e5f6/contact/config",
+      "{" + avail + device +
+          R"j("device_class":"door","name":"Door","payload_off":true,"payload_on":false,)j"
+          R"j("state_topic":"zigbee2mqtt/front_door",)j"
+          R"j("unique_id":"0x00158d0001d4e5f6_contact_zigbee2mqtt",)j"
+          R"j("value_template":"{{ value_json.contact }}"})j",
+      1, /*retained=*/true);
+  mqtt_->Publish("homeassistant/light/0x0017880102952daf/light/config",
+                 "{" + avail +
+                     R"j("brightness":true,"brightness_scale":254,"color_mode":true,)j"
+                     R"j("command_topic":"zigbee2mqtt/hall_light/set","schema":"json",)j"
+                     R"j("state_topic":"zigbee2mqtt/hall_light",)j"
+                     R"j("supported_color_modes":["color_temp"],)j"
+                     R"j("unique_id":"0x0017880102952daf_light_zigbee2mqtt"})j",
+                 1, /*retained=*/true);
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") >= 3; }))
+      << komoku_->Output();
+  mqtt_->Publish("zigbee2mqtt/bridge/state", R"({"state":"online"})", 1, true);
+  mqtt_->Publish("zigbee2mqtt/kitchen_sensor", R"({"temperature":21.43,"linkquality":120})");
+  mqtt_->Publish("zigbee2mqtt/front_door", R"({"contact":false,"battery":100})");
+  mqtt_->Publish("zigbee2mqtt/hall_light", R"({"state":"ON","brightness":254,"color_temp":370})");
+  struct Expected {
+    const char* key;
+    nlohmann::json value;
+  };
+  for (const Expected& e : std::vector<Expected>{
+           {"zigbee2mqtt/kitchen_sensor/temperature", 21.43},
+           {"zigbee2mqtt/front_door/contact", true},  // open, as through the example rule
+           {"zigbee2mqtt/hall_light/state", true},
+           {"zigbee2mqtt/hall_light/brightness", 254},
+           {"zigbee2mqtt/hall_light/color_temp", 370},
+           {"zigbee2mqtt/bridge/state", true},
+       }) {
+    EXPECT_TRUE(WaitFor([&] { return Value(e.key)["value"] == e.value; }))
+        << e.key << ": " << Value(e.key).dump() << komoku_->Output();
+  }
+  // What it read is listed: the rules a user can see (and switch off with
+  // discovery.enabled: false).
+  auto listed = komoku_->Get("/api/v1/discovery");
+  ASSERT_EQ(listed.status, 200);
+  EXPECT_EQ(listed.Json()["mapped"], 5) << listed.body;  // the light is three
+}
+
 }  // namespace
 }  // namespace komoku::testing

@@ -156,9 +156,11 @@ const std::vector<Field>& Fields() {
        "Bytes of events a stream client may leave unread; past them it is dropped and counted "
        "(komoku_sse_dropped_total)."},
       {"log", "level", &Config::log_level, "info", 0, 0, "trace, debug, info, warn, error or off."},
-      {"discovery", "enabled", &Config::discovery_enabled, "false", 0, 0,
+      {"discovery", "enabled", &Config::discovery_enabled, "true", 0, 0,
        "Map the topics that Home Assistant discovery configs and Homie attributes describe, "
-       "without mapping rules (docs/mapping.md#discovery). Configured mappings win."},
+       "without mapping rules (docs/mapping.md#discovery): on out of the box, so a house "
+       "announced to Home Assistant is recorded with no edits; GET /api/v1/discovery lists "
+       "what it read. Configured mappings win; false turns it off."},
       {"discovery", "home_assistant", &Config::discovery_home_assistant, "true", 0, 0,
        "Read Home Assistant discovery configs (<prefix>/+/+/config, <prefix>/+/+/+/config)."},
       {"discovery", "prefix", &Config::discovery_prefix, "homeassistant", 0, 0,

@@ -65,7 +65,7 @@ struct Config {
   // log
   std::string log_level;
   // discovery (docs/mapping.md#discovery)
-  bool discovery_enabled = false;
+  bool discovery_enabled = true;
   bool discovery_home_assistant = false;
   std::string discovery_prefix;
   bool discovery_homie = false;

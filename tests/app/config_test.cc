@@ -619,7 +619,7 @@ TEST(ConfigTest, DocsListEveryKey) {
   }
   EXPECT_NE(docs.find("| `mqtt.keep_alive` | duration (s) | `30` | 5..3600 |"), std::string::npos);
   EXPECT_NE(docs.find("| `http.max_points` | integer | `10000` |"), std::string::npos);
-  EXPECT_NE(docs.find("| `discovery.enabled` | boolean | `false` |  |"), std::string::npos);
+  EXPECT_NE(docs.find("| `discovery.enabled` | boolean | `true` |  |"), std::string::npos);
 }
 
 TEST(ConfigTest, DiscoverySection) {
@@ -631,7 +631,10 @@ TEST(ConfigTest, DiscoverySection) {
   EXPECT_EQ(c.discovery_prefix, "ha");
   EXPECT_FALSE(c.discovery_homie);
   EXPECT_EQ(c.discovery_key_prefix, "dev/");
-  EXPECT_FALSE(DefaultConfig().discovery_enabled);
+  // On out of the box (issue 24): a fresh install records a house announced
+  // to Home Assistant; false turns it off.
+  EXPECT_TRUE(DefaultConfig().discovery_enabled);
+  EXPECT_FALSE(ParseOk("discovery:\n  enabled: false\n").discovery_enabled);
   auto bad = ParseConfig("discovery:\n  enabled: yes\n", "k.yaml");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().message(),
@@ -668,7 +671,7 @@ TEST(ConfigTest, RestartOnlyChangesNameWhatAReloadLeaves) {
   EXPECT_TRUE(RestartOnlyChanges(running, reloadable).empty());
   Config restart = ParseOk(
       "mqtt:\n  broker: tcp://b:1\n  keep_alive: 7\nhttp:\n  max_points: 5\n"
-      "store:\n  hot_window_hours: 24\ndiscovery:\n  enabled: true\n"
+      "store:\n  hot_window_hours: 24\ndiscovery:\n  enabled: false\n"
       "booleans:\n  true: [ja]\n");
   EXPECT_EQ(RestartOnlyChanges(running, restart),
             (std::vector<std::string>{"mqtt.broker", "mqtt.keep_alive", "store.hot_window_hours",
