@@ -230,5 +230,49 @@ TEST_F(FreshConfigTest, RecordsZigbee2mqttWithNoEdits) {
   EXPECT_EQ(listed.Json()["mapped"], 5) << listed.body;  // the light is three
 }
 
+// Tasmota 12+ announces itself only on tasmota/discovery/<MAC>/config and
+// .../sensors (tasmota_xdrv_driver/xdrv_12_discovery.ino); a fresh config
+// reads them: relays, the SENSOR numbers (two channels included) and LWT.
+TEST_F(FreshConfigTest, RecordsTasmotaNativeDiscovery) {
+  mqtt_->Publish(
+      "tasmota/discovery/A4CF12ABCDEF/config",
+      R"j({"ip":"192.168.1.50","dn":"Shelly 2.5","hn":"shelly25-ABCDEF",)j"
+      R"j("mac":"A4CF12ABCDEF","md":"Shelly 2.5","ofln":"Offline","onln":"Online",)j"
+      R"j("state":["OFF","ON","TOGGLE","HOLD"],"sw":"13.2.0","t":"shelly25",)j"
+      R"j("ft":"%prefix%/%topic%/","tp":["cmnd","stat","tele"],"rl":[1,1,0,0,0,0,0,0],)j"
+      R"j("so":{"4":0,"11":0,"13":0,"17":0,"20":0,"30":0,"68":0,"73":0,"82":0},"ver":1})j",
+      1, /*retained=*/true);
+  mqtt_->Publish("tasmota/discovery/A4CF12ABCDEF/sensors",
+                 R"j({"sn":{"Time":"2026-11-20T10:00:00","ENERGY":{"TotalStartTime":)j"
+                 R"j("2026-01-02T10:11:12","Total":3.051,"Power":[12,34],"Voltage":231},)j"
+                 R"j("TempUnit":"C"},"ver":1})j",
+                 1, /*retained=*/true);
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 5; }))
+      << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
+  mqtt_->Publish("tele/shelly25/LWT", "Online", 1, true);
+  mqtt_->Publish("stat/shelly25/POWER2", "ON");
+  mqtt_->Publish(
+      "tele/shelly25/SENSOR",
+      R"({"Time":"2026-11-20T10:05:00","ENERGY":{"TotalStartTime":"2026-01-02T10:11:12",)"
+      R"("Total":3.052,"Power":[10,30],"Voltage":230},"TempUnit":"C"})");
+  struct Expected {
+    const char* key;
+    nlohmann::json value;
+    const char* type;
+  };
+  for (const Expected& e : std::vector<Expected>{
+           {"tele/shelly25/LWT", true, "boolean"},
+           {"stat/shelly25/POWER2", true, "boolean"},
+           {"tele/shelly25/SENSOR/ENERGY.Total", 3.052, "counter"},
+           {"tele/shelly25/SENSOR/ENERGY.Power/1", 10, "numeric"},
+           {"tele/shelly25/SENSOR/ENERGY.Power/2", 30, "numeric"},
+           {"tele/shelly25/SENSOR/ENERGY.Voltage", 230, "numeric"},
+       }) {
+    EXPECT_TRUE(WaitFor([&] { return Value(e.key)["value"] == e.value; }))
+        << e.key << ": " << Value(e.key).dump() << komoku_->Output();
+    EXPECT_EQ(Value(e.key)["type"], e.type) << e.key;
+  }
+}
+
 }  // namespace
 }  // namespace komoku::testing

@@ -169,6 +169,8 @@ const std::vector<Field>& Fields() {
        "Read Homie 3/4 property attributes ($datatype, $unit, $format, $name)."},
       {"discovery", "homie_prefix", &Config::discovery_homie_prefix, "homie", 0, 0,
        "Homie's base topic."},
+      {"discovery", "tasmota", &Config::discovery_tasmota, "true", 0, 0,
+       "Read Tasmota 12+'s own discovery (tasmota/discovery/<MAC>/config and .../sensors)."},
       {"discovery", "key_prefix", &Config::discovery_key_prefix, "", 0, 0,
        "Put before every discovered key (a key is named after its state topic: "
        "zigbee2mqtt/kitchen_sensor/temperature)."},

@@ -70,6 +70,7 @@ struct Config {
   std::string discovery_prefix;
   bool discovery_homie = false;
   std::string discovery_homie_prefix;
+  bool discovery_tasmota = true;
   std::string discovery_key_prefix;
   // derived (docs/derived.md)
   bool derived_retain = true;

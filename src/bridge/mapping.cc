@@ -612,8 +612,14 @@ class RuleApplier {
       }
       bool skip = false;
       if (!FromJson(e, f.path.dotted, &skip)) return false;
-      suffix = f.suffix + "/" + std::to_string(n + 1);
-      if (!skip && !Emit(suffix)) return false;
+      // With {field} the channel follows the suffix; without (a key
+      // template naming one key, as a discovered entity's), the key.
+      const std::string channel = "/" + std::to_string(n + 1);
+      suffix = c_.key_has_field ? f.suffix + channel : f.suffix;
+      key_tail_ = c_.key_has_field ? std::string_view() : std::string_view(channel);
+      const bool ok = skip || Emit(suffix);
+      key_tail_ = {};
+      if (!ok) return false;
     }
     return true;
   }
@@ -891,6 +897,7 @@ class RuleApplier {
           break;
       }
     }
+    key += key_tail_;
     // Plain ASCII without NUL and wildcards (nearly every key) is a valid
     // name of the right length; anything else gets the full check.
     // Without an early exit the loop is branch-free (and vectorized).
@@ -917,6 +924,7 @@ class RuleApplier {
   std::vector<std::string>* spare_keys_;
   size_t* unknown_skipped_;
   bool unknown_ = false;           // the value read said "unknown": Emit skips it
+  std::string_view key_tail_;      // put after the key by Emit (an array's channel)
   const FlatJson* doc_ = nullptr;  // the parsed payload, once Run has parsed it
   store::InputValue value_;
   std::optional<int64_t> time_ms_;

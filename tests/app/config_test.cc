@@ -63,6 +63,7 @@ std::string Dump(const Config& c) {
       << "discovery.prefix=" << c.discovery_prefix << "\n"
       << "discovery.homie=" << c.discovery_homie << "\n"
       << "discovery.homie_prefix=" << c.discovery_homie_prefix << "\n"
+      << "discovery.tasmota=" << c.discovery_tasmota << "\n"
       << "discovery.key_prefix=" << c.discovery_key_prefix << "\n"
       << "http_host=" << c.http_host << "\n"
       << "http_port=" << c.http_port << "\n";
@@ -164,6 +165,7 @@ TEST(ConfigTest, SetsEveryField) {
             "discovery.prefix=ha\n"
             "discovery.homie=0\n"
             "discovery.homie_prefix=devices/homie\n"
+            "discovery.tasmota=1\n"
             "discovery.key_prefix=found/\n"
             "http_host=0.0.0.0\n"
             "http_port=9000\n");
@@ -576,7 +578,7 @@ TEST(ConfigTest, ExampleUncommentedParsesToTheDefaults) {
       uncommented += line + "\n";
     }
   }
-  EXPECT_EQ(keys, 51);  // 50 keys and the tls: of mqtt.tls
+  EXPECT_EQ(keys, 52);  // 51 keys and the tls: of mqtt.tls
   EXPECT_NE(uncommented.find("\n  tls:\n    # PEM file"), std::string::npos) << uncommented;
   Config c = ParseOk(uncommented);
   EXPECT_EQ(Dump(c), Dump(DefaultConfig())) << uncommented;
@@ -609,6 +611,7 @@ TEST(ConfigTest, DocsListEveryKey) {
                           "discovery.prefix",
                           "discovery.homie",
                           "discovery.homie_prefix",
+                          "discovery.tasmota",
                           "discovery.key_prefix",
                           "mqtt.tls.ca_file",
                           "mqtt.tls.cert_file",

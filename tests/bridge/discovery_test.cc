@@ -883,3 +883,119 @@ TEST(DiscoveryStateTest, BrokenFilesAreRefusedWhole) {
 
 }  // namespace
 }  // namespace komoku::bridge
+
+namespace komoku::bridge {
+namespace {
+
+// Tasmota 12+'s own discovery (tasmota_xdrv_driver/xdrv_12_discovery.ino
+// writes these; the shape as a Sonoff POW R2 / a 2-relay Shelly 2.5 running
+// Tasmota 13 publish them): the config names the topics, the sensors the
+// numbers of tele/<topic>/SENSOR.
+constexpr char kTasmotaConfigTopic[] = "tasmota/discovery/A4CF12ABCDEF/config";
+constexpr char kTasmotaConfig[] = R"({"ip":"192.168.1.50","dn":"Shelly 2.5","fn":["Kitchen",
+"Hall",null,null,null,null,null,null],"hn":"shelly25-ABCDEF","mac":"A4CF12ABCDEF","md":
+"Shelly 2.5","ty":0,"if":0,"ofln":"Offline","onln":"Online","state":["OFF","ON","TOGGLE",
+"HOLD"],"sw":"13.2.0","t":"shelly25","ft":"%prefix%/%topic%/","tp":["cmnd","stat","tele"],
+"rl":[1,1,0,0,0,0,0,0],"swc":[-1,-1,-1,-1,-1,-1,-1,-1],"swn":[null,null,null,null,null,null,
+null,null],"btn":[0,0,0,0,0,0,0,0],"so":{"4":0,"11":0,"13":0,"17":0,"20":0,"30":0,"68":0,
+"73":0,"82":0,"114":0,"117":0},"lk":0,"lt_st":0,"sho":[0,0,0,0],"sht":[[0,0,0],[0,0,0],
+[0,0,0],[0,0,0]],"ver":1})";
+constexpr char kTasmotaSensorsTopic[] = "tasmota/discovery/A4CF12ABCDEF/sensors";
+constexpr char kTasmotaSensors[] = R"({"sn":{"Time":"2026-11-20T10:00:00","ANALOG":
+{"Temperature":41.2},"ENERGY":{"TotalStartTime":"2026-01-02T10:11:12","Total":3.051,
+"Yesterday":0.112,"Today":0.040,"Power":[12,34],"Voltage":231},"TempUnit":"C"},"ver":1})";
+
+TEST(TasmotaDiscoveryTest, RelaysSensorsAndLwt) {
+  Discovery d(DiscoveryOptions{});
+  EXPECT_TRUE(d.IsDiscoveryTopic(kTasmotaConfigTopic));
+  EXPECT_TRUE(d.IsDiscoveryTopic(kTasmotaSensorsTopic));
+  // The sensors alone name no topic: nothing yet.
+  EXPECT_TRUE(d.Handle(kTasmotaSensorsTopic, kTasmotaSensors).empty());
+  const std::vector<Discovery::Update> u = d.Handle(kTasmotaConfigTopic, kTasmotaConfig);
+  const std::string g = "tasmota/discovery/A4CF12ABCDEF";
+  EXPECT_EQ(Ids(u),
+            (std::vector<std::string>{g + "#POWER1", g + "#POWER2", g + "#ANALOG.Temperature",
+                                      g + "#ENERGY.Power", g + "#ENERGY.Today", g + "#ENERGY.Total",
+                                      g + "#ENERGY.Voltage", g + "#ENERGY.Yesterday"}));
+  EXPECT_EQ(d.mapped_count(), 8u);
+  EXPECT_EQ(Show(d.Map("stat/shelly25/POWER2", "ON", kNow)), "stat/shelly25/POWER2=true(b);");
+  EXPECT_EQ(Show(d.Map("tele/shelly25/LWT", "Offline", kNow)), "tele/shelly25/LWT=false(b);");
+  EXPECT_EQ(Show(d.Map("tele/shelly25/SENSOR",
+                       R"({"Time":"2026-11-20T10:05:00","ANALOG":{"Temperature":40.9},)"
+                       R"("ENERGY":{"Total":3.052,"Yesterday":0.112,"Today":0.041,)"
+                       R"("Power":[10,30],"Voltage":230},"TempUnit":"C"})",
+                       kNow)),
+            "tele/shelly25/SENSOR/ANALOG.Temperature=40.9(d);"
+            "tele/shelly25/SENSOR/ENERGY.Power/1=10(d);"
+            "tele/shelly25/SENSOR/ENERGY.Power/2=30(d);"
+            "tele/shelly25/SENSOR/ENERGY.Today=0.041(d);"
+            "tele/shelly25/SENSOR/ENERGY.Total=3.052(d);"
+            "tele/shelly25/SENSOR/ENERGY.Voltage=230(d);"
+            "tele/shelly25/SENSOR/ENERGY.Yesterday=0.112(d);");
+  const nlohmann::json all = d.Describe();
+  for (const auto& e : all["entities"]) {
+    if (e["id"] == g + "#ENERGY.Total") {
+      EXPECT_EQ(e["type"], "counter");
+    }
+    if (e["id"] == g + "#POWER1") {
+      EXPECT_EQ(e["type"], "boolean");
+    }
+  }
+  // The same config again: nothing; an empty one removes the device.
+  EXPECT_TRUE(d.Handle(kTasmotaConfigTopic, kTasmotaConfig).empty());
+  EXPECT_EQ(d.Handle(kTasmotaConfigTopic, "").size(), 8u);
+  EXPECT_EQ(d.mapped_count(), 0u);
+  EXPECT_FALSE(d.Map("stat/shelly25/POWER2", "ON", kNow).engine);
+}
+
+TEST(TasmotaDiscoveryTest, OneRelayIsPowerAndFullTopicTokens) {
+  const std::string config =
+      R"({"dn":"Plug","hn":"plug-0A0B0C","mac":"DC4F220A0B0C","ofln":"Offline","onln":"Online",)"
+      R"("state":["OFF","ON","TOGGLE","HOLD"],"t":"plug","ft":"home/%hostname%/%prefix%/",)"
+      R"("tp":["cmnd","stat","tele"],"rl":[1,0,0,0,0,0,0,0],"so":{"26":0},"ver":1})";
+  std::vector<DiscoveredEntity> e =
+      ParseTasmotaDiscovery("tasmota/discovery/DC4F220A0B0C", config, "", DiscoveryOptions{});
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_TRUE(e[0].mapped()) << e[0].message;
+  EXPECT_EQ(e[0].state_topic, "home/plug-0A0B0C/stat/POWER");
+  ASSERT_EQ(e[0].availability.size(), 1u);
+  EXPECT_EQ(e[0].availability[0].topic, "home/plug-0A0B0C/tele/LWT");
+  // SetOption26 on: POWER1 even for one relay.
+  std::string so26 = config;
+  so26.replace(so26.find(R"("26":0)"), 6, R"("26":1)");
+  e = ParseTasmotaDiscovery("tasmota/discovery/DC4F220A0B0C", so26, "", DiscoveryOptions{});
+  EXPECT_EQ(e[0].state_topic, "home/plug-0A0B0C/stat/POWER1");
+  // A token Komoku cannot fill in, a config that is no object: refused.
+  std::string bad = config;
+  bad.replace(bad.find("%hostname%"), 10, "%group%");
+  e = ParseTasmotaDiscovery("tasmota/discovery/DC4F220A0B0C", bad, "", DiscoveryOptions{});
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0].reason, "bad_topic");
+  e = ParseTasmotaDiscovery("tasmota/discovery/DC4F220A0B0C", "[1]", "", DiscoveryOptions{});
+  EXPECT_EQ(e[0].reason, "not_object");
+  DiscoveryOptions off;
+  off.tasmota = false;
+  EXPECT_FALSE(Discovery(off).IsDiscoveryTopic(kTasmotaConfigTopic));
+}
+
+TEST(TasmotaDiscoveryTest, ComesBackAfterARestart) {
+  store::testing::TempDir dir;
+  nlohmann::json before;
+  {
+    Discovery d(WithStateFile(dir));
+    ASSERT_TRUE(d.Load().ok());
+    d.Handle(kTasmotaConfigTopic, kTasmotaConfig);
+    d.Handle(kTasmotaSensorsTopic, kTasmotaSensors);
+    ASSERT_TRUE(d.Save().ok());
+    before = d.Describe();
+  }
+  Discovery d(WithStateFile(dir));
+  ASSERT_TRUE(d.Load().ok());
+  EXPECT_EQ(d.Describe(), before);
+  EXPECT_EQ(d.mapped_count(), 8u);
+  EXPECT_TRUE(d.Handle(kTasmotaConfigTopic, kTasmotaConfig).empty());
+  EXPECT_TRUE(d.ForgetUnconfirmed().empty());  // the config came again
+}
+
+}  // namespace
+}  // namespace komoku::bridge
