@@ -202,8 +202,18 @@ TEST_F(FreshConfigTest, RecordsZigbee2mqttWithNoEdits) {
                      R"j("supported_color_modes":["color_temp"],)j"
                      R"j("unique_id":"0x0017880102952daf_light_zigbee2mqtt"})j",
                  1, /*retained=*/true);
+  // Announced disabled (enabled_by_default: false): listed, not recorded.
+  mqtt_->Publish(
+      "homeassistant/sensor/0x00158d0001a2b3c4/linkquality/config",
+      R"j({"enabled_by_default":false,"entity_category":"diagnostic",)j"
+      R"j("state_class":"measurement","state_topic":"zigbee2mqtt/kitchen_sensor",)j"
+      R"j("unit_of_measurement":"lqi","value_template":"{{ value_json.linkquality }}"})j",
+      1, /*retained=*/true);
   ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") >= 3; }))
       << komoku_->Output();
+  EXPECT_TRUE(WaitFor([&] {
+    return komoku_->Metric("komoku_discovery_refused_total{reason=\"disabled\"}") == 1;
+  })) << komoku_->Output();
   mqtt_->Publish("zigbee2mqtt/bridge/state", R"({"state":"online"})", 1, true);
   mqtt_->Publish("zigbee2mqtt/kitchen_sensor", R"({"temperature":21.43,"linkquality":120})");
   mqtt_->Publish("zigbee2mqtt/front_door", R"({"contact":false,"battery":100})");
@@ -223,6 +233,7 @@ TEST_F(FreshConfigTest, RecordsZigbee2mqttWithNoEdits) {
     EXPECT_TRUE(WaitFor([&] { return Value(e.key)["value"] == e.value; }))
         << e.key << ": " << Value(e.key).dump() << komoku_->Output();
   }
+  EXPECT_EQ(komoku_->Get("/api/v1/value?key=zigbee2mqtt/kitchen_sensor/linkquality").status, 404);
   // What it read is listed: the rules a user can see (and switch off with
   // discovery.enabled: false).
   auto listed = komoku_->Get("/api/v1/discovery");

@@ -171,6 +171,9 @@ const std::vector<Field>& Fields() {
        "Homie's base topic."},
       {"discovery", "tasmota", &Config::discovery_tasmota, "true", 0, 0,
        "Read Tasmota 12+'s own discovery (tasmota/discovery/<MAC>/config and .../sensors)."},
+      {"discovery", "disabled_entities", &Config::discovery_disabled_entities, "false", 0, 0,
+       "Also record the entities a Home Assistant config marks enabled_by_default: false "
+       "(zigbee2mqtt's linkquality, voltage, last_seen); otherwise they are listed as disabled."},
       {"discovery", "key_prefix", &Config::discovery_key_prefix, "", 0, 0,
        "Put before every discovered key (a key is named after its state topic: "
        "zigbee2mqtt/kitchen_sensor/temperature)."},

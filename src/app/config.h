@@ -71,6 +71,7 @@ struct Config {
   bool discovery_homie = false;
   std::string discovery_homie_prefix;
   bool discovery_tasmota = true;
+  bool discovery_disabled_entities = false;
   std::string discovery_key_prefix;
   // derived (docs/derived.md)
   bool derived_retain = true;

@@ -32,6 +32,7 @@ bridge::DiscoveryOptions DiscoveryOptionsOf(const Config& c) {
   d.homie = c.discovery_homie;
   d.homie_prefix = c.discovery_homie_prefix;
   d.tasmota = c.discovery_tasmota;
+  d.disabled_entities = c.discovery_disabled_entities;
   d.key_prefix = c.discovery_key_prefix;
   d.own_prefix = c.mqtt_prefix;
   return d;

@@ -377,6 +377,7 @@ bridge::BridgeOptions BridgeOptionsOf(const Config& config, const Loggers& log) 
     discovery.homie = config.discovery_homie;
     discovery.homie_prefix = config.discovery_homie_prefix;
     discovery.tasmota = config.discovery_tasmota;
+    discovery.disabled_entities = config.discovery_disabled_entities;
     discovery.key_prefix = config.discovery_key_prefix;
     discovery.state_path =
         (std::filesystem::path(config.store_data_dir) / "discovery.json").string();

@@ -28,6 +28,7 @@ const std::map<std::string, std::string>& Abbreviations() {
       {"dev", "device"},
       {"dev_cla", "device_class"},
       {"exp_aft", "expire_after"},
+      {"en", "enabled_by_default"},
       {"json_attr_t", "json_attributes_topic"},
       {"obj_id", "object_id"},
       {"pl_avail", "payload_available"},
@@ -520,6 +521,15 @@ std::vector<DiscoveredEntity> HaEntities(const DiscoveredEntity& base, const jso
   std::vector<DiscoveredEntity> out;
   DiscoveredEntity e = base;
   AddHaInfo(e, c);
+  // Entities Home Assistant adds disabled (zigbee2mqtt's linkquality,
+  // voltage, last_seen): not recorded either, unless the setting asks.
+  auto enabled = c.find("enabled_by_default");
+  if (enabled != c.end() && *enabled == false && !options.disabled_entities) {
+    out.push_back(Refused(std::move(e), "disabled",
+                          "enabled_by_default is false (Home Assistant adds it disabled); "
+                          "discovery.disabled_entities: true records it"));
+    return out;
+  }
   const char* template_name = "value_template";
   if (e.component == "climate") {
     AddHaParts(e, c, std::begin(kClimateParts), std::end(kClimateParts), options, out);

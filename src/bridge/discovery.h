@@ -45,6 +45,9 @@ struct DiscoveryOptions {
   // Tasmota 12+'s own discovery: tasmota/discovery/<MAC>/config and
   // .../sensors (the prefix is fixed in Tasmota).
   bool tasmota = true;
+  // Also map Home Assistant entities announced with enabled_by_default:
+  // false; by default they are listed as "disabled" and not recorded.
+  bool disabled_entities = false;
   // Put before every discovered key ("ha/" makes "ha/zigbee2mqtt/...").
   std::string key_prefix;
   // Komoku's own MQTT prefix: an entity whose state or availability topic is
@@ -56,7 +59,7 @@ struct DiscoveryOptions {
 };
 
 // What one discovery message described: a mapped entity, or one refused
-// with a reason (bad_json, not_object, bad_topic, no_state_topic,
+// with a reason (disabled, bad_json, not_object, bad_topic, no_state_topic,
 // bad_template, unsupported, own_topic, duplicate_key, bad_key, bad_option).
 struct DiscoveredEntity {
   std::string id;      // the config topic (HA; "<topic>#<part>" for a part) or the property topic

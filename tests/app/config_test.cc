@@ -578,7 +578,7 @@ TEST(ConfigTest, ExampleUncommentedParsesToTheDefaults) {
       uncommented += line + "\n";
     }
   }
-  EXPECT_EQ(keys, 52);  // 51 keys and the tls: of mqtt.tls
+  EXPECT_EQ(keys, 53);  // 52 keys and the tls: of mqtt.tls
   EXPECT_NE(uncommented.find("\n  tls:\n    # PEM file"), std::string::npos) << uncommented;
   Config c = ParseOk(uncommented);
   EXPECT_EQ(Dump(c), Dump(DefaultConfig())) << uncommented;
@@ -612,6 +612,7 @@ TEST(ConfigTest, DocsListEveryKey) {
                           "discovery.homie",
                           "discovery.homie_prefix",
                           "discovery.tasmota",
+                          "discovery.disabled_entities",
                           "discovery.key_prefix",
                           "mqtt.tls.ca_file",
                           "mqtt.tls.cert_file",

@@ -999,3 +999,34 @@ TEST(TasmotaDiscoveryTest, ComesBackAfterARestart) {
 
 }  // namespace
 }  // namespace komoku::bridge
+
+namespace komoku::bridge {
+namespace {
+
+// zigbee2mqtt announces linkquality disabled (lib/extension/homeassistant.ts:
+// "enabled_by_default": false, "entity_category": "diagnostic"); Home
+// Assistant adds it disabled, and so does Komoku unless told otherwise.
+TEST(HaDiscoveryTest, EntitiesDisabledByDefaultAreNotRecorded) {
+  const std::string topic = "homeassistant/sensor/0x00158d0001a2b3c4/linkquality/config";
+  const std::string config =
+      R"({"enabled_by_default":false,"entity_category":"diagnostic","icon":"mdi:signal",)"
+      R"("name":"Linkquality","state_class":"measurement","state_topic":"zigbee2mqtt/kitchen_sensor",)"
+      R"("unique_id":"0x00158d0001a2b3c4_linkquality_zigbee2mqtt","unit_of_measurement":"lqi",)"
+      R"("value_template":"{{ value_json.linkquality }}"})";
+  DiscoveredEntity e = ParseHaDiscovery(topic, config, DiscoveryOptions{});
+  EXPECT_EQ(e.reason, "disabled");
+  // Abbreviated ("en") as well.
+  EXPECT_EQ(ParseHaDiscovery(topic, R"({"en":false,"stat_t":"a/b","unit_of_meas":"lqi"})",
+                             DiscoveryOptions{})
+                .reason,
+            "disabled");
+  DiscoveryOptions all;
+  all.disabled_entities = true;
+  e = ParseHaDiscovery(topic, config, all);
+  EXPECT_TRUE(e.mapped()) << e.message;
+  EXPECT_EQ(e.key, "zigbee2mqtt/kitchen_sensor/linkquality");
+  EXPECT_TRUE(ParseHaDiscovery(kZ2mTemperatureTopic, kZ2mTemperature, DiscoveryOptions{}).mapped());
+}
+
+}  // namespace
+}  // namespace komoku::bridge
