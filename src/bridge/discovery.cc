@@ -165,6 +165,7 @@ MappingRule TopicRule(std::string name, const std::string& topic, const std::str
 MappingRule StateRule(const DiscoveredEntity& e) {
   MappingRule r = TopicRule(e.id, e.state_topic, e.key, e.type, e.field);
   r.number_ops = e.number_ops;
+  r.missing_value = e.missing_value;
   r.true_words = e.true_words;
   r.false_words = e.false_words;
   r.strict_words = !e.true_words.empty();
@@ -300,6 +301,9 @@ Status ReadValueTemplate(DiscoveredEntity& e, const json& c, const char* templat
     }
     tokens = std::move(t->path);
     e.number_ops = std::move(t->ops);
+    if (t->missing_value) {
+      e.missing_value = std::visit([](auto v) { return store::InputValue(v); }, *t->missing_value);
+    }
   } else if (!default_field.empty()) {
     tokens = {default_field};
   }

@@ -69,6 +69,7 @@ struct DiscoveredEntity {
   std::string value_template;        // as announced; empty when none
   std::string field;                 // the JSON field it reads (a JSON pointer); empty: the payload
   std::vector<NumberOp> number_ops;  // what the template computes (bridge/ha_template.h)
+  std::optional<store::InputValue> missing_value;  // the template's |default(c)
   std::string key;
   store::KeyType type = store::KeyType::kString;
   std::vector<std::string> true_words, false_words;

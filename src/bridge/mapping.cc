@@ -540,7 +540,11 @@ class RuleApplier {
         for (const FieldSpec& f : c_.fields) {
           const FlatJson::Index v = Find(doc, f.path);
           // Devices often leave fields out.
-          if (v == FlatJson::kNone || doc.kind(v) == FlatJson::Kind::kNull) continue;
+          if (v == FlatJson::kNone || doc.kind(v) == FlatJson::Kind::kNull) {
+            if (!r_.missing_value) continue;
+            if (!FromMissing(f.path.dotted) || !Emit(f.suffix)) return refusal_;
+            continue;
+          }
           if (doc.kind(v) == FlatJson::Kind::kArray) {
             if (!FromArray(v, f)) return refusal_;
             continue;
@@ -622,6 +626,19 @@ class RuleApplier {
       if (!ok) return false;
     }
     return true;
+  }
+
+  // The rule's missing_value for a field the payload lacks.
+  bool FromMissing(std::string_view what) {
+    const store::InputValue& m = *r_.missing_value;
+    if (const std::string* text = std::get_if<std::string>(&m)) return FromText(*text, what);
+    if (const bool* b = std::get_if<bool>(&m)) {
+      if (r_.strict_words) return FromText(*b ? "True" : "False", what);
+      value_ = *b;
+      return Finish(what);
+    }
+    value_ = std::get<double>(m);
+    return Finish(what);
   }
 
   bool Ignored(const std::string& dotted) const {

@@ -73,6 +73,9 @@ struct MappingRule {
   // arithmetic and rounding, bridge/ha_template.h); a value that is no
   // number is refused (wrong_type).
   std::vector<NumberOp> number_ops;
+  // A named field that is missing or null takes this value instead of
+  // being skipped (a discovered template's `|default(c)`).
+  std::optional<store::InputValue> missing_value;
   // Key options (Komoku names: same_value_resolution, max_time, values)
   // for the keys this rule creates; an object, empty for none.
   nlohmann::json options = nlohmann::json::object();

@@ -136,7 +136,12 @@ TEST(ValueTemplateTest, WhatKomokuEvaluatesExactly) {
       {"{{ value * 2 }}", nullptr, false},         // text repeated
       {"{{ value_json.a + value_json.b }}", nullptr, false},
       {"{{ value_json.x | float(0) }}", nullptr, false},
-      {"{{ value_json.x | default(0) }}", nullptr, false},
+      {"{{ value_json.x | default(0) }}", "/x", false},
+      {"{% if value_json.x is defined %}{{ value_json.x | float * 2 }}{% endif %}", "/x", true},
+      {"{{ value_json.x | float | default(0) }}", nullptr, false},  // default after float
+      {"{{ value_json.x | default(a) }}", nullptr, false},
+      {"{% if value_json.y is defined %}{{ value_json.x }}{% endif %}", nullptr, false},
+      {"{% if value_json.x is defined %}{{ value_json.x }}{% else %}0{% endif %}", nullptr, false},
       {"{{ value_json.x ** 2 }}", nullptr, false},
       {"{{ value_json.x if value_json.x is defined else 0 }}", nullptr, false},
       {"{{ value_json }}", nullptr, false},
@@ -1026,6 +1031,41 @@ TEST(HaDiscoveryTest, EntitiesDisabledByDefaultAreNotRecorded) {
   EXPECT_TRUE(e.mapped()) << e.message;
   EXPECT_EQ(e.key, "zigbee2mqtt/kitchen_sensor/linkquality");
   EXPECT_TRUE(ParseHaDiscovery(kZ2mTemperatureTopic, kZ2mTemperature, DiscoveryOptions{}).mapped());
+}
+
+}  // namespace
+}  // namespace komoku::bridge
+
+namespace komoku::bridge {
+namespace {
+
+// `|default(c)` and `{% if <field> is defined %}` (shellies-discovery and
+// zigbee2mqtt write both): a missing field takes the default, exactly as
+// Jinja; the guarded expression stores nothing for a missing field.
+TEST(ValueTemplateTest, DefaultAndIsDefined) {
+  Result<HaTemplate> t = ParseHaTemplate("{{ value_json.power | default(0) }}");
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  ASSERT_TRUE(t->missing_value);
+  EXPECT_EQ(std::get<double>(*t->missing_value), 0);
+  t = ParseHaTemplate("{{ value_json.state | default('unknown') }}");
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(std::get<std::string>(*t->missing_value), "unknown");
+  t = ParseHaTemplate("{{ value | default(0) }}");  // value is always there
+  ASSERT_TRUE(t.ok());
+  EXPECT_FALSE(t->missing_value);
+
+  Discovery d(DiscoveryOptions{});
+  d.Handle("homeassistant/sensor/plug/power/config",
+           R"({"stat_t":"plug/state","unit_of_meas":"W",)"
+           R"("val_tpl":"{{ value_json.power | default(0) | float * 2 }}"})");
+  d.Handle(
+      "homeassistant/sensor/plug/energy/config",
+      R"({"stat_t":"plug/state","unit_of_meas":"kWh","stat_cla":"total_increasing",)"
+      R"("val_tpl":"{% if value_json.energy is defined %}{{ value_json.energy }}{% endif %}"})");
+  EXPECT_EQ(d.mapped_count(), 2u);
+  EXPECT_EQ(Show(d.Map("plug/state", R"({"power":21,"energy":3.5})", kNow)),
+            "plug/state/energy=3.5(d);plug/state/power=42(d);");
+  EXPECT_EQ(Show(d.Map("plug/state", R"({"other":1})", kNow)), "plug/state/power=0(d);");
 }
 
 }  // namespace
