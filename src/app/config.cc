@@ -158,9 +158,11 @@ const std::vector<Field>& Fields() {
        "unread; past them it is dropped and counted (komoku_sse_dropped_total, "
        "komoku_ws_dropped_total)."},
       {"log", "level", &Config::log_level, "info", 0, 0, "trace, debug, info, warn, error or off."},
-      {"discovery", "enabled", &Config::discovery_enabled, "false", 0, 0,
+      {"discovery", "enabled", &Config::discovery_enabled, "true", 0, 0,
        "Map the topics that Home Assistant discovery configs and Homie attributes describe, "
-       "without mapping rules (docs/mapping.md#discovery). Configured mappings win."},
+       "without mapping rules (docs/mapping.md#discovery): on out of the box, so a house "
+       "announced to Home Assistant is recorded with no edits; GET /api/v1/discovery lists "
+       "what it read. Configured mappings win; false turns it off."},
       {"discovery", "home_assistant", &Config::discovery_home_assistant, "true", 0, 0,
        "Read Home Assistant discovery configs (<prefix>/+/+/config, <prefix>/+/+/+/config)."},
       {"discovery", "prefix", &Config::discovery_prefix, "homeassistant", 0, 0,
@@ -169,6 +171,11 @@ const std::vector<Field>& Fields() {
        "Read Homie 3/4 property attributes ($datatype, $unit, $format, $name)."},
       {"discovery", "homie_prefix", &Config::discovery_homie_prefix, "homie", 0, 0,
        "Homie's base topic."},
+      {"discovery", "tasmota", &Config::discovery_tasmota, "true", 0, 0,
+       "Read Tasmota 12+'s own discovery (tasmota/discovery/<MAC>/config and .../sensors)."},
+      {"discovery", "disabled_entities", &Config::discovery_disabled_entities, "false", 0, 0,
+       "Also record the entities a Home Assistant config marks enabled_by_default: false "
+       "(zigbee2mqtt's linkquality, voltage, last_seen); otherwise they are listed as disabled."},
       {"discovery", "key_prefix", &Config::discovery_key_prefix, "", 0, 0,
        "Put before every discovered key (a key is named after its state topic: "
        "zigbee2mqtt/kitchen_sensor/temperature)."},
@@ -767,7 +774,8 @@ Status ParseRuleField(const RuleField& f, bridge::MappingRule& rule) {
   static const std::set<std::string> kOptionNames = {"same_value_resolution", "max_time", "values",
                                                      "min_resolution", "retention"};
   static const char* kFieldList =
-      "name, topic, exclude, key, payload, fields, ignore, type, true, false, scale, offset, "
+      "name, topic, exclude, key, payload, fields, ignore, invert, type, true, false, scale, "
+      "offset, "
       "time, availability, continue, publish_errors, same_value_resolution, max_time, values";
   const std::string& field = f.field;
   if (field == "name") return ParseRuleName(f, rule);
@@ -777,6 +785,7 @@ Status ParseRuleField(const RuleField& f, bridge::MappingRule& rule) {
   if (field == "payload") return ParsePayloadFormat(f, rule);
   if (field == "fields") return ParseRuleFields(f, rule);
   if (field == "ignore") return f.List(&rule.ignore);
+  if (field == "invert") return f.List(&rule.invert);
   if (field == "type") return ParseRuleType(f, rule);
   if (field == "true") return f.List(&rule.true_words);
   if (field == "false") return f.List(&rule.false_words);
@@ -1170,32 +1179,48 @@ namespace {
 // payload named here through them.
 const char kMappingExample[] =
     "mappings:\n"
-    "  # zigbee2mqtt. zigbee2mqtt/front_door/availability {\"state\":\"online\"}\n"
+    "  # zigbee2mqtt (zigbee2mqtt.io/guide/usage/mqtt_topics_and_messages.html). A\n"
+    "  # friendly name may hold '/' (living/lamp publishes on zigbee2mqtt/living/lamp):\n"
+    "  # '#' inside a filter matches one or more levels (a Komoku extension).\n"
+    "  # zigbee2mqtt/front_door/availability {\"state\":\"online\"}\n"
     "  #   -> front_door/available = true (boolean)\n"
     "  - name: z2m_availability\n"
-    "    topic: zigbee2mqtt/+/availability\n"
+    "    topic: zigbee2mqtt/#/availability\n"
     "    key: \"{1}/available\"\n"
     "    availability: true\n"
+    "  # zigbee2mqtt/hall_switch {\"action\":\"single\"} -> hall_switch/action = single,\n"
+    "  # every press (same_value_resolution 0: a second press a moment later counts too)\n"
+    "  - name: z2m_action\n"
+    "    topic: zigbee2mqtt/#\n"
+    "    exclude: [zigbee2mqtt/bridge/#, \"zigbee2mqtt/#/set\", \"zigbee2mqtt/#/get\"]\n"
+    "    key: \"{1}/action\"\n"
+    "    fields: [action]\n"
+    "    type: string\n"
+    "    same_value_resolution: 0\n"
+    "    continue: true\n"
     "  # zigbee2mqtt/kitchen_sensor\n"
     "  #   {\"temperature\":21.43,\"humidity\":48.1,\"battery\":97,\"linkquality\":120}\n"
     "  #   -> kitchen_sensor/temperature = 21.43, kitchen_sensor/humidity = 48.1,\n"
     "  #      kitchen_sensor/battery = 97 (numeric)\n"
     "  # zigbee2mqtt/front_door {\"contact\":false,\"battery\":100}\n"
-    "  #   -> front_door/contact = false (boolean), front_door/battery = 100\n"
+    "  #   -> front_door/contact = true (boolean: true = open, as discovery and Home\n"
+    "  #      Assistant have it; zigbee2mqtt's contact is false while the door is open)\n"
     "  - name: zigbee2mqtt\n"
-    "    topic: zigbee2mqtt/+\n"
-    "    exclude: zigbee2mqtt/bridge/#\n"
+    "    topic: zigbee2mqtt/#\n"
+    "    exclude: [zigbee2mqtt/bridge/#, \"zigbee2mqtt/#/set\", \"zigbee2mqtt/#/get\"]\n"
     "    key: \"{1}/{field}\"\n"
     "    fields: \"*\"\n"
-    "    ignore: [linkquality, last_seen, update]\n"
+    "    ignore: [linkquality, last_seen, update, action]\n"
+    "    invert: [contact]\n"
     "    true: [\"ON\", open, LOCK]\n"
     "    false: [\"OFF\", closed, UNLOCK]\n"
-    "  # Tasmota. tele/plug1/SENSOR\n"
+    "  # Tasmota (tasmota.github.io/docs/MQTT). tele/plug1/SENSOR\n"
     "  #   "
     "{\"Time\":\"2026-11-20T10:00:00\",\"ENERGY\":{\"Total\":12.345,\"Power\":57,\"Voltage\":231}}"
     "\n"
     "  #   -> plug1/energy_total = 12.345, plug1/power = 57, plug1/voltage = 231,\n"
     "  #      at 2026-11-20 10:00:00 UTC (Tasmota sends local time without a zone)\n"
+    "  # Two channels (\"Power\":[12,34]) -> plug1/power/1 = 12, plug1/power/2 = 34\n"
     "  - name: tasmota_sensor\n"
     "    topic: tele/+/SENSOR\n"
     "    key: \"{1}/{field}\"\n"
@@ -1203,40 +1228,85 @@ const char kMappingExample[] =
     "      ENERGY.Total: energy_total\n"
     "      ENERGY.Power: power\n"
     "      ENERGY.Voltage: voltage\n"
+    "      ENERGY.Current: current\n"
     "    time: Time\n"
-    "  # stat/plug1/POWER ON -> plug1/relay = true (boolean)\n"
+    "  # stat/plug1/POWER ON -> plug1/POWER = true; stat/plug1/POWER2 OFF -> plug1/POWER2 =\n"
+    "  # false ('POWER*' matches every level starting with POWER)\n"
     "  - name: tasmota_power\n"
-    "    topic: stat/+/POWER\n"
-    "    key: \"{1}/relay\"\n"
+    "    topic: stat/+/POWER*\n"
+    "    key: \"{1}/{2}\"\n"
     "    type: boolean\n"
     "  # tele/plug1/LWT Online / Offline -> plug1/online = true / false\n"
     "  - name: tasmota_lwt\n"
     "    topic: tele/+/LWT\n"
     "    key: \"{1}/online\"\n"
     "    availability: true\n"
-    "  # Shelly (Gen 1). shellies/shelly1-ABC/relay/0 on -> shelly1-ABC/relay/0 = true\n"
+    "  # Shelly Gen 1 (shelly-api-docs.shelly.cloud/gen1). shellies/shelly1-ABC/relay/0 on\n"
+    "  #   -> shelly1-ABC/relay/0 = true\n"
     "  - name: shelly_relay\n"
     "    topic: shellies/+/relay/+\n"
     "    key: \"{1}/relay/{2}\"\n"
     "    type: boolean\n"
-    "  # shellies/shellyht-XYZ/sensor/temperature 21.5 -> shellyht-XYZ/temperature = 21.5\n"
+    "  # shellies/shelly1pm-ABC/relay/0/power 42.5 -> shelly1pm-ABC/relay/0/power = 42.5\n"
+    "  - name: shelly_relay_power\n"
+    "    topic: shellies/+/relay/+/power\n"
+    "    key: \"{1}/relay/{2}/power\"\n"
+    "    type: numeric\n"
+    "  # shellies/shelly1pm-ABC/relay/0/energy 1234 (watt-minutes since the device started)\n"
+    "  #   -> shelly1pm-ABC/relay/0/energy = 1234 (counter: a drop is a restart)\n"
+    "  - name: shelly_relay_energy\n"
+    "    topic: shellies/+/relay/+/energy\n"
+    "    key: \"{1}/relay/{2}/energy\"\n"
+    "    type: counter\n"
+    "  # shellies/shellyht-XYZ/sensor/temperature 21.5 -> shellyht-XYZ/temperature = 21.5;\n"
+    "  # .../sensor/ext_power true -> shellyht-XYZ/ext_power = true;\n"
+    "  # shellies/shellydw2-XYZ/sensor/state open -> shellydw2-XYZ/state = true (open)\n"
     "  - name: shelly_sensor\n"
     "    topic: shellies/+/sensor/+\n"
+    "    exclude: shellies/+/sensor/act_reasons\n"
     "    key: \"{1}/{2}\"\n"
-    "    type: numeric\n"
-    "  # ESPHome. livingroom/sensor/temperature/state 21.50 -> livingroom/temperature = 21.5\n"
+    "    true: [open, \"true\"]\n"
+    "    false: [close, \"false\"]\n"
+    "  # Shelly Gen 2 and later (shelly-api-docs.shelly.cloud/gen2, \"Generic status\n"
+    "  # update over MQTT\" on). shellyplus1pm-ABC/status/switch:0\n"
+    "  #   {\"id\":0,\"source\":\"init\",\"output\":true,\"apower\":8.9,\"voltage\":237.5,...}\n"
+    "  #   -> shellyplus1pm-ABC/switch:0/output = true, .../switch:0/apower = 8.9, ...\n"
+    "  - name: shelly_gen2_status\n"
+    "    topic: [\"+/status/switch:*\", \"+/status/cover:*\", \"+/status/light:*\", "
+    "\"+/status/input:*\",\n"
+    "            \"+/status/pm1:*\", \"+/status/em:*\", \"+/status/em1:*\", "
+    "\"+/status/temperature:*\",\n"
+    "            \"+/status/humidity:*\", \"+/status/devicepower:*\"]\n"
+    "    key: \"{1}/{2}/{field}\"\n"
+    "    fields: \"*\"\n"
+    "    ignore: [id, source, aenergy.minute_ts, ret_aenergy.minute_ts, temperature.tF, tF]\n"
+    "  # shellyplus1pm-ABC/online true / false -> shellyplus1pm-ABC/online = true / false\n"
+    "  - name: shelly_gen2_online\n"
+    "    topic: +/online\n"
+    "    exclude: homeassistant/#\n"
+    "    key: \"{1}/online\"\n"
+    "    availability: true\n"
+    "  # ESPHome (esphome.io/components/mqtt). livingroom/sensor/temperature/state 21.50\n"
+    "  #   -> livingroom/temperature = 21.5; no type: a sensor that gives text makes a\n"
+    "  #   string key; nan (no reading yet) is skipped and counted\n"
     "  - name: esphome_sensor\n"
     "    topic: +/sensor/+/state\n"
     "    key: \"{1}/{2}\"\n"
-    "    type: numeric\n"
+    "  # livingroom/text_sensor/wifi_ssid/state home -> livingroom/wifi_ssid = home (string)\n"
+    "  - name: esphome_text_sensor\n"
+    "    topic: +/text_sensor/+/state\n"
+    "    key: \"{1}/{2}\"\n"
+    "    type: string\n"
     "  # livingroom/binary_sensor/motion/state ON -> livingroom/motion = true\n"
     "  - name: esphome_binary_sensor\n"
     "    topic: +/binary_sensor/+/state\n"
     "    key: \"{1}/{2}\"\n"
     "    type: boolean\n"
-    "  # livingroom/status online -> livingroom/online = true\n"
+    "  # livingroom/status online -> livingroom/online = true (not Home Assistant's own\n"
+    "  # birth message homeassistant/status)\n"
     "  - name: esphome_status\n"
     "    topic: +/status\n"
+    "    exclude: homeassistant/status\n"
     "    key: \"{1}/online\"\n"
     "    availability: true\n"
     "  # Homie 3/4. homie/weather/outside/temperature 3.5 -> weather/outside/temperature = 3.5;\n"

@@ -65,11 +65,13 @@ struct Config {
   // log
   std::string log_level;
   // discovery (docs/mapping.md#discovery)
-  bool discovery_enabled = false;
+  bool discovery_enabled = true;
   bool discovery_home_assistant = false;
   std::string discovery_prefix;
   bool discovery_homie = false;
   std::string discovery_homie_prefix;
+  bool discovery_tasmota = true;
+  bool discovery_disabled_entities = false;
   std::string discovery_key_prefix;
   // derived (docs/derived.md)
   bool derived_retain = true;

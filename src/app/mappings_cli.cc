@@ -31,6 +31,8 @@ bridge::DiscoveryOptions DiscoveryOptionsOf(const Config& c) {
   d.ha_prefix = c.discovery_prefix;
   d.homie = c.discovery_homie;
   d.homie_prefix = c.discovery_homie_prefix;
+  d.tasmota = c.discovery_tasmota;
+  d.disabled_entities = c.discovery_disabled_entities;
   d.key_prefix = c.discovery_key_prefix;
   d.own_prefix = c.mqtt_prefix;
   return d;
@@ -176,8 +178,12 @@ int RunTest(const TestArgs& args) {
               << e.RuleLabel(r.refusal->rule) << "\",reason=\"" << r.refusal->reason << "\"}\n";
     return 1;
   }
+  if (r.unknown_skipped) {
+    std::cout << r.unknown_skipped << (r.unknown_skipped == 1 ? " value says" : " values say")
+              << " unknown (nan): skipped, counted as komoku_mapping_unknown_skipped_total\n";
+  }
   if (r.changes.empty()) {
-    std::cout << "no changes (no field to store)\n";
+    if (!r.unknown_skipped) std::cout << "no changes (no field to store)\n";
     return 0;
   }
   std::cout << r.changes.size() << (r.changes.size() == 1 ? " change" : " changes") << ":\n";

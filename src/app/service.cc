@@ -391,15 +391,18 @@ bridge::BridgeOptions BridgeOptionsOf(const Config& config, const Loggers& log) 
     discovery.ha_prefix = config.discovery_prefix;
     discovery.homie = config.discovery_homie;
     discovery.homie_prefix = config.discovery_homie_prefix;
+    discovery.tasmota = config.discovery_tasmota;
+    discovery.disabled_entities = config.discovery_disabled_entities;
     discovery.key_prefix = config.discovery_key_prefix;
     discovery.state_path =
         (std::filesystem::path(config.store_data_dir) / "discovery.json").string();
     bridge_options.discovery = discovery;
-    log.main->info("discovery on: {}{}{}; entities at GET /api/v1/discovery",
+    log.main->info("discovery on: {}{}{}{}; entities at GET /api/v1/discovery",
                    discovery.home_assistant ? "Home Assistant under " + discovery.ha_prefix + "/"
                                             : std::string(),
                    discovery.home_assistant && discovery.homie ? ", " : "",
-                   discovery.homie ? "Homie under " + discovery.homie_prefix + "/" : std::string());
+                   discovery.homie ? "Homie under " + discovery.homie_prefix + "/" : std::string(),
+                   discovery.tasmota ? ", Tasmota under tasmota/discovery/" : "");
   }
   return bridge_options;
 }

@@ -188,6 +188,8 @@ class Bridge::Impl {
   // is tried again.
   bool StoreMapped(const MappingEngine& engine, const std::vector<MappedChange>& changes,
                    const IngestRecord& msg, bool each);
+  // Counts values skipped as unknown (komoku_mapping_unknown_skipped_total).
+  void CountUnknown(size_t skipped);
 
   // Puts the changes [begin, end) with Store::PutAll, all or none, after
   // leaving out retained repeats and defining new keys of typed rules; a

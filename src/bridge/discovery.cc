@@ -28,6 +28,7 @@ const std::map<std::string, std::string>& Abbreviations() {
       {"dev", "device"},
       {"dev_cla", "device_class"},
       {"exp_aft", "expire_after"},
+      {"en", "enabled_by_default"},
       {"json_attr_t", "json_attributes_topic"},
       {"obj_id", "object_id"},
       {"pl_avail", "payload_available"},
@@ -164,6 +165,7 @@ MappingRule TopicRule(std::string name, const std::string& topic, const std::str
 MappingRule StateRule(const DiscoveredEntity& e) {
   MappingRule r = TopicRule(e.id, e.state_topic, e.key, e.type, e.field);
   r.number_ops = e.number_ops;
+  r.missing_value = e.missing_value;
   r.true_words = e.true_words;
   r.false_words = e.false_words;
   r.strict_words = !e.true_words.empty();
@@ -299,6 +301,9 @@ Status ReadValueTemplate(DiscoveredEntity& e, const json& c, const char* templat
     }
     tokens = std::move(t->path);
     e.number_ops = std::move(t->ops);
+    if (t->missing_value) {
+      e.missing_value = std::visit([](auto v) { return store::InputValue(v); }, *t->missing_value);
+    }
   } else if (!default_field.empty()) {
     tokens = {default_field};
   }
@@ -520,6 +525,15 @@ std::vector<DiscoveredEntity> HaEntities(const DiscoveredEntity& base, const jso
   std::vector<DiscoveredEntity> out;
   DiscoveredEntity e = base;
   AddHaInfo(e, c);
+  // Entities Home Assistant adds disabled (zigbee2mqtt's linkquality,
+  // voltage, last_seen): not recorded either, unless the setting asks.
+  auto enabled = c.find("enabled_by_default");
+  if (enabled != c.end() && *enabled == false && !options.disabled_entities) {
+    out.push_back(Refused(std::move(e), "disabled",
+                          "enabled_by_default is false (Home Assistant adds it disabled); "
+                          "discovery.disabled_entities: true records it"));
+    return out;
+  }
   const char* template_name = "value_template";
   if (e.component == "climate") {
     AddHaParts(e, c, std::begin(kClimateParts), std::end(kClimateParts), options, out);
@@ -716,6 +730,176 @@ DiscoveredEntity ParseHomieProperty(const std::string& property_topic,
   return e;
 }
 
+namespace {
+
+constexpr char kTasmotaPrefix[] = "tasmota/discovery/";
+
+// Tasmota's FullTopic (`ft`, "%prefix%/%topic%/" by default) for one of its
+// prefixes (`tp`: cmnd, stat, tele); InvalidArgument for a token Komoku does
+// not know.
+Result<std::string> TasmotaTopic(const json& c, size_t prefix_index) {
+  std::string ft = Text(c, "ft");
+  if (ft.empty()) ft = "%prefix%/%topic%/";
+  const auto tp = c.find("tp");
+  if (tp == c.end() || !tp->is_array() || tp->size() <= prefix_index ||
+      !(*tp)[prefix_index].is_string()) {
+    return Status::InvalidArgument("config has no prefixes (\"tp\": [cmnd, stat, tele])");
+  }
+  const std::string mac = Text(c, "mac");
+  const std::map<std::string, std::string> tokens = {
+      {"%prefix%", (*tp)[prefix_index].get<std::string>()},
+      {"%topic%", Text(c, "t")},
+      {"%hostname%", Text(c, "hn")},
+      {"%id%", mac.size() >= 6 ? mac.substr(mac.size() - 6) : mac}};
+  std::string out;
+  for (size_t i = 0; i < ft.size();) {
+    if (ft[i] != '%') {
+      out += ft[i++];
+      continue;
+    }
+    const size_t close = ft.find('%', i + 1);
+    const std::string token =
+        ft.substr(i, close == std::string::npos ? std::string::npos : close - i + 1);
+    auto it = tokens.find(token);
+    if (it == tokens.end() || it->second.empty()) {
+      return Status::InvalidArgument("full topic '" + ft + "' has " + token +
+                                     ", which Komoku cannot fill in");
+    }
+    out += it->second;
+    i += token.size();
+  }
+  if (!out.empty() && out.back() != '/') out += '/';
+  return out;
+}
+
+// Every number under `obj` of a SENSOR message, dotted ("AM2301.Temperature"),
+// arrays of numbers included (one key per channel: mapping makes .../1, /2).
+void TasmotaNumbers(const json& obj, const std::string& path, std::vector<std::string>* out) {
+  for (auto it = obj.begin(); it != obj.end(); ++it) {
+    const std::string p = path.empty() ? it.key() : path + "." + it.key();
+    if (it->is_object()) {
+      TasmotaNumbers(*it, p, out);
+    } else if (it->is_number() || (it->is_array() && !it->empty() &&
+                                   std::all_of(it->begin(), it->end(), [](const json& x) {
+                                     return x.is_number() || x.is_null();
+                                   }))) {
+      out->push_back(p);
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<DiscoveredEntity> ParseTasmotaDiscovery(const std::string& group,
+                                                    std::string_view config,
+                                                    std::string_view sensors,
+                                                    const DiscoveryOptions& options) {
+  std::vector<DiscoveredEntity> out;
+  DiscoveredEntity base;
+  base.id = group;
+  base.source = "tasmota";
+  base.component = "device";
+  const json c = json::parse(config.begin(), config.end(), nullptr, /*allow_exceptions=*/false);
+  if (c.is_discarded() || !c.is_object()) {
+    out.push_back(
+        Refused(std::move(base), c.is_discarded() ? "bad_json" : "not_object",
+                "Tasmota config " + store::QuoteForMessage(config) + " is not a JSON object"));
+    return out;
+  }
+  for (const char* shown : {"dn", "md", "sw", "t", "mac", "hn"}) {
+    if (c.contains(shown) && c[shown].is_string()) base.info[shown] = c[shown];
+  }
+  Result<std::string> stat = TasmotaTopic(c, 1);
+  Result<std::string> tele = TasmotaTopic(c, 2);
+  if (!stat.ok() || !tele.ok() || Text(c, "t").empty()) {
+    out.push_back(Refused(std::move(base), "bad_topic",
+                          !stat.ok()   ? stat.status().message()
+                          : !tele.ok() ? tele.status().message()
+                                       : std::string("config has no topic (\"t\")")));
+    return out;
+  }
+  DiscoveredEntity::Availability lwt;
+  lwt.topic = *tele + "LWT";
+  lwt.true_words = {Word(c, "onln", "Online")};
+  lwt.false_words = {Word(c, "ofln", "Offline")};
+  if (IsOwnTopic(lwt.topic, options) || IsOwnTopic(*stat, options)) {
+    out.push_back(Refused(std::move(base), "own_topic",
+                          "topics under Komoku's own prefix '" + options.own_prefix + "/'"));
+    return out;
+  }
+  base.availability.push_back(lwt);
+  // Relays: rl[i] is 1 (relay) or 2 (light) for a power output; POWER alone
+  // when there is one and SetOption26 is off, POWER<n> otherwise.
+  const auto rl = c.find("rl");
+  std::vector<size_t> relays;
+  if (rl != c.end() && rl->is_array()) {
+    for (size_t i = 0; i < rl->size(); ++i) {
+      if ((*rl)[i].is_number_integer() && ((*rl)[i] == 1 || (*rl)[i] == 2)) relays.push_back(i);
+    }
+  }
+  bool so26 = false;
+  if (c.contains("so") && c["so"].is_object() && c["so"].contains("26")) {
+    so26 = c["so"]["26"] == 1;
+  }
+  std::string off = "OFF", on = "ON";
+  if (c.contains("state") && c["state"].is_array() && c["state"].size() >= 2 &&
+      c["state"][0].is_string() && c["state"][1].is_string()) {
+    off = c["state"][0].get<std::string>();
+    on = c["state"][1].get<std::string>();
+  }
+  for (size_t i : relays) {
+    const std::string name =
+        relays.size() == 1 && !so26 && i == 0 ? "POWER" : "POWER" + std::to_string(i + 1);
+    DiscoveredEntity e = base;
+    e.id = group + "#" + name;
+    e.component = (*rl)[i] == 2 ? "light" : "switch";
+    e.state_topic = *stat + name;
+    e.type = store::KeyType::kBoolean;
+    e.true_words = {on};
+    e.false_words = {off};
+    FinishEntity(&e, options.key_prefix + e.state_topic);
+    out.push_back(std::move(e));
+  }
+  if (!store::TrimAscii(sensors).empty()) {
+    const json s = json::parse(sensors.begin(), sensors.end(), nullptr, /*allow_exceptions=*/false);
+    if (s.is_discarded() || !s.is_object() || !s.contains("sn") || !s["sn"].is_object()) {
+      DiscoveredEntity e = base;
+      e.id = group + "#sensors";
+      e.component = "sensor";
+      out.push_back(Refused(std::move(e), "not_object",
+                            "Tasmota sensors " + store::QuoteForMessage(sensors) +
+                                " is not a JSON object with \"sn\""));
+      return out;
+    }
+    std::vector<std::string> paths;
+    TasmotaNumbers(s["sn"], "", &paths);
+    for (const std::string& path : paths) {
+      DiscoveredEntity e = base;
+      e.id = group + "#" + path;
+      e.component = "sensor";
+      e.state_topic = *tele + "SENSOR";
+      std::vector<std::string> tokens;
+      for (size_t start = 0;;) {
+        const size_t dot = path.find('.', start);
+        tokens.push_back(path.substr(start, dot == std::string::npos ? dot : dot - start));
+        if (dot == std::string::npos) break;
+        start = dot + 1;
+      }
+      e.field = Pointer(tokens);
+      // Total only grows (kWh since TotalStartTime); Today and Yesterday
+      // fall back each midnight: gauges.
+      e.type = path == "ENERGY.Total" ? store::KeyType::kCounter : store::KeyType::kNumeric;
+      FinishEntity(&e, options.key_prefix + e.state_topic + "/" + path);
+      out.push_back(std::move(e));
+    }
+  }
+  if (out.empty()) {
+    out.push_back(Refused(std::move(base), "no_state_topic",
+                          "the device announces no relays and no sensors yet"));
+  }
+  return out;
+}
+
 Discovery::Discovery(DiscoveryOptions options) : options_(std::move(options)) {}
 Discovery::~Discovery() = default;
 
@@ -730,7 +914,47 @@ std::vector<std::string> Discovery::ConfigFilters() const {
       out.push_back(options_.homie_prefix + "/+/+/+/" + attr);
     }
   }
+  if (options_.tasmota) {
+    out.push_back(std::string(kTasmotaPrefix) + "+/config");
+    out.push_back(std::string(kTasmotaPrefix) + "+/sensors");
+  }
   return out;
+}
+
+bool Discovery::IsTasmotaTopic(std::string_view topic) const {
+  return options_.tasmota && topic.substr(0, sizeof kTasmotaPrefix - 1) == kTasmotaPrefix;
+}
+
+// tasmota/discovery/<MAC>/config or .../sensors: the group's entities made
+// again from both payloads, the one that came and the other as known.
+std::vector<Discovery::Update> Discovery::HandleTasmota(std::string_view topic,
+                                                        std::string_view payload) {
+  const size_t slash = topic.rfind('/');
+  const std::string group(topic.substr(0, slash));
+  const bool is_config = topic.substr(slash + 1) == "config";
+  const bool empty = store::TrimAscii(payload).empty();
+  TasmotaRaw raw;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    unconfirmed_.erase(group);
+    auto it = tasmota_.find(group);
+    TasmotaRaw known = it == tasmota_.end() ? TasmotaRaw{} : it->second;
+    std::string& part = is_config ? known.config : known.sensors;
+    if (part == (empty ? std::string() : std::string(payload))) return {};
+    part = empty ? std::string() : std::string(payload);
+    if (known.config.empty() && known.sensors.empty()) {
+      tasmota_.erase(group);
+    } else {
+      tasmota_[group] = known;
+    }
+    raw = known;
+  }
+  std::vector<DiscoveredEntity> entities;
+  // The sensors alone name no topic: nothing until the config comes.
+  if (!raw.config.empty())
+    entities = ParseTasmotaDiscovery(group, raw.config, raw.sensors, options_);
+  std::lock_guard<std::mutex> lock(mu_);
+  return ReplaceGroupLocked(group, std::move(entities), raw.config + "\n" + raw.sensors);
 }
 
 bool Discovery::IsDiscoveryTopic(std::string_view topic) const {
@@ -776,6 +1000,7 @@ std::vector<Discovery::Update> Discovery::ReplaceGroupLocked(const std::string& 
 }
 
 std::vector<Discovery::Update> Discovery::Handle(std::string_view topic, std::string_view payload) {
+  if (IsTasmotaTopic(topic)) return HandleTasmota(topic, payload);
   if (IsHaTopic(topic)) {
     const std::string id(topic);
     std::string_view trimmed = store::TrimAscii(payload);
@@ -991,6 +1216,13 @@ std::string Discovery::StateText() const {
         auto attributes = homie_.find(id);
         if (attributes == homie_.end()) continue;
         list.push_back({{"source", "homie"}, {"id", id}, {"attributes", attributes->second}});
+      } else if (known.entity.source == "tasmota") {
+        auto raw = tasmota_.find(message_id);
+        if (raw == tasmota_.end()) continue;
+        list.push_back({{"source", "tasmota"},
+                        {"id", message_id},
+                        {"config", raw->second.config},
+                        {"sensors", raw->second.sensors}});
       } else {
         list.push_back({{"source", "home_assistant"}, {"id", message_id}, {"config", known.raw}});
       }
@@ -1040,8 +1272,10 @@ Result<std::vector<Discovery::Update>> Discovery::Load() {
   }
   struct Entry {
     bool homie = false;
+    bool tasmota = false;
     std::string id;
     std::string config;
+    std::string sensors;
     std::map<std::string, std::string> attributes;
   };
   std::vector<Entry> entries;
@@ -1054,6 +1288,11 @@ Result<std::vector<Discovery::Update>> Discovery::Load() {
     entry.id = e["id"].get<std::string>();
     if (e["source"] == "home_assistant" && e.contains("config") && e["config"].is_string()) {
       entry.config = e["config"].get<std::string>();
+    } else if (e["source"] == "tasmota" && e.contains("config") && e["config"].is_string() &&
+               e.contains("sensors") && e["sensors"].is_string()) {
+      entry.tasmota = true;
+      entry.config = e["config"].get<std::string>();
+      entry.sensors = e["sensors"].get<std::string>();
     } else if (e["source"] == "homie" && e.contains("attributes") && e["attributes"].is_object()) {
       entry.homie = true;
       for (auto a = e["attributes"].begin(); a != e["attributes"].end(); ++a) {
@@ -1070,7 +1309,13 @@ Result<std::vector<Discovery::Update>> Discovery::Load() {
   for (Entry& entry : entries) {
     std::vector<DiscoveredEntity> entities;
     std::string raw;
-    if (!entry.homie && IsHaTopic(entry.id)) {
+    if (entry.tasmota && IsTasmotaTopic(entry.id + "/config")) {
+      entities = ParseTasmotaDiscovery(entry.id, entry.config, entry.sensors, options_);
+      raw = entry.config + "\n" + entry.sensors;
+    } else if (entry.tasmota) {
+      dropped = true;
+      continue;
+    } else if (!entry.homie && IsHaTopic(entry.id)) {
       entities = ParseHaConfig(entry.id, entry.config, options_);
       raw = std::move(entry.config);
     } else if (entry.homie && options_.homie && IsDiscoveryTopic(entry.id + "/$datatype")) {
@@ -1082,6 +1327,7 @@ Result<std::vector<Discovery::Update>> Discovery::Load() {
     }
     std::lock_guard<std::mutex> lock(mu_);
     if (entry.homie) homie_[entry.id] = std::move(entry.attributes);
+    if (entry.tasmota) tasmota_[entry.id] = TasmotaRaw{entry.config, entry.sensors};
     for (Update& u : ReplaceGroupLocked(entry.id, std::move(entities), raw)) {
       updates.push_back(std::move(u));
     }
@@ -1098,6 +1344,7 @@ std::vector<Discovery::Update> Discovery::ForgetUnconfirmed() {
   std::lock_guard<std::mutex> lock(mu_);
   for (const std::string& id : unconfirmed_) {
     homie_.erase(id);
+    tasmota_.erase(id);
     for (Update& u : ReplaceGroupLocked(id, {}, "")) out.push_back(std::move(u));
   }
   unconfirmed_.clear();

@@ -42,6 +42,12 @@ struct DiscoveryOptions {
   std::string ha_prefix = "homeassistant";
   bool homie = true;
   std::string homie_prefix = "homie";
+  // Tasmota 12+'s own discovery: tasmota/discovery/<MAC>/config and
+  // .../sensors (the prefix is fixed in Tasmota).
+  bool tasmota = true;
+  // Also map Home Assistant entities announced with enabled_by_default:
+  // false; by default they are listed as "disabled" and not recorded.
+  bool disabled_entities = false;
   // Put before every discovered key ("ha/" makes "ha/zigbee2mqtt/...").
   std::string key_prefix;
   // Komoku's own MQTT prefix: an entity whose state or availability topic is
@@ -53,7 +59,7 @@ struct DiscoveryOptions {
 };
 
 // What one discovery message described: a mapped entity, or one refused
-// with a reason (bad_json, not_object, bad_topic, no_state_topic,
+// with a reason (disabled, bad_json, not_object, bad_topic, no_state_topic,
 // bad_template, unsupported, own_topic, duplicate_key, bad_key, bad_option).
 struct DiscoveredEntity {
   std::string id;      // the config topic (HA; "<topic>#<part>" for a part) or the property topic
@@ -63,6 +69,7 @@ struct DiscoveredEntity {
   std::string value_template;        // as announced; empty when none
   std::string field;                 // the JSON field it reads (a JSON pointer); empty: the payload
   std::vector<NumberOp> number_ops;  // what the template computes (bridge/ha_template.h)
+  std::optional<store::InputValue> missing_value;  // the template's |default(c)
   std::string key;
   store::KeyType type = store::KeyType::kString;
   std::vector<std::string> true_words, false_words;
@@ -103,6 +110,20 @@ DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view paylo
 DiscoveredEntity ParseHomieProperty(const std::string& property_topic,
                                     const std::map<std::string, std::string>& attributes,
                                     const DiscoveryOptions& options);
+
+// The entities a Tasmota device announces (Tasmota 12+, its native
+// discovery, xdrv_12_discovery.ino): `config` is the retained
+// tasmota/discovery/<MAC>/config payload (topic, full topic, prefixes,
+// relays, LWT words), `sensors` the .../sensors one ({"sn": {...}}, may be
+// empty). `group` is "tasmota/discovery/<MAC>"; each entity's id is
+// "<group>#<part>": one boolean per relay (stat/<topic>/POWER[n], the
+// device's state words), one numeric per number of the SENSOR message
+// (tele/<topic>/SENSOR, field dotted: AM2301.Temperature; ENERGY.Total a
+// counter), each with tele/<topic>/LWT as its availability.
+std::vector<DiscoveredEntity> ParseTasmotaDiscovery(const std::string& group,
+                                                    std::string_view config,
+                                                    std::string_view sensors,
+                                                    const DiscoveryOptions& options);
 
 class Discovery {
  public:
@@ -196,6 +217,14 @@ class Discovery {
   std::map<std::string, Known> entities_;  // by id; guarded by mu_
   // Homie property topic -> attribute ($datatype, ...) -> value.
   std::map<std::string, std::map<std::string, std::string>> homie_;  // guarded by mu_
+  // Tasmota group (tasmota/discovery/<MAC>) -> its config and sensors
+  // payloads as they came; guarded by mu_.
+  struct TasmotaRaw {
+    std::string config, sensors;
+  };
+  std::map<std::string, TasmotaRaw> tasmota_;
+  bool IsTasmotaTopic(std::string_view topic) const;
+  std::vector<Update> HandleTasmota(std::string_view topic, std::string_view payload);
   // By topic; guarded by mu_. std::less<> finds a string_view without a copy.
   std::map<std::string, std::shared_ptr<const MappingEngine>, std::less<>> engines_;
   std::set<std::string> unconfirmed_;  // ids from Load not seen since; guarded by mu_

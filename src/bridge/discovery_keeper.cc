@@ -58,7 +58,9 @@ void Bridge::Impl::ReportDiscovery(const Discovery::Update& u) {
   } else if (u.entity) {
     store_->metrics().Add("komoku_discovery_refused_total{reason=\"" + u.entity->reason + "\"}");
     int64_t suppressed = 0;
-    if (ShouldLog("discovery\n" + u.entity->reason, &suppressed)) {
+    if (u.entity->reason == "disabled") {  // as the device asked: no warning
+      log_->debug("discovery: '{}' not mapped (disabled): {}", u.id, u.entity->message);
+    } else if (ShouldLog("discovery\n" + u.entity->reason, &suppressed)) {
       log_->warn("discovery: '{}' not mapped ({}): {}{}", u.id, u.entity->reason, u.entity->message,
                  NotLogged(suppressed, "discovery refusals of this reason"));
     }

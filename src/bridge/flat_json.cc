@@ -9,8 +9,10 @@
 
 namespace komoku::bridge {
 
-// The SAX handler: one node per value outside arrays. Inside an array only
-// the nesting is counted, to know where the array ends.
+// The SAX handler: one node per value outside arrays, and one per element
+// of an array that is not itself inside an array (an element that is an
+// object or array is one node whose contents are skipped). Deeper than
+// that only the nesting is counted, to know where the skipped part ends.
 class FlatJson::Builder {
  public:
   explicit Builder(FlatJson* out) : out_(out) {}
@@ -49,6 +51,11 @@ class FlatJson::Builder {
       ++skip_;
       return true;
     }
+    if (in_array_) {  // an element: one node, its contents skipped
+      Add(Kind::kObject);
+      ++skip_;
+      return true;
+    }
     Add(Kind::kObject);
     out_->open_.push_back(static_cast<Index>(out_->nodes_.size() - 1));
     return true;
@@ -70,12 +77,26 @@ class FlatJson::Builder {
     return true;
   }
   bool start_array(size_t /*elements*/) {
-    if (!skip_) Add(Kind::kArray);
-    ++skip_;
+    if (skip_) {
+      ++skip_;
+      return true;
+    }
+    Add(Kind::kArray);
+    if (in_array_) {  // an element: one node, its contents skipped
+      ++skip_;
+      return true;
+    }
+    in_array_ = true;
+    array_ = static_cast<Index>(out_->nodes_.size() - 1);
     return true;
   }
   bool end_array() {
-    --skip_;
+    if (skip_) {
+      --skip_;
+      return true;
+    }
+    out_->nodes_[array_].end = static_cast<Index>(out_->nodes_.size());
+    in_array_ = false;
     return true;
   }
   bool parse_error(size_t /*position*/, const std::string& /*last_token*/,
@@ -100,7 +121,9 @@ class FlatJson::Builder {
 
   FlatJson* const out_;
   uint32_t name_at_ = 0, name_size_ = 0;
-  size_t skip_ = 0;  // arrays (and what is in them) open around the current value
+  size_t skip_ = 0;        // skipped objects and arrays open around the current value
+  bool in_array_ = false;  // reading the elements of array_
+  Index array_ = 0;
 };
 
 bool FlatJson::Parse(std::string_view text) {
@@ -176,6 +199,11 @@ FlatJson::Index FlatJson::Member(Index object, std::string_view name) const {
     if (Name(c) == name) found = c;
   }
   return found;
+}
+
+void FlatJson::AppendElements(Index array, std::vector<Index>* out) const {
+  if (kind(array) != Kind::kArray) return;
+  for (Index c = array + 1; c < nodes_[array].end; c = nodes_[c].end) out->push_back(c);
 }
 
 void FlatJson::AppendMembersSorted(Index object, std::vector<Index>* out) const {

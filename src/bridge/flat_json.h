@@ -1,7 +1,9 @@
 // A JSON payload read the way mapping needs it, without building a DOM:
 // nlohmann::json's SAX parser fills a flat list of nodes in document order
-// (objects and scalars; an array is one node whose contents are skipped,
-// since mapping never reads into arrays) and one text buffer for member
+// (objects and scalars; an array is one node followed by its elements, an
+// element that is itself an object or array being one node whose contents
+// are skipped: mapping reads arrays of scalars, Tasmota's per-channel
+// "Power":[12,34], and nothing deeper) and one text buffer for member
 // names and string values. Both are kept from payload to payload, so a
 // parser reused for every message allocates nothing once they have grown.
 //
@@ -60,6 +62,9 @@ class FlatJson {
   // The value of member `name` of object `object` (the last one of that
   // name), or kNone; kNone too when `object` is not an object.
   Index Member(Index object, std::string_view name) const;
+  // Appends to `*out` the elements of array `array`, in order (none when
+  // it is not an array).
+  void AppendElements(Index array, std::vector<Index>* out) const;
   // Appends to `*out` the members of `object`, sorted by name and one per
   // name (the last), as the DOM iterates them.
   void AppendMembersSorted(Index object, std::vector<Index>* out) const;

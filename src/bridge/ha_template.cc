@@ -31,6 +31,7 @@ struct Operand {
   bool number = false;       // known to be a number (value_json, or after float/int)
   bool converted = false;    // a float or int filter, arithmetic or rounding made it a number
   std::vector<NumberOp> ops;
+  std::optional<std::variant<double, bool, std::string>> missing_value;  // |default(c)
 };
 
 class Parser {
@@ -192,6 +193,29 @@ class Parser {
       }
       if (!Eat(')')) return Fail("has an unclosed (");
     }
+    if (name == "default" || name == "d") {
+      // Only right after the field: then it is the field's value when the
+      // payload lacks it. `value` is always there: a no-op.
+      if (!x.variable || !x.ops.empty() || x.converted || x.missing_value) {
+        return Fail("has default after another step; Komoku takes it right after the field");
+      }
+      if (args.size() != 1) return Fail("has default without exactly one constant");
+      const std::string& a = args[0];
+      if (x.reads_value) return x;
+      if (a.size() >= 2 && (a[0] == '\'' || a[0] == '"') && a.back() == a[0]) {
+        x.missing_value = a.substr(1, a.size() - 2);
+      } else if (a == "true" || a == "True" || a == "false" || a == "False") {
+        x.missing_value = a[0] == 't' || a[0] == 'T';
+      } else {
+        char* end = nullptr;
+        const double d = std::strtod(a.c_str(), &end);
+        if (a.empty() || *end != '\0' || !std::isfinite(d)) {
+          return Fail("has default(" + a + "); Komoku takes a number, a quoted text or a boolean");
+        }
+        x.missing_value = d;
+      }
+      return x;
+    }
     if (name == "float" || name == "int") {
       if (!args.empty()) {
         return Fail("has " + name + " with a default; Komoku refuses a value that is no number");
@@ -329,17 +353,51 @@ Result<HaTemplate> ParseHaTemplate(std::string_view text) {
         "; Komoku evaluates one {{ }} reading value or value_json.<field>, with + - * /, "
         "parentheses and the filters float, int, round and abs");
   };
+  std::string_view e;
+  std::string guard;  // the field of `{% if <field> is defined %}`, as written
+  if (s.substr(0, 2) == "{%") {
+    // {% if <path> is defined %}{{ ... }}{% endif %}
+    const size_t close = s.find("%}");
+    const size_t open = s.find("{{");
+    const size_t end = s.rfind("{%");
+    if (close == std::string_view::npos || open == std::string_view::npos || end <= open) {
+      return refuse("has a {% %} block Komoku does not read");
+    }
+    std::string_view head = store::TrimAscii(s.substr(2, close - 2));
+    std::string_view tail = store::TrimAscii(s.substr(end + 2));
+    std::string_view between = store::TrimAscii(s.substr(close + 2, open - close - 2));
+    constexpr std::string_view kIf = "if ", kDefined = " is defined";
+    if (head.substr(0, kIf.size()) != kIf || head.size() <= kIf.size() + kDefined.size() ||
+        head.substr(head.size() - kDefined.size()) != kDefined || !between.empty() ||
+        (tail != "endif %}" && tail != "endif%}" && tail != "- endif %}")) {
+      return refuse("has a {% %} block other than {% if <field> is defined %}{{ ... }}{% endif %}");
+    }
+    guard = std::string(
+        store::TrimAscii(head.substr(kIf.size(), head.size() - kIf.size() - kDefined.size())));
+    s = store::TrimAscii(s.substr(open, end - open));
+    if (s.size() < 4 || s.substr(s.size() - 2) != "}}")
+      return refuse("is not one {{ ... }} expression");
+  }
   if (s.size() < 4 || s.substr(0, 2) != "{{" || s.substr(s.size() - 2) != "}}") {
     return refuse("is not one {{ ... }} expression");
   }
-  std::string_view e = s.substr(2, s.size() - 4);
+  e = s.substr(2, s.size() - 4);
   if (e.find("{{") != std::string_view::npos || e.find("}}") != std::string_view::npos ||
       e.find("{%") != std::string_view::npos) {
     return refuse("has more than one expression");
   }
   Result<Operand> parsed = Parser(e).Parse();
   if (!parsed.ok()) return refuse(parsed.status().message());
+  if (!guard.empty()) {
+    // The guard must test the very field the expression reads.
+    Result<Operand> tested = Parser(guard).Parse();
+    if (!tested.ok() || tested->reads_value || tested->path != parsed->path ||
+        !tested->ops.empty() || tested->converted) {
+      return refuse("tests '" + guard + "' but reads another field");
+    }
+  }
   HaTemplate t;
+  t.missing_value = parsed->missing_value;
   t.path = std::move(parsed->path);
   t.ops = std::move(parsed->ops);
   t.numeric = parsed->converted;

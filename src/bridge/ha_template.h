@@ -5,13 +5,18 @@
 //   + - * / and parentheses, with Jinja's precedence (a filter binds to the
 //   operand before it: `value|float*100|round` rounds 100, not the product);
 //   filters float, int, round(n[, 'common'|'floor'|'ceil']), abs.
-// A template that reads anything else (states(), now(), a second field, a
-// test, a {% %} block, text around the {{ }}) is refused: a guess would
-// store wrong values.
+// Also `|default(c)` right after the field (a constant when the field is
+// missing), and the whole expression inside
+// `{% if <that field> is defined %} ... {% endif %}` (Komoku stores
+// nothing for a missing field anyway). A template that reads anything else
+// (states(), now(), a second field, other tests and blocks, text around
+// the {{ }}) is refused: a guess would store wrong values.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "common/status.h"
@@ -52,6 +57,9 @@ struct HaTemplate {
   std::vector<NumberOp> ops;
   // The result is a number: a float or int filter, arithmetic or rounding.
   bool numeric = false;
+  // `|default(c)`: the value when the field is missing or null (before the
+  // steps in `ops`, as Jinja applies the filters in order).
+  std::optional<std::variant<double, bool, std::string>> missing_value;
 };
 
 // InvalidArgument saying why a template is not one Komoku evaluates.

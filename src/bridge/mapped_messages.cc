@@ -39,7 +39,9 @@ bool Bridge::Impl::HandleMapped(const MappingEngine* mapping, const IngestRecord
         RefuseMapped(*mapping, *result.refusal, topic, false);
         return true;
       }
-      return StoreMapped(*mapping, result.changes, msg, false);
+      if (!StoreMapped(*mapping, result.changes, msg, false)) return false;
+      CountUnknown(result.unknown_skipped);
+      return true;
     }
   }
   if (!discovery_) return true;        // an excluded topic of a subscribed filter
@@ -48,9 +50,15 @@ bool Bridge::Impl::HandleMapped(const MappingEngine* mapping, const IngestRecord
   if (!d.engine) return true;  // an entity removed while its messages were on the way
   for (const MappingRefusal& r : d.result.refusals) RefuseMapped(*d.engine, r, topic, true);
   if (!d.result.changes.empty() || d.result.refusals.empty()) {
-    return StoreMapped(*d.engine, d.result.changes, msg, true);
+    if (!StoreMapped(*d.engine, d.result.changes, msg, true)) return false;
   }
+  CountUnknown(d.result.unknown_skipped);
   return true;
+}
+
+void Bridge::Impl::CountUnknown(size_t skipped) {
+  if (skipped == 0) return;
+  store_->metrics().Add("komoku_mapping_unknown_skipped_total", static_cast<int64_t>(skipped));
 }
 
 bool Bridge::Impl::StoreMapped(const MappingEngine& engine,

@@ -25,8 +25,11 @@ struct Level {
 
 struct Filter {
   std::string text;
+  std::string subscribe;  // what the broker is asked for (docs/mapping.md)
   std::vector<Level> levels;
-  size_t wildcards = 0;  // + and # levels: what {1}, {2}, ... can name
+  size_t wildcards = 0;  // +, # and prefix* levels: what {1}, {2}, ... can name
+  size_t hash_at = 0;    // the level of #, when it is there
+  bool has_hash = false;
 };
 
 struct Segment {
@@ -78,36 +81,57 @@ class Levels {
   size_t size_ = 0;
 };
 
-Result<Filter> CompileFilter(const std::string& text, bool allow_prefix) {
+// `allow_prefix`: a level may end in `*` (every level starting with the text
+// before it); in a rule's topic such a level is also a wildcard ({N} is the
+// whole level) and is subscribed as `+`. A `#` that is not the last level
+// matches one or more levels (Komoku's, not MQTT's: subscribed as the filter
+// up to and including the #), so `zigbee2mqtt/#/availability` reads every
+// device's availability whatever the number of levels in its name.
+Result<Filter> CompileFilter(const std::string& text, bool allow_prefix, bool prefix_is_wildcard) {
   if (text.empty()) return Status::InvalidArgument("an empty topic filter");
   Filter f;
   f.text = text;
   size_t start = 0;
+  bool subscribe_done = false;
   for (;;) {
     size_t slash = text.find('/', start);
     std::string level =
         text.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
     Level l;
+    std::string sub = level;
     if (level == "+") {
       l.kind = Level::kPlus;
       ++f.wildcards;
     } else if (level == "#") {
-      if (slash != std::string::npos) {
-        return Status::InvalidArgument("'" + text + "': # must be the last level");
-      }
+      if (f.has_hash) return Status::InvalidArgument("'" + text + "': more than one #");
       l.kind = Level::kHash;
+      f.has_hash = true;
+      f.hash_at = f.levels.size();
       ++f.wildcards;
     } else if (level.find_first_of("+#") != std::string::npos) {
       return Status::InvalidArgument("'" + text + "': + and # must stand alone in a level");
     } else if (allow_prefix && !level.empty() && level.back() == '*') {
       l.kind = Level::kPrefix;
       l.text = level.substr(0, level.size() - 1);
+      if (prefix_is_wildcard) ++f.wildcards;
+      sub = "+";
     } else {
       l.text = level;
+    }
+    if (!subscribe_done) {
+      f.subscribe += (f.levels.empty() ? "" : "/") + sub;
+      subscribe_done = l.kind == Level::kHash;
     }
     f.levels.push_back(std::move(l));
     if (slash == std::string::npos) break;
     start = slash + 1;
+  }
+  if (f.has_hash && f.hash_at + 1 < f.levels.size()) {
+    for (size_t i = f.hash_at + 1; i < f.levels.size(); ++i) {
+      if (f.levels[i].kind != Level::kLiteral) {
+        return Status::InvalidArgument("'" + text + "': only literal levels may follow a #");
+      }
+    }
   }
   if (f.wildcards > 16) return Status::InvalidArgument("'" + text + "': more than 16 wildcards");
   return f;
@@ -132,11 +156,27 @@ bool Matches(const Filter& f, std::string_view topic, const Levels& t, Captures*
   size_t i = 0;
   for (; i < f.levels.size(); ++i) {
     const Level& l = f.levels[i];
-    if (l.kind == Level::kHash) {  // also the parent: a/# matches a
+    if (l.kind == Level::kHash) {
+      const size_t after = f.levels.size() - i - 1;  // literal levels after #
+      if (after == 0) {                              // also the parent: a/# matches a
+        if (captures) {
+          std::string_view rest;
+          if (i < t.size()) rest = topic.substr(static_cast<size_t>(t[i].data() - topic.data()));
+          captures->at[captures->size++] = rest;
+        }
+        return true;
+      }
+      // A # inside: one or more levels, then the literal levels that follow.
+      if (t.size() < i + 1 + after) return false;
+      const size_t tail = t.size() - after;
+      for (size_t k = 0; k < after; ++k) {
+        if (t[tail + k] != f.levels[i + 1 + k].text) return false;
+      }
       if (captures) {
-        std::string_view rest;
-        if (i < t.size()) rest = topic.substr(static_cast<size_t>(t[i].data() - topic.data()));
-        captures->at[captures->size++] = rest;
+        const size_t from = static_cast<size_t>(t[i].data() - topic.data());
+        const size_t to =
+            static_cast<size_t>(t[tail - 1].data() - topic.data()) + t[tail - 1].size();
+        captures->at[captures->size++] = topic.substr(from, to - from);
       }
       return true;
     }
@@ -150,6 +190,7 @@ bool Matches(const Filter& f, std::string_view topic, const Levels& t, Captures*
         break;
       case Level::kPrefix:
         if (t[i].substr(0, l.text.size()) != l.text) return false;
+        if (captures) captures->at[captures->size++] = t[i];
         break;
       case Level::kHash:
         break;
@@ -267,6 +308,7 @@ struct MappingEngine::Compiled {
   bool key_has_field = false;
   std::vector<FieldSpec> fields;
   std::vector<std::string> ignore;  // dotted
+  std::vector<std::string> invert;  // dotted
   std::optional<Path> time;
   bool json_only = false;  // payload: json
   bool text_only = false;  // payload: text
@@ -289,12 +331,12 @@ Result<std::unique_ptr<MappingEngine>> MappingEngine::Compile(std::vector<Mappin
     };
     if (r.topics.empty()) return bad("topic", "give at least one topic filter");
     for (const std::string& t : r.topics) {
-      Result<Filter> f = CompileFilter(t, false);
+      Result<Filter> f = CompileFilter(t, true, true);
       if (!f.ok()) return bad("topic", f.status().message());
       c.topics.push_back(std::move(f.value()));
     }
     for (const std::string& t : r.exclude) {
-      Result<Filter> f = CompileFilter(t, true);
+      Result<Filter> f = CompileFilter(t, true, false);
       if (!f.ok()) return bad("exclude", f.status().message());
       c.exclude.push_back(std::move(f.value()));
     }
@@ -343,6 +385,15 @@ Result<std::unique_ptr<MappingEngine>> MappingEngine::Compile(std::vector<Mappin
       Result<Path> p = CompilePath(ig);
       if (!p.ok()) return bad("ignore", p.status().message());
       c.ignore.push_back(p->dotted);
+    }
+    for (const std::string& inv : r.invert) {
+      Result<Path> p = CompilePath(inv);
+      if (!p.ok()) return bad("invert", p.status().message());
+      c.invert.push_back(p->dotted);
+    }
+    if (!r.invert.empty() && r.type && !IsBooleanType(r.type)) {
+      return bad("invert", std::string("negates booleans, but the rule's type is ") +
+                               store::KeyTypeName(*r.type));
     }
     if (!r.time_field.empty()) {
       if (r.payload == PayloadFormat::kText) return bad("time", "a text payload has no fields");
@@ -403,7 +454,7 @@ std::vector<std::string> MappingEngine::Filters() const {
   std::set<std::string> seen;
   for (const Compiled& c : rules_) {
     for (const Filter& f : c.topics) {
-      if (seen.insert(f.text).second) out.push_back(f.text);
+      if (seen.insert(f.subscribe).second) out.push_back(f.subscribe);
     }
   }
   return out;
@@ -453,8 +504,14 @@ class RuleApplier {
  public:
   using Compiled = MappingEngine::Compiled;
   RuleApplier(const Compiled& c, size_t index, MessageContext& m, std::vector<MappedChange>* out,
-              std::vector<std::string>* spare_keys)
-      : c_(c), r_(c.rule), index_(index), m_(m), out_(out), spare_keys_(spare_keys) {}
+              std::vector<std::string>* spare_keys, size_t* unknown_skipped)
+      : c_(c),
+        r_(c.rule),
+        index_(index),
+        m_(m),
+        out_(out),
+        spare_keys_(spare_keys),
+        unknown_skipped_(unknown_skipped) {}
 
   std::optional<MappingRefusal> Run() {
     std::string_view trimmed = store::TrimAscii(m_.payload);
@@ -483,7 +540,15 @@ class RuleApplier {
         for (const FieldSpec& f : c_.fields) {
           const FlatJson::Index v = Find(doc, f.path);
           // Devices often leave fields out.
-          if (v == FlatJson::kNone || doc.kind(v) == FlatJson::Kind::kNull) continue;
+          if (v == FlatJson::kNone || doc.kind(v) == FlatJson::Kind::kNull) {
+            if (!r_.missing_value) continue;
+            if (!FromMissing(f.path.dotted) || !Emit(f.suffix)) return refusal_;
+            continue;
+          }
+          if (doc.kind(v) == FlatJson::Kind::kArray) {
+            if (!FromArray(v, f)) return refusal_;
+            continue;
+          }
           if (!doc.IsScalar(v)) {
             return Refuse("not_scalar", "field '" + f.path.dotted + "' is " + doc.TypeName(v) +
                                             ", not a number, boolean or string");
@@ -528,6 +593,52 @@ class RuleApplier {
   std::optional<MappingRefusal> Refuse(const char* reason, std::string message) {
     refusal_ = MappingRefusal{index_, reason, std::move(message)};
     return refusal_;
+  }
+
+  // A named field holding an array of scalars, one per channel (Tasmota's
+  // "Power":[12,34] on a two-channel device): one change per element, the
+  // key suffix followed by /1, /2, ... (channels counted from 1, as Tasmota
+  // numbers them); a null element is skipped, an object or array refused.
+  bool FromArray(FlatJson::Index array, const FieldSpec& f) {
+    const FlatJson& doc = *doc_;
+    std::vector<FlatJson::Index> elements;
+    doc.AppendElements(array, &elements);
+    std::string what;
+    std::string suffix;
+    for (size_t n = 0; n < elements.size(); ++n) {
+      const FlatJson::Index e = elements[n];
+      what = f.path.dotted + "[" + std::to_string(n) + "]";
+      if (doc.kind(e) == FlatJson::Kind::kNull) continue;
+      if (!doc.IsScalar(e)) {
+        Refuse("not_scalar",
+               "field '" + what + "' is " + doc.TypeName(e) + ", not a number, boolean or string");
+        return false;
+      }
+      bool skip = false;
+      if (!FromJson(e, f.path.dotted, &skip)) return false;
+      // With {field} the channel follows the suffix; without (a key
+      // template naming one key, as a discovered entity's), the key.
+      const std::string channel = "/" + std::to_string(n + 1);
+      suffix = c_.key_has_field ? f.suffix + channel : f.suffix;
+      key_tail_ = c_.key_has_field ? std::string_view() : std::string_view(channel);
+      const bool ok = skip || Emit(suffix);
+      key_tail_ = {};
+      if (!ok) return false;
+    }
+    return true;
+  }
+
+  // The rule's missing_value for a field the payload lacks.
+  bool FromMissing(std::string_view what) {
+    const store::InputValue& m = *r_.missing_value;
+    if (const std::string* text = std::get_if<std::string>(&m)) return FromText(*text, what);
+    if (const bool* b = std::get_if<bool>(&m)) {
+      if (r_.strict_words) return FromText(*b ? "True" : "False", what);
+      value_ = *b;
+      return Finish(what);
+    }
+    value_ = std::get<double>(m);
+    return Finish(what);
   }
 
   bool Ignored(const std::string& dotted) const {
@@ -696,6 +807,13 @@ class RuleApplier {
       return Finish(what);
     }
     if (!r_.type || *r_.type == store::KeyType::kNumeric || *r_.type == store::KeyType::kCounter) {
+      // ESPHome publishes `nan` for a sensor without a reading. The value
+      // model has no "unknown", and text would make or break the key's
+      // type: skipped, counted (docs/mapping.md#values-and-types).
+      if (store::EqualsIgnoreCase(s, "nan")) {
+        unknown_ = true;
+        return true;
+      }
       Result<double> d = store::ParseNumber(s);
       if (d.ok()) {
         value_ = *d;
@@ -738,6 +856,17 @@ class RuleApplier {
       }
       *d = *x;
     }
+    if (!c_.invert.empty()) {
+      const bool named = std::find(c_.invert.begin(), c_.invert.end(), what) != c_.invert.end();
+      if (named) {
+        bool* b = std::get_if<bool>(&value_);
+        if (!b) {
+          Refuse("bad_boolean", std::string(what) + " is to be negated (invert) but is no boolean");
+          return false;
+        }
+        *b = !*b;
+      }
+    }
     if (r_.type) {
       Result<store::Value> v = store::CoerceValue(*r_.type, value_);
       if (!v.ok()) {
@@ -756,6 +885,11 @@ class RuleApplier {
   }
 
   bool Emit(std::string_view field) {
+    if (unknown_) {
+      unknown_ = false;
+      ++*unknown_skipped_;
+      return true;
+    }
     std::string key;
     if (!spare_keys_->empty()) {  // a buffer of an earlier message: no allocation
       key = std::move(spare_keys_->back());
@@ -780,6 +914,7 @@ class RuleApplier {
           break;
       }
     }
+    key += key_tail_;
     // Plain ASCII without NUL and wildcards (nearly every key) is a valid
     // name of the right length; anything else gets the full check.
     // Without an early exit the loop is branch-free (and vectorized).
@@ -804,6 +939,9 @@ class RuleApplier {
   MessageContext& m_;
   std::vector<MappedChange>* out_;
   std::vector<std::string>* spare_keys_;
+  size_t* unknown_skipped_;
+  bool unknown_ = false;           // the value read said "unknown": Emit skips it
+  std::string_view key_tail_;      // put after the key by Emit (an array's channel)
   const FlatJson* doc_ = nullptr;  // the parsed payload, once Run has parsed it
   store::InputValue value_;
   std::optional<int64_t> time_ms_;
@@ -827,6 +965,7 @@ void Recycle(MappingResult* out) {
   out->matched.clear();
   out->refusal.reset();
   out->refusals.clear();
+  out->unknown_skipped = 0;
 }
 
 }  // namespace
@@ -881,7 +1020,10 @@ void MappingEngine::MapImpl(std::string_view topic, std::string_view payload, in
                          "payload of " + std::to_string(payload.size()) +
                              " bytes is over the limit of " + std::to_string(max_payload_bytes_)};
     } else {
-      refused = RuleApplier(c, i, m, &result.changes, &result.spare_keys).Run();
+      const size_t unknown_before = result.unknown_skipped;
+      refused =
+          RuleApplier(c, i, m, &result.changes, &result.spare_keys, &result.unknown_skipped).Run();
+      if (refused) result.unknown_skipped = unknown_before;
     }
     if (refused && each) {
       result.changes.resize(changes_before);
@@ -890,6 +1032,7 @@ void MappingEngine::MapImpl(std::string_view topic, std::string_view payload, in
     }
     if (refused) {
       result.changes.clear();
+      result.unknown_skipped = 0;
       result.refusal = std::move(refused);
       return;
     }
@@ -898,7 +1041,7 @@ void MappingEngine::MapImpl(std::string_view topic, std::string_view payload, in
 }
 
 bool TopicMatchesFilter(std::string_view filter, std::string_view topic) {
-  Result<Filter> f = CompileFilter(std::string(filter), false);
+  Result<Filter> f = CompileFilter(std::string(filter), false, false);
   if (!f.ok()) return false;
   return Matches(*f, topic, Levels(topic), nullptr);
 }

@@ -51,6 +51,10 @@ struct MappingRule {
   std::vector<std::pair<std::string, std::string>> fields;
   // Fields skipped (with everything below them), dotted or pointer.
   std::vector<std::string> ignore;
+  // Fields whose boolean value is stored negated (dotted or pointer), e.g.
+  // zigbee2mqtt's `contact` (true while the magnet touches: door closed), so
+  // that the key is true while the door is open, as discovery reads it.
+  std::vector<std::string> invert;
   // The keys' type; guessed from the values when unset.
   std::optional<store::KeyType> type;
   // Boolean vocabulary: these words (exact, then ignoring case) are true or
@@ -69,6 +73,9 @@ struct MappingRule {
   // arithmetic and rounding, bridge/ha_template.h); a value that is no
   // number is refused (wrong_type).
   std::vector<NumberOp> number_ops;
+  // A named field that is missing or null takes this value instead of
+  // being skipped (a discovered template's `|default(c)`).
+  std::optional<store::InputValue> missing_value;
   // Key options (Komoku names: same_value_resolution, max_time, values)
   // for the keys this rule creates; an object, empty for none.
   nlohmann::json options = nlohmann::json::object();
@@ -124,6 +131,9 @@ struct MappingResult {
   std::vector<size_t> matched;        // the rules that matched, in order
   std::vector<MappedChange> changes;  // all of them, or none when refused
   std::optional<MappingRefusal> refusal;
+  // Values that said "unknown" (ESPHome's `nan` for a sensor without a
+  // reading): skipped, not refused; the bridge counts them.
+  size_t unknown_skipped = 0;
   // MapEach only: the refusals of the rules whose changes were dropped (the
   // other rules' changes stand); `refusal` stays empty.
   std::vector<MappingRefusal> refusals;

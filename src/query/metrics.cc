@@ -81,6 +81,9 @@ const Declared kFamilies[] = {
       "Mapped changes whose payload time was before 2000 (a device clock not set yet), "
       "stored at their arrival time."},
      From::kStore},
+    {{"komoku_mapping_unknown_skipped_total", MT::kCounter,
+      "Mapped values that said unknown (ESPHome's nan), skipped: not stored, not refused."},
+     From::kStore},
     {{"komoku_mapping_refused_total", MT::kCounter, "Mapped messages refused, by rule and reason."},
      From::kStore,
      {},

@@ -63,6 +63,7 @@ std::string Dump(const Config& c) {
       << "discovery.prefix=" << c.discovery_prefix << "\n"
       << "discovery.homie=" << c.discovery_homie << "\n"
       << "discovery.homie_prefix=" << c.discovery_homie_prefix << "\n"
+      << "discovery.tasmota=" << c.discovery_tasmota << "\n"
       << "discovery.key_prefix=" << c.discovery_key_prefix << "\n"
       << "http_host=" << c.http_host << "\n"
       << "http_port=" << c.http_port << "\n";
@@ -164,6 +165,7 @@ TEST(ConfigTest, SetsEveryField) {
             "discovery.prefix=ha\n"
             "discovery.homie=0\n"
             "discovery.homie_prefix=devices/homie\n"
+            "discovery.tasmota=1\n"
             "discovery.key_prefix=found/\n"
             "http_host=0.0.0.0\n"
             "http_port=9000\n");
@@ -576,7 +578,7 @@ TEST(ConfigTest, ExampleUncommentedParsesToTheDefaults) {
       uncommented += line + "\n";
     }
   }
-  EXPECT_EQ(keys, 51);  // 50 keys and the tls: of mqtt.tls
+  EXPECT_EQ(keys, 53);  // 52 keys and the tls: of mqtt.tls
   EXPECT_NE(uncommented.find("\n  tls:\n    # PEM file"), std::string::npos) << uncommented;
   Config c = ParseOk(uncommented);
   EXPECT_EQ(Dump(c), Dump(DefaultConfig())) << uncommented;
@@ -609,6 +611,8 @@ TEST(ConfigTest, DocsListEveryKey) {
                           "discovery.prefix",
                           "discovery.homie",
                           "discovery.homie_prefix",
+                          "discovery.tasmota",
+                          "discovery.disabled_entities",
                           "discovery.key_prefix",
                           "mqtt.tls.ca_file",
                           "mqtt.tls.cert_file",
@@ -619,7 +623,7 @@ TEST(ConfigTest, DocsListEveryKey) {
   }
   EXPECT_NE(docs.find("| `mqtt.keep_alive` | duration (s) | `30` | 5..3600 |"), std::string::npos);
   EXPECT_NE(docs.find("| `http.max_points` | integer | `10000` |"), std::string::npos);
-  EXPECT_NE(docs.find("| `discovery.enabled` | boolean | `false` |  |"), std::string::npos);
+  EXPECT_NE(docs.find("| `discovery.enabled` | boolean | `true` |  |"), std::string::npos);
 }
 
 TEST(ConfigTest, DiscoverySection) {
@@ -631,7 +635,10 @@ TEST(ConfigTest, DiscoverySection) {
   EXPECT_EQ(c.discovery_prefix, "ha");
   EXPECT_FALSE(c.discovery_homie);
   EXPECT_EQ(c.discovery_key_prefix, "dev/");
-  EXPECT_FALSE(DefaultConfig().discovery_enabled);
+  // On out of the box (issue 24): a fresh install records a house announced
+  // to Home Assistant; false turns it off.
+  EXPECT_TRUE(DefaultConfig().discovery_enabled);
+  EXPECT_FALSE(ParseOk("discovery:\n  enabled: false\n").discovery_enabled);
   auto bad = ParseConfig("discovery:\n  enabled: yes\n", "k.yaml");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().message(),
@@ -668,7 +675,7 @@ TEST(ConfigTest, RestartOnlyChangesNameWhatAReloadLeaves) {
   EXPECT_TRUE(RestartOnlyChanges(running, reloadable).empty());
   Config restart = ParseOk(
       "mqtt:\n  broker: tcp://b:1\n  keep_alive: 7\nhttp:\n  max_points: 5\n"
-      "store:\n  hot_window_hours: 24\ndiscovery:\n  enabled: true\n"
+      "store:\n  hot_window_hours: 24\ndiscovery:\n  enabled: false\n"
       "booleans:\n  true: [ja]\n");
   EXPECT_EQ(RestartOnlyChanges(running, restart),
             (std::vector<std::string>{"mqtt.broker", "mqtt.keep_alive", "store.hot_window_hours",

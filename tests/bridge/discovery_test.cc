@@ -136,7 +136,12 @@ TEST(ValueTemplateTest, WhatKomokuEvaluatesExactly) {
       {"{{ value * 2 }}", nullptr, false},         // text repeated
       {"{{ value_json.a + value_json.b }}", nullptr, false},
       {"{{ value_json.x | float(0) }}", nullptr, false},
-      {"{{ value_json.x | default(0) }}", nullptr, false},
+      {"{{ value_json.x | default(0) }}", "/x", false},
+      {"{% if value_json.x is defined %}{{ value_json.x | float * 2 }}{% endif %}", "/x", true},
+      {"{{ value_json.x | float | default(0) }}", nullptr, false},  // default after float
+      {"{{ value_json.x | default(a) }}", nullptr, false},
+      {"{% if value_json.y is defined %}{{ value_json.x }}{% endif %}", nullptr, false},
+      {"{% if value_json.x is defined %}{{ value_json.x }}{% else %}0{% endif %}", nullptr, false},
       {"{{ value_json.x ** 2 }}", nullptr, false},
       {"{{ value_json.x if value_json.x is defined else 0 }}", nullptr, false},
       {"{{ value_json }}", nullptr, false},
@@ -879,6 +884,188 @@ TEST(DiscoveryStateTest, BrokenFilesAreRefusedWhole) {
   ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
   EXPECT_EQ(loaded->size(), 1u);
   EXPECT_TRUE(d.NeedsSave());
+}
+
+}  // namespace
+}  // namespace komoku::bridge
+
+namespace komoku::bridge {
+namespace {
+
+// Tasmota 12+'s own discovery (tasmota_xdrv_driver/xdrv_12_discovery.ino
+// writes these; the shape as a Sonoff POW R2 / a 2-relay Shelly 2.5 running
+// Tasmota 13 publish them): the config names the topics, the sensors the
+// numbers of tele/<topic>/SENSOR.
+constexpr char kTasmotaConfigTopic[] = "tasmota/discovery/A4CF12ABCDEF/config";
+constexpr char kTasmotaConfig[] = R"({"ip":"192.168.1.50","dn":"Shelly 2.5","fn":["Kitchen",
+"Hall",null,null,null,null,null,null],"hn":"shelly25-ABCDEF","mac":"A4CF12ABCDEF","md":
+"Shelly 2.5","ty":0,"if":0,"ofln":"Offline","onln":"Online","state":["OFF","ON","TOGGLE",
+"HOLD"],"sw":"13.2.0","t":"shelly25","ft":"%prefix%/%topic%/","tp":["cmnd","stat","tele"],
+"rl":[1,1,0,0,0,0,0,0],"swc":[-1,-1,-1,-1,-1,-1,-1,-1],"swn":[null,null,null,null,null,null,
+null,null],"btn":[0,0,0,0,0,0,0,0],"so":{"4":0,"11":0,"13":0,"17":0,"20":0,"30":0,"68":0,
+"73":0,"82":0,"114":0,"117":0},"lk":0,"lt_st":0,"sho":[0,0,0,0],"sht":[[0,0,0],[0,0,0],
+[0,0,0],[0,0,0]],"ver":1})";
+constexpr char kTasmotaSensorsTopic[] = "tasmota/discovery/A4CF12ABCDEF/sensors";
+constexpr char kTasmotaSensors[] = R"({"sn":{"Time":"2026-11-20T10:00:00","ANALOG":
+{"Temperature":41.2},"ENERGY":{"TotalStartTime":"2026-01-02T10:11:12","Total":3.051,
+"Yesterday":0.112,"Today":0.040,"Power":[12,34],"Voltage":231},"TempUnit":"C"},"ver":1})";
+
+TEST(TasmotaDiscoveryTest, RelaysSensorsAndLwt) {
+  Discovery d(DiscoveryOptions{});
+  EXPECT_TRUE(d.IsDiscoveryTopic(kTasmotaConfigTopic));
+  EXPECT_TRUE(d.IsDiscoveryTopic(kTasmotaSensorsTopic));
+  // The sensors alone name no topic: nothing yet.
+  EXPECT_TRUE(d.Handle(kTasmotaSensorsTopic, kTasmotaSensors).empty());
+  const std::vector<Discovery::Update> u = d.Handle(kTasmotaConfigTopic, kTasmotaConfig);
+  const std::string g = "tasmota/discovery/A4CF12ABCDEF";
+  EXPECT_EQ(Ids(u),
+            (std::vector<std::string>{g + "#POWER1", g + "#POWER2", g + "#ANALOG.Temperature",
+                                      g + "#ENERGY.Power", g + "#ENERGY.Today", g + "#ENERGY.Total",
+                                      g + "#ENERGY.Voltage", g + "#ENERGY.Yesterday"}));
+  EXPECT_EQ(d.mapped_count(), 8u);
+  EXPECT_EQ(Show(d.Map("stat/shelly25/POWER2", "ON", kNow)), "stat/shelly25/POWER2=true(b);");
+  EXPECT_EQ(Show(d.Map("tele/shelly25/LWT", "Offline", kNow)), "tele/shelly25/LWT=false(b);");
+  EXPECT_EQ(Show(d.Map("tele/shelly25/SENSOR",
+                       R"({"Time":"2026-11-20T10:05:00","ANALOG":{"Temperature":40.9},)"
+                       R"("ENERGY":{"Total":3.052,"Yesterday":0.112,"Today":0.041,)"
+                       R"("Power":[10,30],"Voltage":230},"TempUnit":"C"})",
+                       kNow)),
+            "tele/shelly25/SENSOR/ANALOG.Temperature=40.9(d);"
+            "tele/shelly25/SENSOR/ENERGY.Power/1=10(d);"
+            "tele/shelly25/SENSOR/ENERGY.Power/2=30(d);"
+            "tele/shelly25/SENSOR/ENERGY.Today=0.041(d);"
+            "tele/shelly25/SENSOR/ENERGY.Total=3.052(d);"
+            "tele/shelly25/SENSOR/ENERGY.Voltage=230(d);"
+            "tele/shelly25/SENSOR/ENERGY.Yesterday=0.112(d);");
+  const nlohmann::json all = d.Describe();
+  for (const auto& e : all["entities"]) {
+    if (e["id"] == g + "#ENERGY.Total") {
+      EXPECT_EQ(e["type"], "counter");
+    }
+    if (e["id"] == g + "#POWER1") {
+      EXPECT_EQ(e["type"], "boolean");
+    }
+  }
+  // The same config again: nothing; an empty one removes the device.
+  EXPECT_TRUE(d.Handle(kTasmotaConfigTopic, kTasmotaConfig).empty());
+  EXPECT_EQ(d.Handle(kTasmotaConfigTopic, "").size(), 8u);
+  EXPECT_EQ(d.mapped_count(), 0u);
+  EXPECT_FALSE(d.Map("stat/shelly25/POWER2", "ON", kNow).engine);
+}
+
+TEST(TasmotaDiscoveryTest, OneRelayIsPowerAndFullTopicTokens) {
+  const std::string config =
+      R"({"dn":"Plug","hn":"plug-0A0B0C","mac":"DC4F220A0B0C","ofln":"Offline","onln":"Online",)"
+      R"("state":["OFF","ON","TOGGLE","HOLD"],"t":"plug","ft":"home/%hostname%/%prefix%/",)"
+      R"("tp":["cmnd","stat","tele"],"rl":[1,0,0,0,0,0,0,0],"so":{"26":0},"ver":1})";
+  std::vector<DiscoveredEntity> e =
+      ParseTasmotaDiscovery("tasmota/discovery/DC4F220A0B0C", config, "", DiscoveryOptions{});
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_TRUE(e[0].mapped()) << e[0].message;
+  EXPECT_EQ(e[0].state_topic, "home/plug-0A0B0C/stat/POWER");
+  ASSERT_EQ(e[0].availability.size(), 1u);
+  EXPECT_EQ(e[0].availability[0].topic, "home/plug-0A0B0C/tele/LWT");
+  // SetOption26 on: POWER1 even for one relay.
+  std::string so26 = config;
+  so26.replace(so26.find(R"("26":0)"), 6, R"("26":1)");
+  e = ParseTasmotaDiscovery("tasmota/discovery/DC4F220A0B0C", so26, "", DiscoveryOptions{});
+  EXPECT_EQ(e[0].state_topic, "home/plug-0A0B0C/stat/POWER1");
+  // A token Komoku cannot fill in, a config that is no object: refused.
+  std::string bad = config;
+  bad.replace(bad.find("%hostname%"), 10, "%group%");
+  e = ParseTasmotaDiscovery("tasmota/discovery/DC4F220A0B0C", bad, "", DiscoveryOptions{});
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0].reason, "bad_topic");
+  e = ParseTasmotaDiscovery("tasmota/discovery/DC4F220A0B0C", "[1]", "", DiscoveryOptions{});
+  EXPECT_EQ(e[0].reason, "not_object");
+  DiscoveryOptions off;
+  off.tasmota = false;
+  EXPECT_FALSE(Discovery(off).IsDiscoveryTopic(kTasmotaConfigTopic));
+}
+
+TEST(TasmotaDiscoveryTest, ComesBackAfterARestart) {
+  store::testing::TempDir dir;
+  nlohmann::json before;
+  {
+    Discovery d(WithStateFile(dir));
+    ASSERT_TRUE(d.Load().ok());
+    d.Handle(kTasmotaConfigTopic, kTasmotaConfig);
+    d.Handle(kTasmotaSensorsTopic, kTasmotaSensors);
+    ASSERT_TRUE(d.Save().ok());
+    before = d.Describe();
+  }
+  Discovery d(WithStateFile(dir));
+  ASSERT_TRUE(d.Load().ok());
+  EXPECT_EQ(d.Describe(), before);
+  EXPECT_EQ(d.mapped_count(), 8u);
+  EXPECT_TRUE(d.Handle(kTasmotaConfigTopic, kTasmotaConfig).empty());
+  EXPECT_TRUE(d.ForgetUnconfirmed().empty());  // the config came again
+}
+
+}  // namespace
+}  // namespace komoku::bridge
+
+namespace komoku::bridge {
+namespace {
+
+// zigbee2mqtt announces linkquality disabled (lib/extension/homeassistant.ts:
+// "enabled_by_default": false, "entity_category": "diagnostic"); Home
+// Assistant adds it disabled, and so does Komoku unless told otherwise.
+TEST(HaDiscoveryTest, EntitiesDisabledByDefaultAreNotRecorded) {
+  const std::string topic = "homeassistant/sensor/0x00158d0001a2b3c4/linkquality/config";
+  const std::string config =
+      R"({"enabled_by_default":false,"entity_category":"diagnostic","icon":"mdi:signal",)"
+      R"("name":"Linkquality","state_class":"measurement","state_topic":"zigbee2mqtt/kitchen_sensor",)"
+      R"("unique_id":"0x00158d0001a2b3c4_linkquality_zigbee2mqtt","unit_of_measurement":"lqi",)"
+      R"("value_template":"{{ value_json.linkquality }}"})";
+  DiscoveredEntity e = ParseHaDiscovery(topic, config, DiscoveryOptions{});
+  EXPECT_EQ(e.reason, "disabled");
+  // Abbreviated ("en") as well.
+  EXPECT_EQ(ParseHaDiscovery(topic, R"({"en":false,"stat_t":"a/b","unit_of_meas":"lqi"})",
+                             DiscoveryOptions{})
+                .reason,
+            "disabled");
+  DiscoveryOptions all;
+  all.disabled_entities = true;
+  e = ParseHaDiscovery(topic, config, all);
+  EXPECT_TRUE(e.mapped()) << e.message;
+  EXPECT_EQ(e.key, "zigbee2mqtt/kitchen_sensor/linkquality");
+  EXPECT_TRUE(ParseHaDiscovery(kZ2mTemperatureTopic, kZ2mTemperature, DiscoveryOptions{}).mapped());
+}
+
+}  // namespace
+}  // namespace komoku::bridge
+
+namespace komoku::bridge {
+namespace {
+
+// `|default(c)` and `{% if <field> is defined %}` (shellies-discovery and
+// zigbee2mqtt write both): a missing field takes the default, exactly as
+// Jinja; the guarded expression stores nothing for a missing field.
+TEST(ValueTemplateTest, DefaultAndIsDefined) {
+  Result<HaTemplate> t = ParseHaTemplate("{{ value_json.power | default(0) }}");
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  ASSERT_TRUE(t->missing_value);
+  EXPECT_EQ(std::get<double>(*t->missing_value), 0);
+  t = ParseHaTemplate("{{ value_json.state | default('unknown') }}");
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(std::get<std::string>(*t->missing_value), "unknown");
+  t = ParseHaTemplate("{{ value | default(0) }}");  // value is always there
+  ASSERT_TRUE(t.ok());
+  EXPECT_FALSE(t->missing_value);
+
+  Discovery d(DiscoveryOptions{});
+  d.Handle("homeassistant/sensor/plug/power/config",
+           R"({"stat_t":"plug/state","unit_of_meas":"W",)"
+           R"("val_tpl":"{{ value_json.power | default(0) | float * 2 }}"})");
+  d.Handle(
+      "homeassistant/sensor/plug/energy/config",
+      R"({"stat_t":"plug/state","unit_of_meas":"kWh","stat_cla":"total_increasing",)"
+      R"("val_tpl":"{% if value_json.energy is defined %}{{ value_json.energy }}{% endif %}"})");
+  EXPECT_EQ(d.mapped_count(), 2u);
+  EXPECT_EQ(Show(d.Map("plug/state", R"({"power":21,"energy":3.5})", kNow)),
+            "plug/state/energy=3.5(d);plug/state/power=42(d);");
+  EXPECT_EQ(Show(d.Map("plug/state", R"({"other":1})", kNow)), "plug/state/power=0(d);");
 }
 
 }  // namespace

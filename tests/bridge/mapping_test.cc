@@ -88,8 +88,33 @@ TEST(MappingFilterTest, SeveralTopicsAndExclude) {
   EXPECT_EQ(e->Filters(), (std::vector<std::string>{"zigbee2mqtt/+", "z2m/+"}));
 }
 
+// Komoku's extensions: a # inside a filter is one or more levels (then only
+// literal levels); a level ending in * in a rule's topic is a wildcard of
+// its own ({N} is the whole level) subscribed as +.
+TEST(MappingFilterTest, HashInsideAndPrefixLevels) {
+  auto e = Engine(
+      {Rule("z/#/availability", "{1}:a"), Rule("stat/+/POWER*", "{1}/{2}"), Rule("z/#", "{1}")});
+  EXPECT_EQ(Show(e->Map("z/lamp/availability", "1", kNow)), "lamp:a=1(d);");
+  EXPECT_EQ(Show(e->Map("z/first/floor/lamp/availability", "1", kNow)), "first/floor/lamp:a=1(d);");
+  EXPECT_EQ(Show(e->Map("z/availability", "1", kNow)), "availability=1(d);");  // # is >= 1 level
+  EXPECT_EQ(Show(e->Map("z/a/availability/x", "1", kNow)), "a/availability/x=1(d);");
+  EXPECT_EQ(Show(e->Map("stat/plug/POWER", "1", kNow)), "plug/POWER=1(d);");
+  EXPECT_EQ(Show(e->Map("stat/plug/POWER12", "1", kNow)), "plug/POWER12=1(d);");
+  EXPECT_TRUE(e->Map("stat/plug/RESULT", "1", kNow).matched.empty());
+  EXPECT_TRUE(e->Map("stat/plug/POWER/x", "1", kNow).matched.empty());
+  EXPECT_EQ(e->Filters(), (std::vector<std::string>{"z/#", "stat/+/+"}));
+
+  MappingRule ex = Rule("z/#", "{1}");
+  ex.exclude = {"z/#/set", "z/bridge/#"};
+  auto x = Engine({ex});
+  EXPECT_TRUE(x->Map("z/a/b/set", "1", kNow).matched.empty());
+  EXPECT_TRUE(x->Map("z/bridge/state", "1", kNow).matched.empty());
+  EXPECT_EQ(Show(x->Map("z/a/b/settings", "1", kNow)), "a/b/settings=1(d);");
+}
+
 TEST(MappingFilterTest, BadFiltersAreRefused) {
-  EXPECT_NE(CompileError(Rule("a/#/b")), "");
+  EXPECT_NE(CompileError(Rule("a/#/+/b")), "");
+  EXPECT_NE(CompileError(Rule("a/#/b/#")), "");
   EXPECT_NE(CompileError(Rule("a/b+")), "");
   EXPECT_NE(CompileError(Rule("")), "");
   EXPECT_NE(CompileError(MappingRule{}).find("topic"), std::string::npos);
@@ -199,10 +224,22 @@ TEST(MappingFieldsTest, EdgesOfJsonPayloads) {
   // A path into an array is missing; one naming an array is refused.
   EXPECT_EQ(Show(f->Map("t", R"({"a.b":1,"a":{"b":2},"t":3,"t":4})", kNow)),
             "k/dot=1(d);k/nested=2(d);k/t=4(d);");
-  MappingResult r = f->Map("t", R"({"list":[1,2]})", kNow);
+  // An array of scalars: one change per element, /1, /2, ...; a null
+  // element skipped; an element that is an object or array refused.
+  EXPECT_EQ(Show(f->Map("t", R"({"list":[1,null,"on",true]})", kNow)),
+            "k/l/1=1(d);k/l/3=\"on\"(s);k/l/4=true(b);");
+  EXPECT_EQ(Show(f->Map("t", R"({"list":[]})", kNow)), "");
+  MappingResult r = f->Map("t", R"({"list":[1,[2]]})", kNow);
   ASSERT_TRUE(r.refusal);
   EXPECT_EQ(r.refusal->reason, "not_scalar");
-  EXPECT_EQ(r.refusal->message, "field 'list' is array, not a number, boolean or string");
+  EXPECT_EQ(r.refusal->message, "field 'list[1]' is array, not a number, boolean or string");
+  r = f->Map("t", R"({"list":[{"a":1}],"t":1})", kNow);
+  ASSERT_TRUE(r.refusal);
+  EXPECT_EQ(r.refusal->message, "field 'list[0]' is object, not a number, boolean or string");
+  // "*" still skips arrays.
+  MappingRule all = Rule("t", "k/{field}");
+  all.all_fields = true;
+  EXPECT_EQ(Show(Engine({all})->Map("t", R"({"a":[1,2],"b":{"c":[3]},"d":4})", kNow)), "k/d=4(d);");
 
   // A time field given twice: the last; a payload of one escaped string.
   MappingRule timed = Rule("t", "k/{field}");
@@ -423,6 +460,55 @@ TEST(MappingRulesTest, BadKeysAreRefused) {
   EXPECT_EQ(Show(e->Map("t", R"({"a+b":1})", kNow)).substr(0, 16), "refused bad_key:");
   EXPECT_EQ(Show(e->Map("t", "{\"" + std::string(300, 'x') + "\":1}", kNow)).substr(0, 16),
             "refused bad_key:");
+}
+
+}  // namespace
+}  // namespace komoku::bridge
+
+namespace komoku::bridge {
+namespace {
+
+TEST(MappingInvertTest, NamedFieldsAreNegated) {
+  MappingRule r = Rule("z/+", "{1}/{field}");
+  r.all_fields = true;
+  r.invert = {"contact", "/a/b"};
+  auto e = Engine({r});
+  EXPECT_EQ(Show(e->Map("z/door", R"({"contact":false,"other":false,"a":{"b":true}})", kNow)),
+            "door/a.b=false(b);door/contact=true(b);door/other=false(b);");
+  MappingResult bad = e->Map("z/door", R"({"contact":"maybe"})", kNow);
+  ASSERT_TRUE(bad.refusal);
+  EXPECT_EQ(bad.refusal->reason, "bad_boolean");
+  r.type = store::KeyType::kNumeric;
+  EXPECT_NE(CompileError(r).find("invert"), std::string::npos);
+}
+
+TEST(MappingUnknownTest, NanIsSkippedAndCountedNotRefused) {
+  MappingRule numeric = Rule("n", "n");
+  numeric.type = store::KeyType::kNumeric;
+  MappingRule guessed = Rule("g/+", "g/{field}");
+  guessed.all_fields = true;
+  MappingRule text = Rule("s", "s");
+  text.type = store::KeyType::kString;
+  auto e = Engine({numeric, guessed, text});
+  for (const char* nan : {"nan", "NaN", " nan\n"}) {
+    MappingResult r = e->Map("n", nan, kNow);
+    EXPECT_FALSE(r.refusal) << nan;
+    EXPECT_TRUE(r.changes.empty()) << nan;
+    EXPECT_EQ(r.unknown_skipped, 1u) << nan;
+  }
+  MappingResult g = e->Map("g/x", R"({"t":"nan","h":40})", kNow);
+  EXPECT_EQ(Show(g), "g/h=40(d);");
+  EXPECT_EQ(g.unknown_skipped, 1u);
+  // A string key keeps the text.
+  EXPECT_EQ(Show(e->Map("s", "nan", kNow)), "s=\"nan\"(s);");
+  // A refused message counts nothing as skipped.
+  MappingResult refused = e->Map("g/x", R"({"t":"nan","a+b":1})", kNow);
+  EXPECT_EQ(refused.unknown_skipped, 0u);
+  // A reused result starts again from zero.
+  MappingResult reused;
+  e->MapInto("n", "nan", kNow, &reused);
+  e->MapInto("n", "1", kNow, &reused);
+  EXPECT_EQ(reused.unknown_skipped, 0u);
 }
 
 }  // namespace

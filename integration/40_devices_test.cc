@@ -1,0 +1,289 @@
+// 40: the devices people have, through the example rules of the packaged
+// config/komoku.yaml (its commented mappings: block, uncommented as a user
+// would), a real Mosquitto and the real binary. Every payload is as the
+// firmware publishes it; the comment beside it names the document or source
+// (the same payloads as tests/bridge/mapping_examples_test.cc, which checks
+// each rule alone).
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "harness/harness.h"
+
+namespace komoku::testing {
+namespace {
+
+// The `#mappings:` block of config/komoku.yaml with its leading '#' taken
+// away: the example rules exactly as shipped.
+std::string ExampleMappings() {
+  std::ifstream in(std::string(KOMOKU_SOURCE_DIR) + "/config/komoku.yaml");
+  std::string out;
+  bool inside = false;
+  for (std::string line; std::getline(in, line);) {
+    if (line == "#mappings:") inside = true;
+    if (inside && !line.empty() && line[0] == '#') out += line.substr(1) + "\n";
+  }
+  return out;
+}
+
+class DevicesTest : public KomokuTest {
+ protected:
+  std::string ExtraConfig() const override { return ExampleMappings(); }
+
+  nlohmann::json Value(const std::string& key) {
+    auto r = komoku_->Get("/api/v1/value?key=" + key);
+    return r.status == 200 ? r.Json() : nlohmann::json();
+  }
+  bool WaitForValue(const std::string& key, const nlohmann::json& value) {
+    return WaitFor([&] {
+      nlohmann::json v = Value(key);
+      return v.is_object() && v["value"] == value;
+    });
+  }
+  size_t HistorySize(const std::string& key) {
+    auto r = komoku_->Get("/api/v1/history?key=" + key + "&from=0");
+    return r.status == 200 ? r.Json()["rows"].size() : 0;
+  }
+};
+
+TEST_F(DevicesTest, TheExampleRulesAreThere) {
+  const std::string rules = ExampleMappings();
+  EXPECT_NE(rules.find("name: shelly_gen2_status"), std::string::npos) << rules;
+  EXPECT_NE(rules.find("name: esphome_text_sensor"), std::string::npos) << rules;
+}
+
+TEST_F(DevicesTest, ARealHouseBecomesTypedKeys) {
+  // zigbee2mqtt: zigbee2mqtt.io/guide/usage/mqtt_topics_and_messages.html.
+  mqtt_->Publish("zigbee2mqtt/front_door", R"({"contact":false,"battery":100,"linkquality":87})");
+  mqtt_->Publish("zigbee2mqtt/living/lamp", R"({"state":"ON","brightness":120})");
+  mqtt_->Publish("zigbee2mqtt/living/lamp/availability", R"({"state":"online"})");
+  mqtt_->Publish("zigbee2mqtt/living/lamp/set", R"({"state":"OFF"})");  // a command, not data
+  // Tasmota: tasmota.github.io/docs/MQTT; a two-channel energy monitor
+  // (xdrv_03_energy.ino writes one element per channel).
+  mqtt_->Publish("tele/shelly25/SENSOR",
+                 R"({"Time":"2026-11-20T10:00:00","ENERGY":{"Total":3.051,"Power":[12,34],)"
+                 R"("Voltage":231,"Current":[0.087,0.173]}})");
+  mqtt_->Publish("stat/strip4/POWER2", "ON");
+  // Shelly Gen 1: shelly-api-docs.shelly.cloud/gen1 (1PM, H&T, DW2).
+  mqtt_->Publish("shellies/shelly1pm-ABC/relay/0/power", "42.47");
+  mqtt_->Publish("shellies/shelly1pm-ABC/relay/0/energy", "12345");
+  mqtt_->Publish("shellies/shellyht-XYZ/sensor/ext_power", "true");
+  mqtt_->Publish("shellies/shellydw2-XYZ/sensor/state", "open");
+  // Shelly Gen 2: shelly-api-docs.shelly.cloud/gen2 (Switch status, MQTT).
+  mqtt_->Publish("shellyplus1pm-a8032ab12cd3/status/switch:0",
+                 R"({"id":0,"source":"init","output":true,"apower":8.9,"voltage":237.5,)"
+                 R"("aenergy":{"total":6.532,"by_minute":[45.1,47.1,88.3],"minute_ts":1654511972},)"
+                 R"("temperature":{"tC":41.1,"tF":105.9}})");
+  mqtt_->Publish("shellyplus1pm-a8032ab12cd3/online", "true");
+  // ESPHome: esphome.io/components/mqtt; a sensor without a reading says nan.
+  mqtt_->Publish("livingroom/sensor/temperature/state", "nan");
+  mqtt_->Publish("livingroom/sensor/temperature/state", "21.50");
+  mqtt_->Publish("livingroom/text_sensor/wifi_ssid/state", "home-net");
+  mqtt_->Publish("livingroom/status", "online");
+  // Home Assistant's birth message: no ESPHome device.
+  mqtt_->Publish("homeassistant/status", "online");
+
+  struct Expected {
+    const char* key;
+    nlohmann::json value;
+    const char* type;
+  };
+  const std::vector<Expected> expected = {
+      {"front_door/contact", true, "boolean"},  // true = open, as discovery has it
+      {"front_door/battery", 100, "numeric"},
+      {"living/lamp/state", true, "boolean"},
+      {"living/lamp/brightness", 120, "numeric"},
+      {"living/lamp/available", true, "boolean"},
+      {"shelly25/energy_total", 3.051, "numeric"},
+      {"shelly25/power/1", 12, "numeric"},
+      {"shelly25/power/2", 34, "numeric"},
+      {"shelly25/voltage", 231, "numeric"},
+      {"shelly25/current/1", 0.087, "numeric"},
+      {"shelly25/current/2", 0.173, "numeric"},
+      {"strip4/POWER2", true, "boolean"},
+      {"shelly1pm-ABC/relay/0/power", 42.47, "numeric"},
+      {"shelly1pm-ABC/relay/0/energy", 12345, "counter"},
+      {"shellyht-XYZ/ext_power", true, "boolean"},
+      {"shellydw2-XYZ/state", true, "boolean"},
+      {"shellyplus1pm-a8032ab12cd3/switch:0/output", true, "boolean"},
+      {"shellyplus1pm-a8032ab12cd3/switch:0/apower", 8.9, "numeric"},
+      {"shellyplus1pm-a8032ab12cd3/switch:0/voltage", 237.5, "numeric"},
+      {"shellyplus1pm-a8032ab12cd3/switch:0/aenergy.total", 6.532, "numeric"},
+      {"shellyplus1pm-a8032ab12cd3/switch:0/temperature.tC", 41.1, "numeric"},
+      {"shellyplus1pm-a8032ab12cd3/online", true, "boolean"},
+      {"livingroom/temperature", 21.5, "numeric"},
+      {"livingroom/wifi_ssid", "home-net", "string"},
+      {"livingroom/online", true, "boolean"},
+  };
+  for (const Expected& e : expected) {
+    ASSERT_TRUE(WaitForValue(e.key, e.value)) << e.key << ": " << Value(e.key).dump();
+    EXPECT_EQ(Value(e.key)["type"], e.type) << e.key;
+  }
+  // Tasmota's Time is the changes' time.
+  EXPECT_DOUBLE_EQ(Value("shelly25/power/2")["time"].get<double>(), 1795168800.0);
+  // nan was skipped and counted, not refused, and made no string key.
+  EXPECT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_mapping_unknown_skipped_total") == 1; }))
+      << komoku_->Output();
+  EXPECT_EQ(HistorySize("livingroom/temperature"), 1u);
+  EXPECT_EQ(komoku_->Output().find(" refused '"), std::string::npos) << komoku_->Output();
+  auto keys = komoku_->Get("/api/v1/keys").Json()["keys"];
+  EXPECT_EQ(keys.size(), expected.size())
+      << "no homeassistant/online, no lamp/set, no linkquality: " << keys.dump();
+}
+
+TEST_F(DevicesTest, EveryButtonPressIsRecorded) {
+  // zigbee2mqtt's WXKG11LM button: {"action":"single"} per press
+  // (zigbee2mqtt.io/devices/WXKG11LM.html), the same value twice in a row.
+  mqtt_->Publish("zigbee2mqtt/hall_switch", R"({"action":"single","battery":91})");
+  ASSERT_TRUE(WaitForValue("hall_switch/action", "single"));
+  mqtt_->Publish("zigbee2mqtt/hall_switch", R"({"action":"single","battery":91})");
+  mqtt_->Publish("zigbee2mqtt/hall_switch", R"({"action":"double","battery":91})");
+  ASSERT_TRUE(WaitForValue("hall_switch/action", "double"));
+  EXPECT_TRUE(WaitFor([&] { return HistorySize("hall_switch/action") == 3; }))
+      << HistorySize("hall_switch/action");
+  // The battery's repeat is no event: stored once.
+  EXPECT_EQ(HistorySize("hall_switch/battery"), 1u);
+}
+
+// The packaged config/komoku.yaml (every setting a comment) after the
+// harness's broker, data dir and port, less its section lines that the
+// harness writes itself (`mqtt:`, `store:`, `http:`, `log:`: a section may
+// not be given twice): what `make run` and the Debian package start with.
+// zigbee2mqtt announces its devices to Home Assistant (retained configs as
+// lib/extension/homeassistant.ts builds them; this shape is from a
+// zigbee2mqtt 1.x log), and Komoku records them with no edits, because
+// discovery is on by default.
+class FreshConfigTest : public KomokuTest {
+ protected:
+  std::string ExtraConfig() const override {
+    std::ifstream in(std::string(KOMOKU_SOURCE_DIR) + "/config/komoku.yaml");
+    std::string out;
+    for (std::string line; std::getline(in, line);) {
+      if (line == "mqtt:" || line == "store:" || line == "http:" || line == "log:") continue;
+      out += line + "\n";
+    }
+    return out;
+  }
+  nlohmann::json Value(const std::string& key) {
+    auto r = komoku_->Get("/api/v1/value?key=" + key);
+    return r.status == 200 ? r.Json() : nlohmann::json();
+  }
+};
+
+TEST_F(FreshConfigTest, RecordsZigbee2mqttWithNoEdits) {
+  const std::string avail =
+      R"j("availability":[{"topic":"zigbee2mqtt/bridge/state","value_template":"{{ value_json.state }}"}],)j";
+  const std::string device =
+      R"j("device":{"identifiers":["zigbee2mqtt_0x00158d0001a2b3c4"],"manufacturer":"Aqara",)j"
+      R"j("model":"Door and window sensor (MCCGQ11LM)","name":"front_door"},)j";
+  mqtt_->Publish(
+      "homeassistant/sensor/0x00158d0001a2b3c4/temperature/config",
+      "{" + avail + device +
+          R"j("device_class":"temperature","enabled_by_default":true,)j"
+          R"j("object_id":"kitchen_sensor_temperature","state_class":"measurement",)j"
+          R"j("state_topic":"zigbee2mqtt/kitchen_sensor",)j"
+          R"j("unique_id":"0x00158d0001a2b3c4_temperature_zigbee2mqtt",)j"
+          R"j("unit_of_measurement":"°C","value_template":"{{ value_json.temperature }}"})j",
+      1, /*retained=*/true);
+  mqtt_->Publish(
+      "homeassistant/binary_sensor/0x00158d0001d4e5f6/contact/config",
+      "{" + avail + device +
+          R"j("device_class":"door","name":"Door","payload_off":true,"payload_on":false,)j"
+          R"j("state_topic":"zigbee2mqtt/front_door",)j"
+          R"j("unique_id":"0x00158d0001d4e5f6_contact_zigbee2mqtt",)j"
+          R"j("value_template":"{{ value_json.contact }}"})j",
+      1, /*retained=*/true);
+  mqtt_->Publish("homeassistant/light/0x0017880102952daf/light/config",
+                 "{" + avail +
+                     R"j("brightness":true,"brightness_scale":254,"color_mode":true,)j"
+                     R"j("command_topic":"zigbee2mqtt/hall_light/set","schema":"json",)j"
+                     R"j("state_topic":"zigbee2mqtt/hall_light",)j"
+                     R"j("supported_color_modes":["color_temp"],)j"
+                     R"j("unique_id":"0x0017880102952daf_light_zigbee2mqtt"})j",
+                 1, /*retained=*/true);
+  // Announced disabled (enabled_by_default: false): listed, not recorded.
+  mqtt_->Publish(
+      "homeassistant/sensor/0x00158d0001a2b3c4/linkquality/config",
+      R"j({"enabled_by_default":false,"entity_category":"diagnostic",)j"
+      R"j("state_class":"measurement","state_topic":"zigbee2mqtt/kitchen_sensor",)j"
+      R"j("unit_of_measurement":"lqi","value_template":"{{ value_json.linkquality }}"})j",
+      1, /*retained=*/true);
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") >= 3; }))
+      << komoku_->Output();
+  EXPECT_TRUE(WaitFor([&] {
+    return komoku_->Metric("komoku_discovery_refused_total{reason=\"disabled\"}") == 1;
+  })) << komoku_->Output();
+  mqtt_->Publish("zigbee2mqtt/bridge/state", R"({"state":"online"})", 1, true);
+  mqtt_->Publish("zigbee2mqtt/kitchen_sensor", R"({"temperature":21.43,"linkquality":120})");
+  mqtt_->Publish("zigbee2mqtt/front_door", R"({"contact":false,"battery":100})");
+  mqtt_->Publish("zigbee2mqtt/hall_light", R"({"state":"ON","brightness":254,"color_temp":370})");
+  struct Expected {
+    const char* key;
+    nlohmann::json value;
+  };
+  for (const Expected& e : std::vector<Expected>{
+           {"zigbee2mqtt/kitchen_sensor/temperature", 21.43},
+           {"zigbee2mqtt/front_door/contact", true},  // open, as through the example rule
+           {"zigbee2mqtt/hall_light/state", true},
+           {"zigbee2mqtt/hall_light/brightness", 254},
+           {"zigbee2mqtt/hall_light/color_temp", 370},
+           {"zigbee2mqtt/bridge/state", true},
+       }) {
+    EXPECT_TRUE(WaitFor([&] { return Value(e.key)["value"] == e.value; }))
+        << e.key << ": " << Value(e.key).dump() << komoku_->Output();
+  }
+  EXPECT_EQ(komoku_->Get("/api/v1/value?key=zigbee2mqtt/kitchen_sensor/linkquality").status, 404);
+  // What it read is listed: the rules a user can see (and switch off with
+  // discovery.enabled: false).
+  auto listed = komoku_->Get("/api/v1/discovery");
+  ASSERT_EQ(listed.status, 200);
+  EXPECT_EQ(listed.Json()["mapped"], 5) << listed.body;  // the light is three
+}
+
+// Tasmota 12+ announces itself only on tasmota/discovery/<MAC>/config and
+// .../sensors (tasmota_xdrv_driver/xdrv_12_discovery.ino); a fresh config
+// reads them: relays, the SENSOR numbers (two channels included) and LWT.
+TEST_F(FreshConfigTest, RecordsTasmotaNativeDiscovery) {
+  mqtt_->Publish(
+      "tasmota/discovery/A4CF12ABCDEF/config",
+      R"j({"ip":"192.168.1.50","dn":"Shelly 2.5","hn":"shelly25-ABCDEF",)j"
+      R"j("mac":"A4CF12ABCDEF","md":"Shelly 2.5","ofln":"Offline","onln":"Online",)j"
+      R"j("state":["OFF","ON","TOGGLE","HOLD"],"sw":"13.2.0","t":"shelly25",)j"
+      R"j("ft":"%prefix%/%topic%/","tp":["cmnd","stat","tele"],"rl":[1,1,0,0,0,0,0,0],)j"
+      R"j("so":{"4":0,"11":0,"13":0,"17":0,"20":0,"30":0,"68":0,"73":0,"82":0},"ver":1})j",
+      1, /*retained=*/true);
+  mqtt_->Publish("tasmota/discovery/A4CF12ABCDEF/sensors",
+                 R"j({"sn":{"Time":"2026-11-20T10:00:00","ENERGY":{"TotalStartTime":)j"
+                 R"j("2026-01-02T10:11:12","Total":3.051,"Power":[12,34],"Voltage":231},)j"
+                 R"j("TempUnit":"C"},"ver":1})j",
+                 1, /*retained=*/true);
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 5; }))
+      << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
+  mqtt_->Publish("tele/shelly25/LWT", "Online", 1, true);
+  mqtt_->Publish("stat/shelly25/POWER2", "ON");
+  mqtt_->Publish(
+      "tele/shelly25/SENSOR",
+      R"({"Time":"2026-11-20T10:05:00","ENERGY":{"TotalStartTime":"2026-01-02T10:11:12",)"
+      R"("Total":3.052,"Power":[10,30],"Voltage":230},"TempUnit":"C"})");
+  struct Expected {
+    const char* key;
+    nlohmann::json value;
+    const char* type;
+  };
+  for (const Expected& e : std::vector<Expected>{
+           {"tele/shelly25/LWT", true, "boolean"},
+           {"stat/shelly25/POWER2", true, "boolean"},
+           {"tele/shelly25/SENSOR/ENERGY.Total", 3.052, "counter"},
+           {"tele/shelly25/SENSOR/ENERGY.Power/1", 10, "numeric"},
+           {"tele/shelly25/SENSOR/ENERGY.Power/2", 30, "numeric"},
+           {"tele/shelly25/SENSOR/ENERGY.Voltage", 230, "numeric"},
+       }) {
+    EXPECT_TRUE(WaitFor([&] { return Value(e.key)["value"] == e.value; }))
+        << e.key << ": " << Value(e.key).dump() << komoku_->Output();
+    EXPECT_EQ(Value(e.key)["type"], e.type) << e.key;
+  }
+}
+
+}  // namespace
+}  // namespace komoku::testing
