@@ -58,8 +58,11 @@ void Bridge::Impl::ReportDiscovery(const Discovery::Update& u) {
   } else if (u.entity) {
     store_->metrics().Add("komoku_discovery_refused_total{reason=\"" + u.entity->reason + "\"}");
     int64_t suppressed = 0;
-    if (u.entity->reason == "disabled") {  // as the device asked: no warning
-      log_->debug("discovery: '{}' not mapped (disabled): {}", u.id, u.entity->message);
+    // Not a problem to warn of: an entity disabled as the device asked, and
+    // Komoku's own announcements (derived.discovery) coming back to it, as
+    // they do with discovery on, the default.
+    if (u.entity->reason == "disabled" || u.entity->reason == "own_topic") {
+      log_->debug("discovery: '{}' not mapped ({}): {}", u.id, u.entity->reason, u.entity->message);
     } else if (ShouldLog("discovery\n" + u.entity->reason, &suppressed)) {
       log_->warn("discovery: '{}' not mapped ({}): {}{}", u.id, u.entity->reason, u.entity->message,
                  NotLogged(suppressed, "discovery refusals of this reason"));

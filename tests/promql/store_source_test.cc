@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "key_options_util.h"
 #include "store/store.h"
 #include "store_test_util.h"
 
@@ -12,6 +13,7 @@ namespace {
 
 using store::testing::FakeClock;
 using store::testing::OpenTestStore;
+using store::testing::Opts;
 using store::testing::TempDir;
 
 TEST(PromqlMetricName, SanitisesTheKey) {
@@ -41,7 +43,7 @@ class PromqlStoreSource : public ::testing::Test {
 
 TEST_F(PromqlStoreSource, EachTypeAsSamples) {
   const int64_t t = 999'000'000'000;
-  ASSERT_TRUE(store_->Define("power", store::KeyType::kCounter, nlohmann::json::object()).ok());
+  ASSERT_TRUE(store_->Define("power", store::KeyType::kCounter).ok());
   Put("kitchen/temp", 21.5, t);
   Put("kitchen/temp", 22.0, t + 1000);
   Put("power", 5.0, t);
@@ -91,7 +93,8 @@ TEST_F(PromqlStoreSource, EachTypeAsSamples) {
 }
 
 TEST_F(PromqlStoreSource, AllowedValuesAreStatesBeforeTheyAreSeen) {
-  ASSERT_TRUE(store_->Define("mode", store::KeyType::kString, {{"values", {"home", "away"}}}).ok());
+  ASSERT_TRUE(
+      store_->Define("mode", store::KeyType::kString, Opts({{"values", {"home", "away"}}})).ok());
   Put("mode", std::string("home"), 999'000'000'000);
   StoreSource source(store_.get());
   Result<std::vector<Labels>> sets = source.Labelsets({});
