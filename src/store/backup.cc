@@ -141,8 +141,10 @@ Result<std::vector<std::string>> ManifestSegments(const std::string& path,
 
 // Copies the hot store's database at `from` into the new file `to` with
 // SQLite's online backup API, in one step: one read transaction, so the copy
-// is the database as one commit left it, and in WAL mode writers go on.
-Status BackupDatabase(const std::string& from, const std::string& to) {
+// is the database as one commit left it, and in WAL mode writers go on. The
+// copy is switched out of WAL mode, so that it is one self-contained file
+// (the Store switches it back at open). Returns its highest sequence number.
+Result<uint64_t> BackupDatabase(const std::string& from, const std::string& to) {
   sqlite3* src = nullptr;
   sqlite3* dst = nullptr;
   struct Closer {
@@ -172,31 +174,19 @@ Status BackupDatabase(const std::string& from, const std::string& to) {
   if (rc != SQLITE_DONE) {
     return Status::IOError("cannot back up " + from + " to " + to + ": " + sqlite3_errstr(rc));
   }
-  return Status::Ok();
-}
-
-// The highest sequence number of a hot store database (0 for none).
-Result<uint64_t> MaxSeq(const std::string& db_path) {
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-    Status st = Status::IOError("cannot open " + db_path + ": " + sqlite3_errmsg(db));
-    sqlite3_close_v2(db);
-    return st;
+  if (sqlite3_exec(dst, "PRAGMA journal_mode=DELETE", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return Status::IOError("cannot leave WAL mode in " + to + ": " + sqlite3_errmsg(dst));
   }
   sqlite3_stmt* stmt = nullptr;
   uint64_t seq = 0;
   const char* sql =
       "SELECT max((SELECT coalesce(max(rowid), 0) FROM changes), "
       "(SELECT coalesce(max(rowid), 0) FROM recent))";
-  Status st;
-  if (sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) != SQLITE_OK) {
-    st = Status::Corruption(db_path + ": " + sqlite3_errmsg(db));
-  } else if (sqlite3_step(stmt) == SQLITE_ROW) {
-    seq = static_cast<uint64_t>(sqlite3_column_int64(stmt, 0));
+  if (sqlite3_prepare_v2(dst, sql, -1, &stmt, nullptr) != SQLITE_OK) {
+    return Status::Corruption(to + ": " + sqlite3_errmsg(dst));
   }
+  if (sqlite3_step(stmt) == SQLITE_ROW) seq = static_cast<uint64_t>(sqlite3_column_int64(stmt, 0));
   sqlite3_finalize(stmt);
-  sqlite3_close_v2(db);
-  if (!st.ok()) return st;
   return seq;
 }
 
@@ -328,10 +318,9 @@ Result<BackupReport> Store::Backup(const BackupOptions& options) {
   report.cold_seq = cold_->state()->cold_seq;
 
   report.created_ms = clock_->NowMs();
-  KOMOKU_RETURN_IF_ERROR(BackupDatabase(db_path_, (out / kDb).string()));
-  if (options.sync) KOMOKU_RETURN_IF_ERROR(SyncPath((out / kDb).string(), false));
-  Result<uint64_t> hot_seq = MaxSeq((out / kDb).string());
+  Result<uint64_t> hot_seq = BackupDatabase(db_path_, (out / kDb).string());
   if (!hot_seq.ok()) return hot_seq.status();
+  if (options.sync) KOMOKU_RETURN_IF_ERROR(SyncPath((out / kDb).string(), false));
   report.seq = std::max(*hot_seq, report.cold_seq);
   report.files.push_back(kDb);
   for (const std::string& f : segment_files) report.files.push_back(f);
