@@ -127,6 +127,16 @@ int Restore(const Config& config, const std::string& backup, const std::string& 
   return 0;
 }
 
+// Without -c: the installed configuration, else a checkout's, else the
+// built-in defaults (as `komoku compact`, store_cli.cc).
+std::string InstalledConfig() {
+  for (const char* path : {"/etc/komoku/komoku.yaml", "config/komoku.yaml"}) {
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(path, ec)) return path;
+  }
+  return "";
+}
+
 }  // namespace
 
 void AddBackupCommands(CLI::App& parent, int* exit_code) {
@@ -139,7 +149,8 @@ void AddBackupCommands(CLI::App& parent, int* exit_code) {
   };
   auto args = std::make_shared<Args>();
   auto load = [args, exit_code](Config* config) {
-    Result<Config> loaded = LoadConfigOrDefaults(args->config_path);
+    Result<Config> loaded =
+        LoadConfigOrDefaults(args->config_path.empty() ? InstalledConfig() : args->config_path);
     if (!loaded.ok()) {
       std::cerr << "komoku: " << loaded.status().message() << "\n";
       *exit_code = 2;
@@ -153,8 +164,9 @@ void AddBackupCommands(CLI::App& parent, int* exit_code) {
       "backup",
       "Write a consistent backup of the data directory into DIR (new or empty), while the "
       "service runs or not");
-  backup->add_option("-c,--config", args->config_path,
-                     "YAML configuration (default: built-in defaults)");
+  backup->add_option(
+      "-c,--config", args->config_path,
+      "YAML configuration (default: /etc/komoku/komoku.yaml, else ./config/komoku.yaml)");
   backup->add_option("dir", args->dir, "The backup directory")->required();
   backup->callback([args, exit_code, load] {
     Config config;
@@ -165,8 +177,9 @@ void AddBackupCommands(CLI::App& parent, int* exit_code) {
   auto* restore = parent.add_subcommand(
       "restore",
       "Check a backup's checksums, then restore it into the (stopped) service's data directory");
-  restore->add_option("-c,--config", args->config_path,
-                      "YAML configuration (default: built-in defaults)");
+  restore->add_option(
+      "-c,--config", args->config_path,
+      "YAML configuration (default: /etc/komoku/komoku.yaml, else ./config/komoku.yaml)");
   restore->add_option("backup", args->dir, "The backup directory")->required();
   restore->add_option("--data-dir", args->data_dir,
                       "Restore here instead of the configuration's store.data_dir");
