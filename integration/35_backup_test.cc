@@ -183,6 +183,10 @@ TEST(BackupTest, BackupDuringAStreamRestoresEveryChangeUpToItsMoment) {
     EXPECT_NE(r.Output().find(bad), std::string::npos) << r.Output();
     EXPECT_FALSE(fs::exists(target));
   }
+  // The endpoint takes only an absolute path on the service's host.
+  EXPECT_EQ(komoku.Post("/api/v1/backup?dir=relative/b", "").status, 400);
+  EXPECT_EQ(komoku.Post("/api/v1/backup", "").status, 400);
+  EXPECT_FALSE(fs::exists(dir.File("relative")));
   // A backup into a directory with files in it is refused.
   Process again =
       Cli(dir, {"backup", "-c", komoku.config_path(), dir.File("backup")}, "backup-2.log");
