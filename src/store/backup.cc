@@ -268,7 +268,7 @@ Result<BackupReport> Store::Backup(const BackupOptions& options) {
   // snapshot still has are deleted at open, as after any compaction). Puts
   // go on: they do not take compact_mu_ (a key deletion with cold history
   // waits).
-  std::lock_guard<std::mutex> compact(compact_mu_);
+  std::unique_lock<std::mutex> compact(compact_mu_);
   // Every change accepted before the backup began is in it: commit them
   // first (the writer commits in groups, within milliseconds).
   KOMOKU_RETURN_IF_ERROR(WaitCommitted(CommitMark()));
@@ -319,6 +319,9 @@ Result<BackupReport> Store::Backup(const BackupOptions& options) {
 
   report.created_ms = clock_->NowMs();
   Result<uint64_t> hot_seq = BackupDatabase(db_path_, (out / kDb).string());
+  // The links and the snapshot are made: compaction may go on while the
+  // rest is copied and the checksums computed.
+  compact.unlock();
   if (!hot_seq.ok()) return hot_seq.status();
   if (options.sync) KOMOKU_RETURN_IF_ERROR(SyncPath((out / kDb).string(), false));
   report.seq = std::max(*hot_seq, report.cold_seq);
