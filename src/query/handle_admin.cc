@@ -62,6 +62,27 @@ void Server::Impl::PostCompact(const Request& req, Response& res) {
   SendJson(res, 200, CompactionJson(*r));
 }
 
+// Writes a backup of the running store into `dir` (Store::Backup). The
+// path is the service's own: it must be absolute, and the directory missing
+// or empty (nothing is overwritten). Guarded like every API route (the
+// token when one is set).
+void Server::Impl::PostBackup(const Request& req, Response& res) {
+  Params p(req, {"dir"});
+  if (!p.error().ok()) return SendStatus(res, p.error());
+  Result<std::string> dir = p.Required("dir");
+  if (!dir.ok()) return SendStatus(res, dir.status());
+  if (dir->empty() || (*dir)[0] != '/') {
+    return SendError(
+        res, 400, "bad_request",
+        "parameter 'dir' must be an absolute path on the service's host, not '" + *dir + "'");
+  }
+  store::BackupOptions options;
+  options.dir = *dir;
+  Result<store::BackupReport> r = store_->Backup(options);
+  if (!r.ok()) return SendStatus(res, r.status());
+  SendJson(res, 200, store::BackupJson(*r));
+}
+
 void Server::Impl::GetDiscovery(const Request&, Response& res) {
   json j = options_.discovery ? options_.discovery() : json(nullptr);
   if (j.is_null()) {

@@ -207,6 +207,7 @@ void Server::Impl::Routes() {
   Route("GET", "/api/v1/segments", [this](const auto& req, auto& res) { GetSegments(req, res); });
   Route("GET", "/api/v1/top", [this](const auto& req, auto& res) { GetTop(req, res); });
   Route("POST", "/api/v1/compact", [this](const auto& req, auto& res) { PostCompact(req, res); });
+  Route("POST", "/api/v1/backup", [this](const auto& req, auto& res) { PostBackup(req, res); });
   Route("GET", "/api/v1/compact", [this](const auto&, auto& res) {
     SendJson(res, 200, store::CompactionProgressJson(store_->CompactionProgressNow()));
   });

@@ -119,6 +119,7 @@ class Server::Impl {
   // Runs a compaction now and answers what it did (`komoku compact` calls
   // this when the service holds the data directory).
   void PostCompact(const Request& req, Response& res);
+  void PostBackup(const Request& req, Response& res);
 
   // The entities discovery read (docs/mapping.md#discovery), mapped and
   // refused, with the reason of each refusal.

@@ -36,6 +36,7 @@
 #include "core/rollup.h"
 #include "core/value.h"
 #include "hot/hot_options.h"
+#include "store/backup.h"
 
 namespace komoku::store {
 
@@ -238,6 +239,11 @@ class Store final : public ChangeSource {
   // from SQLite (the writer deletes them a chunk per commit after each
   // compaction); for `komoku compact`, which leaves a tidy database.
   void WaitColdRowsDeleted();
+  // Writes a consistent backup of the data directory to options.dir
+  // (backup.h) while puts go on: no compaction runs meanwhile, so the
+  // MANIFEST, the segments it names and the hot store's snapshot (taken
+  // after them) agree; it holds every change accepted before it began.
+  Result<BackupReport> Backup(const BackupOptions& options);
   // The live segments, oldest first.
   std::vector<SegmentListing> Segments() const;
   // Every key's writes, and the time they were counted from (this process's

@@ -434,6 +434,17 @@ nlohmann::json DamageJson(const std::vector<ColdDamage>& damage) {
   return list;
 }
 
+nlohmann::json BackupJson(const BackupReport& r) {
+  return {{"dir", r.dir},
+          {"created", MsToSeconds(r.created_ms)},
+          {"seq", r.seq},
+          {"cold_seq", r.cold_seq},
+          {"segments", r.segments},
+          {"linked_files", r.linked},
+          {"files", r.files.size()},
+          {"bytes", r.bytes}};
+}
+
 nlohmann::json CompactionJson(const CompactionReport& r) {
   nlohmann::json j = {{"segments_written", r.segments_written},
                       {"segments_removed", r.segments_removed},

@@ -58,6 +58,8 @@ nlohmann::json DamageJson(const std::vector<ColdDamage>& damage);
 
 // What a compaction did, for POST /api/v1/compact and `komoku compact`.
 nlohmann::json CompactionJson(const CompactionReport& report);
+// What a backup holds (POST /api/v1/backup, `komoku backup`).
+nlohmann::json BackupJson(const BackupReport& report);
 
 // The compaction running now, for GET /api/v1/compact: {"running": false},
 // or {"running": true, "phase", "done", "total", "at"} (at: epoch seconds of
