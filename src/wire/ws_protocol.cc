@@ -3,10 +3,10 @@
 #include <cctype>
 #include <utility>
 
-#include "wire/key_options_json.h"
 #include "series/history.h"
 #include "wire/history_json.h"
 #include "wire/input.h"
+#include "wire/key_options_json.h"
 #include "wire/time_param.h"
 
 namespace komoku::store {
