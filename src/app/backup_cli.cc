@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "app/config.h"
+#include "app/store_cli.h"
 #include "store/backup.h"
 #include "store/store.h"
 #include "wire/api.h"
@@ -70,20 +71,9 @@ int Backup(const Config& config, const std::string& dir_arg) {
     std::cerr << "komoku backup: " << opened.status().ToString() << "\n";
     return 1;
   }
-  // The service wrote where it listens into the lock file it holds.
-  std::string host = config.http_host;
-  int port = config.http_port;
-  {
-    std::ifstream in(store::Store::LockPath(config.store_data_dir));
-    std::stringstream text;
-    text << in.rdbuf();
-    nlohmann::json who = nlohmann::json::parse(text.str(), nullptr, false);
-    if (who.is_object() && who.value("http_port", 0) > 0) {
-      host = who.value("http_host", host);
-      port = who.value("http_port", port);
-    }
-  }
-  if (host == "0.0.0.0" || host.empty()) host = "127.0.0.1";
+  const ServiceAddress address = RunningServiceAddress(config);
+  const std::string& host = address.host;
+  const int port = address.port;
   httplib::Client client(host, port);
   client.set_read_timeout(3600, 0);  // waits for a compaction under way, then copies
   if (!config.http_token.empty()) client.set_bearer_token_auth(config.http_token);
@@ -127,16 +117,6 @@ int Restore(const Config& config, const std::string& backup, const std::string& 
   return 0;
 }
 
-// Without -c: the installed configuration, else a checkout's, else the
-// built-in defaults (as `komoku compact`, store_cli.cc).
-std::string InstalledConfig() {
-  for (const char* path : {"/etc/komoku/komoku.yaml", "config/komoku.yaml"}) {
-    std::error_code ec;
-    if (std::filesystem::is_regular_file(path, ec)) return path;
-  }
-  return "";
-}
-
 }  // namespace
 
 void AddBackupCommands(CLI::App& parent, int* exit_code) {
@@ -150,7 +130,7 @@ void AddBackupCommands(CLI::App& parent, int* exit_code) {
   auto args = std::make_shared<Args>();
   auto load = [args, exit_code](Config* config) {
     Result<Config> loaded =
-        LoadConfigOrDefaults(args->config_path.empty() ? InstalledConfig() : args->config_path);
+        LoadConfigOrDefaults(args->config_path.empty() ? FindInstalledConfig() : args->config_path);
     if (!loaded.ok()) {
       std::cerr << "komoku: " << loaded.status().message() << "\n";
       *exit_code = 2;

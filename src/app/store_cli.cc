@@ -158,20 +158,9 @@ int Compact(const Config& config) {
     std::cerr << "komoku compact: " << store.status().ToString() << "\n";
     return 1;
   }
-  // The service wrote where it listens into the lock file it holds.
-  std::string host = config.http_host;
-  int port = config.http_port;
-  {
-    std::ifstream in(store::Store::LockPath(config.store_data_dir));
-    std::stringstream text;
-    text << in.rdbuf();
-    nlohmann::json who = nlohmann::json::parse(text.str(), nullptr, false);
-    if (who.is_object() && who.value("http_port", 0) > 0) {
-      host = who.value("http_host", host);
-      port = who.value("http_port", port);
-    }
-  }
-  if (host == "0.0.0.0" || host.empty()) host = "127.0.0.1";
+  const ServiceAddress address = RunningServiceAddress(config);
+  const std::string& host = address.host;
+  const int port = address.port;
   std::atomic<bool> finished{false};
   std::optional<httplib::Result> posted;
   std::thread worker([&] {
@@ -405,9 +394,8 @@ int SalvageSegments(const Config& config, const std::string& which) {
   return rc;
 }
 
-// The configuration an admin command uses without -c: the installed one
-// (/etc/komoku/komoku.yaml), else ./config/komoku.yaml (a checkout), else
-// none (the built-in defaults).
+}  // namespace
+
 std::string FindInstalledConfig() {
   for (const char* path : {"/etc/komoku/komoku.yaml", "config/komoku.yaml"}) {
     std::error_code ec;
@@ -416,7 +404,20 @@ std::string FindInstalledConfig() {
   return "";
 }
 
-}  // namespace
+ServiceAddress RunningServiceAddress(const Config& config) {
+  ServiceAddress a{config.http_host, config.http_port};
+  // The service wrote where it listens into the lock file it holds.
+  std::ifstream in(store::Store::LockPath(config.store_data_dir));
+  std::stringstream text;
+  text << in.rdbuf();
+  nlohmann::json who = nlohmann::json::parse(text.str(), nullptr, false);
+  if (who.is_object() && who.value("http_port", 0) > 0) {
+    a.host = who.value("http_host", a.host);
+    a.port = who.value("http_port", a.port);
+  }
+  if (a.host == "0.0.0.0" || a.host.empty()) a.host = "127.0.0.1";
+  return a;
+}
 
 void AddStoreCommands(CLI::App& parent, int* exit_code) {
   static std::string config_path;
