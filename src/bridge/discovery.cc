@@ -1309,21 +1309,23 @@ Result<std::vector<Discovery::Update>> Discovery::Load() {
   for (Entry& entry : entries) {
     std::vector<DiscoveredEntity> entities;
     std::string raw;
-    if (entry.tasmota && IsTasmotaTopic(entry.id + "/config")) {
+    const bool tasmota = entry.tasmota && IsTasmotaTopic(entry.id + "/config");
+    const bool ha = !entry.tasmota && !entry.homie && IsHaTopic(entry.id);
+    const bool homie = !entry.tasmota && entry.homie && options_.homie &&
+                       IsDiscoveryTopic(entry.id + "/$datatype");
+    if (!tasmota && !ha && !homie) {
+      dropped = true;
+      continue;
+    }
+    if (tasmota) {
       entities = ParseTasmotaDiscovery(entry.id, entry.config, entry.sensors, options_);
       raw = entry.config + "\n" + entry.sensors;
-    } else if (entry.tasmota) {
-      dropped = true;
-      continue;
-    } else if (!entry.homie && IsHaTopic(entry.id)) {
+    } else if (ha) {
       entities = ParseHaConfig(entry.id, entry.config, options_);
       raw = std::move(entry.config);
-    } else if (entry.homie && options_.homie && IsDiscoveryTopic(entry.id + "/$datatype")) {
+    } else {
       entities.push_back(ParseHomieProperty(entry.id, entry.attributes, options_));
       raw = HomieRaw(entry.attributes);
-    } else {
-      dropped = true;
-      continue;
     }
     std::lock_guard<std::mutex> lock(mu_);
     if (entry.homie) homie_[entry.id] = std::move(entry.attributes);
