@@ -641,6 +641,7 @@ constexpr char kHaDevice[] = R"({"dev":{"ids":"ea334450945afc","name":"Kitchen",
 
 std::vector<std::string> Ids(const std::vector<Discovery::Update>& updates) {
   std::vector<std::string> out;
+  out.reserve(updates.size());
   for (const Discovery::Update& u : updates) {
     out.push_back(u.id + (u.removed                        ? " removed"
                           : u.entity && u.entity->mapped() ? ""

@@ -102,7 +102,7 @@ class ColdTest : public ::testing::Test {
 
   // The same change in both stores; committed before the next question
   // (Flush) but not waited for one by one, which keeps the test quick.
-  void Put(const std::string& key, int64_t t, InputValue v) {
+  void Put(const std::string& key, int64_t t, const InputValue& v) {
     PutOptions o;
     o.time_ms = t;
     o.wait_committed = false;
@@ -143,8 +143,8 @@ class ColdTest : public ::testing::Test {
 
   // A battery of questions over both stores; fails on the first difference.
   void ExpectSameAnswers(const std::string& when, bool raw_too = true,
-                         std::vector<std::string> keys = {"temp", "energy", "door", "mode",
-                                                          "hum"}) {
+                         const std::vector<std::string>& keys = {"temp", "energy", "door", "mode",
+                                                                 "hum"}) {
     SCOPED_TRACE(when);
     Flush();
     struct Step {
@@ -445,6 +445,7 @@ TEST_F(ColdTest, OptionsChangedAfterRetentionAnswerUnderTheOptionsOfTheirTime) {
   ASSERT_TRUE(cold_->Compact().ok());
   constexpr int64_t kFeb1 = 1'769'904'000'000;
   ASSERT_EQ(cold_->RawExpiredBefore("hum"), kFeb1);
+  // NOLINTNEXTLINE(bugprone-exception-escape): a test-local aggregate of answers
   struct Asked {
     json hum, hum_stats, energy, door;
   };

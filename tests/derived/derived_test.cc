@@ -49,12 +49,12 @@ class DerivedTest : public ::testing::Test {
     ASSERT_NE(store_, nullptr);
   }
 
-  void Define(const std::string& key, store::KeyType type, json options = json::object()) {
+  void Define(const std::string& key, store::KeyType type, const json& options = json::object()) {
     Result<store::KeyInfo> r = store_->Define(key, type, Opts(options));
     ASSERT_TRUE(r.ok()) << r.status().ToString();
   }
 
-  void Put(const std::string& key, int64_t t, store::InputValue v) {
+  void Put(const std::string& key, int64_t t, const store::InputValue& v) {
     store::PutOptions o;
     o.time_ms = t;
     Result<store::Change> c = store_->Put(key, v, o);

@@ -34,7 +34,7 @@ class HistoryTest : public ::testing::Test {
     opts["same_value_resolution"] = 0;
     ASSERT_TRUE(store_->Define(key, type, Opts(opts)).ok());
   }
-  void Put(const std::string& key, int64_t t, InputValue v) {
+  void Put(const std::string& key, int64_t t, const InputValue& v) {
     PutOptions o;
     o.time_ms = t;
     Result<Change> c = store_->Put(key, v, o);
