@@ -8,7 +8,6 @@
 // (docs/web.md, docs/http-api.md "Compression").
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <zlib.h>
 
 #include <fstream>
 #include <iostream>
@@ -17,6 +16,7 @@
 #include <string>
 
 #include "harness/harness.h"
+#include "testing/gunzip.h"
 
 namespace komoku::testing {
 namespace {
@@ -38,25 +38,6 @@ std::set<std::string> References(const std::string& text) {
     out.insert("/ui/" + (*it)[1].str());
   }
   return out;
-}
-
-// `gz` inflated as a gzip member; "<bad gzip>" when it is not one.
-std::string Gunzip(const std::string& gz) {
-  z_stream z{};
-  if (inflateInit2(&z, 15 + 16) != Z_OK) return "<bad gzip>";
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(gz.data()));
-  z.avail_in = static_cast<uInt>(gz.size());
-  std::string out;
-  char buf[16384];
-  int rc = Z_OK;
-  while (rc == Z_OK) {
-    z.next_out = reinterpret_cast<Bytef*>(buf);
-    z.avail_out = sizeof buf;
-    rc = inflate(&z, Z_NO_FLUSH);
-    out.append(buf, sizeof buf - z.avail_out);
-  }
-  inflateEnd(&z);
-  return rc == Z_STREAM_END && z.avail_in == 0 ? out : "<bad gzip>";
 }
 
 std::string TypeFor(const std::string& path) {
