@@ -76,22 +76,6 @@ const char kRules[] = R"(mappings:
 class MappingTest : public KomokuTest {
  protected:
   std::string ExtraConfig() const override { return kRules; }
-
-  nlohmann::json Value(const std::string& key) {
-    auto r = komoku_->Get("/api/v1/value?key=" + key);
-    return r.status == 200 ? r.Json() : nlohmann::json();
-  }
-  // The current value; history may lag it by one commit.
-  bool WaitForValue(const std::string& key, const nlohmann::json& value) {
-    return WaitFor([&] {
-      nlohmann::json v = Value(key);
-      return v.is_object() && v["value"] == value;
-    });
-  }
-  size_t HistorySize(const std::string& key) {
-    auto r = komoku_->Get("/api/v1/history?key=" + key + "&from=0");
-    return r.status == 200 ? r.Json()["rows"].size() : 0;
-  }
 };
 
 TEST_F(MappingTest, DeviceExamplesBecomeTypedKeys) {

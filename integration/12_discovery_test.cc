@@ -105,20 +105,6 @@ class SelfDescribingTest : public KomokuTest {
  protected:
   std::string ExtraConfig() const override { return kConfig; }
 
-  nlohmann::json Value(const std::string& key) {
-    auto r = komoku_->Get("/api/v1/value?key=" + Escape(key));
-    return r.status == 200 ? r.Json() : nlohmann::json();
-  }
-  bool WaitForValue(const std::string& key, const nlohmann::json& value) {
-    return WaitFor([&] {
-      nlohmann::json v = Value(key);
-      return v.is_object() && v["value"] == value;
-    });
-  }
-  size_t HistorySize(const std::string& key) {
-    auto r = komoku_->Get("/api/v1/history?key=" + Escape(key) + "&from=0");
-    return r.status == 200 ? r.Json()["rows"].size() : 0;
-  }
   nlohmann::json Discovered() {
     auto r = komoku_->Get("/api/v1/discovery");
     return r.status == 200 ? r.Json() : nlohmann::json();
@@ -135,17 +121,6 @@ class SelfDescribingTest : public KomokuTest {
     const std::string value = std::to_string(++barriers_);
     mqtt_->Publish("komoku/set/it/barrier", value);
     ASSERT_TRUE(WaitForValue("it/barrier", std::stod(value)));
-  }
-  static std::string Escape(const std::string& key) {
-    std::string out;
-    for (char c : key) {
-      if (c == '$') {
-        out += "%24";
-      } else {
-        out += c;
-      }
-    }
-    return out;
   }
   void PublishAll() {
     for (const Retained& c : kConfigs) mqtt_->Publish(c.topic, c.payload, 1, /*retained=*/true);

@@ -30,21 +30,6 @@ std::string ExampleMappings() {
 class DevicesTest : public KomokuTest {
  protected:
   std::string ExtraConfig() const override { return ExampleMappings(); }
-
-  nlohmann::json Value(const std::string& key) {
-    auto r = komoku_->Get("/api/v1/value?key=" + key);
-    return r.status == 200 ? r.Json() : nlohmann::json();
-  }
-  bool WaitForValue(const std::string& key, const nlohmann::json& value) {
-    return WaitFor([&] {
-      nlohmann::json v = Value(key);
-      return v.is_object() && v["value"] == value;
-    });
-  }
-  size_t HistorySize(const std::string& key) {
-    auto r = komoku_->Get("/api/v1/history?key=" + key + "&from=0");
-    return r.status == 200 ? r.Json()["rows"].size() : 0;
-  }
 };
 
 TEST_F(DevicesTest, TheExampleRulesAreThere) {
@@ -164,10 +149,6 @@ class FreshConfigTest : public KomokuTest {
       out += line + "\n";
     }
     return out;
-  }
-  nlohmann::json Value(const std::string& key) {
-    auto r = komoku_->Get("/api/v1/value?key=" + key);
-    return r.status == 200 ? r.Json() : nlohmann::json();
   }
 };
 

@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <cctype>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -248,12 +249,42 @@ class KomokuTest : public ::testing::Test {
   // Waits until `key` has `count` changes in its history.
   bool WaitForHistory(const std::string& key, size_t count,
                       std::chrono::milliseconds timeout = std::chrono::milliseconds(10000)) {
-    return WaitFor(
-        [&] {
-          auto r = komoku_->Get("/api/v1/history?key=" + key + "&from=0");
-          return r.status == 200 && r.Json()["rows"].size() >= count;
-        },
-        timeout);
+    return WaitFor([&] { return HistorySize(key) >= count; }, timeout);
+  }
+
+  // `key` as a query parameter's value: percent-encoded but for letters,
+  // digits, "-._~" and "/" (Homie keys hold "$").
+  static std::string QueryKey(const std::string& key) {
+    static const char kHex[] = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : key) {
+      if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '/') {
+        out += static_cast<char>(c);
+      } else {
+        out += '%';
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+      }
+    }
+    return out;
+  }
+  // GET /api/v1/value of `key`; null when it is not 200.
+  nlohmann::json Value(const std::string& key) {
+    auto r = komoku_->Get("/api/v1/value?key=" + QueryKey(key));
+    return r.status == 200 ? r.Json() : nlohmann::json();
+  }
+  // Waits until the current value of `key` is `value` (history may lag it
+  // by one commit).
+  bool WaitForValue(const std::string& key, const nlohmann::json& value) {
+    return WaitFor([&] {
+      nlohmann::json v = Value(key);
+      return v.is_object() && v["value"] == value;
+    });
+  }
+  // The number of changes in the history of `key`; 0 when it is not 200.
+  size_t HistorySize(const std::string& key) {
+    auto r = komoku_->Get("/api/v1/history?key=" + QueryKey(key) + "&from=0");
+    return r.status == 200 ? r.Json()["rows"].size() : 0;
   }
 
   TempDir dir_;
