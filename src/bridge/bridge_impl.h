@@ -246,6 +246,9 @@ class Bridge::Impl {
     // publication that failed is sent again this way, so it can never
     // overtake a newer one of the same key that went out meanwhile.
     bool refresh = false;
+    // The steady-clock ms from which it may go out (kStateMinGapMs after
+    // the key's last publication), set when it is queued.
+    int64_t due_ms = 0;
   };
 
   // The store's listener (on the putting thread): records the newest state

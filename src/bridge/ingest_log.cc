@@ -1,15 +1,21 @@
-// The ingest log's files; the record format is in docs/storage.md, "The
-// ingest log":
+// The ingest log's files; the format is in docs/storage.md, "The ingest
+// log's files":
 //
-//   u32 body length | u32 CRC-32C of the body | body
-//   body: u8 version (1) | u8 flags (1: retained, 2: correlation data)
-//         | i64 received_ms | u32 n + topic | u32 n + payload
-//         | u32 n + response topic | u32 n + correlation data
+//   file (format 2): header | record | record | ... | zeros or stale bytes
+//   header: "KOMOKUIL" | u32 format (2) | u32 header bytes (32)
+//           | u32 epoch | 12 zero bytes
+//   record: u32 body length | u32 CRC-32C of epoch and body | u32 epoch | body
+//   body:   u8 version (1) | u8 flags (1: retained, 2: correlation data)
+//           | i64 received_ms | u32 n + topic | u32 n + payload
+//           | u32 n + response topic | u32 n + correlation data
+//
+// Format 1 (an older Komoku's) has no header, and records without the
+// epoch: u32 body length | u32 CRC-32C of the body | body. Files of format 1
+// are only read, at the start after an upgrade.
 //
 // Integers are little-endian.
 #include "bridge/ingest_log.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,40 +33,53 @@
 namespace komoku::bridge {
 namespace {
 
+using store::segment_internal::Crc32c;
+
+constexpr char kMagic[8] = {'K', 'O', 'M', 'O', 'K', 'U', 'I', 'L'};
+constexpr uint32_t kFormat = 2;
+constexpr uint64_t kFileHeaderBytes = 32;
+constexpr size_t kEpochAt = 16;  // the epoch's place in the file header
+
 constexpr uint8_t kVersion = 1;
 constexpr uint8_t kRetained = 1;
 constexpr uint8_t kCorrelation = 2;
-constexpr size_t kHeaderBytes = 8;
+// A record's header: length, CRC and (format 2) epoch.
+constexpr size_t kRecordHeaderV1 = 8;
+constexpr size_t kRecordHeaderV2 = 12;
 // version, flags, time and four lengths.
 constexpr size_t kMinBodyBytes = 1 + 1 + 8 + 4 * 4;
-// The reader reads the files in pieces of this size.
-constexpr size_t kReadChunk = 256 << 10;
+// How long a reader with nothing to read waits before it asks to be woken
+// (Read): the most this adds to a message's way into the store.
+constexpr std::chrono::milliseconds kReaderNap{1};
 
-void PutBytes(std::string* out, const std::string& s) {
-  PutFixed32(out, static_cast<uint32_t>(s.size()));
-  out->append(s);
+size_t BodyBytes(const IngestRecord& r) {
+  return kMinBodyBytes + r.topic.size() + r.payload.size() + r.response_topic.size() +
+         r.correlation_data.size();
 }
 
-void Encode(const IngestRecord& r, std::string* out) {
-  out->clear();
-  out->append(kHeaderBytes, '\0');
-  out->push_back(static_cast<char>(kVersion));
-  out->push_back(static_cast<char>((r.retained ? kRetained : 0) |
-                                   (r.has_correlation_data ? kCorrelation : 0)));
-  PutFixed64(out, static_cast<uint64_t>(r.received_ms));
-  PutBytes(out, r.topic);
-  PutBytes(out, r.payload);
-  PutBytes(out, r.response_topic);
-  PutBytes(out, r.correlation_data);
-  const size_t body = out->size() - kHeaderBytes;
-  const uint32_t crc = store::segment_internal::Crc32c(out->data() + kHeaderBytes, body);
-  for (int i = 0; i < 4; ++i) {
-    (*out)[i] = static_cast<char>((body >> (8 * i)) & 0xFF);
-    (*out)[4 + i] = static_cast<char>((crc >> (8 * i)) & 0xFF);
+char* PutBytes(char* p, const std::string& s) {
+  EncodeFixed32(p, static_cast<uint32_t>(s.size()));
+  if (!s.empty()) std::memcpy(p + 4, s.data(), s.size());
+  return p + 4 + s.size();
+}
+
+// Writes record `r` of `body` bytes (BodyBytes) at `p`, in format 2.
+void EncodeAt(char* p, const IngestRecord& r, size_t body, uint32_t epoch) {
+  char* b = p + kRecordHeaderV2;
+  b[0] = static_cast<char>(kVersion);
+  b[1] =
+      static_cast<char>((r.retained ? kRetained : 0) | (r.has_correlation_data ? kCorrelation : 0));
+  EncodeFixed64(b + 2, static_cast<uint64_t>(r.received_ms));
+  char* at = b + 10;
+  for (const std::string* s : {&r.topic, &r.payload, &r.response_topic, &r.correlation_data}) {
+    at = PutBytes(at, *s);
   }
+  EncodeFixed32(p + 8, epoch);
+  EncodeFixed32(p + 4, Crc32c(p + 8, 4 + body));
+  EncodeFixed32(p, static_cast<uint32_t>(body));
 }
 
-// Decodes a body whose CRC matched; false when its lengths do not add up.
+// Decodes a body; false when its lengths do not add up.
 bool Decode(const char* p, size_t n, IngestRecord* r) {
   if (n < kMinBodyBytes || static_cast<uint8_t>(p[0]) != kVersion) return false;
   const uint8_t flags = static_cast<uint8_t>(p[1]);
@@ -79,53 +98,75 @@ bool Decode(const char* p, size_t n, IngestRecord* r) {
   return at == n;
 }
 
-// How a run of records in a buffer ends.
-enum class Scan { kEnd, kNeedMore, kDamaged };
+size_t RecordHeaderBytes(int format) { return format == 1 ? kRecordHeaderV1 : kRecordHeaderV2; }
 
-// Walks the whole records in [p, p + n): each is handed to `fn` (when set)
-// and *used is the bytes they take; *need is the bytes the next one needs
-// when it is cut off.
-template <typename Fn>
-Scan ScanRecords(const char* p, size_t n, size_t max_records, size_t* used, size_t* need,
-                 size_t* count, Fn&& fn) {
-  *used = 0;
-  *count = 0;
-  IngestRecord r;
-  while (*count < max_records) {
-    const size_t left = n - *used;
-    if (left == 0) return Scan::kEnd;
-    if (left < kHeaderBytes) {
-      *need = kHeaderBytes;
-      return Scan::kNeedMore;
-    }
-    const char* h = p + *used;
-    const uint32_t len = DecodeFixed32(h);
-    if (len < kMinBodyBytes || len > IngestLog::kMaxRecordBytes) return Scan::kDamaged;
-    if (left - kHeaderBytes < len) {
-      *need = kHeaderBytes + len;
-      return Scan::kNeedMore;
-    }
-    if (store::segment_internal::Crc32c(h + kHeaderBytes, len) != DecodeFixed32(h + 4))
-      return Scan::kDamaged;
-    if (!Decode(h + kHeaderBytes, len, &r)) return Scan::kDamaged;
-    fn(r);
-    *used += kHeaderBytes + len;
-    ++*count;
+// What a file of an earlier run holds: its span, its records, and the bytes
+// of a torn or damaged record that ends it.
+struct Checked {
+  int format = 2;
+  uint64_t begin = 0;
+  uint64_t end = 0;
+  uint64_t records = 0;
+  uint64_t torn_bytes = 0;
+};
+
+// Checks every record of a file's bytes [p, p + size): the records run
+// until the first that is not whole and sound. In format 2, a record of
+// another epoch (from before a rewind) or zeros end the records cleanly.
+Checked CheckFile(const char* p, uint64_t size) {
+  Checked c;
+  uint32_t epoch = 0;
+  if (size >= kFileHeaderBytes && std::memcmp(p, kMagic, sizeof kMagic) == 0 &&
+      DecodeFixed32(p + 8) == kFormat) {
+    c.format = 2;
+    c.begin = DecodeFixed32(p + 12);
+    epoch = DecodeFixed32(p + kEpochAt);
+    if (c.begin < kFileHeaderBytes || c.begin > size) c.begin = size;
+  } else {
+    c.format = 1;
+    c.begin = 0;
   }
-  return Scan::kEnd;
+  const size_t head = RecordHeaderBytes(c.format);
+  uint64_t at = c.begin;
+  IngestRecord r;
+  while (at < size) {
+    const uint64_t left = size - at;
+    const char* h = p + at;
+    if (left < head) {
+      if (c.format == 1) c.torn_bytes = left;
+      break;
+    }
+    const uint32_t len = DecodeFixed32(h);
+    if (c.format == 2) {
+      const uint32_t rec_epoch = DecodeFixed32(h + 8);
+      if ((len == 0 && rec_epoch == 0) || rec_epoch != epoch) break;  // the end
+    }
+    const bool whole =
+        len >= kMinBodyBytes && len <= IngestLog::kMaxRecordBytes && left - head >= len;
+    const bool sound =
+        whole &&
+        (c.format == 1 ? Crc32c(h + head, len) : Crc32c(h + 8, 4 + len)) == DecodeFixed32(h + 4) &&
+        Decode(h + head, len, &r);
+    if (!sound) {
+      c.torn_bytes = std::min<uint64_t>(left, c.format == 1 ? left : head + uint64_t{len});
+      break;
+    }
+    at += head + len;
+    ++c.records;
+  }
+  c.end = at;
+  return c;
 }
 
-Status ReadAllAt(int fd, std::string* buf, size_t n, uint64_t offset, const std::string& path) {
-  buf->resize(n);
-  size_t done = 0;
-  while (done < n) {
-    ssize_t r = ::pread(fd, buf->data() + done, n - done, static_cast<off_t>(offset + done));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return Status::IOError("cannot read " + path + ": " + std::strerror(errno));
-    if (r == 0) return Status::IOError(path + " ends early");
-    done += static_cast<size_t>(r);
+Result<Mapping> MapFile(const std::string& path, bool writable, uint64_t* size) {
+  Fd fd(::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC));
+  if (fd.get() < 0) return Status::IOError("cannot open " + path + ": " + std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) {
+    return Status::IOError("cannot stat " + path + ": " + std::strerror(errno));
   }
-  return Status::Ok();
+  *size = static_cast<uint64_t>(st.st_size);
+  return Mapping::Map(fd.get(), *size, writable, path);
 }
 
 }  // namespace
@@ -157,102 +198,81 @@ Result<std::unique_ptr<IngestLog>> IngestLog::Open(const std::string& dir) {
   if (ec) return Status::IOError("cannot list " + dir + ": " + ec.message());
   std::sort(gens.begin(), gens.end());
 
-  // Each file of an earlier run is checked whole: a torn or damaged tail
-  // (the process died inside a write, or the disk lost it) is cut off here,
-  // so reading never meets one.
-  std::string buf;
+  // Each file of an earlier run is checked whole: a torn or damaged record
+  // (the process died while writing it, or the disk lost it) ends the
+  // file's records there, so reading never meets one.
   for (uint64_t gen : gens) {
     const std::string path = log->PathOf(gen);
-    Fd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-    if (fd.get() < 0) return Status::IOError("cannot open " + path + ": " + std::strerror(errno));
-    struct stat st;
-    if (::fstat(fd.get(), &st) != 0) {
-      return Status::IOError("cannot stat " + path + ": " + std::strerror(errno));
-    }
-    const uint64_t size = static_cast<uint64_t>(st.st_size);
-    uint64_t offset = 0;
-    uint64_t records = 0;
-    bool damaged = false;
-    while (offset < size) {
-      size_t want = static_cast<size_t>(std::min<uint64_t>(size - offset, kReadChunk));
-      Status read = ReadAllAt(fd.get(), &buf, want, offset, path);
-      if (!read.ok()) return read;
-      size_t used = 0, need = 0, count = 0;
-      Scan s =
-          ScanRecords(buf.data(), want, SIZE_MAX, &used, &need, &count, [](const IngestRecord&) {});
-      offset += used;
-      records += count;
-      if (s == Scan::kDamaged) {
-        damaged = true;
-        break;
-      }
-      if (s == Scan::kNeedMore) {
-        if (offset + need > size) {
-          damaged = true;  // torn: the record runs past the end
-          break;
-        }
-        if (used == 0) {
-          // One record larger than a chunk: read it whole.
-          Status whole = ReadAllAt(fd.get(), &buf, need, offset, path);
-          if (!whole.ok()) return whole;
-          Scan one =
-              ScanRecords(buf.data(), need, 1, &used, &need, &count, [](const IngestRecord&) {});
-          if (one != Scan::kEnd || count != 1) {
-            damaged = true;
-            break;
-          }
-          offset += used;
-          ++records;
-        }
-      }
-    }
-    if (damaged) {
-      log->recovered_.torn_bytes += size - offset;
-      if (::ftruncate(fd.get(), static_cast<off_t>(offset)) != 0) {
-        return Status::IOError("cannot cut the damaged tail of " + path + ": " +
-                               std::strerror(errno));
-      }
-    }
-    fd.Close();
-    if (offset == 0) {
+    uint64_t size = 0;
+    Result<Mapping> map = MapFile(path, false, &size);
+    if (!map.ok()) return map.status();
+    const Checked c = CheckFile(map->data(), size);
+    log->recovered_.torn_bytes += c.torn_bytes;
+    if (c.records == 0) {
       ::unlink(path.c_str());
       continue;
     }
-    log->closed_sizes_[gen] = offset;
-    log->recovered_.records += records;
+    log->closed_[gen] = Span{c.format, c.begin, c.end};
+    log->recovered_.records += c.records;
     ++log->recovered_.files;
   }
   log->appended_ = log->recovered_.records;
 
   const uint64_t next = gens.empty() ? 1 : gens.back() + 1;
+  log->first_gen_ = next;
   {
     std::lock_guard<std::mutex> lock(log->mu_);
-    KOMOKU_RETURN_IF_ERROR(log->OpenWriteFile(next));
+    Status begun = log->BeginWriteFile(next, kFileBytes);
+    // Without space for a file, appends go to memory until there is.
+    if (!begun.ok() && begun.reason() != "disk_full") return begun;
   }
-  log->first_gen_ = next;
-  log->read_ =
-      IngestPosition{log->closed_sizes_.empty() ? next : log->closed_sizes_.begin()->first, 0};
+  log->read_ = IngestPosition{log->closed_.empty() ? next : log->closed_.begin()->first, 0};
   return log;
 }
 
-IngestLog::~IngestLog() {
-  if (write_fd_ >= 0) ::close(write_fd_);
-  if (read_fd_ >= 0) ::close(read_fd_);
-}
+IngestLog::~IngestLog() = default;
 
-Status IngestLog::OpenWriteFile(uint64_t gen) {
-  const std::string path = PathOf(gen);
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::IOError("cannot create " + path + ": " + std::strerror(errno));
-  if (write_fd_ >= 0) ::close(write_fd_);
-  write_fd_ = fd;
+Status IngestLog::BeginWriteFile(uint64_t gen, uint64_t min_bytes) {
+  if (write_map_) {
+    closed_[write_gen_] = Span{2, kFileHeaderBytes, write_size_};
+    write_map_.Reset();
+  }
   write_gen_ = gen;
   write_size_ = 0;
+  const std::string path = PathOf(gen);
+  Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (fd.get() < 0) return Status::IOError("cannot create " + path + ": " + std::strerror(errno));
+  const uint64_t size = std::max(kFileBytes, min_bytes);
+  // Allocated now, so that the disk has room for every byte written into
+  // the mapping later (a write to a mapping past a full disk is a SIGBUS).
+  int err = ::posix_fallocate(fd.get(), 0, static_cast<off_t>(size));
+  Result<Mapping> map = Status::Ok();
+  if (err == 0) {
+    map = Mapping::Map(fd.get(), size, true, path);
+    if (!map.ok()) err = EIO;
+  }
+  if (err != 0) {
+    ::unlink(path.c_str());
+    if (!map.ok()) return map.status();
+    Status st = Status::IOError("cannot allocate " + std::to_string(size) + " bytes for " + path +
+                                ": " + std::strerror(err));
+    if (err == ENOSPC || err == EFBIG || err == EDQUOT) st = st.WithReason("disk_full");
+    return st;
+  }
+  write_map_ = std::move(map.value());
+  char* h = write_map_.data();
+  std::memcpy(h, kMagic, sizeof kMagic);
+  EncodeFixed32(h + 8, kFormat);
+  EncodeFixed32(h + 12, kFileHeaderBytes);
+  write_epoch_ = 1;
+  EncodeFixed32(h + kEpochAt, write_epoch_);
+  write_size_ = kFileHeaderBytes;
   return Status::Ok();
 }
 
 Status IngestLog::Append(const IngestRecord& record) {
-  Encode(record, &encode_buf_);
+  const size_t body = BodyBytes(record);
+  const uint64_t need = kRecordHeaderV2 + body;
   Status status;
   bool wake = false;
   {
@@ -261,29 +281,15 @@ Status IngestLog::Append(const IngestRecord& record) {
     // Once a record is in memory, the ones after it follow it there until
     // the reader has taken them all: the order stays the order received.
     if (spill_.empty()) {
-      if (write_size_ >= kMaxFileBytes) {
-        const uint64_t gen = write_gen_, size = write_size_;
-        status = OpenWriteFile(gen + 1);
-        if (status.ok()) closed_sizes_[gen] = size;
+      if (body > kMaxRecordBytes) {
+        status = Status::IOError("a message of " + std::to_string(body) +
+                                 " bytes is too large for the ingest log");
+      } else if (!write_map_ || write_size_ + need > write_map_.size()) {
+        status = BeginWriteFile(write_gen_ + 1, kFileHeaderBytes + need);
       }
       if (status.ok()) {
-        size_t done = 0;
-        while (done < encode_buf_.size()) {
-          ssize_t n = ::write(write_fd_, encode_buf_.data() + done, encode_buf_.size() - done);
-          if (n < 0 && errno == EINTR) continue;
-          if (n < 0) {
-            status = Status::IOError("cannot append to " + PathOf(write_gen_) + ": " +
-                                     std::strerror(errno));
-            break;
-          }
-          done += static_cast<size_t>(n);
-        }
-        if (status.ok()) {
-          write_size_ += done;
-        } else if (done > 0 && ::ftruncate(write_fd_, static_cast<off_t>(write_size_)) != 0) {
-          // The part written stays; reading it back at the next start finds
-          // a torn record and cuts it off there.
-        }
+        EncodeAt(write_map_.data() + write_size_, record, body, write_epoch_);
+        write_size_ += need;
       }
     }
     if (!spill_.empty() || !status.ok()) {
@@ -304,40 +310,21 @@ void IngestLog::Wake() {
   cv_.notify_one();
 }
 
-size_t IngestLog::ReadFile(uint64_t end, std::vector<IngestRecord>* out, size_t max_records) {
-  const std::string path = PathOf(read_.gen);
-  if (read_fd_ < 0 || read_fd_gen_ != read_.gen) {
-    if (read_fd_ >= 0) ::close(read_fd_);
-    read_fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    read_fd_gen_ = read_.gen;
-  }
-  size_t taken = 0;
-  size_t need = 0;
-  while (out->size() < max_records && read_.offset < end) {
-    Status read = Status::IOError("cannot open " + path);
-    size_t want =
-        static_cast<size_t>(std::min<uint64_t>(end - read_.offset, std::max(kReadChunk, need)));
-    if (read_fd_ >= 0) read = ReadAllAt(read_fd_, &read_buf_, want, read_.offset, path);
-    size_t used = 0, count = 0;
-    Scan s = Scan::kDamaged;
-    if (read.ok()) {
-      s = ScanRecords(read_buf_.data(), want, max_records - out->size(), &used, &need, &count,
-                      [out](IngestRecord& r) { out->push_back(std::move(r)); });
-    }
-    read_.offset += used;
-    taken += count;
-    if (read_.gen < first_gen_) {
-      for (size_t i = out->size() - count; i < out->size(); ++i) (*out)[i].recovered = true;
-    }
-    if (s == Scan::kDamaged || (s == Scan::kNeedMore && read_.offset + need > end)) {
-      // Open checked the files of earlier runs and this run writes whole
-      // records: only an I/O error gets here. The rest of the file is lost.
-      skipped_bytes_.fetch_add(end - read_.offset);
-      read_.offset = end;
-      break;
-    }
-  }
-  return taken;
+IngestLog::Span IngestLog::SpanOfLocked(uint64_t gen) const {
+  if (gen == write_gen_ && write_map_) return Span{2, kFileHeaderBytes, write_size_};
+  auto it = closed_.find(gen);
+  return it == closed_.end() ? Span{2, 0, 0} : it->second;
+}
+
+bool IngestLog::MapForReading(uint64_t gen) {
+  if (read_map_ && read_map_gen_ == gen) return true;
+  read_map_.Reset();
+  uint64_t size = 0;
+  Result<Mapping> map = MapFile(PathOf(gen), false, &size);
+  if (!map.ok()) return false;
+  read_map_ = std::move(map.value());
+  read_map_gen_ = gen;
+  return true;
 }
 
 size_t IngestLog::Read(std::vector<IngestRecord>* out, size_t max_records,
@@ -345,29 +332,37 @@ size_t IngestLog::Read(std::vector<IngestRecord>* out, size_t max_records,
   out->clear();
   {
     std::unique_lock<std::mutex> lock(mu_);
-    reader_waiting_ = true;
-    cv_.wait_for(lock, wait, [&] { return woken_ || read_count_ < appended_; });
-    reader_waiting_ = false;
+    auto ready = [&] { return woken_ || read_count_ < appended_; };
+    if (!ready() && wait.count() > 0) {
+      // First a short nap that no append interrupts: a reader that keeps up
+      // with a flood would otherwise cost the appender (Paho's receive
+      // thread) a wake-up, a system call, for nearly every record. Only
+      // then does the reader ask to be woken.
+      const auto nap = std::min(wait, kReaderNap);
+      cv_.wait_for(lock, nap, ready);
+      if (!ready() && wait > nap) {
+        reader_waiting_ = true;
+        cv_.wait_for(lock, wait - nap, ready);
+        reader_waiting_ = false;
+      }
+    }
     woken_ = false;
   }
   while (out->size() < max_records) {
-    uint64_t end = 0;
+    Span span;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (read_.gen < write_gen_) {
-        auto it = closed_sizes_.lower_bound(read_.gen);
-        if (it == closed_sizes_.end()) {
-          read_ = IngestPosition{write_gen_, 0};
-          continue;
-        }
-        if (it->first != read_.gen) {
-          read_ = IngestPosition{it->first, 0};
-          continue;
-        }
-        end = it->second;
-      } else {
-        end = write_size_;
-        if (read_.offset >= end) {
+      const bool newest = read_.gen >= write_gen_;
+      if (!newest && closed_.count(read_.gen) == 0) {
+        // A file wholly released, or never begun: on to the next.
+        auto next = closed_.upper_bound(read_.gen);
+        read_ = IngestPosition{next == closed_.end() ? write_gen_ : next->first, 0};
+        continue;
+      }
+      span = SpanOfLocked(read_.gen);
+      read_.offset = std::max(read_.offset, span.begin);
+      if (read_.offset >= span.end) {
+        if (newest) {
           // Every record of the files is read: the ones kept in memory now.
           while (!spill_.empty() && out->size() < max_records) {
             out->push_back(std::move(spill_.front()));
@@ -375,16 +370,32 @@ size_t IngestLog::Read(std::vector<IngestRecord>* out, size_t max_records,
           }
           break;
         }
+        auto next = closed_.upper_bound(read_.gen);
+        read_ = IngestPosition{next == closed_.end() ? write_gen_ : next->first, 0};
+        continue;
       }
     }
-    if (read_.offset < end) {
-      ReadFile(end, out, max_records);
+    // The bytes up to span.end are whole records: written by this run
+    // before the lock was taken, or checked at Open.
+    if (!MapForReading(read_.gen) || read_map_.size() < span.end) {
+      // Only a file deleted or cut by someone else gets here.
+      read_.offset = span.end;
       continue;
     }
-    // A closed file read to its end: on to the next.
-    std::lock_guard<std::mutex> lock(mu_);
-    auto next = closed_sizes_.upper_bound(read_.gen);
-    read_ = IngestPosition{next == closed_sizes_.end() ? write_gen_ : next->first, 0};
+    const size_t head = RecordHeaderBytes(span.format);
+    const bool recovered = read_.gen < first_gen_;
+    while (out->size() < max_records && read_.offset < span.end) {
+      const char* h = read_map_.data() + read_.offset;
+      const uint32_t len = DecodeFixed32(h);
+      out->emplace_back();
+      IngestRecord& r = out->back();
+      if (!Decode(h + head, len, &r)) {
+        out->pop_back();  // cannot happen: checked or written whole
+      } else {
+        r.recovered = recovered;
+      }
+      read_.offset += head + len;
+    }
   }
   std::lock_guard<std::mutex> lock(mu_);
   read_count_ += out->size();
@@ -393,24 +404,24 @@ size_t IngestLog::Read(std::vector<IngestRecord>* out, size_t max_records,
 
 void IngestLog::Release(IngestPosition pos) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto it = closed_sizes_.begin(); it != closed_sizes_.end();) {
-    const bool done = it->first < pos.gen || (it->first == pos.gen && pos.offset >= it->second);
+  for (auto it = closed_.begin(); it != closed_.end();) {
+    const bool done = it->first < pos.gen || (it->first == pos.gen && pos.offset >= it->second.end);
     if (!done) break;
     ::unlink(PathOf(it->first).c_str());
-    if (read_fd_ >= 0 && read_fd_gen_ == it->first) {
-      ::close(read_fd_);
-      read_fd_ = -1;
-    }
-    it = closed_sizes_.erase(it);
+    if (read_map_gen_ == it->first) read_map_.Reset();
+    it = closed_.erase(it);
   }
-  // Everything appended is in the store: empty the file, so its pages are
-  // dropped from the page cache before they are written out.
-  if (pos.gen == write_gen_ && pos.offset == write_size_ && write_size_ > 0 &&
-      read_.gen == pos.gen && read_.offset == pos.offset) {
-    if (::ftruncate(write_fd_, 0) == 0) {
-      write_size_ = 0;
-      read_ = IngestPosition{write_gen_, 0};
-    }
+  // Everything appended is in the store: rewind the newest file. A record
+  // of the old epoch ends the file for a reader after a crash, so the
+  // new records overwrite the old in place, in pages still in the page
+  // cache.
+  if (write_map_ && pos.gen == write_gen_ && pos.offset == write_size_ &&
+      write_size_ > kFileHeaderBytes && read_.gen == pos.gen && read_.offset == pos.offset) {
+    ++write_epoch_;
+    if (write_epoch_ == 0) ++write_epoch_;  // 0 with a length of 0 is the zeros after the end
+    EncodeFixed32(write_map_.data() + kEpochAt, write_epoch_);
+    write_size_ = kFileHeaderBytes;
+    read_ = IngestPosition{write_gen_, kFileHeaderBytes};
   }
 }
 
@@ -421,8 +432,8 @@ uint64_t IngestLog::Unread() const {
 
 uint64_t IngestLog::FileBytes() const {
   std::lock_guard<std::mutex> lock(mu_);
-  uint64_t total = write_size_;
-  for (const auto& [gen, size] : closed_sizes_) total += size;
+  uint64_t total = write_map_ ? write_size_ - kFileHeaderBytes : 0;
+  for (const auto& [gen, span] : closed_) total += span.end - span.begin;
   return total;
 }
 

@@ -1,23 +1,30 @@
 // The MQTT ingest log: the queue between Paho's receive thread and the
 // store. Paho C acknowledges a QoS 1 message to the broker before it hands
-// it to Komoku, so the message callback appends it here with one write() (no
-// fsync) and returns at once; the ingest thread reads the records back in
-// order, puts them into the store (which commits them in groups), and
-// releases them once they are committed. A record survives a crash of the
-// process (kill -9, OOM) as soon as its write() returned, like SQLite's WAL
-// with synchronous=NORMAL; records left at a stop or a crash are read again
-// at the next start. The format is in docs/storage.md, "The ingest log".
+// it to Komoku, so the message callback copies it here into a shared memory
+// mapping of a file (no system call, no fsync) and returns at once; the
+// ingest thread reads the records back in order from a mapping of its own,
+// puts them into the store (which commits them in groups), and releases them
+// once they are committed. A record is in the OS page cache as soon as
+// Append returned, so it survives a crash of the process (kill -9, OOM),
+// like SQLite's WAL with synchronous=NORMAL; records left at a stop or a
+// crash are read again at the next start. The format is in
+// docs/storage.md, "The ingest log's files".
 //
-// Files are <dir>/ingest-<generation>.log, read oldest first. Appends go to
-// the newest; a file is closed at kMaxFileBytes and deleted once every
-// record in it is released; the newest is truncated to empty whenever
-// everything appended is released, so at a steady rate the pages are
-// dropped before they reach the disk.
+// Files are <dir>/ingest-<generation>.log, read oldest first, each
+// allocated whole when it is begun (kFileBytes, more for a larger record),
+// so that writing into the mapping never meets a full disk. Appends go to
+// the newest; a full one is closed and a new one begun; a closed file is
+// deleted once every record in it is released. Whenever everything
+// appended is released, the newest file is rewound: its epoch (in its
+// header and in every record) goes up by one, which ends it where it
+// begins, and appends start again at its beginning. At a steady rate the
+// same few pages are written over and over: the log costs the disk almost
+// nothing.
 //
-// When a write fails (a full disk), the record is kept in memory instead,
-// behind every record in the files, and so are those after it until the
-// reader has caught up: nothing already acknowledged is dropped, but what
-// is only in memory does not survive a crash.
+// When a file cannot be begun (a full disk), records are kept in memory
+// instead, behind every record in the files, and so are those after them
+// until the reader has caught up: nothing already acknowledged is dropped,
+// but what is only in memory does not survive a crash.
 //
 // Thread-safe for one appender and one reader at a time: Append from one
 // thread, Read and Release from one other thread.
@@ -34,6 +41,7 @@
 #include <string>
 #include <vector>
 
+#include "common/mapping.h"
 #include "common/status.h"
 
 namespace komoku::bridge {
@@ -60,8 +68,9 @@ struct IngestPosition {
 
 class IngestLog {
  public:
-  // A file is closed and a new one begun past this size.
-  static constexpr uint64_t kMaxFileBytes = 8 << 20;
+  // Each file is allocated this size when it is begun (larger when one
+  // record needs more).
+  static constexpr uint64_t kFileBytes = 2 << 20;
   // A record longer than this is taken for damage when read back.
   static constexpr uint32_t kMaxRecordBytes = 256u << 20;
 
@@ -72,7 +81,9 @@ class IngestLog {
   };
 
   // Opens the log in `dir` (created when missing): the records of earlier
-  // runs are read first, in order; appends go to a new file.
+  // runs are read first, in order; appends go to a new file. A file that
+  // cannot be allocated for lack of space is no error: appends are then
+  // kept in memory until one can be.
   static Result<std::unique_ptr<IngestLog>> Open(const std::string& dir);
   ~IngestLog();
   IngestLog(const IngestLog&) = delete;
@@ -81,20 +92,18 @@ class IngestLog {
   // What Open found of earlier runs.
   const Recovered& recovered() const { return recovered_; }
 
-  // Appends a record and wakes the reader. A failed write keeps the record in
-  // memory and returns the error (IOError naming the file and the reason),
-  // for the caller to count and log; the record is not lost.
+  // Appends a record and wakes the reader. When no file can take it, the
+  // record is kept in memory and the error returned (IOError naming the
+  // file and the reason), for the caller to count and log; it is not lost.
   Status Append(const IngestRecord& record);
 
   // Moves up to `max_records` records after the read position into `*out`
   // (cleared first), waiting up to `wait` for the first. Returns how many.
-  // Damaged records of an earlier run are skipped (counted in
-  // skipped_bytes()).
   size_t Read(std::vector<IngestRecord>* out, size_t max_records, std::chrono::milliseconds wait);
   // Just after the last record Read returned.
   IngestPosition ReadPosition() const { return read_; }
   // Every record before `pos` (a position Read gave) is in the store: files
-  // wholly before it are deleted, and the newest file is emptied when `pos`
+  // wholly before it are deleted, and the newest file is rewound when `pos`
   // is its end.
   void Release(IngestPosition pos);
   // Wakes a Read that waits.
@@ -102,19 +111,33 @@ class IngestLog {
 
   // Records appended (or recovered) and not yet read.
   uint64_t Unread() const;
-  // Bytes in the log's files now.
+  // Bytes of records in the log's files now (the files are allocated
+  // larger).
   uint64_t FileBytes() const;
-  // Records kept in memory because a write failed, since the start.
+  // Records kept in memory because no file could take them, since the start.
   uint64_t spilled() const { return spilled_.load(); }
-  // Bytes of damaged records skipped, since the start.
-  uint64_t skipped_bytes() const { return skipped_bytes_.load(); }
 
  private:
+  // Where a file's records are: its format (1: records of an older Komoku,
+  // no header; 2: a header and an epoch in each record), and the bytes from
+  // its first record to the end of its last.
+  struct Span {
+    int format = 2;
+    uint64_t begin = 0;
+    uint64_t end = 0;
+  };
+
   explicit IngestLog(std::string dir) : dir_(std::move(dir)) {}
   std::string PathOf(uint64_t gen) const;
-  Status OpenWriteFile(uint64_t gen);  // requires mu_
-  // Reads records of file read_.gen from read_.offset up to `end`.
-  size_t ReadFile(uint64_t end, std::vector<IngestRecord>* out, size_t max_records);
+  // Begins file `gen` of at least `min_bytes` for appends (creates,
+  // allocates, maps and writes its header); the current one, if any, is
+  // closed first. Requires mu_.
+  Status BeginWriteFile(uint64_t gen, uint64_t min_bytes);
+  // The span of file `gen` (the reader's): closed or being written.
+  // Requires mu_.
+  Span SpanOfLocked(uint64_t gen) const;
+  // Maps file `gen` for the reader (read_map_); false when it is gone.
+  bool MapForReading(uint64_t gen);
 
   // Constant after Open.
   const std::string dir_;
@@ -123,26 +146,26 @@ class IngestLog {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  int write_fd_ = -1;                          // guarded by mu_
-  uint64_t write_gen_ = 0;                     // guarded by mu_
-  uint64_t write_size_ = 0;                    // guarded by mu_
-  std::map<uint64_t, uint64_t> closed_sizes_;  // closed files (gen -> size); guarded by mu_
-  std::deque<IngestRecord> spill_;             // guarded by mu_
-  uint64_t appended_ = 0;                      // records appended or recovered; guarded by mu_
-  uint64_t read_count_ = 0;                    // records read; guarded by mu_
-  bool woken_ = false;                         // guarded by mu_
+  // The file appends go to: its mapping (empty when there is none: no space
+  // for one), generation, epoch, and the end of its records.
+  Mapping write_map_;                // guarded by mu_
+  uint64_t write_gen_ = 0;           // guarded by mu_
+  uint32_t write_epoch_ = 0;         // guarded by mu_
+  uint64_t write_size_ = 0;          // guarded by mu_
+  std::map<uint64_t, Span> closed_;  // files no longer appended to; guarded by mu_
+  std::deque<IngestRecord> spill_;   // guarded by mu_
+  uint64_t appended_ = 0;            // records appended or recovered; guarded by mu_
+  uint64_t read_count_ = 0;          // records read; guarded by mu_
+  bool woken_ = false;               // guarded by mu_
   // The reader waits in Read: only then does Append pay for a wake-up.
   bool reader_waiting_ = false;  // guarded by mu_
-  std::string encode_buf_;       // the appender's
 
   // The reader's.
   IngestPosition read_;
-  int read_fd_ = -1;
-  uint64_t read_fd_gen_ = 0;
-  std::string read_buf_;
+  Mapping read_map_;
+  uint64_t read_map_gen_ = 0;
 
   std::atomic<uint64_t> spilled_{0};
-  std::atomic<uint64_t> skipped_bytes_{0};
 };
 
 }  // namespace komoku::bridge

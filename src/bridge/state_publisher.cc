@@ -33,6 +33,10 @@ constexpr int kReservedInFlight = 4;
 // thread otherwise published nearly every change of a flood. A key changing
 // less often than this is published at once (docs/mqtt-topics.md).
 constexpr int64_t kStateMinGapMs = 250;
+// Keys held back by kStateMinGapMs are looked at no more often than this:
+// during a flood each of 1,000 keys has a time of its own to go out, and a
+// wake-up for each cost more than the publications.
+constexpr int64_t kStateHeldBackTickMs = 10;
 
 }  // namespace
 
@@ -41,17 +45,15 @@ void Bridge::Impl::OnChange(const store::Change& c) {
   bool wake = false;
   {
     std::lock_guard<std::mutex> lock(state_mu_);
-    // A key published within kStateMinGapMs waits for the state thread's
-    // timer: no wake-up for it (a flood wakes the thread once a gap).
-    if (c.deleted || StateDueAtLocked(c.key) <= SteadyNowMs()) {
-      state_due_ = true;
-      wake = state_waiting_;
-    }
     auto [it, fresh] = state_pending_.try_emplace(c.key);
     StateItem& item = it->second;
+    // A key already waiting keeps its place and its time to go out.
+    if (fresh) item.due_ms = StateDueAtLocked(c.key);
     if (c.deleted) {
+      const int64_t due = item.due_ms;
       item = StateItem{};
       item.deleted = true;
+      item.due_ms = due;
     } else {
       // Concurrent puts may notify out of order: the newest time wins.
       if (!fresh && !item.deleted && c.sample.time_ms < item.time_ms) return;
@@ -60,6 +62,12 @@ void Bridge::Impl::OnChange(const store::Change& c) {
       item.previous.reset();
       if (c.previous) item.previous = c.previous->value;
       item.deleted = false;
+    }
+    // A key published within kStateMinGapMs waits for the state thread's
+    // timer: no wake-up for it (a flood wakes the thread once a gap).
+    if (c.deleted || (fresh && item.due_ms <= SteadyNowMs())) {
+      state_due_ = true;
+      wake = state_waiting_;
     }
   }
   // A busy state thread takes what waits when it is done: no wake-up (a
@@ -123,7 +131,9 @@ void Bridge::Impl::StateLoop() {
       // Publications still out are looked at again soon, to requeue any
       // that failed; held-back keys when their gap ends.
       int64_t wait_ms = in_flight.empty() ? 500 : 20;
-      if (next_due_ms > 0) wait_ms = std::clamp<int64_t>(next_due_ms - SteadyNowMs(), 1, wait_ms);
+      if (next_due_ms > 0) {
+        wait_ms = std::clamp<int64_t>(next_due_ms - SteadyNowMs(), kStateHeldBackTickMs, wait_ms);
+      }
       state_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] {
         return state_stop_ || (subscribed_ && (republish_all_ || state_due_));
       });
@@ -140,7 +150,7 @@ void Bridge::Impl::StateLoop() {
         const int64_t now = SteadyNowMs();
         for (auto it = state_pending_.begin(); it != state_pending_.end();) {
           const StateItem& item = it->second;
-          const int64_t at = all || item.deleted || item.refresh ? 0 : StateDueAtLocked(it->first);
+          const int64_t at = all || item.deleted || item.refresh ? 0 : item.due_ms;
           if (at > now) {
             if (next_due_ms == 0 || at < next_due_ms) next_due_ms = at;
             ++it;

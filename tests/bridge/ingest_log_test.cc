@@ -1,6 +1,7 @@
 // The MQTT ingest log: records come back in order, whole, across files and
-// reopenings; a torn tail is cut off at open; released records are gone;
-// a failed write keeps the record in memory, in order.
+// reopenings and upgrades; a torn tail is cut off at open; released records
+// are gone, also after a crash; without space for a file the records are
+// kept in memory, in order.
 #include "bridge/ingest_log.h"
 
 #include <gtest/gtest.h>
@@ -14,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "cold/segment_codec.h"
 #include "temp_dir.h"
 
 namespace komoku::bridge {
@@ -34,6 +36,30 @@ IngestRecord Rec(int i, size_t payload_bytes = 0) {
     r.has_correlation_data = true;
   }
   return r;
+}
+
+// The header of a file of format 2 (docs/storage.md).
+constexpr uint64_t kFileHeaderBytes = 32;
+
+void PutString(const std::string& s, std::string* out) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>(s.size() >> (8 * i)));
+  out->append(s);
+}
+
+// Appends record `r` in format 1, an older Komoku's: u32 body length, u32
+// CRC-32C of the body, body.
+void AppendFormat1(const IngestRecord& r, std::string* out) {
+  std::string body;
+  body.push_back(1);
+  body.push_back(static_cast<char>((r.retained ? 1 : 0) | (r.has_correlation_data ? 2 : 0)));
+  for (int i = 0; i < 8; ++i) body.push_back(static_cast<char>(r.received_ms >> (8 * i)));
+  for (const std::string* s : {&r.topic, &r.payload, &r.response_topic, &r.correlation_data}) {
+    PutString(*s, &body);
+  }
+  const uint32_t crc = store::segment_internal::Crc32c(body.data(), body.size());
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>(body.size() >> (8 * i)));
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>(crc >> (8 * i)));
+  out->append(body);
 }
 
 void ExpectSame(const IngestRecord& got, const IngestRecord& want) {
@@ -76,7 +102,7 @@ TEST(IngestLogTest, RecordsComeBackInOrderAndWhole) {
   EXPECT_EQ((*log)->Unread(), 0u);
 }
 
-TEST(IngestLogTest, ReleasingEverythingEmptiesTheFile) {
+TEST(IngestLogTest, ReleasingEverythingRewindsTheFile) {
   TempDir dir;
   auto log = IngestLog::Open(dir.path());
   ASSERT_TRUE(log.ok());
@@ -85,7 +111,7 @@ TEST(IngestLogTest, ReleasingEverythingEmptiesTheFile) {
   EXPECT_GT((*log)->FileBytes(), 0u);
   (*log)->Release((*log)->ReadPosition());
   EXPECT_EQ((*log)->FileBytes(), 0u);
-  // Appends after the truncation are read from the start of the file.
+  // Appends after the rewind are read from the start of the file.
   ASSERT_TRUE((*log)->Append(Rec(42)).ok());
   std::vector<IngestRecord> after = ReadAll(**log);
   ASSERT_EQ(after.size(), 1u);
@@ -128,23 +154,25 @@ TEST(IngestLogTest, UnreleasedRecordsAreReadAgainAfterReopening) {
 TEST(IngestLogTest, TornTailIsCutOffAtOpen) {
   TempDir dir;
   std::string file;
+  uint64_t end = 0;
   {
     auto log = IngestLog::Open(dir.path());
     ASSERT_TRUE(log.ok());
     for (int i = 0; i < 3; ++i) ASSERT_TRUE((*log)->Append(Rec(i)).ok());
     file = dir.File(LogFiles(dir.path()).back());
+    end = kFileHeaderBytes + (*log)->FileBytes();
   }
-  const auto size = std::filesystem::file_size(file);
-  // A fourth record of which the process wrote only a part.
+  // A fourth record of which the process wrote only the header: a 64-byte
+  // body, a checksum, and the file's epoch (1).
   {
-    std::ofstream out(file, std::ios::app | std::ios::binary);
-    out << std::string("\x40\x00\x00\x00\x12\x34", 6);
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(end));
+    f.write("\x40\x00\x00\x00\x12\x34\x56\x78\x01\x00\x00\x00", 12);
   }
   auto log = IngestLog::Open(dir.path());
   ASSERT_TRUE(log.ok()) << log.status().ToString();
   EXPECT_EQ((*log)->recovered().records, 3u);
-  EXPECT_EQ((*log)->recovered().torn_bytes, 6u);
-  EXPECT_EQ(std::filesystem::file_size(file), size);
+  EXPECT_EQ((*log)->recovered().torn_bytes, 12u + 64u);
   std::vector<IngestRecord> all = ReadAll(**log);
   ASSERT_EQ(all.size(), 3u);
   ExpectSame(all[2], Rec(2));
@@ -160,17 +188,16 @@ TEST(IngestLogTest, DamagedRecordEndsTheFileThere) {
     file = dir.File(LogFiles(dir.path()).back());
   }
   // Flip a byte in the payload of the third record: its checksum fails.
-  std::vector<IngestRecord> before;
   {
     std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
     std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    size_t at = 0;
+    size_t at = kFileHeaderBytes;
     for (int i = 0; i < 2; ++i) {
       uint32_t len =
           static_cast<unsigned char>(bytes[at]) | static_cast<unsigned char>(bytes[at + 1]) << 8;
-      at += 8 + len;
+      at += 12 + len;
     }
-    f.seekp(static_cast<std::streamoff>(at + 30));
+    f.seekp(static_cast<std::streamoff>(at + 34));
     f.put('!');
   }
   auto log = IngestLog::Open(dir.path());
@@ -180,12 +207,64 @@ TEST(IngestLogTest, DamagedRecordEndsTheFileThere) {
   EXPECT_EQ(ReadAll(**log).size(), 2u);
 }
 
+// A rewound file keeps the old records' bytes past the new ones; they are
+// of the old epoch, so a crash does not bring them back.
+TEST(IngestLogTest, RecordsBeforeARewindAreNotReadAgainAfterACrash) {
+  TempDir dir;
+  {
+    auto log = IngestLog::Open(dir.path());
+    ASSERT_TRUE(log.ok());
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE((*log)->Append(Rec(i)).ok());
+    ASSERT_EQ(ReadAll(**log).size(), 10u);
+    (*log)->Release((*log)->ReadPosition());  // stored: the file is rewound
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE((*log)->Append(Rec(i)).ok());
+    ASSERT_EQ(ReadAll(**log).size(), 10u);
+    (*log)->Release((*log)->ReadPosition());  // and again
+    for (int i = 50; i < 53; ++i) ASSERT_TRUE((*log)->Append(Rec(i)).ok());
+  }  // the process ends without storing the last three
+  auto log = IngestLog::Open(dir.path());
+  ASSERT_TRUE(log.ok());
+  EXPECT_EQ((*log)->recovered().records, 3u);
+  EXPECT_EQ((*log)->recovered().torn_bytes, 0u);
+  std::vector<IngestRecord> all = ReadAll(**log);
+  ASSERT_EQ(all.size(), 3u);
+  for (int i = 0; i < 3; ++i) ExpectSame(all[i], Rec(50 + i));
+}
+
+// An older Komoku's files (format 1: no header, no epochs) are read at the
+// start after an upgrade, a torn tail cut off as before.
+TEST(IngestLogTest, FilesOfAnOlderKomokuAreReadAfterAnUpgrade) {
+  TempDir dir;
+  std::string bytes;
+  for (int i = 0; i < 4; ++i) AppendFormat1(Rec(i), &bytes);
+  bytes.append("\x40\x00\x00", 3);  // a torn fifth
+  {
+    std::ofstream out(dir.File("ingest-0000000007.log"), std::ios::binary);
+    out << bytes;
+  }
+  auto log = IngestLog::Open(dir.path());
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  EXPECT_EQ((*log)->recovered().records, 4u);
+  EXPECT_EQ((*log)->recovered().torn_bytes, 3u);
+  ASSERT_TRUE((*log)->Append(Rec(9)).ok());
+  std::vector<IngestRecord> all = ReadAll(**log);
+  ASSERT_EQ(all.size(), 5u);
+  for (int i = 0; i < 4; ++i) {
+    ExpectSame(all[i], Rec(i));
+    EXPECT_TRUE(all[i].recovered);
+  }
+  ExpectSame(all[4], Rec(9));
+  EXPECT_FALSE(all[4].recovered);
+  (*log)->Release((*log)->ReadPosition());
+  EXPECT_EQ(LogFiles(dir.path()), std::vector<std::string>{"ingest-0000000008.log"});
+}
+
 TEST(IngestLogTest, FilesRotateAndAreDeletedOnceReleased) {
   TempDir dir;
   auto log = IngestLog::Open(dir.path());
   ASSERT_TRUE(log.ok());
-  // 64 KB records: a new file every 128 of them.
-  const size_t n = 3 * IngestLog::kMaxFileBytes / (64 << 10) + 10;
+  // 64 KB records: a new file every 31 of them.
+  const size_t n = 3 * IngestLog::kFileBytes / (64 << 10) + 10;
   for (size_t i = 0; i < n; ++i)
     ASSERT_TRUE((*log)->Append(Rec(static_cast<int>(i), 64 << 10)).ok());
   EXPECT_GE(LogFiles(dir.path()).size(), 4u);
@@ -204,8 +283,9 @@ TEST(IngestLogTest, FailedWritesKeepRecordsInMemoryInOrder) {
   TempDir dir;
   auto log = IngestLog::Open(dir.path());
   ASSERT_TRUE(log.ok());
-  // A file size limit makes write() fail with EFBIG, as a full disk fails
-  // it with ENOSPC.
+  // A file size limit makes allocating the next file fail with EFBIG, as a
+  // full disk fails it with ENOSPC. 16 KB records fill the first file after
+  // about 127.
   struct rlimit old_limit;
   ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old_limit), 0);
   auto old_handler = signal(SIGXFSZ, SIG_IGN);
@@ -214,7 +294,7 @@ TEST(IngestLogTest, FailedWritesKeepRecordsInMemoryInOrder) {
   ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
   int failed = 0;
   for (int i = 0; i < 300; ++i) {
-    if (!(*log)->Append(Rec(i)).ok()) ++failed;
+    if (!(*log)->Append(Rec(i, 16 << 10)).ok()) ++failed;
   }
   ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old_limit), 0);
   signal(SIGXFSZ, old_handler);
@@ -222,7 +302,7 @@ TEST(IngestLogTest, FailedWritesKeepRecordsInMemoryInOrder) {
   EXPECT_GT((*log)->spilled(), 0u);
   std::vector<IngestRecord> all = ReadAll(**log);
   ASSERT_EQ(all.size(), 300u);
-  for (int i = 0; i < 300; ++i) ExpectSame(all[i], Rec(i));
+  for (int i = 0; i < 300; ++i) ExpectSame(all[i], Rec(i, 16 << 10));
   // Once the memory is drained, appends go to the file again.
   (*log)->Release((*log)->ReadPosition());
   ASSERT_TRUE((*log)->Append(Rec(7)).ok());
