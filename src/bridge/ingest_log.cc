@@ -59,7 +59,7 @@ size_t BodyBytes(const IngestRecord& r) {
 
 char* PutBytes(char* p, const std::string& s) {
   EncodeFixed32(p, static_cast<uint32_t>(s.size()));
-  if (!s.empty()) std::memcpy(p + 4, s.data(), s.size());
+  s.copy(p + 4, s.size());
   return p + 4 + s.size();
 }
 
