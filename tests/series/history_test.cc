@@ -421,6 +421,13 @@ TEST_F(HistoryTest, StateBucketsByHand) {
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ((*got)["states"], json::parse(R"(["away", "home"])"));
   EXPECT_EQ((*got)["rows"], json::parse(R"([[0, 0, 0, 1800, 0], [1800, 1, 0, 200, 1600]])"));
+  // An uptime key has a boolean's two states, held or not.
+  Define("beat", KeyType::kUptime);
+  Put("beat", 600'000, true);
+  got = StateBucketsJson(*store_, Query("beat", 0, 1'800'000, 1'800'000));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ((*got)["states"], json::parse(R"(["false", "true"])"));
+  EXPECT_EQ((*got)["rows"], json::parse(R"([[0, 0, 600, 0, 1200]])"));
   // Numbers have no states.
   Define("t", KeyType::kNumeric);
   Put("t", 0, 1.0);
