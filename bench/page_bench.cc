@@ -14,7 +14,12 @@
 // what the page cannot be faster than.
 //
 // Also a boolean that changes every 2–30 minutes for the same year (about
-// 33,000 changes): the page draws its state band from /api/v1/timespans.
+// 33,000 changes): the page draws its state band from every span
+// (/api/v1/timespans) when the range holds fewer spans than the chart has
+// pixel columns, else from the time in each state per bucket of about a
+// pixel (history agg=states). For the year, both answers are compared in
+// the same run: bytes (plain and gzipped) and time, median of --rounds×4
+// requests each, interleaved.
 //
 // The data: the sensor of bench/sensor_gen.h (2024, 3,153,600 readings) and
 // the boolean, written straight into the hot store's schema
@@ -97,6 +102,9 @@ struct View {
   std::string key;
   int64_t from = 0, to = 0;
   bool numeric = true;
+  // A state band drawn from buckets: their step as the page asked it
+  // (seconds; "" when the page drew spans).
+  std::string step;
 
   std::string Hash() const {
     return "#/chart?key=" + key + "&from=" + std::to_string(from) + "&to=" + std::to_string(to);
@@ -127,8 +135,12 @@ double ApiSeconds(httplib::Client& cli, const View& v) {
     }
   } else {
     get("/api/v1/stats?" + range + "&distribution=hour_of_day&tz=UTC");
-    get("/api/v1/timespans?" + range + "&value=true");
-    get("/api/v1/timespans?" + range + "&value=false");
+    if (v.step.empty()) {
+      get("/api/v1/timespans?" + range + "&value=true");
+      get("/api/v1/timespans?" + range + "&value=false");
+    } else {
+      get("/api/v1/history?" + range + "&step=" + v.step + "s&agg=states&tz=UTC");
+    }
   }
   return SecondsSince(t0);
 }
@@ -152,7 +164,17 @@ std::string DrawnAfter(double after) {
 struct Figures {
   std::vector<double> open_ms, zoom_ms, api_open_ms, api_zoom_ms;
   std::string drawn;  // what the last open drew
+  std::string step;   // the step of the year's state buckets ("" for spans)
 };
+
+// The bucket step (seconds) the state lane on the page was drawn from, ""
+// when it was drawn from spans (or is not a state lane).
+std::string LaneStep(komoku::webdriver::Browser& browser) {
+  json step = browser.Eval(
+      "const g = document.querySelector('#chart .lane');"
+      "return g && g.getAttribute('data-step') || '';");
+  return step.is_string() ? step.get<std::string>() : "";
+}
 
 Figures Measure(komoku::webdriver::Browser& browser, httplib::Client& api, int port,
                 const View& year, const View& day, int rounds) {
@@ -174,6 +196,9 @@ Figures Measure(komoku::webdriver::Browser& browser, httplib::Client& api, int p
                               "' SVG elements';")
                   .dump();
 
+    View year_asked = year;
+    if (!year.numeric) f.step = year_asked.step = LaneStep(browser);
+
     json start = browser.Eval("window.komokuZoomStart = performance.now(); location.hash = '" +
                               day.Hash() + "'; return window.komokuZoomStart;");
     if (!start.is_number()) Fail("could not zoom");
@@ -181,8 +206,10 @@ Figures Measure(komoku::webdriver::Browser& browser, httplib::Client& api, int p
     if (!zoom.is_number()) Fail(day.label + ": the page drew nothing within 60 s");
     f.zoom_ms.push_back(zoom.get<double>() - start.get<double>());
 
-    f.api_open_ms.push_back(ApiSeconds(api, year) * 1000);
-    f.api_zoom_ms.push_back(ApiSeconds(api, day) * 1000);
+    View day_asked = day;
+    if (!day.numeric) day_asked.step = LaneStep(browser);
+    f.api_open_ms.push_back(ApiSeconds(api, year_asked) * 1000);
+    f.api_zoom_ms.push_back(ApiSeconds(api, day_asked) * 1000);
     std::fprintf(stderr, "  open %.0f ms (api %.0f), zoom %.0f ms (api %.0f)\n", f.open_ms.back(),
                  f.api_open_ms.back(), f.zoom_ms.back(), f.api_zoom_ms.back());
   }
@@ -195,6 +222,66 @@ void Print(const std::string& what, const std::vector<double>& page, const std::
   std::printf("%-28s %9.0f %9.0f %9.0f %9.1f %8.1f %6.0f  %s\n", what.c_str(), page.front(), med,
               *std::max_element(page.begin(), page.end()), Median(api), med / Median(api), bar_ms,
               med <= bar_ms ? "met" : "MISSED");
+}
+
+// One way of answering a state band: its requests, their bytes plain and
+// gzipped, and the time of each round of them.
+struct StateAnswer {
+  std::string label;
+  std::vector<std::string> paths;
+  int64_t plain_bytes = 0, gzip_bytes = 0;
+  std::vector<double> ms;
+};
+
+// Every span of the range (two timespans) against time in state per bucket
+// (history agg=states) at the page's step and at step=auto, interleaved
+// round by round on one keep-alive connection; what each answer weighs is
+// read once plain and once gzipped (as the browser asks).
+void CompareStateAnswers(int port, const View& v, const std::string& page_step, int rounds) {
+  const std::string range =
+      "key=" + v.key + "&from=" + std::to_string(v.from) + "&to=" + std::to_string(v.to);
+  std::vector<StateAnswer> answers = {
+      {"spans (timespans ×2)",
+       {"/api/v1/timespans?" + range + "&value=true",
+        "/api/v1/timespans?" + range + "&value=false"}},
+      {"buckets, step " + page_step + " s (the page's)",
+       {"/api/v1/history?" + range + "&step=" + page_step + "s&agg=states&tz=UTC"}},
+      {"buckets, step=auto", {"/api/v1/history?" + range + "&step=auto&agg=states&tz=UTC"}},
+  };
+  // Bytes on the wire: a client that does not inflate, so that a gzipped
+  // body is counted as sent.
+  httplib::Client raw("127.0.0.1", port);
+  raw.set_decompress(false);
+  for (StateAnswer& a : answers) {
+    for (const std::string& path : a.paths) {
+      auto plain = raw.Get(path);
+      auto gz = raw.Get(path, {{"Accept-Encoding", "gzip"}});
+      if (!plain || plain->status != 200 || !gz || gz->status != 200) Fail("GET " + path);
+      a.plain_bytes += static_cast<int64_t>(plain->body.size());
+      a.gzip_bytes += static_cast<int64_t>(gz->body.size());
+    }
+  }
+  std::unique_ptr<httplib::Client> cli = NewClient(port);
+  cli->set_tcp_nodelay(true);
+  for (int i = 0; i < rounds * 4; ++i) {
+    for (StateAnswer& a : answers) {
+      const auto t0 = Clock::now();
+      for (const std::string& path : a.paths) {
+        auto r = cli->Get(path, {{"Accept-Encoding", "gzip"}});
+        if (!r || r->status != 200) Fail("GET " + path);
+      }
+      a.ms.push_back(SecondsSince(t0) * 1000);
+    }
+  }
+  std::printf("\n%s: the state band's answers, %d rounds, gzipped as the browser asks\n",
+              v.label.c_str(), rounds * 4);
+  std::printf("%-36s %12s %12s %10s %10s\n", "answer", "plain bytes", "gzip bytes", "median ms",
+              "max ms");
+  for (const StateAnswer& a : answers) {
+    std::printf("%-36s %12lld %12lld %10.1f %10.1f\n", a.label.c_str(),
+                static_cast<long long>(a.plain_bytes), static_cast<long long>(a.gzip_bytes),
+                Median(a.ms), *std::max_element(a.ms.begin(), a.ms.end()));
+  }
 }
 
 int Run(const Options& opt) {
@@ -266,7 +353,9 @@ int Run(const Options& opt) {
   Print("zoom: sensor, one day", s.zoom_ms, s.api_zoom_ms, 300);
   Print("open: boolean, year (cold)", d.open_ms, d.api_open_ms, 1000);
   Print("zoom: boolean, one day", d.zoom_ms, d.api_zoom_ms, 300);
-  std::printf("sensor year drew %s; boolean year drew %s\n", s.drawn.c_str(), d.drawn.c_str());
+  std::printf("sensor year drew %s; boolean year drew %s (%s)\n", s.drawn.c_str(), d.drawn.c_str(),
+              d.step.empty() ? "from spans" : ("from buckets of " + d.step + " s").c_str());
+  CompareStateAnswers(port, door_year, d.step.empty() ? "43200" : d.step, opt.rounds);
   std::printf("%s\n", LoadLine().c_str());
   return 0;
 }

@@ -110,6 +110,38 @@ TEST_F(HistoryHttpTest, BothBooleanStatesAndBucketsWheneverAStepIsGiven) {
   }
 }
 
+// Time in state per bucket: rows of [start, changes, unknown, state...],
+// the range's states as columns, CSV alike; the bucket before the first
+// change is unknown.
+TEST_F(HistoryHttpTest, StateBucketsAsRowsAndCsv) {
+  PutAt("gate", "false", kDay0);
+  PutAt("gate", "true", kDay0 + 1800);
+  PutAt("gate", "false", kDay0 + 3600 + 600);
+  const std::string q = "/api/v1/history?key=gate&from=" + std::to_string(kDay0 - 1800) +
+                        "&to=" + std::to_string(kDay0 + 7200) + "&step=1h&agg=states";
+  auto j = GetJson(q);
+  EXPECT_EQ(j["columns"], nlohmann::json::parse(R"(["time","changes","unknown","false","true"])"));
+  EXPECT_EQ(j["states"], nlohmann::json::parse(R"(["false","true"])"));
+  EXPECT_DOUBLE_EQ(j["from"].get<double>(), kDay0 - 3600);
+  EXPECT_DOUBLE_EQ(j["step"].get<double>(), 3600);
+  const auto want = nlohmann::json::array({nlohmann::json::array({kDay0 - 3600, 0, 3600, 0, 0}),
+                                           nlohmann::json::array({kDay0, 1, 0, 1800, 1800}),
+                                           nlohmann::json::array({kDay0 + 3600, 1, 0, 3000, 600})});
+  EXPECT_EQ(j["rows"], want) << j.dump();
+  auto csv = komoku_->Get(q + "&format=csv");
+  ASSERT_EQ(csv.status, 200);
+  EXPECT_EQ(csv.body.substr(0, csv.body.find('\n')), "time,changes,unknown,false,true");
+  EXPECT_EQ(std::count(csv.body.begin(), csv.body.end(), '\n'), 4);
+  // A string key's columns are the values it held in the range.
+  PutAt("mode", "\"away\"", kDay0);
+  PutAt("mode", "\"home\"", kDay0 + 900);
+  auto m = GetJson("/api/v1/history?key=mode&from=" + std::to_string(kDay0) +
+                   "&to=" + std::to_string(kDay0 + 3600) + "&step=1h&agg=states");
+  EXPECT_EQ(m["states"], nlohmann::json::parse(R"(["away","home"])")) << m.dump();
+  EXPECT_EQ(m["rows"], nlohmann::json::parse("[[" + std::to_string(kDay0) + ",1,0,900,2700]]"))
+      << m.dump();
+}
+
 // One rule for stale_after in at, stats and the derived stale topic: a
 // value is known for stale_after from its change, [t, t + stale_after),
 // and unknown from t + stale_after on, that very instant included.
@@ -217,6 +249,10 @@ TEST_F(HistoryHttpTest, BadParametersNameThemselves) {
   } cases[] = {
       {"/api/v1/history?key=t&step=1h&agg=median", "parameter 'agg'"},
       {"/api/v1/history?key=t&step=1h&agg=increase", "does not apply"},
+      {"/api/v1/history?key=t&step=1h&agg=states", "'states' does not apply to a numeric key"},
+      {"/api/v1/history?key=flag&step=1h&agg=last,states", "'states' is asked alone"},
+      {"/api/v1/history?key=flag&step=1h&agg=twavg", "use agg=states"},
+      {"/api/v1/history?key=flag&agg=states", "needs a 'step'"},
       {"/api/v1/history?key=t&step=0m", "parameter 'step'"},
       {"/api/v1/history?key=t&step=1s&from=0", "too fine"},
       {"/api/v1/history?key=t&step=1d&tz=Mars/Olympus", "unknown time zone"},

@@ -1,11 +1,13 @@
 // 20: cold history against the real binary: compaction killed with SIGKILL at
 // random moments loses and duplicates nothing; `komoku compact` and
 // `komoku segments` beside a running service and without one; a damaged
-// segment is quarantined with a warning on /healthz.
+// segment is quarantined with a warning on /healthz; time in state per
+// bucket (history agg=states) over cold and hot history equals stats.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -335,6 +337,119 @@ TEST_F(ColdHistoryTest, TopKeysByWritesAndSizeAndPerKeyMetrics) {
             std::string::npos)
       << metrics;
   EXPECT_NE(metrics.find("komoku_key_segment_bytes{key=\"cold/temp\"} "), std::string::npos);
+}
+
+// Time in state per bucket (history agg=states) over cold and hot history
+// at once: random changes of a boolean and a string key over five days,
+// many exactly on bucket edges, the range starting before the first change
+// and its end on no edge. Each bucket's states and unknown time add up to
+// its length and equal a brute-force walk of the changes put; each column
+// summed over the buckets equals what stats says for the same range.
+TEST_F(ColdHistoryTest, StateBucketsAddUpToStatsOverColdAndHotHistory) {
+  constexpr int64_t kHour = 60 * kMin;
+  const int64_t now = NowMs();
+  const int64_t last_hour = now / kHour * kHour;
+  const int64_t first = last_hour - 5 * kDay;
+  for (int key : {1, 2}) {
+    std::set<int64_t> used;
+    for (int i = 0; i < 150; ++i) {
+      int64_t t = first + static_cast<int64_t>(rng_() % static_cast<uint64_t>(5 * kDay - kHour));
+      // Two in three on an edge: of an hour, of 5 minutes, of 7 minutes.
+      const int64_t edges[] = {kHour, 5 * kMin, 7 * kMin};
+      const int64_t edge = edges[rng_() % 3];
+      if (rng_() % 3) t = std::max(first, t / edge * edge);
+      if (!used.insert(t).second) continue;
+      Put(key, t);
+    }
+    // The first change exactly on an hour's edge.
+    if (used.insert(first).second) Put(key, first);
+  }
+  ASSERT_EQ(komoku_->Post("/api/v1/compact", "").status, 200);
+  ASSERT_FALSE(komoku_->Get("/api/v1/segments").Json()["segments"].empty());
+  // Most of the five days is cold now, the last day hot.
+  const json hot = komoku_->Get(std::string("/api/v1/history?key=cold/door&from=-1d")).Json();
+  ASSERT_FALSE(hot["rows"].empty()) << hot.dump();
+
+  auto seconds = [](int64_t ms) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3f", static_cast<double>(ms) / 1000.0);
+    return std::string(text);
+  };
+  auto ms = [](const json& s) {
+    return static_cast<int64_t>(std::llround(s.get<double>() * 1000));
+  };
+  const int64_t from = first - 2 * kHour - 17 * kMin - 123;  // before the first change
+  const int64_t to = last_hour - 17 * kMin;                  // past now is another test's
+  for (int key : {1, 2}) {
+    for (const char* step : {"1h", "5m", "7m", "1d", "auto"}) {
+      SCOPED_TRACE(std::string(kKeys[key]) + " step=" + step);
+      const std::string range =
+          std::string("?key=") + kKeys[key] + "&from=" + seconds(from) + "&to=" + seconds(to);
+      auto r = komoku_->Get("/api/v1/history" + range + "&step=" + step + "&agg=states");
+      ASSERT_EQ(r.status, 200) << r.body;
+      const json b = r.Json();
+      const json& states = b["states"];
+      ASSERT_EQ(b["columns"].size(), 3 + states.size());
+      if (key == 1) {
+        ASSERT_EQ(states, json::parse(R"(["false", "true"])"));
+      }
+      // The step function of the changes put, brute force: the value in
+      // force at t, or "" before the first change.
+      auto at = [&](int64_t t) {
+        auto it = expected_[key].upper_bound({t, std::string(1, '\x7f')});
+        return it == expected_[key].begin() ? std::string() : std::prev(it)->second;
+      };
+      std::map<std::string, int64_t> sum;
+      int64_t sum_changes = 0;
+      const int64_t start = ms(b["from"]);
+      ASSERT_LE(start, from);
+      const json& rows = b["rows"];
+      for (size_t i = 0; i < rows.size(); ++i) {
+        const int64_t b0 = ms(rows[i][0]);
+        const int64_t b1 = i + 1 < rows.size() ? ms(rows[i + 1][0]) : to;
+        int64_t total = ms(rows[i][2]);
+        sum["unknown"] += total;
+        sum_changes += rows[i][1].get<int64_t>();
+        std::map<std::string, int64_t> want;
+        int64_t want_changes = 0;
+        // Walk the changes inside the bucket, one exactly at its start
+        // included (a change belongs to the bucket it starts).
+        int64_t t = b0;
+        std::string v = at(b0 - 1);
+        for (auto it = expected_[key].lower_bound({b0, ""}); t < b1; ++it) {
+          const int64_t next = it == expected_[key].end() ? b1 : std::min(it->first, b1);
+          if (next > t) want[v.empty() ? "unknown" : v] += next - t;
+          if (next == b1) break;
+          if (!v.empty() && it->second != v) ++want_changes;
+          v = it->second;
+          t = next;
+        }
+        std::map<std::string, int64_t> got;
+        if (ms(rows[i][2])) got["unknown"] = ms(rows[i][2]);
+        for (size_t c = 0; c < states.size(); ++c) {
+          const int64_t part = ms(rows[i][3 + c]);
+          total += part;
+          sum[states[c].get<std::string>()] += part;
+          if (part) got[states[c].get<std::string>()] = part;
+        }
+        EXPECT_EQ(total, b1 - b0) << "bucket at " << b0;
+        EXPECT_EQ(got, want) << "bucket at " << b0;
+        EXPECT_EQ(rows[i][1].get<int64_t>(), want_changes) << "bucket at " << b0;
+      }
+      // The whole range as stats tells it, from the first bucket's start.
+      const json stats = komoku_
+                             ->Get(std::string("/api/v1/stats?key=") + kKeys[key] +
+                                   "&from=" + seconds(start) + "&to=" + seconds(to))
+                             .Json();
+      std::map<std::string, int64_t> want;
+      for (const auto& [value, s] : stats["time"].items()) want[value] = ms(s);
+      for (const auto& [value, s] : want) {
+        EXPECT_EQ(sum[value], s) << value;
+      }
+      EXPECT_EQ(sum.size(), want.size());
+      EXPECT_EQ(sum_changes, stats["changes"].get<int64_t>());
+    }
+  }
 }
 
 }  // namespace

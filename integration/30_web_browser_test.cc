@@ -283,9 +283,11 @@ TEST_F(WebBrowserTest, ABooleansShareOfTimeIsThatOfTheApi) {
   EXPECT_EQ(browser_->Eval("return document.querySelectorAll('svg.hours').length;"), 1);
 }
 
-// More spans than the chart has pixels: each pixel column is drawn in the
-// state that held longest in it, neighbouring columns of one state as one
-// rectangle, while the shares beside the chart are still the API's.
+// More spans than the chart has pixels: the band is drawn from the
+// server's buckets (history agg=states) of about a pixel each, each in the
+// state that held longest in it, neighbouring buckets of one state as one
+// rectangle; what the buckets add up to is what stats says, and the shares
+// beside the chart are the API's.
 TEST_F(WebBrowserTest, ABooleanWithMoreSpansThanPixelsIsBucketed) {
   Start();
   // 1,200 minutes, each true for 40 s then false for 20 s in the first
@@ -317,6 +319,29 @@ TEST_F(WebBrowserTest, ABooleanWithMoreSpansThanPixelsIsBucketed) {
   const double mid = (rects["x0"].get<double>() + rects["x1"].get<double>()) / 2;
   for (const json& r : rects["on"]) EXPECT_LE(r[1].get<double>(), mid + 3) << rects.dump();
   for (const json& r : rects["off"]) EXPECT_GE(r[0].get<double>(), mid - 3) << rects.dump();
+
+  // Drawn from buckets, not from 2,400 spans: the lane carries their step
+  // and the seconds per state they add up to from the first bucket's start,
+  // which are those of stats over the same range.
+  json lane = browser_->Eval(
+      "const g = document.querySelector('#chart .lane');"
+      "return {step: g.getAttribute('data-step'), from: g.getAttribute('data-from'),"
+      " seconds: JSON.parse(g.getAttribute('data-seconds') || 'null')};");
+  ASSERT_TRUE(lane["step"].is_string()) << "not drawn from buckets: " << lane.dump();
+  const double step = std::stod(lane["step"].get<std::string>());
+  EXPECT_GE(step, 60);
+  EXPECT_LE(step, 300);
+  const std::string bucketed_from = lane["from"].get<std::string>();
+  EXPECT_LE(std::stod(bucketed_from), static_cast<double>(from));
+  auto whole = komoku_->Get("/api/v1/stats?key=lab/pump&from=" + bucketed_from +
+                            "&to=" + std::to_string(to));
+  ASSERT_EQ(whole.status, 200) << whole.body;
+  for (const char* state : {"true", "false", "unknown"}) {
+    EXPECT_NEAR(lane["seconds"].value(state, -1.0), whole.Json()["time"][state].get<double>(),
+                0.002)
+        << state << " " << lane.dump() << " " << whole.body;
+  }
+  EXPECT_GT(lane["seconds"].value("true", 0.0), 1000) << lane.dump();
 
   json share = browser_->WaitFor(
       "for (const r of document.querySelectorAll('#stats tr'))"

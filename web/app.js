@@ -5,7 +5,7 @@
 // Everything comes from /api/v1 on this origin (docs/web.md).
 
 import * as api from './api.js';
-import {drawChart, formatNumber} from './chart.js';
+import {drawChart, formatNumber, plotColumns} from './chart.js';
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -319,6 +319,13 @@ function keysView(main) {
 const RANGES = [['1h', '-1h'], ['24h', '-24h'], ['7d', '-7d'], ['30d', '-30d'], ['1y', '-365d']];
 const RAW_POINTS = 1500;  // at most this many changes: draw them, not buckets
 const MAX_STATES = 12;    // a string key with more values is shown as a log
+// The steps (seconds) a long range of states is bucketed in: the shortest
+// giving at most a bucket per pixel column. Multiples of 5 min and of an
+// hour let cold history answer from its rollups.
+const BUCKET_STEPS = [
+  1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200,
+  86400, 7 * 86400,
+];
 
 // Epoch seconds for a URL time: a number, `now`, or `-24h`-style offsets.
 function resolveTime(text, base) {
@@ -462,6 +469,23 @@ function chartView(main, params) {
       }
       return out;
     }
+    // More spans (about one per change) than the chart has pixel columns:
+    // the time in each state per bucket of about a pixel instead, from the
+    // server (history agg=states), whatever the number of changes.
+    const columns = plotColumns(chartBox.clientWidth || chartBox.parentElement.clientWidth);
+    if (stats.changes + 1 > columns) {
+      const step = BUCKET_STEPS.find((s) => (to - from) / s <= columns) || BUCKET_STEPS.at(-1);
+      const b = await api.get('history', {...common, step: step + 's', agg: 'states', tz});
+      out.step = b.step;
+      out.buckets = b.rows.map((row, i) => {
+        const parts = {};
+        b.states.forEach((v, j) => {
+          if (row[3 + j] > 0) parts[v] = row[3 + j];
+        });
+        return [row[0], i + 1 < b.rows.length ? b.rows[i + 1][0] : b.to, parts];
+      });
+      return out;
+    }
     const spans = [];
     await Promise.all(values.map(async (value) => {
       const r = await api.get('timespans', {...common, value});
@@ -536,7 +560,8 @@ function chartView(main, params) {
       } else {
         const order = r.type === 'string' ? r.values : ['true', 'false'];
         const cls2 = stateClass(r.type, order);
-        spec.lanes.push({name: r.name, spans: r.spans, cls: cls2});
+        spec.lanes.push(r.buckets ? {name: r.name, buckets: r.buckets, step: r.step, cls: cls2} :
+          {name: r.name, spans: r.spans, cls: cls2});
         const rows = order.map((v) => [
           h('span', {}, h('span', {class: 'swatch ' + cls2(v)}), v),
           `${duration(r.stats.time[v])} (${formatNumber(100 * (r.stats.share[v] || 0))} %)`,

@@ -7,7 +7,9 @@
 //   lines: [{name, cls, points: [[t, v|null]], band: [[t, lo, hi]], step, dots}]
 //     step: the value holds until the next point (raw changes), drawn as steps
 //   bars:  [{name, cls, width, points: [[t, v|null]], resets: [t]}]
-//   lanes: [{name, spans: [[t0, t1, value]], cls(value)}], named when labelLanes
+//   lanes: [{name, spans: [[t0, t1, value]], cls(value)}], named when labelLanes;
+//     for a long range, buckets: [[t0, t1, {value: seconds}]] and their step
+//     (history agg=states) in place of spans
 // Times are epoch seconds; null values break a line.
 
 const NS = 'http://www.w3.org/2000/svg';
@@ -106,14 +108,28 @@ export function formatNumber(v) {
   return Number(v.toPrecision(6)).toLocaleString(undefined, {maximumFractionDigits: 3});
 }
 
+const LEFT = 56;
+const RIGHT = 12;
+
+// The chart's width for a host `hostWidth` pixels wide (0 when hidden).
+function chartWidth(hostWidth) {
+  return Math.max(300, hostWidth || 600);
+}
+
+// How many pixel columns the plot of a chart in a host `hostWidth` wide
+// has: a state lane with more spans than this is drawn from buckets.
+export function plotColumns(hostWidth) {
+  return chartWidth(hostWidth) - LEFT - RIGHT;
+}
+
 export function drawChart(host, spec, {onZoom} = {}) {
   host.textContent = '';
   const lines = spec.lines || [];
   const bars = spec.bars || [];
   const lanes = spec.lanes || [];
-  const width = Math.max(300, host.clientWidth || 600);
-  const left = 56;
-  const right = 12;
+  const width = chartWidth(host.clientWidth);
+  const left = LEFT;
+  const right = RIGHT;
   const plotH = lines.length || bars.length ? (width < 500 ? 180 : 260) : 0;
   const laneH = 26;
   const top = 8;
@@ -250,7 +266,28 @@ export function drawChart(host, spec, {onZoom} = {}) {
     const y = lanesTop + i * (laneH + 4);
     const g = el('g', {class: 'lane', 'data-key': lane.name}, svg);
     el('rect', {class: 'unknown', x: x0, y, width: x1 - x0, height: laneH}, g);
-    if (lane.spans.length > x1 - x0) {
+    if (lane.buckets) {
+      // From the server's buckets: what they add up to is kept on the lane
+      // (seconds per state and unknown, from the first bucket's start), to
+      // be checked against stats.
+      g.setAttribute('data-bucketed', 'true');
+      g.setAttribute('data-step', lane.step);
+      const seconds = {unknown: 0};
+      for (const [a, b, parts] of lane.buckets) {
+        let known = 0;
+        for (const [value, s] of Object.entries(parts)) {
+          seconds[value] = (seconds[value] || 0) + s;
+          known += s;
+        }
+        seconds.unknown += b - a - known;
+      }
+      if (lane.buckets.length) g.setAttribute('data-from', lane.buckets[0][0]);
+      g.setAttribute('data-seconds', JSON.stringify(seconds));
+      for (const [xa, xb, value, ta, tb] of bucketRuns(lane.buckets, X, clipX)) {
+        const r = el('rect', {class: 'state ' + lane.cls(value), x: xa, y, width: Math.max(0.5, xb - xa), height: laneH}, g);
+        el('title', {}, r).textContent = `mostly ${value}: ${formatTick(ta, 1)} – ${formatTick(tb, 1)}`;
+      }
+    } else if (lane.spans.length > x1 - x0) {
       g.setAttribute('data-bucketed', 'true');
       for (const [xa, xb, value] of laneRuns(lane.spans, X, x0, x1)) {
         const r = el('rect', {class: 'state ' + lane.cls(value), x: xa, y, width: xb - xa, height: laneH}, g);
@@ -351,6 +388,36 @@ function laneRuns(spans, X, x0, x1) {
   return runs;
 }
 
+// The state that held longest in each bucket [t0, t1, {value: seconds}]
+// (none when less than half of it is known), neighbouring buckets of one
+// state as one run. Returns [[xa, xb, value, ta, tb]], clipped to the plot.
+function bucketRuns(buckets, X, clipX) {
+  const runs = [];
+  for (const [a, b, parts] of buckets) {
+    let best = null;
+    let most = 0;
+    let known = 0;
+    for (const [value, s] of Object.entries(parts)) {
+      known += s;
+      if (s > most) {
+        most = s;
+        best = value;
+      }
+    }
+    const xa = clipX(X(a));
+    const xb = clipX(X(b));
+    if (best === null || known < (b - a) / 2 || !(xb > xa)) continue;
+    const last = runs[runs.length - 1];
+    if (last && last[2] === best && last[4] === a) {
+      last[1] = xb;
+      last[4] = b;
+    } else {
+      runs.push([xa, xb, best, a, b]);
+    }
+  }
+  return runs;
+}
+
 // The value in force at `t` in time-ordered [t, v…] rows: the last row at or
 // before it (for buckets, the bucket holding it).
 function rowAt(rows, t) {
@@ -391,6 +458,15 @@ function hoverReadout(svg, spec, {X, x0, x1, top, bottom, width}) {
       rows.push(`${s.name}: ${r && t < r[0] + s.width ? formatNumber(r[1]) : '–'}`);
     }
     for (const lane of spec.lanes || []) {
+      if (lane.buckets) {
+        const r = rowAt(lane.buckets, t);
+        const parts = r && t < r[1] ? Object.entries(r[2]) : [];
+        const span = r ? r[1] - r[0] : 0;
+        const text = parts.filter(([, s]) => s > 0).sort((p, q) => q[1] - p[1])
+            .map(([v, s]) => `${v} ${formatNumber(100 * s / span)} %`).join(', ');
+        rows.push(`${lane.name}: ${text || 'unknown'}`);
+        continue;
+      }
       const span = lane.spans.find(([a, b]) => a <= t && t < b);
       rows.push(`${lane.name}: ${span ? span[2] : 'unknown'}`);
     }

@@ -91,20 +91,33 @@ void Server::Impl::GetHistory(const Request& req, Response& res) {
   if (r->q.step_ms) {
     if (p.Get("limit"))
       return SendError(res, 400, "bad_request", "parameter 'limit' is for raw history (no step)");
-    Result<std::vector<store::Agg>> aggs =
-        store::ParseAggs(p.Get("agg").value_or(store::DefaultAgg(info.type)), info.type);
-    if (!aggs.ok()) return SendStatus(res, aggs.status());
-    Result<json> rows = store::DownsampleJson(*store_, r->q, *aggs);
-    if (!rows.ok()) return SendStatus(res, rows.status());
-    json columns = json::array({"time"});
-    for (store::Agg a : *aggs) columns.push_back(store::AggName(a));
+    const std::string agg = p.Get("agg").value_or(store::DefaultAgg(info.type));
+    json columns;
+    json rows;
+    if (agg == "states") {
+      // Time in each state per bucket, a whole answer of its own: it
+      // takes no other aggregate.
+      Result<json> states = store::StateBucketsJson(*store_, r->q);
+      if (!states.ok()) return SendStatus(res, states.status());
+      columns = std::move((*states)["columns"]);
+      rows = std::move((*states)["rows"]);
+      meta["states"] = std::move((*states)["states"]);
+    } else {
+      Result<std::vector<store::Agg>> aggs = store::ParseAggs(agg, info.type);
+      if (!aggs.ok()) return SendStatus(res, aggs.status());
+      Result<json> downsampled = store::DownsampleJson(*store_, r->q, *aggs);
+      if (!downsampled.ok()) return SendStatus(res, downsampled.status());
+      rows = std::move(downsampled.value());
+      columns = json::array({"time"});
+      for (store::Agg a : *aggs) columns.push_back(store::AggName(a));
+    }
     meta["step"] = static_cast<double>(r->q.step_ms) / 1000.0;
     // Rollups that answer as under the options of their time: say where.
     if (json old = store::RollupsUnderOldOptionsJson(*store_, r->q.key, r->q.from_ms, r->q.to_ms);
         !old.empty()) {
       meta["rollups_under_old_options"] = std::move(old);
     }
-    return SendRows(res, p, std::move(meta), columns, std::move(rows.value()));
+    return SendRows(res, p, std::move(meta), columns, std::move(rows));
   }
   if (p.Get("agg")) return SendError(res, 400, "bad_request", "parameter 'agg' needs a 'step'");
   Result<size_t> limit = p.Count("limit", options_.max_points, options_.max_points);

@@ -751,9 +751,12 @@ Result<std::vector<Agg>> ParseAggs(std::string_view list, KeyType type) {
       if ((counter_only && type != KeyType::kCounter) || (!point && !IsNumeric(type))) {
         return BadParam("agg", "'" + std::string(name) + "' does not apply to a " +
                                    KeyTypeName(type) + " key" +
-                                   (IsNumeric(type) ? "" : " (use stats for time in state)"));
+                                   (IsNumeric(type) ? "" : " (use agg=states for time in state)"));
       }
       if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
+    }
+    if (!found && name == "states") {
+      return BadParam("agg", "'states' is asked alone, of GET /api/v1/history (docs/history.md)");
     }
     if (!found) {
       return BadParam("agg",
@@ -880,6 +883,43 @@ Result<std::vector<AggregateBucket>> Downsample(const ChangeSource& store, const
   return out;
 }
 
+namespace {
+
+// The walk of Stats over a boolean, uptime or string key, which
+// StateBuckets shares so that both answer alike to the millisecond.
+Status WalkStates(const ChangeSource& store, const HistoryQuery& q, bool hour_of_day,
+                  StateVisitor& visitor) {
+  KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor,
+                              Rollups(q, hour_of_day ? 5 * kMinute : kMaxRollupMs)));
+  // The walk stops at now; what the range holds after it is not yet known,
+  // and counts as unknown time (to=+1h over a door says 3,600 s unknown).
+  const int64_t now = store.clock().NowMs();
+  if (q.to_ms > now) visitor.Segment(std::max(q.from_ms, now), q.to_ms, nullptr);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status StateBuckets(const ChangeSource& store, const HistoryQuery& q,
+                    const std::function<void(const StateStats& range)>& range,
+                    const std::function<void(const StateStats& bucket)>& each) {
+  Result<KeyInfo> info = store.Get(q.key);
+  if (!info.ok()) return info.status();
+  if (IsNumeric(info->type)) {
+    return BadParam("agg", std::string("'states' does not apply to a ") + KeyTypeName(info->type) +
+                               " key (it is for boolean, uptime and string keys)");
+  }
+  Buckets buckets(q.buckets, q.to_ms);
+  StateVisitor visitor(buckets, nullptr, /*hour_of_day=*/false);
+  KOMOKU_RETURN_IF_ERROR(WalkStates(store, q, /*hour_of_day=*/false, visitor));
+  const bool both_states = info->type == KeyType::kBoolean || info->type == KeyType::kUptime;
+  range(visitor.total().Get(q.from_ms, q.to_ms, both_states));
+  for (size_t i = 0; i < buckets.size(); ++i) {
+    each(visitor.accs()[i].Get(buckets.start(i), buckets.end(i), both_states));
+  }
+  return Status::Ok();
+}
+
 Result<KeyStats> Stats(const ChangeSource& store, const HistoryQuery& q, bool hour_of_day,
                        std::string_view tz) {
   Result<KeyInfo> info = store.Get(q.key);
@@ -945,12 +985,7 @@ Result<KeyStats> Stats(const ChangeSource& store, const HistoryQuery& q, bool ho
   const date::time_zone* zone = ZoneOrNull(tz, &st);
   if (!st.ok()) return st;
   StateVisitor visitor(buckets, zone, hour_of_day);
-  KOMOKU_RETURN_IF_ERROR(Walk(store, q.key, q.from_ms, q.to_ms, visitor,
-                              Rollups(q, hour_of_day ? 5 * kMinute : kMaxRollupMs)));
-  // The walk stops at now; what the range holds after it is not yet known,
-  // and counts as unknown time (to=+1h over a door says 3,600 s unknown).
-  const int64_t now = store.clock().NowMs();
-  if (q.to_ms > now) visitor.Segment(std::max(q.from_ms, now), q.to_ms, nullptr);
+  KOMOKU_RETURN_IF_ERROR(WalkStates(store, q, hour_of_day, visitor));
   const bool both_states = info->type == KeyType::kBoolean || info->type == KeyType::kUptime;
   KeyStats out;
   out.states = visitor.total().Get(q.from_ms, q.to_ms, both_states);

@@ -155,6 +155,18 @@ struct KeyStats {
 Result<KeyStats> Stats(const ChangeSource& store, const HistoryQuery& q, bool hour_of_day,
                        std::string_view tz);
 
+// Time in state per bucket of a boolean, uptime or string key: the buckets
+// Stats gives with a step, handed to `each` oldest first, after `range` was
+// given the summary of the whole of q (so that a renderer knows every value
+// held before the first bucket). A bucket's ms_per_value plus unknown_ms is
+// its length (time after now is unknown), and each of them summed over the
+// buckets is range's, which is what Stats answers for the same range: the
+// walks are one. Refused (bad_request, naming 'agg') for numeric and
+// counter keys.
+Status StateBuckets(const ChangeSource& store, const HistoryQuery& q,
+                    const std::function<void(const StateStats& range)>& range,
+                    const std::function<void(const StateStats& bucket)>& each);
+
 // The spans holding one value within a range.
 struct Spans {
   struct Span {

@@ -138,6 +138,34 @@ Result<json> DownsampleJson(const ChangeSource& store, const HistoryQuery& q,
   return rows;
 }
 
+Result<json> StateBucketsJson(const ChangeSource& store, const HistoryQuery& q) {
+  json states = json::array();
+  json rows = json::array();
+  rows.get_ref<json::array_t&>().reserve(q.buckets.size());
+  std::vector<std::string> values;
+  KOMOKU_RETURN_IF_ERROR(StateBuckets(
+      store, q,
+      [&](const StateStats& range) {
+        for (const auto& [v, ms] : range.ms_per_value) values.push_back(v);
+      },
+      [&](const StateStats& b) {
+        json row = json::array({MsToSeconds(b.start_ms), b.changes, MsToSeconds(b.unknown_ms)});
+        // A bucket lists the values it held; the columns are the range's.
+        for (const std::string& v : values) {
+          auto it = b.ms_per_value.find(v);
+          row.push_back(MsToSeconds(it == b.ms_per_value.end() ? 0 : it->second));
+        }
+        rows.push_back(std::move(row));
+      }));
+  json columns = json::array({"time", "changes", "unknown"});
+  for (const std::string& v : values) {
+    columns.push_back(v);
+    states.push_back(v);
+  }
+  return json{
+      {"columns", std::move(columns)}, {"states", std::move(states)}, {"rows", std::move(rows)}};
+}
+
 Result<json> StatsJson(const ChangeSource& store, const HistoryQuery& q, bool hour_of_day,
                        std::string_view tz) {
   Result<KeyStats> stats = Stats(store, q, hour_of_day, tz);

@@ -46,6 +46,13 @@ nlohmann::json RollupStretchesJson(const std::vector<RollupStretch>& stretches);
 // The history questions answered as JSON at once, as above.
 Result<nlohmann::json> DownsampleJson(const ChangeSource& store, const HistoryQuery& q,
                                       const std::vector<Agg>& aggs);
+// Time in state per bucket (StateBuckets), the answer of GET history with
+// agg=states: {"columns": ["time", "changes", "unknown", v1, v2, ...],
+// "states": [v1, v2, ...], "rows": [[start_s, changes, unknown_s, v1_s,
+// v2_s, ...], ...]}. The states are every value held in the range, in
+// order (a boolean's false and true always); the columns are positional,
+// so a value named "time" or "unknown" stays apart from those columns.
+Result<nlohmann::json> StateBucketsJson(const ChangeSource& store, const HistoryQuery& q);
 Result<nlohmann::json> StatsJson(const ChangeSource& store, const HistoryQuery& q, bool hour_of_day,
                                  std::string_view tz);
 Result<nlohmann::json> TimespansJson(const ChangeSource& store, const HistoryQuery& q,

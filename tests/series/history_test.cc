@@ -394,5 +394,139 @@ TEST_F(HistoryTest, RandomHistoriesMatchBruteForce) {
   }
 }
 
+// Time in state per bucket (agg=states) by hand: a change exactly on a
+// bucket's edge counts in the bucket it starts, the range starts before the
+// first change (unknown), and its end lies after now (unknown too).
+TEST_F(HistoryTest, StateBucketsByHand) {
+  clock_.Set(8'000'000);
+  Define("door", KeyType::kBoolean);
+  Put("door", 1'000'000, false);
+  Put("door", 3'600'000, true);
+  Put("door", 4'000'000, false);
+  Result<json> got = StateBucketsJson(*store_, Query("door", 0, 9'000'000, 1'800'000));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ((*got)["columns"], json::parse(R"(["time", "changes", "unknown", "false", "true"])"));
+  EXPECT_EQ((*got)["states"], json::parse(R"(["false", "true"])"));
+  EXPECT_EQ((*got)["rows"], json::parse(R"([[0, 0, 1000, 800, 0],
+                                            [1800, 0, 0, 1800, 0],
+                                            [3600, 2, 0, 1400, 400],
+                                            [5400, 0, 0, 1800, 0],
+                                            [7200, 0, 1000, 800, 0]])"));
+  // A string key's columns are the values held anywhere in the range; a
+  // bucket without one of them says 0.
+  Define("mode", KeyType::kString);
+  Put("mode", 0, std::string("away"));
+  Put("mode", 2'000'000, std::string("home"));
+  got = StateBucketsJson(*store_, Query("mode", 0, 3'600'000, 1'800'000));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ((*got)["states"], json::parse(R"(["away", "home"])"));
+  EXPECT_EQ((*got)["rows"], json::parse(R"([[0, 0, 0, 1800, 0], [1800, 1, 0, 200, 1600]])"));
+  // An uptime key has a boolean's two states, held or not.
+  Define("beat", KeyType::kUptime);
+  Put("beat", 600'000, true);
+  got = StateBucketsJson(*store_, Query("beat", 0, 1'800'000, 1'800'000));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ((*got)["states"], json::parse(R"(["false", "true"])"));
+  EXPECT_EQ((*got)["rows"], json::parse(R"([[0, 0, 600, 0, 1200]])"));
+  // Numbers have no states.
+  Define("t", KeyType::kNumeric);
+  Put("t", 0, 1.0);
+  Result<json> refused = StateBucketsJson(*store_, Query("t", 0, 3'600'000, 1'800'000));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("'states' does not apply to a numeric key"),
+            std::string::npos)
+      << refused.status().ToString();
+}
+
+// Random string histories with changes on bucket edges: each bucket's time
+// per state and unknown time is the brute-force step function's, adds up to
+// the bucket's length, and summed over the buckets equals Stats over the
+// same range without a step.
+TEST_F(HistoryTest, RandomStateBucketsAddUpToStats) {
+  unsigned seed = std::getenv("KOMOKU_TEST_SEED") ? std::atoi(std::getenv("KOMOKU_TEST_SEED"))
+                                                  : std::random_device{}();
+  SCOPED_TRACE("KOMOKU_TEST_SEED=" + std::to_string(seed));
+  std::mt19937 rng(seed);
+  constexpr int64_t kRange = 20'000;
+  const std::vector<std::string> kValues = {"a", "b", "c"};
+  for (int round = 0; round < 20; ++round) {
+    // Now is inside the range or past it: time after now is unknown.
+    const int64_t now = kRange / 2 + static_cast<int64_t>(rng() % kRange);
+    clock_.Set(now);
+    const std::string key = "s" + std::to_string(round);
+    Define(key, KeyType::kString);
+    const int64_t step = 500 + static_cast<int64_t>(rng() % 3000);
+    std::map<int64_t, std::string> changes;  // time -> value
+    const int n = 1 + static_cast<int>(rng() % 40);
+    for (int i = 0; i < n; ++i) {
+      // Half of them exactly on a bucket's edge; none before 1,000, so the
+      // range may start before the first change.
+      int64_t t = 1000 + static_cast<int64_t>(rng() % (kRange - 1000));
+      if (rng() % 2) t = t / step * step;
+      // One change a time: two at the same time would both be stored.
+      if (t >= now || changes.count(t)) continue;
+      const std::string& v = kValues[rng() % kValues.size()];
+      Put(key, t, v);
+      changes[t] = v;
+    }
+    const int64_t from = static_cast<int64_t>(rng() % (kRange / 2));
+    HistoryQuery q = Query(key, from, kRange, step);
+    std::map<std::string, int64_t> sum;
+    int64_t sum_unknown = 0, sum_changes = 0;
+    size_t i = 0;
+    Status st = StateBuckets(
+        *store_, q, [](const StateStats&) {},
+        [&](const StateStats& b) {
+          ASSERT_LT(i, q.buckets.size());
+          const int64_t b0 = q.buckets[i];
+          const int64_t b1 = i + 1 < q.buckets.size() ? q.buckets[i + 1] : kRange;
+          EXPECT_EQ(b.start_ms, b0);
+          EXPECT_EQ(b.end_ms, b1);
+          std::map<std::string, int64_t> want;
+          int64_t unknown = 0, changed = 0;
+          for (int64_t t = b0; t < b1; ++t) {
+            auto it = changes.upper_bound(t);
+            if (it == changes.begin() || t >= now) {
+              ++unknown;
+            } else {
+              ++want[std::prev(it)->second];
+            }
+            auto at = changes.find(t);
+            if (at != changes.end() && at != changes.begin() &&
+                std::prev(at)->second != at->second) {
+              ++changed;
+            }
+          }
+          std::map<std::string, int64_t> got;
+          for (const auto& [v, ms] : b.ms_per_value) {
+            if (ms) got[v] = ms;
+          }
+          EXPECT_EQ(got, want) << "bucket " << i;
+          EXPECT_EQ(b.unknown_ms, unknown) << "bucket " << i;
+          EXPECT_EQ(b.changes, changed) << "bucket " << i;
+          EXPECT_EQ(b.KnownMs() + b.unknown_ms, b1 - b0) << "bucket " << i;
+          for (const auto& [v, ms] : b.ms_per_value) sum[v] += ms;
+          sum_unknown += b.unknown_ms;
+          sum_changes += b.changes;
+          ++i;
+        });
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    EXPECT_EQ(i, q.buckets.size());
+    HistoryQuery whole = q;
+    whole.buckets = {q.from_ms};
+    whole.step_ms = 0;
+    Result<KeyStats> stats = Stats(*store_, whole, false, "");
+    ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+    std::map<std::string, int64_t> total;
+    for (const auto& [v, ms] : stats->states.ms_per_value) {
+      if (ms) total[v] = ms;
+    }
+    for (auto it = sum.begin(); it != sum.end();) it = it->second ? std::next(it) : sum.erase(it);
+    EXPECT_EQ(sum, total);
+    EXPECT_EQ(sum_unknown, stats->states.unknown_ms);
+    EXPECT_EQ(sum_changes, stats->states.changes);
+  }
+}
+
 }  // namespace
 }  // namespace komoku::store
