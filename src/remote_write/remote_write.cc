@@ -99,10 +99,13 @@ struct RemoteWriter::Impl {
     if (!st.ok()) log->error("remote write: {}", st.ToString());
   }
 
+  // `unsent`: what the last read found after `acked`. When it found
+  // nothing, nothing is pending (the sequence numbers after the last
+  // stored row may be gaps: a skipped duplicate, a deleted key).
   void UpdateGauges(const std::vector<store::Store::SeqChange>& unsent) {
     const uint64_t last = store->LastChangeSeq();
     store->metrics().Set("komoku_remote_write_pending",
-                         static_cast<int64_t>(last > acked ? last - acked : 0));
+                         static_cast<int64_t>(!unsent.empty() && last > acked ? last - acked : 0));
     int64_t lag_ms = 0;
     if (!unsent.empty()) {
       int64_t oldest = unsent.front().sample.time_ms;
@@ -180,6 +183,7 @@ struct RemoteWriter::Impl {
           outcome = Post(body, batch.samples, first_seq, last_seq);
           if (outcome != Outcome::kRetry) break;
           store->metrics().Add("komoku_remote_write_retries_total");
+          UpdateGauges(*rows);  // the lag grows while the receiver is away
           if (!Wait(backoff)) return;
           backoff = std::min<int64_t>(backoff * 2, options.max_backoff.count());
         }
