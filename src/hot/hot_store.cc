@@ -794,7 +794,7 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch, bool* freed) {
     (void)writer_db_->Exec("ROLLBACK");
     return st;
   }
-  pending_delete_ = std::move(pending);
+  pending_delete_ = pending;
   deletions_taken_ += taken;
   if (fold) {
     metrics_->Add("komoku_hot_folds_total");
