@@ -20,6 +20,8 @@ packages=(
   libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev
   nlohmann-json3-dev libsqlite3-dev libspdlog-dev
   libboost-dev zlib1g-dev libcpp-httplib-dev libyaml-cpp-dev libcli11-dev libhowardhinnant-date-dev tzdata libsystemd-dev
+  # remote write (protobuf + snappy)
+  libprotobuf-dev protobuf-compiler libsnappy-dev
   # test
   libgtest-dev
   # run: the broker and its command-line clients; curl for the quick start

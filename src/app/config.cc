@@ -179,6 +179,35 @@ const std::vector<Field>& Fields() {
       {"discovery", "key_prefix", &Config::discovery_key_prefix, "", 0, 0,
        "Put before every discovered key (a key is named after its state topic: "
        "zigbee2mqtt/kitchen_sensor/temperature)."},
+      {"remote_write", "url", &Config::remote_write_url, "", 0, 0,
+       "Prometheus remote write: every stored change of a numeric, counter, boolean or uptime "
+       "key is sent to this URL (http:// or https://; Prometheus: "
+       "http://host:9090/api/v1/write), resuming after a restart or an outage where it "
+       "stopped (docs/prometheus.md#remote-write). Empty: off."},
+      {"remote_write", "bearer_token", &Config::remote_write_bearer_token, "", 0, 0,
+       "Bearer token sent with each request (`Authorization: Bearer`). Prefer "
+       "bearer_token_file."},
+      {"remote_write", "bearer_token_file", &Config::remote_write_bearer_token_file, "", 0, 0,
+       "File holding the bearer token (one line)."},
+      {"remote_write", "username", &Config::remote_write_username, "", 0, 0,
+       "User name for basic auth (instead of a bearer token)."},
+      {"remote_write", "password", &Config::remote_write_password, "", 0, 0,
+       "Password for basic auth. Prefer password_file."},
+      {"remote_write", "password_file", &Config::remote_write_password_file, "", 0, 0,
+       "File holding the basic auth password (one line)."},
+      {"remote_write", "ca_file", &Config::remote_write_ca_file, "", 0, 0,
+       "PEM CA certificates to verify an https:// receiver with; empty: the system's."},
+      {"remote_write", "include", &Config::remote_write_include, "", 0, 0,
+       "Comma-separated globs of the keys sent ('*' matches '/' too: \"kitchen/*, "
+       "garage/*\"); empty: every key."},
+      {"remote_write", "exclude", &Config::remote_write_exclude, "", 0, 0,
+       "Comma-separated globs of keys not sent, even when included."},
+      {"remote_write", "batch_size", &Config::remote_write_batch_size, "2000", 1, 100000,
+       "Changes per request at most."},
+      {"remote_write", "send_interval", &Config::remote_write_send_interval_ms, "1000", 10, 600000,
+       "A batch smaller than batch_size waits at most this long for more (milliseconds, or "
+       "5s).",
+       kMillis},
       {"derived", "retain", &Config::derived_retain, "true", 0, 0,
        "Publish derived topics (<prefix>/derived/...) retained."},
       {"derived", "queue_max", &Config::derived_queue_max, "10000", 1, 10000000,
@@ -414,6 +443,59 @@ Status CheckTls(Config& c, const WhereFn& at) {
   return Status::Ok();
 }
 
+// remote_write: a usable URL, one kind of authentication, secrets read.
+Status CheckRemoteWrite(Config& c, const WhereFn& at) {
+  const std::string& url = c.remote_write_url;
+  if (url.empty()) {
+    for (const char* field : {"bearer_token", "bearer_token_file", "username", "password",
+                              "password_file", "ca_file"}) {
+      const Field* f = FindField("remote_write", field);
+      if (!(c.*std::get<std::string Config::*>(f->member)).empty()) {
+        return Status::InvalidArgument(at(std::string("remote_write.") + field) + "remote_write." +
+                                       field +
+                                       ": set, but remote_write.url is "
+                                       "empty (remote write is off)");
+      }
+    }
+    return Status::Ok();
+  }
+  const bool https = url.rfind("https://", 0) == 0;
+  if ((!https && url.rfind("http://", 0) != 0) || url.size() <= (https ? 8u : 7u) ||
+      url.find_first_of(" \t\r\n") != std::string::npos) {
+    return Status::InvalidArgument(at("remote_write.url") + "remote_write.url: '" + url +
+                                   "' must be http://host[:port]/path or https://...");
+  }
+  KOMOKU_RETURN_IF_ERROR(ReadSecretFile("remote_write.bearer_token",
+                                        c.remote_write_bearer_token_file, at,
+                                        &c.remote_write_bearer_token));
+  KOMOKU_RETURN_IF_ERROR(ReadSecretFile("remote_write.password", c.remote_write_password_file, at,
+                                        &c.remote_write_password));
+  if (!c.remote_write_bearer_token.empty() && !c.remote_write_username.empty()) {
+    return Status::InvalidArgument(at("remote_write.username") +
+                                   "remote_write.username: give a bearer token or basic auth, "
+                                   "not both");
+  }
+  if (!c.remote_write_password.empty() && c.remote_write_username.empty()) {
+    return Status::InvalidArgument(at("remote_write.password") +
+                                   "remote_write.password: set without remote_write.username");
+  }
+  if (!c.remote_write_ca_file.empty()) {
+    if (!https) {
+      return Status::InvalidArgument(at("remote_write.ca_file") +
+                                     "remote_write.ca_file: set, but remote_write.url is not "
+                                     "https://");
+    }
+    std::string pem;
+    KOMOKU_RETURN_IF_ERROR(ReadTlsFile("remote_write.ca_file", c.remote_write_ca_file, at, &pem));
+    if (!HoldsCertificate(pem)) {
+      return Status::InvalidArgument(at("remote_write.ca_file") + "remote_write.ca_file: '" +
+                                     c.remote_write_ca_file +
+                                     "' holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+    }
+  }
+  return Status::Ok();
+}
+
 // Checks what is not a matter of one field's type.
 Status Validate(Config& c, const WhereFn& at) {
   auto colon = c.http_listen.rfind(':');
@@ -476,6 +558,7 @@ Status Validate(Config& c, const WhereFn& at) {
       ReadSecretFile("mqtt.password", c.mqtt_password_file, at, &c.mqtt_password));
   KOMOKU_RETURN_IF_ERROR(CheckTls(c, at));
   KOMOKU_RETURN_IF_ERROR(ReadSecretFile("http.token", c.http_token_file, at, &c.http_token));
+  KOMOKU_RETURN_IF_ERROR(CheckRemoteWrite(c, at));
   if (!c.http_token_file.empty() && c.http_token.empty()) {
     return Status::InvalidArgument(at("http.token_file") + "http.token_file: '" +
                                    c.http_token_file + "' is empty");

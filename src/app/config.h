@@ -85,6 +85,18 @@ struct Config {
   std::vector<derived::AggregateDef> derived_aggregates;
   std::vector<derived::RollingDef> derived_rolling;
   std::vector<derived::DiscoveryKey> derived_discovery_keys;
+  // remote_write (docs/prometheus.md#remote-write): off while url is empty.
+  std::string remote_write_url;
+  std::string remote_write_bearer_token;  // or read from bearer_token_file
+  std::string remote_write_bearer_token_file;
+  std::string remote_write_username;
+  std::string remote_write_password;  // or read from password_file
+  std::string remote_write_password_file;
+  std::string remote_write_ca_file;
+  std::string remote_write_include;
+  std::string remote_write_exclude;
+  int64_t remote_write_batch_size = 0;
+  int64_t remote_write_send_interval_ms = 0;
 
   // keys: definitions applied at start (Store::Define), in file order.
   struct KeyDefinition {

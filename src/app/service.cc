@@ -26,6 +26,7 @@
 #include "bridge/bridge.h"
 #include "derived/derived.h"
 #include "query/server.h"
+#include "remote_write/remote_write.h"
 #include "store/store.h"
 #include "wire/key_options_json.h"
 
@@ -227,6 +228,7 @@ struct Running {
   std::unique_ptr<derived::Publisher> derived;
   derived::PublishFn publish;
   const Loggers* log;
+  remote_write::RemoteWriter* remote_write = nullptr;  // null when off
 };
 
 // SIGHUP: reads the config file again and applies what can change while
@@ -324,6 +326,7 @@ struct Parts {
   derived::PublishFn publish;
   std::unique_ptr<derived::Publisher> derived;
   std::unique_ptr<query::Server> http;
+  std::unique_ptr<remote_write::RemoteWriter> remote_write;  // null when off
 };
 
 // Signals are taken synchronously by the main thread (sigtimedwait in
@@ -341,9 +344,47 @@ sigset_t BlockStopSignals() {
 
 // Opens the store and applies the config's keys: section. 0, or the exit
 // code.
+// Starts remote write when remote_write.url is set. 0, or the exit code.
+int StartRemoteWrite(const Config& config, const Loggers& log, SystemdNotifier& systemd,
+                     Parts& parts) {
+  if (config.remote_write_url.empty()) return 0;
+  remote_write::Options options;
+  options.url = config.remote_write_url;
+  options.bearer_token = config.remote_write_bearer_token;
+  options.username = config.remote_write_username;
+  options.password = config.remote_write_password;
+  options.ca_file = config.remote_write_ca_file;
+  options.include = config.remote_write_include;
+  options.exclude = config.remote_write_exclude;
+  options.batch_size = static_cast<size_t>(config.remote_write_batch_size);
+  options.send_interval = std::chrono::milliseconds(config.remote_write_send_interval_ms);
+  options.state_path = remote_write::StatePath(config.store_data_dir);
+  Result<std::unique_ptr<remote_write::RemoteWriter>> writer =
+      remote_write::RemoteWriter::Create(options, parts.store.get(), log.main);
+  Status st = writer.ok() ? writer.value()->Start() : writer.status();
+  if (!st.ok()) {
+    log.main->error("remote write: {}", st.ToString());
+    systemd.SetStatus("remote write: " + st.ToString());
+    return 1;
+  }
+  parts.remote_write = std::move(writer.value());
+  return 0;
+}
+
 int OpenStore(const Config& config, const Loggers& log, SystemdNotifier& systemd, Parts& parts) {
   store::StoreOptions store_options = StoreOptionsOf(config);
   store_options.start_timers = false;  // started once the bridge listens
+  if (!config.remote_write_url.empty()) {
+    // Nothing remote write has not yet sent may be deleted by compaction.
+    Result<std::optional<uint64_t>> acked =
+        remote_write::ReadAckedSeq(remote_write::StatePath(config.store_data_dir));
+    if (!acked.ok()) {
+      log.main->error("{}", acked.status().ToString());
+      systemd.SetStatus(acked.status().ToString());
+      return 1;
+    }
+    store_options.hot.keep_rows_after = acked->value_or(0);
+  }
   Result<std::unique_ptr<store::Store>> store = store::Store::Open(store_options, log.store);
   if (!store.ok()) {
     log.main->error("cannot open the store: {}", store.status().ToString());
@@ -362,7 +403,7 @@ int OpenStore(const Config& config, const Loggers& log, SystemdNotifier& systemd
     }
   }
   if (!config.keys.empty()) log.main->info("{} keys defined by the config", config.keys.size());
-  return 0;
+  return StartRemoteWrite(config, log, systemd, parts);
 }
 
 // The bridge's options from the config (and a log line about the mapping
@@ -470,12 +511,15 @@ int StartHttp(const Config& config, const Loggers& log, SystemdNotifier& systemd
         config.http_listen);
   }
   bridge::Bridge* bridge_ptr = parts.bridge.get();
+  remote_write::RemoteWriter* remote_ptr = parts.remote_write.get();
   http_options.discovery = [bridge_ptr] { return bridge_ptr->DiscoveryJson(); };
   Result<std::unique_ptr<query::Server>> http = query::Server::Create(
       http_options, parts.store.get(),
-      [bridge_ptr] {
-        return query::Health{bridge_ptr->connected(), bridge_ptr->subscribed(),
+      [bridge_ptr, remote_ptr] {
+        query::Health health{bridge_ptr->connected(), bridge_ptr->subscribed(),
                              bridge_ptr->IngestStalledFor(), bridge_ptr->IngestBacklog()};
+        if (remote_ptr) health.remote_write_stalled = remote_ptr->StalledFor();
+        return health;
       },
       log.query);
   if (!http.ok()) {
@@ -564,12 +608,15 @@ void CheckProgress(SystemdNotifier& systemd, Running& run, bool* stalled_before)
   const bool disk_full = write_health.reason() == "disk_full";
   const auto writer_stalled_for =
       disk_full ? std::chrono::milliseconds(0) : run.store->WriterStalledFor();
-  const auto ingest_stalled_for = run.bridge->IngestStalledFor();
+  auto ingest_stalled_for = run.bridge->IngestStalledFor();
+  // The remote write thread counts as ingest here: it too must keep going.
+  if (run.remote_write)
+    ingest_stalled_for = std::max(ingest_stalled_for, run.remote_write->StalledFor());
   const bool ingest_stuck = ingest_stalled_for >= kWriterStallLimit;
   const auto stalled = ingest_stuck && writer_stalled_for < kWriterStallLimit ? ingest_stalled_for
                                                                               : writer_stalled_for;
   const char* who = ingest_stuck && writer_stalled_for < kWriterStallLimit
-                        ? "MQTT ingest has not finished a batch"
+                        ? "MQTT ingest or remote write has not finished a batch"
                         : "store writer has not committed";
   if (stalled < kWriterStallLimit) {
     if (*stalled_before) run.log->main->info("store writer and MQTT ingest make progress again");
@@ -640,6 +687,8 @@ void StopService(Parts& parts, Running& run, SystemdNotifier& systemd) {
   run.derived->Stop();
   parts.bridge->Stop();
   parts.http->Stop();
+  // Remote write sends what is left after the next start (its state file).
+  if (parts.remote_write) parts.remote_write->Stop();
   parts.store->Close();
   run.log->main->info("stopped");
 }
@@ -660,9 +709,14 @@ int RunService(const Config& config, const RunOptions& options) {
   if (int code = StartMqtt(parts, page_url, log, systemd)) return code;
   AnnounceReady(config, options, parts, log, systemd);
 
-  Running running{
-      config,        page_url, parts.store.get(), parts.bridge.get(), std::move(parts.derived),
-      parts.publish, &log};
+  Running running{config,
+                  page_url,
+                  parts.store.get(),
+                  parts.bridge.get(),
+                  std::move(parts.derived),
+                  parts.publish,
+                  &log,
+                  parts.remote_write.get()};
   parts.store->metrics().Set("komoku_config_last_reload_successful", 1);
   WaitForStop(stop_signals, options, systemd, running);
   StopService(parts, running, systemd);

@@ -28,6 +28,11 @@ struct HotStoreOptions {
   // change. See docs/storage.md, "What a change costs the disk".
   int64_t fold_rows = 20000;
   std::chrono::milliseconds fold_interval{30 * 60 * 1000};
+  // Rows with a sequence number above this are kept when compaction made
+  // them cold (reads skip them as usual), so a reader of changes by
+  // sequence number (remote write) finds every change it has not yet taken;
+  // HotStore::KeepRowsAfter moves it on. UINT64_MAX keeps nothing back.
+  uint64_t keep_rows_after = UINT64_MAX;
 };
 
 }  // namespace komoku::store

@@ -94,7 +94,9 @@ std::string BothTables(const std::string& where, int recent_param, const std::st
 
 HotStore::HotStore(const std::string& path, const HotStoreOptions& options,
                    std::shared_ptr<spdlog::logger> log, Metrics* metrics)
-    : path_(path), options_(options), log_(std::move(log)), metrics_(metrics) {}
+    : path_(path), options_(options), log_(std::move(log)), metrics_(metrics) {
+  keep_rows_after_ = options.keep_rows_after;
+}
 
 Result<std::unique_ptr<HotStore>> HotStore::Open(const std::string& path,
                                                  const HotStoreOptions& options,
@@ -187,6 +189,11 @@ Status HotStore::Init() {
                                      5, "ORDER BY time_ms DESC, seq DESC LIMIT 1"));
   if (!ra.ok()) return ra.status();
   read_at_ = std::move(ra.value());
+  Result<Stmt> rc = reader_db_->Prepare(
+      "SELECT rowid, key_id, time_ms, value FROM changes WHERE rowid>?1 UNION ALL "
+      "SELECT rowid, key_id, time_ms, value FROM recent WHERE rowid>?1 ORDER BY 1 LIMIT ?2");
+  if (!rc.ok()) return rc.status();
+  read_after_ = std::move(rc.value());
   return Status::Ok();
 }
 
@@ -640,7 +647,9 @@ bool HotStore::VacuumStep() {
 }
 
 Status HotStore::DeleteChunk(const PendingDelete& pending, std::optional<PendingDelete>* next) {
-  const int64_t last = SeqParam(pending.mark.cold_seq);
+  // Rows a sequence reader has not yet taken stay; a later compaction's
+  // deletion takes them once it has.
+  const int64_t last = SeqParam(std::min<uint64_t>(pending.mark.cold_seq, keep_rows_after_.load()));
   chunk_end_.BindInt64(1, pending.after_rowid);
   chunk_end_.BindInt64(2, last);
   chunk_end_.BindInt64(3, std::max<int64_t>(0, options_.delete_chunk_rows - 1));
@@ -785,7 +794,7 @@ Status HotStore::CommitBatch(const std::vector<Op>& batch, bool* freed) {
     (void)writer_db_->Exec("ROLLBACK");
     return st;
   }
-  pending_delete_ = std::move(pending);
+  pending_delete_ = pending;
   deletions_taken_ += taken;
   if (fold) {
     metrics_->Add("komoku_hot_folds_total");
@@ -875,6 +884,28 @@ Result<std::vector<Sample>> HotStore::ReadHistory(int64_t key_id, int64_t from_m
   read_history_.Reset();
   if (!st.ok()) return st;
   return out;
+}
+
+Result<std::vector<HotStore::SeqChange>> HotStore::ReadChangesAfter(uint64_t after_seq,
+                                                                    size_t limit) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  read_after_.BindInt64(1, SeqParam(after_seq));
+  read_after_.BindInt64(2, static_cast<int64_t>(std::min<uint64_t>(limit, INT64_MAX)));
+  std::vector<SeqChange> out;
+  Status st;
+  while (read_after_.Step(&st)) {
+    out.push_back({static_cast<uint64_t>(read_after_.ColumnInt64(0)), read_after_.ColumnInt64(1),
+                   Sample{read_after_.ColumnInt64(2), ColumnValue(read_after_, 3)}});
+  }
+  read_after_.Reset();
+  if (!st.ok()) return st;
+  return out;
+}
+
+void HotStore::KeepRowsAfter(uint64_t seq) {
+  uint64_t now = keep_rows_after_.load();
+  while (seq > now && !keep_rows_after_.compare_exchange_weak(now, seq)) {
+  }
 }
 
 // Idle scan connections kept: the history workers and compaction rarely

@@ -105,6 +105,24 @@ class HotStore {
   // The highest change sequence number stored (0 for none).
   Result<uint64_t> MaxChangeSeq();
 
+  // A committed change with its sequence number and key, for readers in
+  // sequence order (remote write).
+  struct SeqChange {
+    uint64_t seq = 0;
+    int64_t key_id = 0;
+    Sample sample;
+  };
+  // Committed changes with a sequence number above `after_seq`, in sequence
+  // order, at most `limit`. Every change stays readable here until
+  // compaction made it cold and its rowid is at or below the keep mark
+  // (KeepRowsAfter); the sequence numbers have gaps (skipped duplicates,
+  // deleted keys).
+  Result<std::vector<SeqChange>> ReadChangesAfter(uint64_t after_seq, size_t limit);
+  // Rows made cold with a sequence number above `seq` are kept (see
+  // HotStoreOptions::keep_rows_after); those at or below it are deleted by
+  // the next compaction's deletion. Never moves back.
+  void KeepRowsAfter(uint64_t seq);
+
   // Queue a write; returns a sequence number for WaitCommitted. The order of
   // calls is the order of the rows in the transaction.
   // Creates the key or updates its type and options.
@@ -305,7 +323,9 @@ class HotStore {
   // The read connection and its statements, guarded by read_mu_.
   std::mutex read_mu_;
   std::unique_ptr<Db> reader_db_;
-  Stmt read_history_, read_at_;
+  Stmt read_history_, read_at_, read_after_;
+  // See KeepRowsAfter; read by the writer in DeleteChunk.
+  std::atomic<uint64_t> keep_rows_after_{UINT64_MAX};
 
   // Connections for ScanHistory, each with its statement prepared: a scan
   // takes an idle one (or opens one) and gives it back, so compaction's scan

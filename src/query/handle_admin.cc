@@ -115,6 +115,10 @@ void Server::Impl::GetReady(const Request&, Response& res) {
     problems.push_back("MQTT ingest has been storing one batch of messages for " +
                        std::to_string(h.ingest_stalled.count() / 1000) + " s");
   }
+  if (h.remote_write_stalled >= options_.writer_stall_limit) {
+    problems.push_back("remote write has made no step for " +
+                       std::to_string(h.remote_write_stalled.count() / 1000) + " s");
+  }
   if (!h.mqtt_connected) {
     problems.push_back("not connected to the MQTT broker");
   } else if (!h.mqtt_subscribed) {

@@ -73,6 +73,9 @@ struct Health {
   // keeps up), and the messages received and not yet stored.
   std::chrono::milliseconds ingest_stalled{0};
   uint64_t ingest_backlog = 0;
+  // How long the remote write thread has gone without a step beyond its
+  // request timeouts (zero while it keeps going or is off).
+  std::chrono::milliseconds remote_write_stalled{0};
 };
 
 class Server {

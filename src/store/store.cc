@@ -879,6 +879,37 @@ void Store::RemoveListener(int id) {
 
 void Store::WaitColdRowsDeleted() { hot_->WaitDeletions(); }
 
+Result<std::vector<Store::SeqChange>> Store::ChangesAfter(uint64_t after_seq, size_t limit) const {
+  // Read without the store's lock (the hot store has its own); names are
+  // looked up under it afterwards, in one pass over the keys.
+  Result<std::vector<HotStore::SeqChange>> rows = hot_->ReadChangesAfter(after_seq, limit);
+  if (!rows.ok()) return rows.status();
+  std::map<int64_t, std::pair<std::string, KeyType>> names;
+  for (const HotStore::SeqChange& row : *rows) names.emplace(row.key_id, std::pair{"", KeyType{}});
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [name, state] : keys_) {
+      auto it = names.find(state.id);
+      if (it != names.end()) it->second = {name, state.type};
+    }
+  }
+  std::vector<SeqChange> out;
+  out.reserve(rows->size());
+  for (HotStore::SeqChange& row : *rows) {
+    const auto& [name, type] = names[row.key_id];
+    if (name.empty()) continue;  // deleted since
+    out.push_back({row.seq, name, type, std::move(row.sample)});
+  }
+  return out;
+}
+
+uint64_t Store::LastChangeSeq() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return last_change_seq_;
+}
+
+void Store::KeepRowsAfter(uint64_t seq) { hot_->KeepRowsAfter(seq); }
+
 uint64_t Store::CommitMark() const {
   std::lock_guard<std::mutex> lock(mu_);
   return last_op_seq_;

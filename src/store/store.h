@@ -279,6 +279,26 @@ class Store final : public ChangeSource {
   // uses may be destroyed afterwards. Must not be called from a listener.
   void RemoveListener(int id);
 
+  // A committed change in sequence order, with its key, for a reader that
+  // follows every change (remote write).
+  struct SeqChange {
+    uint64_t seq = 0;
+    std::string key;
+    KeyType type = KeyType::kNumeric;
+    Sample sample;
+  };
+  // Committed changes with a sequence number above `after_seq`, in
+  // sequence order, at most `limit`; changes of keys deleted since are left
+  // out. The numbers have gaps. A change stays here after compaction made
+  // it cold as long as its number is above the keep mark (KeepRowsAfter,
+  // StoreOptions::hot.keep_rows_after).
+  Result<std::vector<SeqChange>> ChangesAfter(uint64_t after_seq, size_t limit) const;
+  // The sequence number of the newest accepted change.
+  uint64_t LastChangeSeq() const;
+  // Lets compaction delete the cold rows numbered up to `seq` (see
+  // HotStoreOptions::keep_rows_after); never moves back.
+  void KeepRowsAfter(uint64_t seq);
+
   // Blocks until every change up to `change_seq` is committed.
   Status WaitCommitted(uint64_t change_seq);
   // A mark covering every change accepted so far, for callers that must not

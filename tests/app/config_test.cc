@@ -578,10 +578,40 @@ TEST(ConfigTest, ExampleUncommentedParsesToTheDefaults) {
       uncommented += line + "\n";
     }
   }
-  EXPECT_EQ(keys, 53);  // 52 keys and the tls: of mqtt.tls
+  EXPECT_EQ(keys, 64);  // 63 keys and the tls: of mqtt.tls
   EXPECT_NE(uncommented.find("\n  tls:\n    # PEM file"), std::string::npos) << uncommented;
   Config c = ParseOk(uncommented);
   EXPECT_EQ(Dump(c), Dump(DefaultConfig())) << uncommented;
+}
+
+TEST(ConfigTest, RemoteWrite) {
+  const std::string base = "store:\n  data_dir: /tmp/x\nremote_write:\n";
+  Config off = ParseOk(base + "  batch_size: 10\n");
+  EXPECT_EQ(off.remote_write_url, "");
+  Config on = ParseOk(base + "  url: http://127.0.0.1:9090/api/v1/write\n  include: a/*, b/*\n" +
+                      "  username: u\n  password: p\n  send_interval: 2s\n");
+  EXPECT_EQ(on.remote_write_include, "a/*, b/*");
+  EXPECT_EQ(on.remote_write_send_interval_ms, 2000);
+  EXPECT_EQ(on.remote_write_batch_size, 2000);
+  struct Bad {
+    std::string yaml, message;
+  };
+  for (const Bad& bad : std::vector<Bad>{
+           {"  url: ftp://x\n", "remote_write.url: 'ftp://x' must be http://"},
+           {"  password: p\n", "remote_write.password: set, but remote_write.url is empty"},
+           {"  url: http://h/w\n  bearer_token: t\n  username: u\n",
+            "remote_write.username: give a bearer token or basic auth, not both"},
+           {"  url: http://h/w\n  password: p\n", "remote_write.password: set without"},
+           {"  url: http://h/w\n  ca_file: /etc/hostname\n", "remote_write.ca_file: set, but"},
+           {"  url: http://h/w\n  password_file: /nonexistent/pw\n  username: u\n",
+            "remote_write.password_file: cannot read"},
+           {"  url: http://h/w\n  batch_size: 0\n", "remote_write.batch_size"},
+       }) {
+    Result<Config> c = ParseConfig(base + bad.yaml, kName);
+    ASSERT_FALSE(c.ok()) << bad.yaml;
+    EXPECT_NE(c.status().message().find(bad.message), std::string::npos)
+        << bad.yaml << " -> " << c.status().message();
+  }
 }
 
 TEST(ConfigTest, DocsListEveryKey) {
