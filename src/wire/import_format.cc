@@ -335,7 +335,11 @@ Status ParseLineProtocol(std::string_view line, int64_t ns_per_unit, std::vector
     row.key = f.name == "value" ? key : key + "/" + f.name;
     row.time_ms = time_ms;
     row.value = std::move(f.value);
-    row.type = type;
+    // A quoted string is text even when it reads as a number ("21").
+    row.type = type ? type
+               : std::holds_alternative<std::string>(row.value)
+                   ? std::optional<KeyType>(KeyType::kString)
+                   : std::nullopt;
     rows->push_back(std::move(row));
   }
   return Status::Ok();

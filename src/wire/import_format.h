@@ -73,7 +73,8 @@ std::optional<int64_t> LinePrecisionNamed(std::string_view name);
 // A tag named komoku_type gives the type of a key the import creates and is
 // not part of the key. Values: 12i (and 12u) and floats are numbers,
 // t/T/true/True/TRUE and f/F/false/False/FALSE booleans, "text" strings
-// (with \" and \\ escapes). A line without a timestamp is refused: an
+// (with \" and \\ escapes); a key a string field creates is a string key
+// even when its text reads as a number. A line without a timestamp is refused: an
 // import needs each change's time. `rows` gets the line's changes (none on
 // an error, which names what was wrong).
 Status ParseLineProtocol(std::string_view line, int64_t ns_per_unit, std::vector<ImportRow>* rows);

@@ -123,6 +123,8 @@ TEST(LineProtocolTest, KeysTypesAndEscapes) {
   EXPECT_EQ(Text(rows[1].value), "number 40");
   EXPECT_EQ(Text(rows[2].value), "bool true");
   EXPECT_EQ(Text(rows[3].value), "text a \"q\" \\ x, y=z");
+  EXPECT_EQ(rows[3].type, KeyType::kString);
+  EXPECT_EQ(rows[0].type, std::nullopt);
 
   ASSERT_TRUE(ParseLineProtocol("my\\,meas\\ x value=F 1796558400", 1000000000, &rows).ok());
   ASSERT_EQ(rows.size(), 1u);
