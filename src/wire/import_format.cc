@@ -128,7 +128,11 @@ Result<int64_t> ParseImportTime(std::string_view text) {
         " (expected RFC 3339, epoch seconds, or epoch milliseconds of 12 digits or more)");
   };
   if (text.empty()) return bad("is empty");
-  if (text.size() >= 10 && text[4] == '-') return ParseTimeParam(text, 0);
+  if (text.size() >= 10 && text[4] == '-') {
+    Result<int64_t> t = ParseTimeParam(text, 0);
+    if (t.ok() && *t < 0) return bad("is before 1970");
+    return t;
+  }
   if (AllDigits(text)) {
     int64_t n = 0;
     if (!ToInt64(text, &n)) return bad("is out of range");
@@ -220,6 +224,7 @@ Result<ImportRow> CsvRow(const std::vector<std::string>& fields) {
   }
   ImportRow row;
   row.key = fields[0];
+  if (row.key.empty()) return Status::InvalidArgument("no key (the first field is empty)");
   Result<int64_t> t = ParseImportTime(fields[1]);
   if (!t.ok()) return t.status();
   row.time_ms = *t;
@@ -298,14 +303,15 @@ Status ParseLineProtocol(std::string_view line, int64_t ns_per_unit, std::vector
         }
         s += line[i++];
       }
-      if (i >= line.size()) return LineError("field '" + f.name + "': a string is not closed");
+      if (i >= line.size())
+        return LineError("field " + QuoteForMessage(f.name) + ": a string is not closed");
       ++i;
       f.value = InputValue(std::move(s));
     } else {
       size_t end = line.find_first_of(", ", i);
       if (end == std::string_view::npos) end = line.size();
       Result<InputValue> v = LineFieldValue(line.substr(i, end - i));
-      if (!v.ok()) return v.status().WithContext("field '" + f.name + "'");
+      if (!v.ok()) return v.status().WithContext("field " + QuoteForMessage(f.name));
       f.value = std::move(v.value());
       i = end;
     }

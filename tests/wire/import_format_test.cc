@@ -108,6 +108,23 @@ TEST(TsvTest, TabsAndNoQuoting) {
   EXPECT_EQ(Text(got[0].rows[0].value), "text says \"hi\", ok");
 }
 
+// import_format_fuzzer's first finding: a TSV row whose key is empty was
+// read as a row (the store refused it later, as a bad key name).
+TEST(ImportFuzzRegressionTest, EmptyKeyIsABadRow) {
+  std::vector<Read> got = ReadAll("\t1796558400.5\tx\n", ImportFormat::kTsv);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_NE(got[0].error.find("no key"), std::string::npos) << got[0].error;
+  EXPECT_TRUE(got[0].rows.empty());
+}
+
+// The second: an RFC 3339 time before 1970 was read (the store refused it
+// later, as a bad time).
+TEST(ImportFuzzRegressionTest, TimeBefore1970IsABadRow) {
+  Result<int64_t> t = ParseImportTime("1013-12-06T12:00:00Z");
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("before 1970"), std::string::npos);
+}
+
 TEST(LineProtocolTest, KeysTypesAndEscapes) {
   std::vector<ImportRow> rows;
   ASSERT_TRUE(ParseLineProtocol(
