@@ -174,8 +174,9 @@ class Importer {
         lines_.clear();
         break;
       }
-      if (refused >= batch_.size()) {
-        // Not one row's fault (the disk, a closing store): nothing more can go in.
+      if (refused >= batch_.size() || !store_.WriteHealth().ok()) {
+        // Not one row's fault (a full disk, a failed commit, a closing
+        // store): nothing more can go in.
         fatal_ = done.status();
         batch_.clear();
         lines_.clear();
