@@ -7,7 +7,9 @@
 //   gives a komoku whose GET /api/v1/history answers equal the original's,
 //   key by key; importing it again stores nothing; line protocol does the
 //   same for every key it can hold. An import while the service runs is
-//   refused, naming its pid.
+//   refused, naming its pid. With http.max_points small, an export from the
+//   running service halves its ranges until each fits, and equals the
+//   export of the stopped service's files.
 // - A CSV file with a BOM, CRLF, quoting and bad rows: each bad row named
 //   by file and line, every other row imported, exit status 1; late rows
 //   merge with the history a running komoku wrote, and a value that does
@@ -23,6 +25,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -287,6 +290,37 @@ TEST(ImportTest, BadRowsAreNamedByLineAndTheRestMergesWithHistory) {
   const json note = History(komoku, "house/note");
   EXPECT_EQ(note["type"], "string");
   EXPECT_EQ(note["rows"][0][1], "said \"hi\",\nthen left");
+}
+
+// An export while the service runs asks its HTTP API a range at a time;
+// a range with more changes than http.max_points is halved until each
+// fits, and the result is the export of the stopped service's files.
+TEST(ImportTest, ExportFromARunningServiceHalvesLargeRanges) {
+  TempDir dir;
+  Broker broker(dir);
+  Komoku komoku(dir, broker, "", "", "  max_points: 7\n");
+  const int64_t start = NowMs() / 1000 * 1000 - 3600'000;
+  std::string csv;
+  for (int i = 0; i < 100; ++i) {
+    csv += "a/b," + Seconds(start + i * 13'001) + "," + std::to_string(i) + "\n";
+    csv += "c," + Seconds(start + i * 7'003) + ",x" + std::to_string(i) + "\n";
+  }
+  WriteFile(dir.File("in.csv"), csv);
+  ASSERT_EQ(
+      RunKomoku(dir, {"import", dir.File("in.csv"), "-c", komoku.config_path()}, "import.log"), 0)
+      << ReadFile(dir.File("import.log"));
+  ASSERT_EQ(
+      RunKomoku(dir, {"export", "-c", komoku.config_path()}, "export.log", dir.File("stopped.csv")),
+      0);
+  ASSERT_TRUE(komoku.Start()) << komoku.Output();
+  ASSERT_EQ(RunKomoku(dir, {"export", "-c", komoku.config_path()}, "export-live.log",
+                      dir.File("live.csv")),
+            0)
+      << ReadFile(dir.File("export-live.log"));
+  EXPECT_EQ(ReadFile(dir.File("live.csv")), ReadFile(dir.File("stopped.csv")));
+  EXPECT_NE(ReadFile(dir.File("live.csv")).find("c,"), std::string::npos);
+  const std::string live = ReadFile(dir.File("live.csv"));
+  EXPECT_EQ(std::count(live.begin(), live.end(), '\n'), 201);  // the header and every change
 }
 
 // A real influxd 1.6 on free loopback ports, its files in `dir`.
