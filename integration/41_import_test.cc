@@ -24,6 +24,7 @@
 //   too.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <sqlite3.h>
 
 #include <algorithm>
 #include <chrono>
@@ -321,6 +322,123 @@ TEST(ImportTest, ExportFromARunningServiceHalvesLargeRanges) {
   EXPECT_NE(ReadFile(dir.File("live.csv")).find("c,"), std::string::npos);
   const std::string live = ReadFile(dir.File("live.csv"));
   EXPECT_EQ(std::count(live.begin(), live.end(), '\n'), 201);  // the header and every change
+}
+
+// Home Assistant's recorder schema 41 (homeassistant/components/recorder/
+// db_schema.py, SCHEMA_VERSION = 41, the tables of states and long-term
+// statistics as SQLAlchemy creates them on SQLite; the events tables and
+// the legacy columns HA no longer writes are left out).
+constexpr const char* kRecorderSchema41 = R"sql(
+CREATE TABLE states_meta (metadata_id INTEGER NOT NULL, entity_id VARCHAR(255),
+  PRIMARY KEY (metadata_id));
+CREATE UNIQUE INDEX ix_states_meta_entity_id ON states_meta (entity_id);
+CREATE TABLE state_attributes (attributes_id INTEGER NOT NULL, hash BIGINT, shared_attrs TEXT,
+  PRIMARY KEY (attributes_id));
+CREATE INDEX ix_state_attributes_hash ON state_attributes (hash);
+CREATE TABLE states (state_id INTEGER NOT NULL, entity_id CHAR(0), state VARCHAR(255),
+  attributes CHAR(0), event_id SMALLINT, last_changed DATETIME, last_changed_ts FLOAT,
+  last_updated DATETIME, last_updated_ts FLOAT, old_state_id INTEGER, attributes_id INTEGER,
+  context_id CHAR(0), context_user_id CHAR(0), context_parent_id CHAR(0), origin_idx SMALLINT,
+  context_id_bin BLOB, context_user_id_bin BLOB, context_parent_id_bin BLOB, metadata_id INTEGER,
+  PRIMARY KEY (state_id),
+  FOREIGN KEY(old_state_id) REFERENCES states (state_id),
+  FOREIGN KEY(attributes_id) REFERENCES state_attributes (attributes_id),
+  FOREIGN KEY(metadata_id) REFERENCES states_meta (metadata_id));
+CREATE INDEX ix_states_metadata_id_last_updated_ts ON states (metadata_id, last_updated_ts);
+CREATE INDEX ix_states_last_updated_ts ON states (last_updated_ts);
+CREATE TABLE statistics_meta (id INTEGER NOT NULL, statistic_id VARCHAR(255),
+  source VARCHAR(32), unit_of_measurement VARCHAR(255), has_mean BOOLEAN, has_sum BOOLEAN,
+  name VARCHAR(255), PRIMARY KEY (id));
+CREATE UNIQUE INDEX ix_statistics_meta_statistic_id ON statistics_meta (statistic_id);
+CREATE TABLE statistics (id INTEGER NOT NULL, created DATETIME, created_ts FLOAT,
+  metadata_id INTEGER, start DATETIME, start_ts FLOAT, mean FLOAT, min FLOAT, max FLOAT,
+  last_reset DATETIME, last_reset_ts FLOAT, state FLOAT, sum FLOAT, PRIMARY KEY (id),
+  FOREIGN KEY(metadata_id) REFERENCES statistics_meta (id) ON DELETE CASCADE);
+CREATE UNIQUE INDEX ix_statistics_statistic_id_start_ts ON statistics (metadata_id, start_ts);
+CREATE TABLE schema_changes (change_id INTEGER NOT NULL, schema_version INTEGER,
+  changed DATETIME NOT NULL, PRIMARY KEY (change_id));
+INSERT INTO schema_changes (schema_version, changed) VALUES (41, '2026-12-01 00:00:00');
+)sql";
+
+TEST(ImportTest, HomeAssistantRecorderDatabase) {
+  TempDir dir;
+  const std::string db_path = dir.File("home-assistant_v2.db");
+  const int64_t hour = 3600'000;
+  const int64_t t0 = NowMs() / hour * hour - 48 * hour;  // statistics before the states
+  const int64_t s0 = t0 + 24 * hour;
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);
+    auto exec = [&](const std::string& sql) {
+      char* err = nullptr;
+      EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK)
+          << (err ? err : "") << "\n"
+          << sql;
+      sqlite3_free(err);
+    };
+    exec(kRecorderSchema41);
+    auto ts = [](int64_t ms) { return Seconds(ms); };
+    exec(R"(INSERT INTO states_meta VALUES (1, 'sensor.kitchen_temperature'),
+             (2, 'binary_sensor.front_door'), (3, 'sensor.energy_meter'), (4, 'input_select.mode'))");
+    exec(R"(INSERT INTO state_attributes VALUES
+      (1, 11, '{"state_class":"measurement","unit_of_measurement":"°C","device_class":"temperature"}'),
+      (2, 22, '{"device_class":"door"}'),
+      (3, 33, '{"state_class":"total_increasing","unit_of_measurement":"kWh","device_class":"energy"}'),
+      (4, 44, '{"options":["home","away"]}'))");
+    exec(
+        "INSERT INTO states (state_id, state, last_updated_ts, attributes_id, metadata_id) VALUES "
+        "(1, '21.5', " +
+        ts(s0) + ", 1, 1), (2, 'unavailable', " + ts(s0 + 60'000) +
+        ", 1, 1), "
+        "(3, '22.25', " +
+        ts(s0 + 120'000) + ", 1, 1), (4, 'warm', " + ts(s0 + 180'000) + ", 1, 1), (5, 'on', " +
+        ts(s0) + ", 2, 2), (6, 'off', " + ts(s0 + 90'000) +
+        ", 2, 2), "
+        "(7, '1200.5', " +
+        ts(s0) + ", 3, 3), (8, '1201.25', " + ts(s0 + 3600'000) +
+        ", 3, 3), "
+        "(9, 'home', " +
+        ts(s0) + ", 4, 4), (10, 'away', " + ts(s0 + 600'000) + ", 4, 4)");
+    exec(R"(INSERT INTO statistics_meta VALUES
+      (1, 'sensor.kitchen_temperature', 'recorder', '°C', 1, 0, NULL),
+      (2, 'sensor.energy_meter', 'recorder', 'kWh', 0, 1, NULL))");
+    // Two hours before the first state of each, and one at it (which the
+    // states tell instead).
+    exec(
+        "INSERT INTO statistics (metadata_id, start_ts, mean, min, max, state, sum) VALUES "
+        "(1, " +
+        ts(t0) + ", 19.5, 19, 20, NULL, NULL), (1, " + ts(t0 + hour) +
+        ", 20.25, 20, 21, NULL, NULL), (1, " + ts(s0) +
+        ", 21.5, 21, 22, NULL, NULL), "
+        "(2, " +
+        ts(t0) + ", NULL, NULL, NULL, 1190, 0), (2, " + ts(t0 + hour) +
+        ", NULL, NULL, NULL, 1191.5, 1.5), (2, " + ts(s0) + ", NULL, NULL, NULL, 1200.5, 10.5)");
+    sqlite3_close(db);
+  }
+  Fresh fresh;
+  ASSERT_EQ(
+      RunKomoku(fresh.dir, {"import", db_path, "-c", fresh.komoku.config_path()}, "import.log"), 1);
+  const std::string log = ReadFile(fresh.dir.File("import.log"));
+  EXPECT_NE(log.find(db_path + ":states:4: "), std::string::npos) << log;  // 'warm'
+  ASSERT_TRUE(fresh.komoku.Start()) << fresh.komoku.Output();
+  auto rows = [&](const std::string& key) {
+    json out = json::array();
+    const json h = History(fresh.komoku, key);
+    for (const auto& r : h["rows"]) {
+      out.push_back({std::llround(r[0].get<double>() * 1000), r[1]});
+    }
+    return out;
+  };
+  EXPECT_EQ(History(fresh.komoku, "sensor/kitchen_temperature")["type"], "numeric");
+  EXPECT_EQ(rows("sensor/kitchen_temperature"),
+            (json{{t0, 19.5}, {t0 + hour, 20.25}, {s0, 21.5}, {s0 + 120'000, 22.25}}));
+  EXPECT_EQ(History(fresh.komoku, "binary_sensor/front_door")["type"], "boolean");
+  EXPECT_EQ(rows("binary_sensor/front_door"), (json{{s0, true}, {s0 + 90'000, false}}));
+  EXPECT_EQ(History(fresh.komoku, "sensor/energy_meter")["type"], "counter");
+  EXPECT_EQ(rows("sensor/energy_meter"),
+            (json{{t0, 1190}, {t0 + hour, 1191.5}, {s0, 1200.5}, {s0 + hour, 1201.25}}));
+  EXPECT_EQ(History(fresh.komoku, "input_select/mode")["type"], "string");
+  EXPECT_EQ(rows("input_select/mode"), (json{{s0, "home"}, {s0 + 600'000, "away"}}));
 }
 
 // A real influxd 1.6 on free loopback ports, its files in `dir`.

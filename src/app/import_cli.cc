@@ -19,6 +19,7 @@
 #include <unordered_map>
 
 #include "app/config.h"
+#include "app/ha_recorder.h"
 #include "app/store_cli.h"
 #include "store/store.h"
 #include "wire/import_format.h"
@@ -224,7 +225,7 @@ class Importer {
 
   void Refuse(int64_t line, const Status& why) {
     if (++refused_ <= kMaxReportedErrors) {
-      std::cerr << (tty_ ? "\r\033[K" : "") << file_ << ":" << line << ": " << why.message()
+      std::cerr << (tty_ ? "\r\033[K" : "") << where_ << ":" << line << ": " << why.message()
                 << "\n";
     } else if (refused_ == kMaxReportedErrors + 1) {
       std::cerr << file_ << ": more refused rows; only counted from here\n";
@@ -237,6 +238,9 @@ class Importer {
   uint64_t already() const { return already_; }
   uint64_t refused() const { return static_cast<uint64_t>(refused_); }
   void set_tty(bool tty) { tty_ = tty; }
+  // What a refused row's number is counted in: the file (its line), or a
+  // recorder database's table (its row id).
+  void set_where(std::string where) { where_ = std::move(where); }
 
  private:
   struct Known {
@@ -249,6 +253,7 @@ class Importer {
 
   store::Store& store_;
   const std::string file_;
+  std::string where_ = file_;
   const int64_t now_ms_ = store_.clock().NowMs();
   std::unordered_map<std::string, Known> keys_;
   std::vector<store::ImportRow> batch_;
@@ -262,13 +267,17 @@ class Importer {
 };
 
 int Import(const Config& config, const ImportArgs& args) {
-  std::optional<store::ImportFormat> format = args.format.empty()
+  const bool recorder =
+      args.format == "ha" || (args.format.empty() && args.file != "-" && IsSqliteFile(args.file));
+  std::optional<store::ImportFormat> format = recorder ? store::ImportFormat::kCsv  // not used
+                                              : args.format.empty()
                                                   ? store::ImportFormatOfPath(args.file)
                                                   : store::ImportFormatNamed(args.format);
   std::optional<int64_t> ns_per_unit = store::LinePrecisionNamed(args.precision);
   if (!format || !ns_per_unit) {
     std::cerr << "komoku import: "
-              << (!format ? "--format takes csv, tsv or line" : "--precision takes ns, us, ms or s")
+              << (!format ? "--format takes csv, tsv, line or ha"
+                          : "--precision takes ns, us, ms or s")
               << "\n";
     return 2;
   }
@@ -324,7 +333,24 @@ int Import(const Config& config, const ImportArgs& args) {
                  final ? "\n" : "");
     std::fflush(stderr);
   };
-  while (importer.fatal().ok() && reader.Next(&rows, &error, &line)) {
+  if (recorder) {
+    const char* table = nullptr;
+    Status read = ReadRecorder(args.file, [&](store::ImportRow&& row, RecorderRef ref) {
+      if (!importer.fatal().ok()) return;
+      if (ref.table != table) {
+        table = ref.table;
+        importer.set_where(args.file + ":" + table);
+      }
+      importer.Add(std::move(row), ref.id);
+      if (tty && (++records & 4095) == 0) progress(false);
+    });
+    if (!read.ok()) {
+      std::cerr << "komoku import: " << read.message() << "\n";
+      s.Close();
+      return 1;
+    }
+  }
+  while (!recorder && importer.fatal().ok() && reader.Next(&rows, &error, &line)) {
     if (!error.ok()) {
       importer.Refuse(line, error);
       continue;
@@ -575,11 +601,14 @@ void AddImportCommands(CLI::App& parent, int* exit_code) {
   import_args.precision = "ns";
   auto* import = parent.add_subcommand(
       "import",
-      "Import history from a CSV/TSV (key,time,value[,type]) or InfluxDB line-protocol file "
-      "into the stopped service's data directory; exit 1 when a row was refused");
+      "Import history from a CSV/TSV (key,time,value[,type]) or InfluxDB line-protocol file, or a "
+      "Home Assistant recorder database, into the stopped service's data directory; exit 1 "
+      "when a row was refused");
   import->add_option("FILE", import_args.file, "The file ('-': standard input)")->required();
-  import->add_option("--format", import_args.format,
-                     "csv, tsv or line (default: from the file name: .tsv, .lp/.line, else csv)");
+  import->add_option(
+      "--format", import_args.format,
+      "csv, tsv, line or ha (a Home Assistant recorder database; default: from the file: "
+      "an SQLite database is ha, else by name: .tsv, .lp/.line, else csv)");
   import->add_option("--precision", import_args.precision,
                      "Line protocol's timestamp unit: ns (default), us, ms or s");
   import->add_option("-c,--config", config_path, kConfigHelp);
