@@ -29,7 +29,7 @@ packages=(
 )
 for extra in "$@"; do
   case "$extra" in
-    test) packages+=(prometheus openssl chromium chromium-driver python3-websockets) ;;
+    test) packages+=(prometheus openssl chromium chromium-driver python3-websockets influxdb) ;;
     bench) packages+=(libbenchmark-dev chromium chromium-driver) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;
     lint) packages+=(clang-format clang-tidy) ;;

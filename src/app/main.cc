@@ -1,6 +1,6 @@
 // The komoku executable: parse the command line, then hand over to the
 // subcommand (run, check-config, config-example, config-docs, keyka,
-// mappings, store commands, backup, restore).
+// mappings, store commands, backup, restore, import, export).
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <iostream>
@@ -10,6 +10,7 @@
 
 #include "app/backup_cli.h"
 #include "app/config.h"
+#include "app/import_cli.h"
 #include "app/keyka_cli.h"
 #include "app/mappings_cli.h"
 #include "app/service.h"
@@ -94,6 +95,7 @@ int Main(int argc, char** argv) {
   komoku::app::AddMappingsCommand(app, &exit_code);
   komoku::app::AddStoreCommands(app, &exit_code);
   komoku::app::AddBackupCommands(app, &exit_code);
+  komoku::app::AddImportCommands(app, &exit_code);
 
   // An unknown command is named as such (CLI11 would say "A subcommand is
   // required"), and every usage error exits 2, as getopt tools do.
