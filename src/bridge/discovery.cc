@@ -166,6 +166,7 @@ MappingRule StateRule(const DiscoveredEntity& e) {
   MappingRule r = TopicRule(e.id, e.state_topic, e.key, e.type, e.field);
   r.number_ops = e.number_ops;
   r.missing_value = e.missing_value;
+  r.expression = e.expression;
   r.true_words = e.true_words;
   r.false_words = e.false_words;
   r.strict_words = !e.true_words.empty();
@@ -176,6 +177,7 @@ MappingRule StateRule(const DiscoveredEntity& e) {
 MappingRule AvailabilityRule(const DiscoveredEntity::Availability& a, const std::string& key) {
   MappingRule r =
       TopicRule("availability " + a.topic, a.topic, key, store::KeyType::kBoolean, a.field);
+  r.expression = a.expression;
   r.true_words = a.true_words;
   r.false_words = a.false_words;
   r.strict_words = true;
@@ -301,6 +303,7 @@ Status ReadValueTemplate(DiscoveredEntity& e, const json& c, const char* templat
     }
     tokens = std::move(t->path);
     e.number_ops = std::move(t->ops);
+    e.expression = std::move(t->expression);
     if (t->missing_value) {
       e.missing_value = std::visit([](auto v) { return store::InputValue(v); }, *t->missing_value);
     }
@@ -338,6 +341,7 @@ Status AddAvailability(DiscoveredEntity& e, const std::string& topic_text, const
       return Refusal("bad_template", "availability template '" + tpl + "' computes a number");
     }
     a.field = Pointer(t->path);
+    a.expression = std::move(t->expression);
   }
   a.true_words = {Word(spec, "payload_available", "online")};
   a.false_words = {Word(spec, "payload_not_available", "offline")};

@@ -70,6 +70,8 @@ struct DiscoveredEntity {
   std::string field;                 // the JSON field it reads (a JSON pointer); empty: the payload
   std::vector<NumberOp> number_ops;  // what the template computes (bridge/ha_template.h)
   std::optional<store::InputValue> missing_value;  // the template's |default(c)
+  // A template evaluated whole for each value (comparisons, if/else, ...).
+  std::shared_ptr<const HaExpression> expression;
   std::string key;
   store::KeyType type = store::KeyType::kString;
   std::vector<std::string> true_words, false_words;
@@ -77,6 +79,7 @@ struct DiscoveredEntity {
   struct Availability {
     std::string topic;
     std::string field;  // a JSON pointer; empty: the payload
+    std::shared_ptr<const HaExpression> expression;  // its template, when not a plain field
     std::vector<std::string> true_words, false_words;
   };
   std::vector<Availability> availability;
