@@ -266,5 +266,78 @@ TEST_F(FreshConfigTest, RecordsTasmotaNativeDiscovery) {
   }
 }
 
+// Value templates that compare and choose, as devices announce them
+// (docs/mapping.md#value-templates): zigbee2mqtt's update_available
+// (lib/extension/homeassistant.ts: a comparison against "available",
+// payload_on true), a Shelly-style door through an {% if %} block into
+// ON/OFF, a power sensor with float(0). One still unsupported (Home
+// Assistant's state, states()) is refused with a log line naming the
+// entity and the construct, and counted.
+TEST_F(FreshConfigTest, TemplatesThatCompareAndChooseAreEvaluated) {
+  mqtt_->Publish("homeassistant/binary_sensor/0x00158d0001a2b3c4/update_available/config",
+                 R"j({"device_class":"update","entity_category":"diagnostic",)j"
+                 R"j("payload_off":false,"payload_on":true,)j"
+                 R"j("state_topic":"zigbee2mqtt/kitchen_sensor",)j"
+                 R"j("unique_id":"0x00158d0001a2b3c4_update_available_zigbee2mqtt",)j"
+                 R"j("value_template":"{{ value_json['update']['state'] == \"available\" }}"})j",
+                 1, /*retained=*/true);
+  mqtt_->Publish("homeassistant/binary_sensor/shellydw2-AABBCC-door/config",
+                 R"j({"name":"Door","stat_t":"shellies/shellydw2-AABBCC/sensor/state",)j"
+                 R"j("dev_cla":"door","pl_on":"ON","pl_off":"OFF",)j"
+                 R"j("val_tpl":"{%if value==\"open\"%}ON{%else%}OFF{%endif%}"})j",
+                 1, /*retained=*/true);
+  mqtt_->Publish("homeassistant/sensor/plug-1/power/config",
+                 R"j({"stat_t":"plug-1/state","unit_of_meas":"W","dev_cla":"power",)j"
+                 R"j("val_tpl":"{{ value_json.power | float(0) | round(1) }}"})j",
+                 1, /*retained=*/true);
+  mqtt_->Publish("homeassistant/sensor/plug-1/cost/config",
+                 R"j({"stat_t":"plug-1/state","unit_of_meas":"EUR",)j"
+                 R"j("val_tpl":"{{ value_json.energy * states('input_number.price') | float }}"})j",
+                 1, /*retained=*/true);
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") >= 3; }))
+      << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
+  ASSERT_TRUE(WaitFor([&] {
+    return komoku_->Metric("komoku_discovery_refused_total{reason=\"bad_template\"}") == 1;
+  })) << komoku_->Output();
+  EXPECT_TRUE(WaitFor([&] {
+    return komoku_->Output().find(
+               "'homeassistant/sensor/plug-1/cost/config' not mapped "
+               "(bad_template)") != std::string::npos &&
+           komoku_->Output().find("calls 'states()'") != std::string::npos;
+  })) << komoku_->Output();
+
+  mqtt_->Publish("zigbee2mqtt/kitchen_sensor",
+                 R"({"temperature":21.4,"update":{"state":"available"}})");
+  mqtt_->Publish("shellies/shellydw2-AABBCC/sensor/state", "open");
+  mqtt_->Publish("plug-1/state", R"({"power":"12.34","energy":3})");
+  struct Expected {
+    const char* key;
+    nlohmann::json value;
+    const char* type;
+  };
+  const std::vector<Expected> first = {
+      {"zigbee2mqtt/kitchen_sensor/update.state", true, "boolean"},
+      {"shellies/shellydw2-AABBCC/sensor/state", true, "boolean"},
+      {"plug-1/state/power", 12.3, "numeric"},
+  };
+  for (const Expected& e : first) {
+    EXPECT_TRUE(WaitFor([&] { return Value(e.key)["value"] == e.value; }))
+        << e.key << ": " << Value(e.key).dump() << komoku_->Output();
+    EXPECT_EQ(Value(e.key)["type"], e.type) << e.key;
+  }
+  mqtt_->Publish("zigbee2mqtt/kitchen_sensor", R"({"update":{"state":"idle"}})");
+  mqtt_->Publish("shellies/shellydw2-AABBCC/sensor/state", "close");
+  mqtt_->Publish("plug-1/state", R"({"power":"unavailable"})");  // float(0): 0
+  for (const Expected& e : std::vector<Expected>{
+           {"zigbee2mqtt/kitchen_sensor/update.state", false, "boolean"},
+           {"shellies/shellydw2-AABBCC/sensor/state", false, "boolean"},
+           {"plug-1/state/power", 0, "numeric"},
+       }) {
+    EXPECT_TRUE(WaitFor([&] { return Value(e.key)["value"] == e.value; }))
+        << e.key << ": " << Value(e.key).dump() << komoku_->Output();
+  }
+  EXPECT_EQ(komoku_->Get("/api/v1/value?key=plug-1/state/energy").status, 404);
+}
+
 }  // namespace
 }  // namespace komoku::testing
