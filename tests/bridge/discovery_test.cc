@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <string>
 
@@ -1224,6 +1225,97 @@ TEST(DiscoveryTest, ConditionalTemplatesMapTheirValues) {
   // float without a default fails in Home Assistant: refused, counted.
   EXPECT_EQ(Show(d.Map("plug/state", R"({"current":"n/a"})", kNow)),
             "plug/state/voltage=-1(d);!wrong_type;");
+}
+
+// Homie 3.0.1 (homieiot.github.io/convention, 3.0.1: $datatype optional,
+// default string; required from 4.0.0): a Homie 3 device's property without
+// $datatype is a string key, whichever of $homie and the property's
+// attributes comes first; a Homie 4 one still waits for its $datatype.
+TEST(DiscoveryTest, Homie3PropertiesWithoutDatatypeAreText) {
+  Discovery d(DiscoveryOptions{});
+  const std::vector<std::string> filters = d.ConfigFilters();
+  EXPECT_NE(std::find(filters.begin(), filters.end(), "homie/+/$homie"), filters.end());
+  // Attributes first: nothing yet (the version is not known).
+  EXPECT_FALSE(Handle1(d, "homie/garden/soil/moisture/$name", "Soil moisture").changed);
+  std::vector<Discovery::Update> u = d.Handle("homie/garden/$homie", "3.0.1");
+  ASSERT_EQ(u.size(), 1u);
+  ASSERT_TRUE(u[0].entity && u[0].entity->mapped()) << u[0].entity->message;
+  EXPECT_EQ(u[0].entity->type, KeyType::kString);
+  EXPECT_EQ(u[0].entity->key, "homie/garden/soil/moisture");
+  // Version first: the property maps at its first attribute.
+  Discovery::Update one = Handle1(d, "homie/garden/soil/state/$name", "State");
+  ASSERT_TRUE(one.entity && one.entity->mapped());
+  EXPECT_EQ(one.entity->type, KeyType::kString);
+  // A $datatype still types it.
+  one = Handle1(d, "homie/garden/soil/temperature/$unit", "°C");
+  ASSERT_TRUE(one.entity && one.entity->mapped());
+  one = Handle1(d, "homie/garden/soil/temperature/$datatype", "float");
+  ASSERT_TRUE(one.entity && one.entity->mapped());
+  EXPECT_EQ(one.entity->type, KeyType::kNumeric);
+  EXPECT_EQ(Show(d.Map("homie/garden/soil/moisture", "41", kNow)),
+            "homie/garden/soil/moisture=\"41\"(s);");
+  EXPECT_EQ(Show(d.Map("homie/garden/soil/temperature", "12.5", kNow)),
+            "homie/garden/soil/temperature=12.5(d);");
+
+  // Homie 4: $datatype is required; without it nothing is mapped.
+  d.Handle("homie/hall/$homie", "4.0.0");
+  EXPECT_FALSE(Handle1(d, "homie/hall/sensor/temp/$name", "Temperature").changed);
+  EXPECT_FALSE(d.Map("homie/hall/sensor/temp", "20", kNow).engine);
+}
+
+// Homie 5 (homieiot.github.io/convention, 5.0): the device's properties are
+// in the JSON of homie/5/<device>/$description; values at
+// homie/5/<device>/<node>/<property>, availability at homie/5/<device>/$state.
+TEST(DiscoveryTest, Homie5DescriptionMapsEachProperty) {
+  store::testing::TempDir dir;
+  DiscoveryOptions options;
+  options.state_path = dir.path() + "/discovery.json";
+  const char* description =
+      R"({"homie":"5.0","version":1720000000,"name":"Thermostat","nodes":{)"
+      R"("thermostat":{"name":"Living room","properties":{)"
+      R"("temperature":{"name":"Temperature","datatype":"float","unit":"°C"},)"
+      R"("setpoint":{"datatype":"float","unit":"°C","settable":true},)"
+      R"("heating":{"datatype":"boolean"},)"
+      R"("mode":{"datatype":"enum","format":"off,heat,auto"},)"
+      R"("odd":{"datatype":"quaternion"}}}}})";
+  {
+    Discovery d(options);
+    const std::vector<std::string> filters = d.ConfigFilters();
+    EXPECT_NE(std::find(filters.begin(), filters.end(), "homie/5/+/$description"), filters.end());
+    EXPECT_TRUE(d.IsDiscoveryTopic("homie/5/thermo-1/$description"));
+    std::vector<Discovery::Update> u = d.Handle("homie/5/thermo-1/$description", description);
+    ASSERT_EQ(u.size(), 5u);
+    EXPECT_EQ(d.mapped_count(), 4u);
+    EXPECT_EQ(Show(d.Map("homie/5/thermo-1/thermostat/temperature", "21.5", kNow)),
+              "homie/5/thermo-1/thermostat/temperature=21.5(d);");
+    EXPECT_EQ(Show(d.Map("homie/5/thermo-1/thermostat/heating", "true", kNow)),
+              "homie/5/thermo-1/thermostat/heating=true(b);");
+    EXPECT_EQ(Show(d.Map("homie/5/thermo-1/thermostat/mode", "heat", kNow)),
+              "homie/5/thermo-1/thermostat/mode=\"heat\"(s);");
+    EXPECT_EQ(Show(d.Map("homie/5/thermo-1/$state", "ready", kNow)),
+              "homie/5/thermo-1/$state=true(b);");
+    nlohmann::json listing = d.Describe();
+    EXPECT_EQ(listing["refused"], 1) << listing.dump(2);
+    // The same description again: no change.
+    EXPECT_TRUE(d.Handle("homie/5/thermo-1/$description", description).empty());
+    ASSERT_TRUE(d.Save().ok());
+  }
+  // After a restart the description is learnt again from the state file.
+  Discovery d(options);
+  ASSERT_TRUE(d.Load().ok());
+  EXPECT_EQ(d.mapped_count(), 4u);
+  EXPECT_EQ(Show(d.Map("homie/5/thermo-1/thermostat/setpoint", "20", kNow)),
+            "homie/5/thermo-1/thermostat/setpoint=20(d);");
+  // A description without the property drops it.
+  d.Handle("homie/5/thermo-1/$description",
+           R"({"homie":"5.0","version":2,"nodes":{"thermostat":{"properties":{)"
+           R"("temperature":{"datatype":"float"}}}}})");
+  EXPECT_EQ(d.mapped_count(), 1u);
+  EXPECT_FALSE(d.Map("homie/5/thermo-1/thermostat/setpoint", "20", kNow).engine);
+  // Not JSON: refused with a reason.
+  std::vector<Discovery::Update> bad = d.Handle("homie/5/other/$description", "{");
+  ASSERT_EQ(bad.size(), 1u);
+  EXPECT_EQ(bad[0].entity->reason, "bad_json");
 }
 
 }  // namespace
