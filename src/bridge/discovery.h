@@ -80,7 +80,8 @@ struct DiscoveredEntity {
   struct Availability {
     std::string topic;
     std::string field;  // a JSON pointer; empty: the payload
-    std::shared_ptr<const HaExpression> expression;  // its template, when not a plain field
+    // Its template, when it is not a plain field (HaExpression).
+    std::shared_ptr<const HaExpression> expression;
     std::vector<std::string> true_words, false_words;
   };
   std::vector<Availability> availability;
