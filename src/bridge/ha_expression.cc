@@ -1,10 +1,12 @@
 // HaExpression: the Jinja that Home Assistant value templates use beyond
 // arithmetic on one number (bridge/ha_template.h), parsed into a tree and
 // evaluated with Python's semantics for each value.
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -901,13 +903,22 @@ std::string RenderTemplateValue(const TemplateValue& v) {
     std::snprintf(text, sizeof text, "%.0f", v.number);
     return text;
   }
-  // Python's repr: the shortest text that reads back the same double.
-  for (int precision = 1; precision <= 17; ++precision) {
-    std::snprintf(text, sizeof text, "%.*g", precision, v.number);
+  // Python's repr: the shortest digits that read back the same double, in
+  // fixed notation for exponents -4 to 15 ("100.0", "0.0001"), else
+  // scientific ("1e+16", "1e-05").
+  int precision = 1;
+  for (; precision < 17; ++precision) {
+    std::snprintf(text, sizeof text, "%.*e", precision - 1, v.number);
     if (std::strtod(text, nullptr) == v.number) break;
   }
+  std::snprintf(text, sizeof text, "%.*e", precision - 1, v.number);
+  const int exponent = std::atoi(std::strchr(text, 'e') + 1);
+  if (exponent < -4 || exponent >= 16) {
+    return text;  // "1e+16", "1.5e-07": as Python writes them
+  }
+  std::snprintf(text, sizeof text, "%.*f", std::max(precision - 1 - exponent, 0), v.number);
   std::string s = text;
-  if (s.find_first_of(".en") == std::string::npos) s += ".0";
+  if (s.find('.') == std::string::npos) s += ".0";
   return s;
 }
 

@@ -1123,6 +1123,12 @@ TEST(ValueTemplateTest, ComparisonsAndConditionsEvaluateAsJinjaDoes) {
       {"{{ value_json.x // 0 }}", "/x", V::Int(3), nullptr},
       {"{{ value }} W", "", V::String("21"), "21 W"},
       {"{{ value_json.x ~ ' W' }}", "/x", V::Float(0.1), "0.1 W"},
+      {"{{ value_json.x ~ '' }}", "/x", V::Float(100), "100.0"},  // python3: str(100.0)
+      {"{{ value_json.x ~ '' }}", "/x", V::Float(1e-5), "1e-05"},
+      {"{{ value_json.x ~ '' }}", "/x", V::Float(1e16), "1e+16"},
+      {"{{ value_json.x ~ '' }}", "/x", V::Float(123456.789), "123456.789"},
+      {"{{ value_json.x ~ '' }}", "/x", V::Float(0.0001), "0.0001"},
+      {"{{ value_json.x ~ '' }}", "/x", V::Int(42), "42"},
       {"{{ value | round(1) }}", "", V::String("21.37"), "21.4"},  // HA's round reads text
       {"{{ value * 2 }}", "", V::String("21"), nullptr},           // Python would repeat it
       {"{{ value_json.x < 'a' }}", "/x", V::Int(1), nullptr},      // Python fails too
