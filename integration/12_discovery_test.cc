@@ -60,7 +60,7 @@ const Retained kConfigs[] = {
     // Refused: a template Komoku cannot evaluate exactly.
     {"homeassistant/sensor/livingroom/power/config",
      R"({"stat_t":"livingroom/sensor/power/state","unit_of_meas":"W",
-"val_tpl":"{{ value | float(0) * 1000 }}"})"},
+"val_tpl":"{{ value | float(0) * states('input_number.scale') | float(1) }}"})"},
     {"homie/weather/outside/temperature/$datatype", "float"},
     {"homie/weather/outside/temperature/$unit", "°C"},
 };
@@ -408,6 +408,69 @@ TEST(MappingsCliDiscoveryTest, ShowsDiscoveredEntitiesAndTheirChanges) {
   EXPECT_NE(out.find("not mapped (bad_template)"), std::string::npos) << out;
   EXPECT_EQ(run({"livingroom/sensor/energy/state", "12.5"}, &out), 1) << out;
   EXPECT_NE(out.find("unless a discovered entity reads it"), std::string::npos) << out;
+}
+
+// `komoku mappings test --log` reads a captured `mosquitto_sub -v` log in
+// order: the discovery configs in it teach entities, and each message says
+// what it would store, or why not, on its own line.
+TEST(MappingsCliDiscoveryTest, ReadsACapturedLog) {
+  TempDir dir;
+  { std::ofstream(dir.File("k.yaml")) << "discovery:\n  enabled: true\n"; }
+  {
+    std::ofstream log(dir.File("capture.log"));
+    log << "homeassistant/sensor/0x00158d0001a2b3c4/temperature/config "
+           R"({"state_topic":"zigbee2mqtt/kitchen_sensor","unit_of_measurement":"°C",)"
+           R"("value_template":"{{ value_json.temperature }}"})"
+        << "\n"
+        << "homeassistant/binary_sensor/shellydw2-AABBCC-door/config "
+           R"({"stat_t":"shellies/shellydw2-AABBCC/sensor/state","dev_cla":"door",)"
+           R"("pl_on":"ON","pl_off":"OFF",)"
+           R"("val_tpl":"{%if value==\"open\"%}ON{%else%}OFF{%endif%}"})"
+        << "\n"
+        << "homeassistant/sensor/x/cost/config "
+           R"({"stat_t":"x/p","unit_of_meas":"EUR","val_tpl":"{{ states('input_number.k') }}"})"
+        << "\n"
+        << "zigbee2mqtt/kitchen_sensor {\"temperature\":21.43,\"linkquality\":120}\n"
+        << "zigbee2mqtt/kitchen_sensor {\"temperature\":\"warm\"}\n"
+        << "shellies/shellydw2-AABBCC/sensor/state open\n"
+        << "\n"
+        << "somewhere/else 1\n"
+        << "komoku/set/hall/temperature 20.5\r\n"
+        << "homeassistant/sensor/x/cost/config (null)\n";
+  }
+  Process p({KOMOKU_BINARY, "mappings", "test", "-c", dir.File("k.yaml"), "--log",
+             dir.File("capture.log")},
+            dir.File("out.txt"));
+  ASSERT_EQ(p.Wait(std::chrono::seconds(30)), 0) << p.Output();
+  const std::string out = p.Output();
+  for (const char* expected : {
+           "1: homeassistant/sensor/0x00158d0001a2b3c4/temperature/config: discovery: sensor "
+           "homeassistant/sensor/0x00158d0001a2b3c4/temperature/config -> key "
+           "zigbee2mqtt/kitchen_sensor/temperature (numeric)",
+           "3: homeassistant/sensor/x/cost/config: discovery: homeassistant/sensor/x/cost/config "
+           "not mapped (bad_template): value template '{{ states('input_number.k') }}' calls "
+           "'states()'",
+           "4: zigbee2mqtt/kitchen_sensor: zigbee2mqtt/kitchen_sensor/temperature = 21.43 "
+           "(numeric)\n",
+           "5: zigbee2mqtt/kitchen_sensor: refused (wrong_type) by "
+           "homeassistant/sensor/0x00158d0001a2b3c4/temperature/config: temperature: value "
+           "'warm' is not a number\n",
+           "6: shellies/shellydw2-AABBCC/sensor/state: shellies/shellydw2-AABBCC/sensor/state = "
+           "true (boolean)\n",
+           "8: somewhere/else: no rule or discovered entity reads it: not stored\n",
+           "9: komoku/set/hall/temperature: a plain put of key 'hall/temperature' = \"20.5\"",
+           "10: homeassistant/sensor/x/cost/config: discovery: removes "
+           "homeassistant/sensor/x/cost/config\n",
+           "9 messages: 2 changes, 1 refused, 2 not stored by any rule; discovery: 2 entities "
+           "mapped, 1 not\n",
+       }) {
+    EXPECT_NE(out.find(expected), std::string::npos) << expected << "\n---\n" << out;
+  }
+  // A log that is not there, and TOPIC with --log: errors.
+  Process missing({KOMOKU_BINARY, "mappings", "test", "--log", dir.File("nope.log")},
+                  dir.File("out2.txt"));
+  EXPECT_EQ(missing.Wait(std::chrono::seconds(30)), 2) << missing.Output();
+  EXPECT_NE(missing.Output().find("cannot read the log"), std::string::npos) << missing.Output();
 }
 
 }  // namespace

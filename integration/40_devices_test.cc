@@ -266,5 +266,202 @@ TEST_F(FreshConfigTest, RecordsTasmotaNativeDiscovery) {
   }
 }
 
+// Value templates that compare and choose, as devices announce them
+// (docs/mapping.md#value-templates): zigbee2mqtt's update_available
+// (lib/extension/homeassistant.ts: a comparison against "available",
+// payload_on true), a Shelly-style door through an {% if %} block into
+// ON/OFF, a power sensor with float(0). One still unsupported (Home
+// Assistant's state, states()) is refused with a log line naming the
+// entity and the construct, and counted.
+TEST_F(FreshConfigTest, TemplatesThatCompareAndChooseAreEvaluated) {
+  mqtt_->Publish("homeassistant/binary_sensor/0x00158d0001a2b3c4/update_available/config",
+                 R"j({"device_class":"update","entity_category":"diagnostic",)j"
+                 R"j("payload_off":false,"payload_on":true,)j"
+                 R"j("state_topic":"zigbee2mqtt/kitchen_sensor",)j"
+                 R"j("unique_id":"0x00158d0001a2b3c4_update_available_zigbee2mqtt",)j"
+                 R"j("value_template":"{{ value_json['update']['state'] == \"available\" }}"})j",
+                 1, /*retained=*/true);
+  mqtt_->Publish("homeassistant/binary_sensor/shellydw2-AABBCC-door/config",
+                 R"j({"name":"Door","stat_t":"shellies/shellydw2-AABBCC/sensor/state",)j"
+                 R"j("dev_cla":"door","pl_on":"ON","pl_off":"OFF",)j"
+                 R"j("val_tpl":"{%if value==\"open\"%}ON{%else%}OFF{%endif%}"})j",
+                 1, /*retained=*/true);
+  mqtt_->Publish("homeassistant/sensor/plug-1/power/config",
+                 R"j({"stat_t":"plug-1/state","unit_of_meas":"W","dev_cla":"power",)j"
+                 R"j("val_tpl":"{{ value_json.power | float(0) | round(1) }}"})j",
+                 1, /*retained=*/true);
+  mqtt_->Publish("homeassistant/sensor/plug-1/cost/config",
+                 R"j({"stat_t":"plug-1/state","unit_of_meas":"EUR",)j"
+                 R"j("val_tpl":"{{ value_json.energy * states('input_number.price') | float }}"})j",
+                 1, /*retained=*/true);
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") >= 3; }))
+      << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
+  ASSERT_TRUE(WaitFor([&] {
+    return komoku_->Metric("komoku_discovery_refused_total{reason=\"bad_template\"}") == 1;
+  })) << komoku_->Output();
+  EXPECT_TRUE(WaitFor([&] {
+    return komoku_->Output().find(
+               "'homeassistant/sensor/plug-1/cost/config' not mapped "
+               "(bad_template)") != std::string::npos &&
+           komoku_->Output().find("calls 'states()'") != std::string::npos;
+  })) << komoku_->Output();
+
+  mqtt_->Publish("zigbee2mqtt/kitchen_sensor",
+                 R"({"temperature":21.4,"update":{"state":"available"}})");
+  mqtt_->Publish("shellies/shellydw2-AABBCC/sensor/state", "open");
+  mqtt_->Publish("plug-1/state", R"({"power":"12.34","energy":3})");
+  struct Expected {
+    const char* key;
+    nlohmann::json value;
+    const char* type;
+  };
+  const std::vector<Expected> first = {
+      {"zigbee2mqtt/kitchen_sensor/update.state", true, "boolean"},
+      {"shellies/shellydw2-AABBCC/sensor/state", true, "boolean"},
+      {"plug-1/state/power", 12.3, "numeric"},
+  };
+  for (const Expected& e : first) {
+    EXPECT_TRUE(WaitFor([&] { return Value(e.key)["value"] == e.value; }))
+        << e.key << ": " << Value(e.key).dump() << komoku_->Output();
+    EXPECT_EQ(Value(e.key)["type"], e.type) << e.key;
+  }
+  mqtt_->Publish("zigbee2mqtt/kitchen_sensor", R"({"update":{"state":"idle"}})");
+  mqtt_->Publish("shellies/shellydw2-AABBCC/sensor/state", "close");
+  mqtt_->Publish("plug-1/state", R"({"power":"unavailable"})");  // float(0): 0
+  for (const Expected& e : std::vector<Expected>{
+           {"zigbee2mqtt/kitchen_sensor/update.state", false, "boolean"},
+           {"shellies/shellydw2-AABBCC/sensor/state", false, "boolean"},
+           {"plug-1/state/power", 0, "numeric"},
+       }) {
+    EXPECT_TRUE(WaitFor([&] { return Value(e.key)["value"] == e.value; }))
+        << e.key << ": " << Value(e.key).dump() << komoku_->Output();
+  }
+  EXPECT_EQ(komoku_->Get("/api/v1/value?key=plug-1/state/energy").status, 404);
+}
+
+// Homie, each version as its convention (homieiot.github.io/convention)
+// describes it: a Homie 3.0.1 device whose property has no $datatype
+// (optional then, string by default), a Homie 4.0.0 one with its
+// $datatype, and a Homie 5 device described by one JSON $description.
+TEST_F(FreshConfigTest, RecordsHomie3And4And5Devices) {
+  // Homie 3: the property's attributes before the device's version.
+  mqtt_->Publish("homie/garden/soil/moisture/$name", "Soil moisture", 1, true);
+  mqtt_->Publish("homie/garden/soil/moisture/$unit", "%", 1, true);
+  mqtt_->Publish("homie/garden/$homie", "3.0.1", 1, true);
+  mqtt_->Publish("homie/garden/$state", "ready", 1, true);
+  // Homie 4.
+  mqtt_->Publish("homie/weather/$homie", "4.0.0", 1, true);
+  mqtt_->Publish("homie/weather/outside/temperature/$name", "Temperature", 1, true);
+  mqtt_->Publish("homie/weather/outside/temperature/$datatype", "float", 1, true);
+  mqtt_->Publish("homie/weather/outside/temperature/$unit", "°C", 1, true);
+  mqtt_->Publish("homie/weather/$state", "ready", 1, true);
+  // Homie 5.
+  mqtt_->Publish("homie/5/thermo-1/$description",
+                 R"j({"homie":"5.0","version":1720000000,"name":"Thermostat","nodes":{)j"
+                 R"j("thermostat":{"name":"Living room","properties":{)j"
+                 R"j("temperature":{"name":"Temperature","datatype":"float","unit":"°C"},)j"
+                 R"j("heating":{"datatype":"boolean"},)j"
+                 R"j("mode":{"datatype":"enum","format":"off,heat,auto","settable":true}}}}})j",
+                 1, /*retained=*/true);
+  mqtt_->Publish("homie/5/thermo-1/$state", "ready", 1, true);
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 5; }))
+      << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
+  mqtt_->Publish("homie/garden/soil/moisture", "41", 1, true);
+  mqtt_->Publish("homie/weather/outside/temperature", "3.5", 1, true);
+  mqtt_->Publish("homie/5/thermo-1/thermostat/temperature", "21.5", 1, true);
+  mqtt_->Publish("homie/5/thermo-1/thermostat/heating", "true", 1, true);
+  mqtt_->Publish("homie/5/thermo-1/thermostat/mode", "heat", 1, true);
+  struct Expected {
+    const char* key;
+    nlohmann::json value;
+    const char* type;
+  };
+  for (const Expected& e : std::vector<Expected>{
+           {"homie/garden/soil/moisture", "41", "string"},  // Homie 3's default
+           {"homie/garden/$state", true, "boolean"},
+           {"homie/weather/outside/temperature", 3.5, "numeric"},
+           {"homie/weather/$state", true, "boolean"},
+           {"homie/5/thermo-1/thermostat/temperature", 21.5, "numeric"},
+           {"homie/5/thermo-1/thermostat/heating", true, "boolean"},
+           {"homie/5/thermo-1/thermostat/mode", "heat", "string"},
+           {"homie/5/thermo-1/$state", true, "boolean"},
+       }) {
+    EXPECT_TRUE(WaitFor([&] { return Value(e.key)["value"] == e.value; }))
+        << e.key << ": " << Value(e.key).dump() << komoku_->Output();
+    EXPECT_EQ(Value(e.key)["type"], e.type) << e.key;
+  }
+}
+
+// A zigbee2mqtt thermostatic radiator valve as lib/extension/homeassistant.ts
+// announces it (zigbee2mqtt 1.x): a climate with one template per value,
+// its action template a {% set %} dictionary Komoku does not evaluate (that
+// part refused, the others recorded), and its window and battery-low
+// binary_sensors.
+TEST_F(FreshConfigTest, RecordsAZigbee2mqttThermostat) {
+  const std::string base =
+      R"j("availability":[{"topic":"zigbee2mqtt/bridge/state","value_template":)j"
+      R"j("{{ value_json.state }}"}],"device":{"identifiers":["zigbee2mqtt_0x0c4314fffe1a2b3c"],)j"
+      R"j("manufacturer":"TuYa","model":"Radiator valve (TS0601_thermostat)",)j"
+      R"j("name":"bedroom_trv"},)j";
+  mqtt_->Publish(
+      "homeassistant/climate/0x0c4314fffe1a2b3c/climate/config",
+      "{" + base +
+          R"j("action_template":"{% set values = {None:None,'idle':'idle','heat':'heating'} %})j"
+          R"j({{ values[value_json.running_state] }}","action_topic":"zigbee2mqtt/bedroom_trv",)j"
+          R"j("current_temperature_template":"{{ value_json.local_temperature }}",)j"
+          R"j("current_temperature_topic":"zigbee2mqtt/bedroom_trv","max_temp":"35",)j"
+          R"j("min_temp":"5","mode_command_topic":"zigbee2mqtt/bedroom_trv/set/system_mode",)j"
+          R"j("mode_state_template":"{{ value_json.system_mode }}",)j"
+          R"j("mode_state_topic":"zigbee2mqtt/bedroom_trv","modes":["heat","auto","off"],)j"
+          R"j("temp_step":0.5,"temperature_command_topic":)j"
+          R"j("zigbee2mqtt/bedroom_trv/set/current_heating_setpoint",)j"
+          R"j("temperature_state_template":"{{ value_json.current_heating_setpoint }}",)j"
+          R"j("temperature_state_topic":"zigbee2mqtt/bedroom_trv","temperature_unit":"C",)j"
+          R"j("unique_id":"0x0c4314fffe1a2b3c_climate_zigbee2mqtt"})j",
+      1, /*retained=*/true);
+  mqtt_->Publish("homeassistant/binary_sensor/0x0c4314fffe1a2b3c/window_open/config",
+                 "{" + base +
+                     R"j("device_class":"window","payload_off":false,"payload_on":true,)j"
+                     R"j("state_topic":"zigbee2mqtt/bedroom_trv",)j"
+                     R"j("unique_id":"0x0c4314fffe1a2b3c_window_open_zigbee2mqtt",)j"
+                     R"j("value_template":"{{ value_json.window_open }}"})j",
+                 1, /*retained=*/true);
+  mqtt_->Publish("homeassistant/binary_sensor/0x0c4314fffe1a2b3c/battery_low/config",
+                 "{" + base +
+                     R"j("device_class":"battery","entity_category":"diagnostic",)j"
+                     R"j("payload_off":false,"payload_on":true,)j"
+                     R"j("state_topic":"zigbee2mqtt/bedroom_trv",)j"
+                     R"j("unique_id":"0x0c4314fffe1a2b3c_battery_low_zigbee2mqtt",)j"
+                     R"j("value_template":"{{ value_json.battery_low }}"})j",
+                 1, /*retained=*/true);
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 5; }))
+      << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
+  EXPECT_TRUE(WaitFor([&] {
+    return komoku_->Metric("komoku_discovery_refused_total{reason=\"bad_template\"}") == 1;
+  })) << komoku_->Output();
+  mqtt_->Publish("zigbee2mqtt/bridge/state", R"({"state":"online"})", 1, true);
+  mqtt_->Publish("zigbee2mqtt/bedroom_trv",
+                 R"({"battery_low":false,"child_lock":"UNLOCK","current_heating_setpoint":21,)"
+                 R"("local_temperature":19.5,"running_state":"heat","system_mode":"heat",)"
+                 R"("window_open":true,"linkquality":72})");
+  struct Expected {
+    const char* key;
+    nlohmann::json value;
+    const char* type;
+  };
+  for (const Expected& e : std::vector<Expected>{
+           {"zigbee2mqtt/bedroom_trv/local_temperature", 19.5, "numeric"},
+           {"zigbee2mqtt/bedroom_trv/current_heating_setpoint", 21, "numeric"},
+           {"zigbee2mqtt/bedroom_trv/system_mode", "heat", "string"},
+           {"zigbee2mqtt/bedroom_trv/window_open", true, "boolean"},
+           {"zigbee2mqtt/bedroom_trv/battery_low", false, "boolean"},
+       }) {
+    EXPECT_TRUE(WaitFor([&] { return Value(e.key)["value"] == e.value; }))
+        << e.key << ": " << Value(e.key).dump() << komoku_->Output();
+    EXPECT_EQ(Value(e.key)["type"], e.type) << e.key;
+  }
+  EXPECT_EQ(komoku_->Get("/api/v1/value?key=zigbee2mqtt/bedroom_trv/running_state").status, 404);
+}
+
 }  // namespace
 }  // namespace komoku::testing

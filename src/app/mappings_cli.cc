@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -23,6 +24,9 @@ struct TestArgs {
   std::string payload;
   // --discovery TOPIC PAYLOAD, repeated: discovery messages read first.
   std::vector<std::string> discovery;
+  // --log FILE: `topic payload` lines (mosquitto_sub -v) instead of one
+  // TOPIC PAYLOAD; "-" reads standard input.
+  std::string log_path;
 };
 
 bridge::DiscoveryOptions DiscoveryOptionsOf(const Config& c) {
@@ -204,6 +208,141 @@ int RunTest(const TestArgs& args) {
   return 0;
 }
 
+// A value as the output shows it: text quoted as JSON, others as Komoku
+// writes them.
+std::string Shown(const store::InputValue& v) {
+  const std::string* text = std::get_if<std::string>(&v);
+  return text ? nlohmann::json(*text).dump() : store::ValueToText(v);
+}
+
+// What a captured log would do, message by message, in order: discovery
+// messages teach entities (as the service learns them), every other
+// message is mapped by the configured rules, else by the discovered
+// entities. One line per change, refusal or message stored nowhere
+// ("<line>: <topic>: ..."), then the totals. 0 when the log was read
+// (whatever its messages did), 2 when it or the config could not be.
+int RunLog(const TestArgs& args) {
+  Result<Config> loaded = LoadConfigOrDefaults(args.config_path);
+  if (!loaded.ok()) {
+    std::cerr << "komoku: " << loaded.status().message() << "\n";
+    return 2;
+  }
+  const Config& config = *loaded;
+  Result<std::unique_ptr<bridge::MappingEngine>> engine =
+      bridge::MappingEngine::Compile(config.mappings);
+  if (!engine.ok()) {
+    std::cerr << "komoku: " << engine.status().message() << "\n";
+    return 2;
+  }
+  (*engine)->set_max_payload_bytes(static_cast<size_t>(config.mqtt_max_payload_bytes));
+  const bridge::MappingEngine& e = **engine;
+  std::ifstream file;
+  if (args.log_path != "-") {
+    file.open(args.log_path);
+    if (!file) {
+      std::cerr << "komoku: cannot read the log '" << args.log_path << "'\n";
+      return 2;
+    }
+  }
+  std::istream& in = args.log_path == "-" ? std::cin : file;
+  if (!config.discovery_enabled) {
+    std::cout << "(discovery is off in this config; its messages are read as if it were on)\n";
+  }
+  bridge::Discovery discovery(DiscoveryOptionsOf(config));
+  const std::string own = config.mqtt_prefix + "/";
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  size_t messages = 0, changes = 0, refused = 0, unmatched = 0, entities = 0, not_mapped = 0;
+  size_t number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++number;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (store::TrimAscii(line).empty()) continue;
+    // mosquitto_sub -v: the topic, one space, the payload ("(null)" for an
+    // empty one: a retained message cleared).
+    const size_t space = line.find(' ');
+    const std::string topic = line.substr(0, space);
+    std::string payload = space == std::string::npos ? "" : line.substr(space + 1);
+    if (payload == "(null)") payload.clear();
+    const std::string at = std::to_string(number) + ": " + topic + ": ";
+    ++messages;
+    if (topic.compare(0, own.size(), own) == 0) {
+      if (topic.compare(0, own.size() + 4, own + "set/") == 0) {
+        std::cout << at << "a plain put of key '" << topic.substr(own.size() + 4)
+                  << "' = " << nlohmann::json(payload).dump() << " (" << own
+                  << "set/<key>, no rule)\n";
+      } else {
+        std::cout << at << "under Komoku's own prefix '" << own << "': not mapped\n";
+      }
+      ++unmatched;
+      continue;
+    }
+    if (discovery.IsDiscoveryTopic(topic)) {
+      const std::vector<bridge::Discovery::Update> updates = discovery.Handle(topic, payload);
+      if (updates.empty()) std::cout << at << "discovery: nothing new\n";
+      for (const bridge::Discovery::Update& u : updates) {
+        if (!u.entity) {
+          std::cout << at << "discovery: removes " << u.id << "\n";
+        } else if (u.entity->mapped()) {
+          ++entities;
+          std::cout << at << "discovery: " << u.entity->component << " " << u.id << " -> key "
+                    << u.entity->key << " (" << store::KeyTypeName(u.entity->type) << ") from "
+                    << u.entity->state_topic << "\n";
+        } else {
+          ++not_mapped;
+          std::cout << at << "discovery: " << u.id << " not mapped (" << u.entity->reason
+                    << "): " << u.entity->message << "\n";
+        }
+      }
+      continue;
+    }
+    bridge::MappingResult r = e.Map(topic, payload, now_ms);
+    if (r.matched.empty()) {
+      bridge::Discovery::Mapped d = discovery.Map(topic, payload, now_ms);
+      if (!d.engine) {
+        std::cout << at << "no rule or discovered entity reads it: not stored\n";
+        ++unmatched;
+        continue;
+      }
+      for (const bridge::MappingRefusal& x : d.result.refusals) {
+        std::cout << at << "refused (" << x.reason << ") by " << d.engine->RuleLabel(x.rule) << ": "
+                  << x.message << "\n";
+        ++refused;
+      }
+      for (const bridge::MappedChange& c : d.result.changes) {
+        std::cout << at << c.key << " = " << Shown(c.value) << " ("
+                  << store::KeyTypeName(*d.engine->rule(c.rule).type) << ")\n";
+        ++changes;
+      }
+      if (d.result.unknown_skipped) std::cout << at << "unknown (nan): skipped\n";
+      continue;
+    }
+    if (r.refusal) {
+      std::cout << at << "refused (" << r.refusal->reason << ") by rule "
+                << e.RuleLabel(r.refusal->rule) << ": " << r.refusal->message << "\n";
+      ++refused;
+      continue;
+    }
+    for (const bridge::MappedChange& c : r.changes) {
+      const bridge::MappingRule& rule = e.rule(c.rule);
+      const store::KeyType type = rule.type ? *rule.type : store::GuessType(c.value);
+      std::cout << at << c.key << " = " << Shown(c.value) << " (" << store::KeyTypeName(type) << ")"
+                << (c.time_ms ? " at " + IsoUtc(*c.time_ms) : std::string()) << "\n";
+      ++changes;
+    }
+    if (r.unknown_skipped) std::cout << at << "unknown (nan): skipped\n";
+    if (r.changes.empty() && !r.unknown_skipped) {
+      std::cout << at << "rule " << e.RuleLabel(r.matched.front())
+                << " matches; no field to store\n";
+    }
+  }
+  std::cout << messages << " messages: " << changes << " changes, " << refused << " refused, "
+            << unmatched << " not stored by any rule; discovery: " << entities
+            << " entities mapped, " << not_mapped << " not\n";
+  return 0;
+}
+
 }  // namespace
 
 void AddMappingsCommand(CLI::App& parent, int* exit_code) {
@@ -212,8 +351,11 @@ void AddMappingsCommand(CLI::App& parent, int* exit_code) {
   auto args = std::make_shared<TestArgs>();
   auto* test = mappings->add_subcommand(
       "test", "Show which rule a message matches and the changes it would make (stores nothing)");
-  test->add_option("TOPIC", args->topic, "MQTT topic")->required();
-  test->add_option("PAYLOAD", args->payload, "Payload, e.g. '{\"temperature\":21.4}'")->required();
+  test->add_option("TOPIC", args->topic, "MQTT topic");
+  test->add_option("PAYLOAD", args->payload, "Payload, e.g. '{\"temperature\":21.4}'");
+  test->add_option("--log", args->log_path,
+                   "A captured log instead of TOPIC PAYLOAD: one 'topic payload' per line, as "
+                   "mosquitto_sub -v prints them ('-': standard input)");
   test->add_option("-c,--config", args->config_path, "YAML configuration with mappings:");
   test->add_option("--discovery", args->discovery,
                    "A discovery message (Home Assistant config or Homie attribute) read first: "
@@ -221,7 +363,23 @@ void AddMappingsCommand(CLI::App& parent, int* exit_code) {
       ->type_size(2)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->allow_extra_args(false);
-  test->callback([args, exit_code] { *exit_code = RunTest(*args); });
+  test->callback([args, exit_code] {
+    if (!args->log_path.empty()) {
+      if (!args->topic.empty()) {
+        std::cerr << "komoku: mappings test takes TOPIC PAYLOAD or --log FILE, not both\n";
+        *exit_code = 2;
+        return;
+      }
+      *exit_code = RunLog(*args);
+      return;
+    }
+    if (args->topic.empty()) {
+      std::cerr << "komoku: mappings test needs TOPIC PAYLOAD (or --log FILE)\n";
+      *exit_code = 2;
+      return;
+    }
+    *exit_code = RunTest(*args);
+  });
 }
 
 }  // namespace komoku::app

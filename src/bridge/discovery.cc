@@ -166,6 +166,7 @@ MappingRule StateRule(const DiscoveredEntity& e) {
   MappingRule r = TopicRule(e.id, e.state_topic, e.key, e.type, e.field);
   r.number_ops = e.number_ops;
   r.missing_value = e.missing_value;
+  r.expression = e.expression;
   r.true_words = e.true_words;
   r.false_words = e.false_words;
   r.strict_words = !e.true_words.empty();
@@ -176,6 +177,7 @@ MappingRule StateRule(const DiscoveredEntity& e) {
 MappingRule AvailabilityRule(const DiscoveredEntity::Availability& a, const std::string& key) {
   MappingRule r =
       TopicRule("availability " + a.topic, a.topic, key, store::KeyType::kBoolean, a.field);
+  r.expression = a.expression;
   r.true_words = a.true_words;
   r.false_words = a.false_words;
   r.strict_words = true;
@@ -301,6 +303,7 @@ Status ReadValueTemplate(DiscoveredEntity& e, const json& c, const char* templat
     }
     tokens = std::move(t->path);
     e.number_ops = std::move(t->ops);
+    e.expression = std::move(t->expression);
     if (t->missing_value) {
       e.missing_value = std::visit([](auto v) { return store::InputValue(v); }, *t->missing_value);
     }
@@ -338,6 +341,7 @@ Status AddAvailability(DiscoveredEntity& e, const std::string& topic_text, const
       return Refusal("bad_template", "availability template '" + tpl + "' computes a number");
     }
     a.field = Pointer(t->path);
+    a.expression = std::move(t->expression);
   }
   a.true_words = {Word(spec, "payload_available", "online")};
   a.false_words = {Word(spec, "payload_not_available", "offline")};
@@ -686,6 +690,48 @@ DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view paylo
   return std::move(all.front());
 }
 
+namespace {
+
+// A Homie datatype into the entity's type and words; false for one that is
+// not Homie's (3, 4 or 5: json is Homie 5's, stored as text).
+bool SetHomieType(const std::string& datatype, DiscoveredEntity* e) {
+  if (datatype == "integer" || datatype == "float") {
+    e->type = store::KeyType::kNumeric;
+  } else if (datatype == "boolean") {
+    e->type = store::KeyType::kBoolean;
+    e->true_words = {"true"};
+    e->false_words = {"false"};
+  } else if (datatype == "string" || datatype == "enum" || datatype == "color" ||
+             datatype == "datetime" || datatype == "duration" || datatype == "json") {
+    e->type = store::KeyType::kString;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+constexpr char kHomieDatatypes[] =
+    "integer, float, boolean, string, enum, color, datetime, duration, json";
+
+// homie/[5/]<device>/$state: ready, or one of the states of a device that is
+// not there (init counts as not yet there).
+DiscoveredEntity::Availability HomieState(const std::string& device_topic) {
+  DiscoveredEntity::Availability a;
+  a.topic = device_topic + "/$state";
+  a.true_words = {"ready"};
+  a.false_words.assign(std::begin(kHomieFalse), std::end(kHomieFalse));
+  return a;
+}
+
+// A device's $homie: a convention version before 4 (where $datatype was
+// optional).
+bool IsHomie3OrOlder(std::string_view version) {
+  return !version.empty() && (version[0] == '2' || version[0] == '3') &&
+         (version.size() == 1 || version[1] == '.');
+}
+
+}  // namespace
+
 DiscoveredEntity ParseHomieProperty(const std::string& property_topic,
                                     const std::map<std::string, std::string>& attributes,
                                     const DiscoveryOptions& options) {
@@ -698,36 +744,86 @@ DiscoveredEntity ParseHomieProperty(const std::string& property_topic,
     auto it = attributes.find(name);
     return it == attributes.end() ? std::string() : it->second;
   };
-  const std::string datatype = attr("$datatype");
-  for (const char* shown : {"$datatype", "$unit", "$format", "$name"}) {
+  std::string datatype = attr("$datatype");
+  for (const char* shown : {"$datatype", "$unit", "$format", "$name", "$homie"}) {
     std::string v = attr(shown);
     if (!v.empty()) e.info[shown + 1] = v;
   }
-  if (datatype == "integer" || datatype == "float") {
-    e.type = store::KeyType::kNumeric;
-  } else if (datatype == "boolean") {
-    e.type = store::KeyType::kBoolean;
-    e.true_words = {"true"};
-    e.false_words = {"false"};
-  } else if (datatype == "string" || datatype == "enum" || datatype == "color" ||
-             datatype == "datetime" || datatype == "duration") {
-    e.type = store::KeyType::kString;
-  } else {
-    return Refused(std::move(e), "unsupported",
-                   "$datatype '" + datatype +
-                       "' is not a Homie datatype (integer, float, boolean, string, enum, color, "
-                       "datetime, duration)");
+  // Homie 2 and 3 made $datatype optional, string by default (Homie 4
+  // requires it): such a property is text, as its device declares it.
+  if (!attributes.count("$datatype") && IsHomie3OrOlder(attr("$homie"))) {
+    datatype = "string";
+    e.info["datatype"] = "string (Homie " + attr("$homie") + " default)";
   }
-  // homie/<device>/$state: ready, or one of the states of a device that is
-  // not there (init counts as not yet there).
+  if (!SetHomieType(datatype, &e)) {
+    return Refused(
+        std::move(e), "unsupported",
+        "$datatype '" + datatype + "' is not a Homie datatype (" + kHomieDatatypes + ")");
+  }
   const size_t device_end = property_topic.find('/', options.homie_prefix.size() + 1);
-  DiscoveredEntity::Availability a;
-  a.topic = property_topic.substr(0, device_end) + "/$state";
-  a.true_words = {"ready"};
-  a.false_words.assign(std::begin(kHomieFalse), std::end(kHomieFalse));
-  e.availability.push_back(std::move(a));
+  e.availability.push_back(HomieState(property_topic.substr(0, device_end)));
   FinishEntity(&e, options.key_prefix + property_topic);
   return e;
+}
+
+std::vector<DiscoveredEntity> ParseHomie5Description(const std::string& topic,
+                                                     std::string_view payload,
+                                                     const DiscoveryOptions& options) {
+  const std::string device_topic = topic.substr(0, topic.rfind('/'));
+  DiscoveredEntity whole;
+  whole.id = topic;
+  whole.source = "homie5";
+  whole.component = "device";
+  const json d = json::parse(payload, nullptr, /*allow_exceptions=*/false);
+  if (d.is_discarded()) {
+    return {Refused(std::move(whole), "bad_json", "$description is not valid JSON")};
+  }
+  if (!d.is_object()) return {Refused(std::move(whole), "not_object", "$description is no object")};
+  auto nodes = d.find("nodes");
+  if (nodes == d.end() || nodes->is_null()) return {};  // a device without properties
+  if (!nodes->is_object()) {
+    return {Refused(std::move(whole), "bad_option", "$description's nodes is no object")};
+  }
+  std::vector<DiscoveredEntity> out;
+  for (auto node = nodes->begin(); node != nodes->end(); ++node) {
+    const json& n = node.value();
+    auto props = n.is_object() ? n.find("properties") : n.end();
+    if (!n.is_object() || props == n.end() || !props->is_object()) continue;
+    for (auto prop = props->begin(); prop != props->end(); ++prop) {
+      const json& p = prop.value();
+      DiscoveredEntity e;
+      e.id = topic + "#" + node.key() + "/" + prop.key();
+      e.source = "homie5";
+      e.component = "property";
+      e.state_topic = device_topic + "/" + node.key() + "/" + prop.key();
+      if (!p.is_object()) {
+        out.push_back(Refused(std::move(e), "bad_option", "the property is no object"));
+        continue;
+      }
+      const std::string datatype = Text(p, "datatype");
+      for (const char* shown : {"datatype", "unit", "format", "name"}) {
+        std::string v = Text(p, shown);
+        if (!v.empty()) e.info[shown] = v;
+      }
+      if (n.contains("name") && n["name"].is_string()) e.info["node_name"] = n["name"];
+      if (d.contains("name") && d["name"].is_string()) e.info["device_name"] = d["name"];
+      if (!SetHomieType(datatype, &e)) {
+        out.push_back(Refused(
+            std::move(e), "unsupported",
+            "datatype '" + datatype + "' is not a Homie datatype (" + kHomieDatatypes + ")"));
+        continue;
+      }
+      if (!IsPublishTopic(e.state_topic)) {
+        out.push_back(Refused(std::move(e), "bad_topic",
+                              "'" + e.state_topic + "' is not a topic (text without + and #)"));
+        continue;
+      }
+      e.availability.push_back(HomieState(device_topic));
+      FinishEntity(&e, options.key_prefix + e.state_topic);
+      out.push_back(std::move(e));
+    }
+  }
+  return out;
 }
 
 namespace {
@@ -913,6 +1009,8 @@ std::vector<std::string> Discovery::ConfigFilters() const {
     for (const char* attr : {"$datatype", "$unit", "$format", "$name"}) {
       out.push_back(options_.homie_prefix + "/+/+/+/" + attr);
     }
+    out.push_back(options_.homie_prefix + "/+/$homie");  // the convention's version
+    out.push_back(options_.homie_prefix + "/5/+/$description");
   }
   if (options_.tasmota) {
     out.push_back(std::string(kTasmotaPrefix) + "+/config");
@@ -999,9 +1097,57 @@ std::vector<Discovery::Update> Discovery::ReplaceGroupLocked(const std::string& 
   return out;
 }
 
+bool Discovery::IsHomie5Topic(std::string_view topic) const {
+  return options_.homie && TopicMatchesFilter(options_.homie_prefix + "/5/+/$description", topic);
+}
+
+// homie/<device>/$homie: the device's convention version. A Homie 2 or 3
+// device's properties without $datatype become string entities (and stop
+// being ones when the version goes).
+std::vector<Discovery::Update> Discovery::HandleHomieVersion(std::string_view topic,
+                                                             std::string_view payload) {
+  const std::string device(topic.substr(0, topic.rfind('/')));
+  const std::string version(store::TrimAscii(payload));
+  std::vector<std::pair<std::string, std::map<std::string, std::string>>> touched;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (version.empty()) {
+      homie_versions_.erase(device);
+    } else {
+      homie_versions_[device] = version;
+    }
+    for (auto it = homie_.lower_bound(device + "/"); it != homie_.end(); ++it) {
+      if (it->first.compare(0, device.size() + 1, device + "/") != 0) break;
+      auto& attributes = it->second;
+      if (attributes.count("$datatype")) continue;
+      auto old = attributes.find("$homie");
+      if (old != attributes.end() ? old->second == version : version.empty()) continue;
+      if (version.empty()) {
+        attributes.erase("$homie");
+      } else {
+        attributes["$homie"] = version;
+      }
+      touched.emplace_back(it->first, attributes);
+    }
+  }
+  std::vector<Update> out;
+  for (const auto& [property, attributes] : touched) {
+    Update u = IsHomie3OrOlder(version)
+                   ? Replace(property, ParseHomieProperty(property, attributes, options_),
+                             HomieRaw(attributes))
+                   : Replace(property, std::nullopt, "");
+    if (u.changed) out.push_back(std::move(u));
+  }
+  return out;
+}
+
 std::vector<Discovery::Update> Discovery::Handle(std::string_view topic, std::string_view payload) {
   if (IsTasmotaTopic(topic)) return HandleTasmota(topic, payload);
-  if (IsHaTopic(topic)) {
+  if (options_.homie && TopicMatchesFilter(options_.homie_prefix + "/+/$homie", topic)) {
+    return HandleHomieVersion(topic, payload);
+  }
+  const bool homie5 = IsHomie5Topic(topic);
+  if (IsHaTopic(topic) || homie5) {
     const std::string id(topic);
     std::string_view trimmed = store::TrimAscii(payload);
     {
@@ -1014,7 +1160,10 @@ std::vector<Discovery::Update> Discovery::Handle(std::string_view topic, std::st
       }
     }
     std::vector<DiscoveredEntity> entities;
-    if (!trimmed.empty()) entities = ParseHaConfig(topic, payload, options_);
+    if (!trimmed.empty()) {
+      entities = homie5 ? ParseHomie5Description(id, payload, options_)
+                        : ParseHaConfig(topic, payload, options_);
+    }
     std::lock_guard<std::mutex> lock(mu_);
     return ReplaceGroupLocked(id, std::move(entities), std::string(payload));
   }
@@ -1037,14 +1186,22 @@ std::vector<Discovery::Update> Discovery::Handle(std::string_view topic, std::st
     } else {
       known[attribute] = std::string(payload);
     }
+    // The device's version, for a property without $datatype (Homie 3).
+    const size_t device_end = property.find('/', options_.homie_prefix.size() + 1);
+    auto version = homie_versions_.find(property.substr(0, device_end));
+    if (!known.empty() && !known.count("$datatype") && version != homie_versions_.end()) {
+      known["$homie"] = version->second;
+    }
     attributes = known;
     if (known.empty()) homie_.erase(property);
   }
-  if (!attributes.count("$datatype")) {
+  const auto homie = attributes.find("$homie");
+  const bool homie3 = homie != attributes.end() && IsHomie3OrOlder(homie->second);
+  if (!attributes.count("$datatype") && !homie3) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!entities_.count(property)) return {};  // attributes before $datatype
   }
-  Update u = attributes.count("$datatype")
+  Update u = attributes.count("$datatype") || homie3
                  ? Replace(property, ParseHomieProperty(property, attributes, options_),
                            HomieRaw(attributes))
                  : Replace(property, std::nullopt, "");
@@ -1216,6 +1373,8 @@ std::string Discovery::StateText() const {
         auto attributes = homie_.find(id);
         if (attributes == homie_.end()) continue;
         list.push_back({{"source", "homie"}, {"id", id}, {"attributes", attributes->second}});
+      } else if (known.entity.source == "homie5") {
+        list.push_back({{"source", "homie5"}, {"id", message_id}, {"config", known.raw}});
       } else if (known.entity.source == "tasmota") {
         auto raw = tasmota_.find(message_id);
         if (raw == tasmota_.end()) continue;
@@ -1272,6 +1431,7 @@ Result<std::vector<Discovery::Update>> Discovery::Load() {
   }
   struct Entry {
     bool homie = false;
+    bool homie5 = false;
     bool tasmota = false;
     std::string id;
     std::string config;
@@ -1287,6 +1447,9 @@ Result<std::vector<Discovery::Update>> Discovery::Load() {
     Entry entry;
     entry.id = e["id"].get<std::string>();
     if (e["source"] == "home_assistant" && e.contains("config") && e["config"].is_string()) {
+      entry.config = e["config"].get<std::string>();
+    } else if (e["source"] == "homie5" && e.contains("config") && e["config"].is_string()) {
+      entry.homie5 = true;
       entry.config = e["config"].get<std::string>();
     } else if (e["source"] == "tasmota" && e.contains("config") && e["config"].is_string() &&
                e.contains("sensors") && e["sensors"].is_string()) {
@@ -1310,10 +1473,11 @@ Result<std::vector<Discovery::Update>> Discovery::Load() {
     std::vector<DiscoveredEntity> entities;
     std::string raw;
     const bool tasmota = entry.tasmota && IsTasmotaTopic(entry.id + "/config");
-    const bool ha = !entry.tasmota && !entry.homie && IsHaTopic(entry.id);
+    const bool ha = !entry.tasmota && !entry.homie && !entry.homie5 && IsHaTopic(entry.id);
+    const bool homie5 = entry.homie5 && IsHomie5Topic(entry.id);
     const bool homie = !entry.tasmota && entry.homie && options_.homie &&
                        IsDiscoveryTopic(entry.id + "/$datatype");
-    if (!tasmota && !ha && !homie) {
+    if (!tasmota && !ha && !homie && !homie5) {
       dropped = true;
       continue;
     }
@@ -1322,6 +1486,9 @@ Result<std::vector<Discovery::Update>> Discovery::Load() {
       raw = entry.config + "\n" + entry.sensors;
     } else if (ha) {
       entities = ParseHaConfig(entry.id, entry.config, options_);
+      raw = std::move(entry.config);
+    } else if (homie5) {
+      entities = ParseHomie5Description(entry.id, entry.config, options_);
       raw = std::move(entry.config);
     } else {
       entities.push_back(ParseHomieProperty(entry.id, entry.attributes, options_));

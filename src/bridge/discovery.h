@@ -1,6 +1,7 @@
 // Self-describing devices (docs/mapping.md#discovery): Home Assistant MQTT
-// discovery configs (homeassistant/<component>/[<node_id>/]<object_id>/config)
-// and Homie 3/4 property attributes ($datatype, $unit, $format, $name) become
+// discovery configs (homeassistant/<component>/[<node_id>/]<object_id>/config),
+// Homie 3/4 property attributes ($datatype, $unit, $format, $name; $homie
+// for Homie 3 properties without $datatype), Homie 5 $description JSON become
 // typed mapping rules for the topics they describe, so that a house already
 // announced to Home Assistant needs no `mappings:` at all.
 //
@@ -63,13 +64,15 @@ struct DiscoveryOptions {
 // bad_template, unsupported, own_topic, duplicate_key, bad_key, bad_option).
 struct DiscoveredEntity {
   std::string id;      // the config topic (HA; "<topic>#<part>" for a part) or the property topic
-  std::string source;  // "home_assistant" or "homie"
+  std::string source;  // "home_assistant", "homie", "homie5" or "tasmota"
   std::string component;  // sensor, binary_sensor, ...; for Homie "property"
   std::string state_topic;
   std::string value_template;        // as announced; empty when none
   std::string field;                 // the JSON field it reads (a JSON pointer); empty: the payload
   std::vector<NumberOp> number_ops;  // what the template computes (bridge/ha_template.h)
   std::optional<store::InputValue> missing_value;  // the template's |default(c)
+  // A template evaluated whole for each value (comparisons, if/else, ...).
+  std::shared_ptr<const HaExpression> expression;
   std::string key;
   store::KeyType type = store::KeyType::kString;
   std::vector<std::string> true_words, false_words;
@@ -77,6 +80,8 @@ struct DiscoveredEntity {
   struct Availability {
     std::string topic;
     std::string field;  // a JSON pointer; empty: the payload
+    // Its template, when it is not a plain field (HaExpression).
+    std::shared_ptr<const HaExpression> expression;
     std::vector<std::string> true_words, false_words;
   };
   std::vector<Availability> availability;
@@ -106,10 +111,21 @@ DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view paylo
                                   const DiscoveryOptions& options);
 
 // The entity a Homie property announces with its attributes so far
-// ($datatype is required; $unit, $format, $name are shown).
+// ($datatype is required, but for a device whose $homie is 2.x or 3.x,
+// given as the attribute "$homie": then a property without it is a string,
+// the convention's default; $unit, $format, $name are shown).
 DiscoveredEntity ParseHomieProperty(const std::string& property_topic,
                                     const std::map<std::string, std::string>& attributes,
                                     const DiscoveryOptions& options);
+
+// The entities a Homie 5 device announces in the JSON of
+// <prefix>/5/<device>/$description (`topic`): one per property of each
+// node, "<topic>#<node>/<property>", reading <prefix>/5/<device>/<node>/
+// <property> with its datatype, and <prefix>/5/<device>/$state as its
+// availability.
+std::vector<DiscoveredEntity> ParseHomie5Description(const std::string& topic,
+                                                     std::string_view payload,
+                                                     const DiscoveryOptions& options);
 
 // The entities a Tasmota device announces (Tasmota 12+, its native
 // discovery, xdrv_12_discovery.ino): `config` is the retained
@@ -224,6 +240,10 @@ class Discovery {
   };
   std::map<std::string, TasmotaRaw> tasmota_;
   bool IsTasmotaTopic(std::string_view topic) const;
+  bool IsHomie5Topic(std::string_view topic) const;
+  std::vector<Update> HandleHomieVersion(std::string_view topic, std::string_view payload);
+  // Homie device topic (homie/<device>) -> its $homie; guarded by mu_.
+  std::map<std::string, std::string> homie_versions_;
   std::vector<Update> HandleTasmota(std::string_view topic, std::string_view payload);
   // By topic; guarded by mu_. std::less<> finds a string_view without a copy.
   std::map<std::string, std::shared_ptr<const MappingEngine>, std::less<>> engines_;

@@ -344,7 +344,10 @@ Result<double> ApplyNumberOps(const std::vector<NumberOp>& ops, double x) {
   return x;
 }
 
-Result<HaTemplate> ParseHaTemplate(std::string_view text) {
+namespace {
+
+// The first form (arithmetic on one number, compiled to steps).
+Result<HaTemplate> ParseArithmeticTemplate(std::string_view text) {
   const std::string shown = "value template '" + std::string(text) + "' ";
   std::string_view s = store::TrimAscii(text);
   auto refuse = [&](const std::string& why) {
@@ -402,6 +405,21 @@ Result<HaTemplate> ParseHaTemplate(std::string_view text) {
   t.ops = std::move(parsed->ops);
   t.numeric = parsed->converted;
   return t;
+}
+
+}  // namespace
+
+Result<HaTemplate> ParseHaTemplate(std::string_view text) {
+  Result<HaTemplate> simple = ParseArithmeticTemplate(text);
+  if (simple.ok()) return simple;
+  // Not arithmetic on one number: evaluated whole for each value, if it
+  // reads one value and uses only what HaExpression evaluates.
+  Result<HaTemplate> general = ParseHaExpressionTemplate(text);
+  if (general.ok()) return general;
+  return Status::InvalidArgument("value template '" + std::string(text) + "' " +
+                                 general.status().message() +
+                                 "; Komoku evaluates templates that read value or one field of "
+                                 "value_json (docs/mapping.md#value-templates)");
 }
 
 }  // namespace komoku::bridge

@@ -1,18 +1,31 @@
 // The part of Home Assistant's Jinja that Komoku evaluates exactly
-// (docs/mapping.md#value-templates): one expression between {{ and }} that
-// reads the payload (`value`, text) or one field of it (`value_json.a.b`,
-// `value_json['a']`), and computes with that one number and constants:
+// (docs/mapping.md#value-templates). Two forms:
+//
+// Arithmetic on one number, compiled to steps (HaTemplate::ops): one
+// expression between {{ and }} that reads the payload (`value`, text) or one
+// field of it (`value_json.a.b`, `value_json['a']`), and computes with that
+// one number and constants:
 //   + - * / and parentheses, with Jinja's precedence (a filter binds to the
 //   operand before it: `value|float*100|round` rounds 100, not the product);
 //   filters float, int, round(n[, 'common'|'floor'|'ceil']), abs.
 // Also `|default(c)` right after the field (a constant when the field is
 // missing), and the whole expression inside
-// `{% if <that field> is defined %} ... {% endif %}` (Komoku stores
-// nothing for a missing field anyway). A template that reads anything else
-// (states(), now(), a second field, other tests and blocks, text around
-// the {{ }}) is refused: a guess would store wrong values.
+// `{% if <that field> is defined %} ... {% endif %}`.
+//
+// Everything else that still reads one field (or `value`) and constants
+// only is evaluated as Jinja does for each value (HaTemplate::expression):
+// comparisons (== != < > <= >=, chained), and/or/not, `x if c else y`,
+// `{% if %}{% elif %}{% else %}{% endif %}` around text and {{ }}, the
+// operators // % ** ~, the filters float(d), int(d), round, abs,
+// default(c[, true]), lower, upper, trim, string, the functions float(x, d)
+// and int(x, d), and the tests defined, undefined, none, number, string.
+//
+// A template that reads anything else (states(), now(), a second field,
+// {% set %}, lists, dicts) is refused with the construct named: a guess
+// would store wrong values.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -51,6 +64,54 @@ struct NumberOp {
 // (Home Assistant's template fails there too).
 Result<double> ApplyNumberOps(const std::vector<NumberOp>& ops, double x);
 
+// A value while a template is evaluated, with Python's types (Home
+// Assistant runs Jinja in Python).
+struct TemplateValue {
+  enum class Kind { kUndefined, kNone, kBool, kInt, kFloat, kString };
+  Kind kind = Kind::kUndefined;
+  double number = 0;  // kBool (0 or 1), kInt, kFloat
+  std::string text;   // kString
+
+  static TemplateValue Undefined() { return {}; }
+  static TemplateValue None() { return {Kind::kNone, 0, {}}; }
+  static TemplateValue Bool(bool b) { return {Kind::kBool, b ? 1.0 : 0.0, {}}; }
+  static TemplateValue Int(double i) { return {Kind::kInt, i, {}}; }
+  static TemplateValue Float(double d) { return {Kind::kFloat, d, {}}; }
+  static TemplateValue String(std::string s) { return {Kind::kString, 0, std::move(s)}; }
+  bool is_number() const {
+    return kind == Kind::kBool || kind == Kind::kInt || kind == Kind::kFloat;
+  }
+};
+
+// The text Jinja renders for `v` (Python's str(): True, None, 3, 3.0, 0.1;
+// an undefined value renders empty).
+std::string RenderTemplateValue(const TemplateValue& v);
+
+// A template evaluated whole for each value (see the top of this file).
+// Immutable once parsed: Evaluate may run on any number of threads at once.
+class HaExpression {
+ public:
+  struct Node;
+  HaExpression(std::shared_ptr<const Node> root, bool reads_missing);
+  ~HaExpression();
+
+  // The template's result for `input`: what `value` or the field it reads
+  // holds (kUndefined when the payload lacks the field). The result is
+  // native for a lone {{ }} (a number stays a number), else the rendered
+  // text, stripped as Home Assistant strips it. InvalidArgument where
+  // Jinja would fail (float of a word without a default, 1 / 0, "a" < 1).
+  Result<TemplateValue> Evaluate(const TemplateValue& input) const;
+
+  // The template tests for a missing field (`is defined`, `default`):
+  // evaluate it for a payload without the field too. Otherwise such a
+  // payload stores nothing, as for every other template.
+  bool reads_missing() const { return reads_missing_; }
+
+ private:
+  std::shared_ptr<const Node> root_;
+  bool reads_missing_;
+};
+
 struct HaTemplate {
   // The value_json path read, one token per level; empty: `value`.
   std::vector<std::string> path;
@@ -60,9 +121,17 @@ struct HaTemplate {
   // `|default(c)`: the value when the field is missing or null (before the
   // steps in `ops`, as Jinja applies the filters in order).
   std::optional<std::variant<double, bool, std::string>> missing_value;
+  // Set for a template that is not arithmetic on one number: evaluated for
+  // each value instead of `ops`, `numeric` and `missing_value` (all unset).
+  std::shared_ptr<const HaExpression> expression;
 };
 
-// InvalidArgument saying why a template is not one Komoku evaluates.
+// InvalidArgument saying why a template is not one Komoku evaluates,
+// naming the construct.
 Result<HaTemplate> ParseHaTemplate(std::string_view text);
+
+// ParseHaTemplate's second form only (a template with `expression` set);
+// InvalidArgument naming the construct it does not evaluate.
+Result<HaTemplate> ParseHaExpressionTemplate(std::string_view text);
 
 }  // namespace komoku::bridge

@@ -523,7 +523,10 @@ class RuleApplier {
         return Refuse("not_object", "payload " + Shown(trimmed) + " is not a JSON object");
       }
       if (c_.time) return Refuse("not_object", "payload " + Shown(trimmed) + " has no time field");
-      if (!FromText(trimmed, "payload") || !Emit("")) return refusal_;
+      const bool read = r_.expression
+                            ? FromTemplate(TemplateValue::String(std::string(trimmed)), "payload")
+                            : FromText(trimmed, "payload");
+      if (!read || !Emit("")) return refusal_;
       return std::nullopt;
     }
     doc_ = m_.Json();
@@ -541,8 +544,21 @@ class RuleApplier {
           const FlatJson::Index v = Find(doc, f.path);
           // Devices often leave fields out.
           if (v == FlatJson::kNone || doc.kind(v) == FlatJson::Kind::kNull) {
+            if (r_.expression) {
+              // Only a template that tests for the field (is defined,
+              // default) says what a missing one is.
+              if (!r_.expression->reads_missing()) continue;
+              if (!FromTemplate(TemplateValue::Undefined(), f.path.dotted) || !Emit(f.suffix)) {
+                return refusal_;
+              }
+              continue;
+            }
             if (!r_.missing_value) continue;
             if (!FromMissing(f.path.dotted) || !Emit(f.suffix)) return refusal_;
+            continue;
+          }
+          if (r_.expression && doc.IsScalar(v)) {
+            if (!FromTemplate(TemplateInput(v), f.path.dotted) || !Emit(f.suffix)) return refusal_;
             continue;
           }
           if (doc.kind(v) == FlatJson::Kind::kArray) {
@@ -626,6 +642,76 @@ class RuleApplier {
       if (!ok) return false;
     }
     return true;
+  }
+
+  // A JSON scalar as a template reads it (Python's types).
+  TemplateValue TemplateInput(FlatJson::Index v) const {
+    const FlatJson& doc = *doc_;
+    switch (doc.kind(v)) {
+      case FlatJson::Kind::kBoolean:
+        return TemplateValue::Bool(doc.Boolean(v));
+      case FlatJson::Kind::kInteger:
+      case FlatJson::Kind::kUnsigned:
+        return TemplateValue::Int(doc.Number(v));
+      case FlatJson::Kind::kFloat:
+        return TemplateValue::Float(doc.Number(v));
+      case FlatJson::Kind::kString:
+        return TemplateValue::String(std::string(doc.String(v)));
+      default:
+        return TemplateValue::None();
+    }
+  }
+
+  // The rule's template (HaExpression) evaluated for `in`, its result read
+  // as the value: text as a payload's text is, a boolean as Home Assistant
+  // renders it ("True") where the rule has words. Nothing (undefined, None,
+  // empty text, nan) is skipped as unknown; a template that fails (float of
+  // a word without a default) refuses the value.
+  bool FromTemplate(const TemplateValue& in, std::string_view what) {
+    Result<TemplateValue> out = r_.expression->Evaluate(in);
+    if (!out.ok()) {
+      Refuse("wrong_type", std::string(what) + ": the value template " + out.status().message());
+      return false;
+    }
+    switch (out->kind) {
+      case TemplateValue::Kind::kUndefined:
+      case TemplateValue::Kind::kNone:
+        unknown_ = true;
+        return true;
+      case TemplateValue::Kind::kString:
+        if (store::TrimAscii(out->text).empty()) {
+          unknown_ = true;
+          return true;
+        }
+        return FromText(store::TrimAscii(out->text), what);
+      case TemplateValue::Kind::kBool:
+        if (r_.strict_words) {
+          // Rendered "True"/"False"; a word from a JSON boolean (payload_on:
+          // true) is "true": ignoring case, as for a JSON boolean value.
+          const char* text = out->number != 0 ? "True" : "False";
+          for (const std::string& w : r_.true_words) {
+            if (store::EqualsIgnoreCase(w, text)) return SetBool(true, what);
+          }
+          for (const std::string& w : r_.false_words) {
+            if (store::EqualsIgnoreCase(w, text)) return SetBool(false, what);
+          }
+          return RefuseWord(text, what);
+        }
+        value_ = out->number != 0;
+        return Finish(what);
+      case TemplateValue::Kind::kInt:
+      case TemplateValue::Kind::kFloat:
+        if (std::isnan(out->number)) {
+          unknown_ = true;
+          return true;
+        }
+        if (r_.strict_words || !std::isfinite(out->number)) {
+          return FromText(RenderTemplateValue(*out), what);
+        }
+        value_ = out->number;
+        return Finish(what);
+    }
+    return false;
   }
 
   // The rule's missing_value for a field the payload lacks.

@@ -76,6 +76,11 @@ struct MappingRule {
   // A named field that is missing or null takes this value instead of
   // being skipped (a discovered template's `|default(c)`).
   std::optional<store::InputValue> missing_value;
+  // A discovered template that is not arithmetic on one number: each value
+  // (the payload's text, or the one field; undefined when the field is
+  // missing) goes through it, and its result is read as the value
+  // (bridge/ha_template.h). Then number_ops and missing_value are unset.
+  std::shared_ptr<const HaExpression> expression;
   // Key options (Komoku names: same_value_resolution, max_time, values)
   // for the keys this rule creates; an object, empty for none.
   nlohmann::json options = nlohmann::json::object();

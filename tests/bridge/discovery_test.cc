@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <string>
 
@@ -131,24 +132,16 @@ TEST(ValueTemplateTest, WhatKomokuEvaluatesExactly) {
       {"{{(value|float/60/1000)|round(2)}}", "", true},
       {"{{value_json.temperature.tC|round(1)}}", "/temperature/tC", true},
       {"{{ value | int }}", "", true},
-      // Refused: Home Assistant would fail, or Komoku would have to guess.
-      {"{{ value | round(1) }}", nullptr, false},  // round of text
-      {"{{ value * 2 }}", nullptr, false},         // text repeated
-      {"{{ value_json.a + value_json.b }}", nullptr, false},
-      {"{{ value_json.x | float(0) }}", nullptr, false},
       {"{{ value_json.x | default(0) }}", "/x", false},
       {"{% if value_json.x is defined %}{{ value_json.x | float * 2 }}{% endif %}", "/x", true},
-      {"{{ value_json.x | float | default(0) }}", nullptr, false},  // default after float
+      // Refused: Komoku would have to guess (a second value, Home
+      // Assistant's state, things it does not evaluate).
+      {"{{ value_json.a + value_json.b }}", nullptr, false},
       {"{{ value_json.x | default(a) }}", nullptr, false},
       {"{% if value_json.y is defined %}{{ value_json.x }}{% endif %}", nullptr, false},
-      {"{% if value_json.x is defined %}{{ value_json.x }}{% else %}0{% endif %}", nullptr, false},
-      {"{{ value_json.x ** 2 }}", nullptr, false},
-      {"{{ value_json.x if value_json.x is defined else 0 }}", nullptr, false},
       {"{{ value_json }}", nullptr, false},
       {"{{ value_json[0] }}", nullptr, false},
       {"{{ states('sensor.x') }}", nullptr, false},
-      {"{% if value == 'on' %}ON{% endif %}", nullptr, false},
-      {"{{ value }} W", nullptr, false},
       {"{{ value_json.a }}{{ value_json.b }}", nullptr, false},
       {"{{ 42 }}", nullptr, false},
       {"value_json.a", nullptr, false},
@@ -160,6 +153,7 @@ TEST(ValueTemplateTest, WhatKomokuEvaluatesExactly) {
       continue;
     }
     ASSERT_TRUE(t.ok()) << c.text << ": " << t.status().message();
+    EXPECT_FALSE(t->expression) << c.text;  // arithmetic, compiled to steps
     std::string pointer;
     for (const std::string& p : t->path) pointer += "/" + (p == "a/b" ? std::string("a~1b") : p);
     EXPECT_EQ(pointer, c.field) << c.text;
@@ -336,7 +330,7 @@ TEST(HaDiscoveryTest, RefusedWithAReason) {
       {"homeassistant/sensor/x/config", R"({"state_topic":"a/+/b"})", "bad_topic"},
       {"homeassistant/sensor/x/config", R"({"state_topic":42})", "bad_topic"},
       {"homeassistant/sensor/x/config",
-       R"({"state_topic":"a/b","unit_of_measurement":"W","value_template":"{{ value | round(1) }}"})",
+       R"({"state_topic":"a/b","unit_of_measurement":"W","value_template":"{{ value | base64_decode }}"})",
        "bad_template"},
       {"homeassistant/sensor/x/config",
        R"({"state_topic":"a/b","value_template":"{{ value_json.p * 1000 }}"})",
@@ -345,7 +339,7 @@ TEST(HaDiscoveryTest, RefusedWithAReason) {
        R"({"state_topic":"a/b","value_template":"{{ value_json.p | float }}"})",
        "bad_template"},  // float for a string sensor (no unit, no state class)
       {"homeassistant/sensor/x/config",
-       R"({"state_topic":"a/b","availability_topic":"a/s","availability_template":"{{ value_json.s | lower }}"})",
+       R"({"state_topic":"a/b","availability_topic":"a/s","availability_template":"{{ value_json.s | regex_replace('a', 'b') }}"})",
        "bad_template"},
       {"homeassistant/light/x/config", R"({"state_topic":"a/b","schema":"template"})",
        "unsupported"},
@@ -365,10 +359,12 @@ TEST(HaDiscoveryTest, RefusedWithAReason) {
     EXPECT_EQ(e.reason, c.reason) << c.topic << " " << c.payload << ": " << e.message;
     EXPECT_FALSE(e.message.empty()) << c.payload;
   }
-  DiscoveredEntity e = Ha("homeassistant/sensor/x/config",
-                          R"({"state_topic":"a/b","value_template":"{{ value_json.p | lower }}"})");
-  EXPECT_NE(e.message.find("value template '{{ value_json.p | lower }}' has the filter 'lower'"),
-            std::string::npos)
+  DiscoveredEntity e =
+      Ha("homeassistant/sensor/x/config",
+         R"({"state_topic":"a/b","value_template":"{{ value_json.p | slugify }}"})");
+  EXPECT_NE(
+      e.message.find("value template '{{ value_json.p | slugify }}' has the filter 'slugify'"),
+      std::string::npos)
       << e.message;
 }
 
@@ -507,7 +503,7 @@ TEST(DiscoveryTest, RefusedEntitiesAreListedAndADuplicateKeyIsRefused) {
   Discovery d(DiscoveryOptions{});
   Discovery::Update u = Handle1(d, "homeassistant/sensor/x/p/config",
                                 R"({"state_topic":"x/state","unit_of_measurement":"W",
-                                     "value_template":"{{ value_json.power | lower }}"})");
+                                     "value_template":"{{ value_json.power | timestamp_local }}"})");
   ASSERT_TRUE(u.entity);
   EXPECT_EQ(u.entity->reason, "bad_template");
   EXPECT_TRUE(u.subscribe.empty());
@@ -759,7 +755,7 @@ TEST(DiscoveryStateTest, EntitiesComeBackAfterARestart) {
     Handle1(d, kZ2mHumidityTopic, kZ2mHumidity);
     Handle1(d, kTasmotaEnergyTopic, kTasmotaEnergy);
     Handle1(d, "homeassistant/sensor/x/p/config",
-            R"({"state_topic":"x/p","val_tpl":"{{ value | round }}"})");
+            R"({"state_topic":"x/p","val_tpl":"{{ value | timestamp_local }}"})");
     // Same key as the humidity entity: refused, and so it must stay.
     Handle1(d, "homeassistant/sensor/0x00158d0001a2b3c4/a_humidity/config", kZ2mHumidity);
     Handle1(d, "homie/weather/outside/temperature/$unit", "°C");
@@ -1067,6 +1063,265 @@ TEST(ValueTemplateTest, DefaultAndIsDefined) {
   EXPECT_EQ(Show(d.Map("plug/state", R"({"power":21,"energy":3.5})", kNow)),
             "plug/state/energy=3.5(d);plug/state/power=42(d);");
   EXPECT_EQ(Show(d.Map("plug/state", R"({"other":1})", kNow)), "plug/state/power=0(d);");
+}
+
+// Templates that compare and choose are evaluated whole, as Jinja does in
+// Python; the first column is the template, then what it reads, then per
+// input what python3 + jinja2 (with Home Assistant's float/int/round
+// filters) renders.
+TEST(ValueTemplateTest, ComparisonsAndConditionsEvaluateAsJinjaDoes) {
+  using V = TemplateValue;
+  struct Case {
+    const char* text;
+    const char* field;  // JSON pointer of the field read; "" for value
+    V in;
+    const char* out;  // RenderTemplateValue of the result; nullptr: fails
+  };
+  const Case cases[] = {
+      // zigbee2mqtt's update_available binary_sensor.
+      {"{{ value_json['update']['state'] == \"available\" }}", "/update/state",
+       V::String("available"), "True"},
+      {"{{ value_json['update']['state'] == \"available\" }}", "/update/state", V::String("idle"),
+       "False"},
+      {"{{ value_json.x != 'idle' }}", "/x", V::String("heating"), "True"},
+      {"{{ value_json.x > 20 }}", "/x", V::Float(20.5), "True"},
+      {"{{ value_json.x < 20 }}", "/x", V::Int(20), "False"},
+      {"{{ value_json.x <= 20 }}", "/x", V::Int(20), "True"},
+      {"{{ value_json.x >= 20.5 }}", "/x", V::Int(20), "False"},
+      {"{{ 0 < value_json.x < 10 }}", "/x", V::Int(12), "False"},  // chained
+      {"{{ value_json.x == 1 }}", "/x", V::Bool(true), "True"},    // True == 1 in Python
+      {"{{ value_json.x == '1' }}", "/x", V::Int(1), "False"},
+      // Shelly-style blocks: a text payload into words.
+      {"{% if value == 'open' %}ON{% else %}OFF{% endif %}", "", V::String("open"), "ON"},
+      {"{% if value == 'open' %}ON{% else %}OFF{% endif %}", "", V::String("close"), "OFF"},
+      {"{%if value_json.motion==true%}ON{%else%}OFF{%endif%}", "/motion", V::Bool(true), "ON"},
+      {"{%- if value_json.x > 1 -%} big {%- elif value_json.x > 0 -%} small {%- else -%} none "
+       "{%- endif %}",
+       "/x", V::Float(0.5), "small"},
+      {"{% if value == 'on' %}ON{% endif %}", "", V::String("off"), ""},
+      // Inline if.
+      {"{{ 'ON' if value_json.contact == false else 'OFF' }}", "/contact", V::Bool(false), "ON"},
+      {"{{ 'ON' if value_json.contact == false else 'OFF' }}", "/contact", V::Bool(true), "OFF"},
+      {"{{ value_json.x if value_json.x is defined else 0 }}", "/x", V::Undefined(), "0"},
+      {"{{ value_json.x if value_json.x is defined else 0 }}", "/x", V::Float(3.5), "3.5"},
+      {"{% if value_json.x is defined %}{{ value_json.x }}{% else %}0{% endif %}", "/x",
+       V::Undefined(), "0"},
+      // float(0) / int(0): a default instead of a failure.
+      {"{{ value | float(0) }}", "", V::String("21.5"), "21.5"},
+      {"{{ value | float(0) }}", "", V::String("unavailable"), "0"},
+      {"{{ value | float }}", "", V::String("unavailable"), nullptr},
+      {"{{ value_json.x | int(0) }}", "/x", V::String("12.7"), "12"},
+      {"{{ value_json.x | int(-1) }}", "/x", V::String("n/a"), "-1"},
+      {"{{ float(value, 0) * 2 }}", "", V::String("3"), "6.0"},
+      {"{{ int(value_json.x, 0) }}", "/x", V::Float(-3.9), "-3"},
+      {"{{ value_json.x | float(0) > 25 }}", "/x", V::String("26"), "True"},
+      {"{{ (value | float(0) / 1000) | round(2) }}", "", V::String("123456"), "123.46"},
+      // Python's arithmetic.
+      {"{{ value_json.x // 2 }}", "/x", V::Int(-7), "-4"},
+      {"{{ value_json.x % 3 }}", "/x", V::Int(-7), "2"},
+      {"{{ value_json.x ** 2 }}", "/x", V::Int(3), "9"},
+      {"{{ value_json.x // 0 }}", "/x", V::Int(3), nullptr},
+      {"{{ value }} W", "", V::String("21"), "21 W"},
+      {"{{ value_json.x ~ ' W' }}", "/x", V::Float(0.1), "0.1 W"},
+      {"{{ value_json.x ~ '' }}", "/x", V::Float(100), "100.0"},  // python3: str(100.0)
+      {"{{ value_json.x ~ '' }}", "/x", V::Float(1e-5), "1e-05"},
+      {"{{ value_json.x ~ '' }}", "/x", V::Float(1e16), "1e+16"},
+      {"{{ value_json.x ~ '' }}", "/x", V::Float(123456.789), "123456.789"},
+      {"{{ value_json.x ~ '' }}", "/x", V::Float(0.0001), "0.0001"},
+      {"{{ value_json.x ~ '' }}", "/x", V::Int(42), "42"},
+      {"{{ value | round(1) }}", "", V::String("21.37"), "21.4"},  // HA's round reads text
+      {"{{ value * 2 }}", "", V::String("21"), nullptr},           // Python would repeat it
+      {"{{ value_json.x < 'a' }}", "/x", V::Int(1), nullptr},      // Python fails too
+      {"{{ value | lower == 'on' }}", "", V::String("ON"), "True"},
+      {"{{ not value_json.x and true }}", "/x", V::Int(0), "True"},
+      {"{{ value_json.x or 'none' }}", "/x", V::String(""), "none"},
+  };
+  for (const Case& c : cases) {
+    // (ParseHaTemplate compiles `value | float` to steps instead.)
+    Result<HaTemplate> t = ParseHaExpressionTemplate(c.text);
+    ASSERT_TRUE(t.ok()) << c.text << ": " << t.status().message();
+    ASSERT_TRUE(t->expression) << c.text;
+    std::string pointer;
+    for (const std::string& p : t->path) pointer += "/" + p;
+    EXPECT_EQ(pointer, c.field) << c.text;
+    Result<TemplateValue> out = t->expression->Evaluate(c.in);
+    if (!c.out) {
+      EXPECT_FALSE(out.ok()) << c.text << " gave " << RenderTemplateValue(*out);
+      continue;
+    }
+    ASSERT_TRUE(out.ok()) << c.text << ": " << out.status().message();
+    EXPECT_EQ(RenderTemplateValue(*out), c.out) << c.text;
+  }
+}
+
+// What Komoku still refuses names the construct, so that the log line and
+// GET /api/v1/discovery say what to change.
+TEST(ValueTemplateTest, RefusalsNameTheConstruct) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"{{ states('sensor.x') }}", "calls 'states()'"},
+      {"{{ value_json.a + value_json.b }}", "reads two different values"},
+      {"{% set v = value_json.x %}{{ v }}", "{% set %}"},
+      {"{{ value_json.x | timestamp_local }}", "the filter 'timestamp_local'"},
+      {"{{ value_json.x is even }}", "the test 'is even'"},
+      {"{{ 'a' in value }}", "'in'"},
+      {"{{ {'a': 1}[value] }}", "list or dict"},
+      {"{% if value == 'a' %}A", "without {% endif %}"},
+      {"{{ value_json.x | float(default=0) }}", "keyword argument"},
+      {"{# note #}{{ value }}", "comment"},
+  };
+  for (const auto& [text, construct] : cases) {
+    Result<HaTemplate> t = ParseHaTemplate(text);
+    ASSERT_FALSE(t.ok()) << text;
+    EXPECT_NE(t.status().message().find(construct), std::string::npos)
+        << text << ": " << t.status().message();
+    EXPECT_NE(t.status().message().find(text), std::string::npos) << t.status().message();
+  }
+}
+
+// Through discovery into keys: the result is read as the entity's value
+// (words for a binary_sensor, a number for a sensor); a missing field stores
+// nothing unless the template tests for it; a failing template refuses the
+// value.
+TEST(DiscoveryTest, ConditionalTemplatesMapTheirValues) {
+  Discovery d(DiscoveryOptions{});
+  // zigbee2mqtt 1.x's update_available (payload_on true: "True").
+  ASSERT_TRUE(
+      Handle1(d, "homeassistant/binary_sensor/0x00158d0001a2b3c4/update_available/config",
+              R"({"name":null,"object_id":"kitchen_sensor_update_available",)"
+              R"("payload_on":true,"payload_off":false,"device_class":"update",)"
+              R"("entity_category":"diagnostic","state_topic":"zigbee2mqtt/kitchen_sensor",)"
+              R"("value_template":"{{ value_json['update']['state'] == \"available\" }}"})")
+          .entity->mapped());
+  // A Shelly-style text payload through an if block into ON/OFF.
+  ASSERT_TRUE(Handle1(d, "homeassistant/binary_sensor/shellydw2-AABBCC-door/config",
+                      R"({"name":"Door","stat_t":"shellies/shellydw2-AABBCC/sensor/state",)"
+                      R"("dev_cla":"door","pl_on":"ON","pl_off":"OFF",)"
+                      R"("val_tpl":"{%if value==\"open\"%}ON{%else%}OFF{%endif%}"})")
+                  .entity->mapped());
+  // A power sensor that reads 0 for a word, and one that says so only when
+  // the field is there.
+  ASSERT_TRUE(Handle1(d, "homeassistant/sensor/plug/power/config",
+                      R"({"stat_t":"plug/state","unit_of_meas":"W","dev_cla":"power",)"
+                      R"("val_tpl":"{{ value_json.power | float(0) }}"})")
+                  .entity->mapped());
+  ASSERT_TRUE(Handle1(d, "homeassistant/sensor/plug/voltage/config",
+                      R"({"stat_t":"plug/state","unit_of_meas":"V","dev_cla":"voltage",)"
+                      R"("val_tpl":"{{ value_json.voltage | float if value_json.voltage is )"
+                      R"(defined else -1 }}"})")
+                  .entity->mapped());
+  ASSERT_TRUE(Handle1(d, "homeassistant/sensor/plug/current/config",
+                      R"({"stat_t":"plug/state","unit_of_meas":"A","dev_cla":"current",)"
+                      R"("val_tpl":"{{ value_json.current | float }}"})")
+                  .entity->mapped());
+
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/kitchen_sensor", R"({"update":{"state":"available"}})", kNow)),
+            "zigbee2mqtt/kitchen_sensor/update.state=true(b);");
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/kitchen_sensor", R"({"update":{"state":"idle"}})", kNow)),
+            "zigbee2mqtt/kitchen_sensor/update.state=false(b);");
+  // No update field: nothing, as for every template that does not test for it.
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/kitchen_sensor", R"({"temperature":21})", kNow)), "");
+  EXPECT_EQ(Show(d.Map("shellies/shellydw2-AABBCC/sensor/state", "open", kNow)),
+            "shellies/shellydw2-AABBCC/sensor/state=true(b);");
+  EXPECT_EQ(Show(d.Map("shellies/shellydw2-AABBCC/sensor/state", "close", kNow)),
+            "shellies/shellydw2-AABBCC/sensor/state=false(b);");
+  EXPECT_EQ(Show(d.Map("plug/state", R"({"power":"12.5","voltage":230,"current":0.1})", kNow)),
+            "plug/state/current=0.1(d);plug/state/power=12.5(d);plug/state/voltage=230(d);");
+  EXPECT_EQ(Show(d.Map("plug/state", R"({"power":"n/a"})", kNow)),
+            "plug/state/power=0(d);plug/state/voltage=-1(d);");
+  // float without a default fails in Home Assistant: refused, counted.
+  EXPECT_EQ(Show(d.Map("plug/state", R"({"current":"n/a"})", kNow)),
+            "plug/state/voltage=-1(d);!wrong_type;");
+}
+
+// Homie 3.0.1 (homieiot.github.io/convention, 3.0.1: $datatype optional,
+// default string; required from 4.0.0): a Homie 3 device's property without
+// $datatype is a string key, whichever of $homie and the property's
+// attributes comes first; a Homie 4 one still waits for its $datatype.
+TEST(DiscoveryTest, Homie3PropertiesWithoutDatatypeAreText) {
+  Discovery d(DiscoveryOptions{});
+  const std::vector<std::string> filters = d.ConfigFilters();
+  EXPECT_NE(std::find(filters.begin(), filters.end(), "homie/+/$homie"), filters.end());
+  // Attributes first: nothing yet (the version is not known).
+  EXPECT_FALSE(Handle1(d, "homie/garden/soil/moisture/$name", "Soil moisture").changed);
+  std::vector<Discovery::Update> u = d.Handle("homie/garden/$homie", "3.0.1");
+  ASSERT_EQ(u.size(), 1u);
+  ASSERT_TRUE(u[0].entity && u[0].entity->mapped()) << u[0].entity->message;
+  EXPECT_EQ(u[0].entity->type, KeyType::kString);
+  EXPECT_EQ(u[0].entity->key, "homie/garden/soil/moisture");
+  // Version first: the property maps at its first attribute.
+  Discovery::Update one = Handle1(d, "homie/garden/soil/state/$name", "State");
+  ASSERT_TRUE(one.entity && one.entity->mapped());
+  EXPECT_EQ(one.entity->type, KeyType::kString);
+  // A $datatype still types it.
+  one = Handle1(d, "homie/garden/soil/temperature/$unit", "°C");
+  ASSERT_TRUE(one.entity && one.entity->mapped());
+  one = Handle1(d, "homie/garden/soil/temperature/$datatype", "float");
+  ASSERT_TRUE(one.entity && one.entity->mapped());
+  EXPECT_EQ(one.entity->type, KeyType::kNumeric);
+  EXPECT_EQ(Show(d.Map("homie/garden/soil/moisture", "41", kNow)),
+            "homie/garden/soil/moisture=\"41\"(s);");
+  EXPECT_EQ(Show(d.Map("homie/garden/soil/temperature", "12.5", kNow)),
+            "homie/garden/soil/temperature=12.5(d);");
+
+  // Homie 4: $datatype is required; without it nothing is mapped.
+  d.Handle("homie/hall/$homie", "4.0.0");
+  EXPECT_FALSE(Handle1(d, "homie/hall/sensor/temp/$name", "Temperature").changed);
+  EXPECT_FALSE(d.Map("homie/hall/sensor/temp", "20", kNow).engine);
+}
+
+// Homie 5 (homieiot.github.io/convention, 5.0): the device's properties are
+// in the JSON of homie/5/<device>/$description; values at
+// homie/5/<device>/<node>/<property>, availability at homie/5/<device>/$state.
+TEST(DiscoveryTest, Homie5DescriptionMapsEachProperty) {
+  store::testing::TempDir dir;
+  DiscoveryOptions options;
+  options.state_path = dir.path() + "/discovery.json";
+  const char* description =
+      R"({"homie":"5.0","version":1720000000,"name":"Thermostat","nodes":{)"
+      R"("thermostat":{"name":"Living room","properties":{)"
+      R"("temperature":{"name":"Temperature","datatype":"float","unit":"°C"},)"
+      R"("setpoint":{"datatype":"float","unit":"°C","settable":true},)"
+      R"("heating":{"datatype":"boolean"},)"
+      R"("mode":{"datatype":"enum","format":"off,heat,auto"},)"
+      R"("odd":{"datatype":"quaternion"}}}}})";
+  {
+    Discovery d(options);
+    const std::vector<std::string> filters = d.ConfigFilters();
+    EXPECT_NE(std::find(filters.begin(), filters.end(), "homie/5/+/$description"), filters.end());
+    EXPECT_TRUE(d.IsDiscoveryTopic("homie/5/thermo-1/$description"));
+    std::vector<Discovery::Update> u = d.Handle("homie/5/thermo-1/$description", description);
+    ASSERT_EQ(u.size(), 5u);
+    EXPECT_EQ(d.mapped_count(), 4u);
+    EXPECT_EQ(Show(d.Map("homie/5/thermo-1/thermostat/temperature", "21.5", kNow)),
+              "homie/5/thermo-1/thermostat/temperature=21.5(d);");
+    EXPECT_EQ(Show(d.Map("homie/5/thermo-1/thermostat/heating", "true", kNow)),
+              "homie/5/thermo-1/thermostat/heating=true(b);");
+    EXPECT_EQ(Show(d.Map("homie/5/thermo-1/thermostat/mode", "heat", kNow)),
+              "homie/5/thermo-1/thermostat/mode=\"heat\"(s);");
+    EXPECT_EQ(Show(d.Map("homie/5/thermo-1/$state", "ready", kNow)),
+              "homie/5/thermo-1/$state=true(b);");
+    nlohmann::json listing = d.Describe();
+    EXPECT_EQ(listing["refused"], 1) << listing.dump(2);
+    // The same description again: no change.
+    EXPECT_TRUE(d.Handle("homie/5/thermo-1/$description", description).empty());
+    ASSERT_TRUE(d.Save().ok());
+  }
+  // After a restart the description is learnt again from the state file.
+  Discovery d(options);
+  ASSERT_TRUE(d.Load().ok());
+  EXPECT_EQ(d.mapped_count(), 4u);
+  EXPECT_EQ(Show(d.Map("homie/5/thermo-1/thermostat/setpoint", "20", kNow)),
+            "homie/5/thermo-1/thermostat/setpoint=20(d);");
+  // A description without the property drops it.
+  d.Handle("homie/5/thermo-1/$description",
+           R"({"homie":"5.0","version":2,"nodes":{"thermostat":{"properties":{)"
+           R"("temperature":{"datatype":"float"}}}}})");
+  EXPECT_EQ(d.mapped_count(), 1u);
+  EXPECT_FALSE(d.Map("homie/5/thermo-1/thermostat/setpoint", "20", kNow).engine);
+  // Not JSON: refused with a reason.
+  std::vector<Discovery::Update> bad = d.Handle("homie/5/other/$description", "{");
+  ASSERT_EQ(bad.size(), 1u);
+  EXPECT_EQ(bad[0].entity->reason, "bad_json");
 }
 
 }  // namespace
