@@ -134,7 +134,9 @@ TEST(ImportTest, ExportThenImportGivesIdenticalHistory) {
       if (i % 11 == 0) set("rt/log", R"("line one\nline two")");
     }
   }
-  for (const auto& [key, n] : sent) {
+  for (const auto& entry : sent) {
+    const std::string& key = entry.first;
+    const auto n = entry.second;
     ASSERT_TRUE(WaitFor([&] { return History(komoku, key)["rows"].size() == n; },
                         std::chrono::seconds(120)))
         << key << ": " << History(komoku, key).dump();
