@@ -28,12 +28,6 @@ constexpr int64_t kMin = 60'000;
 constexpr int64_t kDay = 24 * 60 * kMin;
 const char* const kKeys[] = {"cold/temp", "cold/door", "cold/mode"};
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 class ColdHistoryTest : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -25,12 +25,6 @@ using nlohmann::json;
 constexpr int64_t kHour = 3600'000;
 constexpr int64_t kDay = 24 * kHour;
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 // The first UTC midnight of the month holding `t`.
 int64_t MonthStart(int64_t t) {
   std::time_t secs = static_cast<std::time_t>(t / 1000);
@@ -39,12 +33,6 @@ int64_t MonthStart(int64_t t) {
   tm.tm_mday = 1;
   tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
   return static_cast<int64_t>(timegm(&tm)) * 1000;
-}
-
-std::string Seconds(int64_t ms) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3f", static_cast<double>(ms) / 1000.0);
-  return buf;
 }
 
 // Rows equal, numbers within 1e-9 relative (rollups add in another order).

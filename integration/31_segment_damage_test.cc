@@ -30,18 +30,6 @@ constexpr int64_t kDay = 24 * 60 * kMin;
 const char* const kKeys[] = {"dmg/door", "dmg/mode", "dmg/temp"};  // in segment order
 constexpr int kVictim = 2;
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string Seconds(int64_t ms) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3f", static_cast<double>(ms) / 1000.0);
-  return buf;
-}
-
 std::string Hex(const std::string& bytes) {
   static const char* digits = "0123456789abcdef";
   std::string out;

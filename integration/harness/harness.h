@@ -9,6 +9,7 @@
 
 #include <cctype>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -40,6 +41,12 @@ using process::Process;
 // Polls `cond` until it holds or `timeout` passes.
 bool WaitFor(const std::function<bool()>& cond,
              std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
+
+// The wall clock in ms since the epoch: the time komoku gives a change.
+int64_t NowMs();
+// `ms` as seconds with three decimals, as the HTTP API's time parameters
+// take them ("1700000000.250").
+std::string Seconds(int64_t ms);
 
 // How the test broker runs.
 struct BrokerOptions {
