@@ -72,7 +72,7 @@ bool TcpOpen(int port) {
 
 }  // namespace
 
-Broker::Broker(const TempDir& dir, BrokerOptions options) : dir_(dir) {
+Broker::Broker(const TempDir& dir, const BrokerOptions& options) : dir_(dir) {
   std::string persistence;
   if (options.persistence) {
     // Mosquitto wants the directory to exist and the trailing slash.
@@ -134,8 +134,8 @@ bool Broker::Start() {
   return WaitFor([&] { return Launch(); }, std::chrono::milliseconds(10000));
 }
 
-Komoku::Komoku(const TempDir& dir, const Broker& broker, std::string extra_yaml,
-               std::string store_yaml, std::string http_yaml)
+Komoku::Komoku(const TempDir& dir, const Broker& broker, const std::string& extra_yaml,
+               const std::string& store_yaml, const std::string& http_yaml)
     : dir_(dir) {
   config_path_ = dir.File("komoku.yaml");
   ready_path_ = dir.File("komoku.ready");
@@ -163,7 +163,7 @@ void Komoku::RewriteConfig(const std::string& extra_yaml) {
   std::filesystem::rename(tmp, config_path_);
 }
 
-Komoku::Komoku(const TempDir& dir, const std::string& mqtt_yaml, std::string extra_yaml)
+Komoku::Komoku(const TempDir& dir, const std::string& mqtt_yaml, const std::string& extra_yaml)
     : dir_(dir) {
   config_path_ = dir.File("komoku.yaml");
   ready_path_ = dir.File("komoku.ready");
@@ -266,7 +266,7 @@ long long Komoku::Metric(const std::string& series) const {
 class MqttClient::Impl {
  public:
   Impl(const std::string& url, const std::string& client_id) : client(url, client_id) {
-    client.set_message_callback([this](mqtt::const_message_ptr m) {
+    client.set_message_callback([this](const mqtt::const_message_ptr& m) {
       auto now = std::chrono::system_clock::now();
       std::lock_guard<std::mutex> lock(mu);
       received.push_back({m->get_topic(), m->get_payload_str(), now});
@@ -315,7 +315,7 @@ class Mqtt5Client::Impl {
  public:
   Impl(const std::string& url, const std::string& client_id)
       : client(url, client_id, mqtt::create_options(MQTTVERSION_5)) {
-    client.set_message_callback([this](mqtt::const_message_ptr m) {
+    client.set_message_callback([this](const mqtt::const_message_ptr& m) {
       Message msg{m->get_topic(), m->get_payload_str(), "", "", false};
       const mqtt::properties& props = m->get_properties();
       if (props.contains(mqtt::property::RESPONSE_TOPIC)) {

@@ -66,7 +66,7 @@ struct BrokerOptions {
 // A Mosquitto broker on 127.0.0.1 and a free port.
 class Broker {
  public:
-  explicit Broker(const TempDir& dir, BrokerOptions options = {});
+  explicit Broker(const TempDir& dir, const BrokerOptions& options = {});
   int port() const { return port_; }
   std::string url() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
   std::string Output() const { return process_ ? process_->Output() : ""; }
@@ -92,8 +92,8 @@ class Komoku {
   // `extra_yaml` is appended to the generated config (e.g. more sections);
   // `store_yaml` holds more keys of its `store:` section ("  key: value\n").
   // `http_yaml` holds more keys of its `http:` section.
-  Komoku(const TempDir& dir, const Broker& broker, std::string extra_yaml = "",
-         std::string store_yaml = "", std::string http_yaml = "");
+  Komoku(const TempDir& dir, const Broker& broker, const std::string& extra_yaml = "",
+         const std::string& store_yaml = "", const std::string& http_yaml = "");
   ~Komoku();
 
   // Starts the process and waits until HTTP answers and the set
@@ -141,7 +141,7 @@ class Komoku {
   // A komoku whose mqtt: section holds `mqtt_yaml` (its lines, indented two
   // spaces, broker: included) besides client_id, for a broker the harness
   // Broker does not start (a TLS listener); the rest as above.
-  Komoku(const TempDir& dir, const std::string& mqtt_yaml, std::string extra_yaml);
+  Komoku(const TempDir& dir, const std::string& mqtt_yaml, const std::string& extra_yaml);
 };
 
 // A plain MQTT 3.1.1 client for publishing and subscribing in tests.
