@@ -20,21 +20,6 @@
 namespace komoku::app {
 namespace {
 
-std::string PercentEncode(const std::string& s) {
-  static const char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '/' || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
-
 // Backs up in this process when no service holds the data directory (the
 // Store is opened, which takes its lock), else asks the running service
 // (POST /api/v1/backup), which writes it while ingest goes on: only the
@@ -77,7 +62,7 @@ int Backup(const Config& config, const std::string& dir_arg) {
   httplib::Client client(host, port);
   client.set_read_timeout(3600, 0);  // waits for a compaction under way, then copies
   if (!config.http_token.empty()) client.set_bearer_token_auth(config.http_token);
-  httplib::Result res = client.Post("/api/v1/backup?dir=" + PercentEncode(dir));
+  httplib::Result res = client.Post(httplib::append_query_params("/api/v1/backup", {{"dir", dir}}));
   if (!res) {
     std::cerr << "komoku backup: " << opened.status().message() << ", and its HTTP API at " << host
               << ":" << port << " does not answer: " << httplib::to_string(res.error()) << "\n";
