@@ -89,21 +89,30 @@ int PrintDiscovered(const bridge::Discovery::Mapped& d, const char* off_note) {
   return d.result.changes.empty() ? 1 : 0;
 }
 
-int RunTest(const TestArgs& args) {
+// The config of `args` and its rules compiled as the service compiles
+// them; nullptr after printing why to stderr.
+std::unique_ptr<bridge::MappingEngine> LoadEngine(const TestArgs& args, Config* config) {
   Result<Config> loaded = LoadConfigOrDefaults(args.config_path);
   if (!loaded.ok()) {
     std::cerr << "komoku: " << loaded.status().message() << "\n";
-    return 2;
+    return nullptr;
   }
-  Config config = std::move(loaded.value());
+  *config = std::move(loaded.value());
   Result<std::unique_ptr<bridge::MappingEngine>> engine =
-      bridge::MappingEngine::Compile(config.mappings);
+      bridge::MappingEngine::Compile(config->mappings);
   if (!engine.ok()) {
     std::cerr << "komoku: " << engine.status().message() << "\n";
-    return 2;
+    return nullptr;
   }
-  (*engine)->set_max_payload_bytes(static_cast<size_t>(config.mqtt_max_payload_bytes));
-  const bridge::MappingEngine& e = **engine;
+  (*engine)->set_max_payload_bytes(static_cast<size_t>(config->mqtt_max_payload_bytes));
+  return std::move(engine.value());
+}
+
+int RunTest(const TestArgs& args) {
+  Config config;
+  const std::unique_ptr<bridge::MappingEngine> engine = LoadEngine(args, &config);
+  if (!engine) return 2;
+  const bridge::MappingEngine& e = *engine;
   const std::string& prefix = config.mqtt_prefix;
   if (args.topic.compare(0, prefix.size() + 1, prefix + "/") == 0) {
     std::cout << "'" << args.topic << "' is under Komoku's own prefix '" << prefix
@@ -222,20 +231,10 @@ std::string Shown(const store::InputValue& v) {
 // ("<line>: <topic>: ..."), then the totals. 0 when the log was read
 // (whatever its messages did), 2 when it or the config could not be.
 int RunLog(const TestArgs& args) {
-  Result<Config> loaded = LoadConfigOrDefaults(args.config_path);
-  if (!loaded.ok()) {
-    std::cerr << "komoku: " << loaded.status().message() << "\n";
-    return 2;
-  }
-  const Config& config = *loaded;
-  Result<std::unique_ptr<bridge::MappingEngine>> engine =
-      bridge::MappingEngine::Compile(config.mappings);
-  if (!engine.ok()) {
-    std::cerr << "komoku: " << engine.status().message() << "\n";
-    return 2;
-  }
-  (*engine)->set_max_payload_bytes(static_cast<size_t>(config.mqtt_max_payload_bytes));
-  const bridge::MappingEngine& e = **engine;
+  Config config;
+  const std::unique_ptr<bridge::MappingEngine> engine = LoadEngine(args, &config);
+  if (!engine) return 2;
+  const bridge::MappingEngine& e = *engine;
   std::ifstream file;
   if (args.log_path != "-") {
     file.open(args.log_path);
