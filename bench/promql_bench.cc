@@ -493,6 +493,16 @@ struct Timings {
   double cpu_ms() const { return ms.empty() ? 0 : cpu_seconds * 1000 / ms.size(); }
 };
 
+// "12.3x" (one decimal below 10, none above), "n/a" without a denominator
+// (a CPU time under /proc's 10 ms tick over all rounds).
+std::string Ratio(double num, double den) {
+  if (!(den > 0)) return "n/a";
+  char buf[32];
+  const double r = num / den;
+  std::snprintf(buf, sizeof buf, r < 10 ? "%.1fx" : "%.0fx", r);
+  return buf;
+}
+
 void PrintTimings(const char* label, const Timings& t) {
   std::printf("  %-48s %10.1f %10.1f %10.1f\n", label, t.median(), t.min(), t.cpu_ms());
 }
@@ -621,13 +631,15 @@ int Run(const Options& opt) {
 
   const double speedup = p_aligned.median() / k_aligned.median();
   std::printf(
-      "\nkomoku vs Prometheus (median wall): %.0fx faster (min: %.0fx; server CPU: %.0fx); bar "
-      "%.0fx: %s\n",
-      speedup, p_aligned.min() / k_aligned.min(),
-      k_aligned.cpu_ms() > 0 ? p_aligned.cpu_ms() / k_aligned.cpu_ms() : 0.0, kBar,
+      "\nkomoku (rollups) vs Prometheus: %s faster by median wall time (by min: %s; by server "
+      "CPU: %s); the bar, %.0fx: %s\n",
+      Ratio(p_aligned.median(), k_aligned.median()).c_str(),
+      Ratio(p_aligned.min(), k_aligned.min()).c_str(),
+      Ratio(p_aligned.cpu_ms(), k_aligned.cpu_ms()).c_str(), kBar,
       speedup >= kBar ? "met" : "NOT met");
-  std::printf("rollups vs raw changes in komoku (median wall): %.0fx faster\n",
-              k_shifted.median() / k_aligned.median());
+  std::printf("komoku, rollups vs raw changes: %s faster by median wall time (server CPU: %s)\n",
+              Ratio(k_shifted.median(), k_aligned.median()).c_str(),
+              Ratio(k_shifted.cpu_ms(), k_aligned.cpu_ms()).c_str());
   if (!from_rollups) {
     std::printf(
         "note: komoku_promql_read_total{from=\"rollups\"} did not grow: the whole-hour query did "
