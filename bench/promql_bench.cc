@@ -549,6 +549,11 @@ int Run(const Options& opt) {
   const std::string avg = std::string("avg_over_time(") + kMetric + "[1h])";
   const std::string aligned = RangePath(avg, start, end);
   const std::string shifted = RangePath(avg, start + 1, end);
+  // Prometheus's window [t - 1h, t] holds a sample at t, which lies in the
+  // next hour's bucket: the edges a rollup answer must get right.
+  int64_t on_edge = 0;
+  for (const SensorReading& r : GenerateSensorYear()) on_edge += r.time_ms % (kStep * 1000) == 0;
+  std::printf("%lld samples lie exactly on an hour's edge\n", static_cast<long long>(on_edge));
   std::printf("query: %s, step %llds, %lld to %lld (the year)\n", avg.c_str(),
               static_cast<long long>(kStep), static_cast<long long>(start),
               static_cast<long long>(end));
