@@ -17,16 +17,19 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "harness/harness.h"
@@ -178,6 +181,66 @@ class HungPeer {
   std::atomic<bool> stop_{false};
   std::atomic<int> connections_{0};
   std::atomic<size_t> bytes_read_{0};
+};
+
+// The systemd notification socket komoku is given (NOTIFY_SOCKET, with
+// WATCHDOG_USEC so that it feeds a watchdog), read all the time on a
+// thread of its own as systemd reads it (a full socket would block the
+// sender).
+class NotifySocket {
+ public:
+  explicit NotifySocket(const std::string& path) : path_(path) {
+    fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (fd_ < 0 || path.size() >= sizeof(addr.sun_path)) {
+      throw std::runtime_error("NotifySocket: cannot make " + path);
+    }
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    if (bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      throw std::runtime_error("NotifySocket: cannot bind " + path);
+    }
+    thread_ = std::thread([this] { Read(); });
+  }
+  ~NotifySocket() {
+    stop_ = true;
+    thread_.join();
+    close(fd_);
+  }
+  const std::string& path() const { return path_; }
+  // Waits for a WATCHDOG=1 received after `after`.
+  bool WaitForWatchdogPing(std::chrono::steady_clock::time_point after) {
+    return WaitFor(
+        [&] {
+          std::lock_guard<std::mutex> lock(mu_);
+          for (const auto& [when, text] : received_) {
+            if (when > after && text.find("WATCHDOG=1") != std::string::npos) return true;
+          }
+          return false;
+        },
+        std::chrono::seconds(10));
+  }
+
+ private:
+  void Read() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      char buf[4096];
+      ssize_t n = recv(fd_, buf, sizeof(buf), MSG_DONTWAIT);
+      if (n < 0) continue;
+      std::lock_guard<std::mutex> lock(mu_);
+      received_.emplace_back(std::chrono::steady_clock::now(),
+                             std::string(buf, static_cast<size_t>(n)));
+    }
+  }
+
+  std::string path_;
+  int fd_ = -1;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> received_;
 };
 
 class RemoteWriteAuthTest : public ::testing::Test {
@@ -531,11 +594,20 @@ TEST_F(RemoteWriteAuthTest, SilentReceiverIsCutOffAtTheTimeoutAndNothingIsLost) 
 // A receiver that answers a byte every 300 ms and never finishes: each
 // read is within the per-read timeout, so only a deadline on the whole
 // request ends it. Without one the thread hangs for good (and /readyz,
-// after the timeouts it allows, calls it stuck); with it, requests are cut
-// off and retried, and komoku stays ready.
+// after the timeouts it allows, calls it stuck, and the systemd watchdog
+// goes unfed); with it, requests are cut off and retried, komoku stays
+// ready and keeps feeding the watchdog.
 TEST_F(RemoteWriteAuthTest, DrippingReceiverIsCutOffAtTheTimeout) {
   HungPeer peer(HungPeer::Mode::kDrip);
+  NotifySocket notify(dir_.File("notify.sock"));
+  setenv("NOTIFY_SOCKET", notify.path().c_str(), 1);
+  setenv("WATCHDOG_USEC", "2000000", 1);
   StartKomoku(Url("http", peer.port()) + "  timeout: 1s\n");
+  unsetenv("NOTIFY_SOCKET");
+  unsetenv("WATCHDOG_USEC");
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_TRUE(notify.WaitForWatchdogPing(std::chrono::steady_clock::time_point()))
+      << "komoku does not feed the watchdog at all";
   PutChanges();
   ExpectHeld("no complete answer within 1000 ms (cut off)");
   // Long enough for a hung thread to count as stuck (twice the timeout
@@ -546,6 +618,8 @@ TEST_F(RemoteWriteAuthTest, DrippingReceiverIsCutOffAtTheTimeout) {
   EXPECT_LT(ready.Json()["remote_write"].value("stalled_ms", -1), 10000) << ready.body;
   EXPECT_GE(ready.Json()["remote_write"].value("stalled_ms", -1), 0) << ready.body;
   EXPECT_GE(komoku_->Metric("komoku_remote_write_retries_total"), 4);
+  EXPECT_TRUE(notify.WaitForWatchdogPing(std::chrono::steady_clock::now()))
+      << "the watchdog is no longer fed";
 }
 
 // SIGTERM while a request waits on a receiver that never answers (a
