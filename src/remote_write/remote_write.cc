@@ -29,6 +29,9 @@ int64_t WallMs() {
 // The longest a wait goes without a heartbeat.
 constexpr int64_t kBeatMs = 500;
 
+// The longest connecting (and a TLS handshake) may take.
+constexpr std::chrono::milliseconds kMaxConnectTimeout{5000};
+
 // How often the guard looks at the request under way, and Stop() cuts one
 // off again until the thread has ended.
 constexpr int64_t kGuardMs = 100;
@@ -349,7 +352,10 @@ Result<std::unique_ptr<RemoteWriter>> RemoteWriter::Create(const Options& option
   const auto secs = [](std::chrono::milliseconds ms) {
     return std::chrono::duration_cast<std::chrono::microseconds>(ms);
   };
-  client->set_connection_timeout(secs(options.timeout));
+  // Connecting (with a TLS handshake) holds httplib's socket lock, which
+  // Client::stop waits for: kept short so that the guard's cut and a stop
+  // (within the service's 10 s stop deadline) never wait long for it.
+  client->set_connection_timeout(secs(std::min(options.timeout, kMaxConnectTimeout)));
   client->set_read_timeout(secs(options.timeout));
   client->set_write_timeout(secs(options.timeout));
   client->set_keep_alive(true);
@@ -420,7 +426,7 @@ std::chrono::milliseconds RemoteWriter::StalledFor() const {
   if (!impl_->thread.joinable()) return std::chrono::milliseconds(0);
   int64_t idle = SteadyMs() - impl_->beat_ms.load();
   // A request is cut off after its timeout; connecting (a TLS handshake
-  // included), which the cut waits for, may take another.
+  // included), which the cut waits for, may take up to another.
   if (impl_->call_started_ms != 0) idle -= 2 * impl_->options.timeout.count();
   return std::chrono::milliseconds(std::max<int64_t>(0, idle));
 }

@@ -55,7 +55,8 @@ struct Options {
   // The longest one request may take, from connecting to the end of the
   // answer: a receiver that accepts the connection and then answers
   // nothing, or a byte at a time, is cut off after it (and the batch
-  // retried). Also the timeout of connecting, which cannot be cut short.
+  // retried). Connecting (a TLS handshake included), which cannot be cut
+  // short, times out after this or 5 s, whichever is shorter.
   std::chrono::milliseconds timeout{10000};
   // Retries wait 1 s, doubling up to this.
   std::chrono::milliseconds max_backoff{30000};
