@@ -73,9 +73,14 @@ struct Health {
   // keeps up), and the messages received and not yet stored.
   std::chrono::milliseconds ingest_stalled{0};
   uint64_t ingest_backlog = 0;
-  // How long the remote write thread has gone without a step beyond its
-  // request timeouts (zero while it keeps going or is off).
+  // Whether remote write is on; how long its thread has gone without a
+  // step beyond its request timeout (zero while it keeps going); why its
+  // last request failed and for how long requests have been failing (empty
+  // and zero while they succeed).
+  bool remote_write_on = false;
   std::chrono::milliseconds remote_write_stalled{0};
+  std::string remote_write_error;
+  std::chrono::milliseconds remote_write_failing{0};
 };
 
 class Server {
