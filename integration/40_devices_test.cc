@@ -14,19 +14,6 @@
 namespace komoku::testing {
 namespace {
 
-// The `#mappings:` block of config/komoku.yaml with its leading '#' taken
-// away: the example rules exactly as shipped.
-std::string ExampleMappings() {
-  std::ifstream in(std::string(KOMOKU_SOURCE_DIR) + "/config/komoku.yaml");
-  std::string out;
-  bool inside = false;
-  for (std::string line; std::getline(in, line);) {
-    if (line == "#mappings:") inside = true;
-    if (inside && !line.empty() && line[0] == '#') out += line.substr(1) + "\n";
-  }
-  return out;
-}
-
 class DevicesTest : public KomokuTest {
  protected:
   std::string ExtraConfig() const override { return ExampleMappings(); }
