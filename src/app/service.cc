@@ -514,6 +514,7 @@ int StartHttp(const Config& config, const Loggers& log, SystemdNotifier& systemd
   bridge::Bridge* bridge_ptr = parts.bridge.get();
   remote_write::RemoteWriter* remote_ptr = parts.remote_write.get();
   http_options.discovery = [bridge_ptr] { return bridge_ptr->DiscoveryJson(); };
+  http_options.key_aliases = [bridge_ptr] { return bridge_ptr->KeyAliases(); };
   Result<std::unique_ptr<query::Server>> http = query::Server::Create(
       http_options, parts.store.get(),
       [bridge_ptr, remote_ptr] {

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -57,6 +58,10 @@ struct ServerOptions {
   // GET /api/v1/discovery answers what this returns (called from worker
   // threads); 404 when unset or it returns null (discovery is off).
   std::function<nlohmann::json()> discovery;
+  // GET /api/v1/keys shows each key's alias from this (key -> alias: the
+  // name a discovered device's topic makes now, for a key that keeps its
+  // first name); unset: none.
+  std::function<std::map<std::string, std::string>()> key_aliases;
   // When set, every request but /healthz and /readyz must carry
   // `Authorization: Bearer <token>`; others get 401 "unauthorized".
   std::string token;
