@@ -45,9 +45,12 @@ PREFIX ?= /usr/local
 install: build
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD_DIR) --prefix $(PREFIX) --strip
 
-# The Debian package, in $(BUILD_DIR)/komoku_<version>_<arch>.deb.
-deb: build
-	cd $(BUILD_DIR) && cpack -G DEB
+# The Debian package, in $(BUILD_DIR)/komoku_<version>-<revision>_<arch>.deb:
+# builds komoku and the package's generated files (manual page, changelog),
+# not the tests.
+deb: deps
+	cmake -S . -B $(BUILD_DIR) $(CMAKE_FLAGS)
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target deb
 
 bench:
 	@scripts/install-deps.sh bench

@@ -6,7 +6,8 @@
 #   scripts/install-deps.sh            build + run
 #   scripts/install-deps.sh test       also what the tests run against (Prometheus, openssl,
 #                                      headless Chromium and its WebDriver for the web page,
-#                                      python3-websockets for the WebSocket protocol)
+#                                      python3-websockets for the WebSocket protocol,
+#                                      lintian for the package test)
 #   scripts/install-deps.sh bench      also Google Benchmark, and Chromium with its WebDriver
 #                                      for the page's benchmark
 #   scripts/install-deps.sh fuzz       also clang (libFuzzer)
@@ -29,7 +30,8 @@ packages=(
 )
 for extra in "$@"; do
   case "$extra" in
-    test) packages+=(prometheus openssl chromium chromium-driver python3-websockets influxdb) ;;
+    test) packages+=(prometheus openssl chromium chromium-driver python3-websockets influxdb
+                     lintian fakeroot file) ;;
     bench) packages+=(libbenchmark-dev chromium chromium-driver) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;
     lint) packages+=(clang-format clang-tidy) ;;
