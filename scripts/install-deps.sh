@@ -12,7 +12,20 @@
 #                                      for the page's benchmark
 #   scripts/install-deps.sh fuzz       also clang (libFuzzer)
 #   scripts/install-deps.sh lint       also clang-format and clang-tidy
+#   scripts/install-deps.sh --simulate GROUP...
+#                                      show what apt would install (apt-get -s),
+#                                      install nothing; fails if a name does not
+#                                      resolve
+#
+# The same names hold on Debian 12 (bookworm) and 13 (trixie)
+# (scripts/trixie-check.sh checks every group there).
 set -euo pipefail
+
+simulate=0
+if [[ ${1:-} == --simulate ]]; then
+  simulate=1
+  shift
+fi
 
 packages=(
   # build
@@ -33,7 +46,7 @@ for extra in "$@"; do
     test) packages+=(prometheus openssl chromium chromium-driver python3-websockets influxdb
                      lintian fakeroot file) ;;
     bench) packages+=(libbenchmark-dev chromium chromium-driver) ;;
-    fuzz) packages+=(clang libclang-rt-14-dev) ;;
+    fuzz) packages+=(clang libclang-rt-dev) ;;
     lint) packages+=(clang-format clang-tidy) ;;
     *) echo "install-deps: unknown group '$extra' (known: test, bench, fuzz, lint)" >&2; exit 2 ;;
   esac
@@ -46,9 +59,16 @@ for p in "${packages[@]}"; do
 done
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
+export DEBIAN_FRONTEND=noninteractive
+if [[ $simulate -eq 1 ]]; then
+  echo "install-deps: would install ${missing[*]}" >&2
+  apt-get install -s -y -qq --no-install-recommends "${missing[@]}" | grep -c '^Inst ' |
+    sed 's/^/install-deps: packages with their dependencies: /' >&2
+  exit 0
+fi
+
 echo "install-deps: installing ${missing[*]}" >&2
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
-export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
