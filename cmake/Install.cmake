@@ -142,11 +142,33 @@ set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     "${PROJECT_SOURCE_DIR}/packaging/deb/prerm"
     "${PROJECT_SOURCE_DIR}/packaging/deb/postrm")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+if(CMAKE_CROSSCOMPILING)
+  # The Depends are read at cpack time from what the deb target computes.
+  set(CPACK_PROJECT_CONFIG_FILE "${PROJECT_BINARY_DIR}/packaging/cpack-project.cmake")
+  set(CPACK_DEBIAN_PACKAGE_ARCHITECTURE "${KOMOKU_CROSS_ARCH}")
+  set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS OFF)
+endif()
 include(CPack)
 
 # `cmake --build BUILD --target deb` (`make deb`): the package from only what
-# it holds, the binary and the generated files, not the tests.
+# it holds, the binary and the generated files, not the tests. A cross build
+# (cmake/toolchain-debian-cross.cmake) names the target's architecture and
+# takes its Depends from dpkg-shlibdeps run on the target's libraries
+# (packaging/deb/cross-depends.sh), read by cpack from a project config file.
+set(_deb_steps)
+if(CMAKE_CROSSCOMPILING)
+  set(KOMOKU_CROSS_SHLIBS "" CACHE PATH
+      "The target's library packages, one tree each (scripts/cross-check.sh makes them)")
+  set(_cross_depends "${PROJECT_BINARY_DIR}/packaging/cross-depends.cmake")
+  list(APPEND _deb_steps
+    COMMAND sh "${PROJECT_SOURCE_DIR}/packaging/deb/cross-depends.sh" "${KOMOKU_CROSS_ARCH}"
+            "${KOMOKU_CROSS_SHLIBS}" "$<TARGET_FILE:komoku>" "${CPACK_DEBIAN_PACKAGE_DEPENDS}"
+            "${_cross_depends}")
+  file(WRITE "${PROJECT_BINARY_DIR}/packaging/cpack-project.cmake"
+       "include(\"${_cross_depends}\")\n")
+endif()
 add_custom_target(deb
+  ${_deb_steps}
   COMMAND "${CMAKE_CPACK_COMMAND}" -G DEB --config "${PROJECT_BINARY_DIR}/CPackConfig.cmake"
   WORKING_DIRECTORY "${PROJECT_BINARY_DIR}"
   COMMENT "Building the Debian package"
