@@ -34,10 +34,10 @@
 set -euo pipefail
 
 usage() { echo "usage: $0 [--deb] [--tests=all|unit|none] armhf|arm64" >&2; exit 2; }
-deb=0 tests=all
+want_deb=0 tests=all
 while [[ ${1:-} == --* ]]; do
   case "$1" in
-    --deb) deb=1 ;;
+    --deb) want_deb=1 ;;
     --tests=all | --tests=unit | --tests=none) tests=${1#--tests=} ;;
     *) usage ;;
   esac
@@ -102,22 +102,21 @@ make_sysroot() {
     install "${specs[@]}" | awk '/^Inst /{ v=$3; gsub(/[()]/, "", v); print $2 "=" v }' \
     > "$root/packages.txt"
   # Host-architecture names in the closure (tzdata, debconf, ...) are not
-  # needed in the sysroot, except architecture-independent headers.
-  local want=()
-  while IFS= read -r spec; do
-    name=${spec%%=*}
-    case "$name" in
-      *:"$arch") want+=("$spec") ;;
-      *) if apt-cache show "$spec" 2>/dev/null | grep -qx 'Architecture: all'; then
-           want+=("$spec")
-         fi ;;
-    esac
-  done < "$root/packages.txt"
+  # needed in the sysroot, except architecture-independent headers: all are
+  # downloaded and each kept by its own Architecture field.
+  local spec want=() deb_file
+  while IFS= read -r spec; do want+=("$spec"); done < "$root/packages.txt"
   log "downloading ${#want[@]} packages into $root/debs"
   (cd "$root/debs" && apt-get download -qq -o APT::Sandbox::User=root "${want[@]}")
+  for deb_file in "$root"/debs/*.deb; do
+    case "$(dpkg-deb -f "$deb_file" Architecture)" in
+      "$arch" | all) ;;
+      *) rm "$deb_file" ;;
+    esac
+  done
   rm -rf "$sysroot.new"
   mkdir -p "$sysroot.new"
-  for deb in "$root"/debs/*.deb; do dpkg -x "$deb" "$sysroot.new"; done
+  for deb_file in "$root"/debs/*.deb; do dpkg -x "$deb_file" "$sysroot.new"; done
   # Absolute symbolic links (libz.so -> /lib/<triplet>/libz.so.1) would point
   # at the host's files: make them relative, inside the sysroot.
   find "$sysroot.new" -type l -lname '/*' | while IFS= read -r link; do
@@ -138,9 +137,10 @@ make_sysroot() {
 make_shlibs_trees() {
   rm -rf "$root/shlibs.new"
   mkdir -p "$root/shlibs.new"
-  local deb name
+  local deb name control
   for deb in "$root"/debs/*.deb; do
-    if dpkg-deb --ctrl-tarfile "$deb" | tar -t | grep -Eq '^(\./)?(shlibs|symbols)$'; then
+    control=$(dpkg-deb --ctrl-tarfile "$deb" | tar -t)
+    if grep -Eq '^(\./)?(shlibs|symbols)$' <<< "$control"; then
       name=$(dpkg-deb -f "$deb" Package)
       dpkg-deb -R "$deb" "$root/shlibs.new/$name"
     fi
@@ -179,7 +179,7 @@ if [[ -z "${SKIP_INSTALL:-}" ]]; then
 fi
 
 # A sysroot made before the package could be cross-built has no trees yet.
-if [[ $deb -eq 1 && ! -d $root/shlibs ]]; then make_shlibs_trees; fi
+if [[ $want_deb -eq 1 && ! -d $root/shlibs ]]; then make_shlibs_trees; fi
 
 log "configure $build"
 mkdir -p "$build"
@@ -219,7 +219,7 @@ for label in "${labels[@]}"; do
   log "$label tests took $(( $(date +%s) - start )) s"
 done
 
-if [[ $deb -eq 1 ]]; then
+if [[ $want_deb -eq 1 ]]; then
   log "the Debian package"
   rm -f "$build"/komoku_*.deb
   if cmake --build "$build" --target deb > "$build/deb.log" 2>&1; then
