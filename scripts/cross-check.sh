@@ -64,9 +64,9 @@ export DEBIAN_FRONTEND=noninteractive
 # The target's build dependencies: the libraries of scripts/install-deps.sh
 # (keep the two in step), fmt (spdlog's), and the C and C++ runtimes.
 target_packages=(
-  libpaho-mqttpp-dev libpaho-mqtt-dev nlohmann-json3-dev libsqlite3-dev libspdlog-dev
-  libfmt-dev libcpp-httplib-dev libyaml-cpp-dev libcli11-dev libhowardhinnant-date-dev
-  libsystemd-dev libgtest-dev libc6-dev
+  libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev nlohmann-json3-dev libsqlite3-dev libspdlog-dev
+  libfmt-dev libboost-dev zlib1g-dev libcpp-httplib-dev libyaml-cpp-dev libcli11-dev
+  libhowardhinnant-date-dev libsystemd-dev libprotobuf-dev libsnappy-dev libgtest-dev libc6-dev
 )
 
 # Installs host packages, refusing when apt would remove anything.
