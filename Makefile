@@ -45,9 +45,20 @@ PREFIX ?= /usr/local
 install: build
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD_DIR) --prefix $(PREFIX) --strip
 
-# The Debian package, in $(BUILD_DIR)/komoku_<version>_<arch>.deb.
-deb: build
-	cd $(BUILD_DIR) && cpack -G DEB
+# The Debian package, in $(BUILD_DIR)/komoku_<version>-<revision>_<arch>.deb:
+# builds komoku and the package's generated files (manual page, changelog),
+# not the tests. With ARCH=arm64 or ARCH=armhf, cross-built with Debian's
+# cross compilers into build-<arch>/ (scripts/cross-check.sh --deb, which
+# also runs that architecture's tests under qemu: docs/operations.md).
+ARCH ?=
+ifeq ($(ARCH),)
+deb: deps
+	cmake -S . -B $(BUILD_DIR) $(CMAKE_FLAGS)
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target deb
+else
+deb:
+	JOBS=$(JOBS) scripts/cross-check.sh --deb --tests=none $(ARCH)
+endif
 
 bench:
 	@scripts/install-deps.sh bench

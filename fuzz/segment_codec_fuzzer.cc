@@ -74,11 +74,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case 1: {
       std::vector<Rollup> rollups;
-      if (!si::DecodeRollupBlock(type, payload, &rollups).ok()) return 0;
+      if (!si::DecodeRollupBlock(type, payload, 2, &rollups).ok()) return 0;
       if (rollups.empty()) return 0;
       const std::string again = si::EncodeRollupBlock(type, rollups.data(), rollups.size());
       std::vector<Rollup> back;
-      Require(si::DecodeRollupBlock(type, again, &back).ok());
+      Require(si::DecodeRollupBlock(type, again, 2, &back).ok());
       Require(back.size() == rollups.size());
       for (size_t i = 0; i < back.size(); ++i) Require(SameRollup(back[i], rollups[i]));
       return 0;

@@ -14,19 +14,6 @@
 namespace komoku::testing {
 namespace {
 
-// The `#mappings:` block of config/komoku.yaml with its leading '#' taken
-// away: the example rules exactly as shipped.
-std::string ExampleMappings() {
-  std::ifstream in(std::string(KOMOKU_SOURCE_DIR) + "/config/komoku.yaml");
-  std::string out;
-  bool inside = false;
-  for (std::string line; std::getline(in, line);) {
-    if (line == "#mappings:") inside = true;
-    if (inside && !line.empty() && line[0] == '#') out += line.substr(1) + "\n";
-  }
-  return out;
-}
-
 class DevicesTest : public KomokuTest {
  protected:
   std::string ExtraConfig() const override { return ExampleMappings(); }
@@ -150,6 +137,15 @@ class FreshConfigTest : public KomokuTest {
     }
     return out;
   }
+  // Every message published before this one has been handled (komoku reads
+  // its subscriptions in order on one connection), so the subscriptions of
+  // the topics discovered so far have been sent.
+  void Barrier() {
+    const int n = ++barriers_;
+    mqtt_->Publish("komoku/set/it/barrier", std::to_string(n));
+    ASSERT_TRUE(WaitForValue("it/barrier", n)) << komoku_->Output();
+  }
+  int barriers_ = 0;
 };
 
 TEST_F(FreshConfigTest, RecordsZigbee2mqttWithNoEdits) {
@@ -461,6 +457,146 @@ TEST_F(FreshConfigTest, RecordsAZigbee2mqttThermostat) {
     EXPECT_EQ(Value(e.key)["type"], e.type) << e.key;
   }
   EXPECT_EQ(komoku_->Get("/api/v1/value?key=zigbee2mqtt/bedroom_trv/running_state").status, 404);
+}
+
+// A zigbee2mqtt device renamed (kitchen_sensor -> kitchen): zigbee2mqtt
+// announces its entities again on the same config topics (they are named
+// after the IEEE address) with the same unique_id and the new state topic;
+// with `homeassistant_rename` it first clears them (an empty retained
+// config). lib/extension/homeassistant.ts, onEntityRenamed. The history
+// stays on the first key, the new name shows as its alias, also after a
+// restart.
+TEST_F(FreshConfigTest, ARenamedZigbee2mqttDeviceKeepsItsHistory) {
+  const auto config = [](const std::string& name, const char* field, const char* unit) {
+    return std::string(R"j({"device":{"identifiers":["zigbee2mqtt_0x00158d0001a2b3c4"],)j") +
+           R"j("model":"Temperature and humidity sensor (WSDCGQ11LM)","name":")j" + name +
+           R"j("},"device_class":")j" + field + R"j(","enabled_by_default":true,"object_id":")j" +
+           name + "_" + field + R"j(","origin":{"name":"Zigbee2MQTT","sw":"1.40.2"},)j" +
+           R"j("state_class":"measurement","state_topic":"zigbee2mqtt/)j" + name +
+           R"j(","unique_id":"0x00158d0001a2b3c4_)j" + field +
+           R"j(_zigbee2mqtt","unit_of_measurement":")j" + unit +
+           R"j(","value_template":"{{ value_json.)j" + field + R"j( }}"})j";
+  };
+  const std::string temperature = "homeassistant/sensor/0x00158d0001a2b3c4/temperature/config";
+  const std::string humidity = "homeassistant/sensor/0x00158d0001a2b3c4/humidity/config";
+  mqtt_->Publish(temperature, config("kitchen_sensor", "temperature", "°C"), 1, true);
+  mqtt_->Publish(humidity, config("kitchen_sensor", "humidity", "%"), 1, true);
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 2; }))
+      << komoku_->Output();
+  Barrier();
+  mqtt_->Publish("zigbee2mqtt/kitchen_sensor", R"({"temperature":21.5,"humidity":48})");
+  ASSERT_TRUE(WaitForValue("zigbee2mqtt/kitchen_sensor/temperature", 21.5)) << komoku_->Output();
+  ASSERT_TRUE(WaitForValue("zigbee2mqtt/kitchen_sensor/humidity", 48));
+
+  // The rename: the temperature announced again, the humidity cleared first.
+  mqtt_->Publish(temperature, config("kitchen", "temperature", "°C"), 1, true);
+  mqtt_->Publish(humidity, "", 1, true);
+  mqtt_->Publish(humidity, config("kitchen", "humidity", "%"), 1, true);
+  const auto renamed = [&] {
+    auto d = komoku_->Get("/api/v1/discovery").Json();
+    int n = 0;
+    for (const auto& e : d["entities"]) n += e.value("state_topic", "") == "zigbee2mqtt/kitchen";
+    return n == 2 && d["mapped"] == 2;
+  };
+  ASSERT_TRUE(WaitFor(renamed)) << komoku_->Get("/api/v1/discovery").body;
+  Barrier();
+  mqtt_->Publish("zigbee2mqtt/kitchen", R"({"temperature":22.5,"humidity":50})");
+  EXPECT_TRUE(WaitForValue("zigbee2mqtt/kitchen_sensor/temperature", 22.5))
+      << Value("zigbee2mqtt/kitchen/temperature").dump() << komoku_->Output();
+  EXPECT_TRUE(WaitForValue("zigbee2mqtt/kitchen_sensor/humidity", 50))
+      << Value("zigbee2mqtt/kitchen/humidity").dump();
+  const auto expect_one_history = [&](size_t changes) {
+    for (const char* field : {"temperature", "humidity"}) {
+      const std::string key = std::string("zigbee2mqtt/kitchen_sensor/") + field;
+      const std::string alias = std::string("zigbee2mqtt/kitchen/") + field;
+      EXPECT_TRUE(WaitFor([&] { return HistorySize(key) == changes; }))
+          << key << ": " << HistorySize(key);
+      EXPECT_EQ(komoku_->Get("/api/v1/value?key=" + alias).status, 404) << alias;
+      bool listed = false;
+      const nlohmann::json keys = komoku_->Get("/api/v1/keys").Json();
+      for (const auto& k : keys["keys"]) {
+        if (k["key"] == key) listed = k.value("alias", "") == alias;
+      }
+      EXPECT_TRUE(listed) << komoku_->Get("/api/v1/keys").body;
+    }
+  };
+  expect_one_history(2);
+
+  // A restart: the retained configs (the new name) come again; the keys
+  // stay where the state file says.
+  ASSERT_EQ(komoku_->Stop(), 0);
+  ASSERT_TRUE(komoku_->Start()) << komoku_->Output();
+  ASSERT_TRUE(WaitFor(renamed)) << komoku_->Get("/api/v1/discovery").body;
+  Barrier();
+  mqtt_->Publish("zigbee2mqtt/kitchen", R"({"temperature":23,"humidity":51})");
+  EXPECT_TRUE(WaitForValue("zigbee2mqtt/kitchen_sensor/temperature", 23)) << komoku_->Output();
+  expect_one_history(3);
+}
+
+// Events: every press is a change, also the same press twice within
+// same_value_resolution (60 s). zigbee2mqtt's device triggers (one retained
+// device_automation config per action, the action on
+// zigbee2mqtt/<name>/action, not retained: lib/extension/homeassistant.ts,
+// publishDeviceTriggerDiscover), a Home Assistant MQTT event entity
+// (home-assistant.io/integrations/event.mqtt: {"event_type": ...}) and a
+// Homie 5 property with "retained": false (homieiot.github.io/specification).
+TEST_F(FreshConfigTest, EveryPressOfADiscoveredButtonIsRecorded) {
+  const std::string trigger =
+      R"j({"automation_type":"trigger","device":{"identifiers":["zigbee2mqtt_0x00158d00045b2a11"],)j"
+      R"j("model":"Wireless mini switch (WXKG11LM)","name":"hall_switch"},)j"
+      R"j("origin":{"name":"Zigbee2MQTT","sw":"1.40.2"},"payload":"VALUE","subtype":"VALUE",)j"
+      R"j("topic":"zigbee2mqtt/hall_switch/action","type":"action"})j";
+  for (const std::string value : {"single", "double"}) {
+    std::string payload = trigger;
+    for (size_t at; (at = payload.find("VALUE")) != std::string::npos;) {
+      payload.replace(at, 5, value);
+    }
+    mqtt_->Publish("homeassistant/device_automation/0x00158d00045b2a11/action_" + value + "/config",
+                   payload, 1, true);
+  }
+  mqtt_->Publish("homeassistant/event/doorbell/press/config",
+                 R"j({"name":"Doorbell","state_topic":"doorbell/event","device_class":"doorbell",)j"
+                 R"j("event_types":["press","hold"],"unique_id":"doorbell_press"})j",
+                 1, true);
+  mqtt_->Publish(
+      "homie/5/remote-1/$description",
+      R"j({"homie":"5.0","version":1,"name":"Remote","nodes":{"buttons":{"properties":{)j"
+      R"j("button":{"datatype":"enum","format":"press,long-press","retained":false},)j"
+      R"j("battery":{"datatype":"integer","unit":"%"}}}}})j",
+      1, true);
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 5; }))
+      << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
+  Barrier();
+  struct Press {
+    const char* topic;
+    const char* payload;
+    const char* key;
+    const char* value;
+  };
+  for (const Press& p : std::vector<Press>{
+           {"zigbee2mqtt/hall_switch/action", "single", "zigbee2mqtt/hall_switch/action", "single"},
+           {"doorbell/event", R"({"event_type":"press"})", "doorbell/event/event_type", "press"},
+           {"homie/5/remote-1/buttons/button", "press", "homie/5/remote-1/buttons/button", "press"},
+       }) {
+    // Two identical presses, the second once the first is stored (so that
+    // their arrival times differ), then another.
+    mqtt_->Publish(p.topic, p.payload);
+    ASSERT_TRUE(WaitForValue(p.key, p.value)) << p.key << komoku_->Output();
+    EXPECT_EQ(Value(p.key)["type"], "string") << p.key;
+    ASSERT_TRUE(WaitFor([&] { return HistorySize(p.key) == 1; })) << p.key;
+    mqtt_->Publish(p.topic, p.payload);
+    EXPECT_TRUE(WaitFor([&] { return HistorySize(p.key) == 2; }))
+        << p.key << ": " << HistorySize(p.key);
+  }
+  mqtt_->Publish("zigbee2mqtt/hall_switch/action", "double");
+  EXPECT_TRUE(WaitForValue("zigbee2mqtt/hall_switch/action", "double"));
+  EXPECT_TRUE(WaitFor([&] { return HistorySize("zigbee2mqtt/hall_switch/action") == 3; }));
+  // A retained property is no event: its repeat is not stored again.
+  mqtt_->Publish("homie/5/remote-1/buttons/battery", "90", 1, true);
+  ASSERT_TRUE(WaitForValue("homie/5/remote-1/buttons/battery", 90));
+  mqtt_->Publish("homie/5/remote-1/buttons/battery", "90", 1, true);
+  Barrier();
+  EXPECT_EQ(HistorySize("homie/5/remote-1/buttons/battery"), 1u);
 }
 
 }  // namespace

@@ -6,12 +6,27 @@
 #   scripts/install-deps.sh            build + run
 #   scripts/install-deps.sh test       also what the tests run against (Prometheus, openssl,
 #                                      headless Chromium and its WebDriver for the web page,
-#                                      python3-websockets for the WebSocket protocol)
+#                                      python3-websockets for the WebSocket protocol, nginx
+#                                      and apache2-utils' htpasswd for remote write's auth,
+#                                      lintian for the package test)
 #   scripts/install-deps.sh bench      also Google Benchmark, and Chromium with its WebDriver
 #                                      for the page's benchmark
 #   scripts/install-deps.sh fuzz       also clang (libFuzzer)
 #   scripts/install-deps.sh lint       also clang-format and clang-tidy
+#   scripts/install-deps.sh --simulate GROUP...
+#                                      show what apt would install (apt-get -s),
+#                                      install nothing; fails if a name does not
+#                                      resolve
+#
+# The same names hold on Debian 12 (bookworm) and 13 (trixie)
+# (scripts/trixie-check.sh checks every group there).
 set -euo pipefail
+
+simulate=0
+if [[ ${1:-} == --simulate ]]; then
+  simulate=1
+  shift
+fi
 
 packages=(
   # build
@@ -29,9 +44,10 @@ packages=(
 )
 for extra in "$@"; do
   case "$extra" in
-    test) packages+=(prometheus openssl chromium chromium-driver python3-websockets influxdb) ;;
+    test) packages+=(prometheus openssl chromium chromium-driver python3-websockets influxdb
+                     nginx apache2-utils lintian fakeroot file) ;;
     bench) packages+=(libbenchmark-dev chromium chromium-driver) ;;
-    fuzz) packages+=(clang libclang-rt-14-dev) ;;
+    fuzz) packages+=(clang libclang-rt-dev) ;;
     lint) packages+=(clang-format clang-tidy) ;;
     *) echo "install-deps: unknown group '$extra' (known: test, bench, fuzz, lint)" >&2; exit 2 ;;
   esac
@@ -44,9 +60,16 @@ for p in "${packages[@]}"; do
 done
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
+export DEBIAN_FRONTEND=noninteractive
+if [[ $simulate -eq 1 ]]; then
+  echo "install-deps: would install ${missing[*]}" >&2
+  apt-get install -s -y -qq --no-install-recommends "${missing[@]}" | grep -c '^Inst ' |
+    sed 's/^/install-deps: packages with their dependencies: /' >&2
+  exit 0
+fi
+
 echo "install-deps: installing ${missing[*]}" >&2
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
-export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

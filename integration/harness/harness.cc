@@ -48,6 +48,17 @@ std::string Seconds(int64_t ms) {
   return buf;
 }
 
+std::string ExampleMappings() {
+  std::ifstream in(std::string(KOMOKU_SOURCE_DIR) + "/config/komoku.yaml");
+  std::string out;
+  bool inside = false;
+  for (std::string line; std::getline(in, line);) {
+    if (line == "#mappings:") inside = true;
+    if (inside && !line.empty() && line[0] == '#') out += line.substr(1) + "\n";
+  }
+  return out;
+}
+
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {

@@ -48,6 +48,11 @@ int64_t NowMs();
 // take them ("1700000000.250").
 std::string Seconds(int64_t ms);
 
+// The `#mappings:` block of config/komoku.yaml with its leading '#' taken
+// away: the example rules exactly as shipped, for the tests that run them
+// (10, 40), so that a test cannot check a copy that drifted from them.
+std::string ExampleMappings();
+
 // How the test broker runs.
 struct BrokerOptions {
   // Off: sessions and queued messages live in memory and a restart loses

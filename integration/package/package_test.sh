@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds the .deb from the already-built tree (cpack does not rebuild), unpacks
-# it with dpkg-deb -x into a temporary root and checks what a user gets.
+# Builds the .deb from the already-built tree (cpack does not rebuild), runs
+# lintian on it (any error or warning fails), unpacks it with dpkg-deb -x into
+# a temporary root and checks what a user gets.
 #   package_test.sh CPACK CPACK_CONFIG VERSION
 set -euo pipefail
 cpack=$1 config=$2 version=$3
 
-for tool in dpkg-deb dpkg-shlibdeps fakeroot; do
+for tool in dpkg-deb dpkg-shlibdeps fakeroot lintian; do
   if ! command -v "$tool" >/dev/null; then
     echo "SKIP: $tool is not installed" >&2
     exit 77
@@ -19,10 +20,17 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 # Build the package into the temp dir (its staging area goes there too).
 "$cpack" -G DEB --config "$config" -B "$tmp/out" >"$tmp/cpack.log" 2>&1 ||
   { cat "$tmp/cpack.log" >&2; fail "cpack failed"; }
-debs=("$tmp"/out/komoku_"$version"_*.deb)
-[[ -f ${debs[0]} ]] || { cat "$tmp/cpack.log" >&2; fail "no komoku_${version}_*.deb produced"; }
+# The Debian revision comes from packaging/deb/changelog.
+debs=("$tmp"/out/komoku_"$version"-*_*.deb)
+[[ -f ${debs[0]} ]] || { cat "$tmp/cpack.log" >&2; fail "no komoku_${version}-*_*.deb produced"; }
 deb=${debs[0]}
 echo "package: $(basename "$deb") ($(stat -c %s "$deb") bytes)"
+
+# lintian: clean of errors and warnings (informational tags are printed).
+# The package's own overrides (/usr/share/lintian/overrides/komoku) apply.
+lintian --fail-on error,warning --info "$deb" >"$tmp/lintian.txt" 2>&1 ||
+  { cat "$tmp/lintian.txt" >&2; fail "lintian reports errors or warnings (above)"; }
+echo "lintian: no errors or warnings ($(grep -c '^I: ' "$tmp/lintian.txt" || true) informational tags)"
 
 # Control data: dependencies from dpkg-shlibdeps, the conffile, the scripts.
 dpkg-deb -f "$deb" Package | grep -qx komoku || fail "Package is not komoku"
@@ -49,13 +57,22 @@ dpkg-deb -x "$deb" "$root"
 bin=$root/usr/bin/komoku
 unit=$root/usr/lib/systemd/system/komoku.service
 conf=$root/etc/komoku/komoku.yaml
-for f in "$bin" "$unit" "$conf" "$root/usr/share/doc/komoku/README.md" \
-         "$root/usr/share/doc/komoku/docs/http-api.md"; do
+doc=$root/usr/share/doc/komoku
+for f in "$bin" "$unit" "$conf" "$doc/README.md" "$doc/docs/http-api.md" "$doc/copyright" \
+         "$doc/changelog.Debian.gz" "$root/usr/share/man/man1/komoku.1.gz"; do
   [[ -f $f ]] || fail "missing ${f#"$root"}"
 done
 [[ -x $bin ]] || fail "komoku is not executable"
 "$bin" --version | grep -qx "komoku $version" || fail "komoku --version does not say $version"
 if file "$bin" 2>/dev/null | grep -q 'not stripped'; then fail "komoku is not stripped"; fi
+
+# The manual page names every command of `komoku --help`.
+zcat "$root/usr/share/man/man1/komoku.1.gz" >"$tmp/komoku.1"
+"$bin" --help | awk '/^Subcommands:/{on=1; next} on && /^  [a-z]/{print $1}' >"$tmp/commands"
+[[ -s $tmp/commands ]] || fail "komoku --help lists no commands"
+while read -r command; do
+  grep -qx ".SS $command" "$tmp/komoku.1" || fail "komoku(1) has no section for '$command'"
+done <"$tmp/commands"
 
 # The config validates and puts the data where the unit's StateDirectory is.
 "$bin" check-config -c "$conf" >/dev/null || fail "the installed config does not validate"

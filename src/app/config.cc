@@ -209,6 +209,11 @@ const std::vector<Field>& Fields() {
        "A batch smaller than batch_size waits at most this long for more (milliseconds, or "
        "5s).",
        kMillis},
+      {"remote_write", "timeout", &Config::remote_write_timeout_ms, "10000", 100, 600000,
+       "The longest one request may take, from connecting to the end of the answer "
+       "(milliseconds, or 30s); a receiver that answers nothing in time is cut off and the "
+       "batch sent again after a backoff.",
+       kMillis},
       {"derived", "retain", &Config::derived_retain, "true", 0, 0,
        "Publish derived topics (<prefix>/derived/...) retained."},
       {"derived", "queue_max", &Config::derived_queue_max, "10000", 1, 10000000,

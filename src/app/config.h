@@ -97,6 +97,7 @@ struct Config {
   std::string remote_write_exclude;
   int64_t remote_write_batch_size = 0;
   int64_t remote_write_send_interval_ms = 0;
+  int64_t remote_write_timeout_ms = 0;
 
   // keys: definitions applied at start (Store::Define), in file order.
   struct KeyDefinition {

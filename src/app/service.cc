@@ -358,6 +358,7 @@ int StartRemoteWrite(const Config& config, const Loggers& log, SystemdNotifier& 
   options.exclude = config.remote_write_exclude;
   options.batch_size = static_cast<size_t>(config.remote_write_batch_size);
   options.send_interval = std::chrono::milliseconds(config.remote_write_send_interval_ms);
+  options.timeout = std::chrono::milliseconds(config.remote_write_timeout_ms);
   options.state_path = remote_write::StatePath(config.store_data_dir);
   Result<std::unique_ptr<remote_write::RemoteWriter>> writer =
       remote_write::RemoteWriter::Create(options, parts.store.get(), log.main);
@@ -513,12 +514,22 @@ int StartHttp(const Config& config, const Loggers& log, SystemdNotifier& systemd
   bridge::Bridge* bridge_ptr = parts.bridge.get();
   remote_write::RemoteWriter* remote_ptr = parts.remote_write.get();
   http_options.discovery = [bridge_ptr] { return bridge_ptr->DiscoveryJson(); };
+  http_options.key_aliases = [bridge_ptr] { return bridge_ptr->KeyAliases(); };
   Result<std::unique_ptr<query::Server>> http = query::Server::Create(
       http_options, parts.store.get(),
       [bridge_ptr, remote_ptr] {
-        query::Health health{bridge_ptr->connected(), bridge_ptr->subscribed(),
-                             bridge_ptr->IngestStalledFor(), bridge_ptr->IngestBacklog()};
-        if (remote_ptr) health.remote_write_stalled = remote_ptr->StalledFor();
+        query::Health health;
+        health.mqtt_connected = bridge_ptr->connected();
+        health.mqtt_subscribed = bridge_ptr->subscribed();
+        health.ingest_stalled = bridge_ptr->IngestStalledFor();
+        health.ingest_backlog = bridge_ptr->IngestBacklog();
+        if (remote_ptr) {
+          health.remote_write_on = true;
+          health.remote_write_stalled = remote_ptr->StalledFor();
+          remote_write::RemoteWriter::Trouble trouble = remote_ptr->CurrentTrouble();
+          health.remote_write_error = std::move(trouble.error);
+          health.remote_write_failing = trouble.failing_for;
+        }
         return health;
       },
       log.query);

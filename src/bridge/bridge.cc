@@ -186,5 +186,6 @@ Status Bridge::ReplaceRules(const std::vector<MappingRule>& rules) {
   return impl_->ReplaceRules(rules);
 }
 nlohmann::json Bridge::DiscoveryJson() const { return impl_->DiscoveryJson(); }
+std::map<std::string, std::string> Bridge::KeyAliases() const { return impl_->KeyAliases(); }
 
 }  // namespace komoku::bridge

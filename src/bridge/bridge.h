@@ -23,6 +23,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -102,6 +103,9 @@ class Bridge {
   // The discovered entities (Discovery::Describe), or null when discovery
   // is off. Thread-safe.
   nlohmann::json DiscoveryJson() const;
+  // Discovered keys that keep an earlier name of their device, each with
+  // the name its topic makes now (Discovery::Aliases). Thread-safe.
+  std::map<std::string, std::string> KeyAliases() const;
   // Publishes with QoS 1 and waits (up to 10 s) for the broker's
   // acknowledgement, for publishers that keep their own queue (derived
   // state): Busy while not connected or when the acknowledgement does not

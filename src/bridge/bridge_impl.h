@@ -72,6 +72,9 @@ class Bridge::Impl {
   nlohmann::json DiscoveryJson() const {
     return discovery_ ? discovery_->Describe() : nlohmann::json(nullptr);
   }
+  std::map<std::string, std::string> KeyAliases() const {
+    return discovery_ ? discovery_->Aliases() : std::map<std::string, std::string>();
+  }
   Result<std::string> KeyFromTopic(std::string_view topic) const;
 
   // connection.cc

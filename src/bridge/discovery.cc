@@ -171,6 +171,7 @@ MappingRule StateRule(const DiscoveredEntity& e) {
   r.false_words = e.false_words;
   r.strict_words = !e.true_words.empty();
   if (e.stale_after_s) r.options["stale_after"] = *e.stale_after_s;
+  if (e.event) r.options["same_value_resolution"] = 0;
   return r;
 }
 
@@ -229,6 +230,8 @@ json EntityJson(const DiscoveredEntity& e) {
       j["false"] = e.false_words;
     }
     if (e.stale_after_s) j["stale_after"] = *e.stale_after_s;
+    if (e.event) j["event"] = true;
+    if (!e.alias.empty()) j["alias"] = e.alias;
     json avail = json::array();
     for (const auto& a : e.availability) avail.push_back(a.topic);
     if (!avail.empty()) j["availability"] = avail;
@@ -562,6 +565,35 @@ std::vector<DiscoveredEntity> HaEntities(const DiscoveredEntity& base, const jso
     }
   } else if (e.component == "number") {
     e.type = store::KeyType::kNumeric;
+  } else if (e.component == "event") {
+    // Home Assistant's event: each message a JSON object whose event_type
+    // is the event (a press); a template must render such an object, which
+    // Komoku does not evaluate.
+    e.type = store::KeyType::kString;
+    e.event = true;
+    if (HasOption(c, "value_template")) {
+      out.push_back(Refused(std::move(e), "bad_template",
+                            "an event's value template '" + Text(c, "value_template") +
+                                "' renders a JSON object with event_type; Komoku reads "
+                                "event_type of payloads without a template"));
+      return out;
+    }
+    out.push_back(FinishHaEntity(std::move(e), c, "state_topic", nullptr, "event_type", options));
+    return out;
+  } else if (e.component == "device_automation") {
+    // A device trigger (zigbee2mqtt's action_single, action_double, ... on
+    // zigbee2mqtt/<name>/action): every message on its topic is an event;
+    // the triggers of one topic share its key.
+    e.type = store::KeyType::kString;
+    e.event = true;
+    if (Text(c, "automation_type") != "trigger") {
+      out.push_back(Refused(std::move(e), "unsupported",
+                            "a device_automation of automation_type '" +
+                                Text(c, "automation_type") + "'; Komoku reads triggers"));
+      return out;
+    }
+    out.push_back(FinishHaEntity(std::move(e), c, "topic", "value_template", "", options));
+    return out;
   } else {
     e.type = store::KeyType::kString;
     if (e.component == "light") {
@@ -673,8 +705,18 @@ std::vector<DiscoveredEntity> ParseHaConfig(std::string_view topic, std::string_
   const std::string base =
       raw.contains("~") && raw["~"].is_string() ? raw["~"].get<std::string>() : "";
   json c = Expand(raw, base);
-  if (e.component != "device") return HaEntities(e, c, options);
-  return DeviceEntities(std::move(e), c, base, options);
+  out = e.component != "device" ? HaEntities(e, c, options)
+                                : DeviceEntities(std::move(e), c, base, options);
+  // The key's identity: the unique_id, and the part of a config that makes
+  // several keys (a climate's "#mode", a device config's "#<component>").
+  for (DiscoveredEntity& x : out) {
+    auto unique_id = x.info.find("unique_id");
+    if (unique_id == x.info.end() || !unique_id->is_string()) continue;
+    const size_t part = x.id.find('#');
+    x.identity = unique_id->get<std::string>() +
+                 (part == std::string::npos ? std::string() : x.id.substr(part));
+  }
+  return out;
 }
 
 DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view payload,
@@ -817,6 +859,11 @@ std::vector<DiscoveredEntity> ParseHomie5Description(const std::string& topic,
         out.push_back(Refused(std::move(e), "bad_topic",
                               "'" + e.state_topic + "' is not a topic (text without + and #)"));
         continue;
+      }
+      // A non-retained property's values are events (a button press).
+      if (p.value("retained", json(true)) == json(false)) {
+        e.event = true;
+        e.info["retained"] = false;
       }
       e.availability.push_back(HomieState(device_topic));
       FinishEntity(&e, options.key_prefix + e.state_topic);
@@ -1209,6 +1256,17 @@ std::vector<Discovery::Update> Discovery::Handle(std::string_view topic, std::st
   return {std::move(u)};
 }
 
+namespace {
+
+// True for two device triggers reading the same topic the same way: they
+// share one key (zigbee2mqtt announces one trigger per action value).
+bool SharedTrigger(const DiscoveredEntity& a, const DiscoveredEntity& b) {
+  return a.component == "device_automation" && b.component == "device_automation" &&
+         a.state_topic == b.state_topic && a.key == b.key && a.value_template == b.value_template;
+}
+
+}  // namespace
+
 Discovery::Update Discovery::Replace(const std::string& id, std::optional<DiscoveredEntity> entity,
                                      const std::string& raw) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -1232,14 +1290,26 @@ Discovery::Update Discovery::ReplaceLocked(const std::string& id,
     entities_.erase(old);
     update.removed = true;
   } else {
+    // A device known by its identity keeps the key it was first mapped to
+    // (a zigbee2mqtt rename changes the state topic, not the unique_id).
+    auto first = entity->identity.empty() || !entity->mapped() ? identities_.end()
+                                                               : identities_.find(entity->identity);
+    if (first != identities_.end() && first->second != entity->key) {
+      entity->alias = entity->key;
+      entity->key = first->second;
+    }
     if (entity->mapped()) {
       for (const auto& [other_id, other] : entities_) {
-        if (other_id != id && other.entity.mapped() && other.entity.key == entity->key) {
+        if (other_id != id && other.entity.mapped() && other.entity.key == entity->key &&
+            !SharedTrigger(other.entity, *entity)) {
           entity->reason = "duplicate_key";
           entity->message = "key '" + entity->key + "' is already made by " + other_id;
           break;
         }
       }
+    }
+    if (entity->mapped() && !entity->identity.empty() && first == identities_.end()) {
+      identities_[entity->identity] = entity->key;
     }
     if (entity->mapped()) {
       touched.insert(entity->state_topic);
@@ -1264,9 +1334,9 @@ void Discovery::Rebuild(const std::string& topic) {
   std::set<std::string> keys;
   for (const auto& [id, known] : entities_) {
     const DiscoveredEntity& e = known.entity;
-    if (e.mapped() && e.state_topic == topic) {
+    // Device triggers of one topic share its key: one rule for them.
+    if (e.mapped() && e.state_topic == topic && keys.insert(e.key).second) {
       rules.push_back(StateRule(e));
-      keys.insert(e.key);
     }
   }
   // One availability rule per topic, however many entities share it; the
@@ -1330,6 +1400,17 @@ size_t Discovery::mapped_count() const {
                                            [](const auto& e) { return e.second.entity.mapped(); }));
 }
 
+std::map<std::string, std::string> Discovery::Aliases() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::map<std::string, std::string> out;
+  for (const auto& [id, known] : entities_) {
+    if (known.entity.mapped() && !known.entity.alias.empty()) {
+      out[known.entity.key] = known.entity.alias;
+    }
+  }
+  return out;
+}
+
 json Discovery::Describe() const {
   std::lock_guard<std::mutex> lock(mu_);
   json entities = json::array();
@@ -1387,7 +1468,9 @@ std::string Discovery::StateText() const {
       }
     }
   }
-  return store::DumpJson(json{{"version", 1}, {"entities", std::move(list)}}) + "\n";
+  json state = {{"version", 1}, {"entities", std::move(list)}};
+  if (!identities_.empty()) state["identities"] = identities_;
+  return store::DumpJson(state) + "\n";
 }
 
 Status Discovery::Save() {
@@ -1438,6 +1521,17 @@ Result<std::vector<Discovery::Update>> Discovery::Load() {
     std::string sensors;
     std::map<std::string, std::string> attributes;
   };
+  std::map<std::string, std::string> identities;
+  if (j.contains("identities")) {
+    const json& ids = j["identities"];
+    if (!ids.is_object()) return bad("has identities that are not an object");
+    for (auto it = ids.begin(); it != ids.end(); ++it) {
+      if (!it.value().is_string() || !store::ValidateKeyName(it.value().get<std::string>()).ok()) {
+        return bad("has identity " + store::QuoteForMessage(it.key()) + " without a key");
+      }
+      identities[it.key()] = it.value().get<std::string>();
+    }
+  }
   std::vector<Entry> entries;
   for (const json& e : j["entities"]) {
     const std::string shown = store::QuoteForMessage(store::DumpJson(e));
@@ -1467,6 +1561,10 @@ Result<std::vector<Discovery::Update>> Discovery::Load() {
                  shown);
     }
     entries.push_back(std::move(entry));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    identities_ = std::move(identities);
   }
   bool dropped = false;  // entities the options no longer read
   for (Entry& entry : entries) {

@@ -77,6 +77,17 @@ struct DiscoveredEntity {
   store::KeyType type = store::KeyType::kString;
   std::vector<std::string> true_words, false_words;
   std::optional<double> stale_after_s;  // from expire_after
+  // Each value is an event (a button press, a device trigger, a Homie 5
+  // non-retained property): the key is created with same_value_resolution
+  // 0, so a repeat is stored too.
+  bool event = false;
+  // The device's stable identity for this key: the config's unique_id (plus
+  // "#<part>" of a config that makes several keys); empty when it has none.
+  // The first key made for an identity keeps its history (Discovery).
+  std::string identity;
+  // Set when the entity writes an earlier key of its identity: the key its
+  // topic makes now (a zigbee2mqtt device renamed), shown beside the key.
+  std::string alias;
   struct Availability {
     std::string topic;
     std::string field;  // a JSON pointer; empty: the payload
@@ -202,6 +213,11 @@ class Discovery {
   std::vector<Update> ForgetUnconfirmed();
   bool HasUnconfirmed() const;
 
+  // Key -> alias: the keys that mapped entities write under an earlier
+  // name of their device (the identity's first key), each with the name its
+  // topic makes now. For GET /api/v1/keys.
+  std::map<std::string, std::string> Aliases() const;
+
   // The entities (mapped and refused) and availability keys, for
   // GET /api/v1/discovery.
   nlohmann::json Describe() const;
@@ -248,6 +264,11 @@ class Discovery {
   // By topic; guarded by mu_. std::less<> finds a string_view without a copy.
   std::map<std::string, std::shared_ptr<const MappingEngine>, std::less<>> engines_;
   std::set<std::string> unconfirmed_;  // ids from Load not seen since; guarded by mu_
+  // Identity (DiscoveredEntity::identity) -> the first key mapped for it,
+  // kept while the entity is gone (zigbee2mqtt removes a renamed device's
+  // configs before announcing the new name) and in the state file; guarded
+  // by mu_.
+  std::map<std::string, std::string> identities_;
   // Bumped by every change of entities_; the one the state file holds.
   uint64_t generation_ = 0;        // guarded by mu_
   uint64_t saved_generation_ = 0;  // guarded by mu_

@@ -42,7 +42,10 @@ using segment_internal::KeyRecord;
 // ---------------------------------------------------------------- constants
 
 constexpr char kMagic[8] = {'K', 'M', 'K', 'S', 'E', 'G', '\r', '\n'};
-constexpr uint32_t kFormatVersion = 1;
+// 2: rollup blocks also hold first_ms and shared_times. Version 1 is still
+// read (its rollups' first_ms unknown).
+constexpr uint32_t kFormatVersion = 2;
+constexpr uint32_t kOldestFormatVersion = 1;
 constexpr uint64_t kHeaderSize = 64;
 
 // Block framing: u32 payload length, u8 kind, payload, u32 CRC.
@@ -474,14 +477,15 @@ class MappedFile {
 class SegmentImpl final : public Segment {
  public:
   SegmentImpl(std::string base, std::unique_ptr<MappedFile> data, keyka::Reader index,
-              SegmentMeta meta, uint64_t blocks)
+              SegmentMeta meta, uint64_t blocks, uint32_t version)
       : base_(std::move(base)),
         data_name_(base_ + ".kkd"),
         data_file_(std::move(data)),
         data_(data_file_->bytes()),
         index_(std::move(index)),
         meta_(meta),
-        blocks_(blocks) {}
+        blocks_(blocks),
+        version_(version) {}
 
   const SegmentMeta& meta() const override { return meta_; }
   const std::string& base() const override { return base_; }
@@ -638,7 +642,7 @@ class SegmentImpl final : public Segment {
     Result<std::string_view> payload = Block(loc, kBlockRollup);
     if (!payload.ok()) return payload.status();
     out->clear();
-    return WithBlock(loc, segment_internal::DecodeRollupBlock(type, *payload, out));
+    return WithBlock(loc, segment_internal::DecodeRollupBlock(type, *payload, version_, out));
   }
 
   // The index key to start a forward walk over `record` blocks of `name` that
@@ -686,6 +690,7 @@ class SegmentImpl final : public Segment {
   const keyka::Reader index_;
   const SegmentMeta meta_;
   const uint64_t blocks_;
+  const uint32_t version_;  // the file's format version
 
   mutable std::mutex damage_mu_;
   mutable std::map<uint64_t, BlockDamage> damage_;  // by offset; guarded by damage_mu_
@@ -1183,9 +1188,10 @@ Result<std::shared_ptr<const Segment>> Segment::Open(const std::string& base) {
   if (std::memcmp(d.data(), kMagic, 8) != 0) return bad("not a Komoku segment (bad magic)");
   if (Crc32c(d.data(), 60) != GetU32(d.data() + 60)) return bad("header checksum mismatch");
   const uint32_t version = GetU32(d.data() + 8);
-  if (version != kFormatVersion) {
+  if (version < kOldestFormatVersion || version > kFormatVersion) {
     return bad("format version " + std::to_string(version) +
-               " is not supported (this build reads " + std::to_string(kFormatVersion) + ")");
+               " is not supported (this build reads " + std::to_string(kOldestFormatVersion) +
+               " to " + std::to_string(kFormatVersion) + ")");
   }
   if (GetU32(d.data() + 12) != kHeaderSize) return bad("unexpected header size");
   const uint64_t id = GetU64(d.data() + 16);
@@ -1212,7 +1218,7 @@ Result<std::shared_ptr<const Segment>> Segment::Open(const std::string& base) {
                               ": belongs to another data file (segment id differs)");
   }
   return std::shared_ptr<const Segment>(std::make_shared<SegmentImpl>(
-      base, std::move(data).value(), std::move(index).value(), meta, blocks));
+      base, std::move(data).value(), std::move(index).value(), meta, blocks, version));
 }
 
 }  // namespace komoku::store

@@ -53,6 +53,8 @@ const CrcTables& Tables() {
 // no bits).
 constexpr uint64_t kMaxItems = uint64_t{1} << 17;
 constexpr uint64_t kMaxRollups = uint64_t{1} << 12;
+// The longest a rollup bucket is (kRollupResolutionsMs' coarsest).
+constexpr int64_t kMaxRollupOffsetMs = 24 * 60 * 60 * 1000;
 // Most string bytes one block may decode to (the writer cuts blocks at about
 // 1 MiB of text and refuses single strings over 16 MiB).
 constexpr uint64_t kMaxTextBytes = uint64_t{64} << 20;
@@ -877,7 +879,9 @@ Status DecodeRawBlock(KeyType type, std::string_view payload, std::vector<Sample
 
 // n U64 · start_ms, count, changes (series) · first, last (optional values) ·
 // sum, min, max, integral, increase, high (doubles) · known_ms, unknown_ms
-// (series) · ms_per_value: entries per rollup (series), texts (strings), ms (series)
+// (series) · ms_per_value: entries per rollup (series), texts (strings), ms
+// (series) · since format 2: first_ms - start_ms + 1, 0 for none (series),
+// shared_times 0/1 (series)
 std::string EncodeRollupBlock(KeyType type, const Rollup* rollups, size_t n) {
   BitWriter w;
   w.WriteU64(n);
@@ -918,10 +922,13 @@ std::string EncodeRollupBlock(KeyType type, const Rollup* rollups, size_t n) {
   }
   WriteStrings(w, texts);
   WriteSeries(w, ms);
+  ints([](const Rollup& r) { return r.first_ms ? *r.first_ms - r.start_ms + 1 : 0; });
+  ints([](const Rollup& r) { return r.shared_times ? 1 : 0; });
   return w.Finish();
 }
 
-Status DecodeRollupBlock(KeyType type, std::string_view payload, std::vector<Rollup>* out) {
+Status DecodeRollupBlock(KeyType type, std::string_view payload, uint32_t version,
+                         std::vector<Rollup>* out) {
   BitReader r(payload);
   uint64_t n;
   if (!ReadCount(r, &n) || n > kMaxRollups) return Bad("rollup block: count");
@@ -974,6 +981,19 @@ Status DecodeRollupBlock(KeyType type, std::string_view payload, std::vector<Rol
     for (uint64_t e = 0; e < entries[i]; ++e, ++j) {
       v[i].ms_per_value.emplace_back(std::move(texts[j]), static_cast<int64_t>(ms[j]));
     }
+  }
+  if (version >= 2) {
+    // A first change lies inside its bucket (no bucket is longer than a
+    // day), and only a bucket with changes has one.
+    bool in_bucket = true;
+    const bool times_ok = ints([&](Rollup& o, int64_t i) {
+                            if (i == 0) return;
+                            if (i < 1 || i > kMaxRollupOffsetMs || o.count == 0) in_bucket = false;
+                            if (in_bucket) o.first_ms = o.start_ms + (i - 1);
+                          }) &&
+                          ints([](Rollup& o, int64_t i) { o.shared_times = i != 0; });
+    if (!times_ok) return Bad("rollup block: first_ms or shared_times does not decode");
+    if (!in_bucket) return Bad("rollup block: a first change's time outside its bucket");
   }
   KOMOKU_RETURN_IF_ERROR(Checked(r, "rollup block"));
   for (auto& ro : v) out->push_back(std::move(ro));

@@ -67,8 +67,11 @@ std::string EncodeRawBlock(KeyType type, const Sample* samples, size_t n);
 // Appends the block's changes to *out.
 Status DecodeRawBlock(KeyType type, std::string_view payload, std::vector<Sample>* out);
 
-// Rollups of one resolution, starts strictly increasing.
+// Rollups of one resolution, starts strictly increasing, in the newest
+// format; the decoder reads the block of a file of `version` (1 has no
+// first_ms and shared_times: first_ms is left unknown).
 std::string EncodeRollupBlock(KeyType type, const Rollup* rollups, size_t n);
-Status DecodeRollupBlock(KeyType type, std::string_view payload, std::vector<Rollup>* out);
+Status DecodeRollupBlock(KeyType type, std::string_view payload, uint32_t version,
+                         std::vector<Rollup>* out);
 
 }  // namespace komoku::store::segment_internal

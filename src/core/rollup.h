@@ -45,6 +45,12 @@ struct Rollup {
   double high = std::numeric_limits<double>::quiet_NaN();
   // Boolean, uptime, string: ms per value's text, sorted by text.
   std::vector<std::pair<std::string, int64_t>> ms_per_value;
+  // The time of the first change inside (count > 0), and whether two changes
+  // inside share a time: what the samples of a Prometheus range [t - r, t]
+  // need besides whole buckets (the sample at t opens the next bucket).
+  // Unknown in rollups written before segment format 2 (nullopt).
+  std::optional<int64_t> first_ms;
+  bool shared_times = false;
 };
 
 // Field by field; a NaN `high` equals a NaN `high`.

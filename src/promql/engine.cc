@@ -11,6 +11,7 @@
 // and each step then works on slices of them.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 
 #include "promql/expr.h"
@@ -93,6 +94,38 @@ bool ExtrapolatedRate(const Point* b, const Point* e, int64_t range_start, int64
   return true;
 }
 
+// Prometheus's deriv: the slope of the least-squares line through the
+// points [b, e) (at least two), times in seconds from the first point's (so
+// that the sums stay small), each sum a Kahan-Neumaier sum; 0 for a
+// constant series, NaN for a constant infinite one.
+bool Deriv(const Point* b, const Point* e, double* out) {
+  if (e - b < 2) return false;
+  double n = 0, sum_x = 0, c_x = 0, sum_y = 0, c_y = 0, sum_xy = 0, c_xy = 0, sum_x2 = 0, c_x2 = 0;
+  const double first = b->v;
+  bool constant = true;
+  for (const Point* p = b; p != e; ++p) {
+    if (p->v != first) constant = false;
+    n += 1;
+    const double x = static_cast<double>(p->t - b->t) / 1000;
+    KahanInc(x, sum_x, c_x);
+    KahanInc(p->v, sum_y, c_y);
+    KahanInc(x * p->v, sum_xy, c_xy);
+    KahanInc(x * x, sum_x2, c_x2);
+  }
+  if (constant) {
+    *out = std::isinf(first) ? std::numeric_limits<double>::quiet_NaN() : 0;
+    return true;
+  }
+  sum_x += c_x;
+  sum_y += c_y;
+  sum_xy += c_xy;
+  sum_x2 += c_x2;
+  const double cov_xy = sum_xy - sum_x * sum_y / n;
+  const double var_x = sum_x2 - sum_x * sum_x / n;
+  *out = cov_xy / var_x;
+  return true;
+}
+
 // The value of `f` over the points [b, e) (at least one); false when the
 // function gives no value (rate and friends with one point).
 bool CallRange(RangeFunc f, const Point* b, const Point* e, int64_t range_start, int64_t range_end,
@@ -113,6 +146,8 @@ bool CallRange(RangeFunc f, const Point* b, const Point* e, int64_t range_start,
       *out = changes;
       return true;
     }
+    case RangeFunc::kDeriv:
+      return Deriv(b, e, out);
     case RangeFunc::kAvgOverTime: {
       double mean = 0, c = 0, count = 0;
       for (const Point* p = b; p != e; ++p) {
@@ -156,6 +191,82 @@ bool CallRange(RangeFunc f, const Point* b, const Point* e, int64_t range_start,
       return true;
   }
   return false;
+}
+
+// The functions whose value over a range follows from count, sum, minimum
+// and maximum, so that buckets (Series::buckets) can stand in for samples.
+bool Summable(RangeFunc f) {
+  return f == RangeFunc::kAvgOverTime || f == RangeFunc::kMinOverTime ||
+         f == RangeFunc::kMaxOverTime || f == RangeFunc::kSumOverTime ||
+         f == RangeFunc::kCountOverTime;
+}
+
+int64_t Gcd(int64_t a, int64_t b) {
+  a = a < 0 ? -a : a;
+  b = b < 0 ? -b : b;
+  while (b != 0) {
+    int64_t r = a % b;
+    a = b;
+    b = r;
+  }
+  return a;
+}
+
+// Count, sum, minimum and maximum of samples and of buckets of samples.
+class Summary {
+ public:
+  void Add(double v) {
+    if (count_ == 0 || v < min_) min_ = v;
+    if (count_ == 0 || v > max_) max_ = v;
+    KahanInc(v, sum_, c_);
+    ++count_;
+  }
+  void Add(const Bucket& b) {
+    if (count_ == 0 || b.min < min_) min_ = b.min;
+    if (count_ == 0 || b.max > max_) max_ = b.max;
+    KahanInc(b.sum, sum_, c_);
+    count_ += b.count;
+  }
+  int64_t count() const { return count_; }
+  double Value(RangeFunc f) const {
+    const double sum = std::isinf(sum_) ? sum_ : sum_ + c_;
+    switch (f) {
+      case RangeFunc::kAvgOverTime:
+        return sum / static_cast<double>(count_);
+      case RangeFunc::kMinOverTime:
+        return min_;
+      case RangeFunc::kMaxOverTime:
+        return max_;
+      case RangeFunc::kCountOverTime:
+        return static_cast<double>(count_);
+      default:
+        return sum;
+    }
+  }
+
+ private:
+  int64_t count_ = 0;
+  double sum_ = 0, c_ = 0, min_ = 0, max_ = 0;
+};
+
+// A Summable function over the samples of `s` in [from, to], both multiples
+// of s.bucket_ms: its points there, its buckets with a start in [from, to),
+// and the sample at `to` itself, which opens the bucket at `to` (a
+// Prometheus range includes both ends). False when there is no sample.
+// Samples are finite (Komoku stores no NaN), so the order they are taken in
+// changes no minimum or maximum, and sums only in the last bits.
+bool CallSummarized(RangeFunc f, const Series& s, int64_t from, int64_t to, double* out) {
+  Summary sum;
+  auto [b, e] = Slice(s, from, to);
+  for (const Point* p = b; p != e; ++p) sum.Add(p->v);
+  auto by_start = [](const Bucket& x, int64_t t) { return x.start_ms < t; };
+  auto lo = std::lower_bound(s.buckets.begin(), s.buckets.end(), from, by_start);
+  auto hi = std::lower_bound(lo, s.buckets.end(), to, by_start);
+  for (auto it = lo; it != hi; ++it) sum.Add(*it);
+  if (hi != s.buckets.end() && hi->start_ms == to && hi->first.t == to) sum.Add(hi->first.v);
+  if (sum.count() == 0) return false;
+  *out = sum.Value(f);
+  return true;
 }
 
 double Arithmetic(char op, double l, double r) {
@@ -244,22 +355,33 @@ class Evaluator {
  public:
   Evaluator(const Source* source, const Options& options) : source_(source), options_(options) {}
 
-  // Reads every selector's series over the window steps start..end need.
-  Status Load(const Expr& e, int64_t start, int64_t end) {
-    if (e.kind == Expr::Kind::kSelector) {
-      int64_t back = e.range_ms > 0 ? e.range_ms : options_.lookback_ms;
-      Result<std::vector<Series>> series =
-          source_->Select(e.matchers, start - e.offset_ms - back, end - e.offset_ms);
-      if (!series.ok()) return series.status();
-      for (const Series& s : *series) loaded_points_ += s.points.size();
-      if (loaded_points_ > options_.max_samples) {
-        return Status::InvalidArgument(
-            "query processing would load too many samples into memory in query execution");
-      }
-      data_[&e] = std::move(*series);
-      return Status::Ok();
+  // Reads every selector's series over the window the steps start, start +
+  // step, ... <= end need (step 0: start alone).
+  Status Load(const Expr& e, int64_t start, int64_t end, int64_t step) {
+    if (e.kind == Expr::Kind::kRangeCall && Summable(e.func)) {
+      // Every range [t - offset - range, t - offset] starts and ends on a
+      // multiple of `align`: buckets that divide it can stand in for samples.
+      const Expr& sel = *e.args[0];
+      int64_t align = Gcd(sel.range_ms, start - sel.offset_ms - sel.range_ms);
+      if (step > 0) align = Gcd(align, step);
+      return LoadSelector(sel, start, end, align);
     }
-    for (const auto& a : e.args) KOMOKU_RETURN_IF_ERROR(Load(*a, start, end));
+    if (e.kind == Expr::Kind::kSelector) return LoadSelector(e, start, end, 0);
+    for (const auto& a : e.args) KOMOKU_RETURN_IF_ERROR(Load(*a, start, end, step));
+    return Status::Ok();
+  }
+
+  Status LoadSelector(const Expr& e, int64_t start, int64_t end, int64_t align) {
+    int64_t back = e.range_ms > 0 ? e.range_ms : options_.lookback_ms;
+    Result<std::vector<Series>> series =
+        source_->Select(e.matchers, start - e.offset_ms - back, end - e.offset_ms, align);
+    if (!series.ok()) return series.status();
+    for (const Series& s : *series) loaded_points_ += s.points.size() + s.buckets.size();
+    if (loaded_points_ > options_.max_samples) {
+      return Status::InvalidArgument(
+          "query processing would load too many samples into memory in query execution");
+    }
+    data_[&e] = std::move(*series);
     return Status::Ok();
   }
 
@@ -299,9 +421,14 @@ class Evaluator {
         int64_t range_end = t - sel.offset_ms;
         int64_t range_start = range_end - sel.range_ms;
         for (const Series& s : data_.at(&sel)) {
+          double v = 0;
+          if (!s.buckets.empty()) {
+            if (!CallSummarized(e.func, s, range_start, range_end, &v)) continue;
+            out.vector.push_back(Sample{DropName(s.labels), v});
+            continue;
+          }
           auto [b, en] = Slice(s, range_start, range_end);
           if (b == en) continue;
-          double v = 0;
           if (!CallRange(e.func, b, en, range_start, range_end, sel.range_ms, &v)) continue;
           // last_over_time acts as an offset and keeps the name; the others
           // drop it.
@@ -358,7 +485,7 @@ Result<InstantResult> Engine::Instant(const std::string& query, int64_t time_ms)
   if (!parsed.ok()) return parsed.status();
   const Expr& e = **parsed;
   Evaluator ev(source_, options_);
-  KOMOKU_RETURN_IF_ERROR(ev.Load(e, time_ms, time_ms));
+  KOMOKU_RETURN_IF_ERROR(ev.Load(e, time_ms, time_ms, 0));
   InstantResult out;
   out.time_ms = time_ms;
   if (e.type == ValueType::kMatrix) {
@@ -403,7 +530,7 @@ Result<std::vector<Series>> Engine::Range(const std::string& query, int64_t star
         "Vector");
   }
   Evaluator ev(source_, options_);
-  KOMOKU_RETURN_IF_ERROR(ev.Load(e, start_ms, end_ms));
+  KOMOKU_RETURN_IF_ERROR(ev.Load(e, start_ms, end_ms, step_ms));
   std::map<Labels, std::vector<Point>> series;
   size_t points = 0;
   for (int64_t t = start_ms; t <= end_ms; t += step_ms) {

@@ -19,6 +19,7 @@ enum class RangeFunc {
   kIncrease,
   kDelta,
   kChanges,
+  kDeriv,
   kAvgOverTime,
   kMinOverTime,
   kMaxOverTime,

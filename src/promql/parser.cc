@@ -157,6 +157,7 @@ const std::map<std::string, RangeFunc>& RangeFuncs() {
       {"increase", RangeFunc::kIncrease},
       {"delta", RangeFunc::kDelta},
       {"changes", RangeFunc::kChanges},
+      {"deriv", RangeFunc::kDeriv},
       {"avg_over_time", RangeFunc::kAvgOverTime},
       {"min_over_time", RangeFunc::kMinOverTime},
       {"max_over_time", RangeFunc::kMaxOverTime},

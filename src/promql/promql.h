@@ -28,9 +28,32 @@ struct Point {
   double v = 0;
 };
 
+// What the *_over_time functions need of the samples of one series in one
+// bucket [start_ms, start_ms + the resolution): a summary a source may give
+// instead of the samples themselves (Source::Select).
+struct Bucket {
+  int64_t start_ms = 0;
+  int64_t count = 0;  // at least 1: a bucket without samples is left out
+  double sum = 0;
+  double min = 0;
+  double max = 0;
+  Point first;  // the bucket's first sample
+};
+
 struct Series {
+  Series() = default;
+  Series(Labels l, std::vector<Point> p) : labels(std::move(l)), points(std::move(p)) {}
+
   Labels labels;
   std::vector<Point> points;  // by time, no two at the same time
+  // Where buckets stand in for the points: none of `points` lies in
+  // [buckets_from, buckets_to), and `buckets` (by start, each bucket_ms
+  // long, both ends multiples of bucket_ms) summarize the samples there.
+  // Empty (buckets_from == buckets_to) when the points are all there is.
+  int64_t bucket_ms = 0;
+  int64_t buckets_from = 0;
+  int64_t buckets_to = 0;
+  std::vector<Bucket> buckets;
 };
 
 // A label matcher: =, !=, =~ (the regular expression must match the whole
@@ -63,9 +86,13 @@ class Source {
   virtual ~Source() = default;
   // Every series whose labels match all `matchers`, with its points in
   // [from_ms, to_ms] (both ends included); a series with no point there may
-  // be left out.
+  // be left out. With `align_ms` > 0 the caller can also take buckets
+  // (Series::buckets) of any resolution that divides align_ms, and the
+  // source may give them in place of points where it has them exact, so
+  // that the samples need not be read: the caller only asks so when
+  // from_ms and every range it will sum over are multiples of align_ms.
   virtual Result<std::vector<Series>> Select(const std::vector<Matcher>& matchers, int64_t from_ms,
-                                             int64_t to_ms) const = 0;
+                                             int64_t to_ms, int64_t align_ms) const = 0;
   // The label sets of every series matching all `matchers` (all series when
   // `matchers` is empty), points left empty.
   virtual Result<std::vector<Labels>> Labelsets(const std::vector<Matcher>& matchers) const = 0;

@@ -5,6 +5,7 @@
 #include <set>
 #include <variant>
 
+#include "core/rollup.h"
 #include "store/store.h"
 
 namespace komoku::promql {
@@ -71,6 +72,68 @@ void Append(std::vector<Point>& points, int64_t t, double v) {
   }
 }
 
+// The coarsest rollup resolution that divides align_ms; 0 when none does.
+int64_t Resolution(int64_t align_ms) {
+  int64_t best = 0;
+  if (align_ms <= 0) return best;
+  for (int64_t r : store::kRollupResolutionsMs) {
+    if (align_ms % r == 0) best = r;
+  }
+  return best;
+}
+
+int64_t CeilTo(int64_t t, int64_t r) { return t >= 0 ? (t + r - 1) / r * r : -(-t / r * r); }
+int64_t FloorTo(int64_t t, int64_t r) { return t >= 0 ? t / r * r : -((-t + r - 1) / r * r); }
+
+// Fills s.buckets from the key's rollups at `res` over the longest stretch
+// of [from, end) they cover (whole buckets, the last one may reach past
+// `end`), so that its samples there need not be read; leaves `s` as it was when the rollups cover
+// no whole bucket or cannot stand for their samples (written before rollups kept first_ms, or two
+// changes at one time, of which a series keeps only the later).
+Status Summarize(const store::Store& store, const store::KeyInfo& info, int64_t res, int64_t from,
+                 int64_t end, Series& s) {
+  // Adjacent stretches join: rollups answer across a segment border.
+  std::vector<store::RollupStretch> joined;
+  for (const store::RollupStretch& c : store.RollupCoverage(info.name)) {
+    if (!joined.empty() && joined.back().to_ms == c.from_ms) {
+      joined.back().to_ms = c.to_ms;
+    } else {
+      joined.push_back(c);
+    }
+  }
+  // The bucket holding the last time asked for counts too: a range ending
+  // there takes its first sample when that sample is at the range's end.
+  int64_t best_from = 0, best_to = 0;
+  for (const store::RollupStretch& c : joined) {
+    int64_t a = CeilTo(std::max(from, c.from_ms), res);
+    int64_t b = FloorTo(std::min(CeilTo(end, res), c.to_ms), res);
+    if (b - a > best_to - best_from) {
+      best_from = a;
+      best_to = b;
+    }
+  }
+  if (best_to <= best_from) return Status::Ok();
+  std::vector<Bucket> buckets;
+  bool exact = true;
+  Status st = store.ScanRollups(info.name, res, best_from, best_to, [&](const store::Rollup& r) {
+    if (r.count == 0) return true;
+    if (!r.first_ms || r.shared_times || !r.first) {
+      exact = false;
+      return false;
+    }
+    buckets.push_back(
+        Bucket{r.start_ms, r.count, r.sum, r.min, r.max, Point{*r.first_ms, Number(*r.first)}});
+    return true;
+  });
+  if (!st.ok()) return st;
+  if (!exact) return Status::Ok();
+  s.bucket_ms = res;
+  s.buckets_from = best_from;
+  s.buckets_to = best_to;
+  s.buckets = std::move(buckets);
+  return Status::Ok();
+}
+
 }  // namespace
 
 std::string MetricName(std::string_view key) {
@@ -86,22 +149,39 @@ std::string MetricName(std::string_view key) {
 }
 
 Result<std::vector<Series>> StoreSource::Select(const std::vector<Matcher>& matchers,
-                                                int64_t from_ms, int64_t to_ms) const {
+                                                int64_t from_ms, int64_t to_ms,
+                                                int64_t align_ms) const {
   std::vector<Series> out;
   const int64_t end = to_ms < kAllTimeTo ? to_ms + 1 : kAllTimeTo;  // Scan's end is exclusive
+  const int64_t res = Resolution(align_ms);
   for (const store::KeyInfo& info : store_->Keys()) {
     const Labels base = KeyLabels(info, nullptr);
     if (!MatchesBesidesState(matchers, base)) continue;
     if (info.type != store::KeyType::kString) {
       if (!MatchesAll(matchers, base)) continue;
       Series s{base, {}};
-      Status st = store_->Scan(info.name, from_ms, end, [&](const store::Sample& sample) {
+      // Rollups hold sums, minima and maxima of numbers only.
+      const bool numeric =
+          info.type == store::KeyType::kNumeric || info.type == store::KeyType::kCounter;
+      Status st = Status::Ok();
+      if (res > 0 && numeric) st = Summarize(*store_, info, res, from_ms, end, s);
+      int64_t changes = 0;
+      auto append = [&](const store::Sample& sample) {
         Append(s.points, sample.time_ms, Number(sample.value));
+        ++changes;
         return true;
-      });
+      };
+      if (st.ok() && s.buckets_to > s.buckets_from) {
+        st = store_->Scan(info.name, from_ms, s.buckets_from, append);
+        if (st.ok() && s.buckets_to < end) st = store_->Scan(info.name, s.buckets_to, end, append);
+      } else if (st.ok()) {
+        st = store_->Scan(info.name, from_ms, end, append);
+      }
+      changes_read_ += changes;
+      rollups_read_ += static_cast<int64_t>(s.buckets.size());
       if (st.code() == Status::Code::kNotFound) continue;  // deleted meanwhile
       if (!st.ok()) return st;
-      if (!s.points.empty()) out.push_back(std::move(s));
+      if (!s.points.empty() || !s.buckets.empty()) out.push_back(std::move(s));
       continue;
     }
     Result<std::vector<std::string>> states = States(*store_, info);
@@ -114,6 +194,7 @@ Result<std::vector<Series>> StoreSource::Select(const std::vector<Matcher>& matc
     }
     if (per_state.empty()) continue;
     Status st = store_->Scan(info.name, from_ms, end, [&](const store::Sample& sample) {
+      changes_read_.fetch_add(1, std::memory_order_relaxed);
       const auto* text = std::get_if<std::string>(&sample.value);
       for (Series& s : per_state) {
         Append(s.points, sample.time_ms, text && *text == LabelValue(s.labels, "state") ? 1 : 0);

@@ -7,6 +7,8 @@
 // to, 0 in the others.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,12 +35,20 @@ inline constexpr size_t kMaxStringStates = 100;
 class StoreSource final : public Source {
  public:
   explicit StoreSource(const store::Store* store) : store_(store) {}
+  // What the Selects so far read: stored changes, and rollups that stood in
+  // for changes (Series::buckets).
+  int64_t changes_read() const { return changes_read_.load(std::memory_order_relaxed); }
+  int64_t rollups_read() const { return rollups_read_.load(std::memory_order_relaxed); }
+  // Buckets (with align_ms) come from the keys' rollups (core/rollup.h)
+  // where they cover whole buckets, for numeric and counter keys.
   Result<std::vector<Series>> Select(const std::vector<Matcher>& matchers, int64_t from_ms,
-                                     int64_t to_ms) const override;
+                                     int64_t to_ms, int64_t align_ms) const override;
   Result<std::vector<Labels>> Labelsets(const std::vector<Matcher>& matchers) const override;
 
  private:
   const store::Store* const store_;
+  mutable std::atomic<int64_t> changes_read_{0};
+  mutable std::atomic<int64_t> rollups_read_{0};
 };
 
 }  // namespace komoku::promql

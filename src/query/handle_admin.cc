@@ -134,6 +134,15 @@ void Server::Impl::GetReady(const Request&, Response& res) {
             {"store",
              {{"queue", store_->QueueDepth()},
               {"writer_stalled_ms", static_cast<int64_t>(stalled.count())}}}};
+  if (h.remote_write_on) {
+    // Informative only: a receiver that is away or refuses Komoku is not a
+    // reason to take Komoku out of service; a stuck thread is (above).
+    j["remote_write"] = {{"stalled_ms", static_cast<int64_t>(h.remote_write_stalled.count())},
+                         {"failing_ms", static_cast<int64_t>(h.remote_write_failing.count())},
+                         {"error", h.remote_write_error},
+                         {"pending", store_->metrics().Get("komoku_remote_write_pending")},
+                         {"lag_seconds", store_->metrics().Get("komoku_remote_write_lag_seconds")}};
+  }
   SendJson(res, problems.empty() ? 200 : 503, j);
 }
 

@@ -15,9 +15,12 @@ void Server::Impl::GetKeys(const Request& req, Response& res) {
   if (!p.error().ok()) return SendStatus(res, p.error());
   Result<bool> values = p.Flag("values");
   if (!values.ok()) return SendStatus(res, values.status());
+  const std::map<std::string, std::string> aliases =
+      options_.key_aliases ? options_.key_aliases() : std::map<std::string, std::string>();
   JsonListBody body(json::object(), "keys");
   for (const store::KeyInfo& k : store_->Keys()) {
     json j = {{"key", k.name}, {"type", store::KeyTypeName(k.type)}};
+    if (auto alias = aliases.find(k.name); alias != aliases.end()) j["alias"] = alias->second;
     if (*values && k.last) {
       j["value"] = ValueToJson(k.last->value);
       j["time"] = MsToSeconds(k.last->time_ms);

@@ -236,6 +236,11 @@ Result<std::vector<Labels>> MatchedLabelsets(const promql::Source& source, const
 
 }  // namespace
 
+void Server::Impl::CountReads(const promql::StoreSource& source) {
+  store_->metrics().Add("komoku_promql_read_total{from=\"changes\"}", source.changes_read());
+  store_->metrics().Add("komoku_promql_read_total{from=\"rollups\"}", source.rollups_read());
+}
+
 void Server::Impl::PromQuery(const Request& req, Response& res) {
   PromParams p(req);
   const int64_t now = store_->clock().NowMs();
@@ -250,6 +255,7 @@ void Server::Impl::PromQuery(const Request& req, Response& res) {
   promql::StoreSource source(store_);
   promql::Engine engine(&source);
   Result<promql::InstantResult> r = engine.Instant(*query, time_ms);
+  CountReads(source);
   if (!r.ok()) return SendPromStatus(res, r.status());
   std::string data;
   switch (r->type) {
@@ -301,6 +307,7 @@ void Server::Impl::PromQueryRange(const Request& req, Response& res) {
   promql::StoreSource source(store_);
   promql::Engine engine(&source);
   Result<std::vector<promql::Series>> r = engine.Range(*query, bounds[0], bounds[1], *step);
+  CountReads(source);
   if (!r.ok()) return SendPromStatus(res, r.status());
   SendSuccess(res, MatrixJson(*r));
 }

@@ -117,6 +117,13 @@ const Declared kFamilies[] = {
      {},
      1,
      true},
+    {{"komoku_promql_read_total", MT::kCounter,
+      "What PromQL queries read: stored changes, or rollups standing in for them."},
+     From::kStore,
+     {},
+     1,
+     true,
+     {"from=\"changes\"", "from=\"rollups\""}},
     {{"komoku_uptime_timeouts_total", MT::kCounter,
       "Uptime keys that turned false because max_time passed."},
      From::kStore},
@@ -136,10 +143,12 @@ const Declared kFamilies[] = {
       "Samples remote write sent and the receiver acknowledged (2xx)."},
      From::kStore},
     {{"komoku_remote_write_failed_total", MT::kCounter,
-      "Samples in batches the receiver refused for good (a 4xx other than 429); skipped."},
+      "Samples in batches the receiver refused for good (a 4xx other than 401, 403, 404, 407, "
+      "408 and 429); skipped."},
      From::kStore},
     {{"komoku_remote_write_retries_total", MT::kCounter,
-      "Remote write requests that failed for now (5xx, 429, no connection) and were retried."},
+      "Remote write requests that failed for now (5xx, 429, 401, 403, 404, 407, 408, no "
+      "connection, no answer within remote_write.timeout) and were retried."},
      From::kStore},
     {{"komoku_remote_write_out_of_order_total", MT::kCounter,
       "Changes remote write left out because the receiver would refuse them: not after the "

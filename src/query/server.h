@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -57,6 +58,10 @@ struct ServerOptions {
   // GET /api/v1/discovery answers what this returns (called from worker
   // threads); 404 when unset or it returns null (discovery is off).
   std::function<nlohmann::json()> discovery;
+  // GET /api/v1/keys shows each key's alias from this (key -> alias: the
+  // name a discovered device's topic makes now, for a key that keeps its
+  // first name); unset: none.
+  std::function<std::map<std::string, std::string>()> key_aliases;
   // When set, every request but /healthz and /readyz must carry
   // `Authorization: Bearer <token>`; others get 401 "unauthorized".
   std::string token;
@@ -73,9 +78,14 @@ struct Health {
   // keeps up), and the messages received and not yet stored.
   std::chrono::milliseconds ingest_stalled{0};
   uint64_t ingest_backlog = 0;
-  // How long the remote write thread has gone without a step beyond its
-  // request timeouts (zero while it keeps going or is off).
+  // Whether remote write is on; how long its thread has gone without a
+  // step beyond its request timeout (zero while it keeps going); why its
+  // last request failed and for how long requests have been failing (empty
+  // and zero while they succeed).
+  bool remote_write_on = false;
   std::chrono::milliseconds remote_write_stalled{0};
+  std::string remote_write_error;
+  std::chrono::milliseconds remote_write_failing{0};
 };
 
 class Server {

@@ -22,6 +22,7 @@
 #include <string>
 #include <utility>
 
+#include "promql/store_source.h"
 #include "query/handle_common.h"
 #include "query/http.h"
 #include "query/server.h"
@@ -141,6 +142,8 @@ class Server::Impl {
   // (docs/prometheus.md), answered and refused in Prometheus's JSON shapes.
   void PromQuery(const Request& req, Response& res);
   void PromQueryRange(const Request& req, Response& res);
+  // Adds what a query's source read to komoku_promql_read_total.
+  void CountReads(const promql::StoreSource& source);
   void PromSeries(const Request& req, Response& res);
   void PromLabels(const Request& req, Response& res);
   // GET|POST /api/v1/label/<name>/values, routed by prefix in Handle.

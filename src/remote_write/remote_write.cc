@@ -29,10 +29,62 @@ int64_t WallMs() {
 // The longest a wait goes without a heartbeat.
 constexpr int64_t kBeatMs = 500;
 
+// The longest connecting (and a TLS handshake) may take.
+constexpr std::chrono::milliseconds kMaxConnectTimeout{5000};
+
+// How often the guard looks at the request under way, and Stop() cuts one
+// off again until the thread has ended.
+constexpr int64_t kGuardMs = 100;
+
 // Most bytes of a refusal's body put in the log.
 constexpr size_t kMaxLoggedBody = 300;
 
+// Why a request got no HTTP answer, for the log and /readyz.
+std::string Describe(httplib::Error error, int64_t timeout_ms, bool cut) {
+  const std::string within = " within " + std::to_string(timeout_ms) + " ms";
+  if (cut) return "no complete answer" + within + " (cut off)";
+  switch (error) {
+    case httplib::Error::Connection:
+      return "cannot connect (Connection)";
+    case httplib::Error::ConnectionTimeout:
+      return "cannot connect" + within + " (ConnectionTimeout)";
+    case httplib::Error::Read:
+      // httplib tells a read timeout and a closed connection apart no more.
+      return "no complete answer" + within + ", or the connection closed (Read)";
+    case httplib::Error::Write:
+      return "sending the request failed (Write)";
+    case httplib::Error::SSLConnection:
+      return "TLS handshake failed (SSLConnection)";
+    case httplib::Error::SSLLoadingCerts:
+      return "cannot load the CA certificates (SSLLoadingCerts); see remote_write.ca_file";
+    case httplib::Error::SSLServerVerification:
+      return "the receiver's certificate is not trusted (SSLServerVerification); see "
+             "remote_write.ca_file";
+    default:
+      return httplib::to_string(error);
+  }
+}
+
 }  // namespace
+
+Action ActionFor(int http_status) {
+  if (http_status >= 200 && http_status < 300) return Action::kAck;
+  switch (http_status) {
+    case 401:  // Unauthorized
+    case 403:  // Forbidden
+    case 404:  // Not Found: no write endpoint at the URL (yet)
+    case 407:  // Proxy Authentication Required
+    case 408:  // Request Timeout: about the connection, not the batch
+    case 429:  // Too Many Requests
+      return Action::kRetry;
+    default:
+      break;
+  }
+  if (http_status >= 400 && http_status < 500) return Action::kSkip;
+  // 5xx; and a 1xx or 3xx (redirects are not followed), which acknowledge
+  // nothing either.
+  return Action::kRetry;
+}
 
 std::string StatePath(const std::string& data_dir) { return data_dir + "/remote_write.json"; }
 
@@ -60,12 +112,24 @@ struct RemoteWriter::Impl {
   std::string path;              // "/api/v1/write"
 
   std::thread thread;
+  // Cuts off a request that has taken longer than options.timeout (Guard).
+  std::thread guard;
   std::mutex mu;
   std::condition_variable cv;
   bool stopping = false;  // guarded by mu
+  bool run_done = false;  // guarded by mu: Run() has returned
 
   std::atomic<int64_t> beat_ms{0};
-  std::atomic<bool> in_call{false};
+  // When the request under way began (SteadyMs), 0 between requests.
+  std::atomic<int64_t> call_started_ms{0};
+  // The guard cut the request under way off.
+  std::atomic<bool> cut{false};
+
+  // Guarded by trouble_mu: why the last request failed, and since when
+  // requests fail (SteadyMs; 0 while they succeed).
+  mutable std::mutex trouble_mu;
+  std::string trouble;
+  int64_t failing_since_ms = 0;
 
   // Thread-owned.
   uint64_t acked = 0;
@@ -74,6 +138,35 @@ struct RemoteWriter::Impl {
   std::unique_ptr<httplib::Client> client;
 
   void Beat() { beat_ms = SteadyMs(); }
+
+  void SetTrouble(const std::string& why) {
+    std::lock_guard<std::mutex> lock(trouble_mu);
+    if (failing_since_ms == 0) failing_since_ms = SteadyMs();
+    trouble = why;
+  }
+  void ClearTrouble() {
+    std::lock_guard<std::mutex> lock(trouble_mu);
+    failing_since_ms = 0;
+    trouble.clear();
+  }
+
+  // The guard thread: cuts off (Client::stop, which shuts the socket down
+  // under a request under way) a request older than options.timeout.
+  // httplib's own timeouts bound each connect, read and write, not the
+  // whole request: a receiver that sends its answer a byte at a time would
+  // hold the thread for ever.
+  void Guard() {
+    std::unique_lock<std::mutex> lock(mu);
+    while (!stopping) {
+      cv.wait_for(lock, std::chrono::milliseconds(kGuardMs));
+      const int64_t started = call_started_ms.load();
+      if (stopping || started == 0 || SteadyMs() - started < options.timeout.count()) continue;
+      cut = true;
+      lock.unlock();
+      client->stop();  // with no lock held: it waits for a connect under way
+      lock.lock();
+    }
+  }
 
   // Waits `ms` (beating meanwhile); false once stopping.
   bool Wait(int64_t ms) {
@@ -122,27 +215,44 @@ struct RemoteWriter::Impl {
     httplib::Headers headers = {{"Content-Encoding", "snappy"},
                                 {"X-Prometheus-Remote-Write-Version", "0.1.0"},
                                 {"User-Agent", "komoku/remote-write"}};
-    in_call = true;
+    cut = false;
+    call_started_ms = SteadyMs();
     Beat();
     httplib::Result res = client->Post(path, headers, body, "application/x-protobuf");
-    in_call = false;
+    call_started_ms = 0;
     Beat();
     if (!res) {
-      log->warn("remote write: {}: {}; retrying", options.url, httplib::to_string(res.error()));
+      if (Stopping()) return Outcome::kRetry;  // cut off by Stop()
+      const std::string why = Describe(res.error(), options.timeout.count(), cut);
+      log->warn("remote write: {}: {}; retrying", options.url, why);
+      SetTrouble(why);
       return Outcome::kRetry;
     }
     const int status = res->status;
-    if (status >= 200 && status < 300) return Outcome::kAcked;
+    const Action action = ActionFor(status);
+    if (action == Action::kAck) {
+      ClearTrouble();
+      return Outcome::kAcked;
+    }
     std::string text = res->body.substr(0, kMaxLoggedBody);
     while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-    if (status >= 400 && status < 500 && status != 429) {
+    SetTrouble("HTTP " + std::to_string(status) + ": " + text);
+    if (action == Action::kSkip) {
       log->error(
           "remote write: {} refused a batch of {} samples (changes {}..{}) with HTTP {}: {}; "
           "the batch is skipped (a permanent error: sending it again would be refused again)",
           options.url, samples, first_seq, last_seq, status, text);
       return Outcome::kRefused;
     }
-    log->warn("remote write: {} answered HTTP {}: {}; retrying", options.url, status, text);
+    if (status >= 400 && status < 500 && status != 408 && status != 429) {
+      // Credentials or the URL: nothing changes until someone fixes them.
+      log->error(
+          "remote write: {} answered HTTP {}: {}; check remote_write's url and credentials; "
+          "the batch is kept and sent again until it is accepted",
+          options.url, status, text);
+    } else {
+      log->warn("remote write: {} answered HTTP {}: {}; retrying", options.url, status, text);
+    }
     return Outcome::kRetry;
   }
 
@@ -242,7 +352,10 @@ Result<std::unique_ptr<RemoteWriter>> RemoteWriter::Create(const Options& option
   const auto secs = [](std::chrono::milliseconds ms) {
     return std::chrono::duration_cast<std::chrono::microseconds>(ms);
   };
-  client->set_connection_timeout(secs(options.timeout));
+  // Connecting (with a TLS handshake) holds httplib's socket lock, which
+  // Client::stop waits for: kept short so that the guard's cut and a stop
+  // (within the service's 10 s stop deadline) never wait long for it.
+  client->set_connection_timeout(secs(std::min(options.timeout, kMaxConnectTimeout)));
   client->set_read_timeout(secs(options.timeout));
   client->set_write_timeout(secs(options.timeout));
   client->set_keep_alive(true);
@@ -273,27 +386,59 @@ Status RemoteWriter::Start() {
     impl.store->metrics().Add(name, 0);
   }
   impl.Beat();
-  impl.thread = std::thread([&impl] { impl.Run(); });
+  impl.thread = std::thread([&impl] {
+    impl.Run();
+    {
+      std::lock_guard<std::mutex> lock(impl.mu);
+      impl.run_done = true;
+    }
+    impl.cv.notify_all();
+  });
+  impl.guard = std::thread([&impl] { impl.Guard(); });
   return Status::Ok();
 }
 
 void RemoteWriter::Stop() {
+  Impl& impl = *impl_;
   {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->stopping = true;
+    std::lock_guard<std::mutex> lock(impl.mu);
+    impl.stopping = true;
   }
-  impl_->cv.notify_all();
-  // A request under way ends now rather than at its timeout.
-  if (impl_->client) impl_->client->stop();
-  if (impl_->thread.joinable()) impl_->thread.join();
+  impl.cv.notify_all();
+  if (impl.thread.joinable()) {
+    // A request under way ends now rather than at its timeout; one that
+    // began just after this (the thread had not yet seen `stopping`) is cut
+    // off by the next round. Client::stop is called with no lock held.
+    std::unique_lock<std::mutex> lock(impl.mu);
+    while (!impl.run_done) {
+      lock.unlock();
+      impl.client->stop();
+      lock.lock();
+      impl.cv.wait_for(lock, std::chrono::milliseconds(kGuardMs), [&] { return impl.run_done; });
+    }
+    lock.unlock();
+    impl.thread.join();
+  }
+  if (impl.guard.joinable()) impl.guard.join();
 }
 
 std::chrono::milliseconds RemoteWriter::StalledFor() const {
   if (!impl_->thread.joinable()) return std::chrono::milliseconds(0);
   int64_t idle = SteadyMs() - impl_->beat_ms.load();
-  // A request may take its three timeouts (connect, write, read).
-  if (impl_->in_call) idle -= 3 * impl_->options.timeout.count();
+  // A request is cut off after its timeout; connecting (a TLS handshake
+  // included), which the cut waits for, may take up to another.
+  if (impl_->call_started_ms != 0) idle -= 2 * impl_->options.timeout.count();
   return std::chrono::milliseconds(std::max<int64_t>(0, idle));
+}
+
+RemoteWriter::Trouble RemoteWriter::CurrentTrouble() const {
+  std::lock_guard<std::mutex> lock(impl_->trouble_mu);
+  Trouble t;
+  t.error = impl_->trouble;
+  if (impl_->failing_since_ms != 0) {
+    t.failing_for = std::chrono::milliseconds(SteadyMs() - impl_->failing_since_ms);
+  }
+  return t;
 }
 
 }  // namespace komoku::remote_write

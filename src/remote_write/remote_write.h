@@ -3,11 +3,12 @@
 // (Store::ChangesAfter), sends them in batches as remote-write 1.0 POSTs, and
 // keeps the sequence number of the last acknowledged batch in a state file,
 // so a restart or an outage of the receiver resumes exactly where it
-// stopped. A 2xx acknowledges a batch; 5xx, 429 and connection errors retry
-// the same batch with backoff, for ever; another 4xx is a permanent error
-// for that batch: logged, counted in komoku_remote_write_failed_total and
-// skipped (Prometheus's own rule). The Store keeps what is not yet
-// acknowledged: compaction deletes no hot row above the acknowledged
+// stopped. What each answer does is ActionFor's: a 2xx acknowledges a
+// batch; 5xx, 429, an authentication refusal (401, 403, 407), a 404 and
+// connection errors retry the same batch with backoff, for ever; another
+// 4xx is a permanent error for that batch: logged, counted in
+// komoku_remote_write_failed_total and skipped. The Store keeps what is not
+// yet acknowledged: compaction deletes no hot row above the acknowledged
 // sequence number (Store::KeepRowsAfter).
 #pragma once
 
@@ -51,7 +52,11 @@ struct Options {
   size_t batch_size = 2000;
   // A batch smaller than batch_size waits at most this long for more.
   std::chrono::milliseconds send_interval{1000};
-  // Connect, read and write timeouts of one request.
+  // The longest one request may take, from connecting to the end of the
+  // answer: a receiver that accepts the connection and then answers
+  // nothing, or a byte at a time, is cut off after it (and the batch
+  // retried). Connecting (a TLS handshake included), which cannot be cut
+  // short, times out after this or 5 s, whichever is shorter.
   std::chrono::milliseconds timeout{10000};
   // Retries wait 1 s, doubling up to this.
   std::chrono::milliseconds max_backoff{30000};
@@ -66,6 +71,22 @@ std::string StatePath(const std::string& data_dir);
 // there is no state file. A state file that cannot be read is an error
 // naming it.
 Result<std::optional<uint64_t>> ReadAckedSeq(const std::string& state_path);
+
+// What an HTTP status from the receiver does to the batch it answers.
+enum class Action {
+  kAck,    // 2xx: sent; go on after it
+  kRetry,  // send the same batch again after a backoff, for as long as it takes
+  kSkip,   // refused for good: count it as failed and go on after it
+};
+// 5xx and 429 (the receiver is busy or broken) and 401, 403, 407 and 404
+// (the receiver refuses Komoku's credentials or has no write endpoint
+// there: a matter of configuration on either side, never of the batch,
+// and sending it again once that is fixed succeeds) are retried; the
+// remote write specification would drop the batch on any 4xx but 429, but
+// Komoku does not lose changes to a wrong password. Any other 4xx (400 for
+// a sample the receiver will never take) is skipped: sending it again
+// would be refused again and hold everything after it back.
+Action ActionFor(int http_status);
 
 class RemoteWriter {
  public:
@@ -88,9 +109,18 @@ class RemoteWriter {
   void Stop();
 
   // How long the thread has gone without making a step beyond what its
-  // timeouts allow (zero while it keeps going, also while the receiver is
-  // down and it waits to retry): for /readyz and the watchdog.
+  // timeout allows (zero while it keeps going, also while the receiver is
+  // down or hangs and it waits to retry): for /readyz and the watchdog.
   std::chrono::milliseconds StalledFor() const;
+
+  // Why the last request did not acknowledge its batch ("HTTP 401: ...",
+  // "no answer within 10 s", ...), and for how long requests have been
+  // failing; empty and zero once one succeeds. For /readyz. Thread-safe.
+  struct Trouble {
+    std::string error;
+    std::chrono::milliseconds failing_for{0};
+  };
+  Trouble CurrentTrouble() const;
 
  private:
   struct Impl;

@@ -625,7 +625,13 @@ class RollupVisitor : public Visitor {
     if (i == buckets_.size()) return;
     Rollup& r = rolls_[i];
     ++r.count;
-    if (!r.first) r.first = v;
+    if (!r.first) {
+      r.first = v;
+      r.first_ms = t;
+    } else if (t == last_point_ms_) {
+      r.shared_times = true;
+    }
+    last_point_ms_ = t;
     r.last = v;
     if (prev && *prev != v) ++r.changes;
     if (numeric_) {
@@ -681,6 +687,7 @@ class RollupVisitor : public Visitor {
   std::vector<std::map<std::string, int64_t>> states_;
   IncreaseTracker increase_;
   double carry_high_ = std::numeric_limits<double>::quiet_NaN();
+  int64_t last_point_ms_ = 0;  // of the latest Point, within its bucket once r.first is set
 };
 
 }  // namespace

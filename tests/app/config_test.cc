@@ -578,7 +578,7 @@ TEST(ConfigTest, ExampleUncommentedParsesToTheDefaults) {
       uncommented += line + "\n";
     }
   }
-  EXPECT_EQ(keys, 64);  // 63 keys and the tls: of mqtt.tls
+  EXPECT_EQ(keys, 65);  // 64 keys and the tls: of mqtt.tls
   EXPECT_NE(uncommented.find("\n  tls:\n    # PEM file"), std::string::npos) << uncommented;
   Config c = ParseOk(uncommented);
   EXPECT_EQ(Dump(c), Dump(DefaultConfig())) << uncommented;
@@ -589,10 +589,12 @@ TEST(ConfigTest, RemoteWrite) {
   Config off = ParseOk(base + "  batch_size: 10\n");
   EXPECT_EQ(off.remote_write_url, "");
   Config on = ParseOk(base + "  url: http://127.0.0.1:9090/api/v1/write\n  include: a/*, b/*\n" +
-                      "  username: u\n  password: p\n  send_interval: 2s\n");
+                      "  username: u\n  password: p\n  send_interval: 2s\n  timeout: 30s\n");
   EXPECT_EQ(on.remote_write_include, "a/*, b/*");
   EXPECT_EQ(on.remote_write_send_interval_ms, 2000);
   EXPECT_EQ(on.remote_write_batch_size, 2000);
+  EXPECT_EQ(on.remote_write_timeout_ms, 30000);
+  EXPECT_EQ(off.remote_write_timeout_ms, 10000);
   struct Bad {
     std::string yaml, message;
   };

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <string>
 
 #include "bridge/ha_template.h"
@@ -1322,6 +1323,131 @@ TEST(DiscoveryTest, Homie5DescriptionMapsEachProperty) {
   std::vector<Discovery::Update> bad = d.Handle("homie/5/other/$description", "{");
   ASSERT_EQ(bad.size(), 1u);
   EXPECT_EQ(bad[0].entity->reason, "bad_json");
+}
+
+// zigbee2mqtt renames kitchen_sensor to kitchen: the same config topic and
+// unique_id, the new state topic. The first key stays, with the new name
+// as its alias; through a removal, a restart, and back to the first name.
+TEST(DiscoveryStateTest, ARenamedDeviceKeepsItsFirstKey) {
+  store::testing::TempDir dir;
+  const auto renamed = [](std::string payload, const std::string& name) {
+    for (size_t at = 0; (at = payload.find("kitchen_sensor", at)) != std::string::npos;) {
+      payload.replace(at, 14, name);
+      at += name.size();
+    }
+    return payload;
+  };
+  const std::string key = "zigbee2mqtt/kitchen_sensor/temperature";
+  {
+    Discovery d(WithStateFile(dir));
+    ASSERT_TRUE(d.Load().ok());
+    Handle1(d, kZ2mTemperatureTopic, kZ2mTemperature);
+    EXPECT_TRUE(d.Aliases().empty());
+    Discovery::Update u = Handle1(d, kZ2mTemperatureTopic, renamed(kZ2mTemperature, "kitchen"));
+    ASSERT_TRUE(u.entity && u.entity->mapped()) << u.entity->message;
+    EXPECT_EQ(u.entity->key, key);
+    EXPECT_EQ(u.entity->alias, "zigbee2mqtt/kitchen/temperature");
+    EXPECT_EQ(Show(d.Map("zigbee2mqtt/kitchen", R"({"temperature":22.5})", kNow)),
+              key + "=22.5(d);");
+    EXPECT_FALSE(d.Map("zigbee2mqtt/kitchen_sensor", R"({"temperature":22.5})", kNow).engine);
+    EXPECT_EQ(d.Aliases(),
+              (std::map<std::string, std::string>{{key, "zigbee2mqtt/kitchen/temperature"}}));
+    EXPECT_EQ(d.Describe()["entities"][0]["alias"], "zigbee2mqtt/kitchen/temperature");
+    // Cleared and announced again (homeassistant_rename): still the first key.
+    EXPECT_TRUE(Handle1(d, kZ2mTemperatureTopic, "").removed);
+    EXPECT_TRUE(d.Aliases().empty());
+    Handle1(d, kZ2mTemperatureTopic, renamed(kZ2mTemperature, "kitchen"));
+    EXPECT_EQ(Show(d.Map("zigbee2mqtt/kitchen", R"({"temperature":23})", kNow)), key + "=23(d);");
+    ASSERT_TRUE(d.Save().ok());
+  }
+  const nlohmann::json file =
+      nlohmann::json::parse(*store::ReadWholeFile(dir.File("discovery.json")));
+  EXPECT_EQ(file["identities"],
+            (nlohmann::json{{"0x00158d0001a2b3c4_temperature_zigbee2mqtt", key}}));
+  Discovery d(WithStateFile(dir));
+  ASSERT_TRUE(d.Load().ok());
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/kitchen", R"({"temperature":24})", kNow)), key + "=24(d);");
+  EXPECT_EQ(d.Aliases().at(key), "zigbee2mqtt/kitchen/temperature");
+  // A new device named kitchen_sensor would write the renamed one's key:
+  // refused, not mixed into its history.
+  std::string other = kZ2mTemperature;
+  other.replace(other.find("0x00158d0001a2b3c4_temperature"), 18, "0x00158d0009999999");
+  Discovery::Update u =
+      Handle1(d, "homeassistant/sensor/0x00158d0009999999/temperature/config", other);
+  ASSERT_TRUE(u.entity);
+  EXPECT_EQ(u.entity->reason, "duplicate_key") << u.entity->message;
+  // Renamed back: the first name, no alias.
+  d.Handle("homeassistant/sensor/0x00158d0009999999/temperature/config", "");
+  Handle1(d, kZ2mTemperatureTopic, kZ2mTemperature);
+  EXPECT_TRUE(d.Aliases().empty());
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/kitchen_sensor", R"({"temperature":25})", kNow)),
+            key + "=25(d);");
+  // An identity that is no key refuses the file.
+  std::ofstream(dir.File("discovery.json"))
+      << R"({"version":1,"entities":[],"identities":{"x":"a+b"}})";
+  Discovery broken(WithStateFile(dir));
+  EXPECT_FALSE(broken.Load().ok());
+}
+
+// Events: keys made with same_value_resolution 0, so that every press is
+// stored. zigbee2mqtt's device triggers (one config per action, all on
+// zigbee2mqtt/<name>/action) share one key; Home Assistant's event entity
+// reads event_type; a Homie 5 property with "retained": false.
+TEST(DiscoveryTest, EventsAreStoredEveryTime) {
+  Discovery d(DiscoveryOptions{});
+  const std::string trigger =
+      R"({"automation_type":"trigger","type":"action","subtype":"S","payload":"S",)"
+      R"("topic":"zigbee2mqtt/hall_switch/action","device":{"name":"hall_switch"}})";
+  for (const std::string s : {"single", "double"}) {
+    std::string payload = trigger;
+    for (size_t at; (at = payload.find("\"S\"")) != std::string::npos;) {
+      payload.replace(at, 3, "\"" + s + "\"");
+    }
+    Discovery::Update u = Handle1(
+        d, "homeassistant/device_automation/0x00158d00045b2a11/action_" + s + "/config", payload);
+    ASSERT_TRUE(u.entity && u.entity->mapped()) << u.entity->reason << u.entity->message;
+    EXPECT_TRUE(u.entity->event);
+    EXPECT_EQ(u.entity->key, "zigbee2mqtt/hall_switch/action");
+  }
+  Discovery::Mapped m = d.Map("zigbee2mqtt/hall_switch/action", "single", kNow);
+  EXPECT_EQ(Show(m), "zigbee2mqtt/hall_switch/action=\"single\"(s);");  // once, not twice
+  ASSERT_TRUE(m.engine);
+  EXPECT_EQ(m.engine->rule(0).options.value("same_value_resolution", -1), 0);
+  // One trigger removed: the other still reads the topic.
+  d.Handle("homeassistant/device_automation/0x00158d00045b2a11/action_single/config", "");
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/hall_switch/action", "single", kNow)),
+            "zigbee2mqtt/hall_switch/action=\"single\"(s);");
+  EXPECT_EQ(Ha("homeassistant/device_automation/x/y/config",
+               R"({"automation_type":"action","topic":"a/b"})")
+                .reason,
+            "unsupported");
+
+  Handle1(d, "homeassistant/event/doorbell/press/config",
+          R"({"state_topic":"doorbell/event","event_types":["press"],"unique_id":"bell"})");
+  m = d.Map("doorbell/event", R"({"event_type":"press","duration":1})", kNow);
+  EXPECT_EQ(Show(m), "doorbell/event/event_type=\"press\"(s);");
+  ASSERT_TRUE(m.engine);
+  EXPECT_EQ(m.engine->rule(0).options.value("same_value_resolution", -1), 0);
+  EXPECT_EQ(Ha("homeassistant/event/doorbell/press/config",
+               R"({"state_topic":"doorbell/event","value_template":"{{ value_json.x }}"})")
+                .reason,
+            "bad_template");
+  // A plain sensor is no event.
+  Handle1(d, kShellyTopic, kShelly);
+  m = d.Map("shellies/shellyht-XYZ/sensor/temperature", "21", kNow);
+  ASSERT_TRUE(m.engine);
+  EXPECT_FALSE(m.engine->rule(0).options.contains("same_value_resolution"));
+
+  d.Handle("homie/5/remote/$description",
+           R"({"homie":"5.0","nodes":{"b":{"properties":{)"
+           R"("button":{"datatype":"enum","format":"press,hold","retained":false},)"
+           R"("battery":{"datatype":"integer"}}}}})");
+  m = d.Map("homie/5/remote/b/button", "press", kNow);
+  ASSERT_TRUE(m.engine);
+  EXPECT_EQ(m.engine->rule(0).options.value("same_value_resolution", -1), 0);
+  m = d.Map("homie/5/remote/b/battery", "90", kNow);
+  ASSERT_TRUE(m.engine);
+  EXPECT_FALSE(m.engine->rule(0).options.contains("same_value_resolution"));
 }
 
 }  // namespace

@@ -800,7 +800,7 @@ TEST(SegmentCodecTest, DamagedPayloadsNeverCrash) {
     const auto& [rt, rp] = raw[rng() % raw.size()];
     refused += !segment_internal::DecodeRawBlock(rt, damage(rp), &samples).ok();
     const auto& [ut, up] = rollup[rng() % rollup.size()];
-    refused += !segment_internal::DecodeRollupBlock(ut, damage(up), &rollups).ok();
+    refused += !segment_internal::DecodeRollupBlock(ut, damage(up), 2, &rollups).ok();
     refused += !segment_internal::DecodeKeyMeta(damage(meta[rng() % meta.size()])).ok();
   }
   EXPECT_GT(refused, 1000);
@@ -815,7 +815,8 @@ TEST(SegmentCodecTest, DamagedPayloadsNeverCrash) {
 // a change to the bytes the writer makes cannot go unnoticed by old readers:
 // the reader must keep reading these. KOMOKU_WRITE_SEGMENT_GOLDEN=1 rewrites
 // them (only for a deliberate format change, with a new format version).
-std::vector<SegmentKeyData> ExampleKeys() {
+// `version`: the format the golden files were written in (1 has no first_ms).
+std::vector<SegmentKeyData> ExampleKeys(int version) {
   constexpr int64_t t = 1'700'000'100'000;  // 2023-11-14T22:15:00Z, a 5-minute bucket start
   SegmentKeyData door;
   door.key = "door";
@@ -839,28 +840,35 @@ std::vector<SegmentKeyData> ExampleKeys() {
   r.known_ms = 298'000;
   r.unknown_ms = 2'000;
   r.integral = 21.5 * 10'010 + 21.25 * 9'980 + 21.75 * 278'010;
+  if (version >= 2) r.first_ms = t + 2'000;
   temp.rollups = {{300'000, {r}}};
   return {door, temp};
 }
 
-TEST(SegmentTest, GoldenExample) {
-  const std::string base = std::string(KOMOKU_SEGMENT_TEST_DATA) + "/example";
+// Format 2, the one written now (example-v2.*), and format 1 (example.*,
+// written before rollups held first_ms), which must stay readable.
+void ExpectGoldenExample(int version) {
+  const std::string base =
+      std::string(KOMOKU_SEGMENT_TEST_DATA) + (version == 1 ? "/example" : "/example-v2");
   const SegmentMeta meta{1'700'000'000'000 - 1'700'000'000'000 % 86'400'000,
                          1'700'000'000'000 - 1'700'000'000'000 % 86'400'000 + 86'400'000, 7};
-  if (std::getenv("KOMOKU_WRITE_SEGMENT_GOLDEN") != nullptr)
-    WriteSegment(base, ExampleKeys(), meta);
+  if (version == 2 && std::getenv("KOMOKU_WRITE_SEGMENT_GOLDEN") != nullptr)
+    WriteSegment(base, ExampleKeys(version), meta);
   auto seg = OpenOk(base);
   ASSERT_NE(seg, nullptr);
   EXPECT_TRUE(seg->Verify().ok());
   EXPECT_EQ(seg->meta().from_ms, meta.from_ms);
   EXPECT_EQ(seg->meta().to_ms, meta.to_ms);
   EXPECT_EQ(seg->meta().max_seq, 7u);
-  for (const auto& k : ExampleKeys()) {
+  for (const auto& k : ExampleKeys(version)) {
     Result<SegmentKeyData> got = seg->ReadKey(k.key);
     ASSERT_TRUE(got.ok()) << got.status().ToString();
     ExpectSameKey(k, *got);
   }
 }
+
+TEST(SegmentTest, GoldenExample) { ExpectGoldenExample(2); }
+TEST(SegmentTest, GoldenExampleOfFormat1) { ExpectGoldenExample(1); }
 
 // ---------------------------------------------------------------- damage stays small
 

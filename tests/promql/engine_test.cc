@@ -3,8 +3,10 @@
 // extrapolation of rate/increase/delta), over an in-memory source.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <random>
 
 #include "promql/promql.h"
 
@@ -19,15 +21,48 @@ class MemorySource final : public Source {
   void Add(Labels labels, std::vector<Point> points) {
     series_.push_back(Series{std::move(labels), std::move(points)});
   }
+  // Buckets of this resolution, over [buckets_from, buckets_to) (multiples
+  // of it), stand in for the points where a caller can take them; 0: never.
+  void SetBuckets(int64_t bucket_ms, int64_t buckets_from, int64_t buckets_to) {
+    bucket_ms_ = bucket_ms;
+    buckets_from_ = buckets_from;
+    buckets_to_ = buckets_to;
+  }
+  int selects_with_buckets() const { return selects_with_buckets_; }
+
   Result<std::vector<Series>> Select(const std::vector<Matcher>& matchers, int64_t from_ms,
-                                     int64_t to_ms) const override {
+                                     int64_t to_ms, int64_t align_ms) const override {
+    const bool bucketed = bucket_ms_ > 0 && align_ms > 0 && align_ms % bucket_ms_ == 0;
+    const int64_t r = std::max<int64_t>(bucket_ms_, 1);
+    // Whole buckets of the stretch that has them, from from_ms on; the one
+    // holding to_ms counts too (as the store's rollups do).
+    const int64_t bf = std::max(buckets_from_, (from_ms + r - 1) / r * r);
+    const int64_t bt = std::min(buckets_to_, (to_ms + r) / r * r);
     std::vector<Series> out;
     for (const Series& s : series_) {
       if (!MatchesAll(matchers, s.labels)) continue;
       Series copy{s.labels, {}};
-      for (const Point& p : s.points) {
-        if (p.t >= from_ms && p.t <= to_ms) copy.points.push_back(p);
+      if (bucketed && bf < bt) {
+        copy.bucket_ms = bucket_ms_;
+        copy.buckets_from = bf;
+        copy.buckets_to = bt;
       }
+      for (const Point& p : s.points) {
+        if (p.t < copy.buckets_from || p.t >= copy.buckets_to) {
+          if (p.t >= from_ms && p.t <= to_ms) copy.points.push_back(p);
+          continue;
+        }
+        const int64_t start = p.t / bucket_ms_ * bucket_ms_;
+        if (copy.buckets.empty() || copy.buckets.back().start_ms != start) {
+          copy.buckets.push_back(Bucket{start, 0, 0, p.v, p.v, p});
+        }
+        Bucket& b = copy.buckets.back();
+        ++b.count;
+        b.sum += p.v;
+        b.min = std::min(b.min, p.v);
+        b.max = std::max(b.max, p.v);
+      }
+      if (!copy.buckets.empty()) ++selects_with_buckets_;
       out.push_back(std::move(copy));
     }
     return out;
@@ -42,6 +77,8 @@ class MemorySource final : public Source {
 
  private:
   std::vector<Series> series_;
+  int64_t bucket_ms_ = 0, buckets_from_ = 0, buckets_to_ = 0;
+  mutable int selects_with_buckets_ = 0;
 };
 
 Labels L(const std::string& name, const std::string& key, const std::string& type = "numeric") {
@@ -125,6 +162,16 @@ TEST_F(PromqlEngine, CounterResetsAddTheValueBeforeThem) {
   EXPECT_DOUBLE_EQ(One("delta(c[20s])", 20 * kS), -5);
 }
 
+TEST_F(PromqlEngine, DerivIsTheLeastSquaresSlope) {
+  source_.Add(L("x", "x"), {{0, 2}, {10 * kS, 7.5}, {20 * kS, 12}, {30 * kS, 17.5}});
+  // Through (0,2) (10,7.5) (20,12) (30,17.5), x in seconds: sum x 60, sum y
+  // 39, sum xy 840, sum x2 1400; cov 840 - 60*39/4 = 255, var 1400 - 900 = 500.
+  EXPECT_DOUBLE_EQ(One("deriv(x[30s])", 30 * kS), 255.0 / 500);
+  source_.Add(L("k", "k"), {{0, 3}, {10 * kS, 3}, {20 * kS, 3}});
+  EXPECT_EQ(One("deriv(k[1m])", 20 * kS), 0);     // constant: exactly 0
+  EXPECT_EQ(Count("deriv(x[5s])", 10 * kS), 0u);  // one point: none
+}
+
 TEST_F(PromqlEngine, FunctionsDropTheNameButLastOverTimeKeepsIt) {
   source_.Add(L("x", "x"), {{0, 1}});
   Result<InstantResult> r = engine_.Instant("max_over_time(x[1m])", 0);
@@ -201,6 +248,47 @@ TEST_F(PromqlEngine, RangeQueriesStepFromTheStart) {
   Result<std::vector<Series>> m = engine_.Range("x[5m]", 0, 10, 1);
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("range vector"), std::string::npos);
+}
+
+// Buckets stand in for samples only where the answer stays the same: every
+// *_over_time over windows that start before, inside and after the
+// bucketed stretch, with samples on bucket edges (the sample at a window's
+// end opens the next bucket and must still count).
+TEST(PromqlEngineBuckets, AnswerAsTheSamplesDo) {
+  constexpr int64_t kH = 60 * kM;
+  std::mt19937_64 rng(7);
+  std::vector<Point> points;
+  for (int64_t t = 0; t < 48 * kH; t += 10 * kS) {
+    if (rng() % 10 == 0) continue;  // gaps
+    points.push_back(Point{t, static_cast<double>(rng() % 2000) / 100 - 5});
+  }
+  MemorySource plain, bucketed;
+  plain.Add(L("x", "x"), points);
+  bucketed.Add(L("x", "x"), points);
+  bucketed.SetBuckets(5 * kM, 6 * kH, 30 * kH);
+  Engine by_samples(&plain), by_buckets(&bucketed);
+  for (const char* f : {"avg", "min", "max", "sum", "count"}) {
+    for (const char* range : {"1h", "5m", "2h"}) {
+      const std::string q = std::string(f) + "_over_time(x[" + range + "])";
+      Result<std::vector<Series>> want = by_samples.Range(q, 2 * kH, 40 * kH, kH);
+      Result<std::vector<Series>> got = by_buckets.Range(q, 2 * kH, 40 * kH, kH);
+      ASSERT_TRUE(want.ok() && got.ok()) << q;
+      ASSERT_EQ(want->size(), 1u) << q;
+      ASSERT_EQ(got->size(), 1u) << q;
+      ASSERT_EQ((*got)[0].points.size(), (*want)[0].points.size()) << q;
+      for (size_t i = 0; i < (*want)[0].points.size(); ++i) {
+        const Point& w = (*want)[0].points[i];
+        const Point& g = (*got)[0].points[i];
+        EXPECT_EQ(g.t, w.t) << q;
+        EXPECT_NEAR(g.v, w.v, 1e-9 * std::max(1.0, std::fabs(w.v))) << q << " at " << w.t;
+      }
+    }
+  }
+  EXPECT_GT(bucketed.selects_with_buckets(), 0);
+  // A step that is no multiple of a bucket reads the samples.
+  const int before = bucketed.selects_with_buckets();
+  ASSERT_TRUE(by_buckets.Range("avg_over_time(x[1h])", 2 * kH, 40 * kH, 17 * kS).ok());
+  EXPECT_EQ(bucketed.selects_with_buckets(), before);
 }
 
 }  // namespace

@@ -53,7 +53,7 @@ TEST_F(PromqlStoreSource, EachTypeAsSamples) {
   Put("alarm", std::string("off duty"), t + 1000);
   StoreSource source(store_.get());
   Result<std::vector<Series>> all =
-      source.Select({*Matcher::Make(Matcher::Op::kRegex, "key", ".+")}, t, t + 1000);
+      source.Select({*Matcher::Make(Matcher::Op::kRegex, "key", ".+")}, t, t + 1000, 0);
   ASSERT_TRUE(all.ok()) << all.status().ToString();
   std::map<Labels, std::vector<std::pair<int64_t, double>>> got;
   for (const Series& s : *all) {
@@ -74,7 +74,7 @@ TEST_F(PromqlStoreSource, EachTypeAsSamples) {
 
   // The window includes both ends; the state matcher picks one series.
   Result<std::vector<Series>> one =
-      source.Select({*Matcher::Make(Matcher::Op::kEqual, "state", "armed")}, t + 1000, t + 1000);
+      source.Select({*Matcher::Make(Matcher::Op::kEqual, "state", "armed")}, t + 1000, t + 1000, 0);
   ASSERT_TRUE(one.ok());
   ASSERT_EQ(one->size(), 1u);
   EXPECT_EQ((*one)[0].points.size(), 1u);
