@@ -445,6 +445,7 @@ BuildFigures BuildCache(const std::string& base, const std::string& cache,
 // Copies the cached data directory; segment files are immutable (komoku
 // writes new ones and renames), so they are hard-linked rather than copied.
 void CopyData(const std::string& from, const std::string& to) {
+  fs::create_directories(to);  // the first entry may be a file (an ingest log)
   for (const fs::directory_entry& e : fs::recursive_directory_iterator(from)) {
     const fs::path target = fs::path(to) / fs::relative(e.path(), from);
     if (e.is_directory()) {

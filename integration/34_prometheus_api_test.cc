@@ -419,6 +419,7 @@ TEST_F(PrometheusApiTest, AnswersAsARealPrometheusFedTheSameSamples) {
   }
 
   std::vector<std::pair<std::string, std::string>> typed;
+  typed.reserve(keys.size());
   for (const std::string& key : keys) {
     typed.emplace_back(key, key[5] == 'g'   ? "numeric"
                             : key[5] == 'c' ? "counter"

@@ -927,12 +927,10 @@ std::string EncodeRollupBlock(KeyType type, const Rollup* rollups, size_t n) {
   return w.Finish();
 }
 
-Status DecodeRollupBlock(KeyType type, std::string_view payload, uint32_t version,
-                         std::vector<Rollup>* out) {
-  BitReader r(payload);
-  uint64_t n;
-  if (!ReadCount(r, &n) || n > kMaxRollups) return Bad("rollup block: count");
-  std::vector<Rollup> v(n);
+namespace {
+
+// The rollups of a block decoded in place into v[0, n).
+Status DecodeRollupsInto(KeyType type, BitReader& r, uint64_t n, uint32_t version, Rollup* v) {
   std::vector<uint64_t> x;
   auto ints = [&](auto set) {
     if (!ReadSeries(r, n, &x)) return false;
@@ -995,9 +993,23 @@ Status DecodeRollupBlock(KeyType type, std::string_view payload, uint32_t versio
     if (!times_ok) return Bad("rollup block: first_ms or shared_times does not decode");
     if (!in_bucket) return Bad("rollup block: a first change's time outside its bucket");
   }
-  KOMOKU_RETURN_IF_ERROR(Checked(r, "rollup block"));
-  for (auto& ro : v) out->push_back(std::move(ro));
-  return Status::Ok();
+  return Checked(r, "rollup block");
+}
+
+}  // namespace
+
+Status DecodeRollupBlock(KeyType type, std::string_view payload, uint32_t version,
+                         std::vector<Rollup>* out) {
+  BitReader r(payload);
+  uint64_t n;
+  if (!ReadCount(r, &n) || n > kMaxRollups) return Bad("rollup block: count");
+  // In place at the end of `out`: a caller that reuses `out` block after
+  // block allocates once, not a block's worth (~250 KB) per block.
+  const size_t base = out->size();
+  out->resize(base + n);
+  Status st = DecodeRollupsInto(type, r, n, version, out->data() + base);
+  if (!st.ok()) out->resize(base);
+  return st;
 }
 
 }  // namespace komoku::store::segment_internal

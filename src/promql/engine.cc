@@ -540,7 +540,13 @@ Result<std::vector<Series>> Engine::Range(const std::string& query, int64_t star
       ++points;
       continue;
     }
-    for (Sample& s : v.vector) series[std::move(s.labels)].push_back(Point{t, s.v});
+    for (Sample& s : v.vector) {
+      std::vector<Point>& points = series[std::move(s.labels)];
+      // Every step at once: growing by doubling would copy and, past
+      // malloc's mmap threshold, map fresh pages each time.
+      if (points.empty()) points.reserve(static_cast<size_t>((end_ms - t) / step_ms + 1));
+      points.push_back(Point{t, s.v});
+    }
     points += v.vector.size();
     if (points > options_.max_samples) {
       return Status::InvalidArgument(

@@ -114,6 +114,7 @@ Status Summarize(const store::Store& store, const store::KeyInfo& info, int64_t 
   }
   if (best_to <= best_from) return Status::Ok();
   std::vector<Bucket> buckets;
+  buckets.reserve(static_cast<size_t>((best_to - best_from) / res));
   bool exact = true;
   Status st = store.ScanRollups(info.name, res, best_from, best_to, [&](const store::Rollup& r) {
     if (r.count == 0) return true;

@@ -123,7 +123,7 @@ const Declared kFamilies[] = {
      {},
      1,
      true,
-     {"from=\"changes\"", "from=\"rollups\""}},
+     {"{from=\"changes\"}", "{from=\"rollups\"}"}},
     {{"komoku_uptime_timeouts_total", MT::kCounter,
       "Uptime keys that turned false because max_time passed."},
      From::kStore},
