@@ -45,53 +45,6 @@ constexpr char kUser[] = "site7";
 constexpr char kPassword[] = "right-password";
 constexpr char kToken[] = "t0ken-for-komoku";
 
-// Runs a command to its end; its exit status (-1 when it did not end).
-int RunTool(const TempDir& dir, std::vector<std::string> argv, const std::string& log_name,
-            std::string* output = nullptr) {
-  Process p(std::move(argv), dir.File(log_name));
-  int status = p.Wait(std::chrono::seconds(60));
-  if (output) *output = p.Output();
-  return status;
-}
-
-// An EC key and certificate for `cn`: self-signed (a CA) when `ca` is empty,
-// else signed by the CA `ca` (ca.crt, ca.key) with `extensions`.
-void MakeCert(const TempDir& dir, const std::string& name, const std::string& cn,
-              const std::string& ca, const std::string& extensions) {
-  ASSERT_TRUE(std::filesystem::exists(OPENSSL_BINARY))
-      << OPENSSL_BINARY << " is missing: scripts/install-deps.sh test";
-  const std::string key = dir.File(name + ".key");
-  const std::string crt = dir.File(name + ".crt");
-  std::string out;
-  if (ca.empty()) {
-    ASSERT_EQ(RunTool(dir,
-                      {OPENSSL_BINARY, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                       "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", crt,
-                       "-days", "2", "-subj", "/CN=" + cn},
-                      name + ".log", &out),
-              0)
-        << out;
-    return;
-  }
-  const std::string csr = dir.File(name + ".csr");
-  const std::string ext = dir.File(name + ".ext");
-  std::ofstream(ext) << extensions << "\n";
-  ASSERT_EQ(RunTool(dir,
-                    {OPENSSL_BINARY, "req", "-new", "-newkey", "ec", "-pkeyopt",
-                     "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", csr, "-subj",
-                     "/CN=" + cn},
-                    name + "-req.log", &out),
-            0)
-      << out;
-  ASSERT_EQ(RunTool(dir,
-                    {OPENSSL_BINARY, "x509", "-req", "-in", csr, "-CA", dir.File(ca + ".crt"),
-                     "-CAkey", dir.File(ca + ".key"), "-CAcreateserial", "-out", crt, "-days", "2",
-                     "-extfile", ext},
-                    name + "-sign.log", &out),
-            0)
-      << out;
-}
-
 // A test-owned peer on 127.0.0.1 that accepts connections and reads what
 // comes, but never answers (kSilent) or answers a status line and then one
 // header byte every 300 ms, for ever (kDrip): a hung receiver, not an
@@ -266,10 +219,10 @@ class RemoteWriteAuthTest : public ::testing::Test {
   // The test's CA ("ca"), a server certificate for 127.0.0.1 it signed
   // ("server"), and a CA that signed nothing here ("other-ca").
   void MakePki() {
-    MakeCert(dir_, "ca", "komoku-rw-test-ca", "", "");
-    MakeCert(dir_, "server", "127.0.0.1", "ca",
+    MakeCert(dir_, "ca", "komoku-rw-test-ca", "", "", "");
+    MakeCert(dir_, "server", "127.0.0.1", dir_.File("ca.crt"), dir_.File("ca.key"),
              "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth");
-    MakeCert(dir_, "other-ca", "komoku-rw-other-ca", "", "");
+    MakeCert(dir_, "other-ca", "komoku-rw-other-ca", "", "", "");
   }
 
   // The bcrypt hash of kPassword, made by htpasswd.

@@ -582,4 +582,47 @@ void DumpOnFailure(const Broker& broker, const Komoku& komoku) {
             << broker.Output() << "-----\n";
 }
 
+int RunTool(const TempDir& dir, std::vector<std::string> argv, const std::string& log_name,
+            std::string* output) {
+  Process p(std::move(argv), dir.File(log_name));
+  int status = p.Wait(std::chrono::seconds(60));
+  if (output) *output = p.Output();
+  return status;
+}
+
+void MakeCert(const TempDir& dir, const std::string& name, const std::string& cn,
+              const std::string& ca_crt, const std::string& ca_key, const std::string& extensions) {
+  const std::string key = dir.File(name + ".key");
+  const std::string crt = dir.File(name + ".crt");
+  ASSERT_TRUE(std::filesystem::exists(OPENSSL_BINARY))
+      << OPENSSL_BINARY << " is missing: scripts/install-deps.sh test";
+  std::string out;
+  if (ca_crt.empty()) {
+    ASSERT_EQ(RunTool(dir,
+                      {OPENSSL_BINARY, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                       "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", crt,
+                       "-days", "2", "-subj", "/CN=" + cn},
+                      name + ".log", &out),
+              0)
+        << out;
+    return;
+  }
+  const std::string csr = dir.File(name + ".csr");
+  const std::string ext = dir.File(name + ".ext");
+  std::ofstream(ext) << extensions << "\n";
+  ASSERT_EQ(RunTool(dir,
+                    {OPENSSL_BINARY, "req", "-new", "-newkey", "ec", "-pkeyopt",
+                     "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", csr, "-subj",
+                     "/CN=" + cn},
+                    name + "-req.log", &out),
+            0)
+      << out;
+  ASSERT_EQ(RunTool(dir,
+                    {OPENSSL_BINARY, "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key,
+                     "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", ext},
+                    name + "-sign.log", &out),
+            0)
+      << out;
+}
+
 }  // namespace komoku::testing

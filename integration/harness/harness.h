@@ -236,6 +236,18 @@ class SseClient {
 // Prints the outputs of the given processes when the current test failed.
 void DumpOnFailure(const Broker& broker, const Komoku& komoku);
 
+// Runs a command to its end (60 s at most), its output in `log_name` in
+// `dir`; its exit status (-1 when it did not end).
+int RunTool(const TempDir& dir, std::vector<std::string> argv, const std::string& log_name,
+            std::string* output = nullptr);
+
+// An EC key and certificate for `cn` made with the openssl command line,
+// `name`.key and `name`.crt in `dir`: self-signed (a CA) when `ca_crt` is
+// empty, else signed by that CA with `extensions` (an openssl extfile line).
+// Fails the test (gtest) when openssl is missing or refuses.
+void MakeCert(const TempDir& dir, const std::string& name, const std::string& cn,
+              const std::string& ca_crt, const std::string& ca_key, const std::string& extensions);
+
 }  // namespace komoku::testing
 
 #include <gtest/gtest.h>
