@@ -99,7 +99,7 @@ class TlsBroker {
 class TlsClient {
  public:
   TlsClient(const std::string& url, const Pki& pki) : client_(url, "it-tls-client") {
-    client_.set_message_callback([this](mqtt::const_message_ptr m) {
+    client_.set_message_callback([this](const mqtt::const_message_ptr& m) {
       std::lock_guard<std::mutex> lock(mu_);
       received_.emplace_back(m->get_topic(), m->get_payload_str());
     });
