@@ -42,14 +42,22 @@ int Main(int argc, char** argv) {
   // Two arenas are plenty for its two busy threads, the MQTT callback and
   // the store writer. MALLOC_ARENA_MAX in the environment still wins.
   if (std::getenv("MALLOC_ARENA_MAX") == nullptr) (void)mallopt(M_ARENA_MAX, 2);
-  // Blocks of 128 KB and more (a /metrics answer on 10,000 keys is 2 MB) are
+  // Blocks of 1 MB and more (a /metrics answer on 10,000 keys is 2 MB) are
   // mapped on their own and unmapped when freed. glibc otherwise raises that
   // threshold to the size of each such block freed, after which they come
   // from the heap and stay there: each /metrics on 10,000 keys left 6-10 MB
   // more resident, 1.6 MB with the threshold fixed (docs/benchmarks.md,
-  // Footprint). MALLOC_MMAP_THRESHOLD_ in the environment still wins.
+  // Footprint). Below it, up to 1 MB free at the top of a heap is kept
+  // rather than given back: a query's buffers of a few hundred KB (a year
+  // of hourly points) then reuse pages instead of faulting in fresh ones
+  // each time, which cost a 5 ms query 3 ms (docs/benchmarks.md, "PromQL
+  // from rollups"). MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ in
+  // the environment still win.
   if (std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr) {
-    (void)mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    (void)mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
+  }
+  if (std::getenv("MALLOC_TRIM_THRESHOLD_") == nullptr) {
+    (void)mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
   }
 #endif
   CLI::App app{"Komoku: home-automation history over MQTT, with HTTP queries"};

@@ -645,6 +645,13 @@ class SegmentImpl final : public Segment {
     return WithBlock(loc, segment_internal::DecodeRollupBlock(type, *payload, version_, out));
   }
 
+  Status DecodeRollupColumns(KeyType type, uint64_t loc,
+                             segment_internal::RollupColumns* out) const {
+    Result<std::string_view> payload = Block(loc, kBlockRollup);
+    if (!payload.ok()) return payload.status();
+    return WithBlock(loc, out->Decode(type, *payload, version_));
+  }
+
   // The index key to start a forward walk over `record` blocks of `name` that
   // may hold times >= from_ms: the last block starting at or before from_ms,
   // else the first block.
@@ -796,16 +803,20 @@ Status SegmentImpl::ScanRollups(std::string_view key, int64_t resolution_ms, int
   const std::optional<char> record = RollupRecord(**m, resolution_ms);
   if (!record) return Status::Ok();
   const KeyType type = (*m)->type;
-  std::vector<Rollup> rollups;
+  segment_internal::RollupColumns columns;
+  Rollup rollup;
   return ForBlocks(key, *record, from_ms, to_ms, [&](uint64_t loc, int64_t first) -> Result<bool> {
-    if (Status st = DecodeRollups(type, loc, &rollups); !st.ok()) {
+    if (Status st = DecodeRollupColumns(type, loc, &columns); !st.ok()) {
       if (!IsBlockDamage(st)) return st;
       NoteBlockDamage(key, *record, resolution_ms, first, loc, st);
       return true;
     }
-    for (const Rollup& r : rollups) {
-      if (r.start_ms < from_ms) continue;
-      if (r.start_ms >= to_ms || !fn(r)) return false;
+    for (size_t i = 0; i < columns.size(); ++i) {
+      const int64_t start = columns.start_ms(i);
+      if (start < from_ms) continue;
+      if (start >= to_ms) return false;
+      columns.Take(i, &rollup);
+      if (!fn(rollup)) return false;
     }
     return true;
   });

@@ -732,7 +732,7 @@ bool ReadOptionalValues(BitReader& r, KeyType type, uint64_t n, uint64_t* text_b
     }
   }
   return ReadValues(r, type, where.size(), text_budget,
-                    [&](uint64_t i, Value&& value) { get(where[i]) = std::move(value); });
+                    [&](uint64_t i, Value&& value) { get(where[i]).emplace(std::move(value)); });
 }
 
 Status Checked(const BitReader& r, const char* what) {
@@ -927,89 +927,96 @@ std::string EncodeRollupBlock(KeyType type, const Rollup* rollups, size_t n) {
   return w.Finish();
 }
 
-namespace {
-
-// The rollups of a block decoded in place into v[0, n).
-Status DecodeRollupsInto(KeyType type, BitReader& r, uint64_t n, uint32_t version, Rollup* v) {
-  std::vector<uint64_t> x;
-  auto ints = [&](auto set) {
-    if (!ReadSeries(r, n, &x)) return false;
-    for (uint64_t i = 0; i < n; ++i) set(v[i], static_cast<int64_t>(x[i]));
-    return true;
-  };
-  std::vector<double> d;
-  auto doubles = [&](auto set) {
-    if (!ReadDoubles(r, n, &d)) return false;
-    for (uint64_t i = 0; i < n; ++i) set(v[i], d[i]);
-    return true;
-  };
-  uint64_t budget = kMaxTextBytes;
-  const bool ok =
-      ints([](Rollup& o, int64_t i) { o.start_ms = i; }) &&
-      ints([](Rollup& o, int64_t i) { o.count = i; }) &&
-      ints([](Rollup& o, int64_t i) { o.changes = i; }) &&
-      ReadOptionalValues(r, type, n, &budget,
-                         [&](uint64_t i) -> std::optional<Value>& { return v[i].first; }) &&
-      ReadOptionalValues(r, type, n, &budget,
-                         [&](uint64_t i) -> std::optional<Value>& { return v[i].last; }) &&
-      doubles([](Rollup& o, double f) { o.sum = f; }) &&
-      doubles([](Rollup& o, double f) { o.min = f; }) &&
-      doubles([](Rollup& o, double f) { o.max = f; }) &&
-      doubles([](Rollup& o, double f) { o.integral = f; }) &&
-      doubles([](Rollup& o, double f) { o.increase = f; }) &&
-      doubles([](Rollup& o, double f) { o.high = f; }) &&
-      ints([](Rollup& o, int64_t i) { o.known_ms = i; }) &&
-      ints([](Rollup& o, int64_t i) { o.unknown_ms = i; });
-  if (!ok) return Bad("rollup block: a column does not decode");
-  std::vector<uint64_t> entries;
-  if (!ReadSeries(r, n, &entries)) return Bad("rollup block: ms_per_value counts");
-  uint64_t m = 0;
-  for (uint64_t e : entries) {
-    if (e > kMaxItems || (m += e) > kMaxItems)
-      return Bad("rollup block: too many ms_per_value entries");
-  }
-  std::vector<std::string> texts;
-  std::vector<uint64_t> ms;
-  if (!ReadStrings(r, m, &budget, &texts) || !ReadSeries(r, m, &ms)) {
-    return Bad("rollup block: ms_per_value does not decode");
-  }
-  uint64_t j = 0;
-  for (uint64_t i = 0; i < n; ++i) {
-    v[i].ms_per_value.reserve(entries[i]);
-    for (uint64_t e = 0; e < entries[i]; ++e, ++j) {
-      v[i].ms_per_value.emplace_back(std::move(texts[j]), static_cast<int64_t>(ms[j]));
-    }
-  }
-  if (version >= 2) {
-    // A first change lies inside its bucket (no bucket is longer than a
-    // day), and only a bucket with changes has one.
-    bool in_bucket = true;
-    const bool times_ok = ints([&](Rollup& o, int64_t i) {
-                            if (i == 0) return;
-                            if (i < 1 || i > kMaxRollupOffsetMs || o.count == 0) in_bucket = false;
-                            if (in_bucket) o.first_ms = o.start_ms + (i - 1);
-                          }) &&
-                          ints([](Rollup& o, int64_t i) { o.shared_times = i != 0; });
-    if (!times_ok) return Bad("rollup block: first_ms or shared_times does not decode");
-    if (!in_bucket) return Bad("rollup block: a first change's time outside its bucket");
-  }
-  return Checked(r, "rollup block");
-}
-
-}  // namespace
-
-Status DecodeRollupBlock(KeyType type, std::string_view payload, uint32_t version,
-                         std::vector<Rollup>* out) {
+Status RollupColumns::Decode(KeyType type, std::string_view payload, uint32_t version) {
+  n_ = 0;
   BitReader r(payload);
   uint64_t n;
   if (!ReadCount(r, &n) || n > kMaxRollups) return Bad("rollup block: count");
-  // In place at the end of `out`: a caller that reuses `out` block after
-  // block allocates once, not a block's worth (~250 KB) per block.
+  uint64_t budget = kMaxTextBytes;
+  first_.assign(n, std::nullopt);
+  last_.assign(n, std::nullopt);
+  const bool ok =
+      ReadSeries(r, n, &start_) && ReadSeries(r, n, &count_) && ReadSeries(r, n, &changes_) &&
+      ReadOptionalValues(r, type, n, &budget,
+                         [&](uint64_t i) -> std::optional<Value>& { return first_[i]; }) &&
+      ReadOptionalValues(r, type, n, &budget,
+                         [&](uint64_t i) -> std::optional<Value>& { return last_[i]; }) &&
+      ReadDoubles(r, n, &sum_) && ReadDoubles(r, n, &min_) && ReadDoubles(r, n, &max_) &&
+      ReadDoubles(r, n, &integral_) && ReadDoubles(r, n, &increase_) && ReadDoubles(r, n, &high_) &&
+      ReadSeries(r, n, &known_) && ReadSeries(r, n, &unknown_);
+  if (!ok) return Bad("rollup block: a column does not decode");
+  if (!ReadSeries(r, n, &entries_)) return Bad("rollup block: ms_per_value counts");
+  uint64_t m = 0;
+  for (uint64_t e : entries_) {
+    if (e > kMaxItems || (m += e) > kMaxItems)
+      return Bad("rollup block: too many ms_per_value entries");
+  }
+  if (!ReadStrings(r, m, &budget, &texts_) || !ReadSeries(r, m, &ms_)) {
+    return Bad("rollup block: ms_per_value does not decode");
+  }
+  if (version >= 2) {
+    if (!ReadSeries(r, n, &first_offset_) || !ReadSeries(r, n, &shared_)) {
+      return Bad("rollup block: first_ms or shared_times does not decode");
+    }
+    // A first change lies inside its bucket (no bucket is longer than a
+    // day), and only a bucket with changes has one.
+    for (uint64_t i = 0; i < n; ++i) {
+      const auto o = static_cast<int64_t>(first_offset_[i]);
+      if (o != 0 && (o < 1 || o > kMaxRollupOffsetMs || count_[i] == 0)) {
+        return Bad("rollup block: a first change's time outside its bucket");
+      }
+    }
+  } else {
+    first_offset_.assign(n, kUnknownFirst);
+    shared_.assign(n, 0);
+  }
+  Status st = Checked(r, "rollup block");
+  if (!st.ok()) return st;
+  // Where each rollup's ms_per_value entries begin.
+  entry_begin_.resize(n + 1);
+  entry_begin_[0] = 0;
+  for (uint64_t i = 0; i < n; ++i) entry_begin_[i + 1] = entry_begin_[i] + entries_[i];
+  n_ = n;
+  return Status::Ok();
+}
+
+void RollupColumns::Take(size_t i, Rollup* out) {
+  Rollup& o = *out;
+  o.start_ms = static_cast<int64_t>(start_[i]);
+  o.count = static_cast<int64_t>(count_[i]);
+  o.changes = static_cast<int64_t>(changes_[i]);
+  o.first = std::move(first_[i]);
+  o.last = std::move(last_[i]);
+  o.sum = sum_[i];
+  o.min = min_[i];
+  o.max = max_[i];
+  o.integral = integral_[i];
+  o.increase = increase_[i];
+  o.high = high_[i];
+  o.known_ms = static_cast<int64_t>(known_[i]);
+  o.unknown_ms = static_cast<int64_t>(unknown_[i]);
+  o.ms_per_value.clear();
+  o.ms_per_value.reserve(entries_[i]);
+  for (uint64_t j = entry_begin_[i]; j < entry_begin_[i + 1]; ++j) {
+    o.ms_per_value.emplace_back(std::move(texts_[j]), static_cast<int64_t>(ms_[j]));
+  }
+  const uint64_t offset = first_offset_[i];
+  if (offset == 0 || offset == kUnknownFirst) {
+    o.first_ms.reset();
+  } else {
+    o.first_ms = o.start_ms + static_cast<int64_t>(offset) - 1;
+  }
+  o.shared_times = shared_[i] != 0;
+}
+
+Status DecodeRollupBlock(KeyType type, std::string_view payload, uint32_t version,
+                         std::vector<Rollup>* out) {
+  RollupColumns columns;
+  KOMOKU_RETURN_IF_ERROR(columns.Decode(type, payload, version));
   const size_t base = out->size();
-  out->resize(base + n);
-  Status st = DecodeRollupsInto(type, r, n, version, out->data() + base);
-  if (!st.ok()) out->resize(base);
-  return st;
+  out->resize(base + columns.size());
+  for (size_t i = 0; i < columns.size(); ++i) columns.Take(i, &(*out)[base + i]);
+  return Status::Ok();
 }
 
 }  // namespace komoku::store::segment_internal

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -71,7 +72,35 @@ Status DecodeRawBlock(KeyType type, std::string_view payload, std::vector<Sample
 // format; the decoder reads the block of a file of `version` (1 has no
 // first_ms and shared_times: first_ms is left unknown).
 std::string EncodeRollupBlock(KeyType type, const Rollup* rollups, size_t n);
+// Appends the block's rollups to *out.
 Status DecodeRollupBlock(KeyType type, std::string_view payload, uint32_t version,
                          std::vector<Rollup>* out);
+
+// A rollup block decoded column by column, for a reader that walks its
+// rollups once: a Rollup is ~250 bytes, so a month of hourly rollups as a
+// vector is a fresh 190 KB mapping per block (main.cc's M_MMAP_THRESHOLD),
+// whose page faults cost more than the decoding; its columns are a few KB
+// each and their storage is reused from block to block.
+class RollupColumns {
+ public:
+  // Decodes a whole block (nothing of a damaged block is kept: size() 0).
+  Status Decode(KeyType type, std::string_view payload, uint32_t version);
+  size_t size() const { return n_; }
+  int64_t start_ms(size_t i) const { return static_cast<int64_t>(start_[i]); }
+  // Fills *out with rollup i, reusing its storage; moves i's values and
+  // texts out, so each rollup is taken once.
+  void Take(size_t i, Rollup* out);
+
+ private:
+  // first_offset_ of a format-1 block: first_ms unknown.
+  static constexpr uint64_t kUnknownFirst = ~uint64_t{0};
+
+  size_t n_ = 0;
+  std::vector<uint64_t> start_, count_, changes_, known_, unknown_, entries_, ms_;
+  std::vector<uint64_t> first_offset_, shared_, entry_begin_;
+  std::vector<std::optional<Value>> first_, last_;
+  std::vector<double> sum_, min_, max_, integral_, increase_, high_;
+  std::vector<std::string> texts_;
+};
 
 }  // namespace komoku::store::segment_internal

@@ -90,6 +90,17 @@ std::string BothTables(const std::string& where, int recent_param, const std::st
          std::to_string(recent_param) + " AND " + where + " " + tail;
 }
 
+// The earliest time of a row before ?2 written after cold_seq ?3 and up to
+// max_seq ?4, of key ?1 when `by_key`. With a key, the (key_id, time_ms)
+// index bounds the search to the key's rows before cold_to, which are few
+// once compaction has deleted its own.
+std::string EarliestLateSql(bool by_key) {
+  const std::string where = by_key ? "key_id=?1 AND time_ms<?2 AND rowid>?3 AND rowid<=?4"
+                                   : "time_ms<?2 AND rowid>?3 AND rowid<=?4";
+  return "SELECT min(t) FROM (SELECT min(time_ms) AS t FROM changes WHERE " + where +
+         " UNION ALL SELECT min(time_ms) FROM recent WHERE " + where + ")";
+}
+
 }  // namespace
 
 HotStore::HotStore(const std::string& path, const HotStoreOptions& options,
@@ -194,6 +205,9 @@ Status HotStore::Init() {
       "SELECT rowid, key_id, time_ms, value FROM recent WHERE rowid>?1 ORDER BY 1 LIMIT ?2");
   if (!rc.ok()) return rc.status();
   read_after_ = std::move(rc.value());
+  Result<Stmt> rl = reader_db_->Prepare(EarliestLateSql(true));
+  if (!rl.ok()) return rl.status();
+  read_late_ = std::move(rl.value());
   return Status::Ok();
 }
 
@@ -985,25 +999,22 @@ Result<std::optional<int64_t>> HotStore::EarliestLate(int64_t key_id, const Cold
                                                       uint64_t max_seq) {
   if (mark.cold_to == INT64_MIN) return std::optional<int64_t>();
   std::lock_guard<std::mutex> lock(read_mu_);
-  // With a key, the (key_id, time_ms) index bounds the search to the key's
-  // rows before cold_to, which are few once compaction has deleted its own.
-  const std::string where = key_id ? "key_id=?1 AND time_ms<?2 AND rowid>?3 AND rowid<=?4"
-                                   : "time_ms<?2 AND rowid>?3 AND rowid<=?4";
-  Result<Stmt> q = reader_db_->Prepare(
-      "SELECT min(t) FROM (SELECT min(time_ms) AS t FROM changes "
-      "WHERE " +
-      where +
-      " UNION ALL SELECT min(time_ms) FROM "
-      "recent WHERE " +
-      where + ")");
-  if (!q.ok()) return q.status();
-  if (key_id) q->BindInt64(1, key_id);
-  q->BindInt64(2, mark.cold_to);
-  q->BindInt64(3, SeqParam(mark.cold_seq));
-  q->BindInt64(4, SeqParam(max_seq));
+  // Every key's: compaction's, once per run; one key's: prepared once.
+  std::optional<Stmt> all;
+  if (!key_id) {
+    Result<Stmt> q = reader_db_->Prepare(EarliestLateSql(false));
+    if (!q.ok()) return q.status();
+    all = std::move(q.value());
+  }
+  Stmt& q = all ? *all : read_late_;
+  if (key_id) q.BindInt64(1, key_id);
+  q.BindInt64(2, mark.cold_to);
+  q.BindInt64(3, SeqParam(mark.cold_seq));
+  q.BindInt64(4, SeqParam(max_seq));
   Status st;
   std::optional<int64_t> out;
-  if (q->Step(&st) && q->ColumnType(0) != SQLITE_NULL) out = q->ColumnInt64(0);
+  if (q.Step(&st) && q.ColumnType(0) != SQLITE_NULL) out = q.ColumnInt64(0);
+  q.Reset();
   if (!st.ok()) return st;
   return out;
 }

@@ -324,6 +324,7 @@ class HotStore {
   std::mutex read_mu_;
   std::unique_ptr<Db> reader_db_;
   Stmt read_history_, read_at_, read_after_;
+  Stmt read_late_;  // EarliestLate of one key: asked by every rollup answer
   // See KeepRowsAfter; read by the writer in DeleteChunk.
   std::atomic<uint64_t> keep_rows_after_{UINT64_MAX};
 

@@ -255,13 +255,31 @@ class Summary {
 // Prometheus range includes both ends). False when there is no sample.
 // Samples are finite (Komoku stores no NaN), so the order they are taken in
 // changes no minimum or maximum, and sums only in the last bits.
-bool CallSummarized(RangeFunc f, const Series& s, int64_t from, int64_t to, double* out) {
+// `*hint` (0 at first) is where the search for the buckets starts and is
+// left where the next range, later than this one, will start: starts are
+// distinct multiples of bucket_ms, so the first bucket at or after a time
+// lies at most (time - a start) / bucket_ms places past that start, and a
+// year of steps costs no binary searches over the whole year.
+bool CallSummarized(RangeFunc f, const Series& s, int64_t from, int64_t to, size_t* hint,
+                    double* out) {
   Summary sum;
   auto [b, e] = Slice(s, from, to);
   for (const Point* p = b; p != e; ++p) sum.Add(p->v);
   auto by_start = [](const Bucket& x, int64_t t) { return x.start_ms < t; };
-  auto lo = std::lower_bound(s.buckets.begin(), s.buckets.end(), from, by_start);
-  auto hi = std::lower_bound(lo, s.buckets.end(), to, by_start);
+  const auto end = s.buckets.end();
+  // The first bucket at or after t, searched from `at`.
+  auto seek = [&](std::vector<Bucket>::const_iterator at, int64_t t) {
+    if (at == end || at->start_ms >= t) return at;
+    if (s.bucket_ms <= 0) return std::lower_bound(at, end, t, by_start);
+    const int64_t most = (t - at->start_ms) / s.bucket_ms + 1;
+    auto last = end - at > most ? at + most : end;
+    return std::lower_bound(at, last, t, by_start);
+  };
+  auto at = s.buckets.begin() + static_cast<std::ptrdiff_t>(std::min(*hint, s.buckets.size()));
+  if (at != s.buckets.begin() && at[-1].start_ms >= from) at = s.buckets.begin();
+  auto lo = seek(at, from);
+  auto hi = seek(lo, to);
+  *hint = static_cast<size_t>(lo - s.buckets.begin());
   for (auto it = lo; it != hi; ++it) sum.Add(*it);
   if (hi != s.buckets.end() && hi->start_ms == to && hi->first.t == to) sum.Add(hi->first.v);
   if (sum.count() == 0) return false;
@@ -407,36 +425,13 @@ class Evaluator {
       case Expr::Kind::kTime:
         out.scalar = static_cast<double>(t) / 1000;
         break;
-      case Expr::Kind::kSelector: {
-        int64_t ref = t - e.offset_ms;
-        for (const Series& s : data_.at(&e)) {
-          auto [b, en] = Slice(s, ref - options_.lookback_ms, ref);
-          if (b == en) continue;
-          out.vector.push_back(Sample{s.labels, en[-1].v});
-        }
-        break;
-      }
-      case Expr::Kind::kRangeCall: {
-        const Expr& sel = *e.args[0];
-        int64_t range_end = t - sel.offset_ms;
-        int64_t range_start = range_end - sel.range_ms;
-        for (const Series& s : data_.at(&sel)) {
+      case Expr::Kind::kSelector:
+      case Expr::Kind::kRangeCall:
+        for (const Series& s : Loaded(e)) {
           double v = 0;
-          if (!s.buckets.empty()) {
-            if (!CallSummarized(e.func, s, range_start, range_end, &v)) continue;
-            out.vector.push_back(Sample{DropName(s.labels), v});
-            continue;
-          }
-          auto [b, en] = Slice(s, range_start, range_end);
-          if (b == en) continue;
-          if (!CallRange(e.func, b, en, range_start, range_end, sel.range_ms, &v)) continue;
-          // last_over_time acts as an offset and keeps the name; the others
-          // drop it.
-          out.vector.push_back(
-              Sample{e.func == RangeFunc::kLastOverTime ? s.labels : DropName(s.labels), v});
+          if (SeriesValue(e, s, t, &v)) out.vector.push_back(Sample{ResultLabels(e, s), v});
         }
         break;
-      }
       case Expr::Kind::kAggregate:
         out.vector = Aggregate(e, Eval(*e.args[0], t).vector);
         break;
@@ -467,6 +462,43 @@ class Evaluator {
       }
     }
     return out;
+  }
+
+  // The series a selector, or a range function of one, reads.
+  const std::vector<Series>& Loaded(const Expr& e) const {
+    return data_.at(e.kind == Expr::Kind::kRangeCall ? e.args[0].get() : &e);
+  }
+
+  // The value at t that selector or range function `e` takes from one of
+  // its series `s`; false when it has none there.
+  // `hint` as CallSummarized's, for a caller that walks the steps in order.
+  bool SeriesValue(const Expr& e, const Series& s, int64_t t, double* v,
+                   size_t* hint = nullptr) const {
+    if (e.kind == Expr::Kind::kSelector) {
+      const int64_t ref = t - e.offset_ms;
+      auto [b, en] = Slice(s, ref - options_.lookback_ms, ref);
+      if (b == en) return false;
+      *v = en[-1].v;
+      return true;
+    }
+    const Expr& sel = *e.args[0];
+    const int64_t range_end = t - sel.offset_ms;
+    const int64_t range_start = range_end - sel.range_ms;
+    if (!s.buckets.empty()) {
+      size_t from_start = 0;
+      return CallSummarized(e.func, s, range_start, range_end, hint ? hint : &from_start, v);
+    }
+    auto [b, en] = Slice(s, range_start, range_end);
+    if (b == en) return false;
+    return CallRange(e.func, b, en, range_start, range_end, sel.range_ms, v);
+  }
+
+  // The labels of what SeriesValue gives: a selector's series keeps its
+  // labels, and so does last_over_time (it acts as an offset); the other
+  // functions drop the name.
+  static Labels ResultLabels(const Expr& e, const Series& s) {
+    if (e.kind == Expr::Kind::kSelector || e.func == RangeFunc::kLastOverTime) return s.labels;
+    return DropName(s.labels);
   }
 
  private:
@@ -531,8 +563,48 @@ Result<std::vector<Series>> Engine::Range(const std::string& query, int64_t star
   }
   Evaluator ev(source_, options_);
   KOMOKU_RETURN_IF_ERROR(ev.Load(e, start_ms, end_ms, step_ms));
+  const size_t steps = static_cast<size_t>((end_ms - start_ms) / step_ms + 1);
+  const auto too_many = [] {
+    return Status::InvalidArgument(
+        "query processing would load too many samples into memory in query execution");
+  };
   std::map<Labels, std::vector<Point>> series;
   size_t points = 0;
+  // A selector, or a range function of one (what most dashboards ask): series
+  // by series, so that each result series is named once rather than at each
+  // step. Two series that become one after the name is dropped (as
+  // Prometheus, the result may not hold two) take the step-by-step way.
+  if (e.kind == Expr::Kind::kSelector ||
+      (e.kind == Expr::Kind::kRangeCall && e.args[0]->kind == Expr::Kind::kSelector)) {
+    bool merged = false;
+    for (const Series& s : ev.Loaded(e)) {
+      std::vector<Point> pts;
+      size_t hint = 0;
+      for (int64_t t = start_ms; t <= end_ms; t += step_ms) {
+        double v = 0;
+        if (!ev.SeriesValue(e, s, t, &v, &hint)) continue;
+        // Every step at once: growing by doubling would copy and, past
+        // malloc's mmap threshold, map fresh pages each time.
+        if (pts.empty()) pts.reserve(steps - static_cast<size_t>((t - start_ms) / step_ms));
+        pts.push_back(Point{t, v});
+      }
+      if (pts.empty()) continue;
+      points += pts.size();
+      if (points > options_.max_samples) return too_many();
+      if (!series.emplace(Evaluator::ResultLabels(e, s), std::move(pts)).second) {
+        merged = true;
+        break;
+      }
+    }
+    if (!merged) {
+      std::vector<Series> out;
+      out.reserve(series.size());
+      for (auto& [labels, pts] : series) out.push_back(Series{labels, std::move(pts)});
+      return out;
+    }
+    series.clear();
+    points = 0;
+  }
   for (int64_t t = start_ms; t <= end_ms; t += step_ms) {
     Value v = ev.Eval(e, t);
     if (v.type == ValueType::kScalar) {
@@ -542,16 +614,11 @@ Result<std::vector<Series>> Engine::Range(const std::string& query, int64_t star
     }
     for (Sample& s : v.vector) {
       std::vector<Point>& points = series[std::move(s.labels)];
-      // Every step at once: growing by doubling would copy and, past
-      // malloc's mmap threshold, map fresh pages each time.
       if (points.empty()) points.reserve(static_cast<size_t>((end_ms - t) / step_ms + 1));
       points.push_back(Point{t, s.v});
     }
     points += v.vector.size();
-    if (points > options_.max_samples) {
-      return Status::InvalidArgument(
-          "query processing would load too many samples into memory in query execution");
-    }
+    if (points > options_.max_samples) return too_many();
   }
   std::vector<Series> out;
   out.reserve(series.size());
