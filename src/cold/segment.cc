@@ -42,9 +42,7 @@ using segment_internal::KeyRecord;
 // ---------------------------------------------------------------- constants
 
 constexpr char kMagic[8] = {'K', 'M', 'K', 'S', 'E', 'G', '\r', '\n'};
-// 2: rollup blocks also hold first_ms and shared_times. Version 1 is still
-// read (its rollups' first_ms unknown).
-constexpr uint32_t kFormatVersion = 2;
+constexpr uint32_t kFormatVersion = kSegmentFormatVersion;
 constexpr uint32_t kOldestFormatVersion = 1;
 constexpr uint64_t kHeaderSize = 64;
 
@@ -489,6 +487,7 @@ class SegmentImpl final : public Segment {
 
   const SegmentMeta& meta() const override { return meta_; }
   const std::string& base() const override { return base_; }
+  uint32_t format_version() const override { return version_; }
   uint64_t file_bytes() const override { return data_.size() + index_.file_size(); }
 
   using Segment::Verify;

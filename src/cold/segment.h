@@ -151,6 +151,9 @@ class Segment {
 
   virtual const SegmentMeta& meta() const = 0;
   virtual const std::string& base() const = 0;
+  // The format version the files were written in: kSegmentFormatVersion, or
+  // an older one still read (docs/segment-format.md, "Versions").
+  virtual uint32_t format_version() const = 0;
   // Bytes of both files.
   virtual uint64_t file_bytes() const = 0;
 
@@ -203,6 +206,11 @@ class Segment {
   // damaged metadata block is an error (salvage, cold_store.h).
   virtual Result<SegmentKeyData> ReadKey(std::string_view key, bool skip_damaged = false) const = 0;
 };
+
+// The segment format the writer writes. 2: rollup blocks also hold first_ms
+// and shared_times; version 1 is still read (its rollups' first_ms
+// unknown), and compaction rewrites its rollups (Store::RefreshRollups).
+inline constexpr uint32_t kSegmentFormatVersion = 2;
 
 // The reason (Status::reason()) of a read that cannot answer because the
 // block holding the answer is damaged.

@@ -180,19 +180,22 @@ Status Store::RewriteOutdatedRollups(CompactionReport& report) {
     }
   }
   // A key's rollups in a segment are recomputed when they were computed
-  // under a stale_after or reset_tolerance the key no longer has and the
-  // raw changes are still there to compute them from. (Once retention
-  // dropped those, the rollups stay as they are: RollupCoverage.)
+  // under a stale_after or reset_tolerance the key no longer has, or written
+  // in an older segment format (format 1 lacks first_ms, without which
+  // PromQL reads the raw changes: docs/prometheus.md), and the raw changes
+  // are still there to compute them from. (Once retention dropped those,
+  // the rollups stay as they are: RollupCoverage.)
   auto outdated = [&](const Segment& seg, const SegmentKeyInfo& info) {
     if (info.raw_dropped || old->Hidden(seg, info.key)) return false;
     auto it = keys.find(info.key);
     return it != keys.end() && it->second.type == info.type &&
            (it->second.stale_after_ms != info.stale_after_ms ||
-            it->second.reset_tolerance != info.reset_tolerance);
+            it->second.reset_tolerance != info.reset_tolerance ||
+            seg.format_version() < kSegmentFormatVersion);
   };
   auto next = std::make_shared<ColdState>(*old);
   DiscardUncommitted discard(*cold_, *next);
-  bool changed = false;
+  int rewritten = 0;
   // Oldest first: a counter's rollups continue from the highest value since
   // its last reset that the rollups before them (recomputed already) leave.
   for (auto& slot : next->segments) {
@@ -238,11 +241,18 @@ Status Store::RewriteOutdatedRollups(CompactionReport& report) {
       KOMOKU_RETURN_IF_ERROR((*writer)->AddKey(*d));
     }
     KOMOKU_RETURN_IF_ERROR(ReplaceSegment(**writer, base, *seg, slot, *next, report));
-    changed = true;
+    ++rewritten;
   }
-  if (!changed) return Status::Ok();
-  std::unique_lock<std::shared_mutex> swap(cold_rw_);
-  return cold_->Commit(next);
+  if (rewritten == 0) return Status::Ok();
+  {
+    std::unique_lock<std::shared_mutex> swap(cold_rw_);
+    KOMOKU_RETURN_IF_ERROR(cold_->Commit(next));
+  }
+  log_->info(
+      "rollups recomputed in {} segments (key options changed, or segment format older "
+      "than {})",
+      rewritten, kSegmentFormatVersion);
+  return Status::Ok();
 }
 
 Status Store::CompactHot(CompactionReport& report) {

@@ -158,7 +158,7 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
       state.options = *options;
       if (state.last) state.last_seen_ms = state.last->time_ms;
       if (k.last_seen_ms) state.last_seen_ms = std::max(state.last_seen_ms, *k.last_seen_ms);
-      auto it = store->keys_.emplace(std::move(k.name), std::move(state)).first;
+      auto it = store->AddKeyState(std::move(k.name), std::move(state));
       // A timeout that fell while Komoku was down is recorded at its due
       // time by the first timer run.
       store->ArmUptime(it->first, it->second);
@@ -365,7 +365,7 @@ Change Store::ApplyLocked(std::string_view key, KeyType type, Value value,
   auto it = keys_.find(key);
   if (it == keys_.end()) {
     int64_t id = next_key_id_++;
-    it = keys_.emplace(std::string(key), KeyState{id, type, KeyOptions{}, {}, {}, 0, 0}).first;
+    it = AddKeyState(std::string(key), KeyState{id, type, KeyOptions{}, {}, {}, 0, 0});
     hot_->EnqueueUpsertKey(id, it->first, type, EncodeStoredOptions(it->second.options, type), now);
     change.created_key = true;
     metrics_.Set("komoku_keys", static_cast<int64_t>(keys_.size()));
@@ -508,10 +508,8 @@ Result<std::vector<KeyInfo>> Store::DefineAll(const std::vector<KeyDefinition>& 
     for (size_t i = 0; i < defs.size(); ++i) {
       auto it = keys_.find(defs[i].key);
       if (it == keys_.end()) {
-        it = keys_
-                 .emplace(defs[i].key,
-                          KeyState{next_key_id_++, planned[i].first, KeyOptions{}, {}, {}, 0, 0})
-                 .first;
+        it = AddKeyState(defs[i].key,
+                         KeyState{next_key_id_++, planned[i].first, KeyOptions{}, {}, {}, 0, 0});
       }
       KeyState& state = it->second;
       state.type = planned[i].first;
@@ -549,7 +547,7 @@ Status Store::Delete(std::string_view key) {
     change.type = it->second.type;
     change.previous = it->second.last;
     change.deleted = true;
-    keys_.erase(it);
+    EraseKeyState(it);
     metrics_.Set("komoku_keys", static_cast<int64_t>(keys_.size()));
   }
   KOMOKU_RETURN_IF_ERROR(hot_->WaitCommitted(op_seq));
@@ -592,6 +590,18 @@ std::vector<KeyInfo> Store::Keys() const {
     out.push_back(KeyInfo{name, s.type, s.options, s.last, s.previous});
   }
   return out;
+}
+
+Store::KeyMap::iterator Store::AddKeyState(std::string name, KeyState state) {
+  const int64_t id = state.id;
+  auto it = keys_.emplace(std::move(name), std::move(state)).first;
+  keys_by_id_[id] = it;
+  return it;
+}
+
+void Store::EraseKeyState(KeyMap::iterator it) {
+  keys_by_id_.erase(it->second.id);
+  keys_.erase(it);
 }
 
 Result<int64_t> Store::IdOf(std::string_view key) const {
@@ -881,16 +891,16 @@ void Store::WaitColdRowsDeleted() { hot_->WaitDeletions(); }
 
 Result<std::vector<Store::SeqChange>> Store::ChangesAfter(uint64_t after_seq, size_t limit) const {
   // Read without the store's lock (the hot store has its own); names are
-  // looked up under it afterwards, in one pass over the keys.
+  // looked up under it afterwards, once per key in the batch.
   Result<std::vector<HotStore::SeqChange>> rows = hot_->ReadChangesAfter(after_seq, limit);
   if (!rows.ok()) return rows.status();
   std::map<int64_t, std::pair<std::string, KeyType>> names;
   for (const HotStore::SeqChange& row : *rows) names.emplace(row.key_id, std::pair{"", KeyType{}});
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [name, state] : keys_) {
-      auto it = names.find(state.id);
-      if (it != names.end()) it->second = {name, state.type};
+    for (auto& [id, name] : names) {
+      auto it = keys_by_id_.find(id);
+      if (it != keys_by_id_.end()) name = {it->second->first, it->second->second.type};
     }
   }
   std::vector<SeqChange> out;

@@ -437,9 +437,15 @@ class Store final : public ChangeSource {
   Status NextStep() const;
 
   mutable std::mutex mu_;
-  std::map<std::string, KeyState, std::less<>> keys_;  // guarded by mu_
-  int64_t next_key_id_ = 1;                            // guarded by mu_
-  uint64_t last_change_seq_ = 0;                       // guarded by mu_
+  using KeyMap = std::map<std::string, KeyState, std::less<>>;
+  KeyMap keys_;  // guarded by mu_
+  // The same keys by id (what the hot store's rows name), for ChangesAfter;
+  // kept by AddKeyState and EraseKeyState, guarded by mu_.
+  std::unordered_map<int64_t, KeyMap::const_iterator> keys_by_id_;
+  KeyMap::iterator AddKeyState(std::string name, KeyState state);
+  void EraseKeyState(KeyMap::iterator it);
+  int64_t next_key_id_ = 1;       // guarded by mu_
+  uint64_t last_change_seq_ = 0;  // guarded by mu_
   // Change sequence number -> hot store op sequence number, for
   // WaitCommitted; only the newest matters.
   uint64_t last_op_seq_ = 0;                              // guarded by mu_

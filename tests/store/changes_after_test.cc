@@ -75,6 +75,35 @@ TEST_F(ChangesAfterTest, InSequenceOrderWithKeysTypesAndValues) {
   EXPECT_EQ((*some)[0].seq, (*rows)[5].seq);
 }
 
+// Each row is named by its key's id: keys made by a put, by a define, and
+// loaded at open; a deleted key's rows are left out, and a key made again
+// under the same name is a new key with its own rows.
+TEST_F(ChangesAfterTest, RowsAreNamedByTheirKeyAcrossDefineDeleteAndReopen) {
+  Open(UINT64_MAX);
+  Put("a", kNow - 3000, 1.0);
+  ASSERT_TRUE(store_->Define("d", KeyType::kString, {}).ok());
+  Put("d", kNow - 2000, std::string("on"));
+  Put("gone", kNow - 1500, 5.0);
+  ASSERT_TRUE(store_->Delete("gone").ok());
+  Put("gone", kNow - 1000, 6.0);  // a new key of the old name
+  auto names = [&] {
+    std::vector<std::pair<std::string, std::string>> out;
+    Result<std::vector<Store::SeqChange>> rows = store_->ChangesAfter(0, 1000);
+    EXPECT_TRUE(rows.ok());
+    if (!rows.ok()) return out;
+    for (const Store::SeqChange& r : *rows) out.emplace_back(r.key, ValueToText(r.sample.value));
+    return out;
+  };
+  const std::vector<std::pair<std::string, std::string>> want = {
+      {"a", "1"}, {"d", "on"}, {"gone", "6"}};
+  EXPECT_EQ(names(), want);
+  store_.reset();
+  Open(UINT64_MAX);
+  EXPECT_EQ(names(), want);
+  Put("e", kNow, 2.0);
+  EXPECT_EQ(names().back(), (std::pair<std::string, std::string>{"e", "2"}));
+}
+
 TEST_F(ChangesAfterTest, WithoutAKeepMarkCompactionDeletesColdRows) {
   Open(UINT64_MAX);
   PutHistory();
