@@ -23,29 +23,15 @@ class PrometheusTest : public KomokuTest {
  protected:
   // Starts Prometheus on a free loopback port, scraping komoku every second.
   bool StartPrometheus() {
-    const std::string conf = dir_.File("prometheus.yml");
-    std::ofstream(conf) << "global:\n"
-                        << "  scrape_interval: 1s\n"
-                        << "scrape_configs:\n"
-                        << "  - job_name: komoku\n"
-                        << "    static_configs:\n"
-                        << "      - targets: ['127.0.0.1:" << komoku_->http_port() << "']\n";
-    // The port may be taken between choosing it and Prometheus's bind: try again.
-    for (int attempt = 0; attempt < 5; ++attempt) {
-      port_ = FreeLoopbackPort();
-      prometheus_ = std::make_unique<Process>(
-          std::vector<std::string>{PROMETHEUS_BINARY, "--config.file=" + conf,
-                                   "--storage.tsdb.path=" + dir_.File("tsdb"),
-                                   "--web.listen-address=127.0.0.1:" + std::to_string(port_)},
-          dir_.File("prometheus.log"));
-      if (WaitFor([&] { return Query("up").status == 200 || !prometheus_->Running(); },
-                  std::chrono::seconds(30)) &&
-          prometheus_->Running()) {
-        return true;
-      }
-      prometheus_->Stop();
-    }
-    return false;
+    PrometheusOptions o;
+    o.config =
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: komoku\n"
+        "    static_configs:\n      - targets: ['127.0.0.1:" +
+        std::to_string(komoku_->http_port()) + "']\n";
+    o.ready_timeout = std::chrono::seconds(30);
+    prometheus_ = komoku::testing::StartPrometheus(
+        dir_, o, [&](int port) { return Query(port, "up").status == 200; }, &port_);
+    return prometheus_ != nullptr;
   }
   void TearDown() override {
     if (prometheus_) {
@@ -58,8 +44,9 @@ class PrometheusTest : public KomokuTest {
     int status = 0;
     json body;
   };
-  Answer Query(const std::string& promql) const {
-    httplib::Client cli("127.0.0.1", port_);
+  Answer Query(const std::string& promql) const { return Query(port_, promql); }
+  static Answer Query(int port, const std::string& promql) {
+    httplib::Client cli("127.0.0.1", port);
     cli.set_connection_timeout(std::chrono::seconds(2));
     auto res = cli.Get("/api/v1/query?query=" + httplib::detail::encode_query_param(promql));
     if (!res) return {};

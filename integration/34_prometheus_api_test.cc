@@ -131,28 +131,12 @@ class PrometheusApiTest : public KomokuTest {
         dir_, {"tsdb", "create-blocks-from", "openmetrics", om, dir_.File("tsdb")}, "blocks");
     ASSERT_EQ(blocks.status, 0) << blocks.output;
 
-    const std::string conf = dir_.File("prometheus.yml");
-    std::ofstream(conf) << "global:\n  scrape_interval: 15s\n";
-    // The port may be taken between choosing it and Prometheus's bind: try again.
-    for (int attempt = 0; attempt < 5 && !prometheus_; ++attempt) {
-      prometheus_port_ = FreeLoopbackPort();
-      prometheus_ = std::make_unique<Process>(
-          std::vector<std::string>{
-              PROMETHEUS_BINARY, "--config.file=" + conf,
-              "--storage.tsdb.path=" + dir_.File("tsdb"), "--storage.tsdb.retention.time=10y",
-              "--web.listen-address=127.0.0.1:" + std::to_string(prometheus_port_)},
-          dir_.File("prometheus.log"));
-      bool up = WaitFor(
-          [&] {
-            return GetJson(prometheus_port_, "/api/v1/query?query=1").first == 200 ||
-                   !prometheus_->Running();
-          },
-          std::chrono::seconds(60));
-      if (!up || !prometheus_->Running()) {
-        prometheus_->Stop();
-        prometheus_.reset();
-      }
-    }
+    PrometheusOptions o;
+    o.config = "global:\n  scrape_interval: 15s\n";
+    o.args = {"--storage.tsdb.retention.time=10y"};
+    prometheus_ = komoku::testing::StartPrometheus(
+        dir_, o, [](int port) { return GetJson(port, "/api/v1/query?query=1").first == 200; },
+        &prometheus_port_);
     ASSERT_TRUE(prometheus_) << "Prometheus did not start";
   }
 

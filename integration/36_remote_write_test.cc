@@ -40,48 +40,21 @@ class RemoteWriteTest : public ::testing::Test {
     if (prometheus_) prometheus_->Stop();
   }
 
-  // Starts Prometheus as a remote write receiver on port_ (a free port the
-  // first time), with its TSDB in the test's directory.
-  bool StartPrometheus() {
-    const std::string conf = dir_.File("prometheus.yml");
-    std::ofstream(conf) << "global:\n  scrape_interval: 1m\n";
-    for (int attempt = 0; attempt < 5; ++attempt) {
-      if (port_ == 0 || attempt > 0) port_ = FreeLoopbackPort();
-      prometheus_ = std::make_unique<Process>(
-          std::vector<std::string>{PROMETHEUS_BINARY, "--config.file=" + conf,
-                                   "--storage.tsdb.path=" + dir_.File("tsdb"),
-                                   "--web.enable-remote-write-receiver",
-                                   "--web.listen-address=127.0.0.1:" + std::to_string(port_)},
-          dir_.File("prometheus.log"));
-      if (WaitFor([&] { return Query("up").status == 200 || !prometheus_->Running(); },
-                  std::chrono::seconds(60)) &&
-          prometheus_->Running()) {
-        return true;
-      }
-      prometheus_->Stop();
-    }
-    return false;
-  }
-  // Starts it again on the same port and TSDB (after a kill).
-  bool RestartPrometheus() {
-    const int port = port_;
-    for (int attempt = 0; attempt < 10; ++attempt) {
-      const std::string conf = dir_.File("prometheus.yml");
-      prometheus_ = std::make_unique<Process>(
-          std::vector<std::string>{PROMETHEUS_BINARY, "--config.file=" + conf,
-                                   "--storage.tsdb.path=" + dir_.File("tsdb"),
-                                   "--web.enable-remote-write-receiver",
-                                   "--web.listen-address=127.0.0.1:" + std::to_string(port)},
-          dir_.File("prometheus2.log"));
-      if (WaitFor([&] { return Query("up").status == 200 || !prometheus_->Running(); },
-                  std::chrono::seconds(60)) &&
-          prometheus_->Running()) {
-        return true;
-      }
-      prometheus_->Stop();
-      std::this_thread::sleep_for(std::chrono::seconds(1));  // the port may linger
-    }
-    return false;
+  // Starts Prometheus as a remote write receiver on a free port, with its
+  // TSDB in the test's directory.
+  bool StartPrometheus() { return StartReceiver(0, "prometheus.log", 5); }
+  // Starts it again on the same port and TSDB (after a kill; the port may
+  // linger a while).
+  bool RestartPrometheus() { return StartReceiver(port_, "prometheus2.log", 10); }
+  bool StartReceiver(int port, const std::string& log_name, int tries) {
+    PrometheusOptions o;
+    o.args = {"--web.enable-remote-write-receiver"};
+    o.port = port;
+    o.log_name = log_name;
+    o.tries = tries;
+    prometheus_ = komoku::testing::StartPrometheus(
+        dir_, o, [&](int) { return Query("up").status == 200; }, &port_);
+    return prometheus_ != nullptr;
   }
 
   bool StartKomoku() {

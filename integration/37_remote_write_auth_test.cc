@@ -241,30 +241,16 @@ class RemoteWriteAuthTest : public ::testing::Test {
   // Starts Prometheus as a remote write receiver on a free port (or
   // `port`), with `web_yaml` as its --web.config.file when not empty.
   bool StartPrometheus(const std::string& web_yaml, int port = 0) {
-    const std::string conf = dir_.File("prometheus.yml");
-    std::ofstream(conf) << "global:\n  scrape_interval: 1m\n";
-    std::vector<std::string> extra;
+    PrometheusOptions o;
+    o.args = {"--web.enable-remote-write-receiver"};
     if (!web_yaml.empty()) {
       std::ofstream(dir_.File("web.yml")) << web_yaml;
-      extra.push_back("--web.config.file=" + dir_.File("web.yml"));
+      o.args.push_back("--web.config.file=" + dir_.File("web.yml"));
     }
-    for (int attempt = 0; attempt < 5; ++attempt) {
-      prom_port_ = port != 0 ? port : FreeLoopbackPort();
-      std::vector<std::string> argv{PROMETHEUS_BINARY, "--config.file=" + conf,
-                                    "--storage.tsdb.path=" + dir_.File("tsdb"),
-                                    "--web.enable-remote-write-receiver",
-                                    "--web.listen-address=127.0.0.1:" + std::to_string(prom_port_)};
-      argv.insert(argv.end(), extra.begin(), extra.end());
-      prometheus_ = std::make_unique<Process>(argv, dir_.File("prometheus.log"));
-      if (WaitFor([&] { return Query("up").status == 200 || !prometheus_->Running(); },
-                  std::chrono::seconds(60)) &&
-          prometheus_->Running()) {
-        return true;
-      }
-      prometheus_->Stop();
-      std::this_thread::sleep_for(std::chrono::seconds(1));
-    }
-    return false;
+    o.port = port;
+    prometheus_ = komoku::testing::StartPrometheus(
+        dir_, o, [&](int) { return Query("up").status == 200; }, &prom_port_);
+    return prometheus_ != nullptr;
   }
 
   // nginx on a free port in front of Prometheus: `Authorization: Bearer

@@ -590,6 +590,27 @@ int RunTool(const TempDir& dir, std::vector<std::string> argv, const std::string
   return status;
 }
 
+std::unique_ptr<Process> StartPrometheus(const TempDir& dir, const PrometheusOptions& options,
+                                         const std::function<bool(int port)>& ready, int* port) {
+  const std::string conf = dir.File("prometheus.yml");
+  std::ofstream(conf) << options.config;
+  for (int attempt = 0; attempt < options.tries; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::seconds(1));
+    *port = options.port != 0 ? options.port : FreeLoopbackPort();
+    std::vector<std::string> argv{PROMETHEUS_BINARY, "--config.file=" + conf,
+                                  "--storage.tsdb.path=" + dir.File("tsdb"),
+                                  "--web.listen-address=127.0.0.1:" + std::to_string(*port)};
+    argv.insert(argv.end(), options.args.begin(), options.args.end());
+    auto p = std::make_unique<Process>(argv, dir.File(options.log_name));
+    if (WaitFor([&] { return !p->Running() || ready(*port); }, options.ready_timeout) &&
+        p->Running()) {
+      return p;
+    }
+    p->Stop();
+  }
+  return nullptr;
+}
+
 void MakeCert(const TempDir& dir, const std::string& name, const std::string& cn,
               const std::string& ca_crt, const std::string& ca_key, const std::string& extensions) {
   const std::string key = dir.File(name + ".key");

@@ -241,6 +241,25 @@ void DumpOnFailure(const Broker& broker, const Komoku& komoku);
 int RunTool(const TempDir& dir, std::vector<std::string> argv, const std::string& log_name,
             std::string* output = nullptr);
 
+// How StartPrometheus runs a real Prometheus (PROMETHEUS_BINARY).
+struct PrometheusOptions {
+  std::string config = "global:\n  scrape_interval: 1m\n";  // its prometheus.yml
+  std::vector<std::string> args;  // more flags: --web.enable-remote-write-receiver, ...
+  int port = 0;                   // 0: a free port, another one at each try
+  int tries = 5;
+  std::string log_name = "prometheus.log";
+  std::chrono::seconds ready_timeout{60};
+};
+
+// Starts Prometheus on 127.0.0.1, its TSDB and prometheus.yml in `dir`, and
+// waits until `ready(port)` says it answers (the caller asks the way its
+// Prometheus expects: plain HTTP, TLS, credentials). A port chosen free can
+// be taken before Prometheus binds it, and a port it had may linger after a
+// kill, so it tries `tries` times; *port is the one it listens on. Null
+// when it never answered (its output is in `log_name`).
+std::unique_ptr<Process> StartPrometheus(const TempDir& dir, const PrometheusOptions& options,
+                                         const std::function<bool(int port)>& ready, int* port);
+
 // An EC key and certificate for `cn` made with the openssl command line,
 // `name`.key and `name`.crt in `dir`: self-signed (a CA) when `ca_crt` is
 // empty, else signed by that CA with `extensions` (an openssl extfile line).
