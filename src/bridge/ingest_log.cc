@@ -26,14 +26,12 @@
 #include <filesystem>
 #include <vector>
 
-#include "cold/segment_codec.h"
 #include "common/coding.h"
+#include "common/crc32c.h"
 #include "common/fd.h"
 
 namespace komoku::bridge {
 namespace {
-
-using store::segment_internal::Crc32c;
 
 constexpr char kMagic[8] = {'K', 'O', 'M', 'O', 'K', 'U', 'I', 'L'};
 constexpr uint32_t kFormat = 2;

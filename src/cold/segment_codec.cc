@@ -22,27 +22,6 @@ int CountlZero(uint64_t v) { return v == 0 ? 64 : __builtin_clzll(v); }
 int CountrZero(uint64_t v) { return v == 0 ? 64 : __builtin_ctzll(v); }
 int CountrOne(uint64_t v) { return CountrZero(~v); }
 
-// ---------------------------------------------------------------- CRC-32C
-
-struct CrcTables {
-  uint32_t t[8][256];
-  CrcTables() {
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int j = 0; j < 8; ++j) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1)));
-      t[0][i] = c;
-    }
-    for (int s = 1; s < 8; ++s) {
-      for (uint32_t i = 0; i < 256; ++i) t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xFF];
-    }
-  }
-};
-
-const CrcTables& Tables() {
-  static const CrcTables tables;
-  return tables;
-}
-
 // ---------------------------------------------------------------- limits
 
 // Most items (samples, ms_per_value entries) one block may decode to, and
@@ -741,23 +720,6 @@ Status Checked(const BitReader& r, const char* what) {
 }
 
 }  // namespace
-
-uint32_t Crc32c(const void* data, size_t size, uint32_t crc) {
-  const auto& t = Tables().t;
-  const auto* p = static_cast<const unsigned char*>(data);
-  crc = ~crc;
-  while (size >= 8) {
-    uint64_t w;
-    std::memcpy(&w, p, 8);
-    w ^= crc;
-    crc = t[7][w & 0xFF] ^ t[6][(w >> 8) & 0xFF] ^ t[5][(w >> 16) & 0xFF] ^ t[4][(w >> 24) & 0xFF] ^
-          t[3][(w >> 32) & 0xFF] ^ t[2][(w >> 40) & 0xFF] ^ t[1][(w >> 48) & 0xFF] ^ t[0][w >> 56];
-    p += 8;
-    size -= 8;
-  }
-  while (size-- > 0) crc = (crc >> 8) ^ t[0][(crc ^ *p++) & 0xFF];
-  return ~crc;
-}
 
 bool ValueMatchesType(KeyType type, const Value& value) {
   switch (type) {

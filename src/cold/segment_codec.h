@@ -25,13 +25,14 @@
 #include <vector>
 
 #include "cold/segment.h"
+#include "common/crc32c.h"
 #include "common/status.h"
 #include "core/value.h"
 
 namespace komoku::store::segment_internal {
 
-// CRC-32C (Castagnoli), the checksum of every block and of the header.
-uint32_t Crc32c(const void* data, size_t size, uint32_t crc = 0);
+// CRC-32C (common/crc32c.h), the checksum of every block and of the header.
+using ::komoku::Crc32c;
 
 // Everything of a key except its raw changes and rollups, as the metadata
 // block stores it.

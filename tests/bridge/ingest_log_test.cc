@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "cold/segment_codec.h"
+#include "common/crc32c.h"
 #include "temp_dir.h"
 
 namespace komoku::bridge {
@@ -56,7 +56,7 @@ void AppendFormat1(const IngestRecord& r, std::string* out) {
   for (const std::string* s : {&r.topic, &r.payload, &r.response_topic, &r.correlation_data}) {
     PutString(*s, &body);
   }
-  const uint32_t crc = store::segment_internal::Crc32c(body.data(), body.size());
+  const uint32_t crc = Crc32c(body.data(), body.size());
   for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>(body.size() >> (8 * i)));
   for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>(crc >> (8 * i)));
   out->append(body);

@@ -573,7 +573,7 @@ TEST(SegmentTest, WriterRefusals) {
   SegmentKeyData b;
   b.key = "b";
   ASSERT_TRUE((*w)->AddKey(b).ok());
-  auto refused = [&](SegmentKeyData d, const char* why) {
+  auto refused = [&](const SegmentKeyData& d, const char* why) {
     Status st = (*w)->AddKey(d);
     EXPECT_TRUE(st.IsInvalidArgument()) << why << ": " << st.ToString();
   };
@@ -600,7 +600,7 @@ TEST(SegmentTest, WriterRefusals) {
   d.rollups = {{0, {}}};
   refused(d, "zero resolution");
   d.rollups = {};
-  d.key = "with\0nul";
+  d.key = "with";
   d.key.push_back('\0');
   refused(d, "NUL in name");
   d.key = "c";
@@ -736,17 +736,6 @@ TEST(SegmentTest, FileLargerThanTheAddressSpaceIsRefused) {
   }
 }
 
-TEST(SegmentCodecTest, Crc32cCheckValue) {
-  EXPECT_EQ(segment_internal::Crc32c("123456789", 9), 0xE3069283u);
-  EXPECT_EQ(segment_internal::Crc32c("", 0), 0u);
-  // Chaining equals one pass, across the 8-byte stride.
-  const std::string text = "The quick brown fox jumps over the lazy dog";
-  const uint32_t one = segment_internal::Crc32c(text.data(), text.size());
-  EXPECT_EQ(segment_internal::Crc32c(text.data() + 13, text.size() - 13,
-                                     segment_internal::Crc32c(text.data(), 13)),
-            one);
-}
-
 // Payloads that pass the CRC but were crafted or damaged before it was
 // computed: the decoders must refuse or decode them, never crash (run under
 // ASan for the full guarantee; fuzz/segment_codec_fuzzer.cc goes further).
@@ -817,19 +806,19 @@ TEST(SegmentCodecTest, DamagedPayloadsNeverCrash) {
 // them (only for a deliberate format change, with a new format version).
 // `version`: the format the golden files were written in (1 has no first_ms).
 std::vector<SegmentKeyData> ExampleKeys(int version) {
-  constexpr int64_t t = 1'700'000'100'000;  // 2023-11-14T22:15:00Z, a 5-minute bucket start
+  constexpr int64_t kT = 1'700'000'100'000;  // 2023-11-14T22:15:00Z, a 5-minute bucket start
   SegmentKeyData door;
   door.key = "door";
   door.type = KeyType::kBoolean;
   door.stale_after_ms = 0;
-  door.carry = Sample{t - 86'400'000, false};  // before the segment's day
-  door.changes = {{t, true}, {t + 60'000, false}, {t + 120'500, true}};
+  door.carry = Sample{kT - 86'400'000, false};  // before the segment's day
+  door.changes = {{kT, true}, {kT + 60'000, false}, {kT + 120'500, true}};
   SegmentKeyData temp;
   temp.key = "hall/temp";
   temp.type = KeyType::kNumeric;
-  temp.changes = {{t + 2'000, 21.5}, {t + 12'010, 21.25}, {t + 21'990, 21.75}};
+  temp.changes = {{kT + 2'000, 21.5}, {kT + 12'010, 21.25}, {kT + 21'990, 21.75}};
   Rollup r;
-  r.start_ms = t;
+  r.start_ms = kT;
   r.count = 3;
   r.changes = 3;
   r.first = 21.5;
@@ -840,7 +829,7 @@ std::vector<SegmentKeyData> ExampleKeys(int version) {
   r.known_ms = 298'000;
   r.unknown_ms = 2'000;
   r.integral = 21.5 * 10'010 + 21.25 * 9'980 + 21.75 * 278'010;
-  if (version >= 2) r.first_ms = t + 2'000;
+  if (version >= 2) r.first_ms = kT + 2'000;
   temp.rollups = {{300'000, {r}}};
   return {door, temp};
 }
