@@ -43,8 +43,8 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"UnknownField", "mqtt:\n  brokr: tcp://x:1\n",
              "bad.yaml:2: unknown field 'mqtt.brokr'"},
         Case{"KeepAliveNotADuration", "mqtt:\n  keep_alive: often\n",
-             "bad.yaml:2: mqtt.keep_alive: expected seconds or a duration (e.g. 30s, 10m, "
-             "24h, 7d, 1w), got 'often'"},
+             "bad.yaml:2: mqtt.keep_alive: expected seconds or a duration (e.g. 500ms, 30s, "
+             "10m, 24h, 7d, 1w), got 'often'"},
         Case{"KeepAliveOutOfRange", "mqtt:\n  keep_alive: 1\n",
              "bad.yaml:2: mqtt.keep_alive: 1 is out of range"},
         Case{"UnknownSection", "storage:\n  data_dir: x\n",

@@ -279,8 +279,8 @@ Status Set(Config& c, const Field& f, const std::string& text, const std::string
     Result<int64_t> ms = store::ParseDuration(text);
     if (!ms.ok()) {
       return Status::InvalidArgument(where + path + ": expected " + UnitName(f.unit_ms) +
-                                     " or a duration (e.g. 30s, 10m, 24h, 7d, 1w), got '" + text +
-                                     "'");
+                                     " or a duration (e.g. 500ms, 30s, 10m, 24h, 7d, 1w), got '" +
+                                     text + "'");
     }
     if (*ms % f.unit_ms != 0) {
       return Status::InvalidArgument(where + path + ": '" + text + "' is not a whole number of " +
@@ -1533,11 +1533,12 @@ std::string ConfigDocs() {
       "effect at the next restart (docs/operations.md, \"Reloading the\n"
       "configuration\").\n\n"
       "A *duration* is a bare number in the unit its type names (`duration (s)`:\n"
-      "seconds), or a whole number with a unit: `30s`, `10m`, `24h`, `7d`, `1w`. It is\n"
-      "the one grammar of durations in Komoku: key options (`stale_after: 10m`),\n"
-      "derived `every`, `window` and `refresh`, the API's `step` and relative times\n"
-      "(`-24h`). A duration must come to a whole number of the field's unit\n"
-      "(`hot_window_hours: 90m` is an error); the range is in that unit.\n\n"
+      "seconds), or a whole number with a unit: `500ms`, `30s`, `10m`, `24h`, `7d`,\n"
+      "`1w`. It is the one grammar of durations in Komoku: key options\n"
+      "(`stale_after: 10m`), derived `every`, `window` and `refresh`, the API's\n"
+      "`step` and relative times (`-24h`). A duration must come to a whole number\n"
+      "of the field's unit (`hot_window_hours: 90m` is an error); the range is in\n"
+      "that unit.\n\n"
       "| key | type | default | range | description |\n"
       "| --- | --- | --- | --- | --- |\n";
   for (const Field& f : Fields()) {

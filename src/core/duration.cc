@@ -15,7 +15,10 @@ constexpr int64_t kWeek = 7 * kDay;
 Result<int64_t> ParseDuration(std::string_view text) {
   int64_t unit = 1000;
   std::string_view digits = text;
-  if (!text.empty()) {
+  if (text.size() > 2 && text.substr(text.size() - 2) == "ms") {
+    unit = 1;
+    digits.remove_suffix(2);
+  } else if (!text.empty()) {
     switch (text.back()) {
       case 's':
         unit = 1000;
@@ -44,8 +47,9 @@ Result<int64_t> ParseDuration(std::string_view text) {
   // At most 9 digits: a billion weeks is still far from overflow.
   if (digits.empty() || digits.size() > 9 ||
       digits.find_first_not_of("0123456789") != std::string_view::npos) {
-    return Status::InvalidArgument("'" + std::string(text) +
-                                   "' is not a duration (e.g. 30s, 10m, 24h, 7d, 1w, or seconds)");
+    return Status::InvalidArgument(
+        "'" + std::string(text) +
+        "' is not a duration (e.g. 500ms, 30s, 10m, 24h, 7d, 1w, or seconds)");
   }
   return std::stoll(std::string(digits)) * unit;
 }

@@ -251,8 +251,8 @@ TEST(ConfigTest, ErrorMessageHasTheDocumentedShape) {
       ParseConfig("mqtt:\n  broker: tcp://a:1\n  keep_alive: often\n", "komoku.yaml");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().message(),
-            "komoku.yaml:3: mqtt.keep_alive: expected seconds or a duration (e.g. 30s, 10m, 24h, "
-            "7d, 1w), got 'often'");
+            "komoku.yaml:3: mqtt.keep_alive: expected seconds or a duration (e.g. 500ms, 30s, 10m, "
+            "24h, 7d, 1w), got 'often'");
 }
 
 TEST(ConfigTest, RangeEdgesAreAccepted) {
@@ -288,6 +288,8 @@ TEST(ConfigTest, DurationFieldsTakeTheOneDurationGrammar) {
            {"mqtt", "session_expiry", "0s", &Config::mqtt_session_expiry_s, 0},
            {"store", "commit_interval_ms", "2s", &Config::store_commit_interval_ms, 2000},
            {"store", "commit_interval_ms", "250", &Config::store_commit_interval_ms, 250},
+           {"store", "commit_interval_ms", "250ms", &Config::store_commit_interval_ms, 250},
+           {"http", "idle_timeout", "3000ms", &Config::http_idle_timeout_s, 3},
            {"store", "checkpoint_interval", "10s", &Config::store_checkpoint_interval_s, 10},
            {"store", "checkpoint_interval", "1m", &Config::store_checkpoint_interval_s, 60},
            {"store", "hot_window_hours", "2d", &Config::store_hot_window_h, 48},
@@ -319,6 +321,12 @@ TEST(ConfigTest, DurationFieldsTakeTheOneDurationGrammar) {
       {"a duration out of range",
        "mqtt:\n  keep_alive: 2h\n",
        {"k.yaml:2:", "mqtt.keep_alive", "'2h' (7200 seconds) is out of range 5..3600"}},
+      {"part of a second",
+       "mqtt:\n  keep_alive: 1500ms\n",
+       {"k.yaml:2:", "mqtt.keep_alive", "'1500ms' is not a whole number of seconds"}},
+      {"milliseconds without a number",
+       "store:\n  commit_interval_ms: ms\n",
+       {"k.yaml:2:", "store.commit_interval_ms", "'ms'"}},
       {"a fraction with a unit",
        "store:\n  commit_interval_ms: 1.5s\n",
        {"k.yaml:2:", "store.commit_interval_ms", "'1.5s'"}},
