@@ -73,3 +73,18 @@ sudo=()
 if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# The test group's servers run only under the tests, on loopback ports the
+# tests choose; Debian starts and enables each as a system service when it
+# is installed. Those installed just now are stopped and disabled again, so
+# that `make test` leaves no nginx on port 80, Prometheus on 9090 or
+# InfluxDB on 8086 behind. (Mosquitto stays: `make run` uses the one on
+# 1883 when it is there.) Without systemd (a container) nothing was started.
+if [[ -d /run/systemd/system ]]; then
+  for service in prometheus influxdb nginx; do
+    if printf '%s\n' "${missing[@]}" | grep -qx "$service" &&
+      "${sudo[@]}" systemctl disable --now "$service" >/dev/null 2>&1; then
+      echo "install-deps: $service is for the tests only: its system service is stopped and disabled" >&2
+    fi
+  done
+fi
