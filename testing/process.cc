@@ -9,10 +9,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -31,6 +33,47 @@ bool PollFor(Fn done, std::chrono::milliseconds timeout) {
     if (done()) return true;
     if (std::chrono::steady_clock::now() >= deadline) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+// The PIDs of the live children (0: a free slot), for the signal handler:
+// lock-free atomics are what a handler may read.
+constexpr int kMaxChildren = 256;
+std::atomic<pid_t> g_children[kMaxChildren];
+static_assert(std::atomic<pid_t>::is_always_lock_free);
+
+void Register(pid_t pid) {
+  for (auto& slot : g_children) {
+    pid_t free = 0;
+    if (slot.compare_exchange_strong(free, pid)) return;
+  }
+}
+
+void Unregister(pid_t pid) {
+  for (auto& slot : g_children) {
+    pid_t mine = pid;
+    if (slot.compare_exchange_strong(mine, 0)) return;
+  }
+}
+
+extern "C" void OnStopSignal(int sig) {
+  for (auto& slot : g_children) {
+    const pid_t pid = slot.load();
+    if (pid > 0) kill(pid, SIGTERM);
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+// Installs OnStopSignal for the stop signals still at their default action.
+void StopChildrenOnSignal() {
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
+    struct sigaction old {};
+    if (sigaction(sig, nullptr, &old) != 0 || old.sa_handler != SIG_DFL) continue;
+    struct sigaction sa {};
+    sa.sa_handler = OnStopSignal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, nullptr);
   }
 }
 
@@ -58,6 +101,7 @@ Process::Process(std::vector<std::string> argv, std::string log_path, const std:
   posix_spawnattr_setsigdefault(&attr, &defaults);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (std::string& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
   int rc = posix_spawn(&pid_, args[0], &actions, &attr, args.data(), environ);
@@ -67,6 +111,9 @@ Process::Process(std::vector<std::string> argv, std::string log_path, const std:
     pid_ = -1;
     throw std::runtime_error("cannot start " + argv[0] + ": " + std::strerror(rc));
   }
+  Register(pid_);
+  static std::once_flag handlers;
+  std::call_once(handlers, StopChildrenOnSignal);
 }
 
 Process::~Process() { Stop(); }
@@ -76,6 +123,7 @@ int Process::Reap(bool block) {
   int st = 0;
   if (waitpid(pid_, &st, block ? 0 : WNOHANG) == pid_) {
     status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    Unregister(pid_);
     pid_ = -1;
   }
   return status_;

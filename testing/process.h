@@ -19,6 +19,13 @@ namespace komoku::process {
 // disposition of SIGTERM, SIGINT and SIGPIPE and no signal blocked, whatever
 // its parent has. Stopped (Stop()) when it goes away. The constructor throws
 // std::runtime_error when the program cannot be started.
+//
+// The first Process started also makes SIGTERM, SIGINT and SIGHUP, where the
+// program left them at their default action, stop the live children first:
+// each gets SIGTERM, then the signal ends the program as it would have.
+// Otherwise a benchmark or a test binary stopped by Ctrl-C or a timeout
+// would leave its Mosquitto, komoku or Prometheus running (no destructor
+// runs when a signal ends a program).
 class Process {
  public:
   Process(std::vector<std::string> argv, std::string log_path, const std::string& stdin_path = "");
