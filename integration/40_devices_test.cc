@@ -511,7 +511,8 @@ TEST_F(FreshConfigTest, ARenamedZigbee2mqttDeviceKeepsItsHistory) {
       const std::string alias = std::string("zigbee2mqtt/kitchen/") + field;
       EXPECT_TRUE(WaitFor([&] { return HistorySize(key) == changes; }))
           << key << ": " << HistorySize(key);
-      EXPECT_EQ(komoku_->Get("/api/v1/value?key=" + alias).status, 404) << alias;
+      // The new name is the key's alias: asking by it answers the key.
+      EXPECT_EQ(Value(alias)["key"], key) << alias;
       bool listed = false;
       const nlohmann::json keys = komoku_->Get("/api/v1/keys").Json();
       for (const auto& k : keys["keys"]) {
@@ -531,6 +532,110 @@ TEST_F(FreshConfigTest, ARenamedZigbee2mqttDeviceKeepsItsHistory) {
   mqtt_->Publish("zigbee2mqtt/kitchen", R"({"temperature":23,"humidity":51})");
   EXPECT_TRUE(WaitForValue("zigbee2mqtt/kitchen_sensor/temperature", 23)) << komoku_->Output();
   expect_one_history(3);
+}
+
+// A renamed zigbee2mqtt device asked for by its new name (the key's alias):
+// every request that names a key answers as the first key, and says which
+// alias it followed. A real key of the alias's name wins over the alias.
+TEST_F(FreshConfigTest, ARenamedDeviceIsFoundByItsNewName) {
+  const auto config = [](const std::string& name, const char* field) {
+    return std::string(R"j({"device":{"identifiers":["zigbee2mqtt_0x00158d0001a2b3c4"],)j") +
+           R"j("name":")j" + name + R"j("},"device_class":")j" + field +
+           R"j(","state_class":"measurement","state_topic":"zigbee2mqtt/)j" + name +
+           R"j(","unique_id":"0x00158d0001a2b3c4_)j" + field +
+           R"j(_zigbee2mqtt","value_template":"{{ value_json.)j" + field + R"j( }}"})j";
+  };
+  const std::string temperature = "homeassistant/sensor/0x00158d0001a2b3c4/temperature/config";
+  const std::string humidity = "homeassistant/sensor/0x00158d0001a2b3c4/humidity/config";
+  mqtt_->Publish(temperature, config("kitchen_sensor", "temperature"), 1, true);
+  mqtt_->Publish(humidity, config("kitchen_sensor", "humidity"), 1, true);
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 2; }))
+      << komoku_->Output();
+  Barrier();
+  mqtt_->Publish("zigbee2mqtt/kitchen_sensor", R"({"temperature":21.5,"humidity":48})");
+  const std::string key = "zigbee2mqtt/kitchen_sensor/temperature";
+  const std::string alias = "zigbee2mqtt/kitchen_temp/temperature";
+  ASSERT_TRUE(WaitForValue(key, 21.5)) << komoku_->Output();
+  ASSERT_TRUE(WaitForValue("zigbee2mqtt/kitchen_sensor/humidity", 48));
+  // A key that happens to have the name the humidity's alias will have.
+  mqtt_->Publish("komoku/set/zigbee2mqtt/kitchen_temp/humidity", "99");
+  ASSERT_TRUE(WaitForValue("zigbee2mqtt/kitchen_temp/humidity", 99));
+
+  // The rename (same unique_id, new state topic), then a change.
+  mqtt_->Publish(temperature, config("kitchen_temp", "temperature"), 1, true);
+  mqtt_->Publish(humidity, config("kitchen_temp", "humidity"), 1, true);
+  ASSERT_TRUE(WaitFor([&] {
+    const nlohmann::json keys = komoku_->Get("/api/v1/keys").Json();
+    int n = 0;
+    for (const auto& k : keys["keys"]) n += k.contains("alias");
+    return n == 2;
+  })) << komoku_->Get("/api/v1/keys").body;
+  Barrier();
+  mqtt_->Publish("zigbee2mqtt/kitchen_temp", R"({"temperature":22.5,"humidity":50})");
+  ASSERT_TRUE(WaitForValue(key, 22.5)) << komoku_->Output();
+
+  // One history with both changes, by either name.
+  const nlohmann::json both = {21.5, 22.5};
+  const auto values = [](const nlohmann::json& answer) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& row : answer["rows"]) out.push_back(row[1]);
+    return out;
+  };
+  for (const std::string& name : {alias, key}) {
+    auto r = komoku_->Get("/api/v1/history?key=" + name + "&from=0");
+    ASSERT_EQ(r.status, 200) << name << ": " << r.body;
+    const nlohmann::json j = r.Json();
+    EXPECT_EQ(j["key"], key) << r.body;
+    EXPECT_EQ(values(j), both) << r.body;
+    // Which alias was followed: only when one was.
+    if (name == alias) {
+      EXPECT_EQ(j.value("alias", ""), alias) << r.body;
+    } else {
+      EXPECT_FALSE(j.contains("alias")) << r.body;
+    }
+  }
+  // Every other question that names a key.
+  auto value = komoku_->Get("/api/v1/value?key=" + alias).Json();
+  EXPECT_EQ(value["key"], key);
+  EXPECT_EQ(value["value"], 22.5);
+  EXPECT_EQ(value["alias"], alias);
+  auto stats = komoku_->Get("/api/v1/stats?key=" + alias + "&from=0");
+  ASSERT_EQ(stats.status, 200) << stats.body;
+  EXPECT_EQ(stats.Json()["key"], key);
+  EXPECT_EQ(stats.Json()["alias"], alias);
+  auto at = komoku_->Get("/api/v1/at?key=" + alias + "&time=now");
+  ASSERT_EQ(at.status, 200) << at.body;
+  EXPECT_EQ(at.Json()["value"], 22.5) << at.body;
+  auto several = komoku_->Get("/api/v1/history?key=" + alias + "&key=" + key + "&from=0");
+  ASSERT_EQ(several.status, 200) << several.body;
+  const nlohmann::json results = several.Json()["results"];
+  ASSERT_EQ(results.size(), 2u) << several.body;
+  for (const auto& one : results) EXPECT_EQ(values(one), both) << several.body;
+  auto fetched =
+      komoku_->Post("/api/v1/komoku", R"({"fetch":{"key":")" + alias + R"(","from":0}})");
+  ASSERT_EQ(fetched.status, 200) << fetched.body;
+  EXPECT_EQ(fetched.Json()["result"].size(), 2u) << fetched.body;
+
+  // Writes by the alias go to the key too, and make no key of its name:
+  // over MQTT's set topic and over HTTP.
+  mqtt_->Publish("komoku/set/" + alias, "23");
+  EXPECT_TRUE(WaitFor([&] { return HistorySize(key) == 3; })) << HistorySize(key);
+  auto put = komoku_->Put("/api/v1/value?key=" + alias + "&value=24", "");
+  ASSERT_EQ(put.status, 200) << put.body;
+  EXPECT_EQ(put.Json()["key"], key) << put.body;
+  EXPECT_EQ(HistorySize(key), 4u);
+  const nlohmann::json keys = komoku_->Get("/api/v1/keys").Json();
+  for (const auto& k : keys["keys"]) EXPECT_NE(k["key"], alias) << keys.dump();
+
+  // The real key wins: the humidity's alias is a key of its own.
+  auto real = komoku_->Get("/api/v1/history?key=zigbee2mqtt/kitchen_temp/humidity&from=0");
+  ASSERT_EQ(real.status, 200) << real.body;
+  EXPECT_EQ(real.Json()["key"], "zigbee2mqtt/kitchen_temp/humidity") << real.body;
+  EXPECT_EQ(values(real.Json()), nlohmann::json({99})) << real.body;
+  EXPECT_FALSE(real.Json().contains("alias")) << real.body;
+  EXPECT_TRUE(WaitForValue("zigbee2mqtt/kitchen_sensor/humidity", 50));
+  // A name that is neither is still unknown.
+  EXPECT_EQ(komoku_->Get("/api/v1/history?key=zigbee2mqtt/kitchen_temp/battery").status, 404);
 }
 
 // Events: every press is a change, also the same press twice within

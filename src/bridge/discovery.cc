@@ -1281,7 +1281,9 @@ Discovery::Update Discovery::ReplaceLocked(const std::string& id,
   update.changed = true;
   std::set<std::string> touched;
   auto old = entities_.find(id);
+  const auto aliased = [](const DiscoveredEntity& e) { return e.mapped() && !e.alias.empty(); };
   if (old != entities_.end()) {
+    if (aliased(old->second.entity)) aliased_.fetch_sub(1, std::memory_order_relaxed);
     touched.insert(old->second.entity.state_topic);
     for (const auto& a : old->second.entity.availability) touched.insert(a.topic);
   }
@@ -1315,6 +1317,7 @@ Discovery::Update Discovery::ReplaceLocked(const std::string& id,
       touched.insert(entity->state_topic);
       for (const auto& a : entity->availability) touched.insert(a.topic);
     }
+    if (aliased(*entity)) aliased_.fetch_add(1, std::memory_order_relaxed);
     entities_[id] = Known{*entity, raw};
     update.entity = std::move(entity);
   }

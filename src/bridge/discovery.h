@@ -22,6 +22,7 @@
 // engine alive.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -217,6 +218,9 @@ class Discovery {
   // name of their device (the identity's first key), each with the name its
   // topic makes now. For GET /api/v1/keys.
   std::map<std::string, std::string> Aliases() const;
+  // Whether any key has an alias now; without a lock, for the ingest
+  // thread to skip looking aliases up when there are none.
+  bool HasAliases() const { return aliased_.load(std::memory_order_relaxed) > 0; }
 
   // The entities (mapped and refused) and availability keys, for
   // GET /api/v1/discovery.
@@ -269,6 +273,8 @@ class Discovery {
   // configs before announcing the new name) and in the state file; guarded
   // by mu_.
   std::map<std::string, std::string> identities_;
+  // Mapped entities with an alias; written under mu_, read without it.
+  std::atomic<size_t> aliased_{0};
   // Bumped by every change of entities_; the one the state file holds.
   uint64_t generation_ = 0;        // guarded by mu_
   uint64_t saved_generation_ = 0;  // guarded by mu_

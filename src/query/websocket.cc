@@ -37,7 +37,8 @@ constexpr auto kCloseGrace = std::chrono::seconds(2);
 // What a connection and its Store listener share: the keys subscribed to,
 // and the messages waiting to be sent. Thread-safe.
 struct Feed {
-  explicit Feed(store::Store* store, store::WsVersion version) : protocol(store, version) {}
+  Feed(store::Store* store, store::WsVersion version, store::AliasSource aliases)
+      : protocol(store, version, std::move(aliases)) {}
 
   // Queues `text`. True when this push passed `limit` (the queue is
   // dropped and the connection must close); `*wake` is set when the io
@@ -134,7 +135,7 @@ class WebSocketHub::Impl::Session : public std::enable_shared_from_this<Session>
         ws_(std::move(socket)),
         write_timer_(hub->ioc_),
         close_timer_(hub->ioc_),
-        feed_(std::make_shared<Feed>(hub->store_, version)),
+        feed_(std::make_shared<Feed>(hub->store_, version, hub->options_.aliases)),
         done_(std::move(done)) {
     ++hub_->count_;
     hub_->Count("komoku_ws_connections", 1);
