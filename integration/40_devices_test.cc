@@ -644,7 +644,8 @@ TEST_F(FreshConfigTest, ARenamedDeviceIsFoundByItsNewName) {
 // zigbee2mqtt/<name>/action, not retained: lib/extension/homeassistant.ts,
 // publishDeviceTriggerDiscover), a Home Assistant MQTT event entity
 // (home-assistant.io/integrations/event.mqtt: {"event_type": ...}) and a
-// Homie 5 property with "retained": false (homieiot.github.io/specification).
+// Homie 5 property with "retained": false (homieiot.github.io/specification)
+// and a Homie 4 one with $retained false.
 TEST_F(FreshConfigTest, EveryPressOfADiscoveredButtonIsRecorded) {
   const std::string trigger =
       R"j({"automation_type":"trigger","device":{"identifiers":["zigbee2mqtt_0x00158d00045b2a11"],)j"
@@ -669,7 +670,20 @@ TEST_F(FreshConfigTest, EveryPressOfADiscoveredButtonIsRecorded) {
       R"j("button":{"datatype":"enum","format":"press,long-press","retained":false},)j"
       R"j("battery":{"datatype":"integer","unit":"%"}}}}})j",
       1, true);
-  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 5; }))
+  // Homie 4.0: a property with $retained false (homieiot.github.io/convention,
+  // 4.0.0, property attributes: "$retained", default true).
+  mqtt_->Publish("homie/remote-2/$homie", "4.0.0", 1, true);
+  mqtt_->Publish("homie/remote-2/buttons/button/$datatype", "enum", 1, true);
+  mqtt_->Publish("homie/remote-2/buttons/button/$format", "press,long-press", 1, true);
+  mqtt_->Publish("homie/remote-2/buttons/button/$retained", "false", 1, true);
+  ASSERT_TRUE(WaitFor([&] {
+    const nlohmann::json discovered = komoku_->Get("/api/v1/discovery").Json();
+    for (const auto& e : discovered["entities"]) {
+      if (e.value("id", "") == "homie/remote-2/buttons/button") return e.value("event", false);
+    }
+    return false;
+  })) << komoku_->Get("/api/v1/discovery").body;
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 6; }))
       << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
   Barrier();
   struct Press {
@@ -682,6 +696,7 @@ TEST_F(FreshConfigTest, EveryPressOfADiscoveredButtonIsRecorded) {
            {"zigbee2mqtt/hall_switch/action", "single", "zigbee2mqtt/hall_switch/action", "single"},
            {"doorbell/event", R"({"event_type":"press"})", "doorbell/event/event_type", "press"},
            {"homie/5/remote-1/buttons/button", "press", "homie/5/remote-1/buttons/button", "press"},
+           {"homie/remote-2/buttons/button", "press", "homie/remote-2/buttons/button", "press"},
        }) {
     // Two identical presses, the second once the first is stored (so that
     // their arrival times differ), then another.

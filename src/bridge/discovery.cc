@@ -802,6 +802,12 @@ DiscoveredEntity ParseHomieProperty(const std::string& property_topic,
         std::move(e), "unsupported",
         "$datatype '" + datatype + "' is not a Homie datatype (" + kHomieDatatypes + ")");
   }
+  // Homie 3 and 4: `$retained false` (the default is true) marks a property
+  // whose values are events (a button press), as Homie 5's "retained".
+  if (attr("$retained") == "false") {
+    e.event = true;
+    e.info["retained"] = false;
+  }
   const size_t device_end = property_topic.find('/', options.homie_prefix.size() + 1);
   e.availability.push_back(HomieState(property_topic.substr(0, device_end)));
   FinishEntity(&e, options.key_prefix + property_topic);
@@ -1053,7 +1059,7 @@ std::vector<std::string> Discovery::ConfigFilters() const {
     out.push_back(options_.ha_prefix + "/+/+/+/config");
   }
   if (options_.homie) {
-    for (const char* attr : {"$datatype", "$unit", "$format", "$name"}) {
+    for (const char* attr : {"$datatype", "$unit", "$format", "$name", "$retained"}) {
       out.push_back(options_.homie_prefix + "/+/+/+/" + attr);
     }
     out.push_back(options_.homie_prefix + "/+/$homie");  // the convention's version

@@ -1,6 +1,6 @@
 // Self-describing devices (docs/mapping.md#discovery): Home Assistant MQTT
 // discovery configs (homeassistant/<component>/[<node_id>/]<object_id>/config),
-// Homie 3/4 property attributes ($datatype, $unit, $format, $name; $homie
+// Homie 3/4 property attributes ($datatype, $unit, $format, $name, $retained; $homie
 // for Homie 3 properties without $datatype), Homie 5 $description JSON become
 // typed mapping rules for the topics they describe, so that a house already
 // announced to Home Assistant needs no `mappings:` at all.
@@ -125,7 +125,8 @@ DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view paylo
 // The entity a Homie property announces with its attributes so far
 // ($datatype is required, but for a device whose $homie is 2.x or 3.x,
 // given as the attribute "$homie": then a property without it is a string,
-// the convention's default; $unit, $format, $name are shown).
+// the convention's default; $unit, $format, $name are shown; `$retained`
+// "false" makes it an event, as Homie 5's "retained": false).
 DiscoveredEntity ParseHomieProperty(const std::string& property_topic,
                                     const std::map<std::string, std::string>& attributes,
                                     const DiscoveryOptions& options);

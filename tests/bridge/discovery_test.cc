@@ -1450,5 +1450,43 @@ TEST(DiscoveryTest, EventsAreStoredEveryTime) {
   EXPECT_FALSE(m.engine->rule(0).options.contains("same_value_resolution"));
 }
 
+// Homie 3.0/4.0 (homieiot.github.io/convention, property attributes):
+// `$retained` "false" marks a property whose messages are not retained,
+// events such as a button press; "true" is the default. Such a property is
+// an event key (same_value_resolution 0) whichever attribute comes first.
+TEST(DiscoveryTest, Homie3And4NotRetainedPropertiesAreEvents) {
+  Discovery d(DiscoveryOptions{});
+  const std::vector<std::string> filters = d.ConfigFilters();
+  EXPECT_NE(std::find(filters.begin(), filters.end(), "homie/+/+/+/$retained"), filters.end());
+  d.Handle("homie/remote/$homie", "4.0.0");
+  // $retained after $datatype.
+  Handle1(d, "homie/remote/buttons/button/$datatype", "enum");
+  Handle1(d, "homie/remote/buttons/button/$format", "press,long-press");
+  Discovery::Update u = Handle1(d, "homie/remote/buttons/button/$retained", "false");
+  ASSERT_TRUE(u.entity && u.entity->mapped()) << u.entity->message;
+  EXPECT_TRUE(u.entity->event);
+  Discovery::Mapped m = d.Map("homie/remote/buttons/button", "press", kNow);
+  ASSERT_TRUE(m.engine);
+  EXPECT_EQ(m.engine->rule(0).options.value("same_value_resolution", -1), 0);
+  // $retained before $datatype, on a Homie 3 device without $datatype.
+  d.Handle("homie/old/$homie", "3.0.1");
+  u = Handle1(d, "homie/old/remote/click/$retained", "false");
+  ASSERT_TRUE(u.entity && u.entity->mapped()) << u.entity->message;
+  EXPECT_TRUE(u.entity->event);
+  EXPECT_EQ(u.entity->type, KeyType::kString);
+  // "true", or no $retained: no event.
+  Handle1(d, "homie/remote/buttons/battery/$datatype", "integer");
+  u = Handle1(d, "homie/remote/buttons/battery/$retained", "true");
+  ASSERT_TRUE(u.entity && u.entity->mapped());
+  EXPECT_FALSE(u.entity->event);
+  m = d.Map("homie/remote/buttons/battery", "90", kNow);
+  ASSERT_TRUE(m.engine);
+  EXPECT_FALSE(m.engine->rule(0).options.contains("same_value_resolution"));
+  // Back to retained: no longer an event.
+  u = Handle1(d, "homie/remote/buttons/button/$retained", "true");
+  ASSERT_TRUE(u.entity && u.entity->mapped());
+  EXPECT_FALSE(u.entity->event);
+}
+
 }  // namespace
 }  // namespace komoku::bridge
