@@ -14,6 +14,31 @@
 namespace komoku::testing {
 namespace {
 
+// zigbee2mqtt's event template, as lib/extension/homeassistant.ts
+// (getActionValueTemplate) builds it from its ACTION_PATTERNS
+// (Koenkk/zigbee2mqtt at 6835cbf5, 2026-07-21).
+const char kZigbee2mqttEventTemplate[] = R"tpl({% set patterns = [
+{"pattern": '^(?P<button>(?:button_)?[a-z0-9]+)_(?P<action>(?:press|hold)(?:_release)?)$', "groups": ["button", "action"]},
+{"pattern": '^(?P<action>recall|scene)_(?P<scene>[0-2][0-9]{0,2})$', "groups": ["action", "scene"]},
+{"pattern": '^(?P<actionPrefix>region_)(?P<region>[1-9]|10)_(?P<action>enter|leave|occupied|unoccupied)$', "groups": ["actionPrefix", "region", "action"]},
+{"pattern": '^(?P<action>dial_rotate)_(?P<direction>left|right)_(?P<speed>step|slow|fast)$', "groups": ["action", "direction", "speed"]},
+{"pattern": '^(?P<action>brightness_step)(?:_(?P<direction>up|down))?$', "groups": ["action", "direction"]}
+] %}
+{% set action_value = value_json.action|default('') %}
+{% set ns = namespace(r=[('action', action_value)]) %}
+{% for p in patterns %}
+  {% set m = action_value|regex_findall(p.pattern) %}
+  {% if m[0] is undefined %}{% continue %}{% endif %}
+  {% for key, value in zip(p.groups, m[0]) %}
+    {% set ns.r = ns.r|rejectattr(0, 'eq', key)|list + [(key, value)] %}
+  {% endfor %}
+{% endfor %}
+{% if (ns.r|selectattr(0, 'eq', 'actionPrefix')|first) is defined %}
+  {% set ns.r = ns.r|rejectattr(0, 'eq', 'action')|list + [('action', ns.r|selectattr(0, 'eq', 'actionPrefix')|map(attribute=1)|first + ns.r|selectattr(0, 'eq', 'action')|map(attribute=1)|first)] %}
+{% endif %}
+{% set ns.r = ns.r + [('event_type', ns.r|selectattr(0, 'eq', 'action')|map(attribute=1)|first)] %}
+{{dict.from_keys(ns.r|rejectattr(0, 'in', ('action', 'actionPrefix'))|reject('eq', ('event_type', None))|reject('eq', ('event_type', '')))|to_json}})tpl";
+
 class DevicesTest : public KomokuTest {
  protected:
   std::string ExtraConfig() const override { return ExampleMappings(); }
@@ -390,9 +415,8 @@ TEST_F(FreshConfigTest, RecordsHomie3And4And5Devices) {
 
 // A zigbee2mqtt thermostatic radiator valve as lib/extension/homeassistant.ts
 // announces it (zigbee2mqtt 1.x): a climate with one template per value,
-// its action template a {% set %} dictionary Komoku does not evaluate (that
-// part refused, the others recorded), and its window and battery-low
-// binary_sensors.
+// its action template a {% set %} dictionary (running_state heat -> heating),
+// and its window and battery-low binary_sensors.
 TEST_F(FreshConfigTest, RecordsAZigbee2mqttThermostat) {
   const std::string base =
       R"j("availability":[{"topic":"zigbee2mqtt/bridge/state","value_template":)j"
@@ -430,11 +454,10 @@ TEST_F(FreshConfigTest, RecordsAZigbee2mqttThermostat) {
                      R"j("unique_id":"0x0c4314fffe1a2b3c_battery_low_zigbee2mqtt",)j"
                      R"j("value_template":"{{ value_json.battery_low }}"})j",
                  1, /*retained=*/true);
-  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 5; }))
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 6; }))
       << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
-  EXPECT_TRUE(WaitFor([&] {
-    return komoku_->Metric("komoku_discovery_refused_total{reason=\"bad_template\"}") == 1;
-  })) << komoku_->Output();
+  EXPECT_EQ(komoku_->Metric("komoku_discovery_refused_total{reason=\"bad_template\"}"), 0)
+      << komoku_->Get("/api/v1/discovery").body;
   mqtt_->Publish("zigbee2mqtt/bridge/state", R"({"state":"online"})", 1, true);
   mqtt_->Publish("zigbee2mqtt/bedroom_trv",
                  R"({"battery_low":false,"child_lock":"UNLOCK","current_heating_setpoint":21,)"
@@ -451,12 +474,12 @@ TEST_F(FreshConfigTest, RecordsAZigbee2mqttThermostat) {
            {"zigbee2mqtt/bedroom_trv/system_mode", "heat", "string"},
            {"zigbee2mqtt/bedroom_trv/window_open", true, "boolean"},
            {"zigbee2mqtt/bedroom_trv/battery_low", false, "boolean"},
+           {"zigbee2mqtt/bedroom_trv/running_state", "heating", "string"},
        }) {
     EXPECT_TRUE(WaitFor([&] { return Value(e.key)["value"] == e.value; }))
         << e.key << ": " << Value(e.key).dump() << komoku_->Output();
     EXPECT_EQ(Value(e.key)["type"], e.type) << e.key;
   }
-  EXPECT_EQ(komoku_->Get("/api/v1/value?key=zigbee2mqtt/bedroom_trv/running_state").status, 404);
 }
 
 // A zigbee2mqtt device renamed (kitchen_sensor -> kitchen): zigbee2mqtt
@@ -717,6 +740,56 @@ TEST_F(FreshConfigTest, EveryPressOfADiscoveredButtonIsRecorded) {
   mqtt_->Publish("homie/5/remote-1/buttons/battery", "90", 1, true);
   Barrier();
   EXPECT_EQ(HistorySize("homie/5/remote-1/buttons/battery"), 1u);
+}
+
+// zigbee2mqtt's event entity (homeassistant.experimental_event_entities):
+// lib/extension/homeassistant.ts announces the device's action as an HA
+// `event` with state_topic zigbee2mqtt/<name> and getActionValueTemplate()'s
+// template (Koenkk/zigbee2mqtt at 6835cbf5, 2026-07-21; the text is the one
+// tests/bridge/discovery_test.cc checks construct by construct). Each
+// press is stored as its event_type, the same press twice included; a
+// message without an action stores nothing.
+TEST_F(FreshConfigTest, AZigbee2mqttEventEntityRecordsEachPress) {
+  const nlohmann::json config = {
+      {"device",
+       {{"identifiers", {"zigbee2mqtt_0x0017880109abcdef"}},
+        {"model", "Hue tap dial switch (8719514440937/8719514440999)"},
+        {"name", "hue_tap"}}},
+      {"event_types", {"press", "press_release", "hold", "hold_release", "dial_rotate"}},
+      {"name", "Action"},
+      {"object_id", "hue_tap_action"},
+      {"origin", {{"name", "Zigbee2MQTT"}, {"sw", "2.1.0"}}},
+      {"state_topic", "zigbee2mqtt/hue_tap"},
+      {"unique_id", "0x0017880109abcdef_action_zigbee2mqtt"},
+      {"value_template", kZigbee2mqttEventTemplate}};
+  mqtt_->Publish("homeassistant/event/0x0017880109abcdef/action/config", config.dump(), 1, true);
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 1; }))
+      << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
+  Barrier();
+  const std::string key = "zigbee2mqtt/hue_tap/event_type";
+  const struct {
+    const char* payload;
+    const char* event_type;
+  } presses[] = {
+      {R"({"action":"button_1_press","battery":90})", "press"},
+      {R"({"action":"button_1_press","battery":90})", "press"},
+      {R"({"action":"dial_rotate_left_step","action_direction":"left"})", "dial_rotate"},
+      {R"({"action":"button_2_hold_release"})", "hold_release"},
+  };
+  size_t stored = 0;
+  for (const auto& p : presses) {
+    mqtt_->Publish("zigbee2mqtt/hue_tap", p.payload);
+    ++stored;
+    // Each once stored, so that the arrival times of two equal presses differ.
+    ASSERT_TRUE(WaitFor([&] { return HistorySize(key) == stored; }))
+        << p.payload << ": " << HistorySize(key) << komoku_->Output();
+    EXPECT_EQ(Value(key)["value"], p.event_type) << p.payload;
+  }
+  // No action: nothing stored, nothing refused.
+  mqtt_->Publish("zigbee2mqtt/hue_tap", R"({"battery":89,"linkquality":120})");
+  Barrier();
+  EXPECT_EQ(HistorySize(key), stored);
+  EXPECT_EQ(komoku_->Output().find(" refused "), std::string::npos) << komoku_->Output();
 }
 
 }  // namespace

@@ -567,18 +567,30 @@ std::vector<DiscoveredEntity> HaEntities(const DiscoveredEntity& base, const jso
     e.type = store::KeyType::kNumeric;
   } else if (e.component == "event") {
     // Home Assistant's event: each message a JSON object whose event_type
-    // is the event (a press); a template must render such an object, which
-    // Komoku does not evaluate.
+    // is the event (a press), or a template renders such an object from
+    // the payload (zigbee2mqtt's reads value_json.action). The key is
+    // <state_topic>/event_type either way.
     e.type = store::KeyType::kString;
     e.event = true;
+    std::optional<HaTemplate> event_template;
     if (HasOption(c, "value_template")) {
-      out.push_back(Refused(std::move(e), "bad_template",
-                            "an event's value template '" + Text(c, "value_template") +
-                                "' renders a JSON object with event_type; Komoku reads "
-                                "event_type of payloads without a template"));
-      return out;
+      Result<HaTemplate> t = ParseHaEventTemplate(Text(c, "value_template"));
+      if (!t.ok()) {
+        out.push_back(Refused(std::move(e), "bad_template",
+                              "an event's value template '" + Text(c, "value_template") +
+                                  "': " + t.status().message()));
+        return out;
+      }
+      event_template = std::move(t.value());
     }
-    out.push_back(FinishHaEntity(std::move(e), c, "state_topic", nullptr, "event_type", options));
+    DiscoveredEntity made =
+        FinishHaEntity(std::move(e), c, "state_topic", nullptr, "event_type", options);
+    if (event_template && made.mapped()) {
+      made.value_template = Text(c, "value_template");
+      made.field = Pointer(event_template->path);
+      made.expression = std::move(event_template->expression);
+    }
+    out.push_back(std::move(made));
     return out;
   } else if (e.component == "device_automation") {
     // A device trigger (zigbee2mqtt's action_single, action_double, ... on
