@@ -639,10 +639,27 @@ TEST_F(FreshConfigTest, ARenamedDeviceIsFoundByItsNewName) {
   ASSERT_EQ(fetched.status, 200) << fetched.body;
   EXPECT_EQ(fetched.Json()["result"].size(), 2u) << fetched.body;
 
+  // A stream by the alias: the key's history, then its live changes.
+  SseClient stream(komoku_->http_port(), "/api/v1/stream?key=" + alias + "&since=0");
+  ASSERT_EQ(stream.WaitStatus(), 200) << stream.Body();
+  const auto streamed = [&](const char* event, const nlohmann::json& value) {
+    return stream.WaitForEvents([&](const std::vector<SseClient::Event>& events) {
+      for (const SseClient::Event& e : events) {
+        const nlohmann::json d = nlohmann::json::parse(e.data, nullptr, false);
+        if (e.event == event && d.is_object() && d.value("key", "") == key && d["value"] == value)
+          return true;
+      }
+      return false;
+    });
+  };
+  EXPECT_TRUE(streamed("history", 21.5));
+  EXPECT_TRUE(streamed("history", 22.5));
+
   // Writes by the alias go to the key too, and make no key of its name:
   // over MQTT's set topic and over HTTP.
   mqtt_->Publish("komoku/set/" + alias, "23");
   EXPECT_TRUE(WaitFor([&] { return HistorySize(key) == 3; })) << HistorySize(key);
+  EXPECT_TRUE(streamed("change", 23));
   auto put = komoku_->Put("/api/v1/value?key=" + alias + "&value=24", "");
   ASSERT_EQ(put.status, 200) << put.body;
   EXPECT_EQ(put.Json()["key"], key) << put.body;
