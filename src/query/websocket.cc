@@ -92,7 +92,7 @@ class WebSocketHub::Impl {
 
   Impl(store::Store* store, WebSocketOptions options, std::shared_ptr<spdlog::logger> log)
       : store_(store),
-        options_(options),
+        options_(std::move(options)),
         log_(std::move(log)),
         work_(net::make_work_guard(ioc_)),
         pool_(std::max<size_t>(1, options_.workers)) {}
@@ -427,7 +427,7 @@ void WebSocketHub::Impl::Stop() {
 
 WebSocketHub::WebSocketHub(store::Store* store, WebSocketOptions options,
                            std::shared_ptr<spdlog::logger> log)
-    : impl_(std::make_unique<Impl>(store, options, std::move(log))) {}
+    : impl_(std::make_unique<Impl>(store, std::move(options), std::move(log))) {}
 WebSocketHub::~WebSocketHub() = default;
 void WebSocketHub::Start() { impl_->Start(); }
 void WebSocketHub::Stop() { impl_->Stop(); }

@@ -141,7 +141,10 @@ Result<int64_t> ParseWsTime(const json& time, int64_t now_ms) {
 }
 
 WsProtocol::WsProtocol(Store* store, WsVersion version, AliasSource aliases)
-    : store_(store), version_(version), aliases_(aliases), api_(store, nullptr, aliases) {}
+    : store_(store),
+      version_(version),
+      aliases_(aliases),
+      api_(store, nullptr, std::move(aliases)) {}
 
 Result<std::string> WsProtocol::KeyOf(const json& args) const {
   Result<std::string> name = KeyNameOf(args);
