@@ -14,6 +14,31 @@
 namespace komoku::testing {
 namespace {
 
+// zigbee2mqtt's event template, as lib/extension/homeassistant.ts
+// (getActionValueTemplate) builds it from its ACTION_PATTERNS
+// (Koenkk/zigbee2mqtt at 6835cbf5, 2026-07-21).
+const char kZigbee2mqttEventTemplate[] = R"tpl({% set patterns = [
+{"pattern": '^(?P<button>(?:button_)?[a-z0-9]+)_(?P<action>(?:press|hold)(?:_release)?)$', "groups": ["button", "action"]},
+{"pattern": '^(?P<action>recall|scene)_(?P<scene>[0-2][0-9]{0,2})$', "groups": ["action", "scene"]},
+{"pattern": '^(?P<actionPrefix>region_)(?P<region>[1-9]|10)_(?P<action>enter|leave|occupied|unoccupied)$', "groups": ["actionPrefix", "region", "action"]},
+{"pattern": '^(?P<action>dial_rotate)_(?P<direction>left|right)_(?P<speed>step|slow|fast)$', "groups": ["action", "direction", "speed"]},
+{"pattern": '^(?P<action>brightness_step)(?:_(?P<direction>up|down))?$', "groups": ["action", "direction"]}
+] %}
+{% set action_value = value_json.action|default('') %}
+{% set ns = namespace(r=[('action', action_value)]) %}
+{% for p in patterns %}
+  {% set m = action_value|regex_findall(p.pattern) %}
+  {% if m[0] is undefined %}{% continue %}{% endif %}
+  {% for key, value in zip(p.groups, m[0]) %}
+    {% set ns.r = ns.r|rejectattr(0, 'eq', key)|list + [(key, value)] %}
+  {% endfor %}
+{% endfor %}
+{% if (ns.r|selectattr(0, 'eq', 'actionPrefix')|first) is defined %}
+  {% set ns.r = ns.r|rejectattr(0, 'eq', 'action')|list + [('action', ns.r|selectattr(0, 'eq', 'actionPrefix')|map(attribute=1)|first + ns.r|selectattr(0, 'eq', 'action')|map(attribute=1)|first)] %}
+{% endif %}
+{% set ns.r = ns.r + [('event_type', ns.r|selectattr(0, 'eq', 'action')|map(attribute=1)|first)] %}
+{{dict.from_keys(ns.r|rejectattr(0, 'in', ('action', 'actionPrefix'))|reject('eq', ('event_type', None))|reject('eq', ('event_type', '')))|to_json}})tpl";
+
 class DevicesTest : public KomokuTest {
  protected:
   std::string ExtraConfig() const override { return ExampleMappings(); }
@@ -390,9 +415,8 @@ TEST_F(FreshConfigTest, RecordsHomie3And4And5Devices) {
 
 // A zigbee2mqtt thermostatic radiator valve as lib/extension/homeassistant.ts
 // announces it (zigbee2mqtt 1.x): a climate with one template per value,
-// its action template a {% set %} dictionary Komoku does not evaluate (that
-// part refused, the others recorded), and its window and battery-low
-// binary_sensors.
+// its action template a {% set %} dictionary (running_state heat -> heating),
+// and its window and battery-low binary_sensors.
 TEST_F(FreshConfigTest, RecordsAZigbee2mqttThermostat) {
   const std::string base =
       R"j("availability":[{"topic":"zigbee2mqtt/bridge/state","value_template":)j"
@@ -430,11 +454,10 @@ TEST_F(FreshConfigTest, RecordsAZigbee2mqttThermostat) {
                      R"j("unique_id":"0x0c4314fffe1a2b3c_battery_low_zigbee2mqtt",)j"
                      R"j("value_template":"{{ value_json.battery_low }}"})j",
                  1, /*retained=*/true);
-  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 5; }))
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 6; }))
       << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
-  EXPECT_TRUE(WaitFor([&] {
-    return komoku_->Metric("komoku_discovery_refused_total{reason=\"bad_template\"}") == 1;
-  })) << komoku_->Output();
+  EXPECT_EQ(komoku_->Metric("komoku_discovery_refused_total{reason=\"bad_template\"}"), 0)
+      << komoku_->Get("/api/v1/discovery").body;
   mqtt_->Publish("zigbee2mqtt/bridge/state", R"({"state":"online"})", 1, true);
   mqtt_->Publish("zigbee2mqtt/bedroom_trv",
                  R"({"battery_low":false,"child_lock":"UNLOCK","current_heating_setpoint":21,)"
@@ -451,12 +474,12 @@ TEST_F(FreshConfigTest, RecordsAZigbee2mqttThermostat) {
            {"zigbee2mqtt/bedroom_trv/system_mode", "heat", "string"},
            {"zigbee2mqtt/bedroom_trv/window_open", true, "boolean"},
            {"zigbee2mqtt/bedroom_trv/battery_low", false, "boolean"},
+           {"zigbee2mqtt/bedroom_trv/running_state", "heating", "string"},
        }) {
     EXPECT_TRUE(WaitFor([&] { return Value(e.key)["value"] == e.value; }))
         << e.key << ": " << Value(e.key).dump() << komoku_->Output();
     EXPECT_EQ(Value(e.key)["type"], e.type) << e.key;
   }
-  EXPECT_EQ(komoku_->Get("/api/v1/value?key=zigbee2mqtt/bedroom_trv/running_state").status, 404);
 }
 
 // A zigbee2mqtt device renamed (kitchen_sensor -> kitchen): zigbee2mqtt
@@ -511,7 +534,8 @@ TEST_F(FreshConfigTest, ARenamedZigbee2mqttDeviceKeepsItsHistory) {
       const std::string alias = std::string("zigbee2mqtt/kitchen/") + field;
       EXPECT_TRUE(WaitFor([&] { return HistorySize(key) == changes; }))
           << key << ": " << HistorySize(key);
-      EXPECT_EQ(komoku_->Get("/api/v1/value?key=" + alias).status, 404) << alias;
+      // The new name is the key's alias: asking by it answers the key.
+      EXPECT_EQ(Value(alias)["key"], key) << alias;
       bool listed = false;
       const nlohmann::json keys = komoku_->Get("/api/v1/keys").Json();
       for (const auto& k : keys["keys"]) {
@@ -533,13 +557,135 @@ TEST_F(FreshConfigTest, ARenamedZigbee2mqttDeviceKeepsItsHistory) {
   expect_one_history(3);
 }
 
+// A renamed zigbee2mqtt device asked for by its new name (the key's alias):
+// every request that names a key answers as the first key, and says which
+// alias it followed. A real key of the alias's name wins over the alias.
+TEST_F(FreshConfigTest, ARenamedDeviceIsFoundByItsNewName) {
+  const auto config = [](const std::string& name, const char* field) {
+    return std::string(R"j({"device":{"identifiers":["zigbee2mqtt_0x00158d0001a2b3c4"],)j") +
+           R"j("name":")j" + name + R"j("},"device_class":")j" + field +
+           R"j(","state_class":"measurement","state_topic":"zigbee2mqtt/)j" + name +
+           R"j(","unique_id":"0x00158d0001a2b3c4_)j" + field +
+           R"j(_zigbee2mqtt","value_template":"{{ value_json.)j" + field + R"j( }}"})j";
+  };
+  const std::string temperature = "homeassistant/sensor/0x00158d0001a2b3c4/temperature/config";
+  const std::string humidity = "homeassistant/sensor/0x00158d0001a2b3c4/humidity/config";
+  mqtt_->Publish(temperature, config("kitchen_sensor", "temperature"), 1, true);
+  mqtt_->Publish(humidity, config("kitchen_sensor", "humidity"), 1, true);
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 2; }))
+      << komoku_->Output();
+  Barrier();
+  mqtt_->Publish("zigbee2mqtt/kitchen_sensor", R"({"temperature":21.5,"humidity":48})");
+  const std::string key = "zigbee2mqtt/kitchen_sensor/temperature";
+  const std::string alias = "zigbee2mqtt/kitchen_temp/temperature";
+  ASSERT_TRUE(WaitForValue(key, 21.5)) << komoku_->Output();
+  ASSERT_TRUE(WaitForValue("zigbee2mqtt/kitchen_sensor/humidity", 48));
+  // A key that happens to have the name the humidity's alias will have.
+  mqtt_->Publish("komoku/set/zigbee2mqtt/kitchen_temp/humidity", "99");
+  ASSERT_TRUE(WaitForValue("zigbee2mqtt/kitchen_temp/humidity", 99));
+
+  // The rename (same unique_id, new state topic), then a change.
+  mqtt_->Publish(temperature, config("kitchen_temp", "temperature"), 1, true);
+  mqtt_->Publish(humidity, config("kitchen_temp", "humidity"), 1, true);
+  ASSERT_TRUE(WaitFor([&] {
+    const nlohmann::json keys = komoku_->Get("/api/v1/keys").Json();
+    int n = 0;
+    for (const auto& k : keys["keys"]) n += k.contains("alias");
+    return n == 2;
+  })) << komoku_->Get("/api/v1/keys").body;
+  Barrier();
+  mqtt_->Publish("zigbee2mqtt/kitchen_temp", R"({"temperature":22.5,"humidity":50})");
+  ASSERT_TRUE(WaitForValue(key, 22.5)) << komoku_->Output();
+
+  // One history with both changes, by either name.
+  const nlohmann::json both = {21.5, 22.5};
+  const auto values = [](const nlohmann::json& answer) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& row : answer["rows"]) out.push_back(row[1]);
+    return out;
+  };
+  for (const std::string& name : {alias, key}) {
+    auto r = komoku_->Get("/api/v1/history?key=" + name + "&from=0");
+    ASSERT_EQ(r.status, 200) << name << ": " << r.body;
+    const nlohmann::json j = r.Json();
+    EXPECT_EQ(j["key"], key) << r.body;
+    EXPECT_EQ(values(j), both) << r.body;
+    // Which alias was followed: only when one was.
+    if (name == alias) {
+      EXPECT_EQ(j.value("alias", ""), alias) << r.body;
+    } else {
+      EXPECT_FALSE(j.contains("alias")) << r.body;
+    }
+  }
+  // Every other question that names a key.
+  auto value = komoku_->Get("/api/v1/value?key=" + alias).Json();
+  EXPECT_EQ(value["key"], key);
+  EXPECT_EQ(value["value"], 22.5);
+  EXPECT_EQ(value["alias"], alias);
+  auto stats = komoku_->Get("/api/v1/stats?key=" + alias + "&from=0");
+  ASSERT_EQ(stats.status, 200) << stats.body;
+  EXPECT_EQ(stats.Json()["key"], key);
+  EXPECT_EQ(stats.Json()["alias"], alias);
+  auto at = komoku_->Get("/api/v1/at?key=" + alias + "&time=now");
+  ASSERT_EQ(at.status, 200) << at.body;
+  EXPECT_EQ(at.Json()["value"], 22.5) << at.body;
+  auto several = komoku_->Get("/api/v1/history?key=" + alias + "&key=" + key + "&from=0");
+  ASSERT_EQ(several.status, 200) << several.body;
+  const nlohmann::json results = several.Json()["results"];
+  ASSERT_EQ(results.size(), 2u) << several.body;
+  for (const auto& one : results) EXPECT_EQ(values(one), both) << several.body;
+  auto fetched =
+      komoku_->Post("/api/v1/komoku", R"({"fetch":{"key":")" + alias + R"(","from":0}})");
+  ASSERT_EQ(fetched.status, 200) << fetched.body;
+  EXPECT_EQ(fetched.Json()["result"].size(), 2u) << fetched.body;
+
+  // A stream by the alias: the key's history, then its live changes.
+  SseClient stream(komoku_->http_port(), "/api/v1/stream?key=" + alias + "&since=0");
+  ASSERT_EQ(stream.WaitStatus(), 200) << stream.Body();
+  const auto streamed = [&](const char* event, const nlohmann::json& value) {
+    return stream.WaitForEvents([&](const std::vector<SseClient::Event>& events) {
+      for (const SseClient::Event& e : events) {
+        const nlohmann::json d = nlohmann::json::parse(e.data, nullptr, false);
+        if (e.event == event && d.is_object() && d.value("key", "") == key && d["value"] == value)
+          return true;
+      }
+      return false;
+    });
+  };
+  EXPECT_TRUE(streamed("history", 21.5));
+  EXPECT_TRUE(streamed("history", 22.5));
+
+  // Writes by the alias go to the key too, and make no key of its name:
+  // over MQTT's set topic and over HTTP.
+  mqtt_->Publish("komoku/set/" + alias, "23");
+  EXPECT_TRUE(WaitFor([&] { return HistorySize(key) == 3; })) << HistorySize(key);
+  EXPECT_TRUE(streamed("change", 23));
+  auto put = komoku_->Put("/api/v1/value?key=" + alias + "&value=24", "");
+  ASSERT_EQ(put.status, 200) << put.body;
+  EXPECT_EQ(put.Json()["key"], key) << put.body;
+  EXPECT_EQ(HistorySize(key), 4u);
+  const nlohmann::json keys = komoku_->Get("/api/v1/keys").Json();
+  for (const auto& k : keys["keys"]) EXPECT_NE(k["key"], alias) << keys.dump();
+
+  // The real key wins: the humidity's alias is a key of its own.
+  auto real = komoku_->Get("/api/v1/history?key=zigbee2mqtt/kitchen_temp/humidity&from=0");
+  ASSERT_EQ(real.status, 200) << real.body;
+  EXPECT_EQ(real.Json()["key"], "zigbee2mqtt/kitchen_temp/humidity") << real.body;
+  EXPECT_EQ(values(real.Json()), nlohmann::json({99})) << real.body;
+  EXPECT_FALSE(real.Json().contains("alias")) << real.body;
+  EXPECT_TRUE(WaitForValue("zigbee2mqtt/kitchen_sensor/humidity", 50));
+  // A name that is neither is still unknown.
+  EXPECT_EQ(komoku_->Get("/api/v1/history?key=zigbee2mqtt/kitchen_temp/battery").status, 404);
+}
+
 // Events: every press is a change, also the same press twice within
 // same_value_resolution (60 s). zigbee2mqtt's device triggers (one retained
 // device_automation config per action, the action on
 // zigbee2mqtt/<name>/action, not retained: lib/extension/homeassistant.ts,
 // publishDeviceTriggerDiscover), a Home Assistant MQTT event entity
 // (home-assistant.io/integrations/event.mqtt: {"event_type": ...}) and a
-// Homie 5 property with "retained": false (homieiot.github.io/specification).
+// Homie 5 property with "retained": false (homieiot.github.io/specification)
+// and a Homie 4 one with $retained false.
 TEST_F(FreshConfigTest, EveryPressOfADiscoveredButtonIsRecorded) {
   const std::string trigger =
       R"j({"automation_type":"trigger","device":{"identifiers":["zigbee2mqtt_0x00158d00045b2a11"],)j"
@@ -564,7 +710,20 @@ TEST_F(FreshConfigTest, EveryPressOfADiscoveredButtonIsRecorded) {
       R"j("button":{"datatype":"enum","format":"press,long-press","retained":false},)j"
       R"j("battery":{"datatype":"integer","unit":"%"}}}}})j",
       1, true);
-  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 5; }))
+  // Homie 4.0: a property with $retained false (homieiot.github.io/convention,
+  // 4.0.0, property attributes: "$retained", default true).
+  mqtt_->Publish("homie/remote-2/$homie", "4.0.0", 1, true);
+  mqtt_->Publish("homie/remote-2/buttons/button/$datatype", "enum", 1, true);
+  mqtt_->Publish("homie/remote-2/buttons/button/$format", "press,long-press", 1, true);
+  mqtt_->Publish("homie/remote-2/buttons/button/$retained", "false", 1, true);
+  ASSERT_TRUE(WaitFor([&] {
+    const nlohmann::json discovered = komoku_->Get("/api/v1/discovery").Json();
+    for (const auto& e : discovered["entities"]) {
+      if (e.value("id", "") == "homie/remote-2/buttons/button") return e.value("event", false);
+    }
+    return false;
+  })) << komoku_->Get("/api/v1/discovery").body;
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 6; }))
       << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
   Barrier();
   struct Press {
@@ -577,6 +736,7 @@ TEST_F(FreshConfigTest, EveryPressOfADiscoveredButtonIsRecorded) {
            {"zigbee2mqtt/hall_switch/action", "single", "zigbee2mqtt/hall_switch/action", "single"},
            {"doorbell/event", R"({"event_type":"press"})", "doorbell/event/event_type", "press"},
            {"homie/5/remote-1/buttons/button", "press", "homie/5/remote-1/buttons/button", "press"},
+           {"homie/remote-2/buttons/button", "press", "homie/remote-2/buttons/button", "press"},
        }) {
     // Two identical presses, the second once the first is stored (so that
     // their arrival times differ), then another.
@@ -597,6 +757,56 @@ TEST_F(FreshConfigTest, EveryPressOfADiscoveredButtonIsRecorded) {
   mqtt_->Publish("homie/5/remote-1/buttons/battery", "90", 1, true);
   Barrier();
   EXPECT_EQ(HistorySize("homie/5/remote-1/buttons/battery"), 1u);
+}
+
+// zigbee2mqtt's event entity (homeassistant.experimental_event_entities):
+// lib/extension/homeassistant.ts announces the device's action as an HA
+// `event` with state_topic zigbee2mqtt/<name> and getActionValueTemplate()'s
+// template (Koenkk/zigbee2mqtt at 6835cbf5, 2026-07-21; the text is the one
+// tests/bridge/discovery_test.cc checks construct by construct). Each
+// press is stored as its event_type, the same press twice included; a
+// message without an action stores nothing.
+TEST_F(FreshConfigTest, AZigbee2mqttEventEntityRecordsEachPress) {
+  const nlohmann::json config = {
+      {"device",
+       {{"identifiers", {"zigbee2mqtt_0x0017880109abcdef"}},
+        {"model", "Hue tap dial switch (8719514440937/8719514440999)"},
+        {"name", "hue_tap"}}},
+      {"event_types", {"press", "press_release", "hold", "hold_release", "dial_rotate"}},
+      {"name", "Action"},
+      {"object_id", "hue_tap_action"},
+      {"origin", {{"name", "Zigbee2MQTT"}, {"sw", "2.1.0"}}},
+      {"state_topic", "zigbee2mqtt/hue_tap"},
+      {"unique_id", "0x0017880109abcdef_action_zigbee2mqtt"},
+      {"value_template", kZigbee2mqttEventTemplate}};
+  mqtt_->Publish("homeassistant/event/0x0017880109abcdef/action/config", config.dump(), 1, true);
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 1; }))
+      << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
+  Barrier();
+  const std::string key = "zigbee2mqtt/hue_tap/event_type";
+  const struct {
+    const char* payload;
+    const char* event_type;
+  } presses[] = {
+      {R"({"action":"button_1_press","battery":90})", "press"},
+      {R"({"action":"button_1_press","battery":90})", "press"},
+      {R"({"action":"dial_rotate_left_step","action_direction":"left"})", "dial_rotate"},
+      {R"({"action":"button_2_hold_release"})", "hold_release"},
+  };
+  size_t stored = 0;
+  for (const auto& p : presses) {
+    mqtt_->Publish("zigbee2mqtt/hue_tap", p.payload);
+    ++stored;
+    // Each once stored, so that the arrival times of two equal presses differ.
+    ASSERT_TRUE(WaitFor([&] { return HistorySize(key) == stored; }))
+        << p.payload << ": " << HistorySize(key) << komoku_->Output();
+    EXPECT_EQ(Value(key)["value"], p.event_type) << p.payload;
+  }
+  // No action: nothing stored, nothing refused.
+  mqtt_->Publish("zigbee2mqtt/hue_tap", R"({"battery":89,"linkquality":120})");
+  Barrier();
+  EXPECT_EQ(HistorySize(key), stored);
+  EXPECT_EQ(komoku_->Output().find(" refused "), std::string::npos) << komoku_->Output();
 }
 
 }  // namespace

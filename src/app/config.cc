@@ -168,8 +168,9 @@ const std::vector<Field>& Fields() {
       {"discovery", "prefix", &Config::discovery_prefix, "homeassistant", 0, 0,
        "Home Assistant's discovery prefix."},
       {"discovery", "homie", &Config::discovery_homie, "true", 0, 0,
-       "Read Homie devices: 3/4 property attributes ($datatype, $unit, $format, $name; a "
-       "Homie 3 property without $datatype is text) and Homie 5 <prefix>/5/+/$description."},
+       "Read Homie devices: 3/4 property attributes ($datatype, $unit, $format, $name, "
+       "$retained; a Homie 3 property without $datatype is text) and Homie 5 "
+       "<prefix>/5/+/$description."},
       {"discovery", "homie_prefix", &Config::discovery_homie_prefix, "homie", 0, 0,
        "Homie's base topic."},
       {"discovery", "tasmota", &Config::discovery_tasmota, "true", 0, 0,

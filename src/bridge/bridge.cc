@@ -24,11 +24,14 @@ Bridge::Impl::Impl(const BridgeOptions& options, store::Store* store,
       status_topic_(options.prefix + "/status"),
       request_topic_(options.prefix + "/api/request"),
       response_topic_(options.prefix + "/api/response"),
-      api_(store, [this](bool subscribe, const std::string& key) {
-        // Over MQTT a client subscribes to the state topic itself.
-        return Result<json>(
-            json{{"topic", options_.prefix + "/state/" + key}, {"subscribe", subscribe}});
-      }) {}
+      api_(
+          store,
+          [this](bool subscribe, const std::string& key) {
+            // Over MQTT a client subscribes to the state topic itself.
+            return Result<json>(
+                json{{"topic", options_.prefix + "/state/" + key}, {"subscribe", subscribe}});
+          },
+          [this] { return KeyAliases(); }) {}
 
 int64_t Bridge::Impl::SteadyNowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -567,18 +567,30 @@ std::vector<DiscoveredEntity> HaEntities(const DiscoveredEntity& base, const jso
     e.type = store::KeyType::kNumeric;
   } else if (e.component == "event") {
     // Home Assistant's event: each message a JSON object whose event_type
-    // is the event (a press); a template must render such an object, which
-    // Komoku does not evaluate.
+    // is the event (a press), or a template renders such an object from
+    // the payload (zigbee2mqtt's reads value_json.action). The key is
+    // <state_topic>/event_type either way.
     e.type = store::KeyType::kString;
     e.event = true;
+    std::optional<HaTemplate> event_template;
     if (HasOption(c, "value_template")) {
-      out.push_back(Refused(std::move(e), "bad_template",
-                            "an event's value template '" + Text(c, "value_template") +
-                                "' renders a JSON object with event_type; Komoku reads "
-                                "event_type of payloads without a template"));
-      return out;
+      Result<HaTemplate> t = ParseHaEventTemplate(Text(c, "value_template"));
+      if (!t.ok()) {
+        out.push_back(Refused(std::move(e), "bad_template",
+                              "an event's value template '" + Text(c, "value_template") +
+                                  "': " + t.status().message()));
+        return out;
+      }
+      event_template = std::move(t.value());
     }
-    out.push_back(FinishHaEntity(std::move(e), c, "state_topic", nullptr, "event_type", options));
+    DiscoveredEntity made =
+        FinishHaEntity(std::move(e), c, "state_topic", nullptr, "event_type", options);
+    if (event_template && made.mapped()) {
+      made.value_template = Text(c, "value_template");
+      made.field = Pointer(event_template->path);
+      made.expression = std::move(event_template->expression);
+    }
+    out.push_back(std::move(made));
     return out;
   } else if (e.component == "device_automation") {
     // A device trigger (zigbee2mqtt's action_single, action_double, ... on
@@ -801,6 +813,12 @@ DiscoveredEntity ParseHomieProperty(const std::string& property_topic,
     return Refused(
         std::move(e), "unsupported",
         "$datatype '" + datatype + "' is not a Homie datatype (" + kHomieDatatypes + ")");
+  }
+  // Homie 3 and 4: `$retained false` (the default is true) marks a property
+  // whose values are events (a button press), as Homie 5's "retained".
+  if (attr("$retained") == "false") {
+    e.event = true;
+    e.info["retained"] = false;
   }
   const size_t device_end = property_topic.find('/', options.homie_prefix.size() + 1);
   e.availability.push_back(HomieState(property_topic.substr(0, device_end)));
@@ -1053,7 +1071,7 @@ std::vector<std::string> Discovery::ConfigFilters() const {
     out.push_back(options_.ha_prefix + "/+/+/+/config");
   }
   if (options_.homie) {
-    for (const char* attr : {"$datatype", "$unit", "$format", "$name"}) {
+    for (const char* attr : {"$datatype", "$unit", "$format", "$name", "$retained"}) {
       out.push_back(options_.homie_prefix + "/+/+/+/" + attr);
     }
     out.push_back(options_.homie_prefix + "/+/$homie");  // the convention's version
@@ -1281,7 +1299,9 @@ Discovery::Update Discovery::ReplaceLocked(const std::string& id,
   update.changed = true;
   std::set<std::string> touched;
   auto old = entities_.find(id);
+  const auto aliased = [](const DiscoveredEntity& e) { return e.mapped() && !e.alias.empty(); };
   if (old != entities_.end()) {
+    if (aliased(old->second.entity)) aliased_.fetch_sub(1, std::memory_order_relaxed);
     touched.insert(old->second.entity.state_topic);
     for (const auto& a : old->second.entity.availability) touched.insert(a.topic);
   }
@@ -1315,6 +1335,7 @@ Discovery::Update Discovery::ReplaceLocked(const std::string& id,
       touched.insert(entity->state_topic);
       for (const auto& a : entity->availability) touched.insert(a.topic);
     }
+    if (aliased(*entity)) aliased_.fetch_add(1, std::memory_order_relaxed);
     entities_[id] = Known{*entity, raw};
     update.entity = std::move(entity);
   }

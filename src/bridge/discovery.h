@@ -1,6 +1,6 @@
 // Self-describing devices (docs/mapping.md#discovery): Home Assistant MQTT
 // discovery configs (homeassistant/<component>/[<node_id>/]<object_id>/config),
-// Homie 3/4 property attributes ($datatype, $unit, $format, $name; $homie
+// Homie 3/4 property attributes ($datatype, $unit, $format, $name, $retained; $homie
 // for Homie 3 properties without $datatype), Homie 5 $description JSON become
 // typed mapping rules for the topics they describe, so that a house already
 // announced to Home Assistant needs no `mappings:` at all.
@@ -22,6 +22,7 @@
 // engine alive.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -124,7 +125,8 @@ DiscoveredEntity ParseHaDiscovery(std::string_view topic, std::string_view paylo
 // The entity a Homie property announces with its attributes so far
 // ($datatype is required, but for a device whose $homie is 2.x or 3.x,
 // given as the attribute "$homie": then a property without it is a string,
-// the convention's default; $unit, $format, $name are shown).
+// the convention's default; $unit, $format, $name are shown; `$retained`
+// "false" makes it an event, as Homie 5's "retained": false).
 DiscoveredEntity ParseHomieProperty(const std::string& property_topic,
                                     const std::map<std::string, std::string>& attributes,
                                     const DiscoveryOptions& options);
@@ -217,6 +219,9 @@ class Discovery {
   // name of their device (the identity's first key), each with the name its
   // topic makes now. For GET /api/v1/keys.
   std::map<std::string, std::string> Aliases() const;
+  // Whether any key has an alias now; without a lock, for the ingest
+  // thread to skip looking aliases up when there are none.
+  bool HasAliases() const { return aliased_.load(std::memory_order_relaxed) > 0; }
 
   // The entities (mapped and refused) and availability keys, for
   // GET /api/v1/discovery.
@@ -269,6 +274,8 @@ class Discovery {
   // configs before announcing the new name) and in the state file; guarded
   // by mu_.
   std::map<std::string, std::string> identities_;
+  // Mapped entities with an alias; written under mu_, read without it.
+  std::atomic<size_t> aliased_{0};
   // Bumped by every change of entities_; the one the state file holds.
   uint64_t generation_ = 0;        // guarded by mu_
   uint64_t saved_generation_ = 0;  // guarded by mu_

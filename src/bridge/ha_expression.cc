@@ -7,6 +7,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,14 +33,29 @@ struct HaExpression::Node {
     kOr,
     kNot,
     kNegate,
-    kBinary,  // name: + - * / // % ** ~ == != < > <= >=
-    kFilter,  // name: float int round abs default lower upper trim string
-    kTest,    // name: defined undefined none number string
+    kBinary,     // name: + - * / // % ** ~ == != < > <= >= in, not in
+    kFilter,     // name: a filter (kFilters); args[0] the value, then its arguments
+    kTest,       // name: defined undefined none number string
+    kList,       // args: the elements
+    kTuple,      // args: the elements
+    kDict,       // args: key, value, key, value, ...
+    kVar,        // name: a variable a {% set %} or {% for %} made
+    kAttr,       // args[0].name (a dict's key, a namespace's attribute)
+    kItem,       // args[0][args[1]]
+    kCall,       // name: namespace zip dict dict.from_keys
+    kSet,        // {% set name = args[0] %}, or name.names[0] = args[0]
+    kFor,        // {% for names in args[0] %} args[1] {% endfor %}
+    kContinue,   // {% continue %}
+    kBreak,      // {% break %}
+    kEventType,  // the event_type of args[0] (a JSON object's text, or a dict)
   };
   Op op = Op::kConstant;
   std::string name;
   TemplateValue value;
   std::vector<std::shared_ptr<const Node>> args;
+  // kFilter and kCall: the names of the keyword arguments, which are the
+  // last args; kFor: the loop's targets; kSet: the attribute set, if any.
+  std::vector<std::string> names;
 };
 
 namespace {
@@ -70,6 +90,14 @@ const char* TypeName(const TemplateValue& v) {
       return "a number";
     case Kind::kString:
       return "text";
+    case Kind::kList:
+      return "a list";
+    case Kind::kTuple:
+      return "a tuple";
+    case Kind::kDict:
+      return "a dict";
+    case Kind::kNamespace:
+      return "a namespace";
   }
   return "?";
 }
@@ -85,6 +113,12 @@ bool Truthy(const TemplateValue& v) {
       return v.number != 0;
     case Kind::kString:
       return !v.text.empty();
+    case Kind::kList:
+    case Kind::kTuple:
+    case Kind::kDict:
+      return !v.items.empty();
+    case Kind::kNamespace:
+      return true;
   }
   return false;
 }
@@ -108,10 +142,146 @@ std::optional<double> ToFloat(const TemplateValue& v) {
   return std::nullopt;
 }
 
+bool Equal(const TemplateValue& a, const TemplateValue& b);
+
+// The value of `key` in a dict (Python's ==), or null.
+const TemplateValue* DictFind(const TemplateValue& dict, const TemplateValue& key) {
+  for (const TemplateValue& pair : dict.items) {
+    if (Equal(pair.items[0], key)) return &pair.items[1];
+  }
+  return nullptr;
+}
+
 bool Equal(const TemplateValue& a, const TemplateValue& b) {
   if (a.is_number() && b.is_number()) return a.number == b.number;
   if (a.kind != b.kind) return false;
-  return a.kind != Kind::kString || a.text == b.text;
+  switch (a.kind) {
+    case Kind::kString:
+      return a.text == b.text;
+    case Kind::kList:
+    case Kind::kTuple:
+      if (a.items.size() != b.items.size()) return false;
+      for (size_t i = 0; i < a.items.size(); ++i) {
+        if (!Equal(a.items[i], b.items[i])) return false;
+      }
+      return true;
+    case Kind::kDict:
+      if (a.items.size() != b.items.size()) return false;
+      for (const TemplateValue& pair : a.items) {
+        const TemplateValue* other = DictFind(b, pair.items[0]);
+        if (!other || !Equal(pair.items[1], *other)) return false;
+      }
+      return true;
+    case Kind::kNamespace:
+      return a.attributes == b.attributes;
+    default:
+      return true;
+  }
+}
+
+TemplateValue Sequence(Kind kind, std::vector<TemplateValue> items) {
+  TemplateValue v;
+  v.kind = kind;
+  v.items = std::move(items);
+  return v;
+}
+
+TemplateValue Pair(TemplateValue a, TemplateValue b) {
+  return Sequence(Kind::kTuple, {std::move(a), std::move(b)});
+}
+
+// The elements a {% for %} or a filter walks: a list's or tuple's, a
+// dict's keys, a string's characters (bytes: the templates Komoku reads
+// iterate lists).
+Result<std::vector<TemplateValue>> Elements(const TemplateValue& v) {
+  switch (v.kind) {
+    case Kind::kList:
+    case Kind::kTuple:
+      return v.items;
+    case Kind::kDict: {
+      std::vector<TemplateValue> keys;
+      for (const TemplateValue& pair : v.items) keys.push_back(pair.items[0]);
+      return keys;
+    }
+    case Kind::kString: {
+      std::vector<TemplateValue> chars;
+      for (char c : v.text) chars.push_back(TemplateValue::String(std::string(1, c)));
+      return chars;
+    }
+    case Kind::kUndefined:
+      return std::vector<TemplateValue>();  // Jinja iterates undefined as empty
+    default:
+      return Status::InvalidArgument(std::string("iterates over ") + TypeName(v));
+  }
+}
+
+// x[key] as Jinja's getitem: a list's or tuple's element (negative from
+// the end), a dict's value, a namespace's attribute; undefined when absent.
+TemplateValue GetItem(const TemplateValue& x, const TemplateValue& key) {
+  if ((x.kind == Kind::kList || x.kind == Kind::kTuple || x.kind == Kind::kString) &&
+      key.kind == Kind::kInt) {
+    const double size =
+        static_cast<double>(x.kind == Kind::kString ? x.text.size() : x.items.size());
+    const double i = key.number < 0 ? key.number + size : key.number;
+    if (i < 0 || i >= size) return TemplateValue::Undefined();
+    const size_t at = static_cast<size_t>(i);
+    if (x.kind == Kind::kString) return TemplateValue::String(std::string(1, x.text[at]));
+    return x.items[at];
+  }
+  if (x.kind == Kind::kDict) {
+    const TemplateValue* v = DictFind(x, key);
+    return v ? *v : TemplateValue::Undefined();
+  }
+  if (x.kind == Kind::kNamespace && x.attributes) return GetItem(*x.attributes, key);
+  return TemplateValue::Undefined();
+}
+
+// Jinja's attribute getter of selectattr, rejectattr and map: "a.b" walks
+// keys, a number (or digits) indexes.
+TemplateValue GetAttribute(const TemplateValue& x, const TemplateValue& attribute) {
+  if (attribute.kind != Kind::kString) return GetItem(x, attribute);
+  TemplateValue v = x;
+  size_t start = 0;
+  for (;;) {
+    const size_t dot = attribute.text.find('.', start);
+    const std::string part = attribute.text.substr(start, dot - start);
+    const bool digits = !part.empty() && std::all_of(part.begin(), part.end(), [](unsigned char c) {
+      return std::isdigit(c);
+    });
+    v = GetItem(v, digits ? TemplateValue::Int(std::strtod(part.c_str(), nullptr))
+                          : TemplateValue::String(part));
+    if (dot == std::string::npos) return v;
+    start = dot + 1;
+  }
+}
+
+// Python's `x in y`.
+Result<bool> In(const TemplateValue& x, const TemplateValue& y) {
+  if (y.kind == Kind::kString) {
+    if (x.kind != Kind::kString) {
+      return Status::InvalidArgument(std::string("asks whether ") + TypeName(x) + " is in text");
+    }
+    return y.text.find(x.text) != std::string::npos;
+  }
+  if (y.kind == Kind::kDict) return DictFind(y, x) != nullptr;
+  if (y.kind == Kind::kList || y.kind == Kind::kTuple) {
+    for (const TemplateValue& e : y.items) {
+      if (Equal(x, e)) return true;
+    }
+    return false;
+  }
+  return Status::InvalidArgument(std::string("asks whether a value is in ") + TypeName(y));
+}
+
+// Python's repr, for a value inside a rendered list or dict.
+std::string Repr(const TemplateValue& v) {
+  if (v.kind != Kind::kString) return RenderTemplateValue(v);
+  std::string out = "'";
+  for (char c : v.text) {
+    if (c == '\\' || c == '\'') out += '\\';
+    out += c;
+  }
+  return out + "'";
 }
 
 TemplateValue NumberResult(const TemplateValue& a, const TemplateValue& b, double x) {
@@ -119,11 +289,23 @@ TemplateValue NumberResult(const TemplateValue& a, const TemplateValue& b, doubl
   return ints ? TemplateValue::Int(x) : TemplateValue::Float(x);
 }
 
+// Bounds on what one evaluation builds, so that a template that doubles a
+// list or a text in a loop fails instead of taking the memory.
+constexpr size_t kMaxItems = 10000;
+constexpr size_t kMaxText = 1 << 20;
+// What regex_findall searches: an action, a state; std::regex recurses per
+// character, so longer text is refused rather than risk the stack.
+constexpr size_t kMaxRegexText = 4096;
+
 Result<TemplateValue> Binary(const std::string& op, const TemplateValue& a,
                              const TemplateValue& b) {
   if (op == "==") return TemplateValue::Bool(Equal(a, b));
   if (op == "!=") return TemplateValue::Bool(!Equal(a, b));
-  if (op == "~") return TemplateValue::String(RenderTemplateValue(a) + RenderTemplateValue(b));
+  if (op == "~" || (op == "+" && a.kind == Kind::kString && b.kind == Kind::kString)) {
+    std::string text = RenderTemplateValue(a) + RenderTemplateValue(b);
+    if (text.size() > kMaxText) return Fails("builds text longer than " + std::to_string(kMaxText));
+    return TemplateValue::String(std::move(text));
+  }
   if (op == "<" || op == ">" || op == "<=" || op == ">=") {
     int order;
     if (a.is_number() && b.is_number()) {
@@ -141,8 +323,18 @@ Result<TemplateValue> Binary(const std::string& op, const TemplateValue& a,
                                 : order >= 0;
     return TemplateValue::Bool(r);
   }
-  if (op == "+" && a.kind == Kind::kString && b.kind == Kind::kString) {
-    return TemplateValue::String(a.text + b.text);
+  if (op == "+" && a.kind == b.kind && (a.kind == Kind::kList || a.kind == Kind::kTuple)) {
+    if (a.items.size() + b.items.size() > kMaxItems) {
+      return Fails("builds a list longer than " + std::to_string(kMaxItems));
+    }
+    std::vector<TemplateValue> items = a.items;
+    items.insert(items.end(), b.items.begin(), b.items.end());
+    return Sequence(a.kind, std::move(items));
+  }
+  if (op == "in" || op == "not in") {
+    Result<bool> in = In(a, b);
+    if (!in.ok()) return in.status();
+    return TemplateValue::Bool(*in == (op == "in"));
   }
   if (!a.is_number() || !b.is_number()) {
     return Fails(std::string("computes ") + TypeName(a) + " " + op + " " + TypeName(b) +
@@ -165,17 +357,221 @@ Result<TemplateValue> Binary(const std::string& op, const TemplateValue& a,
   return y < 0 ? TemplateValue::Float(r.number) : r;
 }
 
-// The argument `i` of a filter node, or `fallback` when not given.
-Result<TemplateValue> Evaluate(const Node& n, const TemplateValue& input);
+// One evaluation: the value read, the variables {% set %} and {% for %}
+// made, and a {% continue %} or {% break %} on its way to its loop.
+struct Ctx {
+  const TemplateValue& input;
+  std::map<std::string, TemplateValue> vars;
+  enum class Jump { kNone, kContinue, kBreak } jump = Jump::kNone;
+  // Nodes evaluated: a template's loops run over what it holds, but a
+  // bound keeps any one value's evaluation short.
+  size_t steps = 0;
+};
+constexpr size_t kMaxSteps = 200000;
 
-Result<TemplateValue> Filter(const Node& n, const TemplateValue& x, const TemplateValue& input) {
+Result<TemplateValue> Evaluate(const Node& n, Ctx& ctx);
+
+// A compiled regular expression, Python's syntax for the parts templates
+// use: (?P<name>...) groups are plain groups. Compiled once per thread and
+// pattern (a template's patterns are its constants).
+Result<std::shared_ptr<const std::regex>> Regex(const std::string& pattern, bool ignorecase) {
+  thread_local std::map<std::pair<std::string, bool>, std::shared_ptr<const std::regex>> cache;
+  auto it = cache.find({pattern, ignorecase});
+  if (it != cache.end()) return it->second;
+  std::string ecma;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] == '\\' && i + 1 < pattern.size()) {
+      ecma += pattern.substr(i, 2);
+      ++i;
+    } else if (pattern.compare(i, 4, "(?P<") == 0) {
+      const size_t close = pattern.find('>', i);
+      if (close == std::string::npos)
+        return Fails("has the pattern '" + pattern + "' it cannot read");
+      ecma += '(';
+      i = close;
+    } else {
+      ecma += pattern[i];
+    }
+  }
+  try {
+    auto flags = std::regex::ECMAScript;
+    if (ignorecase) flags |= std::regex::icase;
+    auto re = std::make_shared<const std::regex>(ecma, flags);
+    if (cache.size() >= 64) cache.clear();
+    cache[{pattern, ignorecase}] = re;
+    return std::shared_ptr<const std::regex>(re);
+  } catch (const std::regex_error& e) {
+    return Fails("has the pattern '" + pattern + "' it cannot read (" + e.what() + ")");
+  }
+}
+
+// Python's re.findall: each match; its group when the pattern has one,
+// a tuple of its groups ('' for a group that took no part) when more.
+Result<TemplateValue> FindAll(const TemplateValue& x, const TemplateValue& pattern,
+                              bool ignorecase) {
+  if (pattern.kind != Kind::kString) return Fails("regex_findall's pattern is not text");
+  Result<std::shared_ptr<const std::regex>> re = Regex(pattern.text, ignorecase);
+  if (!re.ok()) return re.status();
+  const std::string text = RenderTemplateValue(x);
+  if (text.size() > kMaxRegexText) {
+    return Fails("searches text longer than " + std::to_string(kMaxRegexText) + " bytes");
+  }
+  std::vector<TemplateValue> out;
+  const size_t groups = (*re)->mark_count();
+  for (auto m = std::sregex_iterator(text.begin(), text.end(), **re); m != std::sregex_iterator();
+       ++m) {
+    if (groups == 0) {
+      out.push_back(TemplateValue::String(m->str(0)));
+    } else if (groups == 1) {
+      out.push_back(TemplateValue::String(m->str(1)));
+    } else {
+      std::vector<TemplateValue> tuple;
+      for (size_t g = 1; g <= groups; ++g) tuple.push_back(TemplateValue::String(m->str(g)));
+      out.push_back(Sequence(Kind::kTuple, std::move(tuple)));
+    }
+  }
+  return Sequence(Kind::kList, std::move(out));
+}
+
+// The test of select, reject, selectattr and rejectattr: `name` applied to
+// x with its argument.
+Result<bool> ApplyTest(const std::string& name, const TemplateValue& x,
+                       const std::vector<TemplateValue>& args) {
+  if (name == "defined") return x.kind != Kind::kUndefined;
+  if (name == "undefined") return x.kind == Kind::kUndefined;
+  if (name == "none") return x.kind == Kind::kNone;
+  if (args.empty()) return Fails("the test '" + name + "' needs a value to compare");
+  if (name == "eq" || name == "equalto" || name == "==") return Equal(x, args[0]);
+  if (name == "ne" || name == "!=") return !Equal(x, args[0]);
+  if (name == "in") return In(x, args[0]);
+  return Fails("has the test '" + name +
+               "', which Komoku does not evaluate in select and reject (it evaluates eq, ne, "
+               "in, defined, undefined and none)");
+}
+
+// A value as JSON, for to_json (Home Assistant's: compact, keys in their order).
+Result<nlohmann::ordered_json> ToJson(const TemplateValue& v) {
+  switch (v.kind) {
+    case Kind::kUndefined:
+    case Kind::kNamespace:
+      return Fails(std::string("to_json of ") + TypeName(v));
+    case Kind::kNone:
+      return nlohmann::ordered_json(nullptr);
+    case Kind::kBool:
+      return nlohmann::ordered_json(v.number != 0);
+    case Kind::kInt:
+      return nlohmann::ordered_json(static_cast<int64_t>(v.number));
+    case Kind::kFloat:
+      return nlohmann::ordered_json(v.number);
+    case Kind::kString:
+      return nlohmann::ordered_json(v.text);
+    case Kind::kList:
+    case Kind::kTuple: {
+      nlohmann::ordered_json out = nlohmann::ordered_json::array();
+      for (const TemplateValue& e : v.items) {
+        Result<nlohmann::ordered_json> j = ToJson(e);
+        if (!j.ok()) return j;
+        out.push_back(std::move(*j));
+      }
+      return out;
+    }
+    case Kind::kDict: {
+      nlohmann::ordered_json out = nlohmann::ordered_json::object();
+      for (const TemplateValue& pair : v.items) {
+        if (pair.items[0].kind != Kind::kString)
+          return Fails("to_json of a dict with a key not text");
+        Result<nlohmann::ordered_json> j = ToJson(pair.items[1]);
+        if (!j.ok()) return j;
+        out[pair.items[0].text] = std::move(*j);
+      }
+      return out;
+    }
+  }
+  return Fails("to_json of a value it cannot write");
+}
+
+// The filters over lists: selectattr, rejectattr, select, reject, map,
+// first, last, list, length, count, to_json, regex_findall(_index).
+Result<TemplateValue> ListFilter(const Node& n, const TemplateValue& x,
+                                 const std::vector<TemplateValue>& args) {
+  const std::string& f = n.name;
+  if (f == "regex_findall" || f == "regex_findall_index") {
+    const size_t index_at = f == "regex_findall_index" ? 1 : 0;
+    if (args.empty()) return Fails(f + " needs a pattern");
+    const bool ignorecase = args.size() > index_at + 1 && Truthy(args[index_at + 1]);
+    Result<TemplateValue> all = FindAll(x, args[0], ignorecase);
+    if (!all.ok() || index_at == 0) return all;
+    const TemplateValue index = args.size() > 1 ? args[1] : TemplateValue::Int(0);
+    TemplateValue one = GetItem(*all, index);
+    if (one.kind == Kind::kUndefined) return Fails("regex_findall_index: no match at that index");
+    return one;
+  }
+  if (f == "to_json") {
+    Result<nlohmann::ordered_json> j = ToJson(x);
+    if (!j.ok()) return j.status();
+    return TemplateValue::String(j->dump());
+  }
+  Result<std::vector<TemplateValue>> elements = Elements(x);
+  if (!elements.ok()) return Fails(f + " " + elements.status().message());
+  if (f == "list") return Sequence(Kind::kList, std::move(*elements));
+  if (f == "length" || f == "count") {
+    return TemplateValue::Int(
+        static_cast<double>(x.kind == Kind::kString ? x.text.size() : elements->size()));
+  }
+  if (f == "first" || f == "last") {
+    if (elements->empty()) return TemplateValue::Undefined();
+    return f == "first" ? elements->front() : elements->back();
+  }
+  if (f == "map") {
+    // map(attribute=a), the one form Komoku reads.
+    if (n.names.size() != 1 || n.names[0] != "attribute" || args.size() != 1) {
+      return Fails("has map() without attribute=, which Komoku does not evaluate");
+    }
+    std::vector<TemplateValue> out;
+    for (const TemplateValue& e : *elements) out.push_back(GetAttribute(e, args[0]));
+    return Sequence(Kind::kList, std::move(out));
+  }
+  // select, reject, selectattr, rejectattr.
+  const bool by_attribute = f == "selectattr" || f == "rejectattr";
+  const bool keep = f == "select" || f == "selectattr";
+  if (by_attribute && args.empty()) return Fails(f + " needs an attribute");
+  const size_t test_at = by_attribute ? 1 : 0;
+  std::string test = "truthy";
+  if (args.size() > test_at) {
+    if (args[test_at].kind != Kind::kString) return Fails(f + "'s test is not a name");
+    test = args[test_at].text;
+  }
+  const std::vector<TemplateValue> test_args(args.begin() + std::min(args.size(), test_at + 1),
+                                             args.end());
+  std::vector<TemplateValue> out;
+  for (const TemplateValue& e : *elements) {
+    const TemplateValue tested = by_attribute ? GetAttribute(e, args[0]) : e;
+    Result<bool> r =
+        test == "truthy" ? Result<bool>(Truthy(tested)) : ApplyTest(test, tested, test_args);
+    if (!r.ok()) return r.status();
+    if (*r == keep) out.push_back(e);
+  }
+  return Sequence(Kind::kList, std::move(out));
+}
+
+Result<TemplateValue> Filter(const Node& n, const TemplateValue& x, Ctx& ctx) {
   std::vector<TemplateValue> args;
   for (size_t i = 1; i < n.args.size(); ++i) {
-    Result<TemplateValue> a = Evaluate(*n.args[i], input);
+    Result<TemplateValue> a = Evaluate(*n.args[i], ctx);
     if (!a.ok()) return a;
     args.push_back(std::move(*a));
   }
   const std::string& f = n.name;
+  static const char* const kListFilters[] = {"regex_findall", "regex_findall_index",
+                                             "to_json",       "list",
+                                             "length",        "count",
+                                             "first",         "last",
+                                             "map",           "select",
+                                             "reject",        "selectattr",
+                                             "rejectattr"};
+  for (const char* lf : kListFilters) {
+    if (f == lf) return ListFilter(n, x, args);
+  }
   if (f == "float" || f == "int") {
     std::optional<double> d = ToFloat(x);
     if (d && f == "int") {
@@ -241,17 +637,21 @@ Result<TemplateValue> Filter(const Node& n, const TemplateValue& x, const Templa
   return TemplateValue::String(std::move(s));
 }
 
-Result<TemplateValue> Evaluate(const Node& n, const TemplateValue& input) {
+Result<TemplateValue> Evaluate(const Node& n, Ctx& ctx) {
   using Op = Node::Op;
+  if (++ctx.steps > kMaxSteps) {
+    return Fails("takes more than " + std::to_string(kMaxSteps) + " steps for one value");
+  }
   switch (n.op) {
     case Op::kConstant:
       return n.value;
     case Op::kInput:
-      return input;
+      return ctx.input;
     case Op::kBody: {
       std::vector<TemplateValue> parts;
       for (const NodePtr& a : n.args) {
-        Result<TemplateValue> v = Evaluate(*a, input);
+        if (ctx.jump != Ctx::Jump::kNone) break;  // the rest of a loop's body is skipped
+        Result<TemplateValue> v = Evaluate(*a, ctx);
         if (!v.ok()) return v;
         // Blank text between blocks, and a branch that rendered nothing,
         // leave a lone value native.
@@ -266,45 +666,45 @@ Result<TemplateValue> Evaluate(const Node& n, const TemplateValue& input) {
       return TemplateValue::String(std::string(store::TrimAscii(text)));
     }
     case Op::kChoose: {
-      Result<TemplateValue> c = Evaluate(*n.args[0], input);
+      Result<TemplateValue> c = Evaluate(*n.args[0], ctx);
       if (!c.ok()) return c;
-      if (Truthy(*c)) return Evaluate(*n.args[1], input);
-      if (n.args.size() > 2) return Evaluate(*n.args[2], input);
+      if (Truthy(*c)) return Evaluate(*n.args[1], ctx);
+      if (n.args.size() > 2) return Evaluate(*n.args[2], ctx);
       return TemplateValue::Undefined();
     }
     case Op::kAnd:
     case Op::kOr: {
-      Result<TemplateValue> a = Evaluate(*n.args[0], input);
+      Result<TemplateValue> a = Evaluate(*n.args[0], ctx);
       if (!a.ok()) return a;
       if (Truthy(*a) == (n.op == Op::kOr)) return a;
-      return Evaluate(*n.args[1], input);
+      return Evaluate(*n.args[1], ctx);
     }
     case Op::kNot: {
-      Result<TemplateValue> a = Evaluate(*n.args[0], input);
+      Result<TemplateValue> a = Evaluate(*n.args[0], ctx);
       if (!a.ok()) return a;
       return TemplateValue::Bool(!Truthy(*a));
     }
     case Op::kNegate: {
-      Result<TemplateValue> a = Evaluate(*n.args[0], input);
+      Result<TemplateValue> a = Evaluate(*n.args[0], ctx);
       if (!a.ok()) return a;
       if (!a->is_number()) return Fails(std::string("negates ") + TypeName(*a));
       return NumberResult(*a, *a, -a->number);
     }
     case Op::kBinary: {
       // Comparisons chain (a < b < c): args[0] op args[1], then args[1] ...
-      Result<TemplateValue> a = Evaluate(*n.args[0], input);
+      Result<TemplateValue> a = Evaluate(*n.args[0], ctx);
       if (!a.ok()) return a;
-      Result<TemplateValue> b = Evaluate(*n.args[1], input);
+      Result<TemplateValue> b = Evaluate(*n.args[1], ctx);
       if (!b.ok()) return b;
       return Binary(n.name, *a, *b);
     }
     case Op::kFilter: {
-      Result<TemplateValue> x = Evaluate(*n.args[0], input);
+      Result<TemplateValue> x = Evaluate(*n.args[0], ctx);
       if (!x.ok()) return x;
-      return Filter(n, *x, input);
+      return Filter(n, *x, ctx);
     }
     case Op::kTest: {
-      Result<TemplateValue> x = Evaluate(*n.args[0], input);
+      Result<TemplateValue> x = Evaluate(*n.args[0], ctx);
       if (!x.ok()) return x;
       bool r = false;
       if (n.name == "defined") r = x->kind != Kind::kUndefined;
@@ -313,6 +713,190 @@ Result<TemplateValue> Evaluate(const Node& n, const TemplateValue& input) {
       if (n.name == "number") r = x->is_number();
       if (n.name == "string") r = x->kind == Kind::kString;
       return TemplateValue::Bool(r);
+    }
+    case Op::kList:
+    case Op::kTuple:
+    case Op::kDict: {
+      std::vector<TemplateValue> items;
+      for (const NodePtr& a : n.args) {
+        Result<TemplateValue> v = Evaluate(*a, ctx);
+        if (!v.ok()) return v;
+        items.push_back(std::move(*v));
+      }
+      if (n.op != Op::kDict) {
+        return Sequence(n.op == Op::kList ? Kind::kList : Kind::kTuple, std::move(items));
+      }
+      TemplateValue dict = Sequence(Kind::kDict, {});
+      for (size_t i = 0; i + 1 < items.size(); i += 2) {
+        if (items[i].kind == Kind::kList || items[i].kind == Kind::kDict) {
+          return Fails(std::string("has ") + TypeName(items[i]) + " as a dict key");
+        }
+        bool replaced = false;  // a key given twice keeps its place, takes the last value
+        for (TemplateValue& pair : dict.items) {
+          if (Equal(pair.items[0], items[i])) {
+            pair.items[1] = items[i + 1];
+            replaced = true;
+          }
+        }
+        if (!replaced) dict.items.push_back(Pair(items[i], items[i + 1]));
+      }
+      return dict;
+    }
+    case Op::kVar: {
+      auto it = ctx.vars.find(n.name);
+      return it == ctx.vars.end() ? TemplateValue::Undefined() : it->second;
+    }
+    case Op::kAttr:
+    case Op::kItem: {
+      Result<TemplateValue> x = Evaluate(*n.args[0], ctx);
+      if (!x.ok()) return x;
+      if (n.op == Op::kAttr) return GetItem(*x, TemplateValue::String(n.name));
+      Result<TemplateValue> key = Evaluate(*n.args[1], ctx);
+      if (!key.ok()) return key;
+      return GetItem(*x, *key);
+    }
+    case Op::kCall: {
+      std::vector<TemplateValue> args;
+      for (const NodePtr& a : n.args) {
+        Result<TemplateValue> v = Evaluate(*a, ctx);
+        if (!v.ok()) return v;
+        args.push_back(std::move(*v));
+      }
+      const size_t positional = args.size() - n.names.size();
+      if (n.name == "namespace" || n.name == "dict") {
+        TemplateValue dict = Sequence(Kind::kDict, {});
+        if (positional > 1) return Fails(n.name + "() takes at most one list of pairs");
+        if (positional == 1) {
+          Result<std::vector<TemplateValue>> pairs = Elements(args[0]);
+          if (!pairs.ok()) return Fails(n.name + "() " + pairs.status().message());
+          for (const TemplateValue& pair : *pairs) {
+            if ((pair.kind != Kind::kList && pair.kind != Kind::kTuple) || pair.items.size() != 2) {
+              return Fails(n.name + "() of an element that is no pair");
+            }
+            dict.items.push_back(Pair(pair.items[0], pair.items[1]));
+          }
+        }
+        for (size_t i = 0; i < n.names.size(); ++i) {
+          dict.items.push_back(Pair(TemplateValue::String(n.names[i]), args[positional + i]));
+        }
+        if (n.name == "dict") return dict;
+        TemplateValue ns;
+        ns.kind = Kind::kNamespace;
+        ns.attributes = std::make_shared<TemplateValue>(std::move(dict));
+        return ns;
+      }
+      if (n.name == "dict.from_keys") {
+        // Not Python's dict.fromkeys: zigbee2mqtt's event template passes
+        // (key, value) pairs and means the dict they make.
+        if (args.size() != 1) return Fails("dict.from_keys() takes one list of pairs");
+        Result<std::vector<TemplateValue>> pairs = Elements(args[0]);
+        if (!pairs.ok()) return Fails("dict.from_keys() " + pairs.status().message());
+        TemplateValue dict = Sequence(Kind::kDict, {});
+        for (const TemplateValue& pair : *pairs) {
+          if ((pair.kind != Kind::kList && pair.kind != Kind::kTuple) || pair.items.size() != 2) {
+            return Fails("dict.from_keys() of an element that is no pair");
+          }
+          bool replaced = false;
+          for (TemplateValue& known : dict.items) {
+            if (Equal(known.items[0], pair.items[0])) {
+              known.items[1] = pair.items[1];
+              replaced = true;
+            }
+          }
+          if (!replaced) dict.items.push_back(Pair(pair.items[0], pair.items[1]));
+        }
+        return dict;
+      }
+      // zip: tuples of the i-th elements, as long as the shortest.
+      std::vector<std::vector<TemplateValue>> lists;
+      for (const TemplateValue& a : args) {
+        Result<std::vector<TemplateValue>> e = Elements(a);
+        if (!e.ok()) return Fails("zip() " + e.status().message());
+        lists.push_back(std::move(*e));
+      }
+      std::vector<TemplateValue> out;
+      for (size_t i = 0; !lists.empty(); ++i) {
+        std::vector<TemplateValue> tuple;
+        for (const auto& l : lists) {
+          if (i >= l.size()) return Sequence(Kind::kList, std::move(out));
+          tuple.push_back(l[i]);
+        }
+        out.push_back(Sequence(Kind::kTuple, std::move(tuple)));
+      }
+      return Sequence(Kind::kList, std::move(out));
+    }
+    case Op::kSet: {
+      Result<TemplateValue> v = Evaluate(*n.args[0], ctx);
+      if (!v.ok()) return v;
+      if (n.names.empty()) {
+        ctx.vars[n.name] = std::move(*v);
+        return TemplateValue::Undefined();
+      }
+      auto it = ctx.vars.find(n.name);
+      if (it == ctx.vars.end() || it->second.kind != Kind::kNamespace) {
+        return Fails("sets an attribute of '" + n.name + "', which is no namespace()");
+      }
+      TemplateValue& attributes = *it->second.attributes;
+      for (TemplateValue& pair : attributes.items) {
+        if (pair.items[0].kind == Kind::kString && pair.items[0].text == n.names[0]) {
+          pair.items[1] = std::move(*v);
+          return TemplateValue::Undefined();
+        }
+      }
+      attributes.items.push_back(Pair(TemplateValue::String(n.names[0]), std::move(*v)));
+      return TemplateValue::Undefined();
+    }
+    case Op::kFor: {
+      Result<TemplateValue> seq = Evaluate(*n.args[0], ctx);
+      if (!seq.ok()) return seq;
+      Result<std::vector<TemplateValue>> elements = Elements(*seq);
+      if (!elements.ok()) return Fails("{% for %} " + elements.status().message());
+      // Names set in the loop end with it (Jinja's scoping); a namespace's
+      // attributes live on, shared.
+      const std::map<std::string, TemplateValue> outer = ctx.vars;
+      std::string text;
+      for (const TemplateValue& e : *elements) {
+        if (n.names.size() == 1) {
+          ctx.vars[n.names[0]] = e;
+        } else {
+          if ((e.kind != Kind::kList && e.kind != Kind::kTuple) ||
+              e.items.size() != n.names.size()) {
+            return Fails("{% for %} unpacks " + std::string(TypeName(e)) + " into " +
+                         std::to_string(n.names.size()) + " names");
+          }
+          for (size_t i = 0; i < n.names.size(); ++i) ctx.vars[n.names[i]] = e.items[i];
+        }
+        Result<TemplateValue> body = Evaluate(*n.args[1], ctx);
+        if (!body.ok()) return body;
+        text += RenderTemplateValue(*body);
+        const bool stop = ctx.jump == Ctx::Jump::kBreak;
+        ctx.jump = Ctx::Jump::kNone;
+        if (stop) break;
+      }
+      ctx.vars = outer;
+      return TemplateValue::String(std::move(text));
+    }
+    case Op::kContinue:
+      ctx.jump = Ctx::Jump::kContinue;
+      return TemplateValue::Undefined();
+    case Op::kBreak:
+      ctx.jump = Ctx::Jump::kBreak;
+      return TemplateValue::Undefined();
+    case Op::kEventType: {
+      Result<TemplateValue> v = Evaluate(*n.args[0], ctx);
+      if (!v.ok()) return v;
+      if (v->kind == Kind::kDict) {
+        TemplateValue type = GetItem(*v, TemplateValue::String("event_type"));
+        return type.kind == Kind::kString ? type : TemplateValue::Undefined();
+      }
+      if (v->kind != Kind::kString) return TemplateValue::Undefined();
+      const nlohmann::json j = nlohmann::json::parse(v->text, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_object()) {
+        return Fails("renders '" + v->text + "', not a JSON object with event_type");
+      }
+      auto type = j.find("event_type");
+      if (type == j.end() || !type->is_string()) return TemplateValue::Undefined();
+      return TemplateValue::String(type->get<std::string>());
     }
   }
   return Fails("has a node Komoku cannot evaluate");
@@ -411,8 +995,10 @@ struct Reads {
 
 class ExpressionParser {
  public:
-  ExpressionParser(std::vector<Token> tokens, Reads* reads)
-      : t_(std::move(tokens)), reads_(reads) {}
+  // `vars`: the names {% set %} and {% for %} made so far, which the
+  // expression may read.
+  ExpressionParser(std::vector<Token> tokens, Reads* reads, const std::set<std::string>* vars)
+      : t_(std::move(tokens)), reads_(reads), vars_(vars) {}
 
   Result<NodePtr> Whole() {
     Result<NodePtr> n = CondExpr();
@@ -497,10 +1083,12 @@ class ExpressionParser {
       for (const char* c : kCompare) {
         if (IsOp(c)) op = c;
       }
-      if (!op) {
-        if (IsName("in") || IsName("not")) return Fails("has 'in', which Komoku does not evaluate");
-        break;
+      if (!op && IsName("in")) op = "in";
+      if (!op && IsName("not") && Peek(1).type == Token::Type::kName && Peek(1).text == "in") {
+        op = "not in";
+        ++i_;
       }
+      if (!op) break;
       ++i_;
       Result<NodePtr> right = Math1();
       if (!right.ok()) return right;
@@ -565,9 +1153,30 @@ class ExpressionParser {
       x = Unary(false);
     } else {
       x = Primary();
+      if (x.ok()) x = Trailers(std::move(*x));
     }
     if (!x.ok() || !with_filter) return x;
     return Postfix(std::move(*x));
+  }
+
+  // x.name and x[key] after a value (value_json's own are read by Primary).
+  Result<NodePtr> Trailers(NodePtr x) {
+    for (;;) {
+      if (IsOp(".") && Peek(1).type == Token::Type::kName) {
+        NodePtr attr = Make(Node::Op::kAttr, Peek(1).text, {x});
+        i_ += 2;
+        if (IsOp("(")) return Fails("calls a method, which Komoku does not evaluate");
+        x = attr;
+      } else if (EatOp("[")) {
+        Result<NodePtr> key = CondExpr();
+        if (!key.ok()) return key;
+        if (IsOp(":")) return Fails("has a slice, which Komoku does not evaluate");
+        if (!EatOp("]")) return Fails("has an unclosed [");
+        x = Make(Node::Op::kItem, "", {x, *key});
+      } else {
+        return x;
+      }
+    }
   }
 
   // Filters and tests: x | f(args) ...; x is [not] test.
@@ -577,23 +1186,52 @@ class ExpressionParser {
         if (Peek().type != Token::Type::kName) return Fails("has a '|' without a filter name");
         const std::string f = Peek().text;
         ++i_;
-        static const char* const kFilters[] = {"float", "int",   "round", "abs",  "default",
-                                               "d",     "lower", "upper", "trim", "string"};
+        static const char* const kFilters[] = {"float",
+                                               "int",
+                                               "round",
+                                               "abs",
+                                               "default",
+                                               "d",
+                                               "lower",
+                                               "upper",
+                                               "trim",
+                                               "string",
+                                               "first",
+                                               "last",
+                                               "list",
+                                               "length",
+                                               "count",
+                                               "map",
+                                               "select",
+                                               "reject",
+                                               "selectattr",
+                                               "rejectattr",
+                                               "to_json",
+                                               "regex_findall",
+                                               "regex_findall_index"};
         bool known = false;
         for (const char* k : kFilters) known = known || f == k;
         if (!known) {
           return Fails("has the filter '" + f +
                        "', which Komoku does not evaluate (it evaluates float, int, round, abs, "
-                       "default, lower, upper, trim and string)");
+                       "default, lower, upper, trim, string, first, last, list, length, count, "
+                       "map, select, reject, selectattr, rejectattr, to_json, regex_findall and "
+                       "regex_findall_index)");
         }
         std::vector<NodePtr> args = {x};
+        std::vector<std::string> keywords;
         if (EatOp("(")) {
-          Result<std::vector<NodePtr>> more = Arguments();
+          Result<std::vector<NodePtr>> more = Arguments(f == "map" ? &keywords : nullptr);
           if (!more.ok()) return more.status();
           for (NodePtr& a : *more) args.push_back(std::move(a));
         }
         if ((f == "default" || f == "d") && IsInput(*x)) reads_->missing = true;
-        x = Make(Node::Op::kFilter, f, std::move(args));
+        auto filter = std::make_shared<Node>();
+        filter->op = Node::Op::kFilter;
+        filter->name = f;
+        filter->args = std::move(args);
+        filter->names = std::move(keywords);
+        x = filter;
       } else if (EatName("is")) {
         const bool negate = EatName("not");
         if (Peek().type != Token::Type::kName) return Fails("has 'is' without a test name");
@@ -616,13 +1254,20 @@ class ExpressionParser {
 
   static bool IsInput(const Node& n) { return n.op == Node::Op::kInput; }
 
-  // After '(': expressions up to ')'.
-  Result<std::vector<NodePtr>> Arguments() {
+  // After '(': expressions up to ')'. Keyword arguments (`name=x`, after
+  // the positional ones) only where `keywords` takes their names.
+  Result<std::vector<NodePtr>> Arguments(std::vector<std::string>* keywords = nullptr) {
     std::vector<NodePtr> args;
     if (EatOp(")")) return args;
     for (;;) {
       if (Peek().type == Token::Type::kName && IsOp("=", 1)) {
-        return Fails("has a keyword argument '" + Peek().text + "=', which Komoku does not read");
+        if (!keywords) {
+          return Fails("has a keyword argument '" + Peek().text + "=', which Komoku does not read");
+        }
+        keywords->push_back(Peek().text);
+        i_ += 2;
+      } else if (keywords && !keywords->empty()) {
+        return Fails("has a positional argument after a keyword argument");
       }
       Result<NodePtr> a = CondExpr();
       if (!a.ok()) return a.status();
@@ -646,19 +1291,70 @@ class ExpressionParser {
       }
       case Token::Type::kOp:
         if (t.text == "(") {
+          // (x) or a tuple: (), (x,), (x, y).
+          if (EatOp(")")) return Make(Node::Op::kTuple, "", {});
           Result<NodePtr> x = CondExpr();
           if (!x.ok()) return x;
-          if (!EatOp(")")) return Fails("has an unclosed ( or a tuple, which Komoku does not read");
-          return x;
+          if (EatOp(")")) return x;
+          if (!IsOp(",")) return Fails("has an unclosed (");
+          std::vector<NodePtr> items = {*x};
+          while (EatOp(",")) {
+            if (IsOp(")")) break;
+            Result<NodePtr> more = CondExpr();
+            if (!more.ok()) return more;
+            items.push_back(*more);
+          }
+          if (!EatOp(")")) return Fails("has an unclosed (");
+          return Make(Node::Op::kTuple, "", std::move(items));
         }
         if (t.text == "[" || t.text == "{") {
-          return Fails("has a list or dict, which Komoku does not evaluate");
+          // [a, b] or {k: v, ...}; a comma may end either.
+          const bool dict = t.text == "{";
+          const char* close = dict ? "}" : "]";
+          std::vector<NodePtr> items;
+          while (!EatOp(close)) {
+            Result<NodePtr> item = CondExpr();
+            if (!item.ok()) return item;
+            items.push_back(*item);
+            if (dict) {
+              if (!EatOp(":")) return Fails("has a dict entry without ':'");
+              Result<NodePtr> value = CondExpr();
+              if (!value.ok()) return value;
+              items.push_back(*value);
+            }
+            if (!EatOp(",") && !IsOp(close)) {
+              return Fails(std::string("has an unclosed ") + (dict ? "{" : "["));
+            }
+          }
+          return Make(dict ? Node::Op::kDict : Node::Op::kList, "", std::move(items));
         }
         return Fails("has '" + t.text + "' where a value should be");
       default:
         break;
     }
     const std::string& name = t.text;
+    // A name the template set (also `value` as a loop's name) is its own.
+    if (vars_ && vars_->count(name)) return Make(Node::Op::kVar, name, {});
+    if ((name == "namespace" || name == "zip" || name == "dict") && IsOp("(")) {
+      ++i_;
+      std::vector<std::string> keywords;
+      Result<std::vector<NodePtr>> args = Arguments(name == "zip" ? nullptr : &keywords);
+      if (!args.ok()) return args.status();
+      if (name == "zip" && args->empty()) return Fails("calls zip() without lists");
+      auto call = std::make_shared<Node>();
+      call->op = Node::Op::kCall;
+      call->name = name;
+      call->args = std::move(*args);
+      call->names = std::move(keywords);
+      return NodePtr(call);
+    }
+    if (name == "dict" && IsOp(".") && Peek(1).type == Token::Type::kName &&
+        Peek(1).text == "from_keys" && IsOp("(", 2)) {
+      i_ += 3;
+      Result<std::vector<NodePtr>> args = Arguments();
+      if (!args.ok()) return args.status();
+      return Make(Node::Op::kCall, "dict.from_keys", std::move(*args));
+    }
     if (name == "true" || name == "True") return Constant(TemplateValue::Bool(true));
     if (name == "false" || name == "False") return Constant(TemplateValue::Bool(false));
     if (name == "none" || name == "None") return Constant(TemplateValue::None());
@@ -720,6 +1416,7 @@ class ExpressionParser {
   std::vector<Token> t_;
   size_t i_ = 0;
   Reads* reads_;
+  const std::set<std::string>* vars_;
 };
 
 // A whole template: text, {{ expr }} and {% if %} blocks.
@@ -732,7 +1429,10 @@ class TemplateParser {
     std::string end_tag;
     Result<NodePtr> body = Body(&end_tag);
     if (!body.ok()) return body;
-    if (!end_tag.empty()) return Fails("has {% " + end_tag + " %} without its {% if %}");
+    if (!end_tag.empty()) {
+      return Fails("has {% " + end_tag + " %} without its {% " +
+                   (end_tag == "endfor" ? "for" : "if") + " %}");
+    }
     return body;
   }
 
@@ -774,12 +1474,33 @@ class TemplateParser {
         parts.push_back(*block);
         continue;
       }
-      if (word == "elif" || word == "else" || word == "endif") {
+      if (word == "elif" || word == "else" || word == "endif" || word == "endfor") {
         *end_tag = word;
         tag_rest_ = std::string(rest);
         break;
       }
-      return Fails("has {% " + word + " %}, which Komoku does not evaluate (only if, elif, else)");
+      if (word == "set") {
+        Result<NodePtr> set = Set(rest);
+        if (!set.ok()) return set;
+        parts.push_back(*set);
+        continue;
+      }
+      if (word == "for") {
+        Result<NodePtr> loop = ForBlock(rest);
+        if (!loop.ok()) return loop;
+        parts.push_back(*loop);
+        continue;
+      }
+      if (word == "continue" || word == "break") {
+        if (loops_ == 0) return Fails("has {% " + word + " %} outside a {% for %}");
+        if (!store::TrimAscii(rest).empty())
+          return Fails("has {% " + word + " %} with an expression");
+        parts.push_back(Make(word == "continue" ? Node::Op::kContinue : Node::Op::kBreak, "", {}));
+        continue;
+      }
+      return Fails("has {% " + word +
+                   " %}, which Komoku does not evaluate (only if, elif, else, set, for, "
+                   "continue, break)");
     }
     return Make(Node::Op::kBody, "", std::move(parts));
   }
@@ -804,7 +1525,7 @@ class TemplateParser {
       if (!other.ok()) return other;
       args.push_back(*other);
     }
-    if (end != "endif") return Fails("has an {% if %} without {% endif %}");
+    if (end != "endif") return Fails("has an {% if %} without {% endif %}");  // or endfor in it
     if (!store::TrimAscii(tag_rest_).empty()) return Fails("has {% endif %} with an expression");
     return Make(Node::Op::kChoose, "", std::move(args));
   }
@@ -813,7 +1534,82 @@ class TemplateParser {
     Result<std::vector<Token>> tokens = Lex(text);
     if (!tokens.ok()) return tokens.status();
     if (tokens->size() == 1) return Fails("has an empty {{ }} or {% %}");
-    return ExpressionParser(std::move(*tokens), reads_).Whole();
+    return ExpressionParser(std::move(*tokens), reads_, &vars_).Whole();
+  }
+
+  // {% set name = expr %} or {% set name.attribute = expr %}.
+  Result<NodePtr> Set(std::string_view rest) {
+    Result<std::vector<Token>> tokens = Lex(rest);
+    if (!tokens.ok()) return tokens.status();
+    const std::vector<Token>& t = *tokens;
+    auto is_op = [&](size_t i, const char* op) {
+      return i < t.size() && t[i].type == Token::Type::kOp && t[i].text == op;
+    };
+    if (t.empty() || t[0].type != Token::Type::kName) return Fails("has {% set %} without a name");
+    auto n = std::make_shared<Node>();
+    n->op = Node::Op::kSet;
+    n->name = t[0].text;
+    size_t eq = 1;
+    if (is_op(1, ".") && t.size() > 2 && t[2].type == Token::Type::kName) {
+      if (!vars_.count(n->name)) return Fails("sets an attribute of '" + n->name + "', never set");
+      n->names.push_back(t[2].text);
+      eq = 3;
+    }
+    if (!is_op(eq, "=")) {
+      return Fails("has a {% set %} Komoku does not evaluate (only name = value, ns.name = value)");
+    }
+    Result<NodePtr> value =
+        ExpressionParser(
+            std::vector<Token>(t.begin() + static_cast<std::ptrdiff_t>(eq) + 1, t.end()), reads_,
+            &vars_)
+            .Whole();
+    if (!value.ok()) return value;
+    n->args.push_back(*value);
+    vars_.insert(n->name);  // read after this tag
+    return NodePtr(n);
+  }
+
+  // After {% for a[, b] in expr %}: the body up to {% endfor %}. The names
+  // the loop makes (its targets, its sets) end with it.
+  Result<NodePtr> ForBlock(std::string_view rest) {
+    Result<std::vector<Token>> tokens = Lex(rest);
+    if (!tokens.ok()) return tokens.status();
+    const std::vector<Token>& t = *tokens;
+    auto n = std::make_shared<Node>();
+    n->op = Node::Op::kFor;
+    size_t i = 0;
+    for (;;) {
+      if (i >= t.size() || t[i].type != Token::Type::kName || t[i].text == "in") {
+        return Fails("has a {% for %} without a name before 'in'");
+      }
+      n->names.push_back(t[i++].text);
+      if (i < t.size() && t[i].type == Token::Type::kOp && t[i].text == ",") {
+        ++i;
+        continue;
+      }
+      break;
+    }
+    if (i >= t.size() || t[i].type != Token::Type::kName || t[i].text != "in") {
+      return Fails("has a {% for %} Komoku does not read (only: for a[, b] in list)");
+    }
+    Result<NodePtr> seq =
+        ExpressionParser(
+            std::vector<Token>(t.begin() + static_cast<std::ptrdiff_t>(i) + 1, t.end()), reads_,
+            &vars_)
+            .Whole();
+    if (!seq.ok()) return seq;
+    const std::set<std::string> outer = vars_;
+    for (const std::string& name : n->names) vars_.insert(name);
+    ++loops_;
+    std::string end;
+    Result<NodePtr> body = Body(&end);
+    --loops_;
+    vars_ = outer;
+    if (!body.ok()) return body;
+    if (end != "endfor") return Fails("has a {% for %} without {% endfor %}");
+    if (!store::TrimAscii(tag_rest_).empty()) return Fails("has {% endfor %} with an expression");
+    n->args = {*seq, *body};
+    return NodePtr(n);
   }
 
   // The next {{, {% or {#, or the end.
@@ -870,6 +1666,8 @@ class TemplateParser {
   bool trim_next_ = false;
   std::string tag_rest_;
   Reads* reads_ = nullptr;
+  std::set<std::string> vars_;  // names set so far, in scope here
+  int loops_ = 0;               // {% for %} blocks open
 };
 
 }  // namespace
@@ -879,7 +1677,8 @@ HaExpression::HaExpression(std::shared_ptr<const Node> root, bool reads_missing)
 HaExpression::~HaExpression() = default;
 
 Result<TemplateValue> HaExpression::Evaluate(const TemplateValue& input) const {
-  return komoku::bridge::Evaluate(*root_, input);
+  Ctx ctx{input, {}, Ctx::Jump::kNone, 0};
+  return komoku::bridge::Evaluate(*root_, ctx);
 }
 
 std::string RenderTemplateValue(const TemplateValue& v) {
@@ -895,6 +1694,22 @@ std::string RenderTemplateValue(const TemplateValue& v) {
     case Kind::kInt:
     case Kind::kFloat:
       break;
+    case Kind::kList:
+    case Kind::kTuple: {
+      std::string s = v.kind == Kind::kList ? "[" : "(";
+      for (size_t i = 0; i < v.items.size(); ++i) s += (i ? ", " : "") + Repr(v.items[i]);
+      if (v.kind == Kind::kTuple && v.items.size() == 1) s += ",";
+      return s + (v.kind == Kind::kList ? "]" : ")");
+    }
+    case Kind::kDict: {
+      std::string s = "{";
+      for (size_t i = 0; i < v.items.size(); ++i) {
+        s += (i ? ", " : "") + Repr(v.items[i].items[0]) + ": " + Repr(v.items[i].items[1]);
+      }
+      return s + "}";
+    }
+    case Kind::kNamespace:
+      return "<Namespace " + (v.attributes ? RenderTemplateValue(*v.attributes) : "{}") + ">";
   }
   if (std::isnan(v.number)) return "nan";
   if (std::isinf(v.number)) return v.number > 0 ? "inf" : "-inf";
@@ -920,6 +1735,17 @@ std::string RenderTemplateValue(const TemplateValue& v) {
   std::string s = text;
   if (s.find('.') == std::string::npos) s += ".0";
   return s;
+}
+
+// The template's result goes through kEventType.
+Result<HaTemplate> ParseHaEventTemplate(std::string_view text) {
+  Result<HaTemplate> t = ParseHaExpressionTemplate(text);
+  if (!t.ok()) return t;
+  auto root = std::make_shared<Node>();
+  root->op = Node::Op::kEventType;
+  root->args = {t->expression->root_};
+  t->expression = std::make_shared<HaExpression>(root, t->expression->reads_missing());
+  return t;
 }
 
 // Parses a template that is not arithmetic on one number; the message says

@@ -20,9 +20,20 @@
 // default(c[, true]), lower, upper, trim, string, the functions float(x, d)
 // and int(x, d), and the tests defined, undefined, none, number, string.
 //
-// A template that reads anything else (states(), now(), a second field,
-// {% set %}, lists, dicts) is refused with the construct named: a guess
-// would store wrong values.
+// Both forms also take what zigbee2mqtt's own templates need
+// (lib/extension/homeassistant.ts: the climate's action dictionary, the
+// event entity's action parser): {% set x = ... %} and {% set ns.x = ... %},
+// {% for a[, b] in ... %} with {% continue %} and {% break %}, list, tuple
+// and dict literals, subscripts and attributes (`m[0]`, `p.pattern`), `in`
+// and `not in`, list + list, the functions namespace(), zip() and
+// dict.from_keys(pairs), and the filters regex_findall(pattern[,
+// ignorecase]), regex_findall_index, selectattr, rejectattr, select, reject
+// (tests eq, ne, in, defined, undefined, none), map(attribute=...), first,
+// last, list, length, count and to_json.
+//
+// A template that reads anything else (states(), now(), a second field, a
+// name it never set) is refused with the construct named: a guess would
+// store wrong values.
 #pragma once
 
 #include <memory>
@@ -67,17 +78,33 @@ Result<double> ApplyNumberOps(const std::vector<NumberOp>& ops, double x);
 // A value while a template is evaluated, with Python's types (Home
 // Assistant runs Jinja in Python).
 struct TemplateValue {
-  enum class Kind { kUndefined, kNone, kBool, kInt, kFloat, kString };
+  enum class Kind {
+    kUndefined,
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kString,
+    kList,
+    kTuple,
+    kDict,
+    kNamespace,  // Jinja's namespace(): attributes a {% set %} changes
+  };
   Kind kind = Kind::kUndefined;
   double number = 0;  // kBool (0 or 1), kInt, kFloat
   std::string text;   // kString
+  // kList and kTuple: the elements; kDict: (key, value) kTuples in order.
+  std::vector<TemplateValue> items;
+  // kNamespace: its attributes (a kDict), shared by every copy of it, so
+  // that `{% set ns.x = ... %}` in a loop is seen after the loop.
+  std::shared_ptr<TemplateValue> attributes;
 
   static TemplateValue Undefined() { return {}; }
-  static TemplateValue None() { return {Kind::kNone, 0, {}}; }
-  static TemplateValue Bool(bool b) { return {Kind::kBool, b ? 1.0 : 0.0, {}}; }
-  static TemplateValue Int(double i) { return {Kind::kInt, i, {}}; }
-  static TemplateValue Float(double d) { return {Kind::kFloat, d, {}}; }
-  static TemplateValue String(std::string s) { return {Kind::kString, 0, std::move(s)}; }
+  static TemplateValue None() { return {Kind::kNone, 0, {}, {}, {}}; }
+  static TemplateValue Bool(bool b) { return {Kind::kBool, b ? 1.0 : 0.0, {}, {}, {}}; }
+  static TemplateValue Int(double i) { return {Kind::kInt, i, {}, {}, {}}; }
+  static TemplateValue Float(double d) { return {Kind::kFloat, d, {}, {}, {}}; }
+  static TemplateValue String(std::string s) { return {Kind::kString, 0, std::move(s), {}, {}}; }
   bool is_number() const {
     return kind == Kind::kBool || kind == Kind::kInt || kind == Kind::kFloat;
   }
@@ -86,6 +113,8 @@ struct TemplateValue {
 // The text Jinja renders for `v` (Python's str(): True, None, 3, 3.0, 0.1;
 // an undefined value renders empty).
 std::string RenderTemplateValue(const TemplateValue& v);
+
+struct HaTemplate;
 
 // A template evaluated whole for each value (see the top of this file).
 // Immutable once parsed: Evaluate may run on any number of threads at once.
@@ -108,6 +137,8 @@ class HaExpression {
   bool reads_missing() const { return reads_missing_; }
 
  private:
+  friend Result<HaTemplate> ParseHaEventTemplate(std::string_view text);
+
   std::shared_ptr<const Node> root_;
   bool reads_missing_;
 };
@@ -133,5 +164,11 @@ Result<HaTemplate> ParseHaTemplate(std::string_view text);
 // ParseHaTemplate's second form only (a template with `expression` set);
 // InvalidArgument naming the construct it does not evaluate.
 Result<HaTemplate> ParseHaExpressionTemplate(std::string_view text);
+
+// A Home Assistant event entity's value template, which renders a JSON
+// object (or a dict) with the event in `event_type`: its `expression`
+// yields that event_type, undefined when the object has none (nothing to
+// store, as Home Assistant fires no event then).
+Result<HaTemplate> ParseHaEventTemplate(std::string_view text);
 
 }  // namespace komoku::bridge

@@ -11,6 +11,7 @@
 
 #include "bridge/bridge_impl.h"
 #include "wire/input.h"
+#include "wire/key_alias.h"
 
 namespace komoku::bridge {
 namespace {
@@ -184,6 +185,12 @@ bool Bridge::Impl::HandleRecord(const IngestRecord& rec) {
   put.skip_duplicate = parsed->time_ms.has_value() || rec.recovered;
   put.wait_committed = false;
   if (parsed->text) put.new_key_type = store::KeyType::kString;
+  // <prefix>/set/<alias> writes the key of that alias (store::ResolveKey).
+  if (discovery_ && discovery_->HasAliases()) {
+    *key = store::ResolveKey(
+               *store_, [this] { return KeyAliases(); }, *key)
+               .key;
+  }
   Result<store::Change> change = store_->Put(*key, parsed->value, put);
   if (!change.ok()) {
     if (RefusedForNow(change.status())) return false;

@@ -710,6 +710,13 @@ class RuleApplier {
         }
         value_ = out->number;
         return Finish(what);
+      case TemplateValue::Kind::kList:
+      case TemplateValue::Kind::kTuple:
+      case TemplateValue::Kind::kDict:
+      case TemplateValue::Kind::kNamespace:
+        Refuse("wrong_type", std::string(what) + ": the value template renders " +
+                                 RenderTemplateValue(*out) + ", not one value");
+        return false;
     }
     return false;
   }

@@ -12,9 +12,11 @@ using store::MsToSeconds;
 using store::ValueToJson;
 
 Result<Server::Impl::Range> Server::Impl::ParseRange(const Params& p, bool step_allowed) {
-  Result<std::string> key = p.Required("key");
-  if (!key.ok()) return key.status();
-  Result<store::KeyInfo> info = store_->Get(*key);
+  Result<std::string> asked = p.Required("key");
+  if (!asked.ok()) return asked.status();
+  const store::ResolvedKey resolved = Resolve(*asked);
+  const std::string& key = resolved.key;
+  Result<store::KeyInfo> info = store_->Get(key);
   if (!info.ok()) return info.status();
   const int64_t now = store_->clock().NowMs();
   Result<int64_t> from = p.Time("from", now - 24 * 3600 * 1000LL, now);
@@ -32,16 +34,17 @@ Result<Server::Impl::Range> Server::Impl::ParseRange(const Params& p, bool step_
   if (info->last && info->last->time_ms < *to) {
     store_->WaitCommittedFor(store_->CommitMark(), std::chrono::seconds(2));
   }
-  Range r{std::move(info.value()), {}};
+  Range r{std::move(info.value()), {}, {}};
+  if (resolved.via_alias) r.alias = *asked;
   auto step = step_allowed ? p.Get("step") : std::nullopt;
   if (step) {
     Result<store::HistoryQuery> q =
-        store::PlanBuckets(*key, *from, *to, *step, p.Get("tz").value_or(""), options_.max_points);
+        store::PlanBuckets(key, *from, *to, *step, p.Get("tz").value_or(""), options_.max_points);
     if (!q.ok()) return q.status();
     r.q = std::move(q.value());
   } else {
     KOMOKU_RETURN_IF_ERROR(store::CheckTimeZone(p.Get("tz").value_or("")));
-    r.q = store::HistoryQuery{*key, *from, *to, {*from}, 0};
+    r.q = store::HistoryQuery{key, *from, *to, {*from}, 0};
   }
   return r;
 }
@@ -88,6 +91,7 @@ void Server::Impl::GetHistory(const Request& req, Response& res) {
                {"type", store::KeyTypeName(info.type)},
                {"from", MsToSeconds(r->q.from_ms)},
                {"to", MsToSeconds(r->q.to_ms)}};
+  r->Note(meta);
   if (r->q.step_ms) {
     if (p.Get("limit"))
       return SendError(res, 400, "bad_request", "parameter 'limit' is for raw history (no step)");
@@ -147,17 +151,20 @@ void Server::Impl::GetHistory(const Request& req, Response& res) {
 void Server::Impl::GetAt(const Request& req, Response& res) {
   Params p(req, {"key", "time"});
   if (!p.error().ok()) return SendStatus(res, p.error());
-  Result<std::string> key = p.Required("key");
-  if (!key.ok()) return SendStatus(res, key.status());
+  Result<std::string> asked = p.Required("key");
+  if (!asked.ok()) return SendStatus(res, asked.status());
+  const store::ResolvedKey resolved = Resolve(*asked);
+  const std::string& key = resolved.key;
   if (!p.Get("time")) return SendError(res, 400, "bad_request", "missing parameter 'time'");
   const int64_t now = store_->clock().NowMs();
   Result<int64_t> time = p.Time("time", now, now);
   if (!time.ok()) return SendStatus(res, time.status());
-  Result<store::KeyInfo> info = store_->Get(*key);
+  Result<store::KeyInfo> info = store_->Get(key);
   if (!info.ok()) return SendStatus(res, info.status());
-  Result<std::optional<store::Sample>> at = store_->At(*key, *time);
+  Result<std::optional<store::Sample>> at = store_->At(key, *time);
   if (!at.ok()) return SendStatus(res, at.status());
   json j = {{"key", info->name}, {"time", MsToSeconds(*time)}};
+  NoteAlias(resolved, *asked, j);
   const int64_t stale = info->options.stale_after_ms;
   bool known = at->has_value() && (stale == 0 || *time - (*at)->time_ms < stale);
   j["value"] = known ? ValueToJson((*at)->value) : json(nullptr);
@@ -177,6 +184,7 @@ void Server::Impl::GetTimespans(const Request& req, Response& res) {
   if (!spans.ok()) return SendStatus(res, spans.status());
   json out = *spans;
   out["key"] = r->info.name;
+  r->Note(out);
   out["from"] = MsToSeconds(r->q.from_ms);
   out["to"] = MsToSeconds(r->q.to_ms);
   SendJson(res, 200, out);
@@ -195,6 +203,7 @@ void Server::Impl::GetStats(const Request& req, Response& res) {
   if (!stats.ok()) return SendStatus(res, stats.status());
   json out = *stats;
   out["key"] = r->info.name;
+  r->Note(out);
   out["type"] = store::KeyTypeName(r->info.type);
   out["from"] = MsToSeconds(r->q.from_ms);
   out["to"] = MsToSeconds(r->q.to_ms);

@@ -33,11 +33,13 @@ void Server::Impl::GetKeys(const Request& req, Response& res) {
 void Server::Impl::GetValue(const Request& req, Response& res) {
   Params p(req, {"key"});
   if (!p.error().ok()) return SendStatus(res, p.error());
-  Result<std::string> key = p.Required("key");
-  if (!key.ok()) return SendStatus(res, key.status());
-  Result<store::KeyInfo> info = store_->Get(*key);
+  Result<std::string> asked = p.Required("key");
+  if (!asked.ok()) return SendStatus(res, asked.status());
+  const store::ResolvedKey key = Resolve(*asked);
+  Result<store::KeyInfo> info = store_->Get(key.key);
   if (!info.ok()) return SendStatus(res, info.status());
   json j = {{"key", info->name}, {"type", store::KeyTypeName(info->type)}};
+  NoteAlias(key, *asked, j);
   j["value"] = info->last ? ValueToJson(info->last->value) : json(nullptr);
   j["time"] = info->last ? json(MsToSeconds(info->last->time_ms)) : json(nullptr);
   j["previous"] = info->previous ? SampleJson(*info->previous) : json(nullptr);
@@ -47,8 +49,9 @@ void Server::Impl::GetValue(const Request& req, Response& res) {
 void Server::Impl::PutValue(const Request& req, Response& res) {
   Params p(req, {"key", "value", "time"});
   if (!p.error().ok()) return SendStatus(res, p.error());
-  Result<std::string> key = p.Required("key");
-  if (!key.ok()) return SendStatus(res, key.status());
+  Result<std::string> asked = p.Required("key");
+  if (!asked.ok()) return SendStatus(res, asked.status());
+  const store::ResolvedKey key = Resolve(*asked);
   const int64_t now = store_->clock().NowMs();
   store::ValueMessage msg;
   if (auto v = p.Get("value")) {
@@ -71,7 +74,7 @@ void Server::Impl::PutValue(const Request& req, Response& res) {
   store::PutOptions put;
   put.time_ms = msg.time_ms;
   if (msg.text) put.new_key_type = store::KeyType::kString;
-  Result<store::Change> change = store_->Put(*key, msg.value, put);
+  Result<store::Change> change = store_->Put(key.key, msg.value, put);
   if (!change.ok()) return SendStatus(res, change.status(), /*counted=*/true);
   json j = {{"key", change->key},
             {"type", store::KeyTypeName(change->type)},
@@ -79,6 +82,7 @@ void Server::Impl::PutValue(const Request& req, Response& res) {
             {"time", MsToSeconds(change->sample.time_ms)},
             {"current", change->is_current},
             {"created", change->created_key}};
+  NoteAlias(key, *asked, j);
   SendJson(res, change->created_key ? 201 : 200, j);
 }
 
@@ -117,15 +121,18 @@ void Server::Impl::PostDefine(const Request& req, Response& res) {
 void Server::Impl::DeleteKey(const Request& req, Response& res) {
   Params p(req, {"key", "confirm"});
   if (!p.error().ok()) return SendStatus(res, p.error());
-  Result<std::string> key = p.Required("key");
-  if (!key.ok()) return SendStatus(res, key.status());
+  Result<std::string> asked = p.Required("key");
+  if (!asked.ok()) return SendStatus(res, asked.status());
   if (p.Get("confirm").value_or("") != "yes") {
     return SendError(res, 400, "not_confirmed",
                      "deleting removes the key and all its history: add confirm=yes");
   }
-  Status st = store_->Delete(*key);
+  const store::ResolvedKey key = Resolve(*asked);
+  Status st = store_->Delete(key.key);
   if (!st.ok()) return SendStatus(res, st);
-  SendJson(res, 200, {{"deleted", *key}});
+  json j = {{"deleted", key.key}};
+  NoteAlias(key, *asked, j);
+  SendJson(res, 200, j);
 }
 
 }  // namespace komoku::query

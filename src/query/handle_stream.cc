@@ -27,10 +27,12 @@ void Server::Impl::GetStream(const Request& req, Response& res) {
       keys.push_back(it->second);
       continue;
     }
-    if (name.size() > 2 && name.substr(name.size() - 2) == "/#") name.remove_suffix(2);
+    const bool filter = name.size() > 2 && name.substr(name.size() - 2) == "/#";
+    if (filter) name.remove_suffix(2);
     Status ok = store::ValidateKeyName(name);
     if (!ok.ok()) return SendStatus(res, ok.WithContext("parameter 'key'"));
-    keys.push_back(it->second);
+    // A key may be named by its alias; a filter is matched as written.
+    keys.push_back(filter ? it->second : Resolve(it->second).key);
   }
   if (keys.empty()) return SendError(res, 400, "bad_request", "missing parameter 'key'");
   std::optional<int64_t> since;

@@ -33,6 +33,7 @@ WebSocketOptions WebSocketHubOptions(const ServerOptions& options) {
   ws.workers = options.workers;
   ws.write_timeout = options.write_timeout;
   ws.idle_timeout = options.idle_timeout;
+  ws.aliases = options.key_aliases;
   return ws;
 }
 
@@ -44,10 +45,12 @@ Server::Impl::Impl(const ServerOptions& options, store::Store* store,
       store_(store),
       health_(std::move(health)),
       log_(std::move(log)),
-      api_(store,
-           [](bool, const std::string& key) -> Result<json> {
-             return json{{"stream", "/api/v1/stream?key=" + key}};
-           }),
+      api_(
+          store,
+          [](bool, const std::string& key) -> Result<json> {
+            return json{{"stream", "/api/v1/stream?key=" + key}};
+          },
+          options.key_aliases),
       streams_(store, options.max_stream_clients, options.stream_queue_bytes, log_),
       websockets_(store, WebSocketHubOptions(options), log_) {
   Routes();

@@ -60,7 +60,9 @@ struct ServerOptions {
   std::function<nlohmann::json()> discovery;
   // GET /api/v1/keys shows each key's alias from this (key -> alias: the
   // name a discovered device's topic makes now, for a key that keeps its
-  // first name); unset: none.
+  // first name), and every request that names a key may name it by its
+  // alias (store::ResolveKey: a real key of that name wins); unset: none.
+  // Called from worker threads.
   std::function<std::map<std::string, std::string>()> key_aliases;
   // When set, every request but /healthz and /readyz must carry
   // `Authorization: Bearer <token>`; others get 401 "unauthorized".

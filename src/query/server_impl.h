@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -31,6 +32,7 @@
 #include "series/history.h"
 #include "store/store.h"
 #include "wire/api.h"
+#include "wire/key_alias.h"
 
 namespace komoku::query {
 
@@ -86,11 +88,27 @@ class Server::Impl {
 
   void DeleteKey(const Request& req, Response& res);
 
+  // The key a `key=` parameter names: the key of that name, else the key
+  // whose alias it is (store::ResolveKey; options_.key_aliases).
+  store::ResolvedKey Resolve(const std::string& name) const {
+    return store::ResolveKey(*store_, options_.key_aliases, name);
+  }
+  // Adds "alias": <the name asked> to an answer about a key found by its
+  // alias.
+  static void NoteAlias(const store::ResolvedKey& key, const std::string& asked, json& answer) {
+    if (key.via_alias) answer["alias"] = asked;
+  }
+
   // handle_history.cc
   // The key, range and buckets shared by history, stats and timespans.
   struct Range {
     store::KeyInfo info;
     store::HistoryQuery q;
+    std::optional<std::string> alias;  // the name asked, when it was an alias
+    // Adds "alias" to an answer (NoteAlias).
+    void Note(json& answer) const {
+      if (alias) answer["alias"] = *alias;
+    }
   };
   Result<Range> ParseRange(const Params& p, bool step_allowed);
 

@@ -37,7 +37,8 @@ constexpr auto kCloseGrace = std::chrono::seconds(2);
 // What a connection and its Store listener share: the keys subscribed to,
 // and the messages waiting to be sent. Thread-safe.
 struct Feed {
-  explicit Feed(store::Store* store, store::WsVersion version) : protocol(store, version) {}
+  Feed(store::Store* store, store::WsVersion version, store::AliasSource aliases)
+      : protocol(store, version, std::move(aliases)) {}
 
   // Queues `text`. True when this push passed `limit` (the queue is
   // dropped and the connection must close); `*wake` is set when the io
@@ -91,7 +92,7 @@ class WebSocketHub::Impl {
 
   Impl(store::Store* store, WebSocketOptions options, std::shared_ptr<spdlog::logger> log)
       : store_(store),
-        options_(options),
+        options_(std::move(options)),
         log_(std::move(log)),
         work_(net::make_work_guard(ioc_)),
         pool_(std::max<size_t>(1, options_.workers)) {}
@@ -134,7 +135,7 @@ class WebSocketHub::Impl::Session : public std::enable_shared_from_this<Session>
         ws_(std::move(socket)),
         write_timer_(hub->ioc_),
         close_timer_(hub->ioc_),
-        feed_(std::make_shared<Feed>(hub->store_, version)),
+        feed_(std::make_shared<Feed>(hub->store_, version, hub->options_.aliases)),
         done_(std::move(done)) {
     ++hub_->count_;
     hub_->Count("komoku_ws_connections", 1);
@@ -426,7 +427,7 @@ void WebSocketHub::Impl::Stop() {
 
 WebSocketHub::WebSocketHub(store::Store* store, WebSocketOptions options,
                            std::shared_ptr<spdlog::logger> log)
-    : impl_(std::make_unique<Impl>(store, options, std::move(log))) {}
+    : impl_(std::make_unique<Impl>(store, std::move(options), std::move(log))) {}
 WebSocketHub::~WebSocketHub() = default;
 void WebSocketHub::Start() { impl_->Start(); }
 void WebSocketHub::Stop() { impl_->Stop(); }

@@ -26,6 +26,7 @@
 
 #include "query/http.h"
 #include "store/store.h"
+#include "wire/key_alias.h"
 
 namespace komoku::query {
 
@@ -39,6 +40,8 @@ struct WebSocketOptions {
   // Past this without a byte from the client, a ping; without an answer for
   // as long again, the connection closes.
   std::chrono::milliseconds idle_timeout{60000};
+  // Keys may be named by their aliases (ServerOptions::key_aliases).
+  store::AliasSource aliases;
 };
 
 class WebSocketHub {

@@ -87,6 +87,7 @@ json KeyJson(const KeyInfo& k, bool with_value) {
 struct Call {
   Store& store;
   const Api::SubHandler& sub_handler;
+  const AliasSource& aliases;
   const std::string& op;
   const json& args;
   int64_t now;
@@ -97,6 +98,18 @@ struct Call {
   Status Written(const Status& st) const {
     *counted = true;
     return st;
+  }
+
+  // The key an argument names: the key of that name, else the key whose
+  // alias it is (ResolveKey).
+  std::string Resolved(const std::string& name) const {
+    return ResolveKey(store, aliases, name).key;
+  }
+  // The "key" argument, resolved.
+  Result<std::string> Key() const {
+    Result<std::string> name = KeyArg(args);
+    if (!name.ok()) return name.status();
+    return Resolved(*name);
   }
 };
 
@@ -110,7 +123,7 @@ Result<json> OpPing(const Call& c) {
 // get, last and previous.
 Result<json> OpRead(const Call& c) {
   KOMOKU_RETURN_IF_ERROR(OnlyArgs(c.args, {"key"}));
-  Result<std::string> key = KeyArg(c.args);
+  Result<std::string> key = c.Key();
   if (!key.ok()) return key.status();
   Result<KeyInfo> info = c.store.Get(*key);
   if (!info.ok()) return info.status();
@@ -120,7 +133,7 @@ Result<json> OpRead(const Call& c) {
 
 Result<json> OpPut(const Call& c) {
   KOMOKU_RETURN_IF_ERROR(OnlyArgs(c.args, {"key", "value", "time"}));
-  Result<std::string> key = KeyArg(c.args);
+  Result<std::string> key = c.Key();
   if (!key.ok()) return key.status();
   auto value = c.args.find("value");
   if (value == c.args.end()) return Bad("\"value\" is required");
@@ -138,7 +151,7 @@ Result<json> OpPut(const Call& c) {
 // increment and decrement.
 Result<json> OpIncrement(const Call& c) {
   KOMOKU_RETURN_IF_ERROR(OnlyArgs(c.args, {"key", "step", "time"}));
-  Result<std::string> key = KeyArg(c.args);
+  Result<std::string> key = c.Key();
   if (!key.ok()) return key.status();
   double step = 1;
   if (auto s = c.args.find("step"); s != c.args.end()) {
@@ -175,7 +188,7 @@ Result<json> OpDefine(const Call& c) {
     const json& spec = it.value();
     if (!spec.is_object()) return Bad("definition of \"" + it.key() + "\" must be an object");
     KOMOKU_RETURN_IF_ERROR(OnlyArgs(spec, {"type", "opts"}));
-    Store::KeyDefinition def{it.key(), std::nullopt, {}};
+    Store::KeyDefinition def{c.Resolved(it.key()), std::nullopt, {}};
     if (auto t = spec.find("type"); t != spec.end()) {
       if (!t->is_string()) return Bad("\"type\" must be a string");
       Result<KeyType> parsed = ParseKeyType(t->get<std::string>());
@@ -198,7 +211,7 @@ Result<json> OpDefine(const Call& c) {
 
 Result<json> OpDelete(const Call& c) {
   KOMOKU_RETURN_IF_ERROR(OnlyArgs(c.args, {"key", "confirm"}));
-  Result<std::string> key = KeyArg(c.args);
+  Result<std::string> key = c.Key();
   if (!key.ok()) return key.status();
   auto confirm = c.args.find("confirm");
   if (confirm == c.args.end() || *confirm != true) {
@@ -228,7 +241,7 @@ Result<json> OpFetchDownsampled(const Call& c, const std::string& key, const jso
 
 Result<json> OpFetch(const Call& c) {
   KOMOKU_RETURN_IF_ERROR(OnlyArgs(c.args, {"key", "from", "to", "limit", "step", "agg", "tz"}));
-  Result<std::string> key = KeyArg(c.args);
+  Result<std::string> key = c.Key();
   if (!key.ok()) return key.status();
   Result<std::optional<int64_t>> from = TimeArg(c.args, "from", c.now);
   if (!from.ok()) return from.status();
@@ -265,7 +278,7 @@ Result<json> OpFetch(const Call& c) {
 // sub and unsub: what they answer is the transport's (Api::SubHandler).
 Result<json> OpSub(const Call& c) {
   KOMOKU_RETURN_IF_ERROR(OnlyArgs(c.args, {"key"}));
-  Result<std::string> key = KeyArg(c.args);
+  Result<std::string> key = c.Key();
   if (!key.ok()) return key.status();
   Status name_ok = ValidateKeyName(*key);
   if (!name_ok.ok()) return name_ok.WithReason("bad_key");
@@ -299,8 +312,8 @@ const Handler* FindHandler(std::string_view op) {
 
 }  // namespace
 
-Api::Api(Store* store, SubHandler sub_handler)
-    : store_(store), sub_handler_(std::move(sub_handler)) {}
+Api::Api(Store* store, SubHandler sub_handler, AliasSource aliases)
+    : store_(store), sub_handler_(std::move(sub_handler)), aliases_(std::move(aliases)) {}
 
 json Api::HandleText(std::string_view request) {
   if (request.size() > kMaxRequestBytes) {
@@ -374,7 +387,7 @@ Result<json> Api::Dispatch(const std::string& op, const json& args, bool* counte
     return Status::InvalidArgument("unknown operation \"" + op + "\" (known: " + known + ")")
         .WithReason("unknown_operation");
   }
-  Call call{*store_, sub_handler_, op, args, store_->clock().NowMs(), counted};
+  Call call{*store_, sub_handler_, aliases_, op, args, store_->clock().NowMs(), counted};
   return (*handler)(call);
 }
 

@@ -16,6 +16,7 @@
 
 #include "common/status.h"
 #include "store/store.h"
+#include "wire/key_alias.h"
 
 namespace komoku::store {
 
@@ -25,8 +26,9 @@ class Api {
   // answer names the state topic to subscribe to, over HTTP the stream URL.
   using SubHandler = std::function<Result<nlohmann::json>(bool subscribe, const std::string& key)>;
 
-  // `store` must outlive the Api.
-  Api(Store* store, SubHandler sub_handler);
+  // `store` must outlive the Api. With `aliases`, a key may be named by
+  // its alias in every operation (ResolveKey: a real key of that name wins).
+  Api(Store* store, SubHandler sub_handler, AliasSource aliases = {});
 
   // Handles one request given as text; never throws. The answer echoes the
   // request's query_id when it had one.
@@ -43,6 +45,7 @@ class Api {
 
   Store* const store_;
   const SubHandler sub_handler_;
+  const AliasSource aliases_;
 };
 
 // {"segments": [{"name", "from", "to", "bytes", "keys": n or [...]}], "count",

@@ -44,7 +44,7 @@ Result<json> Args(const std::string& op, const json& args) {
   return args;
 }
 
-Result<std::string> KeyOf(const json& args) {
+Result<std::string> KeyNameOf(const json& args) {
   auto it = args.find("key");
   if (it == args.end() || !it->is_string()) {
     return Status::InvalidArgument("\"key\" (a string) is required").WithReason("bad_request");
@@ -140,8 +140,17 @@ Result<int64_t> ParseWsTime(const json& time, int64_t now_ms) {
   return ms;
 }
 
-WsProtocol::WsProtocol(Store* store, WsVersion version)
-    : store_(store), version_(version), api_(store, nullptr) {}
+WsProtocol::WsProtocol(Store* store, WsVersion version, AliasSource aliases)
+    : store_(store),
+      version_(version),
+      aliases_(aliases),
+      api_(store, nullptr, std::move(aliases)) {}
+
+Result<std::string> WsProtocol::KeyOf(const json& args) const {
+  Result<std::string> name = KeyNameOf(args);
+  if (!name.ok()) return name.status();
+  return ResolveKey(*store_, aliases_, *name).key;
+}
 
 WsReply WsProtocol::Handle(std::string_view text) {
   json request = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);

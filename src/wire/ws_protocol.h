@@ -27,6 +27,7 @@
 #include "common/status.h"
 #include "store/store.h"
 #include "wire/api.h"
+#include "wire/key_alias.h"
 
 namespace komoku::store {
 
@@ -45,8 +46,10 @@ struct WsReply {
 
 class WsProtocol {
  public:
-  // `store` must outlive the WsProtocol.
-  WsProtocol(Store* store, WsVersion version);
+  // `store` must outlive the WsProtocol. With `aliases`, a key may be
+  // named by its alias in every message (ResolveKey: a real key of that
+  // name wins); sub names the key itself.
+  WsProtocol(Store* store, WsVersion version, AliasSource aliases = {});
 
   // Answers one text message; never throws.
   WsReply Handle(std::string_view text);
@@ -61,9 +64,12 @@ class WsProtocol {
   WsReply HandleV1(const std::string& op, const nlohmann::json& args);
   WsReply HandleV2(const std::string& op, const nlohmann::json& args);
   nlohmann::json FetchV1(const nlohmann::json& args);
+  // The "key" of `args`, checked and resolved.
+  Result<std::string> KeyOf(const nlohmann::json& args) const;
 
   Store* const store_;
   const WsVersion version_;
+  const AliasSource aliases_;
   Api api_;
 };
 

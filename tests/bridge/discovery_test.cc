@@ -671,15 +671,15 @@ TEST(DiscoveryTest, ClimateRecordsEachValueItHasATemplateFor) {
   Discovery d(DiscoveryOptions{});
   const std::vector<Discovery::Update> u = d.Handle(kZ2mThermostatTopic, kZ2mThermostat);
   const std::string t = kZ2mThermostatTopic;
-  // The action's template maps values through a dict: refused, the rest kept.
+  // The action's template maps values through a {% set %} dict.
   EXPECT_EQ(Ids(u), (std::vector<std::string>{t + "#current_temperature", t + "#temperature",
-                                              t + "#mode", t + "#action refused"}));
-  EXPECT_EQ(u.back().entity->reason, "bad_template");
-  EXPECT_EQ(d.mapped_count(), 3u);
+                                              t + "#mode", t + "#action"}));
+  EXPECT_EQ(d.mapped_count(), 4u);
   EXPECT_EQ(Show(d.Map("zigbee2mqtt/thermostat",
                        R"({"local_temperature":19.5,"occupied_heating_setpoint":21,)"
                        R"("system_mode":"heat","running_state":"heat"})",
                        kNow)),
+            "zigbee2mqtt/thermostat/running_state=\"heating\"(s);"
             "zigbee2mqtt/thermostat/local_temperature=19.5(d);"
             "zigbee2mqtt/thermostat/system_mode=\"heat\"(s);"
             "zigbee2mqtt/thermostat/occupied_heating_setpoint=21(d);");
@@ -734,11 +734,11 @@ TEST(DiscoveryStateTest, SeveralEntitiesOfOneConfigComeBackAfterARestart) {
   Discovery d(WithStateFile(dir));
   ASSERT_TRUE(d.Load().ok());
   EXPECT_EQ(d.Describe(), before);
-  EXPECT_EQ(d.mapped_count(), 6u);
+  EXPECT_EQ(d.mapped_count(), 7u);  // the device's 3, the thermostat's 4
   EXPECT_TRUE(d.Handle(kZ2mThermostatTopic, kZ2mThermostat).empty());  // the same: no change
   // The device's config did not come again: all of its entities go.
   EXPECT_EQ(d.ForgetUnconfirmed().size(), 3u);
-  EXPECT_EQ(d.mapped_count(), 3u);
+  EXPECT_EQ(d.mapped_count(), 4u);
 }
 
 // What a restart keeps: every entity (mapped and refused, a duplicate still
@@ -1161,11 +1161,11 @@ TEST(ValueTemplateTest, RefusalsNameTheConstruct) {
   const std::pair<const char*, const char*> cases[] = {
       {"{{ states('sensor.x') }}", "calls 'states()'"},
       {"{{ value_json.a + value_json.b }}", "reads two different values"},
-      {"{% set v = value_json.x %}{{ v }}", "{% set %}"},
+      {"{% macro m() %}x{% endmacro %}{{ value }}", "{% macro %}"},
       {"{{ value_json.x | timestamp_local }}", "the filter 'timestamp_local'"},
       {"{{ value_json.x is even }}", "the test 'is even'"},
-      {"{{ 'a' in value }}", "'in'"},
-      {"{{ {'a': 1}[value] }}", "list or dict"},
+      {"{{ (value | list)[1:] }}", "slice"},
+      {"{{ v }}{{ value }}", "reads 'v'"},
       {"{% if value == 'a' %}A", "without {% endif %}"},
       {"{{ value_json.x | float(default=0) }}", "keyword argument"},
       {"{# note #}{{ value }}", "comment"},
@@ -1428,10 +1428,11 @@ TEST(DiscoveryTest, EventsAreStoredEveryTime) {
   EXPECT_EQ(Show(m), "doorbell/event/event_type=\"press\"(s);");
   ASSERT_TRUE(m.engine);
   EXPECT_EQ(m.engine->rule(0).options.value("same_value_resolution", -1), 0);
-  EXPECT_EQ(Ha("homeassistant/event/doorbell/press/config",
-               R"({"state_topic":"doorbell/event","value_template":"{{ value_json.x }}"})")
-                .reason,
-            "bad_template");
+  EXPECT_EQ(
+      Ha("homeassistant/event/doorbell/press/config",
+         R"({"state_topic":"doorbell/event","value_template":"{{ value_json.x | timestamp_local }}"})")
+          .reason,
+      "bad_template");
   // A plain sensor is no event.
   Handle1(d, kShellyTopic, kShelly);
   m = d.Map("shellies/shellyht-XYZ/sensor/temperature", "21", kNow);
@@ -1448,6 +1449,228 @@ TEST(DiscoveryTest, EventsAreStoredEveryTime) {
   m = d.Map("homie/5/remote/b/battery", "90", kNow);
   ASSERT_TRUE(m.engine);
   EXPECT_FALSE(m.engine->rule(0).options.contains("same_value_resolution"));
+}
+
+// Homie 3.0/4.0 (homieiot.github.io/convention, property attributes):
+// `$retained` "false" marks a property whose messages are not retained,
+// events such as a button press; "true" is the default. Such a property is
+// an event key (same_value_resolution 0) whichever attribute comes first.
+TEST(DiscoveryTest, Homie3And4NotRetainedPropertiesAreEvents) {
+  Discovery d(DiscoveryOptions{});
+  const std::vector<std::string> filters = d.ConfigFilters();
+  EXPECT_NE(std::find(filters.begin(), filters.end(), "homie/+/+/+/$retained"), filters.end());
+  d.Handle("homie/remote/$homie", "4.0.0");
+  // $retained after $datatype.
+  Handle1(d, "homie/remote/buttons/button/$datatype", "enum");
+  Handle1(d, "homie/remote/buttons/button/$format", "press,long-press");
+  Discovery::Update u = Handle1(d, "homie/remote/buttons/button/$retained", "false");
+  ASSERT_TRUE(u.entity && u.entity->mapped()) << u.entity->message;
+  EXPECT_TRUE(u.entity->event);
+  Discovery::Mapped m = d.Map("homie/remote/buttons/button", "press", kNow);
+  ASSERT_TRUE(m.engine);
+  EXPECT_EQ(m.engine->rule(0).options.value("same_value_resolution", -1), 0);
+  // $retained before $datatype, on a Homie 3 device without $datatype.
+  d.Handle("homie/old/$homie", "3.0.1");
+  u = Handle1(d, "homie/old/remote/click/$retained", "false");
+  ASSERT_TRUE(u.entity && u.entity->mapped()) << u.entity->message;
+  EXPECT_TRUE(u.entity->event);
+  EXPECT_EQ(u.entity->type, KeyType::kString);
+  // "true", or no $retained: no event.
+  Handle1(d, "homie/remote/buttons/battery/$datatype", "integer");
+  u = Handle1(d, "homie/remote/buttons/battery/$retained", "true");
+  ASSERT_TRUE(u.entity && u.entity->mapped());
+  EXPECT_FALSE(u.entity->event);
+  m = d.Map("homie/remote/buttons/battery", "90", kNow);
+  ASSERT_TRUE(m.engine);
+  EXPECT_FALSE(m.engine->rule(0).options.contains("same_value_resolution"));
+  // Back to retained: no longer an event.
+  u = Handle1(d, "homie/remote/buttons/button/$retained", "true");
+  ASSERT_TRUE(u.entity && u.entity->mapped());
+  EXPECT_FALSE(u.entity->event);
+}
+
+// zigbee2mqtt's own event template, exactly as lib/extension/homeassistant.ts
+// (getActionValueTemplate, Koenkk/zigbee2mqtt at 6835cbf5, 2026-07-21)
+// builds it from its ACTION_PATTERNS: {% set %}, namespace(), nested
+// {% for %} with {% continue %}, regex_findall, zip, selectattr/rejectattr,
+// map(attribute=), dict.from_keys and to_json. What it renders is what
+// Home Assistant's Jinja renders (Python's re.findall, dicts in insertion
+// order); the event template takes its event_type.
+const char kZigbee2mqttEventTemplate[] = R"tpl({% set patterns = [
+{"pattern": '^(?P<button>(?:button_)?[a-z0-9]+)_(?P<action>(?:press|hold)(?:_release)?)$', "groups": ["button", "action"]},
+{"pattern": '^(?P<action>recall|scene)_(?P<scene>[0-2][0-9]{0,2})$', "groups": ["action", "scene"]},
+{"pattern": '^(?P<actionPrefix>region_)(?P<region>[1-9]|10)_(?P<action>enter|leave|occupied|unoccupied)$', "groups": ["actionPrefix", "region", "action"]},
+{"pattern": '^(?P<action>dial_rotate)_(?P<direction>left|right)_(?P<speed>step|slow|fast)$', "groups": ["action", "direction", "speed"]},
+{"pattern": '^(?P<action>brightness_step)(?:_(?P<direction>up|down))?$', "groups": ["action", "direction"]}
+] %}
+{% set action_value = value_json.action|default('') %}
+{% set ns = namespace(r=[('action', action_value)]) %}
+{% for p in patterns %}
+  {% set m = action_value|regex_findall(p.pattern) %}
+  {% if m[0] is undefined %}{% continue %}{% endif %}
+  {% for key, value in zip(p.groups, m[0]) %}
+    {% set ns.r = ns.r|rejectattr(0, 'eq', key)|list + [(key, value)] %}
+  {% endfor %}
+{% endfor %}
+{% if (ns.r|selectattr(0, 'eq', 'actionPrefix')|first) is defined %}
+  {% set ns.r = ns.r|rejectattr(0, 'eq', 'action')|list + [('action', ns.r|selectattr(0, 'eq', 'actionPrefix')|map(attribute=1)|first + ns.r|selectattr(0, 'eq', 'action')|map(attribute=1)|first)] %}
+{% endif %}
+{% set ns.r = ns.r + [('event_type', ns.r|selectattr(0, 'eq', 'action')|map(attribute=1)|first)] %}
+{{dict.from_keys(ns.r|rejectattr(0, 'in', ('action', 'actionPrefix'))|reject('eq', ('event_type', None))|reject('eq', ('event_type', '')))|to_json}})tpl";
+
+TEST(ValueTemplateTest, Zigbee2mqttEventTemplate) {
+  Result<HaTemplate> t = ParseHaTemplate(kZigbee2mqttEventTemplate);
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  ASSERT_TRUE(t->expression);
+  EXPECT_EQ(t->path, std::vector<std::string>{"action"});
+  EXPECT_TRUE(t->expression->reads_missing());  // value_json.action|default('')
+  Result<HaTemplate> event = ParseHaEventTemplate(kZigbee2mqttEventTemplate);
+  ASSERT_TRUE(event.ok()) << event.status().message();
+  struct Case {
+    TemplateValue action;
+    const char* rendered;
+    const char* event_type;  // nullptr: none
+  };
+  const Case cases[] = {
+      {TemplateValue::String("single"), R"({"event_type":"single"})", "single"},
+      {TemplateValue::String("button_1_press"), R"({"button":"button_1","event_type":"press"})",
+       "press"},
+      {TemplateValue::String("2_hold_release"), R"({"button":"2","event_type":"hold_release"})",
+       "hold_release"},
+      {TemplateValue::String("recall_12"), R"({"scene":"12","event_type":"recall"})", "recall"},
+      {TemplateValue::String("region_3_leave"), R"({"region":"3","event_type":"region_leave"})",
+       "region_leave"},
+      {TemplateValue::String("dial_rotate_right_fast"),
+       R"({"direction":"right","speed":"fast","event_type":"dial_rotate"})", "dial_rotate"},
+      {TemplateValue::String("brightness_step_down"),
+       R"({"direction":"down","event_type":"brightness_step"})", "brightness_step"},
+      // An optional group that took no part is '' (Python's findall).
+      {TemplateValue::String("brightness_step"),
+       R"({"direction":"","event_type":"brightness_step"})", "brightness_step"},
+      // No action in the payload, or an empty one: no event.
+      {TemplateValue::Undefined(), "{}", nullptr},
+      {TemplateValue::String(""), "{}", nullptr},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(RenderTemplateValue(c.action));
+    Result<TemplateValue> out = t->expression->Evaluate(c.action);
+    ASSERT_TRUE(out.ok()) << out.status().message();
+    EXPECT_EQ(RenderTemplateValue(*out), c.rendered);
+    Result<TemplateValue> type = event->expression->Evaluate(c.action);
+    ASSERT_TRUE(type.ok()) << type.status().message();
+    if (c.event_type) {
+      EXPECT_EQ(type->kind, TemplateValue::Kind::kString);
+      EXPECT_EQ(type->text, c.event_type);
+    } else {
+      EXPECT_EQ(type->kind, TemplateValue::Kind::kUndefined) << RenderTemplateValue(*type);
+    }
+  }
+}
+
+// The grown subset on its own: what each construct gives, as Jinja in
+// Python gives it.
+TEST(ValueTemplateTest, SetForListsAndDicts) {
+  struct Case {
+    const char* text;
+    TemplateValue in;
+    const char* rendered;
+  };
+  const Case cases[] = {
+      // zigbee2mqtt's climate action (homeassistant.ts, running_state).
+      {"{% set values = {None:None,'idle':'idle','heat':'heating','cool':'cooling',"
+       "'fan_only':'fan'} %}{{ values[value_json[\"running_state\"]] }}",
+       TemplateValue::String("heat"), "heating"},
+      {"{% set values = {None:None,'idle':'idle','heat':'heating'} %}"
+       "{{ values[value_json.running_state] }}",
+       TemplateValue::String("other"), ""},
+      {"{% set x = value | int %}{% set y = x * 2 %}{{ y }}", TemplateValue::String("21"), "42"},
+      {"{% for c in value | list %}{{ c }}-{% endfor %}", TemplateValue::String("abc"), "a-b-c-"},
+      {"{% for c in value | list %}{% if c == 'b' %}{% break %}{% endif %}{{ c }}{% endfor %}",
+       TemplateValue::String("abc"), "a"},
+      {"{% set x = 1 %}{% for c in value | list %}{% set x = 2 %}{% endfor %}{{ x }}",
+       TemplateValue::String("ab"), "1"},  // a set in a loop ends with it
+      {"{% set ns = namespace(n=0) %}{% for c in value | list %}{% set ns.n = ns.n + 1 %}"
+       "{% endfor %}{{ ns.n }}",
+       TemplateValue::String("abc"), "3"},
+      {"{{ value in ['a', 'b'] }}", TemplateValue::String("b"), "True"},
+      {"{{ value not in ('a', 'b') }}", TemplateValue::String("b"), "False"},
+      {"{{ 'x' in value }}", TemplateValue::String("xyz"), "True"},
+      {"{{ [1, value] + [3] }}", TemplateValue::Int(2), "[1, 2, 3]"},
+      {"{{ (value, 'a') }}", TemplateValue::Int(2), "(2, 'a')"},
+      {"{{ {'a': value}['a'] }}", TemplateValue::Int(5), "5"},
+      {"{{ {'a': value} | to_json }}", TemplateValue::String("\u00e9\""), "{\"a\":\"\u00e9\\\"\"}"},
+      {"{{ value | regex_findall('([a-z])([0-9])') }}", TemplateValue::String("a1 b2"),
+       "[('a', '1'), ('b', '2')]"},
+      {"{{ value | regex_findall('[0-9]+') | last }}", TemplateValue::String("a1 b22"), "22"},
+      {"{{ value | regex_findall_index('(?P<n>[0-9]+)', 1) }}", TemplateValue::String("a1 b22"),
+       "22"},
+      {"{{ value | regex_findall('X', True) | length }}", TemplateValue::String("xXx"), "3"},
+      {"{{ [(1, 'a'), (2, 'b')] | selectattr(0, 'eq', value) | map(attribute=1) | first }}",
+       TemplateValue::Int(2), "b"},
+      {"{{ [1, 2, 3] | reject('in', [value]) | list }}", TemplateValue::Int(2), "[1, 3]"},
+      {"{{ zip([1, 2, 3], value | list) | list }}", TemplateValue::String("ab"),
+       "[(1, 'a'), (2, 'b')]"},
+      {"{{ dict(a=value) }}", TemplateValue::Int(1), "{'a': 1}"},
+      {"{{ [][0] is undefined and value }}", TemplateValue::Bool(true), "True"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.text);
+    Result<HaTemplate> t = ParseHaExpressionTemplate(c.text);
+    ASSERT_TRUE(t.ok()) << t.status().message();
+    Result<TemplateValue> out = t->expression->Evaluate(c.in);
+    ASSERT_TRUE(out.ok()) << out.status().message();
+    EXPECT_EQ(RenderTemplateValue(*out), c.rendered);
+  }
+  // Still refused, named: a name never set, a {% set %} of an attribute
+  // of something never set, a {% for %} without {% endfor %}, break
+  // outside a loop.
+  for (const char* text : {"{{ nothing }}{{ value }}", "{% set ns.x = 1 %}{{ value }}",
+                           "{% for c in value %}{{ c }}", "{% break %}{{ value }}"}) {
+    EXPECT_FALSE(ParseHaTemplate(text).ok()) << text;
+  }
+  // Failing at evaluation, as Jinja fails: iterating a number.
+  Result<HaTemplate> t = ParseHaExpressionTemplate("{% for c in value %}{{ c }}{% endfor %}");
+  ASSERT_TRUE(t.ok());
+  EXPECT_FALSE(t->expression->Evaluate(TemplateValue::Int(3)).ok());
+  // Bounded: a list doubled in a loop, a regex over long text.
+  t = ParseHaExpressionTemplate(
+      "{% set ns = namespace(l=[1]) %}{% for c in value | list %}{% set ns.l = ns.l + ns.l %}"
+      "{% endfor %}{{ ns.l | length }}");
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  Result<TemplateValue> small = t->expression->Evaluate(TemplateValue::String("abc"));
+  ASSERT_TRUE(small.ok());
+  EXPECT_EQ(RenderTemplateValue(*small), "8");
+  Result<TemplateValue> big = t->expression->Evaluate(TemplateValue::String(std::string(64, 'a')));
+  ASSERT_FALSE(big.ok());
+  EXPECT_NE(big.status().message().find("longer than"), std::string::npos)
+      << big.status().message();
+  t = ParseHaExpressionTemplate("{{ value | regex_findall('a') | length }}");
+  ASSERT_TRUE(t.ok());
+  EXPECT_FALSE(t->expression->Evaluate(TemplateValue::String(std::string(10000, 'a'))).ok());
+}
+
+// Through discovery: zigbee2mqtt's event entity (experimental_event_entities)
+// reads the action field through its template; the key is
+// <state_topic>/event_type; a message without an action stores nothing.
+TEST(DiscoveryTest, Zigbee2mqttEventEntityTakesItsEventType) {
+  Discovery d(DiscoveryOptions{});
+  const nlohmann::json config = {{"name", "Action"},
+                                 {"state_topic", "zigbee2mqtt/hue_tap"},
+                                 {"event_types", {"press", "hold", "dial_rotate"}},
+                                 {"value_template", kZigbee2mqttEventTemplate},
+                                 {"unique_id", "0x0017880109abcdef_action_zigbee2mqtt"}};
+  Discovery::Update u =
+      Handle1(d, "homeassistant/event/0x0017880109abcdef/action/config", config.dump());
+  ASSERT_TRUE(u.entity && u.entity->mapped()) << u.entity->reason << ": " << u.entity->message;
+  EXPECT_EQ(u.entity->key, "zigbee2mqtt/hue_tap/event_type");
+  EXPECT_TRUE(u.entity->event);
+  Discovery::Mapped m =
+      d.Map("zigbee2mqtt/hue_tap", R"({"action":"button_1_press","battery":90})", kNow);
+  EXPECT_EQ(Show(m), "zigbee2mqtt/hue_tap/event_type=\"press\"(s);");
+  m = d.Map("zigbee2mqtt/hue_tap", R"({"action":"dial_rotate_left_step"})", kNow);
+  EXPECT_EQ(Show(m), "zigbee2mqtt/hue_tap/event_type=\"dial_rotate\"(s);");
+  m = d.Map("zigbee2mqtt/hue_tap", R"({"battery":90})", kNow);
+  EXPECT_EQ(Show(m), "") << "no action, no event";
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -400,6 +401,39 @@ TEST_F(ApiTest, EveryAnswerSerializes) {
   EXPECT_EQ(Code(a), "wrong_type");
   std::string dumped;
   EXPECT_NO_THROW(dumped = a.dump()) << "the error message is not valid UTF-8";
+}
+
+// With an AliasSource, every operation may name a key by its alias; a real
+// key of that name wins; an unknown name stays unknown.
+TEST_F(ApiTest, AKeyMayBeNamedByItsAlias) {
+  std::map<std::string, std::string> aliases = {{"z/kitchen_sensor/t", "z/kitchen/t"},
+                                                {"z/kitchen_sensor/h", "z/kitchen/h"}};
+  Api api(
+      store_.get(), [](bool, const std::string& key) { return Result<json>(json(key)); },
+      [&] { return aliases; });
+  const auto run = [&](const std::string& text) { return api.HandleText(text); };
+  Ok(run(R"({"put": {"key": "z/kitchen_sensor/t", "value": 21.5}})"));
+  clock_.Set(kNow + 1000);
+  EXPECT_EQ(Ok(run(R"({"put": {"key": "z/kitchen/t", "value": 22.5}})"))["key"],
+            "z/kitchen_sensor/t");
+  EXPECT_EQ(Ok(run(R"({"get": {"key": "z/kitchen/t"}})")), 22.5);
+  EXPECT_EQ(Ok(run(R"({"fetch": {"key": "z/kitchen/t", "from": 0}})")).size(), 2u);
+  EXPECT_EQ(Ok(run(R"({"increment": {"key": "z/kitchen/t"}})"))["value"], 23.5);
+  EXPECT_EQ(Ok(run(R"({"sub": {"key": "z/kitchen/t"}})")), "z/kitchen_sensor/t");
+  json defined = Ok(run(R"({"define": {"z/kitchen/t": {"opts": {"same_value_resolution": 0}}}})"));
+  EXPECT_TRUE(defined.contains("z/kitchen_sensor/t")) << defined.dump();
+  // No key was made under the alias.
+  for (const KeyInfo& k : store_->Keys()) EXPECT_NE(k.name, "z/kitchen/t");
+  // A real key of the alias's name wins.
+  Ok(run(R"({"put": {"key": "z/kitchen_sensor/h", "value": 48}})"));
+  ASSERT_TRUE(store_->Put("z/kitchen/h", InputValue(99.0)).ok());
+  EXPECT_EQ(Ok(run(R"({"get": {"key": "z/kitchen/h"}})")), 99.0);
+  EXPECT_EQ(Code(run(R"({"get": {"key": "z/kitchen/x"}})")), "unknown_key");
+  EXPECT_EQ(Ok(run(R"({"delete": {"key": "z/kitchen/t", "confirm": true}})"))["deleted"],
+            "z/kitchen_sensor/t");
+  // Without an AliasSource (the default) an alias is just an unknown name.
+  Ok(run(R"({"put": {"key": "z/kitchen_sensor/t", "value": 1}})"));
+  EXPECT_EQ(Code(Do(R"({"get": {"key": "z/kitchen/t"}})")), "unknown_key");
 }
 
 }  // namespace

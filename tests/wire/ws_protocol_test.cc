@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -256,6 +257,27 @@ TEST_F(WsProtocolTest, V2SubPushesAlsoAfterRecreation) {
   EXPECT_EQ(v2_->Push(changes[3])["pub"]["value"], "now text");
   r = v2_->Handle(R"({"unsub":{"key":"k"}})");
   EXPECT_EQ(r.sub, WsReply::Sub::kUnsubscribe);
+}
+
+TEST_F(WsProtocolTest, AKeyMayBeNamedByItsAlias) {
+  const AliasSource aliases = [] {
+    return std::map<std::string, std::string>{{"z/kitchen_sensor/t", "z/kitchen/t"}};
+  };
+  int64_t now = kNow;
+  for (WsVersion version : {WsVersion::kV1, WsVersion::kV2}) {
+    WsProtocol ws(store_.get(), version, aliases);
+    ws.Handle(R"({"put":{"key":"z/kitchen_sensor/t","value":21.5}})");
+    clock_.Set(now += 1000);
+    EXPECT_EQ(ws.Handle(R"({"put":{"key":"z/kitchen/t","value":22.5}})").answer,
+              version == WsVersion::kV1 ? json("ack") : json::parse(R"({"result":"ok"})"));
+    json got = ws.Handle(R"({"get":{"key":"z/kitchen/t"}})").answer;
+    EXPECT_EQ(version == WsVersion::kV1 ? got : got["result"], 22.5) << got.dump();
+    WsReply sub = ws.Handle(R"({"sub":{"key":"z/kitchen/t"}})");
+    EXPECT_EQ(sub.sub, WsReply::Sub::kSubscribe);
+    EXPECT_EQ(sub.key, "z/kitchen_sensor/t");  // pushes come for the key
+    clock_.Set(now += 1000);
+  }
+  for (const KeyInfo& k : store_->Keys()) EXPECT_NE(k.name, "z/kitchen/t");
 }
 
 TEST_F(WsProtocolTest, V2Errors) {
