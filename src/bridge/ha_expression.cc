@@ -56,6 +56,7 @@ struct HaExpression::Node {
   // kFilter and kCall: the names of the keyword arguments, which are the
   // last args; kFor: the loop's targets; kSet: the attribute set, if any.
   std::vector<std::string> names;
+  int depth = 1;  // of the tree below and with this node
 };
 
 namespace {
@@ -68,8 +69,22 @@ NodePtr Make(Node::Op op, std::string name, std::vector<NodePtr> args) {
   n->op = op;
   n->name = std::move(name);
   n->args = std::move(args);
+  for (const NodePtr& a : n->args) {
+    if (a) n->depth = std::max(n->depth, a->depth + 1);
+  }
   return n;
 }
+
+// A template is configuration anybody who may publish on the broker can
+// send (discovery), so what it may cost is bounded: its length, how deep
+// its brackets, signs, `not`s and blocks nest (each level costs the parser
+// a few stack frames), and how deep its tree is (each level costs the
+// evaluator one): `1+1+1...` is a tree as deep as it is long. Real ones
+// (zigbee2mqtt's longest, its event template, is 1.2 KB and 11 deep) stay
+// far below.
+constexpr size_t kMaxTemplateBytes = kMaxHaTemplateBytes;
+constexpr int kMaxNesting = 32;
+constexpr int kMaxTreeDepth = 200;
 
 NodePtr Constant(TemplateValue v) {
   auto n = std::make_shared<Node>();
@@ -1026,8 +1041,26 @@ class ExpressionParser {
     return true;
   }
 
+  // One level deeper in the parser's recursion for its lifetime.
+  class Deeper {
+   public:
+    explicit Deeper(int* depth) : depth_(depth) { ++*depth_; }
+    ~Deeper() { --*depth_; }
+    Deeper(const Deeper&) = delete;
+    Deeper& operator=(const Deeper&) = delete;
+    bool TooDeep() const { return *depth_ > kMaxNesting; }
+
+   private:
+    int* depth_;
+  };
+  Status TooDeep() const {
+    return Fails("nests brackets, signs or 'not' deeper than " + std::to_string(kMaxNesting));
+  }
+
   // condexpr := or ('if' or ('else' condexpr)?)?
   Result<NodePtr> CondExpr() {
+    Deeper deeper(&depth_);
+    if (deeper.TooDeep()) return TooDeep();
     Result<NodePtr> then = Or();
     if (!then.ok() || !EatName("if")) return then;
     Result<NodePtr> cond = Or();
@@ -1063,6 +1096,8 @@ class ExpressionParser {
 
   Result<NodePtr> Not() {
     if (IsName("not") && !(Peek(1).type == Token::Type::kName && Peek(1).text == "in")) {
+      Deeper deeper(&depth_);
+      if (deeper.TooDeep()) return TooDeep();
       ++i_;
       Result<NodePtr> x = Not();
       if (!x.ok()) return x;
@@ -1145,6 +1180,8 @@ class ExpressionParser {
 
   // As Jinja: `-x|abs` is (-x)|abs.
   Result<NodePtr> Unary(bool with_filter) {
+    Deeper deeper(&depth_);
+    if (deeper.TooDeep()) return TooDeep();
     Result<NodePtr> x = Status::Ok();
     if (EatOp("-")) {
       x = Unary(false);
@@ -1417,6 +1454,7 @@ class ExpressionParser {
   size_t i_ = 0;
   Reads* reads_;
   const std::set<std::string>* vars_;
+  int depth_ = 0;  // Deeper
 };
 
 // A whole template: text, {{ expr }} and {% if %} blocks.
@@ -1507,6 +1545,8 @@ class TemplateParser {
 
   // After {% if <cond> %}: the branches up to {% endif %}.
   Result<NodePtr> IfBlock(std::string_view cond_text) {
+    BlockLevel level(&blocks_);
+    if (level.TooDeep()) return TooManyBlocks();
     Result<NodePtr> cond = Expression(cond_text);
     if (!cond.ok()) return cond;
     std::string end;
@@ -1572,6 +1612,8 @@ class TemplateParser {
   // After {% for a[, b] in expr %}: the body up to {% endfor %}. The names
   // the loop makes (its targets, its sets) end with it.
   Result<NodePtr> ForBlock(std::string_view rest) {
+    BlockLevel level(&blocks_);
+    if (level.TooDeep()) return TooManyBlocks();
     Result<std::vector<Token>> tokens = Lex(rest);
     if (!tokens.ok()) return tokens.status();
     const std::vector<Token>& t = *tokens;
@@ -1668,6 +1710,25 @@ class TemplateParser {
   Reads* reads_ = nullptr;
   std::set<std::string> vars_;  // names set so far, in scope here
   int loops_ = 0;               // {% for %} blocks open
+  int blocks_ = 0;              // {% if %}, {% elif %} and {% for %} open (BlockLevel)
+
+  // An {% if %}, {% elif %} (each parsed one level below the one before)
+  // or {% for %} open for its lifetime.
+  class BlockLevel {
+   public:
+    explicit BlockLevel(int* blocks) : blocks_(blocks) { ++*blocks_; }
+    ~BlockLevel() { --*blocks_; }
+    BlockLevel(const BlockLevel&) = delete;
+    BlockLevel& operator=(const BlockLevel&) = delete;
+    bool TooDeep() const { return *blocks_ > 2 * kMaxNesting; }
+
+   private:
+    int* blocks_;
+  };
+  static Status TooManyBlocks() {
+    return Fails("nests {% if %}, {% elif %} and {% for %} blocks deeper than " +
+                 std::to_string(2 * kMaxNesting));
+  }
 };
 
 }  // namespace
@@ -1751,9 +1812,17 @@ Result<HaTemplate> ParseHaEventTemplate(std::string_view text) {
 // Parses a template that is not arithmetic on one number; the message says
 // which construct Komoku does not evaluate.
 Result<HaTemplate> ParseHaExpressionTemplate(std::string_view text) {
+  if (text.size() > kMaxTemplateBytes) {
+    return Fails("is " + std::to_string(text.size()) + " bytes long, more than the " +
+                 std::to_string(kMaxTemplateBytes) + " Komoku reads");
+  }
   Reads reads;
   Result<NodePtr> root = TemplateParser(text).Parse(&reads);
   if (!root.ok()) return root.status();
+  if ((*root)->depth > kMaxTreeDepth) {
+    return Fails("builds a tree " + std::to_string((*root)->depth) + " deep, more than the " +
+                 std::to_string(kMaxTreeDepth) + " Komoku evaluates (a chain such as 1+1+1+...)");
+  }
   if (!reads.any) return Fails("reads neither value nor value_json");
   HaTemplate t;
   if (!reads.value) t.path = reads.path;

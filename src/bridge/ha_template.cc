@@ -106,6 +106,15 @@ class Parser {
 
   // unary := '-' unary | primary filter*
   Result<Operand> Unary() {
+    // Each '-' or '(' is a level of recursion: bounded, since a template
+    // comes from whoever may publish discovery configs (ha_expression.cc
+    // bounds its own the same way).
+    if (++depth_ > kMaxDepth) return Fail("nests brackets or signs too deeply");
+    Result<Operand> x = UnaryBody();
+    --depth_;
+    return x;
+  }
+  Result<Operand> UnaryBody() {
     if (Eat('-')) {
       Result<Operand> x = Unary();
       if (!x.ok()) return x;
@@ -295,8 +304,10 @@ class Parser {
     return Numeric(std::move(var), NumberOp{kind, constant, !variable_left}, "arithmetic");
   }
 
+  static constexpr int kMaxDepth = 32;
   std::string_view e_;
   size_t i_ = 0;
+  int depth_ = 0;  // Unary's recursion
 };
 
 }  // namespace
@@ -410,14 +421,24 @@ Result<HaTemplate> ParseArithmeticTemplate(std::string_view text) {
 }  // namespace
 
 Result<HaTemplate> ParseHaTemplate(std::string_view text) {
+  // Bounded before either parser reads it (ParseHaExpressionTemplate says
+  // why and how far).
+  if (text.size() > kMaxHaTemplateBytes) {
+    return Status::InvalidArgument("value template of " + std::to_string(text.size()) +
+                                   " bytes: more than the " + std::to_string(kMaxHaTemplateBytes) +
+                                   " Komoku reads");
+  }
   Result<HaTemplate> simple = ParseArithmeticTemplate(text);
   if (simple.ok()) return simple;
   // Not arithmetic on one number: evaluated whole for each value, if it
   // reads one value and uses only what HaExpression evaluates.
   Result<HaTemplate> general = ParseHaExpressionTemplate(text);
   if (general.ok()) return general;
-  return Status::InvalidArgument("value template '" + std::string(text) + "' " +
-                                 general.status().message() +
+  // A long template is cut where the refusal shows it (it goes to the log).
+  constexpr size_t kShown = 300;
+  const std::string shown =
+      text.size() <= kShown ? std::string(text) : std::string(text.substr(0, kShown)) + "...";
+  return Status::InvalidArgument("value template '" + shown + "' " + general.status().message() +
                                  "; Komoku evaluates templates that read value or one field of "
                                  "value_json (docs/mapping.md#value-templates)");
 }

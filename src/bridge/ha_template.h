@@ -157,6 +157,10 @@ struct HaTemplate {
   std::shared_ptr<const HaExpression> expression;
 };
 
+// The longest template Komoku reads (a discovery config comes from whoever
+// may publish on the broker; ha_expression.cc bounds nesting and depth too).
+inline constexpr size_t kMaxHaTemplateBytes = 16 * 1024;
+
 // InvalidArgument saying why a template is not one Komoku evaluates,
 // naming the construct.
 Result<HaTemplate> ParseHaTemplate(std::string_view text);

@@ -1179,6 +1179,39 @@ TEST(ValueTemplateTest, RefusalsNameTheConstruct) {
   }
 }
 
+// A template comes from whoever may publish a discovery config: one built
+// to exhaust the parser's or the evaluator's stack is refused with a
+// reason, never a crash, and a huge one is not echoed whole.
+TEST(ValueTemplateTest, HostileTemplatesAreRefusedNotFollowed) {
+  auto repeat = [](const std::string& s, int n) {
+    std::string out;
+    for (int i = 0; i < n; ++i) out += s;
+    return out;
+  };
+  const std::pair<std::string, const char*> cases[] = {
+      {"{{ " + repeat("(", 5000) + "value" + repeat(")", 5000) + " }}", "deeper than 32"},
+      {"{{ " + repeat("-", 8000) + "value }}", "deeper than 32"},
+      {"{{ " + repeat("not ", 3000) + "value }}", "deeper than 32"},
+      {"{{ " + repeat("[", 5000) + "value" + repeat("]", 5000) + " }}", "deeper than 32"},
+      {"{{ value" + repeat(" ~ 'a'", 2000) + " }}", "deep, more than the 200"},
+      {repeat("{% if value %}", 100) + "x" + repeat("{% endif %}", 100), "deeper than 64"},
+      {"{% if value == '0' %}0" + repeat("{% elif value == 'x' %}x", 100) + "{% endif %}",
+       "deeper than 64"},
+      {"{{ value }}" + std::string(20000, ' '), "20011 bytes: more than the 16384 Komoku reads"},
+  };
+  for (const auto& [text, why] : cases) {
+    Result<HaTemplate> t = ParseHaTemplate(text);
+    ASSERT_FALSE(t.ok()) << text.substr(0, 80);
+    EXPECT_NE(t.status().message().find(why), std::string::npos)
+        << text.substr(0, 80) << ": " << t.status().message().substr(0, 500);
+    EXPECT_LT(t.status().message().size(), 1000u) << text.substr(0, 80);
+  }
+  // Deep, but within the bounds: evaluated.
+  Result<HaTemplate> ok =
+      ParseHaTemplate("{{ " + repeat("(", 20) + "value_json.x" + repeat(")", 20) + " | float }}");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+}
+
 // Through discovery into keys: the result is read as the entity's value
 // (words for a binary_sensor, a number for a sensor); a missing field stores
 // nothing unless the template tests for it; a failing template refuses the
