@@ -392,6 +392,8 @@ int Import(const Config& config, const ImportArgs& args) {
     Status read = ReadRecorder(args.file, [&](store::ImportRow&& row, RecorderRef ref) {
       if (!importer.fatal().ok()) return;
       if (ref.table != table) {
+        // Refused rows gathered so far are named by the table they came from.
+        if (table) importer.FlushCold(/*last=*/false);
         table = ref.table;
         importer.set_where(args.file + ":" + table);
       }
