@@ -136,7 +136,8 @@ class Importer {
       if (!known.newest_ms || row.time_ms > *known.newest_ms) known.newest_ms = row.time_ms;
       known.cold_gen = cold_gen_;
       cold_min_ms_ = std::min(cold_min_ms_, row.time_ms);
-      cold_.push_back({std::move(row.key), row.time_ms, std::move(row.value), type});
+      // The value as converted already (a number parsed once).
+      cold_.push_back({std::move(row.key), row.time_ms, std::move(value.value()), type});
       cold_lines_.push_back(line);
       if (cold_.size() >= kColdRows) FlushCold(/*last=*/false);
       return;

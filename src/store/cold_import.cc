@@ -149,9 +149,12 @@ Result<ColdImportReport> Store::ImportCold(const std::vector<ColdImportRow>& row
     for (size_t i = 0; i < rows.size(); ++i) {
       const ColdImportRow& row = rows[i];
       auto refuse = [&](Status st) { report.refused.emplace_back(i, Refuse(std::move(st))); };
-      if (Status name = ValidateKeyName(row.key); !name.ok()) {
-        refuse(name.WithReason("bad_key"));
-        continue;
+      auto it = keys_.find(row.key);
+      if (it == keys_.end()) {
+        if (Status name = ValidateKeyName(row.key); !name.ok()) {
+          refuse(name.WithReason("bad_key"));
+          continue;
+        }
       }
       if (row.time_ms < 0 || row.time_ms >= cold_to) {
         refuse(Status::InvalidArgument(QuoteForMessage(row.key) + ": time " +
@@ -160,7 +163,6 @@ Result<ColdImportReport> Store::ImportCold(const std::vector<ColdImportRow>& row
                    .WithReason(row.time_ms < 0 ? "bad_time" : "not_cold"));
         continue;
       }
-      auto it = keys_.find(row.key);
       PutOptions put;
       put.new_key_type = row.new_key_type;
       KeyType type;
