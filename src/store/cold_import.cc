@@ -3,7 +3,10 @@
 // compaction.cc, whose steps it follows: a segment is written whole under a
 // new name and made live by one manifest commit. See docs/storage.md,
 // "Importing old history".
+#include <date/date.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -22,6 +25,16 @@ constexpr int64_t kDayMs = 24LL * 3600 * 1000;
 
 int64_t DayStart(int64_t t) {
   return t >= 0 ? t / kDayMs * kDayMs : -((-t + kDayMs - 1) / kDayMs) * kDayMs;
+}
+
+// The start of the UTC month after the one holding `t`.
+int64_t NextMonth(int64_t t) {
+  using std::chrono::milliseconds;
+  const date::year_month_day ymd{
+      date::floor<date::days>(date::sys_time<milliseconds>(milliseconds(t)))};
+  const date::year_month_day next =
+      date::year_month_day{ymd.year(), ymd.month(), date::day{1}} + date::months{1};
+  return std::chrono::duration_cast<milliseconds>(date::sys_days(next).time_since_epoch()).count();
 }
 
 bool SameSample(const std::optional<Sample>& a, const std::optional<Sample>& b) {
@@ -262,6 +275,16 @@ Result<ColdImportReport> Store::ImportCold(const std::vector<ColdImportRow>& row
     }
     const int64_t from = seg ? seg->meta().from_ms : pos;
     int64_t to = seg ? seg->meta().to_ms : pos + kDayMs;
+    if (!seg && fill && NextMonth(pos - 1) == pos) {
+      // A whole cold month with no segment, on the last hand-over (no later
+      // one rewrites it): one segment, as compaction's merge of its days
+      // would make it, instead of a segment a day merged afterwards.
+      const int64_t month_end = NextMonth(pos);
+      if (month_end <= cold_to &&
+          (si == old->segments.size() || old->segments[si]->meta().from_ms >= month_end)) {
+        to = month_end;
+      }
+    }
     if (!seg && si < old->segments.size()) to = std::min(to, old->segments[si]->meta().from_ms);
     pos = to;
     auto rows_in = [&](const Track& t) {
