@@ -1136,7 +1136,7 @@ TEST_F(ColdImportTest, OldRowsGoStraightToSegmentsAndAnswerAsPutsDo) {
   ColdImportReport first;
   Import(file, &first);
   EXPECT_GT(first.stored, 10000u);
-  EXPECT_GT(first.already, 100u);  // "rep" repeats within 60 s
+  EXPECT_GT(first.already, 100u);         // "rep" repeats within 60 s
   EXPECT_GT(first.segments_written, 15);  // days, and February as one month
   // Nothing of it went through SQLite: the hot store holds only the rows
   // of the hot window.
