@@ -8,10 +8,15 @@
 //   synchronous=NORMAL as the hot store runs, and nothing else.
 // Then the real binary imports the file into an empty data directory (the
 // wall time of the whole process, start and final commit included), and a
-// second time into the same directory (every row already there).
+// second time into the same directory (every row already there). With data
+// older than the hot window (`age_hours` > 48), the rows go straight into
+// cold segments; then the same file is also imported the way before
+// (--no-cold: every row through SQLite) into a directory of its own and
+// compacted (`komoku compact`), which leaves the same history.
 //
-//   import_bench [changes=2000000] [keys=1000]
+//   import_bench [changes=2000000] [keys=1000] [age_hours=1]
 #include <sqlite3.h>
+#include <stdlib.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -53,15 +58,15 @@ void Check(int rc, sqlite3* db, const char* what) {
 }
 
 // Rows of `keys` sensors, one change each per 10 s, time-ordered, ending
-// an hour ago; every value differs from the one before it.
-int64_t WriteCsv(const std::string& path, int64_t changes, int keys) {
+// `age_hours` ago; every value differs from the one before it.
+int64_t WriteCsv(const std::string& path, int64_t changes, int keys, int64_t age_hours) {
   std::ofstream out(path);
   out << "key,time,value\n";
   const int64_t now_s = std::chrono::duration_cast<std::chrono::seconds>(
                             std::chrono::system_clock::now().time_since_epoch())
                             .count();
   const int64_t steps = changes / keys;
-  const int64_t first = now_s - 3600 - steps * 10;
+  const int64_t first = now_s - age_hours * 3600 - steps * 10;
   std::string line;
   int64_t written = 0;
   for (int64_t s = 0; s < steps; ++s) {
@@ -82,13 +87,20 @@ int64_t WriteCsv(const std::string& path, int64_t changes, int keys) {
 int main(int argc, char** argv) {
   const int64_t want = argc > 1 ? std::atoll(argv[1]) : 2'000'000;
   const int keys = argc > 2 ? std::atoi(argv[2]) : 1000;
+  const int64_t age_hours = argc > 3 ? std::atoll(argv[3]) : 1;
+  const bool old = age_hours > 48;  // older than the default hot window
+  double load[3] = {0, 0, 0};
+  getloadavg(load, 3);
+  std::printf("import_bench: load average %.2f %.2f %.2f at the start\n", load[0], load[1],
+              load[2]);
   const fs::path dir =
       fs::temp_directory_path() / ("komoku-import-bench-" + std::to_string(getpid()));
   fs::create_directories(dir);
   const std::string csv = (dir / "history.csv").string();
-  const int64_t changes = WriteCsv(csv, want, keys);
-  std::printf("import_bench: %lld changes of %d keys, %.1f MB of CSV\n",
-              static_cast<long long>(changes), keys, static_cast<double>(fs::file_size(csv)) / 1e6);
+  const int64_t changes = WriteCsv(csv, want, keys, age_hours);
+  std::printf("import_bench: %lld changes of %d keys ending %lld h ago, %.1f MB of CSV\n",
+              static_cast<long long>(changes), keys, static_cast<long long>(age_hours),
+              static_cast<double>(fs::file_size(csv)) / 1e6);
 
   // Parse only.
   std::vector<komoku::store::ImportRow> all;
@@ -144,24 +156,47 @@ int main(int argc, char** argv) {
   all.clear();
   all.shrink_to_fit();
 
-  // The real binary, twice.
+  // The real binary: twice into one directory; with old data also the way
+  // before (every row through SQLite) and the compaction that takes it to
+  // the same segments, into another.
+  struct Run {
+    const char* name;
+    std::vector<std::string> args;
+    std::string config;
+  };
   const std::string config = (dir / "komoku.yaml").string();
+  const std::string config_hot = (dir / "komoku-hot.yaml").string();
   std::ofstream(config) << "store:\n  data_dir: " << (dir / "data").string() << "\n";
-  double import_s[2] = {0, 0};
-  double import_cpu[2] = {0, 0};
-  for (int run = 0; run < 2; ++run) {
+  std::ofstream(config_hot) << "store:\n  data_dir: " << (dir / "data-hot").string() << "\n";
+  std::vector<Run> runs = {
+      {old ? "komoku import, straight to segments" : "komoku import, empty data directory",
+       {"import", csv},
+       config},
+      {"komoku import again (all already there)", {"import", csv}, config},
+  };
+  if (old) {
+    runs.push_back(
+        {"komoku import --no-cold (through SQLite)", {"import", "--no-cold", csv}, config_hot});
+    runs.push_back({"  then komoku compact", {"compact"}, config_hot});
+  }
+  std::vector<double> import_s, import_cpu;
+  for (size_t run = 0; run < runs.size(); ++run) {
+    std::vector<std::string> argv = {KOMOKU_BINARY};
+    argv.insert(argv.end(), runs[run].args.begin(), runs[run].args.end());
+    argv.push_back("-c");
+    argv.push_back(runs[run].config);
     t = Clock::now();
     const double cpu0 = CpuSeconds(RUSAGE_CHILDREN);
-    komoku::process::Process p({KOMOKU_BINARY, "import", csv, "-c", config},
-                               (dir / ("import-" + std::to_string(run) + ".log")).string());
+    komoku::process::Process p(argv, (dir / ("run-" + std::to_string(run) + ".log")).string());
     const int rc = p.Wait(std::chrono::seconds(3600));
-    import_s[run] = Since(t);
-    import_cpu[run] = CpuSeconds(RUSAGE_CHILDREN) - cpu0;
+    import_s.push_back(Since(t));
+    import_cpu.push_back(CpuSeconds(RUSAGE_CHILDREN) - cpu0);
     if (rc != 0) {
-      std::fprintf(stderr, "import_bench: komoku import exited %d:\n%s\n", rc, p.Output().c_str());
+      std::fprintf(stderr, "import_bench: %s exited %d:\n%s\n", runs[run].name, rc,
+                   p.Output().c_str());
       return 1;
     }
-    std::printf("  komoku import, run %d: %s", run + 1, p.Output().c_str());
+    std::printf("  %s: %s", runs[run].name, p.Output().c_str());
   }
 
   // Wall time, and CPU time (user + system, every thread): on a machine
@@ -174,13 +209,13 @@ int main(int argc, char** argv) {
               rate(parse_s), "", "", "", "");
   std::printf("%-42s %8.2f %12.0f %6s %8.2f %12.0f %6s\n", "bare SQLite inserts, hot schema",
               sqlite_s, rate(sqlite_s), "1.00", sqlite_cpu, rate(sqlite_cpu), "1.00");
-  const char* names[2] = {"komoku import, empty data directory",
-                          "komoku import again (all already there)"};
-  for (int run = 0; run < 2; ++run) {
-    std::printf("%-42s %8.2f %12.0f %6.2f %8.2f %12.0f %6.2f\n", names[run], import_s[run],
+  for (size_t run = 0; run < runs.size(); ++run) {
+    std::printf("%-42s %8.2f %12.0f %6.2f %8.2f %12.0f %6.2f\n", runs[run].name, import_s[run],
                 rate(import_s[run]), sqlite_s / import_s[run], import_cpu[run],
                 rate(import_cpu[run]), sqlite_cpu / import_cpu[run]);
   }
+  getloadavg(load, 3);
+  std::printf("import_bench: load average %.2f %.2f %.2f at the end\n", load[0], load[1], load[2]);
   std::error_code ec;
   fs::remove_all(dir, ec);
   return 0;

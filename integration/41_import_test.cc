@@ -22,6 +22,10 @@
 //   the same file on /write, and its /query answers equal the history
 //   komoku imported from it; it accepts komoku's own line-protocol export
 //   too.
+// - Old rows: rows older than the hot window go straight into segments
+//   (nothing of them in SQLite) and answer exactly as the same rows put
+//   through the hot store and compacted (--no-cold); imported twice, nothing
+//   is added; an overlapping file merges alike.
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <sqlite3.h>
@@ -554,6 +558,137 @@ TEST(ImportTest, LineProtocolAsInfluxDbReadsIt) {
   ASSERT_TRUE(temps.is_array()) << temps.dump();
   ASSERT_EQ(temps.size(), 2u);
   EXPECT_EQ(temps[1][1], 21.75);
+}
+
+// Rows older than the hot window go straight into segments, never into
+// SQLite, and answer exactly as the same rows put through the hot store
+// and compacted (--no-cold, then `komoku compact`): raw history, buckets
+// of several steps, stats. Imported twice, nothing is added; a second file
+// that overlaps merges alike.
+TEST(ImportTest, OldRowsGoStraightToSegmentsAndAnswerAsBefore) {
+  TempDir files;
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  // Rows every 20 minutes from `from_days` days ago to an hour ago; `shift`
+  // moves the values (an overlapping file says other things).
+  auto write_csv = [&](const std::string& name, int from_days, int shift) {
+    std::string text = "key,time,value,type\n";
+    for (int64_t t = now - from_days * kDay; t < now - 60 * kMin; t += 20 * kMin) {
+      const int64_t i = (t / (10 * kMin)) % 1000;
+      text += "old/temp," + Seconds(t) + "," + std::to_string(15 + (i * 7 + shift) % 50 / 10.0) +
+              ",numeric\n";
+      text +=
+          "old/energy," + Seconds(t + 1000) + "," + std::to_string(i * 2 + shift) + ",counter\n";
+      text += "old/door," + Seconds(t + 2000) + "," + ((i + shift) % 9 < 4 ? "true" : "false") +
+              ",boolean\n";
+      // Repeats within same_value_resolution (60 s): the second is not kept.
+      const std::string mode = (i + shift) % 13 < 6 ? "eco" : "heating";
+      text += "old/mode," + Seconds(t + 3000) + "," + mode + ",string\n";
+      text += "old/mode," + Seconds(t + 33000) + "," + mode + ",string\n";
+    }
+    WriteFile(files.File(name), text);
+  };
+  write_csv("first.csv", 40, 0);
+  write_csv("overlap.csv", 55, 3);
+
+  Fresh before;  // the way before: every row through SQLite, then compaction
+  Fresh cold;    // old rows straight into segments
+  auto import_both = [&](const std::string& csv) {
+    ASSERT_EQ(RunKomoku(before.dir,
+                        {"import", "--no-cold", files.File(csv), "-c", before.komoku.config_path()},
+                        "import-" + csv + ".log"),
+              0)
+        << ReadFile(before.dir.File("import-" + csv + ".log"));
+    ASSERT_EQ(RunKomoku(before.dir, {"compact", "-c", before.komoku.config_path()},
+                        "compact-" + csv + ".log"),
+              0)
+        << ReadFile(before.dir.File("compact-" + csv + ".log"));
+    ASSERT_EQ(RunKomoku(cold.dir, {"import", files.File(csv), "-c", cold.komoku.config_path()},
+                        "import-" + csv + ".log"),
+              0)
+        << ReadFile(cold.dir.File("import-" + csv + ".log"));
+  };
+  // What SQLite holds of a data directory older than `before_ms`.
+  auto hot_rows_before = [](const TempDir& dir, int64_t before_ms) {
+    std::string db;
+    for (const auto& e : fs::recursive_directory_iterator(dir.path())) {
+      if (e.path().filename() == "komoku.db") db = e.path().string();
+    }
+    EXPECT_FALSE(db.empty());
+    sqlite3* h = nullptr;
+    EXPECT_EQ(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+    int64_t n = 0;
+    for (const char* table : {"changes", "recent"}) {
+      sqlite3_stmt* st = nullptr;
+      const std::string sql = std::string("SELECT count(*) FROM ") + table + " WHERE time_ms < " +
+                              std::to_string(before_ms);
+      if (sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
+          sqlite3_step(st) == SQLITE_ROW) {
+        n += sqlite3_column_int64(st, 0);
+      }
+      sqlite3_finalize(st);
+    }
+    sqlite3_close(h);
+    return n;
+  };
+  auto segment_files = [](const TempDir& dir) {
+    size_t n = 0;
+    for (const auto& e : fs::recursive_directory_iterator(dir.path())) {
+      n += e.path().extension() == ".kkd";
+    }
+    return n;
+  };
+  auto expect_same_answers = [&](const std::string& when) {
+    SCOPED_TRACE(when);
+    ASSERT_TRUE(before.komoku.Start()) << before.komoku.Output();
+    ASSERT_TRUE(cold.komoku.Start()) << cold.komoku.Output();
+    EXPECT_EQ(Keys(before.komoku), Keys(cold.komoku));
+    const std::string from = Seconds(now - 60 * kDay), to = Seconds(now);
+    const std::string mid = Seconds(now - 20 * kDay - 7 * kMin);
+    for (const char* key : {"old/temp", "old/energy", "old/door", "old/mode"}) {
+      const json raw = History(before.komoku, key);
+      EXPECT_GT(raw["rows"].size(), 1000u) << key;
+      EXPECT_EQ(History(cold.komoku, key), raw) << key;
+      for (const std::string& q :
+           {"/api/v1/history?key=" + std::string(key) + "&from=" + from + "&to=" + to + "&step=1h",
+            "/api/v1/history?key=" + std::string(key) + "&from=" + mid + "&to=" + to +
+                "&step=1d&tz=Europe/Berlin",
+            "/api/v1/history?key=" + std::string(key) + "&from=" + from + "&to=" + mid +
+                "&step=90m",
+            "/api/v1/stats?key=" + std::string(key) + "&from=" + from + "&to=" + to,
+            "/api/v1/stats?key=" + std::string(key) + "&from=" + mid + "&to=" + to,
+            "/api/v1/at?key=" + std::string(key) + "&time=" + mid}) {
+        auto a = before.komoku.Get(q);
+        auto b = cold.komoku.Get(q);
+        EXPECT_EQ(a.status, 200) << q << ": " << a.body;
+        EXPECT_EQ(a.body, b.body) << q;
+      }
+    }
+    ASSERT_EQ(before.komoku.Stop(), 0);
+    ASSERT_EQ(cold.komoku.Stop(), 0);
+  };
+
+  import_both("first.csv");
+  // Nothing older than the hot window (two days by default) went into SQLite.
+  EXPECT_EQ(hot_rows_before(cold.dir, now - 3 * kDay), 0);
+  EXPECT_GT(segment_files(cold.dir), 0u);
+  EXPECT_NE(ReadFile(cold.dir.File("import-first.csv.log")).find(" 0 rows refused"),
+            std::string::npos);
+  expect_same_answers("first file");
+
+  // The same file again: nothing stored.
+  ASSERT_EQ(
+      RunKomoku(cold.dir, {"import", files.File("first.csv"), "-c", cold.komoku.config_path()},
+                "again.log"),
+      0);
+  EXPECT_NE(ReadFile(cold.dir.File("again.log")).find(" 0 stored"), std::string::npos)
+      << ReadFile(cold.dir.File("again.log"));
+  expect_same_answers("the same file again");
+
+  import_both("overlap.csv");
+  EXPECT_EQ(hot_rows_before(cold.dir, now - 3 * kDay), 0);
+  expect_same_answers("an overlapping file");
 }
 
 }  // namespace

@@ -32,6 +32,10 @@ namespace {
 // costs vanish, small enough that a refused row (which makes the batch be
 // handed again without it) costs little.
 constexpr size_t kBatchRows = 100000;
+// Rows older than the hot window gathered for Store::ImportCold at once:
+// each hand-over rewrites the segments its rows touch, so the more at once
+// the fewer rewrites; about 200 MB of memory at this many.
+constexpr size_t kColdRows = 1000000;
 // Bad rows named one by one; past this only counted.
 constexpr int64_t kMaxReportedErrors = 1000;
 
@@ -79,6 +83,7 @@ struct ImportArgs {
   std::string file;
   std::string format;     // "" -> from the file name
   std::string precision;  // line protocol's timestamps
+  bool no_cold = false;   // every row through the hot store
 };
 
 // The import's state: the keys' types and newest times as the store has
@@ -86,7 +91,10 @@ struct ImportArgs {
 // counts.
 class Importer {
  public:
-  Importer(store::Store& store, std::string file) : store_(store), file_(std::move(file)) {
+  // Rows older than `cold_before` go straight into segments
+  // (Store::ImportCold); INT64_MIN: none.
+  Importer(store::Store& store, std::string file, int64_t cold_before)
+      : store_(store), file_(std::move(file)), cold_before_(cold_before) {
     for (const store::KeyInfo& k : store.Keys()) {
       Known& known = keys_[k.name];
       known.ordinal = keys_.size();
@@ -123,9 +131,24 @@ class Importer {
       it->second.ordinal = keys_.size();
     }
     Known& known = it->second;
+    if (row.time_ms < cold_before_) {
+      // Old: merged with the segments' history by the store itself.
+      if (!known.newest_ms || row.time_ms > *known.newest_ms) known.newest_ms = row.time_ms;
+      known.cold_gen = cold_gen_;
+      cold_min_ms_ = std::min(cold_min_ms_, row.time_ms);
+      // The value as converted already (a number parsed once).
+      cold_.push_back({std::move(row.key), row.time_ms, std::move(value.value()), type});
+      cold_lines_.push_back(line);
+      if (cold_.size() >= kColdRows) FlushCold(/*last=*/false);
+      return;
+    }
     if (known.newest_ms && row.time_ms < *known.newest_ms) {
       // A late change: look at what history holds at its time, which must
-      // include what this import put before it.
+      // include what this import put before it. Old rows gathered for the
+      // segments count only within same_value_resolution of their end.
+      if (known.cold_gen == cold_gen_ && row.time_ms - cold_before_ < known.resolution_ms) {
+        FlushCold(/*last=*/false);
+      }
       if (known.put_by_import) Flush(/*wait=*/true);
       Result<std::optional<store::Sample>> at = store_.At(row.key, row.time_ms);
       if (at.ok() && *at && (*at)->value == *value &&
@@ -136,7 +159,7 @@ class Importer {
     }
     if (!known.newest_ms || row.time_ms > *known.newest_ms) known.newest_ms = row.time_ms;
     known.put_by_import = true;
-    if (is_new) row.type = type;
+    row.type = type;  // the key may not be created yet (its first rows went cold)
     batch_.push_back(std::move(row));
     lines_.push_back(line);
     ordinals_.push_back(known.ordinal);
@@ -146,6 +169,32 @@ class Importer {
   // Hands the batch to the store. With `wait`, returns once everything put
   // so far is committed; else once the batch before this one is (so at
   // most two batches wait in memory).
+  // Hands the old rows gathered to the store; `last`: the import's last
+  // hand-over, which also writes the days no row touched (as compaction
+  // writes every day) from the oldest row on.
+  void FlushCold(bool last) {
+    if (cold_.empty() && !(last && cold_min_ms_ != INT64_MAX)) return;
+    if (!fatal_.ok()) return;
+    store::ColdImportOptions options;
+    if (last) options.fill_from_ms = cold_min_ms_;
+    if (tty_) {
+      std::cerr << "\r\033[Kkomoku import: writing " << Thousands(cold_.size())
+                << " rows into cold segments" << std::flush;
+    }
+    Result<store::ColdImportReport> done = store_.ImportCold(cold_, options);
+    if (!done.ok()) {
+      fatal_ = done.status();
+    } else {
+      stored_ += done->stored;
+      already_ += done->already;
+      for (const auto& [index, why] : done->refused) Refuse(cold_lines_[index], why);
+    }
+    cold_.clear();
+    cold_lines_.clear();
+    ++cold_gen_;
+  }
+  bool used_cold() const { return cold_min_ms_ != INT64_MAX; }
+
   void Flush(bool wait) {
     SortBatchByKey();
     while (!batch_.empty()) {
@@ -249,10 +298,16 @@ class Importer {
     std::optional<int64_t> newest_ms;  // the newest change stored or put
     bool put_by_import = false;
     size_t ordinal = 0;  // a number of its own, to sort a batch by key
+    uint64_t cold_gen = 0;
   };
 
   store::Store& store_;
   const std::string file_;
+  const int64_t cold_before_;
+  std::vector<store::ColdImportRow> cold_;
+  std::vector<int64_t> cold_lines_;
+  uint64_t cold_gen_ = 1;  // a key with cold_gen == this has rows in cold_
+  int64_t cold_min_ms_ = INT64_MAX;
   std::string where_ = file_;
   const int64_t now_ms_ = store_.clock().NowMs();
   std::unordered_map<std::string, Known> keys_;
@@ -311,7 +366,7 @@ int Import(const Config& config, const ImportArgs& args) {
   }
   store::Store& s = **opened;
   const bool tty = isatty(STDERR_FILENO) == 1;
-  Importer importer(s, args.file);
+  Importer importer(s, args.file, args.no_cold ? INT64_MIN : s.ColdImportBefore());
   importer.set_tty(tty);
   store::ImportReader reader(*in, *format, *ns_per_unit);
   std::vector<store::ImportRow> rows;
@@ -338,6 +393,8 @@ int Import(const Config& config, const ImportArgs& args) {
     Status read = ReadRecorder(args.file, [&](store::ImportRow&& row, RecorderRef ref) {
       if (!importer.fatal().ok()) return;
       if (ref.table != table) {
+        // Refused rows gathered so far are named by the table they came from.
+        if (table) importer.FlushCold(/*last=*/false);
         table = ref.table;
         importer.set_where(args.file + ":" + table);
       }
@@ -368,7 +425,20 @@ int Import(const Config& config, const ImportArgs& args) {
     std::cerr << "komoku import: reading " << args.file << " failed: " << std::strerror(errno)
               << "\n";
   }
+  importer.FlushCold(/*last=*/true);
   importer.Flush(/*wait=*/true);
+  if (importer.used_cold() && importer.fatal().ok()) {
+    // Months merged and retention applied, as the service's next
+    // compaction would: the store is left as compacted as after an import
+    // through the hot store and a compaction.
+    if (tty) std::cerr << "\r\033[Kkomoku import: compacting" << std::flush;
+    Result<store::CompactionReport> compacted = s.Compact();
+    if (!compacted.ok()) {
+      std::cerr << "\nkomoku import: compaction after the import failed (the service's next "
+                   "compaction tries again): "
+                << compacted.status().ToString() << "\n";
+    }
+  }
   const Status health = s.WriteHealth();
   s.Close();
   if (tty) progress(true);
@@ -611,6 +681,9 @@ void AddImportCommands(CLI::App& parent, int* exit_code) {
       "an SQLite database is ha, else by name: .tsv, .lp/.line, else csv)");
   import->add_option("--precision", import_args.precision,
                      "Line protocol's timestamp unit: ns (default), us, ms or s");
+  import->add_flag("--no-cold", import_args.no_cold,
+                   "Put every row through the hot store, old rows too (by default rows older "
+                   "than the hot window go straight into cold segments)");
   import->add_option("-c,--config", config_path, kConfigHelp);
   // The data directory may be new: an import into an empty one makes it.
   import->callback(with_config([](const Config& c) { return Import(c, import_args);

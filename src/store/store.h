@@ -133,6 +133,34 @@ struct PutOptions {
   std::optional<KeyType> new_key_type;
 };
 
+// One change for Store::ImportCold, as a file gives it.
+struct ColdImportRow {
+  std::string key;
+  int64_t time_ms = 0;
+  InputValue value;
+  // The type a key this row creates gets (as PutOptions::new_key_type).
+  std::optional<KeyType> new_key_type;
+};
+
+struct ColdImportOptions {
+  // Also write the segments of the days from this time up to the end of
+  // cold time that no row touched, as compaction writes one for every day
+  // on which a key had a value (a carry-only day). The last call of an
+  // import sets it to the oldest time the import touched.
+  std::optional<int64_t> fill_from_ms;
+};
+
+// What Store::ImportCold did.
+struct ColdImportReport {
+  uint64_t stored = 0;   // changes added to history
+  uint64_t already = 0;  // rows history held already (see ImportCold)
+  // Rows refused, by index into the rows given, with the reason.
+  std::vector<std::pair<size_t, Status>> refused;
+  int segments_written = 0;
+  int segments_removed = 0;
+  uint64_t bytes_written = 0;
+};
+
 class Store final : public ChangeSource {
  public:
   static Result<std::unique_ptr<Store>> Open(const StoreOptions& options,
@@ -232,6 +260,33 @@ class Store final : public ChangeSource {
   // months and applies retention, now. One at a time; the background
   // compactor calls it every ColdOptions::compact_interval.
   Result<CompactionReport> Compact();
+  // Rows older than this time may go to ImportCold: the start of the
+  // hot window as compaction cuts it (ColdOptions::hot_window_ms, rounded
+  // down to a UTC day), or the end of cold time when that is later.
+  int64_t ColdImportBefore() const;
+  // Bulk import of old history straight into cold segments, without the
+  // hot store (cold_import.cc; docs/storage.md, "Importing old history").
+  // Each row is checked as Put checks it (key name, time, the value against
+  // its key's type and allowed values) and refused alone, named in
+  // report.refused; a row at or after ColdImportBefore() is refused too
+  // (reason "not_cold"). A key a row creates is created as Put would.
+  // Per key, rows are taken in time order (ties in the order given) and
+  // merged with the history held: a row equal in time and value to a change
+  // held or taken before is not added, nor is a repeat of the value in
+  // force at its time within same_value_resolution of that change (what a
+  // put of it would do); a different value at the same time is added after
+  // the changes of that time already held, and so wins At() there, as a
+  // later put does. For each segment (or day, where none is) the rows
+  // touch, the segment is read, merged, its rollups computed again and a
+  // new one written; later segments whose carry or counter state changed
+  // are rewritten too; then one manifest commit makes them live (as
+  // compaction commits: nothing half-written is ever live). Hot rows older
+  // than the hot window are compacted first. Listeners are not called and
+  // ChangesAfter does not list the rows. Runs as one compaction step (not
+  // beside Compact); the caller runs Compact afterwards for month merging
+  // and retention.
+  Result<ColdImportReport> ImportCold(const std::vector<ColdImportRow>& rows,
+                                      const ColdImportOptions& options = {});
   // The progress of the compaction running now (nullopt when none runs),
   // for a caller polling it from another thread.
   std::optional<CompactionProgress> CompactionProgressNow() const;

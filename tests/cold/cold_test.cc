@@ -1099,5 +1099,243 @@ TEST_F(ColdTest, SecondStoreOnTheSameDataIsRefused) {
   EXPECT_EQ(again.status().reason(), "locked");
 }
 
+// Bulk import of old history (Store::ImportCold). The reference store takes
+// every row as `komoku import` did before (a put each, a late row looked up
+// in history first) and is compacted; the other takes the rows older than
+// the hot window straight into segments and the rest as puts. Both must
+// answer every question alike, after a second import of the same rows
+// (nothing added) and after rows that overlap them.
+class ColdImportTest : public ColdTest {
+ protected:
+  // One row of a file.
+  void Row(std::vector<ColdImportRow>& file, const std::string& key, int64_t t,
+           const InputValue& v) {
+    file.push_back({key, t, v, std::nullopt});
+  }
+
+  // The rows of a file: every key of the fixture and "rep" (the default
+  // same_value_resolution of 60 s, values repeating within it), in time
+  // order, from `from` to `to`.
+  std::vector<ColdImportRow> File(unsigned seed, int64_t from, int64_t to, double bias) {
+    std::mt19937_64 rng(seed);
+    std::uniform_int_distribution<int> jitter(-30'000, 30'000);
+    std::uniform_real_distribution<double> unit(0, 1);
+    std::vector<ColdImportRow> file;
+    double temp = 20 + bias, energy = 1000 + bias;
+    for (int64_t t = from; t < to; t += 20 * kMin + jitter(rng)) {
+      temp += (unit(rng) - 0.5) * 0.4;
+      Row(file, "temp", t, std::round(temp * 100) / 100);
+      energy += unit(rng) * 0.3;
+      if (unit(rng) < 0.001) energy = 0;
+      Row(file, "energy", t + 1000, std::round(energy * 1000) / 1000);
+      if (unit(rng) < 0.05) Row(file, "door", t + 2000, unit(rng) < 0.5);
+      if (unit(rng) < 0.02) {
+        const char* modes[] = {"heating", "idle", "eco"};
+        Row(file, "mode", t + 3000, std::string(modes[rng() % 3]));
+      }
+      if ((t / (9 * kHour)) % 3 != 0) Row(file, "hum", t + 4000, std::round(unit(rng) * 1000) / 10);
+      // Repeats 20 s apart: the second is within same_value_resolution.
+      const double r = std::floor(unit(rng) * 2);
+      Row(file, "rep", t + 5000, r);
+      Row(file, "rep", t + 25000, unit(rng) < 0.7 ? r : r + 1);
+    }
+    return file;
+  }
+
+  // `komoku import` before this change: each row a put, a row older than
+  // the key's newest looked up first (skipped when history holds it, or a
+  // repeat of the value then in force within same_value_resolution).
+  void ImportByPuts(Store& s, const std::vector<ColdImportRow>& file) {
+    bool unwaited = false;
+    for (const ColdImportRow& r : file) {
+      Result<KeyInfo> k = s.Get(r.key);
+      ASSERT_TRUE(k.ok());
+      if (k->last && r.time_ms < k->last->time_ms) {
+        if (unwaited) {
+          ASSERT_TRUE(s.WaitCommitted(s.LastChangeSeq()).ok());
+        }
+        unwaited = false;
+        Result<Value> v = CoerceValue(k->type, r.value, s.boolean_words());
+        ASSERT_TRUE(v.ok());
+        Result<std::optional<Sample>> at = s.At(r.key, r.time_ms);
+        ASSERT_TRUE(at.ok());
+        if (*at && (*at)->value == *v &&
+            ((*at)->time_ms == r.time_ms ||
+             r.time_ms - (*at)->time_ms < k->options.same_value_resolution_ms)) {
+          continue;
+        }
+      }
+      PutOptions o;
+      o.time_ms = r.time_ms;
+      o.wait_committed = false;
+      ASSERT_TRUE(s.Put(r.key, r.value, o).ok());
+      unwaited = true;
+    }
+    ASSERT_TRUE(s.WaitCommitted(s.LastChangeSeq()).ok());
+  }
+
+  // The new way: rows older than the hot window into segments, the rest
+  // as puts; then a compaction (month merging, retention), as the import
+  // command does.
+  ColdImportReport ImportCold(Store& s, const std::vector<ColdImportRow>& file) {
+    const int64_t before = s.ColdImportBefore();
+    std::vector<ColdImportRow> old, recent;
+    int64_t oldest = INT64_MAX;
+    for (const ColdImportRow& r : file) {
+      (r.time_ms < before ? old : recent).push_back(r);
+      oldest = std::min(oldest, r.time_ms);
+    }
+    ColdImportOptions o;
+    o.fill_from_ms = oldest;
+    Result<ColdImportReport> rep = s.ImportCold(old, o);
+    EXPECT_TRUE(rep.ok()) << rep.status().ToString();
+    if (!rep.ok()) return {};
+    EXPECT_TRUE(rep->refused.empty());
+    ImportByPuts(s, recent);
+    EXPECT_TRUE(s.Compact().ok());
+    return *rep;
+  }
+
+  void Import(const std::vector<ColdImportRow>& file, ColdImportReport* report = nullptr) {
+    ImportByPuts(*ref_, file);
+    ASSERT_TRUE(ref_->Compact().ok());
+    ColdImportReport r = ImportCold(*cold_, file);
+    if (report) *report = r;
+  }
+
+  void ExpectSameKeys() {
+    for (const char* key : {"temp", "energy", "door", "mode", "hum", "rep"}) {
+      Result<KeyInfo> a = ref_->Get(key);
+      Result<KeyInfo> b = cold_->Get(key);
+      ASSERT_TRUE(a.ok() && b.ok());
+      ASSERT_EQ(a->last.has_value(), b->last.has_value()) << key;
+      if (a->last) {
+        EXPECT_EQ(a->last->time_ms, b->last->time_ms) << key;
+        EXPECT_TRUE(a->last->value == b->last->value) << key;
+      }
+      ASSERT_EQ(a->previous.has_value(), b->previous.has_value()) << key;
+      if (a->previous) {
+        EXPECT_EQ(a->previous->time_ms, b->previous->time_ms) << key;
+      }
+    }
+  }
+
+  const std::vector<std::string> keys_{"temp", "energy", "door", "mode", "hum", "rep"};
+  void DefineRep() {
+    for (Store* s : {ref_.get(), cold_.get()}) {
+      ASSERT_TRUE(s->Define("rep", KeyType::kNumeric).ok());
+    }
+  }
+};
+
+TEST_F(ColdImportTest, OldRowsGoStraightToSegmentsAndAnswerAsPutsDo) {
+  DefineRep();
+  // 50 days back up to an hour ago: most of it older than the hot window.
+  const std::vector<ColdImportRow> file = File(11, kNow - 50 * kDay, kNow - kHour, 0);
+  ColdImportReport first;
+  Import(file, &first);
+  EXPECT_GT(first.stored, 10000u);
+  EXPECT_GT(first.already, 100u);         // "rep" repeats within 60 s
+  EXPECT_GT(first.segments_written, 15);  // days, and February as one month
+  // Nothing of it went through SQLite: the hot store holds only the rows
+  // of the hot window.
+  uint64_t hot_rows = 0;
+  Result<std::vector<Store::SeqChange>> hot = cold_->ChangesAfter(0, 1'000'000);
+  ASSERT_TRUE(hot.ok());
+  for (const Store::SeqChange& c : *hot) {
+    EXPECT_GE(c.sample.time_ms, kNow - 2 * kDay) << c.key;
+    ++hot_rows;
+  }
+  EXPECT_LT(hot_rows, file.size() / 20);
+  ExpectSameAnswers("first import", true, keys_);
+  ExpectSameKeys();
+
+  // The same file again: nothing added, nothing rewritten.
+  ColdImportReport again;
+  Import(file, &again);
+  EXPECT_EQ(again.stored, 0u);
+  EXPECT_EQ(again.segments_written, 0);
+  ExpectSameAnswers("the same file again", true, keys_);
+
+  // A file that overlaps: older rows, rows among the held ones (another
+  // value at a time held included), and a stretch in the hot window.
+  std::vector<ColdImportRow> overlap = File(12, kNow - 60 * kDay, kNow - 35 * kDay, 3);
+  overlap.push_back({"temp", file[500].time_ms, InputValue(-5.0), std::nullopt});
+  overlap.push_back({"temp", file[10].time_ms, file[10].value, std::nullopt});  // held
+  std::vector<ColdImportRow> recent = File(13, kNow - 3 * kDay, kNow - kHour, 1);
+  overlap.insert(overlap.end(), recent.begin(), recent.end());
+  ColdImportReport third;
+  Import(overlap, &third);
+  EXPECT_GT(third.stored, 5000u);
+  ExpectSameAnswers("an overlapping file", true, keys_);
+  ExpectSameKeys();
+
+  // After a restart, the same.
+  cold_.reset();
+  cold_ = Open(dir_.path() + "/cold", &clock_);
+  ASSERT_NE(cold_, nullptr);
+  ExpectSameAnswers("after a restart", true, keys_);
+  ExpectSameKeys();
+}
+
+// A key deleted and made again by an import: its old segments stay hidden,
+// the imported rows show.
+TEST_F(ColdImportTest, AKeyDeletedAndImportedAgainShowsOnlyTheImport) {
+  Generate(3);
+  ASSERT_TRUE(cold_->Compact().ok());
+  ASSERT_TRUE(cold_->Delete("temp").ok());
+  std::vector<ColdImportRow> rows;
+  rows.push_back({"temp", kNow - 30 * kDay, InputValue(1.5), std::nullopt});
+  rows.push_back({"temp", kNow - 29 * kDay, InputValue(2.5), std::nullopt});
+  Result<ColdImportReport> r = cold_->ImportCold(rows);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  for (int pass = 0; pass < 2; ++pass) {
+    Result<std::vector<Sample>> h = cold_->History("temp", 0, kNow + kDay, 100);
+    ASSERT_TRUE(h.ok());
+    ASSERT_EQ(h->size(), 2u) << "pass " << pass;
+    EXPECT_EQ((*h)[1].time_ms, kNow - 29 * kDay);
+    // A restart keeps it so: sequence numbers do not go back below the
+    // import's, which would let a later delete's tombstone miss it.
+    cold_.reset();
+    cold_ = Open(dir_.path() + "/cold", &clock_);
+    ASSERT_NE(cold_, nullptr);
+  }
+  ASSERT_TRUE(cold_->Delete("temp").ok());
+  cold_.reset();
+  cold_ = Open(dir_.path() + "/cold", &clock_);
+  ASSERT_NE(cold_, nullptr);
+  EXPECT_FALSE(cold_->Get("temp").ok());
+  ASSERT_TRUE(cold_->Define("temp", KeyType::kNumeric).ok());
+  Result<std::vector<Sample>> h = cold_->History("temp", 0, kNow + kDay, 100);
+  ASSERT_TRUE(h.ok());
+  EXPECT_TRUE(h->empty());
+}
+
+// Bad rows are refused one by one, named by index; the rest go in.
+TEST_F(ColdImportTest, BadRowsAreRefusedAlone) {
+  ASSERT_TRUE(
+      cold_->Define("state", KeyType::kString, Opts({{"values", json::array({"on", "off"})}}))
+          .ok());
+  std::vector<ColdImportRow> rows;
+  rows.push_back({"state", kNow - 10 * kDay, InputValue(std::string("on")), std::nullopt});
+  rows.push_back({"state", kNow - 9 * kDay, InputValue(std::string("maybe")), std::nullopt});
+  rows.push_back({"temp", kNow - 9 * kDay, InputValue(std::string("warm")), std::nullopt});
+  rows.push_back({"bad+key", kNow - 9 * kDay, InputValue(1.0), std::nullopt});
+  rows.push_back({"temp", kNow - kHour, InputValue(1.0), std::nullopt});  // not old
+  rows.push_back({"temp", kNow - 8 * kDay, InputValue(3.0), std::nullopt});
+  Result<ColdImportReport> r = cold_->ImportCold(rows);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->refused.size(), 4u);
+  EXPECT_EQ(r->refused[0].first, 1u);
+  EXPECT_NE(r->refused[0].second.message().find("not allowed"), std::string::npos);
+  EXPECT_EQ(r->refused[1].first, 2u);
+  EXPECT_EQ(r->refused[2].first, 3u);
+  EXPECT_EQ(r->refused[3].first, 4u);
+  EXPECT_EQ(r->refused[3].second.reason(), "not_cold");
+  EXPECT_EQ(r->stored, 2u);
+  EXPECT_EQ(cold_->History("temp", 0, kNow, 10)->size(), 1u);
+  EXPECT_EQ(cold_->Get("state")->last->time_ms, kNow - 10 * kDay);
+}
+
 }  // namespace
 }  // namespace komoku::store
