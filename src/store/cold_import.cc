@@ -236,7 +236,9 @@ Result<ColdImportReport> Store::ImportCold(const std::vector<ColdImportRow>& row
   // Every key's state where the walk starts (no hot change is older than
   // the end of cold time now).
   auto refresh_carries = [&](int64_t at, bool all) -> Status {
-    for (auto& [name, t] : tracks) {
+    for (auto& entry : tracks) {
+      const auto& name = entry.first;
+      auto& t = entry.second;  // a plain reference: C++17 lambdas cannot capture bindings
       if (t.dirty && !all) continue;
       KOMOKU_RETURN_IF_ERROR(NextStep());
       Result<std::optional<Sample>> carry = old->At(name, at - 1);
