@@ -2,7 +2,9 @@
 
 #include <httplib.h>
 
+#include <chrono>
 #include <fstream>
+#include <string>
 #include <thread>
 
 namespace komoku::webdriver {
@@ -143,13 +145,23 @@ void Browser::Drag(const std::string& css, int from_x, int to_x) {
 }
 
 void Browser::Hover(const std::string& css, int x) {
-  json origin = {{kElement, Find(css)}};
-  Session("POST", "/actions",
-          {{"actions",
-            {{{"type", "pointer"},
-              {"id", "mouse"},
-              {"parameters", {{"pointerType", "mouse"}}},
-              {"actions", {{{"type", "pointerMove"}, {"origin", origin}, {"x", x}, {"y", 0}}}}}}}});
+  // The page may draw the element anew between finding it and moving the
+  // pointer to it (a live update); then it is found again.
+  std::string error;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    json origin = {{kElement, Find(css)}};
+    CallQuietly(
+        "POST", "/session/" + session_ + "/actions",
+        {{"actions",
+          {{{"type", "pointer"},
+            {"id", "mouse"},
+            {"parameters", {{"pointerType", "mouse"}}},
+            {"actions", {{{"type", "pointerMove"}, {"origin", origin}, {"x", x}, {"y", 0}}}}}}}},
+        &error);
+    if (error.find("stale element reference") == std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (!error.empty()) on_error_("hover over " + css + ": " + error);
 }
 
 void Browser::SetWindowSize(int width, int height) {
@@ -172,17 +184,26 @@ json Browser::Session(const std::string& method, const std::string& path, const 
 }
 
 json Browser::Call(const std::string& method, const std::string& path, const json& body) {
+  std::string error;
+  json j = CallQuietly(method, path, body, &error);
+  if (!error.empty()) on_error_(error);
+  return j;
+}
+
+json Browser::CallQuietly(const std::string& method, const std::string& path, const json& body,
+                          std::string* error) {
+  error->clear();
   httplib::Client cli("127.0.0.1", port_);
   cli.set_read_timeout(120, 0);
   httplib::Result r = method == "GET"      ? cli.Get(path)
                       : method == "DELETE" ? cli.Delete(path)
                                            : cli.Post(path, body.dump(), "application/json");
   if (!r) {
-    on_error_(method + " " + path + ": no answer from chromedriver");
+    *error = method + " " + path + ": no answer from chromedriver";
     return json();
   }
   json j = json::parse(r->body, nullptr, false);
-  if (r->status != 200) on_error_(method + " " + path + ": " + r->body);
+  if (r->status != 200) *error = method + " " + path + ": " + r->body;
   return j.is_discarded() ? json() : j;
 }
 

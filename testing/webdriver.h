@@ -87,6 +87,9 @@ class Browser {
                          const nlohmann::json& body);
   nlohmann::json Call(const std::string& method, const std::string& path,
                       const nlohmann::json& body);
+  // Call without reporting: *error is the failure's text ("" on success).
+  nlohmann::json CallQuietly(const std::string& method, const std::string& path,
+                             const nlohmann::json& body, std::string* error);
 
   const BrowserOptions options_;
   const ErrorFn on_error_;
