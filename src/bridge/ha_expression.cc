@@ -64,11 +64,14 @@ namespace {
 using Node = HaExpression::Node;
 using NodePtr = std::shared_ptr<const Node>;
 
-NodePtr Make(Node::Op op, std::string name, std::vector<NodePtr> args) {
+// Every node with arguments is made here, so that each knows its depth.
+NodePtr Make(Node::Op op, std::string name, std::vector<NodePtr> args,
+             std::vector<std::string> names = {}) {
   auto n = std::make_shared<Node>();
   n->op = op;
   n->name = std::move(name);
   n->args = std::move(args);
+  n->names = std::move(names);
   for (const NodePtr& a : n->args) {
     if (a) n->depth = std::max(n->depth, a->depth + 1);
   }
@@ -1263,12 +1266,7 @@ class ExpressionParser {
           for (NodePtr& a : *more) args.push_back(std::move(a));
         }
         if ((f == "default" || f == "d") && IsInput(*x)) reads_->missing = true;
-        auto filter = std::make_shared<Node>();
-        filter->op = Node::Op::kFilter;
-        filter->name = f;
-        filter->args = std::move(args);
-        filter->names = std::move(keywords);
-        x = filter;
+        x = Make(Node::Op::kFilter, f, std::move(args), std::move(keywords));
       } else if (EatName("is")) {
         const bool negate = EatName("not");
         if (Peek().type != Token::Type::kName) return Fails("has 'is' without a test name");
@@ -1378,12 +1376,7 @@ class ExpressionParser {
       Result<std::vector<NodePtr>> args = Arguments(name == "zip" ? nullptr : &keywords);
       if (!args.ok()) return args.status();
       if (name == "zip" && args->empty()) return Fails("calls zip() without lists");
-      auto call = std::make_shared<Node>();
-      call->op = Node::Op::kCall;
-      call->name = name;
-      call->args = std::move(*args);
-      call->names = std::move(keywords);
-      return NodePtr(call);
+      return Make(Node::Op::kCall, name, std::move(*args), std::move(keywords));
     }
     if (name == "dict" && IsOp(".") && Peek(1).type == Token::Type::kName &&
         Peek(1).text == "from_keys" && IsOp("(", 2)) {
@@ -1586,27 +1579,21 @@ class TemplateParser {
       return i < t.size() && t[i].type == Token::Type::kOp && t[i].text == op;
     };
     if (t.empty() || t[0].type != Token::Type::kName) return Fails("has {% set %} without a name");
-    auto n = std::make_shared<Node>();
-    n->op = Node::Op::kSet;
-    n->name = t[0].text;
+    const std::string name = t[0].text;
+    std::vector<std::string> attribute;
     size_t eq = 1;
     if (is_op(1, ".") && t.size() > 2 && t[2].type == Token::Type::kName) {
-      if (!vars_.count(n->name)) return Fails("sets an attribute of '" + n->name + "', never set");
-      n->names.push_back(t[2].text);
+      if (!vars_.count(name)) return Fails("sets an attribute of '" + name + "', never set");
+      attribute.push_back(t[2].text);
       eq = 3;
     }
     if (!is_op(eq, "=")) {
       return Fails("has a {% set %} Komoku does not evaluate (only name = value, ns.name = value)");
     }
-    Result<NodePtr> value =
-        ExpressionParser(
-            std::vector<Token>(t.begin() + static_cast<std::ptrdiff_t>(eq) + 1, t.end()), reads_,
-            &vars_)
-            .Whole();
+    Result<NodePtr> value = ExpressionAfter(t, eq);
     if (!value.ok()) return value;
-    n->args.push_back(*value);
-    vars_.insert(n->name);  // read after this tag
-    return NodePtr(n);
+    vars_.insert(name);  // read after this tag
+    return Make(Node::Op::kSet, name, {*value}, std::move(attribute));
   }
 
   // After {% for a[, b] in expr %}: the body up to {% endfor %}. The names
@@ -1617,14 +1604,13 @@ class TemplateParser {
     Result<std::vector<Token>> tokens = Lex(rest);
     if (!tokens.ok()) return tokens.status();
     const std::vector<Token>& t = *tokens;
-    auto n = std::make_shared<Node>();
-    n->op = Node::Op::kFor;
+    std::vector<std::string> targets;
     size_t i = 0;
     for (;;) {
       if (i >= t.size() || t[i].type != Token::Type::kName || t[i].text == "in") {
         return Fails("has a {% for %} without a name before 'in'");
       }
-      n->names.push_back(t[i++].text);
+      targets.push_back(t[i++].text);
       if (i < t.size() && t[i].type == Token::Type::kOp && t[i].text == ",") {
         ++i;
         continue;
@@ -1634,14 +1620,10 @@ class TemplateParser {
     if (i >= t.size() || t[i].type != Token::Type::kName || t[i].text != "in") {
       return Fails("has a {% for %} Komoku does not read (only: for a[, b] in list)");
     }
-    Result<NodePtr> seq =
-        ExpressionParser(
-            std::vector<Token>(t.begin() + static_cast<std::ptrdiff_t>(i) + 1, t.end()), reads_,
-            &vars_)
-            .Whole();
+    Result<NodePtr> seq = ExpressionAfter(t, i);
     if (!seq.ok()) return seq;
     const std::set<std::string> outer = vars_;
-    for (const std::string& name : n->names) vars_.insert(name);
+    for (const std::string& name : targets) vars_.insert(name);
     ++loops_;
     std::string end;
     Result<NodePtr> body = Body(&end);
@@ -1650,8 +1632,16 @@ class TemplateParser {
     if (!body.ok()) return body;
     if (end != "endfor") return Fails("has a {% for %} without {% endfor %}");
     if (!store::TrimAscii(tag_rest_).empty()) return Fails("has {% endfor %} with an expression");
-    n->args = {*seq, *body};
-    return NodePtr(n);
+    return Make(Node::Op::kFor, "", {*seq, *body}, std::move(targets));
+  }
+
+  // The expression of a tag after its token `at` (the `=` of a set, the
+  // `in` of a for).
+  Result<NodePtr> ExpressionAfter(const std::vector<Token>& t, size_t at) {
+    return ExpressionParser(
+               std::vector<Token>(t.begin() + static_cast<std::ptrdiff_t>(at) + 1, t.end()), reads_,
+               &vars_)
+        .Whole();
   }
 
   // The next {{, {% or {#, or the end.
