@@ -12,20 +12,26 @@
 // older than the hot window (`age_hours` > 48), the rows go straight into
 // cold segments; then the same file is also imported the way before
 // (--no-cold: every row through SQLite) into a directory of its own and
-// compacted (`komoku compact`), which leaves the same history.
+// compacted (`komoku compact`), which leaves the same history. Each run of
+// the binary also gives its peak resident memory (VmHWM).
 //
-//   import_bench [changes=2000000] [keys=1000] [age_hours=1]
+// A fourth argument, when given, is passed as --cold-rows (rows gathered
+// per hand-over to the segments: less memory, more rewrites).
+//
+//   import_bench [changes=2000000] [keys=1000] [age_hours=1] [cold_rows]
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "hot_schema.h"
@@ -48,6 +54,16 @@ double CpuSeconds(int who) {
   getrusage(who, &u);
   return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
          static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// VmHWM of /proc/PID/status in kB, 0 when it cannot be read.
+int64_t PeakKb(const std::string& status_path) {
+  std::ifstream in(status_path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6);
+  }
+  return 0;
 }
 
 void Check(int rc, sqlite3* db, const char* what) {
@@ -88,6 +104,9 @@ int main(int argc, char** argv) {
   const int64_t want = argc > 1 ? std::atoll(argv[1]) : 2'000'000;
   const int keys = argc > 2 ? std::atoi(argv[2]) : 1000;
   const int64_t age_hours = argc > 3 ? std::atoll(argv[3]) : 1;
+  std::vector<std::string> import_args = {"import"};
+  if (argc > 4) import_args = {"import", "--cold-rows", argv[4]};
+  import_args.push_back("");        // the file, named below
   const bool old = age_hours > 48;  // older than the default hot window
   double load[3] = {0, 0, 0};
   getloadavg(load, 3);
@@ -97,6 +116,7 @@ int main(int argc, char** argv) {
       fs::temp_directory_path() / ("komoku-import-bench-" + std::to_string(getpid()));
   fs::create_directories(dir);
   const std::string csv = (dir / "history.csv").string();
+  import_args.back() = csv;
   const int64_t changes = WriteCsv(csv, want, keys, age_hours);
   std::printf("import_bench: %lld changes of %d keys ending %lld h ago, %.1f MB of CSV\n",
               static_cast<long long>(changes), keys, static_cast<long long>(age_hours),
@@ -170,16 +190,15 @@ int main(int argc, char** argv) {
   std::ofstream(config_hot) << "store:\n  data_dir: " << (dir / "data-hot").string() << "\n";
   std::vector<Run> runs = {
       {old ? "komoku import, straight to segments" : "komoku import, empty data directory",
-       {"import", csv},
-       config},
-      {"komoku import again (all already there)", {"import", csv}, config},
+       import_args, config},
+      {"komoku import again (all already there)", import_args, config},
   };
   if (old) {
     runs.push_back(
         {"komoku import --no-cold (through SQLite)", {"import", "--no-cold", csv}, config_hot});
     runs.push_back({"  then komoku compact", {"compact"}, config_hot});
   }
-  std::vector<double> import_s, import_cpu;
+  std::vector<double> import_s, import_cpu, peak_mb;
   for (size_t run = 0; run < runs.size(); ++run) {
     std::vector<std::string> argv = {KOMOKU_BINARY};
     argv.insert(argv.end(), runs[run].args.begin(), runs[run].args.end());
@@ -188,8 +207,17 @@ int main(int argc, char** argv) {
     t = Clock::now();
     const double cpu0 = CpuSeconds(RUSAGE_CHILDREN);
     komoku::process::Process p(argv, (dir / ("run-" + std::to_string(run) + ".log")).string());
-    const int rc = p.Wait(std::chrono::seconds(3600));
+    // The peak resident memory (VmHWM, a high-water mark) read every 20 ms
+    // while it runs: its last reading is at most 20 ms before the end.
+    int64_t peak_kb = 0;
+    const std::string status_path = "/proc/" + std::to_string(p.pid()) + "/status";
+    while (p.Running() && Since(t) < 3600) {
+      peak_kb = std::max(peak_kb, PeakKb(status_path));
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    const int rc = p.Wait(std::chrono::seconds(1));
     import_s.push_back(Since(t));
+    peak_mb.push_back(static_cast<double>(peak_kb) / 1024);
     import_cpu.push_back(CpuSeconds(RUSAGE_CHILDREN) - cpu0);
     if (rc != 0) {
       std::fprintf(stderr, "import_bench: %s exited %d:\n%s\n", runs[run].name, rc,
@@ -203,16 +231,16 @@ int main(int argc, char** argv) {
   // shared with other work the wall time waits for a CPU as much as for
   // the work.
   auto rate = [&](double s) { return static_cast<double>(changes) / s; };
-  std::printf("%-42s %8s %12s %6s %8s %12s %6s\n", "", "wall s", "changes/s", "ratio", "CPU s",
-              "per CPU-s", "ratio");
+  std::printf("%-42s %8s %12s %6s %8s %12s %6s %8s\n", "", "wall s", "changes/s", "ratio", "CPU s",
+              "per CPU-s", "ratio", "peak MB");
   std::printf("%-42s %8.2f %12.0f %6s %8s %12s %6s\n", "parse only (ImportReader)", parse_s,
               rate(parse_s), "", "", "", "");
   std::printf("%-42s %8.2f %12.0f %6s %8.2f %12.0f %6s\n", "bare SQLite inserts, hot schema",
               sqlite_s, rate(sqlite_s), "1.00", sqlite_cpu, rate(sqlite_cpu), "1.00");
   for (size_t run = 0; run < runs.size(); ++run) {
-    std::printf("%-42s %8.2f %12.0f %6.2f %8.2f %12.0f %6.2f\n", runs[run].name, import_s[run],
-                rate(import_s[run]), sqlite_s / import_s[run], import_cpu[run],
-                rate(import_cpu[run]), sqlite_cpu / import_cpu[run]);
+    std::printf("%-42s %8.2f %12.0f %6.2f %8.2f %12.0f %6.2f %8.0f\n", runs[run].name,
+                import_s[run], rate(import_s[run]), sqlite_s / import_s[run], import_cpu[run],
+                rate(import_cpu[run]), sqlite_cpu / import_cpu[run], peak_mb[run]);
   }
   getloadavg(load, 3);
   std::printf("import_bench: load average %.2f %.2f %.2f at the end\n", load[0], load[1], load[2]);

@@ -564,7 +564,8 @@ TEST(ImportTest, LineProtocolAsInfluxDbReadsIt) {
 // SQLite, and answer exactly as the same rows put through the hot store
 // and compacted (--no-cold, then `komoku compact`): raw history, buckets
 // of several steps, stats. Imported twice, nothing is added; a second file
-// that overlaps merges alike.
+// that overlaps merges alike. Gathered a few rows at a time (--cold-rows),
+// an import answers as one that hands them over at once.
 TEST(ImportTest, OldRowsGoStraightToSegmentsAndAnswerAsBefore) {
   TempDir files;
   const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -594,6 +595,7 @@ TEST(ImportTest, OldRowsGoStraightToSegmentsAndAnswerAsBefore) {
 
   Fresh before;  // the way before: every row through SQLite, then compaction
   Fresh cold;    // old rows straight into segments
+  Fresh small;   // the same, 997 rows at a time: hand-overs end mid-day, mid-key
   auto import_both = [&](const std::string& csv) {
     ASSERT_EQ(RunKomoku(before.dir,
                         {"import", "--no-cold", files.File(csv), "-c", before.komoku.config_path()},
@@ -608,6 +610,12 @@ TEST(ImportTest, OldRowsGoStraightToSegmentsAndAnswerAsBefore) {
                         "import-" + csv + ".log"),
               0)
         << ReadFile(cold.dir.File("import-" + csv + ".log"));
+    ASSERT_EQ(RunKomoku(small.dir,
+                        {"import", "--cold-rows", "997", files.File(csv), "-c",
+                         small.komoku.config_path()},
+                        "import-" + csv + ".log"),
+              0)
+        << ReadFile(small.dir.File("import-" + csv + ".log"));
   };
   // What SQLite holds of a data directory older than `before_ms`.
   auto hot_rows_before = [](const TempDir& dir, int64_t before_ms) {
@@ -642,31 +650,35 @@ TEST(ImportTest, OldRowsGoStraightToSegmentsAndAnswerAsBefore) {
   auto expect_same_answers = [&](const std::string& when) {
     SCOPED_TRACE(when);
     ASSERT_TRUE(before.komoku.Start()) << before.komoku.Output();
-    ASSERT_TRUE(cold.komoku.Start()) << cold.komoku.Output();
-    EXPECT_EQ(Keys(before.komoku), Keys(cold.komoku));
-    const std::string from = Seconds(now - 60 * kDay), to = Seconds(now);
-    const std::string mid = Seconds(now - 20 * kDay - 7 * kMin);
-    for (const char* key : {"old/temp", "old/energy", "old/door", "old/mode"}) {
-      const json raw = History(before.komoku, key);
-      EXPECT_GT(raw["rows"].size(), 1000u) << key;
-      EXPECT_EQ(History(cold.komoku, key), raw) << key;
-      for (const std::string& q :
-           {"/api/v1/history?key=" + std::string(key) + "&from=" + from + "&to=" + to + "&step=1h",
-            "/api/v1/history?key=" + std::string(key) + "&from=" + mid + "&to=" + to +
-                "&step=1d&tz=Europe/Berlin",
-            "/api/v1/history?key=" + std::string(key) + "&from=" + from + "&to=" + mid +
-                "&step=90m",
-            "/api/v1/stats?key=" + std::string(key) + "&from=" + from + "&to=" + to,
-            "/api/v1/stats?key=" + std::string(key) + "&from=" + mid + "&to=" + to,
-            "/api/v1/at?key=" + std::string(key) + "&time=" + mid}) {
-        auto a = before.komoku.Get(q);
-        auto b = cold.komoku.Get(q);
-        EXPECT_EQ(a.status, 200) << q << ": " << a.body;
-        EXPECT_EQ(a.body, b.body) << q;
+    for (Fresh* other : {&cold, &small}) {
+      ASSERT_TRUE(other->komoku.Start()) << other->komoku.Output();
+      SCOPED_TRACE(other == &cold ? "imported cold" : "imported cold, 997 rows at a time");
+      EXPECT_EQ(Keys(before.komoku), Keys(other->komoku));
+      const std::string from = Seconds(now - 60 * kDay), to = Seconds(now);
+      const std::string mid = Seconds(now - 20 * kDay - 7 * kMin);
+      for (const char* key : {"old/temp", "old/energy", "old/door", "old/mode"}) {
+        const json raw = History(before.komoku, key);
+        EXPECT_GT(raw["rows"].size(), 1000u) << key;
+        EXPECT_EQ(History(other->komoku, key), raw) << key;
+        for (const std::string& q :
+             {"/api/v1/history?key=" + std::string(key) + "&from=" + from + "&to=" + to +
+                  "&step=1h",
+              "/api/v1/history?key=" + std::string(key) + "&from=" + mid + "&to=" + to +
+                  "&step=1d&tz=Europe/Berlin",
+              "/api/v1/history?key=" + std::string(key) + "&from=" + from + "&to=" + mid +
+                  "&step=90m",
+              "/api/v1/stats?key=" + std::string(key) + "&from=" + from + "&to=" + to,
+              "/api/v1/stats?key=" + std::string(key) + "&from=" + mid + "&to=" + to,
+              "/api/v1/at?key=" + std::string(key) + "&time=" + mid}) {
+          auto a = before.komoku.Get(q);
+          auto b = other->komoku.Get(q);
+          EXPECT_EQ(a.status, 200) << q << ": " << a.body;
+          EXPECT_EQ(a.body, b.body) << q;
+        }
       }
+      ASSERT_EQ(other->komoku.Stop(), 0);
     }
     ASSERT_EQ(before.komoku.Stop(), 0);
-    ASSERT_EQ(cold.komoku.Stop(), 0);
   };
 
   import_both("first.csv");
@@ -688,6 +700,7 @@ TEST(ImportTest, OldRowsGoStraightToSegmentsAndAnswerAsBefore) {
 
   import_both("overlap.csv");
   EXPECT_EQ(hot_rows_before(cold.dir, now - 3 * kDay), 0);
+  EXPECT_EQ(hot_rows_before(small.dir, now - 3 * kDay), 0);
   expect_same_answers("an overlapping file");
 }
 

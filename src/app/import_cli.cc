@@ -34,8 +34,32 @@ namespace {
 constexpr size_t kBatchRows = 100000;
 // Rows older than the hot window gathered for Store::ImportCold at once:
 // each hand-over rewrites the segments its rows touch, so the more at once
-// the fewer rewrites; about 200 MB of memory at this many.
-constexpr size_t kColdRows = 1000000;
+// the fewer rewrites. Measured 207 MB of peak memory at a million
+// (bench/import_bench, docs/benchmarks.md), so a row costs about this much.
+constexpr size_t kColdRowsMax = 1000000;
+constexpr size_t kColdRowsMin = 10000;
+constexpr int64_t kColdRowBytes = 210;
+
+// The memory the kernel says is available to start new work without
+// swapping (MemAvailable of /proc/meminfo), in bytes; 0 when unknown.
+int64_t MemAvailableBytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("MemAvailable:", 0) == 0) return std::atoll(line.c_str() + 13) * 1024;
+  }
+  return 0;
+}
+
+// The rows of a hand-over by default: those a quarter of the available
+// memory holds, within [kColdRowsMin, kColdRowsMax] (a Raspberry Pi with
+// 1 GB, about 750 MB available, gets ~890,000; one with 512 MB ~400,000).
+size_t DefaultColdRows() {
+  const int64_t available = MemAvailableBytes();
+  if (available <= 0) return kColdRowsMax;
+  return std::clamp<size_t>(static_cast<size_t>(available / 4 / kColdRowBytes), kColdRowsMin,
+                            kColdRowsMax);
+}
 // Bad rows named one by one; past this only counted.
 constexpr int64_t kMaxReportedErrors = 1000;
 
@@ -84,6 +108,7 @@ struct ImportArgs {
   std::string format;     // "" -> from the file name
   std::string precision;  // line protocol's timestamps
   bool no_cold = false;   // every row through the hot store
+  size_t cold_rows = 0;   // rows per hand-over to ImportCold; 0: DefaultColdRows()
 };
 
 // The import's state: the keys' types and newest times as the store has
@@ -93,8 +118,8 @@ class Importer {
  public:
   // Rows older than `cold_before` go straight into segments
   // (Store::ImportCold); INT64_MIN: none.
-  Importer(store::Store& store, std::string file, int64_t cold_before)
-      : store_(store), file_(std::move(file)), cold_before_(cold_before) {
+  Importer(store::Store& store, std::string file, int64_t cold_before, size_t cold_rows)
+      : store_(store), file_(std::move(file)), cold_before_(cold_before), cold_rows_(cold_rows) {
     for (const store::KeyInfo& k : store.Keys()) {
       Known& known = keys_[k.name];
       known.ordinal = keys_.size();
@@ -139,7 +164,7 @@ class Importer {
       // The value as converted already (a number parsed once).
       cold_.push_back({std::move(row.key), row.time_ms, std::move(value.value()), type});
       cold_lines_.push_back(line);
-      if (cold_.size() >= kColdRows) FlushCold(/*last=*/false);
+      if (cold_.size() >= cold_rows_) FlushCold(/*last=*/false);
       return;
     }
     if (known.newest_ms && row.time_ms < *known.newest_ms) {
@@ -304,6 +329,7 @@ class Importer {
   store::Store& store_;
   const std::string file_;
   const int64_t cold_before_;
+  const size_t cold_rows_;
   std::vector<store::ColdImportRow> cold_;
   std::vector<int64_t> cold_lines_;
   uint64_t cold_gen_ = 1;  // a key with cold_gen == this has rows in cold_
@@ -366,7 +392,8 @@ int Import(const Config& config, const ImportArgs& args) {
   }
   store::Store& s = **opened;
   const bool tty = isatty(STDERR_FILENO) == 1;
-  Importer importer(s, args.file, args.no_cold ? INT64_MIN : s.ColdImportBefore());
+  Importer importer(s, args.file, args.no_cold ? INT64_MIN : s.ColdImportBefore(),
+                    args.cold_rows > 0 ? args.cold_rows : DefaultColdRows());
   importer.set_tty(tty);
   store::ImportReader reader(*in, *format, *ns_per_unit);
   std::vector<store::ImportRow> rows;
@@ -684,6 +711,12 @@ void AddImportCommands(CLI::App& parent, int* exit_code) {
   import->add_flag("--no-cold", import_args.no_cold,
                    "Put every row through the hot store, old rows too (by default rows older "
                    "than the hot window go straight into cold segments)");
+  import
+      ->add_option("--cold-rows", import_args.cold_rows,
+                   "Old rows gathered before they are written into segments (about 210 bytes of "
+                   "memory each; default: as many as a quarter of the available memory holds, "
+                   "at most 1,000,000)")
+      ->check(CLI::Range(size_t{1}, size_t{100000000}));
   import->add_option("-c,--config", config_path, kConfigHelp);
   // The data directory may be new: an import into an empty one makes it.
   import->callback(with_config([](const Config& c) { return Import(c, import_args);
