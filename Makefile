@@ -45,7 +45,7 @@ PREFIX ?= /usr/local
 install: build
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD_DIR) --prefix $(PREFIX) --strip
 
-# The Debian package, in $(BUILD_DIR)/komoku_<version>-<revision>_<arch>.deb:
+# The Debian package, in $(BUILD_DIR)/komoku_<version>-<revision>+deb<N>_<arch>.deb:
 # builds komoku and the package's generated files (manual page, changelog),
 # not the tests. With ARCH=arm64 or ARCH=armhf, cross-built with Debian's
 # cross compilers into build-<arch>/ (scripts/cross-check.sh --deb, which

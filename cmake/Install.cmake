@@ -49,6 +49,24 @@ if(NOT CMAKE_MATCH_1 STREQUAL PROJECT_VERSION)
                       "${PROJECT_VERSION}; add an entry (dch -v ${PROJECT_VERSION}-1)")
 endif()
 set(KOMOKU_DEB_REVISION "${CMAKE_MATCH_2}")
+# A package built on Debian 12 depends on 12's library packages (libfmt9,
+# libyaml-cpp0.7, ...), one built on 13 on 13's (libfmt10, ...): the
+# revision names the release it is for, as Debian's own stable updates do
+# (0.1.0-1+deb12, 0.1.0-1+deb13; +deb12 sorts before +deb13, so an upgrade
+# of the system to 13 can take the newer package). The release is the build
+# machine's (a cross build's sysroot comes from its apt sources); Raspberry
+# Pi OS says ID=raspbian (32-bit) or debian. Elsewhere no suffix, unless
+# KOMOKU_DEB_RELEASE_SUFFIX says one (empty: none).
+if(NOT DEFINED KOMOKU_DEB_RELEASE_SUFFIX AND EXISTS /etc/os-release)
+  file(STRINGS /etc/os-release _os_id REGEX "^ID=")
+  file(STRINGS /etc/os-release _os_version REGEX "^VERSION_ID=")
+  if(_os_id MATCHES "^ID=\"?(debian|raspbian)\"?$"
+     AND _os_version MATCHES "^VERSION_ID=\"?([0-9]+)")
+    set(KOMOKU_DEB_RELEASE_SUFFIX "+deb${CMAKE_MATCH_1}")
+  endif()
+endif()
+set(KOMOKU_DEB_RELEASE_SUFFIX "${KOMOKU_DEB_RELEASE_SUFFIX}"
+    CACHE STRING "Appended to the Debian revision (default: +debN on Debian N)")
 if(NOT _trailer MATCHES "^ -- (.+ <[^>]+>)  [A-Z][a-z][a-z], ([0-9][0-9]) ([A-Z][a-z][a-z]) ([0-9]+) ")
   message(FATAL_ERROR "${_changelog}: no ' -- NAME <EMAIL>  DATE' line")
 endif()
@@ -110,7 +128,7 @@ set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME komoku)
 set(CPACK_PACKAGE_VENDOR "Komoku")
 set(CPACK_PACKAGE_CONTACT "${KOMOKU_MAINTAINER}")
-set(CPACK_DEBIAN_PACKAGE_RELEASE "${KOMOKU_DEB_REVISION}")
+set(CPACK_DEBIAN_PACKAGE_RELEASE "${KOMOKU_DEB_REVISION}${KOMOKU_DEB_RELEASE_SUFFIX}")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY
     "home-automation history over MQTT, with HTTP queries")
 # The extended description (CPack puts the summary before it and indents

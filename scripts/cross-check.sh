@@ -10,7 +10,7 @@
 #   scripts/cross-check.sh [--deb] [--tests=all|unit|none] armhf|arm64
 #
 #   --deb        also build the target's Debian package (build-<arch>/
-#                komoku_<version>-<revision>_<arch>.deb) and check it: its
+#                komoku_<version>-<revision>+deb<N>_<arch>.deb) and check it: its
 #                architecture, its Depends (dpkg-shlibdeps on the target's
 #                libraries, see below), lintian, and its komoku run under qemu
 #   --tests=...  which tests to build and run: all (the default), unit, or

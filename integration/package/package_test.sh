@@ -25,6 +25,16 @@ debs=("$tmp"/out/komoku_"$version"-*_*.deb)
 [[ -f ${debs[0]} ]] || { cat "$tmp/cpack.log" >&2; fail "no komoku_${version}-*_*.deb produced"; }
 deb=${debs[0]}
 echo "package: $(basename "$deb") ($(stat -c %s "$deb") bytes)"
+# On Debian N the revision says +debN: packages built on 12 and 13 depend on
+# different library packages and must not share a name.
+os_id=$(. /etc/os-release && echo "${ID:-}")
+os_version=$(. /etc/os-release && echo "${VERSION_ID:-}")
+if [[ $os_id == debian && $os_version =~ ^[0-9]+$ ]]; then
+  [[ $(basename "$deb") == komoku_"$version"-*+deb"$os_version"_*.deb ]] ||
+    fail "$(basename "$deb") does not say +deb$os_version (Debian $os_version)"
+  [[ $(dpkg-deb -f "$deb" Version) == "$version"-*+deb"$os_version" ]] ||
+    fail "Version $(dpkg-deb -f "$deb" Version) does not end in +deb$os_version"
+fi
 
 # lintian: clean of errors and warnings (informational tags are printed).
 # The package's own overrides (/usr/share/lintian/overrides/komoku) apply.
