@@ -64,12 +64,10 @@ void WriteFile(const std::string& path, const std::string& text) {
   out << text;
 }
 
-// Runs komoku with `args`; stdout and stderr go to `log` (or stdout alone
-// to `out` when given, through the shell), and returns the exit status.
-int RunKomoku(const TempDir& dir, const std::vector<std::string>& args, const std::string& log,
-              const std::string& out = "") {
-  std::vector<std::string> argv = {KOMOKU_BINARY};
-  argv.insert(argv.end(), args.begin(), args.end());
+// Runs `argv`; stdout and stderr go to `log` (or stdout alone to `out`
+// when given, through the shell), and returns the exit status.
+int RunTool(const TempDir& dir, std::vector<std::string> argv, const std::string& log,
+            const std::string& out = "") {
   if (!out.empty()) {
     std::string cmd = "exec";
     for (const std::string& a : argv) cmd += " '" + a + "'";
@@ -78,6 +76,14 @@ int RunKomoku(const TempDir& dir, const std::vector<std::string>& args, const st
   }
   Process p(argv, dir.File(log));
   return p.Wait(std::chrono::seconds(300));
+}
+
+// Runs komoku with `args`, as RunTool.
+int RunKomoku(const TempDir& dir, const std::vector<std::string>& args, const std::string& log,
+              const std::string& out = "") {
+  std::vector<std::string> argv = {KOMOKU_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunTool(dir, argv, log, out);
 }
 
 json History(const Komoku& k, const std::string& key) {
@@ -481,6 +487,7 @@ class Influxd {
     return j["results"][0]["series"][0]["values"];
   }
   std::string Output() const { return process_->Output(); }
+  int port() const { return port_; }
 
  private:
   int port_;
@@ -558,6 +565,78 @@ TEST(ImportTest, LineProtocolAsInfluxDbReadsIt) {
   ASSERT_TRUE(temps.is_array()) << temps.dump();
   ASSERT_EQ(temps.size(), 2u);
   EXPECT_EQ(temps[1][1], 21.75);
+}
+
+// What InfluxDB 1.6's own CLI writes (influxdb-client 1.6.7): `influx
+// -execute 'SELECT * FROM "m" GROUP BY *; ...' -format csv`, a header
+// before each series, the tags in a column (none for a measurement without
+// tags), imported as it is; every key answers the values InfluxDB answers.
+// (One query over every measurement, FROM /.*/, loses a field whose type
+// differs between measurements: InfluxDB 1.6 answers "value" of alarm, a
+// string, or of power, a float, not both.)
+TEST(ImportTest, InfluxCliCsvExport) {
+  TempDir dir;
+  Influxd influx(dir);
+  ASSERT_TRUE(influx.Ready()) << influx.Output();
+  const int64_t base = NowMs() / 1000 * 1000 - 3600'000;
+  auto ns = [&](int64_t offset_ms) { return std::to_string((base + offset_ms) * 1'000'000); };
+  ASSERT_TRUE(influx.Post("/query?q=CREATE%20DATABASE%20home", ""));
+  auto wrote = influx.Post(
+      "/write?db=home",
+      "weather,site=home,room=living\\ room temperature=21.5,humidity=40i " + ns(0) + "\n" +
+          "weather,site=home,room=living\\ room temperature=21.75 " + ns(60'000) + "\n" +
+          "weather,site=home,room=kitchen temperature=19.25,humidity=55i " + ns(30'000) + "\n" +
+          "door,site=home open=t " + ns(0) + "\n" + "door,site=home open=F " + ns(30'000) + "\n" +
+          "alarm value=\"armed \\\"away\\\", all\" " + ns(0) + "\n" + "power value=-1.5e3 " +
+          ns(0) + "\n");
+  ASSERT_TRUE(wrote);
+  ASSERT_EQ(wrote->status, 204) << wrote->body;
+  const std::string csv = dir.File("influx.csv");
+  const std::string queries =
+      "SELECT * FROM weather GROUP BY *; SELECT * FROM door GROUP BY *; "
+      "SELECT * FROM alarm GROUP BY *; SELECT * FROM power GROUP BY *";
+  ASSERT_EQ(RunTool(dir,
+                    {INFLUX_BINARY, "-host", "127.0.0.1", "-port", std::to_string(influx.port()),
+                     "-database", "home", "-execute", queries, "-format", "csv"},
+                    "influx.log", csv),
+            0)
+      << ReadFile(dir.File("influx.log"));
+  const std::string exported = ReadFile(csv);
+  ASSERT_NE(exported.find("name,tags,time,"), std::string::npos) << exported;
+  ASSERT_NE(exported.find("name,time,value"), std::string::npos) << exported;
+
+  Fresh fresh;
+  ASSERT_EQ(RunKomoku(fresh.dir, {"import", csv, "-c", fresh.komoku.config_path()}, "import.log"),
+            0)
+      << ReadFile(fresh.dir.File("import.log")) << exported;
+  ASSERT_TRUE(fresh.komoku.Start()) << fresh.komoku.Output();
+  // The key: the measurement, the tag values sorted by tag name (as
+  // InfluxDB keeps them), the field.
+  struct Pair {
+    std::string key, query;
+  } pairs[] = {
+      {"weather/living%20room/home/temperature",
+       "SELECT temperature FROM weather WHERE room='living room'"},
+      {"weather/living%20room/home/humidity",
+       "SELECT humidity FROM weather WHERE room='living room' AND humidity > 0"},
+      {"weather/kitchen/home/temperature", "SELECT temperature FROM weather WHERE room='kitchen'"},
+      {"door/home/open", "SELECT open FROM door"},
+      {"alarm", "SELECT value FROM alarm"},
+      {"power", "SELECT value FROM power"},
+  };
+  for (const Pair& p : pairs) {
+    const json theirs = influx.Query("home", p.query);
+    const json ours = History(fresh.komoku, p.key)["rows"];
+    ASSERT_TRUE(theirs.is_array()) << p.query << ": " << theirs.dump();
+    ASSERT_EQ(ours.size(), theirs.size()) << p.key << ": " << ours.dump() << " " << theirs.dump();
+    for (size_t i = 0; i < ours.size(); ++i) {
+      EXPECT_EQ(std::llround(ours[i][0].get<double>() * 1000), theirs[i][0].get<int64_t>());
+      EXPECT_EQ(ours[i][1], theirs[i][1]) << p.key;
+    }
+  }
+  EXPECT_EQ(History(fresh.komoku, "door/home/open")["type"], "boolean");
+  EXPECT_EQ(History(fresh.komoku, "alarm")["type"], "string");
+  EXPECT_EQ(Keys(fresh.komoku).size(), 7u) << Keys(fresh.komoku).dump();
 }
 
 // Rows older than the hot window go straight into segments, never into

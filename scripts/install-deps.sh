@@ -45,7 +45,7 @@ packages=(
 for extra in "$@"; do
   case "$extra" in
     test) packages+=(prometheus openssl chromium chromium-driver python3-websockets influxdb
-                     nginx apache2-utils lintian fakeroot file) ;;
+                     influxdb-client nginx apache2-utils lintian fakeroot file) ;;
     bench) packages+=(libbenchmark-dev chromium chromium-driver) ;;
     fuzz) packages+=(clang libclang-rt-dev) ;;
     lint) packages+=(clang-format clang-tidy) ;;

@@ -705,7 +705,8 @@ void AddImportCommands(CLI::App& parent, int* exit_code) {
   import->add_option(
       "--format", import_args.format,
       "csv, tsv, line or ha (a Home Assistant recorder database; default: from the file: "
-      "an SQLite database is ha, else by name: .tsv, .lp/.line, else csv)");
+      "an SQLite database is ha, else by name: .tsv, .lp/.line, else csv; csv also reads "
+      "InfluxDB's CLI export, influx -format csv)");
   import->add_option("--precision", import_args.precision,
                      "Line protocol's timestamp unit: ns (default), us, ms or s");
   import->add_flag("--no-cold", import_args.no_cold,

@@ -237,6 +237,74 @@ Result<ImportRow> CsvRow(const std::vector<std::string>& fields) {
   return row;
 }
 
+bool IsInfluxCsvHeader(const std::vector<std::string>& fields) {
+  if (fields.size() >= 4 && fields[0] == "name" && fields[1] == "tags" && fields[2] == "time") {
+    return true;
+  }
+  return fields.size() >= 3 && fields[0] == "name" && fields[1] == "time";
+}
+
+Result<int64_t> InfluxCsvTimeMs(std::string_view text) {
+  text = TrimAscii(text);
+  int64_t n = 0;
+  if (!ToInt64(text, &n)) return ParseImportTime(text);
+  if (n < 0) return Status::InvalidArgument("time " + QuoteForMessage(text) + " is before 1970");
+  // The CLI's -precision, told by the size: after 2001-09-09 a time has 19
+  // digits in ns, 16 in us, 13 in ms, 10 in s.
+  if (n >= 100'000'000'000'000'000) return n / 1'000'000;
+  if (n >= 100'000'000'000'000) return n / 1'000;
+  if (n >= 100'000'000'000) return n;
+  return n * 1000;
+}
+
+Status InfluxCsvRows(const std::vector<std::string>& header, const std::vector<std::string>& fields,
+                     std::vector<ImportRow>* rows) {
+  rows->clear();
+  if (fields.size() != header.size()) {
+    return Status::InvalidArgument(std::to_string(fields.size()) + " fields, the header has " +
+                                   std::to_string(header.size()));
+  }
+  const bool tagged = header[1] == "tags";
+  const size_t time_col = tagged ? 2 : 1;
+  std::string key = fields[0];
+  if (key.empty()) return Status::InvalidArgument("no measurement (the name field is empty)");
+  std::optional<KeyType> type;
+  // The tags: key=value pairs separated by commas (InfluxDB writes them
+  // sorted by key and unescaped; a value may be empty).
+  std::string_view tags = tagged ? std::string_view(fields[1]) : std::string_view();
+  while (!tags.empty()) {
+    const size_t comma = tags.find(',');
+    const std::string_view tag = tags.substr(0, comma);
+    tags = comma == std::string_view::npos ? std::string_view() : tags.substr(comma + 1);
+    const size_t eq = tag.find('=');
+    if (eq == std::string_view::npos || eq == 0) {
+      return Status::InvalidArgument("tag " + QuoteForMessage(tag) + " is not key=value");
+    }
+    const std::string_view value = tag.substr(eq + 1);
+    if (tag.substr(0, eq) == "komoku_type" && !value.empty()) {
+      Result<KeyType> t = ParseKeyType(value);
+      if (!t.ok()) return t.status();
+      type = *t;
+      continue;
+    }
+    if (value.empty()) continue;  // a tag other points of the measurement have
+    key += '/';
+    key += value;
+  }
+  Result<int64_t> time_ms = InfluxCsvTimeMs(fields[time_col]);
+  if (!time_ms.ok()) return time_ms.status();
+  for (size_t i = time_col + 1; i < fields.size(); ++i) {
+    if (fields[i].empty()) continue;
+    ImportRow row;
+    row.key = header[i] == "value" ? key : key + "/" + header[i];
+    row.time_ms = *time_ms;
+    row.value = InputValue(fields[i]);
+    row.type = type;
+    rows->push_back(std::move(row));
+  }
+  return Status::Ok();
+}
+
 std::optional<int64_t> LinePrecisionNamed(std::string_view name) {
   if (name == "ns" || name == "n") return 1;
   if (name == "us" || name == "u") return 1000;
@@ -413,6 +481,16 @@ bool ImportReader::Next(std::vector<ImportRow>* rows, Status* error, int64_t* li
     first_record_ = false;
     if (!error->ok()) return true;
     if (first && IsCsvHeader(fields_)) continue;
+    // InfluxDB's CLI export: a header before each series.
+    if (format_ == ImportFormat::kCsv && (first || !influx_header_.empty()) &&
+        IsInfluxCsvHeader(fields_)) {
+      influx_header_ = fields_;
+      continue;
+    }
+    if (!influx_header_.empty()) {
+      *error = InfluxCsvRows(influx_header_, fields_, rows);
+      return true;
+    }
     Result<ImportRow> row = CsvRow(fields_);
     if (!row.ok()) {
       *error = row.status();

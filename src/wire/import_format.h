@@ -61,6 +61,29 @@ bool IsCsvHeader(const std::vector<std::string>& fields);
 // counter, boolean, uptime, string; empty: guessed from the value).
 Result<ImportRow> CsvRow(const std::vector<std::string>& fields);
 
+// The header InfluxDB 1.x's CLI writes before each series of
+// `influx -execute 'SELECT * FROM "m" GROUP BY *' -format csv`:
+// name,tags,time,<field>... for a measurement with tags, name,time,<field>...
+// for one without (case as written).
+bool IsInfluxCsvHeader(const std::vector<std::string>& fields);
+
+// The time of such a row: an integer in the unit of the CLI's -precision,
+// told by its size (after 2001-09-09: 19 digits ns, its default, 16 us,
+// 13 ms, 10 s), or RFC 3339 (-precision rfc3339).
+Result<int64_t> InfluxCsvTimeMs(std::string_view text);
+
+// The changes of one row of such an export under `header`: one per field
+// with a value (an empty one is a field the point did not have). The key is
+// made as for line protocol (below) from the measurement (`name`), the tag
+// values of `tags` ("room=kitchen,site=home": InfluxDB lists them sorted by
+// tag key; empty ones are left out; komoku_type gives the type) and the
+// field's name unless it is "value". Values are text the key's type reads
+// (true/false, numbers, text): CSV does not say whether "21" was a string.
+// Without GROUP BY * the CLI writes tags as columns like fields: they are
+// read as fields (docs/operations.md).
+Status InfluxCsvRows(const std::vector<std::string>& header, const std::vector<std::string>& fields,
+                     std::vector<ImportRow>* rows);
+
 // How many nanoseconds one unit of a line-protocol timestamp is: 1 for ns
 // (InfluxDB's default), 1000 for us, 1000000 for ms, 1000000000 for s.
 std::optional<int64_t> LinePrecisionNamed(std::string_view name);
@@ -82,7 +105,9 @@ Status ParseLineProtocol(std::string_view line, int64_t ns_per_unit, std::vector
 // Reads a whole file of one format, record by record, keeping line numbers.
 // A UTF-8 byte order mark at the start is skipped, CRLF line ends are read
 // as LF, blank lines (and line protocol's # comments) are skipped, and in
-// CSV/TSV a first record that is a header is skipped.
+// CSV/TSV a first record that is a header is skipped. A CSV whose records
+// start with InfluxDB's CLI header (IsInfluxCsvHeader) is read as that
+// export, each header starting a series.
 class ImportReader {
  public:
   // `in` must outlive the reader.
@@ -107,6 +132,8 @@ class ImportReader {
   bool first_record_ = true;
   std::string line_, record_;
   std::vector<std::string> fields_;
+  // InfluxDB's CSV: the header in force (empty: not that format).
+  std::vector<std::string> influx_header_;
 };
 
 // CSV export: the header, and one row `key,time,value,type` (time as RFC

@@ -191,6 +191,72 @@ TEST(LineProtocolTest, ReaderSkipsCommentsAndNamesLines) {
   EXPECT_FALSE(got[1].error.empty());
 }
 
+// InfluxDB 1.6's CLI, `influx -execute 'SELECT * FROM /.*/ GROUP BY *'
+// -format csv` (as influxdb-client 1.6.7 writes it; integration 41 runs the
+// real one): a header before each series, the tags in one column.
+TEST(InfluxCsvTest, SeriesTagsFieldsAndTimes) {
+  const std::string text =
+      "name,tags,time,humidity,open,temperature,value\n"
+      "alarm,\"room=,site=\",1700000000000000000,,,,\"armed \"\"away\"\", all\"\n"
+      "name,tags,time,humidity,open,temperature,value\n"
+      "door,\"room=,site=home\",1700000000000000000,,true,,\n"
+      "name,tags,time,humidity,open,temperature,value\n"
+      "weather,\"room=living room,site=home\",1700000000000000000,40,,21.5,\n"
+      "weather,\"room=living room,site=home\",2023-11-14T22:14:20Z,,,21.75,\n"
+      "weather,\"room=kitchen,site=home\",oops,,,19.25,\n"
+      "meter,komoku_type=counter,1700000000000000000,,,,12.5\n";
+  std::vector<Read> got = ReadAll(text, ImportFormat::kCsv);
+  ASSERT_EQ(got.size(), 6u);
+  ASSERT_EQ(got[0].rows.size(), 1u) << got[0].error;
+  EXPECT_EQ(got[0].line, 2);
+  EXPECT_EQ(got[0].rows[0].key, "alarm");  // empty tags are left out, "value" too
+  EXPECT_EQ(got[0].rows[0].time_ms, 1700000000000);
+  EXPECT_EQ(Text(got[0].rows[0].value), "text armed \"away\", all");
+  ASSERT_EQ(got[1].rows.size(), 1u);
+  EXPECT_EQ(got[1].rows[0].key, "door/home/open");
+  EXPECT_EQ(Text(got[1].rows[0].value), "text true");
+  ASSERT_EQ(got[2].rows.size(), 2u);
+  EXPECT_EQ(got[2].rows[0].key, "weather/living room/home/humidity");
+  EXPECT_EQ(Text(got[2].rows[0].value), "text 40");
+  EXPECT_EQ(got[2].rows[1].key, "weather/living room/home/temperature");
+  ASSERT_EQ(got[3].rows.size(), 1u);
+  EXPECT_EQ(got[3].rows[0].time_ms, 1700000060000);  // -precision rfc3339
+  EXPECT_EQ(got[4].line, 8);
+  EXPECT_NE(got[4].error.find("oops"), std::string::npos) << got[4].error;
+  EXPECT_TRUE(got[4].rows.empty());
+  ASSERT_EQ(got[5].rows.size(), 1u);
+  EXPECT_EQ(got[5].rows[0].key, "meter");
+  EXPECT_EQ(got[5].rows[0].type, KeyType::kCounter);
+}
+
+// A measurement without tags has no tags column; the times' unit is told
+// by their size (the CLI's -precision).
+TEST(InfluxCsvTest, WithoutTagsAndEachPrecision) {
+  const std::string text =
+      "name,time,value\n"
+      "alarm,1700000000000000000,\"armed \"\"away\"\", all\"\n"
+      "alarm,1700000001000000,off\n"
+      "alarm,1700000002000,on\n"
+      "alarm,1700000003,off\n"
+      "alarm,1700000004.5,on\n"
+      "name,time,humidity,temperature\n"
+      "room,1700000000000000000,40,\n"
+      "room,1700000000000000000,40\n";
+  std::vector<Read> got = ReadAll(text, ImportFormat::kCsv);
+  ASSERT_EQ(got.size(), 7u);
+  int64_t expected_ms[] = {1700000000000, 1700000001000, 1700000002000, 1700000003000,
+                           1700000004500};
+  for (size_t i = 0; i < 5; ++i) {
+    ASSERT_EQ(got[i].rows.size(), 1u) << i << ": " << got[i].error;
+    EXPECT_EQ(got[i].rows[0].key, "alarm");
+    EXPECT_EQ(got[i].rows[0].time_ms, expected_ms[i]) << i;
+  }
+  ASSERT_EQ(got[5].rows.size(), 1u) << got[5].error;
+  EXPECT_EQ(got[5].rows[0].key, "room/humidity");
+  EXPECT_EQ(got[6].line, 9);
+  EXPECT_NE(got[6].error.find("3 fields, the header has 4"), std::string::npos) << got[6].error;
+}
+
 TEST(ExportTest, CsvAndLineProtocolReadBackAsWritten) {
   std::string csv = CsvExportHeader();
   AppendCsvRow("a,b", KeyType::kString, Sample{1796558400123, Value(std::string("x \"y\"\nz"))},
