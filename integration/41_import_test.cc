@@ -494,6 +494,24 @@ class Influxd {
   std::unique_ptr<Process> process_;
 };
 
+// A key of komoku and the InfluxQL query of the same series in database
+// "home".
+struct KeyAndQuery {
+  std::string key, query;
+};
+
+// The key's history holds the times and values InfluxDB answers.
+void ExpectAsInfluxAnswers(Influxd& influx, const Komoku& komoku, const KeyAndQuery& p) {
+  const json theirs = influx.Query("home", p.query);
+  const json ours = History(komoku, p.key)["rows"];
+  ASSERT_TRUE(theirs.is_array()) << p.query << ": " << theirs.dump();
+  ASSERT_EQ(ours.size(), theirs.size()) << p.key << ": " << ours.dump() << " " << theirs.dump();
+  for (size_t i = 0; i < ours.size(); ++i) {
+    EXPECT_EQ(std::llround(ours[i][0].get<double>() * 1000), theirs[i][0].get<int64_t>());
+    EXPECT_EQ(ours[i][1], theirs[i][1]) << p.key;
+  }
+}
+
 TEST(ImportTest, LineProtocolAsInfluxDbReadsIt) {
   TempDir dir;
   Influxd influx(dir);
@@ -528,25 +546,14 @@ TEST(ImportTest, LineProtocolAsInfluxDbReadsIt) {
   ASSERT_TRUE(fresh.komoku.Start()) << fresh.komoku.Output();
 
   // Each field of InfluxDB is a key of komoku: measurement/tag values/field.
-  struct Pair {
-    std::string key, query;
-  } pairs[] = {
+  const KeyAndQuery pairs[] = {
       {"weather/home/living%20room/temperature", "SELECT temperature FROM weather"},
       {"weather/home/living%20room/humidity", "SELECT humidity FROM weather"},
       {"door/home/open", "SELECT open FROM door"},
       {"alarm", "SELECT value FROM alarm"},
       {"power", "SELECT value FROM power"},
   };
-  for (const Pair& p : pairs) {
-    const json theirs = influx.Query("home", p.query);
-    const json ours = History(fresh.komoku, p.key)["rows"];
-    ASSERT_TRUE(theirs.is_array()) << p.query << ": " << theirs.dump();
-    ASSERT_EQ(ours.size(), theirs.size()) << p.key << ": " << ours.dump() << " " << theirs.dump();
-    for (size_t i = 0; i < ours.size(); ++i) {
-      EXPECT_EQ(std::llround(ours[i][0].get<double>() * 1000), theirs[i][0].get<int64_t>());
-      EXPECT_EQ(ours[i][1], theirs[i][1]) << p.key;
-    }
-  }
+  for (const KeyAndQuery& p : pairs) ExpectAsInfluxAnswers(influx, fresh.komoku, p);
   EXPECT_EQ(History(fresh.komoku, "door/home/open")["type"], "boolean");
   EXPECT_EQ(History(fresh.komoku, "alarm")["type"], "string");
 
@@ -612,9 +619,7 @@ TEST(ImportTest, InfluxCliCsvExport) {
   ASSERT_TRUE(fresh.komoku.Start()) << fresh.komoku.Output();
   // The key: the measurement, the tag values sorted by tag name (as
   // InfluxDB keeps them), the field.
-  struct Pair {
-    std::string key, query;
-  } pairs[] = {
+  const KeyAndQuery pairs[] = {
       {"weather/living%20room/home/temperature",
        "SELECT temperature FROM weather WHERE room='living room'"},
       {"weather/living%20room/home/humidity",
@@ -624,16 +629,7 @@ TEST(ImportTest, InfluxCliCsvExport) {
       {"alarm", "SELECT value FROM alarm"},
       {"power", "SELECT value FROM power"},
   };
-  for (const Pair& p : pairs) {
-    const json theirs = influx.Query("home", p.query);
-    const json ours = History(fresh.komoku, p.key)["rows"];
-    ASSERT_TRUE(theirs.is_array()) << p.query << ": " << theirs.dump();
-    ASSERT_EQ(ours.size(), theirs.size()) << p.key << ": " << ours.dump() << " " << theirs.dump();
-    for (size_t i = 0; i < ours.size(); ++i) {
-      EXPECT_EQ(std::llround(ours[i][0].get<double>() * 1000), theirs[i][0].get<int64_t>());
-      EXPECT_EQ(ours[i][1], theirs[i][1]) << p.key;
-    }
-  }
+  for (const KeyAndQuery& p : pairs) ExpectAsInfluxAnswers(influx, fresh.komoku, p);
   EXPECT_EQ(History(fresh.komoku, "door/home/open")["type"], "boolean");
   EXPECT_EQ(History(fresh.komoku, "alarm")["type"], "string");
   EXPECT_EQ(Keys(fresh.komoku).size(), 7u) << Keys(fresh.komoku).dump();
