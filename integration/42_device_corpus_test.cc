@@ -145,8 +145,15 @@ struct Expected {
 
 struct ExpectedFile {
   std::vector<Expected> keys;
+  // `# metric: NAME VALUE`: a family of /metrics summed over its series,
+  // or one series (`NAME{label="..."}`), after the replay.
+  std::map<std::string, long long> metrics;
   std::string error;
 };
+
+// Unless the expected file names them, nothing is refused.
+const char* const kRefusalFamilies[] = {"komoku_refused_total", "komoku_mapping_refused_total",
+                                        "komoku_discovery_refused_total"};
 
 ExpectedFile ReadExpected(const std::string& path) {
   ExpectedFile out;
@@ -159,6 +166,17 @@ ExpectedFile ReadExpected(const std::string& path) {
   for (std::string line; std::getline(in, line);) {
     ++number;
     const std::string at = path + ":" + std::to_string(number) + ": ";
+    if (line.rfind("# metric:", 0) == 0) {
+      const std::vector<std::string> w = Words(line.substr(9));
+      char* end = nullptr;
+      const long long v = w.size() == 2 ? std::strtoll(w[1].c_str(), &end, 10) : 0;
+      if (w.size() != 2 || *end != '\0') {
+        out.error = at + "expected '# metric: NAME VALUE'";
+        return out;
+      }
+      out.metrics[w[0]] = v;
+      continue;
+    }
     std::istringstream words(line);
     Expected e{number, "", "", nullptr, std::nullopt, std::nullopt, false};
     if (!(words >> e.key) || e.key[0] == '#') continue;
@@ -275,6 +293,19 @@ class CorpusTest : public KomokuTest, public ::testing::WithParamInterface<std::
     return out;
   }
 
+  // A /metrics series, or the sum of a family's series.
+  long long MetricSum(const std::string& name) {
+    if (name.find('{') != std::string::npos) return komoku_->Metric(name);
+    long long sum = 0;
+    std::istringstream in(komoku_->Get("/metrics").body);
+    for (std::string line; std::getline(in, line);) {
+      if (line.compare(0, name.size(), name) != 0 || line.size() == name.size()) continue;
+      if (line[name.size()] != ' ' && line[name.size()] != '{') continue;
+      sum += static_cast<long long>(std::stod(line.substr(line.rfind(' ') + 1)));
+    }
+    return sum;
+  }
+
   // `komoku mappings test --log` on the capture with the config the
   // service runs on: its output.
   std::string MappingsTest() {
@@ -362,6 +393,27 @@ TEST_P(CorpusTest, RecordsEveryExpectedKey) {
     if (e.changes) {
       EXPECT_EQ(HistorySize(e.key), *e.changes);
     }
+  }
+
+  // A refusal family not named as a whole holds the series named, no more.
+  std::map<std::string, long long> metrics = expected.metrics;
+  for (const std::string family : kRefusalFamilies) {
+    if (metrics.count(family)) continue;
+    long long named = 0;
+    for (const auto& [name, value] : expected.metrics) {
+      if (name.rfind(family + "{", 0) == 0) named += value;
+    }
+    metrics[family] = named;
+  }
+  for (const auto& [name, value] : metrics) {
+    long long got = MetricSum(name);
+    // The test's own polls for a key not there yet are answered 404, and
+    // counted as refused requests: not the devices' doing.
+    if (name == "komoku_refused_total") {
+      got -= komoku_->Metric("komoku_refused_total{reason=\"unknown_key\"}");
+    }
+    EXPECT_EQ(got, value) << name << "\n"
+                          << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
   }
 }
 
