@@ -258,6 +258,9 @@ int RunLog(const TestArgs& args) {
     ++number;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (store::TrimAscii(line).empty()) continue;
+    // A comment: no topic name starts with '#' (a wildcard, never in a
+    // published topic), so a capture may say where it came from.
+    if (line[0] == '#') continue;
     // mosquitto_sub -v: the topic, one space, the payload ("(null)" for an
     // empty one: a retained message cleared).
     const size_t space = line.find(' ');
@@ -315,6 +318,9 @@ int RunLog(const TestArgs& args) {
         ++changes;
       }
       if (d.result.unknown_skipped) std::cout << at << "unknown (nan): skipped\n";
+      if (d.result.changes.empty() && d.result.refusals.empty() && !d.result.unknown_skipped) {
+        std::cout << at << "discovered entities read it; no field to store\n";
+      }
       continue;
     }
     if (r.refusal) {

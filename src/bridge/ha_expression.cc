@@ -1392,6 +1392,26 @@ class ExpressionParser {
     if (name == "value_json") {
       std::vector<std::string> path;
       for (;;) {
+        // `.get('field'[, default])`, Python's dict.get: the field, else
+        // the default (None without one) when the payload lacks it.
+        if (IsOp(".") && Peek(1).type == Token::Type::kName && Peek(1).text == "get" &&
+            IsOp("(", 2)) {
+          i_ += 3;
+          Result<std::vector<NodePtr>> args = Arguments();
+          if (!args.ok()) return args.status();
+          if (args->empty() || args->size() > 2 || (*args)[0]->op != Node::Op::kConstant ||
+              (*args)[0]->value.kind != Kind::kString || (*args)[0]->value.text.empty()) {
+            return Fails("calls get() with other than a quoted field name and a default");
+          }
+          path.push_back((*args)[0]->value.text);
+          Result<NodePtr> field = Input(false, std::move(path));
+          if (!field.ok()) return field.status();
+          reads_->missing = true;
+          std::vector<NodePtr> fargs = {std::move(*field), args->size() > 1
+                                                               ? std::move((*args)[1])
+                                                               : Constant(TemplateValue::None())};
+          return Make(Node::Op::kFilter, "default", std::move(fargs));
+        }
         if (IsOp(".") && Peek(1).type == Token::Type::kName) {
           path.push_back(Peek(1).text);
           i_ += 2;

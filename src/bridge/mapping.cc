@@ -561,6 +561,15 @@ class RuleApplier {
             if (!FromTemplate(TemplateInput(v), f.path.dotted) || !Emit(f.suffix)) return refusal_;
             continue;
           }
+          // A template reads an array whole, as a list (shellies-discovery-
+          // gen2's `"overpower" in value_json.get("errors", [])`), never
+          // element by element past the template.
+          if (r_.expression && doc.kind(v) == FlatJson::Kind::kArray) {
+            TemplateValue list;
+            if (!TemplateList(v, f.path.dotted, &list)) return refusal_;
+            if (!FromTemplate(list, f.path.dotted) || !Emit(f.suffix)) return refusal_;
+            continue;
+          }
           if (doc.kind(v) == FlatJson::Kind::kArray) {
             if (!FromArray(v, f)) return refusal_;
             continue;
@@ -640,6 +649,27 @@ class RuleApplier {
       const bool ok = skip || Emit(suffix);
       key_tail_ = {};
       if (!ok) return false;
+    }
+    return true;
+  }
+
+  // A JSON array of scalars as a template reads it: a list. Nested
+  // arrays and objects are refused (templates read one field's value).
+  bool TemplateList(FlatJson::Index array, std::string_view what, TemplateValue* out) {
+    const FlatJson& doc = *doc_;
+    std::vector<FlatJson::Index> elements;
+    doc.AppendElements(array, &elements);
+    out->kind = TemplateValue::Kind::kList;
+    out->items.clear();
+    for (size_t n = 0; n < elements.size(); ++n) {
+      const FlatJson::Index e = elements[n];
+      if (doc.kind(e) != FlatJson::Kind::kNull && !doc.IsScalar(e)) {
+        Refuse("not_scalar", "field '" + std::string(what) + "[" + std::to_string(n) + "]' is " +
+                                 doc.TypeName(e) +
+                                 ", not a number, boolean or string for the template's list");
+        return false;
+      }
+      out->items.push_back(TemplateInput(e));
     }
     return true;
   }

@@ -223,6 +223,57 @@ TEST(DiscoveryTest, ShelliesDiscoveryTemplatesMapTheirValues) {
             "!wrong_type;");
 }
 
+// bieniu/ha-shellies-discovery-gen2 (python_scripts/shellies_discovery_gen2.py,
+// TPL_RELAY_OVERPOWER): a problem sensor true while the status's "errors"
+// list (present only with errors) holds "overpower". The template reads
+// the field with dict.get and the array whole, as a list.
+TEST(DiscoveryTest, ShelliesDiscoveryGen2ReadsErrorListsWithGet) {
+  Discovery d(DiscoveryOptions{});
+  ASSERT_TRUE(
+      Handle1(d, "homeassistant/binary_sensor/shellyplus1pm-a8032ab12cd3-0-overpower/config",
+              R"({"name":"Overpower","dev_cla":"problem","stat_t":"~status/switch:0",)"
+              R"("val_tpl":"{%if \"overpower\" in value_json.get(\"errors\",[])%}ON{%else%})"
+              R"(OFF{%endif%}","~":"shellyplus1pm-a8032ab12cd3/"})")
+          .entity->mapped());
+  const std::string topic = "shellyplus1pm-a8032ab12cd3/status/switch:0";
+  const std::string key = topic + "/errors=";
+  EXPECT_EQ(Show(d.Map(topic, R"({"id":0,"output":true,"apower":8.9})", kNow)), key + "false(b);");
+  EXPECT_EQ(Show(d.Map(topic, R"({"id":0,"apower":3801.2,"errors":["overpower"]})", kNow)),
+            key + "true(b);");
+  EXPECT_EQ(Show(d.Map(topic, R"({"id":0,"errors":["overtemp","overvoltage"]})", kNow)),
+            key + "false(b);");
+  EXPECT_EQ(Show(d.Map(topic, R"({"id":0,"errors":[]})", kNow)), key + "false(b);");
+  // An array of objects is no list a template reads: refused, saying so.
+  EXPECT_EQ(Show(d.Map(topic, R"({"id":0,"errors":[{"code":1}]})", kNow)), "!not_scalar;");
+
+  // Any template reads an array field whole.
+  ASSERT_TRUE(Handle1(d, "homeassistant/sensor/x/errors/config",
+                      R"({"stat_t":"x/status","unit_of_meas":"n","stat_cla":"measurement",)"
+                      R"("val_tpl":"{{ value_json.errors | length }}"})")
+                  .entity->mapped());
+  EXPECT_EQ(Show(d.Map("x/status", R"({"errors":["a","b"]})", kNow)), "x/status/errors=2(d);");
+
+  // get() with its default, and without one (None: nothing to store).
+  ASSERT_TRUE(Handle1(d, "homeassistant/sensor/plug/power/config",
+                      R"({"stat_t":"plug/state","unit_of_meas":"W",)"
+                      R"("val_tpl":"{{ value_json.get('power', 0) }}"})")
+                  .entity->mapped());
+  ASSERT_TRUE(Handle1(d, "homeassistant/sensor/plug/total/config",
+                      R"({"stat_t":"plug/state","unit_of_meas":"kWh",)"
+                      R"("val_tpl":"{{ value_json.energy.get('total') }}"})")
+                  .entity->mapped());
+  EXPECT_EQ(Show(d.Map("plug/state", R"({"power":12,"energy":{"total":3.5}})", kNow)),
+            "plug/state/power=12(d);plug/state/energy.total=3.5(d);");
+  EXPECT_EQ(Show(d.Map("plug/state", R"({"energy":{}})", kNow)), "plug/state/power=0(d);");
+  // get() of something other than a quoted field name: refused.
+  for (const char* bad : {"{{ value_json.get(value) }}", "{{ value_json.get() }}",
+                          "{{ value_json.get('a', 1, 2) }}"}) {
+    Result<HaTemplate> t = ParseHaTemplate(bad);
+    ASSERT_FALSE(t.ok()) << bad;
+    EXPECT_NE(t.status().message().find("get()"), std::string::npos) << t.status().message();
+  }
+}
+
 TEST(HaDiscoveryTest, Zigbee2mqttSensor) {
   DiscoveredEntity e = Ha(kZ2mTemperatureTopic, kZ2mTemperature);
   ASSERT_TRUE(e.mapped()) << e.reason << ": " << e.message;
