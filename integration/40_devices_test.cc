@@ -47,7 +47,8 @@ class DevicesTest : public KomokuTest {
 TEST_F(DevicesTest, TheExampleRulesAreThere) {
   const std::string rules = ExampleMappings();
   EXPECT_NE(rules.find("name: shelly_gen2_status"), std::string::npos) << rules;
-  EXPECT_NE(rules.find("name: esphome_text_sensor"), std::string::npos) << rules;
+  EXPECT_NE(rules.find("name: esphome_switch"), std::string::npos) << rules;
+  EXPECT_NE(rules.find("name: shelly_online"), std::string::npos) << rules;
 }
 
 TEST_F(DevicesTest, ARealHouseBecomesTypedKeys) {
@@ -67,6 +68,8 @@ TEST_F(DevicesTest, ARealHouseBecomesTypedKeys) {
   mqtt_->Publish("shellies/shelly1pm-ABC/relay/0/energy", "12345");
   mqtt_->Publish("shellies/shellyht-XYZ/sensor/ext_power", "true");
   mqtt_->Publish("shellies/shellydw2-XYZ/sensor/state", "open");
+  mqtt_->Publish("shellies/shelly1pm-ABC/input/0", "1");
+  mqtt_->Publish("shellies/shelly1pm-ABC/online", "true");
   // Shelly Gen 2: shelly-api-docs.shelly.cloud/gen2 (Switch status, MQTT).
   mqtt_->Publish("shellyplus1pm-a8032ab12cd3/status/switch:0",
                  R"({"id":0,"source":"init","output":true,"apower":8.9,"voltage":237.5,)"
@@ -76,7 +79,9 @@ TEST_F(DevicesTest, ARealHouseBecomesTypedKeys) {
   // ESPHome: esphome.io/components/mqtt; a sensor without a reading says nan.
   mqtt_->Publish("livingroom/sensor/temperature/state", "nan");
   mqtt_->Publish("livingroom/sensor/temperature/state", "21.50");
-  mqtt_->Publish("livingroom/text_sensor/wifi_ssid/state", "home-net");
+  // A text sensor publishes on .../sensor/... (mqtt_text_sensor.cpp).
+  mqtt_->Publish("livingroom/sensor/wifi_ssid/state", "home-net");
+  mqtt_->Publish("livingroom/switch/relay/state", "ON");
   mqtt_->Publish("livingroom/status", "online");
   // Home Assistant's birth message: no ESPHome device.
   mqtt_->Publish("homeassistant/status", "online");
@@ -92,7 +97,7 @@ TEST_F(DevicesTest, ARealHouseBecomesTypedKeys) {
       {"living/lamp/state", true, "boolean"},
       {"living/lamp/brightness", 120, "numeric"},
       {"living/lamp/available", true, "boolean"},
-      {"shelly25/energy_total", 3.051, "numeric"},
+      {"shelly25/energy_total", 3.051, "counter"},  // as Tasmota's discovery has it
       {"shelly25/power/1", 12, "numeric"},
       {"shelly25/power/2", 34, "numeric"},
       {"shelly25/voltage", 231, "numeric"},
@@ -103,14 +108,17 @@ TEST_F(DevicesTest, ARealHouseBecomesTypedKeys) {
       {"shelly1pm-ABC/relay/0/energy", 12345, "counter"},
       {"shellyht-XYZ/ext_power", true, "boolean"},
       {"shellydw2-XYZ/state", true, "boolean"},
+      {"shelly1pm-ABC/input/0", true, "boolean"},
+      {"shelly1pm-ABC/online", true, "boolean"},
       {"shellyplus1pm-a8032ab12cd3/switch:0/output", true, "boolean"},
       {"shellyplus1pm-a8032ab12cd3/switch:0/apower", 8.9, "numeric"},
       {"shellyplus1pm-a8032ab12cd3/switch:0/voltage", 237.5, "numeric"},
-      {"shellyplus1pm-a8032ab12cd3/switch:0/aenergy.total", 6.532, "numeric"},
+      {"shellyplus1pm-a8032ab12cd3/switch:0/aenergy.total", 6.532, "counter"},
       {"shellyplus1pm-a8032ab12cd3/switch:0/temperature.tC", 41.1, "numeric"},
       {"shellyplus1pm-a8032ab12cd3/online", true, "boolean"},
       {"livingroom/temperature", 21.5, "numeric"},
       {"livingroom/wifi_ssid", "home-net", "string"},
+      {"livingroom/relay", true, "boolean"},
       {"livingroom/online", true, "boolean"},
   };
   for (const Expected& e : expected) {

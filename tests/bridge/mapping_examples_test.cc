@@ -76,7 +76,7 @@ TEST_F(MappingExamplesTest, TheExampleIsTheCommentedBlockOfTheConfigExample) {
   for (std::string line; std::getline(yaml, line);) {
     EXPECT_NE(example.find("\n#" + line + "\n"), std::string::npos) << line;
   }
-  EXPECT_EQ(engine_->size(), 19u);
+  EXPECT_EQ(engine_->size(), 25u);
 }
 
 // Payloads as zigbee2mqtt publishes them: zigbee2mqtt.io/guide/usage/
@@ -142,7 +142,7 @@ TEST_F(MappingExamplesTest, Tasmota) {
   Check({"tele/plug1/SENSOR",
          R"({"Time":"2026-11-20T10:00:00","ENERGY":{"Total":12.345,"Power":57,"Voltage":231}})",
          "tasmota_sensor",
-         {{"plug1/energy_total", "12.345", "numeric"},
+         {{"plug1/energy_total", "12.345", "counter"},
           {"plug1/power", "57", "numeric"},
           {"plug1/voltage", "231", "numeric"}},
          1795168800000});
@@ -153,7 +153,7 @@ TEST_F(MappingExamplesTest, Tasmota) {
          R"("ApparentPower":[20,40],"ReactivePower":[16,21],"Factor":[0.60,0.85],)"
          R"("Voltage":231,"Current":[0.087,0.173]},"Temperature":41.2,"TempUnit":"C"})",
          "tasmota_sensor",
-         {{"shelly25/energy_total", "3.051", "numeric"},
+         {{"shelly25/energy_total", "3.051", "counter"},
           {"shelly25/power/1", "12", "numeric"},
           {"shelly25/power/2", "34", "numeric"},
           {"shelly25/voltage", "231", "numeric"},
@@ -184,6 +184,29 @@ TEST_F(MappingExamplesTest, Shelly) {
          "12345",
          "shelly_relay_energy",
          {{"shelly1pm-ABC/relay/0/energy", "12345", "counter"}}});
+  // Gen1's input, device temperature and last will (shelly-api-docs gen1,
+  // "MQTT": shellies/<id>/input/<i> 0|1, shellies/<id>/temperature,
+  // shellies/<id>/overtemperature 0|1, shellies/<id>/online true|false).
+  Check({"shellies/shelly1-ABC/input/0",
+         "1",
+         "shelly_input",
+         {{"shelly1-ABC/input/0", "true", "boolean"}}});
+  Check({"shellies/shelly1-ABC/input/0",
+         "0",
+         "shelly_input",
+         {{"shelly1-ABC/input/0", "false", "boolean"}}});
+  Check({"shellies/shelly1pm-ABC/temperature",
+         "41.3",
+         "shelly_device_temperature",
+         {{"shelly1pm-ABC/temperature", "41.3", "numeric"}}});
+  Check({"shellies/shelly1pm-ABC/overtemperature",
+         "0",
+         "shelly_overtemperature",
+         {{"shelly1pm-ABC/overtemperature", "false", "boolean"}}});
+  Check({"shellies/shelly1-ABC/online",
+         "false",
+         "shelly_online",
+         {{"shelly1-ABC/online", "false", "boolean"}}});
   Check({"shellies/shellyht-XYZ/sensor/temperature",
          "21.5",
          "shelly_sensor",
@@ -230,7 +253,7 @@ TEST_F(MappingExamplesTest, ShellyGen2) {
           {"shellyplus1pm-a8032ab12cd3/switch:0/voltage", "237.5", "numeric"},
           {"shellyplus1pm-a8032ab12cd3/switch:0/freq", "50.0", "numeric"},
           {"shellyplus1pm-a8032ab12cd3/switch:0/current", "0.068", "numeric"},
-          {"shellyplus1pm-a8032ab12cd3/switch:0/aenergy.total", "6.532", "numeric"},
+          {"shellyplus1pm-a8032ab12cd3/switch:0/aenergy.total", "6.532", "counter"},
           {"shellyplus1pm-a8032ab12cd3/switch:0/temperature.tC", "41.1", "numeric"}}});
   Check({"shellyplusht-a8032ab12cd3/status/temperature:0",
          R"({"id":0,"tC":21.3,"tF":70.3})",
@@ -267,18 +290,25 @@ TEST_F(MappingExamplesTest, EspHome) {
          "2d 3h 4m",
          "esphome_sensor",
          {{"livingroom/uptime_human", "\"2d 3h 4m\"", "string"}}});
-  Check({"livingroom/text_sensor/wifi_ssid/state",
+  // A text sensor publishes on .../sensor/... too (mqtt_text_sensor.cpp:
+  // its component_type() is "sensor").
+  Check({"livingroom/sensor/wifi_ssid/state",
          "home-net",
-         "esphome_text_sensor",
+         "esphome_sensor",
          {{"livingroom/wifi_ssid", "\"home-net\"", "string"}}});
-  Check({"livingroom/text_sensor/version/state",
+  Check({"livingroom/sensor/version/state",
          "2024.12.1",
-         "esphome_text_sensor",
+         "esphome_sensor",
          {{"livingroom/version", "\"2024.12.1\"", "string"}}});
   Check({"livingroom/binary_sensor/motion/state",
          "ON",
          "esphome_binary_sensor",
          {{"livingroom/motion", "true", "boolean"}}});
+  // A switch: mqtt_switch.cpp publishes ON/OFF on <node>/switch/<id>/state.
+  Check({"livingroom/switch/relay/state",
+         "ON",
+         "esphome_switch",
+         {{"livingroom/relay", "true", "boolean"}}});
   Check({"livingroom/status",
          "online",
          "esphome_status",
