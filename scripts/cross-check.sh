@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Cross-builds Komoku for armhf or arm64 on an x86-64 Debian machine (12, or
-# 13 in scripts/trixie-check.sh --cross) and
-# runs every test under qemu user-mode emulation: the unit tests, then the
-# integration tests, whose target-architecture test programs start the
-# target's komoku through the emulator (integration/CMakeLists.txt) and this
-# machine's own Mosquitto and Prometheus. Not part of `make test`; see
+# Cross-builds Komoku for armhf or arm64 on an x86-64 Debian 12 machine (a
+# cross build on Debian 13 is not provided yet) and runs every test under
+# qemu user-mode emulation: the unit tests, then the integration tests,
+# whose target-architecture test programs start the target's komoku through
+# the emulator (integration/CMakeLists.txt) and this machine's own Mosquitto
+# and Prometheus. Not part of `make test`; see
 # docs/operations.md, "Architectures".
 #
 #   scripts/cross-check.sh [--deb] [--tests=all|unit|none] armhf|arm64
