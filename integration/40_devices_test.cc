@@ -10,34 +10,16 @@
 #include <sstream>
 
 #include "harness/harness.h"
+#include "test_data.h"
 
 namespace komoku::testing {
 namespace {
 
-// zigbee2mqtt's event template, as lib/extension/homeassistant.ts
-// (getActionValueTemplate) builds it from its ACTION_PATTERNS
-// (Koenkk/zigbee2mqtt at 6835cbf5, 2026-07-21).
-const char kZigbee2mqttEventTemplate[] = R"tpl({% set patterns = [
-{"pattern": '^(?P<button>(?:button_)?[a-z0-9]+)_(?P<action>(?:press|hold)(?:_release)?)$', "groups": ["button", "action"]},
-{"pattern": '^(?P<action>recall|scene)_(?P<scene>[0-2][0-9]{0,2})$', "groups": ["action", "scene"]},
-{"pattern": '^(?P<actionPrefix>region_)(?P<region>[1-9]|10)_(?P<action>enter|leave|occupied|unoccupied)$', "groups": ["actionPrefix", "region", "action"]},
-{"pattern": '^(?P<action>dial_rotate)_(?P<direction>left|right)_(?P<speed>step|slow|fast)$', "groups": ["action", "direction", "speed"]},
-{"pattern": '^(?P<action>brightness_step)(?:_(?P<direction>up|down))?$', "groups": ["action", "direction"]}
-] %}
-{% set action_value = value_json.action|default('') %}
-{% set ns = namespace(r=[('action', action_value)]) %}
-{% for p in patterns %}
-  {% set m = action_value|regex_findall(p.pattern) %}
-  {% if m[0] is undefined %}{% continue %}{% endif %}
-  {% for key, value in zip(p.groups, m[0]) %}
-    {% set ns.r = ns.r|rejectattr(0, 'eq', key)|list + [(key, value)] %}
-  {% endfor %}
-{% endfor %}
-{% if (ns.r|selectattr(0, 'eq', 'actionPrefix')|first) is defined %}
-  {% set ns.r = ns.r|rejectattr(0, 'eq', 'action')|list + [('action', ns.r|selectattr(0, 'eq', 'actionPrefix')|map(attribute=1)|first + ns.r|selectattr(0, 'eq', 'action')|map(attribute=1)|first)] %}
-{% endif %}
-{% set ns.r = ns.r + [('event_type', ns.r|selectattr(0, 'eq', 'action')|map(attribute=1)|first)] %}
-{{dict.from_keys(ns.r|rejectattr(0, 'in', ('action', 'actionPrefix'))|reject('eq', ('event_type', None))|reject('eq', ('event_type', '')))|to_json}})tpl";
+// zigbee2mqtt's event template (tests/data/templates/README.md says where
+// it comes from; the bridge unit tests read the same file).
+std::string Zigbee2mqttEventTemplate() {
+  return test_data::Read("templates/zigbee2mqtt_event.jinja");
+}
 
 class DevicesTest : public KomokuTest {
  protected:
@@ -778,7 +760,7 @@ TEST_F(FreshConfigTest, AZigbee2mqttEventEntityRecordsEachPress) {
       {"origin", {{"name", "Zigbee2MQTT"}, {"sw", "2.1.0"}}},
       {"state_topic", "zigbee2mqtt/hue_tap"},
       {"unique_id", "0x0017880109abcdef_action_zigbee2mqtt"},
-      {"value_template", kZigbee2mqttEventTemplate}};
+      {"value_template", Zigbee2mqttEventTemplate()}};
   mqtt_->Publish("homeassistant/event/0x0017880109abcdef/action/config", config.dump(), 1, true);
   ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 1; }))
       << komoku_->Get("/api/v1/discovery").body << komoku_->Output();

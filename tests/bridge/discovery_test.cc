@@ -14,6 +14,7 @@
 #include "bridge/ha_template.h"
 #include "common/files.h"
 #include "temp_dir.h"
+#include "test_data.h"
 
 namespace komoku::bridge {
 namespace {
@@ -1532,35 +1533,17 @@ TEST(DiscoveryTest, Homie3And4NotRetainedPropertiesAreEvents) {
 // map(attribute=), dict.from_keys and to_json. What it renders is what
 // Home Assistant's Jinja renders (Python's re.findall, dicts in insertion
 // order); the event template takes its event_type.
-const char kZigbee2mqttEventTemplate[] = R"tpl({% set patterns = [
-{"pattern": '^(?P<button>(?:button_)?[a-z0-9]+)_(?P<action>(?:press|hold)(?:_release)?)$', "groups": ["button", "action"]},
-{"pattern": '^(?P<action>recall|scene)_(?P<scene>[0-2][0-9]{0,2})$', "groups": ["action", "scene"]},
-{"pattern": '^(?P<actionPrefix>region_)(?P<region>[1-9]|10)_(?P<action>enter|leave|occupied|unoccupied)$', "groups": ["actionPrefix", "region", "action"]},
-{"pattern": '^(?P<action>dial_rotate)_(?P<direction>left|right)_(?P<speed>step|slow|fast)$', "groups": ["action", "direction", "speed"]},
-{"pattern": '^(?P<action>brightness_step)(?:_(?P<direction>up|down))?$', "groups": ["action", "direction"]}
-] %}
-{% set action_value = value_json.action|default('') %}
-{% set ns = namespace(r=[('action', action_value)]) %}
-{% for p in patterns %}
-  {% set m = action_value|regex_findall(p.pattern) %}
-  {% if m[0] is undefined %}{% continue %}{% endif %}
-  {% for key, value in zip(p.groups, m[0]) %}
-    {% set ns.r = ns.r|rejectattr(0, 'eq', key)|list + [(key, value)] %}
-  {% endfor %}
-{% endfor %}
-{% if (ns.r|selectattr(0, 'eq', 'actionPrefix')|first) is defined %}
-  {% set ns.r = ns.r|rejectattr(0, 'eq', 'action')|list + [('action', ns.r|selectattr(0, 'eq', 'actionPrefix')|map(attribute=1)|first + ns.r|selectattr(0, 'eq', 'action')|map(attribute=1)|first)] %}
-{% endif %}
-{% set ns.r = ns.r + [('event_type', ns.r|selectattr(0, 'eq', 'action')|map(attribute=1)|first)] %}
-{{dict.from_keys(ns.r|rejectattr(0, 'in', ('action', 'actionPrefix'))|reject('eq', ('event_type', None))|reject('eq', ('event_type', '')))|to_json}})tpl";
+std::string Zigbee2mqttEventTemplate() {
+  return test_data::Read("templates/zigbee2mqtt_event.jinja");
+}
 
 TEST(ValueTemplateTest, Zigbee2mqttEventTemplate) {
-  Result<HaTemplate> t = ParseHaTemplate(kZigbee2mqttEventTemplate);
+  Result<HaTemplate> t = ParseHaTemplate(Zigbee2mqttEventTemplate());
   ASSERT_TRUE(t.ok()) << t.status().message();
   ASSERT_TRUE(t->expression);
   EXPECT_EQ(t->path, std::vector<std::string>{"action"});
   EXPECT_TRUE(t->expression->reads_missing());  // value_json.action|default('')
-  Result<HaTemplate> event = ParseHaEventTemplate(kZigbee2mqttEventTemplate);
+  Result<HaTemplate> event = ParseHaEventTemplate(Zigbee2mqttEventTemplate());
   ASSERT_TRUE(event.ok()) << event.status().message();
   struct Case {
     TemplateValue action;
@@ -1693,7 +1676,7 @@ TEST(DiscoveryTest, Zigbee2mqttEventEntityTakesItsEventType) {
   const nlohmann::json config = {{"name", "Action"},
                                  {"state_topic", "zigbee2mqtt/hue_tap"},
                                  {"event_types", {"press", "hold", "dial_rotate"}},
-                                 {"value_template", kZigbee2mqttEventTemplate},
+                                 {"value_template", Zigbee2mqttEventTemplate()},
                                  {"unique_id", "0x0017880109abcdef_action_zigbee2mqtt"}};
   Discovery::Update u =
       Handle1(d, "homeassistant/event/0x0017880109abcdef/action/config", config.dump());
