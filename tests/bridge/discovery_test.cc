@@ -1216,6 +1216,117 @@ TEST(ValueTemplateTest, HostileTemplatesAreRefusedNotFollowed) {
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
 }
 
+// Found by fuzz/ha_template_fuzzer.cc (crash-ad0b4ae9...: `{{ {'a\x82':
+// value} | to_json }}`): to_json of text that is not UTF-8 (an MQTT
+// payload's bytes may be anything) threw out of Evaluate, which would end
+// the service. Refused now, as is an integer orjson cannot write.
+TEST(ValueTemplateTest, FuzzRegressionToJsonOfTextThatIsNotUtf8IsRefused) {
+  const std::pair<const char*, TemplateValue> cases[] = {
+      {"{{ {'a\x82': value} | to_json }}", TemplateValue::String("20.5")},
+      {"{{ {'a': value} | to_json }}", TemplateValue::String("\xff\xfe")},
+      {"{{ [value] | to_json }}", TemplateValue::String("caf\xc3")},
+      {"{{ value_json.x | to_json }}", TemplateValue::Int(1e20)},
+  };
+  for (const auto& [text, in] : cases) {
+    Result<HaTemplate> t = ParseHaExpressionTemplate(text);
+    ASSERT_TRUE(t.ok()) << text << ": " << t.status().message();
+    Result<TemplateValue> out = t->expression->Evaluate(in);
+    ASSERT_FALSE(out.ok()) << text << " gave " << RenderTemplateValue(*out);
+    EXPECT_NE(out.status().message().find("to_json of"), std::string::npos)
+        << out.status().message();
+  }
+  Result<HaTemplate> t = ParseHaExpressionTemplate("{{ [value_json.x] | to_json }}");
+  ASSERT_TRUE(t.ok());
+  Result<TemplateValue> out = t->expression->Evaluate(TemplateValue::Int(18446744073709549568.0));
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  EXPECT_EQ(out->text, "[18446744073709549568]");
+  out = t->expression->Evaluate(TemplateValue::String("café"));
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  EXPECT_EQ(out->text, "[\"café\"]");
+}
+
+// Found by fuzz/ha_template_fuzzer.cc (crash-eb956209...: `{{
+// value_jsonon\u0482 | ... }}`): the refusal quoted one byte of a two-byte
+// character, text that is not UTF-8 in the log and in GET
+// /api/v1/discovery. It quotes the whole character.
+TEST(ValueTemplateTest, FuzzRegressionARefusalQuotesWholeCharacters) {
+  for (const char* text : {"{{ value_jsonon\u0482 | round(1) }}", "{{ value \u20ac 2 }}",
+                           "{{ value + \U0001F600 }}"}) {
+    Result<HaTemplate> t = ParseHaTemplate(text);
+    ASSERT_FALSE(t.ok()) << text;
+    EXPECT_TRUE(store::IsValidUtf8(t.status().message())) << t.status().message();
+    EXPECT_NE(t.status().message().find("it cannot read"), std::string::npos)
+        << t.status().message();
+  }
+}
+
+// Literal text between tags is output as Jinja outputs it, blanks
+// included, `{%-` and `-%}` trimming it; Home Assistant then strips the
+// whole result (Template.async_render_with_possible_json_value). Each
+// expectation is python3 + jinja2 3.1.6's render(...).strip(); the kind
+// column says whether a lone value stays native (a number stays a number
+// when blanks are all that surround it).
+TEST(ValueTemplateTest, TextBetweenTagsIsKeptAsJinjaKeepsIt) {
+  using V = TemplateValue;
+  using K = TemplateValue::Kind;
+  struct Case {
+    const char* text;
+    V in;
+    const char* out;
+    K kind;
+  };
+  const Case cases[] = {
+      {"{{ value_json.a }} {{ value_json.a }}", V::String("x"), "x x", K::kString},
+      {"{{ value }} {{ value }}", V::String("ab"), "ab ab", K::kString},
+      {"{{ value_json.a }}\n{{ value_json.a }}", V::Int(1), "1\n1", K::kString},
+      {"{{ value_json.t }} °C", V::Float(21.5), "21.5 °C", K::kString},
+      {"{% if value_json.t > 0 %} warm {% endif %}{{ value_json.t }}", V::Float(21.5), "warm 21.5",
+       K::kString},
+      {"{% for c in value %}{{ c }} {% endfor %}", V::String("ab"), "a b", K::kString},
+      {"{% for c in value %}{{ c }}, {%- endfor %}", V::String("ab"), "a,b,", K::kString},
+      {"{% if value == 'ab' %}  on  {% endif %}  !", V::String("ab"), "on    !", K::kString},
+      {"{%- if value == 'ab' -%}  on  {%- else -%} off {%- endif -%}  !", V::String("ab"), "on!",
+       K::kString},
+      {"{%- if value == 'ab' -%}  on  {%- else -%} off {%- endif -%}  !", V::String("x"), "off!",
+       K::kString},
+      // One value among blanks: the stripped text is the value's own.
+      {"{% if value_json.t is defined %} {{ value_json.t }} {% endif %}", V::Float(21.5), "21.5",
+       K::kFloat},
+      {"  {{ value_json.t | float }}\n", V::String(" 21.5 "), "21.5", K::kFloat},
+      {"{% set x = value_json.t %}\n{{ x }}\n", V::Int(3), "3", K::kInt},
+      {"{% if value_json.t is defined -%}\n  {{ value_json.t }}\n{%- endif %}", V::Float(21.5),
+       "21.5", K::kFloat},
+      {"{% if value_json.t is defined %} {{ value_json.t }} {% endif %}", V::Undefined(), "",
+       K::kString},
+      // Python's whitespace: U+3000, a form feed, U+00A0 too.
+      {"\u3000{{ value_json.t }}\f", V::Float(21.5), "21.5", K::kFloat},
+      {"{{ value }}\u00a0", V::String("on"), "on", K::kString},
+  };
+  for (const Case& c : cases) {
+    Result<HaTemplate> t = ParseHaExpressionTemplate(c.text);
+    ASSERT_TRUE(t.ok()) << c.text << ": " << t.status().message();
+    Result<TemplateValue> out = t->expression->Evaluate(c.in);
+    ASSERT_TRUE(out.ok()) << c.text << ": " << out.status().message();
+    EXPECT_EQ(RenderTemplateValue(*out), c.out) << c.text;
+    EXPECT_EQ(out->kind, c.kind) << c.text;
+  }
+
+  // Through discovery: a number among blanks is still a number, and a text
+  // sensor keeps the blank between its parts.
+  Discovery d(DiscoveryOptions{});
+  ASSERT_TRUE(Handle1(d, "homeassistant/sensor/th/temperature/config",
+                      R"({"stat_t":"th/state","unit_of_meas":"°C","dev_cla":"temperature",)"
+                      R"("val_tpl":"{% if value_json.t is defined %} {{ value_json.t }} )"
+                      R"({% endif %}"})")
+                  .entity->mapped());
+  ASSERT_TRUE(Handle1(d, "homeassistant/sensor/th/status/config",
+                      R"({"stat_t":"th/state",)"
+                      R"("val_tpl":"{{ value_json.mode }} {{ value_json.mode | upper }}"})")
+                  .entity->mapped());
+  EXPECT_EQ(Show(d.Map("th/state", R"({"t":21.5,"mode":"auto"})", kNow)),
+            "th/state/mode=\"auto AUTO\"(s);th/state/t=21.5(d);");
+}
+
 // Through discovery into keys: the result is read as the entity's value
 // (words for a binary_sensor, a number for a sensor); a missing field stores
 // nothing unless the template tests for it; a failing template refuses the
