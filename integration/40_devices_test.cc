@@ -747,7 +747,8 @@ TEST_F(FreshConfigTest, EveryPressOfADiscoveredButtonIsRecorded) {
 // template (Koenkk/zigbee2mqtt at 6835cbf5, 2026-07-21; the text is the one
 // tests/bridge/discovery_test.cc checks construct by construct). Each
 // press is stored as its event_type, the same press twice included; a
-// message without an action stores nothing.
+// message without an action stores nothing, one whose event_type is not in
+// event_types is refused.
 TEST_F(FreshConfigTest, AZigbee2mqttEventEntityRecordsEachPress) {
   const nlohmann::json config = {
       {"device",
@@ -789,6 +790,21 @@ TEST_F(FreshConfigTest, AZigbee2mqttEventEntityRecordsEachPress) {
   Barrier();
   EXPECT_EQ(HistorySize(key), stored);
   EXPECT_EQ(komoku_->Output().find(" refused "), std::string::npos) << komoku_->Output();
+  // An event_type the config does not list (recall_1 is `recall`): Home
+  // Assistant logs "Invalid event type" and fires nothing; Komoku refuses
+  // it, counted, and stores nothing.
+  mqtt_->Publish("zigbee2mqtt/hue_tap", R"({"action":"recall_1"})");
+  EXPECT_TRUE(WaitFor([&] {
+    return komoku_->Metric(
+               "komoku_mapping_refused_total{rule=\"discovery\",reason=\"unknown_event_type\"}") ==
+           1;
+  })) << komoku_->Get("/metrics").body;
+  Barrier();
+  EXPECT_EQ(HistorySize(key), stored);
+  EXPECT_EQ(Value(key)["value"], "hold_release");
+  EXPECT_NE(komoku_->Output().find("'recall' is not one of the entity's event_types"),
+            std::string::npos)
+      << komoku_->Output();
 }
 
 }  // namespace

@@ -1803,5 +1803,51 @@ TEST(DiscoveryTest, Zigbee2mqttEventEntityTakesItsEventType) {
   EXPECT_EQ(Show(m), "") << "no action, no event";
 }
 
+// Home Assistant's MQTT event requires event_types and fires no event of
+// another type (event.py: "Invalid event type ... received on topic",
+// dropped): such a value is refused, with its own reason, and a config
+// without event_types is refused as Home Assistant refuses it.
+TEST(DiscoveryTest, AnEventTypeNotInEventTypesIsRefused) {
+  Discovery d(DiscoveryOptions{});
+  Discovery::Update u = Handle1(d, "homeassistant/event/doorbell/press/config",
+                                R"({"stat_t":"doorbell/event","evt_typ":["press","hold"],)"
+                                R"("uniq_id":"bell"})");
+  ASSERT_TRUE(u.entity && u.entity->mapped()) << u.entity->message;
+  EXPECT_EQ(u.entity->event_types, (std::vector<std::string>{"press", "hold"}));
+  EXPECT_EQ(Show(d.Map("doorbell/event", R"({"event_type":"hold"})", kNow)),
+            "doorbell/event/event_type=\"hold\"(s);");
+  Discovery::Mapped m = d.Map("doorbell/event", R"({"event_type":"ring"})", kNow);
+  EXPECT_EQ(Show(m), "!unknown_event_type;");
+  ASSERT_EQ(m.result.refusals.size(), 1u);
+  EXPECT_NE(m.result.refusals[0].message.find("'ring' is not one of the entity's event_types "
+                                              "(press, hold)"),
+            std::string::npos)
+      << m.result.refusals[0].message;
+  // Exactly: case matters, as in Python's `in`.
+  EXPECT_EQ(Show(d.Map("doorbell/event", R"({"event_type":"Press"})", kNow)),
+            "!unknown_event_type;");
+  // Through zigbee2mqtt's template: recall_1 is `recall`, not listed.
+  const nlohmann::json config = {{"state_topic", "zigbee2mqtt/hue_tap"},
+                                 {"event_types", {"press", "hold"}},
+                                 {"value_template", Zigbee2mqttEventTemplate()}};
+  ASSERT_TRUE(
+      Handle1(d, "homeassistant/event/0x0017880109abcdef/action/config", config.dump()).entity);
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/hue_tap", R"({"action":"recall_1"})", kNow)),
+            "!unknown_event_type;");
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/hue_tap", R"({"action":"button_1_press"})", kNow)),
+            "zigbee2mqtt/hue_tap/event_type=\"press\"(s);");
+
+  for (const char* types : {"", R"("event_types":[],)", R"("event_types":[1],)"}) {
+    const DiscoveredEntity e = Ha("homeassistant/event/doorbell/x/config",
+                                  std::string("{") + types + R"("state_topic":"doorbell/event"})");
+    EXPECT_EQ(e.reason, "bad_option") << types;
+    EXPECT_NE(e.message.find("without event_types"), std::string::npos) << e.message;
+  }
+  // One text is a list of one (cv.ensure_list).
+  EXPECT_TRUE(Ha("homeassistant/event/doorbell/x/config",
+                 R"({"event_types":"press","state_topic":"doorbell/event"})")
+                  .mapped());
+}
+
 }  // namespace
 }  // namespace komoku::bridge
