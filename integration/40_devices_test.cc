@@ -741,6 +741,60 @@ TEST_F(FreshConfigTest, EveryPressOfADiscoveredButtonIsRecorded) {
   EXPECT_EQ(HistorySize("homie/5/remote-1/buttons/battery"), 1u);
 }
 
+// Event options that arrive late: a Homie 4 property announces its
+// attributes one retained message each, so its key may exist (made with
+// the default same_value_resolution of 60 s) before `$retained false`
+// says its values are events. Then the key takes same_value_resolution 0,
+// as a key made for an event does, and a second press a moment later is
+// stored; a key whose same_value_resolution a user set keeps it.
+TEST_F(FreshConfigTest, AnEventMarkerThatComesLateAppliesToItsKey) {
+  auto options_of = [&](const std::string& key) {
+    const nlohmann::json answer =
+        komoku_->Post("/api/v1/komoku", R"({"keys": {}})").Json()["result"];
+    for (const nlohmann::json& k : answer) {
+      if (k.value("key", "") == key) return k["opts"];
+    }
+    return nlohmann::json();
+  };
+  for (const std::string device : {"remote-3", "remote-4"}) {
+    mqtt_->Publish("homie/" + device + "/$homie", "4.0.0", 1, true);
+    mqtt_->Publish("homie/" + device + "/buttons/button/$datatype", "string", 1, true);
+  }
+  const std::string key = "homie/remote-3/buttons/button";
+  const std::string user_key = "homie/remote-4/buttons/button";
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 2; }))
+      << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
+  Barrier();
+  mqtt_->Publish(key, "press");
+  mqtt_->Publish(user_key, "press");
+  ASSERT_TRUE(WaitForValue(key, "press")) << komoku_->Output();
+  ASSERT_TRUE(WaitForValue(user_key, "press")) << komoku_->Output();
+  EXPECT_DOUBLE_EQ(options_of(key)["same_value_resolution"].get<double>(), 60);
+  // Not an event yet: the repeat is not stored.
+  mqtt_->Publish(key, "press");
+  Barrier();
+  EXPECT_EQ(HistorySize(key), 1u);
+  // A user's own choice for the other key.
+  ASSERT_EQ(
+      komoku_->Post("/api/v1/define?key=" + user_key, R"({"opts": {"same_value_resolution": 5}})")
+          .status,
+      200);
+
+  for (const std::string device : {"remote-3", "remote-4"}) {
+    mqtt_->Publish("homie/" + device + "/buttons/button/$retained", "false", 1, true);
+  }
+  ASSERT_TRUE(WaitFor([&] { return options_of(key).value("same_value_resolution", -1.0) == 0; }))
+      << options_of(key).dump() << komoku_->Output();
+  mqtt_->Publish(key, "press");
+  EXPECT_TRUE(WaitFor([&] { return HistorySize(key) == 2; })) << HistorySize(key);
+  mqtt_->Publish(key, "press");
+  EXPECT_TRUE(WaitFor([&] { return HistorySize(key) == 3; })) << HistorySize(key);
+  Barrier();
+  EXPECT_DOUBLE_EQ(options_of(user_key)["same_value_resolution"].get<double>(), 5);
+  EXPECT_NE(komoku_->Output().find("keeps its same_value_resolution of 5 s"), std::string::npos)
+      << komoku_->Output();
+}
+
 // zigbee2mqtt's event entity (homeassistant.experimental_event_entities):
 // lib/extension/homeassistant.ts announces the device's action as an HA
 // `event` with state_topic zigbee2mqtt/<name> and getActionValueTemplate()'s
