@@ -413,6 +413,33 @@ Result<std::shared_ptr<const std::regex>> Regex(const std::string& pattern, bool
       ecma += pattern[i];
     }
   }
+  // libstdc++'s std::regex reads a count ({m,n}) or a back-reference's
+  // number without checking for overflow (undefined behaviour, found by
+  // fuzz/ha_template_fuzzer.cc): a number of more than 9 digits is refused
+  // before it sees one (Python's re takes counts up to 2**32 - 1; real
+  // templates use a few). Checked in what std::regex reads.
+  auto digits_at = [&](size_t at) {
+    size_t n = 0;
+    while (at + n < ecma.size() && std::isdigit(static_cast<unsigned char>(ecma[at + n]))) {
+      ++n;
+    }
+    return n;
+  };
+  for (size_t i = 0; i < ecma.size(); ++i) {
+    size_t longest = 0;
+    if (ecma[i] == '\\') {
+      longest = digits_at(i + 1);
+      ++i;  // the escaped character starts nothing
+    } else if (ecma[i] == '{') {
+      const size_t m = digits_at(i + 1);
+      const size_t comma = i + 1 + m;
+      longest = comma < ecma.size() && ecma[comma] == ',' ? std::max(m, digits_at(comma + 1)) : m;
+    }
+    if (longest > 9) {
+      return Fails("has the pattern '" + pattern + "' with a number of " + std::to_string(longest) +
+                   " digits; Komoku reads counts and back-references of up to 9");
+    }
+  }
   try {
     auto flags = std::regex::ECMAScript;
     if (ignorecase) flags |= std::regex::icase;
@@ -1075,8 +1102,21 @@ Result<std::vector<Token>> Lex(std::string_view e) {
         if (i >= e.size()) return Fails("has an unclosed quote");
         if (e[i] == static_cast<char>(c)) break;
         if (e[i] == '\\' && i + 1 < e.size()) {
+          // Python's escapes, as Jinja reads a string literal: an unknown
+          // one keeps its backslash ('\d+' is the pattern \d+).
           const char x = e[++i];
-          s += x == 'n' ? '\n' : x == 't' ? '\t' : x;
+          static constexpr std::string_view kFrom = "\\'\"abfnrtv", kTo = "\\'\"\a\b\f\n\r\t\v";
+          const size_t known = kFrom.find(x);
+          if (known != std::string_view::npos) {
+            s += kTo[known];
+          } else if (std::strchr("xuUN01234567\n", x) != nullptr) {
+            return Fails(std::string("has the escape '\\") +
+                         (x == '\n' ? "<newline>" : std::string(1, x)) +
+                         "' in a text, which Komoku does not read");
+          } else {
+            s += '\\';
+            s += x;
+          }
         } else {
           s += e[i];
         }

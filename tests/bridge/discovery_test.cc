@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <tuple>
 
 #include "bridge/ha_template.h"
 #include "common/files.h"
@@ -1258,6 +1259,58 @@ TEST(ValueTemplateTest, FuzzRegressionARefusalQuotesWholeCharacters) {
     EXPECT_NE(t.status().message().find("it cannot read"), std::string::npos)
         << t.status().message();
   }
+}
+
+// Found by fuzz/ha_template_fuzzer.cc (crash-96d738e8...: a pattern with
+// a count of twenty digits): libstdc++'s std::regex overflows a signed
+// integer reading it (UBSan: regex_compiler.tcc, `8888888888888888888 *
+// 10`). A count or back-reference of more than 9 digits is refused before
+// std::regex reads it; shorter ones are std::regex's to judge.
+TEST(ValueTemplateTest, FuzzRegressionARegexCountTooLongIsRefused) {
+  for (const char* text : {"{{ value | regex_findall('a{88888888888888888888}') }}",
+                           "{{ value | regex_findall('a{1,88888888888888888888}') }}",
+                           "{{ value | regex_findall('(a)\\\\88888888888888888888') }}"}) {
+    Result<HaTemplate> t = ParseHaExpressionTemplate(text);
+    ASSERT_TRUE(t.ok()) << text << ": " << t.status().message();
+    Result<TemplateValue> out = t->expression->Evaluate(TemplateValue::String("aaa"));
+    ASSERT_FALSE(out.ok()) << text << " gave " << RenderTemplateValue(*out);
+    EXPECT_NE(out.status().message().find("a number of 20 digits"), std::string::npos)
+        << out.status().message();
+  }
+  // A literal backslash before digits is no back-reference; a short count
+  // is read.
+  Result<HaTemplate> t =
+      ParseHaExpressionTemplate("{{ value | regex_findall('\\\\\\\\(1234567890)|a{2}') }}");
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  Result<TemplateValue> out = t->expression->Evaluate(TemplateValue::String("x\\1234567890 aa"));
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  EXPECT_EQ(RenderTemplateValue(*out), "['1234567890', '']");
+}
+
+// A string literal is read as Jinja reads it (Python's escapes): an
+// unknown escape keeps its backslash, so `'\d+'` is the pattern \d+, not
+// d+ (python3 + jinja2 3.1.6 give each expectation); the escapes Komoku
+// does not decode (\x, \u, octal) are refused, not misread.
+TEST(ValueTemplateTest, StringLiteralsKeepUnknownEscapesAsJinjaDoes) {
+  const std::tuple<const char*, const char*, const char*> cases[] = {
+      {R"({{ value | regex_findall('\d+') }})", "a12b345", "['12', '345']"},
+      {R"({{ value | regex_findall_index('(\d+)\.(\d+)') }})", "v 21.5", "('21', '5')"},
+      {R"({{ value ~ '\q' }})", "x", R"(x\q)"},
+      {R"({{ '\'' ~ value ~ "\"" }})", "x", R"('x")"},
+      {R"({{ value ~ '\\d' }})", "x", R"(x\d)"},
+      {R"({{ (value ~ '\ta') | length }})", "x", "3"},
+  };
+  for (const auto& [text, in, rendered] : cases) {
+    Result<HaTemplate> t = ParseHaExpressionTemplate(text);
+    ASSERT_TRUE(t.ok()) << text << ": " << t.status().message();
+    Result<TemplateValue> out = t->expression->Evaluate(TemplateValue::String(in));
+    ASSERT_TRUE(out.ok()) << text << ": " << out.status().message();
+    EXPECT_EQ(RenderTemplateValue(*out), rendered) << text;
+  }
+  Result<HaTemplate> t = ParseHaExpressionTemplate(R"({{ value ~ '\x41' }})");
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find(R"(the escape '\x')"), std::string::npos)
+      << t.status().message();
 }
 
 // Literal text between tags is output as Jinja outputs it, blanks
