@@ -10,34 +10,16 @@
 #include <sstream>
 
 #include "harness/harness.h"
+#include "test_data.h"
 
 namespace komoku::testing {
 namespace {
 
-// zigbee2mqtt's event template, as lib/extension/homeassistant.ts
-// (getActionValueTemplate) builds it from its ACTION_PATTERNS
-// (Koenkk/zigbee2mqtt at 6835cbf5, 2026-07-21).
-const char kZigbee2mqttEventTemplate[] = R"tpl({% set patterns = [
-{"pattern": '^(?P<button>(?:button_)?[a-z0-9]+)_(?P<action>(?:press|hold)(?:_release)?)$', "groups": ["button", "action"]},
-{"pattern": '^(?P<action>recall|scene)_(?P<scene>[0-2][0-9]{0,2})$', "groups": ["action", "scene"]},
-{"pattern": '^(?P<actionPrefix>region_)(?P<region>[1-9]|10)_(?P<action>enter|leave|occupied|unoccupied)$', "groups": ["actionPrefix", "region", "action"]},
-{"pattern": '^(?P<action>dial_rotate)_(?P<direction>left|right)_(?P<speed>step|slow|fast)$', "groups": ["action", "direction", "speed"]},
-{"pattern": '^(?P<action>brightness_step)(?:_(?P<direction>up|down))?$', "groups": ["action", "direction"]}
-] %}
-{% set action_value = value_json.action|default('') %}
-{% set ns = namespace(r=[('action', action_value)]) %}
-{% for p in patterns %}
-  {% set m = action_value|regex_findall(p.pattern) %}
-  {% if m[0] is undefined %}{% continue %}{% endif %}
-  {% for key, value in zip(p.groups, m[0]) %}
-    {% set ns.r = ns.r|rejectattr(0, 'eq', key)|list + [(key, value)] %}
-  {% endfor %}
-{% endfor %}
-{% if (ns.r|selectattr(0, 'eq', 'actionPrefix')|first) is defined %}
-  {% set ns.r = ns.r|rejectattr(0, 'eq', 'action')|list + [('action', ns.r|selectattr(0, 'eq', 'actionPrefix')|map(attribute=1)|first + ns.r|selectattr(0, 'eq', 'action')|map(attribute=1)|first)] %}
-{% endif %}
-{% set ns.r = ns.r + [('event_type', ns.r|selectattr(0, 'eq', 'action')|map(attribute=1)|first)] %}
-{{dict.from_keys(ns.r|rejectattr(0, 'in', ('action', 'actionPrefix'))|reject('eq', ('event_type', None))|reject('eq', ('event_type', '')))|to_json}})tpl";
+// zigbee2mqtt's event template (tests/data/templates/README.md says where
+// it comes from; the bridge unit tests read the same file).
+std::string Zigbee2mqttEventTemplate() {
+  return test_data::Read("templates/zigbee2mqtt_event.jinja");
+}
 
 class DevicesTest : public KomokuTest {
  protected:
@@ -767,13 +749,68 @@ TEST_F(FreshConfigTest, EveryPressOfADiscoveredButtonIsRecorded) {
   EXPECT_EQ(HistorySize("homie/5/remote-1/buttons/battery"), 1u);
 }
 
+// Event options that arrive late: a Homie 4 property announces its
+// attributes one retained message each, so its key may exist (made with
+// the default same_value_resolution of 60 s) before `$retained false`
+// says its values are events. Then the key takes same_value_resolution 0,
+// as a key made for an event does, and a second press a moment later is
+// stored; a key whose same_value_resolution a user set keeps it.
+TEST_F(FreshConfigTest, AnEventMarkerThatComesLateAppliesToItsKey) {
+  auto options_of = [&](const std::string& key) {
+    const nlohmann::json answer =
+        komoku_->Post("/api/v1/komoku", R"({"keys": {}})").Json()["result"];
+    for (const nlohmann::json& k : answer) {
+      if (k.value("key", "") == key) return k["opts"];
+    }
+    return nlohmann::json();
+  };
+  for (const std::string device : {"remote-3", "remote-4"}) {
+    mqtt_->Publish("homie/" + device + "/$homie", "4.0.0", 1, true);
+    mqtt_->Publish("homie/" + device + "/buttons/button/$datatype", "string", 1, true);
+  }
+  const std::string key = "homie/remote-3/buttons/button";
+  const std::string user_key = "homie/remote-4/buttons/button";
+  ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 2; }))
+      << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
+  Barrier();
+  mqtt_->Publish(key, "press");
+  mqtt_->Publish(user_key, "press");
+  ASSERT_TRUE(WaitForValue(key, "press")) << komoku_->Output();
+  ASSERT_TRUE(WaitForValue(user_key, "press")) << komoku_->Output();
+  EXPECT_DOUBLE_EQ(options_of(key)["same_value_resolution"].get<double>(), 60);
+  // Not an event yet: the repeat is not stored.
+  mqtt_->Publish(key, "press");
+  Barrier();
+  EXPECT_EQ(HistorySize(key), 1u);
+  // A user's own choice for the other key.
+  ASSERT_EQ(
+      komoku_->Post("/api/v1/define?key=" + user_key, R"({"opts": {"same_value_resolution": 5}})")
+          .status,
+      200);
+
+  for (const std::string device : {"remote-3", "remote-4"}) {
+    mqtt_->Publish("homie/" + device + "/buttons/button/$retained", "false", 1, true);
+  }
+  ASSERT_TRUE(WaitFor([&] { return options_of(key).value("same_value_resolution", -1.0) == 0; }))
+      << options_of(key).dump() << komoku_->Output();
+  mqtt_->Publish(key, "press");
+  EXPECT_TRUE(WaitFor([&] { return HistorySize(key) == 2; })) << HistorySize(key);
+  mqtt_->Publish(key, "press");
+  EXPECT_TRUE(WaitFor([&] { return HistorySize(key) == 3; })) << HistorySize(key);
+  Barrier();
+  EXPECT_DOUBLE_EQ(options_of(user_key)["same_value_resolution"].get<double>(), 5);
+  EXPECT_NE(komoku_->Output().find("keeps its same_value_resolution of 5 s"), std::string::npos)
+      << komoku_->Output();
+}
+
 // zigbee2mqtt's event entity (homeassistant.experimental_event_entities):
 // lib/extension/homeassistant.ts announces the device's action as an HA
 // `event` with state_topic zigbee2mqtt/<name> and getActionValueTemplate()'s
 // template (Koenkk/zigbee2mqtt at 6835cbf5, 2026-07-21; the text is the one
 // tests/bridge/discovery_test.cc checks construct by construct). Each
 // press is stored as its event_type, the same press twice included; a
-// message without an action stores nothing.
+// message without an action stores nothing, one whose event_type is not in
+// event_types is refused.
 TEST_F(FreshConfigTest, AZigbee2mqttEventEntityRecordsEachPress) {
   const nlohmann::json config = {
       {"device",
@@ -786,7 +823,7 @@ TEST_F(FreshConfigTest, AZigbee2mqttEventEntityRecordsEachPress) {
       {"origin", {{"name", "Zigbee2MQTT"}, {"sw", "2.1.0"}}},
       {"state_topic", "zigbee2mqtt/hue_tap"},
       {"unique_id", "0x0017880109abcdef_action_zigbee2mqtt"},
-      {"value_template", kZigbee2mqttEventTemplate}};
+      {"value_template", Zigbee2mqttEventTemplate()}};
   mqtt_->Publish("homeassistant/event/0x0017880109abcdef/action/config", config.dump(), 1, true);
   ASSERT_TRUE(WaitFor([&] { return komoku_->Metric("komoku_discovery_entities") == 1; }))
       << komoku_->Get("/api/v1/discovery").body << komoku_->Output();
@@ -815,6 +852,21 @@ TEST_F(FreshConfigTest, AZigbee2mqttEventEntityRecordsEachPress) {
   Barrier();
   EXPECT_EQ(HistorySize(key), stored);
   EXPECT_EQ(komoku_->Output().find(" refused "), std::string::npos) << komoku_->Output();
+  // An event_type the config does not list (recall_1 is `recall`): Home
+  // Assistant logs "Invalid event type" and fires nothing; Komoku refuses
+  // it, counted, and stores nothing.
+  mqtt_->Publish("zigbee2mqtt/hue_tap", R"({"action":"recall_1"})");
+  EXPECT_TRUE(WaitFor([&] {
+    return komoku_->Metric(
+               "komoku_mapping_refused_total{rule=\"discovery\",reason=\"unknown_event_type\"}") ==
+           1;
+  })) << komoku_->Get("/metrics").body;
+  Barrier();
+  EXPECT_EQ(HistorySize(key), stored);
+  EXPECT_EQ(Value(key)["value"], "hold_release");
+  EXPECT_NE(komoku_->Output().find("'recall' is not one of the entity's event_types"),
+            std::string::npos)
+      << komoku_->Output();
 }
 
 }  // namespace

@@ -215,6 +215,10 @@ class Bridge::Impl {
 
   // The log line (and counters) of a discovery update.
   void ReportDiscovery(const Discovery::Update& u);
+  // An event entity (a button, Homie `$retained false`) whose key already
+  // exists with the default same_value_resolution: the key takes 0, as it
+  // would had it been created for the entity (docs/mapping.md#events).
+  void ApplyEventOption(const Discovery::Update& u);
 
   void Resubscribe(const Discovery::Update& u);
 

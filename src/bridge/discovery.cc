@@ -27,6 +27,7 @@ const std::map<std::string, std::string>& Abbreviations() {
       {"avty_tpl", "availability_template"},
       {"dev", "device"},
       {"dev_cla", "device_class"},
+      {"evt_typ", "event_types"},
       {"exp_aft", "expire_after"},
       {"en", "enabled_by_default"},
       {"json_attr_t", "json_attributes_topic"},
@@ -172,6 +173,7 @@ MappingRule StateRule(const DiscoveredEntity& e) {
   r.strict_words = !e.true_words.empty();
   if (e.stale_after_s) r.options["stale_after"] = *e.stale_after_s;
   if (e.event) r.options["same_value_resolution"] = 0;
+  r.event_types = e.event_types;
   return r;
 }
 
@@ -231,6 +233,7 @@ json EntityJson(const DiscoveredEntity& e) {
     }
     if (e.stale_after_s) j["stale_after"] = *e.stale_after_s;
     if (e.event) j["event"] = true;
+    if (!e.event_types.empty()) j["event_types"] = e.event_types;
     if (!e.alias.empty()) j["alias"] = e.alias;
     json avail = json::array();
     for (const auto& a : e.availability) avail.push_back(a.topic);
@@ -582,6 +585,26 @@ std::vector<DiscoveredEntity> HaEntities(const DiscoveredEntity& base, const jso
         return out;
       }
       event_template = std::move(t.value());
+    }
+    // Home Assistant requires event_types (a list of texts; one text is a
+    // list of one) and fires no event of another type.
+    auto types = c.find("event_types");
+    if (types != c.end() && types->is_string()) {
+      e.event_types.push_back(types->get<std::string>());
+    } else if (types != c.end() && types->is_array()) {
+      for (const json& t : *types) {
+        if (!t.is_string()) {
+          e.event_types.clear();
+          break;
+        }
+        e.event_types.push_back(t.get<std::string>());
+      }
+    }
+    if (e.event_types.empty()) {
+      out.push_back(Refused(std::move(e), "bad_option",
+                            "an event without event_types, a list of texts (Home Assistant "
+                            "requires them and fires no event of another type)"));
+      return out;
     }
     DiscoveredEntity made =
         FinishHaEntity(std::move(e), c, "state_topic", nullptr, "event_type", options);

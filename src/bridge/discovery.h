@@ -82,6 +82,9 @@ struct DiscoveredEntity {
   // non-retained property): the key is created with same_value_resolution
   // 0, so a repeat is stored too.
   bool event = false;
+  // A Home Assistant event entity's event_types: any other value is
+  // refused (MappingRule::event_types).
+  std::vector<std::string> event_types;
   // The device's stable identity for this key: the config's unique_id (plus
   // "#<part>" of a config that makes several keys); empty when it has none.
   // The first key made for an identity keeps its history (Discovery).

@@ -27,6 +27,7 @@ void Bridge::Impl::HandleDiscovery(const IngestRecord& msg) {
   if (updates.empty()) return;  // a retained config seen again
   for (const Discovery::Update& u : updates) {
     ReportDiscovery(u);
+    ApplyEventOption(u);
     Resubscribe(u);
   }
   if (!discovery_->NeedsSave()) return;  // no state file
@@ -70,6 +71,34 @@ void Bridge::Impl::ReportDiscovery(const Discovery::Update& u) {
   }
 }
 
+void Bridge::Impl::ApplyEventOption(const Discovery::Update& u) {
+  if (!u.entity || !u.entity->mapped() || !u.entity->event) return;
+  const std::string& key = u.entity->key;
+  Result<store::KeyInfo> info = store_->Get(key);
+  if (!info.ok()) return;  // not yet: made with same_value_resolution 0 (StateRule)
+  const int64_t resolution = info->options.same_value_resolution_ms;
+  if (resolution == 0) return;
+  if (resolution != store::KeyOptions{}.same_value_resolution_ms) {
+    // Set by a user (define): theirs to change.
+    log_->info(
+        "discovery: '{}' is an event, but key '{}' keeps its same_value_resolution of {} s "
+        "(not the default; define changes it)",
+        u.id, key, static_cast<double>(resolution) / 1000);
+    return;
+  }
+  store::KeyOptionsPatch patch;
+  patch.same_value_resolution_ms = std::optional<int64_t>(0);
+  Result<store::KeyInfo> defined = store_->Define(key, std::nullopt, patch);
+  if (!defined.ok()) {
+    log_->warn("discovery: '{}' is an event, but key '{}' cannot take same_value_resolution 0: {}",
+               u.id, key, defined.status().message());
+    return;
+  }
+  log_->info(
+      "discovery: '{}' is an event: key '{}' now stores every value (same_value_resolution 0)",
+      u.id, key);
+}
+
 void Bridge::Impl::Resubscribe(const Discovery::Update& u) {
   const std::shared_ptr<const MappingEngine> mapping = Mapping();
   for (const std::string& t : u.subscribe) {
@@ -99,7 +128,10 @@ void Bridge::Impl::LoadDiscovery() {
     return;
   }
   if (loaded->empty()) return;
-  for (const Discovery::Update& u : *loaded) ReportDiscovery(u);
+  for (const Discovery::Update& u : *loaded) {
+    ReportDiscovery(u);
+    ApplyEventOption(u);
+  }
   log_->info(
       "discovery: {} entities ({} mapped) read from '{}'; one whose retained config does "
       "not come again within {} s of subscribing is forgotten",

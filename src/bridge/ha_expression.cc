@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "bridge/ha_template.h"
+#include "core/value.h"
 #include "wire/input.h"
 
 namespace komoku::bridge {
@@ -27,8 +28,9 @@ struct HaExpression::Node {
   enum class Op {
     kConstant,  // value
     kInput,     // what `value` or the one field reads
-    kBody,      // args rendered and joined (a lone one stays native)
-    kChoose,    // args[0] ? args[1] : args[2] (absent: undefined)
+    kBody,      // args rendered and joined, text kept (see Rendered)
+    kIf,        // {% if args[0] %} args[1] {% else %} args[2] (a kBody or kIf)
+    kChoose,    // `args[1] if args[0] else args[2]` (absent: undefined)
     kAnd,
     kOr,
     kNot,
@@ -411,6 +413,33 @@ Result<std::shared_ptr<const std::regex>> Regex(const std::string& pattern, bool
       ecma += pattern[i];
     }
   }
+  // libstdc++'s std::regex reads a count ({m,n}) or a back-reference's
+  // number without checking for overflow (undefined behaviour, found by
+  // fuzz/ha_template_fuzzer.cc): a number of more than 9 digits is refused
+  // before it sees one (Python's re takes counts up to 2**32 - 1; real
+  // templates use a few). Checked in what std::regex reads.
+  auto digits_at = [&](size_t at) {
+    size_t n = 0;
+    while (at + n < ecma.size() && std::isdigit(static_cast<unsigned char>(ecma[at + n]))) {
+      ++n;
+    }
+    return n;
+  };
+  for (size_t i = 0; i < ecma.size(); ++i) {
+    size_t longest = 0;
+    if (ecma[i] == '\\') {
+      longest = digits_at(i + 1);
+      ++i;  // the escaped character starts nothing
+    } else if (ecma[i] == '{') {
+      const size_t m = digits_at(i + 1);
+      const size_t comma = i + 1 + m;
+      longest = comma < ecma.size() && ecma[comma] == ',' ? std::max(m, digits_at(comma + 1)) : m;
+    }
+    if (longest > 9) {
+      return Fails("has the pattern '" + pattern + "' with a number of " + std::to_string(longest) +
+                   " digits; Komoku reads counts and back-references of up to 9");
+    }
+  }
   try {
     auto flags = std::regex::ECMAScript;
     if (ignorecase) flags |= std::regex::icase;
@@ -478,10 +507,21 @@ Result<nlohmann::ordered_json> ToJson(const TemplateValue& v) {
     case Kind::kBool:
       return nlohmann::ordered_json(v.number != 0);
     case Kind::kInt:
-      return nlohmann::ordered_json(static_cast<int64_t>(v.number));
+      // Home Assistant's to_json (orjson) writes 64-bit integers and fails
+      // beyond them.
+      if (v.number >= -9223372036854775808.0 && v.number < 9223372036854775808.0) {
+        return nlohmann::ordered_json(static_cast<int64_t>(v.number));
+      }
+      if (v.number >= 0 && v.number < 18446744073709551616.0) {
+        return nlohmann::ordered_json(static_cast<uint64_t>(v.number));
+      }
+      return Fails("to_json of an integer beyond 64 bits");
     case Kind::kFloat:
       return nlohmann::ordered_json(v.number);
     case Kind::kString:
+      // A payload's bytes need not be UTF-8 (Home Assistant drops such a
+      // message before any template sees it); JSON text must be.
+      if (!store::IsValidUtf8(v.text)) return Fails("to_json of text that is not valid UTF-8");
       return nlohmann::ordered_json(v.text);
     case Kind::kList:
     case Kind::kTuple: {
@@ -498,6 +538,9 @@ Result<nlohmann::ordered_json> ToJson(const TemplateValue& v) {
       for (const TemplateValue& pair : v.items) {
         if (pair.items[0].kind != Kind::kString)
           return Fails("to_json of a dict with a key not text");
+        if (!store::IsValidUtf8(pair.items[0].text)) {
+          return Fails("to_json of a dict with a key that is not valid UTF-8");
+        }
         Result<nlohmann::ordered_json> j = ToJson(pair.items[1]);
         if (!j.ok()) return j;
         out[pair.items[0].text] = std::move(*j);
@@ -655,6 +698,132 @@ Result<TemplateValue> Filter(const Node& n, const TemplateValue& x, Ctx& ctx) {
   return TemplateValue::String(std::move(s));
 }
 
+// The length of the whitespace character Python's str.isspace() knows at
+// the start (`back` false) or the end (`back` true) of UTF-8 `s`; 0 when
+// there is none: the ASCII blanks and \x1c-\x1f, U+0085, U+00A0, U+1680,
+// U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000.
+size_t PythonSpaceAt(std::string_view s, bool back) {
+  if (s.empty()) return 0;
+  const unsigned char c = static_cast<unsigned char>(back ? s.back() : s.front());
+  if (c < 0x80) return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) ? 1 : 0;
+  for (size_t n : {size_t{2}, size_t{3}}) {
+    if (s.size() < n) break;
+    const std::string_view u = back ? s.substr(s.size() - n) : s.substr(0, n);
+    const auto b = [&](size_t i) { return static_cast<unsigned char>(u[i]); };
+    if (n == 2 && b(0) == 0xc2 && (b(1) == 0x85 || b(1) == 0xa0)) return 2;
+    if (n == 3) {
+      const unsigned cp = ((b(0) & 0x0fu) << 12) | ((b(1) & 0x3fu) << 6) | (b(2) & 0x3fu);
+      if ((b(0) & 0xf0) != 0xe0 || (b(1) & 0xc0) != 0x80 || (b(2) & 0xc0) != 0x80) return 0;
+      if (cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 ||
+          cp == 0x202f || cp == 0x205f || cp == 0x3000) {
+        return 3;
+      }
+    }
+  }
+  return 0;
+}
+
+// Python's str.strip() without arguments, on UTF-8 text.
+std::string_view PythonStrip(std::string_view s) {
+  while (size_t n = PythonSpaceAt(s, false)) s.remove_prefix(n);
+  while (size_t n = PythonSpaceAt(s, true)) s.remove_suffix(n);
+  return s;
+}
+
+// What a template (a body, an {% if %}, a {% for %}) outputs, as Jinja
+// renders it: every value's text and every piece of literal text between
+// tags as written (blanks included; `{%-` and `-%}` have trimmed it at
+// parse time). Home Assistant strips the whole rendered result of a value
+// template (Template.async_render_with_possible_json_value's .strip(),
+// Python's whitespace: PythonStrip), so a template whose only non-blank
+// output is one value gives that value itself: its text is what the
+// stripped result would be, and a number stays a number ("  21.5 " is
+// 21.5).
+struct Rendered {
+  std::string text;
+  size_t values = 0;   // outputs that are not blank text
+  TemplateValue lone;  // the first of them
+
+  Status Add(const TemplateValue& v) {
+    if (v.kind == Kind::kUndefined) return Status::Ok();  // renders as nothing
+    std::string s = RenderTemplateValue(v);
+    if (v.kind != Kind::kString || !PythonStrip(s).empty()) {
+      if (values++ == 0) lone = v;
+    }
+    if (text.size() + s.size() > kMaxText) {
+      return Fails("renders text longer than " + std::to_string(kMaxText));
+    }
+    text += s;
+    return Status::Ok();
+  }
+
+  TemplateValue Finish() const {
+    if (values == 1 && lone.kind != Kind::kString) return lone;
+    return TemplateValue::String(std::string(PythonStrip(text)));
+  }
+};
+
+// Renders block `n` (kBody, kIf, kFor) into `out`.
+Status RenderInto(const Node& n, Ctx& ctx, Rendered* out) {
+  using Op = Node::Op;
+  if (++ctx.steps > kMaxSteps) {
+    return Fails("takes more than " + std::to_string(kMaxSteps) + " steps for one value");
+  }
+  switch (n.op) {
+    case Op::kBody:
+      for (const NodePtr& a : n.args) {
+        if (ctx.jump != Ctx::Jump::kNone) break;  // the rest of a loop's body is skipped
+        if (a->op == Op::kBody || a->op == Op::kIf || a->op == Op::kFor) {
+          Status st = RenderInto(*a, ctx, out);
+          if (!st.ok()) return st;
+          continue;
+        }
+        Result<TemplateValue> v = Evaluate(*a, ctx);
+        if (!v.ok()) return v.status();
+        Status st = out->Add(*v);
+        if (!st.ok()) return st;
+      }
+      return Status::Ok();
+    case Op::kIf: {
+      Result<TemplateValue> c = Evaluate(*n.args[0], ctx);
+      if (!c.ok()) return c.status();
+      if (Truthy(*c)) return RenderInto(*n.args[1], ctx, out);
+      if (n.args.size() > 2) return RenderInto(*n.args[2], ctx, out);
+      return Status::Ok();
+    }
+    case Op::kFor: {
+      Result<TemplateValue> seq = Evaluate(*n.args[0], ctx);
+      if (!seq.ok()) return seq.status();
+      Result<std::vector<TemplateValue>> elements = Elements(*seq);
+      if (!elements.ok()) return Fails("{% for %} " + elements.status().message());
+      // Names set in the loop end with it (Jinja's scoping); a namespace's
+      // attributes live on, shared.
+      const std::map<std::string, TemplateValue> outer = ctx.vars;
+      for (const TemplateValue& e : *elements) {
+        if (n.names.size() == 1) {
+          ctx.vars[n.names[0]] = e;
+        } else {
+          if ((e.kind != Kind::kList && e.kind != Kind::kTuple) ||
+              e.items.size() != n.names.size()) {
+            return Fails("{% for %} unpacks " + std::string(TypeName(e)) + " into " +
+                         std::to_string(n.names.size()) + " names");
+          }
+          for (size_t i = 0; i < n.names.size(); ++i) ctx.vars[n.names[i]] = e.items[i];
+        }
+        Status st = RenderInto(*n.args[1], ctx, out);
+        if (!st.ok()) return st;
+        const bool stop = ctx.jump == Ctx::Jump::kBreak;
+        ctx.jump = Ctx::Jump::kNone;
+        if (stop) break;
+      }
+      ctx.vars = outer;
+      return Status::Ok();
+    }
+    default:
+      return Fails("renders a node that is no block");
+  }
+}
+
 Result<TemplateValue> Evaluate(const Node& n, Ctx& ctx) {
   using Op = Node::Op;
   if (++ctx.steps > kMaxSteps) {
@@ -665,23 +834,13 @@ Result<TemplateValue> Evaluate(const Node& n, Ctx& ctx) {
       return n.value;
     case Op::kInput:
       return ctx.input;
-    case Op::kBody: {
-      std::vector<TemplateValue> parts;
-      for (const NodePtr& a : n.args) {
-        if (ctx.jump != Ctx::Jump::kNone) break;  // the rest of a loop's body is skipped
-        Result<TemplateValue> v = Evaluate(*a, ctx);
-        if (!v.ok()) return v;
-        // Blank text between blocks, and a branch that rendered nothing,
-        // leave a lone value native.
-        if (v->kind == Kind::kUndefined) continue;
-        if (v->kind == Kind::kString && store::TrimAscii(v->text).empty()) continue;
-        parts.push_back(std::move(*v));
-      }
-      if (parts.empty()) return TemplateValue::String("");
-      if (parts.size() == 1 && parts[0].kind != Kind::kString) return parts[0];
-      std::string text;
-      for (const TemplateValue& p : parts) text += RenderTemplateValue(p);
-      return TemplateValue::String(std::string(store::TrimAscii(text)));
+    case Op::kBody:
+    case Op::kIf:
+    case Op::kFor: {
+      Rendered out;
+      Status st = RenderInto(n, ctx, &out);
+      if (!st.ok()) return st;
+      return out.Finish();
     }
     case Op::kChoose: {
       Result<TemplateValue> c = Evaluate(*n.args[0], ctx);
@@ -864,36 +1023,6 @@ Result<TemplateValue> Evaluate(const Node& n, Ctx& ctx) {
       attributes.items.push_back(Pair(TemplateValue::String(n.names[0]), std::move(*v)));
       return TemplateValue::Undefined();
     }
-    case Op::kFor: {
-      Result<TemplateValue> seq = Evaluate(*n.args[0], ctx);
-      if (!seq.ok()) return seq;
-      Result<std::vector<TemplateValue>> elements = Elements(*seq);
-      if (!elements.ok()) return Fails("{% for %} " + elements.status().message());
-      // Names set in the loop end with it (Jinja's scoping); a namespace's
-      // attributes live on, shared.
-      const std::map<std::string, TemplateValue> outer = ctx.vars;
-      std::string text;
-      for (const TemplateValue& e : *elements) {
-        if (n.names.size() == 1) {
-          ctx.vars[n.names[0]] = e;
-        } else {
-          if ((e.kind != Kind::kList && e.kind != Kind::kTuple) ||
-              e.items.size() != n.names.size()) {
-            return Fails("{% for %} unpacks " + std::string(TypeName(e)) + " into " +
-                         std::to_string(n.names.size()) + " names");
-          }
-          for (size_t i = 0; i < n.names.size(); ++i) ctx.vars[n.names[i]] = e.items[i];
-        }
-        Result<TemplateValue> body = Evaluate(*n.args[1], ctx);
-        if (!body.ok()) return body;
-        text += RenderTemplateValue(*body);
-        const bool stop = ctx.jump == Ctx::Jump::kBreak;
-        ctx.jump = Ctx::Jump::kNone;
-        if (stop) break;
-      }
-      ctx.vars = outer;
-      return TemplateValue::String(std::move(text));
-    }
     case Op::kContinue:
       ctx.jump = Ctx::Jump::kContinue;
       return TemplateValue::Undefined();
@@ -973,8 +1102,21 @@ Result<std::vector<Token>> Lex(std::string_view e) {
         if (i >= e.size()) return Fails("has an unclosed quote");
         if (e[i] == static_cast<char>(c)) break;
         if (e[i] == '\\' && i + 1 < e.size()) {
+          // Python's escapes, as Jinja reads a string literal: an unknown
+          // one keeps its backslash ('\d+' is the pattern \d+).
           const char x = e[++i];
-          s += x == 'n' ? '\n' : x == 't' ? '\t' : x;
+          static constexpr std::string_view kFrom = "\\'\"abfnrtv", kTo = "\\'\"\a\b\f\n\r\t\v";
+          const size_t known = kFrom.find(x);
+          if (known != std::string_view::npos) {
+            s += kTo[known];
+          } else if (std::strchr("xuUN01234567\n", x) != nullptr) {
+            return Fails(std::string("has the escape '\\") +
+                         (x == '\n' ? "<newline>" : std::string(1, x)) +
+                         "' in a text, which Komoku does not read");
+          } else {
+            s += '\\';
+            s += x;
+          }
         } else {
           s += e[i];
         }
@@ -994,7 +1136,15 @@ Result<std::vector<Token>> Lex(std::string_view e) {
           break;
         }
       }
-      if (t.text.empty()) return Fails("has '" + std::string(1, e[i]) + "' it cannot read");
+      if (t.text.empty()) {
+        // The whole character (a UTF-8 sequence), so that the message stays
+        // text the log and the JSON answers can carry.
+        size_t n = 1;
+        while (i + n < e.size() && n < 4 && (static_cast<unsigned char>(e[i + n]) & 0xc0) == 0x80) {
+          ++n;
+        }
+        return Fails("has '" + std::string(e.substr(i, n)) + "' it cannot read");
+      }
       i += t.text.size();
     }
     out.push_back(std::move(t));
@@ -1570,7 +1720,7 @@ class TemplateParser {
       Result<NodePtr> rest = IfBlock(tag_rest_);  // consumes up to the shared endif
       if (!rest.ok()) return rest;
       args.push_back(*rest);
-      return Make(Node::Op::kChoose, "", std::move(args));
+      return Make(Node::Op::kIf, "", std::move(args));
     }
     if (end == "else") {
       if (!store::TrimAscii(tag_rest_).empty()) return Fails("has {% else %} with an expression");
@@ -1580,7 +1730,7 @@ class TemplateParser {
     }
     if (end != "endif") return Fails("has an {% if %} without {% endif %}");  // or endfor in it
     if (!store::TrimAscii(tag_rest_).empty()) return Fails("has {% endif %} with an expression");
-    return Make(Node::Op::kChoose, "", std::move(args));
+    return Make(Node::Op::kIf, "", std::move(args));
   }
 
   Result<NodePtr> Expression(std::string_view text) {

@@ -126,8 +126,9 @@ class HaExpression {
 
   // The template's result for `input`: what `value` or the field it reads
   // holds (kUndefined when the payload lacks the field). The result is
-  // native for a lone {{ }} (a number stays a number), else the rendered
-  // text, stripped as Home Assistant strips it. InvalidArgument where
+  // the rendered text (literal text between tags kept as Jinja keeps it),
+  // stripped as Home Assistant strips it; but native when the output is
+  // one value among blanks (a number stays a number). InvalidArgument where
   // Jinja would fail (float of a word without a default, 1 / 0, "a" < 1).
   Result<TemplateValue> Evaluate(const TemplateValue& input) const;
 

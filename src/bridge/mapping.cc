@@ -1004,7 +1004,25 @@ class RuleApplier {
         return false;
       }
     }
+    if (!r_.event_types.empty()) return CheckEventType(what);
     return true;
+  }
+
+  // An event entity's value must be one of its event_types, exactly (Home
+  // Assistant's EventEntity refuses any other, and MQTT's event logs
+  // "Invalid event type" and drops the message).
+  bool CheckEventType(std::string_view what) {
+    // A string key's value is text by now (CoerceValue above).
+    const std::string* s = std::get_if<std::string>(&value_);
+    if (s && std::find(r_.event_types.begin(), r_.event_types.end(), *s) != r_.event_types.end()) {
+      return true;
+    }
+    std::string listed;
+    for (const std::string& t : r_.event_types) listed += (listed.empty() ? "" : ", ") + t;
+    Refuse("unknown_event_type", std::string(what) + " " + (s ? Shown(*s) : "(no text)") +
+                                     " is not one of the entity's event_types (" + listed +
+                                     "); Home Assistant ignores such an event too");
+    return false;
   }
 
   bool Emit(std::string_view field) {

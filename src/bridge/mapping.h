@@ -81,6 +81,10 @@ struct MappingRule {
   // missing) goes through it, and its result is read as the value
   // (bridge/ha_template.h). Then number_ops and missing_value are unset.
   std::shared_ptr<const HaExpression> expression;
+  // A Home Assistant event entity's event_types: a value that is not one
+  // of them exactly is refused (unknown_event_type), as Home Assistant
+  // ignores such an event with a warning. Empty: any value.
+  std::vector<std::string> event_types;
   // Key options (Komoku names: same_value_resolution, max_time, values)
   // for the keys this rule creates; an object, empty for none.
   nlohmann::json options = nlohmann::json::object();
@@ -118,7 +122,8 @@ inline constexpr int64_t kEarliestDeviceTimeMs = 946684800000;
 
 // Why a message was refused: the rule that refused it, a machine-readable
 // reason (bad_json, not_object, not_scalar, wrong_type, bad_boolean,
-// bad_time, bad_key, empty, too_large) and a message naming the field.
+// bad_time, bad_key, unknown_event_type, empty, too_large) and a message
+// naming the field.
 struct MappingRefusal {
   size_t rule = 0;
   std::string reason;

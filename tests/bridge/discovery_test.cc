@@ -10,10 +10,12 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <tuple>
 
 #include "bridge/ha_template.h"
 #include "common/files.h"
 #include "temp_dir.h"
+#include "test_data.h"
 
 namespace komoku::bridge {
 namespace {
@@ -1266,6 +1268,169 @@ TEST(ValueTemplateTest, HostileTemplatesAreRefusedNotFollowed) {
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
 }
 
+// Found by fuzz/ha_template_fuzzer.cc (crash-ad0b4ae9...: `{{ {'a\x82':
+// value} | to_json }}`): to_json of text that is not UTF-8 (an MQTT
+// payload's bytes may be anything) threw out of Evaluate, which would end
+// the service. Refused now, as is an integer orjson cannot write.
+TEST(ValueTemplateTest, FuzzRegressionToJsonOfTextThatIsNotUtf8IsRefused) {
+  const std::pair<const char*, TemplateValue> cases[] = {
+      {"{{ {'a\x82': value} | to_json }}", TemplateValue::String("20.5")},
+      {"{{ {'a': value} | to_json }}", TemplateValue::String("\xff\xfe")},
+      {"{{ [value] | to_json }}", TemplateValue::String("caf\xc3")},
+      {"{{ value_json.x | to_json }}", TemplateValue::Int(1e20)},
+  };
+  for (const auto& [text, in] : cases) {
+    Result<HaTemplate> t = ParseHaExpressionTemplate(text);
+    ASSERT_TRUE(t.ok()) << text << ": " << t.status().message();
+    Result<TemplateValue> out = t->expression->Evaluate(in);
+    ASSERT_FALSE(out.ok()) << text << " gave " << RenderTemplateValue(*out);
+    EXPECT_NE(out.status().message().find("to_json of"), std::string::npos)
+        << out.status().message();
+  }
+  Result<HaTemplate> t = ParseHaExpressionTemplate("{{ [value_json.x] | to_json }}");
+  ASSERT_TRUE(t.ok());
+  Result<TemplateValue> out = t->expression->Evaluate(TemplateValue::Int(18446744073709549568.0));
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  EXPECT_EQ(out->text, "[18446744073709549568]");
+  out = t->expression->Evaluate(TemplateValue::String("café"));
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  EXPECT_EQ(out->text, "[\"café\"]");
+}
+
+// Found by fuzz/ha_template_fuzzer.cc (crash-eb956209...: `{{
+// value_jsonon\u0482 | ... }}`): the refusal quoted one byte of a two-byte
+// character, text that is not UTF-8 in the log and in GET
+// /api/v1/discovery. It quotes the whole character.
+TEST(ValueTemplateTest, FuzzRegressionARefusalQuotesWholeCharacters) {
+  for (const char* text : {"{{ value_jsonon\u0482 | round(1) }}", "{{ value \u20ac 2 }}",
+                           "{{ value + \U0001F600 }}"}) {
+    Result<HaTemplate> t = ParseHaTemplate(text);
+    ASSERT_FALSE(t.ok()) << text;
+    EXPECT_TRUE(store::IsValidUtf8(t.status().message())) << t.status().message();
+    EXPECT_NE(t.status().message().find("it cannot read"), std::string::npos)
+        << t.status().message();
+  }
+}
+
+// Found by fuzz/ha_template_fuzzer.cc (crash-96d738e8...: a pattern with
+// a count of twenty digits): libstdc++'s std::regex overflows a signed
+// integer reading it (UBSan: regex_compiler.tcc, `8888888888888888888 *
+// 10`). A count or back-reference of more than 9 digits is refused before
+// std::regex reads it; shorter ones are std::regex's to judge.
+TEST(ValueTemplateTest, FuzzRegressionARegexCountTooLongIsRefused) {
+  for (const char* text : {"{{ value | regex_findall('a{88888888888888888888}') }}",
+                           "{{ value | regex_findall('a{1,88888888888888888888}') }}",
+                           "{{ value | regex_findall('(a)\\\\88888888888888888888') }}"}) {
+    Result<HaTemplate> t = ParseHaExpressionTemplate(text);
+    ASSERT_TRUE(t.ok()) << text << ": " << t.status().message();
+    Result<TemplateValue> out = t->expression->Evaluate(TemplateValue::String("aaa"));
+    ASSERT_FALSE(out.ok()) << text << " gave " << RenderTemplateValue(*out);
+    EXPECT_NE(out.status().message().find("a number of 20 digits"), std::string::npos)
+        << out.status().message();
+  }
+  // A literal backslash before digits is no back-reference; a short count
+  // is read.
+  Result<HaTemplate> t =
+      ParseHaExpressionTemplate("{{ value | regex_findall('\\\\\\\\(1234567890)|a{2}') }}");
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  Result<TemplateValue> out = t->expression->Evaluate(TemplateValue::String("x\\1234567890 aa"));
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  EXPECT_EQ(RenderTemplateValue(*out), "['1234567890', '']");
+}
+
+// A string literal is read as Jinja reads it (Python's escapes): an
+// unknown escape keeps its backslash, so `'\d+'` is the pattern \d+, not
+// d+ (python3 + jinja2 3.1.6 give each expectation); the escapes Komoku
+// does not decode (\x, \u, octal) are refused, not misread.
+TEST(ValueTemplateTest, StringLiteralsKeepUnknownEscapesAsJinjaDoes) {
+  const std::tuple<const char*, const char*, const char*> cases[] = {
+      {R"({{ value | regex_findall('\d+') }})", "a12b345", "['12', '345']"},
+      {R"({{ value | regex_findall_index('(\d+)\.(\d+)') }})", "v 21.5", "('21', '5')"},
+      {R"({{ value ~ '\q' }})", "x", R"(x\q)"},
+      {R"({{ '\'' ~ value ~ "\"" }})", "x", R"('x")"},
+      {R"({{ value ~ '\\d' }})", "x", R"(x\d)"},
+      {R"({{ (value ~ '\ta') | length }})", "x", "3"},
+  };
+  for (const auto& [text, in, rendered] : cases) {
+    Result<HaTemplate> t = ParseHaExpressionTemplate(text);
+    ASSERT_TRUE(t.ok()) << text << ": " << t.status().message();
+    Result<TemplateValue> out = t->expression->Evaluate(TemplateValue::String(in));
+    ASSERT_TRUE(out.ok()) << text << ": " << out.status().message();
+    EXPECT_EQ(RenderTemplateValue(*out), rendered) << text;
+  }
+  Result<HaTemplate> t = ParseHaExpressionTemplate(R"({{ value ~ '\x41' }})");
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find(R"(the escape '\x')"), std::string::npos)
+      << t.status().message();
+}
+
+// Literal text between tags is output as Jinja outputs it, blanks
+// included, `{%-` and `-%}` trimming it; Home Assistant then strips the
+// whole result (Template.async_render_with_possible_json_value). Each
+// expectation is python3 + jinja2 3.1.6's render(...).strip(); the kind
+// column says whether a lone value stays native (a number stays a number
+// when blanks are all that surround it).
+TEST(ValueTemplateTest, TextBetweenTagsIsKeptAsJinjaKeepsIt) {
+  using V = TemplateValue;
+  using K = TemplateValue::Kind;
+  struct Case {
+    const char* text;
+    V in;
+    const char* out;
+    K kind;
+  };
+  const Case cases[] = {
+      {"{{ value_json.a }} {{ value_json.a }}", V::String("x"), "x x", K::kString},
+      {"{{ value }} {{ value }}", V::String("ab"), "ab ab", K::kString},
+      {"{{ value_json.a }}\n{{ value_json.a }}", V::Int(1), "1\n1", K::kString},
+      {"{{ value_json.t }} °C", V::Float(21.5), "21.5 °C", K::kString},
+      {"{% if value_json.t > 0 %} warm {% endif %}{{ value_json.t }}", V::Float(21.5), "warm 21.5",
+       K::kString},
+      {"{% for c in value %}{{ c }} {% endfor %}", V::String("ab"), "a b", K::kString},
+      {"{% for c in value %}{{ c }}, {%- endfor %}", V::String("ab"), "a,b,", K::kString},
+      {"{% if value == 'ab' %}  on  {% endif %}  !", V::String("ab"), "on    !", K::kString},
+      {"{%- if value == 'ab' -%}  on  {%- else -%} off {%- endif -%}  !", V::String("ab"), "on!",
+       K::kString},
+      {"{%- if value == 'ab' -%}  on  {%- else -%} off {%- endif -%}  !", V::String("x"), "off!",
+       K::kString},
+      // One value among blanks: the stripped text is the value's own.
+      {"{% if value_json.t is defined %} {{ value_json.t }} {% endif %}", V::Float(21.5), "21.5",
+       K::kFloat},
+      {"  {{ value_json.t | float }}\n", V::String(" 21.5 "), "21.5", K::kFloat},
+      {"{% set x = value_json.t %}\n{{ x }}\n", V::Int(3), "3", K::kInt},
+      {"{% if value_json.t is defined -%}\n  {{ value_json.t }}\n{%- endif %}", V::Float(21.5),
+       "21.5", K::kFloat},
+      {"{% if value_json.t is defined %} {{ value_json.t }} {% endif %}", V::Undefined(), "",
+       K::kString},
+      // Python's whitespace: U+3000, a form feed, U+00A0 too.
+      {"\u3000{{ value_json.t }}\f", V::Float(21.5), "21.5", K::kFloat},
+      {"{{ value }}\u00a0", V::String("on"), "on", K::kString},
+  };
+  for (const Case& c : cases) {
+    Result<HaTemplate> t = ParseHaExpressionTemplate(c.text);
+    ASSERT_TRUE(t.ok()) << c.text << ": " << t.status().message();
+    Result<TemplateValue> out = t->expression->Evaluate(c.in);
+    ASSERT_TRUE(out.ok()) << c.text << ": " << out.status().message();
+    EXPECT_EQ(RenderTemplateValue(*out), c.out) << c.text;
+    EXPECT_EQ(out->kind, c.kind) << c.text;
+  }
+
+  // Through discovery: a number among blanks is still a number, and a text
+  // sensor keeps the blank between its parts.
+  Discovery d(DiscoveryOptions{});
+  ASSERT_TRUE(Handle1(d, "homeassistant/sensor/th/temperature/config",
+                      R"({"stat_t":"th/state","unit_of_meas":"°C","dev_cla":"temperature",)"
+                      R"("val_tpl":"{% if value_json.t is defined %} {{ value_json.t }} )"
+                      R"({% endif %}"})")
+                  .entity->mapped());
+  ASSERT_TRUE(Handle1(d, "homeassistant/sensor/th/status/config",
+                      R"({"stat_t":"th/state",)"
+                      R"("val_tpl":"{{ value_json.mode }} {{ value_json.mode | upper }}"})")
+                  .entity->mapped());
+  EXPECT_EQ(Show(d.Map("th/state", R"({"t":21.5,"mode":"auto"})", kNow)),
+            "th/state/mode=\"auto AUTO\"(s);th/state/t=21.5(d);");
+}
+
 // Through discovery into keys: the result is read as the entity's value
 // (words for a binary_sensor, a number for a sensor); a missing field stores
 // nothing unless the template tests for it; a failing template refuses the
@@ -1583,35 +1748,17 @@ TEST(DiscoveryTest, Homie3And4NotRetainedPropertiesAreEvents) {
 // map(attribute=), dict.from_keys and to_json. What it renders is what
 // Home Assistant's Jinja renders (Python's re.findall, dicts in insertion
 // order); the event template takes its event_type.
-const char kZigbee2mqttEventTemplate[] = R"tpl({% set patterns = [
-{"pattern": '^(?P<button>(?:button_)?[a-z0-9]+)_(?P<action>(?:press|hold)(?:_release)?)$', "groups": ["button", "action"]},
-{"pattern": '^(?P<action>recall|scene)_(?P<scene>[0-2][0-9]{0,2})$', "groups": ["action", "scene"]},
-{"pattern": '^(?P<actionPrefix>region_)(?P<region>[1-9]|10)_(?P<action>enter|leave|occupied|unoccupied)$', "groups": ["actionPrefix", "region", "action"]},
-{"pattern": '^(?P<action>dial_rotate)_(?P<direction>left|right)_(?P<speed>step|slow|fast)$', "groups": ["action", "direction", "speed"]},
-{"pattern": '^(?P<action>brightness_step)(?:_(?P<direction>up|down))?$', "groups": ["action", "direction"]}
-] %}
-{% set action_value = value_json.action|default('') %}
-{% set ns = namespace(r=[('action', action_value)]) %}
-{% for p in patterns %}
-  {% set m = action_value|regex_findall(p.pattern) %}
-  {% if m[0] is undefined %}{% continue %}{% endif %}
-  {% for key, value in zip(p.groups, m[0]) %}
-    {% set ns.r = ns.r|rejectattr(0, 'eq', key)|list + [(key, value)] %}
-  {% endfor %}
-{% endfor %}
-{% if (ns.r|selectattr(0, 'eq', 'actionPrefix')|first) is defined %}
-  {% set ns.r = ns.r|rejectattr(0, 'eq', 'action')|list + [('action', ns.r|selectattr(0, 'eq', 'actionPrefix')|map(attribute=1)|first + ns.r|selectattr(0, 'eq', 'action')|map(attribute=1)|first)] %}
-{% endif %}
-{% set ns.r = ns.r + [('event_type', ns.r|selectattr(0, 'eq', 'action')|map(attribute=1)|first)] %}
-{{dict.from_keys(ns.r|rejectattr(0, 'in', ('action', 'actionPrefix'))|reject('eq', ('event_type', None))|reject('eq', ('event_type', '')))|to_json}})tpl";
+std::string Zigbee2mqttEventTemplate() {
+  return test_data::Read("templates/zigbee2mqtt_event.jinja");
+}
 
 TEST(ValueTemplateTest, Zigbee2mqttEventTemplate) {
-  Result<HaTemplate> t = ParseHaTemplate(kZigbee2mqttEventTemplate);
+  Result<HaTemplate> t = ParseHaTemplate(Zigbee2mqttEventTemplate());
   ASSERT_TRUE(t.ok()) << t.status().message();
   ASSERT_TRUE(t->expression);
   EXPECT_EQ(t->path, std::vector<std::string>{"action"});
   EXPECT_TRUE(t->expression->reads_missing());  // value_json.action|default('')
-  Result<HaTemplate> event = ParseHaEventTemplate(kZigbee2mqttEventTemplate);
+  Result<HaTemplate> event = ParseHaEventTemplate(Zigbee2mqttEventTemplate());
   ASSERT_TRUE(event.ok()) << event.status().message();
   struct Case {
     TemplateValue action;
@@ -1744,7 +1891,7 @@ TEST(DiscoveryTest, Zigbee2mqttEventEntityTakesItsEventType) {
   const nlohmann::json config = {{"name", "Action"},
                                  {"state_topic", "zigbee2mqtt/hue_tap"},
                                  {"event_types", {"press", "hold", "dial_rotate"}},
-                                 {"value_template", kZigbee2mqttEventTemplate},
+                                 {"value_template", Zigbee2mqttEventTemplate()},
                                  {"unique_id", "0x0017880109abcdef_action_zigbee2mqtt"}};
   Discovery::Update u =
       Handle1(d, "homeassistant/event/0x0017880109abcdef/action/config", config.dump());
@@ -1758,6 +1905,52 @@ TEST(DiscoveryTest, Zigbee2mqttEventEntityTakesItsEventType) {
   EXPECT_EQ(Show(m), "zigbee2mqtt/hue_tap/event_type=\"dial_rotate\"(s);");
   m = d.Map("zigbee2mqtt/hue_tap", R"({"battery":90})", kNow);
   EXPECT_EQ(Show(m), "") << "no action, no event";
+}
+
+// Home Assistant's MQTT event requires event_types and fires no event of
+// another type (event.py: "Invalid event type ... received on topic",
+// dropped): such a value is refused, with its own reason, and a config
+// without event_types is refused as Home Assistant refuses it.
+TEST(DiscoveryTest, AnEventTypeNotInEventTypesIsRefused) {
+  Discovery d(DiscoveryOptions{});
+  Discovery::Update u = Handle1(d, "homeassistant/event/doorbell/press/config",
+                                R"({"stat_t":"doorbell/event","evt_typ":["press","hold"],)"
+                                R"("uniq_id":"bell"})");
+  ASSERT_TRUE(u.entity && u.entity->mapped()) << u.entity->message;
+  EXPECT_EQ(u.entity->event_types, (std::vector<std::string>{"press", "hold"}));
+  EXPECT_EQ(Show(d.Map("doorbell/event", R"({"event_type":"hold"})", kNow)),
+            "doorbell/event/event_type=\"hold\"(s);");
+  Discovery::Mapped m = d.Map("doorbell/event", R"({"event_type":"ring"})", kNow);
+  EXPECT_EQ(Show(m), "!unknown_event_type;");
+  ASSERT_EQ(m.result.refusals.size(), 1u);
+  EXPECT_NE(m.result.refusals[0].message.find("'ring' is not one of the entity's event_types "
+                                              "(press, hold)"),
+            std::string::npos)
+      << m.result.refusals[0].message;
+  // Exactly: case matters, as in Python's `in`.
+  EXPECT_EQ(Show(d.Map("doorbell/event", R"({"event_type":"Press"})", kNow)),
+            "!unknown_event_type;");
+  // Through zigbee2mqtt's template: recall_1 is `recall`, not listed.
+  const nlohmann::json config = {{"state_topic", "zigbee2mqtt/hue_tap"},
+                                 {"event_types", {"press", "hold"}},
+                                 {"value_template", Zigbee2mqttEventTemplate()}};
+  ASSERT_TRUE(
+      Handle1(d, "homeassistant/event/0x0017880109abcdef/action/config", config.dump()).entity);
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/hue_tap", R"({"action":"recall_1"})", kNow)),
+            "!unknown_event_type;");
+  EXPECT_EQ(Show(d.Map("zigbee2mqtt/hue_tap", R"({"action":"button_1_press"})", kNow)),
+            "zigbee2mqtt/hue_tap/event_type=\"press\"(s);");
+
+  for (const char* types : {"", R"("event_types":[],)", R"("event_types":[1],)"}) {
+    const DiscoveredEntity e = Ha("homeassistant/event/doorbell/x/config",
+                                  std::string("{") + types + R"("state_topic":"doorbell/event"})");
+    EXPECT_EQ(e.reason, "bad_option") << types;
+    EXPECT_NE(e.message.find("without event_types"), std::string::npos) << e.message;
+  }
+  // One text is a list of one (cv.ensure_list).
+  EXPECT_TRUE(Ha("homeassistant/event/doorbell/x/config",
+                 R"({"event_types":"press","state_topic":"doorbell/event"})")
+                  .mapped());
 }
 
 }  // namespace
