@@ -389,8 +389,12 @@ Result<std::vector<HotStore::LoadedKey>> HotStore::LoadKeys(const ColdMark& mark
     }
     last->Reset();
     if (!st.ok()) return st;
-    if (!newest.empty()) k.last = Sample{newest[0].time_ms, std::move(newest[0].value)};
-    if (newest.size() > 1) k.previous = Sample{newest[1].time_ms, std::move(newest[1].value)};
+    // Emplaced: GCC 12 for armhf warns (maybe-uninitialized) of a Sample
+    // temporary's variant moved into the optional.
+    if (!newest.empty()) k.last.emplace(Sample{newest[0].time_ms, std::move(newest[0].value)});
+    if (newest.size() > 1) {
+      k.previous.emplace(Sample{newest[1].time_ms, std::move(newest[1].value)});
+    }
     out.push_back(std::move(k));
   }
   if (!st.ok()) return st;
