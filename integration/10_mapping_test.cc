@@ -59,7 +59,7 @@ TEST_F(MappingTest, DeviceExamplesBecomeTypedKeys) {
       {"front_door/contact", true, "boolean"},  // true = open
       {"front_door/battery", 100, "numeric"},
       {"front_door/available", true, "boolean"},
-      {"plug1/energy_total", 12.345, "numeric"},
+      {"plug1/energy_total", 12.345, "counter"},
       {"plug1/power", 57, "numeric"},
       {"plug1/voltage", 231, "numeric"},
       {"plug1/POWER", true, "boolean"},
