@@ -498,13 +498,17 @@ class Influxd {
 // "home".
 struct KeyAndQuery {
   std::string key, query;
+  const char* type = "numeric";  // the type the import gave the key
 };
 
-// The key's history holds the times and values InfluxDB answers.
+// The key's history holds the times and values InfluxDB answers, under
+// the type the import gave it.
 void ExpectAsInfluxAnswers(Influxd& influx, const Komoku& komoku, const KeyAndQuery& p) {
   const json theirs = influx.Query("home", p.query);
-  const json ours = History(komoku, p.key)["rows"];
+  const json history = History(komoku, p.key);
+  const json& ours = history["rows"];
   ASSERT_TRUE(theirs.is_array()) << p.query << ": " << theirs.dump();
+  EXPECT_EQ(history["type"], p.type) << p.key;
   ASSERT_EQ(ours.size(), theirs.size()) << p.key << ": " << ours.dump() << " " << theirs.dump();
   for (size_t i = 0; i < ours.size(); ++i) {
     EXPECT_EQ(std::llround(ours[i][0].get<double>() * 1000), theirs[i][0].get<int64_t>());
@@ -549,13 +553,11 @@ TEST(ImportTest, LineProtocolAsInfluxDbReadsIt) {
   const KeyAndQuery pairs[] = {
       {"weather/home/living%20room/temperature", "SELECT temperature FROM weather"},
       {"weather/home/living%20room/humidity", "SELECT humidity FROM weather"},
-      {"door/home/open", "SELECT open FROM door"},
-      {"alarm", "SELECT value FROM alarm"},
+      {"door/home/open", "SELECT open FROM door", "boolean"},
+      {"alarm", "SELECT value FROM alarm", "string"},
       {"power", "SELECT value FROM power"},
   };
   for (const KeyAndQuery& p : pairs) ExpectAsInfluxAnswers(influx, fresh.komoku, p);
-  EXPECT_EQ(History(fresh.komoku, "door/home/open")["type"], "boolean");
-  EXPECT_EQ(History(fresh.komoku, "alarm")["type"], "string");
 
   // komoku's own line-protocol export is line protocol InfluxDB takes.
   ASSERT_EQ(fresh.komoku.Stop(), 0);
@@ -625,13 +627,11 @@ TEST(ImportTest, InfluxCliCsvExport) {
       {"weather/living%20room/home/humidity",
        "SELECT humidity FROM weather WHERE room='living room' AND humidity > 0"},
       {"weather/kitchen/home/temperature", "SELECT temperature FROM weather WHERE room='kitchen'"},
-      {"door/home/open", "SELECT open FROM door"},
-      {"alarm", "SELECT value FROM alarm"},
+      {"door/home/open", "SELECT open FROM door", "boolean"},
+      {"alarm", "SELECT value FROM alarm", "string"},
       {"power", "SELECT value FROM power"},
   };
   for (const KeyAndQuery& p : pairs) ExpectAsInfluxAnswers(influx, fresh.komoku, p);
-  EXPECT_EQ(History(fresh.komoku, "door/home/open")["type"], "boolean");
-  EXPECT_EQ(History(fresh.komoku, "alarm")["type"], "string");
   EXPECT_EQ(Keys(fresh.komoku).size(), 7u) << Keys(fresh.komoku).dump();
 }
 

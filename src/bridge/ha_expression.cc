@@ -391,6 +391,19 @@ constexpr size_t kMaxSteps = 200000;
 
 Result<TemplateValue> Evaluate(const Node& n, Ctx& ctx);
 
+// The values of n.args[first], n.args[first + 1], ..., in order, or the
+// first error.
+Result<std::vector<TemplateValue>> EvaluateArgs(const Node& n, size_t first, Ctx& ctx) {
+  std::vector<TemplateValue> out;
+  out.reserve(n.args.size() > first ? n.args.size() - first : 0);
+  for (size_t i = first; i < n.args.size(); ++i) {
+    Result<TemplateValue> v = Evaluate(*n.args[i], ctx);
+    if (!v.ok()) return v.status();
+    out.push_back(std::move(*v));
+  }
+  return out;
+}
+
 // A compiled regular expression, Python's syntax for the parts templates
 // use: (?P<name>...) groups are plain groups. Compiled once per thread and
 // pattern (a template's patterns are its constants).
@@ -616,12 +629,9 @@ Result<TemplateValue> ListFilter(const Node& n, const TemplateValue& x,
 }
 
 Result<TemplateValue> Filter(const Node& n, const TemplateValue& x, Ctx& ctx) {
-  std::vector<TemplateValue> args;
-  for (size_t i = 1; i < n.args.size(); ++i) {
-    Result<TemplateValue> a = Evaluate(*n.args[i], ctx);
-    if (!a.ok()) return a;
-    args.push_back(std::move(*a));
-  }
+  Result<std::vector<TemplateValue>> evaluated = EvaluateArgs(n, 1, ctx);
+  if (!evaluated.ok()) return evaluated.status();
+  std::vector<TemplateValue>& args = *evaluated;
   const std::string& f = n.name;
   static const char* const kListFilters[] = {"regex_findall", "regex_findall_index",
                                              "to_json",       "list",
@@ -894,12 +904,9 @@ Result<TemplateValue> Evaluate(const Node& n, Ctx& ctx) {
     case Op::kList:
     case Op::kTuple:
     case Op::kDict: {
-      std::vector<TemplateValue> items;
-      for (const NodePtr& a : n.args) {
-        Result<TemplateValue> v = Evaluate(*a, ctx);
-        if (!v.ok()) return v;
-        items.push_back(std::move(*v));
-      }
+      Result<std::vector<TemplateValue>> evaluated = EvaluateArgs(n, 0, ctx);
+      if (!evaluated.ok()) return evaluated.status();
+      std::vector<TemplateValue>& items = *evaluated;
       if (n.op != Op::kDict) {
         return Sequence(n.op == Op::kList ? Kind::kList : Kind::kTuple, std::move(items));
       }
@@ -933,12 +940,9 @@ Result<TemplateValue> Evaluate(const Node& n, Ctx& ctx) {
       return GetItem(*x, *key);
     }
     case Op::kCall: {
-      std::vector<TemplateValue> args;
-      for (const NodePtr& a : n.args) {
-        Result<TemplateValue> v = Evaluate(*a, ctx);
-        if (!v.ok()) return v;
-        args.push_back(std::move(*v));
-      }
+      Result<std::vector<TemplateValue>> evaluated = EvaluateArgs(n, 0, ctx);
+      if (!evaluated.ok()) return evaluated.status();
+      std::vector<TemplateValue>& args = *evaluated;
       const size_t positional = args.size() - n.names.size();
       if (n.name == "namespace" || n.name == "dict") {
         TemplateValue dict = Sequence(Kind::kDict, {});

@@ -247,14 +247,13 @@ bool IsInfluxCsvHeader(const std::vector<std::string>& fields) {
 Result<int64_t> InfluxCsvTimeMs(std::string_view text) {
   text = TrimAscii(text);
   int64_t n = 0;
-  if (!ToInt64(text, &n)) return ParseImportTime(text);
-  if (n < 0) return Status::InvalidArgument("time " + QuoteForMessage(text) + " is before 1970");
   // The CLI's -precision, told by the size: after 2001-09-09 a time has 19
-  // digits in ns, 16 in us, 13 in ms, 10 in s.
-  if (n >= 100'000'000'000'000'000) return n / 1'000'000;
-  if (n >= 100'000'000'000'000) return n / 1'000;
-  if (n >= 100'000'000'000) return n;
-  return n * 1000;
+  // digits in ns, 16 in us; milliseconds, seconds and RFC 3339 are the
+  // forms every import reads (ParseImportTime).
+  if (ToInt64(text, &n) && n >= 100'000'000'000'000) {
+    return n >= 100'000'000'000'000'000 ? n / 1'000'000 : n / 1'000;
+  }
+  return ParseImportTime(text);
 }
 
 Status InfluxCsvRows(const std::vector<std::string>& header, const std::vector<std::string>& fields,
