@@ -582,6 +582,11 @@ Result<KeyInfo> Store::Get(std::string_view key) const {
   return KeyInfo{it->first, s.type, s.options, s.last, s.previous};
 }
 
+bool Store::Contains(std::string_view key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return keys_.find(key) != keys_.end();
+}
+
 std::vector<KeyInfo> Store::Keys() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<KeyInfo> out;

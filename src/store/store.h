@@ -218,6 +218,9 @@ class Store final : public ChangeSource {
 
   // The key and its current value; NotFound for an unknown key.
   Result<KeyInfo> Get(std::string_view key) const override;
+  // Whether a key of that name exists, without copying its state (what
+  // wire/key_alias.h asks of every name it resolves).
+  bool Contains(std::string_view key) const;
 
   // Every key, sorted by name.
   std::vector<KeyInfo> Keys() const;

@@ -3,7 +3,7 @@
 namespace komoku::store {
 
 ResolvedKey ResolveKey(const Store& store, const AliasSource& aliases, const std::string& name) {
-  if (!aliases || store.Get(name).ok()) return {name, false};
+  if (!aliases || store.Contains(name)) return {name, false};
   for (const auto& [key, alias] : aliases()) {
     if (alias == name) return {key, true};
   }

@@ -134,6 +134,7 @@ TEST_F(StoreTest, PutCreatesTheKeyWithAGuessedType) {
 
   std::vector<KeyInfo> keys = store->Keys();
   std::vector<std::string> names;
+  names.reserve(keys.size());
   for (const KeyInfo& k : keys) names.push_back(k.name);
   EXPECT_EQ(names,
             (std::vector<std::string>{"door", "json_number", "light", "radio", "switch", "temp"}));
@@ -193,8 +194,14 @@ TEST_F(StoreTest, RefusedFirstPutDoesNotCreateTheKey) {
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(r.status().IsInvalidArgument());
   EXPECT_TRUE(store->Get("log").status().IsNotFound());
+  EXPECT_FALSE(store->Contains("log"));
   EXPECT_TRUE(store->Keys().empty());
   EXPECT_EQ(store->metrics().Get(kBadValue), 1);
+  // Contains says what Get says, through a put and a delete.
+  ASSERT_TRUE(store->Put("log", Str("fine")).ok());
+  EXPECT_TRUE(store->Contains("log"));
+  ASSERT_TRUE(store->Delete("log").ok());
+  EXPECT_FALSE(store->Contains("log"));
   EXPECT_EQ(store->metrics().Get("komoku_keys"), 0);
 }
 
@@ -275,7 +282,7 @@ TEST_F(StoreTest, HistoryRangeIsHalfOpenOldestFirstAndLimited) {
   ASSERT_NE(store, nullptr);
   // Put out of order; history comes back in time order.
   for (int64_t t : {3000, 1000, 5000, 2000, 4000}) {
-    ASSERT_TRUE(store->Put("n", InputValue(static_cast<double>(t / 1000)), At(t)).ok());
+    ASSERT_TRUE(store->Put("n", InputValue(static_cast<double>(t) / 1000), At(t)).ok());
   }
   ASSERT_TRUE(store->Put("other", InputValue(9.0), At(2500)).ok());
   struct Case {
@@ -572,6 +579,7 @@ TEST_F(StoreTest, ConcurrentPutsLoseNothingAndTheNewestWins) {
     }
   });
   std::vector<std::thread> writers;
+  writers.reserve(kThreads);
   for (int i = 0; i < kThreads; ++i) {
     writers.emplace_back([&, i] {
       const bool wait = i % 2 == 0;
