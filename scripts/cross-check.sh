@@ -66,7 +66,7 @@ export DEBIAN_FRONTEND=noninteractive
 target_packages=(
   libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev nlohmann-json3-dev libsqlite3-dev libspdlog-dev
   libfmt-dev libboost-dev zlib1g-dev libcpp-httplib-dev libyaml-cpp-dev libcli11-dev
-  libhowardhinnant-date-dev libsystemd-dev libprotobuf-dev libsnappy-dev libgtest-dev libc6-dev
+  libhowardhinnant-date-dev libsystemd-dev libprotobuf-dev libsnappy-dev libre2-dev libgtest-dev libc6-dev
 )
 
 # Installs host packages, refusing when apt would remove anything.

@@ -35,6 +35,7 @@ packages=(
   libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev
   nlohmann-json3-dev libsqlite3-dev libspdlog-dev
   libboost-dev zlib1g-dev libcpp-httplib-dev libyaml-cpp-dev libcli11-dev libhowardhinnant-date-dev tzdata libsystemd-dev
+  libre2-dev
   # remote write (protobuf + snappy)
   libprotobuf-dev protobuf-compiler libsnappy-dev
   # test

@@ -46,7 +46,7 @@ echo "lintian: no errors or warnings ($(grep -c '^I: ' "$tmp/lintian.txt" || tru
 dpkg-deb -f "$deb" Package | grep -qx komoku || fail "Package is not komoku"
 depends=$(dpkg-deb -f "$deb" Depends)
 echo "Depends: $depends"
-for lib in libpaho-mqttpp3 libsqlite3 libspdlog libyaml-cpp libsystemd0 libstdc++6; do
+for lib in libpaho-mqttpp3 libsqlite3 libspdlog libyaml-cpp libre2 libsystemd0 libstdc++6; do
   [[ $depends == *"$lib"* ]] || fail "Depends does not name $lib"
 done
 dpkg-deb -e "$deb" "$tmp/control"

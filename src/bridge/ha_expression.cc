@@ -1,6 +1,7 @@
 // HaExpression: the Jinja that Home Assistant value templates use beyond
 // arithmetic on one number (bridge/ha_template.h), parsed into a tree and
 // evaluated with Python's semantics for each value.
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -10,13 +11,13 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "bridge/ha_template.h"
+#include "core/regex.h"
 #include "core/value.h"
 #include "wire/input.h"
 
@@ -313,8 +314,8 @@ TemplateValue NumberResult(const TemplateValue& a, const TemplateValue& b, doubl
 // list or a text in a loop fails instead of taking the memory.
 constexpr size_t kMaxItems = 10000;
 constexpr size_t kMaxText = 1 << 20;
-// What regex_findall searches: an action, a state; std::regex recurses per
-// character, so longer text is refused rather than risk the stack.
+// What regex_findall searches: an action, a state; longer text is refused,
+// which bounds the time of one search.
 constexpr size_t kMaxRegexText = 4096;
 
 Result<TemplateValue> Binary(const std::string& op, const TemplateValue& a,
@@ -404,91 +405,75 @@ Result<std::vector<TemplateValue>> EvaluateArgs(const Node& n, size_t first, Ctx
   return out;
 }
 
-// A compiled regular expression, Python's syntax for the parts templates
-// use: (?P<name>...) groups are plain groups. Compiled once per thread and
-// pattern (a template's patterns are its constants).
-Result<std::shared_ptr<const std::regex>> Regex(const std::string& pattern, bool ignorecase) {
-  thread_local std::map<std::pair<std::string, bool>, std::shared_ptr<const std::regex>> cache;
+// A compiled regular expression: Python's syntax as RE2 reads it
+// (core/regex.h), in time linear in the text whatever the pattern: a
+// template is whoever may publish a discovery config's, and Python's
+// backtracking `re` takes exponential time on `(a|aa)*b`. RE2 reads
+// (?P<name>...) groups, classes, counts, alternation and anchors as Python
+// does and refuses what needs backtracking (back-references, lookarounds);
+// Python's `\Z` is RE2's `\z`. Compiled once per thread and pattern (a
+// template's patterns are its constants).
+Result<std::shared_ptr<const komoku::Regex>> CompiledRegex(const std::string& pattern,
+                                                           bool ignorecase) {
+  thread_local std::map<std::pair<std::string, bool>, std::shared_ptr<const komoku::Regex>> cache;
   auto it = cache.find({pattern, ignorecase});
   if (it != cache.end()) return it->second;
-  std::string ecma;
+  std::string re2_pattern;
+  re2_pattern.reserve(pattern.size());
   for (size_t i = 0; i < pattern.size(); ++i) {
     if (pattern[i] == '\\' && i + 1 < pattern.size()) {
-      ecma += pattern.substr(i, 2);
+      re2_pattern += pattern[i + 1] == 'Z' ? std::string("\\z") : pattern.substr(i, 2);
       ++i;
-    } else if (pattern.compare(i, 4, "(?P<") == 0) {
-      const size_t close = pattern.find('>', i);
-      if (close == std::string::npos)
-        return Fails("has the pattern '" + pattern + "' it cannot read");
-      ecma += '(';
-      i = close;
     } else {
-      ecma += pattern[i];
+      re2_pattern += pattern[i];
     }
   }
-  // libstdc++'s std::regex reads a count ({m,n}) or a back-reference's
-  // number without checking for overflow (undefined behaviour, found by
-  // fuzz/ha_template_fuzzer.cc): a number of more than 9 digits is refused
-  // before it sees one (Python's re takes counts up to 2**32 - 1; real
-  // templates use a few). Checked in what std::regex reads.
-  auto digits_at = [&](size_t at) {
-    size_t n = 0;
-    while (at + n < ecma.size() && std::isdigit(static_cast<unsigned char>(ecma[at + n]))) {
-      ++n;
-    }
-    return n;
-  };
-  for (size_t i = 0; i < ecma.size(); ++i) {
-    size_t longest = 0;
-    if (ecma[i] == '\\') {
-      longest = digits_at(i + 1);
-      ++i;  // the escaped character starts nothing
-    } else if (ecma[i] == '{') {
-      const size_t m = digits_at(i + 1);
-      const size_t comma = i + 1 + m;
-      longest = comma < ecma.size() && ecma[comma] == ',' ? std::max(m, digits_at(comma + 1)) : m;
-    }
-    if (longest > 9) {
-      return Fails("has the pattern '" + pattern + "' with a number of " + std::to_string(longest) +
-                   " digits; Komoku reads counts and back-references of up to 9");
-    }
+  Result<komoku::Regex> re = komoku::Regex::Compile(re2_pattern, !ignorecase);
+  if (!re.ok()) {
+    return Fails("has the pattern '" + pattern + "' it cannot read (" + re.status().message() +
+                 ")");
   }
-  try {
-    auto flags = std::regex::ECMAScript;
-    if (ignorecase) flags |= std::regex::icase;
-    auto re = std::make_shared<const std::regex>(ecma, flags);
-    if (cache.size() >= 64) cache.clear();
-    cache[{pattern, ignorecase}] = re;
-    return std::shared_ptr<const std::regex>(re);
-  } catch (const std::regex_error& e) {
-    return Fails("has the pattern '" + pattern + "' it cannot read (" + e.what() + ")");
-  }
+  auto shared = std::make_shared<const komoku::Regex>(std::move(*re));
+  if (cache.size() >= 64) cache.clear();
+  cache[{pattern, ignorecase}] = shared;
+  return shared;
 }
 
-// Python's re.findall: each match; its group when the pattern has one,
-// a tuple of its groups ('' for a group that took no part) when more.
+// Python's re.findall: each match, left to right, not overlapping; its
+// group when the pattern has one, a tuple of its groups ('' for a group
+// that took no part) when more. After an empty match the search goes on
+// at the next character.
 Result<TemplateValue> FindAll(const TemplateValue& x, const TemplateValue& pattern,
                               bool ignorecase) {
   if (pattern.kind != Kind::kString) return Fails("regex_findall's pattern is not text");
-  Result<std::shared_ptr<const std::regex>> re = Regex(pattern.text, ignorecase);
+  Result<std::shared_ptr<const komoku::Regex>> re = CompiledRegex(pattern.text, ignorecase);
   if (!re.ok()) return re.status();
   const std::string text = RenderTemplateValue(x);
   if (text.size() > kMaxRegexText) {
     return Fails("searches text longer than " + std::to_string(kMaxRegexText) + " bytes");
   }
+  auto group_text = [](const std::optional<std::string_view>& g) {
+    return TemplateValue::String(g ? std::string(*g) : std::string());
+  };
   std::vector<TemplateValue> out;
-  const size_t groups = (*re)->mark_count();
-  for (auto m = std::sregex_iterator(text.begin(), text.end(), **re); m != std::sregex_iterator();
-       ++m) {
-    if (groups == 0) {
-      out.push_back(TemplateValue::String(m->str(0)));
-    } else if (groups == 1) {
-      out.push_back(TemplateValue::String(m->str(1)));
+  size_t at = 0;
+  while (std::optional<komoku::Regex::Match> m = (*re)->Search(text, at)) {
+    if (m->groups.empty()) {
+      out.push_back(TemplateValue::String(text.substr(m->begin, m->end - m->begin)));
+    } else if (m->groups.size() == 1) {
+      out.push_back(group_text(m->groups[0]));
     } else {
       std::vector<TemplateValue> tuple;
-      for (size_t g = 1; g <= groups; ++g) tuple.push_back(TemplateValue::String(m->str(g)));
+      tuple.reserve(m->groups.size());
+      for (const auto& g : m->groups) tuple.push_back(group_text(g));
       out.push_back(Sequence(Kind::kTuple, std::move(tuple)));
     }
+    if (m->end > m->begin) {
+      at = m->end;
+      continue;
+    }
+    at = m->end + 1;  // past the empty match's character: all of its UTF-8 bytes
+    while (at < text.size() && (static_cast<unsigned char>(text[at]) & 0xC0) == 0x80) ++at;
   }
   return Sequence(Kind::kList, std::move(out));
 }

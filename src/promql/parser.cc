@@ -8,56 +8,17 @@
 #include <cmath>
 #include <cstdlib>
 #include <map>
-#include <regex>
 #include <set>
 
+#include "core/regex.h"
 #include "promql/expr.h"
 #include "promql/promql.h"
 
 namespace komoku::promql {
 
 struct Matcher::Regex {
-  std::regex re;
+  komoku::Regex re;
 };
-
-namespace {
-
-// RE2's limit on a counted repetition ("a{1000}"). libstdc++'s std::regex
-// builds one state per repetition and reads the count into a long without
-// checking it (promql_fuzzer found "{2222222222222222222}" overflowing), so
-// the count is checked before the pattern reaches it; so are the numbers of
-// back-references, which RE2 does not have.
-constexpr long kMaxRepeat = 1000;
-
-Status CheckRepeats(const std::string& pattern) {
-  for (size_t i = 0; i < pattern.size(); ++i) {
-    if (pattern[i] == '\\') {
-      // std::regex reads "\<digits>" as a back-reference, its number again
-      // unchecked; RE2 has none.
-      if (i + 1 < pattern.size() && pattern[i + 1] >= '1' && pattern[i + 1] <= '9') {
-        return Status::InvalidArgument("invalid regular expression \"" + pattern +
-                                       "\": back-references are not supported");
-      }
-      ++i;  // an escaped character, "\{" included
-      continue;
-    }
-    if (pattern[i] != '{') continue;
-    // Each number in "{n}", "{n,}" or "{n,m}".
-    for (size_t j = i + 1; j < pattern.size() && pattern[j] != '}'; ++j) {
-      if (pattern[j] < '0' || pattern[j] > '9') continue;
-      size_t end = j;
-      while (end < pattern.size() && pattern[end] >= '0' && pattern[end] <= '9') ++end;
-      if (end - j > 4 || std::stol(pattern.substr(j, end - j)) > kMaxRepeat) {
-        return Status::InvalidArgument("invalid regular expression \"" + pattern +
-                                       "\": a repetition count over 1000");
-      }
-      j = end - 1;
-    }
-  }
-  return Status::Ok();
-}
-
-}  // namespace
 
 Result<Matcher> Matcher::Make(Op op, std::string name, std::string value) {
   Matcher m;
@@ -65,21 +26,15 @@ Result<Matcher> Matcher::Make(Op op, std::string name, std::string value) {
   m.name_ = std::move(name);
   m.value_ = std::move(value);
   if (op == Op::kRegex || op == Op::kNotRegex) {
-    // ECMAScript syntax with RE2's anchoring (the whole value must match);
-    // a leading "(?i)" makes it case-insensitive, as in RE2.
-    std::string pattern = m.value_;
-    auto flags = std::regex::ECMAScript;
-    if (pattern.rfind("(?i)", 0) == 0) {
-      pattern = pattern.substr(4);
-      flags |= std::regex::icase;
-    }
-    KOMOKU_RETURN_IF_ERROR(CheckRepeats(m.value_));
-    try {
-      m.regex_ = std::make_shared<const Regex>(Regex{std::regex(pattern, flags)});
-    } catch (const std::regex_error& e) {
+    // RE2's syntax and linear time, as Prometheus's Go regexp, matching the
+    // whole value as Prometheus anchors it: "(?i)" and the other flags,
+    // Unicode classes, counts up to 1000; no back-references.
+    Result<komoku::Regex> re = komoku::Regex::Compile(m.value_);
+    if (!re.ok()) {
       return Status::InvalidArgument("invalid regular expression \"" + m.value_ +
-                                     "\": " + e.what());
+                                     "\": " + re.status().message());
     }
+    m.regex_ = std::make_shared<const Regex>(Regex{std::move(*re)});
   }
   return m;
 }
@@ -91,9 +46,9 @@ bool Matcher::Matches(const std::string& value) const {
     case Op::kNotEqual:
       return value != value_;
     case Op::kRegex:
-      return std::regex_match(value, regex_->re);
+      return regex_->re.FullMatch(value);
     case Op::kNotRegex:
-      return !std::regex_match(value, regex_->re);
+      return !regex_->re.FullMatch(value);
   }
   return false;
 }
