@@ -256,6 +256,38 @@ TEST_F(SelfDescribingTest, AnnouncedDevicesBecomeTypedKeys) {
   EXPECT_TRUE(komoku_->process()->Running());
 }
 
+// A switch is on or off: a boolean key, so that history can say what
+// share of the time it was on. A switch recorded before that (as text:
+// "ON", "OFF") keeps its type and its history: its values go on being
+// stored as the words published, not refused.
+TEST_F(SelfDescribingTest, ASwitchIsABooleanAndAnOldTextSwitchKeepsItsHistory) {
+  // The old key, as Komoku made it until 2026-12-07.
+  ASSERT_EQ(komoku_->Put("/api/v1/value?key=old_plug/state", "ON").status, 201);
+  ASSERT_EQ(komoku_->Put("/api/v1/value?key=old_plug/state", "OFF").status, 200);
+  ASSERT_EQ(Value("old_plug/state")["type"], "string");
+  mqtt_->Publish("homeassistant/switch/old_plug/config",
+                 R"({"stat_t":"old_plug/state","cmd_t":"old_plug/set","uniq_id":"old_plug"})", 1,
+                 /*retained=*/true);
+  mqtt_->Publish("homeassistant/switch/heater/config",
+                 R"({"stat_t":"heater/state","cmd_t":"heater/set","uniq_id":"heater",)"
+                 R"("stat_on":"on","stat_off":"off"})",
+                 1, /*retained=*/true);
+  ASSERT_TRUE(WaitForMapped(2)) << Discovered().dump(2);
+  mqtt_->Publish("old_plug/state", "ON");
+  mqtt_->Publish("heater/state", "on");
+  mqtt_->Publish("heater/state", "None");  // Home Assistant's unknown state: nothing stored
+  mqtt_->Publish("heater/state", "off");
+  Barrier();
+  EXPECT_EQ(Value("heater/state")["type"], "boolean");
+  EXPECT_EQ(Value("heater/state")["value"], false);
+  EXPECT_EQ(HistorySize("heater/state"), 2u);
+  EXPECT_EQ(Value("old_plug/state")["type"], "string");
+  EXPECT_EQ(Value("old_plug/state")["value"], "ON");
+  EXPECT_EQ(HistorySize("old_plug/state"), 3u);
+  auto m = komoku_->Get("/metrics");
+  EXPECT_EQ(m.body.find("wrong_type"), std::string::npos) << m.body;  // nothing refused
+}
+
 TEST_F(SelfDescribingTest, ADeletedConfigStopsTheStoring) {
   PublishAll();
   ASSERT_TRUE(WaitForMapped(7)) << Discovered().dump(2);

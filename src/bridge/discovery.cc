@@ -37,6 +37,8 @@ const std::map<std::string, std::string>& Abbreviations() {
       {"pl_off", "payload_off"},
       {"pl_on", "payload_on"},
       {"stat_cla", "state_class"},
+      {"stat_off", "state_off"},
+      {"stat_on", "state_on"},
       {"stat_t", "state_topic"},
       {"stat_val_tpl", "state_value_template"},
       {"t", "topic"},
@@ -481,6 +483,11 @@ void AddHaParts(const DiscoveredEntity& e, const json& c, const HaPart* begin, c
   }
 }
 
+// A light's schema that publishes its state as payload_on or payload_off.
+bool IsDefaultLightSchema(const std::string& schema) {
+  return schema.empty() || schema == "default" || schema == "basic";
+}
+
 // A sensor's key type, from its classes and unit.
 store::KeyType HaSensorType(const json& c) {
   const std::string device_class = Text(c, "device_class");
@@ -568,6 +575,24 @@ std::vector<DiscoveredEntity> HaEntities(const DiscoveredEntity& base, const jso
     }
   } else if (e.component == "number") {
     e.type = store::KeyType::kNumeric;
+  } else if (e.component == "switch" || e.component == "fan" ||
+             (e.component == "light" && IsDefaultLightSchema(Text(c, "schema")))) {
+    // On or off, as Home Assistant reads it: a switch's state_on and
+    // state_off (default: payload_on and payload_off, ON and OFF), a fan's
+    // or a default-schema light's payload_on and payload_off, these two
+    // through state_value_template.
+    e.type = store::KeyType::kBoolean;
+    const bool on_off_states = e.component == "switch";
+    e.true_words = {on_off_states ? Word(c, "state_on", Word(c, "payload_on", "ON").c_str())
+                                  : Word(c, "payload_on", "ON")};
+    e.false_words = {on_off_states ? Word(c, "state_off", Word(c, "payload_off", "OFF").c_str())
+                                   : Word(c, "payload_off", "OFF")};
+    if (e.true_words[0] == e.false_words[0]) {
+      out.push_back(Refused(std::move(e), "bad_option",
+                            "the on and off states are both '" + e.true_words[0] + "'"));
+      return out;
+    }
+    if (e.component != "switch") template_name = "state_value_template";
   } else if (e.component == "event") {
     // Home Assistant's event: each message a JSON object whose event_type
     // is the event (a press), or a template renders such an object from
@@ -631,17 +656,14 @@ std::vector<DiscoveredEntity> HaEntities(const DiscoveredEntity& base, const jso
     return out;
   } else {
     e.type = store::KeyType::kString;
-    if (e.component == "light") {
+    if (e.component == "light") {  // not the default schema (above)
       const std::string schema = Text(c, "schema");
       if (schema == "json") return JsonLightEntities(base, std::move(e), c, options);
-      if (!schema.empty() && schema != "default" && schema != "basic") {
-        out.push_back(Refused(std::move(e), "unsupported",
-                              "a light with schema '" + schema +
-                                  "' renders its state with templates; Komoku reads the default "
-                                  "and the json schema"));
-        return out;
-      }
-      template_name = "state_value_template";
+      out.push_back(Refused(std::move(e), "unsupported",
+                            "a light with schema '" + schema +
+                                "' renders its state with templates; Komoku reads the default "
+                                "and the json schema"));
+      return out;
     }
   }
   out.push_back(FinishHaEntity(std::move(e), c, "state_topic", template_name, "", options));

@@ -4,6 +4,7 @@
 
 #include <mqtt/async_client.h>
 
+#include <deque>
 #include <nlohmann/json.hpp>
 
 #include "bridge/bridge_impl.h"
@@ -83,17 +84,29 @@ bool Bridge::Impl::PutMapped(const MappingEngine& engine, const MappedChange* be
   std::vector<bool> creates;                     // each put's key is new
   puts.reserve(end - begin);
   put_changes.reserve(end - begin);
+  std::deque<store::InputValue> words;  // values put as their words (below)
   for (const MappedChange* c = begin; c != end; ++c) {
     Result<store::KeyInfo> info = store_->Get(c->key);
+    const store::InputValue* value = &c->value;
+    // A key that exists as text keeps its type: an on/off value of a rule
+    // with one word each way (a switch, recorded as text before
+    // 2026-12-07) goes on being stored as the word that was published.
+    const MappingRule& rule = engine.rule(c->rule);
+    if (info.ok() && info->type == store::KeyType::kString && rule.strict_words &&
+        rule.true_words.size() == 1 && rule.false_words.size() == 1) {
+      if (const bool* b = std::get_if<bool>(&c->value)) {
+        value = &words.emplace_back(*b ? rule.true_words[0] : rule.false_words[0]);
+      }
+    }
     // A retained message seen again on (re)subscribe is no new change.
     if (info.ok() && msg.retained && info->last) {
-      Result<store::Value> v = store::CoerceValue(info->type, c->value, store_->boolean_words());
+      Result<store::Value> v = store::CoerceValue(info->type, *value, store_->boolean_words());
       if (v.ok() && info->last->value == *v) {
         store_->metrics().Add("komoku_mapping_retained_skipped_total");
         continue;
       }
     }
-    store::Store::KeyPut put{c->key, &c->value, {}};
+    store::Store::KeyPut put{c->key, value, {}};
     put.options.time_ms = c->time_ms ? *c->time_ms : msg.received_ms;
     put.options.skip_duplicate = c->time_ms.has_value() || msg.recovered;
     put.options.wait_committed = false;

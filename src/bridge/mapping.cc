@@ -912,7 +912,14 @@ class RuleApplier {
     for (const std::string& w : r_.false_words) {
       if (w == s) return SetBool(false, what);
     }
-    if (r_.strict_words) return RefuseWord(s, what);
+    if (r_.strict_words) {
+      // Home Assistant's PAYLOAD_NONE: the state is unknown.
+      if (s == "None") {
+        unknown_ = true;
+        return true;
+      }
+      return RefuseWord(s, what);
+    }
     for (const std::string& w : r_.true_words) {
       if (store::EqualsIgnoreCase(w, s)) return SetBool(true, what);
     }

@@ -225,6 +225,51 @@ TEST(DiscoveryTest, ShelliesDiscoveryTemplatesMapTheirValues) {
             "!wrong_type;");
 }
 
+// Switches, fans and default-schema lights are on or off, read as Home
+// Assistant reads them (homeassistant/components/mqtt/switch.py: state_on
+// and state_off, defaulting to payload_on and payload_off; fan.py and
+// light/schema_basic.py: payload_on and payload_off through
+// state_value_template; "None" is an unknown state in each): booleans,
+// so that history answers what share of the time a switch was on.
+TEST(DiscoveryTest, SwitchesFansAndLightsAreOnOrOff) {
+  Discovery d(DiscoveryOptions{});
+  // A Shelly Gen1 relay as shellies-discovery announces it (lower case).
+  ASSERT_TRUE(Handle1(d, "homeassistant/switch/shelly1-AABBCC-relay-0/config",
+                      R"({"name":"Relay","cmd_t":"~relay/0/command","stat_t":"~relay/0",)"
+                      R"("pl_on":"on","pl_off":"off","~":"shellies/shelly1-AABBCC/"})")
+                  .entity->mapped());
+  // state_on and state_off win over the payloads (HA: stat_on, stat_off).
+  ASSERT_TRUE(Handle1(d, "homeassistant/switch/plug/config",
+                      R"({"stat_t":"plug/state","cmd_t":"plug/set","pl_on":"1","pl_off":"0",)"
+                      R"("stat_on":"powered","stat_off":"idle"})")
+                  .entity->mapped());
+  ASSERT_TRUE(Handle1(d, "homeassistant/fan/attic/config",
+                      R"({"stat_t":"attic/fan","cmd_t":"attic/fan/set",)"
+                      R"("stat_val_tpl":"{{ value_json.state }}"})")
+                  .entity->mapped());
+  ASSERT_TRUE(Handle1(d, "homeassistant/light/porch/config",
+                      R"({"stat_t":"porch/light","cmd_t":"porch/light/set"})")
+                  .entity->mapped());
+  EXPECT_EQ(Show(d.Map("shellies/shelly1-AABBCC/relay/0", "on", kNow)),
+            "shellies/shelly1-AABBCC/relay/0=true(b);");
+  EXPECT_EQ(Show(d.Map("shellies/shelly1-AABBCC/relay/0", "off", kNow)),
+            "shellies/shelly1-AABBCC/relay/0=false(b);");
+  EXPECT_EQ(Show(d.Map("shellies/shelly1-AABBCC/relay/0", "ON", kNow)), "!bad_boolean;");
+  EXPECT_EQ(Show(d.Map("shellies/shelly1-AABBCC/relay/0", "None", kNow)), "");
+  EXPECT_EQ(Show(d.Map("plug/state", "powered", kNow)), "plug/state=true(b);");
+  EXPECT_EQ(Show(d.Map("plug/state", "idle", kNow)), "plug/state=false(b);");
+  EXPECT_EQ(Show(d.Map("plug/state", "1", kNow)), "!bad_boolean;");
+  EXPECT_EQ(Show(d.Map("attic/fan", R"({"state":"ON","percentage":50})", kNow)),
+            "attic/fan/state=true(b);");  // the key names the field read
+  EXPECT_EQ(Show(d.Map("porch/light", "OFF", kNow)), "porch/light=false(b);");
+  // On and off the same: refused, as Home Assistant could tell nothing.
+  Discovery::Update same = Handle1(d, "homeassistant/switch/same/config",
+                                   R"({"stat_t":"same/state","pl_on":"X","pl_off":"X"})");
+  ASSERT_TRUE(same.entity);
+  EXPECT_FALSE(same.entity->mapped());
+  EXPECT_EQ(same.entity->reason, "bad_option");
+}
+
 // bieniu/ha-shellies-discovery-gen2 (python_scripts/shellies_discovery_gen2.py,
 // TPL_RELAY_OVERPOWER): a problem sensor true while the status's "errors"
 // list (present only with errors) holds "overpower". The template reads
@@ -318,7 +363,7 @@ TEST(HaDiscoveryTest, TasmotaAbbreviatedKeysAndTopicBase) {
   EXPECT_EQ(relay.component, "switch");
   EXPECT_EQ(relay.state_topic, "tasmota_8C8E1A/tele/STATE");
   EXPECT_EQ(relay.availability[0].topic, "tasmota_8C8E1A/tele/LWT");
-  EXPECT_EQ(relay.type, KeyType::kString);
+  EXPECT_EQ(relay.type, KeyType::kBoolean);
   EXPECT_EQ(relay.key, "tasmota_8C8E1A/tele/STATE/POWER");
 }
 
@@ -359,7 +404,11 @@ TEST(HaDiscoveryTest, TypesFromComponentAndClasses) {
       {"binary_sensor", R"("device_class":"motion")", KeyType::kBoolean},
       {"number", R"("min":0)", KeyType::kNumeric},
       {"select", R"("options":["a","b"])", KeyType::kString},
-      {"light", R"("brightness":true)", KeyType::kString},
+      {"light", R"("brightness":true)", KeyType::kBoolean},
+      {"switch", R"("payload_on":"1","payload_off":"0")", KeyType::kBoolean},
+      {"fan", R"("command_topic":"dev/x/set")", KeyType::kBoolean},
+      {"lock", R"("command_topic":"dev/x/set")", KeyType::kString},
+      {"cover", R"("command_topic":"dev/x/set")", KeyType::kString},
   };
   for (const Case& c : cases) {
     std::string topic = std::string("homeassistant/") + c.component + "/dev/x/config";
@@ -528,7 +577,7 @@ TEST(DiscoveryTest, DevicesOfEachKindMapTheirMessages) {
       {"tele/tasmota_8C8E1A/LWT", "Online", "tele/tasmota_8C8E1A/LWT=true(b);"},
       {"tele/tasmota_8C8E1A/LWT", "offline", "!bad_boolean;"},  // Tasmota's words, exactly
       {"tasmota_8C8E1A/tele/STATE", R"({"POWER":"ON","Heap":25})",
-       "tasmota_8C8E1A/tele/STATE/POWER=\"ON\"(s);"},
+       "tasmota_8C8E1A/tele/STATE/POWER=true(b);"},
       {"livingroom/sensor/temperature/state", "21.50",
        "livingroom/sensor/temperature/state=21.5(d);"},
       {"livingroom/binary_sensor/motion/state", "ON",
