@@ -1328,7 +1328,41 @@ bool SharedTrigger(const DiscoveredEntity& a, const DiscoveredEntity& b) {
          a.state_topic == b.state_topic && a.key == b.key && a.value_template == b.value_template;
 }
 
+bool EndsWith(const std::string& s, const std::string& end) {
+  return s.size() >= end.size() && s.compare(s.size() - end.size(), end.size(), end) == 0;
+}
+
+// The name an entity adds to a key another entity of its topic has: its
+// name (or its object id) as Home Assistant slugifies it for an entity id,
+// lower case, with '_' between words ("Overheating" -> "overheating").
+std::string KeySuffix(const DiscoveredEntity& e) {
+  std::string name = e.info.value("name", "");
+  if (name.empty()) name = e.info.value("object_id", "");
+  std::string out;
+  for (char c : name) {
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isalnum(u)) {
+      out += static_cast<char>(std::tolower(u));
+    } else if (!out.empty() && out.back() != '_') {
+      out += '_';
+    }
+  }
+  while (!out.empty() && out.back() == '_') out.pop_back();
+  return out;
+}
+
 }  // namespace
+
+// The id of the entity other than `id` that makes `entity`'s key, or "".
+std::string Discovery::KeyOwnerLocked(const std::string& id, const DiscoveredEntity& entity) const {
+  for (const auto& [other_id, other] : entities_) {
+    if (other_id != id && other.entity.mapped() && other.entity.key == entity.key &&
+        !SharedTrigger(other.entity, entity)) {
+      return other_id;
+    }
+  }
+  return "";
+}
 
 Discovery::Update Discovery::Replace(const std::string& id, std::optional<DiscoveredEntity> entity,
                                      const std::string& raw) {
@@ -1360,18 +1394,31 @@ Discovery::Update Discovery::ReplaceLocked(const std::string& id,
     auto first = entity->identity.empty() || !entity->mapped() ? identities_.end()
                                                                : identities_.find(entity->identity);
     if (first != identities_.end() && first->second != entity->key) {
-      entity->alias = entity->key;
+      // The name the topic would make now, with the entity's own name
+      // when its first key had it (below): no alias when they agree.
+      std::string made = entity->key;
+      const std::string suffix = "/" + KeySuffix(*entity);
+      if (suffix.size() > 1 && EndsWith(first->second, suffix) && !EndsWith(made, suffix)) {
+        made += suffix;
+      }
+      if (made != first->second) entity->alias = made;
       entity->key = first->second;
     }
-    if (entity->mapped()) {
-      for (const auto& [other_id, other] : entities_) {
-        if (other_id != id && other.entity.mapped() && other.entity.key == entity->key &&
-            !SharedTrigger(other.entity, *entity)) {
-          entity->reason = "duplicate_key";
-          entity->message = "key '" + entity->key + "' is already made by " + other_id;
-          break;
-        }
-      }
+    std::string owner = entity->mapped() ? KeyOwnerLocked(id, *entity) : "";
+    // Entities that compute different values from one field of one topic
+    // (shellies-discovery's overpower, overheating and overvoltage sensors
+    // each look for their own error in "errors") are different things: the
+    // later one, known by its identity, adds its name to the key. The key
+    // is then its identity's, kept across restarts and renames as any.
+    if (!owner.empty() && !entity->identity.empty() && first == identities_.end() &&
+        entities_.at(owner).entity.value_template != entity->value_template &&
+        !KeySuffix(*entity).empty()) {
+      entity->key += "/" + KeySuffix(*entity);
+      owner = KeyOwnerLocked(id, *entity);
+    }
+    if (!owner.empty()) {
+      entity->reason = "duplicate_key";
+      entity->message = "key '" + entity->key + "' is already made by " + owner;
     }
     if (entity->mapped() && !entity->identity.empty() && first == identities_.end()) {
       identities_[entity->identity] = entity->key;

@@ -236,6 +236,9 @@ class Discovery {
                  const std::string& raw);
   Update ReplaceLocked(const std::string& id, std::optional<DiscoveredEntity> entity,
                        const std::string& raw);  // mu_ held
+  // The id of the mapped entity other than `id` that makes `entity`'s key,
+  // or "" (mu_ held).
+  std::string KeyOwnerLocked(const std::string& id, const DiscoveredEntity& entity) const;
   // The entities of one discovery message: `id` and "<id>#<part>" (mu_ held).
   std::vector<std::string> GroupLocked(const std::string& id) const;
   // Replaces the entities of message `id` by `entities` (removing those

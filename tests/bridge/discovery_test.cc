@@ -1747,6 +1747,68 @@ TEST(DiscoveryStateTest, ARenamedDeviceKeepsItsFirstKey) {
   EXPECT_FALSE(broken.Load().ok());
 }
 
+// shellies-discovery-gen2 announces three problem sensors that read one
+// field ("errors"), each looking for its own error: the first has the key
+// named after the field, the others add their names; through a restart
+// from the state file (no alias) and a rename (each alias its own). Two
+// configs computing the same thing from the same field stay refused.
+TEST(DiscoveryStateTest, EntitiesComputingDifferentValuesFromOneFieldEachHaveAKey) {
+  store::testing::TempDir dir;
+  // The config topic and unique_id name the device's id, the state topic
+  // its (MQTT) name.
+  const auto problem = [](const std::string& device, const std::string& error,
+                          const std::string& name) {
+    return std::pair{"homeassistant/binary_sensor/plug-0-" + error + "/config",
+                     R"({"name":")" + name +
+                         R"(","dev_cla":"problem","stat_t":"~status/switch:0",)" +
+                         R"("val_tpl":"{%if \")" + error +
+                         R"(\" in value_json.get(\"errors\",[])%}ON{%else%}OFF{%endif%}",)" +
+                         R"("uniq_id":"plug-0-)" + error + R"(","~":")" + device + R"(/"})"};
+  };
+  const std::string base = "plug/status/switch:0/errors";
+  {
+    Discovery d(WithStateFile(dir));
+    ASSERT_TRUE(d.Load().ok());
+    for (const auto& [error, name] :
+         std::vector<std::pair<std::string, std::string>>{{"overpower", "Overpower"},
+                                                          {"overtemp", "Overheating"},
+                                                          {"overvoltage", "Over-voltage!"}}) {
+      auto [topic, config] = problem("plug", error, name);
+      Discovery::Update u = Handle1(d, topic, config);
+      ASSERT_TRUE(u.entity && u.entity->mapped()) << u.entity->message;
+    }
+    EXPECT_EQ(
+        Show(d.Map("plug/status/switch:0", R"({"output":true,"errors":["overtemp"]})", kNow)),
+        base + "=false(b);" + base + "/overheating=true(b);" + base + "/over_voltage=false(b);");
+    // The same computation under another unique_id: one thing twice.
+    auto [topic, config] = problem("plug", "overpower", "Overpower");
+    config.replace(config.find("plug-0-overpower"), 16, "plug-0-overpower-2");
+    Discovery::Update twice = Handle1(d, "homeassistant/binary_sensor/again/config", config);
+    ASSERT_TRUE(twice.entity);
+    EXPECT_EQ(twice.entity->reason, "duplicate_key") << twice.entity->message;
+    EXPECT_TRUE(d.Aliases().empty());
+    ASSERT_TRUE(d.Save().ok());
+  }
+  Discovery d(WithStateFile(dir));
+  ASSERT_TRUE(d.Load().ok());
+  EXPECT_EQ(
+      Show(d.Map("plug/status/switch:0", R"({"errors":["overvoltage"]})", kNow)),
+      base + "=false(b);" + base + "/overheating=false(b);" + base + "/over_voltage=true(b);");
+  EXPECT_TRUE(d.Aliases().empty());
+  // The device renamed "socket": the same identities, the first keys, each
+  // with the name the new topic makes as its alias.
+  for (const auto& [error, name] : std::vector<std::pair<std::string, std::string>>{
+           {"overpower", "Overpower"}, {"overtemp", "Overheating"}}) {
+    auto [topic, config] = problem("socket", error, name);
+    Discovery::Update u = Handle1(d, topic, config);
+    ASSERT_TRUE(u.entity && u.entity->mapped()) << u.entity->message;
+  }
+  EXPECT_EQ(d.Aliases(),
+            (std::map<std::string, std::string>{
+                {base, "socket/status/switch:0/errors"},
+                {base + "/overheating", "socket/status/switch:0/errors/overheating"}}));
+}
+
 // Events: keys made with same_value_resolution 0, so that every press is
 // stored. zigbee2mqtt's device triggers (one config per action, all on
 // zigbee2mqtt/<name>/action) share one key; Home Assistant's event entity
