@@ -1103,6 +1103,12 @@ std::vector<DiscoveredEntity> ParseTasmotaDiscovery(const std::string& group,
     out.push_back(Refused(std::move(base), "no_state_topic",
                           "the device announces no relays and no sensors yet"));
   }
+  // The key's identity: the device's MAC (in the discovery topic) and the
+  // value, so that a new Tasmota topic (tasmota_ABCDEF renamed
+  // kitchen_plug) goes on writing the same keys.
+  for (DiscoveredEntity& e : out) {
+    if (e.mapped()) e.identity = e.id;
+  }
   return out;
 }
 

@@ -1083,6 +1083,28 @@ TEST(TasmotaDiscoveryTest, OneRelayIsPowerAndFullTopicTokens) {
   EXPECT_FALSE(Discovery(off).IsDiscoveryTopic(kTasmotaConfigTopic));
 }
 
+// A Tasmota device given a new topic (the user renames shelly25 to
+// kitchen): the discovery topic names its MAC, which does not change, so
+// its keys stay the first ones, with the new names as their aliases; the
+// LWT is named after its topic, as every availability key.
+TEST(TasmotaDiscoveryTest, ANewTopicKeepsTheKeys) {
+  Discovery d(DiscoveryOptions{});
+  d.Handle(kTasmotaSensorsTopic, kTasmotaSensors);
+  d.Handle(kTasmotaConfigTopic, kTasmotaConfig);
+  std::string renamed = kTasmotaConfig;
+  renamed.replace(renamed.find(R"("t":"shelly25")"), 14, R"("t":"kitchen")");
+  ASSERT_FALSE(d.Handle(kTasmotaConfigTopic, renamed).empty());
+  EXPECT_EQ(Show(d.Map("stat/kitchen/POWER2", "ON", kNow)), "stat/shelly25/POWER2=true(b);");
+  EXPECT_EQ(Show(d.Map("tele/kitchen/SENSOR", R"({"ENERGY":{"Total":3.06}})", kNow)),
+            "tele/shelly25/SENSOR/ENERGY.Total=3.06(d);");
+  EXPECT_EQ(Show(d.Map("tele/kitchen/LWT", "Online", kNow)), "tele/kitchen/LWT=true(b);");
+  EXPECT_FALSE(d.Map("stat/shelly25/POWER2", "ON", kNow).engine);
+  EXPECT_EQ(d.Aliases().at("stat/shelly25/POWER2"), "stat/kitchen/POWER2");
+  EXPECT_EQ(d.Aliases().at("tele/shelly25/SENSOR/ENERGY.Total"),
+            "tele/kitchen/SENSOR/ENERGY.Total");
+  EXPECT_EQ(d.Aliases().size(), 8u);
+}
+
 TEST(TasmotaDiscoveryTest, ComesBackAfterARestart) {
   store::testing::TempDir dir;
   nlohmann::json before;
