@@ -36,30 +36,33 @@ constexpr size_t kBatchRows = 100000;
 // each hand-over rewrites the segments its rows touch, so the more at once
 // the fewer rewrites. Measured 207 MB of peak memory at a million
 // (bench/import_bench, docs/benchmarks.md), so a row costs about this much.
-constexpr size_t kColdRowsMax = 1000000;
-constexpr size_t kColdRowsMin = 10000;
 constexpr int64_t kColdRowBytes = 210;
 
-// The memory the kernel says is available to start new work without
-// swapping (MemAvailable of /proc/meminfo), in bytes; 0 when unknown.
-int64_t MemAvailableBytes() {
-  std::ifstream in("/proc/meminfo");
+size_t DefaultColdRows() {
+  std::ifstream meminfo("/proc/meminfo");
+  return ColdRowsFor(MemAvailableBytes(meminfo));
+}
+}  // namespace
+
+int64_t MemAvailableBytes(std::istream& meminfo) {
   std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("MemAvailable:", 0) == 0) return std::atoll(line.c_str() + 13) * 1024;
+  while (std::getline(meminfo, line)) {
+    if (line.rfind("MemAvailable:", 0) != 0) continue;
+    // "MemAvailable:   761234 kB"
+    const long long kb = std::atoll(line.c_str() + 13);
+    return kb > 0 ? static_cast<int64_t>(kb) * 1024 : 0;
   }
   return 0;
 }
 
-// The rows of a hand-over by default: those a quarter of the available
-// memory holds, within [kColdRowsMin, kColdRowsMax] (a Raspberry Pi with
-// 1 GB, about 750 MB available, gets ~890,000; one with 512 MB ~400,000).
-size_t DefaultColdRows() {
-  const int64_t available = MemAvailableBytes();
-  if (available <= 0) return kColdRowsMax;
-  return std::clamp<size_t>(static_cast<size_t>(available / 4 / kColdRowBytes), kColdRowsMin,
+size_t ColdRowsFor(int64_t available_bytes) {
+  if (available_bytes <= 0) return kColdRowsMax;
+  return std::clamp<size_t>(static_cast<size_t>(available_bytes / 4 / kColdRowBytes), kColdRowsMin,
                             kColdRowsMax);
 }
+
+namespace {
+
 // Bad rows named one by one; past this only counted.
 constexpr int64_t kMaxReportedErrors = 1000;
 
@@ -696,44 +699,42 @@ void AddImportCommands(CLI::App& parent, int* exit_code) {
   const char* kConfigHelp =
       "YAML configuration (default: /etc/komoku/komoku.yaml, else ./config/komoku.yaml)";
   import_args.precision = "ns";
-  auto* import = parent.add_subcommand(
+  auto* imp = parent.add_subcommand(
       "import",
       "Import history from a CSV/TSV (key,time,value[,type]) or InfluxDB line-protocol file, or a "
       "Home Assistant recorder database, into the stopped service's data directory; exit 1 "
       "when a row was refused");
-  import->add_option("FILE", import_args.file, "The file ('-': standard input)")->required();
-  import->add_option(
+  imp->add_option("FILE", import_args.file, "The file ('-': standard input)")->required();
+  imp->add_option(
       "--format", import_args.format,
       "csv, tsv, line or ha (a Home Assistant recorder database; default: from the file: "
       "an SQLite database is ha, else by name: .tsv, .lp/.line, else csv; csv also reads "
       "InfluxDB's CLI export, influx -format csv)");
-  import->add_option("--precision", import_args.precision,
-                     "Line protocol's timestamp unit: ns (default), us, ms or s");
-  import->add_flag("--no-cold", import_args.no_cold,
-                   "Put every row through the hot store, old rows too (by default rows older "
-                   "than the hot window go straight into cold segments)");
-  import
-      ->add_option("--cold-rows", import_args.cold_rows,
-                   "Old rows gathered before they are written into segments (about 210 bytes of "
-                   "memory each; default: as many as a quarter of the available memory holds, "
-                   "at most 1,000,000)")
+  imp->add_option("--precision", import_args.precision,
+                  "Line protocol's timestamp unit: ns (default), us, ms or s");
+  imp->add_flag("--no-cold", import_args.no_cold,
+                "Put every row through the hot store, old rows too (by default rows older "
+                "than the hot window go straight into cold segments)");
+  imp->add_option("--cold-rows", import_args.cold_rows,
+                  "Old rows gathered before they are written into segments (about 210 bytes of "
+                  "memory each; default: as many as a quarter of the available memory holds, "
+                  "at most 1,000,000)")
       ->check(CLI::Range(size_t{1}, size_t{100000000}));
-  import->add_option("-c,--config", config_path, kConfigHelp);
+  imp->add_option("-c,--config", config_path, kConfigHelp);
   // The data directory may be new: an import into an empty one makes it.
-  import->callback(with_config([](const Config& c) { return Import(c, import_args);
-}, false));
+  imp->callback(with_config([](const Config& c) { return Import(c, import_args); }, false));
 
-auto* exp = parent.add_subcommand(
-    "export", "Write history as CSV or InfluxDB line protocol to standard output");
-exp->add_option("--format", export_args.format, "csv (default) or line");
-exp->add_option("--key", export_args.keys,
-                "Keys to export, a glob ('*' matches '/' too); repeatable (default: every key)");
-exp->add_option("--from", export_args.from,
-                "From this time (epoch s, ISO 8601, -30d; default: "
-                "the beginning)");
-exp->add_option("--to", export_args.to, "Up to (not including) this time (default: the end)");
-exp->add_option("-c,--config", config_path, kConfigHelp);
-exp->callback(with_config([](const Config& c) { return Export(c, export_args); }, true));
-}  // namespace komoku::app
+  auto* exp = parent.add_subcommand(
+      "export", "Write history as CSV or InfluxDB line protocol to standard output");
+  exp->add_option("--format", export_args.format, "csv (default) or line");
+  exp->add_option("--key", export_args.keys,
+                  "Keys to export, a glob ('*' matches '/' too); repeatable (default: every key)");
+  exp->add_option("--from", export_args.from,
+                  "From this time (epoch s, ISO 8601, -30d; default: "
+                  "the beginning)");
+  exp->add_option("--to", export_args.to, "Up to (not including) this time (default: the end)");
+  exp->add_option("-c,--config", config_path, kConfigHelp);
+  exp->callback(with_config([](const Config& c) { return Export(c, export_args); }, true));
+}
 
 }  // namespace komoku::app
