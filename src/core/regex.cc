@@ -62,16 +62,13 @@ Result<Regex> Regex::Compile(std::string_view pattern, bool case_sensitive) {
       std::make_shared<const re2::RE2>(re2::StringPiece(pattern.data(), pattern.size()), options);
   if (!re->ok()) {
     std::string why = re->error();
-    switch (re->error_code()) {
-      case re2::RE2::ErrorBadPerlOp:
-      case re2::RE2::ErrorBadEscape:
-        why += " (Komoku's regular expressions, RE2's, have no back-references or lookarounds)";
-        break;
-      case re2::RE2::ErrorRepeatSize:
-        why += " (counts are at most 1000)";
-        break;
-      default:
-        break;
+    const std::string& arg = re->error_arg();
+    const bool back_reference = re->error_code() == re2::RE2::ErrorBadEscape && arg.size() >= 2 &&
+                                std::isdigit(static_cast<unsigned char>(arg[1]));
+    if (back_reference || re->error_code() == re2::RE2::ErrorBadPerlOp) {
+      why += " (Komoku's regular expressions, RE2's, have no back-references or lookarounds)";
+    } else if (re->error_code() == re2::RE2::ErrorRepeatSize) {
+      why += " (counts are at most 1000)";
     }
     return Status::InvalidArgument(why);
   }

@@ -53,12 +53,15 @@ TEST(RegexTest, RefusalsSayWhy) {
            {"a{88888888888888888888}", "counts are at most 1000"},
            {"a{1,88888888888888888888}", "counts are at most 1000"},
            {"a(", "missing )"},
+           {"\\q", "invalid escape sequence: \\q"},
            {"\xff", "invalid UTF-8"}}) {
     Result<Regex> r = Regex::Compile(pattern);
     ASSERT_FALSE(r.ok()) << pattern;
     EXPECT_NE(r.status().message().find(why), std::string::npos)
         << pattern << ": " << r.status().message();
   }
+  // An unknown escape is no back-reference: nothing said of them.
+  EXPECT_EQ(Regex::Compile("\\q").status().message().find("back-references"), std::string::npos);
   // Braces that are no count, in a class or escaped, are text.
   EXPECT_TRUE(Regex::Compile("[{99999}]")->FullMatch("9"));
   EXPECT_TRUE(Regex::Compile("[]{99999}]")->FullMatch("}"));
