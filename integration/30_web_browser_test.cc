@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -220,12 +221,19 @@ TEST_F(WebBrowserTest, ANumericKeysChartAndItsStatistics) {
   EXPECT_EQ(stats.Json()["min"], 10);
   EXPECT_EQ(shown["changes"], std::to_string(stats.Json()["count"].get<int>())) << shown.dump();
 
-  // Under the pointer, the time and the value there.
-  browser_->Hover("#chart rect.hit", 0);
-  json readout = browser_->WaitFor(
-      "const g = document.querySelector('#chart g.readout');"
-      "return g && g.getAttribute('visibility') === 'visible' && g.textContent;");
-  ASSERT_TRUE(readout.is_string());
+  // Under the pointer, the time and the value there. The page may draw the
+  // chart anew (a refresh) after the pointer came: the new chart has seen
+  // no pointer move, so the pointer moves again (a few pixels, so that it
+  // is a move) until the readout shows, for up to a minute.
+  json readout;
+  for (int attempt = 0; attempt < 20 && !readout.is_string(); ++attempt) {
+    browser_->Hover("#chart rect.hit", attempt % 2 == 0 ? 0 : 4);
+    readout = browser_->WaitFor(
+        "const g = document.querySelector('#chart g.readout');"
+        "return g && g.getAttribute('visibility') === 'visible' && g.textContent;",
+        std::chrono::seconds(3));
+  }
+  ASSERT_TRUE(readout.is_string()) << browser_->Eval("return document.body.innerText;");
   auto at = readout.get<std::string>().find("garden/temp: ");
   ASSERT_NE(at, std::string::npos) << readout;
   const double hovered = std::stod(readout.get<std::string>().substr(at + 13));
