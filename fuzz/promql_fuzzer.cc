@@ -21,8 +21,9 @@ using komoku::promql::Series;
 
 class FixedSource final : public komoku::promql::Source {
  public:
+  // Points only: a source may leave buckets out (promql.h).
   Result<std::vector<Series>> Select(const std::vector<Matcher>& matchers, int64_t from_ms,
-                                     int64_t to_ms) const override {
+                                     int64_t to_ms, int64_t /*align_ms*/) const override {
     std::vector<Series> out;
     for (const Series& s : kSeries) {
       if (!komoku::promql::MatchesAll(matchers, s.labels)) continue;

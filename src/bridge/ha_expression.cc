@@ -10,9 +10,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
-#include <optional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
