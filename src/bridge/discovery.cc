@@ -10,6 +10,7 @@
 
 #include "bridge/ha_template.h"
 #include "common/files.h"
+#include "core/value.h"
 #include "wire/input.h"
 
 namespace komoku::bridge {
@@ -65,8 +66,7 @@ json Expand(const json& in, const std::string& base) {
     auto abbr = Abbreviations().find(it.key());
     const std::string& name = abbr == Abbreviations().end() ? it.key() : abbr->second;
     json value = it.value();
-    const bool is_topic =
-        name == "topic" || (name.size() > 6 && name.compare(name.size() - 6, 6, "_topic") == 0);
+    const bool is_topic = name == "topic" || (name.size() > 6 && store::EndsWith(name, "_topic"));
     if (is_topic && value.is_string() && !base.empty()) {
       std::string s = value.get<std::string>();
       if (!s.empty() && s.front() == '~') {
@@ -564,35 +564,27 @@ std::vector<DiscoveredEntity> HaEntities(const DiscoveredEntity& base, const jso
   }
   if (e.component == "sensor") {
     e.type = HaSensorType(c);
-  } else if (e.component == "binary_sensor") {
-    e.type = store::KeyType::kBoolean;
-    e.true_words = {Word(c, "payload_on", "ON")};
-    e.false_words = {Word(c, "payload_off", "OFF")};
-    if (e.true_words[0] == e.false_words[0]) {
-      out.push_back(Refused(std::move(e), "bad_option",
-                            "payload_on and payload_off are both '" + e.true_words[0] + "'"));
-      return out;
-    }
   } else if (e.component == "number") {
     e.type = store::KeyType::kNumeric;
-  } else if (e.component == "switch" || e.component == "fan" ||
+  } else if (e.component == "binary_sensor" || e.component == "switch" || e.component == "fan" ||
              (e.component == "light" && IsDefaultLightSchema(Text(c, "schema")))) {
-    // On or off, as Home Assistant reads it: a switch's state_on and
-    // state_off (default: payload_on and payload_off, ON and OFF), a fan's
-    // or a default-schema light's payload_on and payload_off, these two
-    // through state_value_template.
+    // On or off, as Home Assistant reads it: a binary sensor's, fan's or
+    // default-schema light's payload_on and payload_off (ON and OFF), a
+    // switch's state_on and state_off (defaulting to its payloads); a fan's
+    // and a light's state through state_value_template.
     e.type = store::KeyType::kBoolean;
-    const bool on_off_states = e.component == "switch";
-    e.true_words = {on_off_states ? Word(c, "state_on", Word(c, "payload_on", "ON").c_str())
-                                  : Word(c, "payload_on", "ON")};
-    e.false_words = {on_off_states ? Word(c, "state_off", Word(c, "payload_off", "OFF").c_str())
-                                   : Word(c, "payload_off", "OFF")};
+    const bool states = e.component == "switch";
+    const std::string on = Word(c, "payload_on", "ON"), off = Word(c, "payload_off", "OFF");
+    e.true_words = {states ? Word(c, "state_on", on.c_str()) : on};
+    e.false_words = {states ? Word(c, "state_off", off.c_str()) : off};
     if (e.true_words[0] == e.false_words[0]) {
-      out.push_back(Refused(std::move(e), "bad_option",
-                            "the on and off states are both '" + e.true_words[0] + "'"));
+      out.push_back(
+          Refused(std::move(e), "bad_option",
+                  std::string(states ? "state_on and state_off" : "payload_on and payload_off") +
+                      " are both '" + e.true_words[0] + "'"));
       return out;
     }
-    if (e.component != "switch") template_name = "state_value_template";
+    if (e.component == "fan" || e.component == "light") template_name = "state_value_template";
   } else if (e.component == "event") {
     // Home Assistant's event: each message a JSON object whose event_type
     // is the event (a press), or a template renders such an object from
@@ -1334,10 +1326,6 @@ bool SharedTrigger(const DiscoveredEntity& a, const DiscoveredEntity& b) {
          a.state_topic == b.state_topic && a.key == b.key && a.value_template == b.value_template;
 }
 
-bool EndsWith(const std::string& s, const std::string& end) {
-  return s.size() >= end.size() && s.compare(s.size() - end.size(), end.size(), end) == 0;
-}
-
 // The name an entity adds to a key another entity of its topic has: its
 // name (or its object id) as Home Assistant slugifies it for an entity id,
 // lower case, with '_' between words ("Overheating" -> "overheating").
@@ -1399,12 +1387,15 @@ Discovery::Update Discovery::ReplaceLocked(const std::string& id,
     // (a zigbee2mqtt rename changes the state topic, not the unique_id).
     auto first = entity->identity.empty() || !entity->mapped() ? identities_.end()
                                                                : identities_.find(entity->identity);
+    // The entity's own name, which its key takes when another entity of
+    // its topic reads the same field (below).
+    const std::string suffix = "/" + KeySuffix(*entity);
     if (first != identities_.end() && first->second != entity->key) {
       // The name the topic would make now, with the entity's own name
-      // when its first key had it (below): no alias when they agree.
+      // when its first key had it: no alias when they agree.
       std::string made = entity->key;
-      const std::string suffix = "/" + KeySuffix(*entity);
-      if (suffix.size() > 1 && EndsWith(first->second, suffix) && !EndsWith(made, suffix)) {
+      if (suffix.size() > 1 && store::EndsWith(first->second, suffix) &&
+          !store::EndsWith(made, suffix)) {
         made += suffix;
       }
       if (made != first->second) entity->alias = made;
@@ -1417,9 +1408,8 @@ Discovery::Update Discovery::ReplaceLocked(const std::string& id,
     // later one, known by its identity, adds its name to the key. The key
     // is then its identity's, kept across restarts and renames as any.
     if (!owner.empty() && !entity->identity.empty() && first == identities_.end() &&
-        entities_.at(owner).entity.value_template != entity->value_template &&
-        !KeySuffix(*entity).empty()) {
-      entity->key += "/" + KeySuffix(*entity);
+        entities_.at(owner).entity.value_template != entity->value_template && suffix.size() > 1) {
+      entity->key += suffix;
       owner = KeyOwnerLocked(id, *entity);
     }
     if (!owner.empty()) {

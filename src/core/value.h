@@ -43,6 +43,11 @@ std::string_view TrimAscii(std::string_view s);
 // ASCII letters compared without regard to case; other bytes exactly.
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);
 
+// Whether `s` ends with `suffix` (C++20's ends_with).
+inline bool EndsWith(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
 // Outside text quoted for a message: '...' around at most 40 bytes, never
 // cut inside a character, control characters and bytes that are not UTF-8 as
 // \xNN; the result is always valid UTF-8.

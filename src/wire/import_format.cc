@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "core/civil_time.h"
+#include "core/value.h"
 #include "wire/time_param.h"
 
 namespace komoku::store {
@@ -13,10 +14,6 @@ namespace {
 // A record longer than this (a quoted field never closed swallowing the
 // rest of the file) is refused instead of read on.
 constexpr size_t kMaxRecordBytes = 1 << 20;
-
-bool EndsWith(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
 
 bool AllDigits(std::string_view s) {
   if (s.empty()) return false;
