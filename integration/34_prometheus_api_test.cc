@@ -305,6 +305,8 @@ const char* const kQueries[] = {
     R"({__name__=~"rand_.*", key!="rand/g1", type!="string"})",
     R"({type="numeric", key!~"rand/g[23]"})",
     R"({__name__=~"(?i)RAND_C.*"})",
+    R"({key=~"\\pL+/[gc]\\d"})",
+    R"({__name__=~"rand_(?:g|c)1", key!~"(?s).*3"})",
     "rand_s",
     R"(rand_s{state="armed"})",
     "rand_b",
